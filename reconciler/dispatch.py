@@ -1,0 +1,1 @@
+"""Pure dispatch order: which pending runs may start now."""

@@ -1,0 +1,268 @@
+"""Frozen values of the desired state.
+
+Two layers:
+- what the loader reads (`Team`, `Machine`, `Task`, `Settings`, gathered in `Inventory`): the
+  YAML as written, every value with its `Location`, optional fields left as `None`;
+- what `compile` produces (`TaskSpec` in a `DesiredState`): defaults applied, targets resolved,
+  versions computed. The planner only ever sees the compiled layer.
+
+No raw YAML mapping leaves the loader: everything downstream works with these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Mapping
+
+from .diagnostics import Location
+
+PRIORITIES = (1, 2, 3, 4, 5)
+DEFAULT_PRIORITY = 3
+DEFAULT_TIMEOUT = 600  # seconds
+DEFAULT_CONCURRENCY = 16
+DEFAULT_POLL_INTERVAL = 30
+DEFAULT_STATE_URL = "sqlite:///.reconciler/state.db"
+
+
+class Role(str, Enum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class Strategy(str, Enum):
+    ALL = "all"
+    ONE = "one"
+
+
+class FailureAction(str, Enum):
+    ALERT = "alert"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class VaultRef:
+    """`{vault: NAME}`: a secret read from the team vault when a run starts, never before."""
+
+    name: str
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    role: Role
+    age: str | None = None
+    ssh: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    """An apprise URL (or a vault reference to one) and the events it wants (None: all)."""
+
+    url: str | VaultRef
+    on: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    """Retry fields as written; `None` means "inherit" (task → team defaults → built-in)."""
+
+    count: int | None = None
+    delay: int | None = None  # seconds
+    backoff: float | None = None
+    max_delay: int | None = None  # seconds
+    failure_action: FailureAction | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A resolved retry policy.
+
+    `count` retries follow the first attempt, so a run gets at most `count + 1` attempts.
+    """
+
+    count: int = 0
+    delay: int = 30
+    backoff: float = 2.0
+    max_delay: int = 600
+    failure_action: FailureAction = FailureAction.ALERT
+
+    def delay_after(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt `failed_attempt` (1-based) failed, before the next.
+
+        SPEC §2: the n-th retry waits `min(delay * backoff^(n-1), max_delay)`.
+        """
+        retry_number = failed_attempt  # attempt 1 failed -> first retry
+        return float(min(self.delay * self.backoff ** (retry_number - 1), self.max_delay))
+
+    def has_retry_after(self, failed_attempt: int) -> bool:
+        return failed_attempt <= self.count
+
+
+@dataclass(frozen=True)
+class Window:
+    """A deny window: starts at each fire of `deny` (cron, UTC) and lasts `duration` seconds.
+
+    No run of priority 2..5 starts inside it; priority 1 always may.
+    """
+
+    deny: str
+    duration: int
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    priority: int | None = None
+    timeout: int | None = None
+    retry: RetrySpec | None = None
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    description: str | None = None
+    members: tuple[Member, ...] = ()
+    recipients: tuple[str, ...] = ()
+    alerts: tuple[AlertTarget, ...] = ()
+    defaults: TaskDefaults = TaskDefaults()
+    windows: tuple[Window, ...] = ()
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    team: str
+    transport: str = "ssh"  # "ssh" | "local"
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    host_key: tuple[str, ...] = ()
+    key: VaultRef | None = None
+    key_file: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_parallel: int = 1
+    windows: tuple[Window, ...] = ()
+    location: Location | None = field(default=None, compare=False)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.team))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as written. Exactly one of `machines`/`selector`, one of `command`/`script`."""
+
+    name: str
+    team: str
+    description: str | None = None
+    machines: tuple[str, ...] | None = None
+    selector: Mapping[str, str] | None = None
+    strategy: Strategy = Strategy.ALL
+    command: str | None = None
+    script: str | None = None
+    priority: int | None = None
+    schedule: str | None = None
+    after: tuple[str, ...] = ()
+    timeout: int | None = None
+    retry: RetrySpec | None = None
+    env: tuple[tuple[str, str | VaultRef], ...] = ()
+    check: str | None = None
+    idempotent: bool = False
+    location: Location | None = field(default=None, compare=False)
+    # Where each top-level field was written, so compile can point at e.g. `after:` itself.
+    field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.team}/{self.name}"
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def where(self, field_name: str) -> Location:
+        """The location of `field_name`, or of the task itself when it was not written."""
+        return self.field_locations.get(field_name) or self.location or Location("<inventory>")
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    remote: str = "origin"
+    branch: str = "main"
+    verify: str = "none"  # none | head | range
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`inventory/reconciler.yaml`; `None` means "not set here" (flags and env may set it)."""
+
+    state: str | None = None
+    concurrency: int | None = None
+    poll_interval: int | None = None
+    git: GitSettings = GitSettings()
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything the loader read from one inventory folder."""
+
+    root: str
+    teams: Mapping[str, Team]
+    machines: Mapping[str, Machine]
+    tasks: Mapping[str, Task]  # by task id `<team>/<name>`
+    settings: Settings = Settings()
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A compiled task: defaults applied, targets resolved, one version per target.
+
+    `versions[machine]` is the hash of what the run on that machine executes (SPEC §1):
+    command/script, env names and vault references, check, and the resolved target.
+    Priority, retry, timeout, description and schedule are deliberately not part of it.
+    """
+
+    id: str
+    team: str
+    name: str
+    run: str  # the shell text: `command` or `script`
+    check: str | None
+    env: tuple[tuple[str, str | VaultRef], ...]
+    priority: int
+    timeout: int
+    retry: RetryPolicy
+    schedule: str | None
+    after: tuple[str, ...]  # task ids, same team
+    strategy: Strategy
+    targets: tuple[str, ...]  # machine names, sorted
+    versions: Mapping[str, str]  # machine name -> version
+    idempotent: bool = False
+    description: str | None = None
+    location: Location | None = field(default=None, compare=False)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def version_for(self, machine: str) -> str:
+        return self.versions[machine]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What should hold: compiled tasks, and the machines and teams they refer to."""
+
+    tasks: Mapping[str, TaskSpec]
+    machines: Mapping[str, Machine]
+    teams: Mapping[str, Team]
+
+    def windows_for(self, machine: str) -> tuple[Window, ...]:
+        """The deny windows that apply on `machine`: its team's and its own."""
+        m = self.machines.get(machine)
+        if m is None:
+            return ()
+        team = self.teams.get(m.team)
+        return (team.windows if team else ()) + m.windows

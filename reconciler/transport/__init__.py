@@ -1,0 +1,1 @@
+"""Transports: how a command reaches a machine. `base.Transport` is the port."""

@@ -1,0 +1,40 @@
+"""The transport port: run one shell command on one machine and return what happened.
+
+A command that exits non-zero is a value (`Completed`), never an exception. Only the failure
+to reach or authenticate to a machine raises (`TransportError` and its subclasses).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..model import Machine
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The result of one command. `exit_code` is None when it was killed on timeout."""
+
+    exit_code: int | None
+    output: str
+    duration: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class Transport(ABC):
+    """Runs commands on machines of one kind (`local`, `ssh`)."""
+
+    @abstractmethod
+    def run(self, machine: Machine, command: str, env: Mapping[str, str], timeout: float,
+            run_id: int) -> Completed:
+        """Run `command` with `sh -c` on `machine`. `env` holds secrets: it must never reach
+        any process's argument list. Kill the whole process group after `timeout` seconds."""
+
+    def close(self) -> None:
+        """Release connections."""
