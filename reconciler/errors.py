@@ -30,7 +30,7 @@ class InputError(ReconcilerError):
     def __init__(self, diagnostics: Diagnostics | str, location: Location | None = None):
         if isinstance(diagnostics, str):
             diags = Diagnostics()
-            diags.error(location or Location("<input>"), diagnostics)
+            diags.error(location or Location("reconcile"), diagnostics)
             diagnostics = diags
         self.diagnostics = diagnostics
         super().__init__("\n".join(str(d) for d in diagnostics.errors))

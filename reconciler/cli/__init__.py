@@ -1,0 +1,1 @@
+"""The `reconcile` command line: arguments, wiring, commands and views."""

@@ -1,0 +1,93 @@
+"""The command line: every command, flag and its help text, in one place.
+
+Global options are accepted before or after the subcommand (SPEC §4): they are declared on the
+root parser and again on each subparser with `SUPPRESS` defaults, so a value given in either
+place survives and the later one wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+
+FORMATS = ("text", "json")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is our `UsageError` (one line, exit 2), not a SystemExit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    g = parser.add_argument_group("global options")
+    g.add_argument("--inventory", metavar="DIR", default=default,
+                   help="inventory folder (default: $RECONCILE_INVENTORY or ./inventory)")
+    g.add_argument("--state", metavar="URL", default=default,
+                   help="state store: sqlite:///path.db, a path (default: $RECONCILE_STATE, "
+                        "reconciler.yaml, or sqlite:///.reconciler/state.db)")
+    g.add_argument("--identity", metavar="FILE", default=default,
+                   help="age identity or OpenSSH ed25519 key for the vaults")
+    g.add_argument("--log-format", choices=("text", "json"), default=default)
+    g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0,
+                   help="more logging; tracebacks on errors")
+    g.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="only errors and the final result")
+
+
+def _add_format(parser: argparse.ArgumentParser, choices=FORMATS) -> None:
+    parser.add_argument("--format", choices=choices, default=argparse.SUPPRESS,
+                        help="output format (default: text)")
+
+
+def build_parser() -> Parser:
+    """The `reconcile` parser with all subcommands."""
+    root = Parser(prog="reconcile", description="Declarative GitOps task reconciler: runs "
+                  "the tasks of an inventory that the state store has not yet executed.")
+    _add_globals(root, suppress=False)
+    _add_format(root, FORMATS + ("markdown",))
+    root.add_argument("--once", action="store_true",
+                      help="one pass: validate, plan, run the queue, print a summary, exit")
+    root.add_argument("--dry-run", action="store_true",
+                      help="with --once: print the plan and change nothing")
+    _add_pass_options(root)
+    sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    validate = sub.add_parser("validate", help="check the inventory; no state, no network")
+    validate.add_argument("--strict", action="store_true",
+                          help="treat warnings (e.g. likely hardcoded credentials) as errors")
+    plan = sub.add_parser("plan", help="what the next pass would enqueue and cancel")
+    status = sub.add_parser("status", help="queue depth, running runs, recent failures, machines")
+    for p, formats in ((validate, FORMATS), (plan, FORMATS + ("markdown",)), (status, FORMATS)):
+        _add_globals(p, suppress=True)
+        _add_format(p, formats)
+
+    queue = sub.add_parser("queue", help="the run history and queue")
+    _add_globals(queue, suppress=True)
+    qsub = queue.add_subparsers(dest="queue_command", metavar="ACTION", parser_class=Parser,
+                                required=True)
+    qlist = qsub.add_parser("list", help="runs, newest first")
+    qlist.add_argument("--status", action="append", metavar="S",
+                       help="only runs with this status (repeatable)")
+    qlist.add_argument("--team", metavar="T", help="only runs of this team's tasks")
+    qlist.add_argument("--limit", type=int, default=1000, metavar="N")
+    for action, text in (("show", "one run with its output"), ("cancel", "cancel a pending run"),
+                         ("retry", "run a failed, blocked or unknown run again at the next pass")):
+        p = qsub.add_parser(action, help=text)
+        p.add_argument("run", type=int, metavar="RUN", help="run id")
+        qsub.choices[action] = p
+    for p in qsub.choices.values():
+        _add_globals(p, suppress=True)
+        _add_format(p)
+    return root
+
+
+def _add_pass_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, metavar="N", default=None,
+                        help="runs at once across all machines (default 16)")
+    parser.add_argument("--lock-timeout", metavar="DURATION", default=None,
+                        help="how long to wait for another pass's lock before exit 3 "
+                             "(default 10m)")

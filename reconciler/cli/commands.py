@@ -1,0 +1,201 @@
+"""The commands: each takes parsed arguments, prints its result and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+
+from ..engine import Engine, utc_now
+from ..lint import find_hardcoded_credentials
+from ..source.git import head_commit
+from ..state import ExecutedState, RunStatus
+from . import views, wiring
+from .progress import progress_for
+
+
+def _format(args: argparse.Namespace) -> str:
+    return getattr(args, "format", None) or "text"
+
+
+def _print_warnings(warnings) -> None:
+    for warning in warnings:
+        print(str(warning), file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
+    loaded = wiring.load(args)
+    warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory)]
+    fmt = _format(args)
+    if fmt == "json":
+        print(views.to_json({
+            "valid": not (args.strict and warnings),
+            "teams": len(loaded.inventory.teams), "machines": len(loaded.inventory.machines),
+            "tasks": len(loaded.desired.tasks),
+            "warnings": [str(w) for w in warnings]}))
+    else:
+        _print_warnings(warnings)
+        print(f"valid: {len(loaded.inventory.teams)} teams, {len(loaded.inventory.machines)} "
+              f"machines, {len(loaded.desired.tasks)} tasks"
+              + (f", {len(warnings)} warnings" if warnings else ""))
+    return 2 if args.strict and warnings else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """What the next pass would do; never creates or changes a store."""
+    loaded = wiring.load(args)
+    _print_warnings(loaded.warnings)
+    store = wiring.store(args, loaded.inventory, create=False)
+    try:
+        executed = store.snapshot() if store is not None else ExecutedState()
+    finally:
+        if store is not None:
+            store.close()
+    from ..plan import make_plan
+
+    plan = make_plan(loaded.desired, executed, utc_now())
+    fmt = _format(args)
+    if fmt == "json":
+        print(views.to_json(plan.to_json()))
+    elif fmt == "markdown":
+        print(views.plan_markdown(plan), end="")
+    else:
+        print(views.plan_text(plan))
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    """One pass: validate, plan, record, run the queue to the end, summarise."""
+    if args.dry_run:
+        return cmd_plan(args)
+    loaded = wiring.load(args)  # bad input stops here: nothing is opened, nothing runs
+    _print_warnings(loaded.warnings)
+    concurrency = wiring.concurrency(args, loaded.inventory)
+    lock_timeout = wiring.lock_timeout(args)
+    commit = head_commit(wiring.inventory_dir(args))
+    store = wiring.store(args, loaded.inventory)
+    transports = wiring.transports()
+    try:
+        with progress_for(args.quiet) as progress:
+            engine = Engine(store, transports, concurrency=concurrency, on_event=progress)
+            report = engine.run_pass(loaded.desired, commit, lock_timeout)
+    finally:
+        for transport in transports.values():
+            transport.close()
+        store.close()
+    runs = sorted(report.runs.values(), key=lambda r: r.id)
+    if _format(args) == "json":
+        print(views.to_json({"runs": [views.run_json(r) for r in runs],
+                             "counts": report.counts(), "commit": commit}))
+    else:
+        print(views.summary_text(runs, report.counts(), report.held))
+    return report.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Queue depth by priority and team, running runs, recent failures, machines."""
+    loaded = wiring.load(args)
+    store = wiring.store(args, loaded.inventory, create=False)
+    pending, running, failed = [], [], 0
+    if store is not None:
+        try:
+            pending, running = store.pending(), store.running()
+            failed = store.failed_since(utc_now() - timedelta(hours=24))
+        finally:
+            store.close()
+    depth = {str(p): 0 for p in range(1, 6)}
+    by_team: dict[str, int] = {}
+    for run in pending:
+        depth[str(run.priority)] += 1
+        by_team[run.team] = by_team.get(run.team, 0) + 1
+    machines = [{"name": m.name, "team": m.team, "transport": m.transport,
+                 "running": sum(1 for r in running if r.machine == m.name),
+                 "pending": sum(1 for r in pending if r.machine == m.name)}
+                for m in sorted(loaded.inventory.machines.values(), key=lambda m: m.name)]
+    data = {"queue_depth": depth, "by_team": dict(sorted(by_team.items())),
+            "running": len(running), "failed_last_24h": failed, "machines": machines}
+    if _format(args) == "json":
+        print(views.to_json(data))
+        return 0
+    print("queue depth by priority: " + ", ".join(f"{p}: {n}" for p, n in depth.items()))
+    print("queue depth by team:     " + (", ".join(f"{t}: {n}" for t, n in by_team.items())
+                                         or "empty"))
+    print(f"running: {len(running)}    failed, blocked or unknown in the last 24h: {failed}")
+    print()
+    print(views.table(("MACHINE", "TEAM", "TRANSPORT", "RUNNING", "PENDING"),
+                      [(m["name"], m["team"], m["transport"], m["running"], m["pending"])
+                       for m in machines]))
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """`queue list|show|cancel|retry`: read and steer the run history."""
+    store = wiring.store(args, _inventory_if_any(args))
+    try:
+        return _QUEUE[args.queue_command](args, store)
+    finally:
+        store.close()
+
+
+def _inventory_if_any(args: argparse.Namespace):
+    """The queue commands only need the settings' state URL; a broken inventory must not stop
+    an operator from cancelling a run, so fall back to flags and environment."""
+    from ..errors import InputError
+
+    try:
+        return wiring.load(args).inventory
+    except InputError:
+        return None
+
+
+def _queue_list(args, store) -> int:
+    statuses = None
+    if args.status:
+        try:
+            statuses = [RunStatus(s) for s in args.status]
+        except ValueError as exc:
+            from ..errors import UsageError
+
+            raise UsageError(f"--status: {exc}; use one of "
+                             + ", ".join(s.value for s in RunStatus)) from None
+    runs = store.list_runs(statuses, args.team, args.limit)
+    if _format(args) == "json":
+        print(views.to_json([views.run_json(r) for r in runs]))
+    else:
+        print(views.runs_text(runs))
+    return 0
+
+
+def _queue_show(args, store) -> int:
+    run = store.get_run(args.run)
+    if run is None:
+        from ..errors import InputError
+
+        raise InputError(f"no run {args.run} in the state store", None)
+    if _format(args) == "json":
+        print(views.to_json(views.run_json(run, detail=True)))
+    else:
+        print(views.run_detail_text(run))
+    return 0
+
+
+def _queue_change(verb: str):
+    def change(args, store) -> int:
+        method = store.cancel_run if verb == "cancel" else store.request_retry
+        run = method(args.run, utc_now())
+        if _format(args) == "json":
+            print(views.to_json(views.run_json(run)))
+        else:
+            message = {"cancel": f"run {run.id} cancelled",
+                       "retry": f"run {run.id} ({run.task} on {run.machine}) will run again "
+                                "at the next pass"}[verb]
+            print(message)
+        return 0
+    return change
+
+
+_QUEUE = {"list": _queue_list, "show": _queue_show, "cancel": _queue_change("cancel"),
+          "retry": _queue_change("retry")}
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue}

@@ -1,0 +1,93 @@
+"""Entry point of `reconcile`: parse, configure logging, run a command, map errors to exit codes.
+
+This is the CLI boundary: the one place that catches every exception, so a user sees one line
+per problem and no traceback (unless `-v`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+
+from ..errors import InputError, ReconcilerError
+from .args import build_parser
+from .commands import COMMANDS, cmd_once
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, event and any structured extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+                "level": record.levelname.lower(), "event": record.getMessage(),
+                "logger": record.name}
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def configure_logging(verbose: int, quiet: bool, log_format: str | None) -> None:
+    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1
+                                                            else logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json"
+                         else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `reconcile` with `argv`; returns the exit code (SPEC §4: 0, 1, 2 or 3)."""
+    verbose = 0
+    try:
+        args = build_parser().parse_args(argv)
+        verbose = args.verbose or 0
+        configure_logging(verbose, bool(args.quiet), args.log_format)
+        return _dispatch(args)
+    except InputError as exc:
+        for diagnostic in exc.diagnostics.errors:
+            print(f"error: {diagnostic}", file=sys.stderr)
+        _traceback_if(verbose)
+        return exc.exit_code
+    except ReconcilerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _traceback_if(verbose)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `reconcile queue list | head`
+        return 0
+    except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
+        print(f"error: internal error (a bug in reconciler, please report it): "
+              f"{type(exc).__name__}: {exc}" + ("" if verbose else " (run with -v for details)"),
+              file=sys.stderr)
+        _traceback_if(verbose)
+        return 3
+
+
+def _dispatch(args) -> int:
+    if args.command is None:
+        if not args.once and not args.dry_run:
+            from .daemon_cmd import cmd_continuous
+
+            return cmd_continuous(args)
+        return cmd_once(args)
+    if args.once or args.dry_run:
+        from ..errors import UsageError
+
+        raise UsageError("--once and --dry-run go without a command: 'reconcile --once'")
+    return COMMANDS[args.command](args)
+
+
+def _traceback_if(verbose: int) -> None:
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Live progress of a pass: a rich display on a terminal, plain lines otherwise (CI logs).
+
+Both consume the engine's `Event`s and write to stderr, so stdout keeps only the result
+(the summary, or JSON with `--format json`).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from ..engine import Event
+
+_PLAIN = {
+    "recovered": "recovered {task} on {machine}: {status}",
+    "enqueued": "enqueued  {task} on {machine} (priority {priority}, {detail})",
+    "cancelled": "cancelled {task} on {machine} ({detail})",
+    "started": "started   {task} on {machine} (run {id}, attempt {attempt})",
+    "retrying": "retrying  {task} on {machine} (run {id}): {detail}; next attempt at {not_before}",
+    "finished": "{status:<9} {task} on {machine} (run {id}, attempt {attempt}){colon}{detail}",
+    "blocked": "blocked   {task} on {machine} (run {id}): {detail}",
+    "held": "held      {task} on {machine} (run {id}) until {detail}",
+}
+
+
+def _line(event: Event) -> str:
+    run = event.run
+    return _PLAIN[event.kind].format(
+        task=run.task, machine=run.machine, id=run.id, attempt=run.attempt,
+        priority=run.priority, status=run.status.value, detail=event.detail,
+        colon=": " if event.detail else "",
+        not_before=run.not_before.isoformat() if run.not_before else "-")
+
+
+class PlainProgress:
+    """One line per event; for logs and pipes."""
+
+    def __init__(self, stream: TextIO = sys.stderr):
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            print(_line(event), file=self.stream, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class LiveProgress:
+    """A rich live panel: runs in progress and counts, with finished runs scrolling above."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True)
+        self.running: dict[int, Event] = {}
+        self.counts: dict[str, int] = {}
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8,
+                         transient=True)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table(title="reconcile --once", show_edge=False, expand=False)
+        for col in ("run", "task", "machine", "attempt"):
+            table.add_column(col)
+        for event in list(self.running.values())[:20]:
+            r = event.run
+            table.add_row(str(r.id), r.task, r.machine, str(r.attempt))
+        done = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "starting"
+        table.caption = f"{len(self.running)} running · {done}"
+        return table
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "started":
+            self.running[event.run.id] = event
+        elif event.kind in ("finished", "retrying", "blocked", "recovered"):
+            self.running.pop(event.run.id, None)
+            if event.kind != "retrying":
+                self.counts[event.run.status.value] = self.counts.get(event.run.status.value, 0) + 1
+            self.live.console.print(_line(event), highlight=False)
+        self.live.update(self._render())
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+
+class Silent:
+    def __call__(self, event: Event) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def progress_for(quiet: bool):
+    """The display that fits where stderr goes."""
+    if quiet:
+        return Silent()
+    if sys.stderr.isatty():
+        return LiveProgress()
+    return PlainProgress()

@@ -1,0 +1,121 @@
+"""Renderings of plans, runs and summaries as text, JSON and markdown.
+
+Views are pure: values in, a string out. JSON field names are a stable contract (SPEC §4):
+fields may be added, never renamed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Iterable, Mapping, Sequence
+
+from ..plan import Plan
+from ..state import Run
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
+
+
+def run_json(run: Run, *, detail: bool = False) -> dict:
+    """A run as in `queue list` (SPEC §4); with `detail`, plus output and error (`queue show`)."""
+    data = {
+        "id": run.id, "task": run.task, "machine": run.machine, "version": run.version,
+        "status": run.status.value, "priority": run.priority, "attempt": run.attempt,
+        "exit_code": run.exit_code, "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+        "reason": run.reason, "slot": run.slot, "commit": run.commit,
+        "not_before": iso(run.not_before),
+    }
+    if detail:
+        data["output"] = run.output
+        data["error"] = run.error
+    else:
+        data["error"] = run.error
+    return data
+
+
+def to_json(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A fixed-width text table; readable in a terminal and in CI logs alike."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row]
+                                            for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _held_note(held: Mapping[tuple[str, str], datetime], task: str, machine: str) -> str:
+    until = held.get((task, machine))
+    return f"held by deny window until {iso(until)}" if until else ""
+
+
+def plan_text(plan: Plan) -> str:
+    """The plan in run order, then the cancels; one line each."""
+    if plan.is_empty:
+        return "No changes: every task is in its desired state."
+    held = {(e.task, e.machine): e.held_until for e in plan.enqueue if e.held_until}
+    parts = [f"Plan: {len(plan.enqueue)} to run, {len(plan.cancel)} to cancel."]
+    if plan.enqueue:
+        rows = [(i, e.priority, e.task, e.machine, e.reason.value,
+                 _held_note(held, e.task, e.machine)) for i, e in enumerate(plan.enqueue, 1)]
+        parts.append(table(("#", "PRIO", "TASK", "MACHINE", "REASON", "NOTE"), rows))
+    if plan.cancel:
+        rows = [(c.run, c.task, c.machine, c.reason) for c in plan.cancel]
+        parts.append("Cancel:\n" + table(("RUN", "TASK", "MACHINE", "REASON"), rows))
+    return "\n\n".join(parts)
+
+
+def plan_markdown(plan: Plan) -> str:
+    """The plan as a pull-request comment: a summary line and a table."""
+    lines = [f"**reconciler plan:** {len(plan.enqueue)} to run, {len(plan.cancel)} to cancel", ""]
+    if plan.enqueue:
+        lines += ["| # | priority | task | machine | reason |", "|---|---|---|---|---|"]
+        lines += [f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} |"
+                  for i, e in enumerate(plan.enqueue, 1)]
+        lines.append("")
+    if plan.cancel:
+        lines += ["| cancel run | task | machine | reason |", "|---|---|---|---|"]
+        lines += [f"| {c.run} | `{c.task}` | `{c.machine}` | {c.reason} |" for c in plan.cancel]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def runs_text(runs: Sequence[Run]) -> str:
+    if not runs:
+        return "No runs."
+    rows = [(r.id, r.task, r.machine, r.status.value, r.priority, r.attempt,
+             "" if r.exit_code is None else r.exit_code, iso(r.finished_at or r.started_at
+                                                              or r.created_at))
+            for r in runs]
+    return table(("RUN", "TASK", "MACHINE", "STATUS", "PRIO", "ATTEMPT", "EXIT", "WHEN"), rows)
+
+
+def run_detail_text(run: Run) -> str:
+    fields = run_json(run)
+    lines = [f"{k + ':':<12} {'' if v is None else v}" for k, v in fields.items() if k != "error"]
+    if run.error:
+        lines.append(f"{'error:':<12} {run.error}")
+    lines.append("output:")
+    lines.append(run.output.rstrip("\n") if run.output else "(none)")
+    return "\n".join(lines)
+
+
+def summary_text(runs: Sequence[Run], counts: Mapping[str, int],
+                 held: Mapping[int, datetime]) -> str:
+    """The end of `--once`: each run of the pass, then the counts."""
+    if not runs:
+        return "Nothing to do: every task is in its desired state."
+    lines = []
+    for run in sorted(runs, key=lambda r: r.id):
+        note = run.error or ""
+        if run.id in held and run.status.is_active:
+            note = f"held until {iso(held[run.id])}"
+        lines.append(f"{run.status.value:<10} {run.task} on {run.machine} "
+                     f"(run {run.id}, attempt {run.attempt})" + (f": {note}" if note else ""))
+    lines.append("")
+    lines.append(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)

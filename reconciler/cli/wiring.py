@@ -1,0 +1,93 @@
+"""The one place that knows concrete classes: settings precedence, store, transports, engine.
+
+Precedence (SPEC §6): command-line flag > environment variable > `inventory/reconciler.yaml`
+> built-in default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..compile import compile_inventory
+from ..diagnostics import Diagnostic
+from ..durations import parse_duration
+from ..errors import AuthFailed, UsageError
+from ..loader import load_inventory
+from ..model import DEFAULT_CONCURRENCY, DEFAULT_STATE_URL, DesiredState, Inventory
+from ..store.base import StateStore
+from ..store.factory import open_store
+from ..transport.base import Transport
+from ..transport.local import LocalTransport
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated inventory and what it compiles to, with the warnings found on the way."""
+
+    inventory: Inventory
+    desired: DesiredState
+    warnings: list[Diagnostic]
+
+
+def inventory_dir(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "inventory", None) or os.environ.get("RECONCILE_INVENTORY")
+                or "inventory")
+
+
+def load(args: argparse.Namespace) -> Loaded:
+    """Load and compile the inventory; raises `InputError` with every problem."""
+    inventory, warnings = load_inventory(inventory_dir(args))
+    return Loaded(inventory, compile_inventory(inventory), warnings)
+
+
+def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str:
+    settings_state = inventory.settings.state if inventory is not None else None
+    return (getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
+            or settings_state or DEFAULT_STATE_URL)
+
+
+def store(args: argparse.Namespace, inventory: Inventory | None, *,
+          create: bool = True) -> StateStore | None:
+    """The configured store; with `create=False`, None when it does not exist yet."""
+    return open_store(state_url(args, inventory), create=create)
+
+
+def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:
+    raw = args.concurrency or os.environ.get("RECONCILE_CONCURRENCY") \
+        or inventory.settings.concurrency or DEFAULT_CONCURRENCY
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"--concurrency must be a positive integer (got {raw!r})") from None
+    if value < 1:
+        raise UsageError(f"--concurrency must be a positive integer (got {value})")
+    return value
+
+
+def lock_timeout(args: argparse.Namespace) -> float:
+    raw = args.lock_timeout or os.environ.get("RECONCILE_LOCK_TIMEOUT")
+    if raw is None:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return float(parse_duration(raw))
+    except ValueError:
+        raise UsageError(f"--lock-timeout must be a duration such as 30s, 5m or 1h "
+                         f"(got {raw!r})") from None
+
+
+class _NotYetSsh(Transport):
+    """Until the SSH transport lands, runs on `transport: ssh` machines fail clearly (and
+    are not retried) instead of crashing the pass."""
+
+    def run(self, machine, command, env, timeout, run_id):
+        raise AuthFailed(f"machine '{machine.name}': the ssh transport is not available in this "
+                         "version of reconciler; use transport: local")
+
+
+def transports() -> dict[str, Transport]:
+    return {"local": LocalTransport(), "ssh": _NotYetSsh()}

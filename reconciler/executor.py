@@ -1,0 +1,100 @@
+"""One claimed run: resolve its environment, run the check, run the command, judge the outcome.
+
+`execute` does the I/O (through a transport); `judge` and `next_attempt_at` are the pure
+policy: what a completed command means for the run, and when a failed attempt may retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Mapping
+
+from .durations import format_duration
+from .errors import TransportError, VaultError
+from .model import Machine, RetryPolicy, TaskSpec, VaultRef
+from .state import Run, RunStatus
+from .transport.base import Completed, Transport
+
+# Resolves a task's `{vault: NAME}` for a team; raises VaultError when it cannot.
+SecretResolver = Callable[[str, VaultRef], str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to. `retryable` is False for failures a retry cannot fix."""
+
+    status: RunStatus
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    retryable: bool = True
+
+
+def no_vault(team: str, ref: VaultRef) -> str:
+    """The resolver used when no identity is configured: every secret is unavailable."""
+    raise VaultError(f"cannot read secret '{ref.name}' of team '{team}': no identity "
+                     "(set --identity, RECONCILE_IDENTITY_FILE or RECONCILE_IDENTITY)")
+
+
+def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[str, str]:
+    """The task's env with secrets resolved, plus the run's identity for the command."""
+    env = {
+        "RECONCILE_RUN_ID": str(run.id),
+        "RECONCILE_TASK": run.task,
+        "RECONCILE_MACHINE": run.machine,
+        "RECONCILE_ATTEMPT": str(run.attempt),
+        "RECONCILE_VERSION": run.version,
+    }
+    for name, value in spec.env:
+        env[name] = resolve(spec.team, value) if isinstance(value, VaultRef) else value
+    return env
+
+
+def execute(run: Run, spec: TaskSpec, machine: Machine, transport: Transport,
+            resolve: SecretResolver = no_vault) -> Outcome:
+    """Execute one attempt of `run`; never raises for a failure of the command or machine."""
+    try:
+        env = run_environment(run, spec, resolve)
+    except VaultError as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=False)
+    try:
+        if spec.check is not None:
+            checked = transport.run(machine, spec.check, env, spec.timeout, run.id)
+            if checked.ok:
+                return Outcome(RunStatus.SKIPPED, exit_code=0, output=checked.output,
+                               error=None)
+        completed = transport.run(machine, spec.run, env, spec.timeout, run.id)
+    except TransportError as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=exc.retryable)
+    return judge(completed, spec.timeout)
+
+
+def judge(completed: Completed, timeout: float) -> Outcome:
+    """Pure: a finished command as a run outcome."""
+    if completed.timed_out:
+        return Outcome(RunStatus.FAILED, output=completed.output,
+                       error=f"timed out after {format_duration(int(timeout))}; the process "
+                             "group was killed")
+    if completed.exit_code == 0:
+        return Outcome(RunStatus.SUCCEEDED, exit_code=0, output=completed.output)
+    return Outcome(RunStatus.FAILED, exit_code=completed.exit_code, output=completed.output,
+                   error=f"exit code {completed.exit_code}")
+
+
+def next_attempt_at(policy: RetryPolicy, run: Run, outcome: Outcome,
+                    now: datetime) -> datetime | None:
+    """Pure: when the next attempt may start, or None when the run's failure is final."""
+    if outcome.status is not RunStatus.FAILED or not outcome.retryable:
+        return None
+    if not policy.has_retry_after(run.attempt):
+        return None
+    return now + timedelta(seconds=policy.delay_after(run.attempt))
+
+
+def output_tail(output: str, lines: int = 10) -> str:
+    """The last lines of an output, for summaries and alerts."""
+    return "\n".join(output.rstrip("\n").splitlines()[-lines:])
+
+
+__all__ = ["Outcome", "execute", "judge", "next_attempt_at", "run_environment", "Mapping"]

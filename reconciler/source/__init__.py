@@ -1,0 +1,1 @@
+"""Where the desired state comes from: the inventory folder and the git repository around it."""
