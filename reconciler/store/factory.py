@@ -1,0 +1,84 @@
+"""Open a state store from its URL (`--state`, `RECONCILE_STATE`, or `state:` in settings).
+
+Accepted forms (SPEC §2):
+- `sqlite:///relative/path.db` — relative to the working directory;
+- `sqlite:////abs/path.db` — an absolute path;
+- a plain path, `path/to/state.db` or `/abs/state.db`;
+- `postgresql://...` — reserved: PostgreSQL is not available yet.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..diagnostics import Diagnostics, Location
+from ..errors import InputError, StoreError
+from .base import StateStore
+from .sqlite import SqliteStore
+
+DEFAULT_URL = "sqlite:///.reconciler/state.db"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_FORMS = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain file path"
+
+
+def open_store(url: str, *, create: bool = True) -> StateStore | None:
+    """The store at `url`, migrated to the current schema.
+
+    With `create=False` (commands that must never create a store, like `plan` and `diff`)
+    a missing database returns None instead of being created. With `create=True` the parent
+    directory is created too. Raises `InputError` for a URL we cannot use, `StoreError` when
+    the database cannot be opened.
+    """
+    path = sqlite_path(url)
+    if not create and not path.exists():
+        return None
+    if create:
+        _make_parent(path)
+    return SqliteStore(path, url=url, create=create)
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file named by `url`; raises `InputError` for other schemes."""
+    match = _SCHEME.match(url)
+    if match is None:
+        if not url.strip():
+            raise _bad_url(url, "the state store URL is empty")
+        return Path(url).expanduser()
+    scheme = match.group(1).lower()
+    if scheme in ("postgresql", "postgres"):
+        raise _bad_url(url, "PostgreSQL is not available yet",
+                       "use a SQLite store for now, e.g. sqlite:///.reconciler/state.db")
+    if scheme != "sqlite":
+        raise _bad_url(url, f"unknown state store scheme {scheme}://")
+    rest = url[match.end():]
+    if rest == "/":
+        raise _bad_url(url, "the sqlite URL names no database file")
+    if not rest.startswith("/"):
+        # sqlite://host/... : there is no host in a file URL; the third slash was forgotten.
+        raise _bad_url(url, "a sqlite URL needs three slashes before a relative path, "
+                            "four before an absolute one")
+    return Path(rest[1:])
+
+
+def _bad_url(url: str, message: str, hint: str = _FORMS) -> InputError:
+    diags = Diagnostics()
+    diags.error(Location(f"state store {_redact(url)}".strip()), message, hint)
+    return InputError(diags)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL (`postgresql://user:secret@host`) before it reaches a message."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _make_parent(path: Path) -> None:
+    """Create the database's directory (`.reconciler/` on a first pass)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the directory of state store {path}: "
+                         f"{exc.strerror or exc}") from exc
+
+
+__all__ = ["DEFAULT_URL", "open_store", "sqlite_path"]

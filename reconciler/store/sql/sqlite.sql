@@ -1,0 +1,179 @@
+-- The SQLite state store schema, as numbered migrations.
+--
+-- Each migration starts with a line `-- migration N: name` and runs, with its record in
+-- `schema_migrations`, in one transaction when a store is opened. Never edit a migration
+-- that has shipped: append a new one. Queries live in reconciler/store/sqlite.py (`_SQL`).
+
+-- migration 1: runs
+CREATE TABLE runs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are cited in audit/alerts
+    task            TEXT    NOT NULL,                   -- <team>/<name>
+    machine         TEXT    NOT NULL,
+    version         TEXT    NOT NULL,
+    slot            TEXT,                               -- due cron slot (ISO 8601 UTC); NULL for once tasks
+    "commit"        TEXT,
+    priority        INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    status          TEXT    NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed',
+                                                      'skipped', 'cancelled', 'blocked', 'unknown')),
+    attempt         INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    reason          TEXT    NOT NULL,
+    -- Timestamps: ISO 8601 UTC text with microseconds and a fixed offset, so text order is time order.
+    created_at      TEXT    NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT,
+    not_before      TEXT,
+    exit_code       INTEGER,
+    output          TEXT    NOT NULL DEFAULT '',
+    error           TEXT,
+    dispatched      INTEGER NOT NULL DEFAULT 0 CHECK (dispatched IN (0, 1)),
+    retry_requested INTEGER NOT NULL DEFAULT 0 CHECK (retry_requested IN (0, 1)),
+    epoch           INTEGER NOT NULL DEFAULT 0,          -- bumped by every claim: the lease
+    owner           TEXT
+);
+
+-- The invariant of DESIGN §5: at most one active run per (task, machine, version, slot).
+-- COALESCE because NULLs are distinct in a UNIQUE index: two once-task runs would not collide.
+CREATE UNIQUE INDEX runs_one_active
+    ON runs (task, machine, version, COALESCE(slot, ''))
+    WHERE status IN ('pending', 'running');
+
+-- The queue: pending() in dispatch order, running(), counts() by status, snapshot's active runs.
+CREATE INDEX runs_by_status ON runs (status, priority, created_at, id);
+
+-- snapshot(): MAX(id) GROUP BY (task, machine, version) is answered from this index alone;
+-- it also serves list_runs' team filter (a range on task).
+CREATE INDEX runs_latest ON runs (task, machine, version, id);
+
+-- failed_since(): the problem runs by end time (partial: only they are ever counted so).
+CREATE INDEX runs_problems_by_finished ON runs (finished_at)
+    WHERE status IN ('failed', 'blocked', 'unknown');
+
+-- ---------------------------------------------------------------------------------------------
+-- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
+-- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
+-- its place): it is up to 64 KiB per run and only `get_run` needs it.
+
+-- query: create_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)
+
+-- query: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version
+
+-- query: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :now)
+
+-- query: insert_run
+-- Idempotent enqueue: the partial unique index turns a second active run into a no-op.
+INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
+                  created_at, not_before)
+VALUES (:task, :machine, :version, :slot, :commit, :priority, 'pending', 1, :reason,
+        :now, :not_before)
+ON CONFLICT (task, machine, version, COALESCE(slot, ''))
+    WHERE status IN ('pending', 'running') DO NOTHING
+RETURNING *
+
+-- query: cancel_pending
+UPDATE runs SET status = 'cancelled', finished_at = :now, error = :error
+WHERE id = :id AND status = 'pending'
+RETURNING *
+
+-- query: snapshot
+-- The newest run of every (task, machine, version) — MAX(id) per group, read from the
+-- runs_latest index alone — plus every active run (runs_by_status).
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs
+WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task, machine, version)
+   OR id IN (SELECT id FROM runs WHERE status IN ('pending', 'running'))
+
+-- query: pending
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs WHERE status = 'pending'
+ORDER BY priority, created_at, id
+
+-- query: running
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs WHERE status = 'running'
+ORDER BY id
+
+-- query: list_runs
+-- :statuses is a JSON array or NULL; the team filter is a range on task ([team/, team0):
+-- '0' follows '/'), which unlike LIKE needs no escaping of '_' and '%' in team names.
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs
+WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:team_lo IS NULL OR (task >= :team_lo AND task < :team_hi))
+ORDER BY id DESC
+LIMIT :limit
+
+-- query: get_run
+SELECT * FROM runs WHERE id = :id
+
+-- query: status_of
+SELECT status, epoch FROM runs WHERE id = :id
+
+-- query: claim
+-- The compare-and-set of the run protocol: only a pending run is taken, and the new epoch
+-- is the lease every later write of this claim must name.
+UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1
+WHERE id = :id AND status = 'pending'
+RETURNING *
+
+-- query: mark_dispatched
+UPDATE runs SET dispatched = 1
+WHERE id = :id AND status = 'running' AND epoch = :epoch
+RETURNING *
+
+-- query: finish
+UPDATE runs SET status = :status, finished_at = :now, exit_code = :exit_code,
+                output = :output, error = :error
+WHERE id = :id AND status = 'running' AND epoch = :epoch
+RETURNING *
+
+-- query: requeue
+-- Back to the queue for the next attempt; the last attempt's result stays visible meanwhile.
+UPDATE runs SET status = 'pending', attempt = attempt + 1, not_before = :not_before,
+                dispatched = 0, owner = NULL, exit_code = :exit_code, output = :output,
+                error = :error
+WHERE id = :id AND status = 'running' AND epoch = :epoch
+RETURNING *
+
+-- query: block
+UPDATE runs SET status = 'blocked', finished_at = :now, error = :error
+WHERE id = :id AND status = 'pending'
+RETURNING *
+
+-- query: request_retry
+UPDATE runs SET retry_requested = 1
+WHERE id = :id AND status IN ('failed', 'blocked', 'unknown')
+RETURNING *
+
+-- query: recover_undispatched
+-- Claimed but the command was never sent: nothing ran, so the run simply waits again.
+UPDATE runs SET status = 'pending', owner = NULL, dispatched = 0
+WHERE status = 'running' AND dispatched = 0
+RETURNING *
+
+-- query: recover_dispatched
+-- The command may have run: only an idempotent task may be re-run, which is not ours to decide.
+UPDATE runs SET status = 'unknown', finished_at = :now, error = :error
+WHERE status = 'running' AND dispatched = 1
+RETURNING *
+
+-- query: counts
+SELECT status, COUNT(*) FROM runs GROUP BY status
+
+-- query: failed_since
+SELECT COUNT(*) FROM runs
+WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown')

@@ -1,0 +1,491 @@
+"""The SQLite state store: one database file, one connection, WAL.
+
+`SqliteStore` implements the `StateStore` port (see `store.base` for the run protocol). The
+schema and every query live in `sql/sqlite.sql`; this module binds parameters, maps rows to
+`Run` values and translates `sqlite3` errors into `StoreError` naming the database file.
+
+Concurrency: the engine calls the store from a pool of worker threads, so the one connection
+is shared (`check_same_thread=False`) behind a `threading.Lock`; SQLite serialises writers
+anyway, and a lock is cheaper than a connection per thread. Other processes (`reconcile queue
+cancel`, a second pass waiting for the pass lock) share the file through WAL and a busy
+timeout; every write is a `BEGIN IMMEDIATE` transaction, so it takes the write lock up front
+instead of failing to upgrade a read lock half-way.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+from ..errors import InputError, LockError, StoreError, UsageError
+from ..plan import Cancel, Enqueue, Plan
+from ..state import ExecutedState, Run, RunStatus
+from .base import OUTPUT_CAP, LeaseLost, StateStore
+
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's write transaction
+LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
+TRUNCATION_MARKER = "[... output truncated ...]\n"
+UNKNOWN_ERROR = "the reconciler stopped while this run was executing; its result is unknown"
+CANCEL_ERRORS = {  # Cancel.reason -> the error text a cancelled run shows
+    "removed": "cancelled: task removed from the desired state",
+    "changed": "cancelled: task version changed before the run started",
+    "target-removed": "cancelled: machine is no longer a target of the task",
+}
+QUEUE_CANCEL_ERROR = "cancelled: by `reconcile queue cancel`"
+MIN_SQLITE = (3, 35, 0)  # RETURNING
+
+
+# --- the SQL file -----------------------------------------------------------------------------
+
+
+class Migration(NamedTuple):
+    """One numbered migration of the SQL file and its statements, in order."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_SECTION = re.compile(r"^-- (migration (\d+): (.+)|query: (\w+))\s*$", re.MULTILINE)
+
+
+@lru_cache(maxsize=None)
+def _sql_file() -> tuple[tuple[Migration, ...], dict[str, str]]:
+    """Parse `sql/sqlite.sql` into its migrations (in order) and its named queries."""
+    text = resources.files(__package__).joinpath("sql/sqlite.sql").read_text(encoding="utf-8")
+    marks = list(_SECTION.finditer(text))
+    migrations: list[Migration] = []
+    queries: dict[str, str] = {}
+    for mark, nxt in zip(marks, marks[1:] + [None]):
+        body = text[mark.end(): nxt.start() if nxt else len(text)].strip()
+        if mark.group(4):
+            queries[mark.group(4)] = body
+        else:
+            migrations.append(Migration(int(mark.group(2)), mark.group(3), _statements(body)))
+    return tuple(migrations), queries
+
+
+def _statements(script: str) -> tuple[str, ...]:
+    """Split a migration into statements: `executescript` would commit our transaction."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip() and not _only_comments(current):
+        statements.append(current.strip())
+    return tuple(statements)
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
+
+
+def _q(name: str) -> str:
+    """The named query of the SQL file."""
+    return _sql_file()[1][name]
+
+
+def _one(conn: sqlite3.Connection, query: str, params: dict) -> tuple | None:
+    """The first row of a named query, or None. Always steps the statement to its end: an
+    unfinished `UPDATE ... RETURNING` would still be in progress when we COMMIT."""
+    rows = conn.execute(_q(query), params).fetchall()
+    return rows[0] if rows else None
+
+
+# --- values <-> columns -----------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> str | None:
+    """A datetime as sortable ISO 8601 UTC text with microseconds, e.g.
+    `2024-05-01T12:00:00.000000+00:00`; a fixed width keeps text order equal to time order.
+    Naive datetimes are taken as UTC (every clock of the reconciler is UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+# The columns of `runs` in table order: every query that returns runs selects them in this
+# order (`SELECT *`, `RETURNING *` or the explicit lists of sqlite.sql). A later migration can
+# only append columns (ALTER TABLE ADD COLUMN), so `_run` reads this prefix of any row.
+COLUMNS = ("id", "task", "machine", "version", "slot", "commit", "priority", "status", "attempt",
+           "reason", "created_at", "started_at", "finished_at", "not_before", "exit_code",
+           "output", "error", "dispatched", "retry_requested", "epoch", "owner")
+_STATUS = {status.value: status for status in RunStatus}
+
+
+def _run(row: tuple) -> Run:
+    """A row of `runs` as a `Run`. Positional, not `sqlite3.Row`: snapshot() maps 100k+ rows
+    and the name lookups doubled its cost."""
+    (id_, task, machine, version, slot, commit, priority, status, attempt, reason, created,
+     started, finished, not_before, exit_code, output, error, dispatched, retry_requested,
+     epoch, owner) = row[:len(COLUMNS)]
+    return Run(
+        id=id_, task=task, machine=machine, version=version, priority=priority,
+        status=_STATUS[status], attempt=attempt, reason=reason, slot=slot, commit=commit,
+        created_at=_dt(created), started_at=_dt(started), finished_at=_dt(finished),
+        not_before=_dt(not_before), exit_code=exit_code, output=output, error=error,
+        dispatched=bool(dispatched), retry_requested=bool(retry_requested), epoch=epoch,
+        owner=owner,
+    )
+
+
+def cap_output(output: str) -> str:
+    """The last `OUTPUT_CAP` bytes of `output` (marker included), cut on a UTF-8 boundary.
+
+    The end of a command's output is where its error is, so the head is what goes. Lone
+    surrogates (undecodable bytes kept by the executor) become U+FFFD: SQLite stores UTF-8.
+    """
+    data = output.encode("utf-8", "replace")
+    if len(data) <= OUTPUT_CAP:
+        return data.decode("utf-8")
+    tail = data[len(data) - (OUTPUT_CAP - len(TRUNCATION_MARKER.encode())):]
+    start = 0
+    while start < len(tail) and tail[start] & 0xC0 == 0x80:  # skip a split character's rest
+        start += 1
+    return TRUNCATION_MARKER + tail[start:].decode("utf-8")
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class SqliteStore(StateStore):
+    """The `StateStore` on one SQLite file. Thread-safe; see the module docstring.
+
+    `path` is kept as given for messages (users recognise `.reconciler/state.db`); with
+    `create=False` a missing file raises `StoreError` instead of being created. Opening
+    applies pending migrations in one transaction. Raises `StoreError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, url: str | None = None,
+                 create: bool = True):
+        self.path = os.fspath(path)
+        self.url = url or f"sqlite:///{self.path}"
+        # Opened by its absolute path, so it is the same file whatever the cwd is later;
+        # named in messages as the user would (`.reconciler/state.db.lock`).
+        self._lock_path = Path(os.path.abspath(self.path) + ".lock")
+        self._lock_name = f"{self.path}.lock"
+        self._mutex = threading.Lock()
+        self._conn = self._connect(create)
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # --- connection, errors, transactions ---
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(f"cannot open state store {self.path}: SQLite "
+                             f"{sqlite3.sqlite_version} is too old (3.35 or newer is needed)")
+        uri = Path(os.path.abspath(self.path)).as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        try:
+            # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+            # WAL: readers never block the writer; NORMAL: no fsync per commit (WAL stays
+            # durable against a process crash, which is what the run protocol must survive);
+            # a 16 MiB page cache keeps snapshot()'s index scan of a large history in memory.
+            for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON",
+                           f"busy_timeout = {BUSY_TIMEOUT_MS}", "cache_size = -16384"):
+                conn.execute(f"PRAGMA {pragma}")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        return conn
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        """The one translation of a sqlite3 error: what we tried, on which file, and why."""
+        return StoreError(f"cannot {action} state store {self.path}: {exc}")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads (autocommit: each statement sees the latest commit)."""
+        with self._mutex:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction: committed on success, rolled back on any error.
+
+        `durable` commits with `synchronous=FULL` (an fsync of the WAL): for the few writes
+        that must survive a power loss, not only a process crash (see `mark_dispatched`).
+        """
+        with self._mutex:
+            try:
+                if durable:
+                    self._conn.execute("PRAGMA synchronous = FULL")
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error("write", exc) from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._error("write", exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                if durable:
+                    with suppress(sqlite3.Error):  # a closed connection has nothing to reset
+                        self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (e.g. after SQLITE_FULL); the original error wins.
+        with suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
+    def _migrate(self) -> None:
+        """Apply every migration not yet recorded in `schema_migrations`, in one transaction,
+        so a store is either at the new schema or untouched."""
+        migrations, _ = _sql_file()
+        with self._write() as conn:
+            conn.execute(_q("create_migrations"))
+            applied = {row[0] for row in conn.execute(_q("applied_migrations"))}
+            now = _ts(datetime.now(timezone.utc))
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(_q("record_migration"), {"version": migration.version,
+                                                      "name": migration.name, "now": now})
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Later calls raise `StoreError`."""
+        with self._mutex:
+            self._conn.close()
+
+    # --- the pass lock ---
+
+    @contextmanager
+    def pass_lock(self, timeout: float) -> Iterator[None]:
+        """Hold `flock(<db>.lock)` for the body; `LockError` after `timeout` seconds.
+
+        flock belongs to the open file description, so it is released by the kernel when the
+        holder dies, however it dies; Python opens the fd non-inheritable, so child processes
+        (ssh, the command) cannot keep it alive. flock has no timeout of its own: we poll LOCK_NB.
+        """
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LockError(f"cannot open the pass lock {self._lock_name}: "
+                            f"{exc.strerror}") from exc
+        try:
+            self._acquire(fd, timeout)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _acquire(self, fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise LockError(f"cannot take the pass lock {self._lock_name}: "
+                                    f"{exc.strerror}") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockError(f"another `reconcile` pass holds the lock {self._lock_name}; "
+                                f"gave up after {timeout:g}s (see --lock-timeout)")
+            time.sleep(min(LOCK_POLL_SECONDS, remaining))
+
+    # --- planning ---
+
+    def snapshot(self) -> ExecutedState:
+        """The latest run of each (task, machine, version) plus the active runs, in one query
+        (runs without `output`)."""
+        with self._read() as conn:
+            rows = conn.execute(_q("snapshot")).fetchall()
+        return ExecutedState.of(_run(row) for row in rows)
+
+    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+        """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
+        plan that replaces a pending run by the same key can insert its successor."""
+        with self._write() as conn:
+            for cancel in plan.cancel:
+                self._cancel_planned(conn, cancel, now)
+            inserted = (self._insert(conn, enqueue, commit, now) for enqueue in plan.enqueue)
+            return [run for run in inserted if run is not None]
+
+    @staticmethod
+    def _cancel_planned(conn: sqlite3.Connection, cancel: Cancel, now: datetime) -> None:
+        # A run that started meanwhile is no longer the planner's to cancel: left alone.
+        error = CANCEL_ERRORS.get(cancel.reason, f"cancelled: {cancel.reason}")
+        _one(conn, "cancel_pending", {"id": cancel.run, "now": _ts(now), "error": error})
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, enqueue: Enqueue, commit: str | None,
+                now: datetime) -> Run | None:
+        row = _one(conn, "insert_run", {
+            "task": enqueue.task, "machine": enqueue.machine, "version": enqueue.version,
+            "slot": enqueue.slot, "commit": commit, "priority": enqueue.priority,
+            "reason": getattr(enqueue.reason, "value", enqueue.reason), "now": _ts(now),
+            "not_before": _ts(enqueue.held_until),
+        })
+        return None if row is None else _run(row)  # None: an active run of this key exists
+
+    def recover(self, now: datetime) -> list[Run]:
+        """`running` runs of a dead pass: undispatched -> `pending`, dispatched -> `unknown`.
+        Returns them by id."""
+        with self._write() as conn:
+            back = conn.execute(_q("recover_undispatched")).fetchall()
+            lost = conn.execute(_q("recover_dispatched"),
+                                {"now": _ts(now), "error": UNKNOWN_ERROR}).fetchall()
+        return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
+
+    # --- the queue ---
+
+    def pending(self) -> list[Run]:
+        """Pending runs by (priority, created_at, id), without `output`."""
+        return self._select("pending")
+
+    def running(self) -> list[Run]:
+        """Running runs by id, without `output`."""
+        return self._select("running")
+
+    def _select(self, query: str, params: dict | None = None) -> list[Run]:
+        with self._read() as conn:
+            return [_run(row) for row in conn.execute(_q(query), params or {})]
+
+    def claim(self, run_id: int, owner: str, now: datetime) -> Run | None:
+        """Compare-and-set `pending` -> `running` (epoch + 1); None if it was not pending."""
+        with self._write() as conn:
+            row = _one(conn, "claim", {"id": run_id, "owner": owner, "now": _ts(now)})
+        return None if row is None else _run(row)
+
+    def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
+        """Set `dispatched` before the command is sent. Raises `LeaseLost`.
+
+        Committed durably: if this mark were lost to a power cut after the command ran,
+        `recover` would put the run back to pending and execute it a second time.
+        """
+        return self._leased("mark_dispatched", run_id, epoch, {}, durable=True)
+
+    def finish(self, run_id: int, epoch: int, status: RunStatus, now: datetime, *,
+               exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:
+        """Record a final status with its result, output capped. Raises `LeaseLost`."""
+        if status.is_active:
+            raise ValueError(f"finish needs a final status, not {status.value}")
+        return self._leased("finish", run_id, epoch, {
+            "status": status.value, "now": _ts(now), "exit_code": exit_code,
+            "output": cap_output(output), "error": error})
+
+    def requeue(self, run_id: int, epoch: int, not_before: datetime, now: datetime, *,
+                exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:
+        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
+        return self._leased("requeue", run_id, epoch, {
+            "not_before": _ts(not_before), "exit_code": exit_code,
+            "output": cap_output(output), "error": error})
+
+    def _leased(self, query: str, run_id: int, epoch: int, params: dict, *,
+                durable: bool = False) -> Run:
+        """Run a write guarded by (status running, epoch); `LeaseLost` if the guard fails."""
+        with self._write(durable) as conn:
+            row = _one(conn, query, {**params, "id": run_id, "epoch": epoch})
+            if row is None:
+                raise self._lease_lost(conn, run_id, epoch)
+        return _run(row)
+
+    @staticmethod
+    def _lease_lost(conn: sqlite3.Connection, run_id: int, epoch: int) -> LeaseLost:
+        row = _one(conn, "status_of", {"id": run_id})
+        if row is None:
+            return LeaseLost(f"run {run_id} does not exist")
+        status, current = row
+        return LeaseLost(f"run {run_id} is no longer held at epoch {epoch}: "
+                         f"it is {status} at epoch {current}")
+
+    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked` (final: `finished_at` is
+        set, so `failed_since` counts it). None if it was not pending."""
+        with self._write() as conn:
+            row = _one(conn, "block", {"id": run_id, "error": error, "now": _ts(now)})
+        return None if row is None else _run(row)
+
+    # --- history and commands ---
+
+    def get_run(self, run_id: int) -> Run | None:
+        """One run with its output and error, or None."""
+        runs = self._select("get_run", {"id": run_id})
+        return runs[0] if runs else None
+
+    def list_runs(self, status: Sequence[RunStatus] | None = None, team: str | None = None,
+                  limit: int = 1000) -> list[Run]:
+        """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
+        of None or below 1 means no limit."""
+        statuses = None if status is None else json.dumps([RunStatus(s).value for s in status])
+        return self._select("list_runs", {
+            "statuses": statuses,
+            "team_lo": None if team is None else f"{team}/",
+            "team_hi": None if team is None else f"{team}0",  # '0' is the character after '/'
+            "limit": limit if limit and limit > 0 else -1,
+        })
+
+    def cancel_run(self, run_id: int, now: datetime) -> Run:
+        """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
+        run id is the command's argument) for an unknown or non-pending run."""
+        with self._write() as conn:
+            row = _one(conn, "cancel_pending",
+                       {"id": run_id, "now": _ts(now), "error": QUEUE_CANCEL_ERROR})
+            if row is None:
+                raise self._not_allowed(conn, run_id, "only pending runs can be cancelled")
+        return _run(row)
+
+    def request_retry(self, run_id: int, now: datetime) -> Run:
+        """`queue retry`: flag a failed, blocked or unknown run for the next pass; raises
+        `InputError` otherwise. Flagging twice is harmless."""
+        with self._write() as conn:
+            row = _one(conn, "request_retry", {"id": run_id})
+            if row is None:
+                raise self._not_allowed(conn, run_id, "only failed, blocked or unknown runs "
+                                                      "can be retried")
+        return _run(row)
+
+    @staticmethod
+    def _not_allowed(conn: sqlite3.Connection, run_id: int, rule: str) -> InputError:
+        row = _one(conn, "status_of", {"id": run_id})
+        if row is None:
+            return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
+        return UsageError(f"run {run_id} is {row[0]}; {rule}")
+
+    def counts(self) -> dict[str, int]:
+        """Runs by status; every status is present (0 when none)."""
+        with self._read() as conn:
+            found = dict(conn.execute(_q("counts")).fetchall())
+        return {s.value: found.get(s.value, 0) for s in RunStatus}
+
+    def failed_since(self, since: datetime) -> int:
+        """Runs that ended failed, blocked or unknown at or after `since`."""
+        with self._read() as conn:
+            return _one(conn, "failed_since", {"since": _ts(since)})[0]
