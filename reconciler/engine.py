@@ -214,7 +214,10 @@ class Engine:
         tracker.update(record)
 
     def _record_held(self, held, report: PassReport) -> None:
+        """Note runs a deny window holds; a retry's own wait was announced by `retrying`."""
         for run, until in held:
+            if run.not_before is not None and until <= run.not_before:
+                continue
             if report.held.get(run.id) != until:
                 report.held[run.id] = until
                 report.runs.setdefault(run.id, run)

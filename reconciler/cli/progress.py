@@ -17,7 +17,7 @@ _PLAIN = {
     "enqueued": "enqueued  {task} on {machine} (priority {priority}, {detail})",
     "cancelled": "cancelled {task} on {machine} ({detail})",
     "started": "started   {task} on {machine} (run {id}, attempt {attempt})",
-    "retrying": "retrying  {task} on {machine} (run {id}): {detail}; next attempt at {not_before}",
+    "retrying": "retrying  {task} on {machine} (run {id}): {detail}; attempt {attempt} at {not_before}",
     "finished": "{status:<9} {task} on {machine} (run {id}, attempt {attempt}){colon}{detail}",
     "blocked": "blocked   {task} on {machine} (run {id}): {detail}",
     "held": "held      {task} on {machine} (run {id}) until {detail}",
@@ -30,7 +30,7 @@ def _line(event: Event) -> str:
         task=run.task, machine=run.machine, id=run.id, attempt=run.attempt,
         priority=run.priority, status=run.status.value, detail=event.detail,
         colon=": " if event.detail else "",
-        not_before=run.not_before.isoformat() if run.not_before else "-")
+        not_before=run.not_before.strftime("%H:%M:%S UTC") if run.not_before else "-")
 
 
 class PlainProgress:

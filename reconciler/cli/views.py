@@ -117,5 +117,5 @@ def summary_text(runs: Sequence[Run], counts: Mapping[str, int],
         lines.append(f"{run.status.value:<10} {run.task} on {run.machine} "
                      f"(run {run.id}, attempt {run.attempt})" + (f": {note}" if note else ""))
     lines.append("")
-    lines.append(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    lines.append(f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)

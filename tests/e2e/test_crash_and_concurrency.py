@@ -1,0 +1,83 @@
+"""Crash safety and concurrent passes on one SQLite store, with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from tests.support.cli import spawn
+from tests.support.waiting import wait_until
+
+
+def _start_and_wait_for(project, marker: str, *args: str):
+    proc = spawn("--once", *args, cwd=project.root)
+    wait_until(lambda: marker in project.ledger_lines() or proc.poll() is not None,
+               timeout=30, message=f"'{marker}' in the ledger")
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def _kill_group_of(pid_text: str) -> None:
+    try:
+        os.killpg(int(pid_text), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _sleeper(project, name: str, extra: str = "") -> None:
+    # Records its shell pid (= its process group: each run has its own session), then a marker.
+    project.task(name, extra + f'command: echo $$ >> "{project.ledger}"; '
+                 f'{project.record("started")}; sleep 60\n')
+
+
+def test_kill_9_mid_run_leaves_it_unknown_and_never_runs_it_twice(project):
+    _sleeper(project, "slow")
+    proc = _start_and_wait_for(project, "started")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _kill_group_of(project.ledger_lines()[0])
+
+    second = project.run("--once", "--format", "json", code=1)
+    runs = second.json()["runs"]
+    assert [(r["task"], r["status"]) for r in runs] == [("ops/slow", "unknown")]
+    third = project.run("--once", "--format", "json", code=0)
+    assert third.json()["runs"] == []
+    assert project.ledger_lines().count("started") == 1
+
+
+def test_kill_9_mid_run_reruns_an_idempotent_task(project):
+    done = project.root / "done"
+    project.task("idem", "idempotent: true\n"
+                 f'command: echo $$ >> "{project.ledger}"; {project.record("started")}; '
+                 f'if [ ! -f "{done}" ]; then touch "{done}"; sleep 60; fi\n')
+    proc = _start_and_wait_for(project, "started")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _kill_group_of(project.ledger_lines()[0])
+
+    second = project.run("--once", "--format", "json", code=1)
+    statuses = sorted((r["status"], r["reason"]) for r in second.json()["runs"])
+    assert statuses == [("succeeded", "retry"), ("unknown", "new")]
+    assert project.ledger_lines().count("started") == 2
+
+
+def test_two_passes_at_once_never_run_a_task_twice(project):
+    names = [f"t{i}" for i in range(8)]
+    for name in names:
+        project.task(name, f"command: {project.record(name)}\n")
+    procs = [spawn("--once", "-q", cwd=project.root) for _ in range(2)]
+    codes = [p.wait(timeout=60) for p in procs]
+    assert codes == [0, 0], [p.communicate() for p in procs]
+    assert sorted(project.ledger_lines()) == sorted(names)
+
+
+def test_second_pass_gives_up_after_lock_timeout_with_exit_3(project):
+    _sleeper(project, "slow")
+    proc = _start_and_wait_for(project, "started")
+    try:
+        result = project.run("--once", "--lock-timeout", "1s", code=3)
+        assert "lock" in result.err and "Traceback" not in result.err
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        _kill_group_of(project.ledger_lines()[0])
