@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,19 @@ from bench.generate import generate  # noqa: E402
 def _reconcile(args: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess]:
     """Run `reconcile ARGS` in a fresh process; wall seconds and its peak RSS in MiB."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=env,
+                                 stdout=out, stderr=err, text=True)
+        # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the max of all).
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        proc = subprocess.CompletedProcess(args, child.returncode, out.read(), err.read())
     if proc.returncode not in (0, 1):
         raise SystemExit(f"reconcile {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    # ru_maxrss of children is the max over all children so far: runs go smallest first.
-    return wall, max(peak, before) / 1024, proc
+    return wall, usage.ru_maxrss / 1024, proc
 
 
 def bench_plan(tasks: int, machines: int) -> dict:

@@ -35,6 +35,7 @@ def compile_inventory(inventory: Inventory) -> DesiredState:
     """
     diags = Diagnostics()
     _check_machine_teams(inventory, diags)
+    labels = _LabelIndex(inventory.machines.values())
     specs: dict[str, TaskSpec] = {}
     for task_id in sorted(inventory.tasks):
         task = inventory.tasks[task_id]
@@ -43,7 +44,7 @@ def compile_inventory(inventory: Inventory) -> DesiredState:
             diags.error(task.where("team"), f"task '{task.id}' names unknown team '{task.team}'",
                         did_you_mean(task.team, inventory.teams) or "add teams/<team>.yaml")
             continue
-        targets = _resolve_targets(task, inventory, diags)
+        targets = _resolve_targets(task, inventory, labels, diags)
         after = _resolve_after(task, inventory, diags)
         specs[task_id] = _spec(task, team, targets, after, inventory.machines)
     _check_cycles(specs, inventory.tasks, diags)
@@ -59,23 +60,40 @@ def _check_machine_teams(inventory: Inventory, diags: Diagnostics) -> None:
                         or "add teams/<team>.yaml or fix 'team'")
 
 
-def _resolve_targets(task: Task, inventory: Inventory, diags: Diagnostics) -> tuple[str, ...]:
-    """The machines a task runs on: its explicit list, or its team's machines matching the selector."""
+class _LabelIndex:
+    """Machine names by (team, label, value): a selector is the intersection of its labels'
+    sets, so resolving every selector costs what it matches, not tasks x machines."""
+
+    def __init__(self, machines):
+        self.by_team: dict[str, set[str]] = {}
+        self.by_label: dict[tuple[str, str, str], set[str]] = {}
+        for m in machines:
+            self.by_team.setdefault(m.team, set()).add(m.name)
+            for key, value in m.labels.items():
+                self.by_label.setdefault((m.team, key, value), set()).add(m.name)
+
+    def select(self, team: str, selector: Mapping[str, str]) -> tuple[str, ...]:
+        matches = self.by_team.get(team, set())
+        for key, value in selector.items():
+            matches = matches & self.by_label.get((team, key, value), set())
+        return tuple(sorted(matches))
+
+
+def _resolve_targets(task: Task, inventory: Inventory, labels: _LabelIndex,
+                     diags: Diagnostics) -> tuple[str, ...]:
+    """The machines a task runs on: its explicit list, or its team's machines whose labels
+    include the selector."""
     if task.machines is not None:
         return _explicit_targets(task, inventory.machines, diags)
-    selector = task.selector or {}
-    return tuple(sorted(
-        m.name for m in inventory.machines.values()
-        if m.team == task.team and all(m.labels.get(k) == v for k, v in selector.items())
-    ))
+    return labels.select(task.team, task.selector or {})
 
 
 def _explicit_targets(task: Task, machines: Mapping[str, Machine], diags: Diagnostics) -> tuple[str, ...]:
     where = task.where("machines")
-    own = [name for name, m in machines.items() if m.team == task.team]
     for name in task.machines or ():
         machine = machines.get(name)
         if machine is None:
+            own = (n for n, m in machines.items() if m.team == task.team)
             diags.error(where, f"task '{task.id}' targets unknown machine '{name}'",
                         did_you_mean(name, own) or "add it under machines/ or fix the name")
         elif machine.team != task.team:
@@ -89,10 +107,10 @@ def _explicit_targets(task: Task, machines: Mapping[str, Machine], diags: Diagno
 def _resolve_after(task: Task, inventory: Inventory, diags: Diagnostics) -> tuple[str, ...]:
     """`after` names tasks of the same team; written as `name` (or `team/name`)."""
     resolved = []
-    same_team = [t.name for t in inventory.tasks.values() if t.team == task.team]
     for name in task.after:
         dep_id = name if "/" in name else f"{task.team}/{name}"
         if dep_id not in inventory.tasks:
+            same_team = (t.name for t in inventory.tasks.values() if t.team == task.team)
             diags.error(task.where("after"), f"task '{task.id}' runs after unknown task '{name}'",
                         did_you_mean(name, same_team) or "name a task of the same team")
         elif dep_id.split("/", 1)[0] != task.team:

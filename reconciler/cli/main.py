@@ -6,6 +6,7 @@ per problem and no traceback (unless `-v`).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -43,6 +44,10 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None) -> None
 def main(argv: list[str] | None = None) -> int:
     """Run `reconcile` with `argv`; returns the exit code (SPEC §4: 0, 1, 2 or 3)."""
     verbose = 0
+    # Loading a large inventory allocates hundreds of thousands of small acyclic objects;
+    # with the default thresholds the cyclic GC rescans them all again and again (a third of
+    # `plan`'s time at 20k tasks). Refcounting frees them; collect cycles less eagerly.
+    gc.set_threshold(50_000, 20, 50)
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose or 0
