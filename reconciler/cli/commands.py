@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from ..engine import Engine, utc_now
 from ..lint import find_hardcoded_credentials
+from ..schedule import window_end
 from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
 from . import views, wiring
@@ -104,6 +105,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             failed = store.failed_since(utc_now() - timedelta(hours=24))
         finally:
             store.close()
+    now = utc_now()
+    held = [{"run": r.id, "task": r.task, "machine": r.machine, "until": views.iso(until)}
+            for r in pending
+            if (until := window_end(loaded.desired.windows_for(r.machine), r.priority, now))]
     depth = {str(p): 0 for p in range(1, 6)}
     by_team: dict[str, int] = {}
     for run in pending:
@@ -114,7 +119,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                  "pending": sum(1 for r in pending if r.machine == m.name)}
                 for m in sorted(loaded.inventory.machines.values(), key=lambda m: m.name)]
     data = {"queue_depth": depth, "by_team": dict(sorted(by_team.items())),
-            "running": len(running), "failed_last_24h": failed, "machines": machines}
+            "running": len(running), "failed_last_24h": failed, "held": held,
+            "machines": machines}
     if _format(args) == "json":
         print(views.to_json(data))
         return 0
@@ -122,6 +128,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("queue depth by team:     " + (", ".join(f"{t}: {n}" for t, n in by_team.items())
                                          or "empty"))
     print(f"running: {len(running)}    failed, blocked or unknown in the last 24h: {failed}")
+    for h in held:
+        print(f"held by deny window until {h['until']}: run {h['run']} {h['task']} on {h['machine']}")
     print()
     print(views.table(("MACHINE", "TEAM", "TRANSPORT", "RUNNING", "PENDING"),
                       [(m["name"], m["team"], m["transport"], m["running"], m["pending"])

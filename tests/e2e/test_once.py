@@ -131,3 +131,18 @@ def test_unwritable_state_store_exits_3_with_one_line(project):
     blocker.write_text("")
     result = project.run("--once", "--state", f"sqlite:///{blocker}/state.db", code=3)
     assert "Traceback" not in result.err and project.ledger_lines() == []
+
+
+def test_deny_window_holds_low_priority_runs_pending_and_lets_priority_1_run(project):
+    project.write("teams/ops.yaml", "name: ops\nwindows:\n  - deny: '* * * * *'\n"
+                  "    duration: 2m\n")
+    project.task("urgent", f"priority: 1\ncommand: {project.record('urgent')}\n")
+    project.task("routine", f"priority: 3\ncommand: {project.record('routine')}\n")
+    assert "held by deny window until" in project.run("plan", code=0).out
+    data = project.run("--once", "--format", "json", code=0).json()
+    assert {r["task"]: r["status"] for r in data["runs"]} == {"ops/urgent": "succeeded",
+                                                              "ops/routine": "pending"}
+    assert project.ledger_lines() == ["urgent"]
+    status = project.run("status", "--format", "json", code=0).json()
+    assert status["queue_depth"]["3"] == 1 and status["by_team"] == {"ops": 1}
+    assert [h["task"] for h in status["held"]] == ["ops/routine"]
