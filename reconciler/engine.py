@@ -14,7 +14,7 @@ import socket
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
@@ -22,6 +22,7 @@ from .dispatch import decide
 from .executor import Outcome, SecretResolver, execute, next_attempt_at, no_vault
 from .model import DesiredState
 from .plan import Plan, make_plan
+from .redact import Redactor
 from .state import ExecutedState, Run, RunStatus
 from .store.base import LeaseLost, StateStore
 from .transport.base import Transport
@@ -94,13 +95,15 @@ class Engine:
     def __init__(self, store: StateStore, transports: Mapping[str, Transport], *,
                  concurrency: int = 16, clock: Clock = utc_now,
                  on_event: Callable[[Event], None] = lambda e: None,
-                 resolve: SecretResolver = no_vault):
+                 resolve: SecretResolver = no_vault, redactor: Redactor | None = None):
         self.store = store
         self.transports = transports
         self.concurrency = max(1, concurrency)
         self.clock = clock
         self.on_event = on_event
         self.resolve = resolve
+        # Every output and error passes through it before it is stored or shown.
+        self.redact = redactor or Redactor()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()  # set: claim nothing more, let running runs finish
 
@@ -114,6 +117,7 @@ class Engine:
         with self.store.pass_lock(lock_timeout):
             report = PassReport(plan=Plan(), commit=commit)
             for run in self.store.recover(self.clock()):
+                self._reap(desired, run)
                 self._note(report, Event("recovered", run))
             report.plan = make_plan(desired, self.store.snapshot(), self.clock())
             for run in self.store.record_plan(report.plan, commit, self.clock()):
@@ -124,6 +128,15 @@ class Engine:
                     self._note(report, Event("cancelled", cancelled, cancel.reason))
             self._drain(desired, report)
             return report
+
+    def _reap(self, desired: DesiredState, run: Run) -> None:
+        """Stop the orphaned command of a run the dead pass had dispatched, before the plan
+        may re-run it (an idempotent task's `unknown` run is re-run in this very pass)."""
+        machine = desired.machines.get(run.machine)
+        if run.status is RunStatus.UNKNOWN and machine is not None:
+            transport = self.transports.get(machine.transport)
+            if transport is not None:
+                transport.reap(machine, run.id)
 
     def _note(self, report: PassReport, event: Event) -> None:
         report.runs[event.run.id] = event.run
@@ -192,10 +205,17 @@ class Engine:
             log.warning("run %s: %s; abandoning it", run.id, exc)
             return
         except Exception as exc:  # a bug in an attempt must not kill the whole pass
-            log.exception("run %s crashed the executor", run.id)
+            log.error("run %s: internal error: %s", run.id, exc)
+            log.debug("run %s: traceback", run.id, exc_info=True)
             outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
+        outcome = replace(outcome, output=self.redact(outcome.output) or "",
+                          error=self.redact(outcome.error))
         spec = desired.tasks[run.task]
-        retry_at = next_attempt_at(spec.retry, run, outcome, now)
+        try:
+            retry_at = next_attempt_at(spec.retry, run, outcome, now)
+        except (ValueError, OverflowError) as exc:  # a policy that cannot be computed
+            log.error("run %s: cannot compute its next attempt: %s", run.id, exc)
+            retry_at = None
         try:
             if retry_at is not None:
                 record = self.store.requeue(run.id, run.epoch, retry_at, now,

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Mapping
+from typing import Callable
 
 from .durations import format_duration
 from .errors import TransportError, VaultError
 from .model import Machine, RetryPolicy, TaskSpec, VaultRef
+from .redact import Secret
 from .state import Run, RunStatus
 from .transport.base import Completed, Transport
 
 # Resolves a task's `{vault: NAME}` for a team; raises VaultError when it cannot.
-SecretResolver = Callable[[str, VaultRef], str]
+SecretResolver = Callable[[str, VaultRef], "str | Secret"]
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,16 @@ class Outcome:
     retryable: bool = True
 
 
-def no_vault(team: str, ref: VaultRef) -> str:
+def no_vault(team: str, ref: VaultRef) -> Secret:
     """The resolver used when no identity is configured: every secret is unavailable."""
     raise VaultError(f"cannot read secret '{ref.name}' of team '{team}': no identity "
                      "(set --identity, RECONCILE_IDENTITY_FILE or RECONCILE_IDENTITY)")
 
 
-def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[str, str]:
-    """The task's env with secrets resolved, plus the run's identity for the command."""
-    env = {
+def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[str, str | Secret]:
+    """The task's env with secrets resolved (as `Secret`s: they never print), plus the run's
+    identity for the command."""
+    env: dict[str, str | Secret] = {
         "RECONCILE_RUN_ID": str(run.id),
         "RECONCILE_TASK": run.task,
         "RECONCILE_MACHINE": run.machine,
@@ -97,4 +99,4 @@ def output_tail(output: str, lines: int = 10) -> str:
     return "\n".join(output.rstrip("\n").splitlines()[-lines:])
 
 
-__all__ = ["Outcome", "execute", "judge", "next_attempt_at", "run_environment", "Mapping"]
+__all__ = ["Outcome", "execute", "judge", "next_attempt_at", "run_environment"]

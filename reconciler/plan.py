@@ -33,8 +33,11 @@ class Enqueue:
     held_until: datetime | None = None
 
     def to_json(self) -> dict:
-        return {"task": self.task, "machine": self.machine, "priority": self.priority,
+        data = {"task": self.task, "machine": self.machine, "priority": self.priority,
                 "reason": self.reason.value}
+        if self.held_until is not None:
+            data["held_until"] = self.held_until.isoformat().replace("+00:00", "Z")
+        return data
 
 
 @dataclass(frozen=True)

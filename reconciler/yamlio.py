@@ -138,7 +138,7 @@ class _TooDeep(Exception):
 
 # libyaml's parser when PyYAML was built with it (10x faster on large inventories), else
 # PyYAML's own. Only the parser is used: our composer below builds the tree from its events,
-# so PyYAML's YAML 1.1 implicit typing never runs and `_resolve` applies YAML 1.2 afterwards.
+# so PyYAML's YAML 1.1 implicit typing never runs and `resolve_plain` applies YAML 1.2 afterwards.
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -167,7 +167,8 @@ class _Composer:
         if isinstance(event, ScalarEvent):
             # Quoted and block scalars are always strings; only plain scalars are resolved.
             # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
-            value = event.value if event.style else _resolve(event.value)
+            value = event.value if event.style else resolve_plain(event.value)
+            self._check_value(value, location)
             return ScalarNode(value, location)
         if depth >= MAX_DEPTH:
             raise _TooDeep(event.start_mark)
@@ -197,6 +198,16 @@ class _Composer:
                 entries[key] = (key_node.location, value)
         self.parser.get_event()
         return MapNode(entries, location)
+
+    def _check_value(self, value: Scalar, location: Location) -> None:
+        # A NUL cannot reach a command line or an environment, and .nan/.inf are never a
+        # priority, a count or a backoff: refuse both here, where the position is known.
+        if isinstance(value, str) and "\0" in value:
+            self.problems.append((location, "NUL characters are not allowed",
+                                  "remove the \\0 escape"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            self.problems.append((location, f"'{value}' is not allowed here: numbers must be "
+                                  "finite", "write a number, or quote it to keep it a string"))
 
     def _check_anchor_and_tag(self, event: Any, location: Location) -> None:
         if event.anchor is not None:
@@ -298,7 +309,7 @@ _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 
 
-def _resolve(text: str) -> Scalar:
+def resolve_plain(text: str) -> Scalar:
     """The value of a plain scalar under the YAML 1.2 core schema (see the module docstring)."""
     if text in _NULL:
         return None

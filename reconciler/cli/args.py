@@ -67,6 +67,7 @@ def build_parser() -> Parser:
 
     queue = sub.add_parser("queue", help="the run history and queue")
     _add_globals(queue, suppress=True)
+    _add_format(queue)
     qsub = queue.add_subparsers(dest="queue_command", metavar="ACTION", parser_class=Parser,
                                 required=True)
     qlist = qsub.add_parser("list", help="runs, newest first")
@@ -82,7 +83,47 @@ def build_parser() -> Parser:
     for p in qsub.choices.values():
         _add_globals(p, suppress=True)
         _add_format(p)
+    _add_vault(sub)
     return root
+
+
+def _add_vault(sub) -> None:
+    """`reconcile vault ...`: age's own flags, so habits carry over (SPEC §5)."""
+    vault = sub.add_parser("vault", help="age-encrypted team vaults")
+    _add_globals(vault, suppress=True)
+    vsub = vault.add_subparsers(dest="vault_command", metavar="ACTION", parser_class=Parser,
+                                required=True)
+    keygen = vsub.add_parser("keygen", help="a new age identity (public key also on stderr)")
+    keygen.add_argument("-o", "--output", metavar="FILE")
+    enc = vsub.add_parser("encrypt", help="encrypt a file or stdin")
+    enc.add_argument("-r", "--recipient", action="append", default=[], metavar="RECIPIENT")
+    enc.add_argument("-R", "--recipients-file", action="append", default=[], metavar="FILE")
+    enc.add_argument("-p", "--passphrase", action="store_true",
+                     help="encrypt with a passphrase ($RECONCILE_PASSPHRASE or the terminal)")
+    enc.add_argument("-a", "--armor", action="store_true", help="PEM-armored output")
+    enc.add_argument("-o", "--output", metavar="OUT")
+    enc.add_argument("input", nargs="?", metavar="IN")
+    dec = vsub.add_parser("decrypt", help="decrypt a file or stdin")
+    dec.add_argument("-i", "--identity-file", action="append", default=[], metavar="IDENTITY",
+                     dest="identity_files")
+    dec.add_argument("-o", "--output", metavar="OUT")
+    dec.add_argument("input", nargs="?", metavar="IN")
+    for action, text, args in (
+        ("list", "names in a team's vault", ("team",)),
+        ("get", "one secret's value", ("team", "name")),
+        ("set", "set a secret (VALUE, or - for stdin)", ("team", "name", "value?")),
+        ("unset", "remove a secret", ("team", "name")),
+        ("edit", "edit the decrypted vault in $EDITOR", ("team",)),
+        ("rekey", "re-encrypt to the team's current recipients", ("team",)),
+    ):
+        p = vsub.add_parser(action, help=text)
+        for arg in args:
+            optional = arg.endswith("?")
+            p.add_argument(arg.rstrip("?"), nargs="?" if optional else None,
+                           metavar=arg.rstrip("?").upper())
+    for p in vsub.choices.values():
+        _add_globals(p, suppress=True)
+        _add_format(p)
 
 
 def _add_pass_options(parser: argparse.ArgumentParser) -> None:

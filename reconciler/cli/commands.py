@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 
+from ..diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from ..engine import Engine, utc_now
+from ..errors import VaultError
+from ..model import VaultRef
 from ..lint import find_hardcoded_credentials
 from ..schedule import window_end
 from ..source.git import head_commit
@@ -15,8 +20,15 @@ from . import views, wiring
 from .progress import progress_for
 
 
-def _format(args: argparse.Namespace) -> str:
-    return getattr(args, "format", None) or "text"
+def _format(args: argparse.Namespace, allowed=("text", "json")) -> str:
+    """The requested output format; a format the command cannot write is a usage error
+    (the root parser accepts `markdown` for `plan` wherever `--format` is written)."""
+    from ..errors import UsageError
+
+    fmt = getattr(args, "format", None) or "text"
+    if fmt not in allowed:
+        raise UsageError(f"--format {fmt} is not available here; use " + " or ".join(allowed))
+    return fmt
 
 
 def _print_warnings(warnings) -> None:
@@ -28,6 +40,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
     loaded = wiring.load(args)
     warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory)]
+    warnings += _check_vault_references(args, loaded)
     fmt = _format(args)
     if fmt == "json":
         print(views.to_json({
@@ -43,6 +56,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if args.strict and warnings else 0
 
 
+def _check_vault_references(args: argparse.Namespace, loaded) -> list:
+    """With an identity, every `{vault: NAME}` must name a key of its team's vault: unknown
+    names are errors (exit 2); vaults this identity cannot open are warnings (one may be a
+    recipient of some teams only). Without an identity nothing is checked."""
+    from ..vault.secrets import load_identities, VaultSecrets
+
+    identities = load_identities(getattr(args, "identity", None))
+    if not identities:
+        return []
+    resolver = VaultSecrets(loaded.inventory.root, identities, args.redactor)
+    errors, warnings = Diagnostics(), []
+    for team, refs in sorted(_vault_references(loaded.inventory).items()):
+        try:
+            names = resolver.team_secrets(team)
+        except VaultError as exc:
+            warnings.append(Diagnostic(Location(f"team {team}"), "cannot check its vault "
+                                       f"references: {exc}", severity=Severity.WARNING))
+            continue
+        for ref in refs:
+            if ref.name not in names:
+                errors.error(ref.location or Location(loaded.inventory.root),
+                             f"secret '{ref.name}' is not in the vault of team '{team}'",
+                             did_you_mean(ref.name, names)
+                             or f"add it: reconcile vault set {team} {ref.name} -")
+    errors.raise_if_errors()
+    return warnings
+
+
+def _vault_references(inventory) -> dict[str, list[VaultRef]]:
+    """Every `{vault: NAME}` of the inventory, by the team whose vault it reads."""
+    refs: dict[str, list[VaultRef]] = {}
+    for task in inventory.tasks.values():
+        refs.setdefault(task.team, []).extend(v for _, v in task.env if isinstance(v, VaultRef))
+    for machine in inventory.machines.values():
+        if machine.key is not None:
+            refs.setdefault(machine.team, []).append(machine.key)
+    for team in inventory.teams.values():
+        refs.setdefault(team.name, []).extend(a.url for a in team.alerts
+                                              if isinstance(a.url, VaultRef))
+    return {team: found for team, found in refs.items() if found}
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """What the next pass would do; never creates or changes a store."""
     loaded = wiring.load(args)
@@ -56,7 +111,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ..plan import make_plan
 
     plan = make_plan(loaded.desired, executed, utc_now())
-    fmt = _format(args)
+    fmt = _format(args, ("text", "json", "markdown"))
     if fmt == "json":
         print(views.to_json(plan.to_json()))
     elif fmt == "markdown":
@@ -75,12 +130,15 @@ def cmd_once(args: argparse.Namespace) -> int:
     concurrency = wiring.concurrency(args, loaded.inventory)
     lock_timeout = wiring.lock_timeout(args)
     commit = head_commit(wiring.inventory_dir(args))
+    secrets = wiring.secrets(args, loaded.inventory)
     store = wiring.store(args, loaded.inventory)
     transports = wiring.transports()
     try:
         with progress_for(args.quiet) as progress:
-            engine = Engine(store, transports, concurrency=concurrency, on_event=progress)
-            report = engine.run_pass(loaded.desired, commit, lock_timeout)
+            engine = Engine(store, transports, concurrency=concurrency, on_event=progress,
+                            resolve=secrets, redactor=args.redactor)
+            with _graceful_stop(engine):
+                report = engine.run_pass(loaded.desired, commit, lock_timeout)
     finally:
         for transport in transports.values():
             transport.close()
@@ -92,6 +150,24 @@ def cmd_once(args: argparse.Namespace) -> int:
     else:
         print(views.summary_text(runs, report.counts(), report.held))
     return report.exit_code
+
+
+@contextmanager
+def _graceful_stop(engine: Engine):
+    """First SIGINT/SIGTERM: claim nothing more, record what is running as it ends. A second
+    one stops at once (what is still running is resolved by the next pass)."""
+    def handler(signum, frame):
+        if engine.stop.is_set():
+            raise KeyboardInterrupt
+        engine.stop.set()
+        print(f"{signal.Signals(signum).name}: starting nothing more; waiting for running runs "
+              "(again to stop at once)", file=sys.stderr)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -139,7 +215,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     """`queue list|show|cancel|retry`: read and steer the run history."""
-    store = wiring.store(args, _inventory_if_any(args))
+    store = wiring.store(args, _inventory_if_any(args), create=False)
+    if store is None:
+        if args.queue_command == "list":
+            print("[]" if _format(args) == "json" else "No runs.")
+            return 0
+        from ..errors import InputError
+
+        raise InputError(f"no run {args.run}: there is no state store yet")
     try:
         return _QUEUE[args.queue_command](args, store)
     finally:
@@ -188,8 +271,28 @@ def _queue_show(args, store) -> int:
     return 0
 
 
+def _check_retryable(args, store) -> None:
+    """`queue retry` only for a run the next pass can run again: its task is still in the
+    inventory, targets its machine, and the run is of the task's current version."""
+    from ..errors import UsageError
+
+    run = store.get_run(args.run)
+    if run is None:
+        return  # the store's own error names the missing run
+    spec = wiring.load(args).desired.tasks.get(run.task)
+    if spec is None:
+        raise UsageError(f"run {run.id}: task {run.task} is no longer in the inventory")
+    if run.machine not in spec.versions:
+        raise UsageError(f"run {run.id}: task {run.task} no longer targets {run.machine}")
+    if spec.versions[run.machine] != run.version:
+        raise UsageError(f"run {run.id} is of an older version of {run.task}; the current "
+                         "version runs on its own (see `reconcile plan`)")
+
+
 def _queue_change(verb: str):
     def change(args, store) -> int:
+        if verb == "retry":
+            _check_retryable(args, store)
         method = store.cancel_run if verb == "cancel" else store.request_retry
         run = method(args.run, utc_now())
         if _format(args) == "json":
@@ -206,4 +309,11 @@ def _queue_change(verb: str):
 _QUEUE = {"list": _queue_list, "show": _queue_show, "cancel": _queue_change("cancel"),
           "retry": _queue_change("retry")}
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue}
+def cmd_vault(args: argparse.Namespace) -> int:
+    from .vault_cmd import cmd_vault as run
+
+    return run(args)
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
+            "vault": cmd_vault}

@@ -28,7 +28,9 @@ def cmd_continuous(args: argparse.Namespace) -> int:
         store = wiring.store(args, loaded.inventory)
         transports = wiring.transports()
         try:
-            engine = Engine(store, transports, concurrency=wiring.concurrency(args, loaded.inventory))
+            engine = Engine(store, transports, concurrency=wiring.concurrency(args, loaded.inventory),
+                            resolve=wiring.secrets(args, loaded.inventory),
+                            redactor=args.redactor)
             engine.stop = stop
             report = engine.run_pass(loaded.desired, head_commit(wiring.inventory_dir(args)),
                                      wiring.lock_timeout(args))

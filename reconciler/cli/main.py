@@ -14,6 +14,7 @@ import time
 import traceback
 
 from ..errors import InputError, ReconcilerError
+from ..redact import Redactor
 from .args import build_parser
 from .commands import COMMANDS, cmd_once
 
@@ -27,15 +28,35 @@ class JsonFormatter(logging.Formatter):
                 "logger": record.name}
         if record.exc_info:
             data["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["traceback"] = record.exc_text
         return json.dumps(data)
 
 
-def configure_logging(verbose: int, quiet: bool, log_format: str | None) -> None:
+class RedactingFilter(logging.Filter):
+    """Masks every known secret in a log record, at every level, before any handler sees it."""
+
+    def __init__(self, redact: Redactor):
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redact(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def configure_logging(verbose: int, quiet: bool, log_format: str | None,
+                      redact: Redactor) -> None:
     level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1
                                                             else logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(redact))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -44,6 +65,7 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None) -> None
 def main(argv: list[str] | None = None) -> int:
     """Run `reconcile` with `argv`; returns the exit code (SPEC §4: 0, 1, 2 or 3)."""
     verbose = 0
+    redact = Redactor()  # one per process: every sink below masks what the vaults revealed
     # Loading a large inventory allocates hundreds of thousands of small acyclic objects;
     # with the default thresholds the cyclic GC rescans them all again and again (a third of
     # `plan`'s time at 20k tasks). Refcounting frees them; collect cycles less eagerly.
@@ -51,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         verbose = args.verbose or 0
-        configure_logging(verbose, bool(args.quiet), args.log_format)
+        args.redactor = redact
+        configure_logging(verbose, bool(args.quiet), args.log_format, redact)
         return _dispatch(args)
     except InputError as exc:
         for diagnostic in exc.diagnostics.errors:
-            print(f"error: {diagnostic}", file=sys.stderr)
-        _traceback_if(verbose)
+            print(f"error: {redact(str(diagnostic))}", file=sys.stderr)
+        _traceback_if(verbose, redact)
         return exc.exit_code
     except ReconcilerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        _traceback_if(verbose)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        _traceback_if(verbose, redact)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -68,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `reconcile queue list | head`
         return 0
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
-        print(f"error: internal error (a bug in reconciler, please report it): "
-              f"{type(exc).__name__}: {exc}" + ("" if verbose else " (run with -v for details)"),
-              file=sys.stderr)
-        _traceback_if(verbose)
+        print(redact(f"error: internal error (a bug in reconciler, please report it): "
+                     f"{type(exc).__name__}: {exc}")
+              + ("" if verbose else " (run with -v for details)"), file=sys.stderr)
+        _traceback_if(verbose, redact)
         return 3
 
 
@@ -89,9 +112,9 @@ def _dispatch(args) -> int:
     return COMMANDS[args.command](args)
 
 
-def _traceback_if(verbose: int) -> None:
+def _traceback_if(verbose: int, redact: Redactor) -> None:
     if verbose:
-        traceback.print_exc(file=sys.stderr)
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
 
 
 if __name__ == "__main__":  # pragma: no cover

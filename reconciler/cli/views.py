@@ -74,9 +74,10 @@ def plan_markdown(plan: Plan) -> str:
     """The plan as a pull-request comment: a summary line and a table."""
     lines = [f"**reconciler plan:** {len(plan.enqueue)} to run, {len(plan.cancel)} to cancel", ""]
     if plan.enqueue:
-        lines += ["| # | priority | task | machine | reason |", "|---|---|---|---|---|"]
-        lines += [f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} |"
-                  for i, e in enumerate(plan.enqueue, 1)]
+        lines += ["| # | priority | task | machine | reason | note |", "|---|---|---|---|---|---|"]
+        lines += [f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} | "
+                  + (f"held by deny window until {iso(e.held_until)}" if e.held_until else "")
+                  + " |" for i, e in enumerate(plan.enqueue, 1)]
         lines.append("")
     if plan.cancel:
         lines += ["| cancel run | task | machine | reason |", "|---|---|---|---|"]

@@ -58,8 +58,9 @@ def store(args: argparse.Namespace, inventory: Inventory | None, *,
 
 
 def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:
-    raw = args.concurrency or os.environ.get("RECONCILE_CONCURRENCY") \
-        or inventory.settings.concurrency or DEFAULT_CONCURRENCY
+    raw = next((v for v in (args.concurrency, os.environ.get("RECONCILE_CONCURRENCY"),
+                            inventory.settings.concurrency) if v is not None),
+               DEFAULT_CONCURRENCY)
     try:
         value = int(raw)
     except ValueError:
@@ -87,6 +88,15 @@ class _NotYetSsh(Transport):
     def run(self, machine, command, env, timeout, run_id):
         raise AuthFailed(f"machine '{machine.name}': the ssh transport is not available in this "
                          "version of reconciler; use transport: local")
+
+
+def secrets(args: argparse.Namespace, inventory: Inventory):
+    """The resolver of `{vault: NAME}` for runs; vaults are decrypted lazily, when a run that
+    needs one starts, so a pass without secrets needs no identity."""
+    from ..vault.secrets import VaultSecrets, load_identities
+
+    return VaultSecrets(inventory.root, load_identities(getattr(args, "identity", None)),
+                        args.redactor)
 
 
 def transports() -> dict[str, Transport]:

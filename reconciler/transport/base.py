@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..model import Machine
+from ..redact import Secret
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,15 @@ class Transport(ABC):
     """Runs commands on machines of one kind (`local`, `ssh`)."""
 
     @abstractmethod
-    def run(self, machine: Machine, command: str, env: Mapping[str, str], timeout: float,
-            run_id: int) -> Completed:
-        """Run `command` with `sh -c` on `machine`. `env` holds secrets: it must never reach
-        any process's argument list. Kill the whole process group after `timeout` seconds."""
+    def run(self, machine: Machine, command: str, env: Mapping[str, "str | Secret"],
+            timeout: float, run_id: int) -> Completed:
+        """Run `command` with `sh -c` on `machine`. `env` holds secrets (`Secret` values: call
+        `reveal()` at the last moment); they must never reach any process's argument list.
+        Kill the whole process group after `timeout` seconds."""
+
+    def reap(self, machine: Machine, run_id: int) -> None:
+        """A run on `machine` was found `running` after its reconciler died: stop what is left
+        of its command, so that nothing runs twice. Default: nothing to do."""
 
     def close(self) -> None:
         """Release connections."""

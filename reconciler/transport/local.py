@@ -4,67 +4,167 @@ The command runs in its own session (process group), so a timeout kills the whol
 just the shell. Secrets travel only in the child's environment, never in its argv. The child
 does not inherit the reconciler's environment (which may hold `RECONCILE_IDENTITY`): it gets a
 small allow-list plus the task's env.
+
+Output is read while the command runs and only its last `OUTPUT_TAIL` bytes are kept, so a
+command that prints gigabytes costs no memory. A marker file holds the process group of each
+running command: if the reconciler dies, the next pass finds the orphan and stops it before
+anything is re-run (`reap`).
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
+import threading
 import time
+from pathlib import Path
 from typing import Mapping
 
 from ..model import Machine
+from ..redact import Secret, reveal
 from .base import Completed, Transport
 
 # What a task sees of the reconciler's own environment; everything else is the task's `env`.
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
                  "SHELL", "TERM")
-KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a timed-out process group
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a process group
+OUTPUT_TAIL = 64 * 1024
+# After the shell exits, how long its output may keep arriving. A background child that keeps
+# the pipe open (`daemon &`) must not hold the run open until its timeout.
+DRAIN_GRACE = 0.5
 
 
-def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+def child_environment(env: Mapping[str, "str | Secret"]) -> dict[str, str]:
     """The environment of a local task: the allow-list from ours, overlaid with the task's."""
     base = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    return {**base, **{k: str(v) for k, v in env.items()}}
+    return {**base, **{k: reveal(v) for k, v in env.items()}}
+
+
+class _Tail:
+    """Reads a pipe to its end in a thread, keeping only the last `limit` bytes.
+
+    The reader polls with a short timeout so it can be told to stop: a background child
+    that keeps the pipe open must not keep us reading (and closing a file another thread is
+    blocked reading from would block too).
+    """
+
+    def __init__(self, pipe, limit: int = OUTPUT_TAIL):
+        self.pipe, self.limit = pipe, limit
+        self.data = bytearray()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        fd = self.pipe.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        while not self.stop.is_set():
+            if not poller.poll(100):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            self.data += chunk
+            if len(self.data) > 2 * self.limit:
+                del self.data[:-self.limit]
+
+    def text(self, wait: float) -> str:
+        """What was read, once the pipe closed or `wait` seconds passed."""
+        self.thread.join(wait)
+        self.stop.set()
+        self.thread.join()
+        self.pipe.close()
+        return bytes(self.data[-self.limit:]).decode("utf-8", errors="replace")
 
 
 class LocalTransport(Transport):
     """Runs commands as child processes of the reconciler."""
 
-    def run(self, machine: Machine, command: str, env: Mapping[str, str], timeout: float,
-            run_id: int) -> Completed:
+    def __init__(self, markers: str | Path = ".reconciler/runs"):
+        self.markers = Path(markers)
+
+    def run(self, machine: Machine, command: str, env: Mapping[str, "str | Secret"],
+            timeout: float, run_id: int) -> Completed:
         started = time.monotonic()
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=child_environment(env), start_new_session=True,
         )
+        marker = self._mark(run_id, proc.pid)
+        tail = _Tail(proc.stdout)
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
             timed_out = False
         except subprocess.TimeoutExpired:
-            out = _kill_group(proc)
+            _kill_group(proc.pid, proc)
             timed_out = True
-        return Completed(
-            exit_code=None if timed_out else proc.returncode,
-            output=out.decode("utf-8", errors="replace"),
-            duration=time.monotonic() - started,
-            timed_out=timed_out,
-        )
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+        output = tail.text(DRAIN_GRACE)
+        return Completed(exit_code=None if timed_out else proc.returncode, output=output,
+                         duration=time.monotonic() - started, timed_out=timed_out)
 
-
-def _kill_group(proc: subprocess.Popen) -> bytes:
-    """SIGTERM the process group, SIGKILL it after a grace period; return what it printed."""
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+    def _mark(self, run_id: int, pgid: int) -> Path | None:
+        """Remember the process group of a running command (best effort)."""
         try:
-            os.killpg(proc.pid, sig)
+            self.markers.mkdir(parents=True, exist_ok=True)
+            marker = self.markers / f"{run_id}.pgid"
+            marker.write_text(str(pgid))
+            return marker
+        except OSError:
+            return None
+
+    def reap(self, machine: Machine, run_id: int) -> None:
+        """Stop the command of a run whose reconciler died, if it is still running.
+
+        The process group is only killed when its leader still carries this run's id in its
+        environment, so a recycled pid is never hit.
+        """
+        marker = self.markers / f"{run_id}.pgid"
+        try:
+            pgid = int(marker.read_text())
+        except (OSError, ValueError):
+            return
+        if _runs(pgid, run_id):
+            _kill_group(pgid, None)
+        marker.unlink(missing_ok=True)
+
+
+def _runs(pid: int, run_id: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"RECONCILE_RUN_ID={run_id}".encode() in environ.split(b"\0")
+
+
+def _kill_group(pgid: int, proc: subprocess.Popen | None) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
         except ProcessLookupError:
-            pass
-        try:
-            out, _ = proc.communicate(timeout=grace)
-            return out or b""
-        except subprocess.TimeoutExpired:
-            continue
-    return b""
+            return
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()  # reap our own child, or it lingers as a zombie in the group
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -24,6 +24,14 @@ def _kill_group_of(pid_text: str) -> None:
         pass
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _sleeper(project, name: str, extra: str = "") -> None:
     # Records its shell pid (= its process group: each run has its own session), then a marker.
     project.task(name, extra + f'command: echo $$ >> "{project.ledger}"; '
@@ -53,12 +61,14 @@ def test_kill_9_mid_run_reruns_an_idempotent_task(project):
     proc = _start_and_wait_for(project, "started")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    _kill_group_of(project.ledger_lines()[0])
+    orphan = int(project.ledger_lines()[0])
+    assert _alive(orphan)  # the command outlived its reconciler
 
     second = project.run("--once", "--format", "json", code=1)
     statuses = sorted((r["status"], r["reason"]) for r in second.json()["runs"])
     assert statuses == [("succeeded", "retry"), ("unknown", "new")]
     assert project.ledger_lines().count("started") == 2
+    assert not _alive(orphan)  # stopped before the re-run, so the two never overlapped
 
 
 def test_two_passes_at_once_never_run_a_task_twice(project):

@@ -27,11 +27,11 @@ def clean_environment(extra: dict | None) -> dict:
 
 
 def reconcile(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120,
-              check_code: int | None = None) -> Result:
+              check_code: int | None = None, input: str | None = None) -> Result:
     """Run `python -m reconciler ARGS` in `cwd`; assert the exit code when given."""
     full_env = clean_environment(env)
     proc = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=input)
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if check_code is not None:
         assert result.code == check_code, (

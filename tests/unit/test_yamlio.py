@@ -6,6 +6,7 @@ import pytest
 
 from reconciler.diagnostics import Diagnostics, Location
 from reconciler.yamlio import (
+    resolve_plain,
     MAX_DEPTH, MAX_FILE_BYTES, MapNode, ScalarNode, SeqNode, parse_yaml, read_yaml, to_plain,
 )
 
@@ -48,10 +49,10 @@ def test_integers_with_a_leading_zero_stay_strings(text):
     assert scalar(text) == text
 
 
-def test_special_floats():
-    assert scalar(".inf") == math.inf
-    assert scalar("-.Inf") == -math.inf
-    assert math.isnan(scalar(".NaN"))
+def test_special_floats_resolve_per_yaml_1_2_for_the_resolver():
+    assert resolve_plain(".inf") == math.inf
+    assert resolve_plain("-.Inf") == -math.inf
+    assert math.isnan(resolve_plain(".NaN"))
 
 
 @pytest.mark.parametrize("text", ['"5"', "'true'", '"null"', "'022'"])
@@ -237,3 +238,11 @@ def test_parse_yaml_refuses_oversize_bytes():
     diags = Diagnostics()
     assert parse_yaml(b"#" * (MAX_FILE_BYTES + 1), "f.yaml", diags) is None
     assert "too large" in diags.errors[0].message
+
+
+@pytest.mark.parametrize("text, where", [('v: "a\\0b"\n', "1:4"), ("v: .nan\n", "1:4"),
+                                          ("v: [-.inf]\n", "1:5")])
+def test_nul_characters_and_non_finite_numbers_are_refused(text, where):
+    diags = Diagnostics()
+    parse_yaml(text, "f.yaml", diags)
+    assert [str(d).split(": ")[0] for d in diags.errors] == [f"f.yaml:{where}"]

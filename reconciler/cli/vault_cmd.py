@@ -1,0 +1,278 @@
+"""`reconcile vault ...`: age files and team vaults, with age's flags (SPEC §5).
+
+Secrets only travel through stdin, stdout, files the user names and a private temporary file
+for `edit`; never through the argument list of a process we start, never into logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from ..diagnostics import did_you_mean
+from ..errors import UsageError, VaultError
+from ..loader import display_path
+from ..model import Team
+from ..vault import age, team_vault
+from ..vault.secrets import load_identities
+from . import views, wiring
+
+
+def cmd_vault(args: argparse.Namespace) -> int:
+    return _ACTIONS[args.vault_command](args)
+
+
+# ---------------------------------------------------------------- age-compatible file commands
+
+def _keygen(args) -> int:
+    identity = age.generate_x25519()
+    public = identity.recipient().to_bech32()
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = f"# created: {created}\n# public key: {public}\n{identity.to_bech32()}\n"
+    if args.output:
+        path = Path(args.output)
+        if path.exists():
+            raise UsageError(f"vault keygen: {args.output} exists; refusing to overwrite a key")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    print(f"Public key: {public}", file=sys.stderr)
+    return 0
+
+
+def _passphrase(confirm: bool) -> str:
+    """From RECONCILE_PASSPHRASE, else asked on the terminal (never from the command line)."""
+    if os.environ.get("RECONCILE_PASSPHRASE"):
+        return os.environ["RECONCILE_PASSPHRASE"]
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        raise UsageError("a passphrase is needed: set RECONCILE_PASSPHRASE or run on a "
+                         "terminal") from None
+    first = getpass.getpass("Enter passphrase: ")
+    if confirm and getpass.getpass("Confirm passphrase: ") != first:
+        raise UsageError("passphrases do not match")
+    if not first:
+        raise UsageError("an empty passphrase is not allowed")
+    return first
+
+
+def _read_input(path: str | None) -> bytes:
+    if path in (None, "-"):
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write_output(path: str | None, data: bytes, *, binary: bool) -> None:
+    if path in (None, "-"):
+        if binary and sys.stdout.isatty():
+            raise UsageError("refusing to write binary ciphertext to a terminal; use -a or -o")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    Path(path).write_bytes(data)
+
+
+def _recipients(args) -> list[age.Recipient]:
+    texts = list(args.recipient)
+    for file in args.recipients_file:
+        try:
+            lines = Path(file).read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read recipients file {file}: {exc.strerror}") from None
+        texts += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    try:
+        return [age.parse_recipient(text) for text in texts]
+    except age.AgeError as exc:
+        raise UsageError(f"vault encrypt: bad recipient: {exc}") from None
+
+
+def _encrypt(args) -> int:
+    if args.passphrase and (args.recipient or args.recipients_file):
+        raise UsageError("vault encrypt: -p cannot be combined with -r or -R")
+    if args.passphrase:
+        recipients = [age.scrypt_recipient(_passphrase(confirm=True))]
+    else:
+        recipients = _recipients(args)
+    if not recipients:
+        raise UsageError("vault encrypt: give at least one -r RECIPIENT, -R FILE or -p")
+    data = age.encrypt(_read_input(args.input), recipients, armor=args.armor)
+    _write_output(args.output, data, binary=not args.armor)
+    return 0
+
+
+class _PromptedPassphrase:
+    """An scrypt identity that asks for the passphrase only if the file is passphrase-encrypted."""
+
+    def unwrap(self, stanzas):
+        if not any(getattr(s, "type", None) == "scrypt" for s in stanzas):
+            return None
+        return age.scrypt_identity(_passphrase(confirm=False)).unwrap(stanzas)
+
+
+def _decrypt(args) -> int:
+    identities: list = []
+    for file in args.identity_files:
+        try:
+            identities += age.parse_identities(Path(file).read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read identity file {file}: {exc.strerror}") from None
+        except age.AgeError as exc:
+            raise UsageError(f"identity file {file}: {exc}") from None
+    if not identities:
+        identities = load_identities(getattr(args, "identity", None))
+    identities.append(_PromptedPassphrase())
+    name = args.input or "<stdin>"
+    try:
+        plaintext = age.decrypt(_read_input(args.input), identities)
+    except age.AgeError as exc:
+        raise VaultError(f"{name}: {team_vault.explain(exc)}") from None
+    _write_output(args.output, plaintext, binary=False)
+    return 0
+
+
+# ---------------------------------------------------------------- team vaults
+
+def _team(args) -> tuple[Team, Path]:
+    inventory = wiring.load(args).inventory
+    team = inventory.teams.get(args.team)
+    if team is None:
+        hint = did_you_mean(args.team, inventory.teams)
+        raise UsageError(f"no team '{args.team}' in the inventory" + (f" ({hint})" if hint else ""))
+    return team, team_vault.vault_path(inventory.root, team.name)
+
+
+def _identities(args) -> list:
+    return load_identities(getattr(args, "identity", None))
+
+
+def _current(path: Path, args) -> dict[str, str] | None:
+    """The vault's secrets, or None when the vault does not exist yet."""
+    if not path.exists():
+        return None
+    return team_vault.read(path, _identities(args), display_path(path))
+
+
+def _list(args) -> int:
+    team, path = _team(args)
+    names = sorted(_current(path, args) or {})
+    if getattr(args, "format", None) == "json":
+        print(views.to_json(names))
+    else:
+        print("\n".join(names) if names else f"(vault of team '{team.name}' is empty)")
+    return 0
+
+
+def _get(args) -> int:
+    team, path = _team(args)
+    secrets = _current(path, args) or {}
+    if args.name not in secrets:
+        hint = did_you_mean(args.name, secrets)
+        raise UsageError(f"no secret '{args.name}' in the vault of team '{team.name}'"
+                         + (f" ({hint})" if hint else ""))
+    sys.stdout.write(secrets[args.name] + ("" if secrets[args.name].endswith("\n") else "\n"))
+    return 0
+
+
+def _set(args) -> int:
+    team, path = _team(args)
+    if not team_vault.KEY_NAME.fullmatch(args.name):
+        raise UsageError(f"secret name '{args.name}' must match [A-Za-z_][A-Za-z0-9_]*")
+    value = args.value
+    if value is None or value == "-":
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value  # one trailing newline dropped
+    return _save(team, path, args, lambda secrets: {**secrets, args.name: value},
+                 f"set {args.name}")
+
+
+def _unset(args) -> int:
+    team, path = _team(args)
+
+    def without(secrets: dict[str, str]) -> dict[str, str]:
+        if args.name not in secrets:
+            raise UsageError(f"no secret '{args.name}' in the vault of team '{team.name}'")
+        return {k: v for k, v in secrets.items() if k != args.name}
+    return _save(team, path, args, without, f"unset {args.name}")
+
+
+def _save(team: Team, path: Path, args, change, what: str) -> int:
+    recipients = team_vault.parse_recipients(team)
+    previous = _current(path, args)
+    secrets = change(dict(previous or {}))
+    written = team_vault.write(path, secrets, recipients, previous=previous)
+    print(f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
+          file=sys.stderr)
+    return 0
+
+
+def _rekey(args) -> int:
+    team, path = _team(args)
+    recipients = team_vault.parse_recipients(team)
+    secrets = _current(path, args)
+    if secrets is None:
+        raise UsageError(f"team '{team.name}' has no vault yet ({display_path(path)})")
+    team_vault.write(path, secrets, recipients)
+    print(f"{display_path(path)}: re-encrypted to {len(recipients)} recipients", file=sys.stderr)
+    return 0
+
+
+def _edit(args) -> int:
+    team, path = _team(args)
+    recipients = team_vault.parse_recipients(team)
+    previous = _current(path, args) or {}
+    edited = _edit_in_private_file(team_vault.encode(previous), _editor())
+    secrets = team_vault.decode(edited, f"{display_path(path)} (edited)")
+    written = team_vault.write(path, secrets, recipients, previous=previous)
+    print(f"{display_path(path)}: " + ("saved" if written else "unchanged"), file=sys.stderr)
+    return 0
+
+
+def _editor() -> list[str]:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    return shlex.split(editor)
+
+
+def _private_dir() -> str | None:
+    """Memory-backed when the system has it, so the plaintext never reaches a disk."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def _edit_in_private_file(plaintext: bytes, editor: Sequence[str]) -> bytes:
+    """Let the user edit `plaintext` in a 0600 file inside a 0700 directory, removed on every
+    path out (success, editor failure, Ctrl-C)."""
+    folder = tempfile.mkdtemp(prefix="reconcile-vault-", dir=_private_dir())
+    file = Path(folder) / "vault.yaml"
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(plaintext)
+        try:
+            code = subprocess.call([*editor, str(file)])
+        except OSError as exc:
+            raise UsageError(f"cannot start the editor {editor[0]!r}: {exc.strerror}") from None
+        if code != 0:
+            raise UsageError(f"the editor exited with code {code}; the vault is unchanged")
+        return file.read_bytes()
+    finally:
+        file.unlink(missing_ok=True)
+        os.rmdir(folder)
+
+
+_ACTIONS = {"keygen": _keygen, "encrypt": _encrypt, "decrypt": _decrypt, "list": _list,
+            "get": _get, "set": _set, "unset": _unset, "edit": _edit, "rekey": _rekey}

@@ -1,0 +1,151 @@
+"""Team vaults: `vaults/<team>.age`, an armored age file holding a YAML mapping NAME -> string.
+
+Reading is all-or-nothing: the whole file is decrypted and parsed, or a `VaultError` says what
+went wrong in one line (never with any plaintext). Writing encrypts to the team's recipients:
+its admins' and operators' `age` and `ssh` keys plus its `recipients` (viewers are not
+recipients), replaces the file atomically, and leaves an unchanged vault untouched so git
+shows no diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import yaml
+
+from ..diagnostics import Diagnostics
+from ..errors import VaultError
+from ..model import Role, Team
+from ..yamlio import MapNode, ScalarNode, parse_yaml, resolve_plain
+from . import age
+
+KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def vault_path(inventory_root: str | Path, team: str) -> Path:
+    return Path(inventory_root) / "vaults" / f"{team}.age"
+
+
+def team_recipients(team: Team) -> list[str]:
+    """The recipient strings a team's vault is encrypted to (SPEC §1, §5)."""
+    keys: list[str] = []
+    for member in team.members:
+        if member.role in (Role.ADMIN, Role.OPERATOR):
+            keys += [k for k in (member.age, member.ssh) if k]
+    keys += list(team.recipients)
+    return list(dict.fromkeys(keys))
+
+
+def parse_recipients(team: Team) -> list[age.Recipient]:
+    """The team's recipients, parsed; raises VaultError when there are none or one is bad."""
+    texts = team_recipients(team)
+    if not texts:
+        raise VaultError(f"team '{team.name}' has no vault recipients: give an admin or "
+                         "operator an `age:` or `ssh:` key, or add `recipients:`")
+    try:
+        return [age.parse_recipient(text) for text in texts]
+    except age.AgeError as exc:
+        raise VaultError(f"team '{team.name}': bad recipient: {exc}") from None
+
+
+def decode(plaintext: bytes, name: str) -> dict[str, str]:
+    """Parse a vault's plaintext: a YAML mapping of NAME to string (empty means no secrets)."""
+    if not plaintext.strip():
+        return {}
+    diags = Diagnostics()
+    node = parse_yaml(plaintext, name, diags)
+    if diags.errors or node is None:
+        first = diags.errors[0] if diags.errors else None
+        raise VaultError(f"{first.location if first else name}: the decrypted vault is not "
+                         "valid YAML" + (f" ({first.message})" if first else ""))
+    if not isinstance(node, MapNode):
+        raise VaultError(f"{name}: the decrypted vault must be a mapping of NAME: value")
+    secrets: dict[str, str] = {}
+    for key, (location, value) in node.entries.items():
+        if not KEY_NAME.fullmatch(key):
+            raise VaultError(f"{location}: vault key '{key}' must match [A-Za-z_][A-Za-z0-9_]*")
+        if not (isinstance(value, ScalarNode) and isinstance(value.value, str)):
+            raise VaultError(f"{location}: the value of '{key}' must be a string (quote it)")
+        secrets[key] = value.value
+    return secrets
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Writes multi-line values as `|` blocks, so `vault edit` shows keys as they are."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str):
+    if "\n" in value and not value.endswith((" ", "\t")):
+        style = "|"
+    elif resolve_plain(value) != value:
+        style = '"'  # YAML 1.2 would read it as another type (`0o17`, `1e3`, `true`)
+    else:
+        style = None  # PyYAML still quotes what YAML 1.1 would retype (`NO`, `1:30`)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _str_representer)
+
+
+def encode(secrets: Mapping[str, str]) -> bytes:
+    """Plaintext of a vault: keys sorted; every value quoted where YAML 1.1 or 1.2 could
+    retype it, so it reads back as the same string."""
+    if not secrets:
+        return b"{}\n"
+    return yaml.dump(dict(sorted(secrets.items())), Dumper=_LiteralDumper,
+                     default_flow_style=False, allow_unicode=True, sort_keys=True).encode()
+
+
+def decrypt_file(path: Path, identities: Sequence[age.Identity], display: str | None = None) -> bytes:
+    """The plaintext of an age file, all or nothing; VaultError with a one-line reason."""
+    name = display or str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VaultError(f"{name}: no such vault") from None
+    except OSError as exc:
+        raise VaultError(f"{name}: cannot read: {exc.strerror}") from None
+    if not identities:
+        raise VaultError(f"{name}: no identity to decrypt it (use --identity, "
+                         "RECONCILE_IDENTITY_FILE or RECONCILE_IDENTITY)")
+    try:
+        return age.decrypt(data, identities)
+    except age.AgeError as exc:
+        raise VaultError(f"{name}: {explain(exc)}") from None
+
+
+def explain(exc: "age.AgeError") -> str:
+    """One line for a failed decryption, saying what to check."""
+    if exc.stage == "no_match":
+        return "none of your identities can decrypt it (are you a recipient of this vault?)"
+    return f"corrupt or tampered vault ({exc})"
+
+
+def read(path: Path, identities: Sequence[age.Identity], display: str | None = None) -> dict[str, str]:
+    """The secrets of one vault file."""
+    name = display or str(path)
+    return decode(decrypt_file(path, identities, name), name + " (decrypted)")
+
+
+def write(path: Path, secrets: Mapping[str, str], recipients: Sequence[age.Recipient], *,
+          previous: Mapping[str, str] | None = None) -> bool:
+    """Encrypt `secrets` to `recipients` into `path`, atomically. Returns False (and writes
+    nothing) when `previous` — what the file held — is equal: no needless git diff."""
+    if previous is not None and dict(previous) == dict(secrets):
+        return False
+    data = age.encrypt(encode(secrets), recipients, armor=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # ciphertext, committed to git: the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
