@@ -115,13 +115,17 @@ def _encrypt(args) -> int:
     return 0
 
 
-class _PromptedPassphrase:
-    """An scrypt identity that asks for the passphrase only if the file is passphrase-encrypted."""
+class _PromptedPassphrase(age.ScryptIdentity):
+    """A passphrase identity that asks for the passphrase only when a passphrase-encrypted
+    file is actually being opened (age offers a file's scrypt stanza to these alone)."""
+
+    def __init__(self):  # no passphrase yet: it is read at the first unwrap
+        self._identity: age.ScryptIdentity | None = None
 
     def unwrap(self, stanzas):
-        if not any(getattr(s, "type", None) == "scrypt" for s in stanzas):
-            return None
-        return age.scrypt_identity(_passphrase(confirm=False)).unwrap(stanzas)
+        if self._identity is None:
+            self._identity = age.scrypt_identity(_passphrase(confirm=False))
+        return self._identity.unwrap(stanzas)
 
 
 def _decrypt(args) -> int:

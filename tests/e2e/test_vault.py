@@ -184,3 +184,57 @@ def test_rekey_after_membership_change_lets_the_new_operator_decrypt(vaulted):
     p.run("vault", "rekey", "ops", "--identity", str(p.alice), code=0)
     assert p.run("vault", "get", "ops", "DB_PASSWORD", "--identity", str(carol_key),
                  code=0).out == SECRET + "\n"
+
+
+def _encrypt_to(project, key_public: str, plaintext: str, *flags: str) -> Path:
+    out = project.root / "file.age"
+    project.run("vault", "encrypt", "-r", key_public, *flags, "-o", str(out), code=0,
+                input=plaintext)
+    return out
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate", "wrong-key"])
+def test_decrypt_of_a_damaged_file_or_with_a_wrong_key_is_exit_2_with_nothing_on_stdout(
+        project, damage):
+    key, public = _keygen(project, "k")
+    other, _ = _keygen(project, "other")
+    plaintext = "line one of the plaintext\n" * 5000  # several STREAM chunks
+    encrypted = _encrypt_to(project, public, plaintext)
+    data = bytearray(encrypted.read_bytes())
+    if damage == "tamper":
+        data[-100] ^= 0x01  # in the last chunk: earlier chunks would decrypt fine
+    elif damage == "truncate":
+        del data[-1000:]
+    encrypted.write_bytes(bytes(data))
+    identity = other if damage == "wrong-key" else key
+    result = project.run("vault", "decrypt", "-i", str(identity), str(encrypted), code=2)
+    assert result.out == "" and "line one" not in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_passphrase_encryption_round_trip_takes_the_passphrase_from_the_environment(project):
+    out = project.root / "p.age"
+    env = {"RECONCILE_PASSPHRASE": "correct horse battery"}
+    project.run("vault", "encrypt", "-p", "-a", "-o", str(out), code=0, input="hello\n", env=env)
+    assert out.read_text().startswith("-----BEGIN AGE ENCRYPTED FILE-----")
+    assert project.run("vault", "decrypt", str(out), code=0, env=env).out == "hello\n"
+    wrong = project.run("vault", "decrypt", str(out), code=2,
+                        env={"RECONCILE_PASSPHRASE": "wrong"})
+    assert wrong.out == ""
+
+
+def test_files_from_our_cli_and_the_age_binary_read_each_other(project):
+    from tests.support.integration import require_binary
+
+    age_bin = require_binary("age")
+    import subprocess
+
+    key, public = _keygen(project, "k")
+    ours = _encrypt_to(project, public, "from reconciler\n", "-a")
+    decrypted = subprocess.run([age_bin, "-d", "-i", str(key), str(ours)], capture_output=True,
+                               text=True, timeout=30, check=True)
+    assert decrypted.stdout == "from reconciler\n"
+    theirs = project.root / "theirs.age"
+    subprocess.run([age_bin, "-r", public, "-o", str(theirs)], input=b"from age\n",
+                   timeout=30, check=True)
+    assert project.run("vault", "decrypt", "-i", str(key), str(theirs), code=0).out == "from age\n"
