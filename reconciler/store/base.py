@@ -1,12 +1,17 @@
-"""The state store port: every backend (SQLite now, PostgreSQL next) implements `StateStore`.
+"""The state store port: every backend (SQLite, PostgreSQL) implements `StateStore`.
 
 The run protocol (DESIGN §5) lives behind these methods:
 - claim is a compare-and-set from `pending` to `running` in one short transaction that is
   committed before any work, and bumps the run's `epoch`;
 - `mark_dispatched` is written before the command is sent;
 - every later write names the epoch it claimed with; a stale epoch raises `LeaseLost`;
+- a running run holds a lease: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at`
+  with the database's clock, and `sweep` resolves the runs whose lease expired (a dead worker);
 - `recover` resolves runs left `running` by a pass that died: never dispatched -> `pending`,
   dispatched -> `unknown`.
+Every lease comparison uses the database's clock, never a worker's: workers on several hosts
+with skewed clocks still agree on who is dead. The `now` arguments are the caller's clock and
+only fill the run's history (`created_at`, `started_at`, `finished_at`, `not_before`).
 Times are timezone-aware UTC datetimes. Backend errors are translated to `StoreError`.
 """
 
@@ -22,6 +27,12 @@ from ..plan import Plan
 from ..state import ExecutedState, Run, RunStatus
 
 OUTPUT_CAP = 64 * 1024  # bytes of output kept per run: the last 64 KiB
+# A running run whose holder has not written for this long is presumed dead (`sweep`). Long
+# enough that a busy host never loses a live run, short enough that a dead worker's run is
+# picked up within a couple of minutes. Holders heartbeat every HEARTBEAT_SECONDS: four
+# chances before the lease runs out.
+LEASE_SECONDS = 60.0
+HEARTBEAT_SECONDS = LEASE_SECONDS / 4
 
 
 class LeaseLost(StoreError):
@@ -31,7 +42,7 @@ class LeaseLost(StoreError):
 class StateStore(ABC):
     """Where runs are recorded and claimed."""
 
-    url: str
+    url: str  # as given, with any password replaced by `***`: safe to print
 
     @abstractmethod
     def close(self) -> None:
@@ -41,8 +52,9 @@ class StateStore(ABC):
     def pass_lock(self, timeout: float) -> AbstractContextManager[None]:
         """Hold the one pass lock of this store; raises `LockError` after `timeout` seconds.
 
-        The lock dies with its holder (an OS file lock for SQLite), so a killed pass never
-        leaves it stuck.
+        The lock dies with its holder (an OS file lock for SQLite, a session-level advisory
+        lock on a dedicated connection for PostgreSQL), so a killed pass never leaves it
+        stuck. It serialises planning only: workers claim runs without it.
         """
 
     @abstractmethod
@@ -53,14 +65,39 @@ class StateStore(ABC):
     def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
         """Apply a plan in one transaction: insert its runs as `pending` and cancel its
         cancels (only runs still pending). Idempotent: an `Enqueue` whose (task, machine,
-        version, slot) already has an active run inserts nothing. Returns the inserted runs.
+        version, slot) already has an active run inserts nothing, also when two planners
+        record the same plan at the same moment (the database's unique index decides).
+        Returns the inserted runs, in plan order.
         """
 
     @abstractmethod
     def recover(self, now: datetime) -> list[Run]:
         """Resolve `running` runs left by a dead pass (call under the pass lock).
 
-        Not dispatched: back to `pending`. Dispatched: `unknown`. Returns the changed runs.
+        Not dispatched: back to `pending`. Dispatched: `unknown` (`finished_at` = `now`).
+        Returns the changed runs by id. Which runs count as a dead pass's is the backend's
+        knowledge: on SQLite one pass runs at a time, so holding the pass lock proves every
+        `running` run's holder died; on a shared PostgreSQL queue other workers' runs are
+        alive, so only runs whose lease expired count (`sweep(LEASE_SECONDS, now)`).
+        """
+
+    @abstractmethod
+    def heartbeat(self, run_id: int, epoch: int) -> None:
+        """Renew the lease of a run held at `epoch` (its `heartbeat_at` := database time).
+
+        Raises `LeaseLost` when the run is no longer running at `epoch` (swept, or taken over):
+        its holder must stop and abandon the run, recording nothing.
+        """
+
+    @abstractmethod
+    def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
+        """Resolve the runs of dead workers; safe to call from any process at any time.
+
+        A `running` run whose last heartbeat (or, when it has none, its claim) is older than
+        `lease_seconds` by the database's clock: never dispatched -> `pending` (nothing ran);
+        dispatched -> `unknown` with `finished_at` = `now` (the command may have run; the
+        planner re-runs it only if the task is idempotent). The holder's later writes raise
+        `LeaseLost`. Returns the changed runs by id.
         """
 
     @abstractmethod
@@ -73,11 +110,17 @@ class StateStore(ABC):
 
     @abstractmethod
     def claim(self, run_id: int, owner: str, now: datetime) -> Run | None:
-        """`pending` -> `running` if the run is still pending; None otherwise."""
+        """`pending` -> `running` if the run is still pending; None otherwise.
+
+        One short transaction committed before any work: epoch + 1 (the lease every later
+        write names), `owner`, `started_at` = `now`, and a first heartbeat. Several workers
+        claiming the same run at once: exactly one gets it, the others get None.
+        """
 
     @abstractmethod
     def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
-        """Record that the command is about to be sent. Raises `LeaseLost`."""
+        """Record (durably) that the command is about to be sent; also renews the lease.
+        Raises `LeaseLost`."""
 
     @abstractmethod
     def finish(self, run_id: int, epoch: int, status: RunStatus, now: datetime, *,

@@ -4,7 +4,8 @@ Accepted forms (SPEC §2):
 - `sqlite:///relative/path.db` — relative to the working directory;
 - `sqlite:////abs/path.db` — an absolute path;
 - a plain path, `path/to/state.db` or `/abs/state.db`;
-- `postgresql://...` — reserved: PostgreSQL is not available yet.
+- `postgresql://...` or `postgres://...` — a libpq URL: PostgreSQL, shared by several
+  reconcilers and workers (`store.postgres`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from pathlib import Path
 from ..diagnostics import Diagnostics, Location
 from ..errors import InputError, StoreError
 from .base import StateStore
+from .common import redact_url
 from .sqlite import SqliteStore
 
 DEFAULT_URL = "sqlite:///.reconciler/state.db"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_FORMS = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain file path"
+_FORMS = ("use sqlite:///relative/path.db, sqlite:////absolute/path.db, a plain file path "
+          "or postgresql://user@host/database")
+_POSTGRES = ("postgresql", "postgres")
 
 
 def open_store(url: str, *, create: bool = True) -> StateStore | None:
@@ -28,8 +32,11 @@ def open_store(url: str, *, create: bool = True) -> StateStore | None:
     With `create=False` (commands that must never create a store, like `plan` and `diff`)
     a missing database returns None instead of being created. With `create=True` the parent
     directory is created too. Raises `InputError` for a URL we cannot use, `StoreError` when
-    the database cannot be opened.
+    the database cannot be opened. For PostgreSQL "missing" means a database without the
+    reconciler's schema: the database itself is never created (that takes a DBA's rights).
     """
+    if _scheme(url) in _POSTGRES:
+        return _open_postgres(url, create)
     path = sqlite_path(url)
     if not create and not path.exists():
         return None
@@ -46,9 +53,8 @@ def sqlite_path(url: str) -> Path:
             raise _bad_url(url, "the state store URL is empty")
         return Path(url).expanduser()
     scheme = match.group(1).lower()
-    if scheme in ("postgresql", "postgres"):
-        raise _bad_url(url, "PostgreSQL is not available yet",
-                       "use a SQLite store for now, e.g. sqlite:///.reconciler/state.db")
+    if scheme in _POSTGRES:
+        raise _bad_url(url, "a PostgreSQL store has no database file")
     if scheme != "sqlite":
         raise _bad_url(url, f"unknown state store scheme {scheme}://")
     rest = url[match.end():]
@@ -61,15 +67,26 @@ def sqlite_path(url: str) -> Path:
     return Path(rest[1:])
 
 
+def _scheme(url: str) -> str | None:
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else None
+
+
+def _open_postgres(url: str, create: bool) -> StateStore | None:
+    """A `PostgresStore`, or None for a database without the schema when `create` is False.
+    Imported here: psycopg is loaded only by those who use PostgreSQL."""
+    from .postgres import MissingStore, PostgresStore
+
+    try:
+        return PostgresStore(url, create=create)
+    except MissingStore:
+        return None
+
+
 def _bad_url(url: str, message: str, hint: str = _FORMS) -> InputError:
     diags = Diagnostics()
-    diags.error(Location(f"state store {_redact(url)}".strip()), message, hint)
+    diags.error(Location(f"state store {redact_url(url)}".strip()), message, hint)
     return InputError(diags)
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a URL (`postgresql://user:secret@host`) before it reaches a message."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def _make_parent(path: Path) -> None:

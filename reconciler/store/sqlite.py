@@ -10,6 +10,11 @@ anyway, and a lock is cheaper than a connection per thread. Other processes (`re
 cancel`, a second pass waiting for the pass lock) share the file through WAL and a busy
 timeout; every write is a `BEGIN IMMEDIATE` transaction, so it takes the write lock up front
 instead of failing to upgrade a read lock half-way.
+
+Leases: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at` with SQLite's own
+clock ('now'), which every process on the host shares; `sweep` compares against it. `recover`
+(under the pass lock) resolves every running run regardless: with SQLite one pass runs at a
+time, so a running run found by the lock holder belongs to a pass that died.
 """
 
 from __future__ import annotations
@@ -18,63 +23,41 @@ import errno
 import fcntl
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 from ..errors import InputError, LockError, StoreError, UsageError
 from ..plan import Cancel, Enqueue, Plan
 from ..state import ExecutedState, Run, RunStatus
-from .base import OUTPUT_CAP, LeaseLost, StateStore
+from .base import LeaseLost, StateStore
+from .common import (  # noqa: F401  (TRUNCATION_MARKER, Migration: re-exported for callers)
+    QUEUE_CANCEL_ERROR,
+    TRUNCATION_MARKER,
+    UNKNOWN_ERROR,
+    Migration,
+    SqlFile,
+    cancel_error,
+    cap_output,
+    only_comments,
+    parse_sql_file,
+)
 
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's write transaction
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
-TRUNCATION_MARKER = "[... output truncated ...]\n"
-UNKNOWN_ERROR = "the reconciler stopped while this run was executing; its result is unknown"
-CANCEL_ERRORS = {  # Cancel.reason -> the error text a cancelled run shows
-    "removed": "cancelled: task removed from the desired state",
-    "changed": "cancelled: task version changed before the run started",
-    "target-removed": "cancelled: machine is no longer a target of the task",
-}
-QUEUE_CANCEL_ERROR = "cancelled: by `reconcile queue cancel`"
 MIN_SQLITE = (3, 35, 0)  # RETURNING
 
 
 # --- the SQL file -----------------------------------------------------------------------------
 
 
-class Migration(NamedTuple):
-    """One numbered migration of the SQL file and its statements, in order."""
-
-    version: int
-    name: str
-    statements: tuple[str, ...]
-
-
-_SECTION = re.compile(r"^-- (migration (\d+): (.+)|query: (\w+))\s*$", re.MULTILINE)
-
-
-@lru_cache(maxsize=None)
-def _sql_file() -> tuple[tuple[Migration, ...], dict[str, str]]:
-    """Parse `sql/sqlite.sql` into its migrations (in order) and its named queries."""
-    text = resources.files(__package__).joinpath("sql/sqlite.sql").read_text(encoding="utf-8")
-    marks = list(_SECTION.finditer(text))
-    migrations: list[Migration] = []
-    queries: dict[str, str] = {}
-    for mark, nxt in zip(marks, marks[1:] + [None]):
-        body = text[mark.end(): nxt.start() if nxt else len(text)].strip()
-        if mark.group(4):
-            queries[mark.group(4)] = body
-        else:
-            migrations.append(Migration(int(mark.group(2)), mark.group(3), _statements(body)))
-    return tuple(migrations), queries
+def _sql_file() -> SqlFile:
+    """`sql/sqlite.sql`: its migrations (in order) and its named queries."""
+    return parse_sql_file("sqlite.sql", _statements)
 
 
 def _statements(script: str) -> tuple[str, ...]:
@@ -85,13 +68,27 @@ def _statements(script: str) -> tuple[str, ...]:
         if sqlite3.complete_statement(current):
             statements.append(current.strip())
             current = ""
-    if current.strip() and not _only_comments(current):
+    if current.strip() and not only_comments(current):
         statements.append(current.strip())
     return tuple(statements)
 
 
-def _only_comments(text: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (a no-op once it is). Retried while another process holds the
+    file busy: SQLite does not call the busy handler for a journal-mode change, so processes
+    opening a fresh store at the same moment would otherwise fail with "database is locked"
+    (the migration that follows is a `BEGIN IMMEDIATE` write, which does wait)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
+                                                               sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def _q(name: str) -> str:
@@ -149,22 +146,6 @@ def _run(row: tuple) -> Run:
     )
 
 
-def cap_output(output: str) -> str:
-    """The last `OUTPUT_CAP` bytes of `output` (marker included), cut on a UTF-8 boundary.
-
-    The end of a command's output is where its error is, so the head is what goes. Lone
-    surrogates (undecodable bytes kept by the executor) become U+FFFD: SQLite stores UTF-8.
-    """
-    data = output.encode("utf-8", "replace")
-    if len(data) <= OUTPUT_CAP:
-        return data.decode("utf-8")
-    tail = data[len(data) - (OUTPUT_CAP - len(TRUNCATION_MARKER.encode())):]
-    start = 0
-    while start < len(tail) and tail[start] & 0xC0 == 0x80:  # skip a split character's rest
-        start += 1
-    return TRUNCATION_MARKER + tail[start:].decode("utf-8")
-
-
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -206,7 +187,8 @@ class SqliteStore(StateStore):
             # WAL: readers never block the writer; NORMAL: no fsync per commit (WAL stays
             # durable against a process crash, which is what the run protocol must survive);
             # a 16 MiB page cache keeps snapshot()'s index scan of a large history in memory.
-            for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON",
+            _enable_wal(conn)
+            for pragma in ("synchronous = NORMAL", "foreign_keys = ON",
                            f"busy_timeout = {BUSY_TIMEOUT_MS}", "cache_size = -16384"):
                 conn.execute(f"PRAGMA {pragma}")
         except sqlite3.Error as exc:
@@ -341,7 +323,7 @@ class SqliteStore(StateStore):
     @staticmethod
     def _cancel_planned(conn: sqlite3.Connection, cancel: Cancel, now: datetime) -> None:
         # A run that started meanwhile is no longer the planner's to cancel: left alone.
-        error = CANCEL_ERRORS.get(cancel.reason, f"cancelled: {cancel.reason}")
+        error = cancel_error(cancel.reason)
         _one(conn, "cancel_pending", {"id": cancel.run, "now": _ts(now), "error": error})
 
     @staticmethod
@@ -362,6 +344,16 @@ class SqliteStore(StateStore):
             back = conn.execute(_q("recover_undispatched")).fetchall()
             lost = conn.execute(_q("recover_dispatched"),
                                 {"now": _ts(now), "error": UNKNOWN_ERROR}).fetchall()
+        return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
+
+    def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
+        """Runs whose lease expired by SQLite's clock: undispatched -> `pending`, dispatched
+        -> `unknown`. Returns them by id. See `StateStore.sweep`."""
+        age = {"age": f"-{max(float(lease_seconds), 0.0):.6f} seconds"}
+        with self._write() as conn:
+            back = conn.execute(_q("sweep_undispatched"), age).fetchall()
+            lost = conn.execute(_q("sweep_dispatched"),
+                                {**age, "now": _ts(now), "error": UNKNOWN_ERROR}).fetchall()
         return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
 
     # --- the queue ---
@@ -391,6 +383,12 @@ class SqliteStore(StateStore):
         `recover` would put the run back to pending and execute it a second time.
         """
         return self._leased("mark_dispatched", run_id, epoch, {}, durable=True)
+
+    def heartbeat(self, run_id: int, epoch: int) -> None:
+        """Renew the run's lease with SQLite's clock. Raises `LeaseLost`."""
+        with self._write() as conn:
+            if _one(conn, "heartbeat", {"id": run_id, "epoch": epoch}) is None:
+                raise self._lease_lost(conn, run_id, epoch)
 
     def finish(self, run_id: int, epoch: int, status: RunStatus, now: datetime, *,
                exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:

@@ -1,8 +1,10 @@
 """The state store contract (store.base.StateStore), run against every backend (conftest).
 
 The first part holds for any backend; the last part covers what only the SQLite backend has:
-its file, its schema, its lock file, its URL forms. Real databases in tmp_path, no sleeps:
-another process is waited on through its output (a protocol signal), with a deadline.
+its file, its schema, its lock file, its URL forms. Real databases (a file in tmp_path, a
+fresh PostgreSQL database), no sleeps: another process is waited on through its output (a
+protocol signal), with a deadline. Leases, sweeping and races between processes are in
+test_store_leases.py; what only PostgreSQL has is in test_store_postgres.py.
 """
 
 from __future__ import annotations
@@ -215,17 +217,23 @@ def test_block_ends_a_pending_run_with_an_error(store, now, later):
 # --- recover ----------------------------------------------------------------------------------
 
 
-def test_recover_returns_undispatched_runs_to_pending(store, now, later):
+# A dead pass's runs: their leases have expired (on SQLite holding the pass lock is proof
+# enough; on a shared PostgreSQL queue only an expired lease proves a holder dead).
+
+
+def test_recover_returns_undispatched_runs_to_pending(store, raw, now, later):
     run = store.claim(one(store, now).id, "dead", now)
+    raw.expire_all_leases()
     [back] = store.recover(later(minutes=1))
     assert (back.id, back.status, back.dispatched, back.finished_at) == (
         run.id, RunStatus.PENDING, False, None)
     assert store.claim(run.id, "alive", now).epoch == run.epoch + 1
 
 
-def test_recover_marks_dispatched_runs_unknown(store, now, later):
+def test_recover_marks_dispatched_runs_unknown(store, raw, now, later):
     run = store.claim(one(store, now).id, "dead", now)
     store.mark_dispatched(run.id, run.epoch, now)
+    raw.expire_all_leases()
     [lost] = store.recover(later(minutes=1))
     assert (lost.status, lost.finished_at) == (RunStatus.UNKNOWN, later(minutes=1))
     assert lost.error == ("the reconciler stopped while this run was executing; "
@@ -240,10 +248,11 @@ def test_recover_leaves_other_runs_alone_and_is_a_noop_when_nothing_runs(store, 
     assert store.get_run(done.id) == done
 
 
-def test_recover_returns_changed_runs_by_id(store, now):
+def test_recover_returns_changed_runs_by_id(store, raw, now):
     runs = add(store, now, enqueue(machine="a"), enqueue(machine="b"), enqueue(machine="c"))
     claimed = [store.claim(r.id, "dead", now) for r in runs]
     store.mark_dispatched(claimed[1].id, claimed[1].epoch, now)
+    raw.expire_all_leases()
     assert [(r.id, r.status) for r in store.recover(now)] == [
         (runs[0].id, RunStatus.PENDING), (runs[1].id, RunStatus.UNKNOWN),
         (runs[2].id, RunStatus.PENDING)]
@@ -486,9 +495,13 @@ def holder(store_url):
     proc.wait(timeout=30)
 
 
-def test_pass_lock_held_by_another_process_times_out_with_lock_error(store, holder):
+LOCK_NAMES = {"sqlite": r"state\.db\.lock", "postgresql": r"of state store postgresql://"}
+
+
+def test_pass_lock_held_by_another_process_times_out_with_lock_error(store, backend, holder):
     started = time.monotonic()
-    with pytest.raises(LockError, match="another `reconcile` pass holds the lock .*state.db.lock"):
+    with pytest.raises(LockError, match="another `reconcile` pass holds the lock "
+                                        f".*{LOCK_NAMES[backend]}.*see --lock-timeout"):
         with store.pass_lock(timeout=0.2):
             pass  # pragma: no cover
     assert time.monotonic() - started >= 0.2
@@ -643,10 +656,11 @@ def test_factory_without_create_opens_an_existing_store(tmp_path):
     store.close()
 
 
-def test_factory_refuses_postgresql_for_now_without_showing_the_password():
-    with pytest.raises(InputError, match="PostgreSQL is not available yet") as caught:
-        open_store("postgresql://admin:hunter2@db/reconciler")
+def test_sqlite_path_of_a_postgresql_url_is_an_input_error_without_the_password():
+    with pytest.raises(InputError, match="a PostgreSQL store has no database file") as caught:
+        sqlite_path("postgresql://admin:hunter2@db/reconciler")
     assert "hunter2" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "postgresql://admin:***@db/reconciler" in str(caught.value)
 
 
 @pytest.mark.parametrize("url", ["mysql://db/x", "sqlite://host/state.db", "sqlite:///", ""])

@@ -2,7 +2,8 @@
 --
 -- Each migration starts with a line `-- migration N: name` and runs, with its record in
 -- `schema_migrations`, in one transaction when a store is opened. Never edit a migration
--- that has shipped: append a new one. Queries live in reconciler/store/sqlite.py (`_SQL`).
+-- that has shipped: append a new one (an added column goes last: rows are read by position).
+-- Queries follow the migrations, each under `-- query: name`.
 
 -- migration 1: runs
 CREATE TABLE runs (
@@ -47,6 +48,13 @@ CREATE INDEX runs_latest ON runs (task, machine, version, id);
 -- failed_since(): the problem runs by end time (partial: only they are ever counted so).
 CREATE INDEX runs_problems_by_finished ON runs (finished_at)
     WHERE status IN ('failed', 'blocked', 'unknown');
+
+-- migration 2: leases
+-- The lease of a running run (DESIGN §5): stamped by claim, heartbeat and mark_dispatched with
+-- the database's clock (SQLite's 'now', as the same sortable UTC text as every timestamp), so
+-- `sweep` compares a clock that every process on the host shares. NULL for a run claimed
+-- before this migration: its lease counts from its claim (`started_at`).
+ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
 
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
@@ -126,14 +134,21 @@ SELECT status, epoch FROM runs WHERE id = :id
 -- query: claim
 -- The compare-and-set of the run protocol: only a pending run is taken, and the new epoch
 -- is the lease every later write of this claim must name.
-UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1
+UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1,
+                heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
 WHERE id = :id AND status = 'pending'
 RETURNING *
 
 -- query: mark_dispatched
-UPDATE runs SET dispatched = 1
+-- Dispatching is a sign of life too: the lease is renewed with it.
+UPDATE runs SET dispatched = 1, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
 WHERE id = :id AND status = 'running' AND epoch = :epoch
 RETURNING *
+
+-- query: heartbeat
+UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
+WHERE id = :id AND status = 'running' AND epoch = :epoch
+RETURNING id
 
 -- query: finish
 UPDATE runs SET status = :status, finished_at = :now, exit_code = :exit_code,
@@ -177,3 +192,18 @@ SELECT status, COUNT(*) FROM runs GROUP BY status
 -- query: failed_since
 SELECT COUNT(*) FROM runs
 WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown')
+
+-- query: sweep_undispatched
+-- A dead worker's claim that never sent its command: nothing ran, so the run waits again.
+-- :age is an SQLite modifier such as '-60.000000 seconds'; the epoch stays, so the dead
+-- worker's late writes (status no longer running, or a newer epoch) are refused.
+UPDATE runs SET status = 'pending', owner = NULL, dispatched = 0, heartbeat_at = NULL
+WHERE status = 'running' AND dispatched = 0
+  AND COALESCE(heartbeat_at, started_at) < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age)
+RETURNING *
+
+-- query: sweep_dispatched
+UPDATE runs SET status = 'unknown', finished_at = :now, error = :error
+WHERE status = 'running' AND dispatched = 1
+  AND COALESCE(heartbeat_at, started_at) < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age)
+RETURNING *

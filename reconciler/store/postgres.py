@@ -1,0 +1,458 @@
+"""The PostgreSQL state store: one queue shared by several reconcilers and workers (psycopg 3).
+
+`PostgresStore` implements the `StateStore` port (see `store.base` for the run protocol). The
+schema and every query live in `sql/postgres.sql`; this module binds parameters, maps rows to
+`Run` values, and is the one place that translates psycopg errors into `StoreError`, naming
+the store by its URL with any password replaced by `***`.
+
+Connections: one for queries, shared by the engine's threads behind a `threading.Lock` (each
+store call is one statement or one short transaction, so a pool would buy nothing but more
+sessions), plus one dedicated connection per `pass_lock`, opened for the lock and closed when
+it is released: a session-level advisory lock must not share a session that might be reset or
+recycled, and it then dies exactly with its holder. The query connection runs in autocommit:
+most writes are a single statement (one round trip, its own transaction); the rest use an
+explicit transaction. A connection that broke (server restart, `pg_terminate_backend`) fails
+the call in progress with `StoreError` and is replaced on the next call.
+
+Times: `timestamptz` columns, read back as aware UTC datetimes (the session time zone is UTC).
+Lease comparisons use the server's `now()`; the `now` arguments fill the run's history.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from typing import Iterator, Sequence
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from ..errors import InputError, LockError, StoreError, UsageError
+from ..plan import Enqueue, Plan
+from ..state import ExecutedState, Run, RunStatus
+from .base import LEASE_SECONDS, LeaseLost, StateStore
+from .common import (
+    QUEUE_CANCEL_ERROR,
+    UNKNOWN_ERROR,
+    SqlFile,
+    cancel_error,
+    cap_output,
+    only_comments,
+    parse_sql_file,
+    redact_url,
+    scrub,
+    url_passwords,
+)
+
+# Advisory lock keys: constants, so every process agrees; advisory locks are scoped to one
+# database, so two stores on one server never contend. Each is 8 ASCII bytes read as a bigint.
+PASS_LOCK_KEY = int.from_bytes(b"rcnlpass", "big")     # the pass lock (session level)
+MIGRATE_LOCK_KEY = int.from_bytes(b"rcnlmigr", "big")  # migrating (transaction level)
+RECORD_LOCK_KEY = int.from_bytes(b"rcnlplan", "big")   # record_plan (transaction level)
+LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
+CONNECT_TIMEOUT_SECONDS = 10  # unless the URL says otherwise: an unreachable server fails fast
+
+
+class MissingStore(StoreError):
+    """`create=False` and the database holds no reconciler schema yet (nothing was recorded)."""
+
+
+# --- the SQL file -----------------------------------------------------------------------------
+
+
+def _sql_file() -> SqlFile:
+    """`sql/postgres.sql`: its migrations (in order) and its named queries."""
+    return parse_sql_file("postgres.sql", _whole_script)
+
+
+def _whole_script(script: str) -> tuple[str, ...]:
+    """A migration is sent as one script: psycopg runs several statements in one call when no
+    parameter is bound, and the enclosing transaction keeps them all-or-nothing."""
+    return () if only_comments(script) else (script,)
+
+
+def _q(name: str) -> str:
+    """The named query of the SQL file."""
+    return _sql_file()[1][name]
+
+
+# --- values <-> columns -----------------------------------------------------------------------
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC (every clock of the reconciler is UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _text(value: str | None) -> str | None:
+    """Text PostgreSQL accepts: NUL becomes U+FFFD (a `text` value cannot hold NUL) and lone
+    surrogates are replaced (the column is UTF-8). Used for `error`; output is bytea."""
+    if value is None:
+        return None
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _output(output: str) -> bytes:
+    """Output capped (see `cap_output`) and encoded for the bytea column."""
+    return cap_output(output).encode("utf-8")
+
+
+# The columns of `runs` in table order, as in the SQLite store; later migrations only append.
+COLUMNS = ("id", "task", "machine", "version", "slot", "commit", "priority", "status", "attempt",
+           "reason", "created_at", "started_at", "finished_at", "not_before", "exit_code",
+           "output", "error", "dispatched", "retry_requested", "epoch", "owner")
+_STATUS = {status.value: status for status in RunStatus}
+
+
+def _run(row: tuple) -> Run:
+    """A row of `runs` (its first `len(COLUMNS)` columns) as a `Run`."""
+    (id_, task, machine, version, slot, commit, priority, status, attempt, reason, created,
+     started, finished, not_before, exit_code, output, error, dispatched, retry_requested,
+     epoch, owner) = row[:len(COLUMNS)]
+    return Run(
+        id=id_, task=task, machine=machine, version=version, priority=priority,
+        status=_STATUS[status], attempt=attempt, reason=reason, slot=slot, commit=commit,
+        created_at=created, started_at=started, finished_at=finished, not_before=not_before,
+        exit_code=exit_code, output=bytes(output).decode("utf-8", "replace"), error=error,
+        dispatched=dispatched, retry_requested=retry_requested, epoch=epoch, owner=owner,
+    )
+
+
+def _runs_by_id(rows: list[tuple]) -> list[Run]:
+    return sorted((_run(row) for row in rows), key=lambda run: run.id)
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class PostgresStore(StateStore):
+    """The `StateStore` on one PostgreSQL database. Thread-safe; see the module docstring.
+
+    `url` is a libpq URL (`postgresql://` or `postgres://`). Opening connects and applies
+    pending migrations; with `create=False` a database without the schema raises
+    `MissingStore` instead (commands such as `plan` must not create a store). Raises
+    `StoreError`, never with the URL's password in its message.
+    """
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = redact_url(url)
+        self._conninfo = url
+        self._secrets = url_passwords(url)
+        self._mutex = threading.Lock()
+        self._closed = False
+        self._conn = self._connect("open")
+        try:
+            self._open_schema(create)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # --- connections, errors, transactions ---
+
+    def _connect(self, action: str) -> psycopg.Connection:
+        """A new autocommit session in UTC; raises `StoreError`."""
+        try:
+            given = conninfo_to_dict(self._conninfo)
+            defaults = {"connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                        "application_name": "reconciler"}
+            extra = {key: value for key, value in defaults.items() if key not in given}
+            conn = psycopg.connect(self._conninfo, autocommit=True, **extra)
+        except psycopg.Error as exc:
+            raise self._error(action, exc) from self._cause(exc)
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(action, exc) from self._cause(exc)
+        return conn
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        """The one translation of a psycopg error: what we tried, on which store, and why,
+        on one line, with the URL's password scrubbed even where the driver echoed it."""
+        return StoreError(f"cannot {action} state store {self.url}: "
+                          f"{scrub(str(exc), self._secrets) or type(exc).__name__}")
+
+    def _cause(self, exc: Exception) -> Exception | None:
+        """`exc` to chain as the cause, or None when its own text holds a password: a
+        traceback (`-v`) prints the cause, and no password may reach a log."""
+        text = str(exc)
+        return None if any(secret in text for secret in self._secrets) else exc
+
+    @contextmanager
+    def _session(self, action: str) -> Iterator[psycopg.Connection]:
+        """The query connection, to this thread alone, for one call; errors translated."""
+        with self._mutex:
+            if self._closed:
+                raise StoreError(f"cannot {action} state store {self.url}: the store is closed")
+            if self._conn.broken or self._conn.closed:
+                self._conn = self._connect(action)  # the last call failed with it; start afresh
+            try:
+                yield self._conn
+            except psycopg.Error as exc:
+                raise self._error(action, exc) from self._cause(exc)
+
+    @contextmanager
+    def _transaction(self, action: str = "write") -> Iterator[psycopg.Connection]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self._session(action) as conn, conn.transaction():
+            yield conn
+
+    def _open_schema(self, create: bool) -> None:
+        """Check for the schema (`create=False`) and apply pending migrations."""
+        with self._session("open") as conn:
+            has_runs, has_migrations = conn.execute(_q("schema_exists")).fetchone()
+            applied = ({row[0] for row in conn.execute(_q("applied_migrations"))}
+                       if has_migrations else set())
+        if not create and not has_runs:
+            raise MissingStore(f"state store {self.url} holds no runs yet")
+        if applied >= {migration.version for migration in _sql_file()[0]}:
+            return  # up to date: opening writes nothing (a read-only role can open it)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply every migration not yet recorded, in one transaction under an advisory lock,
+        so a store is either at the new schema or untouched, and two processes opening a fresh
+        database at once migrate it once (the second waits, then finds them recorded)."""
+        with self._transaction("migrate") as conn:
+            conn.execute(_q("lock_migrations"), {"key": MIGRATE_LOCK_KEY})
+            conn.execute(_q("create_migrations"))
+            applied = {row[0] for row in conn.execute(_q("applied_migrations"))}
+            for migration in _sql_file()[0]:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(_q("record_migration"), {"version": migration.version,
+                                                      "name": migration.name})
+
+    def close(self) -> None:
+        """Close the query connection; idempotent. Later calls raise `StoreError`."""
+        with self._mutex:
+            self._closed = True
+            self._conn.close()
+
+    # --- the pass lock ---
+
+    @contextmanager
+    def pass_lock(self, timeout: float) -> Iterator[None]:
+        """Hold the advisory lock `PASS_LOCK_KEY` for the body; `LockError` after `timeout`.
+
+        On a dedicated connection opened here and closed on exit: the lock belongs to that
+        session, so it is released when the body ends, and by the server when the holder's
+        process dies however it dies (its socket closes, its session ends).
+        """
+        conn = self._connect("lock")
+        try:
+            self._acquire(conn, timeout)
+            try:
+                yield
+            finally:
+                # Unlocked explicitly: the server ends a closed session asynchronously, and a
+                # pass started right after this one must find the lock free.
+                with suppress(psycopg.Error):
+                    conn.execute(_q("pass_unlock"), {"key": PASS_LOCK_KEY})
+        finally:
+            conn.close()
+
+    def _acquire(self, conn: psycopg.Connection, timeout: float) -> None:
+        """Poll `pg_try_advisory_lock` until it succeeds or `timeout` seconds have passed."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            try:
+                [locked] = conn.execute(_q("try_pass_lock"), {"key": PASS_LOCK_KEY}).fetchone()
+            except psycopg.Error as exc:
+                raise self._error("lock", exc) from self._cause(exc)
+            if locked:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockError(f"another `reconcile` pass holds the lock of state store "
+                                f"{self.url}; gave up after {timeout:g}s (see --lock-timeout)")
+            time.sleep(min(LOCK_POLL_SECONDS, remaining))
+
+    # --- planning ---
+
+    def snapshot(self) -> ExecutedState:
+        """The latest run of each (task, machine, version) plus the active runs, in one query
+        (runs without `output`)."""
+        with self._session("read") as conn:
+            rows = conn.execute(_q("snapshot")).fetchall()
+        return ExecutedState.of(_run(row) for row in rows)
+
+    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+        """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
+        plan that replaces a pending run by the same key can insert its successor."""
+        with self._transaction() as conn:
+            conn.execute(_q("lock_record"), {"key": RECORD_LOCK_KEY})
+            for cancel in plan.cancel:
+                # A run that started meanwhile is no longer the planner's to cancel: left alone.
+                conn.execute(_q("cancel_pending"), {"id": cancel.run, "now": _aware(now),
+                                                    "error": cancel_error(cancel.reason)})
+            return self._insert(conn, plan.enqueue, commit, now)
+
+    @staticmethod
+    def _insert(conn: psycopg.Connection, enqueues: Sequence[Enqueue], commit: str | None,
+                now: datetime) -> list[Run]:
+        """Insert the enqueues in one pipelined batch; returns the runs actually inserted (a
+        key with an active run returns no row), in plan order."""
+        if not enqueues:
+            return []
+        params = [{"task": e.task, "machine": e.machine, "version": e.version, "slot": e.slot,
+                   "commit": commit, "priority": e.priority,
+                   "reason": getattr(e.reason, "value", e.reason), "now": _aware(now),
+                   "not_before": _aware(e.held_until)} for e in enqueues]
+        with conn.cursor() as cur:
+            cur.executemany(_q("insert_run"), params, returning=True)
+            rows = []
+            while True:
+                rows += cur.fetchall()
+                if not cur.nextset():
+                    return [_run(row) for row in rows]
+
+    def recover(self, now: datetime) -> list[Run]:
+        """Runs of dead workers: on a shared queue only an expired lease proves a holder
+        dead, so this is `sweep(LEASE_SECONDS, now)`; runs of live workers are left alone."""
+        return self.sweep(LEASE_SECONDS, now)
+
+    def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
+        """Runs whose lease expired by the server's clock: undispatched -> `pending`,
+        dispatched -> `unknown`. Returns them by id. See `StateStore.sweep`."""
+        lease = {"lease": max(float(lease_seconds), 0.0)}
+        with self._transaction() as conn:
+            back = conn.execute(_q("sweep_undispatched"), lease).fetchall()
+            lost = conn.execute(_q("sweep_dispatched"), {
+                **lease, "now": _aware(now), "error": UNKNOWN_ERROR}).fetchall()
+        return _runs_by_id(back + lost)
+
+    # --- the queue ---
+
+    def pending(self) -> list[Run]:
+        """Pending runs by (priority, created_at, id), without `output`."""
+        return self._select("pending")
+
+    def running(self) -> list[Run]:
+        """Running runs by id, without `output`."""
+        return self._select("running")
+
+    def _select(self, query: str, params: dict | None = None) -> list[Run]:
+        with self._session("read") as conn:
+            return [_run(row) for row in conn.execute(_q(query), params or {})]
+
+    def _write_one(self, query: str, params: dict) -> tuple | None:
+        """One single-statement write (autocommit: its own transaction); its row or None."""
+        with self._session("write") as conn:
+            return conn.execute(_q(query), params).fetchone()
+
+    def claim(self, run_id: int, owner: str, now: datetime) -> Run | None:
+        """Compare-and-set `pending` -> `running` (epoch + 1) with `FOR UPDATE SKIP LOCKED`,
+        committed before returning; None if it was not pending or another claim holds it."""
+        row = self._write_one("claim", {"id": run_id, "owner": owner, "now": _aware(now)})
+        return None if row is None else _run(row)
+
+    def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
+        """Set `dispatched` (and renew the lease) before the command is sent; committed with
+        the server's durable commit. Raises `LeaseLost`."""
+        return _run(self._leased("mark_dispatched", run_id, epoch, {}))
+
+    def heartbeat(self, run_id: int, epoch: int) -> None:
+        """Renew the run's lease with the server's clock. Raises `LeaseLost`."""
+        self._leased("heartbeat", run_id, epoch, {})
+
+    def finish(self, run_id: int, epoch: int, status: RunStatus, now: datetime, *,
+               exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:
+        """Record a final status with its result, output capped. Raises `LeaseLost`."""
+        if status.is_active:
+            raise ValueError(f"finish needs a final status, not {status.value}")
+        return _run(self._leased("finish", run_id, epoch, {
+            "status": status.value, "now": _aware(now), "exit_code": exit_code,
+            "output": _output(output), "error": _text(error)}))
+
+    def requeue(self, run_id: int, epoch: int, not_before: datetime, now: datetime, *,
+                exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:
+        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
+        return _run(self._leased("requeue", run_id, epoch, {
+            "not_before": _aware(not_before), "exit_code": exit_code,
+            "output": _output(output), "error": _text(error)}))
+
+    def _leased(self, query: str, run_id: int, epoch: int, params: dict) -> tuple:
+        """A write guarded by (status running, epoch); `LeaseLost` if the guard fails."""
+        row = self._write_one(query, {**params, "id": run_id, "epoch": epoch})
+        if row is None:
+            raise self._lease_lost(run_id, epoch)
+        return row
+
+    def _lease_lost(self, run_id: int, epoch: int) -> LeaseLost:
+        """Why a leased write matched nothing (read after the fact: only for the message)."""
+        row = self._status_of(run_id)
+        if row is None:
+            return LeaseLost(f"run {run_id} does not exist")
+        status, current = row
+        return LeaseLost(f"run {run_id} is no longer held at epoch {epoch}: "
+                         f"it is {status} at epoch {current}")
+
+    def _status_of(self, run_id: int) -> tuple | None:
+        with self._session("read") as conn:
+            return conn.execute(_q("status_of"), {"id": run_id}).fetchone()
+
+    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked` (final). None if it was not
+        pending."""
+        row = self._write_one("block", {"id": run_id, "error": _text(error), "now": _aware(now)})
+        return None if row is None else _run(row)
+
+    # --- history and commands ---
+
+    def get_run(self, run_id: int) -> Run | None:
+        """One run with its output and error, or None."""
+        runs = self._select("get_run", {"id": run_id})
+        return runs[0] if runs else None
+
+    def list_runs(self, status: Sequence[RunStatus] | None = None, team: str | None = None,
+                  limit: int = 1000) -> list[Run]:
+        """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
+        of None or below 1 means no limit."""
+        return self._select("list_runs", {
+            "statuses": None if status is None else [RunStatus(s).value for s in status],
+            "team_lo": None if team is None else f"{team}/",
+            "team_hi": None if team is None else f"{team}0",  # '0' is the character after '/'
+            "limit": limit if limit and limit > 0 else None,
+        })
+
+    def cancel_run(self, run_id: int, now: datetime) -> Run:
+        """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
+        run id is the command's argument) for an unknown or non-pending run."""
+        row = self._write_one("cancel_pending", {"id": run_id, "now": _aware(now),
+                                                 "error": QUEUE_CANCEL_ERROR})
+        if row is None:
+            raise self._not_allowed(run_id, "only pending runs can be cancelled")
+        return _run(row)
+
+    def request_retry(self, run_id: int, now: datetime) -> Run:
+        """`queue retry`: flag a failed, blocked or unknown run for the next pass; raises
+        `InputError` otherwise. Flagging twice is harmless."""
+        row = self._write_one("request_retry", {"id": run_id})
+        if row is None:
+            raise self._not_allowed(run_id, "only failed, blocked or unknown runs "
+                                             "can be retried")
+        return _run(row)
+
+    def _not_allowed(self, run_id: int, rule: str) -> InputError:
+        row = self._status_of(run_id)
+        if row is None:
+            return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
+        return UsageError(f"run {run_id} is {row[0]}; {rule}")
+
+    def counts(self) -> dict[str, int]:
+        """Runs by status; every status is present (0 when none)."""
+        with self._session("read") as conn:
+            found = dict(conn.execute(_q("counts")).fetchall())
+        return {s.value: found.get(s.value, 0) for s in RunStatus}
+
+    def failed_since(self, since: datetime) -> int:
+        """Runs that ended failed, blocked or unknown at or after `since`."""
+        with self._session("read") as conn:
+            return conn.execute(_q("failed_since"), {"since": _aware(since)}).fetchone()[0]

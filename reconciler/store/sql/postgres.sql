@@ -1,0 +1,236 @@
+-- The PostgreSQL state store schema, as numbered migrations.
+--
+-- Each migration starts with a line `-- migration N: name` and runs, with its record in
+-- `schema_migrations`, in one transaction when a store is opened, under an advisory lock so
+-- that several processes opening a fresh database at once migrate it once. Never edit a
+-- migration that has shipped: append a new one (an added column goes last: rows are read by
+-- position). The numbering follows sqlite.sql, so both backends are at "the same" schema.
+-- Queries follow the migrations, each under `-- query: name`; parameters are always bound
+-- (psycopg's named placeholders), so no query text may hold a bare percent sign.
+
+-- migration 1: runs
+CREATE TABLE runs (
+    -- An identity is never reused: run ids are cited in audit records and alerts.
+    id              bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- COLLATE "C": byte order, as in SQLite, so list_runs' team range [team/, team0) holds
+    -- whatever the database's locale is (a locale collation may ignore '/' and '_').
+    task            text    COLLATE "C" NOT NULL,   -- <team>/<name>
+    machine         text    COLLATE "C" NOT NULL,
+    version         text    COLLATE "C" NOT NULL,
+    slot            text    COLLATE "C",            -- due cron slot (ISO 8601 UTC) or NULL
+    "commit"        text,
+    priority        integer NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    status          text    NOT NULL CHECK (status IN ('pending', 'running', 'succeeded',
+                                                   'failed', 'skipped', 'cancelled', 'blocked',
+                                                   'unknown')),
+    attempt         integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    reason          text    NOT NULL,
+    created_at      timestamptz NOT NULL,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    not_before      timestamptz,
+    exit_code       integer,
+    -- bytea, not text: a command's output may hold NUL characters, which text refuses. UTF-8.
+    output          bytea   NOT NULL DEFAULT '',
+    error           text,
+    dispatched      boolean NOT NULL DEFAULT false,
+    retry_requested boolean NOT NULL DEFAULT false,
+    epoch           bigint  NOT NULL DEFAULT 0,      -- bumped by every claim: the lease
+    owner           text
+);
+
+-- The invariant of DESIGN §5: at most one active run per (task, machine, version, slot). Two
+-- planners recording the same plan at once collide here, and ON CONFLICT DO NOTHING makes the
+-- loser a no-op. COALESCE because NULLs are distinct in a UNIQUE index.
+CREATE UNIQUE INDEX runs_one_active
+    ON runs (task, machine, version, (COALESCE(slot, '')))
+    WHERE status IN ('pending', 'running');
+
+-- The queue: pending() in dispatch order, running(), counts() by status, snapshot's active runs.
+CREATE INDEX runs_by_status ON runs (status, priority, created_at, id);
+
+-- snapshot(): MAX(id) per (task, machine, version); also list_runs' team filter (a range on task).
+CREATE INDEX runs_latest ON runs (task, machine, version, id);
+
+-- failed_since(): the problem runs by end time.
+CREATE INDEX runs_problems_by_finished ON runs (finished_at)
+    WHERE status IN ('failed', 'blocked', 'unknown');
+
+-- migration 2: leases
+-- The lease of a running run (DESIGN §5): stamped by claim, heartbeat and mark_dispatched with
+-- the server's clock (now()), so workers on hosts with skewed clocks agree on who is dead.
+-- NULL for a run claimed before this migration: its lease counts from its claim (started_at).
+ALTER TABLE runs ADD COLUMN heartbeat_at timestamptz;
+
+-- ---------------------------------------------------------------------------------------------
+-- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
+-- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
+
+-- query: schema_exists
+SELECT to_regclass('runs') IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL
+
+-- query: lock_migrations
+-- Held to the end of the migrating transaction: a second process opening the same fresh
+-- database waits here, then finds every migration recorded.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- query: create_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL
+)
+
+-- query: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version
+
+-- query: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (%(version)s, %(name)s, now())
+
+-- query: try_pass_lock
+-- Session level: held until unlocked or until the session ends, however its process ends.
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- query: pass_unlock
+SELECT pg_advisory_unlock(%(key)s)
+
+-- query: lock_record
+-- Serialises record_plan between planners for its one transaction: two plans that insert
+-- and cancel the same keys in different orders would otherwise deadlock on each other's rows.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- query: insert_run
+-- Idempotent enqueue: the partial unique index turns a second active run into a no-op.
+INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
+                  created_at, not_before)
+VALUES (%(task)s, %(machine)s, %(version)s, %(slot)s, %(commit)s, %(priority)s, 'pending', 1,
+        %(reason)s, %(now)s, %(not_before)s)
+ON CONFLICT (task, machine, version, (COALESCE(slot, '')))
+    WHERE status IN ('pending', 'running') DO NOTHING
+RETURNING *
+
+-- query: cancel_pending
+UPDATE runs SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
+WHERE id = %(id)s AND status = 'pending'
+RETURNING *
+
+-- query: snapshot
+-- The newest run of every (task, machine, version) plus every active run.
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs
+WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task, machine, version)
+   OR status IN ('pending', 'running')
+
+-- query: pending
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs WHERE status = 'pending'
+ORDER BY priority, created_at, id
+
+-- query: running
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs WHERE status = 'running'
+ORDER BY id
+
+-- query: list_runs
+-- statuses is a text array or NULL; the team filter is a range on task ([team/, team0): '0'
+-- follows '/' in the "C" collation of the column), which unlike LIKE needs no escaping.
+-- A NULL limit is no limit.
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
+  AND (%(team_lo)s::text IS NULL OR (task >= %(team_lo)s::text AND task < %(team_hi)s::text))
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- query: get_run
+SELECT * FROM runs WHERE id = %(id)s
+
+-- query: status_of
+SELECT status, epoch FROM runs WHERE id = %(id)s
+
+-- query: claim
+-- The compare-and-set of the run protocol, in one statement (its own short transaction,
+-- committed before any work). FOR UPDATE SKIP LOCKED: of several workers claiming the same run
+-- at once, one locks the row and the others skip it at once (None) instead of queueing behind
+-- it. The lock returns the newest committed version of the row, so `pending` is checked on
+-- it, and the lock keeps it so until the update: a run claimed meanwhile is not taken twice.
+-- The row is locked by its primary key alone and found by it again (a scalar subquery):
+-- with `status` in the locking scan or a join, the planner may walk every pending run once
+-- per claim. The new epoch is the lease every later write names; heartbeat_at takes the
+-- server's clock, started_at the caller's (the run's history).
+WITH target AS MATERIALIZED (
+    SELECT id, status FROM runs WHERE id = %(id)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs
+SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch + 1,
+    heartbeat_at = now()
+WHERE id = (SELECT id FROM target WHERE status = 'pending')
+RETURNING *
+
+-- query: mark_dispatched
+-- Dispatching is a sign of life too: the lease is renewed with it.
+UPDATE runs SET dispatched = true, heartbeat_at = now()
+WHERE id = %(id)s AND status = 'running' AND epoch = %(epoch)s
+RETURNING *
+
+-- query: heartbeat
+UPDATE runs SET heartbeat_at = now()
+WHERE id = %(id)s AND status = 'running' AND epoch = %(epoch)s
+RETURNING id
+
+-- query: finish
+UPDATE runs SET status = %(status)s, finished_at = %(now)s, exit_code = %(exit_code)s,
+                output = %(output)s, error = %(error)s
+WHERE id = %(id)s AND status = 'running' AND epoch = %(epoch)s
+RETURNING *
+
+-- query: requeue
+-- Back to the queue for the next attempt; the last attempt's result stays visible meanwhile.
+UPDATE runs SET status = 'pending', attempt = attempt + 1, not_before = %(not_before)s,
+                dispatched = false, owner = NULL, exit_code = %(exit_code)s,
+                output = %(output)s, error = %(error)s
+WHERE id = %(id)s AND status = 'running' AND epoch = %(epoch)s
+RETURNING *
+
+-- query: block
+UPDATE runs SET status = 'blocked', finished_at = %(now)s, error = %(error)s
+WHERE id = %(id)s AND status = 'pending'
+RETURNING *
+
+-- query: request_retry
+UPDATE runs SET retry_requested = true
+WHERE id = %(id)s AND status IN ('failed', 'blocked', 'unknown')
+RETURNING *
+
+-- query: sweep_undispatched
+-- A dead worker's claim that never sent its command: nothing ran, so the run waits again.
+-- The epoch stays: the dead worker's late writes find the run not running (or, once it is
+-- claimed again, at a newer epoch) and are refused. An UPDATE re-checks its WHERE on a row a
+-- live worker renewed meanwhile, so a heartbeat racing the sweep keeps its run.
+UPDATE runs SET status = 'pending', owner = NULL, dispatched = false, heartbeat_at = NULL
+WHERE status = 'running' AND NOT dispatched
+  AND COALESCE(heartbeat_at, started_at) < now() - make_interval(secs => %(lease)s)
+RETURNING *
+
+-- query: sweep_dispatched
+-- The command may have run: unknown; the planner re-runs it only if the task is idempotent.
+UPDATE runs SET status = 'unknown', finished_at = %(now)s, error = %(error)s
+WHERE status = 'running' AND dispatched
+  AND COALESCE(heartbeat_at, started_at) < now() - make_interval(secs => %(lease)s)
+RETURNING *
+
+-- query: counts
+SELECT status, COUNT(*) FROM runs GROUP BY status
+
+-- query: failed_since
+SELECT COUNT(*) FROM runs
+WHERE finished_at >= %(since)s AND status IN ('failed', 'blocked', 'unknown')
