@@ -102,7 +102,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """What the next pass would do; never creates or changes a store."""
     loaded = wiring.load(args)
     _print_warnings(loaded.warnings)
-    store = wiring.store(args, loaded.inventory, create=False)
+    store = wiring.store(args, loaded.inventory, read_only=True)
     try:
         executed = store.snapshot() if store is not None else ExecutedState()
     finally:
@@ -173,7 +173,7 @@ def _graceful_stop(engine: Engine):
 def cmd_status(args: argparse.Namespace) -> int:
     """Queue depth by priority and team, running runs, recent failures, machines."""
     loaded = wiring.load(args)
-    store = wiring.store(args, loaded.inventory, create=False)
+    store = wiring.store(args, loaded.inventory, read_only=True)
     pending, running, failed = [], [], 0
     if store is not None:
         try:
@@ -215,7 +215,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     """`queue list|show|cancel|retry`: read and steer the run history."""
-    store = wiring.store(args, _inventory_if_any(args), create=False)
+    store = wiring.store(args, _inventory_if_any(args), create=False,
+                         read_only=args.queue_command in ("list", "show"))
     if store is None:
         if args.queue_command == "list":
             print("[]" if _format(args) == "json" else "No runs.")

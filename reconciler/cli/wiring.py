@@ -52,9 +52,10 @@ def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str:
 
 
 def store(args: argparse.Namespace, inventory: Inventory | None, *,
-          create: bool = True) -> StateStore | None:
-    """The configured store; with `create=False`, None when it does not exist yet."""
-    return open_store(state_url(args, inventory), create=create)
+          create: bool = True, read_only: bool = False) -> StateStore | None:
+    """The configured store; with `create=False` or `read_only`, None when it does not
+    exist yet (read-only commands never create, migrate or write a store)."""
+    return open_store(state_url(args, inventory), create=create, read_only=read_only)
 
 
 def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:

@@ -17,7 +17,7 @@ from ..diagnostics import Diagnostics, Location
 from ..errors import InputError, StoreError
 from .base import StateStore
 from .common import redact_url
-from .sqlite import SqliteStore
+from .sqlite import NoSchema, SqliteStore
 
 DEFAULT_URL = "sqlite:///.reconciler/state.db"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -26,20 +26,28 @@ _FORMS = ("use sqlite:///relative/path.db, sqlite:////absolute/path.db, a plain 
 _POSTGRES = ("postgresql", "postgres")
 
 
-def open_store(url: str, *, create: bool = True) -> StateStore | None:
+def open_store(url: str, *, create: bool = True, read_only: bool = False) -> StateStore | None:
     """The store at `url`, migrated to the current schema.
 
     With `create=False` (commands that must never create a store, like `plan` and `diff`)
-    a missing database returns None instead of being created. With `create=True` the parent
+    a missing database returns None instead of being created. `read_only` (implies
+    `create=False`) opens an SQLite file without writing anything, not even a migration: a
+    file without our schema returns None, an older schema is a `StoreError`. With `create=True` the parent
     directory is created too. Raises `InputError` for a URL we cannot use, `StoreError` when
     the database cannot be opened. For PostgreSQL "missing" means a database without the
     reconciler's schema: the database itself is never created (that takes a DBA's rights).
     """
     if _scheme(url) in _POSTGRES:
-        return _open_postgres(url, create)
+        # An up-to-date PostgreSQL store is opened without writing anything already.
+        return _open_postgres(url, create and not read_only)
     path = sqlite_path(url)
-    if not create and not path.exists():
+    if (read_only or not create) and not path.exists():
         return None
+    if read_only:
+        try:
+            return SqliteStore(path, url=url, read_only=True)
+        except NoSchema:
+            return None
     if create:
         _make_parent(path)
     return SqliteStore(path, url=url, create=create)

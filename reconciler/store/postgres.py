@@ -304,7 +304,7 @@ class PostgresStore(StateStore):
         params = [{"task": e.task, "machine": e.machine, "version": e.version, "slot": e.slot,
                    "commit": commit, "priority": e.priority,
                    "reason": getattr(e.reason, "value", e.reason), "now": _aware(now),
-                   "not_before": _aware(e.held_until)} for e in enqueues]
+                   "not_before": None} for e in enqueues]  # windows are judged at dispatch
         with conn.cursor() as cur:
             cur.executemany(_q("insert_run"), params, returning=True)
             rows = []

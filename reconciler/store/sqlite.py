@@ -149,6 +149,10 @@ def _run(row: tuple) -> Run:
 # --- the store --------------------------------------------------------------------------------
 
 
+class NoSchema(StoreError):
+    """A database file without the reconciler's schema, opened read-only: it holds no runs."""
+
+
 class SqliteStore(StateStore):
     """The `StateStore` on one SQLite file. Thread-safe; see the module docstring.
 
@@ -158,7 +162,7 @@ class SqliteStore(StateStore):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, url: str | None = None,
-                 create: bool = True):
+                 create: bool = True, read_only: bool = False):
         self.path = os.fspath(path)
         self.url = url or f"sqlite:///{self.path}"
         # Opened by its absolute path, so it is the same file whatever the cwd is later;
@@ -166,9 +170,10 @@ class SqliteStore(StateStore):
         self._lock_path = Path(os.path.abspath(self.path) + ".lock")
         self._lock_name = f"{self.path}.lock"
         self._mutex = threading.Lock()
-        self._conn = self._connect(create)
+        self.read_only = read_only
+        self._conn = self._connect_read_only() if read_only else self._connect(create)
         try:
-            self._migrate()
+            self._check_schema() if read_only else self._migrate()
         except BaseException:
             self._conn.close()
             raise
@@ -194,6 +199,31 @@ class SqliteStore(StateStore):
         except sqlite3.Error as exc:
             raise self._error("open", exc) from exc
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """For `plan` and `status`: SQLite's read-only mode, no pragma that writes (WAL is a
+        property of the file, already set by the pass that created it), no migration."""
+        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        return conn
+
+    def _check_schema(self) -> None:
+        """A read-only store must already be at this version's schema: raise `NoSchema` for a
+        file that holds none (an empty file: no runs), `StoreError` for an older one."""
+        migrations, _ = _sql_file()
+        with self._read() as conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'"
+                            ).fetchone() is None:
+                raise NoSchema(self.path)
+            applied = {row[0] for row in conn.execute(_q("applied_migrations"))}
+        if {m.version for m in migrations} - applied:
+            raise StoreError(f"state store {self.path} was written by an older reconciler; "
+                             "run `reconcile --once` once to upgrade it")
 
     def _error(self, action: str, exc: Exception) -> StoreError:
         """The one translation of a sqlite3 error: what we tried, on which file, and why."""
@@ -333,7 +363,7 @@ class SqliteStore(StateStore):
             "task": enqueue.task, "machine": enqueue.machine, "version": enqueue.version,
             "slot": enqueue.slot, "commit": commit, "priority": enqueue.priority,
             "reason": getattr(enqueue.reason, "value", enqueue.reason), "now": _ts(now),
-            "not_before": _ts(enqueue.held_until),
+            "not_before": None,  # a deny window is judged at dispatch, never stored
         })
         return None if row is None else _run(row)  # None: an active run of this key exists
 

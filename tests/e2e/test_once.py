@@ -146,3 +146,39 @@ def test_deny_window_holds_low_priority_runs_pending_and_lets_priority_1_run(pro
     status = project.run("status", "--format", "json", code=0).json()
     assert status["queue_depth"]["3"] == 1 and status["by_team"] == {"ops": 1}
     assert [h["task"] for h in status["held"]] == ["ops/routine"]
+
+
+def test_once_does_not_wait_for_a_deny_window_to_close(project):
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    project.write("teams/ops.yaml", f"name: ops\nwindows:\n  - deny: '{now.minute} {now.hour} * * *'"
+                  "\n    duration: 1h\n")
+    project.task("routine", f"priority: 3\ncommand: {project.record('routine')}\n")
+    data = project.run("--once", "--format", "json", code=0, timeout=60).json()
+    assert [r["status"] for r in data["runs"]] == ["pending"]
+    project.write("teams/ops.yaml", "name: ops\n")  # the window is removed: the run may go
+    project.run("--once", code=0, timeout=60)
+    assert project.ledger_lines() == ["routine"]
+
+
+def test_plan_and_status_leave_an_existing_store_byte_identical(project):
+    project.task("t", "command: exit 0\n")
+    project.run("--once", code=0)
+    project.task("u", "command: exit 0\n")
+    before = project.state.read_bytes()
+    project.run("plan", code=0)
+    project.run("status", code=0)
+    project.run("queue", "list", code=0)
+    # SQLite's readers may leave an empty -wal and its index (-shm); the data is untouched.
+    assert project.state.read_bytes() == before
+    wal = project.state.with_name("state.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_plan_on_an_empty_file_treats_it_as_no_runs_and_leaves_it_empty(project):
+    project.task("t", "command: exit 0\n")
+    empty = project.root / "empty.db"
+    empty.write_bytes(b"")
+    assert "ops/t" in project.run("plan", "--state", str(empty), code=0).out
+    assert empty.read_bytes() == b""
