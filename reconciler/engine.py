@@ -1,9 +1,15 @@
-"""One pass: recover -> snapshot -> plan -> record -> drain the queue.
+"""One pass: recover -> snapshot -> plan -> record -> drain the queue; and the worker loop.
 
 The engine decides nothing itself: `make_plan` says what to enqueue, `dispatch.decide` what may
 start, `executor.next_attempt_at` whether to retry. It does the I/O around those pure calls and
 emits `Event`s; views render them. It expects an already validated `DesiredState`, so bad
 input never reaches the store.
+
+On a store of its own (SQLite) a pass holds the pass lock from recovery to the end of the
+drain: nobody else writes, so the engine tracks the executed state itself. On a shared queue
+(PostgreSQL) the lock covers only sweeping and planning; the drain runs alongside workers and
+other passes, re-reads the queue as it goes, heartbeats its runs, and a pass waits until every
+run it enqueued has ended, wherever it ran.
 """
 
 from __future__ import annotations
@@ -12,24 +18,29 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+from . import failpoints
 from .dispatch import decide
+from .errors import StoreError
 from .executor import Outcome, SecretResolver, execute, next_attempt_at, no_vault
 from .model import DesiredState
 from .plan import Plan, make_plan
 from .redact import Redactor
 from .state import ExecutedState, Run, RunStatus
-from .store.base import LeaseLost, StateStore
+from .store.base import HEARTBEAT_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
 from .transport.base import Transport
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+POLL_SECONDS = 0.2  # how often a drain on a shared queue looks at runs held elsewhere
+STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
 
 
 def utc_now() -> datetime:
@@ -70,13 +81,15 @@ class _Tracker:
     """The executed state during a drain, updated in place as runs change.
 
     Rebuilding `ExecutedState` from the store after every run would make a pass quadratic;
-    this pass holds the lock, so only its own writes change what it needs to know.
+    on a store of its own only this pass's writes change what it needs to know, and on a
+    shared queue `refresh` re-reads just the runs that changed elsewhere.
     """
 
     def __init__(self, executed: ExecutedState):
         self.latest = dict(executed.latest)
         self.on_machine = dict(executed.latest_on_machine)
         self.seen = set(executed.tasks_seen)
+        self.known: dict[int, Run] = {r.id: r for r in executed.active}
 
     def update(self, run: Run) -> None:
         for index, key in ((self.latest, (run.task, run.machine, run.version)),
@@ -84,13 +97,27 @@ class _Tracker:
             if key not in index or index[key].id <= run.id:
                 index[key] = run
         self.seen.add(run.task)
+        if run.status.is_active:
+            self.known[run.id] = run
+        else:
+            self.known.pop(run.id, None)
+
+    def refresh(self, store: StateStore, active: list[Run]) -> None:
+        """Learn the active runs, and how the ones that stopped being active ended."""
+        active_ids = {r.id for r in active}
+        for run_id in [i for i in self.known if i not in active_ids]:
+            ended = store.get_run(run_id)
+            if ended is not None:
+                self.update(ended)
+        for run in active:
+            self.update(run)
 
     def view(self, active: list[Run]) -> ExecutedState:
         return ExecutedState(self.latest, tuple(active), self.on_machine, self.seen)  # type: ignore[arg-type]
 
 
 class Engine:
-    """Runs passes against one store with one set of transports."""
+    """Runs passes (and worker loops) against one store with one set of transports."""
 
     def __init__(self, store: StateStore, transports: Mapping[str, Transport], *,
                  concurrency: int = 16, clock: Clock = utc_now,
@@ -112,22 +139,37 @@ class Engine:
         return make_plan(desired, self.store.snapshot(), self.clock())
 
     def run_pass(self, desired: DesiredState, commit: str | None, lock_timeout: float) -> PassReport:
-        """One full pass under the store's pass lock; returns when every run it can finish has
-        ended (retries included). Runs held by a deny window stay pending for a later pass."""
+        """One full pass; returns when every run it enqueued (or found) has ended, retries
+        included. Runs held by a deny window stay pending for a later pass."""
+        report = PassReport(plan=Plan(), commit=commit)
         with self.store.pass_lock(lock_timeout):
-            report = PassReport(plan=Plan(), commit=commit)
             for run in self.store.recover(self.clock()):
                 self._reap(desired, run)
                 self._note(report, Event("recovered", run))
             report.plan = make_plan(desired, self.store.snapshot(), self.clock())
             for run in self.store.record_plan(report.plan, commit, self.clock()):
                 self._note(report, Event("enqueued", run, run.reason))
-            for cancel in report.plan.cancel:
-                cancelled = self.store.get_run(cancel.run)
-                if cancelled is not None and cancelled.status is RunStatus.CANCELLED:
-                    self._note(report, Event("cancelled", cancelled, cancel.reason))
-            self._drain(desired, report)
-            return report
+            self._note_cancels(report)
+            if not self.store.shared_queue:
+                _Drain(self, desired, report).run()
+                return report
+        _Drain(self, desired, report).run()
+        return report
+
+    def work(self, desired: Callable[[], DesiredState]) -> None:
+        """`reconcile worker`: execute queued runs until `stop` is set (shared queues only).
+
+        `desired` is asked again at every round, so a worker follows the inventory it is
+        given; runs of versions it does not know are left to the planner and other workers.
+        """
+        report = PassReport(plan=Plan(), commit=None)
+        _Drain(self, desired, report, forever=True).run()
+
+    def _note_cancels(self, report: PassReport) -> None:
+        for cancel in report.plan.cancel:
+            cancelled = self.store.get_run(cancel.run)
+            if cancelled is not None and cancelled.status is RunStatus.CANCELLED:
+                self._note(report, Event("cancelled", cancelled, cancel.reason))
 
     def _reap(self, desired: DesiredState, run: Run) -> None:
         """Stop the orphaned command of a run the dead pass had dispatched, before the plan
@@ -142,63 +184,131 @@ class Engine:
         report.runs[event.run.id] = event.run
         self.on_event(event)
 
-    def _drain(self, desired: DesiredState, report: PassReport) -> None:
-        tracker = _Tracker(self.store.snapshot())
-        pending = {r.id: r for r in self.store.pending()}
-        running: dict[Future, Run] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="run") as pool:
-            while True:
-                now = self.clock()
-                decision = decide(list(pending.values()), list(running.values()), desired,
-                                  tracker.view([*pending.values(), *running.values()]),
-                                  now, self.concurrency)
-                if decision.block:
-                    self._block(decision.block, pending, tracker, report, now)
-                    continue  # a blocked run may block its own dependents: decide again
-                if not self.stop.is_set():
-                    for run in decision.start:
-                        self._start(run, desired, pending, running, pool, report, now)
-                retry_waits = [until for run, until in decision.held
-                               if run.not_before is not None and until <= run.not_before]
-                self._record_held(decision.held, report)
-                if not running and (not retry_waits or self.stop.is_set()):
-                    return
-                timeout = max(0.0, (min(retry_waits) - now).total_seconds()) if retry_waits else None
-                if not running:
-                    self.stop.wait(timeout)
-                    continue
-                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._record(running.pop(future), future, desired, pending, tracker, report)
 
-    def _block(self, blocks, pending, tracker, report, now) -> None:
+class _Drain:
+    """Starts runs as `dispatch.decide` allows, records their outcomes, and waits."""
+
+    def __init__(self, engine: Engine, desired, report: PassReport, *, forever: bool = False):
+        self.engine, self.store, self.report = engine, engine.store, report
+        self.desired_source = desired if callable(desired) else (lambda: desired)
+        self.desired: DesiredState = self.desired_source()
+        self.forever = forever
+        self.shared = engine.store.shared_queue
+        self.mine = set(report.runs) if not forever else set()
+        self.running: dict[Future, Run] = {}
+        self.others: list[Run] = []
+        self.heartbeats = _Heartbeats(self.store, self.running)
+        self.swept_at = 0.0
+
+    def run(self) -> None:
+        self.tracker = _Tracker(self.store.snapshot())
+        self.pending = {r.id: r for r in self.store.pending()}
+        with ThreadPoolExecutor(max_workers=self.engine.concurrency,
+                                thread_name_prefix="run") as pool, self.heartbeats:
+            self.pool = pool
+            while self._round():
+                pass
+
+    def _round(self) -> bool:
+        """One scheduling round; False when the drain is over."""
+        now = self.engine.clock()
+        if self.shared:
+            self._refresh()
+        mine = [*self.running.values()]
+        decision = decide(list(self.pending.values()), [*mine, *self.others], self.desired,
+                          self.tracker.view([*self.pending.values(), *mine, *self.others]), now,
+                          self.engine.concurrency + len(self.others))
+        if decision.block:
+            self._block(decision.block, now)
+            return True  # a blocked run may block its own dependents: decide again
+        if not self.engine.stop.is_set():
+            for run in decision.start:
+                self._start(run, now)
+        retry_waits = [until for run, until in decision.held
+                       if run.not_before is not None and until <= run.not_before]
+        self._record_held(decision.held)
+        return self._wait(retry_waits, now)
+
+    def _wait(self, retry_waits: list[datetime], now: datetime) -> bool:
+        stopping = self.engine.stop.is_set()
+        elsewhere = self.shared and not stopping and (self.forever or self._mine_elsewhere())
+        if not self.running and (stopping or not (retry_waits or elsewhere)):
+            return False
+        timeout = max(0.0, (min(retry_waits) - now).total_seconds()) if retry_waits else None
+        if elsewhere or (self.shared and self.running):
+            timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
+        if not self.running:
+            self.engine.stop.wait(timeout)
+            return True
+        done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._record(self.running.pop(future), future)
+        return True
+
+    def _sweep(self) -> None:
+        """A worker resolves the runs of dead workers now and then (their leases expired)."""
+        if time.monotonic() - self.swept_at < HEARTBEAT_SECONDS:
+            return
+        self.swept_at = time.monotonic()
+        for run in self.store.sweep(LEASE_SECONDS, self.engine.clock()):
+            log.warning("run %s of %s on %s: its worker stopped heartbeating; now %s",
+                        run.id, run.task, run.machine, run.status.value)
+            self.engine._reap(self.desired, run)
+
+    def _mine_elsewhere(self) -> bool:
+        """Whether a run of this pass is still pending or running somewhere (a worker)."""
+        active = {r.id for r in self.others} | set(self.pending)
+        return any(run_id in active for run_id in self.mine)
+
+    def _refresh(self) -> None:
+        """Shared queue: re-read what other reconcilers and workers changed."""
+        if self.forever:
+            self.desired = self.desired_source()
+            self._sweep()
+        ours = {r.id for r in self.running.values()}
+        self.pending = {r.id: r for r in self.store.pending()}
+        self.others = [r for r in self.store.running() if r.id not in ours]
+        self.tracker.refresh(self.store, [*self.pending.values(), *self.others])
+        for run in self.others:
+            if run.id in self.mine:
+                self.report.runs[run.id] = run
+        for run_id in self.mine - set(self.pending) - {r.id for r in self.others} - ours:
+            if self.report.runs[run_id].status.is_active:  # ended elsewhere: learn how
+                ended = self.store.get_run(run_id)
+                if ended is not None:
+                    self.engine._note(self.report, Event("finished", ended, ended.error or ""))
+
+    def _block(self, blocks, now) -> None:
         for run, reason in blocks:
-            pending.pop(run.id, None)
+            self.pending.pop(run.id, None)
             blocked = self.store.block(run.id, reason, now)
             if blocked is not None:
-                tracker.update(blocked)
-                self._note(report, Event("blocked", blocked, reason))
+                self.tracker.update(blocked)
+                self._note(Event("blocked", blocked, reason))
 
-    def _start(self, run, desired, pending, running, pool, report, now) -> None:
-        pending.pop(run.id, None)
-        claimed = self.store.claim(run.id, self.owner, now)
-        if claimed is None:  # cancelled or taken since we looked
+    def _start(self, run: Run, now: datetime) -> None:
+        self.pending.pop(run.id, None)
+        claimed = self.store.claim(run.id, self.engine.owner, now)
+        if claimed is None:  # cancelled, or taken by another worker since we looked
             return
-        spec = desired.tasks[claimed.task]
-        machine = desired.machines[claimed.machine]
-        self._note(report, Event("started", claimed))
-        future = pool.submit(self._attempt, claimed, spec, machine)
-        running[future] = claimed
+        failpoints.hit("after_claim")
+        spec = self.desired.tasks[claimed.task]
+        machine = self.desired.machines[claimed.machine]
+        self._note(Event("started", claimed))
+        future = self.pool.submit(self._attempt, claimed, spec, machine)
+        self.running[future] = claimed
 
     def _attempt(self, run: Run, spec, machine) -> Outcome:
         """Worker thread: record the dispatch, then execute. The dispatch marker is written
         before the command is sent, so a crash after it reads as `unknown`, never as "did
         not run" (DESIGN §5)."""
-        self.store.mark_dispatched(run.id, run.epoch, self.clock())
-        return execute(run, spec, machine, self.transports[machine.transport], self.resolve)
+        self.store.mark_dispatched(run.id, run.epoch, self.engine.clock())
+        failpoints.hit("after_dispatch")
+        return execute(run, spec, machine, self.engine.transports[machine.transport],
+                       self.engine.resolve)
 
-    def _record(self, run: Run, future: Future, desired, pending, tracker, report) -> None:
-        now = self.clock()
+    def _record(self, run: Run, future: Future) -> None:
+        now = self.engine.clock()
         try:
             outcome = future.result()
         except LeaseLost as exc:
@@ -208,37 +318,97 @@ class Engine:
             log.error("run %s: internal error: %s", run.id, exc)
             log.debug("run %s: traceback", run.id, exc_info=True)
             outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
-        outcome = replace(outcome, output=self.redact(outcome.output) or "",
-                          error=self.redact(outcome.error))
-        spec = desired.tasks[run.task]
+        outcome = replace(outcome, output=self.engine.redact(outcome.output) or "",
+                          error=self.engine.redact(outcome.error))
+        failpoints.hit("before_result")
         try:
-            retry_at = next_attempt_at(spec.retry, run, outcome, now)
+            record = _with_retries(lambda: self._write_outcome(run, outcome, now))
+        except LeaseLost as exc:
+            log.warning("run %s: %s; its result was not recorded (another worker took it "
+                        "over after its lease expired)", run.id, exc)
+            return
+        self.tracker.update(record)
+
+    def _write_outcome(self, run: Run, outcome: Outcome, now: datetime) -> Run:
+        spec = self.desired.tasks.get(run.task)
+        try:
+            retry_at = next_attempt_at(spec.retry, run, outcome, now) if spec else None
         except (ValueError, OverflowError) as exc:  # a policy that cannot be computed
             log.error("run %s: cannot compute its next attempt: %s", run.id, exc)
             retry_at = None
-        try:
-            if retry_at is not None:
-                record = self.store.requeue(run.id, run.epoch, retry_at, now,
-                                            exit_code=outcome.exit_code, output=outcome.output,
-                                            error=outcome.error)
-                pending[record.id] = record
-                self._note(report, Event("retrying", record, outcome.error or ""))
-            else:
-                record = self.store.finish(run.id, run.epoch, outcome.status, now,
-                                           exit_code=outcome.exit_code, output=outcome.output,
-                                           error=outcome.error)
-                self._note(report, Event("finished", record, outcome.error or ""))
-        except LeaseLost as exc:
-            log.warning("run %s: %s; its result was not recorded", run.id, exc)
-            return
-        tracker.update(record)
+        if retry_at is not None:
+            record = self.store.requeue(run.id, run.epoch, retry_at, now,
+                                        exit_code=outcome.exit_code, output=outcome.output,
+                                        error=outcome.error)
+            self.pending[record.id] = record
+            self._note(Event("retrying", record, outcome.error or ""))
+            return record
+        record = self.store.finish(run.id, run.epoch, outcome.status, now,
+                                   exit_code=outcome.exit_code, output=outcome.output,
+                                   error=outcome.error)
+        self._note(Event("finished", record, outcome.error or ""))
+        return record
 
-    def _record_held(self, held, report: PassReport) -> None:
+    def _note(self, event: Event) -> None:
+        if not self.forever:
+            self.mine.add(event.run.id)
+        self.engine._note(self.report, event)
+
+    def _record_held(self, held) -> None:
         """Note runs a deny window holds; a retry's own wait was announced by `retrying`."""
         for run, until in held:
             if run.not_before is not None and until <= run.not_before:
                 continue
-            if report.held.get(run.id) != until:
-                report.held[run.id] = until
-                report.runs.setdefault(run.id, run)
-                self.on_event(Event("held", run, until.isoformat()))
+            if self.report.held.get(run.id) != until:
+                self.report.held[run.id] = until
+                if not self.forever:
+                    self.report.runs.setdefault(run.id, run)
+                self.engine.on_event(Event("held", run, until.isoformat()))
+
+
+def _with_retries(write: Callable[[], Run]) -> Run:
+    """Retry a store write whose connection dropped (the store reconnects on the next call);
+    a lost lease is final and raised at once."""
+    for attempt in range(STORE_RETRIES):
+        try:
+            return write()
+        except LeaseLost:
+            raise
+        except StoreError as exc:
+            if attempt == STORE_RETRIES - 1:
+                raise
+            log.warning("state store write failed (%s); trying again", exc)
+            time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+class _Heartbeats:
+    """Renews the lease of every run this process executes, every HEARTBEAT_SECONDS, from
+    its own thread, so a long command is never mistaken for a dead worker's."""
+
+    def __init__(self, store: StateStore, running: dict[Future, Run]):
+        self.store, self.running = store, running
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            for run in list(self.running.values()):
+                try:
+                    self.store.heartbeat(run.id, run.epoch)
+                except LeaseLost:
+                    log.warning("run %s: lease lost to another worker; its result will not "
+                                "be recorded", run.id)
+                except StoreError as exc:
+                    log.warning("run %s: heartbeat failed: %s", run.id, exc)
+
+
+__all__ = ["Engine", "Event", "PassReport", "LEASE_SECONDS"]

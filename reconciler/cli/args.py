@@ -65,6 +65,12 @@ def build_parser() -> Parser:
         _add_globals(p, suppress=True)
         _add_format(p, formats)
 
+    worker = sub.add_parser("worker", help="only execute queued runs (a shared PostgreSQL "
+                            "queue), until SIGTERM/SIGINT")
+    _add_globals(worker, suppress=True)
+    worker.add_argument("--concurrency", type=int, metavar="N", default=argparse.SUPPRESS,
+                        help="runs at once in this worker (default 16)")
+
     queue = sub.add_parser("queue", help="the run history and queue")
     _add_globals(queue, suppress=True)
     _add_format(queue)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -18,6 +20,8 @@ from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
 from . import views, wiring
 from .progress import progress_for
+
+log = logging.getLogger(__name__)
 
 
 def _format(args: argparse.Namespace, allowed=("text", "json")) -> str:
@@ -310,6 +314,53 @@ def _queue_change(verb: str):
 _QUEUE = {"list": _queue_list, "show": _queue_show, "cancel": _queue_change("cancel"),
           "retry": _queue_change("retry")}
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Execute queued runs of a shared (PostgreSQL) queue until SIGTERM/SIGINT; plans nothing."""
+    from ..errors import UsageError
+
+    loaded = wiring.load(args)
+    store = wiring.store(args, loaded.inventory)
+    if not store.shared_queue:
+        store.close()
+        raise UsageError("reconcile worker needs a shared PostgreSQL store (--state "
+                         "postgresql://...); with SQLite, `reconcile --once` runs the queue")
+    transports = wiring.transports()
+    try:
+        with progress_for(args.quiet, live=False) as progress:
+            engine = Engine(store, transports,
+                            concurrency=wiring.concurrency(args, loaded.inventory),
+                            on_event=progress, resolve=wiring.secrets(args, loaded.inventory),
+                            redactor=args.redactor)
+            with _graceful_stop(engine):
+                engine.work(_FollowInventory(args, loaded))
+    finally:
+        for transport in transports.values():
+            transport.close()
+        store.close()
+    return 0
+
+
+class _FollowInventory:
+    """The worker's desired state: the inventory on disk, re-read every few seconds. A broken
+    inventory keeps the last good one (and says so once), like a daemon riding out a typo."""
+
+    INTERVAL = 5.0
+
+    def __init__(self, args, loaded):
+        self.args, self.loaded, self.read_at = args, loaded, time.monotonic()
+
+    def __call__(self):
+        from ..errors import InputError
+
+        if time.monotonic() - self.read_at >= self.INTERVAL:
+            self.read_at = time.monotonic()
+            try:
+                self.loaded = wiring.load(self.args)
+            except InputError as exc:
+                log.error("inventory is invalid; keeping the last good one: %s", exc)
+        return self.loaded.desired
+
+
 def cmd_vault(args: argparse.Namespace) -> int:
     from .vault_cmd import cmd_vault as run
 
@@ -317,4 +368,4 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
-            "vault": cmd_vault}
+            "vault": cmd_vault, "worker": cmd_worker}

@@ -106,10 +106,11 @@ class Silent:
         pass
 
 
-def progress_for(quiet: bool):
-    """The display that fits where stderr goes."""
+def progress_for(quiet: bool, live: bool = True):
+    """The display that fits where stderr goes (`live=False`: plain lines, for long-lived
+    processes whose output is a log)."""
     if quiet:
         return Silent()
-    if sys.stderr.isatty():
+    if live and sys.stderr.isatty():
         return LiveProgress()
     return PlainProgress()

@@ -43,6 +43,9 @@ class StateStore(ABC):
     """Where runs are recorded and claimed."""
 
     url: str  # as given, with any password replaced by `***`: safe to print
+    # True when several reconcilers and workers share this queue (PostgreSQL): a pass then
+    # holds the pass lock only while it plans, and drains alongside the workers.
+    shared_queue: bool = False
 
     @abstractmethod
     def close(self) -> None:

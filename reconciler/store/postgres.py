@@ -138,6 +138,8 @@ class PostgresStore(StateStore):
     `StoreError`, never with the URL's password in its message.
     """
 
+    shared_queue = True
+
     def __init__(self, url: str, *, create: bool = True):
         self.url = redact_url(url)
         self._conninfo = url

@@ -1,0 +1,180 @@
+"""Several workers and passes sharing one PostgreSQL queue: every run executed exactly once,
+crashes at each step of the run protocol, lost leases, dropped connections.
+
+Real processes against the real server (a fresh database per test). Time is never slept
+on: heartbeats are aged with SQL, and tasks wait on files the test creates.
+"""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+
+from reconciler.compile import compile_inventory
+from reconciler.loader import load_inventory
+from reconciler.plan import make_plan
+from reconciler.store.base import LEASE_SECONDS
+from reconciler.store.factory import open_store
+from tests.e2e.conftest import Project
+from tests.support.cli import spawn
+from tests.support.postgres import postgres_url  # noqa: F401  (a fixture, used by name)
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def shared(tmp_path, postgres_url):  # noqa: F811
+    project = Project(tmp_path)
+    project.url = postgres_url
+    return project
+
+
+def _flock_record(project: Project, word: str = "$RECONCILE_RUN_ID") -> str:
+    return f'flock "{project.ledger}.lock" sh -c \'echo {word} >> "{project.ledger}"\''
+
+
+def _enqueue(project: Project) -> list[int]:
+    """Plan and record the inventory's runs without draining them (as a planner would)."""
+    inventory, _ = load_inventory(project.inventory)
+    now = datetime.now(timezone.utc)
+    store = open_store(project.url)
+    try:
+        plan = make_plan(compile_inventory(inventory), store.snapshot(), now)
+        return [r.id for r in store.record_plan(plan, None, now)]
+    finally:
+        store.close()
+
+
+def _sql(url: str, query: str, *params):
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else None
+
+
+def _status(project: Project, run_id: int) -> tuple[str, bool]:
+    [(status, dispatched)] = _sql(project.url, "SELECT status, dispatched FROM runs WHERE id = %s",
+                                  run_id)
+    return status, bool(dispatched)
+
+
+def _worker(project: Project, *extra: str, env: dict | None = None):
+    return spawn("worker", "--state", project.url, "-q", *extra, cwd=project.root, env=env)
+
+
+def _expire_leases(project: Project) -> None:
+    _sql(project.url, "UPDATE runs SET heartbeat_at = now() - interval '1 hour', "
+         "started_at = started_at - interval '1 hour' WHERE status = 'running'")
+
+
+def _stop(proc) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+def test_four_workers_and_a_pass_execute_2000_runs_exactly_once(shared):
+    p = shared
+    p.write("machines/box.yaml", "machines:\n" + "".join(
+        f"  - {{name: m{i}, team: ops, transport: local, max_parallel: 4}}\n" for i in range(10)))
+    p.write("tasks/ops/many.yaml", "tasks:\n" + "".join(
+        f"  - name: t{i}\n    selector: {{}}\n    command: {_flock_record(p)}\n"
+        for i in range(200)))
+    workers = [_worker(p, "--concurrency", "4") for _ in range(4)]
+    try:
+        result = p.run("--once", "--state", p.url, "-q", "--format", "json", "--concurrency", "4",
+                       code=0, timeout=600)
+    finally:
+        codes = [_stop(w) for w in workers]
+    assert codes == [0, 0, 0, 0], [w.communicate() for w in workers]
+    runs = result.json()["runs"]
+    assert result.json()["counts"] == {"succeeded": 2000}
+    ledger = [int(line) for line in p.ledger_lines()]
+    assert len(ledger) == 2000 and sorted(ledger) == sorted(r["id"] for r in runs)
+
+
+def test_two_passes_at_once_on_postgresql_run_each_task_once(shared):
+    p = shared
+    for i in range(10):
+        p.task(f"t{i}", f"command: {_flock_record(p, f't{i}')}\n")
+    procs = [spawn("--once", "--state", p.url, "-q", cwd=p.root) for _ in range(2)]
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    assert sorted(p.ledger_lines()) == sorted(f"t{i}" for i in range(10))
+
+
+def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
+    p = shared
+    go = p.root / "go"
+    p.task("slow", f'command: {p.record("started")}; while [ ! -f "{go}" ]; do sleep 0.05; done; '
+                   f'{p.record("done")}\n')
+    [run_id] = _enqueue(p)
+    worker = _worker(p)
+    try:
+        wait_until(lambda: _status(p, run_id) == ("running", True), timeout=30,
+                   message="the worker to dispatch the run")
+        worker.send_signal(signal.SIGSTOP)
+        _expire_leases(p)
+        store = open_store(p.url)
+        try:
+            swept = store.sweep(LEASE_SECONDS, datetime.now(timezone.utc))
+        finally:
+            store.close()
+        assert [(r.id, r.status.value) for r in swept] == [(run_id, "unknown")]
+        go.touch()
+        wait_until(lambda: "done" in p.ledger_lines(), timeout=30, message="the command to end")
+        worker.send_signal(signal.SIGCONT)
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        code = _stop(worker)
+    assert code == 0
+    assert _status(p, run_id) == ("unknown", True)  # one final status: the late write refused
+    assert p.ledger_lines().count("started") == 1
+
+
+@pytest.mark.parametrize("point, status, executed", [
+    ("after_claim", "succeeded", 1),    # claimed only: back to pending, run by another worker
+    ("after_dispatch", "unknown", 0),   # dispatched: may have run, so never run again
+    ("before_result", "unknown", 1),    # ran, result lost: unknown, not run twice
+])
+def test_kill_9_at_each_failpoint_leaves_one_final_status_and_no_double_run(
+        shared, point, status, executed):
+    p = shared
+    p.task("once", f"command: {_flock_record(p, 'ran')}\n")
+    [run_id] = _enqueue(p)
+    crashing = _worker(p, env={"RECONCILER_FAILPOINTS": f"{point}=crash"})
+    assert crashing.wait(timeout=60) == -signal.SIGKILL
+    _expire_leases(p)
+    survivor = _worker(p)
+    try:
+        wait_until(lambda: _status(p, run_id)[0] == status, timeout=60,
+                   message=f"run {run_id} to end {status}")
+    finally:
+        assert _stop(survivor) == 0
+    assert p.ledger_lines().count("ran") == executed
+
+
+def test_worker_survives_its_database_connection_being_terminated(shared):
+    p = shared
+    go = p.root / "go"
+    p.task("t", f'command: while [ ! -f "{go}" ]; do sleep 0.05; done; echo finished\n')
+    [run_id] = _enqueue(p)
+    worker = _worker(p)
+    try:
+        wait_until(lambda: _status(p, run_id) == ("running", True), timeout=30,
+                   message="the worker to dispatch the run")
+        name = p.url.rsplit("/", 1)[1]
+        killed = _sql(p.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = %s AND pid <> pg_backend_pid()", name)
+        assert killed
+        go.touch()
+        wait_until(lambda: _status(p, run_id)[0] == "succeeded", timeout=60,
+                   message="the run to be recorded after reconnecting")
+    finally:
+        assert _stop(worker) == 0
+
+
+def test_worker_refuses_a_sqlite_store(tmp_path):
+    result = Project(tmp_path).run("worker", code=2)
+    assert "PostgreSQL" in result.err
