@@ -288,8 +288,9 @@ class _Drain:
 
     def _start(self, run: Run, now: datetime) -> None:
         self.pending.pop(run.id, None)
-        claimed = self.store.claim(run.id, self.engine.owner, now)
-        if claimed is None:  # cancelled, or taken by another worker since we looked
+        machine = self.desired.machines[run.machine]
+        claimed = self.store.claim(run.id, self.engine.owner, now, machine.max_parallel)
+        if claimed is None:  # cancelled, taken since we looked, or its machine is full
             return
         failpoints.hit("after_claim")
         spec = self.desired.tasks[claimed.task]

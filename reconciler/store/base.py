@@ -112,8 +112,11 @@ class StateStore(ABC):
         """All running runs."""
 
     @abstractmethod
-    def claim(self, run_id: int, owner: str, now: datetime) -> Run | None:
-        """`pending` -> `running` if the run is still pending; None otherwise.
+    def claim(self, run_id: int, owner: str, now: datetime,
+              max_parallel: int | None = None) -> Run | None:
+        """`pending` -> `running` if the run is still pending and, when `max_parallel` is
+        given, its machine runs fewer runs than that (enforced by the database, so across
+        every worker); None otherwise.
 
         One short transaction committed before any work: epoch + 1 (the lease every later
         write names), `owner`, `started_at` = `now`, and a first heartbeat. Several workers

@@ -349,10 +349,27 @@ class PostgresStore(StateStore):
         with self._session("write") as conn:
             return conn.execute(_q(query), params).fetchone()
 
-    def claim(self, run_id: int, owner: str, now: datetime) -> Run | None:
+    def claim(self, run_id: int, owner: str, now: datetime,
+              max_parallel: int | None = None) -> Run | None:
         """Compare-and-set `pending` -> `running` (epoch + 1) with `FOR UPDATE SKIP LOCKED`,
-        committed before returning; None if it was not pending or another claim holds it."""
-        row = self._write_one("claim", {"id": run_id, "owner": owner, "now": _aware(now)})
+        committed before returning; None if it was not pending, another claim holds it, or
+        its machine already runs `max_parallel` runs.
+
+        The capacity check holds a transaction-level advisory lock on the machine's name, so
+        workers claiming for one machine at once are serialised and `max_parallel` holds
+        across every worker, not just within one."""
+        params = {"id": run_id, "owner": owner, "now": _aware(now)}
+        if max_parallel is None:
+            row = self._write_one("claim", params)
+            return None if row is None else _run(row)
+        with self._transaction("claim") as conn:
+            found = conn.execute(_q("lock_machine_of_run"), params).fetchone()
+            if found is None:
+                return None
+            if conn.execute(_q("running_on_machine"), {"machine": found[0]}).fetchone()[0] \
+                    >= max_parallel:
+                return None
+            row = conn.execute(_q("claim"), params).fetchone()
         return None if row is None else _run(row)
 
     def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:

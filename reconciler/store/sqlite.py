@@ -400,9 +400,16 @@ class SqliteStore(StateStore):
         with self._read() as conn:
             return [_run(row) for row in conn.execute(_q(query), params or {})]
 
-    def claim(self, run_id: int, owner: str, now: datetime) -> Run | None:
-        """Compare-and-set `pending` -> `running` (epoch + 1); None if it was not pending."""
+    def claim(self, run_id: int, owner: str, now: datetime,
+              max_parallel: int | None = None) -> Run | None:
+        """Compare-and-set `pending` -> `running` (epoch + 1); None if it was not pending or
+        its machine already runs `max_parallel` runs (checked in the same `BEGIN IMMEDIATE`
+        transaction, so the count cannot change under it)."""
         with self._write() as conn:
+            if max_parallel is not None:
+                busy = conn.execute(_q("running_on_machine_of_run"), {"id": run_id}).fetchone()
+                if busy is not None and busy[0] >= max_parallel:
+                    return None
             row = _one(conn, "claim", {"id": run_id, "owner": owner, "now": _ts(now)})
         return None if row is None else _run(row)
 

@@ -278,3 +278,18 @@ def test_processes_opening_a_fresh_store_at_once_migrate_it_once(store_url, raw,
     assert outputs == [["opened"]] * 4
     expected = [(m.version, m.name) for m in MIGRATIONS[backend]()[0]]
     assert _recorded(raw) == expected
+
+
+def test_claim_respects_max_parallel_of_the_runs_machine(store, now):
+    from reconciler.plan import Enqueue, Plan
+    from reconciler.state import Reason
+
+    plan = Plan(enqueue=tuple(Enqueue(f"t/task{i}", "m1", "v", 3, Reason.NEW) for i in range(3))
+                + (Enqueue("t/task0", "m2", "v", 3, Reason.NEW),))
+    runs = store.record_plan(plan, None, now)
+    on_m1 = [r for r in runs if r.machine == "m1"]
+    assert store.claim(on_m1[0].id, "w1", now, max_parallel=2) is not None
+    assert store.claim(on_m1[1].id, "w2", now, max_parallel=2) is not None
+    assert store.claim(on_m1[2].id, "w3", now, max_parallel=2) is None  # m1 is full
+    other = next(r for r in runs if r.machine == "m2")
+    assert store.claim(other.id, "w3", now, max_parallel=2) is not None  # m2 is not

@@ -176,6 +176,15 @@ SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch +
 WHERE id = (SELECT id FROM target WHERE status = 'pending')
 RETURNING *
 
+-- query: lock_machine_of_run
+-- max_parallel across workers: claims for one machine take this transaction-level lock in
+-- turn (released at commit), so counting its running runs and claiming one is atomic.
+SELECT machine, pg_advisory_xact_lock(hashtext('reconciler.machine'), hashtext(machine))
+FROM runs WHERE id = %(id)s
+
+-- query: running_on_machine
+SELECT count(*) FROM runs WHERE machine = %(machine)s AND status = 'running'
+
 -- query: mark_dispatched
 -- Dispatching is a sign of life too: the lease is renewed with it.
 UPDATE runs SET dispatched = true, heartbeat_at = now()

@@ -131,6 +131,10 @@ SELECT * FROM runs WHERE id = :id
 -- query: status_of
 SELECT status, epoch FROM runs WHERE id = :id
 
+-- query: running_on_machine_of_run
+SELECT count(*) FROM runs
+WHERE status = 'running' AND machine = (SELECT machine FROM runs WHERE id = :id)
+
 -- query: claim
 -- The compare-and-set of the run protocol: only a pending run is taken, and the new epoch
 -- is the lease every later write of this claim must name.

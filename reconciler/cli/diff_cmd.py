@@ -1,0 +1,136 @@
+"""`reconcile diff BASE [HEAD]`: the desired-state change between two git revisions (SPEC §4).
+
+Needs no state store, no key and no network. Optional enrichments: with an identity
+(`--identity`, `RECONCILE_IDENTITY_FILE`, `RECONCILE_IDENTITY`) the changed vaults are
+decrypted to name the keys added, removed or changed (values are compared as digests and
+never printed); with `--state URL` (or `RECONCILE_STATE`) the store is opened read-only to
+say which changed tasks already ran at HEAD's versions. Exit 0; an unknown revision exit 3;
+an invalid inventory at a revision exit 2 with `REVISION:path:line:column` errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from typing import Mapping, Sequence
+
+from ..diagnostics import Diagnostics, Location
+from ..diff import Diff, Revision, Side, diff_sides
+from ..diff_views import diff_json_text, diff_markdown, diff_text
+from ..errors import VaultError
+from ..source.revision import RevisionInventory, Repository
+from ..state import ExecutedState
+from . import wiring
+
+FORMATS = ("text", "json", "markdown")
+RENDER = {"text": diff_text, "json": diff_json_text, "markdown": diff_markdown}
+
+
+def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
+    """Declare `diff` on the `reconcile` subparsers (global options and --format included)."""
+    parser = subparsers.add_parser(
+        "diff", help="the desired-state change between two git revisions (pull-request review)",
+        description="Tasks added, removed and changed between two git revisions, whether each "
+                    "change re-runs (on which machines, at which priority, in which order), "
+                    "machine, team and role changes, and changed vaults. Compares committed "
+                    "revisions only: uncommitted changes are not included.")
+    parser.add_argument("base", metavar="BASE", help="the revision reviewed against, "
+                        "e.g. origin/main")
+    parser.add_argument("head", metavar="HEAD", nargs="?", default="HEAD",
+                        help="the revision under review (default: HEAD)")
+    add_globals(parser, suppress=True)
+    add_format(parser, FORMATS)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the diff of `args.base`..`args.head` in `--format`; returns 0."""
+    fmt = getattr(args, "format", None) or "text"
+    with Repository(wiring.inventory_dir(args)) as repo:
+        base, head = repo.load(args.base), repo.load(args.head)
+    _check_present(base, head)
+    for warning in head.warnings:
+        print(str(warning), file=sys.stderr)
+    diff = compute(args, base, head)
+    print(RENDER[fmt](diff), end="")
+    return 0
+
+
+def compute(args: argparse.Namespace, base: RevisionInventory, head: RevisionInventory) -> Diff:
+    """The `Diff` of two loaded revisions, with the optional vault and state enrichments."""
+    from ..vault.secrets import load_identities
+
+    identities = load_identities(getattr(args, "identity", None))
+    changed = {t for t in set(base.vaults) | set(head.vaults)
+               if base.vaults.get(t) != head.vaults.get(t)}
+    learn = getattr(getattr(args, "redactor", None), "add", None)
+    sides = [_side(loaded, identities, changed, learn) for loaded in (base, head)]
+    return diff_sides(sides[0], sides[1], _executed(args))
+
+
+def _check_present(base: RevisionInventory, head: RevisionInventory) -> None:
+    """An inventory missing at both revisions is a wrong `--inventory`; at one of them, the
+    inventory was created (or removed) in between: every object counts as added (removed)."""
+    if base.missing and head.missing:
+        diags = Diagnostics()
+        diags.error(Location(base.path), f"no inventory folder at {base.revision} nor at "
+                    f"{head.revision}", "pass --inventory DIR (its path in the repository)")
+        diags.raise_if_errors()
+    for side, other, word in ((base, head, "added"), (head, base, "removed")):
+        if side.missing:
+            print(f"warning: {side.revision}:{side.path} does not exist; everything at "
+                  f"{other.revision} counts as {word}", file=sys.stderr)
+
+
+def _side(loaded: RevisionInventory, identities: Sequence, changed: set[str], learn) -> Side:
+    """A `Side` for the diff; the changed vaults decrypted to value digests when possible."""
+    keys: dict[str, dict[str, str]] = {}
+    errors: dict[str, str] = {}
+    for team in sorted(changed & set(loaded.vaults)) if identities else ():
+        try:
+            keys[team] = _digests(_decrypt(loaded.vaults[team], identities, team), learn)
+        except VaultError as exc:
+            errors[team] = f"at {loaded.revision}: {exc}"
+    return Side(Revision(loaded.revision, loaded.commit), loaded.inventory, loaded.desired,
+                loaded.vaults, keys, errors)
+
+
+def _decrypt(data: bytes, identities: Sequence, team: str) -> dict[str, str]:
+    """The secrets of one vault's bytes; `VaultError` with a one-line reason, no plaintext."""
+    from ..vault import age, team_vault
+
+    try:
+        plaintext = age.decrypt(data, identities)
+    except age.AgeError as exc:
+        raise VaultError(team_vault.explain(exc)) from None
+    return team_vault.decode(plaintext, f"vaults/{team}.age")
+
+
+def _digests(secrets: Mapping[str, str], learn) -> dict[str, str]:
+    """Name -> SHA-256 of the value: enough to tell a changed value, never the value. The
+    values are taught to the redactor first, so no sink can ever print one."""
+    if learn is not None and secrets:
+        learn(*secrets.values())
+    return {name: hashlib.sha256(value.encode()).hexdigest() for name, value in secrets.items()}
+
+
+def _executed(args: argparse.Namespace) -> ExecutedState | None:
+    """The store's runs with `--state` (or RECONCILE_STATE), opened read-only; a store that
+    does not exist yet holds no runs. None when no store was asked for."""
+    url = getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
+    if not url:
+        return None
+    from ..store.factory import open_store
+
+    store = open_store(url, read_only=True)
+    if store is None:
+        return ExecutedState()
+    try:
+        return store.snapshot()
+    finally:
+        store.close()
+
+
+__all__ = ["FORMATS", "add_parser", "compute", "run"]
