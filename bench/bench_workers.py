@@ -1,0 +1,97 @@
+"""Runs per second of a shared PostgreSQL queue with 1, 2 and 4 `reconcile worker`s.
+
+    python3 bench/bench_workers.py [RUNS]        (default 400 runs of `sleep 0.05`)
+
+Each case: a fresh database on 127.0.0.1:5432, RUNS runs enqueued at once over 8 local
+machines (max_parallel 8), then K workers (concurrency 8 each) started together; the clock
+stops when the last run has ended. Prints one table; the per-run bookkeeping of SQLite
+against PostgreSQL is bench/bench_store.py's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+
+from reconciler.compile import compile_inventory
+from reconciler.loader import load_inventory
+from reconciler.plan import make_plan
+from reconciler.store.factory import open_store
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _inventory(root: Path, runs: int) -> Path:
+    inventory = root / "inventory"
+    (inventory / "teams").mkdir(parents=True)
+    (inventory / "machines").mkdir()
+    (inventory / "tasks" / "ops").mkdir(parents=True)
+    (inventory / "teams" / "ops.yaml").write_text("name: ops\n")
+    (inventory / "machines" / "m.yaml").write_text("machines:\n" + "".join(
+        f"  - {{name: m{i}, team: ops, transport: local, max_parallel: 8}}\n" for i in range(8)))
+    (inventory / "tasks" / "ops" / "t.yaml").write_text("tasks:\n" + "".join(
+        f"  - {{name: t{i}, machines: [m{i % 8}], command: sleep 0.05}}\n" for i in range(runs)))
+    return inventory
+
+
+def _remaining(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')"
+                            ).fetchone()[0]
+
+
+def measure(workers: int, runs: int) -> float:
+    """Seconds for `workers` workers to drain `runs` runs."""
+    name = f"reconciler_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    procs: list[subprocess.Popen] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            inventory = _inventory(Path(tmp), runs)
+            store = open_store(url)
+            now = datetime.now(timezone.utc)
+            store.record_plan(make_plan(compile_inventory(load_inventory(inventory)[0]),
+                                        store.snapshot(), now), None, now)
+            store.close()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
+            started = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, "-m", "reconciler", "worker", "-q",
+                                       "--state", url, "--concurrency", "8"], cwd=tmp, env=env)
+                     for _ in range(workers)]
+            deadline = time.monotonic() + 600
+            while _remaining(url) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return time.perf_counter() - started
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def main(argv: list[str]) -> int:
+    runs = int(argv[0]) if argv else 400
+    print(f"{'workers':>7} {'runs':>6} {'wall (s)':>9} {'runs/s':>8} {'speed-up':>9}")
+    base = None
+    for workers in (1, 2, 4):
+        wall = measure(workers, runs)
+        base = base or wall
+        print(f"{workers:>7} {runs:>6} {wall:>9.2f} {runs / wall:>8.1f} {base / wall:>8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
