@@ -165,5 +165,13 @@ class StateStore(ABC):
         """Number of runs by status."""
 
     @abstractmethod
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha, never `-dirty`)."""
+
+    @abstractmethod
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None before the first."""
+
+    @abstractmethod
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""

@@ -344,6 +344,10 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             return [_run(row) for row in conn.execute(_q(query), params or {})]
 
+    def _write_one_noresult(self, query: str, params: dict) -> None:
+        with self._session("write") as conn:
+            conn.execute(_q(query), params)
+
     def _write_one(self, query: str, params: dict) -> tuple | None:
         """One single-statement write (autocommit: its own transaction); its row or None."""
         with self._session("write") as conn:
@@ -470,6 +474,16 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             found = dict(conn.execute(_q("counts")).fetchall())
         return {s.value: found.get(s.value, 0) for s in RunStatus}
+
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha)."""
+        self._write_one_noresult("record_commit", {"commit": commit, "now": _aware(now)})
+
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("last_commit")).fetchone()
+        return row[0] if row else None
 
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""

@@ -520,6 +520,17 @@ class SqliteStore(StateStore):
             found = dict(conn.execute(_q("counts")).fetchall())
         return {s.value: found.get(s.value, 0) for s in RunStatus}
 
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha)."""
+        with self._write() as conn:
+            conn.execute(_q("record_commit"), {"commit": commit, "now": _ts(now)})
+
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None."""
+        with self._read() as conn:
+            row = _one(conn, "last_commit", {})
+        return row[0] if row else None
+
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
         with self._read() as conn:

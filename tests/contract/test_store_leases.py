@@ -293,3 +293,10 @@ def test_claim_respects_max_parallel_of_the_runs_machine(store, now):
     assert store.claim(on_m1[2].id, "w3", now, max_parallel=2) is None  # m1 is full
     other = next(r for r in runs if r.machine == "m2")
     assert store.claim(other.id, "w3", now, max_parallel=2) is not None  # m2 is not
+
+
+def test_last_commit_is_the_latest_recorded(store, now):
+    assert store.last_commit() is None
+    store.record_commit("a" * 40, now)
+    store.record_commit("b" * 40, now)
+    assert store.last_commit() == "b" * 40

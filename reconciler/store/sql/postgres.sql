@@ -62,6 +62,15 @@ CREATE INDEX runs_problems_by_finished ON runs (finished_at)
 -- NULL for a run claimed before this migration: its lease counts from its claim (started_at).
 ALTER TABLE runs ADD COLUMN heartbeat_at timestamptz;
 
+-- migration 3: passes
+-- The commits passes reconciled, newest last: a pass refuses a commit that does not descend
+-- from the last one (history rewritten, or a late CI run for an older commit).
+CREATE TABLE passes (
+    id          bigserial PRIMARY KEY,
+    commit_sha  text NOT NULL,
+    recorded_at timestamptz NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -239,6 +248,12 @@ RETURNING *
 
 -- query: counts
 SELECT status, COUNT(*) FROM runs GROUP BY status
+
+-- query: record_commit
+INSERT INTO passes (commit_sha, recorded_at) VALUES (%(commit)s, %(now)s)
+
+-- query: last_commit
+SELECT commit_sha FROM passes ORDER BY id DESC LIMIT 1
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs

@@ -56,6 +56,15 @@ CREATE INDEX runs_problems_by_finished ON runs (finished_at)
 -- before this migration: its lease counts from its claim (`started_at`).
 ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
 
+-- migration 3: passes
+-- The commits passes reconciled, newest last: a pass refuses a commit that does not descend
+-- from the last one (history rewritten, or a late CI run for an older commit).
+CREATE TABLE passes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    commit_sha  TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -192,6 +201,12 @@ RETURNING *
 
 -- query: counts
 SELECT status, COUNT(*) FROM runs GROUP BY status
+
+-- query: record_commit
+INSERT INTO passes (commit_sha, recorded_at) VALUES (:commit, :now)
+
+-- query: last_commit
+SELECT commit_sha FROM passes ORDER BY id DESC LIMIT 1
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs
