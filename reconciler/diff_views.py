@@ -73,12 +73,17 @@ def role_text(change: RoleChange, arrow: str = "->") -> str:
 
 def keys_text(change: VaultChange, quote: str = "") -> str:
     """Which keys changed in a vault, or why that is unknown."""
+    names = lambda keys: ", ".join(f"{quote}{k}{quote}" for k in keys)  # noqa: E731
     if change.keys is None:
         return f"{change.file} (keys not compared: {change.note or NO_IDENTITY})"
-    parts = [f"{word} " + ", ".join(f"{quote}{k}{quote}" for k in names)
-             for word, names in (("added", change.keys.added), ("removed", change.keys.removed),
-                                 ("changed", change.keys.changed)) if names]
-    return "; ".join(parts) if parts else f"{change.file}, no key changed (re-encrypted)"
+    if change.file == "added":
+        return f"new vault: {names(change.keys.added) or 'no keys'}"
+    if change.file == "removed":
+        return f"vault removed (it held {names(change.keys.removed) or 'no keys'})"
+    parts = [f"{word} {names(keys)}" for word, keys in (
+        ("added", change.keys.added), ("removed", change.keys.removed),
+        ("changed", change.keys.changed)) if keys]
+    return "; ".join(parts) if parts else "re-encrypted, no key changed"
 
 
 def _machines_of(runs: tuple[Rerun, ...]) -> list[str]:

@@ -133,16 +133,25 @@ class Engine:
         self.redact = redactor or Redactor()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()  # set: claim nothing more, let running runs finish
+        # After `stop`, how long running runs may take before they are stopped and recorded
+        # `unknown` (None: wait for them however long they take).
+        self.grace: float | None = None
 
     def plan(self, desired: DesiredState) -> Plan:
         """What a pass would do now; reads the store, changes nothing."""
         return make_plan(desired, self.store.snapshot(), self.clock())
 
-    def run_pass(self, desired: DesiredState, commit: str | None, lock_timeout: float) -> PassReport:
+    def run_pass(self, desired: DesiredState, commit: str | None, lock_timeout: float, *,
+                 before_plan: Callable[[], None] | None = None) -> PassReport:
         """One full pass; returns when every run it enqueued (or found) has ended, retries
-        included. Runs held by a deny window stay pending for a later pass."""
+        included. Runs held by a deny window stay pending for a later pass.
+
+        `before_plan` runs under the pass lock before anything is written (the commit
+        lineage check): if it raises, the pass changes nothing."""
         report = PassReport(plan=Plan(), commit=commit)
         with self.store.pass_lock(lock_timeout):
+            if before_plan is not None:
+                before_plan()
             for run in self.store.recover(self.clock()):
                 self._reap(desired, run)
                 self._note(report, Event("recovered", run))
@@ -199,6 +208,7 @@ class _Drain:
         self.others: list[Run] = []
         self.heartbeats = _Heartbeats(self.store, self.running)
         self.swept_at = 0.0
+        self.stopping_since: float | None = None
 
     def run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
@@ -231,12 +241,19 @@ class _Drain:
 
     def _wait(self, retry_waits: list[datetime], now: datetime) -> bool:
         stopping = self.engine.stop.is_set()
+        if stopping and self.running and self._grace_over():
+            self._abandon_running()
+            return False
         elsewhere = self.shared and not stopping and (self.forever or self._mine_elsewhere())
         if not self.running and (stopping or not (retry_waits or elsewhere)):
             return False
         timeout = max(0.0, (min(retry_waits) - now).total_seconds()) if retry_waits else None
-        if elsewhere or (self.shared and self.running):
+        # With a grace period, a stop signal must be noticed while runs are still going.
+        if elsewhere or (self.running and (self.shared or self.engine.grace is not None)):
             timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
+        if stopping and self.engine.grace is not None and self.stopping_since is not None:
+            left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
+            timeout = left if timeout is None else min(timeout, left)
         if not self.running:
             self.engine.stop.wait(timeout)
             return True
@@ -254,6 +271,31 @@ class _Drain:
             log.warning("run %s of %s on %s: its worker stopped heartbeating; now %s",
                         run.id, run.task, run.machine, run.status.value)
             self.engine._reap(self.desired, run)
+
+    def _grace_over(self) -> bool:
+        if self.engine.grace is None:
+            return False
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+        return time.monotonic() - self.stopping_since >= self.engine.grace
+
+    def _abandon_running(self) -> None:
+        """The grace period is over: stop what still runs and record it `unknown` (it may
+        have done part of its work), so the next pass does not wait on it."""
+        now = self.engine.clock()
+        for future, run in list(self.running.items()):
+            machine = self.desired.machines.get(run.machine)
+            transport = self.engine.transports.get(machine.transport) if machine else None
+            if transport is not None:
+                transport.reap(machine, run.id)
+            try:
+                record = self.store.finish(run.id, run.epoch, RunStatus.UNKNOWN, now,
+                                           error="the reconciler was stopped and its grace "
+                                                 "period ended while this run was executing")
+            except LeaseLost:
+                continue
+            self.running.pop(future)
+            self._note(Event("finished", record, record.error or ""))
 
     def _mine_elsewhere(self) -> bool:
         """Whether a run of this pass is still pending or running somewhere (a worker)."""

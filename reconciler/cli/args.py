@@ -70,6 +70,7 @@ def build_parser() -> Parser:
     _add_globals(worker, suppress=True)
     worker.add_argument("--concurrency", type=int, metavar="N", default=argparse.SUPPRESS,
                         help="runs at once in this worker (default 16)")
+    _add_grace(worker, default=argparse.SUPPRESS)
 
     queue = sub.add_parser("queue", help="the run history and queue")
     _add_globals(queue, suppress=True)
@@ -138,3 +139,13 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-timeout", metavar="DURATION", default=None,
                         help="how long to wait for another pass's lock before exit 3 "
                              "(default 10m)")
+    parser.add_argument("--watch-files", action="store_true",
+                        help="continuous mode: wake on changes of the inventory folder "
+                             "instead of pulling the git remote")
+    _add_grace(parser, default=None)
+
+
+def _add_grace(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--grace", metavar="DURATION", default=default,
+                        help="after SIGTERM/SIGINT, how long running runs may finish before "
+                             "they are stopped and recorded unknown (default 30s)")

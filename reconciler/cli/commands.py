@@ -19,6 +19,7 @@ from ..schedule import window_end
 from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
 from . import views, wiring
+from .lineage import lineage_guard
 from .progress import progress_for
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ def cmd_once(args: argparse.Namespace) -> int:
             engine = Engine(store, transports, concurrency=concurrency, on_event=progress,
                             resolve=secrets, redactor=args.redactor)
             with _graceful_stop(engine):
-                report = engine.run_pass(loaded.desired, commit, lock_timeout)
+                report = engine.run_pass(loaded.desired, commit, lock_timeout,
+                                         before_plan=lineage_guard(args, store, commit))
     finally:
         for transport in transports.values():
             transport.close()
@@ -331,6 +333,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                             concurrency=wiring.concurrency(args, loaded.inventory),
                             on_event=progress, resolve=wiring.secrets(args, loaded.inventory),
                             redactor=args.redactor)
+            engine.grace = wiring.grace(args)
             with _graceful_stop(engine):
                 engine.work(_FollowInventory(args, loaded))
     finally:

@@ -100,5 +100,20 @@ def secrets(args: argparse.Namespace, inventory: Inventory):
                         args.redactor)
 
 
+DEFAULT_GRACE = 30.0
+
+
+def grace(args: argparse.Namespace) -> float:
+    """How long running runs may go on after SIGTERM/SIGINT before they are stopped and
+    recorded `unknown` (daemon and worker)."""
+    raw = getattr(args, "grace", None)
+    if raw is None:
+        return DEFAULT_GRACE
+    try:
+        return float(parse_duration(raw))
+    except ValueError:
+        raise UsageError(f"--grace must be a duration such as 30s or 5m (got {raw!r})") from None
+
+
 def transports() -> dict[str, Transport]:
     return {"local": LocalTransport(), "ssh": _NotYetSsh()}

@@ -1,0 +1,202 @@
+"""One SSH connection per machine, shared by the runs of that machine from many threads.
+
+The engine calls `run()` from a thread pool, up to `max_parallel` at once per machine. They
+share one connection (one login, one key exchange) and each gets its own channel on it;
+paramiko's transport multiplexes channels and is safe to use from several threads. Only when
+more than `max_channels` runs of one machine are open at once is a second connection opened
+(sshd refuses more than `MaxSessions`, 10 by default, on one connection).
+
+Connecting happens once for all the threads that need it: the first connects, the others wait
+for its result and share the connection, or its error. A connection found dead (its transport
+stopped, a channel cannot be opened) is dropped and the next caller reconnects; a connection
+unused for `idle_timeout` seconds is closed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Callable, Hashable, Iterator
+
+import paramiko
+
+from ..errors import Unreachable
+from ..model import Machine
+
+MAX_CHANNELS = 8
+IDLE_TIMEOUT = 300.0
+
+
+class Connection:
+    """One open SSH connection: the Fabric `Connection` and how many channels use it."""
+
+    def __init__(self, fabric_connection):
+        self.fabric = fabric_connection
+        self.transport: paramiko.Transport = fabric_connection.transport
+        self.in_use = 0
+        self.last_used = time.monotonic()
+        self.broken = False
+
+    @property
+    def alive(self) -> bool:
+        """False once the transport stopped or a channel could not be opened on it."""
+        return not self.broken and self.transport is not None and self.transport.is_active()
+
+    def open_channel(self, timeout: float) -> paramiko.Channel:
+        """A new session channel; raises paramiko.SSHException (and marks us broken) when the
+        connection turns out to be dead."""
+        try:
+            return self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError):
+            self.broken = True
+            raise
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self.fabric.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+            pass
+
+
+class _Slot:
+    """The connections of one machine, and the connect in progress for it, if any."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections: list[Connection] = []
+        self.connecting: Future | None = None
+
+
+class Session:
+    """A channel on a pooled connection, for one command."""
+
+    def __init__(self, connection: Connection, channel: paramiko.Channel):
+        self.connection = connection
+        self.channel = channel
+
+    @property
+    def alive(self) -> bool:
+        return self.connection.alive
+
+
+class ConnectionPool:
+    """Connections by machine. `connect(machine)` opens one (a Fabric `Connection`, already
+    open and verified) or raises a TransportError."""
+
+    def __init__(self, connect: Callable[[Machine], object], *, max_channels: int = MAX_CHANNELS,
+                 channel_timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT):
+        self._connect = connect
+        self.max_channels = max_channels
+        self.channel_timeout = channel_timeout
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._slots: dict[Hashable, _Slot] = {}
+        self.connects = 0  # how many connections were opened (for tests and benchmarks)
+
+    @contextmanager
+    def session(self, machine: Machine) -> Iterator[Session]:
+        """A fresh channel to `machine`, closed afterwards. Raises a TransportError when no
+        channel can be had; the command has then not been sent anywhere."""
+        connection, channel = self._channel(machine)
+        try:
+            yield Session(connection, channel)
+        finally:
+            channel.close()
+            self._release(machine, connection)
+
+    def _channel(self, machine: Machine) -> tuple[Connection, paramiko.Channel]:
+        # A pooled connection may have died since its last use without our noticing (the
+        # peer restarted): nothing was sent on it yet, so one fresh connection is tried.
+        for attempt in (1, 2):
+            connection = self._acquire(machine)
+            try:
+                return connection, connection.open_channel(self.channel_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._release(machine, connection)
+                if attempt == 2:
+                    raise Unreachable(f"machine '{machine.name}': cannot open a channel: "
+                                      f"{exc or type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    def _acquire(self, machine: Machine) -> Connection:
+        """A live connection with a free channel, connecting when there is none."""
+        slot = self._slot(machine)
+        while True:
+            with slot.lock:
+                self._drop_dead(slot)
+                for connection in slot.connections:
+                    if connection.in_use < self.max_channels:
+                        connection.in_use += 1
+                        connection.last_used = time.monotonic()
+                        return connection
+                pending, mine = slot.connecting, slot.connecting is None
+                if mine:
+                    pending = slot.connecting = Future()
+            if mine:
+                self._open(machine, slot, pending)
+            pending.result()  # re-raises the connect error to every waiter
+
+    def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
+        try:
+            connection = Connection(self._connect(machine))
+        except BaseException as exc:
+            with slot.lock:
+                slot.connecting = None
+            pending.set_exception(exc)
+            return
+        with slot.lock:
+            slot.connections.append(connection)
+            slot.connecting = None
+            self.connects += 1
+        pending.set_result(connection)
+
+    def _release(self, machine: Machine, connection: Connection) -> None:
+        slot = self._slot(machine)
+        with slot.lock:
+            connection.in_use -= 1
+            connection.last_used = time.monotonic()
+            self._drop_dead(slot)
+        self._close_idle()
+
+    def _drop_dead(self, slot: _Slot) -> None:
+        """Close and forget connections that died and that no channel uses any more."""
+        for connection in [c for c in slot.connections if not c.alive]:
+            if connection.in_use == 0:
+                slot.connections.remove(connection)
+                connection.close()
+
+    def _close_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.lock:
+                for connection in list(slot.connections):
+                    if connection.in_use == 0 and now - connection.last_used > self.idle_timeout:
+                        slot.connections.remove(connection)
+                        connection.close()
+
+    def _slot(self, machine: Machine) -> _Slot:
+        key = pool_key(machine)
+        with self._lock:
+            return self._slots.setdefault(key, _Slot())
+
+    def close(self) -> None:
+        """Close every connection; the pool may be used again afterwards."""
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+        for slot in slots:
+            with slot.lock:
+                for connection in slot.connections:
+                    connection.close()
+                slot.connections.clear()
+
+
+def pool_key(machine: Machine) -> Hashable:
+    """What makes two machines share a connection: everything the connect depends on, so
+    an inventory change (a new host key, another user) opens a new connection."""
+    return (machine.name, machine.host, machine.port, machine.user, machine.host_key,
+            machine.key, machine.key_file)

@@ -1,0 +1,368 @@
+"""The `ssh` transport: tasks on remote machines, over Fabric/paramiko (DESIGN §6).
+
+Safe by default:
+- only the inventory's `host_key` is trusted (`hostkeys`): RejectPolicy, no known_hosts, the
+  key algorithms limited to the pinned types; a mismatch fails before authentication;
+- the client key comes from the team vault (in memory, never on disk), a `key_file`, or the
+  ssh-agent; never from ~/.ssh/id_* (`look_for_keys` is off);
+- the environment and secrets travel over the channel's stdin to a small sh wrapper
+  (`wrapper`): never Fabric's `env=`, which inlines `export K=V` into the remote argv;
+- a timeout kills the remote process group; a lost connection is `ConnectionLost`, not a
+  failure of the command.
+
+Fast: one connection per machine (`pool`), TCP_NODELAY, and the channel taken straight from
+the paramiko transport: Fabric's `run()` costs ~15 ms per command in invoke's I/O loop, more
+than a whole command on a LAN (DESIGN §6). Fabric opens the connection.
+
+Failure classes (errors.py, DESIGN §4): Unreachable (retryable) when the machine cannot be
+reached or the connection failed before the command was sent; AuthFailed and
+HostKeyMismatch (never retried); ConnectionLost once the command may have started.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import socket
+import time
+from typing import Callable, Mapping
+
+import fabric
+import paramiko
+
+from ..errors import AuthFailed, HostKeyMismatch, ReconcilerError, TransportError, Unreachable
+from ..model import Machine
+from ..redact import Secret, reveal
+from . import hostkeys, wrapper
+from .base import Completed, Transport
+from .pool import MAX_CHANNELS, ConnectionPool, Session
+from .probe import PROBE_COMMAND, Load, parse_probe
+
+KEEPALIVE = 15  # seconds between keepalive packets on an idle connection
+DRAIN = 10.0  # after the exit status, how long the rest of the output may take to arrive
+CTL_TIMEOUT = 30.0  # reading or killing a run's markers
+
+
+class ConnectionLost(TransportError):
+    """The connection died after the command was sent: whether it ran, and how it ended, is
+    unknown. Not retryable: the executor records the run as `unknown` (SPEC §2), and `reap`
+    can resolve it from the remote markers at the next pass."""
+
+    retryable = False
+
+
+KeyResolver = Callable[[Machine], "Secret | None"]
+
+
+class SshTransport(Transport):
+    """Runs commands on `transport: ssh` machines; thread-safe, one connection per machine.
+
+    `resolve_key(machine)` returns the machine's `key: {vault: NAME}` private key text as a
+    `Secret` (None when the machine has no `key`: then its `key_file`, else the ssh-agent).
+    `markers_dir` is where the wrapper keeps run markers on the target (`~/` = remote home).
+    """
+
+    def __init__(self, resolve_key: KeyResolver = lambda machine: None,
+                 markers_dir: str = wrapper.DEFAULT_MARKERS, connect_timeout: float = 10,
+                 max_channels: int = MAX_CHANNELS):
+        self.resolve_key = resolve_key
+        self.markers = markers_dir
+        self.connect_timeout = connect_timeout
+        self.pool = ConnectionPool(self._connect, max_channels=max_channels,
+                                   channel_timeout=connect_timeout)
+
+    # ------------------------------------------------------------------ the port
+
+    def run(self, machine: Machine, command: str, env: Mapping[str, "str | Secret"],
+            timeout: float, run_id: int) -> Completed:
+        """Run `command` with `sh -c` on `machine` through the wrapper. A non-zero exit is a
+        `Completed`; raises Unreachable/AuthFailed/HostKeyMismatch before the command was
+        sent, ConnectionLost after."""
+        started = time.monotonic()
+        plain = {name: reveal(value) for name, value in env.items()}
+        call = wrapper.invocation(self.markers, run_id, command, plain)
+        with self.pool.session(machine) as session:
+            self._dispatch(machine, session, call)
+            if not _wait_status(session.channel, started + timeout):
+                return self._stop(machine, session, run_id, call.nonce, started)
+            return self._finished(machine, session, started)
+
+    def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
+             command: str | None = None) -> Completed | None:
+        """Resolve a run found `running` after its reconciler died, from the target's markers.
+
+        Returns the run's `Completed` (real exit code and output tail) when its wrapper wrote
+        an exit marker — and, when given, for that `attempt` and that `command` (a run's check
+        shares its id) — so it can be adopted instead of being left `unknown`. Otherwise None:
+        a command still running was killed (its whole process group), or nothing is known.
+        Raises a TransportError when the machine cannot be asked (leave the run `unknown`).
+        """
+        with self.pool.session(machine) as session:
+            marker = self._ctl(machine, session, run_id, "reap")
+        if marker.state != "exit":
+            return None
+        if attempt is not None and marker.attempt != attempt:
+            return None
+        if command is not None and marker.digest != wrapper.digest(command):
+            return None
+        return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.pool.close()
+
+    # ------------------------------------------------------------------ helpers for commands
+
+    def query(self, machine: Machine, command: str, timeout: float = 10.0) -> Completed:
+        """Run a read-only `command` over the pooled connection, without wrapper or markers
+        (for `reconcile machines`): no env, no secrets, no process group handling."""
+        started = time.monotonic()
+        with self.pool.session(machine) as session:
+            try:
+                session.channel.set_combine_stderr(True)
+                session.channel.exec_command(command)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise Unreachable(f"machine '{machine.name}': {exc}") from exc
+            if not _wait_status(session.channel, started + timeout):
+                return Completed(None, _read_all(session.channel, 0.5), timeout, timed_out=True)
+            output = _read_all(session.channel, DRAIN)
+            if session.channel.exit_status < 0:
+                raise Unreachable(f"machine '{machine.name}': connection lost")
+            return Completed(session.channel.exit_status, output, time.monotonic() - started)
+
+    def probe(self, machine: Machine, timeout: float = 10.0) -> Load:
+        """Load average and memory of `machine`, read from its /proc over the pooled
+        connection. Raises a TransportError when it cannot be reached."""
+        done = self.query(machine, PROBE_COMMAND, timeout)
+        if not done.ok:
+            raise Unreachable(f"machine '{machine.name}': cannot read /proc "
+                              f"(exit {done.exit_code}): {done.output.strip()[:200]}")
+        return parse_probe(done.output)
+
+    # ------------------------------------------------------------------ running
+
+    def _dispatch(self, machine: Machine, session: Session, call: wrapper.Invocation) -> None:
+        """Start the wrapper and hand it its input. Until the exec request was accepted the
+        command cannot have started (Unreachable); once input is on its way it may have."""
+        channel = session.channel
+        channel.set_combine_stderr(True)
+        try:
+            channel.exec_command(call.command_line)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise Unreachable(f"machine '{machine.name}': the command could not be started: "
+                              f"{exc or type(exc).__name__}") from exc
+        try:
+            channel.sendall(call.stdin)
+            channel.shutdown_write()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc) from exc
+
+    def _finished(self, machine: Machine, session: Session, started: float) -> Completed:
+        """The result of a command whose channel reported an exit status (or closed)."""
+        channel = session.channel
+        output = _read_all(channel, DRAIN)
+        code = channel.exit_status
+        if code < 0 and not session.alive:
+            raise _lost(machine, None)
+        if code < 0:  # sshd sent `exit-signal`, which paramiko does not parse
+            code = 255
+            output += "\n[reconciler: the remote command was killed by a signal]\n"
+        return Completed(exit_code=code, output=output, duration=time.monotonic() - started)
+
+    def _stop(self, machine: Machine, session: Session, run_id: int, nonce: str,
+              started: float) -> Completed:
+        """The timeout passed: kill the remote process group (TERM, then KILL) through a
+        second channel on the same connection. A command that ended meanwhile keeps its
+        own result."""
+        if not session.alive:
+            raise _lost(machine, None)
+        try:
+            channel = session.connection.open_channel(self.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc) from exc
+        marker = self._ctl_on(machine, channel, run_id, "kill", nonce)
+        duration = time.monotonic() - started
+        if marker.state == "exit":
+            return Completed(marker.exit_code, marker.output, duration)
+        return Completed(exit_code=None, output=marker.output, duration=duration, timed_out=True)
+
+    def _ctl(self, machine: Machine, session: Session, run_id: int, action: str,
+             nonce: str = "-") -> wrapper.Marker:
+        return self._ctl_on(machine, session.channel, run_id, action, nonce)
+
+    def _ctl_on(self, machine: Machine, channel: paramiko.Channel, run_id: int, action: str,
+                nonce: str) -> wrapper.Marker:
+        """Run the marker script (`reap` or `kill`) for `run_id` on `channel`."""
+        started = time.monotonic()
+        try:
+            channel.exec_command(wrapper.ctl_line(self.markers, run_id, action, nonce))
+            channel.shutdown_write()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc) from exc
+        try:
+            if not _wait_status(channel, started + CTL_TIMEOUT) or channel.exit_status != 0:
+                raise _lost(machine, None)
+            return wrapper.parse_ctl(_read_all_bytes(channel, DRAIN))
+        finally:
+            channel.close()
+
+    # ------------------------------------------------------------------ connecting
+
+    def _connect(self, machine: Machine):
+        """An open, host-key-verified, authenticated Fabric Connection to `machine`."""
+        if not machine.host:
+            raise Unreachable(f"machine '{machine.name}' has no host")
+        keys = hostkeys.pinned(machine)  # before any network I/O: no pin, no connection
+        auth = self._auth(machine)
+        sock = hostkeys.open_socket(machine.host, machine.port, self.connect_timeout)
+        conn = fabric.Connection(
+            machine.host, user=machine.user or getpass.getuser(), port=machine.port,
+            config=_fabric_config(), connect_timeout=int(max(1, self.connect_timeout)),
+            connect_kwargs={"sock": sock, "look_for_keys": False,
+                            "banner_timeout": self.connect_timeout,
+                            "auth_timeout": self.connect_timeout,
+                            "disabled_algorithms": {"keys": hostkeys.disabled_host_key_algorithms(
+                                hostkeys.pinned_types(machine))},
+                            **auth})
+        # Fabric installs AutoAddPolicy: an unknown key would be accepted. Trust only the pins.
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        hostkeys.pin(conn.client.get_host_keys(), keys)
+        try:
+            conn.open()
+        except BaseException as exc:
+            sock.close()
+            conn.close()
+            raise self._connect_error(machine, exc) from exc
+        conn.transport.set_keepalive(KEEPALIVE)
+        self._clean_markers(conn)
+        return conn
+
+    def _auth(self, machine: Machine) -> dict:
+        """paramiko's authentication arguments: the vault key, the key file, or the agent."""
+        try:
+            secret = self.resolve_key(machine) if machine.key is not None else None
+        except ReconcilerError as exc:  # the vault cannot be read: retrying will not help
+            raise AuthFailed(f"machine '{machine.name}': cannot read its key: {exc}") from exc
+        if machine.key is not None and secret is None:
+            raise AuthFailed(f"machine '{machine.name}': its key {{vault: {machine.key.name}}} "
+                             "could not be resolved")
+        if secret is not None:
+            return {"pkey": load_private_key(reveal(secret), machine.name), "allow_agent": False}
+        if machine.key_file:
+            return {"pkey": _key_from_file(machine), "allow_agent": False}
+        return {"allow_agent": True}
+
+    def _connect_error(self, machine: Machine, exc: BaseException) -> BaseException:
+        """Translate what `open()` raised into the reconciler's error tree (DESIGN §4)."""
+        where = f"machine '{machine.name}' ({hostkeys.target(machine)})"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return hostkeys.mismatch(machine, exc.key)
+        if isinstance(exc, paramiko.ssh_exception.IncompatiblePeer) and "host key" in str(exc):
+            return hostkeys.mismatch(machine, None, _offered(machine, self.connect_timeout))
+        if isinstance(exc, paramiko.AuthenticationException) or (
+                isinstance(exc, paramiko.SSHException)
+                and "No authentication methods" in str(exc)):
+            return AuthFailed(f"{where}: authentication as "
+                              f"{machine.user or getpass.getuser()} failed ({exc}); check that "
+                              "the machine's authorized_keys holds the reconciler's public key")
+        if isinstance(exc, (paramiko.SSHException, EOFError, OSError, socket.timeout)):
+            return Unreachable(f"{where}: SSH connection failed: {exc or type(exc).__name__}")
+        return exc
+
+    def _clean_markers(self, conn) -> None:
+        """Opportunistically remove day-old markers; once per connection, errors ignored."""
+        try:
+            channel = conn.transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(wrapper.clean_line(self.markers))
+            channel.shutdown_write()
+            _wait_status(channel, time.monotonic() + CTL_TIMEOUT)
+            channel.close()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass
+
+
+def load_private_key(text: str, machine: str) -> paramiko.PKey:
+    """An OpenSSH (or PEM) private key from its text, in memory; raises AuthFailed when it
+    cannot be read (or is encrypted: a vault key needs no passphrase)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    data = text.encode()
+    try:
+        try:
+            loaded = serialization.load_ssh_private_key(data, password=None)
+        except ValueError:
+            loaded = serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:
+        raise AuthFailed(f"machine '{machine}': its key is encrypted; store an unencrypted "
+                         "key in the vault (the vault itself is the encryption)") from exc
+    except (ValueError, paramiko.SSHException) as exc:
+        raise AuthFailed(f"machine '{machine}': its key is not an OpenSSH private key") from exc
+    for kind, cls in ((ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
+                      (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
+                      (rsa.RSAPrivateKey, paramiko.RSAKey)):
+        if isinstance(loaded, kind):
+            return cls.from_private_key(io.StringIO(text))
+    raise AuthFailed(f"machine '{machine}': unsupported key type {type(loaded).__name__}")
+
+
+def _key_from_file(machine: Machine) -> paramiko.PKey:
+    path = os.path.expanduser(machine.key_file or "")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuthFailed(f"machine '{machine.name}': cannot read key_file {machine.key_file}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from exc
+    return load_private_key(text, machine.name)
+
+
+def _fabric_config() -> fabric.Config:
+    """A Fabric config that reads nothing from disk: no ~/.ssh/config, no fabric.yaml, so no
+    ambient setting (a ProxyCommand, another user, an identity) changes where we connect."""
+    return fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig())
+
+
+def _offered(machine: Machine, timeout: float) -> str:
+    """What the server offers instead of the pinned types, for the mismatch message."""
+    try:
+        keys = hostkeys.scan(machine.host or "", machine.port, timeout)
+    except TransportError:
+        return "the server offers none we can read"
+    return "it offers " + ", ".join(f"{k.type} {k.fingerprint}" for k in keys)
+
+
+def _lost(machine: Machine, exc: BaseException | None) -> ConnectionLost:
+    why = f": {exc}" if exc is not None and str(exc) else ""
+    return ConnectionLost(f"machine '{machine.name}': connection lost after the command was "
+                          f"sent{why}; its outcome is unknown (the next pass reads the run's "
+                          "markers on the machine)")
+
+
+def _wait_status(channel: paramiko.Channel, deadline: float) -> bool:
+    """Wait until the command ended (exit status) or the channel closed (which also happens
+    when the connection dies: paramiko unlinks every channel); False at `deadline`."""
+    return channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _read_all_bytes(channel: paramiko.Channel, wait: float) -> bytes:
+    """Everything the channel still delivers until EOF (at most `wait` s), last 64 KiB."""
+    channel.settimeout(wait)
+    data = bytearray()
+    try:
+        while chunk := channel.recv(65536):
+            data += chunk
+            if len(data) > 2 * wrapper.OUTPUT_TAIL:
+                del data[:-wrapper.OUTPUT_TAIL]
+    except (socket.timeout, paramiko.SSHException, EOFError, OSError):
+        pass
+    return bytes(data)
+
+
+def _read_all(channel: paramiko.Channel, wait: float) -> str:
+    raw = _read_all_bytes(channel, wait)
+    return raw[-wrapper.OUTPUT_TAIL:].decode("utf-8", errors="replace")
+
+
+__all__ = ["ConnectionLost", "SshTransport", "load_private_key"]

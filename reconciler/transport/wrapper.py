@@ -1,0 +1,170 @@
+"""The POSIX sh that runs a task on the target, and the one that stops or reads it later.
+
+The remote command line is fixed text: `sh -c '<RUN>' reconciler-run DIR RUN_ID NONCE ATTEMPT
+DIGEST`; none of it is secret. The environment and the command arrive on stdin as shell
+assignments quoted with `shlex.quote` (byte for byte, newlines included), terminated by a line
+holding only the nonce. The wrapper evaluates them in a subshell, so `export PATH=...` or
+`IFS=...` in a task's env cannot disturb the wrapper itself, and then `exec /bin/sh -c "$cmd"`.
+Only shell builtins see the values: no process's argument list ever holds one.
+
+Markers, flat files under DIR (`~/` means the remote home):
+- `<id>.meta`  `NONCE ATTEMPT DIGEST`: which invocation the other files belong to (a run's check
+  and command, and each attempt, share the run id; the nonce tells them apart);
+- `<id>.pid`   the process group of the wrapper and the task (what a timeout kills);
+- `<id>.out`   the task's stdout and stderr, as a file: the task never writes to the SSH channel,
+  so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end;
+- `<id>.exit`  `NONCE CODE`, written once the task ended.
+
+`CTL` reads these for a run: its exit code and output tail if it finished, else it kills the
+process group (verified to be the wrapper of that nonce, so a recycled pid is never hit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shlex
+from dataclasses import dataclass
+from typing import Mapping
+
+OUTPUT_TAIL = 64 * 1024
+DEFAULT_MARKERS = "~/.cache/reconciler/runs"
+# Exit codes of the wrapper itself (the task's own codes pass through unchanged).
+INPUT_CUT = 125  # stdin ended before the terminator: the command was not started
+NO_MARKERS = 124  # the marker directory cannot be written: the command was not started
+
+_PREAMBLE = r"""
+d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+f=$d/$2
+"""
+
+RUN = _PREAMBLE + r"""umask 077
+pg=$$
+if IFS= read -r st < /proc/$$/stat 2>/dev/null; then set -- "$1" "$2" "$3" "$4" "$5" ${st##*) }; pg=$8; fi
+s=; ok=; nl='
+'
+while IFS= read -r l; do
+  if [ "$l" = "$3" ]; then ok=1; break; fi
+  s=$s$l$nl
+done
+if [ -z "$ok" ]; then echo "reconciler: input cut off; the command was not started" >&2; exit 125; fi
+if ! { printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta"; } 2>/dev/null; then
+  mkdir -p "$d" && printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta" || {
+    echo "reconciler: cannot write run markers in $d" >&2; exit 124; }
+fi
+echo "$pg" > "$f.pid"
+( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) > "$f.out" 2>&1 < /dev/null
+rc=$?
+echo "$3 $rc" > "$f.exit"
+tail -c 65536 "$f.out"
+exit $rc
+"""
+
+# $3: reap | kill. $4: the nonce the caller expects (`-` for any). Prints one header line:
+# `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
+# (+ the tail), or `none`.
+CTL = _PREAMBLE + r"""
+if ! read -r n a h < "$f.meta" 2>/dev/null; then echo none; exit 0; fi
+if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
+if read -r en rc < "$f.exit" 2>/dev/null && [ "$en" = "$n" ]; then
+  echo "exit $rc $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; exit 0
+fi
+read -r pg < "$f.pid" 2>/dev/null || pg=
+ours=
+if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then
+  if [ -r "/proc/$pg/cmdline" ]; then
+    tr '\000' '\n' < "/proc/$pg/cmdline" | grep -qF -- "$n" && ours=1
+  else
+    ours=1
+  fi
+fi
+if [ -z "$ours" ]; then echo "gone $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; exit 0; fi
+kill -s TERM -- "-$pg" 2>/dev/null
+i=0
+while kill -0 -- "-$pg" 2>/dev/null && [ $i -lt 20 ]; do
+  sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
+done
+kill -s KILL -- "-$pg" 2>/dev/null
+echo "killed $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null
+"""
+
+# Removes markers older than a day, and large outputs untouched for an hour.
+CLEAN = _PREAMBLE + r"""
+[ -d "$d" ] || exit 0
+find "$d" -maxdepth 1 -type f \( -mtime +0 -o \( -name '*.out' -size +1024k -mmin +60 \) \) \
+  -exec rm -f {} + 2>/dev/null
+exit 0
+"""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One wrapper run: the remote command line (no secret) and its stdin (env + command)."""
+
+    command_line: str
+    stdin: bytes
+    nonce: str
+
+
+def digest(command: str) -> str:
+    """A short hash of a command, so a marker can be matched to the command it ran."""
+    return hashlib.sha256(command.encode()).hexdigest()[:16]
+
+
+def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) -> Invocation:
+    """The wrapper call for `command` with `env` (plain values, revealed at the last moment)."""
+    for name in env:
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"environment variable name {name!r} is not a shell name")
+    nonce = secrets.token_hex(16)
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    lines.append(f"_reconciler_command={shlex.quote(command)}")
+    script = "\n".join(lines) + "\n"
+    while f"\n{nonce}\n" in f"\n{script}":  # the terminator may not occur inside a value
+        nonce = secrets.token_hex(16)
+    attempt = env.get("RECONCILE_ATTEMPT", "0")
+    line = _line(RUN, "reconciler-run", markers, str(run_id), nonce,
+                 attempt if attempt.isdigit() else "0", digest(command))
+    return Invocation(line, (script + nonce + "\n").encode(), nonce)
+
+
+def ctl_line(markers: str, run_id: int, action: str, nonce: str = "-") -> str:
+    """The remote command that reaps (`reap`) or stops (`kill`) run `run_id`."""
+    return _line(CTL, "reconciler-ctl", markers, str(run_id), action, nonce)
+
+
+def clean_line(markers: str) -> str:
+    """The remote command that removes stale markers."""
+    return _line(CLEAN, "reconciler-clean", markers, "0")
+
+
+def _line(script: str, name: str, *args: str) -> str:
+    return " ".join(["sh", "-c", shlex.quote(script), name, *map(shlex.quote, args)])
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What the markers of a run say: `state` is exit | killed | gone | none."""
+
+    state: str
+    exit_code: int | None = None
+    nonce: str | None = None
+    attempt: int | None = None
+    digest: str | None = None
+    output: str = ""
+
+
+def parse_ctl(raw: bytes) -> Marker:
+    """Pure: the output of `CTL` as a `Marker` (`none` for anything unreadable)."""
+    header, _, rest = raw.partition(b"\n")
+    words = header.decode("utf-8", "replace").split()
+    output = rest[-OUTPUT_TAIL:].decode("utf-8", "replace")
+    if words[:1] == ["exit"] and len(words) == 5 and _int(words[1]) is not None:
+        return Marker("exit", _int(words[1]), words[2], _int(words[3]), words[4], output)
+    if words[:1] in (["killed"], ["gone"]) and len(words) == 4:
+        return Marker(words[0], None, words[1], _int(words[2]), words[3], output)
+    return Marker("none")
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None

@@ -1,0 +1,146 @@
+"""The GitOps loop with real git repositories: a bare remote, the daemon's clone, an author's
+clone. Pushes are picked up, rewritten history is refused, late CI runs are refused, and a
+stop signal is honoured with a grace period."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import clean_environment, reconcile
+from tests.support.waiting import wait_until
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}).stdout.strip()
+
+
+class Repos:
+    """remote.git (bare), author/ (pushes), daemon/ (the reconciler's checkout)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.ledger = root / "ledger.txt"
+        self.remote = root / "remote.git"
+        git(root, "init", "-q", "--bare", "-b", "main", str(self.remote))
+        self.author = root / "author"
+        git(root, "clone", "-q", str(self.remote), str(self.author))
+        git(self.author, "checkout", "-q", "-b", "main")
+        self.write("inventory/reconciler.yaml", "poll_interval: 1s\n")
+        self.write("inventory/teams/ops.yaml", "name: ops\n")
+        self.write("inventory/machines/box.yaml", "name: box\nteam: ops\ntransport: local\n")
+        self.task("a")
+        self.push("initial")
+        self.daemon = root / "daemon"
+        git(root, "clone", "-q", str(self.remote), str(self.daemon))
+
+    def write(self, relative: str, text: str) -> None:
+        path = self.author / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def task(self, name: str) -> None:
+        self.write(f"inventory/tasks/ops/{name}.yaml", f"name: {name}\nmachines: [box]\n"
+                   f'command: echo {name} >> "{self.ledger}"\n')
+
+    def push(self, message: str, *flags: str) -> str:
+        git(self.author, "add", "-A")
+        git(self.author, "commit", "-q", "-m", message)
+        git(self.author, "push", "-q", *flags, "origin", "main")
+        return git(self.author, "rev-parse", "HEAD")
+
+    def ledger_lines(self) -> list[str]:
+        return self.ledger.read_text().split() if self.ledger.exists() else []
+
+
+@pytest.fixture
+def repos(tmp_path):
+    return Repos(tmp_path)
+
+
+def start_daemon(cwd: Path, log: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd,
+                            env=clean_environment(GIT_ENV), stdout=subprocess.DEVNULL,
+                            stderr=log.open("w"))
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+def test_a_pushed_task_runs_within_a_few_poll_intervals(repos, tmp_path):
+    daemon = start_daemon(repos.daemon, tmp_path / "daemon.log")
+    try:
+        wait_until(lambda: "a" in repos.ledger_lines(), timeout=30, message="task a")
+        repos.task("b")
+        repos.push("add b")
+        wait_until(lambda: "b" in repos.ledger_lines(), timeout=30, message="pushed task b")
+    finally:
+        assert stop(daemon) == 0
+    assert repos.ledger_lines() == ["a", "b"]
+
+
+def test_a_force_push_back_in_history_is_refused_and_runs_nothing(repos, tmp_path):
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(repos.daemon, log)
+    try:
+        wait_until(lambda: "a" in repos.ledger_lines(), timeout=30, message="task a")
+        repos.task("b")
+        repos.push("add b")
+        wait_until(lambda: "b" in repos.ledger_lines(), timeout=30, message="task b")
+        git(repos.author, "reset", "-q", "--hard", "HEAD~1")  # rewrite: drop b, add c
+        repos.task("c")
+        repos.push("add c instead", "--force")
+        wait_until(lambda: "refusing" in log.read_text(), timeout=30, message="the refusal")
+    finally:
+        assert stop(daemon) == 0
+    assert "c" not in repos.ledger_lines()
+    assert "not a fast-forward" in log.read_text()
+
+
+def test_a_late_once_for_an_older_commit_exits_3(repos, tmp_path):
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    repos.task("b")
+    repos.push("add b")
+    git(repos.daemon, "pull", "-q", "origin", "main")
+    reconcile("--once", "--state", state, cwd=repos.daemon, check_code=0)
+    late = tmp_path / "late"
+    git(tmp_path, "clone", "-q", str(repos.remote), str(late))
+    git(late, "checkout", "-q", "HEAD~1")
+    result = reconcile("--once", "--state", state, cwd=late, check_code=3)
+    assert "does not descend" in result.err and "Traceback" not in result.err
+    assert repos.ledger_lines().count("a") == 1
+
+
+def test_sigterm_lets_a_run_finish_within_the_grace_period_else_records_unknown(repos, tmp_path):
+    repos.write("inventory/tasks/ops/slow.yaml", "name: slow\nmachines: [box]\n"
+                f'command: echo started >> "{repos.ledger}"; sleep 60; true\n')
+    repos.push("slow")
+    git(repos.daemon, "pull", "-q", "origin", "main")
+    daemon = start_daemon(repos.daemon, tmp_path / "daemon.log", "--grace", "1s")
+    wait_until(lambda: "started" in repos.ledger_lines(), timeout=30, message="slow started")
+    assert stop(daemon) == 0
+    listed = reconcile("queue", "list", "--format", "json", cwd=repos.daemon, check_code=0).json()
+    assert {r["task"]: r["status"] for r in listed}["ops/slow"] == "unknown"
+
+
+def test_watch_files_runs_a_changed_task_without_waiting_for_the_poll(repos, tmp_path):
+    (repos.daemon / "inventory" / "reconciler.yaml").write_text("poll_interval: 1h\n")
+    daemon = start_daemon(repos.daemon, tmp_path / "daemon.log", "--watch-files")
+    try:
+        wait_until(lambda: "a" in repos.ledger_lines(), timeout=30, message="task a")
+        (repos.daemon / "inventory" / "tasks" / "ops" / "w.yaml").write_text(
+            f'name: w\nmachines: [box]\ncommand: echo w >> "{repos.ledger}"\n')
+        wait_until(lambda: "w" in repos.ledger_lines(), timeout=30, message="task w")
+    finally:
+        assert stop(daemon) == 0
