@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Callable, Mapping
 
-from .model import DesiredState, Inventory, Machine, Member, Settings, Task, TaskSpec, Team
+from .model import DesiredState, Inventory, Member, Task, TaskSpec, Team
 from .plan import make_plan
 from .state import ExecutedState, Reason, Run, RunStatus
 
@@ -179,11 +180,27 @@ class Diff:
 
     def runs_of(self, task: str) -> tuple[Rerun, ...]:
         """The runs the change causes for `task`, in order."""
-        return tuple(r for r in self.runs if r.task == task)
+        return self._runs_by_task.get(task, ())
 
     def ran_of(self, task: str) -> tuple[Ran, ...]:
         """What the state store knows of `task`'s HEAD version, by machine (empty without)."""
-        return tuple(r for r in self.ran or () if r.task == task)
+        return self._ran_by_task.get(task, ())
+
+    @cached_property
+    def _runs_by_task(self) -> dict[str, tuple[Rerun, ...]]:
+        return _group(self.runs)
+
+    @cached_property
+    def _ran_by_task(self) -> dict[str, tuple[Ran, ...]]:
+        return _group(self.ran or ())
+
+
+def _group(items) -> dict:
+    """Items (with a `task`) by task, each group in the original order."""
+    groups: dict[str, list] = {}
+    for item in items:
+        groups.setdefault(item.task, []).append(item)
+    return {task: tuple(found) for task, found in groups.items()}
 
 
 # --------------------------------------------------------------------------- computing it

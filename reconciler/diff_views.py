@@ -11,6 +11,9 @@ from .cli.views import table, to_json
 from .diff import Diff, Ran, Rerun, Revision, RoleChange, TaskChange, VaultChange
 
 NO_IDENTITY = "pass --identity to see which keys changed"
+# A GitHub comment holds at most 65,536 characters: markdown tables stop after this many rows
+# and say how many more there are (text and JSON are never cut).
+MD_MAX_ROWS = 150
 
 
 # --------------------------------------------------------------------------- shared wording
@@ -291,10 +294,17 @@ def _md_tasks(diff: Diff) -> str:
     priorities = {f"`{c.task}`": _priority_text(c, "→") for c in diff.tasks.changed}
     lines = ["| change | task | fields | re-runs | machines | priority |",
              "|---|---|---|---|---|---|"]
-    for change, task, fields, reruns, machines, priority in sorted(rows, key=_row_key):
+    for change, task, fields, reruns, machines, priority in sorted(rows, key=_row_key)[:MD_MAX_ROWS]:
         lines.append(f"| {change} | {task} | {fields} | {reruns} | {machines} | "
                      f"{priorities.get(task, priority)} |")
-    return "\n".join(lines)
+    return "\n".join(lines + _md_more(len(rows), "tasks"))
+
+
+def _md_more(count: int, noun: str) -> list[str]:
+    """The line saying how many rows a capped table left out (none when it left none)."""
+    if count <= MD_MAX_ROWS:
+        return []
+    return ["", f"… and {count - MD_MAX_ROWS} more {noun}: run `reconcile diff` for all of them."]
 
 
 def _md_run_cells(runs: tuple[Rerun, ...]) -> tuple[str, str, str]:
@@ -311,9 +321,10 @@ def _md_runs(diff: Diff) -> str:
     columns = ["#", "priority", "task", "machine", "reason"]
     columns += ["already ran"] if diff.ran is not None else []
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in diff.runs:
+    for r in diff.runs[:MD_MAX_ROWS]:
         extra = f" {_ran_text(ran.get((r.task, r.machine)))} |" if diff.ran is not None else ""
         lines.append(f"| {r.order} | {r.priority} | `{r.task}` | `{r.machine}` | {r.reason} |{extra}")
+    lines += _md_more(len(diff.runs), "runs")
     return _details(f"Run order: {_plural(len(diff.runs), 'run')}, as a pass starts them", lines)
 
 
@@ -322,7 +333,8 @@ def _md_objects(title: str, part) -> str:
     items += [f"- changed `{c.name}`: {', '.join(c.fields)}" for c in part.changed]
     if not items:
         return ""
-    return _details(f"{title}: {_counts('', part).lstrip(': ')}", items)
+    shown = items[:MD_MAX_ROWS] + _md_more(len(items), title.lower())
+    return _details(f"{title}: {_counts('', part).lstrip(': ')}", shown)
 
 
 def _md_vaults(diff: Diff) -> str:

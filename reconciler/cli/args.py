@@ -91,6 +91,10 @@ def build_parser() -> Parser:
         _add_globals(p, suppress=True)
         _add_format(p)
     _add_vault(sub)
+    from . import diff_cmd, init_cmd
+
+    diff_cmd.add_parser(sub, _add_globals, _add_format)
+    init_cmd.add_parser(sub, _add_globals, _add_format)
     return root
 
 

@@ -370,5 +370,17 @@ def cmd_vault(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff_cmd import run
+
+    return run(args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .init_cmd import run
+
+    return run(args)
+
+
+COMMANDS = {"diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
             "vault": cmd_vault, "worker": cmd_worker}

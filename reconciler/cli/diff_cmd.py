@@ -34,8 +34,10 @@ def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
         "diff", help="the desired-state change between two git revisions (pull-request review)",
         description="Tasks added, removed and changed between two git revisions, whether each "
                     "change re-runs (on which machines, at which priority, in which order), "
-                    "machine, team and role changes, and changed vaults. Compares committed "
-                    "revisions only: uncommitted changes are not included.")
+                    "machine, team and role changes, and changed vaults (with an identity, "
+                    "which keys; never values). With --state URL (or RECONCILE_STATE), also "
+                    "which changed tasks already ran. Compares committed revisions only: "
+                    "uncommitted changes are not included.")
     parser.add_argument("base", metavar="BASE", help="the revision reviewed against, "
                         "e.g. origin/main")
     parser.add_argument("head", metavar="HEAD", nargs="?", default="HEAD",

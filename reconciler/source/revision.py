@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, Mapping
 
 from ..compile import compile_inventory
-from ..diagnostics import Diagnostic, Diagnostics, Location
+from ..diagnostics import Diagnostic, Diagnostics
 from ..errors import InputError, SourceError
 from ..loader import display_path, load_inventory
 from ..model import DesiredState, Inventory
