@@ -112,8 +112,8 @@ def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
     [run_id] = _enqueue(p)
     worker = _worker(p)
     try:
-        wait_until(lambda: _status(p, run_id) == ("running", True), timeout=30,
-                   message="the worker to dispatch the run")
+        wait_until(lambda: "started" in p.ledger_lines(), timeout=30,
+                   message="the worker to start the command")  # dispatched is not enough
         worker.send_signal(signal.SIGSTOP)
         _expire_leases(p)
         store = open_store(p.url)
