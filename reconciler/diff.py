@@ -169,6 +169,9 @@ class Diff:
     vaults: tuple[VaultChange, ...]
     settings: tuple[str, ...] = ()  # changed fields of reconciler.yaml
     ran: tuple[Ran, ...] | None = None
+    # Roles a signer needs for this change under `git.verify` (SPEC §6), judged with BASE's
+    # roles; filled in by the command, which can read git (this module cannot).
+    requires: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:

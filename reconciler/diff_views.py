@@ -119,8 +119,14 @@ def diff_text(diff: Diff) -> str:
                                      _objects_section("Machines", diff.machines),
                                      _objects_section("Teams", diff.teams),
                                      _roles_section(diff), _vaults_section(diff),
-                                     _settings_section(diff)) if s]
+                                     _settings_section(diff), _requires_section(diff)) if s]
     return "\n\n".join(sections) + "\n"
+
+
+def _requires_section(diff: Diff) -> str:
+    if not diff.requires:
+        return ""
+    return "Signing this change takes (git.verify):\n" + _indent("\n".join(diff.requires))
 
 
 def _tasks_section(diff: Diff) -> str:
@@ -211,6 +217,7 @@ def diff_json(diff: Diff) -> dict:
         "vaults": {"changed": [v.team for v in diff.vaults],
                    "files": [_vault_json(v) for v in diff.vaults]},
         "settings": {"changed": list(diff.settings)},
+        **({"requires": list(diff.requires)} if diff.requires else {}),
     }
 
 
@@ -270,8 +277,15 @@ def diff_markdown(diff: Diff) -> str:
     blocks = [title] + [b for b in (_md_roles(diff), _md_tasks(diff), _md_runs(diff),
                                     _md_objects("Machines", diff.machines),
                                     _md_objects("Teams", diff.teams), _md_vaults(diff),
-                                    _md_settings(diff)) if b]
+                                    _md_settings(diff), _md_requires(diff)) if b]
     return "\n\n".join(blocks) + "\n"
+
+
+def _md_requires(diff: Diff) -> str:
+    if not diff.requires:
+        return ""
+    return ("**Roles this change requires** (a signer of each commit, with `git.verify`):\n"
+            + "\n".join(f"- {line}" for line in diff.requires))
 
 
 def _md_roles(diff: Diff) -> str:

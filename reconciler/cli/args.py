@@ -91,6 +91,10 @@ def build_parser() -> Parser:
         _add_globals(p, suppress=True)
         _add_format(p)
     _add_vault(sub)
+    owners = sub.add_parser("codeowners", help="a CODEOWNERS file from the teams' roles")
+    owners.add_argument("-o", "--output", metavar="FILE",
+                        help="write it here (e.g. .github/CODEOWNERS) instead of stdout")
+    _add_globals(owners, suppress=True)
     from . import diff_cmd, init_cmd
 
     diff_cmd.add_parser(sub, _add_globals, _add_format)

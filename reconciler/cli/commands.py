@@ -144,7 +144,8 @@ def cmd_once(args: argparse.Namespace) -> int:
                             resolve=secrets, redactor=args.redactor)
             with _graceful_stop(engine):
                 report = engine.run_pass(loaded.desired, commit, lock_timeout,
-                                         before_plan=lineage_guard(args, store, commit))
+                                         before_plan=lineage_guard(args, store, commit,
+                                                                  loaded.inventory.settings.git.verify))
     finally:
         for transport in transports.values():
             transport.close()
@@ -370,6 +371,28 @@ def cmd_vault(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_codeowners(args: argparse.Namespace) -> int:
+    """A CODEOWNERS file from the teams' roles (the same rules `git.verify` enforces)."""
+    from pathlib import Path
+
+    from ..trust import codeowners
+
+    loaded = wiring.load(args)
+    root = Path(loaded.inventory.root)
+    try:
+        prefix = "/" + str(root.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        prefix = "/inventory"
+    text = codeowners(loaded.inventory, prefix if prefix != "/." else "")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from .diff_cmd import run
 
@@ -382,5 +405,5 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
+COMMANDS = {"codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
             "vault": cmd_vault, "worker": cmd_worker}

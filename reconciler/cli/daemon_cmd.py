@@ -61,7 +61,8 @@ class _Continuous:
             engine.grace = wiring.grace(args)
             commit = gitsource.head_commit(wiring.inventory_dir(args))
             report = engine.run_pass(loaded.desired, commit, wiring.lock_timeout(args),
-                                     before_plan=lineage_guard(args, store, commit))
+                                     before_plan=lineage_guard(args, store, commit,
+                                                               loaded.inventory.settings.git.verify))
         finally:
             for transport in transports.values():
                 transport.close()

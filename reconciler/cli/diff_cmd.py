@@ -17,7 +17,10 @@ import sys
 from typing import Mapping, Sequence
 
 from ..diagnostics import Diagnostics, Location
+from dataclasses import replace
+
 from ..diff import Diff, Revision, Side, diff_sides
+from ..source.signatures import required_roles
 from ..diff_views import diff_json_text, diff_markdown, diff_text
 from ..errors import VaultError
 from ..source.revision import RevisionInventory, Repository
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in head.warnings:
         print(str(warning), file=sys.stderr)
     diff = compute(args, base, head)
+    if not (base.missing or head.missing):
+        diff = replace(diff, requires=tuple(required_roles(wiring.inventory_dir(args),
+                                                           base.commit, head.commit)))
     print(RENDER[fmt](diff), end="")
     return 0
 

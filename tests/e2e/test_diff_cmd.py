@@ -8,6 +8,8 @@ Vaults are encrypted here to an identity generated for the test; the diff names 
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -18,7 +20,7 @@ import yaml
 
 from reconciler.vault import age, team_vault
 from tests.support.cli import reconcile
-from tests.unit.test_diff import BASE_COMMIT, HEAD_COMMIT, case_dirs, vault_plaintexts
+from tests.unit.test_diff import CASES, BASE_COMMIT, HEAD_COMMIT, case_dirs, vault_plaintexts
 
 FORMATS = {"text": "expected.txt", "json": "expected.json", "markdown": "expected.md"}
 
@@ -89,10 +91,14 @@ def encrypted_vaults(case: Path, key: age.X25519Identity) -> tuple[dict, dict]:
 
 
 def normalise(text: str, base: str, head: str) -> str:
-    """The real commit ids replaced by the unit test's placeholders."""
+    """The real commit ids replaced by the unit test's placeholders, and the roles a change
+    requires (read from git by the command, which the pure golden files cannot know) left
+    out: `test_diff_names_the_roles_a_change_requires` checks those."""
     for real, fake in ((base, BASE_COMMIT), (head, HEAD_COMMIT)):
         text = text.replace(real, fake).replace(real[:7], fake[:7])
-    return text
+    text = re.sub(r',\n  "requires": \[[^\]]*\]', "", text)
+    return re.sub(r"\n\n(Signing this change takes|\*\*Roles this change requires)[^\n]*"
+                  r"(\n(  |- )[^\n]*)*", "", text)
 
 
 # --------------------------------------------------------------------------- golden cases
@@ -109,6 +115,22 @@ def test_diff_between_two_commits_prints_the_golden_files(case: Path, tmp_path, 
         result = repo.diff("HEAD~1", "HEAD", "--format", fmt, "--identity", str(key_file))
         assert normalise(result.out, base, head) == (case / golden).read_text(), fmt
         assert result.err == ""
+
+
+@pytest.mark.parametrize("case, needed", [
+    ("role-changed", "admin of team"),
+    ("command-changed", "admin or operator of team"),
+])
+def test_diff_names_the_roles_a_change_requires(case, needed, tmp_path, identity):
+    key_file, key = identity
+    base_vaults, head_vaults = encrypted_vaults(CASES / case, key)
+    repo = Repo(tmp_path / "repo")
+    repo.commit(CASES / case / "base", "base", base_vaults)
+    repo.commit(CASES / case / "head", "head", head_vaults)
+    data = json.loads(repo.diff("HEAD~1", "HEAD", "--format", "json").out)
+    assert any(needed in line for line in data["requires"]), data["requires"]
+    markdown = repo.diff("HEAD~1", "HEAD", "--format", "markdown").out
+    assert "**Roles this change requires**" in markdown
 
 
 def test_without_an_identity_a_changed_vault_is_only_changed(tmp_path, identity):

@@ -1,0 +1,126 @@
+"""git.verify: commits signed with test SSH keys (gpg.format=ssh), judged against the roles of
+the last trusted commit. Real git, real ssh-keygen signatures, `reconcile --once`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import reconcile
+from tests.support.integration import require_binary
+
+pytestmark = pytest.mark.integration
+
+
+class SignedRepo:
+    def __init__(self, root: Path):
+        require_binary("ssh-keygen")
+        self.root, self.work = root, root / "work"
+        self.keys = {name: self._key(name) for name in ("alice", "bob", "mallory")}
+        self.work.mkdir()
+        self.git("init", "-q", "-b", "main")
+        self.write("inventory/reconciler.yaml", "git: {verify: range}\n")
+        self.team(admins=["alice"], operators=["bob"])
+        self.write("inventory/machines/box.yaml", "name: box\nteam: prod\ntransport: local\n")
+        self.write("inventory/tasks/prod/hello.yaml", "name: hello\nmachines: [box]\n"
+                   "command: echo hello\n")
+
+    def _key(self, name: str) -> Path:
+        key = self.root / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+                       check=True)
+        return key
+
+    def public(self, name: str) -> str:
+        return " ".join(self.keys[name].with_suffix(".pub").read_text().split()[:2])
+
+    def team(self, admins: list[str], operators: list[str]) -> None:
+        members = [f"  - {{name: {n}, role: admin, ssh: {self.public(n)}}}\n" for n in admins]
+        members += [f"  - {{name: {n}, role: operator, ssh: {self.public(n)}}}\n"
+                    for n in operators]
+        self.write("inventory/teams/prod.yaml", "name: prod\nmembers:\n" + "".join(members))
+
+    def write(self, relative: str, text: str) -> None:
+        path = self.work / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def git(self, *args: str) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+        return subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True,
+                              text=True, env=env).stdout
+
+    def commit(self, signer: str | None, message: str = "change") -> None:
+        self.git("add", "-A")
+        sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}",
+                "commit", "-S"] if signer else ["commit"]
+        self.git(*sign, "-q", "-m", message)
+
+    def once(self, code: int) -> str:
+        state = f"sqlite:///{self.root / 'state.db'}"
+        return reconcile("--once", "--state", state, cwd=self.work, check_code=code).err
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repo = SignedRepo(tmp_path)
+    repo.commit("alice", "initial")  # trust on first use: signed by an admin it names
+    repo.once(0)
+    return repo
+
+
+def test_first_commit_must_be_signed_by_an_admin_it_names(tmp_path):
+    repo = SignedRepo(tmp_path)
+    repo.commit("bob", "initial")  # bob is only an operator
+    assert "trust on first use" in repo.once(3)
+
+
+def test_unsigned_commit_is_refused_and_runs_nothing(repo):
+    repo.write("inventory/tasks/prod/new.yaml", "name: new\nmachines: [box]\ncommand: echo new\n")
+    repo.commit(None)
+    err = repo.once(3)
+    assert "is not signed" in err and "Traceback" not in err
+
+
+def test_commit_signed_by_an_unknown_key_is_refused(repo):
+    repo.write("inventory/tasks/prod/new.yaml", "name: new\nmachines: [box]\ncommand: echo new\n")
+    repo.commit("mallory")
+    assert "no team member's ssh: key" in repo.once(3)
+
+
+def test_operator_may_change_tasks_but_not_the_team_file(repo):
+    repo.write("inventory/tasks/prod/new.yaml", "name: new\nmachines: [box]\ncommand: echo new\n")
+    repo.commit("bob")
+    repo.once(0)
+    repo.team(admins=["alice"], operators=["bob", "mallory"])
+    repo.commit("bob")
+    err = repo.once(3)
+    assert "lacks the role" in err and "admin of team prod (teams/prod.yaml)" in err
+
+
+def test_a_commit_cannot_make_its_own_signer_an_admin(repo):
+    repo.team(admins=["alice", "mallory"], operators=["bob"])
+    repo.commit("mallory", "make me admin")
+    assert "no team member's ssh: key" in repo.once(3)
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.team(admins=["alice", "bob"], operators=[])
+    repo.commit("bob", "promote myself")
+    assert "lacks the role" in repo.once(3)
+
+
+def test_an_admin_may_change_the_team(repo):
+    repo.team(admins=["alice"], operators=["bob", "mallory"])
+    repo.commit("alice")
+    repo.once(0)
+
+
+def test_range_mode_checks_every_commit_since_the_last_reconciled(repo):
+    repo.write("inventory/tasks/prod/a.yaml", "name: a\nmachines: [box]\ncommand: echo a\n")
+    repo.commit(None, "unsigned in the middle")
+    repo.write("inventory/tasks/prod/b.yaml", "name: b\nmachines: [box]\ncommand: echo b\n")
+    repo.commit("alice", "signed on top")
+    assert "is not signed" in repo.once(3)
