@@ -13,6 +13,10 @@ Every lease comparison uses the database's clock, never a worker's: workers on s
 with skewed clocks still agree on who is dead. The `now` arguments are the caller's clock and
 only fill the run's history (`created_at`, `started_at`, `finished_at`, `not_before`).
 Times are timezone-aware UTC datetimes. Backend errors are translated to `StoreError`.
+
+Since migration 4 the store also keeps the audit log (a hash chain appended atomically: see
+`append_audit`), what was alerted (the dedupe memory) and the alert outbox, and it prunes old
+runs without ever forgetting the newest run of a (task, machine, version).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Sequence
+from typing import Iterator, Sequence
 
+from ..alerts import Alert, Delivery
+from ..audit.chain import Anchor, AuditEntry, AuditRecord
 from ..errors import StoreError
 from ..plan import Plan
 from ..state import ExecutedState, Run, RunStatus
@@ -33,6 +39,9 @@ OUTPUT_CAP = 64 * 1024  # bytes of output kept per run: the last 64 KiB
 # chances before the lease runs out.
 LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = LEASE_SECONDS / 4
+# An outbox delivery claimed by a process that died is claimable again after this long.
+DELIVERY_LEASE_SECONDS = 120.0
+AUDIT_PAGE = 1000  # audit entries read per query by `iter_audit`
 
 
 class LeaseLost(StoreError):
@@ -175,3 +184,115 @@ class StateStore(ABC):
     @abstractmethod
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
+
+    # --- the audit log (migration 4) ---------------------------------------------------------
+
+    @abstractmethod
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Append `records` to the hash chain, in order, in one transaction that reads the
+        head and inserts after it (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-level
+        advisory lock), so concurrent writers, in any number of processes, form one linear
+        chain. After a prune the chain continues from the anchor. Returns the new entries.
+        Raises `StoreError` when they cannot be written: the caller must then not do what
+        they record (DESIGN §5: nothing is dispatched without its audit record).
+        """
+
+    @abstractmethod
+    def audit_page(self, after_seq: int = 0, limit: int = AUDIT_PAGE,
+                   since: str | None = None) -> list[AuditEntry]:
+        """Up to `limit` entries with `seq > after_seq` in seq order; with `since` (ISO 8601
+        UTC text as in `AuditRecord.at`) only those at or after it. An entry whose stored
+        detail is not JSON comes back with detail `{"unreadable": <text>}` (its hash then
+        fails verification: it was edited)."""
+
+    def iter_audit(self, after_seq: int = 0, since: str | None = None) -> Iterator[AuditEntry]:
+        """Every entry after `after_seq` (at or after `since`), in seq order, read in pages."""
+        while True:
+            page = self.audit_page(after_seq, AUDIT_PAGE, since)
+            yield from page
+            if len(page) < AUDIT_PAGE:
+                return
+            after_seq = page[-1].seq
+
+    @abstractmethod
+    def audit_head(self) -> AuditEntry | None:
+        """The newest entry, or None for an empty log."""
+
+    @abstractmethod
+    def audit_anchor(self) -> Anchor | None:
+        """Where the kept chain starts after a prune (the last pruned entry), or None."""
+
+    @abstractmethod
+    def prune_audit(self, through_seq: int, now: datetime) -> int:
+        """Remove entries up to `through_seq` (call only after exporting them) and keep the
+        last one's (seq, hash) as the anchor the rest of the chain links to, in one
+        transaction under the append lock. Returns the number removed."""
+
+    # --- alerts: memory and outbox -------------------------------------------------------------
+
+    @abstractmethod
+    def record_alert(self, alert: Alert, deliveries: Sequence[Delivery], owner: str,
+                     now: datetime) -> bool:
+        """Remember `alert` under its dedupe key and queue its deliveries, in one transaction;
+        False (and nothing written) when the key is already remembered (a restart, another
+        reconciler, the same event seen twice) or a newer run of the same (task, machine)
+        already alerted (a late duplicate event). Remembering clears the memory of the
+        outcomes in `alert.resets` for the same (task, machine), so the next transition alerts
+        again. The deliveries are inserted claimed by `owner` (it delivers them now)."""
+
+    @abstractmethod
+    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
+        """Drop the memory of `outcomes` for (task, machine) (e.g. a machine reachable again).
+        Returns how many keys were dropped."""
+
+    @abstractmethod
+    def unreachable_machines(self) -> set[str]:
+        """Machines whose `unreachable` alert is remembered (not cleared since)."""
+
+    @abstractmethod
+    def claim_deliveries(self, owner: str, limit: int = 100,
+                         lease_seconds: float = DELIVERY_LEASE_SECONDS) -> list[Delivery]:
+        """Claim up to `limit` pending outbox rows that nobody holds (or whose holder's claim
+        is older than `lease_seconds` by the database's clock), oldest first."""
+
+    @abstractmethod
+    def delivery_done(self, delivery_id: str, now: datetime) -> None:
+        """A delivery succeeded: it leaves the outbox (kept as `delivered` until pruned)."""
+
+    @abstractmethod
+    def delivery_failed(self, delivery_id: str, error: str, now: datetime,
+                        give_up: bool = False) -> None:
+        """A delivery attempt failed: attempts + 1, the error kept, the claim released (the
+        next pass tries again); with `give_up` it is `abandoned` instead."""
+
+    @abstractmethod
+    def release_deliveries(self, owner: str) -> int:
+        """Release `owner`'s claims on undelivered rows (it is exiting without them)."""
+
+    @abstractmethod
+    def outbox_pending(self) -> int:
+        """Deliveries still waiting in the outbox."""
+
+    @abstractmethod
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The status of the newest final run of `task` on `machine` (any version) with an id
+        below `before_id`, cancelled runs left out; None when there is none. The input of the
+        `recovered` alert."""
+
+    # --- retention -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def prunable_runs(self, before: datetime, after_id: int = 0,
+                      limit: int = 1000) -> list[Run]:
+        """Up to `limit` runs with an id above `after_id`, in id order, with their output,
+        that `delete_runs` may remove: final, finished before `before`, and not the newest
+        run of their (task, machine, version) (the planner's memory of what ran is kept)."""
+
+    @abstractmethod
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
+        """Delete those of `run_ids` that are still prunable as of `before` (re-checked in the
+        same statement). Returns the number deleted."""
+
+    @abstractmethod
+    def prune_outbox(self, before: datetime) -> int:
+        """Delete delivered and abandoned outbox rows created before `before`."""

@@ -7,12 +7,15 @@ backends so they cannot drift: the same output cap, the same error texts, the sa
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from importlib import resources
 from typing import Callable, NamedTuple
 from urllib.parse import unquote
 
+from ..alerts import Delivery
+from ..audit.chain import AuditEntry, canonical
 from .base import OUTPUT_CAP
 
 TRUNCATION_MARKER = "[... output truncated ...]\n"
@@ -116,3 +119,35 @@ def scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+# --- rows of migration 4 ------------------------------------------------------------------------
+
+
+def audit_entry(row: tuple) -> AuditEntry:
+    """A row (seq, at, actor, action, detail, prev, hash) of `audit_log` as an entry. A detail
+    that is not JSON (someone edited the row by hand) is kept as text under `unreadable`: its
+    hash then fails, and `audit verify` names the entry instead of crashing."""
+    seq, at, actor, action, detail, prev, hash_ = row
+    try:
+        parsed = json.loads(detail)
+    except (TypeError, ValueError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        parsed = {"unreadable": str(detail)}
+    return AuditEntry(int(seq), str(at), str(actor), str(action), parsed, str(prev), str(hash_))
+
+
+def audit_params(entry: AuditEntry) -> dict:
+    """An entry as the columns of `audit_log`: detail as its canonical JSON text, exactly
+    what was hashed."""
+    return {"seq": entry.seq, "at": entry.at, "actor": entry.actor, "action": entry.action,
+            "detail": canonical(dict(entry.detail)).decode("utf-8"), "prev": entry.prev,
+            "hash": entry.hash}
+
+
+def delivery(row: tuple) -> Delivery:
+    """A row (id, alert_id, team, target, event, title, body, attempts, last_error, ...) of
+    `alert_outbox` as a `Delivery`."""
+    id_, alert_id, team, target, event, title, body, attempts, last_error = row[:9]
+    return Delivery(id_, alert_id, team, target, event, title, body, attempts, last_error)

@@ -29,16 +29,21 @@ from typing import Iterator, Sequence
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ..alerts import Alert, Delivery
+from ..audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
 from ..errors import InputError, LockError, StoreError, UsageError
 from ..plan import Enqueue, Plan
 from ..state import ExecutedState, Run, RunStatus
-from .base import LEASE_SECONDS, LeaseLost, StateStore
+from .base import DELIVERY_LEASE_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
 from .common import (
     QUEUE_CANCEL_ERROR,
     UNKNOWN_ERROR,
     SqlFile,
+    audit_entry,
+    audit_params,
     cancel_error,
     cap_output,
+    delivery,
     only_comments,
     parse_sql_file,
     redact_url,
@@ -51,6 +56,7 @@ from .common import (
 PASS_LOCK_KEY = int.from_bytes(b"rcnlpass", "big")     # the pass lock (session level)
 MIGRATE_LOCK_KEY = int.from_bytes(b"rcnlmigr", "big")  # migrating (transaction level)
 RECORD_LOCK_KEY = int.from_bytes(b"rcnlplan", "big")   # record_plan (transaction level)
+AUDIT_LOCK_KEY = int.from_bytes(b"rcnlaudt", "big")    # audit appends (transaction level)
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
 CONNECT_TIMEOUT_SECONDS = 10  # unless the URL says otherwise: an unreachable server fails fast
 
@@ -489,3 +495,154 @@ class PostgresStore(StateStore):
         """Runs that ended failed, blocked or unknown at or after `since`."""
         with self._session("read") as conn:
             return conn.execute(_q("failed_since"), {"since": _aware(since)}).fetchone()[0]
+
+    # --- the audit log ---
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Link `records` after the head and insert them, in one transaction holding the
+        audit advisory lock: every writer of the database appends after the latest head."""
+        if not records:
+            return []
+        with self._transaction("write audit entries to") as conn:
+            conn.execute(_q("lock_audit"), {"key": AUDIT_LOCK_KEY})
+            head = conn.execute(_q("audit_head")).fetchone()
+            if head is not None:
+                seq, prev = head[0], head[6]
+            else:
+                anchor = conn.execute(_q("audit_anchor")).fetchone()
+                seq, prev = anchor if anchor is not None else (0, GENESIS)
+            entries = link(seq, prev, records)
+            with conn.cursor() as cur:
+                # link() already made every text storable: stored text is hashed text.
+                cur.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
+        return entries
+
+    def audit_page(self, after_seq: int = 0, limit: int = 1000,
+                   since: str | None = None) -> list[AuditEntry]:
+        """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
+        with self._session("read") as conn:
+            rows = conn.execute(_q("audit_page"), {"after": after_seq, "limit": limit,
+                                                   "since": since}).fetchall()
+        return [audit_entry(row) for row in rows]
+
+    def audit_head(self) -> AuditEntry | None:
+        """The newest entry, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("audit_head")).fetchone()
+        return None if row is None else audit_entry(row)
+
+    def audit_anchor(self) -> Anchor | None:
+        """The last pruned entry's (seq, hash), or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("audit_anchor")).fetchone()
+        return None if row is None else Anchor(row[0], row[1])
+
+    def prune_audit(self, through_seq: int, now: datetime) -> int:
+        """Remove entries up to `through_seq`, keeping the last one as the anchor."""
+        with self._transaction() as conn:
+            conn.execute(_q("lock_audit"), {"key": AUDIT_LOCK_KEY})
+            row = conn.execute(_q("audit_entry_hash"), {"seq": through_seq}).fetchone()
+            if row is None:
+                return 0
+            conn.execute(_q("audit_set_anchor"), {"seq": through_seq, "hash": row[0],
+                                                  "now": _aware(now)})
+            return conn.execute(_q("audit_delete_through"), {"seq": through_seq}).rowcount
+
+    # --- alerts ---
+
+    def record_alert(self, alert: Alert, deliveries: Sequence[Delivery], owner: str,
+                     now: datetime) -> bool:
+        """Remember the alert's key and queue its deliveries, or do nothing (see the port).
+        The primary key decides between concurrent reconcilers: the second insert waits for
+        the first transaction, then does nothing."""
+        key = alert.key
+        line = {"task": key.task, "machine": key.machine}
+        with self._transaction() as conn:
+            if alert.run_id is not None and conn.execute(
+                    _q("alert_newer"), {**line, "run_id": alert.run_id}).fetchone():
+                return False
+            if conn.execute(_q("alert_remember"), {
+                    **line, "version": key.version, "outcome": key.outcome,
+                    "run_id": alert.run_id, "alert_id": alert.id,
+                    "now": _aware(now)}).fetchone() is None:
+                return False
+            if alert.resets:
+                conn.execute(_q("alert_forget"), {**line, "outcomes": list(alert.resets)})
+            with conn.cursor() as cur:
+                cur.executemany(_q("outbox_insert"), [_text_values(
+                    {"id": d.id, "alert_id": d.alert_id, "team": d.team, "target": d.target,
+                     "event": d.event, "title": d.title, "body": d.body, "now": _aware(now),
+                     "owner": owner}) for d in deliveries])
+        return True
+
+    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
+        """Drop the memory of `outcomes` for (task, machine)."""
+        with self._session("write") as conn:
+            return conn.execute(_q("alert_forget"), {"task": task, "machine": machine,
+                                                     "outcomes": list(outcomes)}).rowcount
+
+    def unreachable_machines(self) -> set[str]:
+        """Machines with a remembered `unreachable` alert."""
+        with self._session("read") as conn:
+            return {row[0] for row in conn.execute(_q("unreachable_machines"))}
+
+    def claim_deliveries(self, owner: str, limit: int = 100,
+                         lease_seconds: float = DELIVERY_LEASE_SECONDS) -> list[Delivery]:
+        """Claim pending outbox rows nobody holds (by the server's clock), oldest first."""
+        with self._session("write") as conn:
+            rows = conn.execute(_q("outbox_claim"), {
+                "owner": owner, "limit": limit,
+                "lease": max(float(lease_seconds), 0.0)}).fetchall()
+        return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]
+
+    def delivery_done(self, delivery_id: str, now: datetime) -> None:
+        """Mark a delivery delivered."""
+        self._write_one_noresult("outbox_done", {"id": delivery_id, "now": _aware(now)})
+
+    def delivery_failed(self, delivery_id: str, error: str, now: datetime,
+                        give_up: bool = False) -> None:
+        """Count a failed attempt; release the claim (or abandon the row)."""
+        self._write_one_noresult("outbox_failed", {"id": delivery_id, "error": _text(error),
+                                                   "now": _aware(now), "give_up": give_up})
+
+    def release_deliveries(self, owner: str) -> int:
+        """Release `owner`'s claims on undelivered rows."""
+        with self._session("write") as conn:
+            return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
+
+    def outbox_pending(self) -> int:
+        """Deliveries still waiting."""
+        with self._session("read") as conn:
+            return conn.execute(_q("outbox_pending")).fetchone()[0]
+
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The newest final, non-cancelled run's status before `before_id`, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("previous_outcome"), {"task": task, "machine": machine,
+                                                        "before_id": before_id}).fetchone()
+        return None if row is None else _STATUS[row[0]]
+
+    # --- retention ---
+
+    def prunable_runs(self, before: datetime, after_id: int = 0,
+                      limit: int = 1000) -> list[Run]:
+        """Runs `delete_runs` may remove, with their output, in id order."""
+        return self._select("prunable_runs", {"before": _aware(before), "after": after_id,
+                                               "limit": limit})
+
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
+        """Delete those of `run_ids` still prunable; the conditions are checked again."""
+        with self._session("write") as conn:
+            return conn.execute(_q("delete_runs"), {"ids": list(run_ids),
+                                                    "before": _aware(before)}).rowcount
+
+    def prune_outbox(self, before: datetime) -> int:
+        """Delete delivered and abandoned outbox rows created before `before`."""
+        with self._session("write") as conn:
+            return conn.execute(_q("outbox_prune"), {"before": _aware(before)}).rowcount
+
+
+def _text_values(params: dict) -> dict:
+    """Every text parameter as PostgreSQL accepts it (no NUL, valid UTF-8)."""
+    return {key: _text(value) if isinstance(value, str) else value
+            for key, value in params.items()}

@@ -31,18 +31,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..alerts import Alert, Delivery
+from ..audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
 from ..errors import InputError, LockError, StoreError, UsageError
 from ..plan import Cancel, Enqueue, Plan
 from ..state import ExecutedState, Run, RunStatus
-from .base import LeaseLost, StateStore
+from .base import DELIVERY_LEASE_SECONDS, LeaseLost, StateStore
 from .common import (  # noqa: F401  (TRUNCATION_MARKER, Migration: re-exported for callers)
     QUEUE_CANCEL_ERROR,
     TRUNCATION_MARKER,
     UNKNOWN_ERROR,
     Migration,
     SqlFile,
+    audit_entry,
+    audit_params,
     cancel_error,
     cap_output,
+    delivery,
     only_comments,
     parse_sql_file,
 )
@@ -535,3 +540,144 @@ class SqliteStore(StateStore):
         """Runs that ended failed, blocked or unknown at or after `since`."""
         with self._read() as conn:
             return _one(conn, "failed_since", {"since": _ts(since)})[0]
+
+    # --- the audit log ---
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Link `records` after the head and insert them, in one `BEGIN IMMEDIATE`
+        transaction: the head cannot move under it, whoever else writes the file."""
+        if not records:
+            return []
+        with self._write() as conn:
+            head = _one(conn, "audit_head", {})
+            if head is not None:
+                seq, prev = head[0], head[6]
+            else:
+                anchor = _one(conn, "audit_anchor", {})
+                seq, prev = anchor if anchor is not None else (0, GENESIS)
+            entries = link(seq, prev, records)
+            conn.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
+        return entries
+
+    def audit_page(self, after_seq: int = 0, limit: int = 1000,
+                   since: str | None = None) -> list[AuditEntry]:
+        """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
+        with self._read() as conn:
+            rows = conn.execute(_q("audit_page"), {"after": after_seq, "limit": limit,
+                                                   "since": since}).fetchall()
+        return [audit_entry(row) for row in rows]
+
+    def audit_head(self) -> AuditEntry | None:
+        """The newest entry, or None."""
+        with self._read() as conn:
+            row = _one(conn, "audit_head", {})
+        return None if row is None else audit_entry(row)
+
+    def audit_anchor(self) -> Anchor | None:
+        """The last pruned entry's (seq, hash), or None."""
+        with self._read() as conn:
+            row = _one(conn, "audit_anchor", {})
+        return None if row is None else Anchor(row[0], row[1])
+
+    def prune_audit(self, through_seq: int, now: datetime) -> int:
+        """Remove entries up to `through_seq`, keeping the last one as the anchor."""
+        with self._write() as conn:
+            row = _one(conn, "audit_entry_hash", {"seq": through_seq})
+            if row is None:
+                return 0
+            conn.execute(_q("audit_set_anchor"), {"seq": through_seq, "hash": row[0],
+                                                  "now": _ts(now)})
+            return conn.execute(_q("audit_delete_through"), {"seq": through_seq}).rowcount
+
+    # --- alerts ---
+
+    def record_alert(self, alert: Alert, deliveries: Sequence[Delivery], owner: str,
+                     now: datetime) -> bool:
+        """Remember the alert's key and queue its deliveries, or do nothing (see the port)."""
+        key = alert.key
+        line = {"task": key.task, "machine": key.machine}
+        with self._write() as conn:
+            if alert.run_id is not None and _one(conn, "alert_newer",
+                                                 {**line, "run_id": alert.run_id}):
+                return False
+            if _one(conn, "alert_remember", {
+                    **line, "version": key.version, "outcome": key.outcome,
+                    "run_id": alert.run_id, "alert_id": alert.id, "now": _ts(now)}) is None:
+                return False
+            if alert.resets:
+                conn.execute(_q("alert_forget"), {**line, "outcomes": json.dumps(alert.resets)})
+            conn.executemany(_q("outbox_insert"), [
+                {"id": d.id, "alert_id": d.alert_id, "team": d.team, "target": d.target,
+                 "event": d.event, "title": d.title, "body": d.body, "now": _ts(now),
+                 "owner": owner} for d in deliveries])
+        return True
+
+    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
+        """Drop the memory of `outcomes` for (task, machine)."""
+        with self._write() as conn:
+            return conn.execute(_q("alert_forget"), {"task": task, "machine": machine,
+                                                     "outcomes": json.dumps(list(outcomes))}
+                                ).rowcount
+
+    def unreachable_machines(self) -> set[str]:
+        """Machines with a remembered `unreachable` alert."""
+        with self._read() as conn:
+            return {row[0] for row in conn.execute(_q("unreachable_machines"))}
+
+    def claim_deliveries(self, owner: str, limit: int = 100,
+                         lease_seconds: float = DELIVERY_LEASE_SECONDS) -> list[Delivery]:
+        """Claim pending outbox rows nobody holds (by SQLite's clock), oldest first."""
+        age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
+        with self._write() as conn:
+            rows = conn.execute(_q("outbox_claim"), {"owner": owner, "limit": limit,
+                                                     "age": age}).fetchall()
+        return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]
+
+    def delivery_done(self, delivery_id: str, now: datetime) -> None:
+        """Mark a delivery delivered."""
+        with self._write() as conn:
+            conn.execute(_q("outbox_done"), {"id": delivery_id, "now": _ts(now)})
+
+    def delivery_failed(self, delivery_id: str, error: str, now: datetime,
+                        give_up: bool = False) -> None:
+        """Count a failed attempt; release the claim (or abandon the row)."""
+        with self._write() as conn:
+            conn.execute(_q("outbox_failed"), {"id": delivery_id, "error": error,
+                                               "now": _ts(now), "give_up": int(give_up)})
+
+    def release_deliveries(self, owner: str) -> int:
+        """Release `owner`'s claims on undelivered rows."""
+        with self._write() as conn:
+            return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
+
+    def outbox_pending(self) -> int:
+        """Deliveries still waiting."""
+        with self._read() as conn:
+            return _one(conn, "outbox_pending", {})[0]
+
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The newest final, non-cancelled run's status before `before_id`, or None."""
+        with self._read() as conn:
+            row = _one(conn, "previous_outcome", {"task": task, "machine": machine,
+                                                  "before_id": before_id})
+        return None if row is None else _STATUS[row[0]]
+
+    # --- retention ---
+
+    def prunable_runs(self, before: datetime, after_id: int = 0,
+                      limit: int = 1000) -> list[Run]:
+        """Runs `delete_runs` may remove, with their output, in id order."""
+        return self._select("prunable_runs", {"before": _ts(before), "after": after_id,
+                                               "limit": limit})
+
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
+        """Delete those of `run_ids` still prunable; the conditions are checked again."""
+        with self._write() as conn:
+            return conn.execute(_q("delete_runs"), {"ids": json.dumps(list(run_ids)),
+                                                    "before": _ts(before)}).rowcount
+
+    def prune_outbox(self, before: datetime) -> int:
+        """Delete delivered and abandoned outbox rows created before `before`."""
+        with self._write() as conn:
+            return conn.execute(_q("outbox_prune"), {"before": _ts(before)}).rowcount
+

@@ -71,6 +71,74 @@ CREATE TABLE passes (
     recorded_at timestamptz NOT NULL
 );
 
+-- migration 4: audit and alerts
+-- The audit log (SPEC §4): a hash chain, one row per entry, appended only by append_audit,
+-- which takes a transaction-level advisory lock, reads the head and inserts after it, so
+-- concurrent writers on every host form one linear chain. seq is the chain position (head + 1,
+-- never chosen by the database); `at` and `detail` are text, not timestamptz and jsonb: they
+-- keep the exact text that was hashed (detail: canonical JSON).
+CREATE TABLE audit_log (
+    seq     bigint PRIMARY KEY,
+    at      text   COLLATE "C" NOT NULL,
+    actor   text   NOT NULL,
+    action  text   NOT NULL,
+    detail  text   NOT NULL,
+    prev    text   NOT NULL,
+    hash    text   NOT NULL
+);
+
+-- audit export --since: entries by time (ISO 8601 UTC text: byte order is time order).
+CREATE INDEX audit_log_by_time ON audit_log (at);
+
+-- After `queue prune --archive`: the last archived entry, which the first kept entry links to.
+CREATE TABLE audit_anchor (
+    id        integer PRIMARY KEY CHECK (id = 1),
+    seq       bigint  NOT NULL,
+    hash      text    NOT NULL,
+    pruned_at timestamptz NOT NULL
+);
+
+-- What was alerted: one row per dedupe key (task, version, machine, outcome); the primary key
+-- makes a second reconciler's (or a restarted one's) insert of the same key a no-op. A machine
+-- alert has '' for task and version.
+CREATE TABLE alert_memory (
+    task       text   COLLATE "C" NOT NULL,
+    version    text   COLLATE "C" NOT NULL,
+    machine    text   COLLATE "C" NOT NULL,
+    outcome    text   NOT NULL,
+    run_id     bigint,
+    alert_id   text   NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (task, version, machine, outcome)
+);
+CREATE INDEX alert_memory_by_line ON alert_memory (task, machine, run_id);
+
+-- Deliveries of alerts, one per (alert, target), until delivered: the outbox a failed delivery
+-- waits in for the next pass. `target` is `url:<url>` or `vault:<NAME>`: never a resolved
+-- secret. A claim (claimed_at by the server's clock) keeps two processes from sending one row.
+CREATE TABLE alert_outbox (
+    id              text    PRIMARY KEY,
+    alert_id        text    NOT NULL,
+    team            text    NOT NULL,
+    target          text    NOT NULL,
+    event           text    NOT NULL,
+    title           text    NOT NULL,
+    body            text    NOT NULL,
+    status          text    NOT NULL DEFAULT 'pending'
+                            CHECK (status IN ('pending', 'delivered', 'abandoned')),
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    created_at      timestamptz NOT NULL,
+    last_attempt_at timestamptz,
+    delivered_at    timestamptz,
+    claimed_by      text,
+    claimed_at      timestamptz
+);
+CREATE INDEX alert_outbox_by_status ON alert_outbox (status, created_at, id);
+
+-- previous_outcome(): the newest runs of a task on a machine, whatever their version.
+CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -258,3 +326,126 @@ SELECT commit_sha FROM passes ORDER BY id DESC LIMIT 1
 -- query: failed_since
 SELECT COUNT(*) FROM runs
 WHERE finished_at >= %(since)s AND status IN ('failed', 'blocked', 'unknown')
+
+-- query: lock_audit
+-- The audit append lock (transaction level): the head read and the insert after it are one
+-- step for every writer of the database.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- query: audit_head
+-- The audit log, alerts and retention (migration 4).
+SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DESC LIMIT 1
+
+-- query: audit_insert
+INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
+VALUES (%(seq)s, %(at)s, %(actor)s, %(action)s, %(detail)s, %(prev)s, %(hash)s)
+
+-- query: audit_page
+SELECT seq, at, actor, action, detail, prev, hash FROM audit_log
+WHERE seq > %(after)s AND (%(since)s::text IS NULL OR at >= %(since)s::text)
+ORDER BY seq
+LIMIT %(limit)s
+
+-- query: audit_anchor
+SELECT seq, hash FROM audit_anchor WHERE id = 1
+
+-- query: audit_entry_hash
+SELECT hash FROM audit_log WHERE seq = %(seq)s
+
+-- query: audit_set_anchor
+INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, %(seq)s, %(hash)s, %(now)s)
+ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                               pruned_at = excluded.pruned_at
+
+-- query: audit_delete_through
+DELETE FROM audit_log WHERE seq <= %(seq)s
+
+-- query: alert_newer
+-- A newer run of the same (task, machine) alerted already: this event is a late duplicate.
+SELECT 1 FROM alert_memory
+WHERE task = %(task)s AND machine = %(machine)s AND run_id > %(run_id)s
+LIMIT 1
+
+-- query: alert_remember
+INSERT INTO alert_memory (task, version, machine, outcome, run_id, alert_id, created_at)
+VALUES (%(task)s, %(version)s, %(machine)s, %(outcome)s, %(run_id)s, %(alert_id)s, %(now)s)
+ON CONFLICT (task, version, machine, outcome) DO NOTHING
+RETURNING alert_id
+
+-- query: alert_forget
+DELETE FROM alert_memory
+WHERE task = %(task)s AND machine = %(machine)s AND outcome = ANY (%(outcomes)s::text[])
+
+-- query: unreachable_machines
+SELECT DISTINCT machine FROM alert_memory WHERE outcome = 'unreachable'
+
+-- query: outbox_insert
+INSERT INTO alert_outbox (id, alert_id, team, target, event, title, body, created_at,
+                          claimed_by, claimed_at)
+VALUES (%(id)s, %(alert_id)s, %(team)s, %(target)s, %(event)s, %(title)s, %(body)s, %(now)s,
+        %(owner)s, now())
+ON CONFLICT (id) DO NOTHING
+
+-- query: outbox_claim
+-- SKIP LOCKED: two processes claiming at once take different rows instead of waiting.
+WITH free AS (
+    SELECT id FROM alert_outbox
+    WHERE status = 'pending'
+      AND (claimed_at IS NULL OR claimed_at < now() - make_interval(secs => %(lease)s))
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE alert_outbox AS o SET claimed_by = %(owner)s, claimed_at = now()
+FROM free WHERE o.id = free.id
+RETURNING o.id, o.alert_id, o.team, o.target, o.event, o.title, o.body, o.attempts,
+          o.last_error, o.created_at
+
+-- query: outbox_done
+UPDATE alert_outbox
+SET status = 'delivered', attempts = attempts + 1, last_attempt_at = %(now)s,
+    delivered_at = %(now)s, last_error = NULL, claimed_by = NULL, claimed_at = NULL
+WHERE id = %(id)s AND status = 'pending'
+
+-- query: outbox_failed
+UPDATE alert_outbox
+SET attempts = attempts + 1, last_error = %(error)s, last_attempt_at = %(now)s,
+    status = CASE WHEN %(give_up)s THEN 'abandoned' ELSE status END,
+    claimed_by = NULL, claimed_at = NULL
+WHERE id = %(id)s AND status = 'pending'
+
+-- query: outbox_release
+UPDATE alert_outbox SET claimed_by = NULL, claimed_at = NULL
+WHERE claimed_by = %(owner)s AND status = 'pending'
+
+-- query: outbox_pending
+SELECT COUNT(*) FROM alert_outbox WHERE status = 'pending'
+
+-- query: outbox_prune
+DELETE FROM alert_outbox
+WHERE status IN ('delivered', 'abandoned') AND created_at < %(before)s
+
+-- query: previous_outcome
+SELECT status FROM runs
+WHERE task = %(task)s AND machine = %(machine)s AND id < %(before_id)s
+  AND status NOT IN ('pending', 'running', 'cancelled')
+ORDER BY id DESC
+LIMIT 1
+
+-- query: prunable_runs
+-- Final runs that ended before the cut-off and are not the newest of their (task, machine,
+-- version): the newest is what the planner remembers as "ran", and is never pruned.
+SELECT * FROM runs AS r
+WHERE r.id > %(after)s AND r.status NOT IN ('pending', 'running')
+  AND r.finished_at < %(before)s
+  AND r.id < (SELECT MAX(l.id) FROM runs AS l
+              WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)
+ORDER BY r.id
+LIMIT %(limit)s
+
+-- query: delete_runs
+DELETE FROM runs AS r
+WHERE r.id = ANY (%(ids)s::bigint[])
+  AND r.status NOT IN ('pending', 'running') AND r.finished_at < %(before)s
+  AND r.id < (SELECT MAX(l.id) FROM runs AS l
+              WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)

@@ -65,6 +65,73 @@ CREATE TABLE passes (
     recorded_at TEXT NOT NULL
 );
 
+-- migration 4: audit and alerts
+-- The audit log (SPEC §4): a hash chain, one row per entry, appended only by append_audit,
+-- which reads the head and inserts after it in one BEGIN IMMEDIATE transaction, so concurrent
+-- writers form one linear chain. seq is the chain position (head + 1, never chosen by the
+-- database); `at` and `detail` keep the exact text that was hashed (detail: canonical JSON).
+CREATE TABLE audit_log (
+    seq     INTEGER PRIMARY KEY,
+    at      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    prev    TEXT NOT NULL,
+    hash    TEXT NOT NULL
+);
+
+-- audit export --since: entries by time.
+CREATE INDEX audit_log_by_time ON audit_log (at);
+
+-- After `queue prune --archive`: the last archived entry, which the first kept entry links to.
+CREATE TABLE audit_anchor (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    seq       INTEGER NOT NULL,
+    hash      TEXT    NOT NULL,
+    pruned_at TEXT    NOT NULL
+);
+
+-- What was alerted: one row per dedupe key (task, version, machine, outcome); the primary key
+-- makes a second reconciler's (or a restarted one's) insert of the same key a no-op. A machine
+-- alert has '' for task and version.
+CREATE TABLE alert_memory (
+    task       TEXT    NOT NULL,
+    version    TEXT    NOT NULL,
+    machine    TEXT    NOT NULL,
+    outcome    TEXT    NOT NULL,
+    run_id     INTEGER,
+    alert_id   TEXT    NOT NULL,
+    created_at TEXT    NOT NULL,
+    PRIMARY KEY (task, version, machine, outcome)
+);
+CREATE INDEX alert_memory_by_line ON alert_memory (task, machine, run_id);
+
+-- Deliveries of alerts, one per (alert, target), until delivered: the outbox a failed delivery
+-- waits in for the next pass. `target` is `url:<url>` or `vault:<NAME>`: never a resolved
+-- secret. A claim (claimed_at by SQLite's clock) keeps two processes from sending one row.
+CREATE TABLE alert_outbox (
+    id              TEXT    PRIMARY KEY,
+    alert_id        TEXT    NOT NULL,
+    team            TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    event           TEXT    NOT NULL,
+    title           TEXT    NOT NULL,
+    body            TEXT    NOT NULL,
+    status          TEXT    NOT NULL DEFAULT 'pending'
+                            CHECK (status IN ('pending', 'delivered', 'abandoned')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      TEXT    NOT NULL,
+    last_attempt_at TEXT,
+    delivered_at    TEXT,
+    claimed_by      TEXT,
+    claimed_at      TEXT
+);
+CREATE INDEX alert_outbox_by_status ON alert_outbox (status, created_at, id);
+
+-- previous_outcome(): the newest runs of a task on a machine, whatever their version.
+CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -226,3 +293,118 @@ UPDATE runs SET status = 'unknown', finished_at = :now, error = :error
 WHERE status = 'running' AND dispatched = 1
   AND COALESCE(heartbeat_at, started_at) < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age)
 RETURNING *
+
+-- query: audit_head
+-- The audit log, alerts and retention (migration 4) follow.
+SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DESC LIMIT 1
+
+-- query: audit_insert
+INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
+VALUES (:seq, :at, :actor, :action, :detail, :prev, :hash)
+
+-- query: audit_page
+SELECT seq, at, actor, action, detail, prev, hash FROM audit_log
+WHERE seq > :after AND (:since IS NULL OR at >= :since)
+ORDER BY seq
+LIMIT :limit
+
+-- query: audit_anchor
+SELECT seq, hash FROM audit_anchor WHERE id = 1
+
+-- query: audit_entry_hash
+SELECT hash FROM audit_log WHERE seq = :seq
+
+-- query: audit_set_anchor
+INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, :seq, :hash, :now)
+ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+                               pruned_at = excluded.pruned_at
+
+-- query: audit_delete_through
+DELETE FROM audit_log WHERE seq <= :seq
+
+-- query: alert_newer
+-- A newer run of the same (task, machine) alerted already: this event is a late duplicate.
+SELECT 1 FROM alert_memory
+WHERE task = :task AND machine = :machine AND run_id > :run_id
+LIMIT 1
+
+-- query: alert_remember
+INSERT INTO alert_memory (task, version, machine, outcome, run_id, alert_id, created_at)
+VALUES (:task, :version, :machine, :outcome, :run_id, :alert_id, :now)
+ON CONFLICT (task, version, machine, outcome) DO NOTHING
+RETURNING alert_id
+
+-- query: alert_forget
+DELETE FROM alert_memory
+WHERE task = :task AND machine = :machine
+  AND outcome IN (SELECT value FROM json_each(:outcomes))
+
+-- query: unreachable_machines
+SELECT DISTINCT machine FROM alert_memory WHERE outcome = 'unreachable'
+
+-- query: outbox_insert
+INSERT INTO alert_outbox (id, alert_id, team, target, event, title, body, created_at,
+                          claimed_by, claimed_at)
+VALUES (:id, :alert_id, :team, :target, :event, :title, :body, :now, :owner,
+        strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
+ON CONFLICT (id) DO NOTHING
+
+-- query: outbox_claim
+-- :age is an SQLite modifier such as '-120.000000 seconds'.
+UPDATE alert_outbox
+SET claimed_by = :owner, claimed_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
+WHERE id IN (
+    SELECT id FROM alert_outbox
+    WHERE status = 'pending'
+      AND (claimed_at IS NULL
+           OR claimed_at < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age))
+    ORDER BY created_at, id
+    LIMIT :limit)
+RETURNING id, alert_id, team, target, event, title, body, attempts, last_error, created_at
+
+-- query: outbox_done
+UPDATE alert_outbox
+SET status = 'delivered', attempts = attempts + 1, last_attempt_at = :now, delivered_at = :now,
+    last_error = NULL, claimed_by = NULL, claimed_at = NULL
+WHERE id = :id AND status = 'pending'
+
+-- query: outbox_failed
+UPDATE alert_outbox
+SET attempts = attempts + 1, last_error = :error, last_attempt_at = :now,
+    status = CASE WHEN :give_up THEN 'abandoned' ELSE status END,
+    claimed_by = NULL, claimed_at = NULL
+WHERE id = :id AND status = 'pending'
+
+-- query: outbox_release
+UPDATE alert_outbox SET claimed_by = NULL, claimed_at = NULL
+WHERE claimed_by = :owner AND status = 'pending'
+
+-- query: outbox_pending
+SELECT COUNT(*) FROM alert_outbox WHERE status = 'pending'
+
+-- query: outbox_prune
+DELETE FROM alert_outbox WHERE status IN ('delivered', 'abandoned') AND created_at < :before
+
+-- query: previous_outcome
+SELECT status FROM runs
+WHERE task = :task AND machine = :machine AND id < :before_id
+  AND status NOT IN ('pending', 'running', 'cancelled')
+ORDER BY id DESC
+LIMIT 1
+
+-- query: prunable_runs
+-- Final runs that ended before :before and are not the newest of their (task, machine,
+-- version): the newest is what the planner remembers as "ran", and is never pruned.
+SELECT * FROM runs AS r
+WHERE r.id > :after AND r.status NOT IN ('pending', 'running') AND r.finished_at < :before
+  AND r.id < (SELECT MAX(l.id) FROM runs AS l
+              WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)
+ORDER BY r.id
+LIMIT :limit
+
+-- query: delete_runs
+DELETE FROM runs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND status NOT IN ('pending', 'running') AND finished_at < :before
+  AND id < (SELECT MAX(l.id) FROM runs AS l
+            WHERE l.task = runs.task AND l.machine = runs.machine AND l.version = runs.version)

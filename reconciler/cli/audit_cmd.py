@@ -1,0 +1,277 @@
+"""`reconcile audit verify [--checkpoint FILE]` and `reconcile audit export [--since T] [-o FILE]`.
+
+verify: walks the hash chain from its start (or from the anchor a prune left) and exits 1
+naming the first bad entry (edited, deleted, moved). With `--checkpoint FILE` (a checkpoint
+file, or an export or archive that ends with one) it also requires the entry the checkpoint
+names to still be there with the same hash: a truncated or rolled-back log fails, as does a
+checkpoint not signed by a key this host trusts (see `audit.checkpoint`), and every entry the
+file holds must equal the log's.
+
+export: JSON lines, one per entry (all, or those at or after `--since`), then a signed
+checkpoint line over the whole log's head. It refuses to sign a log that does not verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..audit import checkpoint as cp
+from ..audit.chain import AuditEntry, Verdict, verify
+from ..audit.writer import AuditWriter, timestamp
+from ..durations import parse_duration
+from ..errors import InputError, UsageError
+from ..store.base import StateStore
+from ..store.factory import sqlite_path
+from ..vault.secrets import load_identities
+from . import views, wiring
+
+FORMATS = ("text", "json")
+
+
+def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
+    """Declare `audit verify` and `audit export` on the `reconcile` subparsers."""
+    audit = subparsers.add_parser("audit", help="the tamper-evident audit log and its signed "
+                                  "checkpoints")
+    add_globals(audit, suppress=True)
+    add_format(audit, FORMATS)
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True,
+                                   parser_class=type(audit))
+    check = actions.add_parser(
+        "verify", help="check the hash chain; exit 1 naming the first bad entry",
+        description="Check every entry's hash and link. With --checkpoint, also detect a log "
+                    "cut short or rolled back since the checkpoint was written.")
+    check.add_argument("--checkpoint", metavar="FILE",
+                       help="a checkpoint, or an export/archive ending with one")
+    check.add_argument("--public-key", action="append", default=[], metavar="KEY",
+                       help="also trust checkpoints signed by this key (ed25519:BASE64, as "
+                            "the checkpoint line shows it); repeatable")
+    export = actions.add_parser(
+        "export", help="write the log as JSON lines ending with a signed checkpoint",
+        description="Entries as JSON lines (all, or those at or after --since), then a "
+                    "checkpoint over the whole log signed with the audit key.")
+    export.add_argument("--since", metavar="T",
+                        help="only entries at or after T: an ISO 8601 date or time (UTC "
+                             "unless it says otherwise) or a duration such as 7d (that long ago)")
+    export.add_argument("-o", "--output", metavar="FILE",
+                        help="write here instead of stdout (.gz: gzip-compressed)")
+    for parser in (check, export):
+        parser.add_argument("--key", metavar="FILE",
+                            help="the audit key file (default: audit.key beside the SQLite "
+                                 "state file, or .reconciler/audit.key)")
+        add_globals(parser, suppress=True)
+        add_format(parser, FORMATS)
+    return audit
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `audit verify` or `audit export`; returns the exit code."""
+    fmt = getattr(args, "format", None) or "text"
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt} is not available for audit; use text or json")
+    if args.audit_command == "verify":
+        return _verify(args, fmt)
+    return _export(args, fmt)
+
+
+# --- shared ------------------------------------------------------------------------------------------
+
+
+def _inventory_if_any(args: argparse.Namespace):
+    """The audit commands only need the state URL: a broken inventory must not stop them."""
+    try:
+        return wiring.load(args).inventory
+    except InputError:
+        return None
+
+
+def key_path(args: argparse.Namespace, state_url: str) -> Path:
+    """`--key`, else `audit.key` beside the SQLite state file, else `.reconciler/audit.key`."""
+    if getattr(args, "key", None):
+        return Path(args.key).expanduser()
+    try:
+        return sqlite_path(state_url).parent / cp.KEY_FILE
+    except InputError:  # PostgreSQL: the reconciler's own folder
+        return Path(".reconciler") / cp.KEY_FILE
+
+
+def check_chain(store: StateStore) -> Verdict:
+    """The verdict on the whole stored chain, from its anchor."""
+    return verify(store.iter_audit(), store.audit_anchor())
+
+
+# --- verify --------------------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace, fmt: str) -> int:
+    inventory = _inventory_if_any(args)
+    url = wiring.state_url(args, inventory)
+    checkpoint = entries = None
+    if args.checkpoint:
+        checkpoint, entries = cp.read_checkpoint(args.checkpoint)
+    store = wiring.store(args, inventory, read_only=True)
+    if store is None:
+        verdict, anchor = Verdict(0, "0" * 64), None
+    else:
+        try:
+            verdict, anchor = check_chain(store), store.audit_anchor()
+        finally:
+            store.close()
+    problems = [] if verdict.ok else [verdict.problem]
+    if checkpoint is not None and verdict.ok:
+        trusted = cp.trusted(load_identities(getattr(args, "identity", None)),
+                             key_path(args, url), args.public_key)
+        problems += checkpoint_problems(checkpoint, entries or [], verdict, anchor, trusted)
+    report = {"ok": not problems, "entries": verdict.count, "head": verdict.head,
+              "bad_entry": verdict.bad_seq, "problems": problems,
+              "checkpoint": checkpoint.to_json() if checkpoint else None}
+    if fmt == "json":
+        print(views.to_json(report))
+    elif problems:
+        for problem in problems:
+            print(f"tampered: {problem}")
+    else:
+        covered = f"; checkpoint of {checkpoint.count} entries holds" if checkpoint else ""
+        print(f"audit log intact: {verdict.count} entries, head {verdict.head[:16]}{covered}")
+    return 0 if not problems else 1
+
+
+def checkpoint_problems(checkpoint: cp.Checkpoint, exported: list[dict[str, Any]],
+                        verdict: Verdict, anchor, trusted: dict[str, str]) -> list[str]:
+    """What is wrong with the log against `checkpoint` (and the entries of its file)."""
+    if not trusted:
+        return ["no key to trust the checkpoint with: configure the identity it was "
+                "derived from, keep the audit key file, or pass --public-key"]
+    if checkpoint.public_key not in trusted:
+        return [f"the checkpoint is signed by {checkpoint.public_key}, which is not a key "
+                "this host trusts (see --public-key)"]
+    if not cp.signature_valid(checkpoint):
+        return ["the checkpoint's signature is invalid: the checkpoint was altered"]
+    problems = []
+    if checkpoint.count > verdict.count:
+        problems.append(f"the log ends at entry {verdict.count} but the checkpoint of "
+                        f"{checkpoint.at} covers {checkpoint.count} entries: entries were "
+                        "removed from its end (truncated or rolled back)")
+    elif checkpoint.count in verdict.hashes:
+        if verdict.hashes[checkpoint.count] != checkpoint.head:
+            problems.append(f"audit entry {checkpoint.count}: differs from the checkpoint of "
+                            f"{checkpoint.at} (the log was rolled back or rewritten)")
+    elif anchor is not None and anchor.seq == checkpoint.count and anchor.hash != checkpoint.head:
+        problems.append(f"the prune anchor (entry {anchor.seq}) differs from the checkpoint")
+    problems += _exported_problems(exported, verdict)
+    return problems
+
+
+def _exported_problems(exported: Iterable[dict[str, Any]], verdict: Verdict) -> list[str]:
+    """Entries of an export that the log still holds must be the same entries."""
+    for data in exported:
+        try:
+            entry = AuditEntry.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            return ["the checkpoint file holds a malformed audit line"]
+        stored = verdict.hashes.get(entry.seq)
+        if stored is not None and stored != entry.hash:
+            return [f"audit entry {entry.seq}: differs from the exported copy (rewritten)"]
+    return []
+
+
+# --- export ----------------------------------------------------------------------------------------------
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`--since`: an ISO 8601 date/time (naive: UTC) or a duration back from `now`."""
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since must be an ISO 8601 date or time (2024-05-01, "
+                         f"2024-05-01T12:00:00Z) or a duration such as 7d (got {text!r})") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _export(args: argparse.Namespace, fmt: str) -> int:
+    inventory = _inventory_if_any(args)
+    url = wiring.state_url(args, inventory)
+    now = datetime.now(timezone.utc)
+    since = timestamp(parse_since(args.since, now)) if args.since else None
+    identities = load_identities(getattr(args, "identity", None))
+    store = wiring.store(args, inventory, create=False)
+    if store is None:
+        raise InputError(f"no state store at {url}: there is no audit log yet")
+    try:
+        key = cp.signing_key(identities, key_path(args, url))  # created at the first export
+        written = export(store, key, args.output, since,
+                         redact=getattr(args, "redactor", None))
+    finally:
+        store.close()
+    if written is None:
+        return 1
+    count, checkpoint = written
+    if args.output:
+        if fmt == "json":
+            print(views.to_json({"file": args.output, "entries": count,
+                                 "checkpoint": checkpoint.to_json()}))
+        else:
+            print(f"exported {count} audit entries to {args.output}; checkpoint: "
+                  f"{checkpoint.count} entries, head {checkpoint.head[:16]}, signed with the "
+                  f"key {key.source}")
+    return 0
+
+
+def export(store: StateStore, key: cp.SigningKey, output: str | None, since: str | None, *,
+           redact=None) -> tuple[int, cp.Checkpoint] | None:
+    """Audit the export, verify the chain, write its entries (at or after `since`) and a
+    signed checkpoint to `output` (stdout when None). None (and nothing written) when the
+    chain does not verify."""
+    AuditWriter(store, redact=redact).append("audit.export", since=since, file=output,
+                                             public_key=key.public)
+    verdict = check_chain(store)
+    if not verdict.ok:
+        print(f"tampered: {verdict.problem}; no checkpoint is signed over a broken log",
+              file=sys.stderr)
+        return None
+    signed = cp.sign(key.key, verdict.count, verdict.head, timestamp(datetime.now(timezone.utc)))
+    count = write_lines(output, (e.to_json() for e in store.iter_audit(since=since)
+                                 if e.seq <= verdict.count), signed)
+    return count, signed
+
+
+def write_lines(output: str | None, lines: Iterable[dict[str, Any]],
+                checkpoint: cp.Checkpoint) -> int:
+    """JSON lines then the checkpoint line, to `output` (atomically: a temporary file renamed
+    into place) or stdout. Returns the number of lines before the checkpoint."""
+    if output is None:
+        count = _write(sys.stdout, lines, checkpoint)
+        sys.stdout.flush()
+        return count
+    path = Path(output)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with cp.open_text(temporary, "wt", gz=output.endswith(".gz")) as out:
+            count = _write(out, lines, checkpoint)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    return count
+
+
+def _write(out, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint) -> int:
+    count = 0
+    for line in lines:
+        out.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+        count += 1
+    out.write(json.dumps(checkpoint.to_json(), sort_keys=True) + "\n")
+    return count
+
+
+__all__ = ["FORMATS", "add_parser", "check_chain", "checkpoint_problems", "export",
+           "key_path", "parse_since", "run", "write_lines"]

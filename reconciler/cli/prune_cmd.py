@@ -1,0 +1,186 @@
+"""`reconcile queue prune --older-than D [--archive FILE.jsonl.gz]`: retention.
+
+Removes final runs that ended more than D ago, except the newest run of each (task, machine,
+version): that one is the planner's memory of what ran, and without it a once task would run
+again. Delivered and abandoned alert deliveries older than D go too.
+
+With `--archive FILE` everything removed is first written to FILE (JSON lines; gzip when the
+name ends in `.gz`): the runs with their output, and the audit entries older than D followed
+by a signed checkpoint. Only then are they deleted. The audit log is pruned only this way:
+without `--archive` it is left whole. The first kept audit entry then links to an anchor (the
+last archived entry), so `audit verify` still checks the rest of the chain, and the archive's
+checkpoint verifies the archived part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..audit import checkpoint as cp
+from ..audit.chain import AuditEntry, TamperedError
+from ..audit.writer import AuditWriter, timestamp
+from ..durations import parse_duration
+from ..errors import InputError, UsageError
+from ..state import Run
+from ..store.base import StateStore
+from ..vault.secrets import load_identities
+from . import views, wiring
+from .audit_cmd import check_chain, key_path
+
+FORMATS = ("text", "json")
+PAGE = 1000
+
+
+def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
+    """Declare `prune` on the `queue` subcommands."""
+    parser = subparsers.add_parser(
+        "prune", help="remove old finished runs (after archiving them with --archive)",
+        description="Remove runs that ended more than --older-than ago (the newest run of "
+                    "each task version on each machine is kept). With --archive, write them "
+                    "and the audit entries as old to FILE first, and prune those audit "
+                    "entries too; without it the audit log is kept whole.")
+    parser.add_argument("--older-than", required=True, metavar="D",
+                        help="age of the runs to remove, such as 30d")
+    parser.add_argument("--archive", metavar="FILE",
+                        help="write what is removed here first (JSON lines; .gz: gzip)")
+    parser.add_argument("--key", metavar="FILE",
+                        help="the audit key file that signs the archive's checkpoint")
+    add_globals(parser, suppress=True)
+    add_format(parser, FORMATS)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Archive (optionally) and remove; print what was done. Returns 0."""
+    fmt = getattr(args, "format", None) or "text"
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt} is not available for queue prune; use text or json")
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    if args.archive and Path(args.archive).exists():
+        raise UsageError(f"--archive {args.archive} exists; name a new file (an archive is "
+                         "never overwritten)")
+    inventory = _inventory_if_any(args)
+    now = datetime.now(timezone.utc)
+    before = now - timedelta(seconds=age)
+    store = wiring.store(args, inventory, create=False)
+    if store is None:
+        return _report(fmt, {"runs": 0, "audit_entries": 0, "outbox": 0, "archive": None})
+    try:
+        key = None
+        if args.archive:
+            key = cp.signing_key(load_identities(getattr(args, "identity", None)),
+                                 key_path(args, wiring.state_url(args, inventory)))
+        done = prune(store, before, args.archive, key, redact=getattr(args, "redactor", None))
+    finally:
+        store.close()
+    return _report(fmt, done)
+
+
+def _inventory_if_any(args: argparse.Namespace):
+    try:
+        return wiring.load(args).inventory
+    except InputError:
+        return None
+
+
+def prune(store: StateStore, before: datetime, archive: str | None,
+          key: cp.SigningKey | None, *, redact=None) -> dict[str, Any]:
+    """Archive (when `archive`) then delete; audit what was done. Returns the counts.
+    Raises `TamperedError` (exit 1) before pruning anything from a log that does not verify,
+    `InputError` when the archive cannot be written (nothing is pruned then)."""
+    run_ids = [run.id for run in _prunable(store, before)]
+    through = 0
+    if archive:
+        assert key is not None, "an archive needs a signing key"
+        through = _archive(store, before, set(run_ids), archive, key)
+    removed = sum(store.delete_runs(run_ids[i:i + PAGE], before)
+                  for i in range(0, len(run_ids), PAGE))
+    pruned_audit = store.prune_audit(through, datetime.now(timezone.utc)) if through else 0
+    outbox = store.prune_outbox(before)
+    done = {"runs": removed, "audit_entries": pruned_audit, "outbox": outbox,
+            "archive": archive, "before": views.iso(before)}
+    AuditWriter(store, redact=redact).append("queue.prune", **done)
+    return done
+
+
+def _prunable(store: StateStore, before: datetime) -> Iterator[Run]:
+    after = 0
+    while True:
+        page = store.prunable_runs(before, after, PAGE)
+        yield from page
+        if len(page) < PAGE:
+            return
+        after = page[-1].id
+
+
+def _archive(store: StateStore, before: datetime, run_ids: set[int], archive: str,
+             key: cp.SigningKey) -> int:
+    """Write the runs `run_ids` and the audit entries older than `before`, with a checkpoint
+    over them, to `archive`, durably. Returns the seq of the last archived entry (0: none)."""
+    verdict = check_chain(store)
+    if not verdict.ok:
+        raise TamperedError(f"{verdict.problem}; nothing was pruned (see `reconcile audit "
+                            "verify`)")
+    prefix = _old_prefix(store, timestamp(before), verdict.count)
+    # The checkpoint vouches for the archived part (its last entry); with no entry archived,
+    # for the whole log as it is now.
+    count, head = (prefix[-1].seq, prefix[-1].hash) if prefix else (verdict.count, verdict.head)
+    signed = cp.sign(key.key, count, head, timestamp(datetime.now(timezone.utc)))
+    lines = (json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in [
+        *({"type": "run", **views.run_json(run, detail=True)}
+          for run in _prunable(store, before) if run.id in run_ids),
+        *(entry.to_json() for entry in prefix), signed.to_json()])
+    _write_durably(Path(archive), lines)
+    return prefix[-1].seq if prefix else 0
+
+
+def _old_prefix(store: StateStore, cutoff: str, last: int) -> list[AuditEntry]:
+    """The entries from the start of the kept chain that are all older than `cutoff`: only
+    a prefix can go, or the rest would not link to the anchor."""
+    anchor = store.audit_anchor()
+    expected = (anchor.seq if anchor else 0) + 1
+    prefix = []
+    for entry in store.iter_audit():
+        if entry.seq != expected or entry.at >= cutoff or entry.seq > last:
+            break
+        prefix.append(entry)
+        expected += 1
+    return prefix
+
+
+def _write_durably(path: Path, lines: Iterable[str]) -> None:
+    """Write `lines` to a temporary file, fsync it, rename it to `path`; `InputError` if not."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with cp.open_text(temporary, "wt", gz=path.name.endswith(".gz")) as out:
+            out.writelines(lines)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise InputError(f"cannot write the archive {path}: {exc.strerror or exc}; "
+                         "nothing was pruned") from None
+
+
+def _report(fmt: str, done: dict[str, Any]) -> int:
+    if fmt == "json":
+        print(views.to_json(done))
+        return 0
+    archived = f" (archived to {done['archive']})" if done.get("archive") else ""
+    print(f"pruned {done['runs']} runs, {done['audit_entries']} audit entries and "
+          f"{done['outbox']} delivered alerts{archived}")
+    if not done.get("archive"):
+        print("the audit log was kept whole: prune it with --archive FILE")
+    return 0
+
+
+__all__ = ["FORMATS", "add_parser", "prune", "run"]
