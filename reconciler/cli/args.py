@@ -90,6 +90,10 @@ def build_parser() -> Parser:
     for p in qsub.choices.values():
         _add_globals(p, suppress=True)
         _add_format(p)
+    from . import audit_cmd, prune_cmd
+
+    prune_cmd.add_parser(qsub, _add_globals, _add_format)
+    audit_cmd.add_parser(sub, _add_globals, _add_format)
     _add_vault(sub)
     owners = sub.add_parser("codeowners", help="a CODEOWNERS file from the teams' roles")
     owners.add_argument("-o", "--output", metavar="FILE",
@@ -151,6 +155,8 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
                         help="continuous mode: wake on changes of the inventory folder "
                              "instead of pulling the git remote")
     _add_grace(parser, default=None)
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,
+                        help="continuous mode: serve Prometheus metrics at http://HOST:PORT/metrics")
 
 
 def _add_grace(parser: argparse.ArgumentParser, default) -> None:

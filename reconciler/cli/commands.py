@@ -8,18 +8,17 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from datetime import timedelta
 
 from ..diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from ..engine import Engine, utc_now
 from ..errors import VaultError
 from ..model import VaultRef
 from ..lint import find_hardcoded_credentials
-from ..schedule import window_end
 from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
 from . import views, wiring
-from .lineage import lineage_guard
+from ..sinks import audit_queue_change
+from .passes import load_audited, run_pass, wired_engine
 from .progress import progress_for
 
 log = logging.getLogger(__name__)
@@ -130,25 +129,17 @@ def cmd_once(args: argparse.Namespace) -> int:
     """One pass: validate, plan, record, run the queue to the end, summarise."""
     if args.dry_run:
         return cmd_plan(args)
-    loaded = wiring.load(args)  # bad input stops here: nothing is opened, nothing runs
-    _print_warnings(loaded.warnings)
-    concurrency = wiring.concurrency(args, loaded.inventory)
-    lock_timeout = wiring.lock_timeout(args)
     commit = head_commit(wiring.inventory_dir(args))
-    secrets = wiring.secrets(args, loaded.inventory)
+    loaded = load_audited(args, commit)  # bad input stops here: nothing runs
+    _print_warnings(loaded.warnings)
+    wiring.lock_timeout(args)  # a bad flag is exit 2 before anything is opened
     store = wiring.store(args, loaded.inventory)
-    transports = wiring.transports()
     try:
-        with progress_for(args.quiet) as progress:
-            engine = Engine(store, transports, concurrency=concurrency, on_event=progress,
-                            resolve=secrets, redactor=args.redactor)
+        with progress_for(args.quiet) as progress, \
+                wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks):
             with _graceful_stop(engine):
-                report = engine.run_pass(loaded.desired, commit, lock_timeout,
-                                         before_plan=lineage_guard(args, store, commit,
-                                                                  loaded.inventory.settings.git.verify))
+                report = run_pass(args, loaded, store, engine, sinks, commit)
     finally:
-        for transport in transports.values():
-            transport.close()
         store.close()
     runs = sorted(report.runs.values(), key=lambda r: r.id)
     if _format(args) == "json":
@@ -179,49 +170,40 @@ def _graceful_stop(engine: Engine):
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Queue depth by priority and team, running runs, recent failures, machines."""
+    from ..metrics import status_numbers
+
     loaded = wiring.load(args)
     store = wiring.store(args, loaded.inventory, read_only=True)
-    pending, running, failed = [], [], 0
-    if store is not None:
-        try:
-            pending, running = store.pending(), store.running()
-            failed = store.failed_since(utc_now() - timedelta(hours=24))
-        finally:
+    try:
+        numbers = status_numbers(store, loaded.desired, utc_now())
+    finally:
+        if store is not None:
             store.close()
-    now = utc_now()
-    held = [{"run": r.id, "task": r.task, "machine": r.machine, "until": views.iso(until)}
-            for r in pending
-            if (until := window_end(loaded.desired.windows_for(r.machine), r.priority, now))]
-    depth = {str(p): 0 for p in range(1, 6)}
-    by_team: dict[str, int] = {}
-    for run in pending:
-        depth[str(run.priority)] += 1
-        by_team[run.team] = by_team.get(run.team, 0) + 1
-    machines = [{"name": m.name, "team": m.team, "transport": m.transport,
-                 "running": sum(1 for r in running if r.machine == m.name),
-                 "pending": sum(1 for r in pending if r.machine == m.name)}
-                for m in sorted(loaded.inventory.machines.values(), key=lambda m: m.name)]
-    data = {"queue_depth": depth, "by_team": dict(sorted(by_team.items())),
-            "running": len(running), "failed_last_24h": failed, "held": held,
-            "machines": machines}
+    data = numbers.to_json()
     if _format(args) == "json":
         print(views.to_json(data))
         return 0
+    depth, by_team = data["queue_depth"], data["by_team"]
     print("queue depth by priority: " + ", ".join(f"{p}: {n}" for p, n in depth.items()))
     print("queue depth by team:     " + (", ".join(f"{t}: {n}" for t, n in by_team.items())
                                          or "empty"))
-    print(f"running: {len(running)}    failed, blocked or unknown in the last 24h: {failed}")
-    for h in held:
+    print(f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
+          f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}")
+    for h in data["held"]:
         print(f"held by deny window until {h['until']}: run {h['run']} {h['task']} on {h['machine']}")
     print()
-    print(views.table(("MACHINE", "TEAM", "TRANSPORT", "RUNNING", "PENDING"),
-                      [(m["name"], m["team"], m["transport"], m["running"], m["pending"])
-                       for m in machines]))
+    print(views.table(("MACHINE", "TEAM", "TRANSPORT", "UP", "RUNNING", "PENDING"),
+                      [(m["name"], m["team"], m["transport"], "yes" if m["up"] else "NO",
+                        m["running"], m["pending"]) for m in data["machines"]]))
     return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    """`queue list|show|cancel|retry`: read and steer the run history."""
+    """`queue list|show|cancel|retry|prune`: read and steer the run history."""
+    if args.queue_command == "prune":
+        from .prune_cmd import run
+
+        return run(args)
     store = wiring.store(args, _inventory_if_any(args), create=False,
                          read_only=args.queue_command in ("list", "show"))
     if store is None:
@@ -303,6 +285,7 @@ def _queue_change(verb: str):
             _check_retryable(args, store)
         method = store.cancel_run if verb == "cancel" else store.request_retry
         run = method(args.run, utc_now())
+        audit_queue_change(store, verb, run, redact=args.redactor)
         if _format(args) == "json":
             print(views.to_json(views.run_json(run)))
         else:
@@ -327,19 +310,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         store.close()
         raise UsageError("reconcile worker needs a shared PostgreSQL store (--state "
                          "postgresql://...); with SQLite, `reconcile --once` runs the queue")
-    transports = wiring.transports()
     try:
-        with progress_for(args.quiet, live=False) as progress:
-            engine = Engine(store, transports,
-                            concurrency=wiring.concurrency(args, loaded.inventory),
-                            on_event=progress, resolve=wiring.secrets(args, loaded.inventory),
-                            redactor=args.redactor)
+        follow = _FollowInventory(args, loaded)
+        with progress_for(args.quiet, live=False) as progress, \
+                wired_engine(args, loaded, store, commit=None, progress=progress,
+                             desired=follow) as (engine, sinks):
             engine.grace = wiring.grace(args)
+            sinks.worker_started()
             with _graceful_stop(engine):
-                engine.work(_FollowInventory(args, loaded))
+                engine.work(follow)
     finally:
-        for transport in transports.values():
-            transport.close()
         store.close()
     return 0
 
@@ -367,6 +347,12 @@ class _FollowInventory:
 
 def cmd_vault(args: argparse.Namespace) -> int:
     from .vault_cmd import cmd_vault as run
+
+    return run(args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit_cmd import run
 
     return run(args)
 
@@ -405,5 +391,5 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
+COMMANDS = {"audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
             "vault": cmd_vault, "worker": cmd_worker}

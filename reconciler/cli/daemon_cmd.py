@@ -12,12 +12,11 @@ import logging
 import sys
 
 from ..daemon import Daemon, watch_files
-from ..engine import Engine
 from ..errors import InputError, SourceError
 from ..model import DEFAULT_POLL_INTERVAL
 from ..source import git as gitsource
 from . import views, wiring
-from .lineage import lineage_guard
+from .passes import load_audited, run_pass, wired_engine
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,8 @@ log = logging.getLogger(__name__)
 class _Continuous:
     """The daemon's tick: sync, load, pass; the settings are re-read on SIGHUP."""
 
-    def __init__(self, args: argparse.Namespace, daemon: Daemon):
-        self.args, self.daemon = args, daemon
+    def __init__(self, args: argparse.Namespace, daemon: Daemon, metrics=None):
+        self.args, self.daemon, self.metrics = args, daemon, metrics
         self.loaded = wiring.load(args)  # a broken inventory at start-up: exit 2
 
     def interval(self) -> float:
@@ -43,7 +42,8 @@ class _Continuous:
                 # The checkout stays where it was: its schedules and retries still come due.
                 log.error("%s", exc)
         try:
-            self.loaded = wiring.load(self.args)
+            self.loaded = load_audited(self.args, gitsource.head_commit(
+                wiring.inventory_dir(self.args)))
         except InputError as exc:
             log.error("the inventory is invalid; nothing runs until it is fixed:\n%s", exc)
             return
@@ -52,20 +52,14 @@ class _Continuous:
     def _pass(self) -> None:
         args, loaded = self.args, self.loaded
         store = wiring.store(args, loaded.inventory)
-        transports = wiring.transports()
+        commit = gitsource.head_commit(wiring.inventory_dir(args))
         try:
-            engine = Engine(store, transports, concurrency=wiring.concurrency(args, loaded.inventory),
-                            resolve=wiring.secrets(args, loaded.inventory),
-                            redactor=args.redactor)
-            engine.stop = self.daemon.stop
-            engine.grace = wiring.grace(args)
-            commit = gitsource.head_commit(wiring.inventory_dir(args))
-            report = engine.run_pass(loaded.desired, commit, wiring.lock_timeout(args),
-                                     before_plan=lineage_guard(args, store, commit,
-                                                               loaded.inventory.settings.git.verify))
+            with wired_engine(args, loaded, store, commit=commit, progress=lambda e: None,
+                              metrics=self.metrics) as (engine, sinks):
+                engine.stop = self.daemon.stop
+                engine.grace = wiring.grace(args)
+                report = run_pass(args, loaded, store, engine, sinks, commit)
         finally:
-            for transport in transports.values():
-                transport.close()
             store.close()
         if report.runs and not args.quiet:
             print(views.summary_text(sorted(report.runs.values(), key=lambda r: r.id),
@@ -74,10 +68,20 @@ class _Continuous:
 
 def cmd_continuous(args: argparse.Namespace) -> int:
     daemon = Daemon(lambda: None, lambda: DEFAULT_POLL_INTERVAL)
-    loop = _Continuous(args, daemon)
+    metrics = server = None
+    if args.metrics_addr:
+        from .. import metrics as prometheus
+
+        metrics = prometheus.default_metrics()
+        server = prometheus.serve(args.metrics_addr, metrics)
+    loop = _Continuous(args, daemon, metrics)
     daemon.tick, daemon.interval = loop.tick, loop.interval
     daemon.install_signal_handlers()
     if args.watch_files:
         watch_files(str(wiring.inventory_dir(args)), daemon)
-    daemon.serve()
+    try:
+        daemon.serve()
+    finally:
+        if server is not None:
+            server.close()
     return 0

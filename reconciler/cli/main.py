@@ -19,6 +19,10 @@ from .args import build_parser
 from .commands import COMMANDS, cmd_once
 
 
+# Structured fields the engine's sinks attach to their log records (`extra=`).
+LOG_FIELDS = ("task", "machine", "run", "attempt", "commit", "status")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, event and any structured extras."""
 
@@ -26,6 +30,9 @@ class JsonFormatter(logging.Formatter):
         data = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
                 "level": record.levelname.lower(), "event": record.getMessage(),
                 "logger": record.name}
+        for name in LOG_FIELDS:
+            if getattr(record, name, None) is not None:
+                data[name] = getattr(record, name)
         if record.exc_info:
             data["traceback"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -43,6 +50,9 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
         record.args = None
+        for name in LOG_FIELDS:
+            if isinstance(getattr(record, name, None), str):
+                setattr(record, name, self.redact(getattr(record, name)))
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None

@@ -181,9 +181,33 @@ def _list(args) -> int:
     return 0
 
 
+def _audit(args, write) -> None:
+    """Record a vault read or write in the audit log of the configured store, if it exists
+    (key names only, never values); a vault command never fails for the audit's sake."""
+    from ..errors import InputError, StoreError
+    from ..store.factory import open_store
+
+    try:
+        store = open_store(wiring.state_url(args, None), create=False)
+    except (StoreError, InputError):
+        return
+    if store is None:
+        return
+    try:
+        write(store)
+    except StoreError as exc:
+        print(f"warning: could not write the audit entry: {exc}", file=sys.stderr)
+    finally:
+        store.close()
+
+
 def _get(args) -> int:
+    from ..sinks import audit_vault_read
+
     team, path = _team(args)
     secrets = _current(path, args) or {}
+    _audit(args, lambda store: audit_vault_read(store, team.name, args.name,
+                                                purpose="vault get"))
     if args.name not in secrets:
         hint = did_you_mean(args.name, secrets)
         raise UsageError(f"no secret '{args.name}' in the vault of team '{team.name}'"
@@ -221,7 +245,16 @@ def _save(team: Team, path: Path, args, change, what: str) -> int:
     written = team_vault.write(path, secrets, recipients, previous=previous)
     print(f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
           file=sys.stderr)
+    if written:
+        _audit_write(args, team, previous or {}, secrets, what.split()[0])
     return 0
+
+
+def _audit_write(args, team: Team, before: dict, after: dict, change: str) -> None:
+    from ..sinks import audit_vault_write
+
+    names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    _audit(args, lambda store: audit_vault_write(store, team.name, names, change))
 
 
 def _rekey(args) -> int:
@@ -243,6 +276,8 @@ def _edit(args) -> int:
     secrets = team_vault.decode(edited, f"{display_path(path)} (edited)")
     written = team_vault.write(path, secrets, recipients, previous=previous)
     print(f"{display_path(path)}: " + ("saved" if written else "unchanged"), file=sys.stderr)
+    if written:
+        _audit_write(args, team, previous, secrets, "edit")
     return 0
 
 
