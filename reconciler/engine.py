@@ -27,8 +27,8 @@ from typing import Callable, Mapping
 
 from . import failpoints
 from .dispatch import decide
-from .errors import StoreError
-from .executor import Outcome, SecretResolver, execute, next_attempt_at, no_vault
+from .errors import StoreError, TransportError
+from .executor import Outcome, SecretResolver, execute, judge, next_attempt_at, no_vault
 from .model import DesiredState
 from .plan import Plan, make_plan
 from .redact import Redactor
@@ -153,8 +153,7 @@ class Engine:
             if before_plan is not None:
                 before_plan()
             for run in self.store.recover(self.clock()):
-                self._reap(desired, run)
-                self._note(report, Event("recovered", run))
+                self._note(report, Event("recovered", self._reap(desired, run)))
             report.plan = make_plan(desired, self.store.snapshot(), self.clock())
             for run in self.store.record_plan(report.plan, commit, self.clock()):
                 self._note(report, Event("enqueued", run, run.reason))
@@ -180,14 +179,28 @@ class Engine:
             if cancelled is not None and cancelled.status is RunStatus.CANCELLED:
                 self._note(report, Event("cancelled", cancelled, cancel.reason))
 
-    def _reap(self, desired: DesiredState, run: Run) -> None:
-        """Stop the orphaned command of a run the dead pass had dispatched, before the plan
-        may re-run it (an idempotent task's `unknown` run is re-run in this very pass)."""
+    def _reap(self, desired: DesiredState, run: Run) -> Run:
+        """A run the dead pass had dispatched: stop its orphaned command before the plan may
+        re-run it (an idempotent task's `unknown` run is re-run in this very pass), or adopt
+        the result its target kept. Returns the run as it now stands."""
         machine = desired.machines.get(run.machine)
-        if run.status is RunStatus.UNKNOWN and machine is not None:
-            transport = self.transports.get(machine.transport)
-            if transport is not None:
-                transport.reap(machine, run.id)
+        transport = self.transports.get(machine.transport) if machine is not None else None
+        if run.status is not RunStatus.UNKNOWN or transport is None:
+            return run
+        spec = desired.tasks.get(run.task)
+        try:
+            kept = transport.reap(machine, run.id, attempt=run.attempt,
+                                  command=spec.run if spec else None)
+        except TransportError as exc:
+            log.warning("run %s: cannot ask %s about it: %s", run.id, run.machine, exc)
+            return run
+        if kept is None or spec is None:
+            return run
+        outcome = judge(kept, spec.timeout)
+        adopted = self.store.adopt(run.id, outcome.status, exit_code=outcome.exit_code,
+                                   output=self.redact(outcome.output) or "",
+                                   error=self.redact(outcome.error))
+        return adopted or run
 
     def _note(self, report: PassReport, event: Event) -> None:
         report.runs[event.run.id] = event.run
@@ -363,6 +376,8 @@ class _Drain:
             outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
         outcome = replace(outcome, output=self.engine.redact(outcome.output) or "",
                           error=self.engine.redact(outcome.error))
+        if outcome.unreachable:
+            self._note(Event("unreachable", run, outcome.error or ""))
         failpoints.hit("before_result")
         try:
             record = _with_retries(lambda: self._write_outcome(run, outcome, now))

@@ -87,6 +87,12 @@ class AuthFailed(TransportError):
     pass
 
 
+class ConnectionLost(TransportError):
+    """The connection died after the command was sent: whether it ran, and how it ended, is
+    unknown. Not retryable: the run is recorded `unknown` (SPEC §2), and the transport's
+    `reap` may resolve it from the target's markers at the next pass."""
+
+
 class HostKeyMismatch(TransportError):
     pass
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from .durations import format_duration
-from .errors import TransportError, VaultError
+from .errors import ConnectionLost, TransportError, Unreachable, VaultError
 from .model import Machine, RetryPolicy, TaskSpec, VaultRef
 from .redact import Secret
 from .state import Run, RunStatus
@@ -30,6 +30,7 @@ class Outcome:
     output: str = ""
     error: str | None = None
     retryable: bool = True
+    unreachable: bool = False  # the machine could not be reached (one alert per machine)
 
 
 def no_vault(team: str, ref: VaultRef) -> Secret:
@@ -67,6 +68,10 @@ def execute(run: Run, spec: TaskSpec, machine: Machine, transport: Transport,
                 return Outcome(RunStatus.SKIPPED, exit_code=0, output=checked.output,
                                error=None)
         completed = transport.run(machine, spec.run, env, spec.timeout, run.id)
+    except ConnectionLost as exc:
+        return Outcome(RunStatus.UNKNOWN, error=str(exc), retryable=False)
+    except Unreachable as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=True, unreachable=True)
     except TransportError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=exc.retryable)
     return judge(completed, spec.timeout)

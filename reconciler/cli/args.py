@@ -95,6 +95,9 @@ def build_parser() -> Parser:
     prune_cmd.add_parser(qsub, _add_globals, _add_format)
     audit_cmd.add_parser(sub, _add_globals, _add_format)
     _add_vault(sub)
+    from . import machines_cmd
+
+    _add_globals(machines_cmd.add_parser(sub), suppress=True)
     owners = sub.add_parser("codeowners", help="a CODEOWNERS file from the teams' roles")
     owners.add_argument("-o", "--output", metavar="FILE",
                         help="write it here (e.g. .github/CODEOWNERS) instead of stdout")

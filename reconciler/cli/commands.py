@@ -351,6 +351,20 @@ def cmd_vault(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_machines(args: argparse.Namespace) -> int:
+    """`machines` (reachability, last seen, load) and `machines keyscan HOST[:PORT]`."""
+    from .machines_cmd import run
+
+    loaded = None if args.action == "keyscan" else wiring.load(args)
+    secrets = wiring.secrets(args, loaded.inventory) if loaded is not None else None
+    transports = wiring.transports(secrets)
+    try:
+        return run(args, loaded.inventory if loaded is not None else None, transports)
+    finally:
+        for transport in transports.values():
+            transport.close()
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit_cmd import run
 
@@ -391,5 +405,5 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
+COMMANDS = {"machines": cmd_machines, "audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
             "vault": cmd_vault, "worker": cmd_worker}

@@ -70,6 +70,8 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # paramiko reports a dropped connection at ERROR with its own words; ours say it better.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,13 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
     secrets = wiring.secrets(args, loaded.inventory)
     sinks = build_sinks(store, loaded.inventory, desired or loaded.desired, args.redactor,
                         secrets, commit=commit, metrics=metrics)
-    transports = wiring.transports()
+    transports = wiring.transports(secrets)
 
     def on_event(event: Event) -> None:
-        sinks(event)
+        if event.kind == "unreachable":  # one alert per machine, not per run
+            sinks.machine_unreachable(event.run.machine, event.detail)
+        else:
+            sinks(event)
         progress(event)
     try:
         engine = Engine(store, transports, concurrency=wiring.concurrency(args, loaded.inventory),

@@ -21,6 +21,7 @@ _PLAIN = {
     "finished": "{status:<9} {task} on {machine} (run {id}, attempt {attempt}){colon}{detail}",
     "blocked": "blocked   {task} on {machine} (run {id}): {detail}",
     "held": "held      {task} on {machine} (run {id}) until {detail}",
+    "unreachable": "unreachable {machine} (run {id} of {task}): {detail}",
 }
 
 

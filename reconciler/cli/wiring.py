@@ -14,7 +14,7 @@ from pathlib import Path
 from ..compile import compile_inventory
 from ..diagnostics import Diagnostic
 from ..durations import parse_duration
-from ..errors import AuthFailed, UsageError
+from ..errors import UsageError
 from ..loader import load_inventory
 from ..model import DEFAULT_CONCURRENCY, DEFAULT_STATE_URL, DesiredState, Inventory
 from ..store.base import StateStore
@@ -82,15 +82,6 @@ def lock_timeout(args: argparse.Namespace) -> float:
                          f"(got {raw!r})") from None
 
 
-class _NotYetSsh(Transport):
-    """Until the SSH transport lands, runs on `transport: ssh` machines fail clearly (and
-    are not retried) instead of crashing the pass."""
-
-    def run(self, machine, command, env, timeout, run_id):
-        raise AuthFailed(f"machine '{machine.name}': the ssh transport is not available in this "
-                         "version of reconciler; use transport: local")
-
-
 def secrets(args: argparse.Namespace, inventory: Inventory):
     """The resolver of `{vault: NAME}` for runs; vaults are decrypted lazily, when a run that
     needs one starts, so a pass without secrets needs no identity."""
@@ -115,5 +106,13 @@ def grace(args: argparse.Namespace) -> float:
         raise UsageError(f"--grace must be a duration such as 30s or 5m (got {raw!r})") from None
 
 
-def transports() -> dict[str, Transport]:
-    return {"local": LocalTransport(), "ssh": _NotYetSsh()}
+def transports(secrets=None) -> dict[str, Transport]:
+    """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
+    its first connection is opened (never earlier, never to disk)."""
+    from ..transport.ssh import SshTransport
+
+    def resolve_key(machine):
+        if machine.key is None or secrets is None:
+            return None
+        return secrets(machine.team, machine.key)
+    return {"local": LocalTransport(), "ssh": SshTransport(resolve_key=resolve_key)}

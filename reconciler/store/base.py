@@ -143,6 +143,12 @@ class StateStore(ABC):
         """Record a final status. Output is capped to its last `OUTPUT_CAP` bytes."""
 
     @abstractmethod
+    def adopt(self, run_id: int, status: RunStatus, *, exit_code: int | None = None,
+              output: str = "", error: str | None = None) -> Run | None:
+        """An `unknown` run whose command did finish (its target kept the result, e.g. the
+        SSH markers) gets that final status; None if the run is not `unknown`."""
+
+    @abstractmethod
     def requeue(self, run_id: int, epoch: int, not_before: datetime, now: datetime, *,
                 exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:
         """A failed attempt with retries left: back to `pending`, attempt + 1, `not_before`."""

@@ -441,6 +441,15 @@ class SqliteStore(StateStore):
             "status": status.value, "now": _ts(now), "exit_code": exit_code,
             "output": cap_output(output), "error": error})
 
+    def adopt(self, run_id: int, status: RunStatus, *, exit_code: int | None = None,
+              output: str = "", error: str | None = None) -> Run | None:
+        """An `unknown` run gets the result its target kept; None if it is not unknown."""
+        with self._write() as conn:
+            row = _one(conn, "adopt", {"id": run_id, "status": status.value,
+                                       "exit_code": exit_code, "output": cap_output(output),
+                                       "error": error})
+        return None if row is None else _run(row)
+
     def requeue(self, run_id: int, epoch: int, not_before: datetime, now: datetime, *,
                 exit_code: int | None = None, output: str = "", error: str | None = None) -> Run:
         """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""

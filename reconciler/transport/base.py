@@ -38,9 +38,14 @@ class Transport(ABC):
         `reveal()` at the last moment); they must never reach any process's argument list.
         Kill the whole process group after `timeout` seconds."""
 
-    def reap(self, machine: Machine, run_id: int) -> None:
-        """A run on `machine` was found `running` after its reconciler died: stop what is left
-        of its command, so that nothing runs twice. Default: nothing to do."""
+    def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
+             command: str | None = None) -> Completed | None:
+        """A run on `machine` was found `running` after its reconciler died. If its command
+        is still running, stop it (so nothing runs twice) and return None; if the target kept
+        its result (`attempt` and `command` identify which one), return it to be adopted;
+        None when nothing is known. Raises `TransportError` when the target cannot be asked.
+        Default: nothing to do."""
+        return None
 
     def close(self) -> None:
         """Release connections."""

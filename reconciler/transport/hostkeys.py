@@ -110,7 +110,8 @@ def target(machine: Machine) -> str:
     return machine.host if machine.port == 22 else f"{machine.host}:{machine.port}"
 
 
-def mismatch(machine: Machine, presented: paramiko.PKey | None, detail: str = "") -> HostKeyMismatch:
+def mismatch(machine: Machine, presented: paramiko.PKey | None,
+             detail: str = "") -> HostKeyMismatch:
     """The error for a server whose key is not pinned: both fingerprints and what to check."""
     expected = ", ".join(fingerprint(parse_host_key(k)) + f" ({k.split()[0]})"
                          for k in machine.host_key)
@@ -167,11 +168,12 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
-        raise Unreachable(f"{host}:{port}: cannot resolve the host name ({exc.strerror})") from exc
+        raise Unreachable(f"{host}:{port} is unreachable: cannot resolve the host name "
+                          f"({exc.strerror})") from exc
     except TimeoutError as exc:
-        raise Unreachable(f"{host}:{port}: no answer within {timeout:g}s") from exc
+        raise Unreachable(f"{host}:{port} is unreachable: no answer within {timeout:g}s") from exc
     except OSError as exc:
-        raise Unreachable(f"{host}:{port}: {exc.strerror or exc}") from exc
+        raise Unreachable(f"{host}:{port} is unreachable: {exc.strerror or exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3),

@@ -120,7 +120,8 @@ class LocalTransport(Transport):
         except OSError:
             return None
 
-    def reap(self, machine: Machine, run_id: int) -> None:
+    def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
+             command: str | None = None) -> None:
         """Stop the command of a run whose reconciler died, if it is still running.
 
         The process group is only killed when its leader still carries this run's id in its

@@ -56,6 +56,7 @@ class Connection:
     def close(self) -> None:
         self.broken = True
         try:
+            self.fabric.client.close()  # also when the transport is no longer active
             self.fabric.close()
         except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
             pass
@@ -95,6 +96,7 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._slots: dict[Hashable, _Slot] = {}
         self.connects = 0  # how many connections were opened (for tests and benchmarks)
+        self._swept = time.monotonic()
 
     @contextmanager
     def session(self, machine: Machine) -> Iterator[Session]:
@@ -117,7 +119,8 @@ class ConnectionPool:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self._release(machine, connection)
                 if attempt == 2:
-                    raise Unreachable(f"machine '{machine.name}': cannot open a channel: "
+                    raise Unreachable(f"machine '{machine.name}' is unreachable: cannot open a "
+                                      f"channel: "
                                       f"{exc or type(exc).__name__}") from exc
         raise AssertionError("unreachable")
 
@@ -169,8 +172,12 @@ class ConnectionPool:
                 connection.close()
 
     def _close_idle(self) -> None:
+        """Close connections unused for `idle_timeout` (looked for at most every 10 s)."""
         now = time.monotonic()
         with self._lock:
+            if now - self._swept < min(10.0, self.idle_timeout):
+                return
+            self._swept = now
             slots = list(self._slots.values())
         for slot in slots:
             with slot.lock:

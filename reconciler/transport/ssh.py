@@ -31,7 +31,7 @@ from typing import Callable, Mapping
 import fabric
 import paramiko
 
-from ..errors import AuthFailed, HostKeyMismatch, ReconcilerError, TransportError, Unreachable
+from ..errors import ConnectionLost, AuthFailed, ReconcilerError, TransportError, Unreachable
 from ..model import Machine
 from ..redact import Secret, reveal
 from . import hostkeys, wrapper
@@ -42,14 +42,9 @@ from .probe import PROBE_COMMAND, Load, parse_probe
 KEEPALIVE = 15  # seconds between keepalive packets on an idle connection
 DRAIN = 10.0  # after the exit status, how long the rest of the output may take to arrive
 CTL_TIMEOUT = 30.0  # reading or killing a run's markers
+CLEAN_TIMEOUT = 5.0  # removing stale markers when a connection opens (best effort)
 
 
-class ConnectionLost(TransportError):
-    """The connection died after the command was sent: whether it ran, and how it ended, is
-    unknown. Not retryable: the executor records the run as `unknown` (SPEC §2), and `reap`
-    can resolve it from the remote markers at the next pass."""
-
-    retryable = False
 
 
 KeyResolver = Callable[[Machine], "Secret | None"]
@@ -84,9 +79,13 @@ class SshTransport(Transport):
         call = wrapper.invocation(self.markers, run_id, command, plain)
         with self.pool.session(machine) as session:
             self._dispatch(machine, session, call)
-            if not _wait_status(session.channel, started + timeout):
-                return self._stop(machine, session, run_id, call.nonce, started)
-            return self._finished(machine, session, started)
+            ended = _wait_status(session.channel, started + timeout)
+            if ended and session.channel.exit_status >= 0:
+                return self._finished(session, started)
+            # Timed out, or the channel closed without an exit status: the connection died
+            # (paramiko closes its channels before it marks the transport inactive, so only
+            # a new channel tells), or sshd sent `exit-signal`. The markers know which.
+            return self._settle(machine, session, run_id, call.nonce, started, not ended)
 
     def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
              command: str | None = None) -> Completed | None:
@@ -158,25 +157,17 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
 
-    def _finished(self, machine: Machine, session: Session, started: float) -> Completed:
-        """The result of a command whose channel reported an exit status (or closed)."""
-        channel = session.channel
-        output = _read_all(channel, DRAIN)
-        code = channel.exit_status
-        if code < 0 and not session.alive:
-            raise _lost(machine, None)
-        if code < 0:  # sshd sent `exit-signal`, which paramiko does not parse
-            code = 255
-            output += "\n[reconciler: the remote command was killed by a signal]\n"
-        return Completed(exit_code=code, output=output, duration=time.monotonic() - started)
+    def _finished(self, session: Session, started: float) -> Completed:
+        """The result of a command whose channel reported its exit status."""
+        output = _read_all(session.channel, DRAIN)
+        return Completed(exit_code=session.channel.exit_status, output=output,
+                         duration=time.monotonic() - started)
 
-    def _stop(self, machine: Machine, session: Session, run_id: int, nonce: str,
-              started: float) -> Completed:
-        """The timeout passed: kill the remote process group (TERM, then KILL) through a
-        second channel on the same connection. A command that ended meanwhile keeps its
-        own result."""
-        if not session.alive:
-            raise _lost(machine, None)
+    def _settle(self, machine: Machine, session: Session, run_id: int, nonce: str,
+                started: float, timed_out: bool) -> Completed:
+        """Ask the run's markers through a second channel, killing what is left of its
+        process group (TERM, then KILL). A command that ended meanwhile keeps its own result;
+        no channel means the connection is gone: ConnectionLost."""
         try:
             channel = session.connection.open_channel(self.connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -185,7 +176,11 @@ class SshTransport(Transport):
         duration = time.monotonic() - started
         if marker.state == "exit":
             return Completed(marker.exit_code, marker.output, duration)
-        return Completed(exit_code=None, output=marker.output, duration=duration, timed_out=True)
+        if timed_out:
+            return Completed(None, marker.output, duration, timed_out=True)
+        # The wrapper itself was killed by a signal (paramiko does not parse exit-signal).
+        return Completed(255, marker.output + "\n[reconciler: the remote command was killed by "
+                         "a signal]\n", duration)
 
     def _ctl(self, machine: Machine, session: Session, run_id: int, action: str,
              nonce: str = "-") -> wrapper.Marker:
@@ -201,11 +196,16 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
         try:
-            if not _wait_status(channel, started + CTL_TIMEOUT) or channel.exit_status != 0:
+            if not _wait_status(channel, started + CTL_TIMEOUT) or channel.exit_status < 0:
                 raise _lost(machine, None)
-            return wrapper.parse_ctl(_read_all_bytes(channel, DRAIN))
+            output = _read_all_bytes(channel, DRAIN)
         finally:
             channel.close()
+        if channel.exit_status != 0:
+            raise TransportError(f"machine '{machine.name}': reading the markers of run {run_id} "
+                                 f"failed (exit {channel.exit_status}): "
+                                 f"{output.decode('utf-8', 'replace').strip()[:200]}")
+        return wrapper.parse_ctl(output)
 
     # ------------------------------------------------------------------ connecting
 
@@ -215,7 +215,10 @@ class SshTransport(Transport):
             raise Unreachable(f"machine '{machine.name}' has no host")
         keys = hostkeys.pinned(machine)  # before any network I/O: no pin, no connection
         auth = self._auth(machine)
-        sock = hostkeys.open_socket(machine.host, machine.port, self.connect_timeout)
+        try:
+            sock = hostkeys.open_socket(machine.host, machine.port, self.connect_timeout)
+        except Unreachable as exc:
+            raise Unreachable(f"machine '{machine.name}': {exc}") from exc
         conn = fabric.Connection(
             machine.host, user=machine.user or getpass.getuser(), port=machine.port,
             config=_fabric_config(), connect_timeout=int(max(1, self.connect_timeout)),
@@ -231,8 +234,10 @@ class SshTransport(Transport):
         try:
             conn.open()
         except BaseException as exc:
+            # Fabric's close() skips a transport that is not active; paramiko's thread must
+            # stop before the socket goes, or it logs a spurious "Bad file descriptor".
+            conn.client.close()
             sock.close()
-            conn.close()
             raise self._connect_error(machine, exc) from exc
         conn.transport.set_keepalive(KEEPALIVE)
         self._clean_markers(conn)
@@ -267,7 +272,8 @@ class SshTransport(Transport):
                               f"{machine.user or getpass.getuser()} failed ({exc}); check that "
                               "the machine's authorized_keys holds the reconciler's public key")
         if isinstance(exc, (paramiko.SSHException, EOFError, OSError, socket.timeout)):
-            return Unreachable(f"{where}: SSH connection failed: {exc or type(exc).__name__}")
+            return Unreachable(f"{where} is unreachable: the SSH connection failed: "
+                               f"{exc or type(exc).__name__}")
         return exc
 
     def _clean_markers(self, conn) -> None:
@@ -276,7 +282,7 @@ class SshTransport(Transport):
             channel = conn.transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(wrapper.clean_line(self.markers))
             channel.shutdown_write()
-            _wait_status(channel, time.monotonic() + CTL_TIMEOUT)
+            _wait_status(channel, time.monotonic() + CLEAN_TIMEOUT)
             channel.close()
         except (paramiko.SSHException, EOFError, OSError):
             pass

@@ -40,14 +40,18 @@ f=$d/$2
 
 RUN = _PREAMBLE + r"""umask 077
 pg=$$
-if IFS= read -r st < /proc/$$/stat 2>/dev/null; then set -- "$1" "$2" "$3" "$4" "$5" ${st##*) }; pg=$8; fi
+if IFS= read -r st 2>/dev/null < /proc/$$/stat; then
+  set -- "$1" "$2" "$3" "$4" "$5" ${st##*) }; pg=$8  # after "pid (comm) ": state ppid pgrp
+fi
 s=; ok=; nl='
 '
 while IFS= read -r l; do
   if [ "$l" = "$3" ]; then ok=1; break; fi
   s=$s$l$nl
 done
-if [ -z "$ok" ]; then echo "reconciler: input cut off; the command was not started" >&2; exit 125; fi
+if [ -z "$ok" ]; then
+  echo "reconciler: input cut off; the command was not started" >&2; exit 125
+fi
 if ! { printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta"; } 2>/dev/null; then
   mkdir -p "$d" && printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta" || {
     echo "reconciler: cannot write run markers in $d" >&2; exit 124; }
@@ -56,7 +60,7 @@ echo "$pg" > "$f.pid"
 ( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) > "$f.out" 2>&1 < /dev/null
 rc=$?
 echo "$3 $rc" > "$f.exit"
-tail -c 65536 "$f.out"
+if [ -s "$f.out" ]; then tail -c 65536 "$f.out"; fi
 exit $rc
 """
 
@@ -64,24 +68,35 @@ exit $rc
 # `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
 # (+ the tail), or `none`.
 CTL = _PREAMBLE + r"""
-if ! read -r n a h < "$f.meta" 2>/dev/null; then echo none; exit 0; fi
+if ! read -r n a h 2>/dev/null < "$f.meta"; then echo none; exit 0; fi
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
-if read -r en rc < "$f.exit" 2>/dev/null && [ "$en" = "$n" ]; then
+if read -r en rc 2>/dev/null < "$f.exit" && [ "$en" = "$n" ]; then
   echo "exit $rc $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; exit 0
 fi
-read -r pg < "$f.pid" 2>/dev/null || pg=
+read -r pg 2>/dev/null < "$f.pid" || pg=
+alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
+  [ -d /proc/self ] || { kill -s 0 -- "-$pg" 2>/dev/null; return; }
+  for s in /proc/[0-9]*/stat; do
+    IFS= read -r l 2>/dev/null < "$s" || continue
+    set -- ${l##*) }
+    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
 ours=
-if [ -n "$pg" ] && kill -0 -- "-$pg" 2>/dev/null; then
-  if [ -r "/proc/$pg/cmdline" ]; then
-    tr '\000' '\n' < "/proc/$pg/cmdline" | grep -qF -- "$n" && ours=1
-  else
-    ours=1
-  fi
+if [ -n "$pg" ] && alive; then
+  # A live leader must be this run's wrapper (its argv holds the nonce): a recycled pid is
+  # never hit. A dead or zombie leader cannot have been recycled while its group lives.
+  st=; IFS= read -r st 2>/dev/null < "/proc/$pg/stat"
+  case ${st##*) } in
+    Z*|'') ours=1 ;;
+    *) tr '\000' '\n' 2>/dev/null < "/proc/$pg/cmdline" | grep -qF -- "$n" && ours=1 ;;
+  esac
 fi
 if [ -z "$ours" ]; then echo "gone $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; exit 0; fi
 kill -s TERM -- "-$pg" 2>/dev/null
 i=0
-while kill -0 -- "-$pg" 2>/dev/null && [ $i -lt 20 ]; do
+while alive && [ $i -lt 20 ]; do
   sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
 done
 kill -s KILL -- "-$pg" 2>/dev/null
@@ -113,9 +128,11 @@ def digest(command: str) -> str:
 
 def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) -> Invocation:
     """The wrapper call for `command` with `env` (plain values, revealed at the last moment)."""
-    for name in env:
+    for name, value in env.items():
         if not name.isidentifier() or not name.isascii():
             raise ValueError(f"environment variable name {name!r} is not a shell name")
+        if "\0" in value:
+            raise ValueError(f"environment variable {name} holds a NUL byte")
     nonce = secrets.token_hex(16)
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     lines.append(f"_reconciler_command={shlex.quote(command)}")

@@ -279,6 +279,13 @@ UPDATE runs SET status = %(status)s, finished_at = %(now)s, exit_code = %(exit_c
 WHERE id = %(id)s AND status = 'running' AND epoch = %(epoch)s
 RETURNING *
 
+-- query: adopt
+-- An `unknown` run whose command did finish, as the target's markers tell: its real result.
+UPDATE runs SET status = %(status)s, exit_code = %(exit_code)s, output = %(output)s,
+                error = %(error)s
+WHERE id = %(id)s AND status = 'unknown'
+RETURNING *
+
 -- query: requeue
 -- Back to the queue for the next attempt; the last attempt's result stays visible meanwhile.
 UPDATE runs SET status = 'pending', attempt = attempt + 1, not_before = %(not_before)s,

@@ -236,6 +236,13 @@ UPDATE runs SET status = :status, finished_at = :now, exit_code = :exit_code,
 WHERE id = :id AND status = 'running' AND epoch = :epoch
 RETURNING *
 
+-- query: adopt
+-- An `unknown` run whose command did finish, as the target's markers tell: its real result.
+UPDATE runs SET status = :status, exit_code = :exit_code, output = :output,
+                error = :error
+WHERE id = :id AND status = 'unknown'
+RETURNING *
+
 -- query: requeue
 -- Back to the queue for the next attempt; the last attempt's result stays visible meanwhile.
 UPDATE runs SET status = 'pending', attempt = attempt + 1, not_before = :not_before,

@@ -1,0 +1,188 @@
+"""`reconcile machines` and `reconcile machines keyscan HOST[:PORT]` (SPEC §4).
+
+`machines` lists every machine of the inventory with its reachability, when it was last seen,
+and its load average and memory, read from /proc over the machine's pooled SSH connection
+(local machines: read directly). `keyscan` asks a server for its host keys without
+authenticating and prints the `host_key:` line to paste with its SHA256 fingerprint, for a
+human to compare with what the machine's console shows: the one place an unknown key is
+accepted, and only to be printed.
+
+Wiring (cli/args.py, cli/commands.py): `add_parser(subparsers)` declares the command;
+`run(args, inventory, transports)` executes it (`inventory` may be None for `keyscan`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Mapping
+
+from ..errors import InfrastructureError, ReconcilerError, UsageError
+from ..model import Inventory, Machine
+from ..transport import hostkeys
+from ..transport.base import Transport
+from ..transport.probe import Load, local_probe
+from . import views
+
+PROBE_TIMEOUT = 10.0
+HISTORY = 5000  # recent runs read from the store to find when a machine was last seen
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare `machines [keyscan HOST[:PORT]]` on `subparsers`; returns the parser (the
+    caller adds the global options)."""
+    parser = subparsers.add_parser(
+        "machines", help="machines, reachability and load; 'keyscan HOST[:PORT]' prints a "
+                         "host key to pin")
+    parser.add_argument("action", nargs="?", choices=("keyscan",), metavar="keyscan",
+                        help="print the host_key line of HOST[:PORT] (no login)")
+    parser.add_argument("target", nargs="?", metavar="HOST[:PORT]")
+    parser.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="output format (default: text)")
+    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT, metavar="SECONDS",
+                        help=f"per machine (default {PROBE_TIMEOUT:g})")
+    return parser
+
+
+def run(args: argparse.Namespace, inventory: Inventory | None,
+        transports: Mapping[str, Transport]) -> int:
+    """Run `machines` or `machines keyscan`; returns the exit code (0)."""
+    fmt = getattr(args, "format", None) or "text"
+    if args.action == "keyscan":
+        if not args.target:
+            raise UsageError("machines keyscan needs HOST[:PORT]")
+        return _keyscan(args.target, fmt, args.timeout)
+    if args.target:
+        raise UsageError(f"machines: unexpected argument {args.target!r} (did you mean "
+                         f"'machines keyscan {args.target}'?)")
+    if inventory is None:
+        raise UsageError("machines needs an inventory (--inventory DIR)")
+    return _list(args, inventory, transports, fmt)
+
+
+# ---------------------------------------------------------------------------- keyscan
+
+def parse_target(text: str) -> tuple[str, int]:
+    """Pure: `host`, `host:port`, `[v6]:port` or a bare IPv6 address as (host, port)."""
+    host, port = text, "22"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "22"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"machines keyscan: {text!r} is not HOST[:PORT]")
+    return host, int(port)
+
+
+def _keyscan(target: str, fmt: str, timeout: float) -> int:
+    host, port = parse_target(target)
+    keys = hostkeys.scan(host, port, timeout)
+    if fmt == "json":
+        print(views.to_json({"host": host, "port": port, "keys": [
+            {"type": k.type, "key": k.base64, "fingerprint": k.fingerprint, "line": k.line}
+            for k in keys]}))
+        return 0
+    print(keyscan_text(host, port, keys))
+    print("Compare the fingerprint with the machine's own (on its console: ssh-keygen -lf "
+          "/etc/ssh/ssh_host_*_key.pub) before pasting the host_key line.", file=sys.stderr)
+    return 0
+
+
+def keyscan_text(host: str, port: int, keys: list[hostkeys.ScannedKey]) -> str:
+    """Pure: the preferred key's `host_key:` line under its fingerprint; other keys the
+    server offers as comments."""
+    where = host if port == 22 else f"{host}:{port}"
+    best, *others = keys
+    lines = [f"# {where} {best.type} {best.fingerprint}", best.line]
+    if others:
+        lines.append("# also offered (pin one, or a list of them):")
+        lines += [f"#   {k.type} {k.fingerprint}\n#   {k.line}" for k in others]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- machines
+
+def _list(args, inventory: Inventory, transports: Mapping[str, Transport], fmt: str) -> int:
+    machines = sorted(inventory.machines.values(), key=lambda m: m.name)
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(machines)))) as pool:
+        probes = list(pool.map(lambda m: _probe(m, transports, args.timeout), machines))
+    history = _last_runs(args, inventory)
+    now = datetime.now(timezone.utc)
+    rows = [status(m, load, error, now if error is None else history.get(m.name))
+            for m, (load, error) in zip(machines, probes, strict=True)]
+    if fmt == "json":
+        print(views.to_json(rows))
+    else:
+        print(machines_text(rows))
+    return 0
+
+
+def _probe(machine: Machine, transports: Mapping[str, Transport],
+           timeout: float) -> tuple[Load | None, str | None]:
+    """(load, None) when the machine answered, (None, why not) otherwise."""
+    try:
+        if machine.transport == "local":
+            return local_probe(), None
+        probe = getattr(transports.get(machine.transport), "probe", None)
+        if probe is None:
+            return None, f"no '{machine.transport}' transport"
+        return probe(machine, timeout), None
+    except (ReconcilerError, OSError, ValueError) as exc:
+        return None, str(exc)
+
+
+def _last_runs(args, inventory: Inventory) -> dict[str, datetime]:
+    """When each machine last finished a command, from the store (empty without one)."""
+    from . import wiring
+
+    try:
+        store = wiring.store(args, inventory, create=False, read_only=True)
+    except (InfrastructureError, ReconcilerError):
+        return {}
+    if store is None:
+        return {}
+    try:
+        runs = store.list_runs(None, None, HISTORY)
+    except InfrastructureError:
+        return {}
+    finally:
+        store.close()
+    seen: dict[str, datetime] = {}
+    for r in runs:
+        if r.exit_code is not None and r.finished_at is not None:
+            seen[r.machine] = max(seen.get(r.machine, r.finished_at), r.finished_at)
+    return seen
+
+
+def status(machine: Machine, load: Load | None, error: str | None,
+           last_seen: datetime | None) -> dict:
+    """Pure: one machine's row, as `--format json` prints it."""
+    return {
+        "name": machine.name, "team": machine.team, "transport": machine.transport,
+        "host": machine.host, "port": machine.port if machine.transport == "ssh" else None,
+        "reachable": error is None, "error": error, "last_seen": views.iso(last_seen),
+        "load": [load.load1, load.load5, load.load15] if load else None,
+        "memory": ({"total_kib": load.mem_total_kib, "available_kib": load.mem_available_kib}
+                   if load else None),
+    }
+
+
+def machines_text(rows: list[dict]) -> str:
+    """Pure: the machines table, then one line per unreachable machine saying why."""
+    table = views.table(
+        ("MACHINE", "TEAM", "TRANSPORT", "REACHABLE", "LOAD 1/5/15", "MEM FREE", "LAST SEEN"),
+        [(r["name"], r["team"], r["transport"], "yes" if r["reachable"] else "NO",
+          " ".join(f"{x:.2f}" for x in r["load"]) if r["load"] else "-", _memory(r["memory"]),
+          r["last_seen"] or "-") for r in rows])
+    problems = [f"{r['name']}: {r['error']}" for r in rows if r["error"]]
+    return "\n".join([table, *problems])
+
+
+def _memory(memory: dict | None) -> str:
+    if not memory or not memory["total_kib"] or memory["available_kib"] is None:
+        return "-"
+    gib = memory["total_kib"] / 1024 ** 2
+    return f"{memory['available_kib'] * 100 // memory['total_kib']}% of {gib:.1f} GiB"
