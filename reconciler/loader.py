@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator
 
 from croniter import croniter
 from jsonschema import Draft202012Validator, ValidationError
-from referencing import Registry, Resource
 
 from . import durations
 from .diagnostics import Diagnostic, Diagnostics, Location, did_you_mean

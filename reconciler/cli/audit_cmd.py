@@ -82,12 +82,6 @@ def run(args: argparse.Namespace) -> int:
 # --- shared ------------------------------------------------------------------------------------------
 
 
-def _inventory_if_any(args: argparse.Namespace):
-    """The audit commands only need the state URL: a broken inventory must not stop them."""
-    try:
-        return wiring.load(args).inventory
-    except InputError:
-        return None
 
 
 def key_path(args: argparse.Namespace, state_url: str) -> Path:
@@ -109,7 +103,7 @@ def check_chain(store: StateStore) -> Verdict:
 
 
 def _verify(args: argparse.Namespace, fmt: str) -> int:
-    inventory = _inventory_if_any(args)
+    inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
     checkpoint = entries = None
     if args.checkpoint:
@@ -198,7 +192,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def _export(args: argparse.Namespace, fmt: str) -> int:
-    inventory = _inventory_if_any(args)
+    inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
     now = datetime.now(timezone.utc)
     since = timestamp(parse_since(args.since, now)) if args.since else None

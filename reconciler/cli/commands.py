@@ -24,15 +24,6 @@ from .progress import progress_for
 log = logging.getLogger(__name__)
 
 
-def _format(args: argparse.Namespace, allowed=("text", "json")) -> str:
-    """The requested output format; a format the command cannot write is a usage error
-    (the root parser accepts `markdown` for `plan` wherever `--format` is written)."""
-    from ..errors import UsageError
-
-    fmt = getattr(args, "format", None) or "text"
-    if fmt not in allowed:
-        raise UsageError(f"--format {fmt} is not available here; use " + " or ".join(allowed))
-    return fmt
 
 
 def _print_warnings(warnings) -> None:
@@ -45,7 +36,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     loaded = wiring.load(args)
     warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory)]
     warnings += _check_vault_references(args, loaded)
-    fmt = _format(args)
+    fmt = wiring.output_format(args)
     if fmt == "json":
         print(views.to_json({
             "valid": not (args.strict and warnings),
@@ -115,7 +106,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ..plan import make_plan
 
     plan = make_plan(loaded.desired, executed, utc_now())
-    fmt = _format(args, ("text", "json", "markdown"))
+    fmt = wiring.output_format(args, ("text", "json", "markdown"))
     if fmt == "json":
         print(views.to_json(plan.to_json()))
     elif fmt == "markdown":
@@ -142,7 +133,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     finally:
         store.close()
     runs = sorted(report.runs.values(), key=lambda r: r.id)
-    if _format(args) == "json":
+    if wiring.output_format(args) == "json":
         print(views.to_json({"runs": [views.run_json(r) for r in runs],
                              "counts": report.counts(), "commit": commit}))
     else:
@@ -180,7 +171,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     data = numbers.to_json()
-    if _format(args) == "json":
+    if wiring.output_format(args) == "json":
         print(views.to_json(data))
         return 0
     depth, by_team = data["queue_depth"], data["by_team"]
@@ -204,11 +195,11 @@ def cmd_queue(args: argparse.Namespace) -> int:
         from .prune_cmd import run
 
         return run(args)
-    store = wiring.store(args, _inventory_if_any(args), create=False,
+    store = wiring.store(args, wiring.inventory_if_valid(args), create=False,
                          read_only=args.queue_command in ("list", "show"))
     if store is None:
         if args.queue_command == "list":
-            print("[]" if _format(args) == "json" else "No runs.")
+            print("[]" if wiring.output_format(args) == "json" else "No runs.")
             return 0
         from ..errors import InputError
 
@@ -219,15 +210,6 @@ def cmd_queue(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _inventory_if_any(args: argparse.Namespace):
-    """The queue commands only need the settings' state URL; a broken inventory must not stop
-    an operator from cancelling a run, so fall back to flags and environment."""
-    from ..errors import InputError
-
-    try:
-        return wiring.load(args).inventory
-    except InputError:
-        return None
 
 
 def _queue_list(args, store) -> int:
@@ -241,7 +223,7 @@ def _queue_list(args, store) -> int:
             raise UsageError(f"--status: {exc}; use one of "
                              + ", ".join(s.value for s in RunStatus)) from None
     runs = store.list_runs(statuses, args.team, args.limit)
-    if _format(args) == "json":
+    if wiring.output_format(args) == "json":
         print(views.to_json([views.run_json(r) for r in runs]))
     else:
         print(views.runs_text(runs))
@@ -254,7 +236,7 @@ def _queue_show(args, store) -> int:
         from ..errors import InputError
 
         raise InputError(f"no run {args.run} in the state store", None)
-    if _format(args) == "json":
+    if wiring.output_format(args) == "json":
         print(views.to_json(views.run_json(run, detail=True)))
     else:
         print(views.run_detail_text(run))
@@ -286,7 +268,7 @@ def _queue_change(verb: str):
         method = store.cancel_run if verb == "cancel" else store.request_retry
         run = method(args.run, utc_now())
         audit_queue_change(store, verb, run, redact=args.redactor)
-        if _format(args) == "json":
+        if wiring.output_format(args) == "json":
             print(views.to_json(views.run_json(run)))
         else:
             message = {"cancel": f"run {run.id} cancelled",

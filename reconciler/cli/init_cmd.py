@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import UsageError
 from ..scaffold import next_steps, scaffold_files, write_scaffold
+from . import wiring
 from .views import to_json
 
 FORMATS = ("text", "json")
@@ -39,9 +39,7 @@ def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the scaffold; print what was written and what to do next. Returns 0."""
-    fmt = getattr(args, "format", None) or "text"
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt} is not available for init; use text or json")
+    fmt = wiring.output_format(args, FORMATS)
     files = scaffold_files(team=args.team, machine=args.machine)
     written = write_scaffold(args.directory, files, force=args.force)
     if fmt == "json":

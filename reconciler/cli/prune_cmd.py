@@ -57,9 +57,7 @@ def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Archive (optionally) and remove; print what was done. Returns 0."""
-    fmt = getattr(args, "format", None) or "text"
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt} is not available for queue prune; use text or json")
+    fmt = wiring.output_format(args, FORMATS)
     try:
         age = parse_duration(args.older_than)
     except ValueError as exc:
@@ -67,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.archive and Path(args.archive).exists():
         raise UsageError(f"--archive {args.archive} exists; name a new file (an archive is "
                          "never overwritten)")
-    inventory = _inventory_if_any(args)
+    inventory = wiring.inventory_if_valid(args)
     now = datetime.now(timezone.utc)
     before = now - timedelta(seconds=age)
     store = wiring.store(args, inventory, create=False)
@@ -84,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
     return _report(fmt, done)
 
 
-def _inventory_if_any(args: argparse.Namespace):
-    try:
-        return wiring.load(args).inventory
-    except InputError:
-        return None
 
 
 def prune(store: StateStore, before: datetime, archive: str | None,

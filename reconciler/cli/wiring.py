@@ -45,6 +45,26 @@ def load(args: argparse.Namespace) -> Loaded:
     return Loaded(inventory, compile_inventory(inventory), warnings)
 
 
+def inventory_if_valid(args: argparse.Namespace) -> Inventory | None:
+    """The inventory, or None when it does not load. For commands that only need its state
+    URL (queue, audit, prune): a broken inventory must not stop an operator from them."""
+    from ..errors import InputError
+
+    try:
+        return load(args).inventory
+    except InputError:
+        return None
+
+
+def output_format(args: argparse.Namespace, allowed=("text", "json")) -> str:
+    """The requested output format; one the command cannot write is a usage error (the root
+    parser accepts `markdown` for `plan` wherever `--format` is written)."""
+    fmt = getattr(args, "format", None) or "text"
+    if fmt not in allowed:
+        raise UsageError(f"--format {fmt} is not available here; use " + " or ".join(allowed))
+    return fmt
+
+
 def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str:
     settings_state = inventory.settings.state if inventory is not None else None
     return (getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")

@@ -203,4 +203,4 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, identities: Sequence[Identity])
 
 
 __all__ = ["Identity", "Recipient", "decrypt", "decrypt_chunks", "decrypt_stream", "encrypt",
-           "encrypt_stream", "io"]
+           "encrypt_stream"]
