@@ -102,10 +102,11 @@ def build_parser() -> Parser:
     owners.add_argument("-o", "--output", metavar="FILE",
                         help="write it here (e.g. .github/CODEOWNERS) instead of stdout")
     _add_globals(owners, suppress=True)
-    from . import diff_cmd, init_cmd
+    from . import diff_cmd, init_cmd, keys_cmd
 
     diff_cmd.add_parser(sub, _add_globals, _add_format)
     init_cmd.add_parser(sub, _add_globals, _add_format)
+    keys_cmd.add_parser(sub, _add_globals, _add_format)
     return root
 
 

@@ -347,6 +347,12 @@ def cmd_machines(args: argparse.Namespace) -> int:
             transport.close()
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .keys_cmd import run
+
+    return run(args)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit_cmd import run
 
@@ -387,5 +393,5 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"machines": cmd_machines, "audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
+COMMANDS = {"keys": cmd_keys, "machines": cmd_machines, "audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
             "vault": cmd_vault, "worker": cmd_worker}
