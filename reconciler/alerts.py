@@ -149,6 +149,14 @@ def unreachable(machine: str, team: str, error: str = "",
                  redact(title(MACHINE_SUBJECT, "unreachable", machine)), redact(body))
 
 
+def commit_refused(commit: str, team: str, error: str,
+                   redact: Redact = lambda text: text) -> Alert:
+    """The alert for a commit a pass refused to run (rewritten history, a bad signature)."""
+    return Alert(AlertKey("", commit, "", "refused"), team, None,
+                 redact(f"reconciler: commit {commit[:12]} refused"),
+                 redact(f"commit: {commit}\nreason: {error}\nnothing from it runs"))
+
+
 # --- what an alert says -------------------------------------------------------------------------
 
 

@@ -308,6 +308,19 @@ class Sinks:
             log.error("unreachable alert for %s not recorded: %s", machine,
                       self.redact(str(exc)))
 
+    def commit_refused(self, commit: str | None, error: str) -> None:
+        """A pass refused `commit`: alert every team once per commit. Never raises."""
+        if not commit:
+            return
+        try:
+            desired = self.desired
+            for team in sorted(desired.teams):
+                self._raise_alert(alerts.commit_refused(commit, team, error, redact=self.redact),
+                                  desired.teams[team])
+            self.audit.append("commit.refused", commit=commit, error=error)
+        except ReconcilerError as exc:
+            log.error("refused-commit alert not recorded: %s", self.redact(str(exc)))
+
     def machine_reachable(self, machine: str) -> None:
         """`machine` answered again: the next unreachable episode alerts anew."""
         try:

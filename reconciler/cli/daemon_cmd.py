@@ -26,6 +26,7 @@ class _Continuous:
 
     def __init__(self, args: argparse.Namespace, daemon: Daemon, metrics=None):
         self.args, self.daemon, self.metrics = args, daemon, metrics
+        self.refused: gitsource.RefusedCommit | None = None
         self.loaded = wiring.load(args)  # a broken inventory at start-up: exit 2
 
     def interval(self) -> float:
@@ -41,6 +42,8 @@ class _Continuous:
             except SourceError as exc:
                 # The checkout stays where it was: its schedules and retries still come due.
                 log.error("%s", exc)
+                if isinstance(exc, gitsource.RefusedCommit):
+                    self.refused = exc  # alerted by the next pass (once per commit)
         try:
             self.loaded = load_audited(self.args, gitsource.head_commit(
                 wiring.inventory_dir(self.args)))
@@ -58,6 +61,9 @@ class _Continuous:
                               metrics=self.metrics) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = wiring.grace(args)
+                if self.refused is not None:
+                    sinks.commit_refused(self.refused.commit, str(self.refused))
+                    self.refused = None
                 report = run_pass(args, loaded, store, engine, sinks, commit)
         finally:
             store.close()

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 from ..engine import Engine, Event, PassReport
 from ..errors import InputError, StoreError
 from ..sinks import audit_validation_failed, build_sinks
+from ..source.git import RefusedCommit
 from ..store.factory import open_store
 from . import wiring
 from .lineage import lineage_guard
@@ -57,6 +58,8 @@ def run_pass(args: argparse.Namespace, loaded, store, engine: Engine, sinks,
                                  before_plan=lineage_guard(args, store, commit,
                                                            loaded.inventory.settings.git.verify))
     except BaseException as exc:
+        if isinstance(exc, RefusedCommit):
+            sinks.commit_refused(exc.commit, str(exc))
         sinks.pass_failed(exc)
         raise
     sinks.pass_finished(report)  # StoreError (exit 3) if an audit entry was lost

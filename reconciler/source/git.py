@@ -15,6 +15,14 @@ from typing import Iterator
 from ..errors import SourceError
 
 
+class RefusedCommit(SourceError):
+    """A commit the reconciler will not run; `commit` names it (for the alert)."""
+
+    def __init__(self, message: str, commit: str):
+        super().__init__(message)
+        self.commit = commit
+
+
 @contextmanager
 def _repo(inventory: str | Path) -> Iterator[object | None]:
     """The repository holding `inventory`, or None outside one."""
@@ -74,10 +82,11 @@ def check_lineage(inventory: str | Path, last: str | None, commit: str | None) -
             repo.git.merge_base("--is-ancestor", last, sha_of(commit))
         except git.GitCommandError as exc:
             if exc.status == 1:
-                raise SourceError(
+                raise RefusedCommit(
                     f"refusing commit {sha_of(commit)[:12]}: it does not descend from "
                     f"{last[:12]}, the last commit reconciled (history was rewritten, or this "
-                    "is a late run for an older commit); nothing from it runs") from None
+                    "is a late run for an older commit); nothing from it runs",
+                    sha_of(commit)) from None
             raise SourceError(
                 f"refusing commit {sha_of(commit)[:12]}: cannot tell whether it descends from "
                 f"{last[:12]}, the last commit reconciled (not in this clone: fetch the full "
@@ -104,9 +113,10 @@ def pull(inventory: str | Path, remote: str, branch: str) -> str | None:
         if target == head:
             return head.hexsha
         if not repo.is_ancestor(head, target):
-            raise SourceError(
+            raise RefusedCommit(
                 f"refusing {remote}/{branch} at {target.hexsha[:12]}: it is not a fast-forward "
-                f"of {head.hexsha[:12]} (history was rewritten); nothing from it runs")
+                f"of {head.hexsha[:12]} (history was rewritten); nothing from it runs",
+                target.hexsha)
         try:
             repo.git.merge("--ff-only", target.hexsha)
         except git.GitCommandError as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..diagnostics import Diagnostics
-from ..errors import SourceError
+from .git import RefusedCommit
 from ..model import Inventory, Role
 from ..trust import FileChange, memberships, requirements, signers, unmet
 from ..yamlio import parse_yaml, to_plain
@@ -71,22 +71,22 @@ def _judge(repo: Repository, sha: str, trusted: Inventory, allowed: str, *,
     status, fingerprint = _signature(repo, sha, allowed)
     short = sha[:12]
     if status == "N":
-        raise SourceError(f"refusing commit {short}: it is not signed (git.verify is on: sign "
-                          "commits with an ssh: key of your team membership)")
+        raise RefusedCommit(f"refusing commit {short}: it is not signed (git.verify is on: sign "
+                          "commits with an ssh: key of your team membership)", sha)
     roles = memberships(trusted).get(fingerprint)
     if status != "G" or not roles:
-        raise SourceError(f"refusing commit {short}: signed by {fingerprint or 'an unknown key'}, "
-                          "which is no team member's ssh: key in the last trusted commit")
+        raise RefusedCommit(f"refusing commit {short}: signed by {fingerprint or 'an unknown key'}"
+                            ", which is no team member's ssh: key in the last trusted commit", sha)
     if first_use:
         if Role.ADMIN not in roles.values():
-            raise SourceError(f"refusing commit {short}: the first reconciled commit must be "
-                              "signed by an admin it names (trust on first use)")
+            raise RefusedCommit(f"refusing commit {short}: the first reconciled commit must be "
+                                "signed by an admin it names (trust on first use)", sha)
         return Verdict(sha, fingerprint, roles, first_use=True)
     missing = unmet([r for change in _changes(repo, sha) for r in requirements(change, trusted)],
                     roles)
     if missing:
-        raise SourceError(f"refusing commit {short}: its signer ({fingerprint}) lacks the role "
-                          "needed for: " + "; ".join(str(r) for r in missing))
+        raise RefusedCommit(f"refusing commit {short}: its signer ({fingerprint}) lacks the role "
+                            "needed for: " + "; ".join(str(r) for r in missing), sha)
     return Verdict(sha, fingerprint, roles)
 
 

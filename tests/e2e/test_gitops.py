@@ -144,3 +144,31 @@ def test_watch_files_runs_a_changed_task_without_waiting_for_the_poll(repos, tmp
         wait_until(lambda: "w" in repos.ledger_lines(), timeout=30, message="task w")
     finally:
         assert stop(daemon) == 0
+
+
+def test_a_refused_force_push_alerts_the_teams_once(repos, tmp_path):
+    from tests.integration.test_alerts_apprise import Receiver
+
+    receiver = Receiver()
+    try:
+        repos.write("inventory/teams/ops.yaml", f"name: ops\nalerts: [{receiver.url()}]\n")
+        repos.push("alerts")
+        git(repos.daemon, "pull", "-q", "origin", "main")
+        log = tmp_path / "daemon.log"
+        daemon = start_daemon(repos.daemon, log)
+        try:
+            wait_until(lambda: "a" in repos.ledger_lines(), timeout=30, message="task a")
+            git(repos.author, "reset", "-q", "--hard", "HEAD~1")
+            repos.task("c")
+            repos.push("rewritten", "--force")
+            wait_until(lambda: any("refused" in b.get("title", "") for b in receiver.delivered()),
+                       timeout=30, message="the refusal alert")
+            wait_until(lambda: log.read_text().count("refusing") >= 2, timeout=30,
+                       message="a second poll refusing again")
+        finally:
+            assert stop(daemon) == 0
+        refusals = [b for b in receiver.delivered() if "refused" in b.get("title", "")]
+        assert len(refusals) == 1 and "not a fast-forward" in refusals[0]["message"]
+        assert "c" not in repos.ledger_lines()
+    finally:
+        receiver.close()
