@@ -137,10 +137,6 @@ class Engine:
         # `unknown` (None: wait for them however long they take).
         self.grace: float | None = None
 
-    def plan(self, desired: DesiredState) -> Plan:
-        """What a pass would do now; reads the store, changes nothing."""
-        return make_plan(desired, self.store.snapshot(), self.clock())
-
     def run_pass(self, desired: DesiredState, commit: str | None, lock_timeout: float, *,
                  before_plan: Callable[[], None] | None = None) -> PassReport:
         """One full pass; returns when every run it enqueued (or found) has ended, retries

@@ -99,9 +99,4 @@ def next_attempt_at(policy: RetryPolicy, run: Run, outcome: Outcome,
     return now + timedelta(seconds=policy.delay_after(run.attempt))
 
 
-def output_tail(output: str, lines: int = 10) -> str:
-    """The last lines of an output, for summaries and alerts."""
-    return "\n".join(output.rstrip("\n").splitlines()[-lines:])
-
-
 __all__ = ["Outcome", "execute", "judge", "next_attempt_at", "run_environment"]

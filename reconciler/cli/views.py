@@ -26,13 +26,10 @@ def run_json(run: Run, *, detail: bool = False) -> dict:
         "exit_code": run.exit_code, "created_at": iso(run.created_at),
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "reason": run.reason, "slot": run.slot, "commit": run.commit,
-        "not_before": iso(run.not_before),
+        "not_before": iso(run.not_before), "error": run.error,
     }
     if detail:
         data["output"] = run.output
-        data["error"] = run.error
-    else:
-        data["error"] = run.error
     return data
 
 
