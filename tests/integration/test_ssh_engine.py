@@ -57,7 +57,8 @@ def test_a_pass_runs_every_task_over_one_login_per_machine(sshd_factory, transpo
     report = _pass(_inventory(tmp_path / "inventory", daemons, tasks), tmp_path, transport,
                    lambda team, ref: Secret("s3cret value") if ref == VaultRef("PW") else None)
     runs = list(report.runs.values())
-    assert len(runs) == 21 and {r.status for r in runs} == {RunStatus.SUCCEEDED}
+    assert len(runs) == 21 and {r.status for r in runs} == {RunStatus.SUCCEEDED}, \
+        [(r.id, r.status.value, r.error) for r in runs if r.status is not RunStatus.SUCCEEDED]
     assert [d.logins() for d in daemons.values()] == [1, 1]
 
 
