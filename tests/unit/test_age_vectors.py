@@ -1,4 +1,5 @@
-"""The C2SP/CCTV age conformance vectors (shared/vectors/age), one test per vector file.
+"""The C2SP/CCTV age conformance vectors (tests/vectors/age, with their LICENSE), one test per
+vector file.
 
 Each vector names the first stage that must fail (or `success`) and, for success and payload
 failures, the SHA-256 of the plaintext a streaming decryptor releases before it stops. The
@@ -21,7 +22,7 @@ import pytest
 from reconciler.vault import age
 from reconciler.vault.age import armor, b64, header, stream
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "age"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "age"
 NOT_VECTORS = {"FORMAT.md", "LICENSE"}
 KNOWN_KEYS = {"expect", "payload", "file key", "identity", "passphrase", "armored", "comment",
               "compressed"}
