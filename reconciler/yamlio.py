@@ -27,6 +27,22 @@ from .diagnostics import Diagnostics, Location
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
+MAX_INT_DIGITS = 1000  # no count, priority or duration needs more; Python's int() stops at 4,300
+
+class OversizedInt(str):
+    """A plain scalar that reads as an integer too long to be one (more than MAX_INT_DIGITS
+    digits): kept as its text so nothing converts it (Python refuses int() past 4,300 digits),
+    and reported by the parser with its location. Not equal to the same text as a `str`, so
+    a writer knows to quote such a string."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OversizedInt) and str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
 
 Scalar = Union[str, int, float, bool, None]
 
@@ -205,6 +221,10 @@ class _Composer:
         if isinstance(value, str) and "\0" in value:
             self.problems.append((location, "NUL characters are not allowed",
                                   "remove the \\0 escape"))
+        elif isinstance(value, OversizedInt):
+            self.problems.append((location, f"an integer of {len(value)} characters is too "
+                                  f"large (at most {MAX_INT_DIGITS} digits)",
+                                  "quote it to keep it a string"))
         elif isinstance(value, float) and not math.isfinite(value):
             self.problems.append((location, f"'{value}' is not allowed here: numbers must be "
                                   "finite", "write a number, or quote it to keep it a string"))
@@ -317,6 +337,9 @@ def resolve_plain(text: str) -> Scalar:
         return text in _TRUE
     if _LEADING_ZERO.fullmatch(text):
         return text  # `022`: a file mode, kept verbatim
+    integer = _DECIMAL.fullmatch(text) or _OCTAL.fullmatch(text) or _HEX.fullmatch(text)
+    if integer and len(text.lstrip("+-0xo")) > MAX_INT_DIGITS:
+        return OversizedInt(text)
     if _DECIMAL.fullmatch(text):
         return int(text)
     if _OCTAL.fullmatch(text):
