@@ -1,7 +1,7 @@
 """SSH throughput: trivial `echo ok` tasks over local sshd hosts, side by side, one table.
 
     python bench/bench_ssh.py                 # 200 tasks over 4 hosts, then 1,000 over 8
-    python bench/bench_ssh.py --quick         # 40 over 2, then 100 over 4
+    python bench/bench_ssh.py --quick         # 20 over 1, then 40 over 2 (a smoke run)
     python bench/bench_ssh.py --only reconciler,asyncssh
 
 Every tool runs the same commands against the same real OpenSSH daemons on 127.0.0.1 (the
@@ -23,6 +23,7 @@ asyncssh, ansible-core and pyinfra come from a separate venv (`--venv`, default
 ansible-core pyinfra`), so the project's own dependencies stay untouched; a tool that is not
 installed is reported as n/a. Each tool gets at most `--timeout` seconds per workload.
 Times are wall seconds including connecting; CLI tools include their interpreter's start.
+Exit 1 when a tool that is installed failed (an `error:` cell): a broken bench shows.
 """
 
 from __future__ import annotations
@@ -345,14 +346,14 @@ def table(results: dict[str, dict[str, float | str]], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 over 2, then 100 over 4")
+    parser.add_argument("--quick", action="store_true", help="20 over 1, then 40 over 2")
     parser.add_argument("--only", help="comma-separated tool names (default: all)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per tool and size")
     parser.add_argument("--venv", default="/tmp/bench-venv", help="venv of the other tools")
     args = parser.parse_args()
-    sizes = [(40, 2), (100, 4)] if args.quick else [(200, 4), (1000, 8)]
+    sizes = [(20, 1), (40, 2)] if args.quick else [(200, 4), (1000, 8)]
     names = args.only.split(",") if args.only else list(TOOLS)
     if args.only and FLOOR not in names:
         names.append(FLOOR)  # the ratios need it
@@ -377,7 +378,10 @@ def main() -> None:
                 print(f"  {name:<18} {work.label():<12} {results[name][work.label()]}",
                       file=sys.stderr, flush=True)
     print(table(results, labels))
+    failed = any(str(value).startswith("error:") for row in results.values()
+                 for value in row.values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

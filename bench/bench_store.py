@@ -7,6 +7,7 @@ SQLite runs on a real file in a temporary directory; PostgreSQL on a fresh datab
 server named by --postgres (created, then dropped), skipped with a note when unreachable.
 
     python bench/bench_store.py [N ...] [--postgres ADMIN_URL]      (default N = 1000)
+    python bench/bench_store.py --quick      (N = 100, the target not enforced: a smoke run)
 """
 
 from __future__ import annotations
@@ -127,17 +128,21 @@ def print_table(n: int, results: dict[str, dict[str, float] | str]) -> float:
 def main(argv: list[str]) -> int:
     """Print one table per N; exit 1 if a backend's total misses the target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sizes", nargs="*", type=int, default=[1000])
+    parser.add_argument("sizes", nargs="*", type=int)
     parser.add_argument("--postgres", default=DEFAULT_ADMIN_URL,
                         help="a URL of the server to create the bench database on")
+    parser.add_argument("--quick", action="store_true",
+                        help="N = 100 and exit 0 whatever the figures (CI's smoke run)")
     args = parser.parse_args(argv)
+    sizes = args.sizes or ([100] if args.quick else [1000])
     worst = 0.0
-    for n in args.sizes:
+    for n in sizes:
         worst = max(worst, print_table(n, run_backends(n, args.postgres)))
     verdict = "ok" if worst < TARGET_MS else "MISSED"
     print(f"per-run bookkeeping, worst backend: {worst:.3f} ms (target < {TARGET_MS} ms): "
           f"{verdict}")
-    return 0 if worst < TARGET_MS else 1
+    # A quick run only proves the bench still works: its figures on a busy CI host say little.
+    return 0 if args.quick or worst < TARGET_MS else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Runs per second of a shared PostgreSQL queue with 1, 2 and 4 `reconcile worker`s.
 
     python3 bench/bench_workers.py [RUNS]        (default 400 runs of `sleep 0.05`)
+    python3 bench/bench_workers.py --quick       (40 runs, 1 and 2 workers: a smoke run)
 
 Each case: a fresh database on 127.0.0.1:5432, RUNS runs enqueued at once over 8 local
 machines (max_parallel 8), then K workers (concurrency 8 each) started together; the clock
@@ -10,6 +11,7 @@ against PostgreSQL is bench/bench_store.py's.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -83,10 +85,14 @@ def measure(workers: int, runs: int) -> float:
 
 
 def main(argv: list[str]) -> int:
-    runs = int(argv[0]) if argv else 400
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="?", type=int)
+    parser.add_argument("--quick", action="store_true", help="40 runs, 1 and 2 workers")
+    args = parser.parse_args(argv)
+    runs = args.runs or (40 if args.quick else 400)
     print(f"{'workers':>7} {'runs':>6} {'wall (s)':>9} {'runs/s':>8} {'speed-up':>9}")
     base = None
-    for workers in (1, 2, 4):
+    for workers in (1, 2) if args.quick else (1, 2, 4):
         wall = measure(workers, runs)
         base = base or wall
         print(f"{workers:>7} {runs:>6} {wall:>9.2f} {runs / wall:>8.1f} {base / wall:>8.2f}x")

@@ -66,10 +66,12 @@ def bench_once(tasks: int) -> dict:
 
 
 def bench_store(n: int) -> dict:
-    from bench.bench_store import measure
+    """SQLite only here; bench/bench_store.py puts PostgreSQL beside it."""
+    from bench.bench_store import measure, sqlite_store
+    from reconciler.store.sqlite import SqliteStore
 
-    with tempfile.TemporaryDirectory() as tmp:
-        total_s = sum(measure(n, Path(tmp)).values())
+    with sqlite_store(n) as url:
+        total_s = sum(measure(n, url, SqliteStore).values())
     per_run_ms = total_s * 1000 / n
     return {"case": f"store bookkeeping, {n:,} runs", "wall_s": per_run_ms * n / 1000,
             "peak_mib": float("nan"), "note": f"{per_run_ms:.3f} ms per run"}

@@ -1,0 +1,88 @@
+"""Every benchmark in bench/ still runs: its quick form, as a subprocess, must print its table
+and exit 0. The figures are not asserted (a busy CI host says little about speed); what this
+catches is a benchmark that rotted (an API it calls changed) without anyone noticing.
+
+Each quick form talks only to 127.0.0.1 (sshd fixtures, the local PostgreSQL test server).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.support.cli import clean_environment
+from tests.support.integration import missing, require_binary
+from tests.support.postgres import server_problem
+from tests.support.sshd import require_sshd
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+# A quick form takes 0.3-7 s on an idle 2-core host; the bound only stops a hung bench.
+TIMEOUT_S = 120
+
+
+def _require_postgres() -> None:
+    problem = server_problem()
+    if problem is not None:
+        missing(problem)
+
+
+def _require_age() -> None:
+    require_binary("age")
+    require_binary("age-keygen")
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How to smoke-run one benchmark: what it needs, and a line its table always prints."""
+
+    requires: Callable[[], None]
+    table_marker: str
+    forbidden: tuple[str, ...] = ()
+
+
+BENCHES = {
+    "run.py": Bench(_nothing, "store bookkeeping"),
+    "bench_store.py": Bench(_require_postgres, "per-run bookkeeping, worst backend",
+                            forbidden=("skipped:",)),
+    "bench_workers.py": Bench(_require_postgres, "speed-up"),
+    "bench_age.py": Bench(_require_age, "worst targeted ratio"),
+    "bench_ssh.py": Bench(require_sshd, "reconcile --once", forbidden=("error:",)),
+}
+# Helpers the benchmarks import, not benchmarks themselves.
+LIBRARIES = {"__init__.py", "generate.py"}
+
+
+def test_every_benchmark_in_bench_has_a_smoke_run():
+    scripts = {path.name for path in BENCH.glob("*.py")} - LIBRARIES
+    assert scripts == set(BENCHES), (
+        "give each benchmark in bench/ a --quick form and an entry in BENCHES")
+
+
+@pytest.mark.parametrize("script", sorted(BENCHES))
+def test_quick_benchmark_prints_its_table_and_exits_0(script):
+    bench = BENCHES[script]
+    bench.requires()
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"],
+                          cwd=BENCH.parent, env=clean_environment(None), capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    took = time.monotonic() - started
+    report = f"{script} --quick: exit {proc.returncode} in {took:.1f} s\n" \
+             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, report
+    assert bench.table_marker in proc.stdout, report
+    assert "Traceback" not in proc.stderr, report
+    for word in bench.forbidden:
+        assert word not in proc.stdout, report
