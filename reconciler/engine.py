@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 POLL_SECONDS = 0.2  # how often a drain on a shared queue looks at runs held elsewhere
+# How often a drain on a shared queue sweeps expired leases. A sweep is one cheap statement;
+# sweeping more often than leases are renewed lets a pass blocked behind a dead run go on
+# within seconds of that run's lease running out.
+SWEEP_SECONDS = 5.0
 STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
 
 
@@ -272,14 +276,18 @@ class _Drain:
         return True
 
     def _sweep(self) -> None:
-        """A worker resolves the runs of dead workers now and then (their leases expired)."""
-        if time.monotonic() - self.swept_at < HEARTBEAT_SECONDS:
+        """Resolve the runs of dead holders (a killed pass, a dead worker) once their leases
+        expire. Every drainer on a shared queue does it, not only workers: a dead run still
+        `running` counts against its machine's `max_parallel`, and a pass waiting for that
+        machine would otherwise wait forever. Each one is reported as `recovered` (audited,
+        alerted when `unknown`), as the recovery at the start of a pass reports them."""
+        if time.monotonic() - self.swept_at < SWEEP_SECONDS:
             return
         self.swept_at = time.monotonic()
         for run in self.store.sweep(LEASE_SECONDS, self.engine.clock()):
-            log.warning("run %s of %s on %s: its worker stopped heartbeating; now %s",
+            log.warning("run %s of %s on %s: its holder stopped heartbeating; now %s",
                         run.id, run.task, run.machine, run.status.value)
-            self.engine._reap(self.desired, run)
+            self._note(Event("recovered", self.engine._reap(self.desired, run)))
 
     def _grace_over(self) -> bool:
         if self.engine.grace is None:
@@ -315,7 +323,7 @@ class _Drain:
         """Shared queue: re-read what other reconcilers and workers changed."""
         if self.forever:
             self.desired = self.desired_source()
-            self._sweep()
+        self._sweep()
         ours = {r.id for r in self.running.values()}
         self.pending = {r.id: r for r in self.store.pending()}
         self.others = [r for r in self.store.running() if r.id not in ours]
