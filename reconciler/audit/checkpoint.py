@@ -212,7 +212,12 @@ def trusted(identities: Iterable[object], key_path: Path,
 
 
 def open_text(path: str | Path, mode: str = "rt", *, gz: bool | None = None):
-    """A UTF-8 text file, gzip-compressed when `gz` (default: when its name ends in `.gz`)."""
+    """A UTF-8 text file, gzip-compressed when `gz` (default: when its name ends in `.gz`).
+    A file opened for writing is created (or truncated) private, 0600, whatever the umask:
+    exports and archives hold the audit log and run output."""
+    if "w" in mode:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(path, 0o600)  # it may have existed with a looser mode
     if gz if gz is not None else str(path).endswith(".gz"):
         return gzip.open(path, mode, encoding="utf-8")
     return open(path, mode, encoding="utf-8")

@@ -98,9 +98,14 @@ def _bad_url(url: str, message: str, hint: str = _FORMS) -> InputError:
 
 
 def _make_parent(path: Path) -> None:
-    """Create the database's directory (`.reconciler/` on a first pass)."""
+    """Create the database's directory (`.reconciler/` on a first pass) private, 0700: run
+    output, errors and the audit log are nobody else's business. The reconciler's own
+    `.reconciler/` is tightened if an older version left it open; any other existing folder
+    is the user's choice and stays as it is."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.parent.name == ".reconciler" and path.parent.stat().st_mode & 0o077:
+            path.parent.chmod(0o700)
     except OSError as exc:
         raise StoreError(f"cannot create the directory of state store {path}: "
                          f"{exc.strerror or exc}") from exc

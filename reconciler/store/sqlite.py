@@ -96,6 +96,28 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(LOCK_POLL_SECONDS)
 
 
+PRIVATE_SUFFIXES = ("", "-wal", "-shm", ".lock")  # the database and every file beside it
+
+
+def _make_private(path: str, create: bool) -> None:
+    """Create the database file 0600 before SQLite does (it would honour the umask: 0644
+    under the usual 022), and tighten the files an older version left readable. SQLite gives
+    its `-wal` and `-shm` files the database file's mode, so they follow."""
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # SQLite reports why it cannot create the file, in its own words
+    for suffix in PRIVATE_SUFFIXES:
+        try:
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except OSError:
+            continue  # absent, or not ours to change: SQLite decides whether it can open it
+
+
 def _q(name: str) -> str:
     """The named query of the SQL file."""
     return _sql_file()[1][name]
@@ -190,6 +212,7 @@ class SqliteStore(StateStore):
             raise StoreError(f"cannot open state store {self.path}: SQLite "
                              f"{sqlite3.sqlite_version} is too old (3.35 or newer is needed)")
         uri = Path(os.path.abspath(self.path)).as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        _make_private(self.path, create)
         try:
             # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
@@ -308,7 +331,7 @@ class SqliteStore(StateStore):
         (ssh, the command) cannot keep it alive. flock has no timeout of its own: we poll LOCK_NB.
         """
         try:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise LockError(f"cannot open the pass lock {self._lock_name}: "
                             f"{exc.strerror}") from exc

@@ -113,7 +113,7 @@ class LocalTransport(Transport):
     def _mark(self, run_id: int, pgid: int) -> Path | None:
         """Remember the process group of a running command (best effort)."""
         try:
-            self.markers.mkdir(parents=True, exist_ok=True)
+            self.markers.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside private state
             marker = self.markers / f"{run_id}.pgid"
             marker.write_text(str(pgid))
             return marker

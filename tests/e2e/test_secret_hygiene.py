@@ -5,8 +5,14 @@ logs at -vv, private file modes of the store, and integers too large for Python'
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
+from tests.support.cli import spawn
+from tests.support.waiting import wait_until
 from tests.e2e.test_vault import SECRET, _keygen  # noqa: F401  (the `vaulted` fixture too)
 from tests.e2e.test_vault import vaulted  # noqa: F401
 
@@ -34,3 +40,56 @@ def test_vault_set_of_a_value_of_5000_digits_stores_it_as_the_string_it_is(vault
           input=HUGE + "\n")
     assert p.run("vault", "get", "ops", "LONG", "--identity", str(p.alice), code=0).out \
         == HUGE + "\n"
+
+
+# --- private state: item 12 -------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    """The common default umask, under which files are created world-readable."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_store_folder_database_wal_and_lock_are_private_while_a_pass_runs(project, umask_022):
+    go = project.root / "go"
+    project.task("wait", f'command: {project.record("started")}; '
+                 f'while [ ! -e "{go}" ]; do sleep 0.05; done\n')
+    proc = spawn("--once", "-q", cwd=project.root)
+    try:
+        wait_until(lambda: "started" in project.ledger_lines(), timeout=30,
+                   message="the task started")
+        folder = project.state.parent
+        modes = {p.name: _mode(p) for p in [folder, *folder.iterdir()]}
+        assert {"state.db", "state.db-wal", "state.db-shm", "state.db.lock"} <= set(modes)
+        assert modes == {p.name: 0o700 if p.is_dir() else 0o600
+                         for p in [folder, *folder.iterdir()]}
+    finally:
+        go.touch()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+
+
+def test_prune_archives_and_audit_exports_are_private(project, umask_022):
+    project.task("hello", "command: echo hello\n")
+    project.run("--once", "-q", code=0)
+    archive, export = project.root / "archive.jsonl", project.root / "export.jsonl.gz"
+    project.run("queue", "prune", "--older-than", "0s", "--archive", str(archive), code=0)
+    project.run("audit", "export", "-o", str(export), code=0)
+    assert (_mode(archive), _mode(export)) == (0o600, 0o600)
+    assert _mode(project.root / ".reconciler" / "audit.key") == 0o600
+
+
+def test_an_existing_world_readable_store_is_made_private_by_the_next_pass(project, umask_022):
+    project.task("hello", "command: echo hello\n")
+    project.run("--once", "-q", code=0)
+    folder = project.state.parent
+    folder.chmod(0o755)
+    project.state.chmod(0o644)
+    project.run("--once", "-q", code=0)
+    assert (_mode(folder), _mode(project.state)) == (0o700, 0o600)
