@@ -62,19 +62,33 @@ def execute(run: Run, spec: TaskSpec, machine: Machine, transport: Transport,
     except VaultError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=False)
     try:
+        budget = spec.timeout  # `timeout` bounds the whole run: check and command together
         if spec.check is not None:
-            checked = transport.run(machine, spec.check, env, spec.timeout, run.id)
+            checked = transport.run(machine, spec.check, env, budget, run.id)
             if checked.ok:
                 return Outcome(RunStatus.SKIPPED, exit_code=0, output=checked.output,
                                error=None)
-        completed = transport.run(machine, spec.run, env, spec.timeout, run.id)
+            budget = spec.timeout - checked.duration
+            if checked.timed_out or budget <= 0:
+                return check_timed_out(checked, spec.timeout)
+        completed = transport.run(machine, spec.run, env, budget, run.id)
     except ConnectionLost as exc:
-        return Outcome(RunStatus.UNKNOWN, error=str(exc), retryable=False)
+        return Outcome(RunStatus.UNKNOWN, error=str(exc), retryable=False,
+                       unreachable=exc.unreachable)
     except Unreachable as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=True, unreachable=True)
     except TransportError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=exc.retryable)
     return judge(completed, spec.timeout)
+
+
+def check_timed_out(checked: Completed, timeout: float) -> Outcome:
+    """Pure: a check that did not answer within the run's timeout. Its silence says nothing
+    about the machine's state, so the command must not run blind: the run fails."""
+    return Outcome(RunStatus.FAILED, output=checked.output,
+                   error=f"check timed out after {format_duration(int(timeout))} (the task's "
+                         "timeout covers check and command); the process group was killed "
+                         "and the command did not run")
 
 
 def judge(completed: Completed, timeout: float) -> Outcome:
@@ -99,4 +113,4 @@ def next_attempt_at(policy: RetryPolicy, run: Run, outcome: Outcome,
     return now + timedelta(seconds=policy.delay_after(run.attempt))
 
 
-__all__ = ["Outcome", "execute", "judge", "next_attempt_at", "run_environment"]
+__all__ = ["Outcome", "check_timed_out", "execute", "judge", "next_attempt_at", "run_environment"]
