@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Mapping
 
 from . import failpoints
@@ -45,6 +45,11 @@ POLL_SECONDS = 0.2  # how often a drain on a shared queue looks at runs held els
 # within seconds of that run's lease running out.
 SWEEP_SECONDS = 5.0
 STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
+# An `unknown` run is asked about for as long as its target keeps run markers (a day, see
+# transport.wrapper.CLEAN); once the target answered that it kept nothing, it is not asked again.
+ADOPT_WINDOW = timedelta(days=1)
+NOTHING_KEPT = "; the machine kept no result of it"
+ADOPT_LIMIT = 200  # unknown runs looked at per pass, newest first
 
 
 def utc_now() -> datetime:
@@ -152,8 +157,10 @@ class Engine:
         with self.store.pass_lock(lock_timeout):
             if before_plan is not None:
                 before_plan()
-            for run in self.store.recover(self.clock()):
+            recovered = self.store.recover(self.clock())
+            for run in recovered:
                 self._note(report, Event("recovered", self._reap(desired, run)))
+            self._adopt_lost(desired, report, {run.id for run in recovered})
             report.plan = make_plan(desired, self.store.snapshot(), self.clock())
             for run in self.store.record_plan(report.plan, commit, self.clock()):
                 self._note(report, Event("enqueued", run, run.reason))
@@ -179,28 +186,58 @@ class Engine:
             if cancelled is not None and cancelled.status is RunStatus.CANCELLED:
                 self._note(report, Event("cancelled", cancelled, cancel.reason))
 
-    def _reap(self, desired: DesiredState, run: Run) -> Run:
-        """A run the dead pass had dispatched: stop its orphaned command before the plan may
-        re-run it (an idempotent task's `unknown` run is re-run in this very pass), or adopt
-        the result its target kept. Returns the run as it now stands."""
+    def _adopt_lost(self, desired: DesiredState, report: PassReport, skip: set[int]) -> None:
+        """Runs that ended `unknown` in earlier passes (a lost connection, a partition, a
+        machine that could not be asked) whose target may still hold their result: adopt it
+        now that the machine may answer again. A machine that still cannot be reached is
+        asked once per pass; one that answers with nothing is not asked about that run again.
+        Only adopted runs join the report (an unchanged `unknown` is not this pass's)."""
+        since = self.clock() - ADOPT_WINDOW
+        unreachable: set[str] = set()
+        for run in self.store.list_runs([RunStatus.UNKNOWN], limit=ADOPT_LIMIT):
+            if run.id in skip or run.machine in unreachable or not awaiting_result(run, since):
+                continue
+            try:
+                resolved = self._ask(desired, run)
+            except TransportError:
+                unreachable.add(run.machine)
+                continue
+            if resolved is None:
+                self.store.adopt(run.id, RunStatus.UNKNOWN, error=(run.error or "") + NOTHING_KEPT)
+            elif resolved.status is not RunStatus.UNKNOWN:
+                self._note(report, Event("recovered", resolved))
+
+    def _ask(self, desired: DesiredState, run: Run) -> Run | None:
+        """Ask `run`'s target for its result and adopt it: the run as it now stands, or None
+        when the target answered that it kept nothing. Raises TransportError when it cannot
+        be asked."""
         machine = desired.machines.get(run.machine)
         transport = self.transports.get(machine.transport) if machine is not None else None
-        if run.status is not RunStatus.UNKNOWN or transport is None:
+        if transport is None:
             return run
         spec = desired.tasks.get(run.task)
-        try:
-            kept = transport.reap(machine, run.id, attempt=run.attempt,
-                                  command=spec.run if spec else None)
-        except TransportError as exc:
-            log.warning("run %s: cannot ask %s about it: %s", run.id, run.machine, exc)
-            return run
+        # Without the task, nothing can be adopted, but a command still running is stopped.
+        kept = transport.reap(machine, run.id, attempt=run.attempt,
+                              command=spec.run if spec else None)
         if kept is None or spec is None:
-            return run
+            return None if kept is None else run
         outcome = judge(kept, spec.timeout)
         adopted = self.store.adopt(run.id, outcome.status, exit_code=outcome.exit_code,
                                    output=self.redact(outcome.output) or "",
                                    error=self.redact(outcome.error))
         return adopted or run
+
+    def _reap(self, desired: DesiredState, run: Run) -> Run:
+        """A run the dead pass had dispatched: stop its orphaned command before the plan may
+        re-run it (an idempotent task's `unknown` run is re-run in this very pass), or adopt
+        the result its target kept. Returns the run as it now stands."""
+        if run.status is not RunStatus.UNKNOWN:
+            return run
+        try:
+            return self._ask(desired, run) or run
+        except TransportError as exc:
+            log.warning("run %s: cannot ask %s about it: %s", run.id, run.machine, exc)
+            return run
 
     def _note(self, report: PassReport, event: Event) -> None:
         report.runs[event.run.id] = event.run
@@ -426,6 +463,14 @@ class _Drain:
                 if not self.forever:
                     self.report.runs.setdefault(run.id, run)
                 self.engine.on_event(Event("held", run, until.isoformat()))
+
+
+def awaiting_result(run: Run, since: datetime) -> bool:
+    """Pure: whether an `unknown` run may still be adopted from its target's markers: it
+    ended after `since` and its target has not already answered that it kept nothing."""
+    return (run.status is RunStatus.UNKNOWN and run.exit_code is None
+            and run.finished_at is not None and run.finished_at >= since
+            and NOTHING_KEPT not in (run.error or ""))
 
 
 def _with_retries(write: Callable[[], Run]) -> Run:

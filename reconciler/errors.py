@@ -90,7 +90,10 @@ class AuthFailed(TransportError):
 class ConnectionLost(TransportError):
     """The connection died after the command was sent: whether it ran, and how it ended, is
     unknown. Not retryable: the run is recorded `unknown` (SPEC §2), and the transport's
-    `reap` may resolve it from the target's markers at the next pass."""
+    `reap` may resolve it from the target's markers at the next pass. `unreachable`: the
+    peer stopped answering altogether (a partition), not just this connection."""
+
+    unreachable = False
 
 
 class HostKeyMismatch(TransportError):

@@ -24,23 +24,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from croniter import croniter
 from jsonschema import Draft202012Validator, ValidationError
 
 from . import durations
 from .diagnostics import Diagnostic, Diagnostics, Location, did_you_mean
+from .schedule import CRON_HINT, cron_problem
 from .model import (
-    AlertTarget, FailureAction, GitSettings, Inventory, Machine, Member, RetrySpec, Role,
-    Settings, Strategy, Task, TaskDefaults, Team, VaultRef, Window,
+    AlertTarget, CredentialGrants, FailureAction, GitSettings, Inventory, LocalMachineSettings,
+    Machine, Member, RetrySpec, Role, Settings, Strategy, Task, TaskDefaults, Team, VaultRef,
+    Window,
 )
 from .yamlio import MapNode, Node, ScalarNode, SeqNode, read_yaml, to_plain
 
 YAML_SUFFIXES = (".yaml", ".yml")
 SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
-CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-CRON_HINT = 'use 5 fields: minute hour day-of-month month day-of-week (UTC), e.g. "*/15 * * * *"'
-LOCAL_FORBIDDEN = ("host", "port", "user", "host_key", "key", "key_file")
+# `user:` is allowed on a local machine: the OS user its commands run as (transport/local.py).
+LOCAL_FORBIDDEN = ("host", "port", "host_key", "key", "key_file")
 # Values of these fields may be secrets: errors describe their type, never echo them.
 SENSITIVE_FIELD = re.compile(r"(env|key|state)([.\[].*)?|alerts\[\d+\](\.url)?")
 
@@ -397,7 +397,7 @@ class _Object:
         return seconds
 
     def cron(self, node: Node | None, field_name: str) -> str | None:
-        """A valid 5-field cron string, or None (reported when it is not valid)."""
+        """A schedule a pass can use (`schedule.cron_problem`), or None (reported) when not."""
         if node is None:
             return None
         text = _str(node)
@@ -405,21 +405,14 @@ class _Object:
             value = node.value if isinstance(node, ScalarNode) else to_plain(node)
             self.error(node.location, f"{field_name} must be a cron expression (got {_got(value, '')})", CRON_HINT)
             return None
-        if not _valid_cron(text):
-            count = len(text.split())
-            plural = "" if count == 1 else "s"
-            why = f" ({count} field{plural}, not 5)" if count != 5 and not text.strip().startswith("@") else ""
-            macro = f"@{text.strip()}"
-            hint = f"did you mean '{macro}'?" if macro in CRON_MACROS else CRON_HINT
-            self.error(node.location, f"{field_name} is not a valid cron expression{why} (got {_got(text, '')})", hint)
+        problem = cron_problem(text)
+        if problem is not None:
+            why, hint = problem
+            detail = f" ({why})" if why else ""
+            self.error(node.location, f"{field_name} is not a valid cron expression{detail} "
+                       f"(got {_got(text, '')})", hint)
+            return None
         return text
-
-
-def _valid_cron(text: str) -> bool:
-    stripped = text.strip()
-    if stripped.startswith("@"):
-        return stripped in CRON_MACROS
-    return len(stripped.split()) == 5 and croniter.is_valid(stripped)
 
 
 # --------------------------------------------------------------------------- schema errors
@@ -692,7 +685,7 @@ def build_task(obj: _Object, source: Source) -> Task:
         command=obj.text("command"), script=obj.text("script"), priority=_int(get("priority")),
         schedule=obj.cron(get("schedule"), "schedule"), after=_strings(get("after")) or (),
         timeout=obj.duration(get("timeout"), "timeout", minimum=1), retry=_retry(obj, get("retry"), "retry"),
-        env=_env(get("env")), check=obj.text("check"), idempotent=bool(_bool(get("idempotent"))),
+        env=_env(obj, get("env")), check=obj.text("check"), idempotent=bool(_bool(get("idempotent"))),
         location=obj.node.location, field_locations=_task_field_locations(obj.node),
     )
 
@@ -715,11 +708,23 @@ def _task_team(obj: _Object, folder_team: str | None) -> str | None:
     return team
 
 
-def _env(node: Node | None) -> tuple[tuple[str, str | VaultRef], ...]:
+# The reconciler sets RECONCILE_RUN_ID, RECONCILE_TASK, RECONCILE_MACHINE, RECONCILE_ATTEMPT and
+# RECONCILE_VERSION for every run (executor.run_environment); the reaper finds an orphaned
+# command by its RECONCILE_RUN_ID. A task overriding one would hide its own runs, so the
+# whole prefix is reserved, including names a later version may add.
+RESERVED_ENV_PREFIX = "RECONCILE_"
+
+
+def _env(obj: _Object, node: Node | None) -> tuple[tuple[str, str | VaultRef], ...]:
     if not isinstance(node, MapNode):
         return ()
     pairs = []
     for name, (_, value) in node.entries.items():
+        if name.startswith(RESERVED_ENV_PREFIX):
+            obj.error(node.key_location(name), f"env name '{name}' is reserved: the reconciler "
+                      f"sets {RESERVED_ENV_PREFIX}* names itself for every run",
+                      f"rename it, e.g. '{name[len(RESERVED_ENV_PREFIX):] or 'MY_NAME'}'")
+            continue
         resolved = _str(value) if isinstance(value, ScalarNode) else _vault_ref(value)
         if resolved is not None:
             pairs.append((name, resolved))
@@ -751,6 +756,7 @@ def build_machine(obj: _Object, source: Source) -> Machine:
         key=_vault_ref(get("key")), key_file=obj.text("key_file"), labels=_string_map(get("labels")) or {},
         max_parallel=_int(get("max_parallel")) or 1, windows=_windows(obj, get("windows")),
         location=obj.node.location,
+        field_locations={key: value.location for key, (_, value) in obj.node.entries.items()},
     )
 
 
@@ -831,7 +837,35 @@ def build_settings(obj: _Object) -> Settings:
                                    verify=_str(git.get("verify")) or "none")
     return Settings(state=obj.text("state"), concurrency=_int(obj.get("concurrency")),
                     poll_interval=obj.duration(obj.get("poll_interval"), "poll_interval", minimum=1),
-                    git=git_settings, location=obj.node.location)
+                    ssh_keepalive=obj.duration(obj.get("ssh_keepalive"), "ssh_keepalive",
+                                               minimum=1),
+                    ssh_keepalive_count=_int(obj.get("ssh_keepalive_count")),
+                    git=git_settings, credentials=_credential_grants(obj.get("credentials")),
+                    local_machines=_local_machine_settings(obj.get("local_machines")),
+                    location=obj.node.location)
+
+
+def _credential_grants(node: Node | None) -> CredentialGrants:
+    """`credentials: {key_files: {PATH: [team, ...]}, agent: [team, ...]}` (shape checked by
+    the settings schema; team names are checked against the inventory by compile)."""
+    if not isinstance(node, MapNode):
+        return CredentialGrants()
+    key_files, locations = {}, {}
+    files = node.get("key_files")
+    if isinstance(files, MapNode):
+        for path, (path_location, teams) in files.entries.items():
+            key_files[path] = _strings(teams) or ()
+            locations[path] = path_location
+    agent = node.get("agent")
+    if agent is not None:
+        locations["agent"] = agent.location
+    return CredentialGrants(key_files=key_files, agent=_strings(agent) or (), locations=locations)
+
+
+def _local_machine_settings(node: Node | None) -> LocalMachineSettings:
+    if not isinstance(node, MapNode):
+        return LocalMachineSettings()
+    return LocalMachineSettings(allow_shared_user=bool(_bool(node.get("allow_shared_user"))))
 
 
 BUILDERS: dict[str, Callable[[_Object, Source], Any]] = {

@@ -147,9 +147,15 @@ class Machine:
     max_parallel: int = 1
     windows: tuple[Window, ...] = ()
     location: Location | None = field(default=None, compare=False)
+    # Where each top-level field was written, so a check can point at e.g. `key_file:` itself.
+    field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
 
     def __hash__(self) -> int:
         return hash((self.name, self.team))
+
+    def where(self, field_name: str) -> Location:
+        """The location of `field_name`, or of the machine itself when it was not written."""
+        return self.field_locations.get(field_name) or self.location or Location("<inventory>")
 
 
 @dataclass(frozen=True)
@@ -196,13 +202,39 @@ class GitSettings:
 
 
 @dataclass(frozen=True)
+class CredentialGrants:
+    """`credentials:` in the admin-owned settings: which teams' ssh machines may authenticate
+    with a key file on the reconciler's host or with its ssh-agent. A machine's own team
+    vault key (`key: {vault: NAME}`) needs no grant; nothing else is allowed without one."""
+
+    key_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # path -> teams
+    agent: tuple[str, ...] = ()  # teams
+    # Where each granted path (and `agent`) was written, for errors about unknown teams.
+    locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class LocalMachineSettings:
+    """`local_machines:` in the admin-owned settings."""
+
+    # Local machines without `user:` (their tasks run with the reconciler's own rights, so
+    # they can read its identity) are refused when the inventory has more than one team,
+    # unless this is true.
+    allow_shared_user: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """`inventory/reconciler.yaml`; `None` means "not set here" (flags and env may set it)."""
 
     state: str | None = None
     concurrency: int | None = None
     poll_interval: int | None = None
+    ssh_keepalive: int | None = None  # seconds between SSH liveness probes
+    ssh_keepalive_count: int | None = None  # unanswered probes before a connection is dead
     git: GitSettings = GitSettings()
+    credentials: CredentialGrants = CredentialGrants()
+    local_machines: LocalMachineSettings = LocalMachineSettings()
     location: Location | None = field(default=None, compare=False)
 
 

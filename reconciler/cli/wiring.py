@@ -126,13 +126,18 @@ def grace(args: argparse.Namespace) -> float:
         raise UsageError(f"--grace must be a duration such as 30s or 5m (got {raw!r})") from None
 
 
-def transports(secrets=None) -> dict[str, Transport]:
+def transports(secrets=None, settings=None) -> dict[str, Transport]:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
-    its first connection is opened (never earlier, never to disk)."""
-    from ..transport.ssh import SshTransport
+    its first connection is opened (never earlier, never to disk); `settings` (the
+    inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`)."""
+    from ..transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
 
     def resolve_key(machine):
         if machine.key is None or secrets is None:
             return None
         return secrets(machine.team, machine.key)
-    return {"local": LocalTransport(), "ssh": SshTransport(resolve_key=resolve_key)}
+    keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
+    count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
+    return {"local": LocalTransport(),
+            "ssh": SshTransport(resolve_key=resolve_key, keepalive=keepalive,
+                                keepalive_count=count)}

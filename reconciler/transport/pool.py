@@ -10,6 +10,14 @@ Connecting happens once for all the threads that need it: the first connects, th
 for its result and share the connection, or its error. A connection found dead (its transport
 stopped, a channel cannot be opened) is dropped and the next caller reconnects; a connection
 unused for `idle_timeout` seconds is closed.
+
+Liveness: a silently dead peer (a partition: no FIN, no RST, the packets just stop) is never
+noticed by paramiko, whose keepalive asks for no reply, nor by TCP keepalive when a middlebox
+keeps ACKing. So a watchdog thread sends every connection a global request that wants a reply
+(`keepalive@openssh.com`, OpenSSH's own ServerAliveInterval probe) every `keepalive` seconds,
+one at a time, and declares the connection dead when nothing answered for `keepalive *
+keepalive_count` seconds: it closes the transport, which closes every channel on it, so a
+command waiting on it ends at once (as `ConnectionLost`, with `Connection.dead` saying why).
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from ..model import Machine
 
 MAX_CHANNELS = 8
 IDLE_TIMEOUT = 300.0
+KEEPALIVE = 10.0  # seconds between liveness probes
+KEEPALIVE_COUNT = 3  # probe intervals without an answer before a connection is dead
+PROBE = "keepalive@openssh.com"  # any global request works: sshd answers "unsupported"
 
 
 class Connection:
@@ -38,6 +49,10 @@ class Connection:
         self.in_use = 0
         self.last_used = time.monotonic()
         self.broken = False
+        self.answered = time.monotonic()  # when the peer last answered a probe
+        self.probed = 0.0  # when the last probe was sent
+        self.probing = False  # a probe waits for its answer (one at a time)
+        self.dead: str | None = None  # why the watchdog declared the connection dead
 
     @property
     def alive(self) -> bool:
@@ -52,6 +67,32 @@ class Connection:
         except (paramiko.SSHException, EOFError, OSError):
             self.broken = True
             raise
+
+    def watch(self, now: float, interval: float, count: int) -> None:
+        """One watchdog tick: declare the connection dead after `interval * count` seconds
+        without an answer, else send a probe when one is due and none is in flight."""
+        if self.broken:
+            return
+        silent = now - self.answered
+        if silent >= interval * count:
+            self.dead = (f"no answer for {silent:.0f}s ({count} keepalive probes, one every "
+                         f"{interval:g}s); the machine is unreachable")
+            self.close()
+        elif not self.probing and now - self.probed >= interval:
+            self.probing, self.probed = True, now
+            threading.Thread(target=self._probe, name="ssh-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        """Send one probe and wait for its answer (or for the transport to close: a global
+        request has no timeout of its own; the watchdog closing the transport ends it)."""
+        try:
+            self.transport.global_request(PROBE, wait=True)  # None: "unsupported", an answer
+            if self.transport.is_active():
+                self.answered = time.monotonic()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass  # the connection is going away; the watchdog or the next use notices
+        finally:
+            self.probing = False
 
     def close(self) -> None:
         self.broken = True
@@ -88,15 +129,20 @@ class ConnectionPool:
     open and verified) or raises a TransportError."""
 
     def __init__(self, connect: Callable[[Machine], object], *, max_channels: int = MAX_CHANNELS,
-                 channel_timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT):
+                 channel_timeout: float = 10.0, idle_timeout: float = IDLE_TIMEOUT,
+                 keepalive: float = KEEPALIVE, keepalive_count: int = KEEPALIVE_COUNT):
         self._connect = connect
         self.max_channels = max_channels
         self.channel_timeout = channel_timeout
         self.idle_timeout = idle_timeout
+        self.keepalive = max(0.1, float(keepalive))
+        self.keepalive_count = max(1, int(keepalive_count))
         self._lock = threading.Lock()
         self._slots: dict[Hashable, _Slot] = {}
         self.connects = 0  # how many connections were opened (for tests and benchmarks)
         self._swept = time.monotonic()
+        self._watchdog: threading.Thread | None = None
+        self._closing = threading.Event()
 
     @contextmanager
     def session(self, machine: Machine) -> Iterator[Session]:
@@ -154,7 +200,29 @@ class ConnectionPool:
             slot.connections.append(connection)
             slot.connecting = None
             self.connects += 1
+        self._start_watchdog()
         pending.set_result(connection)
+
+    def _start_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is not None and self._watchdog.is_alive():
+                return
+            self._closing.clear()
+            self._watchdog = threading.Thread(target=self._watch, name="ssh-watchdog",
+                                              daemon=True)
+            self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Tick a few times per keepalive interval: probe every connection, close the dead."""
+        tick = min(1.0, self.keepalive / 4)
+        while not self._closing.wait(tick):
+            with self._lock:
+                slots = list(self._slots.values())
+            for slot in slots:
+                with slot.lock:
+                    connections = list(slot.connections)
+                for connection in connections:
+                    connection.watch(time.monotonic(), self.keepalive, self.keepalive_count)
 
     def _release(self, machine: Machine, connection: Connection) -> None:
         slot = self._slot(machine)
@@ -193,6 +261,7 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close every connection; the pool may be used again afterwards."""
+        self._closing.set()
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
         for slot in slots:

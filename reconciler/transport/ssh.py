@@ -33,13 +33,15 @@ import paramiko
 
 from ..errors import ConnectionLost, AuthFailed, ReconcilerError, TransportError, Unreachable
 from ..model import Machine
+from ..output import TailBuffer
 from ..redact import Secret, reveal
 from . import hostkeys, wrapper
 from .base import Completed, Transport
-from .pool import MAX_CHANNELS, ConnectionPool, Session
+from .pool import MAX_CHANNELS, Connection, ConnectionPool, Session
 from .probe import PROBE_COMMAND, Load, parse_probe
 
-KEEPALIVE = 15  # seconds between keepalive packets on an idle connection
+KEEPALIVE = 10  # seconds between liveness probes on a connection (`ssh_keepalive`)
+KEEPALIVE_COUNT = 3  # probe intervals without any answer before it is dead (~30 s)
 DRAIN = 10.0  # after the exit status, how long the rest of the output may take to arrive
 CTL_TIMEOUT = 30.0  # reading or killing a run's markers
 CLEAN_TIMEOUT = 5.0  # removing stale markers when a connection opens (best effort)
@@ -60,12 +62,16 @@ class SshTransport(Transport):
 
     def __init__(self, resolve_key: KeyResolver = lambda machine: None,
                  markers_dir: str = wrapper.DEFAULT_MARKERS, connect_timeout: float = 10,
-                 max_channels: int = MAX_CHANNELS):
+                 max_channels: int = MAX_CHANNELS, keepalive: float = KEEPALIVE,
+                 keepalive_count: int = KEEPALIVE_COUNT):
         self.resolve_key = resolve_key
         self.markers = markers_dir
         self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self.keepalive_count = keepalive_count
         self.pool = ConnectionPool(self._connect, max_channels=max_channels,
-                                   channel_timeout=connect_timeout)
+                                   channel_timeout=connect_timeout, keepalive=keepalive,
+                                   keepalive_count=keepalive_count)
 
     # ------------------------------------------------------------------ the port
 
@@ -155,7 +161,7 @@ class SshTransport(Transport):
             channel.sendall(call.stdin)
             channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _lost(machine, exc) from exc
+            raise _lost(machine, exc, session.connection) from exc
 
     def _finished(self, session: Session, started: float) -> Completed:
         """The result of a command whose channel reported its exit status."""
@@ -171,7 +177,7 @@ class SshTransport(Transport):
         try:
             channel = session.connection.open_channel(self.connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise _lost(machine, exc) from exc
+            raise _lost(machine, exc, session.connection) from exc
         marker = self._ctl_on(machine, channel, run_id, "kill", nonce)
         duration = time.monotonic() - started
         if marker.state == "exit":
@@ -239,7 +245,6 @@ class SshTransport(Transport):
             conn.client.close()
             sock.close()
             raise self._connect_error(machine, exc) from exc
-        conn.transport.set_keepalive(KEEPALIVE)
         self._clean_markers(conn)
         return conn
 
@@ -339,11 +344,17 @@ def _offered(machine: Machine, timeout: float) -> str:
     return "it offers " + ", ".join(f"{k.type} {k.fingerprint}" for k in keys)
 
 
-def _lost(machine: Machine, exc: BaseException | None) -> ConnectionLost:
-    why = f": {exc}" if exc is not None and str(exc) else ""
-    return ConnectionLost(f"machine '{machine.name}': connection lost after the command was "
+def _lost(machine: Machine, exc: BaseException | None,
+          connection: Connection | None = None) -> ConnectionLost:
+    """The command may have run. When the liveness watchdog closed the connection (nothing
+    answered its probes) the machine is also unreachable: one alert for the machine."""
+    dead = connection.dead if connection is not None else None
+    why = f": {dead}" if dead else f": {exc}" if exc is not None and str(exc) else ""
+    lost = ConnectionLost(f"machine '{machine.name}': connection lost after the command was "
                           f"sent{why}; its outcome is unknown (the next pass reads the run's "
                           "markers on the machine)")
+    lost.unreachable = dead is not None
+    return lost
 
 
 def _wait_status(channel: paramiko.Channel, deadline: float) -> bool:
@@ -352,23 +363,25 @@ def _wait_status(channel: paramiko.Channel, deadline: float) -> bool:
     return channel.status_event.wait(max(0.0, deadline - time.monotonic()))
 
 
-def _read_all_bytes(channel: paramiko.Channel, wait: float) -> bytes:
+def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:
     """Everything the channel still delivers until EOF (at most `wait` s), last 64 KiB."""
     channel.settimeout(wait)
-    data = bytearray()
+    tail = TailBuffer(wrapper.OUTPUT_TAIL)
     try:
         while chunk := channel.recv(65536):
-            data += chunk
-            if len(data) > 2 * wrapper.OUTPUT_TAIL:
-                del data[:-wrapper.OUTPUT_TAIL]
+            tail.add(chunk)
     except (socket.timeout, paramiko.SSHException, EOFError, OSError):
         pass
-    return bytes(data)
+    return tail
+
+
+def _read_all_bytes(channel: paramiko.Channel, wait: float) -> bytes:
+    return bytes(_read_tail(channel, wait).data)
 
 
 def _read_all(channel: paramiko.Channel, wait: float) -> str:
-    raw = _read_all_bytes(channel, wait)
-    return raw[-wrapper.OUTPUT_TAIL:].decode("utf-8", errors="replace")
+    """The output's last 64 KiB as text, under a mark saying how much was dropped."""
+    return _read_tail(channel, wait).text()
 
 
 __all__ = ["ConnectionLost", "SshTransport", "load_private_key"]
