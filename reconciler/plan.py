@@ -149,7 +149,12 @@ def _scheduled_reason(spec: TaskSpec, machine: str, last: Run | None, ctx: _Cont
 
     Only the latest due slot is considered, so missed slots collapse into one run.
     """
-    slot = slot_key(latest_slot(spec.schedule or "", now))
+    fire = latest_slot(spec.schedule or "", now)
+    if fire is None:
+        # Never due (validation refuses such schedules): nothing to run, and nothing to
+        # stop the other tasks from being planned.
+        return None, None
+    slot = slot_key(fire)
     if last is None:
         # A brand new scheduled task (or version, or target) runs its latest due slot at once.
         return _fresh_reason(spec.id, machine, ctx.executed), slot

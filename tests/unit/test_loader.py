@@ -506,13 +506,26 @@ def test_folder_that_is_not_a_team_name(errors):
 
 @pytest.mark.parametrize(
     ("cron", "extra"),
-    [("61 * * * *", ""), ("* * * *", " (4 fields, not 5)"), ("0 0 * * * *", " (6 fields, not 5)"), ("@reboot", ""),
+    [("* * * *", " (4 fields, not 5)"), ("0 0 * * * *", " (6 fields, not 5)"),
      ("every day", " (2 fields, not 5)")],
 )
 def test_bad_cron_is_located(errors, cron, extra):
     assert task_errors(errors, TASK + f"schedule: '{cron}'\n") == [
         f"inventory/tasks/prod/web.yaml:4:11: schedule is not a valid cron expression{extra} (got \"{cron}\") "
         "(hint: use 5 fields: minute hour day-of-month month day-of-week (UTC), e.g. \"*/15 * * * *\")"]
+
+
+def test_cron_value_out_of_range_names_its_field(errors):
+    assert task_errors(errors, TASK + "schedule: '61 * * * *'\n") == [
+        "inventory/tasks/prod/web.yaml:4:11: schedule is not a valid cron expression (the minute "
+        "field '61': '61' is out of range) (got \"61 * * * *\") (hint: use 0-59)"]
+
+
+def test_unsupported_macro_lists_the_documented_ones(errors):
+    [line] = task_errors(errors, TASK + "schedule: '@reboot'\n")
+    assert line.startswith("inventory/tasks/prod/web.yaml:4:11: schedule is not a valid cron "
+                           "expression (@reboot is not a supported macro)")
+    assert "@daily" in line and "@hourly" in line
 
 
 def test_cron_word_suggests_its_macro(errors):

@@ -340,3 +340,20 @@ def test_blocked_run_is_retried_when_dependency_is_reverted_to_a_version_that_su
     e = executed(run(1, "prod/db", version="v1"), run(2, "prod/db", version="v2", status=S.FAILED),
                  run(3, "prod/web", status=S.BLOCKED))
     assert pairs(make_plan(d, e, NOW)) == [("prod/web", "m1", "retry")]
+
+
+# --- a schedule that cannot be evaluated stops nothing else --------------------------------------
+
+@pytest.mark.parametrize("schedule", ["0 0 31 2 *", "@daily ", "not cron at all", "R R R R R"])
+def test_a_schedule_with_no_due_slot_plans_nothing_for_its_task_and_the_rest_as_usual(schedule):
+    # Validation refuses these; should one reach the planner, only its own task is affected.
+    plan = make_plan(desired(spec("prod/odd", schedule=schedule), spec("prod/other")),
+                     executed(), NOW)
+    assert ("prod/other", "m1", "new") in pairs(plan)
+    assert all(t != "prod/odd" or schedule == "@daily " for t, _, _ in pairs(plan))  # a stray space is forgiven here
+
+
+@pytest.mark.parametrize("deny", ["0 0 31 2 *", "not cron", "@hourly "])
+def test_a_deny_window_that_cannot_be_evaluated_does_not_stop_the_plan(deny):
+    plan = make_plan(desired(spec("prod/a"), team_windows=[Window(deny, 3600)]), executed(), NOW)
+    assert pairs(plan) == [("prod/a", "m1", "new")]
