@@ -168,7 +168,7 @@ def asyncssh_floor(w: Workload) -> float:
 
 
 def fabric_reused(w: Workload) -> float:
-    """Fabric's own `run()` on one reused connection per host (what DESIGN §6 measured), one
+    """Fabric's own `run()` on one reused connection per host (the usual way to use it), one
     command at a time per connection: concurrent `run()`s on one Fabric connection fail here
     (paramiko reports `unimplemented` and exit -1)."""
     import fabric
