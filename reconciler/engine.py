@@ -44,6 +44,9 @@ POLL_SECONDS = 0.2  # how often a drain on a shared queue looks at runs held els
 # sweeping more often than leases are renewed lets a pass blocked behind a dead run go on
 # within seconds of that run's lease running out.
 SWEEP_SECONDS = 5.0
+# How often a drain on a store of its own asks whether a run it waits on was ended by someone
+# else (`reconcile queue cancel` during a retry wait).
+CANCEL_POLL_SECONDS = 1.0
 STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
 # An `unknown` run is asked about for as long as its target keeps run markers (a day, see
 # transport.wrapper.CLEAN); once the target answered that it kept nothing, it is not asked again.
@@ -258,6 +261,7 @@ class _Drain:
         self.others: list[Run] = []
         self.heartbeats = _Heartbeats(self.store, self.running)
         self.swept_at = 0.0
+        self.cancels_checked_at = 0.0
         self.stopping_since: float | None = None
 
     def run(self) -> None:
@@ -274,6 +278,8 @@ class _Drain:
         now = self.engine.clock()
         if self.shared:
             self._refresh()
+        else:
+            self._notice_cancels()
         mine = [*self.running.values()]
         decision = decide(list(self.pending.values()), [*mine, *self.others], self.desired,
                           self.tracker.view([*self.pending.values(), *mine, *self.others]), now,
@@ -301,6 +307,8 @@ class _Drain:
         # With a grace period, a stop signal must be noticed while runs are still going.
         if elsewhere or (self.running and (self.shared or self.engine.grace is not None)):
             timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
+        if retry_waits and not self.shared:  # a waiting run may be cancelled meanwhile
+            timeout = min(timeout, CANCEL_POLL_SECONDS)
         if stopping and self.engine.grace is not None and self.stopping_since is not None:
             left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
             timeout = left if timeout is None else min(timeout, left)
@@ -311,6 +319,25 @@ class _Drain:
         for future in done:
             self._record(self.running.pop(future), future)
         return True
+
+    def _notice_cancels(self) -> None:
+        """A store of its own: another process (`reconcile queue cancel`) may end a run this
+        pass waits on. Learn it, at most once a second, so the pass reports what the store
+        holds and does not wait out a retry delay for a run that will never start."""
+        if not self.pending or time.monotonic() - self.cancels_checked_at < CANCEL_POLL_SECONDS:
+            return
+        self.cancels_checked_at = time.monotonic()
+        still_pending = {r.id for r in self.store.pending()}
+        for run_id in [i for i in self.pending if i not in still_pending]:
+            del self.pending[run_id]
+            self._learn_ended(run_id)
+
+    def _learn_ended(self, run_id: int) -> None:
+        """Record in the report how a run ended elsewhere (if it did end)."""
+        ended = self.store.get_run(run_id)
+        if ended is not None and ended.status.is_final:
+            self.tracker.update(ended)
+            self._note(Event("finished", ended, ended.error or ""))
 
     def _sweep(self) -> None:
         """Resolve the runs of dead holders (a killed pass, a dead worker) once their leases
@@ -387,6 +414,8 @@ class _Drain:
         machine = self.desired.machines[run.machine]
         claimed = self.store.claim(run.id, self.engine.owner, now, machine.max_parallel)
         if claimed is None:  # cancelled, taken since we looked, or its machine is full
+            if not self.shared:  # cancelled: the report must say so (a shared drain re-reads)
+                self._learn_ended(run.id)
             return
         failpoints.hit("after_claim")
         spec = self.desired.tasks[claimed.task]
