@@ -14,11 +14,11 @@ from importlib import resources
 from typing import Callable, NamedTuple
 from urllib.parse import unquote
 
+from .. import output as output_tail
 from ..alerts import Delivery
 from ..audit.chain import AuditEntry, canonical
 from .base import OUTPUT_CAP
 
-TRUNCATION_MARKER = "[... output truncated ...]\n"
 UNKNOWN_ERROR = "the reconciler stopped while this run was executing; its result is unknown"
 CANCEL_ERRORS = {  # Cancel.reason -> the error text a cancelled run shows
     "removed": "cancelled: task removed from the desired state",
@@ -72,19 +72,13 @@ def only_comments(text: str) -> bool:
 
 
 def cap_output(output: str) -> str:
-    """The last `OUTPUT_CAP` bytes of `output` (marker included), cut on a UTF-8 boundary.
+    """The last `OUTPUT_CAP` bytes of `output`, its mark of dropped bytes included (see
+    `reconciler.output`), cut on a UTF-8 boundary.
 
     The end of a command's output is where its error is, so the head is what goes. Lone
     surrogates (undecodable bytes kept by the executor) become U+FFFD: stores keep UTF-8.
     """
-    data = output.encode("utf-8", "replace")
-    if len(data) <= OUTPUT_CAP:
-        return data.decode("utf-8")
-    tail = data[len(data) - (OUTPUT_CAP - len(TRUNCATION_MARKER.encode())):]
-    start = 0
-    while start < len(tail) and tail[start] & 0xC0 == 0x80:  # skip a split character's rest
-        start += 1
-    return TRUNCATION_MARKER + tail[start:].decode("utf-8")
+    return output_tail.cap(output, OUTPUT_CAP)
 
 
 def cancel_error(reason: str) -> str:

@@ -37,9 +37,8 @@ from ..errors import InputError, LockError, StoreError, UsageError
 from ..plan import Cancel, Enqueue, Plan
 from ..state import ExecutedState, Run, RunStatus
 from .base import DELIVERY_LEASE_SECONDS, LeaseLost, StateStore
-from .common import (  # noqa: F401  (TRUNCATION_MARKER, Migration: re-exported for callers)
+from .common import (  # noqa: F401  (Migration: re-exported for callers)
     QUEUE_CANCEL_ERROR,
-    TRUNCATION_MARKER,
     UNKNOWN_ERROR,
     Migration,
     SqlFile,

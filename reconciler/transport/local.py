@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..model import Machine
+from ..output import TailBuffer
 from ..redact import Secret, reveal
 from .base import Completed, Transport
 
@@ -53,7 +54,7 @@ class _Tail:
 
     def __init__(self, pipe, limit: int = OUTPUT_TAIL):
         self.pipe, self.limit = pipe, limit
-        self.data = bytearray()
+        self.data = TailBuffer(limit)  # counts what it drops, for the mark
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -68,9 +69,7 @@ class _Tail:
             chunk = os.read(fd, 65536)
             if not chunk:
                 return
-            self.data += chunk
-            if len(self.data) > 2 * self.limit:
-                del self.data[:-self.limit]
+            self.data.add(chunk)
 
     def text(self, wait: float) -> str:
         """What was read, once the pipe closed or `wait` seconds passed."""
@@ -78,7 +77,7 @@ class _Tail:
         self.stop.set()
         self.thread.join()
         self.pipe.close()
-        return bytes(self.data[-self.limit:]).decode("utf-8", errors="replace")
+        return self.data.text()
 
 
 class LocalTransport(Transport):

@@ -6,6 +6,7 @@ logs at -vv, private file modes of the store, and integers too large for Python'
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -93,3 +94,81 @@ def test_an_existing_world_readable_store_is_made_private_by_the_next_pass(proje
     project.state.chmod(0o644)
     project.run("--once", "-q", code=0)
     assert (_mode(folder), _mode(project.state)) == (0o700, 0o600)
+
+
+# --- redaction of stored output: item 10, and the mark of a cut: issue 12 item 11 ----------------
+
+LONG = "L0ng-Secret-" + "".join(chr(ord("a") + i % 26) for i in range(120))  # > 57 bytes: wraps
+
+
+def _base64_cores(secret: str) -> list[str]:
+    """The base64 characters that only `secret` decides, wherever it sits in a longer byte
+    string (three alignments): what must never be readable in stored output."""
+    import base64
+
+    raw = secret.encode()
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        cores.append(encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6])
+    return cores
+
+
+def _stored_output(project, *flags: str) -> str:
+    data = project.run("--once", "--format", "json", "--identity", str(project.alice), *flags,
+                       code=0).json()
+    run_id = data["runs"][0]["id"]
+    return project.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
+
+
+@pytest.fixture
+def two_secrets(vaulted):
+    vaulted.run("vault", "set", "ops", "LONG", "-", "--identity", str(vaulted.alice), code=0,
+                input=LONG + "\n")
+    return vaulted
+
+
+def test_base64_of_user_colon_secret_as_curl_prints_basic_auth_is_masked(two_secrets):
+    p = two_secrets
+    p.task("curl", "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
+           'command: |\n  for u in u us use; do printf "Authorization: Basic %s\\n" '
+           '"$(printf %s "$u:$DB_PASSWORD" | base64)"; done\n')
+    output = _stored_output(p)
+    assert output.count("Authorization: Basic ") == 3 and output.count("***") == 3
+    for core in _base64_cores(SECRET):
+        assert core not in output
+
+
+def test_base64_wrapped_at_76_columns_is_masked_at_every_alignment(two_secrets):
+    p = two_secrets
+    p.task("wrapped", "env: {LONG: {vault: LONG}}\n"
+           'command: for u in "" u us; do printf %s "$u$LONG$u" | base64; echo; done\n')
+    output = _stored_output(p)
+    joined = output.replace("\n", "")
+    assert output.count("***") == 3
+    for core in _base64_cores(LONG):
+        for piece in (core[i:i + 16] for i in range(0, len(core) - 16)):
+            assert piece not in joined
+
+
+def test_a_secret_cut_by_the_output_cap_leaves_no_readable_piece(two_secrets):
+    p = two_secrets
+    kept = 65536 - 90  # the last 64 KiB start 90 characters into the secret
+    p.task("cut", "env: {LONG: {vault: LONG}}\n"
+           f'command: printf %s "$LONG"; head -c {kept} /dev/zero | tr "\\\\0" x\n')
+    output = _stored_output(p)
+    assert output.rstrip("x").endswith("***")
+    for size in range(3, len(LONG)):
+        assert not any(LONG[i:i + size] in output for i in range(len(LONG) - size + 1))
+
+
+def test_output_over_64_kib_is_stored_with_a_mark_saying_how_much_was_dropped(project):
+    total = 100_000
+    project.task("loud", f'command: head -c {total} /dev/zero | tr "\\\\0" y\n')
+    run_id = project.run("--once", "--format", "json", code=0).json()["runs"][0]["id"]
+    output = project.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
+    mark, _, tail = output.partition("\n")
+    dropped = int(re.fullmatch(r"\[\.\.\. (\d+) bytes of earlier output dropped \.\.\.\]",
+                               mark).group(1))
+    assert set(tail) == {"y"} and dropped + len(tail) == total
+    assert len(output.encode()) <= 64 * 1024
