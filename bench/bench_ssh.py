@@ -113,6 +113,9 @@ def reconcile_once(w: Workload) -> float:
     for folder in ("teams", "machines", "tasks/bench"):
         (inventory / folder).mkdir(parents=True, exist_ok=True)
     (inventory / "teams" / "bench.yaml").write_text("name: bench\n")
+    # A key file on the reconciler's host is usable only where the settings grant it.
+    (inventory / "reconciler.yaml").write_text(
+        f"credentials: {{key_files: {{{json.dumps(str(w.key_file))}: [bench]}}}}\n")
     for i, daemon in enumerate(w.hosts):
         (inventory / "machines" / f"h{i}.yaml").write_text(
             f"name: h{i}\nteam: bench\nhost: 127.0.0.1\nport: {daemon.port}\n"

@@ -20,6 +20,8 @@ def generate(root: Path, tasks: int, machines: int, seed: int = 7,
     inventory = root / "inventory"
     for folder in ("teams", "machines", "tasks"):
         (inventory / folder).mkdir(parents=True, exist_ok=True)
+    # Ten teams share the reconciler's host through local machines: the settings must allow it.
+    (inventory / "reconciler.yaml").write_text("local_machines: {allow_shared_user: true}\n")
     per_team = machines // TEAMS
     for t in range(TEAMS):
         team = f"team{t}"
