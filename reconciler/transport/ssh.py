@@ -85,9 +85,14 @@ class SshTransport(Transport):
         call = wrapper.invocation(self.markers, run_id, command, plain)
         with self.pool.session(machine) as session:
             self._dispatch(machine, session, call)
+            received, reply = _read_reply(session.channel, call.nonce, started + timeout)
+            if reply is not None:
+                _acknowledge(session.channel, call.nonce)
+                return Completed(exit_code=reply[1], output=_tail(reply[0]),
+                                 duration=time.monotonic() - started)
             ended = _wait_status(session.channel, started + timeout)
-            if ended and session.channel.exit_status >= 0:
-                return self._finished(session, started)
+            if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
+                return self._finished(session, started, received)
             # Timed out, or the channel closed without an exit status: the connection died
             # (paramiko closes its channels before it marks the transport inactive, so only
             # a new channel tells), or sshd sent `exit-signal`. The markers know which.
@@ -149,7 +154,8 @@ class SshTransport(Transport):
 
     def _dispatch(self, machine: Machine, session: Session, call: wrapper.Invocation) -> None:
         """Start the wrapper and hand it its input. Until the exec request was accepted the
-        command cannot have started (Unreachable); once input is on its way it may have."""
+        command cannot have started (Unreachable); once input is on its way it may have.
+        Stdin stays open: the wrapper waits on it for the acknowledgement of its output."""
         channel = session.channel
         channel.set_combine_stderr(True)
         try:
@@ -159,13 +165,13 @@ class SshTransport(Transport):
                               f"{exc or type(exc).__name__}") from exc
         try:
             channel.sendall(call.stdin)
-            channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc, session.connection) from exc
 
-    def _finished(self, session: Session, started: float) -> Completed:
-        """The result of a command whose channel reported its exit status."""
-        output = _read_all(session.channel, DRAIN)
+    def _finished(self, session: Session, started: float, received: bytes) -> Completed:
+        """The result of a wrapper that reported its exit status without a trailer (it could
+        not start the command): what it printed so far and the rest."""
+        output = _tail(received + _read_all_bytes(session.channel, DRAIN))
         return Completed(exit_code=session.channel.exit_status, output=output,
                          duration=time.monotonic() - started)
 
@@ -373,6 +379,45 @@ def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:
     except (socket.timeout, paramiko.SSHException, EOFError, OSError):
         pass
     return tail
+
+
+def _read_reply(channel: paramiko.Channel, nonce: str,
+                deadline: float) -> tuple[bytes, tuple[bytes, int] | None]:
+    """Read the wrapper's reply until its trailer line (then: the output and exit code), the
+    end of the channel or `deadline` (then None). Returns what was received as well."""
+    data = bytearray()
+    while (left := deadline - time.monotonic()) > 0:
+        channel.settimeout(min(left, 1.0))
+        try:
+            chunk = channel.recv(65536)
+        except socket.timeout:
+            continue
+        except (paramiko.SSHException, EOFError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > 4 * wrapper.OUTPUT_TAIL:
+            del data[:-2 * wrapper.OUTPUT_TAIL]
+        if data.endswith(b"\n") and (reply := wrapper.parse_reply(bytes(data), nonce)):
+            return bytes(data), reply
+    return bytes(data), None
+
+
+def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
+    """Tell the wrapper we hold the whole output, so it removes it from the target, and wait
+    for it to exit (closing the channel earlier could cut the acknowledgement off). A lost
+    acknowledgement costs nothing but the output file, removed with day-old markers."""
+    try:
+        channel.sendall(wrapper.acknowledgement(nonce))
+        channel.shutdown_write()
+    except (paramiko.SSHException, EOFError, OSError):
+        return
+    _wait_status(channel, time.monotonic() + DRAIN)
+
+
+def _tail(raw: bytes) -> str:
+    return raw[-wrapper.OUTPUT_TAIL:].decode("utf-8", errors="replace")
 
 
 def _read_all_bytes(channel: paramiko.Channel, wait: float) -> bytes:

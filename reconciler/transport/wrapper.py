@@ -15,8 +15,15 @@ Markers, flat files under DIR (`~/` means the remote home):
   so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end;
 - `<id>.exit`  `NONCE CODE`, written once the task ended.
 
+When the task ended the wrapper prints the output tail, then a trailer line `NONCE CODE`, and
+waits for the reconciler to echo the nonce back on stdin: only that acknowledgement (the
+reconciler holds the whole output) empties `<id>.out` (the file goes with the day-old
+markers), so the task's output, which may hold a secret, does not stay on the target. A lost
+connection (no acknowledgement) leaves it for the next pass to adopt.
+
 `CTL` reads these for a run: its exit code and output tail if it finished, else it kills the
-process group (verified to be the wrapper of that nonce, so a recycled pid is never hit).
+process group (verified to be the wrapper of that nonce, so a recycled pid is never hit). Having
+printed the tail, it removes `<id>.out`: the caller now holds it (adopted or recorded).
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ echo "$pg" > "$f.pid"
 rc=$?
 echo "$3 $rc" > "$f.exit"
 if [ -s "$f.out" ]; then tail -c 65536 "$f.out"; fi
+printf '%s %s\n' "$3" "$rc"
+if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
 exit $rc
 """
 
@@ -71,7 +80,7 @@ CTL = _PREAMBLE + r"""
 if ! read -r n a h 2>/dev/null < "$f.meta"; then echo none; exit 0; fi
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
 if read -r en rc 2>/dev/null < "$f.exit" && [ "$en" = "$n" ]; then
-  echo "exit $rc $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; exit 0
+  echo "exit $rc $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; rm -f "$f.out"; exit 0
 fi
 read -r pg 2>/dev/null < "$f.pid" || pg=
 alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
@@ -93,14 +102,16 @@ if [ -n "$pg" ] && alive; then
     *) tr '\000' '\n' 2>/dev/null < "/proc/$pg/cmdline" | grep -qF -- "$n" && ours=1 ;;
   esac
 fi
-if [ -z "$ours" ]; then echo "gone $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; exit 0; fi
+if [ -z "$ours" ]; then
+  echo "gone $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; rm -f "$f.out"; exit 0
+fi
 kill -s TERM -- "-$pg" 2>/dev/null
 i=0
 while alive && [ $i -lt 20 ]; do
   sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
 done
 kill -s KILL -- "-$pg" 2>/dev/null
-echo "killed $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null
+echo "killed $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; rm -f "$f.out"
 """
 
 # Removes markers older than a day, and large outputs untouched for an hour.
@@ -169,6 +180,24 @@ class Marker:
     attempt: int | None = None
     digest: str | None = None
     output: str = ""
+
+
+def parse_reply(data: bytes, nonce: str) -> tuple[bytes, int] | None:
+    """Pure: the output and exit code of a wrapper's reply that ends with its trailer line
+    (`NONCE CODE`), or None while (or if) it does not end with one."""
+    if not data.endswith(b"\n"):
+        return None
+    head, found, rest = data[:-1].rpartition(nonce.encode())
+    code = rest.strip()
+    if not found or not rest.startswith(b" ") or not code.isdigit():
+        return None
+    return head, int(code)
+
+
+def acknowledgement(nonce: str) -> bytes:
+    """What the reconciler sends once it holds a run's whole output: the wrapper then
+    empties the output file."""
+    return f"{nonce}\n".encode()
 
 
 def parse_ctl(raw: bytes) -> Marker:
