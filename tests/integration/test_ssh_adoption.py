@@ -1,0 +1,105 @@
+"""Runs whose outcome the reconciler missed, resolved through `reconcile --once` over real sshd:
+the sshd child serving the connection is killed mid-command, or the reconciler itself is
+killed with SIGKILL. The command goes on alone on the target; a later pass adopts the result
+its markers kept (real exit code, real output) instead of leaving it `unknown` or running it
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from tests.support.alert_receiver import AlertReceiver
+from tests.support.cli import spawn
+from tests.support.ssh_project import ssh_project
+from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def receiver():
+    made = AlertReceiver()
+    yield made
+    made.close()
+
+
+def _waiting_task(p, tmp_path, code: int):
+    """A task that logs its start to a ledger, waits for the test, prints and exits `code`."""
+    fifo, ledger = tmp_path / "go", tmp_path / "ledger"
+    os.mkfifo(fifo)
+    p.task("migrate", f'command: echo started >> "{ledger}"; read line < "{fifo}"; '
+           f'echo "migrated 42 rows"; exit {code}\n')
+    return fifo, ledger
+
+
+def _start_once(p, ledger):
+    """`reconcile --once` in the background, returned once its command runs on the target."""
+    proc = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
+    wait_until(lambda: ledger.exists() or proc.poll() is not None, timeout=30,
+               message="the command to start")
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def _finish(fifo, markers, run_id: int) -> None:
+    with open(fifo, "w") as release:
+        release.write("go\n")
+    wait_until(lambda: (markers / f"{run_id}.exit").exists(), timeout=30,
+               message="the command's exit marker")
+
+
+def test_an_sshd_child_killed_mid_command_is_unknown_alerted_once_then_adopted(
+        tmp_path, sshd, client_key, receiver):  # noqa: F811
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key,
+                    alerts=[receiver.url()])
+    fifo, ledger = _waiting_task(p, tmp_path, 0)
+    first = _start_once(p, ledger)
+    try:
+        assert sshd.drop_connections()
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 1 and "Traceback" not in err, err
+    [run] = json.loads(out)["runs"]
+    assert run["status"] == "unknown" and "connection lost" in run["error"], run
+    assert receiver.titles() == ["reconciler: ops/migrate unknown on box"]
+
+    _finish(fifo, sshd.root / "home" / ".cache" / "reconciler" / "runs", run["id"])
+    second = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
+    assert [(r["id"], r["status"], r["exit_code"]) for r in second["runs"]] == [
+        (run["id"], "succeeded", 0)]
+    shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
+    assert shown["output"] == "migrated 42 rows\n"
+
+    third = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
+    assert third["runs"] == []
+    assert ledger.read_text() == "started\n" and p.run_count() == 1
+    assert receiver.titles() == ["reconciler: ops/migrate unknown on box"]  # still one alert
+
+
+def test_a_killed_once_is_adopted_by_the_next_pass_with_the_real_exit_code_and_output(
+        tmp_path, sshd, client_key):  # noqa: F811
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    fifo, ledger = _waiting_task(p, tmp_path, 5)
+    first = _start_once(p, ledger)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    [run_id] = [r["id"] for r in p.run("queue", "list", "--format", "json", code=0).json()]
+
+    _finish(fifo, sshd.root / "home" / ".cache" / "reconciler" / "runs", run_id)
+    second = p.run("--once", "--format", "json", "--identity", str(p.key), code=1).json()
+    assert [(r["id"], r["status"], r["exit_code"]) for r in second["runs"]] == [
+        (run_id, "failed", 5)]
+    shown = p.run("queue", "show", str(run_id), "--format", "json", code=0).json()
+    assert (shown["output"], shown["attempt"]) == ("migrated 42 rows\n", 1)
+    assert ledger.read_text() == "started\n" and p.run_count() == 1  # it started once
+    p.run("--once", "--identity", str(p.key), code=0)  # a failed once-run is final
+    assert ledger.read_text() == "started\n"
