@@ -12,7 +12,7 @@ import base64
 import re
 import threading
 from typing import Iterable
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 MASK = "***"
 MIN_LENGTH = 4  # shorter values would mask half of every output ("on", "1", "yes")
@@ -69,7 +69,40 @@ def variants(value: str) -> set[str]:
     forms |= {b64, b64.rstrip("="), url_b64, url_b64.rstrip("="), raw.hex(), raw.hex().upper(),
               quote(value, safe=""), quote_plus(value)}
     forms |= set(base64_cores(raw))
+    forms |= url_credentials(value)
     return {f for f in (form.strip() for form in forms) if len(f) >= MIN_LENGTH}
+
+
+def url_credentials(value: str) -> set[str]:
+    """Pure: the parts of a URL-shaped secret (an alert URL, a webhook) that libraries print
+    on their own: urllib3 logs only the request path, apprise its own rewrite of the URL.
+    The password, and each piece of the user info and host (apprise keeps tokens there:
+    `tgram://BOT:TOKEN/CHAT`), path segment, the path, and query value that looks like a
+    token (see `_token_like`), with and without percent-decoding. Empty for other values."""
+    if "://" not in value:
+        return set()
+    try:
+        parsed = urlsplit(value.strip())
+        password = parsed.password
+    except ValueError:
+        return set()
+    parts = [parsed.netloc, *re.split(r"[@:]", parsed.netloc), *parsed.path.split("/"),
+             parsed.path.rstrip("/"), parsed.fragment, *(v for _, v in parse_qsl(parsed.query))]
+    found = {password} if password else set()
+    found |= {part for part in parts if _token_like(part)}
+    return found | {unquote(part) for part in found}
+
+
+def _token_like(part: str) -> bool:
+    """Whether a URL part may be a credential: 8 characters or more, not a host name or IP
+    address (dotted), and not a plain word (letters of one case, shorter than 16: `services`,
+    `webhooks`). A path or a host with a port counts when one of its pieces does."""
+    if "/" in part or "@" in part:
+        return any(_token_like(piece) for piece in re.split(r"[/@:]", part))
+    if len(part) < 8 or "." in part.strip("."):
+        return False
+    plain_word = part.isalpha() and (part.islower() or part.isupper()) and len(part) < 16
+    return not plain_word
 
 
 def base64_cores(raw: bytes) -> list[str]:

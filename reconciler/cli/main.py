@@ -70,6 +70,9 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Every record of every library reaches this handler, so its filter masks them all;
+    # Python warnings (urllib3's name the host) are routed through it too.
+    logging.captureWarnings(True)
     # paramiko reports a dropped connection at ERROR with its own words; ours say it better.
     logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 

@@ -172,3 +172,29 @@ def test_output_over_64_kib_is_stored_with_a_mark_saying_how_much_was_dropped(pr
                                mark).group(1))
     assert set(tail) == {"y"} and dropped + len(tail) == total
     assert len(output.encode()) <= 64 * 1024
+
+
+# --- every log record passes the redactor: item 11 ---------------------------------------------
+
+HOOK_TOKEN = "Tk7qZ2xW9vB4nM1pL8sR"
+
+
+def test_a_vault_held_alert_url_never_reaches_stderr_even_from_library_debug_logs(vaulted):
+    from tests.integration.test_alerts_apprise import Receiver
+
+    receiver = Receiver()
+    try:
+        p = vaulted
+        url = receiver.url(f"/hooks/{HOOK_TOKEN}?key=Qk9vXw2Lm5Zr8Tn3")
+        p.run("vault", "set", "ops", "ALERT_URL", "-", "--identity", str(p.alice), code=0,
+              input=url + "\n")
+        team = (p.inventory / "teams" / "ops.yaml").read_text()
+        p.write("teams/ops.yaml", team + "alerts:\n  - {vault: ALERT_URL}\n")
+        p.task("broken", "command: exit 1\nretry: {count: 0}\n")
+        result = p.run("--once", "-vv", "--identity", str(p.alice), code=1)
+        assert [r["path"].split("?")[0] for r in receiver.requests] == [f"/hooks/{HOOK_TOKEN}"]
+        assert "urllib3" in result.err or "apprise" in result.err  # library debug logs ran
+        for piece in (HOOK_TOKEN, "Qk9vXw2Lm5Zr8Tn3", url):
+            assert piece not in result.err and piece not in result.out
+    finally:
+        receiver.close()

@@ -130,3 +130,14 @@ def test_a_tail_buffer_marks_what_it_dropped_and_never_splits_a_character():
         buffer.add("€".encode())
     dropped, body = split_mark(buffer.text())
     assert set(body) == {"€"} and dropped + len(body.encode()) == 150
+
+
+def test_the_token_parts_of_a_url_secret_are_masked_where_a_library_prints_them_alone():
+    url = "tgram://123456789:ABCdefGHIjklMNOpq/987654321/?key=Qk9vXw2Lm5Zr8Tn3"
+    redact = Redactor([url, "https://user:hunter22@hooks.example.com/services/T0KEN1234/x"])
+    assert redact('"POST /bot123456789:ABCdefGHIjklMNOpq/sendMessage" 200') == \
+        '"POST /bot***/sendMessage" 200'
+    assert redact("chat 987654321 key=Qk9vXw2Lm5Zr8Tn3") == "chat *** key=***"
+    assert redact("POST /services/T0KEN1234/x; auth hunter22") == "POST ***; auth ***"
+    # plain words, host names and addresses stay readable
+    assert redact("services at hooks.example.com") == "services at hooks.example.com"
