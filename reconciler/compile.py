@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .diagnostics import Diagnostics, did_you_mean
 from .errors import InputError
@@ -26,35 +26,58 @@ from .model import (
     VaultRef,
 )
 
+if TYPE_CHECKING:
+    from .loader import Unresolved
 
-def compile_inventory(inventory: Inventory) -> DesiredState:
+
+def compile_inventory(inventory: Inventory, unresolved: "Unresolved | None" = None) -> DesiredState:
     """Resolve the inventory into the desired state the planner compares against.
 
     Raises `InputError` with every problem found: unknown teams, machines or `after` tasks,
-    machines of another team, dependency cycles.
+    machines of another team, dependency cycles. `unresolved` (from `loader.read_inventory`)
+    names objects that exist but had errors of their own: a reference to one of them is not
+    reported as unknown.
     """
     diags = Diagnostics()
-    _check_machine_teams(inventory, diags)
+    may_exist = unresolved.may_exist if unresolved is not None else _nothing_more
+    _check_machine_teams(inventory, diags, may_exist)
     labels = _LabelIndex(inventory.machines.values())
     specs: dict[str, TaskSpec] = {}
     for task_id in sorted(inventory.tasks):
         task = inventory.tasks[task_id]
         team = inventory.teams.get(task.team)
         if team is None:
-            diags.error(task.where("team"), f"task '{task.id}' names unknown team '{task.team}'",
-                        did_you_mean(task.team, inventory.teams) or "add teams/<team>.yaml")
+            if not may_exist("team", task.team):
+                diags.error(task.where("team"), f"task '{task.id}' names unknown team "
+                            f"'{task.team}'", did_you_mean(task.team, inventory.teams)
+                            or "add teams/<team>.yaml")
             continue
-        targets = _resolve_targets(task, inventory, labels, diags)
-        after = _resolve_after(task, inventory, diags)
+        targets = _resolve_targets(task, inventory, labels, diags, may_exist)
+        after = _resolve_after(task, inventory, diags, may_exist)
         specs[task_id] = _spec(task, team, targets, after, inventory.machines)
     _check_cycles(specs, inventory.tasks, diags)
     diags.raise_if_errors()
     return DesiredState(tasks=specs, machines=dict(inventory.machines), teams=dict(inventory.teams))
 
 
-def _check_machine_teams(inventory: Inventory, diags: Diagnostics) -> None:
+def compile_collecting(inventory: Inventory, unresolved: "Unresolved",
+                       diags: Diagnostics) -> DesiredState | None:
+    """`compile_inventory`, adding its errors to `diags` instead of raising (None then), so
+    one run reports the problems of every file and every reference together."""
+    try:
+        return compile_inventory(inventory, unresolved)
+    except InputError as exc:
+        diags.extend(exc.diagnostics.items)
+        return None
+
+
+def _nothing_more(kind: str, key: str) -> bool:
+    return False  # the inventory is complete: whatever it lacks is unknown
+
+
+def _check_machine_teams(inventory: Inventory, diags: Diagnostics, may_exist=_nothing_more) -> None:
     for machine in inventory.machines.values():
-        if machine.team not in inventory.teams:
+        if machine.team not in inventory.teams and not may_exist("team", machine.team):
             diags.error(machine.location, f"machine '{machine.name}' names unknown team "
                         f"'{machine.team}'", did_you_mean(machine.team, inventory.teams)
                         or "add teams/<team>.yaml or fix 'team'")
@@ -80,18 +103,21 @@ class _LabelIndex:
 
 
 def _resolve_targets(task: Task, inventory: Inventory, labels: _LabelIndex,
-                     diags: Diagnostics) -> tuple[str, ...]:
+                     diags: Diagnostics, may_exist=_nothing_more) -> tuple[str, ...]:
     """The machines a task runs on: its explicit list, or its team's machines whose labels
     include the selector."""
     if task.machines is not None:
-        return _explicit_targets(task, inventory.machines, diags)
+        return _explicit_targets(task, inventory.machines, diags, may_exist)
     return labels.select(task.team, task.selector or {})
 
 
-def _explicit_targets(task: Task, machines: Mapping[str, Machine], diags: Diagnostics) -> tuple[str, ...]:
+def _explicit_targets(task: Task, machines: Mapping[str, Machine], diags: Diagnostics,
+                      may_exist=_nothing_more) -> tuple[str, ...]:
     where = task.where("machines")
     for name in task.machines or ():
         machine = machines.get(name)
+        if machine is None and may_exist("machine", name):
+            continue  # its own file has errors, reported there
         if machine is None:
             own = (n for n, m in machines.items() if m.team == task.team)
             diags.error(where, f"task '{task.id}' targets unknown machine '{name}'",
@@ -104,11 +130,14 @@ def _explicit_targets(task: Task, machines: Mapping[str, Machine], diags: Diagno
                          and machines[n].team == task.team}))
 
 
-def _resolve_after(task: Task, inventory: Inventory, diags: Diagnostics) -> tuple[str, ...]:
+def _resolve_after(task: Task, inventory: Inventory, diags: Diagnostics,
+                   may_exist=_nothing_more) -> tuple[str, ...]:
     """`after` names tasks of the same team; written as `name` (or `team/name`)."""
     resolved = []
     for name in task.after:
         dep_id = name if "/" in name else f"{task.team}/{name}"
+        if dep_id not in inventory.tasks and may_exist("task", dep_id):
+            continue  # its own file has errors, reported there
         if dep_id not in inventory.tasks:
             same_team = (t.name for t in inventory.tasks.values() if t.team == task.team)
             diags.error(task.where("after"), f"task '{task.id}' runs after unknown task '{name}'",

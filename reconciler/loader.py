@@ -69,6 +69,29 @@ def load_inventory(root: str | Path) -> tuple[Inventory, list[Diagnostic]]:
     after a bad file), so a user fixes the whole inventory in one round. Paths in diagnostics
     are relative to the working directory when the inventory is under it, else absolute.
     """
+    inventory, diags, _ = read_inventory(root)
+    diags.raise_if_errors()
+    return inventory, diags.warnings
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """What the loader saw but could not build: objects with errors (by kind and key), and
+    kinds with a file it could not read at all. A reference to one of them is not reported
+    as "unknown" by compile: the real problem is already reported, where it is."""
+
+    keys: frozenset[tuple[str, str]] = frozenset()  # (kind, key), e.g. ("task", "ops/web")
+    unread_kinds: frozenset[str] = frozenset()  # e.g. "task": some task file is unreadable
+
+    def may_exist(self, kind: str, key: str) -> bool:
+        return kind in self.unread_kinds or (kind, key) in self.keys
+
+
+def read_inventory(root: str | Path) -> tuple[Inventory, Diagnostics, Unresolved]:
+    """Like `load_inventory`, but never raises for a problem inside the files: returns the
+    inventory of the objects that are valid, every diagnostic, and what could not be built,
+    so `validate` can check references and cycles in the same run (only a missing or
+    unreadable inventory folder raises)."""
     diags = Diagnostics()
     root_path = Path(root)
     _check_root(root_path, diags)
@@ -76,8 +99,8 @@ def load_inventory(root: str | Path) -> tuple[Inventory, list[Diagnostic]]:
     builder = _InventoryBuilder(diags)
     for source in sources:
         builder.add_file(source)
-    diags.raise_if_errors()
-    return builder.inventory(os.path.abspath(root_path)), diags.warnings
+    unresolved = Unresolved(frozenset(builder.broken), frozenset(builder.unread_kinds))
+    return builder.inventory(os.path.abspath(root_path)), diags, unresolved
 
 
 def display_path(path: str | Path) -> str:
@@ -206,6 +229,8 @@ class _InventoryBuilder:
         self.settings: Settings | None = None
         self.settings_location: Location | None = None
         self.first_seen: dict[tuple[str, str], Location] = {}
+        self.broken: set[tuple[str, str]] = set()  # (kind, key) of objects with errors
+        self.unread_kinds: set[str] = set()  # kinds with objects whose key is unknown
 
     def add_file(self, source: Source) -> None:
         """Read `source`, check each object in it and keep the valid ones."""
@@ -213,8 +238,13 @@ class _InventoryBuilder:
         node = read_yaml(source.path, file_diags, source.display)
         self.diags.extend(file_diags.items)
         if file_diags.errors:
+            self.unread_kinds.add(source.kind.name)
             return  # broken YAML: schema messages on top of it would only confuse
-        for obj_node in _split_objects(node, source, self.diags):
+        errors_before = len(self.diags.errors)
+        objects = _split_objects(node, source, self.diags)
+        if len(self.diags.errors) > errors_before:
+            self.unread_kinds.add(source.kind.name)
+        for obj_node in objects:
             self._add_object(_Object(obj_node, source.kind, self.diags), source)
 
     def _add_object(self, obj: "_Object", source: Source) -> None:
@@ -224,10 +254,15 @@ class _InventoryBuilder:
             return
         value = BUILDERS[source.kind.name](obj, source)
         key = _object_key(value)
-        if key is None or not self._claim(source.kind.name, key, obj):
+        if key is None:
+            self.unread_kinds.add(source.kind.name)
+            return
+        if not self._claim(source.kind.name, key, obj):
             return
         if not obj.failed:
             getattr(self, source.kind.plural)[key] = value
+        else:
+            self.broken.add((source.kind.name, key))
 
     def _claim(self, kind: str, key: str, obj: "_Object") -> bool:
         where = obj.value_location("name")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from ..diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from ..engine import Engine, utc_now
-from ..errors import VaultError
+from ..errors import InputError, VaultError
 from ..model import VaultRef
 from ..lint import find_hardcoded_credentials
 from ..source.git import head_commit
@@ -33,13 +33,24 @@ def _print_warnings(warnings) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
-    loaded = wiring.load(args)
-    warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory)]
-    warnings += _check_vault_references(args, loaded)
     fmt = wiring.output_format(args)
+    try:
+        loaded = wiring.load(args)
+        warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory)]
+        warnings += _check_vault_references(args, loaded)
+    except InputError as exc:
+        if fmt != "json":
+            raise  # one located line per problem on stderr (cli.main)
+        # SPEC §7: a verdict on stdout even when the inventory is invalid.
+        redact = args.redactor
+        print(views.to_json({
+            "valid": False,
+            "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
+            "warnings": [redact(str(w)) for w in exc.diagnostics.warnings]}))
+        return exc.exit_code
     if fmt == "json":
         print(views.to_json({
-            "valid": not (args.strict and warnings),
+            "valid": not (args.strict and warnings), "errors": [],
             "teams": len(loaded.inventory.teams), "machines": len(loaded.inventory.machines),
             "tasks": len(loaded.desired.tasks),
             "warnings": [str(w) for w in warnings]}))
@@ -49,6 +60,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"machines, {len(loaded.desired.tasks)} tasks"
               + (f", {len(warnings)} warnings" if warnings else ""))
     return 2 if args.strict and warnings else 0
+
+
+def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:
+    """One problem of `validate --format json`: where (file, line, column), what, and the
+    one-line text the text format prints."""
+    where = diagnostic.location
+    return {"path": where.path, "line": where.line or None, "column": where.column or None,
+            "message": redact(diagnostic.message),
+            "hint": redact(diagnostic.hint) if diagnostic.hint else None,
+            "text": redact(str(diagnostic))}
 
 
 def _check_vault_references(args: argparse.Namespace, loaded) -> list:

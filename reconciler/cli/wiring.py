@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compile import compile_inventory
+from ..compile import compile_collecting
 from ..diagnostics import Diagnostic
 from ..durations import parse_duration
 from ..errors import UsageError
-from ..loader import load_inventory
+from ..loader import read_inventory
 from ..model import DEFAULT_CONCURRENCY, DEFAULT_STATE_URL, DesiredState, Inventory
 from ..store.base import StateStore
 from ..store.factory import open_store
@@ -41,8 +41,12 @@ def inventory_dir(args: argparse.Namespace) -> Path:
 
 def load(args: argparse.Namespace) -> Loaded:
     """Load and compile the inventory; raises `InputError` with every problem."""
-    inventory, warnings = load_inventory(inventory_dir(args))
-    return Loaded(inventory, compile_inventory(inventory), warnings)
+    # Every problem in one run: the files' own, then references, cycles and targets among
+    # the objects that are valid (validate never reports stage by stage).
+    inventory, diags, unresolved = read_inventory(inventory_dir(args))
+    desired = compile_collecting(inventory, unresolved, diags)
+    diags.raise_if_errors()
+    return Loaded(inventory, desired, diags.warnings)
 
 
 def inventory_if_valid(args: argparse.Namespace) -> Inventory | None:

@@ -111,3 +111,66 @@ def test_every_name_the_executor_sets_is_one_validate_refuses():
 def test_env_names_that_only_look_alike_are_fine(project):
     project.task("t", "command: exit 0\nenv: {reconcile_mode: x, MY_RECONCILE_RUN_ID: y}\n")
     project.run("validate", code=0)
+
+
+# --- validate: every problem in one run, and a JSON verdict (issue 12 item 14, issue 18 item 3) ---
+
+def _broken_everywhere(project):
+    """One problem of each stage: schema, schedule, reference, cycle, cross-team target."""
+    project.write("teams/web.yaml", "name: web\n")
+    project.write("machines/front.yaml", "name: front\nteam: web\ntransport: local\n")
+    project.task("typo", "prioritty: 2\ncommand: exit 0\n")                          # schema
+    project.task("cron", "command: exit 0\nschedule: '0 0 31 2 *'\n")                # schedule
+    project.task("ref", "command: exit 0\nafter: [nothing-like-it]\n")               # reference
+    project.task("a", "command: exit 0\nafter: [b]\n")                               # cycle
+    project.task("b", "command: exit 0\nafter: [a]\n")
+    project.write("tasks/ops/cross.yaml", "name: cross\nmachines: [front]\ncommand: exit 0\n")
+
+
+EVERY_PROBLEM = [
+    ("inventory/tasks/ops/typo.yaml", 3, "unknown key 'prioritty'"),
+    ("inventory/tasks/ops/cron.yaml", 4, "never fires"),
+    ("inventory/tasks/ops/ref.yaml", 4, "unknown task 'nothing-like-it'"),
+    ("inventory/tasks/ops/a.yaml", 4, "dependency cycle: ops/a -> ops/b -> ops/a"),
+    ("inventory/tasks/ops/cross.yaml", 2, "machine 'front' of team 'web'"),
+]
+
+
+def test_validate_reports_schema_schedule_reference_cycle_and_target_errors_in_one_run(project):
+    _broken_everywhere(project)
+    result = _assert_refused(project)
+    lines = [l for l in result.err.splitlines() if l.startswith("error:")]
+    for path, line, words in EVERY_PROBLEM:
+        assert any(l.startswith(f"error: {path}:{line}:") and words in l for l in lines), \
+            (path, words, result.err)
+    # Nothing else about the tasks (rules about machines may add their own lines).
+    assert len([l for l in lines if "inventory/tasks/" in l]) == len(EVERY_PROBLEM), result.err
+
+
+def test_a_reference_to_an_object_with_errors_of_its_own_is_not_called_unknown(project):
+    project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 0\n")
+    project.task("base", "command: exit 0\npriority: 9\n")
+    project.task("next", "command: exit 0\nafter: [base]\n")
+    result = _assert_refused(project)
+    assert "unknown" not in result.err, result.err
+    assert "inventory/machines/box.yaml:4:" in result.err
+    assert "inventory/tasks/ops/base.yaml:4:" in result.err
+
+
+def test_validate_json_on_an_invalid_inventory_prints_the_verdict_with_every_problem_located(project):
+    _broken_everywhere(project)
+    project.write("stray.yaml", "a: 1\n")  # a warning
+    result = _assert_refused(project, args=("validate", "--format", "json"))
+    verdict = json.loads(result.out)
+    assert verdict["valid"] is False
+    found = {(e["path"], e["line"]) for e in verdict["errors"]}
+    assert {(path, line) for path, line, _ in EVERY_PROBLEM} <= found, verdict
+    for error in verdict["errors"]:
+        assert error["column"] >= 1 and error["message"] and error["text"].startswith(error["path"])
+    assert any("inventory/stray.yaml" in w for w in verdict["warnings"]), verdict
+
+
+def test_validate_json_on_a_valid_inventory_has_no_errors(project):
+    project.task("t", "command: exit 0\n")
+    verdict = project.run("validate", "--format", "json", code=0).json()
+    assert verdict["valid"] is True and verdict["errors"] == [] and verdict["tasks"] == 1
