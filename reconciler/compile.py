@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from typing import TYPE_CHECKING, Mapping
 
-from .diagnostics import Diagnostics, did_you_mean
+from .diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from .errors import InputError
 from .model import (
     DEFAULT_PRIORITY,
@@ -41,6 +42,8 @@ def compile_inventory(inventory: Inventory, unresolved: "Unresolved | None" = No
     diags = Diagnostics()
     may_exist = unresolved.may_exist if unresolved is not None else _nothing_more
     _check_machine_teams(inventory, diags, may_exist)
+    _check_credentials(inventory, diags)
+    _check_local_users(inventory, diags)
     labels = _LabelIndex(inventory.machines.values())
     specs: dict[str, TaskSpec] = {}
     for task_id in sorted(inventory.tasks):
@@ -81,6 +84,101 @@ def _check_machine_teams(inventory: Inventory, diags: Diagnostics, may_exist=_no
             diags.error(machine.location, f"machine '{machine.name}' names unknown team "
                         f"'{machine.team}'", did_you_mean(machine.team, inventory.teams)
                         or "add teams/<team>.yaml or fix 'team'")
+
+
+SETTINGS_FILE = "reconciler.yaml"  # of the inventory
+
+
+def _check_credentials(inventory: Inventory, diags: Diagnostics) -> None:
+    """An ssh machine authenticates with its own team vault's key, or with a key file or the
+    ssh-agent that the admin-owned settings grant to its team: without the grant, a team
+    could borrow another team's credentials by naming its key path (or leaving the key out)
+    on a machine of its own that points at the other team's host."""
+    grants = inventory.settings.credentials
+    _check_granted_teams(inventory, diags)
+    granted = {_normal_path(path): teams for path, teams in grants.key_files.items()}
+    for machine in inventory.machines.values():
+        if machine.transport != "ssh" or machine.key is not None:
+            continue
+        if machine.key_file:
+            teams = granted.get(_normal_path(machine.key_file), ())
+            if machine.team not in teams:
+                diags.error(machine.where("key_file"), _key_file_refusal(machine, teams),
+                            f"store the key in the {machine.team} vault and write key: "
+                            "{vault: NAME}, or an admin grants the file in "
+                            f"{SETTINGS_FILE}: credentials: {{key_files: "
+                            f"{{{json.dumps(machine.key_file)}: [{machine.team}]}}}}")
+        elif machine.team not in grants.agent:
+            diags.error(machine.where("key"), f"machine '{machine.name}' has neither key nor "
+                        "key_file, so it would authenticate with the reconciler's ssh-agent, "
+                        f"which the settings do not grant to team {machine.team}",
+                        f"store its key in the {machine.team} vault and write key: "
+                        "{vault: NAME}, or an admin adds the team in "
+                        f"{SETTINGS_FILE}: credentials: {{agent: [{machine.team}]}}")
+
+
+def _key_file_refusal(machine: Machine, teams: tuple[str, ...]) -> str:
+    owners = (f"the settings grant it to {', '.join(teams)} only" if teams
+              else "the settings grant it to no team")
+    return (f"machine '{machine.name}' of team {machine.team} may not use key_file "
+            f"{machine.key_file}: {owners}")
+
+
+def _check_granted_teams(inventory: Inventory, diags: Diagnostics) -> None:
+    grants = inventory.settings.credentials
+    named = [(path, teams) for path, teams in grants.key_files.items()]
+    named.append(("agent", grants.agent))
+    for key, teams in named:
+        where = grants.locations.get(key) or inventory.settings.location
+        for team in teams:
+            if team not in inventory.teams:
+                diags.error(where or Location(SETTINGS_FILE),
+                            f"credentials: grants {key} to unknown team '{team}'",
+                            did_you_mean(team, inventory.teams) or "name a team of teams/")
+
+
+def _normal_path(path: str) -> str:
+    """A path as written, with `.`/`..` and doubled slashes folded, so `/k/../k/x` cannot
+    pass for a different grant than `/k/x`. Not resolved on disk: validation does no I/O."""
+    return posixpath.normpath(path)
+
+
+def _check_local_users(inventory: Inventory, diags: Diagnostics) -> None:
+    """With more than one team, a local machine must name the OS `user:` its commands run as
+    (or the admins allow the shared user): otherwise one team's tasks run with the
+    reconciler's own rights, read its identity and so every team's vault."""
+    if len(inventory.teams) < 2 or inventory.settings.local_machines.allow_shared_user:
+        return
+    for machine in _shared_user_machines(inventory):
+        diags.error(machine.where("user"), f"machine '{machine.name}' runs its tasks with the "
+                    "reconciler's own rights (" + _shared_reason(machine) + "): they could read "
+                    f"its identity and every team's vault, and the inventory has "
+                    f"{len(inventory.teams)} teams",
+                    "add user: OS_USER (an unprivileged account) to the machine, or an admin "
+                    f"allows it in {SETTINGS_FILE}: local_machines: {{allow_shared_user: true}}")
+
+
+def shared_user_warnings(inventory: Inventory) -> list[Diagnostic]:
+    """For `validate`: each local machine whose tasks run with the reconciler's own rights."""
+    return [Diagnostic(m.where("user"), f"machine '{m.name}' runs its tasks with the "
+                       f"reconciler's own rights ({_shared_reason(m)}): they can read its "
+                       "identity, its state store and every vault it can open",
+                       "add user: OS_USER to run them as an unprivileged account",
+                       severity=Severity.WARNING)
+            for m in _shared_user_machines(inventory)]
+
+
+def _shared_user_machines(inventory: Inventory) -> list[Machine]:
+    return [m for m in inventory.machines.values()
+            if m.transport == "local" and (not m.user or m.user in SHARED_USERS)]
+
+
+# `user: root` is the reconciler's own rights wherever it can switch users at all.
+SHARED_USERS = ("root",)
+
+
+def _shared_reason(machine: Machine) -> str:
+    return "user: root" if machine.user else "no user:"
 
 
 class _LabelIndex:

@@ -79,6 +79,10 @@ class PassReport:
     commit: str | None
     runs: dict[int, Run] = field(default_factory=dict)
     held: dict[int, datetime] = field(default_factory=dict)
+    # Set when `Engine.stop` ended the pass early: the runs of the pass it left pending
+    # (those a deny window holds excepted: a full pass leaves them too) and those it stopped
+    # when the grace period ended (recorded `unknown`), by id.
+    left_behind: list[int] | None = None
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(r.status.value for r in self.runs.values()).items()))
@@ -262,6 +266,7 @@ class _Drain:
         self.heartbeats = _Heartbeats(self.store, self.running)
         self.swept_at = 0.0
         self.cancels_checked_at = 0.0
+        self.abandoned: set[int] = set()  # stopped at the end of the grace period
         self.stopping_since: float | None = None
 
     def run(self) -> None:
@@ -270,8 +275,22 @@ class _Drain:
         with ThreadPoolExecutor(max_workers=self.engine.concurrency,
                                 thread_name_prefix="run") as pool, self.heartbeats:
             self.pool = pool
-            while self._round():
-                pass
+            try:
+                while self._round():
+                    pass
+            except KeyboardInterrupt:  # a second signal: stop what runs now, then leave
+                self._abandon_running("the reconciler was stopped at once (a second signal) "
+                                      "while this run was executing")
+                raise
+        if self.engine.stop.is_set() and not self.forever:
+            self.report.left_behind = self._left_behind()
+
+    def _left_behind(self) -> list[int]:
+        """The runs of this pass a stop left undone: still pending (not held by a window),
+        or stopped when the grace period ended."""
+        return sorted(run.id for run in self.report.runs.values()
+                      if (run.status.is_active and run.id not in self.report.held)
+                      or run.id in self.abandoned)
 
     def _round(self) -> bool:
         """One scheduling round; False when the drain is over."""
@@ -287,9 +306,10 @@ class _Drain:
         if decision.block:
             self._block(decision.block, now)
             return True  # a blocked run may block its own dependents: decide again
-        if not self.engine.stop.is_set():
-            for run in decision.start:
-                self._start(run, now)
+        for run in decision.start:
+            if self.engine.stop.is_set():  # a signal may arrive between two claims
+                break
+            self._start(run, now)
         retry_waits = [until for run, until in decision.held
                        if run.not_before is not None and until <= run.not_before]
         self._record_held(decision.held)
@@ -360,7 +380,8 @@ class _Drain:
             self.stopping_since = time.monotonic()
         return time.monotonic() - self.stopping_since >= self.engine.grace
 
-    def _abandon_running(self) -> None:
+    def _abandon_running(self, why: str = "the reconciler was stopped and its grace period "
+                                          "ended while this run was executing") -> None:
         """The grace period is over: stop what still runs and record it `unknown` (it may
         have done part of its work), so the next pass does not wait on it."""
         now = self.engine.clock()
@@ -371,11 +392,11 @@ class _Drain:
                 transport.reap(machine, run.id)
             try:
                 record = self.store.finish(run.id, run.epoch, RunStatus.UNKNOWN, now,
-                                           error="the reconciler was stopped and its grace "
-                                                 "period ended while this run was executing")
+                                           error=why)
             except LeaseLost:
                 continue
             self.running.pop(future)
+            self.abandoned.add(run.id)
             self._note(Event("finished", record, record.error or ""))
 
     def _mine_elsewhere(self) -> bool:

@@ -149,32 +149,53 @@ def cmd_once(args: argparse.Namespace) -> int:
     try:
         with progress_for(args.quiet) as progress, \
                 wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks):
-            with _graceful_stop(engine):
+            engine.grace = wiring.grace(args)
+            with _graceful_stop(engine) as stopped_by:
                 report = run_pass(args, loaded, store, engine, sinks, commit)
     finally:
         store.close()
+    return _once_result(args, report, commit, stopped_by)
+
+
+def _once_result(args: argparse.Namespace, report, commit: str | None,
+                 stopped_by: list[int]) -> int:
+    """Print the end of `--once` and return its exit code. A pass a signal stopped with work
+    left behind exits 128 + the signal (130 SIGINT, 143 SIGTERM), as a shell reports a killed
+    command: neither 0 nor 1 ("a run failed") would say that the pass did not finish."""
+    signum = stopped_by[0] if stopped_by and report.left_behind else None
+    signame = signal.Signals(signum).name if signum else None
     runs = sorted(report.runs.values(), key=lambda r: r.id)
     if wiring.output_format(args) == "json":
-        print(views.to_json({"runs": [views.run_json(r) for r in runs],
-                             "counts": report.counts(), "commit": commit}))
+        print(views.to_json({"runs": [views.run_json(r, held=report.held.get(r.id))
+                                      for r in runs],
+                             "counts": report.counts(), "commit": commit,
+                             "stopped_by": signame,
+                             "left_behind": report.left_behind if signum else []}))
     else:
         print(views.summary_text(runs, report.counts(), report.held))
-    return report.exit_code
+        if signum:
+            print(views.left_behind_text(signame, [report.runs[i] for i in report.left_behind]))
+    return 128 + signum if signum else report.exit_code
 
 
 @contextmanager
 def _graceful_stop(engine: Engine):
-    """First SIGINT/SIGTERM: claim nothing more, record what is running as it ends. A second
-    one stops at once (what is still running is resolved by the next pass)."""
+    """First SIGINT/SIGTERM: claim nothing more; running runs get the engine's grace period
+    (then they are stopped and recorded `unknown`). A second one stops them at once (exit
+    130). Yields a list that receives the number of the first signal."""
+    received: list[int] = []
+
     def handler(signum, frame):
         if engine.stop.is_set():
             raise KeyboardInterrupt
+        received.append(signum)
         engine.stop.set()
-        print(f"{signal.Signals(signum).name}: starting nothing more; waiting for running runs "
-              "(again to stop at once)", file=sys.stderr)
+        log.warning("%s: starting nothing more; running runs get %s to finish (again to stop "
+                    "them at once)", signal.Signals(signum).name,
+                    "as long as they take" if engine.grace is None else f"{engine.grace:g}s")
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -17,6 +18,7 @@ from ..errors import InputError, ReconcilerError
 from ..redact import Redactor
 from .args import build_parser
 from .commands import COMMANDS, cmd_once
+from .startup import hide_identity
 
 
 # Structured fields the engine's sinks attach to their log records (`extra=`).
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     # `plan`'s time at 20k tasks). Refcounting frees them; collect cycles less eagerly.
     gc.set_threshold(50_000, 20, 50)
     try:
+        if argv is None:  # a real start: hide the identity before anything can run (startup.py)
+            hide_identity(sys.argv[1:], os.environ)
         args = build_parser().parse_args(argv)
         verbose = args.verbose or 0
         args.redactor = redact

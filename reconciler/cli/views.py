@@ -18,8 +18,9 @@ def iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
 
 
-def run_json(run: Run, *, detail: bool = False) -> dict:
-    """A run as in `queue list` (SPEC §4); with `detail`, plus output and error (`queue show`)."""
+def run_json(run: Run, *, detail: bool = False, held: datetime | None = None) -> dict:
+    """A run as in `queue list` (SPEC §4); with `detail`, plus output and error (`queue show`).
+    `held`: until when a deny window holds the (pending) run (SPEC §7 `held`)."""
     data = {
         "id": run.id, "task": run.task, "machine": run.machine, "version": run.version,
         "status": run.status.value, "priority": run.priority, "attempt": run.attempt,
@@ -27,6 +28,9 @@ def run_json(run: Run, *, detail: bool = False) -> dict:
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
         "reason": run.reason, "slot": run.slot, "commit": run.commit,
         "not_before": iso(run.not_before), "error": run.error,
+        "trigger": getattr(run, "trigger", None) or "plan", "actor": getattr(run, "actor", None),
+        "held": (f"deny window until {iso(held)}"
+                 if held is not None and run.status.is_active else None),
     }
     if detail:
         data["output"] = run.output
@@ -116,4 +120,12 @@ def summary_text(runs: Sequence[Run], counts: Mapping[str, int],
                      f"(run {run.id}, attempt {run.attempt})" + (f": {note}" if note else ""))
     lines.append("")
     lines.append(f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+def left_behind_text(signal_name: str, runs: Sequence[Run]) -> str:
+    """What a pass stopped by a signal left undone, one line per run."""
+    lines = [f"stopped by {signal_name}: {len(runs)} run{'s' if len(runs) != 1 else ''} left "
+             "behind (the next pass takes them up)"]
+    lines += [f"  run {r.id} {r.task} on {r.machine}: {r.status.value}" for r in runs]
     return "\n".join(lines)

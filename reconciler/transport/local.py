@@ -2,8 +2,13 @@
 
 The command runs in its own session (process group), so a timeout kills the whole tree, not
 just the shell. Secrets travel only in the child's environment, never in its argv. The child
-does not inherit the reconciler's environment (which may hold `RECONCILE_IDENTITY`): it gets a
-small allow-list plus the task's env.
+does not inherit the reconciler's environment: it gets a small allow-list plus the task's env
+(start-up already took the identity out of the environment, cli/startup.py).
+
+A machine's `user:` names the OS account its commands run as: when the reconciler runs as root
+it drops to that user's uid, gid and groups in the child (with its HOME, USER, LOGNAME, SHELL),
+so a task cannot read what only the reconciler may (its identity file, its state store).
+Without `user:` a command runs with the reconciler's own rights.
 
 Output is read while the command runs and only its last `OUTPUT_TAIL` bytes are kept, so a
 command that prints gigabytes costs no memory. A marker file holds the process group of each
@@ -14,14 +19,17 @@ anything is re-run (`reap`).
 from __future__ import annotations
 
 import os
+import pwd
 import select
 import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from ..errors import AuthFailed
 from ..model import Machine
 from ..output import TailBuffer
 from ..redact import Secret, reveal
@@ -37,11 +45,66 @@ OUTPUT_TAIL = 64 * 1024
 DRAIN_GRACE = 0.5
 
 
-def child_environment(env: Mapping[str, "str | Secret"]) -> dict[str, str]:
-    """The environment of a local task: the allow-list from ours, overlaid with the task's."""
+def child_environment(env: Mapping[str, "str | Secret"],
+                      account: "RunAs | None" = None) -> dict[str, str]:
+    """The environment of a local task: the allow-list from ours, overlaid with the task's;
+    for a task run as another user, that user's HOME, USER, LOGNAME and SHELL."""
     base = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if account is not None:
+        base.update(account.environment())
     return {**base, **{k: reveal(v) for k, v in env.items()}}
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The OS account a local machine's `user:` names, resolved on this host."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    def environment(self) -> dict[str, str]:
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name,
+                "SHELL": self.shell or "/bin/sh"}
+
+    def popen_arguments(self) -> dict:
+        """Popen's privilege drop, done in the child between fork and exec: supplementary
+        groups (as initgroups would set them), then gid, then uid."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+
+
+def run_as(machine: Machine) -> RunAs | None:
+    """The account the commands of `machine` run as: None for the reconciler's own (no
+    `user:`, or `user:` is the reconciler's own user). Raises AuthFailed (never retried) for
+    an unknown user, or another user when the reconciler is not root and cannot switch."""
+    if not machine.user:
+        return None
+    try:
+        entry = pwd.getpwnam(machine.user)
+    except KeyError:
+        raise AuthFailed(f"machine '{machine.name}': user: {machine.user}: no such user on "
+                         "this host (create the account, or fix 'user:')") from None
+    if entry.pw_uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        raise AuthFailed(
+            f"machine '{machine.name}': user: {machine.user}, but the reconciler runs as "
+            f"{_own_user_name()} and only root can run commands as another user (run the "
+            "reconciler as root, or remove 'user:' to run them with its own rights)")
+    return RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid,
+                 tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)), entry.pw_dir,
+                 entry.pw_shell)
+
+
+def _own_user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 class _Tail:
@@ -89,10 +152,12 @@ class LocalTransport(Transport):
     def run(self, machine: Machine, command: str, env: Mapping[str, "str | Secret"],
             timeout: float, run_id: int) -> Completed:
         started = time.monotonic()
+        account = run_as(machine)
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=child_environment(env), start_new_session=True,
+            env=child_environment(env, account), start_new_session=True,
+            **(account.popen_arguments() if account is not None else {}),
         )
         marker = self._mark(run_id, proc.pid)
         tail = _Tail(proc.stdout)

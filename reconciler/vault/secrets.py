@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -19,11 +20,53 @@ from ..redact import Redactor, Secret
 from . import age, team_vault
 
 
+# Where the identity is configured from outside: a flag, a file named in the environment, or
+# the key text itself in the environment.
+IDENTITY_FLAG = "--identity"
+IDENTITY_FILE_VAR = "RECONCILE_IDENTITY_FILE"
+IDENTITY_KEY_VAR = "RECONCILE_IDENTITY"
+
+
+@dataclass(frozen=True)
+class StartupIdentity:
+    """The identity as configured when the process started: the file to read it from and/or
+    the key text. Kept in memory only, once start-up has taken it out of the environment and
+    the argument list (where every local task could read it from /proc), see `handover`."""
+
+    file: str | None = None
+    key_text: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.file or self.key_text)
+
+
+# Set once at start-up by `handover.receive`; None when the process was not started that way.
+_startup: StartupIdentity | None = None
+
+
+def adopt_startup_identity(identity: StartupIdentity) -> None:
+    """Remember the identity start-up took out of argv and the environment."""
+    global _startup
+    _startup = identity
+
+
+def configured_identity(path: str | None, environ: Mapping[str, str]) -> StartupIdentity:
+    """The identity a command should use: `--identity FILE`, else `RECONCILE_IDENTITY_FILE`,
+    plus `RECONCILE_IDENTITY`; what start-up handed over fills in what those leave unset."""
+    handed = _startup or StartupIdentity()
+    return StartupIdentity(
+        file=path or environ.get(IDENTITY_FILE_VAR) or handed.file,
+        key_text=environ.get(IDENTITY_KEY_VAR) or handed.key_text)
+
+
 def load_identities(path: str | None, environ: Mapping[str, str] = os.environ) -> list[age.Identity]:
     """Identities from `--identity FILE`, else `RECONCILE_IDENTITY_FILE`, plus the key text in
-    `RECONCILE_IDENTITY`. An empty list when none is configured; InputError when one is bad."""
+    `RECONCILE_IDENTITY` (or what start-up handed over of them). An empty list when none is
+    configured; InputError when one is bad."""
     identities: list[age.Identity] = []
-    file = path or environ.get("RECONCILE_IDENTITY_FILE")
+    configured = configured_identity(path, environ)
+    file = configured.file
     if file:
         try:
             text = Path(file).expanduser().read_text()
@@ -31,8 +74,8 @@ def load_identities(path: str | None, environ: Mapping[str, str] = os.environ) -
             raise InputError(f"cannot read identity file {file}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
         identities += _parse(text, f"identity file {file}")
-    if environ.get("RECONCILE_IDENTITY"):
-        identities += _parse(environ["RECONCILE_IDENTITY"], "RECONCILE_IDENTITY")
+    if configured.key_text:
+        identities += _parse(configured.key_text, IDENTITY_KEY_VAR)
     return identities
 
 

@@ -47,6 +47,7 @@ def server(metrics):
 def project(tmp_path) -> Project:
     p = Project(tmp_path)
     p.write("teams/web.yaml", "name: web\n")
+    p.write("reconciler.yaml", "local_machines: {allow_shared_user: true}\n")  # two teams, one host
     p.write("machines/front.yaml", "name: front\nteam: web\ntransport: local\n")
     p.task("fail", "exit 3")
     p.task("ok", "true", "priority: 1\n")

@@ -9,8 +9,9 @@ import pytest
 from reconciler.compile import compile_inventory, resolve_retry
 from reconciler.diagnostics import Location
 from reconciler.errors import InputError
-from reconciler.model import (FailureAction, Inventory, Machine, RetrySpec, Strategy, Task,
-                              TaskDefaults, Team, VaultRef)
+from reconciler.model import (CredentialGrants, FailureAction, Inventory, LocalMachineSettings,
+                              Machine, RetrySpec, Settings, Strategy, Task, TaskDefaults, Team,
+                              VaultRef)
 
 
 def _inventory(tasks=(), machines=None, teams=None) -> Inventory:
@@ -80,7 +81,8 @@ def test_adding_a_target_keeps_existing_targets_versions():
 
 
 def test_moving_a_machine_to_another_host_changes_its_version():
-    ssh = [Machine("m1", "ops", host="10.0.0.1", host_key=("ssh-ed25519 AAAA",))]
+    ssh = [Machine("m1", "ops", host="10.0.0.1", host_key=("ssh-ed25519 AAAA",),
+                   key=VaultRef("SSH_KEY"))]
     moved = [replace(ssh[0], host="10.0.0.2")]
     assert _version(BASE, machines=ssh) != _version(BASE, machines=moved)
 
@@ -104,8 +106,8 @@ def test_builtin_retry_is_no_retries_with_alert():
 
 def test_selector_picks_only_own_team_machines_with_matching_labels():
     other = Team("web")
-    machines = [Machine("m1", "ops", transport="local", labels={"role": "web"}),
-                Machine("m3", "web", transport="local", labels={"role": "web"})]
+    machines = [Machine("m1", "ops", transport="local", user="ops", labels={"role": "web"}),
+                Machine("m3", "web", transport="local", user="web", labels={"role": "web"})]
     inv = _inventory([replace(BASE, machines=None, selector={"role": "web"})], machines,
                      [Team("ops"), other])
     assert compile_inventory(inv).tasks["ops/t"].targets == ("m1",)
@@ -124,7 +126,8 @@ def test_unknown_machine_is_reported_at_machines_with_a_hint():
 
 
 def test_machine_of_another_team_is_an_error():
-    machines = [Machine("m1", "ops", transport="local"), Machine("x", "web", transport="local")]
+    machines = [Machine("m1", "ops", transport="local", user="ops"),
+                Machine("x", "web", transport="local", user="web")]
     errors = _errors(_inventory([replace(BASE, machines=("x",))], machines,
                                 [Team("ops"), Team("web")]))
     assert "of team 'web'; a task targets machines of its own team only" in errors[0]
@@ -144,3 +147,46 @@ def test_machine_naming_unknown_team_is_an_error():
     errors = _errors(_inventory([], machines))
     assert errors == ["m.yaml:1:1: machine 'm1' names unknown team 'opps' (hint: did you mean "
                       "'ops'?)"]
+
+
+# ---------------------------------------------------------------- credentials and local users
+
+def _machine_errors(machines, teams=("ops", "web"), settings=None) -> list[str]:
+    inv = replace(_inventory([], machines, [Team(t) for t in teams]),
+                  settings=settings or Settings())
+    try:
+        compile_inventory(inv)
+    except InputError as exc:
+        return [str(d) for d in exc.diagnostics.errors]
+    return []
+
+
+SSH = dict(host="10.0.0.1", host_key=("ssh-ed25519 AAAA",))
+GRANTS = Settings(credentials=CredentialGrants(key_files={"/keys/ops": ("ops",)},
+                                               agent=("ops",)))
+
+
+def test_key_file_needs_a_grant_to_the_machines_own_team():
+    assert _machine_errors([Machine("a", "ops", key_file="/keys/ops", **SSH)], settings=GRANTS) == []
+    errors = _machine_errors([Machine("b", "web", key_file="/keys/x/../ops", **SSH)],
+                             settings=GRANTS)
+    assert len(errors) == 1 and "may not use key_file /keys/x/../ops: the settings grant it " \
+        "to ops only" in errors[0]
+
+
+def test_agent_needs_a_grant_and_a_vault_key_needs_none():
+    assert _machine_errors([Machine("a", "ops", **SSH),
+                            Machine("v", "web", key=VaultRef("K"), **SSH)], settings=GRANTS) == []
+    errors = _machine_errors([Machine("b", "web", **SSH)], settings=GRANTS)
+    assert len(errors) == 1 and "ssh-agent" in errors[0] and "{agent: [web]}" in errors[0]
+
+
+def test_local_machine_without_user_is_refused_only_with_several_teams_unless_allowed():
+    shared = [Machine("l", "ops", transport="local")]
+    assert _machine_errors(shared, teams=("ops",)) == []
+    assert "reconciler's own rights (no user:)" in _machine_errors(shared)[0]
+    allowed = Settings(local_machines=LocalMachineSettings(allow_shared_user=True))
+    assert _machine_errors(shared, settings=allowed) == []
+    assert _machine_errors([Machine("l", "ops", transport="local", user="svc")]) == []
+    assert "(user: root)" in _machine_errors([Machine("l", "ops", transport="local",
+                                                      user="root")])[0]

@@ -23,7 +23,8 @@ from reconciler.diff import (Diff, KeyDiff, Revision, RoleChange, Side, diff_sid
                              planned_reruns)
 from reconciler.diff_views import diff_json, diff_markdown, diff_text
 from reconciler.loader import load_inventory
-from reconciler.model import Inventory, Machine, Member, Role, Strategy, Task, Team
+from reconciler.model import (CredentialGrants, Inventory, LocalMachineSettings, Machine,
+                              Member, Role, Settings, Strategy, Task, Team)
 from reconciler.state import ExecutedState, Run, RunStatus
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "diff"
@@ -100,8 +101,14 @@ def _side(tasks=(), machines=None, teams=None, label="base", **extra) -> Side:
     machines = machines if machines is not None else [
         Machine("m1", "ops", transport="local", labels={"role": "web"}),
         Machine("m2", "ops", transport="local", labels={"role": "web"})]
+    # The same admin settings on both sides: ops may use the ssh-agent, and local machines
+    # without `user:` are allowed in an inventory of several teams (compile refuses both else).
+    settings = Settings(credentials=CredentialGrants(agent=("ops",) if any(
+        t.name == "ops" for t in teams) else ()),
+        local_machines=LocalMachineSettings(allow_shared_user=True))
     inventory = Inventory(root="inventory", teams={t.name: t for t in teams},
-                          machines={m.name: m for m in machines}, tasks={t.id: t for t in tasks})
+                          machines={m.name: m for m in machines}, tasks={t.id: t for t in tasks},
+                          settings=settings)
     return Side(Revision(label), inventory, compile_inventory(inventory), **extra)
 
 
