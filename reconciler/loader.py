@@ -877,7 +877,15 @@ def build_settings(obj: _Object) -> Settings:
                     ssh_keepalive_count=_int(obj.get("ssh_keepalive_count")),
                     git=git_settings, credentials=_credential_grants(obj.get("credentials")),
                     local_machines=_local_machine_settings(obj.get("local_machines")),
-                    location=obj.node.location)
+                    paths=_owned_paths(obj.get("paths")), location=obj.node.location)
+
+
+def _owned_paths(node: Node | None) -> tuple[tuple[str, str], ...]:
+    """`paths: {PATTERN: team}` in file order (the shape is checked by the settings schema)."""
+    if not isinstance(node, MapNode):
+        return ()
+    return tuple((pattern, value) for pattern, (_, team) in node.entries.items()
+                 if isinstance(value := _str(team), str) and value)
 
 
 def _credential_grants(node: Node | None) -> CredentialGrants:

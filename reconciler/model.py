@@ -235,6 +235,9 @@ class Settings:
     git: GitSettings = GitSettings()
     credentials: CredentialGrants = CredentialGrants()
     local_machines: LocalMachineSettings = LocalMachineSettings()
+    # `paths:` — repository path patterns given to teams (operators of the team may change
+    # matching files); in file order, the last matching pattern wins (as in CODEOWNERS).
+    paths: tuple[tuple[str, str], ...] = ()
     location: Location | None = field(default=None, compare=False)
 
 

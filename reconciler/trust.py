@@ -1,17 +1,22 @@
-"""Who may change what (SPEC §1 roles, §6 `git.verify`): pure policy, no git, no I/O.
+"""Who may change what (SPEC §1 roles, §6/§7 `git.verify`): pure policy, no git, no I/O.
 
-A changed file of the inventory needs a signer with a role in the team that owns it:
-- `teams/<t>.yaml` and `vaults/<t>.age`: an admin of `t` (a new team: an admin of any team);
+Every changed path of the repository needs a signer with a role:
+- `teams/<t>.yaml` and `vaults/<t>.age` of the inventory: an admin of `t` (a new team: an
+  admin of any team);
 - tasks and machines of team `t` (before or after the change): an operator or admin of `t`;
-- `reconciler.yaml` (settings, including `git.verify` itself): an admin of any team.
-Roles always come from the *trusted* inventory (the last reconciled commit), never from the
-commit being judged, so a commit cannot grant its own signer rights.
+- `reconciler.yaml` (settings, including `git.verify` and `paths:` itself): an admin of any team;
+- any other path (scripts a task runs, a README, CI files): an operator or admin of the team
+  that the admin-owned `paths:` setting gives it to (the last matching pattern wins), else an
+  admin of any team.
+Roles and `paths:` always come from the *trusted* inventory (the last reconciled commit), never
+from the commit being judged, so a commit cannot grant its own signer rights.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -26,7 +31,7 @@ ANY_TEAM = None
 class FileChange:
     """A changed path under the inventory and the teams owning it before and after."""
 
-    path: str  # relative to the inventory folder, e.g. "tasks/prod/web.yaml"
+    path: str  # relative to the repository root, e.g. "inventory/tasks/prod/web.yaml"
     teams_before: frozenset[str] = frozenset()
     teams_after: frozenset[str] = frozenset()
 
@@ -48,13 +53,17 @@ class Requirement:
         return f"{who} of {'any team' if self.team is None else f'team {self.team}'} ({self.path})"
 
 
-def requirements(change: FileChange, trusted: Inventory) -> list[Requirement]:
-    """What signing `change` takes."""
-    top = change.path.split("/", 1)[0]
-    if change.path in ("reconciler.yaml", "reconciler.yml"):
+def requirements(change: FileChange, trusted: Inventory, inventory: str = "") -> list[Requirement]:
+    """What signing `change` takes; `inventory` is the inventory folder's path in the
+    repository with a trailing slash ("" when it is the repository itself)."""
+    if not change.path.startswith(inventory):
+        return [owner_of(change.path, trusted)]
+    path = change.path[len(inventory):]
+    top = path.split("/", 1)[0]
+    if path in ("reconciler.yaml", "reconciler.yml"):
         return [Requirement(ANY_TEAM, ADMIN, change.path)]
-    if top == "vaults":
-        team = change.path.rsplit("/", 1)[-1].removesuffix(".age")
+    if top == "vaults" and path.count("/") == 1 and path.endswith(".age"):
+        team = path.rsplit("/", 1)[-1].removesuffix(".age")
         return [_admin_of(team, trusted, change.path)]
     if top in ("teams", "tasks", "machines") and not change.teams:
         # A file whose objects name no team (unreadable, or emptied): only an admin.
@@ -63,7 +72,50 @@ def requirements(change: FileChange, trusted: Inventory) -> list[Requirement]:
         return [_admin_of(team, trusted, change.path) for team in sorted(change.teams)]
     if top in ("tasks", "machines"):
         return [Requirement(team, OPERATOR, change.path) for team in sorted(change.teams)]
-    return []  # anything else in the folder (a README) is no object of ours
+    return [owner_of(change.path, trusted)]  # anything else: `paths:` or an admin
+
+
+def owner_of(path: str, trusted: Inventory) -> Requirement:
+    """The role a path outside the team-owned inventory files needs: an operator of the team
+    the last matching `paths:` pattern gives it to, else an admin of any team."""
+    team = None
+    for pattern, owner in trusted.settings.paths:
+        if path_matches(pattern, path):
+            team = owner
+    if team is None or team not in trusted.teams:
+        return Requirement(ANY_TEAM, ADMIN, path)
+    return Requirement(team, OPERATOR, path)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """Whether repository path `path` matches `pattern`: `*` and `?` stay within one folder,
+    `**` spans folders, a trailing `/` means everything under that folder. Patterns are
+    relative to the repository root (a leading `/` is allowed). Comparison is exact."""
+    return _pattern(pattern).fullmatch(path) is not None
+
+
+def _pattern(pattern: str) -> "re.Pattern[str]":
+    text = pattern.lstrip("/")
+    if text.endswith("/"):
+        text += "**"
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif text.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif text[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif text[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(text[i]))
+            i += 1
+    return re.compile("".join(out), re.DOTALL)
 
 
 def _admin_of(team: str, trusted: Inventory, path: str) -> Requirement:
@@ -119,8 +171,14 @@ def codeowners(inventory: Inventory, prefix: str = "/inventory") -> str:
 
     any_admin = " ".join(sorted({f"@{m.name}" for t in inventory.teams.values()
                                  for m in t.members if m.role is Role.ADMIN}))
+    # CODEOWNERS: the last matching line wins. Everything needs an admin of any team, unless
+    # `paths:` gives it to a team, unless it is a team-owned inventory file.
     lines = ["# Generated by `reconcile codeowners` from the teams' roles; do not edit by hand.",
-             f"{prefix}/reconciler.yaml {any_admin}".rstrip()]
+             f"* {any_admin}".rstrip()]
+    for pattern, team in inventory.settings.paths:
+        who = owners(team, OPERATOR) if team in inventory.teams else any_admin
+        lines.append(f"/{pattern.lstrip('/')} {who}".rstrip())
+    lines.append(f"{prefix}/reconciler.yaml {any_admin}".rstrip())
     for team in sorted(inventory.teams):
         lines += [f"{prefix}/teams/{team}.yaml {owners(team, ADMIN)}".rstrip(),
                   f"{prefix}/vaults/{team}.age {owners(team, ADMIN)}".rstrip(),

@@ -159,6 +159,14 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
                         help="continuous mode: wake on changes of the inventory folder "
                              "instead of pulling the git remote")
     _add_grace(parser, default=None)
+    parser.add_argument("--verify", choices=("none", "head", "range"), default=None,
+                        help="git.verify for this pass (default: $RECONCILE_GIT_VERIFY, else "
+                             "the last reconciled commit's reconciler.yaml; never the commit "
+                             "being judged)")
+    parser.add_argument("--trust-anchor", metavar="COMMIT|SSH-KEY", default=None,
+                        help="first use of a store under git.verify: the commit to trust, or "
+                             "the admin key (SHA256: fingerprint, key line or .pub file) that "
+                             "signed HEAD (default: $RECONCILE_TRUST_ANCHOR)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,
                         help="continuous mode: serve Prometheus metrics at http://HOST:PORT/metrics")
 

@@ -18,7 +18,7 @@ from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
 from . import views, wiring
 from ..sinks import audit_queue_change
-from .passes import load_audited, run_pass, wired_engine
+from .passes import prepared_pass, run_pass, wired_engine
 from .progress import progress_for
 
 log = logging.getLogger(__name__)
@@ -142,18 +142,16 @@ def cmd_once(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_plan(args)
     commit = head_commit(wiring.inventory_dir(args))
-    loaded = load_audited(args, commit)  # bad input stops here: nothing runs
-    _print_warnings(loaded.warnings)
     wiring.lock_timeout(args)  # a bad flag is exit 2 before anything is opened
-    store = wiring.store(args, loaded.inventory)
-    try:
+    # Bad input stops in prepared_pass: nothing runs. Under git.verify, the inventory is the
+    # commit's own (a private checkout), not the working tree.
+    with prepared_pass(args, commit) as (loaded, store, trust):
+        _print_warnings(loaded.warnings)
         with progress_for(args.quiet) as progress, \
                 wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks):
             engine.grace = wiring.grace(args)
             with _graceful_stop(engine) as stopped_by:
-                report = run_pass(args, loaded, store, engine, sinks, commit)
-    finally:
-        store.close()
+                report = run_pass(args, loaded, store, engine, sinks, commit, trust)
     return _once_result(args, report, commit, stopped_by)
 
 

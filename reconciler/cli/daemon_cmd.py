@@ -16,7 +16,7 @@ from ..errors import InputError, SourceError
 from ..model import DEFAULT_POLL_INTERVAL
 from ..source import git as gitsource
 from . import views, wiring
-from .passes import load_audited, run_pass, wired_engine
+from .passes import prepared_pass, run_pass, wired_engine
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,16 @@ class _Continuous:
                 if isinstance(exc, gitsource.RefusedCommit):
                     self.refused = exc  # alerted by the next pass (once per commit)
         try:
-            self.loaded = load_audited(self.args, gitsource.head_commit(
-                wiring.inventory_dir(self.args)))
+            self._pass()
         except InputError as exc:
             log.error("the inventory is invalid; nothing runs until it is fixed:\n%s", exc)
-            return
-        self._pass()
 
     def _pass(self) -> None:
-        args, loaded = self.args, self.loaded
-        store = wiring.store(args, loaded.inventory)
+        args = self.args
         commit = gitsource.head_commit(wiring.inventory_dir(args))
-        try:
+        # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
+        with prepared_pass(args, commit) as (loaded, store, trust):
+            self.loaded = loaded
             with wired_engine(args, loaded, store, commit=commit, progress=lambda e: None,
                               metrics=self.metrics) as (engine, sinks):
                 engine.stop = self.daemon.stop
@@ -64,9 +62,7 @@ class _Continuous:
                 if self.refused is not None:
                     sinks.commit_refused(self.refused.commit, str(self.refused))
                     self.refused = None
-                report = run_pass(args, loaded, store, engine, sinks, commit)
-        finally:
-            store.close()
+                report = run_pass(args, loaded, store, engine, sinks, commit, trust)
         if report.runs and not args.quiet:
             print(views.summary_text(sorted(report.runs.values(), key=lambda r: r.id),
                                      report.counts(), report.held), file=sys.stderr, flush=True)

@@ -1,44 +1,220 @@
-"""The commit check shared by `--once` and the daemon: run only commits that move forward."""
+"""The commit check shared by `--once` and the daemon: run only commits that move forward, and
+under `git.verify` only commits whose signers hold the roles their changes need.
+
+Trust is decided on trusted ground (docs/security.md): the verify mode comes from
+`--verify`/`RECONCILE_GIT_VERIFY`, else from the last reconciled commit's `reconciler.yaml`
+(read from git), never from the commit being judged. A store that has never reconciled, in a
+repository whose history ever turned `git.verify` on, accepts a first commit only against an
+anchor given outside the repository (`--trust-anchor`/`RECONCILE_TRUST_ANCHOR`: an admin's key
+that signed it, or a commit to trust as if it had been reconciled).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-import logging
-
+from ..diagnostics import Diagnostics
 from ..engine import utc_now
-from ..errors import SourceError
-from ..source.signatures import verify as verify_commits
+from ..errors import SourceError, UsageError
 from ..source import git as gitsource
+from ..source.git import RefusedCommit
+from ..source.signatures import verify as verify_commits
+from ..source.trees import Trees
 from ..store.base import StateStore
+from ..trust import key_fingerprint
+from ..yamlio import parse_yaml, to_plain
 from . import wiring
 
 log = logging.getLogger(__name__)
 
+MODES = ("none", "head", "range")
+STRENGTH = {mode: rank for rank, mode in enumerate(MODES)}
+SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
+ANCHOR_HINT = ("name the trust anchor from outside the repository: --trust-anchor "
+               "COMMIT|SSH-KEY (or RECONCILE_TRUST_ANCHOR), e.g. the fingerprint "
+               "(SHA256:...) of the admin key that signed it, or the last commit a previous "
+               "store reconciled")
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How a pass judges its commit, decided before anything of the commit is read.
+
+    `mode`: none, head or range; `why`: where the mode came from (for messages);
+    `last`: the store's last reconciled commit when decided; `anchor`: the raw
+    `--trust-anchor` value; `state_setting`: the `state:` setting that chose the store
+    (None: not set, the default) when `state_by_settings`, else a flag or environment
+    variable chose the store."""
+
+    mode: str
+    why: str
+    last: str | None
+    anchor: str | None = None
+    state_setting: str | None = None
+    state_by_settings: bool = False
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "none"
+
+
+def verify_flag(args: argparse.Namespace) -> tuple[str | None, str]:
+    """`--verify` / `RECONCILE_GIT_VERIFY`, validated; (None, "") when neither is set."""
+    for value, source in ((getattr(args, "verify", None), "--verify"),
+                          (os.environ.get("RECONCILE_GIT_VERIFY"), "RECONCILE_GIT_VERIFY")):
+        if value:
+            if value not in MODES:
+                raise UsageError(f"{source} must be none, head or range (got {value!r})")
+            return value, source
+    return None, ""
+
+
+def trust_anchor(args: argparse.Namespace) -> str | None:
+    return getattr(args, "trust_anchor", None) or os.environ.get("RECONCILE_TRUST_ANCHOR") or None
+
+
+def committed_settings(trees: Trees, prefix: str, commit: str) -> dict:
+    """The plain content of `reconciler.yaml` at `commit` ({} when absent or unreadable)."""
+    for name in SETTINGS_FILES:
+        data = trees.read(commit, prefix + name)
+        if data is not None:
+            plain = to_plain(parse_yaml(data, name, Diagnostics()))
+            return plain if isinstance(plain, dict) else {}
+    return {}
+
+
+def verify_setting(settings: dict) -> str:
+    git = settings.get("git")
+    mode = git.get("verify") if isinstance(git, dict) else None
+    return mode if mode in MODES else "none"
+
+
+def decide(args: argparse.Namespace, repo, last: str | None, head: str | None,
+           state: tuple[bool, str | None]) -> Trust:
+    """The verify mode of a pass over `head`, given the store's `last` commit.
+
+    `repo` is a (Trees, inventory prefix) pair, or None outside git; `state` is (whether the
+    `state:` setting chose the store, that setting)."""
+    flag, source = verify_flag(args)
+    anchor = trust_anchor(args)
+    by_settings, state_setting = state
+    if flag is not None:
+        return Trust(flag, source, last, anchor, state_setting, by_settings)
+    if repo is None or head is None:
+        return Trust("none", "no git repository", last, anchor, state_setting, by_settings)
+    trees, prefix = repo
+    if last is not None:
+        mode = verify_setting(committed_settings(trees, prefix, last))
+        return Trust(mode, f"git.verify of {last[:12]}, the last commit reconciled", last,
+                     anchor, state_setting, by_settings)
+    # Never reconciled: the strongest mode the repository's history ever asked for, so a
+    # commit that turns verify off (or points `state:` at a new store) cannot skip it.
+    seen = [verify_setting(committed_settings(trees, prefix, sha))
+            for sha in trees.touching(head, [prefix + name for name in SETTINGS_FILES])]
+    mode = max(seen, key=STRENGTH.__getitem__, default="none")
+    if anchor is not None and mode == "none":
+        mode = "head"
+    return Trust(mode, "the repository's history (nothing reconciled yet)", last, anchor,
+                 state_setting, by_settings)
+
 
 def lineage_guard(args: argparse.Namespace, store: StateStore, commit: str | None,
-                  verify: str = "none") -> Callable[[], None]:
+                  trust: Trust, audit: Callable[..., None] | None = None) -> Callable[[], None]:
     """A `before_plan` hook: refuse (SourceError, exit 3) a commit that does not descend from
-    the last one reconciled — or, with `git.verify`, one that is unsigned, signed by a key no
-    member holds, or changes what its signer's role does not allow — else record it as the
-    new last one. Runs under the pass lock, so two passes cannot both pass the check."""
+    the last one reconciled — or, under verify, one that the trusted roles do not allow —
+    else record it as the new last one. Runs under the pass lock, so two passes cannot both
+    pass the check."""
     def guard() -> None:
         if commit is None:
-            if verify != "none":
+            if trust.on:
                 raise SourceError("git.verify is on, but the inventory is not in a git "
                                   "repository: there is no commit to verify")
             return
         inventory = wiring.inventory_dir(args)
         last = store.last_commit()
+        if last != trust.last:
+            raise SourceError("another pass reconciled a commit while this one started; "
+                              "nothing ran: run again")
         gitsource.check_lineage(inventory, last, commit)
-        if verify != "none":
-            if commit.endswith("-dirty"):
-                raise SourceError("git.verify is on and the inventory has uncommitted changes, "
-                                  "which no signature covers: commit (signed) or stash them")
-            for verdict in verify_commits(inventory, verify, last, gitsource.sha_of(commit)):
-                if verdict.first_use:
-                    log.warning("trusting commit %s on first use: signed by admin key %s",
-                                verdict.commit[:12], verdict.fingerprint)
+        if trust.on:
+            _verify(inventory, store, commit, trust, audit)
         store.record_commit(gitsource.sha_of(commit), utc_now())
     return guard
+
+
+def _verify(inventory: Path, store: StateStore, commit: str, trust: Trust, audit) -> None:
+    head = gitsource.sha_of(commit)
+    if commit.endswith("-dirty"):
+        raise SourceError("git.verify is on and the inventory has uncommitted changes, "
+                          "which no signature covers: commit (signed) or stash them")
+    if trust.last is not None:
+        _refuse_stale_store(inventory, trust, head)
+        verify_commits(inventory, trust.mode, trust.last, head)
+        return
+    if trust.anchor is None:
+        raise RefusedCommit(f"refusing commit {head[:12]}: git.verify is on ({trust.why}) and "
+                            "this state store has never reconciled a commit, so nothing here "
+                            f"can say whom to trust; {ANCHOR_HINT}", head)
+    anchor_commit, anchor_key = _anchor(inventory, trust.anchor, head)
+    verdicts = verify_commits(inventory, trust.mode, anchor_commit, head, anchor_key=anchor_key)
+    log.warning("trusting commit %s on the anchor %s given outside the repository",
+                head[:12], trust.anchor)
+    if audit is not None:
+        audit("commit.anchored", commit=head, anchor=trust.anchor,
+              signers=sorted({v.fingerprint for v in verdicts}))
+
+
+def _anchor(inventory: Path, text: str, head: str) -> tuple[str | None, str | None]:
+    """(commit, None) or (None, key fingerprint) for a `--trust-anchor` value: a commit, a
+    `SHA256:` fingerprint, an OpenSSH public key line, or a file holding one."""
+    if text.startswith("SHA256:"):
+        return None, text
+    fingerprint = key_fingerprint(text)
+    if fingerprint is None and os.path.isfile(text):
+        fingerprint = key_fingerprint(Path(text).read_text(errors="replace"))
+    if fingerprint is not None:
+        return None, fingerprint
+    trees = _trees(inventory)
+    commit = trees.resolve(text)
+    if commit is None:
+        raise UsageError(f"--trust-anchor {text!r} is neither a commit of this repository nor "
+                         "an SSH public key (a SHA256: fingerprint, a key line or a .pub file)")
+    if commit != head and not trees.is_ancestor(commit, head):
+        raise RefusedCommit(f"refusing commit {head[:12]}: it does not descend from the trust "
+                            f"anchor {commit[:12]}", head)
+    return commit, None
+
+
+def _refuse_stale_store(inventory: Path, trust: Trust, head: str) -> None:
+    """A store chosen by the `state:` setting must be the one every commit since its last
+    one names: else the store was left behind, and its last commit's roles are stale (a
+    commit cannot move the pass back to an old store whose roles suited it better)."""
+    if not trust.state_by_settings:
+        return  # chosen by --state / RECONCILE_STATE: the host's choice, not the commit's
+    trees, prefix = _trees(inventory), _prefix(inventory)
+    files = [prefix + name for name in SETTINGS_FILES]
+    for sha in [trust.last, *trees.touching(f"{trust.last}..{head}", files)]:
+        named = committed_settings(trees, prefix, sha).get("state")
+        if named != trust.state_setting:
+            raise RefusedCommit(
+                f"refusing commit {head[:12]}: its state: setting names a store that commit "
+                f"{sha[:12]} had moved away from ({named or 'the default'}); the store's last "
+                f"commit {trust.last[:12]} is stale. Run with --state URL (or RECONCILE_STATE) "
+                "naming the store to use, or use a new store with --trust-anchor", head)
+
+
+def _trees(inventory: Path) -> Trees:
+    top = Trees(inventory if inventory.is_dir() else inventory.parent)
+    return Trees(top._git("rev-parse", "--show-toplevel").decode().strip())
+
+
+def _prefix(inventory: Path) -> str:
+    from ..source.revision import Repository
+
+    with Repository(inventory) as repo:
+        return "" if repo.path == "." else repo.path + "/"

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 from ..engine import Engine, Event, PassReport
 from ..errors import InputError, StoreError
+from ..model import DEFAULT_STATE_URL
+from ..source import git as gitsource
 from ..sinks import audit_validation_failed, build_sinks
 from ..source.git import RefusedCommit
 from ..store.factory import open_store
 from . import wiring
-from .lineage import lineage_guard
+from .lineage import SETTINGS_FILES, Trust, committed_settings, decide, lineage_guard
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
     secrets = wiring.secrets(args, loaded.inventory)
     sinks = build_sinks(store, loaded.inventory, desired or loaded.desired, args.redactor,
                         secrets, commit=commit, metrics=metrics)
-    transports = wiring.transports(secrets, loaded.inventory.settings)
+    transports = wiring.transports(secrets, loaded.inventory.settings, loaded.workdir)
 
     def on_event(event: Event) -> None:
         if event.kind == "unreachable":  # one alert per machine, not per run
@@ -50,13 +54,13 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
 
 
 def run_pass(args: argparse.Namespace, loaded, store, engine: Engine, sinks,
-             commit: str | None) -> PassReport:
+             commit: str | None, trust: Trust) -> PassReport:
     """The pass itself, audited from start to end (a refused commit included)."""
     sinks.pass_started(commit)
     try:
         report = engine.run_pass(loaded.desired, commit, wiring.lock_timeout(args),
-                                 before_plan=lineage_guard(args, store, commit,
-                                                           loaded.inventory.settings.git.verify))
+                                 before_plan=lineage_guard(args, store, commit, trust,
+                                                           sinks.audit.append))
     except BaseException as exc:
         if isinstance(exc, RefusedCommit):
             sinks.commit_refused(exc.commit, str(exc))
@@ -66,13 +70,128 @@ def run_pass(args: argparse.Namespace, loaded, store, engine: Engine, sinks,
     return report
 
 
-def load_audited(args: argparse.Namespace, commit: str | None):
-    """`wiring.load`, recording a failed validation in the audit log of an existing store."""
+@contextmanager
+def prepared_pass(args: argparse.Namespace, commit: str | None
+                  ) -> Iterator[tuple[wiring.Loaded, object, Trust]]:
+    """The inventory, the store and the trust decision of one pass over `commit`.
+
+    The trust decision comes first, from trusted ground only (lineage.decide): flags and
+    environment, else the store's last reconciled commit, else the repository's history. Under
+    verify the inventory — and whatever local runs execute — is read from the commit itself,
+    written to a private checkout (removed on exit), never from the working tree: git-ignored
+    files and `--skip-worktree` edits have no effect. Bad input raises `InputError` before
+    any store is created."""
+    inventory = wiring.inventory_dir(args)
+    view = _git_view(inventory)
+    head = gitsource.sha_of(commit) if commit else None
+    url, state = _state_location(args, inventory, view, commit)
+    last = _last_commit(url)
+    trust = decide(args, view, last, head, state)
+    if not (trust.on and head is not None):
+        loaded = load_audited(args, commit, url=url)
+        with _opened(url) as store:
+            yield loaded, store, trust
+        return
+    from ..source.revision import Repository
+
+    with Repository(inventory) as repo, repo.checkout(head) as checkout:
+        worktree = repo.repo.working_tree_dir
+        loaded = load_audited(args, commit, url=url,
+                              load=lambda: _load_checkout(checkout, worktree))
+        with _opened(url) as store:
+            yield loaded, store, trust
+
+
+def _load_checkout(checkout, worktree: str) -> wiring.Loaded:
+    """The checkout's inventory; local runs start where the reconciler's working directory
+    is in the repository, but in the checkout (its top when we run outside the repository)."""
+    inventory, desired, warnings = checkout.load()
     try:
-        return wiring.load(args)
+        inside = Path.cwd().resolve().relative_to(Path(os.path.realpath(worktree)))
+    except ValueError:
+        inside = Path(".")
+    return wiring.Loaded(inventory, desired, warnings, workdir=checkout.top / inside)
+
+
+@contextmanager
+def _opened(url: str):
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _git_view(inventory: Path):
+    """(Trees, the inventory's path prefix in the repository) or None outside git."""
+    from ..errors import SourceError
+    from ..source.revision import Repository
+    from ..source.trees import Trees
+
+    try:
+        with Repository(inventory) as repo:
+            if not repo.repo.head.is_valid():
+                return None
+            prefix = "" if repo.path == "." else repo.path + "/"
+            return Trees(repo.repo.working_tree_dir), prefix
+    except (SourceError, InputError):
+        return None
+
+
+def _state_location(args, inventory: Path, view, commit: str | None):
+    """The store's URL and (whether the `state:` setting chose it, that setting). The
+    setting is read from the commit itself (git) when the checkout is clean, so that neither a
+    skip-worktree edit nor an ignored file chooses the store; from the working tree otherwise
+    (no git, or uncommitted changes — which verify refuses)."""
+    explicit = getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
+    if explicit:
+        return explicit, (False, None)
+    if view is not None and commit is not None and not commit.endswith("-dirty"):
+        setting = committed_settings(*view, gitsource.sha_of(commit)).get("state")
+    else:
+        setting = _working_tree_state(inventory)
+    setting = setting if isinstance(setting, str) and setting else None
+    return setting or DEFAULT_STATE_URL, (True, setting)
+
+
+def _working_tree_state(inventory: Path) -> str | None:
+    from ..diagnostics import Diagnostics
+    from ..yamlio import parse_yaml, to_plain
+
+    for name in SETTINGS_FILES:
+        path = inventory / name
+        if path.is_file():
+            try:
+                plain = to_plain(parse_yaml(path.read_bytes(), str(path), Diagnostics()))
+            except OSError:
+                return None
+            return plain.get("state") if isinstance(plain, dict) else None
+    return None
+
+
+def _last_commit(url: str) -> str | None:
+    """The store's last reconciled commit, without creating or migrating it."""
+    try:
+        store = open_store(url, read_only=True)
+    except (StoreError, InputError):
+        return None
+    if store is None:
+        return None
+    try:
+        return store.last_commit()
+    finally:
+        store.close()
+
+
+def load_audited(args: argparse.Namespace, commit: str | None, *, url: str | None = None,
+                 load: Callable[[], "wiring.Loaded"] | None = None):
+    """`wiring.load` (or `load`), recording a failed validation in the audit log of an
+    existing store (`url`, else the one the flags name)."""
+    try:
+        return load() if load is not None else wiring.load(args)
     except InputError as exc:
         try:
-            store = open_store(wiring.state_url(args, None), create=False)
+            store = open_store(url or wiring.state_url(args, None), create=False)
         except (StoreError, InputError):
             store = None
         if store is not None:

@@ -32,6 +32,9 @@ class Loaded:
     inventory: Inventory
     desired: DesiredState
     warnings: list[Diagnostic]
+    # Where local runs start: under git.verify the verified commit's private checkout; None:
+    # the reconciler's own working directory.
+    workdir: Path | None = None
 
 
 def inventory_dir(args: argparse.Namespace) -> Path:
@@ -130,7 +133,7 @@ def grace(args: argparse.Namespace) -> float:
         raise UsageError(f"--grace must be a duration such as 30s or 5m (got {raw!r})") from None
 
 
-def transports(secrets=None, settings=None) -> dict[str, Transport]:
+def transports(secrets=None, settings=None, workdir=None) -> dict[str, Transport]:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
     its first connection is opened (never earlier, never to disk); `settings` (the
     inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`)."""
@@ -142,6 +145,6 @@ def transports(secrets=None, settings=None) -> dict[str, Transport]:
         return secrets(machine.team, machine.key)
     keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
     count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
-    return {"local": LocalTransport(),
+    return {"local": LocalTransport(cwd=workdir),
             "ssh": SshTransport(resolve_key=resolve_key, keepalive=keepalive,
                                 keepalive_count=count)}

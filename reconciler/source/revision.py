@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, Mapping
 
 from ..compile import compile_inventory
-from ..diagnostics import Diagnostic, Diagnostics
+from ..diagnostics import Diagnostic, Diagnostics, Location
 from ..errors import InputError, SourceError
 from ..loader import display_path, load_inventory
 from ..model import DesiredState, Inventory
@@ -91,8 +91,38 @@ class Repository:
         tree = _subtree(commit.tree, self.path)
         if tree is None:
             return _missing(revision, commit.hexsha, self.path)
-        with _exported(tree) as root:
+        with _exported(tree, f"{revision}:{self.path}") as root:
             return _load_exported(root, revision, commit.hexsha, self.path)
+
+    @contextmanager
+    def checkout(self, revision: str) -> Iterator["Checkout"]:
+        """The whole tree of `revision` in a private temporary folder (mode 0700), removed on
+        exit: what a pass under `git.verify` loads and runs, instead of the working tree."""
+        commit = self.commit(revision)
+        with _exported(commit.tree, f"{revision}:", name="checkout") as top:
+            yield Checkout(top, top.joinpath(*PurePosixPath(self.path).parts), revision,
+                           commit.hexsha, self.path)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A commit written out: `top` holds the repository, `inventory` its inventory folder."""
+
+    top: Path
+    inventory: Path
+    revision: str
+    commit: str
+    path: str
+
+    def load(self) -> tuple[Inventory, DesiredState, list[Diagnostic]]:
+        """The inventory loaded and compiled; problems located at `REVISION:path`."""
+        relocate = _Relocator(self.inventory, self.revision, self.path)
+        try:
+            inventory, warnings = load_inventory(self.inventory)
+            desired = compile_inventory(inventory)
+        except InputError as exc:
+            raise InputError(relocate.diagnostics(exc.diagnostics.items)) from None
+        return inventory, desired, list(relocate.diagnostics(warnings).items)
 
 
 def load_revision(inventory: str | Path, revision: str) -> RevisionInventory:
@@ -146,22 +176,26 @@ def _subtree(tree, path: str):
 
 
 @contextmanager
-def _exported(tree) -> Iterator[Path]:
-    """A private temporary folder holding `tree`'s files; removed on exit, whatever happens."""
-    parent = Path(tempfile.mkdtemp(prefix="reconcile-diff-"))  # mode 0700: only we read it
-    root = parent / "inventory"
+def _exported(tree, where: str, name: str = "inventory") -> Iterator[Path]:
+    """A private temporary folder holding `tree`'s files; removed on exit, whatever happens.
+    `where` (`REVISION:path`) locates a hostile tree entry in the error."""
+    parent = Path(tempfile.mkdtemp(prefix="reconcile-tree-"))  # mode 0700: only we read it
+    root = parent / name
     try:
         root.mkdir()
-        _write_tree(tree, root)
+        _write_tree(tree, root, where)
         yield root
     finally:
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def _write_tree(tree, root: Path) -> None:
+def _write_tree(tree, root: Path, where: str) -> None:
     """Every blob under `tree` as a file under `root`; symlinks as symlinks, so the loader
-    reports them as it would in a working tree; submodules are skipped."""
-    for item in tree.traverse():
+    reports them as it would in a working tree; submodules are skipped. A crafted tree whose
+    entry is named `.`, `..`, `.git` or nothing (git's own tools never write one) could escape
+    `root`: it is bad input, exit 2, located at `REVISION:path`."""
+    revision = where.split(":", 1)[0]
+    for item in _walk(tree, revision):
         relative = PurePosixPath(item.path).relative_to(tree.path) if tree.path else PurePosixPath(item.path)
         target = root.joinpath(*relative.parts)
         if item.type == "tree":
@@ -169,6 +203,32 @@ def _write_tree(tree, root: Path) -> None:
         elif item.type == "blob":
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_blob(item, target)
+            if item.mode & 0o111 and item.mode != _SYMLINK_MODE:
+                target.chmod(0o755)  # scripts a run executes keep their executable bit
+
+
+def _walk(tree, revision: str):
+    """`tree`'s entries, depth first; an entry name that is no file name is an `InputError`.
+    (gitpython refuses to read such a tree with a ValueError naming the entry.)"""
+    try:
+        entries = list(tree)
+    except ValueError as exc:
+        name = str(exc).rsplit("'tree/", 1)[-1].rstrip("'") if "'tree/" in str(exc) else "?"
+        _bad_entry(revision, f"{tree.path}/{name}" if tree.path else name)
+    for item in entries:
+        if item.name in ("", ".", "..", ".git"):
+            _bad_entry(revision, item.path)
+        yield item
+        if item.type == "tree":
+            yield from _walk(item, revision)
+
+
+def _bad_entry(revision: str, path: str) -> None:
+    diags = Diagnostics()
+    diags.error(Location(f"{revision}:{path}"), f"the git tree has an entry named "
+                f"'{path.rsplit('/', 1)[-1]}', which no file may be named",
+                "rewrite the commit without it (`git fsck` reports such trees)")
+    diags.raise_if_errors()
 
 
 def _write_blob(blob, target: Path) -> None:
@@ -234,4 +294,4 @@ class _Relocator:
         return diags
 
 
-__all__ = ["RevisionInventory", "Repository", "load_revision"]
+__all__ = ["Checkout", "RevisionInventory", "Repository", "load_revision"]

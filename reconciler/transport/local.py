@@ -146,8 +146,11 @@ class _Tail:
 class LocalTransport(Transport):
     """Runs commands as child processes of the reconciler."""
 
-    def __init__(self, markers: str | Path = ".reconciler/runs"):
+    def __init__(self, markers: str | Path = ".reconciler/runs", cwd: str | Path | None = None):
         self.markers = Path(markers)
+        # Under git.verify: the verified commit's checkout, so that relative paths a command
+        # runs (./scripts/...) are the signed ones, never the working tree's.
+        self.cwd = cwd
 
     def run(self, machine: Machine, command: str, env: Mapping[str, "str | Secret"],
             timeout: float, run_id: int) -> Completed:
@@ -156,7 +159,7 @@ class LocalTransport(Transport):
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=child_environment(env, account), start_new_session=True,
+            env=child_environment(env, account), start_new_session=True, cwd=self.cwd,
             **(account.popen_arguments() if account is not None else {}),
         )
         marker = self._mark(run_id, proc.pid)

@@ -60,23 +60,41 @@ class SignedRepo:
                 "commit", "-S"] if signer else ["commit"]
         self.git(*sign, "-q", "-m", message)
 
-    def once(self, code: int) -> str:
+    def fingerprint(self, name: str) -> str:
+        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
+                             check=True, capture_output=True, text=True).stdout
+        return out.split()[1]
+
+    def once(self, code: int, *extra: str) -> str:
         state = f"sqlite:///{self.root / 'state.db'}"
-        return reconcile("--once", "--state", state, cwd=self.work, check_code=code).err
+        return reconcile("--once", "--state", state, *extra, cwd=self.work, check_code=code).err
 
 
 @pytest.fixture
 def repo(tmp_path):
     repo = SignedRepo(tmp_path)
-    repo.commit("alice", "initial")  # trust on first use: signed by an admin it names
-    repo.once(0)
+    repo.commit("alice", "initial")  # first use: signed by the admin key named as the anchor
+    repo.once(0, "--trust-anchor", repo.fingerprint("alice"))
     return repo
 
 
-def test_first_commit_must_be_signed_by_an_admin_it_names(tmp_path):
+def test_first_commit_needs_an_anchor_given_outside_the_repository(tmp_path):
+    repo = SignedRepo(tmp_path)
+    repo.commit("alice", "initial")
+    assert "--trust-anchor" in repo.once(3)
+
+
+def test_anchor_key_must_be_an_admin_the_first_commit_names(tmp_path):
     repo = SignedRepo(tmp_path)
     repo.commit("bob", "initial")  # bob is only an operator
-    assert "trust on first use" in repo.once(3)
+    assert "does not name that key as an admin" in repo.once(3, "--trust-anchor",
+                                                              repo.fingerprint("bob"))
+
+
+def test_anchor_may_be_the_admin_public_key_file(tmp_path):
+    repo = SignedRepo(tmp_path)
+    repo.commit("alice", "initial")
+    repo.once(0, "--trust-anchor", str(repo.keys["alice"].with_suffix(".pub")))
 
 
 def test_unsigned_commit_is_refused_and_runs_nothing(repo):
@@ -99,7 +117,7 @@ def test_operator_may_change_tasks_but_not_the_team_file(repo):
     repo.team(admins=["alice"], operators=["bob", "mallory"])
     repo.commit("bob")
     err = repo.once(3)
-    assert "lacks the role" in err and "admin of team prod (teams/prod.yaml)" in err
+    assert "lacks the role" in err and "admin of team prod (inventory/teams/prod.yaml)" in err
 
 
 def test_a_commit_cannot_make_its_own_signer_an_admin(repo):

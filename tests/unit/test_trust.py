@@ -37,7 +37,23 @@ def test_tasks_and_machines_need_an_operator_of_every_team_before_and_after():
 def test_settings_and_files_naming_no_team_need_an_admin():
     assert _req("reconciler.yaml") == [(None, ADMIN)]
     assert _req("tasks/broken.yaml") == [(None, ADMIN)]
-    assert _req("README.md") == []
+    assert _req("README.md") == [(None, ADMIN)]  # every path of the repository has an owner
+
+
+def test_paths_setting_gives_folders_to_teams_and_the_last_match_wins():
+    from dataclasses import replace
+
+    from reconciler.model import Settings
+    from reconciler.trust import owner_of, path_matches
+
+    trusted = replace(TRUSTED, settings=Settings(paths=(("scripts/**", "prod"),
+                                                        ("scripts/ci/", "no-such-team"))))
+    assert owner_of("scripts/prod/deep/x.sh", trusted).team == "prod"
+    assert owner_of("scripts/ci/x.sh", trusted).team is None  # unknown team: an admin
+    assert owner_of("ci/deploy.yml", trusted).team is None
+    assert path_matches("tasks/*.sh", "tasks/a.sh") and not path_matches("tasks/*.sh", "tasks/x/a.sh")
+    assert path_matches("**/d\u00e9ploy.sh", "a/b/d\u00e9ploy.sh")
+    assert not path_matches("scripts/a.sh", "scripts/a.sh\n")
 
 
 def test_unmet_requirements_by_role():

@@ -1,0 +1,341 @@
+"""Attacks on `git.verify` by people who can push but lack the role a change needs (issue 11).
+
+Each test builds a real git repository, signs commits with real `ssh-keygen` keys (git's SSH
+signatures), runs `reconcile --once` as a subprocess and proves that nothing ran: every task
+of these repositories runs on a local machine and its command creates a marker file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import reconcile
+from tests.support.integration import require_binary
+
+pytestmark = pytest.mark.integration
+
+PEOPLE = ("alice", "bob", "valerie", "dana", "dan", "mallory")
+# prod: alice admin, bob operator, valerie viewer; dev: dana admin, dan operator; mallory: nobody.
+
+
+class TrustRepo:
+    """A repository with teams prod and dev, one local machine each, and signing keys."""
+
+    def __init__(self, root: Path, verify: str = "range", state_in_settings: bool = False):
+        require_binary("ssh-keygen")
+        self.root, self.work = root, root / "work"
+        self.keys = {name: self._key(name) for name in PEOPLE}
+        self.state_in_settings = state_in_settings
+        self.work.mkdir()
+        self.git("init", "-q", "-b", "main")
+        self.settings(verify=verify)
+        self.team("prod", admins=["alice"], operators=["bob"], viewers=["valerie"])
+        self.team("dev", admins=["dana"], operators=["dan"])
+        self.write("inventory/machines/box.yaml", "name: box\nteam: prod\ntransport: local\n")
+        self.write("inventory/machines/devbox.yaml", "name: devbox\nteam: dev\ntransport: local\n")
+        self.task("prod", "hello")
+
+    # ----------------------------------------------------------------- building the repo
+
+    def _key(self, name: str) -> Path:
+        key = self.root / "keys" / name
+        key.parent.mkdir(exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+                       check=True)
+        return key
+
+    def public(self, name: str) -> str:
+        return " ".join(self.keys[name].with_suffix(".pub").read_text().split()[:2])
+
+    def fingerprint(self, name: str) -> str:
+        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
+                             check=True, capture_output=True, text=True).stdout
+        return out.split()[1]
+
+    def settings(self, verify: str = "range", state: str = "state.db", extra: str = "") -> None:
+        line = f"state: sqlite:///{self.root / state}\n" if self.state_in_settings else ""
+        # Local machines of two teams share the reconciler's rights: allowed here on purpose.
+        self.write("inventory/reconciler.yaml", f"{line}git: {{verify: {verify}}}\n"
+                   f"local_machines: {{allow_shared_user: true}}\n{extra}")
+
+    def team(self, name: str, admins=(), operators=(), viewers=()) -> None:
+        members = [f"  - {{name: {n}, role: {role}, ssh: {self.public(n)}}}\n"
+                   for role, names in (("admin", admins), ("operator", operators),
+                                       ("viewer", viewers)) for n in names]
+        self.write(f"inventory/teams/{name}.yaml", f"name: {name}\nmembers:\n" + "".join(members))
+
+    def marker(self, name: str) -> Path:
+        return self.root / f"ran-{name}"
+
+    def task(self, team: str, name: str, file: str | None = None, machine: str | None = None,
+             extra: str = "") -> None:
+        machine = machine or ("box" if team == "prod" else "devbox")
+        self.write(f"inventory/tasks/{team}/{file or name + '.yaml'}",
+                   f"name: {name}\nmachines: [{machine}]\ncommand: touch {self.marker(name)}\n"
+                   + extra)
+
+    def write(self, relative: str, text: str) -> None:
+        path = self.work / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def git(self, *args: str, input: str | None = None) -> str:
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+        return subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True,
+                              text=True, env=env, input=input).stdout.strip()
+
+    def signing(self, signer: str | None) -> list[str]:
+        return ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}"] \
+            if signer else []
+
+    def commit(self, signer: str | None, message: str = "change") -> str:
+        self.git("add", "-A")
+        self.git(*self.signing(signer), "commit", *(["-S"] if signer else []), "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def once(self, code: int, *extra: str) -> str:
+        state = () if self.state_in_settings else ("--state", f"sqlite:///{self.root / 'state.db'}")
+        return reconcile("--once", *state, *extra, cwd=self.work, check_code=code).err
+
+    def start(self) -> str:
+        """The first commit, signed by prod's admin, reconciled with her key as the anchor."""
+        first = self.commit("alice", "initial")
+        self.once(0, "--trust-anchor", self.fingerprint("alice"))
+        assert self.marker("hello").exists()
+        return first
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repo = TrustRepo(tmp_path)
+    repo.start()
+    return repo
+
+
+# ------------------------------------------------------------------ 1. trust settings
+
+
+def test_unsigned_commit_that_turns_verify_off_runs_nothing(repo):
+    repo.settings(verify="none")
+    repo.task("prod", "evil")
+    repo.commit(None, "verify off")
+    err = repo.once(3)
+    assert "is not signed" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
+
+
+def test_verify_off_takes_effect_only_after_an_admin_signed_it(repo):
+    repo.settings(verify="none")
+    repo.commit("alice", "verify off, signed by an admin")
+    repo.once(0)
+    repo.task("prod", "later")
+    repo.commit(None, "unsigned, after verify was turned off")
+    repo.once(0)
+    assert repo.marker("later").exists()
+
+
+def test_verify_flag_overrides_a_repository_that_turned_verify_off(repo):
+    repo.settings(verify="none")
+    repo.commit("alice", "verify off")
+    repo.once(0)
+    repo.task("prod", "evil")
+    repo.commit(None)
+    assert "is not signed" in repo.once(3, "--verify", "range")
+    assert not repo.marker("evil").exists()
+
+
+def test_outsider_commit_pointing_state_at_a_new_store_runs_nothing(tmp_path):
+    repo = TrustRepo(tmp_path, state_in_settings=True)
+    repo.start()
+    repo.settings(state="new.db")
+    repo.team("evil", admins=["mallory"])
+    repo.write("inventory/machines/evilbox.yaml", "name: evilbox\nteam: evil\ntransport: local\n")
+    repo.task("evil", "evil", machine="evilbox")
+    repo.commit("mallory", "a store of my own")
+    err = repo.once(3)
+    assert "--trust-anchor" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
+
+
+def test_a_store_that_never_reconciled_needs_an_anchor_from_outside(tmp_path):
+    repo = TrustRepo(tmp_path)
+    repo.commit("alice", "initial")
+    err = repo.once(3)
+    assert "--trust-anchor" in err and "RECONCILE_TRUST_ANCHOR" in err
+    assert not repo.marker("hello").exists()
+
+
+def test_anchor_key_must_have_signed_the_first_commit(tmp_path):
+    repo = TrustRepo(tmp_path)
+    repo.commit("bob", "initial, by an operator")
+    assert "trust anchor" in repo.once(3, "--trust-anchor", repo.fingerprint("alice"))
+    assert not repo.marker("hello").exists()
+
+
+def test_anchor_commit_judges_everything_after_it(tmp_path):
+    repo = TrustRepo(tmp_path)
+    anchor = repo.commit("alice", "initial")
+    repo.task("prod", "evil")
+    repo.commit("dan", "a dev operator adds a prod task")
+    err = repo.once(3, "--trust-anchor", anchor)
+    assert "admin or operator of team prod" in err
+    assert not repo.marker("evil").exists()
+
+
+def test_a_stale_store_is_not_reused_after_the_state_moved_away(tmp_path):
+    repo = TrustRepo(tmp_path, state_in_settings=True)
+    repo.start()
+    repo.settings(state="second.db")
+    repo.team("prod", admins=["alice"], operators=[], viewers=[])  # bob loses his role
+    repo.commit("alice", "move the store, drop bob")
+    second = repo.git("rev-parse", "HEAD")
+    repo.once(0, "--trust-anchor", second)
+    repo.settings(state="state.db")  # back to the first store, whose last commit trusted bob
+    repo.task("prod", "evil")
+    repo.commit("bob")
+    err = repo.once(3)
+    assert "state" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
+
+
+# ------------------------------------------------------------------ 2./3. the whole difference
+
+
+def test_merge_restoring_an_old_team_file_is_judged_against_the_last_reconciled(tmp_path):
+    repo = TrustRepo(tmp_path)
+    repo.team("prod", admins=["alice", "mallory"], operators=["bob"])
+    old = repo.start()
+    repo.team("prod", admins=["alice"], operators=["bob", "mallory"])  # mallory demoted
+    current = repo.commit("alice", "demote mallory")
+    repo.once(0)
+    # mallory merges with the old commit as first parent: its team file makes her admin again.
+    repo.git("checkout", "-q", old)
+    repo.task("prod", "evil")
+    repo.git("add", "-A")
+    tree = repo.git("write-tree")
+    merge = repo.git(*repo.signing("mallory"), "commit-tree", tree, "-p", old, "-p", current,
+                     "-S", "-m", "merge")
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", merge)
+    err = repo.once(3)
+    assert "admin of team prod" in err and "teams/prod.yaml" in err
+    assert not repo.marker("evil").exists()
+
+
+def test_head_mode_judges_everything_since_the_last_reconciled_commit(tmp_path):
+    repo = TrustRepo(tmp_path, verify="head")
+    repo.start()
+    repo.task("prod", "evil")
+    repo.commit(None, "unsigned prod task")
+    repo.task("dev", "fine")
+    repo.commit("dan", "signed by a dev operator on top")
+    err = repo.once(3)
+    assert "admin or operator of team prod" in err
+    assert not repo.marker("evil").exists() and not repo.marker("fine").exists()
+
+
+# ------------------------------------------------------------------ 4. byte-exact paths
+
+
+@pytest.mark.parametrize("file", ["déploy.yaml", 'a"b.yaml', "tab\there.yaml"])
+def test_unusual_file_names_need_the_same_role(repo, file):
+    repo.task("prod", "evil", file=file)
+    repo.commit("dan", "a dev operator adds a prod task under an unusual name")
+    err = repo.once(3)
+    assert "admin or operator of team prod" in err
+    assert not repo.marker("evil").exists()
+
+
+# ------------------------------------------------------------------ 5. files outside the inventory
+
+
+def _with_check_script(repo: TrustRepo, paths: str = "") -> None:
+    repo.write("scripts/prod/check.sh", "exit 1\n")
+    repo.write("inventory/tasks/prod/hello.yaml",
+               f"name: hello\nmachines: [box]\ncheck: sh scripts/prod/check.sh\n"
+               f"command: touch {repo.marker('hello')}\n")
+    if paths:
+        repo.settings(extra=paths)
+    repo.commit("alice", "a checked task")
+    repo.once(0)
+
+
+def test_viewer_cannot_change_a_script_that_a_prod_check_runs(repo):
+    _with_check_script(repo)
+    repo.write("scripts/prod/check.sh", f"touch {repo.marker('evil')}\nexit 0\n")
+    repo.commit("valerie", "a viewer edits a script")
+    err = repo.once(3)
+    assert "admin of any team (scripts/prod/check.sh)" in err
+    assert not repo.marker("evil").exists()
+
+
+def test_paths_setting_gives_a_folder_to_a_team(repo):
+    _with_check_script(repo, 'paths: {"scripts/prod/**": prod}\n')
+    repo.write("scripts/prod/check.sh", "exit 0\n")
+    repo.commit("dan", "a dev operator edits prod's script")
+    assert "admin or operator of team prod (scripts/prod/check.sh)" in repo.once(3)
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.write("scripts/prod/check.sh", "exit 0\n")
+    repo.commit("bob", "prod's operator may")
+    repo.once(0)
+
+
+def test_diff_and_codeowners_show_the_path_rules(repo):
+    base = repo.git("rev-parse", "HEAD")
+    repo.write("scripts/prod/check.sh", "exit 0\n")
+    repo.settings(extra='paths: {"scripts/prod/**": prod}\n')
+    repo.commit("alice")
+    out = reconcile("diff", base, cwd=repo.work, check_code=0).out
+    assert "admin of any team (scripts/prod/check.sh)" in out
+    owners = reconcile("codeowners", cwd=repo.work, check_code=0).out
+    assert "/scripts/prod/** @alice @bob" in owners
+    assert owners.splitlines()[1] == "* @alice @dana"  # everything else: an admin of any team
+
+
+# ------------------------------------------------------------------ 6. the working tree is not read
+
+
+def test_git_ignored_task_file_does_not_run_under_verify(repo):
+    exclude = repo.work / ".git" / "info" / "exclude"
+    exclude.write_text("inventory/tasks/prod/evil.yaml\n")
+    repo.task("prod", "evil")
+    repo.once(0)
+    assert not repo.marker("evil").exists()
+
+
+def test_skip_worktree_edit_does_not_run_under_verify(repo):
+    repo.git("update-index", "--skip-worktree", "inventory/tasks/prod/hello.yaml")
+    repo.write("inventory/tasks/prod/hello.yaml",
+               f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('evil')}\n")
+    repo.once(0)
+    assert not repo.marker("evil").exists()
+
+
+def test_skip_worktree_script_edit_does_not_run_under_verify(repo):
+    _with_check_script(repo)
+    repo.git("update-index", "--skip-worktree", "scripts/prod/check.sh")
+    repo.write("scripts/prod/check.sh", f"touch {repo.marker('evil')}\nexit 0\n")
+    repo.once(0)
+    assert not repo.marker("evil").exists()
+
+
+# ------------------------------------------------------------------ 14. hostile trees
+
+
+def test_diff_of_a_tree_with_a_dotdot_entry_is_a_located_error(repo):
+    blob = repo.git("hash-object", "-w", "--stdin", input="name: x\n")
+    evil = repo.git("mktree", input=f"100644 blob {blob}\t..\n")
+    inventory = repo.git("rev-parse", "HEAD:inventory")
+    listing = repo.git("ls-tree", inventory) + f"\n040000 tree {evil}\tteams2\n"
+    new_inventory = repo.git("mktree", input=listing)
+    top = repo.git("mktree", input=f"040000 tree {new_inventory}\tinventory\n")
+    commit = repo.git("commit-tree", top, "-p", "HEAD", "-m", "hostile")
+    result = reconcile("diff", "HEAD", commit, cwd=repo.work)
+    assert result.code == 2, result.err
+    assert f"{commit}:inventory/teams2/.." in result.err and "Traceback" not in result.err
+    assert not (repo.work / "inventory" / "teams2").exists()
