@@ -19,16 +19,17 @@ from ..state import ExecutedState, RunStatus
 from . import views, wiring
 from ..sinks import audit_queue_change
 from .passes import prepared_pass, run_pass, wired_engine
-from .progress import progress_for
+from .progress import json_line, progress_for
 
 log = logging.getLogger(__name__)
 
 
 
 
-def _print_warnings(warnings) -> None:
+def _print_warnings(warnings, log_format: str | None = None) -> None:
     for warning in warnings:
-        print(str(warning), file=sys.stderr)
+        print(json_line(str(warning), "warning") if log_format == "json" else str(warning),
+              file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -146,8 +147,8 @@ def cmd_once(args: argparse.Namespace) -> int:
     # Bad input stops in prepared_pass: nothing runs. Under git.verify, the inventory is the
     # commit's own (a private checkout), not the working tree.
     with prepared_pass(args, commit) as (loaded, store, trust):
-        _print_warnings(loaded.warnings)
-        with progress_for(args.quiet) as progress, \
+        _print_warnings(loaded.warnings, args.log_format)
+        with progress_for(args.quiet, log_format=args.log_format) as progress, \
                 wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks):
             engine.grace = wiring.grace(args)
             with _graceful_stop(engine) as stopped_by:
@@ -334,7 +335,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          "postgresql://...); with SQLite, `reconcile --once` runs the queue")
     try:
         follow = _FollowInventory(args, loaded)
-        with progress_for(args.quiet, live=False) as progress, \
+        with progress_for(args.quiet, live=False, log_format=args.log_format) as progress, \
                 wired_engine(args, loaded, store, commit=None, progress=progress,
                              desired=follow) as (engine, sinks):
             engine.grace = wiring.grace(args)

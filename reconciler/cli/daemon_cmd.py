@@ -16,6 +16,7 @@ from ..errors import InputError, SourceError
 from ..model import DEFAULT_POLL_INTERVAL
 from ..source import git as gitsource
 from . import views, wiring
+from .progress import JsonProgress, json_line
 from .passes import prepared_pass, run_pass, wired_engine
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ class _Continuous:
     def __init__(self, args: argparse.Namespace, daemon: Daemon, metrics=None):
         self.args, self.daemon, self.metrics = args, daemon, metrics
         self.refused: gitsource.RefusedCommit | None = None
+        # Text logs show a summary per pass; JSON logs show every event as it happens.
+        self.progress = (JsonProgress() if args.log_format == "json" and not args.quiet
+                         else (lambda event: None))
         self.loaded = wiring.load(args)  # a broken inventory at start-up: exit 2
 
     def interval(self) -> float:
@@ -55,7 +59,7 @@ class _Continuous:
         # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
         with prepared_pass(args, commit) as (loaded, store, trust):
             self.loaded = loaded
-            with wired_engine(args, loaded, store, commit=commit, progress=lambda e: None,
+            with wired_engine(args, loaded, store, commit=commit, progress=self.progress,
                               metrics=self.metrics) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = wiring.grace(args)
@@ -64,8 +68,16 @@ class _Continuous:
                     self.refused = None
                 report = run_pass(args, loaded, store, engine, sinks, commit, trust)
         if report.runs and not args.quiet:
-            print(views.summary_text(sorted(report.runs.values(), key=lambda r: r.id),
-                                     report.counts(), report.held), file=sys.stderr, flush=True)
+            print(self._summary(report), file=sys.stderr, flush=True)
+
+    def _summary(self, report) -> str:
+        """The end of a pass on stderr: the text summary, or with `--log-format json` one
+        JSON object (its runs were already shown, one object per event)."""
+        if self.args.log_format == "json":
+            return json_line("pass finished", counts=report.counts(),
+                             exit_code=report.exit_code, commit=report.commit)
+        return views.summary_text(sorted(report.runs.values(), key=lambda r: r.id),
+                                  report.counts(), report.held)
 
 
 def cmd_continuous(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from ..errors import InputError, ReconcilerError
 from ..redact import Redactor
 from .args import build_parser
 from .commands import COMMANDS, cmd_once
+from .progress import json_line
 from .startup import hide_identity
 
 
@@ -81,7 +82,7 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None,
 
 def main(argv: list[str] | None = None) -> int:
     """Run `reconcile` with `argv`; returns the exit code (SPEC §4: 0, 1, 2 or 3)."""
-    verbose = 0
+    verbose, log_format = 0, None
     redact = Redactor()  # one per process: every sink below masks what the vaults revealed
     # Loading a large inventory allocates hundreds of thousands of small acyclic objects;
     # with the default thresholds the cyclic GC rescans them all again and again (a third of
@@ -91,30 +92,35 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # a real start: hide the identity before anything can run (startup.py)
             hide_identity(sys.argv[1:], os.environ)
         args = build_parser().parse_args(argv)
-        verbose = args.verbose or 0
+        verbose, log_format = args.verbose or 0, args.log_format
         args.redactor = redact
         configure_logging(verbose, bool(args.quiet), args.log_format, redact)
         return _dispatch(args)
     except InputError as exc:
         for diagnostic in exc.diagnostics.errors:
-            print(f"error: {redact(str(diagnostic))}", file=sys.stderr)
-        _traceback_if(verbose, redact)
+            _say(f"error: {redact(str(diagnostic))}", log_format)
+        _traceback_if(verbose, redact, log_format)
         return exc.exit_code
     except ReconcilerError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
-        _traceback_if(verbose, redact)
+        _say(f"error: {redact(str(exc))}", log_format)
+        _traceback_if(verbose, redact, log_format)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted", log_format, "warning")
         return 130
     except BrokenPipeError:  # `reconcile queue list | head`
         return 0
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
-        print(redact(f"error: internal error (a bug in reconciler, please report it): "
-                     f"{type(exc).__name__}: {exc}")
-              + ("" if verbose else " (run with -v for details)"), file=sys.stderr)
-        _traceback_if(verbose, redact)
+        _say(redact(f"error: internal error (a bug in reconciler, please report it): "
+                    f"{type(exc).__name__}: {exc}")
+             + ("" if verbose else " (run with -v for details)"), log_format)
+        _traceback_if(verbose, redact, log_format)
         return 3
+
+
+def _say(line: str, log_format: str | None, level: str = "error") -> None:
+    """One line on stderr; with `--log-format json`, as one JSON object like the logs."""
+    print(json_line(line, level) if log_format == "json" else line, file=sys.stderr)
 
 
 def _dispatch(args) -> int:
@@ -131,8 +137,11 @@ def _dispatch(args) -> int:
     return COMMANDS[args.command](args)
 
 
-def _traceback_if(verbose: int, redact: Redactor) -> None:
-    if verbose:
+def _traceback_if(verbose: int, redact: Redactor, log_format: str | None = None) -> None:
+    if verbose and log_format == "json":
+        print(json_line("traceback", "debug", traceback=redact(traceback.format_exc())),
+              file=sys.stderr)
+    elif verbose:
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
 
 

@@ -6,8 +6,10 @@ Both consume the engine's `Event`s and write to stderr, so stdout keeps only the
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
+import time
 from typing import TextIO
 
 from ..engine import Event
@@ -50,6 +52,37 @@ class PlainProgress:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+class JsonProgress(PlainProgress):
+    """One JSON object per event, shaped like the JSON log lines (`--log-format json`), so
+    that everything on stderr parses: `event` is the plain line, `kind` the event kind."""
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            print(json.dumps(event_json(event)), file=self.stream, flush=True)
+
+
+def event_json(event: Event) -> dict:
+    """An engine event as a JSON log object (the fields of `--log-format json` lines)."""
+    run = event.run
+    data = {"time": _utc_stamp(), "level": "info", "event": _line(event),
+            "logger": "reconciler.progress", "kind": event.kind, "task": run.task,
+            "machine": run.machine, "run": run.id, "attempt": run.attempt,
+            "status": run.status.value, "commit": run.commit}
+    if event.detail:
+        data["detail"] = event.detail
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def json_line(message: str, level: str = "info", **fields) -> str:
+    """A line of text (a warning, an error, a summary) as one JSON log object."""
+    return json.dumps({"time": _utc_stamp(), "level": level, "event": message,
+                       "logger": "reconciler", **fields})
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
 
 
 class LiveProgress:
@@ -107,11 +140,13 @@ class Silent:
         pass
 
 
-def progress_for(quiet: bool, live: bool = True):
+def progress_for(quiet: bool, live: bool = True, log_format: str | None = None):
     """The display that fits where stderr goes (`live=False`: plain lines, for long-lived
-    processes whose output is a log)."""
+    processes whose output is a log; `log_format="json"`: JSON objects, like the logs)."""
     if quiet:
         return Silent()
+    if log_format == "json":
+        return JsonProgress()
     if live and sys.stderr.isatty():
         return LiveProgress()
     return PlainProgress()
