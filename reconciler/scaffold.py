@@ -147,7 +147,9 @@ defaults:
   retry: {{count: 1, delay: 30s, backoff: 2, max_delay: 10m, failure_action: alert}}
 """
 
-MACHINE = """# The reconciler's own host: tasks run with `sh -c` in its working directory.
+MACHINE = """# The reconciler's own host: tasks run with `sh -c` in its working directory, with the
+# reconciler's own rights (they could read its identity); `user: NAME` runs them as that OS
+# user instead, and is required once the inventory has a second team.
 # A remote machine: transport: ssh, host, user, host_key (from `reconcile machines keyscan
 # HOST`, checked by a human) and key: {{vault: NAME}}.
 name: {machine}

@@ -13,6 +13,7 @@ from ..diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_m
 from ..engine import Engine, utc_now
 from ..errors import InputError, VaultError
 from ..model import VaultRef
+from ..compile import shared_user_warnings
 from ..lint import find_hardcoded_credentials
 from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
@@ -37,7 +38,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     fmt = wiring.output_format(args)
     try:
         loaded = wiring.load(args)
-        warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory)]
+        warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory),
+                    *shared_user_warnings(loaded.inventory)]
         warnings += _check_vault_references(args, loaded)
     except InputError as exc:
         if fmt != "json":
