@@ -280,7 +280,10 @@ def _check_cycles(specs: Mapping[str, TaskSpec], tasks: Mapping[str, Task], diag
 def _spec(task: Task, team: Team, targets: tuple[str, ...], after: tuple[str, ...],
           machines: Mapping[str, Machine]) -> TaskSpec:
     run = task.command if task.command is not None else (task.script or "")
-    versions = _versions(run, task, targets, machines)
+    versions = _versions(_shell_text(run), task, targets, machines, _shell_text(task.check))
+    # Versions hashed before trailing whitespace was ignored: runs recorded under them are
+    # still runs of this version, so an unchanged task does not re-run after an upgrade.
+    legacy = _versions(run, task, targets, machines, task.check)
     return TaskSpec(
         id=task.id, team=task.team, name=task.name, run=run, check=task.check,
         env=tuple(sorted(task.env, key=lambda item: item[0])),
@@ -289,6 +292,7 @@ def _spec(task: Task, team: Team, targets: tuple[str, ...], after: tuple[str, ..
         retry=resolve_retry(task.retry, team.defaults.retry),
         schedule=task.schedule, after=after, strategy=task.strategy, targets=targets,
         versions=versions, idempotent=task.idempotent, description=task.description,
+        legacy_versions={m: v for m, v in legacy.items() if v != versions[m]},
         location=task.location,
     )
 
@@ -308,8 +312,14 @@ def resolve_retry(task_retry: RetrySpec | None, team_retry: RetrySpec | None) ->
     return RetryPolicy(**fields)
 
 
+def _shell_text(text: str | None) -> str | None:
+    """Shell text as versioned: trailing whitespace (the newline `command: |` adds) runs the
+    same, so it is not a change. Text without any keeps its exact version of before."""
+    return text.rstrip() if text is not None else None
+
+
 def _versions(run: str, task: Task, targets: tuple[str, ...],
-              machines: Mapping[str, Machine]) -> dict[str, str]:
+              machines: Mapping[str, Machine], check: str | None) -> dict[str, str]:
     """One version per target machine (SPEC §1).
 
     Hashed: the shell text (command and script alike: same text, same execution), env names
@@ -322,7 +332,7 @@ def _versions(run: str, task: Task, targets: tuple[str, ...],
         "run": run,
         "env": sorted([name, {"vault": v.name} if isinstance(v, VaultRef) else v]
                       for name, v in task.env),
-        "check": task.check,
+        "check": check,
     }
     if task.strategy is Strategy.ONE:
         target = {"one_of": [_identity(machines[m]) for m in targets]}

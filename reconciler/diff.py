@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any, Callable, Mapping
 
 from .model import DesiredState, Inventory, Member, Task, TaskSpec, Team
-from .plan import make_plan
+from .plan import current_run, make_plan
 from .state import ExecutedState, Reason, Run, RunStatus
 
 # The planner needs a `now`; only schedule slots and deny windows depend on it, and neither
@@ -309,7 +309,7 @@ def _ran(tasks: TaskDiff, head: DesiredState, executed: ExecutedState) -> tuple[
     for task_id in sorted([*tasks.added, *(c.task for c in tasks.changed)]):
         spec = head.tasks[task_id]
         for machine in spec.targets:
-            run = executed.latest_run(task_id, machine, spec.version_for(machine))
+            run = current_run(executed, spec, machine)
             found.append(Ran(task_id, machine, run.id if run else None,
                              run.status if run else None))
     return tuple(found)

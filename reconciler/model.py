@@ -278,12 +278,20 @@ class TaskSpec:
     idempotent: bool = False
     description: str | None = None
     location: Location | None = field(default=None, compare=False)
+    # machine -> the version an older release computed for the same task, where it differs
+    # (trailing whitespace of the shell text used to count): its runs are this version's.
+    legacy_versions: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __hash__(self) -> int:
         return hash(self.id)
 
     def version_for(self, machine: str) -> str:
         return self.versions[machine]
+
+    def accepts(self, machine: str, version: str) -> bool:
+        """Whether a run of `version` on `machine` is a run of the current version."""
+        return (machine in self.versions
+                and version in (self.versions[machine], self.legacy_versions.get(machine)))
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,11 @@ class _Context:
 def _decide(spec: TaskSpec, machine: str, ctx: _Context, now: datetime) -> Enqueue | None:
     """The Enqueue for (spec, machine), or None when nothing is due there."""
     version = spec.version_for(machine)
-    if (spec.id, machine, version) in ctx.active:
+    if any((spec.id, machine, v) in ctx.active for v in versions_of(spec, machine)):
         # At most one active run per task, machine and version: missed slots and repeated
         # passes collapse into it. Checked on every active run, not only the latest one.
         return None
-    last = ctx.executed.latest_run(spec.id, machine, version)
+    last = current_run(ctx.executed, spec, machine)
     if spec.schedule is None:
         reason, slot = _once_reason(spec, machine, last, ctx), None
     else:
@@ -250,7 +250,7 @@ def _sticky_machine(spec: TaskSpec, executed: ExecutedState) -> str | None:
     hop to the next machine at every pass.
     """
     runs = [r for m in spec.targets
-            if (r := executed.latest_run(spec.id, m, spec.version_for(m))) is not None
+            if (r := current_run(executed, spec, m)) is not None
             and r.status is not RunStatus.CANCELLED]
     if not runs:
         return None
@@ -297,9 +297,25 @@ def cancel_reason(run: Run, desired: DesiredState) -> str | None:
         return "removed"
     if run.machine not in spec.targets:
         return "target-removed"  # for strategy `one`, any current target is fine
-    if run.version != spec.version_for(run.machine):
+    if not spec.accepts(run.machine, run.version):
         return "changed"
     return None
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def versions_of(spec: TaskSpec, machine: str) -> tuple[str, ...]:
+    """The version hashes that count as the task's current version on `machine`."""
+    legacy = spec.legacy_versions.get(machine)
+    return (spec.version_for(machine),) + ((legacy,) if legacy else ())
+
+
+def current_run(executed: ExecutedState, spec: TaskSpec, machine: str) -> Run | None:
+    """The latest run of the task's current version on `machine`, under any of its hashes."""
+    runs = [r for v in versions_of(spec, machine)
+            if (r := executed.latest_run(spec.id, machine, v)) is not None]
+    return max(runs, key=lambda r: r.id, default=None)
 
 
 # --- dependencies (shared with dispatch) --------------------------------------------------------
@@ -328,9 +344,8 @@ def dependency_run(dep: str, machine: str, desired: DesiredState,
     if spec is None:
         return False, None  # compile rejects unknown `after` tasks; nothing to wait for
     if depends_on_machine(dep, machine, desired):
-        return True, executed.latest_run(dep, machine, spec.version_for(machine))
-    runs = [r for m in spec.targets
-            if (r := executed.latest_run(dep, m, spec.version_for(m))) is not None]
+        return True, current_run(executed, spec, machine)
+    runs = [r for m in spec.targets if (r := current_run(executed, spec, m)) is not None]
     return False, max(runs, key=lambda r: r.id, default=None)
 
 

@@ -299,7 +299,7 @@ def _check_retryable(args, store) -> None:
         raise UsageError(f"run {run.id}: task {run.task} is no longer in the inventory")
     if run.machine not in spec.versions:
         raise UsageError(f"run {run.id}: task {run.task} no longer targets {run.machine}")
-    if spec.versions[run.machine] != run.version:
+    if not spec.accepts(run.machine, run.version):
         raise UsageError(f"run {run.id} is of an older version of {run.task}; the current "
                          "version runs on its own (see `reconcile plan`)")
 

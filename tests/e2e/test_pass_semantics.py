@@ -174,3 +174,65 @@ def test_validate_json_on_a_valid_inventory_has_no_errors(project):
     project.task("t", "command: exit 0\n")
     verdict = project.run("validate", "--format", "json", code=0).json()
     assert verdict["valid"] is True and verdict["errors"] == [] and verdict["tasks"] == 1
+
+
+# --- trailing whitespace of shell text is not a change (issue 12, item 13) ----------------------
+
+def _stored_versions(project) -> list[str]:
+    with sqlite3.connect(project.state) as db:
+        return [row[0] for row in db.execute("SELECT version FROM runs ORDER BY id")]
+
+
+def _version_as_released_before(text: str, machine: str = "box", check=None) -> str:
+    """A task's version as the release before this one computed it (the shell text hashed
+    byte for byte): what existing stores hold."""
+    import hashlib
+
+    executes = {"run": text, "env": [], "check": check,
+                "target": {"machine": machine, "transport": "local"}}
+    canonical = json.dumps(executes, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def test_writing_a_command_as_a_block_or_with_trailing_blanks_reruns_nothing(project):
+    line = project.record("ran")
+    project.task("t", f"command: {line}\n")
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["ran"]
+    for body in (f"command: |\n  {line}\n", f"command: |+\n  {line}\n\n\n",
+                 f"command: '{line}   '\n"):
+        project.task("t", body)
+        assert project.run("plan", "--format", "json", code=0).json()["enqueue"] == [], body
+        project.run("--once", code=0)
+        assert project.ledger_lines() == ["ran"], body
+
+
+def test_a_check_written_as_a_block_is_the_same_version(project):
+    project.task("t", "command: exit 0\ncheck: test -d /\n")
+    project.run("--once", code=0)
+    project.task("t", "command: exit 0\ncheck: |\n  test -d /\n")
+    reasons = [e["reason"] for e in project.run("plan", "--format", "json", code=0).json()["enqueue"]]
+    assert reasons == ["drift"]  # re-checked as at every pass, not a new version
+
+
+def test_a_command_without_trailing_whitespace_keeps_the_version_it_had(project):
+    project.task("t", "command: echo same\n")
+    project.run("--once", code=0)
+    assert _stored_versions(project) == [_version_as_released_before("echo same")]
+
+
+def test_a_script_that_ran_under_the_old_version_does_not_rerun_after_the_upgrade(project):
+    script = f"{project.record('ran')}\n"
+    project.task("t", f"script: |\n  {script}")
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["ran"]
+    # The store as the release before this one left it: the run under the old hash.
+    with sqlite3.connect(project.state) as db:
+        db.execute("UPDATE runs SET version = ?", (_version_as_released_before(script),))
+    assert project.run("plan", "--format", "json", code=0).json()["enqueue"] == []
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["ran"]
+    # A real change still runs.
+    project.task("t", f"script: |\n  {project.record('changed')}\n")
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["ran", "changed"]
