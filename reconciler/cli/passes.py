@@ -34,7 +34,8 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
     secrets = wiring.secrets(args, loaded.inventory)
     sinks = build_sinks(store, loaded.inventory, desired or loaded.desired, args.redactor,
                         secrets, commit=commit, metrics=metrics)
-    transports = wiring.transports(secrets, loaded.inventory.settings, loaded.workdir)
+    transports = wiring.transports(secrets, loaded.inventory.settings, loaded.workdir,
+                                   teams=len(loaded.inventory.teams))
 
     def on_event(event: Event) -> None:
         if event.kind == "unreachable":  # one alert per machine, not per run

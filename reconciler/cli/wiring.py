@@ -133,10 +133,13 @@ def grace(args: argparse.Namespace) -> float:
         raise UsageError(f"--grace must be a duration such as 30s or 5m (got {raw!r})") from None
 
 
-def transports(secrets=None, settings=None, workdir=None) -> dict[str, Transport]:
+def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> dict[str, Transport]:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
     its first connection is opened (never earlier, never to disk); `settings` (the
-    inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`)."""
+    inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`).
+    With more than one team (`teams`), a local machine whose `user:` is the reconciler's
+    own account fails its runs unless the settings allow the shared user (compile refuses
+    the cases it can see without the host: no `user:`, `user: root`)."""
     from ..transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
 
     def resolve_key(machine):
@@ -145,6 +148,7 @@ def transports(secrets=None, settings=None, workdir=None) -> dict[str, Transport
         return secrets(machine.team, machine.key)
     keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
     count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
-    return {"local": LocalTransport(cwd=workdir),
+    shared = getattr(getattr(settings, "local_machines", None), "allow_shared_user", False)
+    return {"local": LocalTransport(cwd=workdir, own_user_allowed=teams < 2 or shared),
             "ssh": SshTransport(resolve_key=resolve_key, keepalive=keepalive,
                                 keepalive_count=count)}

@@ -77,10 +77,11 @@ class RunAs:
         return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
 
 
-def run_as(machine: Machine) -> RunAs | None:
+def run_as(machine: Machine, own_user_allowed: bool = True) -> RunAs | None:
     """The account the commands of `machine` run as: None for the reconciler's own (no
     `user:`, or `user:` is the reconciler's own user). Raises AuthFailed (never retried) for
-    an unknown user, or another user when the reconciler is not root and cannot switch."""
+    an unknown user, for another user when the reconciler is not root and cannot switch, and
+    for the reconciler's own account when that is not allowed (`own_user_allowed`)."""
     if not machine.user:
         return None
     try:
@@ -89,6 +90,13 @@ def run_as(machine: Machine) -> RunAs | None:
         raise AuthFailed(f"machine '{machine.name}': user: {machine.user}: no such user on "
                          "this host (create the account, or fix 'user:')") from None
     if entry.pw_uid == os.geteuid():
+        if not own_user_allowed:
+            raise AuthFailed(
+                f"machine '{machine.name}': user: {machine.user} is the reconciler's own "
+                "account, so its tasks would run with the reconciler's rights (its identity, "
+                "every team's vault) in an inventory of several teams; name an unprivileged "
+                "account, or an admin allows it in reconciler.yaml: "
+                "local_machines: {allow_shared_user: true}")
         return None
     if os.geteuid() != 0:
         raise AuthFailed(
@@ -146,8 +154,12 @@ class _Tail:
 class LocalTransport(Transport):
     """Runs commands as child processes of the reconciler."""
 
-    def __init__(self, markers: str | Path = ".reconciler/runs", cwd: str | Path | None = None):
+    def __init__(self, markers: str | Path = ".reconciler/runs", cwd: str | Path | None = None,
+                 own_user_allowed: bool = True):
         self.markers = Path(markers)
+        # False with several teams (unless the settings allow the shared user): a `user:`
+        # that is the reconciler's own account would give one team's tasks its rights.
+        self.own_user_allowed = own_user_allowed
         # Under git.verify: the verified commit's checkout, so that relative paths a command
         # runs (./scripts/...) are the signed ones, never the working tree's.
         self.cwd = cwd
@@ -155,7 +167,7 @@ class LocalTransport(Transport):
     def run(self, machine: Machine, command: str, env: Mapping[str, "str | Secret"],
             timeout: float, run_id: int) -> Completed:
         started = time.monotonic()
-        account = run_as(machine)
+        account = run_as(machine, self.own_user_allowed)
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
