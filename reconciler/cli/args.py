@@ -102,9 +102,10 @@ def build_parser() -> Parser:
     owners.add_argument("-o", "--output", metavar="FILE",
                         help="write it here (e.g. .github/CODEOWNERS) instead of stdout")
     _add_globals(owners, suppress=True)
-    from . import diff_cmd, init_cmd, keys_cmd
+    from . import diff_cmd, history_cmd, init_cmd, keys_cmd
 
     diff_cmd.add_parser(sub, _add_globals, _add_format)
+    history_cmd.add_parser(sub, _add_globals)
     init_cmd.add_parser(sub, _add_globals, _add_format)
     keys_cmd.add_parser(sub, _add_globals, _add_format)
     return root

@@ -424,6 +424,12 @@ def cmd_codeowners(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accept_history(args: argparse.Namespace) -> int:
+    from .history_cmd import run
+
+    return run(args)
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from .diff_cmd import run
 
@@ -437,4 +443,4 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"keys": cmd_keys, "machines": cmd_machines, "audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
-            "vault": cmd_vault, "worker": cmd_worker}
+            "vault": cmd_vault, "worker": cmd_worker, "accept-history": cmd_accept_history}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +57,10 @@ class Trust:
     anchor: str | None = None
     state_setting: str | None = None
     state_by_settings: bool = False
+    # Whether the pass loaded the commit's own tree (decided with `last`), and how to decide
+    # again when another pass moved the store's last commit meanwhile.
+    from_commit: bool = False
+    redecide: Callable[[str | None], "Trust"] | None = field(default=None, compare=False)
 
     @property
     def on(self) -> bool:
@@ -137,12 +141,16 @@ def lineage_guard(args: argparse.Namespace, store: StateStore, commit: str | Non
             return
         inventory = wiring.inventory_dir(args)
         last = store.last_commit()
-        if last != trust.last:
-            raise SourceError("another pass reconciled a commit while this one started; "
-                              "nothing ran: run again")
+        current = trust
+        if last != trust.last and trust.redecide is not None:
+            # Another pass reconciled meanwhile: judge by its commit, as if we had started now.
+            current = replace(trust.redecide(last), from_commit=trust.from_commit)
+        if current.on and not current.from_commit:
+            raise SourceError("another pass turned git.verify on while this one started "
+                              "(it read the working tree): nothing ran; run again")
         gitsource.check_lineage(inventory, last, commit)
-        if trust.on:
-            _verify(inventory, store, commit, trust, audit)
+        if current.on:
+            _verify(inventory, store, commit, current, audit)
         store.record_commit(gitsource.sha_of(commit), utc_now())
     return guard
 

@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -88,7 +89,9 @@ def prepared_pass(args: argparse.Namespace, commit: str | None
     url, state = _state_location(args, inventory, view, commit)
     last = _last_commit(url)
     trust = decide(args, view, last, head, state)
-    if not (trust.on and head is not None):
+    trust = replace(trust, from_commit=trust.on and head is not None,
+                    redecide=lambda newer: decide(args, view, newer, head, state))
+    if not trust.from_commit:
         loaded = load_audited(args, commit, url=url)
         with _opened(url) as store:
             yield loaded, store, trust

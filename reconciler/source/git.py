@@ -85,12 +85,19 @@ def check_lineage(inventory: str | Path, last: str | None, commit: str | None) -
                 raise RefusedCommit(
                     f"refusing commit {sha_of(commit)[:12]}: it does not descend from "
                     f"{last[:12]}, the last commit reconciled (history was rewritten, or this "
-                    "is a late run for an older commit); nothing from it runs",
-                    sha_of(commit)) from None
+                    "is a late run for an older commit); nothing from it runs. "
+                    + way_out(sha_of(commit), last), sha_of(commit)) from None
             raise SourceError(
                 f"refusing commit {sha_of(commit)[:12]}: cannot tell whether it descends from "
                 f"{last[:12]}, the last commit reconciled (not in this clone: fetch the full "
                 "history, e.g. `fetch-depth: 0` in CI)") from None
+
+
+def way_out(commit: str, last: str) -> str:
+    """What to do about a commit refused for its lineage (docs/operations.md)."""
+    return (f"If the new history is intended, accept it: `reconcile accept-history "
+            f"{commit[:12]} --reason TEXT` (audited; under git.verify it must be signed by an "
+            f"admin), or commit the new content on top of {last[:12]}")
 
 
 def pull(inventory: str | Path, remote: str, branch: str) -> str | None:
@@ -115,7 +122,9 @@ def pull(inventory: str | Path, remote: str, branch: str) -> str | None:
         if not repo.is_ancestor(head, target):
             raise RefusedCommit(
                 f"refusing {remote}/{branch} at {target.hexsha[:12]}: it is not a fast-forward "
-                f"of {head.hexsha[:12]} (history was rewritten); nothing from it runs",
+                f"of {head.hexsha[:12]} (history was rewritten); nothing from it runs. To "
+                "follow it, reset this checkout to it; then " + way_out(target.hexsha,
+                                                                       head.hexsha),
                 target.hexsha)
         try:
             repo.git.merge("--ff-only", target.hexsha)

@@ -61,6 +61,25 @@ def verify(inventory: str | Path, mode: str, trusted: str | None, head: str, *,
             return _Judge(repo, trees, prefix, roles_from, allowed).run(mode, trusted, head)
 
 
+def accept(inventory: str | Path, last: str, commit: str) -> Verdict:
+    """`reconcile accept-history` under verify: `commit` (which need not descend from `last`)
+    must be signed by an admin, per `last`'s roles, whose roles cover every path that differs
+    from `last` — the judgement of a head-mode pass. Raises `RefusedCommit` otherwise."""
+    with Repository(inventory) as repo:
+        trees = Trees(repo.repo.working_tree_dir)
+        prefix = "" if repo.path == "." else repo.path + "/"
+        trusted = repo.load(last).inventory
+        with _allowed_signers(trusted) as allowed:
+            judge = _Judge(repo, trees, prefix, trusted, allowed)
+            verdict = judge.signer(commit)
+            if Role.ADMIN not in verdict.roles.values():
+                raise RefusedCommit(f"refusing to accept {commit[:12]}: accepting a new line of "
+                                    f"history needs an admin's signature; {verdict.fingerprint} "
+                                    "is no admin in the last reconciled commit", commit)
+            judge.judge_whole_change("head", last, commit, [], {commit: verdict})
+            return verdict
+
+
 def _first_use(repo: Repository, head: str, anchor_key: str | None) -> Verdict:
     short = head[:12]
     if anchor_key is None:
