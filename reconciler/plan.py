@@ -164,6 +164,10 @@ def _scheduled_reason(spec: TaskSpec, machine: str, last: Run | None, ctx: _Cont
         # This slot already has its run, whatever its outcome; only a retry repeats it.
         if last.status.is_problem and _final_run_retries(spec, machine, last, ctx):
             return Reason.RETRY, last.slot
+        if last.status.is_success and spec.check:
+            # Between slots a task with a check is re-checked at every pass, as a once
+            # task is (drift detection); the run keeps the slot that already ran.
+            return Reason.DRIFT, last.slot
         return None, None
     return Reason.SCHEDULE, slot
 

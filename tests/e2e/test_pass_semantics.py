@@ -236,3 +236,27 @@ def test_a_script_that_ran_under_the_old_version_does_not_rerun_after_the_upgrad
     project.task("t", f"script: |\n  {project.record('changed')}\n")
     project.run("--once", code=0)
     assert project.ledger_lines() == ["ran", "changed"]
+
+
+# --- drift detection for scheduled tasks (issue 12, item 8) --------------------------------------
+
+def test_a_scheduled_task_with_a_check_is_rechecked_between_its_slots(project):
+    marker = project.root / "marker"
+    project.task("converge", f"schedule: '@yearly'\ncheck: test -f {marker}\n"
+                 f"command: {project.record('repaired')} && touch {marker}\n")
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["repaired"] and marker.exists()
+    # Still converged: the next pass checks again, and the check holds.
+    second = project.run("--once", "--format", "json", code=0).json()
+    assert [r["status"] for r in second["runs"]] == ["skipped"]
+    assert project.ledger_lines() == ["repaired"]
+    marker.unlink()  # drift, long before the next slot
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["repaired", "repaired"] and marker.exists()
+
+
+def test_a_scheduled_task_without_a_check_still_runs_once_per_slot(project):
+    project.task("yearly", f"schedule: '@yearly'\ncommand: {project.record('ran')}\n")
+    project.run("--once", code=0)
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["ran"]

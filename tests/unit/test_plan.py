@@ -228,9 +228,21 @@ def test_changed_scheduled_task_runs_now_even_if_the_slot_ran_with_the_old_versi
     assert pairs(plan) == [("prod/s", "m1", "changed")] and plan.enqueue[0].slot == SLOT
 
 
-def test_scheduled_check_task_follows_the_schedule_only():
+def test_scheduled_check_task_is_rechecked_between_slots_keeping_the_slot_that_ran():
+    # SPEC §1: tasks with a check are re-checked at every pass (drift detection).
     e = executed(run(1, "prod/s", status=S.SKIPPED, slot=SLOT))
+    plan = make_plan(desired(spec("prod/s", schedule=EVERY_15, check="true")), e, NOW)
+    assert pairs(plan) == [("prod/s", "m1", "drift")] and plan.enqueue[0].slot == SLOT
+
+
+def test_scheduled_check_task_whose_slot_failed_is_not_rechecked():
+    e = executed(run(1, "prod/s", status=S.FAILED, slot=SLOT))
     assert make_plan(desired(spec("prod/s", schedule=EVERY_15, check="true")), e, NOW).is_empty
+
+
+def test_scheduled_task_without_check_follows_the_schedule_only():
+    e = executed(run(1, "prod/s", status=S.SUCCEEDED, slot=SLOT))
+    assert make_plan(desired(spec("prod/s", schedule=EVERY_15)), e, NOW).is_empty
 
 
 def test_task_given_a_schedule_after_a_once_run_runs_its_due_slot():
