@@ -75,7 +75,10 @@ def compute(args: argparse.Namespace, base: RevisionInventory, head: RevisionInv
                if base.vaults.get(t) != head.vaults.get(t)}
     learn = getattr(getattr(args, "redactor", None), "add", None)
     sides = [_side(loaded, identities, changed, learn) for loaded in (base, head)]
-    return diff_sides(sides[0], sides[1], _executed(args))
+    from ..engine import utc_now
+
+    # `now`: whether a schedule change makes a slot due depends on it, as in the pass.
+    return diff_sides(sides[0], sides[1], _executed(args), now=utc_now())
 
 
 def _check_present(base: RevisionInventory, head: RevisionInventory) -> None:
@@ -96,9 +99,13 @@ def _side(loaded: RevisionInventory, identities: Sequence, changed: set[str], le
     """A `Side` for the diff; the changed vaults decrypted to value digests when possible."""
     keys: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
+    if identities:
+        from ..vault import team_vault
     for team in sorted(changed & set(loaded.vaults)) if identities else ():
         try:
             keys[team] = _digests(_decrypt(loaded.vaults[team], identities, team), learn)
+        except team_vault.VaultTeamError as exc:
+            raise VaultError(f"at {loaded.revision}: {exc}") from None  # another team's vault
         except VaultError as exc:
             errors[team] = f"at {loaded.revision}: {exc}"
     return Side(Revision(loaded.revision, loaded.commit), loaded.inventory, loaded.desired,
@@ -113,7 +120,10 @@ def _decrypt(data: bytes, identities: Sequence, team: str) -> dict[str, str]:
         plaintext = age.decrypt(data, identities)
     except age.AgeError as exc:
         raise VaultError(team_vault.explain(exc)) from None
-    return team_vault.decode(plaintext, f"vaults/{team}.age")
+    vault = team_vault.decode_vault(plaintext, f"vaults/{team}.age")
+    if vault.team is None:  # written before vaults named their team: only key names are shown
+        return vault.secrets
+    return vault.secrets_of(team, f"vaults/{team}.age")
 
 
 def _digests(secrets: Mapping[str, str], learn) -> dict[str, str]:

@@ -171,6 +171,22 @@ def _current(path: Path, args) -> dict[str, str] | None:
     return team_vault.read(path, _identities(args), display_path(path))
 
 
+def _current_to_rewrite(path: Path, args, team: Team) -> tuple[dict[str, str] | None, bool]:
+    """For a command that writes the vault: its secrets (None when it does not exist yet) and
+    whether its content already names `team`. A vault naming another team is refused; one
+    naming none (written before vaults were bound to their team) is taken, with a warning:
+    the write names it, which is how such a vault is migrated."""
+    if not path.exists():
+        return None, False
+    name = display_path(path)
+    vault = team_vault.read_vault(path, _identities(args), name)
+    if vault.team is None:
+        print(f"warning: {name} named no team; it is rewritten as the vault of team "
+              f"'{team.name}' (check that it holds {team.name}'s secrets)", file=sys.stderr)
+        return vault.secrets, False
+    return vault.secrets_of(team.name, name), True
+
+
 def _list(args) -> int:
     team, path = _team(args)
     names = sorted(_current(path, args) or {})
@@ -220,6 +236,8 @@ def _set(args) -> int:
     team, path = _team(args)
     if not team_vault.KEY_NAME.fullmatch(args.name):
         raise UsageError(f"secret name '{args.name}' must match [A-Za-z_][A-Za-z0-9_]*")
+    if args.name == team_vault.TEAM_KEY:
+        raise UsageError(f"secret name '{args.name}' is reserved: it holds the vault's team")
     value = args.value
     if value is None or value == "-":
         value = sys.stdin.read()
@@ -240,9 +258,10 @@ def _unset(args) -> int:
 
 def _save(team: Team, path: Path, args, change, what: str) -> int:
     recipients = team_vault.parse_recipients(team)
-    previous = _current(path, args)
+    previous, named = _current_to_rewrite(path, args, team)
     secrets = change(dict(previous or {}))
-    written = team_vault.write(path, secrets, recipients, previous=previous)
+    written = team_vault.write(path, secrets, recipients, previous=previous if named else None,
+                               team=team.name)
     print(f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
           file=sys.stderr)
     if written:
@@ -260,10 +279,10 @@ def _audit_write(args, team: Team, before: dict, after: dict, change: str) -> No
 def _rekey(args) -> int:
     team, path = _team(args)
     recipients = team_vault.parse_recipients(team)
-    secrets = _current(path, args)
+    secrets, _ = _current_to_rewrite(path, args, team)
     if secrets is None:
         raise UsageError(f"team '{team.name}' has no vault yet ({display_path(path)})")
-    team_vault.write(path, secrets, recipients)
+    team_vault.write(path, secrets, recipients, team=team.name)
     print(f"{display_path(path)}: re-encrypted to {len(recipients)} recipients", file=sys.stderr)
     return 0
 
@@ -271,10 +290,17 @@ def _rekey(args) -> int:
 def _edit(args) -> int:
     team, path = _team(args)
     recipients = team_vault.parse_recipients(team)
-    previous = _current(path, args) or {}
-    edited = _edit_in_private_file(team_vault.encode(previous), _editor())
-    secrets = team_vault.decode(edited, f"{display_path(path)} (edited)")
-    written = team_vault.write(path, secrets, recipients, previous=previous)
+    current, named = _current_to_rewrite(path, args, team)
+    previous = current or {}
+    edited = _edit_in_private_file(team_vault.encode(previous, team.name), _editor())
+    vault = team_vault.decode_vault(edited, f"{display_path(path)} (edited)")
+    if vault.team not in (None, team.name):
+        raise UsageError(f"{display_path(path)}: the edited vault names team '{vault.team}'; "
+                         f"the vault of team '{team.name}' must name '{team.name}' (_team); "
+                         "the vault is unchanged")
+    secrets = vault.secrets
+    written = team_vault.write(path, secrets, recipients, previous=previous if named else None,
+                               team=team.name)
     print(f"{display_path(path)}: " + ("saved" if written else "unchanged"), file=sys.stderr)
     if written:
         _audit_write(args, team, previous, secrets, "edit")

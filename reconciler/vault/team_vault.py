@@ -5,6 +5,16 @@ went wrong in one line (never with any plaintext). Writing encrypts to the team'
 its admins' and operators' `age` and `ssh` keys plus its `recipients` (viewers are not
 recipients), replaces the file atomically, and leaves an unchanged vault untouched so git
 shows no diff.
+
+A vault names its team inside the encrypted content, as the reserved first key of the mapping
+(`_team: prod`; `age -d` still shows a plain YAML mapping of strings). The file name says
+which team a vault is for, but anyone who can write `vaults/dev.age` could copy prod's
+ciphertext there, and a reconciler whose identity reads both vaults would hand prod's
+secrets to dev's tasks. So every read checks the name against the team it reads for and
+refuses another team's vault (`VaultTeamError`, naming both). A vault with no name (written
+before vaults were bound) is refused too — old ciphertext of any team stays in git history —
+until `reconcile vault rekey TEAM` (or set, unset, edit), run by someone who can decrypt it
+and checked it holds that team's secrets, writes the name in.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -24,6 +35,34 @@ from ..yamlio import MapNode, ScalarNode, parse_yaml, resolve_plain
 from . import age
 
 KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TEAM_KEY = "_team"  # reserved: the team a vault belongs to, never a secret
+
+
+class VaultTeamError(VaultError):
+    """A vault that belongs to another team, or to none (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Vault:
+    """A decrypted vault: the team its content names (None: written before vaults named
+    their team) and its secrets (without the reserved name)."""
+
+    team: str | None
+    secrets: dict[str, str]
+
+    def secrets_of(self, team: str, name: str) -> dict[str, str]:
+        """The secrets, if this vault belongs to `team`; else VaultTeamError naming both."""
+        if self.team == team:
+            return self.secrets
+        if self.team is None:
+            raise VaultTeamError(
+                f"{name}: the vault names no team (written before vaults were bound to their "
+                f"team); refusing to use it for team '{team}' (an admin of '{team}' checks that "
+                f"it holds {team}'s secrets, then runs: reconcile vault rekey {team})")
+        raise VaultTeamError(
+            f"{name}: this vault belongs to team '{self.team}' (its encrypted content says "
+            f"so), not to team '{team}': refusing to use it for '{team}' (was it copied from "
+            f"vaults/{self.team}.age?)")
 
 
 def vault_path(inventory_root: str | Path, team: str) -> Path:
@@ -53,9 +92,15 @@ def parse_recipients(team: Team) -> list[age.Recipient]:
 
 
 def decode(plaintext: bytes, name: str) -> dict[str, str]:
-    """Parse a vault's plaintext: a YAML mapping of NAME to string (empty means no secrets)."""
+    """The secrets of a vault's plaintext, without its team name (see `decode_vault`)."""
+    return decode_vault(plaintext, name).secrets
+
+
+def decode_vault(plaintext: bytes, name: str) -> Vault:
+    """Parse a vault's plaintext: a YAML mapping of NAME to string (empty means no secrets),
+    `_team` naming the team."""
     if not plaintext.strip():
-        return {}
+        return Vault(None, {})
     diags = Diagnostics()
     node = parse_yaml(plaintext, name, diags)
     if diags.errors or node is None:
@@ -71,7 +116,8 @@ def decode(plaintext: bytes, name: str) -> dict[str, str]:
         if not (isinstance(value, ScalarNode) and isinstance(value.value, str)):
             raise VaultError(f"{location}: the value of '{key}' must be a string (quote it)")
         secrets[key] = value.value
-    return secrets
+    team = secrets.pop(TEAM_KEY, None)
+    return Vault(team, secrets)
 
 
 class _LiteralDumper(yaml.SafeDumper):
@@ -91,13 +137,20 @@ def _str_representer(dumper: yaml.SafeDumper, value: str):
 _LiteralDumper.add_representer(str, _str_representer)
 
 
-def encode(secrets: Mapping[str, str]) -> bytes:
-    """Plaintext of a vault: keys sorted; every value quoted where YAML 1.1 or 1.2 could
-    retype it, so it reads back as the same string."""
+def encode(secrets: Mapping[str, str], team: str | None = None) -> bytes:
+    """Plaintext of a vault: `_team: TEAM` first (when given), then the keys sorted; every
+    value quoted where YAML 1.1 or 1.2 could retype it, so it reads back as the same string."""
+    if TEAM_KEY in secrets:
+        raise VaultError(f"secret name '{TEAM_KEY}' is reserved (it holds the vault's team)")
+    named = _dump({TEAM_KEY: team}) if team is not None else b""
     if not secrets:
-        return b"{}\n"
-    return yaml.dump(dict(sorted(secrets.items())), Dumper=_LiteralDumper,
-                     default_flow_style=False, allow_unicode=True, sort_keys=True).encode()
+        return named or b"{}\n"
+    return named + _dump(dict(sorted(secrets.items())))
+
+
+def _dump(mapping: Mapping[str, str]) -> bytes:
+    return yaml.dump(dict(mapping), Dumper=_LiteralDumper, default_flow_style=False,
+                     allow_unicode=True, sort_keys=True).encode()
 
 
 def decrypt_file(path: Path, identities: Sequence[age.Identity], display: str | None = None) -> bytes:
@@ -125,19 +178,34 @@ def explain(exc: "age.AgeError") -> str:
     return f"corrupt or tampered vault ({exc})"
 
 
-def read(path: Path, identities: Sequence[age.Identity], display: str | None = None) -> dict[str, str]:
-    """The secrets of one vault file."""
+def read_vault(path: Path, identities: Sequence[age.Identity],
+               display: str | None = None) -> Vault:
+    """One vault file decrypted, whichever team it names (check it with `Vault.secrets_of`)."""
     name = display or str(path)
-    return decode(decrypt_file(path, identities, name), name + " (decrypted)")
+    return decode_vault(decrypt_file(path, identities, name), name + " (decrypted)")
+
+
+def read(path: Path, identities: Sequence[age.Identity], display: str | None = None, *,
+         team: str | None = None) -> dict[str, str]:
+    """The secrets of one vault file, which must name `team` (by default the one its file
+    name says: `vaults/<team>.age`); VaultTeamError otherwise."""
+    name = display or str(path)
+    return read_vault(path, identities, name).secrets_of(team or team_of(path), name)
+
+
+def team_of(path: Path) -> str:
+    """The team a vault file is for, by its name."""
+    return Path(path).name.removesuffix(".age")
 
 
 def write(path: Path, secrets: Mapping[str, str], recipients: Sequence[age.Recipient], *,
-          previous: Mapping[str, str] | None = None) -> bool:
-    """Encrypt `secrets` to `recipients` into `path`, atomically. Returns False (and writes
-    nothing) when `previous` — what the file held — is equal: no needless git diff."""
+          previous: Mapping[str, str] | None = None, team: str | None = None) -> bool:
+    """Encrypt `secrets` to `recipients` into `path`, atomically, naming `team` (by default
+    the one the file name says) inside. Returns False (and writes nothing) when `previous` —
+    what the file held, under this team's name — is equal: no needless git diff."""
     if previous is not None and dict(previous) == dict(secrets):
         return False
-    data = age.encrypt(encode(secrets), recipients, armor=True)
+    data = age.encrypt(encode(secrets, team or team_of(path)), recipients, armor=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

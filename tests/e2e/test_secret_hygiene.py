@@ -198,3 +198,110 @@ def test_a_vault_held_alert_url_never_reaches_stderr_even_from_library_debug_log
             assert piece not in result.err and piece not in result.out
     finally:
         receiver.close()
+
+
+# --- a vault is bound to its team: item 8 --------------------------------------------------------
+
+PROD_PASSWORD = "prod-DB-pa55word-0042"
+
+
+@pytest.fixture
+def two_teams(project):
+    """Teams prod and dev, each vault encrypted to its admin and to the reconciler's identity
+    (which therefore reads both), each holding its own DB_PASSWORD."""
+    host_key, host = _keygen(project, "reconciler")
+    prod_key, prod = _keygen(project, "alice")
+    dev_key, dev = _keygen(project, "dave")
+    for team, admin, public in (("prod", "alice", prod), ("dev", "dave", dev)):
+        project.write(f"teams/{team}.yaml", f"name: {team}\nrecipients: [{host}]\nmembers:\n"
+                      f"  - {{name: {admin}, role: admin, age: {public}}}\n")
+        project.write(f"machines/{team}-box.yaml",
+                      f"name: {team}-box\nteam: {team}\ntransport: local\n")
+    (project.inventory / "teams" / "ops.yaml").unlink()
+    (project.inventory / "machines" / "box.yaml").unlink()
+    # Both machines are local and run as the reconciler's user: allowed for this test only
+    # (the vault check under test must hold even so).
+    project.write("reconciler.yaml", "local_machines: {allow_shared_user: true}\n")
+    project.host_key, project.dev_key = host_key, dev_key
+    project.run("vault", "set", "prod", "DB_PASSWORD", "-", "--identity", str(prod_key),
+                code=0, input=PROD_PASSWORD + "\n")
+    project.run("vault", "set", "dev", "DB_PASSWORD", "-", "--identity", str(dev_key),
+                code=0, input="dev-password-1\n")
+    return project
+
+
+def test_a_prod_vault_copied_over_the_dev_vault_gives_a_dev_task_nothing(two_teams):
+    p = two_teams
+    vaults = p.inventory / "vaults"
+    (vaults / "dev.age").write_bytes((vaults / "prod.age").read_bytes())
+    seen = p.root / "seen"
+    p.write("tasks/dev/leak.yaml", "name: leak\nmachines: [dev-box]\n"
+            "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
+            f'command: printf %s "$DB_PASSWORD" > "{seen}"\n')
+    result = p.run("--once", "--format", "json", "--identity", str(p.host_key), code=1)
+    assert not seen.exists()
+    [run] = result.json()["runs"]
+    assert run["status"] == "failed"
+    assert "team 'prod'" in run["error"] and "team 'dev'" in run["error"]
+    for command in (["vault", "get", "dev", "DB_PASSWORD"], ["vault", "list", "dev"]):
+        refused = p.run(*command, "--identity", str(p.host_key), code=2)
+        assert PROD_PASSWORD not in refused.out + refused.err
+        assert "'prod'" in refused.err and "'dev'" in refused.err
+    # and nobody can stamp prod's secrets as dev's by rewriting it
+    p.run("vault", "rekey", "dev", "--identity", str(p.host_key), code=2)
+    p.run("vault", "set", "dev", "X", "y", "--identity", str(p.host_key), code=2)
+
+
+def test_the_team_name_is_inside_the_standard_age_file_and_hidden_from_vault_list(two_teams):
+    import subprocess
+
+    from tests.support.integration import require_binary
+
+    p = two_teams
+    plain = subprocess.run([require_binary("age"), "-d", "-i", str(p.host_key),
+                            str(p.inventory / "vaults" / "prod.age")], capture_output=True,
+                           text=True, check=True).stdout
+    assert plain.splitlines()[0] == "_team: prod"
+    assert p.run("vault", "list", "prod", "--identity", str(p.host_key), code=0).out \
+        == "DB_PASSWORD\n"
+    refused = p.run("vault", "set", "prod", "_team", "dev", "--identity", str(p.host_key), code=2)
+    assert "reserved" in refused.err
+
+
+def test_a_vault_written_before_vaults_named_their_team_is_refused_until_rekeyed(two_teams):
+    import subprocess
+
+    from tests.support.integration import require_binary
+
+    p = two_teams
+    legacy = p.inventory / "vaults" / "dev.age"
+    public = p.run("vault", "list", "dev", "--identity", str(p.host_key), code=0)  # named: ok
+    host_public = (p.root / "reconciler.key").read_text().split("public key: ")[1].split()[0]
+    subprocess.run([require_binary("age"), "-a", "-r", host_public, "-o", str(legacy)],
+                   input="DB_PASSWORD: old-dev-password\n", text=True, check=True)
+    refused = p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key), code=2)
+    assert "names no team" in refused.err and "reconcile vault rekey dev" in refused.err
+    p.run("vault", "rekey", "dev", "--identity", str(p.host_key), code=0)
+    assert p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key),
+                 code=0).out == "old-dev-password\n"
+    del public
+
+
+def test_diff_of_a_commit_that_copies_the_prod_vault_over_the_dev_vault_is_refused(two_teams):
+    import subprocess
+
+    p = two_teams
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                       cwd=p.root, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("add", "inventory")
+    git("commit", "-q", "-m", "base")
+    vaults = p.inventory / "vaults"
+    (vaults / "dev.age").write_bytes((vaults / "prod.age").read_bytes())
+    git("commit", "-q", "-am", "copy")
+    result = p.run("diff", "HEAD~1", "HEAD", "--identity", str(p.host_key), code=2)
+    assert "team 'prod'" in result.err and "team 'dev'" in result.err
+    assert PROD_PASSWORD not in result.out + result.err
