@@ -5,11 +5,13 @@ and optionally the digests of the decrypted vault values) and an optional execut
 in, a `Diff` comes out. No git, no files, no clock: `source.revision` reads the revisions,
 `cli.diff_cmd` decrypts the vaults, `diff_views` renders the value.
 
-What re-runs is decided by the planner itself: the HEAD desired state is planned against an
-executed state in which every BASE version succeeded on every BASE target. The runs enqueued
-as `new`, `changed` or `new-target` are exactly the runs merging the change would cause, in
-the order a pass would start them (priority, then `after` order). Schedule and drift runs
-would happen with or without the change, so they are not listed.
+What re-runs is decided by the planner itself: the HEAD desired state is planned, at `now`,
+against an executed state in which every BASE version succeeded on every BASE target (a
+scheduled task at its latest BASE slot due by then). The runs enqueued as `new`, `changed`,
+`new-target` or `schedule` are exactly the runs a pass would start once the change is merged,
+in the order it would start them (priority, then `after` order): `schedule` when the change
+makes a slot due that BASE had not (a schedule added to a task that already ran, `@daily` made
+`@hourly`). Drift re-checks happen at every pass with or without the change: not listed.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any, Callable, Mapping
 
 from .model import DesiredState, Inventory, Member, Task, TaskSpec, Team
 from .plan import current_run, make_plan
+from .schedule import latest_slot, slot_key
 from .state import ExecutedState, Reason, Run, RunStatus
 
-# The planner needs a `now`; only schedule slots and deny windows depend on it, and neither
-# decides whether a change re-runs. A constant keeps the diff a function of its inputs.
+# The default `now` of a diff (tests); `reconcile diff` passes the real time, since whether a
+# schedule change makes a slot due depends on it, as it does for the pass itself.
 _PLANNING_NOW = datetime(2000, 1, 1, tzinfo=timezone.utc)
-_RERUN_REASONS = frozenset({Reason.NEW, Reason.CHANGED, Reason.NEW_TARGET})
+_RERUN_REASONS = frozenset({Reason.NEW, Reason.CHANGED, Reason.NEW_TARGET, Reason.SCHEDULE})
 # Fields whose change makes a new version by itself (SPEC §1); see `_task_fields`.
 _EXECUTES = frozenset({"command", "script", "env", "check", "strategy"})
 
@@ -92,7 +95,7 @@ class Rerun:
     task: str
     machine: str
     priority: int
-    reason: str  # new | changed | new-target
+    reason: str  # new | changed | new-target | schedule
 
 
 @dataclass(frozen=True)
@@ -209,10 +212,11 @@ def _group(items) -> dict:
 # --------------------------------------------------------------------------- computing it
 
 
-def diff_sides(base: Side, head: Side, executed: ExecutedState | None = None) -> Diff:
-    """The `Diff` from `base` to `head`; with `executed`, also what already ran (`ran`)."""
+def diff_sides(base: Side, head: Side, executed: ExecutedState | None = None,
+               now: datetime = _PLANNING_NOW) -> Diff:
+    """The `Diff` from `base` to `head` at `now`; with `executed`, also what already ran."""
     tasks = _task_diff(base, head)
-    runs = planned_reruns(base.desired, head.desired)
+    runs = planned_reruns(base.desired, head.desired, now)
     rerunning = {r.task for r in runs}
     tasks = TaskDiff(tasks.added, tasks.removed, tuple(
         replace(c, reruns=c.task in rerunning) for c in tasks.changed))
@@ -227,25 +231,29 @@ def diff_sides(base: Side, head: Side, executed: ExecutedState | None = None) ->
     )
 
 
-def planned_reruns(base: DesiredState, head: DesiredState) -> tuple[Rerun, ...]:
-    """The runs a pass at HEAD would start after a pass at BASE succeeded everywhere, in
-    the order it would start them (the planner's own order)."""
-    executed = ExecutedState.of(_succeeded_everywhere(base))
-    plan = make_plan(head, executed, _PLANNING_NOW)
+def planned_reruns(base: DesiredState, head: DesiredState,
+                   now: datetime = _PLANNING_NOW) -> tuple[Rerun, ...]:
+    """The runs a pass at HEAD would start at `now` after a pass at BASE succeeded
+    everywhere, in the order it would start them (the planner's own order)."""
+    executed = ExecutedState.of(_succeeded_everywhere(base, now))
+    plan = make_plan(head, executed, now)
     wanted = [e for e in plan.enqueue if e.reason in _RERUN_REASONS]
     return tuple(Rerun(i, e.task, e.machine, e.priority, e.reason.value)
                  for i, e in enumerate(wanted, 1))
 
 
-def _succeeded_everywhere(desired: DesiredState) -> list[Run]:
-    """One succeeded run of every task's version on every one of its targets."""
+def _succeeded_everywhere(desired: DesiredState, now: datetime) -> list[Run]:
+    """One succeeded run of every task's version on every one of its targets; a scheduled
+    task's run is of its latest slot due at `now` (none due: a run without a slot)."""
     runs: list[Run] = []
     for task_id in sorted(desired.tasks):
         spec = desired.tasks[task_id]
+        fire = latest_slot(spec.schedule, now) if spec.schedule else None
         for machine in spec.targets:
             runs.append(Run(id=len(runs) + 1, task=task_id, machine=machine,
                             version=spec.version_for(machine), priority=spec.priority,
-                            status=RunStatus.SUCCEEDED))
+                            status=RunStatus.SUCCEEDED,
+                            slot=slot_key(fire) if fire is not None else None))
     return runs
 
 

@@ -260,3 +260,57 @@ def test_a_scheduled_task_without_a_check_still_runs_once_per_slot(project):
     project.run("--once", code=0)
     project.run("--once", code=0)
     assert project.ledger_lines() == ["ran"]
+
+
+# --- diff says what the next pass starts (issue 12, item 4) ---------------------------------------
+
+def _git(project, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid",
+                           "-c", "commit.gpgsign=false", *args], cwd=project.root, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def _commit(project, message: str) -> None:
+    _git(project, "add", "-A", "inventory")
+    _git(project, "commit", "-q", "-m", message)
+
+
+@pytest.mark.parametrize("before, after", [
+    (None, "@yearly"),                 # a schedule added to a task that already succeeded
+    ("0 0 1 1 *", "* * * * *"),        # a rarer schedule made frequent: a new slot is due now
+])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_diff_reports_the_runs_a_schedule_change_makes_the_next_pass_start(
+        project, before, after, with_state):
+    _git(project, "init", "-q")
+    line = project.record("ran")
+    project.task("t", f"command: {line}\n" + (f"schedule: '{before}'\n" if before else ""))
+    _commit(project, "base")
+    project.run("--once", code=0)
+    project.task("t", f"command: {line}\nschedule: '{after}'\n")
+    _commit(project, "head")
+    state = ("--state", str(project.state)) if with_state else ()
+    diff = project.run("diff", "HEAD~1", "HEAD", "--format", "json", *state, code=0).json()
+    [change] = diff["tasks"]["changed"]
+    assert change["fields"] == ["schedule"]
+    planned = project.run("plan", "--format", "json", code=0).json()["enqueue"]
+    project.run("--once", code=0)
+    started = len(project.ledger_lines()) - 1
+    assert started == 1 and [e["reason"] for e in planned] == ["schedule"]
+    assert change["reruns"] is True, diff
+    text = project.run("diff", "HEAD~1", "HEAD", *state, code=0).out
+    assert "no re-run" not in text, text
+
+
+def test_diff_of_a_schedule_change_that_makes_no_slot_due_says_no_rerun(project):
+    _git(project, "init", "-q")
+    project.task("t", f"command: {project.record('ran')}\nschedule: '@yearly'\n")
+    _commit(project, "base")
+    project.run("--once", code=0)
+    project.task("t", f"command: {project.record('ran')}\nschedule: '0 0 1 jan *'\n")
+    _commit(project, "head")
+    diff = project.run("diff", "HEAD~1", "HEAD", "--format", "json", code=0).json()
+    assert diff["tasks"]["changed"][0]["reruns"] is False
+    assert project.run("plan", "--format", "json", code=0).json()["enqueue"] == []

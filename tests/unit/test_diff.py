@@ -128,13 +128,32 @@ def test_identical_revisions_have_an_empty_diff():
     assert "no changes" in diff_text(diff) and "no changes" in diff_markdown(diff)
 
 
-def test_priority_description_timeout_retry_and_schedule_changes_do_not_rerun():
-    head = _task(priority=1, description="now", timeout=60, schedule="0 3 * * *")
+def test_priority_description_timeout_and_retry_changes_do_not_rerun():
+    head = _task(priority=1, description="now", timeout=60)
     diff = _diff([_task()], [head])
     change, = diff.tasks.changed
-    assert change.fields == ("priority", "schedule", "timeout", "description")
+    assert change.fields == ("priority", "timeout", "description")
     assert change.reruns is False and diff.runs == ()
     assert (change.previous_priority, change.priority) == (3, 1)
+
+
+def test_a_schedule_added_to_a_task_that_ran_reruns_its_due_slot_as_the_pass_would():
+    diff = _diff([_task()], [_task(schedule="0 3 * * *")])
+    change, = diff.tasks.changed
+    assert change.fields == ("schedule",) and change.reruns
+    assert [(r.task, r.reason) for r in diff.runs] == [("ops/t", "schedule")]
+
+
+def test_a_schedule_change_reruns_only_when_it_makes_a_new_slot_due():
+    from datetime import datetime, timezone
+
+    from reconciler.diff import diff_sides
+
+    base, head = [_task(schedule="@daily")], [_task(schedule="@hourly")]
+    at = lambda h, m: datetime(2026, 12, 6, h, m, tzinfo=timezone.utc)  # noqa: E731
+    sides = [_side(base), _side(head, label="head")]
+    assert diff_sides(*sides, now=at(5, 30)).runs[0].reason == "schedule"
+    assert diff_sides(*sides, now=at(0, 30)).runs == ()  # the daily slot is the hourly one
 
 
 def test_command_change_reruns_on_every_target_at_its_priority():
