@@ -91,7 +91,8 @@ class Trees:
 
     def touching(self, commit: str, paths: list[str]) -> list[str]:
         """Commits reachable from `commit` (newest first) that changed one of `paths`."""
-        out = self._git("log", "--format=%H", commit, "--", *paths).decode()
+        # --full-history: a side branch that set and then reverted a setting still counts.
+        out = self._git("log", "--full-history", "--format=%H", commit, "--", *paths).decode()
         return out.split()
 
 
