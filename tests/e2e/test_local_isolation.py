@@ -70,7 +70,7 @@ def test_local_task_finds_no_identity_in_the_reconcilers_proc_entries(isolated, 
     assert str(p.key) not in seen and "reconciler.key" not in seen
 
 
-def test_identity_given_after_the_subcommand_or_with_equals_is_hidden_too(isolated):
+def test_identity_given_with_equals_or_among_other_options_is_hidden_too(isolated):
     p = isolated
     dump = p.root / "dump.txt"
     p.task("snoop", f"command: cat /proc/$PPID/cmdline /proc/$PPID/environ > {dump}\n")
