@@ -322,6 +322,35 @@ def current_run(executed: ExecutedState, spec: TaskSpec, machine: str) -> Run | 
     return max(runs, key=lambda r: r.id, default=None)
 
 
+# --- `queue retry` ----------------------------------------------------------------------------
+
+
+def retry_target(run: Run, spec: TaskSpec, executed: ExecutedState) -> tuple[Run | None, str]:
+    """Which run `queue retry RUN` must flag so that the next pass really runs the task again
+    on `run`'s machine, as (run to flag, why), or (None, why not).
+
+    The planner looks only at the latest run of a (task, machine, version): flagging an
+    older one would promise a run that never happens. So a retry of an older run moves to
+    the latest one when that one did not succeed either (a once run whose retry failed too,
+    a later slot that failed), and is refused when a later run succeeded or is queued.
+    """
+    latest = current_run(executed, spec, run.machine)
+    if latest is None or latest.id == run.id:
+        return run, ""
+    where = f"{spec.id} on {run.machine}"
+    if latest.status.is_active:
+        return None, (f"run {latest.id} of the same version of {where} is already "
+                      f"{latest.status.value}: that run is the one that runs")
+    if latest.status.is_success:
+        slot = f" (slot {latest.slot})" if latest.slot and latest.slot != run.slot else ""
+        return None, (f"a later run of the same version of {where}, run {latest.id}{slot}, "
+                      f"{latest.status.value}: there is nothing left to retry")
+    if latest.status is RunStatus.CANCELLED:
+        return run, ""  # the next pass enqueues the cancelled run's work again anyway
+    return latest, (f"run {run.id} was followed by run {latest.id} of the same version, which "
+                    f"{latest.status.value} too: retrying run {latest.id}")
+
+
 # --- dependencies (shared with dispatch) --------------------------------------------------------
 
 

@@ -286,14 +286,17 @@ def _queue_show(args, store) -> int:
     return 0
 
 
-def _check_retryable(args, store) -> None:
+def _check_retryable(args, store) -> tuple[int, str]:
     """`queue retry` only for a run the next pass can run again: its task is still in the
-    inventory, targets its machine, and the run is of the task's current version."""
+    inventory, targets its machine, and the run is of the task's current version. Returns
+    the run to flag (the latest of its version there, see `plan.retry_target`) and a note;
+    raises `UsageError` (exit 2) saying why when the retry would not happen."""
     from ..errors import UsageError
+    from ..plan import retry_target
 
     run = store.get_run(args.run)
-    if run is None:
-        return  # the store's own error names the missing run
+    if run is None or run.status not in (RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN):
+        return args.run, ""  # the store's own error names the missing or unretryable run
     spec = wiring.load(args).desired.tasks.get(run.task)
     if spec is None:
         raise UsageError(f"run {run.id}: task {run.task} is no longer in the inventory")
@@ -302,14 +305,21 @@ def _check_retryable(args, store) -> None:
     if not spec.accepts(run.machine, run.version):
         raise UsageError(f"run {run.id} is of an older version of {run.task}; the current "
                          "version runs on its own (see `reconcile plan`)")
+    target, why = retry_target(run, spec, store.snapshot())
+    if target is None:
+        raise UsageError(f"run {run.id} will not run again: {why}")
+    return target.id, why
 
 
 def _queue_change(verb: str):
     def change(args, store) -> int:
+        run_id, note = args.run, ""
         if verb == "retry":
-            _check_retryable(args, store)
+            run_id, note = _check_retryable(args, store)
         method = store.cancel_run if verb == "cancel" else store.request_retry
-        run = method(args.run, utc_now())
+        run = method(run_id, utc_now())
+        if note:
+            print(note, file=sys.stderr)
         audit_queue_change(store, verb, run, redact=args.redactor)
         if wiring.output_format(args) == "json":
             print(views.to_json(views.run_json(run)))

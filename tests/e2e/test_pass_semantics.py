@@ -314,3 +314,55 @@ def test_diff_of_a_schedule_change_that_makes_no_slot_due_says_no_rerun(project)
     diff = project.run("diff", "HEAD~1", "HEAD", "--format", "json", code=0).json()
     assert diff["tasks"]["changed"][0]["reruns"] is False
     assert project.run("plan", "--format", "json", code=0).json()["enqueue"] == []
+
+
+# --- queue retry keeps its word (issue 12, item 5) -------------------------------------------------
+
+def _runs(project) -> list[dict]:
+    return sorted(project.run("queue", "list", "--format", "json", code=0).json(),
+                  key=lambda r: r["id"])
+
+
+def test_retrying_a_failed_once_run_whose_retry_also_failed_really_runs_again(project):
+    project.task("t", f"command: {project.record('try')}; exit 1\n")
+    project.run("--once", code=1)
+    first = _runs(project)[0]["id"]
+    project.run("queue", "retry", str(first), code=0)
+    project.run("--once", code=1)  # the retry fails as well
+    assert project.ledger_lines() == ["try", "try"]
+    result = project.run("queue", "retry", str(first), code=0)  # the older of the two
+    assert "retrying run" in result.err, result.err
+    project.run("--once", code=1)
+    assert project.ledger_lines() == ["try", "try", "try"]
+
+
+def _scheduled_run_moved_to_last_year(project, status_after: str):
+    """A @yearly task whose run failed in last year's slot, then ran this year's."""
+    ok = project.root / "ok"
+    project.task("t", f"schedule: '@yearly'\ncommand: {project.record('try')}; test -f {ok}\n")
+    project.run("--once", code=1)
+    with sqlite3.connect(project.state) as db:  # the failure was last year's slot
+        db.execute("UPDATE runs SET slot = '2025-01-01T00:00:00Z'")
+    if status_after == "succeeded":
+        ok.touch()
+    project.run("--once", code=0 if status_after == "succeeded" else 1)
+    runs = _runs(project)
+    assert [r["status"] for r in runs] == ["failed", status_after]
+    return runs[0]["id"]
+
+
+def test_retrying_a_failed_run_of_an_older_slot_after_a_later_slot_succeeded_is_refused(project):
+    old = _scheduled_run_moved_to_last_year(project, "succeeded")
+    result = project.run("queue", "retry", str(old), code=2)
+    assert f"run {old} will not run again" in result.err and "succeeded" in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert [r["status"] for r in _runs(project)] == ["failed", "succeeded"]  # nothing flagged
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["try", "try"]
+
+
+def test_retrying_a_failed_run_of_an_older_slot_after_a_later_slot_failed_really_runs(project):
+    old = _scheduled_run_moved_to_last_year(project, "failed")
+    project.run("queue", "retry", str(old), code=0)
+    project.run("--once", code=1)
+    assert project.ledger_lines() == ["try", "try", "try"]

@@ -369,3 +369,29 @@ def test_a_schedule_with_no_due_slot_plans_nothing_for_its_task_and_the_rest_as_
 def test_a_deny_window_that_cannot_be_evaluated_does_not_stop_the_plan(deny):
     plan = make_plan(desired(spec("prod/a"), team_windows=[Window(deny, 3600)]), executed(), NOW)
     assert pairs(plan) == [("prod/a", "m1", "new")]
+
+
+# --- queue retry: which run to flag -----------------------------------------------------------
+
+def test_retry_of_the_latest_failed_run_flags_it():
+    from reconciler.plan import retry_target
+
+    failed = run(1, "prod/a", status=S.FAILED)
+    assert retry_target(failed, spec("prod/a"), executed(failed)) == (failed, "")
+
+
+def test_retry_of_an_older_failed_run_moves_to_the_latest_that_failed_too():
+    from reconciler.plan import retry_target
+
+    old, new = run(1, "prod/a", status=S.FAILED), run(2, "prod/a", status=S.FAILED)
+    target, why = retry_target(old, spec("prod/a"), executed(old, new))
+    assert target == new and "retrying run 2" in why
+
+
+@pytest.mark.parametrize("status", [S.SUCCEEDED, S.SKIPPED, S.PENDING, S.RUNNING])
+def test_retry_of_an_older_run_after_a_later_one_succeeded_or_is_queued_is_refused(status):
+    from reconciler.plan import retry_target
+
+    old, new = run(1, "prod/a", status=S.FAILED), run(2, "prod/a", status=status)
+    target, why = retry_target(old, spec("prod/a"), executed(old, new))
+    assert target is None and "run 2" in why
