@@ -339,3 +339,44 @@ def test_diff_of_a_tree_with_a_dotdot_entry_is_a_located_error(repo):
     assert result.code == 2, result.err
     assert f"{commit}:inventory/teams2/.." in result.err and "Traceback" not in result.err
     assert not (repo.work / "inventory" / "teams2").exists()
+
+
+# ------------------------------------------------------------------ the daemon judges alike
+
+
+def test_daemon_refuses_an_unsigned_push_that_turns_verify_off_and_ignores_local_files(tmp_path):
+    import signal
+    import sys
+
+    from tests.support.cli import clean_environment
+    from tests.support.waiting import wait_until
+
+    repo = TrustRepo(tmp_path)
+    repo.settings(extra="poll_interval: 1s\n")
+    repo.commit("alice", "initial")
+    remote, daemon_dir = tmp_path / "remote.git", tmp_path / "daemon"
+    repo.git("init", "-q", "--bare", "-b", "main", str(remote))
+    repo.git("remote", "add", "origin", str(remote))
+    repo.git("push", "-q", "origin", "main")
+    repo.git("clone", "-q", str(remote), str(daemon_dir))
+    # Someone with a shell on the host drops an ignored task file into the daemon's checkout.
+    (daemon_dir / ".git" / "info" / "exclude").write_text("inventory/tasks/prod/local.yaml\n")
+    (daemon_dir / "inventory/tasks/prod/local.yaml").write_text(
+        f"name: local\nmachines: [box]\ncommand: touch {repo.marker('local')}\n")
+    log = tmp_path / "daemon.log"
+    env = clean_environment({"RECONCILE_TRUST_ANCHOR": repo.fingerprint("alice"),
+                             "RECONCILE_STATE": f"sqlite:///{tmp_path / 'state.db'}"})
+    daemon = subprocess.Popen([sys.executable, "-m", "reconciler"], cwd=daemon_dir, env=env,
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        wait_until(lambda: repo.marker("hello").exists(), timeout=60, message="task hello")
+        repo.settings(verify="none", extra="poll_interval: 1s\n")
+        repo.task("prod", "evil")
+        repo.commit(None, "verify off, unsigned")
+        repo.git("push", "-q", "origin", "main")
+        wait_until(lambda: "is not signed" in log.read_text(), timeout=60,
+                   message="the refusal of the unsigned commit")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    assert not repo.marker("evil").exists() and not repo.marker("local").exists()
