@@ -104,6 +104,13 @@ def signature_valid(checkpoint: Checkpoint) -> bool:
     return True
 
 
+def vouches_for(checkpoint: Checkpoint, seq: int, head: str, trusted: Mapping[str, str]) -> bool:
+    """Whether `checkpoint` is a valid signature, by a key in `trusted`, over entry `seq`
+    having hash `head`: how a prune anchor (the last entry a prune removed) is authenticated."""
+    return (checkpoint.count == seq and checkpoint.head == head
+            and checkpoint.public_key in trusted and signature_valid(checkpoint))
+
+
 # --- keys -----------------------------------------------------------------------------------------
 
 
@@ -251,6 +258,6 @@ def read_checkpoint(path: str | Path) -> tuple[Checkpoint, list[dict[str, Any]]]
     return checkpoint, entries
 
 
-__all__ = ["Checkpoint", "KEY_FILE", "SigningKey", "create_key_file", "derive_from_identity",
+__all__ = ["Checkpoint", "KEY_FILE", "vouches_for", "SigningKey", "create_key_file", "derive_from_identity",
            "load_key_file", "open_text", "public_text", "read_checkpoint", "sign",
            "signature_valid", "signing_key", "trusted"]

@@ -18,11 +18,12 @@ import json
 import os
 import sys
 from datetime import datetime, timedelta, timezone
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..audit import checkpoint as cp
-from ..audit.chain import AuditEntry, Verdict, verify
+from ..audit.chain import Anchor, AuditEntry, Verdict, verify
 from ..audit.writer import AuditWriter, timestamp
 from ..durations import parse_duration
 from ..errors import InputError, UsageError
@@ -94,9 +95,42 @@ def key_path(args: argparse.Namespace, state_url: str) -> Path:
         return Path(".reconciler") / cp.KEY_FILE
 
 
-def check_chain(store: StateStore) -> Verdict:
-    """The verdict on the whole stored chain, from its anchor."""
-    return verify(store.iter_audit(), store.audit_anchor())
+ANCHOR_ACTION = "audit.anchor"  # the entry a prune writes: its anchor, signed
+
+
+def check_chain(store: StateStore, trusted: Mapping[str, str] | None = None) -> Verdict:
+    """The verdict on the whole stored chain, from its anchor. With `trusted` keys, an anchor
+    must also be vouched for by a signed `audit.anchor` entry of the chain (see
+    `anchor_problem`); without, only the links are checked."""
+    anchor = store.audit_anchor()
+    verdict = verify(store.iter_audit(), anchor)
+    if verdict.ok and anchor is not None and trusted is not None:
+        problem = anchor_problem(store, anchor, trusted)
+        if problem is not None:
+            return replace(verdict, problem=problem, bad_seq=anchor.seq)
+    return verdict
+
+
+def anchor_problem(store: StateStore, anchor: Anchor, trusted: Mapping[str, str]) -> str | None:
+    """Why the prune anchor cannot be trusted, or None. Anyone who can write the store can
+    delete the first entries and anchor the rest at the first one left, and the hash chain
+    alone cannot tell; only `queue prune --archive` holds the key that signs, in an
+    `audit.anchor` entry written before it deletes anything, the (seq, hash) it anchors at."""
+    if not trusted:
+        return (f"the prune anchor (entry {anchor.seq}) cannot be authenticated: no key to "
+                "check its signature with (configure the identity it was derived from, keep "
+                "the audit key file, or pass --public-key)")
+    for entry in store.iter_audit():
+        if entry.action != ANCHOR_ACTION:
+            continue
+        try:
+            signed = cp.Checkpoint.from_json(entry.detail.get("anchor") or {})
+        except (KeyError, TypeError, ValueError):
+            continue
+        if cp.vouches_for(signed, anchor.seq, anchor.hash, trusted):
+            return None
+    return (f"the prune anchor (entry {anchor.seq}) is not signed by a trusted key: the "
+            f"entries up to {anchor.seq} were removed outside `reconcile queue prune`")
 
 
 # --- verify --------------------------------------------------------------------------------------------
@@ -108,18 +142,18 @@ def _verify(args: argparse.Namespace, fmt: str) -> int:
     checkpoint = entries = None
     if args.checkpoint:
         checkpoint, entries = cp.read_checkpoint(args.checkpoint)
+    trusted = cp.trusted(load_identities(getattr(args, "identity", None)),
+                         key_path(args, url), args.public_key)
     store = wiring.store(args, inventory, read_only=True)
     if store is None:
         verdict, anchor = Verdict(0, "0" * 64), None
     else:
         try:
-            verdict, anchor = check_chain(store), store.audit_anchor()
+            verdict, anchor = check_chain(store, trusted), store.audit_anchor()
         finally:
             store.close()
     problems = [] if verdict.ok else [verdict.problem]
     if checkpoint is not None and verdict.ok:
-        trusted = cp.trusted(load_identities(getattr(args, "identity", None)),
-                             key_path(args, url), args.public_key)
         problems += checkpoint_problems(checkpoint, entries or [], verdict, anchor, trusted)
     report = {"ok": not problems, "entries": verdict.count, "head": verdict.head,
               "bad_entry": verdict.bad_seq, "problems": problems,
@@ -157,17 +191,26 @@ def checkpoint_problems(checkpoint: cp.Checkpoint, exported: list[dict[str, Any]
                             f"{checkpoint.at} (the log was rolled back or rewritten)")
     elif anchor is not None and anchor.seq == checkpoint.count and anchor.hash != checkpoint.head:
         problems.append(f"the prune anchor (entry {anchor.seq}) differs from the checkpoint")
-    problems += _exported_problems(exported, verdict)
+    elif anchor is None or checkpoint.count > anchor.seq:
+        # Neither kept nor pruned: the entry the checkpoint names is simply gone.
+        problems.append(f"audit entry {checkpoint.count} of the checkpoint of {checkpoint.at} "
+                        "is missing from the log, and no prune anchor covers it")
+    # else: a checkpoint older than an (authenticated) anchor: its entry was archived.
+    problems += _exported_problems(exported, verdict, anchor)
     return problems
 
 
-def _exported_problems(exported: Iterable[dict[str, Any]], verdict: Verdict) -> list[str]:
-    """Entries of an export that the log still holds must be the same entries."""
+def _exported_problems(exported: Iterable[dict[str, Any]], verdict: Verdict,
+                       anchor: Anchor | None = None) -> list[str]:
+    """Entries of an export that the log still holds must be the same entries, and so must
+    the one the prune anchor stands for."""
     for data in exported:
         try:
             entry = AuditEntry.from_json(data)
         except (KeyError, TypeError, ValueError):
             return ["the checkpoint file holds a malformed audit line"]
+        if anchor is not None and entry.seq == anchor.seq and entry.hash != anchor.hash:
+            return [f"the prune anchor (entry {anchor.seq}) differs from the exported copy"]
         stored = verdict.hashes.get(entry.seq)
         if stored is not None and stored != entry.hash:
             return [f"audit entry {entry.seq}: differs from the exported copy (rewritten)"]
@@ -202,8 +245,8 @@ def _export(args: argparse.Namespace, fmt: str) -> int:
         raise InputError(f"no state store at {url}: there is no audit log yet")
     try:
         key = cp.signing_key(identities, key_path(args, url))  # created at the first export
-        written = export(store, key, args.output, since,
-                         redact=getattr(args, "redactor", None))
+        written = export(store, key, args.output, since, redact=getattr(args, "redactor", None),
+                         trusted=cp.trusted(identities, key_path(args, url)))
     finally:
         store.close()
     if written is None:
@@ -221,13 +264,14 @@ def _export(args: argparse.Namespace, fmt: str) -> int:
 
 
 def export(store: StateStore, key: cp.SigningKey, output: str | None, since: str | None, *,
-           redact=None) -> tuple[int, cp.Checkpoint] | None:
+           redact=None, trusted: Mapping[str, str] | None = None
+           ) -> tuple[int, cp.Checkpoint] | None:
     """Audit the export, verify the chain, write its entries (at or after `since`) and a
     signed checkpoint to `output` (stdout when None). None (and nothing written) when the
     chain does not verify."""
     AuditWriter(store, redact=redact).append("audit.export", since=since, file=output,
                                              public_key=key.public)
-    verdict = check_chain(store)
+    verdict = check_chain(store, trusted or {key.public: key.source})
     if not verdict.ok:
         print(f"tampered: {verdict.problem}; no checkpoint is signed over a broken log",
               file=sys.stderr)
@@ -267,5 +311,5 @@ def _write(out, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint) -> i
     return count
 
 
-__all__ = ["FORMATS", "add_parser", "check_chain", "checkpoint_problems", "export",
+__all__ = ["ANCHOR_ACTION", "FORMATS", "add_parser", "anchor_problem", "check_chain", "checkpoint_problems", "export",
            "key_path", "parse_since", "run", "write_lines"]

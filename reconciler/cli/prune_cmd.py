@@ -19,7 +19,7 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..audit import checkpoint as cp
 from ..audit.chain import AuditEntry, TamperedError
@@ -30,7 +30,7 @@ from ..state import Run
 from ..store.base import StateStore
 from ..vault.secrets import load_identities
 from . import views, wiring
-from .audit_cmd import check_chain, key_path
+from .audit_cmd import ANCHOR_ACTION, check_chain, key_path
 
 FORMATS = ("text", "json")
 PAGE = 1000
@@ -72,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
     if store is None:
         return _report(fmt, {"runs": 0, "audit_entries": 0, "outbox": 0, "archive": None})
     try:
-        key = None
+        key = trusted = None
         if args.archive:
-            key = cp.signing_key(load_identities(getattr(args, "identity", None)),
-                                 key_path(args, wiring.state_url(args, inventory)))
-        done = prune(store, before, args.archive, key, redact=getattr(args, "redactor", None))
+            identities = load_identities(getattr(args, "identity", None))
+            path = key_path(args, wiring.state_url(args, inventory))
+            key, trusted = cp.signing_key(identities, path), cp.trusted(identities, path)
+        done = prune(store, before, args.archive, key, redact=getattr(args, "redactor", None),
+                     trusted=trusted)
     finally:
         store.close()
     return _report(fmt, done)
@@ -85,15 +87,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def prune(store: StateStore, before: datetime, archive: str | None,
-          key: cp.SigningKey | None, *, redact=None) -> dict[str, Any]:
+          key: cp.SigningKey | None, *, redact=None,
+          trusted: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Archive (when `archive`) then delete; audit what was done. Returns the counts.
-    Raises `TamperedError` (exit 1) before pruning anything from a log that does not verify,
-    `InputError` when the archive cannot be written (nothing is pruned then)."""
+    Raises `TamperedError` (exit 1) before pruning anything from a log that does not verify
+    (its anchor included: checked with `trusted`, by default the signing key),
+    `InputError` when the archive cannot be written (nothing is pruned then).
+
+    The new anchor is vouched for before any entry goes: an `audit.anchor` entry holding the
+    archive's checkpoint (signed over the anchor's seq and hash) is appended first, so a
+    crash in between leaves a signature for an anchor not yet set, never the reverse."""
     run_ids = [run.id for run in _prunable(store, before)]
     through = 0
     if archive:
         assert key is not None, "an archive needs a signing key"
-        through = _archive(store, before, set(run_ids), archive, key)
+        through, signed = _archive(store, before, set(run_ids), archive, key,
+                                   trusted or {key.public: key.source})
+        if through:
+            AuditWriter(store, redact=redact).append(ANCHOR_ACTION, anchor=signed.to_json())
     removed = sum(store.delete_runs(run_ids[i:i + PAGE], before)
                   for i in range(0, len(run_ids), PAGE))
     pruned_audit = store.prune_audit(through, datetime.now(timezone.utc)) if through else 0
@@ -115,10 +126,11 @@ def _prunable(store: StateStore, before: datetime) -> Iterator[Run]:
 
 
 def _archive(store: StateStore, before: datetime, run_ids: set[int], archive: str,
-             key: cp.SigningKey) -> int:
+             key: cp.SigningKey, trusted: Mapping[str, str]) -> tuple[int, cp.Checkpoint]:
     """Write the runs `run_ids` and the audit entries older than `before`, with a checkpoint
-    over them, to `archive`, durably. Returns the seq of the last archived entry (0: none)."""
-    verdict = check_chain(store)
+    over them, to `archive`, durably. Returns the seq of the last archived entry (0: none)
+    and the checkpoint, which vouches for that entry as the new anchor."""
+    verdict = check_chain(store, trusted)
     if not verdict.ok:
         raise TamperedError(f"{verdict.problem}; nothing was pruned (see `reconcile audit "
                             "verify`)")
@@ -132,7 +144,7 @@ def _archive(store: StateStore, before: datetime, run_ids: set[int], archive: st
           for run in _prunable(store, before) if run.id in run_ids),
         *(entry.to_json() for entry in prefix), signed.to_json()])
     _write_durably(Path(archive), lines)
-    return prefix[-1].seq if prefix else 0
+    return (prefix[-1].seq if prefix else 0), signed
 
 
 def _old_prefix(store: StateStore, cutoff: str, last: int) -> list[AuditEntry]:
