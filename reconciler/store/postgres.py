@@ -12,7 +12,11 @@ it is released: a session-level advisory lock must not share a session that migh
 recycled, and it then dies exactly with its holder. The query connection runs in autocommit:
 most writes are a single statement (one round trip, its own transaction); the rest use an
 explicit transaction. A connection that broke (server restart, `pg_terminate_backend`) fails
-the call in progress with `StoreError` and is replaced on the next call.
+the call in progress with `StoreError` and is replaced on the next call; a server still
+restarting (refusing connections, in crash recovery) is waited for, up to `RECONNECT_SECONDS`.
+Calls that a second try cannot apply twice (reads, and compare-and-set writes: a claim, a
+dispatch mark, a heartbeat, a sweep) are tried once more on the new connection, so a worker
+rides out a database restart (`@_retried`). Other writes are left to the caller's retry.
 
 Times: `timestamptz` columns, read back as aware UTC datetimes (the session time zone is UTC).
 Lease comparisons use the server's `now()`; the `now` arguments fill the run's history.
@@ -20,6 +24,7 @@ Lease comparisons use the server's `now()`; the `now` arguments fill the run's h
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from contextlib import contextmanager, suppress
@@ -59,6 +64,7 @@ RECORD_LOCK_KEY = int.from_bytes(b"rcnlplan", "big")   # record_plan (transactio
 AUDIT_LOCK_KEY = int.from_bytes(b"rcnlaudt", "big")    # audit appends (transaction level)
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
 CONNECT_TIMEOUT_SECONDS = 10  # unless the URL says otherwise: an unreachable server fails fast
+RECONNECT_SECONDS = 20.0  # how long a broken connection waits for a restarting server
 
 
 class MissingStore(StoreError):
@@ -132,6 +138,24 @@ def _runs_by_id(rows: list[tuple]) -> list[Run]:
     return sorted((_run(row) for row in rows), key=lambda run: run.id)
 
 
+def _retried(method):
+    """Try `method` once more when the connection broke under it (a server restart): only for
+    calls that cannot apply twice. A claim whose commit was lost with the connection fails its
+    second try (the run is no longer pending) and goes back to `pending` when its lease expires:
+    never run twice, only later."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except LeaseLost:
+            raise
+        except StoreError:
+            if self._closed or not (self._conn.broken or self._conn.closed):
+                raise  # the statement failed, not the connection: a second try fails alike
+            return method(self, *args, **kwargs)
+    return call
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -197,11 +221,24 @@ class PostgresStore(StateStore):
             if self._closed:
                 raise StoreError(f"cannot {action} state store {self.url}: the store is closed")
             if self._conn.broken or self._conn.closed:
-                self._conn = self._connect(action)  # the last call failed with it; start afresh
+                self._conn = self._reconnect(action)  # the last call failed with it: afresh
             try:
                 yield self._conn
             except psycopg.Error as exc:
                 raise self._error(action, exc) from self._cause(exc)
+
+    def _reconnect(self, action: str) -> psycopg.Connection:
+        """A new session for one that broke, waiting (up to `RECONNECT_SECONDS`) while the
+        server refuses connections: it may be restarting, and nothing was sent yet."""
+        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.05
+        while True:
+            try:
+                return self._connect(action)
+            except StoreError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)  # back off between connection attempts
+                delay = min(delay * 2, 1.0)
 
     @contextmanager
     def _transaction(self, action: str = "write") -> Iterator[psycopg.Connection]:
@@ -284,6 +321,7 @@ class PostgresStore(StateStore):
 
     # --- planning ---
 
+    @_retried
     def snapshot(self) -> ExecutedState:
         """The latest run of each (task, machine, version) plus the active runs, in one query
         (runs without `output`)."""
@@ -326,6 +364,7 @@ class PostgresStore(StateStore):
         dead, so this is `sweep(LEASE_SECONDS, now)`; runs of live workers are left alone."""
         return self.sweep(LEASE_SECONDS, now)
 
+    @_retried
     def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
         """Runs whose lease expired by the server's clock: undispatched -> `pending`,
         dispatched -> `unknown`. Returns them by id. See `StateStore.sweep`."""
@@ -338,10 +377,12 @@ class PostgresStore(StateStore):
 
     # --- the queue ---
 
+    @_retried
     def pending(self) -> list[Run]:
         """Pending runs by (priority, created_at, id), without `output`."""
         return self._select("pending")
 
+    @_retried
     def running(self) -> list[Run]:
         """Running runs by id, without `output`."""
         return self._select("running")
@@ -359,6 +400,7 @@ class PostgresStore(StateStore):
         with self._session("write") as conn:
             return conn.execute(_q(query), params).fetchone()
 
+    @_retried
     def claim(self, run_id: int, owner: str, now: datetime,
               max_parallel: int | None = None) -> Run | None:
         """Compare-and-set `pending` -> `running` (epoch + 1) with `FOR UPDATE SKIP LOCKED`,
@@ -382,11 +424,13 @@ class PostgresStore(StateStore):
             row = conn.execute(_q("claim"), params).fetchone()
         return None if row is None else _run(row)
 
+    @_retried
     def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
         """Set `dispatched` (and renew the lease) before the command is sent; committed with
         the server's durable commit. Raises `LeaseLost`."""
         return _run(self._leased("mark_dispatched", run_id, epoch, {}))
 
+    @_retried
     def heartbeat(self, run_id: int, epoch: int) -> None:
         """Renew the run's lease with the server's clock. Raises `LeaseLost`."""
         self._leased("heartbeat", run_id, epoch, {})
@@ -443,11 +487,13 @@ class PostgresStore(StateStore):
 
     # --- history and commands ---
 
+    @_retried
     def get_run(self, run_id: int) -> Run | None:
         """One run with its output and error, or None."""
         runs = self._select("get_run", {"id": run_id})
         return runs[0] if runs else None
 
+    @_retried
     def list_runs(self, status: Sequence[RunStatus] | None = None, team: str | None = None,
                   limit: int = 1000) -> list[Run]:
         """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
@@ -483,6 +529,7 @@ class PostgresStore(StateStore):
             return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
         return UsageError(f"run {run_id} is {row[0]}; {rule}")
 
+    @_retried
     def counts(self) -> dict[str, int]:
         """Runs by status; every status is present (0 when none)."""
         with self._session("read") as conn:

@@ -10,6 +10,7 @@ final) with deadlines, never on the clock.
 from __future__ import annotations
 
 import signal
+import socket
 from datetime import datetime, timezone
 
 import psycopg
@@ -56,6 +57,15 @@ def _all_final(url: str, expected: int) -> bool:
         status in FINAL for status in statuses.values())
 
 
+def _wait_quietly(predicate, timeout: float) -> bool:
+    """`wait_until` that says False at its deadline (the test then explains what is left)."""
+    try:
+        wait_until(predicate, timeout=timeout)
+    except AssertionError:
+        return False
+    return True
+
+
 def _worker(project: Project, url: str, concurrency: int = 2):
     return spawn("worker", "--state", url, "-q", "--concurrency", str(concurrency),
                  cwd=project.root)
@@ -98,3 +108,69 @@ def test_max_parallel_one_holds_across_four_workers(tmp_path, postgres_url):  # 
     ordered = sorted((s["start"], s["end"], run_id) for run_id, s in spans.items())
     overlaps = [(a[2], b[2]) for a, b in zip(ordered, ordered[1:]) if b[0] < a[1]]
     assert overlaps == [], f"runs ran at once on a max_parallel: 1 machine: {overlaps}"
+
+
+@pytest.fixture
+def cluster():
+    made = Cluster.create()
+    yield made
+    made.destroy()
+
+
+class Supervisor:
+    """Keeps `count` workers running, as systemd would: a worker that exited (exit 3 only,
+    without a traceback) is replaced, and the runs it held are handed on by ageing their
+    leases with SQL (the time a real lease takes to expire is not waited out)."""
+
+    def __init__(self, project: Project, url: str, count: int):
+        self.project, self.url = project, url
+        self.workers = [_worker(project, url) for _ in range(count)]
+        self.exited: list[tuple[int, str]] = []
+
+    def tend(self) -> None:
+        for index, worker in enumerate(self.workers):
+            if worker.poll() is None:
+                continue
+            _, err = worker.communicate()
+            self.exited.append((worker.returncode, err))
+            assert worker.returncode == 3 and "Traceback" not in err, (worker.returncode, err)
+            assert len(self.exited) <= 10, "workers keep dying"
+            owner = f"{socket.gethostname()}:{worker.pid}"
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute("UPDATE runs SET heartbeat_at = now() - interval '1 hour' "
+                             "WHERE status = 'running' AND owner = %s", (owner,))
+            self.workers[index] = _worker(self.project, self.url)
+
+    def stop(self) -> list[tuple[int, str]]:
+        return self.exited + [_stop(w) for w in self.workers]
+
+
+def test_a_postgresql_restart_under_load_ends_every_run_once_without_a_traceback(tmp_path,
+                                                                                 cluster):
+    p = Project(tmp_path)
+    p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 4\n")
+    starts = tmp_path / "starts"
+    p.write("tasks/ops/many.yaml", "tasks:\n" + "".join(
+        f"  - name: t{i}\n    machines: [box]\n    command: echo \"$RECONCILE_RUN_ID\" >> "
+        f"{starts}; sleep 0.05\n" for i in range(200)))
+    runs = _enqueue(p, cluster.url)
+    assert len(runs) == 200
+    workers = Supervisor(p, cluster.url, 2)
+    try:
+        wait_until(lambda: starts.exists() and len(starts.read_text().split()) >= 100,
+                   timeout=60, message="half of the runs to start")
+        cluster.restart()
+
+        def settled() -> bool:
+            workers.tend()
+            return _all_final(cluster.url, 200)
+        finished = _wait_quietly(settled, timeout=45)
+    finally:
+        ended = workers.stop()
+    left = {i: s for i, s in (_statuses(cluster.url) or {}).items() if s not in FINAL}
+    assert finished, f"runs still not final after the restart: {left}; workers: {ended}"
+    for code, err in ended:
+        assert code in (0, 3) and "Traceback" not in err, (code, err)
+    started = [int(word) for word in starts.read_text().split()]
+    assert len(started) == len(set(started)), "a run started twice"
+    assert sorted(_statuses(cluster.url)) == sorted(runs)
