@@ -1,0 +1,90 @@
+"""Least privilege on a shared PostgreSQL store: the roles script shipped in the package
+(`python -m reconciler.store.roles`), applied by the admin who owns the schema, gives a
+worker role everything `reconcile --once` needs, and an audit log it can only append to.
+
+The group roles are cluster-wide (the script creates them if missing); each test makes its own
+login roles and drops them afterwards. The database is a fresh one (tests.support.postgres).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+
+from reconciler.store.factory import open_store
+from tests.e2e.conftest import Project
+from tests.support.postgres import ADMIN_URL, postgres_url  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def _as(url: str, user: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://{user}@", 1)
+
+
+@pytest.fixture
+def roles(postgres_url):  # noqa: F811
+    """The schema created by the admin, the roles script applied, and two login roles:
+    (worker URL, reader URL)."""
+    open_store(postgres_url).close()  # the admin's first open creates the schema
+    script = subprocess.run([sys.executable, "-m", "reconciler.store.roles"], check=True,
+                            capture_output=True, text=True).stdout
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(script)
+    suffix = uuid.uuid4().hex[:10]
+    worker, reader = f"rw_{suffix}", f"ro_{suffix}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {worker} LOGIN IN ROLE reconciler_worker")
+        conn.execute(f"CREATE ROLE {reader} LOGIN IN ROLE reconciler_reader")
+    yield _as(postgres_url, worker), _as(postgres_url, reader)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP OWNED BY {worker}, {reader}")
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE {worker}")
+        conn.execute(f"DROP ROLE {reader}")
+
+
+def _denied(url: str, statement: str) -> bool:
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    return False
+
+
+def test_a_worker_role_runs_passes_but_cannot_rewrite_the_audit_log(tmp_path, roles):
+    worker_url, reader_url = roles
+    p = Project(tmp_path)
+    p.task("hello", f"command: {p.record('hello')}\n")
+    data = p.run("--once", "--state", worker_url, "--format", "json", code=0).json()
+    assert data["counts"] == {"succeeded": 1} and p.ledger_lines() == ["hello"]
+    p.run("audit", "verify", "--state", reader_url, code=0)
+    with psycopg.connect(worker_url) as conn:
+        [(entries,)] = conn.execute("SELECT count(*) FROM audit_log").fetchall()
+    assert entries > 0  # the worker appended to it
+    for statement in ("UPDATE audit_log SET detail = '{}'",
+                      "DELETE FROM audit_log",
+                      "TRUNCATE audit_log",
+                      "INSERT INTO audit_anchor (id, seq, hash, pruned_at) "
+                      "VALUES (1, 1, 'x', now())",
+                      "DELETE FROM runs"):
+        assert _denied(worker_url, statement), statement
+    p.run("audit", "verify", "--state", reader_url, code=0)  # still intact
+
+
+def test_a_reader_role_reads_and_writes_nothing(tmp_path, roles):
+    worker_url, reader_url = roles
+    p = Project(tmp_path)
+    p.task("hello", "command: echo hello\n")
+    p.run("--once", "--state", worker_url, "-q", code=0)
+    runs = p.run("queue", "list", "--state", reader_url, "--format", "json", code=0).json()
+    assert [r["status"] for r in runs] == ["succeeded"]
+    for statement in ("UPDATE runs SET status = 'failed'",
+                      "INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
+                      "VALUES (999, 'x', 'x', 'x', '{}', 'x', 'x')"):
+        assert _denied(reader_url, statement), statement
