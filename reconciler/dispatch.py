@@ -66,11 +66,11 @@ def decide(pending: Sequence[Run], running: Sequence[Run], desired: DesiredState
     start: list[Run] = []
     block: list[tuple[Run, str]] = []
     held: list[tuple[Run, datetime]] = []
-    for run in dispatch_order(live, desired):
+    for run, priority in prioritised(live, desired):
         verdict = deps.verdict(run)
         if verdict is not None and verdict is not _WAIT:
             block.append((run, verdict))
-        elif (until := held_until(run, desired, now)) is not None:
+        elif (until := held_until(run, desired, now, priority)) is not None:
             held.append((run, until))
         elif verdict is None and capacity.take(run):
             start.append(run)
@@ -78,29 +78,40 @@ def decide(pending: Sequence[Run], running: Sequence[Run], desired: DesiredState
 
 
 def dispatch_order(runs: Sequence[Run], desired: DesiredState) -> list[Run]:
-    """`runs` in the order they are considered: inherited priority, oldest, lowest id.
+    """`runs` in the order they are considered: inherited priority, oldest, lowest id."""
+    return [run for run, _ in prioritised(runs, desired)]
+
+
+def prioritised(runs: Sequence[Run], desired: DesiredState) -> list[tuple[Run, int]]:
+    """`runs` in dispatch order, each with the priority it is dispatched at.
 
     The priority is the task's current one (a priority change applies to queued runs
     without a new version); a dependency inherits the priority of its waiting dependents
-    so a priority-1 run never waits behind priority-2 work for its own dependency.
+    so a priority-1 run never waits behind priority-2 work for its own dependency — nor
+    inside a deny window its dependency's own priority would respect (the window is
+    judged at the inherited priority too). `status` shows runs at this same priority.
     """
     runs = sorted(runs, key=lambda r: r.id)  # a stable base whatever the input order
     items = [_Item(r.task, r.machine, _priority(r, desired)) for r in runs]
     effective = inherited_priorities(items, desired, dependency_depth(desired))
     order = sorted(range(len(runs)), key=lambda i: (effective[i], _age(runs[i]), runs[i].id))
-    return [runs[i] for i in order]
+    return [(runs[i], effective[i]) for i in order]
 
 
-def held_until(run: Run, desired: DesiredState, now: datetime) -> datetime | None:
+def held_until(run: Run, desired: DesiredState, now: datetime,
+               priority: int | None = None) -> datetime | None:
     """Until when `run` must wait, pending: its `not_before`, then any deny window then.
 
     The window is looked at from the later of now and `not_before`, so the time returned
-    is one at which the run may really start (as far as time goes).
+    is one at which the run may really start (as far as time goes). `priority` is the one
+    the run is dispatched at (see `prioritised`); by default its task's current one.
     """
     at = now
     if run.not_before is not None and utc(run.not_before) > now:
         at = utc(run.not_before)
-    end = window_end(desired.windows_for(run.machine), _priority(run, desired), at)
+    if priority is None:
+        priority = _priority(run, desired)
+    end = window_end(desired.windows_for(run.machine), priority, at)
     if end is not None:
         return end
     return at if at > now else None

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import InfrastructureError, ReconcilerError, UsageError
 from .model import DesiredState
+from .dispatch import prioritised
 from .schedule import window_end
 from .state import Run, RunStatus
 from .store.base import StateStore
@@ -98,13 +99,17 @@ def status_numbers(store: StateStore | None, desired: DesiredState,
         counts = store.counts()
         down = store.unreachable_machines()
         outbox = store.outbox_pending()
+    # Each pending run at the priority the dispatcher uses: its task's priority in git now,
+    # inherited along `after` (not the priority stored when it was enqueued).
     depth: dict[tuple[str, str], int] = {}
-    for run in pending:
-        key = (str(run.priority), run.team)
+    held = []
+    for run, priority in prioritised(pending, desired):
+        key = (str(priority), run.team)
         depth[key] = depth.get(key, 0) + 1
-    held = [{"run": r.id, "task": r.task, "machine": r.machine, "until": _iso(until)}
-            for r in pending
-            if (until := window_end(desired.windows_for(r.machine), r.priority, now))]
+        if until := window_end(desired.windows_for(run.machine), priority, now):
+            held.append({"run": run.id, "task": run.task, "machine": run.machine,
+                         "priority": priority, "until": _iso(until)})
+    held.sort(key=lambda h: h["run"])
     return StatusNumbers(depth, len(running), failed, counts, held,
                          _machines(desired, pending, running, down), outbox)
 

@@ -7,7 +7,7 @@ is a value that can be printed, recorded or compared.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable, Mapping
 
@@ -90,11 +90,23 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
     # its dependency is re-enqueued by this very plan (`queue retry` of the dependency).
     for task_id in topological_order(desired):
         spec = desired.tasks[task_id]
-        for machine in _plan_machines(spec, executed, load):
+        for machine in _plan_machines(spec, executed, load, desired, now):
             enqueue = _decide(spec, machine, ctx, now)
             if enqueue is not None:
                 planned[(task_id, machine)] = enqueue
-    return Plan(order_enqueues(planned.values(), desired), tuple(cancels))
+    ordered = order_enqueues(planned.values(), desired)
+    return Plan(_held_at_inherited_priority(ordered, desired, now), tuple(cancels))
+
+
+def _held_at_inherited_priority(enqueues: tuple[Enqueue, ...], desired: DesiredState,
+                                now: datetime) -> tuple[Enqueue, ...]:
+    """The enqueues with their deny-window hold judged at their inherited priority, as the
+    dispatcher judges it: a dependency of a priority-1 task is not held by a window that
+    its own priority would respect (its dependent could never run otherwise)."""
+    effective = inherited_priorities(list(enqueues), desired, dependency_depth(desired))
+    return tuple(
+        e if p == e.priority else replace(e, held_until=window_end(desired.windows_for(e.machine), p, now))
+        for e, p in zip(enqueues, effective))
 
 
 @dataclass(frozen=True)
@@ -238,12 +250,12 @@ def _dependency_recovered(dep: str, machine: str, ctx: _Context) -> bool:
 # --- strategy `one` -----------------------------------------------------------------------------
 
 
-def _plan_machines(spec: TaskSpec, executed: ExecutedState,
-                   load: Mapping[str, int]) -> tuple[str, ...]:
+def _plan_machines(spec: TaskSpec, executed: ExecutedState, load: Mapping[str, int],
+                   desired: DesiredState, now: datetime) -> tuple[str, ...]:
     """The machines a task is planned on: every target, or one for strategy `one`."""
     if spec.strategy is not Strategy.ONE or not spec.targets:
         return spec.targets
-    return (_sticky_machine(spec, executed) or _least_loaded(spec.targets, load),)
+    return (_sticky_machine(spec, executed) or _best_target(spec, load, desired, now),)
 
 
 def _sticky_machine(spec: TaskSpec, executed: ExecutedState) -> str | None:
@@ -261,9 +273,13 @@ def _sticky_machine(spec: TaskSpec, executed: ExecutedState) -> str | None:
     return max(runs, key=lambda r: (r.status.is_active, r.id)).machine
 
 
-def _least_loaded(targets: Iterable[str], load: Mapping[str, int]) -> str:
-    """The target with the fewest active runs; ties go to the first name."""
-    return min(targets, key=lambda m: (load.get(m, 0), m))
+def _best_target(spec: TaskSpec, load: Mapping[str, int], desired: DesiredState,
+                 now: datetime) -> str:
+    """A target that can run now (no deny window holds the task's priority there) before
+    one that cannot; then the one with the fewest active runs; ties go to the first name."""
+    def held(machine: str) -> bool:
+        return window_end(desired.windows_for(machine), spec.priority, now) is not None
+    return min(spec.targets, key=lambda m: (held(m), load.get(m, 0), m))
 
 
 def _machine_load(executed: ExecutedState, cancelled: set[int]) -> dict[str, int]:

@@ -224,7 +224,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
           f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}")
     for h in data["held"]:
-        print(f"held by deny window until {h['until']}: run {h['run']} {h['task']} on {h['machine']}")
+        print(f"held by deny window until {h['until']}: run {h['run']} {h['task']} on "
+              f"{h['machine']} (priority {h['priority']})")
     print()
     print(views.table(("MACHINE", "TEAM", "TRANSPORT", "UP", "RUNNING", "PENDING"),
                       [(m["name"], m["team"], m["transport"], "yes" if m["up"] else "NO",

@@ -366,3 +366,45 @@ def test_retrying_a_failed_run_of_an_older_slot_after_a_later_slot_failed_really
     project.run("queue", "retry", str(old), code=0)
     project.run("--once", code=1)
     assert project.ledger_lines() == ["try", "try", "try"]
+
+
+# --- priorities and deny windows: what status says, what the dispatcher does (12.15, 12.18, 12.19) --
+
+ALWAYS_DENIED = "windows:\n  - deny: '* * * * *'\n    duration: 1h\n"  # covers every instant
+
+
+def test_status_shows_a_held_run_at_the_priority_git_says_now(project):
+    project.write("teams/ops.yaml", "name: ops\n" + ALWAYS_DENIED)
+    project.task("t", f"priority: 3\ncommand: {project.record('ran')}\n")
+    project.run("--once", code=0)  # held by the window: stays pending
+    status = project.run("status", "--format", "json", code=0).json()
+    assert status["queue_depth"]["3"] == 1 and len(status["held"]) == 1
+    project.task("t", f"priority: 1\ncommand: {project.record('ran')}\n")  # no new version
+    status = project.run("status", "--format", "json", code=0).json()
+    assert status["queue_depth"]["1"] == 1 and status["queue_depth"]["3"] == 0, status
+    assert status["held"] == [], status  # priority 1 is never held
+    assert "held by deny window" not in project.run("status", code=0).out
+    project.run("--once", code=0)  # ... and the dispatcher agrees: it runs now
+    assert project.ledger_lines() == ["ran"]
+
+
+def test_a_dependency_of_a_priority_1_task_runs_inside_its_own_deny_window(project):
+    project.write("teams/ops.yaml", "name: ops\n" + ALWAYS_DENIED)
+    project.task("backup", f"priority: 3\ncommand: {project.record('backup')}\n")
+    project.task("urgent", f"priority: 1\nafter: [backup]\ncommand: {project.record('urgent')}\n")
+    plan = project.run("plan", "--format", "json", code=0).json()["enqueue"]
+    assert [(e["task"], "held_until" in e) for e in plan] == [("ops/backup", False),
+                                                              ("ops/urgent", False)]
+    project.run("--once", code=0)
+    assert project.ledger_lines() == ["backup", "urgent"]
+
+
+def test_strategy_one_prefers_a_target_that_can_run_now(project):
+    project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\n" + ALWAYS_DENIED)
+    project.write("machines/free.yaml", "name: free\nteam: ops\ntransport: local\n")
+    project.write("tasks/ops/t.yaml", "name: t\nmachines: [box, free]\nstrategy: one\n"
+                  f"command: {project.record('ran')}\n")
+    [enqueue] = project.run("plan", "--format", "json", code=0).json()["enqueue"]
+    assert enqueue["machine"] == "free" and "held_until" not in enqueue
+    result = project.run("--once", "--format", "json", code=0).json()
+    assert [(r["machine"], r["status"]) for r in result["runs"]] == [("free", "succeeded")]

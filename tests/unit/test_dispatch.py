@@ -204,3 +204,18 @@ def test_only_the_current_version_of_a_dependency_counts():
     d = desired(spec("prod/db", version="v1"), spec("prod/web", after=["prod/db"]))
     history = [run(1, "prod/db", version="v1"), run(2, "prod/db", version="v2", status=S.FAILED)]
     assert started(go([pend(3, "prod/web")], d, history=history)) == [3]
+
+
+def test_a_dependency_of_a_priority_1_run_is_not_held_by_its_own_deny_window():
+    window = Window("* * * * *", 3600)  # covers every instant
+    d = desired(spec("prod/backup", priority=3), spec("prod/urgent", priority=1, after=["prod/backup"]),
+                team_windows=[window])
+    decision = decide([pend(1, "prod/backup"), pend(2, "prod/urgent")], [], d, executed(), NOW, 16)
+    assert [r.id for r in decision.start] == [1] and decision.held == ()
+
+
+def test_a_priority_3_run_alone_is_held_by_the_window():
+    window = Window("* * * * *", 3600)
+    d = desired(spec("prod/backup", priority=3), team_windows=[window])
+    decision = decide([pend(1, "prod/backup")], [], d, executed(), NOW, 16)
+    assert decision.start == () and [r.id for r, _ in decision.held] == [1]

@@ -395,3 +395,17 @@ def test_retry_of_an_older_run_after_a_later_one_succeeded_or_is_queued_is_refus
     old, new = run(1, "prod/a", status=S.FAILED), run(2, "prod/a", status=status)
     target, why = retry_target(old, spec("prod/a"), executed(old, new))
     assert target is None and "run 2" in why
+
+
+def test_strategy_one_prefers_a_target_outside_a_deny_window():
+    held_box = machine("m1", windows=[Window("* * * * *", 3600)])
+    d = desired(spec("prod/a", targets=("m1", "m2"), strategy=Strategy.ONE), machines=[held_box])
+    plan = make_plan(d, executed(), NOW)
+    assert pairs(plan) == [("prod/a", "m2", "new")] and plan.enqueue[0].held_until is None
+
+
+def test_a_dependency_enqueued_with_a_priority_1_dependent_is_not_shown_held():
+    d = desired(spec("prod/backup", priority=3), spec("prod/urgent", priority=1, after=["prod/backup"]),
+                team_windows=[Window("* * * * *", 3600)])
+    plan = make_plan(d, executed(), NOW)
+    assert [(e.task, e.held_until) for e in plan.enqueue] == [("prod/backup", None), ("prod/urgent", None)]
