@@ -40,10 +40,18 @@ def _char_start(data: bytes | bytearray, start: int) -> int:
     return start
 
 
+_MARK_BYTES = re.compile(MARK_PATTERN.pattern.encode())
+
+
 def tail_text(data: bytes | bytearray, limit: int, dropped: int = 0) -> str:
     """Pure: the last `limit` bytes of `data` as text, cut on a character boundary, under a
-    mark when anything was dropped (`dropped` bytes before `data` plus what this cut drops).
-    Undecodable bytes become U+FFFD."""
+    mark when anything was dropped (`dropped` bytes before `data` plus what this cut drops;
+    a mark `data` starts with, as the SSH wrapper writes one, adds its count and is not
+    counted as output). Undecodable bytes become U+FFFD."""
+    found = _MARK_BYTES.match(data)
+    if found is not None:
+        dropped += int(found.group(1))
+        data = data[found.end():]
     start = _char_start(data, max(0, len(data) - limit))
     body = bytes(data[start:]).decode("utf-8", "replace")
     return with_mark(dropped + start, body)

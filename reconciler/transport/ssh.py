@@ -33,7 +33,7 @@ import paramiko
 
 from ..errors import ConnectionLost, AuthFailed, ReconcilerError, TransportError, Unreachable
 from ..model import Machine
-from ..output import TailBuffer
+from ..output import TailBuffer, tail_text
 from ..redact import Secret, reveal
 from . import hostkeys, wrapper
 from .base import Completed, Transport
@@ -85,14 +85,15 @@ class SshTransport(Transport):
         call = wrapper.invocation(self.markers, run_id, command, plain)
         with self.pool.session(machine) as session:
             self._dispatch(machine, session, call)
-            received, reply = _read_reply(session.channel, call.nonce, started + timeout)
+            received, reply, dropped = _read_reply(session.channel, call.nonce,
+                                                   started + timeout)
             if reply is not None:
                 _acknowledge(session.channel, call.nonce)
-                return Completed(exit_code=reply[1], output=_tail(reply[0]),
+                return Completed(exit_code=reply[1], output=_tail(reply[0], dropped),
                                  duration=time.monotonic() - started)
             ended = _wait_status(session.channel, started + timeout)
             if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
-                return self._finished(session, started, received)
+                return self._finished(session, started, received, dropped)
             # Timed out, or the channel closed without an exit status: the connection died
             # (paramiko closes its channels before it marks the transport inactive, so only
             # a new channel tells), or sshd sent `exit-signal`. The markers know which.
@@ -168,10 +169,11 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc, session.connection) from exc
 
-    def _finished(self, session: Session, started: float, received: bytes) -> Completed:
+    def _finished(self, session: Session, started: float, received: bytes,
+                  dropped: int = 0) -> Completed:
         """The result of a wrapper that reported its exit status without a trailer (it could
         not start the command): what it printed so far and the rest."""
-        output = _tail(received + _read_all_bytes(session.channel, DRAIN))
+        output = _tail(received + _read_all_bytes(session.channel, DRAIN), dropped)
         return Completed(exit_code=session.channel.exit_status, output=output,
                          duration=time.monotonic() - started)
 
@@ -382,10 +384,11 @@ def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:
 
 
 def _read_reply(channel: paramiko.Channel, nonce: str,
-                deadline: float) -> tuple[bytes, tuple[bytes, int] | None]:
+                deadline: float) -> tuple[bytes, tuple[bytes, int] | None, int]:
     """Read the wrapper's reply until its trailer line (then: the output and exit code), the
-    end of the channel or `deadline` (then None). Returns what was received as well."""
-    data = bytearray()
+    end of the channel or `deadline` (then None). Returns what was received as well, and how
+    many bytes of its head were dropped to bound memory (for the output's mark)."""
+    data, dropped = bytearray(), 0
     while (left := deadline - time.monotonic()) > 0:
         channel.settimeout(min(left, 1.0))
         try:
@@ -398,10 +401,11 @@ def _read_reply(channel: paramiko.Channel, nonce: str,
             break
         data += chunk
         if len(data) > 4 * wrapper.OUTPUT_TAIL:
+            dropped += len(data) - 2 * wrapper.OUTPUT_TAIL
             del data[:-2 * wrapper.OUTPUT_TAIL]
         if data.endswith(b"\n") and (reply := wrapper.parse_reply(bytes(data), nonce)):
-            return bytes(data), reply
-    return bytes(data), None
+            return bytes(data), reply, dropped
+    return bytes(data), None, dropped
 
 
 def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
@@ -416,8 +420,11 @@ def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
     _wait_status(channel, time.monotonic() + DRAIN)
 
 
-def _tail(raw: bytes) -> str:
-    return raw[-wrapper.OUTPUT_TAIL:].decode("utf-8", errors="replace")
+def _tail(raw: bytes, dropped: int = 0) -> str:
+    """The last 64 KiB of the output as text, under the mark of what was dropped before it
+    (`dropped` bytes, plus what this cut drops): the redactor then masks a piece of a secret
+    the cut went through."""
+    return tail_text(raw, wrapper.OUTPUT_TAIL, dropped)
 
 
 def _read_all_bytes(channel: paramiko.Channel, wait: float) -> bytes:

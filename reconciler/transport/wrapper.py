@@ -34,6 +34,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..output import tail_text
+
 OUTPUT_TAIL = 64 * 1024
 DEFAULT_MARKERS = "~/.cache/reconciler/runs"
 # Exit codes of the wrapper itself (the task's own codes pass through unchanged).
@@ -43,6 +45,11 @@ NO_MARKERS = 124  # the marker directory cannot be written: the command was not 
 _PREAMBLE = r"""
 d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
 f=$d/$2
+tail_out() {  # the output's last 64 KiB, under the mark of what was dropped (reconciler/output.py)
+  z=$(($(wc -c 2>/dev/null < "$f.out" || echo 0) + 0))
+  [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
+  tail -c 65536 "$f.out" 2>/dev/null
+}
 """
 
 RUN = _PREAMBLE + r"""umask 077
@@ -67,7 +74,7 @@ echo "$pg" > "$f.pid"
 ( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) > "$f.out" 2>&1 < /dev/null
 rc=$?
 echo "$3 $rc" > "$f.exit"
-if [ -s "$f.out" ]; then tail -c 65536 "$f.out"; fi
+if [ -s "$f.out" ]; then tail_out; fi
 printf '%s %s\n' "$3" "$rc"
 if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
 exit $rc
@@ -80,7 +87,7 @@ CTL = _PREAMBLE + r"""
 if ! read -r n a h 2>/dev/null < "$f.meta"; then echo none; exit 0; fi
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
 if read -r en rc 2>/dev/null < "$f.exit" && [ "$en" = "$n" ]; then
-  echo "exit $rc $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; rm -f "$f.out"; exit 0
+  echo "exit $rc $n $a $h"; tail_out; rm -f "$f.out"; exit 0
 fi
 read -r pg 2>/dev/null < "$f.pid" || pg=
 alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
@@ -103,7 +110,7 @@ if [ -n "$pg" ] && alive; then
   esac
 fi
 if [ -z "$ours" ]; then
-  echo "gone $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; rm -f "$f.out"; exit 0
+  echo "gone $n $a $h"; tail_out; rm -f "$f.out"; exit 0
 fi
 kill -s TERM -- "-$pg" 2>/dev/null
 i=0
@@ -111,7 +118,7 @@ while alive && [ $i -lt 20 ]; do
   sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
 done
 kill -s KILL -- "-$pg" 2>/dev/null
-echo "killed $n $a $h"; tail -c 65536 "$f.out" 2>/dev/null; rm -f "$f.out"
+echo "killed $n $a $h"; tail_out; rm -f "$f.out"
 """
 
 # Removes markers older than a day, and large outputs untouched for an hour.
@@ -204,7 +211,7 @@ def parse_ctl(raw: bytes) -> Marker:
     """Pure: the output of `CTL` as a `Marker` (`none` for anything unreadable)."""
     header, _, rest = raw.partition(b"\n")
     words = header.decode("utf-8", "replace").split()
-    output = rest[-OUTPUT_TAIL:].decode("utf-8", "replace")
+    output = tail_text(rest, OUTPUT_TAIL)  # keeps the mark the script put before the tail
     if words[:1] == ["exit"] and len(words) == 5 and _int(words[1]) is not None:
         return Marker("exit", _int(words[1]), words[2], _int(words[3]), words[4], output)
     if words[:1] in (["killed"], ["gone"]) and len(words) == 4:

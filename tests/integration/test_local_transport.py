@@ -8,6 +8,7 @@ import time
 import pytest
 
 from reconciler.model import Machine
+from reconciler.output import split_mark
 from reconciler.redact import Secret
 from reconciler.transport.local import LocalTransport
 from tests.support.waiting import wait_until
@@ -42,7 +43,9 @@ def test_timeout_kills_the_whole_process_group(transport, tmp_path):
 
 def test_only_the_last_64_kib_of_output_is_kept(transport):
     done = transport.run(BOX, "head -c 300000 /dev/zero | tr '\\0' a; echo; echo END", {}, 30, 3)
-    assert done.output.endswith("a\nEND\n") and len(done.output) <= 64 * 1024
+    dropped, tail = split_mark(done.output)
+    assert tail.endswith("a\nEND\n") and len(tail) == 64 * 1024
+    assert dropped + len(tail) == 300000 + len("\nEND\n")  # the mark says what was dropped
 
 
 def test_background_child_holding_the_pipe_does_not_hold_the_run(transport):

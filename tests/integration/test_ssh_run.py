@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.output import split_mark
 from reconciler.redact import Secret
 from reconciler.transport.ssh import SshTransport
 from tests.support.sshd import client_key, sshd, sshd_factory, wait_for_file  # noqa: F401
@@ -141,7 +142,9 @@ def test_a_timeout_kills_the_remote_process_group(sshd, transport, tmp_path):
 def test_only_the_last_64_kib_of_output_come_back(sshd, transport):
     done = transport.run(sshd.machine(), "head -c 300000 /dev/zero | tr '\\0' a; echo; echo END",
                          {}, 30, 1)
-    assert done.output.endswith("a\nEND\n") and len(done.output) <= 64 * 1024
+    dropped, tail = split_mark(done.output)
+    assert tail.endswith("a\nEND\n") and len(tail) == 64 * 1024
+    assert dropped + len(tail) == 300000 + len("\nEND\n")  # the mark says what was dropped
 
 
 def test_a_background_child_does_not_hold_the_run(sshd, transport):
