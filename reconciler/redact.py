@@ -60,7 +60,8 @@ def variants(value: str) -> set[str]:
     The value, each line of a multi-line value, and its base64 (standard and URL-safe, with
     and without padding, and the part of it that the value alone decides when it sits inside
     a longer encoded string, such as `user:secret` in an HTTP Basic header), hex (both cases)
-    and URL-encoded forms; all at least MIN_LENGTH long.
+    and URL-encoded forms, and for a URL its token-like parts (`url_credentials`); all at
+    least MIN_LENGTH long.
     """
     forms = {value, *value.splitlines()}
     raw = value.encode()
