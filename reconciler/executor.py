@@ -110,7 +110,9 @@ def next_attempt_at(policy: RetryPolicy, run: Run, outcome: Outcome,
         return None
     if not policy.has_retry_after(run.attempt):
         return None
-    return now + timedelta(seconds=policy.delay_after(run.attempt))
+    # Seeded by the run and its attempt: spread across runs, the same for a re-judged attempt.
+    seed = f"{run.id}:{run.attempt}"
+    return now + timedelta(seconds=policy.delay_after(run.attempt, seed))
 
 
 __all__ = ["Outcome", "check_timed_out", "execute", "judge", "next_attempt_at", "run_environment"]

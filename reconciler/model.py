@@ -11,6 +11,7 @@ No raw YAML mapping leaves the loader: everything downstream works with these va
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Mapping
@@ -89,16 +90,32 @@ class RetryPolicy:
     max_delay: int = 600
     failure_action: FailureAction = FailureAction.ALERT
 
-    def delay_after(self, failed_attempt: int) -> float:
+    def delay_after(self, failed_attempt: int, seed: str | None = None) -> float:
         """Seconds to wait after attempt `failed_attempt` (1-based) failed, before the next.
 
-        SPEC §2: the n-th retry waits `min(delay * backoff^(n-1), max_delay)`.
+        SPEC §2: the n-th retry waits at least `d = min(delay * backoff^(n-1), max_delay)`.
+        With a `seed` (the run id and attempt), the wait is spread, decorrelated-jitter
+        style, uniformly over `[d, min(3d, max_delay)]` — over `[max_delay/2, max_delay]`
+        once `d` reaches the cap — so runs that failed together (an outage) do not all
+        retry at the same instant. The draw is a hash of the seed: the same run and attempt
+        always wait the same time (tests need no random source), different runs differ.
         """
         retry_number = failed_attempt  # attempt 1 failed -> first retry
-        return float(min(self.delay * self.backoff ** (retry_number - 1), self.max_delay))
+        base = float(min(self.delay * self.backoff ** (retry_number - 1), self.max_delay))
+        if seed is None:
+            return base
+        cap = float(self.max_delay)
+        low, high = (cap / 2, cap) if base >= cap else (base, min(3 * base, cap))
+        return low + (high - low) * _unit_interval(seed)
 
     def has_retry_after(self, failed_attempt: int) -> bool:
         return failed_attempt <= self.count
+
+
+def _unit_interval(seed: str) -> float:
+    """A number in [0, 1) determined by `seed` (the first 8 bytes of its SHA-256)."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
 @dataclass(frozen=True)

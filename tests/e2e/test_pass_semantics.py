@@ -408,3 +408,26 @@ def test_strategy_one_prefers_a_target_that_can_run_now(project):
     assert enqueue["machine"] == "free" and "held_until" not in enqueue
     result = project.run("--once", "--format", "json", code=0).json()
     assert [(r["machine"], r["status"]) for r in result["runs"]] == [("free", "succeeded")]
+
+
+# --- retry jitter (issue 18, item 2) ----------------------------------------------------------------
+
+def test_runs_that_fail_together_do_not_all_retry_at_the_same_instant(project):
+    from datetime import datetime
+
+    project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 8\n")
+    for n in range(8):
+        project.task(f"t{n}", "retry: {count: 1, delay: 2s}\ncommand: exit 1\n")
+    project.run("--once", code=1)
+    entries = [json.loads(line) for line in project.run("audit", "export", code=0).out.splitlines()]
+    waits = []
+    for entry in entries:
+        if entry.get("action") == "run.retrying":
+            at = datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+            retry_at = datetime.fromisoformat(entry["detail"]["not_before"])
+            waits.append((retry_at - at).total_seconds())
+    assert len(waits) == 8, entries
+    # Never earlier than the delay (2 s; the entry is written a moment after the failure),
+    # never later than 3 x the delay, and spread out rather than one instant for all.
+    assert all(1.5 <= w <= 6.0 for w in waits), waits
+    assert max(waits) - min(waits) > 1.0, waits

@@ -20,17 +20,39 @@ def _run(attempt: int) -> Run:
 
 
 @pytest.mark.parametrize("attempt, seconds", [(1, 30), (2, 60), (3, 120), (4, 240), (5, 300)])
-def test_nth_retry_waits_delay_times_backoff_to_the_n_minus_1_capped_at_max_delay(attempt, seconds):
+def test_nth_retry_waits_at_least_delay_times_backoff_to_the_n_minus_1_capped(attempt, seconds):
     policy = RetryPolicy(count=10, delay=30, backoff=2, max_delay=300)
     failed = Outcome(RunStatus.FAILED, exit_code=1)
-    assert next_attempt_at(policy, _run(attempt), failed, NOW) == NOW + timedelta(seconds=seconds)
+    wait = (next_attempt_at(policy, _run(attempt), failed, NOW) - NOW).total_seconds()
+    low = seconds if seconds < 300 else 150  # at the cap the spread reaches down to half of it
+    assert low <= wait <= min(3 * seconds, 300)
+    assert policy.delay_after(attempt) == seconds  # without a seed: the bare schedule
 
 
-def test_backoff_one_is_a_fixed_delay():
-    policy = RetryPolicy(count=3, delay=7, backoff=1, max_delay=600)
+def test_retry_waits_are_spread_across_runs_and_the_same_for_the_same_run_and_attempt():
+    policy = RetryPolicy(count=3, delay=60, backoff=2, max_delay=3600)
     failed = Outcome(RunStatus.FAILED, exit_code=1)
-    assert [next_attempt_at(policy, _run(n), failed, NOW) - NOW for n in (1, 2, 3)] == \
-        [timedelta(seconds=7)] * 3
+
+    def wait(run_id: int, attempt: int) -> float:
+        run = Run(id=run_id, task="t/a", machine="m", version="v", priority=3,
+                  status=RunStatus.RUNNING, attempt=attempt)
+        return (next_attempt_at(policy, run, failed, NOW) - NOW).total_seconds()
+
+    waits = [wait(run_id, 1) for run_id in range(1, 201)]
+    assert all(60 <= w <= 180 for w in waits)
+    assert len({round(w) for w in waits}) > 80  # 200 runs failing together do not retry together
+    assert max(waits) - min(waits) > 100
+    assert wait(7, 1) == wait(7, 1) and wait(7, 1) != wait(7, 2)
+
+
+def test_at_the_cap_retries_stay_spread_and_never_exceed_max_delay():
+    policy = RetryPolicy(count=20, delay=60, backoff=2, max_delay=600)
+    waits = [policy.delay_after(10, f"{run_id}:10") for run_id in range(100)]
+    assert all(300 <= w <= 600 for w in waits) and max(waits) - min(waits) > 200
+
+
+def test_a_zero_delay_stays_zero():
+    assert RetryPolicy(count=2, delay=0).delay_after(1, "1:1") == 0
 
 
 def test_count_retries_follow_the_first_attempt_then_the_failure_is_final():
