@@ -34,7 +34,7 @@ from .plan import Plan, make_plan
 from .redact import Redactor
 from .state import ExecutedState, Run, RunStatus
 from .store.base import HEARTBEAT_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
-from .transport.base import Transport
+from .transport.base import STILL_RUNNING, Transport
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,11 @@ class Engine:
         for run in self.store.list_runs([RunStatus.UNKNOWN], limit=ADOPT_LIMIT):
             if run.id in skip or run.machine in unreachable or not awaiting_result(run, since):
                 continue
+            spec = desired.tasks.get(run.task)
             try:
-                resolved = self._ask(desired, run)
+                # A command still running is left to finish (adopted at a later pass), unless
+                # the task is idempotent: the plan re-runs it, so the orphan must stop first.
+                resolved = self._ask(desired, run, stop=spec is None or spec.idempotent)
             except TransportError:
                 unreachable.add(run.machine)
                 continue
@@ -214,7 +217,7 @@ class Engine:
             elif resolved.status is not RunStatus.UNKNOWN:
                 self._note(report, Event("recovered", resolved))
 
-    def _ask(self, desired: DesiredState, run: Run) -> Run | None:
+    def _ask(self, desired: DesiredState, run: Run, stop: bool = True) -> Run | None:
         """Ask `run`'s target for its result and adopt it: the run as it now stands, or None
         when the target answered that it kept nothing. Raises TransportError when it cannot
         be asked."""
@@ -225,7 +228,9 @@ class Engine:
         spec = desired.tasks.get(run.task)
         # Without the task, nothing can be adopted, but a command still running is stopped.
         kept = transport.reap(machine, run.id, attempt=run.attempt,
-                              command=spec.run if spec else None)
+                              command=spec.run if spec else None, stop=stop)
+        if kept is STILL_RUNNING:
+            return run
         if kept is None or spec is None:
             return None if kept is None else run
         outcome = judge(kept, spec.timeout)

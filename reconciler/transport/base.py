@@ -28,6 +28,10 @@ class Completed:
         return self.exit_code == 0 and not self.timed_out
 
 
+# What `reap(..., stop=False)` returns while the run's command is still running (left alone).
+STILL_RUNNING = Completed(exit_code=None, output="", duration=0.0)
+
+
 class Transport(ABC):
     """Runs commands on machines of one kind (`local`, `ssh`)."""
 
@@ -39,12 +43,13 @@ class Transport(ABC):
         Kill the whole process group after `timeout` seconds."""
 
     def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
-             command: str | None = None) -> Completed | None:
+             command: str | None = None, stop: bool = True) -> Completed | None:
         """A run on `machine` was found `running` after its reconciler died. If its command
-        is still running, stop it (so nothing runs twice) and return None; if the target kept
-        its result (`attempt` and `command` identify which one), return it to be adopted;
-        None when nothing is known. Raises `TransportError` when the target cannot be asked.
-        Default: nothing to do."""
+        is still running, stop it (so nothing runs twice) and return None — or, with
+        `stop=False`, leave it running and return `STILL_RUNNING` (ask again later); if the
+        target kept its result (`attempt` and `command` identify which one), return it to be
+        adopted; None when nothing is known. Raises `TransportError` when the target cannot
+        be asked. Default: nothing to do."""
         return None
 
     def close(self) -> None:

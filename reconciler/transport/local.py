@@ -33,7 +33,7 @@ from ..errors import AuthFailed
 from ..model import Machine
 from ..output import TailBuffer
 from ..redact import Secret, reveal
-from .base import Completed, Transport
+from .base import STILL_RUNNING, Completed, Transport
 
 # What a task sees of the reconciler's own environment; everything else is the task's `env`.
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
@@ -200,7 +200,7 @@ class LocalTransport(Transport):
             return None
 
     def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
-             command: str | None = None) -> None:
+             command: str | None = None, stop: bool = True) -> Completed | None:
         """Stop the command of a run whose reconciler died, if it is still running.
 
         The process group is only killed when its leader still carries this run's id in its
@@ -212,6 +212,8 @@ class LocalTransport(Transport):
         except (OSError, ValueError):
             return
         if _runs(pgid, run_id):
+            if not stop:
+                return STILL_RUNNING
             _kill_group(pgid, None)
         marker.unlink(missing_ok=True)
 

@@ -36,7 +36,7 @@ from ..model import Machine
 from ..output import TailBuffer, tail_text
 from ..redact import Secret, reveal
 from . import hostkeys, wrapper
-from .base import Completed, Transport
+from .base import STILL_RUNNING, Completed, Transport
 from .pool import MAX_CHANNELS, Connection, ConnectionPool, Session
 from .probe import PROBE_COMMAND, Load, parse_probe
 
@@ -100,17 +100,20 @@ class SshTransport(Transport):
             return self._settle(machine, session, run_id, call.nonce, started, not ended)
 
     def reap(self, machine: Machine, run_id: int, *, attempt: int | None = None,
-             command: str | None = None) -> Completed | None:
+             command: str | None = None, stop: bool = True) -> Completed | None:
         """Resolve a run found `running` after its reconciler died, from the target's markers.
 
         Returns the run's `Completed` (real exit code and output tail) when its wrapper wrote
         an exit marker — and, when given, for that `attempt` and that `command` (a run's check
         shares its id) — so it can be adopted instead of being left `unknown`. Otherwise None:
         a command still running was killed (its whole process group), or nothing is known.
+        With `stop=False` a command still running is left alone: `STILL_RUNNING`.
         Raises a TransportError when the machine cannot be asked (leave the run `unknown`).
         """
         with self.pool.session(machine) as session:
-            marker = self._ctl(machine, session, run_id, "reap")
+            marker = self._ctl(machine, session, run_id, "reap" if stop else "peek")
+        if marker.state == "running":
+            return STILL_RUNNING
         if marker.state != "exit":
             return None
         if attempt is not None and marker.attempt != attempt:

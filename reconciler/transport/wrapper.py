@@ -80,7 +80,8 @@ if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no
 exit $rc
 """
 
-# $3: reap | kill. $4: the nonce the caller expects (`-` for any). Prints one header line:
+# $3: reap | kill | peek (peek leaves a live run alone: `running NONCE ATTEMPT DIGEST`).
+# $4: the nonce the caller expects (`-` for any). Prints one header line:
 # `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
 # (+ the tail), or `none`.
 CTL = _PREAMBLE + r"""
@@ -112,6 +113,7 @@ fi
 if [ -z "$ours" ]; then
   echo "gone $n $a $h"; tail_out; rm -f "$f.out"; exit 0
 fi
+if [ "$3" = peek ]; then echo "running $n $a $h"; exit 0; fi
 kill -s TERM -- "-$pg" 2>/dev/null
 i=0
 while alive && [ $i -lt 20 ]; do
@@ -179,7 +181,7 @@ def _line(script: str, name: str, *args: str) -> str:
 
 @dataclass(frozen=True)
 class Marker:
-    """What the markers of a run say: `state` is exit | killed | gone | none."""
+    """What the markers of a run say: `state` is exit | killed | gone | running | none."""
 
     state: str
     exit_code: int | None = None
@@ -214,7 +216,7 @@ def parse_ctl(raw: bytes) -> Marker:
     output = tail_text(rest, OUTPUT_TAIL)  # keeps the mark the script put before the tail
     if words[:1] == ["exit"] and len(words) == 5 and _int(words[1]) is not None:
         return Marker("exit", _int(words[1]), words[2], _int(words[3]), words[4], output)
-    if words[:1] in (["killed"], ["gone"]) and len(words) == 4:
+    if words[:1] in (["killed"], ["gone"], ["running"]) and len(words) == 4:
         return Marker(words[0], None, words[1], _int(words[2]), words[3], output)
     return Marker("none")
 

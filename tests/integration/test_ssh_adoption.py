@@ -47,9 +47,21 @@ def _start_once(p, ledger):
     return proc
 
 
+def _open_for_writing(fifo) -> int | None:
+    """The write end of `fifo` once the command reads it (None while nobody does: a killed
+    command never will, and a blocking open would hang the test instead of failing it)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+
+
 def _finish(fifo, markers, run_id: int) -> None:
-    with open(fifo, "w") as release:
-        release.write("go\n")
+    """Let the waiting command end, and wait for its exit marker."""
+    fd = wait_until(lambda: _open_for_writing(fifo), timeout=10,
+                    message="the command to still be waiting")
+    os.write(fd, b"go\n")
+    os.close(fd)
     wait_until(lambda: (markers / f"{run_id}.exit").exists(), timeout=30,
                message="the command's exit marker")
 
@@ -103,3 +115,30 @@ def test_a_killed_once_is_adopted_by_the_next_pass_with_the_real_exit_code_and_o
     assert ledger.read_text() == "started\n" and p.run_count() == 1  # it started once
     p.run("--once", "--identity", str(p.key), code=0)  # a failed once-run is final
     assert ledger.read_text() == "started\n"
+
+
+def test_a_lost_run_still_running_at_the_next_pass_is_left_to_finish_then_adopted(
+        tmp_path, sshd, client_key):  # noqa: F811
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    fifo, ledger = _waiting_task(p, tmp_path, 0)
+    first = _start_once(p, ledger)
+    try:
+        assert sshd.drop_connections()
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    [run] = json.loads(out)["runs"]
+    assert run["status"] == "unknown", run
+
+    # The command still waits on the target: a pass neither kills it nor re-runs it.
+    second = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
+    assert second["runs"] == []
+    shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
+    assert shown["status"] == "unknown" and "kept no result" not in shown["error"]
+
+    _finish(fifo, sshd.root / "home" / ".cache" / "reconciler" / "runs", run["id"])
+    third = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
+    assert [(r["id"], r["status"]) for r in third["runs"]] == [(run["id"], "succeeded")]
+    assert ledger.read_text() == "started\n" and p.run_count() == 1
