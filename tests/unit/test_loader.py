@@ -762,3 +762,13 @@ def test_whole_file_schemas_accept_one_object_or_a_plural_list(kind, document):
 )
 def test_whole_file_schemas_reject_what_editors_should_flag(kind, document):
     assert list(Draft202012Validator(load_schema(kind)).iter_errors(document))
+
+
+@pytest.mark.parametrize("cron, ok", [("*/15 * * * *", True), ("0 8 * * mon-fri", True),
+                                      ("@daily", True), ("@daily ", False), (" @hourly", False),
+                                      ("0 0 ? * *", False), ("0 0 * * 5#3", False),
+                                      ("* * * * * *", False), ("@reboot", False)])
+def test_editor_schema_flags_what_the_loader_refuses_in_a_schedule(cron, ok):
+    validator = Draft202012Validator(load_schema("task"))
+    document = {"name": "w", "machines": ["m"], "command": "x", "schedule": cron}
+    assert validator.is_valid(document) is ok
