@@ -47,6 +47,10 @@ SWEEP_SECONDS = 5.0
 # How often a drain on a store of its own asks whether a run it waits on was ended by someone
 # else (`reconcile queue cancel` during a retry wait).
 CANCEL_POLL_SECONDS = 1.0
+# Passes of one process plan one at a time. The daemon overlaps its passes (a new commit is
+# planned while an earlier pass still drains): on SQLite the pass lock is the process's, so
+# this keeps two of its planners from recording the same plan at once.
+_PLANNING = threading.Lock()
 STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
 # An `unknown` run is asked about for as long as its target keeps run markers (a day, see
 # transport.wrapper.CLEAN); once the target answered that it kept nothing, it is not asked again.
@@ -152,6 +156,11 @@ class Engine:
         # After `stop`, how long running runs may take before they are stopped and recorded
         # `unknown` (None: wait for them however long they take).
         self.grace: float | None = None
+        # Whether a pass waits for the retry back-offs of its runs (`--once`: its report is
+        # final). The daemon does not: a retry comes due at the next tick, and a pass that
+        # waited would keep its lock and threads for the whole back-off.
+        self.wait_for_retries = True
+        self.planned = threading.Event()  # set once a pass has recorded its plan
 
     def run_pass(self, desired: DesiredState, commit: str | None, lock_timeout: float, *,
                  before_plan: Callable[[], None] | None = None) -> PassReport:
@@ -162,21 +171,29 @@ class Engine:
         lineage check): if it raises, the pass changes nothing."""
         report = PassReport(plan=Plan(), commit=commit)
         with self.store.pass_lock(lock_timeout):
-            if before_plan is not None:
-                before_plan()
-            recovered = self.store.recover(self.clock())
-            for run in recovered:
-                self._note(report, Event("recovered", self._reap(desired, run)))
-            self._adopt_lost(desired, report, {run.id for run in recovered})
-            report.plan = make_plan(desired, self.store.snapshot(), self.clock())
-            for run in self.store.record_plan(report.plan, commit, self.clock()):
-                self._note(report, Event("enqueued", run, run.reason))
-            self._note_cancels(report)
+            with _PLANNING:
+                self._plan(desired, commit, report, before_plan)
+            self.planned.set()
             if not self.store.shared_queue:
                 _Drain(self, desired, report).run()
                 return report
         _Drain(self, desired, report).run()
         return report
+
+    def _plan(self, desired: DesiredState, commit: str | None, report: PassReport,
+              before_plan: Callable[[], None] | None) -> None:
+        """Under the pass lock: recover dead runs, plan, record the plan."""
+        if before_plan is not None:
+            before_plan()
+        # Runs this process holds are alive: another of its passes drains them (the daemon).
+        recovered = self.store.recover(self.clock(), keep_owner=self.owner)
+        for run in recovered:
+            self._note(report, Event("recovered", self._reap(desired, run)))
+        self._adopt_lost(desired, report, {run.id for run in recovered})
+        report.plan = make_plan(desired, self.store.snapshot(), self.clock())
+        for run in self.store.record_plan(report.plan, commit, self.clock()):
+            self._note(report, Event("enqueued", run, run.reason))
+        self._note_cancels(report)
 
     def work(self, desired: Callable[[], DesiredState]) -> None:
         """`reconcile worker`: execute queued runs until `stop` is set (shared queues only).
@@ -277,6 +294,8 @@ class _Drain:
     def run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
         self.pending = {r.id: r for r in self.store.pending()}
+        if not self.shared:  # runs another pass of this process (the daemon) still drains
+            self.others = self.store.running()
         with ThreadPoolExecutor(max_workers=self.engine.concurrency,
                                 thread_name_prefix="run") as pool, self.heartbeats:
             self.pool = pool
@@ -316,7 +335,8 @@ class _Drain:
                 break
             self._start(run, now)
         retry_waits = [until for run, until in decision.held
-                       if run.not_before is not None and until <= run.not_before]
+                       if run.not_before is not None and until <= run.not_before
+                       and self.engine.wait_for_retries]
         self._record_held(decision.held)
         return self._wait(retry_waits, now)
 
@@ -347,15 +367,33 @@ class _Drain:
 
     def _notice_cancels(self) -> None:
         """A store of its own: another process (`reconcile queue cancel`) may end a run this
-        pass waits on. Learn it, at most once a second, so the pass reports what the store
-        holds and does not wait out a retry delay for a run that will never start."""
-        if not self.pending or time.monotonic() - self.cancels_checked_at < CANCEL_POLL_SECONDS:
+        pass waits on, and another pass of this process (the daemon) may end the runs it
+        drains. Learn it, at most once a second, so the pass reports what the store holds,
+        does not wait out a retry delay for a run that will never start, and sees the
+        capacity the other passes free."""
+        if (not self.pending and not self.others) \
+                or time.monotonic() - self.cancels_checked_at < CANCEL_POLL_SECONDS:
             return
         self.cancels_checked_at = time.monotonic()
+        if self.others:
+            ours = {r.id for r in self.running.values()}
+            self.others = [r for r in self.store.running() if r.id not in ours]
         still_pending = {r.id for r in self.store.pending()}
         for run_id in [i for i in self.pending if i not in still_pending]:
             del self.pending[run_id]
             self._learn_ended(run_id)
+
+    def _claimed_elsewhere(self, run_id: int) -> None:
+        """A claim that failed on a store of its own: the run was cancelled (report it), or
+        another pass of this process took it (it reports the run: drop it from ours)."""
+        run = self.store.get_run(run_id)
+        if run is not None and run.status is RunStatus.RUNNING:
+            self.others.append(run)
+            if not self.forever and self.report.runs.get(run_id, run).status.is_active:
+                self.report.runs.pop(run_id, None)
+                self.mine.discard(run_id)
+            return
+        self._learn_ended(run_id)
 
     def _learn_ended(self, run_id: int) -> None:
         """Record in the report how a run ended elsewhere (if it did end)."""
@@ -405,8 +443,12 @@ class _Drain:
             self._note(Event("finished", record, record.error or ""))
 
     def _mine_elsewhere(self) -> bool:
-        """Whether a run of this pass is still pending or running somewhere (a worker)."""
-        active = {r.id for r in self.others} | set(self.pending)
+        """Whether a run of this pass is still pending or running somewhere (a worker).
+        Without `wait_for_retries` only running ones count: a pending run waits for a later
+        pass."""
+        active = {r.id for r in self.others}
+        if self.engine.wait_for_retries:
+            active |= set(self.pending)
         return any(run_id in active for run_id in self.mine)
 
     def _refresh(self) -> None:
@@ -440,8 +482,8 @@ class _Drain:
         machine = self.desired.machines[run.machine]
         claimed = self.store.claim(run.id, self.engine.owner, now, machine.max_parallel)
         if claimed is None:  # cancelled, taken since we looked, or its machine is full
-            if not self.shared:  # cancelled: the report must say so (a shared drain re-reads)
-                self._learn_ended(run.id)
+            if not self.shared:  # the report must say so (a shared drain re-reads)
+                self._claimed_elsewhere(run.id)
             return
         failpoints.hit("after_claim")
         spec = self.desired.tasks[claimed.task]

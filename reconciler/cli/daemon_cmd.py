@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 
 from ..daemon import Daemon, watch_files
-from ..errors import InputError, SourceError
+from ..errors import InputError, ReconcilerError, SourceError
 from ..model import DEFAULT_POLL_INTERVAL
 from ..source import git as gitsource
 from . import views, wiring
@@ -28,6 +29,8 @@ class _Continuous:
     def __init__(self, args: argparse.Namespace, daemon: Daemon, metrics=None):
         self.args, self.daemon, self.metrics = args, daemon, metrics
         self.refused: gitsource.RefusedCommit | None = None
+        self.passes: list[threading.Thread] = []  # passes still draining
+        self.planning: threading.Event | None = None  # set once the latest pass planned
         # Text logs show a summary per pass; JSON logs show every event as it happens.
         self.progress = (JsonProgress() if args.log_format == "json" and not args.quiet
                          else (lambda event: None))
@@ -37,6 +40,9 @@ class _Continuous:
         return float(self.loaded.inventory.settings.poll_interval or DEFAULT_POLL_INTERVAL)
 
     def tick(self) -> None:
+        self.passes = [t for t in self.passes if t.is_alive()]
+        if self.planning is not None and not self.planning.is_set():
+            return  # the last pass is still reading and planning: no pull under its feet
         if self.daemon.reload.is_set():
             self.daemon.reload.clear()
         if not self.args.watch_files:
@@ -48,12 +54,37 @@ class _Continuous:
                 log.error("%s", exc)
                 if isinstance(exc, gitsource.RefusedCommit):
                     self.refused = exc  # alerted by the next pass (once per commit)
+        self._start_pass()
+
+    def _start_pass(self) -> None:
+        """Start a pass in its own thread. Its drain goes on (runs executing) while later
+        ticks plan later commits (DESIGN §10: planning is not draining), so a priority-1
+        commit never waits behind earlier runs or their retry back-offs."""
+        self.planning = threading.Event()
+        thread = threading.Thread(target=self._guarded_pass, args=(self.planning,),
+                                  name="pass", daemon=False)
+        self.passes.append(thread)
+        thread.start()
+
+    def join(self) -> None:
+        """Wait for every pass still draining (after a stop: within their grace)."""
+        for thread in self.passes:
+            thread.join()
+
+    def _guarded_pass(self, planning: threading.Event) -> None:
+        """The daemon's top guard for one pass thread: log, never die."""
         try:
-            self._pass()
+            self._pass(planning)
         except InputError as exc:
             log.error("the inventory is invalid; nothing runs until it is fixed:\n%s", exc)
+        except ReconcilerError as exc:
+            log.error("%s", exc)
+        except Exception:  # a bug in one pass must not stop the daemon
+            log.exception("internal error in a pass (a bug in reconciler, please report it)")
+        finally:
+            planning.set()
 
-    def _pass(self) -> None:
+    def _pass(self, planning: threading.Event) -> None:
         args = self.args
         commit = gitsource.head_commit(wiring.inventory_dir(args))
         # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
@@ -63,6 +94,8 @@ class _Continuous:
                               metrics=self.metrics) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = wiring.grace(args)
+                engine.wait_for_retries = False  # a retry comes due at a later tick
+                engine.planned = planning
                 if self.refused is not None:
                     sinks.commit_refused(self.refused.commit, str(self.refused))
                     self.refused = None
@@ -95,6 +128,7 @@ def cmd_continuous(args: argparse.Namespace) -> int:
         watch_files(str(wiring.inventory_dir(args)), daemon)
     try:
         daemon.serve()
+        loop.join()
     finally:
         if server is not None:
             server.close()

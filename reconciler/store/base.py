@@ -83,8 +83,9 @@ class StateStore(ABC):
         """
 
     @abstractmethod
-    def recover(self, now: datetime) -> list[Run]:
-        """Resolve `running` runs left by a dead pass (call under the pass lock).
+    def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
+        """Resolve `running` runs left by a dead pass (call under the pass lock). Runs claimed
+        by `keep_owner` (the caller's process, whose other passes may still drain) are alive.
 
         Not dispatched: back to `pending`. Dispatched: `unknown` (`finished_at` = `now`).
         Returns the changed runs by id. Which runs count as a dead pass's is the backend's

@@ -359,9 +359,10 @@ class PostgresStore(StateStore):
                 if not cur.nextset():
                     return [_run(row) for row in rows]
 
-    def recover(self, now: datetime) -> list[Run]:
+    def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
         """Runs of dead workers: on a shared queue only an expired lease proves a holder
-        dead, so this is `sweep(LEASE_SECONDS, now)`; runs of live workers are left alone."""
+        dead, so this is `sweep(LEASE_SECONDS, now)`; runs of live workers (`keep_owner`'s
+        included) are left alone."""
         return self.sweep(LEASE_SECONDS, now)
 
     @_retried

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -179,6 +180,21 @@ class NoSchema(StoreError):
     """A database file without the reconciler's schema, opened read-only: it holds no runs."""
 
 
+@dataclass
+class _HeldLock:
+    """The pass lock as this process holds it, and how many of its passes are inside."""
+
+    fd: int
+    count: int = 0
+
+
+# The pass lock belongs to the process, not to one pass: the daemon overlaps its passes (it
+# plans a new commit while an earlier pass still drains), and a second flock of the same file
+# from the same process would wait on itself. Other processes still wait for all of them.
+_HELD: dict[str, _HeldLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
 class SqliteStore(StateStore):
     """The `StateStore` on one SQLite file. Thread-safe; see the module docstring.
 
@@ -329,6 +345,24 @@ class SqliteStore(StateStore):
         holder dies, however it dies; Python opens the fd non-inheritable, so child processes
         (ssh, the command) cannot keep it alive. flock has no timeout of its own: we poll LOCK_NB.
         """
+        key = os.path.realpath(self._lock_path)
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is None:
+                held = _HELD[key] = _HeldLock(self._take_lock(timeout))
+            held.count += 1
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                held.count -= 1
+                if held.count == 0:
+                    del _HELD[key]
+                    fcntl.flock(held.fd, fcntl.LOCK_UN)
+                    os.close(held.fd)
+
+    def _take_lock(self, timeout: float) -> int:
+        """Open the lock file and flock it; the open descriptor holds the lock."""
         try:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -336,12 +370,10 @@ class SqliteStore(StateStore):
                             f"{exc.strerror}") from exc
         try:
             self._acquire(fd, timeout)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
 
     def _acquire(self, fd: int, timeout: float) -> None:
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -394,13 +426,14 @@ class SqliteStore(StateStore):
         })
         return None if row is None else _run(row)  # None: an active run of this key exists
 
-    def recover(self, now: datetime) -> list[Run]:
+    def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
         """`running` runs of a dead pass: undispatched -> `pending`, dispatched -> `unknown`.
-        Returns them by id."""
+        Runs claimed by `keep_owner` (the caller's own process) are alive. Returns them by id."""
+        keep = {"keep": keep_owner}
         with self._write() as conn:
-            back = conn.execute(_q("recover_undispatched")).fetchall()
+            back = conn.execute(_q("recover_undispatched"), keep).fetchall()
             lost = conn.execute(_q("recover_dispatched"),
-                                {"now": _ts(now), "error": UNKNOWN_ERROR}).fetchall()
+                                {**keep, "now": _ts(now), "error": UNKNOWN_ERROR}).fetchall()
         return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
 
     def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:

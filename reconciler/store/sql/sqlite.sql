@@ -264,13 +264,13 @@ RETURNING *
 -- query: recover_undispatched
 -- Claimed but the command was never sent: nothing ran, so the run simply waits again.
 UPDATE runs SET status = 'pending', owner = NULL, dispatched = 0
-WHERE status = 'running' AND dispatched = 0
+WHERE status = 'running' AND dispatched = 0 AND (:keep IS NULL OR owner IS NOT :keep)
 RETURNING *
 
 -- query: recover_dispatched
 -- The command may have run: only an idempotent task may be re-run, which is not ours to decide.
 UPDATE runs SET status = 'unknown', finished_at = :now, error = :error
-WHERE status = 'running' AND dispatched = 1
+WHERE status = 'running' AND dispatched = 1 AND (:keep IS NULL OR owner IS NOT :keep)
 RETURNING *
 
 -- query: counts
