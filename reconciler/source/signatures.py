@@ -56,6 +56,8 @@ def verify(inventory: str | Path, mode: str, trusted: str | None, head: str, *,
         prefix = "" if repo.path == "." else repo.path + "/"
         if trusted is None:
             return [_first_use(repo, head, anchor_key)]
+        if not trees.between(trusted, head):
+            return []  # nothing new since the trusted commit: no need to load its roles
         roles_from = repo.load(trusted).inventory
         with _allowed_signers(roles_from) as allowed:
             return _Judge(repo, trees, prefix, roles_from, allowed).run(mode, trusted, head)
