@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Mapping
 
@@ -61,6 +63,14 @@ ADOPT_LIMIT = 200  # unknown runs looked at per pass, newest first
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@lru_cache(maxsize=1)
+def process_owner() -> str:
+    """The owner this process stamps on the runs it claims: `host:pid:token`. The token
+    tells two lives of one pid apart (a restarted container's daemon is pid 1 again), so a
+    pass never mistakes a dead predecessor's runs for its own live ones."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,7 @@ class Engine:
         self.resolve = resolve
         # Every output and error passes through it before it is stored or shown.
         self.redact = redactor or Redactor()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = process_owner()
         self.stop = threading.Event()  # set: claim nothing more, let running runs finish
         # After `stop`, how long running runs may take before they are stopped and recorded
         # `unknown` (None: wait for them however long they take).

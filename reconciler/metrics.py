@@ -172,11 +172,13 @@ class Metrics:
             self._source = (store, desired)
         self.refresh()
 
-    def unbind(self) -> None:
-        """Keep the last numbers; the store is about to close."""
+    def unbind(self, store: StateStore | None = None) -> None:
+        """Keep the last numbers; the store is about to close. With `store`, only if it is
+        the bound one (the daemon's passes overlap: a later pass may have bound its own)."""
         self.refresh()
         with self._lock:
-            self._source = None
+            if store is None or (self._source is not None and self._source[0] is store):
+                self._source = None
 
     def refresh(self) -> StatusNumbers:
         """Re-read the numbers from the bound store (if any); a store error keeps the last."""

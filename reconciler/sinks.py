@@ -27,8 +27,6 @@ secret a run reads is audited (team and key NAME).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections import Counter
 from datetime import datetime
@@ -56,8 +54,10 @@ QUIET_KINDS = ("held",)  # waits, not operations: neither audited nor alerted
 
 
 def engine_owner() -> str:
-    """The owner string the engine stamps on the runs it claims (`host:pid`)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The owner string the engine stamps on the runs it claims (`host:pid:token`)."""
+    from .engine import process_owner
+
+    return process_owner()
 
 
 class Sinks:
@@ -152,7 +152,7 @@ class Sinks:
         outbox), and stop reading the store for metrics. Call before closing the store.
         True when every delivery was attempted."""
         drained = self.courier.close(wait_seconds)
-        self.metrics.unbind()
+        self.metrics.unbind(self.store)
         return drained
 
     # --- events ---

@@ -363,13 +363,16 @@ class PostgresStore(StateStore):
         """Runs of dead workers: on a shared queue only an expired lease proves a holder
         dead, so this is `sweep(LEASE_SECONDS, now)`; runs of live workers (`keep_owner`'s
         included) are left alone."""
-        return self.sweep(LEASE_SECONDS, now)
+        return self._sweep(LEASE_SECONDS, now, keep_owner)
 
     @_retried
     def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
         """Runs whose lease expired by the server's clock: undispatched -> `pending`,
         dispatched -> `unknown`. Returns them by id. See `StateStore.sweep`."""
-        lease = {"lease": max(float(lease_seconds), 0.0)}
+        return self._sweep(lease_seconds, now, None)
+
+    def _sweep(self, lease_seconds: float, now: datetime, keep_owner: str | None) -> list[Run]:
+        lease = {"lease": max(float(lease_seconds), 0.0), "keep": keep_owner}
         with self._transaction() as conn:
             back = conn.execute(_q("sweep_undispatched"), lease).fetchall()
             lost = conn.execute(_q("sweep_dispatched"), {

@@ -312,6 +312,7 @@ RETURNING *
 UPDATE runs SET status = 'pending', owner = NULL, dispatched = false, heartbeat_at = NULL
 WHERE status = 'running' AND NOT dispatched
   AND COALESCE(heartbeat_at, started_at) < now() - make_interval(secs => %(lease)s)
+  AND (%(keep)s::text IS NULL OR owner IS DISTINCT FROM %(keep)s::text)
 RETURNING *
 
 -- query: sweep_dispatched
@@ -319,6 +320,7 @@ RETURNING *
 UPDATE runs SET status = 'unknown', finished_at = %(now)s, error = %(error)s
 WHERE status = 'running' AND dispatched
   AND COALESCE(heartbeat_at, started_at) < now() - make_interval(secs => %(lease)s)
+  AND (%(keep)s::text IS NULL OR owner IS DISTINCT FROM %(keep)s::text)
 RETURNING *
 
 -- query: counts
