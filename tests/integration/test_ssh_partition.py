@@ -1,7 +1,7 @@
 """A network partition mid-command, through `reconcile --once`, with a TCP proxy in front of a
 real sshd that stops forwarding (no FIN, no RST: the packets just stop).
 
-The SSH liveness check must notice within a few keepalive intervals (here `ssh_keepalive: 1s`,
+The SSH liveness check must notice within a few keepalive intervals (here `ssh_keepalive: 2s`,
 3 probes), not at the task's timeout: the run ends `unknown` ("connection lost"), the machine
 is alerted unreachable once, and once the network is back the next pass adopts the result the
 command left in its markers on the target.
@@ -41,7 +41,7 @@ def proxy(sshd):  # noqa: F811
 def test_a_partition_mid_command_ends_unknown_within_the_keepalive_and_is_adopted_later(
         tmp_path, sshd, proxy, client_key, receiver):  # noqa: F811
     p = ssh_project(tmp_path, proxy.port, sshd.host_key, client_key, alerts=[receiver.url()],
-                    settings="ssh_keepalive: 1s\nssh_keepalive_count: 3\n")
+                    settings="ssh_keepalive: 2s\nssh_keepalive_count: 3\n")
     fifo, started = tmp_path / "go", tmp_path / "started"
     os.mkfifo(fifo)
     p.task("deploy", f'timeout: 2m\ncommand: echo up > "{started}"; read line < "{fifo}"; '
@@ -53,7 +53,7 @@ def test_a_partition_mid_command_ends_unknown_within_the_keepalive_and_is_adopte
         assert first.poll() is None, first.communicate()
         proxy.partition()
         cut = time.monotonic()
-        wait_until(lambda: first.poll() is not None, timeout=30,
+        wait_until(lambda: first.poll() is not None, timeout=60,
                    message="the pass to notice the partition")
         noticed = time.monotonic() - cut
     finally:
@@ -61,7 +61,8 @@ def test_a_partition_mid_command_ends_unknown_within_the_keepalive_and_is_adopte
             first.kill()
         out, err = first.communicate(timeout=30)
     assert first.returncode == 1, err
-    assert noticed < 15, f"the partition was noticed only after {noticed:.1f}s"
+    # 3 probes 2 s apart (6 s), plus a watchdog tick and a loaded CI host's scheduling.
+    assert noticed < 20, f"the partition was noticed only after {noticed:.1f}s"
     assert "Traceback" not in err
     [run] = __import__("json").loads(out)["runs"]
     assert run["status"] == "unknown" and "connection lost" in run["error"], run
