@@ -112,6 +112,15 @@ def test_readme_and_docs_exist_and_the_readme_links_into_docs():
     assert "](docs/" in _prose(readme)
 
 
+def test_the_docs_index_lists_every_page_of_docs():
+    index = ROOT / "docs" / "README.md"
+    linked = {(index.parent / target.partition("#")[0]).resolve()
+              for target in LINK.findall(_prose(index.read_text(encoding="utf-8")))}
+    unlisted = [page.name for page in sorted((ROOT / "docs").glob("*.md"))
+                if page != index and page.resolve() not in linked]
+    assert unlisted == [], "add these pages to docs/README.md"
+
+
 @pytest.mark.parametrize("document", _documents(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves_inside_the_repository(document):
     assert _broken_links(document) == []
