@@ -112,6 +112,10 @@ def decide(args: argparse.Namespace, repo, last: str | None, head: str | None,
     if repo is None or head is None:
         return Trust("none", "no git repository", last, anchor, state_setting, by_settings)
     trees, prefix = repo
+    if last is not None and trees.resolve(last) is None:
+        raise SourceError(f"the last commit reconciled, {last[:12]}, is not in this clone, so "
+                          "neither its git.verify nor its roles can be read: fetch the full "
+                          "history (e.g. `fetch-depth: 0` in CI)")
     if last is not None:
         mode = verify_setting(committed_settings(trees, prefix, last))
         return Trust(mode, f"git.verify of {last[:12]}, the last commit reconciled", last,

@@ -380,3 +380,31 @@ def test_daemon_refuses_an_unsigned_push_that_turns_verify_off_and_ignores_local
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
     assert not repo.marker("evil").exists() and not repo.marker("local").exists()
+
+
+# ------------------------------------------------------------------ checkouts that stay refused
+
+
+def test_shallow_clone_without_the_last_reconciled_commit_is_refused(repo):
+    for name in ("one", "two"):
+        repo.task("prod", name)
+        repo.commit("alice", name)
+    shallow = repo.root / "shallow"
+    repo.git("clone", "-q", "--depth", "1", f"file://{repo.work}", str(shallow))
+    result = reconcile("--once", "--state", f"sqlite:///{repo.root / 'state.db'}", cwd=shallow)
+    assert result.code == 3 and "fetch-depth: 0" in result.err, result.err
+    assert not repo.marker("one").exists() and not repo.marker("two").exists()
+
+
+def test_detached_head_at_an_unsigned_commit_is_refused(repo):
+    repo.task("prod", "evil")
+    repo.commit(None, "unsigned")
+    repo.git("checkout", "-q", "--detach", "HEAD")
+    assert "is not signed" in repo.once(3)
+    assert not repo.marker("evil").exists()
+
+
+def test_untracked_file_in_the_inventory_is_refused_under_verify(repo):
+    repo.task("prod", "evil")  # written, never committed
+    assert "uncommitted changes" in repo.once(3)
+    assert not repo.marker("evil").exists()
