@@ -14,9 +14,10 @@ most writes are a single statement (one round trip, its own transaction); the re
 explicit transaction. A connection that broke (server restart, `pg_terminate_backend`) fails
 the call in progress with `StoreError` and is replaced on the next call; a server still
 restarting (refusing connections, in crash recovery) is waited for, up to `RECONNECT_SECONDS`.
-Calls that a second try cannot apply twice (reads, and compare-and-set writes: a claim, a
-dispatch mark, a heartbeat, a sweep) are tried once more on the new connection, so a worker
-rides out a database restart (`@_retried`). Other writes are left to the caller's retry.
+Calls that a second try cannot apply twice (reads, and compare-and-set writes: a dispatch
+mark, a heartbeat, a sweep) are tried once more on the new connection, and a claim finds out
+whether it committed, so a worker rides out a database restart (`@_retried`, `claim`). Other
+writes are left to the caller's retry.
 
 Times: `timestamptz` columns, read back as aware UTC datetimes (the session time zone is UTC).
 Lease comparisons use the server's `now()`; the `now` arguments fill the run's history.
@@ -140,9 +141,7 @@ def _runs_by_id(rows: list[tuple]) -> list[Run]:
 
 def _retried(method):
     """Try `method` once more when the connection broke under it (a server restart): only for
-    calls that cannot apply twice. A claim whose commit was lost with the connection fails its
-    second try (the run is no longer pending) and goes back to `pending` when its lease expires:
-    never run twice, only later."""
+    calls that cannot apply twice."""
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         try:
@@ -404,7 +403,6 @@ class PostgresStore(StateStore):
         with self._session("write") as conn:
             return conn.execute(_q(query), params).fetchone()
 
-    @_retried
     def claim(self, run_id: int, owner: str, now: datetime,
               max_parallel: int | None = None) -> Run | None:
         """Compare-and-set `pending` -> `running` (epoch + 1) with `FOR UPDATE SKIP LOCKED`,
@@ -413,7 +411,26 @@ class PostgresStore(StateStore):
 
         The capacity check holds a transaction-level advisory lock on the machine's name, so
         workers claiming for one machine at once are serialised and `max_parallel` holds
-        across every worker, not just within one."""
+        across every worker, not just within one.
+
+        When the connection breaks under a claim (a server restart) the claim may or may not
+        have committed. Once the server answers again the run is looked at: running under
+        `owner` since exactly `now` (the claim's own stamp) means it did, and the run is
+        ours; otherwise the claim is tried again. A claim is never lost to a stranded lease,
+        and never taken twice."""
+        try:
+            return self._claim(run_id, owner, now, max_parallel)
+        except StoreError:
+            if self._closed or not (self._conn.broken or self._conn.closed):
+                raise
+        run = self.get_run(run_id)  # reconnects, waiting for the server
+        if run is not None and run.status is RunStatus.RUNNING and run.owner == owner \
+                and run.started_at == _aware(now):
+            return run
+        return self._claim(run_id, owner, now, max_parallel)
+
+    def _claim(self, run_id: int, owner: str, now: datetime,
+               max_parallel: int | None) -> Run | None:
         params = {"id": run_id, "owner": owner, "now": _aware(now)}
         if max_parallel is None:
             row = self._write_one("claim", params)

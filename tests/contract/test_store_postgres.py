@@ -229,6 +229,23 @@ def test_a_terminated_connection_fails_one_write_and_the_next_reconnects(store, 
     assert [r.id for r in store.pending()] == [run.id]
 
 
+def test_a_claim_that_committed_before_its_connection_broke_is_found_not_stranded(
+        store, postgres_url):
+    run, other = one(store), one(store, machine="m2")
+    now = datetime.now(timezone.utc)
+    elsewhere = open_store(postgres_url)
+    try:  # what the lost commit did: the runs are running under our name since `now`
+        elsewhere.claim(run.id, "w", now)
+        elsewhere.claim(other.id, "w", now - timedelta(seconds=1))
+    finally:
+        elsewhere.close()
+    _terminate_sessions(postgres_url)
+    mine = store.claim(run.id, "w", now)
+    assert (mine.id, mine.status, mine.owner) == (run.id, RunStatus.RUNNING, "w")
+    _terminate_sessions(postgres_url)
+    assert store.claim(other.id, "w", now) is None  # another claim's (its stamp differs)
+
+
 def test_a_read_or_a_claim_rides_out_a_terminated_connection(store, postgres_url):
     run = one(store)
     _terminate_sessions(postgres_url)

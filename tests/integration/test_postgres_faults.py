@@ -135,10 +135,11 @@ class Supervisor:
             self.exited.append((worker.returncode, err))
             assert worker.returncode == 3 and "Traceback" not in err, (worker.returncode, err)
             assert len(self.exited) <= 10, "workers keep dying"
-            owner = f"{socket.gethostname()}:{worker.pid}"
+            owner = f"{socket.gethostname()}:{worker.pid}"  # `host:pid`, maybe `:token`
             with psycopg.connect(self.url, autocommit=True) as conn:
                 conn.execute("UPDATE runs SET heartbeat_at = now() - interval '1 hour' "
-                             "WHERE status = 'running' AND owner = %s", (owner,))
+                             "WHERE status = 'running' AND (owner = %s OR owner LIKE %s)",
+                             (owner, owner + ":%"))
             self.workers[index] = _worker(self.project, self.url)
 
     def stop(self) -> list[tuple[int, str]]:
