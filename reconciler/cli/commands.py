@@ -19,7 +19,7 @@ from ..source.git import head_commit
 from ..state import ExecutedState, RunStatus
 from . import views, wiring
 from ..sinks import audit_queue_change
-from .passes import prepared_pass, run_pass, wired_engine
+from .passes import prepared_pass, run_pass, wired_engine, worker_inventory
 from .progress import json_line, progress_for
 
 log = logging.getLogger(__name__)
@@ -340,14 +340,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Execute queued runs of a shared (PostgreSQL) queue until SIGTERM/SIGINT; plans nothing."""
     from ..errors import UsageError
 
-    loaded = wiring.load(args)
+    # Under git.verify: the store's last reconciled commit, never the working tree.
+    follow = worker_inventory(args, _FollowInventory)
+    loaded = follow.loaded
     store = wiring.store(args, loaded.inventory)
     if not store.shared_queue:
         store.close()
+        getattr(follow, "close", lambda: None)()
         raise UsageError("reconcile worker needs a shared PostgreSQL store (--state "
                          "postgresql://...); with SQLite, `reconcile --once` runs the queue")
     try:
-        follow = _FollowInventory(args, loaded)
         with progress_for(args.quiet, live=False, log_format=args.log_format) as progress, \
                 wired_engine(args, loaded, store, commit=None, progress=progress,
                              desired=follow) as (engine, sinks):
@@ -357,6 +359,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 engine.work(follow)
     finally:
         store.close()
+        getattr(follow, "close", lambda: None)()
     return 0
 
 

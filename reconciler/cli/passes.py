@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -104,6 +105,80 @@ def prepared_pass(args: argparse.Namespace, commit: str | None
                               load=lambda: _load_checkout(checkout, worktree))
         with _opened(url) as store:
             yield loaded, store, trust
+
+
+def worker_inventory(args: argparse.Namespace, follow_working_tree):
+    """What `reconcile worker` executes: the working tree (`follow_working_tree(args,
+    loaded)`), or under git.verify the store's last reconciled commit, checked out privately
+    and followed as passes move it — a worker never runs an unverified file."""
+    inventory = wiring.inventory_dir(args)
+    view = _git_view(inventory)
+    commit = gitsource.head_commit(inventory) if view is not None else None
+    url, state = _state_location(args, inventory, view, commit)
+    last = _last_commit(url)
+    trust = decide(args, view, last, last, state)
+    if not trust.on:
+        return follow_working_tree(args, wiring.load(args))
+    if last is None or view is None:
+        from ..errors import SourceError
+
+        raise SourceError("git.verify is on and this store has reconciled no commit yet: a "
+                          "worker runs only what a verified pass planned; run a pass first")
+    return _VerifiedInventory(inventory, url, last)
+
+
+class _VerifiedInventory:
+    """The store's last reconciled commit, written to a private folder; `current` (a symlink)
+    always names the latest, so local runs and vault reads started later see it."""
+
+    INTERVAL = 5.0
+
+    def __init__(self, inventory: Path, url: str, commit: str):
+        import tempfile
+
+        self.inventory, self.url = inventory, url
+        self.parent = Path(tempfile.mkdtemp(prefix="reconcile-worker-"))  # mode 0700
+        self.read_at = time.monotonic()
+        try:
+            self._switch(commit)
+        except BaseException:
+            self.close()
+            raise
+
+    def _switch(self, commit: str) -> None:
+        from ..source.revision import Checkout, Repository
+
+        with Repository(self.inventory) as repo:
+            sha = repo.commit(commit).hexsha
+            if not (self.parent / sha).exists():
+                repo.write_checkout(sha, self.parent / sha)
+            path, worktree = repo.path, repo.repo.working_tree_dir
+        link = self.parent / "current.new"
+        link.unlink(missing_ok=True)
+        os.symlink(sha, link)
+        os.replace(link, self.parent / "current")
+        current = self.parent / "current"
+        checkout = Checkout(current, current.joinpath(*Path(path).parts) if path != "." else
+                            current, sha, sha, path)
+        self.loaded = _load_checkout(checkout, worktree)
+        self.commit = sha
+
+    def __call__(self):
+        if time.monotonic() - self.read_at >= self.INTERVAL:
+            self.read_at = time.monotonic()
+            last = _last_commit(self.url)
+            if last is not None and last != self.commit:
+                try:
+                    self._switch(last)
+                except InputError as exc:
+                    log.error("commit %s does not load; keeping %s: %s", last[:12],
+                              self.commit[:12], exc)
+        return self.loaded.desired
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.parent, ignore_errors=True)
 
 
 def _load_checkout(checkout, worktree: str) -> wiring.Loaded:

@@ -94,6 +94,13 @@ class Repository:
         with _exported(tree, f"{revision}:{self.path}") as root:
             return _load_exported(root, revision, commit.hexsha, self.path)
 
+    def write_checkout(self, revision: str, target: Path) -> str:
+        """Write the whole tree of `revision` into the new folder `target`; its commit id."""
+        commit = self.commit(revision)
+        target.mkdir(mode=0o700)
+        _write_tree(commit.tree, target, f"{revision}:")
+        return commit.hexsha
+
     @contextmanager
     def checkout(self, revision: str) -> Iterator["Checkout"]:
         """The whole tree of `revision` in a private temporary folder (mode 0700), removed on

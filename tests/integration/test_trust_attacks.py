@@ -408,3 +408,61 @@ def test_untracked_file_in_the_inventory_is_refused_under_verify(repo):
     repo.task("prod", "evil")  # written, never committed
     assert "uncommitted changes" in repo.once(3)
     assert not repo.marker("evil").exists()
+
+
+# ------------------------------------------------------------------ a worker runs the verified commit
+
+
+def test_worker_runs_the_verified_commit_not_a_skip_worktree_edit(tmp_path):
+    import signal
+
+    from tests.support.cli import spawn
+    from tests.support.postgres import fresh_database
+    from tests.support.waiting import wait_until
+
+    repo = TrustRepo(tmp_path)
+    repo.write("scripts/prod/run.sh", f'echo verified >> "{repo.root / "ledger"}"\nexit 1\n')
+    repo.write("inventory/tasks/prod/runner.yaml",
+               "name: runner\nmachines: [box]\ncommand: sh scripts/prod/run.sh\n"
+               "retry: {count: 0}\n")
+    repo.commit("alice", "initial")
+    ledger = repo.root / "ledger"
+    with fresh_database() as url:
+        reconcile("--once", "--state", url, "--trust-anchor", repo.fingerprint("alice"),
+                  cwd=repo.work, check_code=1)  # runner failed, on purpose
+        assert ledger.read_text().split() == ["verified"]
+        # The worker's host edits the script behind git's back, then the run is retried.
+        repo.git("update-index", "--skip-worktree", "scripts/prod/run.sh")
+        repo.write("scripts/prod/run.sh", f'echo edited >> "{ledger}"\n')
+        runs = reconcile("queue", "list", "--format", "json", "--state", url, cwd=repo.work,
+                         check_code=0).json()
+        runs = runs["runs"] if isinstance(runs, dict) else runs
+        failed = [r["id"] for r in runs if r["task"].endswith("runner")]
+        reconcile("queue", "retry", str(failed[0]), "--state", url, cwd=repo.work, check_code=0)
+        _plan_without_draining(repo.work / "inventory", url)  # as a planner on another host
+        worker = spawn("worker", "--state", url, cwd=repo.work)
+        try:
+            wait_until(lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
+                       timeout=60, message="the retried run")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert ledger.read_text().split() == ["verified", "verified"], err
+
+
+def _plan_without_draining(inventory: Path, url: str) -> None:
+    from datetime import datetime, timezone
+
+    from reconciler.compile import compile_inventory
+    from reconciler.loader import load_inventory
+    from reconciler.plan import make_plan
+    from reconciler.store.factory import open_store
+
+    loaded, _ = load_inventory(inventory)
+    now = datetime.now(timezone.utc)
+    store = open_store(url)
+    try:
+        plan = make_plan(compile_inventory(loaded), store.snapshot(), now)
+        assert store.record_plan(plan, None, now), "nothing was enqueued"
+    finally:
+        store.close()
