@@ -247,14 +247,14 @@ class Settings:
     state: str | None = None
     concurrency: int | None = None
     poll_interval: int | None = None
-    ssh_keepalive: int | None = None  # seconds between SSH liveness probes
-    ssh_keepalive_count: int | None = None  # unanswered probes before a connection is dead
     git: GitSettings = GitSettings()
     credentials: CredentialGrants = CredentialGrants()
     local_machines: LocalMachineSettings = LocalMachineSettings()
     # `paths:` — repository path patterns given to teams (operators of the team may change
     # matching files); in file order, the last matching pattern wins (as in CODEOWNERS).
     paths: tuple[tuple[str, str], ...] = ()
+    ssh_keepalive: int | None = None  # seconds between SSH liveness probes
+    ssh_keepalive_count: int | None = None  # unanswered probes before a connection is dead
     location: Location | None = field(default=None, compare=False)
 
 
