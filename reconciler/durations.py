@@ -36,7 +36,7 @@ def parse_duration(value: int | str) -> int:
         return _checked(value)
     text = value.strip()
     if text.isascii() and text.isdigit():
-        return _checked(int(text))
+        return _checked(_number(text))
     return _checked(_parse_units(text))
 
 
@@ -49,9 +49,17 @@ def _parse_units(text: str) -> int:
             raise DurationError(f"unknown unit '{unit}'; use d, h, m or s, such as {EXAMPLES}")
         if previous is not None and UNITS[unit] >= UNITS[previous]:
             raise DurationError(f"write units once each, largest first, such as {EXAMPLES}")
-        total += int(number) * UNITS[unit]
+        total += _number(number) * UNITS[unit]
         previous = unit
     return total
+
+
+def _number(digits: str) -> int:
+    """The value of a string of digits; one too long for any duration is refused before
+    int() sees it (Python refuses more than 4,300 digits with an error of its own)."""
+    if len(digits.lstrip("0")) > len(str(MAX_SECONDS)):
+        raise DurationError("a duration cannot be longer than 3650d (ten years)")
+    return int(digits)
 
 
 def _checked(seconds: int) -> int:

@@ -9,6 +9,7 @@ occurrence with `***` in run output, errors, logs and JSON before anything is wr
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 from typing import Iterable
@@ -67,11 +68,30 @@ def variants(value: str) -> set[str]:
     raw = value.encode()
     b64 = base64.b64encode(raw).decode()
     url_b64 = base64.urlsafe_b64encode(raw).decode()
-    forms |= {b64, b64.rstrip("="), url_b64, url_b64.rstrip("="), raw.hex(), raw.hex().upper(),
-              quote(value, safe=""), quote_plus(value)}
+    forms |= {b64, b64.rstrip("="), url_b64, url_b64.rstrip("="), raw.hex(), raw.hex().upper()}
+    forms |= url_encoded(value)
+    forms |= json_escaped(value)
     forms |= set(base64_cores(raw))
     forms |= url_credentials(value)
     return {f for f in (form.strip() for form in forms) if len(f) >= MIN_LENGTH}
+
+
+def url_encoded(value: str) -> set[str]:
+    """Pure: `value` percent-encoded as libraries do: every reserved character escaped, or `/`
+    kept (Python's `quote`, a URL path), `+` for spaces (forms), escapes in either case."""
+    forms = {quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/")}
+    return forms | {_LOWER_ESCAPE.sub(lambda m: m[0].lower(), form) for form in forms}
+
+
+_LOWER_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def json_escaped(value: str) -> set[str]:
+    """Pure: `value` inside a JSON string (a quote, a backslash or a control character turns
+    into an escape), with `/` escaped too as PHP and some Java encoders write it, and with
+    non-ASCII characters as `\\uXXXX` or as they are."""
+    forms = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return forms | {form.replace("/", "\\/") for form in forms}
 
 
 def url_credentials(value: str) -> set[str]:
@@ -121,10 +141,11 @@ def base64_cores(raw: bytes) -> list[str]:
 
 
 _URL_SAFE = str.maketrans("+/", "-_")
-# A base64 text wrapped into lines (76 columns for `base64` and MIME, 64 for PEM): two lines
-# or more of base64 characters, every line but the last at least 40 long. Anchored at a line
+# A base64 text wrapped into lines (76 columns for `base64` and MIME, 64 for PEM, narrower
+# for some tools): two lines or more of base64 characters, every line but the last at least
+# 16 long. Anchored at a line
 # start and possessive, so a long line that is not base64 costs one look, not a backtrack.
-_WRAPPED = re.compile(r"^(?:[A-Za-z0-9+/_-]{40,}+\r?\n)++[A-Za-z0-9+/_-]*+=*+", re.MULTILINE)
+_WRAPPED = re.compile(r"^(?:[A-Za-z0-9+/_-]{16,}+\r?\n)++[A-Za-z0-9+/_-]*+=*+", re.MULTILINE)
 MIN_PIECE = 3  # a secret's last characters left after a cut: masked from this many on
 
 

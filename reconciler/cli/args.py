@@ -81,11 +81,11 @@ def build_parser() -> Parser:
     qlist.add_argument("--status", action="append", metavar="S",
                        help="only runs with this status (repeatable)")
     qlist.add_argument("--team", metavar="T", help="only runs of this team's tasks")
-    qlist.add_argument("--limit", type=int, default=1000, metavar="N")
+    qlist.add_argument("--limit", type=_int64, default=1000, metavar="N")
     for action, text in (("show", "one run with its output"), ("cancel", "cancel a pending run"),
                          ("retry", "run a failed, blocked or unknown run again at the next pass")):
         p = qsub.add_parser(action, help=text)
-        p.add_argument("run", type=int, metavar="RUN", help="run id")
+        p.add_argument("run", type=_int64, metavar="RUN", help="run id")
         qsub.choices[action] = p
     for p in qsub.choices.values():
         _add_globals(p, suppress=True)
@@ -176,3 +176,17 @@ def _add_grace(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--grace", metavar="DURATION", default=default,
                         help="after SIGTERM/SIGINT, how long running runs may finish before "
                              "they are stopped and recorded unknown (default 30s)")
+
+
+def _int64(text: str) -> int:
+    """An integer argument that the stores can hold (a signed 64-bit integer): a larger one
+    is a usage error naming the limit, not an overflow deep in the database driver."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+    if abs(value) > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text[:40]}... is out of range (at most 2^63-1)"
+                                         if len(text) > 40 else
+                                         f"{text} is out of range (at most 2^63-1)")
+    return value

@@ -1,0 +1,102 @@
+"""A second attack review of issue 11 (vault binding, redaction, library logs, private state,
+signed prune anchors, hostile numbers): each test is an attack that once got through the
+real command, kept so it stays shut."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from tests.e2e.test_vault import _keygen, vaulted  # noqa: F401  (the `vaulted` fixture)
+
+BEYOND_64_BITS = "99999999999999999999999"
+HUGE = "9" * 5000
+
+
+# --- hostile numbers: item 14 ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["queue", "show", BEYOND_64_BITS],
+                                     ["queue", "show", "-" + BEYOND_64_BITS],
+                                     ["queue", "retry", BEYOND_64_BITS],
+                                     ["queue", "cancel", BEYOND_64_BITS],
+                                     ["queue", "list", "--limit", BEYOND_64_BITS]])
+def test_a_run_id_or_limit_beyond_64_bits_is_a_usage_error_not_an_internal_one(project, command):
+    project.task("t", "command: echo hi\n")
+    project.run("--once", "-q", code=0)
+    result = project.run(*command, code=2)
+    assert "internal error" not in result.err and "Traceback" not in result.err
+    assert result.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", [f"{HUGE}s", f'"{HUGE}"', f"1h{HUGE}s"])
+def test_a_duration_of_5000_digits_is_a_located_exit_2(project, value):
+    path = project.task("slow", f"command: echo hi\ntimeout: {value}\n")
+    result = project.run("validate", code=2)
+    assert "internal error" not in result.err
+    assert result.err.startswith(f"error: {path.relative_to(project.root)}:4:10: timeout ")
+    assert result.err.count("\n") == 1
+
+
+# --- redaction of other encodings: item 10 ----------------------------------------------------
+
+# What a generated password often holds: `/` and `+` (base64 alphabets), a quote, a backslash.
+ODD = 'Zq9/x+Tr7"Lm3\\Wp0sKd8Vb'
+
+
+@pytest.fixture
+def odd_secret(vaulted):
+    vaulted.run("vault", "set", "ops", "ODD", "-", "--identity", str(vaulted.alice), code=0,
+                input=ODD + "\n")
+    return vaulted
+
+
+def _output_of(project, command: str) -> str:
+    project.task("print", "env: {ODD: {vault: ODD}}\ncommand: " + json.dumps(command) + "\n")
+    data = project.run("--once", "--format", "json", "--identity", str(project.alice)).json()
+    run_id = data["runs"][0]["id"]
+    return project.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
+
+
+
+
+def PY(code: str) -> str:  # noqa: N802  (reads like a command)
+    return "python3 -c " + shlex.quote(code)
+
+
+@pytest.mark.parametrize("label, command, forbidden", [
+    ("url path (quote keeps /)",
+     PY("import os, urllib.parse as u; print(u.quote(os.environ['ODD']))"),
+     "Zq9/x%2BTr7%22Lm3%5CWp0sKd8Vb"),
+    ("url, lower-case escapes",
+     PY("import os, urllib.parse as u, re; print(re.sub('%..', lambda m: m[0].lower(), "
+        "u.quote(os.environ['ODD'], safe='')))"),
+     "Zq9%2fx%2bTr7%22Lm3%5cWp0sKd8Vb"),
+    ("json string",
+     PY("import os, json; print(json.dumps({'password': os.environ['ODD']}))"),
+     'Zq9/x+Tr7\\"Lm3\\\\Wp0sKd8Vb'),
+    ("json with escaped slashes (PHP, some Java)",
+     PY("import os, json; print(json.dumps(os.environ['ODD']).replace('/', '\\\\/'))"),
+     'Zq9\\/x+Tr7\\"Lm3\\\\Wp0sKd8Vb'),
+    ("base64 wrapped at 32 columns",
+     PY("import os, base64, textwrap; b = base64.b64encode(('user:' + os.environ['ODD']) "
+        ".encode() * 3).decode(); print(chr(10).join(textwrap.wrap(b, 32)))"),
+     None),
+])
+def test_a_secret_printed_in_another_common_encoding_is_masked(odd_secret, label, command,
+                                                               forbidden):
+    output = _output_of(odd_secret, command)
+    assert "***" in output, label
+    if forbidden is not None:
+        assert forbidden not in output, label
+    else:  # wrapped base64: no 12 characters of what the secret alone decides
+        import base64
+
+        joined = output.replace("\n", "")
+        raw = ODD.encode()
+        for offset in range(3):
+            encoded = base64.b64encode(b"\0" * offset + raw).decode()
+            core = encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6]
+            assert not any(core[i:i + 12] in joined for i in range(len(core) - 12)), label
