@@ -32,6 +32,7 @@ from typing import Mapping
 from ..errors import AuthFailed
 from ..model import Machine
 from ..output import TailBuffer
+from ..private_files import private_dir
 from ..redact import Secret, reveal
 from .base import STILL_RUNNING, Completed, Transport
 
@@ -192,9 +193,11 @@ class LocalTransport(Transport):
     def _mark(self, run_id: int, pgid: int) -> Path | None:
         """Remember the process group of a running command (best effort)."""
         try:
-            self.markers.mkdir(mode=0o700, parents=True, exist_ok=True)  # inside private state
+            private_dir(self.markers)  # inside private state, whatever the store
             marker = self.markers / f"{run_id}.pgid"
-            marker.write_text(str(pgid))
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(pgid))
             return marker
         except OSError:
             return None

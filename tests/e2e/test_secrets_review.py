@@ -100,3 +100,36 @@ def test_a_secret_printed_in_another_common_encoding_is_masked(odd_secret, label
             encoded = base64.b64encode(b"\0" * offset + raw).decode()
             core = encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6]
             assert not any(core[i:i + 12] in joined for i in range(len(core) - 12)), label
+
+
+# --- private state on PostgreSQL too: item 12 -------------------------------------------------
+
+
+@pytest.fixture
+def umask_000():
+    """The loosest umask: whatever the reconciler creates without an explicit mode is
+    writable by every local user."""
+    import os
+
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def test_with_a_postgresql_store_the_local_state_folder_and_audit_key_are_private(
+        project, umask_000):
+    import stat
+
+    from tests.support.postgres import fresh_database
+
+    project.task("t", "command: echo hi\n")
+    with fresh_database() as url:
+        project.run("--once", "-q", "--state", url, code=0)  # local runs leave their markers
+        project.run("audit", "export", "-o", str(project.root / "audit.jsonl"), "--state", url,
+                    code=0)  # creates the audit signing key beside the store
+    folder = project.root / ".reconciler"
+    modes = {str(p.relative_to(project.root)): stat.S_IMODE(p.stat().st_mode)
+             for p in [folder, *folder.rglob("*")]}
+    assert ".reconciler/audit.key" in modes
+    assert modes == {name: 0o700 if (project.root / name).is_dir() else 0o600
+                     for name in modes}
