@@ -39,6 +39,12 @@ from ..private_files import private_dir
 from .chain import canonical
 
 DOMAIN = b"reconciler-audit-checkpoint-v1\n"
+# A prune anchor is signed under its own domain: an export's checkpoint says "the log had
+# these entries", an anchor "the entries up to here were archived and may be gone". Exports
+# are kept off the host on purpose; signed alike, any of them let whoever can write the store
+# delete the entries it covers and quote its signature as the anchor's.
+ANCHOR_DOMAIN = b"reconciler-audit-anchor-v1\n"
+PURPOSES = {"checkpoint": DOMAIN, "anchor": ANCHOR_DOMAIN}
 HKDF_SALT = b"reconciler-audit"
 HKDF_INFO = b"reconciler audit checkpoint ed25519 v1"
 KEY_FILE = "audit.key"
@@ -54,27 +60,32 @@ class Checkpoint:
     at: str
     public_key: str
     signature: str
+    purpose: str = "checkpoint"  # or "anchor": what a prune signs (see ANCHOR_DOMAIN)
 
     def payload(self) -> bytes:
-        return payload(self.count, self.head, self.at)
+        return payload(self.count, self.head, self.at, self.purpose)
 
     def to_json(self) -> dict[str, Any]:
-        """The last line of `audit export`."""
-        return {"type": "checkpoint", "count": self.count, "head": self.head, "at": self.at,
+        """The last line of `audit export` (and of a prune's archive, as its anchor)."""
+        data = {"type": "checkpoint", "count": self.count, "head": self.head, "at": self.at,
                 "public_key": self.public_key, "signature": self.signature}
+        return data if self.purpose == "checkpoint" else {**data, "purpose": self.purpose}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Checkpoint":
         """Raises KeyError/TypeError/ValueError for a malformed line."""
         if data.get("type") != "checkpoint":
             raise ValueError("not a checkpoint line")
+        purpose = str(data.get("purpose", "checkpoint"))
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown checkpoint purpose {purpose[:40]!r}")
         return cls(int(data["count"]), str(data["head"]), str(data["at"]),
-                   str(data["public_key"]), str(data["signature"]))
+                   str(data["public_key"]), str(data["signature"]), purpose)
 
 
-def payload(count: int, head: str, at: str) -> bytes:
+def payload(count: int, head: str, at: str, purpose: str = "checkpoint") -> bytes:
     """The signed bytes."""
-    return DOMAIN + canonical({"count": count, "head": head, "at": at})
+    return PURPOSES[purpose] + canonical({"count": count, "head": head, "at": at})
 
 
 def public_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
@@ -83,11 +94,12 @@ def public_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     return KEY_PREFIX + base64.b64encode(public.public_bytes_raw()).decode("ascii")
 
 
-def sign(key: Ed25519PrivateKey, count: int, head: str, at: str) -> Checkpoint:
-    """A checkpoint over (count, head) at time `at`."""
-    signature = key.sign(payload(count, head, at))
+def sign(key: Ed25519PrivateKey, count: int, head: str, at: str,
+         purpose: str = "checkpoint") -> Checkpoint:
+    """A checkpoint over (count, head) at time `at`; `purpose="anchor"` for a prune anchor."""
+    signature = key.sign(payload(count, head, at, purpose))
     return Checkpoint(count, head, at, public_text(key),
-                      base64.b64encode(signature).decode("ascii"))
+                      base64.b64encode(signature).decode("ascii"), purpose)
 
 
 def signature_valid(checkpoint: Checkpoint) -> bool:
@@ -108,8 +120,9 @@ def signature_valid(checkpoint: Checkpoint) -> bool:
 def vouches_for(checkpoint: Checkpoint, seq: int, head: str, trusted: Mapping[str, str]) -> bool:
     """Whether `checkpoint` is a valid signature, by a key in `trusted`, over entry `seq`
     having hash `head`: how a prune anchor (the last entry a prune removed) is authenticated."""
-    return (checkpoint.count == seq and checkpoint.head == head
-            and checkpoint.public_key in trusted and signature_valid(checkpoint))
+    return (checkpoint.purpose == "anchor" and checkpoint.count == seq
+            and checkpoint.head == head and checkpoint.public_key in trusted
+            and signature_valid(checkpoint))
 
 
 # --- keys -----------------------------------------------------------------------------------------

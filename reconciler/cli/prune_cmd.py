@@ -138,7 +138,8 @@ def _archive(store: StateStore, before: datetime, run_ids: set[int], archive: st
     # The checkpoint vouches for the archived part (its last entry); with no entry archived,
     # for the whole log as it is now.
     count, head = (prefix[-1].seq, prefix[-1].hash) if prefix else (verdict.count, verdict.head)
-    signed = cp.sign(key.key, count, head, timestamp(datetime.now(timezone.utc)))
+    signed = cp.sign(key.key, count, head, timestamp(datetime.now(timezone.utc)),
+                     purpose="anchor")  # never mistaken for an export's checkpoint
     lines = (json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in [
         *({"type": "run", **views.run_json(run, detail=True)}
           for run in _prunable(store, before) if run.id in run_ids),

@@ -133,3 +133,42 @@ def test_with_a_postgresql_store_the_local_state_folder_and_audit_key_are_privat
     assert ".reconciler/audit.key" in modes
     assert modes == {name: 0o700 if (project.root / name).is_dir() else 0o600
                      for name in modes}
+
+
+# --- an export's checkpoint is no prune anchor: item 13 ----------------------------------------
+
+
+def test_an_export_checkpoint_replayed_as_a_prune_anchor_does_not_hide_a_deletion(project,
+                                                                                   tmp_path):
+    """An export signs (count, head) of the log with the same key as a prune's anchor, and
+    exports are meant to be kept elsewhere. Whoever can write the store (and read one old
+    export) deletes every entry up to that export, anchors the rest there, and appends an
+    `audit.anchor` entry quoting the export's signature, chained like any other entry."""
+    import sqlite3
+
+    from reconciler.audit import checkpoint as cp
+    from reconciler.audit.chain import entry_hash
+
+    project.task("covert", "command: echo covert\n")
+    project.run("--once", "-q", code=0)
+    early = tmp_path / "early.jsonl"
+    project.run("audit", "export", "-o", str(early), code=0)
+    (project.inventory / "tasks" / "ops" / "covert.yaml").unlink()
+    project.task("other", "command: echo other\n")
+    project.run("--once", "-q", code=0)
+    signed, _ = cp.read_checkpoint(early)
+    with sqlite3.connect(project.state) as db:
+        db.execute("DELETE FROM audit_log WHERE seq <= ?", (signed.count,))
+        db.execute("INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, ?, ?, ?)",
+                   (signed.count, signed.head, "2026-01-01T00:00:00Z"))
+        seq, prev, at = db.execute("SELECT seq, hash, at FROM audit_log ORDER BY seq DESC "
+                                   "LIMIT 1").fetchone()
+        detail = {"anchor": signed.to_json()}
+        db.execute("INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (seq + 1, at, "reconciler", "audit.anchor", json.dumps(detail), prev,
+                    entry_hash(prev, seq + 1, at, "reconciler", "audit.anchor", detail)))
+        assert not db.execute("SELECT 1 FROM audit_log WHERE detail LIKE '%covert%'").fetchall()
+    plain = project.run("audit", "verify", code=1)
+    assert "tampered:" in plain.out and "anchor" in plain.out
+    project.run("audit", "verify", "--checkpoint", str(early), code=1)
