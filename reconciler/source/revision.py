@@ -200,15 +200,16 @@ def _write_tree(tree, root: Path, where: str) -> None:
     """Every blob under `tree` as a file under `root`; symlinks as symlinks, so the loader
     reports them as it would in a working tree; submodules are skipped. A crafted tree whose
     entry is named `.`, `..`, `.git` or nothing (git's own tools never write one) could escape
-    `root`: it is bad input, exit 2, located at `REVISION:path`."""
+    `root`: it is bad input, exit 2, located at `REVISION:path`. So is a tree holding one name
+    twice (a symlink and a folder of one name would let the folder's files be written through
+    the symlink, anywhere): nothing is ever written over or through what is already there."""
     revision = where.split(":", 1)[0]
     for item in _walk(tree, revision):
         relative = PurePosixPath(item.path).relative_to(tree.path) if tree.path else PurePosixPath(item.path)
         target = root.joinpath(*relative.parts)
         if item.type == "tree":
-            target.mkdir(parents=True, exist_ok=True)
+            target.mkdir()  # its parent was written just before it (depth first)
         elif item.type == "blob":
-            target.parent.mkdir(parents=True, exist_ok=True)
             _write_blob(item, target)
             if item.mode & 0o111 and item.mode != _SYMLINK_MODE:
                 target.chmod(0o755)  # scripts a run executes keep their executable bit
@@ -222,18 +223,22 @@ def _walk(tree, revision: str):
     except ValueError as exc:
         name = str(exc).rsplit("'tree/", 1)[-1].rstrip("'") if "'tree/" in str(exc) else "?"
         _bad_entry(revision, f"{tree.path}/{name}" if tree.path else name)
+    seen: set[str] = set()
     for item in entries:
-        if item.name in ("", ".", "..", ".git"):
-            _bad_entry(revision, item.path)
+        if item.name in ("", ".", "..", ".git") or item.name in seen:
+            _bad_entry(revision, item.path, twice=item.name in seen)
+        seen.add(item.name)
         yield item
         if item.type == "tree":
             yield from _walk(item, revision)
 
 
-def _bad_entry(revision: str, path: str) -> None:
+def _bad_entry(revision: str, path: str, twice: bool = False) -> None:
     diags = Diagnostics()
-    diags.error(Location(f"{revision}:{path}"), f"the git tree has an entry named "
-                f"'{path.rsplit('/', 1)[-1]}', which no file may be named",
+    name = path.rsplit('/', 1)[-1]
+    diags.error(Location(f"{revision}:{path}"), f"the git tree has two entries named '{name}'"
+                if twice else f"the git tree has an entry named '{name}', which no file may "
+                "be named",
                 "rewrite the commit without it (`git fsck` reports such trees)")
     diags.raise_if_errors()
 
@@ -241,9 +246,10 @@ def _bad_entry(revision: str, path: str) -> None:
 def _write_blob(blob, target: Path) -> None:
     data = blob.data_stream.read()
     if blob.mode == _SYMLINK_MODE:
-        os.symlink(os.fsdecode(data), target)
+        os.symlink(os.fsdecode(data), target)  # fails if anything is there already
     else:
-        target.write_bytes(data)
+        with open(target, "xb") as handle:  # O_EXCL: never through an existing symlink
+            handle.write(data)
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,0 +1,66 @@
+"""A second attack review of `git.verify` (issue 11 items 1-6, issue 12 item 10): what a team
+member with push access but no role tries next. Real git, real ssh-keygen signatures, the CLI
+as a subprocess; every test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.integration.test_trust_attacks import TrustRepo
+from tests.support.cli import reconcile
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def repo(tmp_path):
+    repo = TrustRepo(tmp_path)
+    repo.start()
+    return repo
+
+
+def _tree_with_duplicate(repo: TrustRepo, base: str, name: str, link_target: str) -> str:
+    """A tree (written with `hash-object --literally`, as a pusher can) holding the entries of
+    tree `base` plus two named `name`: a symlink to `link_target` and a folder with `pwned`."""
+    blob = repo.git("hash-object", "-w", "--stdin", input="owned\n")
+    link = repo.git("hash-object", "-w", "--stdin", input=link_target)
+    folder = repo.git("mktree", input=f"100644 blob {blob}\tpwned\n")
+    lines = repo.git("ls-tree", base).splitlines()
+    lines += [f"120000 blob {link}\t{name}", f"040000 tree {folder}\t{name}"]
+
+    def order(line: str) -> str:  # git's order: a folder sorts as if its name ended in "/"
+        meta, entry = line.split("\t")
+        return entry + ("/" if meta.startswith("040000") else "")
+    raw = b""
+    for line in sorted(lines, key=order):
+        meta, entry = line.split("\t")
+        mode, _kind, sha = meta.split()
+        raw += f"{int(mode, 8):o} {entry}".encode() + b"\0" + bytes.fromhex(sha)
+    return subprocess.run(["git", "hash-object", "-t", "tree", "-w", "--literally", "--stdin"],
+                          cwd=repo.work, input=raw, capture_output=True,
+                          check=True).stdout.decode().strip()
+
+
+def test_unsigned_tree_with_a_symlink_and_a_folder_of_one_name_writes_nothing_outside(repo):
+    outside = repo.root / "outside"
+    outside.mkdir()
+    tree = _tree_with_duplicate(repo, "HEAD^{tree}", "evil", str(outside))
+    commit = repo.git("commit-tree", tree, "-p", "HEAD", "-m", "crafted tree, unsigned")
+    repo.git("update-ref", "refs/heads/main", commit)
+    err = repo.once(2)
+    assert "evil" in err and "Traceback" not in err
+    assert list(outside.iterdir()) == []
+
+
+def test_diff_of_a_tree_with_a_symlink_and_a_folder_of_one_name_writes_nothing_outside(repo):
+    outside = repo.root / "outside"
+    outside.mkdir()
+    # the same trick inside the inventory folder, which `diff` exports
+    inventory = _tree_with_duplicate(repo, "HEAD:inventory", "evil", str(outside))
+    top = repo.git("mktree", input=f"040000 tree {inventory}\tinventory\n")
+    commit = repo.git("commit-tree", top, "-p", "HEAD", "-m", "crafted tree")
+    result = reconcile("diff", "HEAD", commit, cwd=repo.work, check_code=2)
+    assert "Traceback" not in result.err
+    assert list(outside.iterdir()) == []
