@@ -104,9 +104,9 @@ def _held_at_inherited_priority(enqueues: tuple[Enqueue, ...], desired: DesiredS
     dispatcher judges it: a dependency of a priority-1 task is not held by a window that
     its own priority would respect (its dependent could never run otherwise)."""
     effective = inherited_priorities(list(enqueues), desired, dependency_depth(desired))
-    return tuple(
-        e if p == e.priority else replace(e, held_until=window_end(desired.windows_for(e.machine), p, now))
-        for e, p in zip(enqueues, effective))
+    return tuple(e if p == e.priority else
+                 replace(e, held_until=window_end(desired.windows_for(e.machine), p, now))
+                 for e, p in zip(enqueues, effective))
 
 
 @dataclass(frozen=True)
