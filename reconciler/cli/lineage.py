@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,7 @@ from . import wiring
 log = logging.getLogger(__name__)
 
 MODES = ("none", "head", "range")
+FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STRENGTH = {mode: rank for rank, mode in enumerate(MODES)}
 SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
 ANCHOR_HINT = ("name the trust anchor from outside the repository: --trust-anchor "
@@ -186,20 +188,39 @@ def _anchor(inventory: Path, text: str, head: str) -> tuple[str | None, str | No
     `SHA256:` fingerprint, an OpenSSH public key line, or a file holding one."""
     if text.startswith("SHA256:"):
         return None, text
+    trees = _trees(inventory)
     fingerprint = key_fingerprint(text)
     if fingerprint is None and os.path.isfile(text):
+        # A key file the repository holds is the pushers' word, not the host's.
+        if _inside(Path(text), Path(trees.top)):
+            raise UsageError(f"--trust-anchor {text!r} is a file inside the repository, which "
+                             "any pusher can change: give the admin key's SHA256: fingerprint "
+                             "or a .pub file kept outside the repository")
         fingerprint = key_fingerprint(Path(text).read_text(errors="replace"))
     if fingerprint is not None:
         return None, fingerprint
-    trees = _trees(inventory)
+    if not FULL_ID.fullmatch(text):
+        # A short id or a ref name resolves through refs that pushers create (a tag named
+        # like the short id wins over the commit): only a full object id is the host's word.
+        raise UsageError(f"--trust-anchor {text!r} is not a full commit id (40 hex digits, "
+                         "`git rev-parse COMMIT`) nor an SSH public key (a SHA256: fingerprint, "
+                         "a key line or a .pub file)")
     commit = trees.resolve(text)
     if commit is None:
-        raise UsageError(f"--trust-anchor {text!r} is neither a commit of this repository nor "
-                         "an SSH public key (a SHA256: fingerprint, a key line or a .pub file)")
+        raise UsageError(f"--trust-anchor {text!r} is not a commit of this repository (fetch "
+                         "the full history)")
     if commit != head and not trees.is_ancestor(commit, head):
         raise RefusedCommit(f"refusing commit {head[:12]}: it does not descend from the trust "
                             f"anchor {commit[:12]}", head)
     return commit, None
+
+
+def _inside(path: Path, top: Path) -> bool:
+    try:
+        path.resolve().relative_to(top.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _refuse_stale_store(inventory: Path, trust: Trust, head: str) -> None:

@@ -64,3 +64,29 @@ def test_diff_of_a_tree_with_a_symlink_and_a_folder_of_one_name_writes_nothing_o
     result = reconcile("diff", "HEAD", commit, cwd=repo.work, check_code=2)
     assert "Traceback" not in result.err
     assert list(outside.iterdir()) == []
+
+
+# ------------------------------------------------------------------ the trust anchor
+
+
+def test_anchor_given_as_a_short_commit_id_cannot_be_shadowed_by_a_pushed_tag(tmp_path):
+    repo = TrustRepo(tmp_path)
+    first = repo.commit("alice", "initial")
+    repo.task("prod", "evil")
+    evil = repo.commit(None, "unsigned prod task")
+    repo.git("tag", first[:12], evil)  # a tag named like the admin's short commit id
+    err = repo.once(2, "--trust-anchor", first[:12])
+    assert "full commit id" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
+
+
+def test_anchor_key_file_inside_the_repository_is_refused(tmp_path):
+    repo = TrustRepo(tmp_path)
+    repo.team("evil", admins=["mallory"])
+    repo.write("keys/admin.pub", repo.public("mallory") + "\n")  # the commit names its anchor
+    repo.write("inventory/machines/evilbox.yaml", "name: evilbox\nteam: evil\ntransport: local\n")
+    repo.task("evil", "evil", machine="evilbox")
+    repo.commit("mallory", "initial, with its own anchor key file")
+    err = repo.once(2, "--trust-anchor", "keys/admin.pub")
+    assert "inside the repository" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
