@@ -171,16 +171,19 @@ def _current(path: Path, args) -> dict[str, str] | None:
     return team_vault.read(path, _identities(args), display_path(path))
 
 
-def _current_to_rewrite(path: Path, args, team: Team) -> tuple[dict[str, str] | None, bool]:
+def _current_to_rewrite(path: Path, args, team: Team, *,
+                        adopt: bool = False) -> tuple[dict[str, str] | None, bool]:
     """For a command that writes the vault: its secrets (None when it does not exist yet) and
     whether its content already names `team`. A vault naming another team is refused; one
-    naming none (written before vaults were bound to their team) is taken, with a warning:
-    the write names it, which is how such a vault is migrated."""
+    naming none (written before vaults were bound to their team) only by `rekey` (`adopt`),
+    with a warning: naming it is a decision (old ciphertext of any team stays in git history,
+    and anyone who can write the file can put it back), never a side effect of set, unset or
+    edit."""
     if not path.exists():
         return None, False
     name = display_path(path)
     vault = team_vault.read_vault(path, _identities(args), name)
-    if vault.team is None:
+    if vault.team is None and adopt:
         print(f"warning: {name} named no team; it is rewritten as the vault of team "
               f"'{team.name}' (check that it holds {team.name}'s secrets)", file=sys.stderr)
         return vault.secrets, False
@@ -279,7 +282,7 @@ def _audit_write(args, team: Team, before: dict, after: dict, change: str) -> No
 def _rekey(args) -> int:
     team, path = _team(args)
     recipients = team_vault.parse_recipients(team)
-    secrets, _ = _current_to_rewrite(path, args, team)
+    secrets, _ = _current_to_rewrite(path, args, team, adopt=True)
     if secrets is None:
         raise UsageError(f"team '{team.name}' has no vault yet ({display_path(path)})")
     team_vault.write(path, secrets, recipients, team=team.name)

@@ -13,8 +13,8 @@ ciphertext there, and a reconciler whose identity reads both vaults would hand p
 secrets to dev's tasks. So every read checks the name against the team it reads for and
 refuses another team's vault (`VaultTeamError`, naming both). A vault with no name (written
 before vaults were bound) is refused too — old ciphertext of any team stays in git history —
-until `reconcile vault rekey TEAM` (or set, unset, edit), run by someone who can decrypt it
-and checked it holds that team's secrets, writes the name in.
+until `reconcile vault rekey TEAM`, run by someone who can decrypt it and checked it holds
+that team's secrets, writes the name in (set, unset and edit refuse it: see vault_cmd).
 """
 
 from __future__ import annotations

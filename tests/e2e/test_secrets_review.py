@@ -9,7 +9,8 @@ import shlex
 
 import pytest
 
-from tests.e2e.test_vault import _keygen, vaulted  # noqa: F401  (the `vaulted` fixture)
+from tests.e2e.test_secret_hygiene import PROD_PASSWORD, two_teams  # noqa: F401  (fixture)
+from tests.e2e.test_vault import vaulted  # noqa: F401  (the `vaulted` fixture)
 
 BEYOND_64_BITS = "99999999999999999999999"
 HUGE = "9" * 5000
@@ -172,3 +173,28 @@ def test_an_export_checkpoint_replayed_as_a_prune_anchor_does_not_hide_a_deletio
     plain = project.run("audit", "verify", code=1)
     assert "tampered:" in plain.out and "anchor" in plain.out
     project.run("audit", "verify", "--checkpoint", str(early), code=1)
+
+
+# --- an unnamed vault from git history is not adopted by a routine write: item 8 ----------------
+
+
+def test_a_routine_vault_set_does_not_adopt_an_unnamed_vault_copied_from_history(two_teams):
+    """prod's vault from before vaults named their team still lies in git history. A dev
+    admin commits it as vaults/dev.age; the operator, whose identity reads every vault, later
+    adds a dev secret with `vault set`: the write must not stamp prod's old secrets as dev's."""
+    import subprocess
+
+    from tests.support.integration import require_binary
+
+    p = two_teams
+    legacy = p.inventory / "vaults" / "dev.age"
+    host_public = (p.root / "reconciler.key").read_text().split("public key: ")[1].split()[0]
+    subprocess.run([require_binary("age"), "-a", "-r", host_public, "-o", str(legacy)],
+                   input=f"DB_PASSWORD: {PROD_PASSWORD}\n", text=True, check=True)
+    before = legacy.read_bytes()
+    for command in (["set", "dev", "NEW", "value"], ["unset", "dev", "DB_PASSWORD"]):
+        refused = p.run("vault", *command, "--identity", str(p.host_key), code=2)
+        assert "names no team" in refused.err and "vault rekey dev" in refused.err
+        assert PROD_PASSWORD not in refused.out + refused.err
+    assert legacy.read_bytes() == before
+    p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key), code=2)
