@@ -70,6 +70,11 @@ def _expire_leases(project: Project) -> None:
          "started_at = started_at - interval '1 hour' WHERE status = 'running'")
 
 
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
 def _stop(proc) -> int:
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=60)
@@ -115,6 +120,9 @@ def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
         wait_until(lambda: "started" in p.ledger_lines(), timeout=30,
                    message="the worker to start the command")  # dispatched is not enough
         worker.send_signal(signal.SIGSTOP)
+        # Stopped for real (state T) before the lease is aged: a sweep the worker itself had
+        # just sent (it sweeps every few seconds) must not land after the ageing.
+        wait_until(lambda: _state(worker.pid) == "T", timeout=10, message="the worker to stop")
         _expire_leases(p)
         store = open_store(p.url)
         try:
