@@ -354,9 +354,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 wired_engine(args, loaded, store, commit=None, progress=progress,
                              desired=follow) as (engine, sinks):
             engine.grace = wiring.grace(args)
+            if hasattr(follow, "on_refused"):  # git.verify turned on: stop claiming
+                follow.on_refused, follow.read_last = engine.stop.set, store.last_commit
             sinks.worker_started()
             with _graceful_stop(engine):
                 engine.work(follow)
+        if getattr(follow, "refused", None):
+            from ..errors import SourceError
+
+            raise SourceError(follow.refused)
     finally:
         store.close()
         getattr(follow, "close", lambda: None)()

@@ -118,13 +118,51 @@ def worker_inventory(args: argparse.Namespace, follow_working_tree):
     last = _last_commit(url)
     trust = decide(args, view, last, last, state)
     if not trust.on:
-        return follow_working_tree(args, wiring.load(args))
+        return _WhileVerifyOff(follow_working_tree(args, wiring.load(args)),
+                               lambda newer: decide(args, view, newer, newer, state).on, url, last)
     if last is None or view is None:
         from ..errors import SourceError
 
         raise SourceError("git.verify is on and this store has reconciled no commit yet: a "
                           "worker runs only what a verified pass planned; run a pass first")
     return _VerifiedInventory(inventory, url, last)
+
+
+class _WhileVerifyOff:
+    """A worker that follows the working tree (git.verify off when it started) for as long as
+    verify stays off: at every round (a local run executes working-tree files whenever it
+    starts) it asks whether the store's last reconciled commit turned verify on. If it did, the
+    working tree (where a refused commit's files may lie) is never read or run again: the
+    desired state becomes empty, `refused` says why and `on_refused` is called (the worker
+    stops; restarted, it runs the verified commit). `read_last` is the worker's own store's
+    `last_commit` once it is open."""
+
+    def __init__(self, inner, verify_on: Callable[[str], bool], url: str, last: str | None):
+        self.inner, self.verify_on, self.last = inner, verify_on, last
+        self.loaded = inner.loaded
+        self.read_last: Callable[[], str | None] = lambda: _last_commit(url)
+        self.refused: str | None = None
+        self.on_refused: Callable[[], None] = lambda: None
+
+    def __call__(self):
+        from ..model import DesiredState
+
+        if self.refused is None:
+            last = self.read_last()
+            if last is not None and last != self.last:
+                self.last = last
+                if self.verify_on(last):
+                    self.refused = (f"git.verify is on since {last[:12]}, the last commit "
+                                    "reconciled, and this worker was started before: it ran the "
+                                    "working tree, which no signature covers, and runs nothing "
+                                    "more; start it again to run the verified commit")
+                    log.error("%s", self.refused)
+                    self.on_refused()
+        if self.refused is not None:
+            return DesiredState(tasks={}, machines={}, teams={})
+        desired = self.inner()
+        self.loaded = self.inner.loaded
+        return desired
 
 
 class _VerifiedInventory:

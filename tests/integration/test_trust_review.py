@@ -90,3 +90,50 @@ def test_anchor_key_file_inside_the_repository_is_refused(tmp_path):
     err = repo.once(2, "--trust-anchor", "keys/admin.pub")
     assert "inside the repository" in err and "Traceback" not in err
     assert not repo.marker("evil").exists()
+
+
+# ------------------------------------------------------------------ a worker and git.verify
+
+
+def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tmp_path):
+    import signal
+
+    from tests.integration.test_trust_attacks import _plan_without_draining
+    from tests.support.cli import spawn
+    from tests.support.postgres import fresh_database
+    from tests.support.waiting import wait_until
+
+    repo = TrustRepo(tmp_path, verify="none")
+    ledger = repo.root / "ledger"
+    repo.write("scripts/prod/run.sh", f'echo verified >> "{ledger}"\nexit 1\n')
+    repo.write("inventory/tasks/prod/runner.yaml",
+               "name: runner\nmachines: [box]\ncommand: sh scripts/prod/run.sh\n"
+               "retry: {count: 0}\n")
+    repo.commit("alice", "initial, verify off")
+    with fresh_database() as url:
+        reconcile("--once", "--state", url, cwd=repo.work, check_code=1)  # runner fails
+        worker = spawn("worker", "--state", url, cwd=repo.work)  # follows the working tree
+        try:
+            repo.settings(verify="range")
+            repo.commit("alice", "verify on, signed by an admin")
+            reconcile("--once", "--state", url, cwd=repo.work, check_code=0)
+            repo.write("scripts/prod/run.sh", f'echo unverified >> "{ledger}"\n')
+            repo.commit(None, "unsigned script change")
+            reconcile("--once", "--state", url, cwd=repo.work, check_code=3)  # refused
+            runs = reconcile("queue", "list", "--format", "json", "--state", url,
+                             cwd=repo.work, check_code=0).json()
+            runs = runs["runs"] if isinstance(runs, dict) else runs
+            failed = [r["id"] for r in runs if r["task"].endswith("runner")]
+            reconcile("queue", "retry", str(failed[0]), "--state", url, cwd=repo.work,
+                      check_code=0)
+            _plan_without_draining(repo.work / "inventory", url)
+            wait_until(lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
+                       timeout=30, message="the worker to run the retry or to stop")
+        except AssertionError:
+            pass  # the worker ran nothing and stayed up: judged below
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert ledger.read_text().split() == ["verified"], err
+    assert worker.returncode == 3 and "git.verify" in err, err
