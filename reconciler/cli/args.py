@@ -41,6 +41,9 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 def _add_format(parser: argparse.ArgumentParser, choices=FORMATS) -> None:
     parser.add_argument("--format", choices=choices, default=argparse.SUPPRESS,
                         help="output format (default: text)")
+    # What this command can write: the root's --format reaches every command (main.py checks
+    # it against these before the command runs).
+    parser.set_defaults(writable_formats=choices)
 
 
 def build_parser() -> Parser:

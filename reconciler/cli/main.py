@@ -16,10 +16,11 @@ import traceback
 
 from ..errors import InputError, ReconcilerError
 from ..redact import Redactor
-from .args import build_parser
-from .commands import COMMANDS, cmd_once
-from .progress import json_line
 from .startup import hide_identity
+
+# The commands (engine, loader, croniter, rich, ...) are imported inside `main`, after
+# `hide_identity` has re-executed the process when an identity is given: imported here, every
+# start with an identity would pay for them twice (about half a second).
 
 
 # Structured fields the engine's sinks attach to their log records (`extra=`).
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv is None:  # a real start: hide the identity before anything can run (startup.py)
             hide_identity(sys.argv[1:], os.environ)
+        from .args import build_parser
+
         args = build_parser().parse_args(argv)
         verbose, log_format = args.verbose or 0, args.log_format
         args.redactor = redact
@@ -120,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say(line: str, log_format: str | None, level: str = "error") -> None:
     """One line on stderr; with `--log-format json`, as one JSON object like the logs."""
+    from .progress import json_line
+
     print(json_line(line, level) if log_format == "json" else line, file=sys.stderr)
 
 
 def _dispatch(args) -> int:
+    from .commands import COMMANDS, cmd_once
+
+    _refuse_unwritable_format(args)
     if args.command is None:
         if not args.once and not args.dry_run:
             from .daemon_cmd import cmd_continuous
@@ -137,8 +145,26 @@ def _dispatch(args) -> int:
     return COMMANDS[args.command](args)
 
 
+def _refuse_unwritable_format(args) -> None:
+    """`--format markdown` is accepted by the root parser (for `--once --dry-run`, which is
+    `plan`) and so reaches every command; one that cannot write it refuses it here, before it
+    runs, records or changes anything (checked only where a command prints, it had done its
+    work, a whole pass or a queue change, and then exited 2)."""
+    from . import wiring
+
+    if getattr(args, "format", None) is None:
+        return
+    writable = getattr(args, "writable_formats", None) or ()
+    if args.command is None and not args.dry_run:  # `--once` and the daemon print summaries
+        writable = tuple(f for f in writable if f != "markdown")
+    if writable:
+        wiring.output_format(args, writable)  # the usage error every command gives for it
+
+
 def _traceback_if(verbose: int, redact: Redactor, log_format: str | None = None) -> None:
     if verbose and log_format == "json":
+        from .progress import json_line
+
         print(json_line("traceback", "debug", traceback=redact(traceback.format_exc())),
               file=sys.stderr)
     elif verbose:

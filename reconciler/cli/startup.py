@@ -16,12 +16,15 @@ import fcntl
 import json
 import os
 import sys
-from typing import MutableMapping, NoReturn, Sequence
+from typing import TYPE_CHECKING, MutableMapping, NoReturn, Sequence
 
 from ..errors import UsageError
-from ..vault.secrets import (
-    IDENTITY_FILE_VAR, IDENTITY_FLAG, IDENTITY_KEY_VAR, StartupIdentity, adopt_startup_identity,
-)
+# Only names: the vault (and with it the loader, jsonschema, croniter) is imported after the
+# re-exec, so a start with an identity pays for those imports once, not twice.
+from ..vault.identity_names import IDENTITY_FILE_VAR, IDENTITY_FLAG, IDENTITY_KEY_VAR
+
+if TYPE_CHECKING:
+    from ..vault.secrets import StartupIdentity
 
 # The number of the inherited pipe's read end; only a number, harmless to leave visible.
 HANDOVER_VAR = "RECONCILE_HANDOVER_FD"
@@ -37,14 +40,15 @@ def hide_identity(argv: Sequence[str], environ: MutableMapping[str, str]) -> Non
     image of this process, or, when the identity is in argv or the environment, re-execute
     without it (does not return). Returns when there is nothing to hide."""
     if HANDOVER_VAR in environ:
+        from ..vault.secrets import adopt_startup_identity
+
         adopt_startup_identity(_receive(environ.pop(HANDOVER_VAR)))
         return
     args, flag_path = scrub_identity_args(argv)
-    identity = StartupIdentity(file=flag_path or environ.get(IDENTITY_FILE_VAR) or None,
-                               key_text=environ.get(IDENTITY_KEY_VAR) or None)
     if flag_path is None and IDENTITY_FILE_VAR not in environ and IDENTITY_KEY_VAR not in environ:
         return
-    _restart(args, identity, environ)
+    _restart(args, {"file": flag_path or environ.get(IDENTITY_FILE_VAR) or None,
+                    "key_text": environ.get(IDENTITY_KEY_VAR) or None}, environ)
 
 
 def scrub_identity_args(argv: Sequence[str]) -> tuple[list[str], str | None]:
@@ -71,10 +75,11 @@ def _names_identity_flag(name: str) -> bool:
     return len(name) >= SHORTEST_ABBREVIATION and IDENTITY_FLAG.startswith(name)
 
 
-def _restart(args: list[str], identity: StartupIdentity, environ: MutableMapping[str, str]) -> NoReturn:
+def _restart(args: list[str], identity: dict[str, str | None],
+             environ: MutableMapping[str, str]) -> NoReturn:
     """Execute this program again with `args`, an environment without the identity, and the
-    identity in an inherited pipe."""
-    payload = json.dumps({"file": identity.file, "key_text": identity.key_text}).encode()
+    identity (`file`, `key_text`) in an inherited pipe."""
+    payload = json.dumps(identity).encode()
     read_end = _pipe_holding(payload)
     env = {k: v for k, v in environ.items() if k not in (IDENTITY_FILE_VAR, IDENTITY_KEY_VAR)}
     env[HANDOVER_VAR] = str(read_end)
@@ -126,6 +131,8 @@ def _entry_point() -> list[str]:
 
 def _receive(fd_text: str) -> StartupIdentity:
     """Read and close the hand-over pipe named by `fd_text`."""
+    from ..vault.secrets import StartupIdentity
+
     try:
         fd = int(fd_text)
         with os.fdopen(fd, "rb", closefd=True) as pipe:

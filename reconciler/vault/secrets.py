@@ -20,11 +20,8 @@ from ..redact import Redactor, Secret
 from . import age, team_vault
 
 
-# Where the identity is configured from outside: a flag, a file named in the environment, or
-# the key text itself in the environment.
-IDENTITY_FLAG = "--identity"
-IDENTITY_FILE_VAR = "RECONCILE_IDENTITY_FILE"
-IDENTITY_KEY_VAR = "RECONCILE_IDENTITY"
+# Where the identity is configured from outside (defined apart so start-up imports nothing).
+from .identity_names import IDENTITY_FILE_VAR, IDENTITY_FLAG, IDENTITY_KEY_VAR  # noqa: F401
 
 
 @dataclass(frozen=True)
