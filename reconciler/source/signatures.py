@@ -11,7 +11,8 @@ path by path, byte-exact (NUL-separated git output):
 - range mode: every commit since `L` (merges and side branches included) must be signed by a
   member; each non-merge commit must change only what its signer may; and every path that
   differs from `L` must have been put in its final state by a commit whose signer holds the
-  role for it — so a merge that restores an old file answers for that file itself.
+  role for it, and that no later commit of the range changed again — so a merge that restores
+  an old file, or a version superseded within the range, answers for that file itself.
 
 A store that has never reconciled trusts nothing on its own: the first commit is accepted only
 against an anchor given outside the repository (an admin's key that signed it, or a commit).
@@ -150,10 +151,13 @@ class _Judge:
     def judge_whole_change(self, mode: str, last: str, head: str, commits, verdicts) -> None:
         final = self.trees.files(head)
         missing: list[Requirement] = []
+        descendants = _descendants(commits)
         for change in self.changes(last, head):
             authors = [verdicts[head]] if mode == "head" else [
                 verdicts[sha] for sha, parents in commits
-                if self.authored(sha, parents, change.path, final.get(change.path))]
+                if self.authored(sha, parents, change.path, final.get(change.path))
+                and not self.superseded(sha, descendants[sha], change.path,
+                                        final.get(change.path))]
             for need in requirements(change, self.trusted, self.prefix):
                 if all(unmet([need], a.roles) for a in authors):
                     missing.append(need)
@@ -174,8 +178,29 @@ class _Judge:
             return False
         return any(self.trees.files(p).get(path) != final for p in parents) or not parents
 
+    def superseded(self, sha: str, later: set[str], path: str, final: Entry | None) -> bool:
+        """Whether a commit after `sha` (one of `later`, its descendants in the range) had
+        `path` otherwise: then `sha`'s version was replaced, and whoever brought it back (a
+        merge taking the older side) answers for it, not `sha`'s signer."""
+        return any(self.trees.files(d).get(path) != final for d in later)
+
     def changes(self, old: str | None, new: str) -> list[FileChange]:
         return changes_between(self.trees, self.prefix, old, new)
+
+
+def _descendants(commits) -> dict[str, set[str]]:
+    """For each commit of a range (oldest first, with parents), the range's commits that
+    descend from it."""
+    children: dict[str, list[str]] = {}
+    for sha, parents in commits:
+        for parent in parents:
+            children.setdefault(parent, []).append(sha)
+    found: dict[str, set[str]] = {}
+    for sha, _ in reversed(commits):  # children come later in the list: already known
+        found[sha] = set()
+        for child in children.get(sha, ()):
+            found[sha] |= {child} | found[child]
+    return found
 
 
 class _allowed_signers:

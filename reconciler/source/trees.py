@@ -68,8 +68,10 @@ class Trees:
 
     def between(self, old: str, new: str) -> list[tuple[str, tuple[str, ...]]]:
         """Each commit reachable from `new` but not from `old`, oldest first, with its parents
-        (merges and the side branches they bring in included)."""
-        out = self._git("rev-list", "--reverse", "--parents", f"{old}..{new}").decode()
+        (merges and the side branches they bring in included). Topological order: a commit
+        never comes before its parents, whatever dates its author wrote."""
+        out = self._git("rev-list", "--reverse", "--topo-order", "--parents",
+                        f"{old}..{new}").decode()
         commits = []
         for line in out.splitlines():
             sha, *parents = line.split()

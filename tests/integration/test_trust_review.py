@@ -137,3 +137,21 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
             _, err = worker.communicate(timeout=60)
     assert ledger.read_text().split() == ["verified"], err
     assert worker.returncode == 3 and "git.verify" in err, err
+
+
+# ------------------------------------------------------------------ merges
+
+
+def test_merge_that_restores_a_superseded_version_answers_for_it_itself(repo):
+    repo.write("inventory/tasks/prod/hello.yaml",
+               f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('old')}\n")
+    old = repo.commit("bob", "prod operator: a first version")
+    repo.write("inventory/tasks/prod/hello.yaml",
+               f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('fixed')}\n")
+    fixed = repo.commit("bob", "prod operator: the fix")
+    merge = repo.git(*repo.signing("dan"), "commit-tree", "-S", f"{old}^{{tree}}", "-p", fixed,
+                     "-p", old, "-m", "dev operator: merge that takes the superseded version")
+    repo.git("reset", "-q", "--hard", merge)
+    err = repo.once(3)
+    assert "admin or operator of team prod" in err and "Traceback" not in err
+    assert not repo.marker("old").exists()
