@@ -268,7 +268,38 @@ def _state_location(args, inventory: Path, view, commit: str | None):
     else:
         setting = _working_tree_state(inventory)
     setting = setting if isinstance(setting, str) and setting else None
-    return setting or DEFAULT_STATE_URL, (True, setting)
+    url = setting or DEFAULT_STATE_URL
+    if view is not None and commit is not None:
+        _refuse_tracked_store(url, view[0], gitsource.sha_of(commit))
+    return url, (True, setting)
+
+
+def _refuse_tracked_store(url: str, trees, head: str) -> None:
+    """A store chosen by the `state:` setting must not be a file of the repository: whoever
+    pushes would write it, and with it the last reconciled commit that trust is judged by."""
+    from ..errors import SourceError
+    from ..store.factory import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except InputError:
+        return  # PostgreSQL: not a file
+    top = Path(os.path.realpath(trees.top))
+    files = trees.files(head)
+    for candidate in {Path(os.path.abspath(path)), Path(os.path.realpath(path))}:
+        try:
+            parts = candidate.relative_to(top).parts
+        except ValueError:
+            continue
+        # The file itself, or a folder on its way (a committed symlink), is tracked.
+        tracked = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                   if "/".join(parts[:i]) in files]
+        if tracked:
+            raise SourceError(
+                f"refusing commit {head[:12]}: the state store {url} is in the repository "
+                f"({tracked[0]} is a file of that commit), so whoever pushes writes the store "
+                "and the last reconciled commit trust is judged by: keep the store outside the "
+                "repository's files, or name it with --state (or RECONCILE_STATE)")
 
 
 def _working_tree_state(inventory: Path) -> str | None:

@@ -155,3 +155,28 @@ def test_merge_that_restores_a_superseded_version_answers_for_it_itself(repo):
     err = repo.once(3)
     assert "admin or operator of team prod" in err and "Traceback" not in err
     assert not repo.marker("old").exists()
+
+
+# ------------------------------------------------------------------ the state location
+
+
+def test_state_setting_naming_a_store_file_the_commit_itself_holds_is_refused(tmp_path):
+    from datetime import datetime, timezone
+
+    from reconciler.store.factory import open_store
+
+    repo = TrustRepo(tmp_path, state_in_settings=True)  # the host relies on `state:`
+    repo.start()
+    # Commit 1 (unsigned): turn verify off, name a store inside the repository, add a prod task.
+    repo.write("inventory/reconciler.yaml", "state: sqlite:///forged/state.db\n"
+               "git: {verify: none}\nlocal_machines: {allow_shared_user: true}\n")
+    repo.task("prod", "evil")
+    first = repo.commit(None, "verify off, my own store")
+    # Commit 2 (unsigned): that store, forged to say commit 1 was the last one reconciled.
+    forged = open_store(f"sqlite:///{repo.work / 'forged' / 'state.db'}", create=True)
+    forged.record_commit(first, datetime.now(timezone.utc))
+    forged.close()
+    repo.commit(None, "the forged store")
+    err = repo.once(3)
+    assert "forged/state.db" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
