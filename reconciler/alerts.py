@@ -100,10 +100,16 @@ class Delivery:
 # --- which events alert -------------------------------------------------------------------------
 
 
+# The events that give a run its final status: seen ending (`finished`), or adopted later from
+# what its target kept after a lost connection or a killed reconciler (`recovered`). An adopted
+# `failed` alerts exactly as one seen failing would (the alert key keeps it to one).
+OBSERVED_END = ("finished", "recovered")
+
+
 def wants_previous(kind: str, run: Run) -> bool:
     """Whether `decide` needs the previous outcome for this event: only a success may be a
     recovery, so only then is the store asked."""
-    return kind == "finished" and run.status.is_success
+    return kind in OBSERVED_END and run.status.is_success
 
 
 def outcome_of(kind: str, run: Run, failure_action: FailureAction,
@@ -115,11 +121,11 @@ def outcome_of(kind: str, run: Run, failure_action: FailureAction,
     a failure that was not alerted (`failure_action: ignore`) is not announced either.
     """
     status = run.status
-    if kind == "blocked" or (kind == "finished" and status is RunStatus.BLOCKED):
+    if kind == "blocked" or (kind in OBSERVED_END and status is RunStatus.BLOCKED):
         return "blocked"
-    if kind in ("finished", "recovered") and status is RunStatus.UNKNOWN:
+    if kind in OBSERVED_END and status is RunStatus.UNKNOWN:
         return "unknown"
-    if kind != "finished":
+    if kind not in OBSERVED_END:
         return None
     if status is RunStatus.FAILED:
         return "failed" if failure_action is FailureAction.ALERT else None

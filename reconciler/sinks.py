@@ -51,6 +51,11 @@ PLAN_KINDS = ("enqueued", "cancelled")
 # A worker has no passes: it retries the outbox at a `started` event this often instead.
 OUTBOX_RETRY_SECONDS = 60.0
 QUIET_KINDS = ("held",)  # waits, not operations: neither audited nor alerted
+# Events of a run whose command ran on its machine; with an exit code, the machine answered.
+ANSWERED_KINDS = ("finished", "retrying", "recovered")
+# How long the machines marked unreachable are remembered before the store is asked again
+# (another process may mark one meanwhile); a run's end asks the store no more often.
+DOWN_REFRESH_SECONDS = 5.0
 
 
 def engine_owner() -> str:
@@ -90,6 +95,8 @@ class Sinks:
         self._plan: dict[str, Any] | None = None
         self._audit_error: StoreError | None = None
         self._outbox_tried_at: float | None = None
+        self._down: set[str] = set()  # machines marked unreachable, as last read
+        self._down_read_at: float | None = None
 
     @property
     def desired(self) -> DesiredState:
@@ -166,6 +173,7 @@ class Sinks:
         if self._ended_here(event):
             self.metrics.run_finished(event.run)
         self._alert_event(event)
+        self._note_answer(event)
 
     def _audit_event(self, event) -> None:
         kind, run = event.kind, event.run
@@ -302,6 +310,7 @@ class Sinks:
             found = desired.machines.get(machine)
             team_name = found.team if found is not None else ""
             alert = alerts.unreachable(machine, team_name, error, redact=self.redact)
+            self._down.add(machine)
             if self._raise_alert(alert, desired.teams.get(team_name)):
                 self.audit.append("alert.unreachable", machine=machine, error=error or None)
         except ReconcilerError as exc:
@@ -325,8 +334,31 @@ class Sinks:
         """`machine` answered again: the next unreachable episode alerts anew."""
         try:
             self.store.forget_alerts("", machine, ("unreachable",))
+            self._down.discard(machine)
         except ReconcilerError as exc:
             log.error("cannot clear the unreachable state of %s: %s", machine, exc)
+
+    def _note_answer(self, event) -> None:
+        """A run with an exit code ran on its machine (now, or adopted from what the machine
+        kept): the machine answers, so its unreachable mark is cleared and its next outage
+        alerts once more. No note is sent: SPEC's alert events have no "reachable"."""
+        run = event.run
+        if event.kind not in ANSWERED_KINDS or run.exit_code is None:
+            return
+        try:
+            if run.machine in self._marked_down():
+                log.info("machine %s answers again", run.machine,
+                         extra={"machine": run.machine})
+                self.machine_reachable(run.machine)
+        except ReconcilerError as exc:
+            log.error("cannot read the unreachable machines: %s", self.redact(str(exc)))
+
+    def _marked_down(self) -> set[str]:
+        now = time.monotonic()
+        if self._down_read_at is None or now - self._down_read_at >= DOWN_REFRESH_SECONDS:
+            self._down = set(self.store.unreachable_machines())
+            self._down_read_at = now
+        return self._down
 
     def _delivery_failed(self, delivery: alerts.Delivery, error: str) -> None:
         self.metrics.delivery_failures.labels(delivery.team).inc()
