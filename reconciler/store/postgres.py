@@ -561,12 +561,14 @@ class PostgresStore(StateStore):
         """Remember that a pass reconciled `commit` (a full sha)."""
         self._write_one_noresult("record_commit", {"commit": commit, "now": _aware(now)})
 
+    @_retried
     def last_commit(self) -> str | None:
         """The commit the latest pass reconciled, or None."""
         with self._session("read") as conn:
             row = conn.execute(_q("last_commit")).fetchone()
         return row[0] if row else None
 
+    @_retried
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
         with self._session("read") as conn:
@@ -593,6 +595,7 @@ class PostgresStore(StateStore):
                 cur.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
         return entries
 
+    @_retried
     def audit_page(self, after_seq: int = 0, limit: int = 1000,
                    since: str | None = None) -> list[AuditEntry]:
         """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
@@ -601,12 +604,14 @@ class PostgresStore(StateStore):
                                                    "since": since}).fetchall()
         return [audit_entry(row) for row in rows]
 
+    @_retried
     def audit_head(self) -> AuditEntry | None:
         """The newest entry, or None."""
         with self._session("read") as conn:
             row = conn.execute(_q("audit_head")).fetchone()
         return None if row is None else audit_entry(row)
 
+    @_retried
     def audit_anchor(self) -> Anchor | None:
         """The last pruned entry's (seq, hash), or None."""
         with self._session("read") as conn:
@@ -657,6 +662,7 @@ class PostgresStore(StateStore):
             return conn.execute(_q("alert_forget"), {"task": task, "machine": machine,
                                                      "outcomes": list(outcomes)}).rowcount
 
+    @_retried
     def unreachable_machines(self) -> set[str]:
         """Machines with a remembered `unreachable` alert."""
         with self._session("read") as conn:
@@ -686,11 +692,13 @@ class PostgresStore(StateStore):
         with self._session("write") as conn:
             return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
 
+    @_retried
     def outbox_pending(self) -> int:
         """Deliveries still waiting."""
         with self._session("read") as conn:
             return conn.execute(_q("outbox_pending")).fetchone()[0]
 
+    @_retried
     def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
         """The newest final, non-cancelled run's status before `before_id`, or None."""
         with self._session("read") as conn:
@@ -700,6 +708,7 @@ class PostgresStore(StateStore):
 
     # --- retention ---
 
+    @_retried
     def prunable_runs(self, before: datetime, after_id: int = 0,
                       limit: int = 1000) -> list[Run]:
         """Runs `delete_runs` may remove, with their output, in id order."""
