@@ -157,6 +157,11 @@ def lineage_guard(args: argparse.Namespace, store: StateStore, commit: str | Non
         gitsource.check_lineage(inventory, last, commit)
         if current.on:
             _verify(inventory, store, commit, current, audit)
+        elif current.last is not None and not commit.endswith("-dirty") \
+                and verify_flag(args)[0] is None:
+            # Verify is off because this store's last commit says so: the store must not be
+            # a stale one that a commit moved the pass back to (one from before verify was on).
+            _refuse_stale_store(inventory, current, gitsource.sha_of(commit))
         store.record_commit(gitsource.sha_of(commit), utc_now())
     return guard
 

@@ -180,3 +180,18 @@ def test_state_setting_naming_a_store_file_the_commit_itself_holds_is_refused(tm
     err = repo.once(3)
     assert "forged/state.db" in err and "Traceback" not in err
     assert not repo.marker("evil").exists()
+
+
+def test_a_stale_store_from_before_verify_was_on_is_not_reused(tmp_path):
+    repo = TrustRepo(tmp_path, verify="none", state_in_settings=True)
+    repo.commit(None, "initial, verify off")
+    repo.once(0)  # the first store's last commit: verify off
+    repo.settings(verify="range", state="second.db")
+    second = repo.commit("alice", "verify on, in a new store")
+    repo.once(0, "--trust-anchor", second)
+    repo.settings(verify="range", state="state.db")  # back to the store whose L had verify off
+    repo.task("prod", "evil")
+    repo.commit(None, "unsigned")
+    err = repo.once(3)
+    assert "state" in err and "Traceback" not in err
+    assert not repo.marker("evil").exists()
