@@ -11,11 +11,38 @@ import logging
 import random
 import signal
 import threading
+import time
 from typing import Callable
 
 from .errors import ReconcilerError
 
 log = logging.getLogger(__name__)
+
+# The longest the main thread sleeps in one piece. The kernel hands a process's signal to any
+# of its threads that does not block it (the file watcher's, a pass's), and Python runs the
+# handler only when the *main* thread next executes Python code: a main thread asleep in one
+# long wait slept through SIGTERM (the poll interval, an hour). Waking this often is free and
+# bounds how late a stop or a reload is noticed.
+SIGNAL_CHECK_SECONDS = 0.5
+
+
+def wait_or_wake(event: threading.Event, seconds: float | None) -> bool:
+    """`event.wait(seconds)` (None: no limit) in slices, so that signal handlers run on time
+    whichever thread caught the signal; True when the event was set."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not event.is_set():
+        left = SIGNAL_CHECK_SECONDS if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return False
+        event.wait(min(left, SIGNAL_CHECK_SECONDS))
+    return True
+
+
+def join_awake(thread: threading.Thread) -> None:
+    """`thread.join()` in slices (see SIGNAL_CHECK_SECONDS): a second SIGTERM/SIGINT sent
+    while the daemon waits for its passes must still be handled."""
+    while thread.is_alive():
+        thread.join(SIGNAL_CHECK_SECONDS)
 
 
 class Daemon:
@@ -57,7 +84,7 @@ class Daemon:
                 log.error("%s", exc)
             if self.stop.is_set():
                 break
-            self.wake.wait(self.interval() * random.uniform(0.9, 1.1))
+            wait_or_wake(self.wake, self.interval() * random.uniform(0.9, 1.1))
             self.wake.clear()
 
 

@@ -12,7 +12,7 @@ import logging
 import sys
 import threading
 
-from ..daemon import Daemon, watch_files
+from ..daemon import Daemon, join_awake, watch_files
 from ..errors import InputError, ReconcilerError, SourceError
 from ..model import DEFAULT_POLL_INTERVAL
 from ..source import git as gitsource
@@ -69,7 +69,7 @@ class _Continuous:
     def join(self) -> None:
         """Wait for every pass still draining (after a stop: within their grace)."""
         for thread in self.passes:
-            thread.join()
+            join_awake(thread)
 
     def _guarded_pass(self, planning: threading.Event) -> None:
         """The daemon's top guard for one pass thread: log, never die."""
