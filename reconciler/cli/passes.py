@@ -34,6 +34,7 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
     dispatch) and then to `progress`; sinks and transports are closed on exit, waiting at
     most 10 s for alert deliveries."""
     secrets = wiring.secrets(args, loaded.inventory)
+    secrets.learn_every_vault(loaded.inventory.teams)  # masked even where no run asks for it
     sinks = build_sinks(store, loaded.inventory, desired or loaded.desired, args.redactor,
                         secrets, commit=commit, metrics=metrics)
     transports = wiring.transports(secrets, loaded.inventory.settings, loaded.workdir,

@@ -110,6 +110,20 @@ class VaultSecrets:
             raise found
         return found
 
+    def learn_every_vault(self, teams) -> None:
+        """Teach the redactor the values of every vault this identity can open, before any
+        run: a task that names no secret may still print one (a config file another task
+        wrote it to), and what the redactor has not seen is stored in the clear. A vault that
+        cannot be opened is left for the run that needs it to report."""
+        if not self.identities:
+            return
+        for team in teams:
+            if team_vault.vault_path(self.root, team).exists():
+                try:
+                    self.team_secrets(team)
+                except VaultError:
+                    pass
+
     def __call__(self, team: str, ref: VaultRef) -> Secret:
         secrets = self.team_secrets(team)
         if ref.name not in secrets:

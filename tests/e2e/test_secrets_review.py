@@ -198,3 +198,26 @@ def test_a_routine_vault_set_does_not_adopt_an_unnamed_vault_copied_from_history
         assert PROD_PASSWORD not in refused.out + refused.err
     assert legacy.read_bytes() == before
     p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key), code=2)
+
+
+# --- a secret printed by a task that does not ask for it: item 10 -------------------------------
+
+
+def test_a_secret_printed_by_a_task_without_vault_references_is_masked(vaulted):
+    """One task puts DB_PASSWORD into a config file; at a later pass another task, which
+    names no secret, prints that file. The pass never needed the vault, so the redactor had
+    never seen the value: it was stored, shown and alerted in the clear."""
+    from tests.e2e.test_vault import SECRET
+
+    p = vaulted
+    conf = p.root / "app.conf"
+    p.task("configure", "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
+           f'command: printf "password=%s\\n" "$DB_PASSWORD" > "{conf}"\n')
+    p.run("--once", "-q", "--identity", str(p.alice), code=0)
+    p.task("show", f'command: cat "{conf}"; exit 1\nretry: {{count: 0}}\n')
+    data = p.run("--once", "--format", "json", "--identity", str(p.alice), code=1).json()
+    [run] = [r for r in data["runs"] if r["task"].endswith("show")]
+    shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0)
+    assert "password=***" in shown.json()["output"]
+    assert SECRET not in shown.out
+    assert SECRET not in p.state.read_bytes().decode("utf-8", "replace")
