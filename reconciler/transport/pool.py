@@ -176,8 +176,10 @@ class ConnectionPool:
         while True:
             with slot.lock:
                 self._drop_dead(slot)
+                # A dead one other channels still hold stays listed until they let go: never
+                # hand it out again (the retry in `_channel` would fail on it once more).
                 for connection in slot.connections:
-                    if connection.in_use < self.max_channels:
+                    if connection.alive and connection.in_use < self.max_channels:
                         connection.in_use += 1
                         connection.last_used = time.monotonic()
                         return connection

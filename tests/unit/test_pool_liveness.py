@@ -74,3 +74,22 @@ def test_a_connection_silent_for_count_intervals_is_dead_and_closed():
     connection.watch(connection.answered + 30, interval=10, count=3)
     assert connection.broken and not transport.active
     assert "no answer for 30s" in connection.dead and "unreachable" in connection.dead
+
+
+def test_a_dead_connection_still_held_by_a_channel_is_never_handed_out_again():
+    from reconciler.model import Machine
+    from reconciler.transport.pool import ConnectionPool
+
+    opened: list[FakeTransport] = []
+
+    def connect(machine):
+        opened.append(FakeTransport())
+        return FakeFabric(opened[-1])
+
+    pool = ConnectionPool(connect, keepalive=60)
+    box = Machine("box", "ops", transport="ssh", host="127.0.0.1")
+    held = pool._acquire(box)  # another command's channel keeps it listed
+    opened[0].active = False  # the peer went away under it
+    fresh = pool._acquire(box)
+    assert fresh is not held and len(opened) == 2 and fresh.alive
+    pool.close()
