@@ -225,9 +225,11 @@ def _walk(tree, revision: str):
         _bad_entry(revision, f"{tree.path}/{name}" if tree.path else name)
     seen: set[str] = set()
     for item in entries:
-        if item.name in ("", ".", "..", ".git") or item.name in seen:
-            _bad_entry(revision, item.path, twice=item.name in seen)
-        seen.add(item.name)
+        # Not `item.name`: a submodule (gitlink) entry read from a tree has no name to give.
+        name = item.path.rsplit("/", 1)[-1]
+        if name in ("", ".", "..", ".git") or name in seen:
+            _bad_entry(revision, item.path, twice=name in seen)
+        seen.add(name)
         yield item
         if item.type == "tree":
             yield from _walk(item, revision)

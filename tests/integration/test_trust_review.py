@@ -195,3 +195,16 @@ def test_a_stale_store_from_before_verify_was_on_is_not_reused(tmp_path):
     err = repo.once(3)
     assert "state" in err and "Traceback" not in err
     assert not repo.marker("evil").exists()
+
+
+# ------------------------------------------------------------------ submodules
+
+
+def test_gitlink_by_a_dev_operator_is_refused_for_its_role_not_an_internal_error(repo):
+    head = repo.git("rev-parse", "HEAD")
+    repo.git("update-index", "--add", "--cacheinfo", f"160000,{head},inventory/tasks/dev/sub")
+    repo.git(*repo.signing("dan"), "commit", "-S", "-q", "-m", "a gitlink")
+    (repo.work / "inventory" / "tasks" / "dev" / "sub").mkdir(parents=True)  # as a clone leaves it
+    err = repo.once(3)
+    assert "admin of any team (inventory/tasks/dev/sub)" in err, err
+    assert "internal error" not in err and "Traceback" not in err
