@@ -35,6 +35,8 @@ class _Continuous:
         self.progress = (JsonProgress() if args.log_format == "json" and not args.quiet
                          else (lambda event: None))
         self.loaded = wiring.load(args)  # a broken inventory at start-up: exit 2
+        # A bad flag too, rather than an error logged at every pass for ever.
+        wiring.concurrency(args, self.loaded.inventory)
 
     def interval(self) -> float:
         return float(self.loaded.inventory.settings.poll_interval or DEFAULT_POLL_INTERVAL)

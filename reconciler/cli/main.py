@@ -132,6 +132,7 @@ def _dispatch(args) -> int:
     from .commands import COMMANDS, cmd_once
 
     _refuse_unwritable_format(args)
+    _refuse_bad_pass_flags(args)
     if args.command is None:
         if not args.once and not args.dry_run:
             from .daemon_cmd import cmd_continuous
@@ -159,6 +160,19 @@ def _refuse_unwritable_format(args) -> None:
         writable = tuple(f for f in writable if f != "markdown")
     if writable:
         wiring.output_format(args, writable)  # the usage error every command gives for it
+
+
+def _refuse_bad_pass_flags(args) -> None:
+    """A pass or a worker with a malformed --grace or --lock-timeout is refused before it opens
+    or creates a state store (`--once --grace x` created one, then exited 2; the daemon
+    checked --grace in every pass and logged the same error forever instead of exiting)."""
+    from . import wiring
+
+    if args.command is None or args.command == "worker":
+        if hasattr(args, "grace"):
+            wiring.grace(args)
+        if hasattr(args, "lock_timeout"):
+            wiring.lock_timeout(args)
 
 
 def _traceback_if(verbose: int, redact: Redactor, log_format: str | None = None) -> None:

@@ -43,3 +43,18 @@ def test_the_start_up_image_that_hides_the_identity_imports_no_engine(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_once_with_a_malformed_grace_creates_no_state_and_runs_nothing(project):
+    project.task("hello", f"command: {project.record('hello')}\n")
+    result = project.run("--once", "--grace", "soon", code=2)
+    assert "--grace must be a duration" in result.err
+    assert project.ledger_lines() == [] and not project.state.exists()
+
+
+@pytest.mark.parametrize("flag", [["--grace", "soon"], ["--concurrency", "0"]])
+def test_the_daemon_with_a_bad_flag_exits_2_at_start_up(project, flag):
+    project.task("hello", f"command: {project.record('hello')}\n")
+    result = project.run(*flag, code=2, timeout=60)
+    assert "must be a" in result.err
+    assert project.ledger_lines() == [] and not project.state.exists()
