@@ -246,10 +246,27 @@ def _kill_group(pgid: int, proc: subprocess.Popen | None) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: a killed orphan's
+    processes wait for their parent (or an init that may never reap them, as in some
+    containers) to reap them, and waiting on those only delayed every kill by its grace."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # no /proc to look in: the signal's answer is all we know
+    return any(_member_running(pid, pgid) for pid in pids)
+
+
+def _member_running(pid: str, pgid: int) -> bool:
+    """Whether process `pid` is in group `pgid` and not a zombie (from /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False  # gone meanwhile
+    return len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z"

@@ -55,6 +55,11 @@ def test_background_child_holding_the_pipe_does_not_hold_the_run(transport):
     assert time.monotonic() - started < 10
 
 
+def _environ(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        return environ.read().split(b"\0")
+
+
 def test_reap_stops_an_orphaned_command_of_that_run_only(transport, tmp_path):
     import subprocess
 
@@ -62,6 +67,10 @@ def test_reap_stops_an_orphaned_command_of_that_run_only(transport, tmp_path):
 
     proc = subprocess.Popen(["/bin/sh", "-c", "sleep 60; true"], start_new_session=True,
                             env=child_environment({"RECONCILE_RUN_ID": "7"}))
+    # An orphan has long been running: Popen may return while the child is still inside
+    # execve (vfork), when /proc/PID/environ is still empty and reap cannot tell it is ours.
+    wait_until(lambda: b"RECONCILE_RUN_ID=7" in _environ(proc.pid), timeout=10,
+               message="the orphan's shell to have started")
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "8.pgid").write_text(str(proc.pid))
     transport.reap(BOX, 8)  # the marker names another run's id: never kill a stranger
