@@ -111,23 +111,28 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
                "retry: {count: 0}\n")
     repo.commit("alice", "initial, verify off")
     with fresh_database() as url:
+        def retry_runner() -> None:
+            runs = reconcile("queue", "list", "--format", "json", "--state", url,
+                             cwd=repo.work, check_code=0).json()
+            runs = runs["runs"] if isinstance(runs, dict) else runs
+            last = max(r["id"] for r in runs if r["task"].endswith("runner"))
+            reconcile("queue", "retry", str(last), "--state", url, cwd=repo.work, check_code=0)
+            _plan_without_draining(repo.work / "inventory", url)
+
         reconcile("--once", "--state", url, cwd=repo.work, check_code=1)  # runner fails
         worker = spawn("worker", "--state", url, cwd=repo.work)  # follows the working tree
         try:
+            retry_runner()  # proves the worker is up (and following the working tree)
+            wait_until(lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
+                       timeout=60, message="the worker to run the first retry")
             repo.settings(verify="range")
             repo.commit("alice", "verify on, signed by an admin")
             reconcile("--once", "--state", url, cwd=repo.work, check_code=0)
             repo.write("scripts/prod/run.sh", f'echo unverified >> "{ledger}"\n')
             repo.commit(None, "unsigned script change")
             reconcile("--once", "--state", url, cwd=repo.work, check_code=3)  # refused
-            runs = reconcile("queue", "list", "--format", "json", "--state", url,
-                             cwd=repo.work, check_code=0).json()
-            runs = runs["runs"] if isinstance(runs, dict) else runs
-            failed = [r["id"] for r in runs if r["task"].endswith("runner")]
-            reconcile("queue", "retry", str(failed[0]), "--state", url, cwd=repo.work,
-                      check_code=0)
-            _plan_without_draining(repo.work / "inventory", url)
-            wait_until(lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
+            retry_runner()
+            wait_until(lambda: len(ledger.read_text().split()) >= 3 or worker.poll() is not None,
                        timeout=30, message="the worker to run the retry or to stop")
         except AssertionError:
             pass  # the worker ran nothing and stayed up: judged below
@@ -135,7 +140,7 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
             _, err = worker.communicate(timeout=60)
-    assert ledger.read_text().split() == ["verified"], err
+    assert ledger.read_text().split() == ["verified", "verified"], err
     assert worker.returncode == 3 and "git.verify" in err, err
 
 
