@@ -3,7 +3,9 @@ under `git.verify` only commits whose signers hold the roles their changes need.
 
 Trust is decided on trusted ground (docs/security.md): the verify mode comes from
 `--verify`/`RECONCILE_GIT_VERIFY`, else from the last reconciled commit's `reconciler.yaml`
-(read from git), never from the commit being judged. A store that has never reconciled, in a
+(read from git), never from the commit being judged; so is the store that holds that last
+commit: under verify a `state:` setting is refused, the host names the store. A store that has
+never reconciled, in a
 repository whose history ever turned `git.verify` on, accepts a first commit only against an
 anchor given outside the repository (`--trust-anchor`/`RECONCILE_TRUST_ANCHOR`: an admin's key
 that signed it, or a commit to trust as if it had been reconciled).
@@ -131,6 +133,38 @@ def decide(args: argparse.Namespace, repo, last: str | None, head: str | None,
         mode = "head"
     return Trust(mode, "the repository's history (nothing reconciled yet)", last, anchor,
                  state_setting, by_settings)
+
+
+def verify_may_be_in_force(args: argparse.Namespace, repo, head: str | None) -> str | None:
+    """Why git.verify is or may be in force for a pass over `head` (None: it is not): the
+    host's `--verify`/`RECONCILE_GIT_VERIFY` says head or range, or — with no such word — a
+    commit of the repository's history ever turned it on (the first-use heuristic). The
+    store's own last commit cannot be asked: which store to ask is what is being decided."""
+    flag, source = verify_flag(args)
+    if flag is not None:
+        return f"{source} {flag}" if flag != "none" else None
+    if repo is None or head is None:
+        return None
+    trees, prefix = repo
+    for sha in trees.touching(head, [prefix + name for name in SETTINGS_FILES]):
+        mode = verify_setting(committed_settings(trees, prefix, sha))
+        if mode != "none":
+            return f"commit {sha[:12]} set git.verify to {mode}"
+    return None
+
+
+def refuse_state_setting(setting: str, why: str) -> None:
+    """Under verify the store — and with it the last reconciled commit that trust is judged
+    by — is the host's word: a `state:` setting is the word of the commit under judgement,
+    which could name a store its pusher filled (a last commit of his that turned verify off)."""
+    raise SourceError(f"git.verify is in force ({why}): the state store must be named by the "
+                      "host, not by the commit under judgement; set "
+                      f"RECONCILE_STATE={_without_password(setting)} (or --state) on the "
+                      "reconciler's host")
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
 def lineage_guard(args: argparse.Namespace, store: StateStore, commit: str | None,

@@ -21,7 +21,8 @@ from ..sinks import audit_validation_failed, build_sinks
 from ..source.git import RefusedCommit
 from ..store.factory import open_store
 from . import wiring
-from .lineage import SETTINGS_FILES, Trust, committed_settings, decide, lineage_guard
+from .lineage import (SETTINGS_FILES, Trust, committed_settings, decide, lineage_guard,
+                      refuse_state_setting, verify_may_be_in_force)
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,9 @@ def _state_location(args, inventory: Path, view, commit: str | None):
     """The store's URL and (whether the `state:` setting chose it, that setting). The
     setting is read from the commit itself (git) when the checkout is clean, so that neither a
     skip-worktree edit nor an ignored file chooses the store; from the working tree otherwise
-    (no git, or uncommitted changes — which verify refuses)."""
+    (no git, or uncommitted changes — which verify refuses). When git.verify is or may be in
+    force the setting is refused: the store is then the host's word (flag, environment or the
+    default), never the word of the commit under judgement."""
     explicit = getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
     if explicit:
         return explicit, (False, None)
@@ -269,6 +272,10 @@ def _state_location(args, inventory: Path, view, commit: str | None):
     else:
         setting = _working_tree_state(inventory)
     setting = setting if isinstance(setting, str) and setting else None
+    if setting is not None:
+        why = verify_may_be_in_force(args, view, gitsource.sha_of(commit) if commit else None)
+        if why is not None:
+            refuse_state_setting(setting, why)
     url = setting or DEFAULT_STATE_URL
     if view is not None and commit is not None:
         _refuse_tracked_store(url, view[0], gitsource.sha_of(commit))

@@ -57,7 +57,8 @@ class TrustRepo:
         return out.split()[1]
 
     def settings(self, verify: str = "range", state: str = "state.db", extra: str = "") -> None:
-        line = f"state: sqlite:///{self.root / state}\n" if self.state_in_settings else ""
+        self.state_url = f"sqlite:///{self.root / state}"
+        line = f"state: {self.state_url}\n" if self.state_in_settings else ""
         # Local machines of two teams share the reconciler's rights: allowed here on purpose.
         self.write("inventory/reconciler.yaml", f"{line}git: {{verify: {verify}}}\n"
                    f"local_machines: {{allow_shared_user: true}}\n{extra}")
@@ -98,14 +99,20 @@ class TrustRepo:
         self.git(*self.signing(signer), "commit", *(["-S"] if signer else []), "-q", "-m", message)
         return self.git("rev-parse", "HEAD")
 
-    def once(self, code: int, *extra: str) -> str:
+    def once(self, code: int, *extra: str, env: dict | None = None) -> str:
         state = () if self.state_in_settings else ("--state", f"sqlite:///{self.root / 'state.db'}")
-        return reconcile("--once", *state, *extra, cwd=self.work, check_code=code).err
+        return reconcile("--once", *state, *extra, cwd=self.work, env=env, check_code=code).err
+
+    def host_env(self) -> dict:
+        """The host names the store its `state:` setting names (the host's word, not the
+        commit's): how a host that kept `state:` in the file runs under verify."""
+        return {"RECONCILE_STATE": self.state_url}
 
     def start(self) -> str:
         """The first commit, signed by prod's admin, reconciled with her key as the anchor."""
         first = self.commit("alice", "initial")
-        self.once(0, "--trust-anchor", self.fingerprint("alice"))
+        self.once(0, "--trust-anchor", self.fingerprint("alice"),
+                  env=self.host_env() if self.state_in_settings else None)
         assert self.marker("hello").exists()
         return first
 
@@ -157,9 +164,45 @@ def test_outsider_commit_pointing_state_at_a_new_store_runs_nothing(tmp_path):
     repo.write("inventory/machines/evilbox.yaml", "name: evilbox\nteam: evil\ntransport: local\n")
     repo.task("evil", "evil", machine="evilbox")
     repo.commit("mallory", "a store of my own")
-    err = repo.once(3)
-    assert "--trust-anchor" in err and "Traceback" not in err
+    err = repo.once(3)  # a host that takes the store from the commit: refused outright
+    assert "must be named by the host" in err and "Traceback" not in err
     assert not repo.marker("evil").exists()
+    # A host that names its store judges the commit against it: mallory holds no role.
+    err = repo.once(3, env={"RECONCILE_STATE": f"sqlite:///{tmp_path / 'state.db'}"})
+    assert "Traceback" not in err and not repo.marker("evil").exists()
+
+
+def test_state_setting_of_the_commit_is_refused_when_verify_is_on(tmp_path):
+    repo = TrustRepo(tmp_path, state_in_settings=True)
+    repo.commit("alice", "initial")
+    err = repo.once(3, "--trust-anchor", repo.fingerprint("alice"))
+    assert ("git.verify is in force" in err and "state store must be named by the host" in err
+            and f"RECONCILE_STATE={repo.state_url}" in err and "Traceback" not in err), err
+    assert not repo.marker("hello").exists()
+    repo.once(0, "--trust-anchor", repo.fingerprint("alice"), env=repo.host_env())
+    assert repo.marker("hello").exists()
+
+
+def test_commit_pointing_state_at_a_store_the_pusher_filled_runs_nothing(tmp_path):
+    from tests.support.postgres import fresh_database
+
+    repo = TrustRepo(tmp_path, state_in_settings=True)
+    repo.start()
+    with fresh_database() as attacker_store:
+        # Unsigned: verify off, and the store is the attacker's own PostgreSQL database.
+        repo.write("inventory/reconciler.yaml", f"state: {attacker_store}\ngit: {{verify: none}}\n"
+                   "local_machines: {allow_shared_user: true}\n")
+        own = repo.commit(None, "verify off, my own store")
+        # He fills that store by a pass of his own copy, verify off: its last commit is his.
+        copy = tmp_path / "copy"
+        subprocess.run(["git", "clone", "-q", str(repo.work), str(copy)], check=True)
+        reconcile("--once", "--verify", "none", cwd=copy, check_code=0)
+        repo.task("prod", "evil")
+        repo.commit(None, "a prod task")
+        err = repo.once(3)
+        assert "must be named by the host" in err and "Traceback" not in err, err
+        assert not repo.marker("evil").exists()
+        assert own  # the store's last commit: his own, which turned verify off
 
 
 def test_a_store_that_never_reconciled_needs_an_anchor_from_outside(tmp_path):
@@ -194,7 +237,7 @@ def test_a_stale_store_is_not_reused_after_the_state_moved_away(tmp_path):
     repo.team("prod", admins=["alice"], operators=[], viewers=[])  # bob loses his role
     repo.commit("alice", "move the store, drop bob")
     second = repo.git("rev-parse", "HEAD")
-    repo.once(0, "--trust-anchor", second)
+    repo.once(0, "--trust-anchor", second, env=repo.host_env())
     repo.settings(state="state.db")  # back to the first store, whose last commit trusted bob
     repo.task("prod", "evil")
     repo.commit("bob")

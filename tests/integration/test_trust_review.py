@@ -193,7 +193,7 @@ def test_a_stale_store_from_before_verify_was_on_is_not_reused(tmp_path):
     repo.once(0)  # the first store's last commit: verify off
     repo.settings(verify="range", state="second.db")
     second = repo.commit("alice", "verify on, in a new store")
-    repo.once(0, "--trust-anchor", second)
+    repo.once(0, "--trust-anchor", second, env=repo.host_env())
     repo.settings(verify="range", state="state.db")  # back to the store whose L had verify off
     repo.task("prod", "evil")
     repo.commit(None, "unsigned")
