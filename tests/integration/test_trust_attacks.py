@@ -509,3 +509,15 @@ def _plan_without_draining(inventory: Path, url: str) -> None:
         assert store.record_plan(plan, None, now), "nothing was enqueued"
     finally:
         store.close()
+
+
+def test_worker_and_accept_history_refuse_a_state_setting_under_verify(tmp_path):
+    repo = TrustRepo(tmp_path, state_in_settings=True)
+    repo.start()
+    for command in (("worker",), ("accept-history", "HEAD", "--reason", "rewrite")):
+        err = reconcile(*command, cwd=repo.work, timeout=60, check_code=3).err
+        assert "state store must be named by the host" in err and "Traceback" not in err, err
+    # Given by the host, the same store is used.
+    out = reconcile("accept-history", "HEAD", "--reason", "nothing to accept", cwd=repo.work,
+                    env=repo.host_env(), check_code=0).out
+    assert "nothing to accept" in out
