@@ -521,3 +521,25 @@ def test_worker_and_accept_history_refuse_a_state_setting_under_verify(tmp_path)
     out = reconcile("accept-history", "HEAD", "--reason", "nothing to accept", cwd=repo.work,
                     env=repo.host_env(), check_code=0).out
     assert "nothing to accept" in out
+
+
+def test_daemon_refuses_a_state_setting_under_verify_and_runs_nothing(tmp_path):
+    import signal
+    import sys
+
+    from tests.support.cli import clean_environment
+    from tests.support.waiting import wait_until
+
+    repo = TrustRepo(tmp_path, state_in_settings=True)
+    repo.commit("alice", "initial")
+    log = tmp_path / "daemon.log"
+    env = clean_environment({"RECONCILE_TRUST_ANCHOR": repo.fingerprint("alice")})
+    daemon = subprocess.Popen([sys.executable, "-m", "reconciler"], cwd=repo.work, env=env,
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        wait_until(lambda: "state store must be named by the host" in log.read_text(),
+                   timeout=60, message="the refusal of the state: setting")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    assert not repo.marker("hello").exists() and "Traceback" not in log.read_text()
