@@ -10,7 +10,7 @@ import os
 import pytest
 
 from tests.support.alert_receiver import AlertReceiver
-from tests.support.cli import spawn
+from tests.support.cli import reaped, spawn
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
@@ -63,16 +63,12 @@ def test_a_run_adopted_as_failed_after_a_lost_connection_alerts_failed_once(
     os.mkfifo(fifo)
     p.task("migrate", f'command: echo started >> "{ledger}"; read line < "{fifo}"; exit 4\n')
     first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
-    try:
+    with reaped(first):
         wait_until(lambda: ledger.exists() or first.poll() is not None, timeout=30,
                    message="the command to start")
         assert first.poll() is None
         assert sshd.drop_connections()
         out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
     [run] = json.loads(out)["runs"]
     assert run["status"] == "unknown", (run, err)
     assert receiver.titles() == ["reconciler: ops/migrate unknown on box"]

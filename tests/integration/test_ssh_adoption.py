@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from tests.support.alert_receiver import AlertReceiver
-from tests.support.cli import spawn
+from tests.support.cli import reaped, spawn
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
@@ -72,13 +72,9 @@ def test_an_sshd_child_killed_mid_command_is_unknown_alerted_once_then_adopted(
                     alerts=[receiver.url()])
     fifo, ledger = _waiting_task(p, tmp_path, 0)
     first = _start_once(p, ledger)
-    try:
+    with reaped(first):
         assert sshd.drop_connections()
         out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
     assert first.returncode == 1 and "Traceback" not in err, err
     [run] = json.loads(out)["runs"]
     assert run["status"] == "unknown" and "connection lost" in run["error"], run
@@ -122,13 +118,9 @@ def test_a_lost_run_still_running_at_the_next_pass_is_left_to_finish_then_adopte
     p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
     fifo, ledger = _waiting_task(p, tmp_path, 0)
     first = _start_once(p, ledger)
-    try:
+    with reaped(first):
         assert sshd.drop_connections()
         out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
     [run] = json.loads(out)["runs"]
     assert run["status"] == "unknown", run
 

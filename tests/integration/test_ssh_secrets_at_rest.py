@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import reconcile, spawn
+from tests.support.cli import reaped, reconcile, spawn
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
@@ -84,16 +84,12 @@ def test_an_adopted_runs_output_leaves_no_secret_on_the_target(tmp_path, sshd, c
     p.task("leaky", f'env: {{TOKEN: {{vault: TOKEN}}}}\ncommand: echo "token=$TOKEN"; '
            f'echo up > "{started}"; read line < "{fifo}"; exit 4\n')
     first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root, env=env)
-    try:
+    with reaped(first):
         wait_until(lambda: started.exists() or first.poll() is not None, timeout=30,
                    message="the command to start")
         assert first.poll() is None, first.communicate()
         assert sshd.drop_connections()
         out, err = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
     assert first.returncode == 1, err
     with open(fifo, "w") as release:
         release.write("go\n")

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 
 @dataclass
@@ -44,3 +46,15 @@ def spawn(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd,
                             env=clean_environment(env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`with reaped(spawn(...)) as p:` kills `p` on the way out if it is still running, so a
+    failed assertion never leaves a pass behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
