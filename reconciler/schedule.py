@@ -109,6 +109,10 @@ def _field_problem(value: str, spec: _Field) -> tuple[str, str] | None:
                 return (f"the {spec.name} field '{value}': '{bound}' is out of range",
                         f"use {spec.low}-{spec.high}"
                         + (f" or {spec.names[0]}-{spec.names[-1]}" if spec.names else ""))
+        # croniter wraps a reversed range round (5-1 fires at 5..59 and 0..1); cron refuses it.
+        if match["b"] is not None and _value_of(match["a"], spec) > _value_of(match["b"], spec):
+            return (f"the {spec.name} field '{value}' has a reversed range '{element}'",
+                    "write the low end first, or a list for a range that wraps: 55-59,0-5")
         if match["step"] is not None and int(match["step"]) == 0:
             return f"the {spec.name} field '{value}' has a step of 0", "use a step of 1 or more"
     return None
