@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             hide_identity(sys.argv[1:], os.environ)
         from .args import build_parser
 
+        # A usage error is raised while parsing, before `args.log_format` exists: read the
+        # flag from the raw words so that even that error is one JSON object when asked.
+        log_format = _log_format_in(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         verbose, log_format = args.verbose or 0, args.log_format
         args.redactor = redact
@@ -119,6 +122,19 @@ def main(argv: list[str] | None = None) -> int:
              + ("" if verbose else " (run with -v for details)"), log_format)
         _traceback_if(verbose, redact, log_format)
         return 3
+
+
+def _log_format_in(words: list[str]) -> str | None:
+    """The value of the last `--log-format X` / `--log-format=X` among `words`, if any."""
+    found = None
+    for word, following in zip(words, [*words[1:], None]):
+        if word == "--":
+            break
+        if word == "--log-format" and following is not None:
+            found = following
+        elif word.startswith("--log-format="):
+            found = word.partition("=")[2]
+    return found
 
 
 def _say(line: str, log_format: str | None, level: str = "error") -> None:

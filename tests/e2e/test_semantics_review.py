@@ -19,9 +19,8 @@ def test_a_schedule_with_a_reversed_range_is_refused_located(project, schedule, 
     assert project.ledger_lines() == [] and not project.state.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="open (review R3): a usage error is printed before "
-                   "--log-format is read; the fix belongs in cli/main.py or cli/args.py")
-@pytest.mark.parametrize("args", [("--bogus",), ("queue", "retry", "abc")])
+@pytest.mark.parametrize("args", [("--bogus",), ("queue", "retry", "abc"),
+                                  ("--log-format=json", "--bogus")])
 def test_a_usage_error_under_log_format_json_is_one_json_line(project, args):
     import json
     result = project.run("--log-format", "json", *args, code=2)
