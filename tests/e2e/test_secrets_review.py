@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 
+from tests.e2e.test_audit_anchor import _history_with_a_secret_task
 from tests.e2e.test_secret_hygiene import PROD_PASSWORD, two_teams  # noqa: F401  (fixture)
 from tests.e2e.test_vault import vaulted  # noqa: F401  (the `vaulted` fixture)
 
@@ -150,13 +151,7 @@ def test_an_export_checkpoint_replayed_as_a_prune_anchor_does_not_hide_a_deletio
     from reconciler.audit import checkpoint as cp
     from reconciler.audit.chain import entry_hash
 
-    project.task("covert", "command: echo covert\n")
-    project.run("--once", "-q", code=0)
-    early = tmp_path / "early.jsonl"
-    project.run("audit", "export", "-o", str(early), code=0)
-    (project.inventory / "tasks" / "ops" / "covert.yaml").unlink()
-    project.task("other", "command: echo other\n")
-    project.run("--once", "-q", code=0)
+    early, _ = _history_with_a_secret_task(project, tmp_path)
     signed, _ = cp.read_checkpoint(early)
     with sqlite3.connect(project.state) as db:
         db.execute("DELETE FROM audit_log WHERE seq <= ?", (signed.count,))

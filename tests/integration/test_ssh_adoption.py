@@ -13,20 +13,13 @@ import signal
 
 import pytest
 
-from tests.support.alert_receiver import AlertReceiver
+from tests.support.alert_receiver import receiver  # noqa: F401  (fixture)
 from tests.support.cli import reaped, spawn
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def receiver():
-    made = AlertReceiver()
-    yield made
-    made.close()
 
 
 def _waiting_task(p, tmp_path, code: int):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.alert_receiver import AlertReceiver
+from tests.support.alert_receiver import receiver  # noqa: F401  (fixture)
 from tests.support.cli import spawn
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
@@ -22,13 +22,6 @@ from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def receiver():
-    made = AlertReceiver()
-    yield made
-    made.close()
 
 
 @pytest.fixture

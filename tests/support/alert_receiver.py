@@ -10,6 +10,8 @@ import http.server
 import json
 import threading
 
+import pytest
+
 
 class AlertReceiver:
     """Records every alert apprise posts to it (title and message of the JSON body)."""
@@ -44,4 +46,13 @@ class AlertReceiver:
         self.server.server_close()
 
 
-__all__ = ["AlertReceiver"]
+
+@pytest.fixture
+def receiver():
+    """A running AlertReceiver, closed after the test."""
+    made = AlertReceiver()
+    yield made
+    made.close()
+
+
+__all__ = ["AlertReceiver", "receiver"]
