@@ -23,11 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from reconciler.vault import age  # noqa: E402
+from reconciler.adapters.vault import age  # noqa: E402
 
 TARGET_RATIO = 2.0
 REPEATS = 5
@@ -45,14 +45,18 @@ def best(fn: Callable[[], object], repeats: int = REPEATS) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mib", nargs="?", type=int)
-    parser.add_argument("--quick", action="store_true",
-                        help="1 MiB, one repeat, exit 0 whatever the figures (CI's smoke run)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 MiB, one repeat, exit 0 whatever the figures (CI's smoke run)",
+    )
     args = parser.parse_args(argv)
     mib = args.mib or (1 if args.quick else 64)
     repeats = 1 if args.quick else REPEATS
 
     def best_of(fn: Callable[[], object]) -> float:
         return best(fn, repeats)
+
     age_bin = shutil.which("age")
     keygen_bin = shutil.which("age-keygen")
     if not age_bin or not keygen_bin:
@@ -94,13 +98,16 @@ def main(argv: list[str]) -> int:
             age_run("-d", "-i", str(key_file), "-o", str(out), str(ours))
             check(out.read_bytes())
             t_memory = best_of(lambda: age.encrypt(plaintext, [recipient], armor=armor))
-            t_io = best_of(lambda: ours.write_bytes(
-                age.encrypt(plain.read_bytes(), [recipient], armor=armor)))
+            t_io = best_of(
+                lambda: ours.write_bytes(age.encrypt(plain.read_bytes(), [recipient], armor=armor))
+            )
             age_run("-d", "-i", str(key_file), "-o", str(out), str(ours))
             check(out.read_bytes())
-            rows += [(f"encrypt {form}", "stream", t_stream, t_age, not armor),
-                     (f"encrypt {form}", "memory", t_memory, t_age, not armor),
-                     (f"encrypt {form}", "+I/O", t_io, t_age, False)]
+            rows += [
+                (f"encrypt {form}", "stream", t_stream, t_age, not armor),
+                (f"encrypt {form}", "memory", t_memory, t_age, not armor),
+                (f"encrypt {form}", "+I/O", t_io, t_age, False),
+            ]
 
             t_age = best_of(lambda: age_run("-d", "-i", str(key_file), "-o", str(out), str(theirs)))
             check(out.read_bytes())
@@ -115,9 +122,11 @@ def main(argv: list[str]) -> int:
             check(age.decrypt(sealed, identities))
             t_memory = best_of(lambda: age.decrypt(sealed, identities))
             t_io = best_of(lambda: out.write_bytes(age.decrypt(theirs.read_bytes(), identities)))
-            rows += [(f"decrypt {form}", "stream", t_stream, t_age, not armor),
-                     (f"decrypt {form}", "memory", t_memory, t_age, not armor),
-                     (f"decrypt {form}", "+I/O", t_io, t_age, False)]
+            rows += [
+                (f"decrypt {form}", "stream", t_stream, t_age, not armor),
+                (f"decrypt {form}", "memory", t_memory, t_age, not armor),
+                (f"decrypt {form}", "+I/O", t_io, t_age, False),
+            ]
 
     print(f"age vs ours, {mib} MiB, best of {repeats} (wall seconds)")
     print(f"{'operation':<16} {'ours via':<8} {'ours s':>8} {'age s':>8} {'ratio':>7}  target")
@@ -126,8 +135,10 @@ def main(argv: list[str]) -> int:
         ratio = ours_s / age_s
         if targeted:
             worst = max(worst, ratio)
-        print(f"{operation:<16} {via:<8} {ours_s:>8.3f} {age_s:>8.3f} {ratio:>6.2f}x  "
-              f"{'<= 2x' if targeted else 'info'}")
+        print(
+            f"{operation:<16} {via:<8} {ours_s:>8.3f} {age_s:>8.3f} {ratio:>6.2f}x  "
+            f"{'<= 2x' if targeted else 'info'}"
+        )
     verdict = "ok" if worst <= TARGET_RATIO else "MISSED"
     print(f"worst targeted ratio: {worst:.2f}x (target <= {TARGET_RATIO}x): {verdict}")
     # A quick run only proves the bench still works: 1 MiB measures process start, not age.

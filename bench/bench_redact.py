@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from reconciler.output import MARK  # noqa: E402
-from reconciler.redact import Redactor  # noqa: E402
+from reconciler.core.output import MARK  # noqa: E402
+from reconciler.core.redact import Redactor  # noqa: E402
 
 SIZE = 64 * 1024
 TARGET_MS = 20.0
@@ -30,18 +30,22 @@ TARGET_MS = 20.0
 
 def secrets(count: int) -> list[str]:
     key = base64.b64encode(os.urandom(2600)).decode()
-    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(
-        key[i:i + 70] for i in range(0, len(key), 70)) + "\n-----END OPENSSH PRIVATE KEY-----"
+    pem = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        + "\n".join(key[i : i + 70] for i in range(0, len(key), 70))
+        + "\n-----END OPENSSH PRIVATE KEY-----"
+    )
     return [pem] + [f"s3cret-{n}-{os.urandom(12).hex()}" for n in range(count - 1)]
 
 
 def texts() -> dict[str, str]:
-    log = "".join(f"2026-12-06T11:{n % 60:02d}:00Z step {n}: compiling module_{n}.c ok\n"
-                  for n in range(SIZE // 50))[:SIZE]
+    log = "".join(
+        f"2026-12-06T11:{n % 60:02d}:00Z step {n}: compiling module_{n}.c ok\n"
+        for n in range(SIZE // 50)
+    )[:SIZE]
     blob = base64.b64encode(os.urandom(SIZE * 3 // 4)).decode()[:SIZE]
-    wrapped = "\n".join(blob[i:i + 76] for i in range(0, len(blob), 76))
-    return {"log": log, "base64 line": blob,
-            "cut, wrapped": MARK.format(123456) + wrapped[:SIZE]}
+    wrapped = "\n".join(blob[i : i + 76] for i in range(0, len(blob), 76))
+    return {"log": log, "base64 line": blob, "cut, wrapped": MARK.format(123456) + wrapped[:SIZE]}
 
 
 def best_ms(redactor: Redactor, text: str, repeats: int) -> float:

@@ -39,17 +39,17 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.redact import Secret  # noqa: E402
-from reconciler.transport.ssh import SshTransport  # noqa: E402
+from reconciler.adapters.transport.ssh import SshTransport  # noqa: E402
+from reconciler.core.redact import Secret  # noqa: E402
 from tests.support.sshd import KeyPair, Sshd, generate_key  # noqa: E402
 
 CONCURRENCY = 16
@@ -83,10 +83,12 @@ class Workload:
 
 # ---------------------------------------------------------------------------- tools
 
+
 def reconciler_transport(w: Workload) -> float:
     """SshTransport from a thread pool with the engine's limits (16 in all, 4 per host)."""
-    transport = SshTransport(lambda machine: Secret(w.key.private),
-                             markers_dir=str(w.tmp / "markers"))
+    transport = SshTransport(
+        lambda machine: Secret(w.key.private), markers_dir=str(w.tmp / "markers")
+    )
     machines = [d.machine(f"h{i}", max_parallel=PER_HOST) for i, d in enumerate(w.hosts)]
     slots = {m.name: threading.Semaphore(PER_HOST) for m in machines}
 
@@ -115,19 +117,37 @@ def reconcile_once(w: Workload) -> float:
     (inventory / "teams" / "bench.yaml").write_text("name: bench\n")
     # A key file on the reconciler's host is usable only where the settings grant it.
     (inventory / "reconciler.yaml").write_text(
-        f"credentials: {{key_files: {{{json.dumps(str(w.key_file))}: [bench]}}}}\n")
+        f"credentials: {{key_files: {{{json.dumps(str(w.key_file))}: [bench]}}}}\n"
+    )
     for i, daemon in enumerate(w.hosts):
         (inventory / "machines" / f"h{i}.yaml").write_text(
             f"name: h{i}\nteam: bench\nhost: 127.0.0.1\nport: {daemon.port}\n"
-            f"host_key: {daemon.host_key}\nkey_file: {w.key_file}\nmax_parallel: {PER_HOST}\n")
+            f"host_key: {daemon.host_key}\nkey_file: {w.key_file}\nmax_parallel: {PER_HOST}\n"
+        )
     for i in range(w.count):
         (inventory / "tasks" / "bench" / f"t{i}.yaml").write_text(
-            f"name: t{i}\nmachines: [h{i % len(w.hosts)}]\ncommand: echo ok\n")
+            f"name: t{i}\nmachines: [h{i % len(w.hosts)}]\ncommand: echo ok\n"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "reconciler", "--once", "-q", "--format",
-                           "json", "--concurrency", str(CONCURRENCY)], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=w.timeout)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--once",
+            "-q",
+            "--format",
+            "json",
+            "--concurrency",
+            str(CONCURRENCY),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=w.timeout,
+    )
     wall = time.perf_counter() - started
     if "transport is not available" in proc.stdout + proc.stderr:
         raise NotAvailable("ssh transport not wired into the CLI yet")
@@ -164,8 +184,13 @@ asyncio.run(main())
 
 def asyncssh_floor(w: Workload) -> float:
     """Raw asyncssh: one connection per host, concurrent channels (4 per host)."""
-    job = {"key": w.key.private, "user": w.hosts[0].machine().user, "count": w.count,
-           "per_host": PER_HOST, "ports": [d.port for d in w.hosts]}
+    job = {
+        "key": w.key.private,
+        "user": w.hosts[0].machine().user,
+        "count": w.count,
+        "per_host": PER_HOST,
+        "ports": [d.port for d in w.hosts],
+    }
     out = _venv(w, ["-c", ASYNCSSH], "asyncssh", stdin=json.dumps(job))
     return float(out.strip().splitlines()[-1])
 
@@ -179,9 +204,15 @@ def fabric_reused(w: Workload) -> float:
 
     key = paramiko.Ed25519Key.from_private_key(io.StringIO(w.key.private))
     user = w.hosts[0].machine().user
-    conns = [fabric.Connection("127.0.0.1", user=user, port=d.port,
-                               connect_kwargs={"pkey": key, "allow_agent": False,
-                                               "look_for_keys": False}) for d in w.hosts]
+    conns = [
+        fabric.Connection(
+            "127.0.0.1",
+            user=user,
+            port=d.port,
+            connect_kwargs={"pkey": key, "allow_agent": False, "look_for_keys": False},
+        )
+        for d in w.hosts
+    ]
     slots = [threading.Lock() for _ in w.hosts]
 
     def one(i: int) -> str:
@@ -216,9 +247,12 @@ def fabric_per_command(w: Workload) -> float:
     def one(i: int) -> str:
         host = i % len(w.hosts)
         with slots[host]:
-            with fabric.Connection("127.0.0.1", user=user, port=w.hosts[host].port,
-                                   connect_kwargs={"pkey": key, "allow_agent": False,
-                                                   "look_for_keys": False}) as conn:
+            with fabric.Connection(
+                "127.0.0.1",
+                user=user,
+                port=w.hosts[host].port,
+                connect_kwargs={"pkey": key, "allow_agent": False, "look_for_keys": False},
+            ) as conn:
                 return conn.run("echo ok", hide=True).stdout
 
     started = time.perf_counter()
@@ -235,21 +269,38 @@ def ansible(pipelining: bool) -> Callable[[Workload], float]:
         folder = w.tmp / f"ansible-{w.count}-{int(pipelining)}"
         folder.mkdir()
         user = w.hosts[0].machine().user
-        (folder / "hosts.ini").write_text("[bench]\n" + "".join(
-            f"h{i} ansible_host=127.0.0.1 ansible_port={d.port} ansible_user={user} "
-            f"ansible_ssh_private_key_file={w.key_file}\n" for i, d in enumerate(w.hosts))
-            + "[bench:vars]\nansible_python_interpreter=/usr/bin/python3\n")
+        (folder / "hosts.ini").write_text(
+            "[bench]\n"
+            + "".join(
+                f"h{i} ansible_host=127.0.0.1 ansible_port={d.port} ansible_user={user} "
+                f"ansible_ssh_private_key_file={w.key_file}\n"
+                for i, d in enumerate(w.hosts)
+            )
+            + "[bench:vars]\nansible_python_interpreter=/usr/bin/python3\n"
+        )
         (folder / "play.yml").write_text(
             "- hosts: bench\n  gather_facts: false\n  tasks:\n"
-            + "    - command: echo ok\n" * w.per_host)
-        env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_FORKS":
-               str(CONCURRENCY), "ANSIBLE_HOME": str(folder / "home"),
-               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(folder / "cp"),
-               "ANSIBLE_LOCAL_TEMP": str(folder / "tmp"), "ANSIBLE_NOCOLOR": "1",
-               "ANSIBLE_PIPELINING": "True" if pipelining else "False"}
+            + "    - command: echo ok\n" * w.per_host
+        )
+        env = {
+            **os.environ,
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_FORKS": str(CONCURRENCY),
+            "ANSIBLE_HOME": str(folder / "home"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(folder / "cp"),
+            "ANSIBLE_LOCAL_TEMP": str(folder / "tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_PIPELINING": "True" if pipelining else "False",
+        }
         started = time.perf_counter()
-        out = _venv(w, ["-i", "hosts.ini", "play.yml"], "ansible",
-                    cwd=folder, env=env, tool=_venv_bin(w, "ansible-playbook"))
+        out = _venv(
+            w,
+            ["-i", "hosts.ini", "play.yml"],
+            "ansible",
+            cwd=folder,
+            env=env,
+            tool=_venv_bin(w, "ansible-playbook"),
+        )
         wall = time.perf_counter() - started
         assert f"ok={w.per_host}" in out and "failed=0" in out, out[-800:]
         return wall
@@ -262,35 +313,61 @@ def pyinfra(w: Workload) -> float:
     folder = w.tmp / f"pyinfra-{w.count}"
     folder.mkdir()
     user = w.hosts[0].machine().user
-    hosts = [(f"h{i}", {"ssh_hostname": "127.0.0.1", "ssh_port": d.port, "ssh_user": user,
-                        "ssh_key": str(w.key_file), "ssh_strict_host_key_checking": "off",
-                        "ssh_known_hosts_file": "/dev/null"}) for i, d in enumerate(w.hosts)]
+    hosts = [
+        (
+            f"h{i}",
+            {
+                "ssh_hostname": "127.0.0.1",
+                "ssh_port": d.port,
+                "ssh_user": user,
+                "ssh_key": str(w.key_file),
+                "ssh_strict_host_key_checking": "off",
+                "ssh_known_hosts_file": "/dev/null",
+            },
+        )
+        for i, d in enumerate(w.hosts)
+    ]
     (folder / "inventory.py").write_text(f"bench = {hosts!r}\n")
-    (folder / "deploy.py").write_text(textwrap.dedent(f"""
+    (folder / "deploy.py").write_text(
+        textwrap.dedent(f"""
         from pyinfra.operations import server
         for i in range({w.per_host}):
             server.shell(name=f"echo {{i}}", commands=["echo ok"])
-        """))
+        """)
+    )
     started = time.perf_counter()
-    _venv(w, ["inventory.py", "deploy.py", "-y", "--parallel", str(CONCURRENCY)], "pyinfra",
-          cwd=folder, tool=_venv_bin(w, "pyinfra"))
+    _venv(
+        w,
+        ["inventory.py", "deploy.py", "-y", "--parallel", str(CONCURRENCY)],
+        "pyinfra",
+        cwd=folder,
+        tool=_venv_bin(w, "pyinfra"),
+    )
     return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------- plumbing
 
+
 def _venv_bin(w: Workload, name: str) -> Path:
     return w.venv_python.parent / name
 
 
-def _venv(w: Workload, args: list[str], module: str, *, stdin: str | None = None,
-          cwd: Path | None = None, env: dict | None = None, tool: Path | None = None) -> str:
+def _venv(
+    w: Workload,
+    args: list[str],
+    module: str,
+    *,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    env: dict | None = None,
+    tool: Path | None = None,
+) -> str:
     """Run a tool of the comparison venv; NotAvailable when it is not installed there."""
     if not w.venv_python.exists():
         raise NotAvailable(f"no venv at {w.venv_python.parent.parent}")
     if tool is None:
-        check = subprocess.run([str(w.venv_python), "-c", f"import {module}"],
-                               capture_output=True)
+        check = subprocess.run([str(w.venv_python), "-c", f"import {module}"], capture_output=True)
         if check.returncode != 0:
             raise NotAvailable(f"{module} not installed in the venv")
         command = [str(w.venv_python), *args]
@@ -298,11 +375,13 @@ def _venv(w: Workload, args: list[str], module: str, *, stdin: str | None = None
         if not tool.exists():
             raise NotAvailable(f"{tool.name} not installed in the venv")
         command = [str(tool), *args]
-    proc = subprocess.run(command, input=stdin, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=w.timeout)
+    proc = subprocess.run(
+        command, input=stdin, cwd=cwd, env=env, capture_output=True, text=True, timeout=w.timeout
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{command[0]} exited {proc.returncode}: "
-                           f"{(proc.stdout + proc.stderr)[-800:]}")
+        raise RuntimeError(
+            f"{command[0]} exited {proc.returncode}: {(proc.stdout + proc.stderr)[-800:]}"
+        )
     return proc.stdout
 
 
@@ -333,8 +412,9 @@ def measure(tool: Callable[[Workload], float], w: Workload) -> float | str:
 def table(results: dict[str, dict[str, float | str]], labels: list[str]) -> str:
     """Pure: wall time, runs/s and the ratio to the asyncssh floor, per tool and workload."""
     counts = {label: int(label.split()[0].replace(",", "")) for label in labels}
-    head = f"{'tool':<18}" + "".join(f"{label + ': s':>17}{'runs/s':>9}{'x floor':>9}"
-                                     for label in labels)
+    head = f"{'tool':<18}" + "".join(
+        f"{label + ': s':>17}{'runs/s':>9}{'x floor':>9}" for label in labels
+    )
     lines = [head, "-" * len(head)]
     for tool, row in results.items():
         cells = []
@@ -367,22 +447,34 @@ def main() -> int:
         key_file = root / "id_bench"
         key_file.write_text(key.private)
         key_file.chmod(0o600)
-        daemons = [Sshd(root / f"sshd{i}", [key.public]).start()
-                   for i in range(max(h for _, h in sizes))]
+        daemons = [
+            Sshd(root / f"sshd{i}", [key.public]).start() for i in range(max(h for _, h in sizes))
+        ]
         for daemon in daemons:
             stack.callback(daemon.stop)
         labels = []
         for count, hosts in sizes:
-            work = Workload(count, daemons[:hosts], key, key_file, root,
-                            Path(args.venv) / "bin" / "python", args.timeout)
+            work = Workload(
+                count,
+                daemons[:hosts],
+                key,
+                key_file,
+                root,
+                Path(args.venv) / "bin" / "python",
+                args.timeout,
+            )
             labels.append(work.label())
             for name in names:
                 results[name][work.label()] = measure(TOOLS[name], work)
-                print(f"  {name:<18} {work.label():<12} {results[name][work.label()]}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {name:<18} {work.label():<12} {results[name][work.label()]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     print(table(results, labels))
-    failed = any(str(value).startswith("error:") for row in results.values()
-                 for value in row.values())
+    failed = any(
+        str(value).startswith("error:") for row in results.values() for value in row.values()
+    )
     return 1 if failed else 0
 
 

@@ -17,17 +17,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from reconciler.plan import Enqueue, Plan
-from reconciler.state import Reason, RunStatus
-from reconciler.store.factory import open_store
-from reconciler.store.postgres import PostgresStore
-from reconciler.store.sqlite import SqliteStore
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.store.postgres import PostgresStore
+from reconciler.adapters.store.sqlite import SqliteStore
+from reconciler.core.plan import Enqueue, Plan
+from reconciler.core.state import Reason, RunStatus
 
 TARGET_MS = 2.0
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -41,9 +41,13 @@ def measure(n: int, url: str, kind: type) -> dict[str, float]:
     if not isinstance(store, kind):
         store.close()
         raise TypeError(f"{url} opened as {type(store).__name__}, not {kind.__name__}")
-    now = datetime.now(timezone.utc)
-    plan = Plan(enqueue=tuple(Enqueue(f"team{i % 10}/task{i % 100}", f"m{i}", "v1",
-                                      1 + i % 5, Reason.NEW) for i in range(n)))
+    now = datetime.now(UTC)
+    plan = Plan(
+        enqueue=tuple(
+            Enqueue(f"team{i % 10}/task{i % 100}", f"m{i}", "v1", 1 + i % 5, Reason.NEW)
+            for i in range(n)
+        )
+    )
     timings: dict[str, float] = {}
     try:
         started = time.perf_counter()
@@ -53,8 +57,9 @@ def measure(n: int, url: str, kind: type) -> dict[str, float]:
         for run in runs:
             claimed = store.claim(run.id, "bench", now)
             store.mark_dispatched(claimed.id, claimed.epoch, now)
-            store.finish(claimed.id, claimed.epoch, RunStatus.SUCCEEDED, now,
-                         exit_code=0, output="ok\n")
+            store.finish(
+                claimed.id, claimed.epoch, RunStatus.SUCCEEDED, now, exit_code=0, output="ok\n"
+            )
         timings["claim+dispatch+finish"] = time.perf_counter() - started
         started = time.perf_counter()
         store.snapshot(), store.pending()
@@ -129,18 +134,25 @@ def main(argv: list[str]) -> int:
     """Print one table per N; exit 1 if a backend's total misses the target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int)
-    parser.add_argument("--postgres", default=DEFAULT_ADMIN_URL,
-                        help="a URL of the server to create the bench database on")
-    parser.add_argument("--quick", action="store_true",
-                        help="N = 100 and exit 0 whatever the figures (CI's smoke run)")
+    parser.add_argument(
+        "--postgres",
+        default=DEFAULT_ADMIN_URL,
+        help="a URL of the server to create the bench database on",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N = 100 and exit 0 whatever the figures (CI's smoke run)",
+    )
     args = parser.parse_args(argv)
     sizes = args.sizes or ([100] if args.quick else [1000])
     worst = 0.0
     for n in sizes:
         worst = max(worst, print_table(n, run_backends(n, args.postgres)))
     verdict = "ok" if worst < TARGET_MS else "MISSED"
-    print(f"per-run bookkeeping, worst backend: {worst:.3f} ms (target < {TARGET_MS} ms): "
-          f"{verdict}")
+    print(
+        f"per-run bookkeeping, worst backend: {worst:.3f} ms (target < {TARGET_MS} ms): {verdict}"
+    )
     # A quick run only proves the bench still works: its figures on a busy CI host say little.
     return 0 if args.quick or worst < TARGET_MS else 1
 

@@ -19,15 +19,15 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from reconciler.compile import compile_inventory
-from reconciler.loader import load_inventory
-from reconciler.plan import make_plan
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.factory import open_store
+from reconciler.core.compile import compile_inventory
+from reconciler.core.plan import make_plan
+from reconciler.inventory.loader import load_inventory
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -38,17 +38,26 @@ def _inventory(root: Path, runs: int) -> Path:
     (inventory / "machines").mkdir()
     (inventory / "tasks" / "ops").mkdir(parents=True)
     (inventory / "teams" / "ops.yaml").write_text("name: ops\n")
-    (inventory / "machines" / "m.yaml").write_text("machines:\n" + "".join(
-        f"  - {{name: m{i}, team: ops, transport: local, max_parallel: 8}}\n" for i in range(8)))
-    (inventory / "tasks" / "ops" / "t.yaml").write_text("tasks:\n" + "".join(
-        f"  - {{name: t{i}, machines: [m{i % 8}], command: sleep 0.05}}\n" for i in range(runs)))
+    (inventory / "machines" / "m.yaml").write_text(
+        "machines:\n"
+        + "".join(
+            f"  - {{name: m{i}, team: ops, transport: local, max_parallel: 8}}\n" for i in range(8)
+        )
+    )
+    (inventory / "tasks" / "ops" / "t.yaml").write_text(
+        "tasks:\n"
+        + "".join(
+            f"  - {{name: t{i}, machines: [m{i % 8}], command: sleep 0.05}}\n" for i in range(runs)
+        )
+    )
     return inventory
 
 
 def _remaining(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')"
-                            ).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')"
+        ).fetchone()[0]
 
 
 def measure(workers: int, runs: int) -> float:
@@ -62,15 +71,33 @@ def measure(workers: int, runs: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             inventory = _inventory(Path(tmp), runs)
             store = open_store(url)
-            now = datetime.now(timezone.utc)
-            store.record_plan(make_plan(compile_inventory(load_inventory(inventory)[0]),
-                                        store.snapshot(), now), None, now)
+            now = datetime.now(UTC)
+            store.record_plan(
+                make_plan(compile_inventory(load_inventory(inventory)[0]), store.snapshot(), now),
+                None,
+                now,
+            )
             store.close()
             env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
             started = time.perf_counter()
-            procs = [subprocess.Popen([sys.executable, "-m", "reconciler", "worker", "-q",
-                                       "--state", url, "--concurrency", "8"], cwd=tmp, env=env)
-                     for _ in range(workers)]
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "reconciler",
+                        "worker",
+                        "-q",
+                        "--state",
+                        url,
+                        "--concurrency",
+                        "8",
+                    ],
+                    cwd=tmp,
+                    env=env,
+                )
+                for _ in range(workers)
+            ]
             deadline = time.monotonic() + 600
             while _remaining(url) and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -8,8 +8,7 @@ from pathlib import Path
 TEAMS = 10
 
 
-def generate(root: Path, tasks: int, machines: int, seed: int = 7,
-             command: str = "true") -> Path:
+def generate(root: Path, tasks: int, machines: int, seed: int = 7, command: str = "true") -> Path:
     """Write `root/inventory` and return it. Deterministic for a seed.
 
     Each team owns machines/TEAMS machines with a `rack` label; most tasks target one machine,
@@ -28,8 +27,10 @@ def generate(root: Path, tasks: int, machines: int, seed: int = 7,
         (inventory / "teams" / f"{team}.yaml").write_text(f"name: {team}\n")
         lines = ["machines:"]
         for m in range(per_team):
-            lines.append(f"  - {{name: {team}-m{m}, team: {team}, transport: local, "
-                         f"labels: {{rack: r{m // 5}}}, max_parallel: 4}}")
+            lines.append(
+                f"  - {{name: {team}-m{m}, team: {team}, transport: local, "
+                f"labels: {{rack: r{m // 5}}}, max_parallel: 4}}"
+            )
         (inventory / "machines" / f"{team}.yaml").write_text("\n".join(lines) + "\n")
         task_dir = inventory / "tasks" / team
         task_dir.mkdir(exist_ok=True)
@@ -44,7 +45,9 @@ def generate(root: Path, tasks: int, machines: int, seed: int = 7,
                 extra += f", after: [t{i - 1}]"
             if i % 20 == 7:
                 extra += ", schedule: '*/15 * * * *'"
-            body.append(f"  - {{name: t{i}, {target}, priority: {1 + i % 5}, "
-                        f"command: '{command} {i}'{extra}}}")
+            body.append(
+                f"  - {{name: t{i}, {target}, priority: {1 + i % 5}, "
+                f"command: '{command} {i}'{extra}}}"
+            )
         (task_dir / "tasks.yaml").write_text("\n".join(body) + "\n")
     return inventory

@@ -27,8 +27,14 @@ def _reconcile(args: list[str], cwd: Path) -> tuple[float, float, subprocess.Com
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=env,
-                                 stdout=out, stderr=err, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
         # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the max of all).
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
@@ -48,33 +54,46 @@ def bench_plan(tasks: int, machines: int) -> dict:
         import json
 
         planned = len(json.loads(proc.stdout)["enqueue"])
-    return {"case": f"plan {tasks:,} tasks / {machines:,} machines", "wall_s": wall,
-            "peak_mib": rss, "note": f"{planned:,} runs planned"}
+    return {
+        "case": f"plan {tasks:,} tasks / {machines:,} machines",
+        "wall_s": wall,
+        "peak_mib": rss,
+        "note": f"{planned:,} runs planned",
+    }
 
 
 def bench_once(tasks: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(root, tasks, 10, command="true")
-        wall, rss, proc = _reconcile(["--once", "-q", "--format", "json", "--concurrency", "16"],
-                                     root)
+        wall, rss, proc = _reconcile(
+            ["--once", "-q", "--format", "json", "--concurrency", "16"], root
+        )
         import json
 
         runs = len(json.loads(proc.stdout)["runs"])
-    return {"case": f"--once {tasks:,} trivial local tasks", "wall_s": wall, "peak_mib": rss,
-            "note": f"{runs / wall:,.0f} runs/s ({runs:,} runs)"}
+    return {
+        "case": f"--once {tasks:,} trivial local tasks",
+        "wall_s": wall,
+        "peak_mib": rss,
+        "note": f"{runs / wall:,.0f} runs/s ({runs:,} runs)",
+    }
 
 
 def bench_store(n: int) -> dict:
     """SQLite only here; bench/bench_store.py puts PostgreSQL beside it."""
     from bench.bench_store import measure, sqlite_store
-    from reconciler.store.sqlite import SqliteStore
+    from reconciler.adapters.store.sqlite import SqliteStore
 
     with sqlite_store(n) as url:
         total_s = sum(measure(n, url, SqliteStore).values())
     per_run_ms = total_s * 1000 / n
-    return {"case": f"store bookkeeping, {n:,} runs", "wall_s": per_run_ms * n / 1000,
-            "peak_mib": float("nan"), "note": f"{per_run_ms:.3f} ms per run"}
+    return {
+        "case": f"store bookkeeping, {n:,} runs",
+        "wall_s": per_run_ms * n / 1000,
+        "peak_mib": float("nan"),
+        "note": f"{per_run_ms:.3f} ms per run",
+    }
 
 
 def main() -> None:

@@ -17,54 +17,74 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from ..audit import checkpoint as cp
-from ..audit.chain import Anchor, AuditEntry, Verdict, verify
-from ..audit.writer import AuditWriter, timestamp
-from ..durations import parse_duration
-from ..errors import InputError, UsageError
-from ..store.base import StateStore
-from ..store.factory import sqlite_path
-from ..vault.secrets import load_identities
-from . import views, wiring
+from reconciler.adapters.audit import checkpoint as cp
+from reconciler.adapters.audit.chain import Anchor, AuditEntry, Verdict, verify
+from reconciler.adapters.audit.writer import AuditWriter, timestamp
+from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.store.factory import sqlite_path
+from reconciler.adapters.vault.secrets import load_identities
+from reconciler.cli import views, wiring
+from reconciler.core.durations import parse_duration
+from reconciler.core.errors import InputError, UsageError
 
 FORMATS = ("text", "json")
 
 
 def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
     """Declare `audit verify` and `audit export` on the `reconcile` subparsers."""
-    audit = subparsers.add_parser("audit", help="the tamper-evident audit log and its signed "
-                                  "checkpoints")
+    audit = subparsers.add_parser(
+        "audit", help="the tamper-evident audit log and its signed checkpoints"
+    )
     add_globals(audit, suppress=True)
     add_format(audit, FORMATS)
-    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True,
-                                   parser_class=type(audit))
+    actions = audit.add_subparsers(
+        dest="audit_command", metavar="ACTION", required=True, parser_class=type(audit)
+    )
     check = actions.add_parser(
-        "verify", help="check the hash chain; exit 1 naming the first bad entry",
+        "verify",
+        help="check the hash chain; exit 1 naming the first bad entry",
         description="Check every entry's hash and link. With --checkpoint, also detect a log "
-                    "cut short or rolled back since the checkpoint was written.")
-    check.add_argument("--checkpoint", metavar="FILE",
-                       help="a checkpoint, or an export/archive ending with one")
-    check.add_argument("--public-key", action="append", default=[], metavar="KEY",
-                       help="also trust checkpoints signed by this key (ed25519:BASE64, as "
-                            "the checkpoint line shows it); repeatable")
+        "cut short or rolled back since the checkpoint was written.",
+    )
+    check.add_argument(
+        "--checkpoint", metavar="FILE", help="a checkpoint, or an export/archive ending with one"
+    )
+    check.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also trust checkpoints signed by this key (ed25519:BASE64, as "
+        "the checkpoint line shows it); repeatable",
+    )
     export = actions.add_parser(
-        "export", help="write the log as JSON lines ending with a signed checkpoint",
+        "export",
+        help="write the log as JSON lines ending with a signed checkpoint",
         description="Entries as JSON lines (all, or those at or after --since), then a "
-                    "checkpoint over the whole log signed with the audit key.")
-    export.add_argument("--since", metavar="T",
-                        help="only entries at or after T: an ISO 8601 date or time (UTC "
-                             "unless it says otherwise) or a duration such as 7d (that long ago)")
-    export.add_argument("-o", "--output", metavar="FILE",
-                        help="write here instead of stdout (.gz: gzip-compressed)")
+        "checkpoint over the whole log signed with the audit key.",
+    )
+    export.add_argument(
+        "--since",
+        metavar="T",
+        help="only entries at or after T: an ISO 8601 date or time (UTC "
+        "unless it says otherwise) or a duration such as 7d (that long ago)",
+    )
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="write here instead of stdout (.gz: gzip-compressed)"
+    )
     for parser in (check, export):
-        parser.add_argument("--key", metavar="FILE",
-                            help="the audit key file (default: audit.key beside the SQLite "
-                                 "state file, or .reconciler/audit.key)")
+        parser.add_argument(
+            "--key",
+            metavar="FILE",
+            help="the audit key file (default: audit.key beside the SQLite "
+            "state file, or .reconciler/audit.key)",
+        )
         add_globals(parser, suppress=True)
         add_format(parser, FORMATS)
     return audit
@@ -81,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- shared ------------------------------------------------------------------------------------------
-
-
 
 
 def key_path(args: argparse.Namespace, state_url: str) -> Path:
@@ -117,9 +135,11 @@ def anchor_problem(store: StateStore, anchor: Anchor, trusted: Mapping[str, str]
     alone cannot tell; only `queue prune --archive` holds the key that signs, in an
     `audit.anchor` entry written before it deletes anything, the (seq, hash) it anchors at."""
     if not trusted:
-        return (f"the prune anchor (entry {anchor.seq}) cannot be authenticated: no key to "
-                "check its signature with (configure the identity it was derived from, keep "
-                "the audit key file, or pass --public-key)")
+        return (
+            f"the prune anchor (entry {anchor.seq}) cannot be authenticated: no key to "
+            "check its signature with (configure the identity it was derived from, keep "
+            "the audit key file, or pass --public-key)"
+        )
     for entry in store.iter_audit():
         if entry.action != ANCHOR_ACTION:
             continue
@@ -129,8 +149,10 @@ def anchor_problem(store: StateStore, anchor: Anchor, trusted: Mapping[str, str]
             continue
         if cp.vouches_for(signed, anchor.seq, anchor.hash, trusted):
             return None
-    return (f"the prune anchor (entry {anchor.seq}) is not signed by a trusted key: the "
-            f"entries up to {anchor.seq} were removed outside `reconcile queue prune`")
+    return (
+        f"the prune anchor (entry {anchor.seq}) is not signed by a trusted key: the "
+        f"entries up to {anchor.seq} were removed outside `reconcile queue prune`"
+    )
 
 
 # --- verify --------------------------------------------------------------------------------------------
@@ -142,8 +164,9 @@ def _verify(args: argparse.Namespace, fmt: str) -> int:
     checkpoint = entries = None
     if args.checkpoint:
         checkpoint, entries = cp.read_checkpoint(args.checkpoint)
-    trusted = cp.trusted(load_identities(getattr(args, "identity", None)),
-                         key_path(args, url), args.public_key)
+    trusted = cp.trusted(
+        load_identities(getattr(args, "identity", None)), key_path(args, url), args.public_key
+    )
     store = wiring.store(args, inventory, read_only=True)
     if store is None:
         verdict, anchor = Verdict(0, "0" * 64), None
@@ -155,9 +178,14 @@ def _verify(args: argparse.Namespace, fmt: str) -> int:
     problems = [] if verdict.ok else [verdict.problem]
     if checkpoint is not None and verdict.ok:
         problems += checkpoint_problems(checkpoint, entries or [], verdict, anchor, trusted)
-    report = {"ok": not problems, "entries": verdict.count, "head": verdict.head,
-              "bad_entry": verdict.bad_seq, "problems": problems,
-              "checkpoint": checkpoint.to_json() if checkpoint else None}
+    report = {
+        "ok": not problems,
+        "entries": verdict.count,
+        "head": verdict.head,
+        "bad_entry": verdict.bad_seq,
+        "problems": problems,
+        "checkpoint": checkpoint.to_json() if checkpoint else None,
+    }
     if fmt == "json":
         print(views.to_json(report))
     elif problems:
@@ -169,39 +197,55 @@ def _verify(args: argparse.Namespace, fmt: str) -> int:
     return 0 if not problems else 1
 
 
-def checkpoint_problems(checkpoint: cp.Checkpoint, exported: list[dict[str, Any]],
-                        verdict: Verdict, anchor, trusted: dict[str, str]) -> list[str]:
+def checkpoint_problems(
+    checkpoint: cp.Checkpoint,
+    exported: list[dict[str, Any]],
+    verdict: Verdict,
+    anchor,
+    trusted: dict[str, str],
+) -> list[str]:
     """What is wrong with the log against `checkpoint` (and the entries of its file)."""
     if not trusted:
-        return ["no key to trust the checkpoint with: configure the identity it was "
-                "derived from, keep the audit key file, or pass --public-key"]
+        return [
+            "no key to trust the checkpoint with: configure the identity it was "
+            "derived from, keep the audit key file, or pass --public-key"
+        ]
     if checkpoint.public_key not in trusted:
-        return [f"the checkpoint is signed by {checkpoint.public_key}, which is not a key "
-                "this host trusts (see --public-key)"]
+        return [
+            f"the checkpoint is signed by {checkpoint.public_key}, which is not a key "
+            "this host trusts (see --public-key)"
+        ]
     if not cp.signature_valid(checkpoint):
         return ["the checkpoint's signature is invalid: the checkpoint was altered"]
     problems = []
     if checkpoint.count > verdict.count:
-        problems.append(f"the log ends at entry {verdict.count} but the checkpoint of "
-                        f"{checkpoint.at} covers {checkpoint.count} entries: entries were "
-                        "removed from its end (truncated or rolled back)")
+        problems.append(
+            f"the log ends at entry {verdict.count} but the checkpoint of "
+            f"{checkpoint.at} covers {checkpoint.count} entries: entries were "
+            "removed from its end (truncated or rolled back)"
+        )
     elif checkpoint.count in verdict.hashes:
         if verdict.hashes[checkpoint.count] != checkpoint.head:
-            problems.append(f"audit entry {checkpoint.count}: differs from the checkpoint of "
-                            f"{checkpoint.at} (the log was rolled back or rewritten)")
+            problems.append(
+                f"audit entry {checkpoint.count}: differs from the checkpoint of "
+                f"{checkpoint.at} (the log was rolled back or rewritten)"
+            )
     elif anchor is not None and anchor.seq == checkpoint.count and anchor.hash != checkpoint.head:
         problems.append(f"the prune anchor (entry {anchor.seq}) differs from the checkpoint")
     elif anchor is None or checkpoint.count > anchor.seq:
         # Neither kept nor pruned: the entry the checkpoint names is simply gone.
-        problems.append(f"audit entry {checkpoint.count} of the checkpoint of {checkpoint.at} "
-                        "is missing from the log, and no prune anchor covers it")
+        problems.append(
+            f"audit entry {checkpoint.count} of the checkpoint of {checkpoint.at} "
+            "is missing from the log, and no prune anchor covers it"
+        )
     # else: a checkpoint older than an (authenticated) anchor: its entry was archived.
     problems += _exported_problems(exported, verdict, anchor)
     return problems
 
 
-def _exported_problems(exported: Iterable[dict[str, Any]], verdict: Verdict,
-                       anchor: Anchor | None = None) -> list[str]:
+def _exported_problems(
+    exported: Iterable[dict[str, Any]], verdict: Verdict, anchor: Anchor | None = None
+) -> list[str]:
     """Entries of an export that the log still holds must be the same entries, and so must
     the one the prune anchor stands for."""
     for data in exported:
@@ -229,15 +273,17 @@ def parse_since(text: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"--since must be an ISO 8601 date or time (2024-05-01, "
-                         f"2024-05-01T12:00:00Z) or a duration such as 7d (got {text!r})") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise UsageError(
+            f"--since must be an ISO 8601 date or time (2024-05-01, "
+            f"2024-05-01T12:00:00Z) or a duration such as 7d (got {text!r})"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _export(args: argparse.Namespace, fmt: str) -> int:
     inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     since = timestamp(parse_since(args.since, now)) if args.since else None
     identities = load_identities(getattr(args, "identity", None))
     store = wiring.store(args, inventory, create=False)
@@ -245,8 +291,14 @@ def _export(args: argparse.Namespace, fmt: str) -> int:
         raise InputError(f"no state store at {url}: there is no audit log yet")
     try:
         key = cp.signing_key(identities, key_path(args, url))  # created at the first export
-        written = export(store, key, args.output, since, redact=getattr(args, "redactor", None),
-                         trusted=cp.trusted(identities, key_path(args, url)))
+        written = export(
+            store,
+            key,
+            args.output,
+            since,
+            redact=getattr(args, "redactor", None),
+            trusted=cp.trusted(identities, key_path(args, url)),
+        )
     finally:
         store.close()
     if written is None:
@@ -254,36 +306,54 @@ def _export(args: argparse.Namespace, fmt: str) -> int:
     count, checkpoint = written
     if args.output:
         if fmt == "json":
-            print(views.to_json({"file": args.output, "entries": count,
-                                 "checkpoint": checkpoint.to_json()}))
+            print(
+                views.to_json(
+                    {"file": args.output, "entries": count, "checkpoint": checkpoint.to_json()}
+                )
+            )
         else:
-            print(f"exported {count} audit entries to {args.output}; checkpoint: "
-                  f"{checkpoint.count} entries, head {checkpoint.head[:16]}, signed with the "
-                  f"key {key.source}")
+            print(
+                f"exported {count} audit entries to {args.output}; checkpoint: "
+                f"{checkpoint.count} entries, head {checkpoint.head[:16]}, signed with the "
+                f"key {key.source}"
+            )
     return 0
 
 
-def export(store: StateStore, key: cp.SigningKey, output: str | None, since: str | None, *,
-           redact=None, trusted: Mapping[str, str] | None = None
-           ) -> tuple[int, cp.Checkpoint] | None:
+def export(
+    store: StateStore,
+    key: cp.SigningKey,
+    output: str | None,
+    since: str | None,
+    *,
+    redact=None,
+    trusted: Mapping[str, str] | None = None,
+) -> tuple[int, cp.Checkpoint] | None:
     """Audit the export, verify the chain, write its entries (at or after `since`) and a
     signed checkpoint to `output` (stdout when None). None (and nothing written) when the
     chain does not verify."""
-    AuditWriter(store, redact=redact).append("audit.export", since=since, file=output,
-                                             public_key=key.public)
+    AuditWriter(store, redact=redact).append(
+        "audit.export", since=since, file=output, public_key=key.public
+    )
     verdict = check_chain(store, trusted or {key.public: key.source})
     if not verdict.ok:
-        print(f"tampered: {verdict.problem}; no checkpoint is signed over a broken log",
-              file=sys.stderr)
+        print(
+            f"tampered: {verdict.problem}; no checkpoint is signed over a broken log",
+            file=sys.stderr,
+        )
         return None
-    signed = cp.sign(key.key, verdict.count, verdict.head, timestamp(datetime.now(timezone.utc)))
-    count = write_lines(output, (e.to_json() for e in store.iter_audit(since=since)
-                                 if e.seq <= verdict.count), signed)
+    signed = cp.sign(key.key, verdict.count, verdict.head, timestamp(datetime.now(UTC)))
+    count = write_lines(
+        output,
+        (e.to_json() for e in store.iter_audit(since=since) if e.seq <= verdict.count),
+        signed,
+    )
     return count, signed
 
 
-def write_lines(output: str | None, lines: Iterable[dict[str, Any]],
-                checkpoint: cp.Checkpoint) -> int:
+def write_lines(
+    output: str | None, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint
+) -> int:
     """JSON lines then the checkpoint line, to `output` (atomically: a temporary file renamed
     into place) or stdout. Returns the number of lines before the checkpoint."""
     if output is None:
@@ -311,5 +381,16 @@ def _write(out, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint) -> i
     return count
 
 
-__all__ = ["ANCHOR_ACTION", "FORMATS", "add_parser", "anchor_problem", "check_chain", "checkpoint_problems", "export",
-           "key_path", "parse_since", "run", "write_lines"]
+__all__ = [
+    "ANCHOR_ACTION",
+    "FORMATS",
+    "add_parser",
+    "anchor_problem",
+    "check_chain",
+    "checkpoint_problems",
+    "export",
+    "key_path",
+    "parse_since",
+    "run",
+    "write_lines",
+]

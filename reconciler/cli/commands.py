@@ -9,28 +9,28 @@ import sys
 import time
 from contextlib import contextmanager
 
-from ..diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
-from ..engine import Engine, utc_now
-from ..errors import InputError, VaultError
-from ..model import VaultRef
-from ..compile import shared_user_warnings
-from ..lint import find_hardcoded_credentials
-from ..source.git import head_commit
-from ..state import ExecutedState, RunStatus
-from . import views, wiring
-from ..sinks import audit_queue_change
-from .passes import prepared_pass, run_pass, wired_engine, worker_inventory
-from .progress import json_line, progress_for
+from reconciler.adapters.source.git import head_commit
+from reconciler.cli import views, wiring
+from reconciler.cli.passes import prepared_pass, run_pass, wired_engine, worker_inventory
+from reconciler.cli.progress import json_line, progress_for
+from reconciler.core.compile import shared_user_warnings
+from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
+from reconciler.core.errors import InputError, VaultError, raise_if_errors
+from reconciler.core.model import VaultRef
+from reconciler.core.state import ExecutedState, RunStatus
+from reconciler.inventory.lint import find_hardcoded_credentials
+from reconciler.pipeline.engine import Engine, utc_now
+from reconciler.pipeline.sinks import audit_queue_change
 
 log = logging.getLogger(__name__)
 
 
-
-
 def _print_warnings(warnings, log_format: str | None = None) -> None:
     for warning in warnings:
-        print(json_line(str(warning), "warning") if log_format == "json" else str(warning),
-              file=sys.stderr)
+        print(
+            json_line(str(warning), "warning") if log_format == "json" else str(warning),
+            file=sys.stderr,
+        )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -38,30 +38,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     fmt = wiring.output_format(args)
     try:
         loaded = wiring.load(args)
-        warnings = [*loaded.warnings, *find_hardcoded_credentials(loaded.inventory),
-                    *shared_user_warnings(loaded.inventory)]
+        warnings = [
+            *loaded.warnings,
+            *find_hardcoded_credentials(loaded.inventory),
+            *shared_user_warnings(loaded.inventory),
+        ]
         warnings += _check_vault_references(args, loaded)
     except InputError as exc:
         if fmt != "json":
             raise  # one located line per problem on stderr (cli.main)
         # SPEC §7: a verdict on stdout even when the inventory is invalid.
         redact = args.redactor
-        print(views.to_json({
-            "valid": False,
-            "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
-            "warnings": [redact(str(w)) for w in exc.diagnostics.warnings]}))
+        print(
+            views.to_json(
+                {
+                    "valid": False,
+                    "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
+                    "warnings": [redact(str(w)) for w in exc.diagnostics.warnings],
+                }
+            )
+        )
         return exc.exit_code
     if fmt == "json":
-        print(views.to_json({
-            "valid": not (args.strict and warnings), "errors": [],
-            "teams": len(loaded.inventory.teams), "machines": len(loaded.inventory.machines),
-            "tasks": len(loaded.desired.tasks),
-            "warnings": [str(w) for w in warnings]}))
+        print(
+            views.to_json(
+                {
+                    "valid": not (args.strict and warnings),
+                    "errors": [],
+                    "teams": len(loaded.inventory.teams),
+                    "machines": len(loaded.inventory.machines),
+                    "tasks": len(loaded.desired.tasks),
+                    "warnings": [str(w) for w in warnings],
+                }
+            )
+        )
     else:
         _print_warnings(warnings)
-        print(f"valid: {len(loaded.inventory.teams)} teams, {len(loaded.inventory.machines)} "
-              f"machines, {len(loaded.desired.tasks)} tasks"
-              + (f", {len(warnings)} warnings" if warnings else ""))
+        print(
+            f"valid: {len(loaded.inventory.teams)} teams, {len(loaded.inventory.machines)} "
+            f"machines, {len(loaded.desired.tasks)} tasks"
+            + (f", {len(warnings)} warnings" if warnings else "")
+        )
     return 2 if args.strict and warnings else 0
 
 
@@ -69,17 +86,21 @@ def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:
     """One problem of `validate --format json`: where (file, line, column), what, and the
     one-line text the text format prints."""
     where = diagnostic.location
-    return {"path": where.path, "line": where.line or None, "column": where.column or None,
-            "message": redact(diagnostic.message),
-            "hint": redact(diagnostic.hint) if diagnostic.hint else None,
-            "text": redact(str(diagnostic))}
+    return {
+        "path": where.path,
+        "line": where.line or None,
+        "column": where.column or None,
+        "message": redact(diagnostic.message),
+        "hint": redact(diagnostic.hint) if diagnostic.hint else None,
+        "text": redact(str(diagnostic)),
+    }
 
 
 def _check_vault_references(args: argparse.Namespace, loaded) -> list:
     """With an identity, every `{vault: NAME}` must name a key of its team's vault: unknown
     names are errors (exit 2); vaults this identity cannot open are warnings (one may be a
     recipient of some teams only). Without an identity nothing is checked."""
-    from ..vault.secrets import load_identities, VaultSecrets
+    from reconciler.adapters.vault.secrets import VaultSecrets, load_identities
 
     identities = load_identities(getattr(args, "identity", None))
     if not identities:
@@ -90,16 +111,23 @@ def _check_vault_references(args: argparse.Namespace, loaded) -> list:
         try:
             names = resolver.team_secrets(team)
         except VaultError as exc:
-            warnings.append(Diagnostic(Location(f"team {team}"), "cannot check its vault "
-                                       f"references: {exc}", severity=Severity.WARNING))
+            warnings.append(
+                Diagnostic(
+                    Location(f"team {team}"),
+                    f"cannot check its vault references: {exc}",
+                    severity=Severity.WARNING,
+                )
+            )
             continue
         for ref in refs:
             if ref.name not in names:
-                errors.error(ref.location or Location(loaded.inventory.root),
-                             f"secret '{ref.name}' is not in the vault of team '{team}'",
-                             did_you_mean(ref.name, names)
-                             or f"add it: reconcile vault set {team} {ref.name} -")
-    errors.raise_if_errors()
+                errors.error(
+                    ref.location or Location(loaded.inventory.root),
+                    f"secret '{ref.name}' is not in the vault of team '{team}'",
+                    did_you_mean(ref.name, names)
+                    or f"add it: reconcile vault set {team} {ref.name} -",
+                )
+    raise_if_errors(errors)
     return warnings
 
 
@@ -112,8 +140,9 @@ def _vault_references(inventory) -> dict[str, list[VaultRef]]:
         if machine.key is not None:
             refs.setdefault(machine.team, []).append(machine.key)
     for team in inventory.teams.values():
-        refs.setdefault(team.name, []).extend(a.url for a in team.alerts
-                                              if isinstance(a.url, VaultRef))
+        refs.setdefault(team.name, []).extend(
+            a.url for a in team.alerts if isinstance(a.url, VaultRef)
+        )
     return {team: found for team, found in refs.items() if found}
 
 
@@ -127,7 +156,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    from ..plan import make_plan
+    from reconciler.core.plan import make_plan
 
     plan = make_plan(loaded.desired, executed, utc_now())
     fmt = wiring.output_format(args, ("text", "json", "markdown"))
@@ -150,16 +179,19 @@ def cmd_once(args: argparse.Namespace) -> int:
     # commit's own (a private checkout), not the working tree.
     with prepared_pass(args, commit) as (loaded, store, trust):
         _print_warnings(loaded.warnings, args.log_format)
-        with progress_for(args.quiet, log_format=args.log_format) as progress, \
-                wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks):
+        with (
+            progress_for(args.quiet, log_format=args.log_format) as progress,
+            wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks),
+        ):
             engine.grace = wiring.grace(args)
             with _graceful_stop(engine) as stopped_by:
                 report = run_pass(args, loaded, store, engine, sinks, commit, trust)
     return _once_result(args, report, commit, stopped_by)
 
 
-def _once_result(args: argparse.Namespace, report, commit: str | None,
-                 stopped_by: list[int]) -> int:
+def _once_result(
+    args: argparse.Namespace, report, commit: str | None, stopped_by: list[int]
+) -> int:
     """Print the end of `--once` and return its exit code. A pass a signal stopped with work
     left behind exits 128 + the signal (130 SIGINT, 143 SIGTERM), as a shell reports a killed
     command: neither 0 nor 1 ("a run failed") would say that the pass did not finish."""
@@ -167,11 +199,17 @@ def _once_result(args: argparse.Namespace, report, commit: str | None,
     signame = signal.Signals(signum).name if signum else None
     runs = sorted(report.runs.values(), key=lambda r: r.id)
     if wiring.output_format(args) == "json":
-        print(views.to_json({"runs": [views.run_json(r, held=report.held.get(r.id))
-                                      for r in runs],
-                             "counts": report.counts(), "commit": commit,
-                             "stopped_by": signame,
-                             "left_behind": report.left_behind if signum else []}))
+        print(
+            views.to_json(
+                {
+                    "runs": [views.run_json(r, held=report.held.get(r.id)) for r in runs],
+                    "counts": report.counts(),
+                    "commit": commit,
+                    "stopped_by": signame,
+                    "left_behind": report.left_behind if signum else [],
+                }
+            )
+        )
     else:
         print(views.summary_text(runs, report.counts(), report.held))
         if signum:
@@ -191,9 +229,12 @@ def _graceful_stop(engine: Engine):
             raise KeyboardInterrupt
         received.append(signum)
         engine.stop.set()
-        log.warning("%s: starting nothing more; running runs get %s to finish (again to stop "
-                    "them at once)", signal.Signals(signum).name,
-                    "as long as they take" if engine.grace is None else f"{engine.grace:g}s")
+        log.warning(
+            "%s: starting nothing more; running runs get %s to finish (again to stop them at once)",
+            signal.Signals(signum).name,
+            "as long as they take" if engine.grace is None else f"{engine.grace:g}s",
+        )
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
@@ -204,7 +245,7 @@ def _graceful_stop(engine: Engine):
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Queue depth by priority and team, running runs, recent failures, machines."""
-    from ..metrics import status_numbers
+    from reconciler.pipeline.metrics import status_numbers
 
     loaded = wiring.load(args)
     store = wiring.store(args, loaded.inventory, read_only=True)
@@ -219,33 +260,56 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     depth, by_team = data["queue_depth"], data["by_team"]
     print("queue depth by priority: " + ", ".join(f"{p}: {n}" for p, n in depth.items()))
-    print("queue depth by team:     " + (", ".join(f"{t}: {n}" for t, n in by_team.items())
-                                         or "empty"))
-    print(f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
-          f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}")
+    print(
+        "queue depth by team:     "
+        + (", ".join(f"{t}: {n}" for t, n in by_team.items()) or "empty")
+    )
+    print(
+        f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
+        f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}"
+    )
     for h in data["held"]:
-        print(f"held by deny window until {h['until']}: run {h['run']} {h['task']} on "
-              f"{h['machine']} (priority {h['priority']})")
+        print(
+            f"held by deny window until {h['until']}: run {h['run']} {h['task']} on "
+            f"{h['machine']} (priority {h['priority']})"
+        )
     print()
-    print(views.table(("MACHINE", "TEAM", "TRANSPORT", "UP", "RUNNING", "PENDING"),
-                      [(m["name"], m["team"], m["transport"], "yes" if m["up"] else "NO",
-                        m["running"], m["pending"]) for m in data["machines"]]))
+    print(
+        views.table(
+            ("MACHINE", "TEAM", "TRANSPORT", "UP", "RUNNING", "PENDING"),
+            [
+                (
+                    m["name"],
+                    m["team"],
+                    m["transport"],
+                    "yes" if m["up"] else "NO",
+                    m["running"],
+                    m["pending"],
+                )
+                for m in data["machines"]
+            ],
+        )
+    )
     return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
     """`queue list|show|cancel|retry|prune`: read and steer the run history."""
     if args.queue_command == "prune":
-        from .prune_cmd import run
+        from reconciler.cli.prune_cmd import run
 
         return run(args)
-    store = wiring.store(args, wiring.inventory_if_valid(args), create=False,
-                         read_only=args.queue_command in ("list", "show"))
+    store = wiring.store(
+        args,
+        wiring.inventory_if_valid(args),
+        create=False,
+        read_only=args.queue_command in ("list", "show"),
+    )
     if store is None:
         if args.queue_command == "list":
             print("[]" if wiring.output_format(args) == "json" else "No runs.")
             return 0
-        from ..errors import InputError
+        from reconciler.core.errors import InputError
 
         raise InputError(f"no run {args.run}: there is no state store yet")
     try:
@@ -254,18 +318,17 @@ def cmd_queue(args: argparse.Namespace) -> int:
         store.close()
 
 
-
-
 def _queue_list(args, store) -> int:
     statuses = None
     if args.status:
         try:
             statuses = [RunStatus(s) for s in args.status]
         except ValueError as exc:
-            from ..errors import UsageError
+            from reconciler.core.errors import UsageError
 
-            raise UsageError(f"--status: {exc}; use one of "
-                             + ", ".join(s.value for s in RunStatus)) from None
+            raise UsageError(
+                f"--status: {exc}; use one of " + ", ".join(s.value for s in RunStatus)
+            ) from None
     runs = store.list_runs(statuses, args.team, args.limit)
     if wiring.output_format(args) == "json":
         print(views.to_json([views.run_json(r) for r in runs]))
@@ -277,7 +340,7 @@ def _queue_list(args, store) -> int:
 def _queue_show(args, store) -> int:
     run = store.get_run(args.run)
     if run is None:
-        from ..errors import InputError
+        from reconciler.core.errors import InputError
 
         raise InputError(f"no run {args.run} in the state store", None)
     if wiring.output_format(args) == "json":
@@ -292,8 +355,8 @@ def _check_retryable(args, store) -> tuple[int, str]:
     inventory, targets its machine, and the run is of the task's current version. Returns
     the run to flag (the latest of its version there, see `plan.retry_target`) and a note;
     raises `UsageError` (exit 2) saying why when the retry would not happen."""
-    from ..errors import UsageError
-    from ..plan import retry_target
+    from reconciler.core.errors import UsageError
+    from reconciler.core.plan import retry_target
 
     run = store.get_run(args.run)
     if run is None or run.status not in (RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN):
@@ -304,8 +367,10 @@ def _check_retryable(args, store) -> tuple[int, str]:
     if run.machine not in spec.versions:
         raise UsageError(f"run {run.id}: task {run.task} no longer targets {run.machine}")
     if not spec.accepts(run.machine, run.version):
-        raise UsageError(f"run {run.id} is of an older version of {run.task}; the current "
-                         "version runs on its own (see `reconcile plan`)")
+        raise UsageError(
+            f"run {run.id} is of an older version of {run.task}; the current "
+            "version runs on its own (see `reconcile plan`)"
+        )
     target, why = retry_target(run, spec, store.snapshot())
     if target is None:
         raise UsageError(f"run {run.id} will not run again: {why}")
@@ -325,20 +390,28 @@ def _queue_change(verb: str):
         if wiring.output_format(args) == "json":
             print(views.to_json(views.run_json(run)))
         else:
-            message = {"cancel": f"run {run.id} cancelled",
-                       "retry": f"run {run.id} ({run.task} on {run.machine}) will run again "
-                                "at the next pass"}[verb]
+            message = {
+                "cancel": f"run {run.id} cancelled",
+                "retry": f"run {run.id} ({run.task} on {run.machine}) will run again "
+                "at the next pass",
+            }[verb]
             print(message)
         return 0
+
     return change
 
 
-_QUEUE = {"list": _queue_list, "show": _queue_show, "cancel": _queue_change("cancel"),
-          "retry": _queue_change("retry")}
+_QUEUE = {
+    "list": _queue_list,
+    "show": _queue_show,
+    "cancel": _queue_change("cancel"),
+    "retry": _queue_change("retry"),
+}
+
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Execute queued runs of a shared (PostgreSQL) queue until SIGTERM/SIGINT; plans nothing."""
-    from ..errors import UsageError
+    from reconciler.core.errors import UsageError
 
     # Under git.verify: the store's last reconciled commit, never the working tree.
     follow = worker_inventory(args, _FollowInventory)
@@ -347,12 +420,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not store.shared_queue:
         store.close()
         getattr(follow, "close", lambda: None)()
-        raise UsageError("reconcile worker needs a shared PostgreSQL store (--state "
-                         "postgresql://...); with SQLite, `reconcile --once` runs the queue")
+        raise UsageError(
+            "reconcile worker needs a shared PostgreSQL store (--state "
+            "postgresql://...); with SQLite, `reconcile --once` runs the queue"
+        )
     try:
-        with progress_for(args.quiet, live=False, log_format=args.log_format) as progress, \
-                wired_engine(args, loaded, store, commit=None, progress=progress,
-                             desired=follow) as (engine, sinks):
+        with (
+            progress_for(args.quiet, live=False, log_format=args.log_format) as progress,
+            wired_engine(args, loaded, store, commit=None, progress=progress, desired=follow) as (
+                engine,
+                sinks,
+            ),
+        ):
             engine.grace = wiring.grace(args)
             if hasattr(follow, "on_refused"):  # git.verify turned on: stop claiming
                 follow.on_refused, follow.read_last = engine.stop.set, store.last_commit
@@ -360,7 +439,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             with _graceful_stop(engine):
                 engine.work(follow)
         if getattr(follow, "refused", None):
-            from ..errors import SourceError
+            from reconciler.core.errors import SourceError
 
             raise SourceError(follow.refused)
     finally:
@@ -379,7 +458,7 @@ class _FollowInventory:
         self.args, self.loaded, self.read_at = args, loaded, time.monotonic()
 
     def __call__(self):
-        from ..errors import InputError
+        from reconciler.core.errors import InputError
 
         if time.monotonic() - self.read_at >= self.INTERVAL:
             self.read_at = time.monotonic()
@@ -391,14 +470,14 @@ class _FollowInventory:
 
 
 def cmd_vault(args: argparse.Namespace) -> int:
-    from .vault_cmd import cmd_vault as run
+    from reconciler.cli.vault_cmd import cmd_vault as run
 
     return run(args)
 
 
 def cmd_machines(args: argparse.Namespace) -> int:
     """`machines` (reachability, last seen, load) and `machines keyscan HOST[:PORT]`."""
-    from .machines_cmd import run
+    from reconciler.cli.machines_cmd import run
 
     loaded = None if args.action == "keyscan" else wiring.load(args)
     secrets = wiring.secrets(args, loaded.inventory) if loaded is not None else None
@@ -411,13 +490,13 @@ def cmd_machines(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from .keys_cmd import run
+    from reconciler.cli.keys_cmd import run
 
     return run(args)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit_cmd import run
+    from reconciler.cli.audit_cmd import run
 
     return run(args)
 
@@ -426,7 +505,7 @@ def cmd_codeowners(args: argparse.Namespace) -> int:
     """A CODEOWNERS file from the teams' roles (the same rules `git.verify` enforces)."""
     from pathlib import Path
 
-    from ..trust import codeowners
+    from reconciler.core.trust import codeowners
 
     loaded = wiring.load(args)
     root = Path(loaded.inventory.root)
@@ -445,22 +524,35 @@ def cmd_codeowners(args: argparse.Namespace) -> int:
 
 
 def cmd_accept_history(args: argparse.Namespace) -> int:
-    from .history_cmd import run
+    from reconciler.cli.history_cmd import run
 
     return run(args)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .diff_cmd import run
+    from reconciler.cli.diff_cmd import run
 
     return run(args)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .init_cmd import run
+    from reconciler.cli.init_cmd import run
 
     return run(args)
 
 
-COMMANDS = {"keys": cmd_keys, "machines": cmd_machines, "audit": cmd_audit, "codeowners": cmd_codeowners, "diff": cmd_diff, "init": cmd_init, "validate": cmd_validate, "plan": cmd_plan, "status": cmd_status, "queue": cmd_queue,
-            "vault": cmd_vault, "worker": cmd_worker, "accept-history": cmd_accept_history}
+COMMANDS = {
+    "keys": cmd_keys,
+    "machines": cmd_machines,
+    "audit": cmd_audit,
+    "codeowners": cmd_codeowners,
+    "diff": cmd_diff,
+    "init": cmd_init,
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "status": cmd_status,
+    "queue": cmd_queue,
+    "vault": cmd_vault,
+    "worker": cmd_worker,
+    "accept-history": cmd_accept_history,
+}

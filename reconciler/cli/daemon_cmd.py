@@ -12,13 +12,13 @@ import logging
 import sys
 import threading
 
-from ..daemon import Daemon, join_awake, watch_files
-from ..errors import InputError, ReconcilerError, SourceError
-from ..model import DEFAULT_POLL_INTERVAL
-from ..source import git as gitsource
-from . import views, wiring
-from .progress import JsonProgress, json_line
-from .passes import prepared_pass, run_pass, wired_engine
+from reconciler.adapters.source import git as gitsource
+from reconciler.cli import views, wiring
+from reconciler.cli.passes import prepared_pass, run_pass, wired_engine
+from reconciler.cli.progress import JsonProgress, json_line
+from reconciler.core.errors import InputError, ReconcilerError, SourceError
+from reconciler.core.model import DEFAULT_POLL_INTERVAL
+from reconciler.pipeline.daemon import Daemon, join_awake, watch_files
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ class _Continuous:
         self.passes: list[threading.Thread] = []  # passes still draining
         self.planning: threading.Event | None = None  # set once the latest pass planned
         # Text logs show a summary per pass; JSON logs show every event as it happens.
-        self.progress = (JsonProgress() if args.log_format == "json" and not args.quiet
-                         else (lambda event: None))
+        self.progress = (
+            JsonProgress() if args.log_format == "json" and not args.quiet else (lambda event: None)
+        )
         self.loaded = wiring.load(args)  # a broken inventory at start-up: exit 2
         # A bad flag too, rather than an error logged at every pass for ever.
         wiring.concurrency(args, self.loaded.inventory)
@@ -63,8 +64,9 @@ class _Continuous:
         ticks plan later commits (DESIGN §10: planning is not draining), so a priority-1
         commit never waits behind earlier runs or their retry back-offs."""
         self.planning = threading.Event()
-        thread = threading.Thread(target=self._guarded_pass, args=(self.planning,),
-                                  name="pass", daemon=False)
+        thread = threading.Thread(
+            target=self._guarded_pass, args=(self.planning,), name="pass", daemon=False
+        )
         self.passes.append(thread)
         thread.start()
 
@@ -92,8 +94,9 @@ class _Continuous:
         # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
         with prepared_pass(args, commit) as (loaded, store, trust):
             self.loaded = loaded
-            with wired_engine(args, loaded, store, commit=commit, progress=self.progress,
-                              metrics=self.metrics) as (engine, sinks):
+            with wired_engine(
+                args, loaded, store, commit=commit, progress=self.progress, metrics=self.metrics
+            ) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = wiring.grace(args)
                 engine.wait_for_retries = False  # a retry comes due at a later tick
@@ -109,17 +112,22 @@ class _Continuous:
         """The end of a pass on stderr: the text summary, or with `--log-format json` one
         JSON object (its runs were already shown, one object per event)."""
         if self.args.log_format == "json":
-            return json_line("pass finished", counts=report.counts(),
-                             exit_code=report.exit_code, commit=report.commit)
-        return views.summary_text(sorted(report.runs.values(), key=lambda r: r.id),
-                                  report.counts(), report.held)
+            return json_line(
+                "pass finished",
+                counts=report.counts(),
+                exit_code=report.exit_code,
+                commit=report.commit,
+            )
+        return views.summary_text(
+            sorted(report.runs.values(), key=lambda r: r.id), report.counts(), report.held
+        )
 
 
 def cmd_continuous(args: argparse.Namespace) -> int:
     daemon = Daemon(lambda: None, lambda: DEFAULT_POLL_INTERVAL)
     metrics = server = None
     if args.metrics_addr:
-        from .. import metrics as prometheus
+        from reconciler.pipeline import metrics as prometheus
 
         metrics = prometheus.default_metrics()
         server = prometheus.serve(args.metrics_addr, metrics)

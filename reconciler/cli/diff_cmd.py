@@ -14,18 +14,17 @@ import argparse
 import hashlib
 import os
 import sys
-from typing import Mapping, Sequence
-
-from ..diagnostics import Diagnostics, Location
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from ..diff import Diff, Revision, Side, diff_sides
-from ..source.signatures import required_roles
-from ..diff_views import diff_json_text, diff_markdown, diff_text
-from ..errors import VaultError
-from ..source.revision import RevisionInventory, Repository
-from ..state import ExecutedState
-from . import wiring
+from reconciler.adapters.source.revision import Repository, RevisionInventory
+from reconciler.adapters.source.signatures import required_roles
+from reconciler.cli import wiring
+from reconciler.cli.diff_views import diff_json_text, diff_markdown, diff_text
+from reconciler.core.diagnostics import Diagnostics, Location
+from reconciler.core.diff import Diff, Revision, Side, diff_sides
+from reconciler.core.errors import VaultError, raise_if_errors
+from reconciler.core.state import ExecutedState
 
 FORMATS = ("text", "json", "markdown")
 RENDER = {"text": diff_text, "json": diff_json_text, "markdown": diff_markdown}
@@ -34,17 +33,25 @@ RENDER = {"text": diff_text, "json": diff_json_text, "markdown": diff_markdown}
 def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
     """Declare `diff` on the `reconcile` subparsers (global options and --format included)."""
     parser = subparsers.add_parser(
-        "diff", help="the desired-state change between two git revisions (pull-request review)",
+        "diff",
+        help="the desired-state change between two git revisions (pull-request review)",
         description="Tasks added, removed and changed between two git revisions, whether each "
-                    "change re-runs (on which machines, at which priority, in which order), "
-                    "machine, team and role changes, and changed vaults (with an identity, "
-                    "which keys; never values). With --state URL (or RECONCILE_STATE), also "
-                    "which changed tasks already ran. Compares committed revisions only: "
-                    "uncommitted changes are not included.")
-    parser.add_argument("base", metavar="BASE", help="the revision reviewed against, "
-                        "e.g. origin/main")
-    parser.add_argument("head", metavar="HEAD", nargs="?", default="HEAD",
-                        help="the revision under review (default: HEAD)")
+        "change re-runs (on which machines, at which priority, in which order), "
+        "machine, team and role changes, and changed vaults (with an identity, "
+        "which keys; never values). With --state URL (or RECONCILE_STATE), also "
+        "which changed tasks already ran. Compares committed revisions only: "
+        "uncommitted changes are not included.",
+    )
+    parser.add_argument(
+        "base", metavar="BASE", help="the revision reviewed against, e.g. origin/main"
+    )
+    parser.add_argument(
+        "head",
+        metavar="HEAD",
+        nargs="?",
+        default="HEAD",
+        help="the revision under review (default: HEAD)",
+    )
     add_globals(parser, suppress=True)
     add_format(parser, FORMATS)
     return parser
@@ -60,22 +67,25 @@ def run(args: argparse.Namespace) -> int:
         print(str(warning), file=sys.stderr)
     diff = compute(args, base, head)
     if not (base.missing or head.missing):
-        diff = replace(diff, requires=tuple(required_roles(wiring.inventory_dir(args),
-                                                           base.commit, head.commit)))
+        diff = replace(
+            diff,
+            requires=tuple(required_roles(wiring.inventory_dir(args), base.commit, head.commit)),
+        )
     print(RENDER[fmt](diff), end="")
     return 0
 
 
 def compute(args: argparse.Namespace, base: RevisionInventory, head: RevisionInventory) -> Diff:
     """The `Diff` of two loaded revisions, with the optional vault and state enrichments."""
-    from ..vault.secrets import load_identities
+    from reconciler.adapters.vault.secrets import load_identities
 
     identities = load_identities(getattr(args, "identity", None))
-    changed = {t for t in set(base.vaults) | set(head.vaults)
-               if base.vaults.get(t) != head.vaults.get(t)}
+    changed = {
+        t for t in set(base.vaults) | set(head.vaults) if base.vaults.get(t) != head.vaults.get(t)
+    }
     learn = getattr(getattr(args, "redactor", None), "add", None)
     sides = [_side(loaded, identities, changed, learn) for loaded in (base, head)]
-    from ..engine import utc_now
+    from reconciler.pipeline.engine import utc_now
 
     # `now`: whether a schedule change makes a slot due depends on it, as in the pass.
     return diff_sides(sides[0], sides[1], _executed(args), now=utc_now())
@@ -86,13 +96,19 @@ def _check_present(base: RevisionInventory, head: RevisionInventory) -> None:
     inventory was created (or removed) in between: every object counts as added (removed)."""
     if base.missing and head.missing:
         diags = Diagnostics()
-        diags.error(Location(base.path), f"no inventory folder at {base.revision} nor at "
-                    f"{head.revision}", "pass --inventory DIR (its path in the repository)")
-        diags.raise_if_errors()
+        diags.error(
+            Location(base.path),
+            f"no inventory folder at {base.revision} nor at {head.revision}",
+            "pass --inventory DIR (its path in the repository)",
+        )
+        raise_if_errors(diags)
     for side, other, word in ((base, head, "added"), (head, base, "removed")):
         if side.missing:
-            print(f"warning: {side.revision}:{side.path} does not exist; everything at "
-                  f"{other.revision} counts as {word}", file=sys.stderr)
+            print(
+                f"warning: {side.revision}:{side.path} does not exist; everything at "
+                f"{other.revision} counts as {word}",
+                file=sys.stderr,
+            )
 
 
 def _side(loaded: RevisionInventory, identities: Sequence, changed: set[str], learn) -> Side:
@@ -100,7 +116,7 @@ def _side(loaded: RevisionInventory, identities: Sequence, changed: set[str], le
     keys: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     if identities:
-        from ..vault import team_vault
+        from reconciler.adapters.vault import team_vault
     for team in sorted(changed & set(loaded.vaults)) if identities else ():
         try:
             keys[team] = _digests(_decrypt(loaded.vaults[team], identities, team), learn)
@@ -108,13 +124,19 @@ def _side(loaded: RevisionInventory, identities: Sequence, changed: set[str], le
             raise VaultError(f"at {loaded.revision}: {exc}") from None  # another team's vault
         except VaultError as exc:
             errors[team] = f"at {loaded.revision}: {exc}"
-    return Side(Revision(loaded.revision, loaded.commit), loaded.inventory, loaded.desired,
-                loaded.vaults, keys, errors)
+    return Side(
+        Revision(loaded.revision, loaded.commit),
+        loaded.inventory,
+        loaded.desired,
+        loaded.vaults,
+        keys,
+        errors,
+    )
 
 
 def _decrypt(data: bytes, identities: Sequence, team: str) -> dict[str, str]:
     """The secrets of one vault's bytes; `VaultError` with a one-line reason, no plaintext."""
-    from ..vault import age, team_vault
+    from reconciler.adapters.vault import age, team_vault
 
     try:
         plaintext = age.decrypt(data, identities)
@@ -140,7 +162,7 @@ def _executed(args: argparse.Namespace) -> ExecutedState | None:
     url = getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
     if not url:
         return None
-    from ..store.factory import open_store
+    from reconciler.adapters.store.factory import open_store
 
     store = open_store(url, read_only=True)
     if store is None:

@@ -15,34 +15,44 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..audit.writer import AuditWriter, default_actor
-from ..engine import utc_now
-from ..errors import SourceError
-from ..source.signatures import accept as accept_signed
-from ..source import git as gitsource
-from . import wiring
-from .lineage import decide
-from .passes import _git_view, _state_location
-
-from ..store.factory import open_store
+from reconciler.adapters.audit.writer import AuditWriter, default_actor
+from reconciler.adapters.source import git as gitsource
+from reconciler.adapters.source.signatures import accept as accept_signed
+from reconciler.adapters.store.factory import open_store
+from reconciler.cli import wiring
+from reconciler.cli.lineage import decide
+from reconciler.cli.passes import _git_view, _state_location
+from reconciler.core.errors import SourceError
+from reconciler.pipeline.engine import utc_now
 
 
 def add_parser(subparsers, add_globals) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "accept-history", help="accept a commit that does not descend from the last one "
+        "accept-history",
+        help="accept a commit that does not descend from the last one "
         "reconciled (after an amend, rebase or force-push); audited",
         description="Make COMMIT the store's last reconciled commit, so that passes accept it "
-                    "and what descends from it. Audited (history.accepted, with the reason). "
-                    "Under git.verify COMMIT must be signed by an admin whose roles, in the last "
-                    "reconciled commit, cover everything that differs from it. Runs nothing.")
+        "and what descends from it. Audited (history.accepted, with the reason). "
+        "Under git.verify COMMIT must be signed by an admin whose roles, in the last "
+        "reconciled commit, cover everything that differs from it. Runs nothing.",
+    )
     parser.add_argument("commit", metavar="COMMIT", help="the commit to accept, e.g. HEAD")
-    parser.add_argument("--reason", metavar="TEXT", required=True,
-                        help="why (kept in the audit log)")
-    parser.add_argument("--verify", choices=("none", "head", "range"), default=None,
-                        help="git.verify (default: $RECONCILE_GIT_VERIFY, else the last "
-                             "reconciled commit's reconciler.yaml)")
-    parser.add_argument("--lock-timeout", metavar="DURATION", default=None,
-                        help="how long to wait for a pass's lock (default 10m)")
+    parser.add_argument(
+        "--reason", metavar="TEXT", required=True, help="why (kept in the audit log)"
+    )
+    parser.add_argument(
+        "--verify",
+        choices=("none", "head", "range"),
+        default=None,
+        help="git.verify (default: $RECONCILE_GIT_VERIFY, else the last "
+        "reconciled commit's reconciler.yaml)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        metavar="DURATION",
+        default=None,
+        help="how long to wait for a pass's lock (default 10m)",
+    )
     add_globals(parser, suppress=True)
     return parser
 
@@ -51,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     inventory = wiring.inventory_dir(args)
     view = _git_view(inventory)
     if view is None:
-        raise SourceError(f"{inventory} is not in a git repository with commits: there is no "
-                          "history to accept")
+        raise SourceError(
+            f"{inventory} is not in a git repository with commits: there is no history to accept"
+        )
     trees, _ = view
     sha = trees.resolve(args.commit)
     if sha is None:
@@ -63,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     url, state = _state_location(args, inventory, view, gitsource.head_commit(inventory))
     store = open_store(url, create=False)
     if store is None:
-        raise SourceError(f"no state store at {url}: nothing was reconciled, so there is no "
-                          "history to replace (a new store's first pass takes --trust-anchor)")
+        raise SourceError(
+            f"no state store at {url}: nothing was reconciled, so there is no "
+            "history to replace (a new store's first pass takes --trust-anchor)"
+        )
     try:
         with store.pass_lock(wiring.lock_timeout(args)):
             return _accept(args, store, inventory, view, state, sha, reason)
@@ -76,21 +89,34 @@ def _accept(args, store, inventory, view, state, sha: str, reason: str) -> int:
     trees, _ = view
     last = store.last_commit()
     if last is None:
-        raise SourceError("this store has never reconciled a commit: there is no history to "
-                          "replace (a new store's first pass takes --trust-anchor)")
+        raise SourceError(
+            "this store has never reconciled a commit: there is no history to "
+            "replace (a new store's first pass takes --trust-anchor)"
+        )
     if last == sha or trees.is_ancestor(last, sha):
-        print(f"{sha[:12]} descends from {last[:12]}, the last commit reconciled: nothing to "
-              "accept, the next pass takes it")
+        print(
+            f"{sha[:12]} descends from {last[:12]}, the last commit reconciled: nothing to "
+            "accept, the next pass takes it"
+        )
         return 0
     trust = decide(args, view, last, sha, state)
     signer = accept_signed(inventory, last, sha).fingerprint if trust.on else None
-    AuditWriter(store, actor=default_actor(), clock=utc_now,
-                redact=getattr(args, "redactor", None)).append(
-        "history.accepted", commit=sha, previous=last, reason=reason, signer=signer,
-        verify=trust.mode)
+    AuditWriter(
+        store, actor=default_actor(), clock=utc_now, redact=getattr(args, "redactor", None)
+    ).append(
+        "history.accepted",
+        commit=sha,
+        previous=last,
+        reason=reason,
+        signer=signer,
+        verify=trust.mode,
+    )
     store.record_commit(sha, utc_now())
-    print(f"accepted {sha[:12]} in place of {last[:12]} as the last commit reconciled"
-          + (f" (signed by admin key {signer})" if signer else ""), file=sys.stderr)
+    print(
+        f"accepted {sha[:12]} in place of {last[:12]} as the last commit reconciled"
+        + (f" (signed by admin key {signer})" if signer else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..scaffold import next_steps, scaffold_files, write_scaffold
-from . import wiring
-from .views import to_json
+from reconciler.cli import wiring
+from reconciler.cli.views import to_json
+from reconciler.inventory.scaffold import next_steps, scaffold_files, write_scaffold
 
 FORMATS = ("text", "json")
 
@@ -20,18 +20,31 @@ FORMATS = ("text", "json")
 def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
     """Declare `init` on the `reconcile` subparsers."""
     parser = subparsers.add_parser(
-        "init", help="scaffold DIR with a working inventory, .gitignore and a CI workflow",
+        "init",
+        help="scaffold DIR with a working inventory, .gitignore and a CI workflow",
         description="Write DIR/inventory/ (reconciler.yaml, a team, a local machine, an "
-                    "example task, .gitattributes for vaults), DIR/.gitignore (.reconciler/) "
-                    "and DIR/.github/workflows/reconcile.yml. Overwrites nothing without --force.")
-    parser.add_argument("directory", metavar="DIR", nargs="?", default=".",
-                        help="where to scaffold (default: the current folder; created if missing)")
-    parser.add_argument("--team", default="ops", metavar="NAME",
-                        help="the team's name (default: ops)")
-    parser.add_argument("--machine", default="local", metavar="NAME",
-                        help="the local machine's name (default: local)")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite the scaffold's files where they exist")
+        "example task, .gitattributes for vaults), DIR/.gitignore (.reconciler/) "
+        "and DIR/.github/workflows/reconcile.yml. Overwrites nothing without --force.",
+    )
+    parser.add_argument(
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        default=".",
+        help="where to scaffold (default: the current folder; created if missing)",
+    )
+    parser.add_argument(
+        "--team", default="ops", metavar="NAME", help="the team's name (default: ops)"
+    )
+    parser.add_argument(
+        "--machine",
+        default="local",
+        metavar="NAME",
+        help="the local machine's name (default: local)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the scaffold's files where they exist"
+    )
     add_globals(parser, suppress=True)
     add_format(parser, FORMATS)
     return parser
@@ -43,9 +56,17 @@ def run(args: argparse.Namespace) -> int:
     files = scaffold_files(team=args.team, machine=args.machine)
     written = write_scaffold(args.directory, files, force=args.force)
     if fmt == "json":
-        print(to_json({"directory": os.path.abspath(args.directory),
-                       "files": [{"path": os.path.relpath(w.path, args.directory),
-                                  "action": w.action} for w in written]}))
+        print(
+            to_json(
+                {
+                    "directory": os.path.abspath(args.directory),
+                    "files": [
+                        {"path": os.path.relpath(w.path, args.directory), "action": w.action}
+                        for w in written
+                    ],
+                }
+            )
+        )
         return 0
     for item in written:
         print(f"{item.action:<11} {item.path}")

@@ -1,6 +1,6 @@
 """`reconcile keys rotate MACHINE [--finish]`, `keys prune MACHINE`, `keys status`.
 
-The rotation itself is `reconciler.keys`; this module finds the machine, reads and writes its
+The rotation itself is `reconciler.pipeline.keys`; this module finds the machine, reads and writes its
 team vault (the private key only ever exists decrypted in memory), audits each step into the
 configured store when it exists, and prints what happened.
 
@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import keys
-from ..errors import InputError, ReconcilerError, StoreError, UsageError, VaultError
-from ..diagnostics import did_you_mean
-from ..loader import display_path
-from ..model import Inventory, Machine
-from ..vault import team_vault
-from ..vault.secrets import load_identities
-from . import views, wiring
+from reconciler.adapters.vault import team_vault
+from reconciler.adapters.vault.secrets import load_identities
+from reconciler.cli import views, wiring
+from reconciler.core.diagnostics import did_you_mean
+from reconciler.core.errors import InputError, ReconcilerError, StoreError, UsageError, VaultError
+from reconciler.core.model import Inventory, Machine
+from reconciler.inventory.loader import display_path
+from reconciler.pipeline import keys
 
 FORMATS = ("text", "json")
 TIMEOUT = 10.0
@@ -31,35 +31,52 @@ TIMEOUT = 10.0
 
 def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
     """Declare `keys rotate|prune|status` on the `reconcile` subparsers."""
-    parser = subparsers.add_parser("keys", help="rotate the SSH client keys of machines whose "
-                                   "key is in the team vault")
+    parser = subparsers.add_parser(
+        "keys", help="rotate the SSH client keys of machines whose key is in the team vault"
+    )
     add_globals(parser, suppress=True)
     add_format(parser, FORMATS)
-    actions = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True,
-                                    parser_class=type(parser))
+    actions = parser.add_subparsers(
+        dest="keys_command", metavar="ACTION", required=True, parser_class=type(parser)
+    )
     rotate = actions.add_parser(
-        "rotate", help="new key: add it, verify it over a new connection, store it in the vault",
+        "rotate",
+        help="new key: add it, verify it over a new connection, store it in the vault",
         description="Generate a new ed25519 key, append it to the machine's authorized_keys "
-                    "over the current connection, verify it over a second connection and store "
-                    "it in the team vault. Without --finish the old key stays until 'keys "
-                    "prune' (after the vault change is merged and live).")
+        "over the current connection, verify it over a second connection and store "
+        "it in the team vault. Without --finish the old key stays until 'keys "
+        "prune' (after the vault change is merged and live).",
+    )
     rotate.add_argument("machine", metavar="MACHINE")
-    rotate.add_argument("--finish", action="store_true",
-                        help="also remove the old key now and verify it is refused (when the "
-                             "reconciler reads the vault from this working copy)")
+    rotate.add_argument(
+        "--finish",
+        action="store_true",
+        help="also remove the old key now and verify it is refused (when the "
+        "reconciler reads the vault from this working copy)",
+    )
     prune = actions.add_parser(
-        "prune", help="remove reconciler-added keys that are no longer the vault's key")
+        "prune", help="remove reconciler-added keys that are no longer the vault's key"
+    )
     prune.add_argument("machine", metavar="MACHINE")
     status = actions.add_parser("status", help="each vault-keyed machine's key age")
     for action in (rotate, prune, status):
         add_globals(action, suppress=True)
         add_format(action, FORMATS)
     for action in (rotate, prune, status):
-        action.add_argument("--timeout", type=float, default=TIMEOUT, metavar="SECONDS",
-                            help=f"per connection and command (default {TIMEOUT:g})")
-        action.add_argument("--authorized-keys", default=keys.DEFAULT_AUTHORIZED_KEYS,
-                            metavar="PATH", help="the file on the machine (default "
-                            f"{keys.DEFAULT_AUTHORIZED_KEYS}; ~/ is the remote home)")
+        action.add_argument(
+            "--timeout",
+            type=float,
+            default=TIMEOUT,
+            metavar="SECONDS",
+            help=f"per connection and command (default {TIMEOUT:g})",
+        )
+        action.add_argument(
+            "--authorized-keys",
+            default=keys.DEFAULT_AUTHORIZED_KEYS,
+            metavar="PATH",
+            help="the file on the machine (default "
+            f"{keys.DEFAULT_AUTHORIZED_KEYS}; ~/ is the remote home)",
+        )
     return parser
 
 
@@ -71,19 +88,29 @@ def run(args: argparse.Namespace, *, on_step=None, transport_factory=None) -> in
     machine = _machine(inventory, args.machine)
     identities = load_identities(getattr(args, "identity", None))
     if not identities:
-        raise UsageError(f"keys {args.keys_command}: an identity is needed to read the vault "
-                         "of team " f"'{machine.team}' (--identity, RECONCILE_IDENTITY_FILE "
-                         "or RECONCILE_IDENTITY)")
+        raise UsageError(
+            f"keys {args.keys_command}: an identity is needed to read the vault "
+            "of team "
+            f"'{machine.team}' (--identity, RECONCILE_IDENTITY_FILE "
+            "or RECONCILE_IDENTITY)"
+        )
     path = team_vault.vault_path(inventory.root, machine.team)
     secrets = team_vault.read(path, identities, display_path(path))
     name = machine.key.name
     if name not in secrets:
-        raise VaultError(f"secret '{name}' (the key of machine '{machine.name}') is not in the "
-                         f"vault of team '{machine.team}'")
+        raise VaultError(
+            f"secret '{name}' (the key of machine '{machine.name}') is not in the "
+            f"vault of team '{machine.team}'"
+        )
     audit = _Audit(args, inventory)
-    manager = keys.KeyManager(machine, authorized_keys=args.authorized_keys,
-                              timeout=args.timeout, transport_factory=transport_factory,
-                              audit=audit, on_step=on_step)
+    manager = keys.KeyManager(
+        machine,
+        authorized_keys=args.authorized_keys,
+        timeout=args.timeout,
+        transport_factory=transport_factory,
+        audit=audit,
+        on_step=on_step,
+    )
     try:
         if args.keys_command == "rotate":
             team = inventory.teams.get(machine.team)
@@ -94,10 +121,10 @@ def run(args: argparse.Namespace, *, on_step=None, transport_factory=None) -> in
             def store(private: str) -> None:
                 previous = team_vault.read(path, identities, display_path(path))
                 if previous.get(name) != secrets[name]:
-                    raise VaultError(f"{display_path(path)}: '{name}' changed while rotating; "
-                                     "not overwriting it")
-                team_vault.write(path, {**previous, name: private}, recipients,
-                                 previous=previous)
+                    raise VaultError(
+                        f"{display_path(path)}: '{name}' changed while rotating; not overwriting it"
+                    )
+                team_vault.write(path, {**previous, name: private}, recipients, previous=previous)
                 audit.vault_write(machine.team, name)
 
             outcome = manager.rotate(secrets[name], store, finish=args.finish)
@@ -115,27 +142,41 @@ def _machine(inventory: Inventory, name: str) -> Machine:
         hint = did_you_mean(name, inventory.machines)
         raise UsageError(f"no machine '{name}' in the inventory" + (f" ({hint})" if hint else ""))
     if machine.transport != "ssh" or machine.key is None:
-        raise UsageError(f"machine '{name}' has no `key: {{vault: NAME}}`: only keys kept in "
-                         "the team vault can be rotated")
+        raise UsageError(
+            f"machine '{name}' has no `key: {{vault: NAME}}`: only keys kept in "
+            "the team vault can be rotated"
+        )
     return machine
 
 
 def _print(args, outcome: keys.Outcome, path: Path) -> None:
     if getattr(args, "format", None) == "json":
-        print(views.to_json({"machine": outcome.machine, "new_fingerprint": outcome.new_fingerprint,
-                             "old_fingerprint": outcome.old_fingerprint,
-                             "removed": outcome.removed, "finished": outcome.finished,
-                             "steps": outcome.steps}))
+        print(
+            views.to_json(
+                {
+                    "machine": outcome.machine,
+                    "new_fingerprint": outcome.new_fingerprint,
+                    "old_fingerprint": outcome.old_fingerprint,
+                    "removed": outcome.removed,
+                    "finished": outcome.finished,
+                    "steps": outcome.steps,
+                }
+            )
+        )
         return
     if args.keys_command == "rotate":
-        print(f"{outcome.machine}: new key {outcome.new_fingerprint} added, verified and stored "
-              f"in {display_path(path)}")
+        print(
+            f"{outcome.machine}: new key {outcome.new_fingerprint} added, verified and stored "
+            f"in {display_path(path)}"
+        )
         if outcome.finished:
             print(f"{outcome.machine}: old key {outcome.old_fingerprint} removed and refused")
         else:
-            print(f"{outcome.machine}: the old key {outcome.old_fingerprint} still works; once "
-                  f"the vault change is merged and live, run: reconcile keys prune "
-                  f"{outcome.machine}")
+            print(
+                f"{outcome.machine}: the old key {outcome.old_fingerprint} still works; once "
+                f"the vault change is merged and live, run: reconcile keys prune "
+                f"{outcome.machine}"
+            )
     else:
         for line in outcome.removed_lines:
             print(f"{outcome.machine}: removed {_short(line)}")
@@ -153,18 +194,26 @@ def _short(raw: str) -> str:
 
 # ---------------------------------------------------------------- status
 
+
 def _status(args, inventory: Inventory, transport_factory) -> int:
     identities = load_identities(getattr(args, "identity", None))
     rows = []
     vaults: dict[str, dict | ReconcilerError] = {}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for machine in sorted(inventory.machines.values(), key=lambda m: m.name):
         if machine.transport != "ssh" or machine.key is None:
             continue
         path = team_vault.vault_path(inventory.root, machine.team)
-        row = {"machine": machine.name, "team": machine.team, "key": machine.key.name,
-               "fingerprint": None, "created": None, "source": None, "age_days": None,
-               "error": None}
+        row = {
+            "machine": machine.name,
+            "team": machine.team,
+            "key": machine.key.name,
+            "fingerprint": None,
+            "created": None,
+            "source": None,
+            "age_days": None,
+            "error": None,
+        }
         created = None
         if machine.team not in vaults:
             try:
@@ -179,8 +228,12 @@ def _status(args, inventory: Inventory, transport_factory) -> int:
         elif machine.key.name not in secrets:
             row["error"] = f"'{machine.key.name}' is not in the vault"
         else:
-            manager = keys.KeyManager(machine, authorized_keys=args.authorized_keys,
-                                      timeout=args.timeout, transport_factory=transport_factory)
+            manager = keys.KeyManager(
+                machine,
+                authorized_keys=args.authorized_keys,
+                timeout=args.timeout,
+                transport_factory=transport_factory,
+            )
             try:
                 created, row["fingerprint"] = manager.created(secrets[machine.key.name])
                 row["source"] = "authorized_keys" if created else None
@@ -198,35 +251,54 @@ def _status(args, inventory: Inventory, transport_factory) -> int:
     elif not rows:
         print("(no ssh machine has a key in a team vault)")
     else:
-        print(views.table(("MACHINE", "KEY", "AGE", "SINCE", "FROM", "NOTE"), [
-            (r["machine"], r["key"], "-" if r["age_days"] is None else f"{r['age_days']:g}d",
-             r["created"] or "-", r["source"] or "-", (r["error"] or "")[:80]) for r in rows]))
+        print(
+            views.table(
+                ("MACHINE", "KEY", "AGE", "SINCE", "FROM", "NOTE"),
+                [
+                    (
+                        r["machine"],
+                        r["key"],
+                        "-" if r["age_days"] is None else f"{r['age_days']:g}d",
+                        r["created"] or "-",
+                        r["source"] or "-",
+                        (r["error"] or "")[:80],
+                    )
+                    for r in rows
+                ],
+            )
+        )
     return 0
 
 
 def _vault_changed(path: Path) -> datetime | None:
     """When the vault file last changed: its last commit, else its modification time."""
     try:
-        done = subprocess.run(["git", "log", "-1", "--format=%ct", "--", path.name],
-                              cwd=path.parent, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "log", "-1", "--format=%ct", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if done.returncode == 0 and done.stdout.strip():
-            return datetime.fromtimestamp(int(done.stdout.strip()), timezone.utc)
+            return datetime.fromtimestamp(int(done.stdout.strip()), UTC)
     except (OSError, subprocess.SubprocessError, ValueError):
         pass
     try:
-        return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except OSError:
         return None
 
 
 # ---------------------------------------------------------------- audit
 
+
 class _Audit:
     """Appends `keys.*` entries to the configured store when it exists; never fails the
     command (a warning on stderr instead)."""
 
     def __init__(self, args, inventory: Inventory):
-        from ..store.factory import open_store
+        from reconciler.adapters.store.factory import open_store
 
         self.writer = None
         try:
@@ -234,7 +306,7 @@ class _Audit:
         except (StoreError, InputError):
             self.store = None
         if self.store is not None:
-            from ..audit.writer import AuditWriter
+            from reconciler.adapters.audit.writer import AuditWriter
 
             self.writer = AuditWriter(self.store)
 
@@ -249,7 +321,7 @@ class _Audit:
     def vault_write(self, team: str, name: str) -> None:
         if self.store is None:
             return
-        from ..sinks import audit_vault_write
+        from reconciler.pipeline.sinks import audit_vault_write
 
         try:
             audit_vault_write(self.store, team, [name], "keys rotate")

@@ -17,21 +17,21 @@ import argparse
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from ..diagnostics import Diagnostics
-from ..engine import utc_now
-from ..errors import SourceError, UsageError
-from ..source import git as gitsource
-from ..source.git import RefusedCommit
-from ..source.signatures import verify as verify_commits
-from ..source.trees import Trees
-from ..store.base import StateStore
-from ..trust import key_fingerprint
-from ..yamlio import parse_yaml, to_plain
-from . import wiring
+from reconciler.adapters.source import git as gitsource
+from reconciler.adapters.source.git import RefusedCommit
+from reconciler.adapters.source.signatures import verify as verify_commits
+from reconciler.adapters.source.trees import Trees
+from reconciler.adapters.store.base import StateStore
+from reconciler.cli import wiring
+from reconciler.core.diagnostics import Diagnostics
+from reconciler.core.errors import SourceError, UsageError
+from reconciler.core.trust import key_fingerprint
+from reconciler.inventory.yamlio import parse_yaml, to_plain
+from reconciler.pipeline.engine import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,12 @@ MODES = ("none", "head", "range")
 FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STRENGTH = {mode: rank for rank, mode in enumerate(MODES)}
 SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
-ANCHOR_HINT = ("name the trust anchor from outside the repository: --trust-anchor "
-               "COMMIT|SSH-KEY (or RECONCILE_TRUST_ANCHOR), e.g. the fingerprint "
-               "(SHA256:...) of the admin key that signed it, or the last commit a previous "
-               "store reconciled")
+ANCHOR_HINT = (
+    "name the trust anchor from outside the repository: --trust-anchor "
+    "COMMIT|SSH-KEY (or RECONCILE_TRUST_ANCHOR), e.g. the fingerprint "
+    "(SHA256:...) of the admin key that signed it, or the last commit a previous "
+    "store reconciled"
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Trust:
     # Whether the pass loaded the commit's own tree (decided with `last`), and how to decide
     # again when another pass moved the store's last commit meanwhile.
     from_commit: bool = False
-    redecide: Callable[[str | None], "Trust"] | None = field(default=None, compare=False)
+    redecide: Callable[[str | None], Trust] | None = field(default=None, compare=False)
 
     @property
     def on(self) -> bool:
@@ -73,8 +75,10 @@ class Trust:
 
 def verify_flag(args: argparse.Namespace) -> tuple[str | None, str]:
     """`--verify` / `RECONCILE_GIT_VERIFY`, validated; (None, "") when neither is set."""
-    for value, source in ((getattr(args, "verify", None), "--verify"),
-                          (os.environ.get("RECONCILE_GIT_VERIFY"), "RECONCILE_GIT_VERIFY")):
+    for value, source in (
+        (getattr(args, "verify", None), "--verify"),
+        (os.environ.get("RECONCILE_GIT_VERIFY"), "RECONCILE_GIT_VERIFY"),
+    ):
         if value:
             if value not in MODES:
                 raise UsageError(f"{source} must be none, head or range (got {value!r})")
@@ -102,8 +106,13 @@ def verify_setting(settings: dict) -> str:
     return mode if mode in MODES else "none"
 
 
-def decide(args: argparse.Namespace, repo, last: str | None, head: str | None,
-           state: tuple[bool, str | None]) -> Trust:
+def decide(
+    args: argparse.Namespace,
+    repo,
+    last: str | None,
+    head: str | None,
+    state: tuple[bool, str | None],
+) -> Trust:
     """The verify mode of a pass over `head`, given the store's `last` commit.
 
     `repo` is a (Trees, inventory prefix) pair, or None outside git; `state` is (whether the
@@ -117,22 +126,38 @@ def decide(args: argparse.Namespace, repo, last: str | None, head: str | None,
         return Trust("none", "no git repository", last, anchor, state_setting, by_settings)
     trees, prefix = repo
     if last is not None and trees.resolve(last) is None:
-        raise SourceError(f"the last commit reconciled, {last[:12]}, is not in this clone, so "
-                          "neither its git.verify nor its roles can be read: fetch the full "
-                          "history (e.g. `fetch-depth: 0` in CI)")
+        raise SourceError(
+            f"the last commit reconciled, {last[:12]}, is not in this clone, so "
+            "neither its git.verify nor its roles can be read: fetch the full "
+            "history (e.g. `fetch-depth: 0` in CI)"
+        )
     if last is not None:
         mode = verify_setting(committed_settings(trees, prefix, last))
-        return Trust(mode, f"git.verify of {last[:12]}, the last commit reconciled", last,
-                     anchor, state_setting, by_settings)
+        return Trust(
+            mode,
+            f"git.verify of {last[:12]}, the last commit reconciled",
+            last,
+            anchor,
+            state_setting,
+            by_settings,
+        )
     # Never reconciled: the strongest mode the repository's history ever asked for, so a
     # commit that turns verify off (or points `state:` at a new store) cannot skip it.
-    seen = [verify_setting(committed_settings(trees, prefix, sha))
-            for sha in trees.touching(head, [prefix + name for name in SETTINGS_FILES])]
+    seen = [
+        verify_setting(committed_settings(trees, prefix, sha))
+        for sha in trees.touching(head, [prefix + name for name in SETTINGS_FILES])
+    ]
     mode = max(seen, key=STRENGTH.__getitem__, default="none")
     if anchor is not None and mode == "none":
         mode = "head"
-    return Trust(mode, "the repository's history (nothing reconciled yet)", last, anchor,
-                 state_setting, by_settings)
+    return Trust(
+        mode,
+        "the repository's history (nothing reconciled yet)",
+        last,
+        anchor,
+        state_setting,
+        by_settings,
+    )
 
 
 def verify_may_be_in_force(args: argparse.Namespace, repo, head: str | None) -> str | None:
@@ -157,27 +182,37 @@ def refuse_state_setting(setting: str, why: str) -> None:
     """Under verify the store — and with it the last reconciled commit that trust is judged
     by — is the host's word: a `state:` setting is the word of the commit under judgement,
     which could name a store its pusher filled (a last commit of his that turned verify off)."""
-    raise SourceError(f"git.verify is in force ({why}): the state store must be named by the "
-                      "host, not by the commit under judgement; set "
-                      f"RECONCILE_STATE={_without_password(setting)} (or --state) on the "
-                      "reconciler's host")
+    raise SourceError(
+        f"git.verify is in force ({why}): the state store must be named by the "
+        "host, not by the commit under judgement; set "
+        f"RECONCILE_STATE={_without_password(setting)} (or --state) on the "
+        "reconciler's host"
+    )
 
 
 def _without_password(url: str) -> str:
     return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
-def lineage_guard(args: argparse.Namespace, store: StateStore, commit: str | None,
-                  trust: Trust, audit: Callable[..., None] | None = None) -> Callable[[], None]:
+def lineage_guard(
+    args: argparse.Namespace,
+    store: StateStore,
+    commit: str | None,
+    trust: Trust,
+    audit: Callable[..., None] | None = None,
+) -> Callable[[], None]:
     """A `before_plan` hook: refuse (SourceError, exit 3) a commit that does not descend from
     the last one reconciled — or, under verify, one that the trusted roles do not allow —
     else record it as the new last one. Runs under the pass lock, so two passes cannot both
     pass the check."""
+
     def guard() -> None:
         if commit is None:
             if trust.on:
-                raise SourceError("git.verify is on, but the inventory is not in a git "
-                                  "repository: there is no commit to verify")
+                raise SourceError(
+                    "git.verify is on, but the inventory is not in a git "
+                    "repository: there is no commit to verify"
+                )
             return
         inventory = wiring.inventory_dir(args)
         last = store.last_commit()
@@ -186,40 +221,56 @@ def lineage_guard(args: argparse.Namespace, store: StateStore, commit: str | Non
             # Another pass reconciled meanwhile: judge by its commit, as if we had started now.
             current = replace(trust.redecide(last), from_commit=trust.from_commit)
         if current.on and not current.from_commit:
-            raise SourceError("another pass turned git.verify on while this one started "
-                              "(it read the working tree): nothing ran; run again")
+            raise SourceError(
+                "another pass turned git.verify on while this one started "
+                "(it read the working tree): nothing ran; run again"
+            )
         gitsource.check_lineage(inventory, last, commit)
         if current.on:
             _verify(inventory, store, commit, current, audit)
-        elif current.last is not None and not commit.endswith("-dirty") \
-                and verify_flag(args)[0] is None:
+        elif (
+            current.last is not None
+            and not commit.endswith("-dirty")
+            and verify_flag(args)[0] is None
+        ):
             # Verify is off because this store's last commit says so: the store must not be
             # a stale one that a commit moved the pass back to (one from before verify was on).
             _refuse_stale_store(inventory, current, gitsource.sha_of(commit))
         store.record_commit(gitsource.sha_of(commit), utc_now())
+
     return guard
 
 
 def _verify(inventory: Path, store: StateStore, commit: str, trust: Trust, audit) -> None:
     head = gitsource.sha_of(commit)
     if commit.endswith("-dirty"):
-        raise SourceError("git.verify is on and the inventory has uncommitted changes, "
-                          "which no signature covers: commit (signed) or stash them")
+        raise SourceError(
+            "git.verify is on and the inventory has uncommitted changes, "
+            "which no signature covers: commit (signed) or stash them"
+        )
     if trust.last is not None:
         _refuse_stale_store(inventory, trust, head)
         verify_commits(inventory, trust.mode, trust.last, head)
         return
     if trust.anchor is None:
-        raise RefusedCommit(f"refusing commit {head[:12]}: git.verify is on ({trust.why}) and "
-                            "this state store has never reconciled a commit, so nothing here "
-                            f"can say whom to trust; {ANCHOR_HINT}", head)
+        raise RefusedCommit(
+            f"refusing commit {head[:12]}: git.verify is on ({trust.why}) and "
+            "this state store has never reconciled a commit, so nothing here "
+            f"can say whom to trust; {ANCHOR_HINT}",
+            head,
+        )
     anchor_commit, anchor_key = _anchor(inventory, trust.anchor, head)
     verdicts = verify_commits(inventory, trust.mode, anchor_commit, head, anchor_key=anchor_key)
-    log.warning("trusting commit %s on the anchor %s given outside the repository",
-                head[:12], trust.anchor)
+    log.warning(
+        "trusting commit %s on the anchor %s given outside the repository", head[:12], trust.anchor
+    )
     if audit is not None:
-        audit("commit.anchored", commit=head, anchor=trust.anchor,
-              signers=sorted({v.fingerprint for v in verdicts}))
+        audit(
+            "commit.anchored",
+            commit=head,
+            anchor=trust.anchor,
+            signers=sorted({v.fingerprint for v in verdicts}),
+        )
 
 
 def _anchor(inventory: Path, text: str, head: str) -> tuple[str | None, str | None]:
@@ -232,25 +283,32 @@ def _anchor(inventory: Path, text: str, head: str) -> tuple[str | None, str | No
     if fingerprint is None and os.path.isfile(text):
         # A key file the repository holds is the pushers' word, not the host's.
         if _inside(Path(text), Path(trees.top)):
-            raise UsageError(f"--trust-anchor {text!r} is a file inside the repository, which "
-                             "any pusher can change: give the admin key's SHA256: fingerprint "
-                             "or a .pub file kept outside the repository")
+            raise UsageError(
+                f"--trust-anchor {text!r} is a file inside the repository, which "
+                "any pusher can change: give the admin key's SHA256: fingerprint "
+                "or a .pub file kept outside the repository"
+            )
         fingerprint = key_fingerprint(Path(text).read_text(errors="replace"))
     if fingerprint is not None:
         return None, fingerprint
     if not FULL_ID.fullmatch(text):
         # A short id or a ref name resolves through refs that pushers create (a tag named
         # like the short id wins over the commit): only a full object id is the host's word.
-        raise UsageError(f"--trust-anchor {text!r} is not a full commit id (40 hex digits, "
-                         "`git rev-parse COMMIT`) nor an SSH public key (a SHA256: fingerprint, "
-                         "a key line or a .pub file)")
+        raise UsageError(
+            f"--trust-anchor {text!r} is not a full commit id (40 hex digits, "
+            "`git rev-parse COMMIT`) nor an SSH public key (a SHA256: fingerprint, "
+            "a key line or a .pub file)"
+        )
     commit = trees.resolve(text)
     if commit is None:
-        raise UsageError(f"--trust-anchor {text!r} is not a commit of this repository (fetch "
-                         "the full history)")
+        raise UsageError(
+            f"--trust-anchor {text!r} is not a commit of this repository (fetch the full history)"
+        )
     if commit != head and not trees.is_ancestor(commit, head):
-        raise RefusedCommit(f"refusing commit {head[:12]}: it does not descend from the trust "
-                            f"anchor {commit[:12]}", head)
+        raise RefusedCommit(
+            f"refusing commit {head[:12]}: it does not descend from the trust anchor {commit[:12]}",
+            head,
+        )
     return commit, None
 
 
@@ -277,7 +335,9 @@ def _refuse_stale_store(inventory: Path, trust: Trust, head: str) -> None:
                 f"refusing commit {head[:12]}: its state: setting names a store that commit "
                 f"{sha[:12]} had moved away from ({named or 'the default'}); the store's last "
                 f"commit {trust.last[:12]} is stale. Run with --state URL (or RECONCILE_STATE) "
-                "naming the store to use, or use a new store with --trust-anchor", head)
+                "naming the store to use, or use a new store with --trust-anchor",
+                head,
+            )
 
 
 def _trees(inventory: Path) -> Trees:
@@ -286,7 +346,7 @@ def _trees(inventory: Path) -> Trees:
 
 
 def _prefix(inventory: Path) -> str:
-    from ..source.revision import Repository
+    from reconciler.adapters.source.revision import Repository
 
     with Repository(inventory) as repo:
         return "" if repo.path == "." else repo.path + "/"

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
-from ..errors import InfrastructureError, ReconcilerError, UsageError
-from ..model import Inventory, Machine
-from ..transport import hostkeys
-from ..transport.base import Transport
-from ..transport.probe import Load, local_probe
-from . import views
+from reconciler.adapters.transport import hostkeys
+from reconciler.adapters.transport.base import Transport
+from reconciler.adapters.transport.probe import Load, local_probe
+from reconciler.cli import views
+from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
+from reconciler.core.model import Inventory, Machine
 
 PROBE_TIMEOUT = 10.0
 HISTORY = 5000  # recent runs read from the store to find when a machine was last seen
@@ -34,20 +34,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Declare `machines [keyscan HOST[:PORT]]` on `subparsers`; returns the parser (the
     caller adds the global options)."""
     parser = subparsers.add_parser(
-        "machines", help="machines, reachability and load; 'keyscan HOST[:PORT]' prints a "
-                         "host key to pin")
-    parser.add_argument("action", nargs="?", choices=("keyscan",), metavar="keyscan",
-                        help="print the host_key line of HOST[:PORT] (no login)")
+        "machines",
+        help="machines, reachability and load; 'keyscan HOST[:PORT]' prints a host key to pin",
+    )
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("keyscan",),
+        metavar="keyscan",
+        help="print the host_key line of HOST[:PORT] (no login)",
+    )
     parser.add_argument("target", nargs="?", metavar="HOST[:PORT]")
-    parser.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS,
-                        help="output format (default: text)")
-    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT, metavar="SECONDS",
-                        help=f"per machine (default {PROBE_TIMEOUT:g})")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="output format (default: text)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=PROBE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"per machine (default {PROBE_TIMEOUT:g})",
+    )
     return parser
 
 
-def run(args: argparse.Namespace, inventory: Inventory | None,
-        transports: Mapping[str, Transport]) -> int:
+def run(
+    args: argparse.Namespace, inventory: Inventory | None, transports: Mapping[str, Transport]
+) -> int:
     """Run `machines` or `machines keyscan`; returns the exit code (0)."""
     fmt = getattr(args, "format", None) or "text"
     if args.action == "keyscan":
@@ -55,14 +71,17 @@ def run(args: argparse.Namespace, inventory: Inventory | None,
             raise UsageError("machines keyscan needs HOST[:PORT]")
         return _keyscan(args.target, fmt, args.timeout)
     if args.target:
-        raise UsageError(f"machines: unexpected argument {args.target!r} (did you mean "
-                         f"'machines keyscan {args.target}'?)")
+        raise UsageError(
+            f"machines: unexpected argument {args.target!r} (did you mean "
+            f"'machines keyscan {args.target}'?)"
+        )
     if inventory is None:
         raise UsageError("machines needs an inventory (--inventory DIR)")
     return _list(args, inventory, transports, fmt)
 
 
 # ---------------------------------------------------------------------------- keyscan
+
 
 def parse_target(text: str) -> tuple[str, int]:
     """Pure: `host`, `host:port`, `[v6]:port` or a bare IPv6 address as (host, port)."""
@@ -81,13 +100,30 @@ def _keyscan(target: str, fmt: str, timeout: float) -> int:
     host, port = parse_target(target)
     keys = hostkeys.scan(host, port, timeout)
     if fmt == "json":
-        print(views.to_json({"host": host, "port": port, "keys": [
-            {"type": k.type, "key": k.base64, "fingerprint": k.fingerprint, "line": k.line}
-            for k in keys]}))
+        print(
+            views.to_json(
+                {
+                    "host": host,
+                    "port": port,
+                    "keys": [
+                        {
+                            "type": k.type,
+                            "key": k.base64,
+                            "fingerprint": k.fingerprint,
+                            "line": k.line,
+                        }
+                        for k in keys
+                    ],
+                }
+            )
+        )
         return 0
     print(keyscan_text(host, port, keys))
-    print("Compare the fingerprint with the machine's own (on its console: ssh-keygen -lf "
-          "/etc/ssh/ssh_host_*_key.pub) before pasting the host_key line.", file=sys.stderr)
+    print(
+        "Compare the fingerprint with the machine's own (on its console: ssh-keygen -lf "
+        "/etc/ssh/ssh_host_*_key.pub) before pasting the host_key line.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -105,14 +141,17 @@ def keyscan_text(host: str, port: int, keys: list[hostkeys.ScannedKey]) -> str:
 
 # ---------------------------------------------------------------------------- machines
 
+
 def _list(args, inventory: Inventory, transports: Mapping[str, Transport], fmt: str) -> int:
     machines = sorted(inventory.machines.values(), key=lambda m: m.name)
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(machines)))) as pool:
         probes = list(pool.map(lambda m: _probe(m, transports, args.timeout), machines))
     history = _last_runs(args, inventory)
-    now = datetime.now(timezone.utc)
-    rows = [status(m, load, error, now if error is None else history.get(m.name))
-            for m, (load, error) in zip(machines, probes, strict=True)]
+    now = datetime.now(UTC)
+    rows = [
+        status(m, load, error, now if error is None else history.get(m.name))
+        for m, (load, error) in zip(machines, probes, strict=True)
+    ]
     if fmt == "json":
         print(views.to_json(rows))
     else:
@@ -120,8 +159,9 @@ def _list(args, inventory: Inventory, transports: Mapping[str, Transport], fmt: 
     return 0
 
 
-def _probe(machine: Machine, transports: Mapping[str, Transport],
-           timeout: float) -> tuple[Load | None, str | None]:
+def _probe(
+    machine: Machine, transports: Mapping[str, Transport], timeout: float
+) -> tuple[Load | None, str | None]:
     """(load, None) when the machine answered, (None, why not) otherwise."""
     try:
         if machine.transport == "local":
@@ -136,7 +176,7 @@ def _probe(machine: Machine, transports: Mapping[str, Transport],
 
 def _last_runs(args, inventory: Inventory) -> dict[str, datetime]:
     """When each machine last finished a command, from the store (empty without one)."""
-    from . import wiring
+    from reconciler.cli import wiring
 
     try:
         store = wiring.store(args, inventory, create=False, read_only=True)
@@ -157,16 +197,25 @@ def _last_runs(args, inventory: Inventory) -> dict[str, datetime]:
     return seen
 
 
-def status(machine: Machine, load: Load | None, error: str | None,
-           last_seen: datetime | None) -> dict:
+def status(
+    machine: Machine, load: Load | None, error: str | None, last_seen: datetime | None
+) -> dict:
     """Pure: one machine's row, as `--format json` prints it."""
     return {
-        "name": machine.name, "team": machine.team, "transport": machine.transport,
-        "host": machine.host, "port": machine.port if machine.transport == "ssh" else None,
-        "reachable": error is None, "error": error, "last_seen": views.iso(last_seen),
+        "name": machine.name,
+        "team": machine.team,
+        "transport": machine.transport,
+        "host": machine.host,
+        "port": machine.port if machine.transport == "ssh" else None,
+        "reachable": error is None,
+        "error": error,
+        "last_seen": views.iso(last_seen),
         "load": [load.load1, load.load5, load.load15] if load else None,
-        "memory": ({"total_kib": load.mem_total_kib, "available_kib": load.mem_available_kib}
-                   if load else None),
+        "memory": (
+            {"total_kib": load.mem_total_kib, "available_kib": load.mem_available_kib}
+            if load
+            else None
+        ),
     }
 
 
@@ -174,9 +223,19 @@ def machines_text(rows: list[dict]) -> str:
     """Pure: the machines table, then one line per unreachable machine saying why."""
     table = views.table(
         ("MACHINE", "TEAM", "TRANSPORT", "REACHABLE", "LOAD 1/5/15", "MEM FREE", "LAST SEEN"),
-        [(r["name"], r["team"], r["transport"], "yes" if r["reachable"] else "NO",
-          " ".join(f"{x:.2f}" for x in r["load"]) if r["load"] else "-", _memory(r["memory"]),
-          r["last_seen"] or "-") for r in rows])
+        [
+            (
+                r["name"],
+                r["team"],
+                r["transport"],
+                "yes" if r["reachable"] else "NO",
+                " ".join(f"{x:.2f}" for x in r["load"]) if r["load"] else "-",
+                _memory(r["memory"]),
+                r["last_seen"] or "-",
+            )
+            for r in rows
+        ],
+    )
     problems = [f"{r['name']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join([table, *problems])
 
@@ -184,5 +243,5 @@ def machines_text(rows: list[dict]) -> str:
 def _memory(memory: dict | None) -> str:
     if not memory or not memory["total_kib"] or memory["available_kib"] is None:
         return "-"
-    gib = memory["total_kib"] / 1024 ** 2
+    gib = memory["total_kib"] / 1024**2
     return f"{memory['available_kib'] * 100 // memory['total_kib']}% of {gib:.1f} GiB"

@@ -14,9 +14,9 @@ import sys
 import time
 import traceback
 
-from ..errors import InputError, ReconcilerError
-from ..redact import Redactor
-from .startup import hide_identity
+from reconciler.cli.startup import hide_identity
+from reconciler.core.errors import InputError, ReconcilerError
+from reconciler.core.redact import Redactor
 
 # The commands (engine, loader, croniter, rich, ...) are imported inside `main`, after
 # `hide_identity` has re-executed the process when an identity is given: imported here, every
@@ -31,9 +31,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, event and any structured extras."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
-                "level": record.levelname.lower(), "event": record.getMessage(),
-                "logger": record.name}
+        data = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+        }
         for name in LOG_FIELDS:
             if getattr(record, name, None) is not None:
                 data[name] = getattr(record, name)
@@ -63,13 +66,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(verbose: int, quiet: bool, log_format: str | None,
-                      redact: Redactor) -> None:
-    level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1
-                                                            else logging.DEBUG)
+def configure_logging(verbose: int, quiet: bool, log_format: str | None, redact: Redactor) -> None:
+    level = (
+        logging.WARNING
+        if quiet or not verbose
+        else (logging.INFO if verbose == 1 else logging.DEBUG)
+    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json"
-                         else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
     handler.addFilter(RedactingFilter(redact))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv is None:  # a real start: hide the identity before anything can run (startup.py)
             hide_identity(sys.argv[1:], os.environ)
-        from .args import build_parser
+        from reconciler.cli.args import build_parser
 
         # A usage error is raised while parsing, before `args.log_format` exists: read the
         # flag from the raw words so that even that error is one JSON object when asked.
@@ -117,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `reconcile queue list | head`
         return 0
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
-        _say(redact(f"error: internal error (a bug in reconciler, please report it): "
-                    f"{type(exc).__name__}: {exc}")
-             + ("" if verbose else " (run with -v for details)"), log_format)
+        _say(
+            redact(
+                f"error: internal error (a bug in reconciler, please report it): "
+                f"{type(exc).__name__}: {exc}"
+            )
+            + ("" if verbose else " (run with -v for details)"),
+            log_format,
+        )
         _traceback_if(verbose, redact, log_format)
         return 3
 
@@ -139,24 +152,24 @@ def _log_format_in(words: list[str]) -> str | None:
 
 def _say(line: str, log_format: str | None, level: str = "error") -> None:
     """One line on stderr; with `--log-format json`, as one JSON object like the logs."""
-    from .progress import json_line
+    from reconciler.cli.progress import json_line
 
     print(json_line(line, level) if log_format == "json" else line, file=sys.stderr)
 
 
 def _dispatch(args) -> int:
-    from .commands import COMMANDS, cmd_once
+    from reconciler.cli.commands import COMMANDS, cmd_once
 
     _refuse_unwritable_format(args)
     _refuse_bad_pass_flags(args)
     if args.command is None:
         if not args.once and not args.dry_run:
-            from .daemon_cmd import cmd_continuous
+            from reconciler.cli.daemon_cmd import cmd_continuous
 
             return cmd_continuous(args)
         return cmd_once(args)
     if args.once or args.dry_run:
-        from ..errors import UsageError
+        from reconciler.core.errors import UsageError
 
         raise UsageError("--once and --dry-run go without a command: 'reconcile --once'")
     return COMMANDS[args.command](args)
@@ -167,7 +180,7 @@ def _refuse_unwritable_format(args) -> None:
     `plan`) and so reaches every command; one that cannot write it refuses it here, before it
     runs, records or changes anything (checked only where a command prints, it had done its
     work, a whole pass or a queue change, and then exited 2)."""
-    from . import wiring
+    from reconciler.cli import wiring
 
     if getattr(args, "format", None) is None:
         return
@@ -182,7 +195,7 @@ def _refuse_bad_pass_flags(args) -> None:
     """A pass or a worker with a malformed --grace or --lock-timeout is refused before it opens
     or creates a state store (`--once --grace x` created one, then exited 2; the daemon
     checked --grace in every pass and logged the same error forever instead of exiting)."""
-    from . import wiring
+    from reconciler.cli import wiring
 
     if args.command is None or args.command == "worker":
         if hasattr(args, "grace"):
@@ -193,10 +206,12 @@ def _refuse_bad_pass_flags(args) -> None:
 
 def _traceback_if(verbose: int, redact: Redactor, log_format: str | None = None) -> None:
     if verbose and log_format == "json":
-        from .progress import json_line
+        from reconciler.cli.progress import json_line
 
-        print(json_line("traceback", "debug", traceback=redact(traceback.format_exc())),
-              file=sys.stderr)
+        print(
+            json_line("traceback", "debug", traceback=redact(traceback.format_exc())),
+            file=sys.stderr,
+        )
     elif verbose:
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
 

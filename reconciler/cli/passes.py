@@ -8,38 +8,60 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
-from ..engine import Engine, Event, PassReport
-from ..errors import InputError, StoreError
-from ..model import DEFAULT_STATE_URL
-from ..source import git as gitsource
-from ..sinks import audit_validation_failed, build_sinks
-from ..source.git import RefusedCommit
-from ..store.factory import open_store
-from . import wiring
-from .lineage import (SETTINGS_FILES, Trust, committed_settings, decide, lineage_guard,
-                      refuse_state_setting, verify_may_be_in_force)
+from reconciler.adapters.source import git as gitsource
+from reconciler.adapters.source.git import RefusedCommit
+from reconciler.adapters.store.factory import open_store
+from reconciler.cli import wiring
+from reconciler.cli.lineage import (
+    SETTINGS_FILES,
+    Trust,
+    committed_settings,
+    decide,
+    lineage_guard,
+    refuse_state_setting,
+    verify_may_be_in_force,
+)
+from reconciler.core.errors import InputError, StoreError
+from reconciler.core.model import DEFAULT_STATE_URL
+from reconciler.pipeline.engine import Engine, Event, PassReport
+from reconciler.pipeline.sinks import audit_validation_failed, build_sinks
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
-                 progress: Callable[[Event], None], metrics=None,
-                 desired=None) -> Iterator[tuple[Engine, object]]:
+def wired_engine(
+    args: argparse.Namespace,
+    loaded,
+    store,
+    *,
+    commit: str | None,
+    progress: Callable[[Event], None],
+    metrics=None,
+    desired=None,
+) -> Iterator[tuple[Engine, object]]:
     """An engine whose events go to the sinks first (a refused audit entry must stop the
     dispatch) and then to `progress`; sinks and transports are closed on exit, waiting at
     most 10 s for alert deliveries."""
     secrets = wiring.secrets(args, loaded.inventory)
     secrets.learn_every_vault(loaded.inventory.teams)  # masked even where no run asks for it
-    sinks = build_sinks(store, loaded.inventory, desired or loaded.desired, args.redactor,
-                        secrets, commit=commit, metrics=metrics)
-    transports = wiring.transports(secrets, loaded.inventory.settings, loaded.workdir,
-                                   teams=len(loaded.inventory.teams))
+    sinks = build_sinks(
+        store,
+        loaded.inventory,
+        desired or loaded.desired,
+        args.redactor,
+        secrets,
+        commit=commit,
+        metrics=metrics,
+    )
+    transports = wiring.transports(
+        secrets, loaded.inventory.settings, loaded.workdir, teams=len(loaded.inventory.teams)
+    )
 
     def on_event(event: Event) -> None:
         if event.kind == "unreachable":  # one alert per machine, not per run
@@ -47,10 +69,16 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
         else:
             sinks(event)
         progress(event)
+
     try:
-        engine = Engine(store, transports, concurrency=wiring.concurrency(args, loaded.inventory),
-                        on_event=on_event, resolve=sinks.audit_resolver(secrets),
-                        redactor=args.redactor)
+        engine = Engine(
+            store,
+            transports,
+            concurrency=wiring.concurrency(args, loaded.inventory),
+            on_event=on_event,
+            resolve=sinks.audit_resolver(secrets),
+            redactor=args.redactor,
+        )
         yield engine, sinks
     finally:
         sinks.close(10)
@@ -58,14 +86,18 @@ def wired_engine(args: argparse.Namespace, loaded, store, *, commit: str | None,
             transport.close()
 
 
-def run_pass(args: argparse.Namespace, loaded, store, engine: Engine, sinks,
-             commit: str | None, trust: Trust) -> PassReport:
+def run_pass(
+    args: argparse.Namespace, loaded, store, engine: Engine, sinks, commit: str | None, trust: Trust
+) -> PassReport:
     """The pass itself, audited from start to end (a refused commit included)."""
     sinks.pass_started(commit)
     try:
-        report = engine.run_pass(loaded.desired, commit, wiring.lock_timeout(args),
-                                 before_plan=lineage_guard(args, store, commit, trust,
-                                                           sinks.audit.append))
+        report = engine.run_pass(
+            loaded.desired,
+            commit,
+            wiring.lock_timeout(args),
+            before_plan=lineage_guard(args, store, commit, trust, sinks.audit.append),
+        )
     except BaseException as exc:
         if isinstance(exc, RefusedCommit):
             sinks.commit_refused(exc.commit, str(exc))
@@ -76,8 +108,9 @@ def run_pass(args: argparse.Namespace, loaded, store, engine: Engine, sinks,
 
 
 @contextmanager
-def prepared_pass(args: argparse.Namespace, commit: str | None
-                  ) -> Iterator[tuple[wiring.Loaded, object, Trust]]:
+def prepared_pass(
+    args: argparse.Namespace, commit: str | None
+) -> Iterator[tuple[wiring.Loaded, object, Trust]]:
     """The inventory, the store and the trust decision of one pass over `commit`.
 
     The trust decision comes first, from trusted ground only (lineage.decide): flags and
@@ -92,19 +125,23 @@ def prepared_pass(args: argparse.Namespace, commit: str | None
     url, state = _state_location(args, inventory, view, commit)
     last = _last_commit(url)
     trust = decide(args, view, last, head, state)
-    trust = replace(trust, from_commit=trust.on and head is not None,
-                    redecide=lambda newer: decide(args, view, newer, head, state))
+    trust = replace(
+        trust,
+        from_commit=trust.on and head is not None,
+        redecide=lambda newer: decide(args, view, newer, head, state),
+    )
     if not trust.from_commit:
         loaded = load_audited(args, commit, url=url)
         with _opened(url) as store:
             yield loaded, store, trust
         return
-    from ..source.revision import Repository
+    from reconciler.adapters.source.revision import Repository
 
     with Repository(inventory) as repo, repo.checkout(head) as checkout:
         worktree = repo.repo.working_tree_dir
-        loaded = load_audited(args, commit, url=url,
-                              load=lambda: _load_checkout(checkout, worktree))
+        loaded = load_audited(
+            args, commit, url=url, load=lambda: _load_checkout(checkout, worktree)
+        )
         with _opened(url) as store:
             yield loaded, store, trust
 
@@ -120,13 +157,19 @@ def worker_inventory(args: argparse.Namespace, follow_working_tree):
     last = _last_commit(url)
     trust = decide(args, view, last, last, state)
     if not trust.on:
-        return _WhileVerifyOff(follow_working_tree(args, wiring.load(args)),
-                               lambda newer: decide(args, view, newer, newer, state).on, url, last)
+        return _WhileVerifyOff(
+            follow_working_tree(args, wiring.load(args)),
+            lambda newer: decide(args, view, newer, newer, state).on,
+            url,
+            last,
+        )
     if last is None or view is None:
-        from ..errors import SourceError
+        from reconciler.core.errors import SourceError
 
-        raise SourceError("git.verify is on and this store has reconciled no commit yet: a "
-                          "worker runs only what a verified pass planned; run a pass first")
+        raise SourceError(
+            "git.verify is on and this store has reconciled no commit yet: a "
+            "worker runs only what a verified pass planned; run a pass first"
+        )
     return _VerifiedInventory(inventory, url, last)
 
 
@@ -147,17 +190,19 @@ class _WhileVerifyOff:
         self.on_refused: Callable[[], None] = lambda: None
 
     def __call__(self):
-        from ..model import DesiredState
+        from reconciler.core.model import DesiredState
 
         if self.refused is None:
             last = self.read_last()
             if last is not None and last != self.last:
                 self.last = last
                 if self.verify_on(last):
-                    self.refused = (f"git.verify is on since {last[:12]}, the last commit "
-                                    "reconciled, and this worker was started before: it ran the "
-                                    "working tree, which no signature covers, and runs nothing "
-                                    "more; start it again to run the verified commit")
+                    self.refused = (
+                        f"git.verify is on since {last[:12]}, the last commit "
+                        "reconciled, and this worker was started before: it ran the "
+                        "working tree, which no signature covers, and runs nothing "
+                        "more; start it again to run the verified commit"
+                    )
                     log.error("%s", self.refused)
                     self.on_refused()
         if self.refused is not None:
@@ -186,7 +231,7 @@ class _VerifiedInventory:
             raise
 
     def _switch(self, commit: str) -> None:
-        from ..source.revision import Checkout, Repository
+        from reconciler.adapters.source.revision import Checkout, Repository
 
         with Repository(self.inventory) as repo:
             sha = repo.commit(commit).hexsha
@@ -198,8 +243,9 @@ class _VerifiedInventory:
         os.symlink(sha, link)
         os.replace(link, self.parent / "current")
         current = self.parent / "current"
-        checkout = Checkout(current, current.joinpath(*Path(path).parts) if path != "." else
-                            current, sha, sha, path)
+        checkout = Checkout(
+            current, current.joinpath(*Path(path).parts) if path != "." else current, sha, sha, path
+        )
         self.loaded = _load_checkout(checkout, worktree)
         self.commit = sha
 
@@ -211,8 +257,9 @@ class _VerifiedInventory:
                 try:
                     self._switch(last)
                 except InputError as exc:
-                    log.error("commit %s does not load; keeping %s: %s", last[:12],
-                              self.commit[:12], exc)
+                    log.error(
+                        "commit %s does not load; keeping %s: %s", last[:12], self.commit[:12], exc
+                    )
         return self.loaded.desired
 
     def close(self) -> None:
@@ -243,9 +290,9 @@ def _opened(url: str):
 
 def _git_view(inventory: Path):
     """(Trees, the inventory's path prefix in the repository) or None outside git."""
-    from ..errors import SourceError
-    from ..source.revision import Repository
-    from ..source.trees import Trees
+    from reconciler.adapters.source.revision import Repository
+    from reconciler.adapters.source.trees import Trees
+    from reconciler.core.errors import SourceError
 
     try:
         with Repository(inventory) as repo:
@@ -285,8 +332,8 @@ def _state_location(args, inventory: Path, view, commit: str | None):
 def _refuse_tracked_store(url: str, trees, head: str) -> None:
     """A store chosen by the `state:` setting must not be a file of the repository: whoever
     pushes would write it, and with it the last reconciled commit that trust is judged by."""
-    from ..errors import SourceError
-    from ..store.factory import sqlite_path
+    from reconciler.adapters.store.factory import sqlite_path
+    from reconciler.core.errors import SourceError
 
     try:
         path = sqlite_path(url)
@@ -300,19 +347,21 @@ def _refuse_tracked_store(url: str, trees, head: str) -> None:
         except ValueError:
             continue
         # The file itself, or a folder on its way (a committed symlink), is tracked.
-        tracked = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)
-                   if "/".join(parts[:i]) in files]
+        tracked = [
+            "/".join(parts[:i]) for i in range(1, len(parts) + 1) if "/".join(parts[:i]) in files
+        ]
         if tracked:
             raise SourceError(
                 f"refusing commit {head[:12]}: the state store {url} is in the repository "
                 f"({tracked[0]} is a file of that commit), so whoever pushes writes the store "
                 "and the last reconciled commit trust is judged by: keep the store outside the "
-                "repository's files, or name it with --state (or RECONCILE_STATE)")
+                "repository's files, or name it with --state (or RECONCILE_STATE)"
+            )
 
 
 def _working_tree_state(inventory: Path) -> str | None:
-    from ..diagnostics import Diagnostics
-    from ..yamlio import parse_yaml, to_plain
+    from reconciler.core.diagnostics import Diagnostics
+    from reconciler.inventory.yamlio import parse_yaml, to_plain
 
     for name in SETTINGS_FILES:
         path = inventory / name
@@ -339,8 +388,13 @@ def _last_commit(url: str) -> str | None:
         store.close()
 
 
-def load_audited(args: argparse.Namespace, commit: str | None, *, url: str | None = None,
-                 load: Callable[[], "wiring.Loaded"] | None = None):
+def load_audited(
+    args: argparse.Namespace,
+    commit: str | None,
+    *,
+    url: str | None = None,
+    load: Callable[[], wiring.Loaded] | None = None,
+):
     """`wiring.load` (or `load`), recording a failed validation in the audit log of an
     existing store (`url`, else the one the flags name)."""
     try:

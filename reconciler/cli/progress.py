@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TextIO
 
-from ..engine import Event
+from reconciler.pipeline.engine import Event
 
 _PLAIN = {
     "recovered": "recovered {task} on {machine}: {status}",
@@ -30,10 +30,16 @@ _PLAIN = {
 def _line(event: Event) -> str:
     run = event.run
     return _PLAIN[event.kind].format(
-        task=run.task, machine=run.machine, id=run.id, attempt=run.attempt,
-        priority=run.priority, status=run.status.value, detail=event.detail,
+        task=run.task,
+        machine=run.machine,
+        id=run.id,
+        attempt=run.attempt,
+        priority=run.priority,
+        status=run.status.value,
+        detail=event.detail,
         colon=": " if event.detail else "",
-        not_before=run.not_before.strftime("%H:%M:%S UTC") if run.not_before else "-")
+        not_before=run.not_before.strftime("%H:%M:%S UTC") if run.not_before else "-",
+    )
 
 
 class PlainProgress:
@@ -66,10 +72,19 @@ class JsonProgress(PlainProgress):
 def event_json(event: Event) -> dict:
     """An engine event as a JSON log object (the fields of `--log-format json` lines)."""
     run = event.run
-    data = {"time": _utc_stamp(), "level": "info", "event": _line(event),
-            "logger": "reconciler.progress", "kind": event.kind, "task": run.task,
-            "machine": run.machine, "run": run.id, "attempt": run.attempt,
-            "status": run.status.value, "commit": run.commit}
+    data = {
+        "time": _utc_stamp(),
+        "level": "info",
+        "event": _line(event),
+        "logger": "reconciler.progress",
+        "kind": event.kind,
+        "task": run.task,
+        "machine": run.machine,
+        "run": run.id,
+        "attempt": run.attempt,
+        "status": run.status.value,
+        "commit": run.commit,
+    }
     if event.detail:
         data["detail"] = event.detail
     return {k: v for k, v in data.items() if v is not None}
@@ -77,8 +92,9 @@ def event_json(event: Event) -> dict:
 
 def json_line(message: str, level: str = "info", **fields) -> str:
     """A line of text (a warning, an error, a summary) as one JSON log object."""
-    return json.dumps({"time": _utc_stamp(), "level": level, "event": message,
-                       "logger": "reconciler", **fields})
+    return json.dumps(
+        {"time": _utc_stamp(), "level": level, "event": message, "logger": "reconciler", **fields}
+    )
 
 
 def _utc_stamp() -> str:
@@ -95,8 +111,7 @@ class LiveProgress:
         self.console = Console(stderr=True)
         self.running: dict[int, Event] = {}
         self.counts: dict[str, int] = {}
-        self.live = Live(self._render(), console=self.console, refresh_per_second=8,
-                         transient=True)
+        self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=True)
 
     def _render(self):
         from rich.table import Table

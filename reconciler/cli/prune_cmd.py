@@ -17,20 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
-from ..audit import checkpoint as cp
-from ..audit.chain import AuditEntry, TamperedError
-from ..audit.writer import AuditWriter, timestamp
-from ..durations import parse_duration
-from ..errors import InputError, UsageError
-from ..state import Run
-from ..store.base import StateStore
-from ..vault.secrets import load_identities
-from . import views, wiring
-from .audit_cmd import ANCHOR_ACTION, check_chain, key_path
+from reconciler.adapters.audit import checkpoint as cp
+from reconciler.adapters.audit.chain import AuditEntry, TamperedError
+from reconciler.adapters.audit.writer import AuditWriter, timestamp
+from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.vault.secrets import load_identities
+from reconciler.cli import views, wiring
+from reconciler.cli.audit_cmd import ANCHOR_ACTION, check_chain, key_path
+from reconciler.core.durations import parse_duration
+from reconciler.core.errors import InputError, UsageError
+from reconciler.core.state import Run
 
 FORMATS = ("text", "json")
 PAGE = 1000
@@ -39,17 +40,22 @@ PAGE = 1000
 def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
     """Declare `prune` on the `queue` subcommands."""
     parser = subparsers.add_parser(
-        "prune", help="remove old finished runs (after archiving them with --archive)",
+        "prune",
+        help="remove old finished runs (after archiving them with --archive)",
         description="Remove runs that ended more than --older-than ago (the newest run of "
-                    "each task version on each machine is kept). With --archive, write them "
-                    "and the audit entries as old to FILE first, and prune those audit "
-                    "entries too; without it the audit log is kept whole.")
-    parser.add_argument("--older-than", required=True, metavar="D",
-                        help="age of the runs to remove, such as 30d")
-    parser.add_argument("--archive", metavar="FILE",
-                        help="write what is removed here first (JSON lines; .gz: gzip)")
-    parser.add_argument("--key", metavar="FILE",
-                        help="the audit key file that signs the archive's checkpoint")
+        "each task version on each machine is kept). With --archive, write them "
+        "and the audit entries as old to FILE first, and prune those audit "
+        "entries too; without it the audit log is kept whole.",
+    )
+    parser.add_argument(
+        "--older-than", required=True, metavar="D", help="age of the runs to remove, such as 30d"
+    )
+    parser.add_argument(
+        "--archive", metavar="FILE", help="write what is removed here first (JSON lines; .gz: gzip)"
+    )
+    parser.add_argument(
+        "--key", metavar="FILE", help="the audit key file that signs the archive's checkpoint"
+    )
     add_globals(parser, suppress=True)
     add_format(parser, FORMATS)
     return parser
@@ -63,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     if args.archive and Path(args.archive).exists():
-        raise UsageError(f"--archive {args.archive} exists; name a new file (an archive is "
-                         "never overwritten)")
+        raise UsageError(
+            f"--archive {args.archive} exists; name a new file (an archive is never overwritten)"
+        )
     inventory = wiring.inventory_if_valid(args)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     before = now - timedelta(seconds=age)
     store = wiring.store(args, inventory, create=False)
     if store is None:
@@ -77,18 +84,28 @@ def run(args: argparse.Namespace) -> int:
             identities = load_identities(getattr(args, "identity", None))
             path = key_path(args, wiring.state_url(args, inventory))
             key, trusted = cp.signing_key(identities, path), cp.trusted(identities, path)
-        done = prune(store, before, args.archive, key, redact=getattr(args, "redactor", None),
-                     trusted=trusted)
+        done = prune(
+            store,
+            before,
+            args.archive,
+            key,
+            redact=getattr(args, "redactor", None),
+            trusted=trusted,
+        )
     finally:
         store.close()
     return _report(fmt, done)
 
 
-
-
-def prune(store: StateStore, before: datetime, archive: str | None,
-          key: cp.SigningKey | None, *, redact=None,
-          trusted: Mapping[str, str] | None = None) -> dict[str, Any]:
+def prune(
+    store: StateStore,
+    before: datetime,
+    archive: str | None,
+    key: cp.SigningKey | None,
+    *,
+    redact=None,
+    trusted: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Archive (when `archive`) then delete; audit what was done. Returns the counts.
     Raises `TamperedError` (exit 1) before pruning anything from a log that does not verify
     (its anchor included: checked with `trusted`, by default the signing key),
@@ -101,16 +118,23 @@ def prune(store: StateStore, before: datetime, archive: str | None,
     through = 0
     if archive:
         assert key is not None, "an archive needs a signing key"
-        through, signed = _archive(store, before, set(run_ids), archive, key,
-                                   trusted or {key.public: key.source})
+        through, signed = _archive(
+            store, before, set(run_ids), archive, key, trusted or {key.public: key.source}
+        )
         if through:
             AuditWriter(store, redact=redact).append(ANCHOR_ACTION, anchor=signed.to_json())
-    removed = sum(store.delete_runs(run_ids[i:i + PAGE], before)
-                  for i in range(0, len(run_ids), PAGE))
-    pruned_audit = store.prune_audit(through, datetime.now(timezone.utc)) if through else 0
+    removed = sum(
+        store.delete_runs(run_ids[i : i + PAGE], before) for i in range(0, len(run_ids), PAGE)
+    )
+    pruned_audit = store.prune_audit(through, datetime.now(UTC)) if through else 0
     outbox = store.prune_outbox(before)
-    done = {"runs": removed, "audit_entries": pruned_audit, "outbox": outbox,
-            "archive": archive, "before": views.iso(before)}
+    done = {
+        "runs": removed,
+        "audit_entries": pruned_audit,
+        "outbox": outbox,
+        "archive": archive,
+        "before": views.iso(before),
+    }
     AuditWriter(store, redact=redact).append("queue.prune", **done)
     return done
 
@@ -125,25 +149,39 @@ def _prunable(store: StateStore, before: datetime) -> Iterator[Run]:
         after = page[-1].id
 
 
-def _archive(store: StateStore, before: datetime, run_ids: set[int], archive: str,
-             key: cp.SigningKey, trusted: Mapping[str, str]) -> tuple[int, cp.Checkpoint]:
+def _archive(
+    store: StateStore,
+    before: datetime,
+    run_ids: set[int],
+    archive: str,
+    key: cp.SigningKey,
+    trusted: Mapping[str, str],
+) -> tuple[int, cp.Checkpoint]:
     """Write the runs `run_ids` and the audit entries older than `before`, with a checkpoint
     over them, to `archive`, durably. Returns the seq of the last archived entry (0: none)
     and the checkpoint, which vouches for that entry as the new anchor."""
     verdict = check_chain(store, trusted)
     if not verdict.ok:
-        raise TamperedError(f"{verdict.problem}; nothing was pruned (see `reconcile audit "
-                            "verify`)")
+        raise TamperedError(f"{verdict.problem}; nothing was pruned (see `reconcile audit verify`)")
     prefix = _old_prefix(store, timestamp(before), verdict.count)
     # The checkpoint vouches for the archived part (its last entry); with no entry archived,
     # for the whole log as it is now.
     count, head = (prefix[-1].seq, prefix[-1].hash) if prefix else (verdict.count, verdict.head)
-    signed = cp.sign(key.key, count, head, timestamp(datetime.now(timezone.utc)),
-                     purpose="anchor")  # never mistaken for an export's checkpoint
-    lines = (json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in [
-        *({"type": "run", **views.run_json(run, detail=True)}
-          for run in _prunable(store, before) if run.id in run_ids),
-        *(entry.to_json() for entry in prefix), signed.to_json()])
+    signed = cp.sign(
+        key.key, count, head, timestamp(datetime.now(UTC)), purpose="anchor"
+    )  # never mistaken for an export's checkpoint
+    lines = (
+        json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n"
+        for line in [
+            *(
+                {"type": "run", **views.run_json(run, detail=True)}
+                for run in _prunable(store, before)
+                if run.id in run_ids
+            ),
+            *(entry.to_json() for entry in prefix),
+            signed.to_json(),
+        ]
+    )
     _write_durably(Path(archive), lines)
     return (prefix[-1].seq if prefix else 0), signed
 
@@ -173,8 +211,9 @@ def _write_durably(path: Path, lines: Iterable[str]) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise InputError(f"cannot write the archive {path}: {exc.strerror or exc}; "
-                         "nothing was pruned") from None
+        raise InputError(
+            f"cannot write the archive {path}: {exc.strerror or exc}; nothing was pruned"
+        ) from None
 
 
 def _report(fmt: str, done: dict[str, Any]) -> int:
@@ -182,8 +221,10 @@ def _report(fmt: str, done: dict[str, Any]) -> int:
         print(views.to_json(done))
         return 0
     archived = f" (archived to {done['archive']})" if done.get("archive") else ""
-    print(f"pruned {done['runs']} runs, {done['audit_entries']} audit entries and "
-          f"{done['outbox']} delivered alerts{archived}")
+    print(
+        f"pruned {done['runs']} runs, {done['audit_entries']} audit entries and "
+        f"{done['outbox']} delivered alerts{archived}"
+    )
     if not done.get("archive"):
         print("the audit log was kept whole: prune it with --archive FILE")
     return 0

@@ -16,15 +16,20 @@ import fcntl
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, MutableMapping, NoReturn, Sequence
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
-from ..errors import UsageError
 # Only names: the vault (and with it the loader, jsonschema, croniter) is imported after the
 # re-exec, so a start with an identity pays for those imports once, not twice.
-from ..vault.identity_names import IDENTITY_FILE_VAR, IDENTITY_FLAG, IDENTITY_KEY_VAR
+from reconciler.adapters.vault.identity_names import (
+    IDENTITY_FILE_VAR,
+    IDENTITY_FLAG,
+    IDENTITY_KEY_VAR,
+)
+from reconciler.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from ..vault.secrets import StartupIdentity
+    from reconciler.adapters.vault.secrets import StartupIdentity
 
 # The number of the inherited pipe's read end; only a number, harmless to leave visible.
 HANDOVER_VAR = "RECONCILE_HANDOVER_FD"
@@ -40,15 +45,21 @@ def hide_identity(argv: Sequence[str], environ: MutableMapping[str, str]) -> Non
     image of this process, or, when the identity is in argv or the environment, re-execute
     without it (does not return). Returns when there is nothing to hide."""
     if HANDOVER_VAR in environ:
-        from ..vault.secrets import adopt_startup_identity
+        from reconciler.adapters.vault.secrets import adopt_startup_identity
 
         adopt_startup_identity(_receive(environ.pop(HANDOVER_VAR)))
         return
     args, flag_path = scrub_identity_args(argv)
     if flag_path is None and IDENTITY_FILE_VAR not in environ and IDENTITY_KEY_VAR not in environ:
         return
-    _restart(args, {"file": flag_path or environ.get(IDENTITY_FILE_VAR) or None,
-                    "key_text": environ.get(IDENTITY_KEY_VAR) or None}, environ)
+    _restart(
+        args,
+        {
+            "file": flag_path or environ.get(IDENTITY_FILE_VAR) or None,
+            "key_text": environ.get(IDENTITY_KEY_VAR) or None,
+        },
+        environ,
+    )
 
 
 def scrub_identity_args(argv: Sequence[str]) -> tuple[list[str], str | None]:
@@ -75,8 +86,9 @@ def _names_identity_flag(name: str) -> bool:
     return len(name) >= SHORTEST_ABBREVIATION and IDENTITY_FLAG.startswith(name)
 
 
-def _restart(args: list[str], identity: dict[str, str | None],
-             environ: MutableMapping[str, str]) -> NoReturn:
+def _restart(
+    args: list[str], identity: dict[str, str | None], environ: MutableMapping[str, str]
+) -> NoReturn:
     """Execute this program again with `args`, an environment without the identity, and the
     identity (`file`, `key_text`) in an inherited pipe."""
     payload = json.dumps(identity).encode()
@@ -90,8 +102,9 @@ def _restart(args: list[str], identity: dict[str, str | None],
         os.execve(sys.executable, [*program, *args], env)
     except OSError as exc:  # nothing ran yet; fail closed rather than keep the identity visible
         os.close(read_end)
-        raise UsageError(f"cannot restart {sys.executable} to hide the identity from tasks: "
-                         f"{exc.strerror}") from None
+        raise UsageError(
+            f"cannot restart {sys.executable} to hide the identity from tasks: {exc.strerror}"
+        ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -104,11 +117,13 @@ def _pipe_holding(payload: bytes) -> int:
         except (AttributeError, OSError):
             capacity = 65536
         if len(payload) > capacity:
-            raise UsageError(f"the identity is too large ({len(payload)} bytes; at most "
-                             f"{capacity}): give one identity file of age or OpenSSH keys")
+            raise UsageError(
+                f"the identity is too large ({len(payload)} bytes; at most "
+                f"{capacity}): give one identity file of age or OpenSSH keys"
+            )
         view = memoryview(payload)
         while view:
-            view = view[os.write(write_end, view):]
+            view = view[os.write(write_end, view) :]
     except BaseException:
         os.close(read_end)
         raise
@@ -131,7 +146,7 @@ def _entry_point() -> list[str]:
 
 def _receive(fd_text: str) -> StartupIdentity:
     """Read and close the hand-over pipe named by `fd_text`."""
-    from ..vault.secrets import StartupIdentity
+    from reconciler.adapters.vault.secrets import StartupIdentity
 
     try:
         fd = int(fd_text)
@@ -139,5 +154,6 @@ def _receive(fd_text: str) -> StartupIdentity:
             data = json.loads(pipe.read())
         return StartupIdentity(file=data.get("file"), key_text=data.get("key_text"))
     except (ValueError, OSError, AttributeError) as exc:
-        raise UsageError(f"{HANDOVER_VAR} is set by the reconciler for itself; unset it "
-                         f"({type(exc).__name__})") from None
+        raise UsageError(
+            f"{HANDOVER_VAR} is set by the reconciler for itself; unset it ({type(exc).__name__})"
+        ) from None

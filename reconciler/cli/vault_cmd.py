@@ -13,17 +13,17 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
-from ..diagnostics import did_you_mean
-from ..errors import UsageError, VaultError
-from ..loader import display_path
-from ..model import Team
-from ..vault import age, team_vault
-from ..vault.secrets import load_identities
-from . import views, wiring
+from reconciler.adapters.vault import age, team_vault
+from reconciler.adapters.vault.secrets import load_identities
+from reconciler.cli import views, wiring
+from reconciler.core.diagnostics import did_you_mean
+from reconciler.core.errors import UsageError, VaultError
+from reconciler.core.model import Team
+from reconciler.inventory.loader import display_path
 
 
 def cmd_vault(args: argparse.Namespace) -> int:
@@ -32,10 +32,11 @@ def cmd_vault(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- age-compatible file commands
 
+
 def _keygen(args) -> int:
     identity = age.generate_x25519()
     public = identity.recipient().to_bech32()
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = f"# created: {created}\n# public key: {public}\n{identity.to_bech32()}\n"
     if args.output:
         path = Path(args.output)
@@ -58,8 +59,9 @@ def _passphrase(confirm: bool) -> str:
         with open("/dev/tty"):
             pass
     except OSError:
-        raise UsageError("a passphrase is needed: set RECONCILE_PASSPHRASE or run on a "
-                         "terminal") from None
+        raise UsageError(
+            "a passphrase is needed: set RECONCILE_PASSPHRASE or run on a terminal"
+        ) from None
     first = getpass.getpass("Enter passphrase: ")
     if confirm and getpass.getpass("Confirm passphrase: ") != first:
         raise UsageError("passphrases do not match")
@@ -151,6 +153,7 @@ def _decrypt(args) -> int:
 
 # ---------------------------------------------------------------- team vaults
 
+
 def _team(args) -> tuple[Team, Path]:
     inventory = wiring.load(args).inventory
     team = inventory.teams.get(args.team)
@@ -171,8 +174,9 @@ def _current(path: Path, args) -> dict[str, str] | None:
     return team_vault.read(path, _identities(args), display_path(path))
 
 
-def _current_to_rewrite(path: Path, args, team: Team, *,
-                        adopt: bool = False) -> tuple[dict[str, str] | None, bool]:
+def _current_to_rewrite(
+    path: Path, args, team: Team, *, adopt: bool = False
+) -> tuple[dict[str, str] | None, bool]:
     """For a command that writes the vault: its secrets (None when it does not exist yet) and
     whether its content already names `team`. A vault naming another team is refused; one
     naming none (written before vaults were bound to their team) only by `rekey` (`adopt`),
@@ -184,8 +188,11 @@ def _current_to_rewrite(path: Path, args, team: Team, *,
     name = display_path(path)
     vault = team_vault.read_vault(path, _identities(args), name)
     if vault.team is None and adopt:
-        print(f"warning: {name} named no team; it is rewritten as the vault of team "
-              f"'{team.name}' (check that it holds {team.name}'s secrets)", file=sys.stderr)
+        print(
+            f"warning: {name} named no team; it is rewritten as the vault of team "
+            f"'{team.name}' (check that it holds {team.name}'s secrets)",
+            file=sys.stderr,
+        )
         return vault.secrets, False
     return vault.secrets_of(team.name, name), True
 
@@ -203,8 +210,8 @@ def _list(args) -> int:
 def _audit(args, write) -> None:
     """Record a vault read or write in the audit log of the configured store, if it exists
     (key names only, never values); a vault command never fails for the audit's sake."""
-    from ..errors import InputError, StoreError
-    from ..store.factory import open_store
+    from reconciler.adapters.store.factory import open_store
+    from reconciler.core.errors import InputError, StoreError
 
     try:
         store = open_store(wiring.state_url(args, None), create=False)
@@ -221,16 +228,17 @@ def _audit(args, write) -> None:
 
 
 def _get(args) -> int:
-    from ..sinks import audit_vault_read
+    from reconciler.pipeline.sinks import audit_vault_read
 
     team, path = _team(args)
     secrets = _current(path, args) or {}
-    _audit(args, lambda store: audit_vault_read(store, team.name, args.name,
-                                                purpose="vault get"))
+    _audit(args, lambda store: audit_vault_read(store, team.name, args.name, purpose="vault get"))
     if args.name not in secrets:
         hint = did_you_mean(args.name, secrets)
-        raise UsageError(f"no secret '{args.name}' in the vault of team '{team.name}'"
-                         + (f" ({hint})" if hint else ""))
+        raise UsageError(
+            f"no secret '{args.name}' in the vault of team '{team.name}'"
+            + (f" ({hint})" if hint else "")
+        )
     sys.stdout.write(secrets[args.name] + ("" if secrets[args.name].endswith("\n") else "\n"))
     return 0
 
@@ -245,8 +253,9 @@ def _set(args) -> int:
     if value is None or value == "-":
         value = sys.stdin.read()
         value = value[:-1] if value.endswith("\n") else value  # one trailing newline dropped
-    return _save(team, path, args, lambda secrets: {**secrets, args.name: value},
-                 f"set {args.name}")
+    return _save(
+        team, path, args, lambda secrets: {**secrets, args.name: value}, f"set {args.name}"
+    )
 
 
 def _unset(args) -> int:
@@ -256,6 +265,7 @@ def _unset(args) -> int:
         if args.name not in secrets:
             raise UsageError(f"no secret '{args.name}' in the vault of team '{team.name}'")
         return {k: v for k, v in secrets.items() if k != args.name}
+
     return _save(team, path, args, without, f"unset {args.name}")
 
 
@@ -263,17 +273,20 @@ def _save(team: Team, path: Path, args, change, what: str) -> int:
     recipients = team_vault.parse_recipients(team)
     previous, named = _current_to_rewrite(path, args, team)
     secrets = change(dict(previous or {}))
-    written = team_vault.write(path, secrets, recipients, previous=previous if named else None,
-                               team=team.name)
-    print(f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
-          file=sys.stderr)
+    written = team_vault.write(
+        path, secrets, recipients, previous=previous if named else None, team=team.name
+    )
+    print(
+        f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
+        file=sys.stderr,
+    )
     if written:
         _audit_write(args, team, previous or {}, secrets, what.split()[0])
     return 0
 
 
 def _audit_write(args, team: Team, before: dict, after: dict, change: str) -> None:
-    from ..sinks import audit_vault_write
+    from reconciler.pipeline.sinks import audit_vault_write
 
     names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     _audit(args, lambda store: audit_vault_write(store, team.name, names, change))
@@ -298,12 +311,15 @@ def _edit(args) -> int:
     edited = _edit_in_private_file(team_vault.encode(previous, team.name), _editor())
     vault = team_vault.decode_vault(edited, f"{display_path(path)} (edited)")
     if vault.team not in (None, team.name):
-        raise UsageError(f"{display_path(path)}: the edited vault names team '{vault.team}'; "
-                         f"the vault of team '{team.name}' must name '{team.name}' (_team); "
-                         "the vault is unchanged")
+        raise UsageError(
+            f"{display_path(path)}: the edited vault names team '{vault.team}'; "
+            f"the vault of team '{team.name}' must name '{team.name}' (_team); "
+            "the vault is unchanged"
+        )
     secrets = vault.secrets
-    written = team_vault.write(path, secrets, recipients, previous=previous if named else None,
-                               team=team.name)
+    written = team_vault.write(
+        path, secrets, recipients, previous=previous if named else None, team=team.name
+    )
     print(f"{display_path(path)}: " + ("saved" if written else "unchanged"), file=sys.stderr)
     if written:
         _audit_write(args, team, previous, secrets, "edit")
@@ -342,5 +358,14 @@ def _edit_in_private_file(plaintext: bytes, editor: Sequence[str]) -> bytes:
         os.rmdir(folder)
 
 
-_ACTIONS = {"keygen": _keygen, "encrypt": _encrypt, "decrypt": _decrypt, "list": _list,
-            "get": _get, "set": _set, "unset": _unset, "edit": _edit, "rekey": _rekey}
+_ACTIONS = {
+    "keygen": _keygen,
+    "encrypt": _encrypt,
+    "decrypt": _decrypt,
+    "list": _list,
+    "get": _get,
+    "set": _set,
+    "unset": _unset,
+    "edit": _edit,
+    "rekey": _rekey,
+}

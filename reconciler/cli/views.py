@@ -7,11 +7,11 @@ fields may be added, never renamed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Iterable, Mapping, Sequence
 
-from ..plan import Plan
-from ..state import Run
+from reconciler.core.plan import Plan
+from reconciler.core.state import Run
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -22,15 +22,27 @@ def run_json(run: Run, *, detail: bool = False, held: datetime | None = None) ->
     """A run as in `queue list` (SPEC §4); with `detail`, plus output and error (`queue show`).
     `held`: until when a deny window holds the (pending) run (SPEC §7 `held`)."""
     data = {
-        "id": run.id, "task": run.task, "machine": run.machine, "version": run.version,
-        "status": run.status.value, "priority": run.priority, "attempt": run.attempt,
-        "exit_code": run.exit_code, "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
-        "reason": run.reason, "slot": run.slot, "commit": run.commit,
-        "not_before": iso(run.not_before), "error": run.error,
-        "trigger": getattr(run, "trigger", None) or "plan", "actor": getattr(run, "actor", None),
-        "held": (f"deny window until {iso(held)}"
-                 if held is not None and run.status.is_active else None),
+        "id": run.id,
+        "task": run.task,
+        "machine": run.machine,
+        "version": run.version,
+        "status": run.status.value,
+        "priority": run.priority,
+        "attempt": run.attempt,
+        "exit_code": run.exit_code,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "reason": run.reason,
+        "slot": run.slot,
+        "commit": run.commit,
+        "not_before": iso(run.not_before),
+        "error": run.error,
+        "trigger": getattr(run, "trigger", None) or "plan",
+        "actor": getattr(run, "actor", None),
+        "held": (
+            f"deny window until {iso(held)}" if held is not None and run.status.is_active else None
+        ),
     }
     if detail:
         data["output"] = run.output
@@ -43,8 +55,9 @@ def to_json(value) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A fixed-width text table; readable in a terminal and in CI logs alike."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row]
-                                            for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else str(c) for c in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
@@ -62,8 +75,10 @@ def plan_text(plan: Plan) -> str:
     held = {(e.task, e.machine): e.held_until for e in plan.enqueue if e.held_until}
     parts = [f"Plan: {len(plan.enqueue)} to run, {len(plan.cancel)} to cancel."]
     if plan.enqueue:
-        rows = [(i, e.priority, e.task, e.machine, e.reason.value,
-                 _held_note(held, e.task, e.machine)) for i, e in enumerate(plan.enqueue, 1)]
+        rows = [
+            (i, e.priority, e.task, e.machine, e.reason.value, _held_note(held, e.task, e.machine))
+            for i, e in enumerate(plan.enqueue, 1)
+        ]
         parts.append(table(("#", "PRIO", "TASK", "MACHINE", "REASON", "NOTE"), rows))
     if plan.cancel:
         rows = [(c.run, c.task, c.machine, c.reason) for c in plan.cancel]
@@ -76,9 +91,12 @@ def plan_markdown(plan: Plan) -> str:
     lines = [f"**reconciler plan:** {len(plan.enqueue)} to run, {len(plan.cancel)} to cancel", ""]
     if plan.enqueue:
         lines += ["| # | priority | task | machine | reason | note |", "|---|---|---|---|---|---|"]
-        lines += [f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} | "
-                  + (f"held by deny window until {iso(e.held_until)}" if e.held_until else "")
-                  + " |" for i, e in enumerate(plan.enqueue, 1)]
+        lines += [
+            f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} | "
+            + (f"held by deny window until {iso(e.held_until)}" if e.held_until else "")
+            + " |"
+            for i, e in enumerate(plan.enqueue, 1)
+        ]
         lines.append("")
     if plan.cancel:
         lines += ["| cancel run | task | machine | reason |", "|---|---|---|---|"]
@@ -89,10 +107,19 @@ def plan_markdown(plan: Plan) -> str:
 def runs_text(runs: Sequence[Run]) -> str:
     if not runs:
         return "No runs."
-    rows = [(r.id, r.task, r.machine, r.status.value, r.priority, r.attempt,
-             "" if r.exit_code is None else r.exit_code, iso(r.finished_at or r.started_at
-                                                              or r.created_at))
-            for r in runs]
+    rows = [
+        (
+            r.id,
+            r.task,
+            r.machine,
+            r.status.value,
+            r.priority,
+            r.attempt,
+            "" if r.exit_code is None else r.exit_code,
+            iso(r.finished_at or r.started_at or r.created_at),
+        )
+        for r in runs
+    ]
     return table(("RUN", "TASK", "MACHINE", "STATUS", "PRIO", "ATTEMPT", "EXIT", "WHEN"), rows)
 
 
@@ -106,8 +133,9 @@ def run_detail_text(run: Run) -> str:
     return "\n".join(lines)
 
 
-def summary_text(runs: Sequence[Run], counts: Mapping[str, int],
-                 held: Mapping[int, datetime]) -> str:
+def summary_text(
+    runs: Sequence[Run], counts: Mapping[str, int], held: Mapping[int, datetime]
+) -> str:
     """The end of `--once`: each run of the pass, then the counts."""
     if not runs:
         return "Nothing to do: every task is in its desired state."
@@ -116,16 +144,23 @@ def summary_text(runs: Sequence[Run], counts: Mapping[str, int],
         note = run.error or ""
         if run.id in held and run.status.is_active:
             note = f"held until {iso(held[run.id])}"
-        lines.append(f"{run.status.value:<10} {run.task} on {run.machine} "
-                     f"(run {run.id}, attempt {run.attempt})" + (f": {note}" if note else ""))
+        lines.append(
+            f"{run.status.value:<10} {run.task} on {run.machine} "
+            f"(run {run.id}, attempt {run.attempt})" + (f": {note}" if note else "")
+        )
     lines.append("")
-    lines.append(f"{len(runs)} run{'s' if len(runs) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    lines.append(
+        f"{len(runs)} run{'s' if len(runs) != 1 else ''}: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+    )
     return "\n".join(lines)
 
 
 def left_behind_text(signal_name: str, runs: Sequence[Run]) -> str:
     """What a pass stopped by a signal left undone, one line per run."""
-    lines = [f"stopped by {signal_name}: {len(runs)} run{'s' if len(runs) != 1 else ''} left "
-             "behind (the next pass takes them up)"]
+    lines = [
+        f"stopped by {signal_name}: {len(runs)} run{'s' if len(runs) != 1 else ''} left "
+        "behind (the next pass takes them up)"
+    ]
     lines += [f"  run {r.id} {r.task} on {r.machine}: {r.status.value}" for r in runs]
     return "\n".join(lines)

@@ -11,16 +11,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compile import compile_collecting
-from ..diagnostics import Diagnostic
-from ..durations import parse_duration
-from ..errors import UsageError
-from ..loader import read_inventory
-from ..model import DEFAULT_CONCURRENCY, DEFAULT_STATE_URL, DesiredState, Inventory
-from ..store.base import StateStore
-from ..store.factory import open_store
-from ..transport.base import Transport
-from ..transport.local import LocalTransport
+from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport.base import Transport
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.core.compile import compile_collecting
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.durations import parse_duration
+from reconciler.core.errors import UsageError, raise_if_errors
+from reconciler.core.model import DEFAULT_CONCURRENCY, DEFAULT_STATE_URL, DesiredState, Inventory
+from reconciler.inventory.loader import read_inventory
 
 DEFAULT_LOCK_TIMEOUT = 600.0
 
@@ -38,8 +38,9 @@ class Loaded:
 
 
 def inventory_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "inventory", None) or os.environ.get("RECONCILE_INVENTORY")
-                or "inventory")
+    return Path(
+        getattr(args, "inventory", None) or os.environ.get("RECONCILE_INVENTORY") or "inventory"
+    )
 
 
 def load(args: argparse.Namespace) -> Loaded:
@@ -48,14 +49,14 @@ def load(args: argparse.Namespace) -> Loaded:
     # the objects that are valid (validate never reports stage by stage).
     inventory, diags, unresolved = read_inventory(inventory_dir(args))
     desired = compile_collecting(inventory, unresolved, diags)
-    diags.raise_if_errors()
+    raise_if_errors(diags)
     return Loaded(inventory, desired, diags.warnings)
 
 
 def inventory_if_valid(args: argparse.Namespace) -> Inventory | None:
     """The inventory, or None when it does not load. For commands that only need its state
     URL (queue, audit, prune): a broken inventory must not stop an operator from them."""
-    from ..errors import InputError
+    from reconciler.core.errors import InputError
 
     try:
         return load(args).inventory
@@ -74,21 +75,39 @@ def output_format(args: argparse.Namespace, allowed=("text", "json")) -> str:
 
 def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str:
     settings_state = inventory.settings.state if inventory is not None else None
-    return (getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
-            or settings_state or DEFAULT_STATE_URL)
+    return (
+        getattr(args, "state", None)
+        or os.environ.get("RECONCILE_STATE")
+        or settings_state
+        or DEFAULT_STATE_URL
+    )
 
 
-def store(args: argparse.Namespace, inventory: Inventory | None, *,
-          create: bool = True, read_only: bool = False) -> StateStore | None:
+def store(
+    args: argparse.Namespace,
+    inventory: Inventory | None,
+    *,
+    create: bool = True,
+    read_only: bool = False,
+) -> StateStore | None:
     """The configured store; with `create=False` or `read_only`, None when it does not
     exist yet (read-only commands never create, migrate or write a store)."""
     return open_store(state_url(args, inventory), create=create, read_only=read_only)
 
 
 def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:
-    raw = next((v for v in (args.concurrency, os.environ.get("RECONCILE_CONCURRENCY"),
-                            inventory.settings.concurrency) if v is not None),
-               DEFAULT_CONCURRENCY)
+    raw = next(
+        (
+            v
+            for v in (
+                args.concurrency,
+                os.environ.get("RECONCILE_CONCURRENCY"),
+                inventory.settings.concurrency,
+            )
+            if v is not None
+        ),
+        DEFAULT_CONCURRENCY,
+    )
     try:
         value = int(raw)
     except ValueError:
@@ -105,17 +124,19 @@ def lock_timeout(args: argparse.Namespace) -> float:
     try:
         return float(parse_duration(raw))
     except ValueError:
-        raise UsageError(f"--lock-timeout must be a duration such as 30s, 5m or 1h "
-                         f"(got {raw!r})") from None
+        raise UsageError(
+            f"--lock-timeout must be a duration such as 30s, 5m or 1h (got {raw!r})"
+        ) from None
 
 
 def secrets(args: argparse.Namespace, inventory: Inventory):
     """The resolver of `{vault: NAME}` for runs; vaults are decrypted lazily, when a run that
     needs one starts, so a pass without secrets needs no identity."""
-    from ..vault.secrets import VaultSecrets, load_identities
+    from reconciler.adapters.vault.secrets import VaultSecrets, load_identities
 
-    return VaultSecrets(inventory.root, load_identities(getattr(args, "identity", None)),
-                        args.redactor)
+    return VaultSecrets(
+        inventory.root, load_identities(getattr(args, "identity", None)), args.redactor
+    )
 
 
 DEFAULT_GRACE = 30.0
@@ -140,15 +161,17 @@ def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> dic
     With more than one team (`teams`), a local machine whose `user:` is the reconciler's
     own account fails its runs unless the settings allow the shared user (compile refuses
     the cases it can see without the host: no `user:`, `user: root`)."""
-    from ..transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
+    from reconciler.adapters.transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
 
     def resolve_key(machine):
         if machine.key is None or secrets is None:
             return None
         return secrets(machine.team, machine.key)
+
     keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
     count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
     shared = getattr(getattr(settings, "local_machines", None), "allow_shared_user", False)
-    return {"local": LocalTransport(cwd=workdir, own_user_allowed=teams < 2 or shared),
-            "ssh": SshTransport(resolve_key=resolve_key, keepalive=keepalive,
-                                keepalive_count=count)}
+    return {
+        "local": LocalTransport(cwd=workdir, own_user_allowed=teams < 2 or shared),
+        "ssh": SshTransport(resolve_key=resolve_key, keepalive=keepalive, keepalive_count=count),
+    }

@@ -1,6 +1,6 @@
 """Fixtures for the state store contract suite, parametrised over every backend.
 
-A backend is a URL; the suite opens stores through `reconciler.store.factory.open_store`, so
+A backend is a URL; the suite opens stores through `reconciler.adapters.store.factory.open_store`, so
 every test that uses `store_url` (or `store`, `open_handle`) runs once per backend: SQLite on
 a file in tmp_path, PostgreSQL on a fresh database of the local test server (skipped when the
 server is unreachable, a failure under RECONCILER_REQUIRE_INTEGRATION=1).
@@ -12,14 +12,13 @@ lease the way a dead worker would leave it (never by sleeping).
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.store.base import StateStore
-from reconciler.store.factory import open_store, sqlite_path
-from tests.support.postgres import postgres_url  # noqa: F401  (a fixture, used by name)
+from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.store.factory import open_store, sqlite_path
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
 
@@ -62,7 +61,7 @@ def store(open_handle: Callable[[], StateStore]) -> StateStore:
 @pytest.fixture
 def now() -> datetime:
     """A fixed, aware UTC time with microseconds (time is a parameter, never the clock)."""
-    return datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    return datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -110,8 +109,10 @@ class RawDatabase:
 
     def expire_all_leases(self) -> None:
         """Every running run's lease expired long ago: what a pass that died leaves behind."""
-        self.execute(f"UPDATE runs SET heartbeat_at = {_AGO[self.backend]} "
-                     "WHERE status = 'running'", (86400,))
+        self.execute(
+            f"UPDATE runs SET heartbeat_at = {_AGO[self.backend]} WHERE status = 'running'",
+            (86400,),
+        )
 
     def _set(self, assignment: str, seconds: float, run_id: int) -> None:
         mark = "?" if self.backend == "sqlite" else "%s"

@@ -16,24 +16,31 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 import pytest
 
-from reconciler.errors import InputError, LockError, StoreError
-from reconciler.plan import Cancel, Enqueue, Plan
-from reconciler.state import ExecutedState, Reason, Run, RunStatus
-from reconciler.store.base import OUTPUT_CAP, LeaseLost
-from reconciler.store.factory import open_store, sqlite_path
-from reconciler.output import split_mark
-from reconciler.store.sqlite import COLUMNS, SqliteStore, _sql_file
+from reconciler.adapters.store.base import OUTPUT_CAP, LeaseLost
+from reconciler.adapters.store.factory import open_store, sqlite_path
+from reconciler.adapters.store.sqlite import COLUMNS, SqliteStore, _sql_file
+from reconciler.core.errors import InputError, LockError, StoreError
+from reconciler.core.output import split_mark
+from reconciler.core.plan import Cancel, Enqueue, Plan
+from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 
 PROBLEMS = (RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN)
 
 
-def enqueue(task="prod/web", machine="m1", version="v1", priority=3, slot=None,
-            reason=Reason.NEW, held_until=None) -> Enqueue:
+def enqueue(
+    task="prod/web",
+    machine="m1",
+    version="v1",
+    priority=3,
+    slot=None,
+    reason=Reason.NEW,
+    held_until=None,
+) -> Enqueue:
     return Enqueue(task, machine, version, priority, reason, slot, held_until)
 
 
@@ -56,12 +63,29 @@ def ended(store, now, status: RunStatus, **fields) -> Run:
 
 
 def test_record_plan_inserts_pending_runs_with_plan_fields(store, now, later):
-    [run] = add(store, now, enqueue(priority=2, slot="2024-05-01T12:00:00+00:00",
-                                    reason=Reason.SCHEDULE, held_until=later(hours=1)))
-    assert (run.status, run.attempt, run.priority, run.reason) == (RunStatus.PENDING, 1, 2, "schedule")
+    [run] = add(
+        store,
+        now,
+        enqueue(
+            priority=2,
+            slot="2024-05-01T12:00:00+00:00",
+            reason=Reason.SCHEDULE,
+            held_until=later(hours=1),
+        ),
+    )
+    assert (run.status, run.attempt, run.priority, run.reason) == (
+        RunStatus.PENDING,
+        1,
+        2,
+        "schedule",
+    )
     # A deny window's hold is judged at dispatch (the window may change), never stored.
     assert (run.commit, run.slot, run.created_at, run.not_before) == (
-        "c0ffee", "2024-05-01T12:00:00+00:00", now, None)
+        "c0ffee",
+        "2024-05-01T12:00:00+00:00",
+        now,
+        None,
+    )
     assert (run.dispatched, run.retry_requested, run.epoch, run.owner) == (False, False, 0, None)
     assert store.get_run(run.id) == run
 
@@ -76,8 +100,7 @@ def test_record_plan_is_idempotent_for_a_key_with_an_active_run(store, now):
 
 
 def test_record_plan_keys_include_version_and_slot(store, now):
-    runs = add(store, now, enqueue(), enqueue(version="v2"), enqueue(slot="s1"),
-               enqueue(slot="s2"))
+    runs = add(store, now, enqueue(), enqueue(version="v2"), enqueue(slot="s1"), enqueue(slot="s2"))
     assert len(runs) == 4
 
 
@@ -89,8 +112,12 @@ def test_record_plan_enqueues_again_once_the_previous_run_ended(store, now):
 def test_record_plan_cancels_only_pending_runs(store, now, later):
     pending, running = add(store, now, enqueue(), enqueue(machine="m2"))
     store.claim(running.id, "w", now)
-    plan = Plan(cancel=(Cancel(pending.id, pending.task, "m1", "removed"),
-                        Cancel(running.id, running.task, "m2", "removed")))
+    plan = Plan(
+        cancel=(
+            Cancel(pending.id, pending.task, "m1", "removed"),
+            Cancel(running.id, running.task, "m2", "removed"),
+        )
+    )
     assert store.record_plan(plan, None, later(seconds=1)) == []
     cancelled = store.get_run(pending.id)
     assert cancelled.status is RunStatus.CANCELLED
@@ -118,7 +145,11 @@ def test_record_plan_is_all_or_nothing(store, now):
 def test_claim_moves_pending_to_running_and_bumps_epoch(store, now, later):
     run = store.claim(one(store, now).id, "host:1", later(seconds=2))
     assert (run.status, run.owner, run.epoch, run.started_at) == (
-        RunStatus.RUNNING, "host:1", 1, later(seconds=2))
+        RunStatus.RUNNING,
+        "host:1",
+        1,
+        later(seconds=2),
+    )
 
 
 def test_claim_returns_none_unless_pending(store, now):
@@ -163,10 +194,22 @@ def test_leased_writes_on_a_run_that_is_not_running_raise_lease_lost(store, now)
 
 def test_finish_records_the_result(store, now, later):
     run = store.claim(one(store, now).id, "w", now)
-    done = store.finish(run.id, run.epoch, RunStatus.FAILED, later(seconds=3),
-                        exit_code=2, output="boom\n", error="exit 2")
+    done = store.finish(
+        run.id,
+        run.epoch,
+        RunStatus.FAILED,
+        later(seconds=3),
+        exit_code=2,
+        output="boom\n",
+        error="exit 2",
+    )
     assert (done.status, done.exit_code, done.output, done.error, done.finished_at) == (
-        RunStatus.FAILED, 2, "boom\n", "exit 2", later(seconds=3))
+        RunStatus.FAILED,
+        2,
+        "boom\n",
+        "exit 2",
+        later(seconds=3),
+    )
     assert store.get_run(run.id) == done
 
 
@@ -189,8 +232,9 @@ def test_finish_caps_output_to_its_last_bytes_with_a_marker(store, now):
 def test_output_cap_cuts_on_a_utf8_character_boundary(store, now):
     text = "€" * OUTPUT_CAP  # three bytes each: any byte cut lands inside characters
     run = store.claim(one(store, now).id, "w", now)
-    kept = store.get_run(store.finish(run.id, run.epoch, RunStatus.FAILED, now,
-                                      output=text).id).output
+    kept = store.get_run(
+        store.finish(run.id, run.epoch, RunStatus.FAILED, now, output=text).id
+    ).output
     dropped, tail = split_mark(kept)
     assert dropped > 0 and set(tail) == {"€"}
     assert len(kept.encode()) <= OUTPUT_CAP
@@ -199,10 +243,21 @@ def test_output_cap_cuts_on_a_utf8_character_boundary(store, now):
 def test_requeue_returns_the_run_to_pending_for_its_next_attempt(store, now, later):
     run = store.claim(one(store, now).id, "w", now)
     store.mark_dispatched(run.id, run.epoch, now)
-    back = store.requeue(run.id, run.epoch, later(seconds=30), later(seconds=1),
-                         exit_code=1, output="try again", error="exit 1")
+    back = store.requeue(
+        run.id,
+        run.epoch,
+        later(seconds=30),
+        later(seconds=1),
+        exit_code=1,
+        output="try again",
+        error="exit 1",
+    )
     assert (back.status, back.attempt, back.not_before, back.dispatched) == (
-        RunStatus.PENDING, 2, later(seconds=30), False)
+        RunStatus.PENDING,
+        2,
+        later(seconds=30),
+        False,
+    )
     assert (back.exit_code, back.output, back.error) == (1, "try again", "exit 1")
     assert store.claim(run.id, "w2", now).epoch == run.epoch + 1
 
@@ -211,7 +266,10 @@ def test_block_ends_a_pending_run_with_an_error(store, now, later):
     run = one(store, now)
     blocked = store.block(run.id, "after prod/db failed", later(seconds=1))
     assert (blocked.status, blocked.error, blocked.finished_at) == (
-        RunStatus.BLOCKED, "after prod/db failed", later(seconds=1))
+        RunStatus.BLOCKED,
+        "after prod/db failed",
+        later(seconds=1),
+    )
     assert store.block(run.id, "again", now) is None
     assert store.block(store.claim(one(store, now, machine="m2").id, "w", now).id, "x", now) is None
 
@@ -228,7 +286,11 @@ def test_recover_returns_undispatched_runs_to_pending(store, raw, now, later):
     raw.expire_all_leases()
     [back] = store.recover(later(minutes=1))
     assert (back.id, back.status, back.dispatched, back.finished_at) == (
-        run.id, RunStatus.PENDING, False, None)
+        run.id,
+        RunStatus.PENDING,
+        False,
+        None,
+    )
     assert store.claim(run.id, "alive", now).epoch == run.epoch + 1
 
 
@@ -238,8 +300,9 @@ def test_recover_marks_dispatched_runs_unknown(store, raw, now, later):
     raw.expire_all_leases()
     [lost] = store.recover(later(minutes=1))
     assert (lost.status, lost.finished_at) == (RunStatus.UNKNOWN, later(minutes=1))
-    assert lost.error == ("the reconciler stopped while this run was executing; "
-                          "its result is unknown")
+    assert lost.error == (
+        "the reconciler stopped while this run was executing; its result is unknown"
+    )
 
 
 def test_recover_leaves_other_runs_alone_and_is_a_noop_when_nothing_runs(store, now):
@@ -256,8 +319,10 @@ def test_recover_returns_changed_runs_by_id(store, raw, now):
     store.mark_dispatched(claimed[1].id, claimed[1].epoch, now)
     raw.expire_all_leases()
     assert [(r.id, r.status) for r in store.recover(now)] == [
-        (runs[0].id, RunStatus.PENDING), (runs[1].id, RunStatus.UNKNOWN),
-        (runs[2].id, RunStatus.PENDING)]
+        (runs[0].id, RunStatus.PENDING),
+        (runs[1].id, RunStatus.UNKNOWN),
+        (runs[2].id, RunStatus.PENDING),
+    ]
 
 
 # --- reads --------------------------------------------------------------------------------------
@@ -460,7 +525,7 @@ def test_a_closed_store_raises_store_error(store):
 
 HOLDER = """
 import sys, time
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.factory import open_store
 store = open_store(sys.argv[1])
 with store.pass_lock(timeout=10):
     print("locked", flush=True)
@@ -469,8 +534,8 @@ with store.pass_lock(timeout=10):
 
 TAKER = """
 import sys
-from reconciler.errors import LockError
-from reconciler.store.factory import open_store
+from reconciler.core.errors import LockError
+from reconciler.adapters.store.factory import open_store
 store = open_store(sys.argv[1])
 try:
     with store.pass_lock(timeout=float(sys.argv[2])):
@@ -482,8 +547,13 @@ except LockError as exc:
 
 
 def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -502,8 +572,11 @@ LOCK_NAMES = {"sqlite": r"state\.db\.lock", "postgresql": r"of state store postg
 
 def test_pass_lock_held_by_another_process_times_out_with_lock_error(store, backend, holder):
     started = time.monotonic()
-    with pytest.raises(LockError, match="another `reconcile` pass holds the lock "
-                                        f".*{LOCK_NAMES[backend]}.*see --lock-timeout"):
+    with pytest.raises(
+        LockError,
+        match="another `reconcile` pass holds the lock "
+        f".*{LOCK_NAMES[backend]}.*see --lock-timeout",
+    ):
         with store.pass_lock(timeout=0.2):
             pass  # pragma: no cover
     assert time.monotonic() - started >= 0.2
@@ -555,7 +628,7 @@ def test_sqlite_runs_columns_match_the_row_mapping(db):
     SqliteStore(db).close()
     with sqlite3.connect(db) as conn:
         names = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
-    assert tuple(names[:len(COLUMNS)]) == COLUMNS
+    assert tuple(names[: len(COLUMNS)]) == COLUMNS
     assert set(COLUMNS) == set(Run.__dataclass_fields__)
 
 
@@ -571,15 +644,19 @@ def test_sqlite_unique_index_refuses_a_second_active_run_of_a_key(db, now, slot)
     one(store, now, slot=slot)
     store.close()
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute("INSERT INTO runs (task, machine, version, slot, priority, status, reason,"
-                     " created_at) VALUES ('prod/web', 'm1', 'v1', ?, 3, 'running', 'new', 'x')",
-                     (slot,))
+        conn.execute(
+            "INSERT INTO runs (task, machine, version, slot, priority, status, reason,"
+            " created_at) VALUES ('prod/web', 'm1', 'v1', ?, 3, 'running', 'new', 'x')",
+            (slot,),
+        )
 
 
 def test_sqlite_check_constraints_refuse_bad_status_and_priority(db):
     SqliteStore(db).close()
-    insert = ("INSERT INTO runs (task, machine, version, priority, status, reason, created_at)"
-              " VALUES ('t/a', 'm', 'v', ?, ?, 'new', 'x')")
+    insert = (
+        "INSERT INTO runs (task, machine, version, priority, status, reason, created_at)"
+        " VALUES ('t/a', 'm', 'v', ?, ?, 'new', 'x')"
+    )
     with sqlite3.connect(db) as conn:
         for priority, status in [(0, "pending"), (6, "pending"), (3, "done")]:
             with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
@@ -592,7 +669,8 @@ def test_sqlite_times_are_stored_as_sortable_utc_text(db):
     store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT created_at FROM runs").fetchone() == (
-            "2024-01-01T12:00:00.000000+00:00",)
+            "2024-01-01T12:00:00.000000+00:00",
+        )
 
 
 def _make_read_only(path) -> Callable[[], object]:
@@ -613,8 +691,9 @@ def test_sqlite_read_only_file_raises_store_error_naming_the_file(db, now):
     undo = _make_read_only(db)
     try:
         store = SqliteStore(db)
-        with pytest.raises(StoreError, match=f"cannot write state store {db}: "
-                                             "attempt to write a readonly database"):
+        with pytest.raises(
+            StoreError, match=f"cannot write state store {db}: attempt to write a readonly database"
+        ):
             one(store, now, machine="m2")
         assert len(store.pending()) == 1  # reads still work
         store.close()
@@ -631,7 +710,9 @@ def test_sqlite_corrupt_file_raises_store_error_naming_the_file(db):
 # --- SQLite URLs (factory) -------------------------------------------------------------------------
 
 
-def test_factory_opens_a_relative_url_under_the_cwd_and_creates_its_directory(tmp_path, monkeypatch):
+def test_factory_opens_a_relative_url_under_the_cwd_and_creates_its_directory(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     store = open_store("sqlite:///.reconciler/state.db")
     assert isinstance(store, SqliteStore) and store.path == ".reconciler/state.db"

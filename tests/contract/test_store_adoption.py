@@ -12,9 +12,9 @@ import threading
 
 import pytest
 
-from reconciler.state import RunStatus
-from reconciler.store.base import OUTPUT_CAP
-from tests.contract.test_store import add, enqueue, ended, one
+from reconciler.adapters.store.base import OUTPUT_CAP
+from reconciler.core.state import RunStatus
+from tests.contract.test_store import add, ended, enqueue, one
 
 
 def lost(store, raw, now, later, **fields):
@@ -29,13 +29,22 @@ def lost(store, raw, now, later, **fields):
 
 def test_an_unknown_run_adopts_its_real_result(store, raw, now, later):
     run = lost(store, raw, now, later)
-    adopted = store.adopt(run.id, RunStatus.FAILED, exit_code=5, output="migrated 42 rows\n",
-                          error="exit code 5")
+    adopted = store.adopt(
+        run.id, RunStatus.FAILED, exit_code=5, output="migrated 42 rows\n", error="exit code 5"
+    )
     assert (adopted.id, adopted.status, adopted.exit_code, adopted.output, adopted.error) == (
-        run.id, RunStatus.FAILED, 5, "migrated 42 rows\n", "exit code 5")
+        run.id,
+        RunStatus.FAILED,
+        5,
+        "migrated 42 rows\n",
+        "exit code 5",
+    )
     # What it was keeps: one attempt, started and ended when the dead pass left it.
     assert (adopted.attempt, adopted.started_at, adopted.finished_at) == (
-        run.attempt, run.started_at, run.finished_at)
+        run.attempt,
+        run.started_at,
+        run.finished_at,
+    )
     assert store.get_run(run.id) == adopted
 
 
@@ -47,8 +56,16 @@ def test_an_adopted_run_is_what_the_planner_sees(store, raw, now, later):
     assert store.list_runs([RunStatus.UNKNOWN]) == []
 
 
-@pytest.mark.parametrize("status", [RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED,
-                                    RunStatus.BLOCKED, RunStatus.CANCELLED])
+@pytest.mark.parametrize(
+    "status",
+    [
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.SKIPPED,
+        RunStatus.BLOCKED,
+        RunStatus.CANCELLED,
+    ],
+)
 def test_only_an_unknown_run_is_adopted(store, now, status):
     done = ended(store, now, status)
     assert store.adopt(done.id, RunStatus.SUCCEEDED, exit_code=0, output="late") is None
@@ -69,7 +86,9 @@ def test_a_run_is_adopted_once(store, raw, now, later):
     assert store.adopt(run.id, RunStatus.FAILED, exit_code=5, output="first") is not None
     assert store.adopt(run.id, RunStatus.SUCCEEDED, exit_code=0, output="second") is None
     assert (store.get_run(run.id).status, store.get_run(run.id).output) == (
-        RunStatus.FAILED, "first")
+        RunStatus.FAILED,
+        "first",
+    )
 
 
 def test_two_reconcilers_adopting_at_once_one_wins(store, raw, now, later, open_handle):
@@ -80,8 +99,9 @@ def test_two_reconcilers_adopting_at_once_one_wins(store, raw, now, later, open_
 
     def adopt(index: int) -> None:
         start.wait()
-        results[index] = handles[index].adopt(run.id, RunStatus.FAILED, exit_code=index,
-                                              output=f"from {index}")
+        results[index] = handles[index].adopt(
+            run.id, RunStatus.FAILED, exit_code=index, output=f"from {index}"
+        )
 
     threads = [threading.Thread(target=adopt, args=(i,)) for i in range(len(handles))]
     for thread in threads:
@@ -98,7 +118,10 @@ def test_an_unknown_run_may_stay_unknown_with_a_new_error(store, raw, now, later
     run = lost(store, raw, now, later)
     kept = store.adopt(run.id, RunStatus.UNKNOWN, error=f"{run.error}; nothing kept")
     assert (kept.status, kept.error, kept.exit_code) == (
-        RunStatus.UNKNOWN, f"{run.error}; nothing kept", None)
+        RunStatus.UNKNOWN,
+        f"{run.error}; nothing kept",
+        None,
+    )
 
 
 def test_adopted_output_is_capped_to_its_tail(store, raw, now, later):

@@ -12,20 +12,21 @@ import threading
 
 import pytest
 
-from reconciler import alerts
-from reconciler.audit.chain import GENESIS, AuditRecord, verify
-from reconciler.errors import StoreError
-from reconciler.model import AlertTarget, VaultRef
-from reconciler.plan import Enqueue, Plan
-from reconciler.state import Reason, Run, RunStatus
-from reconciler.store import base as store_base
-from reconciler.store.factory import open_store
+from reconciler.adapters.audit.chain import GENESIS, AuditRecord, verify
+from reconciler.adapters.store import base as store_base
+from reconciler.adapters.store.factory import open_store
+from reconciler.core import alerts
+from reconciler.core.errors import StoreError
+from reconciler.core.model import AlertTarget, VaultRef
+from reconciler.core.plan import Enqueue, Plan
+from reconciler.core.state import Reason, Run, RunStatus
 from tests.contract.conftest import _AGO
 from tests.contract.test_store_leases import race
 
 
-def record(action: str = "test", n: int = 0, at: str = "2024-05-01T12:00:00.000000Z",
-           **detail) -> AuditRecord:
+def record(
+    action: str = "test", n: int = 0, at: str = "2024-05-01T12:00:00.000000Z", **detail
+) -> AuditRecord:
     return AuditRecord(at, "tester", action, {"n": n, **detail})
 
 
@@ -40,8 +41,13 @@ def end(store, run: Run, status: RunStatus, now) -> Run:
 
 
 def alert_for(run: Run, event: str = "failed") -> alerts.Alert:
-    return alerts.Alert(alerts.AlertKey(run.task, run.version, run.machine, event), run.team,
-                        run.id, f"reconciler: {run.task} {event} on {run.machine}", "body")
+    return alerts.Alert(
+        alerts.AlertKey(run.task, run.version, run.machine, event),
+        run.team,
+        run.id,
+        f"reconciler: {run.task} {event} on {run.machine}",
+        "body",
+    )
 
 
 TARGETS = (AlertTarget("json://127.0.0.1:1/a"), AlertTarget(VaultRef("HOOK")))
@@ -71,8 +77,7 @@ def test_text_a_backend_cannot_store_is_made_storable_before_it_is_hashed(store)
 
 
 def test_audit_pages_and_since_filter(store, monkeypatch):
-    store.append_audit([record(n=i, at=f"2024-05-0{1 + i % 3}T00:00:00.000000Z")
-                        for i in range(7)])
+    store.append_audit([record(n=i, at=f"2024-05-0{1 + i % 3}T00:00:00.000000Z") for i in range(7)])
     assert [e.seq for e in store.audit_page(after_seq=2, limit=3)] == [3, 4, 5]
     since = store.audit_page(since="2024-05-02T00:00:00.000000Z")
     assert [e.detail["n"] for e in since] == [1, 2, 4, 5]
@@ -120,8 +125,8 @@ def test_threads_appending_at_once_form_one_linear_chain(open_handle):
 
 APPENDER = """
 import sys
-from reconciler.audit.chain import AuditRecord
-from reconciler.store.factory import open_store
+from reconciler.adapters.audit.chain import AuditRecord
+from reconciler.adapters.store.factory import open_store
 store = open_store(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
@@ -200,8 +205,7 @@ def test_concurrent_recorders_of_one_key_send_once(open_handle, now):
 
     def recorder(handle):
         start.wait()
-        results.append(handle.record_alert(alert, alerts.deliveries(alert, TARGETS[:1]),
-                                           "w", now))
+        results.append(handle.record_alert(alert, alerts.deliveries(alert, TARGETS[:1]), "w", now))
 
     threads = [threading.Thread(target=recorder, args=(h,)) for h in handles]
     for thread in threads:
@@ -213,15 +217,18 @@ def test_concurrent_recorders_of_one_key_send_once(open_handle, now):
 
 
 def test_recovery_clears_the_failure_so_the_next_failure_alerts_again(store, now):
-    first, second, third = add_runs(store, now, ("ops/web", "m1", "v1"),
-                                    ("ops/web", "m1", "v2"), ("ops/web", "m1", "v3"))
+    first, second, third = add_runs(
+        store, now, ("ops/web", "m1", "v1"), ("ops/web", "m1", "v2"), ("ops/web", "m1", "v3")
+    )
     assert store.record_alert(alert_for(first), [], "me", now)
-    recovered = alerts.Alert(alerts.AlertKey("ops/web", "v1", "m1", "recovered"), "ops",
-                             second.id, "t", "b")
+    recovered = alerts.Alert(
+        alerts.AlertKey("ops/web", "v1", "m1", "recovered"), "ops", second.id, "t", "b"
+    )
     assert store.record_alert(recovered, [], "me", now)
     # the failure of v1 is forgotten: the same key alerts again (a later failure)...
-    again = alerts.Alert(alerts.AlertKey("ops/web", "v1", "m1", "failed"), "ops", third.id,
-                         "t", "b")
+    again = alerts.Alert(
+        alerts.AlertKey("ops/web", "v1", "m1", "failed"), "ops", third.id, "t", "b"
+    )
     assert store.record_alert(again, [], "me", now)
     # ...but a late duplicate of an older run's event does not
     assert not store.record_alert(alert_for(first, "unknown"), [], "me", now)
@@ -236,8 +243,11 @@ def test_outbox_claim_failure_retry_and_delivery(store, open_handle, now):
     other = open_handle()
     [claimed] = other.claim_deliveries("other")
     assert (claimed.id, claimed.attempts, claimed.last_error) == (rows[0].id, 1, "HTTP 500")
-    assert (claimed.title, claimed.body, claimed.target) == (rows[0].title, rows[0].body,
-                                                             rows[0].target)
+    assert (claimed.title, claimed.body, claimed.target) == (
+        rows[0].title,
+        rows[0].body,
+        rows[0].target,
+    )
     assert other.claim_deliveries("third") == []  # held by `other` now
     other.delivery_done(claimed.id, now)
     assert store.outbox_pending() == 1
@@ -271,8 +281,14 @@ def test_unreachable_memory_marks_the_machine_until_forgotten(store, now):
 
 
 def test_previous_outcome_is_the_newest_final_run_before_any_version(store, now):
-    a, b, c, d = add_runs(store, now, ("ops/web", "m1", "v1"), ("ops/web", "m1", "v2"),
-                          ("ops/web", "m2", "v1"), ("ops/db", "m1", "v1"))
+    a, b, c, d = add_runs(
+        store,
+        now,
+        ("ops/web", "m1", "v1"),
+        ("ops/web", "m1", "v2"),
+        ("ops/web", "m2", "v1"),
+        ("ops/db", "m1", "v1"),
+    )
     end(store, a, RunStatus.FAILED, now)
     store.cancel_run(b.id, now)  # cancelled runs do not count
     [e] = add_runs(store, now, ("ops/web", "m1", "v3"))
@@ -287,8 +303,13 @@ def test_previous_outcome_is_the_newest_final_run_before_any_version(store, now)
 def test_prune_removes_old_final_runs_but_keeps_the_newest_of_each_version(store, now, later):
     old = []
     for _ in range(3):  # three runs of one scheduled version, one after the other
-        [run] = store.record_plan(Plan(enqueue=(Enqueue("ops/cron", "m1", "v1", 3, Reason.SCHEDULE,
-                                                        slot=f"s{len(old)}"),)), None, now)
+        [run] = store.record_plan(
+            Plan(
+                enqueue=(Enqueue("ops/cron", "m1", "v1", 3, Reason.SCHEDULE, slot=f"s{len(old)}"),)
+            ),
+            None,
+            now,
+        )
         old.append(end(store, run, RunStatus.SUCCEEDED, now))
     [once] = add_runs(store, now, ("ops/once", "m1", "v1"))
     end(store, once, RunStatus.FAILED, now)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
-from reconciler.plan import Enqueue, Plan
-from reconciler.state import Reason, Run, RunStatus
-from reconciler.store import postgres as pg_store
-from reconciler.store import sqlite as sqlite_store
-from reconciler.store.base import LEASE_SECONDS, LeaseLost
-from reconciler.store.common import UNKNOWN_ERROR
+from reconciler.adapters.store import postgres as pg_store
+from reconciler.adapters.store import sqlite as sqlite_store
+from reconciler.adapters.store.base import LEASE_SECONDS, LeaseLost
+from reconciler.adapters.store.common import UNKNOWN_ERROR
+from reconciler.core.plan import Enqueue, Plan
+from reconciler.core.state import Reason, Run, RunStatus
 
 
 def enqueue(machine="m1", task="prod/web", version="v1") -> Enqueue:
@@ -48,8 +48,11 @@ def test_heartbeat_with_a_stale_epoch_raises_lease_lost(store, now):
     first = claimed(store, now)
     store.requeue(first.id, first.epoch, now, now)
     second = store.claim(first.id, "w2", now)
-    with pytest.raises(LeaseLost, match=f"run {first.id} is no longer held at epoch "
-                                        f"{first.epoch}: it is running at epoch {second.epoch}"):
+    with pytest.raises(
+        LeaseLost,
+        match=f"run {first.id} is no longer held at epoch "
+        f"{first.epoch}: it is running at epoch {second.epoch}",
+    ):
         store.heartbeat(first.id, first.epoch)
     store.heartbeat(second.id, second.epoch)  # the new holder's lease is its own
 
@@ -85,7 +88,12 @@ def test_sweep_returns_an_expired_undispatched_run_to_pending(store, raw, now, l
     raw.age_heartbeat(dead.id, seconds=120)
     [back] = store.sweep(60, later(minutes=5))
     assert (back.id, back.status, back.owner, back.dispatched, back.finished_at) == (
-        dead.id, RunStatus.PENDING, None, False, None)
+        dead.id,
+        RunStatus.PENDING,
+        None,
+        False,
+        None,
+    )
     assert (back.attempt, back.epoch) == (dead.attempt, dead.epoch)  # nothing ran: same attempt
     alive = store.claim(dead.id, "alive", now)
     assert alive.epoch == dead.epoch + 1
@@ -95,16 +103,22 @@ def test_sweep_returns_an_expired_undispatched_run_to_pending(store, raw, now, l
 
 
 def test_sweep_marks_an_expired_dispatched_run_unknown_and_refuses_its_late_result(
-        store, raw, now, later):
+    store, raw, now, later
+):
     frozen = claimed(store, now, owner="frozen")
     store.mark_dispatched(frozen.id, frozen.epoch, now)
     raw.age_heartbeat(frozen.id, seconds=120)
     [lost] = store.sweep(60, later(minutes=5))
     assert (lost.status, lost.finished_at, lost.error) == (
-        RunStatus.UNKNOWN, later(minutes=5), UNKNOWN_ERROR)
-    for late_write in (lambda: store.finish(frozen.id, frozen.epoch, RunStatus.SUCCEEDED, now),
-                       lambda: store.requeue(frozen.id, frozen.epoch, now, now),
-                       lambda: store.heartbeat(frozen.id, frozen.epoch)):
+        RunStatus.UNKNOWN,
+        later(minutes=5),
+        UNKNOWN_ERROR,
+    )
+    for late_write in (
+        lambda: store.finish(frozen.id, frozen.epoch, RunStatus.SUCCEEDED, now),
+        lambda: store.requeue(frozen.id, frozen.epoch, now, now),
+        lambda: store.heartbeat(frozen.id, frozen.epoch),
+    ):
         with pytest.raises(LeaseLost, match="it is unknown"):
             late_write()
     assert store.get_run(frozen.id) == lost  # one final status
@@ -134,8 +148,10 @@ def test_sweep_returns_changed_runs_by_id_and_leaves_other_statuses_alone(store,
     done = store.finish(done.id, done.epoch, RunStatus.SUCCEEDED, now)
     raw.expire_all_leases()
     assert [(r.id, r.status) for r in store.sweep(60, now)] == [
-        (runs[0].id, RunStatus.PENDING), (runs[1].id, RunStatus.UNKNOWN),
-        (runs[2].id, RunStatus.PENDING)]
+        (runs[0].id, RunStatus.PENDING),
+        (runs[1].id, RunStatus.UNKNOWN),
+        (runs[2].id, RunStatus.PENDING),
+    ]
     assert (store.get_run(pending.id), store.get_run(done.id)) == (pending, done)
     assert store.sweep(60, now) == []
 
@@ -145,8 +161,8 @@ def test_sweep_returns_changed_runs_by_id_and_leaves_other_statuses_alone(store,
 CLAIMER = """
 import sys
 from datetime import datetime, timezone
-from reconciler.state import RunStatus
-from reconciler.store.factory import open_store
+from reconciler.core.state import RunStatus
+from reconciler.adapters.store.factory import open_store
 store = open_store(sys.argv[1])
 ids = [int(i) for i in sys.argv[2].split(",")]
 print("ready", flush=True)
@@ -164,9 +180,9 @@ store.close()
 RECORDER = """
 import sys
 from datetime import datetime, timezone
-from reconciler.plan import Enqueue, Plan
-from reconciler.state import Reason
-from reconciler.store.factory import open_store
+from reconciler.core.plan import Enqueue, Plan
+from reconciler.core.state import Reason
+from reconciler.adapters.store.factory import open_store
 store = open_store(sys.argv[1])
 plan = Plan(enqueue=tuple(Enqueue("prod/web", f"m{i}", "v1", 3, Reason.NEW)
                           for i in range(int(sys.argv[2]))))
@@ -179,7 +195,7 @@ store.close()
 
 OPENER = """
 import sys
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.factory import open_store
 print("ready", flush=True)
 sys.stdin.readline()
 open_store(sys.argv[1]).close()
@@ -190,9 +206,16 @@ print("opened", flush=True)
 def race(code: str, args_per_process: list[list[str]]) -> list[list[str]]:
     """Start one process per argument list, let them all go at once, and return each one's
     output lines after "ready". Fails the test if a process fails."""
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args], text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for args in args_per_process]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for args in args_per_process
+    ]
     try:
         for proc in procs:  # a protocol signal, not a sleep: each has opened what it needs
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
@@ -210,12 +233,18 @@ def race(code: str, args_per_process: list[list[str]]) -> list[list[str]]:
 
 
 def test_concurrent_claims_from_processes_claim_each_run_once(store, store_url, now):
-    ids = [r.id for r in store.record_plan(
-        Plan(enqueue=tuple(enqueue(f"m{i}") for i in range(200))), None, now)]
+    ids = [
+        r.id
+        for r in store.record_plan(
+            Plan(enqueue=tuple(enqueue(f"m{i}") for i in range(200))), None, now
+        )
+    ]
     # Half walk the ids forwards, half backwards: every run is contended from both ends.
     orders = [ids, ids[::-1]] * 2
-    outputs = race(CLAIMER, [[store_url, ",".join(map(str, order)), f"worker{n}"]
-                             for n, order in enumerate(orders)])
+    outputs = race(
+        CLAIMER,
+        [[store_url, ",".join(map(str, order)), f"worker{n}"] for n, order in enumerate(orders)],
+    )
     claims = sorted(int(i) for out in outputs for i in out)
     assert claims == ids  # each run claimed exactly once, none lost
     assert store.counts()["succeeded"] == 200
@@ -247,22 +276,26 @@ def test_two_threads_recording_the_same_plan_insert_each_run_once(store, open_ha
     ids = [run.id for runs in inserted for run in runs]
     assert len(ids) == len(set(ids)) == 300
     assert sorted((r.task, r.machine) for r in store.pending()) == sorted(
-        (e.task, e.machine) for e in plan.enqueue)
+        (e.task, e.machine) for e in plan.enqueue
+    )
 
 
 # --- migrations -----------------------------------------------------------------------------------
 
-MIGRATIONS: dict[str, Callable] = {"sqlite": sqlite_store._sql_file,
-                                   "postgresql": pg_store._sql_file}
+MIGRATIONS: dict[str, Callable] = {
+    "sqlite": sqlite_store._sql_file,
+    "postgresql": pg_store._sql_file,
+}
 
 
 def _recorded(raw) -> list[tuple]:
-    return [tuple(row) for row in
-            raw.execute("SELECT version, name FROM schema_migrations ORDER BY version")]
+    return [
+        tuple(row)
+        for row in raw.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+    ]
 
 
-def test_migrations_are_recorded_and_reopening_is_idempotent(store, open_handle, raw, backend,
-                                                             now):
+def test_migrations_are_recorded_and_reopening_is_idempotent(store, open_handle, raw, backend, now):
     expected = [(m.version, m.name) for m in MIGRATIONS[backend]()[0]]
     assert [v for v, _ in expected] == sorted({v for v, _ in expected})  # numbered, unique
     assert _recorded(raw) == expected
@@ -281,11 +314,13 @@ def test_processes_opening_a_fresh_store_at_once_migrate_it_once(store_url, raw,
 
 
 def test_claim_respects_max_parallel_of_the_runs_machine(store, now):
-    from reconciler.plan import Enqueue, Plan
-    from reconciler.state import Reason
+    from reconciler.core.plan import Enqueue, Plan
+    from reconciler.core.state import Reason
 
-    plan = Plan(enqueue=tuple(Enqueue(f"t/task{i}", "m1", "v", 3, Reason.NEW) for i in range(3))
-                + (Enqueue("t/task0", "m2", "v", 3, Reason.NEW),))
+    plan = Plan(
+        enqueue=tuple(Enqueue(f"t/task{i}", "m1", "v", 3, Reason.NEW) for i in range(3))
+        + (Enqueue("t/task0", "m2", "v", 3, Reason.NEW),)
+    )
     runs = store.record_plan(plan, None, now)
     on_m1 = [r for r in runs if r.machine == "m1"]
     assert store.claim(on_m1[0].id, "w1", now, max_parallel=2) is not None

@@ -10,21 +10,21 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
 
-from reconciler.errors import LockError, StoreError
-from reconciler.plan import Enqueue, Plan
-from reconciler.state import Reason, Run, RunStatus
-from reconciler.store.base import LEASE_SECONDS
-from reconciler.store.factory import open_store
-from reconciler.store.postgres import COLUMNS, PostgresStore, _sql_file
+from reconciler.adapters.store.base import LEASE_SECONDS
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.store.postgres import COLUMNS, PostgresStore, _sql_file
+from reconciler.core.errors import LockError, StoreError
+from reconciler.core.plan import Enqueue, Plan
+from reconciler.core.state import Reason, Run, RunStatus
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 SECRET = "hunter2-Zq9"
 
 
@@ -35,8 +35,9 @@ def with_password(url: str, password: str = SECRET) -> str:
 
 
 def one(store, machine="m1") -> Run:
-    [run] = store.record_plan(Plan(enqueue=(Enqueue("prod/web", machine, "v1", 3,
-                                                    Reason.NEW),)), "c0ffee", NOW)
+    [run] = store.record_plan(
+        Plan(enqueue=(Enqueue("prod/web", machine, "v1", 3, Reason.NEW),)), "c0ffee", NOW
+    )
     return run
 
 
@@ -63,12 +64,15 @@ def assert_hidden(error: BaseException, password: str = SECRET) -> None:
     assert "\n" not in str(error)
 
 
-@pytest.mark.parametrize("url", [
-    f"postgresql://postgres:{SECRET}@127.0.0.1:1/reconciler",            # nothing listens
-    f"postgres://postgres:{SECRET}@127.0.0.1:5432/no_such_database_x1",  # no such database
-    f"postgresql://postgres@127.0.0.1:1/reconciler?password={SECRET}",   # password parameter
-    f"postgresql://postgres:{SECRET}@127.0.0.1:5432/db?no_such_option=1",  # a bad URL
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://postgres:{SECRET}@127.0.0.1:1/reconciler",  # nothing listens
+        f"postgres://postgres:{SECRET}@127.0.0.1:5432/no_such_database_x1",  # no such database
+        f"postgresql://postgres@127.0.0.1:1/reconciler?password={SECRET}",  # password parameter
+        f"postgresql://postgres:{SECRET}@127.0.0.1:5432/db?no_such_option=1",  # a bad URL
+    ],
+)
 def test_an_error_never_shows_the_password_of_the_url(url):
     with pytest.raises(StoreError, match="^cannot open state store postgres(ql)?://") as caught:
         open_store(url)
@@ -125,11 +129,17 @@ def test_factory_without_create_returns_none_for_a_database_without_the_schema(p
 
 
 def test_runs_columns_match_the_row_mapping(store, postgres_url):
-    names = [row[0] for row in sql(postgres_url, "SELECT column_name FROM information_schema"
-                                   ".columns WHERE table_name = 'runs' ORDER BY ordinal_position")]
-    assert tuple(names[:len(COLUMNS)]) == COLUMNS
+    names = [
+        row[0]
+        for row in sql(
+            postgres_url,
+            "SELECT column_name FROM information_schema"
+            ".columns WHERE table_name = 'runs' ORDER BY ordinal_position",
+        )
+    ]
+    assert tuple(names[: len(COLUMNS)]) == COLUMNS
     assert set(COLUMNS) == set(Run.__dataclass_fields__)
-    assert names[len(COLUMNS):] == ["heartbeat_at"]
+    assert names[len(COLUMNS) :] == ["heartbeat_at"]
 
 
 def test_reopening_an_up_to_date_store_writes_nothing(store, postgres_url):
@@ -149,14 +159,17 @@ def test_reopening_an_up_to_date_store_writes_nothing(store, postgres_url):
     assert sql(postgres_url, "SELECT version, applied_at FROM schema_migrations") == before
 
 
-INSERT = ("INSERT INTO runs (task, machine, version, slot, priority, status, reason, created_at)"
-          " VALUES ('prod/web', 'm1', 'v1', %s, %s, %s, 'new', now())")
+INSERT = (
+    "INSERT INTO runs (task, machine, version, slot, priority, status, reason, created_at)"
+    " VALUES ('prod/web', 'm1', 'v1', %s, %s, %s, 'new', now())"
+)
 
 
 @pytest.mark.parametrize("slot", [None, "2024-05-01T12:00:00+00:00"])
 def test_unique_index_refuses_a_second_active_run_of_a_key(store, postgres_url, slot):
-    store.record_plan(Plan(enqueue=(Enqueue("prod/web", "m1", "v1", 3, Reason.NEW, slot),)),
-                      None, NOW)
+    store.record_plan(
+        Plan(enqueue=(Enqueue("prod/web", "m1", "v1", 3, Reason.NEW, slot),)), None, NOW
+    )
     with pytest.raises(psycopg.errors.UniqueViolation, match="runs_one_active"):
         sql(postgres_url, INSERT, (slot, 3, "running"))
     sql(postgres_url, INSERT, (slot, 3, "failed"))  # a finished run of the key is history
@@ -182,8 +195,11 @@ def test_times_are_timestamptz_and_output_keeps_nul_bytes(store, postgres_url):
 
 def test_the_lease_is_stamped_with_the_servers_clock_not_the_callers(store, postgres_url):
     run = store.claim(one(store).id, "w", NOW)  # the caller's clock says 2024
-    [(age,)] = sql(postgres_url, "SELECT extract(epoch FROM now() - heartbeat_at) "
-                                 "FROM runs WHERE id = %s", (run.id,))
+    [(age,)] = sql(
+        postgres_url,
+        "SELECT extract(epoch FROM now() - heartbeat_at) FROM runs WHERE id = %s",
+        (run.id,),
+    )
     assert 0 <= age < 60
     assert run.started_at == NOW  # the run's history keeps the caller's clock
     assert store.sweep(LEASE_SECONDS, NOW) == []
@@ -192,8 +208,11 @@ def test_the_lease_is_stamped_with_the_servers_clock_not_the_callers(store, post
 def test_recover_leaves_the_runs_of_live_workers_alone(store, postgres_url):
     live = store.claim(one(store, "a").id, "live", NOW)
     dead = store.claim(one(store, "b").id, "dead", NOW)
-    sql(postgres_url, "UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
-        (dead.id,))
+    sql(
+        postgres_url,
+        "UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s",
+        (dead.id,),
+    )
     assert [(r.id, r.status) for r in store.recover(NOW)] == [(dead.id, RunStatus.PENDING)]
     assert store.get_run(live.id).status is RunStatus.RUNNING
 
@@ -213,8 +232,11 @@ def test_claim_skips_a_row_another_transaction_holds_instead_of_waiting(store, p
 
 
 def _terminate_sessions(postgres_url) -> None:
-    pids = sql(postgres_url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                             " AND application_name = 'reconciler'")
+    pids = sql(
+        postgres_url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'reconciler'",
+    )
     assert pids
     for (pid,) in pids:
         sql(postgres_url, "SELECT pg_terminate_backend(%s)", (pid,))
@@ -225,14 +247,15 @@ def test_a_terminated_connection_fails_one_write_and_the_next_reconnects(store, 
     _terminate_sessions(postgres_url)
     # A write that could apply twice is not tried again: its caller decides.
     with pytest.raises(StoreError, match="^cannot write state store postgresql://"):
-        store.record_commit("c0ffee", datetime.now(timezone.utc))
+        store.record_commit("c0ffee", datetime.now(UTC))
     assert [r.id for r in store.pending()] == [run.id]
 
 
 def test_a_claim_that_committed_before_its_connection_broke_is_found_not_stranded(
-        store, postgres_url):
+    store, postgres_url
+):
     run, other = one(store), one(store, machine="m2")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     elsewhere = open_store(postgres_url)
     try:  # what the lost commit did: the runs are running under our name since `now`
         elsewhere.claim(run.id, "w", now)
@@ -251,20 +274,29 @@ def test_a_read_or_a_claim_rides_out_a_terminated_connection(store, postgres_url
     _terminate_sessions(postgres_url)
     assert [r.id for r in store.pending()] == [run.id]
     _terminate_sessions(postgres_url)
-    assert store.claim(run.id, "w", datetime.now(timezone.utc)).status is RunStatus.RUNNING
+    assert store.claim(run.id, "w", datetime.now(UTC)).status is RunStatus.RUNNING
 
 
 def test_the_pass_lock_uses_a_connection_of_its_own_and_closes_it(store, postgres_url):
     def sessions() -> int:
-        return sql(postgres_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                                 "current_database() AND application_name = 'reconciler'")[0][0]
+        return sql(
+            postgres_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND application_name = 'reconciler'",
+        )[0][0]
 
     before = sessions()
     with store.pass_lock(timeout=1):
         assert sessions() == before + 1
-        assert sql(postgres_url, "SELECT count(*) FROM pg_locks JOIN pg_database d ON "
-                                 "d.oid = database WHERE locktype = 'advisory' AND granted "
-                                 "AND d.datname = current_database()")[0][0] == 1
+        assert (
+            sql(
+                postgres_url,
+                "SELECT count(*) FROM pg_locks JOIN pg_database d ON "
+                "d.oid = database WHERE locktype = 'advisory' AND granted "
+                "AND d.datname = current_database()",
+            )[0][0]
+            == 1
+        )
     assert sessions() == before
     assert store.pending() == []  # the query connection is untouched
 
@@ -273,6 +305,7 @@ def test_an_aware_time_in_any_zone_comes_back_as_the_same_instant_in_utc(store):
     at = datetime(2024, 1, 1, 13, 0, 0, 5, tzinfo=timezone(timedelta(hours=1)))
     [run] = store.record_plan(Plan(enqueue=(Enqueue("t/a", "m", "v", 3, Reason.NEW),)), None, at)
     assert run.created_at == at and run.created_at.utcoffset() == timedelta(0)
-    naive = store.record_plan(Plan(enqueue=(Enqueue("t/b", "m", "v", 3, Reason.NEW),)), None,
-                              datetime(2024, 1, 1, 12, 0))[0]
-    assert naive.created_at == datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    naive = store.record_plan(
+        Plan(enqueue=(Enqueue("t/b", "m", "v", 3, Reason.NEW),)), None, datetime(2024, 1, 1, 12, 0)
+    )[0]
+    assert naive.created_at == datetime(2024, 1, 1, 12, 0, tzinfo=UTC)

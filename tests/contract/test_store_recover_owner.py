@@ -4,12 +4,13 @@ Every backend (conftest); on PostgreSQL only expired leases are recovered anyway
 
 from __future__ import annotations
 
-from reconciler.state import RunStatus
+from reconciler.core.state import RunStatus
 from tests.contract.test_store import add, enqueue
 
 
-def test_recover_spares_runs_claimed_by_the_keep_owner_and_recovers_the_dead(store, raw, now,
-                                                                            later):
+def test_recover_spares_runs_claimed_by_the_keep_owner_and_recovers_the_dead(
+    store, raw, now, later
+):
     mine, dead = add(store, now, enqueue(machine="a"), enqueue(machine="b"))
     mine = store.claim(mine.id, "host:1", now)
     store.mark_dispatched(mine.id, mine.epoch, now)

@@ -30,8 +30,9 @@ class Project:
         return path
 
     def task(self, name: str, body: str) -> Path:
-        return self.write(f"tasks/ops/{name}.yaml", f"name: {name}\nmachines: [box]\n"
-                          + textwrap.dedent(body))
+        return self.write(
+            f"tasks/ops/{name}.yaml", f"name: {name}\nmachines: [box]\n" + textwrap.dedent(body)
+        )
 
     def record(self, word: str) -> str:
         """A shell snippet appending `word` to the ledger."""

@@ -19,8 +19,12 @@ def test_all_problems_of_the_inventory_are_reported_at_once_and_nothing_runs(pro
     project.task("good", f"command: {project.record('good')}\n")
     project.task("typo", "prioritty: 2\ncommand: exit 0\n")
     project.task("bad-prio", "priority: 7\ncommand: exit 0\n")
-    result = _assert_rejected(project, "inventory/tasks/ops/typo.yaml:3:1",
-                              "did you mean 'priority'", "inventory/tasks/ops/bad-prio.yaml:3:11")
+    result = _assert_rejected(
+        project,
+        "inventory/tasks/ops/typo.yaml:3:1",
+        "did you mean 'priority'",
+        "inventory/tasks/ops/bad-prio.yaml:3:11",
+    )
     assert len([line for line in result.err.splitlines() if line.startswith("error:")]) == 2
 
 

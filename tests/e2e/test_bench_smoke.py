@@ -11,9 +11,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -55,8 +55,9 @@ class Bench:
 
 BENCHES = {
     "run.py": Bench(_nothing, "store bookkeeping"),
-    "bench_store.py": Bench(_require_postgres, "per-run bookkeeping, worst backend",
-                            forbidden=("skipped:",)),
+    "bench_store.py": Bench(
+        _require_postgres, "per-run bookkeeping, worst backend", forbidden=("skipped:",)
+    ),
     "bench_workers.py": Bench(_require_postgres, "speed-up"),
     "bench_age.py": Bench(_require_age, "worst targeted ratio"),
     "bench_ssh.py": Bench(require_sshd, "reconcile --once", forbidden=("error:",)),
@@ -78,9 +79,15 @@ def test_every_benchmark_in_bench_has_a_smoke_run():
 
 def test_benchmarks_name_no_host_but_loopback():
     """Benchmarks reach only 127.0.0.1: every address or host name in their source is it."""
-    hosts = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b|\blocalhost\b|://(?:[\w.-]+@)?(?!127\.0\.0\.1)[\w.-]+[:/]")
-    found = {f"{path.name}: {match.group(0)}" for path in BENCH.glob("*.py")
-             for match in hosts.finditer(path.read_text()) if match.group(0) != "127.0.0.1"}
+    hosts = re.compile(
+        r"\b\d{1,3}(?:\.\d{1,3}){3}\b|\blocalhost\b|://(?:[\w.-]+@)?(?!127\.0\.0\.1)[\w.-]+[:/]"
+    )
+    found = {
+        f"{path.name}: {match.group(0)}"
+        for path in BENCH.glob("*.py")
+        for match in hosts.finditer(path.read_text())
+        if match.group(0) != "127.0.0.1"
+    }
     assert found == set()
 
 
@@ -90,12 +97,19 @@ def test_quick_benchmark_prints_its_table_and_exits_0(script):
     assert bench is not None, f"{script}: add an entry to BENCHES"
     bench.requires()
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"],
-                          cwd=BENCH.parent, env=clean_environment(None), capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        cwd=BENCH.parent,
+        env=clean_environment(None),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     took = time.monotonic() - started
-    report = f"{script} --quick: exit {proc.returncode} in {took:.1f} s\n" \
-             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    report = (
+        f"{script} --quick: exit {proc.returncode} in {took:.1f} s\n"
+        f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     assert proc.returncode == 0, report
     assert bench.table_marker in proc.stdout, report
     assert "Traceback" not in proc.stderr, report

@@ -7,14 +7,14 @@ from datetime import datetime
 
 
 def _seconds(run: dict) -> float:
-    start, end = (datetime.fromisoformat(run[k].replace("Z", "+00:00"))
-                  for k in ("started_at", "finished_at"))
+    start, end = (
+        datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at")
+    )
     return (end - start).total_seconds()
 
 
 def test_a_check_that_hangs_past_the_timeout_fails_the_run_and_the_command_never_runs(project):
-    project.task("guarded", "timeout: 1\ncheck: sleep 30\n"
-                 f"command: {project.record('ran')}\n")
+    project.task("guarded", f"timeout: 1\ncheck: sleep 30\ncommand: {project.record('ran')}\n")
     data = project.run("--once", "--format", "json", code=1).json()
     [run] = data["runs"]
     assert run["status"] == "failed", run
@@ -25,8 +25,9 @@ def test_a_check_that_hangs_past_the_timeout_fails_the_run_and_the_command_never
 def test_timeout_bounds_check_and_command_together(project):
     # The check takes 4 s and says "not in the desired state"; the command would take 30 s.
     # With a 5 s timeout the command gets what is left (about 1 s), not 5 s of its own.
-    project.task("slow", "timeout: 5\ncheck: sleep 4; exit 1\n"
-                 f"command: {project.record('ran')}; sleep 30\n")
+    project.task(
+        "slow", f"timeout: 5\ncheck: sleep 4; exit 1\ncommand: {project.record('ran')}; sleep 30\n"
+    )
     data = project.run("--once", "--format", "json", code=1).json()
     [run] = data["runs"]
     assert run["status"] == "failed" and "timed out after 5s" in run["error"], run

@@ -11,8 +11,11 @@ from tests.support.waiting import wait_until
 
 def _start_and_wait_for(project, marker: str, *args: str):
     proc = spawn("--once", *args, cwd=project.root)
-    wait_until(lambda: marker in project.ledger_lines() or proc.poll() is not None,
-               timeout=30, message=f"'{marker}' in the ledger")
+    wait_until(
+        lambda: marker in project.ledger_lines() or proc.poll() is not None,
+        timeout=30,
+        message=f"'{marker}' in the ledger",
+    )
     assert proc.poll() is None, proc.communicate()
     return proc
 
@@ -34,8 +37,10 @@ def _alive(pid: int) -> bool:
 
 def _sleeper(project, name: str, extra: str = "") -> None:
     # Records its shell pid (= its process group: each run has its own session), then a marker.
-    project.task(name, extra + f'command: echo $$ >> "{project.ledger}"; '
-                 f'{project.record("started")}; sleep 60\n')
+    project.task(
+        name,
+        extra + f'command: echo $$ >> "{project.ledger}"; {project.record("started")}; sleep 60\n',
+    )
 
 
 def test_kill_9_mid_run_leaves_it_unknown_and_never_runs_it_twice(project):
@@ -55,9 +60,12 @@ def test_kill_9_mid_run_leaves_it_unknown_and_never_runs_it_twice(project):
 
 def test_kill_9_mid_run_reruns_an_idempotent_task(project):
     done = project.root / "done"
-    project.task("idem", "idempotent: true\n"
-                 f'command: echo $$ >> "{project.ledger}"; {project.record("started")}; '
-                 f'if [ ! -f "{done}" ]; then touch "{done}"; sleep 60; fi\n')
+    project.task(
+        "idem",
+        "idempotent: true\n"
+        f'command: echo $$ >> "{project.ledger}"; {project.record("started")}; '
+        f'if [ ! -f "{done}" ]; then touch "{done}"; sleep 60; fi\n',
+    )
     proc = _start_and_wait_for(project, "started")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)

@@ -33,8 +33,10 @@ def _named(pid: int, prefix: str) -> int | None:
     """A thread of `pid` whose name starts with `prefix`, or None."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            if (Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith(prefix)
-                    and int(tid) != pid):
+            if (
+                Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith(prefix)
+                and int(tid) != pid
+            ):
                 return int(tid)
         except OSError:  # a thread that just ended
             continue
@@ -49,8 +51,9 @@ def test_a_sigterm_caught_by_another_thread_of_the_daemon_still_stops_it(project
     try:
         wait_until(lambda: "first" in project.ledger_lines(), timeout=30, message="first task")
         # The file watcher's own thread (notify-rs, not Python's) lives as long as the daemon.
-        watcher = wait_until(lambda: _named(proc.pid, "notify"), timeout=30,
-                             message="the file watcher's thread")
+        watcher = wait_until(
+            lambda: _named(proc.pid, "notify"), timeout=30, message="the file watcher's thread"
+        )
         _tgkill(proc.pid, watcher, signal.SIGTERM)
         code = proc.wait(timeout=20)
     except subprocess.TimeoutExpired:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -47,42 +46,60 @@ def _rows(project, url: str | None, query: str):
 
 
 def _run_of(project, url, task: str):
-    rows = _rows(project, url, "SELECT status, attempt, started_at FROM runs WHERE task = "
-                               f"'{task}' ORDER BY id DESC")
+    rows = _rows(
+        project,
+        url,
+        f"SELECT status, attempt, started_at FROM runs WHERE task = '{task}' ORDER BY id DESC",
+    )
     return rows[0] if rows else None
 
 
 def _aware(value) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def test_priority_1_commit_starts_within_a_poll_interval_behind_retries_and_long_runs(
-        project, store):
+    project, store
+):
     p = project
     go = p.root / "go"
     p.write("reconciler.yaml", f"poll_interval: {POLL_SECONDS:g}s\n")
-    p.write("machines/more.yaml", "machines:\n"
-            "  - {name: slowbox, team: ops, transport: local, max_parallel: 1}\n"
-            "  - {name: flakybox, team: ops, transport: local, max_parallel: 1}\n")
-    p.write("tasks/ops/low.yaml", "tasks:\n"
-            "  - name: flaky\n    machines: [flakybox]\n    priority: 5\n"
-            "    retry: {count: 5, delay: 10m}\n    command: exit 1\n"
-            "  - name: long\n    machines: [slowbox]\n    priority: 5\n"
-            f"    command: while [ ! -f '{go}' ]; do sleep 0.05; done\n")
+    p.write(
+        "machines/more.yaml",
+        "machines:\n"
+        "  - {name: slowbox, team: ops, transport: local, max_parallel: 1}\n"
+        "  - {name: flakybox, team: ops, transport: local, max_parallel: 1}\n",
+    )
+    p.write(
+        "tasks/ops/low.yaml",
+        "tasks:\n"
+        "  - name: flaky\n    machines: [flakybox]\n    priority: 5\n"
+        "    retry: {count: 5, delay: 10m}\n    command: exit 1\n"
+        "  - name: long\n    machines: [slowbox]\n    priority: 5\n"
+        f"    command: while [ ! -f '{go}' ]; do sleep 0.05; done\n",
+    )
     args = ("--watch-files", "-q") + (("--state", store) if store else ())
     daemon = spawn(*args, cwd=p.root)
     try:
-        wait_until(lambda: (_run_of(p, store, "ops/flaky") or ("",))[0:2] == ("pending", 2)
-                   and (_run_of(p, store, "ops/long") or ("",))[0] == "running"
-                   or daemon.poll() is not None,
-                   timeout=60, message="a retry back-off and a long run in progress")
+        wait_until(
+            lambda: (
+                (_run_of(p, store, "ops/flaky") or ("",))[0:2] == ("pending", 2)
+                and (_run_of(p, store, "ops/long") or ("",))[0] == "running"
+                or daemon.poll() is not None
+            ),
+            timeout=60,
+            message="a retry back-off and a long run in progress",
+        )
         assert daemon.poll() is None, daemon.communicate()
-        committed = datetime.now(timezone.utc)
+        committed = datetime.now(UTC)
         p.task("urgent", f"priority: 1\ncommand: {p.record('urgent')}\n")
-        wait_until(lambda: "urgent" in p.ledger_lines() or daemon.poll() is not None,
-                   timeout=60, message="the priority-1 run to start")
+        wait_until(
+            lambda: "urgent" in p.ledger_lines() or daemon.poll() is not None,
+            timeout=60,
+            message="the priority-1 run to start",
+        )
         started = _aware(_run_of(p, store, "ops/urgent")[2])
     finally:
         go.touch()

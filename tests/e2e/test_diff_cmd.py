@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.vault import age, team_vault
+from reconciler.adapters.vault import age, team_vault
 from tests.support.cli import reconcile
-from tests.unit.test_diff import CASES, BASE_COMMIT, HEAD_COMMIT, case_dirs, vault_plaintexts
+from tests.unit.test_diff import BASE_COMMIT, CASES, HEAD_COMMIT, case_dirs, vault_plaintexts
 
 FORMATS = {"text": "expected.txt", "json": "expected.json", "markdown": "expected.md"}
 
@@ -31,9 +31,23 @@ FORMATS = {"text": "expected.txt", "json": "expected.json", "markdown": "expecte
 def git(repo: Path, *args: str) -> str:
     """Run git in `repo` with a fixed identity and no signing; returns stdout."""
     return subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com",
-         "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
-        cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+        [
+            "git",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+            *args,
+        ],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 class Repo:
@@ -45,8 +59,13 @@ class Repo:
         root.mkdir(parents=True, exist_ok=True)
         git(root, "init", "-q")
 
-    def commit(self, source: Path | None, message: str, vaults: dict[str, bytes] | None = None,
-               extra: dict[str, str] | None = None) -> str:
+    def commit(
+        self,
+        source: Path | None,
+        message: str,
+        vaults: dict[str, bytes] | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> str:
         """Make inventory/ a copy of `source` (plus vault files and extra files), commit it
         and return the commit id."""
         shutil.rmtree(self.inventory, ignore_errors=True)
@@ -85,8 +104,10 @@ def encrypted_vaults(case: Path, key: age.X25519Identity) -> tuple[dict, dict]:
     recipients = [key.recipient()]
     encrypt = lambda secrets: age.encrypt(team_vault.encode(secrets), recipients, armor=True)  # noqa: E731
     base = {team: encrypt(secrets) for team, secrets in plain["base"].items()}
-    head = {team: base[team] if plain["base"].get(team) == secrets else encrypt(secrets)
-            for team, secrets in plain["head"].items()}
+    head = {
+        team: base[team] if plain["base"].get(team) == secrets else encrypt(secrets)
+        for team, secrets in plain["head"].items()
+    }
     return base, head
 
 
@@ -97,8 +118,12 @@ def normalise(text: str, base: str, head: str) -> str:
     for real, fake in ((base, BASE_COMMIT), (head, HEAD_COMMIT)):
         text = text.replace(real, fake).replace(real[:7], fake[:7])
     text = re.sub(r',\n  "requires": \[[^\]]*\]', "", text)
-    return re.sub(r"\n\n(Signing this change takes|\*\*Roles this change requires)[^\n]*"
-                  r"(\n(  |- )[^\n]*)*", "", text)
+    return re.sub(
+        r"\n\n(Signing this change takes|\*\*Roles this change requires)[^\n]*"
+        r"(\n(  |- )[^\n]*)*",
+        "",
+        text,
+    )
 
 
 # --------------------------------------------------------------------------- golden cases
@@ -117,10 +142,13 @@ def test_diff_between_two_commits_prints_the_golden_files(case: Path, tmp_path, 
         assert result.err == ""
 
 
-@pytest.mark.parametrize("case, needed", [
-    ("role-changed", "admin of team"),
-    ("command-changed", "admin or operator of team"),
-])
+@pytest.mark.parametrize(
+    "case, needed",
+    [
+        ("role-changed", "admin of team"),
+        ("command-changed", "admin or operator of team"),
+    ],
+)
 def test_diff_names_the_roles_a_change_requires(case, needed, tmp_path, identity):
     key_file, key = identity
     base_vaults, head_vaults = encrypted_vaults(CASES / case, key)
@@ -186,8 +214,9 @@ def test_invalid_inventory_at_a_revision_is_exit_2_located_at_that_revision(tmp_
     git(repo.root, "commit", "-q", "-am", "broken")
     result = repo.diff("HEAD~1", "HEAD", code=2)
     lines = result.err.splitlines()
-    assert lines and all(line.startswith("error: HEAD:inventory/tasks/ops/deploy.yaml:")
-                         for line in lines), result.err
+    assert lines and all(
+        line.startswith("error: HEAD:inventory/tasks/ops/deploy.yaml:") for line in lines
+    ), result.err
     assert "/tmp" not in result.err and "reconcile-diff-" not in result.err
 
 
@@ -204,7 +233,8 @@ def test_a_committed_symlink_is_refused_as_in_a_working_tree_and_never_followed(
 def test_uncommitted_changes_are_not_part_of_the_diff(tmp_path):
     repo = _small_repo(tmp_path)
     (repo.inventory / "tasks" / "ops" / "new.yaml").write_text(
-        "name: new\nmachines: [web-1]\ncommand: echo new\n")
+        "name: new\nmachines: [web-1]\ncommand: echo new\n"
+    )
     assert repo.diff("HEAD", "HEAD", "--format", "json").json()["tasks"]["added"] == []
 
 
@@ -226,8 +256,16 @@ def test_inventory_option_names_a_folder_elsewhere_in_the_repository(tmp_path):
     git(repo.root, "commit", "-qm", "base")
     (repo.root / "deploy" / "inv" / "tasks" / "ops" / "cleanup.yaml").unlink()
     git(repo.root, "commit", "-qam", "head")
-    result = reconcile("diff", "HEAD~1", "--inventory", "inv", "--format", "json",
-                       cwd=repo.root / "deploy", check_code=0)
+    result = reconcile(
+        "diff",
+        "HEAD~1",
+        "--inventory",
+        "inv",
+        "--format",
+        "json",
+        cwd=repo.root / "deploy",
+        check_code=0,
+    )
     assert result.json()["tasks"]["removed"] == ["ops/cleanup"]
 
 
@@ -239,9 +277,14 @@ def test_state_says_which_changed_tasks_already_ran_and_diff_creates_no_store(tm
     team = "name: ops\n"
     machine = "{name: box, team: ops, transport: local}\n"
     task = "name: hello\nmachines: [box]\ncommand: echo {}\n"
-    files = lambda word: {"inventory/teams/ops.yaml": team,  # noqa: E731
-                          "inventory/machines/box.yaml": machine,
-                          "inventory/tasks/ops/hello.yaml": task.format(word)}
+
+    def files(word):
+        return {
+            "inventory/teams/ops.yaml": team,
+            "inventory/machines/box.yaml": machine,
+            "inventory/tasks/ops/hello.yaml": task.format(word),
+        }
+
     repo.commit(None, "base", extra=files("one"))
     repo.commit(None, "head", extra=files("two"))
     state = tmp_path / "state.db"

@@ -15,13 +15,23 @@ import pytest
 from tests.support.cli import clean_environment, reconcile
 from tests.support.waiting import wait_until
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+}
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV}).stdout.strip()
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    ).stdout.strip()
 
 
 class Repos:
@@ -49,8 +59,10 @@ class Repos:
         path.write_text(text)
 
     def task(self, name: str) -> None:
-        self.write(f"inventory/tasks/ops/{name}.yaml", f"name: {name}\nmachines: [box]\n"
-                   f'command: echo {name} >> "{self.ledger}"\n')
+        self.write(
+            f"inventory/tasks/ops/{name}.yaml",
+            f'name: {name}\nmachines: [box]\ncommand: echo {name} >> "{self.ledger}"\n',
+        )
 
     def push(self, message: str, *flags: str) -> str:
         git(self.author, "add", "-A")
@@ -68,9 +80,13 @@ def repos(tmp_path):
 
 
 def start_daemon(cwd: Path, log: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd,
-                            env=clean_environment(GIT_ENV), stdout=subprocess.DEVNULL,
-                            stderr=log.open("w"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        env=clean_environment(GIT_ENV),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -123,8 +139,10 @@ def test_a_late_once_for_an_older_commit_exits_3(repos, tmp_path):
 
 
 def test_sigterm_lets_a_run_finish_within_the_grace_period_else_records_unknown(repos, tmp_path):
-    repos.write("inventory/tasks/ops/slow.yaml", "name: slow\nmachines: [box]\n"
-                f'command: echo started >> "{repos.ledger}"; sleep 60; true\n')
+    repos.write(
+        "inventory/tasks/ops/slow.yaml",
+        f'name: slow\nmachines: [box]\ncommand: echo started >> "{repos.ledger}"; sleep 60; true\n',
+    )
     repos.push("slow")
     git(repos.daemon, "pull", "-q", "origin", "main")
     daemon = start_daemon(repos.daemon, tmp_path / "daemon.log", "--grace", "1s")
@@ -140,7 +158,8 @@ def test_watch_files_runs_a_changed_task_without_waiting_for_the_poll(repos, tmp
     try:
         wait_until(lambda: "a" in repos.ledger_lines(), timeout=30, message="task a")
         (repos.daemon / "inventory" / "tasks" / "ops" / "w.yaml").write_text(
-            f'name: w\nmachines: [box]\ncommand: echo w >> "{repos.ledger}"\n')
+            f'name: w\nmachines: [box]\ncommand: echo w >> "{repos.ledger}"\n'
+        )
         wait_until(lambda: "w" in repos.ledger_lines(), timeout=30, message="task w")
     finally:
         assert stop(daemon) == 0
@@ -161,10 +180,16 @@ def test_a_refused_force_push_alerts_the_teams_once(repos, tmp_path):
             git(repos.author, "reset", "-q", "--hard", "HEAD~1")
             repos.task("c")
             repos.push("rewritten", "--force")
-            wait_until(lambda: any("refused" in b.get("title", "") for b in receiver.delivered()),
-                       timeout=30, message="the refusal alert")
-            wait_until(lambda: log.read_text().count("refusing") >= 2, timeout=30,
-                       message="a second poll refusing again")
+            wait_until(
+                lambda: any("refused" in b.get("title", "") for b in receiver.delivered()),
+                timeout=30,
+                message="the refusal alert",
+            )
+            wait_until(
+                lambda: log.read_text().count("refusing") >= 2,
+                timeout=30,
+                message="a second poll refusing again",
+            )
         finally:
             assert stop(daemon) == 0
         refusals = [b for b in receiver.delivered() if "refused" in b.get("title", "")]

@@ -10,28 +10,36 @@ from pathlib import Path
 
 import yaml
 
-from reconciler import scaffold
+from reconciler.inventory import scaffold
 from tests.support.cli import reconcile
 
 REPO = Path(__file__).resolve().parents[2]
-SCAFFOLD = ["inventory/reconciler.yaml", "inventory/teams/ops.yaml",
-            "inventory/machines/local.yaml", "inventory/tasks/ops/hello.yaml",
-            "inventory/.gitattributes", ".github/workflows/reconcile.yml", ".gitignore"]
+SCAFFOLD = [
+    "inventory/reconciler.yaml",
+    "inventory/teams/ops.yaml",
+    "inventory/machines/local.yaml",
+    "inventory/tasks/ops/hello.yaml",
+    "inventory/.gitattributes",
+    ".github/workflows/reconcile.yml",
+    ".gitignore",
+]
 
 
 def test_init_output_validates_and_its_first_pass_succeeds(tmp_path):
     target = tmp_path / "new" / "project"  # created, parents too
     result = reconcile("init", str(target), cwd=tmp_path, check_code=0)
     assert "reconcile validate && reconcile --once" in result.out
-    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == \
-        sorted(SCAFFOLD)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == sorted(
+        SCAFFOLD
+    )
     checked = reconcile("validate", cwd=target, check_code=0)
     # Its one warning: the local machine has no `user:`, so tasks run with our own rights.
     assert checked.err.count("warning:") == 1, checked.err
     assert "machine 'local' runs its tasks with the reconciler's own rights" in checked.err
     first = reconcile("--once", "--format", "json", cwd=target, check_code=0).json()
     assert [(r["task"], r["machine"], r["status"]) for r in first["runs"]] == [
-        ("ops/hello", "local", "succeeded")]
+        ("ops/hello", "local", "succeeded")
+    ]
     assert reconcile("--once", "--format", "json", cwd=target, check_code=0).json()["runs"] == []
     assert (target / ".reconciler" / "state.db").is_file()
 
@@ -75,16 +83,22 @@ def test_init_rejects_a_team_name_the_loader_would_refuse(tmp_path):
 def test_scaffold_yaml_names_the_published_schemas():
     schemas = {json.loads(p.read_text())["$id"] for p in (REPO / "schemas").glob("*.json")}
     files = scaffold.scaffold_files()
-    lines = [text.splitlines()[0] for path, text in files.items()
-             if path.startswith("inventory/") and path.endswith(".yaml")]
-    urls = {re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", line).group(1)
-            for line in lines}
+    lines = [
+        text.splitlines()[0]
+        for path, text in files.items()
+        if path.startswith("inventory/") and path.endswith(".yaml")
+    ]
+    urls = {
+        re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", line).group(1) for line in lines
+    }
     assert urls == schemas
 
 
 def test_scaffold_gitattributes_matches_the_demo_inventory():
-    assert scaffold.scaffold_files()["inventory/.gitattributes"] == \
-        (REPO / "inventory" / ".gitattributes").read_text()
+    assert (
+        scaffold.scaffold_files()["inventory/.gitattributes"]
+        == (REPO / "inventory" / ".gitattributes").read_text()
+    )
 
 
 # --------------------------------------------------------------------------- CI, pre-commit
@@ -105,8 +119,10 @@ def test_github_actions_example_reviews_pull_requests_and_reconciles_main():
     assert review["permissions"]["pull-requests"] == "write"
     assert apply["concurrency"] == {"group": "reconcile", "cancel-in-progress": False}
     run = next(s for s in apply["steps"] if s.get("run") == "reconcile --once")
-    assert run["env"] == {"RECONCILE_STATE": "${{ secrets.RECONCILE_STATE }}",
-                          "RECONCILE_IDENTITY": "${{ secrets.RECONCILE_IDENTITY }}"}
+    assert run["env"] == {
+        "RECONCILE_STATE": "${{ secrets.RECONCILE_STATE }}",
+        "RECONCILE_IDENTITY": "${{ secrets.RECONCILE_IDENTITY }}",
+    }
 
 
 def test_gitlab_example_reviews_merge_requests_and_serialises_passes():
@@ -120,7 +136,7 @@ def test_gitlab_example_reviews_merge_requests_and_serialises_passes():
 
 
 def test_pre_commit_hook_runs_validate_on_inventory_yaml():
-    hook, = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert hook["id"] == "reconcile-validate" and hook["entry"] == "reconcile validate"
     assert hook["language"] == "python" and hook["pass_filenames"] is False
     pattern = re.compile(hook["files"])

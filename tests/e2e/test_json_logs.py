@@ -55,5 +55,6 @@ def test_daemon_with_log_format_json_writes_only_json_objects_on_stderr(project)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     objects = _objects(err)
-    assert any(o.get("kind") == "finished" and o.get("status") == "succeeded"
-               for o in objects), objects
+    assert any(o.get("kind") == "finished" and o.get("status") == "succeeded" for o in objects), (
+        objects
+    )

@@ -11,7 +11,6 @@ import os
 import pwd
 import re
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 
@@ -44,10 +43,20 @@ def _identity(project) -> tuple[Path, str, str]:
 def isolated(project):
     """An ops team whose vault holds DB_PASSWORD, readable with the reconciler's identity."""
     key, text, public = _identity(project)
-    project.write("teams/ops.yaml", f"name: ops\nmembers:\n  - {{name: host, role: admin, "
-                  f"age: {public}}}\n")
-    project.run("vault", "set", "ops", "DB_PASSWORD", "-", "--identity", str(key), code=0,
-                input=SECRET + "\n")
+    project.write(
+        "teams/ops.yaml", f"name: ops\nmembers:\n  - {{name: host, role: admin, age: {public}}}\n"
+    )
+    project.run(
+        "vault",
+        "set",
+        "ops",
+        "DB_PASSWORD",
+        "-",
+        "--identity",
+        str(key),
+        code=0,
+        input=SECRET + "\n",
+    )
     project.key, project.key_text = key, text
     return project
 
@@ -56,12 +65,18 @@ def isolated(project):
 def test_local_task_finds_no_identity_in_the_reconcilers_proc_entries(isolated, how):
     p = isolated
     dump = p.root / "dump.txt"
-    p.task("snoop", "env:\n  DB_PASSWORD: {vault: DB_PASSWORD}\nscript: |\n"
-           + "".join(f"  {line}\n" for line in
-                     DUMP_ANCESTORS.format(dump=dump, secret=SECRET).splitlines()))
-    args, env = {"flag": (["--identity", str(p.key)], {}),
-                 "file-variable": ([], {"RECONCILE_IDENTITY_FILE": str(p.key)}),
-                 "key-variable": ([], {"RECONCILE_IDENTITY": p.key_text})}[how]
+    p.task(
+        "snoop",
+        "env:\n  DB_PASSWORD: {vault: DB_PASSWORD}\nscript: |\n"
+        + "".join(
+            f"  {line}\n" for line in DUMP_ANCESTORS.format(dump=dump, secret=SECRET).splitlines()
+        ),
+    )
+    args, env = {
+        "flag": (["--identity", str(p.key)], {}),
+        "file-variable": ([], {"RECONCILE_IDENTITY_FILE": str(p.key)}),
+        "key-variable": ([], {"RECONCILE_IDENTITY": p.key_text}),
+    }[how]
     p.run("--once", *args, env=env, code=0)
     seen = dump.read_text()
     assert "vault-ok" in seen  # the identity still reached the vault, so the dump is real
@@ -107,7 +122,8 @@ READ_IDENTITY = "command: id -u; id -g; cat {key} >/dev/null 2>&1 && echo READAB
 
 
 def test_task_on_a_machine_with_user_runs_as_that_user_and_cannot_read_the_identity(
-        root_only_identity):
+    root_only_identity,
+):
     p = root_only_identity
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nuser: nobody\n")
     p.task("probe", READ_IDENTITY.format(key=p.root_key))
@@ -137,8 +153,9 @@ def test_task_as_another_user_gets_that_users_home_and_name(root_only_identity):
 
 
 def test_unknown_user_fails_the_run_with_the_reason(project):
-    project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\n"
-                  "user: no-such-user-4711\n")
+    project.write(
+        "machines/box.yaml", "name: box\nteam: ops\ntransport: local\nuser: no-such-user-4711\n"
+    )
     project.task("t", f"command: {project.record('ran')}\n")
     result = project.run("--once", "--format", "json", code=1)
     assert project.ledger_lines() == []
@@ -154,8 +171,9 @@ SHARED = "runs its tasks with the reconciler's own rights"
 
 def test_validate_warns_that_a_local_machine_without_user_has_the_reconcilers_rights(project):
     result = project.run("validate", code=0)
-    assert re.search(r"^inventory/machines/box\.yaml:1:1: warning: machine 'box' " + SHARED,
-                     result.err, re.M), result.err
+    assert re.search(
+        r"^inventory/machines/box\.yaml:1:1: warning: machine 'box' " + SHARED, result.err, re.M
+    ), result.err
     assert "add user: OS_USER" in result.err
 
 
@@ -167,8 +185,13 @@ def _second_team(project) -> None:
 def test_with_two_teams_a_local_machine_without_user_is_refused_and_nothing_runs(project):
     _second_team(project)
     result = project.run("--once", code=2)
-    assert re.search(r"^error: inventory/machines/box\.yaml:1:1: machine 'box' " + SHARED
-                     + r" \(no user:\).*2 teams", result.err, re.M), result.err
+    assert re.search(
+        r"^error: inventory/machines/box\.yaml:1:1: machine 'box' "
+        + SHARED
+        + r" \(no user:\).*2 teams",
+        result.err,
+        re.M,
+    ), result.err
     assert "local_machines: {allow_shared_user: true}" in result.err
     assert project.ledger_lines() == [] and project.run_count() == 0
     assert project.run("validate", code=2).err.count("error:") == 1
@@ -178,8 +201,11 @@ def test_with_two_teams_user_root_is_refused_like_no_user(project):
     _second_team(project)
     project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nuser: root\n")
     result = project.run("validate", code=2)
-    assert re.search(r"^error: inventory/machines/box\.yaml:4:7: machine 'box' " + SHARED
-                     + r" \(user: root\)", result.err, re.M), result.err
+    assert re.search(
+        r"^error: inventory/machines/box\.yaml:4:7: machine 'box' " + SHARED + r" \(user: root\)",
+        result.err,
+        re.M,
+    ), result.err
 
 
 def test_the_admins_may_allow_the_shared_user_in_the_settings(project):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 def test_runs_go_by_priority_one_first_with_concurrency_1(project):
@@ -29,8 +29,11 @@ def test_failed_dependency_blocks_its_dependents_and_exits_1(project):
 
 
 def test_retries_follow_count_and_spacing_then_fail(project):
-    project.task("flaky", 'retry: {count: 2, delay: 1s, backoff: 2}\n'
-                 'command: date +%s.%N >> "' + str(project.ledger) + '"; exit 1\n')
+    project.task(
+        "flaky",
+        "retry: {count: 2, delay: 1s, backoff: 2}\n"
+        'command: date +%s.%N >> "' + str(project.ledger) + '"; exit 1\n',
+    )
     result = project.run("--once", "--format", "json", code=1)
     run = result.json()["runs"][0]
     assert (run["status"], run["attempt"], run["exit_code"]) == ("failed", 3, 1)
@@ -63,8 +66,10 @@ def test_changed_command_reruns_only_that_task_and_priority_change_reruns_nothin
     project.task("a", f"command: {project.record('a2')}\n")
     project.task("b", f"priority: 1\ncommand: {project.record('b')}\n")
     plan = project.run("plan", "--format", "json", code=0).json()
-    assert plan == {"enqueue": [{"task": "ops/a", "machine": "box", "priority": 3,
-                                 "reason": "changed"}], "cancel": []}
+    assert plan == {
+        "enqueue": [{"task": "ops/a", "machine": "box", "priority": 3, "reason": "changed"}],
+        "cancel": [],
+    }
     project.run("--once", code=0)
     assert sorted(project.ledger_lines()) == ["a", "a2", "b"]
 
@@ -74,8 +79,19 @@ def test_once_json_has_the_documented_fields(project):
     data = project.run("--once", "--format", "json", code=0).json()
     assert data["counts"] == {"succeeded": 1}
     run = data["runs"][0]
-    for key in ("id", "task", "machine", "version", "status", "priority", "attempt",
-                "exit_code", "created_at", "started_at", "finished_at"):
+    for key in (
+        "id",
+        "task",
+        "machine",
+        "version",
+        "status",
+        "priority",
+        "attempt",
+        "exit_code",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ):
         assert key in run
     shown = project.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
     assert shown["output"] == "hello\n" and shown["error"] is None
@@ -92,8 +108,9 @@ def test_second_pass_with_nothing_due_exits_0_and_runs_nothing(project):
 
 def test_check_that_holds_records_skipped_and_drift_reruns_the_command(project):
     marker = project.root / "marker"
-    project.task("t", f'check: test -f "{marker}"\ncommand: touch "{marker}" && '
-                 f'{project.record("fixed")}\n')
+    project.task(
+        "t", f'check: test -f "{marker}"\ncommand: touch "{marker}" && {project.record("fixed")}\n'
+    )
     project.run("--once", code=0)
     second = project.run("--once", "--format", "json", code=0).json()
     assert second["counts"] == {"skipped": 1}
@@ -134,14 +151,17 @@ def test_unwritable_state_store_exits_3_with_one_line(project):
 
 
 def test_deny_window_holds_low_priority_runs_pending_and_lets_priority_1_run(project):
-    project.write("teams/ops.yaml", "name: ops\nwindows:\n  - deny: '* * * * *'\n"
-                  "    duration: 2m\n")
+    project.write(
+        "teams/ops.yaml", "name: ops\nwindows:\n  - deny: '* * * * *'\n    duration: 2m\n"
+    )
     project.task("urgent", f"priority: 1\ncommand: {project.record('urgent')}\n")
     project.task("routine", f"priority: 3\ncommand: {project.record('routine')}\n")
     assert "held by deny window until" in project.run("plan", code=0).out
     data = project.run("--once", "--format", "json", code=0).json()
-    assert {r["task"]: r["status"] for r in data["runs"]} == {"ops/urgent": "succeeded",
-                                                              "ops/routine": "pending"}
+    assert {r["task"]: r["status"] for r in data["runs"]} == {
+        "ops/urgent": "succeeded",
+        "ops/routine": "pending",
+    }
     assert project.ledger_lines() == ["urgent"]
     status = project.run("status", "--format", "json", code=0).json()
     assert status["queue_depth"]["3"] == 1 and status["by_team"] == {"ops": 1}
@@ -149,11 +169,13 @@ def test_deny_window_holds_low_priority_runs_pending_and_lets_priority_1_run(pro
 
 
 def test_once_does_not_wait_for_a_deny_window_to_close(project):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
-    project.write("teams/ops.yaml", f"name: ops\nwindows:\n  - deny: '{now.minute} {now.hour} * * *'"
-                  "\n    duration: 1h\n")
+    now = datetime.now(UTC)
+    project.write(
+        "teams/ops.yaml",
+        f"name: ops\nwindows:\n  - deny: '{now.minute} {now.hour} * * *'\n    duration: 1h\n",
+    )
     project.task("routine", f"priority: 3\ncommand: {project.record('routine')}\n")
     data = project.run("--once", "--format", "json", code=0, timeout=60).json()
     assert [r["status"] for r in data["runs"]] == ["pending"]

@@ -37,11 +37,14 @@ def test_the_start_up_image_that_hides_the_identity_imports_no_engine(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys, reconciler.cli.main; "
-             "print(sorted(m for m in ('reconciler.engine', 'reconciler.loader', "
-             "'reconciler.cli.commands', 'rich', 'croniter', 'jsonschema') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
-                         text=True, check=True).stdout
+    probe = (
+        "import sys, reconciler.cli.main; "
+        "print(sorted(m for m in ('reconciler.pipeline.engine', 'reconciler.inventory.loader', "
+        "'reconciler.cli.commands', 'rich', 'croniter', 'jsonschema') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 

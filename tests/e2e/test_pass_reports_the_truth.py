@@ -20,8 +20,10 @@ def _row(project, task: str):
         return None
     try:
         with sqlite3.connect(project.state) as db:
-            return db.execute("SELECT id, status, attempt, not_before FROM runs WHERE task = ? "
-                              "ORDER BY id DESC", (task,)).fetchone()
+            return db.execute(
+                "SELECT id, status, attempt, not_before FROM runs WHERE task = ? ORDER BY id DESC",
+                (task,),
+            ).fetchone()
     except sqlite3.OperationalError:  # the store is being created
         return None
 
@@ -32,12 +34,16 @@ def _retry_wait(project, task: str):
 
 
 def test_queue_cancel_during_a_retry_wait_is_what_the_pass_reports(project):
-    project.task("flaky", "retry: {count: 1, delay: 30s}\n"
-                 f"command: {project.record('tried')}; exit 1\n")
+    project.task(
+        "flaky", f"retry: {{count: 1, delay: 30s}}\ncommand: {project.record('tried')}; exit 1\n"
+    )
     proc = spawn("--once", "--format", "json", "-q", cwd=project.root)
     try:
-        waiting = wait_until(lambda: _retry_wait(project, "ops/flaky") or proc.poll() is not None,
-                             timeout=30, message="the run to wait for its retry")
+        waiting = wait_until(
+            lambda: _retry_wait(project, "ops/flaky") or proc.poll() is not None,
+            timeout=30,
+            message="the run to wait for its retry",
+        )
         assert proc.poll() is None, proc.communicate()
         project.run("queue", "cancel", str(waiting[0]), code=0)
         cancelled_at = time.monotonic()
@@ -75,8 +81,11 @@ class _Stderr:
 
 def _blocking_task(project, name: str, go) -> None:
     """A priority-1 task that records `name-started`, waits for `go`, records `name-done`."""
-    project.task(name, f'priority: 1\ncommand: {project.record(name + "-started")}; '
-                 f'while [ ! -f "{go}" ]; do sleep 0.05; done; {project.record(name + "-done")}\n')
+    project.task(
+        name,
+        f"priority: 1\ncommand: {project.record(name + '-started')}; "
+        f'while [ ! -f "{go}" ]; do sleep 0.05; done; {project.record(name + "-done")}\n',
+    )
 
 
 def _claimed_runs(project) -> list[int]:
@@ -94,11 +103,17 @@ def test_sigterm_to_once_lets_the_running_run_finish_claims_nothing_more_and_exi
     proc = spawn("--once", "--format", "json", cwd=project.root)
     stderr = _Stderr(proc)
     try:
-        wait_until(lambda: "first-started" in project.ledger_lines() or proc.poll() is not None,
-                   timeout=30, message="the first run to start")
+        wait_until(
+            lambda: "first-started" in project.ledger_lines() or proc.poll() is not None,
+            timeout=30,
+            message="the first run to start",
+        )
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: stderr.has("SIGTERM") or proc.poll() is not None, timeout=10,
-                   message="the pass to acknowledge SIGTERM")
+        wait_until(
+            lambda: stderr.has("SIGTERM") or proc.poll() is not None,
+            timeout=10,
+            message="the pass to acknowledge SIGTERM",
+        )
         go.touch()  # the running run ends within the grace period
         out = proc.stdout.read()
         code = proc.wait(timeout=60)
@@ -107,8 +122,11 @@ def test_sigterm_to_once_lets_the_running_run_finish_claims_nothing_more_and_exi
     err = stderr.text()
     data = json.loads(out)
     statuses = {r["task"]: r["status"] for r in data["runs"]}
-    assert statuses == {"ops/first": "succeeded", "ops/later1": "pending",
-                        "ops/later2": "pending"}, err
+    assert statuses == {
+        "ops/first": "succeeded",
+        "ops/later1": "pending",
+        "ops/later2": "pending",
+    }, err
     assert code == 143, err  # 128 + SIGTERM: stopped with work left behind
     left = {r["task"] for r in data["runs"] if r["id"] in data["left_behind"]}
     assert left == {"ops/later1", "ops/later2"}
@@ -127,11 +145,17 @@ def test_sigterm_text_summary_lists_the_runs_left_behind(project):
     proc = spawn("--once", cwd=project.root)
     stderr = _Stderr(proc)
     try:
-        wait_until(lambda: "first-started" in project.ledger_lines() or proc.poll() is not None,
-                   timeout=30, message="the first run to start")
+        wait_until(
+            lambda: "first-started" in project.ledger_lines() or proc.poll() is not None,
+            timeout=30,
+            message="the first run to start",
+        )
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: stderr.has("SIGTERM") or proc.poll() is not None, timeout=10,
-                   message="the pass to acknowledge SIGTERM")
+        wait_until(
+            lambda: stderr.has("SIGTERM") or proc.poll() is not None,
+            timeout=10,
+            message="the pass to acknowledge SIGTERM",
+        )
         go.touch()
         out = proc.stdout.read()
         code = proc.wait(timeout=60)
@@ -143,12 +167,15 @@ def test_sigterm_text_summary_lists_the_runs_left_behind(project):
 
 
 def test_a_run_outliving_the_grace_after_sigterm_is_stopped_and_recorded_unknown(project):
-    project.task("slow", f'command: {project.record("started")}; sleep 60\n')
+    project.task("slow", f"command: {project.record('started')}; sleep 60\n")
     proc = spawn("--once", "--grace", "1s", "--format", "json", cwd=project.root)
     stderr = _Stderr(proc)
     try:
-        wait_until(lambda: "started" in project.ledger_lines() or proc.poll() is not None,
-                   timeout=30, message="the run to start")
+        wait_until(
+            lambda: "started" in project.ledger_lines() or proc.poll() is not None,
+            timeout=30,
+            message="the run to start",
+        )
         proc.send_signal(signal.SIGTERM)
         out = proc.stdout.read()
         code = proc.wait(timeout=30)
@@ -161,17 +188,25 @@ def test_a_run_outliving_the_grace_after_sigterm_is_stopped_and_recorded_unknown
 
 
 def test_sigint_then_sigterm_then_sigkill_leaves_unknown_after_the_next_pass_and_no_traceback(
-        project):
-    project.task("slow", f'command: echo $$ >> "{project.ledger}"; '
-                 f'{project.record("started")}; sleep 60\n')
+    project,
+):
+    project.task(
+        "slow", f'command: echo $$ >> "{project.ledger}"; {project.record("started")}; sleep 60\n'
+    )
     proc = spawn("--once", cwd=project.root)
     stderr = _Stderr(proc)
     try:
-        wait_until(lambda: "started" in project.ledger_lines() or proc.poll() is not None,
-                   timeout=30, message="the run to start")
+        wait_until(
+            lambda: "started" in project.ledger_lines() or proc.poll() is not None,
+            timeout=30,
+            message="the run to start",
+        )
         proc.send_signal(signal.SIGINT)
-        wait_until(lambda: stderr.has("SIGINT") or proc.poll() is not None, timeout=10,
-                   message="the pass to acknowledge SIGINT")
+        wait_until(
+            lambda: stderr.has("SIGINT") or proc.poll() is not None,
+            timeout=10,
+            message="the pass to acknowledge SIGINT",
+        )
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
@@ -194,8 +229,9 @@ def test_sigint_then_sigterm_then_sigkill_leaves_unknown_after_the_next_pass_and
 
 
 def test_once_json_shows_each_held_run_with_its_hold_reason_as_the_text_summary_does(project):
-    project.write("teams/ops.yaml", "name: ops\nwindows:\n  - deny: '* * * * *'\n"
-                  "    duration: 2m\n")
+    project.write(
+        "teams/ops.yaml", "name: ops\nwindows:\n  - deny: '* * * * *'\n    duration: 2m\n"
+    )
     project.task("urgent", f"priority: 1\ncommand: {project.record('urgent')}\n")
     project.task("routine", f"priority: 3\ncommand: {project.record('routine')}\n")
     runs = {r["task"]: r for r in project.run("--once", "--format", "json", code=0).json()["runs"]}

@@ -38,8 +38,9 @@ def test_a_task_schedule_that_never_fires_is_refused_located(project, args):
 
 @pytest.mark.parametrize("args", [("validate",), ("--once",)])
 def test_a_deny_window_that_never_fires_is_refused_located(project, args):
-    project.write("teams/ops.yaml", f"name: ops\nwindows:\n  - deny: '{NEVER_FIRES}'\n"
-                  "    duration: 1h\n")
+    project.write(
+        "teams/ops.yaml", f"name: ops\nwindows:\n  - deny: '{NEVER_FIRES}'\n    duration: 1h\n"
+    )
     project.task("good", f"command: {project.record('good')}\n")
     _assert_refused(project, "inventory/teams/ops.yaml:3:11", "never fires", args=args)
 
@@ -47,36 +48,63 @@ def test_a_deny_window_that_never_fires_is_refused_located(project, args):
 @pytest.mark.parametrize("args", [("validate",), ("--once",)])
 def test_a_schedule_with_a_stray_space_is_refused_located(project, args):
     project.task("daily", "command: exit 0\nschedule: '@daily '\n")
-    project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\n"
-                  "windows:\n  - deny: ' @hourly'\n    duration: 5m\n")
-    result = _assert_refused(project, "inventory/tasks/ops/daily.yaml:4:11",
-                             "inventory/machines/box.yaml:5:11", "space", args=args)
-    assert len([l for l in result.err.splitlines() if l.startswith("error:")]) == 2, result.err
+    project.write(
+        "machines/box.yaml",
+        "name: box\nteam: ops\ntransport: local\n"
+        "windows:\n  - deny: ' @hourly'\n    duration: 5m\n",
+    )
+    result = _assert_refused(
+        project,
+        "inventory/tasks/ops/daily.yaml:4:11",
+        "inventory/machines/box.yaml:5:11",
+        "space",
+        args=args,
+    )
+    assert len([item for item in result.err.splitlines() if item.startswith("error:")]) == 2, (
+        result.err
+    )
 
 
-@pytest.mark.parametrize("schedule, word", [
-    ("R * * * *", "'R'"),          # croniter's random minute: a new one at every pass
-    ("H * * * *", "'H'"),          # Jenkins' hashed minute
-    ("0 0 L * *", "'L'"),          # Quartz' last day of the month
-    ("0 0 * * 5#3", "'#'"),        # Quartz' n-th weekday
-    ("0 0 ? * *", "'?'"),
-    ("0 0 15W * *", "'W'"),
-    ("* * * * * *", "6 fields"),   # a seconds field
-    ("0 0 0 * * * *", "7 fields"),
-    ("@reboot", "@reboot"),
-    ("@every 5m", "@every"),
-])
+@pytest.mark.parametrize(
+    "schedule, word",
+    [
+        ("R * * * *", "'R'"),  # croniter's random minute: a new one at every pass
+        ("H * * * *", "'H'"),  # Jenkins' hashed minute
+        ("0 0 L * *", "'L'"),  # Quartz' last day of the month
+        ("0 0 * * 5#3", "'#'"),  # Quartz' n-th weekday
+        ("0 0 ? * *", "'?'"),
+        ("0 0 15W * *", "'W'"),
+        ("* * * * * *", "6 fields"),  # a seconds field
+        ("0 0 0 * * * *", "7 fields"),
+        ("@reboot", "@reboot"),
+        ("@every 5m", "@every"),
+    ],
+)
 def test_only_standard_five_field_cron_and_the_documented_macros_are_accepted(
-        project, schedule, word):
+    project, schedule, word
+):
     project.task("odd", f"command: exit 0\nschedule: '{schedule}'\n")
     _assert_refused(project, "inventory/tasks/ops/odd.yaml:4:11", word)
 
 
-@pytest.mark.parametrize("schedule", [
-    "*/15 * * * *", "0 8-18/2 * * mon-fri", "5,35 0 1 jan,jul *", "0 0 29 2 *", "0 0 * * 7",
-    "0 0 30 2 1",  # day 30 of February never comes, but every Monday in February does
-    "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually",
-])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "*/15 * * * *",
+        "0 8-18/2 * * mon-fri",
+        "5,35 0 1 jan,jul *",
+        "0 0 29 2 *",
+        "0 0 * * 7",
+        "0 0 30 2 1",  # day 30 of February never comes, but every Monday in February does
+        "@hourly",
+        "@daily",
+        "@midnight",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "@annually",
+    ],
+)
 def test_standard_cron_and_the_documented_macros_still_validate(project, schedule):
     project.task("ok", f"command: exit 0\nschedule: '{schedule}'\n")
     project.run("validate", code=0)
@@ -84,25 +112,50 @@ def test_standard_cron_and_the_documented_macros_still_validate(project, schedul
 
 # --- env names the reconciler sets (issue 12, item 6) --------------------------------------------
 
-@pytest.mark.parametrize("name", ["RECONCILE_RUN_ID", "RECONCILE_TASK", "RECONCILE_MACHINE",
-                                  "RECONCILE_ATTEMPT", "RECONCILE_VERSION", "RECONCILE_FUTURE"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "RECONCILE_RUN_ID",
+        "RECONCILE_TASK",
+        "RECONCILE_MACHINE",
+        "RECONCILE_ATTEMPT",
+        "RECONCILE_VERSION",
+        "RECONCILE_FUTURE",
+    ],
+)
 @pytest.mark.parametrize("args", [("validate",), ("--once",)])
 def test_env_may_not_set_a_name_the_reconciler_sets(project, name, args):
-    project.task("t", f"command: {project.record('t')}\nidempotent: true\nenv:\n"
-                 f"  MODE: fast\n  {name}: '7'\n")
+    project.task(
+        "t",
+        f"command: {project.record('t')}\nidempotent: true\nenv:\n  MODE: fast\n  {name}: '7'\n",
+    )
     _assert_refused(project, "inventory/tasks/ops/t.yaml:7:3", f"'{name}' is reserved", args=args)
 
 
 def test_every_name_the_executor_sets_is_one_validate_refuses():
     # The names a run gets come from the executor itself, so a new one cannot slip past.
-    from reconciler.executor import run_environment
-    from reconciler.loader import RESERVED_ENV_PREFIX
-    from reconciler.model import RetryPolicy, Strategy, TaskSpec
-    from reconciler.state import Run, RunStatus
+    from reconciler.core.model import RetryPolicy, Strategy, TaskSpec
+    from reconciler.core.state import Run, RunStatus
+    from reconciler.inventory.loader import RESERVED_ENV_PREFIX
+    from reconciler.pipeline.executor import run_environment
 
-    spec = TaskSpec(id="ops/t", team="ops", name="t", run="true", check=None, env=(),
-                    priority=3, timeout=60, retry=RetryPolicy(), schedule=None, after=(),
-                    strategy=Strategy.ALL, targets=("box",), versions={"box": "v"})
+    spec = TaskSpec(
+        id="ops/t",
+        team="ops",
+        name="t",
+        run="true",
+        check=None,
+        env=(),
+        priority=3,
+        timeout=60,
+        retry=RetryPolicy(),
+        schedule=None,
+        after=(),
+        strategy=Strategy.ALL,
+        targets=("box",),
+        versions={"box": "v"},
+    )
     run = Run(1, "ops/t", "box", "v", 3, RunStatus.RUNNING)
     names = set(run_environment(run, spec, lambda team, ref: None))
     assert names and all(n.startswith(RESERVED_ENV_PREFIX) for n in names)
@@ -115,14 +168,15 @@ def test_env_names_that_only_look_alike_are_fine(project):
 
 # --- validate: every problem in one run, and a JSON verdict (issue 12 item 14, issue 18 item 3) ---
 
+
 def _broken_everywhere(project):
     """One problem of each stage: schema, schedule, reference, cycle, cross-team target."""
     project.write("teams/web.yaml", "name: web\n")
     project.write("machines/front.yaml", "name: front\nteam: web\ntransport: local\n")
-    project.task("typo", "prioritty: 2\ncommand: exit 0\n")                          # schema
-    project.task("cron", "command: exit 0\nschedule: '0 0 31 2 *'\n")                # schedule
-    project.task("ref", "command: exit 0\nafter: [nothing-like-it]\n")               # reference
-    project.task("a", "command: exit 0\nafter: [b]\n")                               # cycle
+    project.task("typo", "prioritty: 2\ncommand: exit 0\n")  # schema
+    project.task("cron", "command: exit 0\nschedule: '0 0 31 2 *'\n")  # schedule
+    project.task("ref", "command: exit 0\nafter: [nothing-like-it]\n")  # reference
+    project.task("a", "command: exit 0\nafter: [b]\n")  # cycle
     project.task("b", "command: exit 0\nafter: [a]\n")
     project.write("tasks/ops/cross.yaml", "name: cross\nmachines: [front]\ncommand: exit 0\n")
 
@@ -139,12 +193,17 @@ EVERY_PROBLEM = [
 def test_validate_reports_schema_schedule_reference_cycle_and_target_errors_in_one_run(project):
     _broken_everywhere(project)
     result = _assert_refused(project)
-    lines = [l for l in result.err.splitlines() if l.startswith("error:")]
+    lines = [item for item in result.err.splitlines() if item.startswith("error:")]
     for path, line, words in EVERY_PROBLEM:
-        assert any(l.startswith(f"error: {path}:{line}:") and words in l for l in lines), \
-            (path, words, result.err)
+        assert any(item.startswith(f"error: {path}:{line}:") and words in item for item in lines), (
+            path,
+            words,
+            result.err,
+        )
     # Nothing else about the tasks (rules about machines may add their own lines).
-    assert len([l for l in lines if "inventory/tasks/" in l]) == len(EVERY_PROBLEM), result.err
+    assert len([item for item in lines if "inventory/tasks/" in item]) == len(EVERY_PROBLEM), (
+        result.err
+    )
 
 
 def test_a_reference_to_an_object_with_errors_of_its_own_is_not_called_unknown(project):
@@ -157,7 +216,9 @@ def test_a_reference_to_an_object_with_errors_of_its_own_is_not_called_unknown(p
     assert "inventory/tasks/ops/base.yaml:4:" in result.err
 
 
-def test_validate_json_on_an_invalid_inventory_prints_the_verdict_with_every_problem_located(project):
+def test_validate_json_on_an_invalid_inventory_prints_the_verdict_with_every_problem_located(
+    project,
+):
     _broken_everywhere(project)
     project.write("stray.yaml", "a: 1\n")  # a warning
     result = _assert_refused(project, args=("validate", "--format", "json"))
@@ -178,6 +239,7 @@ def test_validate_json_on_a_valid_inventory_has_no_errors(project):
 
 # --- trailing whitespace of shell text is not a change (issue 12, item 13) ----------------------
 
+
 def _stored_versions(project) -> list[str]:
     with sqlite3.connect(project.state) as db:
         return [row[0] for row in db.execute("SELECT version FROM runs ORDER BY id")]
@@ -188,8 +250,12 @@ def _version_as_released_before(text: str, machine: str = "box", check=None) -> 
     byte for byte): what existing stores hold."""
     import hashlib
 
-    executes = {"run": text, "env": [], "check": check,
-                "target": {"machine": machine, "transport": "local"}}
+    executes = {
+        "run": text,
+        "env": [],
+        "check": check,
+        "target": {"machine": machine, "transport": "local"},
+    }
     canonical = json.dumps(executes, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -199,8 +265,11 @@ def test_writing_a_command_as_a_block_or_with_trailing_blanks_reruns_nothing(pro
     project.task("t", f"command: {line}\n")
     project.run("--once", code=0)
     assert project.ledger_lines() == ["ran"]
-    for body in (f"command: |\n  {line}\n", f"command: |+\n  {line}\n\n\n",
-                 f"command: '{line}   '\n"):
+    for body in (
+        f"command: |\n  {line}\n",
+        f"command: |+\n  {line}\n\n\n",
+        f"command: '{line}   '\n",
+    ):
         project.task("t", body)
         assert project.run("plan", "--format", "json", code=0).json()["enqueue"] == [], body
         project.run("--once", code=0)
@@ -211,7 +280,9 @@ def test_a_check_written_as_a_block_is_the_same_version(project):
     project.task("t", "command: exit 0\ncheck: test -d /\n")
     project.run("--once", code=0)
     project.task("t", "command: exit 0\ncheck: |\n  test -d /\n")
-    reasons = [e["reason"] for e in project.run("plan", "--format", "json", code=0).json()["enqueue"]]
+    reasons = [
+        e["reason"] for e in project.run("plan", "--format", "json", code=0).json()["enqueue"]
+    ]
     assert reasons == ["drift"]  # re-checked as at every pass, not a new version
 
 
@@ -240,10 +311,14 @@ def test_a_script_that_ran_under_the_old_version_does_not_rerun_after_the_upgrad
 
 # --- drift detection for scheduled tasks (issue 12, item 8) --------------------------------------
 
+
 def test_a_scheduled_task_with_a_check_is_rechecked_between_its_slots(project):
     marker = project.root / "marker"
-    project.task("converge", f"schedule: '@yearly'\ncheck: test -f {marker}\n"
-                 f"command: {project.record('repaired')} && touch {marker}\n")
+    project.task(
+        "converge",
+        f"schedule: '@yearly'\ncheck: test -f {marker}\n"
+        f"command: {project.record('repaired')} && touch {marker}\n",
+    )
     project.run("--once", code=0)
     assert project.ledger_lines() == ["repaired"] and marker.exists()
     # Still converged: the next pass checks again, and the check holds.
@@ -264,12 +339,26 @@ def test_a_scheduled_task_without_a_check_still_runs_once_per_slot(project):
 
 # --- diff says what the next pass starts (issue 12, item 4) ---------------------------------------
 
+
 def _git(project, *args: str) -> str:
     import subprocess
 
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid",
-                           "-c", "commit.gpgsign=false", *args], cwd=project.root, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
+        cwd=project.root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def _commit(project, message: str) -> None:
@@ -277,13 +366,17 @@ def _commit(project, message: str) -> None:
     _git(project, "commit", "-q", "-m", message)
 
 
-@pytest.mark.parametrize("before, after", [
-    (None, "@yearly"),                 # a schedule added to a task that already succeeded
-    ("0 0 1 1 *", "* * * * *"),        # a rarer schedule made frequent: a new slot is due now
-])
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        (None, "@yearly"),  # a schedule added to a task that already succeeded
+        ("0 0 1 1 *", "* * * * *"),  # a rarer schedule made frequent: a new slot is due now
+    ],
+)
 @pytest.mark.parametrize("with_state", [False, True])
 def test_diff_reports_the_runs_a_schedule_change_makes_the_next_pass_start(
-        project, before, after, with_state):
+    project, before, after, with_state
+):
     _git(project, "init", "-q")
     line = project.record("ran")
     project.task("t", f"command: {line}\n" + (f"schedule: '{before}'\n" if before else ""))
@@ -318,9 +411,11 @@ def test_diff_of_a_schedule_change_that_makes_no_slot_due_says_no_rerun(project)
 
 # --- queue retry keeps its word (issue 12, item 5) -------------------------------------------------
 
+
 def _runs(project) -> list[dict]:
-    return sorted(project.run("queue", "list", "--format", "json", code=0).json(),
-                  key=lambda r: r["id"])
+    return sorted(
+        project.run("queue", "list", "--format", "json", code=0).json(), key=lambda r: r["id"]
+    )
 
 
 def test_retrying_a_failed_once_run_whose_retry_also_failed_really_runs_again(project):
@@ -393,8 +488,10 @@ def test_a_dependency_of_a_priority_1_task_runs_inside_its_own_deny_window(proje
     project.task("backup", f"priority: 3\ncommand: {project.record('backup')}\n")
     project.task("urgent", f"priority: 1\nafter: [backup]\ncommand: {project.record('urgent')}\n")
     plan = project.run("plan", "--format", "json", code=0).json()["enqueue"]
-    assert [(e["task"], "held_until" in e) for e in plan] == [("ops/backup", False),
-                                                              ("ops/urgent", False)]
+    assert [(e["task"], "held_until" in e) for e in plan] == [
+        ("ops/backup", False),
+        ("ops/urgent", False),
+    ]
     project.run("--once", code=0)
     assert project.ledger_lines() == ["backup", "urgent"]
 
@@ -402,8 +499,10 @@ def test_a_dependency_of_a_priority_1_task_runs_inside_its_own_deny_window(proje
 def test_strategy_one_prefers_a_target_that_can_run_now(project):
     project.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\n" + ALWAYS_DENIED)
     project.write("machines/free.yaml", "name: free\nteam: ops\ntransport: local\n")
-    project.write("tasks/ops/t.yaml", "name: t\nmachines: [box, free]\nstrategy: one\n"
-                  f"command: {project.record('ran')}\n")
+    project.write(
+        "tasks/ops/t.yaml",
+        f"name: t\nmachines: [box, free]\nstrategy: one\ncommand: {project.record('ran')}\n",
+    )
     [enqueue] = project.run("plan", "--format", "json", code=0).json()["enqueue"]
     assert enqueue["machine"] == "free" and "held_until" not in enqueue
     result = project.run("--once", "--format", "json", code=0).json()
@@ -411,6 +510,7 @@ def test_strategy_one_prefers_a_target_that_can_run_now(project):
 
 
 # --- retry jitter (issue 18, item 2) ----------------------------------------------------------------
+
 
 def test_runs_that_fail_together_do_not_all_retry_at_the_same_instant(project):
     from datetime import datetime

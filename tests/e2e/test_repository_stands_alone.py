@@ -87,22 +87,30 @@ def _broken_links(document: Path) -> list[str]:
             problems.append(f"{where} leads outside the repository")
         elif not resolved.exists():
             problems.append(f"{where} leads to nothing")
-        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(
-                resolved.read_text(encoding="utf-8")):
+        elif (
+            anchor
+            and resolved.suffix == ".md"
+            and anchor not in _anchors(resolved.read_text(encoding="utf-8"))
+        ):
             problems.append(f"{where}: no heading '{anchor}' in {resolved.relative_to(ROOT)}")
     return problems
 
 
 def test_no_tracked_file_refers_to_the_sibling_shared_folder():
-    offenders = [str(path.relative_to(ROOT)) for path in _tracked_text_files()
-                 if SIBLING_FOLDER in path.read_text(encoding="utf-8")]
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in _tracked_text_files()
+        if SIBLING_FOLDER in path.read_text(encoding="utf-8")
+    ]
     assert offenders == []
 
 
 def test_no_tracked_file_names_a_path_of_one_particular_machine():
-    offenders = [f"{path.relative_to(ROOT)}: {match.group(0)}"
-                 for path in _tracked_text_files()
-                 for match in MACHINE_PATHS.finditer(path.read_text(encoding="utf-8"))]
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in _tracked_text_files()
+        for match in MACHINE_PATHS.finditer(path.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
 
 
@@ -114,10 +122,15 @@ def test_readme_and_docs_exist_and_the_readme_links_into_docs():
 
 def test_the_docs_index_lists_every_page_of_docs():
     index = ROOT / "docs" / "README.md"
-    linked = {(index.parent / target.partition("#")[0]).resolve()
-              for target in LINK.findall(_prose(index.read_text(encoding="utf-8")))}
-    unlisted = [page.name for page in sorted((ROOT / "docs").glob("*.md"))
-                if page != index and page.resolve() not in linked]
+    linked = {
+        (index.parent / target.partition("#")[0]).resolve()
+        for target in LINK.findall(_prose(index.read_text(encoding="utf-8")))
+    }
+    unlisted = [
+        page.name
+        for page in sorted((ROOT / "docs").glob("*.md"))
+        if page != index and page.resolve() not in linked
+    ]
     assert unlisted == [], "add these pages to docs/README.md"
 
 
@@ -133,9 +146,11 @@ def test_the_link_checker_catches_what_it_is_for(tmp_path, monkeypatch):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# A title\n\n## `reconcile --once`\n")
     page = tmp_path / "docs" / "README.md"
-    page.write_text(f"[out](../{SIBLING_FOLDER}/X.md) [gone](gone.md) [bad](a.md#nope)\n"
-                    "[ok](a.md#reconcile---once) [ok](a.md#a-title) [web](https://example.com)\n"
-                    "`[code](nowhere.md)`\n\n```\n[fenced](nowhere.md)\n```\n")
+    page.write_text(
+        f"[out](../{SIBLING_FOLDER}/X.md) [gone](gone.md) [bad](a.md#nope)\n"
+        "[ok](a.md#reconcile---once) [ok](a.md#a-title) [web](https://example.com)\n"
+        "`[code](nowhere.md)`\n\n```\n[fenced](nowhere.md)\n```\n"
+    )
     problems = _broken_links(page)
     assert len(problems) == 3, problems
     assert "outside the repository" in problems[0]

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import spawn
+from tests.support.vault_project import PROD_PASSWORD, SECRET
 from tests.support.waiting import wait_until
-from tests.e2e.test_vault import SECRET, _keygen  # noqa: F401  (the `vaulted` fixture too)
-from tests.e2e.test_vault import vaulted  # noqa: F401
 
 HUGE = "9" * 5000
 
@@ -24,8 +23,10 @@ def test_an_integer_too_large_for_python_in_a_task_file_is_a_located_exit_2(proj
     path = project.task("big", f"priority: {HUGE}\ncommand: echo hi\n")
     result = project.run("validate", code=2)
     assert "internal error" not in result.err and "Traceback" not in result.err
-    assert f"{path.relative_to(project.root)}:3:11: an integer of 5000 characters is too large" \
+    assert (
+        f"{path.relative_to(project.root)}:3:11: an integer of 5000 characters is too large"
         in result.err
+    )
     assert result.err.count("\n") == 1  # one located line
 
 
@@ -37,10 +38,10 @@ def test_a_huge_integer_in_the_body_of_a_plan_command_is_exit_2_not_internal(pro
 
 def test_vault_set_of_a_value_of_5000_digits_stores_it_as_the_string_it_is(vaulted):
     p = vaulted
-    p.run("vault", "set", "ops", "LONG", "-", "--identity", str(p.alice), code=0,
-          input=HUGE + "\n")
-    assert p.run("vault", "get", "ops", "LONG", "--identity", str(p.alice), code=0).out \
-        == HUGE + "\n"
+    p.run("vault", "set", "ops", "LONG", "-", "--identity", str(p.alice), code=0, input=HUGE + "\n")
+    assert (
+        p.run("vault", "get", "ops", "LONG", "--identity", str(p.alice), code=0).out == HUGE + "\n"
+    )
 
 
 # --- private state: item 12 -------------------------------------------------------------------
@@ -60,17 +61,21 @@ def _mode(path: Path) -> int:
 
 def test_store_folder_database_wal_and_lock_are_private_while_a_pass_runs(project, umask_022):
     go = project.root / "go"
-    project.task("wait", f'command: {project.record("started")}; '
-                 f'while [ ! -e "{go}" ]; do sleep 0.05; done\n')
+    project.task(
+        "wait",
+        f'command: {project.record("started")}; while [ ! -e "{go}" ]; do sleep 0.05; done\n',
+    )
     proc = spawn("--once", "-q", cwd=project.root)
     try:
-        wait_until(lambda: "started" in project.ledger_lines(), timeout=30,
-                   message="the task started")
+        wait_until(
+            lambda: "started" in project.ledger_lines(), timeout=30, message="the task started"
+        )
         folder = project.state.parent
         modes = {p.name: _mode(p) for p in [folder, *folder.iterdir()]}
         assert {"state.db", "state.db-wal", "state.db-shm", "state.db.lock"} <= set(modes)
-        assert modes == {p.name: 0o700 if p.is_dir() else 0o600
-                         for p in [folder, *folder.iterdir()]}
+        assert modes == {
+            p.name: 0o700 if p.is_dir() else 0o600 for p in [folder, *folder.iterdir()]
+        }
     finally:
         go.touch()
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
@@ -110,29 +115,42 @@ def _base64_cores(secret: str) -> list[str]:
     cores = []
     for offset in range(3):
         encoded = base64.b64encode(b"\0" * offset + raw).decode()
-        cores.append(encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6])
+        cores.append(encoded[-(-8 * offset // 6) : (8 * (offset + len(raw))) // 6])
     return cores
 
 
 def _stored_output(project, *flags: str) -> str:
-    data = project.run("--once", "--format", "json", "--identity", str(project.alice), *flags,
-                       code=0).json()
+    data = project.run(
+        "--once", "--format", "json", "--identity", str(project.alice), *flags, code=0
+    ).json()
     run_id = data["runs"][0]["id"]
     return project.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
 
 
 @pytest.fixture
 def two_secrets(vaulted):
-    vaulted.run("vault", "set", "ops", "LONG", "-", "--identity", str(vaulted.alice), code=0,
-                input=LONG + "\n")
+    vaulted.run(
+        "vault",
+        "set",
+        "ops",
+        "LONG",
+        "-",
+        "--identity",
+        str(vaulted.alice),
+        code=0,
+        input=LONG + "\n",
+    )
     return vaulted
 
 
 def test_base64_of_user_colon_secret_as_curl_prints_basic_auth_is_masked(two_secrets):
     p = two_secrets
-    p.task("curl", "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
-           'command: |\n  for u in u us use; do printf "Authorization: Basic %s\\n" '
-           '"$(printf %s "$u:$DB_PASSWORD" | base64)"; done\n')
+    p.task(
+        "curl",
+        "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
+        'command: |\n  for u in u us use; do printf "Authorization: Basic %s\\n" '
+        '"$(printf %s "$u:$DB_PASSWORD" | base64)"; done\n',
+    )
     output = _stored_output(p)
     assert output.count("Authorization: Basic ") == 3 and output.count("***") == 3
     for core in _base64_cores(SECRET):
@@ -141,25 +159,31 @@ def test_base64_of_user_colon_secret_as_curl_prints_basic_auth_is_masked(two_sec
 
 def test_base64_wrapped_at_76_columns_is_masked_at_every_alignment(two_secrets):
     p = two_secrets
-    p.task("wrapped", "env: {LONG: {vault: LONG}}\n"
-           'command: for u in "" u us; do printf %s "$u$LONG$u" | base64; echo; done\n')
+    p.task(
+        "wrapped",
+        "env: {LONG: {vault: LONG}}\n"
+        'command: for u in "" u us; do printf %s "$u$LONG$u" | base64; echo; done\n',
+    )
     output = _stored_output(p)
     joined = output.replace("\n", "")
     assert output.count("***") == 3
     for core in _base64_cores(LONG):
-        for piece in (core[i:i + 16] for i in range(0, len(core) - 16)):
+        for piece in (core[i : i + 16] for i in range(0, len(core) - 16)):
             assert piece not in joined
 
 
 def test_a_secret_cut_by_the_output_cap_leaves_no_readable_piece(two_secrets):
     p = two_secrets
     kept = 65536 - 90  # the last 64 KiB start 90 characters into the secret
-    p.task("cut", "env: {LONG: {vault: LONG}}\n"
-           f'command: printf %s "$LONG"; head -c {kept} /dev/zero | tr "\\\\0" x\n')
+    p.task(
+        "cut",
+        "env: {LONG: {vault: LONG}}\n"
+        f'command: printf %s "$LONG"; head -c {kept} /dev/zero | tr "\\\\0" x\n',
+    )
     output = _stored_output(p)
     assert output.rstrip("x").endswith("***")
     for size in range(3, len(LONG)):
-        assert not any(LONG[i:i + size] in output for i in range(len(LONG) - size + 1))
+        assert not any(LONG[i : i + size] in output for i in range(len(LONG) - size + 1))
 
 
 def test_output_over_64_kib_is_stored_with_a_mark_saying_how_much_was_dropped(project):
@@ -168,8 +192,9 @@ def test_output_over_64_kib_is_stored_with_a_mark_saying_how_much_was_dropped(pr
     run_id = project.run("--once", "--format", "json", code=0).json()["runs"][0]["id"]
     output = project.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
     mark, _, tail = output.partition("\n")
-    dropped = int(re.fullmatch(r"\[\.\.\. (\d+) bytes of earlier output dropped \.\.\.\]",
-                               mark).group(1))
+    dropped = int(
+        re.fullmatch(r"\[\.\.\. (\d+) bytes of earlier output dropped \.\.\.\]", mark).group(1)
+    )
     assert set(tail) == {"y"} and dropped + len(tail) == total
     assert len(output.encode()) <= 64 * 1024
 
@@ -186,8 +211,17 @@ def test_a_vault_held_alert_url_never_reaches_stderr_even_from_library_debug_log
     try:
         p = vaulted
         url = receiver.url(f"/hooks/{HOOK_TOKEN}?key=Qk9vXw2Lm5Zr8Tn3")
-        p.run("vault", "set", "ops", "ALERT_URL", "-", "--identity", str(p.alice), code=0,
-              input=url + "\n")
+        p.run(
+            "vault",
+            "set",
+            "ops",
+            "ALERT_URL",
+            "-",
+            "--identity",
+            str(p.alice),
+            code=0,
+            input=url + "\n",
+        )
         team = (p.inventory / "teams" / "ops.yaml").read_text()
         p.write("teams/ops.yaml", team + "alerts:\n  - {vault: ALERT_URL}\n")
         p.task("broken", "command: exit 1\nretry: {count: 0}\n")
@@ -202,42 +236,18 @@ def test_a_vault_held_alert_url_never_reaches_stderr_even_from_library_debug_log
 
 # --- a vault is bound to its team: item 8 --------------------------------------------------------
 
-PROD_PASSWORD = "prod-DB-pa55word-0042"
-
-
-@pytest.fixture
-def two_teams(project):
-    """Teams prod and dev, each vault encrypted to its admin and to the reconciler's identity
-    (which therefore reads both), each holding its own DB_PASSWORD."""
-    host_key, host = _keygen(project, "reconciler")
-    prod_key, prod = _keygen(project, "alice")
-    dev_key, dev = _keygen(project, "dave")
-    for team, admin, public in (("prod", "alice", prod), ("dev", "dave", dev)):
-        project.write(f"teams/{team}.yaml", f"name: {team}\nrecipients: [{host}]\nmembers:\n"
-                      f"  - {{name: {admin}, role: admin, age: {public}}}\n")
-        project.write(f"machines/{team}-box.yaml",
-                      f"name: {team}-box\nteam: {team}\ntransport: local\n")
-    (project.inventory / "teams" / "ops.yaml").unlink()
-    (project.inventory / "machines" / "box.yaml").unlink()
-    # Both machines are local and run as the reconciler's user: allowed for this test only
-    # (the vault check under test must hold even so).
-    project.write("reconciler.yaml", "local_machines: {allow_shared_user: true}\n")
-    project.host_key, project.dev_key = host_key, dev_key
-    project.run("vault", "set", "prod", "DB_PASSWORD", "-", "--identity", str(prod_key),
-                code=0, input=PROD_PASSWORD + "\n")
-    project.run("vault", "set", "dev", "DB_PASSWORD", "-", "--identity", str(dev_key),
-                code=0, input="dev-password-1\n")
-    return project
-
 
 def test_a_prod_vault_copied_over_the_dev_vault_gives_a_dev_task_nothing(two_teams):
     p = two_teams
     vaults = p.inventory / "vaults"
     (vaults / "dev.age").write_bytes((vaults / "prod.age").read_bytes())
     seen = p.root / "seen"
-    p.write("tasks/dev/leak.yaml", "name: leak\nmachines: [dev-box]\n"
-            "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
-            f'command: printf %s "$DB_PASSWORD" > "{seen}"\n')
+    p.write(
+        "tasks/dev/leak.yaml",
+        "name: leak\nmachines: [dev-box]\n"
+        "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
+        f'command: printf %s "$DB_PASSWORD" > "{seen}"\n',
+    )
     result = p.run("--once", "--format", "json", "--identity", str(p.host_key), code=1)
     assert not seen.exists()
     [run] = result.json()["runs"]
@@ -258,12 +268,22 @@ def test_the_team_name_is_inside_the_standard_age_file_and_hidden_from_vault_lis
     from tests.support.integration import require_binary
 
     p = two_teams
-    plain = subprocess.run([require_binary("age"), "-d", "-i", str(p.host_key),
-                            str(p.inventory / "vaults" / "prod.age")], capture_output=True,
-                           text=True, check=True).stdout
+    plain = subprocess.run(
+        [
+            require_binary("age"),
+            "-d",
+            "-i",
+            str(p.host_key),
+            str(p.inventory / "vaults" / "prod.age"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert plain.splitlines()[0] == "_team: prod"
-    assert p.run("vault", "list", "prod", "--identity", str(p.host_key), code=0).out \
-        == "DB_PASSWORD\n"
+    assert (
+        p.run("vault", "list", "prod", "--identity", str(p.host_key), code=0).out == "DB_PASSWORD\n"
+    )
     refused = p.run("vault", "set", "prod", "_team", "dev", "--identity", str(p.host_key), code=2)
     assert "reserved" in refused.err
 
@@ -277,13 +297,19 @@ def test_a_vault_written_before_vaults_named_their_team_is_refused_until_rekeyed
     legacy = p.inventory / "vaults" / "dev.age"
     public = p.run("vault", "list", "dev", "--identity", str(p.host_key), code=0)  # named: ok
     host_public = (p.root / "reconciler.key").read_text().split("public key: ")[1].split()[0]
-    subprocess.run([require_binary("age"), "-a", "-r", host_public, "-o", str(legacy)],
-                   input="DB_PASSWORD: old-dev-password\n", text=True, check=True)
+    subprocess.run(
+        [require_binary("age"), "-a", "-r", host_public, "-o", str(legacy)],
+        input="DB_PASSWORD: old-dev-password\n",
+        text=True,
+        check=True,
+    )
     refused = p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key), code=2)
     assert "names no team" in refused.err and "reconcile vault rekey dev" in refused.err
     p.run("vault", "rekey", "dev", "--identity", str(p.host_key), code=0)
-    assert p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key),
-                 code=0).out == "old-dev-password\n"
+    assert (
+        p.run("vault", "get", "dev", "DB_PASSWORD", "--identity", str(p.host_key), code=0).out
+        == "old-dev-password\n"
+    )
     del public
 
 
@@ -293,8 +319,12 @@ def test_diff_of_a_commit_that_copies_the_prod_vault_over_the_dev_vault_is_refus
     p = two_teams
 
     def git(*args: str) -> None:
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                       cwd=p.root, check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=p.root,
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q", "-b", "main")
     git("add", "inventory")

@@ -10,8 +10,7 @@ import shlex
 import pytest
 
 from tests.e2e.test_audit_anchor import _history_with_a_secret_task
-from tests.e2e.test_secret_hygiene import PROD_PASSWORD, two_teams  # noqa: F401  (fixture)
-from tests.e2e.test_vault import vaulted  # noqa: F401  (the `vaulted` fixture)
+from tests.support.vault_project import PROD_PASSWORD
 
 BEYOND_64_BITS = "99999999999999999999999"
 HUGE = "9" * 5000
@@ -20,11 +19,16 @@ HUGE = "9" * 5000
 # --- hostile numbers: item 14 ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["queue", "show", BEYOND_64_BITS],
-                                     ["queue", "show", "-" + BEYOND_64_BITS],
-                                     ["queue", "retry", BEYOND_64_BITS],
-                                     ["queue", "cancel", BEYOND_64_BITS],
-                                     ["queue", "list", "--limit", BEYOND_64_BITS]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queue", "show", BEYOND_64_BITS],
+        ["queue", "show", "-" + BEYOND_64_BITS],
+        ["queue", "retry", BEYOND_64_BITS],
+        ["queue", "cancel", BEYOND_64_BITS],
+        ["queue", "list", "--limit", BEYOND_64_BITS],
+    ],
+)
 def test_a_run_id_or_limit_beyond_64_bits_is_a_usage_error_not_an_internal_one(project, command):
     project.task("t", "command: echo hi\n")
     project.run("--once", "-q", code=0)
@@ -50,8 +54,17 @@ ODD = 'Zq9/x+Tr7"Lm3\\Wp0sKd8Vb'
 
 @pytest.fixture
 def odd_secret(vaulted):
-    vaulted.run("vault", "set", "ops", "ODD", "-", "--identity", str(vaulted.alice), code=0,
-                input=ODD + "\n")
+    vaulted.run(
+        "vault",
+        "set",
+        "ops",
+        "ODD",
+        "-",
+        "--identity",
+        str(vaulted.alice),
+        code=0,
+        input=ODD + "\n",
+    )
     return vaulted
 
 
@@ -62,33 +75,49 @@ def _output_of(project, command: str) -> str:
     return project.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
 
 
-
-
 def PY(code: str) -> str:  # noqa: N802  (reads like a command)
     return "python3 -c " + shlex.quote(code)
 
 
-@pytest.mark.parametrize("label, command, forbidden", [
-    ("url path (quote keeps /)",
-     PY("import os, urllib.parse as u; print(u.quote(os.environ['ODD']))"),
-     "Zq9/x%2BTr7%22Lm3%5CWp0sKd8Vb"),
-    ("url, lower-case escapes",
-     PY("import os, urllib.parse as u, re; print(re.sub('%..', lambda m: m[0].lower(), "
-        "u.quote(os.environ['ODD'], safe='')))"),
-     "Zq9%2fx%2bTr7%22Lm3%5cWp0sKd8Vb"),
-    ("json string",
-     PY("import os, json; print(json.dumps({'password': os.environ['ODD']}))"),
-     'Zq9/x+Tr7\\"Lm3\\\\Wp0sKd8Vb'),
-    ("json with escaped slashes (PHP, some Java)",
-     PY("import os, json; print(json.dumps(os.environ['ODD']).replace('/', '\\\\/'))"),
-     'Zq9\\/x+Tr7\\"Lm3\\\\Wp0sKd8Vb'),
-    ("base64 wrapped at 32 columns",
-     PY("import os, base64, textwrap; b = base64.b64encode(('user:' + os.environ['ODD']) "
-        ".encode() * 3).decode(); print(chr(10).join(textwrap.wrap(b, 32)))"),
-     None),
-])
-def test_a_secret_printed_in_another_common_encoding_is_masked(odd_secret, label, command,
-                                                               forbidden):
+@pytest.mark.parametrize(
+    "label, command, forbidden",
+    [
+        (
+            "url path (quote keeps /)",
+            PY("import os, urllib.parse as u; print(u.quote(os.environ['ODD']))"),
+            "Zq9/x%2BTr7%22Lm3%5CWp0sKd8Vb",
+        ),
+        (
+            "url, lower-case escapes",
+            PY(
+                "import os, urllib.parse as u, re; print(re.sub('%..', lambda m: m[0].lower(), "
+                "u.quote(os.environ['ODD'], safe='')))"
+            ),
+            "Zq9%2fx%2bTr7%22Lm3%5cWp0sKd8Vb",
+        ),
+        (
+            "json string",
+            PY("import os, json; print(json.dumps({'password': os.environ['ODD']}))"),
+            'Zq9/x+Tr7\\"Lm3\\\\Wp0sKd8Vb',
+        ),
+        (
+            "json with escaped slashes (PHP, some Java)",
+            PY("import os, json; print(json.dumps(os.environ['ODD']).replace('/', '\\\\/'))"),
+            'Zq9\\/x+Tr7\\"Lm3\\\\Wp0sKd8Vb',
+        ),
+        (
+            "base64 wrapped at 32 columns",
+            PY(
+                "import os, base64, textwrap; b = base64.b64encode(('user:' + os.environ['ODD']) "
+                ".encode() * 3).decode(); print(chr(10).join(textwrap.wrap(b, 32)))"
+            ),
+            None,
+        ),
+    ],
+)
+def test_a_secret_printed_in_another_common_encoding_is_masked(
+    odd_secret, label, command, forbidden
+):
     output = _output_of(odd_secret, command)
     assert "***" in output, label
     if forbidden is not None:
@@ -100,8 +129,8 @@ def test_a_secret_printed_in_another_common_encoding_is_masked(odd_secret, label
         raw = ODD.encode()
         for offset in range(3):
             encoded = base64.b64encode(b"\0" * offset + raw).decode()
-            core = encoded[-(-8 * offset // 6):(8 * (offset + len(raw))) // 6]
-            assert not any(core[i:i + 12] in joined for i in range(len(core) - 12)), label
+            core = encoded[-(-8 * offset // 6) : (8 * (offset + len(raw))) // 6]
+            assert not any(core[i : i + 12] in joined for i in range(len(core) - 12)), label
 
 
 # --- private state on PostgreSQL too: item 12 -------------------------------------------------
@@ -119,7 +148,8 @@ def umask_000():
 
 
 def test_with_a_postgresql_store_the_local_state_folder_and_audit_key_are_private(
-        project, umask_000):
+    project, umask_000
+):
     import stat
 
     from tests.support.postgres import fresh_database
@@ -127,43 +157,58 @@ def test_with_a_postgresql_store_the_local_state_folder_and_audit_key_are_privat
     project.task("t", "command: echo hi\n")
     with fresh_database() as url:
         project.run("--once", "-q", "--state", url, code=0)  # local runs leave their markers
-        project.run("audit", "export", "-o", str(project.root / "audit.jsonl"), "--state", url,
-                    code=0)  # creates the audit signing key beside the store
+        project.run(
+            "audit", "export", "-o", str(project.root / "audit.jsonl"), "--state", url, code=0
+        )  # creates the audit signing key beside the store
     folder = project.root / ".reconciler"
-    modes = {str(p.relative_to(project.root)): stat.S_IMODE(p.stat().st_mode)
-             for p in [folder, *folder.rglob("*")]}
+    modes = {
+        str(p.relative_to(project.root)): stat.S_IMODE(p.stat().st_mode)
+        for p in [folder, *folder.rglob("*")]
+    }
     assert ".reconciler/audit.key" in modes
-    assert modes == {name: 0o700 if (project.root / name).is_dir() else 0o600
-                     for name in modes}
+    assert modes == {name: 0o700 if (project.root / name).is_dir() else 0o600 for name in modes}
 
 
 # --- an export's checkpoint is no prune anchor: item 13 ----------------------------------------
 
 
-def test_an_export_checkpoint_replayed_as_a_prune_anchor_does_not_hide_a_deletion(project,
-                                                                                   tmp_path):
+def test_an_export_checkpoint_replayed_as_a_prune_anchor_does_not_hide_a_deletion(
+    project, tmp_path
+):
     """An export signs (count, head) of the log with the same key as a prune's anchor, and
     exports are meant to be kept elsewhere. Whoever can write the store (and read one old
     export) deletes every entry up to that export, anchors the rest there, and appends an
     `audit.anchor` entry quoting the export's signature, chained like any other entry."""
     import sqlite3
 
-    from reconciler.audit import checkpoint as cp
-    from reconciler.audit.chain import entry_hash
+    from reconciler.adapters.audit import checkpoint as cp
+    from reconciler.adapters.audit.chain import entry_hash
 
     early, _ = _history_with_a_secret_task(project, tmp_path)
     signed, _ = cp.read_checkpoint(early)
     with sqlite3.connect(project.state) as db:
         db.execute("DELETE FROM audit_log WHERE seq <= ?", (signed.count,))
-        db.execute("INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, ?, ?, ?)",
-                   (signed.count, signed.head, "2026-01-01T00:00:00Z"))
-        seq, prev, at = db.execute("SELECT seq, hash, at FROM audit_log ORDER BY seq DESC "
-                                   "LIMIT 1").fetchone()
+        db.execute(
+            "INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, ?, ?, ?)",
+            (signed.count, signed.head, "2026-01-01T00:00:00Z"),
+        )
+        seq, prev, at = db.execute(
+            "SELECT seq, hash, at FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
         detail = {"anchor": signed.to_json()}
-        db.execute("INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (seq + 1, at, "reconciler", "audit.anchor", json.dumps(detail), prev,
-                    entry_hash(prev, seq + 1, at, "reconciler", "audit.anchor", detail)))
+        db.execute(
+            "INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq + 1,
+                at,
+                "reconciler",
+                "audit.anchor",
+                json.dumps(detail),
+                prev,
+                entry_hash(prev, seq + 1, at, "reconciler", "audit.anchor", detail),
+            ),
+        )
         assert not db.execute("SELECT 1 FROM audit_log WHERE detail LIKE '%covert%'").fetchall()
     plain = project.run("audit", "verify", code=1)
     assert "tampered:" in plain.out and "anchor" in plain.out
@@ -184,8 +229,12 @@ def test_a_routine_vault_set_does_not_adopt_an_unnamed_vault_copied_from_history
     p = two_teams
     legacy = p.inventory / "vaults" / "dev.age"
     host_public = (p.root / "reconciler.key").read_text().split("public key: ")[1].split()[0]
-    subprocess.run([require_binary("age"), "-a", "-r", host_public, "-o", str(legacy)],
-                   input=f"DB_PASSWORD: {PROD_PASSWORD}\n", text=True, check=True)
+    subprocess.run(
+        [require_binary("age"), "-a", "-r", host_public, "-o", str(legacy)],
+        input=f"DB_PASSWORD: {PROD_PASSWORD}\n",
+        text=True,
+        check=True,
+    )
     before = legacy.read_bytes()
     for command in (["set", "dev", "NEW", "value"], ["unset", "dev", "DB_PASSWORD"]):
         refused = p.run("vault", *command, "--identity", str(p.host_key), code=2)
@@ -206,8 +255,11 @@ def test_a_secret_printed_by_a_task_without_vault_references_is_masked(vaulted):
 
     p = vaulted
     conf = p.root / "app.conf"
-    p.task("configure", "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
-           f'command: printf "password=%s\\n" "$DB_PASSWORD" > "{conf}"\n')
+    p.task(
+        "configure",
+        "env: {DB_PASSWORD: {vault: DB_PASSWORD}}\n"
+        f'command: printf "password=%s\\n" "$DB_PASSWORD" > "{conf}"\n',
+    )
     p.run("--once", "-q", "--identity", str(p.alice), code=0)
     p.task("show", f'command: cat "{conf}"; exit 1\nretry: {{count: 0}}\n')
     data = p.run("--once", "--format", "json", "--identity", str(p.alice), code=1).json()

@@ -17,20 +17,40 @@ pytestmark = pytest.mark.integration
 def _amend(repo: TrustRepo, signer: str | None, task: str) -> str:
     repo.task("prod", task)
     repo.git("add", "-A")
-    repo.git(*repo.signing(signer), "commit", "-q", "--amend", "-m", "amended",
-             *(["-S"] if signer else ["--no-gpg-sign"]))
+    repo.git(
+        *repo.signing(signer),
+        "commit",
+        "-q",
+        "--amend",
+        "-m",
+        "amended",
+        *(["-S"] if signer else ["--no-gpg-sign"]),
+    )
     return repo.git("rev-parse", "HEAD")
 
 
 def _accept(repo: TrustRepo, commit: str, code: int):
-    return reconcile("accept-history", commit, "--reason", "amended the last commit",
-                     "--state", f"sqlite:///{repo.root / 'state.db'}", cwd=repo.work,
-                     check_code=code)
+    return reconcile(
+        "accept-history",
+        commit,
+        "--reason",
+        "amended the last commit",
+        "--state",
+        f"sqlite:///{repo.root / 'state.db'}",
+        cwd=repo.work,
+        check_code=code,
+    )
 
 
 def _audit(repo: TrustRepo) -> list[dict]:
-    out = reconcile("audit", "export", "--state", f"sqlite:///{repo.root / 'state.db'}",
-                    cwd=repo.work, check_code=0).out
+    out = reconcile(
+        "audit",
+        "export",
+        "--state",
+        f"sqlite:///{repo.root / 'state.db'}",
+        cwd=repo.work,
+        check_code=0,
+    ).out
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -45,8 +65,12 @@ def test_amended_commit_refusal_says_how_to_accept_it_and_accepting_is_audited(t
     _accept(repo, amended, 0)
     repo.once(0)
     assert repo.marker("fixed").exists()
-    accepted = [e for e in _audit(repo) if e.get("kind", e.get("event")) == "history.accepted"
-                or "history.accepted" in json.dumps(e)]
+    accepted = [
+        e
+        for e in _audit(repo)
+        if e.get("kind", e.get("event")) == "history.accepted"
+        or "history.accepted" in json.dumps(e)
+    ]
     assert accepted and "amended the last commit" in json.dumps(accepted[0])
     repo.task("prod", "later")
     repo.commit(None, "on top")

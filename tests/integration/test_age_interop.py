@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from reconciler.vault import age
+from reconciler.adapters.vault import age
 from tests.support.integration import require_binary
 
 pytestmark = pytest.mark.integration
@@ -77,8 +77,11 @@ def run_with_tty(argv: list[str], answers: int, passphrase: str = PASSPHRASE) ->
                 break
             seen += data
             # Each prompt ends in ": " after the word "passphrase"; answer each one once.
-            while answered < answers and seen.count(b"passphrase") > answered \
-                    and seen.rstrip().endswith(b":"):
+            while (
+                answered < answers
+                and seen.count(b"passphrase") > answered
+                and seen.rstrip().endswith(b":")
+            ):
                 os.write(master, passphrase.encode() + b"\n")
                 answered += 1
     finally:
@@ -91,7 +94,7 @@ def run_with_tty(argv: list[str], answers: int, passphrase: str = PASSPHRASE) ->
 def keygen(keygen_bin: str, path: Path) -> str:
     """An age-keygen identity file at `path`; returns its public key."""
     run(keygen_bin, "-o", str(path))
-    (line,) = [l for l in path.read_text().splitlines() if l.startswith("# public key: ")]
+    (line,) = [item for item in path.read_text().splitlines() if item.startswith("# public key: ")]
     return line.removeprefix("# public key: ")
 
 
@@ -101,17 +104,28 @@ def ssh_key(tmp_path: Path, kind: str) -> tuple[Path, str]:
     ssh_keygen = shutil.which("ssh-keygen")
     if ssh_keygen:
         extra = ["-b", "2048"] if kind == "rsa" else []
-        run(ssh_keygen, "-q", "-t", kind, *extra, "-N", "", "-C", "test@interop",
-            "-f", str(private))
+        run(
+            ssh_keygen, "-q", "-t", kind, *extra, "-N", "", "-C", "test@interop", "-f", str(private)
+        )
         return private, (tmp_path / f"id_{kind}.pub").read_text().strip()
-    key = (ed25519.Ed25519PrivateKey.generate() if kind == "ed25519"
-           else rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.OpenSSH,
-                                          serialization.NoEncryption()))
+    key = (
+        ed25519.Ed25519PrivateKey.generate()
+        if kind == "ed25519"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
     private.chmod(0o600)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     return private, public + " test@interop"
 
 
@@ -121,13 +135,15 @@ def plaintext_of(size: int) -> bytes:
 
 # --- X25519 -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("armored", [False, True], ids=["binary", "armored"])
 @pytest.mark.parametrize("size", [0, 100, 3 * CHUNK + 17])
 def test_age_decrypts_our_x25519_files(age_bin, tmp_path, armored, size):
     identity = age.generate_x25519()
     key_file = tmp_path / "key.txt"
-    key_file.write_text(f"# public key: {identity.recipient().to_bech32()}\n"
-                        f"{identity.to_bech32()}\n")
+    key_file.write_text(
+        f"# public key: {identity.recipient().to_bech32()}\n{identity.to_bech32()}\n"
+    )
     plaintext = plaintext_of(size)
     sealed = tmp_path / "file.age"
     sealed.write_bytes(age.encrypt(plaintext, [identity.recipient()], armor=armored))
@@ -155,8 +171,13 @@ def test_several_recipients_both_ways(age_bin, keygen_bin, tmp_path):
     plaintext = plaintext_of(CHUNK + 1)
 
     ours = tmp_path / "ours.age"
-    ours.write_bytes(age.encrypt(plaintext, [age.parse_recipient(r) for r in recipients]
-                                 + [age.parse_recipient(public)], armor=True))
+    ours.write_bytes(
+        age.encrypt(
+            plaintext,
+            [age.parse_recipient(r) for r in recipients] + [age.parse_recipient(public)],
+            armor=True,
+        )
+    )
     for path in keys + [private]:
         assert run(age_bin, "-d", "-i", str(path), str(ours)) == plaintext
 
@@ -169,6 +190,7 @@ def test_several_recipients_both_ways(age_bin, keygen_bin, tmp_path):
 
 
 # --- SSH keys ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa"])
 def test_ssh_keys_both_ways(age_bin, tmp_path, kind):
@@ -186,13 +208,15 @@ def test_ssh_keys_both_ways(age_bin, tmp_path, kind):
 
 # --- scrypt passphrases (through a terminal) --------------------------------------------------
 
+
 @pytest.mark.parametrize("armored", [False, True], ids=["binary", "armored"])
 def test_age_decrypts_our_passphrase_files(age_bin, tmp_path, armored):
     plaintext = plaintext_of(CHUNK + 5)
     sealed = tmp_path / "file.age"
     # Work factor 15 keeps the test quick; age accepts any factor up to its own limit.
-    sealed.write_bytes(age.encrypt(plaintext, [age.scrypt_recipient(PASSPHRASE, 15)],
-                                   armor=armored))
+    sealed.write_bytes(
+        age.encrypt(plaintext, [age.scrypt_recipient(PASSPHRASE, 15)], armor=armored)
+    )
     out = tmp_path / "out"
     run_with_tty([age_bin, "-d", "-o", str(out), str(sealed)], answers=1)
     assert out.read_bytes() == plaintext

@@ -9,10 +9,8 @@ import os
 
 import pytest
 
-from tests.support.alert_receiver import receiver  # noqa: F401  (fixture)
 from tests.support.cli import reaped, spawn
 from tests.support.ssh_project import ssh_project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,9 +23,11 @@ def _once(p, code: int):
 
 
 def test_a_machine_that_answers_again_alerts_again_at_its_next_outage(
-        tmp_path, sshd, client_key, receiver):  # noqa: F811
-    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key,
-                    alerts=[receiver.url()])
+    tmp_path, sshd, client_key, receiver
+):
+    p = ssh_project(
+        tmp_path / "project", sshd.port, sshd.host_key, client_key, alerts=[receiver.url()]
+    )
     sshd.stop()
     p.task("one", "command: 'true'\n")
     _once(p, 1)
@@ -49,16 +49,21 @@ def test_a_machine_that_answers_again_alerts_again_at_its_next_outage(
 
 
 def test_a_run_adopted_as_failed_after_a_lost_connection_alerts_failed_once(
-        tmp_path, sshd, client_key, receiver):  # noqa: F811
-    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key,
-                    alerts=[receiver.url()])
+    tmp_path, sshd, client_key, receiver
+):
+    p = ssh_project(
+        tmp_path / "project", sshd.port, sshd.host_key, client_key, alerts=[receiver.url()]
+    )
     fifo, ledger = tmp_path / "go", tmp_path / "ledger"
     os.mkfifo(fifo)
     p.task("migrate", f'command: echo started >> "{ledger}"; read line < "{fifo}"; exit 4\n')
     first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
     with reaped(first):
-        wait_until(lambda: ledger.exists() or first.poll() is not None, timeout=30,
-                   message="the command to start")
+        wait_until(
+            lambda: ledger.exists() or first.poll() is not None,
+            timeout=30,
+            message="the command to start",
+        )
         assert first.poll() is None
         assert sshd.drop_connections()
         out, err = first.communicate(timeout=60)
@@ -70,14 +75,20 @@ def test_a_run_adopted_as_failed_after_a_lost_connection_alerts_failed_once(
     os.write(fd, b"go\n")
     os.close(fd)
     markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
-    wait_until(lambda: (markers / f"{run['id']}.exit").exists(), timeout=30,
-               message="the command's exit marker")
+    wait_until(
+        lambda: (markers / f"{run['id']}.exit").exists(),
+        timeout=30,
+        message="the command's exit marker",
+    )
     adopted = _once(p, 1)
     assert [(r["id"], r["status"], r["exit_code"]) for r in adopted["runs"]] == [
-        (run["id"], "failed", 4)]
+        (run["id"], "failed", 4)
+    ]
     wait_until(lambda: len(receiver.titles()) >= 2, timeout=15, message="the failed alert")
-    assert receiver.titles() == ["reconciler: ops/migrate unknown on box",
-                                 "reconciler: ops/migrate failed on box"]
+    assert receiver.titles() == [
+        "reconciler: ops/migrate unknown on box",
+        "reconciler: ops/migrate failed on box",
+    ]
     _once(p, 0)
     assert len(receiver.titles()) == 2, "the adopted failure alerts once"
 

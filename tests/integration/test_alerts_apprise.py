@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.compile import compile_inventory
-from reconciler.engine import Engine
-from reconciler.loader import load_inventory
-from reconciler.metrics import Metrics
-from reconciler.redact import Redactor
-from reconciler.sinks import build_sinks
-from reconciler.store.factory import open_store
-from reconciler.transport.local import LocalTransport
-from reconciler.vault import age, team_vault
-from reconciler.vault.secrets import VaultSecrets
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.adapters.vault import age, team_vault
+from reconciler.adapters.vault.secrets import VaultSecrets
+from reconciler.core.compile import compile_inventory
+from reconciler.core.redact import Redactor
+from reconciler.inventory.loader import load_inventory
+from reconciler.pipeline.engine import Engine
+from reconciler.pipeline.metrics import Metrics
+from reconciler.pipeline.sinks import build_sinks
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,8 +54,9 @@ class Receiver:
                 if receiver.hold.is_set():
                     receiver.held.set()
                     receiver.released.wait(30)
-                receiver.requests.append({"path": self.path, "body": body,
-                                          "status": receiver.status})
+                receiver.requests.append(
+                    {"path": self.path, "body": body, "status": receiver.status}
+                )
                 self.send_response(receiver.status)
                 self.end_headers()
 
@@ -106,16 +107,20 @@ class Project:
         path.write_text(textwrap.dedent(text))
 
     def team(self, alerts: str) -> None:
-        self.write("teams/ops.yaml", "name: ops\nalerts:\n" + textwrap.indent(
-            textwrap.dedent(alerts), "  "))
+        self.write(
+            "teams/ops.yaml",
+            "name: ops\nalerts:\n" + textwrap.indent(textwrap.dedent(alerts), "  "),
+        )
 
     def vault(self, **secrets: str) -> None:
-        team_vault.write(team_vault.vault_path(self.inventory, "ops"), secrets,
-                         [self.identity.recipient()])
+        team_vault.write(
+            team_vault.vault_path(self.inventory, "ops"), secrets, [self.identity.recipient()]
+        )
 
     def task(self, name: str, body: str) -> None:
-        self.write(f"tasks/ops/{name}.yaml", f"name: {name}\nmachines: [box]\n"
-                   + textwrap.dedent(body))
+        self.write(
+            f"tasks/ops/{name}.yaml", f"name: {name}\nmachines: [box]\n" + textwrap.dedent(body)
+        )
 
     def open(self):
         return open_store(self.state)
@@ -128,11 +133,23 @@ class Project:
         resolver = VaultSecrets(self.inventory, [self.identity], redactor)
         store = self.open()
         try:
-            sinks = build_sinks(store, inventory, desired, redactor, resolver, commit="c0ffee",
-                                metrics=self.metrics, delivery_timeout=timeout)
-            engine = Engine(store, {"local": LocalTransport(self.root / "markers")},
-                            on_event=sinks, resolve=sinks.audit_resolver(resolver),
-                            redactor=redactor)
+            sinks = build_sinks(
+                store,
+                inventory,
+                desired,
+                redactor,
+                resolver,
+                commit="c0ffee",
+                metrics=self.metrics,
+                delivery_timeout=timeout,
+            )
+            engine = Engine(
+                store,
+                {"local": LocalTransport(self.root / "markers")},
+                on_event=sinks,
+                resolve=sinks.audit_resolver(resolver),
+                redactor=redactor,
+            )
             sinks.pass_started("c0ffee")
             report = engine.run_pass(desired, "c0ffee", 10)
             sinks.pass_finished(report)
@@ -157,13 +174,16 @@ def project(tmp_path) -> Project:
 
 
 def failing_task(project: Project, name: str = "deploy") -> None:
-    project.task(name, """\
+    project.task(
+        name,
+        """\
         env: {DB_PASSWORD: {vault: DB_PASSWORD}}
         command: |
           echo "connecting with $DB_PASSWORD"
           echo "giving up"
           exit 4
-        """)
+        """,
+    )
 
 
 def alert_id(body: dict) -> str:
@@ -194,8 +214,7 @@ def test_a_failed_run_alerts_every_target_once_with_title_body_and_no_secret(pro
     assert project.outbox() == 0
 
 
-def test_no_alert_repeats_across_passes_restarts_and_a_retry_of_the_same_version(project,
-                                                                                   receiver):
+def test_no_alert_repeats_across_passes_restarts_and_a_retry_of_the_same_version(project, receiver):
     project.vault(DB_PASSWORD=SECRET)
     project.team(f"- {receiver.url()}\n")
     failing_task(project)
@@ -214,7 +233,8 @@ def test_no_alert_repeats_across_passes_restarts_and_a_retry_of_the_same_version
 
 
 def test_a_fix_sends_recovered_to_the_targets_that_want_it_and_a_new_failure_alerts_again(
-        project, receiver):
+    project, receiver
+):
     project.vault(DB_PASSWORD=SECRET)
     project.team(f"""\
         - url: {receiver.url("/all")}
@@ -243,8 +263,7 @@ def test_failure_action_ignore_sends_nothing(project, receiver):
     assert receiver.requests == []
 
 
-def test_a_receiver_answering_500_leaves_the_pass_alone_and_gets_the_alert_later(project,
-                                                                                 receiver):
+def test_a_receiver_answering_500_leaves_the_pass_alone_and_gets_the_alert_later(project, receiver):
     project.vault(DB_PASSWORD=SECRET)
     project.team(f"- {receiver.url()}\n")
     failing_task(project)
@@ -303,8 +322,7 @@ def test_a_receiver_that_never_answers_does_not_hold_the_pass(project, receiver)
     assert project.outbox() == 1
 
 
-def test_a_target_whose_vault_secret_is_missing_is_skipped_with_an_error(project, receiver,
-                                                                         caplog):
+def test_a_target_whose_vault_secret_is_missing_is_skipped_with_an_error(project, receiver, caplog):
     project.vault(DB_PASSWORD=SECRET)  # no ALERT_URL in it
     project.team(f"""\
         - {{vault: ALERT_URL}}
@@ -315,8 +333,9 @@ def test_a_target_whose_vault_secret_is_missing_is_skipped_with_an_error(project
         report, _ = project.run_pass()
     assert report.exit_code == 1
     assert len(receiver.delivered()) == 1  # the other target still gets it
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR
-              and "ALERT_URL" in r.getMessage()]
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and "ALERT_URL" in r.getMessage()
+    ]
     assert errors and SECRET not in caplog.text
     assert project.outbox() == 1  # kept: a later pass may have the secret
 
@@ -328,7 +347,7 @@ def test_an_unreachable_machine_alerts_once_until_it_is_reachable_again(project,
     def flap(sinks):
         sinks.machine_unreachable("box", "connection refused")
         sinks.machine_unreachable("box", "connection refused")
-        assert "reconciler_machine_up{machine=\"box\",team=\"ops\"} 0.0" in project.metrics.text()
+        assert 'reconciler_machine_up{machine="box",team="ops"} 0.0' in project.metrics.text()
         sinks.machine_reachable("box")
         sinks.machine_unreachable("box", "timed out")
 

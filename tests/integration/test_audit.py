@@ -14,28 +14,28 @@ import shutil
 import sqlite3
 import textwrap
 import threading
+from datetime import UTC
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from reconciler.audit import checkpoint as cp
-from reconciler.audit.chain import verify
+from reconciler.adapters.audit import checkpoint as cp
+from reconciler.adapters.audit.chain import verify
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.adapters.vault import age
 from reconciler.cli import audit_cmd
 from reconciler.cli.args import Parser, _add_format, _add_globals
-from reconciler.compile import compile_inventory
-from reconciler.engine import Engine
-from reconciler.errors import StoreError
-from reconciler.loader import load_inventory
-from reconciler.metrics import Metrics
-from reconciler.plan import make_plan
-from reconciler.redact import Redactor
-from reconciler.sinks import build_sinks
-from reconciler.state import RunStatus
-from reconciler.store.factory import open_store
-from reconciler.transport.local import LocalTransport
-from reconciler.vault import age
-from tests.support.postgres import postgres_url  # noqa: F401  (a fixture, used by name)
+from reconciler.core.compile import compile_inventory
+from reconciler.core.errors import StoreError
+from reconciler.core.plan import make_plan
+from reconciler.core.redact import Redactor
+from reconciler.core.state import RunStatus
+from reconciler.inventory.loader import load_inventory
+from reconciler.pipeline.engine import Engine
+from reconciler.pipeline.metrics import Metrics
+from reconciler.pipeline.sinks import build_sinks
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,8 +49,7 @@ class Project:
         self.inventory = root / "inventory"
         self.url = url or f"sqlite:///{root / 'state' / 'state.db'}"
         self.write("teams/ops.yaml", "name: ops\n")
-        self.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\n"
-                                        "max_parallel: 8\n")
+        self.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 8\n")
 
     def write(self, relative: str, text: str) -> None:
         path = self.inventory / relative
@@ -58,8 +57,10 @@ class Project:
         path.write_text(textwrap.dedent(text))
 
     def task(self, name: str, command: str, extra: str = "") -> None:
-        self.write(f"tasks/ops/{name}.yaml",
-                   f"name: {name}\nmachines: [box]\ncommand: {json.dumps(command)}\n{extra}")
+        self.write(
+            f"tasks/ops/{name}.yaml",
+            f"name: {name}\nmachines: [box]\ncommand: {json.dumps(command)}\n{extra}",
+        )
 
     def desired(self):
         inventory, _ = load_inventory(self.inventory)
@@ -70,10 +71,10 @@ class Project:
         store = store or open_store(self.url)
         desired = self.desired()
         try:
-            sinks = build_sinks(store, None, desired, Redactor(), None, commit="c0ffee",
-                                metrics=Metrics())
-            engine = Engine(store, {"local": LocalTransport(self.root / "markers")},
-                            on_event=sinks)
+            sinks = build_sinks(
+                store, None, desired, Redactor(), None, commit="c0ffee", metrics=Metrics()
+            )
+            engine = Engine(store, {"local": LocalTransport(self.root / "markers")}, on_event=sinks)
             sinks.pass_started("c0ffee")
             try:
                 report = engine.run_pass(desired, "c0ffee", 10)
@@ -93,16 +94,18 @@ class Project:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 cur = conn.execute(query, params)
                 return cur.fetchall() if cur.description else []
-        with sqlite3.connect(self.url[len("sqlite:///"):]) as conn:
+        with sqlite3.connect(self.url[len("sqlite:///") :]) as conn:
             return conn.execute(query, params).fetchall()
 
     def audit(self, *argv: str) -> tuple[int, str]:
         """`reconcile audit ARGV --state URL` in-process: (exit code, stdout)."""
         root = Parser(prog="reconcile")
-        audit_cmd.add_parser(root.add_subparsers(dest="command", parser_class=Parser),
-                             _add_globals, _add_format)
-        args = root.parse_args(["audit", *argv, "--state", self.url,
-                                "--inventory", str(self.inventory)])
+        audit_cmd.add_parser(
+            root.add_subparsers(dest="command", parser_class=Parser), _add_globals, _add_format
+        )
+        args = root.parse_args(
+            ["audit", *argv, "--state", self.url, "--inventory", str(self.inventory)]
+        )
         args.redactor = Redactor()
         import contextlib
         import io
@@ -137,8 +140,9 @@ def test_a_pass_records_start_plan_claim_dispatch_finish_and_end(project):
     assert found.count("run.finished") == 2
     for claimed in (i for i, a in enumerate(found) if a == "run.claimed"):
         assert found[claimed + 1] == "run.dispatched"
-    plan = json.loads(project.sql("SELECT detail FROM audit_log WHERE action = 'plan.recorded'")
-                      [0][0])
+    plan = json.loads(
+        project.sql("SELECT detail FROM audit_log WHERE action = 'plan.recorded'")[0][0]
+    )
     assert (plan["enqueued"], plan["reasons"], plan["commit"]) == (2, {"new": 2}, "c0ffee")
     code, out = project.audit("verify")
     assert code == 0 and "intact: 9 entries" in out
@@ -146,8 +150,10 @@ def test_a_pass_records_start_plan_claim_dispatch_finish_and_end(project):
 
 def test_an_edited_entry_fails_verify_naming_it(project):
     project.run_pass()
-    project.sql("UPDATE audit_log SET detail = replace(detail, 'failed', 'succeeded') "
-                "WHERE action = 'run.finished' AND detail LIKE '%failed%'")
+    project.sql(
+        "UPDATE audit_log SET detail = replace(detail, 'failed', 'succeeded') "
+        "WHERE action = 'run.finished' AND detail LIKE '%failed%'"
+    )
     [(seq,)] = project.sql("SELECT seq FROM audit_log WHERE detail LIKE '%\"exit_code\":2%'")
     code, out = project.audit("verify")
     assert code == 1 and f"audit entry {seq}:" in out and "edited" in out
@@ -165,13 +171,15 @@ def test_a_deleted_entry_fails_verify_naming_the_gap(project):
 
 def test_reordered_entries_fail_verify_at_the_first_moved_one(project):
     project.run_pass()
-    swap = ("UPDATE audit_log SET at = (SELECT at FROM audit_log AS o WHERE o.seq = 7 - "
-            "audit_log.seq), actor = (SELECT actor FROM audit_log AS o WHERE o.seq = 7 - "
-            "audit_log.seq), action = (SELECT action FROM audit_log AS o WHERE o.seq = 7 - "
-            "audit_log.seq), detail = (SELECT detail FROM audit_log AS o WHERE o.seq = 7 - "
-            "audit_log.seq), prev = (SELECT prev FROM audit_log AS o WHERE o.seq = 7 - "
-            "audit_log.seq), hash = (SELECT hash FROM audit_log AS o WHERE o.seq = 7 - "
-            "audit_log.seq) WHERE seq IN (3, 4)")
+    swap = (
+        "UPDATE audit_log SET at = (SELECT at FROM audit_log AS o WHERE o.seq = 7 - "
+        "audit_log.seq), actor = (SELECT actor FROM audit_log AS o WHERE o.seq = 7 - "
+        "audit_log.seq), action = (SELECT action FROM audit_log AS o WHERE o.seq = 7 - "
+        "audit_log.seq), detail = (SELECT detail FROM audit_log AS o WHERE o.seq = 7 - "
+        "audit_log.seq), prev = (SELECT prev FROM audit_log AS o WHERE o.seq = 7 - "
+        "audit_log.seq), hash = (SELECT hash FROM audit_log AS o WHERE o.seq = 7 - "
+        "audit_log.seq) WHERE seq IN (3, 4)"
+    )
     project.sql(swap)  # entries 3 and 4 trade places
     code, out = project.audit("verify")
     assert code == 1 and "audit entry 3:" in out
@@ -179,7 +187,7 @@ def test_reordered_entries_fail_verify_at_the_first_moved_one(project):
 
 def test_truncation_and_rollback_are_caught_against_a_checkpoint(project, tmp_path):
     project.run_pass()
-    db = Path(project.url[len("sqlite:///"):])
+    db = Path(project.url[len("sqlite:///") :])
     shutil.copy(db, tmp_path / "old.db")  # a backup an attacker could restore later
     project.task("more", "echo more")
     project.run_pass()
@@ -212,13 +220,22 @@ def test_a_checkpoint_from_an_unknown_key_or_altered_is_refused(project, tmp_pat
     project.audit("export", "-o", str(export))
     lines = export.read_text().splitlines()
     checkpoint = json.loads(lines[-1])
-    forged = cp.sign(cp.Ed25519PrivateKey.generate(), checkpoint["count"], checkpoint["head"],
-                     checkpoint["at"])
+    forged = cp.sign(
+        cp.Ed25519PrivateKey.generate(), checkpoint["count"], checkpoint["head"], checkpoint["at"]
+    )
     (tmp_path / "forged.json").write_text(json.dumps(forged.to_json()))
     code, out = project.audit("verify", "--checkpoint", str(tmp_path / "forged.json"))
     assert code == 1 and "not a key this host trusts" in out
-    assert project.audit("verify", "--checkpoint", str(tmp_path / "forged.json"),
-                         "--public-key", forged.public_key)[0] == 0
+    assert (
+        project.audit(
+            "verify",
+            "--checkpoint",
+            str(tmp_path / "forged.json"),
+            "--public-key",
+            forged.public_key,
+        )[0]
+        == 0
+    )
     altered = {**checkpoint, "count": checkpoint["count"] - 1}
     (tmp_path / "altered.json").write_text(json.dumps(altered))
     code, out = project.audit("verify", "--checkpoint", str(tmp_path / "altered.json"))
@@ -230,18 +247,21 @@ def test_an_exported_entry_rewritten_in_the_log_is_caught(project, tmp_path):
     export = tmp_path / "export.jsonl.gz"
     project.audit("export", "-o", str(export))
     # rewrite the whole chain from entry 3 with valid hashes: only the export can tell
-    from reconciler.audit.chain import AuditRecord, link
+    from reconciler.adapters.audit.chain import AuditRecord, link
 
     store = open_store(project.url)
     try:
         entries = list(store.iter_audit())
     finally:
         store.close()
-    forged = link(2, entries[1].hash, [AuditRecord(e.at, "mallory", e.action, e.detail)
-                                       for e in entries[2:]])
+    forged = link(
+        2, entries[1].hash, [AuditRecord(e.at, "mallory", e.action, e.detail) for e in entries[2:]]
+    )
     for entry in forged:
-        project.sql("UPDATE audit_log SET actor = ?, prev = ?, hash = ? WHERE seq = ?",
-                    (entry.actor, entry.prev, entry.hash, entry.seq))
+        project.sql(
+            "UPDATE audit_log SET actor = ?, prev = ?, hash = ? WHERE seq = ?",
+            (entry.actor, entry.prev, entry.hash, entry.seq),
+        )
     assert project.audit("verify")[0] == 0
     code, out = project.audit("verify", "--checkpoint", str(export))
     assert code == 1 and "rewritten" in out
@@ -254,8 +274,9 @@ def test_export_writes_json_lines_since_a_time_and_ends_with_a_checkpoint(projec
     first = project.sql("SELECT at FROM audit_log ORDER BY seq DESC LIMIT 1")[0][0]
     project.run_pass()
     export = tmp_path / "recent.jsonl"
-    code, out = project.audit("export", "--since", first, "-o", str(export),
-                              "--identity", str(tmp_path / "key.txt"))
+    code, out = project.audit(
+        "export", "--since", first, "-o", str(export), "--identity", str(tmp_path / "key.txt")
+    )
     assert code == 0 and "derived from the configured identity" in out
     assert not project.key.exists()  # no key file when an identity is configured
     lines = [json.loads(line) for line in export.read_text().splitlines()]
@@ -265,8 +286,12 @@ def test_export_writes_json_lines_since_a_time_and_ends_with_a_checkpoint(projec
     assert lines[-1]["count"] == lines[-2]["seq"]
     assert lines[-1]["public_key"] == cp.public_text(cp.derive_from_identity(identity))
     assert project.audit("verify", "--checkpoint", str(export))[0] == 1  # not trusted here...
-    assert project.audit("verify", "--checkpoint", str(export), "--identity",
-                         str(tmp_path / "key.txt"))[0] == 0  # ...but with the identity
+    assert (
+        project.audit(
+            "verify", "--checkpoint", str(export), "--identity", str(tmp_path / "key.txt")
+        )[0]
+        == 0
+    )  # ...but with the identity
 
 
 def test_export_refuses_to_sign_a_tampered_log(project, tmp_path, capsys):
@@ -280,12 +305,16 @@ def test_export_refuses_to_sign_a_tampered_log(project, tmp_path, capsys):
 
 
 REFUSE = {
-    "sqlite": ["CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.action = '{action}' "
-               "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"],
-    "postgresql": ["CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
-                   "CREATE TRIGGER refuse BEFORE INSERT ON audit_log FOR EACH ROW "
-                   "WHEN (NEW.action = '{action}') EXECUTE FUNCTION refuse()"],
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.action = '{action}' "
+        "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log FOR EACH ROW "
+        "WHEN (NEW.action = '{action}') EXECUTE FUNCTION refuse()",
+    ],
 }
 
 
@@ -345,33 +374,42 @@ def test_a_read_only_store_starts_no_pass(tmp_path):
 # --- concurrent writers on PostgreSQL ---------------------------------------------------------------
 
 
-def test_four_workers_on_postgresql_write_one_linear_chain(tmp_path, postgres_url):  # noqa: F811
+def test_four_workers_on_postgresql_write_one_linear_chain(tmp_path, postgres_url):
     p = Project(tmp_path, postgres_url)
     for i in range(40):
         p.task(f"t{i:02d}", "echo $RECONCILE_RUN_ID")
     desired = p.desired()
     planner = open_store(p.url)
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     runs = planner.record_plan(make_plan(desired, planner.snapshot(), now), "c0ffee", now)
     assert len(runs) == 40
     engines, threads, stores = [], [], []
     for n in range(4):
         store = open_store(p.url)
         stores.append(store)
-        sinks = build_sinks(store, None, desired, Redactor(), None, commit="c0ffee",
-                            metrics=Metrics(), owner=f"worker{n}", actor=f"worker{n}")
-        engine = Engine(store, {"local": LocalTransport(tmp_path / f"markers{n}")},
-                        on_event=sinks)
+        sinks = build_sinks(
+            store,
+            None,
+            desired,
+            Redactor(),
+            None,
+            commit="c0ffee",
+            metrics=Metrics(),
+            owner=f"worker{n}",
+            actor=f"worker{n}",
+        )
+        engine = Engine(store, {"local": LocalTransport(tmp_path / f"markers{n}")}, on_event=sinks)
         engine.owner = f"worker{n}"
         engines.append(engine)
         threads.append(threading.Thread(target=engine.work, args=(desired,)))
     for thread in threads:
         thread.start()
     try:
-        wait_until(lambda: planner.counts()["succeeded"] == 40, timeout=60,
-                   message="40 runs to succeed")
+        wait_until(
+            lambda: planner.counts()["succeeded"] == 40, timeout=60, message="40 runs to succeed"
+        )
     finally:
         for engine in engines:
             engine.stop.set()
@@ -389,8 +427,7 @@ def test_four_workers_on_postgresql_write_one_linear_chain(tmp_path, postgres_ur
         for entry in entries:  # a dispatch entry always follows its own claim
             if entry.action == "run.dispatched":
                 before = entries[entry.seq - 2]
-                assert (before.action, before.detail["run"]) == ("run.claimed",
-                                                                 entry.detail["run"])
+                assert (before.action, before.detail["run"]) == ("run.claimed", entry.detail["run"])
         assert planner.counts()[RunStatus.SUCCEEDED.value] == 40
     finally:
         for store in stores + [planner]:

@@ -8,31 +8,32 @@ from __future__ import annotations
 import getpass
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from reconciler import keys
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.adapters.vault import team_vault
+from reconciler.adapters.vault.secrets import load_identities
 from reconciler.cli import args as cli_args
 from reconciler.cli import keys_cmd
-from reconciler.errors import AuthFailed, ReconcilerError
-from reconciler.redact import Secret
-from reconciler.store.factory import open_store
-from reconciler.transport.ssh import SshTransport
-from reconciler.vault import team_vault
-from reconciler.vault.secrets import load_identities
+from reconciler.core.errors import AuthFailed, ReconcilerError
+from reconciler.core.redact import Secret
+from reconciler.pipeline import keys
 from tests.e2e.conftest import Project
-from tests.support.sshd import KeyPair, client_key, generate_key, sshd, sshd_factory  # noqa: F401
+from tests.support.sshd import KeyPair, generate_key
 
 TIMEOUT = 10.0
 
 
 # ---------------------------------------------------------------- pure planning (no sshd)
 
+
 def test_parse_line_reads_options_comments_and_reconciler_tags():
     pair = generate_key()
-    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     comment = keys.key_comment("box", stamp, ["SHA256:abc"])
     line = keys.parse_line(f'from="10.0.0.1",no-pty {pair.public} {comment}')
     assert line.public == pair.public and line.options == 'from="10.0.0.1",no-pty'
@@ -45,16 +46,29 @@ def test_parse_line_reads_options_comments_and_reconciler_tags():
 
 def test_plans_never_remove_the_key_that_stays():
     old, new, human, stale = (generate_key() for _ in range(4))
-    now = datetime.now(timezone.utc)
-    text = "\n".join([old.public, human.public + " alice",
-                      f"{stale.public} {keys.key_comment('box', now)}",
-                      f"{new.public} {keys.key_comment('box', now, [keys.fingerprint(old.public)])}"])
+    now = datetime.now(UTC)
+    text = "\n".join(
+        [
+            old.public,
+            human.public + " alice",
+            f"{stale.public} {keys.key_comment('box', now)}",
+            f"{new.public} {keys.key_comment('box', now, [keys.fingerprint(old.public)])}",
+        ]
+    )
     lines = keys.parse_authorized(text)
-    assert {l.public for l in keys.finish_plan(lines, old.public, new.public)} == {
-        old.public, stale.public}
-    assert {l.public for l in keys.prune_plan(lines, new.public)} == {old.public, stale.public}
+    assert {item.public for item in keys.finish_plan(lines, old.public, new.public)} == {
+        old.public,
+        stale.public,
+    }
+    assert {item.public for item in keys.prune_plan(lines, new.public)} == {
+        old.public,
+        stale.public,
+    }
     # Before the new key is in the vault, prune keeps the old (vault) key and the human's.
-    assert {l.public for l in keys.prune_plan(lines, old.public)} == {stale.public, new.public}
+    assert {item.public for item in keys.prune_plan(lines, old.public)} == {
+        stale.public,
+        new.public,
+    }
 
 
 def test_private_key_and_public_key_agree():
@@ -63,6 +77,7 @@ def test_private_key_and_public_key_agree():
 
 
 # ---------------------------------------------------------------- against sshd
+
 
 def _authorized_in_home(daemon) -> Path:
     """Make the daemon read `~/.ssh/authorized_keys` of its (test) HOME, where `rotate` writes:
@@ -80,15 +95,30 @@ def _authorized_in_home(daemon) -> Path:
 def _project(tmp_path, daemon, key: KeyPair) -> Project:
     project = Project(tmp_path)
     identity = project.root / "me.key"
-    public = project.run("vault", "keygen", "-o", str(identity),
-                         code=0).err.split("Public key: ")[1]
-    project.write("teams/ops.yaml", f"name: ops\nmembers:\n  - {{name: me, role: admin, "
-                  f"age: {public.strip()}}}\n")
-    project.run("vault", "set", "ops", "SSH_KEY", "-", "--identity", str(identity), code=0,
-                input=key.private)
-    project.write("machines/box.yaml", f"name: box\nteam: ops\nhost: 127.0.0.1\n"
-                  f"port: {daemon.port}\nuser: {getpass.getuser()}\nhost_key: {daemon.host_key}\n"
-                  "key: {vault: SSH_KEY}\n")
+    public = project.run("vault", "keygen", "-o", str(identity), code=0).err.split("Public key: ")[
+        1
+    ]
+    project.write(
+        "teams/ops.yaml",
+        f"name: ops\nmembers:\n  - {{name: me, role: admin, age: {public.strip()}}}\n",
+    )
+    project.run(
+        "vault",
+        "set",
+        "ops",
+        "SSH_KEY",
+        "-",
+        "--identity",
+        str(identity),
+        code=0,
+        input=key.private,
+    )
+    project.write(
+        "machines/box.yaml",
+        f"name: box\nteam: ops\nhost: 127.0.0.1\n"
+        f"port: {daemon.port}\nuser: {getpass.getuser()}\nhost_key: {daemon.host_key}\n"
+        "key: {vault: SSH_KEY}\n",
+    )
     project.identity = identity
     project.authorized = _authorized_in_home(daemon)
     store = open_store(f"sqlite:///{project.state}", create=True)
@@ -103,9 +133,20 @@ def _keys(project: Project, *argv: str, **hooks) -> int:
     cli_args._add_globals(root, suppress=False)
     sub = root.add_subparsers(dest="command", parser_class=cli_args.Parser)
     keys_cmd.add_parser(sub, cli_args._add_globals, cli_args._add_format)
-    args = root.parse_args(["keys", *argv, "--inventory", str(project.inventory),
-                            "--state", f"sqlite:///{project.state}",
-                            "--identity", str(project.identity), "--timeout", str(TIMEOUT)])
+    args = root.parse_args(
+        [
+            "keys",
+            *argv,
+            "--inventory",
+            str(project.inventory),
+            "--state",
+            f"sqlite:///{project.state}",
+            "--identity",
+            str(project.identity),
+            "--timeout",
+            str(TIMEOUT),
+        ]
+    )
     try:
         return keys_cmd.run(args, **hooks)
     except ReconcilerError as exc:
@@ -136,8 +177,9 @@ def _audit_actions(project: Project) -> list[str]:
 
 
 @pytest.mark.integration
-def test_rotate_with_finish_replaces_the_key_and_the_old_one_is_refused(tmp_path, sshd,
-                                                                      client_key, capsys):  # noqa: F811
+def test_rotate_with_finish_replaces_the_key_and_the_old_one_is_refused(
+    tmp_path, sshd, client_key, capsys
+):
     p = _project(tmp_path, sshd, client_key)
     assert _keys(p, "rotate", "box", "--finish") == 0, p.error
     new = _vault_key(p)
@@ -149,8 +191,15 @@ def test_rotate_with_finish_replaces_the_key_and_the_old_one_is_refused(tmp_path
     _login(sshd, new)
     with pytest.raises(AuthFailed):
         _login(sshd, client_key.private)
-    assert _audit_actions(p) == ["keys.generate", "keys.add", "keys.verify", "vault.write",
-                                 "keys.vault", "keys.remove", "keys.refused"]
+    assert _audit_actions(p) == [
+        "keys.generate",
+        "keys.add",
+        "keys.verify",
+        "vault.write",
+        "keys.vault",
+        "keys.remove",
+        "keys.refused",
+    ]
     out = capsys.readouterr().out
     assert "removed and refused" in out
     assert "PRIVATE KEY" not in out
@@ -158,8 +207,7 @@ def test_rotate_with_finish_replaces_the_key_and_the_old_one_is_refused(tmp_path
 
 
 @pytest.mark.integration
-def test_a_failed_verify_keeps_the_old_key_and_removes_the_new_one(tmp_path, sshd,
-                                                                   client_key):  # noqa: F811
+def test_a_failed_verify_keeps_the_old_key_and_removes_the_new_one(tmp_path, sshd, client_key):
     p = _project(tmp_path, sshd, client_key)
     before = p.authorized.read_text()
 
@@ -180,15 +228,23 @@ def test_a_failed_verify_keeps_the_old_key_and_removes_the_new_one(tmp_path, ssh
 
 
 @pytest.mark.integration
-def test_a_vault_that_cannot_be_written_leaves_the_machine_as_it_was(tmp_path, sshd,
-                                                                     client_key):  # noqa: F811
+def test_a_vault_that_cannot_be_written_leaves_the_machine_as_it_was(tmp_path, sshd, client_key):
     p = _project(tmp_path, sshd, client_key)
     before = p.authorized.read_text()
 
     def change_vault_meanwhile(step: str) -> None:
         if step == "verify":  # someone else rotates the key in the working copy meanwhile
-            p.run("vault", "set", "ops", "SSH_KEY", "-", "--identity", str(p.identity),
-                  code=0, input=generate_key().private)
+            p.run(
+                "vault",
+                "set",
+                "ops",
+                "SSH_KEY",
+                "-",
+                "--identity",
+                str(p.identity),
+                code=0,
+                input=generate_key().private,
+            )
 
     assert _keys(p, "rotate", "box", on_step=change_vault_meanwhile) == 2
     assert "changed while rotating" in str(p.error)
@@ -197,8 +253,7 @@ def test_a_vault_that_cannot_be_written_leaves_the_machine_as_it_was(tmp_path, s
 
 
 @pytest.mark.integration
-def test_two_phase_rotate_then_prune_after_the_vault_commit(tmp_path, sshd, client_key,
-                                                            capsys):  # noqa: F811
+def test_two_phase_rotate_then_prune_after_the_vault_commit(tmp_path, sshd, client_key, capsys):
     p = _project(tmp_path, sshd, client_key)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     subprocess.run([*git, "init", "-q"], cwd=p.root, check=True, timeout=30)
@@ -212,16 +267,23 @@ def test_two_phase_rotate_then_prune_after_the_vault_commit(tmp_path, sshd, clie
     _login(sshd, client_key.private)
     assert len(keys.parse_authorized(p.authorized.read_text())) == 2
     assert "keys prune box" in capsys.readouterr().out
-    changed = subprocess.run([*git, "status", "--porcelain"], cwd=p.root, check=True,
-                             capture_output=True, text=True, timeout=30).stdout
+    changed = subprocess.run(
+        [*git, "status", "--porcelain"],
+        cwd=p.root,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     assert "inventory/vaults/ops.age" in changed
     subprocess.run([*git, "commit", "-qam", "rotate box"], cwd=p.root, check=True, timeout=30)
 
     # Phase two, once the vault change is live: prune removes the replaced key.
     assert _keys(p, "prune", "box") == 0, p.error
     assert "removed " + keys.fingerprint(client_key.public) in capsys.readouterr().out
-    assert [l.public for l in keys.parse_authorized(p.authorized.read_text())] == [
-        keys.public_of(new)]
+    assert [item.public for item in keys.parse_authorized(p.authorized.read_text())] == [
+        keys.public_of(new)
+    ]
     _login(sshd, new)
     with pytest.raises(AuthFailed):
         _login(sshd, client_key.private)
@@ -231,7 +293,7 @@ def test_two_phase_rotate_then_prune_after_the_vault_commit(tmp_path, sshd, clie
 
 
 @pytest.mark.integration
-def test_status_shows_the_key_age(tmp_path, sshd, client_key, capsys):  # noqa: F811
+def test_status_shows_the_key_age(tmp_path, sshd, client_key, capsys):
     p = _project(tmp_path, sshd, client_key)
     assert _keys(p, "status", "--format", "json") == 0
     [row] = json.loads(capsys.readouterr().out)

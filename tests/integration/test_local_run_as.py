@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import AuthFailed
-from reconciler.model import Machine
-from reconciler.transport.local import LocalTransport
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.core.errors import AuthFailed
+from reconciler.core.model import Machine
 
 pytestmark = pytest.mark.integration
 

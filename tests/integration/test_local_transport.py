@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from reconciler.model import Machine
-from reconciler.output import split_mark
-from reconciler.redact import Secret
-from reconciler.transport.local import LocalTransport
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.core.model import Machine
+from reconciler.core.output import split_mark
+from reconciler.core.redact import Secret
 from tests.support.waiting import wait_until
 
 BOX = Machine("box", "ops", transport="local")
@@ -23,8 +23,9 @@ def transport(tmp_path):
 
 def test_child_sees_allow_listed_environment_and_its_secrets_but_not_ours(transport, monkeypatch):
     monkeypatch.setenv("RECONCILE_IDENTITY", "AGE-SECRET-KEY-1NOTFORTASKS")
-    done = transport.run(BOX, 'echo "$RECONCILE_IDENTITY|$PW|$HOME"', {"PW": Secret("pw-1234")},
-                         10, 1)
+    done = transport.run(
+        BOX, 'echo "$RECONCILE_IDENTITY|$PW|$HOME"', {"PW": Secret("pw-1234")}, 10, 1
+    )
     assert done.output == f"|pw-1234|{os.environ['HOME']}\n" and done.exit_code == 0
 
 
@@ -36,9 +37,14 @@ def test_timeout_kills_the_whole_process_group(transport, tmp_path):
     assert done.timed_out and done.exit_code is None
     assert time.monotonic() - started < 10
     child = int(pids.read_text())
-    wait_until(lambda: not os.path.exists(f"/proc/{child}") or
-               open(f"/proc/{child}/stat").read().split()[2] == "Z", timeout=10,
-               message="the background child to die")
+    wait_until(
+        lambda: (
+            not os.path.exists(f"/proc/{child}")
+            or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+        ),
+        timeout=10,
+        message="the background child to die",
+    )
 
 
 def test_only_the_last_64_kib_of_output_is_kept(transport):
@@ -63,14 +69,20 @@ def _environ(pid: int) -> list[bytes]:
 def test_reap_stops_an_orphaned_command_of_that_run_only(transport, tmp_path):
     import subprocess
 
-    from reconciler.transport.local import child_environment
+    from reconciler.adapters.transport.local import child_environment
 
-    proc = subprocess.Popen(["/bin/sh", "-c", "sleep 60; true"], start_new_session=True,
-                            env=child_environment({"RECONCILE_RUN_ID": "7"}))
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", "sleep 60; true"],
+        start_new_session=True,
+        env=child_environment({"RECONCILE_RUN_ID": "7"}),
+    )
     # An orphan has long been running: Popen may return while the child is still inside
     # execve (vfork), when /proc/PID/environ is still empty and reap cannot tell it is ours.
-    wait_until(lambda: b"RECONCILE_RUN_ID=7" in _environ(proc.pid), timeout=10,
-               message="the orphan's shell to have started")
+    wait_until(
+        lambda: b"RECONCILE_RUN_ID=7" in _environ(proc.pid),
+        timeout=10,
+        message="the orphan's shell to have started",
+    )
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "8.pgid").write_text(str(proc.pid))
     transport.reap(BOX, 8)  # the marker names another run's id: never kill a stranger

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import socket
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from reconciler.errors import InfrastructureError, UsageError
-from reconciler.metrics import Metrics, parse_addr, serve, status_numbers
-from reconciler.plan import make_plan
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.factory import open_store
+from reconciler.core.errors import InfrastructureError, UsageError
+from reconciler.core.plan import make_plan
+from reconciler.pipeline.metrics import Metrics, parse_addr, serve, status_numbers
 from tests.integration.test_audit import Project
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def project(tmp_path) -> Project:
 def test_queue_depth_by_priority_and_team_is_scraped_while_runs_wait(project, metrics, server):
     store = open_store(project.url)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         store.record_plan(make_plan(project.desired(), store.snapshot(), now), None, now)
         metrics.bind(store, project.desired())
         samples = scrape(server.port)
@@ -82,14 +82,15 @@ def test_queue_depth_by_priority_and_team_is_scraped_while_runs_wait(project, me
 def test_a_pass_shows_in_runs_durations_and_the_last_successful_pass(project, metrics, server):
     store = open_store(project.url)
     try:
-        from reconciler.engine import Engine
-        from reconciler.redact import Redactor
-        from reconciler.sinks import build_sinks
-        from reconciler.transport.local import LocalTransport
+        from reconciler.adapters.transport.local import LocalTransport
+        from reconciler.core.redact import Redactor
+        from reconciler.pipeline.engine import Engine
+        from reconciler.pipeline.sinks import build_sinks
 
         desired = project.desired()
-        sinks = build_sinks(store, None, desired, Redactor(), None, commit="c0ffee",
-                            metrics=metrics)
+        sinks = build_sinks(
+            store, None, desired, Redactor(), None, commit="c0ffee", metrics=metrics
+        )
         engine = Engine(store, {"local": LocalTransport(project.root / "m")}, on_event=sinks)
         sinks.pass_started("c0ffee")
         sinks.pass_finished(engine.run_pass(desired, "c0ffee", 10))
@@ -141,8 +142,13 @@ def test_the_example_dashboard_queries_only_metrics_that_exist(metrics, project)
         exported = set(re.findall(r"^(reconciler_\w+)", metrics.text(), re.MULTILINE))
     finally:
         store.close()
-    dashboard = json.loads((Path(__file__).parents[2] / "examples" /
-                            "grafana-dashboard.json").read_text())
-    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in re.findall(r"reconciler_\w+", target["expr"])}
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "examples" / "grafana-dashboard.json").read_text()
+    )
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"reconciler_\w+", target["expr"])
+    }
     assert queried and queried <= exported

@@ -13,7 +13,6 @@ import pytest
 
 from tests.e2e.conftest import Project
 from tests.support.cli import spawn
-from tests.support.postgres import postgres_url  # noqa: F401  (a fixture, used by name)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,16 +29,19 @@ def _statuses(url: str) -> dict[str, str]:
 
 
 def test_once_on_postgresql_sweeps_a_killed_pass_run_whose_lease_expires_and_ends(
-        tmp_path, postgres_url):  # noqa: F811
+    tmp_path, postgres_url
+):
     p = Project(tmp_path)
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 1\n")
     go = p.root / "go"
-    p.task("slow", f'command: {p.record("started")}; while [ ! -f "{go}" ]; do sleep 0.05; '
-                   "done\n")
+    p.task("slow", f'command: {p.record("started")}; while [ ! -f "{go}" ]; do sleep 0.05; done\n')
     first = spawn("--once", "--state", postgres_url, "-q", cwd=p.root)
     try:
-        wait_until(lambda: "started" in p.ledger_lines() or first.poll() is not None,
-                   timeout=30, message="the first pass to start its command")
+        wait_until(
+            lambda: "started" in p.ledger_lines() or first.poll() is not None,
+            timeout=30,
+            message="the first pass to start its command",
+        )
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
@@ -48,13 +50,19 @@ def test_once_on_postgresql_sweeps_a_killed_pass_run_whose_lease_expires_and_end
     p.task("urgent", f"priority: 1\ncommand: {p.record('urgent')}\n")
     second = spawn("--once", "--state", postgres_url, "-q", "--format", "json", cwd=p.root)
     try:
-        wait_until(lambda: _statuses(postgres_url).get("ops/urgent") == "pending"
-                   or second.poll() is not None,
-                   timeout=30, message="the second pass to record its plan")
+        wait_until(
+            lambda: (
+                _statuses(postgres_url).get("ops/urgent") == "pending" or second.poll() is not None
+            ),
+            timeout=30,
+            message="the second pass to record its plan",
+        )
         assert second.poll() is None, second.communicate()
         # The dead pass's lease runs out (by the database's clock) while the second drains.
-        _sql(postgres_url, "UPDATE runs SET heartbeat_at = now() - interval '1 hour' "
-             "WHERE status = 'running'")
+        _sql(
+            postgres_url,
+            "UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE status = 'running'",
+        )
         out, err = second.communicate(timeout=60)
     finally:
         second.kill()

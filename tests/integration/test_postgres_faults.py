@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import signal
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
-from reconciler.compile import compile_inventory
-from reconciler.loader import load_inventory
-from reconciler.plan import make_plan
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.factory import open_store
+from reconciler.core.compile import compile_inventory
+from reconciler.core.plan import make_plan
+from reconciler.inventory.loader import load_inventory
 from tests.e2e.conftest import Project
 from tests.support.cli import spawn
 from tests.support.pg_cluster import Cluster
-from tests.support.postgres import postgres_url  # noqa: F401  (a fixture, used by name)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,7 @@ FINAL = ("succeeded", "failed", "skipped", "cancelled", "blocked", "unknown")
 def _enqueue(project: Project, url: str) -> list[int]:
     """Plan and record the inventory's runs without draining them (as a planner would)."""
     inventory, _ = load_inventory(project.inventory)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store = open_store(url)
     try:
         plan = make_plan(compile_inventory(inventory), store.snapshot(), now)
@@ -53,8 +52,11 @@ def _statuses(url: str) -> dict[int, str] | None:
 
 def _all_final(url: str, expected: int) -> bool:
     statuses = _statuses(url)
-    return statuses is not None and len(statuses) == expected and all(
-        status in FINAL for status in statuses.values())
+    return (
+        statuses is not None
+        and len(statuses) == expected
+        and all(status in FINAL for status in statuses.values())
+    )
 
 
 def _wait_quietly(predicate, timeout: float) -> bool:
@@ -67,8 +69,9 @@ def _wait_quietly(predicate, timeout: float) -> bool:
 
 
 def _worker(project: Project, url: str, concurrency: int = 2):
-    return spawn("worker", "--state", url, "-q", "--concurrency", str(concurrency),
-                 cwd=project.root)
+    return spawn(
+        "worker", "--state", url, "-q", "--concurrency", str(concurrency), cwd=project.root
+    )
 
 
 def _stop(proc) -> tuple[int, str]:
@@ -78,21 +81,26 @@ def _stop(proc) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def test_max_parallel_one_holds_across_four_workers(tmp_path, postgres_url):  # noqa: F811
+def test_max_parallel_one_holds_across_four_workers(tmp_path, postgres_url):
     p = Project(tmp_path)
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 1\n")
     intervals = tmp_path / "intervals"
     # Each run notes when it started and ended (ns), with a little work in between.
-    p.write("tasks/ops/many.yaml", "tasks:\n" + "".join(
-        f"  - name: t{i}\n    machines: [box]\n    command: echo \"$RECONCILE_RUN_ID start "
-        f"$(date +%s%N)\" >> {intervals}; sleep 0.02; echo \"$RECONCILE_RUN_ID end "
-        f"$(date +%s%N)\" >> {intervals}\n" for i in range(60)))
+    p.write(
+        "tasks/ops/many.yaml",
+        "tasks:\n"
+        + "".join(
+            f'  - name: t{i}\n    machines: [box]\n    command: echo "$RECONCILE_RUN_ID start '
+            f'$(date +%s%N)" >> {intervals}; sleep 0.02; echo "$RECONCILE_RUN_ID end '
+            f'$(date +%s%N)" >> {intervals}\n'
+            for i in range(60)
+        ),
+    )
     runs = _enqueue(p, postgres_url)
     assert len(runs) == 60
     workers = [_worker(p, postgres_url, concurrency=4) for _ in range(4)]
     try:
-        wait_until(lambda: _all_final(postgres_url, 60), timeout=120,
-                   message="the 60 runs to end")
+        wait_until(lambda: _all_final(postgres_url, 60), timeout=120, message="the 60 runs to end")
     finally:
         ended = [_stop(w) for w in workers]
     assert [code for code, _ in ended] == [0, 0, 0, 0], ended
@@ -137,34 +145,45 @@ class Supervisor:
             assert len(self.exited) <= 10, "workers keep dying"
             owner = f"{socket.gethostname()}:{worker.pid}"  # `host:pid`, maybe `:token`
             with psycopg.connect(self.url, autocommit=True) as conn:
-                conn.execute("UPDATE runs SET heartbeat_at = now() - interval '1 hour' "
-                             "WHERE status = 'running' AND (owner = %s OR owner LIKE %s)",
-                             (owner, owner + ":%"))
+                conn.execute(
+                    "UPDATE runs SET heartbeat_at = now() - interval '1 hour' "
+                    "WHERE status = 'running' AND (owner = %s OR owner LIKE %s)",
+                    (owner, owner + ":%"),
+                )
             self.workers[index] = _worker(self.project, self.url)
 
     def stop(self) -> list[tuple[int, str]]:
         return self.exited + [_stop(w) for w in self.workers]
 
 
-def test_a_postgresql_restart_under_load_ends_every_run_once_without_a_traceback(tmp_path,
-                                                                                 cluster):
+def test_a_postgresql_restart_under_load_ends_every_run_once_without_a_traceback(tmp_path, cluster):
     p = Project(tmp_path)
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 4\n")
     starts = tmp_path / "starts"
-    p.write("tasks/ops/many.yaml", "tasks:\n" + "".join(
-        f"  - name: t{i}\n    machines: [box]\n    command: echo \"$RECONCILE_RUN_ID\" >> "
-        f"{starts}; sleep 0.05\n" for i in range(200)))
+    p.write(
+        "tasks/ops/many.yaml",
+        "tasks:\n"
+        + "".join(
+            f'  - name: t{i}\n    machines: [box]\n    command: echo "$RECONCILE_RUN_ID" >> '
+            f"{starts}; sleep 0.05\n"
+            for i in range(200)
+        ),
+    )
     runs = _enqueue(p, cluster.url)
     assert len(runs) == 200
     workers = Supervisor(p, cluster.url, 2)
     try:
-        wait_until(lambda: starts.exists() and len(starts.read_text().split()) >= 100,
-                   timeout=60, message="half of the runs to start")
+        wait_until(
+            lambda: starts.exists() and len(starts.read_text().split()) >= 100,
+            timeout=60,
+            message="half of the runs to start",
+        )
         cluster.restart()
 
         def settled() -> bool:
             workers.tend()
             return _all_final(cluster.url, 200)
+
         finished = _wait_quietly(settled, timeout=45)
     finally:
         ended = workers.stop()

@@ -1,5 +1,5 @@
 """Least privilege on a shared PostgreSQL store: the roles script shipped in the package
-(`python -m reconciler.store.roles`), applied by the admin who owns the schema, gives a
+(`python -m reconciler.adapters.store.roles`), applied by the admin who owns the schema, gives a
 worker role everything `reconcile --once` needs, and an audit log it can only append to.
 
 The group roles are cluster-wide (the script creates them if missing); each test makes its own
@@ -15,9 +15,9 @@ import uuid
 import psycopg
 import pytest
 
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.factory import open_store
 from tests.e2e.conftest import Project
-from tests.support.postgres import ADMIN_URL, postgres_url  # noqa: F401  (a fixture)
+from tests.support.postgres import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,16 @@ def _as(url: str, user: str) -> str:
 
 
 @pytest.fixture
-def roles(postgres_url):  # noqa: F811
+def roles(postgres_url):
     """The schema created by the admin, the roles script applied, and two login roles:
     (worker URL, reader URL)."""
     open_store(postgres_url).close()  # the admin's first open creates the schema
-    script = subprocess.run([sys.executable, "-m", "reconciler.store.roles"], check=True,
-                            capture_output=True, text=True).stdout
+    script = subprocess.run(
+        [sys.executable, "-m", "reconciler.adapters.store.roles"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(script)
     suffix = uuid.uuid4().hex[:10]
@@ -67,12 +71,13 @@ def test_a_worker_role_runs_passes_but_cannot_rewrite_the_audit_log(tmp_path, ro
     with psycopg.connect(worker_url) as conn:
         [(entries,)] = conn.execute("SELECT count(*) FROM audit_log").fetchall()
     assert entries > 0  # the worker appended to it
-    for statement in ("UPDATE audit_log SET detail = '{}'",
-                      "DELETE FROM audit_log",
-                      "TRUNCATE audit_log",
-                      "INSERT INTO audit_anchor (id, seq, hash, pruned_at) "
-                      "VALUES (1, 1, 'x', now())",
-                      "DELETE FROM runs"):
+    for statement in (
+        "UPDATE audit_log SET detail = '{}'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, 1, 'x', now())",
+        "DELETE FROM runs",
+    ):
         assert _denied(worker_url, statement), statement
     p.run("audit", "verify", "--state", reader_url, code=0)  # still intact
 
@@ -84,7 +89,9 @@ def test_a_reader_role_reads_and_writes_nothing(tmp_path, roles):
     p.run("--once", "--state", worker_url, "-q", code=0)
     runs = p.run("queue", "list", "--state", reader_url, "--format", "json", code=0).json()
     assert [r["status"] for r in runs] == ["succeeded"]
-    for statement in ("UPDATE runs SET status = 'failed'",
-                      "INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
-                      "VALUES (999, 'x', 'x', 'x', '{}', 'x', 'x')"):
+    for statement in (
+        "UPDATE runs SET status = 'failed'",
+        "INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
+        "VALUES (999, 'x', 'x', 'x', '{}', 'x', 'x')",
+    ):
         assert _denied(reader_url, statement), statement

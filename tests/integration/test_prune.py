@@ -8,15 +8,16 @@ import contextlib
 import gzip
 import io
 import json
+from datetime import UTC
 
 import pytest
 
+from reconciler.adapters.store.factory import open_store
 from reconciler.cli import audit_cmd, prune_cmd
 from reconciler.cli.args import Parser, _add_format, _add_globals
-from reconciler.errors import UsageError
-from reconciler.plan import make_plan
-from reconciler.redact import Redactor
-from reconciler.store.factory import open_store
+from reconciler.core.errors import UsageError
+from reconciler.core.plan import make_plan
+from reconciler.core.redact import Redactor
 from tests.integration.test_audit import Project
 
 pytestmark = pytest.mark.integration
@@ -27,12 +28,16 @@ def command(module, prefix: list[str], project: Project, *argv: str) -> tuple[in
     sub = root.add_subparsers(dest="command", parser_class=Parser)
     if module is prune_cmd:
         queue = sub.add_parser("queue")
-        module.add_parser(queue.add_subparsers(dest="queue_command", parser_class=Parser),
-                          _add_globals, _add_format)
+        module.add_parser(
+            queue.add_subparsers(dest="queue_command", parser_class=Parser),
+            _add_globals,
+            _add_format,
+        )
     else:
         module.add_parser(sub, _add_globals, _add_format)
-    args = root.parse_args([*prefix, *argv, "--state", project.url,
-                            "--inventory", str(project.inventory)])
+    args = root.parse_args(
+        [*prefix, *argv, "--state", project.url, "--inventory", str(project.inventory)]
+    )
     args.redactor = Redactor()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -58,12 +63,12 @@ def project(tmp_path) -> Project:
 
 def run_slots(project: Project, slots: int) -> None:
     """Record and run `slots` runs of the scheduled task (as passes at successive minutes)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     for n in range(slots):
         store = open_store(project.url)
         try:
-            now = datetime.now(timezone.utc) + timedelta(minutes=n)
+            now = datetime.now(UTC) + timedelta(minutes=n)
             plan = make_plan(project.desired(), store.snapshot(), now)
             store.record_plan(plan, None, now)
             project.run_pass(store)
@@ -76,7 +81,8 @@ def statuses(project: Project) -> list[tuple[str, str]]:
 
 
 def test_prune_with_an_archive_removes_old_runs_and_audit_and_keeps_what_the_planner_needs(
-        project, tmp_path):
+    project, tmp_path
+):
     run_slots(project, 3)
     before = statuses(project)
     assert before.count(("ops/cron", "succeeded")) == 3
@@ -95,8 +101,9 @@ def test_prune_with_an_archive_removes_old_runs_and_audit_and_keeps_what_the_pla
     assert kept == archived[-1]["seq"] + 1
     assert audit(project, "verify")[0] == 0  # from the anchor
     assert audit(project, "verify", "--checkpoint", str(archive))[0] == 0
-    assert project.sql("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1") == \
-        [("queue.prune",)]
+    assert project.sql("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1") == [
+        ("queue.prune",)
+    ]
     assert project.run_pass().runs == {}  # nothing re-runs: the planner still knows
 
 
@@ -120,7 +127,7 @@ def test_prune_keeps_recent_runs(project):
 def test_prune_refuses_to_archive_a_tampered_log(project, tmp_path):
     run_slots(project, 2)
     project.sql("DELETE FROM audit_log WHERE seq = 3")
-    from reconciler.audit.chain import TamperedError
+    from reconciler.adapters.audit.chain import TamperedError
 
     with pytest.raises(TamperedError) as refused:
         prune(project, "--older-than", "0", "--archive", str(tmp_path / "a.jsonl"))

@@ -25,13 +25,15 @@ class SignedRepo:
         self.write("inventory/reconciler.yaml", "git: {verify: range}\n")
         self.team(admins=["alice"], operators=["bob"])
         self.write("inventory/machines/box.yaml", "name: box\nteam: prod\ntransport: local\n")
-        self.write("inventory/tasks/prod/hello.yaml", "name: hello\nmachines: [box]\n"
-                   "command: echo hello\n")
+        self.write(
+            "inventory/tasks/prod/hello.yaml", "name: hello\nmachines: [box]\ncommand: echo hello\n"
+        )
 
     def _key(self, name: str) -> Path:
         key = self.root / name
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
+        )
         return key
 
     def public(self, name: str) -> str:
@@ -39,8 +41,9 @@ class SignedRepo:
 
     def team(self, admins: list[str], operators: list[str]) -> None:
         members = [f"  - {{name: {n}, role: admin, ssh: {self.public(n)}}}\n" for n in admins]
-        members += [f"  - {{name: {n}, role: operator, ssh: {self.public(n)}}}\n"
-                    for n in operators]
+        members += [
+            f"  - {{name: {n}, role: operator, ssh: {self.public(n)}}}\n" for n in operators
+        ]
         self.write("inventory/teams/prod.yaml", "name: prod\nmembers:\n" + "".join(members))
 
     def write(self, relative: str, text: str) -> None:
@@ -49,20 +52,33 @@ class SignedRepo:
         path.write_text(text)
 
     def git(self, *args: str) -> str:
-        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-        return subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True,
-                              text=True, env=env).stdout
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        }
+        return subprocess.run(
+            ["git", *args], cwd=self.work, check=True, capture_output=True, text=True, env=env
+        ).stdout
 
     def commit(self, signer: str | None, message: str = "change") -> None:
         self.git("add", "-A")
-        sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}",
-                "commit", "-S"] if signer else ["commit"]
+        sign = (
+            ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}", "commit", "-S"]
+            if signer
+            else ["commit"]
+        )
         self.git(*sign, "-q", "-m", message)
 
     def fingerprint(self, name: str) -> str:
-        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return out.split()[1]
 
     def once(self, code: int, *extra: str) -> str:
@@ -87,8 +103,9 @@ def test_first_commit_needs_an_anchor_given_outside_the_repository(tmp_path):
 def test_anchor_key_must_be_an_admin_the_first_commit_names(tmp_path):
     repo = SignedRepo(tmp_path)
     repo.commit("bob", "initial")  # bob is only an operator
-    assert "does not name that key as an admin" in repo.once(3, "--trust-anchor",
-                                                              repo.fingerprint("bob"))
+    assert "does not name that key as an admin" in repo.once(
+        3, "--trust-anchor", repo.fingerprint("bob")
+    )
 
 
 def test_anchor_may_be_the_admin_public_key_file(tmp_path):

@@ -13,10 +13,8 @@ import signal
 
 import pytest
 
-from tests.support.alert_receiver import receiver  # noqa: F401  (fixture)
 from tests.support.cli import reaped, spawn
 from tests.support.ssh_project import ssh_project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,16 +24,22 @@ def _waiting_task(p, tmp_path, code: int):
     """A task that logs its start to a ledger, waits for the test, prints and exits `code`."""
     fifo, ledger = tmp_path / "go", tmp_path / "ledger"
     os.mkfifo(fifo)
-    p.task("migrate", f'command: echo started >> "{ledger}"; read line < "{fifo}"; '
-           f'echo "migrated 42 rows"; exit {code}\n')
+    p.task(
+        "migrate",
+        f'command: echo started >> "{ledger}"; read line < "{fifo}"; '
+        f'echo "migrated 42 rows"; exit {code}\n',
+    )
     return fifo, ledger
 
 
 def _start_once(p, ledger):
     """`reconcile --once` in the background, returned once its command runs on the target."""
     proc = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
-    wait_until(lambda: ledger.exists() or proc.poll() is not None, timeout=30,
-               message="the command to start")
+    wait_until(
+        lambda: ledger.exists() or proc.poll() is not None,
+        timeout=30,
+        message="the command to start",
+    )
     assert proc.poll() is None, proc.communicate()
     return proc
 
@@ -51,18 +55,24 @@ def _open_for_writing(fifo) -> int | None:
 
 def _finish(fifo, markers, run_id: int) -> None:
     """Let the waiting command end, and wait for its exit marker."""
-    fd = wait_until(lambda: _open_for_writing(fifo), timeout=10,
-                    message="the command to still be waiting")
+    fd = wait_until(
+        lambda: _open_for_writing(fifo), timeout=10, message="the command to still be waiting"
+    )
     os.write(fd, b"go\n")
     os.close(fd)
-    wait_until(lambda: (markers / f"{run_id}.exit").exists(), timeout=30,
-               message="the command's exit marker")
+    wait_until(
+        lambda: (markers / f"{run_id}.exit").exists(),
+        timeout=30,
+        message="the command's exit marker",
+    )
 
 
 def test_an_sshd_child_killed_mid_command_is_unknown_alerted_once_then_adopted(
-        tmp_path, sshd, client_key, receiver):  # noqa: F811
-    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key,
-                    alerts=[receiver.url()])
+    tmp_path, sshd, client_key, receiver
+):
+    p = ssh_project(
+        tmp_path / "project", sshd.port, sshd.host_key, client_key, alerts=[receiver.url()]
+    )
     fifo, ledger = _waiting_task(p, tmp_path, 0)
     first = _start_once(p, ledger)
     with reaped(first):
@@ -76,7 +86,8 @@ def test_an_sshd_child_killed_mid_command_is_unknown_alerted_once_then_adopted(
     _finish(fifo, sshd.root / "home" / ".cache" / "reconciler" / "runs", run["id"])
     second = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
     assert [(r["id"], r["status"], r["exit_code"]) for r in second["runs"]] == [
-        (run["id"], "succeeded", 0)]
+        (run["id"], "succeeded", 0)
+    ]
     shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
     assert shown["output"] == "migrated 42 rows\n"
 
@@ -87,7 +98,8 @@ def test_an_sshd_child_killed_mid_command_is_unknown_alerted_once_then_adopted(
 
 
 def test_a_killed_once_is_adopted_by_the_next_pass_with_the_real_exit_code_and_output(
-        tmp_path, sshd, client_key):  # noqa: F811
+    tmp_path, sshd, client_key
+):
     p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
     fifo, ledger = _waiting_task(p, tmp_path, 5)
     first = _start_once(p, ledger)
@@ -98,7 +110,8 @@ def test_a_killed_once_is_adopted_by_the_next_pass_with_the_real_exit_code_and_o
     _finish(fifo, sshd.root / "home" / ".cache" / "reconciler" / "runs", run_id)
     second = p.run("--once", "--format", "json", "--identity", str(p.key), code=1).json()
     assert [(r["id"], r["status"], r["exit_code"]) for r in second["runs"]] == [
-        (run_id, "failed", 5)]
+        (run_id, "failed", 5)
+    ]
     shown = p.run("queue", "show", str(run_id), "--format", "json", code=0).json()
     assert (shown["output"], shown["attempt"]) == ("migrated 42 rows\n", 1)
     assert ledger.read_text() == "started\n" and p.run_count() == 1  # it started once
@@ -107,7 +120,8 @@ def test_a_killed_once_is_adopted_by_the_next_pass_with_the_real_exit_code_and_o
 
 
 def test_a_lost_run_still_running_at_the_next_pass_is_left_to_finish_then_adopted(
-        tmp_path, sshd, client_key):  # noqa: F811
+    tmp_path, sshd, client_key
+):
     p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
     fifo, ledger = _waiting_task(p, tmp_path, 0)
     first = _start_once(p, ledger)

@@ -8,23 +8,23 @@ from datetime import datetime
 import pytest
 
 from tests.integration.test_ssh_cli import _vaulted_project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
 def _seconds(run: dict) -> float:
-    start, end = (datetime.fromisoformat(run[k].replace("Z", "+00:00"))
-                  for k in ("started_at", "finished_at"))
+    start, end = (
+        datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("started_at", "finished_at")
+    )
     return (end - start).total_seconds()
 
 
-def test_ssh_check_that_hangs_fails_the_run_and_bounds_the_whole_run(tmp_path, sshd,
-                                                                       client_key):  # noqa: F811
+def test_ssh_check_that_hangs_fails_the_run_and_bounds_the_whole_run(tmp_path, sshd, client_key):
     p = _vaulted_project(tmp_path, sshd, client_key)  # the key from the team vault
     p.task("hung", f"timeout: 1\ncheck: sleep 30\ncommand: {p.record('hung-ran')}\n")
-    p.task("slow", f"timeout: 5\ncheck: sleep 4; exit 1\ncommand: {p.record('slow-ran')}; "
-           "sleep 30\n")
+    p.task(
+        "slow", f"timeout: 5\ncheck: sleep 4; exit 1\ncommand: {p.record('slow-ran')}; sleep 30\n"
+    )
     data = p.run("--once", "--format", "json", "--identity", str(p.key), code=1).json()
     runs = {r["task"]: r for r in data["runs"]}
     assert runs["ops/hung"]["status"] == "failed"

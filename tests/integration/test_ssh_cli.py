@@ -8,32 +8,38 @@ import getpass
 import pytest
 
 from tests.e2e.conftest import Project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SECRET = "db-Pass-7731 with spaces $(not run)"
 
 
-def _vaulted_project(tmp_path, daemon, client_key):  # noqa: F811
+def _vaulted_project(tmp_path, daemon, client_key):
     project = Project(tmp_path)
     key = project.root / "me.key"
     public = project.run("vault", "keygen", "-o", str(key), code=0).err.split("Public key: ")[1]
-    project.write("teams/ops.yaml", f"name: ops\nmembers:\n  - {{name: me, role: admin, "
-                  f"age: {public.strip()}}}\n")
+    project.write(
+        "teams/ops.yaml",
+        f"name: ops\nmembers:\n  - {{name: me, role: admin, age: {public.strip()}}}\n",
+    )
     for name, value in (("SSH_KEY", client_key.private), ("DB_PASSWORD", SECRET)):
-        project.run("vault", "set", "ops", name, "-", "--identity", str(key), code=0,
-                    input=value)
-    project.write("machines/box.yaml", f"name: box\nteam: ops\nhost: 127.0.0.1\n"
-                  f"port: {daemon.port}\nuser: {getpass.getuser()}\nhost_key: {daemon.host_key}\n"
-                  "key: {vault: SSH_KEY}\n")
+        project.run("vault", "set", "ops", name, "-", "--identity", str(key), code=0, input=value)
+    project.write(
+        "machines/box.yaml",
+        f"name: box\nteam: ops\nhost: 127.0.0.1\n"
+        f"port: {daemon.port}\nuser: {getpass.getuser()}\nhost_key: {daemon.host_key}\n"
+        "key: {vault: SSH_KEY}\n",
+    )
     project.key = key
     return project
 
 
-def test_once_runs_tasks_over_ssh_with_vault_key_and_secret(tmp_path, sshd, client_key):  # noqa: F811
+def test_once_runs_tasks_over_ssh_with_vault_key_and_secret(tmp_path, sshd, client_key):
     p = _vaulted_project(tmp_path, sshd, client_key)
-    p.task("hello", 'env: {PW: {vault: DB_PASSWORD}}\ncommand: test "$PW" = "$EXPECTED" && '
-           'echo "pw=$PW ok"\n'.replace("$EXPECTED", SECRET.replace("$", "\\$")))
+    p.task(
+        "hello",
+        'env: {PW: {vault: DB_PASSWORD}}\ncommand: test "$PW" = "$EXPECTED" && '
+        'echo "pw=$PW ok"\n'.replace("$EXPECTED", SECRET.replace("$", "\\$")),
+    )
     p.task("second", "command: echo second\n")
     data = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
     assert data["counts"] == {"succeeded": 2}
@@ -45,8 +51,9 @@ def test_once_runs_tasks_over_ssh_with_vault_key_and_secret(tmp_path, sshd, clie
     assert sshd.logins() == 1  # both runs over one connection
 
 
-def test_a_wrong_pinned_host_key_fails_the_run_with_host_key_mismatch(tmp_path, sshd_factory,
-                                                                      client_key):  # noqa: F811
+def test_a_wrong_pinned_host_key_fails_the_run_with_host_key_mismatch(
+    tmp_path, sshd_factory, client_key
+):
     real, other = sshd_factory(), sshd_factory()
     p = _vaulted_project(tmp_path, real, client_key)
     machine = (p.inventory / "machines" / "box.yaml").read_text()

@@ -6,21 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.compile import compile_inventory
-from reconciler.engine import Engine
-from reconciler.loader import load_inventory
-from reconciler.model import VaultRef
-from reconciler.redact import Secret
-from reconciler.state import RunStatus
-from reconciler.store.factory import open_store
-from reconciler.transport.ssh import SshTransport
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.core.compile import compile_inventory
+from reconciler.core.model import VaultRef
+from reconciler.core.redact import Secret
+from reconciler.core.state import RunStatus
+from reconciler.inventory.loader import load_inventory
+from reconciler.pipeline.engine import Engine
 
 
 @pytest.fixture
 def transport(client_key, tmp_path):
-    made = SshTransport(lambda machine: Secret(client_key.private),
-                        markers_dir=str(tmp_path / "markers"), connect_timeout=5)
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
     yield made
     made.close()
 
@@ -32,7 +34,8 @@ def _inventory(root: Path, daemons: dict, tasks: dict[str, str]) -> Path:
     for name, daemon in daemons.items():
         (root / "machines" / f"{name}.yaml").write_text(
             f"name: {name}\nteam: ops\nhost: 127.0.0.1\nport: {daemon.port}\n"
-            f"host_key: {daemon.host_key}\nkey: {{vault: SSH_KEY}}\nmax_parallel: 4\n")
+            f"host_key: {daemon.host_key}\nkey: {{vault: SSH_KEY}}\nmax_parallel: 4\n"
+        )
     for name, body in tasks.items():
         (root / "tasks" / "ops" / f"{name}.yaml").write_text(f"name: {name}\n{body}")
     return root
@@ -41,8 +44,9 @@ def _inventory(root: Path, daemons: dict, tasks: dict[str, str]) -> Path:
 def _pass(root: Path, tmp_path: Path, transport, resolve=None):
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     try:
-        engine = Engine(store, {"ssh": transport}, concurrency=16,
-                        **({"resolve": resolve} if resolve else {}))
+        engine = Engine(
+            store, {"ssh": transport}, concurrency=16, **({"resolve": resolve} if resolve else {})
+        )
         return engine.run_pass(compile_inventory(load_inventory(root)[0]), None, 10)
     finally:
         store.close()
@@ -50,23 +54,33 @@ def _pass(root: Path, tmp_path: Path, transport, resolve=None):
 
 def test_a_pass_runs_every_task_over_one_login_per_machine(sshd_factory, transport, tmp_path):
     daemons = {"a": sshd_factory(), "b": sshd_factory()}
-    tasks = {f"t{i}": f"machines: [a, b]\ncommand: echo t{i} on $RECONCILE_MACHINE\n"
-             for i in range(10)}
-    tasks["secret"] = ("machines: [a]\nenv: {PW: {vault: PW}}\n"
-                       'command: test "$PW" = "s3cret value" && echo has it\n')
-    report = _pass(_inventory(tmp_path / "inventory", daemons, tasks), tmp_path, transport,
-                   lambda team, ref: Secret("s3cret value") if ref == VaultRef("PW") else None)
+    tasks = {
+        f"t{i}": f"machines: [a, b]\ncommand: echo t{i} on $RECONCILE_MACHINE\n" for i in range(10)
+    }
+    tasks["secret"] = (
+        "machines: [a]\nenv: {PW: {vault: PW}}\n"
+        'command: test "$PW" = "s3cret value" && echo has it\n'
+    )
+    report = _pass(
+        _inventory(tmp_path / "inventory", daemons, tasks),
+        tmp_path,
+        transport,
+        lambda team, ref: Secret("s3cret value") if ref == VaultRef("PW") else None,
+    )
     runs = list(report.runs.values())
-    assert len(runs) == 21 and {r.status for r in runs} == {RunStatus.SUCCEEDED}, \
-        [(r.id, r.status.value, r.error) for r in runs if r.status is not RunStatus.SUCCEEDED]
+    assert len(runs) == 21 and {r.status for r in runs} == {RunStatus.SUCCEEDED}, [
+        (r.id, r.status.value, r.error) for r in runs if r.status is not RunStatus.SUCCEEDED
+    ]
     assert [d.logins() for d in daemons.values()] == [1, 1]
 
 
 def test_unreachable_runs_are_retried_then_fail_as_unreachable(sshd, transport, tmp_path):
     sshd.stop()
-    root = _inventory(tmp_path / "inventory", {"m1": sshd},
-                      {"hello": "machines: [m1]\ncommand: echo hello\n"
-                                "retry: {count: 2, delay: 0}\n"})
+    root = _inventory(
+        tmp_path / "inventory",
+        {"m1": sshd},
+        {"hello": "machines: [m1]\ncommand: echo hello\nretry: {count: 2, delay: 0}\n"},
+    )
     [run] = _pass(root, tmp_path, transport).runs.values()
     assert run.status is RunStatus.FAILED and run.attempt == 3
     assert f"127.0.0.1:{sshd.port} is unreachable: Connection refused" in (run.error or "")

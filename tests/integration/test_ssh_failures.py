@@ -7,17 +7,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reconciler.errors import AuthFailed, Unreachable
-from reconciler.redact import Secret
-from reconciler.transport.ssh import ConnectionLost, SshTransport
-from tests.support.sshd import (client_key, free_port, generate_key, sshd,  # noqa: F401
-                                sshd_factory, wait_for_file)
+from reconciler.adapters.transport.ssh import ConnectionLost, SshTransport
+from reconciler.core.errors import AuthFailed, Unreachable
+from reconciler.core.redact import Secret
+from tests.support.sshd import free_port, generate_key, wait_for_file
 
 
 @pytest.fixture
 def transport(client_key, tmp_path):
-    made = SshTransport(lambda machine: Secret(client_key.private),
-                        markers_dir=str(tmp_path / "markers"), connect_timeout=5)
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
     yield made
     made.close()
 
@@ -28,8 +30,9 @@ def test_sshd_killed_mid_run_is_connection_lost_not_a_failure(sshd, transport, t
 
     def run() -> None:
         try:
-            outcome["done"] = transport.run(sshd.machine(), f'echo up > "{started}"; sleep 30',
-                                            {}, 60, 1)
+            outcome["done"] = transport.run(
+                sshd.machine(), f'echo up > "{started}"; sleep 30', {}, 60, 1
+            )
         except Exception as exc:  # noqa: BLE001 - the test inspects what was raised
             outcome["error"] = exc
 
@@ -61,8 +64,11 @@ def test_nothing_listening_and_unresolvable_hosts_are_unreachable(sshd, transpor
 
 
 def test_an_unauthorized_key_is_auth_failed_and_not_retried(sshd, tmp_path):
-    stranger = SshTransport(lambda machine: Secret(generate_key().private),
-                            markers_dir=str(tmp_path / "markers"), connect_timeout=5)
+    stranger = SshTransport(
+        lambda machine: Secret(generate_key().private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
     try:
         with pytest.raises(AuthFailed) as caught:
             stranger.run(sshd.machine(), "echo ok", {}, 10, 1)

@@ -8,20 +8,29 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import HostKeyMismatch, Unreachable
-from reconciler.redact import Secret
-from reconciler.transport import hostkeys
-from reconciler.transport.ssh import SshTransport
-from tests.support.sshd import client_key, generate_key, sshd, sshd_factory  # noqa: F401
+from reconciler.adapters.transport import hostkeys
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.core.errors import HostKeyMismatch, Unreachable
+from reconciler.core.redact import Secret
+from tests.support.sshd import generate_key
 
-AUTH_WORDS = ("Accepted publickey", "Failed publickey", "Postponed publickey",
-              "userauth", "Invalid user", "Authentication refused")
+AUTH_WORDS = (
+    "Accepted publickey",
+    "Failed publickey",
+    "Postponed publickey",
+    "userauth",
+    "Invalid user",
+    "Authentication refused",
+)
 
 
 @pytest.fixture
 def transport(client_key, tmp_path):
-    made = SshTransport(lambda machine: Secret(client_key.private),
-                        markers_dir=str(tmp_path / "markers"), connect_timeout=5)
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
     yield made
     made.close()
 
@@ -127,5 +136,6 @@ def test_a_pool_connection_is_not_reused_once_the_pin_changes(sshd, transport):
     machine = sshd.machine()
     assert transport.run(machine, "echo ok", {}, 10, 1).ok
     with pytest.raises(HostKeyMismatch):
-        transport.run(dataclasses.replace(machine, host_key=(generate_key().public,)),
-                      "echo ok", {}, 10, 2)
+        transport.run(
+            dataclasses.replace(machine, host_key=(generate_key().public,)), "echo ok", {}, 10, 2
+        )

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from reconciler.errors import AuthFailed, VaultError
-from reconciler.redact import Secret
-from reconciler.transport.ssh import SshTransport
-from tests.support.sshd import client_key, generate_key, sshd, sshd_factory  # noqa: F401
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.core.errors import AuthFailed, VaultError
+from reconciler.core.redact import Secret
+from tests.support.sshd import generate_key
 from tests.support.waiting import wait_until
 
 
@@ -35,8 +35,11 @@ def _files_containing(needles: list[bytes], roots: list[Path], since: float) -> 
                 path = Path(folder, name)
                 try:
                     info = path.lstat()
-                    if (not path.is_file() or info.st_mtime < since
-                            or info.st_size > 4 * 1024 * 1024):
+                    if (
+                        not path.is_file()
+                        or info.st_mtime < since
+                        or info.st_size > 4 * 1024 * 1024
+                    ):
                         continue
                     data = path.read_bytes()
                 except OSError:
@@ -56,8 +59,9 @@ def test_a_vault_key_is_used_in_memory_and_never_written(sshd_factory, tmp_path)
     finally:
         transport.close()
     private = serialization.load_ssh_private_key(key.private.encode(), None)
-    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
+    raw = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     # The lines of the key's base64 body that no other key of its type shares.
     common = set(generate_key().private.splitlines())
     body = [line.encode() for line in key.private.splitlines()[1:-1] if line not in common]
@@ -76,8 +80,13 @@ def test_a_key_file_is_used(sshd_factory, tmp_path):
         machine = daemon.machine(key=None, key_file=str(path))
         assert transport.run(machine, "echo ok", {}, 10, 1).ok
         with pytest.raises(AuthFailed, match="cannot read key_file"):
-            transport.run(daemon.machine("m2", key=None, key_file=str(tmp_path / "absent")),
-                          "echo ok", {}, 10, 2)
+            transport.run(
+                daemon.machine("m2", key=None, key_file=str(tmp_path / "absent")),
+                "echo ok",
+                {},
+                10,
+                2,
+            )
     finally:
         transport.close()
 
@@ -87,13 +96,21 @@ def agent(tmp_path, monkeypatch):
     """A real ssh-agent holding a fresh key; SSH_AUTH_SOCK points at it."""
     key = generate_key()
     socket_path = tmp_path / "agent.sock"
-    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(socket_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(socket_path.exists, timeout=10, message="ssh-agent's socket")
         env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
-        subprocess.run(["ssh-add", "-q", "-"], input=key.private.encode(), env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["ssh-add", "-q", "-"],
+            input=key.private.encode(),
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
         yield key
     finally:
@@ -123,7 +140,8 @@ def test_no_key_and_no_agent_is_auth_failed(sshd, tmp_path, monkeypatch):
 def test_unusable_vault_keys_are_auth_failed_before_connecting(sshd, tmp_path):
     encrypted = subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "passphrase", "-f", str(tmp_path / "enc")],
-        check=True)
+        check=True,
+    )
     assert encrypted.returncode == 0
     cases = {
         "encrypted": lambda machine: Secret((tmp_path / "enc").read_text()),

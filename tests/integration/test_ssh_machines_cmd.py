@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport import hostkeys
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.cli import machines_cmd
-from reconciler.compile import compile_inventory
-from reconciler.engine import Engine
-from reconciler.errors import UsageError
-from reconciler.loader import load_inventory
-from reconciler.redact import Secret
-from reconciler.store.factory import open_store
-from reconciler.transport import hostkeys
-from reconciler.transport.local import LocalTransport
-from reconciler.transport.ssh import SshTransport
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
+from reconciler.core.compile import compile_inventory
+from reconciler.core.errors import UsageError
+from reconciler.core.redact import Secret
+from reconciler.inventory.loader import load_inventory
+from reconciler.pipeline.engine import Engine
 
 
 def _args(*argv: str, state: str | None = None, inventory: Path | None = None):
@@ -31,8 +30,11 @@ def _args(*argv: str, state: str | None = None, inventory: Path | None = None):
 
 @pytest.fixture
 def transports(client_key, tmp_path):
-    ssh = SshTransport(lambda machine: Secret(client_key.private),
-                       markers_dir=str(tmp_path / "markers"), connect_timeout=3)
+    ssh = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=3,
+    )
     yield {"ssh": ssh, "local": LocalTransport(tmp_path / "local-markers")}
     ssh.close()
 
@@ -45,14 +47,15 @@ def _inventory(root: Path, daemons: dict) -> Path:
     for name, daemon in daemons.items():
         (root / "machines" / f"{name}.yaml").write_text(
             f"name: {name}\nteam: ops\nhost: 127.0.0.1\nport: {daemon.port}\n"
-            f"host_key: {daemon.host_key}\nkey: {{vault: SSH_KEY}}\n")
+            f"host_key: {daemon.host_key}\nkey: {{vault: SSH_KEY}}\n"
+        )
     (root / "tasks" / "ops" / "hello.yaml").write_text(
-        f"name: hello\nmachines: [{', '.join(daemons)}]\ncommand: echo hello\n")
+        f"name: hello\nmachines: [{', '.join(daemons)}]\ncommand: echo hello\n"
+    )
     return root
 
 
-def test_machines_lists_reachability_load_and_last_seen(sshd_factory, transports, tmp_path,
-                                                        capsys):
+def test_machines_lists_reachability_load_and_last_seen(sshd_factory, transports, tmp_path, capsys):
     up, down = sshd_factory(), sshd_factory()
     root = _inventory(tmp_path / "inventory", {"up": up, "down": down})
     inventory = load_inventory(root)[0]
@@ -63,8 +66,12 @@ def test_machines_lists_reachability_load_and_last_seen(sshd_factory, transports
     finally:
         store.close()
     down.stop()
-    assert machines_cmd.run(_args("--format", "json", state=state, inventory=root), inventory,
-                            transports) == 0
+    assert (
+        machines_cmd.run(
+            _args("--format", "json", state=state, inventory=root), inventory, transports
+        )
+        == 0
+    )
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert [rows[n]["reachable"] for n in ("down", "here", "up")] == [False, True, True]
     assert "unreachable" in rows["down"]["error"] and rows["down"]["last_seen"]

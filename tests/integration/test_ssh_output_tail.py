@@ -8,27 +8,34 @@ import re
 import pytest
 
 from tests.integration.test_ssh_cli import _vaulted_project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
-def test_ssh_output_over_64_kib_is_marked_and_a_cut_secret_is_masked(tmp_path, sshd,  # noqa: F811
-                                                                     client_key):  # noqa: F811
+def test_ssh_output_over_64_kib_is_marked_and_a_cut_secret_is_masked(
+    tmp_path,
+    sshd,
+    client_key,
+):
     p = _vaulted_project(tmp_path, sshd, client_key)
     long = "Ssh-Long-Secret-" + "qwertyuiopasdfghjklzxcvbnm" * 4
     p.run("vault", "set", "ops", "LONG", "-", "--identity", str(p.key), code=0, input=long)
     kept = 65536 - 80  # the last 64 KiB begin 80 characters into the secret
-    p.task("loud", "env: {LONG: {vault: LONG}}\n"
-           f'command: head -c 100000 /dev/zero | tr "\\\\0" y; printf %s "$LONG"; '
-           f'head -c {kept} /dev/zero | tr "\\\\0" x\n')
+    p.task(
+        "loud",
+        "env: {LONG: {vault: LONG}}\n"
+        f'command: head -c 100000 /dev/zero | tr "\\\\0" y; printf %s "$LONG"; '
+        f'head -c {kept} /dev/zero | tr "\\\\0" x\n',
+    )
     data = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
-    shown = p.run("queue", "show", str(data["runs"][0]["id"]), "--format", "json",
-                  code=0).json()["output"]
+    shown = p.run("queue", "show", str(data["runs"][0]["id"]), "--format", "json", code=0).json()[
+        "output"
+    ]
     mark, _, tail = shown.partition("\n")
-    dropped = int(re.fullmatch(r"\[\.\.\. (\d+) bytes of earlier output dropped \.\.\.\]",
-                               mark).group(1))
+    dropped = int(
+        re.fullmatch(r"\[\.\.\. (\d+) bytes of earlier output dropped \.\.\.\]", mark).group(1)
+    )
     assert tail.startswith("***x") and set(tail[3:]) == {"x"}
     assert 100000 + len(long) - 80 <= dropped < 100000 + len(long)
     for size in range(3, len(long)):
-        assert not any(long[i:i + size] in shown for i in range(len(long) - size + 1))
+        assert not any(long[i : i + size] in shown for i in range(len(long) - size + 1))

@@ -14,10 +14,8 @@ import time
 
 import pytest
 
-from tests.support.alert_receiver import receiver  # noqa: F401  (fixture)
 from tests.support.cli import spawn
 from tests.support.ssh_project import ssh_project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -25,29 +23,43 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def proxy(sshd):  # noqa: F811
+def proxy(sshd):
     made = TcpProxy(sshd.port)
     yield made
     made.close()
 
 
 def test_a_partition_mid_command_ends_unknown_within_the_keepalive_and_is_adopted_later(
-        tmp_path, sshd, proxy, client_key, receiver):  # noqa: F811
-    p = ssh_project(tmp_path, proxy.port, sshd.host_key, client_key, alerts=[receiver.url()],
-                    settings="ssh_keepalive: 2s\nssh_keepalive_count: 3\n")
+    tmp_path, sshd, proxy, client_key, receiver
+):
+    p = ssh_project(
+        tmp_path,
+        proxy.port,
+        sshd.host_key,
+        client_key,
+        alerts=[receiver.url()],
+        settings="ssh_keepalive: 2s\nssh_keepalive_count: 3\n",
+    )
     fifo, started = tmp_path / "go", tmp_path / "started"
     os.mkfifo(fifo)
-    p.task("deploy", f'timeout: 2m\ncommand: echo up > "{started}"; read line < "{fifo}"; '
-           'echo "finished behind the partition"; exit 5\n')
+    p.task(
+        "deploy",
+        f'timeout: 2m\ncommand: echo up > "{started}"; read line < "{fifo}"; '
+        'echo "finished behind the partition"; exit 5\n',
+    )
     first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
     try:
-        wait_until(lambda: started.exists() or first.poll() is not None, timeout=30,
-                   message="the command to start")
+        wait_until(
+            lambda: started.exists() or first.poll() is not None,
+            timeout=30,
+            message="the command to start",
+        )
         assert first.poll() is None, first.communicate()
         proxy.partition()
         cut = time.monotonic()
-        wait_until(lambda: first.poll() is not None, timeout=60,
-                   message="the pass to notice the partition")
+        wait_until(
+            lambda: first.poll() is not None, timeout=60, message="the pass to notice the partition"
+        )
         noticed = time.monotonic() - cut
     finally:
         if first.poll() is None:
@@ -59,16 +71,18 @@ def test_a_partition_mid_command_ends_unknown_within_the_keepalive_and_is_adopte
     assert "Traceback" not in err
     [run] = __import__("json").loads(out)["runs"]
     assert run["status"] == "unknown" and "connection lost" in run["error"], run
-    wait_until(lambda: receiver.titles("unreachable"), timeout=15,
-               message="the unreachable alert")
+    wait_until(lambda: receiver.titles("unreachable"), timeout=15, message="the unreachable alert")
     assert len(receiver.titles("unreachable")) == 1
 
     proxy.heal()
     with open(fifo, "w") as release:  # the command went on behind the partition: let it end
         release.write("go\n")
     markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
-    wait_until(lambda: (markers / f"{run['id']}.exit").exists(), timeout=30,
-               message="the command's exit marker")
+    wait_until(
+        lambda: (markers / f"{run['id']}.exit").exists(),
+        timeout=30,
+        message="the command's exit marker",
+    )
 
     second = p.run("--once", "--format", "json", "--identity", str(p.key), code=1)
     [adopted] = [r for r in second.json()["runs"] if r["id"] == run["id"]]

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.redact import Secret
-from reconciler.transport.ssh import ConnectionLost, SshTransport
-from tests.support.sshd import client_key, sshd, sshd_factory, wait_for_file  # noqa: F401
+from reconciler.adapters.transport.ssh import ConnectionLost, SshTransport
+from reconciler.core.redact import Secret
+from tests.support.sshd import wait_for_file
 from tests.support.waiting import wait_until
 
 # A reconciler that dispatches one run: the machine and command as JSON on stdin's first
 # line, the private key after it (stdin, never argv or a file).
 RECONCILER = """
 import json, sys
-from reconciler.model import Machine, VaultRef
-from reconciler.redact import Secret
-from reconciler.transport.ssh import SshTransport
+from reconciler.core.model import Machine, VaultRef
+from reconciler.core.redact import Secret
+from reconciler.adapters.transport.ssh import SshTransport
 job = json.loads(sys.stdin.readline())
 key = sys.stdin.read()
 machine = Machine(**{**job["machine"], "host_key": tuple(job["machine"]["host_key"]),
@@ -44,27 +44,45 @@ def markers(tmp_path) -> Path:
 
 @pytest.fixture
 def transport(client_key, markers):
-    made = SshTransport(lambda machine: Secret(client_key.private), markers_dir=str(markers),
-                        connect_timeout=5)
+    made = SshTransport(
+        lambda machine: Secret(client_key.private), markers_dir=str(markers), connect_timeout=5
+    )
     yield made
     made.close()
 
 
-def _dispatch_and_die(sshd, client_key, markers: Path, command: str, run_id: int,
-                      started: Path) -> None:
+def _dispatch_and_die(
+    sshd, client_key, markers: Path, command: str, run_id: int, started: Path
+) -> None:
     """Run `command` from a child reconciler, wait until it started, kill -9 the child."""
     machine = sshd.machine()
-    job = {"machine": {"name": machine.name, "team": machine.team, "host": machine.host,
-                       "port": machine.port, "user": machine.user,
-                       "host_key": list(machine.host_key)},
-           "markers": str(markers), "command": command, "run_id": run_id}
-    child = subprocess.Popen([sys.executable, "-c", RECONCILER], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             cwd=Path(__file__).resolve().parents[2])
+    job = {
+        "machine": {
+            "name": machine.name,
+            "team": machine.team,
+            "host": machine.host,
+            "port": machine.port,
+            "user": machine.user,
+            "host_key": list(machine.host_key),
+        },
+        "markers": str(markers),
+        "command": command,
+        "run_id": run_id,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", RECONCILER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     child.stdin.write((json.dumps(job) + "\n" + client_key.private).encode())
     child.stdin.close()
-    wait_until(lambda: started.exists() or child.poll() is not None, timeout=30,
-               message="the child reconciler's command to start")
+    wait_until(
+        lambda: started.exists() or child.poll() is not None,
+        timeout=30,
+        message="the child reconciler's command to start",
+    )
     assert child.poll() is None, child.communicate()
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
@@ -82,8 +100,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_run_finished_after_its_reconciler_was_killed_is_adopted(sshd, client_key, markers,
-                                                                   transport, tmp_path):
+def test_a_run_finished_after_its_reconciler_was_killed_is_adopted(
+    sshd, client_key, markers, transport, tmp_path
+):
     fifo, started = tmp_path / "go", tmp_path / "started"
     os.mkfifo(fifo)
     command = f'echo up > "{started}"; read line < "{fifo}"; echo "finished alone"; exit 5'
@@ -97,9 +116,9 @@ def test_a_run_finished_after_its_reconciler_was_killed_is_adopted(sshd, client_
     assert transport.reap(sshd.machine(), 41, command="true") is None
 
 
-def test_a_run_still_running_after_its_reconciler_was_killed_is_stopped(sshd, client_key,
-                                                                       markers, transport,
-                                                                       tmp_path):
+def test_a_run_still_running_after_its_reconciler_was_killed_is_stopped(
+    sshd, client_key, markers, transport, tmp_path
+):
     started = tmp_path / "started"
     command = f'sleep 300 & echo "$$ $!" > "{started}.tmp"; mv "{started}.tmp" "{started}"; wait'
     _dispatch_and_die(sshd, client_key, markers, command, 42, started)

@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.output import split_mark
-from reconciler.redact import Secret
-from reconciler.transport.ssh import SshTransport
-from tests.support.sshd import client_key, sshd, sshd_factory, wait_for_file  # noqa: F401
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.core.output import split_mark
+from reconciler.core.redact import Secret
+from tests.support.sshd import wait_for_file
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def transport(client_key, tmp_path):
-    made = SshTransport(lambda machine: Secret(client_key.private),
-                        markers_dir=str(tmp_path / "markers"), connect_timeout=5)
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
     yield made
     made.close()
 
@@ -38,8 +41,9 @@ def test_twenty_runs_share_one_login(sshd, transport):
     for run_id in range(1, 11):
         assert transport.run(machine, f"echo {run_id}", {}, 10, run_id).output == f"{run_id}\n"
     with ThreadPoolExecutor(max_workers=machine.max_parallel) as pool:  # as the engine does
-        done = list(pool.map(lambda i: transport.run(machine, f"echo {i}", {}, 10, i),
-                             range(11, 21)))
+        done = list(
+            pool.map(lambda i: transport.run(machine, f"echo {i}", {}, 10, i), range(11, 21))
+        )
     assert [d.output for d in done] == [f"{i}\n" for i in range(11, 21)]
     assert sshd.logins() == 1 and transport.pool.connects == 1
 
@@ -49,9 +53,14 @@ def test_runs_on_several_machines_in_parallel(sshd_factory, transport):
     machines = [d.machine(f"m{i}") for i, d in enumerate(daemons)]
     jobs = [(m, i) for i, m in enumerate(machines * 4)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        done = list(pool.map(lambda job: transport.run(job[0], "echo $RECONCILE_RUN_ID",
-                                                       {"RECONCILE_RUN_ID": str(job[1])}, 10,
-                                                       job[1]), jobs))
+        done = list(
+            pool.map(
+                lambda job: transport.run(
+                    job[0], "echo $RECONCILE_RUN_ID", {"RECONCILE_RUN_ID": str(job[1])}, 10, job[1]
+                ),
+                jobs,
+            )
+        )
     assert [d.output for d in done] == [f"{i}\n" for i in range(len(jobs))]
     assert [d.logins() for d in daemons] == [1, 1, 1]
 
@@ -63,8 +72,11 @@ def test_secret_is_in_no_process_argument_list_while_the_task_runs(sshd, transpo
     # The command only prints a digest: the secret text itself is in no command line.
     command = f'echo up > "{started}"; read line < "{fifo}"; printf %s "$PW" | sha256sum'
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(
-        done=transport.run(sshd.machine(), command, {"PW": Secret(secret)}, 30, 1)))
+    worker = threading.Thread(
+        target=lambda: result.update(
+            done=transport.run(sshd.machine(), command, {"PW": Secret(secret)}, 30, 1)
+        )
+    )
     worker.start()
     try:
         wait_for_file(started)
@@ -92,7 +104,7 @@ def _all_cmdlines() -> list[bytes]:
 
 NASTY = {
     "SPACES": "  two  spaces  ",
-    "QUOTES": "it's \"quoted\" `backticked`",
+    "QUOTES": 'it\'s "quoted" `backticked`',
     "SUBST": "$(touch /tmp/reconciler-pwned) ${HOME} $HOME \\$x",
     "NEWLINES": "line 1\nline 2\n\n",
     "GLOB": "* ? [a-z] ~ ; & | < > #",
@@ -140,8 +152,9 @@ def test_a_timeout_kills_the_remote_process_group(sshd, transport, tmp_path):
 
 
 def test_only_the_last_64_kib_of_output_come_back(sshd, transport):
-    done = transport.run(sshd.machine(), "head -c 300000 /dev/zero | tr '\\0' a; echo; echo END",
-                         {}, 30, 1)
+    done = transport.run(
+        sshd.machine(), "head -c 300000 /dev/zero | tr '\\0' a; echo; echo END", {}, 30, 1
+    )
     dropped, tail = split_mark(done.output)
     assert tail.endswith("a\nEND\n") and len(tail) == 64 * 1024
     assert dropped + len(tail) == 300000 + len("\nEND\n")  # the mark says what was dropped
@@ -175,16 +188,27 @@ def test_concurrent_first_runs_share_one_connect(sshd, transport):
 
 
 def test_more_runs_at_once_than_channels_open_a_second_connection(sshd, client_key, tmp_path):
-    small = SshTransport(lambda machine: Secret(client_key.private),
-                         markers_dir=str(tmp_path / "markers"), max_channels=2)
+    small = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        max_channels=2,
+    )
     gates = [tmp_path / f"gate{i}" for i in range(3)]
     for gate in gates:
         os.mkfifo(gate)
     try:
         with ThreadPoolExecutor(max_workers=3) as pool:
-            futures = [pool.submit(small.run, sshd.machine(),
-                                   f'echo up > "{gate}.up"; read x < "{gate}"; echo {i}', {}, 30, i)
-                       for i, gate in enumerate(gates)]
+            futures = [
+                pool.submit(
+                    small.run,
+                    sshd.machine(),
+                    f'echo up > "{gate}.up"; read x < "{gate}"; echo {i}',
+                    {},
+                    30,
+                    i,
+                )
+                for i, gate in enumerate(gates)
+            ]
             for gate in gates:  # all three run at once, with two channels per connection
                 wait_for_file(Path(f"{gate}.up"))
             for gate in gates:

@@ -14,7 +14,6 @@ import pytest
 
 from tests.support.cli import reaped, reconcile, spawn
 from tests.support.ssh_project import ssh_project
-from tests.support.sshd import client_key, sshd, sshd_factory  # noqa: F401
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,49 +43,65 @@ def _leaks(roots: list[Path]) -> list[str]:
 
 
 @pytest.fixture
-def places(tmp_path, sshd):  # noqa: F811
+def places(tmp_path, sshd):
     """The reconciler's own TMPDIR and HOME, and everywhere the secret must not be."""
     tmp, home = tmp_path / "tmp", tmp_path / "home"
     tmp.mkdir()
     home.mkdir()
     env = {"TMPDIR": str(tmp), "HOME": str(home)}
     remote_home = sshd.root / "home"
-    return env, [tmp, home, tmp_path / "project", Path("/dev/shm"), remote_home,
-                 remote_home / ".cache" / "reconciler" / "runs"]
+    return env, [
+        tmp,
+        home,
+        tmp_path / "project",
+        Path("/dev/shm"),
+        remote_home,
+        remote_home / ".cache" / "reconciler" / "runs",
+    ]
 
 
-def _project(tmp_path, sshd, client_key):  # noqa: F811
-    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key,
-                    secrets={"TOKEN": SECRET})
+def _project(tmp_path, sshd, client_key):
+    p = ssh_project(
+        tmp_path / "project", sshd.port, sshd.host_key, client_key, secrets={"TOKEN": SECRET}
+    )
     return p
 
 
 def test_a_recorded_runs_output_leaves_no_secret_on_the_target_or_here(
-        tmp_path, sshd, client_key, places):  # noqa: F811
+    tmp_path, sshd, client_key, places
+):
     env, roots = places
     p = _project(tmp_path, sshd, client_key)
-    p.task("leaky", 'env: {TOKEN: {vault: TOKEN}}\ncommand: echo "token=$TOKEN"; '
-           'printf %s "$TOKEN" | base64\n')
-    data = reconcile("--once", "--format", "json", "--identity", str(p.key), cwd=p.root,
-                     env=env, check_code=0).json()
+    p.task(
+        "leaky",
+        'env: {TOKEN: {vault: TOKEN}}\ncommand: echo "token=$TOKEN"; printf %s "$TOKEN" | base64\n',
+    )
+    data = reconcile(
+        "--once", "--format", "json", "--identity", str(p.key), cwd=p.root, env=env, check_code=0
+    ).json()
     [run] = data["runs"]
     shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
     assert shown["output"].startswith("token=***\n")
     assert _leaks(roots) == []
 
 
-def test_an_adopted_runs_output_leaves_no_secret_on_the_target(tmp_path, sshd, client_key,
-                                                               places):  # noqa: F811
+def test_an_adopted_runs_output_leaves_no_secret_on_the_target(tmp_path, sshd, client_key, places):
     env, roots = places
     p = _project(tmp_path, sshd, client_key)
     fifo, started = tmp_path / "go", tmp_path / "started"
     os.mkfifo(fifo)
-    p.task("leaky", f'env: {{TOKEN: {{vault: TOKEN}}}}\ncommand: echo "token=$TOKEN"; '
-           f'echo up > "{started}"; read line < "{fifo}"; exit 4\n')
+    p.task(
+        "leaky",
+        f'env: {{TOKEN: {{vault: TOKEN}}}}\ncommand: echo "token=$TOKEN"; '
+        f'echo up > "{started}"; read line < "{fifo}"; exit 4\n',
+    )
     first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root, env=env)
     with reaped(first):
-        wait_until(lambda: started.exists() or first.poll() is not None, timeout=30,
-                   message="the command to start")
+        wait_until(
+            lambda: started.exists() or first.poll() is not None,
+            timeout=30,
+            message="the command to start",
+        )
         assert first.poll() is None, first.communicate()
         assert sshd.drop_connections()
         out, err = first.communicate(timeout=60)
@@ -95,8 +110,9 @@ def test_an_adopted_runs_output_leaves_no_secret_on_the_target(tmp_path, sshd, c
         release.write("go\n")
     markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
     wait_until(lambda: list(markers.glob("*.exit")), timeout=30, message="the exit marker")
-    second = reconcile("--once", "--format", "json", "--identity", str(p.key), cwd=p.root,
-                       env=env, check_code=1).json()
+    second = reconcile(
+        "--once", "--format", "json", "--identity", str(p.key), cwd=p.root, env=env, check_code=1
+    ).json()
     [adopted] = second["runs"]
     assert (adopted["status"], adopted["exit_code"]) == ("failed", 4)
     shown = p.run("queue", "show", str(adopted["id"]), "--format", "json", code=0).json()

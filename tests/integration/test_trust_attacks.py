@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -44,40 +45,57 @@ class TrustRepo:
     def _key(self, name: str) -> Path:
         key = self.root / "keys" / name
         key.parent.mkdir(exist_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
+        )
         return key
 
     def public(self, name: str) -> str:
         return " ".join(self.keys[name].with_suffix(".pub").read_text().split()[:2])
 
     def fingerprint(self, name: str) -> str:
-        out = subprocess.run(["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return out.split()[1]
 
     def settings(self, verify: str = "range", state: str = "state.db", extra: str = "") -> None:
         self.state_url = f"sqlite:///{self.root / state}"
         line = f"state: {self.state_url}\n" if self.state_in_settings else ""
         # Local machines of two teams share the reconciler's rights: allowed here on purpose.
-        self.write("inventory/reconciler.yaml", f"{line}git: {{verify: {verify}}}\n"
-                   f"local_machines: {{allow_shared_user: true}}\n{extra}")
+        self.write(
+            "inventory/reconciler.yaml",
+            f"{line}git: {{verify: {verify}}}\n"
+            f"local_machines: {{allow_shared_user: true}}\n{extra}",
+        )
 
     def team(self, name: str, admins=(), operators=(), viewers=()) -> None:
-        members = [f"  - {{name: {n}, role: {role}, ssh: {self.public(n)}}}\n"
-                   for role, names in (("admin", admins), ("operator", operators),
-                                       ("viewer", viewers)) for n in names]
+        members = [
+            f"  - {{name: {n}, role: {role}, ssh: {self.public(n)}}}\n"
+            for role, names in (("admin", admins), ("operator", operators), ("viewer", viewers))
+            for n in names
+        ]
         self.write(f"inventory/teams/{name}.yaml", f"name: {name}\nmembers:\n" + "".join(members))
 
     def marker(self, name: str) -> Path:
         return self.root / f"ran-{name}"
 
-    def task(self, team: str, name: str, file: str | None = None, machine: str | None = None,
-             extra: str = "") -> None:
+    def task(
+        self,
+        team: str,
+        name: str,
+        file: str | None = None,
+        machine: str | None = None,
+        extra: str = "",
+    ) -> None:
         machine = machine or ("box" if team == "prod" else "devbox")
-        self.write(f"inventory/tasks/{team}/{file or name + '.yaml'}",
-                   f"name: {name}\nmachines: [{machine}]\ncommand: touch {self.marker(name)}\n"
-                   + extra)
+        self.write(
+            f"inventory/tasks/{team}/{file or name + '.yaml'}",
+            f"name: {name}\nmachines: [{machine}]\ncommand: touch {self.marker(name)}\n" + extra,
+        )
 
     def write(self, relative: str, text: str) -> None:
         path = self.work / relative
@@ -85,14 +103,27 @@ class TrustRepo:
         path.write_text(text)
 
     def git(self, *args: str, input: str | None = None) -> str:
-        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-        return subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True,
-                              text=True, env=env, input=input).stdout.strip()
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        }
+        return subprocess.run(
+            ["git", *args],
+            cwd=self.work,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            input=input,
+        ).stdout.strip()
 
     def signing(self, signer: str | None) -> list[str]:
-        return ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}"] \
-            if signer else []
+        return (
+            ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}"] if signer else []
+        )
 
     def commit(self, signer: str | None, message: str = "change") -> str:
         self.git("add", "-A")
@@ -111,8 +142,12 @@ class TrustRepo:
     def start(self) -> str:
         """The first commit, signed by prod's admin, reconciled with her key as the anchor."""
         first = self.commit("alice", "initial")
-        self.once(0, "--trust-anchor", self.fingerprint("alice"),
-                  env=self.host_env() if self.state_in_settings else None)
+        self.once(
+            0,
+            "--trust-anchor",
+            self.fingerprint("alice"),
+            env=self.host_env() if self.state_in_settings else None,
+        )
         assert self.marker("hello").exists()
         return first
 
@@ -176,8 +211,12 @@ def test_state_setting_of_the_commit_is_refused_when_verify_is_on(tmp_path):
     repo = TrustRepo(tmp_path, state_in_settings=True)
     repo.commit("alice", "initial")
     err = repo.once(3, "--trust-anchor", repo.fingerprint("alice"))
-    assert ("git.verify is in force" in err and "state store must be named by the host" in err
-            and f"RECONCILE_STATE={repo.state_url}" in err and "Traceback" not in err), err
+    assert (
+        "git.verify is in force" in err
+        and "state store must be named by the host" in err
+        and f"RECONCILE_STATE={repo.state_url}" in err
+        and "Traceback" not in err
+    ), err
     assert not repo.marker("hello").exists()
     repo.once(0, "--trust-anchor", repo.fingerprint("alice"), env=repo.host_env())
     assert repo.marker("hello").exists()
@@ -190,8 +229,11 @@ def test_commit_pointing_state_at_a_store_the_pusher_filled_runs_nothing(tmp_pat
     repo.start()
     with fresh_database() as attacker_store:
         # Unsigned: verify off, and the store is the attacker's own PostgreSQL database.
-        repo.write("inventory/reconciler.yaml", f"state: {attacker_store}\ngit: {{verify: none}}\n"
-                   "local_machines: {allow_shared_user: true}\n")
+        repo.write(
+            "inventory/reconciler.yaml",
+            f"state: {attacker_store}\ngit: {{verify: none}}\n"
+            "local_machines: {allow_shared_user: true}\n",
+        )
         own = repo.commit(None, "verify off, my own store")
         # He fills that store by a pass of his own copy, verify off: its last commit is his.
         copy = tmp_path / "copy"
@@ -261,8 +303,9 @@ def test_merge_restoring_an_old_team_file_is_judged_against_the_last_reconciled(
     repo.task("prod", "evil")
     repo.git("add", "-A")
     tree = repo.git("write-tree")
-    merge = repo.git(*repo.signing("mallory"), "commit-tree", tree, "-p", old, "-p", current,
-                     "-S", "-m", "merge")
+    merge = repo.git(
+        *repo.signing("mallory"), "commit-tree", tree, "-p", old, "-p", current, "-S", "-m", "merge"
+    )
     repo.git("checkout", "-q", "main")
     repo.git("merge", "-q", "--ff-only", merge)
     err = repo.once(3)
@@ -299,9 +342,11 @@ def test_unusual_file_names_need_the_same_role(repo, file):
 
 def _with_check_script(repo: TrustRepo, paths: str = "") -> None:
     repo.write("scripts/prod/check.sh", "exit 1\n")
-    repo.write("inventory/tasks/prod/hello.yaml",
-               f"name: hello\nmachines: [box]\ncheck: sh scripts/prod/check.sh\n"
-               f"command: touch {repo.marker('hello')}\n")
+    repo.write(
+        "inventory/tasks/prod/hello.yaml",
+        f"name: hello\nmachines: [box]\ncheck: sh scripts/prod/check.sh\n"
+        f"command: touch {repo.marker('hello')}\n",
+    )
     if paths:
         repo.settings(extra=paths)
     repo.commit("alice", "a checked task")
@@ -353,8 +398,10 @@ def test_git_ignored_task_file_does_not_run_under_verify(repo):
 
 def test_skip_worktree_edit_does_not_run_under_verify(repo):
     repo.git("update-index", "--skip-worktree", "inventory/tasks/prod/hello.yaml")
-    repo.write("inventory/tasks/prod/hello.yaml",
-               f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('evil')}\n")
+    repo.write(
+        "inventory/tasks/prod/hello.yaml",
+        f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('evil')}\n",
+    )
     repo.once(0)
     assert not repo.marker("evil").exists()
 
@@ -405,20 +452,33 @@ def test_daemon_refuses_an_unsigned_push_that_turns_verify_off_and_ignores_local
     # Someone with a shell on the host drops an ignored task file into the daemon's checkout.
     (daemon_dir / ".git" / "info" / "exclude").write_text("inventory/tasks/prod/local.yaml\n")
     (daemon_dir / "inventory/tasks/prod/local.yaml").write_text(
-        f"name: local\nmachines: [box]\ncommand: touch {repo.marker('local')}\n")
+        f"name: local\nmachines: [box]\ncommand: touch {repo.marker('local')}\n"
+    )
     log = tmp_path / "daemon.log"
-    env = clean_environment({"RECONCILE_TRUST_ANCHOR": repo.fingerprint("alice"),
-                             "RECONCILE_STATE": f"sqlite:///{tmp_path / 'state.db'}"})
-    daemon = subprocess.Popen([sys.executable, "-m", "reconciler"], cwd=daemon_dir, env=env,
-                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    env = clean_environment(
+        {
+            "RECONCILE_TRUST_ANCHOR": repo.fingerprint("alice"),
+            "RECONCILE_STATE": f"sqlite:///{tmp_path / 'state.db'}",
+        }
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler"],
+        cwd=daemon_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
     try:
         wait_until(lambda: repo.marker("hello").exists(), timeout=60, message="task hello")
         repo.settings(verify="none", extra="poll_interval: 1s\n")
         repo.task("prod", "evil")
         repo.commit(None, "verify off, unsigned")
         repo.git("push", "-q", "origin", "main")
-        wait_until(lambda: "is not signed" in log.read_text(), timeout=60,
-                   message="the refusal of the unsigned commit")
+        wait_until(
+            lambda: "is not signed" in log.read_text(),
+            timeout=60,
+            message="the refusal of the unsigned commit",
+        )
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
@@ -465,28 +525,40 @@ def test_worker_runs_the_verified_commit_not_a_skip_worktree_edit(tmp_path):
 
     repo = TrustRepo(tmp_path)
     repo.write("scripts/prod/run.sh", f'echo verified >> "{repo.root / "ledger"}"\nexit 1\n')
-    repo.write("inventory/tasks/prod/runner.yaml",
-               "name: runner\nmachines: [box]\ncommand: sh scripts/prod/run.sh\n"
-               "retry: {count: 0}\n")
+    repo.write(
+        "inventory/tasks/prod/runner.yaml",
+        "name: runner\nmachines: [box]\ncommand: sh scripts/prod/run.sh\nretry: {count: 0}\n",
+    )
     repo.commit("alice", "initial")
     ledger = repo.root / "ledger"
     with fresh_database() as url:
-        reconcile("--once", "--state", url, "--trust-anchor", repo.fingerprint("alice"),
-                  cwd=repo.work, check_code=1)  # runner failed, on purpose
+        reconcile(
+            "--once",
+            "--state",
+            url,
+            "--trust-anchor",
+            repo.fingerprint("alice"),
+            cwd=repo.work,
+            check_code=1,
+        )  # runner failed, on purpose
         assert ledger.read_text().split() == ["verified"]
         # The worker's host edits the script behind git's back, then the run is retried.
         repo.git("update-index", "--skip-worktree", "scripts/prod/run.sh")
         repo.write("scripts/prod/run.sh", f'echo edited >> "{ledger}"\n')
-        runs = reconcile("queue", "list", "--format", "json", "--state", url, cwd=repo.work,
-                         check_code=0).json()
+        runs = reconcile(
+            "queue", "list", "--format", "json", "--state", url, cwd=repo.work, check_code=0
+        ).json()
         runs = runs["runs"] if isinstance(runs, dict) else runs
         failed = [r["id"] for r in runs if r["task"].endswith("runner")]
         reconcile("queue", "retry", str(failed[0]), "--state", url, cwd=repo.work, check_code=0)
         _plan_without_draining(repo.work / "inventory", url)  # as a planner on another host
         worker = spawn("worker", "--state", url, cwd=repo.work)
         try:
-            wait_until(lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
-                       timeout=60, message="the retried run")
+            wait_until(
+                lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
+                timeout=60,
+                message="the retried run",
+            )
         finally:
             worker.send_signal(signal.SIGTERM)
             _, err = worker.communicate(timeout=60)
@@ -494,15 +566,15 @@ def test_worker_runs_the_verified_commit_not_a_skip_worktree_edit(tmp_path):
 
 
 def _plan_without_draining(inventory: Path, url: str) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from reconciler.compile import compile_inventory
-    from reconciler.loader import load_inventory
-    from reconciler.plan import make_plan
-    from reconciler.store.factory import open_store
+    from reconciler.adapters.store.factory import open_store
+    from reconciler.core.compile import compile_inventory
+    from reconciler.core.plan import make_plan
+    from reconciler.inventory.loader import load_inventory
 
     loaded, _ = load_inventory(inventory)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store = open_store(url)
     try:
         plan = make_plan(compile_inventory(loaded), store.snapshot(), now)
@@ -518,8 +590,15 @@ def test_worker_and_accept_history_refuse_a_state_setting_under_verify(tmp_path)
         err = reconcile(*command, cwd=repo.work, timeout=60, check_code=3).err
         assert "state store must be named by the host" in err and "Traceback" not in err, err
     # Given by the host, the same store is used.
-    out = reconcile("accept-history", "HEAD", "--reason", "nothing to accept", cwd=repo.work,
-                    env=repo.host_env(), check_code=0).out
+    out = reconcile(
+        "accept-history",
+        "HEAD",
+        "--reason",
+        "nothing to accept",
+        cwd=repo.work,
+        env=repo.host_env(),
+        check_code=0,
+    ).out
     assert "nothing to accept" in out
 
 
@@ -534,11 +613,19 @@ def test_daemon_refuses_a_state_setting_under_verify_and_runs_nothing(tmp_path):
     repo.commit("alice", "initial")
     log = tmp_path / "daemon.log"
     env = clean_environment({"RECONCILE_TRUST_ANCHOR": repo.fingerprint("alice")})
-    daemon = subprocess.Popen([sys.executable, "-m", "reconciler"], cwd=repo.work, env=env,
-                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler"],
+        cwd=repo.work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
     try:
-        wait_until(lambda: "state store must be named by the host" in log.read_text(),
-                   timeout=60, message="the refusal of the state: setting")
+        wait_until(
+            lambda: "state store must be named by the host" in log.read_text(),
+            timeout=60,
+            message="the refusal of the state: setting",
+        )
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)

@@ -5,6 +5,7 @@ as a subprocess; every test failed on the code before its fix."""
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC
 
 import pytest
 
@@ -33,14 +34,23 @@ def _tree_with_duplicate(repo: TrustRepo, base: str, name: str, link_target: str
     def order(line: str) -> str:  # git's order: a folder sorts as if its name ended in "/"
         meta, entry = line.split("\t")
         return entry + ("/" if meta.startswith("040000") else "")
+
     raw = b""
     for line in sorted(lines, key=order):
         meta, entry = line.split("\t")
         mode, _kind, sha = meta.split()
         raw += f"{int(mode, 8):o} {entry}".encode() + b"\0" + bytes.fromhex(sha)
-    return subprocess.run(["git", "hash-object", "-t", "tree", "-w", "--literally", "--stdin"],
-                          cwd=repo.work, input=raw, capture_output=True,
-                          check=True).stdout.decode().strip()
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-t", "tree", "-w", "--literally", "--stdin"],
+            cwd=repo.work,
+            input=raw,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
 
 
 def test_unsigned_tree_with_a_symlink_and_a_folder_of_one_name_writes_nothing_outside(repo):
@@ -106,14 +116,17 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
     repo = TrustRepo(tmp_path, verify="none")
     ledger = repo.root / "ledger"
     repo.write("scripts/prod/run.sh", f'echo verified >> "{ledger}"\nexit 1\n')
-    repo.write("inventory/tasks/prod/runner.yaml",
-               "name: runner\nmachines: [box]\ncommand: sh scripts/prod/run.sh\n"
-               "retry: {count: 0}\n")
+    repo.write(
+        "inventory/tasks/prod/runner.yaml",
+        "name: runner\nmachines: [box]\ncommand: sh scripts/prod/run.sh\nretry: {count: 0}\n",
+    )
     repo.commit("alice", "initial, verify off")
     with fresh_database() as url:
+
         def retry_runner() -> None:
-            runs = reconcile("queue", "list", "--format", "json", "--state", url,
-                             cwd=repo.work, check_code=0).json()
+            runs = reconcile(
+                "queue", "list", "--format", "json", "--state", url, cwd=repo.work, check_code=0
+            ).json()
             runs = runs["runs"] if isinstance(runs, dict) else runs
             last = max(r["id"] for r in runs if r["task"].endswith("runner"))
             reconcile("queue", "retry", str(last), "--state", url, cwd=repo.work, check_code=0)
@@ -123,8 +136,11 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
         worker = spawn("worker", "--state", url, cwd=repo.work)  # follows the working tree
         try:
             retry_runner()  # proves the worker is up (and following the working tree)
-            wait_until(lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
-                       timeout=60, message="the worker to run the first retry")
+            wait_until(
+                lambda: len(ledger.read_text().split()) >= 2 or worker.poll() is not None,
+                timeout=60,
+                message="the worker to run the first retry",
+            )
             repo.settings(verify="range")
             repo.commit("alice", "verify on, signed by an admin")
             reconcile("--once", "--state", url, cwd=repo.work, check_code=0)
@@ -132,8 +148,11 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
             repo.commit(None, "unsigned script change")
             reconcile("--once", "--state", url, cwd=repo.work, check_code=3)  # refused
             retry_runner()
-            wait_until(lambda: len(ledger.read_text().split()) >= 3 or worker.poll() is not None,
-                       timeout=30, message="the worker to run the retry or to stop")
+            wait_until(
+                lambda: len(ledger.read_text().split()) >= 3 or worker.poll() is not None,
+                timeout=30,
+                message="the worker to run the retry or to stop",
+            )
         except AssertionError:
             pass  # the worker ran nothing and stayed up: judged below
         finally:
@@ -148,14 +167,28 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
 
 
 def test_merge_that_restores_a_superseded_version_answers_for_it_itself(repo):
-    repo.write("inventory/tasks/prod/hello.yaml",
-               f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('old')}\n")
+    repo.write(
+        "inventory/tasks/prod/hello.yaml",
+        f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('old')}\n",
+    )
     old = repo.commit("bob", "prod operator: a first version")
-    repo.write("inventory/tasks/prod/hello.yaml",
-               f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('fixed')}\n")
+    repo.write(
+        "inventory/tasks/prod/hello.yaml",
+        f"name: hello\nmachines: [box]\ncommand: touch {repo.marker('fixed')}\n",
+    )
     fixed = repo.commit("bob", "prod operator: the fix")
-    merge = repo.git(*repo.signing("dan"), "commit-tree", "-S", f"{old}^{{tree}}", "-p", fixed,
-                     "-p", old, "-m", "dev operator: merge that takes the superseded version")
+    merge = repo.git(
+        *repo.signing("dan"),
+        "commit-tree",
+        "-S",
+        f"{old}^{{tree}}",
+        "-p",
+        fixed,
+        "-p",
+        old,
+        "-m",
+        "dev operator: merge that takes the superseded version",
+    )
     repo.git("reset", "-q", "--hard", merge)
     err = repo.once(3)
     assert "admin or operator of team prod" in err and "Traceback" not in err
@@ -166,20 +199,23 @@ def test_merge_that_restores_a_superseded_version_answers_for_it_itself(repo):
 
 
 def test_state_setting_naming_a_store_file_the_commit_itself_holds_is_refused(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from reconciler.store.factory import open_store
+    from reconciler.adapters.store.factory import open_store
 
     repo = TrustRepo(tmp_path, state_in_settings=True)  # the host relies on `state:`
     repo.start()
     # Commit 1 (unsigned): turn verify off, name a store inside the repository, add a prod task.
-    repo.write("inventory/reconciler.yaml", "state: sqlite:///forged/state.db\n"
-               "git: {verify: none}\nlocal_machines: {allow_shared_user: true}\n")
+    repo.write(
+        "inventory/reconciler.yaml",
+        "state: sqlite:///forged/state.db\n"
+        "git: {verify: none}\nlocal_machines: {allow_shared_user: true}\n",
+    )
     repo.task("prod", "evil")
     first = repo.commit(None, "verify off, my own store")
     # Commit 2 (unsigned): that store, forged to say commit 1 was the last one reconciled.
     forged = open_store(f"sqlite:///{repo.work / 'forged' / 'state.db'}", create=True)
-    forged.record_commit(first, datetime.now(timezone.utc))
+    forged.record_commit(first, datetime.now(UTC))
     forged.close()
     repo.commit(None, "the forged store")
     err = repo.once(3)

@@ -8,26 +8,25 @@ on: heartbeats are aged with SQL, and tasks wait on files the test creates.
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
-from reconciler.compile import compile_inventory
-from reconciler.loader import load_inventory
-from reconciler.plan import make_plan
-from reconciler.store.base import LEASE_SECONDS
-from reconciler.store.factory import open_store
+from reconciler.adapters.store.base import LEASE_SECONDS
+from reconciler.adapters.store.factory import open_store
+from reconciler.core.compile import compile_inventory
+from reconciler.core.plan import make_plan
+from reconciler.inventory.loader import load_inventory
 from tests.e2e.conftest import Project
 from tests.support.cli import spawn
-from tests.support.postgres import postgres_url  # noqa: F401  (a fixture, used by name)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def shared(tmp_path, postgres_url):  # noqa: F811
+def shared(tmp_path, postgres_url):
     project = Project(tmp_path)
     project.url = postgres_url
     return project
@@ -40,7 +39,7 @@ def _flock_record(project: Project, word: str = "$RECONCILE_RUN_ID") -> str:
 def _enqueue(project: Project) -> list[int]:
     """Plan and record the inventory's runs without draining them (as a planner would)."""
     inventory, _ = load_inventory(project.inventory)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store = open_store(project.url)
     try:
         plan = make_plan(compile_inventory(inventory), store.snapshot(), now)
@@ -56,8 +55,9 @@ def _sql(url: str, query: str, *params):
 
 
 def _status(project: Project, run_id: int) -> tuple[str, bool]:
-    [(status, dispatched)] = _sql(project.url, "SELECT status, dispatched FROM runs WHERE id = %s",
-                                  run_id)
+    [(status, dispatched)] = _sql(
+        project.url, "SELECT status, dispatched FROM runs WHERE id = %s", run_id
+    )
     return status, bool(dispatched)
 
 
@@ -66,8 +66,11 @@ def _worker(project: Project, *extra: str, env: dict | None = None):
 
 
 def _expire_leases(project: Project) -> None:
-    _sql(project.url, "UPDATE runs SET heartbeat_at = now() - interval '1 hour', "
-         "started_at = started_at - interval '1 hour' WHERE status = 'running'")
+    _sql(
+        project.url,
+        "UPDATE runs SET heartbeat_at = now() - interval '1 hour', "
+        "started_at = started_at - interval '1 hour' WHERE status = 'running'",
+    )
 
 
 def _end_other_sessions(project: Project) -> None:
@@ -75,10 +78,13 @@ def _end_other_sessions(project: Project) -> None:
     wait until they are gone: what such a session had sent either committed before, or never
     will. The worker reconnects when it runs again."""
     name = project.url.rsplit("/", 1)[1]
-    others = ("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()")
+    others = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
     _sql(project.url, f"SELECT pg_terminate_backend(pid) FROM ({others}) AS s", name)
-    wait_until(lambda: not _sql(project.url, others, name), timeout=10,
-               message="the stopped worker's sessions to end")
+    wait_until(
+        lambda: not _sql(project.url, others, name),
+        timeout=10,
+        message="the stopped worker's sessions to end",
+    )
 
 
 def _state(pid: int) -> str:
@@ -93,15 +99,35 @@ def _stop(proc) -> int:
 
 def test_four_workers_and_a_pass_execute_2000_runs_exactly_once(shared):
     p = shared
-    p.write("machines/box.yaml", "machines:\n" + "".join(
-        f"  - {{name: m{i}, team: ops, transport: local, max_parallel: 4}}\n" for i in range(10)))
-    p.write("tasks/ops/many.yaml", "tasks:\n" + "".join(
-        f"  - name: t{i}\n    selector: {{}}\n    command: {_flock_record(p)}\n"
-        for i in range(200)))
+    p.write(
+        "machines/box.yaml",
+        "machines:\n"
+        + "".join(
+            f"  - {{name: m{i}, team: ops, transport: local, max_parallel: 4}}\n" for i in range(10)
+        ),
+    )
+    p.write(
+        "tasks/ops/many.yaml",
+        "tasks:\n"
+        + "".join(
+            f"  - name: t{i}\n    selector: {{}}\n    command: {_flock_record(p)}\n"
+            for i in range(200)
+        ),
+    )
     workers = [_worker(p, "--concurrency", "4") for _ in range(4)]
     try:
-        result = p.run("--once", "--state", p.url, "-q", "--format", "json", "--concurrency", "4",
-                       code=0, timeout=600)
+        result = p.run(
+            "--once",
+            "--state",
+            p.url,
+            "-q",
+            "--format",
+            "json",
+            "--concurrency",
+            "4",
+            code=0,
+            timeout=600,
+        )
     finally:
         codes = [_stop(w) for w in workers]
     assert codes == [0, 0, 0, 0], [w.communicate() for w in workers]
@@ -123,13 +149,19 @@ def test_two_passes_at_once_on_postgresql_run_each_task_once(shared):
 def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
     p = shared
     go = p.root / "go"
-    p.task("slow", f'command: {p.record("started")}; while [ ! -f "{go}" ]; do sleep 0.05; done; '
-                   f'{p.record("done")}\n')
+    p.task(
+        "slow",
+        f'command: {p.record("started")}; while [ ! -f "{go}" ]; do sleep 0.05; done; '
+        f"{p.record('done')}\n",
+    )
     [run_id] = _enqueue(p)
     worker = _worker(p)
     try:
-        wait_until(lambda: "started" in p.ledger_lines(), timeout=30,
-                   message="the worker to start the command")  # dispatched is not enough
+        wait_until(
+            lambda: "started" in p.ledger_lines(),
+            timeout=30,
+            message="the worker to start the command",
+        )  # dispatched is not enough
         worker.send_signal(signal.SIGSTOP)
         # Stopped for real (state T), then its sessions ended, before the lease is aged: a
         # stopped client sends nothing more, but a heartbeat or sweep it had already sent
@@ -139,7 +171,7 @@ def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
         _expire_leases(p)
         store = open_store(p.url)
         try:
-            swept = store.sweep(LEASE_SECONDS, datetime.now(timezone.utc))
+            swept = store.sweep(LEASE_SECONDS, datetime.now(UTC))
         finally:
             store.close()
         assert [(r.id, r.status.value) for r in swept] == [(run_id, "unknown")]
@@ -154,13 +186,17 @@ def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
     assert p.ledger_lines().count("started") == 1
 
 
-@pytest.mark.parametrize("point, status, executed", [
-    ("after_claim", "succeeded", 1),    # claimed only: back to pending, run by another worker
-    ("after_dispatch", "unknown", 0),   # dispatched: may have run, so never run again
-    ("before_result", "unknown", 1),    # ran, result lost: unknown, not run twice
-])
+@pytest.mark.parametrize(
+    "point, status, executed",
+    [
+        ("after_claim", "succeeded", 1),  # claimed only: back to pending, run by another worker
+        ("after_dispatch", "unknown", 0),  # dispatched: may have run, so never run again
+        ("before_result", "unknown", 1),  # ran, result lost: unknown, not run twice
+    ],
+)
 def test_kill_9_at_each_failpoint_leaves_one_final_status_and_no_double_run(
-        shared, point, status, executed):
+    shared, point, status, executed
+):
     p = shared
     p.task("once", f"command: {_flock_record(p, 'ran')}\n")
     [run_id] = _enqueue(p)
@@ -169,8 +205,11 @@ def test_kill_9_at_each_failpoint_leaves_one_final_status_and_no_double_run(
     _expire_leases(p)
     survivor = _worker(p)
     try:
-        wait_until(lambda: _status(p, run_id)[0] == status, timeout=60,
-                   message=f"run {run_id} to end {status}")
+        wait_until(
+            lambda: _status(p, run_id)[0] == status,
+            timeout=60,
+            message=f"run {run_id} to end {status}",
+        )
     finally:
         assert _stop(survivor) == 0
     assert p.ledger_lines().count("ran") == executed
@@ -183,15 +222,25 @@ def test_worker_survives_its_database_connection_being_terminated(shared):
     [run_id] = _enqueue(p)
     worker = _worker(p)
     try:
-        wait_until(lambda: _status(p, run_id) == ("running", True), timeout=30,
-                   message="the worker to dispatch the run")
+        wait_until(
+            lambda: _status(p, run_id) == ("running", True),
+            timeout=30,
+            message="the worker to dispatch the run",
+        )
         name = p.url.rsplit("/", 1)[1]
-        killed = _sql(p.url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE datname = %s AND pid <> pg_backend_pid()", name)
+        killed = _sql(
+            p.url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            name,
+        )
         assert killed
         go.touch()
-        wait_until(lambda: _status(p, run_id)[0] == "succeeded", timeout=60,
-                   message="the run to be recorded after reconnecting")
+        wait_until(
+            lambda: _status(p, run_id)[0] == "succeeded",
+            timeout=60,
+            message="the run to be recorded after reconnecting",
+        )
     finally:
         assert _stop(worker) == 0
 

@@ -46,7 +46,6 @@ class AlertReceiver:
         self.server.server_close()
 
 
-
 @pytest.fixture
 def receiver():
     """A running AlertReceiver, closed after the test."""

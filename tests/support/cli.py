@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 
 @dataclass
@@ -28,24 +28,43 @@ def clean_environment(extra: dict | None) -> dict:
     return {**base, **(extra or {})}
 
 
-def reconcile(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120,
-              check_code: int | None = None, input: str | None = None) -> Result:
+def reconcile(
+    *args: str,
+    cwd: Path,
+    env: dict | None = None,
+    timeout: float = 120,
+    check_code: int | None = None,
+    input: str | None = None,
+) -> Result:
     """Run `python -m reconciler ARGS` in `cwd`; assert the exit code when given."""
     full_env = clean_environment(env)
-    proc = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, input=input)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if check_code is not None:
         assert result.code == check_code, (
-            f"exit {result.code}, expected {check_code}\nstdout:\n{result.out}\nstderr:\n{result.err}")
+            f"exit {result.code}, expected {check_code}\nstdout:\n{result.out}\nstderr:\n{result.err}"
+        )
     return result
 
 
 def spawn(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     """Start `reconcile ARGS` in the background (for kill -9 and concurrency tests)."""
-    return subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd,
-                            env=clean_environment(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        cwd=cwd,
+        env=clean_environment(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @contextmanager

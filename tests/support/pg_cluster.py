@@ -38,7 +38,7 @@ class Cluster:
         self.data, self.log = root / "data", root / "server.log"
 
     @classmethod
-    def create(cls) -> "Cluster":
+    def create(cls) -> Cluster:
         bin_dir = _bin_dir()
         if bin_dir is None:
             missing("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed")
@@ -51,11 +51,32 @@ class Cluster:
         root = Path(tempfile.mkdtemp(prefix="reconciler-pg-"))
         os.chown(root, user.pw_uid, user.pw_gid)
         cluster = cls(bin_dir, root, free_port())
-        cluster._as_postgres("initdb", "-D", str(cluster.data), "-A", "trust", "-U", "postgres",
-                             "--no-sync", "-E", "UTF8")
-        cluster._as_postgres("pg_ctl", "-D", str(cluster.data), "-l", str(cluster.log), "-w",
-                             "-t", "60", "-o", f"-p {cluster.port} -c listen_addresses=127.0.0.1 "
-                             f"-k {root} -c fsync=off -c full_page_writes=off", "start")
+        cluster._as_postgres(
+            "initdb",
+            "-D",
+            str(cluster.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        cluster._as_postgres(
+            "pg_ctl",
+            "-D",
+            str(cluster.data),
+            "-l",
+            str(cluster.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {cluster.port} -c listen_addresses=127.0.0.1 "
+            f"-k {root} -c fsync=off -c full_page_writes=off",
+            "start",
+        )
         return cluster
 
     @property
@@ -65,8 +86,19 @@ class Cluster:
     def restart(self) -> None:
         """Kill every backend at once (`-m immediate`) and start again; returns once the
         server accepts connections (after crash recovery)."""
-        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m",
-                          "immediate", "-w", "-t", "60", "restart")
+        self._as_postgres(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
 
     def destroy(self) -> None:
         try:
@@ -76,10 +108,18 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _as_postgres(self, tool: str, *args: str) -> None:
-        proc = subprocess.run([os.path.join(self.bin, tool), *args], user=OS_USER,
-                              cwd=self.root, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, (f"{tool} {' '.join(args)}: exit {proc.returncode}\n"
-                                      f"{proc.stdout}{proc.stderr}\n{self.log_text()}")
+        proc = subprocess.run(
+            [os.path.join(self.bin, tool), *args],
+            user=OS_USER,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, (
+            f"{tool} {' '.join(args)}: exit {proc.returncode}\n"
+            f"{proc.stdout}{proc.stderr}\n{self.log_text()}"
+        )
 
     def log_text(self) -> str:
         try:

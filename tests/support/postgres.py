@@ -9,9 +9,9 @@ server cannot be reached the test is skipped, or fails under RECONCILER_REQUIRE_
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator
 
 import pytest
 

@@ -15,21 +15,34 @@ from pathlib import Path
 from tests.e2e.conftest import Project
 
 
-def ssh_project(root: Path, port: int, host_key: str, client_key, *, alerts=(),
-                settings: str = "", secrets: dict[str, str] | None = None,
-                max_parallel: int = 4) -> Project:
+def ssh_project(
+    root: Path,
+    port: int,
+    host_key: str,
+    client_key,
+    *,
+    alerts=(),
+    settings: str = "",
+    secrets: dict[str, str] | None = None,
+    max_parallel: int = 4,
+) -> Project:
     project = Project(root)
     key = project.root / "me.key"
     public = project.run("vault", "keygen", "-o", str(key), code=0).err.split("Public key: ")[1]
     alert_lines = "".join(f"  - {url}\n" for url in alerts)
-    project.write("teams/ops.yaml", f"name: ops\nmembers:\n  - {{name: me, role: admin, "
-                  f"age: {public.strip()}}}\n" + (f"alerts:\n{alert_lines}" if alerts else ""))
+    project.write(
+        "teams/ops.yaml",
+        f"name: ops\nmembers:\n  - {{name: me, role: admin, "
+        f"age: {public.strip()}}}\n" + (f"alerts:\n{alert_lines}" if alerts else ""),
+    )
     for name, value in {"SSH_KEY": client_key.private, **(secrets or {})}.items():
-        project.run("vault", "set", "ops", name, "-", "--identity", str(key), code=0,
-                    input=value)
-    project.write("machines/box.yaml", f"name: box\nteam: ops\nhost: 127.0.0.1\nport: {port}\n"
-                  f"user: {getpass.getuser()}\nhost_key: {host_key}\nkey: {{vault: SSH_KEY}}\n"
-                  f"max_parallel: {max_parallel}\n")
+        project.run("vault", "set", "ops", name, "-", "--identity", str(key), code=0, input=value)
+    project.write(
+        "machines/box.yaml",
+        f"name: box\nteam: ops\nhost: 127.0.0.1\nport: {port}\n"
+        f"user: {getpass.getuser()}\nhost_key: {host_key}\nkey: {{vault: SSH_KEY}}\n"
+        f"max_parallel: {max_parallel}\n",
+    )
     if settings:
         project.write("reconciler.yaml", settings)
     project.key = key

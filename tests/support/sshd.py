@@ -21,15 +21,15 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from reconciler.model import Machine, VaultRef
+from reconciler.core.model import Machine, VaultRef
 from tests.support.integration import missing
 from tests.support.waiting import wait_until
 
@@ -47,14 +47,21 @@ class KeyPair:
 
 def generate_key(kind: str = "ed25519") -> KeyPair:
     """A fresh key pair in memory (`ed25519`, `ecdsa` or `rsa`)."""
-    private = {"ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
-               "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
-               "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-               }[kind]()
-    text = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                 serialization.NoEncryption()).decode()
-    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                               serialization.PublicFormat.OpenSSH).decode()
+    private = {
+        "ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
+        "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }[kind]()
+    text = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     return KeyPair(text, public)
 
 
@@ -77,8 +84,15 @@ def banner(port: int) -> bool:
 class Sshd:
     """One test daemon; `start()` it, `machine()` describes it for the transport."""
 
-    def __init__(self, root: Path, authorized: list[str], *, host_key_types=("ed25519",),
-                 log_level: str = "VERBOSE", max_sessions: int = 32):
+    def __init__(
+        self,
+        root: Path,
+        authorized: list[str],
+        *,
+        host_key_types=("ed25519",),
+        log_level: str = "VERBOSE",
+        max_sessions: int = 32,
+    ):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "home").mkdir(exist_ok=True)
@@ -120,11 +134,12 @@ class Sshd:
             f"LogLevel {self.log_level}\nUseDNS no\nPrintMotd no\nPrintLastLog no\n"
             f"MaxSessions {self.max_sessions}\nMaxStartups 200:30:400\n"
             "Subsystem sftp internal-sftp\n"
-            f"SetEnv HOME={self.root / 'home'}\n")
+            f"SetEnv HOME={self.root / 'home'}\n"
+        )
 
     # ---------------------------------------------------------------- process
 
-    def start(self, timeout: float = 10.0) -> "Sshd":
+    def start(self, timeout: float = 10.0) -> Sshd:
         """Start the daemon and wait for its banner; fails the test if it does not come.
         A port taken meanwhile (by a parallel test worker) is replaced by another."""
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation dir
@@ -143,12 +158,21 @@ class Sshd:
         listening = f"Server listening on 127.0.0.1 port {self.port}."
         before = self.log_text().count(listening)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
-        wait_until(lambda: self.proc.poll() is not None or (
-            self.log_text().count(listening) > before and banner(self.port)), timeout,
-            message=f"sshd on port {self.port} to answer")
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        wait_until(
+            lambda: (
+                self.proc.poll() is not None
+                or (self.log_text().count(listening) > before and banner(self.port))
+            ),
+            timeout,
+            message=f"sshd on port {self.port} to answer",
+        )
         return self.proc.poll() is None
 
     def stop(self) -> None:
@@ -186,9 +210,17 @@ class Sshd:
 
     def machine(self, name: str = "m1", **fields) -> Machine:
         """A `transport: ssh` machine for this daemon: host key pinned, key from the vault."""
-        values = dict(name=name, team="ops", transport="ssh", host="127.0.0.1", port=self.port,
-                      user=getpass.getuser(), host_key=(self.host_key,),
-                      key=VaultRef(KEY_VAULT_NAME), max_parallel=4)
+        values = dict(
+            name=name,
+            team="ops",
+            transport="ssh",
+            host="127.0.0.1",
+            port=self.port,
+            user=getpass.getuser(),
+            host_key=(self.host_key,),
+            key=VaultRef(KEY_VAULT_NAME),
+            max_parallel=4,
+        )
         values.update(fields)
         return Machine(**values)
 
@@ -248,8 +280,9 @@ def sshd_factory(tmp_path, client_key) -> Iterator[Callable[..., Sshd]]:
     started: list[Sshd] = []
 
     def factory(authorized: list[str] | None = None, **options) -> Sshd:
-        daemon = Sshd(tmp_path / f"sshd{len(started)}", authorized or [client_key.public],
-                      **options)
+        daemon = Sshd(
+            tmp_path / f"sshd{len(started)}", authorized or [client_key.public], **options
+        )
         started.append(daemon)
         return daemon.start()
 
@@ -266,9 +299,19 @@ def sshd(sshd_factory) -> Sshd:
 
 def wait_for_file(path: Path, timeout: float = 15.0) -> str:
     """The text of `path` once it exists and is not empty."""
-    return wait_until(lambda: path.exists() and path.read_text().strip(), timeout,
-                      message=f"{path} to be written")
+    return wait_until(
+        lambda: path.exists() and path.read_text().strip(), timeout, message=f"{path} to be written"
+    )
 
 
-__all__ = ["KeyPair", "Sshd", "client_key", "descendants", "free_port", "generate_key",
-           "sshd", "sshd_factory", "wait_for_file"]
+__all__ = [
+    "KeyPair",
+    "Sshd",
+    "client_key",
+    "descendants",
+    "free_port",
+    "generate_key",
+    "sshd",
+    "sshd_factory",
+    "wait_for_file",
+]

@@ -67,8 +67,9 @@ class TcpProxy:
                 self._sockets += [client, upstream]
                 self.connections += 1
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), name="proxy-pump",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(source, sink), name="proxy-pump", daemon=True
+                ).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         """Copy bytes from `source` to `sink`; during a partition hold them (read nothing,

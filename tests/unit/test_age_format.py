@@ -10,9 +10,11 @@ import os
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from reconciler.vault import age
-from reconciler.vault.age import armor, b64, bech32, header, stream
+from reconciler.adapters.vault import age
+from reconciler.adapters.vault.age import armor, b64, bech32, header, stream
 
 CHUNK = 64 * 1024
 # Known answers from the age specification (c2sp.org/age).
@@ -22,13 +24,19 @@ SPEC_PQ_IDENTITY = "AGE-SECRET-KEY-PQ-1XX76JRALNLXDMEW0CRK45QMCCH4X06SE84UN3VPM3
 
 
 def _openssh_private(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
 
 
 def _openssh_public(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                         serialization.PublicFormat.OpenSSH).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +58,20 @@ def _pair(kind: str, rsa_key, ed_key):
         identity = age.parse_identities(SPEC_PQ_IDENTITY)[0]
         return age.parse_recipient(identity.recipient().to_bech32()), [identity]
     if kind == "scrypt":
-        return (age.scrypt_recipient("correct horse", work_factor=10),
-                [age.scrypt_identity("correct horse")])
+        return (
+            age.scrypt_recipient("correct horse", work_factor=10),
+            [age.scrypt_identity("correct horse")],
+        )
     if kind == "ssh-ed25519":
-        return (age.parse_recipient(_openssh_public(ed_key) + " me@host"),
-                age.parse_identities(_openssh_private(ed_key)))
+        return (
+            age.parse_recipient(_openssh_public(ed_key) + " me@host"),
+            age.parse_identities(_openssh_private(ed_key)),
+        )
     if kind == "ssh-rsa":
-        return (age.parse_recipient(_openssh_public(rsa_key)),
-                age.parse_identities(_openssh_private(rsa_key)))
+        return (
+            age.parse_recipient(_openssh_public(rsa_key)),
+            age.parse_identities(_openssh_private(rsa_key)),
+        )
     raise AssertionError(kind)
 
 
@@ -66,6 +80,7 @@ SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 7]
 
 
 # --- round trips ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("armored", [False, True], ids=["binary", "armored"])
@@ -126,8 +141,8 @@ def test_stream_reader_copes_with_short_reads():
             return True
 
         def read(self, n=-1):
-            piece = bytes(self._data[:max(1, min(n, 1000))])
-            self._data = self._data[len(piece):]
+            piece = bytes(self._data[: max(1, min(n, 1000))])
+            self._data = self._data[len(piece) :]
             return piece
 
     identity = age.generate_x25519()
@@ -167,11 +182,16 @@ def test_spec_known_answers():
 
 def test_identity_file_with_comments_and_several_keys():
     first, second = age.generate_x25519(), age.generate_x25519()
-    text = (f"# created: today\n# public key: {first.recipient().to_bech32()}\n"
-            f"{first.to_bech32()}\n\n   {second.to_bech32()}  \r\n{SPEC_PQ_IDENTITY}\n")
+    text = (
+        f"# created: today\n# public key: {first.recipient().to_bech32()}\n"
+        f"{first.to_bech32()}\n\n   {second.to_bech32()}  \r\n{SPEC_PQ_IDENTITY}\n"
+    )
     identities = age.parse_identities(text)
-    assert [type(i).__name__ for i in identities] == ["X25519Identity", "X25519Identity",
-                                                      "HybridIdentity"]
+    assert [type(i).__name__ for i in identities] == [
+        "X25519Identity",
+        "X25519Identity",
+        "HybridIdentity",
+    ]
     data = age.encrypt(b"x", [second.recipient()])
     assert age.decrypt(data, identities) == b"x"
 
@@ -186,6 +206,7 @@ def test_reprs_never_show_secret_keys(ed_key):
 
 
 # --- encryption refusals ----------------------------------------------------------------------
+
 
 def test_scrypt_must_be_alone_and_pq_is_not_mixed_with_classic():
     classic = age.generate_x25519().recipient()
@@ -202,6 +223,7 @@ def test_scrypt_must_be_alone_and_pq_is_not_mixed_with_classic():
 
 
 # --- decryption failures ----------------------------------------------------------------------
+
 
 def _stage(data, identities) -> str:
     with pytest.raises(age.AgeError) as exc:
@@ -245,7 +267,7 @@ def test_tampering_is_caught_at_the_right_stage():
     for cut in (head, head + 16, head + 100, len(data) - 1):
         assert _stage(bytes(data[:cut]), [identity]) in ("header", "payload")
     assert _stage(bytes(data) + b"\x00", [identity]) == "payload"
-    assert _stage(bytes(data[:head - 5]), [identity]) == "header"
+    assert _stage(bytes(data[: head - 5]), [identity]) == "header"
 
 
 def test_decrypt_is_all_or_nothing_but_the_stream_releases_verified_chunks():
@@ -259,7 +281,7 @@ def test_decrypt_is_all_or_nothing_but_the_stream_releases_verified_chunks():
     out = io.BytesIO()
     with pytest.raises(age.AgeError):
         age.decrypt_stream(io.BytesIO(truncated), out, [identity])
-    assert out.getvalue() == plaintext[:2 * CHUNK]  # earlier chunks were already written
+    assert out.getvalue() == plaintext[: 2 * CHUNK]  # earlier chunks were already written
 
 
 def test_mac_is_checked_before_the_payload():
@@ -267,7 +289,7 @@ def test_mac_is_checked_before_the_payload():
     data = age.encrypt(b"secret", [identity.recipient()])
     parsed = header.parse(io.BytesIO(data))
     other_key = os.urandom(16)
-    forged = header.serialize(parsed.stanzas, other_key) + data[len(parsed.mac_input) + 45:]
+    forged = header.serialize(parsed.stanzas, other_key) + data[len(parsed.mac_input) + 45 :]
     assert _stage(forged, [identity]) == "hmac"
 
 
@@ -281,18 +303,21 @@ def test_header_serialization_wraps_bodies_and_ends_in_a_short_line():
         assert reparsed.stanzas == (stanza,)
 
 
-@pytest.mark.parametrize("text, message", [
-    (b"", "empty"),
-    (b"age-encryption.org/v2\n", "version"),
-    (b"age-encryption.org/v1\n--- " + b"A" * 43 + b"\n", "no recipient"),
-    (b"age-encryption.org/v1\n-> X25519  x\n\n", "argument"),
-    (b"age-encryption.org/v1\n-> X25519 x\n" + b"A" * 65 + b"\n", "body"),
-    (b"age-encryption.org/v1\n-> X25519 x\nAAA=\n", "body"),
-    (b"age-encryption.org/v1\n-> X25519 x\n\n--- " + b"A" * 42 + b"B\n", "canonical"),
-    (b"age-encryption.org/v1\n-> X25519 x\n\n", "truncated"),
-    (b"age-encryption.org/v1\n-> X25519 x\n\n???\n", "malformed header line"),
-    (b"age-encryption.org/v1\n-> X25519 x\n\n-> " + b"y" * 70000 + b"\n", "too long"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"", "empty"),
+        (b"age-encryption.org/v2\n", "version"),
+        (b"age-encryption.org/v1\n--- " + b"A" * 43 + b"\n", "no recipient"),
+        (b"age-encryption.org/v1\n-> X25519  x\n\n", "argument"),
+        (b"age-encryption.org/v1\n-> X25519 x\n" + b"A" * 65 + b"\n", "body"),
+        (b"age-encryption.org/v1\n-> X25519 x\nAAA=\n", "body"),
+        (b"age-encryption.org/v1\n-> X25519 x\n\n--- " + b"A" * 42 + b"B\n", "canonical"),
+        (b"age-encryption.org/v1\n-> X25519 x\n\n", "truncated"),
+        (b"age-encryption.org/v1\n-> X25519 x\n\n???\n", "malformed header line"),
+        (b"age-encryption.org/v1\n-> X25519 x\n\n-> " + b"y" * 70000 + b"\n", "too long"),
+    ],
+)
 def test_header_parse_errors(text, message):
     with pytest.raises(age.AgeError, match=message) as exc:
         header.parse(io.BytesIO(text))
@@ -302,11 +327,21 @@ def test_header_parse_errors(text, message):
 _B, _E = b"-----BEGIN AGE ENCRYPTED FILE-----\n", b"-----END AGE ENCRYPTED FILE-----\n"
 
 
-@pytest.mark.parametrize("text", [
-    b"", b"  \n", _B + b"AAAA\n", _B + b"\n" + _E, _B + b"A" * 65 + b"\n" + _E,
-    _B + b"AAAA\n" + _E + b"junk\n", b"junk\n" + _B + b"AAAA\n" + _E, _B + b"AAAA \n" + _E,
-    _B + b"AAB=\n" + _E, _B + b"AB==\n" + _E,  # non-zero unused bits: not canonical
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"  \n",
+        _B + b"AAAA\n",
+        _B + b"\n" + _E,
+        _B + b"A" * 65 + b"\n" + _E,
+        _B + b"AAAA\n" + _E + b"junk\n",
+        b"junk\n" + _B + b"AAAA\n" + _E,
+        _B + b"AAAA \n" + _E,
+        _B + b"AAB=\n" + _E,
+        _B + b"AB==\n" + _E,  # non-zero unused bits: not canonical
+    ],
+)
 def test_armor_errors(text):
     with pytest.raises(age.AgeError) as exc:
         armor.dearmor(text)
@@ -324,6 +359,7 @@ def test_canonical_base64_helpers():
 
 
 # --- key text ---------------------------------------------------------------------------------
+
 
 def test_bech32_round_trip_and_errors():
     data = os.urandom(32)
@@ -353,17 +389,20 @@ def test_bech32_round_trip_and_errors():
         bech32.decode(nonzero_padding)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("age1", "Bech32"),
-    ("age1yubikey1qqqqqqqqqqqqqqqqqq", "plugin"),
-    ("AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX", "unknown"),
-    ("ssh-ed25519", "not an SSH public key"),
-    ("ssh-ed25519 AAAAnotbase64!", "malformed"),
-    ("ssh-dss AAAAB3NzaC1kc3M=", "not an SSH public key"),
-    (bech32.encode("age", b"short"), "wrong key length"),
-    (bech32.encode("age1pq", b"short"), "wrong key length"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("age1", "Bech32"),
+        ("age1yubikey1qqqqqqqqqqqqqqqqqq", "plugin"),
+        ("AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX", "unknown"),
+        ("ssh-ed25519", "not an SSH public key"),
+        ("ssh-ed25519 AAAAnotbase64!", "malformed"),
+        ("ssh-dss AAAAB3NzaC1kc3M=", "not an SSH public key"),
+        (bech32.encode("age", b"short"), "wrong key length"),
+        (bech32.encode("age1pq", b"short"), "wrong key length"),
+    ],
+)
 def test_parse_recipient_errors(text, message):
     with pytest.raises(age.AgeError, match=message) as exc:
         age.parse_recipient(text)
@@ -388,30 +427,37 @@ def test_parse_identities_errors_name_the_line_without_echoing_it(ed_key):
     with pytest.raises(age.AgeError) as exc:
         age.parse_identities(f"# comment\n{secret}\n{broken}\n")
     assert "line 3" in str(exc.value) and broken not in str(exc.value)
-    for text, message in [("", "no identities"), ("# only a comment\n", "no identities"),
-                          ("hello", "not an age identity"),
-                          (age.generate_x25519().recipient().to_bech32(), "public key"),
-                          ("AGE-PLUGIN-YUBIKEY-1QQQQQQ", "plugin"),
-                          ("-----BEGIN AGE ENCRYPTED FILE-----\n", "encrypted age file")]:
+    for text, message in [
+        ("", "no identities"),
+        ("# only a comment\n", "no identities"),
+        ("hello", "not an age identity"),
+        (age.generate_x25519().recipient().to_bech32(), "public key"),
+        ("AGE-PLUGIN-YUBIKEY-1QQQQQQ", "plugin"),
+        ("-----BEGIN AGE ENCRYPTED FILE-----\n", "encrypted age file"),
+    ]:
         with pytest.raises(age.AgeError, match=message):
             age.parse_identities(text)
 
 
 def test_ssh_private_keys_encrypted_or_unsupported_are_refused(ed_key):
     encrypted = ed_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.BestAvailableEncryption(b"pw")).decode()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"pw"),
+    ).decode()
     with pytest.raises(age.AgeError, match="passphrase-protected"):
         age.parse_identities(encrypted)
     ecdsa = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(age.AgeError, match="only ed25519 and rsa"):
         age.parse_identities(_openssh_private(ecdsa))
     with pytest.raises(age.AgeError, match="malformed"):
-        age.parse_identities("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n"
-                             "-----END OPENSSH PRIVATE KEY-----\n")
+        age.parse_identities(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+        )
     # PKCS#8 PEM keys (ssh-keygen -m PEM / openssl) work too.
-    pem = ed_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption()).decode()
+    pem = ed_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     identity = age.parse_identities(pem)[0]
     data = age.encrypt(b"x", [age.parse_recipient(_openssh_public(ed_key))])
     assert age.decrypt(data, [identity]) == b"x"
@@ -449,7 +495,6 @@ def test_unknown_stanzas_are_ignored_and_malformed_known_ones_rejected():
 
 # --- the fast armor decoder agrees with the line-by-line one ----------------------------------
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _MUTATION_BYTES = st.sampled_from([b" ", b"\n", b"\r", b"\t", b"=", b"A", b"*", b"-", b"\r\n"])
 
@@ -462,20 +507,27 @@ def _slow_dearmor(data: bytes) -> bytes | None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(payload=st.binary(min_size=0, max_size=200), edits=st.lists(
-    st.tuples(st.sampled_from(["insert", "delete", "replace"]), st.integers(0, 10_000),
-              _MUTATION_BYTES), max_size=3))
+@given(
+    payload=st.binary(min_size=0, max_size=200),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["insert", "delete", "replace"]),
+            st.integers(0, 10_000),
+            _MUTATION_BYTES,
+        ),
+        max_size=3,
+    ),
+)
 def test_fast_dearmor_never_accepts_what_the_strict_decoder_rejects(payload, edits):
-    text = bytearray(armor.armor(payload) if payload else
-                     armor.BEGIN + b"\n" + armor.END + b"\n")
+    text = bytearray(armor.armor(payload) if payload else armor.BEGIN + b"\n" + armor.END + b"\n")
     for kind, where, piece in edits:
         where %= len(text) + 1
         if kind == "insert":
             text[where:where] = piece
         elif kind == "delete":
-            del text[where:where + 1]
+            del text[where : where + 1]
         else:
-            text[where:where + len(piece)] = piece
+            text[where : where + len(piece)] = piece
     data = bytes(text)
     fast = armor._dearmor_regular(data)
     slow = _slow_dearmor(data)

@@ -19,15 +19,28 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.vault import age
-from reconciler.vault.age import armor, b64, header, stream
+from reconciler.adapters.vault import age
+from reconciler.adapters.vault.age import armor, b64, header, stream
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "age"
 NOT_VECTORS = {"FORMAT.md", "LICENSE"}
-KNOWN_KEYS = {"expect", "payload", "file key", "identity", "passphrase", "armored", "comment",
-              "compressed"}
-GROUPS = {"armor": "armor failure", "header": "header failure", "no_match": "no match",
-          "hmac": "HMAC failure", "payload": "payload failure"}
+KNOWN_KEYS = {
+    "expect",
+    "payload",
+    "file key",
+    "identity",
+    "passphrase",
+    "armored",
+    "comment",
+    "compressed",
+}
+GROUPS = {
+    "armor": "armor failure",
+    "header": "header failure",
+    "no_match": "no match",
+    "hmac": "HMAC failure",
+    "payload": "payload failure",
+}
 
 
 def _vector_files() -> list[Path]:
@@ -88,7 +101,8 @@ def test_vector(path: Path | None):
     assert got == expect, f"{path.name}: {comment}"
     if "payload" in meta:
         assert hashlib.sha256(released).hexdigest() == meta["payload"][0], (
-            f"{path.name}: released plaintext differs ({len(released)} bytes)")
+            f"{path.name}: released plaintext differs ({len(released)} bytes)"
+        )
 
     # The all-or-nothing API (armor detected by itself) agrees, and releases nothing on error.
     try:
@@ -116,5 +130,5 @@ def test_vector(path: Path | None):
         assert binary.startswith(serialized)
         if expect == "success":
             nonce = source.read(stream.NONCE_SIZE)
-            payload = binary[len(serialized) + stream.NONCE_SIZE:]
+            payload = binary[len(serialized) + stream.NONCE_SIZE :]
             assert stream.seal(stream.payload_key(file_key, nonce), released) == payload

@@ -1,4 +1,4 @@
-"""The alert policy (reconciler.alerts): which transitions alert, what the alert says, whom it
+"""The alert policy (reconciler.core.alerts): which transitions alert, what the alert says, whom it
 goes to. Pure: no store, no network."""
 
 from __future__ import annotations
@@ -6,17 +6,28 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import alerts
-from reconciler.model import AlertTarget, FailureAction, Team, VaultRef
-from reconciler.redact import Redactor
-from reconciler.state import Run, RunStatus
+from reconciler.core import alerts
+from reconciler.core.model import AlertTarget, FailureAction, Team, VaultRef
+from reconciler.core.redact import Redactor
+from reconciler.core.state import Run, RunStatus
 
 ALERT, IGNORE = FailureAction.ALERT, FailureAction.IGNORE
 
 
 def run(status=RunStatus.FAILED, **fields) -> Run:
-    base = dict(id=7, task="prod/web", machine="prod-01", version="v1", priority=3,
-                status=status, attempt=2, exit_code=3, commit="abc123", output="", error=None)
+    base = dict(
+        id=7,
+        task="prod/web",
+        machine="prod-01",
+        version="v1",
+        priority=3,
+        status=status,
+        attempt=2,
+        exit_code=3,
+        commit="abc123",
+        output="",
+        error=None,
+    )
     return Run(**{**base, **fields})
 
 
@@ -79,9 +90,15 @@ def test_the_pass_commit_is_used_when_the_run_has_none():
 
 def test_title_and_body_are_redacted():
     redact = Redactor(["hunter2-secret"])
-    alert = alerts.decide("finished", run(task="prod/hunter2-secret",
-                                          output="token=hunter2-secret\n",
-                                          error="failed with hunter2-secret"), redact=redact)
+    alert = alerts.decide(
+        "finished",
+        run(
+            task="prod/hunter2-secret",
+            output="token=hunter2-secret\n",
+            error="failed with hunter2-secret",
+        ),
+        redact=redact,
+    )
     assert "hunter2-secret" not in alert.title + alert.body
     assert "***" in alert.body
 
@@ -102,8 +119,14 @@ def test_each_side_of_a_transition_resets_the_other():
 
 
 def test_targets_are_filtered_by_their_on_list():
-    team = Team("prod", alerts=(AlertTarget("json://a"), AlertTarget("json://b", ("recovered",)),
-                                AlertTarget(VaultRef("HOOK"), ("failed", "unknown"))))
+    team = Team(
+        "prod",
+        alerts=(
+            AlertTarget("json://a"),
+            AlertTarget("json://b", ("recovered",)),
+            AlertTarget(VaultRef("HOOK"), ("failed", "unknown")),
+        ),
+    )
     assert [t.url for t in alerts.targets_for(team, "failed")] == ["json://a", VaultRef("HOOK")]
     assert [t.url for t in alerts.targets_for(team, "recovered")] == ["json://a", "json://b"]
     assert alerts.targets_for(None, "failed") == []
@@ -116,8 +139,7 @@ def test_deliveries_describe_targets_without_secrets_and_carry_the_alert_id():
     assert [r.target for r in rows] == ["url:json://a", "vault:HOOK"]  # one per target
     assert len({r.id for r in rows}) == 2
     assert rows == alerts.deliveries(alert, targets)  # stable ids
-    assert all(r.alert_id == alert.id and r.body.endswith(f"alert id: {alert.id}")
-               for r in rows)
+    assert all(r.alert_id == alert.id and r.body.endswith(f"alert id: {alert.id}") for r in rows)
 
 
 def test_a_machine_alert():
@@ -127,8 +149,12 @@ def test_a_machine_alert():
     assert "connection refused" in alert.body and alert.run_id is None
 
 
-@given(st.sampled_from(list(RunStatus)), st.sampled_from(["finished", "blocked", "recovered"]),
-       st.sampled_from(list(FailureAction)), st.sampled_from([None, *RunStatus]))
+@given(
+    st.sampled_from(list(RunStatus)),
+    st.sampled_from(["finished", "blocked", "recovered"]),
+    st.sampled_from(list(FailureAction)),
+    st.sampled_from([None, *RunStatus]),
+)
 def test_decisions_name_a_known_event_and_match_their_key(status, kind, action, previous):
     alert = alerts.decide(kind, run(status), failure_action=action, previous=previous)
     if alert is not None:

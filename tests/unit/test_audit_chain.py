@@ -1,4 +1,4 @@
-"""The audit hash chain and its checkpoints (reconciler.audit.chain, .checkpoint): any edit,
+"""The audit hash chain and its checkpoints (reconciler.adapters.audit.chain, .checkpoint): any edit,
 deletion or reordering is found at the first bad entry; truncation only against a signed
 checkpoint. Pure, except the key file tests (tmp_path)."""
 
@@ -7,22 +7,37 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.audit import checkpoint as cp
-from reconciler.audit.chain import (GENESIS, Anchor, AuditEntry, AuditRecord, canonical, link,
-                                    storable, verify)
-from reconciler.vault import age
+from reconciler.adapters.audit import checkpoint as cp
+from reconciler.adapters.audit.chain import (
+    GENESIS,
+    Anchor,
+    AuditEntry,
+    AuditRecord,
+    canonical,
+    link,
+    storable,
+    verify,
+)
+from reconciler.adapters.vault import age
 
 
 def records(n: int) -> list[AuditRecord]:
-    return [AuditRecord(f"2024-05-01T12:00:{i:02d}.000000Z", "alice@host:1", "run.finished",
-                        {"run": i, "status": "failed", "note": "ünïcode"}) for i in range(n)]
+    return [
+        AuditRecord(
+            f"2024-05-01T12:00:{i:02d}.000000Z",
+            "alice@host:1",
+            "run.finished",
+            {"run": i, "status": "failed", "note": "ünïcode"},
+        )
+        for i in range(n)
+    ]
 
 
 def chain(n: int = 6) -> list[AuditEntry]:
@@ -91,8 +106,9 @@ def test_a_chain_kept_after_a_prune_verifies_from_its_anchor():
 
 
 def test_canonical_json_ignores_key_order_and_round_trips():
-    assert canonical({"b": 1, "a": [1, {"d": None, "c": "é"}]}) == \
-        canonical({"a": [1, {"c": "é", "d": None}], "b": 1})
+    assert canonical({"b": 1, "a": [1, {"d": None, "c": "é"}]}) == canonical(
+        {"a": [1, {"c": "é", "d": None}], "b": 1}
+    )
     assert canonical({"a": "é"}) == '{"a":"é"}'.encode()
 
 
@@ -101,14 +117,17 @@ class Colour(str, Enum):
 
 
 def test_storable_values_are_plain_json_every_backend_keeps():
-    moment = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    assert storable({"a": ("x\x00y", Colour.RED, moment, float("nan"), 1.5, True, None)}) == \
-        {"a": ["x\ufffdy", "red", "2024-05-01T00:00:00+00:00", "nan", 1.5, True, None]}
+    moment = datetime(2024, 5, 1, tzinfo=UTC)
+    assert storable({"a": ("x\x00y", Colour.RED, moment, float("nan"), 1.5, True, None)}) == {
+        "a": ["x\ufffdy", "red", "2024-05-01T00:00:00+00:00", "nan", 1.5, True, None]
+    }
     assert storable("\udcff") == "?"
 
 
-@given(st.integers(min_value=0, max_value=7), st.sampled_from(["at", "actor", "action",
-                                                               "detail", "prev", "hash"]))
+@given(
+    st.integers(min_value=0, max_value=7),
+    st.sampled_from(["at", "actor", "action", "detail", "prev", "hash"]),
+)
 def test_any_single_field_edit_is_found_at_or_right_after_the_edited_entry(index, name):
     entries = chain(8)
     original = entries[index]
@@ -128,10 +147,12 @@ def test_a_checkpoint_signs_count_and_head():
     assert cp.signature_valid(signed)
     assert signed.public_key == cp.public_text(key)
     assert cp.Checkpoint.from_json(signed.to_json()) == signed
-    for forged in (dataclasses.replace(signed, count=5), dataclasses.replace(signed, head="00"),
-                   dataclasses.replace(signed, public_key=cp.public_text(
-                       cp.Ed25519PrivateKey.generate())),
-                   dataclasses.replace(signed, signature="AAAA")):
+    for forged in (
+        dataclasses.replace(signed, count=5),
+        dataclasses.replace(signed, head="00"),
+        dataclasses.replace(signed, public_key=cp.public_text(cp.Ed25519PrivateKey.generate())),
+        dataclasses.replace(signed, signature="AAAA"),
+    ):
         assert not cp.signature_valid(forged)
 
 
@@ -140,8 +161,7 @@ def test_the_key_derived_from_an_identity_is_stable_and_its_own():
     again = age.parse_identities(identity.to_bech32())[0]
     derived = cp.derive_from_identity(identity)
     assert cp.public_text(derived) == cp.public_text(cp.derive_from_identity(again))
-    assert cp.public_text(derived) != cp.public_text(
-        cp.derive_from_identity(age.generate_x25519()))
+    assert cp.public_text(derived) != cp.public_text(cp.derive_from_identity(age.generate_x25519()))
     assert cp.derive_from_identity(object()) is None
 
 

@@ -13,26 +13,51 @@ import hashlib
 import json
 import os
 from dataclasses import replace
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 import yaml
 
-from reconciler.compile import compile_inventory
-from reconciler.diff import (Diff, KeyDiff, Revision, RoleChange, Side, diff_sides,
-                             planned_reruns)
-from reconciler.diff_views import diff_json, diff_markdown, diff_text
-from reconciler.loader import load_inventory
-from reconciler.model import (CredentialGrants, Inventory, LocalMachineSettings, Machine,
-                              Member, Role, Settings, Strategy, Task, Team)
-from reconciler.state import ExecutedState, Run, RunStatus
+from reconciler.cli.diff_views import diff_json, diff_markdown, diff_text
+from reconciler.core.compile import compile_inventory
+from reconciler.core.diff import (
+    Diff,
+    KeyDiff,
+    Revision,
+    RoleChange,
+    Side,
+    diff_sides,
+    planned_reruns,
+)
+from reconciler.core.model import (
+    CredentialGrants,
+    Inventory,
+    LocalMachineSettings,
+    Machine,
+    Member,
+    Role,
+    Settings,
+    Strategy,
+    Task,
+    Team,
+)
+from reconciler.core.state import ExecutedState, Run, RunStatus
+from reconciler.inventory.loader import load_inventory
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "diff"
 UPDATE = os.environ.get("RECONCILER_UPDATE_GOLDEN") == "1"
 # The e2e test replaces the real commits with these, so both tests print the same bytes.
 BASE_COMMIT, HEAD_COMMIT = "1" * 40, "2" * 40
-REQUIRED_CASES = {"added", "removed", "command-changed", "priority-only-changed",
-                  "machine-target-changed", "vault-key-changed", "role-changed"}
+REQUIRED_CASES = {
+    "added",
+    "removed",
+    "command-changed",
+    "priority-only-changed",
+    "machine-target-changed",
+    "vault-key-changed",
+    "role-changed",
+}
 
 
 # --------------------------------------------------------------------------- golden cases
@@ -44,9 +69,11 @@ def case_dirs() -> list[Path]:
 
 def render_all(diff: Diff) -> dict[str, str]:
     """{golden file name: rendering}; the same three files the e2e test compares."""
-    return {"expected.txt": diff_text(diff),
-            "expected.json": json.dumps(diff_json(diff), indent=2) + "\n",
-            "expected.md": diff_markdown(diff)}
+    return {
+        "expected.txt": diff_text(diff),
+        "expected.json": json.dumps(diff_json(diff), indent=2) + "\n",
+        "expected.md": diff_markdown(diff),
+    }
 
 
 def vault_plaintexts(case: Path) -> dict[str, dict[str, dict[str, str]]]:
@@ -60,9 +87,13 @@ def case_side(case: Path, side: str, commit: str, label: str) -> Side:
     inventory, warnings = load_inventory(case / side)
     assert [str(w) for w in warnings] == [], "golden inventories are written cleanly"
     vaults = vault_plaintexts(case)[side]
-    return Side(Revision(label, commit), inventory, compile_inventory(inventory),
-                vaults={t: yaml.safe_dump(v, sort_keys=True).encode() for t, v in vaults.items()},
-                vault_keys={t: _digests(v) for t, v in vaults.items()})
+    return Side(
+        Revision(label, commit),
+        inventory,
+        compile_inventory(inventory),
+        vaults={t: yaml.safe_dump(v, sort_keys=True).encode() for t, v in vaults.items()},
+        vault_keys={t: _digests(v) for t, v in vaults.items()},
+    )
 
 
 def _digests(secrets: dict[str, str]) -> dict[str, str]:
@@ -71,8 +102,9 @@ def _digests(secrets: dict[str, str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", case_dirs(), ids=lambda p: p.name)
 def test_diff_case_matches_golden_files(case: Path):
-    diff = diff_sides(case_side(case, "base", BASE_COMMIT, "HEAD~1"),
-                      case_side(case, "head", HEAD_COMMIT, "HEAD"))
+    diff = diff_sides(
+        case_side(case, "base", BASE_COMMIT, "HEAD~1"), case_side(case, "head", HEAD_COMMIT, "HEAD")
+    )
     for name, text in render_all(diff).items():
         if UPDATE:
             (case / name).write_text(text)
@@ -85,8 +117,12 @@ def test_every_required_case_exists():
 
 def test_golden_output_never_holds_a_vault_value():
     case = CASES / "vault-key-changed"
-    values = [v for side in vault_plaintexts(case).values() for vault in side.values()
-              for v in vault.values()]
+    values = [
+        v
+        for side in vault_plaintexts(case).values()
+        for vault in side.values()
+        for v in vault.values()
+    ]
     for name in ("expected.txt", "expected.json", "expected.md"):
         text = (case / name).read_text()
         assert "API_TOKEN" in text
@@ -98,17 +134,27 @@ def test_golden_output_never_holds_a_vault_value():
 
 def _side(tasks=(), machines=None, teams=None, label="base", **extra) -> Side:
     teams = teams or [Team("ops")]
-    machines = machines if machines is not None else [
-        Machine("m1", "ops", transport="local", labels={"role": "web"}),
-        Machine("m2", "ops", transport="local", labels={"role": "web"})]
+    machines = (
+        machines
+        if machines is not None
+        else [
+            Machine("m1", "ops", transport="local", labels={"role": "web"}),
+            Machine("m2", "ops", transport="local", labels={"role": "web"}),
+        ]
+    )
     # The same admin settings on both sides: ops may use the ssh-agent, and local machines
     # without `user:` are allowed in an inventory of several teams (compile refuses both else).
-    settings = Settings(credentials=CredentialGrants(agent=("ops",) if any(
-        t.name == "ops" for t in teams) else ()),
-        local_machines=LocalMachineSettings(allow_shared_user=True))
-    inventory = Inventory(root="inventory", teams={t.name: t for t in teams},
-                          machines={m.name: m for m in machines}, tasks={t.id: t for t in tasks},
-                          settings=settings)
+    settings = Settings(
+        credentials=CredentialGrants(agent=("ops",) if any(t.name == "ops" for t in teams) else ()),
+        local_machines=LocalMachineSettings(allow_shared_user=True),
+    )
+    inventory = Inventory(
+        root="inventory",
+        teams={t.name: t for t in teams},
+        machines={m.name: m for m in machines},
+        tasks={t.id: t for t in tasks},
+        settings=settings,
+    )
     return Side(Revision(label), inventory, compile_inventory(inventory), **extra)
 
 
@@ -131,7 +177,7 @@ def test_identical_revisions_have_an_empty_diff():
 def test_priority_description_timeout_and_retry_changes_do_not_rerun():
     head = _task(priority=1, description="now", timeout=60)
     diff = _diff([_task()], [head])
-    change, = diff.tasks.changed
+    (change,) = diff.tasks.changed
     assert change.fields == ("priority", "timeout", "description")
     assert change.reruns is False and diff.runs == ()
     assert (change.previous_priority, change.priority) == (3, 1)
@@ -139,29 +185,33 @@ def test_priority_description_timeout_and_retry_changes_do_not_rerun():
 
 def test_a_schedule_added_to_a_task_that_ran_reruns_its_due_slot_as_the_pass_would():
     diff = _diff([_task()], [_task(schedule="0 3 * * *")])
-    change, = diff.tasks.changed
+    (change,) = diff.tasks.changed
     assert change.fields == ("schedule",) and change.reruns
     assert [(r.task, r.reason) for r in diff.runs] == [("ops/t", "schedule")]
 
 
 def test_a_schedule_change_reruns_only_when_it_makes_a_new_slot_due():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from reconciler.diff import diff_sides
+    from reconciler.core.diff import diff_sides
 
     base, head = [_task(schedule="@daily")], [_task(schedule="@hourly")]
-    at = lambda h, m: datetime(2026, 12, 6, h, m, tzinfo=timezone.utc)  # noqa: E731
+    at = lambda h, m: datetime(2026, 12, 6, h, m, tzinfo=UTC)  # noqa: E731
     sides = [_side(base), _side(head, label="head")]
     assert diff_sides(*sides, now=at(5, 30)).runs[0].reason == "schedule"
     assert diff_sides(*sides, now=at(0, 30)).runs == ()  # the daily slot is the hourly one
 
 
 def test_command_change_reruns_on_every_target_at_its_priority():
-    diff = _diff([_task(machines=("m1", "m2"), priority=2)],
-                 [_task(machines=("m1", "m2"), priority=2, command="echo new")])
+    diff = _diff(
+        [_task(machines=("m1", "m2"), priority=2)],
+        [_task(machines=("m1", "m2"), priority=2, command="echo new")],
+    )
     assert diff.tasks.changed[0].fields == ("command",) and diff.tasks.changed[0].reruns
     assert [(r.task, r.machine, r.priority, r.reason) for r in diff.runs] == [
-        ("ops/t", "m1", 2, "changed"), ("ops/t", "m2", 2, "changed")]
+        ("ops/t", "m1", 2, "changed"),
+        ("ops/t", "m2", 2, "changed"),
+    ]
 
 
 def test_command_moved_to_script_with_the_same_text_does_not_rerun():
@@ -177,17 +227,19 @@ def test_new_target_reruns_only_on_the_new_machine():
 
 
 def test_selector_to_machines_with_the_same_targets_does_not_rerun():
-    diff = _diff([_task(machines=None, selector={"role": "web"})],
-                 [_task(machines=("m1", "m2"))])
+    diff = _diff([_task(machines=None, selector={"role": "web"})], [_task(machines=("m1", "m2"))])
     assert diff.tasks.changed[0].fields == ("machines", "selector")
     assert diff.runs == ()
 
 
 def test_a_target_that_moved_reruns_and_names_targets():
     base = _side([_task()])
-    moved = [Machine("m1", "ops", transport="ssh", host="10.0.0.9", host_key=("k",),
-                     labels={"role": "web"}),
-             Machine("m2", "ops", transport="local", labels={"role": "web"})]
+    moved = [
+        Machine(
+            "m1", "ops", transport="ssh", host="10.0.0.9", host_key=("k",), labels={"role": "web"}
+        ),
+        Machine("m2", "ops", transport="local", labels={"role": "web"}),
+    ]
     diff = diff_sides(base, _side([_task()], machines=moved, label="head"))
     assert diff.tasks.changed[0].fields == ("targets",) and diff.tasks.changed[0].reruns
     assert diff.machines.changed[0].name == "m1"
@@ -196,9 +248,12 @@ def test_a_target_that_moved_reruns_and_names_targets():
 
 def test_runs_are_in_plan_order_priority_then_after():
     base = [_task("setup", priority=1)]
-    head = [_task("setup", priority=1, command="echo v2"),
-            _task("migrate", priority=1, after=("backup",)),
-            _task("backup", priority=3), _task("report", priority=2)]
+    head = [
+        _task("setup", priority=1, command="echo v2"),
+        _task("migrate", priority=1, after=("backup",)),
+        _task("backup", priority=3),
+        _task("report", priority=2),
+    ]
     runs = _diff(base, head).runs
     # backup inherits priority 1 from migrate, which must wait for it; then task id order.
     assert [r.task for r in runs] == ["ops/backup", "ops/setup", "ops/migrate", "ops/report"]
@@ -219,7 +274,7 @@ def test_strategy_one_change_reruns_on_one_machine():
 
 
 def test_team_default_priority_change_shows_on_the_task_that_inherits_it():
-    from reconciler.model import TaskDefaults
+    from reconciler.core.model import TaskDefaults
 
     base = _side([_task()], teams=[Team("ops", defaults=TaskDefaults(priority=3))])
     head = _side([_task()], teams=[Team("ops", defaults=TaskDefaults(priority=5))], label="h")
@@ -237,26 +292,46 @@ def test_added_and_removed_tasks_and_machines():
 
 
 def test_role_changes_are_flagged_member_by_member():
-    base = [Team("ops", members=(Member("a", Role.ADMIN), Member("b", Role.OPERATOR),
-                                 Member("c", Role.VIEWER), Member("d", Role.OPERATOR, age="age1x")))]
-    head = [Team("ops", members=(Member("a", Role.ADMIN), Member("b", Role.ADMIN),
-                                 Member("d", Role.OPERATOR, age="age1y"), Member("e", Role.VIEWER))),
-            Team("sec", members=(Member("f", Role.ADMIN),))]
+    base = [
+        Team(
+            "ops",
+            members=(
+                Member("a", Role.ADMIN),
+                Member("b", Role.OPERATOR),
+                Member("c", Role.VIEWER),
+                Member("d", Role.OPERATOR, age="age1x"),
+            ),
+        )
+    ]
+    head = [
+        Team(
+            "ops",
+            members=(
+                Member("a", Role.ADMIN),
+                Member("b", Role.ADMIN),
+                Member("d", Role.OPERATOR, age="age1y"),
+                Member("e", Role.VIEWER),
+            ),
+        ),
+        Team("sec", members=(Member("f", Role.ADMIN),)),
+    ]
     diff = diff_sides(_side(teams=base), _side(teams=head, label="head"))
     assert diff.roles == (
         RoleChange("ops", "b", "role", "operator", "admin"),
         RoleChange("ops", "c", "removed", "viewer", None),
         RoleChange("ops", "d", "keys", "operator", "operator"),
         RoleChange("ops", "e", "added", None, "viewer"),
-        RoleChange("sec", "f", "added", None, "admin"))
+        RoleChange("sec", "f", "added", None, "admin"),
+    )
     assert diff.teams.added == ("sec",) and diff.teams.changed[0].fields == ("members",)
 
 
 def test_vault_keys_added_removed_changed_by_digest():
     base = _side(vaults={"ops": b"a"}, vault_keys={"ops": {"K": "1", "OLD": "2", "SAME": "3"}})
-    head = _side(vaults={"ops": b"b"}, vault_keys={"ops": {"K": "9", "NEW": "8", "SAME": "3"}},
-                 label="head")
-    change, = diff_sides(base, head).vaults
+    head = _side(
+        vaults={"ops": b"b"}, vault_keys={"ops": {"K": "9", "NEW": "8", "SAME": "3"}}, label="head"
+    )
+    (change,) = diff_sides(base, head).vaults
     assert change.file == "changed"
     assert change.keys == KeyDiff(added=("NEW",), removed=("OLD",), changed=("K",))
 
@@ -265,15 +340,17 @@ def test_vault_without_identity_is_just_changed_and_an_unchanged_file_is_not_lis
     base = _side(vaults={"ops": b"a", "dev": b"same"})
     head = _side(vaults={"ops": b"b", "dev": b"same", "web": b"new"}, label="head")
     diff = diff_sides(base, head)
-    assert [(v.team, v.file, v.keys) for v in diff.vaults] == [("ops", "changed", None),
-                                                               ("web", "added", None)]
+    assert [(v.team, v.file, v.keys) for v in diff.vaults] == [
+        ("ops", "changed", None),
+        ("web", "added", None),
+    ]
     assert "pass --identity" in diff_text(diff)
 
 
 def test_vault_that_cannot_be_decrypted_says_why():
     base = _side(vaults={"ops": b"a"}, vault_errors={"ops": "at base: wrong key"})
     head = _side(vaults={"ops": b"b"}, vault_keys={"ops": {"K": "1"}}, label="head")
-    change, = diff_sides(base, head).vaults
+    (change,) = diff_sides(base, head).vaults
     assert change.keys is None and change.note == "at base: wrong key"
 
 
@@ -289,11 +366,14 @@ def test_ran_reports_the_latest_run_of_the_head_version_per_target():
     executed = ExecutedState.of([Run(7, "ops/t", "m1", version, 3, RunStatus.SUCCEEDED)])
     diff = diff_sides(base, head, executed)
     assert [(r.machine, r.run, r.status) for r in diff.ran] == [
-        ("m1", 7, RunStatus.SUCCEEDED), ("m2", None, None)]
+        ("m1", 7, RunStatus.SUCCEEDED),
+        ("m2", None, None),
+    ]
     data = diff_json(diff)
     assert data["tasks"]["changed"][0]["ran"] == [
         {"run": 7, "status": "succeeded", "machine": "m1"},
-        {"run": None, "status": None, "machine": "m2"}]
+        {"run": None, "status": None, "machine": "m2"},
+    ]
     assert [r["ran"] for r in data["runs"]] == [{"run": 7, "status": "succeeded"}, None]
     assert "succeeded (run 7)" in diff_text(diff) and "not yet" in diff_markdown(diff)
 
@@ -302,8 +382,13 @@ def test_json_has_the_spec_shape():
     data = diff_json(_diff([_task("a"), _task("b")], [_task("a", command="x"), _task("c")]))
     assert data["tasks"]["added"] == ["ops/c"] and data["tasks"]["removed"] == ["ops/b"]
     assert data["tasks"]["changed"][0] | {} == {
-        "task": "ops/a", "fields": ["command"], "reruns": True, "machines": ["m1"],
-        "priority": 3, "order": [1]}
+        "task": "ops/a",
+        "fields": ["command"],
+        "reruns": True,
+        "machines": ["m1"],
+        "priority": 3,
+        "order": [1],
+    }
     assert set(data["machines"]) == set(data["teams"]) == {"added", "removed", "changed"}
     assert data["vaults"]["changed"] == []
     assert "ran" not in data["runs"][0]
@@ -332,4 +417,6 @@ def test_planned_reruns_of_an_empty_base_is_every_first_run():
     head = _side([_task("a", machines=("m1", "m2"))]).desired
     empty = _side([]).desired
     assert [(r.machine, r.reason) for r in planned_reruns(empty, head)] == [
-        ("m1", "new"), ("m2", "new")]
+        ("m1", "new"),
+        ("m2", "new"),
+    ]

@@ -1,16 +1,26 @@
 """Durations: integers of seconds or `30s`, `5m`, `1h30m`, `2d`, and back."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from reconciler.durations import MAX_SECONDS, DurationError, format_duration, parse_duration
+from reconciler.core.durations import MAX_SECONDS, DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
-        (0, 0), (45, 45), ("45", 45), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400),
-        ("2d", 172800), ("1d2h3m4s", 93784), ("90m", 5400), ("0s", 0),
+        (0, 0),
+        (45, 45),
+        ("45", 45),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1d2h3m4s", 93784),
+        ("90m", 5400),
+        ("0s", 0),
     ],
 )
 def test_parse_duration_accepts_seconds_and_unit_strings(text, seconds):
@@ -49,7 +59,15 @@ def test_duration_error_is_a_value_error():
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (30, "30s"), (90, "1m30s"), (3600, "1h"), (5400, "1h30m"), (86400, "1d"), (93784, "1d2h3m4s")],
+    [
+        (0, "0s"),
+        (30, "30s"),
+        (90, "1m30s"),
+        (3600, "1h"),
+        (5400, "1h30m"),
+        (86400, "1d"),
+        (93784, "1d2h3m4s"),
+    ],
 )
 def test_format_duration_writes_units_largest_first(seconds, text):
     assert format_duration(seconds) == text

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from reconciler.executor import Outcome, judge, next_attempt_at
-from reconciler.model import RetryPolicy
-from reconciler.state import Run, RunStatus
-from reconciler.transport.base import Completed
+from reconciler.adapters.transport.base import Completed
+from reconciler.core.model import RetryPolicy
+from reconciler.core.state import Run, RunStatus
+from reconciler.pipeline.executor import Outcome, judge, next_attempt_at
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _run(attempt: int) -> Run:
-    return Run(id=1, task="t/a", machine="m", version="v", priority=3,
-               status=RunStatus.RUNNING, attempt=attempt)
+    return Run(
+        id=1,
+        task="t/a",
+        machine="m",
+        version="v",
+        priority=3,
+        status=RunStatus.RUNNING,
+        attempt=attempt,
+    )
 
 
 @pytest.mark.parametrize("attempt, seconds", [(1, 30), (2, 60), (3, 120), (4, 240), (5, 300)])
@@ -34,8 +41,15 @@ def test_retry_waits_are_spread_across_runs_and_the_same_for_the_same_run_and_at
     failed = Outcome(RunStatus.FAILED, exit_code=1)
 
     def wait(run_id: int, attempt: int) -> float:
-        run = Run(id=run_id, task="t/a", machine="m", version="v", priority=3,
-                  status=RunStatus.RUNNING, attempt=attempt)
+        run = Run(
+            id=run_id,
+            task="t/a",
+            machine="m",
+            version="v",
+            priority=3,
+            status=RunStatus.RUNNING,
+            attempt=attempt,
+        )
         return (next_attempt_at(policy, run, failed, NOW) - NOW).total_seconds()
 
     waits = [wait(run_id, 1) for run_id in range(1, 201)]

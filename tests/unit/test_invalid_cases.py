@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.errors import InputError
-from reconciler.loader import load_inventory
+from reconciler.core.errors import InputError
+from reconciler.inventory.loader import load_inventory
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "invalid"
 

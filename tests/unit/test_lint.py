@@ -2,10 +2,14 @@
 
 import pytest
 
-from reconciler.diagnostics import Location, Severity
-from reconciler.lint import credential_kinds, find_hardcoded_credentials, looks_like_secret_name
-from reconciler.loader import load_inventory
-from reconciler.model import AlertTarget, Inventory, Settings, Task, Team, VaultRef
+from reconciler.core.diagnostics import Location, Severity
+from reconciler.core.model import AlertTarget, Inventory, Settings, Task, Team, VaultRef
+from reconciler.inventory.lint import (
+    credential_kinds,
+    find_hardcoded_credentials,
+    looks_like_secret_name,
+)
+from reconciler.inventory.loader import load_inventory
 
 WHERE = Location("inventory/tasks/prod/web.yaml", 1, 1)
 
@@ -15,11 +19,23 @@ def task(**fields):
     for i, (name, _) in enumerate(fields.get("env", ())):
         locations[f"env.{name}"] = Location(WHERE.path, 20 + i, 10)
     fields.setdefault("command", "true")
-    return Task(name="web", team="prod", machines=("m",), location=WHERE, field_locations=locations, **fields)
+    return Task(
+        name="web",
+        team="prod",
+        machines=("m",),
+        location=WHERE,
+        field_locations=locations,
+        **fields,
+    )
 
 
 def lint(*tasks):
-    inventory = Inventory(root="inventory", teams={}, machines={}, tasks={t.id + str(i): t for i, t in enumerate(tasks)})
+    inventory = Inventory(
+        root="inventory",
+        teams={},
+        machines={},
+        tasks={t.id + str(i): t for i, t in enumerate(tasks)},
+    )
     return find_hardcoded_credentials(inventory)
 
 
@@ -39,10 +55,18 @@ SECRETS = {
 }
 
 KINDS = {
-    "private key": "a private key block", "rsa key": "a private key block", "aws": "an AWS access key id",
-    "github": "a GitHub token", "github pat": "a GitHub token", "slack": "a Slack token", "bearer": "a bearer token",
-    "url": "a password in a URL", "password option": "a password option", "mysql -p": "a mysql password",
-    "mysql --password": "a mysql password", "assignment": "a password assignment",
+    "private key": "a private key block",
+    "rsa key": "a private key block",
+    "aws": "an AWS access key id",
+    "github": "a GitHub token",
+    "github pat": "a GitHub token",
+    "slack": "a Slack token",
+    "bearer": "a bearer token",
+    "url": "a password in a URL",
+    "password option": "a password option",
+    "mysql -p": "a mysql password",
+    "mysql --password": "a mysql password",
+    "assignment": "a password assignment",
 }
 
 
@@ -52,8 +76,10 @@ def test_credential_shapes_in_commands_are_flagged_without_the_value(case):
     assert finding.severity is Severity.WARNING
     assert finding.message == f"command contains what looks like {KINDS[case]}"
     assert finding.location == Location(WHERE.path, 2, 10)
-    assert finding.hint == ("store it with 'reconcile vault set prod NAME', pass it as env: {NAME: {vault: NAME}} "
-                            "and write $NAME here")
+    assert finding.hint == (
+        "store it with 'reconcile vault set prod NAME', pass it as env: {NAME: {vault: NAME}} "
+        "and write $NAME here"
+    )
     for secret in ("hunter2", "AKIA", "ghp_", "xoxb", "eyJ", "github_pat", "b3Blbn"):
         assert secret not in str(finding)
 
@@ -61,12 +87,23 @@ def test_credential_shapes_in_commands_are_flagged_without_the_value(case):
 @pytest.mark.parametrize(
     "text",
     [
-        "psql postgres://app:${DB_PASSWORD}@db/app", "psql postgres://app:$DB_PASSWORD@db/app",
-        'curl -H "Authorization: Bearer $TOKEN" https://api', "curl -H 'Authorization: Bearer ${TOKEN}'",
-        "mysql -u root -p app", 'mysql -u root -p"$PW" app', "mysql -p$PW", "mysql --password -e 'select 1'",
-        "tool --password=\"$PASS\"", "export DB_PASSWORD=$(cat /run/secrets/db)", "TOKEN=${T} ./run",
-        'PASSWORD="" ./x', "systemctl restart web", "ls -p /tmp", "curl https://example.com:8443/a@b",
-        "echo $DB_PASSWORD | login", "-----BEGIN PUBLIC KEY-----",
+        "psql postgres://app:${DB_PASSWORD}@db/app",
+        "psql postgres://app:$DB_PASSWORD@db/app",
+        'curl -H "Authorization: Bearer $TOKEN" https://api',
+        "curl -H 'Authorization: Bearer ${TOKEN}'",
+        "mysql -u root -p app",
+        'mysql -u root -p"$PW" app',
+        "mysql -p$PW",
+        "mysql --password -e 'select 1'",
+        'tool --password="$PASS"',
+        "export DB_PASSWORD=$(cat /run/secrets/db)",
+        "TOKEN=${T} ./run",
+        'PASSWORD="" ./x',
+        "systemctl restart web",
+        "ls -p /tmp",
+        "curl https://example.com:8443/a@b",
+        "echo $DB_PASSWORD | login",
+        "-----BEGIN PUBLIC KEY-----",
     ],
 )
 def test_references_and_ordinary_commands_are_not_findings(text):
@@ -75,30 +112,52 @@ def test_references_and_ordinary_commands_are_not_findings(text):
 
 @pytest.mark.parametrize("field", ["script", "check"])
 def test_script_and_check_are_scanned_too(field):
-    fields = {"check": "curl -u admin:x https://admin:pa55word@host/health"} if field == "check" else \
-        {"script": "set -e\nexport API_TOKEN=abc123def\n", "command": None}
+    fields = (
+        {"check": "curl -u admin:x https://admin:pa55word@host/health"}
+        if field == "check"
+        else {"script": "set -e\nexport API_TOKEN=abc123def\n", "command": None}
+    )
     [finding] = lint(task(**fields))
     assert finding.message.startswith(f"{field} contains what looks like")
 
 
 @pytest.mark.parametrize(
-    "name", ["DB_PASSWORD", "PASSWD", "APP_SECRET", "GITHUB_TOKEN", "API_KEY", "APIKEY", "MY_PRIVATE_KEY",
-             "AWS_SECRET_ACCESS_KEY", "ACCESS_KEY", "CREDENTIALS", "db_password", "GPG_PASSPHRASE"],
+    "name",
+    [
+        "DB_PASSWORD",
+        "PASSWD",
+        "APP_SECRET",
+        "GITHUB_TOKEN",
+        "API_KEY",
+        "APIKEY",
+        "MY_PRIVATE_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "ACCESS_KEY",
+        "CREDENTIALS",
+        "db_password",
+        "GPG_PASSPHRASE",
+    ],
 )
 def test_secret_looking_env_names_with_plain_values_are_flagged(name):
     [finding] = lint(task(env=((name, "s3cr3t-value"),)))
     assert finding.message == f"env {name} looks like a hardcoded credential"
-    assert finding.hint == f"use {{vault: {name}}} and store it with 'reconcile vault set prod {name}'"
+    assert (
+        finding.hint == f"use {{vault: {name}}} and store it with 'reconcile vault set prod {name}'"
+    )
     assert finding.location == Location(WHERE.path, 20, 10)
     assert "s3cr3t" not in str(finding)
 
 
-@pytest.mark.parametrize("name", ["MODE", "PASSWORD_FILE", "TOKEN_PATH", "SECRET_NAME", "AWS_ACCESS_KEY_ID", "PATH"])
+@pytest.mark.parametrize(
+    "name", ["MODE", "PASSWORD_FILE", "TOKEN_PATH", "SECRET_NAME", "AWS_ACCESS_KEY_ID", "PATH"]
+)
 def test_ordinary_env_names_are_not_flagged(name):
     assert lint(task(env=((name, "value"),))) == []
 
 
-@pytest.mark.parametrize("value", ["$DB_PASSWORD", "${DB_PASSWORD}", "", "true", "false", "0", '"$X"'])
+@pytest.mark.parametrize(
+    "value", ["$DB_PASSWORD", "${DB_PASSWORD}", "", "true", "false", "0", '"$X"']
+)
 def test_secret_names_with_references_or_trivial_values_are_not_flagged(value):
     assert lint(task(env=(("DB_PASSWORD", value),))) == []
 
@@ -125,8 +184,10 @@ def test_findings_are_sorted_by_location():
 
 def test_two_different_secrets_in_one_field_are_two_findings():
     findings = lint(task(command="AWS=AKIAIOSFODNN7EXAMPLE; curl -H 'Authorization: Bearer abc' x"))
-    assert [f.message for f in findings] == ["command contains what looks like a bearer token",
-                                             "command contains what looks like an AWS access key id"]
+    assert [f.message for f in findings] == [
+        "command contains what looks like a bearer token",
+        "command contains what looks like an AWS access key id",
+    ]
 
 
 def test_helpers():
@@ -138,7 +199,8 @@ def test_locations_come_from_the_loaded_inventory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "inventory" / "tasks" / "prod").mkdir(parents=True)
     (tmp_path / "inventory" / "tasks" / "prod" / "web.yaml").write_text(
-        "name: web\nmachines: [m]\ncommand: mysql -psecret\nenv:\n  DB_PASSWORD: hunter2\n  OK: {vault: OK}\n")
+        "name: web\nmachines: [m]\ncommand: mysql -psecret\nenv:\n  DB_PASSWORD: hunter2\n  OK: {vault: OK}\n"
+    )
     inventory, _ = load_inventory("inventory")
     assert [str(f) for f in find_hardcoded_credentials(inventory)] == [
         "inventory/tasks/prod/web.yaml:3:10: warning: command contains what looks like a mysql password "
@@ -149,9 +211,19 @@ def test_locations_come_from_the_loaded_inventory(tmp_path, monkeypatch):
 
 
 def test_alert_urls_and_state_url_with_passwords_are_flagged():
-    team = Team("prod", alerts=(AlertTarget("mailto://ops:hunter2@example.com"), AlertTarget(VaultRef("URL")),
-                                AlertTarget("json://hooks.example.com/x")), location=WHERE)
-    settings = Settings(state="postgresql://app:hunter2@db/state", location=Location("inventory/reconciler.yaml", 1, 1))
+    team = Team(
+        "prod",
+        alerts=(
+            AlertTarget("mailto://ops:hunter2@example.com"),
+            AlertTarget(VaultRef("URL")),
+            AlertTarget("json://hooks.example.com/x"),
+        ),
+        location=WHERE,
+    )
+    settings = Settings(
+        state="postgresql://app:hunter2@db/state",
+        location=Location("inventory/reconciler.yaml", 1, 1),
+    )
     findings = find_hardcoded_credentials(Inventory("inventory", {"prod": team}, {}, {}, settings))
     assert [str(f) for f in findings] == [
         "inventory/reconciler.yaml:1:1: warning: state contains what looks like a password in a URL "
@@ -162,6 +234,10 @@ def test_alert_urls_and_state_url_with_passwords_are_flagged():
 
 
 def test_state_url_with_a_reference_or_no_password_is_fine():
-    for state in ("postgresql://app@db/state", "sqlite:///.reconciler/state.db", "postgresql://app:${PW}@db/x"):
+    for state in (
+        "postgresql://app@db/state",
+        "sqlite:///.reconciler/state.db",
+        "postgresql://app:${PW}@db/x",
+    ):
         inventory = Inventory("inventory", {}, {}, {}, Settings(state=state))
         assert find_hardcoded_credentials(inventory) == []

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.compile import compile_inventory
-from reconciler.loader import load_inventory
-from reconciler.model import DesiredState
-from reconciler.plan import Plan, make_plan
-from reconciler.schedule import parse_slot, slot_key, utc
-from reconciler.state import ExecutedState, Run, RunStatus
+from reconciler.core.compile import compile_inventory
+from reconciler.core.model import DesiredState
+from reconciler.core.plan import Plan, make_plan
+from reconciler.core.schedule import parse_slot, slot_key, utc
+from reconciler.core.state import ExecutedState, Run, RunStatus
+from reconciler.inventory.loader import load_inventory
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "plan"
 UPDATE = os.environ.get("RECONCILER_UPDATE_GOLDEN") == "1"
@@ -91,6 +91,8 @@ def check_details(plan: Plan, expect: dict) -> None:
     by_key = {f"{e.task}@{e.machine}": e for e in plan.enqueue}
     for key, when in (expect.get("held_until") or {}).items():
         held = by_key[key].held_until
-        assert (slot_key(held) if held else None) == (slot_key(as_time(when)) if when else None), key
+        assert (slot_key(held) if held else None) == (slot_key(as_time(when)) if when else None), (
+            key
+        )
     for key, slot in (expect.get("slots") or {}).items():
         assert by_key[key].slot == slot, key

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from reconciler.transport.pool import PROBE, Connection
+from reconciler.adapters.transport.pool import PROBE, Connection
 from tests.support.waiting import wait_until
 
 
@@ -77,8 +77,8 @@ def test_a_connection_silent_for_count_intervals_is_dead_and_closed():
 
 
 def test_a_dead_connection_still_held_by_a_channel_is_never_handed_out_again():
-    from reconciler.model import Machine
-    from reconciler.transport.pool import ConnectionPool
+    from reconciler.adapters.transport.pool import ConnectionPool
+    from reconciler.core.model import Machine
 
     opened: list[FakeTransport] = []
 

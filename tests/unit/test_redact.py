@@ -8,20 +8,23 @@ from urllib.parse import quote
 
 import pytest
 
-from reconciler.output import TailBuffer, cap, split_mark, with_mark
-from reconciler.redact import MASK, Redactor, Secret, reveal, trie_pattern
+from reconciler.core.output import TailBuffer, cap, split_mark, with_mark
+from reconciler.core.redact import MASK, Redactor, Secret, reveal, trie_pattern
 
 SECRET = "s3cr3t/p@ss word"
 
 
-@pytest.mark.parametrize("form", [
-    SECRET,
-    base64.b64encode(SECRET.encode()).decode(),
-    base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("="),
-    SECRET.encode().hex(),
-    SECRET.encode().hex().upper(),
-    quote(SECRET, safe=""),
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        SECRET,
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("="),
+        SECRET.encode().hex(),
+        SECRET.encode().hex().upper(),
+        quote(SECRET, safe=""),
+    ],
+)
 def test_every_encoding_of_a_secret_is_masked(form):
     redact = Redactor([SECRET])
     assert redact(f"before {form} after") == f"before {MASK} after"
@@ -54,8 +57,14 @@ def test_values_learnt_later_are_masked_too_and_none_passes_through():
 
 def test_secret_never_prints_its_value():
     secret = Secret(SECRET)
-    for text in (str(secret), repr(secret), f"{secret}", f"{secret:>20}", str([secret]),
-                 str({"K": secret})):
+    for text in (
+        str(secret),
+        repr(secret),
+        f"{secret}",
+        f"{secret:>20}",
+        str([secret]),
+        str({"K": secret}),
+    ):
         assert SECRET not in text
     assert reveal(secret) == SECRET and reveal("plain") == "plain"
     with pytest.raises(TypeError):
@@ -77,7 +86,7 @@ def test_base64_of_a_secret_inside_a_longer_value_is_masked_at_every_alignment(p
 def test_a_base64_secret_broken_over_wrapped_lines_is_masked():
     long = "p" * 30 + SECRET * 4
     encoded = base64.b64encode(("user:" + long).encode()).decode()
-    wrapped = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76)) + "\n"
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"
     masked = Redactor([long])(f"begin\n{wrapped}end\n")
     assert masked.startswith("begin\n") and masked.endswith("\nend\n") and MASK in masked
     assert base64.b64encode(SECRET.encode()).decode()[:8] not in masked.replace("\n", "")
@@ -85,7 +94,7 @@ def test_a_base64_secret_broken_over_wrapped_lines_is_masked():
 
 def test_wrapped_base64_without_a_secret_keeps_its_lines():
     encoded = base64.b64encode(bytes(range(256)) * 2).decode()
-    wrapped = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76)) + "\n"
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"
     assert Redactor([SECRET])(wrapped) == wrapped
 
 
@@ -107,8 +116,10 @@ def test_the_trie_pattern_finds_what_a_plain_alternation_finds():
 
     rng = random.Random(7)
     for _ in range(500):
-        words = {"".join(rng.choice("ab.c*") for _ in range(rng.randint(1, 6)))
-                 for _ in range(rng.randint(1, 8))}
+        words = {
+            "".join(rng.choice("ab.c*") for _ in range(rng.randint(1, 6)))
+            for _ in range(rng.randint(1, 8))
+        }
         ordered = sorted(words, key=lambda f: (-len(f), f))
         plain = re.compile("|".join(re.escape(w) for w in ordered))
         text = "".join(rng.choice("ab.c*x") for _ in range(40))
@@ -135,8 +146,10 @@ def test_a_tail_buffer_marks_what_it_dropped_and_never_splits_a_character():
 def test_the_token_parts_of_a_url_secret_are_masked_where_a_library_prints_them_alone():
     url = "tgram://123456789:ABCdefGHIjklMNOpq/987654321/?key=Qk9vXw2Lm5Zr8Tn3"
     redact = Redactor([url, "https://user:hunter22@hooks.example.com/services/T0KEN1234/x"])
-    assert redact('"POST /bot123456789:ABCdefGHIjklMNOpq/sendMessage" 200') == \
-        '"POST /bot***/sendMessage" 200'
+    assert (
+        redact('"POST /bot123456789:ABCdefGHIjklMNOpq/sendMessage" 200')
+        == '"POST /bot***/sendMessage" 200'
+    )
     assert redact("chat 987654321 key=Qk9vXw2Lm5Zr8Tn3") == "chat *** key=***"
     assert redact("POST /services/T0KEN1234/x; auth hunter22") == "POST ***; auth ***"
     # plain words, host names and addresses stay readable

@@ -1,13 +1,13 @@
 """Cron slots and deny windows: pure UTC arithmetic over croniter."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from reconciler.model import Window
-from reconciler.schedule import latest_slot, next_fire, parse_slot, slot_key, window_end
+from reconciler.core.model import Window
+from reconciler.core.schedule import latest_slot, next_fire, parse_slot, slot_key, window_end
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def at(h: int, m: int = 0, s: int = 0, day: int = 29) -> datetime:
@@ -41,8 +41,10 @@ def test_next_fire_is_strictly_after():
 
 def test_slot_key_is_fixed_width_utc_text():
     assert slot_key(at(10, 15)) == "2026-11-29T10:15:00Z"
-    assert slot_key(datetime(2026, 11, 29, 11, 15, tzinfo=timezone(timedelta(hours=1)))) \
+    assert (
+        slot_key(datetime(2026, 11, 29, 11, 15, tzinfo=timezone(timedelta(hours=1))))
         == "2026-11-29T10:15:00Z"
+    )
     assert parse_slot("2026-11-29T10:15:00Z") == at(10, 15)
 
 

@@ -5,19 +5,41 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from reconciler.model import Inventory, Member, Role, Team
-from reconciler.trust import (ADMIN, OPERATOR, FileChange, codeowners, key_fingerprint,
-                              memberships, requirements, unmet)
+from reconciler.core.model import Inventory, Member, Role, Team
+from reconciler.core.trust import (
+    ADMIN,
+    OPERATOR,
+    FileChange,
+    codeowners,
+    key_fingerprint,
+    memberships,
+    requirements,
+    unmet,
+)
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519" + b"k" * 32).decode()
-TRUSTED = Inventory(root="inventory", machines={}, tasks={}, teams={
-    "prod": Team("prod", members=(Member("alice", Role.ADMIN, ssh=KEY + " alice@laptop"),
-                                  Member("bob", Role.OPERATOR), Member("carol", Role.VIEWER)))})
+TRUSTED = Inventory(
+    root="inventory",
+    machines={},
+    tasks={},
+    teams={
+        "prod": Team(
+            "prod",
+            members=(
+                Member("alice", Role.ADMIN, ssh=KEY + " alice@laptop"),
+                Member("bob", Role.OPERATOR),
+                Member("carol", Role.VIEWER),
+            ),
+        )
+    },
+)
 
 
 def _req(path, before=(), after=()):
-    return [(r.team, r.roles) for r in requirements(
-        FileChange(path, frozenset(before), frozenset(after)), TRUSTED)]
+    return [
+        (r.team, r.roles)
+        for r in requirements(FileChange(path, frozenset(before), frozenset(after)), TRUSTED)
+    ]
 
 
 def test_team_files_and_vaults_need_an_admin_of_that_team():
@@ -43,15 +65,18 @@ def test_settings_and_files_naming_no_team_need_an_admin():
 def test_paths_setting_gives_folders_to_teams_and_the_last_match_wins():
     from dataclasses import replace
 
-    from reconciler.model import Settings
-    from reconciler.trust import owner_of, path_matches
+    from reconciler.core.model import Settings
+    from reconciler.core.trust import owner_of, path_matches
 
-    trusted = replace(TRUSTED, settings=Settings(paths=(("scripts/**", "prod"),
-                                                        ("scripts/ci/", "no-such-team"))))
+    trusted = replace(
+        TRUSTED, settings=Settings(paths=(("scripts/**", "prod"), ("scripts/ci/", "no-such-team")))
+    )
     assert owner_of("scripts/prod/deep/x.sh", trusted).team == "prod"
     assert owner_of("scripts/ci/x.sh", trusted).team is None  # unknown team: an admin
     assert owner_of("ci/deploy.yml", trusted).team is None
-    assert path_matches("tasks/*.sh", "tasks/a.sh") and not path_matches("tasks/*.sh", "tasks/x/a.sh")
+    assert path_matches("tasks/*.sh", "tasks/a.sh") and not path_matches(
+        "tasks/*.sh", "tasks/x/a.sh"
+    )
     assert path_matches("**/d\u00e9ploy.sh", "a/b/d\u00e9ploy.sh")
     assert not path_matches("scripts/a.sh", "scripts/a.sh\n")
 

@@ -1,13 +1,15 @@
 """The wrapper's reply trailer (`NONCE CODE`), parsed without a machine."""
 
-from reconciler.transport.wrapper import acknowledgement, parse_reply
+from reconciler.adapters.transport.wrapper import acknowledgement, parse_reply
 
 NONCE = "0123456789abcdef0123456789abcdef"
 
 
 def test_a_reply_ending_with_its_trailer_gives_output_and_exit_code():
     assert parse_reply(f"line one\nline two\n{NONCE} 5\n".encode(), NONCE) == (
-        b"line one\nline two\n", 5)
+        b"line one\nline two\n",
+        5,
+    )
 
 
 def test_output_without_a_final_newline_keeps_its_last_line():

@@ -4,10 +4,17 @@ import math
 
 import pytest
 
-from reconciler.diagnostics import Diagnostics, Location
-from reconciler.yamlio import (
+from reconciler.core.diagnostics import Diagnostics, Location
+from reconciler.inventory.yamlio import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MapNode,
+    ScalarNode,
+    SeqNode,
+    parse_yaml,
+    read_yaml,
     resolve_plain,
-    MAX_DEPTH, MAX_FILE_BYTES, MapNode, ScalarNode, SeqNode, parse_yaml, read_yaml, to_plain,
+    to_plain,
 )
 
 
@@ -25,10 +32,28 @@ def scalar(text):
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("true", True), ("True", True), ("TRUE", True), ("false", False), ("False", False), ("FALSE", False),
-        ("null", None), ("Null", None), ("NULL", None), ("~", None), ("", None),
-        ("0", 0), ("7", 7), ("-3", -3), ("+3", 3), ("0o17", 15), ("0x1F", 31),
-        ("1.5", 1.5), ("-0.5", -0.5), ("1e3", 1000.0), ("1.5E-2", 0.015), (".5", 0.5),
+        ("true", True),
+        ("True", True),
+        ("TRUE", True),
+        ("false", False),
+        ("False", False),
+        ("FALSE", False),
+        ("null", None),
+        ("Null", None),
+        ("NULL", None),
+        ("~", None),
+        ("", None),
+        ("0", 0),
+        ("7", 7),
+        ("-3", -3),
+        ("+3", 3),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("1.5", 1.5),
+        ("-0.5", -0.5),
+        ("1e3", 1000.0),
+        ("1.5E-2", 0.015),
+        (".5", 0.5),
     ],
 )
 def test_plain_scalars_follow_the_yaml_1_2_core_schema(text, value):
@@ -38,7 +63,23 @@ def test_plain_scalars_follow_the_yaml_1_2_core_schema(text, value):
 
 @pytest.mark.parametrize(
     "text",
-    ["NO", "no", "yes", "Yes", "on", "off", "y", "n", "1:30", "1_000", "2001-12-14", "0b101", "=", "<<", "0o8"],
+    [
+        "NO",
+        "no",
+        "yes",
+        "Yes",
+        "on",
+        "off",
+        "y",
+        "n",
+        "1:30",
+        "1_000",
+        "2001-12-14",
+        "0b101",
+        "=",
+        "<<",
+        "0o8",
+    ],
 )
 def test_yaml_1_1_scalars_stay_strings(text):
     assert scalar(text) == text
@@ -90,24 +131,34 @@ def test_to_plain_gives_python_data():
 
 def test_duplicate_key_is_reported_at_the_second_key_naming_the_first():
     node, problems = parse("a: 1\nb: 2\n  \na: 3\n")
-    assert problems == ["f.yaml:4:1: duplicate key 'a' (first defined on line 1, column 1) (hint: remove one of them)"]
+    assert problems == [
+        "f.yaml:4:1: duplicate key 'a' (first defined on line 1, column 1) (hint: remove one of them)"
+    ]
     assert to_plain(node) == {"a": 1, "b": 2}
 
 
 def test_nested_duplicate_key_is_reported():
     _, problems = parse("a:\n  x: 1\n  x: 2\n")
-    assert problems[0].startswith("f.yaml:3:3: duplicate key 'x' (first defined on line 2, column 3)")
+    assert problems[0].startswith(
+        "f.yaml:3:3: duplicate key 'x' (first defined on line 2, column 3)"
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "where", "shown"),
-    [("v: !!str 5\n", "1:4", "!!str"), ("v: !foo {}\n", "1:4", "!foo"), ("v: ! x\n", "1:4", "!"),
-     ("- !!binary aGk=\n", "1:3", "!!binary")],
+    [
+        ("v: !!str 5\n", "1:4", "!!str"),
+        ("v: !foo {}\n", "1:4", "!foo"),
+        ("v: ! x\n", "1:4", "!"),
+        ("- !!binary aGk=\n", "1:3", "!!binary"),
+    ],
 )
 def test_explicit_tags_are_refused(text, where, shown):
     _, problems = parse(text)
-    assert problems == [f"f.yaml:{where}: YAML tags ({shown}) are not allowed "
-                        "(hint: remove the tag; quote the value if it must stay a string)"]
+    assert problems == [
+        f"f.yaml:{where}: YAML tags ({shown}) are not allowed "
+        "(hint: remove the tag; quote the value if it must stay a string)"
+    ]
 
 
 def test_anchors_and_aliases_are_refused_without_expanding_them():
@@ -128,12 +179,19 @@ def test_billion_laughs_is_refused_quickly():
 
 @pytest.mark.parametrize(
     ("text", "where", "got"),
-    [("1: a\n", "1:1", "int 1"), ("null: a\n", "1:1", "null"), ("true: a\n", "1:1", "bool True"),
-     ("? [x]\n: a\n", "1:3", "a list"), ("1.5: a\n", "1:1", "float 1.5")],
+    [
+        ("1: a\n", "1:1", "int 1"),
+        ("null: a\n", "1:1", "null"),
+        ("true: a\n", "1:1", "bool True"),
+        ("? [x]\n: a\n", "1:3", "a list"),
+        ("1.5: a\n", "1:1", "float 1.5"),
+    ],
 )
 def test_non_string_keys_are_refused(text, where, got):
     _, problems = parse(text)
-    assert problems == [f"f.yaml:{where}: mapping keys must be strings (got {got}) (hint: quote the key)"]
+    assert problems == [
+        f"f.yaml:{where}: mapping keys must be strings (got {got}) (hint: quote the key)"
+    ]
 
 
 def test_quoted_number_key_is_a_string():
@@ -158,7 +216,9 @@ def test_nesting_up_to_the_limit_is_accepted():
 
 def test_nesting_deeper_than_the_limit_is_refused():
     _, problems = parse("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
-    assert problems == [f"f.yaml:1:{MAX_DEPTH + 1}: nesting is deeper than 64 levels (hint: flatten the structure)"]
+    assert problems == [
+        f"f.yaml:1:{MAX_DEPTH + 1}: nesting is deeper than 64 levels (hint: flatten the structure)"
+    ]
 
 
 def test_very_deep_nesting_does_not_crash():
@@ -171,7 +231,11 @@ def test_very_deep_nesting_does_not_crash():
 @pytest.mark.parametrize(
     ("text", "where", "problem"),
     [
-        ("a: [\n", "2:1", "invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)"),
+        (
+            "a: [\n",
+            "2:1",
+            "invalid YAML: expected the node content, but found '<stream end>' (while parsing a flow node)",
+        ),
         ("a: b: c\n", "1:5", "invalid YAML: mapping values are not allowed here"),
         ("a:\n  - x\n  y: 1\n", "3:3", "invalid YAML: expected <block end>, but found '?'"),
         ('a: "x\n', "2:1", "invalid YAML: found unexpected end of stream"),
@@ -217,7 +281,9 @@ def test_read_yaml_refuses_an_oversize_file_before_parsing(tmp_path):
     path.write_bytes(b"a: [" + b"1," * (MAX_FILE_BYTES // 2) + b"]")  # would also be a syntax error
     diags = Diagnostics()
     assert read_yaml(path, diags) is None
-    assert [d.message for d in diags] == [f"file is too large ({path.stat().st_size} bytes, the limit is 1 MiB)"]
+    assert [d.message for d in diags] == [
+        f"file is too large ({path.stat().st_size} bytes, the limit is 1 MiB)"
+    ]
 
 
 def test_read_yaml_accepts_a_file_of_exactly_the_limit(tmp_path):
@@ -240,8 +306,9 @@ def test_parse_yaml_refuses_oversize_bytes():
     assert "too large" in diags.errors[0].message
 
 
-@pytest.mark.parametrize("text, where", [('v: "a\\0b"\n', "1:4"), ("v: .nan\n", "1:4"),
-                                          ("v: [-.inf]\n", "1:5")])
+@pytest.mark.parametrize(
+    "text, where", [('v: "a\\0b"\n', "1:4"), ("v: .nan\n", "1:4"), ("v: [-.inf]\n", "1:5")]
+)
 def test_nul_characters_and_non_finite_numbers_are_refused(text, where):
     diags = Diagnostics()
     parse_yaml(text, "f.yaml", diags)

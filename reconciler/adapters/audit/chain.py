@@ -1,0 +1,223 @@
+"""The audit log's hash chain: pure functions over frozen entries (no clock, no I/O).
+
+Every entry hashes the previous entry's hash together with the canonical JSON of its own
+fields (seq, time, actor, action, detail):
+
+    hash(n) = SHA-256( "reconciler-audit-v1\\n" || hash(n-1) || "\\n" || canonical(entry n) )
+
+and the first entry links to `GENESIS` (64 zeros), or, after `queue prune --archive`, to the
+`Anchor` the store keeps (the last archived entry's seq and hash). So:
+
+- an edited entry no longer matches its hash (or, if its hash was recomputed, the next entry
+  no longer links to it);
+- a deleted entry leaves a gap in `seq` and a broken link;
+- reordered entries break the links at the first moved one;
+- a truncated tail, or a whole log rolled back to an older copy, is still a valid chain:
+  only a signed checkpoint (`checkpoint.py`: head hash and count, kept outside the store)
+  detects it, which is what `audit verify --checkpoint` is for.
+
+`verify` walks entries in `seq` order and names the first bad one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from reconciler.core.errors import ReconcilerError
+
+GENESIS = "0" * 64
+DOMAIN = b"reconciler-audit-v1\n"
+
+
+class TamperedError(ReconcilerError):
+    """The audit log does not verify (exit 1, as `audit verify` finding tampering)."""
+
+    exit_code = 1
+
+
+def canonical(value: Any) -> bytes:
+    """The one byte form of a JSON value that is hashed and signed: keys sorted, no spaces,
+    UTF-8. Round-trips: `canonical(json.loads(canonical(v))) == canonical(v)`."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What a writer asks to append: the chain position and hashes are the store's to give.
+
+    `at` is ISO 8601 UTC text (it is hashed as written, so it is text, not a datetime);
+    `detail` holds JSON values only, secrets already redacted.
+    """
+
+    at: str
+    actor: str
+    action: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry of the chain, as stored."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    detail: Mapping[str, Any]
+    prev: str
+    hash: str
+
+    def fields(self) -> dict[str, Any]:
+        """The hashed fields (everything but `prev` and `hash`)."""
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "detail": dict(self.detail),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as one line of `audit export`."""
+        return {"type": "audit", **self.fields(), "prev": self.prev, "hash": self.hash}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
+        """The inverse of `to_json`; raises KeyError/TypeError on a malformed line."""
+        return cls(
+            int(data["seq"]),
+            str(data["at"]),
+            str(data["actor"]),
+            str(data["action"]),
+            dict(data["detail"]),
+            str(data["prev"]),
+            str(data["hash"]),
+        )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the kept chain starts: the last entry removed by a prune (after its export)."""
+
+    seq: int
+    hash: str
+
+
+def entry_hash(
+    prev: str, seq: int, at: str, actor: str, action: str, detail: Mapping[str, Any]
+) -> str:
+    """The hash of an entry with these fields following an entry whose hash is `prev`."""
+    body = canonical(
+        {"seq": seq, "at": at, "actor": actor, "action": action, "detail": dict(detail)}
+    )
+    return hashlib.sha256(DOMAIN + prev.encode("ascii") + b"\n" + body).hexdigest()
+
+
+def storable(value: Any) -> Any:
+    """`value` as JSON that every backend stores unchanged: strings without NUL (U+FFFD) or
+    lone surrogates, tuples as lists, datetimes as ISO text, other objects by their text.
+    What is hashed is then exactly what is stored and read back."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [storable(v) for v in value]
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return storable(str(value))  # anything else (an enum, a path) by its text
+
+
+def link(head_seq: int, head_hash: str, records: Iterable[AuditRecord]) -> list[AuditEntry]:
+    """The entries that append `records` after the head (`head_seq` 0 and `GENESIS` for an
+    empty log). The store calls it inside the transaction that read the head."""
+    entries, seq, prev = [], head_seq, head_hash
+    for record in records:
+        seq += 1
+        at, actor, action = storable(record.at), storable(record.actor), storable(record.action)
+        detail = json.loads(canonical(storable(dict(record.detail))))  # exactly what is stored
+        digest = entry_hash(prev, seq, at, actor, action, detail)
+        entries.append(AuditEntry(seq, at, actor, action, detail, prev, digest))
+        prev = digest
+    return entries
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `verify` found: `problem` is None for an intact chain; `bad_seq` is the first
+    bad entry's seq (None when intact). `count` and `head` describe the intact prefix:
+    the seq and hash of its last entry (the anchor's when there is none). `hashes` maps each
+    verified seq to its hash, for checking checkpoints and exported files."""
+
+    count: int
+    head: str
+    problem: str | None = None
+    bad_seq: int | None = None
+    hashes: Mapping[int, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(entries: Iterable[AuditEntry], anchor: Anchor | None = None) -> Verdict:
+    """Walk `entries` (in stored `seq` order) from `anchor` (or genesis); stop at the first
+    entry that is not where the chain says it must be, or not what its hash says it is."""
+    seq, prev = (anchor.seq, anchor.hash) if anchor else (0, GENESIS)
+    hashes: dict[int, str] = {}
+    for entry in entries:
+        problem = _check(entry, seq + 1, prev)
+        if problem is not None:
+            return Verdict(seq, prev, problem, entry.seq, hashes)
+        seq, prev = entry.seq, entry.hash
+        hashes[seq] = prev
+    return Verdict(seq, prev, None, None, hashes)
+
+
+def _check(entry: AuditEntry, expected_seq: int, prev: str) -> str | None:
+    """Why `entry` cannot be entry `expected_seq` following hash `prev`, or None."""
+    if entry.seq > expected_seq:
+        missing = (
+            f"entry {expected_seq} is missing"
+            if entry.seq == expected_seq + 1
+            else f"entries {expected_seq}..{entry.seq - 1} are missing"
+        )
+        return f"audit entry {entry.seq}: {missing} before it (deleted)"
+    if entry.seq < expected_seq:
+        return f"audit entry {entry.seq}: appears again after entry {expected_seq - 1} (duplicated)"
+    if entry.prev != prev:
+        before = f"entry {entry.seq - 1}" if entry.seq > 1 else "the start of the log"
+        return (
+            f"audit entry {entry.seq}: does not link to {before} "
+            "(an entry was edited, deleted or moved here)"
+        )
+    if entry_hash(prev, entry.seq, entry.at, entry.actor, entry.action, entry.detail) != entry.hash:
+        return f"audit entry {entry.seq}: its content does not match its hash (edited)"
+    return None
+
+
+__all__ = [
+    "GENESIS",
+    "TamperedError",
+    "Anchor",
+    "AuditEntry",
+    "AuditRecord",
+    "Verdict",
+    "canonical",
+    "entry_hash",
+    "link",
+    "storable",
+    "verify",
+]

@@ -1,0 +1,335 @@
+"""The state store port: every backend (SQLite, PostgreSQL) implements `StateStore`.
+
+The run protocol (DESIGN §5) lives behind these methods:
+- claim is a compare-and-set from `pending` to `running` in one short transaction that is
+  committed before any work, and bumps the run's `epoch`;
+- `mark_dispatched` is written before the command is sent;
+- every later write names the epoch it claimed with; a stale epoch raises `LeaseLost`;
+- a running run holds a lease: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at`
+  with the database's clock, and `sweep` resolves the runs whose lease expired (a dead worker);
+- `recover` resolves runs left `running` by a pass that died: never dispatched -> `pending`,
+  dispatched -> `unknown`.
+Every lease comparison uses the database's clock, never a worker's: workers on several hosts
+with skewed clocks still agree on who is dead. The `now` arguments are the caller's clock and
+only fill the run's history (`created_at`, `started_at`, `finished_at`, `not_before`).
+Times are timezone-aware UTC datetimes. Backend errors are translated to `StoreError`.
+
+Since migration 4 the store also keeps the audit log (a hash chain appended atomically: see
+`append_audit`), what was alerted (the dedupe memory) and the alert outbox, and it prunes old
+runs without ever forgetting the newest run of a (task, machine, version).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from reconciler.adapters.audit.chain import Anchor, AuditEntry, AuditRecord
+from reconciler.core.alerts import Alert, Delivery
+from reconciler.core.errors import StoreError
+from reconciler.core.plan import Plan
+from reconciler.core.state import ExecutedState, Run, RunStatus
+
+OUTPUT_CAP = 64 * 1024  # bytes of output kept per run: the last 64 KiB
+# A running run whose holder has not written for this long is presumed dead (`sweep`). Long
+# enough that a busy host never loses a live run, short enough that a dead worker's run is
+# picked up within a couple of minutes. Holders heartbeat every HEARTBEAT_SECONDS: four
+# chances before the lease runs out.
+LEASE_SECONDS = 60.0
+HEARTBEAT_SECONDS = LEASE_SECONDS / 4
+# An outbox delivery claimed by a process that died is claimable again after this long.
+DELIVERY_LEASE_SECONDS = 120.0
+AUDIT_PAGE = 1000  # audit entries read per query by `iter_audit`
+
+
+class LeaseLost(StoreError):
+    """A write named an epoch that is no longer the run's: another claim took it over."""
+
+
+class StateStore(ABC):
+    """Where runs are recorded and claimed."""
+
+    url: str  # as given, with any password replaced by `***`: safe to print
+    # True when several reconcilers and workers share this queue (PostgreSQL): a pass then
+    # holds the pass lock only while it plans, and drains alongside the workers.
+    shared_queue: bool = False
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    @abstractmethod
+    def pass_lock(self, timeout: float) -> AbstractContextManager[None]:
+        """Hold the one pass lock of this store; raises `LockError` after `timeout` seconds.
+
+        The lock dies with its holder (an OS file lock for SQLite, a session-level advisory
+        lock on a dedicated connection for PostgreSQL), so a killed pass never leaves it
+        stuck. It serialises planning only: workers claim runs without it.
+        """
+
+    @abstractmethod
+    def snapshot(self) -> ExecutedState:
+        """The latest run of every (task, machine, version) and every active run."""
+
+    @abstractmethod
+    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+        """Apply a plan in one transaction: insert its runs as `pending` and cancel its
+        cancels (only runs still pending). Idempotent: an `Enqueue` whose (task, machine,
+        version, slot) already has an active run inserts nothing, also when two planners
+        record the same plan at the same moment (the database's unique index decides).
+        Returns the inserted runs, in plan order.
+        """
+
+    @abstractmethod
+    def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
+        """Resolve `running` runs left by a dead pass (call under the pass lock). Runs claimed
+        by `keep_owner` (the caller's process, whose other passes may still drain) are alive.
+
+        Not dispatched: back to `pending`. Dispatched: `unknown` (`finished_at` = `now`).
+        Returns the changed runs by id. Which runs count as a dead pass's is the backend's
+        knowledge: on SQLite one pass runs at a time, so holding the pass lock proves every
+        `running` run's holder died; on a shared PostgreSQL queue other workers' runs are
+        alive, so only runs whose lease expired count (`sweep(LEASE_SECONDS, now)`).
+        """
+
+    @abstractmethod
+    def heartbeat(self, run_id: int, epoch: int) -> None:
+        """Renew the lease of a run held at `epoch` (its `heartbeat_at` := database time).
+
+        Raises `LeaseLost` when the run is no longer running at `epoch` (swept, or taken over):
+        its holder must stop and abandon the run, recording nothing.
+        """
+
+    @abstractmethod
+    def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
+        """Resolve the runs of dead workers; safe to call from any process at any time.
+
+        A `running` run whose last heartbeat (or, when it has none, its claim) is older than
+        `lease_seconds` by the database's clock: never dispatched -> `pending` (nothing ran);
+        dispatched -> `unknown` with `finished_at` = `now` (the command may have run; the
+        planner re-runs it only if the task is idempotent). The holder's later writes raise
+        `LeaseLost`. Returns the changed runs by id.
+        """
+
+    @abstractmethod
+    def pending(self) -> list[Run]:
+        """All pending runs, highest priority first, then oldest first."""
+
+    @abstractmethod
+    def running(self) -> list[Run]:
+        """All running runs."""
+
+    @abstractmethod
+    def claim(
+        self, run_id: int, owner: str, now: datetime, max_parallel: int | None = None
+    ) -> Run | None:
+        """`pending` -> `running` if the run is still pending and, when `max_parallel` is
+        given, its machine runs fewer runs than that (enforced by the database, so across
+        every worker); None otherwise.
+
+        One short transaction committed before any work: epoch + 1 (the lease every later
+        write names), `owner`, `started_at` = `now`, and a first heartbeat. Several workers
+        claiming the same run at once: exactly one gets it, the others get None.
+        """
+
+    @abstractmethod
+    def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
+        """Record (durably) that the command is about to be sent; also renews the lease.
+        Raises `LeaseLost`."""
+
+    @abstractmethod
+    def finish(
+        self,
+        run_id: int,
+        epoch: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Record a final status. Output is capped to its last `OUTPUT_CAP` bytes."""
+
+    @abstractmethod
+    def adopt(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run | None:
+        """An `unknown` run whose command did finish (its target kept the result, e.g. the
+        SSH markers) gets that final status; None if the run is not `unknown`."""
+
+    @abstractmethod
+    def requeue(
+        self,
+        run_id: int,
+        epoch: int,
+        not_before: datetime,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """A failed attempt with retries left: back to `pending`, attempt + 1, `not_before`."""
+
+    @abstractmethod
+    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
+        """A pending run whose `after` dependency failed: `blocked`. None if not pending."""
+
+    @abstractmethod
+    def get_run(self, run_id: int) -> Run | None:
+        """One run with its output and error, or None."""
+
+    @abstractmethod
+    def list_runs(
+        self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
+    ) -> list[Run]:
+        """Runs newest first, optionally filtered by status and team."""
+
+    @abstractmethod
+    def cancel_run(self, run_id: int, now: datetime) -> Run:
+        """`queue cancel`: a pending run becomes `cancelled`; raises `InputError` otherwise."""
+
+    @abstractmethod
+    def request_retry(self, run_id: int, now: datetime) -> Run:
+        """`queue retry`: mark a failed, blocked or unknown run for a fresh run at the next
+        pass; raises `InputError` for any other status."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Number of runs by status."""
+
+    @abstractmethod
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha, never `-dirty`)."""
+
+    @abstractmethod
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None before the first."""
+
+    @abstractmethod
+    def failed_since(self, since: datetime) -> int:
+        """Runs that ended failed, blocked or unknown at or after `since`."""
+
+    # --- the audit log (migration 4) ---------------------------------------------------------
+
+    @abstractmethod
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Append `records` to the hash chain, in order, in one transaction that reads the
+        head and inserts after it (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-level
+        advisory lock), so concurrent writers, in any number of processes, form one linear
+        chain. After a prune the chain continues from the anchor. Returns the new entries.
+        Raises `StoreError` when they cannot be written: the caller must then not do what
+        they record (DESIGN §5: nothing is dispatched without its audit record).
+        """
+
+    @abstractmethod
+    def audit_page(
+        self, after_seq: int = 0, limit: int = AUDIT_PAGE, since: str | None = None
+    ) -> list[AuditEntry]:
+        """Up to `limit` entries with `seq > after_seq` in seq order; with `since` (ISO 8601
+        UTC text as in `AuditRecord.at`) only those at or after it. An entry whose stored
+        detail is not JSON comes back with detail `{"unreadable": <text>}` (its hash then
+        fails verification: it was edited)."""
+
+    def iter_audit(self, after_seq: int = 0, since: str | None = None) -> Iterator[AuditEntry]:
+        """Every entry after `after_seq` (at or after `since`), in seq order, read in pages."""
+        while True:
+            page = self.audit_page(after_seq, AUDIT_PAGE, since)
+            yield from page
+            if len(page) < AUDIT_PAGE:
+                return
+            after_seq = page[-1].seq
+
+    @abstractmethod
+    def audit_head(self) -> AuditEntry | None:
+        """The newest entry, or None for an empty log."""
+
+    @abstractmethod
+    def audit_anchor(self) -> Anchor | None:
+        """Where the kept chain starts after a prune (the last pruned entry), or None."""
+
+    @abstractmethod
+    def prune_audit(self, through_seq: int, now: datetime) -> int:
+        """Remove entries up to `through_seq` (call only after exporting them) and keep the
+        last one's (seq, hash) as the anchor the rest of the chain links to, in one
+        transaction under the append lock. Returns the number removed."""
+
+    # --- alerts: memory and outbox -------------------------------------------------------------
+
+    @abstractmethod
+    def record_alert(
+        self, alert: Alert, deliveries: Sequence[Delivery], owner: str, now: datetime
+    ) -> bool:
+        """Remember `alert` under its dedupe key and queue its deliveries, in one transaction;
+        False (and nothing written) when the key is already remembered (a restart, another
+        reconciler, the same event seen twice) or a newer run of the same (task, machine)
+        already alerted (a late duplicate event). Remembering clears the memory of the
+        outcomes in `alert.resets` for the same (task, machine), so the next transition alerts
+        again. The deliveries are inserted claimed by `owner` (it delivers them now)."""
+
+    @abstractmethod
+    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
+        """Drop the memory of `outcomes` for (task, machine) (e.g. a machine reachable again).
+        Returns how many keys were dropped."""
+
+    @abstractmethod
+    def unreachable_machines(self) -> set[str]:
+        """Machines whose `unreachable` alert is remembered (not cleared since)."""
+
+    @abstractmethod
+    def claim_deliveries(
+        self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
+    ) -> list[Delivery]:
+        """Claim up to `limit` pending outbox rows that nobody holds (or whose holder's claim
+        is older than `lease_seconds` by the database's clock), oldest first."""
+
+    @abstractmethod
+    def delivery_done(self, delivery_id: str, now: datetime) -> None:
+        """A delivery succeeded: it leaves the outbox (kept as `delivered` until pruned)."""
+
+    @abstractmethod
+    def delivery_failed(
+        self, delivery_id: str, error: str, now: datetime, give_up: bool = False
+    ) -> None:
+        """A delivery attempt failed: attempts + 1, the error kept, the claim released (the
+        next pass tries again); with `give_up` it is `abandoned` instead."""
+
+    @abstractmethod
+    def release_deliveries(self, owner: str) -> int:
+        """Release `owner`'s claims on undelivered rows (it is exiting without them)."""
+
+    @abstractmethod
+    def outbox_pending(self) -> int:
+        """Deliveries still waiting in the outbox."""
+
+    @abstractmethod
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The status of the newest final run of `task` on `machine` (any version) with an id
+        below `before_id`, cancelled runs left out; None when there is none. The input of the
+        `recovered` alert."""
+
+    # --- retention -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def prunable_runs(self, before: datetime, after_id: int = 0, limit: int = 1000) -> list[Run]:
+        """Up to `limit` runs with an id above `after_id`, in id order, with their output,
+        that `delete_runs` may remove: final, finished before `before`, and not the newest
+        run of their (task, machine, version) (the planner's memory of what ran is kept)."""
+
+    @abstractmethod
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
+        """Delete those of `run_ids` that are still prunable as of `before` (re-checked in the
+        same statement). Returns the number deleted."""
+
+    @abstractmethod
+    def prune_outbox(self, before: datetime) -> int:
+        """Delete delivered and abandoned outbox rows created before `before`."""

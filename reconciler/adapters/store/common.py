@@ -1,0 +1,154 @@
+"""What every store backend shares: the SQL file layout, output capping, run texts, URL redaction.
+
+Kept apart from `base` (the port) so the port stays a list of promises, and apart from the
+backends so they cannot drift: the same output cap, the same error texts, the same parsing of
+`-- migration N: name` / `-- query: name` sections in `sql/<backend>.sql`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
+from typing import NamedTuple
+from urllib.parse import unquote
+
+from reconciler.adapters.audit.chain import AuditEntry, canonical
+from reconciler.adapters.store.base import OUTPUT_CAP
+from reconciler.core import output as output_tail
+from reconciler.core.alerts import Delivery
+
+UNKNOWN_ERROR = "the reconciler stopped while this run was executing; its result is unknown"
+CANCEL_ERRORS = {  # Cancel.reason -> the error text a cancelled run shows
+    "removed": "cancelled: task removed from the desired state",
+    "changed": "cancelled: task version changed before the run started",
+    "target-removed": "cancelled: machine is no longer a target of the task",
+}
+QUEUE_CANCEL_ERROR = "cancelled: by `reconcile queue cancel`"
+
+
+# --- the SQL file -----------------------------------------------------------------------------
+
+
+class Migration(NamedTuple):
+    """One numbered migration of a SQL file and its statements, in order."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+SqlFile = tuple[tuple[Migration, ...], dict[str, str]]
+_SECTION = re.compile(r"^-- (migration (\d+): (.+)|query: (\w+))\s*$", re.MULTILINE)
+
+
+@cache
+def parse_sql_file(filename: str, split: Callable[[str], tuple[str, ...]]) -> SqlFile:
+    """`sql/<filename>` as its migrations (in file order) and its named queries.
+
+    `split` cuts a migration into statements the way its driver needs (SQLite executes one
+    statement per call; PostgreSQL takes a whole script). Cached: the file never changes.
+    """
+    text = resources.files(__package__).joinpath(f"sql/{filename}").read_text(encoding="utf-8")
+    marks = list(_SECTION.finditer(text))
+    migrations: list[Migration] = []
+    queries: dict[str, str] = {}
+    for mark, nxt in zip(marks, marks[1:] + [None]):
+        body = text[mark.end() : nxt.start() if nxt else len(text)].strip()
+        if mark.group(4):
+            queries[mark.group(4)] = body
+        else:
+            migrations.append(Migration(int(mark.group(2)), mark.group(3), split(body)))
+    return tuple(migrations), queries
+
+
+def only_comments(text: str) -> bool:
+    """Whether `text` holds nothing but blank lines and `--` comments."""
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
+
+
+# --- run texts ----------------------------------------------------------------------------------
+
+
+def cap_output(output: str) -> str:
+    """The last `OUTPUT_CAP` bytes of `output`, its mark of dropped bytes included (see
+    `reconciler.core.output`), cut on a UTF-8 boundary.
+
+    The end of a command's output is where its error is, so the head is what goes. Lone
+    surrogates (undecodable bytes kept by the executor) become U+FFFD: stores keep UTF-8.
+    """
+    return output_tail.cap(output, OUTPUT_CAP)
+
+
+def cancel_error(reason: str) -> str:
+    """The error text of a run the planner cancelled for `reason`."""
+    return CANCEL_ERRORS.get(reason, f"cancelled: {reason}")
+
+
+# --- URLs in messages ---------------------------------------------------------------------------
+
+_USERINFO_PASSWORD = re.compile(r"(://[^/@?#]*?:)([^/@?#]*)@")
+_QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)([^&;\s]*)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`: in the user info (`user:secret@host`) and in
+    a `password=` parameter. Every message and log line names a store by this form."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords written in `url`, as written and percent-decoded, longest first: a
+    foreign error message that echoes one is scrubbed with these before anybody sees it."""
+    raw = [m.group(2) for m in _USERINFO_PASSWORD.finditer(url)]
+    raw += [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    found = {p for p in raw + [unquote(p) for p in raw] if p}
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every one of `secrets` replaced by `***`, folded onto one line (SPEC §4:
+    one line per error; drivers often add `DETAIL:`/`HINT:` lines)."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+# --- rows of migration 4 ------------------------------------------------------------------------
+
+
+def audit_entry(row: tuple) -> AuditEntry:
+    """A row (seq, at, actor, action, detail, prev, hash) of `audit_log` as an entry. A detail
+    that is not JSON (someone edited the row by hand) is kept as text under `unreadable`: its
+    hash then fails, and `audit verify` names the entry instead of crashing."""
+    seq, at, actor, action, detail, prev, hash_ = row
+    try:
+        parsed = json.loads(detail)
+    except (TypeError, ValueError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        parsed = {"unreadable": str(detail)}
+    return AuditEntry(int(seq), str(at), str(actor), str(action), parsed, str(prev), str(hash_))
+
+
+def audit_params(entry: AuditEntry) -> dict:
+    """An entry as the columns of `audit_log`: detail as its canonical JSON text, exactly
+    what was hashed."""
+    return {
+        "seq": entry.seq,
+        "at": entry.at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "detail": canonical(dict(entry.detail)).decode("utf-8"),
+        "prev": entry.prev,
+        "hash": entry.hash,
+    }
+
+
+def delivery(row: tuple) -> Delivery:
+    """A row (id, alert_id, team, target, event, title, body, attempts, last_error, ...) of
+    `alert_outbox` as a `Delivery`."""
+    id_, alert_id, team, target, event, title, body, attempts, last_error = row[:9]
+    return Delivery(id_, alert_id, team, target, event, title, body, attempts, last_error)

@@ -1,0 +1,924 @@
+"""The PostgreSQL state store: one queue shared by several reconcilers and workers (psycopg 3).
+
+`PostgresStore` implements the `StateStore` port (see `store.base` for the run protocol). The
+schema and every query live in `sql/postgres.sql`; this module binds parameters, maps rows to
+`Run` values, and is the one place that translates psycopg errors into `StoreError`, naming
+the store by its URL with any password replaced by `***`.
+
+Connections: one for queries, shared by the engine's threads behind a `threading.Lock` (each
+store call is one statement or one short transaction, so a pool would buy nothing but more
+sessions), plus one dedicated connection per `pass_lock`, opened for the lock and closed when
+it is released: a session-level advisory lock must not share a session that might be reset or
+recycled, and it then dies exactly with its holder. The query connection runs in autocommit:
+most writes are a single statement (one round trip, its own transaction); the rest use an
+explicit transaction. A connection that broke (server restart, `pg_terminate_backend`) fails
+the call in progress with `StoreError` and is replaced on the next call; a server still
+restarting (refusing connections, in crash recovery) is waited for, up to `RECONNECT_SECONDS`.
+Calls that a second try cannot apply twice (reads, and compare-and-set writes: a dispatch
+mark, a heartbeat, a sweep) are tried once more on the new connection, and a claim finds out
+whether it committed, so a worker rides out a database restart (`@_retried`, `claim`). Other
+writes are left to the caller's retry.
+
+Times: `timestamptz` columns, read back as aware UTC datetimes (the session time zone is UTC).
+Lease comparisons use the server's `now()`; the `now` arguments fill the run's history.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from reconciler.adapters.audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
+from reconciler.adapters.store.base import (
+    DELIVERY_LEASE_SECONDS,
+    LEASE_SECONDS,
+    LeaseLost,
+    StateStore,
+)
+from reconciler.adapters.store.common import (
+    QUEUE_CANCEL_ERROR,
+    UNKNOWN_ERROR,
+    SqlFile,
+    audit_entry,
+    audit_params,
+    cancel_error,
+    cap_output,
+    delivery,
+    only_comments,
+    parse_sql_file,
+    redact_url,
+    scrub,
+    url_passwords,
+)
+from reconciler.core.alerts import Alert, Delivery
+from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.plan import Enqueue, Plan
+from reconciler.core.state import ExecutedState, Run, RunStatus
+
+# Advisory lock keys: constants, so every process agrees; advisory locks are scoped to one
+# database, so two stores on one server never contend. Each is 8 ASCII bytes read as a bigint.
+PASS_LOCK_KEY = int.from_bytes(b"rcnlpass", "big")  # the pass lock (session level)
+MIGRATE_LOCK_KEY = int.from_bytes(b"rcnlmigr", "big")  # migrating (transaction level)
+RECORD_LOCK_KEY = int.from_bytes(b"rcnlplan", "big")  # record_plan (transaction level)
+AUDIT_LOCK_KEY = int.from_bytes(b"rcnlaudt", "big")  # audit appends (transaction level)
+LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
+CONNECT_TIMEOUT_SECONDS = 10  # unless the URL says otherwise: an unreachable server fails fast
+RECONNECT_SECONDS = 20.0  # how long a broken connection waits for a restarting server
+
+
+class MissingStore(StoreError):
+    """`create=False` and the database holds no reconciler schema yet (nothing was recorded)."""
+
+
+# --- the SQL file -----------------------------------------------------------------------------
+
+
+def _sql_file() -> SqlFile:
+    """`sql/postgres.sql`: its migrations (in order) and its named queries."""
+    return parse_sql_file("postgres.sql", _whole_script)
+
+
+def _whole_script(script: str) -> tuple[str, ...]:
+    """A migration is sent as one script: psycopg runs several statements in one call when no
+    parameter is bound, and the enclosing transaction keeps them all-or-nothing."""
+    return () if only_comments(script) else (script,)
+
+
+def _q(name: str) -> str:
+    """The named query of the SQL file."""
+    return _sql_file()[1][name]
+
+
+# --- values <-> columns -----------------------------------------------------------------------
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC (every clock of the reconciler is UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _text(value: str | None) -> str | None:
+    """Text PostgreSQL accepts: NUL becomes U+FFFD (a `text` value cannot hold NUL) and lone
+    surrogates are replaced (the column is UTF-8). Used for `error`; output is bytea."""
+    if value is None:
+        return None
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _output(output: str) -> bytes:
+    """Output capped (see `cap_output`) and encoded for the bytea column."""
+    return cap_output(output).encode("utf-8")
+
+
+# The columns of `runs` in table order, as in the SQLite store; later migrations only append.
+COLUMNS = (
+    "id",
+    "task",
+    "machine",
+    "version",
+    "slot",
+    "commit",
+    "priority",
+    "status",
+    "attempt",
+    "reason",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "not_before",
+    "exit_code",
+    "output",
+    "error",
+    "dispatched",
+    "retry_requested",
+    "epoch",
+    "owner",
+)
+_STATUS = {status.value: status for status in RunStatus}
+
+
+def _run(row: tuple) -> Run:
+    """A row of `runs` (its first `len(COLUMNS)` columns) as a `Run`."""
+    (
+        id_,
+        task,
+        machine,
+        version,
+        slot,
+        commit,
+        priority,
+        status,
+        attempt,
+        reason,
+        created,
+        started,
+        finished,
+        not_before,
+        exit_code,
+        output,
+        error,
+        dispatched,
+        retry_requested,
+        epoch,
+        owner,
+    ) = row[: len(COLUMNS)]
+    return Run(
+        id=id_,
+        task=task,
+        machine=machine,
+        version=version,
+        priority=priority,
+        status=_STATUS[status],
+        attempt=attempt,
+        reason=reason,
+        slot=slot,
+        commit=commit,
+        created_at=created,
+        started_at=started,
+        finished_at=finished,
+        not_before=not_before,
+        exit_code=exit_code,
+        output=bytes(output).decode("utf-8", "replace"),
+        error=error,
+        dispatched=dispatched,
+        retry_requested=retry_requested,
+        epoch=epoch,
+        owner=owner,
+    )
+
+
+def _runs_by_id(rows: list[tuple]) -> list[Run]:
+    return sorted((_run(row) for row in rows), key=lambda run: run.id)
+
+
+def _retried(method):
+    """Try `method` once more when the connection broke under it (a server restart): only for
+    calls that cannot apply twice."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except LeaseLost:
+            raise
+        except StoreError:
+            if self._closed or not (self._conn.broken or self._conn.closed):
+                raise  # the statement failed, not the connection: a second try fails alike
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class PostgresStore(StateStore):
+    """The `StateStore` on one PostgreSQL database. Thread-safe; see the module docstring.
+
+    `url` is a libpq URL (`postgresql://` or `postgres://`). Opening connects and applies
+    pending migrations; with `create=False` a database without the schema raises
+    `MissingStore` instead (commands such as `plan` must not create a store). Raises
+    `StoreError`, never with the URL's password in its message.
+    """
+
+    shared_queue = True
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = redact_url(url)
+        self._conninfo = url
+        self._secrets = url_passwords(url)
+        self._mutex = threading.Lock()
+        self._closed = False
+        self._conn = self._connect("open")
+        try:
+            self._open_schema(create)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # --- connections, errors, transactions ---
+
+    def _connect(self, action: str) -> psycopg.Connection:
+        """A new autocommit session in UTC; raises `StoreError`."""
+        try:
+            given = conninfo_to_dict(self._conninfo)
+            defaults = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": "reconciler",
+            }
+            extra = {key: value for key, value in defaults.items() if key not in given}
+            conn = psycopg.connect(self._conninfo, autocommit=True, **extra)
+        except psycopg.Error as exc:
+            raise self._error(action, exc) from self._cause(exc)
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(action, exc) from self._cause(exc)
+        return conn
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        """The one translation of a psycopg error: what we tried, on which store, and why,
+        on one line, with the URL's password scrubbed even where the driver echoed it."""
+        return StoreError(
+            f"cannot {action} state store {self.url}: "
+            f"{scrub(str(exc), self._secrets) or type(exc).__name__}"
+        )
+
+    def _cause(self, exc: Exception) -> Exception | None:
+        """`exc` to chain as the cause, or None when its own text holds a password: a
+        traceback (`-v`) prints the cause, and no password may reach a log."""
+        text = str(exc)
+        return None if any(secret in text for secret in self._secrets) else exc
+
+    @contextmanager
+    def _session(self, action: str) -> Iterator[psycopg.Connection]:
+        """The query connection, to this thread alone, for one call; errors translated."""
+        with self._mutex:
+            if self._closed:
+                raise StoreError(f"cannot {action} state store {self.url}: the store is closed")
+            if self._conn.broken or self._conn.closed:
+                self._conn = self._reconnect(action)  # the last call failed with it: afresh
+            try:
+                yield self._conn
+            except psycopg.Error as exc:
+                raise self._error(action, exc) from self._cause(exc)
+
+    def _reconnect(self, action: str) -> psycopg.Connection:
+        """A new session for one that broke, waiting (up to `RECONNECT_SECONDS`) while the
+        server refuses connections: it may be restarting, and nothing was sent yet."""
+        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.05
+        while True:
+            try:
+                return self._connect(action)
+            except StoreError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)  # back off between connection attempts
+                delay = min(delay * 2, 1.0)
+
+    @contextmanager
+    def _transaction(self, action: str = "write") -> Iterator[psycopg.Connection]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self._session(action) as conn, conn.transaction():
+            yield conn
+
+    def _open_schema(self, create: bool) -> None:
+        """Check for the schema (`create=False`) and apply pending migrations."""
+        with self._session("open") as conn:
+            has_runs, has_migrations = conn.execute(_q("schema_exists")).fetchone()
+            applied = (
+                {row[0] for row in conn.execute(_q("applied_migrations"))}
+                if has_migrations
+                else set()
+            )
+        if not create and not has_runs:
+            raise MissingStore(f"state store {self.url} holds no runs yet")
+        if applied >= {migration.version for migration in _sql_file()[0]}:
+            return  # up to date: opening writes nothing (a read-only role can open it)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply every migration not yet recorded, in one transaction under an advisory lock,
+        so a store is either at the new schema or untouched, and two processes opening a fresh
+        database at once migrate it once (the second waits, then finds them recorded)."""
+        with self._transaction("migrate") as conn:
+            conn.execute(_q("lock_migrations"), {"key": MIGRATE_LOCK_KEY})
+            conn.execute(_q("create_migrations"))
+            applied = {row[0] for row in conn.execute(_q("applied_migrations"))}
+            for migration in _sql_file()[0]:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    _q("record_migration"), {"version": migration.version, "name": migration.name}
+                )
+
+    def close(self) -> None:
+        """Close the query connection; idempotent. Later calls raise `StoreError`."""
+        with self._mutex:
+            self._closed = True
+            self._conn.close()
+
+    # --- the pass lock ---
+
+    @contextmanager
+    def pass_lock(self, timeout: float) -> Iterator[None]:
+        """Hold the advisory lock `PASS_LOCK_KEY` for the body; `LockError` after `timeout`.
+
+        On a dedicated connection opened here and closed on exit: the lock belongs to that
+        session, so it is released when the body ends, and by the server when the holder's
+        process dies however it dies (its socket closes, its session ends).
+        """
+        conn = self._connect("lock")
+        try:
+            self._acquire(conn, timeout)
+            try:
+                yield
+            finally:
+                # Unlocked explicitly: the server ends a closed session asynchronously, and a
+                # pass started right after this one must find the lock free.
+                with suppress(psycopg.Error):
+                    conn.execute(_q("pass_unlock"), {"key": PASS_LOCK_KEY})
+        finally:
+            conn.close()
+
+    def _acquire(self, conn: psycopg.Connection, timeout: float) -> None:
+        """Poll `pg_try_advisory_lock` until it succeeds or `timeout` seconds have passed."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            try:
+                [locked] = conn.execute(_q("try_pass_lock"), {"key": PASS_LOCK_KEY}).fetchone()
+            except psycopg.Error as exc:
+                raise self._error("lock", exc) from self._cause(exc)
+            if locked:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockError(
+                    f"another `reconcile` pass holds the lock of state store "
+                    f"{self.url}; gave up after {timeout:g}s (see --lock-timeout)"
+                )
+            time.sleep(min(LOCK_POLL_SECONDS, remaining))
+
+    # --- planning ---
+
+    @_retried
+    def snapshot(self) -> ExecutedState:
+        """The latest run of each (task, machine, version) plus the active runs, in one query
+        (runs without `output`)."""
+        with self._session("read") as conn:
+            rows = conn.execute(_q("snapshot")).fetchall()
+        return ExecutedState.of(_run(row) for row in rows)
+
+    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+        """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
+        plan that replaces a pending run by the same key can insert its successor."""
+        with self._transaction() as conn:
+            conn.execute(_q("lock_record"), {"key": RECORD_LOCK_KEY})
+            for cancel in plan.cancel:
+                # A run that started meanwhile is no longer the planner's to cancel: left alone.
+                conn.execute(
+                    _q("cancel_pending"),
+                    {"id": cancel.run, "now": _aware(now), "error": cancel_error(cancel.reason)},
+                )
+            return self._insert(conn, plan.enqueue, commit, now)
+
+    @staticmethod
+    def _insert(
+        conn: psycopg.Connection, enqueues: Sequence[Enqueue], commit: str | None, now: datetime
+    ) -> list[Run]:
+        """Insert the enqueues in one pipelined batch; returns the runs actually inserted (a
+        key with an active run returns no row), in plan order."""
+        if not enqueues:
+            return []
+        params = [
+            {
+                "task": e.task,
+                "machine": e.machine,
+                "version": e.version,
+                "slot": e.slot,
+                "commit": commit,
+                "priority": e.priority,
+                "reason": getattr(e.reason, "value", e.reason),
+                "now": _aware(now),
+                "not_before": None,
+            }
+            for e in enqueues
+        ]  # windows are judged at dispatch
+        with conn.cursor() as cur:
+            cur.executemany(_q("insert_run"), params, returning=True)
+            rows = []
+            while True:
+                rows += cur.fetchall()
+                if not cur.nextset():
+                    return [_run(row) for row in rows]
+
+    def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
+        """Runs of dead workers: on a shared queue only an expired lease proves a holder
+        dead, so this is `sweep(LEASE_SECONDS, now)`; runs of live workers (`keep_owner`'s
+        included) are left alone."""
+        return self._sweep(LEASE_SECONDS, now, keep_owner)
+
+    @_retried
+    def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
+        """Runs whose lease expired by the server's clock: undispatched -> `pending`,
+        dispatched -> `unknown`. Returns them by id. See `StateStore.sweep`."""
+        return self._sweep(lease_seconds, now, None)
+
+    def _sweep(self, lease_seconds: float, now: datetime, keep_owner: str | None) -> list[Run]:
+        lease = {"lease": max(float(lease_seconds), 0.0), "keep": keep_owner}
+        with self._transaction() as conn:
+            back = conn.execute(_q("sweep_undispatched"), lease).fetchall()
+            lost = conn.execute(
+                _q("sweep_dispatched"), {**lease, "now": _aware(now), "error": UNKNOWN_ERROR}
+            ).fetchall()
+        return _runs_by_id(back + lost)
+
+    # --- the queue ---
+
+    @_retried
+    def pending(self) -> list[Run]:
+        """Pending runs by (priority, created_at, id), without `output`."""
+        return self._select("pending")
+
+    @_retried
+    def running(self) -> list[Run]:
+        """Running runs by id, without `output`."""
+        return self._select("running")
+
+    def _select(self, query: str, params: dict | None = None) -> list[Run]:
+        with self._session("read") as conn:
+            return [_run(row) for row in conn.execute(_q(query), params or {})]
+
+    def _write_one_noresult(self, query: str, params: dict) -> None:
+        with self._session("write") as conn:
+            conn.execute(_q(query), params)
+
+    def _write_one(self, query: str, params: dict) -> tuple | None:
+        """One single-statement write (autocommit: its own transaction); its row or None."""
+        with self._session("write") as conn:
+            return conn.execute(_q(query), params).fetchone()
+
+    def claim(
+        self, run_id: int, owner: str, now: datetime, max_parallel: int | None = None
+    ) -> Run | None:
+        """Compare-and-set `pending` -> `running` (epoch + 1) with `FOR UPDATE SKIP LOCKED`,
+        committed before returning; None if it was not pending, another claim holds it, or
+        its machine already runs `max_parallel` runs.
+
+        The capacity check holds a transaction-level advisory lock on the machine's name, so
+        workers claiming for one machine at once are serialised and `max_parallel` holds
+        across every worker, not just within one.
+
+        When the connection breaks under a claim (a server restart) the claim may or may not
+        have committed. Once the server answers again the run is looked at: running under
+        `owner` since exactly `now` (the claim's own stamp) means it did, and the run is
+        ours; otherwise the claim is tried again. A claim is never lost to a stranded lease,
+        and never taken twice."""
+        try:
+            return self._claim(run_id, owner, now, max_parallel)
+        except StoreError:
+            if self._closed or not (self._conn.broken or self._conn.closed):
+                raise
+        run = self.get_run(run_id)  # reconnects, waiting for the server
+        if (
+            run is not None
+            and run.status is RunStatus.RUNNING
+            and run.owner == owner
+            and run.started_at == _aware(now)
+        ):
+            return run
+        return self._claim(run_id, owner, now, max_parallel)
+
+    def _claim(
+        self, run_id: int, owner: str, now: datetime, max_parallel: int | None
+    ) -> Run | None:
+        params = {"id": run_id, "owner": owner, "now": _aware(now)}
+        if max_parallel is None:
+            row = self._write_one("claim", params)
+            return None if row is None else _run(row)
+        with self._transaction("claim") as conn:
+            found = conn.execute(_q("lock_machine_of_run"), params).fetchone()
+            if found is None:
+                return None
+            if (
+                conn.execute(_q("running_on_machine"), {"machine": found[0]}).fetchone()[0]
+                >= max_parallel
+            ):
+                return None
+            row = conn.execute(_q("claim"), params).fetchone()
+        return None if row is None else _run(row)
+
+    @_retried
+    def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
+        """Set `dispatched` (and renew the lease) before the command is sent; committed with
+        the server's durable commit. Raises `LeaseLost`."""
+        return _run(self._leased("mark_dispatched", run_id, epoch, {}))
+
+    @_retried
+    def heartbeat(self, run_id: int, epoch: int) -> None:
+        """Renew the run's lease with the server's clock. Raises `LeaseLost`."""
+        self._leased("heartbeat", run_id, epoch, {})
+
+    def finish(
+        self,
+        run_id: int,
+        epoch: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Record a final status with its result, output capped. Raises `LeaseLost`."""
+        if status.is_active:
+            raise ValueError(f"finish needs a final status, not {status.value}")
+        return _run(
+            self._leased(
+                "finish",
+                run_id,
+                epoch,
+                {
+                    "status": status.value,
+                    "now": _aware(now),
+                    "exit_code": exit_code,
+                    "output": _output(output),
+                    "error": _text(error),
+                },
+            )
+        )
+
+    def adopt(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run | None:
+        """An `unknown` run gets the result its target kept; None if it is not unknown."""
+        row = self._write_one(
+            "adopt",
+            {
+                "id": run_id,
+                "status": status.value,
+                "exit_code": exit_code,
+                "output": _output(output),
+                "error": _text(error),
+            },
+        )
+        return None if row is None else _run(row)
+
+    def requeue(
+        self,
+        run_id: int,
+        epoch: int,
+        not_before: datetime,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
+        return _run(
+            self._leased(
+                "requeue",
+                run_id,
+                epoch,
+                {
+                    "not_before": _aware(not_before),
+                    "exit_code": exit_code,
+                    "output": _output(output),
+                    "error": _text(error),
+                },
+            )
+        )
+
+    def _leased(self, query: str, run_id: int, epoch: int, params: dict) -> tuple:
+        """A write guarded by (status running, epoch); `LeaseLost` if the guard fails."""
+        row = self._write_one(query, {**params, "id": run_id, "epoch": epoch})
+        if row is None:
+            raise self._lease_lost(run_id, epoch)
+        return row
+
+    def _lease_lost(self, run_id: int, epoch: int) -> LeaseLost:
+        """Why a leased write matched nothing (read after the fact: only for the message)."""
+        row = self._status_of(run_id)
+        if row is None:
+            return LeaseLost(f"run {run_id} does not exist")
+        status, current = row
+        return LeaseLost(
+            f"run {run_id} is no longer held at epoch {epoch}: it is {status} at epoch {current}"
+        )
+
+    def _status_of(self, run_id: int) -> tuple | None:
+        with self._session("read") as conn:
+            return conn.execute(_q("status_of"), {"id": run_id}).fetchone()
+
+    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked` (final). None if it was not
+        pending."""
+        row = self._write_one("block", {"id": run_id, "error": _text(error), "now": _aware(now)})
+        return None if row is None else _run(row)
+
+    # --- history and commands ---
+
+    @_retried
+    def get_run(self, run_id: int) -> Run | None:
+        """One run with its output and error, or None."""
+        runs = self._select("get_run", {"id": run_id})
+        return runs[0] if runs else None
+
+    @_retried
+    def list_runs(
+        self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
+    ) -> list[Run]:
+        """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
+        of None or below 1 means no limit."""
+        return self._select(
+            "list_runs",
+            {
+                "statuses": None if status is None else [RunStatus(s).value for s in status],
+                "team_lo": None if team is None else f"{team}/",
+                "team_hi": None if team is None else f"{team}0",  # '0' is the character after '/'
+                "limit": limit if limit and limit > 0 else None,
+            },
+        )
+
+    def cancel_run(self, run_id: int, now: datetime) -> Run:
+        """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
+        run id is the command's argument) for an unknown or non-pending run."""
+        row = self._write_one(
+            "cancel_pending", {"id": run_id, "now": _aware(now), "error": QUEUE_CANCEL_ERROR}
+        )
+        if row is None:
+            raise self._not_allowed(run_id, "only pending runs can be cancelled")
+        return _run(row)
+
+    def request_retry(self, run_id: int, now: datetime) -> Run:
+        """`queue retry`: flag a failed, blocked or unknown run for the next pass; raises
+        `InputError` otherwise. Flagging twice is harmless."""
+        row = self._write_one("request_retry", {"id": run_id})
+        if row is None:
+            raise self._not_allowed(run_id, "only failed, blocked or unknown runs can be retried")
+        return _run(row)
+
+    def _not_allowed(self, run_id: int, rule: str) -> InputError:
+        row = self._status_of(run_id)
+        if row is None:
+            return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
+        return UsageError(f"run {run_id} is {row[0]}; {rule}")
+
+    @_retried
+    def counts(self) -> dict[str, int]:
+        """Runs by status; every status is present (0 when none)."""
+        with self._session("read") as conn:
+            found = dict(conn.execute(_q("counts")).fetchall())
+        return {s.value: found.get(s.value, 0) for s in RunStatus}
+
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha)."""
+        self._write_one_noresult("record_commit", {"commit": commit, "now": _aware(now)})
+
+    @_retried
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("last_commit")).fetchone()
+        return row[0] if row else None
+
+    @_retried
+    def failed_since(self, since: datetime) -> int:
+        """Runs that ended failed, blocked or unknown at or after `since`."""
+        with self._session("read") as conn:
+            return conn.execute(_q("failed_since"), {"since": _aware(since)}).fetchone()[0]
+
+    # --- the audit log ---
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Link `records` after the head and insert them, in one transaction holding the
+        audit advisory lock: every writer of the database appends after the latest head."""
+        if not records:
+            return []
+        with self._transaction("write audit entries to") as conn:
+            conn.execute(_q("lock_audit"), {"key": AUDIT_LOCK_KEY})
+            head = conn.execute(_q("audit_head")).fetchone()
+            if head is not None:
+                seq, prev = head[0], head[6]
+            else:
+                anchor = conn.execute(_q("audit_anchor")).fetchone()
+                seq, prev = anchor if anchor is not None else (0, GENESIS)
+            entries = link(seq, prev, records)
+            with conn.cursor() as cur:
+                # link() already made every text storable: stored text is hashed text.
+                cur.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
+        return entries
+
+    @_retried
+    def audit_page(
+        self, after_seq: int = 0, limit: int = 1000, since: str | None = None
+    ) -> list[AuditEntry]:
+        """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
+        with self._session("read") as conn:
+            rows = conn.execute(
+                _q("audit_page"), {"after": after_seq, "limit": limit, "since": since}
+            ).fetchall()
+        return [audit_entry(row) for row in rows]
+
+    @_retried
+    def audit_head(self) -> AuditEntry | None:
+        """The newest entry, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("audit_head")).fetchone()
+        return None if row is None else audit_entry(row)
+
+    @_retried
+    def audit_anchor(self) -> Anchor | None:
+        """The last pruned entry's (seq, hash), or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("audit_anchor")).fetchone()
+        return None if row is None else Anchor(row[0], row[1])
+
+    def prune_audit(self, through_seq: int, now: datetime) -> int:
+        """Remove entries up to `through_seq`, keeping the last one as the anchor."""
+        with self._transaction() as conn:
+            conn.execute(_q("lock_audit"), {"key": AUDIT_LOCK_KEY})
+            row = conn.execute(_q("audit_entry_hash"), {"seq": through_seq}).fetchone()
+            if row is None:
+                return 0
+            conn.execute(
+                _q("audit_set_anchor"), {"seq": through_seq, "hash": row[0], "now": _aware(now)}
+            )
+            return conn.execute(_q("audit_delete_through"), {"seq": through_seq}).rowcount
+
+    # --- alerts ---
+
+    def record_alert(
+        self, alert: Alert, deliveries: Sequence[Delivery], owner: str, now: datetime
+    ) -> bool:
+        """Remember the alert's key and queue its deliveries, or do nothing (see the port).
+        The primary key decides between concurrent reconcilers: the second insert waits for
+        the first transaction, then does nothing."""
+        key = alert.key
+        line = {"task": key.task, "machine": key.machine}
+        with self._transaction() as conn:
+            if (
+                alert.run_id is not None
+                and conn.execute(_q("alert_newer"), {**line, "run_id": alert.run_id}).fetchone()
+            ):
+                return False
+            if (
+                conn.execute(
+                    _q("alert_remember"),
+                    {
+                        **line,
+                        "version": key.version,
+                        "outcome": key.outcome,
+                        "run_id": alert.run_id,
+                        "alert_id": alert.id,
+                        "now": _aware(now),
+                    },
+                ).fetchone()
+                is None
+            ):
+                return False
+            if alert.resets:
+                conn.execute(_q("alert_forget"), {**line, "outcomes": list(alert.resets)})
+            with conn.cursor() as cur:
+                cur.executemany(
+                    _q("outbox_insert"),
+                    [
+                        _text_values(
+                            {
+                                "id": d.id,
+                                "alert_id": d.alert_id,
+                                "team": d.team,
+                                "target": d.target,
+                                "event": d.event,
+                                "title": d.title,
+                                "body": d.body,
+                                "now": _aware(now),
+                                "owner": owner,
+                            }
+                        )
+                        for d in deliveries
+                    ],
+                )
+        return True
+
+    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
+        """Drop the memory of `outcomes` for (task, machine)."""
+        with self._session("write") as conn:
+            return conn.execute(
+                _q("alert_forget"), {"task": task, "machine": machine, "outcomes": list(outcomes)}
+            ).rowcount
+
+    @_retried
+    def unreachable_machines(self) -> set[str]:
+        """Machines with a remembered `unreachable` alert."""
+        with self._session("read") as conn:
+            return {row[0] for row in conn.execute(_q("unreachable_machines"))}
+
+    def claim_deliveries(
+        self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
+    ) -> list[Delivery]:
+        """Claim pending outbox rows nobody holds (by the server's clock), oldest first."""
+        with self._session("write") as conn:
+            rows = conn.execute(
+                _q("outbox_claim"),
+                {"owner": owner, "limit": limit, "lease": max(float(lease_seconds), 0.0)},
+            ).fetchall()
+        return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]
+
+    def delivery_done(self, delivery_id: str, now: datetime) -> None:
+        """Mark a delivery delivered."""
+        self._write_one_noresult("outbox_done", {"id": delivery_id, "now": _aware(now)})
+
+    def delivery_failed(
+        self, delivery_id: str, error: str, now: datetime, give_up: bool = False
+    ) -> None:
+        """Count a failed attempt; release the claim (or abandon the row)."""
+        self._write_one_noresult(
+            "outbox_failed",
+            {"id": delivery_id, "error": _text(error), "now": _aware(now), "give_up": give_up},
+        )
+
+    def release_deliveries(self, owner: str) -> int:
+        """Release `owner`'s claims on undelivered rows."""
+        with self._session("write") as conn:
+            return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
+
+    @_retried
+    def outbox_pending(self) -> int:
+        """Deliveries still waiting."""
+        with self._session("read") as conn:
+            return conn.execute(_q("outbox_pending")).fetchone()[0]
+
+    @_retried
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The newest final, non-cancelled run's status before `before_id`, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(
+                _q("previous_outcome"), {"task": task, "machine": machine, "before_id": before_id}
+            ).fetchone()
+        return None if row is None else _STATUS[row[0]]
+
+    # --- retention ---
+
+    @_retried
+    def prunable_runs(self, before: datetime, after_id: int = 0, limit: int = 1000) -> list[Run]:
+        """Runs `delete_runs` may remove, with their output, in id order."""
+        return self._select(
+            "prunable_runs", {"before": _aware(before), "after": after_id, "limit": limit}
+        )
+
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
+        """Delete those of `run_ids` still prunable; the conditions are checked again."""
+        with self._session("write") as conn:
+            return conn.execute(
+                _q("delete_runs"), {"ids": list(run_ids), "before": _aware(before)}
+            ).rowcount
+
+    def prune_outbox(self, before: datetime) -> int:
+        """Delete delivered and abandoned outbox rows created before `before`."""
+        with self._session("write") as conn:
+            return conn.execute(_q("outbox_prune"), {"before": _aware(before)}).rowcount
+
+
+def _text_values(params: dict) -> dict:
+    """Every text parameter as PostgreSQL accepts it (no NUL, valid UTF-8)."""
+    return {key: _text(value) if isinstance(value, str) else value for key, value in params.items()}

@@ -1,0 +1,944 @@
+"""The SQLite state store: one database file, one connection, WAL.
+
+`SqliteStore` implements the `StateStore` port (see `store.base` for the run protocol). The
+schema and every query live in `sql/sqlite.sql`; this module binds parameters, maps rows to
+`Run` values and translates `sqlite3` errors into `StoreError` naming the database file.
+
+Concurrency: the engine calls the store from a pool of worker threads, so the one connection
+is shared (`check_same_thread=False`) behind a `threading.Lock`; SQLite serialises writers
+anyway, and a lock is cheaper than a connection per thread. Other processes (`reconcile queue
+cancel`, a second pass waiting for the pass lock) share the file through WAL and a busy
+timeout; every write is a `BEGIN IMMEDIATE` transaction, so it takes the write lock up front
+instead of failing to upgrade a read lock half-way.
+
+Leases: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at` with SQLite's own
+clock ('now'), which every process on the host shares; `sweep` compares against it. `recover`
+(under the pass lock) resolves every running run regardless: with SQLite one pass runs at a
+time, so a running run found by the lock holder belongs to a pass that died.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.adapters.audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
+from reconciler.adapters.store.base import DELIVERY_LEASE_SECONDS, LeaseLost, StateStore
+from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exported for callers)
+    QUEUE_CANCEL_ERROR,
+    UNKNOWN_ERROR,
+    Migration,
+    SqlFile,
+    audit_entry,
+    audit_params,
+    cancel_error,
+    cap_output,
+    delivery,
+    only_comments,
+    parse_sql_file,
+)
+from reconciler.core.alerts import Alert, Delivery
+from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.plan import Cancel, Enqueue, Plan
+from reconciler.core.state import ExecutedState, Run, RunStatus
+
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's write transaction
+LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
+MIN_SQLITE = (3, 35, 0)  # RETURNING
+
+
+# --- the SQL file -----------------------------------------------------------------------------
+
+
+def _sql_file() -> SqlFile:
+    """`sql/sqlite.sql`: its migrations (in order) and its named queries."""
+    return parse_sql_file("sqlite.sql", _statements)
+
+
+def _statements(script: str) -> tuple[str, ...]:
+    """Split a migration into statements: `executescript` would commit our transaction."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip() and not only_comments(current):
+        statements.append(current.strip())
+    return tuple(statements)
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (a no-op once it is). Retried while another process holds the
+    file busy: SQLite does not call the busy handler for a journal-mode change, so processes
+    opening a fresh store at the same moment would otherwise fail with "database is locked"
+    (the migration that follows is a `BEGIN IMMEDIATE` write, which does wait)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            )
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(LOCK_POLL_SECONDS)
+
+
+PRIVATE_SUFFIXES = ("", "-wal", "-shm", ".lock")  # the database and every file beside it
+
+
+def _make_private(path: str, create: bool) -> None:
+    """Create the database file 0600 before SQLite does (it would honour the umask: 0644
+    under the usual 022), and tighten the files an older version left readable. SQLite gives
+    its `-wal` and `-shm` files the database file's mode, so they follow."""
+    if create:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # SQLite reports why it cannot create the file, in its own words
+    for suffix in PRIVATE_SUFFIXES:
+        try:
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except OSError:
+            continue  # absent, or not ours to change: SQLite decides whether it can open it
+
+
+def _q(name: str) -> str:
+    """The named query of the SQL file."""
+    return _sql_file()[1][name]
+
+
+def _one(conn: sqlite3.Connection, query: str, params: dict) -> tuple | None:
+    """The first row of a named query, or None. Always steps the statement to its end: an
+    unfinished `UPDATE ... RETURNING` would still be in progress when we COMMIT."""
+    rows = conn.execute(_q(query), params).fetchall()
+    return rows[0] if rows else None
+
+
+# --- values <-> columns -----------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> str | None:
+    """A datetime as sortable ISO 8601 UTC text with microseconds, e.g.
+    `2024-05-01T12:00:00.000000+00:00`; a fixed width keeps text order equal to time order.
+    Naive datetimes are taken as UTC (every clock of the reconciler is UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+# The columns of `runs` in table order: every query that returns runs selects them in this
+# order (`SELECT *`, `RETURNING *` or the explicit lists of sqlite.sql). A later migration can
+# only append columns (ALTER TABLE ADD COLUMN), so `_run` reads this prefix of any row.
+COLUMNS = (
+    "id",
+    "task",
+    "machine",
+    "version",
+    "slot",
+    "commit",
+    "priority",
+    "status",
+    "attempt",
+    "reason",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "not_before",
+    "exit_code",
+    "output",
+    "error",
+    "dispatched",
+    "retry_requested",
+    "epoch",
+    "owner",
+)
+_STATUS = {status.value: status for status in RunStatus}
+
+
+def _run(row: tuple) -> Run:
+    """A row of `runs` as a `Run`. Positional, not `sqlite3.Row`: snapshot() maps 100k+ rows
+    and the name lookups doubled its cost."""
+    (
+        id_,
+        task,
+        machine,
+        version,
+        slot,
+        commit,
+        priority,
+        status,
+        attempt,
+        reason,
+        created,
+        started,
+        finished,
+        not_before,
+        exit_code,
+        output,
+        error,
+        dispatched,
+        retry_requested,
+        epoch,
+        owner,
+    ) = row[: len(COLUMNS)]
+    return Run(
+        id=id_,
+        task=task,
+        machine=machine,
+        version=version,
+        priority=priority,
+        status=_STATUS[status],
+        attempt=attempt,
+        reason=reason,
+        slot=slot,
+        commit=commit,
+        created_at=_dt(created),
+        started_at=_dt(started),
+        finished_at=_dt(finished),
+        not_before=_dt(not_before),
+        exit_code=exit_code,
+        output=output,
+        error=error,
+        dispatched=bool(dispatched),
+        retry_requested=bool(retry_requested),
+        epoch=epoch,
+        owner=owner,
+    )
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class NoSchema(StoreError):
+    """A database file without the reconciler's schema, opened read-only: it holds no runs."""
+
+
+@dataclass
+class _HeldLock:
+    """The pass lock as this process holds it, and how many of its passes are inside."""
+
+    fd: int
+    count: int = 0
+
+
+# The pass lock belongs to the process, not to one pass: the daemon overlaps its passes (it
+# plans a new commit while an earlier pass still drains), and a second flock of the same file
+# from the same process would wait on itself. Other processes still wait for all of them.
+_HELD: dict[str, _HeldLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
+class SqliteStore(StateStore):
+    """The `StateStore` on one SQLite file. Thread-safe; see the module docstring.
+
+    `path` is kept as given for messages (users recognise `.reconciler/state.db`); with
+    `create=False` a missing file raises `StoreError` instead of being created. Opening
+    applies pending migrations in one transaction. Raises `StoreError`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        url: str | None = None,
+        create: bool = True,
+        read_only: bool = False,
+    ):
+        self.path = os.fspath(path)
+        self.url = url or f"sqlite:///{self.path}"
+        # Opened by its absolute path, so it is the same file whatever the cwd is later;
+        # named in messages as the user would (`.reconciler/state.db.lock`).
+        self._lock_path = Path(os.path.abspath(self.path) + ".lock")
+        self._lock_name = f"{self.path}.lock"
+        self._mutex = threading.Lock()
+        self.read_only = read_only
+        self._conn = self._connect_read_only() if read_only else self._connect(create)
+        try:
+            self._check_schema() if read_only else self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # --- connection, errors, transactions ---
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                f"cannot open state store {self.path}: SQLite "
+                f"{sqlite3.sqlite_version} is too old (3.35 or newer is needed)"
+            )
+        uri = Path(os.path.abspath(self.path)).as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        _make_private(self.path, create)
+        try:
+            # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            # WAL: readers never block the writer; NORMAL: no fsync per commit (WAL stays
+            # durable against a process crash, which is what the run protocol must survive);
+            # a 16 MiB page cache keeps snapshot()'s index scan of a large history in memory.
+            _enable_wal(conn)
+            for pragma in (
+                "synchronous = NORMAL",
+                "foreign_keys = ON",
+                f"busy_timeout = {BUSY_TIMEOUT_MS}",
+                "cache_size = -16384",
+            ):
+                conn.execute(f"PRAGMA {pragma}")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """For `plan` and `status`: SQLite's read-only mode, no pragma that writes (WAL is a
+        property of the file, already set by the pass that created it), no migration."""
+        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+        return conn
+
+    def _check_schema(self) -> None:
+        """A read-only store must already be at this version's schema: raise `NoSchema` for a
+        file that holds none (an empty file: no runs), `StoreError` for an older one."""
+        migrations, _ = _sql_file()
+        with self._read() as conn:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'"
+                ).fetchone()
+                is None
+            ):
+                raise NoSchema(self.path)
+            applied = {row[0] for row in conn.execute(_q("applied_migrations"))}
+        if {m.version for m in migrations} - applied:
+            raise StoreError(
+                f"state store {self.path} was written by an older reconciler; "
+                "run `reconcile --once` once to upgrade it"
+            )
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        """The one translation of a sqlite3 error: what we tried, on which file, and why."""
+        return StoreError(f"cannot {action} state store {self.path}: {exc}")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads (autocommit: each statement sees the latest commit)."""
+        with self._mutex:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction: committed on success, rolled back on any error.
+
+        `durable` commits with `synchronous=FULL` (an fsync of the WAL): for the few writes
+        that must survive a power loss, not only a process crash (see `mark_dispatched`).
+        """
+        with self._mutex:
+            try:
+                if durable:
+                    self._conn.execute("PRAGMA synchronous = FULL")
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error("write", exc) from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._error("write", exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                if durable:
+                    with suppress(sqlite3.Error):  # a closed connection has nothing to reset
+                        self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (e.g. after SQLITE_FULL); the original error wins.
+        with suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
+    def _migrate(self) -> None:
+        """Apply every migration not yet recorded in `schema_migrations`, in one transaction,
+        so a store is either at the new schema or untouched."""
+        migrations, _ = _sql_file()
+        with self._write() as conn:
+            conn.execute(_q("create_migrations"))
+            applied = {row[0] for row in conn.execute(_q("applied_migrations"))}
+            now = _ts(datetime.now(UTC))
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    _q("record_migration"),
+                    {"version": migration.version, "name": migration.name, "now": now},
+                )
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Later calls raise `StoreError`."""
+        with self._mutex:
+            self._conn.close()
+
+    # --- the pass lock ---
+
+    @contextmanager
+    def pass_lock(self, timeout: float) -> Iterator[None]:
+        """Hold `flock(<db>.lock)` for the body; `LockError` after `timeout` seconds.
+
+        flock belongs to the open file description, so it is released by the kernel when the
+        holder dies, however it dies; Python opens the fd non-inheritable, so child processes
+        (ssh, the command) cannot keep it alive. flock has no timeout of its own: we poll LOCK_NB.
+        """
+        key = os.path.realpath(self._lock_path)
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is None:
+                held = _HELD[key] = _HeldLock(self._take_lock(timeout))
+            held.count += 1
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                held.count -= 1
+                if held.count == 0:
+                    del _HELD[key]
+                    fcntl.flock(held.fd, fcntl.LOCK_UN)
+                    os.close(held.fd)
+
+    def _take_lock(self, timeout: float) -> int:
+        """Open the lock file and flock it; the open descriptor holds the lock."""
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LockError(f"cannot open the pass lock {self._lock_name}: {exc.strerror}") from exc
+        try:
+            self._acquire(fd, timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _acquire(self, fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise LockError(
+                        f"cannot take the pass lock {self._lock_name}: {exc.strerror}"
+                    ) from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockError(
+                    f"another `reconcile` pass holds the lock {self._lock_name}; "
+                    f"gave up after {timeout:g}s (see --lock-timeout)"
+                )
+            time.sleep(min(LOCK_POLL_SECONDS, remaining))
+
+    # --- planning ---
+
+    def snapshot(self) -> ExecutedState:
+        """The latest run of each (task, machine, version) plus the active runs, in one query
+        (runs without `output`)."""
+        with self._read() as conn:
+            rows = conn.execute(_q("snapshot")).fetchall()
+        return ExecutedState.of(_run(row) for row in rows)
+
+    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+        """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
+        plan that replaces a pending run by the same key can insert its successor."""
+        with self._write() as conn:
+            for cancel in plan.cancel:
+                self._cancel_planned(conn, cancel, now)
+            inserted = (self._insert(conn, enqueue, commit, now) for enqueue in plan.enqueue)
+            return [run for run in inserted if run is not None]
+
+    @staticmethod
+    def _cancel_planned(conn: sqlite3.Connection, cancel: Cancel, now: datetime) -> None:
+        # A run that started meanwhile is no longer the planner's to cancel: left alone.
+        error = cancel_error(cancel.reason)
+        _one(conn, "cancel_pending", {"id": cancel.run, "now": _ts(now), "error": error})
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, enqueue: Enqueue, commit: str | None, now: datetime
+    ) -> Run | None:
+        row = _one(
+            conn,
+            "insert_run",
+            {
+                "task": enqueue.task,
+                "machine": enqueue.machine,
+                "version": enqueue.version,
+                "slot": enqueue.slot,
+                "commit": commit,
+                "priority": enqueue.priority,
+                "reason": getattr(enqueue.reason, "value", enqueue.reason),
+                "now": _ts(now),
+                "not_before": None,  # a deny window is judged at dispatch, never stored
+            },
+        )
+        return None if row is None else _run(row)  # None: an active run of this key exists
+
+    def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
+        """`running` runs of a dead pass: undispatched -> `pending`, dispatched -> `unknown`.
+        Runs claimed by `keep_owner` (the caller's own process) are alive. Returns them by id."""
+        keep = {"keep": keep_owner}
+        with self._write() as conn:
+            back = conn.execute(_q("recover_undispatched"), keep).fetchall()
+            lost = conn.execute(
+                _q("recover_dispatched"), {**keep, "now": _ts(now), "error": UNKNOWN_ERROR}
+            ).fetchall()
+        return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
+
+    def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
+        """Runs whose lease expired by SQLite's clock: undispatched -> `pending`, dispatched
+        -> `unknown`. Returns them by id. See `StateStore.sweep`."""
+        age = {"age": f"-{max(float(lease_seconds), 0.0):.6f} seconds"}
+        with self._write() as conn:
+            back = conn.execute(_q("sweep_undispatched"), age).fetchall()
+            lost = conn.execute(
+                _q("sweep_dispatched"), {**age, "now": _ts(now), "error": UNKNOWN_ERROR}
+            ).fetchall()
+        return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
+
+    # --- the queue ---
+
+    def pending(self) -> list[Run]:
+        """Pending runs by (priority, created_at, id), without `output`."""
+        return self._select("pending")
+
+    def running(self) -> list[Run]:
+        """Running runs by id, without `output`."""
+        return self._select("running")
+
+    def _select(self, query: str, params: dict | None = None) -> list[Run]:
+        with self._read() as conn:
+            return [_run(row) for row in conn.execute(_q(query), params or {})]
+
+    def claim(
+        self, run_id: int, owner: str, now: datetime, max_parallel: int | None = None
+    ) -> Run | None:
+        """Compare-and-set `pending` -> `running` (epoch + 1); None if it was not pending or
+        its machine already runs `max_parallel` runs (checked in the same `BEGIN IMMEDIATE`
+        transaction, so the count cannot change under it)."""
+        with self._write() as conn:
+            if max_parallel is not None:
+                busy = conn.execute(_q("running_on_machine_of_run"), {"id": run_id}).fetchone()
+                if busy is not None and busy[0] >= max_parallel:
+                    return None
+            row = _one(conn, "claim", {"id": run_id, "owner": owner, "now": _ts(now)})
+        return None if row is None else _run(row)
+
+    def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
+        """Set `dispatched` before the command is sent. Raises `LeaseLost`.
+
+        Committed durably: if this mark were lost to a power cut after the command ran,
+        `recover` would put the run back to pending and execute it a second time.
+        """
+        return self._leased("mark_dispatched", run_id, epoch, {}, durable=True)
+
+    def heartbeat(self, run_id: int, epoch: int) -> None:
+        """Renew the run's lease with SQLite's clock. Raises `LeaseLost`."""
+        with self._write() as conn:
+            if _one(conn, "heartbeat", {"id": run_id, "epoch": epoch}) is None:
+                raise self._lease_lost(conn, run_id, epoch)
+
+    def finish(
+        self,
+        run_id: int,
+        epoch: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Record a final status with its result, output capped. Raises `LeaseLost`."""
+        if status.is_active:
+            raise ValueError(f"finish needs a final status, not {status.value}")
+        return self._leased(
+            "finish",
+            run_id,
+            epoch,
+            {
+                "status": status.value,
+                "now": _ts(now),
+                "exit_code": exit_code,
+                "output": cap_output(output),
+                "error": error,
+            },
+        )
+
+    def adopt(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run | None:
+        """An `unknown` run gets the result its target kept; None if it is not unknown."""
+        with self._write() as conn:
+            row = _one(
+                conn,
+                "adopt",
+                {
+                    "id": run_id,
+                    "status": status.value,
+                    "exit_code": exit_code,
+                    "output": cap_output(output),
+                    "error": error,
+                },
+            )
+        return None if row is None else _run(row)
+
+    def requeue(
+        self,
+        run_id: int,
+        epoch: int,
+        not_before: datetime,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
+        return self._leased(
+            "requeue",
+            run_id,
+            epoch,
+            {
+                "not_before": _ts(not_before),
+                "exit_code": exit_code,
+                "output": cap_output(output),
+                "error": error,
+            },
+        )
+
+    def _leased(
+        self, query: str, run_id: int, epoch: int, params: dict, *, durable: bool = False
+    ) -> Run:
+        """Run a write guarded by (status running, epoch); `LeaseLost` if the guard fails."""
+        with self._write(durable) as conn:
+            row = _one(conn, query, {**params, "id": run_id, "epoch": epoch})
+            if row is None:
+                raise self._lease_lost(conn, run_id, epoch)
+        return _run(row)
+
+    @staticmethod
+    def _lease_lost(conn: sqlite3.Connection, run_id: int, epoch: int) -> LeaseLost:
+        row = _one(conn, "status_of", {"id": run_id})
+        if row is None:
+            return LeaseLost(f"run {run_id} does not exist")
+        status, current = row
+        return LeaseLost(
+            f"run {run_id} is no longer held at epoch {epoch}: it is {status} at epoch {current}"
+        )
+
+    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked` (final: `finished_at` is
+        set, so `failed_since` counts it). None if it was not pending."""
+        with self._write() as conn:
+            row = _one(conn, "block", {"id": run_id, "error": error, "now": _ts(now)})
+        return None if row is None else _run(row)
+
+    # --- history and commands ---
+
+    def get_run(self, run_id: int) -> Run | None:
+        """One run with its output and error, or None."""
+        runs = self._select("get_run", {"id": run_id})
+        return runs[0] if runs else None
+
+    def list_runs(
+        self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
+    ) -> list[Run]:
+        """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
+        of None or below 1 means no limit."""
+        statuses = None if status is None else json.dumps([RunStatus(s).value for s in status])
+        return self._select(
+            "list_runs",
+            {
+                "statuses": statuses,
+                "team_lo": None if team is None else f"{team}/",
+                "team_hi": None if team is None else f"{team}0",  # '0' is the character after '/'
+                "limit": limit if limit and limit > 0 else -1,
+            },
+        )
+
+    def cancel_run(self, run_id: int, now: datetime) -> Run:
+        """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
+        run id is the command's argument) for an unknown or non-pending run."""
+        with self._write() as conn:
+            row = _one(
+                conn, "cancel_pending", {"id": run_id, "now": _ts(now), "error": QUEUE_CANCEL_ERROR}
+            )
+            if row is None:
+                raise self._not_allowed(conn, run_id, "only pending runs can be cancelled")
+        return _run(row)
+
+    def request_retry(self, run_id: int, now: datetime) -> Run:
+        """`queue retry`: flag a failed, blocked or unknown run for the next pass; raises
+        `InputError` otherwise. Flagging twice is harmless."""
+        with self._write() as conn:
+            row = _one(conn, "request_retry", {"id": run_id})
+            if row is None:
+                raise self._not_allowed(
+                    conn, run_id, "only failed, blocked or unknown runs can be retried"
+                )
+        return _run(row)
+
+    @staticmethod
+    def _not_allowed(conn: sqlite3.Connection, run_id: int, rule: str) -> InputError:
+        row = _one(conn, "status_of", {"id": run_id})
+        if row is None:
+            return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
+        return UsageError(f"run {run_id} is {row[0]}; {rule}")
+
+    def counts(self) -> dict[str, int]:
+        """Runs by status; every status is present (0 when none)."""
+        with self._read() as conn:
+            found = dict(conn.execute(_q("counts")).fetchall())
+        return {s.value: found.get(s.value, 0) for s in RunStatus}
+
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha)."""
+        with self._write() as conn:
+            conn.execute(_q("record_commit"), {"commit": commit, "now": _ts(now)})
+
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None."""
+        with self._read() as conn:
+            row = _one(conn, "last_commit", {})
+        return row[0] if row else None
+
+    def failed_since(self, since: datetime) -> int:
+        """Runs that ended failed, blocked or unknown at or after `since`."""
+        with self._read() as conn:
+            return _one(conn, "failed_since", {"since": _ts(since)})[0]
+
+    # --- the audit log ---
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Link `records` after the head and insert them, in one `BEGIN IMMEDIATE`
+        transaction: the head cannot move under it, whoever else writes the file."""
+        if not records:
+            return []
+        with self._write() as conn:
+            head = _one(conn, "audit_head", {})
+            if head is not None:
+                seq, prev = head[0], head[6]
+            else:
+                anchor = _one(conn, "audit_anchor", {})
+                seq, prev = anchor if anchor is not None else (0, GENESIS)
+            entries = link(seq, prev, records)
+            conn.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
+        return entries
+
+    def audit_page(
+        self, after_seq: int = 0, limit: int = 1000, since: str | None = None
+    ) -> list[AuditEntry]:
+        """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                _q("audit_page"), {"after": after_seq, "limit": limit, "since": since}
+            ).fetchall()
+        return [audit_entry(row) for row in rows]
+
+    def audit_head(self) -> AuditEntry | None:
+        """The newest entry, or None."""
+        with self._read() as conn:
+            row = _one(conn, "audit_head", {})
+        return None if row is None else audit_entry(row)
+
+    def audit_anchor(self) -> Anchor | None:
+        """The last pruned entry's (seq, hash), or None."""
+        with self._read() as conn:
+            row = _one(conn, "audit_anchor", {})
+        return None if row is None else Anchor(row[0], row[1])
+
+    def prune_audit(self, through_seq: int, now: datetime) -> int:
+        """Remove entries up to `through_seq`, keeping the last one as the anchor."""
+        with self._write() as conn:
+            row = _one(conn, "audit_entry_hash", {"seq": through_seq})
+            if row is None:
+                return 0
+            conn.execute(
+                _q("audit_set_anchor"), {"seq": through_seq, "hash": row[0], "now": _ts(now)}
+            )
+            return conn.execute(_q("audit_delete_through"), {"seq": through_seq}).rowcount
+
+    # --- alerts ---
+
+    def record_alert(
+        self, alert: Alert, deliveries: Sequence[Delivery], owner: str, now: datetime
+    ) -> bool:
+        """Remember the alert's key and queue its deliveries, or do nothing (see the port)."""
+        key = alert.key
+        line = {"task": key.task, "machine": key.machine}
+        with self._write() as conn:
+            if alert.run_id is not None and _one(
+                conn, "alert_newer", {**line, "run_id": alert.run_id}
+            ):
+                return False
+            if (
+                _one(
+                    conn,
+                    "alert_remember",
+                    {
+                        **line,
+                        "version": key.version,
+                        "outcome": key.outcome,
+                        "run_id": alert.run_id,
+                        "alert_id": alert.id,
+                        "now": _ts(now),
+                    },
+                )
+                is None
+            ):
+                return False
+            if alert.resets:
+                conn.execute(_q("alert_forget"), {**line, "outcomes": json.dumps(alert.resets)})
+            conn.executemany(
+                _q("outbox_insert"),
+                [
+                    {
+                        "id": d.id,
+                        "alert_id": d.alert_id,
+                        "team": d.team,
+                        "target": d.target,
+                        "event": d.event,
+                        "title": d.title,
+                        "body": d.body,
+                        "now": _ts(now),
+                        "owner": owner,
+                    }
+                    for d in deliveries
+                ],
+            )
+        return True
+
+    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
+        """Drop the memory of `outcomes` for (task, machine)."""
+        with self._write() as conn:
+            return conn.execute(
+                _q("alert_forget"),
+                {"task": task, "machine": machine, "outcomes": json.dumps(list(outcomes))},
+            ).rowcount
+
+    def unreachable_machines(self) -> set[str]:
+        """Machines with a remembered `unreachable` alert."""
+        with self._read() as conn:
+            return {row[0] for row in conn.execute(_q("unreachable_machines"))}
+
+    def claim_deliveries(
+        self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
+    ) -> list[Delivery]:
+        """Claim pending outbox rows nobody holds (by SQLite's clock), oldest first."""
+        age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
+        with self._write() as conn:
+            rows = conn.execute(
+                _q("outbox_claim"), {"owner": owner, "limit": limit, "age": age}
+            ).fetchall()
+        return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]
+
+    def delivery_done(self, delivery_id: str, now: datetime) -> None:
+        """Mark a delivery delivered."""
+        with self._write() as conn:
+            conn.execute(_q("outbox_done"), {"id": delivery_id, "now": _ts(now)})
+
+    def delivery_failed(
+        self, delivery_id: str, error: str, now: datetime, give_up: bool = False
+    ) -> None:
+        """Count a failed attempt; release the claim (or abandon the row)."""
+        with self._write() as conn:
+            conn.execute(
+                _q("outbox_failed"),
+                {"id": delivery_id, "error": error, "now": _ts(now), "give_up": int(give_up)},
+            )
+
+    def release_deliveries(self, owner: str) -> int:
+        """Release `owner`'s claims on undelivered rows."""
+        with self._write() as conn:
+            return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
+
+    def outbox_pending(self) -> int:
+        """Deliveries still waiting."""
+        with self._read() as conn:
+            return _one(conn, "outbox_pending", {})[0]
+
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The newest final, non-cancelled run's status before `before_id`, or None."""
+        with self._read() as conn:
+            row = _one(
+                conn, "previous_outcome", {"task": task, "machine": machine, "before_id": before_id}
+            )
+        return None if row is None else _STATUS[row[0]]
+
+    # --- retention ---
+
+    def prunable_runs(self, before: datetime, after_id: int = 0, limit: int = 1000) -> list[Run]:
+        """Runs `delete_runs` may remove, with their output, in id order."""
+        return self._select(
+            "prunable_runs", {"before": _ts(before), "after": after_id, "limit": limit}
+        )
+
+    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
+        """Delete those of `run_ids` still prunable; the conditions are checked again."""
+        with self._write() as conn:
+            return conn.execute(
+                _q("delete_runs"), {"ids": json.dumps(list(run_ids)), "before": _ts(before)}
+            ).rowcount
+
+    def prune_outbox(self, before: datetime) -> int:
+        """Delete delivered and abandoned outbox rows created before `before`."""
+        with self._write() as conn:
+            return conn.execute(_q("outbox_prune"), {"before": _ts(before)}).rowcount

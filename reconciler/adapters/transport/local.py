@@ -1,0 +1,322 @@
+"""The `local` transport: `sh -c` on the reconciler's own host.
+
+The command runs in its own session (process group), so a timeout kills the whole tree, not
+just the shell. Secrets travel only in the child's environment, never in its argv. The child
+does not inherit the reconciler's environment: it gets a small allow-list plus the task's env
+(start-up already took the identity out of the environment, cli/startup.py).
+
+A machine's `user:` names the OS account its commands run as: when the reconciler runs as root
+it drops to that user's uid, gid and groups in the child (with its HOME, USER, LOGNAME, SHELL),
+so a task cannot read what only the reconciler may (its identity file, its state store).
+Without `user:` a command runs with the reconciler's own rights.
+
+Output is read while the command runs and only its last `OUTPUT_TAIL` bytes are kept, so a
+command that prints gigabytes costs no memory. A marker file holds the process group of each
+running command: if the reconciler dies, the next pass finds the orphan and stops it before
+anything is re-run (`reap`).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.adapters.private_files import private_dir
+from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
+from reconciler.core.errors import AuthFailed
+from reconciler.core.model import Machine
+from reconciler.core.output import TailBuffer
+from reconciler.core.redact import Secret, reveal
+
+# What a task sees of the reconciler's own environment; everything else is the task's `env`.
+INHERITED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SHELL",
+    "TERM",
+)
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a process group
+OUTPUT_TAIL = 64 * 1024
+# After the shell exits, how long its output may keep arriving. A background child that keeps
+# the pipe open (`daemon &`) must not hold the run open until its timeout.
+DRAIN_GRACE = 0.5
+
+
+def child_environment(
+    env: Mapping[str, str | Secret], account: RunAs | None = None
+) -> dict[str, str]:
+    """The environment of a local task: the allow-list from ours, overlaid with the task's;
+    for a task run as another user, that user's HOME, USER, LOGNAME and SHELL."""
+    base = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    if account is not None:
+        base.update(account.environment())
+    return {**base, **{k: reveal(v) for k, v in env.items()}}
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The OS account a local machine's `user:` names, resolved on this host."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "HOME": self.home,
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "SHELL": self.shell or "/bin/sh",
+        }
+
+    def popen_arguments(self) -> dict:
+        """Popen's privilege drop, done in the child between fork and exec: supplementary
+        groups (as initgroups would set them), then gid, then uid."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+
+
+def run_as(machine: Machine, own_user_allowed: bool = True) -> RunAs | None:
+    """The account the commands of `machine` run as: None for the reconciler's own (no
+    `user:`, or `user:` is the reconciler's own user). Raises AuthFailed (never retried) for
+    an unknown user, for another user when the reconciler is not root and cannot switch, and
+    for the reconciler's own account when that is not allowed (`own_user_allowed`)."""
+    if not machine.user:
+        return None
+    try:
+        entry = pwd.getpwnam(machine.user)
+    except KeyError:
+        raise AuthFailed(
+            f"machine '{machine.name}': user: {machine.user}: no such user on "
+            "this host (create the account, or fix 'user:')"
+        ) from None
+    if entry.pw_uid == os.geteuid():
+        if not own_user_allowed:
+            raise AuthFailed(
+                f"machine '{machine.name}': user: {machine.user} is the reconciler's own "
+                "account, so its tasks would run with the reconciler's rights (its identity, "
+                "every team's vault) in an inventory of several teams; name an unprivileged "
+                "account, or an admin allows it in reconciler.yaml: "
+                "local_machines: {allow_shared_user: true}"
+            )
+        return None
+    if os.geteuid() != 0:
+        raise AuthFailed(
+            f"machine '{machine.name}': user: {machine.user}, but the reconciler runs as "
+            f"{_own_user_name()} and only root can run commands as another user (run the "
+            "reconciler as root, or remove 'user:' to run them with its own rights)"
+        )
+    return RunAs(
+        entry.pw_name,
+        entry.pw_uid,
+        entry.pw_gid,
+        tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)),
+        entry.pw_dir,
+        entry.pw_shell,
+    )
+
+
+def _own_user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+class _Tail:
+    """Reads a pipe to its end in a thread, keeping only the last `limit` bytes.
+
+    The reader polls with a short timeout so it can be told to stop: a background child
+    that keeps the pipe open must not keep us reading (and closing a file another thread is
+    blocked reading from would block too).
+    """
+
+    def __init__(self, pipe, limit: int = OUTPUT_TAIL):
+        self.pipe, self.limit = pipe, limit
+        self.data = TailBuffer(limit)  # counts what it drops, for the mark
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        fd = self.pipe.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        while not self.stop.is_set():
+            if not poller.poll(100):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            self.data.add(chunk)
+
+    def text(self, wait: float) -> str:
+        """What was read, once the pipe closed or `wait` seconds passed."""
+        self.thread.join(wait)
+        self.stop.set()
+        self.thread.join()
+        self.pipe.close()
+        return self.data.text()
+
+
+class LocalTransport(Transport):
+    """Runs commands as child processes of the reconciler."""
+
+    def __init__(
+        self,
+        markers: str | Path = ".reconciler/runs",
+        cwd: str | Path | None = None,
+        own_user_allowed: bool = True,
+    ):
+        self.markers = Path(markers)
+        # False with several teams (unless the settings allow the shared user): a `user:`
+        # that is the reconciler's own account would give one team's tasks its rights.
+        self.own_user_allowed = own_user_allowed
+        # Under git.verify: the verified commit's checkout, so that relative paths a command
+        # runs (./scripts/...) are the signed ones, never the working tree's.
+        self.cwd = cwd
+
+    def run(
+        self,
+        machine: Machine,
+        command: str,
+        env: Mapping[str, str | Secret],
+        timeout: float,
+        run_id: int,
+    ) -> Completed:
+        started = time.monotonic()
+        account = run_as(machine, self.own_user_allowed)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_environment(env, account),
+            start_new_session=True,
+            cwd=self.cwd,
+            **(account.popen_arguments() if account is not None else {}),
+        )
+        marker = self._mark(run_id, proc.pid)
+        tail = _Tail(proc.stdout)
+        try:
+            proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, proc)
+            timed_out = True
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+        output = tail.text(DRAIN_GRACE)
+        return Completed(
+            exit_code=None if timed_out else proc.returncode,
+            output=output,
+            duration=time.monotonic() - started,
+            timed_out=timed_out,
+        )
+
+    def _mark(self, run_id: int, pgid: int) -> Path | None:
+        """Remember the process group of a running command (best effort)."""
+        try:
+            private_dir(self.markers)  # inside private state, whatever the store
+            marker = self.markers / f"{run_id}.pgid"
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(pgid))
+            return marker
+        except OSError:
+            return None
+
+    def reap(
+        self,
+        machine: Machine,
+        run_id: int,
+        *,
+        attempt: int | None = None,
+        command: str | None = None,
+        stop: bool = True,
+    ) -> Completed | None:
+        """Stop the command of a run whose reconciler died, if it is still running.
+
+        The process group is only killed when its leader still carries this run's id in its
+        environment, so a recycled pid is never hit.
+        """
+        marker = self.markers / f"{run_id}.pgid"
+        try:
+            pgid = int(marker.read_text())
+        except (OSError, ValueError):
+            return
+        if _runs(pgid, run_id):
+            if not stop:
+                return STILL_RUNNING
+            _kill_group(pgid, None)
+        marker.unlink(missing_ok=True)
+
+
+def _runs(pid: int, run_id: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"RECONCILE_RUN_ID={run_id}".encode() in environ.split(b"\0")
+
+
+def _kill_group(pgid: int, proc: subprocess.Popen | None) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()  # reap our own child, or it lingers as a zombie in the group
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: a killed orphan's
+    processes wait for their parent (or an init that may never reap them, as in some
+    containers) to reap them, and waiting on those only delayed every kill by its grace."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # no /proc to look in: the signal's answer is all we know
+    return any(_member_running(pid, pgid) for pid in pids)
+
+
+def _member_running(pid: str, pgid: int) -> bool:
+    """Whether process `pid` is in group `pgid` and not a zombie (from /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False  # gone meanwhile
+    return len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z"

@@ -1,0 +1,297 @@
+"""One SSH connection per machine, shared by the runs of that machine from many threads.
+
+The engine calls `run()` from a thread pool, up to `max_parallel` at once per machine. They
+share one connection (one login, one key exchange) and each gets its own channel on it;
+paramiko's transport multiplexes channels and is safe to use from several threads. Only when
+more than `max_channels` runs of one machine are open at once is a second connection opened
+(sshd refuses more than `MaxSessions`, 10 by default, on one connection).
+
+Connecting happens once for all the threads that need it: the first connects, the others wait
+for its result and share the connection, or its error. A connection found dead (its transport
+stopped, a channel cannot be opened) is dropped and the next caller reconnects; a connection
+unused for `idle_timeout` seconds is closed.
+
+Liveness: a silently dead peer (a partition: no FIN, no RST, the packets just stop) is never
+noticed by paramiko, whose keepalive asks for no reply, nor by TCP keepalive when a middlebox
+keeps ACKing. So a watchdog thread sends every connection a global request that wants a reply
+(`keepalive@openssh.com`, OpenSSH's own ServerAliveInterval probe) every `keepalive` seconds,
+one at a time, and declares the connection dead when nothing answered for `keepalive *
+keepalive_count` seconds: it closes the transport, which closes every channel on it, so a
+command waiting on it ends at once (as `ConnectionLost`, with `Connection.dead` saying why).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+
+import paramiko
+
+from reconciler.core.errors import Unreachable
+from reconciler.core.model import Machine
+
+MAX_CHANNELS = 8
+IDLE_TIMEOUT = 300.0
+KEEPALIVE = 10.0  # seconds between liveness probes
+KEEPALIVE_COUNT = 3  # probe intervals without an answer before a connection is dead
+PROBE = "keepalive@openssh.com"  # any global request works: sshd answers "unsupported"
+
+
+class Connection:
+    """One open SSH connection: the Fabric `Connection` and how many channels use it."""
+
+    def __init__(self, fabric_connection):
+        self.fabric = fabric_connection
+        self.transport: paramiko.Transport = fabric_connection.transport
+        self.in_use = 0
+        self.last_used = time.monotonic()
+        self.broken = False
+        self.answered = time.monotonic()  # when the peer last answered a probe
+        self.probed = 0.0  # when the last probe was sent
+        self.probing = False  # a probe waits for its answer (one at a time)
+        self.dead: str | None = None  # why the watchdog declared the connection dead
+
+    @property
+    def alive(self) -> bool:
+        """False once the transport stopped or a channel could not be opened on it."""
+        return not self.broken and self.transport is not None and self.transport.is_active()
+
+    def open_channel(self, timeout: float) -> paramiko.Channel:
+        """A new session channel; raises paramiko.SSHException (and marks us broken) when the
+        connection turns out to be dead."""
+        try:
+            return self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError):
+            self.broken = True
+            raise
+
+    def watch(self, now: float, interval: float, count: int) -> None:
+        """One watchdog tick: declare the connection dead after `interval * count` seconds
+        without an answer, else send a probe when one is due and none is in flight."""
+        if self.broken:
+            return
+        silent = now - self.answered
+        if silent >= interval * count:
+            self.dead = (
+                f"no answer for {silent:.0f}s ({count} keepalive probes, one every "
+                f"{interval:g}s); the machine is unreachable"
+            )
+            self.close()
+        elif not self.probing and now - self.probed >= interval:
+            self.probing, self.probed = True, now
+            threading.Thread(target=self._probe, name="ssh-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        """Send one probe and wait for its answer (or for the transport to close: a global
+        request has no timeout of its own; the watchdog closing the transport ends it)."""
+        try:
+            self.transport.global_request(PROBE, wait=True)  # None: "unsupported", an answer
+            if self.transport.is_active():
+                self.answered = time.monotonic()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass  # the connection is going away; the watchdog or the next use notices
+        finally:
+            self.probing = False
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self.fabric.client.close()  # also when the transport is no longer active
+            self.fabric.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+            pass
+
+
+class _Slot:
+    """The connections of one machine, and the connect in progress for it, if any."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections: list[Connection] = []
+        self.connecting: Future | None = None
+
+
+class Session:
+    """A channel on a pooled connection, for one command."""
+
+    def __init__(self, connection: Connection, channel: paramiko.Channel):
+        self.connection = connection
+        self.channel = channel
+
+    @property
+    def alive(self) -> bool:
+        return self.connection.alive
+
+
+class ConnectionPool:
+    """Connections by machine. `connect(machine)` opens one (a Fabric `Connection`, already
+    open and verified) or raises a TransportError."""
+
+    def __init__(
+        self,
+        connect: Callable[[Machine], object],
+        *,
+        max_channels: int = MAX_CHANNELS,
+        channel_timeout: float = 10.0,
+        idle_timeout: float = IDLE_TIMEOUT,
+        keepalive: float = KEEPALIVE,
+        keepalive_count: int = KEEPALIVE_COUNT,
+    ):
+        self._connect = connect
+        self.max_channels = max_channels
+        self.channel_timeout = channel_timeout
+        self.idle_timeout = idle_timeout
+        self.keepalive = max(0.1, float(keepalive))
+        self.keepalive_count = max(1, int(keepalive_count))
+        self._lock = threading.Lock()
+        self._slots: dict[Hashable, _Slot] = {}
+        self.connects = 0  # how many connections were opened (for tests and benchmarks)
+        self._swept = time.monotonic()
+        self._watchdog: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    @contextmanager
+    def session(self, machine: Machine) -> Iterator[Session]:
+        """A fresh channel to `machine`, closed afterwards. Raises a TransportError when no
+        channel can be had; the command has then not been sent anywhere."""
+        connection, channel = self._channel(machine)
+        try:
+            yield Session(connection, channel)
+        finally:
+            channel.close()
+            self._release(machine, connection)
+
+    def _channel(self, machine: Machine) -> tuple[Connection, paramiko.Channel]:
+        # A pooled connection may have died since its last use without our noticing (the
+        # peer restarted): nothing was sent on it yet, so one fresh connection is tried.
+        for attempt in (1, 2):
+            connection = self._acquire(machine)
+            try:
+                return connection, connection.open_channel(self.channel_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._release(machine, connection)
+                if attempt == 2:
+                    raise Unreachable(
+                        f"machine '{machine.name}' is unreachable: cannot open a "
+                        f"channel: "
+                        f"{exc or type(exc).__name__}"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    def _acquire(self, machine: Machine) -> Connection:
+        """A live connection with a free channel, connecting when there is none."""
+        slot = self._slot(machine)
+        while True:
+            with slot.lock:
+                self._drop_dead(slot)
+                # A dead one other channels still hold stays listed until they let go: never
+                # hand it out again (the retry in `_channel` would fail on it once more).
+                for connection in slot.connections:
+                    if connection.alive and connection.in_use < self.max_channels:
+                        connection.in_use += 1
+                        connection.last_used = time.monotonic()
+                        return connection
+                pending, mine = slot.connecting, slot.connecting is None
+                if mine:
+                    pending = slot.connecting = Future()
+            if mine:
+                self._open(machine, slot, pending)
+            pending.result()  # re-raises the connect error to every waiter
+
+    def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
+        try:
+            connection = Connection(self._connect(machine))
+        except BaseException as exc:
+            with slot.lock:
+                slot.connecting = None
+            pending.set_exception(exc)
+            return
+        with slot.lock:
+            slot.connections.append(connection)
+            slot.connecting = None
+            self.connects += 1
+        self._start_watchdog()
+        pending.set_result(connection)
+
+    def _start_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is not None and self._watchdog.is_alive():
+                return
+            self._closing.clear()
+            self._watchdog = threading.Thread(target=self._watch, name="ssh-watchdog", daemon=True)
+            self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Tick a few times per keepalive interval: probe every connection, close the dead."""
+        tick = min(1.0, self.keepalive / 4)
+        while not self._closing.wait(tick):
+            with self._lock:
+                slots = list(self._slots.values())
+            for slot in slots:
+                with slot.lock:
+                    connections = list(slot.connections)
+                for connection in connections:
+                    connection.watch(time.monotonic(), self.keepalive, self.keepalive_count)
+
+    def _release(self, machine: Machine, connection: Connection) -> None:
+        slot = self._slot(machine)
+        with slot.lock:
+            connection.in_use -= 1
+            connection.last_used = time.monotonic()
+            self._drop_dead(slot)
+        self._close_idle()
+
+    def _drop_dead(self, slot: _Slot) -> None:
+        """Close and forget connections that died and that no channel uses any more."""
+        for connection in [c for c in slot.connections if not c.alive]:
+            if connection.in_use == 0:
+                slot.connections.remove(connection)
+                connection.close()
+
+    def _close_idle(self) -> None:
+        """Close connections unused for `idle_timeout` (looked for at most every 10 s)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._swept < min(10.0, self.idle_timeout):
+                return
+            self._swept = now
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.lock:
+                for connection in list(slot.connections):
+                    if connection.in_use == 0 and now - connection.last_used > self.idle_timeout:
+                        slot.connections.remove(connection)
+                        connection.close()
+
+    def _slot(self, machine: Machine) -> _Slot:
+        key = pool_key(machine)
+        with self._lock:
+            return self._slots.setdefault(key, _Slot())
+
+    def close(self) -> None:
+        """Close every connection; the pool may be used again afterwards."""
+        self._closing.set()
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+        for slot in slots:
+            with slot.lock:
+                for connection in slot.connections:
+                    connection.close()
+                slot.connections.clear()
+
+
+def pool_key(machine: Machine) -> Hashable:
+    """What makes two machines share a connection: everything the connect depends on, so
+    an inventory change (a new host key, another user) opens a new connection."""
+    return (
+        machine.name,
+        machine.host,
+        machine.port,
+        machine.user,
+        machine.host_key,
+        machine.key,
+        machine.key_file,
+    )

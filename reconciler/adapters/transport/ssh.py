@@ -1,0 +1,515 @@
+"""The `ssh` transport: tasks on remote machines, over Fabric/paramiko (DESIGN §6).
+
+Safe by default:
+- only the inventory's `host_key` is trusted (`hostkeys`): RejectPolicy, no known_hosts, the
+  key algorithms limited to the pinned types; a mismatch fails before authentication;
+- the client key comes from the team vault (in memory, never on disk), a `key_file`, or the
+  ssh-agent; never from ~/.ssh/id_* (`look_for_keys` is off);
+- the environment and secrets travel over the channel's stdin to a small sh wrapper
+  (`wrapper`): never Fabric's `env=`, which inlines `export K=V` into the remote argv;
+- a timeout kills the remote process group; a lost connection is `ConnectionLost`, not a
+  failure of the command.
+
+Fast: one connection per machine (`pool`), TCP_NODELAY, and the channel taken straight from
+the paramiko transport: Fabric's `run()` costs ~15 ms per command in invoke's I/O loop, more
+than a whole command on a LAN (DESIGN §6). Fabric opens the connection.
+
+Failure classes (errors.py, DESIGN §4): Unreachable (retryable) when the machine cannot be
+reached or the connection failed before the command was sent; AuthFailed and
+HostKeyMismatch (never retried); ConnectionLost once the command may have started.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+
+import fabric
+import paramiko
+
+from reconciler.adapters.transport import hostkeys, wrapper
+from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
+from reconciler.adapters.transport.pool import MAX_CHANNELS, Connection, ConnectionPool, Session
+from reconciler.adapters.transport.probe import PROBE_COMMAND, Load, parse_probe
+from reconciler.core.errors import (
+    AuthFailed,
+    ConnectionLost,
+    ReconcilerError,
+    TransportError,
+    Unreachable,
+)
+from reconciler.core.model import Machine
+from reconciler.core.output import TailBuffer, tail_text
+from reconciler.core.redact import Secret, reveal
+
+KEEPALIVE = 10  # seconds between liveness probes on a connection (`ssh_keepalive`)
+KEEPALIVE_COUNT = 3  # probe intervals without any answer before it is dead (~30 s)
+DRAIN = 10.0  # after the exit status, how long the rest of the output may take to arrive
+CTL_TIMEOUT = 30.0  # reading or killing a run's markers
+CLEAN_TIMEOUT = 5.0  # removing stale markers when a connection opens (best effort)
+
+
+KeyResolver = Callable[[Machine], "Secret | None"]
+
+
+class SshTransport(Transport):
+    """Runs commands on `transport: ssh` machines; thread-safe, one connection per machine.
+
+    `resolve_key(machine)` returns the machine's `key: {vault: NAME}` private key text as a
+    `Secret` (None when the machine has no `key`: then its `key_file`, else the ssh-agent).
+    `markers_dir` is where the wrapper keeps run markers on the target (`~/` = remote home).
+    """
+
+    def __init__(
+        self,
+        resolve_key: KeyResolver = lambda machine: None,
+        markers_dir: str = wrapper.DEFAULT_MARKERS,
+        connect_timeout: float = 10,
+        max_channels: int = MAX_CHANNELS,
+        keepalive: float = KEEPALIVE,
+        keepalive_count: int = KEEPALIVE_COUNT,
+    ):
+        self.resolve_key = resolve_key
+        self.markers = markers_dir
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self.keepalive_count = keepalive_count
+        self.pool = ConnectionPool(
+            self._connect,
+            max_channels=max_channels,
+            channel_timeout=connect_timeout,
+            keepalive=keepalive,
+            keepalive_count=keepalive_count,
+        )
+
+    # ------------------------------------------------------------------ the port
+
+    def run(
+        self,
+        machine: Machine,
+        command: str,
+        env: Mapping[str, str | Secret],
+        timeout: float,
+        run_id: int,
+    ) -> Completed:
+        """Run `command` with `sh -c` on `machine` through the wrapper. A non-zero exit is a
+        `Completed`; raises Unreachable/AuthFailed/HostKeyMismatch before the command was
+        sent, ConnectionLost after."""
+        started = time.monotonic()
+        plain = {name: reveal(value) for name, value in env.items()}
+        call = wrapper.invocation(self.markers, run_id, command, plain)
+        with self.pool.session(machine) as session:
+            self._dispatch(machine, session, call)
+            received, reply, dropped = _read_reply(session.channel, call.nonce, started + timeout)
+            if reply is not None:
+                _acknowledge(session.channel, call.nonce)
+                return Completed(
+                    exit_code=reply[1],
+                    output=_tail(reply[0], dropped),
+                    duration=time.monotonic() - started,
+                )
+            ended = _wait_status(session.channel, started + timeout)
+            if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
+                return self._finished(session, started, received, dropped)
+            # Timed out, or the channel closed without an exit status: the connection died
+            # (paramiko closes its channels before it marks the transport inactive, so only
+            # a new channel tells), or sshd sent `exit-signal`. The markers know which.
+            return self._settle(machine, session, run_id, call.nonce, started, not ended)
+
+    def reap(
+        self,
+        machine: Machine,
+        run_id: int,
+        *,
+        attempt: int | None = None,
+        command: str | None = None,
+        stop: bool = True,
+    ) -> Completed | None:
+        """Resolve a run found `running` after its reconciler died, from the target's markers.
+
+        Returns the run's `Completed` (real exit code and output tail) when its wrapper wrote
+        an exit marker — and, when given, for that `attempt` and that `command` (a run's check
+        shares its id) — so it can be adopted instead of being left `unknown`. Otherwise None:
+        a command still running was killed (its whole process group), or nothing is known.
+        With `stop=False` a command still running is left alone: `STILL_RUNNING`.
+        Raises a TransportError when the machine cannot be asked (leave the run `unknown`).
+        """
+        with self.pool.session(machine) as session:
+            marker = self._ctl(machine, session, run_id, "reap" if stop else "peek")
+        if marker.state == "running":
+            return STILL_RUNNING
+        if marker.state != "exit":
+            return None
+        if attempt is not None and marker.attempt != attempt:
+            return None
+        if command is not None and marker.digest != wrapper.digest(command):
+            return None
+        return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.pool.close()
+
+    # ------------------------------------------------------------------ helpers for commands
+
+    def query(self, machine: Machine, command: str, timeout: float = 10.0) -> Completed:
+        """Run a read-only `command` over the pooled connection, without wrapper or markers
+        (for `reconcile machines`): no env, no secrets, no process group handling."""
+        started = time.monotonic()
+        with self.pool.session(machine) as session:
+            try:
+                session.channel.set_combine_stderr(True)
+                session.channel.exec_command(command)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise Unreachable(f"machine '{machine.name}': {exc}") from exc
+            if not _wait_status(session.channel, started + timeout):
+                return Completed(None, _read_all(session.channel, 0.5), timeout, timed_out=True)
+            output = _read_all(session.channel, DRAIN)
+            if session.channel.exit_status < 0:
+                raise Unreachable(f"machine '{machine.name}': connection lost")
+            return Completed(session.channel.exit_status, output, time.monotonic() - started)
+
+    def probe(self, machine: Machine, timeout: float = 10.0) -> Load:
+        """Load average and memory of `machine`, read from its /proc over the pooled
+        connection. Raises a TransportError when it cannot be reached."""
+        done = self.query(machine, PROBE_COMMAND, timeout)
+        if not done.ok:
+            raise Unreachable(
+                f"machine '{machine.name}': cannot read /proc "
+                f"(exit {done.exit_code}): {done.output.strip()[:200]}"
+            )
+        return parse_probe(done.output)
+
+    # ------------------------------------------------------------------ running
+
+    def _dispatch(self, machine: Machine, session: Session, call: wrapper.Invocation) -> None:
+        """Start the wrapper and hand it its input. Until the exec request was accepted the
+        command cannot have started (Unreachable); once input is on its way it may have.
+        Stdin stays open: the wrapper waits on it for the acknowledgement of its output."""
+        channel = session.channel
+        channel.set_combine_stderr(True)
+        try:
+            channel.exec_command(call.command_line)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise Unreachable(
+                f"machine '{machine.name}': the command could not be started: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+        try:
+            channel.sendall(call.stdin)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc, session.connection) from exc
+
+    def _finished(
+        self, session: Session, started: float, received: bytes, dropped: int = 0
+    ) -> Completed:
+        """The result of a wrapper that reported its exit status without a trailer (it could
+        not start the command): what it printed so far and the rest."""
+        output = _tail(received + _read_all_bytes(session.channel, DRAIN), dropped)
+        return Completed(
+            exit_code=session.channel.exit_status,
+            output=output,
+            duration=time.monotonic() - started,
+        )
+
+    def _settle(
+        self,
+        machine: Machine,
+        session: Session,
+        run_id: int,
+        nonce: str,
+        started: float,
+        timed_out: bool,
+    ) -> Completed:
+        """Ask the run's markers through a second channel, killing what is left of its
+        process group (TERM, then KILL). A command that ended meanwhile keeps its own result;
+        no channel means the connection is gone: ConnectionLost."""
+        try:
+            channel = session.connection.open_channel(self.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc, session.connection) from exc
+        marker = self._ctl_on(machine, channel, run_id, "kill", nonce)
+        duration = time.monotonic() - started
+        if marker.state == "exit":
+            return Completed(marker.exit_code, marker.output, duration)
+        if timed_out:
+            return Completed(None, marker.output, duration, timed_out=True)
+        # The wrapper itself was killed by a signal (paramiko does not parse exit-signal).
+        return Completed(
+            255,
+            marker.output + "\n[reconciler: the remote command was killed by a signal]\n",
+            duration,
+        )
+
+    def _ctl(
+        self, machine: Machine, session: Session, run_id: int, action: str, nonce: str = "-"
+    ) -> wrapper.Marker:
+        return self._ctl_on(machine, session.channel, run_id, action, nonce)
+
+    def _ctl_on(
+        self, machine: Machine, channel: paramiko.Channel, run_id: int, action: str, nonce: str
+    ) -> wrapper.Marker:
+        """Run the marker script (`reap` or `kill`) for `run_id` on `channel`."""
+        started = time.monotonic()
+        try:
+            channel.exec_command(wrapper.ctl_line(self.markers, run_id, action, nonce))
+            channel.shutdown_write()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc) from exc
+        try:
+            if not _wait_status(channel, started + CTL_TIMEOUT) or channel.exit_status < 0:
+                raise _lost(machine, None)
+            output = _read_all_bytes(channel, DRAIN)
+        finally:
+            channel.close()
+        if channel.exit_status != 0:
+            raise TransportError(
+                f"machine '{machine.name}': reading the markers of run {run_id} "
+                f"failed (exit {channel.exit_status}): "
+                f"{output.decode('utf-8', 'replace').strip()[:200]}"
+            )
+        return wrapper.parse_ctl(output)
+
+    # ------------------------------------------------------------------ connecting
+
+    def _connect(self, machine: Machine):
+        """An open, host-key-verified, authenticated Fabric Connection to `machine`."""
+        if not machine.host:
+            raise Unreachable(f"machine '{machine.name}' has no host")
+        keys = hostkeys.pinned(machine)  # before any network I/O: no pin, no connection
+        auth = self._auth(machine)
+        try:
+            sock = hostkeys.open_socket(machine.host, machine.port, self.connect_timeout)
+        except Unreachable as exc:
+            raise Unreachable(f"machine '{machine.name}': {exc}") from exc
+        conn = fabric.Connection(
+            machine.host,
+            user=machine.user or getpass.getuser(),
+            port=machine.port,
+            config=_fabric_config(),
+            connect_timeout=int(max(1, self.connect_timeout)),
+            connect_kwargs={
+                "sock": sock,
+                "look_for_keys": False,
+                "banner_timeout": self.connect_timeout,
+                "auth_timeout": self.connect_timeout,
+                "disabled_algorithms": {
+                    "keys": hostkeys.disabled_host_key_algorithms(hostkeys.pinned_types(machine))
+                },
+                **auth,
+            },
+        )
+        # Fabric installs AutoAddPolicy: an unknown key would be accepted. Trust only the pins.
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        hostkeys.pin(conn.client.get_host_keys(), keys)
+        try:
+            conn.open()
+        except BaseException as exc:
+            # Fabric's close() skips a transport that is not active; paramiko's thread must
+            # stop before the socket goes, or it logs a spurious "Bad file descriptor".
+            conn.client.close()
+            sock.close()
+            raise self._connect_error(machine, exc) from exc
+        self._clean_markers(conn)
+        return conn
+
+    def _auth(self, machine: Machine) -> dict:
+        """paramiko's authentication arguments: the vault key, the key file, or the agent."""
+        try:
+            secret = self.resolve_key(machine) if machine.key is not None else None
+        except ReconcilerError as exc:  # the vault cannot be read: retrying will not help
+            raise AuthFailed(f"machine '{machine.name}': cannot read its key: {exc}") from exc
+        if machine.key is not None and secret is None:
+            raise AuthFailed(
+                f"machine '{machine.name}': its key {{vault: {machine.key.name}}} "
+                "could not be resolved"
+            )
+        if secret is not None:
+            return {"pkey": load_private_key(reveal(secret), machine.name), "allow_agent": False}
+        if machine.key_file:
+            return {"pkey": _key_from_file(machine), "allow_agent": False}
+        return {"allow_agent": True}
+
+    def _connect_error(self, machine: Machine, exc: BaseException) -> BaseException:
+        """Translate what `open()` raised into the reconciler's error tree (DESIGN §4)."""
+        where = f"machine '{machine.name}' ({hostkeys.target(machine)})"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return hostkeys.mismatch(machine, exc.key)
+        if isinstance(exc, paramiko.ssh_exception.IncompatiblePeer) and "host key" in str(exc):
+            return hostkeys.mismatch(machine, None, _offered(machine, self.connect_timeout))
+        if isinstance(exc, paramiko.AuthenticationException) or (
+            isinstance(exc, paramiko.SSHException) and "No authentication methods" in str(exc)
+        ):
+            return AuthFailed(
+                f"{where}: authentication as "
+                f"{machine.user or getpass.getuser()} failed ({exc}); check that "
+                "the machine's authorized_keys holds the reconciler's public key"
+            )
+        if isinstance(exc, (paramiko.SSHException, EOFError, OSError, socket.timeout)):
+            return Unreachable(
+                f"{where} is unreachable: the SSH connection failed: {exc or type(exc).__name__}"
+            )
+        return exc
+
+    def _clean_markers(self, conn) -> None:
+        """Opportunistically remove day-old markers; once per connection, errors ignored."""
+        try:
+            channel = conn.transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(wrapper.clean_line(self.markers))
+            channel.shutdown_write()
+            _wait_status(channel, time.monotonic() + CLEAN_TIMEOUT)
+            channel.close()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass
+
+
+def load_private_key(text: str, machine: str) -> paramiko.PKey:
+    """An OpenSSH (or PEM) private key from its text, in memory; raises AuthFailed when it
+    cannot be read (or is encrypted: a vault key needs no passphrase)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    data = text.encode()
+    try:
+        try:
+            loaded = serialization.load_ssh_private_key(data, password=None)
+        except ValueError:
+            loaded = serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:
+        raise AuthFailed(
+            f"machine '{machine}': its key is encrypted; store an unencrypted "
+            "key in the vault (the vault itself is the encryption)"
+        ) from exc
+    except (ValueError, paramiko.SSHException) as exc:
+        raise AuthFailed(f"machine '{machine}': its key is not an OpenSSH private key") from exc
+    for kind, cls in (
+        (ed25519.Ed25519PrivateKey, paramiko.Ed25519Key),
+        (ec.EllipticCurvePrivateKey, paramiko.ECDSAKey),
+        (rsa.RSAPrivateKey, paramiko.RSAKey),
+    ):
+        if isinstance(loaded, kind):
+            return cls.from_private_key(io.StringIO(text))
+    raise AuthFailed(f"machine '{machine}': unsupported key type {type(loaded).__name__}")
+
+
+def _key_from_file(machine: Machine) -> paramiko.PKey:
+    path = os.path.expanduser(machine.key_file or "")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuthFailed(
+            f"machine '{machine.name}': cannot read key_file {machine.key_file}: "
+            f"{getattr(exc, 'strerror', None) or exc}"
+        ) from exc
+    return load_private_key(text, machine.name)
+
+
+def _fabric_config() -> fabric.Config:
+    """A Fabric config that reads nothing from disk: no ~/.ssh/config, no fabric.yaml, so no
+    ambient setting (a ProxyCommand, another user, an identity) changes where we connect."""
+    return fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig())
+
+
+def _offered(machine: Machine, timeout: float) -> str:
+    """What the server offers instead of the pinned types, for the mismatch message."""
+    try:
+        keys = hostkeys.scan(machine.host or "", machine.port, timeout)
+    except TransportError:
+        return "the server offers none we can read"
+    return "it offers " + ", ".join(f"{k.type} {k.fingerprint}" for k in keys)
+
+
+def _lost(
+    machine: Machine, exc: BaseException | None, connection: Connection | None = None
+) -> ConnectionLost:
+    """The command may have run. When the liveness watchdog closed the connection (nothing
+    answered its probes) the machine is also unreachable: one alert for the machine."""
+    dead = connection.dead if connection is not None else None
+    why = f": {dead}" if dead else f": {exc}" if exc is not None and str(exc) else ""
+    lost = ConnectionLost(
+        f"machine '{machine.name}': connection lost after the command was "
+        f"sent{why}; its outcome is unknown (the next pass reads the run's "
+        "markers on the machine)"
+    )
+    lost.unreachable = dead is not None
+    return lost
+
+
+def _wait_status(channel: paramiko.Channel, deadline: float) -> bool:
+    """Wait until the command ended (exit status) or the channel closed (which also happens
+    when the connection dies: paramiko unlinks every channel); False at `deadline`."""
+    return channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:
+    """Everything the channel still delivers until EOF (at most `wait` s), last 64 KiB."""
+    channel.settimeout(wait)
+    tail = TailBuffer(wrapper.OUTPUT_TAIL)
+    try:
+        while chunk := channel.recv(65536):
+            tail.add(chunk)
+    except (TimeoutError, paramiko.SSHException, EOFError, OSError):
+        pass
+    return tail
+
+
+def _read_reply(
+    channel: paramiko.Channel, nonce: str, deadline: float
+) -> tuple[bytes, tuple[bytes, int] | None, int]:
+    """Read the wrapper's reply until its trailer line (then: the output and exit code), the
+    end of the channel or `deadline` (then None). Returns what was received as well, and how
+    many bytes of its head were dropped to bound memory (for the output's mark)."""
+    data, dropped = bytearray(), 0
+    while (left := deadline - time.monotonic()) > 0:
+        channel.settimeout(min(left, 1.0))
+        try:
+            chunk = channel.recv(65536)
+        except TimeoutError:
+            continue
+        except (paramiko.SSHException, EOFError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > 4 * wrapper.OUTPUT_TAIL:
+            dropped += len(data) - 2 * wrapper.OUTPUT_TAIL
+            del data[: -2 * wrapper.OUTPUT_TAIL]
+        if data.endswith(b"\n") and (reply := wrapper.parse_reply(bytes(data), nonce)):
+            return bytes(data), reply, dropped
+    return bytes(data), None, dropped
+
+
+def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
+    """Tell the wrapper we hold the whole output, so it removes it from the target, and wait
+    for it to exit (closing the channel earlier could cut the acknowledgement off). A lost
+    acknowledgement costs nothing but the output file, removed with day-old markers."""
+    try:
+        channel.sendall(wrapper.acknowledgement(nonce))
+        channel.shutdown_write()
+    except (paramiko.SSHException, EOFError, OSError):
+        return
+    _wait_status(channel, time.monotonic() + DRAIN)
+
+
+def _tail(raw: bytes, dropped: int = 0) -> str:
+    """The last 64 KiB of the output as text, under the mark of what was dropped before it
+    (`dropped` bytes, plus what this cut drops): the redactor then masks a piece of a secret
+    the cut went through."""
+    return tail_text(raw, wrapper.OUTPUT_TAIL, dropped)
+
+
+def _read_all_bytes(channel: paramiko.Channel, wait: float) -> bytes:
+    return bytes(_read_tail(channel, wait).data)
+
+
+def _read_all(channel: paramiko.Channel, wait: float) -> str:
+    """The output's last 64 KiB as text, under a mark saying how much was dropped."""
+    return _read_tail(channel, wait).text()
+
+
+__all__ = ["ConnectionLost", "SshTransport", "load_private_key"]

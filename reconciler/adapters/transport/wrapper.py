@@ -1,0 +1,241 @@
+"""The POSIX sh that runs a task on the target, and the one that stops or reads it later.
+
+The remote command line is fixed text: `sh -c '<RUN>' reconciler-run DIR RUN_ID NONCE ATTEMPT
+DIGEST`; none of it is secret. The environment and the command arrive on stdin as shell
+assignments quoted with `shlex.quote` (byte for byte, newlines included), terminated by a line
+holding only the nonce. The wrapper evaluates them in a subshell, so `export PATH=...` or
+`IFS=...` in a task's env cannot disturb the wrapper itself, and then `exec /bin/sh -c "$cmd"`.
+Only shell builtins see the values: no process's argument list ever holds one.
+
+Markers, flat files under DIR (`~/` means the remote home):
+- `<id>.meta`  `NONCE ATTEMPT DIGEST`: which invocation the other files belong to (a run's check
+  and command, and each attempt, share the run id; the nonce tells them apart);
+- `<id>.pid`   the process group of the wrapper and the task (what a timeout kills);
+- `<id>.out`   the task's stdout and stderr, as a file: the task never writes to the SSH channel,
+  so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end;
+- `<id>.exit`  `NONCE CODE`, written once the task ended.
+
+When the task ended the wrapper prints the output tail, then a trailer line `NONCE CODE`, and
+waits for the reconciler to echo the nonce back on stdin: only that acknowledgement (the
+reconciler holds the whole output) empties `<id>.out` (the file goes with the day-old
+markers), so the task's output, which may hold a secret, does not stay on the target. A lost
+connection (no acknowledgement) leaves it for the next pass to adopt.
+
+`CTL` reads these for a run: its exit code and output tail if it finished, else it kills the
+process group (verified to be the wrapper of that nonce, so a recycled pid is never hit). Having
+printed the tail, it removes `<id>.out`: the caller now holds it (adopted or recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.core.output import tail_text
+
+OUTPUT_TAIL = 64 * 1024
+DEFAULT_MARKERS = "~/.cache/reconciler/runs"
+# Exit codes of the wrapper itself (the task's own codes pass through unchanged).
+INPUT_CUT = 125  # stdin ended before the terminator: the command was not started
+NO_MARKERS = 124  # the marker directory cannot be written: the command was not started
+
+_PREAMBLE = r"""
+d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+f=$d/$2
+tail_out() {  # the output's last 64 KiB, under the mark of what was dropped (reconciler/output.py)
+  z=$(($(wc -c 2>/dev/null < "$f.out" || echo 0) + 0))
+  [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
+  tail -c 65536 "$f.out" 2>/dev/null
+}
+"""
+
+RUN = (
+    _PREAMBLE
+    + r"""umask 077
+pg=$$
+if IFS= read -r st 2>/dev/null < /proc/$$/stat; then
+  set -- "$1" "$2" "$3" "$4" "$5" ${st##*) }; pg=$8  # after "pid (comm) ": state ppid pgrp
+fi
+s=; ok=; nl='
+'
+while IFS= read -r l; do
+  if [ "$l" = "$3" ]; then ok=1; break; fi
+  s=$s$l$nl
+done
+if [ -z "$ok" ]; then
+  echo "reconciler: input cut off; the command was not started" >&2; exit 125
+fi
+if ! { printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta"; } 2>/dev/null; then
+  mkdir -p "$d" && printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta" || {
+    echo "reconciler: cannot write run markers in $d" >&2; exit 124; }
+fi
+echo "$pg" > "$f.pid"
+( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) > "$f.out" 2>&1 < /dev/null
+rc=$?
+echo "$3 $rc" > "$f.exit"
+if [ -s "$f.out" ]; then tail_out; fi
+printf '%s %s\n' "$3" "$rc"
+if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
+exit $rc
+"""
+)
+
+# $3: reap | kill | peek (peek leaves a live run alone: `running NONCE ATTEMPT DIGEST`).
+# $4: the nonce the caller expects (`-` for any). Prints one header line:
+# `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
+# (+ the tail), or `none`.
+CTL = (
+    _PREAMBLE
+    + r"""
+if ! read -r n a h 2>/dev/null < "$f.meta"; then echo none; exit 0; fi
+if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
+if read -r en rc 2>/dev/null < "$f.exit" && [ "$en" = "$n" ]; then
+  echo "exit $rc $n $a $h"; tail_out; rm -f "$f.out"; exit 0
+fi
+read -r pg 2>/dev/null < "$f.pid" || pg=
+alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
+  [ -d /proc/self ] || { kill -s 0 -- "-$pg" 2>/dev/null; return; }
+  for s in /proc/[0-9]*/stat; do
+    IFS= read -r l 2>/dev/null < "$s" || continue
+    set -- ${l##*) }
+    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+ours=
+if [ -n "$pg" ] && alive; then
+  # A live leader must be this run's wrapper (its argv holds the nonce): a recycled pid is
+  # never hit. A dead or zombie leader cannot have been recycled while its group lives.
+  st=; IFS= read -r st 2>/dev/null < "/proc/$pg/stat"
+  case ${st##*) } in
+    Z*|'') ours=1 ;;
+    *) tr '\000' '\n' 2>/dev/null < "/proc/$pg/cmdline" | grep -qF -- "$n" && ours=1 ;;
+  esac
+fi
+if [ -z "$ours" ]; then
+  echo "gone $n $a $h"; tail_out; rm -f "$f.out"; exit 0
+fi
+if [ "$3" = peek ]; then echo "running $n $a $h"; exit 0; fi
+kill -s TERM -- "-$pg" 2>/dev/null
+i=0
+while alive && [ $i -lt 20 ]; do
+  sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
+done
+kill -s KILL -- "-$pg" 2>/dev/null
+echo "killed $n $a $h"; tail_out; rm -f "$f.out"
+"""
+)
+
+# Removes markers older than a day, and large outputs untouched for an hour.
+CLEAN = (
+    _PREAMBLE
+    + r"""
+[ -d "$d" ] || exit 0
+find "$d" -maxdepth 1 -type f \( -mtime +0 -o \( -name '*.out' -size +1024k -mmin +60 \) \) \
+  -exec rm -f {} + 2>/dev/null
+exit 0
+"""
+)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One wrapper run: the remote command line (no secret) and its stdin (env + command)."""
+
+    command_line: str
+    stdin: bytes
+    nonce: str
+
+
+def digest(command: str) -> str:
+    """A short hash of a command, so a marker can be matched to the command it ran."""
+    return hashlib.sha256(command.encode()).hexdigest()[:16]
+
+
+def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) -> Invocation:
+    """The wrapper call for `command` with `env` (plain values, revealed at the last moment)."""
+    for name, value in env.items():
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"environment variable name {name!r} is not a shell name")
+        if "\0" in value:
+            raise ValueError(f"environment variable {name} holds a NUL byte")
+    nonce = secrets.token_hex(16)
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    lines.append(f"_reconciler_command={shlex.quote(command)}")
+    script = "\n".join(lines) + "\n"
+    while f"\n{nonce}\n" in f"\n{script}":  # the terminator may not occur inside a value
+        nonce = secrets.token_hex(16)
+    attempt = env.get("RECONCILE_ATTEMPT", "0")
+    line = _line(
+        RUN,
+        "reconciler-run",
+        markers,
+        str(run_id),
+        nonce,
+        attempt if attempt.isdigit() else "0",
+        digest(command),
+    )
+    return Invocation(line, (script + nonce + "\n").encode(), nonce)
+
+
+def ctl_line(markers: str, run_id: int, action: str, nonce: str = "-") -> str:
+    """The remote command that reaps (`reap`) or stops (`kill`) run `run_id`."""
+    return _line(CTL, "reconciler-ctl", markers, str(run_id), action, nonce)
+
+
+def clean_line(markers: str) -> str:
+    """The remote command that removes stale markers."""
+    return _line(CLEAN, "reconciler-clean", markers, "0")
+
+
+def _line(script: str, name: str, *args: str) -> str:
+    return " ".join(["sh", "-c", shlex.quote(script), name, *map(shlex.quote, args)])
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What the markers of a run say: `state` is exit | killed | gone | running | none."""
+
+    state: str
+    exit_code: int | None = None
+    nonce: str | None = None
+    attempt: int | None = None
+    digest: str | None = None
+    output: str = ""
+
+
+def parse_reply(data: bytes, nonce: str) -> tuple[bytes, int] | None:
+    """Pure: the output and exit code of a wrapper's reply that ends with its trailer line
+    (`NONCE CODE`), or None while (or if) it does not end with one."""
+    if not data.endswith(b"\n"):
+        return None
+    head, found, rest = data[:-1].rpartition(nonce.encode())
+    code = rest.strip()
+    if not found or not rest.startswith(b" ") or not code.isdigit():
+        return None
+    return head, int(code)
+
+
+def acknowledgement(nonce: str) -> bytes:
+    """What the reconciler sends once it holds a run's whole output: the wrapper then
+    empties the output file."""
+    return f"{nonce}\n".encode()
+
+
+def parse_ctl(raw: bytes) -> Marker:
+    """Pure: the output of `CTL` as a `Marker` (`none` for anything unreadable)."""
+    header, _, rest = raw.partition(b"\n")
+    words = header.decode("utf-8", "replace").split()
+    output = tail_text(rest, OUTPUT_TAIL)  # keeps the mark the script put before the tail
+    if words[:1] == ["exit"] and len(words) == 5 and _int(words[1]) is not None:
+        return Marker("exit", _int(words[1]), words[2], _int(words[3]), words[4], output)
+    if words[:1] in (["killed"], ["gone"], ["running"]) and len(words) == 4:
+        return Marker(words[0], None, words[1], _int(words[2]), words[3], output)
+    return Marker("none")
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None

@@ -1,0 +1,289 @@
+"""Alert policy (SPEC §4): which run transitions alert, what the alert says, whom it goes to.
+
+Pure: values in, values out; no clock, no I/O. The sinks feed it the engine's events plus the
+one fact an event does not carry (the previous outcome of the task on the machine, for
+`recovered`); the store remembers what was sent (`record_alert`), and `notify` delivers.
+
+Events: `failed` (a run ended failed and its task's `failure_action` is `alert`), `unknown`,
+`blocked`, `recovered` (a run succeeded, or was skipped by its check, on a machine where the
+task's previous run, any version, ended failed, blocked or unknown), `unreachable` (a machine
+could not be reached). One alert per (task, version, machine, outcome): the dedupe key. An
+alert of one side clears the memory of the other side for the same (task, machine), so a
+task that fails, recovers and fails again alerts three times, and a scheduled task that keeps
+failing alerts once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from reconciler.core.model import AlertTarget, FailureAction, Team, VaultRef
+from reconciler.core.state import PROBLEM, Run, RunStatus
+
+EVENTS = ("failed", "unknown", "blocked", "recovered", "unreachable")
+PROBLEM_EVENTS = ("failed", "unknown", "blocked")
+OUTPUT_LINES = 10  # the last lines of output an alert quotes
+MACHINE_SUBJECT = "machine"  # the task id slot of a machine alert's title
+# apprise notify types: how a receiver colours the alert.
+SEVERITY = {
+    "failed": "failure",
+    "unknown": "warning",
+    "blocked": "warning",
+    "recovered": "success",
+    "unreachable": "failure",
+}
+
+Redact = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class AlertKey:
+    """The dedupe key: one alert per (task, version, machine, outcome). A machine alert has
+    empty task and version."""
+
+    task: str
+    version: str
+    machine: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert to send: its key, the run that caused it, its text (already redacted)."""
+
+    key: AlertKey
+    team: str
+    run_id: int | None
+    title: str
+    body: str
+
+    @property
+    def event(self) -> str:
+        return self.key.outcome
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY[self.event]
+
+    @property
+    def id(self) -> str:
+        """A stable id: the same key and run always give the same id, in every process."""
+        return _digest(
+            self.key.task,
+            self.key.version,
+            self.key.machine,
+            self.key.outcome,
+            str(self.run_id or ""),
+        )[:16]
+
+    @property
+    def resets(self) -> tuple[str, ...]:
+        """The outcomes whose memory this alert clears for its (task, machine)."""
+        if self.event == "recovered":
+            return PROBLEM_EVENTS
+        if self.event in PROBLEM_EVENTS:
+            return ("recovered",)
+        return ()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One alert for one target: a row of the outbox until delivered.
+
+    `target` describes the target without its secret: `url:<apprise url>` for a plain URL,
+    `vault:<NAME>` for `{vault: NAME}` (resolved again at each attempt, never stored).
+    """
+
+    id: str
+    alert_id: str
+    team: str
+    target: str
+    event: str
+    title: str
+    body: str
+    attempts: int = 0
+    last_error: str | None = None
+
+
+# --- which events alert -------------------------------------------------------------------------
+
+
+# The events that give a run its final status: seen ending (`finished`), or adopted later from
+# what its target kept after a lost connection or a killed reconciler (`recovered`). An adopted
+# `failed` alerts exactly as one seen failing would (the alert key keeps it to one).
+OBSERVED_END = ("finished", "recovered")
+
+
+def wants_previous(kind: str, run: Run) -> bool:
+    """Whether `decide` needs the previous outcome for this event: only a success may be a
+    recovery, so only then is the store asked."""
+    return kind in OBSERVED_END and run.status.is_success
+
+
+def outcome_of(
+    kind: str, run: Run, failure_action: FailureAction, previous: RunStatus | None = None
+) -> str | None:
+    """The alert event an engine event stands for, or None.
+
+    `previous` is the status of the task's run on the same machine before this one (any
+    version; cancelled runs do not count), asked only when `wants_previous`. A recovery from
+    a failure that was not alerted (`failure_action: ignore`) is not announced either.
+    """
+    status = run.status
+    if kind == "blocked" or (kind in OBSERVED_END and status is RunStatus.BLOCKED):
+        return "blocked"
+    if kind in OBSERVED_END and status is RunStatus.UNKNOWN:
+        return "unknown"
+    if kind not in OBSERVED_END:
+        return None
+    if status is RunStatus.FAILED:
+        return "failed" if failure_action is FailureAction.ALERT else None
+    if status.is_success and previous in PROBLEM:
+        ignored = previous is RunStatus.FAILED and failure_action is FailureAction.IGNORE
+        return None if ignored else "recovered"
+    return None
+
+
+def decide(
+    kind: str,
+    run: Run,
+    *,
+    failure_action: FailureAction = FailureAction.ALERT,
+    previous: RunStatus | None = None,
+    commit: str | None = None,
+    redact: Redact = lambda text: text,
+) -> Alert | None:
+    """The alert for an engine event (`Event.kind`, `Event.run`), or None."""
+    event = outcome_of(kind, run, failure_action, previous)
+    if event is None:
+        return None
+    key = AlertKey(run.task, run.version, run.machine, event)
+    return Alert(
+        key,
+        run.team,
+        run.id,
+        redact(title(run.task, event, run.machine)),
+        redact(run_body(run, commit)),
+    )
+
+
+def unreachable(
+    machine: str, team: str, error: str = "", redact: Redact = lambda text: text
+) -> Alert:
+    """The alert for a machine that could not be reached."""
+    body = f"machine: {machine}\nerror: {error or 'unreachable'}"
+    return Alert(
+        AlertKey("", "", machine, "unreachable"),
+        team,
+        None,
+        redact(title(MACHINE_SUBJECT, "unreachable", machine)),
+        redact(body),
+    )
+
+
+def commit_refused(commit: str, team: str, error: str, redact: Redact = lambda text: text) -> Alert:
+    """The alert for a commit a pass refused to run (rewritten history, a bad signature)."""
+    return Alert(
+        AlertKey("", commit, "", "refused"),
+        team,
+        None,
+        redact(f"reconciler: commit {commit[:12]} refused"),
+        redact(f"commit: {commit}\nreason: {error}\nnothing from it runs"),
+    )
+
+
+# --- what an alert says -------------------------------------------------------------------------
+
+
+def title(subject: str, status: str, machine: str) -> str:
+    """SPEC §4: `reconciler: <task id> <status> on <machine>`."""
+    return f"reconciler: {subject} {status} on {machine}"
+
+
+def run_body(run: Run, commit: str | None = None) -> str:
+    """Exit code, attempts, commit, error and the last lines of output (SPEC §4)."""
+    lines = [
+        f"run: {run.id}",
+        f"exit code: {'-' if run.exit_code is None else run.exit_code}",
+        f"attempts: {run.attempt}",
+        f"commit: {run.commit or commit or '-'}",
+    ]
+    if run.error:
+        lines.append(f"error: {run.error}")
+    tail = output_tail(run.output)
+    if tail:
+        lines += [f"last {OUTPUT_LINES} lines of output:", tail]
+    return "\n".join(lines)
+
+
+def output_tail(output: str | None, lines: int = OUTPUT_LINES) -> str:
+    """The last `lines` non-trailing lines of `output`."""
+    return "\n".join((output or "").rstrip("\n").splitlines()[-lines:])
+
+
+def with_id(body: str, alert_id: str) -> str:
+    """The body as delivered: the alert's stable id last, so a receiver can tell a late
+    delivery of an alert from a new one."""
+    return f"{body}\n\nalert id: {alert_id}"
+
+
+# --- whom it goes to ------------------------------------------------------------------------------
+
+
+def targets_for(team: Team | None, event: str) -> list[AlertTarget]:
+    """The team's alert targets that want `event` (`on:` filters; none given: every event)."""
+    if team is None:
+        return []
+    return [t for t in team.alerts if t.on is None or event in t.on]
+
+
+def describe(target: AlertTarget) -> str:
+    """The outbox form of a target: `vault:NAME` or `url:<url>` (no resolved secret)."""
+    if isinstance(target.url, VaultRef):
+        return f"vault:{target.url.name}"
+    return f"url:{target.url}"
+
+
+def deliveries(alert: Alert, targets: Iterable[AlertTarget]) -> list[Delivery]:
+    """One outbox row per distinct target; the id is stable for (alert, target)."""
+    rows: dict[str, Delivery] = {}
+    for target in targets:
+        described = describe(target)
+        delivery_id = _digest(alert.id, described)[:20]
+        rows.setdefault(
+            described,
+            Delivery(
+                delivery_id,
+                alert.id,
+                alert.team,
+                described,
+                alert.event,
+                alert.title,
+                with_id(alert.body, alert.id),
+            ),
+        )
+    return list(rows.values())
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+__all__ = [
+    "EVENTS",
+    "Alert",
+    "AlertKey",
+    "Delivery",
+    "decide",
+    "deliveries",
+    "describe",
+    "outcome_of",
+    "run_body",
+    "targets_for",
+    "title",
+    "unreachable",
+    "wants_previous",
+    "with_id",
+]

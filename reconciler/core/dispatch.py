@@ -1,0 +1,229 @@
+"""Pure dispatch order: which pending runs may start now.
+
+`decide` is called by the engine each time a run could start (a pass begins, a run ends, a
+`not_before` or a deny window passes). It reads no clock and touches no store: it returns a
+`Decision` that the engine applies with compare-and-set claims, so two workers deciding at
+once cannot both start a run (the store's claim settles it).
+
+Rules (SPEC §3), in the order they are applied to each pending run:
+1. a run of a task that left the desired state (or whose target or version changed) is left
+   alone: the plan cancels it;
+2. `after`: a failed/blocked/unknown/cancelled dependency blocks the run (final, with a
+   reason); an active dependency makes it wait;
+3. a run with `not_before` in the future, or inside a deny window for its priority, is held;
+4. capacity: `concurrency` runs in total, `max_parallel` per machine, one run of a task per
+   machine at a time;
+runs are considered priority first (with inheritance along `after`, see
+`plan.order_enqueues`), then oldest (created_at, id) first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from reconciler.core.model import DesiredState
+from reconciler.core.plan import (
+    cancel_reason,
+    dependency_depth,
+    dependency_run,
+    depends_on_machine,
+    inherited_priorities,
+)
+from reconciler.core.schedule import utc, window_end
+from reconciler.core.state import ExecutedState, Run, RunStatus
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with the pending runs now.
+
+    `start`: claim and run these, in this order. `block`: mark these blocked, with the
+    reason (a dependency failed). `held`: these wait, pending, until the given time (a
+    `not_before` or a deny window). Runs in none of them wait for a dependency or capacity.
+    """
+
+    start: tuple[Run, ...] = ()
+    block: tuple[tuple[Run, str], ...] = ()
+    held: tuple[tuple[Run, datetime], ...] = ()
+
+
+def decide(
+    pending: Sequence[Run],
+    running: Sequence[Run],
+    desired: DesiredState,
+    executed: ExecutedState,
+    now: datetime,
+    concurrency: int,
+) -> Decision:
+    """Choose which of `pending` start now, which are blocked and which are held.
+
+    `running` are the runs executing now (they count against capacity); `executed` gives
+    the latest outcome of each dependency. Deterministic: the result does not depend on
+    the order of `pending` or `running`. Raises ValueError for a naive `now`.
+    """
+    now = utc(now)
+    live = [r for r in pending if cancel_reason(r, desired) is None]
+    deps = _Dependencies(desired, executed, [*pending, *running])
+    capacity = _Capacity(desired, running, concurrency)
+    start: list[Run] = []
+    block: list[tuple[Run, str]] = []
+    held: list[tuple[Run, datetime]] = []
+    for run, priority in prioritised(live, desired):
+        verdict = deps.verdict(run)
+        if verdict is not None and verdict is not _WAIT:
+            block.append((run, verdict))
+        elif (until := held_until(run, desired, now, priority)) is not None:
+            held.append((run, until))
+        elif verdict is None and capacity.take(run):
+            start.append(run)
+    return Decision(tuple(start), tuple(block), tuple(held))
+
+
+def dispatch_order(runs: Sequence[Run], desired: DesiredState) -> list[Run]:
+    """`runs` in the order they are considered: inherited priority, oldest, lowest id."""
+    return [run for run, _ in prioritised(runs, desired)]
+
+
+def prioritised(runs: Sequence[Run], desired: DesiredState) -> list[tuple[Run, int]]:
+    """`runs` in dispatch order, each with the priority it is dispatched at.
+
+    The priority is the task's current one (a priority change applies to queued runs
+    without a new version); a dependency inherits the priority of its waiting dependents
+    so a priority-1 run never waits behind priority-2 work for its own dependency — nor
+    inside a deny window its dependency's own priority would respect (the window is
+    judged at the inherited priority too). `status` shows runs at this same priority.
+    """
+    runs = sorted(runs, key=lambda r: r.id)  # a stable base whatever the input order
+    items = [_Item(r.task, r.machine, _priority(r, desired)) for r in runs]
+    effective = inherited_priorities(items, desired, dependency_depth(desired))
+    order = sorted(range(len(runs)), key=lambda i: (effective[i], _age(runs[i]), runs[i].id))
+    return [(runs[i], effective[i]) for i in order]
+
+
+def held_until(
+    run: Run, desired: DesiredState, now: datetime, priority: int | None = None
+) -> datetime | None:
+    """Until when `run` must wait, pending: its `not_before`, then any deny window then.
+
+    The window is looked at from the later of now and `not_before`, so the time returned
+    is one at which the run may really start (as far as time goes). `priority` is the one
+    the run is dispatched at (see `prioritised`); by default its task's current one.
+    """
+    at = now
+    if run.not_before is not None and utc(run.not_before) > now:
+        at = utc(run.not_before)
+    if priority is None:
+        priority = _priority(run, desired)
+    end = window_end(desired.windows_for(run.machine), priority, at)
+    if end is not None:
+        return end
+    return at if at > now else None
+
+
+@dataclass(frozen=True)
+class _Item:
+    task: str
+    machine: str
+    priority: int
+
+
+def _priority(run: Run, desired: DesiredState) -> int:
+    spec = desired.tasks.get(run.task)
+    return spec.priority if spec is not None else run.priority
+
+
+def _age(run: Run) -> datetime:
+    """The run's creation time for "oldest first"; a naive time is read as UTC."""
+    if run.created_at is None:
+        return _OLDEST
+    if run.created_at.tzinfo is None:
+        return run.created_at.replace(tzinfo=UTC)
+    return utc(run.created_at)
+
+
+class _Wait:
+    """Sentinel verdict: a dependency is still active, the run waits for it."""
+
+
+_WAIT = _Wait()
+
+
+class _Dependencies:
+    """Judges a run's `after` dependencies against the queue and the executed state."""
+
+    def __init__(
+        self, desired: DesiredState, executed: ExecutedState, active: Sequence[Run]
+    ) -> None:
+        self.desired = desired
+        self.executed = executed
+        self.active_on = {(r.task, r.machine) for r in active}
+        self.active_tasks = {r.task for r in active}
+
+    def verdict(self, run: Run) -> str | _Wait | None:
+        """None if every dependency holds, `_WAIT` if one is active, else the block reason.
+
+        A failed dependency blocks even while another waits: blocked is final, so the run
+        is settled at once rather than after the other dependency ends.
+        """
+        spec = self.desired.tasks[run.task]
+        verdicts = [self._one(dep, run.machine) for dep in spec.after]
+        reasons = [v for v in verdicts if isinstance(v, str)]
+        if reasons:
+            return reasons[0]
+        return _WAIT if any(v is _WAIT for v in verdicts) else None
+
+    def _one(self, dep: str, machine: str) -> str | _Wait | None:
+        scoped = depends_on_machine(dep, machine, self.desired)
+        if (dep, machine) in self.active_on if scoped else dep in self.active_tasks:
+            return _WAIT
+        _, last = dependency_run(dep, machine, self.desired, self.executed)
+        if last is None:
+            # Never ran: fine for a dependency that does not run here; one that does must
+            # have succeeded here first, and nothing is queued that could make it so.
+            return f"dependency {dep} has not succeeded on {machine}" if scoped else None
+        if last.status.is_success:
+            return None
+        if last.status.is_active:
+            return _WAIT  # the snapshot is older than the queue: wait rather than guess
+        return f"dependency {dep} {_OUTCOME[last.status]} on {last.machine} (run {last.id})"
+
+
+_OUTCOME: Mapping[RunStatus, str] = {
+    RunStatus.FAILED: "failed",
+    RunStatus.BLOCKED: "was blocked",
+    RunStatus.UNKNOWN: "ended unknown",
+    RunStatus.CANCELLED: "was cancelled",
+}
+
+
+class _Capacity:
+    """Free run slots: in total, per machine, and per (task, machine)."""
+
+    def __init__(self, desired: DesiredState, running: Sequence[Run], concurrency: int) -> None:
+        self.desired = desired
+        self.free = concurrency - len(running)
+        self.per_machine: dict[str, int] = {}
+        for run in running:
+            self.per_machine[run.machine] = self.per_machine.get(run.machine, 0) + 1
+        self.busy = {(r.task, r.machine) for r in running}
+
+    def take(self, run: Run) -> bool:
+        """Reserve a slot for `run` if there is one; False leaves it waiting for capacity.
+
+        One run of a task per machine at a time: a retry or a new version queued while the
+        previous run still executes must not run beside it.
+        """
+        machine = self.desired.machines.get(run.machine)
+        limit = machine.max_parallel if machine is not None else 1
+        if self.free <= 0 or self.per_machine.get(run.machine, 0) >= limit:
+            return False
+        if (run.task, run.machine) in self.busy:
+            return False
+        self.free -= 1
+        self.per_machine[run.machine] = self.per_machine.get(run.machine, 0) + 1
+        self.busy.add((run.task, run.machine))
+        return True

@@ -1,0 +1,343 @@
+"""Frozen values of the desired state.
+
+Two layers:
+- what the loader reads (`Team`, `Machine`, `Task`, `Settings`, gathered in `Inventory`): the
+  YAML as written, every value with its `Location`, optional fields left as `None`;
+- what `compile` produces (`TaskSpec` in a `DesiredState`): defaults applied, targets resolved,
+  versions computed. The planner only ever sees the compiled layer.
+
+No raw YAML mapping leaves the loader: everything downstream works with these values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from reconciler.core.diagnostics import Location
+
+PRIORITIES = (1, 2, 3, 4, 5)
+DEFAULT_PRIORITY = 3
+DEFAULT_TIMEOUT = 600  # seconds
+DEFAULT_CONCURRENCY = 16
+DEFAULT_POLL_INTERVAL = 30
+DEFAULT_STATE_URL = "sqlite:///.reconciler/state.db"
+
+
+class Role(str, Enum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class Strategy(str, Enum):
+    ALL = "all"
+    ONE = "one"
+
+
+class FailureAction(str, Enum):
+    ALERT = "alert"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class VaultRef:
+    """`{vault: NAME}`: a secret read from the team vault when a run starts, never before."""
+
+    name: str
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    role: Role
+    age: str | None = None
+    ssh: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    """An apprise URL (or a vault reference to one) and the events it wants (None: all)."""
+
+    url: str | VaultRef
+    on: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RetrySpec:
+    """Retry fields as written; `None` means "inherit" (task → team defaults → built-in)."""
+
+    count: int | None = None
+    delay: int | None = None  # seconds
+    backoff: float | None = None
+    max_delay: int | None = None  # seconds
+    failure_action: FailureAction | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A resolved retry policy.
+
+    `count` retries follow the first attempt, so a run gets at most `count + 1` attempts.
+    """
+
+    count: int = 0
+    delay: int = 30
+    backoff: float = 2.0
+    max_delay: int = 600
+    failure_action: FailureAction = FailureAction.ALERT
+
+    def delay_after(self, failed_attempt: int, seed: str | None = None) -> float:
+        """Seconds to wait after attempt `failed_attempt` (1-based) failed, before the next.
+
+        SPEC §2: the n-th retry waits at least `d = min(delay * backoff^(n-1), max_delay)`.
+        With a `seed` (the run id and attempt), the wait is spread, decorrelated-jitter
+        style, uniformly over `[d, min(3d, max_delay)]` — over `[max_delay/2, max_delay]`
+        once `d` reaches the cap — so runs that failed together (an outage) do not all
+        retry at the same instant. The draw is a hash of the seed: the same run and attempt
+        always wait the same time (tests need no random source), different runs differ.
+        """
+        retry_number = failed_attempt  # attempt 1 failed -> first retry
+        base = float(min(self.delay * self.backoff ** (retry_number - 1), self.max_delay))
+        if seed is None:
+            return base
+        cap = float(self.max_delay)
+        low, high = (cap / 2, cap) if base >= cap else (base, min(3 * base, cap))
+        return low + (high - low) * _unit_interval(seed)
+
+    def has_retry_after(self, failed_attempt: int) -> bool:
+        return failed_attempt <= self.count
+
+
+def _unit_interval(seed: str) -> float:
+    """A number in [0, 1) determined by `seed` (the first 8 bytes of its SHA-256)."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+@dataclass(frozen=True)
+class Window:
+    """A deny window: starts at each fire of `deny` (cron, UTC) and lasts `duration` seconds.
+
+    No run of priority 2..5 starts inside it; priority 1 always may.
+    """
+
+    deny: str
+    duration: int
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    priority: int | None = None
+    timeout: int | None = None
+    retry: RetrySpec | None = None
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    description: str | None = None
+    members: tuple[Member, ...] = ()
+    recipients: tuple[str, ...] = ()
+    alerts: tuple[AlertTarget, ...] = ()
+    defaults: TaskDefaults = TaskDefaults()
+    windows: tuple[Window, ...] = ()
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    team: str
+    transport: str = "ssh"  # "ssh" | "local"
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    host_key: tuple[str, ...] = ()
+    key: VaultRef | None = None
+    key_file: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_parallel: int = 1
+    windows: tuple[Window, ...] = ()
+    location: Location | None = field(default=None, compare=False)
+    # Where each top-level field was written, so a check can point at e.g. `key_file:` itself.
+    field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.team))
+
+    def where(self, field_name: str) -> Location:
+        """The location of `field_name`, or of the machine itself when it was not written."""
+        return self.field_locations.get(field_name) or self.location or Location("<inventory>")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as written. Exactly one of `machines`/`selector`, one of `command`/`script`."""
+
+    name: str
+    team: str
+    description: str | None = None
+    machines: tuple[str, ...] | None = None
+    selector: Mapping[str, str] | None = None
+    strategy: Strategy = Strategy.ALL
+    command: str | None = None
+    script: str | None = None
+    priority: int | None = None
+    schedule: str | None = None
+    after: tuple[str, ...] = ()
+    timeout: int | None = None
+    retry: RetrySpec | None = None
+    env: tuple[tuple[str, str | VaultRef], ...] = ()
+    check: str | None = None
+    idempotent: bool = False
+    location: Location | None = field(default=None, compare=False)
+    # Where each top-level field was written, so compile can point at e.g. `after:` itself.
+    field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.team}/{self.name}"
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def where(self, field_name: str) -> Location:
+        """The location of `field_name`, or of the task itself when it was not written."""
+        return self.field_locations.get(field_name) or self.location or Location("<inventory>")
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    remote: str = "origin"
+    branch: str = "main"
+    verify: str = "none"  # none | head | range
+
+
+@dataclass(frozen=True)
+class CredentialGrants:
+    """`credentials:` in the admin-owned settings: which teams' ssh machines may authenticate
+    with a key file on the reconciler's host or with its ssh-agent. A machine's own team
+    vault key (`key: {vault: NAME}`) needs no grant; nothing else is allowed without one."""
+
+    key_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # path -> teams
+    agent: tuple[str, ...] = ()  # teams
+    # Where each granted path (and `agent`) was written, for errors about unknown teams.
+    locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class LocalMachineSettings:
+    """`local_machines:` in the admin-owned settings."""
+
+    # Local machines without `user:` (their tasks run with the reconciler's own rights, so
+    # they can read its identity) are refused when the inventory has more than one team,
+    # unless this is true.
+    allow_shared_user: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`inventory/reconciler.yaml`; `None` means "not set here" (flags and env may set it)."""
+
+    state: str | None = None
+    concurrency: int | None = None
+    poll_interval: int | None = None
+    git: GitSettings = GitSettings()
+    credentials: CredentialGrants = CredentialGrants()
+    local_machines: LocalMachineSettings = LocalMachineSettings()
+    # `paths:` — repository path patterns given to teams (operators of the team may change
+    # matching files); in file order, the last matching pattern wins (as in CODEOWNERS).
+    paths: tuple[tuple[str, str], ...] = ()
+    ssh_keepalive: int | None = None  # seconds between SSH liveness probes
+    ssh_keepalive_count: int | None = None  # unanswered probes before a connection is dead
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything the loader read from one inventory folder."""
+
+    root: str
+    teams: Mapping[str, Team]
+    machines: Mapping[str, Machine]
+    tasks: Mapping[str, Task]  # by task id `<team>/<name>`
+    settings: Settings = Settings()
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A compiled task: defaults applied, targets resolved, one version per target.
+
+    `versions[machine]` is the hash of what the run on that machine executes (SPEC §1):
+    command/script, env names and vault references, check, and the resolved target.
+    Priority, retry, timeout, description and schedule are deliberately not part of it.
+    """
+
+    id: str
+    team: str
+    name: str
+    run: str  # the shell text: `command` or `script`
+    check: str | None
+    env: tuple[tuple[str, str | VaultRef], ...]
+    priority: int
+    timeout: int
+    retry: RetryPolicy
+    schedule: str | None
+    after: tuple[str, ...]  # task ids, same team
+    strategy: Strategy
+    targets: tuple[str, ...]  # machine names, sorted
+    versions: Mapping[str, str]  # machine name -> version
+    idempotent: bool = False
+    description: str | None = None
+    location: Location | None = field(default=None, compare=False)
+    # machine -> the version an older release computed for the same task, where it differs
+    # (trailing whitespace of the shell text used to count): its runs are this version's.
+    legacy_versions: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def version_for(self, machine: str) -> str:
+        return self.versions[machine]
+
+    def accepts(self, machine: str, version: str) -> bool:
+        """Whether a run of `version` on `machine` is a run of the current version."""
+        return machine in self.versions and version in (
+            self.versions[machine],
+            self.legacy_versions.get(machine),
+        )
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What should hold: compiled tasks, and the machines and teams they refer to."""
+
+    tasks: Mapping[str, TaskSpec]
+    machines: Mapping[str, Machine]
+    teams: Mapping[str, Team]
+
+    def windows_for(self, machine: str) -> tuple[Window, ...]:
+        """The deny windows that apply on `machine`: its team's and its own."""
+        m = self.machines.get(machine)
+        if m is None:
+            return ()
+        team = self.teams.get(m.team)
+        return (team.windows if team else ()) + m.windows
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """What the loader saw but could not build: objects with errors (by kind and key), and
+    kinds with a file it could not read at all. A reference to one of them is not reported
+    as "unknown" by compile: the real problem is already reported, where it is."""
+
+    keys: frozenset[tuple[str, str]] = frozenset()  # (kind, key), e.g. ("task", "ops/web")
+    unread_kinds: frozenset[str] = frozenset()  # e.g. "task": some task file is unreadable
+
+    def may_exist(self, kind: str, key: str) -> bool:
+        return kind in self.unread_kinds or (kind, key) in self.keys

@@ -1,0 +1,1110 @@
+"""Inventory folder -> `model.Inventory`, with every problem of every file reported at once.
+
+The layout is SPEC §1: `reconciler.yaml`, `teams/*.yaml`, `machines/*.yaml`, `tasks/**/*.yaml`
+and `vaults/` (never read here). Each file is read by `yamlio` (strict YAML, positions kept),
+split into objects, checked against its kind's JSON Schema (`schemas/`, the same files editors
+use), checked for what a schema cannot say (durations, cron, exactly-one-of rules, the task's
+folder team) and turned into frozen model values. Cross-object references (a task's machines,
+`after`, cycles) are checked later by `compile`, which sees the whole inventory.
+
+Schema errors are worded from the schema itself: `x-expect` says what a value must be,
+`x-hint` what to write instead, `title` names the object, and `x-loader: true` marks rules
+whose message the loader words itself (so editors still show them, but users read one line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
+
+from reconciler.core import durations
+from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean
+from reconciler.core.errors import raise_if_errors
+from reconciler.core.model import (
+    AlertTarget,
+    CredentialGrants,
+    FailureAction,
+    GitSettings,
+    Inventory,
+    LocalMachineSettings,
+    Machine,
+    Member,
+    RetrySpec,
+    Role,
+    Settings,
+    Strategy,
+    Task,
+    TaskDefaults,
+    Team,
+    Unresolved,
+    VaultRef,
+    Window,
+)
+from reconciler.core.schedule import CRON_HINT, cron_problem
+from reconciler.inventory.yamlio import MapNode, Node, ScalarNode, SeqNode, read_yaml, to_plain
+
+YAML_SUFFIXES = (".yaml", ".yml")
+SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# `user:` is allowed on a local machine: the OS user its commands run as (transport/local.py).
+LOCAL_FORBIDDEN = ("host", "port", "host_key", "key", "key_file")
+# Values of these fields may be secrets: errors describe their type, never echo them.
+SENSITIVE_FIELD = re.compile(r"(env|key|state)([.\[].*)?|alerts\[\d+\](\.url)?")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of inventory object: its folder (= plural key) and its schema."""
+
+    name: str  # task
+    plural: str  # tasks
+    recursive: bool  # tasks/** may nest; teams/ and machines/ are flat
+
+
+KINDS = {
+    k.plural: k
+    for k in (
+        Kind("team", "teams", False),
+        Kind("machine", "machines", False),
+        Kind("task", "tasks", True),
+    )
+}
+SETTINGS_KIND = Kind("settings", "", False)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_inventory(root: str | Path) -> tuple[Inventory, list[Diagnostic]]:
+    """Read the inventory folder `root` into an `Inventory`; also return the warnings.
+
+    Raises `InputError` carrying every error of every file at once (the reader keeps going
+    after a bad file), so a user fixes the whole inventory in one round. Paths in diagnostics
+    are relative to the working directory when the inventory is under it, else absolute.
+    """
+    inventory, diags, _ = read_inventory(root)
+    raise_if_errors(diags)
+    return inventory, diags.warnings
+
+
+def read_inventory(root: str | Path) -> tuple[Inventory, Diagnostics, Unresolved]:
+    """Like `load_inventory`, but never raises for a problem inside the files: returns the
+    inventory of the objects that are valid, every diagnostic, and what could not be built,
+    so `validate` can check references and cycles in the same run (only a missing or
+    unreadable inventory folder raises)."""
+    diags = Diagnostics()
+    root_path = Path(root)
+    _check_root(root_path, diags)
+    sources = _discover(root_path, diags)
+    builder = _InventoryBuilder(diags)
+    for source in sources:
+        builder.add_file(source)
+    unresolved = Unresolved(frozenset(builder.broken), frozenset(builder.unread_kinds))
+    return builder.inventory(os.path.abspath(root_path)), diags, unresolved
+
+
+def display_path(path: str | Path) -> str:
+    """`path` as diagnostics show it: relative to the working directory when under it."""
+    absolute = Path(os.path.abspath(path))
+    for base in (Path.cwd(), Path(os.path.realpath(Path.cwd()))):
+        if absolute == base or base in absolute.parents:
+            return str(absolute.relative_to(base)) if absolute != base else "."
+    return str(absolute)
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+@dataclass(frozen=True)
+class Source:
+    """One YAML file to read, with the team its folder implies (tasks/<team>/...)."""
+
+    path: Path
+    kind: Kind
+    display: str
+    folder_team: str | None = None
+
+
+def _check_root(root: Path, diags: Diagnostics) -> None:
+    shown = display_path(root)
+    if not root.exists():
+        diags.error(
+            Location(shown),
+            "inventory folder not found",
+            "pass --inventory DIR (or set RECONCILE_INVENTORY), or create one with 'reconcile init'",
+        )
+    elif not root.is_dir():
+        diags.error(Location(shown), "the inventory is not a folder", "pass --inventory DIR")
+    raise_if_errors(diags)
+
+
+def _discover(root: Path, diags: Diagnostics) -> list[Source]:
+    """Every YAML file the loader reads, sorted; symlinks and stray files are reported."""
+    real_root = Path(os.path.realpath(root))
+    sources: list[Source] = []
+    for entry in _entries(root, diags):
+        shown = display_path(entry)
+        if entry.name in SETTINGS_FILES:
+            if _usable_file(entry, shown, diags):
+                sources.append(Source(entry, SETTINGS_KIND, shown))
+        elif entry.name in KINDS or entry.name == "vaults":
+            if _usable_dir(entry, shown, diags):
+                sources.extend(_walk(entry, KINDS.get(entry.name), (), diags))
+        elif entry.name.endswith(YAML_SUFFIXES) and not entry.is_symlink():
+            diags.warning(
+                Location(shown),
+                "this file is not read",
+                "YAML files belong in teams/, machines/ or tasks/, settings in reconciler.yaml",
+            )
+    return [s for s in sources if _inside(s, real_root, diags)]
+
+
+def _entries(folder: Path, diags: Diagnostics) -> list[Path]:
+    # Hidden entries (.git, editor files) are never part of the inventory.
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        diags.error(Location(display_path(folder)), f"cannot read folder: {exc.strerror or exc}")
+        return []
+
+
+def _walk(
+    folder: Path, kind: Kind | None, parts: tuple[str, ...], diags: Diagnostics
+) -> Iterator[Source]:
+    """Sources under `folder`; `kind` None (vaults/) only checks for symlinks."""
+    for entry in _entries(folder, diags):
+        shown = display_path(entry)
+        if entry.is_symlink():
+            _symlink_error(entry, shown, diags)
+        elif entry.is_dir():
+            if kind is not None and kind.recursive:
+                yield from _walk(entry, kind, parts + (entry.name,), diags)
+            elif kind is not None:
+                diags.warning(
+                    Location(shown),
+                    f"subfolders of {kind.plural}/ are not read",
+                    f"move its files into {kind.plural}/",
+                )
+        elif kind is not None and entry.name.endswith(YAML_SUFFIXES):
+            if _usable_file(entry, shown, diags):
+                yield Source(entry, kind, shown, parts[0] if parts else None)
+
+
+def _usable_file(path: Path, shown: str, diags: Diagnostics) -> bool:
+    if path.is_symlink():
+        _symlink_error(path, shown, diags)
+        return False
+    if not stat.S_ISREG(path.lstat().st_mode):
+        # A FIFO or device would block or stream forever.
+        diags.error(Location(shown), "not a regular file", "replace it with a plain file")
+        return False
+    return True
+
+
+def _usable_dir(path: Path, shown: str, diags: Diagnostics) -> bool:
+    if path.is_symlink():
+        _symlink_error(path, shown, diags)
+        return False
+    if not path.is_dir():
+        diags.error(Location(shown), f"'{path.name}' must be a folder")
+        return False
+    return True
+
+
+def _symlink_error(path: Path, shown: str, diags: Diagnostics) -> None:
+    # Symlinks could pull files from outside the reviewed repository into the inventory.
+    diags.error(
+        Location(shown),
+        "symbolic links are not allowed in the inventory",
+        "replace the link with the file or folder itself",
+    )
+
+
+def _inside(source: Source, real_root: Path, diags: Diagnostics) -> bool:
+    real = Path(os.path.realpath(source.path))
+    if real_root in real.parents:
+        return True
+    diags.error(
+        Location(source.display),
+        "file resolves outside the inventory folder",
+        "keep every inventory file inside the inventory folder",
+    )
+    return False
+
+
+# --------------------------------------------------------------------------- building the inventory
+
+
+class _InventoryBuilder:
+    """Collects model values from every file, reporting duplicates where they occur."""
+
+    def __init__(self, diags: Diagnostics):
+        self.diags = diags
+        self.teams: dict[str, Team] = {}
+        self.machines: dict[str, Machine] = {}
+        self.tasks: dict[str, Task] = {}
+        self.settings: Settings | None = None
+        self.settings_location: Location | None = None
+        self.first_seen: dict[tuple[str, str], Location] = {}
+        self.broken: set[tuple[str, str]] = set()  # (kind, key) of objects with errors
+        self.unread_kinds: set[str] = set()  # kinds with objects whose key is unknown
+
+    def add_file(self, source: Source) -> None:
+        """Read `source`, check each object in it and keep the valid ones."""
+        file_diags = Diagnostics()
+        node = read_yaml(source.path, file_diags, source.display)
+        self.diags.extend(file_diags.items)
+        if file_diags.errors:
+            self.unread_kinds.add(source.kind.name)
+            return  # broken YAML: schema messages on top of it would only confuse
+        errors_before = len(self.diags.errors)
+        objects = _split_objects(node, source, self.diags)
+        if len(self.diags.errors) > errors_before:
+            self.unread_kinds.add(source.kind.name)
+        for obj_node in objects:
+            self._add_object(_Object(obj_node, source.kind, self.diags), source)
+
+    def _add_object(self, obj: _Object, source: Source) -> None:
+        obj.validate()
+        if source.kind is SETTINGS_KIND:
+            self._add_settings(obj, build_settings(obj))
+            return
+        value = BUILDERS[source.kind.name](obj, source)
+        key = _object_key(value)
+        if key is None:
+            self.unread_kinds.add(source.kind.name)
+            return
+        if not self._claim(source.kind.name, key, obj):
+            return
+        if not obj.failed:
+            getattr(self, source.kind.plural)[key] = value
+        else:
+            self.broken.add((source.kind.name, key))
+
+    def _claim(self, kind: str, key: str, obj: _Object) -> bool:
+        where = obj.value_location("name")
+        first = self.first_seen.get((kind, key))
+        if first is None:
+            self.first_seen[(kind, key)] = where
+            return True
+        label = "task id" if kind == "task" else kind
+        self.diags.error(
+            where,
+            f"duplicate {label} '{key}' (first defined at {first})",
+            f"rename or remove one of the two {kind}s",
+        )
+        return False
+
+    def _add_settings(self, obj: _Object, settings: Settings) -> None:
+        if self.settings_location is not None:
+            self.diags.error(
+                obj.node.location,
+                "both reconciler.yaml and reconciler.yml exist",
+                f"keep only one (the other is {self.settings_location.path})",
+            )
+        elif not obj.failed:
+            self.settings, self.settings_location = settings, obj.node.location
+
+    def inventory(self, root: str) -> Inventory:
+        """The inventory of everything added, every mapping sorted by key."""
+        return Inventory(
+            root=root,
+            teams=dict(sorted(self.teams.items())),
+            machines=dict(sorted(self.machines.items())),
+            tasks=dict(sorted(self.tasks.items())),
+            settings=self.settings or Settings(),
+        )
+
+
+def _object_key(value: Team | Machine | Task) -> str | None:
+    if isinstance(value, Task):
+        ok = isinstance(value.name, str) and isinstance(value.team, str)
+        return value.id if ok else None
+    return value.name if isinstance(value.name, str) else None
+
+
+def _split_objects(node: Node | None, source: Source, diags: Diagnostics) -> list[MapNode]:
+    """The objects of one file: the file's mapping, or the items under the plural key."""
+    kind = source.kind
+    noun = kind.name if kind is SETTINGS_KIND else f"a {kind.name}"
+    if node is None:
+        if kind is not SETTINGS_KIND:
+            diags.warning(Location(source.display), "file is empty")
+        return []
+    if not isinstance(node, MapNode):
+        hint = (
+            f"put the list under '{kind.plural}:'"
+            if isinstance(node, SeqNode) and kind.plural
+            else None
+        )
+        diags.error(node.location, f"expected {noun} mapping (got {_node_type(node)})", hint)
+        return []
+    if kind.plural and kind.plural in node:
+        return _plural_items(node, kind, diags)
+    misplaced = [p for p in KINDS if p in node and len(node.entries) == 1]
+    if misplaced:
+        diags.error(
+            node.key_location(misplaced[0]),
+            f"'{misplaced[0]}:' found in a {kind.name} file",
+            f"move this file to {misplaced[0]}/",
+        )
+        return []
+    return [node]
+
+
+def _plural_items(node: MapNode, kind: Kind, diags: Diagnostics) -> list[MapNode]:
+    for key in node.entries:
+        if key != kind.plural:
+            diags.error(
+                node.key_location(key),
+                f"unknown key '{key}' next to '{kind.plural}:'",
+                f"a file holds one {kind.name}, or only a '{kind.plural}:' list",
+            )
+    items = node.get(kind.plural)
+    if not isinstance(items, SeqNode):
+        diags.error(
+            items.location,
+            f"'{kind.plural}:' must be a list of {kind.plural} (got {_node_type(items)})",
+        )
+        return []
+    good = [item for item in items.items if isinstance(item, MapNode)]
+    for item in items.items:
+        if not isinstance(item, MapNode):
+            diags.error(
+                item.location,
+                f"each entry of '{kind.plural}:' must be a {kind.name} mapping "
+                f"(got {_node_type(item)})",
+            )
+    return good
+
+
+def _node_type(node: Node) -> str:
+    if isinstance(node, MapNode):
+        return "a mapping"
+    if isinstance(node, SeqNode):
+        return "an empty list" if not node.items else "a list"
+    return _type_word(node.value)
+
+
+def _type_word(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return "a string"
+
+
+# --------------------------------------------------------------------------- one object
+
+
+class _Object:
+    """One YAML mapping being checked and built; collects its own errors.
+
+    Schema errors come first; the builders then add what the schema cannot express, but skip
+    a value the schema already flagged (one diagnostic per problem).
+    """
+
+    def __init__(self, node: MapNode, kind: Kind, diags: Diagnostics):
+        self.node = node
+        self.kind = kind
+        self.diags = diags
+        self.failed = False
+        self.flagged: set[Location] = set()
+        self.reported: set[tuple[Location, str]] = set()
+
+    @property
+    def label(self) -> str:
+        """`task 'web'`, or just `task` while the name is unknown."""
+        name = self.text("name")
+        return f"{self.kind.name} '{name}'" if name else self.kind.name
+
+    def get(self, key: str) -> Node | None:
+        return self.node.get(key)
+
+    def text(self, key: str) -> str | None:
+        return _str(self.node.get(key))
+
+    def value_location(self, key: str) -> Location:
+        value = self.node.get(key)
+        return value.location if value is not None else self.node.location
+
+    def later_key(self, *keys: str) -> Location:
+        """The location of whichever of `keys` was written last (where a conflict shows)."""
+        return max(self.node.key_location(k) for k in keys if k in self.node)
+
+    def error(self, location: Location, message: str, hint: str | None = None) -> None:
+        """Report a problem unless the schema already flagged this very value."""
+        self.failed = True
+        if location in self.flagged or (location, message) in self.reported:
+            return
+        self.reported.add((location, message))
+        self.diags.error(location, message, hint)
+
+    def validate(self) -> None:
+        """Check the object against its kind's schema, reporting readable one-liners."""
+        for error in _validator(self.kind.name).iter_errors(to_plain(self.node)):
+            for location, message, hint, flags in _schema_diagnostics(error, self):
+                self.error(location, message, hint)
+                if flags:
+                    self.flagged.add(location)
+
+    # Durations and cron strings are checked here, not by the schema (their schema
+    # definitions carry `x-loader`), so each bad one gets one message with a precise hint.
+
+    def duration(self, node: Node | None, field_name: str, minimum: int = 0) -> int | None:
+        """Seconds of a duration value, or None (reported) when it cannot be read."""
+        if node is None:
+            return None
+        value = node.value if isinstance(node, ScalarNode) else to_plain(node)
+        try:
+            seconds = durations.parse_duration(value)
+        except durations.DurationError as exc:
+            self.error(
+                node.location,
+                f"{field_name} must be a duration such as 30s, 5m or 1h30m "
+                f"(got {_got(value, field_name)})",
+                str(exc),
+            )
+            return None
+        if seconds < minimum:
+            self.error(
+                node.location,
+                f"{field_name} must be at least {durations.format_duration(minimum)} "
+                f"(got {_got(value, field_name)})",
+            )
+        return seconds
+
+    def cron(self, node: Node | None, field_name: str) -> str | None:
+        """A schedule a pass can use (`schedule.cron_problem`), or None (reported) when not."""
+        if node is None:
+            return None
+        text = _str(node)
+        if text is None:
+            value = node.value if isinstance(node, ScalarNode) else to_plain(node)
+            self.error(
+                node.location,
+                f"{field_name} must be a cron expression (got {_got(value, '')})",
+                CRON_HINT,
+            )
+            return None
+        problem = cron_problem(text)
+        if problem is not None:
+            why, hint = problem
+            detail = f" ({why})" if why else ""
+            self.error(
+                node.location,
+                f"{field_name} is not a valid cron expression{detail} (got {_got(text, '')})",
+                hint,
+            )
+            return None
+        return text
+
+
+# --------------------------------------------------------------------------- schema errors
+
+
+@cache
+def load_schema(kind: str) -> dict:
+    """The JSON Schema of `kind` (team, machine, task, settings) as shipped in `schemas/`."""
+    text = (
+        resources.files("reconciler.inventory")
+        .joinpath("schemas", f"{kind}.schema.json")
+        .read_text("utf-8")
+    )
+    return json.loads(text)
+
+
+@cache
+def _validator(kind: str) -> Draft202012Validator:
+    """A validator for one object of `kind`: `$defs/<kind>` with its `#/$defs/...` references
+    inlined and its `x-loader` rules left out (the builders check and word those themselves,
+    so validating them again only cost time). Both halved the loader's time on large
+    inventories; the shipped schemas have no recursive references, so inlining ends."""
+    schema = load_schema(kind)
+    return Draft202012Validator(_inline_refs(schema["$defs"][kind], schema["$defs"]))
+
+
+def _inline_refs(node, defs: dict):
+    if isinstance(node, dict):
+        if node.get("x-loader"):
+            return {}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+            rest = {k: _inline_refs(v, defs) for k, v in node.items() if k != "$ref"}
+            return (
+                {**target, **rest} if not (set(target) & set(rest)) else {"allOf": [target], **rest}
+            )
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+SchemaDiagnostic = tuple[Location, str, "str | None", bool]
+
+
+def _schema_diagnostics(error: ValidationError, obj: _Object) -> list[SchemaDiagnostic]:
+    """Readable diagnostics for one jsonschema error; the bool says "this value is flagged"."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if schema.get("x-loader"):
+        return []  # the builders word this rule themselves
+    path = list(error.absolute_path)
+    if list(error.absolute_schema_path)[-2:-1] == ["propertyNames"]:
+        return [_property_name_error(error, obj, path, schema)]
+    handler = _SCHEMA_HANDLERS.get(error.validator, _value_error)
+    return handler(error, obj, path, schema)
+
+
+def _required_errors(
+    error: ValidationError, obj: _Object, path: list, schema: dict
+) -> list[SchemaDiagnostic]:
+    node = _node_at(obj.node, path)
+    title = schema.get("title", obj.kind.name)
+    name = error.instance.get("name") if isinstance(error.instance.get("name"), str) else None
+    who = f"{title} '{name}'" if name else title
+    missing = [p for p in error.validator_value if p not in error.instance]
+    return [(node.location, f"{who} needs '{p}'", None, False) for p in missing]
+
+
+def _unknown_key_errors(
+    error: ValidationError, obj: _Object, path: list, schema: dict
+) -> list[SchemaDiagnostic]:
+    node = _node_at(obj.node, path)
+    known = schema.get("properties", {})
+    title = schema.get("title", obj.kind.name)
+    return [
+        (node.key_location(key), f"unknown key '{key}' in {title}", did_you_mean(key, known), False)
+        for key in error.instance
+        if key not in known
+    ]
+
+
+def _unique_error(
+    error: ValidationError, obj: _Object, path: list, schema: dict
+) -> list[SchemaDiagnostic]:
+    node = _node_at(obj.node, path)
+    seen: list = []
+    for index, item in enumerate(error.instance):
+        if item in seen:
+            where = node.items[index].location if isinstance(node, SeqNode) else node.location
+            return [
+                (
+                    where,
+                    f"{_field(path)} lists {_got(item, _field(path))} more than once",
+                    "remove the repeat",
+                    True,
+                )
+            ]
+        seen.append(item)
+    return []
+
+
+def _enum_error(
+    error: ValidationError, obj: _Object, path: list, schema: dict
+) -> list[SchemaDiagnostic]:
+    node = _node_at(obj.node, path)
+    choices = [str(c) for c in error.validator_value]
+    hint = did_you_mean(error.instance, choices) if isinstance(error.instance, str) else None
+    message = f"{_field(path)} must be one of {', '.join(choices)} (got {_got(error.instance, _field(path))})"
+    return [(node.location, message, hint, True)]
+
+
+def _value_error(
+    error: ValidationError, obj: _Object, path: list, schema: dict
+) -> list[SchemaDiagnostic]:
+    """type, pattern, minimum, maximum, minLength, minItems...: `X must be Y (got Z)`."""
+    node = _node_at(obj.node, path)
+    # x-expect describes a valid value; a length cap is worded on its own.
+    expect = (
+        _expect_from(error)
+        if error.validator == "maxLength"
+        else schema.get("x-expect") or _expect_from(error)
+    )
+    if expect is None:
+        return [(node.location, f"{_field(path)}: {error.message}", None, True)]
+    hint = schema.get("x-hint")
+    if schema.get("x-kind") == "name" and error.validator == "pattern":
+        hint = _name_hint(error.instance)
+    field_name = _field(path) or obj.kind.name
+    return [
+        (
+            node.location,
+            f"{field_name} must be {expect} (got {_got(error.instance, field_name)})",
+            hint,
+            True,
+        )
+    ]
+
+
+def _property_name_error(
+    error: ValidationError, obj: _Object, path: list, schema: dict
+) -> SchemaDiagnostic:
+    node = _node_at(obj.node, path)
+    key = error.instance
+    where = node.key_location(key) if isinstance(node, MapNode) and key in node else node.location
+    expect = schema.get("x-expect", "a valid name")
+    return (where, f"{_field(path)} name '{key}' must be {expect}", None, True)
+
+
+_SCHEMA_HANDLERS: dict[str, Callable[..., list[SchemaDiagnostic]]] = {
+    "required": _required_errors,
+    "additionalProperties": _unknown_key_errors,
+    "uniqueItems": _unique_error,
+    "enum": _enum_error,
+}
+
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _expect_from(error: ValidationError) -> str | None:
+    if error.validator == "type":
+        types = (
+            error.validator_value
+            if isinstance(error.validator_value, list)
+            else [error.validator_value]
+        )
+        return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+    bounds = {
+        "minimum": "at least",
+        "maximum": "at most",
+        "minItems": "a list of at least",
+        "minLength": "a string of at least",
+        "maxLength": "at most",
+    }
+    if error.validator in bounds:
+        unit = {
+            "minItems": " item(s)",
+            "minLength": " character(s)",
+            "maxLength": " characters long",
+        }.get(error.validator, "")
+        return f"{bounds[error.validator]} {error.validator_value}{unit}"
+    return None
+
+
+def _name_hint(value: str) -> str:
+    suggestion = re.sub(r"[^a-z0-9._-]+", "-", value.lower()).strip("-._")
+    if suggestion and NAME_RE.fullmatch(suggestion):
+        return f"use lowercase letters, digits, '.', '_' and '-', e.g. '{suggestion}'"
+    return "use lowercase letters, digits, '.', '_' and '-'"
+
+
+def _node_at(node: Node, path: list) -> Node:
+    """The node at a jsonschema instance path (the deepest one found)."""
+    for part in path:
+        child = None
+        if isinstance(node, MapNode) and isinstance(part, str):
+            child = node.get(part)
+        elif isinstance(node, SeqNode) and isinstance(part, int) and part < len(node.items):
+            child = node.items[part]
+        if child is None:
+            return node
+        node = child
+    return node
+
+
+def _field(path: list) -> str:
+    """`retry.delay`, `windows[0].duration`, `env.PORT` for an instance path."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _got(value: Any, field_name: str) -> str:
+    """How a bad value is shown; possible secrets show only their type."""
+    if SENSITIVE_FIELD.fullmatch(field_name) or isinstance(value, (dict, list)) or value is None:
+        return _type_word(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + '..."'
+
+
+# --------------------------------------------------------------------------- typed node readers
+
+
+def _str(node: Node | None) -> str | None:
+    return node.value if isinstance(node, ScalarNode) and isinstance(node.value, str) else None
+
+
+def _int(node: Node | None) -> int | None:
+    value = node.value if isinstance(node, ScalarNode) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    # JSON Schema counts 2.0 as an integer; the model wants a real int.
+    return int(value) if float(value).is_integer() else None
+
+
+def _number(node: Node | None) -> float | None:
+    value = node.value if isinstance(node, ScalarNode) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _bool(node: Node | None) -> bool | None:
+    return node.value if isinstance(node, ScalarNode) and isinstance(node.value, bool) else None
+
+
+def _strings(node: Node | None) -> tuple[str, ...] | None:
+    if isinstance(node, ScalarNode) and isinstance(node.value, str):
+        return (node.value,)
+    if not isinstance(node, SeqNode):
+        return None
+    return tuple(s for s in (_str(item) for item in node.items) if s is not None)
+
+
+def _string_map(node: Node | None) -> dict[str, str] | None:
+    if not isinstance(node, MapNode):
+        return None
+    return {k: v for k, v in ((k, _str(n)) for k, (_, n) in node.entries.items()) if v is not None}
+
+
+def _maps(node: Node | None) -> list[MapNode]:
+    return (
+        [item for item in node.items if isinstance(item, MapNode)]
+        if isinstance(node, SeqNode)
+        else []
+    )
+
+
+def _enum(cls: Any, node: Node | None, default: Any = None) -> Any:
+    text = _str(node)
+    return cls(text) if text in {member.value for member in cls} else default
+
+
+def _vault_ref(node: Node | None) -> VaultRef | None:
+    if isinstance(node, MapNode) and _str(node.get("vault")):
+        return VaultRef(_str(node.get("vault")), node.location)
+    return None
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+def _retry(obj: _Object, node: Node | None, prefix: str) -> RetrySpec | None:
+    if not isinstance(node, MapNode):
+        return None
+    return RetrySpec(
+        count=_int(node.get("count")),
+        delay=obj.duration(node.get("delay"), f"{prefix}.delay"),
+        backoff=_number(node.get("backoff")),
+        max_delay=obj.duration(node.get("max_delay"), f"{prefix}.max_delay"),
+        failure_action=_enum(FailureAction, node.get("failure_action")),
+    )
+
+
+def _windows(obj: _Object, node: Node | None) -> tuple[Window, ...]:
+    windows = []
+    for index, item in enumerate(_maps(node)):
+        deny = obj.cron(item.get("deny"), f"windows[{index}].deny")
+        duration = obj.duration(item.get("duration"), f"windows[{index}].duration", minimum=1)
+        if deny is not None and duration is not None:
+            windows.append(Window(deny, duration, item.location))
+    return tuple(windows)
+
+
+def _exactly_one(obj: _Object, first: str, second: str, hint: str) -> None:
+    if first in obj.node and second in obj.node:
+        obj.error(
+            obj.later_key(first, second),
+            f"{obj.label} has both '{first}' and '{second}'",
+            f"keep only one: {hint}",
+        )
+    elif first not in obj.node and second not in obj.node:
+        obj.error(obj.node.location, f"{obj.label} needs '{first}' or '{second}'", hint)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def build_task(obj: _Object, source: Source) -> Task:
+    """A `Task` from a task mapping; problems go to `obj` (check `obj.failed`)."""
+    get = obj.get
+    _exactly_one(
+        obj, "machines", "selector", "machines lists targets by name, selector picks them by label"
+    )
+    _exactly_one(obj, "command", "script", "command for one line, script: | for several")
+    return Task(
+        name=obj.text("name"),
+        team=_task_team(obj, source.folder_team),
+        description=obj.text("description"),
+        machines=_strings(get("machines")),
+        selector=_string_map(get("selector")),
+        strategy=_enum(Strategy, get("strategy"), Strategy.ALL),
+        command=obj.text("command"),
+        script=obj.text("script"),
+        priority=_int(get("priority")),
+        schedule=obj.cron(get("schedule"), "schedule"),
+        after=_strings(get("after")) or (),
+        timeout=obj.duration(get("timeout"), "timeout", minimum=1),
+        retry=_retry(obj, get("retry"), "retry"),
+        env=_env(obj, get("env")),
+        check=obj.text("check"),
+        idempotent=bool(_bool(get("idempotent"))),
+        location=obj.node.location,
+        field_locations=_task_field_locations(obj.node),
+    )
+
+
+def _task_team(obj: _Object, folder_team: str | None) -> str | None:
+    """The task's team: as written, else its folder's (tasks/<team>/...)."""
+    node = obj.get("team")
+    if node is None:
+        if folder_team is None:
+            obj.error(
+                obj.node.location,
+                f"{obj.label} needs 'team'",
+                "add team: NAME, or move the file into tasks/<team>/",
+            )
+        elif not NAME_RE.fullmatch(folder_team):
+            obj.error(
+                obj.node.location,
+                f"folder tasks/{folder_team}/ is not a valid team name",
+                "rename the folder after its team (lowercase letters, digits, '.', '_', '-')",
+            )
+        return folder_team
+    team = _str(node)
+    if team is not None and folder_team is not None and team != folder_team:
+        obj.error(
+            node.location,
+            f"team '{team}' contradicts the folder tasks/{folder_team}/",
+            f"move the file into tasks/{team}/, or set team: {folder_team}",
+        )
+    return team
+
+
+# The reconciler sets RECONCILE_RUN_ID, RECONCILE_TASK, RECONCILE_MACHINE, RECONCILE_ATTEMPT and
+# RECONCILE_VERSION for every run (executor.run_environment); the reaper finds an orphaned
+# command by its RECONCILE_RUN_ID. A task overriding one would hide its own runs, so the
+# whole prefix is reserved, including names a later version may add.
+RESERVED_ENV_PREFIX = "RECONCILE_"
+
+
+def _env(obj: _Object, node: Node | None) -> tuple[tuple[str, str | VaultRef], ...]:
+    if not isinstance(node, MapNode):
+        return ()
+    pairs = []
+    for name, (_, value) in node.entries.items():
+        if name.startswith(RESERVED_ENV_PREFIX):
+            obj.error(
+                node.key_location(name),
+                f"env name '{name}' is reserved: the reconciler "
+                f"sets {RESERVED_ENV_PREFIX}* names itself for every run",
+                f"rename it, e.g. '{name[len(RESERVED_ENV_PREFIX) :] or 'MY_NAME'}'",
+            )
+            continue
+        resolved = _str(value) if isinstance(value, ScalarNode) else _vault_ref(value)
+        if resolved is not None:
+            pairs.append((name, resolved))
+    return tuple(pairs)
+
+
+def _task_field_locations(node: MapNode) -> dict[str, Location]:
+    # Where each value was written, so compile and lint can point at the value itself.
+    locations = {key: value.location for key, (_, value) in node.entries.items()}
+    env = node.get("env")
+    if isinstance(env, MapNode):
+        locations.update({f"env.{k}": v.location for k, (_, v) in env.entries.items()})
+    return locations
+
+
+def build_machine(obj: _Object, source: Source) -> Machine:
+    """A `Machine` from a machine mapping; problems go to `obj` (check `obj.failed`)."""
+    get = obj.get
+    transport = obj.text("transport") or "ssh"
+    if transport == "ssh":
+        _check_ssh_machine(obj)
+    elif transport == "local":
+        _check_local_machine(obj)
+    if "key" in obj.node and "key_file" in obj.node:
+        obj.error(
+            obj.later_key("key", "key_file"),
+            f"{obj.label} has both 'key' and 'key_file'",
+            "keep only one",
+        )
+    return Machine(
+        name=obj.text("name"),
+        team=obj.text("team"),
+        transport=transport,
+        host=obj.text("host"),
+        port=_int(get("port")) or 22,
+        user=obj.text("user"),
+        host_key=_strings(get("host_key")) or (),
+        key=_vault_ref(get("key")),
+        key_file=obj.text("key_file"),
+        labels=_string_map(get("labels")) or {},
+        max_parallel=_int(get("max_parallel")) or 1,
+        windows=_windows(obj, get("windows")),
+        location=obj.node.location,
+        field_locations={key: value.location for key, (_, value) in obj.node.entries.items()},
+    )
+
+
+def _check_ssh_machine(obj: _Object) -> None:
+    if "host" not in obj.node:
+        obj.error(
+            obj.node.location,
+            f"{obj.label} uses ssh and needs 'host'",
+            "add host: ADDRESS, or set transport: local to run on the reconciler's own host",
+        )
+    if "host_key" not in obj.node:
+        target = obj.text("host") or "HOST"
+        port = _int(obj.get("port"))
+        target += f":{port}" if port and port != 22 else ""
+        obj.error(
+            obj.node.location,
+            f"{obj.label} uses ssh and needs 'host_key' (the server's key is pinned)",
+            f"run 'reconcile machines keyscan {target}', check the key and paste the host_key line it prints",
+        )
+
+
+def _check_local_machine(obj: _Object) -> None:
+    for key in LOCAL_FORBIDDEN:
+        if key in obj.node:
+            obj.error(
+                obj.node.key_location(key),
+                f"'{key}' has no meaning for a local machine",
+                "remove it, or set transport: ssh",
+            )
+
+
+def build_team(obj: _Object, source: Source) -> Team:
+    """A `Team` from a team mapping; problems go to `obj` (check `obj.failed`)."""
+    get = obj.get
+    defaults = get("defaults")
+    return Team(
+        name=obj.text("name"),
+        description=obj.text("description"),
+        members=_members(obj, get("members")),
+        recipients=_strings(get("recipients")) or (),
+        alerts=_alerts(get("alerts")),
+        defaults=_defaults(obj, defaults) if isinstance(defaults, MapNode) else TaskDefaults(),
+        windows=_windows(obj, get("windows")),
+        location=obj.node.location,
+    )
+
+
+def _members(obj: _Object, node: Node | None) -> tuple[Member, ...]:
+    members, seen = [], set()
+    for item in _maps(node):
+        name, role = _str(item.get("name")), _enum(Role, item.get("role"))
+        if name is not None and name in seen:
+            obj.error(
+                item.get("name").location,
+                f"member '{name}' is listed twice in {obj.label}",
+                "keep one entry per member",
+            )
+        elif name is not None and role is not None:
+            members.append(Member(name, role, _str(item.get("age")), _str(item.get("ssh"))))
+        seen.add(name)
+    return tuple(members)
+
+
+def _alerts(node: Node | None) -> tuple[AlertTarget, ...]:
+    targets = []
+    for item in node.items if isinstance(node, SeqNode) else ():
+        if _str(item):
+            targets.append(AlertTarget(_str(item)))
+        elif _vault_ref(item):
+            targets.append(AlertTarget(_vault_ref(item)))
+        elif isinstance(item, MapNode):
+            url = _str(item.get("url")) or _vault_ref(item.get("url"))
+            on = _strings(item.get("on"))
+            if url is not None:
+                targets.append(AlertTarget(url, on))
+    return tuple(targets)
+
+
+def _defaults(obj: _Object, node: MapNode) -> TaskDefaults:
+    return TaskDefaults(
+        priority=_int(node.get("priority")),
+        timeout=obj.duration(node.get("timeout"), "defaults.timeout", minimum=1),
+        retry=_retry(obj, node.get("retry"), "defaults.retry"),
+    )
+
+
+def build_settings(obj: _Object) -> Settings:
+    """`Settings` from reconciler.yaml; problems go to `obj` (check `obj.failed`)."""
+    git = obj.get("git")
+    git_settings = GitSettings()
+    if isinstance(git, MapNode):
+        git_settings = GitSettings(
+            remote=_str(git.get("remote")) or "origin",
+            branch=_str(git.get("branch")) or "main",
+            verify=_str(git.get("verify")) or "none",
+        )
+    return Settings(
+        state=obj.text("state"),
+        concurrency=_int(obj.get("concurrency")),
+        poll_interval=obj.duration(obj.get("poll_interval"), "poll_interval", minimum=1),
+        ssh_keepalive=obj.duration(obj.get("ssh_keepalive"), "ssh_keepalive", minimum=1),
+        ssh_keepalive_count=_int(obj.get("ssh_keepalive_count")),
+        git=git_settings,
+        credentials=_credential_grants(obj.get("credentials")),
+        local_machines=_local_machine_settings(obj.get("local_machines")),
+        paths=_owned_paths(obj.get("paths")),
+        location=obj.node.location,
+    )
+
+
+def _owned_paths(node: Node | None) -> tuple[tuple[str, str], ...]:
+    """`paths: {PATTERN: team}` in file order (the shape is checked by the settings schema)."""
+    if not isinstance(node, MapNode):
+        return ()
+    return tuple(
+        (pattern, value)
+        for pattern, (_, team) in node.entries.items()
+        if isinstance(value := _str(team), str) and value
+    )
+
+
+def _credential_grants(node: Node | None) -> CredentialGrants:
+    """`credentials: {key_files: {PATH: [team, ...]}, agent: [team, ...]}` (shape checked by
+    the settings schema; team names are checked against the inventory by compile)."""
+    if not isinstance(node, MapNode):
+        return CredentialGrants()
+    key_files, locations = {}, {}
+    files = node.get("key_files")
+    if isinstance(files, MapNode):
+        for path, (path_location, teams) in files.entries.items():
+            key_files[path] = _strings(teams) or ()
+            locations[path] = path_location
+    agent = node.get("agent")
+    if agent is not None:
+        locations["agent"] = agent.location
+    return CredentialGrants(key_files=key_files, agent=_strings(agent) or (), locations=locations)
+
+
+def _local_machine_settings(node: Node | None) -> LocalMachineSettings:
+    if not isinstance(node, MapNode):
+        return LocalMachineSettings()
+    return LocalMachineSettings(allow_shared_user=bool(_bool(node.get("allow_shared_user"))))
+
+
+BUILDERS: dict[str, Callable[[_Object, Source], Any]] = {
+    "team": build_team,
+    "machine": build_machine,
+    "task": build_task,
+}

@@ -1,0 +1,416 @@
+"""Strict YAML reading into a node tree that remembers where every key and value was written.
+
+Inventory files are small, hand-written and reviewed in pull requests, so the reader refuses
+everything that makes YAML surprising: YAML 1.1 retyping (`NO`, `on`, `1:30`, `2001-12-14`),
+duplicate keys (PyYAML silently keeps the last), tags, anchors and aliases (billion laughs),
+non-string keys, several documents in one file, and oversized or absurdly nested input.
+Every problem becomes a located `Diagnostic`; no exception escapes to the caller.
+
+Scalars follow the YAML 1.2 core schema, with one deliberate deviation: a decimal integer
+with a leading zero (`022`) stays the string "022", because in practice it is a file mode
+and reading it as 22 (or as octal 18, as YAML 1.1 would) is always wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+
+from reconciler.core.diagnostics import Diagnostics, Location
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 64
+MAX_INT_DIGITS = 1000  # no count, priority or duration needs more; Python's int() stops at 4,300
+
+
+class OversizedInt(str):
+    """A plain scalar that reads as an integer too long to be one (more than MAX_INT_DIGITS
+    digits): kept as its text so nothing converts it (Python refuses int() past 4,300 digits),
+    and reported by the parser with its location. Not equal to the same text as a `str`, so
+    a writer knows to quote such a string."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OversizedInt) and str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class ScalarNode:
+    """A scalar resolved per the YAML 1.2 core schema (quoted scalars are always strings)."""
+
+    value: Scalar
+    location: Location
+
+
+@dataclass(frozen=True)
+class SeqNode:
+    """A YAML sequence; `location` is where it starts."""
+
+    items: tuple[Node, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
+class MapNode:
+    """A YAML mapping with string keys; each entry keeps its key's location and its value."""
+
+    entries: dict[str, tuple[Location, Node]]
+    location: Location
+
+    def get(self, key: str) -> Node | None:
+        """The value node under `key`, or None when the key is absent."""
+        entry = self.entries.get(key)
+        return entry[1] if entry else None
+
+    def key_location(self, key: str) -> Location:
+        """Where `key` itself was written (KeyError when absent)."""
+        return self.entries[key][0]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+
+Node = ScalarNode | SeqNode | MapNode
+
+
+def to_plain(node: Node | None) -> Any:
+    """Plain Python data (dict, list, str, int, float, bool, None) for `node`, e.g. for jsonschema."""
+    if isinstance(node, MapNode):
+        return {key: to_plain(value) for key, (_, value) in node.entries.items()}
+    if isinstance(node, SeqNode):
+        return [to_plain(item) for item in node.items]
+    return node.value if node is not None else None
+
+
+def read_yaml(path: str | Path, diags: Diagnostics, display: str | None = None) -> Node | None:
+    """The node tree of the YAML file at `path`, or None when it is empty or unusable.
+
+    `display` is the path shown in diagnostics (default: `path` as given). The size is checked
+    before anything is read, so a huge file costs nothing; unreadable files, invalid UTF-8 and
+    every YAML problem are reported to `diags` instead of raised.
+    """
+    name = display or str(path)
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            diags.error(
+                Location(name),
+                f"file is too large ({size} bytes, the limit is 1 MiB)",
+                "split it into several smaller files",
+            )
+            return None
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        diags.error(Location(name), f"cannot read file: {exc.strerror or exc}")
+        return None
+    return parse_yaml(data, name, diags)
+
+
+def parse_yaml(data: bytes | str, name: str, diags: Diagnostics) -> Node | None:
+    """The node tree of YAML `data` (bytes must be UTF-8), reporting problems against `name`."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_FILE_BYTES:
+            diags.error(
+                Location(name),
+                "file is too large (the limit is 1 MiB)",
+                "split it into several smaller files",
+            )
+            return None
+        text = _decode(data, name, diags)
+        if text is None:
+            return None
+    else:
+        text = data
+    return _compose(text.removeprefix("\ufeff"), name, diags)
+
+
+def _decode(data: bytes, name: str, diags: Diagnostics) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        good = data[: exc.start].decode("utf-8")
+        line = good.count("\n") + 1
+        column = len(good) - (good.rfind("\n") + 1) + 1
+        diags.error(
+            Location(name, line, column), "file is not valid UTF-8", "save the file as UTF-8"
+        )
+        return None
+
+
+class _TooDeep(Exception):
+    """Aborts composing: nesting beyond MAX_DEPTH (recursion would not end well)."""
+
+    def __init__(self, mark: Any):
+        super().__init__("too deep")
+        self.mark = mark
+
+
+# libyaml's parser when PyYAML was built with it (10x faster on large inventories), else
+# PyYAML's own. Only the parser is used: our composer below builds the tree from its events,
+# so PyYAML's YAML 1.1 implicit typing never runs and `resolve_plain` applies YAML 1.2 afterwards.
+_Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Composer:
+    """Builds our node tree straight from parser events, reporting anchors, aliases, tags,
+    duplicate and non-string keys instead of honouring them, and refusing nesting deeper
+    than MAX_DEPTH. (Going through PyYAML's node objects first cost a third of the time.)"""
+
+    def __init__(self, parser: Any, name: str):
+        self.parser = parser
+        self.name = name
+        self.problems: list[tuple[Location, str, str | None]] = []
+
+    def _where(self, mark: Any) -> Location:
+        # PyYAML marks are 0-based; ours are 1-based.
+        return Location(self.name, mark.line + 1, mark.column + 1)
+
+    def node(self, depth: int = 0) -> Node:
+        event = self.parser.get_event()
+        location = self._where(event.start_mark)
+        if isinstance(event, AliasEvent):
+            self.problems.append(
+                (
+                    location,
+                    f"YAML aliases (*{event.anchor}) are not allowed",
+                    "write the value out in full",
+                )
+            )
+            return ScalarNode(None, location)  # the alias target is never expanded
+        self._check_anchor_and_tag(event, location)
+        if isinstance(event, ScalarEvent):
+            # Quoted and block scalars are always strings; only plain scalars are resolved.
+            # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
+            value = event.value if event.style else resolve_plain(event.value)
+            self._check_value(value, location)
+            return ScalarNode(value, location)
+        if depth >= MAX_DEPTH:
+            raise _TooDeep(event.start_mark)
+        if isinstance(event, SequenceStartEvent):
+            items = []
+            while not self.parser.check_event(SequenceEndEvent):
+                items.append(self.node(depth + 1))
+            self.parser.get_event()
+            return SeqNode(tuple(items), location)
+        return self._mapping(location, depth)
+
+    def _mapping(self, location: Location, depth: int) -> MapNode:
+        entries: dict[str, tuple[Location, Node]] = {}
+        while not self.parser.check_event(MappingEndEvent):
+            key_node = self.node(depth + 1)
+            value = self.node(depth + 1)
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if not isinstance(key, str):
+                self.problems.append(
+                    (
+                        key_node.location,
+                        f"mapping keys must be strings (got {_describe_key(key_node)})",
+                        "quote the key",
+                    )
+                )
+            elif key in entries:
+                first = entries[key][0]
+                self.problems.append(
+                    (
+                        key_node.location,
+                        f"duplicate key '{key}' (first defined "
+                        f"on line {first.line}, column {first.column})",
+                        "remove one of them",
+                    )
+                )
+            else:
+                entries[key] = (key_node.location, value)
+        self.parser.get_event()
+        return MapNode(entries, location)
+
+    def _check_value(self, value: Scalar, location: Location) -> None:
+        # A NUL cannot reach a command line or an environment, and .nan/.inf are never a
+        # priority, a count or a backoff: refuse both here, where the position is known.
+        if isinstance(value, str) and "\0" in value:
+            self.problems.append(
+                (location, "NUL characters are not allowed", "remove the \\0 escape")
+            )
+        elif isinstance(value, OversizedInt):
+            self.problems.append(
+                (
+                    location,
+                    f"an integer of {len(value)} characters is too "
+                    f"large (at most {MAX_INT_DIGITS} digits)",
+                    "quote it to keep it a string",
+                )
+            )
+        elif isinstance(value, float) and not math.isfinite(value):
+            self.problems.append(
+                (
+                    location,
+                    f"'{value}' is not allowed here: numbers must be finite",
+                    "write a number, or quote it to keep it a string",
+                )
+            )
+
+    def _check_anchor_and_tag(self, event: Any, location: Location) -> None:
+        if event.anchor is not None:
+            self.problems.append(
+                (
+                    location,
+                    f"YAML anchors (&{event.anchor}) are not allowed",
+                    "write the value out in full",
+                )
+            )
+        if event.tag is not None:
+            tag = event.tag.replace("tag:yaml.org,2002:", "!!")
+            self.problems.append(
+                (
+                    location,
+                    f"YAML tags ({tag}) are not allowed",
+                    "remove the tag; quote the value if it must stay a string",
+                )
+            )
+
+
+def _mark_location(name: str, mark: Any) -> Location:
+    # PyYAML marks are 0-based; ours are 1-based.
+    return Location(name, mark.line + 1, mark.column + 1) if mark is not None else Location(name)
+
+
+def _compose(text: str, name: str, diags: Diagnostics, parser_class: Any = _Parser) -> Any:
+    parser = None
+    composer = None
+    try:
+        parser = parser_class(text)  # PyYAML's reader checks characters right here
+        composer = _Composer(parser, name)
+        return _compose_single(composer, name, diags)
+    except (yaml.MarkedYAMLError, yaml.reader.ReaderError) as exc:
+        if parser_class is yaml.SafeLoader:
+            _report_syntax(exc, text, name, diags)
+            return None
+        # A broken file: read it again with PyYAML's own parser, whose messages are clearer
+        # (and the same on every machine). Only broken files pay for the second read.
+        composer = None
+        return _compose(text, name, diags, yaml.SafeLoader)
+    except _TooDeep as exc:
+        diags.error(
+            _mark_location(name, exc.mark),
+            f"nesting is deeper than {MAX_DEPTH} levels",
+            "flatten the structure",
+        )
+    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error is one of the above
+        diags.error(Location(name), f"invalid YAML: {exc}")
+    finally:
+        if composer is not None:
+            for location, message, hint in composer.problems:
+                diags.error(location, message, hint)
+        if parser is not None:
+            parser.dispose()
+    return None
+
+
+def _report_syntax(exc: yaml.YAMLError, text: str, name: str, diags: Diagnostics) -> None:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        diags.error(
+            _mark_location(name, exc.problem_mark or exc.context_mark), _syntax_message(exc)
+        )
+    else:
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        diags.error(
+            _position_location(text, name, exc.position),
+            f"character {character!r} is not allowed in YAML",
+            "remove it",
+        )
+
+
+def _compose_single(composer: _Composer, name: str, diags: Diagnostics) -> Any:
+    parser = composer.parser
+    parser.get_event()  # StreamStartEvent
+    if parser.check_event(StreamEndEvent):
+        return None
+    parser.get_event()  # DocumentStartEvent
+    node = composer.node()
+    parser.get_event()  # DocumentEndEvent
+    if not parser.check_event(StreamEndEvent):
+        extra = parser.peek_event()
+        diags.error(
+            _mark_location(name, extra.start_mark),
+            "a file must hold one YAML document, found another",
+            "remove the '---' separator; put several objects in a list or in several files",
+        )
+    return node
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    problem = (exc.problem or "syntax error").strip()
+    context = f" ({exc.context.strip()})" if exc.context else ""
+    return f"invalid YAML: {problem}{context}"
+
+
+def _position_location(text: str, name: str, position: int) -> Location:
+    before = text[:position]
+    return Location(name, before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1)
+
+
+def _describe_key(node: Node) -> str:
+    if isinstance(node, MapNode):
+        return "a mapping"
+    if isinstance(node, SeqNode):
+        return "a list"
+    return "null" if node.value is None else f"{type(node.value).__name__} {node.value!r}"
+
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1023-core-schema).
+_NULL = {"", "~", "null", "Null", "NULL"}
+_TRUE = {"true", "True", "TRUE"}
+_FALSE = {"false", "False", "FALSE"}
+_DECIMAL = re.compile(r"[-+]?[0-9]+")
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")
+_OCTAL = re.compile(r"0o[0-7]+")
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
+_NAN = re.compile(r"\.(nan|NaN|NAN)")
+
+
+def resolve_plain(text: str) -> Scalar:
+    """The value of a plain scalar under the YAML 1.2 core schema (see the module docstring)."""
+    if text in _NULL:
+        return None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    if _LEADING_ZERO.fullmatch(text):
+        return text  # `022`: a file mode, kept verbatim
+    integer = _DECIMAL.fullmatch(text) or _OCTAL.fullmatch(text) or _HEX.fullmatch(text)
+    if integer and len(text.lstrip("+-0xo")) > MAX_INT_DIGITS:
+        return OversizedInt(text)
+    if _DECIMAL.fullmatch(text):
+        return int(text)
+    if _OCTAL.fullmatch(text):
+        return int(text[2:], 8)
+    if _HEX.fullmatch(text):
+        return int(text[2:], 16)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if _INF.fullmatch(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.fullmatch(text):
+        return math.nan
+    return text

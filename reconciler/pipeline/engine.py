@@ -1,0 +1,711 @@
+"""One pass: recover -> snapshot -> plan -> record -> drain the queue; and the worker loop.
+
+The engine decides nothing itself: `make_plan` says what to enqueue, `dispatch.decide` what may
+start, `executor.next_attempt_at` whether to retry. It does the I/O around those pure calls and
+emits `Event`s; views render them. It expects an already validated `DesiredState`, so bad
+input never reaches the store.
+
+On a store of its own (SQLite) a pass holds the pass lock from recovery to the end of the
+drain: nobody else writes, so the engine tracks the executed state itself. On a shared queue
+(PostgreSQL) the lock covers only sweeping and planning; the drain runs alongside workers and
+other passes, re-reads the queue as it goes, heartbeats its runs, and a pass waits until every
+run it enqueued has ended, wherever it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from reconciler.adapters.store.base import HEARTBEAT_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
+from reconciler.adapters.transport.base import STILL_RUNNING, Transport
+from reconciler.core.dispatch import decide
+from reconciler.core.errors import StoreError, TransportError
+from reconciler.core.model import DesiredState
+from reconciler.core.plan import Plan, make_plan
+from reconciler.core.redact import Redactor
+from reconciler.core.state import ExecutedState, Run, RunStatus
+from reconciler.pipeline import failpoints
+from reconciler.pipeline.executor import (
+    Outcome,
+    SecretResolver,
+    execute,
+    judge,
+    next_attempt_at,
+    no_vault,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+POLL_SECONDS = 0.2  # how often a drain on a shared queue looks at runs held elsewhere
+# How often a drain on a shared queue sweeps expired leases. A sweep is one cheap statement;
+# sweeping more often than leases are renewed lets a pass blocked behind a dead run go on
+# within seconds of that run's lease running out.
+SWEEP_SECONDS = 5.0
+# How often a drain on a store of its own asks whether a run it waits on was ended by someone
+# else (`reconcile queue cancel` during a retry wait).
+CANCEL_POLL_SECONDS = 1.0
+# Passes of one process plan one at a time. The daemon overlaps its passes (a new commit is
+# planned while an earlier pass still drains): on SQLite the pass lock is the process's, so
+# this keeps two of its planners from recording the same plan at once.
+_PLANNING = threading.Lock()
+STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
+# An `unknown` run is asked about for as long as its target keeps run markers (a day, see
+# transport.wrapper.CLEAN); once the target answered that it kept nothing, it is not asked again.
+ADOPT_WINDOW = timedelta(days=1)
+NOTHING_KEPT = "; the machine kept no result of it"
+ADOPT_LIMIT = 200  # unknown runs looked at per pass, newest first
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@lru_cache(maxsize=1)
+def process_owner() -> str:
+    """The owner this process stamps on the runs it claims: `host:pid:token`. The token
+    tells two lives of one pid apart (a restarted container's daemon is pid 1 again), so a
+    pass never mistakes a dead predecessor's runs for its own live ones."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a pass did, for progress views and logs.
+
+    kind: recovered | enqueued | cancelled | started | retrying | finished | blocked | held
+    """
+
+    kind: str
+    run: Run
+    detail: str = ""
+
+
+@dataclass
+class PassReport:
+    """What one pass did: its plan and the latest record of every run it touched."""
+
+    plan: Plan
+    commit: str | None
+    runs: dict[int, Run] = field(default_factory=dict)
+    held: dict[int, datetime] = field(default_factory=dict)
+    # Set when `Engine.stop` ended the pass early: the runs of the pass it left pending
+    # (those a deny window holds excepted: a full pass leaves them too) and those it stopped
+    # when the grace period ended (recorded `unknown`), by id.
+    left_behind: list[int] | None = None
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.status.value for r in self.runs.values()).items()))
+
+    @property
+    def exit_code(self) -> int:
+        """SPEC §4: 1 when a run of this pass ended failed, blocked or unknown."""
+        return 1 if any(r.status.is_problem for r in self.runs.values()) else 0
+
+
+class _Tracker:
+    """The executed state during a drain, updated in place as runs change.
+
+    Rebuilding `ExecutedState` from the store after every run would make a pass quadratic;
+    on a store of its own only this pass's writes change what it needs to know, and on a
+    shared queue `refresh` re-reads just the runs that changed elsewhere.
+    """
+
+    def __init__(self, executed: ExecutedState):
+        self.latest = dict(executed.latest)
+        self.on_machine = dict(executed.latest_on_machine)
+        self.seen = set(executed.tasks_seen)
+        self.known: dict[int, Run] = {r.id: r for r in executed.active}
+
+    def update(self, run: Run) -> None:
+        for index, key in (
+            (self.latest, (run.task, run.machine, run.version)),
+            (self.on_machine, (run.task, run.machine)),
+        ):
+            if key not in index or index[key].id <= run.id:
+                index[key] = run
+        self.seen.add(run.task)
+        if run.status.is_active:
+            self.known[run.id] = run
+        else:
+            self.known.pop(run.id, None)
+
+    def refresh(self, store: StateStore, active: list[Run]) -> None:
+        """Learn the active runs, and how the ones that stopped being active ended."""
+        active_ids = {r.id for r in active}
+        for run_id in [i for i in self.known if i not in active_ids]:
+            ended = store.get_run(run_id)
+            if ended is not None:
+                self.update(ended)
+        for run in active:
+            self.update(run)
+
+    def view(self, active: list[Run]) -> ExecutedState:
+        return ExecutedState(self.latest, tuple(active), self.on_machine, self.seen)  # type: ignore[arg-type]
+
+
+class Engine:
+    """Runs passes (and worker loops) against one store with one set of transports."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        transports: Mapping[str, Transport],
+        *,
+        concurrency: int = 16,
+        clock: Clock = utc_now,
+        on_event: Callable[[Event], None] = lambda e: None,
+        resolve: SecretResolver = no_vault,
+        redactor: Redactor | None = None,
+    ):
+        self.store = store
+        self.transports = transports
+        self.concurrency = max(1, concurrency)
+        self.clock = clock
+        self.on_event = on_event
+        self.resolve = resolve
+        # Every output and error passes through it before it is stored or shown.
+        self.redact = redactor or Redactor()
+        self.owner = process_owner()
+        self.stop = threading.Event()  # set: claim nothing more, let running runs finish
+        # After `stop`, how long running runs may take before they are stopped and recorded
+        # `unknown` (None: wait for them however long they take).
+        self.grace: float | None = None
+        # Whether a pass waits for the retry back-offs of its runs (`--once`: its report is
+        # final). The daemon does not: a retry comes due at the next tick, and a pass that
+        # waited would keep its lock and threads for the whole back-off.
+        self.wait_for_retries = True
+        self.planned = threading.Event()  # set once a pass has recorded its plan
+
+    def run_pass(
+        self,
+        desired: DesiredState,
+        commit: str | None,
+        lock_timeout: float,
+        *,
+        before_plan: Callable[[], None] | None = None,
+    ) -> PassReport:
+        """One full pass; returns when every run it enqueued (or found) has ended, retries
+        included. Runs held by a deny window stay pending for a later pass.
+
+        `before_plan` runs under the pass lock before anything is written (the commit
+        lineage check): if it raises, the pass changes nothing."""
+        report = PassReport(plan=Plan(), commit=commit)
+        with self.store.pass_lock(lock_timeout):
+            with _PLANNING:
+                self._plan(desired, commit, report, before_plan)
+            self.planned.set()
+            if not self.store.shared_queue:
+                _Drain(self, desired, report).run()
+                return report
+        _Drain(self, desired, report).run()
+        return report
+
+    def _plan(
+        self,
+        desired: DesiredState,
+        commit: str | None,
+        report: PassReport,
+        before_plan: Callable[[], None] | None,
+    ) -> None:
+        """Under the pass lock: recover dead runs, plan, record the plan."""
+        if before_plan is not None:
+            before_plan()
+        # Runs this process holds are alive: another of its passes drains them (the daemon).
+        recovered = self.store.recover(self.clock(), keep_owner=self.owner)
+        for run in recovered:
+            self._note(report, Event("recovered", self._reap(desired, run)))
+        self._adopt_lost(desired, report, {run.id for run in recovered})
+        report.plan = make_plan(desired, self.store.snapshot(), self.clock())
+        for run in self.store.record_plan(report.plan, commit, self.clock()):
+            self._note(report, Event("enqueued", run, run.reason))
+        self._note_cancels(report)
+
+    def work(self, desired: Callable[[], DesiredState]) -> None:
+        """`reconcile worker`: execute queued runs until `stop` is set (shared queues only).
+
+        `desired` is asked again at every round, so a worker follows the inventory it is
+        given; runs of versions it does not know are left to the planner and other workers.
+        """
+        report = PassReport(plan=Plan(), commit=None)
+        _Drain(self, desired, report, forever=True).run()
+
+    def _note_cancels(self, report: PassReport) -> None:
+        for cancel in report.plan.cancel:
+            cancelled = self.store.get_run(cancel.run)
+            if cancelled is not None and cancelled.status is RunStatus.CANCELLED:
+                self._note(report, Event("cancelled", cancelled, cancel.reason))
+
+    def _adopt_lost(self, desired: DesiredState, report: PassReport, skip: set[int]) -> None:
+        """Runs that ended `unknown` in earlier passes (a lost connection, a partition, a
+        machine that could not be asked) whose target may still hold their result: adopt it
+        now that the machine may answer again. A machine that still cannot be reached is
+        asked once per pass; one that answers with nothing is not asked about that run again.
+        Only adopted runs join the report (an unchanged `unknown` is not this pass's)."""
+        since = self.clock() - ADOPT_WINDOW
+        unreachable: set[str] = set()
+        for run in self.store.list_runs([RunStatus.UNKNOWN], limit=ADOPT_LIMIT):
+            if run.id in skip or run.machine in unreachable or not awaiting_result(run, since):
+                continue
+            spec = desired.tasks.get(run.task)
+            try:
+                # A command still running is left to finish (adopted at a later pass), unless
+                # the task is idempotent: the plan re-runs it, so the orphan must stop first.
+                resolved = self._ask(desired, run, stop=spec is None or spec.idempotent)
+            except TransportError:
+                unreachable.add(run.machine)
+                continue
+            if resolved is None:
+                self.store.adopt(run.id, RunStatus.UNKNOWN, error=(run.error or "") + NOTHING_KEPT)
+            elif resolved.status is not RunStatus.UNKNOWN:
+                self._note(report, Event("recovered", resolved))
+
+    def _ask(self, desired: DesiredState, run: Run, stop: bool = True) -> Run | None:
+        """Ask `run`'s target for its result and adopt it: the run as it now stands, or None
+        when the target answered that it kept nothing. Raises TransportError when it cannot
+        be asked."""
+        machine = desired.machines.get(run.machine)
+        transport = self.transports.get(machine.transport) if machine is not None else None
+        if transport is None:
+            return run
+        spec = desired.tasks.get(run.task)
+        # Without the task, nothing can be adopted, but a command still running is stopped.
+        kept = transport.reap(
+            machine, run.id, attempt=run.attempt, command=spec.run if spec else None, stop=stop
+        )
+        if kept is STILL_RUNNING:
+            return run
+        if kept is None or spec is None:
+            return None if kept is None else run
+        outcome = judge(kept, spec.timeout)
+        adopted = self.store.adopt(
+            run.id,
+            outcome.status,
+            exit_code=outcome.exit_code,
+            output=self.redact(outcome.output) or "",
+            error=self.redact(outcome.error),
+        )
+        return adopted or run
+
+    def _reap(self, desired: DesiredState, run: Run) -> Run:
+        """A run the dead pass had dispatched: stop its orphaned command before the plan may
+        re-run it (an idempotent task's `unknown` run is re-run in this very pass), or adopt
+        the result its target kept. Returns the run as it now stands."""
+        if run.status is not RunStatus.UNKNOWN:
+            return run
+        try:
+            return self._ask(desired, run) or run
+        except TransportError as exc:
+            log.warning("run %s: cannot ask %s about it: %s", run.id, run.machine, exc)
+            return run
+
+    def _note(self, report: PassReport, event: Event) -> None:
+        report.runs[event.run.id] = event.run
+        self.on_event(event)
+
+
+class _Drain:
+    """Starts runs as `dispatch.decide` allows, records their outcomes, and waits."""
+
+    def __init__(self, engine: Engine, desired, report: PassReport, *, forever: bool = False):
+        self.engine, self.store, self.report = engine, engine.store, report
+        self.desired_source = desired if callable(desired) else (lambda: desired)
+        self.desired: DesiredState = self.desired_source()
+        self.forever = forever
+        self.shared = engine.store.shared_queue
+        self.mine = set(report.runs) if not forever else set()
+        self.running: dict[Future, Run] = {}
+        self.others: list[Run] = []
+        self.heartbeats = _Heartbeats(self.store, self.running)
+        self.swept_at = 0.0
+        self.cancels_checked_at = 0.0
+        self.abandoned: set[int] = set()  # stopped at the end of the grace period
+        self.stopping_since: float | None = None
+
+    def run(self) -> None:
+        self.tracker = _Tracker(self.store.snapshot())
+        self.pending = {r.id: r for r in self.store.pending()}
+        if not self.shared:  # runs another pass of this process (the daemon) still drains
+            self.others = self.store.running()
+        with (
+            ThreadPoolExecutor(
+                max_workers=self.engine.concurrency, thread_name_prefix="run"
+            ) as pool,
+            self.heartbeats,
+        ):
+            self.pool = pool
+            try:
+                while self._round():
+                    pass
+            except KeyboardInterrupt:  # a second signal: stop what runs now, then leave
+                self._abandon_running(
+                    "the reconciler was stopped at once (a second signal) "
+                    "while this run was executing"
+                )
+                raise
+        if self.engine.stop.is_set() and not self.forever:
+            self.report.left_behind = self._left_behind()
+
+    def _left_behind(self) -> list[int]:
+        """The runs of this pass a stop left undone: still pending (not held by a window),
+        or stopped when the grace period ended."""
+        return sorted(
+            run.id
+            for run in self.report.runs.values()
+            if (run.status.is_active and run.id not in self.report.held) or run.id in self.abandoned
+        )
+
+    def _round(self) -> bool:
+        """One scheduling round; False when the drain is over."""
+        now = self.engine.clock()
+        if self.shared:
+            self._refresh()
+        else:
+            self._notice_cancels()
+        mine = [*self.running.values()]
+        decision = decide(
+            list(self.pending.values()),
+            [*mine, *self.others],
+            self.desired,
+            self.tracker.view([*self.pending.values(), *mine, *self.others]),
+            now,
+            self.engine.concurrency + len(self.others),
+        )
+        if decision.block:
+            self._block(decision.block, now)
+            return True  # a blocked run may block its own dependents: decide again
+        for run in decision.start:
+            if self.engine.stop.is_set():  # a signal may arrive between two claims
+                break
+            self._start(run, now)
+        retry_waits = [
+            until
+            for run, until in decision.held
+            if run.not_before is not None
+            and until <= run.not_before
+            and self.engine.wait_for_retries
+        ]
+        self._record_held(decision.held)
+        return self._wait(retry_waits, now)
+
+    def _wait(self, retry_waits: list[datetime], now: datetime) -> bool:
+        stopping = self.engine.stop.is_set()
+        if stopping and self.running and self._grace_over():
+            self._abandon_running()
+            return False
+        elsewhere = self.shared and not stopping and (self.forever or self._mine_elsewhere())
+        if not self.running and (stopping or not (retry_waits or elsewhere)):
+            return False
+        timeout = max(0.0, (min(retry_waits) - now).total_seconds()) if retry_waits else None
+        # With a grace period, a stop signal must be noticed while runs are still going.
+        if elsewhere or (self.running and (self.shared or self.engine.grace is not None)):
+            timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
+        if retry_waits and not self.shared:  # a waiting run may be cancelled meanwhile
+            timeout = min(timeout, CANCEL_POLL_SECONDS)
+        if stopping and self.engine.grace is not None and self.stopping_since is not None:
+            left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
+            timeout = left if timeout is None else min(timeout, left)
+        if not self.running:
+            self.engine.stop.wait(timeout)
+            return True
+        done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._record(self.running.pop(future), future)
+        return True
+
+    def _notice_cancels(self) -> None:
+        """A store of its own: another process (`reconcile queue cancel`) may end a run this
+        pass waits on, and another pass of this process (the daemon) may end the runs it
+        drains. Learn it, at most once a second, so the pass reports what the store holds,
+        does not wait out a retry delay for a run that will never start, and sees the
+        capacity the other passes free."""
+        if (
+            not self.pending and not self.others
+        ) or time.monotonic() - self.cancels_checked_at < CANCEL_POLL_SECONDS:
+            return
+        self.cancels_checked_at = time.monotonic()
+        if self.others:
+            ours = {r.id for r in self.running.values()}
+            self.others = [r for r in self.store.running() if r.id not in ours]
+        still_pending = {r.id for r in self.store.pending()}
+        for run_id in [i for i in self.pending if i not in still_pending]:
+            del self.pending[run_id]
+            self._learn_ended(run_id)
+
+    def _claimed_elsewhere(self, run_id: int) -> None:
+        """A claim that failed on a store of its own: the run was cancelled (report it), or
+        another pass of this process took it (it reports the run: drop it from ours)."""
+        run = self.store.get_run(run_id)
+        if run is not None and run.status is RunStatus.RUNNING:
+            self.others.append(run)
+            if not self.forever and self.report.runs.get(run_id, run).status.is_active:
+                self.report.runs.pop(run_id, None)
+                self.mine.discard(run_id)
+            return
+        self._learn_ended(run_id)
+
+    def _learn_ended(self, run_id: int) -> None:
+        """Record in the report how a run ended elsewhere (if it did end)."""
+        ended = self.store.get_run(run_id)
+        if ended is not None and ended.status.is_final:
+            self.tracker.update(ended)
+            self._note(Event("finished", ended, ended.error or ""))
+
+    def _sweep(self) -> None:
+        """Resolve the runs of dead holders (a killed pass, a dead worker) once their leases
+        expire. Every drainer on a shared queue does it, not only workers: a dead run still
+        `running` counts against its machine's `max_parallel`, and a pass waiting for that
+        machine would otherwise wait forever. Each one is reported as `recovered` (audited,
+        alerted when `unknown`), as the recovery at the start of a pass reports them."""
+        if time.monotonic() - self.swept_at < SWEEP_SECONDS:
+            return
+        self.swept_at = time.monotonic()
+        for run in self.store.sweep(LEASE_SECONDS, self.engine.clock()):
+            log.warning(
+                "run %s of %s on %s: its holder stopped heartbeating; now %s",
+                run.id,
+                run.task,
+                run.machine,
+                run.status.value,
+            )
+            self._note(Event("recovered", self.engine._reap(self.desired, run)))
+
+    def _grace_over(self) -> bool:
+        if self.engine.grace is None:
+            return False
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+        return time.monotonic() - self.stopping_since >= self.engine.grace
+
+    def _abandon_running(
+        self,
+        why: str = "the reconciler was stopped and its grace period "
+        "ended while this run was executing",
+    ) -> None:
+        """The grace period is over: stop what still runs and record it `unknown` (it may
+        have done part of its work), so the next pass does not wait on it."""
+        now = self.engine.clock()
+        for future, run in list(self.running.items()):
+            machine = self.desired.machines.get(run.machine)
+            transport = self.engine.transports.get(machine.transport) if machine else None
+            if transport is not None:
+                transport.reap(machine, run.id)
+            try:
+                record = self.store.finish(run.id, run.epoch, RunStatus.UNKNOWN, now, error=why)
+            except LeaseLost:
+                continue
+            self.running.pop(future)
+            self.abandoned.add(run.id)
+            self._note(Event("finished", record, record.error or ""))
+
+    def _mine_elsewhere(self) -> bool:
+        """Whether a run of this pass is still pending or running somewhere (a worker).
+        Without `wait_for_retries` only running ones count: a pending run waits for a later
+        pass."""
+        active = {r.id for r in self.others}
+        if self.engine.wait_for_retries:
+            active |= set(self.pending)
+        return any(run_id in active for run_id in self.mine)
+
+    def _refresh(self) -> None:
+        """Shared queue: re-read what other reconcilers and workers changed."""
+        if self.forever:
+            self.desired = self.desired_source()
+        self._sweep()
+        ours = {r.id for r in self.running.values()}
+        self.pending = {r.id: r for r in self.store.pending()}
+        self.others = [r for r in self.store.running() if r.id not in ours]
+        self.tracker.refresh(self.store, [*self.pending.values(), *self.others])
+        for run in self.others:
+            if run.id in self.mine:
+                self.report.runs[run.id] = run
+        for run_id in self.mine - set(self.pending) - {r.id for r in self.others} - ours:
+            if self.report.runs[run_id].status.is_active:  # ended elsewhere: learn how
+                ended = self.store.get_run(run_id)
+                if ended is not None:
+                    self.engine._note(self.report, Event("finished", ended, ended.error or ""))
+
+    def _block(self, blocks, now) -> None:
+        for run, reason in blocks:
+            self.pending.pop(run.id, None)
+            blocked = self.store.block(run.id, reason, now)
+            if blocked is not None:
+                self.tracker.update(blocked)
+                self._note(Event("blocked", blocked, reason))
+
+    def _start(self, run: Run, now: datetime) -> None:
+        self.pending.pop(run.id, None)
+        machine = self.desired.machines[run.machine]
+        claimed = self.store.claim(run.id, self.engine.owner, now, machine.max_parallel)
+        if claimed is None:  # cancelled, taken since we looked, or its machine is full
+            if not self.shared:  # the report must say so (a shared drain re-reads)
+                self._claimed_elsewhere(run.id)
+            return
+        failpoints.hit("after_claim")
+        spec = self.desired.tasks[claimed.task]
+        machine = self.desired.machines[claimed.machine]
+        self._note(Event("started", claimed))
+        future = self.pool.submit(self._attempt, claimed, spec, machine)
+        self.running[future] = claimed
+
+    def _attempt(self, run: Run, spec, machine) -> Outcome:
+        """Worker thread: record the dispatch, then execute. The dispatch marker is written
+        before the command is sent, so a crash after it reads as `unknown`, never as "did
+        not run" (DESIGN §5)."""
+        self.store.mark_dispatched(run.id, run.epoch, self.engine.clock())
+        failpoints.hit("after_dispatch")
+        return execute(
+            run, spec, machine, self.engine.transports[machine.transport], self.engine.resolve
+        )
+
+    def _record(self, run: Run, future: Future) -> None:
+        now = self.engine.clock()
+        try:
+            outcome = future.result()
+        except LeaseLost as exc:
+            log.warning("run %s: %s; abandoning it", run.id, exc)
+            return
+        except Exception as exc:  # a bug in an attempt must not kill the whole pass
+            log.error("run %s: internal error: %s", run.id, exc)
+            log.debug("run %s: traceback", run.id, exc_info=True)
+            outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
+        outcome = replace(
+            outcome,
+            output=self.engine.redact(outcome.output) or "",
+            error=self.engine.redact(outcome.error),
+        )
+        if outcome.unreachable:
+            self._note(Event("unreachable", run, outcome.error or ""))
+        failpoints.hit("before_result")
+        try:
+            record = _with_retries(lambda: self._write_outcome(run, outcome, now))
+        except LeaseLost as exc:
+            log.warning(
+                "run %s: %s; its result was not recorded (another worker took it "
+                "over after its lease expired)",
+                run.id,
+                exc,
+            )
+            return
+        self.tracker.update(record)
+
+    def _write_outcome(self, run: Run, outcome: Outcome, now: datetime) -> Run:
+        spec = self.desired.tasks.get(run.task)
+        try:
+            retry_at = next_attempt_at(spec.retry, run, outcome, now) if spec else None
+        except (ValueError, OverflowError) as exc:  # a policy that cannot be computed
+            log.error("run %s: cannot compute its next attempt: %s", run.id, exc)
+            retry_at = None
+        if retry_at is not None:
+            record = self.store.requeue(
+                run.id,
+                run.epoch,
+                retry_at,
+                now,
+                exit_code=outcome.exit_code,
+                output=outcome.output,
+                error=outcome.error,
+            )
+            self.pending[record.id] = record
+            self._note(Event("retrying", record, outcome.error or ""))
+            return record
+        record = self.store.finish(
+            run.id,
+            run.epoch,
+            outcome.status,
+            now,
+            exit_code=outcome.exit_code,
+            output=outcome.output,
+            error=outcome.error,
+        )
+        self._note(Event("finished", record, outcome.error or ""))
+        return record
+
+    def _note(self, event: Event) -> None:
+        if not self.forever:
+            self.mine.add(event.run.id)
+        self.engine._note(self.report, event)
+
+    def _record_held(self, held) -> None:
+        """Note runs a deny window holds; a retry's own wait was announced by `retrying`."""
+        for run, until in held:
+            if run.not_before is not None and until <= run.not_before:
+                continue
+            if self.report.held.get(run.id) != until:
+                self.report.held[run.id] = until
+                if not self.forever:
+                    self.report.runs.setdefault(run.id, run)
+                self.engine.on_event(Event("held", run, until.isoformat()))
+
+
+def awaiting_result(run: Run, since: datetime) -> bool:
+    """Pure: whether an `unknown` run may still be adopted from its target's markers: it
+    ended after `since` and its target has not already answered that it kept nothing."""
+    return (
+        run.status is RunStatus.UNKNOWN
+        and run.exit_code is None
+        and run.finished_at is not None
+        and run.finished_at >= since
+        and NOTHING_KEPT not in (run.error or "")
+    )
+
+
+def _with_retries(write: Callable[[], Run]) -> Run:
+    """Retry a store write whose connection dropped (the store reconnects on the next call);
+    a lost lease is final and raised at once."""
+    for attempt in range(STORE_RETRIES):
+        try:
+            return write()
+        except LeaseLost:
+            raise
+        except StoreError as exc:
+            if attempt == STORE_RETRIES - 1:
+                raise
+            log.warning("state store write failed (%s); trying again", exc)
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+class _Heartbeats:
+    """Renews the lease of every run this process executes, every HEARTBEAT_SECONDS, from
+    its own thread, so a long command is never mistaken for a dead worker's."""
+
+    def __init__(self, store: StateStore, running: dict[Future, Run]):
+        self.store, self.running = store, running
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            for run in list(self.running.values()):
+                try:
+                    self.store.heartbeat(run.id, run.epoch)
+                except LeaseLost:
+                    log.warning(
+                        "run %s: lease lost to another worker; its result will not be recorded",
+                        run.id,
+                    )
+                except StoreError as exc:
+                    log.warning("run %s: heartbeat failed: %s", run.id, exc)
+
+
+__all__ = ["Engine", "Event", "PassReport", "LEASE_SECONDS"]

@@ -1,0 +1,135 @@
+"""One claimed run: resolve its environment, run the check, run the command, judge the outcome.
+
+`execute` does the I/O (through a transport); `judge` and `next_attempt_at` are the pure
+policy: what a completed command means for the run, and when a failed attempt may retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from reconciler.adapters.transport.base import Completed, Transport
+from reconciler.core.durations import format_duration
+from reconciler.core.errors import ConnectionLost, TransportError, Unreachable, VaultError
+from reconciler.core.model import Machine, RetryPolicy, TaskSpec, VaultRef
+from reconciler.core.redact import Secret
+from reconciler.core.state import Run, RunStatus
+
+# Resolves a task's `{vault: NAME}` for a team; raises VaultError when it cannot.
+SecretResolver = Callable[[str, VaultRef], "str | Secret"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to. `retryable` is False for failures a retry cannot fix."""
+
+    status: RunStatus
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    retryable: bool = True
+    unreachable: bool = False  # the machine could not be reached (one alert per machine)
+
+
+def no_vault(team: str, ref: VaultRef) -> Secret:
+    """The resolver used when no identity is configured: every secret is unavailable."""
+    raise VaultError(
+        f"cannot read secret '{ref.name}' of team '{team}': no identity "
+        "(set --identity, RECONCILE_IDENTITY_FILE or RECONCILE_IDENTITY)"
+    )
+
+
+def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[str, str | Secret]:
+    """The task's env with secrets resolved (as `Secret`s: they never print), plus the run's
+    identity for the command."""
+    env: dict[str, str | Secret] = {
+        "RECONCILE_RUN_ID": str(run.id),
+        "RECONCILE_TASK": run.task,
+        "RECONCILE_MACHINE": run.machine,
+        "RECONCILE_ATTEMPT": str(run.attempt),
+        "RECONCILE_VERSION": run.version,
+    }
+    for name, value in spec.env:
+        env[name] = resolve(spec.team, value) if isinstance(value, VaultRef) else value
+    return env
+
+
+def execute(
+    run: Run,
+    spec: TaskSpec,
+    machine: Machine,
+    transport: Transport,
+    resolve: SecretResolver = no_vault,
+) -> Outcome:
+    """Execute one attempt of `run`; never raises for a failure of the command or machine."""
+    try:
+        env = run_environment(run, spec, resolve)
+    except VaultError as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=False)
+    try:
+        budget = spec.timeout  # `timeout` bounds the whole run: check and command together
+        if spec.check is not None:
+            checked = transport.run(machine, spec.check, env, budget, run.id)
+            if checked.ok:
+                return Outcome(RunStatus.SKIPPED, exit_code=0, output=checked.output, error=None)
+            budget = spec.timeout - checked.duration
+            if checked.timed_out or budget <= 0:
+                return check_timed_out(checked, spec.timeout)
+        completed = transport.run(machine, spec.run, env, budget, run.id)
+    except ConnectionLost as exc:
+        return Outcome(
+            RunStatus.UNKNOWN, error=str(exc), retryable=False, unreachable=exc.unreachable
+        )
+    except Unreachable as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=True, unreachable=True)
+    except TransportError as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=exc.retryable)
+    return judge(completed, spec.timeout)
+
+
+def check_timed_out(checked: Completed, timeout: float) -> Outcome:
+    """Pure: a check that did not answer within the run's timeout. Its silence says nothing
+    about the machine's state, so the command must not run blind: the run fails."""
+    return Outcome(
+        RunStatus.FAILED,
+        output=checked.output,
+        error=f"check timed out after {format_duration(int(timeout))} (the task's "
+        "timeout covers check and command); the process group was killed "
+        "and the command did not run",
+    )
+
+
+def judge(completed: Completed, timeout: float) -> Outcome:
+    """Pure: a finished command as a run outcome."""
+    if completed.timed_out:
+        return Outcome(
+            RunStatus.FAILED,
+            output=completed.output,
+            error=f"timed out after {format_duration(int(timeout))}; the process group was killed",
+        )
+    if completed.exit_code == 0:
+        return Outcome(RunStatus.SUCCEEDED, exit_code=0, output=completed.output)
+    return Outcome(
+        RunStatus.FAILED,
+        exit_code=completed.exit_code,
+        output=completed.output,
+        error=f"exit code {completed.exit_code}",
+    )
+
+
+def next_attempt_at(
+    policy: RetryPolicy, run: Run, outcome: Outcome, now: datetime
+) -> datetime | None:
+    """Pure: when the next attempt may start, or None when the run's failure is final."""
+    if outcome.status is not RunStatus.FAILED or not outcome.retryable:
+        return None
+    if not policy.has_retry_after(run.attempt):
+        return None
+    # Seeded by the run and its attempt: spread across runs, the same for a re-judged attempt.
+    seed = f"{run.id}:{run.attempt}"
+    return now + timedelta(seconds=policy.delay_after(run.attempt, seed))
+
+
+__all__ = ["Outcome", "check_timed_out", "execute", "judge", "next_attempt_at", "run_environment"]

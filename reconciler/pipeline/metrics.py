@@ -1,0 +1,385 @@
+"""Metrics: the numbers of `reconcile status`, and the same numbers for Prometheus.
+
+`status_numbers(store, desired, now)` computes what `reconcile status` shows (queue depth by
+priority and team, running runs, recent failures, runs by status, machines and whether they
+are reachable, deny-window holds, the alert outbox). `Metrics` exports those numbers, read
+from the store at every scrape while a store is bound (during a pass, or a worker's life) and
+kept from the last reading between passes, plus what only a running process sees: runs
+finished by final status, run durations, alerts and failed deliveries, audit write failures,
+passes and the time of the last successful one. `serve(addr, metrics)` answers
+`GET /metrics` on HOST:PORT (`--metrics-addr`).
+
+Exported (all `reconciler_*`):
+
+    reconciler_queue_depth{priority,team}                    gauge: pending runs
+    reconciler_runs_running                                  gauge: running runs
+    reconciler_runs{status}                                  gauge: runs in the store by status
+    reconciler_runs_failed_last_24h                          gauge: failed/blocked/unknown in 24 h
+    reconciler_machine_up{machine,team}                      gauge: 0 after an unreachable alert
+    reconciler_alert_outbox_pending                          gauge: deliveries waiting
+    reconciler_runs_finished_total{status,team}              counter: final statuses seen here
+    reconciler_run_duration_seconds{team}                    histogram: start to end of a run
+    reconciler_alerts_total{event}                           counter: alerts raised
+    reconciler_alert_delivery_failures_total{team}           counter: failed delivery attempts
+    reconciler_audit_write_failures_total                    counter
+    reconciler_passes_total{result}                          counter: ok | problems | error
+    reconciler_last_successful_pass_timestamp_seconds        gauge: end of the last pass that
+                                                             completed (exit 0 or 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from reconciler.adapters.store.base import StateStore
+from reconciler.core.dispatch import prioritised
+from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
+from reconciler.core.model import DesiredState
+from reconciler.core.schedule import window_end
+from reconciler.core.state import Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+PRIORITIES = ("1", "2", "3", "4", "5")
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the numbers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusNumbers:
+    """What `reconcile status` reports; `to_json` is its JSON (SPEC §4, fields added only)."""
+
+    queue_depth: dict[tuple[str, str], int] = field(default_factory=dict)  # (priority, team)
+    running: int = 0
+    failed_last_24h: int = 0
+    runs: dict[str, int] = field(default_factory=dict)  # by status
+    held: list[dict[str, Any]] = field(default_factory=list)
+    machines: list[dict[str, Any]] = field(default_factory=list)
+    outbox_pending: int = 0
+
+    def depth_by_priority(self) -> dict[str, int]:
+        depth = {p: 0 for p in PRIORITIES}
+        for (priority, _), n in self.queue_depth.items():
+            depth[priority] = depth.get(priority, 0) + n
+        return depth
+
+    def depth_by_team(self) -> dict[str, int]:
+        teams: dict[str, int] = {}
+        for (_, team), n in self.queue_depth.items():
+            teams[team] = teams.get(team, 0) + n
+        return dict(sorted(teams.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queue_depth": self.depth_by_priority(),
+            "by_team": self.depth_by_team(),
+            "running": self.running,
+            "failed_last_24h": self.failed_last_24h,
+            "held": self.held,
+            "machines": self.machines,
+            "runs": dict(self.runs),
+            "alert_outbox": self.outbox_pending,
+        }
+
+
+def status_numbers(store: StateStore | None, desired: DesiredState, now: datetime) -> StatusNumbers:
+    """The numbers of `reconcile status` (a store of None: no runs yet). Raises `StoreError`."""
+    pending: list[Run] = []
+    running: list[Run] = []
+    failed, counts, down, outbox = 0, {s.value: 0 for s in RunStatus}, set(), 0
+    if store is not None:
+        pending, running = store.pending(), store.running()
+        failed = store.failed_since(now - timedelta(hours=24))
+        counts = store.counts()
+        down = store.unreachable_machines()
+        outbox = store.outbox_pending()
+    # Each pending run at the priority the dispatcher uses: its task's priority in git now,
+    # inherited along `after` (not the priority stored when it was enqueued).
+    depth: dict[tuple[str, str], int] = {}
+    held = []
+    for run, priority in prioritised(pending, desired):
+        key = (str(priority), run.team)
+        depth[key] = depth.get(key, 0) + 1
+        if until := window_end(desired.windows_for(run.machine), priority, now):
+            held.append(
+                {
+                    "run": run.id,
+                    "task": run.task,
+                    "machine": run.machine,
+                    "priority": priority,
+                    "until": _iso(until),
+                }
+            )
+    held.sort(key=lambda h: h["run"])
+    return StatusNumbers(
+        depth,
+        len(running),
+        failed,
+        counts,
+        held,
+        _machines(desired, pending, running, down),
+        outbox,
+    )
+
+
+def _machines(
+    desired: DesiredState, pending: list[Run], running: list[Run], down: set[str]
+) -> list[dict[str, Any]]:
+    on_machine: dict[str, list[int]] = {}
+    for index, runs in enumerate((running, pending)):
+        for run in runs:
+            on_machine.setdefault(run.machine, [0, 0])[index] += 1
+    return [
+        {
+            "name": m.name,
+            "team": m.team,
+            "transport": m.transport,
+            "running": on_machine.get(m.name, [0, 0])[0],
+            "pending": on_machine.get(m.name, [0, 0])[1],
+            "up": m.name not in down,
+        }
+        for m in sorted(desired.machines.values(), key=lambda m: m.name)
+    ]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+# --- Prometheus ---------------------------------------------------------------------------------------
+
+
+class Metrics:
+    """One process's metrics, in a registry of its own (tests make as many as they like)."""
+
+    def __init__(self, registry=None, clock: Callable[[], datetime] = utc_now):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._numbers = StatusNumbers()
+        self._source: tuple[StateStore, DesiredState] | None = None
+        reg = self.registry
+        self.runs_finished = Counter(
+            "reconciler_runs_finished",
+            "Runs that reached a final status in this process, by status and team",
+            ["status", "team"],
+            registry=reg,
+        )
+        self.run_duration = Histogram(
+            "reconciler_run_duration_seconds",
+            "Duration of a run's last attempt, from claim to its final status",
+            ["team"],
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.alerts = Counter(
+            "reconciler_alerts", "Alerts raised, by event", ["event"], registry=reg
+        )
+        self.delivery_failures = Counter(
+            "reconciler_alert_delivery_failures",
+            "Failed alert delivery attempts, by team",
+            ["team"],
+            registry=reg,
+        )
+        self.audit_failures = Counter(
+            "reconciler_audit_write_failures",
+            "Audit entries that could not be written",
+            registry=reg,
+        )
+        self.passes = Counter(
+            "reconciler_passes",
+            "Passes by result: ok (exit 0), problems (exit 1), error (did not complete)",
+            ["result"],
+            registry=reg,
+        )
+        self.last_success = Gauge(
+            "reconciler_last_successful_pass_timestamp_seconds",
+            "Unix time at which the last completed pass ended",
+            registry=reg,
+        )
+        reg.register(_StatusCollector(self))
+
+    # --- the store-derived numbers ---
+
+    def bind(self, store: StateStore, desired: DesiredState) -> None:
+        """Read the status numbers from `store` at each scrape (until `unbind`)."""
+        with self._lock:
+            self._source = (store, desired)
+        self.refresh()
+
+    def unbind(self, store: StateStore | None = None) -> None:
+        """Keep the last numbers; the store is about to close. With `store`, only if it is
+        the bound one (the daemon's passes overlap: a later pass may have bound its own)."""
+        self.refresh()
+        with self._lock:
+            if store is None or (self._source is not None and self._source[0] is store):
+                self._source = None
+
+    def refresh(self) -> StatusNumbers:
+        """Re-read the numbers from the bound store (if any); a store error keeps the last."""
+        with self._lock:
+            source = self._source
+        if source is not None:
+            try:
+                numbers = status_numbers(source[0], source[1], self.clock())
+            except ReconcilerError as exc:
+                log.warning("metrics: cannot read the state store: %s", exc)
+            else:
+                with self._lock:
+                    self._numbers = numbers
+        with self._lock:
+            return self._numbers
+
+    # --- what the sinks observe ---
+
+    def run_finished(self, run: Run) -> None:
+        self.runs_finished.labels(run.status.value, run.team).inc()
+        if run.started_at is not None and run.finished_at is not None:
+            seconds = (run.finished_at - run.started_at).total_seconds()
+            self.run_duration.labels(run.team).observe(max(seconds, 0.0))
+
+    def pass_ended(self, exit_code: int | None) -> None:
+        """A pass ended: exit code 0 or 1 (completed), or None (it failed)."""
+        self.passes.labels({0: "ok", 1: "problems"}.get(exit_code, "error")).inc()
+        if exit_code is not None:
+            self.last_success.set(self.clock().timestamp())
+
+    def text(self) -> str:
+        """The exposition text, as a scrape would get it."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode("utf-8")
+
+
+class _StatusCollector:
+    """Exports the status numbers (fresh from the bound store, else the last ones)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator:
+        from prometheus_client.core import GaugeMetricFamily
+
+        numbers = self.metrics.refresh()
+        depth = GaugeMetricFamily(
+            "reconciler_queue_depth",
+            "Pending runs by priority and team",
+            labels=["priority", "team"],
+        )
+        teams = sorted(
+            {team for _, team in numbers.queue_depth} | {m["team"] for m in numbers.machines}
+        )
+        for priority in PRIORITIES:
+            for team in teams:
+                depth.add_metric([priority, team], numbers.queue_depth.get((priority, team), 0))
+        yield depth
+        yield GaugeMetricFamily("reconciler_runs_running", "Running runs", value=numbers.running)
+        runs = GaugeMetricFamily(
+            "reconciler_runs", "Runs in the state store by status", labels=["status"]
+        )
+        for status, n in sorted(numbers.runs.items()):
+            runs.add_metric([status], n)
+        yield runs
+        yield GaugeMetricFamily(
+            "reconciler_runs_failed_last_24h",
+            "Runs that ended failed, blocked or unknown in the last 24 hours",
+            value=numbers.failed_last_24h,
+        )
+        up = GaugeMetricFamily(
+            "reconciler_machine_up",
+            "1 unless the machine's last contact failed (an unreachable alert not yet cleared)",
+            labels=["machine", "team"],
+        )
+        for machine in numbers.machines:
+            up.add_metric([machine["name"], machine["team"]], 1 if machine["up"] else 0)
+        yield up
+        yield GaugeMetricFamily(
+            "reconciler_alert_outbox_pending",
+            "Alert deliveries waiting in the outbox",
+            value=numbers.outbox_pending,
+        )
+
+
+# --- the HTTP endpoint ------------------------------------------------------------------------------
+
+_ADDR = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$")
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPv6]:PORT` or `:PORT` (every interface); raises `UsageError`."""
+    match = _ADDR.match(addr.strip())
+    port = int(match.group("port")) if match else -1
+    if match is None or not 0 <= port <= 65535:
+        raise UsageError(f"--metrics-addr must be HOST:PORT, such as 127.0.0.1:9100 (got {addr!r})")
+    host = match.group("v6") or match.group("host") or "0.0.0.0"
+    return host, port
+
+
+class MetricsServer:
+    """A running `/metrics` endpoint; `close()` stops it."""
+
+    def __init__(self, server, thread):
+        self._server, self._thread = server, thread
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(addr: str, metrics: Metrics) -> MetricsServer:
+    """Serve `metrics` on `addr` from a daemon thread. Raises `UsageError` for a bad address,
+    `InfrastructureError` when it cannot be bound (in use, not ours)."""
+    from prometheus_client import start_http_server
+
+    host, port = parse_addr(addr)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise InfrastructureError(f"cannot serve metrics on {addr}: {exc.strerror or exc}") from exc
+    return MetricsServer(server, thread)
+
+
+_default: Metrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> Metrics:
+    """The process's metrics (created on first use: no import-time side effects)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Metrics()
+        return _default
+
+
+__all__ = [
+    "Metrics",
+    "MetricsServer",
+    "StatusNumbers",
+    "default_metrics",
+    "parse_addr",
+    "serve",
+    "status_numbers",
+]
