@@ -62,6 +62,7 @@ BENCHES = {
     "bench_age.py": Bench(_require_age, "worst targeted ratio"),
     "bench_ssh.py": Bench(require_sshd, "reconcile --once", forbidden=("error:",)),
     "bench_redact.py": Bench(_nothing, "worst with 20 secrets"),
+    "bench_cli.py": Bench(_require_age, "targets missed:", forbidden=("skipped:",)),
 }
 # Helpers the benchmarks import, not benchmarks themselves.
 LIBRARIES = {"__init__.py", "generate.py"}
