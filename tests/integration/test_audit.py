@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
-import textwrap
 import threading
 from datetime import UTC
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from reconciler.adapters.audit import checkpoint as cp
@@ -25,110 +22,28 @@ from reconciler.adapters.audit.chain import verify
 from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.transport.local import LocalTransport
 from reconciler.adapters.vault import age
-from reconciler.cli import audit_cmd
-from reconciler.cli.args import Parser, _add_format, _add_globals
-from reconciler.core.compile import compile_inventory
 from reconciler.core.errors import StoreError
 from reconciler.core.plan import make_plan
 from reconciler.core.redact import Redactor
 from reconciler.core.state import RunStatus
-from reconciler.inventory.loader import load_inventory
 from reconciler.pipeline.engine import Engine
 from reconciler.pipeline.metrics import Metrics
 from reconciler.pipeline.sinks import build_sinks
+from tests.support.in_process import InProcessProject
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-class Project:
-    """An inventory (team `ops`, local machine `box`) and its store; passes in-process."""
-
-    def __init__(self, root: Path, url: str | None = None):
-        self.root = root
-        self.inventory = root / "inventory"
-        self.url = url or f"sqlite:///{root / 'state' / 'state.db'}"
-        self.write("teams/ops.yaml", "name: ops\n")
-        self.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 8\n")
-
-    def write(self, relative: str, text: str) -> None:
-        path = self.inventory / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-    def task(self, name: str, command: str, extra: str = "") -> None:
-        self.write(
-            f"tasks/ops/{name}.yaml",
-            f"name: {name}\nmachines: [box]\ncommand: {json.dumps(command)}\n{extra}",
-        )
-
-    def desired(self):
-        inventory, _ = load_inventory(self.inventory)
-        return compile_inventory(inventory)
-
-    def run_pass(self, store=None):
-        own = store is None
-        store = store or open_store(self.url)
-        desired = self.desired()
-        try:
-            sinks = build_sinks(
-                store, None, desired, Redactor(), None, commit="c0ffee", metrics=Metrics()
-            )
-            engine = Engine(store, {"local": LocalTransport(self.root / "markers")}, on_event=sinks)
-            sinks.pass_started("c0ffee")
-            try:
-                report = engine.run_pass(desired, "c0ffee", 10)
-            except BaseException as exc:
-                sinks.pass_failed(exc)
-                raise
-            finally:
-                sinks.close(10)
-            sinks.pass_finished(report)
-            return report
-        finally:
-            if own:
-                store.close()
-
-    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
-        if self.url.startswith("postgresql://"):
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                cur = conn.execute(query, params)
-                return cur.fetchall() if cur.description else []
-        with sqlite3.connect(self.url[len("sqlite:///") :]) as conn:
-            return conn.execute(query, params).fetchall()
-
-    def audit(self, *argv: str) -> tuple[int, str]:
-        """`reconcile audit ARGV --state URL` in-process: (exit code, stdout)."""
-        root = Parser(prog="reconcile")
-        audit_cmd.add_parser(
-            root.add_subparsers(dest="command", parser_class=Parser), _add_globals, _add_format
-        )
-        args = root.parse_args(
-            ["audit", *argv, "--state", self.url, "--inventory", str(self.inventory)]
-        )
-        args.redactor = Redactor()
-        import contextlib
-        import io
-
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            code = audit_cmd.run(args)
-        return code, out.getvalue()
-
-    @property
-    def key(self) -> Path:
-        return self.root / "state" / "audit.key"
-
-
 @pytest.fixture
-def project(tmp_path) -> Project:
-    p = Project(tmp_path)
+def project(tmp_path) -> InProcessProject:
+    p = InProcessProject(tmp_path)
     p.task("fail", "echo broken; exit 2")
     p.task("ok", "echo fine")
     return p
 
 
-def actions(project: Project) -> list[str]:
+def actions(project: InProcessProject) -> list[str]:
     return [row[0] for row in project.sql("SELECT action FROM audit_log ORDER BY seq")]
 
 
@@ -321,13 +236,13 @@ REFUSE = {
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def any_backend(request, tmp_path):
     url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    p = Project(tmp_path, url)
+    p = InProcessProject(tmp_path, url)
     p.backend = request.param
     open_store(p.url).close()  # create the schema
     return p
 
 
-def refuse(project: Project, action: str) -> None:
+def refuse(project: InProcessProject, action: str) -> None:
     for statement in REFUSE[project.backend]:
         project.sql(statement.replace("{action}", action))
 
@@ -358,7 +273,7 @@ def test_a_lost_audit_entry_stops_later_dispatches_and_fails_the_pass(any_backen
 
 
 def test_a_read_only_store_starts_no_pass(tmp_path):
-    p = Project(tmp_path)
+    p = InProcessProject(tmp_path)
     p.task("touch", f"touch {tmp_path / 'ran'}")
     p.run_pass()  # creates the store; nothing due after it
     p.task("again", f"touch {tmp_path / 'again'}")
@@ -375,7 +290,7 @@ def test_a_read_only_store_starts_no_pass(tmp_path):
 
 
 def test_four_workers_on_postgresql_write_one_linear_chain(tmp_path, postgres_url):
-    p = Project(tmp_path, postgres_url)
+    p = InProcessProject(tmp_path, postgres_url)
     for i in range(40):
         p.task(f"t{i:02d}", "echo $RECONCILE_RUN_ID")
     desired = p.desired()

@@ -22,7 +22,7 @@ from reconciler.cli import keys_cmd
 from reconciler.core.errors import AuthFailed, ReconcilerError
 from reconciler.core.redact import Secret
 from reconciler.pipeline import keys
-from tests.e2e.conftest import Project
+from tests.support.project import Project
 from tests.support.sshd import KeyPair, generate_key
 
 TIMEOUT = 10.0

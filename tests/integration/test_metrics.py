@@ -13,7 +13,7 @@ from reconciler.adapters.store.factory import open_store
 from reconciler.core.errors import InfrastructureError, UsageError
 from reconciler.core.plan import make_plan
 from reconciler.pipeline.metrics import Metrics, parse_addr, serve, status_numbers
-from tests.integration.test_audit import Project
+from tests.support.in_process import InProcessProject
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +44,8 @@ def server(metrics):
 
 
 @pytest.fixture
-def project(tmp_path) -> Project:
-    p = Project(tmp_path)
+def project(tmp_path) -> InProcessProject:
+    p = InProcessProject(tmp_path)
     p.write("teams/web.yaml", "name: web\n")
     p.write("reconciler.yaml", "local_machines: {allow_shared_user: true}\n")  # two teams, one host
     p.write("machines/front.yaml", "name: front\nteam: web\ntransport: local\n")

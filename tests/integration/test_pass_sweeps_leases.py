@@ -11,8 +11,8 @@ import signal
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Project
 from tests.support.cli import spawn
+from tests.support.project import Project
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

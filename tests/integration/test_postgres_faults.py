@@ -20,9 +20,9 @@ from reconciler.adapters.store.factory import open_store
 from reconciler.core.compile import compile_inventory
 from reconciler.core.plan import make_plan
 from reconciler.inventory.loader import load_inventory
-from tests.e2e.conftest import Project
 from tests.support.cli import spawn
 from tests.support.pg_cluster import Cluster
+from tests.support.project import Project
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

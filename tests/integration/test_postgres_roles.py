@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from reconciler.adapters.store.factory import open_store
-from tests.e2e.conftest import Project
 from tests.support.postgres import ADMIN_URL
+from tests.support.project import Project
 
 pytestmark = pytest.mark.integration
 

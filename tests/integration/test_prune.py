@@ -4,64 +4,34 @@ holds afterwards (from the anchor the prune leaves)."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 from datetime import UTC
 
 import pytest
 
 from reconciler.adapters.store.factory import open_store
-from reconciler.cli import audit_cmd, prune_cmd
-from reconciler.cli.args import Parser, _add_format, _add_globals
+from reconciler.cli import prune_cmd
 from reconciler.core.errors import UsageError
 from reconciler.core.plan import make_plan
-from reconciler.core.redact import Redactor
-from tests.integration.test_audit import Project
+from tests.support.in_process import InProcessProject
 
 pytestmark = pytest.mark.integration
 
 
-def command(module, prefix: list[str], project: Project, *argv: str) -> tuple[int, str]:
-    root = Parser(prog="reconcile")
-    sub = root.add_subparsers(dest="command", parser_class=Parser)
-    if module is prune_cmd:
-        queue = sub.add_parser("queue")
-        module.add_parser(
-            queue.add_subparsers(dest="queue_command", parser_class=Parser),
-            _add_globals,
-            _add_format,
-        )
-    else:
-        module.add_parser(sub, _add_globals, _add_format)
-    args = root.parse_args(
-        [*prefix, *argv, "--state", project.url, "--inventory", str(project.inventory)]
-    )
-    args.redactor = Redactor()
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = module.run(args)
-    return code, out.getvalue()
-
-
-def prune(project: Project, *argv: str) -> tuple[int, str]:
-    return command(prune_cmd, ["queue", "prune"], project, *argv)
-
-
-def audit(project: Project, *argv: str) -> tuple[int, str]:
-    return command(audit_cmd, ["audit"], project, *argv)
+def prune(project: InProcessProject, *argv: str) -> tuple[int, str]:
+    return project.command(prune_cmd, ("queue", "prune"), *argv)
 
 
 @pytest.fixture
-def project(tmp_path) -> Project:
-    p = Project(tmp_path)
+def project(tmp_path) -> InProcessProject:
+    p = InProcessProject(tmp_path)
     p.task("cron", "echo tick", "schedule: '* * * * *'\n")
     p.task("once", "echo once")
     return p
 
 
-def run_slots(project: Project, slots: int) -> None:
+def run_slots(project: InProcessProject, slots: int) -> None:
     """Record and run `slots` runs of the scheduled task (as passes at successive minutes)."""
     from datetime import datetime, timedelta
 
@@ -76,7 +46,7 @@ def run_slots(project: Project, slots: int) -> None:
             store.close()
 
 
-def statuses(project: Project) -> list[tuple[str, str]]:
+def statuses(project: InProcessProject) -> list[tuple[str, str]]:
     return project.sql("SELECT task, status FROM runs ORDER BY id")
 
 
@@ -99,8 +69,8 @@ def test_prune_with_an_archive_removes_old_runs_and_audit_and_keeps_what_the_pla
     assert archived and lines[-1]["count"] == archived[-1]["seq"]
     kept = project.sql("SELECT MIN(seq) FROM audit_log")[0][0]
     assert kept == archived[-1]["seq"] + 1
-    assert audit(project, "verify")[0] == 0  # from the anchor
-    assert audit(project, "verify", "--checkpoint", str(archive))[0] == 0
+    assert project.audit("verify")[0] == 0  # from the anchor
+    assert project.audit("verify", "--checkpoint", str(archive))[0] == 0
     assert project.sql("SELECT action FROM audit_log ORDER BY seq DESC LIMIT 1") == [
         ("queue.prune",)
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
-from tests.e2e.conftest import Project
+from tests.support.project import Project
 
 
 def ssh_project(
