@@ -4,7 +4,8 @@ The engine calls `run()` from a thread pool, up to `max_parallel` at once per ma
 share one connection (one login, one key exchange) and each gets its own channel on it;
 paramiko's transport multiplexes channels and is safe to use from several threads. Only when
 more than `max_channels` runs of one machine are open at once is a second connection opened
-(sshd refuses more than `MaxSessions`, 10 by default, on one connection).
+(sshd refuses more than `MaxSessions`, 10 by default, on one connection; a server that
+refuses a channel earlier lowers that connection's `capacity`, it is not a lost connection).
 
 Connecting happens once for all the threads that need it: the first connects, the others wait
 for its result and share the connection, or its error. A connection found dead (its transport
@@ -47,6 +48,7 @@ class Connection:
         self.fabric = fabric_connection
         self.transport: paramiko.Transport = fabric_connection.transport
         self.in_use = 0
+        self.capacity = 1 << 16  # lowered when the server refuses a channel
         self.last_used = time.monotonic()
         self.broken = False
         self.answered = time.monotonic()  # when the peer last answered a probe
@@ -61,12 +63,25 @@ class Connection:
 
     def open_channel(self, timeout: float) -> paramiko.Channel:
         """A new session channel; raises paramiko.SSHException (and marks us broken) when the
-        connection turns out to be dead."""
+        connection turns out to be dead. A channel the server refused (`ChannelException`:
+        sshd's `MaxSessions` is lower than our `max_channels`) leaves the connection alive
+        and lowers how many channels it is given at once (`capacity`)."""
         try:
             return self.transport.open_session(timeout=timeout)
-        except (paramiko.SSHException, EOFError, OSError):
-            self.broken = True
-            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            # paramiko keeps one saved exception per transport, so of several threads whose
+            # channels were refused at once only one sees the ChannelException; the others
+            # see a plain SSHException on a transport that is still up.
+            refused = isinstance(exc, paramiko.ChannelException) or (
+                isinstance(exc, paramiko.SSHException)
+                and self.transport.is_active()
+                and "timeout" not in str(exc).lower()
+            )
+            if not refused:
+                self.broken = True
+                raise
+            self.capacity = max(1, min(self.capacity, self.in_use - 1))
+            raise paramiko.ChannelException(1, f"channel refused by the server: {exc}") from exc
 
     def watch(self, now: float, interval: float, count: int) -> None:
         """One watchdog tick: declare the connection dead after `interval * count` seconds
@@ -112,6 +127,7 @@ class _Slot:
         self.lock = threading.Lock()
         self.connections: list[Connection] = []
         self.connecting: Future | None = None
+        self.capacity = 1 << 16  # channels a connection may carry (lowered by refusals)
 
 
 class Session:
@@ -161,25 +177,41 @@ class ConnectionPool:
         try:
             yield Session(connection, channel)
         finally:
-            channel.close()
+            try:
+                channel.close()
+            except (paramiko.SSHException, EOFError, OSError):
+                # The connection died under the channel: what the session got stands (a
+                # result already read is the run's); the next caller reconnects.
+                connection.broken = True
             self._release(machine, connection)
 
     def _channel(self, machine: Machine) -> tuple[Connection, paramiko.Channel]:
         # A pooled connection may have died since its last use without our noticing (the
-        # peer restarted): nothing was sent on it yet, so one fresh connection is tried.
-        for attempt in (1, 2):
+        # peer restarted): nothing was sent on it yet, so one fresh connection is tried. A
+        # refused channel (the server's session limit) lowered that connection's capacity:
+        # the next try gets a channel elsewhere, on a new connection if need be.
+        failures = refusals = 0
+        while True:
             connection = self._acquire(machine)
             try:
                 return connection, connection.open_channel(self.channel_timeout)
+            except paramiko.ChannelException as exc:
+                self._release(machine, connection, learned=connection.capacity)
+                refusals += 1
+                if refusals <= 2 * self.max_channels:  # each lowered a capacity: bounded
+                    continue
+                raise Unreachable(
+                    f"machine '{machine.name}' is unreachable: it refuses every channel: {exc}"
+                ) from exc
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self._release(machine, connection)
-                if attempt == 2:
+                failures += 1
+                if failures == 2:
                     raise Unreachable(
                         f"machine '{machine.name}' is unreachable: cannot open a "
                         f"channel: "
                         f"{exc or type(exc).__name__}"
                     ) from exc
-        raise AssertionError("unreachable")
 
     def _acquire(self, machine: Machine) -> Connection:
         """A live connection with a free channel, connecting when there is none."""
@@ -190,7 +222,8 @@ class ConnectionPool:
                 # A dead one other channels still hold stays listed until they let go: never
                 # hand it out again (the retry in `_channel` would fail on it once more).
                 for connection in slot.connections:
-                    if connection.alive and connection.in_use < self.max_channels:
+                    limit = min(self.max_channels, connection.capacity)
+                    if connection.alive and connection.in_use < limit:
                         connection.in_use += 1
                         connection.last_used = time.monotonic()
                         return connection
@@ -204,6 +237,7 @@ class ConnectionPool:
     def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
         try:
             connection = Connection(self._connect(machine))
+            connection.capacity = slot.capacity
         except BaseException as exc:
             with slot.lock:
                 slot.connecting = None
@@ -236,9 +270,13 @@ class ConnectionPool:
                 for connection in connections:
                     connection.watch(time.monotonic(), self.keepalive, self.keepalive_count)
 
-    def _release(self, machine: Machine, connection: Connection) -> None:
+    def _release(
+        self, machine: Machine, connection: Connection, learned: int | None = None
+    ) -> None:
         slot = self._slot(machine)
         with slot.lock:
+            if learned is not None:  # the server's session limit, for the next connections
+                slot.capacity = min(slot.capacity, learned)
             connection.in_use -= 1
             connection.last_used = time.monotonic()
             self._drop_dead(slot)

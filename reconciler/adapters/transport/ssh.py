@@ -103,22 +103,39 @@ class SshTransport(Transport):
         plain = {name: reveal(value) for name, value in env.items()}
         call = wrapper.invocation(self.markers, run_id, command, plain)
         with self.pool.session(machine) as session:
-            self._dispatch(machine, session, call)
-            received, reply, dropped = _read_reply(session.channel, call.nonce, started + timeout)
-            if reply is not None:
-                _acknowledge(session.channel, call.nonce)
-                return Completed(
-                    exit_code=reply[1],
-                    output=_tail(reply[0], dropped),
-                    duration=time.monotonic() - started,
-                )
-            ended = _wait_status(session.channel, started + timeout)
-            if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
-                return self._finished(session, started, received, dropped)
-            # Timed out, or the channel closed without an exit status: the connection died
-            # (paramiko closes its channels before it marks the transport inactive, so only
-            # a new channel tells), or sshd sent `exit-signal`. The markers know which.
-            return self._settle(machine, session, run_id, call.nonce, started, not ended)
+            try:
+                return self._run_on(machine, session, call, run_id, started, timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                # Whatever paramiko or the socket raised past the command's dispatch: the
+                # connection failed under the run (never an internal error of the pass).
+                raise _lost(machine, exc, session.connection) from exc
+
+    def _run_on(
+        self,
+        machine: Machine,
+        session: Session,
+        call: wrapper.Invocation,
+        run_id: int,
+        started: float,
+        timeout: float,
+    ) -> Completed:
+        """`run` on a session's channel: dispatch, read the reply on the same channel."""
+        self._dispatch(machine, session, call)
+        received, reply, dropped = _read_reply(session.channel, call.nonce, started + timeout)
+        if reply is not None:
+            _acknowledge(session.channel, call.nonce)
+            return Completed(
+                exit_code=reply[1],
+                output=_tail(reply[0], dropped),
+                duration=time.monotonic() - started,
+            )
+        ended = _wait_status(session.channel, started + timeout)
+        if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
+            return self._finished(session, started, received, dropped)
+        # Timed out, or the channel closed without an exit status: the connection died
+        # (paramiko closes its channels before it marks the transport inactive, so only
+        # a new channel tells), or sshd sent `exit-signal`. The markers know which.
+        return self._settle(machine, session, run_id, call.nonce, started, not ended)
 
     def reap(
         self,
@@ -139,7 +156,10 @@ class SshTransport(Transport):
         Raises a TransportError when the machine cannot be asked (leave the run `unknown`).
         """
         with self.pool.session(machine) as session:
-            marker = self._ctl(machine, session, run_id, "reap" if stop else "peek")
+            try:
+                marker = self._ctl(machine, session, run_id, "reap" if stop else "peek")
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise _lost(machine, exc, session.connection) from exc
         if marker.state == "running":
             return STILL_RUNNING
         if marker.state != "exit":
@@ -257,7 +277,6 @@ class SshTransport(Transport):
         started = time.monotonic()
         try:
             channel.exec_command(wrapper.ctl_line(self.markers, run_id, action, nonce))
-            channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
         try:
@@ -265,7 +284,10 @@ class SshTransport(Transport):
                 raise _lost(machine, None)
             output = _read_all_bytes(channel, DRAIN)
         finally:
-            channel.close()
+            try:
+                channel.close()
+            except (paramiko.SSHException, EOFError, OSError):
+                pass  # the markers were read, or the failure above says why not
         if channel.exit_status != 0:
             raise TransportError(
                 f"machine '{machine.name}': reading the markers of run {run_id} "
@@ -360,7 +382,6 @@ class SshTransport(Transport):
         try:
             channel = conn.transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(wrapper.clean_line(self.markers))
-            channel.shutdown_write()
             _wait_status(channel, time.monotonic() + CLEAN_TIMEOUT)
             channel.close()
         except (paramiko.SSHException, EOFError, OSError):
@@ -487,10 +508,11 @@ def _read_reply(
 def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
     """Tell the wrapper we hold the whole output, so it removes it from the target, and wait
     for it to exit (closing the channel earlier could cut the acknowledgement off). A lost
-    acknowledgement costs nothing but the output file, removed with day-old markers."""
+    acknowledgement costs nothing but the output file, removed with day-old markers.
+    No EOF follows the line: the wrapper exits on it, and an EOF racing its exit can reach
+    sshd after the channel is gone, which drops the connection (see `wrapper`)."""
     try:
         channel.sendall(wrapper.acknowledgement(nonce))
-        channel.shutdown_write()
     except (paramiko.SSHException, EOFError, OSError):
         return
     _wait_status(channel, time.monotonic() + DRAIN)

@@ -21,6 +21,13 @@ reconciler holds the whole output) empties `<id>.out` (the file goes with the da
 markers), so the task's output, which may hold a secret, does not stay on the target. A lost
 connection (no acknowledgement) leaves it for the next pass to adopt.
 
+Nothing here waits for the end of its input: the run reads up to its terminator, then one
+acknowledgement line; `CTL` and `CLEAN` read nothing (stdin is /dev/null). So the reconciler
+never half-closes a channel (SSH EOF): paramiko builds that EOF under the channel's lock but
+sends it outside, so when the remote side has just exited, paramiko's own CLOSE reply can
+overtake it; sshd then gets an EOF for a channel it already freed ("ieof packet referred to
+nonexistent channel") and drops the whole connection, with every run on it.
+
 `CTL` reads these for a run: its exit code and output tail if it finished, else it kills the
 process group (verified to be the wrapper of that nonce, so a recycled pid is never hit). Having
 printed the tail, it removes `<id>.out`: the caller now holds it (adopted or recorded).
@@ -89,7 +96,7 @@ exit $rc
 # (+ the tail), or `none`.
 CTL = (
     _PREAMBLE
-    + r"""
+    + r"""exec < /dev/null
 if ! read -r n a h 2>/dev/null < "$f.meta"; then echo none; exit 0; fi
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
 if read -r en rc 2>/dev/null < "$f.exit" && [ "$en" = "$n" ]; then
@@ -132,7 +139,7 @@ echo "killed $n $a $h"; tail_out; rm -f "$f.out"
 # Removes markers older than a day, and large outputs untouched for an hour.
 CLEAN = (
     _PREAMBLE
-    + r"""
+    + r"""exec < /dev/null
 [ -d "$d" ] || exit 0
 find "$d" -maxdepth 1 -type f \( -mtime +0 -o \( -name '*.out' -size +1024k -mmin +60 \) \) \
   -exec rm -f {} + 2>/dev/null
