@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.alert_receiver import AlertReceiver
 from tests.support.cli import clean_environment, reconcile
 from tests.support.waiting import wait_until
 
@@ -166,9 +167,7 @@ def test_watch_files_runs_a_changed_task_without_waiting_for_the_poll(repos, tmp
 
 
 def test_a_refused_force_push_alerts_the_teams_once(repos, tmp_path):
-    from tests.integration.test_alerts_apprise import Receiver
-
-    receiver = Receiver()
+    receiver = AlertReceiver()
     try:
         repos.write("inventory/teams/ops.yaml", f"name: ops\nalerts: [{receiver.url()}]\n")
         repos.push("alerts")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.alert_receiver import AlertReceiver
 from tests.support.cli import spawn
 from tests.support.vault_project import PROD_PASSWORD, SECRET
 from tests.support.waiting import wait_until
@@ -205,9 +206,7 @@ HOOK_TOKEN = "Tk7qZ2xW9vB4nM1pL8sR"
 
 
 def test_a_vault_held_alert_url_never_reaches_stderr_even_from_library_debug_logs(vaulted):
-    from tests.integration.test_alerts_apprise import Receiver
-
-    receiver = Receiver()
+    receiver = AlertReceiver()
     try:
         p = vaulted
         url = receiver.url(f"/hooks/{HOOK_TOKEN}?key=Qk9vXw2Lm5Zr8Tn3")

@@ -2,19 +2,18 @@
 
 Each pass runs in this process exactly as `reconcile --once` will: a fresh store object on the
 same SQLite file (a restart), the engine on the local transport, the sinks as its `on_event`,
-and `close(10)` at the end (`--once` waits for its alerts). The receiver is `http.server` in a
-thread; it records every request it gets, answers with the status the test sets, or holds the
-request until the test releases it (a receiver that never answers). Nothing sleeps: waits are
-on the receiver's own signals, with deadlines.
+and `close(10)` at the end (`--once` waits for its alerts). The receiver
+(tests/support/alert_receiver.py) is `http.server` in a thread; it records every request it
+gets, answers with the status the test sets, or holds the request until the test releases it
+(a receiver that never answers). Nothing sleeps: waits are on the receiver's own signals,
+with deadlines.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -29,64 +28,13 @@ from reconciler.inventory.loader import load_inventory
 from reconciler.pipeline.engine import Engine
 from reconciler.pipeline.metrics import Metrics
 from reconciler.pipeline.sinks import build_sinks
+from tests.support.alert_receiver import AlertReceiver
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cr3t-db-password-4711"
 HOOK_TOKEN = "tok-9f8e7d6c5b4a"
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 recording each POST (path, JSON body, status answered)."""
-
-    def __init__(self, port: int = 0, status: int = 200):
-        self.status = status
-        self.requests: list[dict] = []
-        self.hold = threading.Event()  # set: requests wait for `release`
-        self.held = threading.Event()  # a request is being held
-        self.released = threading.Event()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if receiver.hold.is_set():
-                    receiver.held.set()
-                    receiver.released.wait(30)
-                receiver.requests.append(
-                    {"path": self.path, "body": body, "status": receiver.status}
-                )
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"json://127.0.0.1:{self.port}{path}"
-
-    def delivered(self) -> list[dict]:
-        """Bodies the receiver accepted (2xx)."""
-        return [r["body"] for r in self.requests if r["status"] < 300]
-
-    def close(self) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
 
 
 class Project:
@@ -285,7 +233,7 @@ def test_a_receiver_answering_500_leaves_the_pass_alone_and_gets_the_alert_later
 
 
 def test_a_receiver_that_is_down_gets_the_alert_when_it_is_back(project):
-    down = Receiver()
+    down = AlertReceiver()
     port = down.port
     down.close()  # nothing listens on the port now: connection refused
     project.vault(DB_PASSWORD=SECRET)
@@ -294,7 +242,7 @@ def test_a_receiver_that_is_down_gets_the_alert_when_it_is_back(project):
     report, drained = project.run_pass()
     assert report.exit_code == 1 and drained
     assert project.outbox() == 1
-    back = Receiver(port=port)
+    back = AlertReceiver(port=port)
     try:
         project.run_pass()
         [body] = back.delivered()
