@@ -80,10 +80,23 @@ if ! { printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta"; } 2>/dev/null; then
     echo "reconciler: cannot write run markers in $d" >&2; exit 124; }
 fi
 echo "$pg" > "$f.pid"
-( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) > "$f.out" 2>&1 < /dev/null
+if ! command exec 3> "$f.out"; then
+  echo "reconciler: cannot write run markers in $d" >&2; exit 124
+fi
+( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
 rc=$?
+# How much the task wrote: the offset of the output's file description, read from /proc by a
+# builtin, so no `wc` process per run (empty without /proc: then tail_out counts).
+z=
+while read -r k v; do [ "$k" = pos: ] && z=$v && break; done 2>/dev/null < /proc/$$/fdinfo/3
+exec 3>&-
 echo "$3 $rc" > "$f.exit"
-if [ -s "$f.out" ]; then tail_out; fi
+case $z in
+  '') if [ -s "$f.out" ]; then tail_out; fi ;;
+  0) ;;
+  *) [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
+     tail -c 65536 "$f.out" 2>/dev/null ;;
+esac
 printf '%s %s\n' "$3" "$rc"
 if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
 exit $rc
