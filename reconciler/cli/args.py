@@ -1,4 +1,7 @@
-"""The command line: every command, flag and its help text, in one place.
+"""The command line: every command, flag and its help text, in one place (COMMANDS).
+
+Declaring the parser imports no command: each names the function that runs it by module path,
+imported only when it runs, so `reconcile --help` starts without the engine (issue 14).
 
 Global options are accepted before or after the subcommand (SPEC §4): they are declared on the
 root parser and again on each subparser with `SUPPRESS` defaults, so a value given in either
@@ -8,10 +11,17 @@ place survives and the later one wins.
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from reconciler.core.errors import UsageError
 
 FORMATS = ("text", "json")
+# Defaults shown in the help; the commands read them from the parsed arguments.
+PROBE_TIMEOUT = 10.0  # machines: per machine
+KEYS_TIMEOUT = 10.0  # keys: per connection and command
+AUTHORIZED_KEYS = "~/.ssh/authorized_keys"  # keys: pipeline.keys.DEFAULT_AUTHORIZED_KEYS
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,6 +79,28 @@ def _add_format(parser: argparse.ArgumentParser, choices=FORMATS) -> None:
     parser.set_defaults(writable_formats=choices)
 
 
+@dataclass(frozen=True)
+class Command:
+    """One `reconcile` command, declared once: its name and help, its own arguments, the
+    formats it writes, and the function that runs it. `run` names that function by module
+    path ("reconciler.cli.vault_cmd:cmd_vault"): it is imported only when the command runs,
+    so `reconcile --help` or `vault decrypt` import no engine, store, SSH or PostgreSQL."""
+
+    name: str
+    help: str
+    run: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    # What --format may be; None: the command has no --format.
+    formats: tuple[str, ...] | None = FORMATS
+    description: str | None = None
+
+
+def handler(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """The function that runs the command `args` were parsed for (imported now)."""
+    module, _, function = args.handler.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def build_parser() -> Parser:
     """The `reconcile` parser with all subcommands."""
     root = Parser(
@@ -88,39 +120,62 @@ def build_parser() -> Parser:
     )
     _add_pass_options(root)
     sub = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for command in COMMANDS:
+        add_command(sub, command.name)
+    return root
 
-    validate = sub.add_parser("validate", help="check the inventory; no state, no network")
-    validate.add_argument(
+
+def add_command(subparsers, name: str) -> argparse.ArgumentParser:
+    """Declare the command `name` of COMMANDS on `subparsers`, with the global options and
+    its --format (tests use it to parse one command as `reconcile` does)."""
+    command = _BY_NAME[name]
+    parser = subparsers.add_parser(command.name, help=command.help, description=command.description)
+    if command.arguments is not None:
+        command.arguments(parser)
+    _add_globals(parser, suppress=True)
+    if command.formats is not None:
+        _add_format(parser, command.formats)
+    parser.set_defaults(handler=command.run)
+    return parser
+
+
+def _actions(parser: argparse.ArgumentParser, dest: str, formats: tuple[str, ...] | None = FORMATS):
+    """The subcommands (ACTION) of `parser`: returns `add(name, **kwargs)`, which declares one
+    with the global options and --format, as every command has them."""
+    actions = parser.add_subparsers(dest=dest, metavar="ACTION", parser_class=Parser, required=True)
+
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        action = actions.add_parser(name, **kwargs)
+        _add_globals(action, suppress=True)
+        if formats is not None:
+            _add_format(action, formats)
+        return action
+
+    return add
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="treat warnings (e.g. likely hardcoded credentials) as errors",
     )
-    plan = sub.add_parser("plan", help="what the next pass would enqueue and cancel")
-    status = sub.add_parser("status", help="queue depth, running runs, recent failures, machines")
-    for p, formats in ((validate, FORMATS), (plan, FORMATS + ("markdown",)), (status, FORMATS)):
-        _add_globals(p, suppress=True)
-        _add_format(p, formats)
 
-    worker = sub.add_parser(
-        "worker", help="only execute queued runs (a shared PostgreSQL queue), until SIGTERM/SIGINT"
-    )
-    _add_globals(worker, suppress=True)
-    worker.add_argument(
+
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--concurrency",
         type=int,
         metavar="N",
         default=argparse.SUPPRESS,
         help="runs at once in this worker (default 16)",
     )
-    _add_grace(worker, default=argparse.SUPPRESS)
+    _add_grace(parser, default=argparse.SUPPRESS)
 
-    queue = sub.add_parser("queue", help="the run history and queue")
-    _add_globals(queue, suppress=True)
-    _add_format(queue)
-    qsub = queue.add_subparsers(
-        dest="queue_command", metavar="ACTION", parser_class=Parser, required=True
-    )
-    qlist = qsub.add_parser("list", help="runs, newest first")
+
+def _queue_arguments(parser: argparse.ArgumentParser) -> None:
+    add = _actions(parser, "queue_command")
+    qlist = add("list", help="runs, newest first")
     qlist.add_argument(
         "--status", action="append", metavar="S", help="only runs with this status (repeatable)"
     )
@@ -131,47 +186,75 @@ def build_parser() -> Parser:
         ("cancel", "cancel a pending run"),
         ("retry", "run a failed, blocked or unknown run again at the next pass"),
     ):
-        p = qsub.add_parser(action, help=text)
-        p.add_argument("run", type=_int64, metavar="RUN", help="run id")
-        qsub.choices[action] = p
-    for p in qsub.choices.values():
-        _add_globals(p, suppress=True)
-        _add_format(p)
-    from reconciler.cli import audit_cmd, prune_cmd
-
-    prune_cmd.add_parser(qsub, _add_globals, _add_format)
-    audit_cmd.add_parser(sub, _add_globals, _add_format)
-    _add_vault(sub)
-    from reconciler.cli import machines_cmd
-
-    _add_globals(machines_cmd.add_parser(sub), suppress=True)
-    owners = sub.add_parser("codeowners", help="a CODEOWNERS file from the teams' roles")
-    owners.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write it here (e.g. .github/CODEOWNERS) instead of stdout",
+        add(action, help=text).add_argument("run", type=_int64, metavar="RUN", help="run id")
+    prune = add(
+        "prune",
+        help="remove old finished runs (after archiving them with --archive)",
+        description="Remove runs that ended more than --older-than ago (the newest run of "
+        "each task version on each machine is kept). With --archive, write them "
+        "and the audit entries as old to FILE first, and prune those audit "
+        "entries too; without it the audit log is kept whole.",
     )
-    _add_globals(owners, suppress=True)
-    from reconciler.cli import diff_cmd, history_cmd, init_cmd, keys_cmd
+    prune.add_argument(
+        "--older-than", required=True, metavar="D", help="age of the runs to remove, such as 30d"
+    )
+    prune.add_argument(
+        "--archive", metavar="FILE", help="write what is removed here first (JSON lines; .gz: gzip)"
+    )
+    prune.add_argument(
+        "--key", metavar="FILE", help="the audit key file that signs the archive's checkpoint"
+    )
 
-    diff_cmd.add_parser(sub, _add_globals, _add_format)
-    history_cmd.add_parser(sub, _add_globals)
-    init_cmd.add_parser(sub, _add_globals, _add_format)
-    keys_cmd.add_parser(sub, _add_globals, _add_format)
-    return root
+
+def _audit_arguments(parser: argparse.ArgumentParser) -> None:
+    add = _actions(parser, "audit_command")
+    check = add(
+        "verify",
+        help="check the hash chain; exit 1 naming the first bad entry",
+        description="Check every entry's hash and link. With --checkpoint, also detect a log "
+        "cut short or rolled back since the checkpoint was written.",
+    )
+    check.add_argument(
+        "--checkpoint", metavar="FILE", help="a checkpoint, or an export/archive ending with one"
+    )
+    check.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also trust checkpoints signed by this key (ed25519:BASE64, as "
+        "the checkpoint line shows it); repeatable",
+    )
+    export = add(
+        "export",
+        help="write the log as JSON lines ending with a signed checkpoint",
+        description="Entries as JSON lines (all, or those at or after --since), then a "
+        "checkpoint over the whole log signed with the audit key.",
+    )
+    export.add_argument(
+        "--since",
+        metavar="T",
+        help="only entries at or after T: an ISO 8601 date or time (UTC "
+        "unless it says otherwise) or a duration such as 7d (that long ago)",
+    )
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="write here instead of stdout (.gz: gzip-compressed)"
+    )
+    for action in (check, export):
+        action.add_argument(
+            "--key",
+            metavar="FILE",
+            help="the audit key file (default: audit.key beside the SQLite "
+            "state file, or .reconciler/audit.key)",
+        )
 
 
-def _add_vault(sub) -> None:
+def _vault_arguments(parser: argparse.ArgumentParser) -> None:
     """`reconcile vault ...`: age's own flags, so habits carry over (SPEC §5)."""
-    vault = sub.add_parser("vault", help="age-encrypted team vaults")
-    _add_globals(vault, suppress=True)
-    vsub = vault.add_subparsers(
-        dest="vault_command", metavar="ACTION", parser_class=Parser, required=True
-    )
-    keygen = vsub.add_parser("keygen", help="a new age identity (public key also on stderr)")
+    add = _actions(parser, "vault_command")
+    keygen = add("keygen", help="a new age identity (public key also on stderr)")
     keygen.add_argument("-o", "--output", metavar="FILE")
-    enc = vsub.add_parser("encrypt", help="encrypt a file or stdin")
+    enc = add("encrypt", help="encrypt a file or stdin")
     enc.add_argument("-r", "--recipient", action="append", default=[], metavar="RECIPIENT")
     enc.add_argument("-R", "--recipients-file", action="append", default=[], metavar="FILE")
     enc.add_argument(
@@ -183,7 +266,7 @@ def _add_vault(sub) -> None:
     enc.add_argument("-a", "--armor", action="store_true", help="PEM-armored output")
     enc.add_argument("-o", "--output", metavar="OUT")
     enc.add_argument("input", nargs="?", metavar="IN")
-    dec = vsub.add_parser("decrypt", help="decrypt a file or stdin")
+    dec = add("decrypt", help="decrypt a file or stdin")
     dec.add_argument(
         "-i",
         "--identity-file",
@@ -194,7 +277,7 @@ def _add_vault(sub) -> None:
     )
     dec.add_argument("-o", "--output", metavar="OUT")
     dec.add_argument("input", nargs="?", metavar="IN")
-    for action, text, args in (
+    for action, text, words in (
         ("list", "names in a team's vault", ("team",)),
         ("get", "one secret's value", ("team", "name")),
         ("set", "set a secret (VALUE, or - for stdin)", ("team", "name", "value?")),
@@ -202,15 +285,229 @@ def _add_vault(sub) -> None:
         ("edit", "edit the decrypted vault in $EDITOR", ("team",)),
         ("rekey", "re-encrypt to the team's current recipients", ("team",)),
     ):
-        p = vsub.add_parser(action, help=text)
-        for arg in args:
-            optional = arg.endswith("?")
+        p = add(action, help=text)
+        for word in words:
+            optional = word.endswith("?")
             p.add_argument(
-                arg.rstrip("?"), nargs="?" if optional else None, metavar=arg.rstrip("?").upper()
+                word.rstrip("?"), nargs="?" if optional else None, metavar=word.rstrip("?").upper()
             )
-    for p in vsub.choices.values():
-        _add_globals(p, suppress=True)
-        _add_format(p)
+
+
+def _machines_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("keyscan",),
+        metavar="keyscan",
+        help="print the host_key line of HOST[:PORT] (no login)",
+    )
+    parser.add_argument("target", nargs="?", metavar="HOST[:PORT]")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=PROBE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"per machine (default {PROBE_TIMEOUT:g})",
+    )
+
+
+def _codeowners_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write it here (e.g. .github/CODEOWNERS) instead of stdout",
+    )
+
+
+def _diff_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "base", metavar="BASE", help="the revision reviewed against, e.g. origin/main"
+    )
+    parser.add_argument(
+        "head",
+        metavar="HEAD",
+        nargs="?",
+        default="HEAD",
+        help="the revision under review (default: HEAD)",
+    )
+
+
+def _accept_history_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("commit", metavar="COMMIT", help="the commit to accept, e.g. HEAD")
+    parser.add_argument(
+        "--reason", metavar="TEXT", required=True, help="why (kept in the audit log)"
+    )
+    parser.add_argument(
+        "--verify",
+        choices=("none", "head", "range"),
+        default=None,
+        help="git.verify (default: $RECONCILE_GIT_VERIFY, else the last "
+        "reconciled commit's reconciler.yaml)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        metavar="DURATION",
+        default=None,
+        help="how long to wait for a pass's lock (default 10m)",
+    )
+
+
+def _init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        default=".",
+        help="where to scaffold (default: the current folder; created if missing)",
+    )
+    parser.add_argument(
+        "--team", default="ops", metavar="NAME", help="the team's name (default: ops)"
+    )
+    parser.add_argument(
+        "--machine",
+        default="local",
+        metavar="NAME",
+        help="the local machine's name (default: local)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the scaffold's files where they exist"
+    )
+
+
+def _keys_arguments(parser: argparse.ArgumentParser) -> None:
+    add = _actions(parser, "keys_command")
+    rotate = add(
+        "rotate",
+        help="new key: add it, verify it over a new connection, store it in the vault",
+        description="Generate a new ed25519 key, append it to the machine's authorized_keys "
+        "over the current connection, verify it over a second connection and store "
+        "it in the team vault. Without --finish the old key stays until 'keys "
+        "prune' (after the vault change is merged and live).",
+    )
+    rotate.add_argument("machine", metavar="MACHINE")
+    rotate.add_argument(
+        "--finish",
+        action="store_true",
+        help="also remove the old key now and verify it is refused (when the "
+        "reconciler reads the vault from this working copy)",
+    )
+    prune = add("prune", help="remove reconciler-added keys that are no longer the vault's key")
+    prune.add_argument("machine", metavar="MACHINE")
+    status = add("status", help="each vault-keyed machine's key age")
+    for action in (rotate, prune, status):
+        action.add_argument(
+            "--timeout",
+            type=float,
+            default=KEYS_TIMEOUT,
+            metavar="SECONDS",
+            help=f"per connection and command (default {KEYS_TIMEOUT:g})",
+        )
+        action.add_argument(
+            "--authorized-keys",
+            default=AUTHORIZED_KEYS,
+            metavar="PATH",
+            help=f"the file on the machine (default {AUTHORIZED_KEYS}; ~/ is the remote home)",
+        )
+
+
+# Every command, in the order `reconcile --help` lists them.
+COMMANDS = (
+    Command(
+        "validate",
+        "check the inventory; no state, no network",
+        "reconciler.cli.validate_cmd:run",
+        _validate_arguments,
+    ),
+    Command(
+        "plan",
+        "what the next pass would enqueue and cancel",
+        "reconciler.cli.commands:cmd_plan",
+        formats=FORMATS + ("markdown",),
+    ),
+    Command(
+        "status",
+        "queue depth, running runs, recent failures, machines",
+        "reconciler.cli.commands:cmd_status",
+    ),
+    Command(
+        "worker",
+        "only execute queued runs (a shared PostgreSQL queue), until SIGTERM/SIGINT",
+        "reconciler.cli.commands:cmd_worker",
+        _worker_arguments,
+        formats=None,
+    ),
+    Command(
+        "queue", "the run history and queue", "reconciler.cli.commands:cmd_queue", _queue_arguments
+    ),
+    Command(
+        "audit",
+        "the tamper-evident audit log and its signed checkpoints",
+        "reconciler.cli.audit_cmd:run",
+        _audit_arguments,
+    ),
+    Command(
+        "vault",
+        "age-encrypted team vaults",
+        "reconciler.cli.vault_cmd:cmd_vault",
+        _vault_arguments,
+        formats=None,
+    ),
+    Command(
+        "machines",
+        "machines, reachability and load; 'keyscan HOST[:PORT]' prints a host key to pin",
+        "reconciler.cli.commands:cmd_machines",
+        _machines_arguments,
+    ),
+    Command(
+        "codeowners",
+        "a CODEOWNERS file from the teams' roles",
+        "reconciler.cli.commands:cmd_codeowners",
+        _codeowners_arguments,
+        formats=None,
+    ),
+    Command(
+        "diff",
+        "the desired-state change between two git revisions (pull-request review)",
+        "reconciler.cli.diff_cmd:run",
+        _diff_arguments,
+        formats=FORMATS + ("markdown",),
+        description="Tasks added, removed and changed between two git revisions, whether each "
+        "change re-runs (on which machines, at which priority, in which order), "
+        "machine, team and role changes, and changed vaults (with an identity, "
+        "which keys; never values). With --state URL (or RECONCILE_STATE), also "
+        "which changed tasks already ran. Compares committed revisions only: "
+        "uncommitted changes are not included.",
+    ),
+    Command(
+        "accept-history",
+        "accept a commit that does not descend from the last one "
+        "reconciled (after an amend, rebase or force-push); audited",
+        "reconciler.cli.history_cmd:run",
+        _accept_history_arguments,
+        formats=None,
+        description="Make COMMIT the store's last reconciled commit, so that passes accept it "
+        "and what descends from it. Audited (history.accepted, with the reason). "
+        "Under git.verify COMMIT must be signed by an admin whose roles, in the last "
+        "reconciled commit, cover everything that differs from it. Runs nothing.",
+    ),
+    Command(
+        "init",
+        "scaffold DIR with a working inventory, .gitignore and a CI workflow",
+        "reconciler.cli.init_cmd:run",
+        _init_arguments,
+        description="Write DIR/inventory/ (reconciler.yaml, a team, a local machine, an "
+        "example task, .gitattributes for vaults), DIR/.gitignore (.reconciler/) "
+        "and DIR/.github/workflows/reconcile.yml. Overwrites nothing without --force.",
+    ),
+    Command(
+        "keys",
+        "rotate the SSH client keys of machines whose key is in the team vault",
+        "reconciler.cli.keys_cmd:run",
+        _keys_arguments,
+    ),
+)
+_BY_NAME = {command.name: command for command in COMMANDS}
 
 
 def _add_pass_options(parser: argparse.ArgumentParser) -> None:

@@ -36,60 +36,6 @@ from reconciler.core.errors import InputError, UsageError
 FORMATS = ("text", "json")
 
 
-def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
-    """Declare `audit verify` and `audit export` on the `reconcile` subparsers."""
-    audit = subparsers.add_parser(
-        "audit", help="the tamper-evident audit log and its signed checkpoints"
-    )
-    add_globals(audit, suppress=True)
-    add_format(audit, FORMATS)
-    actions = audit.add_subparsers(
-        dest="audit_command", metavar="ACTION", required=True, parser_class=type(audit)
-    )
-    check = actions.add_parser(
-        "verify",
-        help="check the hash chain; exit 1 naming the first bad entry",
-        description="Check every entry's hash and link. With --checkpoint, also detect a log "
-        "cut short or rolled back since the checkpoint was written.",
-    )
-    check.add_argument(
-        "--checkpoint", metavar="FILE", help="a checkpoint, or an export/archive ending with one"
-    )
-    check.add_argument(
-        "--public-key",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="also trust checkpoints signed by this key (ed25519:BASE64, as "
-        "the checkpoint line shows it); repeatable",
-    )
-    export = actions.add_parser(
-        "export",
-        help="write the log as JSON lines ending with a signed checkpoint",
-        description="Entries as JSON lines (all, or those at or after --since), then a "
-        "checkpoint over the whole log signed with the audit key.",
-    )
-    export.add_argument(
-        "--since",
-        metavar="T",
-        help="only entries at or after T: an ISO 8601 date or time (UTC "
-        "unless it says otherwise) or a duration such as 7d (that long ago)",
-    )
-    export.add_argument(
-        "-o", "--output", metavar="FILE", help="write here instead of stdout (.gz: gzip-compressed)"
-    )
-    for parser in (check, export):
-        parser.add_argument(
-            "--key",
-            metavar="FILE",
-            help="the audit key file (default: audit.key beside the SQLite "
-            "state file, or .reconciler/audit.key)",
-        )
-        add_globals(parser, suppress=True)
-        add_format(parser, FORMATS)
-    return audit
-
-
 def run(args: argparse.Namespace) -> int:
     """Run `audit verify` or `audit export`; returns the exit code."""
     fmt = getattr(args, "format", None) or "text"
@@ -384,7 +330,6 @@ def _write(out, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint) -> i
 __all__ = [
     "ANCHOR_ACTION",
     "FORMATS",
-    "add_parser",
     "anchor_problem",
     "check_chain",
     "checkpoint_problems",

@@ -17,39 +17,6 @@ from reconciler.inventory.scaffold import next_steps, scaffold_files, write_scaf
 FORMATS = ("text", "json")
 
 
-def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
-    """Declare `init` on the `reconcile` subparsers."""
-    parser = subparsers.add_parser(
-        "init",
-        help="scaffold DIR with a working inventory, .gitignore and a CI workflow",
-        description="Write DIR/inventory/ (reconciler.yaml, a team, a local machine, an "
-        "example task, .gitattributes for vaults), DIR/.gitignore (.reconciler/) "
-        "and DIR/.github/workflows/reconcile.yml. Overwrites nothing without --force.",
-    )
-    parser.add_argument(
-        "directory",
-        metavar="DIR",
-        nargs="?",
-        default=".",
-        help="where to scaffold (default: the current folder; created if missing)",
-    )
-    parser.add_argument(
-        "--team", default="ops", metavar="NAME", help="the team's name (default: ops)"
-    )
-    parser.add_argument(
-        "--machine",
-        default="local",
-        metavar="NAME",
-        help="the local machine's name (default: local)",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="overwrite the scaffold's files where they exist"
-    )
-    add_globals(parser, suppress=True)
-    add_format(parser, FORMATS)
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Write the scaffold; print what was written and what to do next. Returns 0."""
     fmt = wiring.output_format(args, FORMATS)
@@ -75,4 +42,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FORMATS", "add_parser", "run"]
+__all__ = ["FORMATS", "run"]

@@ -4,8 +4,8 @@ The rotation itself is `reconciler.pipeline.keys`; this module finds the machine
 team vault (the private key only ever exists decrypted in memory), audits each step into the
 configured store when it exists, and prints what happened.
 
-Wiring (cli/args.py, cli/commands.py): `add_parser(subparsers, add_globals, add_format)`
-declares the command; `run(args) -> int` executes it.
+Wiring: cli/args.py declares the command and its flags (COMMANDS); `run(args) -> int`
+executes it.
 """
 
 from __future__ import annotations
@@ -24,60 +24,6 @@ from reconciler.core.errors import InputError, ReconcilerError, StoreError, Usag
 from reconciler.core.model import Inventory, Machine
 from reconciler.inventory.loader import display_path
 from reconciler.pipeline import keys
-
-FORMATS = ("text", "json")
-TIMEOUT = 10.0
-
-
-def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
-    """Declare `keys rotate|prune|status` on the `reconcile` subparsers."""
-    parser = subparsers.add_parser(
-        "keys", help="rotate the SSH client keys of machines whose key is in the team vault"
-    )
-    add_globals(parser, suppress=True)
-    add_format(parser, FORMATS)
-    actions = parser.add_subparsers(
-        dest="keys_command", metavar="ACTION", required=True, parser_class=type(parser)
-    )
-    rotate = actions.add_parser(
-        "rotate",
-        help="new key: add it, verify it over a new connection, store it in the vault",
-        description="Generate a new ed25519 key, append it to the machine's authorized_keys "
-        "over the current connection, verify it over a second connection and store "
-        "it in the team vault. Without --finish the old key stays until 'keys "
-        "prune' (after the vault change is merged and live).",
-    )
-    rotate.add_argument("machine", metavar="MACHINE")
-    rotate.add_argument(
-        "--finish",
-        action="store_true",
-        help="also remove the old key now and verify it is refused (when the "
-        "reconciler reads the vault from this working copy)",
-    )
-    prune = actions.add_parser(
-        "prune", help="remove reconciler-added keys that are no longer the vault's key"
-    )
-    prune.add_argument("machine", metavar="MACHINE")
-    status = actions.add_parser("status", help="each vault-keyed machine's key age")
-    for action in (rotate, prune, status):
-        add_globals(action, suppress=True)
-        add_format(action, FORMATS)
-    for action in (rotate, prune, status):
-        action.add_argument(
-            "--timeout",
-            type=float,
-            default=TIMEOUT,
-            metavar="SECONDS",
-            help=f"per connection and command (default {TIMEOUT:g})",
-        )
-        action.add_argument(
-            "--authorized-keys",
-            default=keys.DEFAULT_AUTHORIZED_KEYS,
-            metavar="PATH",
-            help="the file on the machine (default "
-            f"{keys.DEFAULT_AUTHORIZED_KEYS}; ~/ is the remote home)",
-        )
-    return parser
 
 
 def run(args: argparse.Namespace, *, on_step=None, transport_factory=None) -> int:

@@ -7,8 +7,8 @@ authenticating and prints the `host_key:` line to paste with its SHA256 fingerpr
 human to compare with what the machine's console shows: the one place an unknown key is
 accepted, and only to be printed.
 
-Wiring (cli/args.py, cli/commands.py): `add_parser(subparsers)` declares the command;
-`run(args, inventory, transports)` executes it (`inventory` may be None for `keyscan`).
+Wiring: cli/args.py declares the command and its flags (COMMANDS); cli/commands.py opens
+the transports and calls `run(args, inventory, transports)` (`inventory`: None for keyscan).
 """
 
 from __future__ import annotations
@@ -26,39 +26,7 @@ from reconciler.cli import views
 from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
 from reconciler.core.model import Inventory, Machine
 
-PROBE_TIMEOUT = 10.0
 HISTORY = 5000  # recent runs read from the store to find when a machine was last seen
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Declare `machines [keyscan HOST[:PORT]]` on `subparsers`; returns the parser (the
-    caller adds the global options)."""
-    parser = subparsers.add_parser(
-        "machines",
-        help="machines, reachability and load; 'keyscan HOST[:PORT]' prints a host key to pin",
-    )
-    parser.add_argument(
-        "action",
-        nargs="?",
-        choices=("keyscan",),
-        metavar="keyscan",
-        help="print the host_key line of HOST[:PORT] (no login)",
-    )
-    parser.add_argument("target", nargs="?", metavar="HOST[:PORT]")
-    parser.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default=argparse.SUPPRESS,
-        help="output format (default: text)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=PROBE_TIMEOUT,
-        metavar="SECONDS",
-        help=f"per machine (default {PROBE_TIMEOUT:g})",
-    )
-    return parser
 
 
 def run(

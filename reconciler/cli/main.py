@@ -158,8 +158,6 @@ def _say(line: str, log_format: str | None, level: str = "error") -> None:
 
 
 def _dispatch(args) -> int:
-    from reconciler.cli.commands import COMMANDS, cmd_once
-
     _refuse_unwritable_format(args)
     _refuse_bad_pass_flags(args)
     if args.command is None:
@@ -167,12 +165,16 @@ def _dispatch(args) -> int:
             from reconciler.cli.daemon_cmd import cmd_continuous
 
             return cmd_continuous(args)
+        from reconciler.cli.commands import cmd_once
+
         return cmd_once(args)
     if args.once or args.dry_run:
         from reconciler.core.errors import UsageError
 
         raise UsageError("--once and --dry-run go without a command: 'reconcile --once'")
-    return COMMANDS[args.command](args)
+    from reconciler.cli.args import handler
+
+    return handler(args)(args)  # imports the command's module now, and only it
 
 
 def _refuse_unwritable_format(args) -> None:
@@ -180,14 +182,15 @@ def _refuse_unwritable_format(args) -> None:
     `plan`) and so reaches every command; one that cannot write it refuses it here, before it
     runs, records or changes anything (checked only where a command prints, it had done its
     work, a whole pass or a queue change, and then exited 2)."""
-    from reconciler.cli import wiring
-
-    if getattr(args, "format", None) is None:
+    fmt = getattr(args, "format", None)
+    if fmt is None:
         return
     writable = getattr(args, "writable_formats", None) or ()
     if args.command is None and not args.dry_run:  # `--once` and the daemon print summaries
         writable = tuple(f for f in writable if f != "markdown")
-    if writable:
+    if writable and fmt not in writable:
+        from reconciler.cli import wiring
+
         wiring.output_format(args, writable)  # the usage error every command gives for it
 
 
@@ -195,9 +198,9 @@ def _refuse_bad_pass_flags(args) -> None:
     """A pass or a worker with a malformed --grace or --lock-timeout is refused before it opens
     or creates a state store (`--once --grace x` created one, then exited 2; the daemon
     checked --grace in every pass and logged the same error forever instead of exiting)."""
-    from reconciler.cli import wiring
-
     if args.command is None or args.command == "worker":
+        from reconciler.cli import wiring
+
         if hasattr(args, "grace"):
             wiring.grace(args)
         if hasattr(args, "lock_timeout"):

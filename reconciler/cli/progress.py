@@ -10,9 +10,10 @@ import json
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from reconciler.pipeline.engine import Event
+if TYPE_CHECKING:  # annotations only: `json_line` serves commands that import no engine
+    from reconciler.pipeline.engine import Event
 
 _PLAIN = {
     "recovered": "recovered {task} on {machine}: {status}",
@@ -95,6 +96,15 @@ def json_line(message: str, level: str = "info", **fields) -> str:
     return json.dumps(
         {"time": _utc_stamp(), "level": level, "event": message, "logger": "reconciler", **fields}
     )
+
+
+def print_warnings(warnings, log_format: str | None = None) -> None:
+    """Warnings on stderr, one line each; with `--log-format json`, one JSON object each."""
+    for warning in warnings:
+        print(
+            json_line(str(warning), "warning") if log_format == "json" else str(warning),
+            file=sys.stderr,
+        )
 
 
 def _utc_stamp() -> str:

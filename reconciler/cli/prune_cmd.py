@@ -37,30 +37,6 @@ FORMATS = ("text", "json")
 PAGE = 1000
 
 
-def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
-    """Declare `prune` on the `queue` subcommands."""
-    parser = subparsers.add_parser(
-        "prune",
-        help="remove old finished runs (after archiving them with --archive)",
-        description="Remove runs that ended more than --older-than ago (the newest run of "
-        "each task version on each machine is kept). With --archive, write them "
-        "and the audit entries as old to FILE first, and prune those audit "
-        "entries too; without it the audit log is kept whole.",
-    )
-    parser.add_argument(
-        "--older-than", required=True, metavar="D", help="age of the runs to remove, such as 30d"
-    )
-    parser.add_argument(
-        "--archive", metavar="FILE", help="write what is removed here first (JSON lines; .gz: gzip)"
-    )
-    parser.add_argument(
-        "--key", metavar="FILE", help="the audit key file that signs the archive's checkpoint"
-    )
-    add_globals(parser, suppress=True)
-    add_format(parser, FORMATS)
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Archive (optionally) and remove; print what was done. Returns 0."""
     fmt = wiring.output_format(args, FORMATS)
@@ -230,4 +206,4 @@ def _report(fmt: str, done: dict[str, Any]) -> int:
     return 0
 
 
-__all__ = ["FORMATS", "add_parser", "prune", "run"]
+__all__ = ["FORMATS", "prune", "run"]

@@ -1,39 +1,47 @@
 """`reconcile vault ...`: age files and team vaults, with age's flags (SPEC §5).
 
-Secrets only travel through stdin, stdout, files the user names and a private temporary file
-for `edit`; never through the argument list of a process we start, never into logs.
+The age file commands are here; the team-vault ones in team_vault_cmd.py.
+
+Secrets only travel through stdin, stdout, files the user names (written as a 0600 file beside
+them, renamed into place when complete) and a private temporary file for `edit`; never
+through the argument list of a process we start, never into logs.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
-import shlex
-import subprocess
+import stat
 import sys
 import tempfile
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from reconciler.adapters.vault import age, team_vault
-from reconciler.adapters.vault.secrets import load_identities
-from reconciler.cli import views, wiring
-from reconciler.core.diagnostics import did_you_mean
+from reconciler.adapters.vault import age
 from reconciler.core.errors import UsageError, VaultError
-from reconciler.core.model import Team
-from reconciler.inventory.loader import display_path
+
+# The age file commands (keygen, encrypt, decrypt) need age alone: what the team-vault
+# commands need (the inventory loader, the vault format, wiring, the store) is imported in
+# team_vault_cmd.py, so that `vault decrypt` starts about as fast as `age -d` (issue 14).
 
 
 def cmd_vault(args: argparse.Namespace) -> int:
-    return _ACTIONS[args.vault_command](args)
+    action = _ACTIONS.get(args.vault_command)
+    if action is None:  # a team-vault command
+        from reconciler.cli.team_vault_cmd import ACTIONS
+
+        action = ACTIONS[args.vault_command]
+    return action(args)
 
 
 # ---------------------------------------------------------------- age-compatible file commands
 
 
 def _keygen(args) -> int:
+    from datetime import UTC, datetime
+
     identity = age.generate_x25519()
     public = identity.recipient().to_bech32()
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -53,6 +61,8 @@ def _keygen(args) -> int:
 
 def _passphrase(confirm: bool) -> str:
     """From RECONCILE_PASSPHRASE, else asked on the terminal (never from the command line)."""
+    import getpass
+
     if os.environ.get("RECONCILE_PASSPHRASE"):
         return os.environ["RECONCILE_PASSPHRASE"]
     try:
@@ -70,23 +80,77 @@ def _passphrase(confirm: bool) -> str:
     return first
 
 
-def _read_input(path: str | None) -> bytes:
+@contextmanager
+def _input(path: str | None) -> Iterator[BinaryIO]:
+    """The file named `path`, or stdin for None and "-", open for reading in binary."""
     if path in (None, "-"):
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer
+        return
     try:
-        return Path(path).read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; errors must name the path)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        yield handle
 
 
-def _write_output(path: str | None, data: bytes, *, binary: bool) -> None:
+def _replaces_a_file(path: str | None) -> bool:
+    """Whether the output `path` is a file to (re)place: not stdout, nor an existing device
+    or pipe such as /dev/null or /dev/stdout (written to as it is)."""
     if path in (None, "-"):
-        if binary and sys.stdout.isatty():
-            raise UsageError("refusing to write binary ciphertext to a terminal; use -a or -o")
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+@contextmanager
+def _replacing(path: str) -> Iterator[BinaryIO]:
+    """A new file beside `path` that replaces it only when the block ends without an error:
+    a failure part-way (a damaged file found at its last chunk, a full disk) leaves `path` as
+    it was, and never a part of a plaintext. The result has the mode the file had, or a new
+    file's (0666 less the umask)."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _output(path: str | None, *, binary: bool) -> Iterator[BinaryIO]:
+    """Where a command writes: a file replaced once all is written (see `_replacing`), or
+    stdout (or a device) written as it comes."""
+    if _replaces_a_file(path):
+        with _replacing(path) as handle:
+            yield handle
         return
-    Path(path).write_bytes(data)
+    if path not in (None, "-"):
+        with open(path, "wb") as handle:
+            yield handle
+        return
+    if binary and sys.stdout.isatty():
+        raise UsageError("refusing to write binary ciphertext to a terminal; use -a or -o")
+    yield sys.stdout.buffer
+    sys.stdout.buffer.flush()
 
 
 def _recipients(args) -> list[age.Recipient]:
@@ -104,6 +168,7 @@ def _recipients(args) -> list[age.Recipient]:
 
 
 def _encrypt(args) -> int:
+    """Encrypt a file or stdin 64 KiB at a time: memory stays the same whatever its size."""
     if args.passphrase and (args.recipient or args.recipients_file):
         raise UsageError("vault encrypt: -p cannot be combined with -r or -R")
     if args.passphrase:
@@ -112,25 +177,34 @@ def _encrypt(args) -> int:
         recipients = _recipients(args)
     if not recipients:
         raise UsageError("vault encrypt: give at least one -r RECIPIENT, -R FILE or -p")
-    data = age.encrypt(_read_input(args.input), recipients, armor=args.armor)
-    _write_output(args.output, data, binary=not args.armor)
+    with _input(args.input) as src, _output(args.output, binary=not args.armor) as dst:
+        age.encrypt_stream(src, dst, recipients, armor=args.armor)
     return 0
 
 
 class _PromptedPassphrase(age.ScryptIdentity):
     """A passphrase identity that asks for the passphrase only when a passphrase-encrypted
-    file is actually being opened (age offers a file's scrypt stanza to these alone)."""
+    file is actually being opened (age offers a file's scrypt stanza to these alone). The
+    file key is kept for the same stanzas: a file read twice (see `_decrypt_to_stream`) costs
+    one prompt and one scrypt."""
 
     def __init__(self):  # no passphrase yet: it is read at the first unwrap
         self._identity: age.ScryptIdentity | None = None
+        self._opened: tuple[list, bytes | None] | None = None
 
     def unwrap(self, stanzas):
+        if self._opened is not None and self._opened[0] == list(stanzas):
+            return self._opened[1]
         if self._identity is None:
             self._identity = age.scrypt_identity(_passphrase(confirm=False))
-        return self._identity.unwrap(stanzas)
+        file_key = self._identity.unwrap(stanzas)
+        self._opened = (list(stanzas), file_key)
+        return file_key
 
 
 def _decrypt(args) -> int:
+    """Decrypt a file or stdin chunk by chunk (memory stays the same whatever its size),
+    all or nothing: a damaged file leaves no part of its plaintext behind."""
     identities: list = []
     for file in args.identity_files:
         try:
@@ -140,232 +214,65 @@ def _decrypt(args) -> int:
         except age.AgeError as exc:
             raise UsageError(f"identity file {file}: {exc}") from None
     if not identities:
+        from reconciler.adapters.vault.secrets import load_identities
+
         identities = load_identities(getattr(args, "identity", None))
     identities.append(_PromptedPassphrase())
     name = args.input or "<stdin>"
     try:
-        plaintext = age.decrypt(_read_input(args.input), identities)
+        with _input(args.input) as src:
+            if _replaces_a_file(args.output):
+                with _replacing(args.output) as dst:
+                    age.decrypt_stream(src, dst, identities)
+            else:
+                with _output(args.output, binary=False) as dst:
+                    _decrypt_to_stream(src, dst, identities)
     except age.AgeError as exc:
+        from reconciler.adapters.vault import team_vault
+
         raise VaultError(f"{name}: {team_vault.explain(exc)}") from None
-    _write_output(args.output, plaintext, binary=False)
     return 0
 
 
-# ---------------------------------------------------------------- team vaults
-
-
-def _team(args) -> tuple[Team, Path]:
-    inventory = wiring.load(args).inventory
-    team = inventory.teams.get(args.team)
-    if team is None:
-        hint = did_you_mean(args.team, inventory.teams)
-        raise UsageError(f"no team '{args.team}' in the inventory" + (f" ({hint})" if hint else ""))
-    return team, team_vault.vault_path(inventory.root, team.name)
-
-
-def _identities(args) -> list:
-    return load_identities(getattr(args, "identity", None))
-
-
-def _current(path: Path, args) -> dict[str, str] | None:
-    """The vault's secrets, or None when the vault does not exist yet."""
-    if not path.exists():
-        return None
-    return team_vault.read(path, _identities(args), display_path(path))
-
-
-def _current_to_rewrite(
-    path: Path, args, team: Team, *, adopt: bool = False
-) -> tuple[dict[str, str] | None, bool]:
-    """For a command that writes the vault: its secrets (None when it does not exist yet) and
-    whether its content already names `team`. A vault naming another team is refused; one
-    naming none (written before vaults were bound to their team) only by `rekey` (`adopt`),
-    with a warning: naming it is a decision (old ciphertext of any team stays in git history,
-    and anyone who can write the file can put it back), never a side effect of set, unset or
-    edit."""
-    if not path.exists():
-        return None, False
-    name = display_path(path)
-    vault = team_vault.read_vault(path, _identities(args), name)
-    if vault.team is None and adopt:
-        print(
-            f"warning: {name} named no team; it is rewritten as the vault of team "
-            f"'{team.name}' (check that it holds {team.name}'s secrets)",
-            file=sys.stderr,
-        )
-        return vault.secrets, False
-    return vault.secrets_of(team.name, name), True
-
-
-def _list(args) -> int:
-    team, path = _team(args)
-    names = sorted(_current(path, args) or {})
-    if getattr(args, "format", None) == "json":
-        print(views.to_json(names))
-    else:
-        print("\n".join(names) if names else f"(vault of team '{team.name}' is empty)")
-    return 0
-
-
-def _audit(args, write) -> None:
-    """Record a vault read or write in the audit log of the configured store, if it exists
-    (key names only, never values); a vault command never fails for the audit's sake."""
-    from reconciler.adapters.store.factory import open_store
-    from reconciler.core.errors import InputError, StoreError
-
-    try:
-        store = open_store(wiring.state_url(args, None), create=False)
-    except (StoreError, InputError):
+def _decrypt_to_stream(src: BinaryIO, dst: BinaryIO, identities: Sequence) -> None:
+    """Decrypt to a stream that cannot be taken back (stdout, a pipe): every chunk is
+    verified first, then the file is read again and written. A file is read twice from
+    disk; stdin is kept, still encrypted, in an unnamed temporary file for the second read."""
+    if _is_regular(src):
+        start = src.tell()
+        for _ in age.decrypt_chunks(src, identities):
+            pass
+        src.seek(start)
+        age.decrypt_stream(src, dst, identities)
         return
-    if store is None:
-        return
+    with tempfile.TemporaryFile(prefix="reconcile-vault-") as kept:
+        for _ in age.decrypt_chunks(_Copying(src, kept), identities):
+            pass
+        kept.seek(0)
+        age.decrypt_stream(kept, dst, identities)
+
+
+def _is_regular(handle: BinaryIO) -> bool:
     try:
-        write(store)
-    except StoreError as exc:
-        print(f"warning: could not write the audit entry: {exc}", file=sys.stderr)
-    finally:
-        store.close()
+        return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
-def _get(args) -> int:
-    from reconciler.pipeline.sinks import audit_vault_read
+class _Copying:
+    """Reads `src` and writes what it read to `copy`."""
 
-    team, path = _team(args)
-    secrets = _current(path, args) or {}
-    _audit(args, lambda store: audit_vault_read(store, team.name, args.name, purpose="vault get"))
-    if args.name not in secrets:
-        hint = did_you_mean(args.name, secrets)
-        raise UsageError(
-            f"no secret '{args.name}' in the vault of team '{team.name}'"
-            + (f" ({hint})" if hint else "")
-        )
-    sys.stdout.write(secrets[args.name] + ("" if secrets[args.name].endswith("\n") else "\n"))
-    return 0
+    def __init__(self, src: BinaryIO, copy: BinaryIO):
+        self.src, self.copy = src, copy
 
-
-def _set(args) -> int:
-    team, path = _team(args)
-    if not team_vault.KEY_NAME.fullmatch(args.name):
-        raise UsageError(f"secret name '{args.name}' must match [A-Za-z_][A-Za-z0-9_]*")
-    if args.name == team_vault.TEAM_KEY:
-        raise UsageError(f"secret name '{args.name}' is reserved: it holds the vault's team")
-    value = args.value
-    if value is None or value == "-":
-        value = sys.stdin.read()
-        value = value[:-1] if value.endswith("\n") else value  # one trailing newline dropped
-    return _save(
-        team, path, args, lambda secrets: {**secrets, args.name: value}, f"set {args.name}"
-    )
-
-
-def _unset(args) -> int:
-    team, path = _team(args)
-
-    def without(secrets: dict[str, str]) -> dict[str, str]:
-        if args.name not in secrets:
-            raise UsageError(f"no secret '{args.name}' in the vault of team '{team.name}'")
-        return {k: v for k, v in secrets.items() if k != args.name}
-
-    return _save(team, path, args, without, f"unset {args.name}")
-
-
-def _save(team: Team, path: Path, args, change, what: str) -> int:
-    recipients = team_vault.parse_recipients(team)
-    previous, named = _current_to_rewrite(path, args, team)
-    secrets = change(dict(previous or {}))
-    written = team_vault.write(
-        path, secrets, recipients, previous=previous if named else None, team=team.name
-    )
-    print(
-        f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
-        file=sys.stderr,
-    )
-    if written:
-        _audit_write(args, team, previous or {}, secrets, what.split()[0])
-    return 0
-
-
-def _audit_write(args, team: Team, before: dict, after: dict, change: str) -> None:
-    from reconciler.pipeline.sinks import audit_vault_write
-
-    names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    _audit(args, lambda store: audit_vault_write(store, team.name, names, change))
-
-
-def _rekey(args) -> int:
-    team, path = _team(args)
-    recipients = team_vault.parse_recipients(team)
-    secrets, _ = _current_to_rewrite(path, args, team, adopt=True)
-    if secrets is None:
-        raise UsageError(f"team '{team.name}' has no vault yet ({display_path(path)})")
-    team_vault.write(path, secrets, recipients, team=team.name)
-    print(f"{display_path(path)}: re-encrypted to {len(recipients)} recipients", file=sys.stderr)
-    return 0
-
-
-def _edit(args) -> int:
-    team, path = _team(args)
-    recipients = team_vault.parse_recipients(team)
-    current, named = _current_to_rewrite(path, args, team)
-    previous = current or {}
-    edited = _edit_in_private_file(team_vault.encode(previous, team.name), _editor())
-    vault = team_vault.decode_vault(edited, f"{display_path(path)} (edited)")
-    if vault.team not in (None, team.name):
-        raise UsageError(
-            f"{display_path(path)}: the edited vault names team '{vault.team}'; "
-            f"the vault of team '{team.name}' must name '{team.name}' (_team); "
-            "the vault is unchanged"
-        )
-    secrets = vault.secrets
-    written = team_vault.write(
-        path, secrets, recipients, previous=previous if named else None, team=team.name
-    )
-    print(f"{display_path(path)}: " + ("saved" if written else "unchanged"), file=sys.stderr)
-    if written:
-        _audit_write(args, team, previous, secrets, "edit")
-    return 0
-
-
-def _editor() -> list[str]:
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    return shlex.split(editor)
-
-
-def _private_dir() -> str | None:
-    """Memory-backed when the system has it, so the plaintext never reaches a disk."""
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
-def _edit_in_private_file(plaintext: bytes, editor: Sequence[str]) -> bytes:
-    """Let the user edit `plaintext` in a 0600 file inside a 0700 directory, removed on every
-    path out (success, editor failure, Ctrl-C)."""
-    folder = tempfile.mkdtemp(prefix="reconcile-vault-", dir=_private_dir())
-    file = Path(folder) / "vault.yaml"
-    try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(plaintext)
-        try:
-            code = subprocess.call([*editor, str(file)])
-        except OSError as exc:
-            raise UsageError(f"cannot start the editor {editor[0]!r}: {exc.strerror}") from None
-        if code != 0:
-            raise UsageError(f"the editor exited with code {code}; the vault is unchanged")
-        return file.read_bytes()
-    finally:
-        file.unlink(missing_ok=True)
-        os.rmdir(folder)
+    def read(self, size: int = -1) -> bytes:
+        data = self.src.read(size)
+        self.copy.write(data)
+        return data
 
 
 _ACTIONS = {
     "keygen": _keygen,
     "encrypt": _encrypt,
     "decrypt": _decrypt,
-    "list": _list,
-    "get": _get,
-    "set": _set,
-    "unset": _unset,
-    "edit": _edit,
-    "rekey": _rekey,
 }

@@ -127,13 +127,9 @@ def _project(tmp_path, daemon, key: KeyPair) -> Project:
 
 
 def _keys(project: Project, *argv: str, **hooks) -> int:
-    """`reconcile keys ARGV` in-process (the command is not wired into `reconcile` here):
-    the exit code `main` would return."""
-    root = cli_args.Parser(prog="reconcile")
-    cli_args._add_globals(root, suppress=False)
-    sub = root.add_subparsers(dest="command", parser_class=cli_args.Parser)
-    keys_cmd.add_parser(sub, cli_args._add_globals, cli_args._add_format)
-    args = root.parse_args(
+    """`reconcile keys ARGV` in-process (for the test hooks of `keys_cmd.run`): the exit
+    code `main` would return."""
+    args = cli_args.build_parser().parse_args(
         [
             "keys",
             *argv,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from reconciler.adapters.transport import hostkeys
 from reconciler.adapters.transport.local import LocalTransport
 from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.cli import machines_cmd
+from reconciler.cli.args import build_parser
 from reconciler.core.compile import compile_inventory
 from reconciler.core.errors import UsageError
 from reconciler.core.redact import Secret
@@ -21,9 +21,7 @@ from reconciler.pipeline.engine import Engine
 
 
 def _args(*argv: str, state: str | None = None, inventory: Path | None = None):
-    parser = argparse.ArgumentParser()
-    machines_cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["machines", *argv])
+    args = build_parser().parse_args(["machines", *argv])
     args.state, args.inventory = state, str(inventory) if inventory else None
     return args
 

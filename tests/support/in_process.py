@@ -23,7 +23,7 @@ import psycopg
 from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.transport.local import LocalTransport
 from reconciler.cli import audit_cmd
-from reconciler.cli.args import Parser, _add_format, _add_globals
+from reconciler.cli.args import build_parser
 from reconciler.core.compile import compile_inventory
 from reconciler.core.redact import Redactor
 from reconciler.inventory.loader import load_inventory
@@ -35,16 +35,12 @@ from reconciler.pipeline.sinks import build_sinks
 def run_command(
     module: ModuleType, words: tuple[str, ...], *argv: str, state: str, inventory: Path
 ) -> tuple[int, str]:
-    """`reconcile WORDS ARGV --state STATE --inventory INVENTORY` in-process, through the
-    module's own `add_parser`/`run`: (exit code, stdout). `words` names the command as typed,
-    e.g. ("audit",) or ("queue", "prune") for a command of a group."""
-    root = Parser(prog="reconcile")
-    commands = root.add_subparsers(dest="command", parser_class=Parser)
-    if len(words) == 2:  # a command inside a group such as `queue`
-        group = commands.add_parser(words[0])
-        commands = group.add_subparsers(dest=f"{words[0]}_command", parser_class=Parser)
-    module.add_parser(commands, _add_globals, _add_format)
-    args = root.parse_args([*words, *argv, "--state", state, "--inventory", str(inventory)])
+    """`reconcile WORDS ARGV --state STATE --inventory INVENTORY` in-process, parsed as
+    `reconcile` parses it and run by the module's `run`: (exit code, stdout). `words` names
+    the command as typed, e.g. ("audit",) or ("queue", "prune") for a command of a group."""
+    args = build_parser().parse_args(
+        [*words, *argv, "--state", state, "--inventory", str(inventory)]
+    )
     args.redactor = Redactor()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.adapters.vault import age, team_vault
+from reconciler.adapters.vault import age
 
 # Where the identity is configured from outside (defined apart so start-up imports nothing).
 from reconciler.adapters.vault.identity_names import (  # noqa: F401
@@ -22,9 +23,12 @@ from reconciler.adapters.vault.identity_names import (  # noqa: F401
     IDENTITY_KEY_VAR,
 )
 from reconciler.core.errors import InputError, VaultError
-from reconciler.core.model import VaultRef
 from reconciler.core.redact import Redactor, Secret
-from reconciler.inventory.loader import display_path
+
+# Finding and reading identities needs age alone (`vault decrypt`, start-up's hand-over);
+# the vault format (YAML, the model, the loader's paths) is imported where a vault is read.
+if TYPE_CHECKING:
+    from reconciler.core.model import VaultRef
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class VaultSecrets:
         """The decrypted vault of `team` (cached, failures too); raises VaultError."""
         with self._lock:
             if team not in self._vaults:
+                from reconciler.adapters.vault import team_vault
+                from reconciler.inventory.loader import display_path
+
                 path = team_vault.vault_path(self.root, team)
                 try:
                     secrets = team_vault.read(path, self.identities, display_path(path))
@@ -125,6 +132,8 @@ class VaultSecrets:
         cannot be opened is left for the run that needs it to report."""
         if not self.identities:
             return
+        from reconciler.adapters.vault import team_vault
+
         for team in teams:
             if team_vault.vault_path(self.root, team).exists():
                 try:

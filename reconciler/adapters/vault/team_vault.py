@@ -14,7 +14,7 @@ secrets to dev's tasks. So every read checks the name against the team it reads 
 refuses another team's vault (`VaultTeamError`, naming both). A vault with no name (written
 before vaults were bound) is refused too — old ciphertext of any team stays in git history —
 until `reconcile vault rekey TEAM`, run by someone who can decrypt it and checked it holds
-that team's secrets, writes the name in (set, unset and edit refuse it: see vault_cmd).
+that team's secrets, writes the name in (set, unset and edit refuse it: see team_vault_cmd).
 """
 
 from __future__ import annotations

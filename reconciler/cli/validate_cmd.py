@@ -1,0 +1,131 @@
+"""`reconcile validate`: check the inventory; no state, no network (an identity, if given,
+also checks the `{vault: NAME}` references against the vaults).
+
+Apart from the other commands so that it imports only the loader and the checks: no engine,
+store or transport (issue 14: it starts at once, in CI on every push).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from reconciler.cli import views, wiring
+from reconciler.cli.progress import print_warnings
+from reconciler.core.compile import shared_user_warnings
+from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
+from reconciler.core.errors import InputError, VaultError, raise_if_errors
+from reconciler.core.model import VaultRef
+from reconciler.inventory.lint import find_hardcoded_credentials
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
+    fmt = wiring.output_format(args)
+    try:
+        loaded = wiring.load(args)
+        warnings = [
+            *loaded.warnings,
+            *find_hardcoded_credentials(loaded.inventory),
+            *shared_user_warnings(loaded.inventory),
+        ]
+        warnings += _check_vault_references(args, loaded)
+    except InputError as exc:
+        if fmt != "json":
+            raise  # one located line per problem on stderr (cli.main)
+        # SPEC §7: a verdict on stdout even when the inventory is invalid.
+        redact = args.redactor
+        print(
+            views.to_json(
+                {
+                    "valid": False,
+                    "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
+                    "warnings": [redact(str(w)) for w in exc.diagnostics.warnings],
+                }
+            )
+        )
+        return exc.exit_code
+    if fmt == "json":
+        print(
+            views.to_json(
+                {
+                    "valid": not (args.strict and warnings),
+                    "errors": [],
+                    "teams": len(loaded.inventory.teams),
+                    "machines": len(loaded.inventory.machines),
+                    "tasks": len(loaded.desired.tasks),
+                    "warnings": [str(w) for w in warnings],
+                }
+            )
+        )
+    else:
+        print_warnings(warnings)
+        print(
+            f"valid: {len(loaded.inventory.teams)} teams, {len(loaded.inventory.machines)} "
+            f"machines, {len(loaded.desired.tasks)} tasks"
+            + (f", {len(warnings)} warnings" if warnings else "")
+        )
+    return 2 if args.strict and warnings else 0
+
+
+def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:
+    """One problem of `validate --format json`: where (file, line, column), what, and the
+    one-line text the text format prints."""
+    where = diagnostic.location
+    return {
+        "path": where.path,
+        "line": where.line or None,
+        "column": where.column or None,
+        "message": redact(diagnostic.message),
+        "hint": redact(diagnostic.hint) if diagnostic.hint else None,
+        "text": redact(str(diagnostic)),
+    }
+
+
+def _check_vault_references(args: argparse.Namespace, loaded) -> list:
+    """With an identity, every `{vault: NAME}` must name a key of its team's vault: unknown
+    names are errors (exit 2); vaults this identity cannot open are warnings (one may be a
+    recipient of some teams only). Without an identity nothing is checked."""
+    from reconciler.adapters.vault.secrets import VaultSecrets, load_identities
+
+    identities = load_identities(getattr(args, "identity", None))
+    if not identities:
+        return []
+    resolver = VaultSecrets(loaded.inventory.root, identities, args.redactor)
+    errors, warnings = Diagnostics(), []
+    for team, refs in sorted(_vault_references(loaded.inventory).items()):
+        try:
+            names = resolver.team_secrets(team)
+        except VaultError as exc:
+            warnings.append(
+                Diagnostic(
+                    Location(f"team {team}"),
+                    f"cannot check its vault references: {exc}",
+                    severity=Severity.WARNING,
+                )
+            )
+            continue
+        for ref in refs:
+            if ref.name not in names:
+                errors.error(
+                    ref.location or Location(loaded.inventory.root),
+                    f"secret '{ref.name}' is not in the vault of team '{team}'",
+                    did_you_mean(ref.name, names)
+                    or f"add it: reconcile vault set {team} {ref.name} -",
+                )
+    raise_if_errors(errors)
+    return warnings
+
+
+def _vault_references(inventory) -> dict[str, list[VaultRef]]:
+    """Every `{vault: NAME}` of the inventory, by the team whose vault it reads."""
+    refs: dict[str, list[VaultRef]] = {}
+    for task in inventory.tasks.values():
+        refs.setdefault(task.team, []).extend(v for _, v in task.env if isinstance(v, VaultRef))
+    for machine in inventory.machines.values():
+        if machine.key is not None:
+            refs.setdefault(machine.team, []).append(machine.key)
+    for team in inventory.teams.values():
+        refs.setdefault(team.name, []).extend(
+            a.url for a in team.alerts if isinstance(a.url, VaultRef)
+        )
+    return {team: found for team, found in refs.items() if found}

@@ -1,0 +1,186 @@
+"""A command loads only what it uses, and `vault decrypt`/`encrypt` stream (issue 14, item 6).
+
+Nothing here is timed (a busy CI host says little about speed; bench/bench_cli.py measures):
+what is checked is which modules a command imports, and a bound on the memory a whole
+`reconcile vault` process uses for a file much larger than that bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import clean_environment
+from tests.support.vault_project import keygen
+
+# What a pass, a worker or a remote machine needs, and no `--help`, `validate` or `vault`
+# command does: each costs tens to hundreds of milliseconds to import.
+PASS_ONLY = (
+    "reconciler.pipeline.engine",
+    "reconciler.cli.commands",
+    "reconciler.cli.passes",
+    "reconciler.adapters.transport.ssh",
+    "fabric",
+    "paramiko",
+    "psycopg",
+    "apprise",
+    "rich",
+    "git",
+)
+# What reads an inventory: the age file commands and `--help` need none of it.
+INVENTORY = (
+    "reconciler.inventory.loader",
+    "reconciler.cli.wiring",
+    "reconciler.adapters.store.factory",
+    "jsonschema",
+    "croniter",
+    "yaml",
+)
+
+# Runs `main(words)` in a fresh interpreter, then writes which of `modules` it imported.
+PROBE = """
+import json, sys
+from reconciler.cli.main import main
+words, modules, report = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+try:
+    code = main(words)
+except SystemExit as exc:  # --help
+    code = exc.code
+with open(report, "w") as out:
+    json.dump({"code": code, "loaded": [m for m in modules if m in sys.modules]}, out)
+"""
+
+
+def _imported(project, words: list[str], modules: tuple[str, ...], stdin: bytes = b"") -> dict:
+    report = project.root / "probe.json"
+    subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(words), json.dumps(modules), str(report)],
+        cwd=project.root,
+        env=clean_environment(None),
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize(
+    "words", [["--help"], ["vault", "--help"], ["diff", "--help"], ["queue", "list", "--help"]]
+)
+def test_help_imports_no_command(project, words):
+    found = _imported(project, words, PASS_ONLY + INVENTORY)
+    assert found == {"code": 0, "loaded": []}
+
+
+def test_validate_reads_the_inventory_and_imports_nothing_of_a_pass(project):
+    project.task("hello", "command: 'true'\n")
+    found = _imported(project, ["validate"], PASS_ONLY)
+    assert found == {"code": 0, "loaded": []}
+
+
+def test_vault_file_commands_import_neither_a_pass_nor_the_inventory(project):
+    key, public = keygen(project, "k")
+    sealed, opened = project.root / "file.age", project.root / "file.txt"
+    modules = PASS_ONLY + INVENTORY
+    assert _imported(project, ["vault", "keygen", "-o", str(project.root / "k2")], modules) == {
+        "code": 0,
+        "loaded": [],
+    }
+    encrypt = ["vault", "encrypt", "-r", public, "-o", str(sealed)]
+    assert _imported(project, encrypt, modules, b"plain text\n") == {"code": 0, "loaded": []}
+    decrypt = ["vault", "decrypt", "-i", str(key), "-o", str(opened), str(sealed)]
+    assert _imported(project, decrypt, modules) == {"code": 0, "loaded": []}
+    assert opened.read_text() == "plain text\n"
+
+
+# The issue's bound for a whole `vault decrypt`/`encrypt` process, whatever the file's size;
+# the file is several times larger, so a command that read it whole could not stay under it.
+MEMORY_BOUND_MIB = 64
+LARGE_MIB = 200
+
+
+def _peak_mib(argv: list[str], cwd: Path, stdin=subprocess.DEVNULL, feed: Path | None = None):
+    """Run `argv` to the end; its exit code and its own peak RSS in MiB (os.wait4). With
+    `feed`, the file is written to its stdin from a thread (a pipe, not a file)."""
+    child = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=clean_environment(None),
+        stdin=subprocess.PIPE if feed else stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    writer = None
+    if feed is not None:
+
+        def pour() -> None:
+            with feed.open("rb") as source, child.stdin:
+                while block := source.read(1 << 20):
+                    child.stdin.write(block)
+
+        writer = threading.Thread(target=pour)
+        writer.start()
+    err = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if writer is not None:
+        writer.join()
+    assert child.returncode == 0, err.decode()[-2000:]
+    return usage.ru_maxrss / 1024
+
+
+def test_vault_encrypt_and_decrypt_of_a_large_file_stay_in_bounded_memory(project):
+    key, public = keygen(project, "k")
+    plain = project.root / "large"
+    with plain.open("wb") as handle:  # sparse: no disk written for the plaintext
+        handle.truncate(LARGE_MIB << 20)
+    sealed, opened = project.root / "large.age", project.root / "large.out"
+    cli = [sys.executable, "-m", "reconciler", "vault"]
+    peaks = {
+        "encrypt file -> file": _peak_mib(
+            [*cli, "encrypt", "-r", public, "-o", str(sealed), str(plain)], project.root
+        ),
+        "decrypt file -> file": _peak_mib(
+            [*cli, "decrypt", "-i", str(key), "-o", str(opened), str(sealed)], project.root
+        ),
+    }
+    assert opened.stat().st_size == LARGE_MIB << 20
+    opened.unlink()
+    # To stdout every chunk is verified before any is written: the file is read twice.
+    peaks["decrypt file -> stdout"] = _peak_mib(
+        [*cli, "decrypt", "-i", str(key), str(sealed)], project.root
+    )
+    # From stdin, the ciphertext is kept in a temporary file for the second read.
+    peaks["decrypt stdin -> stdout"] = _peak_mib(
+        [*cli, "decrypt", "-i", str(key)], project.root, feed=sealed
+    )
+    peaks["encrypt stdin -> stdout"] = _peak_mib(
+        [*cli, "encrypt", "-r", public], project.root, feed=plain
+    )
+    over = {how: round(mib) for how, mib in peaks.items() if mib >= MEMORY_BOUND_MIB}
+    assert over == {}, f"peak RSS (MiB) above {MEMORY_BOUND_MIB} for {LARGE_MIB} MiB: {peaks}"
+
+
+def test_decrypt_of_a_damaged_file_to_a_file_leaves_the_file_as_it_was(project):
+    """Streamed to a file, the plaintext is written beside it and renamed into place only
+    once the last chunk verifies: no part of a damaged file's plaintext is left behind."""
+    key, public = keygen(project, "k")
+    sealed = project.root / "file.age"
+    project.run("vault", "encrypt", "-r", public, "-o", str(sealed), code=0, input="line\n" * 40000)
+    data = bytearray(sealed.read_bytes())
+    data[-100] ^= 0x01  # in the last chunk: the earlier ones decrypt and verify
+    sealed.write_bytes(bytes(data))
+    new, existing = project.root / "new.txt", project.root / "existing.txt"
+    existing.write_text("kept\n")
+    for out in (new, existing):
+        result = project.run("vault", "decrypt", "-i", str(key), "-o", str(out), str(sealed))
+        assert result.code == 2 and "line" not in result.err
+    assert not new.exists() and existing.read_text() == "kept\n"
+    assert sorted(p.name for p in project.root.iterdir() if p.name.startswith(".")) == []
