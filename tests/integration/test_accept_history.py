@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from tests.integration.test_trust_attacks import TrustRepo
 from tests.support.cli import reconcile
+from tests.support.trust_repo import TrustRepo
 
 pytestmark = pytest.mark.integration
 

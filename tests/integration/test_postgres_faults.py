@@ -11,34 +11,18 @@ from __future__ import annotations
 
 import signal
 import socket
-from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
-from reconciler.adapters.store.factory import open_store
-from reconciler.core.compile import compile_inventory
-from reconciler.core.plan import make_plan
-from reconciler.inventory.loader import load_inventory
 from tests.support.cli import spawn
 from tests.support.pg_cluster import Cluster
+from tests.support.planning import record_plan
 from tests.support.project import Project
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 FINAL = ("succeeded", "failed", "skipped", "cancelled", "blocked", "unknown")
-
-
-def _enqueue(project: Project, url: str) -> list[int]:
-    """Plan and record the inventory's runs without draining them (as a planner would)."""
-    inventory, _ = load_inventory(project.inventory)
-    now = datetime.now(UTC)
-    store = open_store(url)
-    try:
-        plan = make_plan(compile_inventory(inventory), store.snapshot(), now)
-        return [r.id for r in store.record_plan(plan, None, now)]
-    finally:
-        store.close()
 
 
 def _statuses(url: str) -> dict[int, str] | None:
@@ -96,7 +80,7 @@ def test_max_parallel_one_holds_across_four_workers(tmp_path, postgres_url):
             for i in range(60)
         ),
     )
-    runs = _enqueue(p, postgres_url)
+    runs = record_plan(p.inventory, postgres_url)
     assert len(runs) == 60
     workers = [_worker(p, postgres_url, concurrency=4) for _ in range(4)]
     try:
@@ -169,7 +153,7 @@ def test_a_postgresql_restart_under_load_ends_every_run_once_without_a_traceback
             for i in range(200)
         ),
     )
-    runs = _enqueue(p, cluster.url)
+    runs = record_plan(p.inventory, cluster.url)
     assert len(runs) == 200
     workers = Supervisor(p, cluster.url, 2)
     try:

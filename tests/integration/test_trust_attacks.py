@@ -7,149 +7,15 @@ of these repositories runs on a local machine and its command creates a marker f
 
 from __future__ import annotations
 
-import os
 import subprocess
-from datetime import UTC
-from pathlib import Path
 
 import pytest
 
 from tests.support.cli import reconcile
-from tests.support.integration import require_binary
+from tests.support.planning import record_plan
+from tests.support.trust_repo import TrustRepo
 
 pytestmark = pytest.mark.integration
-
-PEOPLE = ("alice", "bob", "valerie", "dana", "dan", "mallory")
-# prod: alice admin, bob operator, valerie viewer; dev: dana admin, dan operator; mallory: nobody.
-
-
-class TrustRepo:
-    """A repository with teams prod and dev, one local machine each, and signing keys."""
-
-    def __init__(self, root: Path, verify: str = "range", state_in_settings: bool = False):
-        require_binary("ssh-keygen")
-        self.root, self.work = root, root / "work"
-        self.keys = {name: self._key(name) for name in PEOPLE}
-        self.state_in_settings = state_in_settings
-        self.work.mkdir()
-        self.git("init", "-q", "-b", "main")
-        self.settings(verify=verify)
-        self.team("prod", admins=["alice"], operators=["bob"], viewers=["valerie"])
-        self.team("dev", admins=["dana"], operators=["dan"])
-        self.write("inventory/machines/box.yaml", "name: box\nteam: prod\ntransport: local\n")
-        self.write("inventory/machines/devbox.yaml", "name: devbox\nteam: dev\ntransport: local\n")
-        self.task("prod", "hello")
-
-    # ----------------------------------------------------------------- building the repo
-
-    def _key(self, name: str) -> Path:
-        key = self.root / "keys" / name
-        key.parent.mkdir(exist_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
-        )
-        return key
-
-    def public(self, name: str) -> str:
-        return " ".join(self.keys[name].with_suffix(".pub").read_text().split()[:2])
-
-    def fingerprint(self, name: str) -> str:
-        out = subprocess.run(
-            ["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        return out.split()[1]
-
-    def settings(self, verify: str = "range", state: str = "state.db", extra: str = "") -> None:
-        self.state_url = f"sqlite:///{self.root / state}"
-        line = f"state: {self.state_url}\n" if self.state_in_settings else ""
-        # Local machines of two teams share the reconciler's rights: allowed here on purpose.
-        self.write(
-            "inventory/reconciler.yaml",
-            f"{line}git: {{verify: {verify}}}\n"
-            f"local_machines: {{allow_shared_user: true}}\n{extra}",
-        )
-
-    def team(self, name: str, admins=(), operators=(), viewers=()) -> None:
-        members = [
-            f"  - {{name: {n}, role: {role}, ssh: {self.public(n)}}}\n"
-            for role, names in (("admin", admins), ("operator", operators), ("viewer", viewers))
-            for n in names
-        ]
-        self.write(f"inventory/teams/{name}.yaml", f"name: {name}\nmembers:\n" + "".join(members))
-
-    def marker(self, name: str) -> Path:
-        return self.root / f"ran-{name}"
-
-    def task(
-        self,
-        team: str,
-        name: str,
-        file: str | None = None,
-        machine: str | None = None,
-        extra: str = "",
-    ) -> None:
-        machine = machine or ("box" if team == "prod" else "devbox")
-        self.write(
-            f"inventory/tasks/{team}/{file or name + '.yaml'}",
-            f"name: {name}\nmachines: [{machine}]\ncommand: touch {self.marker(name)}\n" + extra,
-        )
-
-    def write(self, relative: str, text: str) -> None:
-        path = self.work / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-    def git(self, *args: str, input: str | None = None) -> str:
-        env = {
-            **os.environ,
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@example.invalid",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.invalid",
-        }
-        return subprocess.run(
-            ["git", *args],
-            cwd=self.work,
-            check=True,
-            capture_output=True,
-            text=True,
-            env=env,
-            input=input,
-        ).stdout.strip()
-
-    def signing(self, signer: str | None) -> list[str]:
-        return (
-            ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}"] if signer else []
-        )
-
-    def commit(self, signer: str | None, message: str = "change") -> str:
-        self.git("add", "-A")
-        self.git(*self.signing(signer), "commit", *(["-S"] if signer else []), "-q", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-    def once(self, code: int, *extra: str, env: dict | None = None) -> str:
-        state = () if self.state_in_settings else ("--state", f"sqlite:///{self.root / 'state.db'}")
-        return reconcile("--once", *state, *extra, cwd=self.work, env=env, check_code=code).err
-
-    def host_env(self) -> dict:
-        """The host names the store its `state:` setting names (the host's word, not the
-        commit's): how a host that kept `state:` in the file runs under verify."""
-        return {"RECONCILE_STATE": self.state_url}
-
-    def start(self) -> str:
-        """The first commit, signed by prod's admin, reconciled with her key as the anchor."""
-        first = self.commit("alice", "initial")
-        self.once(
-            0,
-            "--trust-anchor",
-            self.fingerprint("alice"),
-            env=self.host_env() if self.state_in_settings else None,
-        )
-        assert self.marker("hello").exists()
-        return first
 
 
 @pytest.fixture
@@ -551,7 +417,9 @@ def test_worker_runs_the_verified_commit_not_a_skip_worktree_edit(tmp_path):
         runs = runs["runs"] if isinstance(runs, dict) else runs
         failed = [r["id"] for r in runs if r["task"].endswith("runner")]
         reconcile("queue", "retry", str(failed[0]), "--state", url, cwd=repo.work, check_code=0)
-        _plan_without_draining(repo.work / "inventory", url)  # as a planner on another host
+        assert record_plan(repo.work / "inventory", url), (
+            "nothing was enqueued"
+        )  # as a planner on another host
         worker = spawn("worker", "--state", url, cwd=repo.work)
         try:
             wait_until(
@@ -563,24 +431,6 @@ def test_worker_runs_the_verified_commit_not_a_skip_worktree_edit(tmp_path):
             worker.send_signal(signal.SIGTERM)
             _, err = worker.communicate(timeout=60)
     assert ledger.read_text().split() == ["verified", "verified"], err
-
-
-def _plan_without_draining(inventory: Path, url: str) -> None:
-    from datetime import datetime
-
-    from reconciler.adapters.store.factory import open_store
-    from reconciler.core.compile import compile_inventory
-    from reconciler.core.plan import make_plan
-    from reconciler.inventory.loader import load_inventory
-
-    loaded, _ = load_inventory(inventory)
-    now = datetime.now(UTC)
-    store = open_store(url)
-    try:
-        plan = make_plan(compile_inventory(loaded), store.snapshot(), now)
-        assert store.record_plan(plan, None, now), "nothing was enqueued"
-    finally:
-        store.close()
 
 
 def test_worker_and_accept_history_refuse_a_state_setting_under_verify(tmp_path):

@@ -9,8 +9,9 @@ from datetime import UTC
 
 import pytest
 
-from tests.integration.test_trust_attacks import TrustRepo
 from tests.support.cli import reconcile
+from tests.support.planning import record_plan
+from tests.support.trust_repo import TrustRepo
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,6 @@ def test_anchor_key_file_inside_the_repository_is_refused(tmp_path):
 def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tmp_path):
     import signal
 
-    from tests.integration.test_trust_attacks import _plan_without_draining
     from tests.support.cli import spawn
     from tests.support.postgres import fresh_database
     from tests.support.waiting import wait_until
@@ -130,7 +130,7 @@ def test_worker_started_before_verify_was_turned_on_runs_no_unverified_script(tm
             runs = runs["runs"] if isinstance(runs, dict) else runs
             last = max(r["id"] for r in runs if r["task"].endswith("runner"))
             reconcile("queue", "retry", str(last), "--state", url, cwd=repo.work, check_code=0)
-            _plan_without_draining(repo.work / "inventory", url)
+            assert record_plan(repo.work / "inventory", url), "nothing was enqueued"
 
         reconcile("--once", "--state", url, cwd=repo.work, check_code=1)  # runner fails
         worker = spawn("worker", "--state", url, cwd=repo.work)  # follows the working tree

@@ -15,10 +15,8 @@ import pytest
 
 from reconciler.adapters.store.base import LEASE_SECONDS
 from reconciler.adapters.store.factory import open_store
-from reconciler.core.compile import compile_inventory
-from reconciler.core.plan import make_plan
-from reconciler.inventory.loader import load_inventory
 from tests.support.cli import spawn
+from tests.support.planning import record_plan
 from tests.support.project import Project
 from tests.support.waiting import wait_until
 
@@ -34,18 +32,6 @@ def shared(tmp_path, postgres_url):
 
 def _flock_record(project: Project, word: str = "$RECONCILE_RUN_ID") -> str:
     return f'flock "{project.ledger}.lock" sh -c \'echo {word} >> "{project.ledger}"\''
-
-
-def _enqueue(project: Project) -> list[int]:
-    """Plan and record the inventory's runs without draining them (as a planner would)."""
-    inventory, _ = load_inventory(project.inventory)
-    now = datetime.now(UTC)
-    store = open_store(project.url)
-    try:
-        plan = make_plan(compile_inventory(inventory), store.snapshot(), now)
-        return [r.id for r in store.record_plan(plan, None, now)]
-    finally:
-        store.close()
 
 
 def _sql(url: str, query: str, *params):
@@ -154,7 +140,7 @@ def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
         f'command: {p.record("started")}; while [ ! -f "{go}" ]; do sleep 0.05; done; '
         f"{p.record('done')}\n",
     )
-    [run_id] = _enqueue(p)
+    [run_id] = record_plan(p.inventory, p.url)
     worker = _worker(p)
     try:
         wait_until(
@@ -199,7 +185,7 @@ def test_kill_9_at_each_failpoint_leaves_one_final_status_and_no_double_run(
 ):
     p = shared
     p.task("once", f"command: {_flock_record(p, 'ran')}\n")
-    [run_id] = _enqueue(p)
+    [run_id] = record_plan(p.inventory, p.url)
     crashing = _worker(p, env={"RECONCILER_FAILPOINTS": f"{point}=crash"})
     assert crashing.wait(timeout=60) == -signal.SIGKILL
     _expire_leases(p)
@@ -219,7 +205,7 @@ def test_worker_survives_its_database_connection_being_terminated(shared):
     p = shared
     go = p.root / "go"
     p.task("t", f'command: while [ ! -f "{go}" ]; do sleep 0.05; done; echo finished\n')
-    [run_id] = _enqueue(p)
+    [run_id] = record_plan(p.inventory, p.url)
     worker = _worker(p)
     try:
         wait_until(
