@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.core.redact import Secret
 from tests.integration.test_ssh_cli import _vaulted_project
 
 pytestmark = pytest.mark.integration
@@ -39,3 +41,32 @@ def test_ssh_output_over_64_kib_is_marked_and_a_cut_secret_is_masked(
     assert 100000 + len(long) - 80 <= dropped < 100000 + len(long)
     for size in range(3, len(long)):
         assert not any(long[i : i + size] in shown for i in range(len(long) - size + 1))
+
+
+# Short outputs are read back by the wrapper's shell builtins (no `tail` process); each shape
+# must still arrive byte for byte, or fall back to `tail` (a NUL, over 1 KiB).
+SHAPES = {
+    "printf 'no newline'": "no newline",
+    "printf 'a\\\\b  \\n\\tx  \\n\\n\\n'": "a\\b  \n\tx  \n\n\n",
+    "printf 'nul\\0in\\n'": "nul\0in\n",
+    "printf 'cr\\r\\n  lead\\n'": "cr\r\n  lead\n",
+    "printf 'caf\\303\\251 %s\\n' '$x' '%s'": "café $x\ncafé %s\n",
+    "head -c 1024 /dev/zero | tr '\\0' z": "z" * 1024,
+    "head -c 1025 /dev/zero | tr '\\0' z": "z" * 1025,
+    "printf '\\n'": "\n",
+    "true": "",
+}
+
+
+def test_short_outputs_of_every_shape_come_back_byte_for_byte(sshd, client_key, tmp_path):
+    transport = SshTransport(
+        lambda machine: Secret(client_key.private), markers_dir=str(tmp_path / "markers")
+    )
+    try:
+        got = {
+            command: transport.run(sshd.machine(), command, {}, 30, i).output
+            for i, command in enumerate(SHAPES)
+        }
+    finally:
+        transport.close()
+    assert got == SHAPES

@@ -91,11 +91,21 @@ z=
 while read -r k v; do [ "$k" = pos: ] && z=$v && break; done 2>/dev/null < /proc/$$/fdinfo/3
 exec 3>&-
 echo "$3 $rc" > "$f.exit"
+o=
+if [ -n "$z" ] && [ "$z" -gt 0 ] && [ "$z" -le 1024 ]; then
+  # A short output is read by builtins, sparing a `tail` process; it is used only when it
+  # has every byte (a NUL, or a shell counting characters, falls back to tail).
+  while IFS= read -r l; do o=$o$l$nl; done 2>/dev/null < "$f.out"
+  o=$o$l
+  [ "${#o}" -eq "$z" ] || o=
+fi
 case $z in
   '') if [ -s "$f.out" ]; then tail_out; fi ;;
   0) ;;
-  *) [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
-     tail -c 65536 "$f.out" 2>/dev/null ;;
+  *) if [ -n "$o" ]; then printf %s "$o"; else
+       [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
+       tail -c 65536 "$f.out" 2>/dev/null
+     fi ;;
 esac
 printf '%s %s\n' "$3" "$rc"
 if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
