@@ -36,15 +36,19 @@ class Row:
     name: str
     seconds: float
     mib: float
+    cpu: float
     peer: str = ""
     peer_seconds: float | None = None
     peer_mib: float | None = None
+    peer_cpu: float | None = None
     target: str = ""
     met: bool = True
 
 
-def _child(argv: list[str], cwd: Path, stdin: Path | None = None) -> tuple[float, float]:
-    """Run `argv` once; its wall seconds and peak RSS in MiB. A failure stops the bench."""
+def _child(argv: list[str], cwd: Path, stdin: Path | None = None) -> tuple[float, float, float]:
+    """Run `argv` once; its wall seconds, peak RSS in MiB and CPU seconds (user + system:
+    what the process itself cost, less disturbed than wall time by a busy host). A failure
+    stops the bench."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
     env["PYTHONPATH"] = str(REPO)
     with (
@@ -60,14 +64,21 @@ def _child(argv: list[str], cwd: Path, stdin: Path | None = None) -> tuple[float
         if os.waitstatus_to_exitcode(status) != 0:
             err.seek(0)
             raise SystemExit(f"{' '.join(argv)} failed:\n{err.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def _measure(argv: list[str], cwd: Path, runs: int, pick=statistics.median) -> tuple[float, float]:
-    """`pick` of the wall times over `runs` runs (one warm-up run first), and the peak RSS."""
+def _measure(
+    argv: list[str], cwd: Path, runs: int, pick=statistics.median
+) -> tuple[float, float, float]:
+    """`pick` of the wall and of the CPU times over `runs` runs (one warm-up run first), and
+    the peak RSS."""
     _child(argv, cwd)  # warm the page cache and .pyc files: a user's second start
     results = [_child(argv, cwd) for _ in range(runs)]
-    return pick(w for w, _ in results), max(m for _, m in results)
+    return (
+        pick(w for w, _, _ in results),
+        max(m for _, m, _ in results),
+        pick(c for _, _, c in results),
+    )
 
 
 def reconcile(*words: str) -> list[str]:
@@ -94,13 +105,14 @@ def startup_rows(root: Path, runs: int) -> list[Row]:
     }
     rows = []
     for name, words in commands.items():
-        seconds, mib = _measure(reconcile(*words), project, runs)
+        seconds, mib, cpu = _measure(reconcile(*words), project, runs)
         target = name != "diff HEAD~1"  # a real diff reads two revisions from git: info
         rows.append(
             Row(
                 f"reconcile {name}",
                 seconds,
                 mib,
+                cpu,
                 target=f"< {STARTUP_TARGET_S} s" if target else "info",
                 met=not target or seconds < STARTUP_TARGET_S,
             )
@@ -138,17 +150,19 @@ def vault_rows(root: Path, mib: int, runs: int) -> list[Row]:
     }
     rows = []
     for name, (ours, theirs, peer) in cases.items():
-        seconds, peak = _measure(ours, root, runs, pick=min)
-        peer_seconds, peer_peak = _measure(theirs, root, runs, pick=min)
+        seconds, peak, cpu = _measure(ours, root, runs, pick=min)
+        peer_seconds, peer_peak, peer_cpu = _measure(theirs, root, runs, pick=min)
         ratio = seconds / peer_seconds
         rows.append(
             Row(
                 f"reconcile {name} {mib} MiB",
                 seconds,
                 peak,
+                cpu,
                 peer,
                 peer_seconds,
                 peer_peak,
+                peer_cpu,
                 f"<= {AGE_RATIO_TARGET:g}x, < {VAULT_MEMORY_TARGET_MIB:g} MiB",
                 ratio <= AGE_RATIO_TARGET and peak < VAULT_MEMORY_TARGET_MIB,
             )
@@ -188,19 +202,23 @@ def main(argv: list[str]) -> int:
         root = Path(tmp)
         rows = startup_rows(root, runs) + vault_rows(root, mib, 1 if args.quick else 3)
     print(f"reconcile as whole processes (startup: median of {runs}; vault: best of runs)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
-        f"{'command':<34} {'seconds':>8} {'MiB':>7}  {'peer':<7} {'seconds':>8} {'MiB':>7} "
-        f"{'ratio':>6}  target"
+        f"{'command':<32} {'seconds':>7} {'cpu s':>6} {'MiB':>6}  {'peer':<6} {'seconds':>7} "
+        f"{'cpu s':>6} {'MiB':>6} {'ratio':>6}  target"
     )
     for row in rows:
         peer = (
-            f"{row.peer:<7} {row.peer_seconds:>8.3f} {row.peer_mib:>7.1f} "
+            f"{row.peer:<6} {row.peer_seconds:>7.3f} {row.peer_cpu:>6.3f} {row.peer_mib:>6.1f} "
             f"{row.seconds / row.peer_seconds:>5.2f}x"
             if row.peer_seconds
-            else f"{'':<7} {'':>8} {'':>7} {'':>6}"
+            else f"{'':<6} {'':>7} {'':>6} {'':>6} {'':>6}"
         )
         verdict = "" if row.target == "info" else (" ok" if row.met else " MISSED")
-        print(f"{row.name:<34} {row.seconds:>8.3f} {row.mib:>7.1f}  {peer}  {row.target}{verdict}")
+        print(
+            f"{row.name:<32} {row.seconds:>7.3f} {row.cpu:>6.3f} {row.mib:>6.1f}  {peer}  "
+            f"{row.target}{verdict}"
+        )
     missed = [row.name for row in rows if not row.met]
     print(f"targets missed: {', '.join(missed) if missed else 'none'}")
     # A quick run only proves the bench still works.

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.adapters.vault import age
-
 # Where the identity is configured from outside (defined apart so start-up imports nothing).
 from reconciler.adapters.vault.identity_names import (  # noqa: F401
     IDENTITY_FILE_VAR,
@@ -25,9 +23,11 @@ from reconciler.adapters.vault.identity_names import (  # noqa: F401
 from reconciler.core.errors import InputError, VaultError
 from reconciler.core.redact import Redactor, Secret
 
-# Finding and reading identities needs age alone (`vault decrypt`, start-up's hand-over);
-# the vault format (YAML, the model, the loader's paths) is imported where a vault is read.
+# Finding identities needs nothing, reading them age alone (`validate` without an identity,
+# `vault decrypt`, start-up's hand-over); the vault format (YAML, the model, the loader's
+# paths) is imported where a vault is read.
 if TYPE_CHECKING:
+    from reconciler.adapters.vault import age
     from reconciler.core.model import VaultRef
 
 
@@ -88,6 +88,8 @@ def load_identities(
 
 
 def _parse(text: str, where: str) -> list[age.Identity]:
+    from reconciler.adapters.vault import age
+
     try:
         return age.parse_identities(text)
     except age.AgeError as exc:
