@@ -95,3 +95,20 @@ def test_a_connection_failing_as_its_channel_closes_never_makes_an_internal_erro
     result = project.run("--once", "--format", "json", "--identity", str(project.key), env=env)
     assert "internal error" not in result.out + result.err
     assert result.json()["counts"] == {"succeeded": 3}
+
+
+def test_a_timeout_on_a_server_with_one_session_per_connection_is_a_timeout_not_a_loss(
+    tmp_path, sshd_factory, client_key
+):
+    """Stopping a timed-out run needs a channel beside the run's; sshd (MaxSessions 1)
+    refuses it on that connection: the run is still `timed out`, not `unknown`."""
+    daemon = sshd_factory(max_sessions=1)
+    transport = SshTransport(
+        lambda machine: Secret(client_key.private), markers_dir=str(tmp_path / "markers")
+    )
+    try:
+        done = transport.run(daemon.machine(), "echo started; sleep 60", {}, 2, 1)
+    finally:
+        transport.close()
+    assert done.timed_out and done.exit_code is None
+    assert "started" in done.output

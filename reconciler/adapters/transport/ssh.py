@@ -250,9 +250,14 @@ class SshTransport(Transport):
         no channel means the connection is gone: ConnectionLost."""
         try:
             channel = session.connection.open_channel(self.connect_timeout)
+        except paramiko.ChannelException:
+            # The server refused a channel beside the run's (its session limit), which says
+            # the connection is alive: read the markers on a channel the pool finds elsewhere.
+            marker = self._ctl_elsewhere(machine, session, run_id, nonce)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc, session.connection) from exc
-        marker = self._ctl_on(machine, channel, run_id, "kill", nonce)
+        else:
+            marker = self._ctl_on(machine, channel, run_id, "kill", nonce)
         duration = time.monotonic() - started
         if marker.state == "exit":
             return Completed(marker.exit_code, marker.output, duration)
@@ -264,6 +269,19 @@ class SshTransport(Transport):
             marker.output + "\n[reconciler: the remote command was killed by a signal]\n",
             duration,
         )
+
+    def _ctl_elsewhere(
+        self, machine: Machine, session: Session, run_id: int, nonce: str
+    ) -> wrapper.Marker:
+        """`kill` run `run_id` through another pooled channel; its command was sent, so any
+        failure to get one leaves the outcome unknown (ConnectionLost)."""
+        try:
+            with self.pool.session(machine) as other:
+                return self._ctl(machine, other, run_id, "kill", nonce)
+        except ConnectionLost:
+            raise
+        except TransportError as exc:
+            raise _lost(machine, exc, session.connection) from exc
 
     def _ctl(
         self, machine: Machine, session: Session, run_id: int, action: str, nonce: str = "-"
