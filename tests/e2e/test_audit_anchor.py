@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from reconciler.adapters.audit import checkpoint as cp
+from tests.support.audit_history import history_with_a_secret_task
 
 
 def _entries(project) -> list[tuple[int, str, str]]:
@@ -30,22 +30,8 @@ def _forge_anchor(project, through: int) -> None:
         )
 
 
-def _history_with_a_secret_task(project, tmp_path):
-    """Pass 1 runs `covert`; an export checkpoints the log; pass 2 runs `other`. Returns the
-    checkpoint file and the seq of the first entry of pass 2."""
-    project.task("covert", "command: echo covert\n")
-    project.run("--once", "-q", code=0)
-    early = tmp_path / "early.jsonl"
-    project.run("audit", "export", "-o", str(early), code=0)
-    (project.inventory / "tasks" / "ops" / "covert.yaml").unlink()
-    project.task("other", "command: echo other\n")
-    project.run("--once", "-q", code=0)
-    checkpoint, _ = cp.read_checkpoint(early)
-    return early, checkpoint.count + 1
-
-
 def test_deleting_the_first_entries_behind_a_forged_anchor_is_reported(project, tmp_path):
-    early, first_of_pass_2 = _history_with_a_secret_task(project, tmp_path)
+    early, first_of_pass_2 = history_with_a_secret_task(project, tmp_path)
     _forge_anchor(project, first_of_pass_2)
     assert not any("covert" in action for _, action, _ in _entries(project))
     plain = project.run("audit", "verify", code=1)
@@ -57,7 +43,7 @@ def test_deleting_the_first_entries_behind_a_forged_anchor_is_reported(project, 
 
 
 def test_a_forged_anchor_is_not_laundered_by_a_later_prune_or_export(project, tmp_path):
-    _, first_of_pass_2 = _history_with_a_secret_task(project, tmp_path)
+    _, first_of_pass_2 = history_with_a_secret_task(project, tmp_path)
     _forge_anchor(project, first_of_pass_2)
     project.run(
         "queue", "prune", "--older-than", "0s", "--archive", str(tmp_path / "archive.jsonl"), code=1
@@ -69,7 +55,7 @@ def test_a_forged_anchor_is_not_laundered_by_a_later_prune_or_export(project, tm
 def test_an_anchor_left_by_prune_with_an_archive_verifies_with_and_without_a_checkpoint(
     project, tmp_path
 ):
-    early, _ = _history_with_a_secret_task(project, tmp_path)
+    early, _ = history_with_a_secret_task(project, tmp_path)
     archive = tmp_path / "archive.jsonl"
     project.run("queue", "prune", "--older-than", "0s", "--archive", str(archive), code=0)
     with sqlite3.connect(project.state) as db:

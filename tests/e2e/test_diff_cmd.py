@@ -20,7 +20,7 @@ import yaml
 
 from reconciler.adapters.vault import age, team_vault
 from tests.support.cli import reconcile
-from tests.unit.test_diff import BASE_COMMIT, CASES, HEAD_COMMIT, case_dirs, vault_plaintexts
+from tests.support.diff_cases import BASE_COMMIT, CASES, HEAD_COMMIT, case_dirs, vault_plaintexts
 
 FORMATS = {"text": "expected.txt", "json": "expected.json", "markdown": "expected.md"}
 

@@ -9,8 +9,8 @@ import shlex
 
 import pytest
 
-from tests.e2e.test_audit_anchor import _history_with_a_secret_task
-from tests.support.vault_project import PROD_PASSWORD
+from tests.support.audit_history import history_with_a_secret_task
+from tests.support.vault_project import PROD_PASSWORD, SECRET
 
 BEYOND_64_BITS = "99999999999999999999999"
 HUGE = "9" * 5000
@@ -184,7 +184,7 @@ def test_an_export_checkpoint_replayed_as_a_prune_anchor_does_not_hide_a_deletio
     from reconciler.adapters.audit import checkpoint as cp
     from reconciler.adapters.audit.chain import entry_hash
 
-    early, _ = _history_with_a_secret_task(project, tmp_path)
+    early, _ = history_with_a_secret_task(project, tmp_path)
     signed, _ = cp.read_checkpoint(early)
     with sqlite3.connect(project.state) as db:
         db.execute("DELETE FROM audit_log WHERE seq <= ?", (signed.count,))
@@ -251,7 +251,6 @@ def test_a_secret_printed_by_a_task_without_vault_references_is_masked(vaulted):
     """One task puts DB_PASSWORD into a config file; at a later pass another task, which
     names no secret, prints that file. The pass never needed the vault, so the redactor had
     never seen the value: it was stored, shown and alerted in the clear."""
-    from tests.e2e.test_vault import SECRET
 
     p = vaulted
     conf = p.root / "app.conf"

@@ -44,11 +44,9 @@ from reconciler.core.model import (
 )
 from reconciler.core.state import ExecutedState, Run, RunStatus
 from reconciler.inventory.loader import load_inventory
+from tests.support.diff_cases import BASE_COMMIT, CASES, HEAD_COMMIT, case_dirs, vault_plaintexts
 
-CASES = Path(__file__).resolve().parents[1] / "cases" / "diff"
 UPDATE = os.environ.get("RECONCILER_UPDATE_GOLDEN") == "1"
-# The e2e test replaces the real commits with these, so both tests print the same bytes.
-BASE_COMMIT, HEAD_COMMIT = "1" * 40, "2" * 40
 REQUIRED_CASES = {
     "added",
     "removed",
@@ -63,10 +61,6 @@ REQUIRED_CASES = {
 # --------------------------------------------------------------------------- golden cases
 
 
-def case_dirs() -> list[Path]:
-    return sorted(p for p in CASES.iterdir() if (p / "base").is_dir())
-
-
 def render_all(diff: Diff) -> dict[str, str]:
     """{golden file name: rendering}; the same three files the e2e test compares."""
     return {
@@ -74,13 +68,6 @@ def render_all(diff: Diff) -> dict[str, str]:
         "expected.json": json.dumps(diff_json(diff), indent=2) + "\n",
         "expected.md": diff_markdown(diff),
     }
-
-
-def vault_plaintexts(case: Path) -> dict[str, dict[str, dict[str, str]]]:
-    """{"base"|"head": {team: {NAME: value}}} from the case's vaults.yaml (may be absent)."""
-    path = case / "vaults.yaml"
-    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    return {side: (data or {}).get(side) or {} for side in ("base", "head")}
 
 
 def case_side(case: Path, side: str, commit: str, label: str) -> Side:

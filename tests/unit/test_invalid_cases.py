@@ -8,40 +8,11 @@ An optional `setup.yaml` builds what the repository should not hold, in a tempor
 `pad` grows a file with comment lines to a byte size; `symlink` creates links (path: target).
 """
 
-import shutil
-from pathlib import Path
-
 import pytest
-import yaml
 
 from reconciler.core.errors import InputError
 from reconciler.inventory.loader import load_inventory
-
-CASES = Path(__file__).resolve().parents[1] / "cases" / "invalid"
-
-
-def case_names():
-    return sorted(p.name for p in CASES.iterdir() if (p / "expected.txt").is_file())
-
-
-def expected_lines(case_dir: Path) -> list[str]:
-    lines = (case_dir / "expected.txt").read_text().splitlines()
-    return [line for line in lines if line.strip() and not line.startswith("#")]
-
-
-def apply_setup(work: Path) -> None:
-    setup_file = work / "setup.yaml"
-    if not setup_file.exists():
-        return
-    setup = yaml.safe_load(setup_file.read_text()) or {}
-    for name, size in (setup.get("pad") or {}).items():
-        path = work / name
-        with path.open("ab") as handle:
-            missing = size - path.stat().st_size
-            handle.write((b"#" * 79 + b"\n") * (missing // 80) + b"#" * (missing % 80))
-        assert path.stat().st_size == size
-    for name, target in (setup.get("symlink") or {}).items():
-        (work / name).symlink_to(target)
+from tests.support.invalid_cases import CASES, case_names, copy_case, expected_lines
 
 
 def test_the_corpus_has_the_required_cases():
@@ -50,10 +21,7 @@ def test_the_corpus_has_the_required_cases():
 
 @pytest.mark.parametrize("case", case_names())
 def test_invalid_inventory_reports_every_expected_error(case, tmp_path, monkeypatch):
-    work = tmp_path / case
-    shutil.copytree(CASES / case, work, symlinks=True)
-    apply_setup(work)
-    monkeypatch.chdir(work)
+    monkeypatch.chdir(copy_case(case, tmp_path))
 
     with pytest.raises(InputError) as caught:
         load_inventory("inventory")
