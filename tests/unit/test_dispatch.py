@@ -1,10 +1,9 @@
 """dispatch.decide: which pending runs start now (SPEC §3)."""
 
-from plan_fixtures import NOW, desired, executed, machine, minutes, run, spec
-
 from reconciler.core.dispatch import Decision, decide, dispatch_order
 from reconciler.core.model import Strategy, Window
 from reconciler.core.state import RunStatus
+from tests.support.plan_fixtures import NOW, desired, executed, machine, minutes, run, spec
 
 S = RunStatus
 

@@ -1,11 +1,11 @@
 """make_plan: one test per planning rule of SPEC §1-§2."""
 
 import pytest
-from plan_fixtures import NOW, desired, executed, machine, pairs, run, spec
 
 from reconciler.core.model import Strategy, Window
 from reconciler.core.plan import Cancel, Plan, make_plan
 from reconciler.core.state import RunStatus
+from tests.support.plan_fixtures import NOW, desired, executed, machine, pairs, run, spec
 
 S = RunStatus
 EVERY_15 = "*/15 * * * *"  # NOW is 10:20, so the due slot is 10:15

@@ -12,12 +12,12 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plan_fixtures import NOW, machine, run, spec
 
 from reconciler.core.dispatch import decide
 from reconciler.core.model import DesiredState, Strategy, Window
 from reconciler.core.plan import Plan, dependency_run, make_plan
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
+from tests.support.plan_fixtures import NOW, machine, run, spec
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SCHEDULES = [None, None, "*/15 * * * *", "0 3 * * *"]
