@@ -173,19 +173,20 @@ def cmd_once(args: argparse.Namespace) -> int:
     """One pass: validate, plan, record, run the queue to the end, summarise."""
     if args.dry_run:
         return cmd_plan(args)
-    commit = head_commit(wiring.inventory_dir(args))
-    wiring.lock_timeout(args)  # a bad flag is exit 2 before anything is opened
+    ctx = wiring.context(args)
+    commit = head_commit(ctx.settings.inventory.value)
+    ctx.settings.lock_timeout.check()  # a bad flag is exit 2 before anything is opened
     # Bad input stops in prepared_pass: nothing runs. Under git.verify, the inventory is the
     # commit's own (a private checkout), not the working tree.
-    with prepared_pass(args, commit) as (loaded, store, trust):
+    with prepared_pass(ctx, commit) as (loaded, store, trust):
         _print_warnings(loaded.warnings, args.log_format)
         with (
             progress_for(args.quiet, log_format=args.log_format) as progress,
-            wired_engine(args, loaded, store, commit=commit, progress=progress) as (engine, sinks),
+            wired_engine(ctx, loaded, store, commit=commit, progress=progress) as (engine, sinks),
         ):
-            engine.grace = wiring.grace(args)
+            engine.grace = ctx.settings.grace.value
             with _graceful_stop(engine) as stopped_by:
-                report = run_pass(args, loaded, store, engine, sinks, commit, trust)
+                report = run_pass(ctx, loaded, store, engine, sinks, commit, trust)
     return _once_result(args, report, commit, stopped_by)
 
 
@@ -414,7 +415,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from reconciler.core.errors import UsageError
 
     # Under git.verify: the store's last reconciled commit, never the working tree.
-    follow = worker_inventory(args, _FollowInventory)
+    ctx = wiring.context(args)
+    follow = worker_inventory(ctx, lambda loaded: _FollowInventory(args, loaded))
     loaded = follow.loaded
     store = wiring.store(args, loaded.inventory)
     if not store.shared_queue:
@@ -427,12 +429,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         with (
             progress_for(args.quiet, live=False, log_format=args.log_format) as progress,
-            wired_engine(args, loaded, store, commit=None, progress=progress, desired=follow) as (
+            wired_engine(ctx, loaded, store, commit=None, progress=progress, desired=follow) as (
                 engine,
                 sinks,
             ),
         ):
-            engine.grace = wiring.grace(args)
+            engine.grace = ctx.settings.grace.value
             if hasattr(follow, "on_refused"):  # git.verify turned on: stop claiming
                 follow.on_refused, follow.read_last = engine.stop.set, store.last_commit
             sinks.worker_started()

@@ -14,10 +14,10 @@ import threading
 
 from reconciler.adapters.source import git as gitsource
 from reconciler.cli import views, wiring
-from reconciler.cli.passes import prepared_pass, run_pass, wired_engine
+from reconciler.cli.passes import prepared_pass, refuse_malformed, run_pass, wired_engine
 from reconciler.cli.progress import JsonProgress, json_line
+from reconciler.cli.settings import Context, HostSettings
 from reconciler.core.errors import InputError, ReconcilerError, SourceError
-from reconciler.core.model import DEFAULT_POLL_INTERVAL
 from reconciler.pipeline.daemon import Daemon, join_awake, watch_files
 
 log = logging.getLogger(__name__)
@@ -26,21 +26,24 @@ log = logging.getLogger(__name__)
 class _Continuous:
     """The daemon's tick: sync, load, pass; the settings are re-read on SIGHUP."""
 
-    def __init__(self, args: argparse.Namespace, daemon: Daemon, metrics=None):
-        self.args, self.daemon, self.metrics = args, daemon, metrics
+    def __init__(self, args: argparse.Namespace, ctx: Context, daemon: Daemon, metrics=None):
+        self.args, self.ctx, self.daemon, self.metrics = args, ctx, daemon, metrics
+        self.json_logs = ctx.settings.log_format.value == "json"
         self.refused: gitsource.RefusedCommit | None = None
         self.passes: list[threading.Thread] = []  # passes still draining
         self.planning: threading.Event | None = None  # set once the latest pass planned
         # Text logs show a summary per pass; JSON logs show every event as it happens.
         self.progress = (
-            JsonProgress() if args.log_format == "json" and not args.quiet else (lambda event: None)
+            JsonProgress() if self.json_logs and not args.quiet else (lambda event: None)
         )
-        self.loaded = wiring.load(args)  # a broken inventory at start-up: exit 2
-        # A bad flag too, rather than an error logged at every pass for ever.
-        wiring.concurrency(args, self.loaded.inventory)
+        settings = ctx.settings
+        # A bad flag or variable at start-up: exit 2, rather than an error logged at every
+        # pass for ever. A broken inventory too.
+        refuse_malformed(settings)
+        self.loaded = wiring.load_from(settings.inventory.value)
 
     def interval(self) -> float:
-        return float(self.loaded.inventory.settings.poll_interval or DEFAULT_POLL_INTERVAL)
+        return HostSettings.poll_interval(self.loaded.inventory.settings).value
 
     def tick(self) -> None:
         self.passes = [t for t in self.passes if t.is_alive()]
@@ -51,7 +54,7 @@ class _Continuous:
         if not self.args.watch_files:
             git = self.loaded.inventory.settings.git
             try:
-                gitsource.pull(wiring.inventory_dir(self.args), git.remote, git.branch)
+                gitsource.pull(self.ctx.settings.inventory.value, git.remote, git.branch)
             except SourceError as exc:
                 # The checkout stays where it was: its schedules and retries still come due.
                 log.error("%s", exc)
@@ -89,29 +92,29 @@ class _Continuous:
             planning.set()
 
     def _pass(self, planning: threading.Event) -> None:
-        args = self.args
-        commit = gitsource.head_commit(wiring.inventory_dir(args))
+        ctx = self.ctx
+        commit = gitsource.head_commit(ctx.settings.inventory.value)
         # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
-        with prepared_pass(args, commit) as (loaded, store, trust):
+        with prepared_pass(ctx, commit) as (loaded, store, trust):
             self.loaded = loaded
             with wired_engine(
-                args, loaded, store, commit=commit, progress=self.progress, metrics=self.metrics
+                ctx, loaded, store, commit=commit, progress=self.progress, metrics=self.metrics
             ) as (engine, sinks):
                 engine.stop = self.daemon.stop
-                engine.grace = wiring.grace(args)
+                engine.grace = ctx.settings.grace.value
                 engine.wait_for_retries = False  # a retry comes due at a later tick
                 engine.planned = planning
                 if self.refused is not None:
                     sinks.commit_refused(self.refused.commit, str(self.refused))
                     self.refused = None
-                report = run_pass(args, loaded, store, engine, sinks, commit, trust)
-        if report.runs and not args.quiet:
+                report = run_pass(ctx, loaded, store, engine, sinks, commit, trust)
+        if report.runs and not self.args.quiet:
             print(self._summary(report), file=sys.stderr, flush=True)
 
     def _summary(self, report) -> str:
         """The end of a pass on stderr: the text summary, or with `--log-format json` one
         JSON object (its runs were already shown, one object per event)."""
-        if self.args.log_format == "json":
+        if self.json_logs:
             return json_line(
                 "pass finished",
                 counts=report.counts(),
@@ -124,18 +127,19 @@ class _Continuous:
 
 
 def cmd_continuous(args: argparse.Namespace) -> int:
-    daemon = Daemon(lambda: None, lambda: DEFAULT_POLL_INTERVAL)
+    ctx = wiring.context(args)  # the host's settings, once for the daemon's life
+    daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
     metrics = server = None
     if args.metrics_addr:
         from reconciler.pipeline import metrics as prometheus
 
         metrics = prometheus.default_metrics()
         server = prometheus.serve(args.metrics_addr, metrics)
-    loop = _Continuous(args, daemon, metrics)
+    loop = _Continuous(args, ctx, daemon, metrics)
     daemon.tick, daemon.interval = loop.tick, loop.interval
     daemon.install_signal_handlers()
     if args.watch_files:
-        watch_files(str(wiring.inventory_dir(args)), daemon)
+        watch_files(str(ctx.settings.inventory.value), daemon)
     try:
         daemon.serve()
         loop.join()

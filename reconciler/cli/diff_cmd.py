@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -159,9 +158,10 @@ def _digests(secrets: Mapping[str, str], learn) -> dict[str, str]:
 def _executed(args: argparse.Namespace) -> ExecutedState | None:
     """The store's runs with `--state` (or RECONCILE_STATE), opened read-only; a store that
     does not exist yet holds no runs. None when no store was asked for."""
-    url = getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
-    if not url:
+    asked = wiring.context(args).settings.state  # only the host's word: never the file's
+    if asked is None:
         return None
+    url = asked.value
     from reconciler.adapters.store.factory import open_store
 
     store = open_store(url, read_only=True)

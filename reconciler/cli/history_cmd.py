@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     reason = " ".join(args.reason.split())
     if not reason:
         raise SourceError("--reason must say why (it is kept in the audit log)")
-    url, state = _state_location(args, inventory, view, gitsource.head_commit(inventory))
+    settings = wiring.context(args).settings
+    url, state = _state_location(settings, inventory, view, gitsource.head_commit(inventory))
     store = open_store(url, create=False)
     if store is None:
         raise SourceError(
@@ -80,12 +81,12 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         with store.pass_lock(wiring.lock_timeout(args)):
-            return _accept(args, store, inventory, view, state, sha, reason)
+            return _accept(args, settings, store, inventory, view, state, sha, reason)
     finally:
         store.close()
 
 
-def _accept(args, store, inventory, view, state, sha: str, reason: str) -> int:
+def _accept(args, settings, store, inventory, view, state, sha: str, reason: str) -> int:
     trees, _ = view
     last = store.last_commit()
     if last is None:
@@ -99,7 +100,7 @@ def _accept(args, store, inventory, view, state, sha: str, reason: str) -> int:
             "accept, the next pass takes it"
         )
         return 0
-    trust = decide(args, view, last, sha, state)
+    trust = decide(settings, view, last, sha, state)
     signer = accept_signed(inventory, last, sha).fingerprint if trust.on else None
     AuditWriter(
         store, actor=default_actor(), clock=utc_now, redact=getattr(args, "redactor", None)

@@ -13,7 +13,6 @@ that signed it, or a commit to trust as if it had been reconciled).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from reconciler.adapters.source.git import RefusedCommit
 from reconciler.adapters.source.signatures import verify as verify_commits
 from reconciler.adapters.source.trees import Trees
 from reconciler.adapters.store.base import StateStore
-from reconciler.cli import wiring
+from reconciler.cli.settings import VERIFY_MODES, HostSettings
 from reconciler.core.diagnostics import Diagnostics
 from reconciler.core.errors import SourceError, UsageError
 from reconciler.core.trust import key_fingerprint
@@ -35,7 +34,7 @@ from reconciler.pipeline.engine import utc_now
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "head", "range")
+MODES = VERIFY_MODES
 FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 STRENGTH = {mode: rank for rank, mode in enumerate(MODES)}
 SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
@@ -73,21 +72,16 @@ class Trust:
         return self.mode != "none"
 
 
-def verify_flag(args: argparse.Namespace) -> tuple[str | None, str]:
-    """`--verify` / `RECONCILE_GIT_VERIFY`, validated; (None, "") when neither is set."""
-    for value, source in (
-        (getattr(args, "verify", None), "--verify"),
-        (os.environ.get("RECONCILE_GIT_VERIFY"), "RECONCILE_GIT_VERIFY"),
-    ):
-        if value:
-            if value not in MODES:
-                raise UsageError(f"{source} must be none, head or range (got {value!r})")
-            return value, source
-    return None, ""
+def host_verify(settings: HostSettings) -> tuple[str | None, str]:
+    """The host's `--verify` / `RECONCILE_GIT_VERIFY` and which of them gave it; (None, "")
+    when neither is set. A malformed value is a usage error (exit 2) naming its source."""
+    if settings.verify is None:
+        return None, ""
+    return settings.verify.value, settings.verify.source
 
 
-def trust_anchor(args: argparse.Namespace) -> str | None:
-    return getattr(args, "trust_anchor", None) or os.environ.get("RECONCILE_TRUST_ANCHOR") or None
+def trust_anchor(settings: HostSettings) -> str | None:
+    return settings.trust_anchor.value if settings.trust_anchor is not None else None
 
 
 def committed_settings(trees: Trees, prefix: str, commit: str) -> dict:
@@ -107,7 +101,7 @@ def verify_setting(settings: dict) -> str:
 
 
 def decide(
-    args: argparse.Namespace,
+    settings: HostSettings,
     repo,
     last: str | None,
     head: str | None,
@@ -117,8 +111,8 @@ def decide(
 
     `repo` is a (Trees, inventory prefix) pair, or None outside git; `state` is (whether the
     `state:` setting chose the store, that setting)."""
-    flag, source = verify_flag(args)
-    anchor = trust_anchor(args)
+    flag, source = host_verify(settings)
+    anchor = trust_anchor(settings)
     by_settings, state_setting = state
     if flag is not None:
         return Trust(flag, source, last, anchor, state_setting, by_settings)
@@ -160,12 +154,12 @@ def decide(
     )
 
 
-def verify_may_be_in_force(args: argparse.Namespace, repo, head: str | None) -> str | None:
+def verify_may_be_in_force(settings: HostSettings, repo, head: str | None) -> str | None:
     """Why git.verify is or may be in force for a pass over `head` (None: it is not): the
     host's `--verify`/`RECONCILE_GIT_VERIFY` says head or range, or — with no such word — a
     commit of the repository's history ever turned it on (the first-use heuristic). The
     store's own last commit cannot be asked: which store to ask is what is being decided."""
-    flag, source = verify_flag(args)
+    flag, source = host_verify(settings)
     if flag is not None:
         return f"{source} {flag}" if flag != "none" else None
     if repo is None or head is None:
@@ -195,7 +189,7 @@ def _without_password(url: str) -> str:
 
 
 def lineage_guard(
-    args: argparse.Namespace,
+    settings: HostSettings,
     store: StateStore,
     commit: str | None,
     trust: Trust,
@@ -214,7 +208,7 @@ def lineage_guard(
                     "repository: there is no commit to verify"
                 )
             return
-        inventory = wiring.inventory_dir(args)
+        inventory = settings.inventory.value
         last = store.last_commit()
         current = trust
         if last != trust.last and trust.redecide is not None:
@@ -231,7 +225,7 @@ def lineage_guard(
         elif (
             current.last is not None
             and not commit.endswith("-dirty")
-            and verify_flag(args)[0] is None
+            and host_verify(settings)[0] is None
         ):
             # Verify is off because this store's last commit says so: the store must not be
             # a stale one that a commit moved the pass back to (one from before verify was on).

@@ -4,7 +4,6 @@ transports, the audit/alert/metrics sinks and the commit lineage check. Shared b
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from reconciler.cli.lineage import (
     refuse_state_setting,
     verify_may_be_in_force,
 )
+from reconciler.cli.settings import Context, HostSettings
 from reconciler.core.errors import InputError, StoreError
 from reconciler.core.model import DEFAULT_STATE_URL
 from reconciler.pipeline.engine import Engine, Event, PassReport
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def wired_engine(
-    args: argparse.Namespace,
+    ctx: Context,
     loaded,
     store,
     *,
@@ -48,13 +48,13 @@ def wired_engine(
     """An engine whose events go to the sinks first (a refused audit entry must stop the
     dispatch) and then to `progress`; sinks and transports are closed on exit, waiting at
     most 10 s for alert deliveries."""
-    secrets = wiring.secrets(args, loaded.inventory)
+    secrets = wiring.vault_secrets(ctx, loaded.inventory)
     secrets.learn_every_vault(loaded.inventory.teams)  # masked even where no run asks for it
     sinks = build_sinks(
         store,
         loaded.inventory,
         desired or loaded.desired,
-        args.redactor,
+        ctx.redactor,
         secrets,
         commit=commit,
         metrics=metrics,
@@ -74,10 +74,10 @@ def wired_engine(
         engine = Engine(
             store,
             transports,
-            concurrency=wiring.concurrency(args, loaded.inventory),
+            concurrency=ctx.settings.concurrency_for(loaded.inventory.settings).value,
             on_event=on_event,
             resolve=sinks.audit_resolver(secrets),
-            redactor=args.redactor,
+            redactor=ctx.redactor,
         )
         yield engine, sinks
     finally:
@@ -87,7 +87,7 @@ def wired_engine(
 
 
 def run_pass(
-    args: argparse.Namespace, loaded, store, engine: Engine, sinks, commit: str | None, trust: Trust
+    ctx: Context, loaded, store, engine: Engine, sinks, commit: str | None, trust: Trust
 ) -> PassReport:
     """The pass itself, audited from start to end (a refused commit included)."""
     sinks.pass_started(commit)
@@ -95,8 +95,8 @@ def run_pass(
         report = engine.run_pass(
             loaded.desired,
             commit,
-            wiring.lock_timeout(args),
-            before_plan=lineage_guard(args, store, commit, trust, sinks.audit.append),
+            ctx.settings.lock_timeout.value,
+            before_plan=lineage_guard(ctx.settings, store, commit, trust, sinks.audit.append),
         )
     except BaseException as exc:
         if isinstance(exc, RefusedCommit):
@@ -109,7 +109,7 @@ def run_pass(
 
 @contextmanager
 def prepared_pass(
-    args: argparse.Namespace, commit: str | None
+    ctx: Context, commit: str | None
 ) -> Iterator[tuple[wiring.Loaded, object, Trust]]:
     """The inventory, the store and the trust decision of one pass over `commit`.
 
@@ -119,19 +119,21 @@ def prepared_pass(
     written to a private checkout (removed on exit), never from the working tree: git-ignored
     files and `--skip-worktree` edits have no effect. Bad input raises `InputError` before
     any store is created."""
-    inventory = wiring.inventory_dir(args)
+    settings = ctx.settings
+    refuse_malformed(settings)
+    inventory = settings.inventory.value
     view = _git_view(inventory)
     head = gitsource.sha_of(commit) if commit else None
-    url, state = _state_location(args, inventory, view, commit)
+    url, state = _state_location(settings, inventory, view, commit)
     last = _last_commit(url)
-    trust = decide(args, view, last, head, state)
+    trust = decide(settings, view, last, head, state)
     trust = replace(
         trust,
         from_commit=trust.on and head is not None,
-        redecide=lambda newer: decide(args, view, newer, head, state),
+        redecide=lambda newer: decide(settings, view, newer, head, state),
     )
     if not trust.from_commit:
-        loaded = load_audited(args, commit, url=url)
+        loaded = load_audited(settings, commit, url=url)
         with _opened(url) as store:
             yield loaded, store, trust
         return
@@ -140,26 +142,36 @@ def prepared_pass(
     with Repository(inventory) as repo, repo.checkout(head) as checkout:
         worktree = repo.repo.working_tree_dir
         loaded = load_audited(
-            args, commit, url=url, load=lambda: _load_checkout(checkout, worktree)
+            settings, commit, url=url, load=lambda: _load_checkout(checkout, worktree)
         )
         with _opened(url) as store:
             yield loaded, store, trust
 
 
-def worker_inventory(args: argparse.Namespace, follow_working_tree):
-    """What `reconcile worker` executes: the working tree (`follow_working_tree(args,
-    loaded)`), or under git.verify the store's last reconciled commit, checked out privately
-    and followed as passes move it — a worker never runs an unverified file."""
-    inventory = wiring.inventory_dir(args)
+def refuse_malformed(settings: HostSettings) -> None:
+    """A malformed flag or variable that a pass reads is exit 2 before any store is opened or
+    created (concurrency was checked only once the engine was built, after the store)."""
+    for setting in (settings.lock_timeout, settings.grace, settings.concurrency, settings.verify):
+        if setting is not None:
+            setting.check()
+
+
+def worker_inventory(ctx: Context, follow_working_tree):
+    """What `reconcile worker` executes: the working tree (`follow_working_tree(loaded)`), or
+    under git.verify the store's last reconciled commit, checked out privately and followed as
+    passes move it — a worker never runs an unverified file."""
+    settings = ctx.settings
+    refuse_malformed(settings)
+    inventory = settings.inventory.value
     view = _git_view(inventory)
     commit = gitsource.head_commit(inventory) if view is not None else None
-    url, state = _state_location(args, inventory, view, commit)
+    url, state = _state_location(settings, inventory, view, commit)
     last = _last_commit(url)
-    trust = decide(args, view, last, last, state)
+    trust = decide(settings, view, last, last, state)
     if not trust.on:
         return _WhileVerifyOff(
-            follow_working_tree(args, wiring.load(args)),
-            lambda newer: decide(args, view, newer, newer, state).on,
+            follow_working_tree(wiring.load_from(inventory)),
+            lambda newer: decide(settings, view, newer, newer, state).on,
             url,
             last,
         )
@@ -304,23 +316,22 @@ def _git_view(inventory: Path):
         return None
 
 
-def _state_location(args, inventory: Path, view, commit: str | None):
+def _state_location(settings: HostSettings, inventory: Path, view, commit: str | None):
     """The store's URL and (whether the `state:` setting chose it, that setting). The
     setting is read from the commit itself (git) when the checkout is clean, so that neither a
     skip-worktree edit nor an ignored file chooses the store; from the working tree otherwise
     (no git, or uncommitted changes — which verify refuses). When git.verify is or may be in
     force the setting is refused: the store is then the host's word (flag, environment or the
     default), never the word of the commit under judgement."""
-    explicit = getattr(args, "state", None) or os.environ.get("RECONCILE_STATE")
-    if explicit:
-        return explicit, (False, None)
+    if settings.state is not None:  # the host's word: --state or RECONCILE_STATE
+        return settings.state.value, (False, None)
     if view is not None and commit is not None and not commit.endswith("-dirty"):
         setting = committed_settings(*view, gitsource.sha_of(commit)).get("state")
     else:
         setting = _working_tree_state(inventory)
     setting = setting if isinstance(setting, str) and setting else None
     if setting is not None:
-        why = verify_may_be_in_force(args, view, gitsource.sha_of(commit) if commit else None)
+        why = verify_may_be_in_force(settings, view, gitsource.sha_of(commit) if commit else None)
         if why is not None:
             refuse_state_setting(setting, why)
     url = setting or DEFAULT_STATE_URL
@@ -389,19 +400,19 @@ def _last_commit(url: str) -> str | None:
 
 
 def load_audited(
-    args: argparse.Namespace,
+    settings: HostSettings,
     commit: str | None,
     *,
     url: str | None = None,
     load: Callable[[], wiring.Loaded] | None = None,
 ):
-    """`wiring.load` (or `load`), recording a failed validation in the audit log of an
-    existing store (`url`, else the one the flags name)."""
+    """The inventory of `settings` (or `load()`), recording a failed validation in the audit
+    log of an existing store (`url`, else the one the flags name)."""
     try:
-        return load() if load is not None else wiring.load(args)
+        return load() if load is not None else wiring.load_from(settings.inventory.value)
     except InputError as exc:
         try:
-            store = open_store(url or wiring.state_url(args, None), create=False)
+            store = open_store(url or settings.state_url(None).value, create=False)
         except (StoreError, InputError):
             store = None
         if store is not None:

@@ -1,7 +1,6 @@
-"""The one place that knows concrete classes: settings precedence, store, transports, engine.
-
-Precedence (SPEC §6): command-line flag > environment variable > `inventory/reconciler.yaml`
-> built-in default.
+"""The one place that knows concrete classes: store, transports, engine; and the settings of a
+command, resolved by `cli.settings` (flag > environment > `inventory/reconciler.yaml` >
+default; SPEC §6) and read here.
 """
 
 from __future__ import annotations
@@ -15,14 +14,13 @@ from reconciler.adapters.store.base import StateStore
 from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.transport.base import Transport
 from reconciler.adapters.transport.local import LocalTransport
+from reconciler.cli.settings import Context, resolve
 from reconciler.core.compile import compile_collecting
 from reconciler.core.diagnostics import Diagnostic
-from reconciler.core.durations import parse_duration
 from reconciler.core.errors import UsageError, raise_if_errors
-from reconciler.core.model import DEFAULT_CONCURRENCY, DEFAULT_STATE_URL, DesiredState, Inventory
+from reconciler.core.model import DesiredState, Inventory
+from reconciler.core.redact import Redactor
 from reconciler.inventory.loader import read_inventory
-
-DEFAULT_LOCK_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -37,17 +35,26 @@ class Loaded:
     workdir: Path | None = None
 
 
+def context(args: argparse.Namespace) -> Context:
+    """The settings of this command, resolved once from its flags and the environment, and
+    the process's redactor (main sets it on the namespace: the one service read from there)."""
+    return Context(resolve(args, os.environ), getattr(args, "redactor", None) or Redactor())
+
+
 def inventory_dir(args: argparse.Namespace) -> Path:
-    return Path(
-        getattr(args, "inventory", None) or os.environ.get("RECONCILE_INVENTORY") or "inventory"
-    )
+    return resolve(args).inventory.value
 
 
 def load(args: argparse.Namespace) -> Loaded:
     """Load and compile the inventory; raises `InputError` with every problem."""
+    return load_from(inventory_dir(args))
+
+
+def load_from(folder: Path) -> Loaded:
+    """Load and compile the inventory in `folder`; raises `InputError` with every problem."""
     # Every problem in one run: the files' own, then references, cycles and targets among
     # the objects that are valid (validate never reports stage by stage).
-    inventory, diags, unresolved = read_inventory(inventory_dir(args))
+    inventory, diags, unresolved = read_inventory(folder)
     desired = compile_collecting(inventory, unresolved, diags)
     raise_if_errors(diags)
     return Loaded(inventory, desired, diags.warnings)
@@ -74,13 +81,7 @@ def output_format(args: argparse.Namespace, allowed=("text", "json")) -> str:
 
 
 def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str:
-    settings_state = inventory.settings.state if inventory is not None else None
-    return (
-        getattr(args, "state", None)
-        or os.environ.get("RECONCILE_STATE")
-        or settings_state
-        or DEFAULT_STATE_URL
-    )
+    return resolve(args).state_url(inventory.settings if inventory is not None else None).value
 
 
 def store(
@@ -96,62 +97,30 @@ def store(
 
 
 def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:
-    raw = next(
-        (
-            v
-            for v in (
-                args.concurrency,
-                os.environ.get("RECONCILE_CONCURRENCY"),
-                inventory.settings.concurrency,
-            )
-            if v is not None
-        ),
-        DEFAULT_CONCURRENCY,
-    )
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"--concurrency must be a positive integer (got {raw!r})") from None
-    if value < 1:
-        raise UsageError(f"--concurrency must be a positive integer (got {value})")
-    return value
+    return resolve(args).concurrency_for(inventory.settings).value
 
 
 def lock_timeout(args: argparse.Namespace) -> float:
-    raw = args.lock_timeout or os.environ.get("RECONCILE_LOCK_TIMEOUT")
-    if raw is None:
-        return DEFAULT_LOCK_TIMEOUT
-    try:
-        return float(parse_duration(raw))
-    except ValueError:
-        raise UsageError(
-            f"--lock-timeout must be a duration such as 30s, 5m or 1h (got {raw!r})"
-        ) from None
+    return resolve(args).lock_timeout.value
 
 
 def secrets(args: argparse.Namespace, inventory: Inventory):
+    """`vault_secrets` for the identity of `args` and the process's redactor."""
+    return vault_secrets(context(args), inventory)
+
+
+def vault_secrets(ctx: Context, inventory: Inventory):
     """The resolver of `{vault: NAME}` for runs; vaults are decrypted lazily, when a run that
     needs one starts, so a pass without secrets needs no identity."""
     from reconciler.adapters.vault.secrets import VaultSecrets, load_identities
 
-    return VaultSecrets(
-        inventory.root, load_identities(getattr(args, "identity", None)), args.redactor
-    )
-
-
-DEFAULT_GRACE = 30.0
+    return VaultSecrets(inventory.root, load_identities(ctx.settings.identity), ctx.redactor)
 
 
 def grace(args: argparse.Namespace) -> float:
     """How long running runs may go on after SIGTERM/SIGINT before they are stopped and
     recorded `unknown` (daemon and worker)."""
-    raw = getattr(args, "grace", None)
-    if raw is None:
-        return DEFAULT_GRACE
-    try:
-        return float(parse_duration(raw))
-    except ValueError:
-        raise UsageError(f"--grace must be a duration such as 30s or 5m (got {raw!r})") from None
+    return resolve(args).grace.value
 
 
 def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> dict[str, Transport]:
