@@ -4,6 +4,7 @@ error (exit 2) that names where it came from, raised only when the setting is re
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,26 @@ def test_settings_are_frozen():
     got = settings_of()
     with pytest.raises(AttributeError):
         got.grace = None  # type: ignore[misc]
+
+
+# --- the precedence is written once ---------------------------------------------------------
+
+SETTING_READS = re.compile(
+    r'"RECONCILE_(INVENTORY|STATE|CONCURRENCY|LOCK_TIMEOUT|GIT_VERIFY|TRUST_ANCHOR)"'
+    r'|getattr\(args, "(state|inventory|concurrency|lock_timeout|grace|verify|trust_anchor)"'
+    r"|\bargs\.(state|inventory|concurrency|lock_timeout|grace|verify|trust_anchor)\b"
+)
+
+
+def test_only_settings_py_reads_these_flags_and_variables():
+    """Issue 14 item 2: the precedence was hand-written in five places, which drifted (an
+    environment value was reported as a flag). Every reader goes through cli/settings.py."""
+    package = Path(__file__).resolve().parents[2] / "reconciler"
+    readers = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "settings.py" or path.parent.name != "cli"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if SETTING_READS.search(line)
+    ]
+    assert readers == []
