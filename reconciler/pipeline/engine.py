@@ -5,11 +5,13 @@ start, `executor.next_attempt_at` whether to retry. It does the I/O around those
 emits `Event`s; views render them. It expects an already validated `DesiredState`, so bad
 input never reaches the store.
 
-On a store of its own (SQLite) a pass holds the pass lock from recovery to the end of the
-drain: nobody else writes, so the engine tracks the executed state itself. On a shared queue
-(PostgreSQL) the lock covers only sweeping and planning; the drain runs alongside workers and
-other passes, re-reads the queue as it goes, heartbeats its runs, and a pass waits until every
-run it enqueued has ended, wherever it ran.
+On every store the pass lock covers only recovery and planning: a new commit is planned
+while earlier passes still drain (DESIGN §10 "Planning is not draining"). The drain runs beside
+other passes (other `reconcile --once` processes, the daemon's earlier passes) and, on
+PostgreSQL, workers on other hosts: it re-reads the queue as it goes, claims each run with
+`max_parallel` checked inside the claim transaction (so the limit holds across processes),
+heartbeats its runs, sweeps the runs of dead holders, and a pass waits until every run it
+enqueued has ended, wherever it ran (but not for other passes' runs or retries).
 """
 
 from __future__ import annotations
@@ -48,14 +50,12 @@ from reconciler.pipeline.executor import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-POLL_SECONDS = 0.2  # how often a drain on a shared queue looks at runs held elsewhere
-# How often a drain on a shared queue sweeps expired leases. A sweep is one cheap statement;
+POLL_SECONDS = 0.2  # how often a drain looks at runs held elsewhere
+# How often a drain sweeps the runs of dead holders (expired leases; on SQLite also runs whose
+# holder process is gone). A sweep is one cheap statement;
 # sweeping more often than leases are renewed lets a pass blocked behind a dead run go on
 # within seconds of that run's lease running out.
 SWEEP_SECONDS = 5.0
-# How often a drain on a store of its own asks whether a run it waits on was ended by someone
-# else (`reconcile queue cancel` during a retry wait).
-CANCEL_POLL_SECONDS = 1.0
 # Passes of one process plan one at a time. The daemon overlaps its passes (a new commit is
 # planned while an earlier pass still drains): on SQLite the pass lock is the process's, so
 # this keeps two of its planners from recording the same plan at once.
@@ -117,9 +117,9 @@ class PassReport:
 class _Tracker:
     """The executed state during a drain, updated in place as runs change.
 
-    Rebuilding `ExecutedState` from the store after every run would make a pass quadratic;
-    on a store of its own only this pass's writes change what it needs to know, and on a
-    shared queue `refresh` re-reads just the runs that changed elsewhere.
+    Rebuilding `ExecutedState` from the store after every run would make a pass quadratic:
+    this drain's own writes update it in place, and `refresh` re-reads just the runs that
+    changed elsewhere.
     """
 
     def __init__(self, executed: ExecutedState):
@@ -202,13 +202,9 @@ class Engine:
         `before_plan` runs under the pass lock before anything is written (the commit
         lineage check): if it raises, the pass changes nothing."""
         report = PassReport(plan=Plan(), commit=commit)
-        with self.store.pass_lock(lock_timeout):
-            with _PLANNING:
-                self._plan(desired, commit, report, before_plan)
-            self.planned.set()
-            if not self.store.shared_queue:
-                _Drain(self, desired, report).run()
-                return report
+        with self.store.pass_lock(lock_timeout), _PLANNING:
+            self._plan(desired, commit, report, before_plan)
+        self.planned.set()
         _Drain(self, desired, report).run()
         return report
 
@@ -223,6 +219,7 @@ class Engine:
         if before_plan is not None:
             before_plan()
         # Runs this process holds are alive: another of its passes drains them (the daemon).
+        # The store spares the runs of other live holders too (see `StateStore.recover`).
         recovered = self.store.recover(self.clock(), keep_owner=self.owner)
         for run in recovered:
             self._note(report, Event("recovered", self._reap(desired, run)))
@@ -233,7 +230,8 @@ class Engine:
         self._note_cancels(report)
 
     def work(self, desired: Callable[[], DesiredState]) -> None:
-        """`reconcile worker`: execute queued runs until `stop` is set (shared queues only).
+        """`reconcile worker`: execute queued runs until `stop` is set (the CLI offers it on
+        a PostgreSQL queue only).
 
         `desired` is asked again at every round, so a worker follows the inventory it is
         given; runs of versions it does not know are left to the planner and other workers.
@@ -323,21 +321,19 @@ class _Drain:
         self.desired_source = desired if callable(desired) else (lambda: desired)
         self.desired: DesiredState = self.desired_source()
         self.forever = forever
-        self.shared = engine.store.shared_queue
         self.mine = set(report.runs) if not forever else set()
         self.running: dict[Future, Run] = {}
         self.others: list[Run] = []
         self.heartbeats = _Heartbeats(self.store, self.running)
+        self.window_held: set[int] = set()  # pending runs a deny window holds this round
+        self.chose_to_start = False  # whether this round's decision started anything
         self.swept_at = 0.0
-        self.cancels_checked_at = 0.0
         self.abandoned: set[int] = set()  # stopped at the end of the grace period
         self.stopping_since: float | None = None
 
     def run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
         self.pending = {r.id: r for r in self.store.pending()}
-        if not self.shared:  # runs another pass of this process (the daemon) still drains
-            self.others = self.store.running()
         with (
             ThreadPoolExecutor(
                 max_workers=self.engine.concurrency, thread_name_prefix="run"
@@ -369,10 +365,7 @@ class _Drain:
     def _round(self) -> bool:
         """One scheduling round; False when the drain is over."""
         now = self.engine.clock()
-        if self.shared:
-            self._refresh()
-        else:
-            self._notice_cancels()
+        self._refresh()
         mine = [*self.running.values()]
         decision = decide(
             list(self.pending.values()),
@@ -385,17 +378,26 @@ class _Drain:
         if decision.block:
             self._block(decision.block, now)
             return True  # a blocked run may block its own dependents: decide again
+        self.chose_to_start = bool(decision.start)
         for run in decision.start:
             if self.engine.stop.is_set():  # a signal may arrive between two claims
                 break
             self._start(run, now)
+        # A pass waits for the retries of its own runs only: another pass's back-off is
+        # that pass's to wait for (a worker waits for every run anyway).
         retry_waits = [
             until
             for run, until in decision.held
             if run.not_before is not None
             and until <= run.not_before
             and self.engine.wait_for_retries
+            and (self.forever or run.id in self.mine)
         ]
+        self.window_held = {
+            run.id
+            for run, until in decision.held
+            if run.not_before is None or until > run.not_before
+        }
         self._record_held(decision.held)
         return self._wait(retry_waits, now)
 
@@ -404,15 +406,13 @@ class _Drain:
         if stopping and self.running and self._grace_over():
             self._abandon_running()
             return False
-        elsewhere = self.shared and not stopping and (self.forever or self._mine_elsewhere())
+        elsewhere = not stopping and (self.forever or self._mine_elsewhere())
         if not self.running and (stopping or not (retry_waits or elsewhere)):
             return False
         timeout = max(0.0, (min(retry_waits) - now).total_seconds()) if retry_waits else None
-        # With a grace period, a stop signal must be noticed while runs are still going.
-        if elsewhere or (self.running and (self.shared or self.engine.grace is not None)):
-            timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
-        if retry_waits and not self.shared:  # a waiting run may be cancelled meanwhile
-            timeout = min(timeout, CANCEL_POLL_SECONDS)
+        # Others change the queue meanwhile (new commits, `queue cancel`, runs ended
+        # elsewhere), and a stop signal must be noticed while runs are still going.
+        timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
         if stopping and self.engine.grace is not None and self.stopping_since is not None:
             left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
             timeout = left if timeout is None else min(timeout, left)
@@ -424,48 +424,10 @@ class _Drain:
             self._record(self.running.pop(future), future)
         return True
 
-    def _notice_cancels(self) -> None:
-        """A store of its own: another process (`reconcile queue cancel`) may end a run this
-        pass waits on, and another pass of this process (the daemon) may end the runs it
-        drains. Learn it, at most once a second, so the pass reports what the store holds,
-        does not wait out a retry delay for a run that will never start, and sees the
-        capacity the other passes free."""
-        if (
-            not self.pending and not self.others
-        ) or time.monotonic() - self.cancels_checked_at < CANCEL_POLL_SECONDS:
-            return
-        self.cancels_checked_at = time.monotonic()
-        if self.others:
-            ours = {r.id for r in self.running.values()}
-            self.others = [r for r in self.store.running() if r.id not in ours]
-        still_pending = {r.id for r in self.store.pending()}
-        for run_id in [i for i in self.pending if i not in still_pending]:
-            del self.pending[run_id]
-            self._learn_ended(run_id)
-
-    def _claimed_elsewhere(self, run_id: int) -> None:
-        """A claim that failed on a store of its own: the run was cancelled (report it), or
-        another pass of this process took it (it reports the run: drop it from ours)."""
-        run = self.store.get_run(run_id)
-        if run is not None and run.status is RunStatus.RUNNING:
-            self.others.append(run)
-            if not self.forever and self.report.runs.get(run_id, run).status.is_active:
-                self.report.runs.pop(run_id, None)
-                self.mine.discard(run_id)
-            return
-        self._learn_ended(run_id)
-
-    def _learn_ended(self, run_id: int) -> None:
-        """Record in the report how a run ended elsewhere (if it did end)."""
-        ended = self.store.get_run(run_id)
-        if ended is not None and ended.status.is_final:
-            self.tracker.update(ended)
-            self._note(Event("finished", ended, ended.error or ""))
-
     def _sweep(self) -> None:
         """Resolve the runs of dead holders (a killed pass, a dead worker) once their leases
-        expire. Every drainer on a shared queue does it, not only workers: a dead run still
-        `running` counts against its machine's `max_parallel`, and a pass waiting for that
+        expire (on SQLite as soon as their process is gone). Every drainer does it, not only
+        workers: a dead run still `running` counts against its machine's `max_parallel`, and a pass waiting for that
         machine would otherwise wait forever. Each one is reported as `recovered` (audited,
         alerted when `unknown`), as the recovery at the start of a pass reports them."""
         if time.monotonic() - self.swept_at < SWEEP_SECONDS:
@@ -510,16 +472,23 @@ class _Drain:
             self._note(Event("finished", record, record.error or ""))
 
     def _mine_elsewhere(self) -> bool:
-        """Whether a run of this pass is still pending or running somewhere (a worker).
-        Without `wait_for_retries` only running ones count: a pending run waits for a later
-        pass."""
-        active = {r.id for r in self.others}
-        if self.engine.wait_for_retries:
-            active |= set(self.pending)
-        return any(run_id in active for run_id in self.mine)
+        """Whether a run of this pass runs elsewhere (another pass, a worker), or is pending
+        and may still start: runs elsewhere hold the capacity or the dependency it waits for,
+        or this round chose runs to start (a claim may have lost a race: decide again). A run
+        a deny window holds is left for a later pass, as is every pending run without
+        `wait_for_retries`; with nothing running anywhere and nothing to start, a pending run
+        cannot start without a later pass either (its dependency waits for a window)."""
+        running_elsewhere = {r.id for r in self.others}
+        if any(run_id in running_elsewhere for run_id in self.mine):
+            return True
+        if not self.engine.wait_for_retries or not (self.others or self.chose_to_start):
+            return False
+        return any(
+            run_id in self.pending and run_id not in self.window_held for run_id in self.mine
+        )
 
     def _refresh(self) -> None:
-        """Shared queue: re-read what other reconcilers and workers changed."""
+        """Re-read what other passes, workers and `queue cancel` changed."""
         if self.forever:
             self.desired = self.desired_source()
         self._sweep()
@@ -547,11 +516,13 @@ class _Drain:
     def _start(self, run: Run, now: datetime) -> None:
         self.pending.pop(run.id, None)
         machine = self.desired.machines[run.machine]
-        claimed = self.store.claim(run.id, self.engine.owner, now, machine.max_parallel)
-        if claimed is None:  # cancelled, taken since we looked, or its machine is full
-            if not self.shared:  # the report must say so (a shared drain re-reads)
-                self._claimed_elsewhere(run.id)
-            return
+        # Stamped with the time of the claim, not of the round: other processes' runs on the
+        # same machine start and end in between.
+        claimed = self.store.claim(
+            run.id, self.engine.owner, self.engine.clock(), machine.max_parallel
+        )
+        if claimed is None:  # cancelled, taken since we looked, or its machine is full:
+            return  # the next round's re-read tells which
         failpoints.hit("after_claim")
         spec = self.desired.tasks[claimed.task]
         machine = self.desired.machines[claimed.machine]

@@ -277,8 +277,8 @@ def test_block_ends_a_pending_run_with_an_error(store, now, later):
 # --- recover ----------------------------------------------------------------------------------
 
 
-# A dead pass's runs: their leases have expired (on SQLite holding the pass lock is proof
-# enough; on a shared PostgreSQL queue only an expired lease proves a holder dead).
+# A dead pass's runs: their leases have expired (an expired lease proves a holder dead on
+# every store; SQLite also knows a holder whose process is gone: test_store_recover_owner).
 
 
 def test_recover_returns_undispatched_runs_to_pending(store, raw, now, later):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 from tests.support.cli import spawn
 from tests.support.waiting import wait_until
@@ -89,13 +91,29 @@ def test_two_passes_at_once_never_run_a_task_twice(project):
     assert sorted(project.ledger_lines()) == sorted(names)
 
 
+# Holds the pass lock as a pass does while it recovers and plans (a pass no longer holds it
+# while it drains: a second pass runs beside a draining one).
+PLANNER = """
+import sys
+from reconciler.adapters.store.factory import open_store
+store = open_store(sys.argv[1])
+with store.pass_lock(timeout=10):
+    print("locked", flush=True)
+    sys.stdin.read()  # hold until the test closes stdin
+"""
+
+
 def test_second_pass_gives_up_after_lock_timeout_with_exit_3(project):
-    _sleeper(project, "slow")
-    proc = _start_and_wait_for(project, "started")
+    project.state.parent.mkdir(parents=True)
+    planner = subprocess.Popen(
+        [sys.executable, "-c", PLANNER, str(project.state)],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert planner.stdout.readline().strip() == "locked"
         result = project.run("--once", "--lock-timeout", "1s", code=3)
         assert "lock" in result.err and "Traceback" not in result.err
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        _kill_group_of(project.ledger_lines()[0])
+        planner.communicate(timeout=10)

@@ -7,8 +7,8 @@ The run protocol (DESIGN §5) lives behind these methods:
 - every later write names the epoch it claimed with; a stale epoch raises `LeaseLost`;
 - a running run holds a lease: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at`
   with the database's clock, and `sweep` resolves the runs whose lease expired (a dead worker);
-- `recover` resolves runs left `running` by a pass that died: never dispatched -> `pending`,
-  dispatched -> `unknown`.
+- `recover` resolves runs left `running` by a holder that died (never a live one's: passes
+  drain side by side): never dispatched -> `pending`, dispatched -> `unknown`.
 Every lease comparison uses the database's clock, never a worker's: workers on several hosts
 with skewed clocks still agree on who is dead. The `now` arguments are the caller's clock and
 only fill the run's history (`created_at`, `started_at`, `finished_at`, `not_before`).
@@ -52,8 +52,9 @@ class StateStore(ABC):
     """Where runs are recorded and claimed."""
 
     url: str  # as given, with any password replaced by `***`: safe to print
-    # True when several reconcilers and workers share this queue (PostgreSQL): a pass then
-    # holds the pass lock only while it plans, and drains alongside the workers.
+    # True when reconcilers and workers on several hosts share this queue (PostgreSQL):
+    # `reconcile worker` needs it. On every store a pass holds the pass lock only while it
+    # recovers and plans, and drains beside other passes of any process.
     shared_queue: bool = False
 
     @abstractmethod
@@ -66,7 +67,7 @@ class StateStore(ABC):
 
         The lock dies with its holder (an OS file lock for SQLite, a session-level advisory
         lock on a dedicated connection for PostgreSQL), so a killed pass never leaves it
-        stuck. It serialises planning only: workers claim runs without it.
+        stuck. It serialises recovery and planning only: drains claim runs without it.
         """
 
     @abstractmethod
@@ -84,14 +85,14 @@ class StateStore(ABC):
 
     @abstractmethod
     def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
-        """Resolve `running` runs left by a dead pass (call under the pass lock). Runs claimed
-        by `keep_owner` (the caller's process, whose other passes may still drain) are alive.
+        """Resolve `running` runs left by a dead holder (call under the pass lock). Runs
+        claimed by `keep_owner` (the caller's process, whose other passes may still drain)
+        are alive, and so are those of other live holders: passes drain side by side.
 
         Not dispatched: back to `pending`. Dispatched: `unknown` (`finished_at` = `now`).
-        Returns the changed runs by id. Which runs count as a dead pass's is the backend's
-        knowledge: on SQLite one pass runs at a time, so holding the pass lock proves every
-        `running` run's holder died; on a shared PostgreSQL queue other workers' runs are
-        alive, so only runs whose lease expired count (`sweep(LEASE_SECONDS, now)`).
+        Returns the changed runs by id. Which holders are dead is the backend's knowledge:
+        a run whose lease expired always counts (`LEASE_SECONDS`); on SQLite, whose processes
+        all run on one host, so does a run whose holder process (`host:pid:token`) is gone.
         """
 
     @abstractmethod

@@ -6,15 +6,18 @@ schema and every query live in `sql/sqlite.sql`; this module binds parameters, m
 
 Concurrency: the engine calls the store from a pool of worker threads, so the one connection
 is shared (`check_same_thread=False`) behind a `threading.Lock`; SQLite serialises writers
-anyway, and a lock is cheaper than a connection per thread. Other processes (`reconcile queue
-cancel`, a second pass waiting for the pass lock) share the file through WAL and a busy
-timeout; every write is a `BEGIN IMMEDIATE` transaction, so it takes the write lock up front
-instead of failing to upgrade a read lock half-way.
+anyway, and a lock is cheaper than a connection per thread. Other processes (other
+`reconcile --once` passes, the daemon, `reconcile queue cancel`) share the file through WAL and
+a busy timeout; every write is a `BEGIN IMMEDIATE` transaction, so it takes the write lock up
+front instead of failing to upgrade a read lock half-way. The pass lock (`<db>.lock`) covers
+recovery and planning only: the drains of several processes run side by side, and `claim`
+checks `max_parallel` inside its write transaction, so the limit holds across all of them.
 
 Leases: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at` with SQLite's own
-clock ('now'), which every process on the host shares; `sweep` compares against it. `recover`
-(under the pass lock) resolves every running run regardless: with SQLite one pass runs at a
-time, so a running run found by the lock holder belongs to a pass that died.
+clock ('now'), which every process on the host shares. `recover` and `sweep` resolve the runs
+of dead holders only: a lease that expired, or (every process of one SQLite store runs on
+one host) an owner `host:pid:token` whose process is gone, at once. A live holder's runs, those
+of a pass draining beside this one, are left alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -33,7 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.adapters.audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
-from reconciler.adapters.store.base import DELIVERY_LEASE_SECONDS, LeaseLost, StateStore
+from reconciler.adapters.store.base import (
+    DELIVERY_LEASE_SECONDS,
+    LEASE_SECONDS,
+    LeaseLost,
+    StateStore,
+)
 from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exported for callers)
     QUEUE_CANCEL_ERROR,
     UNKNOWN_ERROR,
@@ -231,6 +240,47 @@ def _run(row: tuple) -> Run:
 
 
 # --- the store --------------------------------------------------------------------------------
+
+
+def holder_gone(owner: str | None, keep: str | None = None) -> bool:
+    """Whether the holder `owner` (`host:pid:token`, see `engine.process_owner`) is a process
+    of this host that no longer runs: every process of one SQLite store runs on the host that
+    holds its file, so a dead pid proves its runs dead without waiting for their lease.
+
+    An owner of another host, or one that cannot be read, is not judged here (its lease
+    decides). A pid reused by an unrelated process reads as alive: the lease still ends it.
+    This process's own pid under another owner than `keep` is an earlier life of this pid
+    (a restarted container's pid 1); without `keep` it is taken as alive.
+    """
+    if owner is None:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return keep is not None and owner != keep
+    return not _process_runs(pid)
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (a killed child nobody reaped yet)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:  # no /proc (not Linux), or it ended just now: kill(0) said it ran
+        return True
+    state = text[text.rfind(b")") + 2 : text.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
 
 
 class NoSchema(StoreError):
@@ -526,24 +576,35 @@ class SqliteStore(StateStore):
         return None if row is None else _run(row)  # None: an active run of this key exists
 
     def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:
-        """`running` runs of a dead pass: undispatched -> `pending`, dispatched -> `unknown`.
-        Runs claimed by `keep_owner` (the caller's own process) are alive. Returns them by id."""
-        keep = {"keep": keep_owner}
-        with self._write() as conn:
-            back = conn.execute(_q("recover_undispatched"), keep).fetchall()
-            lost = conn.execute(
-                _q("recover_dispatched"), {**keep, "now": _ts(now), "error": UNKNOWN_ERROR}
-            ).fetchall()
-        return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
+        """`running` runs whose holder is dead: its process is gone from this host, or its
+        lease expired. Undispatched -> `pending`, dispatched -> `unknown`. Runs claimed by
+        `keep_owner` (the caller's own process) and by other live processes (passes draining
+        beside this one) are left alone. Returns the changed runs by id."""
+        return self._release_dead(now, LEASE_SECONDS, keep_owner)
 
     def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
-        """Runs whose lease expired by SQLite's clock: undispatched -> `pending`, dispatched
-        -> `unknown`. Returns them by id. See `StateStore.sweep`."""
-        age = {"age": f"-{max(float(lease_seconds), 0.0):.6f} seconds"}
+        """Runs whose lease expired by SQLite's clock, or whose holder process is gone from
+        this host: undispatched -> `pending`, dispatched -> `unknown`. Returns them by id.
+        See `StateStore.sweep`."""
+        return self._release_dead(now, lease_seconds, None)
+
+    def _release_dead(self, now: datetime, lease_seconds: float, keep: str | None) -> list[Run]:
+        """Judge every running run's holder and resolve the dead ones' runs, in one
+        `BEGIN IMMEDIATE` transaction: no claim, heartbeat or result lands in between."""
+        age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
         with self._write() as conn:
-            back = conn.execute(_q("sweep_undispatched"), age).fetchall()
+            holders = conn.execute(_q("running_holders"), {"age": age}).fetchall()
+            dead = [
+                run_id
+                for run_id, owner, expired in holders
+                if (keep is None or owner != keep) and (expired or holder_gone(owner, keep))
+            ]
+            if not dead:
+                return []
+            ids = {"ids": json.dumps(dead)}
+            back = conn.execute(_q("release_undispatched"), ids).fetchall()
             lost = conn.execute(
-                _q("sweep_dispatched"), {**age, "now": _ts(now), "error": UNKNOWN_ERROR}
+                _q("release_dispatched"), {**ids, "now": _ts(now), "error": UNKNOWN_ERROR}
             ).fetchall()
         return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
 

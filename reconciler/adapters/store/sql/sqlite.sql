@@ -261,16 +261,25 @@ UPDATE runs SET retry_requested = 1
 WHERE id = :id AND status IN ('failed', 'blocked', 'unknown')
 RETURNING *
 
--- query: recover_undispatched
--- Claimed but the command was never sent: nothing ran, so the run simply waits again.
-UPDATE runs SET status = 'pending', owner = NULL, dispatched = 0
-WHERE status = 'running' AND dispatched = 0 AND (:keep IS NULL OR owner IS NOT :keep)
+-- query: running_holders
+-- Every running run with its holder and whether its lease expired (:age as in sweep): the
+-- store decides in Python which holders are dead (a process gone from this host).
+SELECT id, owner,
+       COALESCE(heartbeat_at, started_at) < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age)
+FROM runs
+WHERE status = 'running'
+
+-- query: release_undispatched
+-- A dead holder's claim that never sent its command: nothing ran, so the run waits again.
+-- The epoch stays, so the dead holder's late writes (if it was not dead after all) are refused.
+UPDATE runs SET status = 'pending', owner = NULL, dispatched = 0, heartbeat_at = NULL
+WHERE status = 'running' AND dispatched = 0 AND id IN (SELECT value FROM json_each(:ids))
 RETURNING *
 
--- query: recover_dispatched
+-- query: release_dispatched
 -- The command may have run: only an idempotent task may be re-run, which is not ours to decide.
 UPDATE runs SET status = 'unknown', finished_at = :now, error = :error
-WHERE status = 'running' AND dispatched = 1 AND (:keep IS NULL OR owner IS NOT :keep)
+WHERE status = 'running' AND dispatched = 1 AND id IN (SELECT value FROM json_each(:ids))
 RETURNING *
 
 -- query: counts
@@ -285,21 +294,6 @@ SELECT commit_sha FROM passes ORDER BY id DESC LIMIT 1
 -- query: failed_since
 SELECT COUNT(*) FROM runs
 WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown')
-
--- query: sweep_undispatched
--- A dead worker's claim that never sent its command: nothing ran, so the run waits again.
--- :age is an SQLite modifier such as '-60.000000 seconds'; the epoch stays, so the dead
--- worker's late writes (status no longer running, or a newer epoch) are refused.
-UPDATE runs SET status = 'pending', owner = NULL, dispatched = 0, heartbeat_at = NULL
-WHERE status = 'running' AND dispatched = 0
-  AND COALESCE(heartbeat_at, started_at) < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age)
-RETURNING *
-
--- query: sweep_dispatched
-UPDATE runs SET status = 'unknown', finished_at = :now, error = :error
-WHERE status = 'running' AND dispatched = 1
-  AND COALESCE(heartbeat_at, started_at) < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age)
-RETURNING *
 
 -- query: audit_head
 -- The audit log, alerts and retention (migration 4) follow.
