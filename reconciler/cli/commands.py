@@ -1,4 +1,6 @@
-"""The commands: each takes parsed arguments, prints its result and returns an exit code."""
+"""The commands of a pass and the queue: each takes parsed arguments and returns its result
+as a `views.Output` (main prints it in the format asked for) or an exit code (args.COMMANDS
+names which function runs which command)."""
 
 from __future__ import annotations
 
@@ -12,141 +14,16 @@ from contextlib import contextmanager
 from reconciler.adapters.source.git import head_commit
 from reconciler.cli import views, wiring
 from reconciler.cli.passes import prepared_pass, run_pass, wired_engine, worker_inventory
-from reconciler.cli.progress import json_line, progress_for
-from reconciler.core.compile import shared_user_warnings
-from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
-from reconciler.core.errors import InputError, VaultError, raise_if_errors
-from reconciler.core.model import VaultRef
+from reconciler.cli.progress import print_warnings as _print_warnings
+from reconciler.cli.progress import progress_for
 from reconciler.core.state import ExecutedState, RunStatus
-from reconciler.inventory.lint import find_hardcoded_credentials
 from reconciler.pipeline.engine import Engine, utc_now
 from reconciler.pipeline.sinks import audit_queue_change
 
 log = logging.getLogger(__name__)
 
 
-def _print_warnings(warnings, log_format: str | None = None) -> None:
-    for warning in warnings:
-        print(
-            json_line(str(warning), "warning") if log_format == "json" else str(warning),
-            file=sys.stderr,
-        )
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
-    fmt = wiring.output_format(args)
-    try:
-        loaded = wiring.load(args)
-        warnings = [
-            *loaded.warnings,
-            *find_hardcoded_credentials(loaded.inventory),
-            *shared_user_warnings(loaded.inventory),
-        ]
-        warnings += _check_vault_references(args, loaded)
-    except InputError as exc:
-        if fmt != "json":
-            raise  # one located line per problem on stderr (cli.main)
-        # SPEC §7: a verdict on stdout even when the inventory is invalid.
-        redact = args.redactor
-        print(
-            views.to_json(
-                {
-                    "valid": False,
-                    "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
-                    "warnings": [redact(str(w)) for w in exc.diagnostics.warnings],
-                }
-            )
-        )
-        return exc.exit_code
-    if fmt == "json":
-        print(
-            views.to_json(
-                {
-                    "valid": not (args.strict and warnings),
-                    "errors": [],
-                    "teams": len(loaded.inventory.teams),
-                    "machines": len(loaded.inventory.machines),
-                    "tasks": len(loaded.desired.tasks),
-                    "warnings": [str(w) for w in warnings],
-                }
-            )
-        )
-    else:
-        _print_warnings(warnings)
-        print(
-            f"valid: {len(loaded.inventory.teams)} teams, {len(loaded.inventory.machines)} "
-            f"machines, {len(loaded.desired.tasks)} tasks"
-            + (f", {len(warnings)} warnings" if warnings else "")
-        )
-    return 2 if args.strict and warnings else 0
-
-
-def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:
-    """One problem of `validate --format json`: where (file, line, column), what, and the
-    one-line text the text format prints."""
-    where = diagnostic.location
-    return {
-        "path": where.path,
-        "line": where.line or None,
-        "column": where.column or None,
-        "message": redact(diagnostic.message),
-        "hint": redact(diagnostic.hint) if diagnostic.hint else None,
-        "text": redact(str(diagnostic)),
-    }
-
-
-def _check_vault_references(args: argparse.Namespace, loaded) -> list:
-    """With an identity, every `{vault: NAME}` must name a key of its team's vault: unknown
-    names are errors (exit 2); vaults this identity cannot open are warnings (one may be a
-    recipient of some teams only). Without an identity nothing is checked."""
-    from reconciler.adapters.vault.secrets import VaultSecrets, load_identities
-
-    identities = load_identities(getattr(args, "identity", None))
-    if not identities:
-        return []
-    resolver = VaultSecrets(loaded.inventory.root, identities, args.redactor)
-    errors, warnings = Diagnostics(), []
-    for team, refs in sorted(_vault_references(loaded.inventory).items()):
-        try:
-            names = resolver.team_secrets(team)
-        except VaultError as exc:
-            warnings.append(
-                Diagnostic(
-                    Location(f"team {team}"),
-                    f"cannot check its vault references: {exc}",
-                    severity=Severity.WARNING,
-                )
-            )
-            continue
-        for ref in refs:
-            if ref.name not in names:
-                errors.error(
-                    ref.location or Location(loaded.inventory.root),
-                    f"secret '{ref.name}' is not in the vault of team '{team}'",
-                    did_you_mean(ref.name, names)
-                    or f"add it: reconcile vault set {team} {ref.name} -",
-                )
-    raise_if_errors(errors)
-    return warnings
-
-
-def _vault_references(inventory) -> dict[str, list[VaultRef]]:
-    """Every `{vault: NAME}` of the inventory, by the team whose vault it reads."""
-    refs: dict[str, list[VaultRef]] = {}
-    for task in inventory.tasks.values():
-        refs.setdefault(task.team, []).extend(v for _, v in task.env if isinstance(v, VaultRef))
-    for machine in inventory.machines.values():
-        if machine.key is not None:
-            refs.setdefault(machine.team, []).append(machine.key)
-    for team in inventory.teams.values():
-        refs.setdefault(team.name, []).extend(
-            a.url for a in team.alerts if isinstance(a.url, VaultRef)
-        )
-    return {team: found for team, found in refs.items() if found}
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace) -> views.Output:
     """What the next pass would do; never creates or changes a store."""
     loaded = wiring.load(args)
     _print_warnings(loaded.warnings)
@@ -159,17 +36,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.core.plan import make_plan
 
     plan = make_plan(loaded.desired, executed, utc_now())
-    fmt = wiring.output_format(args, ("text", "json", "markdown"))
-    if fmt == "json":
-        print(views.to_json(plan.to_json()))
-    elif fmt == "markdown":
-        print(views.plan_markdown(plan), end="")
-    else:
-        print(views.plan_text(plan))
-    return 0
+    return views.Output(
+        plan.to_json(), lambda: views.plan_text(plan), lambda: views.plan_markdown(plan)
+    )
 
 
-def cmd_once(args: argparse.Namespace) -> int:
+def cmd_once(args: argparse.Namespace) -> int | views.Output:
     """One pass: validate, plan, record, run the queue to the end, summarise."""
     if args.dry_run:
         return cmd_plan(args)
@@ -192,30 +64,25 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 def _once_result(
     args: argparse.Namespace, report, commit: str | None, stopped_by: list[int]
-) -> int:
-    """Print the end of `--once` and return its exit code. A pass a signal stopped with work
-    left behind exits 128 + the signal (130 SIGINT, 143 SIGTERM), as a shell reports a killed
-    command: neither 0 nor 1 ("a run failed") would say that the pass did not finish."""
+) -> views.Output:
+    """The end of `--once` and its exit code. A pass a signal stopped with work left behind
+    exits 128 + the signal (130 SIGINT, 143 SIGTERM), as a shell reports a killed command:
+    neither 0 nor 1 ("a run failed") would say that the pass did not finish."""
     signum = stopped_by[0] if stopped_by and report.left_behind else None
     signame = signal.Signals(signum).name if signum else None
     runs = sorted(report.runs.values(), key=lambda r: r.id)
-    if wiring.output_format(args) == "json":
-        print(
-            views.to_json(
-                {
-                    "runs": [views.run_json(r, held=report.held.get(r.id)) for r in runs],
-                    "counts": report.counts(),
-                    "commit": commit,
-                    "stopped_by": signame,
-                    "left_behind": report.left_behind if signum else [],
-                }
-            )
-        )
-    else:
-        print(views.summary_text(runs, report.counts(), report.held))
-        if signum:
-            print(views.left_behind_text(signame, [report.runs[i] for i in report.left_behind]))
-    return 128 + signum if signum else report.exit_code
+    left_behind = [report.runs[i] for i in report.left_behind] if signum else []
+    return views.Output(
+        {
+            "runs": [views.run_json(r, held=report.held.get(r.id)) for r in runs],
+            "counts": report.counts(),
+            "commit": commit,
+            "stopped_by": signame,
+            "left_behind": report.left_behind if signum else [],
+        },
+        lambda: views.once_text(runs, report.counts(), report.held, signame, left_behind),
+        exit_code=128 + signum if signum else report.exit_code,
+    )
 
 
 @contextmanager
@@ -244,7 +111,7 @@ def _graceful_stop(engine: Engine):
             signal.signal(sig, old)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace) -> views.Output:
     """Queue depth by priority and team, running runs, recent failures, machines."""
     from reconciler.pipeline.metrics import status_numbers
 
@@ -256,45 +123,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     data = numbers.to_json()
-    if wiring.output_format(args) == "json":
-        print(views.to_json(data))
-        return 0
-    depth, by_team = data["queue_depth"], data["by_team"]
-    print("queue depth by priority: " + ", ".join(f"{p}: {n}" for p, n in depth.items()))
-    print(
-        "queue depth by team:     "
-        + (", ".join(f"{t}: {n}" for t, n in by_team.items()) or "empty")
-    )
-    print(
-        f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
-        f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}"
-    )
-    for h in data["held"]:
-        print(
-            f"held by deny window until {h['until']}: run {h['run']} {h['task']} on "
-            f"{h['machine']} (priority {h['priority']})"
-        )
-    print()
-    print(
-        views.table(
-            ("MACHINE", "TEAM", "TRANSPORT", "UP", "RUNNING", "PENDING"),
-            [
-                (
-                    m["name"],
-                    m["team"],
-                    m["transport"],
-                    "yes" if m["up"] else "NO",
-                    m["running"],
-                    m["pending"],
-                )
-                for m in data["machines"]
-            ],
-        )
-    )
-    return 0
+    return views.Output(data, lambda: views.status_text(data))
 
 
-def cmd_queue(args: argparse.Namespace) -> int:
+def cmd_queue(args: argparse.Namespace) -> int | views.Output:
     """`queue list|show|cancel|retry|prune`: read and steer the run history."""
     if args.queue_command == "prune":
         from reconciler.cli.prune_cmd import run
@@ -308,8 +140,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     )
     if store is None:
         if args.queue_command == "list":
-            print("[]" if wiring.output_format(args) == "json" else "No runs.")
-            return 0
+            return views.Output([], lambda: views.runs_text([]))
         from reconciler.core.errors import InputError
 
         raise InputError(f"no run {args.run}: there is no state store yet")
@@ -319,7 +150,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _queue_list(args, store) -> int:
+def _queue_list(args, store) -> views.Output:
     statuses = None
     if args.status:
         try:
@@ -331,24 +162,16 @@ def _queue_list(args, store) -> int:
                 f"--status: {exc}; use one of " + ", ".join(s.value for s in RunStatus)
             ) from None
     runs = store.list_runs(statuses, args.team, args.limit)
-    if wiring.output_format(args) == "json":
-        print(views.to_json([views.run_json(r) for r in runs]))
-    else:
-        print(views.runs_text(runs))
-    return 0
+    return views.Output([views.run_json(r) for r in runs], lambda: views.runs_text(runs))
 
 
-def _queue_show(args, store) -> int:
+def _queue_show(args, store) -> views.Output:
     run = store.get_run(args.run)
     if run is None:
         from reconciler.core.errors import InputError
 
         raise InputError(f"no run {args.run} in the state store", None)
-    if wiring.output_format(args) == "json":
-        print(views.to_json(views.run_json(run, detail=True)))
-    else:
-        print(views.run_detail_text(run))
-    return 0
+    return views.Output(views.run_json(run, detail=True), lambda: views.run_detail_text(run))
 
 
 def _check_retryable(args, store) -> tuple[int, str]:
@@ -379,7 +202,7 @@ def _check_retryable(args, store) -> tuple[int, str]:
 
 
 def _queue_change(verb: str):
-    def change(args, store) -> int:
+    def change(args, store) -> views.Output:
         run_id, note = args.run, ""
         if verb == "retry":
             run_id, note = _check_retryable(args, store)
@@ -388,16 +211,7 @@ def _queue_change(verb: str):
         if note:
             print(note, file=sys.stderr)
         audit_queue_change(store, verb, run, redact=args.redactor)
-        if wiring.output_format(args) == "json":
-            print(views.to_json(views.run_json(run)))
-        else:
-            message = {
-                "cancel": f"run {run.id} cancelled",
-                "retry": f"run {run.id} ({run.task} on {run.machine}) will run again "
-                "at the next pass",
-            }[verb]
-            print(message)
-        return 0
+        return views.Output(views.run_json(run), lambda: views.queue_change_text(verb, run))
 
     return change
 
@@ -471,12 +285,6 @@ class _FollowInventory:
         return self.loaded.desired
 
 
-def cmd_vault(args: argparse.Namespace) -> int:
-    from reconciler.cli.vault_cmd import cmd_vault as run
-
-    return run(args)
-
-
 def cmd_machines(args: argparse.Namespace) -> int:
     """`machines` (reachability, last seen, load) and `machines keyscan HOST[:PORT]`."""
     from reconciler.cli.machines_cmd import run
@@ -489,18 +297,6 @@ def cmd_machines(args: argparse.Namespace) -> int:
     finally:
         for transport in transports.values():
             transport.close()
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    from reconciler.cli.keys_cmd import run
-
-    return run(args)
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    from reconciler.cli.audit_cmd import run
-
-    return run(args)
 
 
 def cmd_codeowners(args: argparse.Namespace) -> int:
@@ -523,38 +319,3 @@ def cmd_codeowners(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def cmd_accept_history(args: argparse.Namespace) -> int:
-    from reconciler.cli.history_cmd import run
-
-    return run(args)
-
-
-def cmd_diff(args: argparse.Namespace) -> int:
-    from reconciler.cli.diff_cmd import run
-
-    return run(args)
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from reconciler.cli.init_cmd import run
-
-    return run(args)
-
-
-COMMANDS = {
-    "keys": cmd_keys,
-    "machines": cmd_machines,
-    "audit": cmd_audit,
-    "codeowners": cmd_codeowners,
-    "diff": cmd_diff,
-    "init": cmd_init,
-    "validate": cmd_validate,
-    "plan": cmd_plan,
-    "status": cmd_status,
-    "queue": cmd_queue,
-    "vault": cmd_vault,
-    "worker": cmd_worker,
-    "accept-history": cmd_accept_history,
-}

@@ -167,14 +167,31 @@ def _dispatch(args) -> int:
             return cmd_continuous(args)
         from reconciler.cli.commands import cmd_once
 
-        return cmd_once(args)
+        return _shown(cmd_once(args), args)
     if args.once or args.dry_run:
         from reconciler.core.errors import UsageError
 
         raise UsageError("--once and --dry-run go without a command: 'reconcile --once'")
     from reconciler.cli.args import handler
 
-    return handler(args)(args)  # imports the command's module now, and only it
+    return _shown(handler(args)(args), args)  # imports the command's module now, and only it
+
+
+def _shown(result, args) -> int:
+    """Print a command's `views.Output` in the format asked for; its exit code. (A command
+    that printed its result itself returns only the code.)"""
+    if isinstance(result, int):
+        return result
+    from reconciler.cli import views
+
+    fmt = getattr(args, "format", None) or "text"
+    if fmt == "text" and result.warnings:
+        from reconciler.cli.progress import print_warnings
+
+        print_warnings(result.warnings, args.log_format)
+    sys.stdout.write(views.render(result, fmt))
+    sys.stdout.flush()
+    return result.exit_code
 
 
 def _refuse_unwritable_format(args) -> None:

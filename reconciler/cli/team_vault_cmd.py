@@ -66,14 +66,10 @@ def _current_to_rewrite(
     return vault.secrets_of(team.name, name), True
 
 
-def _list(args) -> int:
+def _list(args) -> views.Output:
     team, path = _team(args)
     names = sorted(_current(path, args) or {})
-    if getattr(args, "format", None) == "json":
-        print(views.to_json(names))
-    else:
-        print("\n".join(names) if names else f"(vault of team '{team.name}' is empty)")
-    return 0
+    return views.Output(names, lambda: views.vault_names_text(team.name, names))
 
 
 def _audit(args, write) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from reconciler.cli import views, wiring
-from reconciler.cli.progress import print_warnings
 from reconciler.core.compile import shared_user_warnings
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, VaultError, raise_if_errors
@@ -18,9 +17,8 @@ from reconciler.core.model import VaultRef
 from reconciler.inventory.lint import find_hardcoded_credentials
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> views.Output:
     """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
-    fmt = wiring.output_format(args)
     try:
         loaded = wiring.load(args)
         warnings = [
@@ -30,41 +28,30 @@ def run(args: argparse.Namespace) -> int:
         ]
         warnings += _check_vault_references(args, loaded)
     except InputError as exc:
-        if fmt != "json":
-            raise  # one located line per problem on stderr (cli.main)
-        # SPEC §7: a verdict on stdout even when the inventory is invalid.
+        # SPEC §7: in JSON, a verdict on stdout even when the inventory is invalid.
         redact = args.redactor
-        print(
-            views.to_json(
-                {
-                    "valid": False,
-                    "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
-                    "warnings": [redact(str(w)) for w in exc.diagnostics.warnings],
-                }
-            )
-        )
-        return exc.exit_code
-    if fmt == "json":
-        print(
-            views.to_json(
-                {
-                    "valid": not (args.strict and warnings),
-                    "errors": [],
-                    "teams": len(loaded.inventory.teams),
-                    "machines": len(loaded.inventory.machines),
-                    "tasks": len(loaded.desired.tasks),
-                    "warnings": [str(w) for w in warnings],
-                }
-            )
-        )
-    else:
-        print_warnings(warnings)
-        print(
-            f"valid: {len(loaded.inventory.teams)} teams, {len(loaded.inventory.machines)} "
-            f"machines, {len(loaded.desired.tasks)} tasks"
-            + (f", {len(warnings)} warnings" if warnings else "")
-        )
-    return 2 if args.strict and warnings else 0
+        verdict = {
+            "valid": False,
+            "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
+            "warnings": [redact(str(w)) for w in exc.diagnostics.warnings],
+        }
+        return views.Output(verdict, exit_code=exc.exit_code, failure=exc)
+    counts = {
+        "teams": len(loaded.inventory.teams),
+        "machines": len(loaded.inventory.machines),
+        "tasks": len(loaded.desired.tasks),
+    }
+    return views.Output(
+        {
+            "valid": not (args.strict and warnings),
+            "errors": [],
+            **counts,
+            "warnings": [str(w) for w in warnings],
+        },
+        lambda: views.validate_text(counts, len(warnings)),
+        exit_code=2 if args.strict and warnings else 0,
+        warnings=warnings,
+    )
 
 
 def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:

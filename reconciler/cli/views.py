@@ -2,16 +2,50 @@
 
 Views are pure: values in, a string out. JSON field names are a stable contract (SPEC §4):
 fields may be added, never renamed.
+
+A command returns its result as an `Output` (the value, and how it reads as text or
+markdown) with its exit code; `cli.main` prints it in the format asked for, so no command
+body decides between JSON and text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.core.plan import Plan
 from reconciler.core.state import Run
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a command found: `data` is its JSON form; `text` (and `markdown`, where the
+    command writes it) render the same for a person. `warnings` go to stderr before the text
+    form (the JSON form carries them in `data` where the command reports them)."""
+
+    data: object
+    text: Callable[[], str] = lambda: ""
+    markdown: Callable[[], str] | None = None
+    exit_code: int = 0
+    warnings: Sequence[object] = ()
+    # A verdict that is an error: JSON reports it on stdout (`data`); in text it is raised,
+    # for cli.main to print one located line per problem on stderr.
+    failure: Exception | None = None
+
+
+def render(output: Output, fmt: str) -> str:
+    """`output` in the format `fmt` (text, json or markdown), ending with one newline."""
+    if output.failure is not None and fmt != "json":
+        raise output.failure
+    if fmt == "json":
+        rendered = to_json(output.data)
+    elif fmt == "markdown" and output.markdown is not None:
+        rendered = output.markdown()
+    else:
+        rendered = output.text()
+    return rendered if rendered.endswith("\n") else rendered + "\n"
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -61,6 +95,52 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+def validate_text(counts: Mapping[str, int], warnings: int) -> str:
+    """`validate`'s verdict for a valid inventory (its warnings went to stderr before it)."""
+    return (
+        f"valid: {counts['teams']} teams, {counts['machines']} machines, {counts['tasks']} tasks"
+        + (f", {warnings} warnings" if warnings else "")
+    )
+
+
+def vault_names_text(team: str, names: Sequence[str]) -> str:
+    """`vault list`: the names of a team's secrets, one a line (never a value)."""
+    return "\n".join(names) if names else f"(vault of team '{team}' is empty)"
+
+
+def status_text(data: Mapping) -> str:
+    """`status`: queue depth, running runs, recent failures, held runs, then the machines
+    (`data` is the JSON form, `metrics.StatusNumbers.to_json()`)."""
+    depth, by_team = data["queue_depth"], data["by_team"]
+    lines = [
+        "queue depth by priority: " + ", ".join(f"{p}: {n}" for p, n in depth.items()),
+        "queue depth by team:     "
+        + (", ".join(f"{t}: {n}" for t, n in by_team.items()) or "empty"),
+        f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
+        f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}",
+    ]
+    lines += [
+        f"held by deny window until {h['until']}: run {h['run']} {h['task']} on "
+        f"{h['machine']} (priority {h['priority']})"
+        for h in data["held"]
+    ]
+    machines = table(
+        ("MACHINE", "TEAM", "TRANSPORT", "UP", "RUNNING", "PENDING"),
+        [
+            (
+                m["name"],
+                m["team"],
+                m["transport"],
+                "yes" if m["up"] else "NO",
+                m["running"],
+                m["pending"],
+            )
+            for m in data["machines"]
+        ],
+    )
+    return "\n".join(lines) + "\n\n" + machines
 
 
 def _held_note(held: Mapping[tuple[str, str], datetime], task: str, machine: str) -> str:
@@ -123,6 +203,13 @@ def runs_text(runs: Sequence[Run]) -> str:
     return table(("RUN", "TASK", "MACHINE", "STATUS", "PRIO", "ATTEMPT", "EXIT", "WHEN"), rows)
 
 
+def queue_change_text(verb: str, run: Run) -> str:
+    """What `queue cancel` or `queue retry` did to `run`."""
+    if verb == "cancel":
+        return f"run {run.id} cancelled"
+    return f"run {run.id} ({run.task} on {run.machine}) will run again at the next pass"
+
+
 def run_detail_text(run: Run) -> str:
     fields = run_json(run)
     lines = [f"{k + ':':<12} {'' if v is None else v}" for k, v in fields.items() if k != "error"]
@@ -154,6 +241,18 @@ def summary_text(
         + ", ".join(f"{n} {s}" for s, n in counts.items())
     )
     return "\n".join(lines)
+
+
+def once_text(
+    runs: Sequence[Run],
+    counts: Mapping[str, int],
+    held: Mapping[int, datetime],
+    stopped_by: str | None,
+    left_behind: Sequence[Run],
+) -> str:
+    """The end of `--once`: the summary, and what a signal left undone."""
+    summary = summary_text(runs, counts, held)
+    return summary + ("\n" + left_behind_text(stopped_by, left_behind) if stopped_by else "")
 
 
 def left_behind_text(signal_name: str, runs: Sequence[Run]) -> str:
