@@ -6,14 +6,13 @@ draining"). The start delay is measured from the state store's own timestamps.""
 from __future__ import annotations
 
 import signal
-import sqlite3
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
 
 from tests.support.cli import spawn
 from tests.support.postgres import fresh_database
+from tests.support.store_rows import store_rows
 from tests.support.waiting import wait_until
 
 POLL_SECONDS = 2.0
@@ -29,27 +28,11 @@ def store(request, project):
             yield url
 
 
-def _rows(project, url: str | None, query: str):
-    if url is None:
-        if not project.state.exists():
-            return []
-        try:
-            with sqlite3.connect(project.state) as db:
-                return db.execute(query).fetchall()
-        except sqlite3.OperationalError:  # being created
-            return []
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            return conn.execute(query).fetchall()
-    except psycopg.errors.UndefinedTable:
-        return []
-
-
 def _run_of(project, url, task: str):
-    rows = _rows(
-        project,
-        url,
+    rows = store_rows(
+        url or project.state,
         f"SELECT status, attempt, started_at FROM runs WHERE task = '{task}' ORDER BY id DESC",
+        while_starting=True,
     )
     return rows[0] if rows else None
 

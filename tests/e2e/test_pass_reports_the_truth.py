@@ -6,26 +6,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
 
 from tests.support.cli import spawn
+from tests.support.store_rows import store_rows
 from tests.support.waiting import wait_until
 
 
 def _row(project, task: str):
-    if not project.state.exists():
-        return None
-    try:
-        with sqlite3.connect(project.state) as db:
-            return db.execute(
-                "SELECT id, status, attempt, not_before FROM runs WHERE task = ? ORDER BY id DESC",
-                (task,),
-            ).fetchone()
-    except sqlite3.OperationalError:  # the store is being created
-        return None
+    rows = store_rows(
+        project.state,
+        "SELECT id, status, attempt, not_before FROM runs WHERE task = ? ORDER BY id DESC",
+        task,
+        while_starting=True,
+    )
+    return rows[0] if rows else None
 
 
 def _retry_wait(project, task: str):

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import signal
 
-import psycopg
 import pytest
 
 from tests.support.cli import spawn
 from tests.support.project import Project
+from tests.support.store_rows import store_rows
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _sql(url: str, query: str, *params):
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else None
-
-
 def _statuses(url: str) -> dict[str, str]:
-    return dict(_sql(url, "SELECT task, status FROM runs"))
+    return dict(store_rows(url, "SELECT task, status FROM runs"))
 
 
 def test_once_on_postgresql_sweeps_a_killed_pass_run_whose_lease_expires_and_ends(
@@ -59,7 +53,7 @@ def test_once_on_postgresql_sweeps_a_killed_pass_run_whose_lease_expires_and_end
         )
         assert second.poll() is None, second.communicate()
         # The dead pass's lease runs out (by the database's clock) while the second drains.
-        _sql(
+        store_rows(
             postgres_url,
             "UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE status = 'running'",
         )

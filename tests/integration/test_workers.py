@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
 
 from reconciler.adapters.store.base import LEASE_SECONDS
@@ -18,6 +17,7 @@ from reconciler.adapters.store.factory import open_store
 from tests.support.cli import spawn
 from tests.support.planning import record_plan
 from tests.support.project import Project
+from tests.support.store_rows import store_rows
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,14 +34,8 @@ def _flock_record(project: Project, word: str = "$RECONCILE_RUN_ID") -> str:
     return f'flock "{project.ledger}.lock" sh -c \'echo {word} >> "{project.ledger}"\''
 
 
-def _sql(url: str, query: str, *params):
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else None
-
-
 def _status(project: Project, run_id: int) -> tuple[str, bool]:
-    [(status, dispatched)] = _sql(
+    [(status, dispatched)] = store_rows(
         project.url, "SELECT status, dispatched FROM runs WHERE id = %s", run_id
     )
     return status, bool(dispatched)
@@ -52,7 +46,7 @@ def _worker(project: Project, *extra: str, env: dict | None = None):
 
 
 def _expire_leases(project: Project) -> None:
-    _sql(
+    store_rows(
         project.url,
         "UPDATE runs SET heartbeat_at = now() - interval '1 hour', "
         "started_at = started_at - interval '1 hour' WHERE status = 'running'",
@@ -65,9 +59,9 @@ def _end_other_sessions(project: Project) -> None:
     will. The worker reconnects when it runs again."""
     name = project.url.rsplit("/", 1)[1]
     others = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
-    _sql(project.url, f"SELECT pg_terminate_backend(pid) FROM ({others}) AS s", name)
+    store_rows(project.url, f"SELECT pg_terminate_backend(pid) FROM ({others}) AS s", name)
     wait_until(
-        lambda: not _sql(project.url, others, name),
+        lambda: not store_rows(project.url, others, name),
         timeout=10,
         message="the stopped worker's sessions to end",
     )
@@ -214,7 +208,7 @@ def test_worker_survives_its_database_connection_being_terminated(shared):
             message="the worker to dispatch the run",
         )
         name = p.url.rsplit("/", 1)[1]
-        killed = _sql(
+        killed = store_rows(
             p.url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
