@@ -158,7 +158,7 @@ def _digests(secrets: Mapping[str, str], learn) -> dict[str, str]:
 def _executed(args: argparse.Namespace) -> ExecutedState | None:
     """The store's runs with `--state` (or RECONCILE_STATE), opened read-only; a store that
     does not exist yet holds no runs. None when no store was asked for."""
-    asked = wiring.context(args).settings.state  # only the host's word: never the file's
+    asked = wiring.settings(args).state  # only the host's word: never the file's
     if asked is None:
         return None
     url = asked.value

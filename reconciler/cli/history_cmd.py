@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     reason = " ".join(args.reason.split())
     if not reason:
         raise SourceError("--reason must say why (it is kept in the audit log)")
-    settings = wiring.context(args).settings
+    settings = wiring.settings(args)
     url, state = _state_location(settings, inventory, view, gitsource.head_commit(inventory))
     store = open_store(url, create=False)
     if store is None:

@@ -14,12 +14,11 @@ from reconciler.adapters.store.base import StateStore
 from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.transport.base import Transport
 from reconciler.adapters.transport.local import LocalTransport
-from reconciler.cli.settings import Context, resolve
+from reconciler.cli.settings import Context, HostSettings, resolve
 from reconciler.core.compile import compile_collecting
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.errors import UsageError, raise_if_errors
 from reconciler.core.model import DesiredState, Inventory
-from reconciler.core.redact import Redactor
 from reconciler.inventory.loader import read_inventory
 
 
@@ -35,14 +34,20 @@ class Loaded:
     workdir: Path | None = None
 
 
+def settings(args: argparse.Namespace) -> HostSettings:
+    """The flags of this command over the environment, resolved (cli/settings.py)."""
+    return resolve(args, os.environ)
+
+
 def context(args: argparse.Namespace) -> Context:
-    """The settings of this command, resolved once from its flags and the environment, and
-    the process's redactor (main sets it on the namespace: the one service read from there)."""
-    return Context(resolve(args, os.environ), getattr(args, "redactor", None) or Redactor())
+    """The settings of this command, resolved once, and the process's redactor (main sets it
+    on the namespace: the one service still read from there). No fallback redactor: one of
+    our own would learn the vaults' values that the log filter (main's) never hears of."""
+    return Context(settings(args), args.redactor)
 
 
 def inventory_dir(args: argparse.Namespace) -> Path:
-    return resolve(args).inventory.value
+    return settings(args).inventory.value
 
 
 def load(args: argparse.Namespace) -> Loaded:
@@ -81,7 +86,7 @@ def output_format(args: argparse.Namespace, allowed=("text", "json")) -> str:
 
 
 def state_url(args: argparse.Namespace, inventory: Inventory | None) -> str:
-    return resolve(args).state_url(inventory.settings if inventory is not None else None).value
+    return settings(args).state_url(inventory.settings if inventory is not None else None).value
 
 
 def store(
@@ -97,11 +102,11 @@ def store(
 
 
 def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:
-    return resolve(args).concurrency_for(inventory.settings).value
+    return settings(args).concurrency_for(inventory.settings).value
 
 
 def lock_timeout(args: argparse.Namespace) -> float:
-    return resolve(args).lock_timeout.value
+    return settings(args).lock_timeout.value
 
 
 def secrets(args: argparse.Namespace, inventory: Inventory):
@@ -120,7 +125,7 @@ def vault_secrets(ctx: Context, inventory: Inventory):
 def grace(args: argparse.Namespace) -> float:
     """How long running runs may go on after SIGTERM/SIGINT before they are stopped and
     recorded `unknown` (daemon and worker)."""
-    return resolve(args).grace.value
+    return settings(args).grace.value
 
 
 def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> dict[str, Transport]:
