@@ -10,36 +10,24 @@ from __future__ import annotations
 import argparse
 import os
 
-from reconciler.cli import wiring
-from reconciler.cli.views import to_json
+from reconciler.cli import views
 from reconciler.inventory.scaffold import next_steps, scaffold_files, write_scaffold
 
-FORMATS = ("text", "json")
 
-
-def run(args: argparse.Namespace) -> int:
-    """Write the scaffold; print what was written and what to do next. Returns 0."""
-    fmt = wiring.output_format(args, FORMATS)
+def run(args: argparse.Namespace) -> views.Output:
+    """Write the scaffold; what was written and what to do next."""
     files = scaffold_files(team=args.team, machine=args.machine)
     written = write_scaffold(args.directory, files, force=args.force)
-    if fmt == "json":
-        print(
-            to_json(
-                {
-                    "directory": os.path.abspath(args.directory),
-                    "files": [
-                        {"path": os.path.relpath(w.path, args.directory), "action": w.action}
-                        for w in written
-                    ],
-                }
-            )
-        )
-        return 0
-    for item in written:
-        print(f"{item.action:<11} {item.path}")
-    print()
-    print(next_steps(args.directory))
-    return 0
+    return views.Output(
+        {
+            "directory": os.path.abspath(args.directory),
+            "files": [
+                {"path": os.path.relpath(w.path, args.directory), "action": w.action}
+                for w in written
+            ],
+        },
+        lambda: views.init_text(written, next_steps(args.directory)),
+    )
 
 
-__all__ = ["FORMATS", "run"]
+__all__ = ["run"]

@@ -167,19 +167,20 @@ def _dispatch(args) -> int:
             return cmd_continuous(args)
         from reconciler.cli.commands import cmd_once
 
-        return _shown(cmd_once(args), args)
+        return present(cmd_once(args), args)
     if args.once or args.dry_run:
         from reconciler.core.errors import UsageError
 
         raise UsageError("--once and --dry-run go without a command: 'reconcile --once'")
     from reconciler.cli.args import handler
 
-    return _shown(handler(args)(args), args)  # imports the command's module now, and only it
+    return present(handler(args)(args), args)  # imports the command's module now, and only it
 
 
-def _shown(result, args) -> int:
+def present(result, args) -> int:
     """Print a command's `views.Output` in the format asked for; its exit code. (A command
-    that printed its result itself returns only the code.)"""
+    that printed its result itself returns only the code.) Tests that run a command's
+    module in-process print its result with this too."""
     if isinstance(result, int):
         return result
     from reconciler.cli import views

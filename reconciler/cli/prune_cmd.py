@@ -33,13 +33,11 @@ from reconciler.core.durations import parse_duration
 from reconciler.core.errors import InputError, UsageError
 from reconciler.core.state import Run
 
-FORMATS = ("text", "json")
 PAGE = 1000
 
 
-def run(args: argparse.Namespace) -> int:
-    """Archive (optionally) and remove; print what was done. Returns 0."""
-    fmt = wiring.output_format(args, FORMATS)
+def run(args: argparse.Namespace) -> views.Output:
+    """Archive (optionally) and remove; what was done."""
     try:
         age = parse_duration(args.older_than)
     except ValueError as exc:
@@ -53,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     before = now - timedelta(seconds=age)
     store = wiring.store(args, inventory, create=False)
     if store is None:
-        return _report(fmt, {"runs": 0, "audit_entries": 0, "outbox": 0, "archive": None})
+        return _report({"runs": 0, "audit_entries": 0, "outbox": 0, "archive": None})
     try:
         key = trusted = None
         if args.archive:
@@ -70,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    return _report(fmt, done)
+    return _report(done)
 
 
 def prune(
@@ -192,18 +190,8 @@ def _write_durably(path: Path, lines: Iterable[str]) -> None:
         ) from None
 
 
-def _report(fmt: str, done: dict[str, Any]) -> int:
-    if fmt == "json":
-        print(views.to_json(done))
-        return 0
-    archived = f" (archived to {done['archive']})" if done.get("archive") else ""
-    print(
-        f"pruned {done['runs']} runs, {done['audit_entries']} audit entries and "
-        f"{done['outbox']} delivered alerts{archived}"
-    )
-    if not done.get("archive"):
-        print("the audit log was kept whole: prune it with --archive FILE")
-    return 0
+def _report(done: dict[str, Any]) -> views.Output:
+    return views.Output(done, lambda: views.prune_text(done))
 
 
-__all__ = ["FORMATS", "prune", "run"]
+__all__ = ["prune", "run"]

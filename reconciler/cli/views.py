@@ -143,6 +143,24 @@ def status_text(data: Mapping) -> str:
     return "\n".join(lines) + "\n\n" + machines
 
 
+def init_text(written: Sequence, next_steps: str) -> str:
+    """`init`: each file of the scaffold and what was done with it, then what to do next."""
+    lines = [f"{item.action:<11} {item.path}" for item in written]
+    return "\n".join([*lines, "", next_steps])
+
+
+def prune_text(done: Mapping) -> str:
+    """`queue prune`: how many runs, audit entries and alerts were removed."""
+    archived = f" (archived to {done['archive']})" if done.get("archive") else ""
+    text = (
+        f"pruned {done['runs']} runs, {done['audit_entries']} audit entries and "
+        f"{done['outbox']} delivered alerts{archived}"
+    )
+    if not done.get("archive"):
+        text += "\nthe audit log was kept whole: prune it with --archive FILE"
+    return text
+
+
 def _held_note(held: Mapping[tuple[str, str], datetime], task: str, machine: str) -> str:
     until = held.get((task, machine))
     return f"held by deny window until {iso(until)}" if until else ""

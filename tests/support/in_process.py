@@ -24,6 +24,7 @@ from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.transport.local import LocalTransport
 from reconciler.cli import audit_cmd
 from reconciler.cli.args import build_parser
+from reconciler.cli.main import present
 from reconciler.core.compile import compile_inventory
 from reconciler.core.redact import Redactor
 from reconciler.inventory.loader import load_inventory
@@ -44,7 +45,7 @@ def run_command(
     args.redactor = Redactor()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = module.run(args)
+        code = present(module.run(args), args)  # a views.Output printed as `reconcile` does
     return code, out.getvalue()
 
 
