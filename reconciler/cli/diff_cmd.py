@@ -29,33 +29,6 @@ FORMATS = ("text", "json", "markdown")
 RENDER = {"text": diff_text, "json": diff_json_text, "markdown": diff_markdown}
 
 
-def add_parser(subparsers, add_globals, add_format) -> argparse.ArgumentParser:
-    """Declare `diff` on the `reconcile` subparsers (global options and --format included)."""
-    parser = subparsers.add_parser(
-        "diff",
-        help="the desired-state change between two git revisions (pull-request review)",
-        description="Tasks added, removed and changed between two git revisions, whether each "
-        "change re-runs (on which machines, at which priority, in which order), "
-        "machine, team and role changes, and changed vaults (with an identity, "
-        "which keys; never values). With --state URL (or RECONCILE_STATE), also "
-        "which changed tasks already ran. Compares committed revisions only: "
-        "uncommitted changes are not included.",
-    )
-    parser.add_argument(
-        "base", metavar="BASE", help="the revision reviewed against, e.g. origin/main"
-    )
-    parser.add_argument(
-        "head",
-        metavar="HEAD",
-        nargs="?",
-        default="HEAD",
-        help="the revision under review (default: HEAD)",
-    )
-    add_globals(parser, suppress=True)
-    add_format(parser, FORMATS)
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Print the diff of `args.base`..`args.head` in `--format`; returns 0."""
     fmt = getattr(args, "format", None) or "text"
@@ -173,4 +146,4 @@ def _executed(args: argparse.Namespace) -> ExecutedState | None:
         store.close()
 
 
-__all__ = ["FORMATS", "add_parser", "compute", "run"]
+__all__ = ["FORMATS", "compute", "run"]

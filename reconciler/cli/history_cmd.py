@@ -26,37 +26,6 @@ from reconciler.core.errors import SourceError
 from reconciler.pipeline.engine import utc_now
 
 
-def add_parser(subparsers, add_globals) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "accept-history",
-        help="accept a commit that does not descend from the last one "
-        "reconciled (after an amend, rebase or force-push); audited",
-        description="Make COMMIT the store's last reconciled commit, so that passes accept it "
-        "and what descends from it. Audited (history.accepted, with the reason). "
-        "Under git.verify COMMIT must be signed by an admin whose roles, in the last "
-        "reconciled commit, cover everything that differs from it. Runs nothing.",
-    )
-    parser.add_argument("commit", metavar="COMMIT", help="the commit to accept, e.g. HEAD")
-    parser.add_argument(
-        "--reason", metavar="TEXT", required=True, help="why (kept in the audit log)"
-    )
-    parser.add_argument(
-        "--verify",
-        choices=("none", "head", "range"),
-        default=None,
-        help="git.verify (default: $RECONCILE_GIT_VERIFY, else the last "
-        "reconciled commit's reconciler.yaml)",
-    )
-    parser.add_argument(
-        "--lock-timeout",
-        metavar="DURATION",
-        default=None,
-        help="how long to wait for a pass's lock (default 10m)",
-    )
-    add_globals(parser, suppress=True)
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     inventory = wiring.inventory_dir(args)
     view = _git_view(inventory)
@@ -121,4 +90,4 @@ def _accept(args, settings, store, inventory, view, state, sha: str, reason: str
     return 0
 
 
-__all__ = ["add_parser", "run"]
+__all__ = ["run"]
