@@ -24,6 +24,16 @@ ansible-core pyinfra`), so the project's own dependencies stay untouched; a tool
 installed is reported as n/a. Each tool gets at most `--timeout` seconds per workload.
 Times are wall seconds including connecting; CLI tools include their interpreter's start.
 Exit 1 when a tool that is installed failed (an `error:` cell): a broken bench shows.
+
+Measured 2026-12-06 on the 2-core dev machine while other work ran (load average 8-14, so
++-25%; the floor itself moved 0.72-1.04 s), `reconciler` and `reconcile --once`, x floor,
+before/after the one-channel fixes (no half-close, wrapper without wc/tail for short output),
+same tree otherwise, two interleaved rounds:
+    200 over 4:   reconciler 1.74, 2.15 -> 1.76, 2.04   reconcile --once 4.33, 6.06 -> 3.18, 5.09
+    1,000 over 8: reconciler 1.63, 1.75 -> 1.40, 1.88   reconcile --once 3.52, 3.52 -> 2.58, 3.55
+`reconcile --once` is far from the transport's cost: a cProfile of 200 over 4 (CLI of d6ca060) spent ~1.5 s
+importing, ~1 s in 1,614 SQLite writes (0.7 s of them 402 audit appends), ~0.5 s loading
+the inventory.
 """
 
 from __future__ import annotations
