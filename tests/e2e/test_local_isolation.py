@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.vault_project import vault_set
+
 SECRET = "isolation-Secret-8812"
 
 # Walks from the task's shell up through every ancestor, dumping what /proc shows of each.
@@ -46,17 +48,7 @@ def isolated(project):
     project.write(
         "teams/ops.yaml", f"name: ops\nmembers:\n  - {{name: host, role: admin, age: {public}}}\n"
     )
-    project.run(
-        "vault",
-        "set",
-        "ops",
-        "DB_PASSWORD",
-        "-",
-        "--identity",
-        str(key),
-        code=0,
-        input=SECRET + "\n",
-    )
+    vault_set(project, "ops", "DB_PASSWORD", SECRET + "\n", key)
     project.key, project.key_text = key, text
     return project
 

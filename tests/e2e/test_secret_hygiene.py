@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.alert_receiver import AlertReceiver
 from tests.support.cli import spawn
-from tests.support.vault_project import PROD_PASSWORD, SECRET
+from tests.support.vault_project import PROD_PASSWORD, SECRET, vault_set
 from tests.support.waiting import wait_until
 
 HUGE = "9" * 5000
@@ -130,17 +130,7 @@ def _stored_output(project, *flags: str) -> str:
 
 @pytest.fixture
 def two_secrets(vaulted):
-    vaulted.run(
-        "vault",
-        "set",
-        "ops",
-        "LONG",
-        "-",
-        "--identity",
-        str(vaulted.alice),
-        code=0,
-        input=LONG + "\n",
-    )
+    vault_set(vaulted, "ops", "LONG", LONG + "\n", vaulted.alice)
     return vaulted
 
 
@@ -210,17 +200,7 @@ def test_a_vault_held_alert_url_never_reaches_stderr_even_from_library_debug_log
     try:
         p = vaulted
         url = receiver.url(f"/hooks/{HOOK_TOKEN}?key=Qk9vXw2Lm5Zr8Tn3")
-        p.run(
-            "vault",
-            "set",
-            "ops",
-            "ALERT_URL",
-            "-",
-            "--identity",
-            str(p.alice),
-            code=0,
-            input=url + "\n",
-        )
+        vault_set(p, "ops", "ALERT_URL", url + "\n", p.alice)
         team = (p.inventory / "teams" / "ops.yaml").read_text()
         p.write("teams/ops.yaml", team + "alerts:\n  - {vault: ALERT_URL}\n")
         p.task("broken", "command: exit 1\nretry: {count: 0}\n")

@@ -10,7 +10,7 @@ import shlex
 import pytest
 
 from tests.support.audit_history import history_with_a_secret_task
-from tests.support.vault_project import PROD_PASSWORD, SECRET
+from tests.support.vault_project import PROD_PASSWORD, SECRET, vault_set
 
 BEYOND_64_BITS = "99999999999999999999999"
 HUGE = "9" * 5000
@@ -54,17 +54,7 @@ ODD = 'Zq9/x+Tr7"Lm3\\Wp0sKd8Vb'
 
 @pytest.fixture
 def odd_secret(vaulted):
-    vaulted.run(
-        "vault",
-        "set",
-        "ops",
-        "ODD",
-        "-",
-        "--identity",
-        str(vaulted.alice),
-        code=0,
-        input=ODD + "\n",
-    )
+    vault_set(vaulted, "ops", "ODD", ODD + "\n", vaulted.alice)
     return vaulted
 
 

@@ -24,6 +24,7 @@ from reconciler.core.redact import Secret
 from reconciler.pipeline import keys
 from tests.support.project import Project
 from tests.support.sshd import KeyPair, generate_key
+from tests.support.vault_project import vault_set
 
 TIMEOUT = 10.0
 
@@ -102,17 +103,7 @@ def _project(tmp_path, daemon, key: KeyPair) -> Project:
         "teams/ops.yaml",
         f"name: ops\nmembers:\n  - {{name: me, role: admin, age: {public.strip()}}}\n",
     )
-    project.run(
-        "vault",
-        "set",
-        "ops",
-        "SSH_KEY",
-        "-",
-        "--identity",
-        str(identity),
-        code=0,
-        input=key.private,
-    )
+    vault_set(project, "ops", "SSH_KEY", key.private, identity)
     project.write(
         "machines/box.yaml",
         f"name: box\nteam: ops\nhost: 127.0.0.1\n"
@@ -230,17 +221,7 @@ def test_a_vault_that_cannot_be_written_leaves_the_machine_as_it_was(tmp_path, s
 
     def change_vault_meanwhile(step: str) -> None:
         if step == "verify":  # someone else rotates the key in the working copy meanwhile
-            p.run(
-                "vault",
-                "set",
-                "ops",
-                "SSH_KEY",
-                "-",
-                "--identity",
-                str(p.identity),
-                code=0,
-                input=generate_key().private,
-            )
+            vault_set(p, "ops", "SSH_KEY", generate_key().private, p.identity)
 
     assert _keys(p, "rotate", "box", on_step=change_vault_meanwhile) == 2
     assert "changed while rotating" in str(p.error)

@@ -1,6 +1,7 @@
 """Projects with team vaults, shared by the end-to-end tests as fixtures (registered in
 `tests/conftest.py`): `vaulted` (one team, an admin and a viewer, DB_PASSWORD set) and
-`two_teams` (prod and dev, each vault readable by the reconciler's own identity)."""
+`two_teams` (prod and dev, each vault readable by the reconciler's own identity); `keygen`
+and `vault_set` for tests that build their own."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ def keygen(project, name: str) -> tuple[Path, str]:
     return key, public
 
 
+def vault_set(project, team: str, name: str, value: str, identity: Path) -> None:
+    """`reconcile vault set TEAM NAME -` with `value` on stdin (never in argv), as `identity`."""
+    project.run("vault", "set", team, name, "-", "--identity", str(identity), code=0, input=value)
+
+
 SECRET = "s3cret-Value-4711"
 
 
@@ -31,17 +37,7 @@ def vaulted(project):
         f"age: {alice}}}\n  - {{name: bob, role: viewer, age: {bob}}}\n",
     )
     project.alice, project.bob = alice_key, bob_key
-    project.run(
-        "vault",
-        "set",
-        "ops",
-        "DB_PASSWORD",
-        "-",
-        "--identity",
-        str(alice_key),
-        code=0,
-        input=SECRET + "\n",
-    )
+    vault_set(project, "ops", "DB_PASSWORD", SECRET + "\n", alice_key)
     return project
 
 
@@ -70,26 +66,6 @@ def two_teams(project):
     # (the vault check under test must hold even so).
     project.write("reconciler.yaml", "local_machines: {allow_shared_user: true}\n")
     project.host_key, project.dev_key = host_key, dev_key
-    project.run(
-        "vault",
-        "set",
-        "prod",
-        "DB_PASSWORD",
-        "-",
-        "--identity",
-        str(prod_key),
-        code=0,
-        input=PROD_PASSWORD + "\n",
-    )
-    project.run(
-        "vault",
-        "set",
-        "dev",
-        "DB_PASSWORD",
-        "-",
-        "--identity",
-        str(dev_key),
-        code=0,
-        input="dev-password-1\n",
-    )
+    vault_set(project, "prod", "DB_PASSWORD", PROD_PASSWORD + "\n", prod_key)
+    vault_set(project, "dev", "DB_PASSWORD", "dev-password-1\n", dev_key)
     return project
