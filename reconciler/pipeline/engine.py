@@ -60,6 +60,13 @@ SWEEP_SECONDS = 5.0
 # planned while an earlier pass still drains): on SQLite the pass lock is the process's, so
 # this keeps two of its planners from recording the same plan at once.
 _PLANNING = threading.Lock()
+# What this process does to each store besides one drain's own writes, by id(store): the
+# number of drains running on it, and how many plans were recorded. A drain that is the
+# only one of its process re-reads the queue only when these or the store's change token
+# (another process wrote) say that something changed: a round of a pass alone costs no read.
+_ACTIVITY_GUARD = threading.Lock()
+_DRAINS: Counter[int] = Counter()
+_PLANS: Counter[int] = Counter()
 STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try again
 # An `unknown` run is asked about for as long as its target keeps run markers (a day, see
 # transport.wrapper.CLEAN); once the target answered that it kept nothing, it is not asked again.
@@ -202,8 +209,12 @@ class Engine:
         `before_plan` runs under the pass lock before anything is written (the commit
         lineage check): if it raises, the pass changes nothing."""
         report = PassReport(plan=Plan(), commit=commit)
-        with self.store.pass_lock(lock_timeout), _PLANNING:
-            self._plan(desired, commit, report, before_plan)
+        try:
+            with self.store.pass_lock(lock_timeout), _PLANNING:
+                self._plan(desired, commit, report, before_plan)
+        finally:
+            with _ACTIVITY_GUARD:
+                _PLANS[id(self.store)] += 1
         self.planned.set()
         _Drain(self, desired, report).run()
         return report
@@ -328,10 +339,21 @@ class _Drain:
         self.window_held: set[int] = set()  # pending runs a deny window holds this round
         self.chose_to_start = False  # whether this round's decision started anything
         self.swept_at = 0.0
+        self.seen_changes: tuple | None = None  # the changes of the last re-read (`_changes`)
+        self.stale = True  # something this drain saw says the queue changed elsewhere
         self.abandoned: set[int] = set()  # stopped at the end of the grace period
         self.stopping_since: float | None = None
 
     def run(self) -> None:
+        with _ACTIVITY_GUARD:
+            _DRAINS[id(self.store)] += 1
+        try:
+            self._run()
+        finally:
+            with _ACTIVITY_GUARD:
+                _DRAINS[id(self.store)] -= 1
+
+    def _run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
         self.pending = {r.id: r for r in self.store.pending()}
         with (
@@ -434,6 +456,7 @@ class _Drain:
             return
         self.swept_at = time.monotonic()
         for run in self.store.sweep(LEASE_SECONDS, self.engine.clock()):
+            self.stale = True
             log.warning(
                 "run %s of %s on %s: its holder stopped heartbeating; now %s",
                 run.id,
@@ -488,10 +511,14 @@ class _Drain:
         )
 
     def _refresh(self) -> None:
-        """Re-read what other passes, workers and `queue cancel` changed."""
+        """Re-read what other passes, workers and `queue cancel` changed, if anything did."""
         if self.forever:
             self.desired = self.desired_source()
         self._sweep()
+        changes = self._changes()
+        if changes is not None and changes == self.seen_changes and not self.stale:
+            return  # only this drain wrote since the last re-read: it knows what it wrote
+        self.seen_changes, self.stale = changes, False
         ours = {r.id for r in self.running.values()}
         self.pending = {r.id: r for r in self.store.pending()}
         self.others = [r for r in self.store.running() if r.id not in ours]
@@ -505,10 +532,23 @@ class _Drain:
                 if ended is not None:
                     self.engine._note(self.report, Event("finished", ended, ended.error or ""))
 
+    def _changes(self) -> tuple | None:
+        """What says whether the queue may have changed other than by this drain's writes:
+        the store's change token (another connection wrote), and this process's other
+        drains and plans on the store. None: it cannot tell (re-read every round)."""
+        token = self.store.change_token()
+        if token is None:
+            return None
+        with _ACTIVITY_GUARD:
+            if _DRAINS[id(self.store)] > 1:
+                return None
+            return token, _PLANS[id(self.store)]
+
     def _block(self, blocks, now) -> None:
         for run, reason in blocks:
             self.pending.pop(run.id, None)
             blocked = self.store.block(run.id, reason, now)
+            self.stale |= blocked is None  # no longer pending: changed elsewhere
             if blocked is not None:
                 self.tracker.update(blocked)
                 self._note(Event("blocked", blocked, reason))
@@ -522,7 +562,8 @@ class _Drain:
             run.id, self.engine.owner, self.engine.clock(), machine.max_parallel
         )
         if claimed is None:  # cancelled, taken since we looked, or its machine is full:
-            return  # the next round's re-read tells which
+            self.stale = True  # the next round's re-read tells which
+            return
         failpoints.hit("after_claim")
         spec = self.desired.tasks[claimed.task]
         machine = self.desired.machines[claimed.machine]
@@ -671,6 +712,8 @@ class _Heartbeats:
                 try:
                     self.store.heartbeat(run.id, run.epoch)
                 except LeaseLost:
+                    if run not in self.running.values():
+                        continue  # it ended meanwhile: its result is recorded
                     log.warning(
                         "run %s: lease lost to another worker; its result will not be recorded",
                         run.id,

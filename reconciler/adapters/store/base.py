@@ -114,6 +114,12 @@ class StateStore(ABC):
         `LeaseLost`. Returns the changed runs by id.
         """
 
+    def change_token(self) -> object | None:
+        """A value that changes whenever another connection (another process) may have
+        changed the store since it was last read here; this connection's own writes do not
+        change it. None when the backend cannot tell: callers then re-read every time."""
+        return None
+
     @abstractmethod
     def pending(self) -> list[Run]:
         """All pending runs, highest priority first, then oldest first."""

@@ -610,6 +610,11 @@ class SqliteStore(StateStore):
 
     # --- the queue ---
 
+    def change_token(self) -> int:
+        """SQLite's `data_version`: it changes when another connection commits to the file."""
+        with self._read() as conn:
+            return conn.execute("PRAGMA data_version").fetchone()[0]
+
     def pending(self) -> list[Run]:
         """Pending runs by (priority, created_at, id), without `output`."""
         return self._select("pending")
