@@ -3,25 +3,22 @@ the last trusted commit. Real git, real ssh-keygen signatures, `reconcile --once
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import reconcile
-from tests.support.integration import require_binary
+from tests.support.trust_repo import SignedGitRepo
 
 pytestmark = pytest.mark.integration
 
 
-class SignedRepo:
+class SignedRepo(SignedGitRepo):
+    """Team prod (alice admin, bob operator; mallory has a key and no role), one local machine
+    and task `hello`, under git.verify: range."""
+
     def __init__(self, root: Path):
-        require_binary("ssh-keygen")
-        self.root, self.work = root, root / "work"
-        self.keys = {name: self._key(name) for name in ("alice", "bob", "mallory")}
-        self.work.mkdir()
-        self.git("init", "-q", "-b", "main")
+        super().__init__(root, ("alice", "bob", "mallory"))
         self.write("inventory/reconciler.yaml", "git: {verify: range}\n")
         self.team(admins=["alice"], operators=["bob"])
         self.write("inventory/machines/box.yaml", "name: box\nteam: prod\ntransport: local\n")
@@ -29,57 +26,12 @@ class SignedRepo:
             "inventory/tasks/prod/hello.yaml", "name: hello\nmachines: [box]\ncommand: echo hello\n"
         )
 
-    def _key(self, name: str) -> Path:
-        key = self.root / name
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
-        )
-        return key
-
-    def public(self, name: str) -> str:
-        return " ".join(self.keys[name].with_suffix(".pub").read_text().split()[:2])
-
     def team(self, admins: list[str], operators: list[str]) -> None:
         members = [f"  - {{name: {n}, role: admin, ssh: {self.public(n)}}}\n" for n in admins]
         members += [
             f"  - {{name: {n}, role: operator, ssh: {self.public(n)}}}\n" for n in operators
         ]
         self.write("inventory/teams/prod.yaml", "name: prod\nmembers:\n" + "".join(members))
-
-    def write(self, relative: str, text: str) -> None:
-        path = self.work / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-    def git(self, *args: str) -> str:
-        env = {
-            **os.environ,
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@example.invalid",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.invalid",
-        }
-        return subprocess.run(
-            ["git", *args], cwd=self.work, check=True, capture_output=True, text=True, env=env
-        ).stdout
-
-    def commit(self, signer: str | None, message: str = "change") -> None:
-        self.git("add", "-A")
-        sign = (
-            ["-c", "gpg.format=ssh", "-c", f"user.signingkey={self.keys[signer]}", "commit", "-S"]
-            if signer
-            else ["commit"]
-        )
-        self.git(*sign, "-q", "-m", message)
-
-    def fingerprint(self, name: str) -> str:
-        out = subprocess.run(
-            ["ssh-keygen", "-l", "-f", str(self.keys[name].with_suffix(".pub"))],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        return out.split()[1]
 
     def once(self, code: int, *extra: str) -> str:
         state = f"sqlite:///{self.root / 'state.db'}"
