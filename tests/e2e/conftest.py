@@ -9,9 +9,6 @@ import pytest
 
 from tests.support.project import Project
 
-# Re-exported while tests/integration/test_ssh_*.py still import it from here.
-__all__ = ["Project", "project"]
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:

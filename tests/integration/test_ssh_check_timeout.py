@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.integration.test_ssh_cli import _vaulted_project
+from tests.support.ssh_project import ssh_project
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,8 @@ def _seconds(run: dict) -> float:
 
 
 def test_ssh_check_that_hangs_fails_the_run_and_bounds_the_whole_run(tmp_path, sshd, client_key):
-    p = _vaulted_project(tmp_path, sshd, client_key)  # the key from the team vault
+    # The key from the team vault; runs one after another, as on a machine without max_parallel.
+    p = ssh_project(tmp_path, sshd.port, sshd.host_key, client_key, max_parallel=1)
     p.task("hung", f"timeout: 1\ncheck: sleep 30\ncommand: {p.record('hung-ran')}\n")
     p.task(
         "slow", f"timeout: 5\ncheck: sleep 4; exit 1\ncommand: {p.record('slow-ran')}; sleep 30\n"

@@ -3,38 +3,24 @@ come from the team vault, nothing of either reaches the store, output or argv.""
 
 from __future__ import annotations
 
-import getpass
-
 import pytest
 
-from tests.e2e.conftest import Project
+from tests.support.ssh_project import ssh_project
 
 pytestmark = pytest.mark.integration
 SECRET = "db-Pass-7731 with spaces $(not run)"
 
 
-def _vaulted_project(tmp_path, daemon, client_key):
-    project = Project(tmp_path)
-    key = project.root / "me.key"
-    public = project.run("vault", "keygen", "-o", str(key), code=0).err.split("Public key: ")[1]
-    project.write(
-        "teams/ops.yaml",
-        f"name: ops\nmembers:\n  - {{name: me, role: admin, age: {public.strip()}}}\n",
-    )
-    for name, value in (("SSH_KEY", client_key.private), ("DB_PASSWORD", SECRET)):
-        project.run("vault", "set", "ops", name, "-", "--identity", str(key), code=0, input=value)
-    project.write(
-        "machines/box.yaml",
-        f"name: box\nteam: ops\nhost: 127.0.0.1\n"
-        f"port: {daemon.port}\nuser: {getpass.getuser()}\nhost_key: {daemon.host_key}\n"
-        "key: {vault: SSH_KEY}\n",
-    )
-    project.key = key
-    return project
-
-
 def test_once_runs_tasks_over_ssh_with_vault_key_and_secret(tmp_path, sshd, client_key):
-    p = _vaulted_project(tmp_path, sshd, client_key)
+    # One run at a time, so the second reuses the first's connection (asserted below).
+    p = ssh_project(
+        tmp_path,
+        sshd.port,
+        sshd.host_key,
+        client_key,
+        secrets={"DB_PASSWORD": SECRET},
+        max_parallel=1,
+    )
     p.task(
         "hello",
         'env: {PW: {vault: DB_PASSWORD}}\ncommand: test "$PW" = "$EXPECTED" && '
@@ -55,7 +41,7 @@ def test_a_wrong_pinned_host_key_fails_the_run_with_host_key_mismatch(
     tmp_path, sshd_factory, client_key
 ):
     real, other = sshd_factory(), sshd_factory()
-    p = _vaulted_project(tmp_path, real, client_key)
+    p = ssh_project(tmp_path, real.port, real.host_key, client_key)
     machine = (p.inventory / "machines" / "box.yaml").read_text()
     p.write("machines/box.yaml", machine.replace(real.host_key, other.host_key))
     p.task("hello", "command: echo never\n")

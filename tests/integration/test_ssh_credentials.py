@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Project
+from tests.support.project import Project
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.core.redact import Secret
-from tests.integration.test_ssh_cli import _vaulted_project
+from tests.support.ssh_project import ssh_project
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ def test_ssh_output_over_64_kib_is_marked_and_a_cut_secret_is_masked(
     sshd,
     client_key,
 ):
-    p = _vaulted_project(tmp_path, sshd, client_key)
+    p = ssh_project(tmp_path, sshd.port, sshd.host_key, client_key)
     long = "Ssh-Long-Secret-" + "qwertyuiopasdfghjklzxcvbnm" * 4
     p.run("vault", "set", "ops", "LONG", "-", "--identity", str(p.key), code=0, input=long)
     kept = 65536 - 80  # the last 64 KiB begin 80 characters into the secret

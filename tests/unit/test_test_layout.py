@@ -27,11 +27,6 @@ ALLOWED_FOR_NOW = {
     ("tests/contract/test_store_adoption.py", "tests.contract.test_store"),
     ("tests/contract/test_store_audit.py", "tests.contract.test_store_leases"),
     ("tests/contract/test_store_recover_owner.py", "tests.contract.test_store"),
-    # The SSH tests were being edited by another change: `_vaulted_project(tmp_path, daemon,
-    # key)` is `ssh_project(tmp_path, daemon.port, daemon.host_key, key, secrets=...)` of
-    # tests/support/ssh_project.py.
-    ("tests/integration/test_ssh_check_timeout.py", "tests.integration.test_ssh_cli"),
-    ("tests/integration/test_ssh_output_tail.py", "tests.integration.test_ssh_cli"),
 }
 
 
