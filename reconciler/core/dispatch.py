@@ -99,7 +99,7 @@ def prioritised(runs: Sequence[Run], desired: DesiredState) -> list[tuple[Run, i
     """
     runs = sorted(runs, key=lambda r: r.id)  # a stable base whatever the input order
     items = [_Item(r.task, r.machine, _priority(r, desired)) for r in runs]
-    effective = inherited_priorities(items, desired, dependency_depth(desired))
+    effective = inherited_priorities(items, desired, _depth_of(desired))
     order = sorted(range(len(runs)), key=lambda i: (effective[i], _age(runs[i]), runs[i].id))
     return [(runs[i], effective[i]) for i in order]
 
@@ -122,6 +122,23 @@ def held_until(
     if end is not None:
         return end
     return at if at > now else None
+
+
+# The `after` depths of the last desired state decided on: a drain decides every round with
+# the same (immutable) desired state, and computing them took a third of a round's time.
+# One slot, replaced whole, so threads deciding at once at worst compute it twice.
+_last_depth: tuple[DesiredState, dict[str, int]] | None = None
+
+
+def _depth_of(desired: DesiredState) -> dict[str, int]:
+    """`dependency_depth(desired)`, computed once per desired state object."""
+    global _last_depth
+    cached = _last_depth
+    if cached is not None and cached[0] is desired:
+        return cached[1]
+    depth = dependency_depth(desired)
+    _last_depth = (desired, depth)
+    return depth
 
 
 @dataclass(frozen=True)
