@@ -7,7 +7,10 @@ and run intervals are read from the state store's own timestamps."""
 from __future__ import annotations
 
 import json
+import signal
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from tests.support.cli import reaped, spawn
 from tests.support.store_rows import store_rows
@@ -138,3 +141,29 @@ def test_a_second_once_runs_urgent_work_beside_a_draining_pass(project):
     assert [t for _, _, t in shared if t == "ops/squeeze"] == ["ops/squeeze"]
     for (_, finished, earlier), (started, _, later) in zip(shared, shared[1:]):
         assert started + CLOCK_TOLERANCE >= finished, (earlier, later, shared)
+
+
+@pytest.mark.parametrize(
+    ("point", "status", "executed"),
+    [
+        ("after_claim", "succeeded", 1),
+        ("after_dispatch", "unknown", 0),
+        ("before_result", "unknown", 1),
+    ],
+)
+def test_a_pass_killed_at_a_failpoint_is_recovered_at_once_by_the_next(
+    project, point, status, executed
+):
+    """Recovery no longer takes every running run for a dead pass's: it judges the holder.
+    A holder killed at any point of the run protocol is gone, so the next pass recovers its
+    run at once (not after the lease) and nothing is lost or run twice."""
+    p = project
+    p.task("once", f"command: {p.record('ran')}\n")
+    crashed = p.run("--once", env={"RECONCILER_FAILPOINTS": f"{point}=crash"})
+    assert crashed.code == -signal.SIGKILL, crashed.err
+    assert _latest(p, "ops/once")[0] == "running"
+    after = p.run("--once", "--format", "json", code=0 if status == "succeeded" else 1, timeout=30)
+    assert _statuses(after.json()) == {"ops/once": status}
+    assert p.ledger_lines().count("ran") == executed
+    assert p.run("--once", "--format", "json", code=0).json()["runs"] == []
+    assert p.ledger_lines().count("ran") == executed
