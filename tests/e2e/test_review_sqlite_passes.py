@@ -373,8 +373,9 @@ def test_a_once_with_nothing_to_plan_does_not_claim_all_is_done_while_another_pa
     is done while the queue still holds work."""
     p = project
     go = p.root / "go"
-    _first_pass_holding_one_slot(p, go, f"    command: {p.record('theirs')}\n")
-    first = spawn("--once", "-q", "--concurrency", "1", "--format", "json", cwd=p.root)
+    # `theirs` waits for `long`: no pass can start it before `long` ends.
+    _first_pass_holding_one_slot(p, go, f"    after: [long]\n    command: {p.record('theirs')}\n")
+    first = spawn("--once", "-q", "--format", "json", cwd=p.root)
     with reaped(first):
         wait_until(
             lambda: _status(p, "ops/long") == "running" or first.poll() is not None,
