@@ -388,3 +388,45 @@ def test_a_once_with_nothing_to_plan_does_not_claim_all_is_done_while_another_pa
         first.communicate(timeout=60)
     assert again.code == 0, again.err
     assert "every task is in its desired state" not in again.out, again.out
+
+
+def test_a_second_once_ends_beside_a_pass_whose_only_run_waits_for_a_retry(project):
+    """Nothing runs anywhere: the first pass's only run waits out a ten-minute back-off. A
+    second pass with an urgent run of its own must neither wait for that back-off nor report
+    the other pass's run (issue 12.3: "whatever lower-priority runs are waiting for retry")."""
+    p = project
+    p.write(
+        "machines/more.yaml",
+        "machines:\n"
+        "  - {name: flakybox, team: ops, transport: local, max_parallel: 1}\n"
+        "  - {name: idlebox, team: ops, transport: local, max_parallel: 1}\n",
+    )
+    p.write(
+        "tasks/ops/low.yaml",
+        "name: flaky\nmachines: [flakybox]\npriority: 5\nretry: {count: 1, delay: 10m}\n"
+        "command: exit 1\n",
+    )
+    first = spawn("--once", "-q", "--format", "json", cwd=p.root)
+    with reaped(first):
+        wait_until(
+            lambda: (
+                (_latest(p, "ops/flaky") or ("", 0))[0:2] == ("pending", 2)
+                or first.poll() is not None
+            ),
+            timeout=60,
+            message="the first pass waiting out its run's retry back-off",
+        )
+        _urgent_commit(p)
+        with reaped(spawn("--once", "-q", "--format", "json", cwd=p.root)) as second:
+            wait_until(
+                lambda: second.poll() is not None,
+                timeout=30,
+                message="the second pass to end (its own run took well under a second)",
+            )
+            out, err = second.communicate()
+        flaky = _latest(p, "ops/flaky")
+        p.run("queue", "cancel", str(flaky[3]), code=0)
+        first.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert _statuses(json.loads(out)) == {"ops/urgent": "succeeded"}, out
+    assert p.ledger_lines() == ["urgent"]
