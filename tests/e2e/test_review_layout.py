@@ -144,6 +144,27 @@ def test_a_full_disk_is_reported_as_a_write_failure_not_as_a_bug(project):
 
 @pytest.mark.xfail(
     strict=True,
+    reason="review: `vault decrypt -o DIR` / `vault encrypt -o DIR` (a directory) is 'internal "
+    "error (a bug in reconciler, please report it): IsADirectoryError', exit 3, instead of "
+    "exit 2 naming the output",
+)
+@pytest.mark.parametrize("action", ["decrypt", "encrypt"])
+def test_an_output_that_is_a_directory_is_a_usage_error(project, action):
+    key, sealed = _encrypted(project, "vault")
+    (project.root / "outdir").mkdir()
+    if action == "decrypt":
+        args = ["vault", "decrypt", "-i", str(key), "-o", "outdir", str(sealed)]
+    else:
+        public = key.read_text().split("# public key: ")[1].split()[0]
+        (project.root / "p.txt").write_text("hello\n")
+        args = ["vault", "encrypt", "-r", public, "-o", "outdir", "p.txt"]
+    result = project.run(*args)
+    assert result.code == 2, result.err
+    assert "bug" not in result.err and "outdir" in result.err, result.err
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="review: --format json is accepted (exit 0) by commands that write no JSON: "
     "vault keygen/encrypt/decrypt print a key or file, `reconcile --format json codeowners` "
     "prints CODEOWNERS text (docs: a --format a command cannot write is exit 2)",
