@@ -14,9 +14,11 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from reconciler.core.plan import Plan
-from reconciler.core.state import Run
+if TYPE_CHECKING:  # types only: core.plan imports croniter, which `validate` need not load
+    from reconciler.core.plan import Plan
+    from reconciler.core.state import Run
 
 
 @dataclass(frozen=True)

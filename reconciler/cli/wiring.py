@@ -1,6 +1,10 @@
 """The one place that knows concrete classes: store, transports, engine; and the settings of a
 command, resolved by `cli.settings` (flag > environment > `inventory/reconciler.yaml` >
 default; SPEC §6) and read here.
+
+The store and the transports are imported by the functions that build them: `validate`
+loads the inventory through this module and must not pay for SQLite, PostgreSQL or SSH
+(issue 14: it starts in under 0.15 s; tests/e2e/test_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -9,17 +13,18 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.adapters.store.base import StateStore
-from reconciler.adapters.store.factory import open_store
-from reconciler.adapters.transport.base import Transport
-from reconciler.adapters.transport.local import LocalTransport
 from reconciler.cli.settings import Context, HostSettings, resolve
 from reconciler.core.compile import compile_collecting
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.errors import UsageError, raise_if_errors
 from reconciler.core.model import DesiredState, Inventory
 from reconciler.inventory.loader import read_inventory
+
+if TYPE_CHECKING:
+    from reconciler.adapters.store.base import StateStore
+    from reconciler.adapters.transport.base import Transport
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ def store(
 ) -> StateStore | None:
     """The configured store; with `create=False` or `read_only`, None when it does not
     exist yet (read-only commands never create, migrate or write a store)."""
+    from reconciler.adapters.store.factory import open_store
+
     return open_store(state_url(args, inventory), create=create, read_only=read_only)
 
 
@@ -135,6 +142,7 @@ def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> dic
     With more than one team (`teams`), a local machine whose `user:` is the reconciler's
     own account fails its runs unless the settings allow the shared user (compile refuses
     the cases it can see without the host: no `user:`, `user: root`)."""
+    from reconciler.adapters.transport.local import LocalTransport
     from reconciler.adapters.transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
 
     def resolve_key(machine):
