@@ -233,6 +233,28 @@ def test_a_json_format_a_command_cannot_write_is_refused(project, command):
     assert result.code == 2, f"exit {result.code}, stdout starts {result.out[:60]!r}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: under --log-format json, `vault keygen -o` ('Public key: ...'), `vault "
+    "set/unset/rekey` ('inventory/vaults/ops.age: set NAME') and `codeowners -o` ('wrote "
+    "FILE') still write plain text lines to stderr (docs: every stderr line is a JSON object)",
+)
+@pytest.mark.parametrize("command", ["keygen", "set", "unset", "rekey", "codeowners"])
+def test_json_logs_leave_no_plain_text_line_on_stderr(vaulted, command):
+    p = vaulted
+    ident = ["--identity", str(p.alice)]
+    args = {
+        "keygen": ["vault", "keygen", "-o", str(p.root / "new.key")],
+        "set": ["vault", "set", "ops", "API_TOKEN", "-", *ident],
+        "unset": ["vault", "unset", "ops", "DB_PASSWORD", *ident],
+        "rekey": ["vault", "rekey", "ops", *ident],
+        "codeowners": ["codeowners", "-o", str(p.root / "CODEOWNERS")],
+    }[command]
+    result = p.run("--log-format", "json", *args, input="tok-0987654\n", code=0)
+    plain = [line for line in result.err.splitlines() if line and not line.startswith("{")]
+    assert plain == [], plain
+
+
 def _section(command: str) -> str:
     text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
     start = text.index(f"## `reconcile {command}")
