@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from reconciler.adapters.store.base import HEARTBEAT_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
+from reconciler.adapters.store.common import pid_namespace
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport
 from reconciler.core.dispatch import decide
 from reconciler.core.errors import StoreError, TransportError
@@ -81,10 +82,11 @@ def utc_now() -> datetime:
 
 @lru_cache(maxsize=1)
 def process_owner() -> str:
-    """The owner this process stamps on the runs it claims: `host:pid:token`. The token
-    tells two lives of one pid apart (a restarted container's daemon is pid 1 again), so a
-    pass never mistakes a dead predecessor's runs for its own live ones."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """The owner this process stamps on the runs it claims: `host:pid:token:pidns`. The
+    token tells two lives of one pid apart (a restarted container's daemon is pid 1 again),
+    so a pass never mistakes a dead predecessor's runs for its own live ones; the pid
+    namespace tells whether another process of the host can judge the pid (SQLite)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}:{pid_namespace()}"
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,16 @@ class _Drain:
     def _run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
         self.pending = {r.id: r for r in self.store.pending()}
+        if not self.forever and self._alone():
+            # Nobody else drains: what waits in the queue, due, was left by an earlier pass
+            # (one that died, or a deny window): this pass runs it and reports it as its own.
+            # A run waiting out a retry back-off may be a live pass's (it waits for it).
+            now = self.engine.clock()
+            self.mine |= {
+                run.id
+                for run in self.pending.values()
+                if run.not_before is None or run.not_before <= now
+            }
         with (
             ThreadPoolExecutor(
                 max_workers=self.engine.concurrency, thread_name_prefix="run"
@@ -405,21 +417,26 @@ class _Drain:
             if self.engine.stop.is_set():  # a signal may arrive between two claims
                 break
             self._start(run, now)
-        # A pass waits for the retries of its own runs only: another pass's back-off is
-        # that pass's to wait for (a worker waits for every run anyway).
+        self.window_held = {
+            run.id
+            for run, until in decision.held
+            if run.not_before is None or until > run.not_before
+        }
+        # A pass waits for the retries of its own runs. Another pass's back-off is that
+        # pass's to wait for, unless a run of this pass still waits in the queue: it may
+        # wait for that very retry (an `after` dependency), so it is woken when it comes due.
+        # A worker waits for every run anyway.
+        waiting_mine = any(
+            run_id in self.pending and run_id not in self.window_held for run_id in self.mine
+        )
         retry_waits = [
             until
             for run, until in decision.held
             if run.not_before is not None
             and until <= run.not_before
             and self.engine.wait_for_retries
-            and (self.forever or run.id in self.mine)
+            and (self.forever or waiting_mine or run.id in self.mine)
         ]
-        self.window_held = {
-            run.id
-            for run, until in decision.held
-            if run.not_before is None or until > run.not_before
-        }
         self._record_held(decision.held)
         return self._wait(retry_waits, now)
 
@@ -527,9 +544,10 @@ class _Drain:
             if run.id in self.mine:
                 self.report.runs[run.id] = run
         for run_id in self.mine - set(self.pending) - {r.id for r in self.others} - ours:
-            if self.report.runs[run_id].status.is_active:  # ended elsewhere: learn how
+            known = self.report.runs.get(run_id)  # None: found pending, not yet reported
+            if known is None or known.status.is_active:  # ended elsewhere: learn how
                 ended = self.store.get_run(run_id)
-                if ended is not None:
+                if ended is not None and not ended.status.is_active:
                     self.engine._note(self.report, Event("finished", ended, ended.error or ""))
 
     def _changes(self) -> tuple | None:
@@ -562,7 +580,8 @@ class _Drain:
             run.id, self.engine.owner, self.engine.clock(), machine.max_parallel
         )
         if claimed is None:  # cancelled, taken since we looked, or its machine is full:
-            self.stale = True  # the next round's re-read tells which
+            self.pending[run.id] = run  # as far as we know: the next round's re-read tells
+            self.stale = True
             return
         failpoints.hit("after_claim")
         spec = self.desired.tasks[claimed.task]
@@ -644,10 +663,23 @@ class _Drain:
         self._note(Event("finished", record, outcome.error or ""))
         return record
 
+    def _alone(self) -> bool:
+        """Whether no other drain runs on the store: no run is running anywhere, and this
+        process drains nothing else."""
+        with _ACTIVITY_GUARD:
+            if _DRAINS[id(self.store)] > 1:
+                return False
+        return not self.store.running()
+
     def _note(self, event: Event) -> None:
-        if not self.forever:
-            self.mine.add(event.run.id)
-        self.engine._note(self.report, event)
+        """Report `event` in this pass's report if its run is the pass's own (it enqueued,
+        recovered or found it: see `_run`). A run of another pass that this drain happened
+        to execute, block or sweep is that pass's to report and to wait for (the event still
+        reaches the audit log, alerts and progress)."""
+        if self.forever or event.run.id in self.mine:
+            self.engine._note(self.report, event)
+        else:
+            self.engine.on_event(event)
 
     def _record_held(self, held) -> None:
         """Note runs a deny window holds; a retry's own wait was announced by `retrying`."""
@@ -656,7 +688,7 @@ class _Drain:
                 continue
             if self.report.held.get(run.id) != until:
                 self.report.held[run.id] = until
-                if not self.forever:
+                if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
                 self.engine.on_event(Event("held", run, until.isoformat()))
 

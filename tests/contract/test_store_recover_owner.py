@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from reconciler.adapters.store.common import pid_namespace
 from reconciler.core.state import RunStatus
 from tests.contract.test_store import add, enqueue
 
@@ -44,11 +45,13 @@ def test_sqlite_recovers_a_gone_process_at_once_and_spares_a_live_one(store, bac
         alive_run, dead_run, dead_dispatched = add(
             store, now, enqueue(machine="a"), enqueue(machine="b"), enqueue(machine="c")
         )
-        store.claim(alive_run.id, f"{host}:{live.pid}:aaaaaa", now)
-        store.claim(dead_run.id, f"{host}:{gone.pid}:bbbbbb", now)
-        claimed = store.claim(dead_dispatched.id, f"{host}:{gone.pid}:bbbbbb", now)
+        store.claim(alive_run.id, f"{host}:{live.pid}:aaaaaa:{pid_namespace()}", now)
+        store.claim(dead_run.id, f"{host}:{gone.pid}:bbbbbb:{pid_namespace()}", now)
+        claimed = store.claim(
+            dead_dispatched.id, f"{host}:{gone.pid}:bbbbbb:{pid_namespace()}", now
+        )
         store.mark_dispatched(claimed.id, claimed.epoch, now)
-        recovered = store.recover(later(minutes=1), keep_owner=f"{host}:1:cccccc")
+        recovered = store.recover(later(minutes=1), keep_owner=f"{host}:1:cccccc:{pid_namespace()}")
         assert [(r.id, r.status) for r in recovered] == [
             (dead_run.id, RunStatus.PENDING),
             (dead_dispatched.id, RunStatus.UNKNOWN),

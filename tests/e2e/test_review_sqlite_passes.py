@@ -66,10 +66,6 @@ def _urgent_commit(p) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a --once reports (and exits 1 for) another pass's run it happened to execute",
-)
 def test_a_second_once_reports_only_its_own_runs_and_exits_by_them(project):
     p = project
     go = p.root / "go"
@@ -93,10 +89,6 @@ def test_a_second_once_reports_only_its_own_runs_and_exits_by_them(project):
     assert second.code == 0, second.out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a --once waits out the retry back-off of another pass's run it executed",
-)
 def test_a_second_once_does_not_wait_for_another_pass_retry_back_off(project):
     p = project
     go = p.root / "go"
@@ -153,10 +145,6 @@ def _can_unshare_pid() -> bool:
 
 
 @pytest.mark.skipif(not _can_unshare_pid(), reason="needs unshare --pid (root)")
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a live pass in another pid namespace with the same hostname is judged dead",
-)
 def test_a_live_pass_of_another_container_on_the_same_host_keeps_its_run(project):
     p = project
     go = p.root / "go"
@@ -193,10 +181,6 @@ def test_a_live_pass_of_another_container_on_the_same_host_keeps_its_run(project
     assert _statuses(json.loads(first_out)).get("ops/long") == "succeeded", first_err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a --once that sweeps a killed pass's runs reports them and exits 1 for them",
-)
 def test_kill_9_of_one_pass_leaves_the_other_pass_report_and_exit_code_its_own(project):
     p = project
     go_first, go_second = p.root / "go-first", p.root / "go-second"
@@ -318,11 +302,6 @@ def test_a_live_but_stopped_pass_keeps_its_running_run(project):
     assert sorted(p.ledger_lines()) == ["long", "urgent"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a --once whose run waits on another pass's retry back-off exits 0 with it "
-    "pending, and the first pass cannot run it (it does not know the task)",
-)
 def test_an_after_chain_onto_another_pass_retry_runs_within_the_pass(project):
     p = project
     flag = p.root / "failed-once"

@@ -8,6 +8,7 @@ backends so they cannot drift: the same output cap, the same error texts, the sa
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from functools import cache
@@ -27,6 +28,20 @@ CANCEL_ERRORS = {  # Cancel.reason -> the error text a cancelled run shows
     "target-removed": "cancelled: machine is no longer a target of the task",
 }
 QUEUE_CANCEL_ERROR = "cancelled: by `reconcile queue cancel`"
+
+
+# --- holders -----------------------------------------------------------------------------------
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (the inode of `/proc/self/ns/pid`), or "" where there
+    is none to read. Two containers on one host may share a hostname (host networking) but
+    not their pids: an owner names its namespace, so a pid is judged only in its own."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return "".join(ch for ch in link if ch.isdigit())
 
 
 # --- the SQL file -----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     delivery,
     only_comments,
     parse_sql_file,
+    pid_namespace,
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
@@ -243,21 +244,24 @@ def _run(row: tuple) -> Run:
 
 
 def holder_gone(owner: str | None, keep: str | None = None) -> bool:
-    """Whether the holder `owner` (`host:pid:token`, see `engine.process_owner`) is a process
-    of this host that no longer runs: every process of one SQLite store runs on the host that
-    holds its file, so a dead pid proves its runs dead without waiting for their lease.
+    """Whether the holder `owner` (`host:pid:token:pidns`, see `engine.process_owner`) is a
+    process of this host that no longer runs: every process of one SQLite store runs on the
+    host that holds its file, so a dead pid proves its runs dead without waiting for their
+    lease.
 
-    An owner of another host, or one that cannot be read, is not judged here (its lease
-    decides). A pid reused by an unrelated process reads as alive: the lease still ends it.
+    An owner of another host or of another pid namespace (a container sharing the host's
+    name), or one that cannot be read, is not judged here (its lease decides). A pid reused by an unrelated process reads as alive: the lease still ends it.
     This process's own pid under another owner than `keep` is an earlier life of this pid
     (a restarted container's pid 1); without `keep` it is taken as alive.
     """
     if owner is None:
         return False
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    fields = owner.split(":")
+    if len(fields) != 4 or fields[0] != socket.gethostname() or not fields[1].isdigit():
         return False
+    if fields[3] != pid_namespace():
+        return False
+    pid_text = fields[1]
     pid = int(pid_text)
     if pid == os.getpid():
         return keep is not None and owner != keep
