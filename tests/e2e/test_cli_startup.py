@@ -42,6 +42,15 @@ INVENTORY = (
     "yaml",
 )
 
+# The age modules of the key kinds other than X25519 (age1...), which the X25519 files
+# most are never need: SSH keys (with cryptography's OpenSSH serialization) and the
+# post-quantum hybrid. They are loaded when a key of their kind is parsed.
+OTHER_KEY_KINDS = (
+    "reconciler.adapters.vault.age.ssh",
+    "reconciler.adapters.vault.age.hybrid",
+    "cryptography.hazmat.primitives.serialization.ssh",
+)
+
 # Runs `main(words)` in a fresh interpreter, then writes which of `modules` it imported.
 PROBE = """
 import json, sys
@@ -114,7 +123,7 @@ def test_validate_imports_croniter_for_a_schedule_and_jsonschema_for_a_mistake(p
 def test_vault_file_commands_import_neither_a_pass_nor_the_inventory(project):
     key, public = keygen(project, "k")
     sealed, opened = project.root / "file.age", project.root / "file.txt"
-    modules = PASS_ONLY + INVENTORY
+    modules = PASS_ONLY + INVENTORY + OTHER_KEY_KINDS
     assert _imported(project, ["vault", "keygen", "-o", str(project.root / "k2")], modules) == {
         "code": 0,
         "loaded": [],
@@ -124,6 +133,38 @@ def test_vault_file_commands_import_neither_a_pass_nor_the_inventory(project):
     decrypt = ["vault", "decrypt", "-i", str(key), "-o", str(opened), str(sealed)]
     assert _imported(project, decrypt, modules) == {"code": 0, "loaded": []}
     assert opened.read_text() == "plain text\n"
+
+
+def test_an_ssh_key_loads_the_ssh_module_when_it_is_parsed(project):
+    """The modules of the other key kinds are loaded lazily, and then work as before."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    key = project.root / "id_ed25519"
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    sealed, opened = project.root / "file.age", project.root / "file.txt"
+    encrypt = ["vault", "encrypt", "-r", public, "-o", str(sealed)]
+    ssh_module = ("reconciler.adapters.vault.age.ssh",)
+    assert _imported(project, encrypt, ssh_module, b"over ssh\n") == {
+        "code": 0,
+        "loaded": list(ssh_module),
+    }
+    decrypt = ["vault", "decrypt", "-i", str(key), "-o", str(opened), str(sealed)]
+    assert _imported(project, decrypt, ssh_module) == {"code": 0, "loaded": list(ssh_module)}
+    assert opened.read_text() == "over ssh\n"
 
 
 # The issue's bound for a whole `vault decrypt`/`encrypt` process, whatever the file's size;

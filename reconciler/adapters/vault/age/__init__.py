@@ -21,6 +21,9 @@ helpers primitives (HKDF, AEAD, X25519), reader (byte sources), buffer (in-place
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from reconciler.adapters.vault.age.armor import (  # (the module `armor` stays reachable as age.armor)
     dearmor,
     is_armored,
@@ -43,7 +46,6 @@ from reconciler.adapters.vault.age.errors import (
     PayloadError,
 )
 from reconciler.adapters.vault.age.header import Stanza
-from reconciler.adapters.vault.age.hybrid import HybridIdentity, HybridRecipient
 from reconciler.adapters.vault.age.keys import parse_identities, parse_recipient
 from reconciler.adapters.vault.age.scrypt import (
     ScryptIdentity,
@@ -51,13 +53,40 @@ from reconciler.adapters.vault.age.scrypt import (
     scrypt_identity,
     scrypt_recipient,
 )
-from reconciler.adapters.vault.age.ssh import (
-    SshEd25519Identity,
-    SshEd25519Recipient,
-    SshRsaIdentity,
-    SshRsaRecipient,
-)
 from reconciler.adapters.vault.age.x25519 import X25519Identity, X25519Recipient, generate_x25519
+
+if TYPE_CHECKING:
+    from reconciler.adapters.vault.age.hybrid import HybridIdentity, HybridRecipient
+    from reconciler.adapters.vault.age.ssh import (
+        SshEd25519Identity,
+        SshEd25519Recipient,
+        SshRsaIdentity,
+        SshRsaRecipient,
+    )
+
+# Imported when first named (`age.SshRsaRecipient`) or when a key of their kind is parsed
+# (keys.py): an X25519 file, most of them, needs neither the SSH module (cryptography's key
+# serialization) nor the post-quantum one, and `vault encrypt`/`decrypt` should start
+# without them (issue 14: within 2x of `age`). scrypt stays: `vault decrypt` always offers
+# a passphrase identity, and its module costs nothing to speak of.
+_LAZY = {
+    "HybridIdentity": "hybrid",
+    "HybridRecipient": "hybrid",
+    "SshEd25519Identity": "ssh",
+    "SshEd25519Recipient": "ssh",
+    "SshRsaIdentity": "ssh",
+    "SshRsaRecipient": "ssh",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AgeError",

@@ -18,8 +18,7 @@ from reconciler.adapters.vault.age.armor import ArmorWriter, dearmor, is_armored
 from reconciler.adapters.vault.age.armor import armor as armor_bytes
 from reconciler.adapters.vault.age.buffer import OutputBuffer
 from reconciler.adapters.vault.age.errors import HeaderError, NoMatchError
-from reconciler.adapters.vault.age.header import Stanza
-from reconciler.adapters.vault.age.hybrid import TYPE as HYBRID_TYPE
+from reconciler.adapters.vault.age.header import HYBRID_TYPE, Stanza
 from reconciler.adapters.vault.age.primitives import FILE_KEY_SIZE
 from reconciler.adapters.vault.age.reader import (
     MemorySource,

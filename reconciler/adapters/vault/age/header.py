@@ -31,6 +31,9 @@ COLUMNS = 64
 # hundred bytes per stanza (a hybrid stanza is ~1.6 KB); these are far above any honest file.
 MAX_LINE = 1 << 16
 MAX_HEADER = 1 << 22
+# The post-quantum stanza type (hybrid.TYPE): here, so that `core` checks a header's mix of
+# types without loading the ML-KEM module for the X25519 files most are.
+HYBRID_TYPE = "mlkem768x25519"
 
 # An argument is one or more visible ASCII characters (VCHAR, 0x21-0x7E): no spaces, no CR.
 _ARGUMENT = re.compile(rb"[\x21-\x7e]+")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from reconciler.adapters.vault.age import b64, bech32
 from reconciler.adapters.vault.age.errors import HeaderError
-from reconciler.adapters.vault.age.header import Stanza
+from reconciler.adapters.vault.age.header import HYBRID_TYPE, Stanza
 from reconciler.adapters.vault.age.primitives import (
     WRAPPED_KEY_SIZE,
     hkdf_expand,
@@ -32,7 +32,7 @@ from reconciler.adapters.vault.age.primitives import (
     x25519,
 )
 
-TYPE = "mlkem768x25519"
+TYPE = HYBRID_TYPE
 INFO = b"age-encryption.org/mlkem768x25519"
 RECIPIENT_HRP = "age1pq"
 IDENTITY_HRP = "age-secret-key-pq-"
