@@ -18,20 +18,17 @@ from dataclasses import replace
 
 from reconciler.adapters.source.revision import Repository, RevisionInventory
 from reconciler.adapters.source.signatures import required_roles
-from reconciler.cli import wiring
-from reconciler.cli.diff_views import diff_json_text, diff_markdown, diff_text
+from reconciler.cli import views, wiring
+from reconciler.cli.diff_views import diff_json, diff_markdown, diff_text
 from reconciler.core.diagnostics import Diagnostics, Location
 from reconciler.core.diff import Diff, Revision, Side, diff_sides
 from reconciler.core.errors import VaultError, raise_if_errors
 from reconciler.core.state import ExecutedState
 
-FORMATS = ("text", "json", "markdown")
-RENDER = {"text": diff_text, "json": diff_json_text, "markdown": diff_markdown}
 
-
-def run(args: argparse.Namespace) -> int:
-    """Print the diff of `args.base`..`args.head` in `--format`; returns 0."""
-    fmt = getattr(args, "format", None) or "text"
+def run(args: argparse.Namespace) -> views.Output:
+    """The diff of `args.base`..`args.head`, in each format (cli.main prints the one asked
+    for); exit 0."""
     with Repository(wiring.inventory_dir(args)) as repo:
         base, head = repo.load(args.base), repo.load(args.head)
     _check_present(base, head)
@@ -43,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
             diff,
             requires=tuple(required_roles(wiring.inventory_dir(args), base.commit, head.commit)),
         )
-    print(RENDER[fmt](diff), end="")
-    return 0
+    return views.Output(
+        diff_json(diff), lambda: diff_text(diff), markdown=lambda: diff_markdown(diff)
+    )
 
 
 def compute(args: argparse.Namespace, base: RevisionInventory, head: RevisionInventory) -> Diff:
@@ -146,4 +144,4 @@ def _executed(args: argparse.Namespace) -> ExecutedState | None:
         store.close()
 
 
-__all__ = ["FORMATS", "compute", "run"]
+__all__ = ["compute", "run"]
