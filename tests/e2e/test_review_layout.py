@@ -295,22 +295,11 @@ def _section(command: str) -> str:
     return text[start : end if end >= 0 else len(text)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `--output` (listed by `reconcile audit export --help` and `reconcile "
-    "codeowners --help`) is not in their sections of docs/commands.md, only `-o`",
-)
 @pytest.mark.parametrize("command", ["audit", "codeowners"])
 def test_every_long_option_of_help_is_in_the_commands_section(command):
     assert re.search(r"(?<![\w-])--output(?![\w-])", _section(command))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: the README tells editors to use $schema=../../schemas/task.schema.json "
-    "'(the demo's files do)'; from inventory/tasks/<team>/ that is inventory/schemas, which "
-    "does not exist (the demo files use ../../../schemas)",
-)
 def test_the_readme_schema_path_resolves_from_a_task_file():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     path = re.search(r"\$schema=([^\s`]+task\.schema\.json)", readme).group(1)
