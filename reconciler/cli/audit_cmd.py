@@ -13,6 +13,11 @@ checkpoint line over the whole log's head. It refuses to sign a log that does no
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import json
 import os
@@ -36,14 +41,14 @@ from reconciler.core.errors import InputError, UsageError
 FORMATS = ("text", "json")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, ctx: Context) -> int:
     """Run `audit verify` or `audit export`; returns the exit code."""
     fmt = getattr(args, "format", None) or "text"
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt} is not available for audit; use text or json")
     if args.audit_command == "verify":
         return _verify(args, fmt)
-    return _export(args, fmt)
+    return _export(args, ctx, fmt)
 
 
 # --- shared ------------------------------------------------------------------------------------------
@@ -226,7 +231,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _export(args: argparse.Namespace, fmt: str) -> int:
+def _export(args: argparse.Namespace, ctx: Context, fmt: str) -> int:
     inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
     now = datetime.now(UTC)
@@ -242,7 +247,7 @@ def _export(args: argparse.Namespace, fmt: str) -> int:
             key,
             args.output,
             since,
-            redact=getattr(args, "redactor", None),
+            redact=ctx.redactor,
             trusted=cp.trusted(identities, key_path(args, url)),
         )
     finally:

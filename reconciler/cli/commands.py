@@ -16,6 +16,7 @@ from reconciler.cli import views, wiring
 from reconciler.cli.passes import prepared_pass, run_pass, wired_engine, worker_inventory
 from reconciler.cli.progress import print_warnings as _print_warnings
 from reconciler.cli.progress import progress_for
+from reconciler.cli.settings import Context
 from reconciler.core.state import ExecutedState, RunStatus
 from reconciler.pipeline.engine import Engine, utc_now
 from reconciler.pipeline.sinks import audit_queue_change
@@ -23,7 +24,7 @@ from reconciler.pipeline.sinks import audit_queue_change
 log = logging.getLogger(__name__)
 
 
-def cmd_plan(args: argparse.Namespace) -> views.Output:
+def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
     """What the next pass would do; never creates or changes a store."""
     loaded = wiring.load(args)
     _print_warnings(loaded.warnings)
@@ -41,11 +42,10 @@ def cmd_plan(args: argparse.Namespace) -> views.Output:
     )
 
 
-def cmd_once(args: argparse.Namespace) -> int | views.Output:
+def cmd_once(args: argparse.Namespace, ctx: Context) -> int | views.Output:
     """One pass: validate, plan, record, run the queue to the end, summarise."""
     if args.dry_run:
-        return cmd_plan(args)
-    ctx = wiring.context(args)
+        return cmd_plan(args, ctx)
     commit = head_commit(ctx.settings.inventory.value)
     ctx.settings.lock_timeout.check()  # a bad flag is exit 2 before anything is opened
     # Bad input stops in prepared_pass: nothing runs. Under git.verify, the inventory is the
@@ -111,7 +111,7 @@ def _graceful_stop(engine: Engine):
             signal.signal(sig, old)
 
 
-def cmd_status(args: argparse.Namespace) -> views.Output:
+def cmd_status(args: argparse.Namespace, ctx: Context) -> views.Output:
     """Queue depth by priority and team, running runs, recent failures, machines."""
     from reconciler.pipeline.metrics import status_numbers
 
@@ -126,12 +126,12 @@ def cmd_status(args: argparse.Namespace) -> views.Output:
     return views.Output(data, lambda: views.status_text(data))
 
 
-def cmd_queue(args: argparse.Namespace) -> int | views.Output:
+def cmd_queue(args: argparse.Namespace, ctx: Context) -> int | views.Output:
     """`queue list|show|cancel|retry|prune`: read and steer the run history."""
     if args.queue_command == "prune":
         from reconciler.cli.prune_cmd import run
 
-        return run(args)
+        return run(args, ctx)
     store = wiring.store(
         args,
         wiring.inventory_if_valid(args),
@@ -145,12 +145,12 @@ def cmd_queue(args: argparse.Namespace) -> int | views.Output:
 
         raise InputError(f"no run {args.run}: there is no state store yet")
     try:
-        return _QUEUE[args.queue_command](args, store)
+        return _QUEUE[args.queue_command](args, ctx, store)
     finally:
         store.close()
 
 
-def _queue_list(args, store) -> views.Output:
+def _queue_list(args, ctx, store) -> views.Output:
     statuses = None
     if args.status:
         try:
@@ -165,7 +165,7 @@ def _queue_list(args, store) -> views.Output:
     return views.Output([views.run_json(r) for r in runs], lambda: views.runs_text(runs))
 
 
-def _queue_show(args, store) -> views.Output:
+def _queue_show(args, ctx, store) -> views.Output:
     run = store.get_run(args.run)
     if run is None:
         from reconciler.core.errors import InputError
@@ -202,7 +202,7 @@ def _check_retryable(args, store) -> tuple[int, str]:
 
 
 def _queue_change(verb: str):
-    def change(args, store) -> views.Output:
+    def change(args, ctx, store) -> views.Output:
         run_id, note = args.run, ""
         if verb == "retry":
             run_id, note = _check_retryable(args, store)
@@ -210,7 +210,7 @@ def _queue_change(verb: str):
         run = method(run_id, utc_now())
         if note:
             print(note, file=sys.stderr)
-        audit_queue_change(store, verb, run, redact=args.redactor)
+        audit_queue_change(store, verb, run, redact=ctx.redactor)
         return views.Output(views.run_json(run), lambda: views.queue_change_text(verb, run))
 
     return change
@@ -224,12 +224,11 @@ _QUEUE = {
 }
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
     """Execute queued runs of a shared (PostgreSQL) queue until SIGTERM/SIGINT; plans nothing."""
     from reconciler.core.errors import UsageError
 
     # Under git.verify: the store's last reconciled commit, never the working tree.
-    ctx = wiring.context(args)
     follow = worker_inventory(ctx, lambda loaded: _FollowInventory(args, loaded))
     loaded = follow.loaded
     store = wiring.store(args, loaded.inventory)
@@ -285,12 +284,12 @@ class _FollowInventory:
         return self.loaded.desired
 
 
-def cmd_machines(args: argparse.Namespace) -> int:
+def cmd_machines(args: argparse.Namespace, ctx: Context) -> int:
     """`machines` (reachability, last seen, load) and `machines keyscan HOST[:PORT]`."""
     from reconciler.cli.machines_cmd import run
 
     loaded = None if args.action == "keyscan" else wiring.load(args)
-    secrets = wiring.secrets(args, loaded.inventory) if loaded is not None else None
+    secrets = wiring.vault_secrets(ctx, loaded.inventory) if loaded is not None else None
     transports = wiring.transports(secrets)
     try:
         return run(args, loaded.inventory if loaded is not None else None, transports)
@@ -299,7 +298,7 @@ def cmd_machines(args: argparse.Namespace) -> int:
             transport.close()
 
 
-def cmd_codeowners(args: argparse.Namespace) -> int:
+def cmd_codeowners(args: argparse.Namespace, ctx: Context) -> int:
     """A CODEOWNERS file from the teams' roles (the same rules `git.verify` enforces)."""
     from pathlib import Path
 

@@ -126,8 +126,8 @@ class _Continuous:
         )
 
 
-def cmd_continuous(args: argparse.Namespace) -> int:
-    ctx = wiring.context(args)  # the host's settings, once for the daemon's life
+def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
+    # ctx: the host's settings, resolved once for the daemon's life
     daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
     metrics = server = None
     if args.metrics_addr:

@@ -10,6 +10,11 @@ an invalid inventory at a revision exit 2 with `REVISION:path:line:column` error
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import hashlib
 import sys
@@ -26,7 +31,7 @@ from reconciler.core.errors import VaultError, raise_if_errors
 from reconciler.core.state import ExecutedState
 
 
-def run(args: argparse.Namespace) -> views.Output:
+def run(args: argparse.Namespace, ctx: Context) -> views.Output:
     """The diff of `args.base`..`args.head`, in each format (cli.main prints the one asked
     for); exit 0."""
     with Repository(wiring.inventory_dir(args)) as repo:
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace) -> views.Output:
     _check_present(base, head)
     for warning in head.warnings:
         print(str(warning), file=sys.stderr)
-    diff = compute(args, base, head)
+    diff = compute(args, ctx, base, head)
     if not (base.missing or head.missing):
         diff = replace(
             diff,
@@ -45,7 +50,9 @@ def run(args: argparse.Namespace) -> views.Output:
     )
 
 
-def compute(args: argparse.Namespace, base: RevisionInventory, head: RevisionInventory) -> Diff:
+def compute(
+    args: argparse.Namespace, ctx: Context, base: RevisionInventory, head: RevisionInventory
+) -> Diff:
     """The `Diff` of two loaded revisions, with the optional vault and state enrichments."""
     from reconciler.adapters.vault.secrets import load_identities
 
@@ -53,7 +60,7 @@ def compute(args: argparse.Namespace, base: RevisionInventory, head: RevisionInv
     changed = {
         t for t in set(base.vaults) | set(head.vaults) if base.vaults.get(t) != head.vaults.get(t)
     }
-    learn = getattr(getattr(args, "redactor", None), "add", None)
+    learn = ctx.redactor.add
     sides = [_side(loaded, identities, changed, learn) for loaded in (base, head)]
     from reconciler.pipeline.engine import utc_now
 

@@ -12,6 +12,11 @@ Nothing runs; the next pass plans from COMMIT on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import sys
 
@@ -26,7 +31,7 @@ from reconciler.core.errors import SourceError
 from reconciler.pipeline.engine import utc_now
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, ctx: Context) -> int:
     inventory = wiring.inventory_dir(args)
     view = _git_view(inventory)
     if view is None:
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     reason = " ".join(args.reason.split())
     if not reason:
         raise SourceError("--reason must say why (it is kept in the audit log)")
-    settings = wiring.settings(args)
+    settings = ctx.settings
     url, state = _state_location(settings, inventory, view, gitsource.head_commit(inventory))
     store = open_store(url, create=False)
     if store is None:
@@ -50,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         with store.pass_lock(wiring.lock_timeout(args)):
-            return _accept(args, settings, store, inventory, view, state, sha, reason)
+            return _accept(args, ctx, settings, store, inventory, view, state, sha, reason)
     finally:
         store.close()
 
 
-def _accept(args, settings, store, inventory, view, state, sha: str, reason: str) -> int:
+def _accept(args, ctx, settings, store, inventory, view, state, sha: str, reason: str) -> int:
     trees, _ = view
     last = store.last_commit()
     if last is None:
@@ -71,9 +76,7 @@ def _accept(args, settings, store, inventory, view, state, sha: str, reason: str
         return 0
     trust = decide(settings, view, last, sha, state)
     signer = accept_signed(inventory, last, sha).fingerprint if trust.on else None
-    AuditWriter(
-        store, actor=default_actor(), clock=utc_now, redact=getattr(args, "redactor", None)
-    ).append(
+    AuditWriter(store, actor=default_actor(), clock=utc_now, redact=ctx.redactor).append(
         "history.accepted",
         commit=sha,
         previous=last,

@@ -7,6 +7,11 @@ CI workflow. Existing files are never overwritten without `--force`: exit 2 name
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import os
 
@@ -14,7 +19,7 @@ from reconciler.cli import views
 from reconciler.inventory.scaffold import next_steps, scaffold_files, write_scaffold
 
 
-def run(args: argparse.Namespace) -> views.Output:
+def run(args: argparse.Namespace, ctx: Context) -> views.Output:
     """Write the scaffold; what was written and what to do next."""
     files = scaffold_files(team=args.team, machine=args.machine)
     written = write_scaffold(args.directory, files, force=args.force)

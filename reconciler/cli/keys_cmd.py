@@ -10,6 +10,11 @@ executes it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import subprocess
 import sys
@@ -26,7 +31,7 @@ from reconciler.inventory.loader import display_path
 from reconciler.pipeline import keys
 
 
-def run(args: argparse.Namespace, *, on_step=None, transport_factory=None) -> int:
+def run(args: argparse.Namespace, ctx: Context, *, on_step=None, transport_factory=None) -> int:
     """Execute `keys ACTION`; `on_step`/`transport_factory` are for tests (see KeyManager)."""
     inventory = wiring.load(args).inventory
     if args.keys_command == "status":

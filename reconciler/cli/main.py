@@ -107,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         log_format = _log_format_in(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         verbose, log_format = args.verbose or 0, args.log_format
-        args.redactor = redact
         configure_logging(verbose, bool(args.quiet), args.log_format, redact)
-        return _dispatch(args)
+        from reconciler.cli.settings import Context, resolve
+
+        # The settings, resolved once, and the process's redactor, handed to every command:
+        # the redactor the log filter masks with, so a vault value any command reveals is
+        # masked in every log line too (never a redactor of a command's own).
+        return _dispatch(args, Context(resolve(args, os.environ), redact))
     except InputError as exc:
         for diagnostic in exc.diagnostics.errors:
             _say(f"error: {redact(str(diagnostic))}", log_format)
@@ -157,24 +161,24 @@ def _say(line: str, log_format: str | None, level: str = "error") -> None:
     print(json_line(line, level) if log_format == "json" else line, file=sys.stderr)
 
 
-def _dispatch(args) -> int:
+def _dispatch(args, ctx) -> int:
     _refuse_unwritable_format(args)
     _refuse_bad_pass_flags(args)
     if args.command is None:
         if not args.once and not args.dry_run:
             from reconciler.cli.daemon_cmd import cmd_continuous
 
-            return cmd_continuous(args)
+            return cmd_continuous(args, ctx)
         from reconciler.cli.commands import cmd_once
 
-        return present(cmd_once(args), args)
+        return present(cmd_once(args, ctx), args)
     if args.once or args.dry_run:
         from reconciler.core.errors import UsageError
 
         raise UsageError("--once and --dry-run go without a command: 'reconcile --once'")
     from reconciler.cli.args import handler
 
-    return present(handler(args)(args), args)  # imports the command's module now, and only it
+    return present(handler(args)(args, ctx), args)  # imports the command's module now, and only it
 
 
 def present(result, args) -> int:

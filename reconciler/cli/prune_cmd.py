@@ -14,6 +14,11 @@ checkpoint verifies the archived part.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import json
 import os
@@ -36,7 +41,7 @@ from reconciler.core.state import Run
 PAGE = 1000
 
 
-def run(args: argparse.Namespace) -> views.Output:
+def run(args: argparse.Namespace, ctx: Context) -> views.Output:
     """Archive (optionally) and remove; what was done."""
     try:
         age = parse_duration(args.older_than)
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> views.Output:
             before,
             args.archive,
             key,
-            redact=getattr(args, "redactor", None),
+            redact=ctx.redactor,
             trusted=trusted,
         )
     finally:

@@ -26,17 +26,17 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from reconciler.core.durations import parse_duration
 from reconciler.core.errors import UsageError
-from reconciler.core.model import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_STATE_URL,
-    Settings,
-)
 from reconciler.core.redact import Redactor
+
+if TYPE_CHECKING:
+    from reconciler.core.model import Settings
+
+# core.model (the inventory's values, 0.015 s to import) is imported by the methods that
+# need its defaults: cli.main builds a Context for every command, `vault decrypt` too.
 
 T = TypeVar("T")
 
@@ -100,6 +100,8 @@ class HostSettings:
             return self.state
         if file is not None and file.state:
             return Setting(file.state, FILE)
+        from reconciler.core.model import DEFAULT_STATE_URL
+
         return Setting(DEFAULT_STATE_URL, DEFAULT)
 
     def concurrency_for(self, file: Settings | None) -> Setting[int]:
@@ -108,6 +110,8 @@ class HostSettings:
             return self.concurrency
         if file is not None and file.concurrency is not None:
             return _positive_int(file.concurrency, FILE)
+        from reconciler.core.model import DEFAULT_CONCURRENCY
+
         return Setting(DEFAULT_CONCURRENCY, DEFAULT)
 
     @staticmethod
@@ -116,14 +120,17 @@ class HostSettings:
         flag, no variable)."""
         if file is not None and file.poll_interval:
             return Setting(float(file.poll_interval), FILE)
+        from reconciler.core.model import DEFAULT_POLL_INTERVAL
+
         return Setting(float(DEFAULT_POLL_INTERVAL), DEFAULT)
 
 
 @dataclass(frozen=True)
 class Context:
-    """What the pass machinery is given besides the inventory: the settings, resolved once,
-    and the services of the process (the redactor every sink and log line masks secrets
-    with), passed explicitly rather than carried on the argparse namespace."""
+    """What every command is given besides its arguments (cli.main builds it once): the
+    settings, resolved once, and the services of the process (the redactor every sink and
+    log line masks secrets with), passed explicitly rather than carried on the argparse
+    namespace."""
 
     settings: HostSettings
     redactor: Redactor

@@ -7,6 +7,11 @@ store or transport (issue 14: it starts at once, in CI on every push).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 
 from reconciler.cli import views, wiring
@@ -17,7 +22,7 @@ from reconciler.core.model import VaultRef
 from reconciler.inventory.lint import find_hardcoded_credentials
 
 
-def run(args: argparse.Namespace) -> views.Output:
+def run(args: argparse.Namespace, ctx: Context) -> views.Output:
     """Check the inventory: schemas, references, cycles, likely hardcoded credentials."""
     try:
         loaded = wiring.load(args)
@@ -26,10 +31,10 @@ def run(args: argparse.Namespace) -> views.Output:
             *find_hardcoded_credentials(loaded.inventory),
             *shared_user_warnings(loaded.inventory),
         ]
-        warnings += _check_vault_references(args, loaded)
+        warnings += _check_vault_references(ctx, loaded)
     except InputError as exc:
         # SPEC §7: in JSON, a verdict on stdout even when the inventory is invalid.
-        redact = args.redactor
+        redact = ctx.redactor
         verdict = {
             "valid": False,
             "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
@@ -68,16 +73,16 @@ def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:
     }
 
 
-def _check_vault_references(args: argparse.Namespace, loaded) -> list:
+def _check_vault_references(ctx: Context, loaded) -> list:
     """With an identity, every `{vault: NAME}` must name a key of its team's vault: unknown
     names are errors (exit 2); vaults this identity cannot open are warnings (one may be a
     recipient of some teams only). Without an identity nothing is checked."""
     from reconciler.adapters.vault.secrets import VaultSecrets, load_identities
 
-    identities = load_identities(getattr(args, "identity", None))
+    identities = load_identities(ctx.settings.identity)
     if not identities:
         return []
-    resolver = VaultSecrets(loaded.inventory.root, identities, args.redactor)
+    resolver = VaultSecrets(loaded.inventory.root, identities, ctx.redactor)
     errors, warnings = Diagnostics(), []
     for team, refs in sorted(_vault_references(loaded.inventory).items()):
         try:

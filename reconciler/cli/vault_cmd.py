@@ -9,6 +9,11 @@ through the argument list of a process we start, never into logs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.cli.settings import Context
+
 import argparse
 import os
 import stat
@@ -27,7 +32,7 @@ from reconciler.core.errors import UsageError, VaultError
 # team_vault_cmd.py, so that `vault decrypt` starts about as fast as `age -d` (issue 14).
 
 
-def cmd_vault(args: argparse.Namespace) -> int:
+def cmd_vault(args: argparse.Namespace, ctx: Context) -> int:
     action = _ACTIONS.get(args.vault_command)
     if action is None:  # a team-vault command
         from reconciler.cli.team_vault_cmd import ACTIONS

@@ -44,13 +44,6 @@ def settings(args: argparse.Namespace) -> HostSettings:
     return resolve(args, os.environ)
 
 
-def context(args: argparse.Namespace) -> Context:
-    """The settings of this command, resolved once, and the process's redactor (main sets it
-    on the namespace: the one service still read from there). No fallback redactor: one of
-    our own would learn the vaults' values that the log filter (main's) never hears of."""
-    return Context(settings(args), args.redactor)
-
-
 def inventory_dir(args: argparse.Namespace) -> Path:
     return settings(args).inventory.value
 
@@ -114,11 +107,6 @@ def concurrency(args: argparse.Namespace, inventory: Inventory) -> int:
 
 def lock_timeout(args: argparse.Namespace) -> float:
     return settings(args).lock_timeout.value
-
-
-def secrets(args: argparse.Namespace, inventory: Inventory):
-    """`vault_secrets` for the identity of `args` and the process's redactor."""
-    return vault_secrets(context(args), inventory)
 
 
 def vault_secrets(ctx: Context, inventory: Inventory):

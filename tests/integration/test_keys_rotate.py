@@ -19,8 +19,9 @@ from reconciler.adapters.vault import team_vault
 from reconciler.adapters.vault.secrets import load_identities
 from reconciler.cli import args as cli_args
 from reconciler.cli import keys_cmd
+from reconciler.cli.settings import Context, resolve
 from reconciler.core.errors import AuthFailed, ReconcilerError
-from reconciler.core.redact import Secret
+from reconciler.core.redact import Redactor, Secret
 from reconciler.pipeline import keys
 from tests.support.project import Project
 from tests.support.sshd import KeyPair, generate_key
@@ -135,7 +136,7 @@ def _keys(project: Project, *argv: str, **hooks) -> int:
         ]
     )
     try:
-        return keys_cmd.run(args, **hooks)
+        return keys_cmd.run(args, Context(resolve(args), Redactor()), **hooks)
     except ReconcilerError as exc:
         project.error = exc
         return exc.exit_code

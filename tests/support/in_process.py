@@ -25,6 +25,7 @@ from reconciler.adapters.transport.local import LocalTransport
 from reconciler.cli import audit_cmd
 from reconciler.cli.args import build_parser
 from reconciler.cli.main import present
+from reconciler.cli.settings import Context, resolve
 from reconciler.core.compile import compile_inventory
 from reconciler.core.redact import Redactor
 from reconciler.inventory.loader import load_inventory
@@ -42,10 +43,10 @@ def run_command(
     args = build_parser().parse_args(
         [*words, *argv, "--state", state, "--inventory", str(inventory)]
     )
-    args.redactor = Redactor()
+    ctx = Context(resolve(args), Redactor())  # as cli.main builds it
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = present(module.run(args), args)  # a views.Output printed as `reconcile` does
+        code = present(module.run(args, ctx), args)  # a views.Output printed as `reconcile` does
     return code, out.getvalue()
 
 
