@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from reconciler.cli.settings import Context
 
 import argparse
+import gzip
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -34,7 +34,7 @@ from reconciler.adapters.audit.writer import AuditWriter, timestamp
 from reconciler.adapters.store.base import StateStore
 from reconciler.adapters.store.factory import sqlite_path
 from reconciler.adapters.vault.secrets import load_identities
-from reconciler.cli import views, wiring
+from reconciler.cli import outputs, views, wiring
 from reconciler.core.durations import parse_duration
 from reconciler.core.errors import InputError, UsageError
 
@@ -305,22 +305,31 @@ def export(
 def write_lines(
     output: str | None, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint
 ) -> int:
-    """JSON lines then the checkpoint line, to `output` (atomically: a temporary file renamed
-    into place) or stdout. Returns the number of lines before the checkpoint."""
+    """JSON lines then the checkpoint line, to `output` or stdout. Returns the number of lines
+    before the checkpoint. A regular file is replaced atomically (a temporary renamed into
+    place) and private (0600); a pipe or a device (`-o /dev/stdout`) is written into as it is,
+    never replaced (see cli/outputs.py)."""
     if output is None:
         count = _write(sys.stdout, lines, checkpoint)
         sys.stdout.flush()
         return count
-    path = Path(output)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with cp.open_text(temporary, "wt", gz=output.endswith(".gz")) as out:
-            count = _write(out, lines, checkpoint)
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    with outputs.writing(output, private=True, keep_mode=False) as raw:
+        if output.endswith(".gz"):
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw) as packed:
+                count = _write(_Utf8(packed), lines, checkpoint)
+        else:
+            count = _write(_Utf8(raw), lines, checkpoint)
     return count
+
+
+class _Utf8:
+    """Text written to a binary file as UTF-8."""
+
+    def __init__(self, binary):
+        self.binary = binary
+
+    def write(self, text: str) -> None:
+        self.binary.write(text.encode("utf-8"))
 
 
 def _write(out, lines: Iterable[dict[str, Any]], checkpoint: cp.Checkpoint) -> int:

@@ -256,13 +256,6 @@ def test_json_logs_leave_no_plain_text_line_on_stderr(vaulted, command):
     assert plain == [], plain
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `audit export -o PATH` renames a temporary file over PATH whatever it is: "
-    "`-o /dev/stdout` (as root) replaced the host's /dev/stdout symlink with a regular file "
-    "of audit entries, `-o /dev/full` the device (found in review, restored by hand); here a "
-    "FIFO is replaced and its reader gets nothing, exit 0",
-)
 def test_an_audit_export_to_a_pipe_writes_into_it_and_leaves_it_a_pipe(project):
     project.task("hello", "command: 'true'\n")
     project.run("--once", "-q", code=0)

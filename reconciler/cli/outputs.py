@@ -1,0 +1,162 @@
+"""Files a command writes for the user (`-o PATH`), and the signals that stop it mid-write.
+
+A regular file (or one not there yet) is written beside its target and renamed over it once
+complete, so a failure part-way leaves it as it was. Anything else (a pipe, a device such as
+/dev/stdout or /dev/null) is written into as it is: renaming over it would replace the device
+node or the pipe with a regular file. A symlink is followed: its target is written, the link
+stays.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.core.errors import InfrastructureError, InputError, UsageError
+
+# A write that fails for these reasons is the machine's trouble (a full disk, a failing one),
+# not the user's input: exit 3 like any other infrastructure failure.
+_MACHINE_TROUBLE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived while a command held something to clean up (a partial
+    plaintext, a decrypted vault): raised in the main thread so that its `finally` blocks run.
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Stopped` (as SIGINT raises
+    KeyboardInterrupt), so that a closed terminal or a `kill` cleans up like Ctrl-C does."""
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def write_error(path: str, exc: OSError) -> InputError | InfrastructureError:
+    """The error for a failed write to `path`: exit 3 for a full or failing disk, exit 2 for
+    an output the user named wrong (a directory, a folder that does not exist, no right)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _MACHINE_TROUBLE:
+        return InfrastructureError(f"cannot write {path}: {reason}")
+    return UsageError(f"cannot write {path}: {reason}")
+
+
+def same_file(first: str | None, second: str | None) -> bool:
+    """Whether two paths name one existing file (through symlinks and hard links)."""
+    if first in (None, "-") or second in (None, "-"):
+        return False
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def replaces_a_file(path: str) -> bool:
+    """Whether `path` is written by renaming a new file over it: a regular file, or nothing
+    yet. Not a pipe or a device (written into as they are). A directory is a usage error."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"cannot write {path}: it is a directory")
+    return stat.S_ISREG(mode)
+
+
+def _new_file_mode(private: bool) -> int:
+    if private:
+        return 0o600
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def writing(path: str, *, private: bool, keep_mode: bool = True) -> Iterator[BinaryIO]:
+    """`path` open for binary writing (see the module's docstring). A new regular file gets
+    0600 when `private` (plaintext, audit entries), else 0666 less the umask; a file replaced
+    keeps its mode (unless not `keep_mode`: then it gets the new file's). Write errors name
+    `path` (see `write_error`)."""
+    if not replaces_a_file(path):
+        try:
+            handle = open(path, "wb")  # noqa: SIM115 (a device or pipe: no rename, no chmod)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        try:
+            with handle:
+                yield _Named(handle, path)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        return
+    target = Path(os.path.realpath(path))
+    mode = _new_file_mode(private)
+    if keep_mode:
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            pass
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # 0600
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield _Named(handle, path)
+            try:
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)
+            except OSError as exc:
+                raise write_error(path, exc) from None
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class _Named:
+    """A binary file whose write errors name the path the user gave (not the temporary)."""
+
+    def __init__(self, handle: BinaryIO, path: str):
+        self._handle, self._path = handle, path
+
+    def write(self, data) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            raise write_error(self._path, exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            raise write_error(self._path, exc) from None
+
+    def fileno(self) -> int:
+        return self._handle.fileno()
