@@ -312,9 +312,13 @@ def cmd_codeowners(args: argparse.Namespace, ctx: Context) -> int:
         prefix = "/inventory"
     text = codeowners(loaded.inventory, prefix if prefix != "/." else "")
     if args.output:
+        from reconciler.cli import outputs
+        from reconciler.cli.progress import tell
+
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+        with outputs.writing(args.output, private=False) as handle:
+            handle.write(text.encode("utf-8"))
+        tell(f"wrote {args.output}", args.log_format)
     else:
         sys.stdout.write(text)
     return 0

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 
+from reconciler.cli.outputs import Stopped
 from reconciler.cli.startup import hide_identity
 from reconciler.core.errors import InputError, ReconcilerError
 from reconciler.core.redact import Redactor
@@ -126,8 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted", log_format, "warning")
         return 130
+    except Stopped as stop:  # SIGTERM or SIGHUP while a command had something to clean up
+        _say(f"stopped by {stop}", log_format, "warning")
+        return 128 + stop.signum
     except BrokenPipeError:  # `reconcile queue list | head`
         return 0
+    except OSError as exc:
+        from reconciler.cli.outputs import is_machine_trouble
+
+        if not is_machine_trouble(exc):
+            raise
+        # A full or failing disk under stdout (`status > /dev/full`): the machine's trouble,
+        # not a bug; said once, and stdout is not flushed again at exit.
+        _say(f"error: cannot write {exc.filename or 'standard output'}: {exc.strerror}", log_format)
+        _drop_stdout()
+        return 3
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
         _say(
             redact(
@@ -139,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         _traceback_if(verbose, redact, log_format)
         return 3
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not fail again
+    on what could not be written."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _log_format_in(words: list[str]) -> str | None:

@@ -54,6 +54,11 @@ def stopped_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def is_machine_trouble(exc: OSError) -> bool:
+    """Whether a failed write is the machine's trouble (a full or failing disk)."""
+    return exc.errno in _MACHINE_TROUBLE
+
+
 def write_error(path: str, exc: OSError) -> InputError | InfrastructureError:
     """The error for a failed write to `path`: exit 3 for a full or failing disk, exit 2 for
     an output the user named wrong (a directory, a folder that does not exist, no right)."""

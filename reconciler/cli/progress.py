@@ -98,6 +98,12 @@ def json_line(message: str, level: str = "info", **fields) -> str:
     )
 
 
+def tell(message: str, log_format: str | None, level: str = "info") -> None:
+    """A line for the operator on stderr (what a command wrote, a public key): one JSON
+    object under `--log-format json`, so that every stderr line parses; text otherwise."""
+    print(json_line(message, level) if log_format == "json" else message, file=sys.stderr)
+
+
 def print_warnings(warnings, log_format: str | None = None) -> None:
     """Warnings on stderr, one line each; with `--log-format json`, one JSON object each."""
     for warning in warnings:

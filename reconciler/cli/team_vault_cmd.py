@@ -16,7 +16,8 @@ from pathlib import Path
 
 from reconciler.adapters.vault import team_vault
 from reconciler.adapters.vault.secrets import load_identities
-from reconciler.cli import views, wiring
+from reconciler.cli import outputs, views, wiring
+from reconciler.cli.progress import tell
 from reconciler.core.diagnostics import did_you_mean
 from reconciler.core.errors import UsageError
 from reconciler.core.model import Team
@@ -57,10 +58,11 @@ def _current_to_rewrite(
     name = display_path(path)
     vault = team_vault.read_vault(path, _identities(args), name)
     if vault.team is None and adopt:
-        print(
+        tell(
             f"warning: {name} named no team; it is rewritten as the vault of team "
             f"'{team.name}' (check that it holds {team.name}'s secrets)",
-            file=sys.stderr,
+            args.log_format,
+            "warning",
         )
         return vault.secrets, False
     return vault.secrets_of(team.name, name), True
@@ -87,7 +89,7 @@ def _audit(args, write) -> None:
     try:
         write(store)
     except StoreError as exc:
-        print(f"warning: could not write the audit entry: {exc}", file=sys.stderr)
+        tell(f"warning: could not write the audit entry: {exc}", args.log_format, "warning")
     finally:
         store.close()
 
@@ -141,9 +143,9 @@ def _save(team: Team, path: Path, args, change, what: str) -> int:
     written = team_vault.write(
         path, secrets, recipients, previous=previous if named else None, team=team.name
     )
-    print(
+    tell(
         f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
-        file=sys.stderr,
+        args.log_format,
     )
     if written:
         _audit_write(args, team, previous or {}, secrets, what.split()[0])
@@ -164,7 +166,7 @@ def _rekey(args) -> int:
     if secrets is None:
         raise UsageError(f"team '{team.name}' has no vault yet ({display_path(path)})")
     team_vault.write(path, secrets, recipients, team=team.name)
-    print(f"{display_path(path)}: re-encrypted to {len(recipients)} recipients", file=sys.stderr)
+    tell(f"{display_path(path)}: re-encrypted to {len(recipients)} recipients", args.log_format)
     return 0
 
 
@@ -185,7 +187,7 @@ def _edit(args) -> int:
     written = team_vault.write(
         path, secrets, recipients, previous=previous if named else None, team=team.name
     )
-    print(f"{display_path(path)}: " + ("saved" if written else "unchanged"), file=sys.stderr)
+    tell(f"{display_path(path)}: " + ("saved" if written else "unchanged"), args.log_format)
     if written:
         _audit_write(args, team, previous, secrets, "edit")
     return 0
@@ -204,9 +206,16 @@ def _private_dir() -> str | None:
 
 def _edit_in_private_file(plaintext: bytes, editor: Sequence[str]) -> bytes:
     """Let the user edit `plaintext` in a 0600 file inside a 0700 directory, removed on every
-    path out (success, editor failure, Ctrl-C)."""
+    path out (success, editor failure, Ctrl-C, SIGTERM, SIGHUP)."""
     folder = tempfile.mkdtemp(prefix="reconcile-vault-", dir=_private_dir())
     file = Path(folder) / "vault.yaml"
+    # SIGTERM and SIGHUP (a dropped SSH session, a kill) raise like Ctrl-C does, so that the
+    # `finally` below removes the plaintext on those exits too.
+    with outputs.stopped_by_signals():
+        return _edit_file(file, folder, plaintext, editor)
+
+
+def _edit_file(file: Path, folder: str, plaintext: bytes, editor: Sequence[str]) -> bytes:
     try:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:

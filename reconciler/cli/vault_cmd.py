@@ -3,7 +3,7 @@
 The age file commands are here; the team-vault ones in team_vault_cmd.py.
 
 Secrets only travel through stdin, stdout, files the user names (written as a 0600 file beside
-them, renamed into place when complete) and a private temporary file for `edit`; never
+them, renamed into place when complete; a new plaintext stays 0600) and a private temporary file for `edit`; never
 through the argument list of a process we start, never into logs.
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.adapters.vault import age
+from reconciler.cli import outputs
 from reconciler.core.errors import UsageError, VaultError
 
 # The age file commands (keygen, encrypt, decrypt) need age alone: what the team-vault
@@ -60,7 +61,9 @@ def _keygen(args) -> int:
             handle.write(text)
     else:
         sys.stdout.write(text)
-    print(f"Public key: {public}", file=sys.stderr)
+    from reconciler.cli.progress import tell
+
+    tell(f"Public key: {public}", args.log_format)
     return 0
 
 
@@ -99,63 +102,28 @@ def _input(path: str | None) -> Iterator[BinaryIO]:
         yield handle
 
 
-def _replaces_a_file(path: str | None) -> bool:
-    """Whether the output `path` is a file to (re)place: not stdout, nor an existing device
-    or pipe such as /dev/null or /dev/stdout (written to as it is)."""
-    if path in (None, "-"):
-        return False
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return True
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
 @contextmanager
-def _replacing(path: str) -> Iterator[BinaryIO]:
-    """A new file beside `path` that replaces it only when the block ends without an error:
-    a failure part-way (a damaged file found at its last chunk, a full disk) leaves `path` as
-    it was, and never a part of a plaintext. The result has the mode the file had, or a new
-    file's (0666 less the umask)."""
-    target = Path(os.path.realpath(path))
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def _output(path: str | None, *, binary: bool) -> Iterator[BinaryIO]:
-    """Where a command writes: a file replaced once all is written (see `_replacing`), or
-    stdout (or a device) written as it comes."""
-    if _replaces_a_file(path):
-        with _replacing(path) as handle:
-            yield handle
-        return
+def _output(path: str | None, *, binary: bool, private: bool) -> Iterator[BinaryIO]:
+    """Where a command writes: a file (a regular one replaced once all is written, a pipe or
+    device written into, see cli/outputs.py), or stdout written as it comes."""
     if path not in (None, "-"):
-        with open(path, "wb") as handle:
+        with outputs.writing(path, private=private) as handle:
             yield handle
         return
     if binary and sys.stdout.isatty():
         raise UsageError("refusing to write binary ciphertext to a terminal; use -a or -o")
     yield sys.stdout.buffer
     sys.stdout.buffer.flush()
+
+
+def _refuse_output_onto_input(command: str, args) -> None:
+    """`-o F F` would replace the only copy of F (its ciphertext or its plaintext) by what is
+    being made of it: refused before anything is read or written."""
+    if outputs.same_file(args.input, args.output):
+        raise UsageError(
+            f"vault {command}: the output {args.output} is the input file {args.input}; "
+            "write to another file"
+        )
 
 
 def _recipients(args) -> list[age.Recipient]:
@@ -182,7 +150,12 @@ def _encrypt(args) -> int:
         recipients = _recipients(args)
     if not recipients:
         raise UsageError("vault encrypt: give at least one -r RECIPIENT, -R FILE or -p")
-    with _input(args.input) as src, _output(args.output, binary=not args.armor) as dst:
+    _refuse_output_onto_input("encrypt", args)
+    with (
+        outputs.stopped_by_signals(),
+        _input(args.input) as src,
+        _output(args.output, binary=not args.armor, private=False) as dst,
+    ):
         age.encrypt_stream(src, dst, recipients, armor=args.armor)
     return 0
 
@@ -224,13 +197,15 @@ def _decrypt(args) -> int:
         identities = load_identities(getattr(args, "identity", None))
     identities.append(_PromptedPassphrase())
     name = args.input or "<stdin>"
+    _refuse_output_onto_input("decrypt", args)
     try:
-        with _input(args.input) as src:
-            if _replaces_a_file(args.output):
-                with _replacing(args.output) as dst:
+        # A stop (SIGTERM, SIGHUP, SIGINT) part-way removes the partial plaintext.
+        with outputs.stopped_by_signals(), _input(args.input) as src:
+            if args.output not in (None, "-") and outputs.replaces_a_file(args.output):
+                with outputs.writing(args.output, private=True) as dst:
                     age.decrypt_stream(src, dst, identities)
             else:
-                with _output(args.output, binary=False) as dst:
+                with _output(args.output, binary=False, private=True) as dst:
                     _decrypt_to_stream(src, dst, identities)
     except age.AgeError as exc:
         from reconciler.adapters.vault import team_vault

@@ -63,11 +63,6 @@ def test_a_malformed_state_url_names_where_it_came_from(project, source):
     assert source in result.err, result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `vault decrypt -o F F` exits 0 and replaces the ciphertext F with its "
-    "plaintext (a team vault decrypted in place leaves its secrets in the working tree)",
-)
 def test_decrypting_a_file_onto_itself_is_refused_and_leaves_it_encrypted(project):
     key, sealed = _encrypted(project, "vault")
     before = sealed.read_bytes()
@@ -76,11 +71,6 @@ def test_decrypting_a_file_onto_itself_is_refused_and_leaves_it_encrypted(projec
     assert sealed.read_bytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `vault encrypt -o F F` exits 0 and replaces the only plaintext F by a "
-    "ciphertext (for a recipient that is not you: the data is gone)",
-)
 def test_encrypting_a_file_onto_itself_is_refused_and_leaves_it_as_it_was(project):
     _, public = keygen(project, "someone-else")
     plain = project.root / "notes.txt"
@@ -90,12 +80,6 @@ def test_encrypting_a_file_onto_itself_is_refused_and_leaves_it_as_it_was(projec
     assert plain.read_bytes() == b"only copy\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `vault decrypt -o OUT` stopped by SIGTERM or SIGHUP (a closed terminal, "
-    "systemd, kill) leaves .OUT.xxxx beside OUT holding the plaintext decrypted so far "
-    "(SIGINT is cleaned up, these are not)",
-)
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_decrypt_stopped_mid_stream_leaves_no_plaintext_beside_its_output(project, stop):
     key, sealed = _encrypted(project, "big")
@@ -131,12 +115,6 @@ def test_a_decrypt_stopped_mid_stream_leaves_no_plaintext_beside_its_output(proj
     assert left == [], f"left behind after {stop.name}: {left}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `vault edit` stopped by SIGTERM or SIGHUP (the operator's SSH session "
-    "drops mid-edit) leaves the decrypted vault in /dev/shm/reconcile-vault-*/vault.yaml "
-    "(docs: removed on every exit)",
-)
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_vault_edit_stopped_by_a_signal_leaves_no_decrypted_copy(vaulted, stop):
     p = vaulted
@@ -177,11 +155,6 @@ def test_a_vault_edit_stopped_by_a_signal_leaves_no_decrypted_copy(vaulted, stop
     assert not left, f"{decrypted} survived {stop.name} (exit {proc.returncode})"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a full disk while writing a decrypted file is reported as 'internal error "
-    "(a bug in reconciler, please report it): OSError: [Errno 28]' instead of naming the output",
-)
 def test_a_full_disk_is_reported_as_a_write_failure_not_as_a_bug(project):
     key, sealed = _encrypted(project, "vault")
     result = project.run("vault", "decrypt", "-i", str(key), "-o", "/dev/full", str(sealed))
@@ -189,12 +162,6 @@ def test_a_full_disk_is_reported_as_a_write_failure_not_as_a_bug(project):
     assert "bug" not in result.err and "/dev/full" in result.err, result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `vault decrypt -o DIR` / `vault encrypt -o DIR` (a directory) is 'internal "
-    "error (a bug in reconciler, please report it): IsADirectoryError', exit 3, instead of "
-    "exit 2 naming the output",
-)
 @pytest.mark.parametrize("action", ["decrypt", "encrypt"])
 def test_an_output_that_is_a_directory_is_a_usage_error(project, action):
     key, sealed = _encrypted(project, "vault")
@@ -234,12 +201,6 @@ def test_a_json_format_a_command_cannot_write_is_refused(project, command):
     assert result.code == 2, f"exit {result.code}, stdout starts {result.out[:60]!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: under --log-format json, `vault keygen -o` ('Public key: ...'), `vault "
-    "set/unset/rekey` ('inventory/vaults/ops.age: set NAME') and `codeowners -o` ('wrote "
-    "FILE') still write plain text lines to stderr (docs: every stderr line is a JSON object)",
-)
 @pytest.mark.parametrize("command", ["keygen", "set", "unset", "rekey", "codeowners"])
 def test_json_logs_leave_no_plain_text_line_on_stderr(vaulted, command):
     p = vaulted
