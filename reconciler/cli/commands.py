@@ -228,17 +228,26 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
     """Execute queued runs of a shared (PostgreSQL) queue until SIGTERM/SIGINT; plans nothing."""
     from reconciler.core.errors import UsageError
 
+    def refuse_unshared(url: str) -> None:
+        # Before any store is opened: opening an SQLite URL creates and migrates the file,
+        # and a worker refusing it must leave nothing behind (a typo made a store).
+        if "://" not in url or url.split("://", 1)[0].lower() not in ("postgresql", "postgres"):
+            raise UsageError(
+                "reconcile worker needs a shared PostgreSQL store (--state "
+                "postgresql://...); with SQLite, `reconcile --once` runs the queue"
+            )
+
+    if ctx.settings.state is not None:  # the host's word, known before the inventory loads
+        refuse_unshared(ctx.settings.state_url(None).value)
     # Under git.verify: the store's last reconciled commit, never the working tree.
     follow = worker_inventory(ctx, lambda loaded: _FollowInventory(args, loaded))
     loaded = follow.loaded
-    store = wiring.store(args, loaded.inventory)
-    if not store.shared_queue:
-        store.close()
+    try:
+        refuse_unshared(wiring.state_url(args, loaded.inventory))
+    except UsageError:
         getattr(follow, "close", lambda: None)()
-        raise UsageError(
-            "reconcile worker needs a shared PostgreSQL store (--state "
-            "postgresql://...); with SQLite, `reconcile --once` runs the queue"
-        )
+        raise
+    store = wiring.store(args, loaded.inventory)
     try:
         with (
             progress_for(args.quiet, live=False, log_format=args.log_format) as progress,

@@ -25,7 +25,7 @@ from reconciler.cli.lineage import (
     refuse_state_setting,
     verify_may_be_in_force,
 )
-from reconciler.cli.settings import Context, HostSettings
+from reconciler.cli.settings import FILE, Context, HostSettings, Setting, checked_state
 from reconciler.core.errors import InputError, StoreError
 from reconciler.core.model import DEFAULT_STATE_URL
 from reconciler.pipeline.engine import Engine, Event, PassReport
@@ -324,7 +324,7 @@ def _state_location(settings: HostSettings, inventory: Path, view, commit: str |
     force the setting is refused: the store is then the host's word (flag, environment or the
     default), never the word of the commit under judgement."""
     if settings.state is not None:  # the host's word: --state or RECONCILE_STATE
-        return settings.state.value, (False, None)
+        return settings.state_url(None).value, (False, None)
     if view is not None and commit is not None and not commit.endswith("-dirty"):
         setting = committed_settings(*view, gitsource.sha_of(commit)).get("state")
     else:
@@ -334,7 +334,7 @@ def _state_location(settings: HostSettings, inventory: Path, view, commit: str |
         why = verify_may_be_in_force(settings, view, gitsource.sha_of(commit) if commit else None)
         if why is not None:
             refuse_state_setting(setting, why)
-    url = setting or DEFAULT_STATE_URL
+    url = checked_state(Setting(setting, FILE)).value if setting else DEFAULT_STATE_URL
     if view is not None and commit is not None:
         _refuse_tracked_store(url, view[0], gitsource.sha_of(commit))
     return url, (True, setting)

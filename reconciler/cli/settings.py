@@ -97,9 +97,9 @@ class HostSettings:
         """The state store: flag > environment > `state:` of `file` (the loaded inventory's
         settings; None when it did not load) > the default."""
         if self.state is not None:
-            return self.state
+            return checked_state(self.state)
         if file is not None and file.state:
-            return Setting(file.state, FILE)
+            return checked_state(Setting(file.state, FILE))
         from reconciler.core.model import DEFAULT_STATE_URL
 
         return Setting(DEFAULT_STATE_URL, DEFAULT)
@@ -168,6 +168,27 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -
         log_format=Setting(log_format or DEFAULT_LOG_FORMAT, log_source or DEFAULT),
         identity=getattr(args, "identity", None) or None,
     )
+
+
+def checked_state(setting: Setting[str]) -> Setting[str]:
+    """`setting` (a state store URL), or, when it is malformed, the same setting holding the
+    problem that names its source (`--state: ...`, `RECONCILE_STATE: ...`). Checked when the
+    store is asked for, not at `resolve`: the store factory is imported by commands that
+    open a store, never by `vault decrypt`."""
+    from reconciler.adapters.store.factory import sqlite_path
+    from reconciler.core.errors import InputError
+
+    url = setting.found
+    if setting.problem is not None or url is None:
+        return setting
+    if url.split("://", 1)[0].lower() in ("postgresql", "postgres") and "://" in url:
+        return setting  # a libpq URL: psycopg says what is wrong with it when it connects
+    try:
+        sqlite_path(url)
+    except InputError as exc:
+        reasons = "; ".join(str(d) for d in exc.diagnostics.errors)
+        return Setting(None, setting.source, f"{setting.source}: bad state store URL: {reasons}")
+    return setting
 
 
 def _text(raw: object, source: str) -> Setting[str]:

@@ -33,23 +33,12 @@ def _encrypted(project, name: str) -> tuple[Path, Path]:
     return key, sealed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: `reconcile worker --state sqlite:///x.db` exits 2 (worker refuses SQLite) "
-    "but creates and migrates x.db first (86 KB store written by a refused command)",
-)
 def test_a_worker_refusing_an_sqlite_store_creates_no_store(project):
     result = project.run("worker", "--state", "sqlite:///typo.db", code=2)
     assert "PostgreSQL" in result.err
     assert not (project.root / "typo.db").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a malformed state URL is exit 2 but the message never says whether it "
-    "came from --state, RECONCILE_STATE or reconciler.yaml (docs: a malformed value names its "
-    "source)",
-)
 @pytest.mark.parametrize("source", ["--state", "RECONCILE_STATE", "reconciler.yaml"])
 def test_a_malformed_state_url_names_where_it_came_from(project, source):
     args, env = ["plan"], {}
