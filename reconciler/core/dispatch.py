@@ -58,16 +58,19 @@ def decide(
     executed: ExecutedState,
     now: datetime,
     concurrency: int,
+    queued_elsewhere: Sequence[Run] = (),
 ) -> Decision:
     """Choose which of `pending` start now, which are blocked and which are held.
 
     `running` are the runs executing now (they count against capacity); `executed` gives
-    the latest outcome of each dependency. Deterministic: the result does not depend on
-    the order of `pending` or `running`. Raises ValueError for a naive `now`.
+    the latest outcome of each dependency. `queued_elsewhere` are pending runs that another
+    pass will start: a run that depends on one waits for it, but they are neither started,
+    blocked, held nor counted against capacity here. Deterministic: the result does not
+    depend on the order of `pending` or `running`. Raises ValueError for a naive `now`.
     """
     now = utc(now)
     live = [r for r in pending if cancel_reason(r, desired) is None]
-    deps = _Dependencies(desired, executed, [*pending, *running])
+    deps = _Dependencies(desired, executed, [*pending, *queued_elsewhere, *running])
     capacity = _Capacity(desired, running, concurrency)
     start: list[Run] = []
     block: list[tuple[Run, str]] = []

@@ -11,7 +11,9 @@ other passes (other `reconcile --once` processes, the daemon's earlier passes) a
 PostgreSQL, workers on other hosts: it re-reads the queue as it goes, claims each run with
 `max_parallel` checked inside the claim transaction (so the limit holds across processes),
 heartbeats its runs, sweeps the runs of dead holders, and a pass waits until every run it
-enqueued has ended, wherever it ran (but not for other passes' runs or retries).
+enqueued has ended, wherever it ran (but not for other passes' runs or retries). A pass claims
+only the runs it planned and those of dead planners (adopting them); a live pass's queue is
+its own. Workers claim any run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from reconciler.adapters.store.base import HEARTBEAT_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
-from reconciler.adapters.store.common import pid_namespace
+from reconciler.adapters.store.common import pid_namespace, process_start
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport
 from reconciler.core.dispatch import decide
 from reconciler.core.errors import StoreError, TransportError
@@ -82,11 +84,17 @@ def utc_now() -> datetime:
 
 @lru_cache(maxsize=1)
 def process_owner() -> str:
-    """The owner this process stamps on the runs it claims: `host:pid:token:pidns`. The
-    token tells two lives of one pid apart (a restarted container's daemon is pid 1 again),
-    so a pass never mistakes a dead predecessor's runs for its own live ones; the pid
-    namespace tells whether another process of the host can judge the pid (SQLite)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}:{pid_namespace()}"
+    """The owner this process stamps on the runs it plans and claims:
+    `host:pid:token:pidns:start`. The token tells two lives of one pid apart (a restarted
+    container's daemon is pid 1 again), so a pass never mistakes a dead predecessor's runs
+    for its own live ones; the pid namespace tells whether another process of the host can
+    look at the pid, and the process start time whether the process it finds there is this
+    one or a later one that got the same pid (see `store.common.holder_alive`)."""
+    pid = os.getpid()
+    return (
+        f"{socket.gethostname()}:{pid}:{secrets.token_hex(3)}:{pid_namespace()}"
+        f":{process_start(pid)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,9 @@ class PassReport:
     # (those a deny window holds excepted: a full pass leaves them too) and those it stopped
     # when the grace period ended (recorded `unknown`), by id.
     left_behind: list[int] | None = None
+    # Runs of other passes (or of nobody yet) still pending or running when this pass ended:
+    # a pass with nothing of its own to do is not "all done" while they wait.
+    elsewhere: int = 0
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(r.status.value for r in self.runs.values()).items()))
@@ -213,12 +224,12 @@ class Engine:
         report = PassReport(plan=Plan(), commit=commit)
         try:
             with self.store.pass_lock(lock_timeout), _PLANNING:
-                self._plan(desired, commit, report, before_plan)
+                adopted = self._plan(desired, commit, report, before_plan)
         finally:
             with _ACTIVITY_GUARD:
                 _PLANS[id(self.store)] += 1
         self.planned.set()
-        _Drain(self, desired, report).run()
+        _Drain(self, desired, report, adopted=adopted).run()
         return report
 
     def _plan(
@@ -227,8 +238,9 @@ class Engine:
         commit: str | None,
         report: PassReport,
         before_plan: Callable[[], None] | None,
-    ) -> None:
-        """Under the pass lock: recover dead runs, plan, record the plan."""
+    ) -> set[int]:
+        """Under the pass lock: recover dead runs, plan, record the plan, adopt the pending
+        runs of dead planners. Returns the adopted runs' ids."""
         if before_plan is not None:
             before_plan()
         # Runs this process holds are alive: another of its passes drains them (the daemon).
@@ -238,9 +250,32 @@ class Engine:
             self._note(report, Event("recovered", self._reap(desired, run)))
         self._adopt_lost(desired, report, {run.id for run in recovered})
         report.plan = make_plan(desired, self.store.snapshot(), self.clock())
-        for run in self.store.record_plan(report.plan, commit, self.clock()):
+        # Alive before its runs exist: no pass elsewhere may take them for a dead planner's.
+        self.store.beat_drain(self.owner)
+        for run in self.store.record_plan(report.plan, commit, self.clock(), self.owner):
             self._note(report, Event("enqueued", run, run.reason))
         self._note_cancels(report)
+        return self._adopt_orphans()
+
+    def _adopt_orphans(self) -> set[int]:
+        """The due pending runs that a dead pass planned (one that was killed, or ended
+        leaving runs a deny window held): this pass takes them over, runs them and reports
+        them as its own. A run waiting out a retry back-off is left to whichever pass drains
+        when it comes due: this one would otherwise wait the back-off out."""
+        dead = {
+            run_id: planner
+            for run_id, (planner, alive) in self.store.pending_planners(self.owner).items()
+            if not alive
+        }
+        if not dead:
+            return set()
+        now = self.clock()
+        due = {
+            run.id: dead[run.id]
+            for run in self.store.pending()
+            if run.id in dead and (run.not_before is None or run.not_before <= now)
+        }
+        return set(self.store.take_over(due, self.owner))
 
     def work(self, desired: Callable[[], DesiredState]) -> None:
         """`reconcile worker`: execute queued runs until `stop` is set (the CLI offers it on
@@ -329,15 +364,29 @@ class Engine:
 class _Drain:
     """Starts runs as `dispatch.decide` allows, records their outcomes, and waits."""
 
-    def __init__(self, engine: Engine, desired, report: PassReport, *, forever: bool = False):
+    def __init__(
+        self,
+        engine: Engine,
+        desired,
+        report: PassReport,
+        *,
+        forever: bool = False,
+        adopted: set[int] | None = None,
+    ):
         self.engine, self.store, self.report = engine, engine.store, report
         self.desired_source = desired if callable(desired) else (lambda: desired)
         self.desired: DesiredState = self.desired_source()
         self.forever = forever
-        self.mine = set(report.runs) if not forever else set()
+        # The runs this pass reports and waits for: those it enqueued, recovered or adopted.
+        self.mine = set(report.runs) | (adopted or set()) if not forever else set()
         self.running: dict[Future, Run] = {}
         self.others: list[Run] = []
-        self.heartbeats = _Heartbeats(self.store, self.running)
+        # Pending runs other passes planned, by id: (planner, alive). A pass claims only its
+        # own runs and those of dead planners (adopting them first); a live pass's runs are
+        # its own to claim, report, wait for and stop. A worker (`forever`) claims any run.
+        self.planners: dict[int, tuple[str | None, bool]] = {}
+        self.foreign: set[int] = set()  # pending runs of live planners
+        self.heartbeats = _Heartbeats(self.store, self.running, None if forever else engine.owner)
         self.window_held: set[int] = set()  # pending runs a deny window holds this round
         self.chose_to_start = False  # whether this round's decision started anything
         self.swept_at = 0.0
@@ -358,16 +407,6 @@ class _Drain:
     def _run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
         self.pending = {r.id: r for r in self.store.pending()}
-        if not self.forever and self._alone():
-            # Nobody else drains: what waits in the queue, due, was left by an earlier pass
-            # (one that died, or a deny window): this pass runs it and reports it as its own.
-            # A run waiting out a retry back-off may be a live pass's (it waits for it).
-            now = self.engine.clock()
-            self.mine |= {
-                run.id
-                for run in self.pending.values()
-                if run.not_before is None or run.not_before <= now
-            }
         with (
             ThreadPoolExecutor(
                 max_workers=self.engine.concurrency, thread_name_prefix="run"
@@ -384,8 +423,12 @@ class _Drain:
                     "while this run was executing"
                 )
                 raise
-        if self.engine.stop.is_set() and not self.forever:
+        if self.forever:
+            return
+        if self.engine.stop.is_set():
             self.report.left_behind = self._left_behind()
+        active = [*self.store.pending(), *self.store.running()]
+        self.report.elsewhere = sum(1 for run in active if run.id not in self.mine)
 
     def _left_behind(self) -> list[int]:
         """The runs of this pass a stop left undone: still pending (not held by a window),
@@ -401,13 +444,16 @@ class _Drain:
         now = self.engine.clock()
         self._refresh()
         mine = [*self.running.values()]
+        claimable = [r for r in self.pending.values() if r.id not in self.foreign]
+        elsewhere = [r for r in self.pending.values() if r.id in self.foreign]
         decision = decide(
-            list(self.pending.values()),
+            claimable,
             [*mine, *self.others],
             self.desired,
             self.tracker.view([*self.pending.values(), *mine, *self.others]),
             now,
             self.engine.concurrency + len(self.others),
+            elsewhere,
         )
         if decision.block:
             self._block(decision.block, now)
@@ -437,6 +483,9 @@ class _Drain:
             and self.engine.wait_for_retries
             and (self.forever or waiting_mine or run.id in self.mine)
         ]
+        if waiting_mine and self.engine.wait_for_retries:
+            # A live pass's retry that a run of this pass may wait for: look again when due.
+            retry_waits += [r.not_before for r in elsewhere if r.not_before and r.not_before > now]
         self._record_held(decision.held)
         return self._wait(retry_waits, now)
 
@@ -472,6 +521,8 @@ class _Drain:
         if time.monotonic() - self.swept_at < SWEEP_SECONDS:
             return
         self.swept_at = time.monotonic()
+        # A planner may have died since its runs were judged; no write of the store says so.
+        self.stale |= bool(self.foreign)
         for run in self.store.sweep(LEASE_SECONDS, self.engine.clock()):
             self.stale = True
             log.warning(
@@ -521,7 +572,9 @@ class _Drain:
         running_elsewhere = {r.id for r in self.others}
         if any(run_id in running_elsewhere for run_id in self.mine):
             return True
-        if not self.engine.wait_for_retries or not (self.others or self.chose_to_start):
+        if not self.engine.wait_for_retries or not (
+            self.others or self.chose_to_start or self.foreign
+        ):
             return False
         return any(
             run_id in self.pending and run_id not in self.window_held for run_id in self.mine
@@ -538,6 +591,9 @@ class _Drain:
         self.seen_changes, self.stale = changes, False
         ours = {r.id for r in self.running.values()}
         self.pending = {r.id: r for r in self.store.pending()}
+        if not self.forever:
+            self.planners = self.store.pending_planners(self.engine.owner)
+            self.foreign = {i for i, (_, alive) in self.planners.items() if alive}
         self.others = [r for r in self.store.running() if r.id not in ours]
         self.tracker.refresh(self.store, [*self.pending.values(), *self.others])
         for run in self.others:
@@ -573,6 +629,10 @@ class _Drain:
 
     def _start(self, run: Run, now: datetime) -> None:
         self.pending.pop(run.id, None)
+        orphan = self.planners.pop(run.id, None)
+        if orphan is not None and not self.store.take_over({run.id: orphan[0]}, self.engine.owner):
+            self.stale = True  # another pass adopted it first (or it is no longer pending)
+            return
         machine = self.desired.machines[run.machine]
         # Stamped with the time of the claim, not of the round: other processes' runs on the
         # same machine start and end in between.
@@ -663,14 +723,6 @@ class _Drain:
         self._note(Event("finished", record, outcome.error or ""))
         return record
 
-    def _alone(self) -> bool:
-        """Whether no other drain runs on the store: no run is running anywhere, and this
-        process drains nothing else."""
-        with _ACTIVITY_GUARD:
-            if _DRAINS[id(self.store)] > 1:
-                return False
-        return not self.store.running()
-
     def _note(self, event: Event) -> None:
         """Report `event` in this pass's report if its run is the pass's own (it enqueued,
         recovered or found it: see `_run`). A run of another pass that this drain happened
@@ -725,8 +777,8 @@ class _Heartbeats:
     """Renews the lease of every run this process executes, every HEARTBEAT_SECONDS, from
     its own thread, so a long command is never mistaken for a dead worker's."""
 
-    def __init__(self, store: StateStore, running: dict[Future, Run]):
-        self.store, self.running = store, running
+    def __init__(self, store: StateStore, running: dict[Future, Run], owner: str | None):
+        self.store, self.running, self.owner = store, running, owner
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -740,6 +792,11 @@ class _Heartbeats:
 
     def _beat(self) -> None:
         while not self.stop.wait(HEARTBEAT_SECONDS):
+            if self.owner is not None:  # a pass: its pending runs are a live planner's
+                try:
+                    self.store.beat_drain(self.owner)
+                except StoreError as exc:
+                    log.warning("drain heartbeat failed: %s", exc)
             for run in list(self.running.values()):
                 try:
                     self.store.heartbeat(run.id, run.epoch)

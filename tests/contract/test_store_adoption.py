@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.adapters.store.base import OUTPUT_CAP
 from reconciler.core.state import RunStatus
-from tests.contract.test_store import add, ended, enqueue, one
+from tests.support.store_contract import add, ended, enqueue, one
 
 
 def lost(store, raw, now, later, **fields):

@@ -21,7 +21,7 @@ from reconciler.core.model import AlertTarget, VaultRef
 from reconciler.core.plan import Enqueue, Plan
 from reconciler.core.state import Reason, Run, RunStatus
 from tests.contract.conftest import _AGO
-from tests.contract.test_store_leases import race
+from tests.support.store_contract import race
 
 
 def record(

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.adapters.store.common import pid_namespace
 from reconciler.core.state import RunStatus
-from tests.contract.test_store import add, enqueue
+from tests.support.store_contract import add, enqueue
 
 
 def test_recover_spares_runs_claimed_by_the_keep_owner_and_recovers_the_dead(

@@ -20,14 +20,7 @@ ROOT = TESTS.parent
 
 # Imports not switched yet, each for a stated reason; an entry goes once its import is gone
 # (test_every_allowed_import_is_still_needed fails on a stale entry).
-ALLOWED_FOR_NOW = {
-    # The contract suite was being edited by another change when its shared helpers moved to
-    # tests/support/store_contract.py (enqueue, add, one, ended, race, DB_CLOCK_AGO):
-    # import them from there and drop these entries.
-    ("tests/contract/test_store_adoption.py", "tests.contract.test_store"),
-    ("tests/contract/test_store_audit.py", "tests.contract.test_store_leases"),
-    ("tests/contract/test_store_recover_owner.py", "tests.contract.test_store"),
-}
+ALLOWED_FOR_NOW: set[tuple[str, str]] = set()
 
 
 def python_files() -> list[Path]:

@@ -75,13 +75,42 @@ class StateStore(ABC):
         """The latest run of every (task, machine, version) and every active run."""
 
     @abstractmethod
-    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+    def record_plan(
+        self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
+    ) -> list[Run]:
         """Apply a plan in one transaction: insert its runs as `pending` and cancel its
         cancels (only runs still pending). Idempotent: an `Enqueue` whose (task, machine,
         version, slot) already has an active run inserts nothing, also when two planners
         record the same plan at the same moment (the database's unique index decides).
-        Returns the inserted runs, in plan order.
+        The inserted runs record `planner` (the owner string of the pass: see
+        `pending_planners`). Returns the inserted runs, in plan order.
         """
+
+    # --- planners (migration 5) ------------------------------------------------------------------
+    # A pass claims only the runs it planned, and those of planners that are dead: a live pass
+    # draining beside it keeps its queue (its runs, its report, its grace period). Workers
+    # (`reconcile worker`, PostgreSQL) exist to share the queue: they claim any pending run.
+
+    @abstractmethod
+    def beat_drain(self, owner: str) -> None:
+        """Record, by the database's clock, that a drain of `owner` is alive. Every pass
+        beats before it records its plan and then every `HEARTBEAT_SECONDS` while it drains:
+        the sign of life of its pending runs where its process cannot be looked at."""
+
+    @abstractmethod
+    def pending_planners(
+        self, owner: str, lease_seconds: float = LEASE_SECONDS
+    ) -> dict[int, tuple[str | None, bool]]:
+        """Every pending run that `owner` did not plan, by id: its planner and whether that
+        planner is alive. Alive: its process runs (judged where it can be: this host and
+        pid namespace, the start time matching) or, elsewhere, its drain beat within
+        `lease_seconds`. A run without a recorded planner has a dead one."""
+
+    @abstractmethod
+    def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
+        """Adopt pending runs of dead planners (`runs`: id -> that planner): `owner` becomes
+        their planner, compare-and-set on the old one, so of two adopters one wins. Returns
+        the ids taken, sorted."""
 
     @abstractmethod
     def recover(self, now: datetime, keep_owner: str | None = None) -> list[Run]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
@@ -42,6 +43,78 @@ def pid_namespace() -> str:
     except OSError:
         return ""
     return "".join(ch for ch in link if ch.isdigit())
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
+    or "" where it cannot be read (no such process, no /proc). Recorded in an owner, it tells
+    the process that holds a run from an unrelated one that got its pid later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return ""
+    fields = text[text.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def holder_alive(owner: str | None, keep: str | None = None) -> bool | None:
+    """Whether the process named by `owner` (`host:pid:token:pidns:start`, see
+    `engine.process_owner`) still runs, when this process can tell; None when it cannot.
+
+    Only a process of this host and pid namespace can be looked at: for any other (another
+    host, a container sharing the hostname) this is None and a lease decides. A process that
+    exists with the start time its owner recorded is alive even when it stopped heartbeating
+    (Ctrl-Z, a paused VM): it may go on at any moment. Without a start time (an owner written
+    by an older version) a process that exists may be an unrelated one with a reused pid:
+    None, the lease decides. This process's own pid under another owner than `keep` is an
+    earlier life of this pid (a restarted container's pid 1); without `keep` it is alive.
+    """
+    if owner is None:
+        return None
+    fields = owner.split(":")
+    if len(fields) not in (4, 5) or not fields[1].isdigit():
+        return None
+    if fields[0] != socket.gethostname() or fields[3] != pid_namespace():
+        return None
+    pid = int(fields[1])
+    if pid == os.getpid():
+        return keep is None or owner == keep
+    if not process_runs(pid):
+        return False
+    if len(fields) == 4 or not fields[4]:
+        return None
+    return process_start(pid) == fields[4]
+
+
+def process_runs(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (a killed child nobody reaped yet)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:  # no /proc (not Linux), or it ended just now: kill(0) said it ran
+        return True
+    state = text[text.rfind(b")") + 2 : text.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def planner_alive(planner: str | None, beat_fresh: bool, keep: str | None = None) -> bool:
+    """Whether the pass that planned a pending run is alive: it may still claim the run, so
+    no other pass does. Its process looked at where it can be (see `holder_alive`), else its
+    drain's heartbeat within the lease. An unknown planner (a run enqueued before planners
+    were recorded) is dead: any pass may adopt its runs."""
+    if planner is None:
+        return False
+    judged = holder_alive(planner, keep)
+    return bool(beat_fresh) if judged is None else judged
 
 
 # --- the SQL file -----------------------------------------------------------------------------

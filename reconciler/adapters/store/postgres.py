@@ -53,6 +53,7 @@ from reconciler.adapters.store.common import (
     delivery,
     only_comments,
     parse_sql_file,
+    planner_alive,
     redact_url,
     scrub,
     url_passwords,
@@ -401,7 +402,9 @@ class PostgresStore(StateStore):
             rows = conn.execute(_q("snapshot")).fetchall()
         return ExecutedState.of(_run(row) for row in rows)
 
-    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+    def record_plan(
+        self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
+    ) -> list[Run]:
         """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
         plan that replaces a pending run by the same key can insert its successor."""
         with self._transaction() as conn:
@@ -412,11 +415,15 @@ class PostgresStore(StateStore):
                     _q("cancel_pending"),
                     {"id": cancel.run, "now": _aware(now), "error": cancel_error(cancel.reason)},
                 )
-            return self._insert(conn, plan.enqueue, commit, now)
+            return self._insert(conn, plan.enqueue, commit, now, planner)
 
     @staticmethod
     def _insert(
-        conn: psycopg.Connection, enqueues: Sequence[Enqueue], commit: str | None, now: datetime
+        conn: psycopg.Connection,
+        enqueues: Sequence[Enqueue],
+        commit: str | None,
+        now: datetime,
+        planner: str | None,
     ) -> list[Run]:
         """Insert the enqueues in one pipelined batch; returns the runs actually inserted (a
         key with an active run returns no row), in plan order."""
@@ -433,6 +440,7 @@ class PostgresStore(StateStore):
                 "reason": getattr(e.reason, "value", e.reason),
                 "now": _aware(now),
                 "not_before": None,
+                "planner": planner,
             }
             for e in enqueues
         ]  # windows are judged at dispatch
@@ -464,6 +472,41 @@ class PostgresStore(StateStore):
                 _q("sweep_dispatched"), {**lease, "now": _aware(now), "error": UNKNOWN_ERROR}
             ).fetchall()
         return _runs_by_id(back + lost)
+
+    # --- planners ---
+
+    @_retried
+    def beat_drain(self, owner: str) -> None:
+        """Stamp `owner`'s drain alive with the server's clock (see `StateStore.beat_drain`)."""
+        with self._transaction() as conn:
+            conn.execute(_q("beat_drain"), {"owner": owner})
+            conn.execute(_q("forget_drains"))
+
+    @_retried
+    def pending_planners(
+        self, owner: str, lease_seconds: float = LEASE_SECONDS
+    ) -> dict[int, tuple[str | None, bool]]:
+        """Every pending run `owner` did not plan: its planner and whether that planner is
+        alive (see `StateStore.pending_planners`)."""
+        params = {"owner": owner, "lease": max(float(lease_seconds), 0.0)}
+        with self._session("read") as conn:
+            rows = conn.execute(_q("pending_planners"), params).fetchall()
+        return {
+            run_id: (planner, planner_alive(planner, bool(fresh), owner))
+            for run_id, planner, fresh in rows
+        }
+
+    def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
+        """Make `owner` the planner of those `runs` (id -> the dead planner) still pending
+        under that planner, in one transaction. Returns the ids taken."""
+        if not runs:
+            return []
+        with self._transaction() as conn:
+            taken = [
+                conn.execute(_q("take_over"), {"id": i, "old": old, "owner": owner}).fetchone()
+                for i, old in runs.items()
+            ]
+        return sorted(row[0] for row in taken if row is not None)
 
     # --- the queue ---
 

@@ -15,9 +15,11 @@ checks `max_parallel` inside its write transaction, so the limit holds across al
 
 Leases: `claim`, `mark_dispatched` and `heartbeat` stamp `heartbeat_at` with SQLite's own
 clock ('now'), which every process on the host shares. `recover` and `sweep` resolve the runs
-of dead holders only: a lease that expired, or (every process of one SQLite store runs on
-one host) an owner `host:pid:token` whose process is gone, at once. A live holder's runs, those
-of a pass draining beside this one, are left alone.
+of dead holders only. A holder of this host and pid namespace is looked at (every process of
+one SQLite store usually runs on one host): gone (or its pid taken by a later process), its
+runs are resolved at once; alive, it keeps them however old its lease (stopped by Ctrl-Z, it
+may go on). A holder that cannot be looked at (another pid namespace) is dead when its lease
+expired. Pending runs record their planner (migration 5): see `StateStore.pending_planners`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import errno
 import fcntl
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -53,9 +54,10 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     cancel_error,
     cap_output,
     delivery,
+    holder_alive,
     only_comments,
     parse_sql_file,
-    pid_namespace,
+    planner_alive,
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
@@ -244,47 +246,18 @@ def _run(row: tuple) -> Run:
 
 
 def holder_gone(owner: str | None, keep: str | None = None) -> bool:
-    """Whether the holder `owner` (`host:pid:token:pidns`, see `engine.process_owner`) is a
-    process of this host that no longer runs: every process of one SQLite store runs on the
-    host that holds its file, so a dead pid proves its runs dead without waiting for their
-    lease.
-
-    An owner of another host or of another pid namespace (a container sharing the host's
-    name), or one that cannot be read, is not judged here (its lease decides). A pid reused by an unrelated process reads as alive: the lease still ends it.
-    This process's own pid under another owner than `keep` is an earlier life of this pid
-    (a restarted container's pid 1); without `keep` it is taken as alive.
-    """
-    if owner is None:
-        return False
-    fields = owner.split(":")
-    if len(fields) != 4 or fields[0] != socket.gethostname() or not fields[1].isdigit():
-        return False
-    if fields[3] != pid_namespace():
-        return False
-    pid_text = fields[1]
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return keep is not None and owner != keep
-    return not _process_runs(pid)
+    """Whether the holder `owner` (see `common.holder_alive`) is a process of this host and
+    pid namespace that no longer runs (or a process that reused its pid): every process of
+    one SQLite store usually runs on the host that holds its file, so this proves its runs
+    dead without waiting for their lease. An owner that cannot be judged here is not."""
+    return holder_alive(owner, keep) is False
 
 
-def _process_runs(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie (a killed child nobody reaped yet)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, under another user
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
-    except OSError:  # no /proc (not Linux), or it ended just now: kill(0) said it ran
-        return True
-    state = text[text.rfind(b")") + 2 : text.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
+def _holder_dead(owner: str | None, keep: str | None, expired: bool) -> bool:
+    """Whether a running run's holder is dead: looked at where its process can be (a live
+    one keeps its runs past the lease: stopped by Ctrl-Z, it may go on), else by its lease."""
+    alive = holder_alive(owner, keep)
+    return expired if alive is None else not alive
 
 
 class NoSchema(StoreError):
@@ -543,13 +516,17 @@ class SqliteStore(StateStore):
             rows = conn.execute(_q("snapshot")).fetchall()
         return ExecutedState.of(_run(row) for row in rows)
 
-    def record_plan(self, plan: Plan, commit: str | None, now: datetime) -> list[Run]:
+    def record_plan(
+        self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
+    ) -> list[Run]:
         """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
         plan that replaces a pending run by the same key can insert its successor."""
         with self._write() as conn:
             for cancel in plan.cancel:
                 self._cancel_planned(conn, cancel, now)
-            inserted = (self._insert(conn, enqueue, commit, now) for enqueue in plan.enqueue)
+            inserted = (
+                self._insert(conn, enqueue, commit, now, planner) for enqueue in plan.enqueue
+            )
             return [run for run in inserted if run is not None]
 
     @staticmethod
@@ -560,7 +537,11 @@ class SqliteStore(StateStore):
 
     @staticmethod
     def _insert(
-        conn: sqlite3.Connection, enqueue: Enqueue, commit: str | None, now: datetime
+        conn: sqlite3.Connection,
+        enqueue: Enqueue,
+        commit: str | None,
+        now: datetime,
+        planner: str | None,
     ) -> Run | None:
         row = _one(
             conn,
@@ -575,6 +556,7 @@ class SqliteStore(StateStore):
                 "reason": getattr(enqueue.reason, "value", enqueue.reason),
                 "now": _ts(now),
                 "not_before": None,  # a deny window is judged at dispatch, never stored
+                "planner": planner,
             },
         )
         return None if row is None else _run(row)  # None: an active run of this key exists
@@ -596,13 +578,21 @@ class SqliteStore(StateStore):
         """Judge every running run's holder and resolve the dead ones' runs, in one
         `BEGIN IMMEDIATE` transaction: no claim, heartbeat or result lands in between."""
         age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
-        with self._write() as conn:
-            holders = conn.execute(_q("running_holders"), {"age": age}).fetchall()
-            dead = [
+
+        def dead_runs(conn: sqlite3.Connection) -> list[int]:
+            return [
                 run_id
-                for run_id, owner, expired in holders
-                if (keep is None or owner != keep) and (expired or holder_gone(owner, keep))
+                for run_id, owner, expired in conn.execute(_q("running_holders"), {"age": age})
+                if (keep is None or owner != keep) and _holder_dead(owner, keep, bool(expired))
             ]
+
+        # Looked at first without the write lock: every drain sweeps every few seconds, and a
+        # process stopped (Ctrl-Z) inside a write transaction would block every writer.
+        with self._read() as conn:
+            if not dead_runs(conn):
+                return []
+        with self._write() as conn:
+            dead = dead_runs(conn)
             if not dead:
                 return []
             ids = {"ids": json.dumps(dead)}
@@ -611,6 +601,39 @@ class SqliteStore(StateStore):
                 _q("release_dispatched"), {**ids, "now": _ts(now), "error": UNKNOWN_ERROR}
             ).fetchall()
         return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
+
+    # --- planners ---
+
+    def beat_drain(self, owner: str) -> None:
+        """Stamp `owner`'s drain alive with SQLite's clock (see `StateStore.beat_drain`)."""
+        with self._write() as conn:
+            conn.execute(_q("beat_drain"), {"owner": owner})
+            conn.execute(_q("forget_drains"))
+
+    def pending_planners(
+        self, owner: str, lease_seconds: float = LEASE_SECONDS
+    ) -> dict[int, tuple[str | None, bool]]:
+        """Every pending run `owner` did not plan: its planner and whether that planner is
+        alive (see `StateStore.pending_planners`)."""
+        age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
+        with self._read() as conn:
+            rows = conn.execute(_q("pending_planners"), {"owner": owner, "age": age}).fetchall()
+        return {
+            run_id: (planner, planner_alive(planner, bool(fresh), owner))
+            for run_id, planner, fresh in rows
+        }
+
+    def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
+        """Make `owner` the planner of those `runs` (id -> the dead planner) still pending
+        under that planner, in one transaction. Returns the ids taken."""
+        if not runs:
+            return []
+        with self._write() as conn:
+            taken = [
+                _one(conn, "take_over", {"id": run_id, "old": old, "owner": owner})
+                for run_id, old in runs.items()
+            ]
+        return sorted(row[0] for row in taken if row is not None)
 
     # --- the queue ---
 

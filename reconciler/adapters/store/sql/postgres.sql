@@ -139,6 +139,19 @@ CREATE INDEX alert_outbox_by_status ON alert_outbox (status, created_at, id);
 -- previous_outcome(): the newest runs of a task on a machine, whatever their version.
 CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
 
+-- migration 5: planners
+-- Which pass enqueued each run (`planner`: that pass's owner string, kept by a retry; taken by
+-- the pass that adopts the run of a dead planner), so a pass claims only its own runs and
+-- those of planners that are gone, never the queue of a live pass draining beside it. NULL for
+-- a run enqueued before this migration: its planner is unknown, so any pass may adopt it.
+-- `drains`: each live drain stamps its owner with the server's clock every heartbeat, the sign of
+-- life of a planner whose process cannot be looked at from here (another pid namespace).
+ALTER TABLE runs ADD COLUMN planner text;
+CREATE TABLE drains (
+    owner   text PRIMARY KEY,
+    beat_at timestamptz NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -179,9 +192,9 @@ SELECT pg_advisory_xact_lock(%(key)s)
 -- query: insert_run
 -- Idempotent enqueue: the partial unique index turns a second active run into a no-op.
 INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
-                  created_at, not_before)
+                  created_at, not_before, planner)
 VALUES (%(task)s, %(machine)s, %(version)s, %(slot)s, %(commit)s, %(priority)s, 'pending', 1,
-        %(reason)s, %(now)s, %(not_before)s)
+        %(reason)s, %(now)s, %(not_before)s, %(planner)s)
 ON CONFLICT (task, machine, version, (COALESCE(slot, '')))
     WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING *
@@ -458,3 +471,25 @@ WHERE r.id = ANY (%(ids)s::bigint[])
   AND r.status NOT IN ('pending', 'running') AND r.finished_at < %(before)s
   AND r.id < (SELECT MAX(l.id) FROM runs AS l
               WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)
+
+-- query: beat_drain
+-- A drain's sign of life (see migration 5).
+INSERT INTO drains (owner, beat_at) VALUES (%(owner)s, now())
+ON CONFLICT (owner) DO UPDATE SET beat_at = excluded.beat_at
+
+-- query: forget_drains
+DELETE FROM drains WHERE beat_at < now() - interval '1 day'
+
+-- query: pending_planners
+-- Every pending run that %(owner)s did not plan, with its planner and whether that planner's
+-- drain beat within the lease (in seconds, by the server's clock).
+SELECT r.id, r.planner,
+       COALESCE(d.beat_at >= now() - make_interval(secs => %(lease)s), false)
+FROM runs r LEFT JOIN drains d ON d.owner = r.planner
+WHERE r.status = 'pending' AND (r.planner IS NULL OR r.planner <> %(owner)s)
+
+-- query: take_over
+-- Adopt a pending run of a dead planner: compare-and-set on the planner judged dead.
+UPDATE runs SET planner = %(owner)s
+WHERE id = %(id)s AND status = 'pending' AND planner IS NOT DISTINCT FROM %(old)s
+RETURNING id

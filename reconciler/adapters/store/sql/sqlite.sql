@@ -132,6 +132,19 @@ CREATE INDEX alert_outbox_by_status ON alert_outbox (status, created_at, id);
 -- previous_outcome(): the newest runs of a task on a machine, whatever their version.
 CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
 
+-- migration 5: planners
+-- Which pass enqueued each run (`planner`: that pass's owner string, kept by a retry; taken by
+-- the pass that adopts the run of a dead planner), so a pass claims only its own runs and
+-- those of planners that are gone, never the queue of a live pass draining beside it. NULL for
+-- a run enqueued before this migration: its planner is unknown, so any pass may adopt it.
+-- `drains`: each live drain stamps its owner with SQLite's clock every heartbeat, the sign of
+-- life of a planner whose process cannot be looked at from here (another pid namespace).
+ALTER TABLE runs ADD COLUMN planner TEXT;
+CREATE TABLE drains (
+    owner   TEXT PRIMARY KEY,
+    beat_at TEXT NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -153,9 +166,9 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 -- query: insert_run
 -- Idempotent enqueue: the partial unique index turns a second active run into a no-op.
 INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
-                  created_at, not_before)
+                  created_at, not_before, planner)
 VALUES (:task, :machine, :version, :slot, :commit, :priority, 'pending', 1, :reason,
-        :now, :not_before)
+        :now, :not_before, :planner)
 ON CONFLICT (task, machine, version, COALESCE(slot, ''))
     WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING *
@@ -409,3 +422,26 @@ WHERE id IN (SELECT value FROM json_each(:ids))
   AND status NOT IN ('pending', 'running') AND finished_at < :before
   AND id < (SELECT MAX(l.id) FROM runs AS l
             WHERE l.task = runs.task AND l.machine = runs.machine AND l.version = runs.version)
+
+-- query: beat_drain
+-- A drain's sign of life (see migration 5); owners silent for a day are forgotten meanwhile.
+INSERT INTO drains (owner, beat_at) VALUES (:owner, strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'))
+ON CONFLICT (owner) DO UPDATE SET beat_at = excluded.beat_at
+
+-- query: forget_drains
+DELETE FROM drains WHERE beat_at < strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', '-1 day')
+
+-- query: pending_planners
+-- Every pending run that :owner did not plan, with its planner and whether that planner's
+-- drain beat within the lease (:age as in sweep).
+SELECT r.id, r.planner,
+       COALESCE(d.beat_at >= strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now', :age), 0)
+FROM runs r LEFT JOIN drains d ON d.owner = r.planner
+WHERE r.status = 'pending' AND (r.planner IS NULL OR r.planner <> :owner)
+
+-- query: take_over
+-- Adopt a pending run of a dead planner: compare-and-set on the planner judged dead, so of
+-- two passes adopting it at once one wins.
+UPDATE runs SET planner = :owner
+WHERE id = :id AND status = 'pending' AND planner IS :old
+RETURNING id
