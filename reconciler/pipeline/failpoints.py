@@ -1,30 +1,10 @@
-"""Named crash points for tests of the run protocol.
-
-`RECONCILER_FAILPOINTS=after_claim=crash,after_dispatch=crash,before_result=crash` makes the
-process kill itself with SIGKILL at those points, exactly like a power cut or `kill -9`.
-Inert (one dictionary lookup) unless the variable is set.
+"""Named crash points for tests of the run protocol (the engine's: `after_claim`,
+`after_dispatch`, `before_result`). The implementation lives in the adapters tier, where a
+transport can reach it too: see `reconciler.adapters.failpoints`.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-from functools import lru_cache
+from reconciler.adapters.failpoints import NAMES, hit
 
-NAMES = ("after_claim", "after_dispatch", "before_result")
-
-
-@lru_cache(maxsize=4)
-def _parse(spec: str) -> dict[str, str]:
-    points = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, _, action = item.partition("=")
-        points[name] = action or "crash"
-    return points
-
-
-def hit(name: str) -> None:
-    """Act on failpoint `name` if RECONCILER_FAILPOINTS configures it."""
-    spec = os.environ.get("RECONCILER_FAILPOINTS")
-    if spec and _parse(spec).get(name) == "crash":
-        os.kill(os.getpid(), signal.SIGKILL)
+__all__ = ["NAMES", "hit"]

@@ -13,11 +13,13 @@ Without `user:` a command runs with the reconciler's own rights.
 Output is read while the command runs and only its last `OUTPUT_TAIL` bytes are kept, so a
 command that prints gigabytes costs no memory. A marker file holds the process group of each
 running command: if the reconciler dies, the next pass finds the orphan and stops it before
-anything is re-run (`reap`).
+anything is re-run (`reap`). The marker is written before the command may start (`GATE`), so
+no command ever runs without one: a reconciler killed in between leaves nothing running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import select
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.adapters import failpoints
 from reconciler.adapters.private_files import private_dir
 from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
 from reconciler.core.errors import AuthFailed
@@ -55,6 +58,13 @@ OUTPUT_TAIL = 64 * 1024
 # After the shell exits, how long its output may keep arriving. A background child that keeps
 # the pipe open (`daemon &`) must not hold the run open until its timeout.
 DRAIN_GRACE = 0.5
+# The shell a command is spawned in waits on its stdin until the reconciler has written the
+# command's marker, then becomes the command's shell (`exec`: same pid, group and environment,
+# so `$$` is still the group `reap` stops). Without the gate the command ran as soon as it was
+# spawned, and a reconciler killed before its marker was written left an orphan the next pass
+# could not find: an idempotent task then ran twice at once. If the reconciler dies before
+# opening the gate, `read` meets the end of the pipe and the command never runs.
+GATE = 'IFS= read -r opened || exit 125; exec /bin/sh -c "$1" </dev/null'
 
 
 def child_environment(
@@ -205,8 +215,8 @@ class LocalTransport(Transport):
         started = time.monotonic()
         account = run_as(machine, self.own_user_allowed)
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command],
-            stdin=subprocess.DEVNULL,
+            ["/bin/sh", "-c", GATE, "/bin/sh", command],  # $0 as `sh -c command` gives it
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=child_environment(env, account),
@@ -214,7 +224,9 @@ class LocalTransport(Transport):
             cwd=self.cwd,
             **(account.popen_arguments() if account is not None else {}),
         )
+        failpoints.hit("after_spawn")
         marker = self._mark(run_id, proc.pid)
+        _open_gate(proc)
         tail = _Tail(proc.stdout)
         try:
             proc.wait(timeout=timeout)
@@ -234,13 +246,16 @@ class LocalTransport(Transport):
         )
 
     def _mark(self, run_id: int, pgid: int) -> Path | None:
-        """Remember the process group of a running command (best effort)."""
+        """Remember the process group of a command about to run (best effort). Written
+        aside and renamed, so `reap` never reads a half-written marker."""
         try:
             private_dir(self.markers)  # inside private state, whatever the store
             marker = self.markers / f"{run_id}.pgid"
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            partial = self.markers / f"{run_id}.pgid.partial"
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(str(pgid))
+            os.replace(partial, marker)
             return marker
         except OSError:
             return None
@@ -269,6 +284,15 @@ class LocalTransport(Transport):
                 return STILL_RUNNING
             _kill_group(pgid, None)
         marker.unlink(missing_ok=True)
+
+
+def _open_gate(proc: subprocess.Popen) -> None:
+    """Let the spawned shell run its command (see `GATE`)."""
+    # An error means it died before reading (killed from outside): `wait` gives its status.
+    with contextlib.suppress(OSError):
+        proc.stdin.write(b"\n")
+    with contextlib.suppress(OSError):
+        proc.stdin.close()  # flushes the line; closes the pipe even when that fails
 
 
 def _runs(pid: int, run_id: int) -> bool:

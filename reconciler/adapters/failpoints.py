@@ -1,0 +1,32 @@
+"""Named crash points for tests of the run protocol.
+
+`RECONCILER_FAILPOINTS=after_claim=crash,after_spawn=crash` makes the process kill itself
+with SIGKILL at those points, exactly like a power cut or `kill -9`. Inert (one dictionary
+lookup) unless the variable is set. In the adapters tier so that a transport can have its own
+points (`after_spawn`: the local transport's command exists, its marker does not yet); the
+engine's are reached through `reconciler.pipeline.failpoints`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from functools import lru_cache
+
+NAMES = ("after_claim", "after_dispatch", "after_spawn", "before_result")
+
+
+@lru_cache(maxsize=4)
+def _parse(spec: str) -> dict[str, str]:
+    points = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, action = item.partition("=")
+        points[name] = action or "crash"
+    return points
+
+
+def hit(name: str) -> None:
+    """Act on failpoint `name` if RECONCILER_FAILPOINTS configures it."""
+    spec = os.environ.get("RECONCILER_FAILPOINTS")
+    if spec and _parse(spec).get(name) == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
