@@ -96,6 +96,10 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+# A command that writes text alone (a key, a file, CODEOWNERS): `--format json` is exit 2.
+TEXT_ONLY = ("text",)
+
+
 def _add_format(parser: argparse.ArgumentParser, choices=FORMATS) -> None:
     parser.add_argument(
         "--format", choices=choices, default=argparse.SUPPRESS, help="output format (default: text)"
@@ -163,6 +167,8 @@ def add_command(subparsers, name: str) -> argparse.ArgumentParser:
         _add_globals(parser, suppress=True)
         if command.formats is not None:
             _add_format(parser, command.formats)
+        else:  # it writes text alone: the root's `--format json` is refused for it (main.py)
+            parser.set_defaults(writable_formats=TEXT_ONLY)
         parser.set_defaults(handler=command.run)
 
     return subparsers.add_parser(
@@ -175,11 +181,12 @@ def _actions(parser: argparse.ArgumentParser, dest: str, formats: tuple[str, ...
     with the global options and --format, as every command has them."""
     actions = parser.add_subparsers(dest=dest, metavar="ACTION", parser_class=Parser, required=True)
 
-    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+    def add(name: str, own_formats: tuple[str, ...] | None = None, **kwargs):
+        """`own_formats`: what this action writes, when not the formats of its command."""
         action = actions.add_parser(name, **kwargs)
         _add_globals(action, suppress=True)
-        if formats is not None:
-            _add_format(action, formats)
+        if (own_formats or formats) is not None:
+            _add_format(action, own_formats or formats)
         return action
 
     return add
@@ -283,9 +290,10 @@ def _audit_arguments(parser: argparse.ArgumentParser) -> None:
 def _vault_arguments(parser: argparse.ArgumentParser) -> None:
     """`reconcile vault ...`: age's own flags, so habits carry over (SPEC §5)."""
     add = _actions(parser, "vault_command")
-    keygen = add("keygen", help="a new age identity (public key also on stderr)")
+    # keygen, encrypt and decrypt write a key or a file, never JSON: --format text alone.
+    keygen = add("keygen", TEXT_ONLY, help="a new age identity (public key also on stderr)")
     keygen.add_argument("-o", "--output", metavar="FILE")
-    enc = add("encrypt", help="encrypt a file or stdin")
+    enc = add("encrypt", TEXT_ONLY, help="encrypt a file or stdin")
     enc.add_argument("-r", "--recipient", action="append", default=[], metavar="RECIPIENT")
     enc.add_argument("-R", "--recipients-file", action="append", default=[], metavar="FILE")
     enc.add_argument(
@@ -297,7 +305,7 @@ def _vault_arguments(parser: argparse.ArgumentParser) -> None:
     enc.add_argument("-a", "--armor", action="store_true", help="PEM-armored output")
     enc.add_argument("-o", "--output", metavar="OUT")
     enc.add_argument("input", nargs="?", metavar="IN")
-    dec = add("decrypt", help="decrypt a file or stdin")
+    dec = add("decrypt", TEXT_ONLY, help="decrypt a file or stdin")
     dec.add_argument(
         "-i",
         "--identity-file",

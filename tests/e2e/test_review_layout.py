@@ -166,12 +166,6 @@ def test_an_output_that_is_a_directory_is_a_usage_error(project, action):
     assert "bug" not in result.err and "outdir" in result.err, result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: --format json is accepted (exit 0) by commands that write no JSON: "
-    "vault keygen/encrypt/decrypt print a key or file, `reconcile --format json codeowners` "
-    "prints CODEOWNERS text (docs: a --format a command cannot write is exit 2)",
-)
 @pytest.mark.parametrize("command", ["keygen", "encrypt", "decrypt", "codeowners"])
 def test_a_json_format_a_command_cannot_write_is_refused(project, command):
     key, public = keygen(project, "k")
