@@ -618,10 +618,9 @@ class SqliteStore(StateStore):
         age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
         with self._read() as conn:
             rows = conn.execute(_q("pending_planners"), {"owner": owner, "age": age}).fetchall()
-        return {
-            run_id: (planner, planner_alive(planner, bool(fresh), owner))
-            for run_id, planner, fresh in rows
-        }
+        # Judged once per planner: a pass may have queued thousands of runs.
+        alive = {planner: planner_alive(planner, bool(fresh), owner) for _, planner, fresh in rows}
+        return {run_id: (planner, alive[planner]) for run_id, planner, _ in rows}
 
     def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
         """Make `owner` the planner of those `runs` (id -> the dead planner) still pending
