@@ -31,8 +31,11 @@ from reconciler.inventory.loader import display_path
 from reconciler.pipeline import keys
 
 
-def run(args: argparse.Namespace, ctx: Context, *, on_step=None, transport_factory=None) -> int:
-    """Execute `keys ACTION`; `on_step`/`transport_factory` are for tests (see KeyManager)."""
+def run(
+    args: argparse.Namespace, ctx: Context, *, on_step=None, transport_factory=None
+) -> views.Output:
+    """Execute `keys ACTION`; what it did (cli.main prints it in the format asked for).
+    `on_step`/`transport_factory` are for tests (see KeyManager)."""
     inventory = wiring.load(args).inventory
     if args.keys_command == "status":
         return _status(args, inventory, transport_factory)
@@ -83,8 +86,7 @@ def run(args: argparse.Namespace, ctx: Context, *, on_step=None, transport_facto
             outcome = manager.prune(secrets[name])
     finally:
         audit.close()
-    _print(args, outcome, path)
-    return 0
+    return _outcome(args, outcome, path)
 
 
 def _machine(inventory: Inventory, name: str) -> Machine:
@@ -100,40 +102,40 @@ def _machine(inventory: Inventory, name: str) -> Machine:
     return machine
 
 
-def _print(args, outcome: keys.Outcome, path: Path) -> None:
-    if getattr(args, "format", None) == "json":
-        print(
-            views.to_json(
-                {
-                    "machine": outcome.machine,
-                    "new_fingerprint": outcome.new_fingerprint,
-                    "old_fingerprint": outcome.old_fingerprint,
-                    "removed": outcome.removed,
-                    "finished": outcome.finished,
-                    "steps": outcome.steps,
-                }
-            )
-        )
-        return
-    if args.keys_command == "rotate":
-        print(
+def _outcome(args, outcome: keys.Outcome, path: Path) -> views.Output:
+    data = {
+        "machine": outcome.machine,
+        "new_fingerprint": outcome.new_fingerprint,
+        "old_fingerprint": outcome.old_fingerprint,
+        "removed": outcome.removed,
+        "finished": outcome.finished,
+        "steps": outcome.steps,
+    }
+    return views.Output(data, lambda: _outcome_text(args.keys_command, outcome, path))
+
+
+def _outcome_text(command: str, outcome: keys.Outcome, path: Path) -> str:
+    if command == "rotate":
+        lines = [
             f"{outcome.machine}: new key {outcome.new_fingerprint} added, verified and stored "
             f"in {display_path(path)}"
-        )
+        ]
         if outcome.finished:
-            print(f"{outcome.machine}: old key {outcome.old_fingerprint} removed and refused")
+            lines.append(
+                f"{outcome.machine}: old key {outcome.old_fingerprint} removed and refused"
+            )
         else:
-            print(
+            lines.append(
                 f"{outcome.machine}: the old key {outcome.old_fingerprint} still works; once "
                 f"the vault change is merged and live, run: reconcile keys prune "
                 f"{outcome.machine}"
             )
-    else:
-        for line in outcome.removed_lines:
-            print(f"{outcome.machine}: removed {_short(line)}")
-        if not outcome.removed_lines:
-            print(f"{outcome.machine}: nothing to remove")
-        print(f"{outcome.machine}: the vault key {outcome.new_fingerprint} still logs in")
+        return "\n".join(lines)
+    lines = [f"{outcome.machine}: removed {_short(line)}" for line in outcome.removed_lines]
+    if not outcome.removed_lines:
+        lines.append(f"{outcome.machine}: nothing to remove")
+    lines.append(f"{outcome.machine}: the vault key {outcome.new_fingerprint} still logs in")
+    return "\n".join(lines)
 
 
 def _short(raw: str) -> str:
@@ -146,7 +148,7 @@ def _short(raw: str) -> str:
 # ---------------------------------------------------------------- status
 
 
-def _status(args, inventory: Inventory, transport_factory) -> int:
+def _status(args, inventory: Inventory, transport_factory) -> views.Output:
     identities = load_identities(getattr(args, "identity", None))
     rows = []
     vaults: dict[str, dict | ReconcilerError] = {}
@@ -197,28 +199,26 @@ def _status(args, inventory: Inventory, transport_factory) -> int:
             row["created"] = views.iso(created)
             row["age_days"] = round((now - created).total_seconds() / 86400, 1)
         rows.append(row)
-    if getattr(args, "format", None) == "json":
-        print(views.to_json(rows))
-    elif not rows:
-        print("(no ssh machine has a key in a team vault)")
-    else:
-        print(
-            views.table(
-                ("MACHINE", "KEY", "AGE", "SINCE", "FROM", "NOTE"),
-                [
-                    (
-                        r["machine"],
-                        r["key"],
-                        "-" if r["age_days"] is None else f"{r['age_days']:g}d",
-                        r["created"] or "-",
-                        r["source"] or "-",
-                        (r["error"] or "")[:80],
-                    )
-                    for r in rows
-                ],
+    return views.Output(rows, lambda: _status_text(rows))
+
+
+def _status_text(rows: list[dict]) -> str:
+    if not rows:
+        return "(no ssh machine has a key in a team vault)"
+    return views.table(
+        ("MACHINE", "KEY", "AGE", "SINCE", "FROM", "NOTE"),
+        [
+            (
+                r["machine"],
+                r["key"],
+                "-" if r["age_days"] is None else f"{r['age_days']:g}d",
+                r["created"] or "-",
+                r["source"] or "-",
+                (r["error"] or "")[:80],
             )
-        )
-    return 0
+            for r in rows
+        ],
+    )
 
 
 def _vault_changed(path: Path) -> datetime | None:

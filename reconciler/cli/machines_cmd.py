@@ -14,7 +14,6 @@ the transports and calls `run(args, inventory, transports)` (`inventory`: None f
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -31,13 +30,13 @@ HISTORY = 5000  # recent runs read from the store to find when a machine was las
 
 def run(
     args: argparse.Namespace, inventory: Inventory | None, transports: Mapping[str, Transport]
-) -> int:
-    """Run `machines` or `machines keyscan`; returns the exit code (0)."""
-    fmt = getattr(args, "format", None) or "text"
+) -> views.Output:
+    """Run `machines` or `machines keyscan`; what they found (cli.main prints it in the
+    format asked for)."""
     if args.action == "keyscan":
         if not args.target:
             raise UsageError("machines keyscan needs HOST[:PORT]")
-        return _keyscan(args.target, fmt, args.timeout)
+        return _keyscan(args.target, args.timeout)
     if args.target:
         raise UsageError(
             f"machines: unexpected argument {args.target!r} (did you mean "
@@ -45,7 +44,7 @@ def run(
         )
     if inventory is None:
         raise UsageError("machines needs an inventory (--inventory DIR)")
-    return _list(args, inventory, transports, fmt)
+    return _list(args, inventory, transports)
 
 
 # ---------------------------------------------------------------------------- keyscan
@@ -64,35 +63,23 @@ def parse_target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _keyscan(target: str, fmt: str, timeout: float) -> int:
+def _keyscan(target: str, timeout: float) -> views.Output:
     host, port = parse_target(target)
     keys = hostkeys.scan(host, port, timeout)
-    if fmt == "json":
-        print(
-            views.to_json(
-                {
-                    "host": host,
-                    "port": port,
-                    "keys": [
-                        {
-                            "type": k.type,
-                            "key": k.base64,
-                            "fingerprint": k.fingerprint,
-                            "line": k.line,
-                        }
-                        for k in keys
-                    ],
-                }
-            )
-        )
-        return 0
-    print(keyscan_text(host, port, keys))
-    print(
+    data = {
+        "host": host,
+        "port": port,
+        "keys": [
+            {"type": k.type, "key": k.base64, "fingerprint": k.fingerprint, "line": k.line}
+            for k in keys
+        ],
+    }
+    # The advice goes to stderr with the text form only (JSON is for scripts).
+    advice = (
         "Compare the fingerprint with the machine's own (on its console: ssh-keygen -lf "
-        "/etc/ssh/ssh_host_*_key.pub) before pasting the host_key line.",
-        file=sys.stderr,
+        "/etc/ssh/ssh_host_*_key.pub) before pasting the host_key line."
     )
-    return 0
+    return views.Output(data, lambda: keyscan_text(host, port, keys), warnings=[advice])
 
 
 def keyscan_text(host: str, port: int, keys: list[hostkeys.ScannedKey]) -> str:
@@ -110,7 +97,7 @@ def keyscan_text(host: str, port: int, keys: list[hostkeys.ScannedKey]) -> str:
 # ---------------------------------------------------------------------------- machines
 
 
-def _list(args, inventory: Inventory, transports: Mapping[str, Transport], fmt: str) -> int:
+def _list(args, inventory: Inventory, transports: Mapping[str, Transport]) -> views.Output:
     machines = sorted(inventory.machines.values(), key=lambda m: m.name)
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(machines)))) as pool:
         probes = list(pool.map(lambda m: _probe(m, transports, args.timeout), machines))
@@ -120,11 +107,7 @@ def _list(args, inventory: Inventory, transports: Mapping[str, Transport], fmt: 
         status(m, load, error, now if error is None else history.get(m.name))
         for m, (load, error) in zip(machines, probes, strict=True)
     ]
-    if fmt == "json":
-        print(views.to_json(rows))
-    else:
-        print(machines_text(rows))
-    return 0
+    return views.Output(rows, lambda: machines_text(rows))
 
 
 def _probe(

@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,9 @@ def stopped_by_signals() -> Iterator[None]:
     def stop(signum, frame):
         raise Stopped(signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a test running a command in a thread)
+        return
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         previous[signum] = signal.signal(signum, stop)

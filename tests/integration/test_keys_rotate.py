@@ -19,6 +19,7 @@ from reconciler.adapters.vault import team_vault
 from reconciler.adapters.vault.secrets import load_identities
 from reconciler.cli import args as cli_args
 from reconciler.cli import keys_cmd
+from reconciler.cli.main import present
 from reconciler.cli.settings import Context, resolve
 from reconciler.core.errors import AuthFailed, ReconcilerError
 from reconciler.core.redact import Redactor, Secret
@@ -136,7 +137,7 @@ def _keys(project: Project, *argv: str, **hooks) -> int:
         ]
     )
     try:
-        return keys_cmd.run(args, Context(resolve(args), Redactor()), **hooks)
+        return present(keys_cmd.run(args, Context(resolve(args), Redactor()), **hooks), args)
     except ReconcilerError as exc:
         project.error = exc
         return exc.exit_code

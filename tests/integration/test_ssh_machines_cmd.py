@@ -13,6 +13,7 @@ from reconciler.adapters.transport.local import LocalTransport
 from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.cli import machines_cmd
 from reconciler.cli.args import build_parser
+from reconciler.cli.main import present
 from reconciler.core.compile import compile_inventory
 from reconciler.core.errors import UsageError
 from reconciler.core.redact import Secret
@@ -24,6 +25,11 @@ def _args(*argv: str, state: str | None = None, inventory: Path | None = None):
     args = build_parser().parse_args(["machines", *argv])
     args.state, args.inventory = state, str(inventory) if inventory else None
     return args
+
+
+def _run(args, inventory, transports) -> int:
+    """`machines_cmd.run` printed as cli.main prints it; its exit code."""
+    return present(machines_cmd.run(args, inventory, transports), args)
 
 
 @pytest.fixture
@@ -64,12 +70,7 @@ def test_machines_lists_reachability_load_and_last_seen(sshd_factory, transports
     finally:
         store.close()
     down.stop()
-    assert (
-        machines_cmd.run(
-            _args("--format", "json", state=state, inventory=root), inventory, transports
-        )
-        == 0
-    )
+    assert _run(_args("--format", "json", state=state, inventory=root), inventory, transports) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert [rows[n]["reachable"] for n in ("down", "here", "up")] == [False, True, True]
     assert "unreachable" in rows["down"]["error"] and rows["down"]["last_seen"]
@@ -78,7 +79,7 @@ def test_machines_lists_reachability_load_and_last_seen(sshd_factory, transports
         assert len(rows[name]["load"]) == 3 and rows[name]["memory"]["total_kib"] > 0
     assert up.logins() == 1  # the probe used the connection of the pass
 
-    machines_cmd.run(_args(state=state, inventory=root), inventory, transports)
+    _run(_args(state=state, inventory=root), inventory, transports)
     text = capsys.readouterr().out
     assert "REACHABLE" in text and "down: machine 'down'" in text
 
@@ -86,7 +87,7 @@ def test_machines_lists_reachability_load_and_last_seen(sshd_factory, transports
 def test_machines_without_a_store_still_lists(sshd, transports, tmp_path, capsys):
     root = _inventory(tmp_path / "inventory", {"up": sshd})
     args = _args("--format", "json", state=f"sqlite:///{tmp_path / 'none.db'}", inventory=root)
-    machines_cmd.run(args, load_inventory(root)[0], transports)
+    _run(args, load_inventory(root)[0], transports)
     rows = json.loads(capsys.readouterr().out)
     assert [r["reachable"] for r in rows] == [True, True]
     assert not (tmp_path / "none.db").exists()
@@ -94,7 +95,7 @@ def test_machines_without_a_store_still_lists(sshd, transports, tmp_path, capsys
 
 def test_keyscan_prints_the_line_to_paste_and_its_fingerprint(sshd_factory, capsys):
     daemon = sshd_factory(host_key_types=("ed25519", "ecdsa"))
-    assert machines_cmd.run(_args("keyscan", f"127.0.0.1:{daemon.port}"), None, {}) == 0
+    assert _run(_args("keyscan", f"127.0.0.1:{daemon.port}"), None, {}) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     fingerprint = hostkeys.parse_host_key(daemon.host_key).fingerprint
@@ -102,7 +103,7 @@ def test_keyscan_prints_the_line_to_paste_and_its_fingerprint(sshd_factory, caps
     assert lines[1] == f"host_key: {daemon.host_key}"
     assert f"#   host_key: {daemon.host_keys['ecdsa'].public}" in lines
     assert "Compare the fingerprint" in captured.err
-    machines_cmd.run(_args("keyscan", f"127.0.0.1:{daemon.port}", "--format", "json"), None, {})
+    _run(_args("keyscan", f"127.0.0.1:{daemon.port}", "--format", "json"), None, {})
     data = json.loads(capsys.readouterr().out)
     assert data["keys"][0]["fingerprint"] == fingerprint and data["port"] == daemon.port
     assert "Accepted" not in daemon.log_text() and "Failed" not in daemon.log_text()
@@ -117,4 +118,4 @@ def test_keyscan_targets_are_parsed_like_ssh():
         with pytest.raises(UsageError):
             machines_cmd.parse_target(bad)
     with pytest.raises(UsageError, match="needs HOST"):
-        machines_cmd.run(_args("keyscan"), None, {})
+        _run(_args("keyscan"), None, {})
