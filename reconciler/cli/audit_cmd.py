@@ -41,14 +41,13 @@ from reconciler.core.errors import InputError, UsageError
 FORMATS = ("text", "json")
 
 
-def run(args: argparse.Namespace, ctx: Context) -> int:
-    """Run `audit verify` or `audit export`; returns the exit code."""
-    fmt = getattr(args, "format", None) or "text"
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt} is not available for audit; use text or json")
+def run(args: argparse.Namespace, ctx: Context) -> views.Output | int:
+    """Run `audit verify` or `audit export`: what they found (cli.main prints it in the format
+    asked for; main refuses a --format outside FORMATS before this runs), or the exit code
+    alone when the export itself went to stdout."""
     if args.audit_command == "verify":
-        return _verify(args, fmt)
-    return _export(args, ctx, fmt)
+        return _verify(args)
+    return _export(args, ctx)
 
 
 # --- shared ------------------------------------------------------------------------------------------
@@ -109,7 +108,7 @@ def anchor_problem(store: StateStore, anchor: Anchor, trusted: Mapping[str, str]
 # --- verify --------------------------------------------------------------------------------------------
 
 
-def _verify(args: argparse.Namespace, fmt: str) -> int:
+def _verify(args: argparse.Namespace) -> views.Output:
     inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
     checkpoint = entries = None
@@ -137,15 +136,14 @@ def _verify(args: argparse.Namespace, fmt: str) -> int:
         "problems": problems,
         "checkpoint": checkpoint.to_json() if checkpoint else None,
     }
-    if fmt == "json":
-        print(views.to_json(report))
-    elif problems:
-        for problem in problems:
-            print(f"tampered: {problem}")
-    else:
+
+    def text() -> str:
+        if problems:
+            return "\n".join(f"tampered: {problem}" for problem in problems)
         covered = f"; checkpoint of {checkpoint.count} entries holds" if checkpoint else ""
-        print(f"audit log intact: {verdict.count} entries, head {verdict.head[:16]}{covered}")
-    return 0 if not problems else 1
+        return f"audit log intact: {verdict.count} entries, head {verdict.head[:16]}{covered}"
+
+    return views.Output(report, text, exit_code=0 if not problems else 1)
 
 
 def checkpoint_problems(
@@ -231,7 +229,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _export(args: argparse.Namespace, ctx: Context, fmt: str) -> int:
+def _export(args: argparse.Namespace, ctx: Context) -> views.Output | int:
     inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
     now = datetime.now(UTC)
@@ -255,20 +253,16 @@ def _export(args: argparse.Namespace, ctx: Context, fmt: str) -> int:
     if written is None:
         return 1
     count, checkpoint = written
-    if args.output:
-        if fmt == "json":
-            print(
-                views.to_json(
-                    {"file": args.output, "entries": count, "checkpoint": checkpoint.to_json()}
-                )
-            )
-        else:
-            print(
-                f"exported {count} audit entries to {args.output}; checkpoint: "
-                f"{checkpoint.count} entries, head {checkpoint.head[:16]}, signed with the "
-                f"key {key.source}"
-            )
-    return 0
+    if not args.output:
+        return 0  # the export itself went to stdout
+    return views.Output(
+        {"file": args.output, "entries": count, "checkpoint": checkpoint.to_json()},
+        lambda: (
+            f"exported {count} audit entries to {args.output}; checkpoint: "
+            f"{checkpoint.count} entries, head {checkpoint.head[:16]}, signed with the "
+            f"key {key.source}"
+        ),
+    )
 
 
 def export(
