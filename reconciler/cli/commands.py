@@ -79,8 +79,11 @@ def _once_result(
             "commit": commit,
             "stopped_by": signame,
             "left_behind": report.left_behind if signum else [],
+            "elsewhere": report.elsewhere,
         },
-        lambda: views.once_text(runs, report.counts(), report.held, signame, left_behind),
+        lambda: views.once_text(
+            runs, report.counts(), report.held, signame, left_behind, report.elsewhere
+        ),
         exit_code=128 + signum if signum else report.exit_code,
     )
 

@@ -241,9 +241,18 @@ def run_detail_text(run: Run) -> str:
 
 
 def summary_text(
-    runs: Sequence[Run], counts: Mapping[str, int], held: Mapping[int, datetime]
+    runs: Sequence[Run],
+    counts: Mapping[str, int],
+    held: Mapping[int, datetime],
+    elsewhere: int = 0,
 ) -> str:
-    """The end of `--once`: each run of the pass, then the counts."""
+    """The end of `--once`: each run of the pass, then the counts. `elsewhere`: runs of
+    other passes still queued or running, so an empty pass does not claim that all is done."""
+    if not runs and elsewhere:
+        return (
+            f"Nothing new to plan; {elsewhere} run{'s' if elsewhere != 1 else ''} of other "
+            f"passes {'are' if elsewhere != 1 else 'is'} still queued or running."
+        )
     if not runs:
         return "Nothing to do: every task is in its desired state."
     lines = []
@@ -269,9 +278,10 @@ def once_text(
     held: Mapping[int, datetime],
     stopped_by: str | None,
     left_behind: Sequence[Run],
+    elsewhere: int = 0,
 ) -> str:
     """The end of `--once`: the summary, and what a signal left undone."""
-    summary = summary_text(runs, counts, held)
+    summary = summary_text(runs, counts, held, elsewhere)
     return summary + ("\n" + left_behind_text(stopped_by, left_behind) if stopped_by else "")
 
 
