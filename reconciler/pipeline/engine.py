@@ -258,10 +258,11 @@ class Engine:
         return self._adopt_orphans()
 
     def _adopt_orphans(self) -> set[int]:
-        """The due pending runs that a dead pass planned (one that was killed, or ended
-        leaving runs a deny window held): this pass takes them over, runs them and reports
-        them as its own. A run waiting out a retry back-off is left to whichever pass drains
-        when it comes due: this one would otherwise wait the back-off out."""
+        """The pending runs that a dead pass planned (one that was killed, or ended leaving
+        runs a deny window held): this pass takes them over, runs them and reports them as
+        its own, a run waiting out a retry back-off included. `--once` then waits that
+        back-off out, as it does for its own retries, so its report and exit code say how
+        the run ended; nothing else would take the run before some later pass planned."""
         dead = {
             run_id: planner
             for run_id, (planner, alive) in self.store.pending_planners(self.owner).items()
@@ -269,13 +270,7 @@ class Engine:
         }
         if not dead:
             return set()
-        now = self.clock()
-        due = {
-            run.id: dead[run.id]
-            for run in self.store.pending()
-            if run.id in dead and (run.not_before is None or run.not_before <= now)
-        }
-        return set(self.store.take_over(due, self.owner))
+        return set(self.store.take_over(dead, self.owner))
 
     def work(self, desired: Callable[[], DesiredState]) -> None:
         """`reconcile worker`: execute queued runs until `stop` is set (the CLI offers it on

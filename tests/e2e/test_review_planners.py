@@ -1,13 +1,11 @@
 """Hostile review of run planners (commits 1cb8595, d5b965b, 0a7c5d3, 85af67b): a pass claims
 its own runs and those of dead planners, adopting them at planning and waiting for them,
 retries included (docs/commands.md, `--once`: "waiting out their delays"). Driven through the
-CLI; each test marked xfail(strict) shows a break that holds today."""
+CLI; each test was a break the review found, kept so it stays fixed."""
 
 from __future__ import annotations
 
 import signal
-
-import pytest
 
 from tests.support.cli import reaped, spawn
 from tests.support.store_rows import store_rows
@@ -46,11 +44,6 @@ def _kill_pass_inside_its_retry_back_off(p) -> None:
         first.communicate(timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a dead planner's run in retry back-off is not adopted; the next --once "
-    "exits 0 at once saying the run belongs to another pass that is still queued or running",
-)
 def test_a_dead_pass_retry_back_off_is_adopted_and_waited_out(project):
     p = project
     _kill_pass_inside_its_retry_back_off(p)
@@ -65,11 +58,6 @@ def test_a_dead_pass_retry_back_off_is_adopted_and_waited_out(project):
     assert p.ledger_lines() == ["flaky", "flaky"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: with a dead planner's retry in back-off, --once says 'runs of other passes "
-    "are still queued or running' though no other pass is alive",
-)
 def test_once_beside_only_a_dead_pass_does_not_blame_other_passes(project):
     p = project
     _kill_pass_inside_its_retry_back_off(p)
