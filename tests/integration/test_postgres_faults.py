@@ -89,9 +89,10 @@ def test_max_parallel_one_holds_across_four_workers(tmp_path, postgres_url):
         ended = [_stop(w) for w in workers]
     assert [code for code, _ in ended] == [0, 0, 0, 0], ended
     assert set(_statuses(postgres_url).values()) == {"succeeded"}
-    with psycopg.connect(postgres_url) as conn:
-        [(owners,)] = conn.execute("SELECT count(DISTINCT owner) FROM runs").fetchall()
-    assert owners > 1  # the workers really competed for the one slot
+    # Which worker ran which run is not asserted: a worker that just finished a run claims the
+    # next one at once, before the others' next poll, so one of them may run all 60. The four
+    # were alive and claiming throughout (each exited 0 only when stopped above), so every
+    # claim raced three others for the one slot: the overlap check below is what matters.
     spans: dict[int, dict[str, int]] = {}
     for line in intervals.read_text().splitlines():
         run_id, edge, ns = line.split()
