@@ -26,37 +26,11 @@ from reconciler.adapters.store.factory import open_store, sqlite_path
 from reconciler.adapters.store.sqlite import COLUMNS, SqliteStore, _sql_file
 from reconciler.core.errors import InputError, LockError, StoreError
 from reconciler.core.output import split_mark
-from reconciler.core.plan import Cancel, Enqueue, Plan
+from reconciler.core.plan import Cancel, Plan
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
+from tests.support.store_contract import add, ended, enqueue, one
 
 PROBLEMS = (RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN)
-
-
-def enqueue(
-    task="prod/web",
-    machine="m1",
-    version="v1",
-    priority=3,
-    slot=None,
-    reason=Reason.NEW,
-    held_until=None,
-) -> Enqueue:
-    return Enqueue(task, machine, version, priority, reason, slot, held_until)
-
-
-def add(store, now, *enqueues: Enqueue, commit: str | None = "c0ffee") -> list[Run]:
-    return store.record_plan(Plan(enqueue=enqueues or (enqueue(),)), commit, now)
-
-
-def one(store, now, **fields) -> Run:
-    [run] = add(store, now, enqueue(**fields))
-    return run
-
-
-def ended(store, now, status: RunStatus, **fields) -> Run:
-    """A run that went pending -> running -> `status`."""
-    run = store.claim(one(store, now, **fields).id, "w", now)
-    return store.finish(run.id, run.epoch, status, now, exit_code=1, output="out", error="err")
 
 
 # --- record_plan ----------------------------------------------------------------------------

@@ -8,8 +8,6 @@ together on a "go" line, and threads released by a barrier.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 
@@ -21,6 +19,7 @@ from reconciler.adapters.store.base import LEASE_SECONDS, LeaseLost
 from reconciler.adapters.store.common import UNKNOWN_ERROR
 from reconciler.core.plan import Enqueue, Plan
 from reconciler.core.state import Reason, Run, RunStatus
+from tests.support.store_contract import race
 
 
 def enqueue(machine="m1", task="prod/web", version="v1") -> Enqueue:
@@ -201,35 +200,6 @@ sys.stdin.readline()
 open_store(sys.argv[1]).close()
 print("opened", flush=True)
 """
-
-
-def race(code: str, args_per_process: list[list[str]]) -> list[list[str]]:
-    """Start one process per argument list, let them all go at once, and return each one's
-    output lines after "ready". Fails the test if a process fails."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, *args],
-            text=True,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for args in args_per_process
-    ]
-    try:
-        for proc in procs:  # a protocol signal, not a sleep: each has opened what it needs
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        for proc in procs:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()  # communicate() closes it
-        results = [proc.communicate(timeout=120) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (_, err) in zip(procs, results):
-        assert proc.returncode == 0, err
-    return [out.split() for out, _ in results]
 
 
 def test_concurrent_claims_from_processes_claim_each_run_once(store, store_url, now):
