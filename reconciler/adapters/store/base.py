@@ -22,8 +22,9 @@ runs without ever forgetting the newest run of a (task, machine, version).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.adapters.audit.chain import Anchor, AuditEntry, AuditRecord
@@ -46,6 +47,47 @@ AUDIT_PAGE = 1000  # audit entries read per query by `iter_audit`
 
 class LeaseLost(StoreError):
     """A write named an epoch that is no longer the run's: another claim took it over."""
+
+
+# The audit entries of one run's change, made from the run as the change left it (its new
+# epoch, attempt, status): written in the same transaction as the change (group commit).
+AuditOf = Callable[[Run], Sequence[AuditRecord]]
+
+
+def _no_audit(run: Run) -> Sequence[AuditRecord]:
+    return ()
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One run a round wants to start: claimed only while its machine runs fewer than
+    `max_parallel` runs (None: no limit checked), counting the claims of the same batch."""
+
+    run_id: int
+    max_parallel: int | None = None
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How one attempt ended, for `end_batch`: a final `status`, or, with `retry_at`, back to
+    `pending` for another attempt at that time (`status` is then ignored)."""
+
+    run_id: int
+    epoch: int
+    status: RunStatus
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a batch write did: the runs as written, in request order, and the ids it could not
+    write (not pending any more or its machine full, for a claim; a lost lease otherwise)."""
+
+    runs: list[Run]
+    refused: list[int]
 
 
 class StateStore(ABC):
@@ -254,6 +296,100 @@ class StateStore(ABC):
     @abstractmethod
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
+
+    # --- group commit: one transaction per scheduling round ----------------------------------
+    #
+    # A round of the engine claims several runs, dispatches them and records several ends. Each
+    # of these is one transaction for the whole batch, with the audit entries of every change
+    # in it: the change and its audit record are durable together, or neither is. A failed
+    # batch raises `StoreError` and changes nothing. The defaults below compose the one-run
+    # methods (correct, not atomic across runs); the backends override them.
+
+    def claim_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        audit: AuditOf = _no_audit,
+        leading: Sequence[AuditRecord] = (),
+    ) -> Batch:
+        """`claim` each run in order, in one transaction: a run is refused when it is no longer
+        pending or its machine is full (the runs this batch claimed count). `leading` entries
+        (the plan's record) are written before those of the claims."""
+        if leading:
+            self.append_audit(list(leading))
+        claimed: list[Run] = []
+        refused: list[int] = []
+        for request in claims:
+            run = self.claim(request.run_id, owner, now, request.max_parallel)
+            if run is None:
+                refused.append(request.run_id)
+                continue
+            self.append_audit(list(audit(run)))
+            claimed.append(run)
+        return Batch(claimed, refused)
+
+    def dispatch_batch(
+        self, runs: Sequence[Run], now: datetime, audit: AuditOf = _no_audit
+    ) -> Batch:
+        """`mark_dispatched` each run (by its id and epoch) in one durable transaction: after it
+        returns, every command of the batch may be sent. A run whose lease was lost is
+        refused (its command must not be sent)."""
+        marked: list[Run] = []
+        refused: list[int] = []
+        for run in runs:
+            try:
+                done = self.mark_dispatched(run.id, run.epoch, now)
+            except LeaseLost:
+                refused.append(run.id)
+                continue
+            self.append_audit(list(audit(done)))
+            marked.append(done)
+        return Batch(marked, refused)
+
+    def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = _no_audit) -> Batch:
+        """Record each end (`finish`, or `requeue` when `retry_at` is set) in one transaction.
+        A run whose lease was lost is refused: its result is not recorded."""
+        written: list[Run] = []
+        refused: list[int] = []
+        for end in ends:
+            try:
+                if end.retry_at is not None:
+                    run = self.requeue(
+                        end.run_id,
+                        end.epoch,
+                        end.retry_at,
+                        now,
+                        exit_code=end.exit_code,
+                        output=end.output,
+                        error=end.error,
+                    )
+                else:
+                    run = self.finish(
+                        end.run_id,
+                        end.epoch,
+                        end.status,
+                        now,
+                        exit_code=end.exit_code,
+                        output=end.output,
+                        error=end.error,
+                    )
+            except LeaseLost:
+                refused.append(end.run_id)
+                continue
+            self.append_audit(list(audit(run)))
+            written.append(run)
+        return Batch(written, refused)
+
+    def seal_audit(self, wait: bool = False) -> int:
+        """Link the audit entries written by batches but not yet chained (a backend that
+        chains them in the batch's own transaction has none). Returns how many were sealed;
+        with `wait`, waits for a sealer running elsewhere instead of leaving it to it."""
+        return 0
+
+    def unsealed_audit(self) -> int:
+        """How many audit entries are written but not yet chained (see `seal_audit`)."""
+        return 0
 
     # --- the audit log (migration 4) ---------------------------------------------------------
 
