@@ -140,14 +140,22 @@ def storable(value: Any) -> Any:
     return storable(str(value))  # anything else (an enum, a path) by its text
 
 
+def stored_fields(record: AuditRecord) -> tuple[str, str, str, str]:
+    """(at, actor, action, detail) of `record` as text exactly as it is hashed and stored:
+    what a store queues for a sealer to link later (`StateStore.seal_audit`); `link` of the
+    record read back from these texts gives the same entry as `link` of `record`."""
+    detail = canonical(storable(dict(record.detail))).decode("utf-8")
+    return storable(record.at), storable(record.actor), storable(record.action), detail
+
+
 def link(head_seq: int, head_hash: str, records: Iterable[AuditRecord]) -> list[AuditEntry]:
     """The entries that append `records` after the head (`head_seq` 0 and `GENESIS` for an
     empty log). The store calls it inside the transaction that read the head."""
     entries, seq, prev = [], head_seq, head_hash
     for record in records:
         seq += 1
-        at, actor, action = storable(record.at), storable(record.actor), storable(record.action)
-        detail = json.loads(canonical(storable(dict(record.detail))))  # exactly what is stored
+        at, actor, action, text = stored_fields(record)
+        detail = json.loads(text)  # exactly what is stored
         digest = entry_hash(prev, seq, at, actor, action, detail)
         entries.append(AuditEntry(seq, at, actor, action, detail, prev, digest))
         prev = digest
@@ -219,5 +227,6 @@ __all__ = [
     "entry_hash",
     "link",
     "storable",
+    "stored_fields",
     "verify",
 ]

@@ -54,8 +54,12 @@ class LeaseLost(StoreError):
 AuditOf = Callable[[Run], Sequence[AuditRecord]]
 
 
-def _no_audit(run: Run) -> Sequence[AuditRecord]:
+def no_audit(run: Run) -> Sequence[AuditRecord]:
+    """The `AuditOf` of a batch that writes no audit entries."""
     return ()
+
+
+_no_audit = no_audit  # its first name, kept for callers that imported it
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ class StateStore(ABC):
         claims: Sequence[ClaimRequest],
         owner: str,
         now: datetime,
-        audit: AuditOf = _no_audit,
+        audit: AuditOf = no_audit,
         leading: Sequence[AuditRecord] = (),
     ) -> Batch:
         """`claim` each run in order, in one transaction: a run is refused when it is no longer
@@ -330,7 +334,7 @@ class StateStore(ABC):
         return Batch(claimed, refused)
 
     def dispatch_batch(
-        self, runs: Sequence[Run], now: datetime, audit: AuditOf = _no_audit
+        self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
     ) -> Batch:
         """`mark_dispatched` each run (by its id and epoch) in one durable transaction: after it
         returns, every command of the batch may be sent. A run whose lease was lost is
@@ -347,7 +351,7 @@ class StateStore(ABC):
             marked.append(done)
         return Batch(marked, refused)
 
-    def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = _no_audit) -> Batch:
+    def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
         """Record each end (`finish`, or `requeue` when `retry_at` is set) in one transaction.
         A run whose lease was lost is refused: its result is not recorded."""
         written: list[Run] = []

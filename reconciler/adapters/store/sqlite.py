@@ -41,8 +41,13 @@ from reconciler.adapters.audit.chain import GENESIS, Anchor, AuditEntry, AuditRe
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
+    AuditOf,
+    Batch,
+    ClaimRequest,
     LeaseLost,
+    RunEnd,
     StateStore,
+    no_audit,
 )
 from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exported for callers)
     QUEUE_CANCEL_ERROR,
@@ -766,6 +771,139 @@ class SqliteStore(StateStore):
                 raise self._lease_lost(conn, run_id, epoch)
         return _run(row)
 
+    # --- group commit: one transaction per batch ---
+
+    def claim_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        audit: AuditOf = no_audit,
+        leading: Sequence[AuditRecord] = (),
+    ) -> Batch:
+        """Claim the runs in request order and chain `leading` then each claim's audit
+        records, in one `BEGIN IMMEDIATE` transaction (see `StateStore.claim_batch`).
+
+        The write lock is held from the start, so the running counts read once at the top
+        cannot change under the batch: each claim adds to its machine's count, and a later
+        request for that machine sees it, exactly as the SQL count of `claim` would."""
+        if not claims and not leading:
+            return Batch([], [])
+        stamp = _ts(now)
+        claimed: list[Run] = []
+        refused: list[int] = []
+        records = list(leading)
+        with self._write() as conn:
+            machine_of, busy = self._running_counts(conn, claims)
+            for request in claims:
+                limit, machine = request.max_parallel, machine_of.get(request.run_id)
+                if limit is not None and machine is not None and busy[machine] >= limit:
+                    refused.append(request.run_id)
+                    continue
+                row = _one(conn, "claim", {"id": request.run_id, "owner": owner, "now": stamp})
+                if row is None:
+                    refused.append(request.run_id)
+                    continue
+                run = _run(row)
+                if run.machine in busy:
+                    busy[run.machine] += 1
+                claimed.append(run)
+                records.extend(audit(run))
+            self._chain(conn, records)
+        return Batch(claimed, refused)
+
+    @staticmethod
+    def _running_counts(
+        conn: sqlite3.Connection, claims: Sequence[ClaimRequest]
+    ) -> tuple[dict[int, str], dict[str, int]]:
+        """The machine of each limited request's run, and how many runs each of those
+        machines runs: two statements for the whole batch, whatever its size."""
+        limited = [c.run_id for c in claims if c.max_parallel is not None]
+        if not limited:
+            return {}, {}
+        machine_of = dict(
+            conn.execute(_q("machines_of_runs"), {"ids": json.dumps(limited)}).fetchall()
+        )
+        machines = sorted(set(machine_of.values()))
+        counts = dict(
+            conn.execute(_q("running_on_machines"), {"machines": json.dumps(machines)}).fetchall()
+        )
+        return machine_of, {machine: counts.get(machine, 0) for machine in machines}
+
+    def dispatch_batch(
+        self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
+    ) -> Batch:
+        """Mark the runs dispatched and chain their audit records in one durable
+        (`synchronous=FULL`) transaction, as `mark_dispatched` does: after it returns, every
+        command of the batch may be sent. A run no longer held at its epoch is refused."""
+        if not runs:
+            return Batch([], [])
+        marked: list[Run] = []
+        refused: list[int] = []
+        records: list[AuditRecord] = []
+        with self._write(durable=True) as conn:
+            for held in runs:
+                row = _one(conn, "mark_dispatched", {"id": held.id, "epoch": held.epoch})
+                if row is None:
+                    refused.append(held.id)
+                    continue
+                run = _run(row)
+                marked.append(run)
+                records.extend(audit(run))
+            self._chain(conn, records)
+        return Batch(marked, refused)
+
+    def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
+        """Record each end (`finish`, or `requeue` with `retry_at`) and chain its audit
+        records, in one transaction. A run no longer held at its epoch is refused."""
+        for end in ends:
+            if end.retry_at is None and end.status.is_active:
+                raise ValueError(f"an end needs a final status, not {end.status.value}")
+        if not ends:
+            return Batch([], [])
+        stamp = _ts(now)
+        written: list[Run] = []
+        refused: list[int] = []
+        records: list[AuditRecord] = []
+        with self._write() as conn:
+            for end in ends:
+                params = {
+                    "id": end.run_id,
+                    "epoch": end.epoch,
+                    "exit_code": end.exit_code,
+                    "output": cap_output(end.output),
+                    "error": end.error,
+                }
+                if end.retry_at is not None:
+                    row = _one(conn, "requeue", {**params, "not_before": _ts(end.retry_at)})
+                else:
+                    row = _one(conn, "finish", {**params, "status": end.status.value, "now": stamp})
+                if row is None:
+                    refused.append(end.run_id)
+                    continue
+                run = _run(row)
+                written.append(run)
+                records.extend(audit(run))
+            self._chain(conn, records)
+        return Batch(written, refused)
+
+    @staticmethod
+    def _chain(conn: sqlite3.Connection, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Link `records` after the head (or the anchor) and insert them, inside the caller's
+        `BEGIN IMMEDIATE` transaction: SQLite's one writer at a time is the chain's lock, so
+        SQLite needs no queue and no sealer (nothing is ever unsealed)."""
+        if not records:
+            return []
+        head = _one(conn, "audit_head", {})
+        if head is not None:
+            seq, prev = head[0], head[6]
+        else:
+            anchor = _one(conn, "audit_anchor", {})
+            seq, prev = anchor if anchor is not None else (0, GENESIS)
+        entries = link(seq, prev, records)
+        conn.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
+        return entries
+
     @staticmethod
     def _lease_lost(conn: sqlite3.Connection, run_id: int, epoch: int) -> LeaseLost:
         row = _one(conn, "status_of", {"id": run_id})
@@ -865,15 +1003,7 @@ class SqliteStore(StateStore):
         if not records:
             return []
         with self._write() as conn:
-            head = _one(conn, "audit_head", {})
-            if head is not None:
-                seq, prev = head[0], head[6]
-            else:
-                anchor = _one(conn, "audit_anchor", {})
-                seq, prev = anchor if anchor is not None else (0, GENESIS)
-            entries = link(seq, prev, records)
-            conn.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
-        return entries
+            return self._chain(conn, records)
 
     def audit_page(
         self, after_seq: int = 0, limit: int = 1000, since: str | None = None

@@ -145,6 +145,12 @@ CREATE TABLE drains (
     beat_at TEXT NOT NULL
 );
 
+-- migration 6: audit queue
+-- Nothing to change here: PostgreSQL's migration 6 adds the queue its batches write audit
+-- entries to, to be sealed into the chain later (no global lock on its hot path). SQLite has
+-- one writer at a time, so a batch links its entries into the chain in its own transaction.
+-- The number is kept so both backends stay at "the same" schema.
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -223,6 +229,17 @@ SELECT status, epoch FROM runs WHERE id = :id
 -- query: running_on_machine_of_run
 SELECT count(*) FROM runs
 WHERE status = 'running' AND machine = (SELECT machine FROM runs WHERE id = :id)
+
+-- query: machines_of_runs
+-- claim_batch: the machine of each run asked for (:ids a JSON array).
+SELECT id, machine FROM runs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- query: running_on_machines
+-- claim_batch: the running runs of each machine (:machines a JSON array), counted once per
+-- batch inside its write transaction.
+SELECT machine, count(*) FROM runs
+WHERE status = 'running' AND machine IN (SELECT value FROM json_each(:machines))
+GROUP BY machine
 
 -- query: claim
 -- The compare-and-set of the run protocol: only a pending run is taken, and the new epoch

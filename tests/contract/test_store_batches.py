@@ -1,0 +1,292 @@
+"""Group commit (issue 13): `claim_batch`, `dispatch_batch` and `end_batch` write a scheduling
+round's state changes and their audit entries in one transaction, on every backend.
+
+All or nothing: a batch whose audit entry cannot be stored changes no run. The poison is a
+constraint (PostgreSQL) or a trigger (SQLite) added with raw SQL that refuses an audit entry
+of action `poison`, as a full disk or a revoked grant would refuse any: the refused entry is
+the batch's last, so every change before it has to be rolled back.
+
+Chained after `seal_audit`: on PostgreSQL batches queue their entries and a sealer links them
+(no global lock on the hot path); on SQLite they are linked in the batch's own transaction.
+Either way, once sealed the chain verifies and holds every entry in causal order.
+
+Real databases, no sleeps: concurrent claimers are processes let go together (`race`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from reconciler.adapters.audit.chain import AuditRecord, verify
+from reconciler.adapters.store.base import Batch, ClaimRequest, RunEnd
+from reconciler.core.errors import StoreError
+from reconciler.core.state import RunStatus
+from tests.support.store_contract import add, enqueue, race
+
+AT = "2024-05-01T12:00:00.000000Z"
+
+
+def records_of(action: str):
+    """An `AuditOf`: one entry per run, naming it and its epoch."""
+    return lambda run: [AuditRecord(AT, "tester", action, {"run": run.id, "epoch": run.epoch})]
+
+
+def poison_at(run_id: int):
+    """An `AuditOf` whose entry for `run_id` the database refuses (see `poison`)."""
+
+    def audit(run):
+        action = "poison" if run.id == run_id else "run.claimed"
+        return [AuditRecord(AT, "tester", action, {"run": run.id})]
+
+    return audit
+
+
+def poison(raw, backend: str) -> None:
+    """Make the database refuse any audit entry of action `poison`, wherever a batch stores
+    it (the chain on SQLite, the queue on PostgreSQL)."""
+    if backend == "sqlite":
+        raw.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON audit_log WHEN NEW.action = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned audit entry'); END"
+        )
+    else:
+        for table in ("audit_queue", "audit_log"):
+            raw.execute(f"ALTER TABLE {table} ADD CONSTRAINT poison CHECK (action <> 'poison')")
+
+
+def runs_on(store, now, machine: str, n: int, prefix: str = "t"):
+    return add(store, now, *(enqueue(task=f"prod/{prefix}{i}", machine=machine) for i in range(n)))
+
+
+def chain(store) -> list:
+    store.seal_audit(wait=True)
+    entries = list(store.iter_audit())
+    assert verify(entries, store.audit_anchor()).ok
+    assert store.unsealed_audit() == 0
+    return entries
+
+
+# --- claim_batch ---------------------------------------------------------------------------------
+
+
+def test_a_claim_batch_claims_in_request_order_and_refuses_what_is_not_pending(store, now):
+    a, b, c = runs_on(store, now, "m1", 3)
+    store.cancel_run(b.id, now)
+    batch = store.claim_batch(
+        [ClaimRequest(c.id), ClaimRequest(b.id), ClaimRequest(a.id), ClaimRequest(999_999)],
+        "w1",
+        now,
+    )
+    assert [run.id for run in batch.runs] == [c.id, a.id]
+    assert batch.refused == [b.id, 999_999]
+    for run in batch.runs:
+        assert run.status is RunStatus.RUNNING and run.owner == "w1" and run.epoch == 1
+        assert run.started_at == now and store.get_run(run.id) == run
+    again = store.claim_batch([ClaimRequest(a.id), ClaimRequest(c.id)], "w2", now)
+    assert again == Batch([], [a.id, c.id])  # a claimed run is never claimed twice
+
+
+def test_max_parallel_counts_the_claims_of_the_same_batch(store, now):
+    busy = runs_on(store, now, "m1", 4, "a")
+    other = runs_on(store, now, "m2", 2, "b")
+    store.claim(busy[0].id, "elsewhere", now)  # one runs on m1 already
+    requests = [ClaimRequest(run.id, max_parallel=3) for run in busy[1:] + other]
+    batch = store.claim_batch(requests, "w", now)
+    # m1: 1 running + 2 of this batch = 3, so the third of m1 is refused; m2 is not full.
+    assert [run.id for run in batch.runs] == [busy[1].id, busy[2].id] + [r.id for r in other]
+    assert batch.refused == [busy[3].id]
+    assert store.get_run(busy[3].id).status is RunStatus.PENDING
+    # Unlimited requests are not counted against: a request without a limit always claims.
+    assert store.claim_batch([ClaimRequest(busy[3].id)], "w", now).runs[0].id == busy[3].id
+
+
+def test_a_claim_batch_chains_leading_entries_then_each_claim_in_request_order(store, now):
+    a, b = runs_on(store, now, "m1", 2)
+    leading = [AuditRecord(AT, "tester", "plan.recorded", {"n": 1})]
+    batch = store.claim_batch(
+        [ClaimRequest(b.id), ClaimRequest(a.id)], "w", now, records_of("run.claimed"), leading
+    )
+    assert [run.id for run in batch.runs] == [b.id, a.id]
+    entries = chain(store)
+    assert [(e.action, e.detail.get("run")) for e in entries] == [
+        ("plan.recorded", None),
+        ("run.claimed", b.id),
+        ("run.claimed", a.id),
+    ]
+    assert [e.detail["epoch"] for e in entries[1:]] == [1, 1]  # made from the runs as claimed
+
+
+def test_a_claim_batch_whose_audit_entry_cannot_be_stored_claims_nothing(store, now, raw, backend):
+    runs = runs_on(store, now, "m1", 3)
+    poison(raw, backend)
+    leading = [AuditRecord(AT, "tester", "plan.recorded", {})]
+    with pytest.raises(StoreError):
+        store.claim_batch(
+            [ClaimRequest(r.id, max_parallel=5) for r in runs],
+            "w",
+            now,
+            poison_at(runs[-1].id),
+            leading,
+        )
+    assert [store.get_run(r.id).status for r in runs] == [RunStatus.PENDING] * 3
+    assert [store.get_run(r.id).epoch for r in runs] == [0, 0, 0]
+    assert chain(store) == []  # neither the plan's entry nor a claim's
+    # The store is still usable: the same batch without the poison claims all three.
+    batch = store.claim_batch([ClaimRequest(r.id) for r in runs], "w", now, records_of("ok"))
+    assert len(batch.runs) == 3 and len(chain(store)) == 3
+
+
+# --- dispatch_batch and end_batch ----------------------------------------------------------------
+
+
+def test_dispatch_and_end_batches_refuse_runs_whose_lease_was_lost(store, now, raw):
+    a, b, c = runs_on(store, now, "m1", 3)
+    claimed = store.claim_batch([ClaimRequest(r.id) for r in (a, b, c)], "w", now).runs
+    raw.age_heartbeat(b.id)
+    [swept] = store.sweep(60, now)  # b's holder looked dead: b is pending again...
+    store.claim(swept.id, "other", now)  # ...and another worker holds it at epoch 2
+    store.finish(c.id, 1, RunStatus.SUCCEEDED, now)  # c is not running any more
+    dispatched = store.dispatch_batch(claimed, now, records_of("run.dispatched"))
+    assert [run.id for run in dispatched.runs] == [a.id] and dispatched.runs[0].dispatched
+    assert dispatched.refused == [b.id, c.id]
+    assert store.get_run(b.id).dispatched is False  # the other holder's run is untouched
+    later = now + timedelta(seconds=5)
+    ends = [
+        RunEnd(a.id, 1, RunStatus.FAILED, exit_code=2, output="boom", error="exit 2"),
+        RunEnd(b.id, 1, RunStatus.SUCCEEDED),
+        RunEnd(c.id, 1, RunStatus.SUCCEEDED),
+    ]
+    ended = store.end_batch(ends, later, records_of("run.finished"))
+    assert [run.id for run in ended.runs] == [a.id] and ended.refused == [b.id, c.id]
+    final = store.get_run(a.id)
+    assert (final.status, final.exit_code, final.output, final.error) == (
+        RunStatus.FAILED,
+        2,
+        "boom",
+        "exit 2",
+    )
+    assert final.finished_at == later and store.get_run(b.id).status is RunStatus.RUNNING
+    assert [e.action for e in chain(store)] == ["run.dispatched", "run.finished"]
+
+
+def test_an_end_batch_requeues_a_retry_and_finishes_the_rest(store, now):
+    a, b = runs_on(store, now, "m1", 2)
+    claimed = store.claim_batch([ClaimRequest(a.id), ClaimRequest(b.id)], "w", now).runs
+    store.dispatch_batch(claimed, now)
+    retry_at = now + timedelta(minutes=1)
+    ends = [
+        RunEnd(a.id, 1, RunStatus.FAILED, exit_code=1, output="x", retry_at=retry_at),
+        RunEnd(b.id, 1, RunStatus.SKIPPED, exit_code=0),
+    ]
+    batch = store.end_batch(ends, now)
+    assert [run.id for run in batch.runs] == [a.id, b.id] and batch.refused == []
+    retried, skipped = (store.get_run(a.id), store.get_run(b.id))
+    assert (retried.status, retried.attempt, retried.not_before) == (
+        RunStatus.PENDING,
+        2,
+        retry_at,
+    )
+    assert retried.dispatched is False and retried.owner is None
+    assert skipped.status is RunStatus.SKIPPED and skipped.finished_at == now
+    with pytest.raises(ValueError):
+        store.end_batch([RunEnd(a.id, 1, RunStatus.RUNNING)], now)
+
+
+@pytest.mark.parametrize("step", ["dispatch", "end"])
+def test_a_dispatch_or_end_batch_whose_audit_entry_fails_changes_nothing(
+    store, now, raw, backend, step
+):
+    runs = runs_on(store, now, "m1", 3)
+    claimed = store.claim_batch([ClaimRequest(r.id) for r in runs], "w", now).runs
+    if step == "end":
+        claimed = store.dispatch_batch(claimed, now).runs
+    poison(raw, backend)
+    with pytest.raises(StoreError):
+        if step == "dispatch":
+            store.dispatch_batch(claimed, now, poison_at(claimed[-1].id))
+        else:
+            ends = [RunEnd(r.id, r.epoch, RunStatus.SUCCEEDED) for r in claimed]
+            store.end_batch(ends, now, poison_at(claimed[-1].id))
+    assert [store.get_run(r.id) for r in runs] == claimed  # as the last good batch left them
+
+
+def test_empty_batches_write_nothing(store, now):
+    assert store.claim_batch([], "w", now) == Batch([], [])
+    assert store.dispatch_batch([], now) == Batch([], [])
+    assert store.end_batch([], now) == Batch([], [])
+    assert chain(store) == []
+
+
+def test_a_whole_round_is_chained_in_causal_order_and_verifies(store, now):
+    runs = runs_on(store, now, "m1", 5)
+    leading = [AuditRecord(AT, "tester", "plan.recorded", {})]
+    claimed = store.claim_batch(
+        [ClaimRequest(r.id, 8) for r in runs], "w", now, records_of("run.claimed"), leading
+    ).runs
+    store.append_audit([AuditRecord(AT, "tester", "between", {})])  # a direct append
+    dispatched = store.dispatch_batch(claimed, now, records_of("run.dispatched")).runs
+    ends = [RunEnd(r.id, r.epoch, RunStatus.SUCCEEDED, exit_code=0) for r in dispatched]
+    store.end_batch(ends, now, records_of("run.finished"))
+    entries = chain(store)
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    actions = [e.action for e in entries]
+    assert (
+        actions
+        == ["plan.recorded"]
+        + ["run.claimed"] * 5
+        + ["between"]
+        + ["run.dispatched"] * 5
+        + ["run.finished"] * 5
+    )
+    assert store.seal_audit() == 0  # nothing left to seal
+
+
+# --- concurrency ---------------------------------------------------------------------------------
+
+CLAIMER = r"""
+import sys
+from datetime import UTC, datetime
+from reconciler.adapters.audit.chain import AuditRecord
+from reconciler.adapters.store.base import ClaimRequest
+from reconciler.adapters.store.factory import open_store
+
+url, name = sys.argv[1], sys.argv[2]
+store = open_store(url)
+ids = [run.id for run in store.pending()]
+print("ready", flush=True)
+sys.stdin.readline()
+mine = []
+def audit(run):
+    return [AuditRecord("2024-05-01T12:00:00.000000Z", name, "run.claimed", {"run": run.id})]
+for start in range(0, len(ids), 16):
+    batch = store.claim_batch(
+        [ClaimRequest(i, 400) for i in ids[start:start + 16]], name, datetime.now(UTC), audit
+    )
+    mine += [run.id for run in batch.runs]
+store.seal_audit(wait=True)
+store.close()
+print(" ".join(map(str, mine)))
+"""
+
+
+def test_four_processes_claiming_batches_from_one_queue_claim_each_run_exactly_once(
+    store, store_url, now
+):
+    machines = [f"m{i}" for i in range(8)]
+    runs = add(
+        store, now, *(enqueue(task=f"prod/t{i}", machine=machines[i % 8]) for i in range(400))
+    )
+    outputs = race(CLAIMER, [[store_url, f"w{i}"] for i in range(4)])
+    claimed = [int(run_id) for lines in outputs for run_id in lines]
+    assert sorted(claimed) == sorted(run.id for run in runs)  # each exactly once
+    by_worker = {f"w{i}": len(lines) for i, lines in enumerate(outputs)}
+    for run in runs:
+        stored = store.get_run(run.id)
+        assert stored.status is RunStatus.RUNNING and stored.epoch == 1
+    entries = chain(store)
+    assert sorted(e.detail["run"] for e in entries) == sorted(claimed)
+    assert {e.actor: 0 for e in entries}.keys() <= by_worker.keys()
+    for worker, count in by_worker.items():
+        assert sum(1 for e in entries if e.actor == worker) == count
