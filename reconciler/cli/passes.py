@@ -78,6 +78,7 @@ def wired_engine(
             on_event=on_event,
             resolve=sinks.audit_resolver(secrets),
             redactor=ctx.redactor,
+            journal=sinks.journal,
         )
         yield engine, sinks
     finally:

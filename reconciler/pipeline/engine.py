@@ -25,13 +25,23 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol, TypeVar
 
-from reconciler.adapters.store.base import HEARTBEAT_SECONDS, LEASE_SECONDS, LeaseLost, StateStore
+from reconciler.adapters.audit.chain import AuditRecord
+from reconciler.adapters.store.base import (
+    HEARTBEAT_SECONDS,
+    LEASE_SECONDS,
+    Batch,
+    ClaimRequest,
+    LeaseLost,
+    RunEnd,
+    StateStore,
+)
 from reconciler.adapters.store.common import pid_namespace, process_start
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport
 from reconciler.core.dispatch import decide
@@ -51,6 +61,7 @@ from reconciler.pipeline.executor import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Clock = Callable[[], datetime]
 POLL_SECONDS = 0.2  # how often a drain looks at runs held elsewhere
@@ -107,6 +118,32 @@ class Event:
     kind: str
     run: Run
     detail: str = ""
+    # True when the run's audit entry was written with the change itself (the engine's
+    # journal, group commit): the audit sink must not write it again.
+    audited: bool = False
+
+
+class Journal(Protocol):
+    """Makes the audit entries of the run changes the engine writes in batches (see
+    `StateStore.claim_batch`), and learns whether they were written."""
+
+    def check(self) -> None:
+        """Raise `StoreError` when an earlier audit write of the pass failed."""
+
+    def leading(self) -> list[AuditRecord]:
+        """Entries to write before the first claim (the plan's record), once."""
+
+    def flushed(self) -> None:
+        """The leading entries were written."""
+
+    def claimed(self, run: Run) -> Sequence[AuditRecord]: ...
+
+    def dispatched(self, run: Run) -> Sequence[AuditRecord]: ...
+
+    def ended(self, run: Run) -> Sequence[AuditRecord]: ...
+
+    def failed(self, error: StoreError) -> None:
+        """A batch with its entries could not be written."""
 
 
 @dataclass
@@ -188,8 +225,13 @@ class Engine:
         on_event: Callable[[Event], None] = lambda e: None,
         resolve: SecretResolver = no_vault,
         redactor: Redactor | None = None,
+        journal: Journal | None = None,
     ):
         self.store = store
+        # Makes the audit entries of the run changes the engine writes, so the store writes
+        # them in the change's own transaction. Without one, `on_event` audits (one entry at
+        # a time, as events arrive).
+        self.journal = journal
         self.transports = transports
         self.concurrency = max(1, concurrency)
         self.clock = clock
@@ -454,10 +496,8 @@ class _Drain:
             self._block(decision.block, now)
             return True  # a blocked run may block its own dependents: decide again
         self.chose_to_start = bool(decision.start)
-        for run in decision.start:
-            if self.engine.stop.is_set():  # a signal may arrive between two claims
-                break
-            self._start(run, now)
+        if decision.start and not self.engine.stop.is_set():
+            self._start(decision.start)
         self.window_held = {
             run.id
             for run, until in decision.held
@@ -503,8 +543,8 @@ class _Drain:
             self.engine.stop.wait(timeout)
             return True
         done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
-            self._record(self.running.pop(future), future)
+        if done:
+            self._record([(self.running.pop(future), future) for future in done])
         return True
 
     def _sweep(self) -> None:
@@ -622,101 +662,168 @@ class _Drain:
                 self.tracker.update(blocked)
                 self._note(Event("blocked", blocked, reason))
 
-    def _start(self, run: Run, now: datetime) -> None:
-        self.pending.pop(run.id, None)
-        orphan = self.planners.pop(run.id, None)
-        if orphan is not None and not self.store.take_over({run.id: orphan[0]}, self.engine.owner):
-            self.stale = True  # another pass adopted it first (or it is no longer pending)
+    def _start(self, runs: Sequence[Run]) -> None:
+        """Claim `runs` in one transaction, mark them dispatched in a second (durable) one,
+        then send their commands. Each transaction carries the audit entries of its changes
+        (with a journal), so a run's claim and dispatch records are durable before its
+        command is sent, and a crash between the two leaves claimed runs that never ran
+        (recovered to pending), never a dispatched run without its record (DESIGN §5)."""
+        requests: list[ClaimRequest] = []
+        for run in runs:
+            self.pending.pop(run.id, None)
+            orphan = self.planners.pop(run.id, None)
+            if orphan is not None and not self.store.take_over(
+                {run.id: orphan[0]}, self.engine.owner
+            ):
+                self.stale = True  # another pass adopted it first (or it is no longer pending)
+                continue
+            requests.append(ClaimRequest(run.id, self.desired.machines[run.machine].max_parallel))
+        if not requests:
             return
-        machine = self.desired.machines[run.machine]
+        journal = self.engine.journal
         # Stamped with the time of the claim, not of the round: other processes' runs on the
         # same machine start and end in between.
-        claimed = self.store.claim(
-            run.id, self.engine.owner, self.engine.clock(), machine.max_parallel
-        )
-        if claimed is None:  # cancelled, taken since we looked, or its machine is full:
-            self.pending[run.id] = run  # as far as we know: the next round's re-read tells
+        now = self.engine.clock()
+        if journal is not None:
+            journal.check()  # an earlier audit write failed: dispatch nothing more
+            claimed = self._journaled(
+                lambda: self.store.claim_batch(
+                    requests, self.engine.owner, now, journal.claimed, journal.leading()
+                )
+            )
+            journal.flushed()
+        else:
+            claimed = self.store.claim_batch(requests, self.engine.owner, now)
+        if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
+            wanted = {run.id: run for run in runs}
+            for run_id in claimed.refused:  # as far as we know: the next re-read tells
+                self.pending[run_id] = wanted[run_id]
             self.stale = True
+        if not claimed.runs:
             return
         failpoints.hit("after_claim")
-        spec = self.desired.tasks[claimed.task]
-        machine = self.desired.machines[claimed.machine]
-        self._note(Event("started", claimed))
-        future = self.pool.submit(self._attempt, claimed, spec, machine)
-        self.running[future] = claimed
-
-    def _attempt(self, run: Run, spec, machine) -> Outcome:
-        """Worker thread: record the dispatch, then execute. The dispatch marker is written
-        before the command is sent, so a crash after it reads as `unknown`, never as "did
-        not run" (DESIGN §5)."""
-        self.store.mark_dispatched(run.id, run.epoch, self.engine.clock())
-        failpoints.hit("after_dispatch")
-        return execute(
-            run, spec, machine, self.engine.transports[machine.transport], self.engine.resolve
-        )
-
-    def _record(self, run: Run, future: Future) -> None:
-        now = self.engine.clock()
-        try:
-            outcome = future.result()
-        except LeaseLost as exc:
-            log.warning("run %s: %s; abandoning it", run.id, exc)
-            return
-        except Exception as exc:  # a bug in an attempt must not kill the whole pass
-            log.error("run %s: internal error: %s", run.id, exc)
-            log.debug("run %s: traceback", run.id, exc_info=True)
-            outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
-        outcome = replace(
-            outcome,
-            output=self.engine.redact(outcome.output) or "",
-            error=self.engine.redact(outcome.error),
-        )
-        if outcome.unreachable:
-            self._note(Event("unreachable", run, outcome.error or ""))
-        failpoints.hit("before_result")
-        try:
-            record = _with_retries(lambda: self._write_outcome(run, outcome, now))
-        except LeaseLost as exc:
-            log.warning(
-                "run %s: %s; its result was not recorded (another worker took it "
-                "over after its lease expired)",
-                run.id,
-                exc,
+        for run in claimed.runs:
+            self._note(Event("started", run, audited=journal is not None))
+        if journal is not None:
+            dispatched = self._journaled(
+                lambda: self.store.dispatch_batch(
+                    claimed.runs, self.engine.clock(), journal.dispatched
+                )
             )
-            return
-        self.tracker.update(record)
+        else:
+            dispatched = self.store.dispatch_batch(claimed.runs, self.engine.clock())
+        for run_id in dispatched.refused:
+            log.warning("run %s: lease lost before its command was sent; not sending it", run_id)
+        failpoints.hit("after_dispatch")
+        for run in dispatched.runs:
+            spec = self.desired.tasks[run.task]
+            machine = self.desired.machines[run.machine]
+            future = self.pool.submit(
+                execute,
+                run,
+                spec,
+                machine,
+                self.engine.transports[machine.transport],
+                self.engine.resolve,
+            )
+            self.running[future] = run
 
-    def _write_outcome(self, run: Run, outcome: Outcome, now: datetime) -> Run:
+    def _journaled(self, write: Callable[[], Batch]) -> Batch:
+        """A batch write whose audit entries the journal made: a failure is an audit failure
+        too (the journal remembers it: nothing more is dispatched in this pass)."""
+        try:
+            return write()
+        except StoreError as exc:
+            self.engine.journal.failed(exc)
+            raise
+
+    def _record(self, ended: list[tuple[Run, Future]]) -> None:
+        """Record the outcomes of the runs that ended, in one transaction."""
+        now = self.engine.clock()
+        outcomes: dict[int, tuple[Run, Outcome]] = {}
+        for run, future in ended:
+            try:
+                outcome = future.result()
+            except LeaseLost as exc:
+                log.warning("run %s: %s; abandoning it", run.id, exc)
+                continue
+            except Exception as exc:  # a bug in an attempt must not kill the whole pass
+                log.error("run %s: internal error: %s", run.id, exc)
+                log.debug("run %s: traceback", run.id, exc_info=True)
+                outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
+            outcome = replace(
+                outcome,
+                output=self.engine.redact(outcome.output) or "",
+                error=self.engine.redact(outcome.error),
+            )
+            if outcome.unreachable:
+                self._note(Event("unreachable", run, outcome.error or ""))
+            outcomes[run.id] = (run, outcome)
+        if not outcomes:
+            return
+        failpoints.hit("before_result")
+        ends = [self._end_of(run, outcome, now) for run, outcome in outcomes.values()]
+        journal = self.engine.journal
+        audit = journal.ended if journal is not None else None
+        tries = []
+
+        def write() -> Batch:
+            tries.append(1)
+            return self._write_ends(ends, now, audit)
+
+        try:
+            batch = _with_retries(write)
+        except StoreError as exc:
+            if journal is not None:
+                journal.failed(exc)
+            raise
+        written = list(batch.runs)
+        epochs = {end.run_id: end.epoch for end in ends}
+        for run_id in batch.refused:
+            # A write retried after a dropped connection finds what its first try committed.
+            landed = self.store.get_run(run_id) if len(tries) > 1 else None
+            if (
+                landed is not None
+                and landed.epoch == epochs[run_id]
+                and landed.status is not RunStatus.RUNNING
+            ):
+                written.append(landed)
+                continue
+            log.warning(
+                "run %s: lease lost; its result was not recorded (another worker took it "
+                "over after its lease expired)",
+                run_id,
+            )
+        for record in written:
+            _, outcome = outcomes[record.id]
+            self.tracker.update(record)
+            if record.status is RunStatus.PENDING:
+                self.pending[record.id] = record
+                self._note(Event("retrying", record, outcome.error or "", journal is not None))
+            else:
+                self._note(Event("finished", record, outcome.error or "", journal is not None))
+
+    def _write_ends(self, ends: list[RunEnd], now: datetime, audit) -> Batch:
+        if audit is None:
+            return self.store.end_batch(ends, now)
+        return self.store.end_batch(ends, now, audit)
+
+    def _end_of(self, run: Run, outcome: Outcome, now: datetime) -> RunEnd:
         spec = self.desired.tasks.get(run.task)
         try:
             retry_at = next_attempt_at(spec.retry, run, outcome, now) if spec else None
         except (ValueError, OverflowError) as exc:  # a policy that cannot be computed
             log.error("run %s: cannot compute its next attempt: %s", run.id, exc)
             retry_at = None
-        if retry_at is not None:
-            record = self.store.requeue(
-                run.id,
-                run.epoch,
-                retry_at,
-                now,
-                exit_code=outcome.exit_code,
-                output=outcome.output,
-                error=outcome.error,
-            )
-            self.pending[record.id] = record
-            self._note(Event("retrying", record, outcome.error or ""))
-            return record
-        record = self.store.finish(
+        return RunEnd(
             run.id,
             run.epoch,
             outcome.status,
-            now,
             exit_code=outcome.exit_code,
             output=outcome.output,
             error=outcome.error,
+            retry_at=retry_at,
         )
-        self._note(Event("finished", record, outcome.error or ""))
-        return record
 
     def _note(self, event: Event) -> None:
         """Report `event` in this pass's report if its run is the pass's own (it enqueued,
@@ -752,7 +859,7 @@ def awaiting_result(run: Run, since: datetime) -> bool:
     )
 
 
-def _with_retries(write: Callable[[], Run]) -> Run:
+def _with_retries(write: Callable[[], _T]) -> _T:
     """Retry a store write whose connection dropped (the store reconnects on the next call);
     a lost lease is final and raised at once."""
     for attempt in range(STORE_RETRIES):

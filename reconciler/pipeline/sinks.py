@@ -128,6 +128,11 @@ class Sinks:
     def desired(self) -> DesiredState:
         return self._desired()
 
+    @property
+    def journal(self) -> Journal:
+        """For the engine: the entries of its batched run changes (see `Journal`)."""
+        return Journal(self)
+
     # --- the pass ---
 
     def pass_started(self, commit: str | None = None) -> None:
@@ -189,6 +194,10 @@ class Sinks:
         True when every delivery was attempted."""
         drained = self.courier.close(wait_seconds)
         self.metrics.unbind(self.store)
+        try:  # a worker's last batches: chain what it queued (a pass's end already did)
+            self.store.seal_audit(wait=True)
+        except StoreError as exc:
+            log.error("cannot seal the audit entries written by this process: %s", exc)
         return drained
 
     # --- events ---
@@ -209,6 +218,10 @@ class Sinks:
         if kind in PLAN_KINDS:
             self._note_plan(kind, run, event.detail)
             return
+        if event.audited:  # written with the change itself (the journal)
+            if kind == "started":
+                self._retry_outbox_now_and_then()
+            return
         if kind == "started":
             if self._audit_error is not None:
                 raise StoreError(
@@ -225,11 +238,7 @@ class Sinks:
                 self._audit_failed(exc)
                 raise
             self._plan = None
-            if not self._pass_open and (
-                self._outbox_tried_at is None
-                or time.monotonic() - self._outbox_tried_at >= OUTBOX_RETRY_SECONDS
-            ):
-                self.retry_outbox()
+            self._retry_outbox_now_and_then()
             return
         try:
             if kind != "recovered":  # recovery comes before the plan; the rest after it
@@ -237,6 +246,14 @@ class Sinks:
             self.audit.write([self._run_record(event)])
         except StoreError as exc:
             self._audit_failed(exc)
+
+    def _retry_outbox_now_and_then(self) -> None:
+        """A worker has no pass: it retries the outbox as runs start, once a minute or so."""
+        if not self._pass_open and (
+            self._outbox_tried_at is None
+            or time.monotonic() - self._outbox_tried_at >= OUTBOX_RETRY_SECONDS
+        ):
+            self.retry_outbox()
 
     def _run_record(self, event):
         run = event.run
@@ -474,6 +491,57 @@ class Sinks:
         return resolve
 
 
+class Journal:
+    """The audit entries of the run changes the engine writes in batches (group commit): the
+    store writes them in the change's own transaction, so a run is never claimed, dispatched
+    or ended without its entry, and no entry is written for a change that did not happen.
+    The entries are those `Sinks` would write for the same events."""
+
+    def __init__(self, sinks: Sinks):
+        self.sinks = sinks
+
+    def check(self) -> None:
+        error = self.sinks._audit_error
+        if error is not None:
+            raise StoreError(
+                f"not dispatching: the audit log could not be written earlier in this pass "
+                f"({error})"
+            )
+
+    def leading(self) -> list:
+        return self.sinks._plan_records()
+
+    def flushed(self) -> None:
+        self.sinks._plan = None
+
+    def claimed(self, run) -> list:
+        return [
+            self.sinks.audit.record("run.claimed", **run_detail(run, "attempt", "epoch", "owner"))
+        ]
+
+    def dispatched(self, run) -> list:
+        return [self.sinks.audit.record("run.dispatched", **run_detail(run, "attempt"))]
+
+    def ended(self, run) -> list:
+        audit = self.sinks.audit
+        if run.status.is_active:  # back to pending for another attempt
+            return [
+                audit.record(
+                    "run.retrying",
+                    **run_detail(run, "attempt", "not_before", "exit_code", "error"),
+                )
+            ]
+        return [
+            audit.record(
+                "run.finished",
+                **run_detail(run, "status", "attempt", "exit_code", "error", "owner"),
+            )
+        ]
+
+    def failed(self, error: StoreError) -> None:
+        self.sinks._audit_failed(error)
+
+
 def build_sinks(
     store,
     inventory: Inventory | None,
@@ -511,6 +579,7 @@ def build_sinks(
 
 
 __all__ = [
+    "Journal",
     "Sinks",
     "audit_keyscan",
     "audit_queue_change",
