@@ -14,6 +14,8 @@ at most 4 per host (`--concurrency 16`, `max_parallel: 4`), for every tool that 
 - fabric/run       Fabric's own run() on one reused connection per host, one command at a
                    time per connection (in process)
 - fabric/conn      Fabric with a new connection per command (in process)
+- ControlMaster    OpenSSH `ssh` processes multiplexed over one master connection (a control
+                   socket) per host, 4 at a time per host
 - ansible          a playbook of the same commands, ansible-core defaults (forks 16)
 - ansible+pipe     the same with pipelining (ControlPersist is ansible's default)
 - pyinfra          a deploy of the same commands (--parallel 16)
@@ -42,6 +44,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,9 +52,9 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +68,7 @@ from tests.support.sshd import KeyPair, Sshd, generate_key  # noqa: E402
 CONCURRENCY = 16
 PER_HOST = 4
 FLOOR = "asyncssh floor"
+CONTROL_MASTER = "ControlMaster"
 
 
 class NotAvailable(Exception):
@@ -273,6 +277,81 @@ def fabric_per_command(w: Workload) -> float:
     return wall
 
 
+def control_master(w: Workload) -> float:
+    """OpenSSH's own client multiplexing: one master connection per host (`ControlMaster`,
+    a control socket per host), then every command a fresh `ssh -S socket` process that
+    opens a channel on it, 4 at a time per host. The masters' start is timed too."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise NotAvailable("no OpenSSH client (ssh) on PATH")
+    folder = Path(tempfile.mkdtemp(prefix="cm-", dir=w.tmp))
+    # Control sockets must fit in sun_path (108 bytes): short names in a short directory.
+    sockets = Path(tempfile.mkdtemp(prefix="bench-cm-"))
+    known = folder / "known_hosts"
+    known.write_text("".join(f"[127.0.0.1]:{d.port} {d.host_key}\n" for d in w.hosts))
+    user = w.hosts[0].machine().user
+    common = [
+        "-F",
+        "/dev/null",
+        "-i",
+        str(w.key_file),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-l",
+        user,
+    ]
+
+    def target(host: int) -> list[str]:
+        return ["-S", str(sockets / f"h{host}"), "-p", str(w.hosts[host].port), "127.0.0.1"]
+
+    slots = [threading.Semaphore(PER_HOST) for _ in w.hosts]
+
+    def one(i: int) -> str:
+        host = i % len(w.hosts)
+        with slots[host]:
+            proc = subprocess.run(
+                [ssh, *common, "-o", "ControlMaster=no", *target(host), "echo ok"],
+                capture_output=True,
+                text=True,
+                timeout=w.timeout,
+            )
+        if proc.returncode != 0:
+            raise RuntimeError(f"ssh exited {proc.returncode}: {proc.stderr[-300:]}")
+        return proc.stdout
+
+    started = time.perf_counter()
+    masters: list[int] = []
+    try:
+        for host in range(len(w.hosts)):
+            # -f: ssh forks into the background once authenticated, so the socket is ready.
+            subprocess.run(
+                [ssh, *common, "-M", "-N", "-f", "-o", "ControlPersist=yes", *target(host)],
+                check=True,
+                capture_output=True,
+                timeout=w.timeout,
+            )
+            masters.append(host)
+        with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
+            outputs = list(pool.map(one, range(w.count)))
+        wall = time.perf_counter() - started
+    finally:
+        for host in masters:
+            subprocess.run(
+                [ssh, *common, "-O", "exit", *target(host)], capture_output=True, timeout=30
+            )
+        shutil.rmtree(sockets, ignore_errors=True)
+    assert outputs == ["ok\n"] * w.count, outputs[:3]
+    return wall
+
+
 def ansible(pipelining: bool) -> Callable[[Workload], float]:
     def run(w: Workload) -> float:
         """ansible-playbook: one play over the hosts, `count / hosts` command tasks."""
@@ -401,6 +480,7 @@ TOOLS: dict[str, Callable[[Workload], float]] = {
     FLOOR: asyncssh_floor,
     "fabric/run": fabric_reused,
     "fabric/conn": fabric_per_command,
+    CONTROL_MASTER: control_master,
     "ansible": ansible(False),
     "ansible+pipe": ansible(True),
     "pyinfra": pyinfra,
@@ -439,6 +519,42 @@ def table(results: dict[str, dict[str, float | str]], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def lab(hosts: int, venv: str, timeout: float) -> Iterator[Callable[[int, int], Workload]]:
+    """Start `hosts` sshd daemons on 127.0.0.1 with one client key; yields `workload(count,
+    hosts)`, the workload of `count` commands over the first `hosts` daemons. Everything is
+    stopped and removed afterwards."""
+    key = generate_key()
+    with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        key_file = root / "id_bench"
+        key_file.write_text(key.private)
+        key_file.chmod(0o600)
+        daemons = []
+        for i in range(hosts):
+            daemon = Sshd(root / f"sshd{i}", [key.public]).start()
+            stack.callback(daemon.stop)
+            daemons.append(daemon)
+
+        def workload(count: int, used: int) -> Workload:
+            return Workload(
+                count,
+                daemons[:used],
+                key,
+                key_file,
+                root,
+                Path(venv) / "bin" / "python",
+                timeout,
+            )
+
+        yield workload
+
+
+def failed(value: float | str) -> bool:
+    """A cell that says an installed tool broke (not n/a, not a timeout)."""
+    return str(value).startswith("error:")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 over 1, then 40 over 2")
@@ -448,31 +564,16 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [(20, 1), (40, 2)] if args.quick else [(200, 4), (1000, 8)]
     names = args.only.split(",") if args.only else list(TOOLS)
+    unknown = set(names) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tool(s) {', '.join(sorted(unknown))}; known: {', '.join(TOOLS)}")
     if args.only and FLOOR not in names:
         names.append(FLOOR)  # the ratios need it
-    key = generate_key()
     results: dict[str, dict[str, float | str]] = {name: {} for name in names}
-    with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp, ExitStack() as stack:
-        root = Path(tmp)
-        key_file = root / "id_bench"
-        key_file.write_text(key.private)
-        key_file.chmod(0o600)
-        daemons = [
-            Sshd(root / f"sshd{i}", [key.public]).start() for i in range(max(h for _, h in sizes))
-        ]
-        for daemon in daemons:
-            stack.callback(daemon.stop)
-        labels = []
+    labels = []
+    with lab(max(h for _, h in sizes), args.venv, args.timeout) as workload:
         for count, hosts in sizes:
-            work = Workload(
-                count,
-                daemons[:hosts],
-                key,
-                key_file,
-                root,
-                Path(args.venv) / "bin" / "python",
-                args.timeout,
-            )
+            work = workload(count, hosts)
             labels.append(work.label())
             for name in names:
                 results[name][work.label()] = measure(TOOLS[name], work)
@@ -482,10 +583,7 @@ def main() -> int:
                     flush=True,
                 )
     print(table(results, labels))
-    failed = any(
-        str(value).startswith("error:") for row in results.values() for value in row.values()
-    )
-    return 1 if failed else 0
+    return 1 if any(failed(v) for row in results.values() for v in row.values()) else 0
 
 
 if __name__ == "__main__":
