@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from reconciler.adapters.audit.writer import AuditWriter, run_detail
+from reconciler.adapters.store.base import ClaimRequest, RunEnd
 from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.store.postgres import PostgresStore
 from reconciler.adapters.store.sqlite import SqliteStore
@@ -67,6 +69,106 @@ def measure(n: int, url: str, kind: type) -> dict[str, float]:
     finally:
         store.close()
     return timings
+
+
+# --- CPU of the bookkeeping, batch path against per-run path (bench/pipeline.py's row) --------
+
+BATCH = 16  # runs per scheduling round: the engine's default --concurrency
+CPU_TARGET_MS = 0.3
+CPU_PATHS = ("batch", "per-run")
+
+
+def _records(writer: AuditWriter):
+    """The audit records the engine writes for a run's claim, dispatch and end."""
+    claimed = lambda run: [  # noqa: E731 - three one-liners read best side by side
+        writer.record("run.claimed", **run_detail(run, "attempt", "epoch", "owner"))
+    ]
+    dispatched = lambda run: [writer.record("run.dispatched", **run_detail(run, "attempt"))]  # noqa: E731
+    finished = lambda run: [  # noqa: E731
+        writer.record(
+            "run.finished", **run_detail(run, "status", "attempt", "exit_code", "error", "owner")
+        )
+    ]
+    return claimed, dispatched, finished
+
+
+def measure_cpu(n: int, url: str, kind: type, path: str) -> float:
+    """CPU seconds of this process (`time.process_time`, not wall: a database server's own
+    work is not the client's bookkeeping) to take `n` runs, already planned, through claim,
+    dispatch and end with their audit entries, on the fresh store at `url` (opened as `kind`).
+
+    `batch`: `claim_batch` + `dispatch_batch` + `end_batch` per BATCH runs, then `seal_audit`
+    (a backend that chains entries later pays for it there); `per-run`: `claim`,
+    `mark_dispatched`, one audit append of claimed+dispatched, `finish`, one append of the end
+    (the engine's path before group commit). Planning (`record_plan`) is not counted."""
+    if path not in CPU_PATHS:
+        raise ValueError(f"path must be one of {CPU_PATHS}")
+    store = open_store(url)
+    if not isinstance(store, kind):
+        store.close()
+        raise TypeError(f"{url} opened as {type(store).__name__}, not {kind.__name__}")
+    now = datetime.now(UTC)
+    plan = Plan(
+        enqueue=tuple(
+            Enqueue(f"team{i % 10}/task{i}", f"m{i % 64}", "v1", 1 + i % 5, Reason.NEW)
+            for i in range(n)
+        )
+    )
+    writer = AuditWriter(store, actor="bench@127.0.0.1:1", clock=lambda: now)
+    claimed, dispatched, finished = _records(writer)
+    try:
+        runs = store.record_plan(plan, "c0ffee", now, planner="bench")
+        started = time.process_time()
+        if path == "batch":
+            for first in range(0, len(runs), BATCH):
+                chunk = runs[first : first + BATCH]
+                claims = [ClaimRequest(run.id, max_parallel=BATCH) for run in chunk]
+                took = store.claim_batch(claims, "bench", now, audit=claimed)
+                sent = store.dispatch_batch(took.runs, now, audit=dispatched)
+                ends = [
+                    RunEnd(run.id, run.epoch, RunStatus.SUCCEEDED, exit_code=0, output="ok\n")
+                    for run in sent.runs
+                ]
+                done = store.end_batch(ends, now, audit=finished)
+                if len(done.runs) != len(chunk):
+                    raise RuntimeError(f"batch wrote {len(done.runs)} of {len(chunk)} runs")
+            store.seal_audit(wait=True)
+        else:
+            for run in runs:
+                run = store.claim(run.id, "bench", now, BATCH)
+                run = store.mark_dispatched(run.id, run.epoch, now)
+                writer.write([*claimed(run), *dispatched(run)])
+                run = store.finish(
+                    run.id, run.epoch, RunStatus.SUCCEEDED, now, exit_code=0, output="ok\n"
+                )
+                writer.write(finished(run))
+        cpu = time.process_time() - started
+        if len(runs) != n or store.counts().get("succeeded") != n:
+            raise RuntimeError(f"expected {n} succeeded runs, store has {store.counts()}")
+    finally:
+        store.close()
+    return cpu
+
+
+def cpu_per_run_ms(n: int, admin_url: str) -> dict[str, dict[str, float | str]]:
+    """ms of client CPU per run, by backend and path; a backend that cannot be reached gives
+    its reason instead of figures."""
+    results: dict[str, dict[str, float | str]] = {}
+    for backend, kind in (("sqlite", SqliteStore), ("postgresql", PostgresStore)):
+        row: dict[str, float | str] = {}
+        for path in CPU_PATHS:
+            try:
+                if backend == "sqlite":
+                    with sqlite_store(n) as url:
+                        row[path] = measure_cpu(n, url, kind, path) * 1000 / n
+                else:
+                    with postgres_store(admin_url) as url:
+                        row[path] = measure_cpu(n, url, kind, path) * 1000 / n
+            except Exception as exc:  # noqa: BLE001 - a missing server is a cell, not a crash
+                text = str(exc).strip()
+                row[path] = f"n/a: {text.splitlines()[0] if text else type(exc).__name__}"
+        results[backend] = row
+    return results
 
 
 @contextmanager

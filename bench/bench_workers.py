@@ -12,6 +12,7 @@ against PostgreSQL is bench/bench_store.py's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +33,9 @@ from reconciler.inventory.loader import load_inventory
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _inventory(root: Path, runs: int) -> Path:
+def inventory(root: Path, runs: int, command: str = "sleep 0.05") -> Path:
+    """`root/inventory`: `runs` tasks running `command`, round-robin over 8 local machines
+    (max_parallel 8), one run each."""
     inventory = root / "inventory"
     (inventory / "teams").mkdir(parents=True)
     (inventory / "machines").mkdir()
@@ -47,10 +50,39 @@ def _inventory(root: Path, runs: int) -> Path:
     (inventory / "tasks" / "ops" / "t.yaml").write_text(
         "tasks:\n"
         + "".join(
-            f"  - {{name: t{i}, machines: [m{i % 8}], command: sleep 0.05}}\n" for i in range(runs)
+            f"  - {{name: t{i}, machines: [m{i % 8}], command: {json.dumps(command)}}}\n"
+            for i in range(runs)
         )
     )
     return inventory
+
+
+def start_worker(url: str, cwd: Path, log: Path | None = None) -> subprocess.Popen:
+    """`reconcile worker --concurrency 8` on the store at `url`, reading `cwd/inventory`;
+    its output goes to `log` (discarded without one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
+    with open(log or os.devnull, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "worker", "-q", "--state", url]
+            + ["--concurrency", "8"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every worker, then wait for each; one that does not stop in time is killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _remaining(url: str) -> int:
@@ -60,53 +92,45 @@ def _remaining(url: str) -> int:
         ).fetchone()[0]
 
 
-def measure(workers: int, runs: int) -> float:
-    """Seconds for `workers` workers to drain `runs` runs."""
+def measure(workers: int, runs: int, timeout: float = 600) -> float:
+    """Seconds for `workers` workers to drain `runs` runs. Raises RuntimeError when every
+    worker exited with runs left, TimeoutError after `timeout` seconds."""
     name = f"reconciler_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    procs: list[subprocess.Popen] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            inventory = _inventory(Path(tmp), runs)
             store = open_store(url)
             now = datetime.now(UTC)
             store.record_plan(
-                make_plan(compile_inventory(load_inventory(inventory)[0]), store.snapshot(), now),
+                make_plan(
+                    compile_inventory(load_inventory(inventory(Path(tmp), runs))[0]),
+                    store.snapshot(),
+                    now,
+                ),
                 None,
                 now,
             )
             store.close()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
-            started = time.perf_counter()
-            procs = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "reconciler",
-                        "worker",
-                        "-q",
-                        "--state",
-                        url,
-                        "--concurrency",
-                        "8",
-                    ],
-                    cwd=tmp,
-                    env=env,
-                )
-                for _ in range(workers)
-            ]
-            deadline = time.monotonic() + 600
-            while _remaining(url) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            return time.perf_counter() - started
+            logs = [Path(tmp) / f"worker-{i}.log" for i in range(workers)]
+            procs: list[subprocess.Popen] = []
+            try:
+                started = time.perf_counter()
+                procs = [start_worker(url, Path(tmp), log) for log in logs]
+                deadline = time.monotonic() + timeout
+                while _remaining(url):
+                    if all(proc.poll() is not None for proc in procs):
+                        raise RuntimeError(
+                            f"every worker exited with runs left: {logs[0].read_text()[-300:]}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"runs left after {timeout:g} s")
+                    time.sleep(0.05)
+                return time.perf_counter() - started
+            finally:
+                stop_workers(procs)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=60)
         with psycopg.connect(ADMIN, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 TEAMS = 10
 
 
-def generate(root: Path, tasks: int, machines: int, seed: int = 7, command: str = "true") -> Path:
+def generate(
+    root: Path,
+    tasks: int,
+    machines: int,
+    seed: int = 7,
+    command: str = "true",
+    plain: bool = False,
+) -> Path:
     """Write `root/inventory` and return it. Deterministic for a seed.
 
     Each team owns machines/TEAMS machines with a `rack` label; most tasks target one machine,
     one in five selects a rack (about five machines), one in ten runs after the previous task
-    of its team, and one in twenty is scheduled.
+    of its team, and one in twenty is scheduled. So a pass plans more runs than tasks when a
+    team has more than one rack (more than five machines per team).
+
+    `plain`: every task targets exactly one machine (round-robin within its team), with no
+    selector, `after` or schedule, and runs `command` as given (no task number appended): a
+    pass plans exactly `tasks` runs, for benchmarks that compare run counts.
     """
+    if plain and (tasks % TEAMS or machines % TEAMS or machines < TEAMS):
+        raise ValueError(f"plain inventories need tasks and machines in multiples of {TEAMS}")
     rnd = random.Random(seed)
     inventory = root / "inventory"
     for folder in ("teams", "machines", "tasks"):
@@ -36,6 +51,12 @@ def generate(root: Path, tasks: int, machines: int, seed: int = 7, command: str 
         task_dir.mkdir(exist_ok=True)
         body = ["tasks:"]
         for i in range(tasks // TEAMS):
+            if plain:
+                body.append(
+                    f"  - {{name: t{i}, machines: [{team}-m{i % per_team}], "
+                    f"priority: {1 + i % 5}, command: {json.dumps(command)}}}"
+                )
+                continue
             if i % 5 == 4:
                 target = f"selector: {{rack: r{rnd.randrange(max(1, per_team // 5))}}}"
             else:
