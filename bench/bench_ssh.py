@@ -124,7 +124,9 @@ def reconciler_transport(w: Workload) -> float:
 
 def reconcile_once(w: Workload) -> float:
     """`reconcile --once --concurrency 16` over an inventory of the same tasks."""
-    project = w.tmp / f"project-{w.count}"
+    # A fresh project (and so a fresh store) per call: a second pass over the same store
+    # would find every task done and run nothing.
+    project = Path(tempfile.mkdtemp(prefix=f"project-{w.count}-", dir=w.tmp))
     inventory = project / "inventory"
     for folder in ("teams", "machines", "tasks/bench"):
         (inventory / folder).mkdir(parents=True, exist_ok=True)
