@@ -49,6 +49,10 @@ class Decision:
     start: tuple[Run, ...] = ()
     block: tuple[tuple[Run, str], ...] = ()
     held: tuple[tuple[Run, datetime], ...] = ()
+    # The runs that wait for capacity only (no dependency, no hold), in dispatch order with
+    # the priority they are dispatched at: until something else changes, the next runs to
+    # start come from here, in this order (see `fill`).
+    waiting: tuple[tuple[Run, int], ...] = ()
 
 
 def decide(
@@ -75,15 +79,43 @@ def decide(
     start: list[Run] = []
     block: list[tuple[Run, str]] = []
     held: list[tuple[Run, datetime]] = []
+    waiting: list[tuple[Run, int]] = []
     for run, priority in prioritised(live, desired):
         verdict = deps.verdict(run)
         if verdict is not None and verdict is not _WAIT:
             block.append((run, verdict))
         elif (until := held_until(run, desired, now, priority)) is not None:
             held.append((run, until))
-        elif verdict is None and capacity.take(run):
+        elif verdict is None:
+            if capacity.take(run):
+                start.append(run)
+            else:
+                waiting.append((run, priority))
+    return Decision(tuple(start), tuple(block), tuple(held), tuple(waiting))
+
+
+def fill(
+    waiting: Sequence[tuple[Run, int]],
+    running: Sequence[Run],
+    desired: DesiredState,
+    concurrency: int,
+) -> tuple[tuple[Run, ...], tuple[tuple[Run, int], ...]]:
+    """The runs of `waiting` (a `Decision.waiting`) that start now that capacity freed up,
+    and those that still wait, in order. What `decide` would choose as long as nothing but
+    capacity changed since it made `waiting` (no run was added, ended badly or held, no
+    dependency ended, no hold expired): the cost follows the runs started, not the queue."""
+    capacity = _Capacity(desired, running, concurrency)
+    start: list[Run] = []
+    still: list[tuple[Run, int]] = []
+    for index, (run, priority) in enumerate(waiting):
+        if capacity.free <= 0:
+            still.extend(waiting[index:])
+            break
+        if capacity.take(run):
             start.append(run)
-    return Decision(tuple(start), tuple(block), tuple(held))
+        else:
+            still.append((run, priority))
+    return tuple(start), tuple(still)
 
 
 def dispatch_order(runs: Sequence[Run], desired: DesiredState) -> list[Run]:

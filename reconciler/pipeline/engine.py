@@ -44,7 +44,7 @@ from reconciler.adapters.store.base import (
 )
 from reconciler.adapters.store.common import pid_namespace, process_start
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport
-from reconciler.core.dispatch import decide
+from reconciler.core.dispatch import Decision, decide, fill
 from reconciler.core.errors import StoreError, TransportError
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import Plan, make_plan
@@ -431,6 +431,12 @@ class _Drain:
         self.stale = True  # something this drain saw says the queue changed elsewhere
         self.abandoned: set[int] = set()  # stopped at the end of the grace period
         self.stopping_since: float | None = None
+        # The last decision, and what makes the next round decide on the whole queue again
+        # rather than only fill freed capacity from it (see `_rethink`).
+        self.decided: Decision | None = None
+        self.changed = True
+        self.awaited: set[str] = set()  # tasks that pending runs name in `after`
+        self.decided_held_due: datetime | None = None
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -481,19 +487,32 @@ class _Drain:
         now = self.engine.clock()
         self._refresh()
         mine = [*self.running.values()]
-        claimable = [r for r in self.pending.values() if r.id not in self.foreign]
         elsewhere = [r for r in self.pending.values() if r.id in self.foreign]
-        decision = decide(
-            claimable,
-            [*mine, *self.others],
-            self.desired,
-            self.tracker.view([*self.pending.values(), *mine, *self.others]),
-            now,
-            self.engine.concurrency + len(self.others),
-            elsewhere,
-        )
+        if self._rethink(now):
+            claimable = [r for r in self.pending.values() if r.id not in self.foreign]
+            decision = decide(
+                claimable,
+                [*mine, *self.others],
+                self.desired,
+                self.tracker.view([*self.pending.values(), *mine, *self.others]),
+                now,
+                self.engine.concurrency + len(self.others),
+                elsewhere,
+            )
+            fresh = True
+        else:  # only capacity changed: the next runs in the order decided last time
+            start, waiting = fill(
+                self.decided.waiting,
+                [*mine, *self.others],
+                self.desired,
+                self.engine.concurrency + len(self.others),
+            )
+            decision = replace(self.decided, start=start, waiting=waiting)
+            fresh = False
+        self._remember(decision, fresh)
         if decision.block:
             self._block(decision.block, now)
+            self.changed = True
             return True  # a blocked run may block its own dependents: decide again
         self.chose_to_start = bool(decision.start)
         if decision.start and not self.engine.stop.is_set():
@@ -507,9 +526,7 @@ class _Drain:
         # pass's to wait for, unless a run of this pass still waits in the queue: it may
         # wait for that very retry (an `after` dependency), so it is woken when it comes due.
         # A worker waits for every run anyway.
-        waiting_mine = any(
-            run_id in self.pending and run_id not in self.window_held for run_id in self.mine
-        )
+        waiting_mine = self._mine_waiting()
         retry_waits = [
             until
             for run, until in decision.held
@@ -521,8 +538,40 @@ class _Drain:
         if waiting_mine and self.engine.wait_for_retries:
             # A live pass's retry that a run of this pass may wait for: look again when due.
             retry_waits += [r.not_before for r in elsewhere if r.not_before and r.not_before > now]
-        self._record_held(decision.held)
+        if fresh:
+            self._record_held(decision.held)
         return self._wait(retry_waits, now)
+
+    def _rethink(self, now: datetime) -> bool:
+        """Whether this round must decide on the whole queue, or may take the next runs of
+        the last decision's order (`dispatch.fill`): only when nothing but capacity changed
+        since (the queue was not re-read, no run of this drain ended other than by succeeding
+        or was one a pending run waits for, no hold ran out, no claim was refused)."""
+        if self.changed or self.decided is None:
+            return True
+        due = self.decided_held_due
+        return due is not None and now >= due
+
+    def _remember(self, decision: Decision, fresh: bool) -> None:
+        """Keep `decision` for the next rounds' `fill`; after a whole decision, also the tasks
+        pending runs wait for (one of them ending makes the next round decide again) and when
+        its first hold runs out."""
+        if fresh:
+            self.awaited = {
+                dep
+                for run in self.pending.values()
+                if (spec := self.desired.tasks.get(run.task)) is not None
+                for dep in spec.after
+            }
+            self.decided_held_due = min((until for _, until in decision.held), default=None)
+        self.decided = decision
+        self.changed = False
+
+    def _mine_waiting(self) -> bool:
+        """Whether a run of this pass is pending and not held by a deny window."""
+        return any(
+            run_id in self.mine and run_id not in self.window_held for run_id in self.pending
+        )
 
     def _wait(self, retry_waits: list[datetime], now: datetime) -> bool:
         stopping = self.engine.stop.is_set()
@@ -604,26 +653,26 @@ class _Drain:
         a deny window holds is left for a later pass, as is every pending run without
         `wait_for_retries`; with nothing running anywhere and nothing to start, a pending run
         cannot start without a later pass either (its dependency waits for a window)."""
-        running_elsewhere = {r.id for r in self.others}
-        if any(run_id in running_elsewhere for run_id in self.mine):
+        if any(run.id in self.mine for run in self.others):
             return True
         if not self.engine.wait_for_retries or not (
             self.others or self.chose_to_start or self.foreign
         ):
             return False
-        return any(
-            run_id in self.pending and run_id not in self.window_held for run_id in self.mine
-        )
+        return self._mine_waiting()
 
     def _refresh(self) -> None:
         """Re-read what other passes, workers and `queue cancel` changed, if anything did."""
         if self.forever:
-            self.desired = self.desired_source()
+            desired = self.desired_source()
+            self.changed |= desired is not self.desired
+            self.desired = desired
         self._sweep()
         changes = self._changes()
         if changes is not None and changes == self.seen_changes and not self.stale:
             return  # only this drain wrote since the last re-read: it knows what it wrote
         self.seen_changes, self.stale = changes, False
+        self.changed = True
         ours = {r.id for r in self.running.values()}
         self.pending = {r.id: r for r in self.store.pending()}
         if not self.forever:
@@ -797,6 +846,9 @@ class _Drain:
         for record in written:
             _, outcome = outcomes[record.id]
             self.tracker.update(record)
+            # A failure may block the runs after it, a success start them, a retry queues
+            # a run: the next round decides on the whole queue again.
+            self.changed |= not record.status.is_success or record.task in self.awaited
             if record.status is RunStatus.PENDING:
                 self.pending[record.id] = record
                 self._note(Event("retrying", record, outcome.error or "", journal is not None))
