@@ -20,12 +20,12 @@ no command ever runs without one: a reconciler killed in between leaves nothing 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pwd
 import select
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,12 +59,17 @@ OUTPUT_TAIL = 64 * 1024
 # the pipe open (`daemon &`) must not hold the run open until its timeout.
 DRAIN_GRACE = 0.5
 # The shell a command is spawned in waits on its stdin until the reconciler has written the
-# command's marker, then becomes the command's shell (`exec`: same pid, group and environment,
-# so `$$` is still the group `reap` stops). Without the gate the command ran as soon as it was
-# spawned, and a reconciler killed before its marker was written left an orphan the next pass
-# could not find: an idempotent task then ran twice at once. If the reconciler dies before
-# opening the gate, `read` meets the end of the pipe and the command never runs.
-GATE = 'IFS= read -r opened || exit 125; exec /bin/sh -c "$1" </dev/null'
+# command's marker, then becomes the command's shell: it evaluates the command as `sh -c` would
+# (no positional parameter, the variable it read unset; same pid, group and environment, so
+# `$$` is still the group `reap` stops). Evaluating, not `exec /bin/sh -c`, spares an exec of
+# another sh per run (the one visible difference: a syntax error is reported as `eval: ...`).
+# Without the gate the command ran as soon as it was spawned, and a reconciler killed before
+# its marker was written left an orphan the next pass could not find: an idempotent task then
+# ran twice at once. If the reconciler dies before opening the gate, `read` meets the end of
+# the pipe and the command never runs.
+GATE = 'IFS= read -r opened || exit 125; unset opened; exec </dev/null; eval "set --; $1"'
+# Without pidfds (not Linux, or a kernel before 5.3) the shell's exit is polled this often.
+EXIT_POLL = 0.02
 
 
 def child_environment(
@@ -151,42 +156,6 @@ def _own_user_name() -> str:
         return f"uid {os.geteuid()}"
 
 
-class _Tail:
-    """Reads a pipe to its end in a thread, keeping only the last `limit` bytes.
-
-    The reader polls with a short timeout so it can be told to stop: a background child
-    that keeps the pipe open must not keep us reading (and closing a file another thread is
-    blocked reading from would block too).
-    """
-
-    def __init__(self, pipe, limit: int = OUTPUT_TAIL):
-        self.pipe, self.limit = pipe, limit
-        self.data = TailBuffer(limit)  # counts what it drops, for the mark
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        fd = self.pipe.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP)
-        while not self.stop.is_set():
-            if not poller.poll(100):
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            self.data.add(chunk)
-
-    def text(self, wait: float) -> str:
-        """What was read, once the pipe closed or `wait` seconds passed."""
-        self.thread.join(wait)
-        self.stop.set()
-        self.thread.join()
-        self.pipe.close()
-        return self.data.text()
-
-
 class LocalTransport(Transport):
     """Runs commands as child processes of the reconciler."""
 
@@ -203,6 +172,7 @@ class LocalTransport(Transport):
         # Under git.verify: the verified commit's checkout, so that relative paths a command
         # runs (./scripts/...) are the signed ones, never the working tree's.
         self.cwd = cwd
+        self._private = False  # the markers folder was made private
 
     def run(
         self,
@@ -226,21 +196,15 @@ class LocalTransport(Transport):
         )
         failpoints.hit("after_spawn")
         marker = self._mark(run_id, proc.pid)
-        _open_gate(proc)
-        tail = _Tail(proc.stdout)
         try:
-            proc.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, proc)
-            timed_out = True
+            _open_gate(proc)
+            tail, timed_out = _collect(proc, started + timeout)
         finally:
             if marker is not None:
                 marker.unlink(missing_ok=True)
-        output = tail.text(DRAIN_GRACE)
         return Completed(
             exit_code=None if timed_out else proc.returncode,
-            output=output,
+            output=tail.text(),
             duration=time.monotonic() - started,
             timed_out=timed_out,
         )
@@ -248,13 +212,21 @@ class LocalTransport(Transport):
     def _mark(self, run_id: int, pgid: int) -> Path | None:
         """Remember the process group of a command about to run (best effort). Written
         aside and renamed, so `reap` never reads a half-written marker."""
+        marker = self.markers / f"{run_id}.pgid"
+        partial = f"{marker}.partial"
         try:
-            private_dir(self.markers)  # inside private state, whatever the store
-            marker = self.markers / f"{run_id}.pgid"
-            partial = self.markers / f"{run_id}.pgid.partial"
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(pgid))
+            if not self._private:  # once: the folder stays (made again if removed meanwhile)
+                private_dir(self.markers)  # inside private state, whatever the store
+                self._private = True
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except FileNotFoundError:
+                private_dir(self.markers)
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, str(pgid).encode())
+            finally:
+                os.close(fd)
             os.replace(partial, marker)
             return marker
         except OSError:
@@ -293,6 +265,68 @@ def _open_gate(proc: subprocess.Popen) -> None:
         proc.stdin.write(b"\n")
     with contextlib.suppress(OSError):
         proc.stdin.close()  # flushes the line; closes the pipe even when that fails
+
+
+def _collect(proc: subprocess.Popen, deadline: float) -> tuple[TailBuffer, bool]:
+    """Read the command's output in the calling thread (no reader thread per run) until its
+    shell exited and the output ended, or `deadline`: then its process group is killed
+    (`timed_out`). Output still held open by a background child is read for at most
+    `DRAIN_GRACE` after the shell's end. The shell's exit is waited on with a pidfd beside
+    the pipe, so nothing polls where the kernel supports it."""
+    out = proc.stdout.fileno()
+    tail = TailBuffer(OUTPUT_TAIL)
+    exits = _pidfd(proc.pid)
+    poller = select.poll()
+    poller.register(out, select.POLLIN)
+    if exits is not None:
+        poller.register(exits, select.POLLIN)
+    reading, timed_out = True, False
+    try:
+        while proc.returncode is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _kill_group(proc.pid, proc)
+                timed_out = True
+                break
+            for fd, _ in poller.poll(_millis(left if exits is not None else min(left, EXIT_POLL))):
+                if fd == out and not (reading := _read(out, tail)):
+                    poller.unregister(out)
+                elif fd == exits:
+                    proc.wait()  # it exited: this reaps it at once
+            if exits is None:
+                proc.poll()
+        if exits is not None:
+            poller.unregister(exits)
+        until = time.monotonic() + DRAIN_GRACE
+        while reading and (left := until - time.monotonic()) > 0:
+            if poller.poll(_millis(left)):
+                reading = _read(out, tail)
+    finally:
+        if exits is not None:
+            os.close(exits)
+        proc.stdout.close()
+    return tail, timed_out
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that turns readable when process `pid` exits, None where the
+    platform has none (then the exit is polled)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _read(fd: int, tail: TailBuffer) -> bool:
+    """One read of the output pipe into `tail`; False at its end."""
+    chunk = os.read(fd, 65536)
+    if chunk:
+        tail.add(chunk)
+    return bool(chunk)
+
+
+def _millis(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _runs(pid: int, run_id: int) -> bool:
