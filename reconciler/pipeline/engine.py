@@ -51,6 +51,7 @@ from reconciler.core.plan import Plan, make_plan
 from reconciler.core.redact import Redactor
 from reconciler.core.state import ExecutedState, Run, RunStatus
 from reconciler.pipeline import failpoints
+from reconciler.pipeline.events import Event, Kind
 from reconciler.pipeline.executor import (
     Outcome,
     SecretResolver,
@@ -106,21 +107,6 @@ def process_owner() -> str:
         f"{socket.gethostname()}:{pid}:{secrets.token_hex(3)}:{pid_namespace()}"
         f":{process_start(pid)}"
     )
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a pass did, for progress views and logs.
-
-    kind: recovered | enqueued | cancelled | started | retrying | finished | blocked | held
-    """
-
-    kind: str
-    run: Run
-    detail: str = ""
-    # True when the run's audit entry was written with the change itself (the engine's
-    # journal, group commit): the audit sink must not write it again.
-    audited: bool = False
 
 
 class Journal(Protocol):
@@ -289,13 +275,13 @@ class Engine:
         # The store spares the runs of other live holders too (see `StateStore.recover`).
         recovered = self.store.recover(self.clock(), keep_owner=self.owner)
         for run in recovered:
-            self._note(report, Event("recovered", self._reap(desired, run)))
+            self._note(report, Event(Kind.RECOVERED, self._reap(desired, run)))
         self._adopt_lost(desired, report, {run.id for run in recovered})
         report.plan = make_plan(desired, self.store.snapshot(), self.clock())
         # Alive before its runs exist: no pass elsewhere may take them for a dead planner's.
         self.store.beat_drain(self.owner)
         for run in self.store.record_plan(report.plan, commit, self.clock(), self.owner):
-            self._note(report, Event("enqueued", run, run.reason))
+            self._note(report, Event(Kind.ENQUEUED, run, run.reason))
         self._note_cancels(report)
         return self._adopt_orphans()
 
@@ -328,7 +314,7 @@ class Engine:
         for cancel in report.plan.cancel:
             cancelled = self.store.get_run(cancel.run)
             if cancelled is not None and cancelled.status is RunStatus.CANCELLED:
-                self._note(report, Event("cancelled", cancelled, cancel.reason))
+                self._note(report, Event(Kind.CANCELLED, cancelled, cancel.reason))
 
     def _adopt_lost(self, desired: DesiredState, report: PassReport, skip: set[int]) -> None:
         """Runs that ended `unknown` in earlier passes (a lost connection, a partition, a
@@ -352,7 +338,7 @@ class Engine:
             if resolved is None:
                 self.store.adopt(run.id, RunStatus.UNKNOWN, error=(run.error or "") + NOTHING_KEPT)
             elif resolved.status is not RunStatus.UNKNOWN:
-                self._note(report, Event("recovered", resolved))
+                self._note(report, Event(Kind.RECOVERED, resolved))
 
     def _ask(self, desired: DesiredState, run: Run, stop: bool = True) -> Run | None:
         """Ask `run`'s target for its result and adopt it: the run as it now stands, or None
@@ -616,7 +602,7 @@ class _Drain:
                 run.machine,
                 run.status.value,
             )
-            self._note(Event("recovered", self.engine._reap(self.desired, run)))
+            self._note(Event(Kind.RECOVERED, self.engine._reap(self.desired, run)))
 
     def _grace_over(self) -> bool:
         if self.engine.grace is None:
@@ -644,7 +630,7 @@ class _Drain:
                 continue
             self.running.pop(future)
             self.abandoned.add(run.id)
-            self._note(Event("finished", record, record.error or ""))
+            self._note(Event(Kind.FINISHED, record, record.error or ""))
 
     def _mine_elsewhere(self) -> bool:
         """Whether a run of this pass runs elsewhere (another pass, a worker), or is pending
@@ -688,7 +674,7 @@ class _Drain:
             if known is None or known.status.is_active:  # ended elsewhere: learn how
                 ended = self.store.get_run(run_id)
                 if ended is not None and not ended.status.is_active:
-                    self.engine._note(self.report, Event("finished", ended, ended.error or ""))
+                    self.engine._note(self.report, Event(Kind.FINISHED, ended, ended.error or ""))
 
     def _changes(self) -> tuple | None:
         """What says whether the queue may have changed other than by this drain's writes:
@@ -709,7 +695,7 @@ class _Drain:
             self.stale |= blocked is None  # no longer pending: changed elsewhere
             if blocked is not None:
                 self.tracker.update(blocked)
-                self._note(Event("blocked", blocked, reason))
+                self._note(Event(Kind.BLOCKED, blocked, reason))
 
     def _start(self, runs: Sequence[Run]) -> None:
         """Claim `runs` in one transaction, mark them dispatched in a second (durable) one,
@@ -752,7 +738,7 @@ class _Drain:
             return
         failpoints.hit("after_claim")
         for run in claimed.runs:
-            self._note(Event("started", run, audited=journal is not None))
+            self._note(Event(Kind.STARTED, run, audited=journal is not None))
         if journal is not None:
             dispatched = self._journaled(
                 lambda: self.store.dispatch_batch(
@@ -806,7 +792,7 @@ class _Drain:
                 error=self.engine.redact(outcome.error),
             )
             if outcome.unreachable:
-                self._note(Event("unreachable", run, outcome.error or ""))
+                self._note(Event(Kind.UNREACHABLE, run, outcome.error or ""))
             outcomes[run.id] = (run, outcome)
         if not outcomes:
             return
@@ -851,9 +837,9 @@ class _Drain:
             self.changed |= not record.status.is_success or record.task in self.awaited
             if record.status is RunStatus.PENDING:
                 self.pending[record.id] = record
-                self._note(Event("retrying", record, outcome.error or "", journal is not None))
+                self._note(Event(Kind.RETRYING, record, outcome.error or "", journal is not None))
             else:
-                self._note(Event("finished", record, outcome.error or "", journal is not None))
+                self._note(Event(Kind.FINISHED, record, outcome.error or "", journal is not None))
 
     def _write_ends(self, ends: list[RunEnd], now: datetime, audit) -> Batch:
         if audit is None:
@@ -896,7 +882,7 @@ class _Drain:
                 self.report.held[run.id] = until
                 if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
-                self.engine.on_event(Event("held", run, until.isoformat()))
+                self.engine.on_event(Event(Kind.HELD, run, until.isoformat()))
 
 
 def awaiting_result(run: Run, since: datetime) -> bool:
