@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import pytest
 
-from reconciler.adapters.audit.chain import AuditRecord, verify
+from reconciler.adapters.audit.chain import Anchor, AuditRecord, verify
 from reconciler.adapters.store.base import Batch, ClaimRequest, RunEnd
 from reconciler.core.errors import StoreError
 from reconciler.core.state import RunStatus
@@ -290,3 +290,31 @@ def test_four_processes_claiming_batches_from_one_queue_claim_each_run_exactly_o
     assert {e.actor: 0 for e in entries}.keys() <= by_worker.keys()
     for worker, count in by_worker.items():
         assert sum(1 for e in entries if e.actor == worker) == count
+
+
+def test_a_run_asked_for_twice_in_one_batch_is_claimed_once(store, now):
+    [run] = runs_on(store, now, "m1", 1)
+    batch = store.claim_batch([ClaimRequest(run.id), ClaimRequest(run.id, 5)], "w", now)
+    assert [r.id for r in batch.runs] == [run.id] and batch.refused == [run.id]
+    assert store.get_run(run.id).epoch == 1
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {},
+        {"text": 'quote " backslash \\ slash / tab \t newline \n nul \x00 bell \x07 del \x7f'},
+        {"unicode": "naïve ✓ 𝄞 \u2028 \ud800", "nested": {"b": [1, 2.5, None, True], "a": {}}},
+        {"big": 2**70, "neg": -1.5e-300, "keys": {"z": 1, "é": 2, "A": 3, "": 4}},
+    ],
+)
+def test_chaining_stored_texts_gives_the_hashes_of_the_entries(detail):
+    """The sealer and SQLite's batches link entries from their stored texts without parsing
+    them again; that must give exactly the hashes `link` and `verify` compute."""
+    from reconciler.adapters.audit.chain import chain_texts, link, stored_fields
+
+    records = [AuditRecord(AT, "actör \x00", "act\ud800ion", detail)] * 2
+    rows = chain_texts(3, "ab" * 32, map(stored_fields, records))
+    entries = link(3, "ab" * 32, records)
+    assert [row[-1] for row in rows] == [entry.hash for entry in entries]
+    assert verify(entries, Anchor(3, "ab" * 32)).ok

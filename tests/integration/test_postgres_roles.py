@@ -11,13 +11,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
+from reconciler.adapters.audit.chain import AuditRecord, verify
+from reconciler.adapters.store import postgres
+from reconciler.adapters.store.base import ClaimRequest, RunEnd
 from reconciler.adapters.store.factory import open_store
+from reconciler.core.state import RunStatus
 from tests.support.postgres import ADMIN_URL
 from tests.support.project import Project
+from tests.support.store_contract import add, enqueue
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +101,38 @@ def test_a_reader_role_reads_and_writes_nothing(tmp_path, roles):
         "VALUES (999, 'x', 'x', 'x', '{}', 'x', 'x')",
     ):
         assert _denied(reader_url, statement), statement
+
+
+def test_a_worker_role_queues_and_seals_batch_audit_entries_and_a_reader_counts_them(
+    roles, monkeypatch
+):
+    """Group commit under least privilege: a worker's batches queue their audit entries and
+    its sealer moves them into the chain (INSERT, SELECT, DELETE on the queue); it may not
+    rewrite a queued entry; a reader sees how many wait and verifies the sealed chain."""
+    monkeypatch.setattr(postgres, "SEAL_EVERY_SECONDS", 3600.0)  # no seal after a batch
+    worker_url, reader_url = roles
+    now = datetime.now(UTC)
+    at = "2024-05-01T12:00:00.000000Z"
+    store, reader = open_store(worker_url), open_store(reader_url, create=False)
+    try:
+        runs = add(store, now, *(enqueue(task=f"prod/t{i}") for i in range(3)))
+
+        def audit(run):
+            return [AuditRecord(at, "w", "run.claimed", {"run": run.id})]
+
+        claimed = store.claim_batch([ClaimRequest(r.id, 2) for r in runs], "w", now, audit)
+        assert len(claimed.runs) == 2 and claimed.refused == [runs[2].id]
+        dispatched = store.dispatch_batch(claimed.runs, now, audit).runs
+        assert reader.unsealed_audit() == 4  # queued, not yet chained (no seal was due)
+        assert _denied(worker_url, "UPDATE audit_queue SET detail = '{}'")
+        assert _denied(worker_url, "TRUNCATE audit_queue")
+        assert _denied(reader_url, "DELETE FROM audit_queue")
+        ends = [RunEnd(r.id, r.epoch, RunStatus.SUCCEEDED) for r in dispatched]
+        store.end_batch(ends, now, audit)
+        assert store.seal_audit(wait=True) == 6
+        assert reader.unsealed_audit() == 0
+        entries = list(reader.iter_audit())
+        assert len(entries) == 6 and verify(entries, reader.audit_anchor()).ok
+    finally:
+        store.close()
+        reader.close()

@@ -125,13 +125,22 @@ def storable(value: Any) -> Any:
     """`value` as JSON that every backend stores unchanged: strings without NUL (U+FFFD) or
     lone surrogates, tuples as lists, datetimes as ISO text, other objects by their text.
     What is hashed is then exactly what is stored and read back."""
+    # Exact types first: every audit entry of every run passes through here, and the ABC
+    # checks below (Mapping) cost more than the rest of the work.
+    kind = type(value)
+    if kind is str:
+        return _storable_text(value)
+    if kind is dict:
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if value is None or kind is int or kind is bool:
+        return value
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+        return _storable_text(value)
     if isinstance(value, Mapping):
         return {storable(str(k)): storable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [storable(v) for v in value]
-    if value is None or isinstance(value, (bool, int)):
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
@@ -140,26 +149,60 @@ def storable(value: Any) -> Any:
     return storable(str(value))  # anything else (an enum, a path) by its text
 
 
+def _storable_text(value: str) -> str:
+    if "\x00" not in value:
+        try:
+            value.encode("utf-8")  # no lone surrogate: already storable, as it is
+            return value
+        except UnicodeEncodeError:
+            pass
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def stored_fields(record: AuditRecord) -> tuple[str, str, str, str]:
     """(at, actor, action, detail) of `record` as text exactly as it is hashed and stored:
-    what a store queues for a sealer to link later (`StateStore.seal_audit`); `link` of the
-    record read back from these texts gives the same entry as `link` of `record`."""
+    what a store queues for a sealer to link later (`StateStore.seal_audit`); `chain_texts`
+    of these texts gives the entries `link` of `record` gives."""
     detail = canonical(storable(dict(record.detail))).decode("utf-8")
     return storable(record.at), storable(record.actor), storable(record.action), detail
+
+
+StoredEntry = tuple[int, str, str, str, str, str, str]  # seq, at, actor, action, detail, prev, hash
+
+
+def chain_texts(
+    head_seq: int, head_hash: str, texts: Iterable[tuple[str, str, str, str]]
+) -> list[StoredEntry]:
+    """Link entries given as their stored texts (`stored_fields`: detail is canonical JSON)
+    after the head, as the rows to store. The hashed body is composed from the texts, not
+    re-serialised: `canonical` of {action, actor, at, detail, seq} puts the keys in that
+    order and a canonical detail in as it is, so the hash is `entry_hash`'s."""
+    rows: list[StoredEntry] = []
+    seq, prev = head_seq, head_hash
+    for at, actor, action, detail in texts:
+        seq += 1
+        body = (
+            f'{{"action":{_string(action)},"actor":{_string(actor)},"at":{_string(at)},'
+            f'"detail":{detail},"seq":{seq}}}'
+        ).encode()
+        digest = hashlib.sha256(DOMAIN + prev.encode("ascii") + b"\n" + body).hexdigest()
+        rows.append((seq, at, actor, action, detail, prev, digest))
+        prev = digest
+    return rows
+
+
+def _string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def link(head_seq: int, head_hash: str, records: Iterable[AuditRecord]) -> list[AuditEntry]:
     """The entries that append `records` after the head (`head_seq` 0 and `GENESIS` for an
     empty log). The store calls it inside the transaction that read the head."""
-    entries, seq, prev = [], head_seq, head_hash
-    for record in records:
-        seq += 1
-        at, actor, action, text = stored_fields(record)
-        detail = json.loads(text)  # exactly what is stored
-        digest = entry_hash(prev, seq, at, actor, action, detail)
-        entries.append(AuditEntry(seq, at, actor, action, detail, prev, digest))
-        prev = digest
-    return entries
+    rows = chain_texts(head_seq, head_hash, map(stored_fields, records))
+    return [
+        AuditEntry(seq, at, actor, action, json.loads(detail), prev, digest)  # as stored
+        for seq, at, actor, action, detail, prev, digest in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -224,6 +267,7 @@ __all__ = [
     "AuditRecord",
     "Verdict",
     "canonical",
+    "chain_texts",
     "entry_hash",
     "link",
     "storable",

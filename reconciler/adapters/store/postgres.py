@@ -26,6 +26,7 @@ Lease comparisons use the server's `now()`; the `now` arguments fill the run's h
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,19 +36,31 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from reconciler.adapters.audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
+from reconciler.adapters.audit.chain import (
+    GENESIS,
+    Anchor,
+    AuditEntry,
+    AuditRecord,
+    StoredEntry,
+    chain_texts,
+    stored_fields,
+)
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
+    AuditOf,
+    Batch,
+    ClaimRequest,
     LeaseLost,
+    RunEnd,
     StateStore,
+    no_audit,
 )
 from reconciler.adapters.store.common import (
     QUEUE_CANCEL_ERROR,
     UNKNOWN_ERROR,
     SqlFile,
     audit_entry,
-    audit_params,
     cancel_error,
     cap_output,
     delivery,
@@ -72,6 +85,16 @@ AUDIT_LOCK_KEY = int.from_bytes(b"rcnlaudt", "big")  # audit appends (transactio
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
 CONNECT_TIMEOUT_SECONDS = 10  # unless the URL says otherwise: an unreachable server fails fast
 RECONNECT_SECONDS = 20.0  # how long a broken connection waits for a restarting server
+# The audit sealer (migration 6): entries linked per sealing transaction, at most. A store that
+# queued entries seals after a batch when it last tried SEAL_EVERY_SECONDS ago or has queued
+# SEAL_QUEUED entries since: one short locked transaction per many runs, an unsealed window
+# of about half a second for `audit verify` to report, and never a wait (a try-lock: when
+# another process is sealing, its sealer or a later one links these entries).
+SEAL_BATCH = 1000
+SEAL_EVERY_SECONDS = 0.5
+SEAL_QUEUED = 256
+
+log = logging.getLogger(__name__)
 
 
 class MissingStore(StoreError):
@@ -239,6 +262,9 @@ class PostgresStore(StateStore):
         self._secrets = url_passwords(url)
         self._mutex = threading.Lock()
         self._closed = False
+        # Audit entries this handle queued since its sealer last ran, and when it last tried.
+        self._queued = 0
+        self._sealed_at = time.monotonic()
         self._conn = self._connect("open")
         try:
             self._open_schema(create)
@@ -346,7 +372,13 @@ class PostgresStore(StateStore):
                 )
 
     def close(self) -> None:
-        """Close the query connection; idempotent. Later calls raise `StoreError`."""
+        """Seal what this handle queued (best effort: a later sealer links it otherwise), then
+        close the query connection; idempotent. Later calls raise `StoreError`."""
+        if self._queued and not self._closed:
+            try:
+                self.seal_audit(wait=True)
+            except StoreError as exc:
+                log.warning("audit entries left unsealed at close: %s", exc)
         with self._mutex:
             self._closed = True
             self._conn.close()
@@ -582,6 +614,361 @@ class PostgresStore(StateStore):
             row = conn.execute(_q("claim"), params).fetchone()
         return None if row is None else _run(row)
 
+    # --- group commit: one transaction per batch ---------------------------------------------
+    #
+    # Each batch is one transaction holding its state changes and its audit entries, queued in
+    # `audit_queue` (no audit lock: workers never wait on each other to append). A connection
+    # that breaks under a batch leaves its outcome unknown: the runs are looked at once the
+    # server answers again. A batch that is seen to have committed returns what it wrote; one
+    # that did not is tried once more. It is never applied twice: a claim, a dispatch mark
+    # and an end are compare-and-sets on the epoch, and their audit entries commit with them.
+
+    def claim_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        audit: AuditOf = no_audit,
+        leading: Sequence[AuditRecord] = (),
+    ) -> Batch:
+        """Claim the runs in request order and queue `leading` then each claim's audit
+        records, in one transaction (see `StateStore.claim_batch`); the claims themselves
+        are one statement (see `_claim_rounds`).
+
+        The machines of limited requests are locked first (the transaction-level advisory
+        lock of `claim`, taken in key order so that two batches cannot deadlock), then their
+        running runs are counted once; each claim of the batch adds to its machine's count.
+        After a broken connection the claim is ours when its run is running under `owner`
+        since exactly `now` (as in `claim`); when none is (and the leading entries are not
+        found either) nothing committed and the batch is tried again."""
+        if not claims and not leading:
+            return Batch([], [])
+
+        def landed() -> Batch | None:
+            ids = [request.run_id for request in claims]
+            ours = {
+                run.id: run
+                for run in self._runs_by_ids(ids)
+                if run.status is RunStatus.RUNNING
+                and run.owner == owner
+                and run.started_at == _aware(now)
+            }
+            if ours or (leading and self._has_entry(leading[0])):
+                return Batch([ours[i] for i in ids if i in ours], [i for i in ids if i not in ours])
+            return None
+
+        return self._batch(lambda: self._claim_batch(claims, owner, now, audit, leading), landed)
+
+    def _claim_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        audit: AuditOf,
+        leading: Sequence[AuditRecord],
+    ) -> tuple[Batch, int]:
+        claimed: list[Run] = []
+        refused: list[int] = []
+        records = list(leading)
+        stamp = _aware(now)
+        with self._transaction("claim") as conn:
+            machine_of, busy = self._lock_machines(conn, claims)
+            got = self._claim_rounds(conn, claims, machine_of, busy, owner, stamp)
+            for request in claims:
+                run = got.pop(request.run_id, None)  # popped: a repeated id is refused
+                if run is None:
+                    refused.append(request.run_id)
+                    continue
+                claimed.append(run)
+                records.extend(audit(run))
+            self._enqueue(conn, records)
+        return Batch(claimed, refused), len(records)
+
+    @staticmethod
+    def _claim_rounds(
+        conn: psycopg.Connection,
+        claims: Sequence[ClaimRequest],
+        machine_of: dict[int, str],
+        busy: dict[str, int],
+        owner: str,
+        stamp: datetime,
+    ) -> dict[int, Run]:
+        """The runs claimed, by id, as claiming them one by one in request order would:
+        each round claims, in one statement, every undecided request its machine has room
+        for if all before it succeed; a run that was not pending frees its place for the
+        next round. Usually one round; each further one decides at least one request."""
+        got: dict[int, Run] = {}
+        failed: set[int] = set()
+        while True:
+            room = dict(busy)
+            take, waiting = [], False
+            for request in claims:
+                run_id, machine = request.run_id, machine_of.get(request.run_id)
+                if run_id in got or run_id in failed:
+                    continue
+                limit = request.max_parallel
+                if limit is not None and machine is not None and room[machine] >= limit:
+                    waiting = True
+                    continue
+                take.append(run_id)
+                if machine in room:
+                    room[machine] += 1
+            if not take:
+                return got
+            rows = conn.execute(
+                _q("claim_many"), {"ids": take, "owner": owner, "now": stamp}
+            ).fetchall()
+            for row in rows:
+                run = got[row[0]] = _run(row)
+                if run.machine in busy:
+                    busy[run.machine] += 1
+            failed.update(run_id for run_id in take if run_id not in got)
+            if len(rows) == len(take) or not waiting:
+                return got
+
+    @staticmethod
+    def _lock_machines(
+        conn: psycopg.Connection, claims: Sequence[ClaimRequest]
+    ) -> tuple[dict[int, str], dict[str, int]]:
+        """Lock the machines of the limited requests (sorted by lock key) and count their
+        running runs: the machine of each such run, and each machine's count."""
+        limited = [c.run_id for c in claims if c.max_parallel is not None]
+        if not limited:
+            return {}, {}
+        rows = conn.execute(_q("machines_of_runs"), {"ids": limited}).fetchall()
+        if not rows:
+            return {}, {}
+        conn.execute(_q("lock_machines"), {"keys": sorted({key for _, _, key in rows})})
+        machine_of = {run_id: machine for run_id, machine, _ in rows}
+        machines = sorted(set(machine_of.values()))
+        counts = dict(conn.execute(_q("running_on_machines"), {"machines": machines}).fetchall())
+        return machine_of, {machine: counts.get(machine, 0) for machine in machines}
+
+    def dispatch_batch(
+        self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
+    ) -> Batch:
+        """Mark the runs dispatched (one statement) and queue their audit records, in one
+        transaction committed with the server's durable commit: after it returns, every
+        command of the batch may be sent. A run no longer held at its epoch is refused.
+        After a broken connection the batch committed when one of its runs is dispatched at
+        its epoch (all-or-nothing: then all that were not refused are)."""
+        if not runs:
+            return Batch([], [])
+        epochs = {run.id: run.epoch for run in runs}
+
+        def landed() -> Batch | None:
+            found = {
+                run.id: run
+                for run in self._runs_by_ids(list(epochs))
+                if run.status is RunStatus.RUNNING
+                and run.dispatched
+                and run.epoch == epochs[run.id]
+            }
+            if not found:
+                return None
+            order = [run.id for run in runs]
+            return Batch(
+                [found[i] for i in order if i in found], [i for i in order if i not in found]
+            )
+
+        return self._batch(lambda: self._dispatch_batch(runs, audit), landed)
+
+    def _dispatch_batch(self, runs: Sequence[Run], audit: AuditOf) -> tuple[Batch, int]:
+        with self._transaction("dispatch") as conn:
+            rows = conn.execute(
+                _q("dispatch_batch"),
+                {"ids": [run.id for run in runs], "epochs": [run.epoch for run in runs]},
+            ).fetchall()
+            done = {row[0]: _run(row) for row in rows}
+            marked = [done[run.id] for run in runs if run.id in done]
+            records = [record for run in marked for record in audit(run)]
+            self._enqueue(conn, records)
+        return Batch(marked, [run.id for run in runs if run.id not in done]), len(records)
+
+    def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
+        """Record each end (`finish`, or `requeue` with `retry_at`) and queue its audit
+        records, in one transaction (two statements: the finishes and the requeues). A run
+        no longer held at its epoch is refused. After a broken connection the batch
+        committed when one of its ends shows (a finish: that status at `now`; a requeue: no
+        longer running at its epoch, waiting for `retry_at`)."""
+        for end in ends:
+            if end.retry_at is None and end.status.is_active:
+                raise ValueError(f"an end needs a final status, not {end.status.value}")
+        if not ends:
+            return Batch([], [])
+        stamp = _aware(now)
+
+        def shows(end: RunEnd, run: Run) -> bool:
+            if run.status is RunStatus.RUNNING and run.epoch == end.epoch:
+                return False
+            if end.retry_at is not None:
+                return run.epoch >= end.epoch and run.not_before == _aware(end.retry_at)
+            return run.status is end.status and run.finished_at == stamp
+
+        def landed() -> Batch | None:
+            found = {run.id: run for run in self._runs_by_ids([end.run_id for end in ends])}
+            shown = {
+                e.run_id: found[e.run_id]
+                for e in ends
+                if e.run_id in found and shows(e, found[e.run_id])
+            }
+            if not shown:
+                return None
+            order = [end.run_id for end in ends]
+            return Batch(
+                [shown[i] for i in order if i in shown], [i for i in order if i not in shown]
+            )
+
+        return self._batch(lambda: self._end_batch(ends, stamp, audit), landed)
+
+    def _end_batch(
+        self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf
+    ) -> tuple[Batch, int]:
+        finishes = [end for end in ends if end.retry_at is None]
+        retries = [end for end in ends if end.retry_at is not None]
+        done: dict[int, Run] = {}
+        with self._transaction("record the end of runs in") as conn:
+            if finishes:
+                rows = conn.execute(
+                    _q("finish_batch"),
+                    {
+                        **_end_columns(finishes),
+                        "statuses": [e.status.value for e in finishes],
+                        "now": now,
+                    },
+                ).fetchall()
+                done.update((row[0], _run(row)) for row in rows)
+            if retries:
+                rows = conn.execute(
+                    _q("requeue_batch"),
+                    {**_end_columns(retries), "not_befores": [_aware(e.retry_at) for e in retries]},
+                ).fetchall()
+                done.update((row[0], _run(row)) for row in rows)
+            written = [done[end.run_id] for end in ends if end.run_id in done]
+            records = [record for run in written for record in audit(run)]
+            self._enqueue(conn, records)
+        return Batch(written, [end.run_id for end in ends if end.run_id not in done]), len(records)
+
+    def _batch(self, write, landed) -> Batch:
+        """Run a batch `write` (returns the batch and how many entries it queued); when the
+        connection broke under it, ask `landed` (the runs looked at, reconnecting) whether it
+        committed, and try once more if not. Then seal, if it is time (`_seal_if_due`)."""
+        try:
+            batch, queued = write()
+        except StoreError:
+            if self._closed or not (self._conn.broken or self._conn.closed):
+                raise
+            found = landed()
+            if found is not None:
+                return found  # its entries are queued: a later seal links them
+            batch, queued = write()
+        self._seal_if_due(queued)
+        return batch
+
+    def _runs_by_ids(self, ids: list[int]) -> list[Run]:
+        return self._retried_select("runs_by_ids", {"ids": ids})
+
+    @_retried
+    def _retried_select(self, query: str, params: dict) -> list[Run]:
+        return self._select(query, params)
+
+    @_retried
+    def _has_entry(self, record: AuditRecord) -> bool:
+        at, actor, action, detail = stored_fields(record)
+        params = {"at": at, "actor": actor, "action": action, "detail": detail}
+        with self._session("read") as conn:
+            return bool(conn.execute(_q("audit_has_entry"), params).fetchone()[0])
+
+    @staticmethod
+    def _enqueue(conn: psycopg.Connection, records: Sequence[AuditRecord]) -> None:
+        """Queue `records`, in order, in the caller's transaction (one statement)."""
+        if not records:
+            return
+        columns = [list(column) for column in zip(*map(stored_fields, records))]
+        conn.execute(
+            _q("audit_enqueue"),
+            {"at": columns[0], "actor": columns[1], "action": columns[2], "detail": columns[3]},
+        )
+
+    # --- the sealer ---
+
+    def _seal_if_due(self, queued: int) -> None:
+        """After a batch: seal without waiting when this handle queued `SEAL_QUEUED` entries
+        or last tried `SEAL_EVERY_SECONDS` ago. Never raises: the batch committed, and an
+        entry left queued is sealed by the next sealer (of any process)."""
+        self._queued += queued
+        if not self._queued:
+            return
+        clock = time.monotonic()
+        if self._queued < SEAL_QUEUED and clock - self._sealed_at < SEAL_EVERY_SECONDS:
+            return
+        self._sealed_at = clock
+        try:
+            sealed = self._seal_once(wait=False)
+        except StoreError as exc:
+            log.warning("cannot seal audit entries now (a later seal will): %s", exc)
+            return
+        if sealed is not None and sealed < SEAL_BATCH:
+            self._queued = 0  # the queue was emptied: ours included
+
+    def seal_audit(self, wait: bool = False) -> int:
+        """Link queued audit entries into the chain, in id order, in bounded transactions
+        (`SEAL_BATCH` entries each) under the audit lock, until the queue is empty. Without
+        `wait` it gives up at once when another sealer holds the lock (that sealer links what
+        was committed before it looked); with `wait` it waits its turn. Returns how many
+        entries this call sealed."""
+        total = 0
+        while True:
+            sealed = self._seal_once(wait)
+            if sealed is None:
+                return total
+            total += sealed
+            if sealed < SEAL_BATCH:
+                self._queued = 0
+                return total
+
+    def _seal_once(self, wait: bool) -> int | None:
+        """One sealing transaction: how many it sealed, or None when the lock was busy."""
+        with self._transaction("seal the audit log of") as conn:
+            if wait:
+                conn.execute(_q("lock_audit"), {"key": AUDIT_LOCK_KEY})
+            elif not conn.execute(_q("try_lock_audit"), {"key": AUDIT_LOCK_KEY}).fetchone()[0]:
+                return None
+            return self._seal_locked(conn)
+
+    def _seal_locked(self, conn: psycopg.Connection) -> int:
+        """Move up to `SEAL_BATCH` queued entries into the chain (the audit lock is held)."""
+        rows = conn.execute(_q("audit_queued"), {"limit": SEAL_BATCH}).fetchall()
+        if not rows:
+            return 0
+        # The queued texts are what stored_fields made: linked as they are, not re-parsed.
+        self._insert_rows(conn, chain_texts(*self._head(conn), (row[1:] for row in rows)))
+        conn.execute(_q("audit_dequeue"), {"ids": [row[0] for row in rows]})
+        return len(rows)
+
+    @staticmethod
+    def _head(conn: psycopg.Connection) -> tuple[int, str]:
+        """(seq, hash) the next entry links to: the head, else the anchor, else genesis."""
+        head = conn.execute(_q("audit_head")).fetchone()
+        if head is not None:
+            return head[0], head[6]
+        anchor = conn.execute(_q("audit_anchor")).fetchone()
+        return (anchor[0], anchor[1]) if anchor is not None else (0, GENESIS)
+
+    @staticmethod
+    def _insert_rows(conn: psycopg.Connection, rows: Sequence[StoredEntry]) -> None:
+        """Insert linked entries as rows (seq, at, actor, action, detail, prev, hash), in one
+        statement; their texts are storable already: stored text is hashed text."""
+        columns = [list(column) for column in zip(*rows)]
+        names = ("seq", "at", "actor", "action", "detail", "prev", "hash")
+        conn.execute(_q("audit_insert_many"), dict(zip(names, columns)))
+
+    @_retried
+    def unsealed_audit(self) -> int:
+        """Audit entries queued by batches and not yet sealed into the chain."""
+        with self._session("read") as conn:
+            return conn.execute(_q("audit_unsealed")).fetchone()[0]
+
     @_retried
     def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
         """Set `dispatched` (and renew the lease) before the command is sent; committed with
@@ -778,17 +1165,13 @@ class PostgresStore(StateStore):
             return []
         with self._transaction("write audit entries to") as conn:
             conn.execute(_q("lock_audit"), {"key": AUDIT_LOCK_KEY})
-            head = conn.execute(_q("audit_head")).fetchone()
-            if head is not None:
-                seq, prev = head[0], head[6]
-            else:
-                anchor = conn.execute(_q("audit_anchor")).fetchone()
-                seq, prev = anchor if anchor is not None else (0, GENESIS)
-            entries = link(seq, prev, records)
-            with conn.cursor() as cur:
-                # link() already made every text storable: stored text is hashed text.
-                cur.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
-        return entries
+            # Queued entries committed before this one was asked for come first: the chain
+            # keeps the order in which things happened.
+            while self._seal_locked(conn) == SEAL_BATCH:
+                pass
+            rows = chain_texts(*self._head(conn), map(stored_fields, records))
+            self._insert_rows(conn, rows)
+        return [audit_entry(row) for row in rows]
 
     @_retried
     def audit_page(
@@ -959,6 +1342,17 @@ class PostgresStore(StateStore):
         """Delete delivered and abandoned outbox rows created before `before`."""
         with self._session("write") as conn:
             return conn.execute(_q("outbox_prune"), {"before": _aware(before)}).rowcount
+
+
+def _end_columns(ends: Sequence[RunEnd]) -> dict:
+    """The columns every end of a batch sets, as arrays in the order of `ends`."""
+    return {
+        "ids": [end.run_id for end in ends],
+        "epochs": [end.epoch for end in ends],
+        "exit_codes": [end.exit_code for end in ends],
+        "outputs": [_output(end.output) for end in ends],
+        "errors": [_text(end.error) for end in ends],
+    }
 
 
 def _text_values(params: dict) -> dict:

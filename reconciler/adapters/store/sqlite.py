@@ -37,7 +37,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.adapters.audit.chain import GENESIS, Anchor, AuditEntry, AuditRecord, link
+from reconciler.adapters.audit.chain import (
+    GENESIS,
+    Anchor,
+    AuditEntry,
+    AuditRecord,
+    StoredEntry,
+    chain_texts,
+    stored_fields,
+)
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
@@ -888,10 +896,10 @@ class SqliteStore(StateStore):
         return Batch(written, refused)
 
     @staticmethod
-    def _chain(conn: sqlite3.Connection, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+    def _chain(conn: sqlite3.Connection, records: Sequence[AuditRecord]) -> list[StoredEntry]:
         """Link `records` after the head (or the anchor) and insert them, inside the caller's
         `BEGIN IMMEDIATE` transaction: SQLite's one writer at a time is the chain's lock, so
-        SQLite needs no queue and no sealer (nothing is ever unsealed)."""
+        SQLite needs no queue and no sealer (nothing is ever unsealed). Returns the rows."""
         if not records:
             return []
         head = _one(conn, "audit_head", {})
@@ -900,9 +908,9 @@ class SqliteStore(StateStore):
         else:
             anchor = _one(conn, "audit_anchor", {})
             seq, prev = anchor if anchor is not None else (0, GENESIS)
-        entries = link(seq, prev, records)
-        conn.executemany(_q("audit_insert"), [audit_params(e) for e in entries])
-        return entries
+        rows = chain_texts(seq, prev, map(stored_fields, records))
+        conn.executemany(_q("audit_insert_rows"), rows)
+        return rows
 
     @staticmethod
     def _lease_lost(conn: sqlite3.Connection, run_id: int, epoch: int) -> LeaseLost:
@@ -1003,7 +1011,8 @@ class SqliteStore(StateStore):
         if not records:
             return []
         with self._write() as conn:
-            return self._chain(conn, records)
+            rows = self._chain(conn, records)
+        return [audit_entry(row) for row in rows]
 
     def audit_page(
         self, after_seq: int = 0, limit: int = 1000, since: str | None = None

@@ -152,6 +152,21 @@ CREATE TABLE drains (
     beat_at timestamptz NOT NULL
 );
 
+-- migration 6: audit queue
+-- Group commit without a global lock on the hot path (issue 13): a batch of run changes inserts
+-- its audit entries here, in its own transaction, without the audit lock; one sealer at a time
+-- (under the audit lock) links queued entries in id order after the head of `audit_log` and
+-- deletes them from here, in one transaction. `at`, `actor`, `action` and `detail` are the
+-- exact texts that will be hashed (detail: canonical JSON), as in `audit_log`. An entry is in
+-- exactly one of the two tables: `audit verify` checks the chain and counts what waits here.
+CREATE TABLE audit_queue (
+    id      bigserial PRIMARY KEY,
+    at      text COLLATE "C" NOT NULL,
+    actor   text NOT NULL,
+    action  text NOT NULL,
+    detail  text NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -275,6 +290,68 @@ FROM runs WHERE id = %(id)s
 -- query: running_on_machine
 SELECT count(*) FROM runs WHERE machine = %(machine)s AND status = 'running'
 
+-- query: machines_of_runs
+-- claim_batch: each run's machine and the key of its machine lock (as lock_machine_of_run),
+-- so the batch can take the locks in key order: two batches never wait on each other in a
+-- cycle, even for machines whose names hash alike.
+SELECT id, machine, hashtext(machine) FROM runs WHERE id = ANY (%(ids)s::bigint[])
+
+-- query: claim_many
+-- claim for several runs in one statement (claim_batch): the same compare-and-set, each row
+-- locked by its primary key alone (SKIP LOCKED: a run another claim holds is not waited for)
+-- and taken only if still pending on its newest version; ARRAY(...) keeps the update an
+-- index lookup per id whatever the planner thinks of the CTE.
+WITH target AS MATERIALIZED (
+    SELECT id, status FROM runs WHERE id = ANY (%(ids)s::bigint[])
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs
+SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch + 1,
+    heartbeat_at = now()
+WHERE id = ANY (ARRAY(SELECT id FROM target WHERE status = 'pending'))
+RETURNING *
+
+-- query: lock_machines
+-- The machine locks of a claim batch, one per key, in the order given (sorted by the caller):
+-- a function scan of unnest yields the array in order, and the lock is taken row by row.
+SELECT pg_advisory_xact_lock(hashtext('reconciler.machine'), key)
+FROM unnest(%(keys)s::integer[]) AS key
+
+-- query: running_on_machines
+SELECT machine, count(*) FROM runs
+WHERE status = 'running' AND machine = ANY (%(machines)s::text[])
+GROUP BY machine
+
+-- query: runs_by_ids
+SELECT * FROM runs WHERE id = ANY (%(ids)s::bigint[])
+
+-- query: dispatch_batch
+-- mark_dispatched for a whole batch in one statement: each run by its id and epoch.
+UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
+FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[]) AS t(id, epoch)
+WHERE r.id = t.id AND r.epoch = t.epoch AND r.status = 'running'
+RETURNING r.*
+
+-- query: finish_batch
+UPDATE runs AS r
+SET status = t.status, finished_at = %(now)s, exit_code = t.exit_code, output = t.output,
+    error = t.error
+FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)s::text[],
+            %(exit_codes)s::integer[], %(outputs)s::bytea[], %(errors)s::text[])
+     AS t(id, epoch, status, exit_code, output, error)
+WHERE r.id = t.id AND r.epoch = t.epoch AND r.status = 'running'
+RETURNING r.*
+
+-- query: requeue_batch
+UPDATE runs AS r
+SET status = 'pending', attempt = r.attempt + 1, not_before = t.not_before, dispatched = false,
+    owner = NULL, exit_code = t.exit_code, output = t.output, error = t.error
+FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(not_befores)s::timestamptz[],
+            %(exit_codes)s::integer[], %(outputs)s::bytea[], %(errors)s::text[])
+     AS t(id, epoch, not_before, exit_code, output, error)
+WHERE r.id = t.id AND r.epoch = t.epoch AND r.status = 'running'
+RETURNING r.*
+
 -- query: mark_dispatched
 -- Dispatching is a sign of life too: the lease is renewed with it.
 UPDATE runs SET dispatched = true, heartbeat_at = now()
@@ -361,6 +438,42 @@ SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DE
 -- query: audit_insert
 INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
 VALUES (%(seq)s, %(at)s, %(actor)s, %(action)s, %(detail)s, %(prev)s, %(hash)s)
+
+-- query: audit_insert_many
+-- The sealer's inserts, one statement for a whole batch of entries.
+INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
+SELECT * FROM unnest(%(seq)s::bigint[], %(at)b::text[], %(actor)b::text[], %(action)b::text[],
+                     %(detail)b::text[], %(prev)b::text[], %(hash)b::text[])
+
+-- query: try_lock_audit
+-- The sealer that must not wait (after a batch): the audit lock if free, else false.
+SELECT pg_try_advisory_xact_lock(%(key)s)
+
+-- query: audit_enqueue
+-- A batch's audit entries, in order (unnest yields the arrays in order, and each row takes
+-- its id from the sequence as it is inserted), without the audit lock.
+INSERT INTO audit_queue (at, actor, action, detail)
+SELECT * FROM unnest(%(at)b::text[], %(actor)b::text[], %(action)b::text[], %(detail)b::text[])
+
+-- query: audit_queued
+SELECT id, at, actor, action, detail FROM audit_queue ORDER BY id LIMIT %(limit)s
+
+-- query: audit_dequeue
+-- By id, never by range: an entry with a lower id may still be committing elsewhere.
+DELETE FROM audit_queue WHERE id = ANY (%(ids)s::bigint[])
+
+-- query: audit_unsealed
+SELECT count(*) FROM audit_queue
+
+-- query: audit_has_entry
+-- Whether an entry with exactly these texts was written (queued or sealed): how a batch whose
+-- commit went unanswered tells whether its leading entries landed.
+SELECT EXISTS (SELECT 1 FROM audit_queue
+               WHERE at = %(at)s AND actor = %(actor)s AND action = %(action)s
+                 AND detail = %(detail)s)
+    OR EXISTS (SELECT 1 FROM audit_log
+               WHERE at = %(at)s AND actor = %(actor)s AND action = %(action)s
+                 AND detail = %(detail)s)
 
 -- query: audit_page
 SELECT seq, at, actor, action, detail, prev, hash FROM audit_log

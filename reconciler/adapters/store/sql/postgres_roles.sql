@@ -13,6 +13,9 @@
 --                      the queue and the alert tables, and may only INSERT into the audit
 --                      log: it can neither UPDATE, DELETE nor TRUNCATE an audit entry, nor
 --                      move the audit anchor, nor delete runs (retention is the admin's).
+--                      Its batches queue audit entries (`audit_queue`, migration 6) and it
+--                      seals them into the log: it inserts, reads and deletes queued entries
+--                      (sealing moves them), but never rewrites one (no UPDATE, TRUNCATE).
 --   reconciler_reader  `status`, `queue list|show`, `audit verify|export`, the console:
 --                      SELECT only.
 --
@@ -54,6 +57,11 @@ BEGIN
     REVOKE DELETE, TRUNCATE ON runs FROM reconciler_worker;
     REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM reconciler_worker;
     REVOKE UPDATE, DELETE, TRUNCATE ON passes FROM reconciler_worker;
+    -- Queued audit entries are moved (DELETE) into the chain by whoever seals, never edited.
+    -- Absent before migration 6: the script may be run on an older schema.
+    IF to_regclass('audit_queue') IS NOT NULL THEN
+        REVOKE UPDATE, TRUNCATE ON audit_queue FROM reconciler_worker;
+    END IF;
     EXECUTE format('REVOKE TRUNCATE ON ALL TABLES IN SCHEMA %I FROM reconciler_worker',
                    schema_name);
 END

@@ -333,6 +333,10 @@ SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DE
 INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
 VALUES (:seq, :at, :actor, :action, :detail, :prev, :hash)
 
+-- query: audit_insert_rows
+-- The same, by position: rows as `chain.chain_texts` makes them, for executemany.
+INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)
+
 -- query: audit_page
 SELECT seq, at, actor, action, detail, prev, hash FROM audit_log
 WHERE seq > :after AND (:since IS NULL OR at >= :since)
