@@ -1,14 +1,18 @@
 """`reconcile audit verify [--checkpoint FILE]` and `reconcile audit export [--since T] [-o FILE]`.
 
 verify: walks the hash chain from its start (or from the anchor a prune left) and exits 1
-naming the first bad entry (edited, deleted, moved). With `--checkpoint FILE` (a checkpoint
+naming the first bad entry (edited, deleted, moved). It covers sealed entries: on PostgreSQL
+the batches of a run queue their entries and a sealer links them into the chain moments later
+(`StateStore.seal_audit`); verify counts those still queued (`unsealed`) and writes nothing,
+so a read-only role can run it. With `--checkpoint FILE` (a checkpoint
 file, or an export or archive that ends with one) it also requires the entry the checkpoint
 names to still be there with the same hash: a truncated or rolled-back log fails, as does a
 checkpoint not signed by a key this host trusts (see `audit.checkpoint`), and every entry the
 file holds must equal the log's.
 
-export: JSON lines, one per entry (all, or those at or after `--since`), then a signed
-checkpoint line over the whole log's head. It refuses to sign a log that does not verify.
+export: JSON lines, one per sealed entry (all, or those at or after `--since`), then a signed
+checkpoint line over the whole log's head. It refuses to sign a log that does not verify. Its
+own `audit.export` entry is appended first, which seals every entry queued before it.
 """
 
 from __future__ import annotations
@@ -119,10 +123,11 @@ def _verify(args: argparse.Namespace) -> views.Output:
     )
     store = wiring.store(args, inventory, read_only=True)
     if store is None:
-        verdict, anchor = Verdict(0, "0" * 64), None
+        verdict, anchor, unsealed = Verdict(0, "0" * 64), None, 0
     else:
         try:
             verdict, anchor = check_chain(store, trusted), store.audit_anchor()
+            unsealed = store.unsealed_audit()
         finally:
             store.close()
     problems = [] if verdict.ok else [verdict.problem]
@@ -135,13 +140,24 @@ def _verify(args: argparse.Namespace) -> views.Output:
         "bad_entry": verdict.bad_seq,
         "problems": problems,
         "checkpoint": checkpoint.to_json() if checkpoint else None,
+        "unsealed": unsealed,
     }
+    # Written but not yet linked into the chain: not verified, and not a problem either (a
+    # sealer links them moments after their batch; a stopped worker's are linked by the next).
+    pending = (
+        f"{unsealed} newer {'entry' if unsealed == 1 else 'entries'} not yet sealed into "
+        "the chain (not verified)"
+    )
 
     def text() -> str:
         if problems:
-            return "\n".join(f"tampered: {problem}" for problem in problems)
+            lines = [f"tampered: {problem}" for problem in problems]
+            return "\n".join(lines + ([f"note: {pending}"] if unsealed else []))
         covered = f"; checkpoint of {checkpoint.count} entries holds" if checkpoint else ""
-        return f"audit log intact: {verdict.count} entries, head {verdict.head[:16]}{covered}"
+        waiting = f"; {pending}" if unsealed else ""
+        return (
+            f"audit log intact: {verdict.count} entries, head {verdict.head[:16]}{covered}{waiting}"
+        )
 
     return views.Output(report, text, exit_code=0 if not problems else 1)
 

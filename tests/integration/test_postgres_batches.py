@@ -9,6 +9,7 @@ looks at the runs to tell which. Workers are real `reconcile worker` processes.
 
 from __future__ import annotations
 
+import json
 import signal
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -239,3 +240,59 @@ def test_four_workers_started_together_on_a_new_database_all_come_up_and_drain(
     assert [w.returncode for w in workers] == [0] * 4, results
     for _, err in results:
         assert "Traceback" not in err, err
+
+
+# --- audit verify and export with queued entries ---------------------------------------------------
+
+
+def test_audit_verify_covers_sealed_entries_and_counts_unsealed_ones_without_writing(
+    tmp_path, store, postgres_url
+):
+    p = Project(tmp_path)
+    now = datetime.now(UTC)
+    runs = add(store, now, *(enqueue(task=f"prod/t{i}") for i in range(3)))
+    store.claim_batch([ClaimRequest(r.id) for r in runs[:1]], "w", now, audit("run.claimed"))
+    store.seal_audit(wait=True)
+    store.claim_batch([ClaimRequest(r.id) for r in runs[1:]], "w", now, audit("run.claimed"))
+
+    text = p.run("audit", "verify", "--state", postgres_url, code=0).out
+    assert "audit log intact: 1 entries" in text
+    assert "2 newer entries not yet sealed into the chain (not verified)" in text
+    report = p.run("audit", "verify", "--state", postgres_url, "--format", "json", code=0).json()
+    assert (report["ok"], report["entries"], report["unsealed"]) == (True, 1, 2)
+    assert store.unsealed_audit() == 2  # verify sealed nothing: it writes nothing
+
+    store.seal_audit(wait=True)
+    report = p.run("audit", "verify", "--state", postgres_url, "--format", "json", code=0).json()
+    assert (report["ok"], report["entries"], report["unsealed"]) == (True, 3, 0)
+    assert "not yet sealed" not in p.run("audit", "verify", "--state", postgres_url).out
+
+    # Tampering with a sealed entry is found as before, with the queue's count beside it.
+    store.claim_batch([], "w", now, leading=[AuditRecord(AT, "tester", "late", {})])
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE audit_log SET detail = '{\"run\": 0}' WHERE seq = 2")
+    result = p.run("audit", "verify", "--state", postgres_url, code=1)
+    assert "tampered: audit entry 2" in result.out
+    assert "note: 1 newer entry not yet sealed" in result.out
+
+
+def test_audit_export_writes_sealed_entries_after_sealing_what_was_queued(
+    tmp_path, store, postgres_url
+):
+    p = Project(tmp_path)
+    now = datetime.now(UTC)
+    runs = add(store, now, *(enqueue(task=f"prod/t{i}") for i in range(2)))
+    store.claim_batch([ClaimRequest(r.id) for r in runs], "w", now, audit("run.claimed"))
+    assert store.unsealed_audit() == 2
+    out = tmp_path / "audit.jsonl"
+    p.run("audit", "export", "--state", postgres_url, "-o", str(out), code=0)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("action") for line in lines] == [
+        "run.claimed",
+        "run.claimed",
+        "audit.export",
+        None,  # the checkpoint
+    ]
+    assert lines[-1]["type"] == "checkpoint" and lines[-1]["count"] == 3
+    assert store.unsealed_audit() == 0
+    p.run("audit", "verify", "--state", postgres_url, "--checkpoint", str(out), code=0)

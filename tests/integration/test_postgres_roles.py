@@ -104,7 +104,7 @@ def test_a_reader_role_reads_and_writes_nothing(tmp_path, roles):
 
 
 def test_a_worker_role_queues_and_seals_batch_audit_entries_and_a_reader_counts_them(
-    roles, monkeypatch
+    tmp_path, roles, monkeypatch
 ):
     """Group commit under least privilege: a worker's batches queue their audit entries and
     its sealer moves them into the chain (INSERT, SELECT, DELETE on the queue); it may not
@@ -127,6 +127,12 @@ def test_a_worker_role_queues_and_seals_batch_audit_entries_and_a_reader_counts_
         assert _denied(worker_url, "UPDATE audit_queue SET detail = '{}'")
         assert _denied(worker_url, "TRUNCATE audit_queue")
         assert _denied(reader_url, "DELETE FROM audit_queue")
+        report = (
+            Project(tmp_path)
+            .run("audit", "verify", "--state", reader_url, "--format", "json", code=0)
+            .json()
+        )
+        assert (report["ok"], report["entries"], report["unsealed"]) == (True, 0, 4)
         ends = [RunEnd(r.id, r.epoch, RunStatus.SUCCEEDED) for r in dispatched]
         store.end_batch(ends, now, audit)
         assert store.seal_audit(wait=True) == 6
