@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,25 +125,69 @@ def grace(args: argparse.Namespace) -> float:
     return settings(args).grace.value
 
 
-def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> dict[str, Transport]:
+def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Transports:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
     its first connection is opened (never earlier, never to disk); `settings` (the
     inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`).
     With more than one team (`teams`), a local machine whose `user:` is the reconciler's
     own account fails its runs unless the settings allow the shared user (compile refuses
-    the cases it can see without the host: no `user:`, `user: root`)."""
-    from reconciler.adapters.transport.local import LocalTransport
-    from reconciler.adapters.transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
+    the cases it can see without the host: no `user:`, `user: root`).
+
+    Each transport is built (and its module imported) when a run first asks for it: the SSH
+    one loads fabric, paramiko, invoke, asyncio and unittest.mock (over 0.1 s), which a pass
+    over local machines only never needs."""
 
     def resolve_key(machine):
         if machine.key is None or secrets is None:
             return None
         return secrets(machine.team, machine.key)
 
-    keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
-    count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
-    shared = getattr(getattr(settings, "local_machines", None), "allow_shared_user", False)
-    return {
-        "local": LocalTransport(cwd=workdir, own_user_allowed=teams < 2 or shared),
-        "ssh": SshTransport(resolve_key=resolve_key, keepalive=keepalive, keepalive_count=count),
-    }
+    def local() -> Transport:
+        from reconciler.adapters.transport.local import LocalTransport
+
+        shared = getattr(getattr(settings, "local_machines", None), "allow_shared_user", False)
+        return LocalTransport(cwd=workdir, own_user_allowed=teams < 2 or shared)
+
+    def ssh() -> Transport:
+        from reconciler.adapters.transport.ssh import KEEPALIVE, KEEPALIVE_COUNT, SshTransport
+
+        keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
+        count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
+        return SshTransport(resolve_key=resolve_key, keepalive=keepalive, keepalive_count=count)
+
+    return Transports({"local": local, "ssh": ssh})
+
+
+class Transports(Mapping):
+    """The transports by name, each built by its factory on first lookup (thread-safe:
+    `machines list` probes machines from a thread pool). `values()` is the transports built
+    so far, which is what the caller closes: one never built has nothing to close, and
+    building it only to close it would import what the laziness saves."""
+
+    def __init__(self, factories: dict[str, Callable[[], Transport]]):
+        self._factories = factories
+        self._built: dict[str, Transport] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> Transport:
+        built = self._built.get(name)
+        if built is not None:
+            return built
+        factory = self._factories[name]  # KeyError for a name no factory builds
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = factory()
+            return self._built[name]
+
+    def __contains__(self, name: object) -> bool:  # without building it
+        return name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def values(self) -> list[Transport]:  # type: ignore[override]
+        with self._lock:
+            return list(self._built.values())

@@ -8,6 +8,7 @@ job for an older commit, must never undo what a newer commit did.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,12 +40,30 @@ def _repo(inventory: str | Path) -> Iterator[object | None]:
         repo.close()
 
 
+def maybe_repository(path: str | Path) -> bool:
+    """False only when no folder from `path` (as written, and resolved) up to the root can
+    hold or be a git repository: then gitpython (~35 ms to import) would only find that
+    out. Anything that might be one (a `.git` entry, a folder with `HEAD`, `objects` or
+    `refs`, a path gitpython would expand, git's object directory set in the environment) is
+    left to gitpython to decide."""
+    if "$" in str(path) or "~" in str(path) or os.environ.get("GIT_OBJECT_DIRECTORY"):
+        return True
+    absolute = Path(os.path.abspath(path))
+    for start in {absolute, Path(os.path.realpath(absolute))}:
+        for folder in (start, *start.parents):
+            if any(os.path.lexists(folder / name) for name in (".git", "HEAD", "objects", "refs")):
+                return True
+    return False
+
+
 def head_commit(inventory: str | Path) -> str | None:
     """HEAD's commit of the repository holding `inventory`, with `-dirty` appended when the
     inventory folder has uncommitted changes (SPEC §4); None outside a git repository."""
+    path = Path(inventory).resolve()
+    if not maybe_repository(path):
+        return None
     import git
 
-    path = Path(inventory).resolve()
     with _repo(inventory) as repo:
         if repo is None:
             return None

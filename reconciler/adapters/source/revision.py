@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from reconciler.adapters.source.git import maybe_repository
 from reconciler.core.compile import compile_inventory
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location
 from reconciler.core.errors import InputError, SourceError, raise_if_errors
@@ -57,11 +58,17 @@ class Repository:
     """
 
     def __init__(self, inventory: str | Path):
-        git = _gitpython()
         absolute = Path(os.path.abspath(inventory))
+        parent = _existing_parent(absolute)
         try:
-            self.repo = git.Repo(_existing_parent(absolute), search_parent_directories=True)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            if not maybe_repository(parent):  # certainly none: gitpython need not be loaded
+                raise _NotInRepository
+            git = _gitpython()
+            try:
+                self.repo = git.Repo(parent, search_parent_directories=True)
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+                raise _NotInRepository from None
+        except _NotInRepository:
             raise SourceError(
                 f"{display_path(absolute)} is not inside a git repository: "
                 "`reconcile diff` compares git revisions"
@@ -147,6 +154,10 @@ def load_revision(inventory: str | Path, revision: str) -> RevisionInventory:
 
 
 # --------------------------------------------------------------------------- the repository
+
+
+class _NotInRepository(Exception):
+    """No git repository holds the inventory (worded by `Repository`)."""
 
 
 def _gitpython():
