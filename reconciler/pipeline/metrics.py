@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -162,56 +163,83 @@ def _iso(moment: datetime) -> str:
 
 
 class Metrics:
-    """One process's metrics, in a registry of its own (tests make as many as they like)."""
+    """One process's metrics, in a registry of its own (tests make as many as they like).
+
+    What the sinks observe is counted in plain Python (`_Family`); prometheus_client, and the
+    http.server its exposition loads, are imported only when the numbers are exported: the
+    registry is built by `serve` or `text` (or a `registry` given here). A `--once` pass
+    counts its runs but never exports them, and so never pays the ~40 ms of that import."""
 
     def __init__(self, registry=None, clock: Callable[[], datetime] = utc_now):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         self._lock = threading.Lock()
         self._numbers = StatusNumbers()
         self._source: tuple[StateStore, DesiredState] | None = None
-        reg = self.registry
-        self.runs_finished = Counter(
+        self._registry = None
+        self.runs_finished = _Family(
+            "counter",
             "reconciler_runs_finished",
             "Runs that reached a final status in this process, by status and team",
-            ["status", "team"],
-            registry=reg,
+            ("status", "team"),
         )
-        self.run_duration = Histogram(
+        self.run_duration = _Family(
+            "histogram",
             "reconciler_run_duration_seconds",
             "Duration of a run's last attempt, from claim to its final status",
-            ["team"],
+            ("team",),
             buckets=DURATION_BUCKETS,
-            registry=reg,
         )
-        self.alerts = Counter(
-            "reconciler_alerts", "Alerts raised, by event", ["event"], registry=reg
-        )
-        self.delivery_failures = Counter(
+        self.alerts = _Family("counter", "reconciler_alerts", "Alerts raised, by event", ("event",))
+        self.delivery_failures = _Family(
+            "counter",
             "reconciler_alert_delivery_failures",
             "Failed alert delivery attempts, by team",
-            ["team"],
-            registry=reg,
+            ("team",),
         )
-        self.audit_failures = Counter(
-            "reconciler_audit_write_failures",
-            "Audit entries that could not be written",
-            registry=reg,
+        self.audit_failures = _Family(
+            "counter", "reconciler_audit_write_failures", "Audit entries that could not be written"
         )
-        self.passes = Counter(
+        self.passes = _Family(
+            "counter",
             "reconciler_passes",
             "Passes by result: ok (exit 0), problems (exit 1), error (did not complete)",
-            ["result"],
-            registry=reg,
+            ("result",),
         )
-        self.last_success = Gauge(
+        self.last_success = _Family(
+            "gauge",
             "reconciler_last_successful_pass_timestamp_seconds",
             "Unix time at which the last completed pass ended",
-            registry=reg,
         )
-        reg.register(_StatusCollector(self))
+        self._families = (
+            self.runs_finished,
+            self.run_duration,
+            self.alerts,
+            self.delivery_failures,
+            self.audit_failures,
+            self.passes,
+            self.last_success,
+        )
+        if registry is not None:
+            self._register(registry)
+
+    @property
+    def registry(self):
+        """The prometheus_client registry exporting these metrics (built on first use)."""
+        with self._lock:
+            registry = self._registry
+        if registry is None:
+            from prometheus_client import CollectorRegistry
+
+            registry = self._register(CollectorRegistry())
+        return registry
+
+    def _register(self, registry):
+        with self._lock:
+            if self._registry is None:
+                registry.register(_CountedCollector(self._families))
+                registry.register(_StatusCollector(self))
+                self._registry = registry
+            return self._registry
 
     # --- the store-derived numbers ---
 
@@ -263,6 +291,136 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode("utf-8")
+
+
+class _Value:
+    """One labelled series of a `_Family`: a counter's or gauge's value, or a histogram's
+    sum and per-bucket counts; `created` as prometheus_client stamps its series."""
+
+    __slots__ = ("family", "value", "counts", "created")
+
+    def __init__(self, family: _Family):
+        self.family = family
+        self.value = 0.0  # a counter's or gauge's value; a histogram's sum
+        self.counts = [0] * len(family.buckets)  # a histogram's observations per bucket
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        if self.family.kind == "counter" and amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        with self.family.lock:
+            self.value += amount
+
+    def set(self, value: float) -> None:
+        with self.family.lock:
+            self.value = float(value)
+
+    def observe(self, amount: float) -> None:
+        buckets = self.family.buckets
+        with self.family.lock:
+            self.value += amount
+            for index, bound in enumerate(buckets):
+                if amount <= bound:
+                    self.counts[index] += 1
+                    break
+
+
+class _Family:
+    """A counter, gauge or histogram with the API of prometheus_client's (`labels(...)`,
+    `inc`, `set`, `observe`) that keeps its numbers in plain Python until they are exported
+    (`_CountedCollector`, with the same names, samples and created times)."""
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = (),
+    ):
+        self.kind, self.name, self.documentation = kind, name, documentation
+        self.labelnames, self.buckets = labelnames, buckets
+        self.lock = threading.Lock()
+        self.series: dict[tuple[str, ...], _Value] = {} if labelnames else {(): _Value(self)}
+
+    def labels(self, *values: Any, **named: Any) -> _Value:
+        if named:
+            values = tuple(named[label] for label in self.labelnames)
+        if not self.labelnames or len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes the labels {self.labelnames}, not {values}")
+        key = tuple(str(value) for value in values)
+        with self.lock:
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = _Value(self)
+        return series
+
+    def _only(self) -> _Value:
+        if self.labelnames:
+            raise ValueError(f"{self.name} is labelled {self.labelnames}: call labels() first")
+        return self.series[()]
+
+    def inc(self, amount: float = 1) -> None:
+        self._only().inc(amount)
+
+    def set(self, value: float) -> None:
+        self._only().set(value)
+
+    def observe(self, amount: float) -> None:
+        self._only().observe(amount)
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], float, list[int], float]]:
+        with self.lock:
+            return [(k, v.value, list(v.counts), v.created) for k, v in self.series.items()]
+
+
+def _created_series() -> bool:
+    """Whether `_created` series are exported (prometheus_client's own switch)."""
+    from prometheus_client import metrics
+
+    return getattr(metrics, "_use_created", True)
+
+
+class _CountedCollector:
+    """Exports the `_Family` numbers as prometheus_client's own metrics would."""
+
+    def __init__(self, families: tuple[_Family, ...]):
+        self.families = families
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString
+
+        created = _created_series()
+        for family in self.families:
+            labels = list(family.labelnames)
+            series = family.snapshot()
+            if family.kind == "counter":
+                metric = CounterMetricFamily(family.name, family.documentation, labels=labels)
+                for key, value, _, stamp in series:
+                    metric.add_metric(list(key), value, created=stamp if created else None)
+            elif family.kind == "gauge":
+                metric = GaugeMetricFamily(family.name, family.documentation, labels=labels)
+                for key, value, _, _ in series:
+                    metric.add_metric(list(key), value)
+            else:
+                metric = HistogramMetricFamily(family.name, family.documentation, labels=labels)
+                for key, total, counts, stamp in series:
+                    cumulative, buckets = 0, []
+                    for bound, count in zip(family.buckets, counts):
+                        cumulative += count
+                        buckets.append((floatToGoString(bound), cumulative))
+                    metric.add_metric(list(key), buckets, total)
+                    if created:
+                        metric.add_sample(family.name + "_created", dict(zip(labels, key)), stamp)
+            yield metric
 
 
 class _StatusCollector:
