@@ -22,13 +22,11 @@ from pathlib import Path
 
 from reconciler.adapters.source import git as gitsource
 from reconciler.adapters.source.git import RefusedCommit
-from reconciler.adapters.source.signatures import verify as verify_commits
 from reconciler.adapters.source.trees import Trees
 from reconciler.adapters.store.base import StateStore
 from reconciler.cli.settings import VERIFY_MODES, HostSettings
 from reconciler.core.diagnostics import Diagnostics
 from reconciler.core.errors import SourceError, UsageError
-from reconciler.core.trust import key_fingerprint
 from reconciler.inventory.yamlio import parse_yaml, to_plain
 from reconciler.pipeline.engine import utc_now
 
@@ -236,6 +234,10 @@ def lineage_guard(
 
 
 def _verify(inventory: Path, store: StateStore, commit: str, trust: Trust, audit) -> None:
+    # Imported here: only a pass under git.verify checks signatures (the module, with the
+    # trust rules and the revision reader, is a tenth of a pass's imports).
+    from reconciler.adapters.source.signatures import verify as verify_commits
+
     head = gitsource.sha_of(commit)
     if commit.endswith("-dirty"):
         raise SourceError(
@@ -270,6 +272,8 @@ def _verify(inventory: Path, store: StateStore, commit: str, trust: Trust, audit
 def _anchor(inventory: Path, text: str, head: str) -> tuple[str | None, str | None]:
     """(commit, None) or (None, key fingerprint) for a `--trust-anchor` value: a commit, a
     `SHA256:` fingerprint, an OpenSSH public key line, or a file holding one."""
+    from reconciler.core.trust import key_fingerprint
+
     if text.startswith("SHA256:"):
         return None, text
     trees = _trees(inventory)

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from croniter import CroniterBadDateError, CroniterError, croniter
-
 from reconciler.core.model import Window
+
+# croniter (with dateutil, ~50 ms to import) is imported by the functions that evaluate an
+# expression: a pass or a `validate` of an inventory without schedules or deny windows never
+# needs it, and every pass imports this module (through the planner).
 
 # Chaining overlapping windows (one ends inside the next) stops after this many hops. A
 # window set that covers every instant (e.g. `* * * * *` lasting 1h) would otherwise never
@@ -95,6 +97,8 @@ def cron_problem(text: str) -> tuple[str, str] | None:
         problem = _field_problem(value, spec)
         if problem is not None:
             return problem
+    from croniter import CroniterBadDateError, croniter
+
     if not croniter.is_valid(text):
         return "", CRON_HINT
     try:
@@ -167,6 +171,8 @@ def latest_slot(cron: str, now: datetime) -> datetime | None:
     start = utc(now) + _EPSILON
     if cron_problem(cron.strip()) is not None:
         return None  # e.g. croniter's `R` would draw a new minute at every pass
+    from croniter import CroniterError, croniter
+
     try:
         return utc(croniter(cron.strip(), start).get_prev(datetime))
     except (CroniterError, ValueError, KeyError, IndexError, TypeError, OverflowError):
@@ -178,6 +184,8 @@ def next_fire(cron: str, after: datetime) -> datetime | None:
     start = utc(after)
     if cron_problem(cron.strip()) is not None:
         return None
+    from croniter import CroniterError, croniter
+
     try:
         return utc(croniter(cron.strip(), start).get_next(datetime))
     except (CroniterError, ValueError, KeyError, IndexError, TypeError, OverflowError):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.alert_receiver import AlertReceiver
 from tests.support.cli import clean_environment
 from tests.support.vault_project import keygen
 
@@ -118,6 +119,54 @@ def test_validate_imports_croniter_for_a_schedule_and_jsonschema_for_a_mistake(p
     }
     result = project.run("validate", code=2)
     assert "priority must be" in result.err
+
+
+# What a `--once` pass over local machines, with no schedule, no alert to send and no git
+# repository, never needs: each is loaded where it is used (the SSH transport by the first
+# run on an ssh machine, prometheus_client and its http.server when metrics are served,
+# apprise when an alert is delivered, gitpython inside a repository, croniter to read a
+# schedule, the commit-signature checks under git.verify). unittest.mock and asyncio come
+# with fabric (through invoke): a pass that needs no SSH loads neither.
+NOT_FOR_A_LOCAL_PASS = (
+    "reconciler.adapters.transport.ssh",
+    "fabric",
+    "paramiko",
+    "invoke",
+    "asyncio",
+    "unittest.mock",
+    "http.server",
+    "prometheus_client",
+    "apprise",
+    "git",
+    "croniter",
+    "jsonschema",
+    "rich",
+    "psycopg",
+    "reconciler.adapters.source.signatures",
+)
+
+
+def test_a_pass_over_local_machines_loads_no_ssh_metrics_alerts_git_or_cron(project):
+    project.task("hello", f"command: '{project.record('hello')}'\n")
+    found = _imported(project, ["--once"], NOT_FOR_A_LOCAL_PASS)
+    assert found == {"code": 0, "loaded": []}
+    assert project.ledger_lines() == ["hello"]  # the run did run
+
+
+def test_a_pass_loads_croniter_for_a_schedule_and_apprise_for_an_alert(project):
+    """Loaded lazily, each is still loaded when its work comes: the schedule is read and the
+    alert of the failed run is delivered."""
+    receiver = AlertReceiver()
+    try:
+        project.write("teams/ops.yaml", f"name: ops\nalerts: [{receiver.url()}]\n")
+        project.task("tick", "command: 'true'\nschedule: '*/5 * * * *'\n")
+        project.task("boom", "command: 'exit 3'\nretry: {count: 0, failure_action: alert}\n")
+        watched = ("croniter", "apprise", "http.server", "prometheus_client")
+        found = _imported(project, ["--once"], watched)
+        assert found == {"code": 1, "loaded": ["croniter", "apprise"]}
+        assert receiver.titles("boom"), receiver.bodies  # --once waits for its deliveries
+    finally:
+        receiver.close()
 
 
 def test_vault_file_commands_import_neither_a_pass_nor_the_inventory(project):
