@@ -9,6 +9,7 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Mapping
+from functools import lru_cache
 
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, raise_if_errors
@@ -341,7 +342,9 @@ def _spec(
     versions = _versions(_shell_text(run), task, targets, machines, _shell_text(task.check))
     # Versions hashed before trailing whitespace was ignored: runs recorded under them are
     # still runs of this version, so an unchanged task does not re-run after an upgrade.
-    legacy = _versions(run, task, targets, machines, task.check)
+    # Text without trailing whitespace hashes the same both ways: nothing to compute twice.
+    unchanged = run == _shell_text(run) and task.check == _shell_text(task.check)
+    legacy = versions if unchanged else _versions(run, task, targets, machines, task.check)
     return TaskSpec(
         id=task.id,
         team=task.team,
@@ -411,7 +414,10 @@ def _versions(
         target = {"one_of": [_identity(machines[m]) for m in targets]}
         version = _digest({**executes, "target": target})
         return {m: version for m in targets}
-    return {m: _digest({**executes, "target": _identity(machines[m])}) for m in targets}
+    # The canonical JSON of {**executes, "target": ...} is the task's part, the same for
+    # every target, then the target's: written once, not once per machine (`_digest`).
+    head = _canonical(executes)[:-1] + ',"target":'
+    return {m: _hash(head + _identity_json(machines[m]) + "}") for m in targets}
 
 
 def _identity(machine: Machine) -> dict:
@@ -427,7 +433,25 @@ def _identity(machine: Machine) -> dict:
 
 
 def _digest(value: dict) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _hash(_canonical(value))
+
+
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes,
+# without building an encoder for each call (two per task).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(value: dict) -> str:
+    return _ENCODER.encode(value)
+
+
+@lru_cache(maxsize=4096)
+def _identity_json(machine: Machine) -> str:
+    """`_identity` as canonical JSON: the same few machines are the targets of many tasks."""
+    return _canonical(_identity(machine))
+
+
+def _hash(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -13,6 +13,12 @@ number, 1.0 is an integer, `pattern` searches, `enum` and `const` compare as JSO
 uniqueness it does not model makes it answer False, and jsonschema decides.
 tests/unit/test_schema_check.py holds the two to the same verdict on the invalid-inventory
 corpus, the examples and generated objects.
+
+A schema is compiled once into nested checks (closures), each keyword's argument read and
+its pattern compiled up front: every object of an inventory is checked against the same few
+schemas, and walking the schema's dictionaries for each one was most of the loader's time.
+The checks run keywords in the schema's order and raise `_Unsure` where the interpreter of
+the schema would, so a compiled schema answers exactly as reading it each time did.
 """
 
 from __future__ import annotations
@@ -45,50 +51,89 @@ class _Unsure(Exception):
     """A schema or a value this checker does not model: jsonschema must decide."""
 
 
+Check = Callable[[Any], bool]
+
+# Compiled schemas by id, with the schema itself (an id is reused once its object is gone).
+_compiled: dict[int, tuple[Any, Check]] = {}
+_MAX_COMPILED = 256  # the loader uses four; tests build many small ones
+
+
 def conforms(schema: Any, instance: Any) -> bool:
     """True when `instance` is valid under `schema` (draft 2020-12, as jsonschema judges it);
     False when it is not, or when this checker cannot tell."""
     try:
-        return _valid(schema, instance)
+        entry = _compiled.get(id(schema))
+        if entry is None or entry[0] is not schema:
+            if len(_compiled) >= _MAX_COMPILED:
+                _compiled.clear()
+            entry = _compiled[id(schema)] = (schema, _compile(schema))
+        return entry[1](instance)
     except (_Unsure, re.error, RecursionError):
         return False
 
 
-def _valid(schema: Any, value: Any) -> bool:
+def _compile(schema: Any) -> Check:
+    """The check of `schema`: its keywords in order, the first that fails answers False."""
     if schema is True:
-        return True
+        return _always
     if schema is False:
-        return False
+        return _never
     if not isinstance(schema, dict):
-        raise _Unsure
+        return _unsure
+    checks: list[Check] = []
     for keyword, argument in schema.items():
-        check = _KEYWORDS.get(keyword)
-        if check is not None:
-            if not check(argument, value, schema):
-                return False
+        build = _KEYWORDS.get(keyword)
+        if build is not None:
+            checks.append(build(argument, schema))
         elif keyword not in _ANNOTATIONS and not keyword.startswith("x-"):
-            raise _Unsure  # e.g. `$ref`, `format`, `patternProperties`
+            checks.append(_unsure)  # e.g. `$ref`, `format`, `patternProperties`
+            break  # reached only when every keyword before it holds: then it raises
+    if not checks:
+        return _always
+    if len(checks) == 1:
+        return checks[0]
+    sequence = tuple(checks)
+
+    def every(value: Any) -> bool:
+        for check in sequence:
+            if not check(value):
+                return False
+        return True
+
+    return every
+
+
+def _always(value: Any) -> bool:
     return True
 
 
-def _is_type(value: Any, name: str) -> bool:
+def _never(value: Any) -> bool:
+    return False
+
+
+def _unsure(value: Any) -> bool:
+    raise _Unsure
+
+
+def _type_check(name: Any) -> Check:
     if name == "string":
-        return isinstance(value, str)
+        return lambda value: isinstance(value, str)
     if name == "object":
-        return isinstance(value, dict)
+        return lambda value: isinstance(value, dict)
     if name == "array":
-        return isinstance(value, list)
+        return lambda value: isinstance(value, list)
     if name == "boolean":
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if name == "null":
-        return value is None
+        return lambda value: value is None
     if name == "integer":
-        return not isinstance(value, bool) and (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return lambda value: (
+            not isinstance(value, bool)
+            and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
         )
     if name == "number":
-        return not isinstance(value, bool) and isinstance(value, (int, float))
-    raise _Unsure
+        return _is_number
+    return _unsure
 
 
 def _is_number(value: Any) -> bool:
@@ -129,107 +174,136 @@ def _unique(items: list) -> bool:
     return True
 
 
-def _type(argument, value, schema) -> bool:
+# Each builder takes a keyword's argument and its schema and returns the keyword's check.
+
+
+def _type(argument, schema) -> Check:
     names = argument if isinstance(argument, list) else [argument]
-    return any(_is_type(value, name) for name in names)
+    checks = tuple(_type_check(name) for name in names)
+    if len(checks) == 1:
+        return checks[0]
+    return lambda value: any(check(value) for check in checks)
 
 
-def _properties(argument, value, schema) -> bool:
-    if not isinstance(value, dict):
+def _properties(argument, schema) -> Check:
+    subs = tuple((key, _compile(sub)) for key, sub in argument.items())
+
+    def properties(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return True
+        for key, check in subs:
+            if key in value and not check(value[key]):
+                return False
         return True
-    return all(_valid(sub, value[key]) for key, sub in argument.items() if key in value)
+
+    return properties
 
 
-def _required(argument, value, schema) -> bool:
-    return not isinstance(value, dict) or all(key in value for key in argument)
+def _required(argument, schema) -> Check:
+    keys = tuple(argument)
+    return lambda value: not isinstance(value, dict) or all(key in value for key in keys)
 
 
-def _additional_properties(argument, value, schema) -> bool:
-    if not isinstance(value, dict):
-        return True
+def _additional_properties(argument, schema) -> Check:
     if "patternProperties" in schema:
-        raise _Unsure
-    known = schema.get("properties", {})
-    extras = [key for key in value if key not in known]
+        return lambda value: not isinstance(value, dict) or _unsure(value)
+    known = frozenset(schema.get("properties", {}))
     if isinstance(argument, dict):
-        return all(_valid(argument, value[key]) for key in extras)
-    return bool(argument) or not extras
+        check = _compile(argument)
+        return lambda value: (
+            not isinstance(value, dict)
+            or all(check(value[key]) for key in value if key not in known)
+        )
+    if argument:
+        return _always
+    return lambda value: not isinstance(value, dict) or all(key in known for key in value)
 
 
-def _property_names(argument, value, schema) -> bool:
-    return not isinstance(value, dict) or all(_valid(argument, key) for key in value)
+def _property_names(argument, schema) -> Check:
+    check = _compile(argument)
+    return lambda value: not isinstance(value, dict) or all(check(key) for key in value)
 
 
-def _items(argument, value, schema) -> bool:
-    if not isinstance(value, list):
-        return True
+def _items(argument, schema) -> Check:
     if "prefixItems" in schema:
-        raise _Unsure
-    return all(_valid(argument, item) for item in value)
+        return lambda value: not isinstance(value, list) or _unsure(value)
+    check = _compile(argument)
+    return lambda value: not isinstance(value, list) or all(check(item) for item in value)
 
 
-def _pattern(argument, value, schema) -> bool:
-    return not isinstance(value, str) or re.search(argument, value) is not None
+def _pattern(argument, schema) -> Check:
+    try:
+        search = re.compile(argument).search
+    except (re.error, TypeError):
+        # Raised when a string reaches it, as `re.search` would (conforms: False).
+        return lambda value: not isinstance(value, str) or re.search(argument, value) is not None
+    return lambda value: not isinstance(value, str) or search(value) is not None
 
 
-def _min_length(argument, value, schema) -> bool:
-    return not isinstance(value, str) or len(value) >= argument
+def _min_length(argument, schema) -> Check:
+    return lambda value: not isinstance(value, str) or len(value) >= argument
 
 
-def _max_length(argument, value, schema) -> bool:
-    return not isinstance(value, str) or len(value) <= argument
+def _max_length(argument, schema) -> Check:
+    return lambda value: not isinstance(value, str) or len(value) <= argument
 
 
-def _minimum(argument, value, schema) -> bool:
-    return not _is_number(value) or not value < argument
+def _minimum(argument, schema) -> Check:
+    return lambda value: not _is_number(value) or not value < argument
 
 
-def _maximum(argument, value, schema) -> bool:
-    return not _is_number(value) or not value > argument
+def _maximum(argument, schema) -> Check:
+    return lambda value: not _is_number(value) or not value > argument
 
 
-def _min_items(argument, value, schema) -> bool:
-    return not isinstance(value, list) or len(value) >= argument
+def _min_items(argument, schema) -> Check:
+    return lambda value: not isinstance(value, list) or len(value) >= argument
 
 
-def _max_items(argument, value, schema) -> bool:
-    return not isinstance(value, list) or len(value) <= argument
+def _max_items(argument, schema) -> Check:
+    return lambda value: not isinstance(value, list) or len(value) <= argument
 
 
-def _unique_items(argument, value, schema) -> bool:
-    return not (argument and isinstance(value, list)) or _unique(value)
+def _unique_items(argument, schema) -> Check:
+    return lambda value: not (argument and isinstance(value, list)) or _unique(value)
 
 
-def _enum(argument, value, schema) -> bool:
-    return any(_equal(each, value) for each in argument)
+def _enum(argument, schema) -> Check:
+    return lambda value: any(_equal(each, value) for each in argument)
 
 
-def _const(argument, value, schema) -> bool:
-    return _equal(argument, value)
+def _const(argument, schema) -> Check:
+    return lambda value: _equal(argument, value)
 
 
-def _all_of(argument, value, schema) -> bool:
-    return all(_valid(sub, value) for sub in argument)
+def _all_of(argument, schema) -> Check:
+    checks = tuple(_compile(sub) for sub in argument)
+    return lambda value: all(check(value) for check in checks)
 
 
-def _any_of(argument, value, schema) -> bool:
-    return any(_valid(sub, value) for sub in argument)
+def _any_of(argument, schema) -> Check:
+    checks = tuple(_compile(sub) for sub in argument)
+    return lambda value: any(check(value) for check in checks)
 
 
-def _one_of(argument, value, schema) -> bool:
-    return sum(1 for sub in argument if _valid(sub, value)) == 1
+def _one_of(argument, schema) -> Check:
+    checks = tuple(_compile(sub) for sub in argument)
+    return lambda value: sum(1 for check in checks if check(value)) == 1
 
 
-def _not(argument, value, schema) -> bool:
-    return not _valid(argument, value)
+def _not(argument, schema) -> Check:
+    check = _compile(argument)
+    return lambda value: not check(value)
 
 
-def _if(argument, value, schema) -> bool:
-    branch = "then" if _valid(argument, value) else "else"
-    return branch not in schema or _valid(schema[branch], value)
+def _if(argument, schema) -> Check:
+    condition = _compile(argument)
+    then = _compile(schema["then"]) if "then" in schema else _always
+    otherwise = _compile(schema["else"]) if "else" in schema else _always
+    return lambda value: then(value) if condition(value) else otherwise(value)
 
 
-_KEYWORDS: dict[str, Callable[[Any, Any, dict], bool]] = {
+_KEYWORDS: dict[str, Callable[[Any, dict], Check]] = {
     "type": _type,
     "properties": _properties,
     "required": _required,

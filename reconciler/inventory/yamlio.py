@@ -182,13 +182,22 @@ class _Composer:
         self.name = name
         self.problems: list[tuple[Location, str, str | None]] = []
 
-    def _where(self, mark: Any) -> Location:
-        # PyYAML marks are 0-based; ours are 1-based.
-        return Location(self.name, mark.line + 1, mark.column + 1)
-
     def node(self, depth: int = 0) -> Node:
-        event = self.parser.get_event()
-        location = self._where(event.start_mark)
+        return self._build(self.parser.get_event(), depth)
+
+    def _build(self, event: Any, depth: int) -> Node:
+        """The node that starts with `event` (read further events for a collection). The
+        collections read each next event once and test whether it ends them, rather than
+        asking the parser first: half the calls into it, for every node of every file."""
+        mark = event.start_mark  # PyYAML marks are 0-based; ours are 1-based
+        location = Location(self.name, mark.line + 1, mark.column + 1)
+        if type(event) is ScalarEvent and event.anchor is None and event.tag is None:
+            # The common case first: a plain or quoted scalar without anchor or tag.
+            # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
+            value = event.value if event.style else resolve_plain(event.value)
+            if type(value) is not str or "\0" in value:
+                self._check_value(value, location)
+            return ScalarNode(value, location)
         if isinstance(event, AliasEvent):
             self.problems.append(
                 (
@@ -201,7 +210,6 @@ class _Composer:
         self._check_anchor_and_tag(event, location)
         if isinstance(event, ScalarEvent):
             # Quoted and block scalars are always strings; only plain scalars are resolved.
-            # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
             value = event.value if event.style else resolve_plain(event.value)
             self._check_value(value, location)
             return ScalarNode(value, location)
@@ -209,17 +217,18 @@ class _Composer:
             raise _TooDeep(event.start_mark)
         if isinstance(event, SequenceStartEvent):
             items = []
-            while not self.parser.check_event(SequenceEndEvent):
-                items.append(self.node(depth + 1))
-            self.parser.get_event()
+            get_event = self.parser.get_event
+            while type(event := get_event()) is not SequenceEndEvent:
+                items.append(self._build(event, depth + 1))
             return SeqNode(tuple(items), location)
         return self._mapping(location, depth)
 
     def _mapping(self, location: Location, depth: int) -> MapNode:
         entries: dict[str, tuple[Location, Node]] = {}
-        while not self.parser.check_event(MappingEndEvent):
-            key_node = self.node(depth + 1)
-            value = self.node(depth + 1)
+        get_event = self.parser.get_event
+        while type(event := get_event()) is not MappingEndEvent:
+            key_node = self._build(event, depth + 1)
+            value = self._build(get_event(), depth + 1)
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str):
                 self.problems.append(
@@ -241,7 +250,6 @@ class _Composer:
                 )
             else:
                 entries[key] = (key_node.location, value)
-        self.parser.get_event()
         return MapNode(entries, location)
 
     def _check_value(self, value: Scalar, location: Location) -> None:
@@ -388,6 +396,8 @@ _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
+# The first characters of every integer, float, infinity and NaN form above ("" is null).
+_NUMBER_START = frozenset("0123456789+-.")
 
 
 def resolve_plain(text: str) -> Scalar:
@@ -396,6 +406,8 @@ def resolve_plain(text: str) -> Scalar:
         return None
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
+    if text[0] not in _NUMBER_START:
+        return text  # names, commands, keys: no number of any form starts this way
     if _LEADING_ZERO.fullmatch(text):
         return text  # `022`: a file mode, kept verbatim
     integer = _DECIMAL.fullmatch(text) or _OCTAL.fullmatch(text) or _HEX.fullmatch(text)
