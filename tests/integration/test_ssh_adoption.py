@@ -14,6 +14,7 @@ import signal
 import pytest
 
 from tests.support.cli import reaped, spawn
+from tests.support.markers import exited
 from tests.support.ssh_project import ssh_project
 from tests.support.waiting import wait_until
 
@@ -61,7 +62,7 @@ def _finish(fifo, markers, run_id: int) -> None:
     os.write(fd, b"go\n")
     os.close(fd)
     wait_until(
-        lambda: (markers / f"{run_id}.exit").exists(),
+        lambda: exited(markers, run_id),
         timeout=30,
         message="the command's exit marker",
     )

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.support.cli import spawn
+from tests.support.markers import exited
 from tests.support.ssh_project import ssh_project
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
@@ -79,7 +80,7 @@ def test_a_partition_mid_command_ends_unknown_within_the_keepalive_and_is_adopte
         release.write("go\n")
     markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
     wait_until(
-        lambda: (markers / f"{run['id']}.exit").exists(),
+        lambda: exited(markers, run["id"]),
         timeout=30,
         message="the command's exit marker",
     )

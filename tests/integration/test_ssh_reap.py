@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.transport import wrapper
+from reconciler.adapters.transport.base import STILL_RUNNING
 from reconciler.adapters.transport.ssh import ConnectionLost, SshTransport
 from reconciler.core.redact import Secret
+from tests.support.markers import exited
 from tests.support.sshd import wait_for_file
 from tests.support.waiting import wait_until
 
@@ -108,7 +111,7 @@ def test_a_run_finished_after_its_reconciler_was_killed_is_adopted(
     command = f'echo up > "{started}"; read line < "{fifo}"; echo "finished alone"; exit 5'
     _dispatch_and_die(sshd, client_key, markers, command, 41, started)
     _release(fifo)  # the command goes on without anyone listening, and ends
-    wait_until(lambda: (markers / "41.exit").exists(), timeout=30, message="the exit marker")
+    wait_until(lambda: exited(markers, 41), timeout=30, message="the exit marker")
     done = transport.reap(sshd.machine(), 41, attempt=1, command=command)
     assert done is not None and (done.exit_code, done.output) == (5, "finished alone\n")
     # The same markers, asked about another attempt or the run's check: nothing known.
@@ -148,7 +151,7 @@ def test_a_lost_connection_is_resolved_from_the_markers(sshd, markers, transport
     worker.join(30)
     assert "lost" in outcome
     _release(fifo)
-    wait_until(lambda: (markers / "43.exit").exists(), timeout=30, message="the exit marker")
+    wait_until(lambda: exited(markers, 43), timeout=30, message="the exit marker")
     done = transport.reap(sshd.machine(), 43, command=command)  # reconnects by itself
     assert done is not None and (done.exit_code, done.output) == (3, "done\n")
 
@@ -169,3 +172,56 @@ def test_reap_never_kills_a_process_that_is_not_the_runs(sshd, markers, transpor
     finally:
         stranger.kill()
         stranger.wait()
+
+
+NONCE = "00112233445566778899aabbccddeeff"
+
+
+def test_markers_of_an_earlier_version_are_still_adopted(sshd, markers, transport):
+    """Runs started before an upgrade wrote `.meta` without the process group, beside `.pid`
+    and `.exit`: their results are adopted, for their own attempt and command only."""
+    command = "echo from before the upgrade; exit 4"
+    markers.mkdir(parents=True)
+    (markers / "45.meta").write_text(f"{NONCE} 1 {wrapper.digest(command)}\n")
+    (markers / "45.pid").write_text("1\n")
+    (markers / "45.out").write_text("from before the upgrade\n")
+    (markers / "45.exit").write_text(f"{NONCE} 4\n")
+    done = transport.reap(sshd.machine(), 45, attempt=1, command=command)
+    assert done is not None and (done.exit_code, done.output) == (4, "from before the upgrade\n")
+    assert transport.reap(sshd.machine(), 45, attempt=2, command=command) is None
+    assert transport.reap(sshd.machine(), 45, attempt=1, command="true") is None
+
+
+@pytest.mark.parametrize("layout", ["earlier", "current"])
+def test_a_running_command_is_stopped_from_the_markers_of_either_version(
+    sshd, markers, transport, layout
+):
+    # A stand-in for a wrapper: its own process group, the nonce in its argument list.
+    wrapper_process = subprocess.Popen(
+        ["sh", "-c", "sleep 300; true", NONCE], start_new_session=True
+    )
+    try:
+        markers.mkdir(parents=True)
+        if layout == "earlier":
+            (markers / "46.meta").write_text(f"{NONCE} 1 deadbeefdeadbeef\n")
+            (markers / "46.pid").write_text(f"{wrapper_process.pid}\n")
+        else:
+            (markers / "46.meta").write_text(f"{NONCE} 1 deadbeefdeadbeef {wrapper_process.pid}\n")
+        assert transport.reap(sshd.machine(), 46, stop=False) is STILL_RUNNING
+        assert wrapper_process.poll() is None
+        assert transport.reap(sshd.machine(), 46) is None
+        assert wrapper_process.wait(timeout=20) != 0
+    finally:
+        wrapper_process.kill()
+        wrapper_process.wait()
+
+
+def test_an_exit_line_still_being_written_is_not_taken_for_the_exit(sshd, markers, transport):
+    """The wrapper appends `NONCE CODE` to `.meta` when its command ends; a reader that meets
+    the line without its newline (the append in progress) does not adopt a half code."""
+    markers.mkdir(parents=True)
+    (markers / "47.meta").write_text(f"{NONCE} 1 deadbeefdeadbeef 1\n{NONCE} 1")
+    assert transport.reap(sshd.machine(), 47, stop=False) is None  # gone: pid 1 is not it
+    (markers / "47.meta").write_text(f"{NONCE} 1 deadbeefdeadbeef 1\n{NONCE} 12\n")
+    done = transport.reap(sshd.machine(), 47)
+    assert done is not None and done.exit_code == 12

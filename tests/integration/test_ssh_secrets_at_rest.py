@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import reaped, reconcile, spawn
+from tests.support.markers import any_exited
 from tests.support.ssh_project import ssh_project
 from tests.support.waiting import wait_until
 
@@ -109,7 +110,7 @@ def test_an_adopted_runs_output_leaves_no_secret_on_the_target(tmp_path, sshd, c
     with open(fifo, "w") as release:
         release.write("go\n")
     markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
-    wait_until(lambda: list(markers.glob("*.exit")), timeout=30, message="the exit marker")
+    wait_until(lambda: any_exited(markers), timeout=30, message="the exit marker")
     second = reconcile(
         "--once", "--format", "json", "--identity", str(p.key), cwd=p.root, env=env, check_code=1
     ).json()

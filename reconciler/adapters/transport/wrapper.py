@@ -7,13 +7,16 @@ holding only the nonce. The wrapper evaluates them in a subshell, so `export PAT
 `IFS=...` in a task's env cannot disturb the wrapper itself, and then `exec /bin/sh -c "$cmd"`.
 Only shell builtins see the values: no process's argument list ever holds one.
 
-Markers, flat files under DIR (`~/` means the remote home):
-- `<id>.meta`  `NONCE ATTEMPT DIGEST`: which invocation the other files belong to (a run's check
-  and command, and each attempt, share the run id; the nonce tells them apart);
-- `<id>.pid`   the process group of the wrapper and the task (what a timeout kills);
+Markers, two flat files per run under DIR (`~/` means the remote home):
+- `<id>.meta`  `NONCE ATTEMPT DIGEST PGID`: which invocation the output belongs to (a run's
+  check and command, and each attempt, share the run id; the nonce tells them apart) and the
+  process group of the wrapper and the task (what a timeout kills); once the task ended, a
+  second line `NONCE CODE` is appended (two files per run, not four: creating a file, an
+  inode and a directory entry, is what the markers cost a run on the target);
 - `<id>.out`   the task's stdout and stderr, as a file: the task never writes to the SSH channel,
-  so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end;
-- `<id>.exit`  `NONCE CODE`, written once the task ended.
+  so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end.
+Markers of earlier versions (`.meta` without PGID, beside `<id>.pid` and `<id>.exit NONCE
+CODE`) are still read, so runs started before an upgrade are adopted or stopped.
 
 When the task ended the wrapper prints the output tail, then a trailer line `NONCE CODE`, and
 waits for the reconciler to echo the nonce back on stdin: only that acknowledgement (the
@@ -75,14 +78,15 @@ done
 if [ -z "$ok" ]; then
   echo "reconciler: input cut off; the command was not started" >&2; exit 125
 fi
-if ! { printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta"; } 2>/dev/null; then
-  mkdir -p "$d" && printf '%s %s %s\n' "$3" "$4" "$5" > "$f.meta" || {
+if ! { printf '%s %s %s %s\n' "$3" "$4" "$5" "$pg" > "$f.meta"; } 2>/dev/null; then
+  mkdir -p "$d" && printf '%s %s %s %s\n' "$3" "$4" "$5" "$pg" > "$f.meta" || {
     echo "reconciler: cannot write run markers in $d" >&2; exit 124; }
 fi
-echo "$pg" > "$f.pid"
 if ! command exec 3> "$f.out"; then
   echo "reconciler: cannot write run markers in $d" >&2; exit 124
 fi
+# The command gets a shell of its own (exec, not eval in this subshell): its `$$` and `$PPID`
+# are what `sh -c` gives, so `kill $$` stops the command, not its wrapper.
 ( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
 rc=$?
 # How much the task wrote: the offset of the output's file description, read from /proc by a
@@ -90,7 +94,7 @@ rc=$?
 z=
 while read -r k v; do [ "$k" = pos: ] && z=$v && break; done 2>/dev/null < /proc/$$/fdinfo/3
 exec 3>&-
-echo "$3 $rc" > "$f.exit"
+echo "$3 $rc" >> "$f.meta"
 o=
 if [ -n "$z" ] && [ "$z" -gt 0 ] && [ "$z" -le 1024 ]; then
   # A short output is read by builtins, sparing a `tail` process; it is used only when it
@@ -102,12 +106,13 @@ fi
 case $z in
   '') if [ -s "$f.out" ]; then tail_out; fi ;;
   0) ;;
-  *) if [ -n "$o" ]; then printf %s "$o"; else
+  *) if [ -z "$o" ]; then
        [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
        tail -c 65536 "$f.out" 2>/dev/null
      fi ;;
 esac
-printf '%s %s\n' "$3" "$rc"
+# A short output and the trailer in one write: one SSH packet to send and to read, not two.
+printf '%s%s %s\n' "$o" "$3" "$rc"
 if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
 exit $rc
 """
@@ -120,12 +125,14 @@ exit $rc
 CTL = (
     _PREAMBLE
     + r"""exec < /dev/null
-if ! read -r n a h 2>/dev/null < "$f.meta"; then echo none; exit 0; fi
+# The exit line counts only whole (with its newline): a wrapper may be appending it.
+{ read -r n a h pg && { read -r en rc || en=; }; } 2>/dev/null < "$f.meta" || { echo none; exit 0; }
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
-if read -r en rc 2>/dev/null < "$f.exit" && [ "$en" = "$n" ]; then
+[ -n "$en" ] || read -r en rc 2>/dev/null < "$f.exit" || en=  # markers of earlier versions
+if [ -n "$en" ] && [ "$en" = "$n" ]; then
   echo "exit $rc $n $a $h"; tail_out; rm -f "$f.out"; exit 0
 fi
-read -r pg 2>/dev/null < "$f.pid" || pg=
+[ -n "$pg" ] || read -r pg 2>/dev/null < "$f.pid" || pg=
 alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
   [ -d /proc/self ] || { kill -s 0 -- "-$pg" 2>/dev/null; return; }
   for s in /proc/[0-9]*/stat; do
