@@ -423,6 +423,7 @@ class _Drain:
         self.changed = True
         self.awaited: set[str] = set()  # tasks that pending runs name in `after`
         self.decided_held_due: datetime | None = None
+        self.retry_holds: list[tuple[Run, datetime]] = []
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -473,7 +474,7 @@ class _Drain:
         now = self.engine.clock()
         self._refresh()
         mine = [*self.running.values()]
-        elsewhere = [r for r in self.pending.values() if r.id in self.foreign]
+        elsewhere = [self.pending[i] for i in self.foreign if i in self.pending]
         if self._rethink(now):
             claimable = [r for r in self.pending.values() if r.id not in self.foreign]
             decision = decide(
@@ -503,22 +504,27 @@ class _Drain:
         self.chose_to_start = bool(decision.start)
         if decision.start and not self.engine.stop.is_set():
             self._start(decision.start)
-        self.window_held = {
-            run.id
-            for run, until in decision.held
-            if run.not_before is None or until > run.not_before
-        }
+        if fresh:  # the holds change only with a whole decision
+            self.window_held = {
+                run.id
+                for run, until in decision.held
+                if run.not_before is None or until > run.not_before
+            }
         # A pass waits for the retries of its own runs. Another pass's back-off is that
         # pass's to wait for, unless a run of this pass still waits in the queue: it may
         # wait for that very retry (an `after` dependency), so it is woken when it comes due.
         # A worker waits for every run anyway.
         waiting_mine = self._mine_waiting()
+        if fresh:  # runs held only by their retry back-off
+            self.retry_holds = [
+                (run, until)
+                for run, until in decision.held
+                if run.not_before is not None and until <= run.not_before
+            ]
         retry_waits = [
             until
-            for run, until in decision.held
-            if run.not_before is not None
-            and until <= run.not_before
-            and self.engine.wait_for_retries
+            for run, until in self.retry_holds
+            if self.engine.wait_for_retries
             and (self.forever or waiting_mine or run.id in self.mine)
         ]
         if waiting_mine and self.engine.wait_for_retries:
