@@ -23,6 +23,7 @@ from reconciler.adapters.audit.chain import Anchor, AuditRecord, verify
 from reconciler.adapters.store.base import Batch, ClaimRequest, RunEnd
 from reconciler.core.errors import StoreError
 from reconciler.core.state import RunStatus
+from tests.support.cli import reconcile
 from tests.support.store_contract import add, enqueue, race
 
 AT = "2024-05-01T12:00:00.000000Z"
@@ -272,7 +273,7 @@ print(" ".join(map(str, mine)))
 
 
 def test_four_processes_claiming_batches_from_one_queue_claim_each_run_exactly_once(
-    store, store_url, now
+    store, store_url, now, tmp_path
 ):
     machines = [f"m{i}" for i in range(8)]
     runs = add(
@@ -290,6 +291,10 @@ def test_four_processes_claiming_batches_from_one_queue_claim_each_run_exactly_o
     assert {e.actor: 0 for e in entries}.keys() <= by_worker.keys()
     for worker, count in by_worker.items():
         assert sum(1 for e in entries if e.actor == worker) == count
+    verified = reconcile(
+        "audit", "verify", "--state", store_url, "--format", "json", cwd=tmp_path, check_code=0
+    ).json()
+    assert (verified["ok"], verified["entries"], verified["unsealed"]) == (True, 400, 0)
 
 
 def test_a_run_asked_for_twice_in_one_batch_is_claimed_once(store, now):
