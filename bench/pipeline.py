@@ -130,8 +130,8 @@ def render(rows: Sequence[Row]) -> str:
         )
         for row in rows
     ]
-    # Long reasons (n/a, error) are cut so the table stays readable; stderr has them whole.
-    body = [tuple(cell if len(cell) <= 44 else cell[:41] + "..." for cell in line) for line in body]
+    # Long texts (n/a, error) are cut so the table stays readable; `notes` prints them whole.
+    body = [tuple(_cut(cell) for cell in line) for line in body]
     widths = [max(len(line[i]) for line in (head, *body)) for i in range(len(head))]
     right = {2, 4, 5, 8}
 
@@ -149,6 +149,23 @@ def render(rows: Sequence[Row]) -> str:
         previous = line[0]
         lines.append(fmt(shown))
     return "\n".join(lines)
+
+
+CELL = 40
+
+
+def _cut(cell: str) -> str:
+    return cell if len(cell) <= CELL else cell[: CELL - 3] + "..."
+
+
+def notes(rows: Sequence[Row]) -> list[str]:
+    """Pure: the whole text of every cell `render` had to cut."""
+    return [
+        f"{row.workload} / {row.measured}: {text}"
+        for row in rows
+        for text in (row.value, row.reference)
+        if isinstance(text, str) and len(text) > CELL
+    ]
 
 
 def load1() -> float:
@@ -457,14 +474,13 @@ def scale_out(runs: int, sleep: float, workers: int, admin_url: str, timeout: fl
                     return result
                 wall = time.perf_counter() - started
                 if pass_proc.returncode != 0:
-                    result.together = (
-                        f"error: --once beside workers exited {pass_proc.returncode}: "
-                        f"{err.strip()[-200:]}"
-                    )
+                    result.together = f"error: --once beside workers exited {pass_proc.returncode}"
+                    note(f"{result.together}:\n{out[-1500:]}\n{err[-1500:]}")
                     return result
                 counts = json.loads(out)["counts"]
                 if counts != {"succeeded": runs}:
                     result.together = f"error: the pass reported {counts}"
+                    note(f"{result.together}:\n{out[-1500:]}\n{err[-1500:]}")
                     return result
                 result.together = wall
                 note(f"d. pass beside {workers} workers: {wall:.2f}")
@@ -631,6 +647,8 @@ def main(argv: list[str]) -> int:
         f"{_loads(load_after)} at end; took {time.perf_counter() - started:.0f} s"
     )
     print(render(rows))
+    for line in notes(rows):
+        print(f"  {line}")
     verdicts = [row.verdict() for row in rows if row.check is not None or row.passed is not None]
     print(
         f"targets: {verdicts.count('ok')} ok, {verdicts.count('MISS')} MISS, "
