@@ -7,7 +7,7 @@ to reach or authenticate to a machine raises (`TransportError` and its subclasse
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.core.model import Machine
@@ -64,6 +64,11 @@ class Transport(ABC):
         adopted; None when nothing is known. Raises `TransportError` when the target cannot
         be asked. Default: nothing to do."""
         return None
+
+    def prepare(self, machines: Iterable[Machine]) -> None:  # noqa: B027 (optional)
+        """Runs on `machines` are about to start: get ready for them without waiting (a
+        transport with connections opens them now, all at once, in the background). Never
+        raises: a failure shows when a run needs the machine. Default: nothing to do."""
 
     def close(self) -> None:  # noqa: B027 (optional: a transport without connections keeps it)
         """Release connections."""

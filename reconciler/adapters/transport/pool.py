@@ -234,6 +234,20 @@ class ConnectionPool:
                 self._open(machine, slot, pending)
             pending.result()  # re-raises the connect error to every waiter
 
+    def warm(self, machine: Machine) -> None:
+        """Start connecting to `machine` in a thread of its own, unless a connection is open
+        or on its way: the runs that come meanwhile wait for it as for any connect (and get
+        its error); a failure is not kept, so the next run tries again. Returns at once."""
+        slot = self._slot(machine)
+        with slot.lock:
+            self._drop_dead(slot)
+            if slot.connecting is not None or any(c.alive for c in slot.connections):
+                return
+            pending = slot.connecting = Future()
+        threading.Thread(
+            target=self._open, args=(machine, slot, pending), name="ssh-connect", daemon=True
+        ).start()
+
     def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
         try:
             connection = Connection(self._connect(machine))

@@ -26,7 +26,7 @@ import io
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import fabric
 import paramiko
@@ -169,6 +169,13 @@ class SshTransport(Transport):
         if command is not None and marker.digest != wrapper.digest(command):
             return None
         return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
+
+    def prepare(self, machines: Iterable[Machine]) -> None:
+        """Open the connections to `machines` now, all at once, in the background: a pass
+        that calls this before its first dispatch overlaps the logins with its own work
+        instead of making its first run on each machine wait for one."""
+        for machine in machines:
+            self.pool.warm(machine)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -340,6 +347,7 @@ class SshTransport(Transport):
                 "disabled_algorithms": {
                     "keys": hostkeys.disabled_host_key_algorithms(hostkeys.pinned_types(machine))
                 },
+                "transport_factory": _Transport,
                 **auth,
             },
         )
@@ -404,6 +412,17 @@ class SshTransport(Transport):
             channel.close()
         except (paramiko.SSHException, EOFError, OSError):
             pass
+
+
+class _Transport(paramiko.Transport):
+    """paramiko's transport asking for AES-GCM first (the server picks the first of our
+    ciphers it has; every OpenSSH since 6.2 has these). paramiko prefers AES-CTR with an
+    HMAC, which costs every packet a cipher pass plus an HMAC computed and compared in
+    Python; GCM authenticates within one AEAD call. The other ciphers stay, after it."""
+
+    _preferred_ciphers = tuple(
+        sorted(paramiko.Transport._preferred_ciphers, key=lambda name: "-gcm@" not in name)
+    )
 
 
 def load_private_key(text: str, machine: str) -> paramiko.PKey:

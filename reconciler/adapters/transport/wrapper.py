@@ -38,6 +38,7 @@ printed the tail, it removes `<id>.out`: the caller now holds it (adopted or rec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import shlex
@@ -229,7 +230,13 @@ def clean_line(markers: str) -> str:
 
 
 def _line(script: str, name: str, *args: str) -> str:
-    return " ".join(["sh", "-c", shlex.quote(script), name, *map(shlex.quote, args)])
+    return " ".join(["sh", "-c", _quoted(script), name, *map(shlex.quote, args)])
+
+
+@functools.cache
+def _quoted(script: str) -> str:
+    """A fixed script (`RUN`, `CTL`, `CLEAN`) quoted once, not at every run."""
+    return shlex.quote(script)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""What the SSH transport does to keep a run cheap, against real sshd: AES-GCM when the server
+has it (and still any cipher it has), the connections of a pass opened ahead of its runs, all
+at once; and the day-old markers are removed when a connection opens."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from reconciler.adapters.transport.ssh import SshTransport
+from reconciler.core.errors import Unreachable
+from reconciler.core.redact import Secret
+from tests.support.sshd import Sshd, free_port
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class CtrOnlySshd(Sshd):
+    """A daemon that offers no AES-GCM (as an old or a hardened server may)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with open(self.config, "a") as config:
+            config.write("Ciphers aes128-ctr\n")
+
+
+@pytest.fixture
+def transport(client_key, tmp_path):
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
+    yield made
+    made.close()
+
+
+def _ciphers(transport: SshTransport) -> set[str]:
+    return {
+        connection.transport.remote_cipher
+        for slot in transport.pool._slots.values()
+        for connection in slot.connections
+    }
+
+
+def test_aes_gcm_is_chosen_when_the_server_has_it(sshd, transport):
+    assert transport.run(sshd.machine(), "echo ok", {}, 30, 1).output == "ok\n"
+    assert _ciphers(transport) == {"aes128-gcm@openssh.com"}
+
+
+def test_a_server_without_aes_gcm_is_still_reached(tmp_path, client_key, transport):
+    daemon = CtrOnlySshd(tmp_path / "ctr", [client_key.public]).start()
+    try:
+        assert transport.run(daemon.machine(), "echo ok", {}, 30, 1).output == "ok\n"
+        assert _ciphers(transport) == {"aes128-ctr"}
+    finally:
+        daemon.stop()
+
+
+def test_prepare_opens_every_connection_at_once_and_the_runs_use_them(sshd_factory, transport):
+    daemons = [sshd_factory() for _ in range(3)]
+    machines = [d.machine(f"m{i}") for i, d in enumerate(daemons)]
+    transport.prepare(machines)  # returns at once: the logins go on in the background
+    wait_until(lambda: transport.pool.connects == 3, timeout=30, message="three connections")
+    for i, machine in enumerate(machines):
+        assert transport.run(machine, f"echo {i}", {}, 30, i).output == f"{i}\n"
+    transport.prepare(machines)  # nothing to do: they are open
+    assert transport.pool.connects == 3
+    assert [d.logins() for d in daemons] == [1, 1, 1]
+
+
+def test_prepare_never_raises_and_the_run_says_why_it_cannot_reach(sshd, transport):
+    nowhere = sshd.machine("gone", port=free_port())
+    started = time.monotonic()
+    transport.prepare([nowhere])
+    assert time.monotonic() - started < 1
+    with pytest.raises(Unreachable, match="gone"):
+        transport.run(nowhere, "echo ok", {}, 30, 1)
+
+
+def test_day_old_markers_are_removed_once_a_connection_opened(sshd, transport, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    old, fresh = markers / "1.meta", markers / "2.meta"
+    old.write_text("x\n")
+    fresh.write_text("y\n")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert transport.run(sshd.machine(), "echo ok", {}, 30, 3).output == "ok\n"
+    assert not old.exists() and fresh.exists()
