@@ -116,13 +116,25 @@ def read_inventory(root: str | Path) -> tuple[Inventory, Diagnostics, Unresolved
     return builder.inventory(os.path.abspath(root_path)), diags, unresolved
 
 
-def display_path(path: str | Path) -> str:
-    """`path` as diagnostics show it: relative to the working directory when under it."""
-    absolute = Path(os.path.abspath(path))
-    for base in (Path.cwd(), Path(os.path.realpath(Path.cwd()))):
-        if absolute == base or base in absolute.parents:
-            return str(absolute.relative_to(base)) if absolute != base else "."
-    return str(absolute)
+def display_path(path: str | Path, bases: tuple[str, ...] | None = None) -> str:
+    """`path` as diagnostics show it: relative to the working directory when under it.
+
+    `bases` (from `working_directories()`) saves finding the working directory again for
+    each file of an inventory: its real path costs a system call per component."""
+    absolute = os.path.abspath(path)
+    for base in bases if bases is not None else working_directories():
+        if absolute == base:
+            return "."
+        prefix = base if base.endswith(os.sep) else base + os.sep
+        if absolute.startswith(prefix):
+            return absolute[len(prefix) :]
+    return absolute
+
+
+def working_directories() -> tuple[str, str]:
+    """The working directory as named, and as resolved (the paths `display_path` shortens)."""
+    cwd = os.getcwd()
+    return cwd, os.path.realpath(cwd)
 
 
 # --------------------------------------------------------------------------- finding files
@@ -153,45 +165,60 @@ def _check_root(root: Path, diags: Diagnostics) -> None:
 
 def _discover(root: Path, diags: Diagnostics) -> list[Source]:
     """Every YAML file the loader reads, sorted; symlinks and stray files are reported."""
-    real_root = Path(os.path.realpath(root))
+    real_root = os.path.realpath(root)
+    bases = working_directories()  # once, not once per file (display_path)
     sources: list[Source] = []
-    for entry in _entries(root, diags):
-        shown = display_path(entry)
+    for entry in _entries(root, diags, bases):
+        shown = display_path(entry, bases)
         if entry.name in SETTINGS_FILES:
             if _usable_file(entry, shown, diags):
                 sources.append(Source(entry, SETTINGS_KIND, shown))
         elif entry.name in KINDS or entry.name == "vaults":
             if _usable_dir(entry, shown, diags):
-                sources.extend(_walk(entry, KINDS.get(entry.name), (), diags))
+                sources.extend(_walk(entry, KINDS.get(entry.name), (), diags, bases))
         elif entry.name.endswith(YAML_SUFFIXES) and not entry.is_symlink():
             diags.warning(
                 Location(shown),
                 "this file is not read",
                 "YAML files belong in teams/, machines/ or tasks/, settings in reconciler.yaml",
             )
-    return [s for s in sources if _inside(s, real_root, diags)]
+    real_folders: dict[str, str] = {}
+    return [s for s in sources if _inside(s, real_root, diags, real_folders)]
 
 
-def _entries(folder: Path, diags: Diagnostics) -> list[Path]:
+def _entries(folder: Path, diags: Diagnostics, bases: tuple[str, ...] | None = None) -> list[Path]:
     # Hidden entries (.git, editor files) are never part of the inventory.
     try:
         return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError as exc:
-        diags.error(Location(display_path(folder)), f"cannot read folder: {exc.strerror or exc}")
+        shown = display_path(folder, bases)
+        diags.error(Location(shown), f"cannot read folder: {exc.strerror or exc}")
         return []
 
 
 def _walk(
-    folder: Path, kind: Kind | None, parts: tuple[str, ...], diags: Diagnostics
+    folder: Path,
+    kind: Kind | None,
+    parts: tuple[str, ...],
+    diags: Diagnostics,
+    bases: tuple[str, ...] | None = None,
 ) -> Iterator[Source]:
     """Sources under `folder`; `kind` None (vaults/) only checks for symlinks."""
-    for entry in _entries(folder, diags):
-        shown = display_path(entry)
-        if entry.is_symlink():
+    for entry in _entries(folder, diags, bases):
+        shown = display_path(entry, bases)
+        # One lstat per entry says symlink, folder or regular file (is_symlink, is_dir and
+        # _usable_file asked three times, for each of thousands of task files).
+        try:
+            mode = entry.lstat().st_mode
+        except OSError:
+            if kind is not None and entry.name.endswith(YAML_SUFFIXES):
+                raise
+            continue  # gone since the folder was listed: nothing to read
+        if stat.S_ISLNK(mode):
             _symlink_error(entry, shown, diags)
-        elif entry.is_dir():
+        elif stat.S_ISDIR(mode):
             if kind is not None and kind.recursive:
-                yield from _walk(entry, kind, parts + (entry.name,), diags)
+                yield from _walk(entry, kind, parts + (entry.name,), diags, bases)
             elif kind is not None:
                 diags.warning(
                     Location(shown),
@@ -199,7 +226,7 @@ def _walk(
                     f"move its files into {kind.plural}/",
                 )
         elif kind is not None and entry.name.endswith(YAML_SUFFIXES):
-            if _usable_file(entry, shown, diags):
+            if _regular(mode, shown, diags):
                 yield Source(entry, kind, shown, parts[0] if parts else None)
 
 
@@ -207,7 +234,11 @@ def _usable_file(path: Path, shown: str, diags: Diagnostics) -> bool:
     if path.is_symlink():
         _symlink_error(path, shown, diags)
         return False
-    if not stat.S_ISREG(path.lstat().st_mode):
+    return _regular(path.lstat().st_mode, shown, diags)
+
+
+def _regular(mode: int, shown: str, diags: Diagnostics) -> bool:
+    if not stat.S_ISREG(mode):
         # A FIFO or device would block or stream forever.
         diags.error(Location(shown), "not a regular file", "replace it with a plain file")
         return False
@@ -233,9 +264,18 @@ def _symlink_error(path: Path, shown: str, diags: Diagnostics) -> None:
     )
 
 
-def _inside(source: Source, real_root: Path, diags: Diagnostics) -> bool:
-    real = Path(os.path.realpath(source.path))
-    if real_root in real.parents:
+def _inside(
+    source: Source, real_root: str, diags: Diagnostics, real_folders: dict[str, str]
+) -> bool:
+    # The file's real path is its folder's, resolved once per folder, and its own name: a
+    # source is never a symlink itself (the walk refused those).
+    folder, name = os.path.split(os.path.abspath(source.path))
+    real_folder = real_folders.get(folder)
+    if real_folder is None:
+        real_folder = real_folders[folder] = os.path.realpath(folder)
+    real = os.path.join(real_folder, name)
+    prefix = real_root if real_root.endswith(os.sep) else real_root + os.sep
+    if real.startswith(prefix) and real != real_root:
         return True
     diags.error(
         Location(source.display),

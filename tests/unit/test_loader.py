@@ -366,6 +366,12 @@ def test_display_path(tmp_path, monkeypatch):
     assert display_path("a/b.yaml") == "a/b.yaml"
     assert display_path(tmp_path) == "."
     assert display_path("/") == "/"
+    # A sibling whose name starts like the working directory's is not under it.
+    assert display_path(f"{tmp_path}x/a.yaml") == f"{tmp_path}x/a.yaml"
+    assert display_path(tmp_path / "a" / ".." / "b.yaml") == "b.yaml"
+    monkeypatch.chdir("/")
+    assert display_path(tmp_path / "a.yaml") == str(tmp_path / "a.yaml").removeprefix("/")
+    assert display_path("/") == "."
 
 
 # --------------------------------------------------------------------------- symlinks
