@@ -131,7 +131,7 @@ def render(rows: Sequence[Row]) -> str:
         for row in rows
     ]
     # Long texts (n/a, error) are cut so the table stays readable; `notes` prints them whole.
-    body = [tuple(_cut(cell) for cell in line) for line in body]
+    body = [tuple(_cut(c) if i in (2, 4) else c for i, c in enumerate(line)) for line in body]
     widths = [max(len(line[i]) for line in (head, *body)) for i in range(len(head))]
     right = {2, 4, 5, 8}
 
