@@ -41,12 +41,17 @@ class TamperedError(ReconcilerError):
     exit_code = 1
 
 
+# Built once: `json.dumps` with options other than its defaults builds an encoder per call,
+# and every audit entry of every run is encoded here.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
 def canonical(value: Any) -> bytes:
     """The one byte form of a JSON value that is hashed and signed: keys sorted, no spaces,
     UTF-8. Round-trips: `canonical(json.loads(canonical(v))) == canonical(v)`."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _CANONICAL(value).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,8 @@ def chain_texts(
 
 
 def _string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    """A string as canonical JSON (the canonical encoder: the same escapes)."""
+    return _CANONICAL(text)
 
 
 def link(head_seq: int, head_hash: str, records: Iterable[AuditRecord]) -> list[AuditEntry]:
