@@ -17,6 +17,12 @@ Times are timezone-aware UTC datetimes. Backend errors are translated to `StoreE
 Since migration 4 the store also keeps the audit log (a hash chain appended atomically: see
 `append_audit`), what was alerted (the dedupe memory) and the alert outbox, and it prunes old
 runs without ever forgetting the newest run of a (task, machine, version).
+
+Group commit (issue 13): the engine writes a scheduling round as batches (`claim_batch`,
+`dispatch_batch`, `end_batch`), each one transaction with the audit entries of its changes.
+Where appending to the chain would serialise every worker (PostgreSQL, migration 6), a batch
+queues its entries and a sealer links them into the chain later, in queue order
+(`seal_audit`); `unsealed_audit` counts what waits. SQLite links them in the batch itself.
 """
 
 from __future__ import annotations
@@ -57,9 +63,6 @@ AuditOf = Callable[[Run], Sequence[AuditRecord]]
 def no_audit(run: Run) -> Sequence[AuditRecord]:
     """The `AuditOf` of a batch that writes no audit entries."""
     return ()
-
-
-_no_audit = no_audit  # its first name, kept for callers that imported it
 
 
 @dataclass(frozen=True)
@@ -318,8 +321,11 @@ class StateStore(ABC):
         leading: Sequence[AuditRecord] = (),
     ) -> Batch:
         """`claim` each run in order, in one transaction: a run is refused when it is no longer
-        pending or its machine is full (the runs this batch claimed count). `leading` entries
-        (the plan's record) are written before those of the claims."""
+        pending or its machine is full (the runs this batch claimed count), and an id asked for
+        twice is refused the second time. `leading` entries (the plan's record) are written
+        before those of the claims, then each claimed run's `audit(run)` entries in request
+        order. Raises `StoreError` when anything (an audit entry included) cannot be written:
+        then nothing is claimed."""
         if leading:
             self.append_audit(list(leading))
         claimed: list[Run] = []
@@ -387,8 +393,11 @@ class StateStore(ABC):
 
     def seal_audit(self, wait: bool = False) -> int:
         """Link the audit entries written by batches but not yet chained (a backend that
-        chains them in the batch's own transaction has none). Returns how many were sealed;
-        with `wait`, waits for a sealer running elsewhere instead of leaving it to it."""
+        chains them in the batch's own transaction has none), in the order they were
+        written, after the head. Returns how many were sealed; with `wait`, waits for a
+        sealer running elsewhere instead of leaving it to it (call it at the end of a pass and
+        when a worker stops: then every entry this process wrote is chained). `append_audit`
+        seals first, so an entry appended directly follows every entry written before it."""
         return 0
 
     def unsealed_audit(self) -> int:
