@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from reconciler.adapters.source import git as gitsource
 from reconciler.adapters.source.git import head_commit, maybe_repository
 from reconciler.adapters.source.revision import Repository
 from reconciler.cli.wiring import Transports, transports
@@ -144,3 +145,63 @@ def test_a_symlink_into_a_repository_is_left_to_gitpython(tmp_path):
     link.parent.mkdir()
     link.symlink_to(repo / "inventory")
     assert maybe_repository(link)
+
+
+def _gitpython_says(inventory) -> str | None:
+    """head_commit as gitpython alone answered it (before `git status` answered first)."""
+    import git
+
+    with git.Repo(inventory, search_parent_directories=True) as repo:
+        if not repo.head.is_valid():
+            return None
+        relative = str(inventory.resolve().relative_to(repo.working_tree_dir)) or "."
+        dirty = repo.is_dirty(untracked_files=True, path=relative)
+        return repo.head.commit.hexsha + ("-dirty" if dirty else "")
+
+
+def test_one_git_status_answers_as_gitpython_did(tmp_path):
+    repo = tmp_path / "repo"
+    inventory = repo / "inventory"
+    (inventory / "tasks").mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    assert gitsource._status_commit(inventory) is None  # no commit yet
+    assert _gitpython_says(inventory) is None
+    (inventory / "a.yaml").write_text("a\n")
+    (repo / "README").write_text("r\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    states = []
+    for change in (
+        lambda: None,  # clean
+        lambda: (repo / "README").write_text("outside the inventory\n"),  # still clean
+        lambda: (inventory / "a.yaml").write_text("changed\n"),  # unstaged
+        lambda: _git(repo, "add", "-A"),  # staged
+        lambda: _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "2"),
+        lambda: (inventory / "tasks" / "new.yaml").write_text("n\n"),  # untracked, nested
+        lambda: (inventory / "tasks" / "new.yaml").unlink(),
+        lambda: (inventory / "a.yaml").unlink(),  # deleted
+    ):
+        change()
+        quick = gitsource._status_commit(inventory)
+        assert quick == _gitpython_says(inventory)
+        assert head_commit(inventory) == quick
+        states.append(quick)
+    assert [s.endswith("-dirty") for s in states] == [
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+
+
+def test_git_status_leaves_what_it_cannot_answer_to_gitpython(tmp_path, monkeypatch):
+    assert gitsource._status_commit(tmp_path / "missing") is gitsource._UNSURE
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    assert gitsource._status_commit(tmp_path) is gitsource._UNSURE
+    monkeypatch.delenv("GIT_DIR")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
+    assert gitsource._status_commit(tmp_path) is gitsource._UNSURE

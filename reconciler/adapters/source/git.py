@@ -62,6 +62,9 @@ def head_commit(inventory: str | Path) -> str | None:
     path = Path(inventory).resolve()
     if not maybe_repository(path):
         return None
+    quick = _status_commit(path)
+    if quick is not _UNSURE:
+        return quick
     import git
 
     with _repo(inventory) as repo:
@@ -75,6 +78,65 @@ def head_commit(inventory: str | Path) -> str | None:
             dirty = repo.is_dirty(untracked_files=True, path=relative)
         except (git.GitCommandError, ValueError, OSError) as exc:
             raise SourceError(f"cannot read git state of {inventory}: {exc}") from exc
+    return f"{sha}-dirty" if dirty else sha
+
+
+_UNSURE = object()
+# Variables that point git elsewhere than the folder's own repository: with any of them set,
+# gitpython (which finds the repository from the path alone) decides, as it always did.
+_GIT_PLACES = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_COMMON_DIR",
+)
+
+
+def _status_commit(path: Path) -> str | None | object:
+    """What `head_commit` answers, from one `git status` in the inventory folder: HEAD's
+    commit (branch.oid), `-dirty` when any entry under the folder is staged, changed or
+    untracked (what gitpython's is_dirty(untracked_files=True) ran three commands and
+    imported itself to find out). `_UNSURE` whenever git cannot say (not a folder, git
+    missing or refusing, an answer not understood): then gitpython decides, errors and all.
+    """
+    if not path.is_dir() or any(os.environ.get(name) for name in _GIT_PLACES):
+        return _UNSURE
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(path),
+                "status",
+                "--porcelain=v2",
+                "--branch",
+                "--untracked-files=all",
+                "-z",
+                "--",
+                ".",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return _UNSURE
+    if done.returncode != 0:
+        return _UNSURE  # outside a repository too: gitpython says None, or why not
+    sha, dirty = None, False
+    for record in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
+        if record.startswith("# branch.oid "):
+            sha = record.removeprefix("# branch.oid ")
+        elif record[:2] in ("1 ", "2 ", "u ", "? "):
+            dirty = True
+    if sha == "(initial)":
+        return None  # no commit yet (gitpython: HEAD is not valid)
+    if sha is None or len(sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in sha):
+        return _UNSURE
     return f"{sha}-dirty" if dirty else sha
 
 
