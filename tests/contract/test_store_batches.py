@@ -253,9 +253,11 @@ from reconciler.adapters.audit.chain import AuditRecord
 from reconciler.adapters.store.base import ClaimRequest
 from reconciler.adapters.store.factory import open_store
 
-url, name = sys.argv[1], sys.argv[2]
+url, name, limit, order = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store = open_store(url)
 ids = [run.id for run in store.pending()]
+if order == "reversed":  # machines are then locked in the other order of their names
+    ids.reverse()
 print("ready", flush=True)
 sys.stdin.readline()
 mine = []
@@ -263,7 +265,7 @@ def audit(run):
     return [AuditRecord("2024-05-01T12:00:00.000000Z", name, "run.claimed", {"run": run.id})]
 for start in range(0, len(ids), 16):
     batch = store.claim_batch(
-        [ClaimRequest(i, 400) for i in ids[start:start + 16]], name, datetime.now(UTC), audit
+        [ClaimRequest(i, limit) for i in ids[start:start + 16]], name, datetime.now(UTC), audit
     )
     mine += [run.id for run in batch.runs]
 store.seal_audit(wait=True)
@@ -279,7 +281,8 @@ def test_four_processes_claiming_batches_from_one_queue_claim_each_run_exactly_o
     runs = add(
         store, now, *(enqueue(task=f"prod/t{i}", machine=machines[i % 8]) for i in range(400))
     )
-    outputs = race(CLAIMER, [[store_url, f"w{i}"] for i in range(4)])
+    orders = ["forward", "reversed"] * 2
+    outputs = race(CLAIMER, [[store_url, f"w{i}", "400", orders[i]] for i in range(4)])
     claimed = [int(run_id) for lines in outputs for run_id in lines]
     assert sorted(claimed) == sorted(run.id for run in runs)  # each exactly once
     by_worker = {f"w{i}": len(lines) for i, lines in enumerate(outputs)}
@@ -323,3 +326,16 @@ def test_chaining_stored_texts_gives_the_hashes_of_the_entries(detail):
     entries = link(3, "ab" * 32, records)
     assert [row[-1] for row in rows] == [entry.hash for entry in entries]
     assert verify(entries, Anchor(3, "ab" * 32)).ok
+
+
+def test_max_parallel_holds_across_processes_claiming_batches(store, store_url, now):
+    """Four processes claim batches of one machine's runs (limit 3) in opposite orders at the
+    same moment: three runs are claimed in all, never more, and no batch deadlocks."""
+    runs = add(store, now, *(enqueue(task=f"prod/t{i}", machine="m1") for i in range(40)))
+    add(store, now, *(enqueue(task=f"prod/o{i}", machine=f"o{i}") for i in range(8)))
+    orders = ["forward", "reversed"] * 2
+    outputs = race(CLAIMER, [[store_url, f"w{i}", "3", orders[i]] for i in range(4)])
+    claimed = [int(run_id) for lines in outputs for run_id in lines]
+    on_m1 = [i for i in claimed if i in {run.id for run in runs}]
+    assert len(on_m1) == 3 and len(claimed) == 3 + 8  # the other machines are not full
+    assert sum(1 for run in store.running() if run.machine == "m1") == 3
