@@ -16,8 +16,16 @@ the call in progress with `StoreError` and is replaced on the next call; a serve
 restarting (refusing connections, in crash recovery) is waited for, up to `RECONNECT_SECONDS`.
 Calls that a second try cannot apply twice (reads, and compare-and-set writes: a dispatch
 mark, a heartbeat, a sweep) are tried once more on the new connection, and a claim finds out
-whether it committed, so a worker rides out a database restart (`@_retried`, `claim`). Other
-writes are left to the caller's retry.
+whether it committed, so a worker rides out a database restart (`@_retried`, `claim`). So do
+the batches of a scheduling round (`claim_batch`, `dispatch_batch`, `end_batch`): their runs
+are looked at to tell whether the batch committed, and it is tried once more only when it did
+not (`_batch`). Other writes are left to the caller's retry.
+
+Audit entries (migration 6): a batch queues its entries in `audit_queue` in its own
+transaction, without the audit lock, so workers never wait on each other to append; a sealer
+(`seal_audit`) links queued entries into the hash chain in queue order under the lock. Every
+store seals after its batches when it is due (try-lock: never waits), the engine at the end of
+a pass and when a worker stops, and `append_audit` before it appends.
 
 Times: `timestamptz` columns, read back as aware UTC datetimes (the session time zone is UTC).
 Lease comparisons use the server's `now()`; the `now` arguments fill the run's history.
