@@ -1,0 +1,48 @@
+"""The log consumer: one structured log line per engine event.
+
+The line's text reads for humans; its `extra=` fields (task, machine, run, attempt, commit,
+status: `cli.main.LOG_FIELDS`) are what `--log-format json` prints as keys. Never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from reconciler.pipeline.events import Event, Kind
+
+# The logger every consumer logs to: the name `--log-format json` prints as `logger` (and a
+# user filters on), kept from when one `sinks` module did all of this.
+LOGGER = "reconciler.pipeline.sinks"
+log = logging.getLogger(LOGGER)
+
+
+class LogConsumer:
+    """Logs each event; a run without a commit of its own is logged with the pass's."""
+
+    def __init__(self, commit: str | None = None):
+        self.commit = commit
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is Kind.HELD:  # a wait, not an operation: the progress view shows it
+            return
+        run = event.run
+        log.info(
+            "%s %s on %s (run %s, attempt %s)%s",
+            event.kind,
+            run.task,
+            run.machine,
+            run.id,
+            run.attempt,
+            f": {event.detail}" if event.detail else "",
+            extra={
+                "task": run.task,
+                "machine": run.machine,
+                "run": run.id,
+                "attempt": run.attempt,
+                "commit": run.commit or self.commit,
+                "status": run.status.value,
+            },
+        )
+
+
+__all__ = ["LOGGER", "LogConsumer"]
