@@ -524,7 +524,9 @@ def _read_reply(
     many bytes of its head were dropped to bound memory (for the output's mark)."""
     data, dropped = bytearray(), 0
     while (left := deadline - time.monotonic()) > 0:
-        channel.settimeout(min(left, 1.0))
+        # Data, the channel's end (also when the watchdog closes a dead connection) or the
+        # deadline ends the wait: nothing wakes up periodically.
+        channel.settimeout(left)
         try:
             chunk = channel.recv(65536)
         except TimeoutError:
