@@ -440,22 +440,12 @@ def scale_out(runs: int, sleep: float, workers: int, admin_url: str, timeout: fl
                 continue
             procs: list[subprocess.Popen] = []
             logs = [project / f"worker-{i}.log" for i in range(workers)]
+            pass_proc: subprocess.Popen | None = None
             try:
                 started = time.perf_counter()
                 pass_proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "reconciler",
-                        "--once",
-                        "-q",
-                        "--format",
-                        "json",
-                        "--concurrency",
-                        "8",
-                        "--state",
-                        url,
-                    ],
+                    [sys.executable, "-m", "reconciler", "--once", "-q", "--format", "json"]
+                    + ["--concurrency", "8", "--state", url],
                     cwd=project,
                     env=_env(),
                     stdout=subprocess.PIPE,
@@ -467,23 +457,12 @@ def scale_out(runs: int, sleep: float, workers: int, admin_url: str, timeout: fl
                 ]
                 try:
                     out, err = pass_proc.communicate(timeout=timeout)
+                    wall: float | None = time.perf_counter() - started
                 except subprocess.TimeoutExpired:
                     pass_proc.kill()
-                    pass_proc.communicate()
-                    result.together = f"> {timeout:g} s (timeout)"
-                    return result
-                wall = time.perf_counter() - started
-                if pass_proc.returncode != 0:
-                    result.together = f"error: --once beside workers exited {pass_proc.returncode}"
-                    note(f"{result.together}:\n{out[-1500:]}\n{err[-1500:]}")
-                    return result
-                counts = json.loads(out)["counts"]
-                if counts != {"succeeded": runs}:
-                    result.together = f"error: the pass reported {counts}"
-                    note(f"{result.together}:\n{out[-1500:]}\n{err[-1500:]}")
-                    return result
-                result.together = wall
-                note(f"d. pass beside {workers} workers: {wall:.2f}")
+                    out, err = pass_proc.communicate()
+                    wall = None
+                # Whether the workers came up is judged whatever became of the pass.
                 result.claimed = _claims_by_pid(url, [p.pid for p in procs])
                 alive = [p.poll() is None for p in procs]
                 result.up = sum(
@@ -492,9 +471,33 @@ def scale_out(runs: int, sleep: float, workers: int, admin_url: str, timeout: fl
                 for p, live, log in zip(procs, alive, logs):
                     if not live:
                         note(f"worker {p.pid} exited {p.returncode}: {log.read_text()[-300:]}")
+                result.together = _pass_result(wall, timeout, pass_proc.returncode, out, err, runs)
+                note(f"d. pass beside {workers} workers: {result.together}")
             finally:
+                if pass_proc is not None and pass_proc.poll() is None:
+                    pass_proc.kill()
+                    pass_proc.wait()
                 bench_workers.stop_workers(procs)
     return result
+
+
+def _pass_result(
+    wall: float | None, timeout: float, code: int, out: str, err: str, runs: int
+) -> float | str:
+    """The pass's wall time, or why it has none (its output goes to stderr then)."""
+    if wall is None:
+        return f"> {timeout:g} s (timeout)"
+    why = None
+    if code != 0:
+        why = f"error: --once beside workers exited {code}"
+    else:
+        counts = json.loads(out)["counts"]
+        if counts != {"succeeded": runs}:
+            why = f"error: the pass reported {counts}"
+    if why is None:
+        return wall
+    note(f"{why}:\n{out[-1500:]}\n{err[-1500:]}")
+    return why
 
 
 def _claims_by_pid(url: str, pids: list[int]) -> dict[int, int]:
