@@ -21,6 +21,10 @@ fixed order, in the engine's main thread:
    thread (never raises into the pass).
 4. logs: one structured line per event (not for `held`, a wait).
 
+An `unreachable` event is the alert consumer's alone (one alert per machine, audited as
+`alert.unreachable` when it is raised), as the commands' `on_event` routes it to
+`machine_unreachable` by hand.
+
 Around the pass: `pass_started(commit)` audits the start, binds the metrics to the store and
 retries the outbox; `pass_finished(report)` audits the plan and the end; `pass_failed(error)`
 records a pass that did not complete; `close(wait_seconds)` waits for deliveries (at most

@@ -59,8 +59,10 @@ def test_an_unreachable_machine_alerts_once_until_a_run_on_it_answers(
     project, store, consumer, notifier
 ):
     _, [run] = planned(project, store)
-    consumer.machine_unreachable("box", "connection refused")
-    consumer.machine_unreachable("box", "connection refused")  # every other run on it
+    consumer(Event(Kind.UNREACHABLE, run, "connection refused"))
+    consumer(Event(Kind.UNREACHABLE, run, "connection refused"))  # every other run on it
+    assert sent(consumer, notifier) == ["reconciler: machine unreachable on box"]
+    consumer.machine_unreachable("box", "connection refused")  # the transport says so too
     assert sent(consumer, notifier) == ["reconciler: machine unreachable on box"]
     assert actions(store).count("alert.unreachable") == 1
     assert len(consumer.raised) == 1  # what the metrics count

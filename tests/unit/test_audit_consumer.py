@@ -59,6 +59,7 @@ def test_the_plan_comes_before_the_first_run_entry_and_audited_events_write_noth
 
     audit(Event(Kind.STARTED, first))
     audit(Event(Kind.HELD, second, "2030-01-01T00:00:00+00:00"))  # a wait: no entry
+    audit(Event(Kind.UNREACHABLE, second, "refused"))  # the machine's alert is audited
     done = replace(first, status=RunStatus.SUCCEEDED, exit_code=0)
     audit(Event(Kind.FINISHED, done, audited=True))  # the engine's journal wrote it
     audit(Event(Kind.STARTED, second, audited=True))

@@ -27,11 +27,12 @@ def run(tmp_path):
     return run
 
 
-def test_each_event_is_one_line_with_its_fields_and_a_wait_is_none(run, caplog):
+def test_each_event_is_one_line_with_its_fields_a_wait_or_an_outage_none(run, caplog):
     logs = LogConsumer("c0ffee")
     failed = replace(run, status=RunStatus.FAILED, attempt=2, exit_code=4, commit=None)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         logs(Event(Kind.HELD, run, "2030-01-01T00:00:00+00:00"))
+        logs(Event(Kind.UNREACHABLE, run, "refused"))  # logged once per machine, with its alert
         logs(Event(Kind.FINISHED, failed, "exit 4"))
     [record] = caplog.records
     assert record.name == "reconciler.pipeline.sinks"  # what JSON lines print as `logger`

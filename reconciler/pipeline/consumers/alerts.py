@@ -4,10 +4,11 @@ as alerts, remembered in the store and delivered by the courier. Never raises in
 For a run that finished, was blocked or was recovered, `alerts.decide` picks the alert; the
 store remembers it under its dedupe key together with its outbox rows (`record_alert`: a
 restart or another reconciler sending the same alert finds the key and sends nothing), and
-the courier delivers it from its thread. A machine the transport cannot reach alerts once
-until it answers again (`machine_reachable`, or a run with an exit code on it); a refused
-commit alerts every team once. The outbox is retried when a pass begins, and by a worker
-(which has no passes) as its runs start, about once a minute.
+the courier delivers it from its thread. A machine that cannot be reached (an `unreachable`
+event of any run on it, or `machine_unreachable`) alerts once until it answers again
+(`machine_reachable`, or a run with an exit code on it); a refused commit alerts once per
+commit. The outbox is retried when a pass begins, and by a worker (which has no passes) as
+its runs start, about once a minute.
 
 `AlertTargets` is the courier's resolver of outbox targets: a URL as written, or one read
 from the team's vault, audited by key NAME.
@@ -84,6 +85,8 @@ class AlertConsumer:
     def __call__(self, event: Event) -> None:
         if event.kind is Kind.STARTED:
             self._retry_outbox_now_and_then()
+        elif event.kind is Kind.UNREACHABLE:  # one alert per machine, not per run on it
+            self.machine_unreachable(event.run.machine, event.detail)
         elif event.kind in ALERTING_KINDS:
             self._alert_event(event)
         self._note_answer(event)

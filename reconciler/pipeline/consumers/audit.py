@@ -104,6 +104,8 @@ class AuditConsumer:
         kind, run = event.kind, event.run
         if kind is Kind.HELD:  # a wait, not an operation
             return
+        if kind is Kind.UNREACHABLE:  # the alert consumer audits the machine's alert, once
+            return
         if kind in PLAN_KINDS:
             self._note_plan(kind, run, event.detail)
             return

@@ -23,7 +23,9 @@ class LogConsumer:
         self.commit = commit
 
     def __call__(self, event: Event) -> None:
-        if event.kind is Kind.HELD:  # a wait, not an operation: the progress view shows it
+        # A wait is not an operation, and an unreachable machine is logged once by the alert
+        # consumer rather than once per run on it; the progress view shows both.
+        if event.kind in (Kind.HELD, Kind.UNREACHABLE):
             return
         run = event.run
         log.info(
