@@ -64,10 +64,7 @@ def wired_engine(
     )
 
     def on_event(event: Event) -> None:
-        if event.kind == "unreachable":  # one alert per machine, not per run
-            sinks.machine_unreachable(event.run.machine, event.detail)
-        else:
-            sinks(event)
+        sinks(event)  # the alert consumer alerts once per unreachable machine, not per run
         progress(event)
 
     try:
