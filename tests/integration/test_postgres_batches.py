@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -296,3 +297,28 @@ def test_audit_export_writes_sealed_entries_after_sealing_what_was_queued(
     assert lines[-1]["type"] == "checkpoint" and lines[-1]["count"] == 3
     assert store.unsealed_audit() == 0
     p.run("audit", "verify", "--state", postgres_url, "--checkpoint", str(out), code=0)
+
+
+def test_a_store_seals_after_its_batches_when_due_and_never_waits_for_the_lock(
+    store, postgres_url, monkeypatch
+):
+    monkeypatch.setattr(postgres, "SEAL_EVERY_SECONDS", 0.0)  # every batch is due
+    now = datetime.now(UTC)
+    runs = add(store, now, *(enqueue(task=f"prod/t{i}") for i in range(4)))
+    store.claim_batch([ClaimRequest(runs[0].id)], "w", now, audit("run.claimed"))
+    assert store.unsealed_audit() == 0 and len(list(store.iter_audit())) == 1
+    with psycopg.connect(postgres_url) as other:  # a sealer elsewhere holds the lock
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.AUDIT_LOCK_KEY,))
+        done = threading.Event()
+
+        def claim() -> None:
+            store.claim_batch([ClaimRequest(runs[1].id)], "w", now, audit("run.claimed"))
+            done.set()
+
+        worker = threading.Thread(target=claim, daemon=True)
+        worker.start()
+        assert done.wait(timeout=30), "a batch waited for the audit lock"
+        assert store.unsealed_audit() == 1  # left to a later seal
+    store.claim_batch([ClaimRequest(runs[2].id)], "w", now, audit("run.claimed"))
+    assert store.unsealed_audit() == 0  # the next batch's seal took both
+    assert [e.detail["run"] for e in entries(store)] == [r.id for r in runs[:3]]
