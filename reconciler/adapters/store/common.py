@@ -17,7 +17,7 @@ from importlib import resources
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from reconciler.adapters.audit.chain import AuditEntry, canonical
+from reconciler.adapters.audit.chain import AuditEntry
 from reconciler.adapters.store.base import OUTPUT_CAP
 from reconciler.core import output as output_tail
 from reconciler.core.alerts import Delivery
@@ -219,20 +219,6 @@ def audit_entry(row: tuple) -> AuditEntry:
     if not isinstance(parsed, dict):
         parsed = {"unreadable": str(detail)}
     return AuditEntry(int(seq), str(at), str(actor), str(action), parsed, str(prev), str(hash_))
-
-
-def audit_params(entry: AuditEntry) -> dict:
-    """An entry as the columns of `audit_log`: detail as its canonical JSON text, exactly
-    what was hashed."""
-    return {
-        "seq": entry.seq,
-        "at": entry.at,
-        "actor": entry.actor,
-        "action": entry.action,
-        "detail": canonical(dict(entry.detail)).decode("utf-8"),
-        "prev": entry.prev,
-        "hash": entry.hash,
-    }
 
 
 def delivery(row: tuple) -> Delivery:

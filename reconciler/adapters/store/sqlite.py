@@ -63,7 +63,6 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     Migration,
     SqlFile,
     audit_entry,
-    audit_params,
     cancel_error,
     cap_output,
     delivery,

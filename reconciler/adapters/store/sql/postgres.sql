@@ -435,12 +435,8 @@ SELECT pg_advisory_xact_lock(%(key)s)
 -- The audit log, alerts and retention (migration 4).
 SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DESC LIMIT 1
 
--- query: audit_insert
-INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
-VALUES (%(seq)s, %(at)s, %(actor)s, %(action)s, %(detail)s, %(prev)s, %(hash)s)
-
 -- query: audit_insert_many
--- The sealer's inserts, one statement for a whole batch of entries.
+-- Linked entries (a seal, an append), one statement for all of them.
 INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
 SELECT * FROM unnest(%(seq)s::bigint[], %(at)b::text[], %(actor)b::text[], %(action)b::text[],
                      %(detail)b::text[], %(prev)b::text[], %(hash)b::text[])

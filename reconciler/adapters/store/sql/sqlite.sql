@@ -329,12 +329,8 @@ WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown')
 -- The audit log, alerts and retention (migration 4) follow.
 SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DESC LIMIT 1
 
--- query: audit_insert
-INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
-VALUES (:seq, :at, :actor, :action, :detail, :prev, :hash)
-
 -- query: audit_insert_rows
--- The same, by position: rows as `chain.chain_texts` makes them, for executemany.
+-- By position: rows as `chain.chain_texts` makes them, for executemany.
 INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)
 
 -- query: audit_page
