@@ -326,10 +326,13 @@ GROUP BY machine
 SELECT * FROM runs WHERE id = ANY (%(ids)s::bigint[])
 
 -- query: dispatch_batch
--- mark_dispatched for a whole batch in one statement: each run by its id and epoch.
+-- mark_dispatched for a whole batch in one statement: each run by its id and epoch. The
+-- `id = ANY` lets the planner find the rows by primary key, whatever the number of running
+-- runs (finish_batch and requeue_batch alike).
 UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
 FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[]) AS t(id, epoch)
-WHERE r.id = t.id AND r.epoch = t.epoch AND r.status = 'running'
+WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
+  AND r.status = 'running'
 RETURNING r.*
 
 -- query: finish_batch
@@ -339,7 +342,8 @@ SET status = t.status, finished_at = %(now)s, exit_code = t.exit_code, output = 
 FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)s::text[],
             %(exit_codes)s::integer[], %(outputs)s::bytea[], %(errors)s::text[])
      AS t(id, epoch, status, exit_code, output, error)
-WHERE r.id = t.id AND r.epoch = t.epoch AND r.status = 'running'
+WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
+  AND r.status = 'running'
 RETURNING r.*
 
 -- query: requeue_batch
@@ -349,7 +353,8 @@ SET status = 'pending', attempt = r.attempt + 1, not_before = t.not_before, disp
 FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(not_befores)s::timestamptz[],
             %(exit_codes)s::integer[], %(outputs)s::bytea[], %(errors)s::text[])
      AS t(id, epoch, not_before, exit_code, output, error)
-WHERE r.id = t.id AND r.epoch = t.epoch AND r.status = 'running'
+WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
+  AND r.status = 'running'
 RETURNING r.*
 
 -- query: mark_dispatched
