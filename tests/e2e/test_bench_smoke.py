@@ -58,6 +58,7 @@ class Bench:
     table_marker: str
     forbidden: tuple[str, ...] = ()
     args: tuple[str, ...] = ()  # after --quick
+    rows: tuple[str, ...] = ()  # each must start a line of the output
 
 
 def _require_sshd_and_postgres() -> None:
@@ -81,7 +82,12 @@ BENCHES = {
     ),
     "bench_redact.py": Bench(_nothing, "worst with 20 secrets"),
     "bench_cli.py": Bench(_require_age, "targets missed:", forbidden=("skipped:",)),
-    "pipeline.py": Bench(_require_sshd_and_postgres, "targets: ", forbidden=("error:",)),
+    "pipeline.py": Bench(
+        _require_sshd_and_postgres,
+        "targets: ",
+        forbidden=("error:",),
+        rows=tuple(f"{letter}. " for letter in "abcdef"),  # every target of issue 13
+    ),
 }
 # Benchmarks whose quick form pipeline.py runs through their functions: a smoke run of their
 # own would measure the same thing twice in CI.
@@ -143,3 +149,26 @@ def test_quick_benchmark_prints_its_table_and_exits_0(script):
     assert "Traceback" not in proc.stderr, report
     for word in bench.forbidden:
         assert word not in proc.stdout, report
+    lines = proc.stdout.splitlines()
+    for row in bench.rows:
+        assert any(line.startswith(row) for line in lines), report
+
+
+def test_pipeline_table_says_ok_only_where_a_target_holds():
+    """pipeline.py's verdicts, pure: a ratio over the target is MISS, a missing figure n/a or
+    error (never ok), and a cut cell is printed whole under the table."""
+    from bench.pipeline import Row, at_least, at_most, notes, render
+
+    rows = [
+        Row("a. w", "fast", 1.5, "floor", 1.0, ratio=1.5, target="<= 1.85x", check=at_most(1.85)),
+        Row("a. w", "slow", 2.0, "floor", 1.0, ratio=2.0, target="<= 1.85x", check=at_most(1.85)),
+        Row("d. w", "sooner", 4.0, "alone", 14.0, ratio=3.5, target=">= 3.5x", check=at_least(3.5)),
+        Row("b. w", "gone", "n/a (no venv)", "floor", 1.0, target="<= 3x", check=at_most(3)),
+        Row("b. w", "no floor", 1.0, "floor", "n/a (no venv)", target="<= 3x", check=at_most(3)),
+        Row("c. w", "broke", "error: " + "x" * 60, "floor", 1.0, target="<= 3x", check=at_most(3)),
+        Row("d. w", "workers up", "2 of 3", target="all", passed=False),
+    ]
+    assert [row.verdict() for row in rows] == ["ok", "MISS", "ok", "n/a", "n/a", "error", "MISS"]
+    table = render(rows)
+    assert len(table.splitlines()) == len(rows) + 2
+    assert notes(rows) == ["c. w / broke: error: " + "x" * 60]
