@@ -3,10 +3,12 @@
     python3 bench/bench_workers.py [RUNS]        (default 400 runs of `sleep 0.05`)
     python3 bench/bench_workers.py --quick       (40 runs, 1 and 2 workers: a smoke run)
 
-Each case: a fresh database on 127.0.0.1:5432, RUNS runs enqueued at once over 8 local
-machines (max_parallel 8), then K workers (concurrency 8 each) started together; the clock
-stops when the last run has ended. Prints one table; the per-run bookkeeping of SQLite
-against PostgreSQL is bench/bench_store.py's.
+Each case: K workers (concurrency 8 each) started together on a fresh database on
+127.0.0.1:5432 (they must all come up), then, once they are idle, RUNS runs enqueued at once
+over 8 local machines (max_parallel 8); the clock runs from the enqueue until the last run has
+ended. Starting the interpreters is left out: a worker is a long-lived process, and what
+scales out is the draining. Prints one table; the per-run bookkeeping of SQLite against
+PostgreSQL is bench/bench_store.py's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import psycopg
 from reconciler.adapters.store.factory import open_store
 from reconciler.core.compile import compile_inventory
 from reconciler.core.plan import make_plan
+from reconciler.core.state import ExecutedState
 from reconciler.inventory.loader import load_inventory
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -92,32 +95,59 @@ def _remaining(url: str) -> int:
         ).fetchone()[0]
 
 
+def wait_until_up(url: str, procs: list[subprocess.Popen], timeout: float = 60) -> int:
+    """Wait until every worker of `procs` holds a connection to the database at `url` (each
+    opens its store before its first round), then a moment for that round to start; returns
+    how many came up (a worker that exited did not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [proc for proc in procs if proc.poll() is None]
+        with psycopg.connect(url, autocommit=True) as conn:
+            connected = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'reconciler'"
+            ).fetchone()[0]
+        if connected >= len(alive):
+            time.sleep(0.5)  # from its store to its first round: the engine and transports
+            return len([proc for proc in procs if proc.poll() is None])
+        time.sleep(0.05)
+    raise TimeoutError(f"workers not connected after {timeout:g} s")
+
+
 def measure(workers: int, runs: int, timeout: float = 600) -> float:
-    """Seconds for `workers` workers to drain `runs` runs. Raises RuntimeError when every
-    worker exited with runs left, TimeoutError after `timeout` seconds."""
+    """Seconds for `workers` workers, started together on a new database and idle, to drain
+    `runs` runs enqueued at once. Raises RuntimeError when a worker did not come up or every
+    worker exited with runs left, TimeoutError after `timeout` seconds.
+
+    The clock starts when the runs are enqueued, not when the workers start: a worker is a
+    long-lived process, and what scales out is the draining (starting N interpreters at once
+    on a small host would otherwise count against N workers)."""
     name = f"reconciler_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            store = open_store(url)
-            now = datetime.now(UTC)
-            store.record_plan(
-                make_plan(
-                    compile_inventory(load_inventory(inventory(Path(tmp), runs))[0]),
-                    store.snapshot(),
-                    now,
-                ),
-                None,
-                now,
+            plan = make_plan(
+                compile_inventory(load_inventory(inventory(Path(tmp), runs))[0]),
+                ExecutedState(),
+                datetime.now(UTC),
             )
-            store.close()
             logs = [Path(tmp) / f"worker-{i}.log" for i in range(workers)]
             procs: list[subprocess.Popen] = []
             try:
-                started = time.perf_counter()
+                # Together on a new database: each migrates it or finds it migrated.
                 procs = [start_worker(url, Path(tmp), log) for log in logs]
+                up = wait_until_up(url, procs)
+                if up < workers:
+                    raise RuntimeError(
+                        f"{workers - up} of {workers} workers did not come up: "
+                        f"{logs[0].read_text()[-300:]}"
+                    )
+                store = open_store(url)
+                started = time.perf_counter()
+                store.record_plan(plan, None, datetime.now(UTC))
+                store.close()
                 deadline = time.monotonic() + timeout
                 while _remaining(url):
                     if all(proc.poll() is not None for proc in procs):
