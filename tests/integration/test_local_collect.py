@@ -33,6 +33,11 @@ def test_the_command_sees_a_fresh_sh_and_not_the_gate(transport):
     assert (done.exit_code, done.output) == (7, "[/bin/sh][0][none][unset][ \t\n]\n")
 
 
+def test_a_missing_command_is_127_with_the_shells_message(transport):
+    done = transport.run(BOX, "no-such-command-here", {}, 10, 8)
+    assert done.exit_code == 127 and "no-such-command-here: not found" in done.output
+
+
 def test_stdin_is_empty_and_exit_codes_and_output_come_through(transport):
     done = transport.run(BOX, "cat; printf 'a\\nb'; echo err >&2; exit 3", {}, 10, 2)
     assert (done.exit_code, done.output, done.timed_out) == (3, "a\nberr\n", False)

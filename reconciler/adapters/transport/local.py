@@ -62,7 +62,8 @@ DRAIN_GRACE = 0.5
 # command's marker, then becomes the command's shell: it evaluates the command as `sh -c` would
 # (no positional parameter, the variable it read unset; same pid, group and environment, so
 # `$$` is still the group `reap` stops). Evaluating, not `exec /bin/sh -c`, spares an exec of
-# another sh per run (the one visible difference: a syntax error is reported as `eval: ...`).
+# another sh per run. What shows: the shell's own error messages name `eval` (`/bin/sh: 1:
+# eval: foo: not found`), and its argument list holds the gate before the command.
 # Without the gate the command ran as soon as it was spawned, and a reconciler killed before
 # its marker was written left an orphan the next pass could not find: an idempotent task then
 # ran twice at once. If the reconciler dies before opening the gate, `read` meets the end of
