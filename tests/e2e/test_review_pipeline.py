@@ -1,0 +1,319 @@
+"""Review of the redesigned run pipeline (issue 13): group commit, the PostgreSQL audit queue
+and its sealer, incremental dispatch. Each test breaks it the way a hostile user or a tired
+operator would, with real processes, a real PostgreSQL server (a fresh database per test),
+real SQLite files, real sshd and the local transport.
+
+A test marked xfail(strict) shows a defect its reason names: it passes once the defect is
+fixed (and then fails as an unexpected pass until the mark goes). The others are guarantees
+that held and that the suite did not cover in this form (batches of several runs at each
+failpoint, a full disk under group commit, a killed pass over SSH with a whole batch out).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from reconciler.adapters.store.factory import open_store
+from reconciler.adapters.transport.local import LocalTransport
+from reconciler.pipeline.engine import Engine
+from tests.support.cli import clean_environment, spawn
+from tests.support.in_process import InProcessProject
+from tests.support.pg_roles import least_privilege
+from tests.support.project import Project
+from tests.support.ssh_project import ssh_project
+from tests.support.store_rows import store_rows
+from tests.support.waiting import wait_until
+
+
+def _entries(url, action: str) -> list[dict]:
+    """The details of the sealed audit entries of `action`."""
+    query = "SELECT detail FROM audit_log WHERE action = %s ORDER BY seq"
+    if not str(url).startswith("postgresql://"):
+        query = query.replace("%s", "?")
+    return [json.loads(detail) for (detail,) in store_rows(url, query, action)]
+
+
+# --- incremental dispatch ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Incremental dispatch ignores deny windows: dispatch.fill starts the runs waiting for capacity without asking whether a window opened since the last whole decision (_Drain._rethink only re-decides when a hold it saw runs out)",
+)
+def test_a_deny_window_that_opens_mid_drain_holds_the_runs_still_waiting(tmp_path):
+    """Incremental dispatch: a round where only capacity changed takes the next runs of the
+    last decision (`dispatch.fill`). A deny window that opens after that decision is never
+    looked at: the runs waiting for capacity start inside it.
+
+    In-process because the CLI has no clock to move and deny windows are cron (minute)
+    granular: waiting for a real minute boundary would cost up to a minute. The store
+    (SQLite) and the transport (local, real commands) are the real ones."""
+    p = InProcessProject(tmp_path)
+    ledger = tmp_path / "ledger"
+    # Priority 2 is held by a deny window; the window opens at 08:00.
+    p.write("teams/ops.yaml", "name: ops\nwindows:\n  - {deny: '0 8 * * *', duration: 1h}\n")
+    for i in range(4):
+        p.task(f"t{i}", f'echo t{i} >> "{ledger}"', "priority: 2\n")
+    before = datetime(2026, 1, 5, 7, 59, 0, tzinfo=UTC)  # a Monday
+    inside = datetime(2026, 1, 5, 8, 0, 30, tzinfo=UTC)
+
+    def clock() -> datetime:
+        # The window opens once the first run has ended (concurrency 1: nothing else runs).
+        return inside if ledger.exists() and ledger.read_text().split() else before
+
+    store = open_store(p.url)
+    try:
+        engine = Engine(
+            store, {"local": LocalTransport(tmp_path / "markers")}, concurrency=1, clock=clock
+        )
+        report = engine.run_pass(p.desired(), "c0ffee", 10)
+    finally:
+        store.close()
+    started = p.sql("SELECT task, started_at FROM runs WHERE started_at IS NOT NULL ORDER BY id")
+    inside_window = [task for task, at in started if at >= inside.isoformat()]
+    assert inside_window == [], f"runs of priority 2 started inside the deny window: {started}"
+    assert ledger.read_text().split() == ["t0"]
+    assert report.counts() == {"pending": 3, "succeeded": 1}
+
+
+# --- the PostgreSQL audit queue ----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="audit_queue entries are not tamper-evident: the worker role's DELETE+INSERT rewrites a queued entry (unsealed indefinitely after a kill -9), the sealer chains the forgery and audit verify/export call it intact",
+)
+def test_a_worker_role_cannot_rewrite_a_queued_audit_entry_unseen(tmp_path, postgres_url):
+    """docs/postgresql-roles.md: the worker role 'may delete queued entries (sealing moves
+    them) but not rewrite them'. DELETE then INSERT is a rewrite: a compromised worker host
+    replaces the `run.dispatched` entry a pass killed with -9 left queued (unsealed until the
+    next pass: no half-second bound after a crash) with one naming another machine and
+    actor; the next seal links the forgery, `audit verify` calls the log intact and `audit
+    export` signs a checkpoint over it."""
+    p = Project(tmp_path)
+    p.task("deploy", f"command: {p.record('deploy')}\n")
+    with least_privilege(postgres_url) as (worker_url, reader_url):
+        crash = {"RECONCILER_FAILPOINTS": "after_dispatch=crash"}
+        assert p.run("--once", "--state", worker_url, "-q", env=crash).code == -signal.SIGKILL
+        report = p.run("audit", "verify", "--state", reader_url, "--format", "json", code=0)
+        assert report.json()["unsealed"] > 0  # the killed pass's batches wait for a sealer
+
+        with psycopg.connect(worker_url) as conn:  # the compromised worker host
+            rows = conn.execute(
+                "SELECT at, actor, action, detail FROM audit_queue WHERE action = 'run.dispatched'"
+            ).fetchall()
+            assert rows
+            conn.execute("DELETE FROM audit_queue WHERE action = 'run.dispatched'")
+            for at, _, action, detail in rows:
+                forged = {**json.loads(detail), "machine": "elsewhere"}
+                conn.execute(
+                    "INSERT INTO audit_queue (at, actor, action, detail) VALUES (%s, %s, %s, %s)",
+                    (
+                        at,
+                        "mallory",
+                        action,
+                        json.dumps(forged, sort_keys=True, separators=(",", ":")),
+                    ),
+                )
+
+        p.run("audit", "export", "--state", worker_url, "-o", str(tmp_path / "a.jsonl"))
+        verdict = p.run("audit", "verify", "--state", reader_url, "--format", "json")
+        dispatched = _entries(postgres_url, "run.dispatched")
+        forged_and_intact = verdict.code == 0 and any(
+            entry.get("machine") == "elsewhere" for entry in dispatched
+        )
+        assert not forged_and_intact, "a rewritten queued entry was sealed and verifies intact"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="The sealer links queued texts without checking they are canonical JSON: one worker-role INSERT of a non-canonical detail makes audit verify report an edited entry forever and audit export refuse every checkpoint",
+)
+def test_a_worker_role_cannot_poison_the_audit_chain_through_the_queue(tmp_path, postgres_url):
+    """The sealer links queued texts as they are ('not re-parsed'), and verify re-serialises
+    each entry's detail canonically. An entry the worker role may INSERT into audit_queue
+    with valid JSON that is not in canonical form (a space after a colon) is sealed into the
+    chain, and from then on `audit verify` reports entry N 'edited' forever and `audit
+    export` refuses every checkpoint: a role that may not touch audit_log breaks it for
+    good. The sealer should refuse (or canonicalise) what it cannot link verifiably."""
+    p = Project(tmp_path)
+    p.task("a", f"command: {p.record('a')}\n")
+    with least_privilege(postgres_url) as (worker_url, reader_url):
+        p.run("--once", "--state", worker_url, "-q", code=0)
+        with psycopg.connect(worker_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO audit_queue (at, actor, action, detail) VALUES (%s, %s, %s, %s)",
+                ("2026-01-01T00:00:00.000000Z", "w", "run.claimed", '{"run": 1}'),
+            )
+        p.task("b", f"command: {p.record('b')}\n")
+        p.run("--once", "--state", worker_url, "-q", code=0)  # its seal links the queue
+        assert p.ledger_lines() == ["a", "b"]
+        verdict = p.run("audit", "verify", "--state", reader_url)
+    assert verdict.code == 0, verdict.out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="audit export appends its own audit.export entry, so the SELECT-only reconciler_reader role the docs give it to gets exit 3 (permission denied for table audit_log)",
+)
+def test_a_reader_role_exports_the_audit_log_as_documented(tmp_path, postgres_url):
+    """docs/postgresql-roles.md gives `audit verify`/`export` to reconciler_reader (SELECT
+    only), and the commit that made export seal first (ca5f02f) says a reader role can run
+    verify. `audit export` as the reader exits 3: 'permission denied for table audit_log'
+    (it appends its own `audit.export` entry first)."""
+    p = Project(tmp_path)
+    p.task("a", f"command: {p.record('a')}\n")
+    with least_privilege(postgres_url) as (worker_url, reader_url):
+        p.run("--once", "--state", worker_url, "-q", code=0)
+        out = tmp_path / "audit.jsonl"
+        result = p.run("audit", "export", "--state", reader_url, "-o", str(out))
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+
+
+# --- kill -9 at every failpoint with a whole batch out (PostgreSQL) -----------------------------
+
+
+@pytest.mark.parametrize(
+    "point, status, ran",
+    [
+        ("after_claim", "succeeded", {1}),  # claimed only: swept back, run once elsewhere
+        ("after_dispatch", "unknown", {0}),  # marked dispatched: never run again
+        ("after_spawn", "unknown", {0, 1}),  # a gate may have opened: never twice
+        ("before_result", "unknown", {0, 1}),  # ran (or killed with it), result lost: once at most
+    ],
+)
+def test_kill_9_with_a_batch_out_loses_and_doubles_nothing_on_postgresql(
+    tmp_path, postgres_url, point, status, ran
+):
+    """A `--once` claims six runs in one batch and is killed at `point`; a worker sweeps
+    (leases aged with SQL) and finishes the queue. Each run ends once, none runs twice, and
+    the chain holds a `run.dispatched` entry for every command that ran, with nothing left
+    unsealed once the worker stopped. (test_workers covers one run per failpoint.)"""
+    p = Project(tmp_path)
+    p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 8\n")
+    for i in range(6):
+        p.task(f"t{i}", f"command: {p.record(f't{i}')}\n")
+    crash = {"RECONCILER_FAILPOINTS": f"{point}=crash"}
+    first = p.run("--once", "--state", postgres_url, "-q", "--concurrency", "8", env=crash)
+    assert first.code == -signal.SIGKILL, first.err
+    p.run("audit", "verify", "--state", postgres_url, code=0)  # queued entries are no problem
+    store_rows(
+        postgres_url,
+        "UPDATE runs SET heartbeat_at = now() - interval '1 hour', "
+        "started_at = started_at - interval '1 hour' WHERE status = 'running'",
+    )
+    worker = spawn("worker", "--state", postgres_url, "-q", cwd=p.root)
+    try:
+        wait_until(
+            lambda: (
+                store_rows(
+                    postgres_url, "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')"
+                )
+                == [(0,)]
+            ),
+            timeout=45,
+            message="every run to end",
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0 and "Traceback" not in err, err
+    rows = store_rows(postgres_url, "SELECT id, task, status FROM runs ORDER BY id")
+    assert len(rows) == 6 and {s for _, _, s in rows} == {status}, rows
+    counts = Counter(p.ledger_lines())
+    assert {counts.get(f"t{i}", 0) for i in range(6)} <= ran, counts
+    report = p.run("audit", "verify", "--state", postgres_url, "--format", "json", code=0).json()
+    assert report["unsealed"] == 0
+    dispatched = {e["task"] for e in _entries(postgres_url, "run.dispatched")}
+    assert {f"ops/{t}" for t in counts} <= dispatched  # nothing ran without its entry
+
+
+# --- a full disk under group commit (SQLite) ------------------------------------------------------
+
+
+def test_a_full_disk_mid_pass_exits_3_and_dispatches_nothing_without_its_entry(project):
+    """The state file cannot grow (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a full
+    disk) after the plan is recorded and a few batches went through: the pass stops with
+    exit 3 and a one-line error, every run marked dispatched has its `run.dispatched` entry,
+    nothing ran without one, the chain verifies, and the next pass (disk space back) runs
+    each remaining run once and never runs a lost one again."""
+    p = project
+    p.task("seed", 'command: "true"\n')
+    p.run("--once", "-q", code=0)
+    for i in range(40):
+        # Output makes each end batch grow the file: the limit is met within the pass.
+        p.task(f"t{i}", f"command: {p.record(f't{i}')}; head -c 3000 /dev/zero | tr '\\\\0' x\n")
+    limit = max(f.stat().st_size for f in p.state.parent.iterdir() if f.is_file()) + 40_000
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--once", "--concurrency", "4", "-q"],
+        cwd=p.root,
+        env=clean_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_disk,
+    )
+    assert full.returncode == 3, (full.stdout, full.stderr)
+    assert "Traceback" not in full.stderr and "error: cannot write state store" in full.stderr
+    rows = store_rows(
+        p.state, "SELECT id, task, status, dispatched FROM runs WHERE task != ?", "ops/seed"
+    )
+    assert len(rows) == 40 and any(s == "pending" for _, _, s, _ in rows), rows  # it stopped
+    entries = {e["run"] for e in _entries(p.state, "run.dispatched")}
+    assert {i for i, _, _, d in rows if d} <= entries
+    ran = set(p.ledger_lines())
+    assert ran and {f"ops/{t}" for t in ran} <= {t for i, t, _, _ in rows if i in entries}
+    p.run("audit", "verify", code=0)
+
+    first_ran = set(p.ledger_lines())
+    p.run("--once", "-q")  # lost runs end unknown (exit 1): the local transport keeps nothing
+    ledger = Counter(p.ledger_lines())
+    assert set(ledger.values()) == {1} and len(ledger) == 40, ledger  # each ran, once
+    final = dict(store_rows(p.state, "SELECT task, status FROM runs WHERE task != ?", "ops/seed"))
+    assert set(final.values()) <= {"succeeded", "unknown"}, final
+    assert {t for t, s in final.items() if s == "unknown"} <= {f"ops/{t}" for t in first_ran}
+    p.run("audit", "verify", code=0)
+
+
+# --- crash adoption from the remote markers of a whole batch (SSH) ------------------------------
+
+
+@pytest.mark.integration
+def test_a_pass_killed_before_recording_a_batch_over_ssh_adopts_every_result(
+    tmp_path, sshd, client_key
+):
+    """Four runs dispatched in one batch over real sshd; the pass is killed with -9 before it
+    records their ends. The next pass adopts each real exit code and output from the two
+    marker files the wrapper keeps per run, runs nothing again, and the third has nothing."""
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    for i in range(4):
+        p.task(f"t{i}", f'command: echo t{i} >> "{p.ledger}"; echo out{i}; exit {i % 2}\n')
+    crash = {"RECONCILER_FAILPOINTS": "before_result=crash"}
+    killed = p.run("--once", "--identity", str(p.key), "-q", env=crash)
+    assert killed.code == -signal.SIGKILL, killed.err
+    second = p.run("--once", "--identity", str(p.key), "--format", "json", code=1).json()
+    assert sorted((r["task"], r["status"], r["exit_code"]) for r in second["runs"]) == [
+        ("ops/t0", "succeeded", 0),
+        ("ops/t1", "failed", 1),
+        ("ops/t2", "succeeded", 0),
+        ("ops/t3", "failed", 1),
+    ]
+    shown = p.run("queue", "show", str(second["runs"][0]["id"]), "--format", "json").json()
+    assert shown["output"] == f"out{shown['task'][-1]}\n"
+    third = p.run("--once", "--identity", str(p.key), "--format", "json", code=0).json()
+    assert third["runs"] == []
+    assert sorted(p.ledger_lines()) == ["t0", "t1", "t2", "t3"]
