@@ -184,13 +184,13 @@ class _Tracker:
         else:
             self.known.pop(run.id, None)
 
-    def refresh(self, store: StateStore, active: list[Run]) -> None:
-        """Learn the active runs, and how the ones that stopped being active ended."""
+    def refresh(self, store: StateStore, active: list[Run], ours: set[int]) -> None:
+        """Learn the active runs, and how the ones that stopped being active ended (in one
+        read). `ours` run in this drain: it learns their ends as it records them."""
         active_ids = {r.id for r in active}
-        for run_id in [i for i in self.known if i not in active_ids]:
-            ended = store.get_run(run_id)
-            if ended is not None:
-                self.update(ended)
+        gone = [i for i in self.known if i not in active_ids and i not in ours]
+        for ended in store.get_runs(gone).values() if gone else ():
+            self.update(ended)
         for run in active:
             self.update(run)
 
@@ -671,16 +671,21 @@ class _Drain:
             self.planners = self.store.pending_planners(self.engine.owner)
             self.foreign = {i for i, (_, alive) in self.planners.items() if alive}
         self.others = [r for r in self.store.running() if r.id not in ours]
-        self.tracker.refresh(self.store, [*self.pending.values(), *self.others])
+        self.tracker.refresh(self.store, [*self.pending.values(), *self.others], ours)
         for run in self.others:
             if run.id in self.mine:
                 self.report.runs[run.id] = run
-        for run_id in self.mine - set(self.pending) - {r.id for r in self.others} - ours:
-            known = self.report.runs.get(run_id)  # None: found pending, not yet reported
-            if known is None or known.status.is_active:  # ended elsewhere: learn how
-                ended = self.store.get_run(run_id)
-                if ended is not None and not ended.status.is_active:
-                    self.engine._note(self.report, Event(Kind.FINISHED, ended, ended.error or ""))
+        if self.forever:
+            return
+        # Runs of this pass that ended elsewhere (another pass, a worker): learn how.
+        unsure = [
+            run_id
+            for run_id in self.mine - set(self.pending) - {r.id for r in self.others} - ours
+            if (known := self.report.runs.get(run_id)) is None or known.status.is_active
+        ]
+        for ended in self.store.get_runs(unsure).values() if unsure else ():
+            if not ended.status.is_active:
+                self.engine._note(self.report, Event(Kind.FINISHED, ended, ended.error or ""))
 
     def _changes(self) -> tuple | None:
         """What says whether the queue may have changed other than by this drain's writes:

@@ -273,6 +273,12 @@ class StateStore(ABC):
     def get_run(self, run_id: int) -> Run | None:
         """One run with its output and error, or None."""
 
+    def get_runs(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        """The runs of `run_ids` that exist, by id, as `get_run` gives them: for a drain that
+        learns how many runs ended elsewhere at once (a backend answers in one query)."""
+        found = {run_id: self.get_run(run_id) for run_id in run_ids}
+        return {run_id: run for run_id, run in found.items() if run is not None}
+
     @abstractmethod
     def list_runs(
         self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
