@@ -12,7 +12,8 @@ file holds must equal the log's.
 
 export: JSON lines, one per sealed entry (all, or those at or after `--since`), then a signed
 checkpoint line over the whole log's head. It refuses to sign a log that does not verify. Its
-own `audit.export` entry is appended first, which seals every entry queued before it.
+own `audit.export` entry is appended first, which seals every entry queued before it; a role
+that may only read the store exports without it (a warning says so).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from reconciler.adapters.store.factory import sqlite_path
 from reconciler.adapters.vault.secrets import load_identities
 from reconciler.cli import outputs, views, wiring
 from reconciler.core.durations import parse_duration
-from reconciler.core.errors import InputError, UsageError
+from reconciler.core.errors import InputError, StoreError, UsageError
 
 FORMATS = ("text", "json")
 
@@ -293,9 +294,18 @@ def export(
     """Audit the export, verify the chain, write its entries (at or after `since`) and a
     signed checkpoint to `output` (stdout when None). None (and nothing written) when the
     chain does not verify."""
-    AuditWriter(store, redact=redact).append(
-        "audit.export", since=since, file=output, public_key=key.public
-    )
+    try:
+        AuditWriter(store, redact=redact).append(
+            "audit.export", since=since, file=output, public_key=key.public
+        )
+    except StoreError as exc:
+        # Exporting reads: a role that may only read the store (reconciler_reader) exports
+        # what is sealed, without recording the export (nor sealing what is queued).
+        print(
+            f"warning: this export is not recorded in the audit log ({exc}); "
+            "exporting the sealed entries without it",
+            file=sys.stderr,
+        )
     verdict = check_chain(store, trusted or {key.public: key.source})
     if not verdict.ok:
         print(

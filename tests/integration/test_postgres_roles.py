@@ -8,6 +8,7 @@ login roles and drops them afterwards. The database is a fresh one (tests.suppor
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -142,3 +143,51 @@ def test_a_worker_role_queues_and_seals_batch_audit_entries_and_a_reader_counts_
     finally:
         store.close()
         reader.close()
+
+
+def test_a_worker_role_cannot_drop_or_rewrite_a_queued_audit_entry_unseen(
+    tmp_path, roles, monkeypatch
+):
+    """A queued entry leaves the queue only into the chain (migration 6's trigger): a worker
+    host's DELETE of another's queued entry is refused, and one that first slips a copy into
+    audit_log out of the chain's order is found by `audit verify`."""
+    monkeypatch.setattr(postgres, "SEAL_EVERY_SECONDS", 3600.0)
+    worker_url, reader_url = roles
+    now = datetime.now(UTC)
+    store = open_store(worker_url)
+    try:
+        [run] = add(store, now, enqueue())
+        record = AuditRecord("2024-05-01T12:00:00.000000Z", "w", "run.claimed", {"run": run.id})
+        store.claim_batch([ClaimRequest(run.id)], "w", now, lambda _: [record])
+    finally:
+        store.close()  # seals what it queued: the claim's entry is entry 1
+    store = open_store(worker_url)
+    try:
+        store.claim_batch([], "w", now, leading=[AuditRecord(record.at, "w", "victim", {})])
+        assert _denied(worker_url, "DELETE FROM audit_queue")  # not sealed: it stays
+        with psycopg.connect(worker_url, autocommit=True) as conn:  # a copy out of order
+            conn.execute(
+                "INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "
+                "SELECT 1000, at, actor, action, detail, 'x', 'y' FROM audit_queue"
+            )
+            conn.execute("DELETE FROM audit_queue")  # now it may leave: it is in the log
+    finally:
+        store.close()
+    p = Project(tmp_path)
+    result = p.run("audit", "verify", "--state", reader_url)
+    assert result.code == 1 and "tampered: audit entry 1000" in result.out
+
+
+def test_a_reader_role_exports_the_sealed_entries_without_recording_the_export(tmp_path, roles):
+    worker_url, reader_url = roles
+    p = Project(tmp_path)
+    p.task("hello", "command: echo hello\n")
+    p.run("--once", "--state", worker_url, "-q", code=0)
+    out = tmp_path / "audit.jsonl"
+    result = p.run("audit", "export", "--state", reader_url, "-o", str(out), code=0)
+    assert "this export is not recorded in the audit log" in result.err
+    assert "Traceback" not in result.err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[-1]["type"] == "checkpoint" and lines[-1]["count"] == len(lines) - 1
+    assert "audit.export" not in [line.get("action") for line in lines]
+    p.run("audit", "verify", "--state", reader_url, "--checkpoint", str(out), code=0)

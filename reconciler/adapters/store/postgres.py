@@ -34,6 +34,7 @@ Lease comparisons use the server's `now()`; the `now` arguments fill the run's h
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -50,7 +51,9 @@ from reconciler.adapters.audit.chain import (
     AuditEntry,
     AuditRecord,
     StoredEntry,
+    canonical,
     chain_texts,
+    storable,
     stored_fields,
 )
 from reconciler.adapters.store.base import (
@@ -949,8 +952,8 @@ class PostgresStore(StateStore):
         rows = conn.execute(_q("audit_queued"), {"limit": SEAL_BATCH}).fetchall()
         if not rows:
             return 0
-        # The queued texts are what stored_fields made: linked as they are, not re-parsed.
-        self._insert_rows(conn, chain_texts(*self._head(conn), (row[1:] for row in rows)))
+        texts = [(at, actor, action, _sealable(detail)) for _, at, actor, action, detail in rows]
+        self._insert_rows(conn, chain_texts(*self._head(conn), texts))
         conn.execute(_q("audit_dequeue"), {"ids": [row[0] for row in rows]})
         return len(rows)
 
@@ -1350,6 +1353,24 @@ class PostgresStore(StateStore):
         """Delete delivered and abandoned outbox rows created before `before`."""
         with self._session("write") as conn:
             return conn.execute(_q("outbox_prune"), {"before": _aware(before)}).rowcount
+
+
+def _sealable(detail: str) -> str:
+    """A queued detail as the chain can hold it verifiably: as it is when it is what
+    `stored_fields` makes (canonical JSON of an object), which every batch queues; anything
+    else (a row written into the queue by hand) as {"unreadable": <text>}, so the chain still
+    verifies and shows the row for what it is (see the queue's trigger in migration 6)."""
+    try:
+        parsed = json.loads(detail, parse_constant=_no_constant)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and canonical(storable(parsed)).decode("utf-8") == detail:
+        return detail
+    return canonical({"unreadable": detail}).decode("utf-8")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _end_columns(ends: Sequence[RunEnd]) -> dict:

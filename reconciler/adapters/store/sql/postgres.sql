@@ -167,6 +167,32 @@ CREATE TABLE audit_queue (
     detail  text NOT NULL
 );
 
+-- A queued entry leaves the queue only into the chain: whoever deletes it (every worker seals,
+-- so the worker role may DELETE) must have put an entry with the same texts into audit_log
+-- first, in the same transaction or before. So a worker host cannot drop or rewrite (DELETE
+-- then INSERT) an entry another wrote without leaving it in the chain, where the hash chain
+-- covers it. A detail the sealer could not link as it was (not canonical JSON: see
+-- `PostgresStore._seal_locked`) is chained as {"unreadable": <text>}; to_json escapes text
+-- exactly as the sealer's canonical JSON does.
+CREATE FUNCTION audit_queue_leaves_into_the_chain() RETURNS trigger
+LANGUAGE plpgsql AS $body$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM audit_log
+        WHERE at = OLD.at AND actor = OLD.actor AND action = OLD.action
+          AND (detail = OLD.detail
+               OR detail = '{"unreadable":' || to_json(OLD.detail)::text || '}')
+    ) THEN
+        RAISE EXCEPTION 'queued audit entry % is not in the audit log: it leaves the queue only by being sealed', OLD.id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN OLD;
+END
+$body$;
+
+CREATE TRIGGER audit_queue_leaves_into_the_chain BEFORE DELETE ON audit_queue
+    FOR EACH ROW EXECUTE FUNCTION audit_queue_leaves_into_the_chain();
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
