@@ -322,3 +322,29 @@ def test_a_store_seals_after_its_batches_when_due_and_never_waits_for_the_lock(
     store.claim_batch([ClaimRequest(runs[2].id)], "w", now, audit("run.claimed"))
     assert store.unsealed_audit() == 0  # the next batch's seal took both
     assert [e.detail["run"] for e in entries(store)] == [r.id for r in runs[:3]]
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        '{"run": 1}',  # JSON, not canonical (a space)
+        "not json",
+        "[1, 2]",  # not an object
+        '{"x": NaN}',
+        "".join(chr(c) for c in range(1, 128)) + ' é ✓ \u2028 𝄞 "\\',
+    ],
+)
+def test_a_queued_row_the_sealer_cannot_link_as_it_is_is_chained_as_unreadable(
+    store, postgres_url, detail
+):
+    """Rows written into the queue by hand (not by a batch) are sealed, not left to block the
+    queue: the queue's trigger must recognise the {"unreadable": text} the sealer chains, so
+    the escaping of both (PostgreSQL's to_json, the canonical JSON) must agree."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO audit_queue (at, actor, action, detail) VALUES (%s, %s, %s, %s)",
+            (AT, "hand", "odd", detail),
+        )
+    assert store.seal_audit(wait=True) == 1 and store.unsealed_audit() == 0
+    [entry] = entries(store)
+    assert dict(entry.detail) == {"unreadable": detail}
