@@ -184,15 +184,18 @@ class _Tracker:
         else:
             self.known.pop(run.id, None)
 
-    def refresh(self, store: StateStore, active: list[Run], ours: set[int]) -> None:
+    def refresh(self, store: StateStore, active: list[Run], ours: set[int]) -> list[Run]:
         """Learn the active runs, and how the ones that stopped being active ended (in one
-        read). `ours` run in this drain: it learns their ends as it records them."""
+        read), which it returns. `ours` run in this drain: it learns their ends as it records
+        them."""
         active_ids = {r.id for r in active}
         gone = [i for i in self.known if i not in active_ids and i not in ours]
-        for ended in store.get_runs(gone).values() if gone else ():
-            self.update(ended)
+        ended = list(store.get_runs(gone).values()) if gone else []
+        for run in ended:
+            self.update(run)
         for run in active:
             self.update(run)
+        return ended
 
     def view(self, active: list[Run]) -> ExecutedState:
         return ExecutedState(self.latest, tuple(active), self.on_machine, self.seen)  # type: ignore[arg-type]
@@ -489,7 +492,7 @@ class _Drain:
             fresh = True
         else:  # only capacity changed: the next runs in the order decided last time
             start, waiting = fill(
-                self.decided.waiting,
+                [item for item in self.decided.waiting if item[0].id in self.pending],
                 [*mine, *self.others],
                 self.desired,
                 self.engine.concurrency + len(self.others),
@@ -664,14 +667,22 @@ class _Drain:
         if changes is not None and changes == self.seen_changes and not self.stale:
             return  # only this drain wrote since the last re-read: it knows what it wrote
         self.seen_changes, self.stale = changes, False
-        self.changed = True
         ours = {r.id for r in self.running.values()}
+        before, foreign_before = self.pending, self.foreign
         self.pending = {r.id: r for r in self.store.pending()}
         if not self.forever:
             self.planners = self.store.pending_planners(self.engine.owner)
             self.foreign = {i for i, (_, alive) in self.planners.items() if alive}
         self.others = [r for r in self.store.running() if r.id not in ours]
-        self.tracker.refresh(self.store, [*self.pending.values(), *self.others], ours)
+        ended = self.tracker.refresh(self.store, [*self.pending.values(), *self.others], ours)
+        # Runs taken or cancelled elsewhere only leave the queue, and runs that succeeded
+        # elsewhere only free capacity, unless a pending run waits for their task: the last
+        # decision's order still holds for the rest. Anything else is decided again.
+        self.changed |= (
+            self.foreign != foreign_before
+            or any(run_id not in before for run_id in self.pending)
+            or any(not run.status.is_success or run.task in self.awaited for run in ended)
+        )
         for run in self.others:
             if run.id in self.mine:
                 self.report.runs[run.id] = run
@@ -744,7 +755,7 @@ class _Drain:
             wanted = {run.id: run for run in runs}
             for run_id in claimed.refused:  # as far as we know: the next re-read tells
                 self.pending[run_id] = wanted[run_id]
-            self.stale = True
+            self.stale = self.changed = True  # left the order: only a whole decision retries
         if not claimed.runs:
             return
         failpoints.hit("after_claim")
