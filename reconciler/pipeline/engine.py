@@ -440,6 +440,7 @@ class _Drain:
     def _run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
         self.pending = {r.id: r for r in self.store.pending()}
+        self._prepare_transports()
         with (
             ThreadPoolExecutor(
                 max_workers=self.engine.concurrency, thread_name_prefix="run"
@@ -462,6 +463,17 @@ class _Drain:
             self.report.left_behind = self._left_behind()
         active = [*self.store.pending(), *self.store.running()]
         self.report.elsewhere = sum(1 for run in active if run.id not in self.mine)
+
+    def _prepare_transports(self) -> None:
+        """Let each transport get ready for the machines of the queue (the SSH one opens their
+        connections at once, in the background) while the first rounds claim and dispatch."""
+        by_transport: dict[str, dict[str, object]] = {}
+        for run in self.pending.values():
+            machine = self.desired.machines.get(run.machine)
+            if machine is not None and machine.transport in self.engine.transports:
+                by_transport.setdefault(machine.transport, {})[machine.name] = machine
+        for name, machines in by_transport.items():
+            self.engine.transports[name].prepare(machines.values())
 
     def _left_behind(self) -> list[int]:
         """The runs of this pass a stop left undone: still pending (not held by a window),
