@@ -98,24 +98,32 @@ def fill(
     waiting: Sequence[tuple[Run, int]],
     running: Sequence[Run],
     desired: DesiredState,
+    now: datetime,
     concurrency: int,
-) -> tuple[tuple[Run, ...], tuple[tuple[Run, int], ...]]:
+) -> tuple[tuple[Run, ...], tuple[tuple[Run, int], ...], bool]:
     """The runs of `waiting` (a `Decision.waiting`) that start now that capacity freed up,
-    and those that still wait, in order. What `decide` would choose as long as nothing but
-    capacity changed since it made `waiting` (no run was added, ended badly or held, no
-    dependency ended, no hold expired): the cost follows the runs started, not the queue."""
+    those that still wait, in order, and whether a deny window opened on one it would have
+    started. What `decide` would choose as long as nothing but capacity and time changed
+    since it made `waiting` (no run was added, ended badly, no dependency ended, no hold
+    expired): the cost follows the runs started, not the queue. A run a window now holds is
+    not started and stays waiting; `decide` then settles its hold."""
+    now = utc(now)
     capacity = _Capacity(desired, running, concurrency)
     start: list[Run] = []
     still: list[tuple[Run, int]] = []
+    window_opened = False
     for index, (run, priority) in enumerate(waiting):
         if capacity.free <= 0:
             still.extend(waiting[index:])
             break
-        if capacity.take(run):
+        if held_until(run, desired, now, priority) is not None:
+            window_opened = True
+            still.append((run, priority))
+        elif capacity.take(run):
             start.append(run)
         else:
             still.append((run, priority))
-    return tuple(start), tuple(still)
+    return tuple(start), tuple(still), window_opened
 
 
 def dispatch_order(runs: Sequence[Run], desired: DesiredState) -> list[Run]:

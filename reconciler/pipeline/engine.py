@@ -116,6 +116,9 @@ class Journal(Protocol):
     def check(self) -> None:
         """Raise `StoreError` when an earlier audit write of the pass failed."""
 
+    def planned(self) -> None:
+        """The pass recorded its plan: write the plan's entry (raises `StoreError`)."""
+
     def leading(self) -> list[AuditRecord]:
         """Entries to write before the first claim (the plan's record), once."""
 
@@ -260,6 +263,8 @@ class Engine:
             with _ACTIVITY_GUARD:
                 _PLANS[id(self.store)] += 1
         self.planned.set()
+        if self.journal is not None:
+            self.journal.planned()
         _Drain(self, desired, report, adopted=adopted).run()
         return report
 
@@ -503,12 +508,16 @@ class _Drain:
             )
             fresh = True
         else:  # only capacity changed: the next runs in the order decided last time
-            start, waiting = fill(
+            start, waiting, window_opened = fill(
                 [item for item in self.decided.waiting if item[0].id in self.pending],
                 [*mine, *self.others],
                 self.desired,
+                now,
                 self.engine.concurrency + len(self.others),
             )
+            if window_opened:  # a deny window opened: decide on the whole queue again
+                self.changed = True
+                return True
             decision = replace(self.decided, start=start, waiting=waiting)
             fresh = False
         self._remember(decision, fresh)
@@ -762,7 +771,9 @@ class _Drain:
             )
             journal.flushed()
         else:
-            claimed = self.store.claim_batch(requests, self.engine.owner, now)
+            claimed = _with_retries(
+                lambda: self.store.claim_batch(requests, self.engine.owner, now)
+            )
         if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
             wanted = {run.id: run for run in runs}
             for run_id in claimed.refused:  # as far as we know: the next re-read tells
@@ -780,7 +791,9 @@ class _Drain:
                 )
             )
         else:
-            dispatched = self.store.dispatch_batch(claimed.runs, self.engine.clock())
+            dispatched = _with_retries(
+                lambda: self.store.dispatch_batch(claimed.runs, self.engine.clock())
+            )
         for run_id in dispatched.refused:
             log.warning("run %s: lease lost before its command was sent; not sending it", run_id)
         failpoints.hit("after_dispatch")
@@ -798,10 +811,13 @@ class _Drain:
             self.running[future] = run
 
     def _journaled(self, write: Callable[[], Batch]) -> Batch:
-        """A batch write whose audit entries the journal made: a failure is an audit failure
-        too (the journal remembers it: nothing more is dispatched in this pass)."""
+        """A batch write whose audit entries the journal made, tried again as `_with_retries`
+        does (a batch that failed changed nothing: a busy SQLite file, a dropped connection),
+        so a transient error does not end the pass and lose the results of the runs in
+        flight. A failure that stays is an audit failure too (the journal remembers it:
+        nothing more is dispatched in this pass)."""
         try:
-            return write()
+            return _with_retries(write)
         except StoreError as exc:
             self.engine.journal.failed(exc)
             raise

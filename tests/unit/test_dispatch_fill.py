@@ -4,6 +4,7 @@
 import random
 
 from reconciler.core.dispatch import decide, fill
+from reconciler.core.model import Window
 from reconciler.core.state import RunStatus
 from tests.support.plan_fixtures import NOW, desired, executed, machine, minutes, run, spec
 
@@ -41,7 +42,8 @@ def test_fill_after_runs_succeed_starts_what_a_whole_decision_would():
             ended = rnd.sample(running, k=rnd.randint(0, len(running)))
             running = [r for r in running if r not in ended]
             wanted = decide(left, running, d, executed(*left, *running), NOW, concurrency)
-            got, still = fill(first.waiting, running, d, concurrency)
+            got, still, opened = fill(first.waiting, running, d, NOW, concurrency)
+            assert not opened
             assert [r.id for r in got] == [r.id for r in wanted.start], seed
             assert [r.id for r, _ in still] == [r.id for r, _ in wanted.waiting], seed
             first = wanted
@@ -61,5 +63,24 @@ def test_fill_stops_at_the_concurrency_limit_and_keeps_the_rest_in_order():
     decision = decide(pending, [], d, executed(*pending), NOW, 1)
     assert [r.id for r in decision.start] == [1]
     assert [r.id for r, _ in decision.waiting] == [2, 3]
-    got, still = fill(decision.waiting, [], d, 1)
+    got, still, _ = fill(decision.waiting, [], d, NOW, 1)
     assert [r.id for r in got] == [2] and [r.id for r, _ in still] == [3]
+
+
+def test_fill_does_not_start_a_run_a_deny_window_opened_on_since_the_decision():
+    window = Window(deny="0 8 * * *", duration=3600)
+    d = desired(
+        spec("prod/a", priority=2, targets=["m1"]),
+        spec("prod/b", priority=2, targets=["m1"]),
+        machines=[machine("m1", windows=[window])],
+    )
+    before = NOW.replace(hour=7, minute=59)
+    pending = [
+        run(i, task, "m1", status=S.PENDING, created_at=before - minutes(5 - i))
+        for i, task in ((1, "prod/a"), (2, "prod/b"))
+    ]
+    decision = decide(pending, [], d, executed(*pending), before, 1)
+    assert [r.id for r in decision.start] == [1] and decision.held == ()
+    # Run 1 ended; the window opened meanwhile: run 2 must wait, and the caller must decide.
+    got, still, opened = fill(decision.waiting, [], d, NOW.replace(hour=8, minute=1), 1)
+    assert got == () and [r.id for r, _ in still] == [2] and opened

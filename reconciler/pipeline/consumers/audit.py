@@ -255,6 +255,16 @@ class Journal:
     def check(self) -> None:
         self.consumer.refuse_if_failed()
 
+    def planned(self) -> None:
+        """The plan is recorded in the store: write its entry now, not with the first claim
+        (a pass killed while its runs wait for capacity still leaves it). Raises
+        `StoreError`: then the pass dispatches nothing."""
+        try:
+            self.consumer.flush_plan()
+        except StoreError as exc:
+            self.consumer.failed(exc)
+            raise
+
     def leading(self) -> list:
         return self.consumer.plan_records()
 
