@@ -48,14 +48,11 @@ def _entries(url, action: str) -> list[dict]:
 # --- incremental dispatch ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Incremental dispatch ignores deny windows: dispatch.fill starts the runs waiting for capacity without asking whether a window opened since the last whole decision (_Drain._rethink only re-decides when a hold it saw runs out)",
-)
 def test_a_deny_window_that_opens_mid_drain_holds_the_runs_still_waiting(tmp_path):
     """Incremental dispatch: a round where only capacity changed takes the next runs of the
     last decision (`dispatch.fill`). A deny window that opens after that decision is never
-    looked at: the runs waiting for capacity start inside it.
+    looked at: the runs waiting for capacity started inside it (fixed in 62acba8: a fill
+    round checks each run it would start against the deny windows).
 
     In-process because the CLI has no clock to move and deny windows are cron (minute)
     granular: waiting for a real minute boundary would cost up to a minute. The store
@@ -318,17 +315,12 @@ def test_a_pass_killed_before_recording_a_batch_over_ssh_adopts_every_result(
 # --- the plan's audit entry rides on the first claim batch ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.recorded is held back until the pass's first claim batch (Journal.leading): "
-    "a pass killed -9 while its runs wait for capacity leaves them enqueued with no audit "
-    "entry of its plan, and the pass that adopts them records a plan of 0",
-)
 def test_a_pass_killed_while_its_runs_wait_leaves_its_plan_in_the_audit_log(project):
     """Pass A runs a long command on a machine with max_parallel 1; pass B plans a new task
     (its run is durable in the queue) and waits for the machine; B is killed with -9. The
-    run is later adopted and executed, but nothing in the audit log says B enqueued it,
-    at which commit, or that B ever planned anything."""
+    run is later adopted and executed, but nothing in the audit log said B enqueued it,
+    at which commit, or that B ever planned anything (fixed in 62acba8: the plan's entry
+    is written as soon as the plan is recorded)."""
     p = project
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 1\n")
     go = p.root / "go"
@@ -474,18 +466,13 @@ def test_a_once_pass_rides_out_a_postgresql_restart_with_every_entry(tmp_path):
 # --- a claim batch that meets a busy SQLite file --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a claim batch that meets a transient 'database is locked' (another writer held "
-    "the SQLite file past the 10 s busy timeout) aborts the pass with exit 3 and throws away "
-    "the result of a run that then finished in that very process: the next pass records it "
-    "unknown. End batches are retried (_with_retries); claim and dispatch batches are not",
-)
 def test_a_busy_state_file_at_a_claim_does_not_lose_the_runs_in_flight(project):
     """A long priority-1 run is in flight; another run failed and waits out a 2 s retry
     back-off. An operator's `sqlite3` shell (or any writer) holds the write lock past the
     busy timeout just when the retry comes due. When the lock is released the long run
-    ends with exit 0 in the pass's own process, which must record it: it succeeded."""
+    ends with exit 0 in the pass's own process, which must record it: it succeeded. (The
+    pass ended with exit 3 and the next recorded the run unknown; fixed in 62acba8: claim
+    and dispatch batches are tried again after a transient store error.)"""
     p = project
     go = p.root / "go"
     p.task(
