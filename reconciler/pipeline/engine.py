@@ -432,6 +432,7 @@ class _Drain:
         self.awaited: set[str] = set()  # tasks that pending runs name in `after`
         self.decided_held_due: datetime | None = None
         self.retry_holds: list[tuple[Run, datetime]] = []
+        self.blocks_confirmed = False  # the blocks of this round were decided on a snapshot
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -522,9 +523,18 @@ class _Drain:
             fresh = False
         self._remember(decision, fresh)
         if decision.block:
+            if not self.blocks_confirmed:
+                # Blocked is final: first make sure the dependency really ended badly. The
+                # tracker learns how runs ended only if it saw them active; one that another
+                # worker claimed and finished between two re-reads would read as never run.
+                self.tracker = _Tracker(self.store.snapshot())
+                self.blocks_confirmed = self.stale = self.changed = True
+                return True
             self._block(decision.block, now)
+            self.blocks_confirmed = False
             self.changed = True
             return True  # a blocked run may block its own dependents: decide again
+        self.blocks_confirmed = False
         self.chose_to_start = bool(decision.start)
         if decision.start and not self.engine.stop.is_set():
             self._start(decision.start)
