@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -581,3 +582,69 @@ def test_after_chains_drained_by_a_pass_and_workers_are_never_wrongly_blocked(
     )
     assert blocked == {}, blocked
     assert result.code == 0 and result.json()["counts"] == {"succeeded": 72}
+
+
+# --- incremental dispatch after a re-read: a retry's back-off (PostgreSQL) ------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="since 59c9f4d a re-read that finds the same pending ids keeps the last decision's "
+    "order: a run that another worker claimed, failed and put back pending for a retry "
+    "between two re-reads stays in `waiting` as it was (no not_before), and fill() starts "
+    "it at once, ignoring its back-off (the claim does not check not_before)",
+)
+def test_a_retry_taken_back_by_another_worker_waits_out_its_back_off(tmp_path, postgres_url):
+    """Worker B (concurrency 1) runs a long priority-1 command, the six failing runs wait
+    for its capacity in its last decision. B pauses (SIGSTOP: a GC pause, a VM steal, a
+    slow host) while worker A takes the six, they fail and wait out a 60 s back-off. B
+    resumes, its long run ends, and B must not start any of them before its back-off."""
+    p = Project(tmp_path / "b")
+    p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 16\n")
+    go = tmp_path / "go"
+    p.task(
+        "long",
+        f'priority: 1\ncommand: {p.record("long")}; while [ ! -f "{go}" ]; do sleep 0.02; done\n',
+    )
+    for i in range(6):
+        p.task(
+            f"f{i}",
+            f"priority: 3\nretry: {{count: 1, delay: 60s}}\ncommand: {p.record(f'f{i}')}; exit 1\n",
+        )
+    # Worker A's checkout lacks `marker`: it leaves that run to B, which shows when B is free.
+    a_root = tmp_path / "a"
+    shutil.copytree(p.inventory, a_root / "inventory")
+    p.task("marker", f"priority: 5\ncommand: {p.record('marker')}\n")
+    assert len(record_plan(p.inventory, postgres_url)) == 8
+    worker_b = spawn("worker", "--state", postgres_url, "-q", "--concurrency", "1", cwd=p.root)
+    worker_a = None
+    try:
+        wait_until(lambda: "long" in p.ledger_lines(), timeout=30, message="B to start long")
+        worker_b.send_signal(signal.SIGSTOP)
+        worker_a = spawn("worker", "--state", postgres_url, "-q", cwd=a_root)
+        wait_until(
+            lambda: (
+                store_rows(
+                    postgres_url,
+                    "SELECT count(*) FROM runs WHERE task LIKE 'ops/f%%' AND status = 'pending' "
+                    "AND attempt = 2",
+                )
+                == [(6,)]
+            ),
+            timeout=30,
+            message="A to fail the six runs into their back-off",
+        )
+        worker_b.send_signal(signal.SIGCONT)
+        go.touch()
+        wait_until(lambda: "marker" in p.ledger_lines(), timeout=30, message="B to go on")
+    finally:
+        go.touch()
+        worker_b.send_signal(signal.SIGCONT)
+        for worker in (worker_a, worker_b):
+            if worker is not None:
+                worker.send_signal(signal.SIGTERM)
+        ended = [(w.wait(timeout=60), w.stderr.read()) for w in (worker_a, worker_b) if w]
+    assert all(code == 0 for code, _ in ended), ended
+    twice = {word: n for word, n in Counter(p.ledger_lines()).items() if n > 1}
+    assert twice == {}, f"retries started before their 60 s back-off: {twice}"
