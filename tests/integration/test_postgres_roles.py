@@ -148,9 +148,10 @@ def test_a_worker_role_queues_and_seals_batch_audit_entries_and_a_reader_counts_
 def test_a_worker_role_cannot_drop_or_rewrite_a_queued_audit_entry_unseen(
     tmp_path, roles, monkeypatch
 ):
-    """A queued entry leaves the queue only into the chain (migration 6's trigger): a worker
-    host's DELETE of another's queued entry is refused, and one that first slips a copy into
-    audit_log out of the chain's order is found by `audit verify`."""
+    """A queued entry leaves the queue only into the chain (migration 6's policy): a worker
+    host's DELETE of another's unsealed entry deletes nothing, what the worker's sealer
+    chains leaves the queue (a hand-written row too, as unreadable), and a copy slipped into
+    audit_log out of the chain's order to free an entry is found by `audit verify`."""
     monkeypatch.setattr(postgres, "SEAL_EVERY_SECONDS", 3600.0)
     worker_url, reader_url = roles
     now = datetime.now(UTC)
@@ -164,7 +165,16 @@ def test_a_worker_role_cannot_drop_or_rewrite_a_queued_audit_entry_unseen(
     store = open_store(worker_url)
     try:
         store.claim_batch([], "w", now, leading=[AuditRecord(record.at, "w", "victim", {})])
-        assert _denied(worker_url, "DELETE FROM audit_queue")  # not sealed: it stays
+        with psycopg.connect(worker_url, autocommit=True) as conn:  # not sealed: it stays
+            assert conn.execute("DELETE FROM audit_queue").rowcount == 0
+            assert conn.execute("SELECT count(*) FROM audit_queue").fetchone()[0] == 1
+            # A row written by hand, which the sealer chains as unreadable, can be sealed.
+            conn.execute(
+                "INSERT INTO audit_queue (at, actor, action, detail) VALUES (%s, %s, %s, %s)",
+                (record.at, "hand", "odd", "".join(map(chr, range(1, 128))) + " é \u2028"),
+            )
+        assert store.seal_audit(wait=True) == 2 and store.unsealed_audit() == 0
+        store.claim_batch([], "w", now, leading=[AuditRecord(record.at, "w", "next", {})])
         with psycopg.connect(worker_url, autocommit=True) as conn:  # a copy out of order
             conn.execute(
                 "INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) "

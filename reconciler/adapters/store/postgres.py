@@ -954,7 +954,13 @@ class PostgresStore(StateStore):
             return 0
         texts = [(at, actor, action, _sealable(detail)) for _, at, actor, action, detail in rows]
         self._insert_rows(conn, chain_texts(*self._head(conn), texts))
-        conn.execute(_q("audit_dequeue"), {"ids": [row[0] for row in rows]})
+        removed = conn.execute(_q("audit_dequeue"), {"ids": [row[0] for row in rows]}).rowcount
+        if removed != len(rows):
+            # Left queued, they would be sealed again: refuse to chain anything twice.
+            raise psycopg.DataError(
+                f"sealed {len(rows)} queued audit entries but could remove {removed} from "
+                "the queue (see migration 6's policy)"
+            )
         return len(rows)
 
     @staticmethod
@@ -1359,7 +1365,7 @@ def _sealable(detail: str) -> str:
     """A queued detail as the chain can hold it verifiably: as it is when it is what
     `stored_fields` makes (canonical JSON of an object), which every batch queues; anything
     else (a row written into the queue by hand) as {"unreadable": <text>}, so the chain still
-    verifies and shows the row for what it is (see the queue's trigger in migration 6)."""
+    verifies and shows the row for what it is (see the queue's policy in migration 6)."""
     try:
         parsed = json.loads(detail, parse_constant=_no_constant)
     except ValueError:

@@ -167,31 +167,30 @@ CREATE TABLE audit_queue (
     detail  text NOT NULL
 );
 
--- A queued entry leaves the queue only into the chain: whoever deletes it (every worker seals,
--- so the worker role may DELETE) must have put an entry with the same texts into audit_log
--- first, in the same transaction or before. So a worker host cannot drop or rewrite (DELETE
--- then INSERT) an entry another wrote without leaving it in the chain, where the hash chain
--- covers it. A detail the sealer could not link as it was (not canonical JSON: see
--- `PostgresStore._seal_locked`) is chained as {"unreadable": <text>}; to_json escapes text
--- exactly as the sealer's canonical JSON does.
-CREATE FUNCTION audit_queue_leaves_into_the_chain() RETURNS trigger
-LANGUAGE plpgsql AS $body$
-BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM audit_log
-        WHERE at = OLD.at AND actor = OLD.actor AND action = OLD.action
-          AND (detail = OLD.detail
-               OR detail = '{"unreadable":' || to_json(OLD.detail)::text || '}')
-    ) THEN
-        RAISE EXCEPTION 'queued audit entry % is not in the audit log: it leaves the queue only by being sealed', OLD.id
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN OLD;
-END
-$body$;
-
-CREATE TRIGGER audit_queue_leaves_into_the_chain BEFORE DELETE ON audit_queue
-    FOR EACH ROW EXECUTE FUNCTION audit_queue_leaves_into_the_chain();
+-- A queued entry leaves the queue only into the chain: a role that does not own the table
+-- (the worker role: every worker seals, so it may DELETE) deletes only entries whose texts are
+-- in audit_log already, put there by its seal in the same transaction or before. So a worker
+-- host cannot drop or rewrite (DELETE then INSERT) an entry another host queued without
+-- leaving it in the chain, where the hash chain covers it; its DELETE of an unsealed entry
+-- deletes nothing. A detail the sealer could not link as it was (not canonical JSON: see
+-- `postgres._sealable`) is chained as {"unreadable": <text>}; to_json escapes text exactly as
+-- the sealer's canonical JSON does. Row-level security, not a trigger: the condition is part
+-- of the DELETE's plan (no call per row), and the owner (the admin) is not subject to it.
+CREATE INDEX audit_log_by_detail ON audit_log (md5(detail));
+ALTER TABLE audit_queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY audit_queue_read ON audit_queue FOR SELECT USING (true);
+CREATE POLICY audit_queue_write ON audit_queue FOR INSERT WITH CHECK (true);
+CREATE POLICY audit_queue_leaves_into_the_chain ON audit_queue FOR DELETE USING (
+    EXISTS (SELECT 1 FROM audit_log AS l
+            WHERE md5(l.detail) = md5(audit_queue.detail) AND l.detail = audit_queue.detail
+              AND l.at = audit_queue.at AND l.actor = audit_queue.actor
+              AND l.action = audit_queue.action)
+    OR EXISTS (SELECT 1 FROM audit_log AS l
+               WHERE md5(l.detail) = md5('{"unreadable":' || to_json(audit_queue.detail)::text || '}')
+                 AND l.detail = '{"unreadable":' || to_json(audit_queue.detail)::text || '}'
+                 AND l.at = audit_queue.at AND l.actor = audit_queue.actor
+                 AND l.action = audit_queue.action)
+);
 
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
