@@ -801,41 +801,54 @@ class SqliteStore(StateStore):
         refused: list[int] = []
         records = list(leading)
         with self._write() as conn:
-            machine_of, busy = self._running_counts(conn, claims)
+            # Three statements whatever the batch's size: which runs are still pending (and
+            # on which machine), how many runs those machines run, and one claim of the
+            # runs the limits let through, in request order (a refused run takes no slot).
+            pending = dict(
+                conn.execute(
+                    _q("pending_of_runs"), {"ids": json.dumps([c.run_id for c in claims])}
+                ).fetchall()
+            )
+            busy = self._running_on(conn, list(pending.values()))
+            allowed: list[int] = []
             for request in claims:
-                limit, machine = request.max_parallel, machine_of.get(request.run_id)
-                if limit is not None and machine is not None and busy[machine] >= limit:
+                machine = pending.pop(request.run_id, None)  # a second ask finds it taken
+                limit = request.max_parallel
+                if machine is None or (limit is not None and busy[machine] >= limit):
                     refused.append(request.run_id)
                     continue
-                row = _one(conn, "claim", {"id": request.run_id, "owner": owner, "now": stamp})
-                if row is None:
-                    refused.append(request.run_id)
+                busy[machine] += 1
+                allowed.append(request.run_id)
+            taken = {
+                run.id: run
+                for run in map(
+                    _run,
+                    conn.execute(
+                        _q("claim_many"),
+                        {"ids": json.dumps(allowed), "owner": owner, "now": stamp},
+                    ).fetchall(),
+                )
+            }
+            for run_id in allowed:
+                run = taken.get(run_id)
+                if run is None:
+                    refused.append(run_id)
                     continue
-                run = _run(row)
-                if run.machine in busy:
-                    busy[run.machine] += 1
                 claimed.append(run)
                 records.extend(audit(run))
             self._chain(conn, records)
         return Batch(claimed, refused)
 
     @staticmethod
-    def _running_counts(
-        conn: sqlite3.Connection, claims: Sequence[ClaimRequest]
-    ) -> tuple[dict[int, str], dict[str, int]]:
-        """The machine of each limited request's run, and how many runs each of those
-        machines runs: two statements for the whole batch, whatever its size."""
-        limited = [c.run_id for c in claims if c.max_parallel is not None]
-        if not limited:
-            return {}, {}
-        machine_of = dict(
-            conn.execute(_q("machines_of_runs"), {"ids": json.dumps(limited)}).fetchall()
-        )
-        machines = sorted(set(machine_of.values()))
+    def _running_on(conn: sqlite3.Connection, machines) -> dict[str, int]:
+        """How many runs each of `machines` runs, in one statement."""
+        wanted = sorted(set(machines))
+        if not wanted:
+            return {}
         counts = dict(
-            conn.execute(_q("running_on_machines"), {"machines": json.dumps(machines)}).fetchall()
+            conn.execute(_q("running_on_machines"), {"machines": json.dumps(wanted)}).fetchall()
         )
-        return machine_of, {machine: counts.get(machine, 0) for machine in machines}
+        return {machine: counts.get(machine, 0) for machine in wanted}
 
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
@@ -848,13 +861,15 @@ class SqliteStore(StateStore):
         marked: list[Run] = []
         refused: list[int] = []
         records: list[AuditRecord] = []
+        held = {str(run.id): run.epoch for run in runs}
         with self._write(durable=True) as conn:
-            for held in runs:
-                row = _one(conn, "mark_dispatched", {"id": held.id, "epoch": held.epoch})
-                if row is None:
-                    refused.append(held.id)
+            rows = conn.execute(_q("mark_dispatched_many"), {"held": json.dumps(held)}).fetchall()
+            done = {run.id: run for run in map(_run, rows)}
+            for asked in runs:  # in request order, whatever order the rows came back in
+                run = done.get(asked.id)
+                if run is None:
+                    refused.append(asked.id)
                     continue
-                run = _run(row)
                 marked.append(run)
                 records.extend(audit(run))
             self._chain(conn, records)
@@ -872,23 +887,28 @@ class SqliteStore(StateStore):
         written: list[Run] = []
         refused: list[int] = []
         records: list[AuditRecord] = []
+        rows_in = [
+            [
+                end.run_id,
+                end.epoch,
+                end.status.value,
+                end.exit_code,
+                cap_output(end.output),
+                end.error,
+                None if end.retry_at is None else _ts(end.retry_at),
+            ]
+            for end in ends
+        ]
         with self._write() as conn:
-            for end in ends:
-                params = {
-                    "id": end.run_id,
-                    "epoch": end.epoch,
-                    "exit_code": end.exit_code,
-                    "output": cap_output(end.output),
-                    "error": end.error,
-                }
-                if end.retry_at is not None:
-                    row = _one(conn, "requeue", {**params, "not_before": _ts(end.retry_at)})
-                else:
-                    row = _one(conn, "finish", {**params, "status": end.status.value, "now": stamp})
-                if row is None:
+            rows = conn.execute(
+                _q("end_many"), {"ends": json.dumps(rows_in), "now": stamp}
+            ).fetchall()
+            done = {run.id: run for run in map(_run, rows)}
+            for end in ends:  # in request order
+                run = done.get(end.run_id)
+                if run is None:
                     refused.append(end.run_id)
                     continue
-                run = _run(row)
                 written.append(run)
                 records.extend(audit(run))
             self._chain(conn, records)

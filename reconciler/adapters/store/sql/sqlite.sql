@@ -230,9 +230,42 @@ SELECT status, epoch FROM runs WHERE id = :id
 SELECT count(*) FROM runs
 WHERE status = 'running' AND machine = (SELECT machine FROM runs WHERE id = :id)
 
--- query: machines_of_runs
--- claim_batch: the machine of each run asked for (:ids a JSON array).
-SELECT id, machine FROM runs WHERE id IN (SELECT value FROM json_each(:ids))
+-- query: pending_of_runs
+-- claim_batch: which of the runs asked for (:ids a JSON array) are pending, and their machine.
+SELECT id, machine FROM runs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+
+-- query: claim_many
+-- claim_batch: `claim` for every run of :ids (a JSON array) at once.
+UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1,
+                heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+RETURNING *
+
+-- query: mark_dispatched_many
+-- dispatch_batch: `mark_dispatched` for every run of :held (a JSON object: id -> epoch).
+UPDATE runs SET dispatched = 1, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
+FROM (SELECT CAST(key AS INTEGER) AS id, value AS epoch FROM json_each(:held)) AS held
+WHERE runs.id = held.id AND runs.status = 'running' AND runs.epoch = held.epoch
+RETURNING *
+
+-- query: end_many
+-- end_batch: `finish` or, with a retry time, `requeue`, for every end of :ends (a JSON array
+-- of [id, epoch, status, exit_code, output, error, retry_at]) at once.
+UPDATE runs SET
+  status = CASE WHEN e.retry_at IS NULL THEN e.status ELSE 'pending' END,
+  finished_at = CASE WHEN e.retry_at IS NULL THEN :now ELSE runs.finished_at END,
+  attempt = CASE WHEN e.retry_at IS NULL THEN runs.attempt ELSE runs.attempt + 1 END,
+  not_before = CASE WHEN e.retry_at IS NULL THEN runs.not_before ELSE e.retry_at END,
+  dispatched = CASE WHEN e.retry_at IS NULL THEN runs.dispatched ELSE 0 END,
+  owner = CASE WHEN e.retry_at IS NULL THEN runs.owner ELSE NULL END,
+  exit_code = e.exit_code, output = e.output, error = e.error
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS epoch, value ->> 2 AS status,
+             value ->> 3 AS exit_code, value ->> 4 AS output, value ->> 5 AS error,
+             value ->> 6 AS retry_at
+      FROM json_each(:ends)) AS e
+WHERE runs.id = e.id AND runs.status = 'running' AND runs.epoch = e.epoch
+RETURNING *
 
 -- query: running_on_machines
 -- claim_batch: the running runs of each machine (:machines a JSON array), counted once per
