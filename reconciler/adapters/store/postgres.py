@@ -1110,6 +1110,13 @@ class PostgresStore(StateStore):
         return runs[0] if runs else None
 
     @_retried
+    def get_runs(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        """The runs of `run_ids` that exist, by id, in one read."""
+        if not run_ids:
+            return {}
+        return {run.id: run for run in self._select("get_runs", {"ids": list(run_ids)})}
+
+    @_retried
     def list_runs(
         self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
     ) -> list[Run]:

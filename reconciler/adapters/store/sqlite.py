@@ -955,6 +955,12 @@ class SqliteStore(StateStore):
         runs = self._select("get_run", {"id": run_id})
         return runs[0] if runs else None
 
+    def get_runs(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        """The runs of `run_ids` that exist, by id, in one read."""
+        if not run_ids:
+            return {}
+        return {run.id: run for run in self._select("get_runs", {"ids": json.dumps(list(run_ids))})}
+
     def list_runs(
         self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
     ) -> list[Run]:

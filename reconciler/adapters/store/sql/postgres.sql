@@ -283,6 +283,10 @@ LIMIT %(limit)s
 -- query: get_run
 SELECT * FROM runs WHERE id = %(id)s
 
+-- query: get_runs
+-- get_runs: several runs by id, with their output, in one read.
+SELECT * FROM runs WHERE id = ANY(%(ids)s)
+
 -- query: status_of
 SELECT status, epoch FROM runs WHERE id = %(id)s
 

@@ -223,6 +223,10 @@ LIMIT :limit
 -- query: get_run
 SELECT * FROM runs WHERE id = :id
 
+-- query: get_runs
+-- get_runs: several runs by id, with their output, in one read.
+SELECT * FROM runs WHERE id IN (SELECT value FROM json_each(:ids))
+
 -- query: status_of
 SELECT status, epoch FROM runs WHERE id = :id
 
