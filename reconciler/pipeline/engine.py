@@ -510,7 +510,13 @@ class _Drain:
             fresh = True
         else:  # only capacity changed: the next runs in the order decided last time
             start, waiting, window_opened = fill(
-                [item for item in self.decided.waiting if item[0].id in self.pending],
+                # Each run as last read: one another worker claimed, ran and put back for a
+                # retry in between is pending again, but with its back-off.
+                [
+                    (self.pending[run.id], priority)
+                    for run, priority in self.decided.waiting
+                    if run.id in self.pending
+                ],
                 [*mine, *self.others],
                 self.desired,
                 now,
@@ -711,7 +717,10 @@ class _Drain:
         # decision's order still holds for the rest. Anything else is decided again.
         self.changed |= (
             self.foreign != foreign_before
-            or any(run_id not in before for run_id in self.pending)
+            or any(
+                run_id not in before or run.epoch != before[run_id].epoch
+                for run_id, run in self.pending.items()
+            )
             or any(not run.status.is_success or run.task in self.awaited for run in ended)
         )
         for run in self.others:

@@ -605,13 +605,6 @@ def test_after_chains_drained_by_a_pass_and_workers_are_never_wrongly_blocked(
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="since 59c9f4d a re-read that finds the same pending ids keeps the last decision's "
-    "order: a run that another worker claimed, failed and put back pending for a retry "
-    "between two re-reads stays in `waiting` as it was (no not_before), and fill() starts "
-    "it at once, ignoring its back-off (the claim does not check not_before)",
-)
 def test_a_retry_taken_back_by_another_worker_waits_out_its_back_off(tmp_path, postgres_url):
     """Worker B (concurrency 1) runs a long priority-1 command, the six failing runs wait
     for its capacity in its last decision. B pauses (SIGSTOP: a GC pause, a VM steal, a
@@ -670,13 +663,6 @@ def test_a_retry_taken_back_by_another_worker_waits_out_its_back_off(tmp_path, p
 # --- SQLite end batches over JSON (d910e8f) -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since d910e8f the SQLite end batch passes outputs through json_each, and SQLite "
-    "cuts a text at its first NUL: a run's stored output ends where its first NUL byte "
-    "was (all of it lost after the drop mark of an output past 64 KiB of NULs); the "
-    "per-run statements before, and PostgreSQL now, keep the whole output",
-)
 def test_a_run_output_with_a_nul_byte_is_stored_whole(project):
     """`printf 'before\\0after'` and a binary output (70,000 NUL bytes, then a line):
     `queue show` gives back everything after the NUL too, as it did before d910e8f."""

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -887,14 +887,15 @@ class SqliteStore(StateStore):
         written: list[Run] = []
         refused: list[int] = []
         records: list[AuditRecord] = []
+        # The texts go as bound parameters, not through JSON: SQLite's JSON functions end a
+        # string at its first NUL byte, and a command's output may hold one.
+        texts = {end.run_id: (cap_output(end.output), end.error) for end in ends}
         rows_in = [
             [
                 end.run_id,
                 end.epoch,
                 end.status.value,
                 end.exit_code,
-                cap_output(end.output),
-                end.error,
                 None if end.retry_at is None else _ts(end.retry_at),
             ]
             for end in ends
@@ -904,11 +905,20 @@ class SqliteStore(StateStore):
                 _q("end_many"), {"ends": json.dumps(rows_in), "now": stamp}
             ).fetchall()
             done = {run.id: run for run in map(_run, rows)}
+            conn.executemany(
+                _q("set_texts"),
+                [
+                    {"id": run_id, "output": texts[run_id][0], "error": texts[run_id][1]}
+                    for run_id in done
+                ],
+            )
             for end in ends:  # in request order
                 run = done.get(end.run_id)
                 if run is None:
                     refused.append(end.run_id)
                     continue
+                output, error = texts[end.run_id]
+                run = replace(run, output=output, error=error)
                 written.append(run)
                 records.extend(audit(run))
             self._chain(conn, records)

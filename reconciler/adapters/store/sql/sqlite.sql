@@ -255,7 +255,8 @@ RETURNING *
 
 -- query: end_many
 -- end_batch: `finish` or, with a retry time, `requeue`, for every end of :ends (a JSON array
--- of [id, epoch, status, exit_code, output, error, retry_at]) at once.
+-- of [id, epoch, status, exit_code, retry_at]) at once; `set_texts` then writes each run's
+-- output and error (bound, not JSON: a JSON string ends at a NUL byte).
 UPDATE runs SET
   status = CASE WHEN e.retry_at IS NULL THEN e.status ELSE 'pending' END,
   finished_at = CASE WHEN e.retry_at IS NULL THEN :now ELSE runs.finished_at END,
@@ -263,13 +264,15 @@ UPDATE runs SET
   not_before = CASE WHEN e.retry_at IS NULL THEN runs.not_before ELSE e.retry_at END,
   dispatched = CASE WHEN e.retry_at IS NULL THEN runs.dispatched ELSE 0 END,
   owner = CASE WHEN e.retry_at IS NULL THEN runs.owner ELSE NULL END,
-  exit_code = e.exit_code, output = e.output, error = e.error
+  exit_code = e.exit_code
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS epoch, value ->> 2 AS status,
-             value ->> 3 AS exit_code, value ->> 4 AS output, value ->> 5 AS error,
-             value ->> 6 AS retry_at
+             value ->> 3 AS exit_code, value ->> 4 AS retry_at
       FROM json_each(:ends)) AS e
 WHERE runs.id = e.id AND runs.status = 'running' AND runs.epoch = e.epoch
 RETURNING *
+
+-- query: set_texts
+UPDATE runs SET output = :output, error = :error WHERE id = :id
 
 -- query: running_on_machines
 -- claim_batch: the running runs of each machine (:machines a JSON array), counted once per
