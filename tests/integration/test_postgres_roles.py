@@ -9,9 +9,6 @@ login roles and drops them afterwards. The database is a fresh one (tests.suppor
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -22,41 +19,19 @@ from reconciler.adapters.store import postgres
 from reconciler.adapters.store.base import ClaimRequest, RunEnd
 from reconciler.adapters.store.factory import open_store
 from reconciler.core.state import RunStatus
-from tests.support.postgres import ADMIN_URL
+from tests.support.pg_roles import least_privilege
 from tests.support.project import Project
 from tests.support.store_contract import add, enqueue
 
 pytestmark = pytest.mark.integration
 
 
-def _as(url: str, user: str) -> str:
-    return url.replace("postgresql://postgres@", f"postgresql://{user}@", 1)
-
-
 @pytest.fixture
 def roles(postgres_url):
     """The schema created by the admin, the roles script applied, and two login roles:
     (worker URL, reader URL)."""
-    open_store(postgres_url).close()  # the admin's first open creates the schema
-    script = subprocess.run(
-        [sys.executable, "-m", "reconciler.adapters.store.roles"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(script)
-    suffix = uuid.uuid4().hex[:10]
-    worker, reader = f"rw_{suffix}", f"ro_{suffix}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {worker} LOGIN IN ROLE reconciler_worker")
-        conn.execute(f"CREATE ROLE {reader} LOGIN IN ROLE reconciler_reader")
-    yield _as(postgres_url, worker), _as(postgres_url, reader)
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"DROP OWNED BY {worker}, {reader}")
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP ROLE {worker}")
-        conn.execute(f"DROP ROLE {reader}")
+    with least_privilege(postgres_url) as urls:
+        yield urls
 
 
 def _denied(url: str, statement: str) -> bool:
