@@ -4,27 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from reconciler.adapters.store.factory import open_store
-from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.core.compile import compile_inventory
 from reconciler.core.model import VaultRef
 from reconciler.core.redact import Secret
 from reconciler.core.state import RunStatus
 from reconciler.inventory.loader import load_inventory
 from reconciler.pipeline.engine import Engine
-
-
-@pytest.fixture
-def transport(client_key, tmp_path):
-    made = SshTransport(
-        lambda machine: Secret(client_key.private),
-        markers_dir=str(tmp_path / "markers"),
-        connect_timeout=5,
-    )
-    yield made
-    made.close()
 
 
 def _inventory(root: Path, daemons: dict, tasks: dict[str, str]) -> Path:

@@ -13,17 +13,6 @@ from reconciler.core.redact import Secret
 from tests.support.sshd import free_port, generate_key, wait_for_file
 
 
-@pytest.fixture
-def transport(client_key, tmp_path):
-    made = SshTransport(
-        lambda machine: Secret(client_key.private),
-        markers_dir=str(tmp_path / "markers"),
-        connect_timeout=5,
-    )
-    yield made
-    made.close()
-
-
 def test_sshd_killed_mid_run_is_connection_lost_not_a_failure(sshd, transport, tmp_path):
     started = tmp_path / "started"
     outcome: dict = {}

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.transport import hostkeys
-from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.core.errors import HostKeyMismatch, Unreachable
-from reconciler.core.redact import Secret
 from tests.support.sshd import generate_key
 
 AUTH_WORDS = (
@@ -22,17 +20,6 @@ AUTH_WORDS = (
     "Invalid user",
     "Authentication refused",
 )
-
-
-@pytest.fixture
-def transport(client_key, tmp_path):
-    made = SshTransport(
-        lambda machine: Secret(client_key.private),
-        markers_dir=str(tmp_path / "markers"),
-        connect_timeout=5,
-    )
-    yield made
-    made.close()
 
 
 def _fingerprint(line: str) -> str:

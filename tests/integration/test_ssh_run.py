@@ -8,24 +8,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.core.output import split_mark
 from reconciler.core.redact import Secret
 from tests.support.sshd import wait_for_file
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture
-def transport(client_key, tmp_path):
-    made = SshTransport(
-        lambda machine: Secret(client_key.private),
-        markers_dir=str(tmp_path / "markers"),
-        connect_timeout=5,
-    )
-    yield made
-    made.close()
 
 
 def _gone(pid: int) -> bool:

@@ -11,7 +11,6 @@ import pytest
 
 from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.core.errors import Unreachable
-from reconciler.core.redact import Secret
 from tests.support.sshd import Sshd, free_port
 from tests.support.waiting import wait_until
 
@@ -25,17 +24,6 @@ class CtrOnlySshd(Sshd):
         super()._write_config()
         with open(self.config, "a") as config:
             config.write("Ciphers aes128-ctr\n")
-
-
-@pytest.fixture
-def transport(client_key, tmp_path):
-    made = SshTransport(
-        lambda machine: Secret(client_key.private),
-        markers_dir=str(tmp_path / "markers"),
-        connect_timeout=5,
-    )
-    yield made
-    made.close()
 
 
 def _ciphers(transport: SshTransport) -> set[str]:

@@ -292,6 +292,22 @@ def sshd_factory(tmp_path, client_key) -> Iterator[Callable[..., Sshd]]:
 
 
 @pytest.fixture
+def transport(client_key, tmp_path):
+    """An `SshTransport` that logs in with `client_key`, its markers under tmp_path (closed
+    after the test)."""
+    from reconciler.adapters.transport.ssh import SshTransport
+    from reconciler.core.redact import Secret
+
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+    )
+    yield made
+    made.close()
+
+
+@pytest.fixture
 def sshd(sshd_factory) -> Sshd:
     """One running test daemon that authorizes `client_key`."""
     return sshd_factory()
