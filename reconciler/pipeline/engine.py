@@ -433,6 +433,10 @@ class _Drain:
         self.decided_held_due: datetime | None = None
         self.retry_holds: list[tuple[Run, datetime]] = []
         self.blocks_confirmed = False  # the blocks of this round were decided on a snapshot
+        # Whether the queue was re-read since the last decision: only then may runs of its
+        # order have been taken elsewhere or changed (a pass alone needs no filtering).
+        self.reread = False
+        self.popped = 0  # runs taken out of `pending` since it was last compacted
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -509,14 +513,15 @@ class _Drain:
             )
             fresh = True
         else:  # only capacity changed: the next runs in the order decided last time
-            start, waiting, window_opened = fill(
-                # Each run as last read: one another worker claimed, ran and put back for a
-                # retry in between is pending again, but with its back-off.
-                [
+            waiting = self.decided.waiting
+            if self.reread:  # others took runs, or put one back with a back-off: as read
+                waiting = [
                     (self.pending[run.id], priority)
-                    for run, priority in self.decided.waiting
+                    for run, priority in waiting
                     if run.id in self.pending
-                ],
+                ]
+            start, waiting, window_opened = fill(
+                waiting,
                 [*mine, *self.others],
                 self.desired,
                 now,
@@ -597,7 +602,7 @@ class _Drain:
             }
             self.decided_held_due = min((until for _, until in decision.held), default=None)
         self.decided = decision
-        self.changed = False
+        self.changed = self.reread = False
 
     def _mine_waiting(self) -> bool:
         """Whether a run of this pass is pending and not held by a deny window."""
@@ -703,7 +708,7 @@ class _Drain:
         changes = self._changes()
         if changes is not None and changes == self.seen_changes and not self.stale:
             return  # only this drain wrote since the last re-read: it knows what it wrote
-        self.seen_changes, self.stale = changes, False
+        self.seen_changes, self.stale, self.reread = changes, False, True
         ours = {r.id for r in self.running.values()}
         before, foreign_before = self.pending, self.foreign
         self.pending = {r.id: r for r in self.store.pending()}
@@ -775,6 +780,12 @@ class _Drain:
                 self.stale = True  # another pass adopted it first (or it is no longer pending)
                 continue
             requests.append(ClaimRequest(run.id, self.desired.machines[run.machine].max_parallel))
+        # A dict keeps the slots of popped keys until it grows again, and iterating it walks
+        # them: once as many runs have started as are left, compact it, or every round's
+        # look for a waiting run of this pass would grow with the runs already started.
+        self.popped += len(runs)
+        if self.popped > len(self.pending):
+            self.pending, self.popped = dict(self.pending), 0
         if not requests:
             return
         journal = self.engine.journal

@@ -237,13 +237,14 @@ WHERE status = 'running' AND machine = (SELECT machine FROM runs WHERE id = :id)
 -- query: pending_of_runs
 -- claim_batch: which of the runs asked for (:ids a JSON array) are pending, and their machine.
 SELECT id, machine FROM runs
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
 
 -- query: claim_many
--- claim_batch: `claim` for every run of :ids (a JSON array) at once.
+-- claim_batch: `claim` for every run of :ids (a JSON array) at once. `+status`: look the runs
+-- up by id; by the status index the planner would walk every pending run, each round.
 UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1,
                 heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
 RETURNING *
 
 -- query: mark_dispatched_many
