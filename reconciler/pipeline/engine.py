@@ -559,7 +559,7 @@ class _Drain:
         # pass's to wait for, unless a run of this pass still waits in the queue: it may
         # wait for that very retry (an `after` dependency), so it is woken when it comes due.
         # A worker waits for every run anyway.
-        waiting_mine = self._mine_waiting()
+        waiting_mine = not self.forever and self._mine_waiting()  # a worker has no runs
         if fresh:  # runs held only by their retry back-off
             self.retry_holds = [
                 (run, until)
