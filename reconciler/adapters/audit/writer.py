@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.adapters.audit.chain import AuditEntry, AuditRecord
-from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.store.base import AuditLog
 from reconciler.core.errors import StoreError
 from reconciler.core.state import Run
 
@@ -82,7 +82,7 @@ class AuditWriter:
 
     def __init__(
         self,
-        store: StateStore,
+        store: AuditLog,
         *,
         actor: str | None = None,
         clock: Clock = utc_now,
@@ -125,13 +125,13 @@ def _field(run: Run, name: str) -> Any:
 
 
 def _writer(
-    store: StateStore, actor: str | None, clock: Clock | None, redact: Redact | None
+    store: AuditLog, actor: str | None, clock: Clock | None, redact: Redact | None
 ) -> AuditWriter:
     return AuditWriter(store, actor=actor, clock=clock or utc_now, redact=redact)
 
 
 def audit_queue_change(
-    store: StateStore,
+    store: AuditLog,
     verb: str,
     run: Run,
     *,
@@ -146,7 +146,7 @@ def audit_queue_change(
 
 
 def audit_vault_read(
-    store: StateStore,
+    store: AuditLog,
     team: str,
     name: str,
     *,
@@ -163,7 +163,7 @@ def audit_vault_read(
 
 
 def audit_vault_write(
-    store: StateStore,
+    store: AuditLog,
     team: str,
     names: Iterable[str],
     change: str,
@@ -179,7 +179,7 @@ def audit_vault_write(
 
 
 def audit_keyscan(
-    store: StateStore,
+    store: AuditLog,
     host: str,
     port: int,
     keys: Iterable[str],
@@ -195,7 +195,7 @@ def audit_keyscan(
 
 
 def audit_validation_failed(
-    store: StateStore,
+    store: AuditLog,
     error: BaseException | str,
     *,
     commit: str | None = None,

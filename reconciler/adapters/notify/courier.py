@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from reconciler.adapters.notify.base import DEFAULT_TIMEOUT, Notifier
-from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.store.base import AlertOutbox
 from reconciler.adapters.store.common import redact_url
 from reconciler.core.alerts import SEVERITY, Delivery
 from reconciler.core.errors import NotifyError, ReconcilerError
@@ -45,7 +45,7 @@ class Courier:
 
     def __init__(
         self,
-        store: StateStore,
+        store: AlertOutbox,
         notifier: Notifier,
         resolve: TargetResolver,
         *,

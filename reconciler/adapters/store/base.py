@@ -1,5 +1,11 @@
 """The state store port: every backend (SQLite, PostgreSQL) implements `StateStore`.
 
+The port is split by concern, each its own ABC that `StateStore` combines: `RunQueue` (the
+queue, the run protocol and the batches of a round), `CommitLineage`, `AuditLog`,
+`AlertOutbox` and `Retention`. Code that needs one concern names that port (the audit writer
+an `AuditLog`, the courier an `AlertOutbox`); the contract suites in tests/contract run each
+against SQLite and PostgreSQL.
+
 The run protocol (DESIGN §5) lives behind these methods:
 - claim is a compare-and-set from `pending` to `running` in one short transaction that is
   committed before any work, and bumps the run's `epoch`;
@@ -97,18 +103,9 @@ class Batch:
     refused: list[int]
 
 
-class StateStore(ABC):
-    """Where runs are recorded and claimed."""
-
-    url: str  # as given, with any password replaced by `***`: safe to print
-    # True when reconcilers and workers on several hosts share this queue (PostgreSQL):
-    # `reconcile worker` needs it. On every store a pass holds the pass lock only while it
-    # recovers and plans, and drains beside other passes of any process.
-    shared_queue: bool = False
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections; the store is unusable afterwards."""
+class RunQueue(ABC):
+    """The queue and the run protocol (DESIGN §5): planning under the pass lock, claims with
+    leases and epochs, the batches of a scheduling round (group commit), and the runs' history."""
 
     @abstractmethod
     def pass_lock(self, timeout: float) -> AbstractContextManager[None]:
@@ -135,7 +132,6 @@ class StateStore(ABC):
         `pending_planners`). Returns the inserted runs, in plan order.
         """
 
-    # --- planners (migration 5) ------------------------------------------------------------------
     # A pass claims only the runs it planned, and those of planners that are dead: a live pass
     # draining beside it keeps its queue (its runs, its report, its grace period). Workers
     # (`reconcile worker`, PostgreSQL) exist to share the queue: they claim any pending run.
@@ -299,18 +295,15 @@ class StateStore(ABC):
         """Number of runs by status."""
 
     @abstractmethod
-    def record_commit(self, commit: str, now: datetime) -> None:
-        """Remember that a pass reconciled `commit` (a full sha, never `-dirty`)."""
-
-    @abstractmethod
-    def last_commit(self) -> str | None:
-        """The commit the latest pass reconciled, or None before the first."""
-
-    @abstractmethod
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
 
-    # --- group commit: one transaction per scheduling round ----------------------------------
+    @abstractmethod
+    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
+        """The status of the newest final run of `task` on `machine` (any version) with an id
+        below `before_id`, cancelled runs left out; None when there is none. The input of the
+        `recovered` alert."""
+
     #
     # A round of the engine claims several runs, dispatches them and records several ends. Each
     # of these is one transaction for the whole batch, with the audit entries of every change
@@ -397,6 +390,34 @@ class StateStore(ABC):
             written.append(run)
         return Batch(written, refused)
 
+
+class CommitLineage(ABC):
+    """The commits passes reconciled, newest last: a pass refuses one that does not descend
+    from the last."""
+
+    @abstractmethod
+    def record_commit(self, commit: str, now: datetime) -> None:
+        """Remember that a pass reconciled `commit` (a full sha, never `-dirty`)."""
+
+    @abstractmethod
+    def last_commit(self) -> str | None:
+        """The commit the latest pass reconciled, or None before the first."""
+
+
+class AuditLog(ABC):
+    """The hash-chained audit log (migration 4): appended atomically, sealed in order when
+    batches queue their entries (PostgreSQL), read in pages, pruned behind an anchor."""
+
+    @abstractmethod
+    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Append `records` to the hash chain, in order, in one transaction that reads the
+        head and inserts after it (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-level
+        advisory lock), so concurrent writers, in any number of processes, form one linear
+        chain. After a prune the chain continues from the anchor. Returns the new entries.
+        Raises `StoreError` when they cannot be written: the caller must then not do what
+        they record (DESIGN §5: nothing is dispatched without its audit record).
+        """
+
     def seal_audit(self, wait: bool = False) -> int:
         """Link the audit entries written by batches but not yet chained (a backend that
         chains them in the batch's own transaction has none), in the order they were
@@ -409,18 +430,6 @@ class StateStore(ABC):
     def unsealed_audit(self) -> int:
         """How many audit entries are written but not yet chained (see `seal_audit`)."""
         return 0
-
-    # --- the audit log (migration 4) ---------------------------------------------------------
-
-    @abstractmethod
-    def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
-        """Append `records` to the hash chain, in order, in one transaction that reads the
-        head and inserts after it (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-level
-        advisory lock), so concurrent writers, in any number of processes, form one linear
-        chain. After a prune the chain continues from the anchor. Returns the new entries.
-        Raises `StoreError` when they cannot be written: the caller must then not do what
-        they record (DESIGN §5: nothing is dispatched without its audit record).
-        """
 
     @abstractmethod
     def audit_page(
@@ -454,7 +463,9 @@ class StateStore(ABC):
         last one's (seq, hash) as the anchor the rest of the chain links to, in one
         transaction under the append lock. Returns the number removed."""
 
-    # --- alerts: memory and outbox -------------------------------------------------------------
+
+class AlertOutbox(ABC):
+    """What was alerted (the dedupe memory) and the deliveries still to make (the outbox)."""
 
     @abstractmethod
     def record_alert(
@@ -502,13 +513,10 @@ class StateStore(ABC):
     def outbox_pending(self) -> int:
         """Deliveries still waiting in the outbox."""
 
-    @abstractmethod
-    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
-        """The status of the newest final run of `task` on `machine` (any version) with an id
-        below `before_id`, cancelled runs left out; None when there is none. The input of the
-        `recovered` alert."""
 
-    # --- retention -------------------------------------------------------------------------------
+class Retention(ABC):
+    """Pruning old runs and delivered outbox rows, never the newest run of a (task, machine,
+    version)."""
 
     @abstractmethod
     def prunable_runs(self, before: datetime, after_id: int = 0, limit: int = 1000) -> list[Run]:
@@ -524,3 +532,18 @@ class StateStore(ABC):
     @abstractmethod
     def prune_outbox(self, before: datetime) -> int:
         """Delete delivered and abandoned outbox rows created before `before`."""
+
+
+class StateStore(RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention):
+    """Where runs are recorded and claimed: every concern's port, as one store. Code that
+    needs one concern only may name that port (the courier an `AlertOutbox`, say)."""
+
+    url: str  # as given, with any password replaced by `***`: safe to print
+    # True when reconcilers and workers on several hosts share this queue (PostgreSQL):
+    # `reconcile worker` needs it. On every store a pass holds the pass lock only while it
+    # recovers and plans, and drains beside other passes of any process.
+    shared_queue: bool = False
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
