@@ -135,6 +135,30 @@ class Journal(Protocol):
         """A batch with its entries could not be written."""
 
 
+class _Unjournaled:
+    """The journal of an engine given none: its batches carry no audit entries."""
+
+    def check(self) -> None:
+        pass
+
+    def planned(self) -> None:
+        pass
+
+    def leading(self) -> list[AuditRecord]:
+        return []
+
+    def flushed(self) -> None:
+        pass
+
+    def claimed(self, run: Run) -> Sequence[AuditRecord]:
+        return ()
+
+    dispatched = ended = claimed
+
+    def failed(self, error: StoreError) -> None:
+        pass
+
+
 @dataclass
 class PassReport:
     """What one pass did: its plan and the latest record of every run it touched."""
@@ -222,8 +246,9 @@ class Engine:
         self.store = store
         # Makes the audit entries of the run changes the engine writes, so the store writes
         # them in the change's own transaction. Without one, `on_event` audits (one entry at
-        # a time, as events arrive).
-        self.journal = journal
+        # a time, as events arrive): the events then say they were not audited.
+        self.journal: Journal = journal or _Unjournaled()
+        self.journaled = journal is not None
         self.transports = transports
         self.concurrency = max(1, concurrency)
         self.clock = clock
@@ -263,8 +288,7 @@ class Engine:
             with _ACTIVITY_GUARD:
                 _PLANS[id(self.store)] += 1
         self.planned.set()
-        if self.journal is not None:
-            self.journal.planned()
+        self.journal.planned()
         _Drain(self, desired, report, adopted=adopted).run()
         return report
 
@@ -789,21 +813,16 @@ class _Drain:
         if not requests:
             return
         journal = self.engine.journal
+        journal.check()  # an earlier audit write failed: dispatch nothing more
         # Stamped with the time of the claim, not of the round: other processes' runs on the
         # same machine start and end in between.
         now = self.engine.clock()
-        if journal is not None:
-            journal.check()  # an earlier audit write failed: dispatch nothing more
-            claimed = self._journaled(
-                lambda: self.store.claim_batch(
-                    requests, self.engine.owner, now, journal.claimed, journal.leading()
-                )
+        claimed = self._batch(
+            lambda: self.store.claim_batch(
+                requests, self.engine.owner, now, journal.claimed, journal.leading()
             )
-            journal.flushed()
-        else:
-            claimed = _with_retries(
-                lambda: self.store.claim_batch(requests, self.engine.owner, now)
-            )
+        )
+        journal.flushed()
         if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
             wanted = {run.id: run for run in runs}
             for run_id in claimed.refused:  # as far as we know: the next re-read tells
@@ -813,17 +832,10 @@ class _Drain:
             return
         failpoints.hit("after_claim")
         for run in claimed.runs:
-            self._note(Event(Kind.STARTED, run, audited=journal is not None))
-        if journal is not None:
-            dispatched = self._journaled(
-                lambda: self.store.dispatch_batch(
-                    claimed.runs, self.engine.clock(), journal.dispatched
-                )
-            )
-        else:
-            dispatched = _with_retries(
-                lambda: self.store.dispatch_batch(claimed.runs, self.engine.clock())
-            )
+            self._note(Event(Kind.STARTED, run, audited=self.engine.journaled))
+        dispatched = self._batch(
+            lambda: self.store.dispatch_batch(claimed.runs, self.engine.clock(), journal.dispatched)
+        )
         for run_id in dispatched.refused:
             log.warning("run %s: lease lost before its command was sent; not sending it", run_id)
         failpoints.hit("after_dispatch")
@@ -840,12 +852,12 @@ class _Drain:
             )
             self.running[future] = run
 
-    def _journaled(self, write: Callable[[], Batch]) -> Batch:
-        """A batch write whose audit entries the journal made, tried again as `_with_retries`
-        does (a batch that failed changed nothing: a busy SQLite file, a dropped connection),
-        so a transient error does not end the pass and lose the results of the runs in
-        flight. A failure that stays is an audit failure too (the journal remembers it:
-        nothing more is dispatched in this pass)."""
+    def _batch(self, write: Callable[[], Batch]) -> Batch:
+        """A batch write, tried again as `_with_retries` does (a batch that failed changed
+        nothing: a busy SQLite file, a dropped connection), so a transient error does not end
+        the pass and lose the results of the runs in flight. A failure that stays is an
+        audit failure too (the journal made the batch's entries and remembers it: nothing
+        more is dispatched in this pass)."""
         try:
             return _with_retries(write)
         except StoreError as exc:
@@ -878,20 +890,13 @@ class _Drain:
             return
         failpoints.hit("before_result")
         ends = [self._end_of(run, outcome, now) for run, outcome in outcomes.values()]
-        journal = self.engine.journal
-        audit = journal.ended if journal is not None else None
         tries = []
 
         def write() -> Batch:
             tries.append(1)
-            return self._write_ends(ends, now, audit)
+            return self.store.end_batch(ends, now, self.engine.journal.ended)
 
-        try:
-            batch = _with_retries(write)
-        except StoreError as exc:
-            if journal is not None:
-                journal.failed(exc)
-            raise
+        batch = self._batch(write)
         written = list(batch.runs)
         epochs = {end.run_id: end.epoch for end in ends}
         for run_id in batch.refused:
@@ -909,6 +914,7 @@ class _Drain:
                 "over after its lease expired)",
                 run_id,
             )
+        audited = self.engine.journaled
         for record in written:
             _, outcome = outcomes[record.id]
             self.tracker.update(record)
@@ -917,14 +923,9 @@ class _Drain:
             self.changed |= not record.status.is_success or record.task in self.awaited
             if record.status is RunStatus.PENDING:
                 self.pending[record.id] = record
-                self._note(Event(Kind.RETRYING, record, outcome.error or "", journal is not None))
+                self._note(Event(Kind.RETRYING, record, outcome.error or "", audited))
             else:
-                self._note(Event(Kind.FINISHED, record, outcome.error or "", journal is not None))
-
-    def _write_ends(self, ends: list[RunEnd], now: datetime, audit) -> Batch:
-        if audit is None:
-            return self.store.end_batch(ends, now)
-        return self.store.end_batch(ends, now, audit)
+                self._note(Event(Kind.FINISHED, record, outcome.error or "", audited))
 
     def _end_of(self, run: Run, outcome: Outcome, now: datetime) -> RunEnd:
         spec = self.desired.tasks.get(run.task)
