@@ -36,13 +36,20 @@ DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PHASES = ("record_plan", "claim+dispatch+finish", "snapshot+pending")
 
 
-def measure(n: int, url: str, kind: type) -> dict[str, float]:
-    """Seconds spent in each phase for `n` runs on the fresh store at `url`, which must open
-    as a `kind` (a URL mistaken for a file path would measure the wrong backend)."""
+def _open_as(url: str, kind: type):
+    """The store at `url`, which must open as a `kind` (a URL mistaken for a file path would
+    measure the wrong backend)."""
     store = open_store(url)
     if not isinstance(store, kind):
         store.close()
         raise TypeError(f"{url} opened as {type(store).__name__}, not {kind.__name__}")
+    return store
+
+
+def measure(n: int, url: str, kind: type) -> dict[str, float]:
+    """Seconds spent in each phase for `n` runs on the fresh store at `url`, which must open
+    as a `kind` (a URL mistaken for a file path would measure the wrong backend)."""
+    store = _open_as(url, kind)
     now = datetime.now(UTC)
     plan = Plan(
         enqueue=tuple(
@@ -103,10 +110,7 @@ def measure_cpu(n: int, url: str, kind: type, path: str) -> float:
     (the engine's path before group commit). Planning (`record_plan`) is not counted."""
     if path not in CPU_PATHS:
         raise ValueError(f"path must be one of {CPU_PATHS}")
-    store = open_store(url)
-    if not isinstance(store, kind):
-        store.close()
-        raise TypeError(f"{url} opened as {type(store).__name__}, not {kind.__name__}")
+    store = _open_as(url, kind)
     now = datetime.now(UTC)
     plan = Plan(
         enqueue=tuple(
