@@ -9,7 +9,6 @@ import pytest
 
 from reconciler.adapters.audit.writer import AuditWriter
 from reconciler.adapters.notify.courier import Courier
-from reconciler.adapters.store.factory import open_store
 from reconciler.core.state import RunStatus
 from reconciler.pipeline.consumers.alerts import AlertConsumer, AlertTargets
 from reconciler.pipeline.events import Event, Kind
@@ -25,13 +24,6 @@ def project(tmp_path):
     p.write("teams/ops.yaml", f"name: ops\nalerts:\n  - {HOOK}\n")
     p.task("migrate", "true")
     return p
-
-
-@pytest.fixture
-def store(project):
-    store = open_store(project.url)
-    yield store
-    store.close()
 
 
 @pytest.fixture

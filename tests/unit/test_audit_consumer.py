@@ -11,7 +11,6 @@ import pytest
 
 from reconciler.adapters.audit.writer import AuditWriter
 from reconciler.adapters.store.base import ClaimRequest
-from reconciler.adapters.store.factory import open_store
 from reconciler.core.errors import StoreError, VaultError
 from reconciler.core.model import VaultRef
 from reconciler.core.state import RunStatus
@@ -28,13 +27,6 @@ def project(tmp_path):
     p.task("first", "true")
     p.task("second", "true")
     return p
-
-
-@pytest.fixture
-def store(project):
-    store = open_store(project.url)
-    yield store
-    store.close()
 
 
 def started_pass(store, runs, lost=None) -> AuditConsumer:

@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 
-from reconciler.adapters.store.factory import open_store
 from reconciler.core.errors import StoreError
 from reconciler.core.state import RunStatus
 from reconciler.pipeline.consumers.metrics import MetricsConsumer
@@ -23,13 +22,6 @@ def project(tmp_path):
     for name in ("a", "b", "c", "d"):
         p.task(name, "true")
     return p
-
-
-@pytest.fixture
-def store(project):
-    store = open_store(project.url)
-    yield store
-    store.close()
 
 
 def test_it_counts_the_runs_this_process_ended_and_no_other(project, store):

@@ -12,7 +12,6 @@ import pytest
 
 from reconciler.adapters.audit.writer import AuditWriter
 from reconciler.adapters.notify.courier import Courier
-from reconciler.adapters.store.factory import open_store
 from reconciler.core import alerts
 from reconciler.core.errors import StoreError
 from reconciler.core.redact import Redactor
@@ -33,13 +32,6 @@ def project(tmp_path):
     p.task("first", "true")
     p.task("second", "true")
     return p
-
-
-@pytest.fixture
-def store(project):
-    store = open_store(project.url)
-    yield store
-    store.close()
 
 
 def sinks_on(store, desired, notifier, metrics, owner="me"):
