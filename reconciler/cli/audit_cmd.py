@@ -247,6 +247,15 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def _export(args: argparse.Namespace, ctx: Context) -> views.Output | int:
+    json_out = getattr(args, "format", None) == "json"
+    if json_out and args.output in (None, "-"):
+        # The export is JSON lines (entries, then the checkpoint line) that `audit verify
+        # --checkpoint` reads back: not one JSON document. --format json describes an
+        # export written to a file (refused before anything is appended or written).
+        raise UsageError(
+            "audit export writes JSON lines to standard output, not one JSON document: "
+            "with --format json, write the export to a file with -o FILE"
+        )
     inventory = wiring.inventory_if_valid(args)
     url = wiring.state_url(args, inventory)
     now = datetime.now(UTC)
@@ -267,13 +276,14 @@ def _export(args: argparse.Namespace, ctx: Context) -> views.Output | int:
         )
     finally:
         store.close()
-    if written is None:
-        return 1
+    if isinstance(written, str):  # the chain does not verify: nothing was written
+        data = {"ok": False, "file": args.output, "entries": 0, "checkpoint": None}
+        return views.Output({**data, "problems": [written]}, exit_code=1) if json_out else 1
     count, checkpoint = written
     if not args.output:
         return 0  # the export itself went to stdout
     return views.Output(
-        {"file": args.output, "entries": count, "checkpoint": checkpoint.to_json()},
+        {"ok": True, "file": args.output, "entries": count, "checkpoint": checkpoint.to_json()},
         lambda: (
             f"exported {count} audit entries to {args.output}; checkpoint: "
             f"{checkpoint.count} entries, head {checkpoint.head[:16]}, signed with the "
@@ -290,10 +300,10 @@ def export(
     *,
     redact=None,
     trusted: Mapping[str, str] | None = None,
-) -> tuple[int, cp.Checkpoint] | None:
+) -> tuple[int, cp.Checkpoint] | str:
     """Audit the export, verify the chain, write its entries (at or after `since`) and a
-    signed checkpoint to `output` (stdout when None). None (and nothing written) when the
-    chain does not verify."""
+    signed checkpoint to `output` (stdout when None). The problem (and nothing written)
+    when the chain does not verify."""
     try:
         AuditWriter(store, redact=redact).append(
             "audit.export", since=since, file=output, public_key=key.public
@@ -312,7 +322,7 @@ def export(
             f"tampered: {verdict.problem}; no checkpoint is signed over a broken log",
             file=sys.stderr,
         )
-        return None
+        return f"{verdict.problem}; no checkpoint is signed over a broken log"
     signed = cp.sign(key.key, verdict.count, verdict.head, timestamp(datetime.now(UTC)))
     count = write_lines(
         output,

@@ -24,6 +24,10 @@ from reconciler.core.redact import Redactor
 # start with an identity would pay for them twice (about half a second).
 
 
+# Whether a command's result was printed on stdout (`present`): an error after it prints no
+# second JSON document.
+_printed = False
+
 # Structured fields the engine's sinks attach to their log records (`extra=`).
 LOG_FIELDS = ("task", "machine", "run", "attempt", "commit", "status")
 
@@ -92,7 +96,9 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None, redact:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `reconcile` with `argv`; returns the exit code (SPEC §4: 0, 1, 2 or 3)."""
-    verbose, log_format = 0, None
+    global _printed
+    _printed = False
+    verbose, log_format, json_out = 0, None, False
     redact = Redactor()  # one per process: every sink below masks what the vaults revealed
     # Loading a large inventory allocates hundreds of thousands of small acyclic objects;
     # with the default thresholds the cyclic GC rescans them all again and again (a third of
@@ -105,9 +111,16 @@ def main(argv: list[str] | None = None) -> int:
 
         # A usage error is raised while parsing, before `args.log_format` exists: read the
         # flag from the raw words so that even that error is one JSON object when asked.
-        log_format = _log_format_in(sys.argv[1:] if argv is None else argv)
+        words = sys.argv[1:] if argv is None else argv
+        log_format = _log_format_in(words)
+        # Under --format json every exit code prints one JSON document on stdout (issue 19):
+        # an error too, a usage error while parsing included.
+        from reconciler.cli.json_errors import wants_json
+
+        json_out = wants_json(words)
         args = build_parser().parse_args(argv)
         verbose, log_format = args.verbose or 0, args.log_format
+        json_out = getattr(args, "format", None) == "json"
         configure_logging(verbose, bool(args.quiet), args.log_format, redact)
         from reconciler.cli.settings import Context, resolve
 
@@ -119,16 +132,31 @@ def main(argv: list[str] | None = None) -> int:
         for diagnostic in exc.diagnostics.errors:
             _say(f"error: {redact(str(diagnostic))}", log_format)
         _traceback_if(verbose, redact, log_format)
+        if json_out:
+            from reconciler.cli.json_errors import diagnostic_json
+
+            _json_error(
+                exc.exit_code,
+                _input_kind(exc),
+                [diagnostic_json(d, redact) for d in exc.diagnostics.errors],
+                [redact(str(w)) for w in exc.diagnostics.warnings],
+            )
         return exc.exit_code
     except ReconcilerError as exc:
         _say(f"error: {redact(str(exc))}", log_format)
         _traceback_if(verbose, redact, log_format)
+        if json_out:
+            _json_error(exc.exit_code, _kind(exc), [_message(redact(str(exc)))])
         return exc.exit_code
     except KeyboardInterrupt:
         _say("interrupted", log_format, "warning")
+        if json_out:
+            _json_error(130, "interrupted", [_message("interrupted")])
         return 130
     except Stopped as stop:  # SIGTERM or SIGHUP while a command had something to clean up
         _say(f"stopped by {stop}", log_format, "warning")
+        if json_out:
+            _json_error(128 + stop.signum, "stopped", [_message(f"stopped by {stop}")])
         return 128 + stop.signum
     except BrokenPipeError:  # `reconcile queue list | head`
         return 0
@@ -138,21 +166,53 @@ def main(argv: list[str] | None = None) -> int:
         if not is_machine_trouble(exc):
             raise
         # A full or failing disk under stdout (`status > /dev/full`): the machine's trouble,
-        # not a bug; said once, and stdout is not flushed again at exit.
+        # not a bug; said once, and stdout is not flushed again at exit (nor written: no
+        # JSON document either, it is stdout that fails).
         _say(f"error: cannot write {exc.filename or 'standard output'}: {exc.strerror}", log_format)
         _drop_stdout()
         return 3
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
-        _say(
-            redact(
-                f"error: internal error (a bug in reconciler, please report it): "
-                f"{type(exc).__name__}: {exc}"
-            )
-            + ("" if verbose else " (run with -v for details)"),
-            log_format,
+        line = redact(
+            f"error: internal error (a bug in reconciler, please report it): "
+            f"{type(exc).__name__}: {exc}"
         )
+        _say(line + ("" if verbose else " (run with -v for details)"), log_format)
         _traceback_if(verbose, redact, log_format)
+        if json_out:
+            _json_error(3, "internal", [_message(line.removeprefix("error: "))])
         return 3
+
+
+def _input_kind(exc: InputError) -> str:
+    from reconciler.core.errors import UsageError
+
+    return "usage" if isinstance(exc, UsageError) else "input"
+
+
+def _kind(exc: ReconcilerError) -> str:
+    from reconciler.core.errors import InfrastructureError
+
+    return "infrastructure" if isinstance(exc, InfrastructureError) else "error"
+
+
+def _message(text: str) -> dict:
+    from reconciler.cli.json_errors import message_json
+
+    return message_json(text)
+
+
+def _json_error(exit_code: int, kind: str, errors: list[dict], warnings=None) -> None:
+    """The error as the one JSON document on stdout, unless the command already printed its
+    result (then that document is the one)."""
+    if _printed:
+        return
+    from reconciler.cli.json_errors import document
+
+    try:
+        sys.stdout.write(document(exit_code, kind, errors, warnings))
+        sys.stdout.flush()
+    except OSError:  # stdout closed or full: the stderr line said it
+        _drop_stdout()
 
 
 def _drop_stdout() -> None:
@@ -186,6 +246,7 @@ def _say(line: str, log_format: str | None, level: str = "error") -> None:
 
 def _dispatch(args, ctx) -> int:
     _refuse_unwritable_format(args)
+    _refuse_metrics_addr(args)
     _refuse_bad_pass_flags(args)
     if args.command is None:
         if not args.once and not args.dry_run:
@@ -212,12 +273,15 @@ def present(result, args) -> int:
         return result
     from reconciler.cli import views
 
+    global _printed
     fmt = getattr(args, "format", None) or "text"
     if fmt == "text" and result.warnings:
         from reconciler.cli.progress import print_warnings
 
         print_warnings(result.warnings, args.log_format)
-    sys.stdout.write(views.render(result, fmt))
+    rendered = views.render(result, fmt)
+    _printed = True
+    sys.stdout.write(rendered)
     sys.stdout.flush()
     return result.exit_code
 
@@ -231,12 +295,35 @@ def _refuse_unwritable_format(args) -> None:
     if fmt is None:
         return
     writable = getattr(args, "writable_formats", None) or ()
-    if args.command is None and not args.dry_run:  # `--once` and the daemon print summaries
+    if args.command is None and not args.dry_run:  # `--once` prints a summary
         writable = tuple(f for f in writable if f != "markdown")
+        if not args.once and fmt != "text":
+            from reconciler.core.errors import UsageError
+
+            # The daemon prints no result on stdout, so no JSON document either; its
+            # end-of-pass summaries are log lines (`--log-format json`).
+            raise UsageError(
+                f"--format {fmt} is for --once and the commands; the daemon writes its "
+                "pass summaries to stderr: use --log-format json for them"
+            )
     if writable and fmt not in writable:
         from reconciler.cli import wiring
 
         wiring.output_format(args, writable)  # the usage error every command gives for it
+
+
+def _refuse_metrics_addr(args) -> None:
+    """`--metrics-addr` serves /metrics for the daemon's life. A `--once` pass, a worker or a
+    command would serve it for seconds or not at all, and a scrape could not count on seeing
+    it: refused (exit 2) rather than accepted and ignored (issue 19)."""
+    if getattr(args, "metrics_addr", None) and (args.command or args.once or args.dry_run):
+        from reconciler.core.errors import UsageError
+
+        what = f"'reconcile {args.command}'" if args.command else "a --once pass"
+        raise UsageError(
+            "--metrics-addr serves /metrics in continuous mode only ('reconcile "
+            f"--metrics-addr HOST:PORT'); {what} does not serve it"
+        )
 
 
 def _refuse_bad_pass_flags(args) -> None:

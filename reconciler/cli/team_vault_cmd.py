@@ -94,7 +94,7 @@ def _audit(args, write) -> None:
         store.close()
 
 
-def _get(args) -> int:
+def _get(args) -> int | views.Output:
     from reconciler.pipeline.sinks import audit_vault_read
 
     team, path = _team(args)
@@ -106,11 +106,35 @@ def _get(args) -> int:
             f"no secret '{args.name}' in the vault of team '{team.name}'"
             + (f" ({hint})" if hint else "")
         )
-    sys.stdout.write(secrets[args.name] + ("" if secrets[args.name].endswith("\n") else "\n"))
+    value = secrets[args.name]
+    if _json(args):  # the value, as the text form prints it (the caller asked for it)
+        return views.Output({"team": team.name, "name": args.name, "value": value})
+    sys.stdout.write(value + ("" if value.endswith("\n") else "\n"))
     return 0
 
 
-def _set(args) -> int:
+def _json(args) -> bool:
+    return getattr(args, "format", None) == "json"
+
+
+def _changed(args, team: Team, path: Path, action: str, written: bool, names) -> int | views.Output:
+    """What a vault write did: nothing on stdout in text (its line went to stderr); under
+    --format json one document `{"team", "file", "action", "changed", "names"}` (names only,
+    never values)."""
+    if not _json(args):
+        return 0
+    return views.Output(
+        {
+            "team": team.name,
+            "file": display_path(path),
+            "action": action,
+            "changed": written,
+            "names": sorted(names) if written else [],
+        }
+    )
+
+
+def _set(args) -> int | views.Output:
     team, path = _team(args)
     if not team_vault.KEY_NAME.fullmatch(args.name):
         raise UsageError(f"secret name '{args.name}' must match [A-Za-z_][A-Za-z0-9_]*")
@@ -125,7 +149,7 @@ def _set(args) -> int:
     )
 
 
-def _unset(args) -> int:
+def _unset(args) -> int | views.Output:
     team, path = _team(args)
 
     def without(secrets: dict[str, str]) -> dict[str, str]:
@@ -136,7 +160,7 @@ def _unset(args) -> int:
     return _save(team, path, args, without, f"unset {args.name}")
 
 
-def _save(team: Team, path: Path, args, change, what: str) -> int:
+def _save(team: Team, path: Path, args, change, what: str) -> int | views.Output:
     recipients = team_vault.parse_recipients(team)
     previous, named = _current_to_rewrite(path, args, team)
     secrets = change(dict(previous or {}))
@@ -147,19 +171,23 @@ def _save(team: Team, path: Path, args, change, what: str) -> int:
         f"{display_path(path)}: {what}" if written else f"{display_path(path)}: unchanged",
         args.log_format,
     )
+    names = _changed_names(previous or {}, secrets)
     if written:
-        _audit_write(args, team, previous or {}, secrets, what.split()[0])
-    return 0
+        _audit_write(args, team, names, what.split()[0])
+    return _changed(args, team, path, what.split()[0], written, names)
 
 
-def _audit_write(args, team: Team, before: dict, after: dict, change: str) -> None:
+def _changed_names(before: dict, after: dict) -> list[str]:
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def _audit_write(args, team: Team, names: list[str], change: str) -> None:
     from reconciler.pipeline.sinks import audit_vault_write
 
-    names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     _audit(args, lambda store: audit_vault_write(store, team.name, names, change))
 
 
-def _rekey(args) -> int:
+def _rekey(args) -> int | views.Output:
     team, path = _team(args)
     recipients = team_vault.parse_recipients(team)
     secrets, _ = _current_to_rewrite(path, args, team, adopt=True)
@@ -167,10 +195,10 @@ def _rekey(args) -> int:
         raise UsageError(f"team '{team.name}' has no vault yet ({display_path(path)})")
     team_vault.write(path, secrets, recipients, team=team.name)
     tell(f"{display_path(path)}: re-encrypted to {len(recipients)} recipients", args.log_format)
-    return 0
+    return _changed(args, team, path, "rekey", True, [])
 
 
-def _edit(args) -> int:
+def _edit(args) -> int | views.Output:
     team, path = _team(args)
     recipients = team_vault.parse_recipients(team)
     current, named = _current_to_rewrite(path, args, team)
@@ -188,9 +216,10 @@ def _edit(args) -> int:
         path, secrets, recipients, previous=previous if named else None, team=team.name
     )
     tell(f"{display_path(path)}: " + ("saved" if written else "unchanged"), args.log_format)
+    names = _changed_names(previous, secrets)
     if written:
-        _audit_write(args, team, previous, secrets, "edit")
-    return 0
+        _audit_write(args, team, names, "edit")
+    return _changed(args, team, path, "edit", written, names)
 
 
 def _editor() -> list[str]:

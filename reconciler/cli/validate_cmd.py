@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 import argparse
 
 from reconciler.cli import views, wiring
+from reconciler.cli.json_errors import diagnostic_json
 from reconciler.core.compile import shared_user_warnings
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, VaultError, raise_if_errors
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace, ctx: Context) -> views.Output:
         redact = ctx.redactor
         verdict = {
             "valid": False,
-            "errors": [_diagnostic_json(d, redact) for d in exc.diagnostics.errors],
+            "errors": [diagnostic_json(d, redact) for d in exc.diagnostics.errors],
             "warnings": [redact(str(w)) for w in exc.diagnostics.warnings],
         }
         return views.Output(verdict, exit_code=exc.exit_code, failure=exc)
@@ -57,20 +58,6 @@ def run(args: argparse.Namespace, ctx: Context) -> views.Output:
         exit_code=2 if args.strict and warnings else 0,
         warnings=warnings,
     )
-
-
-def _diagnostic_json(diagnostic: Diagnostic, redact) -> dict:
-    """One problem of `validate --format json`: where (file, line, column), what, and the
-    one-line text the text format prints."""
-    where = diagnostic.location
-    return {
-        "path": where.path,
-        "line": where.line or None,
-        "column": where.column or None,
-        "message": redact(diagnostic.message),
-        "hint": redact(diagnostic.hint) if diagnostic.hint else None,
-        "text": redact(str(diagnostic)),
-    }
 
 
 def _check_vault_references(ctx: Context, loaded) -> list:
