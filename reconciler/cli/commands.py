@@ -312,25 +312,6 @@ def cmd_machines(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_codeowners(args: argparse.Namespace, ctx: Context) -> int:
     """A CODEOWNERS file from the teams' roles (the same rules `git.verify` enforces)."""
-    from pathlib import Path
+    from reconciler.cli.codeowners_cmd import run
 
-    from reconciler.core.trust import codeowners
-
-    loaded = wiring.load(args)
-    root = Path(loaded.inventory.root)
-    try:
-        prefix = "/" + str(root.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        prefix = "/inventory"
-    text = codeowners(loaded.inventory, prefix if prefix != "/." else "")
-    if args.output:
-        from reconciler.cli import outputs
-        from reconciler.cli.progress import tell
-
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        with outputs.writing(args.output, private=False) as handle:
-            handle.write(text.encode("utf-8"))
-        tell(f"wrote {args.output}", args.log_format)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return run(args, ctx)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from reconciler.core.codeowners import codeowners
 from reconciler.core.model import Inventory, Member, Role, Team
 from reconciler.core.trust import (
     ADMIN,
     OPERATOR,
     FileChange,
-    codeowners,
     key_fingerprint,
     memberships,
     requirements,
@@ -97,7 +97,7 @@ def test_fingerprint_is_sha256_of_the_key_blob_as_ssh_prints_it():
 
 
 def test_codeowners_lists_admins_for_team_files_and_operators_for_tasks():
-    text = codeowners(TRUSTED)
+    text = codeowners(TRUSTED, {"inventory/teams/prod.yaml": frozenset({"prod"})}).text
     assert "/inventory/teams/prod.yaml @alice\n" in text
     assert "/inventory/vaults/prod.age @alice\n" in text
     assert "/inventory/tasks/prod/ @alice @bob\n" in text

@@ -28,10 +28,9 @@ from pathlib import Path
 from reconciler.adapters.source.git import RefusedCommit
 from reconciler.adapters.source.revision import Repository
 from reconciler.adapters.source.trees import Entry, Trees, changed
-from reconciler.core.diagnostics import Diagnostics
 from reconciler.core.model import Inventory, Role
 from reconciler.core.trust import FileChange, Requirement, memberships, requirements, signers, unmet
-from reconciler.inventory.yamlio import parse_yaml, to_plain
+from reconciler.inventory.file_teams import team_owned, teams_named
 
 
 @dataclass(frozen=True)
@@ -313,17 +312,6 @@ def required_roles(inventory: str | Path, base: str, head: str) -> list[str]:
 def _teams(trees: Trees, entry: Entry | None, name: str, prefix: str) -> frozenset[str]:
     """The teams owning the objects of inventory file `name` in `entry` (empty if absent,
     unreadable, or no team/task/machine file)."""
-    if entry is None or not name.startswith(prefix) or not entry.mode.startswith("100"):
+    if entry is None or not team_owned(name, prefix) or not entry.mode.startswith("100"):
         return frozenset()
-    top, *rest = name[len(prefix) :].split("/")
-    if top not in ("teams", "tasks", "machines"):
-        return frozenset()
-    plain = to_plain(parse_yaml(trees.blob(entry.sha), name, Diagnostics()))
-    objects = (
-        plain.get(top) if isinstance(plain, dict) and isinstance(plain.get(top), list) else [plain]
-    )
-    field = "name" if top == "teams" else "team"
-    teams = {o.get(field) for o in objects if isinstance(o, dict)}
-    if top == "tasks" and len(rest) > 1:
-        teams.add(rest[0])  # tasks/<team>/...: the folder names the team
-    return frozenset(t for t in teams if isinstance(t, str))
+    return teams_named(name, prefix, trees.blob(entry.sha))
