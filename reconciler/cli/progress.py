@@ -23,7 +23,7 @@ _PLAIN = {
     "retrying": "retrying  {task} on {machine} (run {id}): {detail}; attempt {attempt} at {not_before}",
     "finished": "{status:<9} {task} on {machine} (run {id}, attempt {attempt}){colon}{detail}",
     "blocked": "blocked   {task} on {machine} (run {id}): {detail}",
-    "held": "held      {task} on {machine} (run {id}) until {detail}",
+    "held": "held      {task} on {machine} (run {id}) by {detail}",
     "unreachable": "unreachable {machine} (run {id} of {task}): {detail}",
 }
 

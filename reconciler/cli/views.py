@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # types only: core.plan imports croniter, which `validate` need not load
+    from reconciler.core.holds import Hold
     from reconciler.core.plan import Plan
     from reconciler.core.state import Run
 
@@ -54,9 +55,9 @@ def iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
 
 
-def run_json(run: Run, *, detail: bool = False, held: datetime | None = None) -> dict:
+def run_json(run: Run, *, detail: bool = False, held: Hold | None = None) -> dict:
     """A run as in `queue list` (SPEC §4); with `detail`, plus output and error (`queue show`).
-    `held`: until when a deny window holds the (pending) run (SPEC §7 `held`)."""
+    `held`: what holds the (pending) run, a deny window or a freeze (SPEC §7 `held`)."""
     data = {
         "id": run.id,
         "task": run.task,
@@ -76,9 +77,7 @@ def run_json(run: Run, *, detail: bool = False, held: datetime | None = None) ->
         "error": run.error,
         "trigger": getattr(run, "trigger", None) or "plan",
         "actor": getattr(run, "actor", None),
-        "held": (
-            f"deny window until {iso(held)}" if held is not None and run.status.is_active else None
-        ),
+        "held": held.describe() if held is not None and run.status.is_active else None,
     }
     if detail:
         data["output"] = run.output
@@ -124,7 +123,7 @@ def status_text(data: Mapping) -> str:
         f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}",
     ]
     lines += [
-        f"held by deny window until {h['until']}: run {h['run']} {h['task']} on "
+        f"held by {h['reason']}: run {h['run']} {h['task']} on "
         f"{h['machine']} (priority {h['priority']})"
         for h in data["held"]
     ]
@@ -163,20 +162,18 @@ def prune_text(done: Mapping) -> str:
     return text
 
 
-def _held_note(held: Mapping[tuple[str, str], datetime], task: str, machine: str) -> str:
-    until = held.get((task, machine))
-    return f"held by deny window until {iso(until)}" if until else ""
+def _held_note(hold: Hold | None) -> str:
+    return f"held by {hold.describe()}" if hold is not None else ""
 
 
 def plan_text(plan: Plan) -> str:
     """The plan in run order, then the cancels; one line each."""
     if plan.is_empty:
         return "No changes: every task is in its desired state."
-    held = {(e.task, e.machine): e.held_until for e in plan.enqueue if e.held_until}
     parts = [f"Plan: {len(plan.enqueue)} to run, {len(plan.cancel)} to cancel."]
     if plan.enqueue:
         rows = [
-            (i, e.priority, e.task, e.machine, e.reason.value, _held_note(held, e.task, e.machine))
+            (i, e.priority, e.task, e.machine, e.reason.value, _held_note(e.hold))
             for i, e in enumerate(plan.enqueue, 1)
         ]
         parts.append(table(("#", "PRIO", "TASK", "MACHINE", "REASON", "NOTE"), rows))
@@ -193,7 +190,7 @@ def plan_markdown(plan: Plan) -> str:
         lines += ["| # | priority | task | machine | reason | note |", "|---|---|---|---|---|---|"]
         lines += [
             f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} | "
-            + (f"held by deny window until {iso(e.held_until)}" if e.held_until else "")
+            + _held_note(e.hold)
             + " |"
             for i, e in enumerate(plan.enqueue, 1)
         ]
@@ -243,7 +240,7 @@ def run_detail_text(run: Run) -> str:
 def summary_text(
     runs: Sequence[Run],
     counts: Mapping[str, int],
-    held: Mapping[int, datetime],
+    held: Mapping[int, Hold],
     elsewhere: int = 0,
 ) -> str:
     """The end of `--once`: each run of the pass, then the counts. `elsewhere`: runs of
@@ -259,7 +256,7 @@ def summary_text(
     for run in sorted(runs, key=lambda r: r.id):
         note = run.error or ""
         if run.id in held and run.status.is_active:
-            note = f"held until {iso(held[run.id])}"
+            note = _held_note(held[run.id])
         lines.append(
             f"{run.status.value:<10} {run.task} on {run.machine} "
             f"(run {run.id}, attempt {run.attempt})" + (f": {note}" if note else "")
@@ -275,7 +272,7 @@ def summary_text(
 def once_text(
     runs: Sequence[Run],
     counts: Mapping[str, int],
-    held: Mapping[int, datetime],
+    held: Mapping[int, Hold],
     stopped_by: str | None,
     left_behind: Sequence[Run],
     elsewhere: int = 0,

@@ -362,6 +362,7 @@ def _spec(
         versions=versions,
         idempotent=task.idempotent,
         description=task.description,
+        suspend=task.suspend,
         legacy_versions={m: v for m, v in legacy.items() if v != versions[m]},
         location=task.location,
     )

@@ -10,7 +10,8 @@ Rules (SPEC §3), in the order they are applied to each pending run:
    alone: the plan cancels it;
 2. `after`: a failed/blocked/unknown/cancelled dependency blocks the run (final, with a
    reason); an active dependency makes it wait;
-3. a run with `not_before` in the future, or inside a deny window for its priority, is held;
+3. a run with `not_before` in the future, inside a deny window for its priority, or covered
+   by a freeze (`suspend:`), is held (`holds.hold_of`);
 4. capacity: `concurrency` runs in total, `max_parallel` per machine, one run of a task per
    machine at a time;
 runs are considered priority first (with inheritance along `after`, see
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from reconciler.core.holds import Hold, hold_of
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import (
     cancel_reason,
@@ -31,7 +33,7 @@ from reconciler.core.plan import (
     depends_on_machine,
     inherited_priorities,
 )
-from reconciler.core.schedule import utc, window_end
+from reconciler.core.schedule import utc
 from reconciler.core.state import ExecutedState, Run, RunStatus
 
 _OLDEST = datetime.min.replace(tzinfo=UTC)
@@ -42,13 +44,13 @@ class Decision:
     """What to do with the pending runs now.
 
     `start`: claim and run these, in this order. `block`: mark these blocked, with the
-    reason (a dependency failed). `held`: these wait, pending, until the given time (a
-    `not_before` or a deny window). Runs in none of them wait for a dependency or capacity.
+    reason (a dependency failed). `held`: these wait, pending, for what holds them (their
+    `not_before`, a deny window or a freeze: `holds.Hold`). Runs in none of them wait for a dependency or capacity.
     """
 
     start: tuple[Run, ...] = ()
     block: tuple[tuple[Run, str], ...] = ()
-    held: tuple[tuple[Run, datetime], ...] = ()
+    held: tuple[tuple[Run, Hold], ...] = ()
     # The runs that wait for capacity only (no dependency, no hold), in dispatch order with
     # the priority they are dispatched at: until something else changes, the next runs to
     # start come from here, in this order (see `fill`).
@@ -78,14 +80,14 @@ def decide(
     capacity = _Capacity(desired, running, concurrency)
     start: list[Run] = []
     block: list[tuple[Run, str]] = []
-    held: list[tuple[Run, datetime]] = []
+    held: list[tuple[Run, Hold]] = []
     waiting: list[tuple[Run, int]] = []
     for run, priority in prioritised(live, desired):
         verdict = deps.verdict(run)
         if verdict is not None and verdict is not _WAIT:
             block.append((run, verdict))
-        elif (until := held_until(run, desired, now, priority)) is not None:
-            held.append((run, until))
+        elif (hold := run_hold(run, desired, now, priority)) is not None:
+            held.append((run, hold))
         elif verdict is None:
             if capacity.take(run):
                 start.append(run)
@@ -102,8 +104,8 @@ def fill(
     concurrency: int,
 ) -> tuple[tuple[Run, ...], tuple[tuple[Run, int], ...], bool]:
     """The runs of `waiting` (a `Decision.waiting`) that start now that capacity freed up,
-    those that still wait, in order, and whether a deny window opened on one it would have
-    started. What `decide` would choose as long as nothing but capacity and time changed
+    those that still wait, in order, and whether a hold (a deny window) began on one it
+    would have started. What `decide` would choose as long as nothing but capacity and time changed
     since it made `waiting` (no run was added, ended badly, no dependency ended, no hold
     expired): the cost follows the runs started, not the queue. A run a window now holds is
     not started and stays waiting; `decide` then settles its hold."""
@@ -116,7 +118,7 @@ def fill(
         if capacity.free <= 0:
             still.extend(waiting[index:])
             break
-        if held_until(run, desired, now, priority) is not None:
+        if run_hold(run, desired, now, priority) is not None:
             window_opened = True
             still.append((run, priority))
         elif capacity.take(run):
@@ -147,24 +149,15 @@ def prioritised(runs: Sequence[Run], desired: DesiredState) -> list[tuple[Run, i
     return [(runs[i], effective[i]) for i in order]
 
 
-def held_until(
+def run_hold(
     run: Run, desired: DesiredState, now: datetime, priority: int | None = None
-) -> datetime | None:
-    """Until when `run` must wait, pending: its `not_before`, then any deny window then.
-
-    The window is looked at from the later of now and `not_before`, so the time returned
-    is one at which the run may really start (as far as time goes). `priority` is the one
-    the run is dispatched at (see `prioritised`); by default its task's current one.
-    """
-    at = now
-    if run.not_before is not None and utc(run.not_before) > now:
-        at = utc(run.not_before)
+) -> Hold | None:
+    """What holds `run` pending now (`holds.hold_of`): a freeze, a deny window, or its own
+    `not_before`; None if nothing does. `priority` is the one the run is dispatched at (see
+    `prioritised`); by default its task's current one."""
     if priority is None:
         priority = _priority(run, desired)
-    end = window_end(desired.windows_for(run.machine), priority, at)
-    if end is not None:
-        return end
-    return at if at > now else None
+    return hold_of(run.task, run.machine, priority, desired, now, run.not_before)
 
 
 # The `after` depths of the last desired state decided on: a drain decides every round with

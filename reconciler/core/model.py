@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 from reconciler.core.diagnostics import Location
@@ -128,6 +129,25 @@ class Window:
     deny: str
     duration: int
     location: Location | None = field(default=None, compare=False)
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """`suspend:` on a team, a machine or a task: the runs it covers stay pending, held with
+    `reason`, until `until` (None: until a commit lifts it). Unlike a deny window it holds
+    priority 1 too, unless `allow_priority_1`."""
+
+    reason: str
+    until: datetime | None = None  # UTC
+    allow_priority_1: bool = False
+    location: Location | None = field(default=None, compare=False)
+
+    def covers(self, priority: int, at: datetime) -> bool:
+        """Whether it holds a run of `priority` at `at` (an aware time)."""
+        if self.until is not None and at >= self.until:
+            return False
+        return not (priority <= 1 and self.allow_priority_1)
 
 
 @dataclass(frozen=True)
@@ -146,6 +166,7 @@ class Team:
     alerts: tuple[AlertTarget, ...] = ()
     defaults: TaskDefaults = TaskDefaults()
     windows: tuple[Window, ...] = ()
+    suspend: Freeze | None = None
     location: Location | None = field(default=None, compare=False)
 
 
@@ -163,6 +184,7 @@ class Machine:
     labels: Mapping[str, str] = field(default_factory=dict)
     max_parallel: int = 1
     windows: tuple[Window, ...] = ()
+    suspend: Freeze | None = None
     location: Location | None = field(default=None, compare=False)
     # Where each top-level field was written, so a check can point at e.g. `key_file:` itself.
     field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
@@ -195,6 +217,7 @@ class Task:
     env: tuple[tuple[str, str | VaultRef], ...] = ()
     check: str | None = None
     idempotent: bool = False
+    suspend: Freeze | None = None
     location: Location | None = field(default=None, compare=False)
     # Where each top-level field was written, so compile can point at e.g. `after:` itself.
     field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
@@ -294,6 +317,7 @@ class TaskSpec:
     versions: Mapping[str, str]  # machine name -> version
     idempotent: bool = False
     description: str | None = None
+    suspend: Freeze | None = None  # the task's own freeze (its team's and machines' apart)
     location: Location | None = field(default=None, compare=False)
     # machine -> the version an older release computed for the same task, where it differs
     # (trailing whitespace of the shell text used to count): its runs are this version's.
@@ -328,6 +352,24 @@ class DesiredState:
             return ()
         team = self.teams.get(m.team)
         return (team.windows if team else ()) + m.windows
+
+    def freezes_for(self, task: str, machine: str) -> tuple[tuple[str, Freeze], ...]:
+        """The freezes that cover runs of `task` on `machine`, each with what it is on
+        (`team ops`, `machine db1`, `task ops/migrate`): the task's team's, the machine's
+        team's (when another), the machine's own and the task's own."""
+        spec = self.tasks.get(task)
+        m = self.machines.get(machine)
+        teams = dict.fromkeys(t for t in (spec.team if spec else None, m.team if m else None) if t)
+        found: list[tuple[str, Freeze]] = []
+        for name in teams:
+            team = self.teams.get(name)
+            if team is not None and team.suspend is not None:
+                found.append((f"team {name}", team.suspend))
+        if m is not None and m.suspend is not None:
+            found.append((f"machine {machine}", m.suspend))
+        if spec is not None and spec.suspend is not None:
+            found.append((f"task {task}", spec.suspend))
+        return tuple(found)
 
 
 @dataclass(frozen=True)

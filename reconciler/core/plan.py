@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from reconciler.core.holds import Hold, hold_of
 from reconciler.core.model import DesiredState, Strategy, TaskSpec
-from reconciler.core.schedule import latest_slot, parse_slot, slot_key, utc, window_end
+from reconciler.core.schedule import latest_slot, parse_slot, slot_key, utc
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 
 
@@ -21,7 +22,7 @@ class Enqueue:
     """A run the pass will add to the queue.
 
     `slot` is the due cron slot (ISO 8601 UTC) of a scheduled task, else None.
-    `held_until` is set when a deny window covers the run now: it waits, pending, until then.
+    `hold` is set when a deny window or a freeze covers the run now: it waits, pending.
     """
 
     task: str
@@ -30,7 +31,11 @@ class Enqueue:
     priority: int
     reason: Reason
     slot: str | None = None
-    held_until: datetime | None = None
+    hold: Hold | None = None
+
+    @property
+    def held_until(self) -> datetime | None:
+        return self.hold.until if self.hold is not None else None
 
     def to_json(self) -> dict:
         data = {
@@ -39,8 +44,10 @@ class Enqueue:
             "priority": self.priority,
             "reason": self.reason.value,
         }
-        if self.held_until is not None:
-            data["held_until"] = self.held_until.isoformat().replace("+00:00", "Z")
+        if self.hold is not None:
+            if self.hold.until is not None:
+                data["held_until"] = self.hold.until.isoformat().replace("+00:00", "Z")
+            data["held"] = self.hold.describe()
         return data
 
 
@@ -107,14 +114,12 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
 def _held_at_inherited_priority(
     enqueues: tuple[Enqueue, ...], desired: DesiredState, now: datetime
 ) -> tuple[Enqueue, ...]:
-    """The enqueues with their deny-window hold judged at their inherited priority, as the
-    dispatcher judges it: a dependency of a priority-1 task is not held by a window that
-    its own priority would respect (its dependent could never run otherwise)."""
+    """The enqueues with their hold judged at their inherited priority, as the dispatcher
+    judges it: a dependency of a priority-1 task is not held by a window that its own
+    priority would respect (its dependent could never run otherwise)."""
     effective = inherited_priorities(list(enqueues), desired, dependency_depth(desired))
     return tuple(
-        e
-        if p == e.priority
-        else replace(e, held_until=window_end(desired.windows_for(e.machine), p, now))
+        e if p == e.priority else replace(e, hold=hold_of(e.task, e.machine, p, desired, now))
         for e, p in zip(enqueues, effective)
     )
 
@@ -146,8 +151,8 @@ def _decide(spec: TaskSpec, machine: str, ctx: _Context, now: datetime) -> Enque
         reason, slot = _scheduled_reason(spec, machine, last, ctx, now)
     if reason is None:
         return None
-    held = window_end(ctx.desired.windows_for(machine), spec.priority, now)
-    return Enqueue(spec.id, machine, version, spec.priority, reason, slot, held)
+    hold = hold_of(spec.id, machine, spec.priority, ctx.desired, now)
+    return Enqueue(spec.id, machine, version, spec.priority, reason, slot, hold)
 
 
 def _once_reason(spec: TaskSpec, machine: str, last: Run | None, ctx: _Context) -> Reason | None:
@@ -294,11 +299,12 @@ def _sticky_machine(spec: TaskSpec, executed: ExecutedState) -> str | None:
 def _best_target(
     spec: TaskSpec, load: Mapping[str, int], desired: DesiredState, now: datetime
 ) -> str:
-    """A target that can run now (no deny window holds the task's priority there) before
-    one that cannot; then the one with the fewest active runs; ties go to the first name."""
+    """A target that can run now (no deny window or freeze holds the task's priority there)
+    before one that cannot; then the one with the fewest active runs; ties go to the first
+    name."""
 
     def held(machine: str) -> bool:
-        return window_end(desired.windows_for(machine), spec.priority, now) is not None
+        return hold_of(spec.id, machine, spec.priority, desired, now) is not None
 
     return min(spec.targets, key=lambda m: (held(m), load.get(m, 0), m))
 

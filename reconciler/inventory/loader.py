@@ -20,6 +20,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,7 @@ from reconciler.core.model import (
     AlertTarget,
     CredentialGrants,
     FailureAction,
+    Freeze,
     GitSettings,
     Inventory,
     LocalMachineSettings,
@@ -884,6 +886,45 @@ def _windows(obj: _Object, node: Node | None) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+def _freeze(obj: _Object, node: Node | None) -> Freeze | None:
+    """`suspend: {reason, until, allow_priority_1}` (the schema checked its shape)."""
+    if not isinstance(node, MapNode):
+        return None
+    reason = _str(node.get("reason"))
+    if reason is not None and not reason.strip():
+        obj.error(
+            node.get("reason").location,
+            "suspend.reason is empty",
+            'say why runs are held, e.g. reason: "INC-123 database failover"',
+        )
+    until = None
+    until_node = node.get("until")
+    if until_node is not None:
+        text = _str(until_node)
+        until = _instant(text) if text is not None else None
+        if until is None:
+            value = until_node.value if isinstance(until_node, ScalarNode) else "a mapping"
+            obj.error(
+                until_node.location,
+                f"suspend.until must be a time with its zone (got {value!r})",
+                "write it as 2026-12-24T00:00Z or 2026-12-24T01:00+01:00",
+            )
+    if reason is None:
+        return None
+    return Freeze(reason.strip(), until, bool(_bool(node.get("allow_priority_1"))), node.location)
+
+
+def _instant(text: str) -> datetime | None:
+    """An ISO 8601 time with its zone, in UTC; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return None
+    return moment.astimezone(UTC)
+
+
 def _exactly_one(obj: _Object, first: str, second: str, hint: str) -> None:
     if first in obj.node and second in obj.node:
         obj.error(
@@ -922,6 +963,7 @@ def build_task(obj: _Object, source: Source) -> Task:
         env=_env(obj, get("env")),
         check=obj.text("check"),
         idempotent=bool(_bool(get("idempotent"))),
+        suspend=_freeze(obj, get("suspend")),
         location=obj.node.location,
         field_locations=_task_field_locations(obj.node),
     )
@@ -1016,6 +1058,7 @@ def build_machine(obj: _Object, source: Source) -> Machine:
         labels=_string_map(get("labels")) or {},
         max_parallel=_int(get("max_parallel")) or 1,
         windows=_windows(obj, get("windows")),
+        suspend=_freeze(obj, get("suspend")),
         location=obj.node.location,
         field_locations={key: value.location for key, (_, value) in obj.node.entries.items()},
     )
@@ -1061,6 +1104,7 @@ def build_team(obj: _Object, source: Source) -> Team:
         alerts=_alerts(get("alerts")),
         defaults=_defaults(obj, defaults) if isinstance(defaults, MapNode) else TaskDefaults(),
         windows=_windows(obj, get("windows")),
+        suspend=_freeze(obj, get("suspend")),
         location=obj.node.location,
     )
 

@@ -46,6 +46,7 @@ from reconciler.adapters.store.common import pid_namespace, process_start
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport
 from reconciler.core.dispatch import Decision, decide, fill
 from reconciler.core.errors import StoreError, TransportError
+from reconciler.core.holds import Hold, HoldKind
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import Plan, make_plan
 from reconciler.core.redact import Redactor
@@ -166,7 +167,7 @@ class PassReport:
     plan: Plan
     commit: str | None
     runs: dict[int, Run] = field(default_factory=dict)
-    held: dict[int, datetime] = field(default_factory=dict)
+    held: dict[int, Hold] = field(default_factory=dict)  # pending runs a window or freeze holds
     # Set when `Engine.stop` ended the pass early: the runs of the pass it left pending
     # (those a deny window holds excepted: a full pass leaves them too) and those it stopped
     # when the grace period ended (recorded `unknown`), by id.
@@ -575,9 +576,7 @@ class _Drain:
             self._start(decision.start)
         if fresh:  # the holds change only with a whole decision
             self.window_held = {
-                run.id
-                for run, until in decision.held
-                if run.not_before is None or until > run.not_before
+                run.id for run, hold in decision.held if hold.kind is not HoldKind.RETRY
             }
         # A pass waits for the retries of its own runs. Another pass's back-off is that
         # pass's to wait for, unless a run of this pass still waits in the queue: it may
@@ -586,9 +585,7 @@ class _Drain:
         waiting_mine = not self.forever and self._mine_waiting()  # a worker has no runs
         if fresh:  # runs held only by their retry back-off
             self.retry_holds = [
-                (run, until)
-                for run, until in decision.held
-                if run.not_before is not None and until <= run.not_before
+                (run, hold.until) for run, hold in decision.held if hold.kind is HoldKind.RETRY
             ]
         retry_waits = [
             until
@@ -624,7 +621,9 @@ class _Drain:
                 if (spec := self.desired.tasks.get(run.task)) is not None
                 for dep in spec.after
             }
-            self.decided_held_due = min((until for _, until in decision.held), default=None)
+            self.decided_held_due = min(
+                (hold.until for _, hold in decision.held if hold.until is not None), default=None
+            )
         self.decided = decision
         self.changed = self.reread = False
 
@@ -955,15 +954,16 @@ class _Drain:
             self.engine.on_event(event)
 
     def _record_held(self, held) -> None:
-        """Note runs a deny window holds; a retry's own wait was announced by `retrying`."""
-        for run, until in held:
-            if run.not_before is not None and until <= run.not_before:
+        """Note runs a deny window or a freeze holds; a retry's own wait was announced by
+        `retrying`."""
+        for run, hold in held:
+            if hold.kind is HoldKind.RETRY:
                 continue
-            if self.report.held.get(run.id) != until:
-                self.report.held[run.id] = until
+            if self.report.held.get(run.id) != hold:
+                self.report.held[run.id] = hold
                 if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
-                self.engine.on_event(Event(Kind.HELD, run, until.isoformat()))
+                self.engine.on_event(Event(Kind.HELD, run, hold.describe()))
 
 
 def awaiting_result(run: Run, since: datetime) -> bool:

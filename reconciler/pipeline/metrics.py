@@ -41,8 +41,8 @@ from typing import Any
 from reconciler.adapters.store.base import StateStore
 from reconciler.core.dispatch import prioritised
 from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
+from reconciler.core.holds import HoldKind, hold_of
 from reconciler.core.model import DesiredState
-from reconciler.core.schedule import window_end
 from reconciler.core.state import Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -113,14 +113,17 @@ def status_numbers(store: StateStore | None, desired: DesiredState, now: datetim
     for run, priority in prioritised(pending, desired):
         key = (str(priority), run.team)
         depth[key] = depth.get(key, 0) + 1
-        if until := window_end(desired.windows_for(run.machine), priority, now):
+        hold = hold_of(run.task, run.machine, priority, desired, now)
+        if hold is not None and hold.kind is not HoldKind.RETRY:
             held.append(
                 {
                     "run": run.id,
                     "task": run.task,
                     "machine": run.machine,
                     "priority": priority,
-                    "until": _iso(until),
+                    "until": _iso(hold.until),
+                    "kind": hold.kind.value,
+                    "reason": hold.describe(),
                 }
             )
     held.sort(key=lambda h: h["run"])

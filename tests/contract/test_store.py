@@ -25,6 +25,7 @@ from reconciler.adapters.store.base import OUTPUT_CAP, LeaseLost
 from reconciler.adapters.store.factory import open_store, sqlite_path
 from reconciler.adapters.store.sqlite import COLUMNS, SqliteStore, _sql_file
 from reconciler.core.errors import InputError, LockError, StoreError
+from reconciler.core.holds import Hold, HoldKind
 from reconciler.core.output import split_mark
 from reconciler.core.plan import Cancel, Plan
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
@@ -44,7 +45,7 @@ def test_record_plan_inserts_pending_runs_with_plan_fields(store, now, later):
             priority=2,
             slot="2024-05-01T12:00:00+00:00",
             reason=Reason.SCHEDULE,
-            held_until=later(hours=1),
+            hold=Hold(HoldKind.WINDOW, later(hours=1)),
         ),
     )
     assert (run.status, run.attempt, run.priority, run.reason) == (

@@ -237,4 +237,4 @@ def test_once_json_shows_each_held_run_with_its_hold_reason_as_the_text_summary_
     assert runs["ops/urgent"]["held"] is None
     assert {r["trigger"] for r in runs.values()} == {"plan"}
     text = project.run("--once", code=0).out  # the next pass holds it too, and says so
-    assert "held until" in text
+    assert "held by deny window until" in text

@@ -33,9 +33,9 @@ def enqueue(
     priority=3,
     slot=None,
     reason=Reason.NEW,
-    held_until=None,
+    hold=None,
 ) -> Enqueue:
-    return Enqueue(task, machine, version, priority, reason, slot, held_until)
+    return Enqueue(task, machine, version, priority, reason, slot, hold)
 
 
 def add(store, now, *enqueues: Enqueue, commit: str | None = "c0ffee") -> list[Run]:

@@ -1,6 +1,7 @@
 """dispatch.decide: which pending runs start now (SPEC §3)."""
 
 from reconciler.core.dispatch import Decision, decide, dispatch_order
+from reconciler.core.holds import Hold, HoldKind
 from reconciler.core.model import Strategy, Window
 from reconciler.core.state import RunStatus
 from tests.support.plan_fixtures import NOW, desired, executed, machine, minutes, run, spec
@@ -111,7 +112,9 @@ def test_run_with_future_not_before_is_held_until_then():
     d = desired(spec("prod/a"))
     later = NOW + minutes(2)
     decision = go([pend(1, "prod/a", not_before=later, attempt=2)], d)
-    assert decision == Decision(start=(), block=(), held=((decision.held[0][0], later),))
+    assert decision == Decision(
+        start=(), block=(), held=((decision.held[0][0], Hold(HoldKind.RETRY, later)),)
+    )
 
 
 def test_run_whose_not_before_passed_starts():
@@ -128,14 +131,14 @@ def test_run_inside_deny_window_is_held_until_it_ends_except_priority_1():
     )
     decision = go([pend(1, "prod/low"), pend(2, "prod/urgent")], d)
     assert started(decision) == [2]
-    assert [(r.id, t) for r, t in decision.held] == [(1, NOW.replace(hour=18, minute=0))]
+    assert [(r.id, h.until) for r, h in decision.held] == [(1, NOW.replace(hour=18, minute=0))]
 
 
 def test_retry_delay_ending_inside_a_window_is_held_to_the_window_end():
     window = Window(deny="30 10 * * *", duration=3600)  # 10:30-11:30; NOW is 10:20
     d = desired(spec("prod/a"), team_windows=[window])
     decision = go([pend(1, "prod/a", not_before=NOW + minutes(15))], d)
-    assert [t for _, t in decision.held] == [NOW.replace(hour=11, minute=30)]
+    assert [h.until for _, h in decision.held] == [NOW.replace(hour=11, minute=30)]
 
 
 # --- after -------------------------------------------------------------------------------------

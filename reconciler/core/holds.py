@@ -1,0 +1,80 @@
+"""Why a pending run may not start yet: a retry's back-off, a deny window, a freeze.
+
+Pure: the dispatcher, the planner and `status` ask `hold_of` the same question and so give
+the same answer. A hold is a value with a kind, a reason a person can read, and the time it
+lifts by itself (None for a freeze with no `until`: a commit lifts it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from reconciler.core.model import DesiredState
+from reconciler.core.schedule import utc, window_end
+
+
+class HoldKind(StrEnum):
+    RETRY = "retry"  # its `not_before`: a retry waiting out its back-off
+    WINDOW = "window"  # a deny window of its machine or team
+    FREEZE = "freeze"  # a `suspend:` on its team, machine or task
+
+
+@dataclass(frozen=True)
+class Hold:
+    kind: HoldKind
+    until: datetime | None  # when it lifts by itself; None: when a commit lifts it
+    reason: str = ""  # a freeze's own reason, with what it is on
+
+    def describe(self) -> str:
+        """One line for people: `deny window until 2026-12-06T18:00Z`,
+        `freeze on team ops (INC-123 failover) until lifted`."""
+        what = {
+            HoldKind.RETRY: "retry back-off",
+            HoldKind.WINDOW: "deny window",
+            HoldKind.FREEZE: f"freeze on {self.reason}",
+        }[self.kind]
+        return f"{what} until {_iso(self.until) if self.until else 'lifted'}"
+
+    def lifts_after(self, moment: datetime | None) -> bool:
+        """Whether it holds longer than `moment` (a run's `not_before`; None: always)."""
+        return moment is None or self.until is None or self.until > moment
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind.value, "until": _iso(self.until), "reason": self.describe()}
+
+
+def hold_of(
+    task: str,
+    machine: str,
+    priority: int,
+    desired: DesiredState,
+    now: datetime,
+    not_before: datetime | None = None,
+) -> Hold | None:
+    """What holds a run of `task` on `machine`, dispatched at `priority`, at `now`: None if
+    nothing does. Looked at from the later of now and `not_before`, so a hold's `until` is
+    a time at which the run may really start (as far as time goes); a freeze comes first
+    (it says why), then a deny window, then the back-off itself."""
+    now = utc(now)
+    at = now
+    if not_before is not None and utc(not_before) > now:
+        at = utc(not_before)
+    freezes = [
+        (scope, freeze)
+        for scope, freeze in desired.freezes_for(task, machine)
+        if freeze.covers(priority, at)
+    ]
+    if freezes:
+        # The one that lasts longest says until when (a freeze without `until` lasts).
+        scope, freeze = max(freezes, key=lambda f: (f[1].until is None, f[1].until or at))
+        return Hold(HoldKind.FREEZE, freeze.until, f"{scope} ({freeze.reason})")
+    end = window_end(desired.windows_for(machine), priority, at)
+    if end is not None:
+        return Hold(HoldKind.WINDOW, end)
+    return Hold(HoldKind.RETRY, at) if at > now else None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
