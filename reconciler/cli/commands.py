@@ -34,11 +34,18 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
     finally:
         if store is not None:
             store.close()
+    from reconciler.cli.slot_views import next_slots_markdown, next_slots_text
+    from reconciler.core.next_slots import next_slots
     from reconciler.core.plan import make_plan
 
-    plan = make_plan(loaded.desired, executed, utc_now())
+    now = utc_now()
+    plan = make_plan(loaded.desired, executed, now)
+    slots = next_slots(loaded.desired, now)  # each scheduled task's, in its zone and UTC
+    data = plan.to_json() | ({"schedules": [s.to_json() for s in slots]} if slots else {})
     return views.Output(
-        plan.to_json(), lambda: views.plan_text(plan), lambda: views.plan_markdown(plan)
+        data,
+        lambda: views.plan_text(plan) + next_slots_text(slots),
+        lambda: views.plan_markdown(plan) + next_slots_markdown(slots),
     )
 
 

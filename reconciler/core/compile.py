@@ -9,6 +9,7 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import lru_cache
 
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
@@ -27,6 +28,7 @@ from reconciler.core.model import (
     Team,
     Unresolved,
     VaultRef,
+    Window,
 )
 
 
@@ -61,7 +63,8 @@ def compile_inventory(inventory: Inventory, unresolved: Unresolved | None = None
         specs[task_id] = _spec(task, team, targets, after, inventory.machines)
     _check_cycles(specs, inventory.tasks, diags)
     raise_if_errors(diags)
-    return DesiredState(tasks=specs, machines=dict(inventory.machines), teams=dict(inventory.teams))
+    teams, machines = _zoned_windows(inventory)
+    return DesiredState(tasks=specs, machines=machines, teams=teams)
 
 
 def compile_collecting(
@@ -356,6 +359,7 @@ def _spec(
         timeout=task.timeout or team.defaults.timeout or DEFAULT_TIMEOUT,
         retry=resolve_retry(task.retry, team.defaults.retry),
         schedule=task.schedule,
+        timezone=task.timezone or team.defaults.timezone,
         after=after,
         strategy=task.strategy,
         targets=targets,
@@ -366,6 +370,26 @@ def _spec(
         legacy_versions={m: v for m, v in legacy.items() if v != versions[m]},
         location=task.location,
     )
+
+
+def _zoned_windows(inventory: Inventory) -> tuple[dict[str, Team], dict[str, Machine]]:
+    """The teams and machines, each deny window without a `timezone` of its own given its
+    team's default zone (`defaults.timezone`). Nothing changes for a team without one."""
+    zones = {n: t.defaults.timezone for n, t in inventory.teams.items() if t.defaults.timezone}
+    teams, machines = dict(inventory.teams), dict(inventory.machines)
+    if not zones:
+        return teams, machines
+    for name, zone in zones.items():
+        teams[name] = replace(teams[name], windows=_in_zone(teams[name].windows, zone))
+    for name, machine in machines.items():
+        zone = zones.get(machine.team)
+        if zone and machine.windows:
+            machines[name] = replace(machine, windows=_in_zone(machine.windows, zone))
+    return teams, machines
+
+
+def _in_zone(windows: tuple[Window, ...], zone: str) -> tuple[Window, ...]:
+    return tuple(w if w.timezone else replace(w, timezone=zone) for w in windows)
 
 
 def resolve_retry(task_retry: RetrySpec | None, team_retry: RetrySpec | None) -> RetryPolicy:

@@ -268,7 +268,7 @@ def _succeeded_everywhere(desired: DesiredState, now: datetime) -> list[Run]:
     runs: list[Run] = []
     for task_id in sorted(desired.tasks):
         spec = desired.tasks[task_id]
-        fire = latest_slot(spec.schedule, now) if spec.schedule else None
+        fire = latest_slot(spec.schedule, now, spec.timezone) if spec.schedule else None
         for machine in spec.targets:
             runs.append(
                 Run(
@@ -317,6 +317,7 @@ _TASK_FIELDS: tuple[tuple[str, Callable[[Task, TaskSpec], Any]], ...] = (
     ("strategy", lambda t, s: s.strategy),
     ("priority", lambda t, s: s.priority),
     ("schedule", lambda t, s: s.schedule),
+    ("timezone", lambda t, s: s.timezone),
     ("retry", lambda t, s: s.retry),
     ("timeout", lambda t, s: s.timeout),
     ("after", lambda t, s: s.after),
@@ -335,6 +336,7 @@ FIELD_ORDER = (
     "strategy",
     "priority",
     "schedule",
+    "timezone",
     "retry",
     "timeout",
     "after",

@@ -121,14 +121,17 @@ def _unit_interval(seed: str) -> float:
 
 @dataclass(frozen=True)
 class Window:
-    """A deny window: starts at each fire of `deny` (cron, UTC) and lasts `duration` seconds.
+    """A deny window: starts at each fire of `deny` (cron, read in `timezone`, an IANA name;
+    None: UTC) and lasts `duration` seconds.
 
-    No run of priority 2..5 starts inside it; priority 1 always may.
+    No run of priority 2..5 starts inside it; priority 1 always may. Compile gives a window
+    without its own zone its team's default zone (`defaults.timezone`).
     """
 
     deny: str
     duration: int
     location: Location | None = field(default=None, compare=False)
+    timezone: str | None = None
     timezone: str | None = None
 
 
@@ -155,6 +158,7 @@ class TaskDefaults:
     priority: int | None = None
     timeout: int | None = None
     retry: RetrySpec | None = None
+    timezone: str | None = None  # of the team's schedules and windows that name none
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ class Task:
     script: str | None = None
     priority: int | None = None
     schedule: str | None = None
+    timezone: str | None = None  # of `schedule` (IANA name); None: the team's default, UTC
     after: tuple[str, ...] = ()
     timeout: int | None = None
     retry: RetrySpec | None = None
@@ -298,7 +303,8 @@ class TaskSpec:
 
     `versions[machine]` is the hash of what the run on that machine executes (SPEC §1):
     command/script, env names and vault references, check, and the resolved target.
-    Priority, retry, timeout, description and schedule are deliberately not part of it.
+    Priority, retry, timeout, description, schedule and timezone are deliberately not part
+    of it.
     """
 
     id: str
@@ -322,6 +328,7 @@ class TaskSpec:
     # machine -> the version an older release computed for the same task, where it differs
     # (trailing whitespace of the shell text used to count): its runs are this version's.
     legacy_versions: Mapping[str, str] = field(default_factory=dict, compare=False)
+    timezone: str | None = None  # of `schedule` (IANA name): the task's, else the team's; UTC
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -177,7 +177,7 @@ def _scheduled_reason(
 
     Only the latest due slot is considered, so missed slots collapse into one run.
     """
-    fire = latest_slot(spec.schedule or "", now)
+    fire = latest_slot(spec.schedule or "", now, spec.timezone)
     if fire is None:
         # Never due (validation refuses such schedules): nothing to run, and nothing to
         # stop the other tasks from being planned.

@@ -1,7 +1,11 @@
-"""Pure time helpers over cron: due slots and deny windows (croniter; UTC only).
+"""Pure time helpers over cron: due slots and deny windows (croniter, zoneinfo).
 
-Every function takes and returns timezone-aware datetimes in UTC. Cron expressions are read
-as UTC (SPEC §1): there is no local time anywhere in scheduling, so a pass gives the same
+Every function takes and returns timezone-aware datetimes in UTC. A cron expression is read
+in UTC (SPEC §1) unless it names an IANA time zone (`timezone: Europe/Berlin`): then its
+slots are wall-clock times of that zone, each mapped to the first UTC instant at which the
+zone's clock reads it (see `_instant`), so a slot in a skipped hour runs once, at the end of
+the gap, and a slot in a repeated hour runs once, at its first occurrence. A slot is always
+keyed by its UTC instant. The host's own zone is never used, so a pass gives the same
 answer on any host. Nothing here reads the clock: `now` is always a parameter.
 """
 
@@ -10,8 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.core.model import Window
 
@@ -161,16 +166,20 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
-def latest_slot(cron: str, now: datetime) -> datetime | None:
-    """The most recent fire time of `cron` that is <= `now` (a fire exactly at `now` counts).
+def latest_slot(cron: str, now: datetime, zone: str | None = None) -> datetime | None:
+    """The most recent fire time of `cron` that is <= `now` (a fire exactly at `now` counts),
+    read in time zone `zone` (an IANA name; None: UTC), as a UTC instant.
 
-    None when there is none: the expression never fires, or cannot be read at all. Validation
-    refuses both (`cron_problem`); should one reach a pass anyway, it only means "not due",
-    so one task's schedule can never stop the other tasks from being planned.
+    None when there is none: the expression never fires, or cannot be read at all, or the
+    zone is unknown. Validation refuses all three (`cron_problem`, `zone_problem`); should
+    one reach a pass anyway, it only means "not due", so one task's schedule can never stop
+    the other tasks from being planned.
     """
     start = utc(now) + _EPSILON
     if cron_problem(cron.strip()) is not None:
         return None  # e.g. croniter's `R` would draw a new minute at every pass
+    if zone is not None and zone != "UTC":
+        return _latest_local(cron.strip(), utc(now), zone)
     from croniter import CroniterError, croniter
 
     try:
@@ -179,11 +188,14 @@ def latest_slot(cron: str, now: datetime) -> datetime | None:
         return None
 
 
-def next_fire(cron: str, after: datetime) -> datetime | None:
-    """The first fire time of `cron` strictly after `after`; None as for `latest_slot`."""
+def next_fire(cron: str, after: datetime, zone: str | None = None) -> datetime | None:
+    """The first fire time of `cron` strictly after `after`, read in `zone` as `latest_slot`
+    reads it; None as for `latest_slot`."""
     start = utc(after)
     if cron_problem(cron.strip()) is not None:
         return None
+    if zone is not None and zone != "UTC":
+        return _next_local(cron.strip(), start, zone)
     from croniter import CroniterError, croniter
 
     try:
@@ -192,13 +204,169 @@ def next_fire(cron: str, after: datetime) -> datetime | None:
         return None
 
 
+def upcoming(cron: str, after: datetime, zone: str | None, count: int) -> tuple[datetime, ...]:
+    """The next `count` fire times of `cron` strictly after `after` (UTC instants, each once)."""
+    fires: list[datetime] = []
+    at = after
+    while len(fires) < count and (fire := next_fire(cron, at, zone)) is not None:
+        fires.append(fire)
+        at = fire
+    return tuple(fires)
+
+
+# --- time zones -----------------------------------------------------------------------------------
+
+ZONE_HINT = "use an IANA time zone name such as Europe/Berlin, America/New_York or UTC"
+# Names zoneinfo loads that do not name one zone: `localtime` is whatever the host is set to.
+_HOST_DEPENDENT = frozenset({"localtime", "posixrules"})
+
+
+@lru_cache(maxsize=1024)
+def zone_problem(name: str) -> tuple[str, str] | None:
+    """Why `name` is not a time zone a schedule or window can use, as (why, hint); None when
+    it is. A zone is an IANA name the system's time zone database (zoneinfo) knows."""
+    if name != name.strip():
+        return ("a leading or trailing space", f"write it without the space: '{name.strip()}'")
+    if name in _HOST_DEPENDENT:
+        return (
+            f"'{name}' is the host's own setting, not a zone",
+            ZONE_HINT,
+        )
+    if _zone(name) is not None:
+        return None
+    return ("", _zone_hint(name))
+
+
+def _zone_hint(name: str) -> str:
+    """`did you mean`, from every zone the database knows (read only for a bad name)."""
+    from zoneinfo import available_timezones
+
+    from reconciler.core.diagnostics import did_you_mean
+
+    known = available_timezones() - _HOST_DEPENDENT
+    same = [z for z in known if z.lower() == name.lower()]
+    if same:
+        return f"did you mean '{same[0]}'? (zone names are case-sensitive)"
+    if re.fullmatch(r"[A-Z]{2,5}", name):
+        return (
+            f"{name} looks like an abbreviation, which names no zone (and changes with daylight "
+            "saving): use the region's name, e.g. Europe/Berlin for CET/CEST"
+        )
+    return did_you_mean(name, known) or ZONE_HINT
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> tzinfo | None:
+    """The zone named `name`, or None when the database has no such zone."""
+    if name in _HOST_DEPENDENT or name != name.strip():
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None  # unknown, not a relative key (`/etc/...`, `..`), or not a TZif file
+
+
+def _wall(instant: datetime, zone: tzinfo) -> datetime:
+    """The naive wall-clock reading of `zone` at `instant`."""
+    return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def _at_second(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _instant(wall: datetime, zone: tzinfo) -> datetime:
+    """The first UTC instant at which the clock of `zone` reads `wall` or later.
+
+    A reading that happens once maps to that instant; a reading of a repeated hour (clocks
+    go back) to its first occurrence; a reading of a skipped hour (clocks go forward) to the
+    instant of the jump, i.e. the end of the gap (02:30 on a spring-forward day in Berlin is
+    03:00 CEST). So the map never goes backwards: later readings, later or equal instants.
+    """
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if _wall(first, zone) == wall:
+        return first
+    # In a gap: fold=0 read it with the offset before the jump (an instant past the jump),
+    # fold=1 with the offset after (an instant before it). The jump lies between: find it to
+    # the second (offsets and transitions are whole seconds).
+    low = int(wall.replace(tzinfo=zone, fold=1).astimezone(UTC).timestamp())
+    high = int(first.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(_at_second(middle), zone) >= wall:
+            high = middle
+        else:
+            low = middle
+    return _at_second(high)
+
+
+def _peak(now: datetime, zone: tzinfo) -> datetime | None:
+    """While the clock repeats an hour (`now` is a second reading, fold=1): the reading just
+    before it went back, which no slot <= now may reach (exclusive); else None."""
+    if now.astimezone(zone).fold != 1:
+        return None
+    first = _wall(now, zone).replace(tzinfo=zone, fold=0).astimezone(UTC)
+    offset = now.astimezone(zone).utcoffset()
+    low, high = int(first.timestamp()), int(now.timestamp())
+    while high - low > 1:  # the first second with the offset of `now`: the jump back
+        middle = (low + high) // 2
+        if _at_second(middle).astimezone(zone).utcoffset() == offset:
+            high = middle
+        else:
+            low = middle
+    return _wall(_at_second(high - 1), zone) + timedelta(seconds=1)
+
+
+def _latest_local(cron: str, now: datetime, name: str) -> datetime | None:
+    """`latest_slot` of a wall-clock schedule: the latest reading a slot may have is the
+    highest reading the clock has shown by `now` (higher than now's own while an hour
+    repeats), and `_instant` maps it; `_instant` never goes backwards, so no later slot
+    maps to an instant <= now."""
+    zone = _zone(name)
+    if zone is None:
+        return None
+    from croniter import CroniterError, croniter
+
+    try:
+        wall = croniter(cron, _wall(now, zone) + _EPSILON).get_prev(datetime)
+        peak = _peak(now, zone)
+        if peak is not None:
+            wall = max(wall, croniter(cron, peak).get_prev(datetime))
+        return _instant(wall, zone)
+    except (CroniterError, ValueError, KeyError, IndexError, TypeError, OverflowError):
+        return None
+
+
+def _next_local(cron: str, after: datetime, name: str) -> datetime | None:
+    """`next_fire` of a wall-clock schedule: the first reading above every reading the clock
+    has shown by `after`, mapped by `_instant`."""
+    zone = _zone(name)
+    if zone is None:
+        return None
+    from croniter import CroniterError, croniter
+
+    try:
+        peak = _peak(after, zone)
+        if peak is not None:
+            wall = croniter(cron, peak - _EPSILON).get_next(datetime)
+        else:
+            wall = croniter(cron, _wall(after, zone)).get_next(datetime)
+        return _instant(wall, zone)
+    except (CroniterError, ValueError, KeyError, IndexError, TypeError, OverflowError):
+        return None
+
+
+# --- deny windows ---------------------------------------------------------------------------------
+
+
 def _covering_end(window: Window, at: datetime) -> datetime | None:
     """When `window` ends if it covers `at`, else None.
 
-    A window fired at f covers [f, f + duration). Only the latest fire <= `at` matters: any
-    earlier fire has the same duration and so ends earlier.
+    A window fired at f covers [f, f + duration) (elapsed time: a window that spans a
+    daylight-saving change ends an hour earlier or later on the clock). Only the latest
+    fire <= `at` matters: any earlier fire has the same duration and so ends earlier.
     """
-    fire = latest_slot(window.deny, at)
+    fire = latest_slot(window.deny, at, window.timezone)
     if fire is None:
         return None  # a window that never starts covers nothing
     end = fire + timedelta(seconds=window.duration)
@@ -235,3 +403,9 @@ def slot_key(dt: datetime) -> str:
 def parse_slot(text: str) -> datetime:
     """The UTC datetime of a slot key written by `slot_key` (or any ISO 8601 with a zone)."""
     return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def in_zone(instant: datetime, zone: str | None) -> datetime:
+    """`instant` on the clock of `zone` (None, or a zone the database lacks: UTC)."""
+    tz = _zone(zone) if zone else None
+    return utc(instant).astimezone(tz or UTC)

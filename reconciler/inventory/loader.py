@@ -567,6 +567,33 @@ class _Object:
             return None
         return text
 
+    def timezone(self, node: Node | None, field_name: str) -> str | None:
+        """An IANA time zone name (`schedule.zone_problem`), or None (reported) when not."""
+        if node is None:
+            return None
+        from reconciler.core.schedule import ZONE_HINT, zone_problem
+
+        text = _str(node)
+        if text is None:
+            value = node.value if isinstance(node, ScalarNode) else to_plain(node)
+            self.error(
+                node.location,
+                f"{field_name} must be a time zone name (got {_got(value, '')})",
+                ZONE_HINT,
+            )
+            return None
+        problem = zone_problem(text)
+        if problem is not None:
+            why, hint = problem
+            detail = f" ({why})" if why else ""
+            self.error(
+                node.location,
+                f"{field_name} is not a known time zone{detail} (got {_got(text, '')})",
+                hint,
+            )
+            return None
+        return text
+
 
 # --------------------------------------------------------------------------- schema errors
 
@@ -881,8 +908,9 @@ def _windows(obj: _Object, node: Node | None) -> tuple[Window, ...]:
     for index, item in enumerate(_maps(node)):
         deny = obj.cron(item.get("deny"), f"windows[{index}].deny")
         duration = obj.duration(item.get("duration"), f"windows[{index}].duration", minimum=1)
+        zone = obj.timezone(item.get("timezone"), f"windows[{index}].timezone")
         if deny is not None and duration is not None:
-            windows.append(Window(deny, duration, item.location))
+            windows.append(Window(deny, duration, item.location, zone))
     return tuple(windows)
 
 
@@ -957,6 +985,7 @@ def build_task(obj: _Object, source: Source) -> Task:
         script=obj.text("script"),
         priority=_int(get("priority")),
         schedule=obj.cron(get("schedule"), "schedule"),
+        timezone=obj.timezone(get("timezone"), "timezone"),
         after=_strings(get("after")) or (),
         timeout=obj.duration(get("timeout"), "timeout", minimum=1),
         retry=_retry(obj, get("retry"), "retry"),
@@ -1145,6 +1174,7 @@ def _defaults(obj: _Object, node: MapNode) -> TaskDefaults:
         priority=_int(node.get("priority")),
         timeout=obj.duration(node.get("timeout"), "defaults.timeout", minimum=1),
         retry=_retry(obj, node.get("retry"), "defaults.retry"),
+        timezone=obj.timezone(node.get("timezone"), "defaults.timezone"),
     )
 
 

@@ -159,6 +159,7 @@ defaults:
   priority: 3
   timeout: 10m
   retry: {{count: 1, delay: 30s, backoff: 2, max_delay: 10m, failure_action: alert}}
+  # timezone: Europe/Berlin  # the IANA zone schedules and deny windows are read in (default UTC)
 """
 
 MACHINE = """# The reconciler's own host: tasks run with `sh -c` in its working directory, with the
