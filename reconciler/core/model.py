@@ -132,7 +132,6 @@ class Window:
     duration: int
     location: Location | None = field(default=None, compare=False)
     timezone: str | None = None
-    timezone: str | None = None
 
 
 @dataclass(frozen=True)
