@@ -974,6 +974,12 @@ def build_task(obj: _Object, source: Source) -> Task:
         obj, "machines", "selector", "machines lists targets by name, selector picks them by label"
     )
     _exactly_one(obj, "command", "script", "command for one line, script: | for several")
+    if "timezone" in obj.node and "schedule" not in obj.node:
+        obj.diags.warning(
+            obj.node.key_location("timezone"),
+            f"{obj.label}: timezone has no effect without a schedule",
+            "add a schedule, or remove timezone",
+        )
     return Task(
         name=obj.text("name"),
         team=_task_team(obj, source.folder_team),

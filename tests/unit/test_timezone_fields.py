@@ -159,3 +159,12 @@ def test_no_schedule_no_slots(tmp_path):
     desired = _desired(tmp_path, {"tasks/ops/t.yaml": "name: t\nmachines: [box]\ncommand: x\n"})
     assert next_slots(desired, datetime(2026, 1, 1, tzinfo=UTC)) == ()
     assert next_slots_text(()) == next_slots_markdown(()) == ""
+
+
+def test_a_task_zone_without_a_schedule_is_a_warning_at_it(tmp_path):
+    files = {"tasks/ops/t.yaml": "name: t\nmachines: [box]\ncommand: x\ntimezone: Europe/Berlin\n"}
+    _, warnings = load_inventory(_write(tmp_path, files))
+    assert [str(w) for w in warnings if "timezone" in str(w)] == [
+        f"{tmp_path}/inventory/tasks/ops/t.yaml:4:1: warning: task 't': timezone has no effect "
+        "without a schedule (hint: add a schedule, or remove timezone)"
+    ]
