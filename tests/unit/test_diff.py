@@ -189,6 +189,22 @@ def test_a_schedule_change_reruns_only_when_it_makes_a_new_slot_due():
     assert diff_sides(*sides, now=at(0, 30)).runs == ()  # the daily slot is the hourly one
 
 
+def test_a_timezone_change_is_listed_and_reruns_only_a_slot_that_has_not_run():
+    """02:00 UTC to 02:00 Berlin (01:00 UTC in December): at 01:30 UTC today's Berlin slot is
+    due and has not run; at 03:00 UTC the UTC slot of 02:00 already ran after it."""
+    from datetime import datetime
+
+    base = [_task(schedule="0 2 * * *")]
+    head = [_task(schedule="0 2 * * *", timezone="Europe/Berlin")]
+    sides = [_side(base), _side(head, label="head")]
+    early = diff_sides(*sides, now=datetime(2026, 12, 6, 1, 30, tzinfo=UTC))
+    (change,) = early.tasks.changed
+    assert change.fields == ("timezone",)
+    assert [(r.task, r.reason) for r in early.runs] == [("ops/t", "schedule")]
+    assert diff_sides(*sides, now=datetime(2026, 12, 6, 3, tzinfo=UTC)).runs == ()
+    assert "timezone" in diff_markdown(early)
+
+
 def test_command_change_reruns_on_every_target_at_its_priority():
     diff = _diff(
         [_task(machines=("m1", "m2"), priority=2)],
