@@ -133,9 +133,14 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     if args.metrics_addr:
         from reconciler.pipeline import metrics as prometheus
 
+        prometheus.parse_addr(args.metrics_addr)  # a bad address: exit 2 before anything
         metrics = prometheus.default_metrics()
+    loop = _Continuous(args, ctx, daemon, metrics)  # loads the inventory: exit 2 if invalid
+    if metrics is not None:
+        # Served once the inventory is known: the first scrape already has every team's
+        # series at 0 (issue 19).
+        metrics.know(loop.loaded.desired)
         server = prometheus.serve(args.metrics_addr, metrics)
-    loop = _Continuous(args, ctx, daemon, metrics)
     daemon.tick, daemon.interval = loop.tick, loop.interval
     daemon.install_signal_handlers()
     if args.watch_files:

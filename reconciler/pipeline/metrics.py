@@ -25,6 +25,12 @@ Exported (all `reconciler_*`):
     reconciler_passes_total{result}                          counter: ok | problems | error
     reconciler_last_successful_pass_timestamp_seconds        gauge: end of the last pass that
                                                              completed (exit 0 or 1)
+
+Every label value known in advance has its series from the start, at 0 (issue 19): results
+and alert events at once, statuses and teams as soon as an inventory is known (`know`), so
+`increase()` and `rate()` see the first event of a series as an increase rather than as the
+series appearing. The last successful pass has no series until there is one: Prometheus
+reads an absent series as "no data", never as the epoch (alert with `absent()` on it).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.adapters.store.base import StateStore
+from reconciler.core.alerts import EVENTS as ALERT_EVENTS
 from reconciler.core.dispatch import prioritised
 from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
 from reconciler.core.holds import HoldKind, hold_of
@@ -48,6 +55,11 @@ from reconciler.core.state import Run, RunStatus
 log = logging.getLogger(__name__)
 
 PRIORITIES = ("1", "2", "3", "4", "5")
+PASS_RESULTS = ("ok", "problems", "error")
+# Alert events: the runs' and machines' (core.alerts.EVENTS) and a refused commit's.
+ALERT_EVENT_LABELS = (*ALERT_EVENTS, "refused")
+# The statuses a run can end with (`reconciler_runs_finished_total{status}`).
+FINAL_STATUSES = tuple(s.value for s in RunStatus if s.is_final)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
 
 
@@ -211,8 +223,11 @@ class Metrics:
         self.last_success = _Family(
             "gauge",
             "reconciler_last_successful_pass_timestamp_seconds",
-            "Unix time at which the last completed pass ended",
+            "Unix time at which the last completed pass ended (no series before the first)",
+            unset=True,
         )
+        self.passes.seed((result,) for result in PASS_RESULTS)
+        self.alerts.seed((event,) for event in ALERT_EVENT_LABELS)
         self._families = (
             self.runs_finished,
             self.run_duration,
@@ -246,8 +261,18 @@ class Metrics:
 
     # --- the store-derived numbers ---
 
+    def know(self, desired: DesiredState) -> None:
+        """Give every series of the inventory's teams a value (0) before their first event:
+        runs finished by final status, run durations, failed deliveries. Series of teams that
+        left the inventory stay (a counter never goes back)."""
+        teams = sorted(desired.teams)
+        self.runs_finished.seed((status, team) for status in FINAL_STATUSES for team in teams)
+        self.run_duration.seed((team,) for team in teams)
+        self.delivery_failures.seed((team,) for team in teams)
+
     def bind(self, store: StateStore, desired: DesiredState) -> None:
         """Read the status numbers from `store` at each scrape (until `unbind`)."""
+        self.know(desired)
         with self._lock:
             self._source = (store, desired)
         self.refresh()
@@ -340,11 +365,17 @@ class _Family:
         documentation: str,
         labelnames: tuple[str, ...] = (),
         buckets: tuple[float, ...] = (),
+        *,
+        unset: bool = False,
     ):
+        """`unset`: an unlabelled family with no series until its first `set`/`inc` (a
+        value that does not exist yet, such as the time of a pass that never ran)."""
         self.kind, self.name, self.documentation = kind, name, documentation
         self.labelnames, self.buckets = labelnames, buckets
         self.lock = threading.Lock()
-        self.series: dict[tuple[str, ...], _Value] = {} if labelnames else {(): _Value(self)}
+        self.series: dict[tuple[str, ...], _Value] = (
+            {} if labelnames or unset else {(): _Value(self)}
+        )
 
     def labels(self, *values: Any, **named: Any) -> _Value:
         if named:
@@ -358,10 +389,19 @@ class _Family:
                 series = self.series[key] = _Value(self)
         return series
 
+    def seed(self, keys) -> None:
+        """Create the series of each label tuple of `keys` that does not exist yet, at 0."""
+        for key in keys:
+            self.labels(*key)
+
     def _only(self) -> _Value:
         if self.labelnames:
             raise ValueError(f"{self.name} is labelled {self.labelnames}: call labels() first")
-        return self.series[()]
+        with self.lock:
+            series = self.series.get(())
+            if series is None:
+                series = self.series[()] = _Value(self)
+        return series
 
     def inc(self, amount: float = 1) -> None:
         self._only().inc(amount)
