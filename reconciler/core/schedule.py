@@ -244,6 +244,11 @@ def _zone_hint(name: str) -> str:
     from reconciler.core.diagnostics import did_you_mean
 
     known = available_timezones() - _HOST_DEPENDENT
+    if not known:
+        return (
+            "this host has no time zone database: install it (Debian: apt-get install tzdata; "
+            "or pip install tzdata next to the reconciler)"
+        )
     same = [z for z in known if z.lower() == name.lower()]
     if same:
         return f"did you mean '{same[0]}'? (zone names are case-sensitive)"

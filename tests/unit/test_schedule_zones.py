@@ -6,7 +6,11 @@ becomes 02:00 CET: 02:00-02:59 happens twice).
 """
 
 import bisect
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -212,3 +216,18 @@ def test_slots_match_the_rule_around_real_changes(zone, start, minute, hour):
         before = latest_slot(cron, fire - timedelta(seconds=1), zone)
         if previous is not None:
             assert before == previous
+
+
+def test_without_a_time_zone_database_the_hint_says_to_install_one():
+    """A host without /usr/share/zoneinfo (and without the tzdata wheel: `-S` leaves
+    site-packages out) knows no zone at all: the hint says what is missing."""
+    code = "from reconciler.core.schedule import zone_problem; print(zone_problem('Europe/Berlin'))"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONTZPATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "no time zone database: install it" in result.stdout
