@@ -436,12 +436,16 @@ class _Drain:
         # The runs this pass reports and waits for: those it enqueued, recovered or adopted.
         self.mine = set(report.runs) | (adopted or set()) if not forever else set()
         self.running: dict[Future, Run] = {}
-        self.others: list[Run] = []
+        self.others: list[Run] = []  # runs running elsewhere (`others_by_id`'s values)
+        self.others_by_id: dict[int, Run] = {}
+        # Where the store's change feed stands (`StateStore.run_changes`): None, read whole.
+        self.cursor: object | None = None
         # Pending runs other passes planned, by id: (planner, alive). A pass claims only its
         # own runs and those of dead planners (adopting them first); a live pass's runs are
         # its own to claim, report, wait for and stop. A worker (`forever`) claims any run.
         self.planners: dict[int, tuple[str | None, bool]] = {}
         self.foreign: set[int] = set()  # pending runs of live planners
+        self.planners_due = False  # a planner may have died since they were read
         self.heartbeats = _Heartbeats(self.store, self.running, None if forever else engine.owner)
         self.window_held: set[int] = set()  # pending runs a deny window holds this round
         self.chose_to_start = False  # whether this round's decision started anything
@@ -667,6 +671,7 @@ class _Drain:
         self.swept_at = time.monotonic()
         # A planner may have died since its runs were judged; no write of the store says so.
         self.stale |= bool(self.foreign)
+        self.planners_due |= bool(self.foreign)
         for run in self.store.sweep(LEASE_SECONDS, self.engine.clock()):
             self.stale = True
             log.warning(
@@ -722,7 +727,10 @@ class _Drain:
         return self._mine_waiting()
 
     def _refresh(self) -> None:
-        """Re-read what other passes, workers and `queue cancel` changed, if anything did."""
+        """Re-read what other passes, workers and `queue cancel` changed, if anything did:
+        the runs written since the last re-read where the store can tell (a round beside
+        busy workers reads what they changed, not the whole queue), else every active run
+        (`StateStore.run_changes`)."""
         if self.forever:
             desired = self.desired_source()
             self.changed |= desired is not self.desired
@@ -731,40 +739,96 @@ class _Drain:
         changes = self._changes()
         if changes is not None and changes == self.seen_changes and not self.stale:
             return  # only this drain wrote since the last re-read: it knows what it wrote
-        self.seen_changes, self.stale, self.reread = changes, False, True
+        self.seen_changes, self.stale = changes, False
         ours = {r.id for r in self.running.values()}
-        before, foreign_before = self.pending, self.foreign
-        self.pending = {r.id: r for r in self.store.pending()}
-        if not self.forever:
+        foreign_before = self.foreign
+        feed = self.store.run_changes(self.cursor)
+        self.cursor = feed.cursor
+        apply = self._reread if feed.complete else self._apply
+        moved, ended, unsure = apply(feed.runs, ours)
+        self.others = list(self.others_by_id.values())
+        if not self.forever and (feed.complete or moved or self.planners_due):
+            self.planners_due = False
             self.planners = self.store.pending_planners(self.engine.owner)
             self.foreign = {i for i, (_, alive) in self.planners.items() if alive}
-        self.others = [r for r in self.store.running() if r.id not in ours]
-        ended = self.tracker.refresh(self.store, [*self.pending.values(), *self.others], ours)
         # Runs taken or cancelled elsewhere only leave the queue, and runs that succeeded
         # elsewhere only free capacity, unless a pending run waits for their task: the last
         # decision's order still holds for the rest. Anything else is decided again.
         self.changed |= (
-            self.foreign != foreign_before
-            or any(
-                run_id not in before or run.epoch != before[run_id].epoch
-                for run_id, run in self.pending.items()
-            )
+            moved
+            or self.foreign != foreign_before
             or any(not run.status.is_success or run.task in self.awaited for run in ended)
         )
         for run in self.others:
             if run.id in self.mine:
                 self.report.runs[run.id] = run
-        if self.forever:
+        if self.forever or not unsure:
             return
-        # Runs of this pass that ended elsewhere (another pass, a worker): learn how.
+        # Runs of this pass that ended elsewhere (another pass, a worker): learn how. Their
+        # entry is the writer's (with its end, or by its own audit consumer): not again here.
+        for run in self.store.get_runs(unsure).values():
+            if not run.status.is_active:
+                event = Event(Kind.FINISHED, run, run.error or "", audited=True)
+                self.engine._note(self.report, event)
+
+    def _reread(self, active: list[Run], ours: set[int]) -> tuple[bool, list[Run], list[int]]:
+        """A complete re-read (`active`: every active run): whether a pending run is new or
+        was claimed again since (`moved`), the runs that stopped being active elsewhere, and
+        the runs of this pass that may have ended elsewhere (to be asked how)."""
+        before = self.pending
+        self.pending = {r.id: r for r in active if r.status is RunStatus.PENDING}
+        self.others_by_id = {
+            r.id: r for r in active if r.status is RunStatus.RUNNING and r.id not in ours
+        }
+        self.reread = True
+        ended = self.tracker.refresh(
+            self.store, [*self.pending.values(), *self.others_by_id.values()], ours
+        )
+        moved = any(
+            run_id not in before or run.epoch != before[run_id].epoch
+            for run_id, run in self.pending.items()
+        )
         unsure = [
             run_id
-            for run_id in self.mine - set(self.pending) - {r.id for r in self.others} - ours
+            for run_id in self.mine - set(self.pending) - set(self.others_by_id) - ours
             if (known := self.report.runs.get(run_id)) is None or known.status.is_active
         ]
-        for ended in self.store.get_runs(unsure).values() if unsure else ():
-            if not ended.status.is_active:
-                self.engine._note(self.report, Event(Kind.FINISHED, ended, ended.error or ""))
+        return moved, ended, unsure
+
+    def _apply(self, written: list[Run], ours: set[int]) -> tuple[bool, list[Run], list[int]]:
+        """The runs written since the last re-read, applied to what this drain knows; returns
+        what `_reread` does. The cost follows what changed, not the queue."""
+        moved = False
+        ended: list[Run] = []
+        unsure: list[int] = []
+        for run in written:
+            was_pending = self.pending.pop(run.id, None)
+            self.popped += was_pending is not None
+            self.reread |= was_pending is not None
+            if run.status is RunStatus.PENDING:
+                moved |= was_pending is None or was_pending.epoch != run.epoch
+                self.pending[run.id] = run
+                self.reread = True
+                self.others_by_id.pop(run.id, None)
+            elif run.status is RunStatus.RUNNING:
+                if run.id in ours:
+                    continue
+                self.others_by_id[run.id] = run
+            else:
+                self.others_by_id.pop(run.id, None)
+                known = self.tracker.latest.get((run.task, run.machine, run.version))
+                if run.id in ours or (
+                    known is not None
+                    and (known.id, known.epoch, known.status) == (run.id, run.epoch, run.status)
+                ):
+                    continue  # running here (swept? its end will say), or ended by this drain
+                ended.append(run)
+                if run.id in self.mine and (
+                    (mine := self.report.runs.get(run.id)) is None or mine.status.is_active
+                ):
+                    unsure.append(run.id)
+            self.tracker.update(run)
+        return moved, ended, unsure
 
     def _changes(self) -> tuple | None:
         """What says whether the queue may have changed other than by this drain's writes:
