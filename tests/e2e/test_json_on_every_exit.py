@@ -11,6 +11,7 @@ says what went wrong (an invalid inventory: where, with file, line and column).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import shutil
 import subprocess
@@ -45,15 +46,27 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return {}
 
 
-def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+def _walk(
+    parser: argparse.ArgumentParser, path: tuple[str, ...], json: bool = True
+) -> Iterator[tuple[str, ...]]:
+    """The command paths under `parser` that accept `--format json` (or, with `json` false,
+    that do not)."""
     children = _subcommands(parser)
     if children:  # a command with actions: each action is a command of its own
         for name, child in children.items():
-            yield from _walk(child, (*path, name))
+            yield from _walk(child, (*path, name), json)
         return
-    for action in parser._actions:
-        if action.dest == "format" and "json" in (action.choices or ()):
-            yield path
+    formats = [a for a in parser._actions if a.dest == "format"]
+    if any("json" in (a.choices or ()) for a in formats) == json:
+        yield path
+
+
+def text_only_commands() -> set[tuple[str, ...]]:
+    """Every command path that refuses `--format json`, and the daemon (no command)."""
+    found = {()}
+    for name, parser in _subcommands(build_parser()).items():
+        found |= set(_walk(parser, (name,), json=False))
+    return found
 
 
 @dataclass(frozen=True)
@@ -196,8 +209,8 @@ CASES: dict[tuple[str, ...], tuple[Case, list[Case]]] = {
         Case(("keys", "status"), 0),
         [broken("keys", "status")],
     ),
-    # rotate and prune succeed only against a machine whose key is in a vault over real SSH
-    # (tests/integration/test_keys_rotate.py); here their failures.
+    # rotate and prune succeed only against a machine whose key is in a vault, over real SSH:
+    # test_keys_rotate_and_prune_print_one_json_document below.
     ("keys", "rotate"): (
         None,
         [Case(("keys", "rotate", "nosuch"), 2), broken("keys", "rotate", "box")],
@@ -207,6 +220,26 @@ CASES: dict[tuple[str, ...], tuple[Case, list[Case]]] = {
         [Case(("keys", "prune", "nosuch"), 2), broken("keys", "prune", "box")],
     ),
 }
+
+
+# What the commands that write text alone need to get as far as refusing --format json.
+TEXT_ONLY_ARGS = {
+    ("vault", "encrypt"): ("-r", "age1x"),
+    ("accept-history",): ("HEAD", "--reason", "r"),
+}
+
+
+@pytest.mark.parametrize(
+    "path", sorted(text_only_commands()), ids=lambda path: " ".join(path) or "daemon"
+)
+def test_a_command_that_writes_no_json_refuses_the_flag_with_a_json_error(world, path):
+    """Refused (exit 2) before anything runs, and said as a JSON error document too."""
+    result = world.run(*path, *TEXT_ONLY_ARGS.get(path, ()), "--format", "json")
+    assert result.code == 2, result.out + result.err
+    assert "Traceback" not in result.err, result.err
+    document = json.loads(result.out)
+    assert document["kind"] == "usage" and "--format" in document["errors"][0]["message"]
+    assert not (world.root / "CODEOWNERS").exists()
 
 
 def test_every_command_that_writes_json_has_cases_here():
@@ -304,3 +337,24 @@ def test_vault_get_and_set_in_json_say_the_value_and_the_names(world):
         "names": ["API_KEY"],
     }
     assert "k3y-VALUE" not in result.out + result.err
+
+
+def test_keys_rotate_and_prune_print_one_json_document(tmp_path, sshd, client_key):
+    """Their success needs a machine whose key is in a vault, over SSH: a real sshd."""
+    project = Project(tmp_path)
+    identity, public = keygen(project, "me")
+    project.write(
+        "teams/ops.yaml", f"name: ops\nmembers: [{{name: me, role: admin, age: {public}}}]\n"
+    )
+    vault_set(project, "ops", "SSH_KEY", client_key.private, identity)
+    project.write(
+        "machines/box.yaml",
+        f"name: box\nteam: ops\nhost: 127.0.0.1\nport: {sshd.port}\nuser: {getpass.getuser()}\n"
+        f"host_key: {sshd.host_key}\nkey: {{vault: SSH_KEY}}\n",
+    )
+    where = ("--identity", str(identity), "--authorized-keys", str(sshd.authorized))
+    for action in ("rotate", "prune"):
+        result = project.run("keys", action, "box", *where, "--format", "json")
+        assert result.code == 0 and "Traceback" not in result.err, result.out + result.err
+        assert json.loads(result.out)["machine"] == "box", result.out
+        assert "PRIVATE KEY" not in result.out
