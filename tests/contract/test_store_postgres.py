@@ -139,7 +139,7 @@ def test_runs_columns_match_the_row_mapping(store, postgres_url):
     ]
     assert tuple(names[: len(COLUMNS)]) == COLUMNS
     assert set(COLUMNS) == set(Run.__dataclass_fields__)
-    assert names[len(COLUMNS) :] == ["heartbeat_at", "planner"]
+    assert names[len(COLUMNS) :] == ["heartbeat_at", "planner", "changed_by"]
 
 
 def test_reopening_an_up_to_date_store_writes_nothing(store, postgres_url):

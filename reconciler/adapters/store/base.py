@@ -95,6 +95,18 @@ class RunEnd:
 
 
 @dataclass(frozen=True)
+class RunChanges:
+    """What `run_changes` read. `complete`: `runs` are every active run (a run known active
+    and not among them is not active any more); otherwise they are the runs written since
+    the cursor given, whatever their status (a run that ended among them). Runs come without
+    their output. `cursor` is for the next call."""
+
+    runs: list[Run]
+    complete: bool
+    cursor: object | None = None
+
+
+@dataclass(frozen=True)
 class Batch:
     """What a batch write did: the runs as written, in request order, and the ids it could not
     write (not pending any more or its machine full, for a claim; a lost lease otherwise)."""
@@ -193,6 +205,14 @@ class RunQueue(ABC):
         changed the store since it was last read here; this connection's own writes do not
         change it. None when the backend cannot tell: callers then re-read every time."""
         return None
+
+    def run_changes(self, since: object | None = None) -> RunChanges:
+        """What a drain re-reads each round: the runs written since `since` (the `cursor` of
+        an earlier call, by any connection, this one's included), or every active run. With
+        `since` None the read is complete; otherwise a backend that can tell answers with
+        only the runs written since, and one that cannot answers complete. A run written
+        after the read starts is there at the next call, never lost between two."""
+        return RunChanges([*self.pending(), *self.running()], True)
 
     @abstractmethod
     def pending(self) -> list[Run]:

@@ -63,6 +63,7 @@ from reconciler.adapters.store.base import (
     Batch,
     ClaimRequest,
     LeaseLost,
+    RunChanges,
     RunEnd,
     StateStore,
     no_audit,
@@ -551,6 +552,22 @@ class PostgresStore(StateStore):
         return sorted(row[0] for row in taken if row is not None)
 
     # --- the queue ---
+
+    @_retried
+    def run_changes(self, since: object | None = None) -> RunChanges:
+        """The runs written since the snapshot `since` (migration 7: each write stamps its
+        transaction), or every active run when `since` is None; the cursor is the snapshot
+        of this read. One statement (one snapshot), without `output`: a round of a drain
+        beside busy workers reads what they changed, not the whole queue."""
+        if since is None:
+            query, params = "active_runs", {}
+        else:
+            xmin = str(since).split(":", 1)[0]
+            query, params = "run_changes", {"since": since, "xmin": xmin}
+        with self._session("read") as conn:
+            rows = conn.execute(_q(query), params).fetchall()
+        runs = [_run(row) for row in rows if row[0] is not None]
+        return RunChanges(runs, since is None, rows[0][-1])
 
     @_retried
     def pending(self) -> list[Run]:

@@ -53,6 +53,7 @@ from reconciler.adapters.store.base import (
     Batch,
     ClaimRequest,
     LeaseLost,
+    RunChanges,
     RunEnd,
     StateStore,
     no_audit,
@@ -652,6 +653,11 @@ class SqliteStore(StateStore):
         """SQLite's `data_version`: it changes when another connection commits to the file."""
         with self._read() as conn:
             return conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def run_changes(self, since: object | None = None) -> RunChanges:
+        """Always complete: every active run, in one read (the file has one writer at a
+        time, and `change_token` tells a drain whether to read at all)."""
+        return RunChanges(self._select("active_runs"), True)
 
     def pending(self) -> list[Run]:
         """Pending runs by (priority, created_at, id), without `output`."""

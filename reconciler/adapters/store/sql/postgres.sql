@@ -192,6 +192,24 @@ CREATE POLICY audit_queue_leaves_into_the_chain ON audit_queue FOR DELETE USING 
                  AND l.action = audit_queue.action)
 );
 
+-- migration 7: run changes
+-- The change feed of a drain (issue 13): every write of a run stamps the row with the id of
+-- the transaction that wrote it (`changed_by`, by a trigger: whatever the statement), so a
+-- drain re-reads only the runs whose write committed since its last read, those whose writer
+-- its last snapshot did not see (`run_changes`), instead of the whole queue every round. A
+-- transaction id is assigned in commit-independent order, so "since" is a snapshot, never
+-- a number. Rows written before this migration carry 0, which every snapshot sees.
+ALTER TABLE runs ADD COLUMN changed_by xid8 NOT NULL DEFAULT '0';
+CREATE INDEX runs_by_change ON runs (changed_by);
+CREATE FUNCTION runs_stamp_change() RETURNS trigger LANGUAGE plpgsql AS $stamp$
+BEGIN
+    NEW.changed_by := pg_current_xact_id();
+    RETURN NEW;
+END
+$stamp$;
+CREATE TRIGGER runs_stamp_change BEFORE INSERT OR UPDATE ON runs
+    FOR EACH ROW EXECUTE FUNCTION runs_stamp_change();
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -266,6 +284,29 @@ SELECT id, task, machine, version, slot, "commit", priority, status, attempt, re
        dispatched, retry_requested, epoch, owner
 FROM runs WHERE status = 'running'
 ORDER BY id
+
+-- query: active_runs
+-- run_changes from nothing: every active run, and the snapshot they were read in (the
+-- statement's own: the cursor of the next call). One row with NULL columns when none is.
+WITH now AS (SELECT pg_current_snapshot()::text AS snap)
+SELECT r.id, r.task, r.machine, r.version, r.slot, r."commit", r.priority, r.status,
+       r.attempt, r.reason, r.created_at, r.started_at, r.finished_at, r.not_before,
+       r.exit_code, ''::bytea AS output, r.error, r.dispatched, r.retry_requested, r.epoch,
+       r.owner, now.snap
+FROM now LEFT JOIN runs AS r ON r.status IN ('pending', 'running')
+
+-- query: run_changes
+-- run_changes since the snapshot %(since)s: the runs whose last write that snapshot did not
+-- see, whatever their status, and the snapshot of this read. Every transaction the old
+-- snapshot did not see has an id of at least its xmin (%(xmin)s), which the index finds.
+WITH now AS (SELECT pg_current_snapshot()::text AS snap)
+SELECT r.id, r.task, r.machine, r.version, r.slot, r."commit", r.priority, r.status,
+       r.attempt, r.reason, r.created_at, r.started_at, r.finished_at, r.not_before,
+       r.exit_code, ''::bytea AS output, r.error, r.dispatched, r.retry_requested, r.epoch,
+       r.owner, now.snap
+FROM now LEFT JOIN runs AS r
+  ON r.changed_by >= %(xmin)s::xid8
+ AND NOT pg_visible_in_snapshot(r.changed_by, %(since)s::pg_snapshot)
 
 -- query: list_runs
 -- statuses is a text array or NULL; the team filter is a range on task ([team/, team0): '0'

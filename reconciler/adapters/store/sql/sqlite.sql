@@ -151,6 +151,12 @@ CREATE TABLE drains (
 -- one writer at a time, so a batch links its entries into the chain in its own transaction.
 -- The number is kept so both backends stay at "the same" schema.
 
+-- migration 7: run changes
+-- Nothing to change here: PostgreSQL's migration 7 stamps each write of a run with its
+-- transaction, the change feed its drains re-read instead of the whole queue. A SQLite store
+-- has one host and one writer at a time: `data_version` says whether anything changed, and a
+-- drain then reads the active runs whole (`run_changes` is always complete here).
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -207,6 +213,13 @@ SELECT id, task, machine, version, slot, "commit", priority, status, attempt, re
        dispatched, retry_requested, epoch, owner
 FROM runs WHERE status = 'running'
 ORDER BY id
+
+-- query: active_runs
+-- run_changes: every active run, in one read (one snapshot of the file).
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs WHERE status IN ('pending', 'running')
 
 -- query: list_runs
 -- :statuses is a JSON array or NULL; the team filter is a range on task ([team/, team0):
