@@ -105,19 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     # `plan`'s time at 20k tasks). Refcounting frees them; collect cycles less eagerly.
     gc.set_threshold(50_000, 20, 50)
     try:
-        if argv is None:  # a real start: hide the identity before anything can run (startup.py)
-            hide_identity(sys.argv[1:], os.environ)
-        from reconciler.cli.args import build_parser
-
         # A usage error is raised while parsing, before `args.log_format` exists: read the
         # flag from the raw words so that even that error is one JSON object when asked.
         words = sys.argv[1:] if argv is None else argv
         log_format = _log_format_in(words)
         # Under --format json every exit code prints one JSON document on stdout (issue 19):
-        # an error too, a usage error while parsing included.
+        # an error too, one raised before or while parsing included.
         from reconciler.cli.json_errors import wants_json
 
         json_out = wants_json(words)
+        if argv is None:  # a real start: hide the identity before anything can run (startup.py)
+            hide_identity(sys.argv[1:], os.environ)
+        from reconciler.cli.args import build_parser
+
         args = build_parser().parse_args(argv)
         verbose, log_format = args.verbose or 0, args.log_format
         json_out = getattr(args, "format", None) == "json"
