@@ -8,7 +8,16 @@ none). JSON field names are a stable contract: fields may be added, never rename
 from __future__ import annotations
 
 from reconciler.cli.views import table, to_json
-from reconciler.core.diff import Diff, Ran, Rerun, Revision, RoleChange, TaskChange, VaultChange
+from reconciler.core.diff import (
+    Diff,
+    FreezeChange,
+    Ran,
+    Rerun,
+    Revision,
+    RoleChange,
+    TaskChange,
+    VaultChange,
+)
 
 NO_IDENTITY = "pass --identity to see which keys changed"
 # A GitHub comment holds at most 65,536 characters: markdown tables stop after this many rows
@@ -139,6 +148,7 @@ def diff_text(diff: Diff) -> str:
             _runs_section(diff),
             _objects_section("Machines", diff.machines),
             _objects_section("Teams", diff.teams),
+            _freezes_section(diff),
             _roles_section(diff),
             _vaults_section(diff),
             _settings_section(diff),
@@ -195,7 +205,31 @@ def _runs_section(diff: Diff) -> str:
         headers.append("ALREADY RAN")
         for row, run in zip(rows, diff.runs):
             row.append(_ran_text(ran.get((run.task, run.machine))))
+    if any(r.held for r in diff.runs):
+        headers.append("HELD")
+        for row, run in zip(rows, diff.runs):
+            row.append(_held_text(run))
     return "Runs, in the order a pass starts them:\n" + _indent(table(headers, rows))
+
+
+def _held_text(run: Rerun) -> str:
+    return f"held by {run.held}" if run.held else ""
+
+
+def freeze_text(change: FreezeChange) -> str:
+    """`set on team ops: INC-123 failover (until 2026-12-24T00:00Z; priority 1 held too)`."""
+    freeze = change.freeze
+    until = freeze.until.isoformat().replace("+00:00", "Z") if freeze.until else "lifted"
+    p1 = "priority 1 let through" if freeze.allow_priority_1 else "priority 1 held too"
+    return f"{change.change} on {change.scope}: {freeze.reason} (until {until}; {p1})"
+
+
+def _freezes_section(diff: Diff) -> str:
+    if not diff.freezes:
+        return ""
+    return "Freezes (runs they cover stay pending):\n" + _indent(
+        "\n".join(freeze_text(c) for c in diff.freezes)
+    )
 
 
 def _objects_section(title: str, part) -> str:
@@ -259,6 +293,7 @@ def diff_json(diff: Diff) -> dict:
             "files": [_vault_json(v) for v in diff.vaults],
         },
         "settings": {"changed": list(diff.settings)},
+        "freezes": [_freeze_json(c) for c in diff.freezes],
         **({"requires": list(diff.requires)} if diff.requires else {}),
     }
 
@@ -284,6 +319,17 @@ def _change_json(diff: Diff, change: TaskChange) -> dict:
     return data
 
 
+def _freeze_json(change: FreezeChange) -> dict:
+    freeze = change.freeze
+    return {
+        "scope": change.scope,
+        "change": change.change,
+        "reason": freeze.reason,
+        "until": freeze.until.isoformat().replace("+00:00", "Z") if freeze.until else None,
+        "allow_priority_1": freeze.allow_priority_1,
+    }
+
+
 def _run_json(run: Rerun, diff: Diff, ran: dict) -> dict:
     data = {
         "order": run.order,
@@ -292,6 +338,8 @@ def _run_json(run: Rerun, diff: Diff, ran: dict) -> dict:
         "priority": run.priority,
         "reason": run.reason,
     }
+    if run.held:
+        data["held"] = run.held
     if diff.ran is not None:
         found = ran.get((run.task, run.machine))
         data["ran"] = _ran_json(found) if found and found.run is not None else None
@@ -345,6 +393,7 @@ def diff_markdown(diff: Diff) -> str:
         b
         for b in (
             _md_roles(diff),
+            _md_freezes(diff),
             _md_tasks(diff),
             _md_runs(diff),
             _md_objects("Machines", diff.machines),
@@ -365,6 +414,13 @@ def _md_requires(diff: Diff) -> str:
         "**Roles this change requires** (a signer of each commit, with `git.verify`):\n"
         + "\n".join(f"- {line}" for line in diff.requires)
     )
+
+
+def _md_freezes(diff: Diff) -> str:
+    if not diff.freezes:
+        return ""
+    lines = [f"> - {freeze_text(c)}" for c in diff.freezes]
+    return "> [!IMPORTANT]\n> **Freezes**: the runs they cover stay pending\n" + "\n".join(lines)
 
 
 def _md_roles(diff: Diff) -> str:
@@ -425,11 +481,14 @@ def _md_runs(diff: Diff) -> str:
     if not diff.runs:
         return ""
     ran = _ran_index(diff)
+    held = any(r.held for r in diff.runs)
     columns = ["#", "priority", "task", "machine", "reason"]
     columns += ["already ran"] if diff.ran is not None else []
+    columns += ["held"] if held else []
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in diff.runs[:MD_MAX_ROWS]:
         extra = f" {_ran_text(ran.get((r.task, r.machine)))} |" if diff.ran is not None else ""
+        extra += f" {_held_text(r)} |" if held else ""
         lines.append(
             f"| {r.order} | {r.priority} | `{r.task}` | `{r.machine}` | {r.reason} |{extra}"
         )

@@ -27,6 +27,7 @@ from reconciler.cli.lineage import (
 )
 from reconciler.cli.settings import FILE, Context, HostSettings, Setting, checked_state
 from reconciler.core.errors import InputError, StoreError
+from reconciler.core.holds import freezes_in_force
 from reconciler.core.model import DEFAULT_STATE_URL
 from reconciler.pipeline.engine import Engine, Event, PassReport
 from reconciler.pipeline.sinks import audit_validation_failed, build_sinks
@@ -88,7 +89,7 @@ def run_pass(
     ctx: Context, loaded, store, engine: Engine, sinks, commit: str | None, trust: Trust
 ) -> PassReport:
     """The pass itself, audited from start to end (a refused commit included)."""
-    sinks.pass_started(commit)
+    sinks.pass_started(commit, freezes_in_force(loaded.desired, engine.clock()))
     try:
         report = engine.run_pass(
             loaded.desired,

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from reconciler.cli.settings import Context
 
 import argparse
+from datetime import UTC, datetime
 
 from reconciler.cli import views, wiring
 from reconciler.cli.json_errors import diagnostic_json
@@ -20,7 +21,7 @@ from reconciler.core.compile import shared_user_warnings
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, VaultError, raise_if_errors
 from reconciler.core.model import VaultRef
-from reconciler.inventory.lint import find_hardcoded_credentials
+from reconciler.inventory.lint import find_ended_freezes, find_hardcoded_credentials
 
 
 def run(args: argparse.Namespace, ctx: Context) -> views.Output:
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace, ctx: Context) -> views.Output:
         warnings = [
             *loaded.warnings,
             *find_hardcoded_credentials(loaded.inventory),
+            *find_ended_freezes(loaded.inventory, datetime.now(UTC)),
             *shared_user_warnings(loaded.inventory),
         ]
         warnings += _check_vault_references(ctx, loaded)

@@ -22,7 +22,15 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from reconciler.core.model import DesiredState, Inventory, Member, Task, TaskSpec, Team
+from reconciler.core.model import (
+    DesiredState,
+    Freeze,
+    Inventory,
+    Member,
+    Task,
+    TaskSpec,
+    Team,
+)
 from reconciler.core.plan import current_run, make_plan
 from reconciler.core.schedule import latest_slot, slot_key
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
@@ -97,6 +105,18 @@ class Rerun:
     machine: str
     priority: int
     reason: str  # new | changed | new-target | schedule
+    held: str | None = None  # what holds it pending at HEAD (a deny window, a freeze)
+
+
+@dataclass(frozen=True)
+class FreezeChange:
+    """A freeze (`suspend:`) set, lifted or changed on a team, machine or task (`scope`:
+    `team ops`, `machine db-01`, `task ops/migrate`). `freeze` is the HEAD one, the BASE
+    one when lifted; the change is audited as its commit (and signer, under git.verify)."""
+
+    scope: str
+    change: str  # set | lifted | changed
+    freeze: Freeze
 
 
 @dataclass(frozen=True)
@@ -173,6 +193,7 @@ class Diff:
     vaults: tuple[VaultChange, ...]
     settings: tuple[str, ...] = ()  # changed fields of reconciler.yaml
     ran: tuple[Ran, ...] | None = None
+    freezes: tuple[FreezeChange, ...] = ()
     # Roles a signer needs for this change under `git.verify` (SPEC §6), judged with BASE's
     # roles; filled in by the command, which can read git (this module cannot).
     requires: tuple[str, ...] = ()
@@ -246,6 +267,7 @@ def diff_sides(
         vaults=vault_changes(base, head),
         settings=_fields_of(base.inventory.settings, head.inventory.settings),
         ran=ran,
+        freezes=freeze_changes(base.inventory, head.inventory),
     )
 
 
@@ -258,8 +280,38 @@ def planned_reruns(
     plan = make_plan(head, executed, now)
     wanted = [e for e in plan.enqueue if e.reason in _RERUN_REASONS]
     return tuple(
-        Rerun(i, e.task, e.machine, e.priority, e.reason.value) for i, e in enumerate(wanted, 1)
+        Rerun(
+            i,
+            e.task,
+            e.machine,
+            e.priority,
+            e.reason.value,
+            e.hold.describe() if e.hold is not None else None,
+        )
+        for i, e in enumerate(wanted, 1)
     )
+
+
+def freeze_changes(base: Inventory, head: Inventory) -> tuple[FreezeChange, ...]:
+    """The freezes HEAD sets, lifts or changes compared with BASE, by scope."""
+    before, after = _freezes(base), _freezes(head)
+    changes = []
+    for scope in sorted(before.keys() | after.keys()):
+        old, new = before.get(scope), after.get(scope)
+        if old == new:
+            continue
+        if new is None:
+            changes.append(FreezeChange(scope, "lifted", old))
+        else:
+            changes.append(FreezeChange(scope, "set" if old is None else "changed", new))
+    return tuple(changes)
+
+
+def _freezes(inventory: Inventory) -> dict[str, Freeze]:
+    found = {f"team {t.name}": t.suspend for t in inventory.teams.values()}
+    found |= {f"machine {m.name}": m.suspend for m in inventory.machines.values()}
+    found |= {f"task {t.id}": t.suspend for t in inventory.tasks.values()}
+    return {scope: freeze for scope, freeze in found.items() if freeze is not None}
 
 
 def _succeeded_everywhere(desired: DesiredState, now: datetime) -> list[Run]:

@@ -76,5 +76,24 @@ def hold_of(
     return Hold(HoldKind.RETRY, at) if at > now else None
 
 
+def freezes_in_force(desired: DesiredState, now: datetime) -> list[dict]:
+    """The freezes of `desired` that hold runs at `now`, as the audit log records them at
+    the start of each pass (scope, reason, until, allow_priority_1), sorted by scope."""
+    now = utc(now)
+    found = [(f"team {t.name}", t.suspend) for t in desired.teams.values()]
+    found += [(f"machine {m.name}", m.suspend) for m in desired.machines.values()]
+    found += [(f"task {t.id}", t.suspend) for t in desired.tasks.values()]
+    return [
+        {
+            "scope": scope,
+            "reason": freeze.reason,
+            "until": _iso(freeze.until),
+            "allow_priority_1": freeze.allow_priority_1,
+        }
+        for scope, freeze in sorted(found, key=lambda f: f[0])
+        if freeze is not None and (freeze.until is None or freeze.until > now)
+    ]
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment is not None else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 
 from reconciler.core.diagnostics import Diagnostic, Location, Severity
 from reconciler.core.model import Inventory, Settings, Task, Team, VaultRef
@@ -72,6 +73,27 @@ def find_hardcoded_credentials(inventory: Inventory) -> list[Diagnostic]:
     findings = [d for task in inventory.tasks.values() for d in _task_findings(task)]
     findings += [d for team in inventory.teams.values() for d in _alert_findings(team)]
     findings += list(_settings_findings(inventory.settings))
+    return sorted(findings, key=Diagnostic.sort_key)
+
+
+def find_ended_freezes(inventory: Inventory, now: datetime) -> list[Diagnostic]:
+    """WARNING diagnostics for freezes (`suspend:`) whose `until` has passed: they hold
+    nothing any more, and a reader of the file might think they do. Sorted by location."""
+    objects = [
+        *(("team", t.name, t.suspend) for t in inventory.teams.values()),
+        *(("machine", m.name, m.suspend) for m in inventory.machines.values()),
+        *(("task", t.id, t.suspend) for t in inventory.tasks.values()),
+    ]
+    findings = [
+        _warning(
+            freeze.location or Location("<inventory>"),
+            f"the freeze of {kind} '{name}' ended at "
+            f"{freeze.until.isoformat().replace('+00:00', 'Z')}: it holds nothing",
+            "remove the suspend: block, or move its until: into the future",
+        )
+        for kind, name, freeze in objects
+        if freeze is not None and freeze.until is not None and freeze.until <= now
+    ]
     return sorted(findings, key=Diagnostic.sort_key)
 
 

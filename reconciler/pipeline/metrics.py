@@ -133,7 +133,7 @@ def status_numbers(store: StateStore | None, desired: DesiredState, now: datetim
                     "task": run.task,
                     "machine": run.machine,
                     "priority": priority,
-                    "until": _iso(hold.until),
+                    "until": _iso(hold.until) if hold.until is not None else None,
                     "kind": hold.kind.value,
                     "reason": hold.describe(),
                 }

@@ -120,12 +120,12 @@ class Sinks:
 
     # --- the pass ---
 
-    def pass_started(self, commit: str | None = None) -> None:
-        """Audit the start of a pass (raises `StoreError`: then start nothing), bind the
-        metrics to the store, and send what waits in the outbox."""
+    def pass_started(self, commit: str | None = None, frozen: list[dict] | None = None) -> None:
+        """Audit the start of a pass (raises `StoreError`: then start nothing) with the
+        freezes in force, bind the metrics to the store, and send what waits in the outbox."""
         if commit is not None:
             self.commit = commit
-        self.audit_log.pass_started()
+        self.audit_log.pass_started(frozen)
         self.alerts.in_pass = True
         self.counters.bind()
         self.alerts.retry_outbox()

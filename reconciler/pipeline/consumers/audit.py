@@ -51,11 +51,13 @@ class AuditConsumer:
 
     # --- the pass ---
 
-    def pass_started(self) -> None:
+    def pass_started(self, frozen: list[dict] | None = None) -> None:
         """Write `pass.start` (raises `StoreError`: then start nothing) and begin counting
-        the plan."""
+        the plan. `frozen`: the freezes in force at the commit (`holds.freezes_in_force`),
+        so the log shows from which commit on each one held runs, and when it was lifted."""
         self.error = None
-        self.writer.append("pass.start", commit=self.commit)
+        extra = {"frozen": frozen} if frozen else {}
+        self.writer.append("pass.start", commit=self.commit, **extra)
         self._pass_open = True
         self._plan = {"enqueued": 0, "cancelled": 0, "reasons": Counter(), "cancelled_runs": []}
 
