@@ -1,8 +1,9 @@
 """`reconcile init [DIR]`: scaffold a working inventory (SPEC §4).
 
 DIR (default `.`, created if missing) gets `inventory/` (settings, a team, a local machine,
-an example task, `.gitattributes` for vault files), `.gitignore` with `.reconciler/` and a
-CI workflow. Existing files are never overwritten without `--force`: exit 2 names them all.
+an example task, `.gitattributes` for vault files), `schemas/` (the JSON Schemas the YAML
+files name for editors, by relative paths), `.gitignore` with `.reconciler/` and a CI
+workflow. Existing files are never overwritten without `--force`: exit 2 names them all.
 """
 
 from __future__ import annotations

@@ -1,53 +1,77 @@
 """What `reconcile init` writes: a working inventory and the files around it.
 
-`scaffold_files` is pure (names in, {relative path: text} out); `write_scaffold` writes them,
-refusing to overwrite an existing file unless forced. The one file merged rather than
-overwritten is `.gitignore`: `.reconciler/` (the local state store) is appended to it.
+`scaffold_files` reads only the shipped schemas (names in, {relative path: text} out);
+`write_scaffold` writes them, refusing to overwrite an existing file unless forced. The one
+file merged rather than overwritten is `.gitignore`: `.reconciler/` (the local state store)
+is appended to it.
 
-Every YAML file starts with a `# yaml-language-server: $schema=URL` line naming its kind's
-schema by its published `$id`, so editors with the YAML language server complete and check
-it without any setting.
+Every YAML file starts with a `# yaml-language-server: $schema=PATH` line naming its kind's
+schema by a path relative to the file, and the schemas themselves are written to `schemas/`
+(copies of the installed version's): editors with the YAML language server complete and check
+the files offline, without any setting. The schemas' `$id`s are URNs, names that no one is
+expected to fetch.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from reconciler.core.diagnostics import Diagnostics, Location
 from reconciler.core.errors import UsageError, raise_if_errors
 from reconciler.inventory.loader import NAME_RE, display_path
 
-SCHEMA_BASE = "https://reconciler.dev/schemas/"
+SCHEMA_FOLDER = "schemas"
+SCHEMA_KINDS = ("settings", "team", "machine", "task")
 GITIGNORE_LINE = ".reconciler/"
 WORKFLOW_PATH = ".github/workflows/reconcile.yml"
 
 
-def schema_line(kind: str) -> str:
-    """The editor comment naming the schema of `kind` (team, machine, task, settings)."""
-    return f"# yaml-language-server: $schema={SCHEMA_BASE}{kind}.schema.json\n"
+def schema_path(kind: str) -> str:
+    """Where the scaffold writes the schema of `kind`, relative to DIR."""
+    return f"{SCHEMA_FOLDER}/{kind}.schema.json"
+
+
+def schema_line(kind: str, path: str) -> str:
+    """The editor comment naming the schema of `kind` (team, machine, task, settings) for the
+    file at `path` (both relative to DIR): a path from the file's own folder."""
+    relative = posixpath.relpath(schema_path(kind), posixpath.dirname(path) or ".")
+    return f"# yaml-language-server: $schema={relative}\n"
+
+
+def schema_text(kind: str) -> str:
+    """The installed version's JSON Schema of `kind`, as shipped."""
+    schemas = resources.files("reconciler.inventory").joinpath("schemas")
+    return schemas.joinpath(f"{kind}.schema.json").read_text("utf-8")
 
 
 def scaffold_files(team: str = "ops", machine: str = "local") -> dict[str, str]:
     """{path relative to DIR: text} of a working inventory for `team` with one local
-    `machine` and one example task. Raises `UsageError` for a name the loader would refuse."""
+    `machine` and one example task, the files around it and the JSON Schemas its files name.
+    Raises `UsageError` for a name the loader would refuse."""
     for what, name in (("team", team), ("machine", machine)):
         if not NAME_RE.fullmatch(name):
             raise UsageError(
                 f"--{what} {name!r}: use lowercase letters, digits, '.', '_' and "
                 "'-', starting with a letter or digit"
             )
-    return {
-        "inventory/reconciler.yaml": schema_line("settings") + SETTINGS,
-        f"inventory/teams/{team}.yaml": schema_line("team") + TEAM.format(team=team),
-        f"inventory/machines/{machine}.yaml": schema_line("machine")
-        + MACHINE.format(team=team, machine=machine),
-        f"inventory/tasks/{team}/hello.yaml": schema_line("task") + TASK.format(machine=machine),
-        "inventory/.gitattributes": GITATTRIBUTES,
-        WORKFLOW_PATH: WORKFLOW,
+    texts = {
+        ("settings", "inventory/reconciler.yaml"): SETTINGS,
+        ("team", f"inventory/teams/{team}.yaml"): TEAM.format(team=team),
+        ("machine", f"inventory/machines/{machine}.yaml"): MACHINE.format(
+            team=team, machine=machine
+        ),
+        ("task", f"inventory/tasks/{team}/hello.yaml"): TASK.format(machine=machine),
     }
+    files = {path: schema_line(kind, path) + text for (kind, path), text in texts.items()}
+    files["inventory/.gitattributes"] = GITATTRIBUTES
+    files[WORKFLOW_PATH] = WORKFLOW
+    files.update({schema_path(kind): schema_text(kind) for kind in SCHEMA_KINDS})
+    return files
 
 
 @dataclass(frozen=True)
@@ -287,10 +311,12 @@ jobs:
 """
 
 __all__ = [
-    "SCHEMA_BASE",
+    "SCHEMA_KINDS",
     "Written",
     "next_steps",
     "scaffold_files",
     "schema_line",
+    "schema_path",
+    "schema_text",
     "write_scaffold",
 ]
