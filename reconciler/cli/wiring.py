@@ -134,8 +134,8 @@ def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Tra
     the cases it can see without the host: no `user:`, `user: root`).
 
     Each transport is built (and its module imported) when a run first asks for it: the SSH
-    one loads fabric, paramiko, invoke, asyncio and unittest.mock (over 0.1 s), which a pass
-    over local machines only never needs."""
+    one loads paramiko and cryptography (~0.1 s), which a pass over local machines only never
+    needs."""
 
     def resolve_key(machine):
         if machine.key is None or secrets is None:
@@ -153,7 +153,13 @@ def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Tra
 
         keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
         count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
-        return SshTransport(resolve_key=resolve_key, keepalive=keepalive, keepalive_count=count)
+        # The engine settles each end batch: outputs stay on the target until recorded.
+        return SshTransport(
+            resolve_key=resolve_key,
+            keepalive=keepalive,
+            keepalive_count=count,
+            hold_outputs=True,
+        )
 
     return Transports({"local": local, "ssh": ssh})
 

@@ -977,6 +977,12 @@ class _Drain:
                 "over after its lease expired)",
                 run_id,
             )
+        # Only now may a target forget what it kept of these results (the SSH wrapper's
+        # output file): a pass killed before its end batch leaves them to be adopted.
+        recorded = {record.id for record in written}
+        unrecorded = [run.id for run, _ in ended if run.id not in recorded]
+        for transport in self.engine.transports.values():
+            transport.settle(recorded, unrecorded)
         audited = self.engine.journaled
         for record in written:
             _, outcome = outcomes[record.id]

@@ -316,18 +316,13 @@ def test_a_pass_killed_before_recording_a_batch_over_ssh_adopts_every_exit_code(
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SSH transport acknowledges a run's output (the wrapper then empties <id>.out) "
-    "as soon as it has read it, before the run's end is durably recorded: a pass killed "
-    "before its end batch leaves those runs to be adopted with their exit code but an empty "
-    "output",
-)
 def test_a_pass_killed_before_recording_a_batch_over_ssh_adopts_every_output(
     tmp_path, sshd, client_key
 ):
     """The runs whose output the killed pass had read (at least the first to end: the
-    failpoint is at the first end batch) are adopted with output '' instead of `outN`."""
+    failpoint is at the first end batch) were adopted with output '' instead of `outN`: the
+    SSH transport acknowledged an output (the wrapper then emptied <id>.out) as soon as it
+    had read it. It acknowledges only once the end batch committed (Transport.settle)."""
     p, second = _killed_before_recording_over_ssh(tmp_path, sshd, client_key)
     outputs = {
         run["task"]: p.run("queue", "show", str(run["id"]), "--format", "json").json()["output"]

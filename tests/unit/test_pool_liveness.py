@@ -36,10 +36,14 @@ class FakeTransport:
         self.closed.set()
 
 
-class FakeFabric:
+class FakeClient:
+    """Stands in for paramiko's SSHClient."""
+
     def __init__(self, transport):
         self.transport = transport
-        self.client = self
+
+    def get_transport(self):
+        return self.transport
 
     def close(self):
         self.transport.close()
@@ -47,7 +51,7 @@ class FakeFabric:
 
 def test_a_probe_that_wants_an_answer_is_sent_each_interval_and_its_answer_noted():
     transport = FakeTransport()
-    connection = Connection(FakeFabric(transport))
+    connection = Connection(FakeClient(transport))
     before = connection.answered
     connection.watch(time.monotonic() + 10, interval=10, count=3)
     assert transport.probed.wait(5) and transport.probes == [PROBE]
@@ -57,7 +61,7 @@ def test_a_probe_that_wants_an_answer_is_sent_each_interval_and_its_answer_noted
 
 def test_only_one_probe_is_in_flight():
     transport = FakeTransport(answering=False)
-    connection = Connection(FakeFabric(transport))
+    connection = Connection(FakeClient(transport))
     now = time.monotonic()
     connection.watch(now + 10, interval=10, count=3)
     assert transport.probed.wait(5)
@@ -68,7 +72,7 @@ def test_only_one_probe_is_in_flight():
 
 def test_a_connection_silent_for_count_intervals_is_dead_and_closed():
     transport = FakeTransport(answering=False)
-    connection = Connection(FakeFabric(transport))
+    connection = Connection(FakeClient(transport))
     connection.watch(connection.answered + 29, interval=10, count=3)
     assert not connection.broken
     connection.watch(connection.answered + 30, interval=10, count=3)
@@ -84,7 +88,7 @@ def test_a_dead_connection_still_held_by_a_channel_is_never_handed_out_again():
 
     def connect(machine):
         opened.append(FakeTransport())
-        return FakeFabric(opened[-1])
+        return FakeClient(opened[-1])
 
     pool = ConnectionPool(connect, keepalive=60)
     box = Machine("box", "ops", transport="ssh", host="127.0.0.1")

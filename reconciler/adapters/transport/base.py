@@ -7,7 +7,7 @@ to reach or authenticate to a machine raises (`TransportError` and its subclasse
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.core.model import Machine
@@ -69,6 +69,15 @@ class Transport(ABC):
         """Runs on `machines` are about to start: get ready for them without waiting (a
         transport with connections opens them now, all at once, in the background). Never
         raises: a failure shows when a run needs the machine. Default: nothing to do."""
+
+    def settle(  # noqa: B027 (optional: a transport that keeps nothing on the target)
+        self, recorded: Collection[int], unrecorded: Collection[int] = ()
+    ) -> None:
+        """The ends of the `recorded` runs were durably written (the engine calls this right
+        after each end batch): what the target kept of their results may go now. The
+        `unrecorded` runs ended too but their ends were not written (refused): keep what
+        the target holds of them, for a later pass to adopt. Ids a transport does not know
+        are ignored. Default: nothing to do."""
 
     def close(self) -> None:  # noqa: B027 (optional: a transport without connections keeps it)
         """Release connections."""

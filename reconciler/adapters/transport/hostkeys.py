@@ -13,9 +13,7 @@ import binascii
 import socket
 from dataclasses import dataclass
 
-import paramiko
-from paramiko.hostkeys import HostKeys
-
+from reconciler.adapters.transport.sshlib import paramiko
 from reconciler.core.errors import HostKeyMismatch, Unreachable
 from reconciler.core.model import Machine
 
@@ -84,7 +82,7 @@ def pinned(machine: Machine) -> list[tuple[str, paramiko.PKey]]:
     return [(name, parse_host_key(line)) for line in machine.host_key]
 
 
-def pin(table: HostKeys, keys: list[tuple[str, paramiko.PKey]]) -> HostKeys:
+def pin(table: paramiko.HostKeys, keys: list[tuple[str, paramiko.PKey]]) -> paramiko.HostKeys:
     """`table` (a client's fresh, empty key table: no file is read or written) holding the
     pinned `keys` and nothing else."""
     table.clear()

@@ -7,6 +7,14 @@ more than `max_channels` runs of one machine are open at once is a second connec
 (sshd refuses more than `MaxSessions`, 10 by default, on one connection; a server that
 refuses a channel earlier lowers that connection's `capacity`, it is not a lost connection).
 
+A run's channel may outlive its command: the wrapper waits for the acknowledgement of its
+output, which the transport sends only once the run's end is recorded (`ssh.SshTransport.settle`).
+Until the wrapper exits on it the channel is open and counts against the connection (sshd
+counts it against `MaxSessions`): the transport hands an acknowledged channel back with
+`drain()`, and it is closed and freed when its command has ended, which is at most one round
+trip later. A caller that finds every connection full waits for such a channel rather than
+opening a new connection for it.
+
 Connecting happens once for all the threads that need it: the first connects, the others wait
 for its result and share the connection, or its error. A connection found dead (its transport
 stopped, a channel cannot be opened) is dropped and the next caller reconnects; a connection
@@ -29,8 +37,7 @@ from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
-import paramiko
-
+from reconciler.adapters.transport.sshlib import paramiko
 from reconciler.core.errors import Unreachable
 from reconciler.core.model import Machine
 
@@ -39,14 +46,16 @@ IDLE_TIMEOUT = 300.0
 KEEPALIVE = 10.0  # seconds between liveness probes
 KEEPALIVE_COUNT = 3  # probe intervals without an answer before a connection is dead
 PROBE = "keepalive@openssh.com"  # any global request works: sshd answers "unsupported"
+DRAIN_WAIT = 2.0  # how long a caller waits for an acknowledged channel to end, not connecting
+CLOSE_WAIT = 10.0  # how long `close` waits for acknowledged commands to end (they empty outputs)
 
 
 class Connection:
-    """One open SSH connection: the Fabric `Connection` and how many channels use it."""
+    """One open SSH connection: the paramiko client and how many channels use it."""
 
-    def __init__(self, fabric_connection):
-        self.fabric = fabric_connection
-        self.transport: paramiko.Transport = fabric_connection.transport
+    def __init__(self, client):
+        self.client = client
+        self.transport: paramiko.Transport = client.get_transport()
         self.in_use = 0
         self.capacity = 1 << 16  # lowered when the server refuses a channel
         self.last_used = time.monotonic()
@@ -55,6 +64,14 @@ class Connection:
         self.probed = 0.0  # when the last probe was sent
         self.probing = False  # a probe waits for its answer (one at a time)
         self.dead: str | None = None  # why the watchdog declared the connection dead
+        # Acknowledged channels whose command has not ended yet (counted in `in_use`).
+        self.draining: list[paramiko.Channel] = []
+
+    def hand_over(self, channel: paramiko.Channel) -> None:
+        """Give the connection a channel whose command ends by itself (before the connection
+        is shared: `ConnectionPool`'s `opened`): it is closed once the command ended."""
+        self.in_use += 1
+        self.draining.append(channel)
 
     @property
     def alive(self) -> bool:
@@ -114,8 +131,7 @@ class Connection:
     def close(self) -> None:
         self.broken = True
         try:
-            self.fabric.client.close()  # also when the transport is no longer active
-            self.fabric.close()
+            self.client.close()  # also when the transport is no longer active
         except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
             pass
 
@@ -143,13 +159,15 @@ class Session:
 
 
 class ConnectionPool:
-    """Connections by machine. `connect(machine)` opens one (a Fabric `Connection`, already
-    open and verified) or raises a TransportError."""
+    """Connections by machine. `connect(machine)` opens one (a paramiko `SSHClient`, already
+    connected and verified) or raises a TransportError; `opened(connection)`, when given, is
+    called with each new connection before any caller gets it."""
 
     def __init__(
         self,
         connect: Callable[[Machine], object],
         *,
+        opened: Callable[[Connection], None] | None = None,
         max_channels: int = MAX_CHANNELS,
         channel_timeout: float = 10.0,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -157,6 +175,7 @@ class ConnectionPool:
         keepalive_count: int = KEEPALIVE_COUNT,
     ):
         self._connect = connect
+        self._opened = opened
         self.max_channels = max_channels
         self.channel_timeout = channel_timeout
         self.idle_timeout = idle_timeout
@@ -173,17 +192,36 @@ class ConnectionPool:
     def session(self, machine: Machine) -> Iterator[Session]:
         """A fresh channel to `machine`, closed afterwards. Raises a TransportError when no
         channel can be had; the command has then not been sent anywhere."""
-        connection, channel = self._channel(machine)
+        session = self.take(machine)
         try:
-            yield Session(connection, channel)
+            yield session
         finally:
-            try:
-                channel.close()
-            except (paramiko.SSHException, EOFError, OSError):
-                # The connection died under the channel: what the session got stands (a
-                # result already read is the run's); the next caller reconnects.
-                connection.broken = True
-            self._release(machine, connection)
+            self.give_back(machine, session)
+
+    def take(self, machine: Machine) -> Session:
+        """A fresh channel to `machine`, to be handed back with `give_back` (closed) or
+        `drain` (closed once its command ended). Raises a TransportError when no channel
+        can be had; the command has then not been sent anywhere."""
+        return Session(*self._channel(machine))
+
+    def give_back(self, machine: Machine, session: Session) -> None:
+        """Close the session's channel and free its place on the connection."""
+        try:
+            session.channel.close()
+        except (paramiko.SSHException, EOFError, OSError):
+            # The connection died under the channel: what the session got stands (a
+            # result already read is the run's); the next caller reconnects.
+            session.connection.broken = True
+        self._release(machine, session.connection)
+
+    def drain(self, machine: Machine, session: Session) -> None:
+        """Hand back a channel whose command is about to end by itself (the wrapper was
+        acknowledged): it keeps its place on the connection until it ended, then is closed
+        (by the next caller that looks for a channel, or by `close`)."""
+        slot = self._slot(machine)
+        with slot.lock:
+            session.connection.draining.append(session.channel)
+        self._reap_drained(slot)
 
     def _channel(self, machine: Machine) -> tuple[Connection, paramiko.Channel]:
         # A pooled connection may have died since its last use without our noticing (the
@@ -214,9 +252,12 @@ class ConnectionPool:
                     ) from exc
 
     def _acquire(self, machine: Machine) -> Connection:
-        """A live connection with a free channel, connecting when there is none."""
+        """A live connection with a free channel, connecting when there is none (after
+        waiting a little for an acknowledged channel to end, when one is on its way)."""
         slot = self._slot(machine)
+        patience = time.monotonic() + DRAIN_WAIT
         while True:
+            self._reap_drained(slot)
             with slot.lock:
                 self._drop_dead(slot)
                 # A dead one other channels still hold stays listed until they let go: never
@@ -227,12 +268,45 @@ class ConnectionPool:
                         connection.in_use += 1
                         connection.last_used = time.monotonic()
                         return connection
-                pending, mine = slot.connecting, slot.connecting is None
-                if mine:
-                    pending = slot.connecting = Future()
+                # An acknowledged channel frees its place within a round trip: wait for it
+                # (a while) rather than open a connection for one command.
+                ending = None
+                if time.monotonic() < patience:
+                    ending = next(
+                        (c.draining[0] for c in slot.connections if c.alive and c.draining),
+                        None,
+                    )
+                if ending is None:
+                    pending, mine = slot.connecting, slot.connecting is None
+                    if mine:
+                        pending = slot.connecting = Future()
+            if ending is not None:
+                ending.status_event.wait(max(0.0, patience - time.monotonic()))
+                continue
             if mine:
                 self._open(machine, slot, pending)
             pending.result()  # re-raises the connect error to every waiter
+
+    def _reap_drained(self, slot: _Slot) -> None:
+        """Close the acknowledged channels whose command ended, freeing their places (under
+        the slot's lock, so no caller sees a place neither draining nor free)."""
+        with slot.lock:
+            for connection in slot.connections:
+                if not connection.draining:
+                    continue
+                # Judged once per channel: paramiko's thread sets the events meanwhile.
+                done = [c for c in connection.draining if c.status_event.is_set()]
+                if not done:
+                    continue
+                connection.draining = [c for c in connection.draining if c not in done]
+                for channel in done:
+                    try:
+                        channel.close()
+                    except (paramiko.SSHException, EOFError, OSError):
+                        connection.broken = True
+                    connection.in_use -= 1
+                connection.last_used = time.monotonic()
+            self._drop_dead(slot)
 
     def warm(self, machine: Machine) -> None:
         """Start connecting to `machine` in a thread of its own, unless a connection is open
@@ -252,6 +326,8 @@ class ConnectionPool:
         try:
             connection = Connection(self._connect(machine))
             connection.capacity = slot.capacity
+            if self._opened is not None:
+                self._opened(connection)
         except BaseException as exc:
             with slot.lock:
                 slot.connecting = None
@@ -324,10 +400,18 @@ class ConnectionPool:
             return self._slots.setdefault(key, _Slot())
 
     def close(self) -> None:
-        """Close every connection; the pool may be used again afterwards."""
+        """Close every connection, once the acknowledged commands ended (at most
+        `CLOSE_WAIT` s: each empties its output on the target as it exits); the pool may be
+        used again afterwards."""
         self._closing.set()
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
+        deadline = time.monotonic() + CLOSE_WAIT
+        for slot in slots:
+            with slot.lock:
+                ending = [ch for c in slot.connections for ch in c.draining]
+            for channel in ending:
+                channel.status_event.wait(max(0.0, deadline - time.monotonic()))
         for slot in slots:
             with slot.lock:
                 for connection in slot.connections:

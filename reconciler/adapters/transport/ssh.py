@@ -1,4 +1,4 @@
-"""The `ssh` transport: tasks on remote machines, over Fabric/paramiko (DESIGN §6).
+"""The `ssh` transport: tasks on remote machines, over paramiko (DESIGN §6).
 
 Safe by default:
 - only the inventory's `host_key` is trusted (`hostkeys`): RejectPolicy, no known_hosts, the
@@ -12,7 +12,8 @@ Safe by default:
 
 Fast: one connection per machine (`pool`), TCP_NODELAY, and the channel taken straight from
 the paramiko transport: Fabric's `run()` costs ~15 ms per command in invoke's I/O loop, more
-than a whole command on a LAN (DESIGN §6). Fabric opens the connection.
+than a whole command on a LAN (DESIGN §6). paramiko's own client opens the connection (Fabric
+would add ~0.1 s of imports to every pass and nothing the transport uses).
 
 Failure classes (errors.py, DESIGN §4): Unreachable (retryable) when the machine cannot be
 reached or the connection failed before the command was sent; AuthFailed and
@@ -25,16 +26,16 @@ import getpass
 import io
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-
-import fabric
-import paramiko
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 
 from reconciler.adapters.transport import hostkeys, wrapper
 from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
 from reconciler.adapters.transport.pool import MAX_CHANNELS, Connection, ConnectionPool, Session
 from reconciler.adapters.transport.probe import PROBE_COMMAND, Load, parse_probe
+from reconciler.adapters.transport.sshlib import paramiko
 from reconciler.core.errors import (
     AuthFailed,
     ConnectionLost,
@@ -50,10 +51,18 @@ KEEPALIVE = 10  # seconds between liveness probes on a connection (`ssh_keepaliv
 KEEPALIVE_COUNT = 3  # probe intervals without any answer before it is dead (~30 s)
 DRAIN = 10.0  # after the exit status, how long the rest of the output may take to arrive
 CTL_TIMEOUT = 30.0  # reading or killing a run's markers
-CLEAN_TIMEOUT = 5.0  # removing stale markers when a connection opens (best effort)
 
 
 KeyResolver = Callable[[Machine], "Secret | None"]
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A run whose wrapper waits on its channel for the acknowledgement of its output."""
+
+    machine: Machine
+    session: Session
+    nonce: str
 
 
 class SshTransport(Transport):
@@ -62,6 +71,10 @@ class SshTransport(Transport):
     `resolve_key(machine)` returns the machine's `key: {vault: NAME}` private key text as a
     `Secret` (None when the machine has no `key`: then its `key_file`, else the ssh-agent).
     `markers_dir` is where the wrapper keeps run markers on the target (`~/` = remote home).
+    With `hold_outputs` a run's output stays on the target until `settle` says the run's end
+    is recorded (the engine does, after each end batch): a reconciler killed in between
+    leaves every output for the next pass to adopt. Without it (a caller that never settles)
+    each output is acknowledged as soon as it was read.
     """
 
     def __init__(
@@ -72,14 +85,19 @@ class SshTransport(Transport):
         max_channels: int = MAX_CHANNELS,
         keepalive: float = KEEPALIVE,
         keepalive_count: int = KEEPALIVE_COUNT,
+        hold_outputs: bool = False,
     ):
         self.resolve_key = resolve_key
+        self.hold_outputs = hold_outputs
+        self._held: dict[int, _Held] = {}  # runs whose output waits for `settle`, by id
+        self._lock = threading.Lock()
         self.markers = markers_dir
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.keepalive_count = keepalive_count
         self.pool = ConnectionPool(
             self._connect,
+            opened=self._clean_markers,
             max_channels=max_channels,
             channel_timeout=connect_timeout,
             keepalive=keepalive,
@@ -102,13 +120,24 @@ class SshTransport(Transport):
         started = time.monotonic()
         plain = {name: reveal(value) for name, value in env.items()}
         call = wrapper.invocation(self.markers, run_id, command, plain)
-        with self.pool.session(machine) as session:
-            try:
-                return self._run_on(machine, session, call, run_id, started, timeout)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                # Whatever paramiko or the socket raised past the command's dispatch: the
-                # connection failed under the run (never an internal error of the pass).
-                raise _lost(machine, exc, session.connection) from exc
+        # A run's check and its command share the run id: the check's wrapper is let go
+        # (its output is not the run's, and the command's markers replace its own).
+        self._let_go([run_id])
+        session = self.pool.take(machine)
+        held = False
+        try:
+            done, held = self._run_on(machine, session, call, run_id, started, timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            # Whatever paramiko or the socket raised past the command's dispatch: the
+            # connection failed under the run (never an internal error of the pass).
+            raise _lost(machine, exc, session.connection) from exc
+        finally:
+            if not held:
+                self.pool.give_back(machine, session)
+        if held:
+            with self._lock:
+                self._held[run_id] = _Held(machine, session, call.nonce)
+        return done
 
     def _run_on(
         self,
@@ -118,24 +147,59 @@ class SshTransport(Transport):
         run_id: int,
         started: float,
         timeout: float,
-    ) -> Completed:
-        """`run` on a session's channel: dispatch, read the reply on the same channel."""
+    ) -> tuple[Completed, bool]:
+        """`run` on a session's channel: dispatch, read the reply on the same channel. True
+        with the result when the wrapper waits for the acknowledgement of its output (held
+        until `settle`)."""
         self._dispatch(machine, session, call)
         received, reply, dropped = _read_reply(session.channel, call.nonce, started + timeout)
         if reply is not None:
-            _acknowledge(session.channel, call.nonce)
-            return Completed(
+            done = Completed(
                 exit_code=reply[1],
                 output=_tail(reply[0], dropped),
                 duration=time.monotonic() - started,
             )
+            if self.hold_outputs:
+                return done, True
+            _acknowledge(session.channel, call.nonce)
+            return done, False
         ended = _wait_status(session.channel, started + timeout)
         if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
-            return self._finished(session, started, received, dropped)
+            return self._finished(session, started, received, dropped), False
         # Timed out, or the channel closed without an exit status: the connection died
         # (paramiko closes its channels before it marks the transport inactive, so only
         # a new channel tells), or sshd sent `exit-signal`. The markers know which.
-        return self._settle(machine, session, run_id, call.nonce, started, not ended)
+        return self._stopped(machine, session, run_id, call.nonce, started, not ended), False
+
+    def settle(self, recorded: Collection[int], unrecorded: Collection[int] = ()) -> None:
+        """The ends of the `recorded` runs are durable: acknowledge their outputs (each
+        wrapper then empties its output file and exits; its channel is freed when it did).
+        The `unrecorded` runs ended but their ends were not written: their wrappers are let
+        go without an acknowledgement, so their outputs stay on the target for a later pass
+        to adopt (and go with the day-old markers)."""
+        with self._lock:
+            if not self._held:
+                return
+            settled = [(i, self._held.pop(i)) for i in recorded if i in self._held]
+        for _, held in settled:
+            try:
+                held.session.channel.sendall(wrapper.acknowledgement(held.nonce))
+            except (paramiko.SSHException, EOFError, OSError):
+                # The connection is gone: nothing more to say; the output stays on the
+                # target (for the day-old markers' removal).
+                self.pool.give_back(held.machine, held.session)
+                continue
+            self.pool.drain(held.machine, held.session)
+        self._let_go(unrecorded)
+
+    def _let_go(self, run_ids: Iterable[int]) -> None:
+        """Free the channels of held runs without acknowledging their outputs."""
+        with self._lock:
+            if not self._held:
+                return
+            let_go = [self._held.pop(i) for i in run_ids if i in self._held]
+        for held in let_go:
+            self.pool.give_back(held.machine, held.session)
 
     def reap(
         self,
@@ -178,7 +242,11 @@ class SshTransport(Transport):
             self.pool.warm(machine)
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, once the acknowledged wrappers emptied their
+        outputs; the outputs of runs never settled stay on their targets."""
+        with self._lock:
+            held = list(self._held)
+        self._let_go(held)
         self.pool.close()
 
     # ------------------------------------------------------------------ helpers for commands
@@ -243,7 +311,7 @@ class SshTransport(Transport):
             duration=time.monotonic() - started,
         )
 
-    def _settle(
+    def _stopped(
         self,
         machine: Machine,
         session: Session,
@@ -323,8 +391,8 @@ class SshTransport(Transport):
 
     # ------------------------------------------------------------------ connecting
 
-    def _connect(self, machine: Machine):
-        """An open, host-key-verified, authenticated Fabric Connection to `machine`."""
+    def _connect(self, machine: Machine) -> paramiko.SSHClient:
+        """An open, host-key-verified, authenticated client connected to `machine`."""
         if not machine.host:
             raise Unreachable(f"machine '{machine.name}' has no host")
         keys = hostkeys.pinned(machine)  # before any network I/O: no pin, no connection
@@ -333,37 +401,33 @@ class SshTransport(Transport):
             sock = hostkeys.open_socket(machine.host, machine.port, self.connect_timeout)
         except Unreachable as exc:
             raise Unreachable(f"machine '{machine.name}': {exc}") from exc
-        conn = fabric.Connection(
-            machine.host,
-            user=machine.user or getpass.getuser(),
-            port=machine.port,
-            config=_fabric_config(),
-            connect_timeout=int(max(1, self.connect_timeout)),
-            connect_kwargs={
-                "sock": sock,
-                "look_for_keys": False,
-                "banner_timeout": self.connect_timeout,
-                "auth_timeout": self.connect_timeout,
-                "disabled_algorithms": {
+        client = paramiko.SSHClient()
+        # Trust only the pins: no known_hosts file is read, and an unknown key is refused.
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        hostkeys.pin(client.get_host_keys(), keys)
+        try:
+            client.connect(
+                machine.host,
+                port=machine.port,
+                username=machine.user or getpass.getuser(),
+                sock=sock,
+                timeout=self.connect_timeout,
+                look_for_keys=False,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                disabled_algorithms={
                     "keys": hostkeys.disabled_host_key_algorithms(hostkeys.pinned_types(machine))
                 },
-                "transport_factory": _Transport,
+                transport_factory=_Transport,
                 **auth,
-            },
-        )
-        # Fabric installs AutoAddPolicy: an unknown key would be accepted. Trust only the pins.
-        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        hostkeys.pin(conn.client.get_host_keys(), keys)
-        try:
-            conn.open()
+            )
         except BaseException as exc:
-            # Fabric's close() skips a transport that is not active; paramiko's thread must
-            # stop before the socket goes, or it logs a spurious "Bad file descriptor".
-            conn.client.close()
+            # paramiko's thread must stop before the socket goes, or it logs a spurious
+            # "Bad file descriptor".
+            client.close()
             sock.close()
             raise self._connect_error(machine, exc) from exc
-        self._clean_markers(conn)
-        return conn
+        return client
 
     def _auth(self, machine: Machine) -> dict:
         """paramiko's authentication arguments: the vault key, the key file, or the agent."""
@@ -403,15 +467,16 @@ class SshTransport(Transport):
             )
         return exc
 
-    def _clean_markers(self, conn) -> None:
-        """Opportunistically remove day-old markers; once per connection, errors ignored."""
+    def _clean_markers(self, connection: Connection) -> None:
+        """Opportunistically remove day-old markers, once per connection, errors ignored. Not
+        waited for: the channel is handed to the pool, which closes it once `find` ended (so
+        the first runs do not wait for it)."""
         try:
-            channel = conn.transport.open_session(timeout=self.connect_timeout)
+            channel = connection.transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(wrapper.clean_line(self.markers))
-            _wait_status(channel, time.monotonic() + CLEAN_TIMEOUT)
-            channel.close()
         except (paramiko.SSHException, EOFError, OSError):
-            pass
+            return
+        connection.hand_over(channel)
 
 
 class _Transport(paramiko.Transport):
@@ -423,6 +488,27 @@ class _Transport(paramiko.Transport):
     _preferred_ciphers = tuple(
         sorted(paramiko.Transport._preferred_ciphers, key=lambda name: "-gcm@" not in name)
     )
+
+    # Right after authentication OpenSSH sends a `hostkeys-00` request and a debug message
+    # (the key's options) that want no answer; our kernel delays its ACK of them (~40 ms),
+    # and sshd's Nagle holds the answer to our first channel until that ACK: the first run
+    # on every connection waited ~45 ms. Acknowledging such messages at once removes it.
+
+    def _parse_debug(self, m):
+        super()._parse_debug(m)
+        _ack_now(self.sock)
+
+    def _parse_global_request(self, m):
+        super()._parse_global_request(m)
+        _ack_now(self.sock)
+
+
+def _ack_now(sock) -> None:
+    """Send the ACK of what `sock` received now, not after the delayed-ACK timer (Linux)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not a TCP socket: the ACK is only late
 
 
 def load_private_key(text: str, machine: str) -> paramiko.PKey:
@@ -465,12 +551,6 @@ def _key_from_file(machine: Machine) -> paramiko.PKey:
             f"{getattr(exc, 'strerror', None) or exc}"
         ) from exc
     return load_private_key(text, machine.name)
-
-
-def _fabric_config() -> fabric.Config:
-    """A Fabric config that reads nothing from disk: no ~/.ssh/config, no fabric.yaml, so no
-    ambient setting (a ProxyCommand, another user, an identity) changes where we connect."""
-    return fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig())
 
 
 def _offered(machine: Machine, timeout: float) -> str:
