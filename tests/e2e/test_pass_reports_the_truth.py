@@ -86,7 +86,7 @@ def _blocking_task(project, name: str, go) -> None:
 
 
 def _claimed_runs(project) -> list[int]:
-    out = project.run("audit", "export", "--format", "json", code=0).out
+    out = project.run("audit", "export", code=0).out
     entries = [json.loads(line) for line in out.splitlines() if line.strip()]  # JSON lines
     return [e["detail"]["run"] for e in entries if e.get("action") == "run.claimed"]
 
