@@ -577,7 +577,7 @@ class _Drain:
         self.blocks_confirmed = False
         self.chose_to_start = bool(decision.start)
         if decision.start and not self.engine.stop.is_set():
-            self._start(decision.start)
+            self._start(decision.start, self._spares(decision, mine, now))
         if fresh:  # the holds change only with a whole decision
             self.window_held = {
                 run.id for run, hold in decision.held if hold.kind is not HoldKind.RETRY
@@ -851,12 +851,30 @@ class _Drain:
                 self.tracker.update(blocked)
                 self._note(Event(Kind.BLOCKED, blocked, reason))
 
-    def _start(self, runs: Sequence[Run]) -> None:
+    def _spares(self, decision: Decision, mine: list[Run], now: datetime) -> list[Run]:
+        """On a shared queue, the runs to claim in place of any of `decision.start` that
+        another worker took since the queue was read: as many more of the order as capacity
+        would let start after them (`fill`), so a lost race costs no slot and no round."""
+        if not self.store.shared_queue or not decision.start:
+            return []
+        running = [*mine, *self.others, *decision.start]
+        spares, _, _ = fill(
+            decision.waiting,
+            running,
+            self.desired,
+            now,
+            len(running) + len(decision.start),
+        )
+        return [run for run in spares if run.id not in self.planners]
+
+    def _start(self, runs: Sequence[Run], spares: Sequence[Run] = ()) -> None:
         """Claim `runs` in one transaction, mark them dispatched in a second (durable) one,
         then send their commands. Each transaction carries the audit entries of its changes
         (with a journal), so a run's claim and dispatch records are durable before its
         command is sent, and a crash between the two leaves claimed runs that never ran
-        (recovered to pending), never a dispatched run without its record (DESIGN §5)."""
+        (recovered to pending), never a dispatched run without its record (DESIGN §5).
+        `spares` are asked for after them, each taken only in place of one of `runs` that
+        could not be claimed (`StateStore.claim_batch`'s `want`)."""
         requests: list[ClaimRequest] = []
         for run in runs:
             self.pending.pop(run.id, None)
@@ -880,17 +898,30 @@ class _Drain:
         # Stamped with the time of the claim, not of the round: other processes' runs on the
         # same machine start and end in between.
         now = self.engine.clock()
+        want = len(requests) if spares else None
+        requests += [
+            ClaimRequest(run.id, self.desired.machines[run.machine].max_parallel) for run in spares
+        ]
         claimed = self._batch(
             lambda: self.store.claim_batch(
-                requests, self.engine.owner, now, journal.claimed, journal.leading()
+                requests, self.engine.owner, now, journal.claimed, journal.leading(), want
             )
         )
         journal.flushed()
         if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
-            wanted = {run.id: run for run in runs}
+            wanted = {run.id: run for run in [*runs, *spares]}
             for run_id in claimed.refused:  # as far as we know: the next re-read tells
                 self.pending[run_id] = wanted[run_id]
             self.stale = self.changed = True  # left the order: only a whole decision retries
+        taken = {run.id for run in spares} & {run.id for run in claimed.runs}
+        if taken:  # spares that took a refused run's place: out of the queue and the order
+            for run_id in taken:
+                self.pending.pop(run_id, None)
+            self.popped += len(taken)
+            self.decided = replace(
+                self.decided,
+                waiting=tuple(w for w in self.decided.waiting if w[0].id not in taken),
+            )
         if not claimed.runs:
             return
         failpoints.hit("after_claim")

@@ -36,7 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from reconciler.adapters.audit.chain import Anchor, AuditEntry, AuditRecord
@@ -109,10 +109,37 @@ class RunChanges:
 @dataclass(frozen=True)
 class Batch:
     """What a batch write did: the runs as written, in request order, and the ids it could not
-    write (not pending any more or its machine full, for a claim; a lost lease otherwise)."""
+    write (not pending any more or its machine full, for a claim; a lost lease otherwise).
+    `unclaimed`: the requests a claim batch did not get to because it had claimed as many
+    runs as it wanted (see `claim_batch`), neither claimed nor refused."""
 
     runs: list[Run]
     refused: list[int]
+    unclaimed: list[int] = field(default_factory=list)
+
+
+def claim_outcome(
+    claims: Sequence[ClaimRequest], got: dict[int, Run], want: int | None
+) -> tuple[list[Run], list[int], list[int]]:
+    """Sort the requests of a claim batch that claimed `got` (by id): the runs claimed, in
+    request order, the ids refused and those left unclaimed. With `want` claims made, the
+    requests after the last one claimed were not needed: unclaimed; any other request that
+    was not claimed was passed over (not pending, its machine full, or asked for twice)."""
+    got = dict(got)
+    claimed: list[Run] = []
+    refused: list[int] = []
+    unclaimed: list[int] = []
+    full = want is not None and len(got) >= want
+    last = max((i for i, c in enumerate(claims) if c.run_id in got), default=-1) if full else None
+    for index, request in enumerate(claims):
+        run = got.pop(request.run_id, None)  # popped: a repeated id is refused
+        if run is not None:
+            claimed.append(run)
+        elif last is not None and index > last:
+            unclaimed.append(request.run_id)
+        else:
+            refused.append(request.run_id)
+    return claimed, refused, unclaimed
 
 
 class RunQueue(ABC):
@@ -338,25 +365,30 @@ class RunQueue(ABC):
         now: datetime,
         audit: AuditOf = no_audit,
         leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
     ) -> Batch:
         """`claim` each run in order, in one transaction: a run is refused when it is no longer
         pending or its machine is full (the runs this batch claimed count), and an id asked for
-        twice is refused the second time. `leading` entries (the plan's record) are written
-        before those of the claims, then each claimed run's `audit(run)` entries in request
-        order. Raises `StoreError` when anything (an audit entry included) cannot be written:
-        then nothing is claimed."""
+        twice is refused the second time. With `want`, at most that many runs are claimed: a
+        refused request leaves its place to the next one, and once `want` runs are claimed the
+        requests after them are `unclaimed` (a drain on a shared queue asks for more runs than
+        it has room for, so a run another worker took just before is replaced in the same
+        batch). `leading` entries (the plan's record) are written before those of the claims,
+        then each claimed run's `audit(run)` entries in request order. Raises `StoreError` when
+        anything (an audit entry included) cannot be written: then nothing is claimed."""
         if leading:
             self.append_audit(list(leading))
-        claimed: list[Run] = []
-        refused: list[int] = []
+        got: dict[int, Run] = {}
         for request in claims:
-            run = self.claim(request.run_id, owner, now, request.max_parallel)
-            if run is None:
-                refused.append(request.run_id)
+            if want is not None and len(got) >= want:
+                break
+            if request.run_id in got:
                 continue
-            self.append_audit(list(audit(run)))
-            claimed.append(run)
-        return Batch(claimed, refused)
+            run = self.claim(request.run_id, owner, now, request.max_parallel)
+            if run is not None:
+                self.append_audit(list(audit(run)))
+                got[run.id] = run
+        return Batch(*claim_outcome(claims, got, want))
 
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit

@@ -66,6 +66,7 @@ from reconciler.adapters.store.base import (
     RunChanges,
     RunEnd,
     StateStore,
+    claim_outcome,
     no_audit,
 )
 from reconciler.adapters.store.common import (
@@ -349,6 +350,16 @@ class PostgresStore(StateStore):
     def _transaction(self, action: str = "write") -> Iterator[psycopg.Connection]:
         """One transaction: committed on success, rolled back on any error."""
         with self._session(action) as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def _pipelined(self, action: str) -> Iterator[psycopg.Connection]:
+        """One transaction in pipeline mode, for the batches of a round: statements whose
+        rows are not read yet travel together (BEGIN with the first one, the audit entries
+        with COMMIT), so a batch costs a round trip per statement it reads, not per
+        statement. Committed on success, rolled back on any error (an error of a statement
+        sent ahead surfaces at the next read or at COMMIT)."""
+        with self._session(action) as conn, conn.pipeline(), conn.transaction():
             yield conn
 
     def _open_schema(self, create: bool) -> None:
@@ -658,10 +669,11 @@ class PostgresStore(StateStore):
         now: datetime,
         audit: AuditOf = no_audit,
         leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
     ) -> Batch:
-        """Claim the runs in request order and queue `leading` then each claim's audit
-        records, in one transaction (see `StateStore.claim_batch`); the claims themselves
-        are one statement (see `_claim_rounds`).
+        """Claim the runs in request order (at most `want` of them) and queue `leading` then
+        each claim's audit records, in one transaction (see `StateStore.claim_batch`); the
+        claims themselves are one statement (see `_claim_rounds`).
 
         The machines of limited requests are locked first (the transaction-level advisory
         lock of `claim`, taken in key order so that two batches cannot deadlock), then their
@@ -682,10 +694,12 @@ class PostgresStore(StateStore):
                 and run.started_at == _aware(now)
             }
             if ours or (leading and self._has_entry(leading[0])):
-                return Batch([ours[i] for i in ids if i in ours], [i for i in ids if i not in ours])
+                return Batch(*claim_outcome(claims, ours, want))
             return None
 
-        return self._batch(lambda: self._claim_batch(claims, owner, now, audit, leading), landed)
+        return self._batch(
+            lambda: self._claim_batch(claims, owner, now, audit, leading, want), landed
+        )
 
     def _claim_batch(
         self,
@@ -694,23 +708,18 @@ class PostgresStore(StateStore):
         now: datetime,
         audit: AuditOf,
         leading: Sequence[AuditRecord],
+        want: int | None,
     ) -> tuple[Batch, int]:
-        claimed: list[Run] = []
-        refused: list[int] = []
         records = list(leading)
         stamp = _aware(now)
-        with self._transaction("claim") as conn:
+        with self._pipelined("claim") as conn:
             machine_of, busy = self._lock_machines(conn, claims)
-            got = self._claim_rounds(conn, claims, machine_of, busy, owner, stamp)
-            for request in claims:
-                run = got.pop(request.run_id, None)  # popped: a repeated id is refused
-                if run is None:
-                    refused.append(request.run_id)
-                    continue
-                claimed.append(run)
+            got = self._claim_rounds(conn, claims, machine_of, busy, owner, stamp, want)
+            claimed, refused, unclaimed = claim_outcome(claims, got, want)
+            for run in claimed:
                 records.extend(audit(run))
             self._enqueue(conn, records)
-        return Batch(claimed, refused), len(records)
+        return Batch(claimed, refused, unclaimed), len(records)
 
     @staticmethod
     def _claim_rounds(
@@ -720,23 +729,26 @@ class PostgresStore(StateStore):
         busy: dict[str, int],
         owner: str,
         stamp: datetime,
+        want: int | None,
     ) -> dict[int, Run]:
-        """The runs claimed, by id, as claiming them one by one in request order would:
-        each round claims, in one statement, every undecided request its machine has room
-        for if all before it succeed; a run that was not pending frees its place for the
-        next round. Usually one round; each further one decides at least one request."""
+        """The runs claimed, by id, as claiming them one by one in request order would, up
+        to `want` of them: each round claims, in one statement, every undecided request its
+        machine has room for if all before it succeed; a run that was not pending (another
+        worker took it, or holds it: SKIP LOCKED) frees its place for the next round. Usually
+        one round; each further one decides at least one request."""
         got: dict[int, Run] = {}
         failed: set[int] = set()
         while True:
             room = dict(busy)
-            take, waiting = [], False
+            take: list[int] = []
             for request in claims:
+                if want is not None and len(got) + len(take) >= want:
+                    break
                 run_id, machine = request.run_id, machine_of.get(request.run_id)
-                if run_id in got or run_id in failed:
+                if run_id in got or run_id in failed or run_id in take:
                     continue
                 limit = request.max_parallel
                 if limit is not None and machine is not None and room[machine] >= limit:
-                    waiting = True
                     continue
                 take.append(run_id)
                 if machine in room:
@@ -751,26 +763,27 @@ class PostgresStore(StateStore):
                 if run.machine in busy:
                     busy[run.machine] += 1
             failed.update(run_id for run_id in take if run_id not in got)
-            if len(rows) == len(take) or not waiting:
-                return got
+            if len(rows) == len(take):
+                return got  # nothing freed a place: the next round would take nothing
 
     @staticmethod
     def _lock_machines(
         conn: psycopg.Connection, claims: Sequence[ClaimRequest]
     ) -> tuple[dict[int, str], dict[str, int]]:
-        """Lock the machines of the limited requests (sorted by lock key) and count their
-        running runs: the machine of each such run, and each machine's count."""
+        """Lock the machines of the limited requests (in lock key order) and count their
+        running runs: the machine of each such run, and each machine's count. Three
+        statements sent together (one round trip in the batch's pipeline); the count runs
+        after the locks are held, in a snapshot of its own."""
         limited = [c.run_id for c in claims if c.max_parallel is not None]
         if not limited:
             return {}, {}
-        rows = conn.execute(_q("machines_of_runs"), {"ids": limited}).fetchall()
-        if not rows:
-            return {}, {}
-        conn.execute(_q("lock_machines"), {"keys": sorted({key for _, _, key in rows})})
-        machine_of = {run_id: machine for run_id, machine, _ in rows}
-        machines = sorted(set(machine_of.values()))
-        counts = dict(conn.execute(_q("running_on_machines"), {"machines": machines}).fetchall())
-        return machine_of, {machine: counts.get(machine, 0) for machine in machines}
+        ids = {"ids": limited}
+        conn.execute(_q("lock_machines_of_runs"), ids)
+        machines_of = conn.execute(_q("machines_of_runs"), ids)
+        counted = conn.execute(_q("running_on_machines_of_runs"), ids)
+        machine_of = dict(machines_of.fetchall())
+        counts = dict(counted.fetchall())
+        return machine_of, {machine: counts.get(machine, 0) for machine in machine_of.values()}
 
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
@@ -802,7 +815,7 @@ class PostgresStore(StateStore):
         return self._batch(lambda: self._dispatch_batch(runs, audit), landed)
 
     def _dispatch_batch(self, runs: Sequence[Run], audit: AuditOf) -> tuple[Batch, int]:
-        with self._transaction("dispatch") as conn:
+        with self._pipelined("dispatch") as conn:
             rows = conn.execute(
                 _q("dispatch_batch"),
                 {"ids": [run.id for run in runs], "epochs": [run.epoch for run in runs]},
@@ -855,23 +868,18 @@ class PostgresStore(StateStore):
         finishes = [end for end in ends if end.retry_at is None]
         retries = [end for end in ends if end.retry_at is not None]
         done: dict[int, Run] = {}
-        with self._transaction("record the end of runs in") as conn:
+        with self._pipelined("record the end of runs in") as conn:
+            sent = []  # both statements travel together; their rows are read after
             if finishes:
-                rows = conn.execute(
-                    _q("finish_batch"),
-                    {
-                        **_end_columns(finishes),
-                        "statuses": [e.status.value for e in finishes],
-                        "now": now,
-                    },
-                ).fetchall()
-                done.update((row[0], _run(row)) for row in rows)
+                columns = {**_end_columns(finishes), "now": now}
+                columns["statuses"] = [e.status.value for e in finishes]
+                sent.append(conn.execute(_q("finish_batch"), columns))
             if retries:
-                rows = conn.execute(
-                    _q("requeue_batch"),
-                    {**_end_columns(retries), "not_befores": [_aware(e.retry_at) for e in retries]},
-                ).fetchall()
-                done.update((row[0], _run(row)) for row in rows)
+                columns = {**_end_columns(retries)}
+                columns["not_befores"] = [_aware(e.retry_at) for e in retries]
+                sent.append(conn.execute(_q("requeue_batch"), columns))
+            for cursor in sent:
+                done.update((row[0], _run(row)) for row in cursor.fetchall())
             written = [done[end.run_id] for end in ends if end.run_id in done]
             records = [record for run in written for record in audit(run)]
             self._enqueue(conn, records)

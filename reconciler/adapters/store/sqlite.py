@@ -56,6 +56,7 @@ from reconciler.adapters.store.base import (
     RunChanges,
     RunEnd,
     StateStore,
+    claim_outcome,
     no_audit,
 )
 from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exported for callers)
@@ -793,9 +794,11 @@ class SqliteStore(StateStore):
         now: datetime,
         audit: AuditOf = no_audit,
         leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
     ) -> Batch:
-        """Claim the runs in request order and chain `leading` then each claim's audit
-        records, in one `BEGIN IMMEDIATE` transaction (see `StateStore.claim_batch`).
+        """Claim the runs in request order (at most `want` of them) and chain `leading` then
+        each claim's audit records, in one `BEGIN IMMEDIATE` transaction (see
+        `StateStore.claim_batch`).
 
         The write lock is held from the start, so the running counts read once at the top
         cannot change under the batch: each claim adds to its machine's count, and a later
@@ -803,8 +806,6 @@ class SqliteStore(StateStore):
         if not claims and not leading:
             return Batch([], [])
         stamp = _ts(now)
-        claimed: list[Run] = []
-        refused: list[int] = []
         records = list(leading)
         with self._write() as conn:
             # Three statements whatever the batch's size: which runs are still pending (and
@@ -818,10 +819,11 @@ class SqliteStore(StateStore):
             busy = self._running_on(conn, list(pending.values()))
             allowed: list[int] = []
             for request in claims:
+                if want is not None and len(allowed) >= want:
+                    break
                 machine = pending.pop(request.run_id, None)  # a second ask finds it taken
                 limit = request.max_parallel
                 if machine is None or (limit is not None and busy[machine] >= limit):
-                    refused.append(request.run_id)
                     continue
                 busy[machine] += 1
                 allowed.append(request.run_id)
@@ -835,15 +837,11 @@ class SqliteStore(StateStore):
                     ).fetchall(),
                 )
             }
-            for run_id in allowed:
-                run = taken.get(run_id)
-                if run is None:
-                    refused.append(run_id)
-                    continue
-                claimed.append(run)
+            claimed, refused, unclaimed = claim_outcome(claims, taken, want)
+            for run in claimed:
                 records.extend(audit(run))
             self._chain(conn, records)
-        return Batch(claimed, refused)
+        return Batch(claimed, refused, unclaimed)
 
     @staticmethod
     def _running_on(conn: sqlite3.Connection, machines) -> dict[str, int]:

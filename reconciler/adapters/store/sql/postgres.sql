@@ -361,10 +361,8 @@ FROM runs WHERE id = %(id)s
 SELECT count(*) FROM runs WHERE machine = %(machine)s AND status = 'running'
 
 -- query: machines_of_runs
--- claim_batch: each run's machine and the key of its machine lock (as lock_machine_of_run),
--- so the batch can take the locks in key order: two batches never wait on each other in a
--- cycle, even for machines whose names hash alike.
-SELECT id, machine, hashtext(machine) FROM runs WHERE id = ANY (%(ids)s::bigint[])
+-- claim_batch: each run's machine (a run never changes machine).
+SELECT id, machine FROM runs WHERE id = ANY (%(ids)s::bigint[])
 
 -- query: claim_many
 -- claim for several runs in one statement (claim_batch): the same compare-and-set, each row
@@ -381,15 +379,21 @@ SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch +
 WHERE id = ANY (ARRAY(SELECT id FROM target WHERE status = 'pending'))
 RETURNING *
 
--- query: lock_machines
--- The machine locks of a claim batch, one per key, in the order given (sorted by the caller):
--- a function scan of unnest yields the array in order, and the lock is taken row by row.
+-- query: lock_machines_of_runs
+-- The machine locks of a claim batch (as lock_machine_of_run), one per key, in key order: two
+-- batches never wait on each other in a cycle, even for machines whose names hash alike. A
+-- volatile function of the output list is evaluated after ORDER BY, so the locks are taken
+-- in that order.
 SELECT pg_advisory_xact_lock(hashtext('reconciler.machine'), key)
-FROM unnest(%(keys)s::integer[]) AS key
+FROM (SELECT DISTINCT hashtext(machine) AS key FROM runs WHERE id = ANY (%(ids)s::bigint[])) AS k
+ORDER BY key
 
--- query: running_on_machines
+-- query: running_on_machines_of_runs
+-- The running runs of the machines of these runs, by machine (a claim batch counts them once
+-- it holds their locks).
 SELECT machine, count(*) FROM runs
-WHERE status = 'running' AND machine = ANY (%(machines)s::text[])
+WHERE status = 'running'
+  AND machine = ANY (ARRAY(SELECT machine FROM runs WHERE id = ANY (%(ids)s::bigint[])))
 GROUP BY machine
 
 -- query: runs_by_ids
