@@ -401,6 +401,7 @@ class SshTransport(Transport):
             sock = hostkeys.open_socket(machine.host, machine.port, self.connect_timeout)
         except Unreachable as exc:
             raise Unreachable(f"machine '{machine.name}': {exc}") from exc
+        sock = _BufferedSocket(sock)
         client = paramiko.SSHClient()
         # Trust only the pins: no known_hosts file is read, and an unknown key is refused.
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -501,6 +502,31 @@ class _Transport(paramiko.Transport):
     def _parse_global_request(self, m):
         super()._parse_global_request(m)
         _ack_now(self.sock)
+
+
+class _BufferedSocket:
+    """The connection's socket, read a whole burst at a time. paramiko reads each packet in
+    three `recv` calls (length, body, tag), each a poll and a read with the GIL released and
+    taken back; several packets often arrive together. Only paramiko's transport thread reads;
+    everything else goes to the socket itself."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buffer = b""
+
+    def recv(self, size: int) -> bytes:
+        buffer = self._buffer
+        if not buffer:
+            data = self._sock.recv(max(size, 65536))  # raises what the socket raises
+            if len(data) <= size:
+                return data
+            self._buffer = data[size:]
+            return data[:size]
+        self._buffer = buffer[size:]
+        return buffer[:size]
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
 
 
 def _ack_now(sock) -> None:

@@ -67,7 +67,10 @@ RUN = (
     _PREAMBLE
     + r"""umask 077
 pg=$$
-if IFS= read -r st 2>/dev/null < /proc/$$/stat; then
+# sshd starts the login shell as a session leader and it execs this sh, so the group is
+# usually ours: a group with our pid exists only if we lead it (one signal-0 syscall, not a
+# read of /proc/$$/stat a byte at a time). Otherwise /proc says which group we are in.
+if ! kill -s 0 -- "-$$" 2>/dev/null && IFS= read -r st 2>/dev/null < /proc/$$/stat; then
   set -- "$1" "$2" "$3" "$4" "$5" ${st##*) }; pg=$8  # after "pid (comm) ": state ppid pgrp
 fi
 s=; ok=; nl='
