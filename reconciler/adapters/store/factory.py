@@ -43,6 +43,14 @@ def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Sta
         # An up-to-date PostgreSQL store is opened without writing anything already.
         return _open_postgres(url, create and not read_only)
     path = sqlite_path(url)
+    if path.is_dir():
+        # Never opened (SQLite would only fail) nor made private (a folder such as /tmp is
+        # shared): the user meant a file in it.
+        raise _bad_url(
+            url,
+            f"{path} is a folder, not a database file",
+            f"name a file in it, e.g. sqlite:///{path / 'state.db'}",
+        )
     if (read_only or not create) and not path.exists():
         return None
     if read_only:

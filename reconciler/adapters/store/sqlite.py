@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -140,7 +141,8 @@ def _make_private(path: str, create: bool) -> None:
             return  # SQLite reports why it cannot create the file, in its own words
     for suffix in PRIVATE_SUFFIXES:
         try:
-            if os.stat(path + suffix).st_mode & 0o077:
+            mode = os.stat(path + suffix).st_mode
+            if stat.S_ISREG(mode) and mode & 0o077:  # a file of ours: never a shared folder
                 os.chmod(path + suffix, 0o600)
         except OSError:
             continue  # absent, or not ours to change: SQLite decides whether it can open it
