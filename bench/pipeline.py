@@ -10,7 +10,10 @@ Fabric, pyinfra, ansible-core) are extra rows with their ratio to the asyncssh f
 a. `reconcile --once`, `echo ok` tasks over local sshd (--concurrency 16, max_parallel 4)
    against raw asyncssh (one connection per host, concurrent channels): 200 over 4 <= 1.85x,
    1,000 over 8 <= 1.6x. asyncssh, pyinfra and ansible-core come from --venv (see
-   bench/bench_ssh.py); a tool that is not installed is n/a.
+   bench/bench_ssh.py); a tool that is not installed is n/a. Two more rows break each side's
+   time down (medians, no target): the CPU per run of its own processes (interpreter start
+   included) and of the daemons' sessions and the commands they start, which share this
+   machine's cores with it.
 b. `reconcile --once`, 1,000 x `true` on 10 local machines (bench/generate.py's inventory),
    against a fresh `python -c` spawning the same 1,000 `sh -c true` from 16 threads
    (interpreter start included in both): <= 3x.
@@ -39,13 +42,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,9 +297,14 @@ def rows_ssh(quick: bool, venv: str, repeat: int) -> list[Row]:
             load = load1()
             once: list[float | str] = []
             floor: list[float | str] = []
+            cpu: dict[str, list[Cpu]] = {"once": [], "floor": []}
             for _ in range(repeat):
-                once.append(attempt(f"{name}: reconcile --once", lambda: _ssh(work, "once")))
-                floor.append(attempt(f"{name}: {bench_ssh.FLOOR}", lambda: _ssh(work, "floor")))
+                for tool, figures in (("once", once), ("floor", floor)):
+                    what = f"{name}: {'reconcile --once' if tool == 'once' else bench_ssh.FLOOR}"
+                    with _cpu(work) as used:
+                        figures.append(attempt(what, lambda: _ssh(work, tool)))
+                    if isinstance(figures[-1], float):
+                        cpu[tool].append(used)
             value, reference = median(once), median(floor)
             rows.append(
                 Row(
@@ -310,6 +319,7 @@ def rows_ssh(quick: bool, venv: str, repeat: int) -> list[Row]:
                     load=load,
                 )
             )
+            rows += _cpu_rows(name, count, cpu, load)
             for peer in peers:
                 load = load1()
                 seconds = attempt(f"{name}: {peer}", lambda: _ssh(work, peer))
@@ -325,6 +335,72 @@ def rows_ssh(quick: bool, venv: str, repeat: int) -> list[Row]:
                     )
                 )
     return rows
+
+
+@dataclass
+class Cpu:
+    """CPU seconds of one measurement: the tool's own processes (children of the bench) and
+    the sshd daemons' sessions with the commands they started (reaped by the daemons)."""
+
+    client: float = 0.0
+    remote: float = 0.0
+
+
+def _children_cpu(pid: int | None = None) -> float:
+    """CPU seconds of the reaped children of this process (or of `pid`, from /proc)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+
+
+@contextmanager
+def _cpu(work: bench_ssh.Workload) -> Iterator[Cpu]:
+    """Fills the yielded `Cpu` with what the block's tool used, once the daemons reaped its
+    sessions (a session ends when its connection closes; the daemon reaps it a moment later)."""
+    from tests.support.sshd import descendants
+
+    daemons = [d.proc.pid for d in work.hosts if d.proc is not None]
+    used = Cpu()
+    client, remote = _children_cpu(), sum(map(_children_cpu, daemons))
+    yield used
+    deadline = time.monotonic() + 10
+    while any(descendants(pid) for pid in daemons) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    used.client = _children_cpu() - client
+    used.remote = sum(map(_children_cpu, daemons)) - remote
+
+
+def _cpu_rows(name: str, count: int, cpu: dict[str, list[Cpu]], load: float) -> list[Row]:
+    """Info rows, CPU per run in ms (medians): `reconcile --once`'s own process, and the
+    daemons' sessions with their commands against the floor's. (The floor's own CPU is not
+    shown: its measurement also starts a process that checks asyncssh is installed.)"""
+
+    def per_run(tool: str, side: str) -> float | str:
+        values = [getattr(c, side) * 1000 / count for c in cpu[tool]]
+        return statistics.median(values) if values else "n/a"
+
+    remote, floor = per_run("once", "remote"), per_run("floor", "remote")
+    return [
+        Row(
+            name,
+            "CPU per run: reconcile's process",
+            per_run("once", "client"),
+            unit="ms",
+            load=load,
+        ),
+        Row(
+            name,
+            "CPU per run: sshd sessions + commands",
+            remote,
+            bench_ssh.FLOOR,
+            floor,
+            unit="ms",
+            ratio=ratio(remote, floor),
+            load=load,
+        ),
+    ]
 
 
 def _ssh(work: bench_ssh.Workload, tool: str) -> float:
