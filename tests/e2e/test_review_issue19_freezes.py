@@ -258,6 +258,43 @@ def test_the_freeze_schema_refuses_what_validate_refuses(tmp_path):
     assert wrong == [], "(sample, validate's exit, whether the schema accepts it)"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="$defs.timezone in task/team/machine.schema.json is any string: it accepts "
+    "timezone '' (validate: not a known time zone), 'localtime' (refused by name), "
+    "' Europe/Berlin' (a leading space, refused) and '../../etc/passwd', all of which a "
+    "minLength, a pattern or a `not: {const: localtime}` can express",
+)
+def test_the_timezone_schema_refuses_what_validate_refuses_where_it_can(tmp_path):
+    from tests.e2e.test_editor_schemas import SHIPPED, check_jsonschema
+
+    samples = {
+        "control": "Europe/Berlin",  # valid for both
+        "empty": '""',
+        "localtime": "localtime",
+        "leading-space": '" Europe/Berlin"',
+        "path": "../../etc/passwd",
+    }
+    wrong = []
+    for name, zone in samples.items():
+        root = tmp_path / name
+        for relative, text in {
+            "teams/ops.yaml": "name: ops\n",
+            "machines/m.yaml": "name: m\nteam: ops\ntransport: local\n",
+            "tasks/ops/t.yaml": f"name: t\nmachines: [m]\ncommand: 'true'\n"
+            f"schedule: '0 3 * * *'\ntimezone: {zone}\n",
+        }.items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(text)
+        validated = reconcile("validate", cwd=root, env={"RECONCILE_INVENTORY": str(root)})
+        task = str(root / "tasks" / "ops" / "t.yaml")
+        schema = check_jsonschema("--schemafile", str(SHIPPED / "task.schema.json"), task)
+        verdict = (validated.code, schema.returncode == 0)
+        if verdict != ((0, True) if name == "control" else (2, False)):
+            wrong.append((name, *verdict))
+    assert wrong == [], "(sample, validate's exit, whether the schema accepts it)"
+
+
 # =============================================================================================
 # B. Freezes (issue 15 §2)
 # =============================================================================================
@@ -287,8 +324,9 @@ def test_an_until_at_the_edge_of_the_calendar_is_a_located_error(project):
     reason="a freeze's reason is free text (loader._freeze only strips it) printed raw by "
     "cli/diff_views.py (freeze_text, _md_runs): a newline ends the [!IMPORTANT] callout and "
     "splits the run's table row, a '|' adds a cell, '</details>' closes the run-order block, "
-    "so the PR comment `diff --format markdown` writes is broken (validate could refuse "
-    "control characters, or the markdown escape them)",
+    "so the PR comment `diff --format markdown` writes is broken, and `plan --format "
+    "markdown` likewise (validate could refuse control characters, or the markdown escape "
+    "them)",
 )
 def test_a_freeze_reason_cannot_break_the_pr_comment(project):
     p = project
@@ -313,6 +351,9 @@ def test_a_freeze_reason_cannot_break_the_pr_comment(project):
     rows = [line for line in lines if line.startswith("| 1 |")]
     assert len(rows) == 1 and rows[0].count(" | ") == 5, rows  # six cells, the last: held
     assert comment.count("</details>") == comment.count("<details>"), comment
+    plan = p.run("plan", "--format", "markdown", code=0).out.splitlines()
+    rows = [line for line in plan if line.startswith("| 1 |")]
+    assert len(rows) == 1 and rows[0].count(" | ") == 5, plan  # `plan`'s markdown too
 
 
 @pytest.mark.xfail(
@@ -461,3 +502,24 @@ def test_a_worker_with_a_checkout_from_before_the_freeze_does_not_run_frozen_wor
         worker.wait(timeout=60)
     assert "started   ops/deploy" not in judged, judged
     assert p.ledger_lines() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="(older than today) cli/wiring.inventory_if_valid drops the whole inventory when any "
+    "file has an error, and with it the `state:` of reconciler.yaml: `queue list --format "
+    "json` prints [] (exit 0) and `audit verify` says 'intact: 0 entries' (exit 0) from the "
+    "default store .reconciler/state.db instead of the configured one; queue prune would prune "
+    "the wrong store",
+)
+def test_a_typo_elsewhere_does_not_point_queue_and_audit_at_another_store(project):
+    p = project
+    p.write("reconciler.yaml", "state: sqlite:///elsewhere.db\n")
+    p.task("deploy", f"command: {p.record('deploy')}\n")
+    p.run("--once", "-q", code=0)
+    assert len(p.run("queue", "list", "--format", "json", code=0).json()) == 1
+    p.write("reconciler.yaml", "state: sqlite:///elsewhere.db\npoll_interval: soon\n")  # a typo
+    listed = p.run("queue", "list", "--format", "json")
+    assert listed.code != 0 or len(listed.json()) == 1, listed
+    verified = p.run("audit", "verify", "--format", "json")
+    assert verified.code != 0 or verified.json()["entries"] > 0, verified
