@@ -70,3 +70,30 @@ def test_unreachable_runs_are_retried_then_fail_as_unreachable(sshd, transport, 
     [run] = _pass(root, tmp_path, transport).runs.values()
     assert run.status is RunStatus.FAILED and run.attempt == 3
     assert f"127.0.0.1:{sshd.port} is unreachable: Connection refused" in (run.error or "")
+
+
+def test_a_pass_settles_the_output_of_every_run_it_recorded(sshd_factory, client_key, tmp_path):
+    """With the CLI's `hold_outputs`, each wrapper keeps its output until the end batch that
+    records the run committed; the engine settles every end batch, so when the pass is over
+    nothing waits for an acknowledgement and no output is left on the target."""
+    from reconciler.adapters.transport.ssh import SshTransport
+
+    markers = tmp_path / "markers"
+    transport = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(markers),
+        connect_timeout=5,
+        hold_outputs=True,
+    )
+    tasks = {f"t{i}": f"machines: [a]\ncommand: echo out{i}\n" for i in range(12)}
+    try:
+        report = _pass(
+            _inventory(tmp_path / "inventory", {"a": sshd_factory()}, tasks), tmp_path, transport
+        )
+        assert transport._held == {}  # settled batch by batch, not by close()
+    finally:
+        transport.close()
+    runs = list(report.runs.values())
+    assert {r.status for r in runs} == {RunStatus.SUCCEEDED} and len(runs) == 12
+    outputs = sorted(markers.glob("*.out"))
+    assert len(outputs) == 12 and all(path.stat().st_size == 0 for path in outputs)
