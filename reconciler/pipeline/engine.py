@@ -67,6 +67,10 @@ _T = TypeVar("_T")
 
 Clock = Callable[[], datetime]
 POLL_SECONDS = 0.2  # how often a drain looks at runs held elsewhere
+# A pass with nothing running here that waits for its runs elsewhere looks again this soon
+# after a look found something changed, then half as often each time nothing did, down to
+# POLL_SECONDS: the ends of its last runs, which workers record in a burst, end it at once.
+EAGER_POLL_SECONDS = 0.025
 # How often a drain sweeps the runs of dead holders (expired leases; on SQLite also runs whose
 # holder process is gone). A sweep is one cheap statement;
 # sweeping more often than leases are renewed lets a pass blocked behind a dead run go on
@@ -466,6 +470,7 @@ class _Drain:
         # order have been taken elsewhere or changed (a pass alone needs no filtering).
         self.reread = False
         self.popped = 0  # runs taken out of `pending` since it was last compacted
+        self.poll = EAGER_POLL_SECONDS  # a pass's next look, with nothing running here
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -653,6 +658,9 @@ class _Drain:
             left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
             timeout = left if timeout is None else min(timeout, left)
         if not self.running:
+            if not self.forever:
+                timeout = min(timeout, self.poll)
+                self.poll = min(self.poll * 2, POLL_SECONDS)
             self.engine.stop.wait(timeout)
             return True
         done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
@@ -746,6 +754,8 @@ class _Drain:
         self.cursor = feed.cursor
         apply = self._reread if feed.complete else self._apply
         moved, ended, unsure = apply(feed.runs, ours)
+        if ended or moved:
+            self.poll = EAGER_POLL_SECONDS
         self.others = list(self.others_by_id.values())
         if not self.forever and (feed.complete or moved or self.planners_due):
             self.planners_due = False

@@ -358,9 +358,19 @@ class PostgresStore(StateStore):
         rows are not read yet travel together (BEGIN with the first one, the audit entries
         with COMMIT), so a batch costs a round trip per statement it reads, not per
         statement. Committed on success, rolled back on any error (an error of a statement
-        sent ahead surfaces at the next read or at COMMIT)."""
-        with self._session(action) as conn, conn.pipeline(), conn.transaction():
-            yield conn
+        sent ahead surfaces at the next read or at COMMIT). BEGIN and COMMIT are statements
+        of the pipeline: psycopg's own transaction block waits for each of them."""
+        with self._session(action) as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    yield conn
+                    conn.execute("COMMIT")
+            except BaseException:
+                if not (conn.broken or conn.closed):
+                    with suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
 
     def _open_schema(self, create: bool) -> None:
         """Check for the schema (`create=False`) and apply pending migrations."""
