@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import Result, clean_environment, reconcile
+from tests.support.cli import Result, clean_environment, reaped, reconcile, spawn
 from tests.support.integration import missing
 from tests.support.project import Project
 from tests.support.vault_project import keygen, vault_set
@@ -471,6 +472,42 @@ def test_allow_priority_1_lets_through_the_frozen_dependency_of_urgent_work_only
         "ops/hotfix": "succeeded",
         "ops/routine": "pending",
     }
+
+
+def _pass_starts(project: Project) -> int:
+    if not project.state.exists():
+        return 0
+    with sqlite3.connect(project.state) as db:
+        return db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'pass.start'").fetchone()[
+            0
+        ]
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline/engine.py _prepare_transports warms a connection to the machine of every "
+    "pending run, held ones included: the daemon logs in over SSH (decrypting the machine's "
+    "key) to a machine frozen for maintenance at every pass, though nothing may run there",
+)
+def test_the_daemon_does_not_log_in_to_a_frozen_machine(tmp_path, sshd_factory, client_key):
+    from tests.support.ssh_project import ssh_project
+
+    sshd = sshd_factory()
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    box = (p.inventory / "machines" / "box.yaml").read_text()
+    p.write("machines/box.yaml", box + "suspend: {reason: disk replacement}\n")
+    p.write("reconciler.yaml", "poll_interval: 1s\n")
+    p.task("deploy", "command: 'true'\n")
+    with reaped(spawn("--identity", str(p.key), "-q", cwd=p.root)) as daemon:
+        wait_until(
+            lambda: sshd.logins() > 0 or _pass_starts(p) >= 5,
+            timeout=60,
+            message="a login, or five passes",
+        )
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=60)
+    assert sshd.logins() == 0, "logins to the frozen machine: " + str(sshd.logins())
 
 
 # ---------------------------------------------------------------------------------- PostgreSQL
