@@ -13,12 +13,8 @@ from tests.support.store_contract import add, enqueue
 AT = "2024-05-01T12:00:00.000000Z"
 
 
-def runs_on(store, now, machine: str, n: int, prefix: str = "t"):
-    return add(store, now, *(enqueue(task=f"prod/{prefix}{i}", machine=machine) for i in range(n)))
-
-
 def test_a_run_taken_elsewhere_is_replaced_by_the_next_request(store, open_handle, now):
-    a, b, c, d = runs_on(store, now, "m1", 4)
+    a, b, c, d = add(store, now, *(enqueue(task=f"prod/t{i}") for i in range(4)))
     open_handle().claim(a.id, "another worker", now)
     batch = store.claim_batch([ClaimRequest(r.id) for r in (a, b, c, d)], "w", now, want=2)
     assert [run.id for run in batch.runs] == [b.id, c.id]
@@ -28,8 +24,8 @@ def test_a_run_taken_elsewhere_is_replaced_by_the_next_request(store, open_handl
 
 
 def test_a_full_machine_leaves_its_place_to_a_request_for_another(store, now):
-    first = runs_on(store, now, "m1", 2, "a")
-    other = runs_on(store, now, "m2", 2, "b")
+    first = add(store, now, *(enqueue(task=f"prod/a{i}", machine="m1") for i in range(2)))
+    other = add(store, now, *(enqueue(task=f"prod/b{i}", machine="m2") for i in range(2)))
     store.claim(first[0].id, "elsewhere", now)
     requests = [ClaimRequest(first[1].id, 1), *(ClaimRequest(r.id, 1) for r in other)]
     batch = store.claim_batch(requests, "w", now, want=1)
@@ -39,7 +35,7 @@ def test_a_full_machine_leaves_its_place_to_a_request_for_another(store, now):
 
 
 def test_without_enough_claimable_runs_every_request_is_looked_at(store, now):
-    a, b = runs_on(store, now, "m1", 2)
+    a, b = add(store, now, enqueue(task="prod/a"), enqueue(task="prod/b"))
     store.cancel_run(b.id, now)
     batch = store.claim_batch([ClaimRequest(a.id), ClaimRequest(b.id)], "w", now, want=2)
     assert [run.id for run in batch.runs] == [a.id]
@@ -47,7 +43,7 @@ def test_without_enough_claimable_runs_every_request_is_looked_at(store, now):
 
 
 def test_only_the_claimed_runs_get_audit_entries(store, now):
-    runs = runs_on(store, now, "m1", 3)
+    runs = add(store, now, *(enqueue(task=f"prod/t{i}") for i in range(3)))
 
     def audit(run):
         return [AuditRecord(AT, "tester", "run.claimed", {"run": run.id})]
