@@ -416,10 +416,15 @@ def _md_requires(diff: Diff) -> str:
     )
 
 
+def _md_cell(text: str) -> str:
+    """Text inside a markdown table cell or callout: a `|` would start a new cell."""
+    return text.replace("|", "\\|")
+
+
 def _md_freezes(diff: Diff) -> str:
     if not diff.freezes:
         return ""
-    lines = [f"> - {freeze_text(c)}" for c in diff.freezes]
+    lines = [f"> - {_md_cell(freeze_text(c))}" for c in diff.freezes]
     return "> [!IMPORTANT]\n> **Freezes**: the runs they cover stay pending\n" + "\n".join(lines)
 
 
@@ -488,7 +493,7 @@ def _md_runs(diff: Diff) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in diff.runs[:MD_MAX_ROWS]:
         extra = f" {_ran_text(ran.get((r.task, r.machine)))} |" if diff.ran is not None else ""
-        extra += f" {_held_text(r)} |" if held else ""
+        extra += f" {_md_cell(_held_text(r))} |" if held else ""
         lines.append(
             f"| {r.order} | {r.priority} | `{r.task}` | `{r.machine}` | {r.reason} |{extra}"
         )

@@ -190,7 +190,7 @@ def plan_markdown(plan: Plan) -> str:
         lines += ["| # | priority | task | machine | reason | note |", "|---|---|---|---|---|---|"]
         lines += [
             f"| {i} | {e.priority} | `{e.task}` | `{e.machine}` | {e.reason.value} | "
-            + _held_note(e.hold)
+            + _held_note(e.hold).replace("|", "\\|")
             + " |"
             for i, e in enumerate(plan.enqueue, 1)
         ]

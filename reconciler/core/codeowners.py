@@ -58,7 +58,7 @@ def codeowners(
     its `teams/`, `tasks/` and `machines/` (repository paths) with the teams its objects name
     (`inventory.file_teams.teams_named`)."""
     owners = _Owners(inventory)
-    inv = "/" + prefix
+    inv = "/" + _escape(prefix)  # a folder named `deploy inv/` must stay one pattern
     # Settings and every path no rule gives to a team: an admin of any team (said once).
     admin = owners.of([Requirement(ANY_TEAM, ADMIN, f"{prefix}reconciler.yaml")])
     lines = [f"* {admin}"]

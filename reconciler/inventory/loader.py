@@ -925,16 +925,25 @@ def _freeze(obj: _Object, node: Node | None) -> Freeze | None:
             "suspend.reason is empty",
             'say why runs are held, e.g. reason: "INC-123 database failover"',
         )
+    if reason is not None and any(ch < " " or ch == "\x7f" for ch in reason.strip()):
+        # One line: it is shown beside every held run, in a table cell of the PR comment.
+        obj.error(
+            node.get("reason").location,
+            "suspend.reason must be one line (it holds a newline or a control character)",
+            "write the reason on one line; put details in the incident it names",
+        )
+        reason = None
     until = None
     until_node = node.get("until")
     if until_node is not None:
         text = _str(until_node)
         until = _instant(text) if text is not None else None
         if until is None:
-            value = until_node.value if isinstance(until_node, ScalarNode) else "a mapping"
+            value = until_node.value if isinstance(until_node, ScalarNode) else None
             obj.error(
                 until_node.location,
-                f"suspend.until must be a time with its zone (got {value!r})",
+                "suspend.until must be a time with its zone "
+                f"(got {_node_type(until_node) if value is None else repr(value)})",
                 "write it as 2026-12-24T00:00Z or 2026-12-24T01:00+01:00",
             )
     if reason is None:
@@ -950,7 +959,10 @@ def _instant(text: str) -> datetime | None:
         return None
     if moment.tzinfo is None or moment.utcoffset() is None:
         return None
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-14:00 is past the last instant Python can hold
+        return None
 
 
 def _exactly_one(obj: _Object, first: str, second: str, hint: str) -> None:

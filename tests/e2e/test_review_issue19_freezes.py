@@ -213,14 +213,6 @@ def _matcher(text: str):
     return lambda path: {owner for _kind, owner in rules.of(path)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/codeowners.py writes the fallback lines for new files (reconciler.yaml, "
-    "teams, tasks/, machines/, vaults/*.age) with the inventory's folder unescaped "
-    "(f'{inv}tasks/ ...'), while the per-team lines go through _escape: with the inventory "
-    "in 'deploy inv/', `/deploy inv/inventory/tasks/ @adam @olga` is the pattern '/deploy' "
-    "owned by 'inv/inventory/tasks/', so a new task file falls to `*` (admins only)",
-)
 def test_codeowners_fallback_lines_name_an_inventory_folder_with_a_space(tmp_path):
     root = tmp_path / "repo"
     inventory = root / "deploy inv" / "inventory"
@@ -322,12 +314,6 @@ def test_the_timezone_schema_refuses_what_validate_refuses_where_it_can(tmp_path
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inventory/loader._instant converts `until` with astimezone(UTC) without catching "
-    "OverflowError: `until: 9999-12-31T23:59-14:00` (or 0001-01-01T00:00+14:00) is an "
-    "'internal error (a bug in reconciler)', exit 3, instead of a located error, exit 2",
-)
 def test_an_until_at_the_edge_of_the_calendar_is_a_located_error(project):
     project.write(
         "teams/ops.yaml", "name: ops\nsuspend: {reason: x, until: 9999-12-31T23:59-14:00}\n"
@@ -341,15 +327,6 @@ def test_an_until_at_the_edge_of_the_calendar_is_a_located_error(project):
     assert project.ledger_lines() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a freeze's reason is free text (loader._freeze only strips it) printed raw by "
-    "cli/diff_views.py (freeze_text, _md_runs): a newline ends the [!IMPORTANT] callout and "
-    "splits the run's table row, a '|' adds a cell, '</details>' closes the run-order block, "
-    "so the PR comment `diff --format markdown` writes is broken, and `plan --format "
-    "markdown` likewise (validate could refuse control characters, or the markdown escape "
-    "them)",
-)
 def test_a_freeze_reason_cannot_break_the_pr_comment(project):
     p = project
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nuser: nobody\n")
@@ -378,11 +355,6 @@ def test_a_freeze_reason_cannot_break_the_pr_comment(project):
     assert len(rows) == 1 and rows[0].count(" | ") == 5, plan  # `plan`'s markdown too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader._freeze words every non-scalar `until` as 'a mapping': `until: "
-    "[2030-01-01T00:00Z]` is refused with \"(got 'a mapping')\" for a list",
-)
 def test_an_until_written_as_a_list_is_called_a_list(project):
     project.write("teams/ops.yaml", "name: ops\nsuspend: {reason: x, until: [2030-01-01T00:00Z]}\n")
     result = project.run("validate", code=2)
