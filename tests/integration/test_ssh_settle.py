@@ -119,3 +119,24 @@ def test_settled_channels_make_room_on_the_same_connection(sshd, client_key, mar
     finally:
         transport.close()
     assert all((markers / f"{i}.out").stat().st_size == 0 for i in range(10, 20))
+
+
+def test_a_server_with_one_session_per_connection_runs_check_and_command_on_one_login(
+    sshd_factory, client_key, markers
+):
+    """The check's wrapper is let go (it exits keeping its output, which the command's then
+    replaces) and its session is over before the command's channel opens: sshd with
+    MaxSessions 1 needs no second login, nor does the next run after a settle."""
+    daemon = sshd_factory(max_sessions=1)
+    machine = daemon.machine(max_parallel=1)
+    transport = _transport(client_key, markers)
+    try:
+        assert transport.run(machine, "echo check; exit 1", {}, 10, 5).exit_code == 1
+        assert transport.run(machine, "echo command", {}, 10, 5).output == "command\n"
+        transport.settle([5])
+        assert transport.run(machine, "echo next", {}, 10, 6).output == "next\n"
+        transport.settle([], [6])
+        assert transport.pool.connects == 1 and daemon.logins() == 1
+    finally:
+        transport.close()
+    assert (markers / "5.out").stat().st_size == 0 and (markers / "6.out").read_text() == "next\n"

@@ -180,26 +180,32 @@ class SshTransport(Transport):
         with self._lock:
             if not self._held:
                 return
-            settled = [(i, self._held.pop(i)) for i in recorded if i in self._held]
-        for _, held in settled:
-            try:
-                held.session.channel.sendall(wrapper.acknowledgement(held.nonce))
-            except (paramiko.SSHException, EOFError, OSError):
-                # The connection is gone: nothing more to say; the output stays on the
-                # target (for the day-old markers' removal).
-                self.pool.give_back(held.machine, held.session)
-                continue
-            self.pool.drain(held.machine, held.session)
+            settled = [self._held.pop(i) for i in recorded if i in self._held]
+        for held in settled:
+            self._answer(held, wrapper.acknowledgement(held.nonce))
         self._let_go(unrecorded)
 
     def _let_go(self, run_ids: Iterable[int]) -> None:
-        """Free the channels of held runs without acknowledging their outputs."""
+        """Let the wrappers of held runs exit without their acknowledgement: each keeps its
+        output on the target."""
         with self._lock:
             if not self._held:
                 return
             let_go = [self._held.pop(i) for i in run_ids if i in self._held]
         for held in let_go:
+            self._answer(held, wrapper.REFUSAL)
+
+    def _answer(self, held: _Held, line: bytes) -> None:
+        """Send a waiting wrapper its answer; its channel keeps its place on the connection
+        until the wrapper exited on it (sshd counts the session until then)."""
+        try:
+            held.session.channel.sendall(line)
+        except (paramiko.SSHException, EOFError, OSError):
+            # The connection is gone: the wrapper exits without an answer, keeping its
+            # output (removed with the day-old markers, or adopted).
             self.pool.give_back(held.machine, held.session)
+            return
+        self.pool.drain(held.machine, held.session)
 
     def reap(
         self,

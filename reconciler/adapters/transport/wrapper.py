@@ -20,9 +20,10 @@ CODE`) are still read, so runs started before an upgrade are adopted or stopped.
 
 When the task ended the wrapper prints the output tail, then a trailer line `NONCE CODE`, and
 waits for the reconciler to echo the nonce back on stdin: only that acknowledgement (the
-reconciler holds the whole output) empties `<id>.out` (the file goes with the day-old
-markers), so the task's output, which may hold a secret, does not stay on the target. A lost
-connection (no acknowledgement) leaves it for the next pass to adopt.
+reconciler recorded the run's end) empties `<id>.out` (the file goes with the day-old
+markers), so the task's output, which may hold a secret, does not stay on the target. Any
+other line (`REFUSAL`: the end was not recorded) or a lost connection leaves it for the next
+pass to adopt.
 
 Nothing here waits for the end of its input: the run reads up to its terminator, then one
 acknowledgement line; `CTL` and `CLEAN` read nothing (stdin is /dev/null). So the reconciler
@@ -270,6 +271,11 @@ def acknowledgement(nonce: str) -> bytes:
     """What the reconciler sends once it holds a run's whole output: the wrapper then
     empties the output file."""
     return f"{nonce}\n".encode()
+
+
+# What lets a wrapper go without its acknowledgement: any line but its nonce (hex). It exits
+# and keeps the output file, for a later pass to adopt.
+REFUSAL = b"-\n"
 
 
 def parse_ctl(raw: bytes) -> Marker:
