@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.adapters.source.worktree import inventory_files
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.output:
         from reconciler.cli import outputs
 
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        outputs.make_parent(args.output)
         with outputs.writing(args.output, private=False) as handle:
             handle.write(result.text.encode("utf-8"))
         tell(f"wrote {args.output}", args.log_format)

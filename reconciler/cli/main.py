@@ -96,8 +96,8 @@ def configure_logging(verbose: int, quiet: bool, log_format: str | None, redact:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `reconcile` with `argv`; returns the exit code (SPEC §4: 0, 1, 2 or 3)."""
-    global _printed
-    _printed = False
+    global _printed, _stdout_failure
+    _printed, _stdout_failure = False, None
     verbose, log_format, json_out = 0, None, False
     redact = Redactor()  # one per process: every sink below masks what the vaults revealed
     # Loading a large inventory allocates hundreds of thousands of small acyclic objects;
@@ -161,16 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `reconcile queue list | head`
         return 0
     except OSError as exc:
-        from reconciler.cli.outputs import is_machine_trouble
+        if _stdout_failed(exc):
+            # A full or failing disk under stdout (`status > /dev/full`): the machine's
+            # trouble, not a bug; said once, and stdout is not flushed again at exit (nor
+            # written: no JSON document either, it is stdout that fails).
+            _say(f"error: cannot write standard output: {exc.strerror or exc}", log_format)
+            _drop_stdout()
+            return 3
+        # Any other file or system error that no command translated (they name their own
+        # outputs, vaults and folders): one line, exit 2 for a path the user can fix, 3 for
+        # the machine's trouble; never a traceback.
+        from reconciler.cli.outputs import describe_os_error
 
-        if not is_machine_trouble(exc):
-            raise
-        # A full or failing disk under stdout (`status > /dev/full`): the machine's trouble,
-        # not a bug; said once, and stdout is not flushed again at exit (nor written: no
-        # JSON document either, it is stdout that fails).
-        _say(f"error: cannot write {exc.filename or 'standard output'}: {exc.strerror}", log_format)
-        _drop_stdout()
-        return 3
+        code, line, path = describe_os_error(exc)
+        line = redact(line)
+        _say(f"error: {line}", log_format)
+        _traceback_if(verbose, redact, log_format)
+        if json_out:
+            error = {**_message(line), "path": redact(path) if path else None}
+            _json_error(code, "input" if code == 2 else "infrastructure", [error])
+        return code
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback
         line = redact(
             f"error: internal error (a bug in reconciler, please report it): "
@@ -281,9 +291,38 @@ def present(result, args) -> int:
         print_warnings(result.warnings, args.log_format)
     rendered = views.render(result, fmt)
     _printed = True
-    sys.stdout.write(rendered)
-    sys.stdout.flush()
+    global _stdout_failure
+    try:
+        sys.stdout.write(rendered)
+        sys.stdout.flush()
+    except OSError as exc:
+        _stdout_failure = exc  # stdout's own failure, not a file's (see `_stdout_failed`)
+        raise
     return result.exit_code
+
+
+# The OSError that writing a command's result on stdout raised, if any.
+_stdout_failure: OSError | None = None
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether `exc` is a failure of standard output itself, not of a file a command wrote
+    (a vault, an init file, an output named with -o, whose errors are theirs to report): the
+    one `present` saw, or a full-disk error naming no file after which stdout still cannot
+    be flushed (a command that wrote its result itself)."""
+    if exc is _stdout_failure:
+        return True
+    from reconciler.cli.outputs import is_machine_trouble
+
+    if exc.filename is not None or not is_machine_trouble(exc):
+        return False
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    except ValueError:  # closed
+        return False
+    return False
 
 
 def _refuse_unwritable_format(args) -> None:

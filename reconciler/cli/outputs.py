@@ -66,10 +66,81 @@ def is_machine_trouble(exc: OSError) -> bool:
 def write_error(path: str, exc: OSError) -> InputError | InfrastructureError:
     """The error for a failed write to `path`: exit 3 for a full or failing disk, exit 2 for
     an output the user named wrong (a directory, a folder that does not exist, no right)."""
-    reason = exc.strerror or str(exc)
+    reason = os_reason(path, exc)
     if exc.errno in _MACHINE_TROUBLE:
         return InfrastructureError(f"cannot write {path}: {reason}")
     return UsageError(f"cannot write {path}: {reason}")
+
+
+def os_reason(path: str | os.PathLike | None, exc: OSError) -> str:
+    """Why `exc` failed on `path`, in words a user can act on: a folder of the path that is a
+    file is named as such (the system says only 'Not a directory' or 'File exists')."""
+    if path is not None and exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = file_in_the_way(path)
+        if blocker is not None:
+            return f"{blocker} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+def file_in_the_way(path: str | os.PathLike) -> str | None:
+    """The first folder of `path` that exists and is not a folder (a file where a folder
+    should be), as written in `path`; None when there is none."""
+    parts = Path(path).parts[:-1]
+    for count in range(1, len(parts) + 1):
+        ancestor = Path(*parts[:count])
+        try:
+            if not stat.S_ISDIR(os.stat(ancestor).st_mode):
+                return str(ancestor)
+        except OSError:
+            return None
+    return None
+
+
+def make_parent(path: str) -> None:
+    """Create the folders of output `path` that do not exist yet; a failure is `write_error`."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+# Failures about a path the user named (or one in the inventory): fixed by naming another
+# path or changing its rights, so bad input (exit 2). Any other OSError is the machine's or
+# the network's (exit 3).
+_PATH_TROUBLE = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.EROFS,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+    errno.ETXTBSY,
+}
+
+
+def describe_os_error(exc: OSError) -> tuple[int, str, str | None]:
+    """An OSError that no command translated, as (exit code, one-line message, path): exit 2
+    for a path that cannot be used as it is (no right, not a folder, missing), exit 3 for the
+    machine's trouble (a full or failing disk, the network). The CLI's last guard: no OSError
+    reaches a user as a traceback."""
+    path = exc.filename if isinstance(exc.filename, str) else None
+    if path is None and isinstance(exc.filename, bytes | os.PathLike):
+        path = os.fsdecode(exc.filename)
+    reason = os_reason(path, exc)
+    where = f"{path}: " if path else ""
+    if path is not None and exc.errno in _PATH_TROUBLE:
+        hint = (
+            "name a path whose folders exist"
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST)
+            else "check the path and its permissions"
+        )
+        return 2, f"cannot use {where}{reason} ({hint})", path
+    if exc.errno in _MACHINE_TROUBLE:
+        return 3, f"{where}{reason} (the disk is full or failing)", path
+    return 3, f"{where}{reason}", path
 
 
 def same_file(first: str | None, second: str | None) -> bool:

@@ -56,9 +56,20 @@ def _keygen(args) -> int:
         path = Path(args.output)
         if path.exists():
             raise UsageError(f"vault keygen: {args.output} exists; refusing to overwrite a key")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(
+                f"vault keygen: {args.output} exists; refusing to overwrite a key"
+            ) from None
+        except OSError as exc:
+            raise outputs.write_error(args.output, exc) from None
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        except OSError as exc:
+            path.unlink(missing_ok=True)  # no half-written key left behind
+            raise outputs.write_error(args.output, exc) from None
     else:
         sys.stdout.write(text)
     from reconciler.cli.progress import tell

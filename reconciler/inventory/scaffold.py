@@ -14,15 +14,17 @@ expected to fetch.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from reconciler.core.diagnostics import Diagnostics, Location
-from reconciler.core.errors import UsageError, raise_if_errors
+from reconciler.core.errors import InfrastructureError, InputError, UsageError, raise_if_errors
 from reconciler.inventory.loader import NAME_RE, display_path
 
 SCHEMA_FOLDER = "schemas"
@@ -91,16 +93,56 @@ def write_scaffold(
     unless `force`; a folder in a file's place is refused even with `force`.
     """
     root = Path(directory)
+    _check_folder(root)
     _check_conflicts(root, files, force)
     written = []
     for relative, text in files.items():
         path = root / relative
         action = "overwritten" if path.exists() else "created"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        with _naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
         written.append(Written(path, action))
-    gitignore = _merge_gitignore(root / ".gitignore")
+    with _naming(root / ".gitignore"):
+        gitignore = _merge_gitignore(root / ".gitignore")
     return written + ([gitignore] if gitignore else [])
+
+
+# A write that fails for these reasons is the machine's trouble (exit 3), not the folder the
+# user named (exit 2).
+_MACHINE_TROUBLE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def _check_folder(root: Path) -> None:
+    """DIR, or one of its folders, is a file: refused before anything is written."""
+    for folder in (*reversed(root.parents), root):
+        if folder.exists() and not folder.is_dir():
+            diags = Diagnostics()
+            diags.error(
+                Location(display_path(folder)),
+                f"is a file, not a folder: init cannot write {display_path(root)}",
+                "name a new folder or an existing one",
+            )
+            raise InputError(diags)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError while writing `path` as the error naming it: exit 3 for a full or failing
+    disk, else exit 2 (no right to write there, a read-only file system)."""
+    try:
+        yield
+    except OSError as exc:
+        message = f"cannot write {display_path(path)}: {exc.strerror or exc}"
+        if exc.errno in _MACHINE_TROUBLE:
+            raise InfrastructureError(message) from None
+        diags = Diagnostics()
+        diags.error(
+            Location(display_path(path)),
+            f"cannot write it: {exc.strerror or exc}",
+            "init a folder you may write, or fix its permissions",
+        )
+        raise InputError(diags) from None
 
 
 def _check_conflicts(root: Path, files: Mapping[str, str], force: bool) -> None:

@@ -75,13 +75,6 @@ def _one_document(result: Result) -> dict:
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/cli/main.py re-raises every OSError that is not a full disk "
-    "(`except OSError: if not is_machine_trouble(exc): raise`), and init_cmd/scaffold.py do not "
-    "turn a failed mkdir into an error: `reconcile init FILE --format json` (DIR is a file) "
-    "ends with a NotADirectoryError traceback, exit 1 and nothing on stdout",
-)
 def test_init_into_a_path_that_is_a_file_is_one_json_error_and_no_traceback(tmp_path):
     (tmp_path / "notes.txt").write_text("not a folder\n")
     result = reconcile("init", "notes.txt", "--format", "json", cwd=tmp_path)
@@ -91,13 +84,6 @@ def test_init_into_a_path_that_is_a_file_is_one_json_error_and_no_traceback(tmp_
     assert "notes.txt" in document["errors"][0]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an output path under a regular file escapes as a traceback, exit 1 (the OSError "
-    "re-raised by cli/main.py): `codeowners -o FILE/CODEOWNERS` (codeowners_cmd.py's "
-    "Path.parent.mkdir: FileExistsError) and `vault keygen -o FILE/k.key` "
-    "(NotADirectoryError), where `audit export -o FILE/x` says 'cannot write' with exit 2",
-)
 @pytest.mark.parametrize(
     "args",
     [("codeowners", "-o", "notes.txt/CODEOWNERS"), ("vault", "keygen", "-o", "notes.txt/k.key")],
@@ -110,13 +96,6 @@ def test_an_output_under_a_file_is_refused_without_a_traceback(project, args):
     assert result.code == 2 and "notes.txt" in result.err, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unwritable vault file (PermissionError from os.replace in "
-    "adapters/vault/team_vault.write) escapes reconciler/cli/main.py (it re-raises OSErrors "
-    "that are not a full disk): `vault set --format json` prints a traceback, exits 1 and "
-    "writes nothing on stdout",
-)
 def test_vault_set_on_an_unwritable_vault_is_one_json_error(project):
     key, public = keygen(project, "alice")
     project.write(
@@ -147,13 +126,6 @@ def test_vault_set_on_an_unwritable_vault_is_one_json_error(project):
     assert "pa55word" not in result.out + result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/cli/main.py's OSError branch takes every ENOSPC/EFBIG/EIO for standard "
-    "output: a vault file that cannot be written on a full disk is reported as 'cannot write "
-    "standard output: File too large' and stdout is dropped, so `vault set --format json` "
-    "prints no JSON document (stdout itself was fine)",
-)
 def test_a_full_disk_under_a_vault_write_is_one_json_error(project):
     key, public = keygen(project, "alice")
     project.write(

@@ -19,6 +19,7 @@ that team's secrets, writes the name in (set, unset and edit refuse it: see team
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -29,8 +30,8 @@ from pathlib import Path
 import yaml
 
 from reconciler.adapters.vault import age
-from reconciler.core.diagnostics import Diagnostics
-from reconciler.core.errors import VaultError
+from reconciler.core.diagnostics import Diagnostics, Location
+from reconciler.core.errors import InfrastructureError, VaultError
 from reconciler.core.model import Role, Team
 from reconciler.inventory.yamlio import MapNode, ScalarNode, parse_yaml, resolve_plain
 
@@ -231,14 +232,42 @@ def write(
     if previous is not None and dict(previous) == dict(secrets):
         return False
     data = age.encrypt(encode(secrets, team or team_of(path)), recipients, armor=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, 0o644)  # ciphertext, committed to git: the usual file mode
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+# A vault that cannot be written for these reasons is the machine's trouble (exit 3); for any
+# other (no right to replace it, a read-only checkout) the user's to fix (exit 2). The vault
+# is unchanged either way.
+_MACHINE_TROUBLE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def _write_error(path: Path, exc: OSError) -> InfrastructureError | VaultError:
+    from reconciler.inventory.loader import display_path
+
+    shown = display_path(path)
+    reason = exc.strerror or str(exc)
+    if exc.errno in _MACHINE_TROUBLE:
+        return InfrastructureError(f"cannot write the vault {shown}: {reason}; it is unchanged")
+    diags = Diagnostics()
+    diags.error(
+        Location(shown),
+        f"cannot write the vault: {reason}; it is unchanged",
+        "check the rights on the file and its folder (and that it is not immutable)",
+    )
+    return VaultError(diags)
