@@ -16,7 +16,7 @@ import argparse
 from datetime import UTC, datetime
 
 from reconciler.cli import views, wiring
-from reconciler.cli.json_errors import diagnostic_json
+from reconciler.cli.json_errors import diagnostic_json, message_json
 from reconciler.core.compile import shared_user_warnings
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, VaultError, raise_if_errors
@@ -49,17 +49,27 @@ def run(args: argparse.Namespace, ctx: Context) -> views.Output:
         "machines": len(loaded.inventory.machines),
         "tasks": len(loaded.desired.tasks),
     }
+    failed = bool(args.strict and warnings)
     return views.Output(
         {
-            "valid": not (args.strict and warnings),
-            "errors": [],
+            "valid": not failed,
+            # Under --strict the warnings are what failed it: each as an error, located.
+            "errors": [_located(w, ctx.redactor) for w in warnings] if failed else [],
             **counts,
-            "warnings": [str(w) for w in warnings],
+            "warnings": [ctx.redactor(str(w)) for w in warnings],
         },
         lambda: views.validate_text(counts, len(warnings)),
-        exit_code=2 if args.strict and warnings else 0,
+        exit_code=2 if failed else 0,
         warnings=warnings,
     )
+
+
+def _located(warning, redact) -> dict:
+    """A warning as an error of the JSON verdict: path, line, column (null when it is no
+    file's), message, hint, text."""
+    if isinstance(warning, Diagnostic):
+        return diagnostic_json(warning, redact)
+    return message_json(redact(str(warning)))
 
 
 def _check_vault_references(ctx: Context, loaded) -> list:

@@ -154,12 +154,6 @@ def test_a_full_disk_under_a_vault_write_is_one_json_error(project):
     assert document["exit_code"] == 3 and "ops.age" in document["errors"][0]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`validate --strict --format json` fails (exit 2, valid: false) with an empty "
-    "`errors` list: the warnings that failed it stay in `warnings`, as pre-rendered strings "
-    "without path/line/column (cli/validate_cmd.py), so a JSON consumer cannot say why or where",
-)
 def test_validate_strict_in_json_says_which_warning_failed_it_and_where(project):
     # A local machine without `user:` is a warning (it runs with the reconciler's rights).
     project.task("deploy", "command: 'true'\n")
