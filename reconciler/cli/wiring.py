@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.cli.settings import Context, HostSettings, resolve
 from reconciler.core.compile import compile_collecting
-from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location
 from reconciler.core.errors import UsageError, raise_if_errors
 from reconciler.core.model import DesiredState, Inventory
 from reconciler.inventory.loader import read_inventory
@@ -66,14 +66,36 @@ def load_from(folder: Path) -> Loaded:
 
 
 def inventory_if_valid(args: argparse.Namespace) -> Inventory | None:
-    """The inventory, or None when it does not load. For commands that only need its state
-    URL (queue, audit, prune): a broken inventory must not stop an operator from them."""
-    from reconciler.core.errors import InputError
+    """The inventory for commands that only need its settings, the state URL (queue, audit,
+    prune): a typo in a task or a team must not stop an operator from them, nor point them
+    at another store. When files have errors, the inventory of what is valid in them is
+    returned, and with it `reconciler.yaml`'s settings (only its `state:` is read).
 
+    When `reconciler.yaml` itself has an error, its `state:` cannot be trusted and the default
+    store would be the wrong one: refused (`InputError`, exit 2, naming the file), unless
+    `--state` or `RECONCILE_STATE` names the store. None when there is no inventory folder
+    (then no `state:` either: the flag, the variable or the default)."""
+    from reconciler.core.errors import InputError
+    from reconciler.inventory.loader import SETTINGS_FILES, display_path
+
+    folder = inventory_dir(args)
     try:
-        return load(args).inventory
-    except InputError:
+        inventory, diags, _ = read_inventory(folder)
+    except InputError:  # no inventory folder, or not a folder
         return None
+    if not diags.errors or settings(args).state is not None:
+        return inventory
+    shown = {display_path(folder / name) for name in SETTINGS_FILES}
+    broken = Diagnostics()
+    broken.extend(d for d in diags.errors if d.location.path in shown)
+    if broken.errors:
+        broken.error(
+            Location(broken.errors[0].location.path),
+            "the state store is named in this file, which has errors: not opening another",
+            "fix the file, or name the store with --state or RECONCILE_STATE",
+        )
+        raise_if_errors(broken)
+    return inventory
 
 
 def output_format(args: argparse.Namespace, allowed=("text", "json")) -> str:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import resource
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from reconciler.cli.args import CommandParser, build_parser
+from tests.support.cli import clean_environment
 from tests.support.project import Project
 from tests.support.vault_project import keygen, vault_set
 
@@ -358,3 +361,86 @@ def test_keys_rotate_and_prune_print_one_json_document(tmp_path, sshd, client_ke
         assert result.code == 0 and "Traceback" not in result.err, result.out + result.err
         assert json.loads(result.out)["machine"] == "box", result.out
         assert "PRIVATE KEY" not in result.out
+
+
+# ---------------------------------------------------------------- the store of a broken inventory
+
+
+def _configured_store(tmp_path) -> Project:
+    """A project whose reconciler.yaml names its own store, with one run in it."""
+    project = Project(tmp_path)
+    project.write("reconciler.yaml", "state: sqlite:///elsewhere.db\n")
+    project.task("deploy", f"command: {project.record('deploy')}\n")
+    project.run("--once", "-q", code=0)
+    return project
+
+
+def test_a_typo_in_a_task_leaves_queue_and_audit_on_the_configured_store(tmp_path):
+    """reconciler.yaml is valid: its `state:` is the store, whatever else is broken."""
+    project = _configured_store(tmp_path)
+    project.task("deploy", "command: 'true'\ntimeout: soon\n")  # a typo in the task
+    project.run("validate", code=2)
+    assert len(project.run("queue", "list", "--format", "json", code=0).json()) == 1
+    verified = project.run("audit", "verify", "--format", "json", code=0).json()
+    assert verified["entries"] > 0, verified
+    assert not project.state.exists(), "the default store was created"
+
+
+def test_a_typo_in_reconciler_yaml_refuses_queue_and_audit_naming_the_file(tmp_path):
+    """reconciler.yaml has an error: its `state:` cannot be trusted, the default store would be
+    the wrong one; refused (exit 2, one JSON document naming the file) unless --state says."""
+    project = _configured_store(tmp_path)
+    project.write("reconciler.yaml", "state: sqlite:///elsewhere.db\npoll_interval: soon\n")
+    for args in (("queue", "list"), ("audit", "verify"), ("queue", "prune", "--older-than", "1d")):
+        result = project.run(*args, "--format", "json", code=2)
+        document = json.loads(result.out)
+        assert document["exit_code"] == 2 and "Traceback" not in result.err, result
+        paths = {e["path"] for e in document["errors"]}
+        assert paths == {"inventory/reconciler.yaml"}, document
+        assert "--state" in result.err, result.err
+    assert not project.state.exists(), "the default store was created"
+    named = project.run("queue", "list", "--state", "sqlite:///elsewhere.db", "--format", "json")
+    assert named.code == 0 and len(named.json()) == 1, named
+
+
+# ------------------------------------------------------------------------- a file that fails
+
+
+def _full_disk() -> None:  # files cannot grow past 100 bytes: EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+
+def test_init_on_a_full_disk_is_one_json_error_naming_the_file_not_stdout(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "init", "new", "--format", "json"],
+        cwd=tmp_path,
+        env=clean_environment({"PYTHONDONTWRITEBYTECODE": "1"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_full_disk,
+    )
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc
+    assert "standard output" not in proc.stderr, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["exit_code"] == 3 and document["kind"] == "infrastructure", document
+    assert "new/inventory/" in document["errors"][0]["message"], document
+
+
+def test_a_result_that_cannot_be_written_on_stdout_is_blamed_on_stdout(tmp_path):
+    """The other side: a full /dev/full under stdout is stdout's failure (exit 3), said on
+    stderr, and no JSON document is attempted."""
+    project = Project(tmp_path)
+    project.task("deploy", "command: 'true'\n")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "reconciler", "plan", "--format", "json"],
+            cwd=project.root,
+            env=clean_environment(None),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot write standard output" in proc.stderr and "Traceback" not in proc.stderr

@@ -526,14 +526,6 @@ def test_a_worker_with_a_checkout_from_before_the_freeze_does_not_run_frozen_wor
     assert p.ledger_lines() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="(older than today) cli/wiring.inventory_if_valid drops the whole inventory when any "
-    "file has an error, and with it the `state:` of reconciler.yaml: `queue list --format "
-    "json` prints [] (exit 0) and `audit verify` says 'intact: 0 entries' (exit 0) from the "
-    "default store .reconciler/state.db instead of the configured one; queue prune would prune "
-    "the wrong store",
-)
 def test_a_typo_elsewhere_does_not_point_queue_and_audit_at_another_store(project):
     p = project
     p.write("reconciler.yaml", "state: sqlite:///elsewhere.db\n")
