@@ -11,29 +11,59 @@ could not be reached). One alert per (task, version, machine, outcome): the dedu
 alert of one side clears the memory of the other side for the same (task, machine), so a
 task that fails, recovers and fails again alerts three times, and a scheduled task that keeps
 failing alerts once.
+
+Issue 15 §5 adds: `drift` (a check failed on a converged target and the command set it right:
+once per (task, version, machine) until a run finds the check holding again, so a check that
+never holds alerts once), `overdue` (a run still running `alert_after` after it started: once
+per run), `missed` (a scheduled run not started within `grace` of its slot: once per slot)
+and `succeeded` (once per run; opt-in, see `OPT_IN`). Adding an event is one line of `KINDS`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from reconciler.core.durations import format_duration
+from reconciler.core.missed import MissedSlot
 from reconciler.core.model import AlertTarget, FailureAction, Team, VaultRef
 from reconciler.core.state import PROBLEM, Run, RunStatus
 
-EVENTS = ("failed", "unknown", "blocked", "recovered", "unreachable")
+
+@dataclass(frozen=True)
+class EventKind:
+    """What an alert event is: its apprise notify type (how a receiver colours it), and
+    whether it is opt-in (sent only to a target whose `on:` lists it)."""
+
+    severity: str
+    opt_in: bool = False
+
+
+# Every alert event `on:` accepts (the team schema's enum lists the same names).
+KINDS: dict[str, EventKind] = {
+    "failed": EventKind("failure"),
+    "unknown": EventKind("warning"),
+    "blocked": EventKind("warning"),
+    "recovered": EventKind("success"),
+    "unreachable": EventKind("failure"),
+    "drift": EventKind("warning"),
+    "overdue": EventKind("warning"),
+    "missed": EventKind("warning"),
+    "succeeded": EventKind("success", opt_in=True),
+}
+EVENTS = tuple(KINDS)
+OPT_IN = frozenset(name for name, kind in KINDS.items() if kind.opt_in)
+SEVERITY = {name: kind.severity for name, kind in KINDS.items()}
 PROBLEM_EVENTS = ("failed", "unknown", "blocked")
+# Events with no opposite side: remembered only when a target wants them (their memory
+# ends nothing).
+UNPAIRED_EVENTS = ("drift", "overdue", "missed", "succeeded")
+# Runs enqueued for these reasons re-check a target that was converged: a failed check there
+# is drift (a new version's first run fails its check because it is new, not drift).
+DRIFT_REASONS = ("drift", "schedule")
 OUTPUT_LINES = 10  # the last lines of output an alert quotes
 MACHINE_SUBJECT = "machine"  # the task id slot of a machine alert's title
-# apprise notify types: how a receiver colours the alert.
-SEVERITY = {
-    "failed": "failure",
-    "unknown": "warning",
-    "blocked": "warning",
-    "recovered": "success",
-    "unreachable": "failure",
-}
 
 Redact = Callable[[str], str]
 
@@ -159,9 +189,85 @@ def decide(
     event = outcome_of(kind, run, failure_action, previous)
     if event is None:
         return None
-    key = AlertKey(run.task, run.version, run.machine, event)
+    return _run_alert(run, event, run.version, commit, redact)
+
+
+def decide_all(
+    kind: str,
+    run: Run,
+    *,
+    failure_action: FailureAction = FailureAction.ALERT,
+    previous: RunStatus | None = None,
+    checked: bool = False,
+    commit: str | None = None,
+    redact: Redact = lambda text: text,
+) -> tuple[Alert, ...]:
+    """Every alert of an engine event: `decide`'s, else `drift` (`checked`: the run's task
+    has a check), and `succeeded` for a run that ended succeeded."""
+    found = []
+    first = decide(
+        kind, run, failure_action=failure_action, previous=previous, commit=commit, redact=redact
+    )
+    if first is not None:
+        found.append(first)
+    elif drifted(kind, run, checked):
+        found.append(_run_alert(run, "drift", run.version, commit, redact))
+    if kind in OBSERVED_END and run.status is RunStatus.SUCCEEDED:
+        found.append(_run_alert(run, "succeeded", per_run(run), commit, redact))
+    return tuple(found)
+
+
+def drifted(kind: str, run: Run, checked: bool) -> bool:
+    """Whether a run corrected drift: its task has a check, the check failed (a run whose
+    check holds ends `skipped`), the command then succeeded, and the run re-checked a target
+    that was converged (not a new version's or target's first run). Only a run seen ending
+    counts: one adopted after a lost connection may report its check's exit."""
+    return (
+        checked
+        and kind == "finished"
+        and run.status is RunStatus.SUCCEEDED
+        and run.reason in DRIFT_REASONS
+    )
+
+
+def converged(kind: str, run: Run, checked: bool) -> bool:
+    """Whether the run found its check holding: the end of a drift episode."""
+    return checked and kind == "finished" and run.status is RunStatus.SKIPPED
+
+
+def per_run(run: Run) -> str:
+    """The version slot of the dedupe key of a once-per-run event."""
+    return f"{run.version}@run{run.id}"
+
+
+def overdue(run: Run, after: int, commit: str | None = None, redact: Redact = lambda t: t):
+    """The alert for a run still running `after` seconds after it started (once per run)."""
+    alert = _run_alert(run, "overdue", per_run(run), commit, redact)
+    started = run.started_at.isoformat() if run.started_at else "-"
+    note = f"started: {started}\nstill running after alert_after ({format_duration(after)})"
+    return replace(alert, body=redact(f"{note}\n{alert.body}"))
+
+
+def missed(slot: MissedSlot, redact: Redact = lambda text: text) -> Alert:
+    """The alert for a scheduled run not started within its task's `grace` (once per slot).
+    No run id: the run waits, and its later alerts must not look older than this one."""
+    body = (
+        f"slot: {slot.slot}\nnot started by: {slot.deadline.isoformat()} "
+        f"(grace {format_duration(slot.grace)})\nrun: {slot.run} (pending)"
+        + (f"\nheld: {slot.held}" if slot.held else "")
+    )
     return Alert(
-        key,
+        AlertKey(slot.task, f"{slot.version}@{slot.slot}", slot.machine, "missed"),
+        slot.task.split("/", 1)[0],
+        None,
+        redact(title(slot.task, "missed", slot.machine)),
+        redact(body),
+    )
+
+
+def _run_alert(run: Run, event: str, version: str, commit: str | None, redact: Redact) -> Alert:
+    return Alert(
+        AlertKey(run.task, version, run.machine, event),
         run.team,
         run.id,
         redact(title(run.task, event, run.machine)),
@@ -233,10 +339,20 @@ def with_id(body: str, alert_id: str) -> str:
 
 
 def targets_for(team: Team | None, event: str) -> list[AlertTarget]:
-    """The team's alert targets that want `event` (`on:` filters; none given: every event)."""
+    """The team's alert targets that want `event` (`on:` filters; none given: every event
+    but the opt-in ones)."""
     if team is None:
         return []
-    return [t for t in team.alerts if t.on is None or event in t.on]
+    return [t for t in team.alerts if wants(t, event)]
+
+
+def wants(target: AlertTarget, event: str) -> bool:
+    """Whether `target` wants `event`: listed in its `on:`, or no `on:` and not opt-in."""
+    return event in target.on if target.on is not None else event not in OPT_IN
+
+
+def anyone_wants(teams: Iterable[Team], event: str) -> bool:
+    return any(wants(t, event) for team in teams for t in team.alerts)
 
 
 def describe(target: AlertTarget) -> str:
@@ -273,17 +389,28 @@ def _digest(*parts: str) -> str:
 
 __all__ = [
     "EVENTS",
+    "KINDS",
+    "OPT_IN",
     "Alert",
     "AlertKey",
     "Delivery",
+    "EventKind",
+    "anyone_wants",
+    "converged",
     "decide",
+    "decide_all",
     "deliveries",
     "describe",
+    "drifted",
+    "missed",
     "outcome_of",
+    "overdue",
+    "per_run",
     "run_body",
     "targets_for",
     "title",
     "unreachable",
+    "wants",
     "wants_previous",
     "with_id",
 ]

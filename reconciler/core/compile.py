@@ -15,6 +15,7 @@ from functools import lru_cache
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, raise_if_errors
 from reconciler.core.model import (
+    DEFAULT_GRACE,
     DEFAULT_PRIORITY,
     DEFAULT_TIMEOUT,
     DesiredState,
@@ -357,6 +358,8 @@ def _spec(
         env=tuple(sorted(task.env, key=lambda item: item[0])),
         priority=task.priority or team.defaults.priority or DEFAULT_PRIORITY,
         timeout=task.timeout or team.defaults.timeout or DEFAULT_TIMEOUT,
+        alert_after=task.alert_after or team.defaults.alert_after,
+        grace=DEFAULT_GRACE if task.grace is None else task.grace,
         retry=resolve_retry(task.retry, team.defaults.retry),
         schedule=task.schedule,
         timezone=task.timezone or team.defaults.timezone,

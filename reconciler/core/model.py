@@ -24,6 +24,7 @@ DEFAULT_PRIORITY = 3
 DEFAULT_TIMEOUT = 600  # seconds
 DEFAULT_CONCURRENCY = 16
 DEFAULT_POLL_INTERVAL = 30
+DEFAULT_GRACE = 600  # seconds a scheduled run may wait past its slot before `missed` alerts
 DEFAULT_STATE_URL = "sqlite:///.reconciler/state.db"
 
 
@@ -158,6 +159,7 @@ class TaskDefaults:
     timeout: int | None = None
     retry: RetrySpec | None = None
     timezone: str | None = None  # of the team's schedules and windows that name none
+    alert_after: int | None = None  # seconds; `overdue` alerts (issue 15 §5)
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ class Task:
     timezone: str | None = None  # of `schedule` (IANA name); None: the team's default, UTC
     after: tuple[str, ...] = ()
     timeout: int | None = None
+    alert_after: int | None = None  # seconds: a run still running then alerts `overdue`
+    grace: int | None = None  # seconds: a slot not started by then alerts `missed`
     retry: RetrySpec | None = None
     env: tuple[tuple[str, str | VaultRef], ...] = ()
     check: str | None = None
@@ -321,6 +325,8 @@ class TaskSpec:
     targets: tuple[str, ...]  # machine names, sorted
     versions: Mapping[str, str]  # machine name -> version
     idempotent: bool = False
+    alert_after: int | None = None  # seconds (task, else team default): `overdue` alerts
+    grace: int = DEFAULT_GRACE  # seconds past a slot before `missed` alerts
     description: str | None = None
     suspend: Freeze | None = None  # the task's own freeze (its team's and machines' apart)
     location: Location | None = field(default=None, compare=False)

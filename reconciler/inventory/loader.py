@@ -992,6 +992,12 @@ def build_task(obj: _Object, source: Source) -> Task:
             f"{obj.label}: timezone has no effect without a schedule",
             "add a schedule, or remove timezone",
         )
+    if "grace" in obj.node and "schedule" not in obj.node:
+        obj.diags.warning(
+            obj.node.key_location("grace"),
+            f"{obj.label}: grace has no effect without a schedule",
+            "add a schedule, or remove grace",
+        )
     return Task(
         name=obj.text("name"),
         team=_task_team(obj, source.folder_team),
@@ -1006,6 +1012,8 @@ def build_task(obj: _Object, source: Source) -> Task:
         timezone=obj.timezone(get("timezone"), "timezone"),
         after=_strings(get("after")) or (),
         timeout=obj.duration(get("timeout"), "timeout", minimum=1),
+        alert_after=obj.duration(get("alert_after"), "alert_after", minimum=1),
+        grace=obj.duration(get("grace"), "grace"),
         retry=_retry(obj, get("retry"), "retry"),
         env=_env(obj, get("env")),
         check=obj.text("check"),
@@ -1193,6 +1201,7 @@ def _defaults(obj: _Object, node: MapNode) -> TaskDefaults:
         timeout=obj.duration(node.get("timeout"), "defaults.timeout", minimum=1),
         retry=_retry(obj, node.get("retry"), "defaults.retry"),
         timezone=obj.timezone(node.get("timezone"), "defaults.timezone"),
+        alert_after=obj.duration(node.get("alert_after"), "defaults.alert_after", minimum=1),
     )
 
 

@@ -142,9 +142,11 @@ class Sinks:
 
     def pass_finished(self, report) -> None:
         """Audit the plan (if no run event did yet) and the end of the pass with its counts
-        and exit code. Raises `StoreError` if any audit entry of the pass was not written."""
+        and exit code, and alert the slots missed. Raises `StoreError` if any audit entry of the
+        pass was not written."""
         self.audit_log.pass_finished(report)
         self.alerts.in_pass = False
+        self.alerts.pass_ended()  # `missed`: scheduled runs still pending past their grace
         lost = self.audit_log.error is not None
         self.counters.pass_ended(None if lost else report.exit_code, refresh=True)
         self.audit_log.raise_if_failed()

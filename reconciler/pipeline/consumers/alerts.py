@@ -10,13 +10,21 @@ event of any run on it, or `machine_unreachable`) alerts once until it answers a
 commit. The outbox is retried when a pass begins, and by a worker (which has no passes) as
 its runs start, about once a minute.
 
+Issue 15 §5: `drift` and `succeeded` come with a run's end (a run that finds its check
+holding ends the drift episode: its memory is dropped, at most once a few minutes per task
+and machine); `overdue` from a timer of this consumer, set when a run of a task with
+`alert_after` starts here and cancelled when it ends (a run another process holds is that
+process's to report); `missed` when a pass ends (`pass_ended`), from the pending runs.
+
 `AlertTargets` is the courier's resolver of outbox targets: a URL as written, or one read
 from the team's vault, audited by key NAME.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,8 +32,10 @@ from reconciler.adapters.audit.writer import AuditWriter
 from reconciler.adapters.notify.courier import Courier
 from reconciler.core import alerts
 from reconciler.core.errors import NotifyError, ReconcilerError, StoreError, VaultError
+from reconciler.core.missed import missed_slots
 from reconciler.core.model import DesiredState, FailureAction, VaultRef
 from reconciler.core.redact import Secret
+from reconciler.core.state import RunStatus
 from reconciler.pipeline.consumers.logs import LOGGER
 from reconciler.pipeline.events import Event, Kind
 
@@ -42,6 +52,13 @@ ANSWERED_KINDS = (Kind.FINISHED, Kind.RETRYING, Kind.RECOVERED)
 # How long the machines marked unreachable are remembered before the store is asked again
 # (another process may mark one meanwhile); a run's end asks the store no more often.
 DOWN_REFRESH_SECONDS = 5.0
+# Events after which a run no longer runs here: its `overdue` timer is cancelled.
+ENDING_KINDS = (Kind.FINISHED, Kind.BLOCKED, Kind.RECOVERED, Kind.RETRYING, Kind.CANCELLED)
+# How long a (task, machine) known to have no drift memory is trusted before a run that
+# finds its check holding drops that memory again (another process may have set it).
+DRIFT_CLEAR_SECONDS = 300.0
+# At most this many pending runs are looked at for missed slots when a pass ends.
+MISSED_LIMIT = 10_000
 
 
 class AlertConsumer:
@@ -69,6 +86,8 @@ class AlertConsumer:
         self._outbox_tried_at: float | None = None
         self._down: set[str] = set()  # machines marked unreachable, as last read
         self._down_read_at: float | None = None
+        self._drift_clear: dict[tuple[str, str], float] = {}  # no drift memory, since when
+        self._overdue = _OverdueTimer(self._fire_overdue)
 
     def retry_outbox(self) -> int:
         """Hand the outbox's waiting deliveries to the courier; returns how many."""
@@ -78,6 +97,7 @@ class AlertConsumer:
     def close(self, wait_seconds: float) -> bool:
         """Wait for pending deliveries at most `wait_seconds` (what is left stays in the
         outbox); True when every delivery was attempted."""
+        self._overdue.close()
         return self.courier.close(wait_seconds)
 
     # --- events ---
@@ -85,7 +105,10 @@ class AlertConsumer:
     def __call__(self, event: Event) -> None:
         if event.kind is Kind.STARTED:
             self._retry_outbox_now_and_then()
-        elif event.kind is Kind.UNREACHABLE:  # one alert per machine, not per run on it
+            self._watch(event.run)
+        elif event.kind in ENDING_KINDS:
+            self._overdue.cancel(event.run.id)
+        if event.kind is Kind.UNREACHABLE:  # one alert per machine, not per run on it
             self.machine_unreachable(event.run.machine, event.detail)
         elif event.kind in ALERTING_KINDS:
             self._alert_event(event)
@@ -115,16 +138,24 @@ class AlertConsumer:
                 if alerts.wants_previous(event.kind, run)
                 else None
             )
-            alert = alerts.decide(
+            checked = (
+                spec is not None
+                and spec.check is not None
+                and spec.accepts(run.machine, run.version)
+            )
+            for alert in alerts.decide_all(
                 event.kind,
                 run,
                 failure_action=action,
                 previous=previous,
+                checked=checked,
                 commit=self.commit,
                 redact=redact,
-            )
-            if alert is not None:
-                self._raise(alert, team)
+            ):
+                if self._raise(alert, team) and alert.event == "drift":
+                    self._drift_clear.pop((run.task, run.machine), None)
+            if alerts.converged(event.kind, run, checked) and alerts.anyone_wants([team], "drift"):
+                self._end_drift(run.task, run.machine)
         except ReconcilerError as exc:
             log.error(
                 "alert for run %s of %s on %s not recorded: %s",
@@ -138,12 +169,62 @@ class AlertConsumer:
         """Remember `alert` (with no target wanting it, the memory alone: it still ends the
         opposite transition) and deliver it to the targets that want it."""
         rows = alerts.deliveries(alert, alerts.targets_for(team, alert.event))
+        if not rows and alert.event in alerts.UNPAIRED_EVENTS:
+            return False  # nobody wants it, and its memory would end nothing
         if not self.store.record_alert(alert, rows, self.courier.owner, self.courier.clock()):
             return False
         self.on_alert(alert)
         log.info("alert %s: %s", alert.id, alert.title)
         self.courier.submit(rows)
         return True
+
+    def _end_drift(self, task: str, machine: str) -> None:
+        """A run found the check holding: the next drift of (task, machine) alerts anew."""
+        now = time.monotonic()
+        since = self._drift_clear.get((task, machine))
+        if since is not None and now - since < DRIFT_CLEAR_SECONDS:
+            return
+        self.store.forget_alerts(task, machine, ("drift",))
+        self._drift_clear[(task, machine)] = now
+
+    # --- overdue and missed ---
+
+    def _watch(self, run) -> None:
+        """A run starts here: alert `overdue` if it still runs `alert_after` from now."""
+        try:
+            spec = self.desired().tasks.get(run.task)
+        except ReconcilerError:
+            return
+        if spec is not None and spec.alert_after:
+            self._overdue.set(run, spec.alert_after)
+
+    def _fire_overdue(self, run, after: int) -> None:
+        """The timer's: `run` started `after` seconds ago here and has not ended."""
+        redact = self.courier.redact
+        try:
+            team = self.desired().teams.get(run.team)
+            if team is not None and team.alerts:
+                self._raise(alerts.overdue(run, after, self.commit, redact), team)
+        except ReconcilerError as exc:
+            log.error("overdue alert for run %s not recorded: %s", run.id, redact(str(exc)))
+
+    def pass_ended(self) -> None:
+        """A pass ended: alert `missed` for each scheduled run still pending past its slot
+        and its task's `grace` (a window, a freeze or a full queue held it). Never raises."""
+        redact = self.courier.redact
+        try:
+            desired = self.desired()
+            if not any(spec.schedule for spec in desired.tasks.values()):
+                return
+            if not alerts.anyone_wants(desired.teams.values(), "missed"):
+                return
+            pending = self.store.list_runs([RunStatus.PENDING], limit=MISSED_LIMIT)
+            for slot in missed_slots(desired, pending, self.courier.clock()):
+                team = desired.teams.get(slot.task.split("/", 1)[0])
+                if team is not None:
+                    self._raise(alerts.missed(slot, redact), team)
+        except ReconcilerError as exc:
+            log.error("missed-slot alerts not recorded: %s", redact(str(exc)))
 
     # --- machines and commits ---
 
@@ -206,6 +287,65 @@ class AlertConsumer:
             self._down = set(self.store.unreachable_machines())
             self._down_read_at = now
         return self._down
+
+
+class _OverdueTimer:
+    """One thread that calls `fire(run, after)` for each run `set` and not `cancel`led
+    within `after` seconds (started on first use, stopped by `close`)."""
+
+    def __init__(self, fire: Callable[[object, int], None]):
+        self.fire = fire
+        self.cond = threading.Condition()
+        self.due: list[tuple[float, int]] = []  # (monotonic deadline, run id), a heap
+        self.runs: dict[int, tuple[float, object, int]] = {}
+        self.thread: threading.Thread | None = None
+        self.closed = False
+
+    def set(self, run, after: int) -> None:
+        deadline = time.monotonic() + after
+        with self.cond:
+            if self.closed:
+                return
+            self.runs[run.id] = (deadline, run, after)
+            heapq.heappush(self.due, (deadline, run.id))
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._loop, name="reconcile-overdue", daemon=True
+                )
+                self.thread.start()
+            self.cond.notify()
+
+    def cancel(self, run_id: int) -> None:
+        with self.cond:
+            self.runs.pop(run_id, None)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        if self.thread is not None:
+            self.thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                fired = None
+                while fired is None and not self.closed:
+                    now = time.monotonic()
+                    while self.due and (
+                        self.due[0][1] not in self.runs
+                        or self.runs[self.due[0][1]][0] != self.due[0][0]
+                    ):
+                        heapq.heappop(self.due)  # cancelled, or set again later
+                    if self.due and self.due[0][0] <= now:
+                        _, run_id = heapq.heappop(self.due)
+                        fired = self.runs.pop(run_id)
+                    else:
+                        self.cond.wait(self.due[0][0] - now if self.due else None)
+                if self.closed:
+                    return
+            _, run, after = fired
+            self.fire(run, after)
 
 
 class AlertTargets:
