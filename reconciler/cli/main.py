@@ -173,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         # the machine's trouble; never a traceback.
         from reconciler.cli.outputs import describe_os_error
 
-        code, line, path = describe_os_error(exc)
-        line = redact(line)
+        code, message, hint, path = describe_os_error(exc)
+        message = redact(message)
+        line = message + (f" (hint: {hint})" if hint else "")
         _say(f"error: {line}", log_format)
         _traceback_if(verbose, redact, log_format)
         if json_out:
-            error = {**_message(line), "path": redact(path) if path else None}
+            where = {"path": redact(path) if path else None, "message": message, "hint": hint}
+            error = {**_message(line), **where}
             _json_error(code, "input" if code == 2 else "infrastructure", [error])
         return code
     except Exception as exc:  # the CLI boundary: a bug still gets one line, not a traceback

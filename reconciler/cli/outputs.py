@@ -121,26 +121,26 @@ _PATH_TROUBLE = {
 }
 
 
-def describe_os_error(exc: OSError) -> tuple[int, str, str | None]:
-    """An OSError that no command translated, as (exit code, one-line message, path): exit 2
-    for a path that cannot be used as it is (no right, not a folder, missing), exit 3 for the
+def describe_os_error(exc: OSError) -> tuple[int, str, str | None, str | None]:
+    """An OSError that no command translated, as (exit code, message, hint, path): exit 2 for
+    a path that cannot be used as it is (no right, not a folder, missing), exit 3 for the
     machine's trouble (a full or failing disk, the network). The CLI's last guard: no OSError
     reaches a user as a traceback."""
     path = exc.filename if isinstance(exc.filename, str) else None
     if path is None and isinstance(exc.filename, bytes | os.PathLike):
         path = os.fsdecode(exc.filename)
     reason = os_reason(path, exc)
-    where = f"{path}: " if path else ""
     if path is not None and exc.errno in _PATH_TROUBLE:
         hint = (
             "name a path whose folders exist"
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST)
             else "check the path and its permissions"
         )
-        return 2, f"cannot use {where}{reason} ({hint})", path
+        return 2, f"cannot use {path}: {reason}", hint, path
+    where = f"{path}: " if path else ""
     if exc.errno in _MACHINE_TROUBLE:
-        return 3, f"{where}{reason} (the disk is full or failing)", path
-    return 3, f"{where}{reason}", path
+        return 3, f"{where}{reason}", "the disk is full or failing", path
+    return 3, f"{where}{reason}", None, path
 
 
 def same_file(first: str | None, second: str | None) -> bool:

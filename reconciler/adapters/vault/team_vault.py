@@ -268,6 +268,6 @@ def _write_error(path: Path, exc: OSError) -> InfrastructureError | VaultError:
     diags.error(
         Location(shown),
         f"cannot write the vault: {reason}; it is unchanged",
-        "check the rights on the file and its folder (and that it is not immutable)",
+        "check that you may replace it: the rights on it and its folder, an immutable flag",
     )
     return VaultError(diags)
