@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from reconciler.cli.settings import Context
 
 import argparse
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,7 +36,7 @@ from reconciler.adapters.vault.secrets import load_identities
 from reconciler.cli import views, wiring
 from reconciler.cli.audit_cmd import ANCHOR_ACTION, check_chain, key_path
 from reconciler.core.durations import parse_duration
-from reconciler.core.errors import InputError, UsageError
+from reconciler.core.errors import InfrastructureError, InputError, UsageError
 from reconciler.core.state import Run
 
 PAGE = 1000
@@ -189,10 +190,14 @@ def _write_durably(path: Path, lines: Iterable[str]) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise InputError(
-            f"cannot write the archive {path}: {exc.strerror or exc}; nothing was pruned"
-        ) from None
+        with contextlib.suppress(OSError):  # not there, or its folder is a file
+            temporary.unlink(missing_ok=True)
+        from reconciler.cli.outputs import is_machine_trouble, os_reason
+
+        message = f"cannot write the archive {path}: {os_reason(path, exc)}; nothing was pruned"
+        if is_machine_trouble(exc):  # a full or failing disk: the machine's, exit 3
+            raise InfrastructureError(message) from None
+        raise InputError(message) from None
 
 
 def _report(done: dict[str, Any]) -> views.Output:

@@ -444,3 +444,18 @@ def test_a_result_that_cannot_be_written_on_stdout_is_blamed_on_stdout(tmp_path)
         )
     assert proc.returncode == 3, proc.stderr
     assert "cannot write standard output" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_prune_archive_under_a_file_is_one_json_error_naming_it(tmp_path):
+    """The archive's folder is a file: exit 2 naming the archive, nothing pruned (the clean-up
+    of the temporary under that file raised NotADirectoryError, which escaped naming it)."""
+    project = _configured_store(tmp_path)
+    (project.root / "notes.txt").write_text("not a folder\n")
+    args = ("queue", "prune", "--older-than", "0s", "--archive", "notes.txt/runs.jsonl.gz")
+    result = project.run(*args, "--format", "json", code=2)
+    document = json.loads(result.out)
+    assert document["exit_code"] == 2 and "Traceback" not in result.err, result
+    message = document["errors"][0]["message"]
+    assert "notes.txt is a file, not a folder" in message and "the archive" in message, message
+    assert ".tmp" not in message, "the error names a temporary file the user never named"
+    assert len(project.run("queue", "list", "--format", "json", code=0).json()) == 1
