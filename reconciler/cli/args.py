@@ -450,6 +450,29 @@ def _keys_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _approve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", metavar="TASK", help="the task to approve, e.g. prod/deploy")
+    parser.add_argument(
+        "--key",
+        required=True,
+        metavar="FILE",
+        help="your private SSH key, whose public key is your ssh: in the team (e.g. "
+        "~/.ssh/id_ed25519)",
+    )
+    parser.add_argument(
+        "--machine",
+        action="append",
+        metavar="M",
+        help="approve the version on this machine only (repeatable; default: every target)",
+    )
+    parser.add_argument(
+        "--version",
+        metavar="V",
+        help="the version you reviewed, as 'reconcile approvals' shows it: refused if it is "
+        "not the one that waits",
+    )
+
+
 # Every command, in the order `reconcile --help` lists them.
 COMMANDS = (
     Command(
@@ -538,6 +561,24 @@ COMMANDS = (
         description="Write DIR/inventory/ (reconciler.yaml, a team, a local machine, an "
         "example task, .gitattributes for vaults), DIR/.gitignore (.reconciler/) "
         "and DIR/.github/workflows/reconcile.yml. Overwrites nothing without --force.",
+    ),
+    Command(
+        "approve",
+        "sign your approval of a task's waiting version (approval:, the two-person rule)",
+        "reconciler.cli.approve_cmd:run_approve",
+        _approve_arguments,
+        formats=None,
+        description="Sign an approval of TASK's version in the last reconciled commit (each "
+        "machine's, or --machine's) with your SSH key (ssh-keygen -Y sign, namespace "
+        "reconciler-approval). Accepted when the key is a member's ssh: key in the last "
+        "reconciled commit, holding the task's approval role in its team, and did not sign "
+        "the commit that brought the version; audited (approval.given), then stored. The "
+        "next pass starts the runs it completes. Refused (exit 2, nothing written) otherwise.",
+    ),
+    Command(
+        "approvals",
+        "the task versions that wait for approvals, with who approved so far",
+        "reconciler.cli.approve_cmd:run_approvals",
     ),
     Command(
         "keys",

@@ -18,6 +18,7 @@ from reconciler.cli.progress import print_warnings as _print_warnings
 from reconciler.cli.progress import progress_for
 from reconciler.cli.settings import Context
 from reconciler.core.state import ExecutedState, RunStatus
+from reconciler.pipeline.approvals import with_approvals
 from reconciler.pipeline.engine import Engine, utc_now
 from reconciler.pipeline.sinks import audit_queue_change
 
@@ -31,6 +32,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
     store = wiring.store(args, loaded.inventory, read_only=True)
     try:
         executed = store.snapshot() if store is not None else ExecutedState()
+        desired = with_approvals(loaded.desired, store)
     finally:
         if store is not None:
             store.close()
@@ -39,7 +41,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
     from reconciler.core.plan import make_plan
 
     now = utc_now()
-    plan = make_plan(loaded.desired, executed, now)
+    plan = make_plan(desired, executed, now)
     slots = next_slots(loaded.desired, now)  # each scheduled task's, in its zone and UTC
     data = plan.to_json() | ({"schedules": [s.to_json() for s in slots]} if slots else {})
     return views.Output(
@@ -128,7 +130,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> views.Output:
     loaded = wiring.load(args)
     store = wiring.store(args, loaded.inventory, read_only=True)
     try:
-        numbers = status_numbers(store, loaded.desired, utc_now())
+        numbers = status_numbers(store, with_approvals(loaded.desired, store), utc_now())
     finally:
         if store is not None:
             store.close()

@@ -21,7 +21,11 @@ from reconciler.core.compile import shared_user_warnings
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, Severity, did_you_mean
 from reconciler.core.errors import InputError, VaultError, raise_if_errors
 from reconciler.core.model import VaultRef
-from reconciler.inventory.lint import find_ended_freezes, find_hardcoded_credentials
+from reconciler.inventory.lint import (
+    find_ended_freezes,
+    find_hardcoded_credentials,
+    find_short_approvals,
+)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> views.Output:
@@ -32,6 +36,7 @@ def run(args: argparse.Namespace, ctx: Context) -> views.Output:
             *loaded.warnings,
             *find_hardcoded_credentials(loaded.inventory),
             *find_ended_freezes(loaded.inventory, datetime.now(UTC)),
+            *find_short_approvals(loaded.inventory),
             *shared_user_warnings(loaded.inventory),
         ]
         warnings += _check_vault_references(ctx, loaded)

@@ -370,6 +370,7 @@ def _spec(
         idempotent=task.idempotent,
         description=task.description,
         suspend=task.suspend,
+        approval=task.approval,
         legacy_versions={m: v for m, v in legacy.items() if v != versions[m]},
         location=task.location,
     )

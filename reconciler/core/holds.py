@@ -1,8 +1,11 @@
-"""Why a pending run may not start yet: a retry's back-off, a deny window, a freeze.
+"""Why a pending run may not start yet: a retry's back-off, a deny window, a freeze, or a
+missing approval (`approval:`, the two-person rule).
 
 Pure: the dispatcher, the planner and `status` ask `hold_of` the same question and so give
 the same answer. A hold is a value with a kind, a reason a person can read, and the time it
-lifts by itself (None for a freeze with no `until`: a commit lifts it).
+lifts by itself (None for a freeze with no `until`: a commit lifts it; None for an approval:
+`reconcile approve` lifts it). The approvals given so far are store state: the edge that read
+them attaches them to the `DesiredState` (`approvals`), so this stays pure.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from reconciler.core.model import DesiredState
+from reconciler.core.model import DesiredState, TaskSpec
 from reconciler.core.schedule import utc, window_end
+from reconciler.core.trust import key_fingerprint
 
 
 class HoldKind(StrEnum):
     RETRY = "retry"  # its `not_before`: a retry waiting out its back-off
     WINDOW = "window"  # a deny window of its machine or team
     FREEZE = "freeze"  # a `suspend:` on its team, machine or task
+    APPROVAL = "approval"  # its task's `approval:` wants more signed approvals of its version
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class Hold:
     def describe(self) -> str:
         """One line for people: `deny window until 2026-12-06T18:00Z`,
         `freeze on team ops (INC-123 failover) until lifted`."""
+        if self.kind == HoldKind.APPROVAL:  # `awaiting approval (1 of 2 admin approvals)`
+            return f"awaiting approval ({self.reason})"
         what = {
             HoldKind.RETRY: "retry back-off",
             HoldKind.WINDOW: "deny window",
@@ -70,10 +77,36 @@ def hold_of(
         # The one that lasts longest says until when (a freeze without `until` lasts).
         scope, freeze = max(freezes, key=lambda f: (f[1].until is None, f[1].until or at))
         return Hold(HoldKind.FREEZE, freeze.until, f"{scope} ({freeze.reason})")
+    spec = desired.tasks.get(task)
+    if spec is not None and spec.approval is not None and machine in spec.versions:
+        got = approvals_of(spec, machine, desired)
+        if got < spec.approval.count:
+            return Hold(HoldKind.APPROVAL, None, approval_tally(spec, got))
     end = window_end(desired.windows_for(machine), priority, at)
     if end is not None:
         return Hold(HoldKind.WINDOW, end)
     return Hold(HoldKind.RETRY, at) if at > now else None
+
+
+def approvals_of(spec: TaskSpec, machine: str, desired: DesiredState) -> int:
+    """How many approvals of `spec`'s current version on `machine` count: those given (the
+    store's, attached to `desired`) by a key that still belongs, in `desired`, to a member of
+    the task's team holding the approval's role."""
+    rule = spec.approval
+    team = desired.teams.get(spec.team)
+    if rule is None or team is None or machine not in spec.versions:
+        return 0
+    able = {key_fingerprint(m.ssh) for m in team.members if m.ssh and rule.held_by(m.role)} - {None}
+    given = desired.approvals.get((spec.id, machine, spec.version_for(machine)), frozenset())
+    return len(given & able)
+
+
+def approval_tally(spec: TaskSpec, got: int) -> str:
+    """`1 of 2 admin approvals`."""
+    rule = spec.approval
+    assert rule is not None
+    plural = "s" if rule.count != 1 else ""
+    return f"{got} of {rule.count} {rule.role.value} approval{plural}"
 
 
 def freezes_in_force(desired: DesiredState, now: datetime) -> list[dict]:

@@ -154,6 +154,21 @@ class Freeze:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """`approval: {role, count}` on a task (issue 15 §3, the two-person rule): every new
+    version waits, pending, until `count` members of the task's team holding `role` (an
+    admin counts as an operator) have signed an approval of it with their `ssh:` key."""
+
+    role: Role
+    count: int = 1
+    location: Location | None = field(default=None, compare=False)
+
+    def held_by(self, role: Role | None) -> bool:
+        """Whether a member in `role` may approve: the role itself, or admin for operator."""
+        return role == self.role or (self.role == Role.OPERATOR and role == Role.ADMIN)
+
+
+@dataclass(frozen=True)
 class TaskDefaults:
     priority: int | None = None
     timeout: int | None = None
@@ -226,6 +241,7 @@ class Task:
     check: str | None = None
     idempotent: bool = False
     suspend: Freeze | None = None
+    approval: Approval | None = None
     location: Location | None = field(default=None, compare=False)
     # Where each top-level field was written, so compile can point at e.g. `after:` itself.
     field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
@@ -334,6 +350,7 @@ class TaskSpec:
     # (trailing whitespace of the shell text used to count): its runs are this version's.
     legacy_versions: Mapping[str, str] = field(default_factory=dict, compare=False)
     timezone: str | None = None  # of `schedule` (IANA name): the task's, else the team's; UTC
+    approval: Approval | None = None  # the two-person rule (not part of the version)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -356,6 +373,11 @@ class DesiredState:
     tasks: Mapping[str, TaskSpec]
     machines: Mapping[str, Machine]
     teams: Mapping[str, Team]
+    # The approvals given so far (store state, attached by the edge that read them, see
+    # pipeline/approvals.py): (task, machine, version) -> the approving keys' fingerprints.
+    approvals: Mapping[tuple[str, str, str], frozenset[str]] = field(
+        default_factory=dict, compare=False
+    )
 
     def windows_for(self, machine: str) -> tuple[Window, ...]:
         """The deny windows that apply on `machine`: its team's and its own."""

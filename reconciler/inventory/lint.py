@@ -97,6 +97,31 @@ def find_ended_freezes(inventory: Inventory, now: datetime) -> list[Diagnostic]:
     return sorted(findings, key=Diagnostic.sort_key)
 
 
+def find_short_approvals(inventory: Inventory) -> list[Diagnostic]:
+    """WARNING diagnostics for tasks whose `approval:` asks for more approvers than their
+    team has members in that role with an `ssh:` key (an admin counts as an operator): no
+    new version of such a task could ever run. Sorted by location."""
+    findings = []
+    for task in inventory.tasks.values():
+        rule, team = task.approval, inventory.teams.get(task.team)
+        if rule is None or team is None:
+            continue
+        able = sum(1 for m in team.members if m.ssh and rule.held_by(m.role))
+        if able < rule.count:
+            findings.append(
+                _warning(
+                    rule.location or task.where("approval"),
+                    f"task '{task.id}' needs {rule.count} {rule.role.value} approval"
+                    f"{'s' if rule.count != 1 else ''} but team '{task.team}' has {able} "
+                    f"member{'s' if able != 1 else ''} who can give one: its new versions "
+                    "would wait forever",
+                    f"lower approval.count, or add {rule.role.value}s with an ssh: key "
+                    f"to team '{task.team}'",
+                )
+            )
+    return sorted(findings, key=Diagnostic.sort_key)
+
+
 def _task_findings(task: Task) -> Iterator[Diagnostic]:
     for name, value in task.env:
         if not isinstance(value, VaultRef):

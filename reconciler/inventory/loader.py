@@ -31,6 +31,7 @@ from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, did_y
 from reconciler.core.errors import raise_if_errors
 from reconciler.core.model import (
     AlertTarget,
+    Approval,
     CredentialGrants,
     FailureAction,
     Freeze,
@@ -951,6 +952,18 @@ def _freeze(obj: _Object, node: Node | None) -> Freeze | None:
     return Freeze(reason.strip(), until, bool(_bool(node.get("allow_priority_1"))), node.location)
 
 
+def _approval(node: Node | None) -> Approval | None:
+    """`approval: {role, count}` (the schema checked its shape: role admin or operator,
+    count an integer of at least 1)."""
+    if not isinstance(node, MapNode):
+        return None
+    role = _enum(Role, node.get("role"), None)
+    count = _int(node.get("count"))
+    if role not in (Role.ADMIN, Role.OPERATOR) or (count is not None and count < 1):
+        return None
+    return Approval(role, 1 if count is None else count, node.location)
+
+
 def _instant(text: str) -> datetime | None:
     """An ISO 8601 time with its zone, in UTC; None if it is not one."""
     try:
@@ -1019,6 +1032,7 @@ def build_task(obj: _Object, source: Source) -> Task:
         check=obj.text("check"),
         idempotent=bool(_bool(get("idempotent"))),
         suspend=_freeze(obj, get("suspend")),
+        approval=_approval(get("approval")),
         location=obj.node.location,
         field_locations=_task_field_locations(obj.node),
     )

@@ -586,7 +586,41 @@ class Retention(ABC):
         """Delete delivered and abandoned outbox rows created before `before`."""
 
 
-class StateStore(RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention):
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """One member's signed approval of a task's version on a machine (migration 8)."""
+
+    task: str
+    machine: str
+    version: str
+    fingerprint: str  # SHA256:... of the approving member's ssh key
+    role: str  # the member's role in the task's team when it approved
+    commit: str  # the last reconciled commit whose member keys verified it
+    signature: str  # `ssh-keygen -Y sign` armour over the approval's text
+    approved_at: datetime | None = None
+
+    def params(self, now: object) -> dict:
+        """The query parameters of `approval_insert`, approved at `now` (as the store keeps
+        time)."""
+        fields = ("task", "machine", "version", "fingerprint", "role", "commit", "signature")
+        return {name: getattr(self, name) for name in fields} | {"now": now}
+
+
+class ApprovalBook(ABC):
+    """The approvals of the two-person rule (issue 15 §3): given by people with `reconcile
+    approve`, read by passes and `status` to lift the holds of the versions they approve."""
+
+    @abstractmethod
+    def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
+        """Record `approvals` in one transaction; one the same key already gave for the same
+        task, machine and version is kept as it was. Returns how many were new."""
+
+    @abstractmethod
+    def approvals_of(self, task: str) -> list[ApprovalRecord]:
+        """Every approval given for `task`, any version, oldest first."""
+
+
+class StateStore(RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention, ApprovalBook):
     """Where runs are recorded and claimed: every concern's port, as one store. Code that
     needs one concern only may name that port (the courier an `AlertOutbox`, say)."""
 

@@ -59,6 +59,7 @@ from reconciler.adapters.audit.chain import (
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
+    ApprovalRecord,
     AuditOf,
     Batch,
     ClaimRequest,
@@ -1208,6 +1209,21 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             row = conn.execute(_q("last_commit")).fetchone()
         return row[0] if row else None
+
+    def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
+        """Record `approvals` in one transaction; a repeated one is kept as it was."""
+        with self._session("write") as conn, conn.transaction():
+            return sum(
+                conn.execute(_q("approval_insert"), a.params(_aware(now))).rowcount
+                for a in approvals
+            )
+
+    @_retried
+    def approvals_of(self, task: str) -> list[ApprovalRecord]:
+        """Every approval given for `task`, oldest first."""
+        with self._session("read") as conn:
+            rows = conn.execute(_q("approvals_of_task"), {"task": task}).fetchall()
+        return [ApprovalRecord(*row[:7], approved_at=row[7]) for row in rows]
 
     @_retried
     def failed_since(self, since: datetime) -> int:

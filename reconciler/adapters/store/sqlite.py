@@ -50,6 +50,7 @@ from reconciler.adapters.audit.chain import (
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
+    ApprovalRecord,
     AuditOf,
     Batch,
     ClaimRequest,
@@ -1038,6 +1039,19 @@ class SqliteStore(StateStore):
         with self._read() as conn:
             row = _one(conn, "last_commit", {})
         return row[0] if row else None
+
+    def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
+        """Record `approvals` in one transaction; a repeated one is kept as it was."""
+        with self._write() as conn:
+            return sum(
+                conn.execute(_q("approval_insert"), a.params(_ts(now))).rowcount for a in approvals
+            )
+
+    def approvals_of(self, task: str) -> list[ApprovalRecord]:
+        """Every approval given for `task`, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(_q("approvals_of_task"), {"task": task}).fetchall()
+        return [ApprovalRecord(*row[:7], approved_at=_dt(row[7])) for row in rows]
 
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""

@@ -210,6 +210,24 @@ $stamp$;
 CREATE TRIGGER runs_stamp_change BEFORE INSERT OR UPDATE ON runs
     FOR EACH ROW EXECUTE FUNCTION runs_stamp_change();
 
+-- migration 8: approvals
+-- The two-person rule (issue 15 §3): one row per member's signed approval of a task's version
+-- on a machine (`reconcile approve`). `signature` is the `ssh-keygen -Y sign` armour over the
+-- approval's text (task, versions, machines), kept so it can be checked again; `commit` is the
+-- last reconciled commit whose member keys it was verified against. A new version has no rows.
+CREATE TABLE approvals (
+    id          bigserial PRIMARY KEY,
+    task        text NOT NULL,
+    machine     text NOT NULL,
+    version     text NOT NULL,
+    fingerprint text NOT NULL,
+    role        text NOT NULL,
+    "commit"    text NOT NULL,
+    signature   text NOT NULL,
+    approved_at timestamptz NOT NULL,
+    UNIQUE (task, machine, version, fingerprint)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -681,3 +699,13 @@ WHERE r.status = 'pending' AND (r.planner IS NULL OR r.planner <> %(owner)s)
 UPDATE runs SET planner = %(owner)s
 WHERE id = %(id)s AND status = 'pending' AND planner IS NOT DISTINCT FROM %(old)s
 RETURNING id
+
+-- query: approval_insert
+INSERT INTO approvals (task, machine, version, fingerprint, role, "commit", signature, approved_at)
+VALUES (%(task)s, %(machine)s, %(version)s, %(fingerprint)s, %(role)s, %(commit)s,
+        %(signature)s, %(now)s)
+ON CONFLICT DO NOTHING
+
+-- query: approvals_of_task
+SELECT task, machine, version, fingerprint, role, "commit", signature, approved_at
+FROM approvals WHERE task = %(task)s ORDER BY id

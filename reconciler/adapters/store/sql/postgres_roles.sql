@@ -62,6 +62,10 @@ BEGIN
     IF to_regclass('audit_queue') IS NOT NULL THEN
         REVOKE UPDATE, TRUNCATE ON audit_queue FROM reconciler_worker;
     END IF;
+    -- Approvals (migration 8) are given by people, not rewritten by workers.
+    IF to_regclass('approvals') IS NOT NULL THEN
+        REVOKE UPDATE, DELETE, TRUNCATE ON approvals FROM reconciler_worker;
+    END IF;
     EXECUTE format('REVOKE TRUNCATE ON ALL TABLES IN SCHEMA %I FROM reconciler_worker',
                    schema_name);
 END

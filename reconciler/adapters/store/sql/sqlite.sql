@@ -157,6 +157,24 @@ CREATE TABLE drains (
 -- has one host and one writer at a time: `data_version` says whether anything changed, and a
 -- drain then reads the active runs whole (`run_changes` is always complete here).
 
+-- migration 8: approvals
+-- The two-person rule (issue 15 §3): one row per member's signed approval of a task's version
+-- on a machine (`reconcile approve`). `signature` is the `ssh-keygen -Y sign` armour over the
+-- approval's text (task, versions, machines), kept so it can be checked again; `commit` is the
+-- last reconciled commit whose member keys it was verified against. A new version has no rows.
+CREATE TABLE approvals (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    task        TEXT NOT NULL,
+    machine     TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,                       -- SHA256:... of the approving member's key
+    role        TEXT NOT NULL,
+    "commit"    TEXT NOT NULL,
+    signature   TEXT NOT NULL,
+    approved_at TEXT NOT NULL,
+    UNIQUE (task, machine, version, fingerprint)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -516,3 +534,12 @@ WHERE r.status = 'pending' AND (r.planner IS NULL OR r.planner <> :owner)
 UPDATE runs SET planner = :owner
 WHERE id = :id AND status = 'pending' AND planner IS :old
 RETURNING id
+
+-- query: approval_insert
+INSERT INTO approvals (task, machine, version, fingerprint, role, "commit", signature, approved_at)
+VALUES (:task, :machine, :version, :fingerprint, :role, :commit, :signature, :now)
+ON CONFLICT DO NOTHING
+
+-- query: approvals_of_task
+SELECT task, machine, version, fingerprint, role, "commit", signature, approved_at
+FROM approvals WHERE task = :task ORDER BY id
