@@ -226,6 +226,13 @@ defaults:
   timeout: 10m
   retry: {{count: 1, delay: 30s, backoff: 2, max_delay: 10m, failure_action: alert}}
   # timezone: Europe/Berlin  # the IANA zone schedules and deny windows are read in (default UTC)
+  # alert_after: 30m  # a run still running this long after it started alerts `overdue`
+# Alerts through apprise. A target without `on:` gets failed, unknown, blocked, recovered,
+# unreachable, drift, overdue and missed; `succeeded` is opt-in (only where `on:` lists it).
+# alerts:
+#   - mailto://oncall@example.com
+#   - url: {{vault: CHAT_HOOK}}
+#     on: [failed, drift, overdue, missed]
 """
 
 MACHINE = """# The reconciler's own host: tasks run with `sh -c` in its working directory, with the
@@ -247,6 +254,8 @@ description: Say hello from each target machine
 machines: [{machine}]
 priority: 3
 command: echo "hello from $RECONCILE_MACHINE (run $RECONCILE_RUN_ID)"
+# schedule: "0 3 * * *"  # run at every due slot instead of once per version
+# grace: 15m  # a slot not started 15m after it is due (a window, a freeze) alerts `missed`
 """
 
 GITATTRIBUTES = """# Vaults are age ciphertext: a textual diff or merge of them means nothing. Review vault
