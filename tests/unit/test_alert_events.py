@@ -152,3 +152,24 @@ def test_a_missed_slot_says_what_holds_it():
     (slot,) = missed_slots(desired(spec(), team), [pending()], NOW)
     assert "INC-9 failover" in slot.held
     assert "held: " in alerts.missed(slot).body
+
+
+def test_the_team_schema_accepts_exactly_the_alert_events():
+    import json
+    from pathlib import Path
+
+    import reconciler.inventory
+
+    schema = Path(reconciler.inventory.__file__).parent / "schemas" / "team.schema.json"
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            on = node.get("on")
+            if isinstance(on, dict) and "items" in on:
+                found.append(on["items"]["enum"])
+            for value in node.values():
+                walk(value)
+
+    walk(json.loads(schema.read_text()))
+    assert found == [list(alerts.EVENTS)]
