@@ -60,8 +60,9 @@ PROBLEM_EVENTS = ("failed", "unknown", "blocked")
 # ends nothing).
 UNPAIRED_EVENTS = ("drift", "overdue", "missed", "succeeded")
 # Runs enqueued for these reasons re-check a target that was converged: a failed check there
-# is drift (a new version's first run fails its check because it is new, not drift).
-DRIFT_REASONS = ("drift", "schedule")
+# is drift. Not a new version's first run (its check fails because it is new), nor a
+# scheduled slot (its check may well fail at every slot: that is the work to do).
+DRIFT_REASONS = ("drift",)
 OUTPUT_LINES = 10  # the last lines of output an alert quotes
 MACHINE_SUBJECT = "machine"  # the task id slot of a machine alert's title
 
