@@ -208,6 +208,10 @@ CASES: dict[tuple[str, ...], tuple[Case, list[Case]]] = {
         Case(("init", "fresh"), 0),
         [Case(("init", "."), 2)],  # the inventory is there: refused without --force
     ),
+    ("approvals",): (
+        Case(("approvals",), 0),
+        [no_store("approvals"), unreadable_store("approvals")],
+    ),
     ("keys", "status"): (
         Case(("keys", "status"), 0),
         [broken("keys", "status")],
@@ -229,6 +233,7 @@ CASES: dict[tuple[str, ...], tuple[Case, list[Case]]] = {
 TEXT_ONLY_ARGS = {
     ("vault", "encrypt"): ("-r", "age1x"),
     ("accept-history",): ("HEAD", "--reason", "r"),
+    ("approve",): ("ops/ok", "--key", "nowhere.key"),
 }
 
 
