@@ -21,10 +21,10 @@ runs are considered priority first (with inheritance along `after`, see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from reconciler.core.holds import Hold, hold_of
+from reconciler.core.holds import Hold, HoldKind, hold_of
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import (
     cancel_reason,
@@ -93,7 +93,45 @@ def decide(
                 start.append(run)
             else:
                 waiting.append((run, priority))
+    if held:  # a run waiting for a held dependency is held as long, and says why
+        holds = {run.id: hold for run, hold in held}
+        settled = {run.id for run in start} | {run.id for run, _ in block}
+        undecided = [run for run in live if run.id not in settled]
+        derived = held_dependents(undecided, holds, desired)
+        held += [(run, derived[run.id]) for run in undecided if run.id in derived.keys() - holds]
     return Decision(tuple(start), tuple(block), tuple(held), tuple(waiting))
+
+
+def held_dependents(
+    pending: Sequence[Run], holds: Mapping[int, Hold], desired: DesiredState
+) -> dict[int, Hold]:
+    """`holds`, plus a hold for each pending run that waits only for dependencies which are
+    themselves held pending (by a freeze or a deny window, not a back-off): it waits as long
+    as they do, and says so (`after ops/migrate, held by freeze on ...`) instead of showing
+    as merely pending. Along `after` chains too. Pure; `pending` are the runs in question."""
+    active: dict[str, list[Run]] = {}
+    for run in pending:
+        active.setdefault(run.task, []).append(run)
+    result = dict(holds)
+    changed = True
+    while changed:
+        changed = False
+        for run in pending:
+            spec = desired.tasks.get(run.task)
+            if run.id in result or spec is None or not spec.after:
+                continue
+            waits = [
+                dep_run
+                for dep in spec.after
+                for dep_run in active.get(dep, ())
+                if not depends_on_machine(dep, run.machine, desired)
+                or dep_run.machine == run.machine
+            ]
+            lasting = [result.get(w.id) for w in waits]
+            if waits and all(h is not None and h.kind is not HoldKind.RETRY for h in lasting):
+                result[run.id] = replace(lasting[0], after=waits[0].task)
+                changed = True
+    return result
 
 
 def fill(

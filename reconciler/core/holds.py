@@ -31,18 +31,22 @@ class Hold:
     kind: HoldKind
     until: datetime | None  # when it lifts by itself; None: when a commit lifts it
     reason: str = ""  # a freeze's own reason, with what it is on
+    after: str | None = None  # the held dependency (task id) this run waits for, if it is that
 
     def describe(self) -> str:
         """One line for people: `deny window until 2026-12-06T18:00Z`,
-        `freeze on team ops (INC-123 failover) until lifted`."""
+        `freeze on team ops (INC-123 failover) until lifted`, `after ops/migrate, held by
+        freeze on task ops/migrate (wait for QA) until lifted`."""
         if self.kind == HoldKind.APPROVAL:  # `awaiting approval (1 of 2 admin approvals)`
-            return f"awaiting approval ({self.reason})"
+            held = f"awaiting approval ({self.reason})"
+            return f"after {self.after}, held by {held}" if self.after else held
         what = {
             HoldKind.RETRY: "retry back-off",
             HoldKind.WINDOW: "deny window",
             HoldKind.FREEZE: f"freeze on {self.reason}",
         }[self.kind]
-        return f"{what} until {_iso(self.until) if self.until else 'lifted'}"
+        held = f"{what} until {_iso(self.until) if self.until else 'lifted'}"
+        return f"after {self.after}, held by {held}" if self.after else held
 
     def lifts_after(self, moment: datetime | None) -> bool:
         """Whether it holds longer than `moment` (a run's `not_before`; None: always)."""

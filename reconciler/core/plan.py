@@ -108,7 +108,34 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
             if enqueue is not None:
                 planned[(task_id, machine)] = enqueue
     ordered = order_enqueues(planned.values(), desired)
-    return Plan(_held_at_inherited_priority(ordered, desired, now), tuple(cancels))
+    held = _held_behind_dependencies(_held_at_inherited_priority(ordered, desired, now), desired)
+    return Plan(held, tuple(cancels))
+
+
+def _held_behind_dependencies(
+    enqueues: tuple[Enqueue, ...], desired: DesiredState
+) -> tuple[Enqueue, ...]:
+    """Each enqueue that waits only for dependencies this plan enqueues held (a freeze, a
+    window) is held as long, and says by what (as `dispatch.held_dependents` does for the
+    queue): a run behind a frozen dependency is not shown as about to run."""
+    result = list(enqueues)
+    changed = True
+    while changed:
+        changed = False
+        for index, e in enumerate(result):
+            spec = desired.tasks.get(e.task)
+            if e.hold is not None or spec is None or not spec.after:
+                continue
+            waits = [
+                d
+                for d in result
+                if d.task in spec.after
+                and (not depends_on_machine(d.task, e.machine, desired) or d.machine == e.machine)
+            ]
+            if waits and all(d.hold is not None for d in waits):
+                result[index] = replace(e, hold=replace(waits[0].hold, after=waits[0].task))
+                changed = True
+    return tuple(result)
 
 
 def _held_at_inherited_priority(

@@ -46,9 +46,9 @@ from typing import Any
 
 from reconciler.adapters.store.base import StateStore
 from reconciler.core.alerts import EVENTS as ALERT_EVENTS
-from reconciler.core.dispatch import prioritised
+from reconciler.core.dispatch import held_dependents, prioritised
 from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
-from reconciler.core.holds import HoldKind, hold_of
+from reconciler.core.holds import Hold, HoldKind, hold_of
 from reconciler.core.model import DesiredState
 from reconciler.core.state import Run, RunStatus
 
@@ -121,23 +121,30 @@ def status_numbers(store: StateStore | None, desired: DesiredState, now: datetim
     # Each pending run at the priority the dispatcher uses: its task's priority in git now,
     # inherited along `after` (not the priority stored when it was enqueued).
     depth: dict[tuple[str, str], int] = {}
-    held = []
+    priorities: dict[int, int] = {}
+    holds: dict[int, Hold] = {}
     for run, priority in prioritised(pending, desired):
         key = (str(priority), run.team)
         depth[key] = depth.get(key, 0) + 1
+        priorities[run.id] = priority
         hold = hold_of(run.task, run.machine, priority, desired, now)
         if hold is not None and hold.kind is not HoldKind.RETRY:
-            held.append(
-                {
-                    "run": run.id,
-                    "task": run.task,
-                    "machine": run.machine,
-                    "priority": priority,
-                    "until": _iso(hold.until) if hold.until is not None else None,
-                    "kind": hold.kind.value,
-                    "reason": hold.describe(),
-                }
-            )
+            holds[run.id] = hold
+    if holds:  # a run waiting for a held dependency is held too
+        holds = held_dependents(pending, holds, desired)
+    held = [
+        {
+            "run": run.id,
+            "task": run.task,
+            "machine": run.machine,
+            "priority": priorities[run.id],
+            "until": _iso(hold.until) if hold.until is not None else None,
+            "kind": hold.kind.value,
+            "reason": hold.describe(),
+        }
+        for run in pending
+        if (hold := holds.get(run.id)) is not None
+    ]
     held.sort(key=lambda h: h["run"])
     return StatusNumbers(
         depth,

@@ -14,18 +14,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import reconcile
-from tests.support.integration import require_binary
+from tests.support.schemas import SHIPPED, check_jsonschema
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "reconciler" / "inventory" / "schemas"
 KINDS = ("task", "team", "machine", "settings")
 MODELINE = re.compile(r"#\s*yaml-language-server:\s*\$schema=(\S+)")
 # Where a file of each kind lives in the demo inventory (README and docs paths start there).
@@ -35,11 +32,6 @@ DEMO_FOLDER = {
     "machine": ROOT / "inventory" / "machines",
     "settings": ROOT / "inventory",
 }
-
-
-def check_jsonschema(*args: str) -> subprocess.CompletedProcess:
-    tool = require_binary("check-jsonschema", str(Path(sys.executable).parent / "check-jsonschema"))
-    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=120)
 
 
 def _shipped(path: Path) -> str | None:

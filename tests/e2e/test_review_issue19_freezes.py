@@ -216,7 +216,7 @@ def test_codeowners_fallback_lines_name_an_inventory_folder_with_a_space(tmp_pat
     "refuses a blank reason ('  ')",
 )
 def test_the_freeze_schema_refuses_what_validate_refuses(tmp_path):
-    from tests.e2e.test_editor_schemas import SHIPPED, check_jsonschema
+    from tests.support.schemas import SHIPPED, check_jsonschema
 
     samples = {
         "control": "{reason: night, until: '2030-01-01T00:00Z'}",  # valid for both
@@ -246,7 +246,7 @@ def test_the_freeze_schema_refuses_what_validate_refuses(tmp_path):
     "minLength, a pattern or a `not: {const: localtime}` can express",
 )
 def test_the_timezone_schema_refuses_what_validate_refuses_where_it_can(tmp_path):
-    from tests.e2e.test_editor_schemas import SHIPPED, check_jsonschema
+    from tests.support.schemas import SHIPPED, check_jsonschema
 
     samples = {
         "control": "Europe/Berlin",  # valid for both
@@ -328,17 +328,12 @@ def test_an_until_written_as_a_list_is_called_a_list(project):
     assert "mapping" not in result.err, result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run whose `after` dependency a freeze holds waits as long as the freeze, but is "
-    "shown as plain pending: `plan` counts it 'to run' with no note, `--once` lists it "
-    "pending with `held: null`, `status` leaves it out of `held` (core/holds.hold_of looks "
-    "only at the run's own task, machine and team; dispatch's dependency wait has no reason)",
-)
 def test_a_run_waiting_for_a_frozen_dependency_says_why(project):
     p = project
     p.task("migrate", f"command: {p.record('migrate')}\nsuspend: {{reason: wait for QA}}\n")
     p.task("deploy", f"command: {p.record('deploy')}\nafter: [migrate]\n")
+    plan = p.run("plan", code=0).out
+    assert "after ops/migrate, held by freeze on task ops/migrate (wait for QA)" in plan, plan
     runs = p.run("--once", "--format", "json", code=0).json()["runs"]
     assert p.ledger_lines() == []
     held = {r["task"]: r["held"] for r in runs}
