@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -826,16 +827,27 @@ class PostgresStore(StateStore):
         return self._batch(lambda: self._dispatch_batch(runs, audit), landed)
 
     def _dispatch_batch(self, runs: Sequence[Run], audit: AuditOf) -> tuple[Batch, int]:
+        """One statement marks the runs and queues the entries of those it marked, sent with
+        BEGIN and COMMIT: one round trip. The entries are made before, from each run as the
+        mark leaves it (`dispatched`: the mark changes nothing else a `Run` holds)."""
+        entries = [
+            (run.id, stored_fields(record))
+            for run in runs
+            for record in audit(replace(run, dispatched=True))
+        ]
+        columns = [list(column) for column in zip(*(fields for _, fields in entries))] or [[]] * 4
+        params = {
+            "ids": [run.id for run in runs],
+            "epochs": [run.epoch for run in runs],
+            "runs": [run_id for run_id, _ in entries],
+            **dict(zip(("at", "actor", "action", "detail"), columns)),
+        }
         with self._pipelined("dispatch") as conn:
-            rows = conn.execute(
-                _q("dispatch_batch"),
-                {"ids": [run.id for run in runs], "epochs": [run.epoch for run in runs]},
-            ).fetchall()
-            done = {row[0]: _run(row) for row in rows}
-            marked = [done[run.id] for run in runs if run.id in done]
-            records = [record for run in marked for record in audit(run)]
-            self._enqueue(conn, records)
-        return Batch(marked, [run.id for run in runs if run.id not in done]), len(records)
+            sent = conn.execute(_q("dispatch_batch_queued"), params)
+        done = {row[0]: _run(row) for row in sent.fetchall()}
+        marked = [done[run.id] for run in runs if run.id in done]
+        queued = sum(1 for run_id, _ in entries if run_id in done)
+        return Batch(marked, [run.id for run in runs if run.id not in done]), queued
 
     def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
         """Record each end (`finish`, or `requeue` with `retry_at`) and queue its audit
@@ -1224,6 +1236,13 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             rows = conn.execute(_q("approvals_of_task"), {"task": task}).fetchall()
         return [ApprovalRecord(*row[:7], approved_at=row[7]) for row in rows]
+
+    @_retried
+    def reconciled_before(self, commit: str) -> str | None:
+        """The commit reconciled last before `commit` first was, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("reconciled_before"), {"commit": commit}).fetchone()
+        return row[0] if row else None
 
     @_retried
     def failed_since(self, since: datetime) -> int:

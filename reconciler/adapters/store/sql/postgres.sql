@@ -427,6 +427,26 @@ WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
   AND r.status = 'running'
 RETURNING r.*
 
+-- query: dispatch_batch_queued
+-- dispatch_batch and its audit entries in one statement: the entries of the runs it marked
+-- (%(runs)s names each entry's run) are queued in order (as audit_enqueue), those of a run
+-- whose lease was lost are not. Sent with BEGIN and COMMIT, a dispatch batch is one round trip.
+WITH marked AS (
+    UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
+    FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[]) AS t(id, epoch)
+    WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
+      AND r.status = 'running'
+    RETURNING r.*
+), queued AS (
+    INSERT INTO audit_queue (at, actor, action, detail)
+    SELECT q.at, q.actor, q.action, q.detail
+    FROM unnest(%(runs)s::bigint[], %(at)b::text[], %(actor)b::text[], %(action)b::text[],
+                %(detail)b::text[]) WITH ORDINALITY AS q(run, at, actor, action, detail, n)
+    WHERE q.run IN (SELECT id FROM marked)
+    ORDER BY q.n
+)
+SELECT * FROM marked
+
 -- query: finish_batch
 UPDATE runs AS r
 SET status = t.status, finished_at = %(now)s, exit_code = t.exit_code, output = t.output,
@@ -709,3 +729,10 @@ ON CONFLICT DO NOTHING
 -- query: approvals_of_task
 SELECT task, machine, version, fingerprint, role, "commit", signature, approved_at
 FROM approvals WHERE task = %(task)s ORDER BY id
+
+-- query: reconciled_before
+-- The trusted inventory a commit was judged by: the commit passes reconciled last before the
+-- first pass over it (approvals: a key added by the change itself may not approve it).
+SELECT commit_sha FROM passes
+WHERE id < (SELECT MIN(id) FROM passes WHERE commit_sha = %(commit)s) AND commit_sha <> %(commit)s
+ORDER BY id DESC LIMIT 1
