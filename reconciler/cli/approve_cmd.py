@@ -92,6 +92,7 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
                 raise Refused(
                     f"refusing the approval: {signer} signed commit {commit[:12]}, which brought this version of '{spec.id}'; the two-person rule needs another member's approval"
                 )
+        _refuse_new_keys(store, inventory, spec, signer, versions, last)
         given = {
             (a.machine, a.version) for a in store.approvals_of(spec.id) if a.fingerprint == signer
         }
@@ -224,6 +225,26 @@ def _last(store) -> str:
             "refusing the approval: this store has never reconciled a commit, so nothing awaits approval"
         )
     return last
+
+
+def _refuse_new_keys(store, inventory, spec, signer: str, versions, last: str) -> None:
+    """Refuse a key that did not hold the role in the inventory the version's commit was
+    judged by (the commit reconciled before it): a commit that adds a member's key could
+    otherwise bring its own second approver along."""
+    rule = spec.approval
+    for commit in sorted(_introduced_by(store, spec.id, versions, last)):
+        before = store.reconciled_before(commit)
+        if before is None:
+            continue  # the first commit reconciled: it was judged by the trust anchor
+        role = (
+            memberships(load_revision(inventory, before).inventory).get(signer, {}).get(spec.team)
+        )
+        if not rule.held_by(role):
+            raise Refused(
+                f"refusing the approval: {signer} was not {rule.role.value} of team {spec.team} "
+                f"in {before[:12]}, the commit reconciled before {commit[:12]} brought this "
+                f"version of '{spec.id}'; a key added with the change cannot approve it"
+            )
 
 
 def _introduced_by(store, task: str, versions: dict[str, str], last: str) -> set[str]:

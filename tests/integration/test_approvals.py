@@ -102,6 +102,24 @@ def test_refused_approvals_exit_2_with_why_and_change_nothing(approvals):
     assert not repo.marker("deploy").exists()
 
 
+def test_a_key_added_with_the_change_cannot_approve_it(approvals):
+    """An admin's commit that brings the version and a second admin key of her own (mallory's
+    key, standing in for it) together: the new key is a member in the last reconciled commit,
+    but was not before the change, so it cannot be the second person."""
+    repo = approvals.repo
+    repo.team("prod", admins=["alice", "dana", "mallory"], operators=["bob"], viewers=["valerie"])
+    repo.task("prod", "deploy", extra=APPROVAL % 1)
+    repo.commit("alice", "deploy, and a new admin key")
+    approvals.cli(0, "--once")
+    refused = approvals.approve(2, "mallory")
+    assert "a key added with the change cannot approve it" in refused.err
+    assert "Traceback" not in refused.err
+    assert approvals.audit("approval.given") == []
+    approvals.approve(0, "dana")
+    approvals.cli(0, "--once")
+    assert repo.marker("deploy").exists()
+
+
 def test_count_2_needs_two_different_members(approvals):
     repo = approvals.repo
     repo.task("prod", "deploy", extra=APPROVAL % 2)

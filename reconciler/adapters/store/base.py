@@ -619,6 +619,11 @@ class ApprovalBook(ABC):
     def approvals_of(self, task: str) -> list[ApprovalRecord]:
         """Every approval given for `task`, any version, oldest first."""
 
+    @abstractmethod
+    def reconciled_before(self, commit: str) -> str | None:
+        """The commit passes reconciled last before they first reconciled `commit` (the
+        trusted inventory `commit` was judged by), None when there was none."""
+
 
 class StateStore(RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention, ApprovalBook):
     """Where runs are recorded and claimed: every concern's port, as one store. Code that

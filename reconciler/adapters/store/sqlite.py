@@ -1053,6 +1053,12 @@ class SqliteStore(StateStore):
             rows = conn.execute(_q("approvals_of_task"), {"task": task}).fetchall()
         return [ApprovalRecord(*row[:7], approved_at=_dt(row[7])) for row in rows]
 
+    def reconciled_before(self, commit: str) -> str | None:
+        """The commit reconciled last before `commit` first was, or None."""
+        with self._read() as conn:
+            row = _one(conn, "reconciled_before", {"commit": commit})
+        return row[0] if row else None
+
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
         with self._read() as conn:

@@ -543,3 +543,10 @@ ON CONFLICT DO NOTHING
 -- query: approvals_of_task
 SELECT task, machine, version, fingerprint, role, "commit", signature, approved_at
 FROM approvals WHERE task = :task ORDER BY id
+
+-- query: reconciled_before
+-- The trusted inventory a commit was judged by: the commit passes reconciled last before the
+-- first pass over it (approvals: a key added by the change itself may not approve it).
+SELECT commit_sha FROM passes
+WHERE id < (SELECT MIN(id) FROM passes WHERE commit_sha = :commit) AND commit_sha <> :commit
+ORDER BY id DESC LIMIT 1
