@@ -220,6 +220,8 @@ def freeze_text(change: FreezeChange) -> str:
     """`set on team ops: INC-123 failover (until 2026-12-24T00:00Z; priority 1 held too)`."""
     freeze = change.freeze
     until = freeze.until.isoformat().replace("+00:00", "Z") if freeze.until else "lifted"
+    if change.ended:
+        return f"{change.change} on {change.scope}: {freeze.reason} (ended {until}: holds nothing)"
     p1 = "priority 1 let through" if freeze.allow_priority_1 else "priority 1 held too"
     return f"{change.change} on {change.scope}: {freeze.reason} (until {until}; {p1})"
 
@@ -327,6 +329,7 @@ def _freeze_json(change: FreezeChange) -> dict:
         "reason": freeze.reason,
         "until": freeze.until.isoformat().replace("+00:00", "Z") if freeze.until else None,
         "allow_priority_1": freeze.allow_priority_1,
+        "ended": change.ended,
     }
 
 
@@ -425,7 +428,10 @@ def _md_freezes(diff: Diff) -> str:
     if not diff.freezes:
         return ""
     lines = [f"> - {_md_cell(freeze_text(c))}" for c in diff.freezes]
-    return "> [!IMPORTANT]\n> **Freezes**: the runs they cover stay pending\n" + "\n".join(lines)
+    return (
+        "> [!IMPORTANT]\n> **Freezes**: the runs a freeze covers stay pending while it lasts\n"
+        + ("\n".join(lines))
+    )
 
 
 def _md_roles(diff: Diff) -> str:

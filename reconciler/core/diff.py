@@ -117,6 +117,7 @@ class FreezeChange:
     scope: str
     change: str  # set | lifted | changed
     freeze: Freeze
+    ended: bool = False  # its `until` has passed at the time of the diff: it holds nothing
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def diff_sides(
         vaults=vault_changes(base, head),
         settings=_fields_of(base.inventory.settings, head.inventory.settings),
         ran=ran,
-        freezes=freeze_changes(base.inventory, head.inventory),
+        freezes=freeze_changes(base.inventory, head.inventory, now),
     )
 
 
@@ -292,8 +293,11 @@ def planned_reruns(
     )
 
 
-def freeze_changes(base: Inventory, head: Inventory) -> tuple[FreezeChange, ...]:
-    """The freezes HEAD sets, lifts or changes compared with BASE, by scope."""
+def freeze_changes(
+    base: Inventory, head: Inventory, now: datetime = _PLANNING_NOW
+) -> tuple[FreezeChange, ...]:
+    """The freezes HEAD sets, lifts or changes compared with BASE, by scope; one whose
+    `until` has passed at `now` is marked `ended` (it holds nothing)."""
     before, after = _freezes(base), _freezes(head)
     changes = []
     for scope in sorted(before.keys() | after.keys()):
@@ -303,7 +307,8 @@ def freeze_changes(base: Inventory, head: Inventory) -> tuple[FreezeChange, ...]
         if new is None:
             changes.append(FreezeChange(scope, "lifted", old))
         else:
-            changes.append(FreezeChange(scope, "set" if old is None else "changed", new))
+            ended = new.until is not None and new.until <= now
+            changes.append(FreezeChange(scope, "set" if old is None else "changed", new, ended))
     return tuple(changes)
 
 

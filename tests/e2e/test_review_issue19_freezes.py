@@ -343,12 +343,6 @@ def test_a_run_waiting_for_a_frozen_dependency_says_why(project):
     assert {h["task"] for h in status["held"]} == {"ops/migrate", "ops/deploy"}, status["held"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/diff.freeze_changes lists a freeze whose `until` has already passed as 'set' "
-    "under the [!IMPORTANT] 'the runs they cover stay pending' callout, though it holds "
-    "nothing (validate warns that it ended); the reviewer is told runs will wait",
-)
 def test_the_pr_comment_does_not_announce_a_freeze_that_already_ended(project):
     p = project
     p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nuser: nobody\n")
