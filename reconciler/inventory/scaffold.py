@@ -256,6 +256,8 @@ priority: 3
 command: echo "hello from $RECONCILE_MACHINE (run $RECONCILE_RUN_ID)"
 # schedule: "0 3 * * *"  # run at every due slot instead of once per version
 # grace: 15m  # a slot not started 15m after it is due (a window, a freeze) alerts `missed`
+# approval: {{role: admin, count: 1}}  # each new version waits for an admin's signed
+#                                      # `reconcile approve` (not the commit's own signer)
 """
 
 GITATTRIBUTES = """# Vaults are age ciphertext: a textual diff or merge of them means nothing. Review vault
