@@ -57,6 +57,8 @@ def test_a_run_waits_for_an_admin_approval_then_runs(approvals):
     repo = approvals.repo
     repo.task("prod", "deploy", extra=APPROVAL % 1)
     repo.commit("alice", "deploy, needs an approval")
+    comment = approvals.cli(0, "diff", "HEAD~1", "HEAD", "--format", "markdown").out
+    assert "awaiting approval (0 of 1 admin approval)" in comment  # the PR comment says so
     held = approvals.cli(0, "--once", "--format", "json")
     (run,) = [r for r in json.loads(held.out)["runs"] if r["task"] == "prod/deploy"]
     assert run["status"] == "pending"
