@@ -208,13 +208,6 @@ def test_codeowners_fallback_lines_name_an_inventory_folder_with_a_space(tmp_pat
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the `freeze` schema ($defs.freeze in team/machine/task.schema.json) accepts what "
-    "validate refuses: its until pattern allows a lowercase 'z' ([Zz]) that loader._instant "
-    "(datetime.fromisoformat) rejects, and month 13; `reason` has minLength 1 but validate "
-    "refuses a blank reason ('  ')",
-)
 def test_the_freeze_schema_refuses_what_validate_refuses(tmp_path):
     from tests.support.schemas import SHIPPED, check_jsonschema
 
@@ -238,13 +231,6 @@ def test_the_freeze_schema_refuses_what_validate_refuses(tmp_path):
     assert wrong == [], "(sample, validate's exit, whether the schema accepts it)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="$defs.timezone in task/team/machine.schema.json is any string: it accepts "
-    "timezone '' (validate: not a known time zone), 'localtime' (refused by name), "
-    "' Europe/Berlin' (a leading space, refused) and '../../etc/passwd', all of which a "
-    "minLength, a pattern or a `not: {const: localtime}` can express",
-)
 def test_the_timezone_schema_refuses_what_validate_refuses_where_it_can(tmp_path):
     from tests.support.schemas import SHIPPED, check_jsonschema
 
