@@ -18,7 +18,7 @@ from reconciler.cli.progress import print_warnings as _print_warnings
 from reconciler.cli.progress import progress_for
 from reconciler.cli.settings import Context
 from reconciler.core.state import ExecutedState, RunStatus
-from reconciler.pipeline.approvals import with_approvals
+from reconciler.pipeline.approvals import Approving, with_approvals
 from reconciler.pipeline.engine import Engine, utc_now
 from reconciler.pipeline.sinks import audit_queue_change
 
@@ -273,7 +273,7 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
                 follow.on_refused, follow.read_last = engine.stop.set, store.last_commit
             sinks.worker_started()
             with _graceful_stop(engine):
-                engine.work(follow)
+                engine.work(Approving(follow, store))  # approvals given meanwhile too
         if getattr(follow, "refused", None):
             from reconciler.core.errors import SourceError
 

@@ -8,6 +8,8 @@ asked of the same desired state.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from reconciler.adapters.store.base import ApprovalBook
@@ -27,3 +29,34 @@ def with_approvals(desired: DesiredState, store: ApprovalBook | None) -> Desired
                 key = (spec.id, approval.machine, approval.version)
                 given.setdefault(key, set()).add(approval.fingerprint)
     return replace(desired, approvals={key: frozenset(keys) for key, keys in given.items()})
+
+
+class Approving:
+    """A worker's desired state (`inner`, asked at every round) with the store's approvals,
+    read again at most every `interval` seconds: an approval given while a worker runs
+    starts its runs within that. The same object is returned while neither the desired
+    state nor the approvals changed (the engine tells a new desired state by identity)."""
+
+    def __init__(
+        self,
+        inner: Callable[[], DesiredState],
+        store: ApprovalBook,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.inner, self.store, self.interval, self.clock = inner, store, interval, clock
+        self.base: DesiredState | None = None
+        self.last: DesiredState | None = None
+        self.read_at = 0.0
+
+    def __call__(self) -> DesiredState:
+        base = self.inner()
+        now = self.clock()
+        same = base is self.base and self.last is not None
+        if same and now - self.read_at < self.interval:
+            return self.last
+        approved, self.read_at = with_approvals(base, self.store), now
+        if same and approved.approvals == self.last.approvals:
+            return self.last
+        self.base, self.last = base, approved
+        return approved

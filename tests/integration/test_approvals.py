@@ -8,11 +8,13 @@ nobody. Every task's command creates a marker file, so a test proves what ran.
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
-from tests.support.cli import reconcile
+from tests.support.cli import reconcile, spawn
 from tests.support.trust_repo import TrustRepo
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -171,6 +173,27 @@ def test_a_new_version_needs_new_approvals(approvals):
     approvals.approve(0, "dana", "prod/deploy", "--version", second["version"])
     approvals.cli(0, "--once")
     assert repo.marker("deploy").exists()
+
+
+def test_a_worker_starts_what_an_approval_given_while_it_runs_completes(tmp_path, postgres_url):
+    approvals = Approvals(tmp_path, postgres_url)
+    repo = approvals.repo
+    repo.task("prod", "deploy", extra=APPROVAL % 1)
+    repo.commit("bob", "deploy, needs an approval")
+    approvals.cli(0, "--once")  # queues the run, held
+    worker = spawn("worker", "--state", postgres_url, cwd=repo.work)
+    try:
+        approvals.approve(0, "alice")
+        wait_until(
+            lambda: repo.marker("deploy").exists() or worker.poll() is not None,
+            timeout=60,
+            message="the worker to run the approved version",
+        )
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert repo.marker("deploy").exists(), err
 
 
 def _inventory(tmp_path, approval: str):
