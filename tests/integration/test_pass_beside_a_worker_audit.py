@@ -3,8 +3,9 @@ has one `run.finished` entry, the worker's (written with its end). The pass lear
 and reports it, but wrote a second entry of its own, one locked append per run, until issue 13's
 review: the audit log said every such run finished twice.
 
-Real processes against the real server; the commands wait on a file the test creates, so the
-worker is sure to hold one run of the pass (the pass runs one at a time)."""
+Real processes against the real server; the commands wait on a file the test creates until
+both runs are dispatched, so the worker is sure to hold one run of the pass at least (the pass
+runs one at a time)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def test_a_run_of_the_pass_ended_by_a_worker_is_audited_once(tmp_path, postgres_
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
     owners = dict(store_rows(postgres_url, "SELECT id, owner FROM runs"))
-    assert len({owner.split(":")[1] for owner in owners.values()}) == 2  # one ran each
+    # The pass runs one at a time: the worker held one at least (both, when it saw them first).
+    assert str(worker.pid) in {owner.split(":")[1] for owner in owners.values()}
     store = open_store(postgres_url)
     try:
         store.seal_audit(wait=True)
