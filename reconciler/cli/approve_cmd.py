@@ -70,7 +70,13 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
         versions = {m: spec.version_for(m) for m in machines}
         key = Path(args.key).expanduser()
         fingerprint = key_fingerprint(signing.public_key(key))
-        text = signing.approval_text(spec.id, last, versions)
+        counted = with_approvals(base.desired, store).approvals  # the rows that verify
+        given = {
+            (m, v) for m, v in versions.items() if fingerprint in counted.get((spec.id, m, v), ())
+        }
+        # One signature covers exactly the rows stored with it, so a pass can check it again.
+        fresh = {m: v for m, v in versions.items() if (m, v) not in given}
+        text = signing.approval_text(spec.id, last, fresh or versions)
         signature = signing.sign(key, text)
         signer = signing.verify(base.inventory, text, signature)
         if signer is None:
@@ -93,13 +99,9 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
                     f"refusing the approval: {signer} signed commit {commit[:12]}, which brought this version of '{spec.id}'; the two-person rule needs another member's approval"
                 )
         _refuse_new_keys(store, inventory, spec, signer, versions, last)
-        given = {
-            (a.machine, a.version) for a in store.approvals_of(spec.id) if a.fingerprint == signer
-        }
         new = [
             ApprovalRecord(spec.id, m, v, signer, role.value, last, signature)
-            for m, v in versions.items()
-            if (m, v) not in given
+            for m, v in fresh.items()
         ]
         if not new:
             print(

@@ -1,18 +1,22 @@
 """The approvals a pass decides with (issue 15 §3, the two-person rule): read from the store
 and attached to the desired state, so that `core.holds.hold_of` stays pure.
 
-Only the approvals of each task's current version count (a new version has none); whether
-an approving key still belongs to a member in the approval's role is the core's question,
-asked of the same desired state.
+Only the approvals of each task's current version count (a new version has none), and only
+those whose stored signature still verifies (`ssh-keygen -Y verify`) against a member key of
+the desired state: a row written into the store by hand, or altered, counts for nothing.
+Whether the approving key still belongs to a member in the approval's role is the core's
+question, asked of the same desired state.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from reconciler.adapters.store.base import ApprovalBook
+from reconciler.adapters.source.approvals import approval_text, verify_signature
+from reconciler.adapters.store.base import ApprovalBook, ApprovalRecord
 from reconciler.core.model import DesiredState
 
 
@@ -24,11 +28,33 @@ def with_approvals(desired: DesiredState, store: ApprovalBook | None) -> Desired
         return desired
     given: dict[tuple[str, str, str], set[str]] = {}
     for spec in ruled:
+        signed: dict[tuple[str, str, str], list[ApprovalRecord]] = {}
         for approval in store.approvals_of(spec.id):
-            if spec.versions.get(approval.machine) == approval.version:
+            key = (approval.signature, approval.commit, approval.fingerprint)
+            signed.setdefault(key, []).append(approval)
+        for (signature, commit, fingerprint), rows in signed.items():
+            current = [a for a in rows if spec.versions.get(a.machine) == a.version]
+            if not current:
+                continue  # approvals of other versions: no need to check them
+            text = approval_text(spec.id, commit, {a.machine: a.version for a in rows})
+            if _signer(desired, text, signature) != fingerprint:
+                continue  # not signed by that member's key (a forged or altered row)
+            for approval in current:
                 key = (spec.id, approval.machine, approval.version)
-                given.setdefault(key, set()).add(approval.fingerprint)
+                given.setdefault(key, set()).add(fingerprint)
     return replace(desired, approvals={key: frozenset(keys) for key, keys in given.items()})
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(keys: tuple[str, ...], text: bytes, signature: str) -> str | None:
+    return verify_signature(keys, text, signature)
+
+
+def _signer(desired: DesiredState, text: bytes, signature: str) -> str | None:
+    """Which member key of `desired` made `signature` over `text` (checked once per
+    process for the same keys, text and signature)."""
+    keys = tuple(sorted({m.ssh for t in desired.teams.values() for m in t.members if m.ssh}))
+    return _checked(keys, text, signature)
 
 
 class Approving:

@@ -175,6 +175,47 @@ def test_a_new_version_needs_new_approvals(approvals):
     assert repo.marker("deploy").exists()
 
 
+def test_an_approval_row_written_into_the_store_by_hand_counts_for_nothing(tmp_path):
+    """A pass checks every stored signature again: a v1 approval copied onto v2 (a replay)
+    and a row with a made-up signature leave v2 held."""
+    import sqlite3
+
+    approvals = Approvals(tmp_path, f"sqlite:///{tmp_path / 'state.db'}")
+    repo = approvals.repo
+    repo.task("prod", "deploy", extra=APPROVAL % 1)
+    repo.commit("bob", "deploy v1")
+    approvals.cli(0, "--once")
+    approvals.approve(0, "alice")
+    approvals.cli(0, "--once")
+    repo.write(
+        "inventory/tasks/prod/deploy.yaml",
+        f"name: deploy\nmachines: [box]\ncommand: touch {repo.marker('deploy')}.v2\n"
+        + APPROVAL % 1,
+    )
+    repo.commit("bob", "deploy v2")
+    approvals.cli(0, "--once")
+    (waiting,) = approvals.waiting()
+    v2 = waiting["machines"][0]["version"]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        columns = 'task, machine, fingerprint, role, "commit", signature, approved_at'
+        db.execute(
+            f"INSERT INTO approvals (version, {columns}) SELECT ?, {columns} FROM approvals",
+            (v2,),
+        )
+        db.execute(
+            f"INSERT INTO approvals (version, {columns}) SELECT ?, task, machine, ?, role, "
+            '"commit", ?, approved_at FROM approvals LIMIT 1',
+            (v2, repo.fingerprint("dana"), "-----BEGIN SSH SIGNATURE-----\nAAAA\n"),
+        )
+    (still,) = approvals.waiting()
+    assert still["machines"][0]["approvals"] == 0
+    approvals.cli(0, "--once")
+    assert not (tmp_path / "ran-deploy.v2").exists()
+    approvals.approve(0, "dana")
+    approvals.cli(0, "--once")
+    assert (tmp_path / "ran-deploy.v2").exists()
+
+
 def test_a_worker_starts_what_an_approval_given_while_it_runs_completes(tmp_path, postgres_url):
     approvals = Approvals(tmp_path, postgres_url)
     repo = approvals.repo

@@ -69,22 +69,41 @@ def sign(key: Path, text: bytes) -> str:
 def verify(trusted: Inventory, text: bytes, signature: str) -> str | None:
     """The fingerprint of the member key of `trusted` that made `signature` over `text`,
     None when no member's key did (an unknown key, or a signature that does not match)."""
-    fd, sig_path = tempfile.mkstemp(prefix="reconcile-approval-", suffix=".sig")
+    return verify_signature(tuple(signers(trusted)), text, signature)
+
+
+def verify_signature(keys: tuple[str, ...], text: bytes, signature: str) -> str | None:
+    """The fingerprint of the one of `keys` (OpenSSH public key lines) that made `signature`
+    over `text`, None when none did (or ssh-keygen cannot be run: nothing counts then)."""
+    if not keys:
+        return None
+    made: list[str] = []
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(signature)
-        with _allowed_signers(trusted) as allowed:
-            done = subprocess.run(
-                ["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "member"]
-                + ["-n", NAMESPACE, "-s", sig_path],
-                input=text,
-                capture_output=True,
-                check=False,
-            )
+        sig_path = _private_file(signature, made)
+        allowed = _private_file("".join(f"member {' '.join(k.split()[:2])}\n" for k in keys), made)
+        done = subprocess.run(
+            ["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "member"]
+            + ["-n", NAMESPACE, "-s", sig_path],
+            input=text,
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return None
     finally:
-        Path(sig_path).unlink(missing_ok=True)
+        for path in made:
+            Path(path).unlink(missing_ok=True)
     found = _GOOD.search(done.stdout.decode(errors="replace"))
     return found.group(1) if done.returncode == 0 and found else None
+
+
+def _private_file(text: str, made: list[str]) -> str:
+    """A new private temporary file holding `text` (its path is added to `made`)."""
+    fd, path = tempfile.mkstemp(prefix="reconcile-approval-")
+    made.append(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
 
 
 def commit_signer(inventory: str | Path, sha: str, trusted: Inventory) -> str | None:

@@ -613,7 +613,8 @@ class ApprovalBook(ABC):
     @abstractmethod
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
         """Record `approvals` in one transaction; one the same key already gave for the same
-        task, machine and version is kept as it was. Returns how many were new."""
+        task, machine and version is replaced (the caller writes only what no approval that
+        verifies covers). Returns how many rows were written."""
 
     @abstractmethod
     def approvals_of(self, task: str) -> list[ApprovalRecord]:

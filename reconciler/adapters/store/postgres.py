@@ -1223,7 +1223,7 @@ class PostgresStore(StateStore):
         return row[0] if row else None
 
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
-        """Record `approvals` in one transaction; a repeated one is kept as it was."""
+        """Record `approvals` in one transaction; a repeated one replaces the old row."""
         with self._session("write") as conn, conn.transaction():
             return sum(
                 conn.execute(_q("approval_insert"), a.params(_aware(now))).rowcount

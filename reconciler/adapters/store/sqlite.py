@@ -1041,7 +1041,7 @@ class SqliteStore(StateStore):
         return row[0] if row else None
 
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
-        """Record `approvals` in one transaction; a repeated one is kept as it was."""
+        """Record `approvals` in one transaction; a repeated one replaces the old row."""
         with self._write() as conn:
             return sum(
                 conn.execute(_q("approval_insert"), a.params(_ts(now))).rowcount for a in approvals

@@ -721,10 +721,14 @@ WHERE id = %(id)s AND status = 'pending' AND planner IS NOT DISTINCT FROM %(old)
 RETURNING id
 
 -- query: approval_insert
+-- `approve` writes only what no verified approval of the same key covers: a row already
+-- there does not verify (written by hand, altered), and the new signature replaces it.
 INSERT INTO approvals (task, machine, version, fingerprint, role, "commit", signature, approved_at)
 VALUES (%(task)s, %(machine)s, %(version)s, %(fingerprint)s, %(role)s, %(commit)s,
         %(signature)s, %(now)s)
-ON CONFLICT DO NOTHING
+ON CONFLICT (task, machine, version, fingerprint) DO UPDATE
+SET role = excluded.role, "commit" = excluded."commit", signature = excluded.signature,
+    approved_at = excluded.approved_at
 
 -- query: approvals_of_task
 SELECT task, machine, version, fingerprint, role, "commit", signature, approved_at
