@@ -95,11 +95,14 @@ def test_refused_approvals_exit_2_with_why_and_change_nothing(approvals):
         ("bob", (), "is operator of team prod"),
         ("alice", (), "signed commit"),
         ("dana", ("--version", "0123456789abcdef"), "is not the version"),
+        ("dana", ("--machine", "devbox"), "'devbox' is no target of task 'prod/deploy'"),
     ]
     for who, extra, why in cases:
         result = approvals.approve(2, who, "prod/deploy", *extra)
         assert why in result.err, (who, result.err)
         assert "Traceback" not in result.err
+    assert "no task 'prod/nope'" in approvals.approve(2, "dana", "prod/nope").err
+    assert "asks for none" in approvals.approve(2, "dana", "prod/hello").err
     assert approvals.waiting() == before
     assert approvals.audit("approval.given") == []
     approvals.cli(0, "--once")
