@@ -725,8 +725,10 @@ class PostgresStore(StateStore):
         records = list(leading)
         stamp = _aware(now)
         with self._pipelined("claim") as conn:
-            machine_of, busy = self._lock_machines(conn, claims)
-            got = self._claim_rounds(conn, claims, machine_of, busy, owner, stamp, want)
+            limited = [c.run_id for c in claims if c.max_parallel is not None]
+            if limited:  # held from here to COMMIT: claims for one machine take turns
+                conn.execute(_q("lock_machines_of_runs"), {"ids": limited})
+            got = self._claim_rounds(conn, claims, owner, stamp, want)
             claimed, refused, unclaimed = claim_outcome(claims, got, want)
             for run in claimed:
                 records.extend(audit(run))
@@ -737,65 +739,38 @@ class PostgresStore(StateStore):
     def _claim_rounds(
         conn: psycopg.Connection,
         claims: Sequence[ClaimRequest],
-        machine_of: dict[int, str],
-        busy: dict[str, int],
         owner: str,
         stamp: datetime,
         want: int | None,
     ) -> dict[int, Run]:
-        """The runs claimed, by id, as claiming them one by one in request order would, up
-        to `want` of them: each round claims, in one statement, every undecided request its
-        machine has room for if all before it succeed; a run that was not pending (another
-        worker took it, or holds it: SKIP LOCKED) frees its place for the next round. Usually
-        one round; each further one decides at least one request."""
+        """The runs claimed, by id, up to `want` of them, in request order, each within its
+        machine's `max_parallel` counting the runs running there and the requests before it
+        (`claim_within_limits`, one statement after the machine locks: sent with them, one
+        round trip). A run chosen but not claimed (another worker holds it: SKIP LOCKED, or
+        took it) frees its place for another round; usually there is none."""
         got: dict[int, Run] = {}
         failed: set[int] = set()
         while True:
-            room = dict(busy)
-            take: list[int] = []
-            for request in claims:
-                if want is not None and len(got) + len(take) >= want:
-                    break
-                run_id, machine = request.run_id, machine_of.get(request.run_id)
-                if run_id in got or run_id in failed or run_id in take:
-                    continue
-                limit = request.max_parallel
-                if limit is not None and machine is not None and room[machine] >= limit:
-                    continue
-                take.append(run_id)
-                if machine in room:
-                    room[machine] += 1
-            if not take:
+            todo = [c for c in claims if c.run_id not in got and c.run_id not in failed]
+            left = None if want is None else want - len(got)
+            if not todo or left == 0:
                 return got
             rows = conn.execute(
-                _q("claim_many"), {"ids": take, "owner": owner, "now": stamp}
+                _q("claim_within_limits"),
+                {
+                    "ids": [c.run_id for c in todo],
+                    "limits": [c.max_parallel for c in todo],
+                    "want": left,
+                    "owner": owner,
+                    "now": stamp,
+                },
             ).fetchall()
-            for row in rows:
-                run = got[row[0]] = _run(row)
-                if run.machine in busy:
-                    busy[run.machine] += 1
-            failed.update(run_id for run_id in take if run_id not in got)
-            if len(rows) == len(take):
-                return got  # nothing freed a place: the next round would take nothing
-
-    @staticmethod
-    def _lock_machines(
-        conn: psycopg.Connection, claims: Sequence[ClaimRequest]
-    ) -> tuple[dict[int, str], dict[str, int]]:
-        """Lock the machines of the limited requests (in lock key order) and count their
-        running runs: the machine of each such run, and each machine's count. Three
-        statements sent together (one round trip in the batch's pipeline); the count runs
-        after the locks are held, in a snapshot of its own."""
-        limited = [c.run_id for c in claims if c.max_parallel is not None]
-        if not limited:
-            return {}, {}
-        ids = {"ids": limited}
-        conn.execute(_q("lock_machines_of_runs"), ids)
-        machines_of = conn.execute(_q("machines_of_runs"), ids)
-        counted = conn.execute(_q("running_on_machines_of_runs"), ids)
-        machine_of = dict(machines_of.fetchall())
-        counts = dict(counted.fetchall())
-        return machine_of, {machine: counts.get(machine, 0) for machine in machine_of.values()}
+            chosen = rows[0][-1] or []
+            got.update((row[0], _run(row)) for row in rows if row[0] is not None)
+            lost = [run_id for run_id in chosen if run_id not in got]
+            if not lost:
+                return got
+            failed.update(lost)
 
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit

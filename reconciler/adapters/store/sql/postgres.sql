@@ -378,24 +378,46 @@ FROM runs WHERE id = %(id)s
 -- query: running_on_machine
 SELECT count(*) FROM runs WHERE machine = %(machine)s AND status = 'running'
 
--- query: machines_of_runs
--- claim_batch: each run's machine (a run never changes machine).
-SELECT id, machine FROM runs WHERE id = ANY (%(ids)s::bigint[])
-
--- query: claim_many
--- claim for several runs in one statement (claim_batch): the same compare-and-set, each row
--- locked by its primary key alone (SKIP LOCKED: a run another claim holds is not waited for)
--- and taken only if still pending on its newest version; ARRAY(...) keeps the update an
--- index lookup per id whatever the planner thinks of the CTE.
-WITH target AS MATERIALIZED (
-    SELECT id, status FROM runs WHERE id = ANY (%(ids)s::bigint[])
+-- query: claim_within_limits
+-- claim_batch's claims in one statement, after the batch took its machines' locks (so the
+-- running runs counted here cannot change until it commits): of the requests still pending
+-- (a request repeated counts once, at its first place), in request order, those whose
+-- machine runs fewer than their limit (%(limits)s, NULL: none) counting the requests before
+-- them on that machine, at most %(want)s (NULL: all). Each chosen row is locked by its
+-- primary key (SKIP LOCKED: a run another claim holds is not waited for) and taken only if
+-- still pending on its newest version, as in claim. Every row carries the ids chosen,
+-- and one row of NULLs (the ids chosen) is returned when none was taken.
+WITH req AS (
+    SELECT DISTINCT ON (u.id) u.id, u.lim, u.ord
+    FROM unnest(%(ids)s::bigint[], %(limits)s::integer[]) WITH ORDINALITY AS u(id, lim, ord)
+    ORDER BY u.id, u.ord
+), cand AS (
+    SELECT r.id, r.machine, req.lim, req.ord
+    FROM runs AS r JOIN req ON req.id = r.id
+    WHERE r.id = ANY (%(ids)s::bigint[]) AND r.status = 'pending'
+), busy AS (
+    SELECT machine, count(*) AS n FROM runs
+    WHERE status = 'running' AND machine = ANY (ARRAY(SELECT machine FROM cand))
+    GROUP BY machine
+), ranked AS (
+    SELECT c.id, c.ord, c.lim, COALESCE(b.n, 0) AS n,
+           row_number() OVER (PARTITION BY c.machine ORDER BY c.ord) AS nth
+    FROM cand AS c LEFT JOIN busy AS b ON b.machine = c.machine
+), chosen AS MATERIALIZED (
+    SELECT id FROM ranked WHERE lim IS NULL OR n + nth <= lim
+    ORDER BY ord LIMIT %(want)s
+), target AS MATERIALIZED (
+    SELECT id, status FROM runs WHERE id = ANY (ARRAY(SELECT id FROM chosen))
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE runs
+    SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch + 1,
+        heartbeat_at = now()
+    WHERE id = ANY (ARRAY(SELECT id FROM target WHERE status = 'pending'))
+    RETURNING *
 )
-UPDATE runs
-SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch + 1,
-    heartbeat_at = now()
-WHERE id = ANY (ARRAY(SELECT id FROM target WHERE status = 'pending'))
-RETURNING *
+SELECT claimed.*, ch.ids
+FROM (SELECT ARRAY(SELECT id FROM chosen) AS ids) AS ch LEFT JOIN claimed ON true
 
 -- query: lock_machines_of_runs
 -- The machine locks of a claim batch (as lock_machine_of_run), one per key, in key order: two
@@ -405,14 +427,6 @@ RETURNING *
 SELECT pg_advisory_xact_lock(hashtext('reconciler.machine'), key)
 FROM (SELECT DISTINCT hashtext(machine) AS key FROM runs WHERE id = ANY (%(ids)s::bigint[])) AS k
 ORDER BY key
-
--- query: running_on_machines_of_runs
--- The running runs of the machines of these runs, by machine (a claim batch counts them once
--- it holds their locks).
-SELECT machine, count(*) FROM runs
-WHERE status = 'running'
-  AND machine = ANY (ARRAY(SELECT machine FROM runs WHERE id = ANY (%(ids)s::bigint[])))
-GROUP BY machine
 
 -- query: runs_by_ids
 SELECT * FROM runs WHERE id = ANY (%(ids)s::bigint[])
