@@ -93,12 +93,7 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
             raise Refused(
                 f"refusing the approval: {signer} {held}; task '{spec.id}' needs approvals by {rule.role.value}s of team {spec.team}"
             )
-        for commit in _introduced_by(store, spec.id, versions, last):
-            if signing.commit_signer(inventory, commit, base.inventory) == signer:
-                raise Refused(
-                    f"refusing the approval: {signer} signed commit {commit[:12]}, which brought this version of '{spec.id}'; the two-person rule needs another member's approval"
-                )
-        _refuse_new_keys(store, inventory, spec, signer, versions, last)
+        _refuse_authors(store, inventory, base.inventory, spec, signer, versions, last)
         new = [
             ApprovalRecord(spec.id, m, v, signer, role.value, last, signature)
             for m, v in fresh.items()
@@ -229,13 +224,21 @@ def _last(store) -> str:
     return last
 
 
-def _refuse_new_keys(store, inventory, spec, signer: str, versions, last: str) -> None:
-    """Refuse a key that did not hold the role in the inventory the version's commit was
-    judged by (the commit reconciled before it): a commit that adds a member's key could
-    otherwise bring its own second approver along."""
+def _refuse_authors(store, inventory, trusted, spec, signer: str, versions, last: str) -> None:
+    """Refuse the signer of a commit that brought the version — the commit whose pass queued
+    its runs and every commit since the commit reconciled before it (the range that pass took
+    in) — and a key that did not hold the role in that earlier commit yet (a commit that adds
+    a member's key could otherwise bring its own second approver along)."""
     rule = spec.approval
     for commit in sorted(_introduced_by(store, spec.id, versions, last)):
         before = store.reconciled_before(commit)
+        for sha, key in signing.commit_signers(inventory, before, commit, trusted).items():
+            if key == signer:
+                raise Refused(
+                    f"refusing the approval: {signer} signed commit {sha[:12]}, which brought "
+                    f"this version of '{spec.id}'; the two-person rule needs another member's "
+                    "approval"
+                )
         if before is None:
             continue  # the first commit reconciled: it was judged by the trust anchor
         role = (

@@ -109,6 +109,22 @@ def test_refused_approvals_exit_2_with_why_and_change_nothing(approvals):
     assert not repo.marker("deploy").exists()
 
 
+def test_the_author_cannot_approve_when_another_commit_landed_on_top(approvals):
+    """Under verify: range one pass takes in several commits: the signer of each of them,
+    not only of the last, brought what it queues."""
+    repo = approvals.repo
+    repo.task("prod", "deploy", extra=APPROVAL % 1)
+    change = repo.commit("alice", "deploy, needs an approval")
+    repo.task("prod", "other")
+    repo.commit("bob", "an unrelated task on top")
+    approvals.cli(0, "--once")  # reconciles both commits at once
+    refused = approvals.approve(2, "alice")
+    assert f"signed commit {change[:12]}, which brought this version" in refused.err
+    approvals.approve(0, "dana")
+    approvals.cli(0, "--once")
+    assert repo.marker("deploy").exists()
+
+
 def test_a_key_added_with_the_change_cannot_approve_it(approvals):
     """An admin's commit that brings the version and a second admin key of her own (mallory's
     key, standing in for it) together: the new key is a member in the last reconciled commit,

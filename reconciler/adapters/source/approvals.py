@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.adapters.source.revision import Repository
-from reconciler.adapters.source.signatures import _allowed_signers, _signature
+from reconciler.adapters.source.signatures import _allowed_signers
 from reconciler.core.errors import InputError
 from reconciler.core.model import Inventory
 from reconciler.core.trust import key_fingerprint, signers
@@ -106,13 +106,21 @@ def _private_file(text: str, made: list[str]) -> str:
     return path
 
 
-def commit_signer(inventory: str | Path, sha: str, trusted: Inventory) -> str | None:
-    """The fingerprint of the SSH key that signed commit `sha` (None: unsigned)."""
+def commit_signers(
+    inventory: str | Path, before: str | None, commit: str, trusted: Inventory
+) -> dict[str, str]:
+    """Commit -> the fingerprint of the SSH key that signed it, for `commit` and every commit
+    since `before` (None: `commit` alone); unsigned commits are left out."""
     if not signers(trusted):
-        return None
+        return {}
     with Repository(inventory) as repo, _allowed_signers(trusted) as allowed:
-        _, fingerprint = _signature(repo, sha, allowed)
-    return fingerprint or None
+        out = repo.repo.git.execute(
+            ["git", "-c", "gpg.format=ssh", "-c", f"gpg.ssh.allowedSignersFile={allowed}"]
+            + ["log", "--format=%H%x1f%GK", *(["-1"] if before is None else [])]
+            + [commit if before is None else f"{before}..{commit}"]
+        )
+    found = (line.split("\x1f") for line in out.splitlines() if "\x1f" in line)
+    return {sha: key for sha, key in found if key}
 
 
 def _keygen(arguments: list[str], stdin: bytes, what: str) -> bytes:
