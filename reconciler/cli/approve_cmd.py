@@ -27,6 +27,7 @@ from reconciler.cli import views
 from reconciler.cli.passes import _git_view, _state_location
 from reconciler.core.errors import InputError
 from reconciler.core.holds import approval_tally, approvals_of
+from reconciler.core.model import TaskSpec
 from reconciler.core.trust import key_fingerprint, memberships
 from reconciler.pipeline.approvals import with_approvals
 from reconciler.pipeline.engine import utc_now
@@ -44,63 +45,24 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
     try:
         last = _last(store)
         base = load_revision(inventory, last)
-        spec = base.desired.tasks.get(args.task)
-        if spec is None:
-            raise Refused(
-                f"refusing the approval: no task '{args.task}' in {last[:12]}, the last reconciled commit"
-            )
-        rule = spec.approval
-        if rule is None:
-            raise Refused(
-                f"refusing the approval: task '{spec.id}' asks for none (it has no approval: in {last[:12]}, the last reconciled commit)"
-            )
-        machines = list(dict.fromkeys(args.machine or spec.targets))
-        for machine in machines:
-            if machine not in spec.versions:
-                raise Refused(
-                    f"refusing the approval: '{machine}' is no target of task '{spec.id}' (its targets: {', '.join(spec.targets) or 'none'})"
-                )
+        spec, versions = _what(args, base.desired, last)
         digest = signing.version_digest(spec.versions)
-        if args.version is not None and (
-            len(args.version) < 7 or not digest.startswith(args.version.lower())
-        ):
-            raise Refused(
-                f"refusing the approval: version {args.version} is not the version of task '{spec.id}' that waits; its current version is {digest} (in {last[:12]}, the last reconciled commit): review that one"
-            )
-        versions = {m: spec.version_for(m) for m in machines}
         key = Path(args.key).expanduser()
         fingerprint = key_fingerprint(signing.public_key(key))
         counted = with_approvals(base.desired, store).approvals  # the rows that verify
-        given = {
-            (m, v) for m, v in versions.items() if fingerprint in counted.get((spec.id, m, v), ())
+        # What this key has not approved yet: one signature covers exactly the rows stored
+        # with it, so that a pass can check it again.
+        fresh = {
+            m: v for m, v in versions.items() if fingerprint not in counted.get((spec.id, m, v), ())
         }
-        # One signature covers exactly the rows stored with it, so a pass can check it again.
-        fresh = {m: v for m, v in versions.items() if (m, v) not in given}
         text = signing.approval_text(spec.id, last, fresh or versions)
         signature = signing.sign(key, text)
-        signer = signing.verify(base.inventory, text, signature)
-        if signer is None:
-            raise Refused(
-                f"refusing the approval: the key {fingerprint} is no team member's ssh: key in {last[:12]}, the last reconciled commit"
-            )
-        role = memberships(base.inventory).get(signer, {}).get(spec.team)
-        if not rule.held_by(role):
-            held = (
-                f"is {role.value} of team {spec.team}"
-                if role
-                else f"is no member of team {spec.team}"
-            )
-            raise Refused(
-                f"refusing the approval: {signer} {held}; task '{spec.id}' needs approvals by {rule.role.value}s of team {spec.team}"
-            )
+        signer, role = _member(base.inventory, spec, text, signature, fingerprint, last)
         _refuse_authors(store, inventory, base.inventory, spec, signer, versions, last)
-        new = [
-            ApprovalRecord(spec.id, m, v, signer, role.value, last, signature)
-            for m, v in fresh.items()
-        ]
-        if not new:
+        if not fresh:
             print(
-                f"{signer} already approved version {digest} of {spec.id} on {', '.join(machines)}: nothing to add",
+                f"{signer} already approved version {digest} of {spec.id} on "
+                f"{', '.join(versions)}: nothing to add",
                 file=sys.stderr,
             )
             return 0
@@ -108,15 +70,21 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
             "approval.given",
             task=spec.id,
             version=digest,
-            machines={a.machine: a.version for a in new},
+            machines=fresh,
             signer=signer,
             role=role.value,
             commit=last,
         )
-        store.add_approvals(new, utc_now())
+        store.add_approvals(
+            [
+                ApprovalRecord(spec.id, m, v, signer, role.value, last, signature)
+                for m, v in fresh.items()
+            ],
+            utc_now(),
+        )
         desired = with_approvals(base.desired, store)
         tallies = ", ".join(
-            f"{m}: {approval_tally(spec, approvals_of(spec, m, desired))}" for m in machines
+            f"{m}: {approval_tally(spec, approvals_of(spec, m, desired))}" for m in versions
         )
         print(
             f"approved version {digest} of {spec.id} as {role.value} {signer} ({tallies})",
@@ -125,6 +93,55 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     finally:
         store.close()
+
+
+def _what(args: argparse.Namespace, desired, last: str) -> tuple[TaskSpec, dict[str, str]]:
+    """The task to approve, as the last reconciled commit has it, and the machines and
+    versions the approval covers; refused when it is none of that."""
+    at = f"in {last[:12]}, the last reconciled commit"
+    spec = desired.tasks.get(args.task)
+    if spec is None:
+        raise Refused(f"refusing the approval: no task '{args.task}' {at}")
+    if spec.approval is None:
+        raise Refused(f"refusing the approval: task '{spec.id}' asks for none (no approval: {at})")
+    machines = list(dict.fromkeys(args.machine or spec.targets))
+    for machine in machines:
+        if machine not in spec.versions:
+            raise Refused(
+                f"refusing the approval: '{machine}' is no target of task '{spec.id}' "
+                f"(its targets: {', '.join(spec.targets) or 'none'})"
+            )
+    digest = signing.version_digest(spec.versions)
+    wanted = args.version
+    if wanted is not None and (len(wanted) < 7 or not digest.startswith(wanted.lower())):
+        raise Refused(
+            f"refusing the approval: version {wanted} is not the version of task '{spec.id}' "
+            f"that waits; its current version is {digest} ({at}): review that one"
+        )
+    return spec, {m: spec.version_for(m) for m in machines}
+
+
+def _member(trusted, spec: TaskSpec, text: bytes, signature: str, fingerprint, last: str):
+    """The fingerprint and role of the member key of `trusted` that signed, refused unless
+    it holds the approval's role in the task's team."""
+    rule = spec.approval
+    assert rule is not None
+    signer = signing.verify(trusted, text, signature)
+    if signer is None:
+        raise Refused(
+            f"refusing the approval: the key {fingerprint} is no team member's ssh: key in "
+            f"{last[:12]}, the last reconciled commit"
+        )
+    role = memberships(trusted).get(signer, {}).get(spec.team)
+    if not rule.held_by(role):
+        held = (
+            f"is {role.value} of team {spec.team}" if role else f"is no member of team {spec.team}"
+        )
+        raise Refused(
+            f"refusing the approval: {signer} {held}; task '{spec.id}' needs approvals by "
+            f"{rule.role.value}s of team {spec.team}"
+        )
+    return signer, role
 
 
 def run_approvals(args: argparse.Namespace, ctx: Context) -> views.Output:
