@@ -14,8 +14,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from reconciler.adapters.source.revision import Repository
-from reconciler.adapters.source.signatures import _allowed_signers
 from reconciler.core.errors import InputError
 from reconciler.core.model import Inventory
 from reconciler.core.trust import key_fingerprint, signers
@@ -111,6 +109,10 @@ def commit_signers(
 ) -> dict[str, str]:
     """Commit -> the fingerprint of the SSH key that signed it, for `commit` and every commit
     since `before` (None: `commit` alone); unsigned commits are left out."""
+    # Imported here: a pass counts approvals with this module and must not load git (issue 14).
+    from reconciler.adapters.source.revision import Repository
+    from reconciler.adapters.source.signatures import _allowed_signers
+
     if not signers(trusted):
         return {}
     with Repository(inventory) as repo, _allowed_signers(trusted) as allowed:
