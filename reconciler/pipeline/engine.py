@@ -661,6 +661,8 @@ class _Drain:
             if not self.forever:
                 timeout = min(timeout, self.poll)
                 self.poll = min(self.poll * 2, POLL_SECONDS)
+            elif not stopping and self.store.wait_for_runs(timeout) is not None:
+                return True  # an idle worker: woken at once by a plan recorded elsewhere
             self.engine.stop.wait(timeout)
             return True
         done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)

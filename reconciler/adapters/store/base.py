@@ -233,6 +233,13 @@ class RunQueue(ABC):
         change it. None when the backend cannot tell: callers then re-read every time."""
         return None
 
+    def wait_for_runs(self, timeout: float) -> bool | None:
+        """Block up to `timeout` seconds, returning early when another connection may have
+        queued runs (a plan was recorded): True when woken so, False when the time ran out.
+        None at once when the backend cannot be woken (the caller waits its own way): what
+        an idle worker does between two looks at the queue."""
+        return None
+
     def run_changes(self, since: object | None = None) -> RunChanges:
         """What a drain re-reads each round: the runs written since `since` (the `cursor` of
         an earlier call, by any connection, this one's included), or every active run. With

@@ -280,6 +280,8 @@ class PostgresStore(StateStore):
         # Audit entries this handle queued since its sealer last ran, and when it last tried.
         self._queued = 0
         self._sealed_at = time.monotonic()
+        # The connection `wait_for_runs` listens on, opened by its first call.
+        self._listener: psycopg.Connection | None = None
         self._conn = self._connect("open")
         try:
             self._open_schema(create)
@@ -417,6 +419,8 @@ class PostgresStore(StateStore):
         with self._mutex:
             self._closed = True
             self._conn.close()
+            if self._listener is not None:
+                self._listener.close()
 
     # --- the pass lock ---
 
@@ -482,7 +486,10 @@ class PostgresStore(StateStore):
                     _q("cancel_pending"),
                     {"id": cancel.run, "now": _aware(now), "error": cancel_error(cancel.reason)},
                 )
-            return self._insert(conn, plan.enqueue, commit, now, planner)
+            inserted = self._insert(conn, plan.enqueue, commit, now, planner)
+            if inserted:  # delivered at COMMIT: idle workers look at once (wait_for_runs)
+                conn.execute(_q("notify_runs"))
+            return inserted
 
     @staticmethod
     def _insert(
@@ -575,6 +582,27 @@ class PostgresStore(StateStore):
         return sorted(row[0] for row in taken if row is not None)
 
     # --- the queue ---
+
+    def wait_for_runs(self, timeout: float) -> bool | None:
+        """Wait on a connection of its own listening for `record_plan`'s notification (sent
+        at its COMMIT), up to `timeout` seconds. A listener that cannot be opened or broke
+        is dropped (reopened by the next call) and the wait answers None: the caller then
+        waits its own way, nothing is lost but the early wake-up."""
+        try:
+            if self._listener is None or self._listener.closed or self._listener.broken:
+                self._listener = self._connect("listen")
+                self._listener.execute(_q("listen_runs"))
+            woken = False
+            for _ in self._listener.notifies(timeout=max(timeout, 0.0), stop_after=1):
+                woken = True
+            return woken
+        except (StoreError, psycopg.Error) as exc:
+            log.debug("cannot wait for queued runs on state store %s: %s", self.url, exc)
+            if self._listener is not None:
+                with suppress(psycopg.Error):
+                    self._listener.close()
+            self._listener = None
+            return None
 
     @_retried
     def run_changes(self, since: object | None = None) -> RunChanges:

@@ -658,6 +658,10 @@ class SqliteStore(StateStore):
         with self._read() as conn:
             return conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def wait_for_runs(self, timeout: float) -> bool | None:
+        """None: nothing wakes a SQLite reader (its drains look at `data_version`)."""
+        return None
+
     def run_changes(self, since: object | None = None) -> RunChanges:
         """Always complete: every active run, in one read (the file has one writer at a
         time, and `change_token` tells a drain whether to read at all)."""

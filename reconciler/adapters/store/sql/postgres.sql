@@ -303,6 +303,14 @@ SELECT id, task, machine, version, slot, "commit", priority, status, attempt, re
 FROM runs WHERE status = 'running'
 ORDER BY id
 
+-- query: listen_runs
+-- wait_for_runs: an idle worker's connection hears of each plan recorded (notify_runs).
+LISTEN reconciler_runs
+
+-- query: notify_runs
+-- record_plan, when it queued runs: delivered when its transaction commits, to every listener.
+SELECT pg_notify('reconciler_runs', '')
+
 -- query: active_runs
 -- run_changes from nothing: every active run, and the snapshot they were read in (the
 -- statement's own: the cursor of the next call). One row with NULL columns when none is.
