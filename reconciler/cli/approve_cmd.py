@@ -22,6 +22,7 @@ from reconciler.adapters.source import approvals as signing
 from reconciler.adapters.source import git as gitsource
 from reconciler.adapters.source.revision import load_revision
 from reconciler.adapters.store.base import ApprovalRecord
+from reconciler.adapters.store.common import redact_url
 from reconciler.adapters.store.factory import open_store
 from reconciler.cli import views
 from reconciler.cli.passes import _git_view, _state_location
@@ -227,7 +228,7 @@ def _open(ctx: Context, required: bool = True):
     store = open_store(url, create=False)
     if store is None and required:
         raise Refused(
-            f"refusing the approval: no state store at {url}; nothing was reconciled, so nothing awaits approval"
+            f"refusing the approval: no state store at {redact_url(url)}; nothing was reconciled, so nothing awaits approval"
         )
     return inventory, store
 

@@ -37,6 +37,7 @@ from reconciler.adapters.audit import checkpoint as cp
 from reconciler.adapters.audit.chain import Anchor, AuditEntry, Verdict, verify
 from reconciler.adapters.audit.writer import AuditWriter, timestamp
 from reconciler.adapters.store.base import StateStore
+from reconciler.adapters.store.common import redact_url
 from reconciler.adapters.store.factory import sqlite_path
 from reconciler.adapters.vault.secrets import load_identities
 from reconciler.cli import outputs, views, wiring
@@ -263,7 +264,7 @@ def _export(args: argparse.Namespace, ctx: Context) -> views.Output | int:
     identities = load_identities(getattr(args, "identity", None))
     store = wiring.store(args, inventory, create=False)
     if store is None:
-        raise InputError(f"no state store at {url}: there is no audit log yet")
+        raise InputError(f"no state store at {redact_url(url)}: there is no audit log yet")
     try:
         key = cp.signing_key(identities, key_path(args, url))  # created at the first export
         written = export(

@@ -23,6 +23,7 @@ import sys
 from reconciler.adapters.audit.writer import AuditWriter, default_actor
 from reconciler.adapters.source import git as gitsource
 from reconciler.adapters.source.signatures import accept as accept_signed
+from reconciler.adapters.store.common import redact_url
 from reconciler.adapters.store.factory import open_store
 from reconciler.cli import wiring
 from reconciler.cli.lineage import decide
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     store = open_store(url, create=False)
     if store is None:
         raise SourceError(
-            f"no state store at {url}: nothing was reconciled, so there is no "
+            f"no state store at {redact_url(url)}: nothing was reconciled, so there is no "
             "history to replace (a new store's first pass takes --trust-anchor)"
         )
     try:

@@ -89,13 +89,6 @@ def _sample(text: str, name: str, labels: dict[str, str]) -> float | None:
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a state-store password holding '#' or '?' (libpq takes everything up to the '@' as "
-    "the password) is printed verbatim in the JSON error and on stderr: redact_url's and "
-    "url_passwords' _USERINFO_PASSWORD in reconciler/adapters/store/common.py stops the "
-    "password at '?' and '#', so it matches nothing and nothing is masked",
-)
 @pytest.mark.parametrize("password", ["Hunt#er2-Secret", "Hunt?er2-Secret"], ids=["hash", "query"])
 def test_a_store_password_with_a_hash_or_question_mark_never_shows(project, password):
     url = f"postgresql://admin:{password}@127.0.0.1:1/reconciler"

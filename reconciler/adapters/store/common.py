@@ -177,7 +177,9 @@ def cancel_error(reason: str) -> str:
 
 # --- URLs in messages ---------------------------------------------------------------------------
 
-_USERINFO_PASSWORD = re.compile(r"(://[^/@?#]*?:)([^/@?#]*)@")
+# libpq's reading of a URL: the user info runs to the first `@` (before any `/`) and the user
+# name to its first `:`, so a password holds `?`, `#`, `:` and percent escapes as written.
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)([^/@]*)@")
 _QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)([^&;\s]*)", re.IGNORECASE)
 
 
