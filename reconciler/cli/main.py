@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 
-from reconciler.cli.outputs import Stopped
+from reconciler.cli.outputs import Stopped, stop_on_signals
 from reconciler.cli.startup import hide_identity
 from reconciler.core.errors import InputError, ReconcilerError
 from reconciler.core.redact import Redactor
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     # with the default thresholds the cyclic GC rescans them all again and again (a third of
     # `plan`'s time at 20k tasks). Refcounting frees them; collect cycles less eagerly.
     gc.set_threshold(50_000, 20, 50)
+    # SIGTERM and SIGHUP end any command as Ctrl-C does, with its line and JSON document
+    # (`stopped`, 128 + the signal) instead of a silent death; commands that handle them
+    # (the daemon, `--once`) install their own handlers over these.
+    restore_signals = stop_on_signals()
     try:
         # A usage error is raised while parsing, before `args.log_format` exists: read the
         # flag from the raw words so that even that error is one JSON object when asked.
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if json_out:
             _json_error(130, "interrupted", [_message("interrupted")])
         return 130
-    except Stopped as stop:  # SIGTERM or SIGHUP while a command had something to clean up
+    except Stopped as stop:  # SIGTERM or SIGHUP (a command's own handler aside)
         _say(f"stopped by {stop}", log_format, "warning")
         if json_out:
             _json_error(128 + stop.signum, "stopped", [_message(f"stopped by {stop}")])
@@ -193,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if json_out:
             _json_error(3, "internal", [_message(line.removeprefix("error: "))])
         return 3
+    finally:
+        restore_signals()
 
 
 def _input_kind(exc: InputError) -> str:

@@ -15,7 +15,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -41,21 +41,37 @@ class Stopped(BaseException):
 def stopped_by_signals() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise `Stopped` (as SIGINT raises
     KeyboardInterrupt), so that a closed terminal or a `kill` cleans up like Ctrl-C does."""
+    restore = stop_on_signals()
+    try:
+        yield
+    finally:
+        restore()
+
+
+def stop_on_signals() -> Callable[[], None]:
+    """From now on SIGTERM and SIGHUP raise `Stopped` in the main thread; returns what puts the
+    previous handlers back. main() calls it around every command, so that a `kill` ends any
+    command with its "stopped" line (and JSON document) and exit 128 + the signal, as Ctrl-C
+    ends it with "interrupted" (issue 19); a command that handles a signal itself (the
+    daemon, `--once` letting running runs finish) installs its own handler over this one. A
+    signal the process was started ignoring (`nohup` ignores SIGHUP) stays ignored. Only the
+    main thread may set handlers (a test running a command in a thread): nothing changes."""
 
     def stop(signum, frame):
         raise Stopped(signum)
 
     if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers (a test running a command in a thread)
-        return
+        return lambda: None
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        previous[signum] = signal.signal(signum, stop)
-    try:
-        yield
-    finally:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+
+    def restore() -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+    return restore
 
 
 def is_machine_trouble(exc: OSError) -> bool:

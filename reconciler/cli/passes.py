@@ -102,6 +102,11 @@ def run_pass(
         if isinstance(exc, RefusedCommit):
             sinks.commit_refused(exc.commit, str(exc))
         sinks.pass_failed(exc)
+        report = getattr(exc, "report", None)
+        if isinstance(exc, KeyboardInterrupt) and isinstance(report, PassReport):
+            # A second signal stopped the running runs at once (recorded unknown): the pass
+            # still ends with its summary, those runs among the left behind (issue 19).
+            return report
         raise
     sinks.pass_finished(report)  # StoreError (exit 3) if an audit entry was lost
     return report

@@ -495,11 +495,14 @@ class _Drain:
             try:
                 while self._round():
                     pass
-            except KeyboardInterrupt:  # a second signal: stop what runs now, then leave
+            except KeyboardInterrupt as stop:  # a second signal: stop what runs now, leave
                 self._abandon_running(
                     "the reconciler was stopped at once (a second signal) "
                     "while this run was executing"
                 )
+                # What the pass did and left undone, for the caller's summary (issue 19).
+                self.report.left_behind = self._left_behind()
+                stop.report = self.report
                 raise
         if self.forever:
             return

@@ -151,15 +151,6 @@ def _connected(listener: socket.socket, accepted: list) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIGTERM while a --format json command waits on its store (plan, status, queue, "
-    "--once before its pass installs its handler) kills it with no JSON document and nothing "
-    "on stderr (exit -15), where SIGINT gives the 'interrupted' document (130) and "
-    "json_errors.py promises 'stopped' (128 + the signal): reconciler/cli/main.py turns "
-    "SIGTERM into Stopped only inside outputs.stopped_by_signals (vault edits), not around "
-    "every command",
-)
 @pytest.mark.parametrize("args", [("plan",), ("status",), ("--once",)], ids=lambda a: a[0])
 def test_sigterm_while_the_store_does_not_answer_is_one_json_document(project, silent_store, args):
     url, listener, accepted = silent_store
@@ -493,14 +484,6 @@ def test_a_bad_freeze_reason_gets_a_readable_error(project, reason):
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--once --format json stopped by a second SIGINT prints only the generic "
-    "{'kind': 'interrupted'} error: the runs it just recorded unknown (and the rest of the "
-    "pass) are in no JSON document, though a first signal's summary lists them in "
-    "left_behind; main.py's KeyboardInterrupt branch replaces the pass's summary "
-    "(cli/commands.py raises KeyboardInterrupt on the second signal)",
-)
 def test_a_second_sigint_still_says_which_runs_it_stopped(project, tmp_path):
     started = tmp_path / "started"
     project.task("slow", f"command: 'touch {started}; sleep 60'\n")
