@@ -30,7 +30,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         path: teams_named(path, found.prefix, data) if data is not None else frozenset()
         for path, data in found.files.items()
     }
-    result = codeowners(loaded.inventory, teams, found.prefix)
+    if not _utf8(found.prefix):
+        from reconciler.core.errors import UsageError
+
+        raise UsageError(
+            f"the inventory folder's path '{_shown(found.prefix)}' is not UTF-8: a CODEOWNERS "
+            "file (UTF-8) cannot name it (rename the folder)"
+        )
+    # A file name that is not UTF-8 (bytes git keeps as they are): the git host reads
+    # CODEOWNERS as UTF-8, so no line can name that file; its folder's rule applies.
+    named = {path: names for path, names in teams.items() if _utf8(path)}
+    result = codeowners(loaded.inventory, named, found.prefix)
     warnings = []
     if found.top is None:
         warnings.append(
@@ -41,6 +51,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     warnings += [
         f"no CODEOWNERS line can name {path!r} (a control character): its folder's rule applies"
         for path in result.unwritable
+    ]
+    warnings += [
+        f"no CODEOWNERS line can name '{_shown(path)}' (its name is not UTF-8): its folder's "
+        "rule applies (rename the file)"
+        for path in sorted(set(teams) - set(named))
     ]
     print_warnings([f"warning: {w}" for w in warnings], args.log_format)
     if args.output:
@@ -53,6 +68,21 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         sys.stdout.write(result.text)
     return 0
+
+
+def _utf8(path: str) -> bool:
+    """Whether a path read from the file system (undecodable bytes surrogate-escaped) is
+    UTF-8, the encoding the git host reads CODEOWNERS in."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: str) -> str:
+    """A path as a warning can print it: bytes that are not UTF-8 as `\\xe9`."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 __all__ = ["run"]

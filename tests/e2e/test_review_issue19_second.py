@@ -177,14 +177,6 @@ def test_sigterm_while_the_store_does_not_answer_is_one_json_document(project, s
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a tracked inventory file whose name is not UTF-8 (bytes git stores as they are) "
-    "makes `codeowners -o FILE` fail as 'internal error (a bug in reconciler)', exit 3, and "
-    "`codeowners` to stdout write the raw byte, a CODEOWNERS file that is not UTF-8: "
-    "core/codeowners.py lists only control characters as unwritable, and codeowners_cmd.py "
-    "encodes the surrogate-escaped name with .encode('utf-8')",
-)
 def test_codeowners_with_a_file_name_that_is_not_utf8(tmp_path):
     root = tmp_path / "repo"
     files = {
