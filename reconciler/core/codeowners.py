@@ -23,6 +23,7 @@ any team and is reported in `unmet`.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -43,7 +44,8 @@ _SPECIAL = frozenset(" \\*?[]#!")
 class Codeowners:
     """The file's text; `unmet`: each role of a team that no member holds, though a path
     needs it (its lines name the admins of any team, else no one); `unwritable`: paths no CODEOWNERS line can name (a control
-    character), left to their folder's rule."""
+    character), left to their folder's rule, and `paths:` patterns left out for the same
+    reason (the loader refuses them)."""
 
     text: str
     unmet: tuple[str, ...] = ()
@@ -64,7 +66,11 @@ def codeowners(
     lines = [f"* {admin}"]
     if inventory.settings.paths:
         lines.append("# The `paths:` setting")
+    unwritable = []
     for pattern, team in inventory.settings.paths:
+        if not writable(pattern):  # the loader refuses it; never a line of its own
+            unwritable.append(pattern)
+            continue
         lines.append(
             f"/{_pattern(pattern.lstrip('/'))} {owners.of([_owner_of(team, pattern, inventory)])}"
         )
@@ -87,13 +93,12 @@ def codeowners(
             f"/{_escape(prefix + 'tasks/' + team)}/ {folders[team]}",
         ]
     lines.append("# Each file of teams/, tasks/ and machines/, by the teams its objects name")
-    unwritable = []
     for path in sorted(files):
         change = FileChange(path, files[path], files[path])
         who = owners.of(requirements(change, inventory, prefix))
         if who == folders.get(_task_folder(path, prefix)):
             continue  # the folder's line says the same
-        if any(ch.isspace() and ch != " " or ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        if not writable(path):
             unwritable.append(path)
             continue
         lines.append(f"/{_escape(path)} {who}")
@@ -157,6 +162,13 @@ def _task_folder(path: str, prefix: str) -> str | None:
     return parts[1] if len(parts) > 2 and parts[0] == "tasks" else None
 
 
+def writable(text: str) -> bool:
+    """Whether `text` can stand in a CODEOWNERS line as one pattern: no control character
+    (a newline would end the line and start another) and no whitespace but the space (which
+    is escaped; a tab would end the pattern and be read as an owner)."""
+    return not any(ch.isspace() and ch != " " or unicodedata.category(ch) == "Cc" for ch in text)
+
+
 def _escape(path: str) -> str:
     """A file's path as a CODEOWNERS pattern naming only it: special characters escaped."""
     return "".join("\\" + ch if ch in _SPECIAL else ch for ch in path)
@@ -164,8 +176,11 @@ def _escape(path: str) -> str:
 
 def _pattern(pattern: str) -> str:
     """A `paths:` pattern as CODEOWNERS writes it: `*`, `**` and `?` keep their meaning
-    (the same in both), everything else is literal (`trust.path_matches` has no classes)."""
+    (the same in both), everything else is literal (`trust.path_matches` has no classes).
+    A pattern no line can hold (see `writable`) is refused: callers leave it out."""
+    if not writable(pattern):
+        raise ValueError(f"a CODEOWNERS pattern cannot hold {pattern!r}")
     return "".join("\\" + ch if ch in _SPECIAL - {"*", "?"} else ch for ch in pattern)
 
 
-__all__ = ["HEADER", "Codeowners", "codeowners"]
+__all__ = ["HEADER", "Codeowners", "codeowners", "writable"]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.core import durations
+from reconciler.core.codeowners import writable
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean
 from reconciler.core.errors import raise_if_errors
 from reconciler.core.model import (
@@ -1238,20 +1239,30 @@ def build_settings(obj: _Object) -> Settings:
         git=git_settings,
         credentials=_credential_grants(obj.get("credentials")),
         local_machines=_local_machine_settings(obj.get("local_machines")),
-        paths=_owned_paths(obj.get("paths")),
+        paths=_owned_paths(obj, obj.get("paths")),
         location=obj.node.location,
     )
 
 
-def _owned_paths(node: Node | None) -> tuple[tuple[str, str], ...]:
-    """`paths: {PATTERN: team}` in file order (the shape is checked by the settings schema)."""
+def _owned_paths(obj: _Object, node: Node | None) -> tuple[tuple[str, str], ...]:
+    """`paths: {PATTERN: team}` in file order (the shape is checked by the settings schema).
+    A pattern holding a control character or whitespace other than the space is refused:
+    `reconcile codeowners` writes each pattern on a line of its own, where a newline would
+    end the rule and start another (a line the settings inject)."""
     if not isinstance(node, MapNode):
         return ()
-    return tuple(
-        (pattern, value)
-        for pattern, (_, team) in node.entries.items()
-        if isinstance(value := _str(team), str) and value
-    )
+    owned = []
+    for pattern, (location, team) in node.entries.items():
+        if not writable(pattern):
+            obj.error(
+                location,
+                f"paths: pattern {pattern!r} holds a control character or whitespace other "
+                "than the space (a CODEOWNERS line cannot hold it)",
+                "write the pattern on one line; a `*` matches any character of a name",
+            )
+        elif isinstance(value := _str(team), str) and value:
+            owned.append((pattern, value))
+    return tuple(owned)
 
 
 def _credential_grants(node: Node | None) -> CredentialGrants:

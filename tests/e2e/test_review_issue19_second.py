@@ -252,14 +252,6 @@ def test_a_paths_pattern_ending_in_double_star_slash_owns_what_signing_gives(tmp
     assert owners == {"README.md": {"@carol", "@dan"}, "scripts/x.sh": {"@carol", "@dan"}}, text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a paths: pattern holding a newline passes validate, and `codeowners` writes it raw: "
-    "the pattern's first line becomes a rule with no owner (unowned on the git host) and its "
-    "second line a rule of its own (a CODEOWNERS line injected by the settings); the settings "
-    "loader checks no control character in paths: keys and core/codeowners.py's _pattern "
-    "escapes only ' \\\\*?[]#!' (file paths get the `unwritable` check, patterns do not)",
-)
 def test_a_paths_pattern_with_a_newline_is_refused_not_written_as_two_rules(tmp_path):
     root = tmp_path / "repo"
     (root / "inv" / "teams").mkdir(parents=True)
