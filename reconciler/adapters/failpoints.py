@@ -3,7 +3,8 @@
 `RECONCILER_FAILPOINTS=after_claim=crash,after_spawn=crash` makes the process kill itself
 with SIGKILL at those points, exactly like a power cut or `kill -9`. Inert (one dictionary
 lookup) unless the variable is set. In the adapters tier so that a transport can have its own
-points (`after_spawn`: the local transport's command exists, its marker does not yet); the
+points (`after_spawn`: the local transport's command exists, its marker does not yet;
+`after_reap`: the SSH transport read a dead run's markers, not yet adopted); the
 engine's are reached through `reconciler.pipeline.failpoints`.
 """
 
@@ -13,7 +14,7 @@ import os
 import signal
 from functools import lru_cache
 
-NAMES = ("after_claim", "after_dispatch", "after_spawn", "before_result")
+NAMES = ("after_claim", "after_dispatch", "after_spawn", "after_reap", "before_result")
 
 
 @lru_cache(maxsize=4)

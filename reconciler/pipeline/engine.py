@@ -402,6 +402,8 @@ class Engine:
             output=self.redact(outcome.output) or "",
             error=self.redact(outcome.error),
         )
+        # Only now may the target forget the output it kept (a pass killed before leaves it).
+        transport.settle([run.id] if adopted else (), () if adopted else [run.id])
         return adopted or run
 
     def _reap(self, desired: DesiredState, run: Run) -> Run:

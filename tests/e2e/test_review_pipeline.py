@@ -287,10 +287,21 @@ def test_a_full_disk_mid_pass_exits_3_and_dispatches_nothing_without_its_entry(p
 def _killed_before_recording_over_ssh(tmp_path, sshd, client_key):
     """Four runs dispatched in one batch over real sshd, exiting 0, 1, 0, 1 after printing
     `outN`; the pass is killed with -9 at its first end batch (before_result), then the next
-    pass runs. Returns the project and the second pass's JSON report."""
+    pass runs. Returns the project and the second pass's JSON report.
+
+    Each command waits (up to 30 s) until all four are in the ledger: under load the first
+    could end, and the pass die, before a later run's wrapper had its input; that run never
+    started, and was rightly left `unknown` with nothing kept (the flake of this test)."""
     p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    barrier = (
+        f'i=0; while [ "$(wc -l < "{p.ledger}")" -lt 4 ] && [ $i -lt 3000 ]; '
+        "do sleep 0.01; i=$((i+1)); done"
+    )
     for i in range(4):
-        p.task(f"t{i}", f'command: echo t{i} >> "{p.ledger}"; echo out{i}; exit {i % 2}\n')
+        p.task(
+            f"t{i}",
+            f"command: 'echo t{i} >> \"{p.ledger}\"; {barrier}; echo out{i}; exit {i % 2}'\n",
+        )
     crash = {"RECONCILER_FAILPOINTS": "before_result=crash"}
     killed = p.run("--once", "--identity", str(p.key), "-q", env=crash)
     assert killed.code == -signal.SIGKILL, killed.err
@@ -329,6 +340,31 @@ def test_a_pass_killed_before_recording_a_batch_over_ssh_adopts_every_output(
         for run in second["runs"]
     }
     assert outputs == {f"ops/t{i}": f"out{i}\n" for i in range(4)}
+
+
+@pytest.mark.integration
+def test_a_pass_killed_after_reading_the_markers_before_adopting_leaves_the_output(
+    tmp_path, sshd, client_key
+):
+    """A pass killed after it read a dead run's markers and before it recorded the adoption:
+    reading them removed the output file, so the next pass adopted the exit code with output
+    ''. The output now stays until the adoption is recorded (Transport.settle)."""
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    p.task("t0", f'command: echo t0 >> "{p.ledger}"; echo out0; exit 1\n')
+    crash = {"RECONCILER_FAILPOINTS": "before_result=crash"}
+    killed = p.run("--once", "--identity", str(p.key), "-q", env=crash)
+    assert killed.code == -signal.SIGKILL, killed.err
+    crash = {"RECONCILER_FAILPOINTS": "after_reap=crash"}
+    killed = p.run("--once", "--identity", str(p.key), "-q", env=crash)
+    assert killed.code == -signal.SIGKILL, killed.err
+    third = p.run("--once", "--identity", str(p.key), "--format", "json", code=1).json()
+    [run] = third["runs"]
+    assert (run["task"], run["status"], run["exit_code"]) == ("ops/t0", "failed", 1)
+    shown = p.run("queue", "show", str(run["id"]), "--format", "json").json()
+    assert shown["output"] == "out0\n"
+    assert p.ledger_lines() == ["t0"]
+    markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+    assert not (markers / f"{run['id']}.out").exists()  # gone once the adoption was recorded
 
 
 # --- the plan's audit entry rides on the first claim batch ----------------------------------------

@@ -140,3 +140,68 @@ def test_a_server_with_one_session_per_connection_runs_check_and_command_on_one_
     finally:
         transport.close()
     assert (markers / "5.out").stat().st_size == 0 and (markers / "6.out").read_text() == "next\n"
+
+
+# --- outputs read from markers: adoption and the stop of a timed-out run ------------------------
+
+
+def test_an_adopted_output_stays_on_the_target_until_its_adoption_is_settled(
+    sshd, client_key, holding, markers
+):
+    """Reading a dead run's markers (reap) removed its output at once: a pass killed before
+    it recorded the adoption left the next one an exit code without its output. It stays
+    until settle says the adoption was recorded; an unrecorded one keeps it."""
+    machine = sshd.machine()
+    for run_id in (11, 12):
+        holding.run(machine, f"echo out-{run_id}; exit 3", {}, 10, run_id)
+    holding.close()  # a pass that died before recording: both outputs stay
+    other = _transport(client_key, markers)
+    try:
+        for run_id in (11, 12):
+            kept = other.reap(machine, run_id, attempt=0, command=f"echo out-{run_id}; exit 3")
+            assert (kept.exit_code, kept.output) == (3, f"out-{run_id}\n")
+            assert (markers / f"{run_id}.out").read_text() == f"out-{run_id}\n"
+        other.settle([11], [12])
+        assert not (markers / "11.out").exists()  # removed before settle returned
+        assert (markers / "12.out").read_text() == "out-12\n"  # for a later pass to adopt
+    finally:
+        other.close()
+    again = _transport(client_key, markers)
+    try:
+        kept = again.reap(machine, 12, attempt=0, command="echo out-12; exit 3")
+        assert kept.output == "out-12\n"
+    finally:
+        again.close()
+
+
+def test_a_timed_out_run_keeps_its_output_on_the_target_until_its_end_is_settled(
+    sshd, holding, markers
+):
+    """Stopping a timed-out run read and removed its output in one step, before its end was
+    recorded. It stays until settle."""
+    machine = sshd.machine()
+    done = holding.run(machine, "echo partial; sleep 30", {}, 1, 21)
+    assert done.timed_out and done.output == "partial\n"
+    assert (markers / "21.out").read_text() == "partial\n"
+    holding.settle([21])
+    assert not (markers / "21.out").exists()
+
+
+def test_forget_removes_only_the_output_of_the_invocation_read(sshd, client_key, holding, markers):
+    """A later attempt of the run (same id, another nonce) started before the settle of the
+    earlier one's adoption keeps its output."""
+    machine = sshd.machine()
+    holding.run(machine, "echo first", {}, 10, 31)
+    holding.close()
+    other = _transport(client_key, markers)
+    try:
+        assert other.reap(machine, 31).output == "first\n"
+        newer = _transport(client_key, markers)
+        try:
+            newer.run(machine, "echo second", {}, 10, 31)  # held: not acknowledged
+            other.settle([31])
+            assert (markers / "31.out").read_text() == "second\n"
+        finally:
+            newer.close()
+    finally:
+        other.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import getpass
 import io
+import logging
 import os
 import socket
 import threading
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from reconciler.adapters import failpoints
 from reconciler.adapters.transport import hostkeys, wrapper
 from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
 from reconciler.adapters.transport.pool import MAX_CHANNELS, Connection, ConnectionPool, Session
@@ -46,6 +48,8 @@ from reconciler.core.errors import (
 from reconciler.core.model import Machine
 from reconciler.core.output import TailBuffer, tail_text
 from reconciler.core.redact import Secret, reveal
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE = 10  # seconds between liveness probes on a connection (`ssh_keepalive`)
 KEEPALIVE_COUNT = 3  # probe intervals without any answer before it is dead (~30 s)
@@ -65,6 +69,15 @@ class _Held:
     nonce: str
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """A run whose output was read from its markers (adopted, or a timed-out run stopped)
+    and stays on the target until `settle` says its result is recorded."""
+
+    machine: Machine
+    nonce: str
+
+
 class SshTransport(Transport):
     """Runs commands on `transport: ssh` machines; thread-safe, one connection per machine.
 
@@ -73,8 +86,10 @@ class SshTransport(Transport):
     `markers_dir` is where the wrapper keeps run markers on the target (`~/` = remote home).
     With `hold_outputs` a run's output stays on the target until `settle` says the run's end
     is recorded (the engine does, after each end batch): a reconciler killed in between
-    leaves every output for the next pass to adopt. Without it (a caller that never settles)
-    each output is acknowledged as soon as it was read.
+    leaves every output for the next pass to adopt. The same holds for an output read from a
+    run's markers (`reap`, and the stop of a timed-out run): it is removed only by `settle`.
+    Without it (a caller that never settles) each output is acknowledged, or removed, as soon
+    as it was read.
     """
 
     def __init__(
@@ -90,6 +105,7 @@ class SshTransport(Transport):
         self.resolve_key = resolve_key
         self.hold_outputs = hold_outputs
         self._held: dict[int, _Held] = {}  # runs whose output waits for `settle`, by id
+        self._kept: dict[int, _Kept] = {}  # outputs read from markers, waiting for `settle`
         self._lock = threading.Lock()
         self.markers = markers_dir
         self.connect_timeout = connect_timeout
@@ -123,6 +139,8 @@ class SshTransport(Transport):
         # A run's check and its command share the run id: the check's wrapper is let go
         # (its output is not the run's, and the command's markers replace its own).
         self._let_go([run_id])
+        with self._lock:
+            self._kept.pop(run_id, None)  # an earlier attempt's output: the day-old cleanup's
         session = self.pool.take(machine)
         held = False
         try:
@@ -178,12 +196,26 @@ class SshTransport(Transport):
         go without an acknowledgement, so their outputs stay on the target for a later pass
         to adopt (and go with the day-old markers)."""
         with self._lock:
-            if not self._held:
+            if not self._held and not self._kept:
                 return
             settled = [self._held.pop(i) for i in recorded if i in self._held]
+            read = [(i, self._kept.pop(i)) for i in recorded if i in self._kept]
+            for run_id in unrecorded:
+                self._kept.pop(run_id, None)  # stays on the target, for a later pass
         for held in settled:
             self._answer(held, wrapper.acknowledgement(held.nonce))
         self._let_go(unrecorded)
+        for run_id, kept in read:
+            self._forget(kept.machine, run_id, kept.nonce)
+
+    def _forget(self, machine: Machine, run_id: int, nonce: str) -> None:
+        """Remove the output file of run `run_id`'s invocation `nonce` (not a later one's)
+        from the target, on a pooled channel; a failure leaves it to the day-old cleanup."""
+        try:
+            with self.pool.session(machine) as session:
+                self._ctl(machine, session, run_id, "forget", nonce)
+        except (TransportError, paramiko.SSHException, EOFError, OSError) as exc:
+            log.debug("run %s: its output stays on %s: %s", run_id, machine.name, exc)
 
     def _let_go(self, run_ids: Iterable[int]) -> None:
         """Let the wrappers of held runs exit without their acknowledgement: each keeps its
@@ -225,19 +257,27 @@ class SshTransport(Transport):
         With `stop=False` a command still running is left alone: `STILL_RUNNING`.
         Raises a TransportError when the machine cannot be asked (leave the run `unknown`).
         """
+        keep = self.hold_outputs  # the output stays until `settle` says it was recorded
         with self.pool.session(machine) as session:
             try:
-                marker = self._ctl(machine, session, run_id, "reap" if stop else "peek")
+                action = "reap" if stop else "peek"
+                marker = self._ctl(machine, session, run_id, action, keep=keep)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise _lost(machine, exc, session.connection) from exc
+        failpoints.hit("after_reap")  # the output was read, not yet adopted
         if marker.state == "running":
             return STILL_RUNNING
         if marker.state != "exit":
+            if keep and marker.state in ("killed", "gone"):  # nothing to adopt from it
+                self._forget(machine, run_id, marker.nonce or "-")
             return None
         if attempt is not None and marker.attempt != attempt:
             return None
         if command is not None and marker.digest != wrapper.digest(command):
             return None
+        if keep:
+            with self._lock:
+                self._kept[run_id] = _Kept(machine, marker.nonce or "-")
         return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
 
     def prepare(self, machines: Iterable[Machine]) -> None:
@@ -252,6 +292,7 @@ class SshTransport(Transport):
         outputs; the outputs of runs never settled stay on their targets."""
         with self._lock:
             held = list(self._held)
+            self._kept.clear()
         self._let_go(held)
         self.pool.close()
 
@@ -338,7 +379,10 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc, session.connection) from exc
         else:
-            marker = self._ctl_on(machine, channel, run_id, "kill", nonce)
+            marker = self._ctl_on(machine, channel, run_id, "kill", nonce, keep=self.hold_outputs)
+        if self.hold_outputs and marker.state != "none":
+            with self._lock:  # the output stays until the run's end is recorded (`settle`)
+                self._kept[run_id] = _Kept(machine, nonce)
         duration = time.monotonic() - started
         if marker.state == "exit":
             return Completed(marker.exit_code, marker.output, duration)
@@ -358,24 +402,39 @@ class SshTransport(Transport):
         failure to get one leaves the outcome unknown (ConnectionLost)."""
         try:
             with self.pool.session(machine) as other:
-                return self._ctl(machine, other, run_id, "kill", nonce)
+                return self._ctl(machine, other, run_id, "kill", nonce, keep=self.hold_outputs)
         except ConnectionLost:
             raise
         except TransportError as exc:
             raise _lost(machine, exc, session.connection) from exc
 
     def _ctl(
-        self, machine: Machine, session: Session, run_id: int, action: str, nonce: str = "-"
+        self,
+        machine: Machine,
+        session: Session,
+        run_id: int,
+        action: str,
+        nonce: str = "-",
+        *,
+        keep: bool = False,
     ) -> wrapper.Marker:
-        return self._ctl_on(machine, session.channel, run_id, action, nonce)
+        return self._ctl_on(machine, session.channel, run_id, action, nonce, keep=keep)
 
     def _ctl_on(
-        self, machine: Machine, channel: paramiko.Channel, run_id: int, action: str, nonce: str
+        self,
+        machine: Machine,
+        channel: paramiko.Channel,
+        run_id: int,
+        action: str,
+        nonce: str,
+        *,
+        keep: bool = False,
     ) -> wrapper.Marker:
-        """Run the marker script (`reap` or `kill`) for `run_id` on `channel`."""
+        """Run the marker script (`reap`, `kill`, `peek`, `forget`) for `run_id` on `channel`;
+        with `keep` the output it prints stays on the target (until a `forget`)."""
         started = time.monotonic()
         try:
-            channel.exec_command(wrapper.ctl_line(self.markers, run_id, action, nonce))
+            channel.exec_command(wrapper.ctl_line(self.markers, run_id, action, nonce, keep=keep))
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
         try:

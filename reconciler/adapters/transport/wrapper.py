@@ -33,8 +33,11 @@ overtake it; sshd then gets an EOF for a channel it already freed ("ieof packet 
 nonexistent channel") and drops the whole connection, with every run on it.
 
 `CTL` reads these for a run: its exit code and output tail if it finished, else it kills the
-process group (verified to be the wrapper of that nonce, so a recycled pid is never hit). Having
-printed the tail, it removes `<id>.out`: the caller now holds it (adopted or recorded).
+process group (verified to be the wrapper of that nonce, so a recycled pid is never hit). With
+`keep` it leaves `<id>.out` in place: the caller has read the output but not recorded it yet,
+and a reconciler killed before it did leaves it for the next pass to adopt; the caller removes
+it with `forget` (for that nonce only) once the run's result is durable. With `drop` (a caller
+that never records later) it removes `<id>.out` having printed the tail.
 """
 
 from __future__ import annotations
@@ -123,8 +126,10 @@ exit $rc
 """
 )
 
-# $3: reap | kill | peek (peek leaves a live run alone: `running NONCE ATTEMPT DIGEST`).
-# $4: the nonce the caller expects (`-` for any). Prints one header line:
+# $3: reap | kill | peek (peek leaves a live run alone: `running NONCE ATTEMPT DIGEST`) |
+# forget (removes the output of nonce $4 only: `forgot`).
+# $4: the nonce the caller expects (`-` for any). $5: keep | drop, whether the output stays
+# after it was printed (absent: drop). Prints one header line:
 # `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
 # (+ the tail), or `none`.
 CTL = (
@@ -133,9 +138,12 @@ CTL = (
 # The exit line counts only whole (with its newline): a wrapper may be appending it.
 { read -r n a h pg && { read -r en rc || en=; }; } 2>/dev/null < "$f.meta" || { echo none; exit 0; }
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
+if [ "$3" = forget ]; then rm -f "$f.out"; echo forgot; exit 0; fi
+keep=$5
+done_out() { tail_out; [ "$keep" = keep ] || rm -f "$f.out"; }
 [ -n "$en" ] || read -r en rc 2>/dev/null < "$f.exit" || en=  # markers of earlier versions
 if [ -n "$en" ] && [ "$en" = "$n" ]; then
-  echo "exit $rc $n $a $h"; tail_out; rm -f "$f.out"; exit 0
+  echo "exit $rc $n $a $h"; done_out; exit 0
 fi
 [ -n "$pg" ] || read -r pg 2>/dev/null < "$f.pid" || pg=
 alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
@@ -158,7 +166,7 @@ if [ -n "$pg" ] && alive; then
   esac
 fi
 if [ -z "$ours" ]; then
-  echo "gone $n $a $h"; tail_out; rm -f "$f.out"; exit 0
+  echo "gone $n $a $h"; done_out; exit 0
 fi
 if [ "$3" = peek ]; then echo "running $n $a $h"; exit 0; fi
 kill -s TERM -- "-$pg" 2>/dev/null
@@ -167,7 +175,7 @@ while alive && [ $i -lt 20 ]; do
   sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
 done
 kill -s KILL -- "-$pg" 2>/dev/null
-echo "killed $n $a $h"; tail_out; rm -f "$f.out"
+echo "killed $n $a $h"; done_out
 """
 )
 
@@ -223,9 +231,15 @@ def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) 
     return Invocation(line, (script + nonce + "\n").encode(), nonce)
 
 
-def ctl_line(markers: str, run_id: int, action: str, nonce: str = "-") -> str:
-    """The remote command that reaps (`reap`) or stops (`kill`) run `run_id`."""
-    return _line(CTL, "reconciler-ctl", markers, str(run_id), action, nonce)
+def ctl_line(
+    markers: str, run_id: int, action: str, nonce: str = "-", *, keep: bool = False
+) -> str:
+    """The remote command that reaps (`reap`), stops (`kill`) or reads (`peek`) run `run_id`,
+    or removes its output (`forget`, for `nonce` only). With `keep` the output read stays on
+    the target until a `forget`."""
+    return _line(
+        CTL, "reconciler-ctl", markers, str(run_id), action, nonce, "keep" if keep else "drop"
+    )
 
 
 def clean_line(markers: str) -> str:
