@@ -130,7 +130,7 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     # ctx: the host's settings, resolved once for the daemon's life
     daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
     metrics = server = None
-    if args.metrics_addr:
+    if args.metrics_addr is not None:  # given, even empty: parse_addr refuses ""
         from reconciler.pipeline import metrics as prometheus
 
         prometheus.parse_addr(args.metrics_addr)  # a bad address: exit 2 before anything

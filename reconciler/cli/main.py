@@ -362,10 +362,20 @@ def _refuse_unwritable_format(args) -> None:
 def _refuse_metrics_addr(args) -> None:
     """`--metrics-addr` serves /metrics for the daemon's life. A `--once` pass, a worker or a
     command would serve it for seconds or not at all, and a scrape could not count on seeing
-    it: refused (exit 2) rather than accepted and ignored (issue 19)."""
-    if getattr(args, "metrics_addr", None) and (args.command or args.once or args.dry_run):
-        from reconciler.core.errors import UsageError
+    it: refused (exit 2) rather than accepted and ignored (issue 19). Given, not true: an
+    empty address (`--metrics-addr "$ADDR"` with ADDR unset) is refused too, never taken for
+    no flag."""
+    addr = getattr(args, "metrics_addr", None)
+    if addr is None:
+        return
+    from reconciler.core.errors import UsageError
 
+    if not addr.strip():
+        raise UsageError(
+            "--metrics-addr is empty: give HOST:PORT, such as 127.0.0.1:9100 (or leave the "
+            "flag out to serve no metrics)"
+        )
+    if args.command or args.once or args.dry_run:
         what = f"'reconcile {args.command}'" if args.command else "a --once pass"
         raise UsageError(
             "--metrics-addr serves /metrics in continuous mode only ('reconcile "

@@ -305,13 +305,6 @@ def test_a_pass_refused_for_an_invalid_inventory_counts_as_an_error(project, tmp
     assert errors is not None and errors >= 1, log.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--metrics-addr '' (an unset variable in a unit file: --metrics-addr \"$ADDR\") is "
-    "accepted and serves nothing, by --once as by the daemon: _refuse_metrics_addr in "
-    "reconciler/cli/main.py and cmd_continuous in daemon_cmd.py test the value for truth, "
-    "not for presence, so an empty address is neither refused nor parsed",
-)
 def test_an_empty_metrics_addr_is_refused(project):
     project.task("hello", f"command: {project.record('hello')}\n")
     result = project.run("--metrics-addr", "", "--once", "--format", "json")
