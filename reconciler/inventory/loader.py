@@ -20,7 +20,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -965,17 +965,43 @@ def _approval(node: Node | None) -> Approval | None:
     return Approval(role, 1 if count is None else count, node.location)
 
 
+# `suspend.until`: exactly the form the schemas' pattern takes (YYYY-MM-DDTHH:MM[:SS[.fff]],
+# `T`, `t` or a space between, then Z or ±HH[:]MM), not every form Python's fromisoformat
+# reads (basic, week, an hour alone, a decimal comma, offset seconds, blanks around it).
+_INSTANT = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})"
+    r"(?::(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?)?"
+    r"(?:(?P<utc>Z)|(?P<sign>[+-])(?P<oh>[0-9]{2}):?(?P<om>[0-9]{2}))",
+    re.ASCII,
+)
+
+
 def _instant(text: str) -> datetime | None:
-    """An ISO 8601 time with its zone, in UTC; None if it is not one."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+    """A time with its zone in the documented form (`_INSTANT`), in UTC; None if it is not
+    one (a day the month does not have, year 0000, an offset of 24 hours or more)."""
+    match = _INSTANT.fullmatch(text)
+    if match is None:
         return None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        return None
+    year, month, day = (int(part) for part in match["date"].split("-"))
+    offset = timedelta(0)
+    if match["sign"]:
+        hours, minutes = int(match["oh"]), int(match["om"])
+        if hours > 23 or minutes > 59:
+            return None
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if match["sign"] == "-" else 1)
     try:
+        moment = datetime(
+            year,
+            month,
+            day,
+            int(match["hour"]),
+            int(match["minute"]),
+            int(match["second"] or 0),
+            int((match["fraction"] or "0")[:6].ljust(6, "0")),
+            tzinfo=timezone(offset),
+        )
         return moment.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:59-14:00 is past the last instant Python can hold
+    except (ValueError, OverflowError):  # 2030-02-30; 9999-12-31T23:59-14:00 (past Python's)
         return None
 
 
