@@ -394,12 +394,6 @@ def test_the_until_schema_agrees_with_validate(tmp_path):
     assert wrong == {}, "(validate's exit, whether the schema accepts it)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="timezone: posixrules is refused by validate (core/schedule.py _HOST_DEPENDENT: the "
-    "host's own setting) but accepted by every schema, whose pattern excludes only localtime "
-    "('^(?!localtime$)...' in task, team and machine.schema.json)",
-)
 def test_the_timezone_schema_refuses_posixrules_as_validate_does(tmp_path):
     verdicts = _verdicts(
         tmp_path,
