@@ -72,7 +72,8 @@ def codeowners(
             unwritable.append(pattern)
             continue
         lines.append(
-            f"/{_pattern(pattern.lstrip('/'))} {owners.of([_owner_of(team, pattern, inventory)])}"
+            f"/{_pattern(_as_signing_reads(pattern.lstrip('/')))} "
+            f"{owners.of([_owner_of(team, pattern, inventory)])}"
         )
     lines += [
         f"# The inventory ({prefix or 'the repository itself'}): settings; new files",
@@ -147,6 +148,14 @@ def _owner_of(team: str, pattern: str, inventory: Inventory) -> Requirement:
     if team in inventory.teams:
         return Requirement(team, OPERATOR, pattern)
     return Requirement(ANY_TEAM, ADMIN, pattern)
+
+
+def _as_signing_reads(pattern: str) -> str:
+    """A `paths:` pattern ending in `**/` as `**`: signing reads a trailing `/` as everything
+    under the folder (`deploy/**/` is every file under `deploy/`, `**/` every file), a git
+    host's gitignore-style matching reads `**/` at the end as the sub-folders alone (their
+    files, not the folder's own). Written `deploy/**` and `**`, both mean what signing does."""
+    return pattern[:-1] if pattern.endswith("**/") else pattern
 
 
 def _unmet(team: str | None, roles: frozenset[Role], path: str, any_admin: str) -> str:

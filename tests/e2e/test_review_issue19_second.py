@@ -211,14 +211,6 @@ def test_codeowners_with_a_file_name_that_is_not_utf8(tmp_path):
     printed.stdout.decode("utf-8")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a paths: pattern ending in '**/' ('**/', 'deploy/**/') is read by signing "
-    "(trust.path_matches: a trailing '/' adds '**') as every file under it, those at its top "
-    "included, but core/codeowners.py's _pattern writes it unchanged, and GitHub's matching "
-    "(PyPI codeowners, @snyk/github-codeowners) then owns only files in its sub-folders: "
-    "README.md needs an operator of the team to sign, CODEOWNERS asks any admin",
-)
 def test_a_paths_pattern_ending_in_double_star_slash_owns_what_signing_gives(tmp_path):
     try:
         from codeowners import CodeOwners
