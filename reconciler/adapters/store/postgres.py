@@ -753,6 +753,7 @@ class PostgresStore(StateStore):
         records = list(leading)
         stamp = _aware(now)
         with self._pipelined("claim") as conn:
+            conn.execute(_q("claim_commit_unflushed"))
             limited = [c.run_id for c in claims if c.max_parallel is not None]
             if limited:  # held from here to COMMIT: claims for one machine take turns
                 conn.execute(_q("lock_machines_of_runs"), {"ids": limited})
