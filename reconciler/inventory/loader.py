@@ -18,6 +18,7 @@ import json
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -921,13 +922,18 @@ def _freeze(obj: _Object, node: Node | None) -> Freeze | None:
     if not isinstance(node, MapNode):
         return None
     reason = _str(node.get("reason"))
+    # The schemas' reason pattern says the same (x-loader: worded here): not blank once
+    # trimmed of whitespace (str.strip's), no control character or line separator left.
     if reason is not None and not reason.strip():
         obj.error(
             node.get("reason").location,
             "suspend.reason is empty",
             'say why runs are held, e.g. reason: "INC-123 database failover"',
         )
-    if reason is not None and any(ch < " " or ch == "\x7f" for ch in reason.strip()):
+        reason = None
+    if reason is not None and any(
+        unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029" for ch in reason.strip()
+    ):
         # One line: it is shown beside every held run, in a table cell of the PR comment.
         obj.error(
             node.get("reason").location,
