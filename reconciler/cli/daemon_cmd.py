@@ -133,7 +133,7 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     if args.metrics_addr is not None:  # given, even empty: parse_addr refuses ""
         from reconciler.pipeline import metrics as prometheus
 
-        prometheus.parse_addr(args.metrics_addr)  # a bad address: exit 2 before anything
+        parsed = prometheus.parse_addr(args.metrics_addr)  # a bad one: exit 2 before anything
         metrics = prometheus.default_metrics()
     loop = _Continuous(args, ctx, daemon, metrics)  # loads the inventory: exit 2 if invalid
     if metrics is not None:
@@ -141,6 +141,7 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
         # series at 0 (issue 19).
         metrics.know(loop.loaded.desired)
         server = prometheus.serve(args.metrics_addr, metrics)
+        _say_served(server.address, loop.json_logs, args.quiet and parsed[1] != 0)
     daemon.tick, daemon.interval = loop.tick, loop.interval
     daemon.install_signal_handlers()
     if args.watch_files:
@@ -152,3 +153,13 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
         if server is not None:
             server.close()
     return 0
+
+
+def _say_served(address: str, json_logs: bool, quiet: bool) -> None:
+    """Where /metrics is served, once at start on stderr (a JSON object with `--log-format
+    json`): the port the kernel chose for `--metrics-addr HOST:0` is found nowhere else, so
+    it is said even under `-q`; a port given is said unless `-q`."""
+    if quiet:
+        return
+    line = f"serving metrics at http://{address}/metrics"
+    print(json_line(line, address=address) if json_logs else line, file=sys.stderr, flush=True)

@@ -550,6 +550,12 @@ class MetricsServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
+    @property
+    def address(self) -> str:
+        """`HOST:PORT` (`[IPv6]:PORT`) as bound: the port the kernel chose for `:0`."""
+        host, port = self._server.server_address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()

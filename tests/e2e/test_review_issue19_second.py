@@ -304,12 +304,6 @@ def test_an_empty_metrics_addr_is_refused(project):
     assert project.ledger_lines() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--metrics-addr 127.0.0.1:0 binds a port the kernel picks and never says which: no "
-    "scrape can find it (refuse port 0, or log the address served); pipeline/metrics.py's "
-    "parse_addr allows 0 and daemon_cmd.py logs nothing about the server",
-)
 def test_a_metrics_port_of_zero_is_refused_or_said(project, tmp_path):
     project.task("hello", f"command: {project.record('hello')}\n")
     log = tmp_path / "daemon.log"
