@@ -808,18 +808,21 @@ class PostgresStore(StateStore):
         transaction committed with the server's durable commit: after it returns, every
         command of the batch may be sent. A run no longer held at its epoch is refused.
         After a broken connection the batch committed when one of its runs is dispatched at
-        its epoch (all-or-nothing: then all that were not refused are)."""
+        its epoch (all-or-nothing: then all that were not refused are). A run is marked only
+        while its owner is still the claim's: a claim is committed unflushed
+        (`claim_commit_unflushed`), so a server that crashed may have forgotten it, and another
+        worker's claim of the run since holds the same epoch."""
         if not runs:
             return Batch([], [])
-        epochs = {run.id: run.epoch for run in runs}
+        held = {run.id: (run.epoch, run.owner) for run in runs}
 
         def landed() -> Batch | None:
             found = {
                 run.id: run
-                for run in self._runs_by_ids(list(epochs))
+                for run in self._runs_by_ids(list(held))
                 if run.status is RunStatus.RUNNING
                 and run.dispatched
-                and run.epoch == epochs[run.id]
+                and (run.epoch, run.owner) == held[run.id]
             }
             if not found:
                 return None
@@ -843,6 +846,7 @@ class PostgresStore(StateStore):
         params = {
             "ids": [run.id for run in runs],
             "epochs": [run.epoch for run in runs],
+            "owners": [run.owner for run in runs],
             "runs": [run_id for run_id, _ in entries],
             **dict(zip(("at", "actor", "action", "detail"), columns)),
         }

@@ -462,11 +462,14 @@ RETURNING r.*
 -- dispatch_batch and its audit entries in one statement: the entries of the runs it marked
 -- (%(runs)s names each entry's run) are queued in order (as audit_enqueue), those of a run
 -- whose lease was lost are not. Sent with BEGIN and COMMIT, a dispatch batch is one round trip.
+-- A run is marked only at its claim's epoch and owner: a claim commits unflushed
+-- (claim_commit_unflushed), and one a crashed server forgot leaves its epoch to the next claim.
 WITH marked AS (
     UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
-    FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[]) AS t(id, epoch)
+    FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(owners)s::text[])
+         AS t(id, epoch, owner)
     WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
-      AND r.status = 'running'
+      AND r.owner = t.owner AND r.status = 'running'
     RETURNING r.*
 ), queued AS (
     INSERT INTO audit_queue (at, actor, action, detail)
