@@ -99,9 +99,10 @@ def _once_result(
 
 @contextmanager
 def _graceful_stop(engine: Engine):
-    """First SIGINT/SIGTERM: claim nothing more; running runs get the engine's grace period
-    (then they are stopped and recorded `unknown`). A second one stops them at once (exit
-    130). Yields a list that receives the number of the first signal."""
+    """First SIGINT/SIGTERM/SIGHUP: claim nothing more; running runs get the engine's grace
+    period (then they are stopped and recorded `unknown`). A second one stops them at once
+    (the summary still lists them). Yields a list that receives the number of the first
+    signal."""
     received: list[int] = []
 
     def handler(signum, frame):
@@ -115,7 +116,10 @@ def _graceful_stop(engine: Engine):
             "as long as they take" if engine.grace is None else f"{engine.grace:g}s",
         )
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (a closed terminal) too, as SIGTERM, unless the process was started ignoring it.
+    stops = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    stops = [s for s in stops if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in stops}
     try:
         yield received
     finally:

@@ -96,3 +96,27 @@ def test_a_hangup_ignored_at_start_stays_ignored(project, silent_store):
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, (proc.returncode, err)
     assert json.loads(out)["errors"][0]["message"] == "stopped by SIGTERM", out
+
+
+def test_sighup_stops_a_pass_as_sigterm_does(project, tmp_path):
+    """A closed terminal stops `--once` gracefully: nothing more starts, the running run gets
+    the grace period, then is stopped; the summary lists it (not a bare `stopped` error)."""
+    started = tmp_path / "started"
+    project.task("slow", f"command: 'touch {started}; sleep 60'\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--once", "--grace", "1s", "--format", "json"],
+        cwd=project.root,
+        env=clean_environment(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with reaped(proc):
+        wait_until(started.exists, timeout=60, message="the run to start")
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, (proc.returncode, err)
+    document = json.loads(out)
+    assert document["stopped_by"] == "SIGHUP", document
+    assert [run["task"] for run in document["runs"]] == ["ops/slow"], document
+    assert document["left_behind"] == [document["runs"][0]["id"]], document
