@@ -79,26 +79,32 @@ class _Continuous:
             join_awake(thread)
 
     def _guarded_pass(self, planning: threading.Event) -> None:
-        """The daemon's top guard for one pass thread: log, never die."""
+        """The daemon's top guard for one pass thread: log, never die. A pass that failed
+        before its sinks counted its end (the inventory became invalid, the store does not
+        answer) is counted here, as `reconciler_passes_total{result="error"}` (issue 19)."""
+        metrics = _PassMetrics(self.metrics) if self.metrics is not None else None
         try:
-            self._pass(planning)
+            self._pass(planning, metrics)
         except InputError as exc:
             log.error("the inventory is invalid; nothing runs until it is fixed:\n%s", exc)
+            _count_failed(metrics)
         except ReconcilerError as exc:
             log.error("%s", exc)
+            _count_failed(metrics)
         except Exception:  # a bug in one pass must not stop the daemon
             log.exception("internal error in a pass (a bug in reconciler, please report it)")
+            _count_failed(metrics)
         finally:
             planning.set()
 
-    def _pass(self, planning: threading.Event) -> None:
+    def _pass(self, planning: threading.Event, metrics: _PassMetrics | None) -> None:
         ctx = self.ctx
         commit = gitsource.head_commit(ctx.settings.inventory.value)
         # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
         with prepared_pass(ctx, commit) as (loaded, store, trust):
             self.loaded = loaded
             with wired_engine(
-                ctx, loaded, store, commit=commit, progress=self.progress, metrics=self.metrics
+                ctx, loaded, store, commit=commit, progress=self.progress, metrics=metrics
             ) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = ctx.settings.grace.value
@@ -124,6 +130,28 @@ class _Continuous:
         return views.summary_text(
             sorted(report.runs.values(), key=lambda r: r.id), report.counts(), report.held
         )
+
+
+class _PassMetrics:
+    """The daemon's metrics as one pass's sinks see them, noting whether the sinks counted
+    the pass's end (`pass_ended`: they do once the pass has started, failed or not)."""
+
+    def __init__(self, metrics):
+        self._metrics = metrics
+        self.ended = False
+
+    def pass_ended(self, exit_code: int | None) -> None:
+        self.ended = True
+        self._metrics.pass_ended(exit_code)
+
+    def __getattr__(self, name: str):
+        return getattr(self._metrics, name)
+
+
+def _count_failed(metrics: _PassMetrics | None) -> None:
+    """A failed pass its sinks did not count (it failed before they existed or started)."""
+    if metrics is not None and not metrics.ended:
+        metrics.pass_ended(None)
 
 
 def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:

@@ -267,14 +267,6 @@ def test_a_paths_pattern_with_a_newline_is_refused_not_written_as_two_rules(tmp_
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a daemon pass that fails before its engine starts (the inventory became invalid, "
-    "the store does not answer) is logged but never counted: reconciler_passes_total"
-    '{result="error"} stays 0, so an alert on it never fires. _Continuous._guarded_pass in '
-    "reconciler/cli/daemon_cmd.py logs the error without metrics.pass_ended(None); only the "
-    "engine's sinks count passes",
-)
 def test_a_pass_refused_for_an_invalid_inventory_counts_as_an_error(project, tmp_path):
     pytest.importorskip("prometheus_client")
     project.task("hello", f"command: {project.record('hello')}\n")
