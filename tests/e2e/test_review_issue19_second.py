@@ -98,13 +98,6 @@ def test_a_store_password_with_a_hash_or_question_mark_never_shows(project, pass
     assert "er2-Secret" not in result.out + result.err, result.out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a short state-store password is scrubbed out of every word of the driver's message "
-    "('c***necti*** refused' for the password 'on'), which garbles the error and shows where "
-    "the password's letters are: scrub() in reconciler/adapters/store/common.py replaces every "
-    "occurrence of any password, with no minimum length (the vault redactor has MIN_LENGTH)",
-)
 def test_a_short_store_password_does_not_garble_the_error(project):
     result = project.run(
         "--state", "postgresql://admin:on@127.0.0.1:1/reconciler", "status", "--format", "json"

@@ -21,6 +21,7 @@ from reconciler.adapters.audit.chain import AuditEntry
 from reconciler.adapters.store.base import OUTPUT_CAP
 from reconciler.core import output as output_tail
 from reconciler.core.alerts import Delivery
+from reconciler.core.redact import MIN_LENGTH
 
 UNKNOWN_ERROR = "the reconciler stopped while this run was executing; its result is unknown"
 CANCEL_ERRORS = {  # Cancel.reason -> the error text a cancelled run shows
@@ -191,10 +192,13 @@ def redact_url(url: str) -> str:
 
 def url_passwords(url: str) -> list[str]:
     """The passwords written in `url`, as written and percent-decoded, longest first: a
-    foreign error message that echoes one is scrubbed with these before anybody sees it."""
+    foreign error message that echoes one is scrubbed with these before anybody sees it.
+    Only those of at least `MIN_LENGTH` characters, as for vault values: a shorter one would
+    be masked inside every word of the message ('c***necti*** refused' for 'on') and show
+    where its letters are; the URL itself is always shown redacted (`redact_url`)."""
     raw = [m.group(2) for m in _USERINFO_PASSWORD.finditer(url)]
     raw += [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
-    found = {p for p in raw + [unquote(p) for p in raw] if p}
+    found = {p for p in raw + [unquote(p) for p in raw] if len(p) >= MIN_LENGTH}
     return sorted(found, key=len, reverse=True)
 
 
