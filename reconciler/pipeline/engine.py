@@ -44,7 +44,7 @@ from reconciler.adapters.store.base import (
 )
 from reconciler.adapters.store.common import pid_namespace, process_start
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport
-from reconciler.core.dispatch import Decision, decide, fill
+from reconciler.core.dispatch import Decision, decide, fill, run_hold
 from reconciler.core.errors import StoreError, TransportError
 from reconciler.core.holds import Hold, HoldKind
 from reconciler.core.model import DesiredState
@@ -515,9 +515,16 @@ class _Drain:
 
     def _prepare_transports(self) -> None:
         """Let each transport get ready for the machines of the queue (the SSH one opens their
-        connections at once, in the background) while the first rounds claim and dispatch."""
+        connections at once, in the background) while the first rounds claim and dispatch.
+        Not for a run a freeze, a window or an approval holds: a machine frozen for
+        maintenance is not logged in to at every pass (a run whose hold lifts mid-drain
+        connects when it starts)."""
         by_transport: dict[str, dict[str, object]] = {}
+        now = self.engine.clock()
         for run in self.pending.values():
+            hold = run_hold(run, self.desired, now)
+            if hold is not None and hold.kind is not HoldKind.RETRY:
+                continue
             machine = self.desired.machines.get(run.machine)
             if machine is not None and machine.transport in self.engine.transports:
                 by_transport.setdefault(machine.transport, {})[machine.name] = machine

@@ -397,12 +397,6 @@ def _pass_starts(project: Project) -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/engine.py _prepare_transports warms a connection to the machine of every "
-    "pending run, held ones included: the daemon logs in over SSH (decrypting the machine's "
-    "key) to a machine frozen for maintenance at every pass, though nothing may run there",
-)
 def test_the_daemon_does_not_log_in_to_a_frozen_machine(tmp_path, sshd_factory, client_key):
     from tests.support.ssh_project import ssh_project
 
