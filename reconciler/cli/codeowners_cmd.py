@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from reconciler.adapters.source.worktree import inventory_files
 from reconciler.cli import wiring
 from reconciler.cli.progress import print_warnings, tell
-from reconciler.core.codeowners import codeowners
+from reconciler.core.codeowners import codeowners, writable
 from reconciler.inventory.file_teams import teams_named
 
 if TYPE_CHECKING:
@@ -36,6 +36,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(
             f"the inventory folder's path '{_shown(found.prefix)}' is not UTF-8: a CODEOWNERS "
             "file (UTF-8) cannot name it (rename the folder)"
+        )
+    if not writable(found.prefix):
+        from reconciler.core.errors import UsageError
+
+        raise UsageError(
+            f"the inventory folder's path {found.prefix!r} holds a control character: no "
+            "CODEOWNERS line can name it (rename the folder)"
         )
     # A file name that is not UTF-8 (bytes git keeps as they are): the git host reads
     # CODEOWNERS as UTF-8, so no line can name that file; its folder's rule applies.

@@ -59,6 +59,8 @@ def codeowners(
     trailing slash; "" when it is the repository itself). `files`: each existing file under
     its `teams/`, `tasks/` and `machines/` (repository paths) with the teams its objects name
     (`inventory.file_teams.teams_named`)."""
+    if not writable(prefix):  # every folder rule and the header would be split across lines
+        raise ValueError(f"a CODEOWNERS pattern cannot hold the folder {prefix!r}")
     owners = _Owners(inventory)
     inv = "/" + _escape(prefix)  # a folder named `deploy inv/` must stay one pattern
     # Settings and every path no rule gives to a team: an admin of any team (said once).

@@ -181,13 +181,6 @@ def test_a_password_with_a_raw_at_sign_does_not_show_its_tail(project):
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codeowners: the guard for unwritable names covers the inventory's files but not "
-    "the inventory folder itself: with a newline in its name the header comment and every "
-    "folder rule are split across lines ('/in' with no owner, 'v/teams @alice' matching "
-    "anywhere, 'v/): settings; new files' as a rule with bogus owners), exit 0",
-)
 def test_codeowners_for_an_inventory_folder_with_a_newline_writes_no_broken_rule(tmp_path):
     root = tmp_path / "repo"
     inventory = root / "in\nv"
