@@ -145,18 +145,19 @@ def test_sigterm_during_vault_edit_with_a_swap_file_is_stopped_and_leaves_nothin
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/factory.py: a libpq key=value DSN ('host=... password=... dbname=...', "
-    "as RECONCILE_STATE often holds) has no scheme, so it is taken for a plain SQLite path: "
-    "--once reconciles into a new local file named with the password, in the working tree "
-    "and not gitignored, exit 0, instead of refusing it (exit 2) or using PostgreSQL",
+@pytest.mark.parametrize(
+    "url",
+    [
+        "host=127.0.0.1 port=1 user=admin password=Sup3rSecret-DSN dbname=reconciler",
+        " postgresql://admin:Sup3rSecret-SP@127.0.0.1:1/reconciler",
+        "postgresql:/admin:Sup3rSecret-SL@127.0.0.1:1/reconciler",
+    ],
+    ids=["key-value", "leading-space", "one-slash"],
 )
-def test_a_key_value_dsn_is_not_a_sqlite_file_named_with_its_password(project):
+def test_a_store_url_without_its_scheme_is_not_a_sqlite_path_named_with_its_password(project, url):
     project.task("hello", f"command: {project.record('hello')}\n")
-    dsn = "host=127.0.0.1 port=1 user=admin password=Sup3rSecret-DSN dbname=reconciler"
-    result = project.run("--state", dsn, "--once", "--format", "json")
-    named = [p.name for p in project.root.iterdir() if "Sup3rSecret" in p.name]
+    result = project.run("--state", url, "--once", "--format", "json")
+    named = [str(p) for p in project.root.rglob("*Sup3rSecret*")]
     assert not named, named
     assert result.code in (2, 3), result
     assert "Sup3rSecret" not in result.out + result.err, result

@@ -3,7 +3,9 @@
 Accepted forms (SPEC §2):
 - `sqlite:///relative/path.db` — relative to the working directory;
 - `sqlite:////abs/path.db` — an absolute path;
-- a plain path, `path/to/state.db` or `/abs/state.db`;
+- a plain path, `path/to/state.db` or `/abs/state.db` (not a libpq `key=value` string nor
+  a URL written wrong, `postgresql:/...` or ` postgresql://...`: refused, lest a file be
+  named after a password);
 - `postgresql://...` or `postgres://...` — a libpq URL: PostgreSQL, shared by several
   reconcilers and workers (`store.postgres`).
 """
@@ -26,6 +28,20 @@ _FORMS = (
     "or postgresql://user@host/database"
 )
 _POSTGRES = ("postgresql", "postgres")
+# Texts without `scheme://` at their very start that are no file name but a store URL or
+# libpq string written wrong: taken for a path, they would name a new SQLite file (and
+# folders) after the password. A libpq key=value string (`host=db password=...`) starts with
+# one of libpq's keywords and `=`; a URL with a space before it or a slash missing
+# (`postgresql:/user:pw@host/db`), or one without its scheme (`user:pw@host/db`).
+_KEY_VALUE = re.compile(
+    r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|sslcert|sslkey"
+    r"|sslrootcert|connect_timeout|application_name|options|target_session_attrs)\s*=",
+    re.IGNORECASE,
+)
+_URL_LIKE = re.compile(
+    r"^\s*([A-Za-z][A-Za-z0-9+.-]*:/|(postgresql|postgres|sqlite):)|^[^/]*:[^/]*@", re.IGNORECASE
+)
+_NOT_SHOWN = "(not shown: it may hold a password)"
 
 
 def open_store(url: str, *, create: bool = True, read_only: bool = False) -> StateStore | None:
@@ -69,6 +85,20 @@ def sqlite_path(url: str) -> Path:
     if match is None:
         if not url.strip():
             raise _bad_url(url, "the state store URL is empty")
+        if _KEY_VALUE.match(url):
+            raise _bad_url(
+                "",
+                f"a key=value connection string is not a state store URL {_NOT_SHOWN}",
+                "write it as postgresql://user:password@host:port/database",
+            )
+        if _URL_LIKE.match(url):
+            raise _bad_url(
+                "",
+                "this looks like a URL written wrong (a space before it, a slash or the scheme "
+                f"missing), not a file path {_NOT_SHOWN}",
+                "write postgresql://user:password@host:port/database, or sqlite:///path.db "
+                "for a file",
+            )
         return Path(url).expanduser()
     scheme = match.group(1).lower()
     if scheme in _POSTGRES:
