@@ -163,12 +163,6 @@ def test_a_store_url_without_its_scheme_is_not_a_sqlite_path_named_with_its_pass
     assert "Sup3rSecret" not in result.out + result.err, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/common.py _USERINFO_PASSWORD masks up to the first '@': a password written "
-    "with a raw '@' (user:Sup3r@Secret-Tail@host, an unencoded character users often leave) "
-    "shows its tail in the redacted URL and in libpq's host name ('***@Secret-Tail@127.0.0.1')",
-)
 def test_a_password_with_a_raw_at_sign_does_not_show_its_tail(project):
     url = "postgresql://admin:Sup3r@Secret-Tail@127.0.0.1:1/reconciler"
     result = project.run("--state", url, "status", "--format", "json")

@@ -178,9 +178,11 @@ def cancel_error(reason: str) -> str:
 
 # --- URLs in messages ---------------------------------------------------------------------------
 
-# libpq's reading of a URL: the user info runs to the first `@` (before any `/`) and the user
-# name to its first `:`, so a password holds `?`, `#`, `:` and percent escapes as written.
-_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)([^/@]*)@")
+# The password of a URL's user info: from the user name's first `:` to the LAST `@` before
+# the first `/` (libpq reads `?`, `#`, `:` and percent escapes in it as written). libpq ends
+# the user info at the first `@`: a raw `@` in a password (`user:pa@ss@host`) makes its tail
+# part of the host name (`ss@host`), which its errors echo; so all of it is masked.
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)([^/]*)@")
 _QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)([^&;\s]*)", re.IGNORECASE)
 
 
@@ -196,9 +198,13 @@ def url_passwords(url: str) -> list[str]:
     Only those of at least `MIN_LENGTH` characters, as for vault values: a shorter one would
     be masked inside every word of the message ('c***necti*** refused' for 'on') and show
     where its letters are; the URL itself is always shown redacted (`redact_url`)."""
-    raw = [m.group(2) for m in _USERINFO_PASSWORD.finditer(url)]
-    raw += [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    userinfo = [m.group(2) for m in _USERINFO_PASSWORD.finditer(url)]
+    raw = userinfo + [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
     found = {p for p in raw + [unquote(p) for p in raw] if len(p) >= MIN_LENGTH}
+    # What libpq takes for the start of the host name after a raw `@` (see
+    # `_USERINFO_PASSWORD`): with its `@` it is no word of a message, whatever its length.
+    tails = [p.partition("@")[2] for p in userinfo if "@" in p]
+    found |= {t + "@" for t in tails} | {t for t in tails if len(t) >= MIN_LENGTH}
     return sorted(found, key=len, reverse=True)
 
 
