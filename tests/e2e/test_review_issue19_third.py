@@ -302,3 +302,20 @@ def test_sigint_while_the_json_document_is_being_written_leaves_one_document(pro
     result = Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
     assert proc.returncode in (0, 130), result.err
     _one_document(result)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="store/common.py masks a URL's user info only when an '@' comes before the first "
+    "'/': a password written with a raw '/' (base64 passwords hold '/' and '+') makes libpq "
+    "read 'user:pass' as host:port, and the message shows the URL unmasked, the password whole",
+)
+@pytest.mark.parametrize(
+    "password", ["Sup3r/Secret+Z9", "Sup3rSecret+Z9/"], ids=["slash-inside", "slash-last"]
+)
+def test_a_password_with_a_raw_slash_never_shows(project, password):
+    url = f"postgresql://admin:{password}@127.0.0.1:1/reconciler"
+    result = project.run("--state", url, "status", "--format", "json")
+    _one_document(result)
+    assert result.code in (2, 3), result
+    assert "Secret+Z9" not in result.out + result.err, result.err
