@@ -14,7 +14,12 @@ import sys
 import time
 import traceback
 
-from reconciler.cli.outputs import Stopped, stop_on_signals
+from reconciler.cli.outputs import (
+    Stopped,
+    signals_deferred,
+    stop_on_signals,
+    write_stdout,
+)
 from reconciler.cli.startup import hide_identity
 from reconciler.core.errors import InputError, ReconcilerError
 from reconciler.core.redact import Redactor
@@ -227,8 +232,10 @@ def _json_error(exit_code: int, kind: str, errors: list[dict], warnings=None) ->
     from reconciler.cli.json_errors import document
 
     try:
-        sys.stdout.write(document(exit_code, kind, errors, warnings))
-        sys.stdout.flush()
+        with signals_deferred():  # never half a document (see `present`)
+            write_stdout(document(exit_code, kind, errors, warnings))
+    except Stopped:  # a signal during the error's document: it is whole, the exit code stays
+        pass
     except OSError:  # stdout closed or full: the stderr line said it
         _drop_stdout()
 
@@ -300,9 +307,12 @@ def present(result, args) -> int:
     rendered = views.render(result, fmt)
     _printed = True
     global _stdout_failure
+    # A document begun is finished: SIGTERM or SIGHUP while it is written (a slow reader
+    # holding the pipe full) waits for its end, then stops the command (128 + the signal,
+    # no second document): never half a document.
     try:
-        sys.stdout.write(rendered)
-        sys.stdout.flush()
+        with signals_deferred():
+            write_stdout(rendered)
     except OSError as exc:
         _stdout_failure = exc  # stdout's own failure, not a file's (see `_stdout_failed`)
         raise

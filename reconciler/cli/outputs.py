@@ -13,6 +13,7 @@ import errno
 import os
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -72,6 +73,55 @@ def stop_on_signals() -> Callable[[], None]:
             signal.signal(signum, handler)
 
     return restore
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP wait: the block finishes (a system call they
+    interrupt is retried, PEP 475), then the first of them raises `Stopped`. For what must not
+    be cut part-way: the result document on stdout (half a JSON document is none), the removal
+    of a plaintext folder. A signal the process ignores stays ignored; outside the main thread
+    nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def note(signum, frame):
+        arrived.append(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, note)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if arrived:
+        handler = previous[arrived[0]]
+        if callable(handler):
+            handler(arrived[0], None)  # the handler that was there: `Stopped`, or a command's own
+        elif handler == signal.SIG_DFL:
+            raise Stopped(arrived[0])
+
+
+def write_stdout(text: str) -> None:
+    """`text` on standard output, whole: to its file descriptor in a loop that goes on after a
+    partial write (a signal in a full pipe), where Python's buffered stdout can lose part of
+    it. A stdout with no descriptor (a test's capture) is written as it is."""
+    stream = sys.stdout
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    view = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def is_machine_trouble(exc: OSError) -> bool:

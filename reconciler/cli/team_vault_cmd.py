@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -203,7 +204,9 @@ def _edit(args) -> int | views.Output:
     recipients = team_vault.parse_recipients(team)
     current, named = _current_to_rewrite(path, args, team)
     previous = current or {}
-    edited = _edit_in_private_file(team_vault.encode(previous, team.name), _editor())
+    edited = _edit_in_private_file(
+        team_vault.encode(previous, team.name), _editor(), args.log_format
+    )
     vault = team_vault.decode_vault(edited, f"{display_path(path)} (edited)")
     if vault.team not in (None, team.name):
         raise UsageError(
@@ -233,7 +236,9 @@ def _private_dir() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def _edit_in_private_file(plaintext: bytes, editor: Sequence[str]) -> bytes:
+def _edit_in_private_file(
+    plaintext: bytes, editor: Sequence[str], log_format: str | None = None
+) -> bytes:
     """Let the user edit `plaintext` in a 0600 file inside a 0700 directory, removed on every
     path out (success, editor failure, Ctrl-C, SIGTERM, SIGHUP)."""
     folder = tempfile.mkdtemp(prefix="reconcile-vault-", dir=_private_dir())
@@ -241,10 +246,12 @@ def _edit_in_private_file(plaintext: bytes, editor: Sequence[str]) -> bytes:
     # SIGTERM and SIGHUP (a dropped SSH session, a kill) raise like Ctrl-C does, so that the
     # `finally` below removes the plaintext on those exits too.
     with outputs.stopped_by_signals():
-        return _edit_file(file, folder, plaintext, editor)
+        return _edit_file(file, folder, plaintext, editor, log_format)
 
 
-def _edit_file(file: Path, folder: str, plaintext: bytes, editor: Sequence[str]) -> bytes:
+def _edit_file(
+    file: Path, folder: str, plaintext: bytes, editor: Sequence[str], log_format: str | None
+) -> bytes:
     try:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -257,8 +264,59 @@ def _edit_file(file: Path, folder: str, plaintext: bytes, editor: Sequence[str])
             raise UsageError(f"the editor exited with code {code}; the vault is unchanged")
         return file.read_bytes()
     finally:
-        file.unlink(missing_ok=True)
-        os.rmdir(folder)
+        # A second signal waits until the folder is gone (then stops the command).
+        with outputs.signals_deferred():
+            _remove_private_folder(folder, log_format)
+
+
+def _remove_private_folder(folder: str, log_format: str | None) -> None:
+    """Remove the reconciler's own 0700 folder whole: the plaintext and every file the editor
+    left beside it (emacs's `vault.yaml~`, vim's `.vault.yaml.swp`), each overwritten before
+    it is unlinked. Never raises (it runs in a `finally`: a failure here must not mask the
+    edit's outcome nor a stop); what cannot be removed is said, as it holds plaintext."""
+    failed: list[str] = []
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            _shred(os.path.join(root, name), failed)
+        for name in dirs:
+            path = os.path.join(root, name)
+            _shred(path, failed) if os.path.islink(path) else _rmdir(path, failed)
+    _rmdir(folder, failed)
+    if failed:
+        tell(
+            f"warning: could not remove {', '.join(failed)}: it may hold the vault's plaintext, "
+            "remove it by hand",
+            log_format,
+            "warning",
+        )
+
+
+def _shred(path: str, failed: list[str]) -> None:
+    try:
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_size:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.write(fd, bytes(info.st_size))
+            finally:
+                os.close(fd)
+    except OSError:
+        pass  # unlinking still removes it
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        failed.append(path)
+
+
+def _rmdir(path: str, failed: list[str]) -> None:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        failed.append(path)
 
 
 ACTIONS = {

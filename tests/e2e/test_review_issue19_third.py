@@ -72,12 +72,6 @@ def _remove(folder: Path) -> None:
 # =============================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="team_vault_cmd._edit_file removes only vault.yaml, then os.rmdir(folder): an "
-    "editor that keeps a backup beside it (emacs's vault.yaml~, sed -i~) makes rmdir fail "
-    "'Directory not empty', exit 3; the edit is lost and the plaintext backup stays in /dev/shm",
-)
 def test_an_editor_backup_file_neither_loses_the_edit_nor_leaves_the_plaintext(vaulted, tmp_path):
     editor = _editor(
         tmp_path,
@@ -102,13 +96,6 @@ def test_an_editor_backup_file_neither_loses_the_edit_nor_leaves_the_plaintext(v
         _remove(_edit_folder(tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIGTERM during vault edit with an editor that keeps a swap file (vim's "
-    ".vault.yaml.swp): the editor is killed, its swap file stays, os.rmdir in "
-    "_edit_file's finally raises 'Directory not empty' over Stopped: exit 3 "
-    "'infrastructure' instead of 143 'stopped', and the swap file's plaintext stays in /dev/shm",
-)
 def test_sigterm_during_vault_edit_with_a_swap_file_is_stopped_and_leaves_nothing(
     vaulted, tmp_path
 ):
@@ -215,12 +202,6 @@ def _pipe_bytes(fd: int) -> int:
     return int.from_bytes(buffered, sys.byteorder)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan --format json prints its document in one write; SIGTERM while a slow reader "
-    "holds the pipe full ends it with exit 143 and stdout holds the first 64 KiB of the plan "
-    "document, cut mid-object, and nothing after it: not one JSON document on that exit",
-)
 def test_sigterm_while_the_json_document_is_being_written_leaves_one_document(project):
     for number in range(1500):
         project.task(f"t{number}", "command: 'true'\n")
