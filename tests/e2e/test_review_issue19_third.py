@@ -228,15 +228,6 @@ def test_sigterm_while_the_json_document_is_being_written_leaves_one_document(pr
     _one_document(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/factory.py tells a store URL from a file path by a list of shapes (libpq "
-    "keywords it knows first, 'scheme:/', 'user:pw@' before any slash): a URL in quotes (as "
-    "docker --env-file keeps them), one missing its colon ('postgresql//'), or a key=value "
-    "string that starts with another libpq keyword (client_encoding, keepalives, gssencmode) "
-    "is still a plain SQLite path: --once reconciles into new local files or folders named "
-    "with the password, exit 0",
-)
 @pytest.mark.parametrize(
     "url",
     [

@@ -3,9 +3,9 @@
 Accepted forms (SPEC §2):
 - `sqlite:///relative/path.db` — relative to the working directory;
 - `sqlite:////abs/path.db` — an absolute path;
-- a plain path, `path/to/state.db` or `/abs/state.db` (not a libpq `key=value` string nor
-  a URL written wrong, `postgresql:/...` or ` postgresql://...`: refused, lest a file be
-  named after a password);
+- a plain path, `path/to/state.db` or `/abs/state.db`, of letters, digits, spaces and
+  `. _ - / ~ + , @ %` (anything else, a libpq `key=value` string or a URL written wrong,
+  `postgresql:/...`, `"postgresql://..."`, is refused lest a file be named after a password);
 - `postgresql://...` or `postgres://...` — a libpq URL: PostgreSQL, shared by several
   reconcilers and workers (`store.postgres`).
 """
@@ -28,19 +28,14 @@ _FORMS = (
     "or postgresql://user@host/database"
 )
 _POSTGRES = ("postgresql", "postgres")
-# Texts without `scheme://` at their very start that are no file name but a store URL or
-# libpq string written wrong: taken for a path, they would name a new SQLite file (and
-# folders) after the password. A libpq key=value string (`host=db password=...`) starts with
-# one of libpq's keywords and `=`; a URL with a space before it or a slash missing
-# (`postgresql:/user:pw@host/db`), or one without its scheme (`user:pw@host/db`).
-_KEY_VALUE = re.compile(
-    r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|sslcert|sslkey"
-    r"|sslrootcert|connect_timeout|application_name|options|target_session_attrs)\s*=",
-    re.IGNORECASE,
-)
-_URL_LIKE = re.compile(
-    r"^\s*([A-Za-z][A-Za-z0-9+.-]*:/|(postgresql|postgres|sqlite):)|^[^/]*:[^/]*@", re.IGNORECASE
-)
+# A plain path is a file name, not a URL or libpq string written wrong: read as one, such a
+# text would name a new SQLite file (and folders) after its password. So a plain path holds
+# only what file names of a store hold (letters, digits, ` . _ - / ~ + , @ %`), does not
+# start with a space nor with a store scheme and a slash (`postgresql//...`); any other
+# name is written `sqlite:///name`. A libpq key=value string (`keyword=value ...`) is told
+# apart only to say what to write instead.
+_KEY_VALUE = re.compile(r"^\s*[A-Za-z_]+\s*=")
+_PLAIN_PATH = re.compile(r"(?!\s)(?!(postgresql|postgres|sqlite)[/:\s])[\w.~/+,@% -]+", re.I)
 _NOT_SHOWN = "(not shown: it may hold a password)"
 
 
@@ -91,13 +86,13 @@ def sqlite_path(url: str) -> Path:
                 f"a key=value connection string is not a state store URL {_NOT_SHOWN}",
                 "write it as postgresql://user:password@host:port/database",
             )
-        if _URL_LIKE.match(url):
+        if not _PLAIN_PATH.fullmatch(url):
             raise _bad_url(
                 "",
-                "this looks like a URL written wrong (a space before it, a slash or the scheme "
-                f"missing), not a file path {_NOT_SHOWN}",
-                "write postgresql://user:password@host:port/database, or sqlite:///path.db "
-                "for a file",
+                "this is neither a state store URL nor a plain file path (one holds only "
+                f"letters, digits, spaces and . _ - / ~ + , @ %) {_NOT_SHOWN}",
+                "write postgresql://user:password@host:port/database, or sqlite:///name.db "
+                "for a file whose name holds other characters",
             )
         return Path(url).expanduser()
     scheme = match.group(1).lower()
