@@ -276,12 +276,6 @@ def test_sigint_while_the_json_document_is_being_written_leaves_one_document(pro
     _one_document(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/common.py masks a URL's user info only when an '@' comes before the first "
-    "'/': a password written with a raw '/' (base64 passwords hold '/' and '+') makes libpq "
-    "read 'user:pass' as host:port, and the message shows the URL unmasked, the password whole",
-)
 @pytest.mark.parametrize(
     "password", ["Sup3r/Secret+Z9", "Sup3rSecret+Z9/"], ids=["slash-inside", "slash-last"]
 )

@@ -178,11 +178,13 @@ def cancel_error(reason: str) -> str:
 
 # --- URLs in messages ---------------------------------------------------------------------------
 
-# The password of a URL's user info: from the user name's first `:` to the LAST `@` before
-# the first `/` (libpq reads `?`, `#`, `:` and percent escapes in it as written). libpq ends
-# the user info at the first `@`: a raw `@` in a password (`user:pa@ss@host`) makes its tail
-# part of the host name (`ss@host`), which its errors echo; so all of it is masked.
-_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)([^/]*)@")
+# The password of a URL's user info: from the user name's first `:` to the LAST `@` of the
+# URL (libpq reads `?`, `#`, `:` and percent escapes in it as written). libpq ends the user
+# info at the first `@` or `/`: a raw `@` in a password (`user:pa@ss@host`) makes its tail
+# part of the host name, which its errors echo; a raw `/` (base64 passwords hold it) makes
+# `user:pass` a host and a port, and the rest a database name. So all of it is masked, and
+# an `@` later in the URL (rare in a store URL) costs only what follows the user name.
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)(.*)@")
 _QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)([^&;\s]*)", re.IGNORECASE)
 
 
@@ -205,6 +207,8 @@ def url_passwords(url: str) -> list[str]:
     # `_USERINFO_PASSWORD`): with its `@` it is no word of a message, whatever its length.
     tails = [p.partition("@")[2] for p in userinfo if "@" in p]
     found |= {t + "@" for t in tails} | {t for t in tails if len(t) >= MIN_LENGTH}
+    # ... and the pieces libpq reads as a port or a database name after a raw `/`.
+    found |= {part for p in userinfo for part in re.split("[/@]", p) if len(part) >= MIN_LENGTH}
     return sorted(found, key=len, reverse=True)
 
 
