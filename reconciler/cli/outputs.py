@@ -77,8 +77,9 @@ def stop_on_signals() -> Callable[[], None]:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP wait: the block finishes (a system call they
-    interrupt is retried, PEP 475), then the first of them raises `Stopped`. For what must not
+    """Within the block, SIGTERM, SIGHUP and SIGINT wait: the block finishes (a system call
+    they interrupt is retried, PEP 475), then the first of them takes effect as it would have
+    (`Stopped`, or KeyboardInterrupt for SIGINT). For what must not
     be cut part-way: the result document on stdout (half a JSON document is none), the removal
     of a plaintext folder. A signal the process ignores stays ignored; outside the main thread
     nothing changes."""
@@ -91,7 +92,7 @@ def signals_deferred() -> Iterator[None]:
         arrived.append(signum)
 
     previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, note)
     try:

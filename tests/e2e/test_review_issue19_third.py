@@ -246,13 +246,6 @@ def test_a_store_url_in_another_wrong_shape_is_not_a_path_named_with_its_passwor
     assert "Sup3rSecret" not in result.out + result.err, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the document under way is finished only for SIGTERM and SIGHUP "
-    "(outputs.signals_deferred): SIGINT (kill -INT, Ctrl-C on a command whose reader is "
-    "elsewhere) while a slow reader holds the pipe full ends plan --format json with exit 130 "
-    "and the first 64 KiB of the plan document, cut mid-object: not one JSON document",
-)
 def test_sigint_while_the_json_document_is_being_written_leaves_one_document(project):
     for number in range(1500):
         project.task(f"t{number}", "command: 'true'\n")
