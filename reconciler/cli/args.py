@@ -28,7 +28,10 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is our `UsageError` (one line, exit 2), not a SystemExit."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        # The error line already starts "reconcile:"; name the command, not the program twice.
+        command = self.prog.removeprefix("reconcile").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see '{self.prog} --help')")
 
 
 class CommandParser(Parser):

@@ -78,3 +78,12 @@ def test_validate_warns_about_hardcoded_credentials_and_strict_fails(project):
     assert "DB_PASSWORD" in result.err and "{vault: DB_PASSWORD}" in result.err
     assert "hunter2hunter2" not in result.err + result.out
     project.run("validate", "--strict", code=2)
+
+
+def test_a_bad_flag_names_the_program_once_and_the_command(project):
+    """The usage error said 'error: reconcile: reconcile plan: ...' (the program twice)."""
+    top = project.run("--bogus", code=2).err
+    assert top.count("reconcile:") == 1 and "unrecognized arguments: --bogus" in top, top
+    sub = project.run("plan", "--format", "xml", code=2).err
+    assert sub.startswith("error: reconcile: plan: argument --format"), sub
+    assert sub.count("reconcile:") == 1, sub
