@@ -9,7 +9,6 @@ mark pin behaviour that held under attack and that no other test covers.
 
 from __future__ import annotations
 
-import json
 import resource
 import shutil
 import signal
@@ -24,50 +23,18 @@ import pytest
 from tests.support.cli import Result, clean_environment, reaped, reconcile, spawn
 from tests.support.integration import missing
 from tests.support.project import Project
+from tests.support.review import git, one_document
 from tests.support.vault_project import keygen, vault_set
 from tests.support.waiting import wait_until
 
 INCIDENT = 'suspend: {reason: "INC-7 database failover"}\n'
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        [
-            "git",
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.org",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-            *args,
-        ],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
 def _commit(root: Path, message: str) -> None:
     if not (root / ".git").exists():
-        _git(root, "init", "-q")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", message)
-
-
-def _one_document(result: Result) -> dict:
-    """stdout as exactly one JSON document, and no traceback on stderr."""
-    assert "Traceback" not in result.err, result.err
-    try:
-        return json.loads(result.out)
-    except ValueError as exc:
-        raise AssertionError(
-            f"exit {result.code}: stdout is not one JSON document ({exc}): {result.out!r}\n"
-            f"stderr: {result.err}"
-        ) from None
+        git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
 
 
 # =============================================================================================
@@ -78,7 +45,7 @@ def _one_document(result: Result) -> dict:
 def test_init_into_a_path_that_is_a_file_is_one_json_error_and_no_traceback(tmp_path):
     (tmp_path / "notes.txt").write_text("not a folder\n")
     result = reconcile("init", "notes.txt", "--format", "json", cwd=tmp_path)
-    document = _one_document(result)
+    document = one_document(result)
     assert result.code in (2, 3), (result.code, result.err)
     assert document["ok"] is False and document["exit_code"] == result.code
     assert "notes.txt" in document["errors"][0]["message"]
@@ -121,7 +88,7 @@ def test_vault_set_on_an_unwritable_vault_is_one_json_error(project):
         )
     finally:
         subprocess.run(["chattr", "-i", str(vault)], check=True)
-    document = _one_document(result)
+    document = one_document(result)
     assert result.code in (2, 3) and document["exit_code"] == result.code
     assert "pa55word" not in result.out + result.err
 
@@ -150,7 +117,7 @@ def test_a_full_disk_under_a_vault_write_is_one_json_error(project):
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     assert result.code == 3, result
     assert "standard output" not in result.err, "stdout is a pipe that worked: the vault failed"
-    document = _one_document(result)
+    document = one_document(result)
     assert document["exit_code"] == 3 and "ops.age" in document["errors"][0]["message"]
 
 
@@ -158,7 +125,7 @@ def test_validate_strict_in_json_says_which_warning_failed_it_and_where(project)
     # A local machine without `user:` is a warning (it runs with the reconciler's rights).
     project.task("deploy", "command: 'true'\n")
     result = project.run("validate", "--strict", "--format", "json")
-    document = _one_document(result)
+    document = one_document(result)
     assert result.code == 2 and document["valid"] is False
     assert document["errors"], document
     located = [e for e in document["errors"] if isinstance(e, dict) and e.get("line")]
@@ -274,7 +241,7 @@ def test_an_until_at_the_edge_of_the_calendar_is_a_located_error(project):
     result = project.run("validate")
     assert result.code == 2, result
     assert "teams/ops.yaml:2:" in result.err and "internal error" not in result.err
-    document = _one_document(project.run("--once", "--format", "json"))
+    document = one_document(project.run("--once", "--format", "json"))
     assert document["exit_code"] == 2 and document["errors"][0]["line"] == 2
     assert project.ledger_lines() == []
 
@@ -388,12 +355,15 @@ def test_allow_priority_1_lets_through_the_frozen_dependency_of_urgent_work_only
 
 
 def _pass_starts(project: Project) -> int:
+    """The `pass.start` entries so far; 0 while the first pass is still creating the store."""
     if not project.state.exists():
         return 0
-    with sqlite3.connect(project.state) as db:
-        return db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'pass.start'").fetchone()[
-            0
-        ]
+    try:
+        with sqlite3.connect(project.state) as db:
+            query = "SELECT COUNT(*) FROM audit_log WHERE action = 'pass.start'"
+            return db.execute(query).fetchone()[0]
+    except sqlite3.OperationalError:  # no table yet, or the file is being created
+        return 0
 
 
 @pytest.mark.integration

@@ -27,31 +27,9 @@ import pytest
 from tests.support.cli import Result, clean_environment, reaped, reconcile
 from tests.support.integration import missing
 from tests.support.project import Project
+from tests.support.review import git, one_document
 from tests.support.sshd import free_port
 from tests.support.waiting import wait_until
-
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
-        + list(args),
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
-def _one_document(result: Result) -> dict:
-    """stdout as exactly one JSON document, and no traceback on stderr."""
-    assert "Traceback" not in result.err, result.err
-    try:
-        return json.loads(result.out)
-    except ValueError as exc:
-        raise AssertionError(
-            f"exit {result.code}: stdout is not one JSON document ({exc}): {result.out!r}\n"
-            f"stderr: {result.err}"
-        ) from None
 
 
 def _daemon(project: Project, *args: str, log: Path) -> subprocess.Popen:
@@ -93,7 +71,7 @@ def _sample(text: str, name: str, labels: dict[str, str]) -> float | None:
 def test_a_store_password_with_a_hash_or_question_mark_never_shows(project, password):
     url = f"postgresql://admin:{password}@127.0.0.1:1/reconciler"
     result = project.run("--state", url, "status", "--format", "json")
-    document = _one_document(result)
+    document = one_document(result)
     assert result.code == 3 and document["exit_code"] == 3, result
     assert "er2-Secret" not in result.out + result.err, result.out
 
@@ -102,7 +80,7 @@ def test_a_short_store_password_does_not_garble_the_error(project):
     result = project.run(
         "--state", "postgresql://admin:on@127.0.0.1:1/reconciler", "status", "--format", "json"
     )
-    document = _one_document(result)
+    document = one_document(result)
     assert result.code == 3, result
     message = document["errors"][0]["message"]
     assert "onnection" in message and "***necti" not in message, message
@@ -160,7 +138,7 @@ def test_sigterm_while_the_store_does_not_answer_is_one_json_document(project, s
         wait_until(lambda: _connected(listener, accepted), timeout=60, message="a connection")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    document = _one_document(Result(proc.returncode, out, err))
+    document = one_document(Result(proc.returncode, out, err))
     assert proc.returncode == 143 and document["exit_code"] == 143, (proc.returncode, err)
     assert document["kind"] == "stopped", document
 
@@ -185,9 +163,9 @@ def test_codeowners_with_a_file_name_that_is_not_utf8(tmp_path):
     os.makedirs(os.fsdecode(os.path.dirname(name)), exist_ok=True)
     with open(name, "wb") as handle:
         handle.write(b"{name: x, team: prod, machines: [p1], command: 'true'}\n")
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "inventory")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "inventory")
     reconcile("--inventory", "inv", "validate", cwd=root, check_code=0)
     written = reconcile("--inventory", "inv", "codeowners", "-o", "CODEOWNERS", cwd=root)
     assert "Traceback" not in written.err and "internal error" not in written.err, written.err
@@ -220,15 +198,15 @@ def test_a_paths_pattern_ending_in_double_star_slash_owns_what_signing_gives(tmp
     for relative, text in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "inventory")
-    base = _git(root, "rev-parse", "HEAD").strip()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "inventory")
+    base = git(root, "rev-parse", "HEAD").strip()
     text = reconcile("--inventory", "inv", "codeowners", cwd=root, check_code=0).out
     for relative in ("README.md", "scripts/x.sh"):
         with open(root / relative, "a") as handle:
             handle.write("# changed\n")
-    _git(root, "commit", "-q", "-a", "-m", "change")
+    git(root, "commit", "-q", "-a", "-m", "change")
     diff = reconcile("--inventory", "inv", "diff", base, "HEAD", "--format", "json", cwd=root)
     requires = json.loads(diff.out)["requires"]
     assert "admin or operator of team dev (README.md)" in requires, requires  # signing's answer
@@ -245,7 +223,7 @@ def test_a_paths_pattern_with_a_newline_is_refused_not_written_as_two_rules(tmp_
         "teams:\n  - {name: prod, members: [{name: alice, role: admin}]}\n"
         "  - {name: dev, members: [{name: carol, role: admin}, {name: dan, role: operator}]}\n"
     )
-    _git(root, "init", "-q", "-b", "main")
+    git(root, "init", "-q", "-b", "main")
     validated = reconcile("--inventory", "inv", "validate", cwd=root)
     if validated.code == 2:
         return  # refused with its location: what a fix may do
@@ -381,7 +359,7 @@ def test_the_timezone_schema_refuses_posixrules_as_validate_does(tmp_path):
 def test_a_bad_freeze_reason_gets_a_readable_error(project, reason):
     project.write("machines/box.yaml", _MACHINE + f"suspend: {{reason: {reason}}}\n")
     result = project.run("validate", "--format", "json")
-    document = _one_document(result)
+    document = one_document(result)
     assert result.code == 2, result
     message = document["errors"][0]["message"]
     assert "does not match" not in message and "\\x00" not in message, message
@@ -410,6 +388,6 @@ def test_a_second_sigint_still_says_which_runs_it_stopped(project, tmp_path):
         wait_until(lambda: "starting nothing more" in log.read_text(), message="the first stop")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    document = _one_document(Result(proc.returncode, out, log.read_text()))
+    document = one_document(Result(proc.returncode, out, log.read_text()))
     assert proc.returncode == 130, (proc.returncode, document)
     assert "ops/slow" in json.dumps(document), document

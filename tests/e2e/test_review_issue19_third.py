@@ -10,7 +10,6 @@ the mark). None needs PostgreSQL: an unreachable store is a closed port on 127.0
 from __future__ import annotations
 
 import fcntl
-import json
 import signal
 import subprocess
 import sys
@@ -20,31 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import Result, clean_environment, reaped, reconcile
+from tests.support.review import git, one_document
 from tests.support.vault_project import SECRET
 from tests.support.waiting import wait_until
-
-
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
-        + list(args),
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
-def _one_document(result: Result) -> dict:
-    """stdout as exactly one JSON document, and no traceback on stderr."""
-    assert "Traceback" not in result.err, result.err
-    try:
-        return json.loads(result.out)
-    except ValueError as exc:
-        raise AssertionError(
-            f"exit {result.code}: stdout is not one JSON document ({exc}): "
-            f"{result.out[-300:]!r}\nstderr: {result.err}"
-        ) from None
 
 
 def _editor(tmp_path: Path, name: str, body: str) -> Path:
@@ -120,7 +97,7 @@ def test_sigterm_during_vault_edit_with_a_swap_file_is_stopped_and_leaves_nothin
             out, err = proc.communicate(timeout=60)
         folder = _edit_folder(tmp_path)
         assert not folder.exists(), sorted(p.name for p in folder.iterdir())
-        document = _one_document(Result(proc.returncode, out, err))
+        document = one_document(Result(proc.returncode, out, err))
         assert proc.returncode == 143 and document["kind"] == "stopped", (proc.returncode, err)
         assert SECRET not in out + err
     finally:
@@ -153,7 +130,7 @@ def test_a_store_url_without_its_scheme_is_not_a_sqlite_path_named_with_its_pass
 def test_a_password_with_a_raw_at_sign_does_not_show_its_tail(project):
     url = "postgresql://admin:Sup3r@Secret-Tail@127.0.0.1:1/reconciler"
     result = project.run("--state", url, "status", "--format", "json")
-    _one_document(result)
+    one_document(result)
     assert result.code in (2, 3), result
     assert "Secret-Tail" not in result.out + result.err, result.err
 
@@ -175,9 +152,9 @@ def test_codeowners_for_an_inventory_folder_with_a_newline_writes_no_broken_rule
     for relative, text in files.items():
         (inventory / relative).parent.mkdir(parents=True, exist_ok=True)
         (inventory / relative).write_text(text)
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "inventory")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "inventory")
     reconcile("--inventory", "in\nv", "validate", cwd=root, check_code=0)
     written = reconcile("--inventory", "in\nv", "codeowners", cwd=root)
     if written.code == 2:
@@ -225,7 +202,7 @@ def test_sigterm_while_the_json_document_is_being_written_leaves_one_document(pr
     # A fix may finish the document it started (the plan, exit 143 or 0) or end it cleanly;
     # what it may not do is leave half of one.
     assert proc.returncode in (0, 143), result.err
-    _one_document(result)
+    one_document(result)
 
 
 @pytest.mark.parametrize(
@@ -266,7 +243,7 @@ def test_sigint_while_the_json_document_is_being_written_leaves_one_document(pro
         out, err = proc.communicate(timeout=60)
     result = Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
     assert proc.returncode in (0, 130), result.err
-    _one_document(result)
+    one_document(result)
 
 
 @pytest.mark.parametrize(
@@ -275,6 +252,6 @@ def test_sigint_while_the_json_document_is_being_written_leaves_one_document(pro
 def test_a_password_with_a_raw_slash_never_shows(project, password):
     url = f"postgresql://admin:{password}@127.0.0.1:1/reconciler"
     result = project.run("--state", url, "status", "--format", "json")
-    _one_document(result)
+    one_document(result)
     assert result.code in (2, 3), result
     assert "Secret+Z9" not in result.out + result.err, result.err
