@@ -549,26 +549,13 @@ class _Object:
         # or a deny window never needs (`validate` starts in under 0.15 s, issue 14).
         from reconciler.core.schedule import CRON_HINT, cron_problem
 
-        text = _str(node)
-        if text is None:
-            value = node.value if isinstance(node, ScalarNode) else to_plain(node)
-            self.error(
-                node.location,
-                f"{field_name} must be a cron expression (got {_got(value, '')})",
-                CRON_HINT,
-            )
-            return None
-        problem = cron_problem(text)
-        if problem is not None:
-            why, hint = problem
-            detail = f" ({why})" if why else ""
-            self.error(
-                node.location,
-                f"{field_name} is not a valid cron expression{detail} (got {_got(text, '')})",
-                hint,
-            )
-            return None
-        return text
+        return self._named_text(
+            node,
+            field_name,
+            ("a cron expression", "a valid cron expression"),
+            cron_problem,
+            CRON_HINT,
+        )
 
     def timezone(self, node: Node | None, field_name: str) -> str | None:
         """An IANA time zone name (`schedule.zone_problem`), or None (reported) when not."""
@@ -576,23 +563,35 @@ class _Object:
             return None
         from reconciler.core.schedule import ZONE_HINT, zone_problem
 
+        return self._named_text(
+            node, field_name, ("a time zone name", "a known time zone"), zone_problem, ZONE_HINT
+        )
+
+    def _named_text(
+        self,
+        node: Node,
+        field_name: str,
+        words: tuple[str, str],
+        problem_of: Callable[[str], tuple[str | None, str] | None],
+        hint: str,
+    ) -> str | None:
+        """A string `problem_of` finds nothing wrong with, or None (reported): not a string
+        is "must be {words[0]}", a string it refuses "is not {words[1]} (why)"."""
         text = _str(node)
         if text is None:
             value = node.value if isinstance(node, ScalarNode) else to_plain(node)
             self.error(
-                node.location,
-                f"{field_name} must be a time zone name (got {_got(value, '')})",
-                ZONE_HINT,
+                node.location, f"{field_name} must be {words[0]} (got {_got(value, '')})", hint
             )
             return None
-        problem = zone_problem(text)
+        problem = problem_of(text)
         if problem is not None:
-            why, hint = problem
+            why, problem_hint = problem
             detail = f" ({why})" if why else ""
             self.error(
                 node.location,
-                f"{field_name} is not a known time zone{detail} (got {_got(text, '')})",
-                hint,
+                f"{field_name} is not {words[1]}{detail} (got {_got(text, '')})",
+                problem_hint,
             )
             return None
         return text
