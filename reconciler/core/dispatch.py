@@ -21,16 +21,17 @@ runs are considered priority first (with inheritance along `after`, see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from reconciler.core.holds import Hold, HoldKind, hold_of
+from reconciler.core.holds import Hold, hold_of
 from reconciler.core.model import DesiredState
 from reconciler.core.plan import (
     cancel_reason,
     dependency_depth,
     dependency_run,
     depends_on_machine,
+    holds_behind_dependencies,
     inherited_priorities,
 )
 from reconciler.core.schedule import utc
@@ -105,33 +106,14 @@ def decide(
 def held_dependents(
     pending: Sequence[Run], holds: Mapping[int, Hold], desired: DesiredState
 ) -> dict[int, Hold]:
-    """`holds`, plus a hold for each pending run that waits only for dependencies which are
-    themselves held pending (by a freeze or a deny window, not a back-off): it waits as long
-    as they do, and says so (`after ops/migrate, held by freeze on ...`) instead of showing
-    as merely pending. Along `after` chains too. Pure; `pending` are the runs in question."""
-    active: dict[str, list[Run]] = {}
-    for run in pending:
-        active.setdefault(run.task, []).append(run)
-    result = dict(holds)
-    changed = True
-    while changed:
-        changed = False
-        for run in pending:
-            spec = desired.tasks.get(run.task)
-            if run.id in result or spec is None or not spec.after:
-                continue
-            waits = [
-                dep_run
-                for dep in spec.after
-                for dep_run in active.get(dep, ())
-                if not depends_on_machine(dep, run.machine, desired)
-                or dep_run.machine == run.machine
-            ]
-            lasting = [result.get(w.id) for w in waits]
-            if waits and all(h is not None and h.kind is not HoldKind.RETRY for h in lasting):
-                result[run.id] = replace(lasting[0], after=waits[0].task)
-                changed = True
-    return result
+    """`holds` (by run id), plus a hold for each of the `pending` runs that waits only for
+    held dependencies (`plan.holds_behind_dependencies`)."""
+    derived = holds_behind_dependencies(
+        [(run.task, run.machine) for run in pending],
+        [holds.get(run.id) for run in pending],
+        desired,
+    )
+    return {**holds, **{run.id: h for run, h in zip(pending, derived) if h is not None}}
 
 
 def fill(

@@ -7,11 +7,11 @@ is a value that can be printed, recorded or compared.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from reconciler.core.holds import Hold, hold_of
+from reconciler.core.holds import Hold, HoldKind, hold_of
 from reconciler.core.model import DesiredState, Strategy, TaskSpec
 from reconciler.core.schedule import latest_slot, parse_slot, slot_key, utc
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
@@ -115,27 +115,44 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
 def _held_behind_dependencies(
     enqueues: tuple[Enqueue, ...], desired: DesiredState
 ) -> tuple[Enqueue, ...]:
-    """Each enqueue that waits only for dependencies this plan enqueues held (a freeze, a
-    window) is held as long, and says by what (as `dispatch.held_dependents` does for the
-    queue): a run behind a frozen dependency is not shown as about to run."""
-    result = list(enqueues)
+    """The enqueues, each that waits only for dependencies this plan enqueues held (a
+    freeze, a window) held as long (`holds_behind_dependencies`)."""
+    holds = holds_behind_dependencies(
+        [(e.task, e.machine) for e in enqueues], [e.hold for e in enqueues], desired
+    )
+    return tuple(e if h is e.hold else replace(e, hold=h) for e, h in zip(enqueues, holds))
+
+
+def holds_behind_dependencies(
+    items: Sequence[tuple[str, str]], holds: Sequence[Hold | None], desired: DesiredState
+) -> list[Hold | None]:
+    """`holds` (of the pending `items`, each a (task, machine)), plus a hold for each item
+    that waits only for dependencies among `items` which are themselves held (a freeze, a
+    window, an approval; not a back-off): it waits as long as they do, and says so (`after
+    ops/migrate, held by freeze on ...`) instead of showing as about to run. Along `after`
+    chains too. The dispatcher judges the queue with it, the planner its enqueues."""
+    by_task: dict[str, list[int]] = {}
+    for index, (task, _) in enumerate(items):
+        by_task.setdefault(task, []).append(index)
+    result = list(holds)
     changed = True
     while changed:
         changed = False
-        for index, e in enumerate(result):
-            spec = desired.tasks.get(e.task)
-            if e.hold is not None or spec is None or not spec.after:
+        for index, (task, machine) in enumerate(items):
+            spec = desired.tasks.get(task)
+            if result[index] is not None or spec is None or not spec.after:
                 continue
             waits = [
-                d
-                for d in result
-                if d.task in spec.after
-                and (not depends_on_machine(d.task, e.machine, desired) or d.machine == e.machine)
+                other
+                for dep in spec.after
+                for other in by_task.get(dep, ())
+                if not depends_on_machine(dep, machine, desired) or items[other][1] == machine
             ]
-            if waits and all(d.hold is not None for d in waits):
-                result[index] = replace(e, hold=replace(waits[0].hold, after=waits[0].task))
+            lasting = [result[other] for other in waits]
+            if waits and all(h is not None and h.kind is not HoldKind.RETRY for h in lasting):
+                result[index] = replace(lasting[0], after=items[waits[0]][0])
                 changed = True
-    return tuple(result)
+    return result
 
 
 def _held_at_inherited_priority(
