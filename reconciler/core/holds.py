@@ -48,13 +48,6 @@ class Hold:
         held = f"{what} until {_iso(self.until) if self.until else 'lifted'}"
         return f"after {self.after}, held by {held}" if self.after else held
 
-    def lifts_after(self, moment: datetime | None) -> bool:
-        """Whether it holds longer than `moment` (a run's `not_before`; None: always)."""
-        return moment is None or self.until is None or self.until > moment
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind.value, "until": _iso(self.until), "reason": self.describe()}
-
 
 def hold_of(
     task: str,
