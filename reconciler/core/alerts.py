@@ -50,6 +50,8 @@ KINDS: dict[str, EventKind] = {
     "drift": EventKind("warning"),
     "overdue": EventKind("warning"),
     "missed": EventKind("warning"),
+    "halted": EventKind("failure"),
+    "awaiting_approval": EventKind("info"),
     "succeeded": EventKind("success", opt_in=True),
 }
 EVENTS = tuple(KINDS)

@@ -23,6 +23,8 @@ from reconciler.core.model import (
     Machine,
     RetryPolicy,
     RetrySpec,
+    Rollout,
+    RolloutSpec,
     Strategy,
     Task,
     TaskSpec,
@@ -371,6 +373,7 @@ def _spec(
         description=task.description,
         suspend=task.suspend,
         approval=task.approval,
+        rollout=resolve_rollout(task, team.defaults.rollout),
         legacy_versions={m: v for m, v in legacy.items() if v != versions[m]},
         location=task.location,
     )
@@ -409,6 +412,22 @@ def resolve_retry(task_retry: RetrySpec | None, team_retry: RetrySpec | None) ->
         else:
             fields[name] = getattr(builtin, name)
     return RetryPolicy(**fields)
+
+
+def resolve_rollout(task: Task, team_rollout: RolloutSpec | None) -> Rollout | None:
+    """The task's rollout, field by field: the task's value, else its team default's, else
+    the built-in (all at once, no failure allowed, no verify, no pause); None when neither
+    the task nor its team asks for one, or the task runs on one machine (strategy `one`: the
+    loader refuses a rollout written on such a task)."""
+    layers = [layer for layer in (task.rollout, team_rollout) if layer is not None]
+    if not layers or task.strategy is Strategy.ONE:
+        return None
+    builtin = Rollout()
+    fields = {}
+    for name in ("batches", "max_failed", "verify", "pause"):
+        values = [getattr(layer, name) for layer in layers if getattr(layer, name) is not None]
+        fields[name] = values[0] if values else getattr(builtin, name)
+    return Rollout(**fields)
 
 
 def _shell_text(text: str | None) -> str | None:

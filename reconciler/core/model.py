@@ -169,12 +169,79 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class Share:
+    """A number of machines or runs as written in a rollout: `3`, or `25%` of the task's
+    targets (whole percents)."""
+
+    amount: int
+    percent: bool = False
+
+    def of(self, total: int, *, round_up: bool) -> int:
+        """How many of `total` it stands for: a percentage rounded up (a batch of 25% of 2
+        targets is 1 machine, never 0) or down (10% of 5 runs may fail: none)."""
+        if not self.percent:
+            return self.amount
+        whole, rest = divmod(self.amount * total, 100)
+        return whole + (1 if round_up and rest else 0)
+
+    def __str__(self) -> str:
+        return f"{self.amount}%" if self.percent else str(self.amount)
+
+
+ALL_AT_ONCE = (Share(100, percent=True),)
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """`rollout:` as written on a task or in a team's defaults; None means "inherit" (task →
+    team defaults → built-in), field by field."""
+
+    batches: tuple[Share, ...] | None = None
+    max_failed: Share | None = None
+    verify: str | None = None
+    pause: int | None = None  # seconds
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A resolved rollout (issue 15 §1): the task's targets, ordered by name, run in
+    `batches` (cumulative shares; the last batch always takes every target left), the next
+    batch starting only once every run of the one before has ended, no more than
+    `max_failed` runs of the version have failed, and `pause` has passed since the last of
+    them ended. `verify` runs after each successful command; its failure fails the run."""
+
+    batches: tuple[Share, ...] = ALL_AT_ONCE
+    max_failed: Share = Share(0)
+    verify: str | None = None
+    pause: int = 0  # seconds
+
+    def sizes(self, total: int) -> tuple[int, ...]:
+        """The cumulative number of targets at the end of each batch, out of `total`: each
+        at least one more than the last (empty batches dropped), the last `total`."""
+        sizes: list[int] = []
+        for share in self.batches:
+            size = min(total, share.of(total, round_up=True))
+            if size > (sizes[-1] if sizes else 0):
+                sizes.append(size)
+        if total and (not sizes or sizes[-1] < total):
+            sizes.append(total)
+        return tuple(sizes)
+
+    def budget(self, total: int) -> int:
+        """How many runs of the version may fail (out of `total` targets) before the rest
+        halt."""
+        return self.max_failed.of(total, round_up=False)
+
+
+@dataclass(frozen=True)
 class TaskDefaults:
     priority: int | None = None
     timeout: int | None = None
     retry: RetrySpec | None = None
     timezone: str | None = None  # of the team's schedules and windows that name none
     alert_after: int | None = None  # seconds; `overdue` alerts (issue 15 §5)
+    rollout: RolloutSpec | None = None  # the tasks' rollout, field by field (issue 15 §1)
 
 
 @dataclass(frozen=True)
@@ -242,6 +309,7 @@ class Task:
     idempotent: bool = False
     suspend: Freeze | None = None
     approval: Approval | None = None
+    rollout: RolloutSpec | None = None
     location: Location | None = field(default=None, compare=False)
     # Where each top-level field was written, so compile can point at e.g. `after:` itself.
     field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
@@ -351,6 +419,8 @@ class TaskSpec:
     legacy_versions: Mapping[str, str] = field(default_factory=dict, compare=False)
     timezone: str | None = None  # of `schedule` (IANA name): the task's, else the team's; UTC
     approval: Approval | None = None  # the two-person rule (not part of the version)
+    # Batches, failure budget, verify and pause (not part of the version): None, all at once.
+    rollout: Rollout | None = None
 
     def __hash__(self) -> int:
         return hash(self.id)

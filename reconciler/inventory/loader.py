@@ -53,6 +53,7 @@ from reconciler.core.model import (
     VaultRef,
     Window,
 )
+from reconciler.inventory.rollouts import read_rollout
 from reconciler.inventory.schema_check import conforms
 from reconciler.inventory.yamlio import MapNode, Node, ScalarNode, SeqNode, read_yaml, to_plain
 
@@ -1037,6 +1038,13 @@ def build_task(obj: _Object, source: Source) -> Task:
             f"{obj.label}: timezone has no effect without a schedule",
             "add a schedule, or remove timezone",
         )
+    if "rollout" in obj.node and obj.text("strategy") == Strategy.ONE.value:
+        obj.error(
+            obj.value_location("rollout"),
+            f"{obj.label} has a rollout but strategy one: it runs on one machine, there is "
+            "nothing to roll out in batches",
+            "remove rollout, or use strategy all",
+        )
     if "grace" in obj.node and "schedule" not in obj.node:
         obj.diags.warning(
             obj.node.key_location("grace"),
@@ -1065,6 +1073,7 @@ def build_task(obj: _Object, source: Source) -> Task:
         idempotent=bool(_bool(get("idempotent"))),
         suspend=_freeze(obj, get("suspend")),
         approval=_approval(get("approval")),
+        rollout=read_rollout(obj, get("rollout"), "rollout"),
         location=obj.node.location,
         field_locations=_task_field_locations(obj.node),
     )
@@ -1248,6 +1257,7 @@ def _defaults(obj: _Object, node: MapNode) -> TaskDefaults:
         retry=_retry(obj, node.get("retry"), "defaults.retry"),
         timezone=obj.timezone(node.get("timezone"), "defaults.timezone"),
         alert_after=obj.duration(node.get("alert_after"), "defaults.alert_after", minimum=1),
+        rollout=read_rollout(obj, node.get("rollout"), "defaults.rollout"),
     )
 
 

@@ -227,8 +227,10 @@ defaults:
   retry: {{count: 1, delay: 30s, backoff: 2, max_delay: 10m, failure_action: alert}}
   # timezone: Europe/Berlin  # the IANA zone schedules and deny windows are read in (default UTC)
   # alert_after: 30m  # a run still running this long after it started alerts `overdue`
+  # rollout: {{max_failed: 0, pause: 2m}}  # every task's rollout, field by field (see task)
 # Alerts through apprise. A target without `on:` gets failed, unknown, blocked, recovered,
-# unreachable, drift, overdue and missed; `succeeded` is opt-in (only where `on:` lists it).
+# unreachable, drift, overdue, missed, halted and awaiting_approval; `succeeded` is opt-in
+# (only where `on:` lists it).
 # alerts:
 #   - mailto://oncall@example.com
 #   - url: {{vault: CHAT_HOOK}}
@@ -258,6 +260,11 @@ command: echo "hello from $RECONCILE_MACHINE (run $RECONCILE_RUN_ID)"
 # grace: 15m  # a slot not started 15m after it is due (a window, a freeze) alerts `missed`
 # approval: {{role: admin, count: 1}}  # each new version waits for an admin's signed
 #                                      # `reconcile approve` (not the commit's own signer)
+# rollout:                 # each new version in batches, targets ordered by machine name
+#   batches: [1, 25%, 100%]  # cumulative share of the targets (default: all at once)
+#   max_failed: 0          # runs that may fail before the runs not started halt (or 10%)
+#   verify: ./healthy.sh   # run on each machine after its run succeeded; non-zero fails it
+#   pause: 2m              # wait after a batch ended well before the next starts
 """
 
 GITATTRIBUTES = """# Vaults are age ciphertext: a textual diff or merge of them means nothing. Review vault

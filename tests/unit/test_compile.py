@@ -16,7 +16,10 @@ from reconciler.core.model import (
     LocalMachineSettings,
     Machine,
     RetrySpec,
+    Rollout,
+    RolloutSpec,
     Settings,
+    Share,
     Strategy,
     Task,
     TaskDefaults,
@@ -137,6 +140,46 @@ def test_team_defaults_apply_and_task_fields_override_them_field_by_field():
     spec = compile_inventory(_inventory([replace(BASE, retry=RetrySpec(delay=60))])).tasks["ops/t"]
     assert (spec.priority, spec.timeout) == (2, 120)
     assert (spec.retry.count, spec.retry.delay, spec.retry.backoff) == (3, 60, 2.0)
+
+
+def test_rollout_fields_come_from_the_task_then_the_team_default_and_stay_out_of_the_version():
+    team = Team("ops", defaults=TaskDefaults(rollout=RolloutSpec(max_failed=Share(1), pause=120)))
+    task = replace(BASE, rollout=RolloutSpec(batches=(Share(1), Share(50, percent=True))))
+    spec = compile_inventory(_inventory([task], teams=[team])).tasks["ops/t"]
+    assert spec.rollout == Rollout(
+        batches=(Share(1), Share(50, percent=True)), max_failed=Share(1), pause=120
+    )
+    assert _version(task) == _version(BASE)
+    # Neither the task nor its team asks for one: none (all at once, as before rollouts).
+    assert compile_inventory(_inventory([BASE])).tasks["ops/t"].rollout is None
+
+
+def test_a_team_default_rollout_does_not_apply_to_a_strategy_one_task():
+    team = Team("ops", defaults=TaskDefaults(rollout=RolloutSpec(pause=60)))
+    one = replace(BASE, machines=("m1", "m2"), strategy=Strategy.ONE)
+    assert compile_inventory(_inventory([one], teams=[team])).tasks["ops/t"].rollout is None
+
+
+@pytest.mark.parametrize(
+    ("batches", "total", "sizes"),
+    [
+        ((Share(1), Share(25, percent=True), Share(100, percent=True)), 8, (1, 2, 8)),
+        ((Share(1), Share(25, percent=True), Share(100, percent=True)), 4, (1, 4)),
+        ((Share(1), Share(25, percent=True), Share(100, percent=True)), 2, (1, 2)),
+        ((Share(1), Share(50, percent=True)), 5, (1, 3, 5)),  # the last batch takes the rest
+        ((Share(10),), 3, (3,)),
+        ((Share(100, percent=True),), 0, ()),
+    ],
+)
+def test_rollout_batch_sizes_are_cumulative_rounded_up_and_end_with_every_target(
+    batches, total, sizes
+):
+    assert Rollout(batches=batches).sizes(total) == sizes
+
+
+def test_a_percentage_failure_budget_rounds_down():
+    assert Rollout(max_failed=Share(10, percent=True)).budget(5) == 0
+    assert Rollout(max_failed=Share(50, percent=True)).budget(5) == 2
 
 
 def test_builtin_retry_is_no_retries_with_alert():
