@@ -374,6 +374,7 @@ def _spec(
         suspend=task.suspend,
         approval=task.approval,
         rollout=resolve_rollout(task, team.defaults.rollout),
+        params=task.params,
         legacy_versions={m: v for m, v in legacy.items() if v != versions[m]},
         location=task.location,
     )
@@ -447,7 +448,7 @@ def _versions(
 
     Hashed: the shell text (command and script alike: same text, same execution), env names
     with their plain values or vault *references* (never secret values; order-insensitive),
-    the check, and the resolved target — the machine's name and address for `strategy: all`,
+    the check, the parameters' defaults (when any), and the resolved target — the machine's name and address for `strategy: all`,
     the whole candidate set for `strategy: one` (any of them may run it). Priority, retry,
     timeout, description and schedule are not hashed: changing them re-runs nothing.
     """
@@ -458,6 +459,12 @@ def _versions(
         ),
         "check": check,
     }
+    if any(p.default is not None for p in task.params):
+        # A default is in every run's environment: changing it changes what runs. Bounds
+        # (`allowed`, `pattern`) are not, and a task without defaults hashes as before.
+        executes["params"] = sorted(
+            [p.name, p.default] for p in task.params if p.default is not None
+        )
     if task.strategy is Strategy.ONE:
         target = {"one_of": [_identity(machines[m]) for m in targets]}
         version = _digest({**executes, "target": target})

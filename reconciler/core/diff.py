@@ -40,7 +40,7 @@ from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 _PLANNING_NOW = datetime(2000, 1, 1, tzinfo=UTC)
 _RERUN_REASONS = frozenset({Reason.NEW, Reason.CHANGED, Reason.NEW_TARGET, Reason.SCHEDULE})
 # Fields whose change makes a new version by itself (SPEC §1); see `_task_fields`.
-_EXECUTES = frozenset({"command", "script", "env", "check", "strategy"})
+_EXECUTES = frozenset({"command", "script", "env", "check", "params", "strategy"})
 
 
 # --------------------------------------------------------------------------- inputs
@@ -369,6 +369,7 @@ _TASK_FIELDS: tuple[tuple[str, Callable[[Task, TaskSpec], Any]], ...] = (
     ("script", lambda t, s: t.script),
     ("env", lambda t, s: s.env),
     ("check", lambda t, s: s.check),
+    ("params", lambda t, s: s.params),
     ("machines", lambda t, s: t.machines),
     ("selector", lambda t, s: dict(t.selector) if t.selector is not None else None),
     ("strategy", lambda t, s: s.strategy),
@@ -387,6 +388,7 @@ FIELD_ORDER = (
     "script",
     "env",
     "check",
+    "params",
     "machines",
     "selector",
     "targets",

@@ -200,6 +200,20 @@ class RolloutSpec:
     max_failed: Share | None = None
     verify: str | None = None
     pause: int | None = None  # seconds
+
+
+@dataclass(frozen=True)
+class Param:
+    """One entry of a task's `params:` (issue 16 §3): a variable `reconcile run --param
+    NAME=VALUE` may set in the run's environment. `default` is what every run gets when it
+    is not given (planned runs included); `allowed` and `pattern` (a regular expression the
+    whole value must match) bound what may be given. The loader checked that the pattern
+    compiles and that the default is allowed."""
+
+    name: str
+    default: str | None = None
+    allowed: tuple[str, ...] | None = None
+    pattern: str | None = None
     location: Location | None = field(default=None, compare=False)
 
 
@@ -310,6 +324,7 @@ class Task:
     suspend: Freeze | None = None
     approval: Approval | None = None
     rollout: RolloutSpec | None = None
+    params: tuple[Param, ...] = ()  # what an on-demand run may set, by name
     location: Location | None = field(default=None, compare=False)
     # Where each top-level field was written, so compile can point at e.g. `after:` itself.
     field_locations: Mapping[str, Location] = field(default_factory=dict, compare=False)
@@ -421,6 +436,9 @@ class TaskSpec:
     approval: Approval | None = None  # the two-person rule (not part of the version)
     # Batches, failure budget, verify and pause (not part of the version): None, all at once.
     rollout: Rollout | None = None
+    # What `reconcile run --param` may set (issue 16 §3); the defaults are in every run's
+    # environment and so part of the version, the bounds are not.
+    params: tuple[Param, ...] = ()
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -40,6 +40,7 @@ class RunStatus(str, Enum):
         return self in PROBLEM
 
 
+MANUAL = "manual"  # the trigger of a run `reconcile run` enqueued
 ACTIVE = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 SUCCESS = frozenset({RunStatus.SUCCEEDED, RunStatus.SKIPPED})
 PROBLEM = frozenset({RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN})
@@ -87,6 +88,16 @@ class Run:
     retry_requested: bool = False
     epoch: int = 0
     owner: str | None = None
+    # `plan` (a pass enqueued it) or `manual` (`reconcile run`, issue 16 §3: then `reason` is
+    # the person's text and `actor` who asked). A manual run is outside the planner's
+    # bookkeeping: it never counts as the latest run of its version (`ExecutedState`).
+    trigger: str = "plan"
+    actor: str | None = None
+    params: tuple[tuple[str, str], ...] = ()  # the values it was asked with, by name
+
+    @property
+    def manual(self) -> bool:
+        return self.trigger == MANUAL
 
     @property
     def team(self) -> str:

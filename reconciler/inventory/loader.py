@@ -20,7 +20,7 @@ import re
 import stat
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from importlib import resources
@@ -42,6 +42,7 @@ from reconciler.core.model import (
     LocalMachineSettings,
     Machine,
     Member,
+    Param,
     RetrySpec,
     Role,
     Settings,
@@ -53,6 +54,7 @@ from reconciler.core.model import (
     VaultRef,
     Window,
 )
+from reconciler.core.params import pattern_problem, value_problem
 from reconciler.inventory.rollouts import read_rollout
 from reconciler.inventory.schema_check import conforms
 from reconciler.inventory.yamlio import MapNode, Node, ScalarNode, SeqNode, read_yaml, to_plain
@@ -1074,6 +1076,7 @@ def build_task(obj: _Object, source: Source) -> Task:
         suspend=_freeze(obj, get("suspend")),
         approval=_approval(get("approval")),
         rollout=read_rollout(obj, get("rollout"), "rollout"),
+        params=_params(obj, get("params"), get("env")),
         location=obj.node.location,
         field_locations=_task_field_locations(obj.node),
     )
@@ -1130,6 +1133,62 @@ def _env(obj: _Object, node: Node | None) -> tuple[tuple[str, str | VaultRef], .
         if resolved is not None:
             pairs.append((name, resolved))
     return tuple(pairs)
+
+
+def _params(obj: _Object, node: Node | None, env: Node | None) -> tuple[Param, ...]:
+    """`params:` (issue 16 §3): what `reconcile run --param` may set. The schema checked the
+    shape (names, strings, a non-empty list of allowed values); here: the reserved prefix, a
+    name the task's `env` already sets, a pattern that is no regular expression, and a
+    default its own bounds refuse."""
+    if not isinstance(node, MapNode):
+        return ()
+    taken = set(env.entries) if isinstance(env, MapNode) else set()
+    found = []
+    for name, (key_at, value) in node.entries.items():
+        if name.startswith(RESERVED_ENV_PREFIX):
+            obj.error(
+                key_at,
+                f"param name '{name}' is reserved: the reconciler sets {RESERVED_ENV_PREFIX}* "
+                "names itself for every run",
+                f"rename it, e.g. '{name[len(RESERVED_ENV_PREFIX) :] or 'MY_NAME'}'",
+            )
+            continue
+        if name in taken:
+            obj.error(
+                key_at,
+                f"param '{name}' is also set by env: a run could not tell which value wins",
+                f"remove {name} from env and give the param a default instead",
+            )
+            continue
+        param = _param(obj, name, value)
+        if param is not None:
+            found.append(param)
+    return tuple(found)
+
+
+def _param(obj: _Object, name: str, node: Node) -> Param | None:
+    """One parameter's declaration, or None (reported, or flagged by the schema)."""
+    if not isinstance(node, MapNode):
+        return None
+    default, pattern = _str(node.get("default")), _str(node.get("pattern"))
+    allowed = _strings(node.get("allowed"))
+    if pattern is not None and (why := pattern_problem(pattern)) is not None:
+        obj.error(
+            node.get("pattern").location,
+            f"params.{name}.pattern is not a valid regular expression ({why})",
+            "write a Python regular expression the whole value must match, e.g. "
+            "'^[0-9]{4}-[0-9]{2}-[0-9]{2}$'",
+        )
+        return None
+    param = Param(name, default, allowed, pattern, node.location)
+    if default is not None and (why := value_problem(replace(param, default=None), default)):
+        obj.error(
+            node.get("default").location,
+            f"params.{name}.default is refused by its own bounds: {why}",
+            "make the default one of the values the param allows",
+        )
+        return None
+    return param
 
 
 def _task_field_locations(node: MapNode) -> dict[str, Location]:

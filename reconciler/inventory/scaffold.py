@@ -265,6 +265,9 @@ command: echo "hello from $RECONCILE_MACHINE (run $RECONCILE_RUN_ID)"
 #   max_failed: 0          # runs that may fail before the runs not started halt (or 10%)
 #   verify: ./healthy.sh   # run on each machine after its run succeeded; non-zero fails it
 #   pause: 2m              # wait after a batch ended well before the next starts
+# params:  # what `reconcile run hello --param NAME=VALUE --reason TEXT` may set, now
+#   GREETING: {{default: hello, allowed: [hello, hi]}}   # $GREETING in every run's env
+#   DAY: {{pattern: '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$'}}     # only when given: a date
 """
 
 GITATTRIBUTES = """# Vaults are age ciphertext: a textual diff or merge of them means nothing. Review vault

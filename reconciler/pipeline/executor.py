@@ -14,6 +14,7 @@ from reconciler.adapters.transport.base import Completed, Transport
 from reconciler.core.durations import format_duration
 from reconciler.core.errors import ConnectionLost, TransportError, Unreachable, VaultError
 from reconciler.core.model import Machine, RetryPolicy, TaskSpec, VaultRef
+from reconciler.core.params import defaults
 from reconciler.core.redact import Secret
 from reconciler.core.state import Run, RunStatus
 
@@ -42,8 +43,10 @@ def no_vault(team: str, ref: VaultRef) -> Secret:
 
 
 def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[str, str | Secret]:
-    """The task's env with secrets resolved (as `Secret`s: they never print), plus the run's
-    identity for the command."""
+    """The task's env with secrets resolved (as `Secret`s: they never print), its parameters
+    (their defaults, then the values the run was asked with: `reconcile run --param`), plus
+    the run's identity for the command. Everything goes to the command's environment, never
+    into its shell text."""
     env: dict[str, str | Secret] = {
         "RECONCILE_RUN_ID": str(run.id),
         "RECONCILE_TASK": run.task,
@@ -53,6 +56,8 @@ def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[s
     }
     for name, value in spec.env:
         env[name] = resolve(spec.team, value) if isinstance(value, VaultRef) else value
+    env.update(defaults(spec.params))
+    env.update(run.params)
     return env
 
 
