@@ -15,8 +15,8 @@ failing alerts once.
 Issue 15 §5 adds: `drift` (a check failed on a converged target and the command set it right:
 once per (task, version, machine) until a run finds the check holding again, so a check that
 never holds alerts once), `overdue` (a run still running `alert_after` after it started: once
-per run), `missed` (a scheduled run not started within `grace` of its slot: once per slot)
-and `succeeded` (once per run; opt-in, see `OPT_IN`). Adding an event is one line of `KINDS`.
+per run), `missed` (a scheduled run not started within `grace` of its slot: once per
+waiting run, whose slot moves to the latest due one while it waits: see `plan.Reslot`) and `succeeded` (once per run; opt-in, see `OPT_IN`). Adding an event is one line of `KINDS`.
 """
 
 from __future__ import annotations
@@ -252,15 +252,17 @@ def overdue(run: Run, after: int, commit: str | None = None, redact: Redact = la
 
 
 def missed(slot: MissedSlot, redact: Redact = lambda text: text) -> Alert:
-    """The alert for a scheduled run not started within its task's `grace` (once per slot).
-    No run id: the run waits, and its later alerts must not look older than this one."""
+    """The alert for a scheduled run not started within its task's `grace`: once per run
+    (keyed by it, not by its slot: a run that waits through several slots takes each as it
+    comes due, and still alerts once). No run id on the alert itself: the run waits, and its
+    later alerts must not look older than this one."""
     body = (
         f"slot: {slot.slot}\nnot started by: {slot.deadline.isoformat()} "
         f"(grace {format_duration(slot.grace)})\nrun: {slot.run} (pending)"
         + (f"\nheld: {slot.held}" if slot.held else "")
     )
     return Alert(
-        AlertKey(slot.task, f"{slot.version}@{slot.slot}", slot.machine, "missed"),
+        AlertKey(slot.task, f"{slot.version}@run {slot.run}", slot.machine, "missed"),
         slot.task.split("/", 1)[0],
         None,
         redact(title(slot.task, "missed", slot.machine)),

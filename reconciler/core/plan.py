@@ -66,11 +66,24 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Reslot:
+    """A scheduled run still waiting to start (held by a freeze, a window, a full queue) when
+    a later slot of its task came due: it becomes that slot's run, so the slots it waited
+    through collapse into it and the next pass does not run the task again for the latest."""
+
+    run: int
+    slot: str
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What a pass enqueues and cancels; `enqueue` is in the order the runs would start."""
+    """What a pass enqueues and cancels; `enqueue` is in the order the runs would start.
+    `reslot` moves waiting scheduled runs to their task's latest due slot (bookkeeping: no
+    run more or less, so not shown as a change)."""
 
     enqueue: tuple[Enqueue, ...] = ()
     cancel: tuple[Cancel, ...] = ()
+    reslot: tuple[Reslot, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -109,7 +122,34 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
                 planned[(task_id, machine)] = enqueue
     ordered = order_enqueues(planned.values(), desired)
     held = _held_behind_dependencies(_held_at_inherited_priority(ordered, desired, now), desired)
-    return Plan(held, tuple(cancels))
+    return Plan(held, tuple(cancels), _reslots(desired, executed, {c.run for c in cancels}, now))
+
+
+def _reslots(
+    desired: DesiredState, executed: ExecutedState, cancelled: set[int], now: datetime
+) -> tuple[Reslot, ...]:
+    """The scheduled runs that have not started yet while a later slot of their task came
+    due, moved to the latest due slot: one run for the slots missed while it waited, as for
+    slots missed while nothing was passing. Never a run that started (running, or waiting
+    out a retry back-off): it ran for its own slot, and the next slot gets its own run."""
+    moved = []
+    for run in executed.active:
+        spec = desired.tasks.get(run.task)
+        if (
+            run.status is not RunStatus.PENDING
+            or run.started_at is not None
+            or run.attempt > 1
+            or run.slot is None
+            or run.id in cancelled
+            or spec is None
+            or spec.schedule is None
+            or not spec.accepts(run.machine, run.version)
+        ):
+            continue
+        fire = latest_slot(spec.schedule, now, spec.timezone)
+        if fire is not None and not _slot_at_or_after(run.slot, slot_key(fire)):
+            moved.append(Reslot(run.id, slot_key(fire)))
+    return tuple(sorted(moved, key=lambda r: r.run))
 
 
 def _held_behind_dependencies(

@@ -311,14 +311,6 @@ def test_the_pr_comment_does_not_announce_a_freeze_that_already_ended(project):
     assert "stay pending" not in comment or "ended" in comment, comment
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/plan._scheduled_reason collapses the slots missed while a run is pending into "
-    "that run but leaves it its old slot: when a freeze that held a daily task for days is "
-    "lifted, the held run (slot of the first day) runs, and the next pass finds today's slot "
-    "not run and runs the task again, twice in a row (docs: missed slots collapse into one "
-    "run)",
-)
 def test_lifting_a_long_freeze_runs_a_scheduled_task_once_not_twice(project):
     p = project
     p.write("teams/ops.yaml", "name: ops\n" + INCIDENT)

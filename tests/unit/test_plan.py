@@ -3,9 +3,9 @@
 import pytest
 
 from reconciler.core.model import Strategy, Window
-from reconciler.core.plan import Cancel, Plan, make_plan
+from reconciler.core.plan import Cancel, Plan, Reslot, make_plan
 from reconciler.core.state import RunStatus
-from tests.support.plan_fixtures import NOW, desired, executed, machine, pairs, run, spec
+from tests.support.plan_fixtures import NOW, desired, executed, machine, minutes, pairs, run, spec
 
 S = RunStatus
 EVERY_15 = "*/15 * * * *"  # NOW is 10:20, so the due slot is 10:15
@@ -259,9 +259,29 @@ def test_missed_schedule_slots_collapse_into_one_run():
     assert len(plan.enqueue) == 1 and plan.enqueue[0].slot == SLOT
 
 
-def test_queued_scheduled_run_absorbs_later_slots():
+def test_queued_scheduled_run_absorbs_later_slots_and_takes_the_latest():
     e = executed(run(1, "prod/s", status=S.PENDING, slot="2026-11-29T09:00:00Z"))
-    assert make_plan(desired(spec("prod/s", schedule=EVERY_15)), e, NOW).is_empty
+    plan = make_plan(desired(spec("prod/s", schedule=EVERY_15)), e, NOW)
+    assert plan.is_empty and plan.reslot == (Reslot(1, SLOT),)
+
+
+def test_a_scheduled_run_that_started_keeps_its_slot():
+    started = NOW - minutes(30)
+    for status in (S.RUNNING, S.PENDING):  # pending: waiting out a retry back-off
+        e = executed(
+            run(1, "prod/s", status=status, slot="2026-11-29T09:00:00Z", started_at=started)
+        )
+        plan = make_plan(desired(spec("prod/s", schedule=EVERY_15)), e, NOW)
+        assert plan.is_empty and plan.reslot == (), status
+
+
+def test_a_waiting_run_of_its_latest_slot_or_of_an_old_version_is_not_reslotted():
+    e = executed(
+        run(1, "prod/s", status=S.PENDING, slot=SLOT),
+        run(2, "prod/o", status=S.PENDING, slot="2026-11-29T09:00:00Z", version="v0"),
+    )
+    specs = desired(spec("prod/s", schedule=EVERY_15), spec("prod/o", schedule=EVERY_15))
+    assert make_plan(specs, e, NOW).reslot == ()
 
 
 def test_failed_scheduled_slot_with_retry_requested_is_retried_for_the_same_slot():

@@ -163,8 +163,9 @@ class RunQueue(ABC):
     def record_plan(
         self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
     ) -> list[Run]:
-        """Apply a plan in one transaction: insert its runs as `pending` and cancel its
-        cancels (only runs still pending). Idempotent: an `Enqueue` whose (task, machine,
+        """Apply a plan in one transaction: insert its runs as `pending`, cancel its
+        cancels (only runs still pending) and move its reslots' runs to their new slot (only
+        runs not started yet). Idempotent: an `Enqueue` whose (task, machine,
         version, slot) already has an active run inserts nothing, also when two planners
         record the same plan at the same moment (the database's unique index decides).
         The inserted runs record `planner` (the owner string of the pass: see

@@ -486,6 +486,8 @@ class PostgresStore(StateStore):
                     _q("cancel_pending"),
                     {"id": cancel.run, "now": _aware(now), "error": cancel_error(cancel.reason)},
                 )
+            for reslot in plan.reslot:
+                conn.execute(_q("reslot_pending"), {"id": reslot.run, "slot": reslot.slot})
             inserted = self._insert(conn, plan.enqueue, commit, now, planner)
             if inserted:  # delivered at COMMIT: idle workers look at once (wait_for_runs)
                 conn.execute(_q("notify_runs"))

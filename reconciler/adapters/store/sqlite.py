@@ -541,6 +541,8 @@ class SqliteStore(StateStore):
         with self._write() as conn:
             for cancel in plan.cancel:
                 self._cancel_planned(conn, cancel, now)
+            for reslot in plan.reslot:
+                conn.execute(_q("reslot_pending"), {"id": reslot.run, "slot": reslot.slot})
             inserted = (
                 self._insert(conn, enqueue, commit, now, planner) for enqueue in plan.enqueue
             )

@@ -280,6 +280,11 @@ UPDATE runs SET status = 'cancelled', finished_at = %(now)s, error = %(error)s
 WHERE id = %(id)s AND status = 'pending'
 RETURNING *
 
+-- query: reslot_pending
+-- A scheduled run that has not started takes its task's latest due slot (`Plan.reslot`).
+UPDATE runs SET slot = %(slot)s
+WHERE id = %(id)s AND status = 'pending' AND started_at IS NULL
+
 -- query: snapshot
 -- The newest run of every (task, machine, version) plus every active run.
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,

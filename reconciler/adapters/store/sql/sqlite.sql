@@ -208,6 +208,11 @@ UPDATE runs SET status = 'cancelled', finished_at = :now, error = :error
 WHERE id = :id AND status = 'pending'
 RETURNING *
 
+-- query: reslot_pending
+-- A scheduled run that has not started takes its task's latest due slot (`Plan.reslot`).
+UPDATE runs SET slot = :slot
+WHERE id = :id AND status = 'pending' AND started_at IS NULL
+
 -- query: snapshot
 -- The newest run of every (task, machine, version) — MAX(id) per group, read from the
 -- runs_latest index alone — plus every active run (runs_by_status).
