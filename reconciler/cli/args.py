@@ -634,7 +634,14 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
         "--metrics-addr",
         metavar="HOST:PORT",
         default=None,
-        help="continuous mode: serve Prometheus metrics at http://HOST:PORT/metrics",
+        help="continuous mode: serve Prometheus metrics at http://HOST:PORT/metrics (and /healthz)",
+    )
+    parser.add_argument(
+        "--http-addr",
+        metavar="HOST:PORT",
+        default=None,
+        help="continuous mode: serve /metrics, /healthz, /hooks/git and the web console at "
+        "http://HOST:PORT/ (loopback only unless access is configured)",
     )
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 
 from reconciler.adapters.source import git as gitsource
-from reconciler.cli import views, wiring
+from reconciler.cli import daemon_http, views, wiring
 from reconciler.cli.passes import prepared_pass, refuse_malformed, run_pass, wired_engine
 from reconciler.cli.progress import JsonProgress, json_line
 from reconciler.cli.settings import Context, HostSettings
@@ -157,19 +157,22 @@ def _count_failed(metrics: _PassMetrics | None) -> None:
 def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     # ctx: the host's settings, resolved once for the daemon's life
     daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
-    metrics = server = None
-    if args.metrics_addr is not None:  # given, even empty: parse_addr refuses ""
+    metrics, listeners = None, []
+    # A bad address, or a non-loopback --http-addr without access: exit 2 before anything.
+    endpoints = daemon_http.endpoints(args)
+    if endpoints:
         from reconciler.pipeline import metrics as prometheus
 
-        parsed = prometheus.parse_addr(args.metrics_addr)  # a bad one: exit 2 before anything
+        access = daemon_http.access_for(endpoints)
         metrics = prometheus.default_metrics()
     loop = _Continuous(args, ctx, daemon, metrics)  # loads the inventory: exit 2 if invalid
-    if metrics is not None:
+    if endpoints:
         # Served once the inventory is known: the first scrape already has every team's
         # series at 0 (issue 19).
         metrics.know(loop.loaded.desired)
-        server = prometheus.serve(args.metrics_addr, metrics)
-        _say_served(server.address, loop.json_logs, args.quiet and parsed[1] != 0)
+        listeners = daemon_http.start(
+            endpoints, access, metrics, json_logs=loop.json_logs, quiet=args.quiet
+        )
     daemon.tick, daemon.interval = loop.tick, loop.interval
     daemon.install_signal_handlers()
     if args.watch_files:
@@ -178,16 +181,6 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
         daemon.serve()
         loop.join()
     finally:
-        if server is not None:
-            server.close()
+        for listener in listeners:
+            listener.close()
     return 0
-
-
-def _say_served(address: str, json_logs: bool, quiet: bool) -> None:
-    """Where /metrics is served, once at start on stderr (a JSON object with `--log-format
-    json`): the port the kernel chose for `--metrics-addr HOST:0` is found nowhere else, so
-    it is said even under `-q`; a port given is said unless `-q`."""
-    if quiet:
-        return
-    line = f"serving metrics at http://{address}/metrics"
-    print(json_line(line, address=address) if json_logs else line, file=sys.stderr, flush=True)

@@ -370,27 +370,32 @@ def _refuse_unwritable_format(args) -> None:
 
 
 def _refuse_metrics_addr(args) -> None:
-    """`--metrics-addr` serves /metrics for the daemon's life. A `--once` pass, a worker or a
-    command would serve it for seconds or not at all, and a scrape could not count on seeing
-    it: refused (exit 2) rather than accepted and ignored (issue 19). Given, not true: an
-    empty address (`--metrics-addr "$ADDR"` with ADDR unset) is refused too, never taken for
-    no flag."""
-    addr = getattr(args, "metrics_addr", None)
-    if addr is None:
-        return
+    """`--metrics-addr` and `--http-addr` serve for the daemon's life. A `--once` pass, a
+    worker or a command would serve for seconds or not at all, and a scrape could not count
+    on seeing it: refused (exit 2) rather than accepted and ignored (issue 19). Given, not
+    true: an empty address (`--metrics-addr "$ADDR"` with ADDR unset) is refused too, never
+    taken for no flag."""
     from reconciler.core.errors import UsageError
 
-    if not addr.strip():
-        raise UsageError(
-            "--metrics-addr is empty: give HOST:PORT, such as 127.0.0.1:9100 (or leave the "
-            "flag out to serve no metrics)"
-        )
-    if args.command or args.once or args.dry_run:
-        what = f"'reconcile {args.command}'" if args.command else "a --once pass"
-        raise UsageError(
-            "--metrics-addr serves /metrics in continuous mode only ('reconcile "
-            f"--metrics-addr HOST:PORT'); {what} does not serve it"
-        )
+    for flag, attribute, what in (
+        ("--metrics-addr", "metrics_addr", "serve no metrics"),
+        ("--http-addr", "http_addr", "serve nothing"),
+    ):
+        addr = getattr(args, attribute, None)
+        if addr is None:
+            continue
+        if not addr.strip():
+            raise UsageError(
+                f"{flag} is empty: give HOST:PORT, such as 127.0.0.1:9100 (or leave the "
+                f"flag out to {what})"
+            )
+        if args.command or args.once or args.dry_run:
+            command = f"'reconcile {args.command}'" if args.command else "a --once pass"
+            served = "/metrics" if flag == "--metrics-addr" else "its pages"
+            raise UsageError(
+                f"{flag} serves {served} in continuous mode only ('reconcile "
+                f"{flag} HOST:PORT'); {command} does not serve it"
+            )
 
 
 def _refuse_bad_pass_flags(args) -> None:

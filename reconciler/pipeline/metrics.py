@@ -6,8 +6,8 @@ are reachable, deny-window holds, the alert outbox). `Metrics` exports those num
 from the store at every scrape while a store is bound (during a pass, or a worker's life) and
 kept from the last reading between passes, plus what only a running process sees: runs
 finished by final status, run durations, alerts and failed deliveries, audit write failures,
-passes and the time of the last successful one. `serve(addr, metrics)` answers
-`GET /metrics` on HOST:PORT (`--metrics-addr`).
+passes and the time of the last successful one. `reconciler.web.prometheus` answers
+`GET /metrics` with them on the daemon's listener (`--http-addr`, `--metrics-addr`).
 
 Exported (all `reconciler_*`):
 
@@ -36,7 +36,6 @@ reads an absent series as "no data", never as the epoch (alert with `absent()` o
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from typing import Any
 from reconciler.adapters.store.base import StateStore
 from reconciler.core.alerts import EVENTS as ALERT_EVENTS
 from reconciler.core.dispatch import held_dependents, prioritised
-from reconciler.core.errors import InfrastructureError, ReconcilerError, UsageError
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.holds import Hold, HoldKind, hold_of
 from reconciler.core.model import DesiredState
 from reconciler.core.state import Run, RunStatus
@@ -525,56 +524,6 @@ class _StatusCollector:
         )
 
 
-# --- the HTTP endpoint ------------------------------------------------------------------------------
-
-_ADDR = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$")
-
-
-def parse_addr(addr: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPv6]:PORT` or `:PORT` (every interface); raises `UsageError`."""
-    match = _ADDR.match(addr.strip())
-    port = int(match.group("port")) if match else -1
-    if match is None or not 0 <= port <= 65535:
-        raise UsageError(f"--metrics-addr must be HOST:PORT, such as 127.0.0.1:9100 (got {addr!r})")
-    host = match.group("v6") or match.group("host") or "0.0.0.0"
-    return host, port
-
-
-class MetricsServer:
-    """A running `/metrics` endpoint; `close()` stops it."""
-
-    def __init__(self, server, thread):
-        self._server, self._thread = server, thread
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def address(self) -> str:
-        """`HOST:PORT` (`[IPv6]:PORT`) as bound: the port the kernel chose for `:0`."""
-        host, port = self._server.server_address[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-def serve(addr: str, metrics: Metrics) -> MetricsServer:
-    """Serve `metrics` on `addr` from a daemon thread. Raises `UsageError` for a bad address,
-    `InfrastructureError` when it cannot be bound (in use, not ours)."""
-    from prometheus_client import start_http_server
-
-    host, port = parse_addr(addr)
-    try:
-        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-    except OSError as exc:
-        raise InfrastructureError(f"cannot serve metrics on {addr}: {exc.strerror or exc}") from exc
-    return MetricsServer(server, thread)
-
-
 _default: Metrics | None = None
 _default_lock = threading.Lock()
 
@@ -590,10 +539,7 @@ def default_metrics() -> Metrics:
 
 __all__ = [
     "Metrics",
-    "MetricsServer",
     "StatusNumbers",
     "default_metrics",
-    "parse_addr",
-    "serve",
     "status_numbers",
 ]

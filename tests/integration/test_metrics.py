@@ -12,7 +12,10 @@ import pytest
 from reconciler.adapters.store.factory import open_store
 from reconciler.core.errors import InfrastructureError, UsageError
 from reconciler.core.plan import make_plan
-from reconciler.pipeline.metrics import Metrics, parse_addr, serve, status_numbers
+from reconciler.pipeline.metrics import Metrics, status_numbers
+from reconciler.web import listener as web
+from reconciler.web.listener import parse_addr
+from reconciler.web.prometheus import add_metrics
 from tests.support.in_process import InProcessProject
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,12 @@ def scrape(port: int) -> dict[str, float]:
 @pytest.fixture
 def metrics():
     return Metrics()
+
+
+def serve(addr: str, metrics: Metrics) -> web.Listener:
+    routes = web.Routes()
+    add_metrics(routes, metrics)
+    return web.start(addr, routes, web.Access())
 
 
 @pytest.fixture

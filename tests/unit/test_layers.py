@@ -2,9 +2,9 @@
 
 Tiers, lowest first: `core` (pure: no I/O, no clock, no environment), `inventory` (reading
 the YAML), `adapters` (store, transport, vault, audit, notify, source), `pipeline` (the engine
-and what consumes its events), `cli` (the only wiring). A module imports its own tier or
-lower ones, never a higher one; nothing but `__main__` imports the CLI; no module imports
-itself back through others. Imports are read from the source (every `import`, lazy ones
+and what consumes its events), `web` (the HTTP listener and its pages), `cli` (the only
+wiring). A module imports its own tier or lower ones, never a higher one; nothing but
+`__main__` imports the CLI; no module imports itself back through others. Imports are read from the source (every `import`, lazy ones
 included), so a contract cannot be dodged by importing inside a function.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
-TIERS = ["core", "inventory", "adapters", "pipeline", "cli"]
+TIERS = ["core", "inventory", "adapters", "pipeline", "web", "cli"]
 # Modules whose use means I/O, a clock, the environment or a process: never in the core.
 IMPURE = {
     "os",

@@ -1,0 +1,1 @@
+"""The HTTP edge: the listener the daemon and `reconcile serve` share, and its pages."""
