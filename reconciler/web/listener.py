@@ -358,8 +358,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             size = int(length) if length else 0
         except ValueError:
-            return Response.text(400, "Content-Length is not a number\n")
-        if size > MAX_BODY or size < 0:
+            size = -1
+        if not 0 <= size <= MAX_BODY:
+            # The body is left unread: the connection cannot carry another request.
+            self.close_connection = True
+            if size < 0:
+                return Response.text(400, "Content-Length is not a number\n")
             return Response.text(413, f"a body is at most {MAX_BODY} bytes\n")
         body = self.rfile.read(size) if size else b""
         request = Request(
