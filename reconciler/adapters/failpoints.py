@@ -5,16 +5,25 @@ with SIGKILL at those points, exactly like a power cut or `kill -9`. Inert (one 
 lookup) unless the variable is set. In the adapters tier so that a transport can have its own
 points (`after_spawn`: the local transport's command exists, its marker does not yet;
 `after_reap`: the SSH transport read a dead run's markers, not yet adopted); the
-engine's are reached through `reconciler.pipeline.failpoints`.
+engine's are reached through `reconciler.pipeline.failpoints`. `before_pass=hang` stalls each
+pass of the daemon before it starts (for /healthz's tests: passes that stop ending).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from functools import lru_cache
 
-NAMES = ("after_claim", "after_dispatch", "after_spawn", "after_reap", "before_result")
+NAMES = (
+    "after_claim",
+    "after_dispatch",
+    "after_spawn",
+    "after_reap",
+    "before_result",
+    "before_pass",
+)
 
 
 @lru_cache(maxsize=4)
@@ -29,5 +38,8 @@ def _parse(spec: str) -> dict[str, str]:
 def hit(name: str) -> None:
     """Act on failpoint `name` if RECONCILER_FAILPOINTS configures it."""
     spec = os.environ.get("RECONCILER_FAILPOINTS")
-    if spec and _parse(spec).get(name) == "crash":
+    action = _parse(spec).get(name) if spec else None
+    if action == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hang":  # a stalled pass (the daemon's `before_pass`): never returns
+        threading.Event().wait()

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 
+from reconciler.adapters import failpoints
 from reconciler.adapters.source import git as gitsource
 from reconciler.cli import daemon_http, views, wiring
 from reconciler.cli.passes import prepared_pass, refuse_malformed, run_pass, wired_engine
@@ -32,6 +33,7 @@ class _Continuous:
         self.refused: gitsource.RefusedCommit | None = None
         self.passes: list[threading.Thread] = []  # passes still draining
         self.planning: threading.Event | None = None  # set once the latest pass planned
+        self.store_url: str | None = None  # the store of the latest pass
         # Text logs show a summary per pass; JSON logs show every event as it happens.
         self.progress = (
             JsonProgress() if self.json_logs and not args.quiet else (lambda event: None)
@@ -49,6 +51,7 @@ class _Continuous:
         self.passes = [t for t in self.passes if t.is_alive()]
         if self.planning is not None and not self.planning.is_set():
             return  # the last pass is still reading and planning: no pull under its feet
+        self.daemon.pending.clear()  # this tick pulls: a push announced until now is served
         if self.daemon.reload.is_set():
             self.daemon.reload.clear()
         if not self.args.watch_files:
@@ -96,12 +99,14 @@ class _Continuous:
             _count_failed(metrics)
         finally:
             planning.set()
+            self.daemon.pass_ended()
 
     def _pass(self, planning: threading.Event, metrics: _PassMetrics | None) -> None:
         ctx = self.ctx
+        failpoints.hit("before_pass")
         commit = gitsource.head_commit(ctx.settings.inventory.value)
         # Under git.verify the pass loads (and local runs execute) the commit's own checkout.
-        with prepared_pass(ctx, commit) as (loaded, store, trust):
+        with prepared_pass(ctx, commit, note_store=self._note_store) as (loaded, store, trust):
             self.loaded = loaded
             with wired_engine(
                 ctx, loaded, store, commit=commit, progress=self.progress, metrics=metrics
@@ -116,6 +121,9 @@ class _Continuous:
                 report = run_pass(ctx, loaded, store, engine, sinks, commit, trust)
         if report.runs and not self.args.quiet:
             print(self._summary(report), file=sys.stderr, flush=True)
+
+    def _note_store(self, url: str) -> None:
+        self.store_url = url  # the store /healthz asks: the one passes use
 
     def _summary(self, report) -> str:
         """The end of a pass on stderr: the text summary, or with `--log-format json` one
@@ -158,22 +166,28 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     # ctx: the host's settings, resolved once for the daemon's life
     daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
     metrics, listeners = None, []
-    # A bad address, or a non-loopback --http-addr without access: exit 2 before anything.
-    endpoints = daemon_http.endpoints(args)
+    endpoints = daemon_http.endpoints(args)  # a bad address: exit 2 before anything
     if endpoints:
         from reconciler.pipeline import metrics as prometheus
 
-        access = daemon_http.access_for(endpoints)
         metrics = prometheus.default_metrics()
     loop = _Continuous(args, ctx, daemon, metrics)  # loads the inventory: exit 2 if invalid
+    daemon.tick, daemon.interval = loop.tick, loop.interval
     if endpoints:
+        # A non-loopback --http-addr without access, an unreadable token: exit 2, no pass.
+        guards = daemon_http.guards_for(endpoints, ctx, loop.loaded)
         # Served once the inventory is known: the first scrape already has every team's
         # series at 0 (issue 19).
         metrics.know(loop.loaded.desired)
         listeners = daemon_http.start(
-            endpoints, access, metrics, json_logs=loop.json_logs, quiet=args.quiet
+            endpoints,
+            guards,
+            metrics,
+            daemon=daemon,
+            loop=loop,
+            json_logs=loop.json_logs,
+            quiet=args.quiet,
         )
-    daemon.tick, daemon.interval = loop.tick, loop.interval
     daemon.install_signal_handlers()
     if args.watch_files:
         watch_files(str(ctx.settings.inventory.value), daemon)

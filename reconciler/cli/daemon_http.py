@@ -1,19 +1,31 @@
-"""The daemon's HTTP listeners: `--http-addr` (everything, under the access rule) and
-`--metrics-addr` (/metrics and /healthz only, open, as before `--http-addr` existed).
+"""The daemon's HTTP listeners: `--http-addr` (every page, under the access rule) and
+`--metrics-addr` (/metrics and /healthz alone, open, as before `--http-addr` existed).
 
-Both flags naming the same address make one listener serving everything. The addresses
-are parsed, and a non-loopback `--http-addr` without access refused, before the daemon
-loads anything (exit 2)."""
+Both flags naming the same address make one listener serving everything. The addresses are
+parsed before the daemon loads anything; the access (a token from the environment or a team
+vault, a trusted proxy) is read once the inventory is loaded, and a non-loopback
+`--http-addr` without it is refused then, before any pass (exit 2)."""
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from dataclasses import dataclass
 
 from reconciler.cli.progress import json_line
+from reconciler.core import health
+from reconciler.core.errors import ReconcilerError
 from reconciler.web import listener as web
-from reconciler.web.access_config import configured_access
+from reconciler.web.access_config import (
+    configured_access,
+    configured_hook_secret,
+    vault_reader,
+)
+
+# /healthz gives the store this long to answer before calling it unreachable.
+STORE_PROBE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,20 +50,99 @@ def endpoints(args) -> list[Endpoint]:
     return found
 
 
-def access_for(found: list[Endpoint]) -> web.Access:
-    """The access of the full listener, refused at once when it cannot guard its address."""
-    access = configured_access(os.environ)
+@dataclass
+class Guards:
+    access: web.Access
+    hook_secret: str | None
+
+
+def guards_for(found: list[Endpoint], ctx, loaded) -> Guards:
+    """The access and the webhook secret (environment, else `http:` and a team vault); a
+    full listener on a non-loopback address without access is refused (UsageError)."""
+    from reconciler.cli import wiring
+
+    http = loaded.inventory.settings.http
+    resolver = wiring.vault_secrets(ctx, loaded.inventory)
+    read = vault_reader(resolver)
+    access = configured_access(os.environ, http, read)
+    hook_secret = configured_hook_secret(os.environ, http, read) if _any_full(found) else None
     for endpoint in found:
         if endpoint.full:
             host, _port = web.parse_addr(endpoint.addr, endpoint.flag)
             web.refuse_unguarded(host, access, endpoint.flag)
-    return access
+    return Guards(access, hook_secret)
 
 
-def start(found: list[Endpoint], access: web.Access, metrics, *, json_logs: bool, quiet: bool):
+def _any_full(found: list[Endpoint]) -> bool:
+    return any(endpoint.full for endpoint in found)
+
+
+class HealthProbe:
+    """`/healthz`'s answer: the daemon's pass clock and whether the passes' store answers."""
+
+    def __init__(self, daemon, loop):
+        self.daemon, self.loop = daemon, loop
+
+    def __call__(self) -> tuple[health.Health, dict]:
+        interval = self.loop.interval()
+        problem = self._store_problem()
+        verdict = health.judge(
+            time.monotonic(), self.daemon.started, self.daemon.last_pass_end, interval, problem
+        )
+        ended = self.daemon.last_pass_end
+        details = {
+            "poll_interval_seconds": interval,
+            "last_pass_ended_seconds_ago": None if ended is None else time.monotonic() - ended,
+        }
+        return verdict, details
+
+    def _store_problem(self) -> str | None:
+        """None when the store answers a read within STORE_PROBE_SECONDS; else why not."""
+        url = self.loop.store_url
+        if url is None:
+            return None  # no pass got as far as its store yet: the pass clock speaks
+        answer: list[str | None] = []
+
+        def ask() -> None:
+            from reconciler.adapters.store.factory import open_store
+
+            try:
+                store = open_store(url, read_only=True)
+                if store is not None:
+                    try:
+                        store.last_commit()
+                    finally:
+                        store.close()
+                answer.append(None)
+            except ReconcilerError as exc:
+                answer.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            except Exception as exc:  # a driver's own error: still "does not answer"
+                answer.append(type(exc).__name__)
+
+        asking = threading.Thread(target=ask, name="healthz store", daemon=True)
+        asking.start()
+        asking.join(STORE_PROBE_SECONDS)
+        if not answer:
+            return f"no answer within {STORE_PROBE_SECONDS:g}s"
+        return answer[0]
+
+
+def start(
+    found: list[Endpoint],
+    guards: Guards,
+    metrics,
+    *,
+    daemon,
+    loop,
+    json_logs: bool,
+    quiet: bool,
+):
     """Start each listener; returns them (close them at the end)."""
+    from reconciler.web.git_hook import add_git_hook
+    from reconciler.web.health import add_health
     from reconciler.web.prometheus import add_metrics
 
+    probe = HealthProbe(daemon, loop)
     started = []
     try:
         for endpoint in found:
@@ -59,7 +150,10 @@ def start(found: list[Endpoint], access: web.Access, metrics, *, json_logs: bool
             # On --metrics-addr, /metrics is open as it always was (counts and team and
             # machine names; no output, no secret); on --http-addr it is under the access rule.
             add_metrics(routes, metrics, auth="access" if endpoint.full else "open")
-            listener = web.start(endpoint.addr, routes, access, endpoint.flag)
+            add_health(routes, probe)
+            if endpoint.full:
+                add_git_hook(routes, guards.hook_secret, daemon.trigger)
+            listener = web.start(endpoint.addr, routes, guards.access, endpoint.flag)
             started.append(listener)
             port_chosen = web.parse_addr(endpoint.addr)[1] == 0
             _say_served(endpoint, listener.address, json_logs, quiet and not port_chosen)

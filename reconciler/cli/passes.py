@@ -114,7 +114,7 @@ def run_pass(
 
 @contextmanager
 def prepared_pass(
-    ctx: Context, commit: str | None
+    ctx: Context, commit: str | None, note_store: Callable[[str], None] | None = None
 ) -> Iterator[tuple[wiring.Loaded, object, Trust]]:
     """The inventory, the store and the trust decision of one pass over `commit`.
 
@@ -130,6 +130,8 @@ def prepared_pass(
     view = _git_view(inventory)
     head = gitsource.sha_of(commit) if commit else None
     url, state = _state_location(settings, inventory, view, commit)
+    if note_store is not None:
+        note_store(url)  # the daemon's /healthz asks this store whether it answers
     last = _last_commit(url)
     trust = decide(settings, view, last, head, state)
     trust = replace(

@@ -1,4 +1,5 @@
-"""Start-up: take the reconciler's identity out of its argument list and environment.
+"""Start-up: take the reconciler's identity (and the HTTP listener's token and the webhook's
+secret, adapters/host_secrets.py) out of its argument list and environment.
 
 Why a re-exec: any process of the same OS user (a local task of a machine without `user:`)
 can read /proc/PID/environ and /proc/PID/cmdline of the reconciler, and the kernel shows there
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 # Only names: the vault (and with it the loader, jsonschema, croniter) is imported after the
 # re-exec, so a start with an identity pays for those imports once, not twice.
+from reconciler.adapters.host_secrets import HIDDEN_VARS
 from reconciler.adapters.vault.identity_names import (
     IDENTITY_FILE_VAR,
     IDENTITY_FLAG,
@@ -45,18 +47,28 @@ def hide_identity(argv: Sequence[str], environ: MutableMapping[str, str]) -> Non
     image of this process, or, when the identity is in argv or the environment, re-execute
     without it (does not return). Returns when there is nothing to hide."""
     if HANDOVER_VAR in environ:
+        from reconciler.adapters import host_secrets
         from reconciler.adapters.vault.secrets import adopt_startup_identity
 
-        adopt_startup_identity(_receive(environ.pop(HANDOVER_VAR)))
+        identity, hidden = _receive(environ.pop(HANDOVER_VAR))
+        adopt_startup_identity(identity)
+        host_secrets.adopt(hidden)
         return
     args, flag_path = scrub_identity_args(argv)
-    if flag_path is None and IDENTITY_FILE_VAR not in environ and IDENTITY_KEY_VAR not in environ:
+    hidden = {name: environ[name] for name in HIDDEN_VARS if name in environ}
+    if (
+        flag_path is None
+        and IDENTITY_FILE_VAR not in environ
+        and IDENTITY_KEY_VAR not in environ
+        and not hidden
+    ):
         return
     _restart(
         args,
         {
             "file": flag_path or environ.get(IDENTITY_FILE_VAR) or None,
             "key_text": environ.get(IDENTITY_KEY_VAR) or None,
+            "hidden": hidden,
         },
         environ,
     )
@@ -93,7 +105,8 @@ def _restart(
     identity (`file`, `key_text`) in an inherited pipe."""
     payload = json.dumps(identity).encode()
     read_end = _pipe_holding(payload)
-    env = {k: v for k, v in environ.items() if k not in (IDENTITY_FILE_VAR, IDENTITY_KEY_VAR)}
+    taken = (IDENTITY_FILE_VAR, IDENTITY_KEY_VAR, *HIDDEN_VARS)
+    env = {k: v for k, v in environ.items() if k not in taken}
     env[HANDOVER_VAR] = str(read_end)
     program = _entry_point()
     sys.stdout.flush()
@@ -144,15 +157,18 @@ def _entry_point() -> list[str]:
     return [sys.executable, "-m", "reconciler"]
 
 
-def _receive(fd_text: str) -> StartupIdentity:
-    """Read and close the hand-over pipe named by `fd_text`."""
+def _receive(fd_text: str) -> tuple[StartupIdentity, dict[str, str]]:
+    """Read and close the hand-over pipe named by `fd_text`: the identity, and the other
+    host secrets taken out of the environment."""
     from reconciler.adapters.vault.secrets import StartupIdentity
 
     try:
         fd = int(fd_text)
         with os.fdopen(fd, "rb", closefd=True) as pipe:
             data = json.loads(pipe.read())
-        return StartupIdentity(file=data.get("file"), key_text=data.get("key_text"))
+        hidden = data.get("hidden") or {}
+        identity = StartupIdentity(file=data.get("file"), key_text=data.get("key_text"))
+        return identity, {str(k): str(v) for k, v in hidden.items()}
     except (ValueError, OSError, AttributeError) as exc:
         raise UsageError(
             f"{HANDOVER_VAR} is set by the reconciler for itself; unset it ({type(exc).__name__})"

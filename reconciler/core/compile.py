@@ -47,6 +47,7 @@ def compile_inventory(inventory: Inventory, unresolved: Unresolved | None = None
     may_exist = unresolved.may_exist if unresolved is not None else _nothing_more
     _check_machine_teams(inventory, diags, may_exist)
     _check_credentials(inventory, diags)
+    _check_http_teams(inventory, diags)
     _check_local_users(inventory, diags)
     labels = _LabelIndex(inventory.machines.values())
     specs: dict[str, TaskSpec] = {}
@@ -159,6 +160,18 @@ def _check_granted_teams(inventory: Inventory, diags: Diagnostics) -> None:
                     f"credentials: grants {key} to unknown team '{team}'",
                     did_you_mean(team, inventory.teams) or "name a team of teams/",
                 )
+
+
+def _check_http_teams(inventory: Inventory, diags: Diagnostics) -> None:
+    """`http.token` and `http.hook_secret` name the team whose vault holds them."""
+    http = inventory.settings.http
+    for field_name, ref in (("token", http.token), ("hook_secret", http.hook_secret)):
+        if ref is not None and ref.team not in inventory.teams:
+            diags.error(
+                ref.location or http.location or Location(SETTINGS_FILE),
+                f"http.{field_name}: unknown team '{ref.team}' (the team whose vault holds it)",
+                did_you_mean(ref.team, inventory.teams) or "name a team of teams/",
+            )
 
 
 def _normal_path(path: str) -> str:

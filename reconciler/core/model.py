@@ -371,6 +371,28 @@ class LocalMachineSettings:
 
 
 @dataclass(frozen=True)
+class TeamSecretRef:
+    """`{vault: NAME, team: TEAM}` in the settings, which no team owns: the key NAME of
+    TEAM's vault, read by the host when it needs it."""
+
+    team: str
+    name: str
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """`http:` in the admin-owned settings: who may read the daemon's HTTP listener and the
+    secret git webhooks sign with. The host's environment overrides each secret."""
+
+    token: TeamSecretRef | None = None  # the bearer token of the console and /metrics
+    proxy_header: str | None = None  # a trusted reverse proxy's header naming the user
+    proxy_from: tuple[str, ...] = ("127.0.0.1", "::1")  # where that proxy connects from
+    hook_secret: TeamSecretRef | None = None  # GitHub's HMAC key, GitLab's token
+    location: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     """`inventory/reconciler.yaml`; `None` means "not set here" (flags and env may set it)."""
 
@@ -385,6 +407,7 @@ class Settings:
     paths: tuple[tuple[str, str], ...] = ()
     ssh_keepalive: int | None = None  # seconds between SSH liveness probes
     ssh_keepalive_count: int | None = None  # unanswered probes before a connection is dead
+    http: HttpSettings = HttpSettings()
     location: Location | None = field(default=None, compare=False)
 
 

@@ -14,6 +14,7 @@ whose message the loader words itself (so editors still show them, but users rea
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from reconciler.core.model import (
     FailureAction,
     Freeze,
     GitSettings,
+    HttpSettings,
     Inventory,
     LocalMachineSettings,
     Machine,
@@ -50,6 +52,7 @@ from reconciler.core.model import (
     Task,
     TaskDefaults,
     Team,
+    TeamSecretRef,
     Unresolved,
     VaultRef,
     Window,
@@ -1340,8 +1343,51 @@ def build_settings(obj: _Object) -> Settings:
         credentials=_credential_grants(obj.get("credentials")),
         local_machines=_local_machine_settings(obj.get("local_machines")),
         paths=_owned_paths(obj, obj.get("paths")),
+        http=_http_settings(obj, obj.get("http")),
         location=obj.node.location,
     )
+
+
+def _http_settings(obj: _Object, node: Node | None) -> HttpSettings:
+    """`http: {token, proxy: {header, from}, hook_secret}` (shape checked by the settings
+    schema; the teams named by the secrets are checked against the inventory by compile)."""
+    if not isinstance(node, MapNode):
+        return HttpSettings()
+    proxy = node.get("proxy")
+    header, trusted = None, HttpSettings.proxy_from
+    if isinstance(proxy, MapNode):
+        header = _str(proxy.get("header"))
+        given = proxy.get("from")
+        if given is not None:
+            trusted = _strings(given) or ()
+            for item in given.items if isinstance(given, SeqNode) else ():
+                if _str(item) is not None and not _network(_str(item)):
+                    obj.error(
+                        item.location,
+                        f"http.proxy.from: {_str(item)!r} is not an IP address or network",
+                        "write the proxy's address, such as 127.0.0.1 or 10.0.0.0/24",
+                    )
+    return HttpSettings(
+        token=_team_secret(node.get("token")),
+        proxy_header=header,
+        proxy_from=trusted,
+        hook_secret=_team_secret(node.get("hook_secret")),
+        location=node.location,
+    )
+
+
+def _network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _team_secret(node: Node | None) -> TeamSecretRef | None:
+    if isinstance(node, MapNode) and _str(node.get("vault")) and _str(node.get("team")):
+        return TeamSecretRef(_str(node.get("team")), _str(node.get("vault")), node.location)
+    return None
 
 
 def _owned_paths(obj: _Object, node: Node | None) -> tuple[tuple[str, str], ...]:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # long wait slept through SIGTERM (the poll interval, an hour). Waking this often is free and
 # bounds how late a stop or a reload is noticed.
 SIGNAL_CHECK_SECONDS = 0.5
+# How soon a tick is tried again while a push trigger waits for the last pass to plan.
+PENDING_RETRY_SECONDS = 0.1
 
 
 def wait_or_wake(event: threading.Event, seconds: float | None) -> bool:
@@ -58,6 +60,20 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.reload = threading.Event()
+        # A push trigger (a git webhook) not yet served by a tick that pulled: while it is
+        # set the loop comes back soon instead of waiting its whole interval (the tick that
+        # saw it may have had to skip, the last pass still planning).
+        self.pending = threading.Event()
+        self.started = time.monotonic()
+        self.last_pass_end: float | None = None  # monotonic; read by /healthz
+
+    def trigger(self) -> None:
+        """Pull and plan now (a push was announced), not at the end of the wait."""
+        self.pending.set()
+        self.wake.set()
+
+    def pass_ended(self) -> None:
+        self.last_pass_end = time.monotonic()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: claim nothing new, let running runs finish (within the grace
@@ -87,7 +103,10 @@ class Daemon:
                 log.error("%s", exc)
             if self.stop.is_set():
                 break
-            wait_or_wake(self.wake, self.interval() * random.uniform(0.9, 1.1))
+            wait = self.interval() * random.uniform(0.9, 1.1)
+            if self.pending.is_set():
+                wait = min(wait, PENDING_RETRY_SECONDS)
+            wait_or_wake(self.wake, wait)
             self.wake.clear()
 
 

@@ -299,6 +299,7 @@ def start(addr: str, routes: Routes, access: Access, flag: str = "--http-addr") 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = SOCKET_TIMEOUT_SECONDS
+    protocol_version = "HTTP/1.1"  # keep-alive: a page polling its JSON reuses its connection
     server_version = "reconciler"
     sys_version = ""
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import http.client
 import signal
+from pathlib import Path
 
 import pytest
 
+from reconciler.core.webhooks import github_signature
 from tests.support.cli import reaped, spawn
 from tests.support.http_daemon import http_daemon, served_address
 from tests.support.sshd import free_port
+from tests.support.vault_project import vault_set
 from tests.support.waiting import wait_until
 
 TOKEN = "tok-9f2c4e7a1b"
@@ -104,3 +107,48 @@ def test_both_flags_on_one_address_make_one_listener(project):
         assert wait_until(status, timeout=60, message="the listener") == 401
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, proc.communicate()
+
+
+def test_the_token_and_the_hook_secret_can_come_from_a_team_vault(vaulted):
+    """`http.token` and `http.hook_secret` in reconciler.yaml name keys of a team vault,
+    read with the daemon's identity; neither value shows in its output."""
+    project = vaulted
+    hook_secret = "vault-hook-81c2"
+    vault_set(project, "ops", "CONSOLE_TOKEN", TOKEN, project.alice)
+    vault_set(project, "ops", "GIT_HOOK", hook_secret, project.alice)
+    project.write(
+        "reconciler.yaml",
+        "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n"
+        "  hook_secret: {vault: GIT_HOOK, team: ops}\n",
+    )
+    project.task("hello", f"command: {project.record('hello')}\n")
+    env = {"RECONCILE_IDENTITY_FILE": str(project.alice)}
+    with http_daemon(project.root, "--watch-files", env=env) as daemon:
+        assert daemon.ask("GET", "/metrics")[0] == 401
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        assert daemon.ask("GET", "/metrics", headers=right)[0] == 200
+        signed = {"X-Hub-Signature-256": github_signature(hook_secret, b"{}")}
+        assert daemon.ask("POST", "/hooks/git", body=b"{}", headers=signed)[0] == 202
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=60) == 0, daemon.log_text()
+    assert TOKEN not in daemon.log_text() and hook_secret not in daemon.log_text()
+
+
+def test_an_unreadable_vault_token_refuses_to_start(vaulted):
+    project = vaulted
+    project.write("reconciler.yaml", "http:\n  token: {vault: NO_SUCH_KEY, team: ops}\n")
+    env = {"RECONCILE_IDENTITY_FILE": str(project.alice)}
+    result = project.run("--http-addr", "127.0.0.1:0", env=env, code=2)
+    assert "NO_SUCH_KEY" in result.err and "Traceback" not in result.err, result
+    assert not project.state.exists()
+
+
+def test_the_environment_token_is_taken_out_of_the_daemons_environment(project):
+    """Like the identity, RECONCILE_HTTP_TOKEN is handed over at start-up: a local task of
+    the same user reading /proc/PID/environ does not find it."""
+    project.task("hello", f"command: {project.record('hello')}\n")
+    env = {"RECONCILE_HTTP_TOKEN": TOKEN, "RECONCILE_HOOK_SECRET": "hook-x-1"}
+    with http_daemon(project.root, "--watch-files", env=env) as daemon:
+        environ = Path(f"/proc/{daemon.proc.pid}/environ").read_bytes()
+        assert TOKEN.encode() not in environ and b"hook-x-1" not in environ
+        assert daemon.ask("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200

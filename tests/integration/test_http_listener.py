@@ -137,3 +137,10 @@ def test_addresses():
     assert web.parse_addr(":9100") == ("0.0.0.0", 9100)
     with pytest.raises(UsageError, match="--addr must be HOST:PORT"):
         web.parse_addr("9100", "--addr")
+
+
+def test_configured_access_lifts_the_loopback_rule():
+    for access in (web.Access(token="t"), web.Access(proxy=web.TrustedProxy("X-User"))):
+        web.refuse_unguarded("0.0.0.0", access, "--http-addr")  # no UsageError
+    with pytest.raises(UsageError, match="--addr 10.1.2.3 is not a loopback address"):
+        web.refuse_unguarded("10.1.2.3", web.Access(), "--addr")

@@ -1,0 +1,69 @@
+"""`POST /hooks/git`: a GitHub or GitLab push webhook that starts a pass now.
+
+The delivery is checked against the webhook secret (reconciler.core.webhooks), not the
+listener's access rule: a git host has no bearer token. A bad or missing signature is 401
+and logged (who sent it and why, never the secret or the signature); a delivery whose id was
+already accepted is answered 200 and triggers nothing; an accepted one 202 once `trigger()`
+has been called.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from reconciler.core.webhooks import ReplayGuard, judge
+from reconciler.web.listener import Request, Response, Routes
+
+log = logging.getLogger(__name__)
+
+PATH = "/hooks/git"
+
+
+def add_git_hook(routes: Routes, secret: str | None, trigger: Callable[[], None]) -> None:
+    """Route `POST /hooks/git`; without a secret it answers 404 saying how to configure one."""
+    guard, lock = ReplayGuard(), threading.Lock()
+
+    def hook(request: Request) -> Response:
+        if secret is None:
+            return Response.json(
+                404,
+                {
+                    "error": "no webhook secret is configured: set http.hook_secret in "
+                    "reconciler.yaml or RECONCILE_HOOK_SECRET on the host"
+                },
+            )
+        verdict = judge(request.headers, request.body, secret)
+        if not verdict.accepted:
+            log.warning(
+                "git webhook refused (401) from %s: %s (delivery %s)",
+                request.client,
+                verdict.reason,
+                verdict.delivery or "without an id",
+            )
+            return Response.json(401, {"error": verdict.reason})
+        with lock:
+            first = guard.first_time(verdict.provider, verdict.delivery)
+        if not first:
+            log.warning(
+                "git webhook: %s delivery %s was already received; ignored",
+                verdict.provider,
+                verdict.delivery,
+            )
+            return Response.json(
+                200, {"triggered": False, "replayed": True, "delivery": verdict.delivery}
+            )
+        if not verdict.triggers:
+            return Response.json(200, {"triggered": False, "event": verdict.event})
+        # At the daemon's notice level (as SIGHUP's reload): who started this pass, and why.
+        log.warning(
+            "git webhook: %s %s delivery %s: starting a pass",
+            verdict.provider,
+            verdict.event or "event",
+            verdict.delivery or "without an id",
+        )
+        trigger()
+        return Response.json(202, {"triggered": True, "delivery": verdict.delivery})
+
+    routes.add("POST", PATH, hook, auth="self")
