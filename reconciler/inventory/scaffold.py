@@ -206,6 +206,11 @@ state: sqlite:///.reconciler/state.db
 concurrency: 16
 poll_interval: 30s
 git: {remote: origin, branch: main, verify: none}
+# The daemon's HTTP listener (--http-addr): a bearer token and the git webhook's secret, both
+# from a team vault (or RECONCILE_HTTP_TOKEN and RECONCILE_HOOK_SECRET on the host).
+# http:
+#   token: {vault: CONSOLE_TOKEN, team: ops}
+#   hook_secret: {vault: GIT_HOOK_SECRET, team: ops}
 """
 
 TEAM = """name: {team}
