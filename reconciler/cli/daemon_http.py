@@ -82,6 +82,10 @@ class HealthProbe:
 
     def __init__(self, daemon, loop):
         self.daemon, self.loop = daemon, loop
+        # One question to the store at a time: probes arriving while a store hangs get the
+        # same "no answer" instead of a thread each (bounded, whatever the probe rate).
+        self._asking: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def __call__(self) -> tuple[health.Health, dict]:
         interval = self.loop.interval()
@@ -119,8 +123,11 @@ class HealthProbe:
             except Exception as exc:  # a driver's own error: still "does not answer"
                 answer.append(type(exc).__name__)
 
-        asking = threading.Thread(target=ask, name="healthz store", daemon=True)
-        asking.start()
+        with self._lock:
+            if self._asking is not None and self._asking.is_alive():
+                return f"no answer within {STORE_PROBE_SECONDS:g}s"  # still waiting on it
+            asking = self._asking = threading.Thread(target=ask, name="healthz", daemon=True)
+            asking.start()
         asking.join(STORE_PROBE_SECONDS)
         if not answer:
             return f"no answer within {STORE_PROBE_SECONDS:g}s"
