@@ -227,7 +227,15 @@ def _queue_arguments(parser: argparse.ArgumentParser) -> None:
         ("cancel", "cancel a pending run"),
         ("retry", "run a failed, blocked or unknown run again at the next pass"),
     ):
-        add(action, help=text).add_argument("run", type=_int64, metavar="RUN", help="run id")
+        action_parser = add(action, help=text)
+        action_parser.add_argument("run", type=_int64, metavar="RUN", help="run id")
+        if action == "show":
+            action_parser.add_argument(
+                "--follow",
+                action="store_true",
+                help="print the output so far, then new lines as they come until the run "
+                "ends, then its status; exit 0 if it succeeded, 1 otherwise",
+            )
     prune = add(
         "prune",
         help="remove old finished runs (after archiving them with --archive)",
@@ -629,6 +637,11 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
         help="first use of a store under git.verify: the commit to trust, or "
         "the admin key (SHA256: fingerprint, key line or .pub file) that "
         "signed HEAD (default: $RECONCILE_TRUST_ANCHOR)",
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="print each run's output lines as they come, prefixed [task@machine], on stderr",
     )
     parser.add_argument(
         "--metrics-addr",

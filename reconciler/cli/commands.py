@@ -13,7 +13,13 @@ from contextlib import contextmanager
 
 from reconciler.adapters.source.git import head_commit
 from reconciler.cli import views, wiring
-from reconciler.cli.passes import prepared_pass, run_pass, wired_engine, worker_inventory
+from reconciler.cli.passes import (
+    prepared_pass,
+    run_pass,
+    stream_of,
+    wired_engine,
+    worker_inventory,
+)
 from reconciler.cli.progress import print_warnings as _print_warnings
 from reconciler.cli.progress import progress_for
 from reconciler.cli.settings import Context
@@ -63,7 +69,9 @@ def cmd_once(args: argparse.Namespace, ctx: Context) -> int | views.Output:
         _print_warnings(loaded.warnings, args.log_format)
         with (
             progress_for(args.quiet, log_format=args.log_format) as progress,
-            wired_engine(ctx, loaded, store, commit=commit, progress=progress) as (engine, sinks),
+            wired_engine(
+                ctx, loaded, store, commit=commit, progress=progress, stream=stream_of(args)
+            ) as (engine, sinks),
         ):
             engine.grace = ctx.settings.grace.value
             with _graceful_stop(engine) as stopped_by:
@@ -181,7 +189,11 @@ def _queue_list(args, ctx, store) -> views.Output:
     return views.Output([views.run_json(r) for r in runs], lambda: views.runs_text(runs))
 
 
-def _queue_show(args, ctx, store) -> views.Output:
+def _queue_show(args, ctx, store) -> int | views.Output:
+    if getattr(args, "follow", False):
+        from reconciler.cli import follow_cmd
+
+        return follow_cmd.run(args, store)
     run = store.get_run(args.run)
     if run is None:
         from reconciler.core.errors import InputError

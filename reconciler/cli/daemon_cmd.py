@@ -15,7 +15,13 @@ import threading
 from reconciler.adapters import failpoints
 from reconciler.adapters.source import git as gitsource
 from reconciler.cli import daemon_http, views, wiring
-from reconciler.cli.passes import prepared_pass, refuse_malformed, run_pass, wired_engine
+from reconciler.cli.passes import (
+    prepared_pass,
+    refuse_malformed,
+    run_pass,
+    stream_of,
+    wired_engine,
+)
 from reconciler.cli.progress import JsonProgress, json_line
 from reconciler.cli.settings import Context, HostSettings
 from reconciler.core.errors import InputError, ReconcilerError, SourceError
@@ -109,7 +115,13 @@ class _Continuous:
         with prepared_pass(ctx, commit, note_store=self._note_store) as (loaded, store, trust):
             self.loaded = loaded
             with wired_engine(
-                ctx, loaded, store, commit=commit, progress=self.progress, metrics=metrics
+                ctx,
+                loaded,
+                store,
+                commit=commit,
+                progress=self.progress,
+                metrics=metrics,
+                stream=stream_of(self.args),
             ) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = ctx.settings.grace.value

@@ -46,10 +46,11 @@ def wired_engine(
     progress: Callable[[Event], None],
     metrics=None,
     desired=None,
+    stream: Callable | None = None,
 ) -> Iterator[tuple[Engine, object]]:
     """An engine whose events go to the sinks first (a refused audit entry must stop the
     dispatch) and then to `progress`; sinks and transports are closed on exit, waiting at
-    most 10 s for alert deliveries."""
+    most 10 s for alert deliveries. `stream`: the `--stream` printer of runs' output lines."""
     secrets = wiring.vault_secrets(ctx, loaded.inventory)
     secrets.learn_every_vault(loaded.inventory.teams)  # masked even where no run asks for it
     sinks = build_sinks(
@@ -79,11 +80,22 @@ def wired_engine(
             redactor=ctx.redactor,
             journal=sinks.journal,
         )
+        engine.printer = stream
         yield engine, sinks
     finally:
         sinks.close(10)
         for transport in transports.values():
             transport.close()
+
+
+def stream_of(args) -> Callable | None:
+    """The `--stream` printer of a pass's command line, or None without `--stream`."""
+    if not getattr(args, "stream", False):
+        return None
+    from reconciler.cli.stream_view import stream_printer
+
+    json_lines = getattr(args, "format", None) == "json" or args.log_format == "json"
+    return stream_printer(json_lines)
 
 
 def run_pass(

@@ -43,6 +43,15 @@ def _char_start(data: bytes | bytearray, start: int) -> int:
 _MARK_BYTES = re.compile(MARK_PATTERN.pattern.encode())
 
 
+def split_mark_bytes(data: bytes | bytearray) -> tuple[int, bytes]:
+    """Pure: (bytes dropped before `data`'s body, the body), for raw output that may start
+    with a mark (as the SSH wrapper writes one)."""
+    found = _MARK_BYTES.match(data)
+    if found is None:
+        return 0, bytes(data)
+    return int(found.group(1)), bytes(data[found.end() :])
+
+
 def tail_text(data: bytes | bytearray, limit: int, dropped: int = 0) -> str:
     """Pure: the last `limit` bytes of `data` as text, cut on a character boundary, under a
     mark when anything was dropped (`dropped` bytes before `data` plus what this cut drops;
@@ -71,6 +80,30 @@ def cap(text: str, limit: int) -> str:
     return with_mark(dropped + start, data[start:].decode("utf-8"))
 
 
+def stream_length(text: str) -> int:
+    """Pure: how many UTF-8 bytes the whole output had whose kept tail is `text` (its mark's
+    count plus what it kept)."""
+    dropped, body = split_mark(text)
+    return dropped + len(body.encode("utf-8", "replace"))
+
+
+def unseen(text: str, seen: int) -> str:
+    """Pure: what a reader who has shown the first `seen` bytes of an output has not shown
+    yet, given the output's kept tail `text`: the rest of it, under a mark when some of the
+    rest was dropped before the reader could see it. Offsets are UTF-8 bytes; a cut inside
+    a character moves to the next character."""
+    dropped, body = split_mark(text)
+    if seen < dropped:
+        return with_mark(dropped - seen, body)
+    data = body.encode("utf-8", "replace")
+    return data[_char_start(data, seen - dropped) :].decode("utf-8")
+
+
+def complete_lines(data: bytes | bytearray) -> int:
+    """Pure: how many bytes of `data` are whole lines (up to and with its last newline)."""
+    return data.rfind(b"\n") + 1
+
+
 class TailBuffer:
     """Bytes read from a command, holding at most twice `limit` of them; counts the rest."""
 
@@ -91,4 +124,16 @@ class TailBuffer:
         return tail_text(self.data, self.limit, self.dropped)
 
 
-__all__ = ["MARK", "MARK_PATTERN", "TailBuffer", "cap", "split_mark", "tail_text", "with_mark"]
+__all__ = [
+    "MARK",
+    "MARK_PATTERN",
+    "TailBuffer",
+    "cap",
+    "complete_lines",
+    "split_mark",
+    "split_mark_bytes",
+    "stream_length",
+    "tail_text",
+    "unseen",
+    "with_mark",
+]

@@ -61,6 +61,7 @@ from reconciler.pipeline.executor import (
     next_attempt_at,
     no_vault,
 )
+from reconciler.pipeline.live import LiveRuns, Printer
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -271,6 +272,8 @@ class Engine:
         # waited would keep its lock and threads for the whole back-off.
         self.wait_for_retries = True
         self.planned = threading.Event()  # set once a pass has recorded its plan
+        # `--stream`: shown each run's new output lines (redacted) as they come.
+        self.printer: Printer | None = None
 
     def run_pass(
         self,
@@ -453,6 +456,8 @@ class _Drain:
         self.foreign: set[int] = set()  # pending runs of live planners
         self.planners_due = False  # a planner may have died since they were read
         self.heartbeats = _Heartbeats(self.store, self.running, None if forever else engine.owner)
+        # The output of the runs executing here, for followers (the store) and `--stream`.
+        self.live = LiveRuns(self.store, engine.redact, engine.printer)
         self.window_held: set[int] = set()  # pending runs a deny window holds this round
         self.chose_to_start = False  # whether this round's decision started anything
         self.swept_at = 0.0
@@ -492,6 +497,7 @@ class _Drain:
                 max_workers=self.engine.concurrency, thread_name_prefix="run"
             ) as pool,
             self.heartbeats,
+            self.live,
         ):
             self.pool = pool
             try:
@@ -725,6 +731,7 @@ class _Drain:
             transport = self.engine.transports.get(machine.transport) if machine else None
             if transport is not None:
                 transport.reap(machine, run.id)
+            self.live.end(run.id)
             try:
                 record = self.store.finish(run.id, run.epoch, RunStatus.UNKNOWN, now, error=why)
             except LeaseLost:
@@ -967,6 +974,7 @@ class _Drain:
                 machine,
                 self.engine.transports[machine.transport],
                 self.engine.resolve,
+                self.live.start(run),
             )
             self.running[future] = run
 
@@ -987,6 +995,7 @@ class _Drain:
         now = self.engine.clock()
         outcomes: dict[int, tuple[Run, Outcome]] = {}
         for run, future in ended:
+            final = self.live.end(run.id)  # its output as followers saw it, when they could
             try:
                 outcome = future.result()
             except LeaseLost as exc:
@@ -998,7 +1007,7 @@ class _Drain:
                 outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
             outcome = replace(
                 outcome,
-                output=self.engine.redact(outcome.output) or "",
+                output=final if final is not None else self.engine.redact(outcome.output) or "",
                 error=self.engine.redact(outcome.error),
             )
             if outcome.unreachable:

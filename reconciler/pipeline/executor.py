@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.adapters.transport.base import Completed, Transport
+from reconciler.adapters.transport.base import Completed, RunControl, Transport
 from reconciler.core.durations import format_duration
 from reconciler.core.errors import ConnectionLost, TransportError, Unreachable, VaultError
 from reconciler.core.model import Machine, RetryPolicy, TaskSpec, VaultRef
@@ -67,8 +67,10 @@ def execute(
     machine: Machine,
     transport: Transport,
     resolve: SecretResolver = no_vault,
+    control: RunControl | None = None,
 ) -> Outcome:
-    """Execute one attempt of `run`; never raises for a failure of the command or machine."""
+    """Execute one attempt of `run`; never raises for a failure of the command or machine.
+    `control` gets the command's output as it comes (not the check's)."""
     try:
         env = run_environment(run, spec, resolve)
     except VaultError as exc:
@@ -82,7 +84,7 @@ def execute(
             budget = spec.timeout - checked.duration
             if checked.timed_out or budget <= 0:
                 return check_timed_out(checked, spec.timeout)
-        completed = transport.run(machine, spec.run, env, budget, run.id)
+        completed = transport.run(machine, spec.run, env, budget, run.id, control)
     except ConnectionLost as exc:
         return Outcome(
             RunStatus.UNKNOWN, error=str(exc), retryable=False, unreachable=exc.unreachable

@@ -634,7 +634,55 @@ class ApprovalBook(ABC):
         trusted inventory `commit` was judged by), None when there was none."""
 
 
-class StateStore(RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention, ApprovalBook):
+@dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a running run's output (migration 9), already redacted: the `seq`th of the
+    run's `attempt`, starting `start` UTF-8 bytes into the attempt's output."""
+
+    run_id: int
+    attempt: int
+    seq: int
+    start: int
+    body: str
+
+    @property
+    def end(self) -> int:
+        """Where the next chunk starts."""
+        return self.start + len(self.body.encode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class OutputTrim:
+    """Drop the chunks of a run's `attempt` up to `seq` (beyond the last 64 KiB)."""
+
+    run_id: int
+    attempt: int
+    seq: int
+
+
+class LiveOutput(ABC):
+    """The output of running runs as it comes (issue 16 §1), for `queue show --follow` on
+    any host. One writer per run (the process holding it); any number of readers."""
+
+    @abstractmethod
+    def append_output(
+        self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
+    ) -> None:
+        """Add `chunks` and apply `trims`, in one transaction (a chunk already there is kept
+        as it is: a write tried again after a dropped connection adds nothing twice)."""
+
+    @abstractmethod
+    def output_since(self, run_id: int, attempt: int, after_seq: int = 0) -> list[OutputChunk]:
+        """The chunks of run `run_id`'s `attempt` after `after_seq`, in order."""
+
+    @abstractmethod
+    def drop_output(self, run_ids: Sequence[int]) -> None:
+        """Forget every chunk of `run_ids` (their ends are recorded, with the same text)."""
+
+
+class StateStore(
+    RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention, ApprovalBook, LiveOutput
+):
     """Where runs are recorded and claimed: every concern's port, as one store. Code that
     needs one concern only may name that port (the courier an `AlertOutbox`, say)."""
 

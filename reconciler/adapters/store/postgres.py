@@ -65,6 +65,8 @@ from reconciler.adapters.store.base import (
     Batch,
     ClaimRequest,
     LeaseLost,
+    OutputChunk,
+    OutputTrim,
     RunChanges,
     RunEnd,
     StateStore,
@@ -1255,6 +1257,52 @@ class PostgresStore(StateStore):
         return row[0] if row else None
 
     @_retried
+    def append_output(
+        self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
+    ) -> None:
+        """Add the chunks and drop the trimmed ones, in one transaction (a retry after a
+        dropped connection adds nothing twice: a chunk already there is kept)."""
+        if not chunks and not trims:
+            return
+        with self._transaction() as conn, conn.cursor() as cursor:
+            if chunks:
+                cursor.executemany(
+                    _q("output_insert"),
+                    [
+                        {
+                            "run_id": c.run_id,
+                            "attempt": c.attempt,
+                            "seq": c.seq,
+                            "start": c.start,
+                            "body": c.body.encode("utf-8", "replace"),
+                        }
+                        for c in chunks
+                    ],
+                )
+            if trims:
+                cursor.executemany(
+                    _q("output_trim"),
+                    [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
+                )
+
+    @_retried
+    def output_since(self, run_id: int, attempt: int, after_seq: int = 0) -> list[OutputChunk]:
+        """The chunks of a run's attempt after `after_seq`, in order."""
+        with self._session("read") as conn:
+            rows = conn.execute(
+                _q("output_since"), {"run_id": run_id, "attempt": attempt, "after": after_seq}
+            ).fetchall()
+        return [
+            OutputChunk(run_id, attempt, seq, start, bytes(body).decode("utf-8", "replace"))
+            for seq, start, body in rows
+        ]
+
+    @_retried
+    def drop_output(self, run_ids: Sequence[int]) -> None:
+        """Forget every chunk of `run_ids`."""
+        if run_ids:
+            self._write_one_noresult("output_drop", {"ids": list(run_ids)})
+
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""
         with self._session("read") as conn:

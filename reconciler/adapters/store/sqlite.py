@@ -55,6 +55,8 @@ from reconciler.adapters.store.base import (
     Batch,
     ClaimRequest,
     LeaseLost,
+    OutputChunk,
+    OutputTrim,
     RunChanges,
     RunEnd,
     StateStore,
@@ -1064,6 +1066,46 @@ class SqliteStore(StateStore):
         with self._read() as conn:
             row = _one(conn, "reconciled_before", {"commit": commit})
         return row[0] if row else None
+
+    def append_output(
+        self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
+    ) -> None:
+        """Add the chunks and drop the trimmed ones, in one transaction."""
+        if not chunks and not trims:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                _q("output_insert"),
+                [
+                    {
+                        "run_id": c.run_id,
+                        "attempt": c.attempt,
+                        "seq": c.seq,
+                        "start": c.start,
+                        "body": c.body.encode("utf-8", "replace").decode("utf-8"),
+                    }
+                    for c in chunks
+                ],
+            )
+            conn.executemany(
+                _q("output_trim"),
+                [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
+            )
+
+    def output_since(self, run_id: int, attempt: int, after_seq: int = 0) -> list[OutputChunk]:
+        """The chunks of a run's attempt after `after_seq`, in order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                _q("output_since"), {"run_id": run_id, "attempt": attempt, "after": after_seq}
+            ).fetchall()
+        return [OutputChunk(run_id, attempt, seq, start, body) for seq, start, body in rows]
+
+    def drop_output(self, run_ids: Sequence[int]) -> None:
+        """Forget every chunk of `run_ids`."""
+        if not run_ids:
+            return
+        with self._write() as conn:
+            conn.execute(_q("output_drop"), {"ids": json.dumps(list(run_ids))})
 
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""

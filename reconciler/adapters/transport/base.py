@@ -6,8 +6,9 @@ to reach or authenticate to a machine raises (`TransportError` and its subclasse
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.core.model import Machine
@@ -32,6 +33,80 @@ class Completed:
 STILL_RUNNING = Completed(exit_code=None, output="", duration=0.0)
 
 
+class RunControl:
+    """What the engine holds of one running command, beside the transport running it: where
+    its output goes as it comes (`output`, called from the transport's reading thread with
+    the raw bytes, in order: by the time `run` returns, every byte of the command's output
+    went through it, gaps shown as output marks), and how a kill request reaches it (`kill`).
+
+    The transport `attach`es a stopper once the command may run (TERM to its whole process
+    group, KILL after the grace given) and `detach`es it when the command ended: a kill
+    asked for before the attach stops the command as soon as it is attached, one asked for
+    after the detach does nothing (the command ended by itself)."""
+
+    def __init__(self, on_output: Callable[[bytes], None] | None = None):
+        self._on_output = on_output
+        self._lock = threading.Lock()
+        self._stopper: Callable[[float], None] | None = None
+        self._ended = False
+        self.grace: float | None = None  # set by `kill`: the command is being stopped
+        self._stopped = threading.Event()
+        self._stopping = False
+
+    def output(self, chunk: bytes) -> None:
+        if self._on_output is not None and chunk:
+            self._on_output(chunk)
+
+    def attach(self, stopper: Callable[[float], None]) -> None:
+        """The command may run now; `stopper(grace)` stops it (blocking until it did)."""
+        with self._lock:
+            self._stopper = stopper
+            grace = self.grace
+        if grace is not None:
+            self._stop_in_background(stopper, grace)
+
+    def detach(self) -> None:
+        """The command ended: a later kill has nothing to stop."""
+        with self._lock:
+            self._ended = True
+
+    def kill(self, grace: float) -> bool:
+        """Stop the command (TERM, then KILL after `grace` seconds), in a thread of its own;
+        False when it already ended or a kill was already asked for."""
+        with self._lock:
+            if self._ended or self.grace is not None:
+                return False
+            self.grace = grace
+            stopper = self._stopper
+        if stopper is not None:
+            self._stop_in_background(stopper, grace)
+        return True
+
+    @property
+    def killed(self) -> bool:
+        return self.grace is not None
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """After a kill: wait until nothing of the command runs any more (its stopper
+        returned); at once when no stopper ran (the command never started)."""
+        with self._lock:
+            if not self._stopping:
+                return True
+        return self._stopped.wait(timeout)
+
+    def _stop_in_background(self, stopper: Callable[[float], None], grace: float) -> None:
+        with self._lock:
+            self._stopping = True
+
+        def stop() -> None:
+            try:
+                stopper(grace)
+            finally:
+                self._stopped.set()
+
+        threading.Thread(target=stop, name="kill", daemon=True).start()
+
+
 class Transport(ABC):
     """Runs commands on machines of one kind (`local`, `ssh`)."""
 
@@ -43,10 +118,12 @@ class Transport(ABC):
         env: Mapping[str, str | Secret],
         timeout: float,
         run_id: int,
+        control: RunControl | None = None,
     ) -> Completed:
         """Run `command` with `sh -c` on `machine`. `env` holds secrets (`Secret` values: call
         `reveal()` at the last moment); they must never reach any process's argument list.
-        Kill the whole process group after `timeout` seconds."""
+        Kill the whole process group after `timeout` seconds. With `control`, hand it the
+        output as it comes and let it stop the command (see `RunControl`)."""
 
     def reap(
         self,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from reconciler.adapters import failpoints
 from reconciler.adapters.private_files import private_dir
-from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
+from reconciler.adapters.transport.base import STILL_RUNNING, Completed, RunControl, Transport
 from reconciler.core.errors import AuthFailed
 from reconciler.core.model import Machine
 from reconciler.core.output import TailBuffer
@@ -182,6 +182,7 @@ class LocalTransport(Transport):
         env: Mapping[str, str | Secret],
         timeout: float,
         run_id: int,
+        control: RunControl | None = None,
     ) -> Completed:
         started = time.monotonic()
         account = run_as(machine, self.own_user_allowed)
@@ -197,10 +198,14 @@ class LocalTransport(Transport):
         )
         failpoints.hit("after_spawn")
         marker = self._mark(run_id, proc.pid)
+        if control is not None:  # a kill request stops the whole group, as a timeout does
+            control.attach(lambda grace: _kill_group(proc.pid, None, grace))
         try:
             _open_gate(proc)
-            tail, timed_out = _collect(proc, started + timeout)
+            tail, timed_out = _collect(proc, started + timeout, control)
         finally:
+            if control is not None:
+                control.detach()
             if marker is not None:
                 marker.unlink(missing_ok=True)
         return Completed(
@@ -268,12 +273,15 @@ def _open_gate(proc: subprocess.Popen) -> None:
         proc.stdin.close()  # flushes the line; closes the pipe even when that fails
 
 
-def _collect(proc: subprocess.Popen, deadline: float) -> tuple[TailBuffer, bool]:
+def _collect(
+    proc: subprocess.Popen, deadline: float, control: RunControl | None = None
+) -> tuple[TailBuffer, bool]:
     """Read the command's output in the calling thread (no reader thread per run) until its
     shell exited and the output ended, or `deadline`: then its process group is killed
     (`timed_out`). Output still held open by a background child is read for at most
     `DRAIN_GRACE` after the shell's end. The shell's exit is waited on with a pidfd beside
-    the pipe, so nothing polls where the kernel supports it."""
+    the pipe, so nothing polls where the kernel supports it. Each read also goes to
+    `control` (the output as it comes)."""
     out = proc.stdout.fileno()
     tail = TailBuffer(OUTPUT_TAIL)
     exits = _pidfd(proc.pid)
@@ -290,7 +298,7 @@ def _collect(proc: subprocess.Popen, deadline: float) -> tuple[TailBuffer, bool]
                 timed_out = True
                 break
             for fd, _ in poller.poll(_millis(left if exits is not None else min(left, EXIT_POLL))):
-                if fd == out and not (reading := _read(out, tail)):
+                if fd == out and not (reading := _read(out, tail, control)):
                     poller.unregister(out)
                 elif fd == exits:
                     proc.wait()  # it exited: this reaps it at once
@@ -301,7 +309,7 @@ def _collect(proc: subprocess.Popen, deadline: float) -> tuple[TailBuffer, bool]
         until = time.monotonic() + DRAIN_GRACE
         while reading and (left := until - time.monotonic()) > 0:
             if poller.poll(_millis(left)):
-                reading = _read(out, tail)
+                reading = _read(out, tail, control)
     finally:
         if exits is not None:
             os.close(exits)
@@ -318,11 +326,13 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _read(fd: int, tail: TailBuffer) -> bool:
-    """One read of the output pipe into `tail`; False at its end."""
+def _read(fd: int, tail: TailBuffer, control: RunControl | None = None) -> bool:
+    """One read of the output pipe into `tail` (and `control`); False at its end."""
     chunk = os.read(fd, 65536)
     if chunk:
         tail.add(chunk)
+        if control is not None:
+            control.output(chunk)
     return bool(chunk)
 
 
@@ -338,14 +348,14 @@ def _runs(pid: int, run_id: int) -> bool:
     return f"RECONCILE_RUN_ID={run_id}".encode() in environ.split(b"\0")
 
 
-def _kill_group(pgid: int, proc: subprocess.Popen | None) -> None:
-    """SIGTERM the process group, SIGKILL it after a grace period."""
+def _kill_group(pgid: int, proc: subprocess.Popen | None, grace: float = KILL_GRACE) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + KILL_GRACE
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else KILL_GRACE)
         while time.monotonic() < deadline:
             if proc is not None:
                 proc.poll()  # reap our own child, or it lingers as a zombie in the group

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from reconciler.adapters import failpoints
 from reconciler.adapters.transport import hostkeys, wrapper
-from reconciler.adapters.transport.base import STILL_RUNNING, Completed, Transport
+from reconciler.adapters.transport.base import STILL_RUNNING, Completed, RunControl, Transport
 from reconciler.adapters.transport.pool import MAX_CHANNELS, Connection, ConnectionPool, Session
 from reconciler.adapters.transport.probe import PROBE_COMMAND, Load, parse_probe
 from reconciler.adapters.transport.sshlib import paramiko
@@ -46,7 +46,7 @@ from reconciler.core.errors import (
     Unreachable,
 )
 from reconciler.core.model import Machine
-from reconciler.core.output import TailBuffer, tail_text
+from reconciler.core.output import MARK, TailBuffer, split_mark_bytes, tail_text
 from reconciler.core.redact import Secret, reveal
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ KEEPALIVE = 10  # seconds between liveness probes on a connection (`ssh_keepaliv
 KEEPALIVE_COUNT = 3  # probe intervals without any answer before it is dead (~30 s)
 DRAIN = 10.0  # after the exit status, how long the rest of the output may take to arrive
 CTL_TIMEOUT = 30.0  # reading or killing a run's markers
+# How often the output file of a running task is read, from its first second on, for
+# followers (issue 16 §1); a run that ends sooner is never read this way.
+READ_SECONDS = 1.0
 
 
 KeyResolver = Callable[[Machine], "Secret | None"]
@@ -129,10 +132,13 @@ class SshTransport(Transport):
         env: Mapping[str, str | Secret],
         timeout: float,
         run_id: int,
+        control: RunControl | None = None,
     ) -> Completed:
         """Run `command` with `sh -c` on `machine` through the wrapper. A non-zero exit is a
         `Completed`; raises Unreachable/AuthFailed/HostKeyMismatch before the command was
-        sent, ConnectionLost after."""
+        sent, ConnectionLost after. With `control`, the task's output file is read once a
+        second while it runs (a second channel) and a kill stops its process group on the
+        target."""
         started = time.monotonic()
         plain = {name: reveal(value) for name, value in env.items()}
         call = wrapper.invocation(self.markers, run_id, command, plain)
@@ -144,12 +150,14 @@ class SshTransport(Transport):
         session = self.pool.take(machine)
         held = False
         try:
-            done, held = self._run_on(machine, session, call, run_id, started, timeout)
+            done, held = self._run_on(machine, session, call, run_id, started, timeout, control)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             # Whatever paramiko or the socket raised past the command's dispatch: the
             # connection failed under the run (never an internal error of the pass).
             raise _lost(machine, exc, session.connection) from exc
         finally:
+            if control is not None:
+                control.detach()
             if not held:
                 self.pool.give_back(machine, session)
         if held:
@@ -165,13 +173,22 @@ class SshTransport(Transport):
         run_id: int,
         started: float,
         timeout: float,
+        control: RunControl | None = None,
     ) -> tuple[Completed, bool]:
         """`run` on a session's channel: dispatch, read the reply on the same channel. True
         with the result when the wrapper waits for the acknowledgement of its output (held
         until `settle`)."""
         self._dispatch(machine, session, call)
-        received, reply, dropped = _read_reply(session.channel, call.nonce, started + timeout)
+        follow = None
+        if control is not None:
+            follow = _RemoteOutput(self, machine, run_id, call.nonce, control, started)
+            control.attach(lambda grace: self._stop_remote(machine, run_id, call.nonce, grace))
+        received, reply, dropped = _read_reply(
+            session.channel, call.nonce, started + timeout, follow
+        )
         if reply is not None:
+            if follow is not None:
+                follow.finish(reply[0], dropped)
             done = Completed(
                 exit_code=reply[1],
                 output=_tail(reply[0], dropped),
@@ -183,11 +200,17 @@ class SshTransport(Transport):
             return done, False
         ended = _wait_status(session.channel, started + timeout)
         if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
-            return self._finished(session, started, received, dropped), False
-        # Timed out, or the channel closed without an exit status: the connection died
-        # (paramiko closes its channels before it marks the transport inactive, so only
-        # a new channel tells), or sshd sent `exit-signal`. The markers know which.
-        return self._stopped(machine, session, run_id, call.nonce, started, not ended), False
+            done = self._finished(session, started, received, dropped)
+        else:
+            # Timed out, or the channel closed without an exit status: the connection died
+            # (paramiko closes its channels before it marks the transport inactive, so only
+            # a new channel tells), sshd sent `exit-signal`, or a kill stopped it. The
+            # markers know which.
+            grace = control.grace if control is not None else None
+            done = self._stopped(machine, session, run_id, call.nonce, started, not ended, grace)
+        if follow is not None:
+            follow.finish(done.output.encode("utf-8", "replace"))
+        return done, False
 
     def settle(self, recorded: Collection[int], unrecorded: Collection[int] = ()) -> None:
         """The ends of the `recorded` runs are durable: acknowledge their outputs (each
@@ -366,20 +389,24 @@ class SshTransport(Transport):
         nonce: str,
         started: float,
         timed_out: bool,
+        grace: float | None = None,
     ) -> Completed:
         """Ask the run's markers through a second channel, killing what is left of its
-        process group (TERM, then KILL). A command that ended meanwhile keeps its own result;
-        no channel means the connection is gone: ConnectionLost."""
+        process group (TERM, then KILL after `grace` seconds, by default 2). A command that
+        ended meanwhile keeps its own result; no channel means the connection is gone:
+        ConnectionLost."""
         try:
             channel = session.connection.open_channel(self.connect_timeout)
         except paramiko.ChannelException:
             # The server refused a channel beside the run's (its session limit), which says
             # the connection is alive: read the markers on a channel the pool finds elsewhere.
-            marker = self._ctl_elsewhere(machine, session, run_id, nonce)
+            marker = self._ctl_elsewhere(machine, session, run_id, nonce, grace)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc, session.connection) from exc
         else:
-            marker = self._ctl_on(machine, channel, run_id, "kill", nonce, keep=self.hold_outputs)
+            marker = self._ctl_on(
+                machine, channel, run_id, "kill", nonce, keep=self.hold_outputs, grace=grace
+            )
         if self.hold_outputs and marker.state != "none":
             with self._lock:  # the output stays until the run's end is recorded (`settle`)
                 self._kept[run_id] = _Kept(machine, nonce)
@@ -396,13 +423,15 @@ class SshTransport(Transport):
         )
 
     def _ctl_elsewhere(
-        self, machine: Machine, session: Session, run_id: int, nonce: str
+        self, machine: Machine, session: Session, run_id: int, nonce: str, grace=None
     ) -> wrapper.Marker:
         """`kill` run `run_id` through another pooled channel; its command was sent, so any
         failure to get one leaves the outcome unknown (ConnectionLost)."""
         try:
             with self.pool.session(machine) as other:
-                return self._ctl(machine, other, run_id, "kill", nonce, keep=self.hold_outputs)
+                return self._ctl(
+                    machine, other, run_id, "kill", nonce, keep=self.hold_outputs, grace=grace
+                )
         except ConnectionLost:
             raise
         except TransportError as exc:
@@ -417,8 +446,9 @@ class SshTransport(Transport):
         nonce: str = "-",
         *,
         keep: bool = False,
+        grace: float | None = None,
     ) -> wrapper.Marker:
-        return self._ctl_on(machine, session.channel, run_id, action, nonce, keep=keep)
+        return self._ctl_on(machine, session.channel, run_id, action, nonce, keep=keep, grace=grace)
 
     def _ctl_on(
         self,
@@ -429,16 +459,19 @@ class SshTransport(Transport):
         nonce: str,
         *,
         keep: bool = False,
+        grace: float | None = None,
     ) -> wrapper.Marker:
         """Run the marker script (`reap`, `kill`, `peek`, `forget`) for `run_id` on `channel`;
         with `keep` the output it prints stays on the target (until a `forget`)."""
         started = time.monotonic()
+        line = wrapper.ctl_line(self.markers, run_id, action, nonce, keep=keep, grace=grace)
         try:
-            channel.exec_command(wrapper.ctl_line(self.markers, run_id, action, nonce, keep=keep))
+            channel.exec_command(line)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
         try:
-            if not _wait_status(channel, started + CTL_TIMEOUT) or channel.exit_status < 0:
+            budget = CTL_TIMEOUT + (grace or 0)
+            if not _wait_status(channel, started + budget) or channel.exit_status < 0:
                 raise _lost(machine, None)
             output = _read_all_bytes(channel, DRAIN)
         finally:
@@ -453,6 +486,34 @@ class SshTransport(Transport):
                 f"{output.decode('utf-8', 'replace').strip()[:200]}"
             )
         return wrapper.parse_ctl(output)
+
+    def _stop_remote(self, machine: Machine, run_id: int, nonce: str, grace: float) -> None:
+        """A kill request (issue 16 §2): TERM the process group of run `run_id`'s invocation
+        `nonce` on its target, KILL it after `grace` seconds, on a channel of its own. The
+        output stays for the run's own thread, which then finds its wrapper gone and reads
+        the markers (`_stopped`)."""
+        try:
+            with self.pool.session(machine) as session:
+                self._ctl(machine, session, run_id, "kill", nonce, keep=True, grace=grace)
+        except (TransportError, paramiko.SSHException, EOFError, OSError) as exc:
+            log.warning("run %s: could not stop it on %s: %s", run_id, machine.name, exc)
+
+    def _read_output(self, machine: Machine, run_id: int, nonce: str, offset: int) -> bytes:
+        """What run `run_id`'s invocation `nonce` wrote from byte `offset` on (`READ`'s raw
+        output), on a pooled channel."""
+        with self.pool.session(machine) as session:
+            channel = session.channel
+            started = time.monotonic()
+            try:
+                channel.exec_command(wrapper.read_line(self.markers, run_id, nonce, offset))
+                if not _wait_status(channel, started + CTL_TIMEOUT):
+                    return b""
+                return _read_all_bytes(channel, DRAIN)
+            finally:
+                try:
+                    channel.close()
+                except (paramiko.SSHException, EOFError, OSError):
+                    pass
 
     # ------------------------------------------------------------------ connecting
 
@@ -543,6 +604,60 @@ class SshTransport(Transport):
         except (paramiko.SSHException, EOFError, OSError):
             return
         connection.hand_over(channel)
+
+
+class _RemoteOutput:
+    """The output of a task running on a target, for its `RunControl` (issue 16 §1): its
+    output file is read once a second from its first second on (where the last read ended),
+    and when it ended the rest comes from its final output, so the control sees every byte
+    once, in order (a stretch skipped because more than 64 KiB came within a second shows as
+    an output mark)."""
+
+    def __init__(
+        self,
+        transport: SshTransport,
+        machine: Machine,
+        run_id: int,
+        nonce: str,
+        control: RunControl,
+        started: float,
+    ):
+        self.transport, self.machine, self.run_id, self.nonce = transport, machine, run_id, nonce
+        self.control = control
+        self.offset = 0  # bytes of the output file handed over so far
+        self.next_at = started + READ_SECONDS
+
+    def due(self) -> float:
+        """Seconds until the next read."""
+        return self.next_at - time.monotonic()
+
+    def read(self) -> None:
+        """Read what the task wrote since the last read; a failure waits for the next one."""
+        try:
+            raw = self.transport._read_output(self.machine, self.run_id, self.nonce, self.offset)
+        except (TransportError, paramiko.SSHException, EOFError, OSError) as exc:
+            log.debug("run %s: cannot read its output yet: %s", self.run_id, exc)
+            raw = b""
+        self.next_at = time.monotonic() + READ_SECONDS
+        parsed = wrapper.parse_read(raw)
+        if parsed is not None:
+            self._feed(*parsed)
+
+    def finish(self, final: bytes, dropped: int = 0) -> None:
+        """The task ended and `final` is its output's tail (maybe under a mark, with
+        `dropped` more bytes before it): hand over what no read did."""
+        marked, body = split_mark_bytes(final)
+        self._feed(dropped + marked, body)
+
+    def _feed(self, start: int, data: bytes) -> None:
+        """`data` is the output file from byte `start` on."""
+        if start > self.offset:
+            self.control.output(MARK.format(start - self.offset).encode())
+            self.offset = start
+        fresh = data[self.offset - start :]
+        if fresh:
+            self.control.output(fresh)
+            self.offset += len(fresh)
 
 
 class _Transport(paramiko.Transport):
@@ -688,16 +803,25 @@ def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:
 
 
 def _read_reply(
-    channel: paramiko.Channel, nonce: str, deadline: float
+    channel: paramiko.Channel,
+    nonce: str,
+    deadline: float,
+    follow: _RemoteOutput | None = None,
 ) -> tuple[bytes, tuple[bytes, int] | None, int]:
     """Read the wrapper's reply until its trailer line (then: the output and exit code), the
     end of the channel or `deadline` (then None). Returns what was received as well, and how
-    many bytes of its head were dropped to bound memory (for the output's mark)."""
+    many bytes of its head were dropped to bound memory (for the output's mark). With
+    `follow`, the task's output file is read whenever a read is due meanwhile."""
     data, dropped = bytearray(), 0
     while (left := deadline - time.monotonic()) > 0:
         # Data, the channel's end (also when the watchdog closes a dead connection) or the
-        # deadline ends the wait: nothing wakes up periodically.
-        channel.settimeout(left)
+        # deadline ends the wait; a due read of the output wakes it up when following.
+        if follow is not None:
+            if follow.due() <= 0:
+                follow.read()
+                continue
+            left = min(left, follow.due())
+        channel.settimeout(max(left, 0.001))
         try:
             chunk = channel.recv(65536)
         except TimeoutError:

@@ -129,7 +129,8 @@ exit $rc
 # $3: reap | kill | peek (peek leaves a live run alone: `running NONCE ATTEMPT DIGEST`) |
 # forget (removes the output of nonce $4 only: `forgot`).
 # $4: the nonce the caller expects (`-` for any). $5: keep | drop, whether the output stays
-# after it was printed (absent: drop). Prints one header line:
+# after it was printed (absent: drop). $6: how long a kill waits between TERM and KILL, in
+# tenths of a second (absent: 20). Prints one header line:
 # `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
 # (+ the tail), or `none`.
 CTL = (
@@ -171,11 +172,29 @@ fi
 if [ "$3" = peek ]; then echo "running $n $a $h"; exit 0; fi
 kill -s TERM -- "-$pg" 2>/dev/null
 i=0
-while alive && [ $i -lt 20 ]; do
+while alive && [ $i -lt "${6:-20}" ]; do
   sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
 done
 kill -s KILL -- "-$pg" 2>/dev/null
 echo "killed $n $a $h"; done_out
+"""
+)
+
+# The output a running task wrote from byte $4 of `<id>.out` on (issue 16 §1), if the
+# markers are of nonce $3: a first line with the offset the bytes start at (later than $4
+# when more than 64 KiB were written since: the rest was skipped), then the bytes. Nothing
+# at all when the markers are another invocation's.
+READ = (
+    _PREAMBLE
+    + r"""exec < /dev/null
+{ read -r n rest; } 2>/dev/null < "$f.meta" || exit 0
+[ "$n" = "$3" ] || exit 0
+z=$(($(wc -c 2>/dev/null < "$f.out" || echo 0) + 0))
+o=$4
+[ $((z - o)) -gt 65536 ] && o=$((z - 65536))
+echo "$o"
+[ "$z" -gt "$o" ] && tail -c +$((o + 1)) "$f.out" 2>/dev/null | head -c $((z - o))
+exit 0
 """
 )
 
@@ -232,14 +251,43 @@ def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) 
 
 
 def ctl_line(
-    markers: str, run_id: int, action: str, nonce: str = "-", *, keep: bool = False
+    markers: str,
+    run_id: int,
+    action: str,
+    nonce: str = "-",
+    *,
+    keep: bool = False,
+    grace: float | None = None,
 ) -> str:
     """The remote command that reaps (`reap`), stops (`kill`) or reads (`peek`) run `run_id`,
     or removes its output (`forget`, for `nonce` only). With `keep` the output read stays on
-    the target until a `forget`."""
+    the target until a `forget`. `grace`: seconds between TERM and KILL (default 2)."""
+    extra = [] if grace is None else [str(max(0, round(grace * 10)))]
     return _line(
-        CTL, "reconciler-ctl", markers, str(run_id), action, nonce, "keep" if keep else "drop"
+        CTL,
+        "reconciler-ctl",
+        markers,
+        str(run_id),
+        action,
+        nonce,
+        "keep" if keep else "drop",
+        *extra,
     )
+
+
+def read_line(markers: str, run_id: int, nonce: str, offset: int) -> str:
+    """The remote command that prints what run `run_id`'s invocation `nonce` wrote from
+    byte `offset` on (see `READ`)."""
+    return _line(READ, "reconciler-read", markers, str(run_id), nonce, str(offset))
+
+
+def parse_read(raw: bytes) -> tuple[int, bytes] | None:
+    """Pure: `READ`'s output as (the offset its bytes start at, the bytes); None when it
+    printed nothing readable (the markers are another invocation's, or gone)."""
+    header, newline, data = raw.partition(b"\n")
+    if not newline or not header.isdigit():
+        return None
+    return int(header), data
 
 
 def clean_line(markers: str) -> str:

@@ -228,6 +228,22 @@ CREATE TABLE approvals (
     UNIQUE (task, machine, version, fingerprint)
 );
 
+-- migration 9: run output
+-- The output of running runs as it comes (issue 16 §1): the engine appends each run's new
+-- lines, redacted, once a second (never for a run that ended within its first second: its
+-- final output is all there is to see). `start` is where the chunk begins in the run's
+-- redacted output (UTF-8 bytes), so a reader that starts late knows how much it missed. The
+-- writer drops a run's oldest chunks beyond the last 64 KiB, and all of them once the run's
+-- end is recorded (its `output` column then holds the same text). bytea as `runs.output`.
+CREATE TABLE run_output (
+    run_id  bigint  NOT NULL,
+    attempt integer NOT NULL,
+    seq     integer NOT NULL,
+    start   bigint  NOT NULL,
+    body    bytea   NOT NULL,
+    PRIMARY KEY (run_id, attempt, seq)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -779,3 +795,19 @@ FROM approvals WHERE task = %(task)s ORDER BY id
 SELECT commit_sha FROM passes
 WHERE id < (SELECT MIN(id) FROM passes WHERE commit_sha = %(commit)s) AND commit_sha <> %(commit)s
 ORDER BY id DESC LIMIT 1
+
+-- query: output_insert
+INSERT INTO run_output (run_id, attempt, seq, start, body)
+VALUES (%(run_id)s, %(attempt)s, %(seq)s, %(start)s, %(body)s)
+ON CONFLICT (run_id, attempt, seq) DO NOTHING
+
+-- query: output_trim
+DELETE FROM run_output WHERE run_id = %(run_id)s AND attempt = %(attempt)s AND seq <= %(seq)s
+
+-- query: output_since
+SELECT seq, start, body FROM run_output
+WHERE run_id = %(run_id)s AND attempt = %(attempt)s AND seq > %(after)s
+ORDER BY seq
+
+-- query: output_drop
+DELETE FROM run_output WHERE run_id = ANY(%(ids)s)

@@ -175,6 +175,22 @@ CREATE TABLE approvals (
     UNIQUE (task, machine, version, fingerprint)
 );
 
+-- migration 9: run output
+-- The output of running runs as it comes (issue 16 §1): the engine appends each run's new
+-- lines, redacted, once a second (never for a run that ended within its first second: its
+-- final output is all there is to see). `start` is where the chunk begins in the run's
+-- redacted output (UTF-8 bytes), so a reader that starts late knows how much it missed. The
+-- writer drops a run's oldest chunks beyond the last 64 KiB, and all of them once the run's
+-- end is recorded (its `output` column then holds the same text).
+CREATE TABLE run_output (
+    run_id  INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    start   INTEGER NOT NULL,
+    body    TEXT    NOT NULL,
+    PRIMARY KEY (run_id, attempt, seq)
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -559,3 +575,19 @@ FROM approvals WHERE task = :task ORDER BY id
 SELECT commit_sha FROM passes
 WHERE id < (SELECT MIN(id) FROM passes WHERE commit_sha = :commit) AND commit_sha <> :commit
 ORDER BY id DESC LIMIT 1
+
+-- query: output_insert
+INSERT INTO run_output (run_id, attempt, seq, start, body)
+VALUES (:run_id, :attempt, :seq, :start, :body)
+ON CONFLICT (run_id, attempt, seq) DO NOTHING
+
+-- query: output_trim
+DELETE FROM run_output WHERE run_id = :run_id AND attempt = :attempt AND seq <= :seq
+
+-- query: output_since
+SELECT seq, start, body FROM run_output
+WHERE run_id = :run_id AND attempt = :attempt AND seq > :after
+ORDER BY seq
+
+-- query: output_drop
+DELETE FROM run_output WHERE run_id IN (SELECT value FROM json_each(:ids))
