@@ -200,6 +200,7 @@ class RolloutSpec:
     max_failed: Share | None = None
     verify: str | None = None
     pause: int | None = None  # seconds
+    location: Location | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
