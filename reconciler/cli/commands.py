@@ -26,6 +26,7 @@ from reconciler.cli.settings import Context
 from reconciler.core.state import ExecutedState, RunStatus
 from reconciler.pipeline.approvals import Approving, with_approvals
 from reconciler.pipeline.engine import Engine, utc_now
+from reconciler.pipeline.reconciled import HonouringFreezes
 from reconciler.pipeline.sinks import audit_queue_change
 
 log = logging.getLogger(__name__)
@@ -289,7 +290,9 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
                 follow.on_refused, follow.read_last = engine.stop.set, store.last_commit
             sinks.worker_started()
             with _graceful_stop(engine):
-                engine.work(Approving(follow, store))  # approvals given meanwhile too
+                # Approvals given meanwhile too; and the freezes the passes reconciled, which
+                # hold here even while this checkout lags (it may not have the freeze yet).
+                engine.work(Approving(HonouringFreezes(follow, store), store))
         if getattr(follow, "refused", None):
             from reconciler.core.errors import SourceError
 

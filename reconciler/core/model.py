@@ -490,6 +490,11 @@ class DesiredState:
     approvals: Mapping[tuple[str, str, str], frozenset[str]] = field(
         default_factory=dict, compare=False
     )
+    # The freezes in force when the latest pass planned (store state, attached by a worker:
+    # see pipeline/reconciled.py), each with what it is on. They hold runs besides this
+    # state's own, so a worker whose checkout lags the passes still honours a reconciled
+    # freeze; one lifts for the worker when a pass reconciles the commit that lifts it.
+    reconciled_freezes: tuple[tuple[str, Freeze], ...] = field(default=(), compare=False)
 
     def windows_for(self, machine: str) -> tuple[Window, ...]:
         """The deny windows that apply on `machine`: its team's and its own."""
@@ -515,7 +520,20 @@ class DesiredState:
             found.append((f"machine {machine}", m.suspend))
         if spec is not None and spec.suspend is not None:
             found.append((f"task {task}", spec.suspend))
+        scopes = {f"team {name}" for name in teams} | {f"machine {machine}", f"task {task}"}
+        found += [
+            (scope, freeze)
+            for scope, freeze in self.reconciled_freezes
+            if scope in scopes and (scope, freeze) not in found
+        ]
         return tuple(found)
+
+    def freezes(self) -> tuple[tuple[str, Freeze], ...]:
+        """Every freeze of this state's own inventory, with what it is on, sorted by that."""
+        found = [(f"team {t.name}", t.suspend) for t in self.teams.values()]
+        found += [(f"machine {m.name}", m.suspend) for m in self.machines.values()]
+        found += [(f"task {t.id}", t.suspend) for t in self.tasks.values()]
+        return tuple(sorted(((s, f) for s, f in found if f is not None), key=lambda f: f[0]))
 
 
 @dataclass(frozen=True)

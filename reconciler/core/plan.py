@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from reconciler.core.holds import Hold, HoldKind, hold_of
-from reconciler.core.model import DesiredState, Strategy, TaskSpec
+from reconciler.core.model import DesiredState, Freeze, Strategy, TaskSpec
 from reconciler.core.schedule import latest_slot, parse_slot, slot_key, utc
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 
@@ -84,6 +84,9 @@ class Plan:
     enqueue: tuple[Enqueue, ...] = ()
     cancel: tuple[Cancel, ...] = ()
     reslot: tuple[Reslot, ...] = ()
+    # The freezes in force at the plan's `now` (what each is on, the freeze), recorded with
+    # it for workers to honour (`DesiredState.reconciled_freezes`); None: record none.
+    freezes: tuple[tuple[str, Freeze], ...] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -122,7 +125,9 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
                 planned[(task_id, machine)] = enqueue
     ordered = order_enqueues(planned.values(), desired)
     held = _held_behind_dependencies(_held_at_inherited_priority(ordered, desired, now), desired)
-    return Plan(held, tuple(cancels), _reslots(desired, executed, {c.run for c in cancels}, now))
+    reslots = _reslots(desired, executed, {c.run for c in cancels}, now)
+    freezes = tuple((s, f) for s, f in desired.freezes() if f.until is None or f.until > now)
+    return Plan(held, tuple(cancels), reslots, freezes)
 
 
 def _reslots(

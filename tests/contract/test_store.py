@@ -26,8 +26,9 @@ from reconciler.adapters.store.factory import open_store, sqlite_path
 from reconciler.adapters.store.sqlite import COLUMNS, SqliteStore, _sql_file
 from reconciler.core.errors import InputError, LockError, StoreError
 from reconciler.core.holds import Hold, HoldKind
+from reconciler.core.model import Freeze
 from reconciler.core.output import split_mark
-from reconciler.core.plan import Cancel, Plan
+from reconciler.core.plan import Cancel, Plan, Reslot
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 from tests.support.store_contract import add, ended, enqueue, one
 
@@ -72,6 +73,25 @@ def test_record_plan_is_idempotent_for_a_key_with_an_active_run(store, now):
     assert len(store.pending()) == 3
     store.claim(first[0].id, "w", now)  # running is active too
     assert add(store, now, enqueue()) == []
+
+
+def test_record_plan_moves_a_waiting_run_to_a_later_slot_but_not_a_started_one(store, now):
+    waiting, started = add(store, now, enqueue(slot="s1"), enqueue(machine="m2", slot="s1"))
+    store.claim(started.id, "w", now)
+    store.record_plan(Plan(reslot=(Reslot(waiting.id, "s3"), Reslot(started.id, "s3"))), None, now)
+    runs = store.get_runs([waiting.id, started.id])
+    assert (runs[waiting.id].slot, runs[started.id].slot) == ("s3", "s1")
+
+
+def test_the_freezes_of_the_latest_plan_replace_the_recorded_ones(store, now, later):
+    assert store.reconciled_freezes() == []
+    team, task = Freeze("INC-7", later(hours=2), True), Freeze("wait for QA")
+    store.record_plan(Plan(freezes=(("task ops/a", task), ("team ops", team))), None, now)
+    assert store.reconciled_freezes() == [("task ops/a", task), ("team ops", team)]
+    store.record_plan(Plan(), None, now)  # a plan without freezes leaves them
+    assert len(store.reconciled_freezes()) == 2
+    store.record_plan(Plan(freezes=()), None, now)  # a pass of an inventory with none
+    assert store.reconciled_freezes() == []
 
 
 def test_record_plan_keys_include_version_and_slot(store, now):

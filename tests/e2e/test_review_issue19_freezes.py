@@ -383,11 +383,12 @@ def test_the_daemon_does_not_log_in_to_a_frozen_machine(tmp_path, sshd_factory, 
 
 
 @pytest.mark.integration
-def test_a_worker_holds_a_freeze_and_starts_the_run_once_its_checkout_lifts_it(
+def test_a_worker_holds_a_freeze_and_starts_the_run_once_a_pass_reconciles_its_lifting(
     tmp_path, postgres_url
 ):
-    """Pinned: a worker on PostgreSQL holds what its inventory freezes, saying why, and starts
-    the run when the commit lifting the freeze reaches its checkout (re-read every 5 s)."""
+    """Pinned: a worker on PostgreSQL holds what its inventory freezes, saying why, and the
+    run starts once a pass has reconciled the commit lifting the freeze (before that, the
+    freeze the passes reconciled holds on every worker, whatever its checkout says)."""
     p = Project(tmp_path)
     p.write("teams/ops.yaml", "name: ops\n" + INCIDENT)
     p.task("deploy", f"command: {p.record('deploy')}\n")
@@ -410,6 +411,7 @@ def test_a_worker_holds_a_freeze_and_starts_the_run_once_its_checkout_lifts_it(
         assert "held      ops/deploy on box (run 1) by freeze on team ops" in log.read_text()
         assert p.ledger_lines() == []
         p.write("teams/ops.yaml", "name: ops\n")  # the incident is over
+        p.run("--once", "--state", postgres_url, "-q", code=0)  # and that is reconciled
         wait_until(lambda: p.ledger_lines() == ["deploy"], timeout=60, message="the run")
     finally:
         worker.terminate()
@@ -417,14 +419,6 @@ def test_a_worker_holds_a_freeze_and_starts_the_run_once_its_checkout_lifts_it(
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="a freeze is not part of a run's version and is not recorded in the store: a "
-    "worker judges holds from its own checkout only (pipeline/engine.py re-reads "
-    "desired_source()), so a worker whose checkout predates the freeze commit claims and runs "
-    "the runs the pass holds for the incident (docs: versions protect changed tasks from "
-    "lagging workers; nothing protects a freeze)",
-)
 def test_a_worker_with_a_checkout_from_before_the_freeze_does_not_run_frozen_work(
     tmp_path, postgres_url
 ):

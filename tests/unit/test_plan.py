@@ -352,7 +352,7 @@ def test_machine_window_holds_only_runs_on_that_machine():
 
 def test_pending_run_of_removed_task_is_cancelled():
     plan = make_plan(desired(), executed(run(7, "prod/gone", status=S.PENDING)), NOW)
-    assert plan == Plan((), (Cancel(7, "prod/gone", "m1", "removed"),))
+    assert plan == Plan((), (Cancel(7, "prod/gone", "m1", "removed"),), freezes=())
 
 
 def test_running_run_is_never_cancelled():

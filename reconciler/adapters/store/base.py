@@ -42,6 +42,7 @@ from datetime import datetime
 from reconciler.adapters.audit.chain import Anchor, AuditEntry, AuditRecord
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import StoreError
+from reconciler.core.model import Freeze
 from reconciler.core.plan import Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
 
@@ -165,7 +166,8 @@ class RunQueue(ABC):
     ) -> list[Run]:
         """Apply a plan in one transaction: insert its runs as `pending`, cancel its
         cancels (only runs still pending) and move its reslots' runs to their new slot (only
-        runs not started yet). Idempotent: an `Enqueue` whose (task, machine,
+        runs not started yet); a plan with `freezes` replaces the recorded ones (see
+        `reconciled_freezes`). Idempotent: an `Enqueue` whose (task, machine,
         version, slot) already has an active run inserts nothing, also when two planners
         record the same plan at the same moment (the database's unique index decides).
         The inserted runs record `planner` (the owner string of the pass: see
@@ -462,6 +464,11 @@ class CommitLineage(ABC):
     @abstractmethod
     def last_commit(self) -> str | None:
         """The commit the latest pass reconciled, or None before the first."""
+
+    @abstractmethod
+    def reconciled_freezes(self) -> list[tuple[str, Freeze]]:
+        """The freezes in force when the latest pass planned (recorded with its plan: see
+        `record_plan`), each with what it is on, by that; empty before the first pass."""
 
 
 class AuditLog(ABC):

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import NamedTuple
@@ -21,6 +22,7 @@ from reconciler.adapters.audit.chain import AuditEntry
 from reconciler.adapters.store.base import OUTPUT_CAP
 from reconciler.core import output as output_tail
 from reconciler.core.alerts import Delivery
+from reconciler.core.model import Freeze
 from reconciler.core.redact import MIN_LENGTH
 
 UNKNOWN_ERROR = "the reconciler stopped while this run was executing; its result is unknown"
@@ -174,6 +176,16 @@ def cap_output(output: str) -> str:
 def cancel_error(reason: str) -> str:
     """The error text of a run the planner cancelled for `reason`."""
     return CANCEL_ERRORS.get(reason, f"cancelled: {reason}")
+
+
+def freeze_params(scope: str, freeze: Freeze, moment: Callable[[datetime | None], object]) -> dict:
+    """The parameters of `record_freeze`, its `until` as the store keeps time (`moment`)."""
+    return {
+        "scope": scope,
+        "reason": freeze.reason,
+        "until": moment(freeze.until),
+        "allow_priority_1": freeze.allow_priority_1,
+    }
 
 
 # --- URLs in messages ---------------------------------------------------------------------------

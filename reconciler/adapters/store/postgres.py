@@ -81,6 +81,7 @@ from reconciler.adapters.store.common import (
     cancel_error,
     cap_output,
     delivery,
+    freeze_params,
     only_comments,
     parse_sql_file,
     planner_alive,
@@ -90,6 +91,7 @@ from reconciler.adapters.store.common import (
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.model import Freeze
 from reconciler.core.plan import Enqueue, Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
 
@@ -490,6 +492,11 @@ class PostgresStore(StateStore):
                 )
             for reslot in plan.reslot:
                 conn.execute(_q("reslot_pending"), {"id": reslot.run, "slot": reslot.slot})
+            if plan.freezes is not None:
+                conn.execute(_q("forget_freezes"))
+                for scope, freeze in plan.freezes:
+                    params = freeze_params(scope, freeze, _aware)
+                    conn.execute(_q("record_freeze"), params | {"reason": _text(freeze.reason)})
             inserted = self._insert(conn, plan.enqueue, commit, now, planner)
             if inserted:  # delivered at COMMIT: idle workers look at once (wait_for_runs)
                 conn.execute(_q("notify_runs"))
@@ -1233,6 +1240,13 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             row = conn.execute(_q("last_commit")).fetchone()
         return row[0] if row else None
+
+    @_retried
+    def reconciled_freezes(self) -> list[tuple[str, Freeze]]:
+        """The freezes the latest pass recorded with its plan."""
+        with self._session("read") as conn:
+            rows = conn.execute(_q("reconciled_freezes")).fetchall()
+        return [(scope, Freeze(reason, until, p1)) for scope, reason, until, p1 in rows]
 
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
         """Record `approvals` in one transaction; a repeated one replaces the old row."""

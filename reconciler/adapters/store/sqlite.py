@@ -72,6 +72,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     cancel_error,
     cap_output,
     delivery,
+    freeze_params,
     holder_alive,
     only_comments,
     parse_sql_file,
@@ -79,6 +80,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.model import Freeze
 from reconciler.core.plan import Cancel, Enqueue, Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
 
@@ -545,6 +547,10 @@ class SqliteStore(StateStore):
                 self._cancel_planned(conn, cancel, now)
             for reslot in plan.reslot:
                 conn.execute(_q("reslot_pending"), {"id": reslot.run, "slot": reslot.slot})
+            if plan.freezes is not None:
+                conn.execute(_q("forget_freezes"))
+                for scope, freeze in plan.freezes:
+                    conn.execute(_q("record_freeze"), freeze_params(scope, freeze, _ts))
             inserted = (
                 self._insert(conn, enqueue, commit, now, planner) for enqueue in plan.enqueue
             )
@@ -1047,6 +1053,12 @@ class SqliteStore(StateStore):
         with self._read() as conn:
             row = _one(conn, "last_commit", {})
         return row[0] if row else None
+
+    def reconciled_freezes(self) -> list[tuple[str, Freeze]]:
+        """The freezes the latest pass recorded with its plan."""
+        with self._read() as conn:
+            rows = conn.execute(_q("reconciled_freezes")).fetchall()
+        return [(scope, Freeze(reason, _dt(until), bool(p1))) for scope, reason, until, p1 in rows]
 
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
         """Record `approvals` in one transaction; a repeated one replaces the old row."""

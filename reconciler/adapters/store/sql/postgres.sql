@@ -244,6 +244,18 @@ CREATE TABLE run_output (
     PRIMARY KEY (run_id, attempt, seq)
 );
 
+-- migration 10: reconciled freezes
+-- The freezes (`suspend:`) in force in the inventory the latest pass planned with, replaced by
+-- each pass in the transaction that records its plan. Workers hold what they cover besides
+-- what their own checkout freezes: a checkout that lags the passes cannot run work that a
+-- reconciled freeze holds, and a freeze lifts for workers once a pass reconciles its lifting.
+CREATE TABLE reconciled_freezes (
+    scope            text PRIMARY KEY,
+    reason           text NOT NULL,
+    until            timestamptz,
+    allow_priority_1 boolean NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -593,6 +605,16 @@ INSERT INTO passes (commit_sha, recorded_at) VALUES (%(commit)s, %(now)s)
 
 -- query: last_commit
 SELECT commit_sha FROM passes ORDER BY id DESC LIMIT 1
+
+-- query: forget_freezes
+DELETE FROM reconciled_freezes
+
+-- query: record_freeze
+INSERT INTO reconciled_freezes (scope, reason, until, allow_priority_1)
+VALUES (%(scope)s, %(reason)s, %(until)s, %(allow_priority_1)s)
+
+-- query: reconciled_freezes
+SELECT scope, reason, until, allow_priority_1 FROM reconciled_freezes ORDER BY scope
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs

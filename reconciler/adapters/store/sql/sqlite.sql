@@ -191,6 +191,18 @@ CREATE TABLE run_output (
     PRIMARY KEY (run_id, attempt, seq)
 );
 
+-- migration 10: reconciled freezes
+-- The freezes (`suspend:`) in force in the inventory the latest pass planned with, replaced by
+-- each pass in the transaction that records its plan. Workers hold what they cover besides
+-- what their own checkout freezes: a checkout that lags the passes cannot run work that a
+-- reconciled freeze holds, and a freeze lifts for workers once a pass reconciles its lifting.
+CREATE TABLE reconciled_freezes (
+    scope            TEXT PRIMARY KEY,                -- `team ops`, `machine db1`, `task ops/a`
+    reason           TEXT NOT NULL,
+    until            TEXT,                            -- NULL: until a commit lifts it
+    allow_priority_1 INTEGER NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -413,6 +425,16 @@ INSERT INTO passes (commit_sha, recorded_at) VALUES (:commit, :now)
 
 -- query: last_commit
 SELECT commit_sha FROM passes ORDER BY id DESC LIMIT 1
+
+-- query: forget_freezes
+DELETE FROM reconciled_freezes
+
+-- query: record_freeze
+INSERT INTO reconciled_freezes (scope, reason, until, allow_priority_1)
+VALUES (:scope, :reason, :until, :allow_priority_1)
+
+-- query: reconciled_freezes
+SELECT scope, reason, until, allow_priority_1 FROM reconciled_freezes ORDER BY scope
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs

@@ -1,0 +1,48 @@
+"""The freezes a worker honours besides its own checkout's: those in force when the latest pass
+planned, which the pass recorded with its plan (`StateStore.reconciled_freezes`).
+
+A worker judges holds from the inventory it runs, and its checkout may lag the passes: a
+freeze committed and reconciled must hold on every worker all the same, or a worker that has
+not pulled yet runs the work an incident froze. So the reconciled freezes are attached to the
+worker's desired state (`DesiredState.reconciled_freezes`) and hold runs as its own do; one
+lifts for workers when a pass reconciles the commit that lifts it (or at its `until`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from reconciler.adapters.store.base import CommitLineage
+from reconciler.core.model import DesiredState
+
+
+class HonouringFreezes:
+    """A worker's desired state (`inner`, asked at every round) with the freezes of the last
+    reconciled inventory, read again at most every `interval` seconds. The same object is
+    returned while neither changed (the engine tells a new desired state by identity)."""
+
+    def __init__(
+        self,
+        inner: Callable[[], DesiredState],
+        store: CommitLineage,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.inner, self.store, self.interval, self.clock = inner, store, interval, clock
+        self.base: DesiredState | None = None
+        self.last: DesiredState | None = None
+        self.read_at = 0.0
+
+    def __call__(self) -> DesiredState:
+        base = self.inner()
+        now = self.clock()
+        same = base is self.base and self.last is not None
+        if same and now - self.read_at < self.interval:
+            return self.last
+        freezes, self.read_at = tuple(self.store.reconciled_freezes()), now
+        if same and freezes == self.last.reconciled_freezes:
+            return self.last
+        self.base, self.last = base, replace(base, reconciled_freezes=freezes)
+        return self.last
