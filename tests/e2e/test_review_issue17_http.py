@@ -1,0 +1,104 @@
+"""Review of issue 17 §2-3 (the daemon's HTTP listener, its access rule, `/hooks/git`),
+through a real daemon over real HTTP on 127.0.0.1 with real git repositories. Each test is
+a defect found by the review, marked xfail(strict) until it is fixed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from reconciler.core.webhooks import github_signature
+from tests.support.git_repos import GIT_ENV, Repos
+from tests.support.http_daemon import http_daemon
+from tests.support.raw_http import chunked, exchange, request, statuses
+from tests.support.waiting import wait_until
+
+SECRET = "review-hook-secret-61c2"
+TOKEN = "review-token-0f3a9e"
+# What a request's body holds when it is itself a request: it must never be answered.
+SMUGGLED = request("GET", "/healthz")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """One daemon with a token and a webhook secret, polling slowly (only hooks wake it)."""
+    repos = Repos(tmp_path_factory.mktemp("review17"))
+    repos.write("inventory/reconciler.yaml", "poll_interval: 5m\n")
+    repos.push("poll slowly")
+    env = {**GIT_ENV, "RECONCILE_HOOK_SECRET": SECRET, "RECONCILE_HTTP_TOKEN": TOKEN}
+    with http_daemon(repos.daemon, env=env) as served:
+        wait_until(lambda: "a" in repos.ledger_lines(), timeout=60, message="the first pass")
+        yield served
+
+
+def signed_push(delivery: str | None) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-Hub-Signature-256": github_signature(SECRET, body),
+    }
+    if delivery is not None:
+        headers["X-GitHub-Delivery"] = delivery
+    return body, headers
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the listener answers 401/404/405 without reading the request's body and keeps the "
+    "connection open, so the body is parsed as a further request (request smuggling)",
+)
+@pytest.mark.parametrize(
+    ("method", "path", "refused_with"),
+    [
+        ("POST", "/healthz", 405),  # a known path, another method
+        ("GET", "/hooks/git", 405),  # a body on a GET: nginx's `location /hooks/git` lets it in
+        ("POST", "/metrics", 401),  # under the access rule, no token
+        ("POST", "/hooks/gitx", 404),  # no route
+    ],
+)
+def test_a_refused_requests_body_is_never_answered_as_a_request(daemon, method, path, refused_with):
+    sent = request(method, path, {"Connection": "keep-alive"}, body=SMUGGLED)
+    received = exchange(daemon.address, sent)
+    # One request, one answer: the body's bytes are a body, whatever they look like.
+    assert statuses(received) == [refused_with], received.decode(errors="replace")
+
+
+def test_a_keep_alive_client_gets_its_answer_after_a_refused_post(daemon):
+    """The refused request's body is read: a client that reuses its connection (Prometheus,
+    a browser, `requests.Session`) gets a real answer to its next request (control: a
+    request whose body the listener does read)."""
+    body, headers = signed_push(None)
+    sent = request("POST", "/hooks/git", {**headers, "X-Hub-Signature-256": "sha256=0"}, body)
+    received = exchange(daemon.address, sent + request("GET", "/healthz"))
+    assert statuses(received) == [401, 200], received.decode(errors="replace")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a delivery sent with Transfer-Encoding: chunked is judged on an empty body "
+    "(401 for a correctly signed push) and its chunks are parsed as a further request",
+)
+def test_a_signed_push_sent_chunked_is_accepted_or_refused_as_chunked(daemon):
+    body, headers = signed_push(str(uuid.uuid4()))
+    sent = request("POST", "/hooks/git", {**headers, "Transfer-Encoding": "chunked"})
+    received = exchange(daemon.address, sent + chunked(body))
+    # Either the body is read (202) or chunked bodies are refused as such (411 Length
+    # Required): never a signature said not to match, never a second answer.
+    assert statuses(received) in ([202], [411]), received.decode(errors="replace")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a signed delivery without a delivery id triggers a pass every time it is "
+    "replayed: dropping X-GitHub-Delivery (it is not signed) defeats the replay guard",
+)
+def test_a_captured_delivery_replayed_without_its_id_does_not_start_passes(daemon):
+    body, headers = signed_push(None)
+    first = daemon.ask("POST", "/hooks/git", body=body, headers=headers)[0]
+    again = daemon.ask("POST", "/hooks/git", body=body, headers=headers)[0]
+    # GitHub and GitLab always send an id: one missing is refused, or the body's replay
+    # is recognised; either way the replay does not start another pass.
+    assert again != 202, (first, again, daemon.log_text()[-2000:])
