@@ -269,7 +269,8 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.settings.state is not None:  # the host's word, known before the inventory loads
         refuse_unshared(ctx.settings.state_url(None).value)
     # Under git.verify: the store's last reconciled commit, never the working tree.
-    follow = worker_inventory(ctx, lambda loaded: _FollowInventory(args, loaded))
+    since = time.time()  # before the inventory is read
+    follow = worker_inventory(ctx, lambda loaded: _FollowInventory(args, loaded, since))
     loaded = follow.loaded
     try:
         refuse_unshared(wiring.state_url(args, loaded.inventory))
@@ -280,7 +281,9 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
     try:
         with (
             progress_for(args.quiet, live=False, log_format=args.log_format) as progress,
-            wired_engine(ctx, loaded, store, commit=None, progress=progress, desired=follow) as (
+            wired_engine(
+                ctx, loaded, store, commit=None, progress=progress, desired=follow.current
+            ) as (
                 engine,
                 sinks,
             ),
@@ -304,23 +307,39 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
 
 
 class _FollowInventory:
-    """The worker's desired state: the inventory on disk, re-read every few seconds. A broken
-    inventory keeps the last good one (and says so once), like a daemon riding out a typo."""
+    """The worker's desired state: the inventory on disk, looked at every few seconds and
+    re-read when a file of it changed. A broken inventory keeps the last good one (and says
+    so once), like a daemon riding out a typo.
+
+    Re-reading costs a worker's dispatch loop most of a second on a large inventory, so the
+    files' sizes and times are compared first (`wiring.inventory_stamp`). A file written
+    within `RACY` seconds of the last read may have changed again within one tick of the
+    file system's clock (a few milliseconds on Linux file systems), unseen by its stamp:
+    then it is re-read anyway."""
 
     INTERVAL = 5.0
+    RACY = 0.1
 
-    def __init__(self, args, loaded):
+    def __init__(self, args, loaded, since: float):
+        """`loaded` was read after `since` (a `time.time()`): a file changed after that is
+        re-read at the first look."""
         self.args, self.loaded, self.read_at = args, loaded, time.monotonic()
+        self.folder = wiring.inventory_dir(args)
+        self.stamp, _ = wiring.inventory_stamp(self.folder)
+        self.loaded_at = since
 
     def __call__(self):
         from reconciler.core.errors import InputError
 
         if time.monotonic() - self.read_at >= self.INTERVAL:
             self.read_at = time.monotonic()
-            try:
-                self.loaded = wiring.load(self.args)
-            except InputError as exc:
-                log.error("inventory is invalid; keeping the last good one: %s", exc)
+            stamp, newest = wiring.inventory_stamp(self.folder)
+            if stamp != self.stamp or newest >= self.loaded_at - self.RACY:
+                self.stamp, self.loaded_at = stamp, time.time()
+                try:
+                    self.loaded = wiring.load(self.args)
+                except InputError as exc:
+                    log.error("inventory is invalid; keeping the last good one: %s", exc)
         return self.loaded.desired
 
 

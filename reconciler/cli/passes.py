@@ -211,7 +211,12 @@ class _WhileVerifyOff:
     working tree (where a refused commit's files may lie) is never read or run again: the
     desired state becomes empty, `refused` says why and `on_refused` is called (the worker
     stops; restarted, it runs the verified commit). `read_last` is the worker's own store's
-    `last_commit` once it is open."""
+    `last_commit` once it is open.
+
+    The engine calls it once per scheduling round; the alerts and metrics of the events of
+    that round read `current` (what the round decided), which asks the store nothing: the
+    commit was read twice more per run before (a query each), and a commit that turns verify
+    on between two rounds is still seen by the next round, before it dispatches anything."""
 
     def __init__(self, inner, verify_on: Callable[[str], bool], url: str, last: str | None):
         self.inner, self.verify_on, self.last = inner, verify_on, last
@@ -219,8 +224,17 @@ class _WhileVerifyOff:
         self.read_last: Callable[[], str | None] = lambda: _last_commit(url)
         self.refused: str | None = None
         self.on_refused: Callable[[], None] = lambda: None
+        self.decided = self.loaded.desired
+
+    def current(self):
+        """The desired state the last round decided (empty once refused); no store read."""
+        return self.decided
 
     def __call__(self):
+        self.decided = self._decide()
+        return self.decided
+
+    def _decide(self):
         from reconciler.core.model import DesiredState
 
         if self.refused is None:
@@ -291,6 +305,10 @@ class _VerifiedInventory:
                     log.error(
                         "commit %s does not load; keeping %s: %s", last[:12], self.commit[:12], exc
                     )
+        return self.loaded.desired
+
+    def current(self):
+        """The desired state of the commit followed now (no store read, for the sinks)."""
         return self.loaded.desired
 
     def close(self) -> None:

@@ -65,6 +65,27 @@ def load_from(folder: Path) -> Loaded:
     return Loaded(inventory, desired, diags.warnings)
 
 
+def inventory_stamp(folder: Path) -> tuple[tuple, float]:
+    """What a reload of the inventory in `folder` could see change, without reading it: the
+    path, size, modification time and inode of every entry under it (hidden ones left out,
+    as the loader leaves them out; symlinks followed), and the newest modification time. A
+    few milliseconds for thousands of files, where loading them takes most of a second."""
+    entries: list[tuple] = []
+    newest = 0.0
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in [".", *sorted(f for f in files if not f.startswith("."))]:
+            path = os.path.join(top, name)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                entries.append((path, exc.errno))
+                continue
+            entries.append((path, st.st_size, st.st_mtime_ns, st.st_ino))
+            newest = max(newest, st.st_mtime)
+    return tuple(entries), newest
+
+
 def inventory_if_valid(args: argparse.Namespace) -> Inventory | None:
     """The inventory for commands that only need its settings, the state URL (queue, audit,
     prune): a typo in a task or a team must not stop an operator from them, nor point them

@@ -166,6 +166,26 @@ def test_worker_stopped_past_its_lease_cannot_record_its_late_result(shared):
     assert p.ledger_lines().count("started") == 1
 
 
+def test_worker_runs_the_edited_task_after_its_inventory_changed(shared):
+    """A worker looks at its inventory every few seconds and re-reads it only when a file
+    changed (it compares sizes and times first): an edit made while it runs is what it
+    runs next, both right after it started and after it has been idle a while."""
+    p = shared
+    p.task("edited", f"command: {p.record('v1')}\n")
+    record_plan(p.inventory, p.url)
+    worker = _worker(p)
+    try:
+        wait_until(lambda: p.ledger_lines() == ["v1"], timeout=30, message="v1 to run")
+        for word in ("v2", "v3"):
+            p.task("edited", f"command: {p.record(word)}\n")  # a new version: a new run
+            record_plan(p.inventory, p.url)
+            wait_until(lambda w=word: w in p.ledger_lines(), timeout=30, message=f"{word} to run")
+    finally:
+        code = _stop(worker)
+    assert code == 0, worker.stderr.read()
+    assert p.ledger_lines() == ["v1", "v2", "v3"]  # no run of an edited task ran its old command
+
+
 @pytest.mark.parametrize(
     "point, status, executed",
     [
