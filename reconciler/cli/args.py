@@ -203,6 +203,24 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="with --format html: the folder to write the console's pages to",
+    )
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--addr",
+        metavar="HOST:PORT",
+        default=None,
+        help="where to serve the console (default 127.0.0.1:8080; port 0: any free port)",
+    )
+
+
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
@@ -502,6 +520,22 @@ COMMANDS = (
         "status",
         "queue depth, running runs, recent failures, machines",
         "reconciler.cli.commands:cmd_status",
+        _status_arguments,
+        formats=FORMATS + ("html",),
+        description="Queue depth by priority and team, running runs, failures in the last "
+        "24 hours, held runs and why, machines. With --format html -o DIR, the web "
+        "console's pages as static files in DIR (index.html first).",
+    ),
+    Command(
+        "serve",
+        "the read-only web console (overview, runs, tasks, machines) on --addr",
+        "reconciler.cli.serve_cmd:cmd_serve",
+        _serve_arguments,
+        formats=None,
+        description="Serve the web console from the state store (SQLite or PostgreSQL) "
+        "until SIGTERM or SIGINT: the overview, the runs (filtered, newest first), each "
+        "run with its output live, each task and machine; every page also as JSON "
+        "(?format=json). Read-only: only GET and HEAD are answered.",
     ),
     Command(
         "worker",

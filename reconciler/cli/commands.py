@@ -137,7 +137,16 @@ def _graceful_stop(engine: Engine):
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> views.Output:
-    """Queue depth by priority and team, running runs, recent failures, machines."""
+    """Queue depth by priority and team, running runs, recent failures, machines; with
+    `--format html -o DIR`, the web console's pages as files."""
+    if getattr(args, "format", None) == "html":
+        from reconciler.cli.serve_cmd import write_static
+
+        return write_static(args, ctx)
+    if getattr(args, "output", None):
+        from reconciler.core.errors import UsageError
+
+        raise UsageError("-o DIR goes with --format html (the console's pages as files)")
     from reconciler.pipeline.metrics import status_numbers
 
     loaded = wiring.load(args)

@@ -174,6 +174,17 @@ def _count_failed(metrics: _PassMetrics | None) -> None:
         metrics.pass_ended(None)
 
 
+def _console(args: argparse.Namespace, ctx: Context, endpoints):
+    """The web console for --http-addr (None without it): it reads the store read-only and
+    the inventory on disk, as `reconcile serve` does."""
+    if not any(endpoint.full for endpoint in endpoints):
+        return None
+    from reconciler.cli.serve_cmd import Readings
+    from reconciler.web.console.app import Console
+
+    return Console(Readings(args), redact=ctx.redactor)
+
+
 def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     # ctx: the host's settings, resolved once for the daemon's life
     daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
@@ -199,6 +210,7 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
             loop=loop,
             json_logs=loop.json_logs,
             quiet=args.quiet,
+            console=_console(args, ctx, endpoints),
         )
     daemon.install_signal_handlers()
     if args.watch_files:

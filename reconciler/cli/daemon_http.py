@@ -143,8 +143,10 @@ def start(
     loop,
     json_logs: bool,
     quiet: bool,
+    console=None,
 ):
-    """Start each listener; returns them (close them at the end)."""
+    """Start each listener; returns them (close them at the end). `console`: the web
+    console's pages (`web.console.app.Console`), served on the full listener."""
     from reconciler.web.git_hook import add_git_hook
     from reconciler.web.health import add_health
     from reconciler.web.prometheus import add_metrics
@@ -160,6 +162,10 @@ def start(
             add_health(routes, probe)
             if endpoint.full:
                 add_git_hook(routes, guards.hook_secret, daemon.trigger)
+            if endpoint.full and console is not None:
+                from reconciler.web.console.app import add_console
+
+                add_console(routes, console)
             listener = web.start(endpoint.addr, routes, guards.access, endpoint.flag)
             started.append(listener)
             port_chosen = web.parse_addr(endpoint.addr)[1] == 0

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
+
+# A run's JSON (`queue list`, `queue show`) is shared with the web console, a lower tier.
+from reconciler.core.run_view import iso, run_json  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # types only: core.plan imports croniter, which `validate` need not load
     from reconciler.core.holds import Hold
@@ -49,39 +51,6 @@ def render(output: Output, fmt: str) -> str:
     else:
         rendered = output.text()
     return rendered if rendered.endswith("\n") else rendered + "\n"
-
-
-def iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None
-
-
-def run_json(run: Run, *, detail: bool = False, held: Hold | None = None) -> dict:
-    """A run as in `queue list` (SPEC §4); with `detail`, plus output and error (`queue show`).
-    `held`: what holds the (pending) run, a deny window or a freeze (SPEC §7 `held`)."""
-    data = {
-        "id": run.id,
-        "task": run.task,
-        "machine": run.machine,
-        "version": run.version,
-        "status": run.status.value,
-        "priority": run.priority,
-        "attempt": run.attempt,
-        "exit_code": run.exit_code,
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "reason": run.reason,
-        "slot": run.slot,
-        "commit": run.commit,
-        "not_before": iso(run.not_before),
-        "error": run.error,
-        "trigger": getattr(run, "trigger", None) or "plan",
-        "actor": getattr(run, "actor", None),
-        "held": held.describe() if held is not None and run.status.is_active else None,
-    }
-    if detail:
-        data["output"] = run.output
-    return data
 
 
 def to_json(value) -> str:

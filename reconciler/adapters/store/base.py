@@ -73,6 +73,27 @@ def no_audit(run: Run) -> Sequence[AuditRecord]:
 
 
 @dataclass(frozen=True)
+class RunFilter:
+    """What the web console's runs page narrows the history to; an empty field admits all.
+    `commit` is a prefix of the sha (a short sha finds its runs)."""
+
+    statuses: tuple[RunStatus, ...] = ()
+    team: str | None = None
+    task: str | None = None
+    machine: str | None = None
+    commit: str | None = None
+
+    def admits(self, run: Run) -> bool:
+        return (
+            (not self.statuses or run.status in self.statuses)
+            and (self.team is None or run.team == self.team)
+            and (self.task is None or run.task == self.task)
+            and (self.machine is None or run.machine == self.machine)
+            and (self.commit is None or (run.commit or "").startswith(self.commit))
+        )
+
+
+@dataclass(frozen=True)
 class ClaimRequest:
     """One run a round wants to start: claimed only while its machine runs fewer than
     `max_parallel` runs (None: no limit checked), counting the claims of the same batch."""
@@ -338,6 +359,16 @@ class RunQueue(ABC):
     ) -> list[Run]:
         """Runs newest first, optionally filtered by status and team."""
 
+    def runs_page(
+        self, filters: RunFilter, before: int | None = None, limit: int = 50
+    ) -> list[Run]:
+        """Runs newest first (without `output`), those with an id below `before` (keyset
+        pagination: the last id of the previous page), narrowed by `filters`; at most
+        `limit`. A backend answers in one query; this default filters `list_runs`."""
+        runs = self.list_runs(list(filters.statuses) or None, filters.team, 0)
+        kept = [r for r in runs if (before is None or r.id < before) and filters.admits(r)]
+        return kept[:limit]
+
     @abstractmethod
     def cancel_run(self, run_id: int, now: datetime) -> Run:
         """`queue cancel`: a pending run becomes `cancelled`; raises `InputError` otherwise."""
@@ -469,6 +500,11 @@ class CommitLineage(ABC):
     def reconciled_freezes(self) -> list[tuple[str, Freeze]]:
         """The freezes in force when the latest pass planned (recorded with its plan: see
         `record_plan`), each with what it is on, by that; empty before the first pass."""
+
+    def last_pass(self) -> tuple[str, datetime] | None:
+        """The commit the latest pass reconciled and when it was recorded, or None."""
+        commit = self.last_commit()
+        return None if commit is None else (commit, None)  # type: ignore[return-value]
 
 
 class AuditLog(ABC):

@@ -69,6 +69,7 @@ from reconciler.adapters.store.base import (
     OutputTrim,
     RunChanges,
     RunEnd,
+    RunFilter,
     StateStore,
     claim_outcome,
     no_audit,
@@ -1199,6 +1200,28 @@ class PostgresStore(StateStore):
             },
         )
 
+    def runs_page(
+        self, filters: RunFilter, before: int | None = None, limit: int = 50
+    ) -> list[Run]:
+        """Runs newest first without `output`, below the keyset `before`, narrowed by
+        `filters` (see `StateStore.runs_page`), in one query."""
+        statuses = [RunStatus(s).value for s in filters.statuses]
+        return self._select(
+            "runs_page",
+            _text_values(
+                {
+                    "before": before,
+                    "statuses": statuses or None,
+                    "team_lo": None if filters.team is None else f"{filters.team}/",
+                    "team_hi": None if filters.team is None else f"{filters.team}0",
+                    "task": filters.task,
+                    "machine": filters.machine,
+                    "commit": filters.commit or None,
+                    "limit": max(1, limit),
+                }
+            ),
+        )
+
     def cancel_run(self, run_id: int, now: datetime) -> Run:
         """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
         run id is the command's argument) for an unknown or non-pending run."""
@@ -1247,6 +1270,12 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             rows = conn.execute(_q("reconciled_freezes")).fetchall()
         return [(scope, Freeze(reason, until, p1)) for scope, reason, until, p1 in rows]
+
+    def last_pass(self) -> tuple[str, datetime] | None:
+        """The commit the latest pass reconciled and when, or None."""
+        with self._session("read") as conn:
+            row = conn.execute(_q("last_pass")).fetchone()
+        return None if row is None else (row[0], _aware(row[1]))
 
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
         """Record `approvals` in one transaction; a repeated one replaces the old row."""

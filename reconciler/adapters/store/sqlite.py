@@ -59,6 +59,7 @@ from reconciler.adapters.store.base import (
     OutputTrim,
     RunChanges,
     RunEnd,
+    RunFilter,
     StateStore,
     claim_outcome,
     no_audit,
@@ -1008,6 +1009,26 @@ class SqliteStore(StateStore):
             },
         )
 
+    def runs_page(
+        self, filters: RunFilter, before: int | None = None, limit: int = 50
+    ) -> list[Run]:
+        """Runs newest first without `output`, below the keyset `before`, narrowed by
+        `filters` (see `StateStore.runs_page`), in one query."""
+        statuses = [RunStatus(s).value for s in filters.statuses]
+        return self._select(
+            "runs_page",
+            {
+                "before": before,
+                "statuses": json.dumps(statuses) if statuses else None,
+                "team_lo": None if filters.team is None else f"{filters.team}/",
+                "team_hi": None if filters.team is None else f"{filters.team}0",
+                "task": filters.task,
+                "machine": filters.machine,
+                "commit": filters.commit or None,
+                "limit": max(1, limit),
+            },
+        )
+
     def cancel_run(self, run_id: int, now: datetime) -> Run:
         """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
         run id is the command's argument) for an unknown or non-pending run."""
@@ -1059,6 +1080,12 @@ class SqliteStore(StateStore):
         with self._read() as conn:
             rows = conn.execute(_q("reconciled_freezes")).fetchall()
         return [(scope, Freeze(reason, _dt(until), bool(p1))) for scope, reason, until, p1 in rows]
+
+    def last_pass(self) -> tuple[str, datetime] | None:
+        """The commit the latest pass reconciled and when, or None."""
+        with self._read() as conn:
+            row = _one(conn, "last_pass", {})
+        return None if row is None else (row[0], _dt(row[1]))
 
     def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
         """Record `approvals` in one transaction; a repeated one replaces the old row."""

@@ -833,3 +833,23 @@ ORDER BY seq
 
 -- query: output_drop
 DELETE FROM run_output WHERE run_id = ANY(%(ids)s)
+
+-- query: runs_page
+-- The web console's runs, newest first, one page after the keyset before (an id; NULL: the
+-- newest). Each filter is NULL or narrows: statuses (a text array), team (a range on task, as
+-- list_runs), task and machine (equal), commit (a prefix of the sha).
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs
+WHERE (%(before)s::bigint IS NULL OR id < %(before)s::bigint)
+  AND (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
+  AND (%(team_lo)s::text IS NULL OR (task >= %(team_lo)s::text AND task < %(team_hi)s::text))
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(machine)s::text IS NULL OR machine = %(machine)s::text)
+  AND (%(commit)s::text IS NULL OR starts_with("commit", %(commit)s::text))
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- query: last_pass
+SELECT commit_sha, recorded_at FROM passes ORDER BY id DESC LIMIT 1

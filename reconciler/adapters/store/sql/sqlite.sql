@@ -613,3 +613,23 @@ ORDER BY seq
 
 -- query: output_drop
 DELETE FROM run_output WHERE run_id IN (SELECT value FROM json_each(:ids))
+
+-- query: runs_page
+-- The web console's runs, newest first, one page after the keyset :before (an id; NULL: the
+-- newest). Each filter is NULL or narrows: statuses (a JSON array), team (a range on task, as
+-- list_runs), task and machine (equal), commit (a prefix of the sha).
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
+       created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
+       dispatched, retry_requested, epoch, owner
+FROM runs
+WHERE (:before IS NULL OR id < :before)
+  AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+  AND (:team_lo IS NULL OR (task >= :team_lo AND task < :team_hi))
+  AND (:task IS NULL OR task = :task)
+  AND (:machine IS NULL OR machine = :machine)
+  AND (:commit IS NULL OR substr("commit", 1, length(:commit)) = :commit)
+ORDER BY id DESC
+LIMIT :limit
+
+-- query: last_pass
+SELECT commit_sha, recorded_at FROM passes ORDER BY id DESC LIMIT 1
