@@ -16,6 +16,7 @@ from typing import Any
 
 from reconciler.adapters.store.base import RunFilter, StateStore
 from reconciler.core.model import DesiredState, Inventory
+from reconciler.core.output import with_mark
 from reconciler.core.run_view import iso, run_json
 from reconciler.core.state import RunStatus
 from reconciler.pipeline.approvals import with_approvals
@@ -136,11 +137,17 @@ def runs(r: Reading, f: RunFilter, before: int | None, limit: int = PAGE_SIZE) -
 
 
 def run(r: Reading, run_id: int) -> dict[str, Any]:
-    """`reconcile queue show RUN --format json`."""
+    """`reconcile queue show RUN --format json`; while the run runs, its `output` is what
+    the store holds of it so far (as `queue show --follow` prints it)."""
     found = r.store.get_run(run_id) if r.store is not None else None
     if found is None:
         raise NotFound(f"no run {run_id} in the state store")
-    return run_json(found, detail=True)
+    data = run_json(found, detail=True)
+    if found.status is RunStatus.RUNNING and not found.output:
+        chunks = r.store.output_since(found.id, found.attempt)
+        if chunks:
+            data["output"] = with_mark(chunks[0].start, "".join(c.body for c in chunks))
+    return data
 
 
 def task(r: Reading, task_id: str, read_file: Callable[[Path], str | None]) -> dict[str, Any]:
