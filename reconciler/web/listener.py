@@ -270,6 +270,10 @@ class Listener:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never holds the process open at exit
+    # Connections waiting to be accepted: the default 5 overflows when fifty browsers poll at
+    # once, and a client whose connection overflowed retries a second later (bench/console.py
+    # saw p99 over a second from that alone).
+    request_queue_size = 128
     routes: Routes
     access: Access
 

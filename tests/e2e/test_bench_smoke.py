@@ -81,6 +81,7 @@ BENCHES = {
         args=("--only", "reconciler,fabric/run,fabric/conn,ControlMaster"),
     ),
     "bench_redact.py": Bench(_nothing, "worst with 20 secrets"),
+    "console.py": Bench(_nothing, "web console, 2,000 runs", rows=("overview", "runs, first page")),
     "bench_cli.py": Bench(_require_age, "targets missed:", forbidden=("skipped:",)),
     "pipeline.py": Bench(
         _require_sshd_and_postgres,

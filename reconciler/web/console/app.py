@@ -7,7 +7,8 @@ data the page shows.
 
 Fifty people keeping the overview open must not cost fifty store reads a second: a page is
 computed at most once per `ttl` (one second; live output stays within the two seconds a
-watcher is promised) and the requests that arrive meanwhile share it.
+watcher is promised) and the requests that arrive meanwhile share it; while it is computed
+afresh, the others get the last answer rather than wait.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ class Console:
             return hit[1]
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
+        if hit is not None and not lock.acquire(blocking=False):
+            return hit[1]  # another request is computing it afresh: the last one meanwhile
+        if hit is not None:
+            lock.release()
         with lock:  # one computation per page at a time; the others get its result
             hit = self._cache.get(key)
             if hit is not None and hit[0] > time.monotonic():
