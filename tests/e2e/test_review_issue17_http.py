@@ -5,6 +5,7 @@ a defect found by the review, marked xfail(strict) until it is fixed."""
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 
 import pytest
@@ -13,6 +14,8 @@ from reconciler.core.webhooks import github_signature
 from tests.support.git_repos import GIT_ENV, Repos
 from tests.support.http_daemon import http_daemon
 from tests.support.raw_http import chunked, exchange, request, statuses
+from tests.support.sshd import free_port
+from tests.support.vault_project import vault_set
 from tests.support.waiting import wait_until
 
 SECRET = "review-hook-secret-61c2"
@@ -102,3 +105,57 @@ def test_a_captured_delivery_replayed_without_its_id_does_not_start_passes(daemo
     # GitHub and GitLab always send an id: one missing is refused, or the body's replay
     # is recognised; either way the replay does not start another pass.
     assert again != 202, (first, again, daemon.log_text()[-2000:])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/healthz, open to anyone even where a token guards the listener, quotes the state "
+    "store's URL (user, host, port, database) and the server's error in its reason",
+)
+def test_healthz_says_the_store_does_not_answer_without_saying_where_it_is(project):
+    project.task("hello", f"command: {project.record('hello')}\n")
+    port = free_port()
+    store = f"postgresql://svc_reconciler_r17@127.0.0.1:{port}/reconciler_r17"
+    env = {"RECONCILE_STATE": store, "RECONCILE_HTTP_TOKEN": TOKEN}
+    with http_daemon(project.root, "--watch-files", env=env) as served:
+        status, _, body = wait_until(
+            lambda: (found := served.ask("GET", "/healthz"))[0] == 503 and found,
+            timeout=60,
+            message="/healthz to see the store",
+        )
+        answer = json.loads(body)
+        assert answer["reason"].startswith("the state store does not answer"), answer
+        # Who asks without the token learns that the store does not answer, not its address
+        # or account (those are in the daemon's log, for the operator).
+        for detail in ("svc_reconciler_r17", str(port), "reconciler_r17"):
+            assert detail not in answer["reason"], answer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the listener's token is read once at start: after it is rotated in the team vault "
+    "and the daemon reloads (SIGHUP), the new token is refused and the old one still admitted",
+)
+def test_a_token_rotated_in_the_vault_takes_effect_on_reload(vaulted):
+    project = vaulted
+    old, new = "console-token-old-5a1", "console-token-new-9d7"
+    vault_set(project, "ops", "CONSOLE_TOKEN", old, project.alice)
+    project.write("reconciler.yaml", "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n")
+    project.task("hello", f"command: {project.record('hello')}\n")
+    env = {"RECONCILE_IDENTITY_FILE": str(project.alice)}
+    with http_daemon(project.root, "--watch-files", env=env) as served:
+
+        def admitted(token: str) -> bool:
+            headers = {"Authorization": f"Bearer {token}"}
+            return served.ask("GET", "/metrics", headers=headers)[0] == 200
+
+        assert admitted(old)
+        # The old token leaked: the operator rotates it and tells the daemon to reload.
+        vault_set(project, "ops", "CONSOLE_TOKEN", new, project.alice)
+        served.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloading settings" in served.log_text(), message="the reload")
+        wait_until(lambda: admitted(new), timeout=30, message="the new token to be admitted")
+        assert not admitted(old)
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=60) == 0, served.log_text()
+    assert old not in served.log_text() and new not in served.log_text()
