@@ -254,6 +254,24 @@ def _queue_arguments(parser: argparse.ArgumentParser) -> None:
                 help="print the output so far, then new lines as they come until the run "
                 "ends, then its status; exit 0 if it succeeded, 1 otherwise",
             )
+    kill = add(
+        "kill",
+        help="stop a running run wherever it runs (TERM, KILL after --grace); cancel a pending one",
+        description="Stop run RUN: the process holding it (this host's pass or daemon, or a "
+        "worker on another host) sends TERM to its whole process group on its machine, KILL "
+        "after --grace, and records it killed (never retried; its dependents are blocked). A "
+        "pending run is cancelled. Waits until the run is recorded; exit 2 for a run that "
+        "already ended or does not exist, 3 when its holder did not act.",
+    )
+    kill.add_argument("run", type=_int64, metavar="RUN", help="run id")
+    kill.add_argument(
+        "--grace",
+        dest="kill_grace",
+        metavar="DURATION",
+        default=None,
+        help="between TERM and KILL (default 10s)",
+    )
+    kill.add_argument("--reason", metavar="TEXT", help="why (recorded with who asked)")
     prune = add(
         "prune",
         help="remove old finished runs (after archiving them with --archive)",

@@ -161,7 +161,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> views.Output:
 
 
 def cmd_queue(args: argparse.Namespace, ctx: Context) -> int | views.Output:
-    """`queue list|show|cancel|retry|prune`: read and steer the run history."""
+    """`queue list|show|cancel|retry|kill|prune`: read and steer the run history."""
     if args.queue_command == "prune":
         from reconciler.cli.prune_cmd import run
 
@@ -254,7 +254,14 @@ def _queue_change(verb: str):
     return change
 
 
+def _queue_kill(args, ctx, store) -> views.Output:
+    from reconciler.cli import kill_cmd
+
+    return kill_cmd.run(args, ctx, store)
+
+
 _QUEUE = {
+    "kill": _queue_kill,
     "list": _queue_list,
     "show": _queue_show,
     "cancel": _queue_change("cancel"),

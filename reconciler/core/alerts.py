@@ -16,7 +16,8 @@ Issue 15 §5 adds: `drift` (a check failed on a converged target and the command
 once per (task, version, machine) until a run finds the check holding again, so a check that
 never holds alerts once), `overdue` (a run still running `alert_after` after it started: once
 per run), `missed` (a scheduled run not started within `grace` of its slot: once per
-waiting run, whose slot moves to the latest due one while it waits: see `plan.Reslot`) and `succeeded` (once per run; opt-in, see `OPT_IN`). Adding an event is one line of `KINDS`.
+waiting run, whose slot moves to the latest due one while it waits: see `plan.Reslot`) and `succeeded` (once per run; opt-in, see `OPT_IN`). Issue 16 §2 adds `killed` (a run
+stopped by `queue kill`: once per run). Adding an event is one line of `KINDS`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ KINDS: dict[str, EventKind] = {
     "missed": EventKind("warning"),
     "halted": EventKind("failure"),
     "awaiting_approval": EventKind("info"),
+    "killed": EventKind("warning"),
     "succeeded": EventKind("success", opt_in=True),
 }
 EVENTS = tuple(KINDS)
@@ -60,7 +62,10 @@ SEVERITY = {name: kind.severity for name, kind in KINDS.items()}
 PROBLEM_EVENTS = ("failed", "unknown", "blocked")
 # Events with no opposite side: remembered only when a target wants them (their memory
 # ends nothing).
-UNPAIRED_EVENTS = ("drift", "overdue", "missed", "succeeded")
+UNPAIRED_EVENTS = ("drift", "overdue", "missed", "succeeded", "killed")
+# Events alerted once per run, not once per (task, version, machine): each kill is someone's
+# deliberate act on that run.
+PER_RUN_EVENTS = ("killed",)
 # Runs enqueued for these reasons re-check a target that was converged: a failed check there
 # is drift. Not a new version's first run (its check fails because it is new), nor a
 # scheduled slot (its check may well fail at every slot: that is the work to do).
@@ -169,6 +174,8 @@ def outcome_of(
         return "blocked"
     if kind in OBSERVED_END and status is RunStatus.UNKNOWN:
         return "unknown"
+    if kind in OBSERVED_END and status is RunStatus.KILLED:
+        return "killed"
     if kind not in OBSERVED_END:
         return None
     if status is RunStatus.FAILED:
@@ -192,7 +199,8 @@ def decide(
     event = outcome_of(kind, run, failure_action, previous)
     if event is None:
         return None
-    return _run_alert(run, event, run.version, commit, redact)
+    version = per_run(run) if event in PER_RUN_EVENTS else run.version
+    return _run_alert(run, event, version, commit, redact)
 
 
 def decide_all(

@@ -269,6 +269,7 @@ _OUTCOME: Mapping[RunStatus, str] = {
     RunStatus.FAILED: "failed",
     RunStatus.BLOCKED: "was blocked",
     RunStatus.UNKNOWN: "ended unknown",
+    RunStatus.KILLED: "was killed",
     RunStatus.CANCELLED: "was cancelled",
 }
 

@@ -21,6 +21,7 @@ class RunStatus(str, Enum):
     CANCELLED = "cancelled"
     BLOCKED = "blocked"
     UNKNOWN = "unknown"
+    KILLED = "killed"  # stopped on request (`queue kill`): final, never retried
 
     @property
     def is_active(self) -> bool:
@@ -43,7 +44,7 @@ class RunStatus(str, Enum):
 MANUAL = "manual"  # the trigger of a run `reconcile run` enqueued
 ACTIVE = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 SUCCESS = frozenset({RunStatus.SUCCEEDED, RunStatus.SKIPPED})
-PROBLEM = frozenset({RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN})
+PROBLEM = frozenset({RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN, RunStatus.KILLED})
 
 
 class Reason(str, Enum):

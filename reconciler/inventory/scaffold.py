@@ -234,7 +234,7 @@ defaults:
   # alert_after: 30m  # a run still running this long after it started alerts `overdue`
   # rollout: {{max_failed: 0, pause: 2m}}  # every task's rollout, field by field (see task)
 # Alerts through apprise. A target without `on:` gets failed, unknown, blocked, recovered,
-# unreachable, drift, overdue, missed, halted and awaiting_approval; `succeeded` is opt-in
+# unreachable, drift, overdue, missed, halted, awaiting_approval and killed; `succeeded` is opt-in
 # (only where `on:` lists it).
 # alerts:
 #   - mailto://oncall@example.com

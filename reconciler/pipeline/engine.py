@@ -995,7 +995,8 @@ class _Drain:
         now = self.engine.clock()
         outcomes: dict[int, tuple[Run, Outcome]] = {}
         for run, future in ended:
-            final = self.live.end(run.id)  # its output as followers saw it, when they could
+            # Its output as followers saw it (when they could), and the kill that stopped it.
+            final, kill = self.live.end(run.id)
             try:
                 outcome = future.result()
             except LeaseLost as exc:
@@ -1008,7 +1009,11 @@ class _Drain:
             outcome = replace(
                 outcome,
                 output=final if final is not None else self.engine.redact(outcome.output) or "",
-                error=self.engine.redact(outcome.error),
+                error=self.engine.redact(
+                    kill.describe()
+                    if kill is not None and outcome.status is RunStatus.KILLED
+                    else outcome.error
+                ),
             )
             if outcome.unreachable:
                 self._note(Event(Kind.UNREACHABLE, run, outcome.error or ""))

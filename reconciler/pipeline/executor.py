@@ -61,6 +61,11 @@ def run_environment(run: Run, spec: TaskSpec, resolve: SecretResolver) -> dict[s
     return env
 
 
+# After a kill, how long to wait (beyond its grace) for the command's process group to be
+# gone before the run is recorded `killed` anyway.
+KILL_WAIT = 60.0
+
+
 def execute(
     run: Run,
     spec: TaskSpec,
@@ -70,7 +75,34 @@ def execute(
     control: RunControl | None = None,
 ) -> Outcome:
     """Execute one attempt of `run`; never raises for a failure of the command or machine.
-    `control` gets the command's output as it comes (not the check's)."""
+    `control` gets the command's output as it comes (not the check's) and may kill it: the
+    outcome is then `killed` (never retried), once nothing of the command runs any more."""
+    outcome = _attempt(run, spec, machine, transport, resolve, control)
+    if control is None or not control.killed:
+        return outcome
+    control.wait_stopped((control.grace or 0) + KILL_WAIT)
+    return killed(outcome)
+
+
+def killed(outcome: Outcome) -> Outcome:
+    """Pure: an attempt that a kill request stopped, with what it printed."""
+    return Outcome(
+        RunStatus.KILLED,
+        exit_code=outcome.exit_code,
+        output=outcome.output,
+        error="killed",
+        retryable=False,
+    )
+
+
+def _attempt(
+    run: Run,
+    spec: TaskSpec,
+    machine: Machine,
+    transport: Transport,
+    resolve: SecretResolver,
+    control: RunControl | None,
+) -> Outcome:
     try:
         env = run_environment(run, spec, resolve)
     except VaultError as exc:
@@ -84,6 +116,9 @@ def execute(
             budget = spec.timeout - checked.duration
             if checked.timed_out or budget <= 0:
                 return check_timed_out(checked, spec.timeout)
+            if control is not None and control.killed:  # asked during the check: `execute`
+                # records it killed; the command never starts
+                return Outcome(RunStatus.FAILED, output=checked.output, retryable=False)
         completed = transport.run(machine, spec.run, env, budget, run.id, control)
     except ConnectionLost as exc:
         return Outcome(
@@ -139,4 +174,12 @@ def next_attempt_at(
     return now + timedelta(seconds=policy.delay_after(run.attempt, seed))
 
 
-__all__ = ["Outcome", "check_timed_out", "execute", "judge", "next_attempt_at", "run_environment"]
+__all__ = [
+    "Outcome",
+    "check_timed_out",
+    "execute",
+    "judge",
+    "killed",
+    "next_attempt_at",
+    "run_environment",
+]

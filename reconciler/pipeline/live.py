@@ -25,7 +25,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from reconciler.adapters.store.base import OUTPUT_CAP, OutputChunk, OutputTrim, StateStore
+from reconciler.adapters.store.base import (
+    OUTPUT_CAP,
+    KillRequest,
+    OutputChunk,
+    OutputTrim,
+    StateStore,
+)
 from reconciler.adapters.transport.base import RunControl
 from reconciler.core.errors import StoreError
 from reconciler.core.output import cap, split_mark, with_mark
@@ -49,6 +55,8 @@ class _Live:
 
     run: Run
     since: float
+    control: RunControl | None = None
+    kill: KillRequest | None = None  # the request that stopped it, once acted on
     raw: bytearray = field(default_factory=bytearray)
     skipped: int = 0  # raw bytes dropped before `raw` since the last take
     dropped: int = 0
@@ -99,24 +107,28 @@ class LiveRuns:
     def start(self, run: Run) -> RunControl:
         """Follow `run` (claimed, about to be sent); the control its transport feeds."""
         live = _Live(run, self.clock())
+        live.control = RunControl(lambda chunk: self._add(live, chunk))
         with self._lock:
             self._live[run.id] = live
-        return RunControl(lambda chunk: self._add(live, chunk))
+        return live.control
 
-    def end(self, run_id: int) -> str | None:
+    def end(self, run_id: int) -> tuple[str | None, KillRequest | None]:
         """`run_id`'s command ended: its final output (redacted, last 64 KiB) when chunks of
-        it were written, None when none were (the transport's output is the run's)."""
+        it were written, else None (the transport's output is the run's); and the kill
+        request it was stopped by, if any."""
         with self._lock:
             live = self._live.pop(run_id, None)
-            if live is None or not (live.stored or self.printer is not None):
-                return None
+            if live is None:
+                return None, None
+            if not (live.stored or self.printer is not None):
+                return None, live.kill
             text = self._take(live, whole=True)
             final = cap(with_mark(live.dropped, live.body.decode("utf-8")), OUTPUT_CAP)
             if live.stored:
                 self._drop.add(run_id)
         if text and self.printer is not None:
             self.printer(live.run, text)
-        return final if live.stored else None
+        return (final if live.stored else None), live.kill
 
     # --- the transports' side (their reading threads) ---
 
@@ -144,9 +156,12 @@ class LiveRuns:
         printed: list[tuple[Run, str]] = []
         chunks: list[OutputChunk] = []
         trims: list[OutputTrim] = []
+        due_ids: list[tuple[int, float]] = []
         with self._lock:
             for live in self._live.values():
                 due = now - live.since >= FLUSH_SECONDS
+                if due and live.kill is None:
+                    due_ids.append((live.run.id, live.since))
                 if not due and self.printer is None:
                     continue
                 text = self._take(live)
@@ -158,12 +173,32 @@ class LiveRuns:
                     trims.extend(self._trim(live))
         for run, text in printed:
             self.printer(run, text)
+        self._kill_requested([run_id for run_id, _ in due_ids])
         if chunks or trims:
             try:
                 self.store.append_output(chunks, trims)
             except StoreError as exc:  # followers see a gap; the final output is whole
                 log.warning("cannot write the output of running runs: %s", exc)
         self._drop_forgotten()  # after the writes: a chunk of an ended run written last goes
+
+    def _kill_requested(self, run_ids: list[int]) -> None:
+        """Act on the kill requests of `run_ids` (runs running for a second or more: a run
+        that ends sooner has nothing left to kill) made for their current claims."""
+        if not run_ids:
+            return
+        try:
+            requests = self.store.kill_requests(run_ids)
+        except StoreError as exc:
+            log.warning("cannot read kill requests: %s", exc)
+            return
+        for run_id, request in requests.items():
+            with self._lock:
+                live = self._live.get(run_id)
+                if live is None or live.kill is not None or request.epoch != live.run.epoch:
+                    continue
+                live.kill = request
+            log.warning("run %s: %s; stopping it", run_id, request.describe())
+            live.control.kill(request.grace)
 
     def _drop_forgotten(self) -> None:
         with self._lock:

@@ -160,3 +160,22 @@ def test_decisions_name_a_known_event_and_match_their_key(status, kind, action, 
     if alert is not None:
         assert alert.event in alerts.EVENTS
         assert alert.title == f"reconciler: prod/web {alert.event} on prod-01"
+
+
+def test_a_killed_run_alerts_killed_once_per_run_whatever_its_failure_action():
+    for action in FailureAction:
+        first = alerts.decide("finished", run(RunStatus.KILLED), failure_action=action)
+        assert first is not None and first.event == "killed"
+    again = alerts.decide("finished", run(RunStatus.KILLED, id=8))
+    assert first.key != again.key  # each kill is someone's act on that run: not deduped
+    assert first.resets == ()  # a kill clears nothing
+    assert alerts.outcome_of("started", run(RunStatus.KILLED), FailureAction.ALERT) is None
+
+
+def test_a_success_after_a_killed_run_is_a_recovery():
+    assert (
+        alerts.outcome_of(
+            "finished", run(RunStatus.SUCCEEDED), FailureAction.ALERT, RunStatus.KILLED
+        )
+        == "recovered"
+    )

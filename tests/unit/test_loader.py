@@ -834,7 +834,7 @@ def test_team_errors(errors):
         'inventory/teams/prod.yaml:5:23: members[2].role must be one of admin, operator, viewer (got "owner")',
         "inventory/teams/prod.yaml:6:5: member needs 'name'",
         "inventory/teams/prod.yaml:8:5: alerts[0] must be an apprise URL, {vault: NAME} or {url: ..., on: [...]} (got a number)",
-        'inventory/teams/prod.yaml:9:36: alerts[1].on[1] must be one of failed, unknown, blocked, recovered, unreachable, drift, overdue, missed, halted, awaiting_approval, succeeded (got "bogus")',
+        'inventory/teams/prod.yaml:9:36: alerts[1].on[1] must be one of failed, unknown, blocked, recovered, unreachable, drift, overdue, missed, halted, awaiting_approval, killed, succeeded (got "bogus")',
         "inventory/teams/prod.yaml:10:14: unknown key 'when' in alert",
         "inventory/teams/prod.yaml:12:5: window needs 'duration'",
         "inventory/teams/prod.yaml:13:35: windows[1].duration must be at least 1s (got 0)",

@@ -21,6 +21,7 @@ Actions (the `action` field), with their detail:
     run.finished      run, task, machine, version, status, attempt, exit_code, error
     run.blocked       run, task, machine, version, reason
     queue.cancel      run, task, machine      queue.retry   run, task, machine, status
+    queue.kill        run, task, machine, version, status, grace, reason (who: the actor)
     queue.prune       before, runs, audit_entries, outbox, archive
     vault.read        team, key, purpose      vault.write   team, keys, change
     keyscan           host, port, keys        validation.failed   errors, first
@@ -138,11 +139,15 @@ def audit_queue_change(
     actor: str | None = None,
     clock: Clock | None = None,
     redact: Redact | None = None,
+    **extra: Any,
 ) -> AuditEntry:
-    """`queue cancel` / `queue retry` of `run` (the run as the command left it)."""
-    if verb not in ("cancel", "retry"):
+    """`queue cancel` / `queue retry` / `queue kill` of `run` (the run as the command left
+    it, or as it was asked to stop), with `extra` details (a kill's grace and reason)."""
+    if verb not in ("cancel", "retry", "kill"):
         raise ValueError(f"unknown queue change {verb!r}")
-    return _writer(store, actor, clock, redact).append(f"queue.{verb}", **run_detail(run, "status"))
+    return _writer(store, actor, clock, redact).append(
+        f"queue.{verb}", **run_detail(run, "status"), **extra
+    )
 
 
 def audit_vault_read(

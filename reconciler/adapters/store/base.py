@@ -370,8 +370,9 @@ class RunQueue(ABC):
         return kept[:limit]
 
     @abstractmethod
-    def cancel_run(self, run_id: int, now: datetime) -> Run:
-        """`queue cancel`: a pending run becomes `cancelled`; raises `InputError` otherwise."""
+    def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:
+        """`queue cancel`: a pending run becomes `cancelled` (`error` says by whom, by
+        default `queue cancel`); raises `InputError` otherwise."""
 
     @abstractmethod
     def request_retry(self, run_id: int, now: datetime) -> Run:
@@ -723,8 +724,45 @@ class LiveOutput(ABC):
         """Forget every chunk of `run_ids` (their ends are recorded, with the same text)."""
 
 
+@dataclass(frozen=True)
+class KillRequest:
+    """`queue kill` of a running run (migration 11): for its claim at `epoch`; TERM to its
+    process group, KILL after `grace` seconds; who asked and why."""
+
+    run_id: int
+    epoch: int
+    grace: float
+    actor: str
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """The run's error once it ended killed."""
+        why = f": {self.reason}" if self.reason else ""
+        return f"killed by {self.actor}{why}"
+
+
+class KillRequests(ABC):
+    """Kill requests (issue 16 §2): written by `queue kill` on any host, read by the process
+    that holds the run (it looks every second), wherever it runs."""
+
+    @abstractmethod
+    def request_kill(self, request: KillRequest, now: datetime) -> None:
+        """Ask the holder of run `request.run_id` to stop it (replacing an earlier request)."""
+
+    @abstractmethod
+    def kill_requests(self, run_ids: Sequence[int]) -> dict[int, KillRequest]:
+        """The kill requests of `run_ids` (any epoch: the holder compares), by run id."""
+
+
 class StateStore(
-    RunQueue, CommitLineage, AuditLog, AlertOutbox, Retention, ApprovalBook, LiveOutput
+    RunQueue,
+    CommitLineage,
+    AuditLog,
+    AlertOutbox,
+    Retention,
+    ApprovalBook,
+    LiveOutput,
+    KillRequests,
 ):
     """Where runs are recorded and claimed: every concern's port, as one store. Code that
     needs one concern only may name that port (the courier an `AlertOutbox`, say)."""

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from reconciler.adapters.audit.chain import AuditEntry
-from reconciler.adapters.store.base import OUTPUT_CAP
+from reconciler.adapters.store.base import OUTPUT_CAP, KillRequest
 from reconciler.core import output as output_tail
 from reconciler.core.alerts import Delivery
 from reconciler.core.model import Freeze
@@ -254,3 +254,14 @@ def delivery(row: tuple) -> Delivery:
     `alert_outbox` as a `Delivery`."""
     id_, alert_id, team, target, event, title, body, attempts, last_error = row[:9]
     return Delivery(id_, alert_id, team, target, event, title, body, attempts, last_error)
+
+
+def kill_params(request: KillRequest) -> dict:
+    """The parameters of the `kill_request` query (both backends)."""
+    return {
+        "run_id": request.run_id,
+        "epoch": request.epoch,
+        "grace": float(request.grace),
+        "actor": request.actor,
+        "reason": request.reason,
+    }

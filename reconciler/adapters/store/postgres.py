@@ -64,6 +64,7 @@ from reconciler.adapters.store.base import (
     AuditOf,
     Batch,
     ClaimRequest,
+    KillRequest,
     LeaseLost,
     OutputChunk,
     OutputTrim,
@@ -83,6 +84,7 @@ from reconciler.adapters.store.common import (
     cap_output,
     delivery,
     freeze_params,
+    kill_params,
     only_comments,
     parse_sql_file,
     planner_alive,
@@ -1222,11 +1224,12 @@ class PostgresStore(StateStore):
             ),
         )
 
-    def cancel_run(self, run_id: int, now: datetime) -> Run:
+    def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:
         """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
         run id is the command's argument) for an unknown or non-pending run."""
         row = self._write_one(
-            "cancel_pending", {"id": run_id, "now": _aware(now), "error": QUEUE_CANCEL_ERROR}
+            "cancel_pending",
+            {"id": run_id, "now": _aware(now), "error": _text(error) or QUEUE_CANCEL_ERROR},
         )
         if row is None:
             raise self._not_allowed(run_id, "only pending runs can be cancelled")
@@ -1345,6 +1348,19 @@ class PostgresStore(StateStore):
         """Forget every chunk of `run_ids`."""
         if run_ids:
             self._write_one_noresult("output_drop", {"ids": list(run_ids)})
+
+    def request_kill(self, request: KillRequest, now: datetime) -> None:
+        """Ask the holder of the run to stop it."""
+        self._write_one_noresult("kill_request", kill_params(request) | {"now": _aware(now)})
+
+    @_retried
+    def kill_requests(self, run_ids: Sequence[int]) -> dict[int, KillRequest]:
+        """The kill requests of `run_ids`, by run id."""
+        if not run_ids:
+            return {}
+        with self._session("read") as conn:
+            rows = conn.execute(_q("kill_requests_of"), {"ids": list(run_ids)}).fetchall()
+        return {row[0]: KillRequest(*row) for row in rows}
 
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""

@@ -54,6 +54,7 @@ from reconciler.adapters.store.base import (
     AuditOf,
     Batch,
     ClaimRequest,
+    KillRequest,
     LeaseLost,
     OutputChunk,
     OutputTrim,
@@ -75,6 +76,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     delivery,
     freeze_params,
     holder_alive,
+    kill_params,
     only_comments,
     parse_sql_file,
     planner_alive,
@@ -1029,12 +1031,14 @@ class SqliteStore(StateStore):
             },
         )
 
-    def cancel_run(self, run_id: int, now: datetime) -> Run:
+    def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:
         """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
         run id is the command's argument) for an unknown or non-pending run."""
         with self._write() as conn:
             row = _one(
-                conn, "cancel_pending", {"id": run_id, "now": _ts(now), "error": QUEUE_CANCEL_ERROR}
+                conn,
+                "cancel_pending",
+                {"id": run_id, "now": _ts(now), "error": error or QUEUE_CANCEL_ERROR},
             )
             if row is None:
                 raise self._not_allowed(conn, run_id, "only pending runs can be cancelled")
@@ -1145,6 +1149,19 @@ class SqliteStore(StateStore):
             return
         with self._write() as conn:
             conn.execute(_q("output_drop"), {"ids": json.dumps(list(run_ids))})
+
+    def request_kill(self, request: KillRequest, now: datetime) -> None:
+        """Ask the holder of the run to stop it."""
+        with self._write() as conn:
+            conn.execute(_q("kill_request"), kill_params(request) | {"now": _ts(now)})
+
+    def kill_requests(self, run_ids: Sequence[int]) -> dict[int, KillRequest]:
+        """The kill requests of `run_ids`, by run id."""
+        if not run_ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(_q("kill_requests_of"), {"ids": json.dumps(list(run_ids))})
+            return {row[0]: KillRequest(*row) for row in rows.fetchall()}
 
     def failed_since(self, since: datetime) -> int:
         """Runs that ended failed, blocked or unknown at or after `since`."""

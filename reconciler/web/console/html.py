@@ -23,6 +23,7 @@ STATUS_CLASS = {
     "failed": "bad",
     "blocked": "bad",
     "unknown": "bad",
+    "killed": "bad",
     "cancelled": "off",
 }
 
@@ -199,7 +200,7 @@ def overview_page(d: dict, links: Links) -> str:
                 d["failed_last_24h"],
                 "failed in 24 h",
                 "bad" if d["failed_last_24h"] else "ok",
-                links.runs({"status": ["failed", "blocked", "unknown"]}),
+                links.runs({"status": ["failed", "blocked", "unknown", "killed"]}),
             ),
             (len(d["held"]), "held", "wait" if d["held"] else "", "#held"),
             (

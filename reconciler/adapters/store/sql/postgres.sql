@@ -256,6 +256,28 @@ CREATE TABLE reconciled_freezes (
     allow_priority_1 boolean NOT NULL
 );
 
+-- migration 11: killed
+-- `queue kill` (issue 16 §2): a run stopped on request ends `killed`, a final problem status.
+-- `kill_requests`: what `queue kill` asks of the process that holds a running run (found
+-- through the store, wherever it runs): the holder looks for requests on its runs every
+-- second and stops the run's process group (TERM, then KILL after `grace` seconds). `epoch`
+-- names the claim the request is for: a later attempt is not killed by it.
+ALTER TABLE runs DROP CONSTRAINT runs_status_check;
+ALTER TABLE runs ADD CONSTRAINT runs_status_check
+    CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'skipped', 'cancelled',
+                      'blocked', 'unknown', 'killed'));
+DROP INDEX runs_problems_by_finished;
+CREATE INDEX runs_problems_by_finished ON runs (finished_at)
+    WHERE status IN ('failed', 'blocked', 'unknown', 'killed');
+CREATE TABLE kill_requests (
+    run_id       bigint  PRIMARY KEY,
+    epoch        bigint  NOT NULL,
+    grace        double precision NOT NULL,
+    actor        text    NOT NULL,
+    reason       text,
+    requested_at timestamptz NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -618,7 +640,7 @@ SELECT scope, reason, until, allow_priority_1 FROM reconciled_freezes ORDER BY s
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs
-WHERE finished_at >= %(since)s AND status IN ('failed', 'blocked', 'unknown')
+WHERE finished_at >= %(since)s AND status IN ('failed', 'blocked', 'unknown', 'killed')
 
 -- query: lock_audit
 -- The audit append lock (transaction level): the head read and the insert after it are one
@@ -853,3 +875,14 @@ LIMIT %(limit)s
 
 -- query: last_pass
 SELECT commit_sha, recorded_at FROM passes ORDER BY id DESC LIMIT 1
+
+-- query: kill_request
+-- One request per run: a second `queue kill` of the same claim replaces the first (its grace
+-- and reason); the holder acts on the first one it saw.
+INSERT INTO kill_requests (run_id, epoch, grace, actor, reason, requested_at)
+VALUES (%(run_id)s, %(epoch)s, %(grace)s, %(actor)s, %(reason)s, %(now)s)
+ON CONFLICT (run_id) DO UPDATE SET epoch = excluded.epoch, grace = excluded.grace,
+    actor = excluded.actor, reason = excluded.reason, requested_at = excluded.requested_at
+
+-- query: kill_requests_of
+SELECT run_id, epoch, grace, actor, reason FROM kill_requests WHERE run_id = ANY(%(ids)s)

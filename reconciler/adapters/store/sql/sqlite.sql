@@ -203,6 +203,64 @@ CREATE TABLE reconciled_freezes (
     allow_priority_1 INTEGER NOT NULL
 );
 
+-- migration 11: killed
+-- `queue kill` (issue 16 §2): a run stopped on request ends `killed`, a final problem status.
+-- SQLite cannot change a CHECK constraint in place, so `runs` is rebuilt with the same columns
+-- in the same order (rows are read by position) and its indexes made again; the AUTOINCREMENT
+-- counter is carried over, so a run id is never reused. This copies every run once.
+-- `kill_requests`: what `queue kill` asks of the process that holds a running run (found
+-- through the store, wherever it runs): the holder looks for requests on its runs every
+-- second and stops the run's process group (TERM, then KILL after `grace` seconds). `epoch`
+-- names the claim the request is for: a later attempt is not killed by it.
+CREATE TABLE runs_new (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    task            TEXT    NOT NULL,
+    machine         TEXT    NOT NULL,
+    version         TEXT    NOT NULL,
+    slot            TEXT,
+    "commit"        TEXT,
+    priority        INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    status          TEXT    NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed',
+                                                      'skipped', 'cancelled', 'blocked', 'unknown',
+                                                      'killed')),
+    attempt         INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    reason          TEXT    NOT NULL,
+    created_at      TEXT    NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT,
+    not_before      TEXT,
+    exit_code       INTEGER,
+    output          TEXT    NOT NULL DEFAULT '',
+    error           TEXT,
+    dispatched      INTEGER NOT NULL DEFAULT 0 CHECK (dispatched IN (0, 1)),
+    retry_requested INTEGER NOT NULL DEFAULT 0 CHECK (retry_requested IN (0, 1)),
+    epoch           INTEGER NOT NULL DEFAULT 0,
+    owner           TEXT,
+    heartbeat_at    TEXT,
+    planner         TEXT
+);
+INSERT INTO runs_new SELECT * FROM runs;
+DELETE FROM sqlite_sequence WHERE name = 'runs_new';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'runs_new', seq FROM sqlite_sequence WHERE name = 'runs';
+DROP TABLE runs;
+ALTER TABLE runs_new RENAME TO runs;
+CREATE UNIQUE INDEX runs_one_active
+    ON runs (task, machine, version, COALESCE(slot, ''))
+    WHERE status IN ('pending', 'running');
+CREATE INDEX runs_by_status ON runs (status, priority, created_at, id);
+CREATE INDEX runs_latest ON runs (task, machine, version, id);
+CREATE INDEX runs_problems_by_finished ON runs (finished_at)
+    WHERE status IN ('failed', 'blocked', 'unknown', 'killed');
+CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
+CREATE TABLE kill_requests (
+    run_id       INTEGER PRIMARY KEY,
+    epoch        INTEGER NOT NULL,
+    grace        REAL    NOT NULL,
+    actor        TEXT    NOT NULL,
+    reason       TEXT,
+    requested_at TEXT    NOT NULL
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -438,7 +496,7 @@ SELECT scope, reason, until, allow_priority_1 FROM reconciled_freezes ORDER BY s
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs
-WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown')
+WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown', 'killed')
 
 -- query: audit_head
 -- The audit log, alerts and retention (migration 4) follow.
@@ -633,3 +691,15 @@ LIMIT :limit
 
 -- query: last_pass
 SELECT commit_sha, recorded_at FROM passes ORDER BY id DESC LIMIT 1
+
+-- query: kill_request
+-- One request per run: a second `queue kill` of the same claim replaces the first (its grace
+-- and reason); the holder acts on the first one it saw.
+INSERT INTO kill_requests (run_id, epoch, grace, actor, reason, requested_at)
+VALUES (:run_id, :epoch, :grace, :actor, :reason, :now)
+ON CONFLICT (run_id) DO UPDATE SET epoch = excluded.epoch, grace = excluded.grace,
+    actor = excluded.actor, reason = excluded.reason, requested_at = excluded.requested_at
+
+-- query: kill_requests_of
+SELECT run_id, epoch, grace, actor, reason FROM kill_requests
+WHERE run_id IN (SELECT value FROM json_each(:ids))

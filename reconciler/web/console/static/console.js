@@ -20,7 +20,7 @@
   }
   function badge(status) {
     const kinds = {succeeded: "ok", skipped: "ok", pending: "wait", running: "run",
-      failed: "bad", blocked: "bad", unknown: "bad", cancelled: "off"};
+      failed: "bad", blocked: "bad", unknown: "bad", killed: "bad", cancelled: "off"};
     return '<span class="badge ' + (kinds[status] || "off") + '">' + text(status) + "</span>";
   }
   function when(value) {

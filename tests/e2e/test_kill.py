@@ -1,0 +1,74 @@
+"""`reconcile queue kill` (issue 16 §2) through the CLI on the SQLite store: a run of a pass in
+another process is stopped with its whole process group (a child that ignores TERM included,
+KILL after the grace), recorded `killed` with who and why, never retried, its dependents
+blocked, audited; a pending run is cancelled; a finished or unknown run is refused."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.cli import reaped, spawn
+from tests.support.planning import record_plan
+from tests.support.processes import pids_in, running
+from tests.support.waiting import wait_until
+
+RUNAWAY = (
+    'command: trap "" TERM; sleep 1000 & echo "$$ $!" > "{pids}"; echo started; wait; '
+    "echo never\n"
+    "retry: {{count: 2, delay: 1s}}\n"
+)
+
+
+def test_kill_stops_the_whole_group_records_killed_and_blocks_what_comes_after(project):
+    p = project
+    pids = p.root / "pids"
+    p.task("runaway", RUNAWAY.format(pids=pids))
+    p.task("after", "after: [runaway]\ncommand: echo after\n")
+    with reaped(spawn("--once", "-q", "--format", "json", cwd=p.root)) as once:
+        wait_until(lambda: pids.exists() and len(pids_in(pids)) == 2, timeout=30)
+        shell, child = pids_in(pids)
+        killed = p.run(
+            "queue", "kill", "1", "--grace", "1s", "--reason", "runaway loop", "--format", "json"
+        )
+        assert killed.code == 0, killed.err
+        assert not running(shell) and not running(child)  # the child ignored TERM: KILL
+        out, _ = once.communicate(timeout=60)
+        assert once.returncode == 1
+    assert killed.json()["status"] == "killed"
+    runs = {r["task"]: r for r in json.loads(out)["runs"]}
+    assert runs["ops/runaway"]["status"] == "killed" and runs["ops/runaway"]["attempt"] == 1
+    assert "runaway loop" in runs["ops/runaway"]["error"]
+    assert runs["ops/after"]["status"] == "blocked"
+    assert "ops/runaway was killed" in runs["ops/after"]["error"]
+    shown = p.run("queue", "show", "1", "--format", "json", code=0).json()
+    assert shown["output"] == "started\n"  # what it printed until it was stopped
+    entries = [json.loads(line) for line in p.run("audit", "export", code=0).out.splitlines()]
+    [asked] = [e for e in entries if e.get("action") == "queue.kill"]
+    assert asked["detail"]["reason"] == "runaway loop" and asked["detail"]["grace"] == "1s"
+    assert asked["actor"].split("@")[0] and asked["actor"] in runs["ops/runaway"]["error"]
+    again = p.run("--once", "-q", "--format", "json", code=0).json()
+    assert again["runs"] == []  # never retried: the version that was killed stays killed
+
+
+def test_kill_of_a_pending_run_cancels_it_and_is_audited(project):
+    p = project
+    p.task("waiting", "command: echo hi\n")
+    [run_id] = record_plan(p.inventory, f"sqlite:///{p.state}")
+    result = p.run("queue", "kill", str(run_id), "--reason", "not today", code=0)
+    assert "cancelled" in result.out
+    shown = p.run("queue", "show", str(run_id), "--format", "json", code=0).json()
+    assert shown["status"] == "cancelled" and "not today" in shown["error"]
+    actions = p.run("audit", "export", code=0).out
+    assert '"queue.kill"' in actions and "not today" in actions
+
+
+def test_kill_refuses_a_finished_run_an_unknown_run_and_a_bad_grace_with_exit_2(project):
+    p = project
+    p.task("quick", "command: echo hi\n")
+    p.run("--once", "-q", code=0)
+    finished = p.run("queue", "kill", "1", code=2)
+    assert "already ended succeeded" in finished.err
+    unknown = p.run("queue", "kill", "42", "--format", "json", code=2)
+    assert "run 42 does not exist" in unknown.out + unknown.err
+    bad = p.run("queue", "kill", "1", "--grace", "soon", code=2)
+    assert "--grace" in bad.err and "Traceback" not in bad.err
