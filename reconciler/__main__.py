@@ -1,7 +1,5 @@
 """`python -m reconciler` runs the `reconcile` command."""
 
-import sys
+from reconciler.cli.main import run
 
-from reconciler.cli.main import main
-
-sys.exit(main())
+run()
