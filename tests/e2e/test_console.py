@@ -197,3 +197,45 @@ def test_pages_escape_what_the_inventory_and_the_output_hold(project: Project):
             assert "<script>alert" not in body and "<b>bold" not in body
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in console.get("/runs/1")[2].decode()
         assert re.search(r"&lt;b&gt;bold&lt;/b&gt;", console.get("/tasks/ops/shout")[2].decode())
+
+
+def test_secrets_are_masked_on_every_page_while_the_run_goes_on_and_after(vaulted: Project):
+    from tests.support.cli import reaped, spawn
+    from tests.support.vault_project import SECRET
+    from tests.support.waiting import wait_until
+
+    go = vaulted.root / "go"
+    vaulted.task(
+        "leak",
+        f"""\
+        env: {{DB_PASSWORD: {{vault: DB_PASSWORD}}}}
+        command: |
+          echo "password is $DB_PASSWORD"
+          while [ ! -e "{go}" ]; do sleep 0.05; done
+          echo "still $DB_PASSWORD"; exit 1
+        """,
+    )
+    once = spawn("--once", "-q", "--identity", str(vaulted.alice), cwd=vaulted.root)
+    with served(vaulted.root) as console, reaped(once):
+
+        def pages() -> list[bytes]:
+            targets = ["/", "/runs", "/runs/1", "/tasks/ops/leak", "/machines/box"]
+            return [console.get(t)[2] for t in targets] + [
+                console.get(t + "?format=json")[2] for t in targets
+            ]
+
+        def output() -> str:
+            code, _, body = console.get("/runs/1?format=json")
+            return json.loads(body)["output"] if code == 200 else ""
+
+        wait_until(lambda: "password is" in output(), timeout=30, message="the first line")
+        assert console.json("/runs/1")["status"] == "running"
+        for body in pages():
+            assert SECRET.encode() not in body
+        assert "password is ***" in console.json("/runs/1")["output"]
+        go.write_text("")
+        wait_until(lambda: console.json("/runs/1")["status"] == "failed", timeout=30)
+        assert once.wait(timeout=30) == 1
+        for body in pages():
+            assert SECRET.encode() not in body
+        assert "still ***" in console.json("/runs/1")["output"]
