@@ -13,7 +13,13 @@ import pytest
 from reconciler.core.webhooks import github_signature
 from tests.support.git_repos import GIT_ENV, Repos
 from tests.support.http_daemon import http_daemon
-from tests.support.raw_http import chunked, exchange, request, statuses
+from tests.support.raw_http import (
+    answer_before_the_body_ends,
+    chunked,
+    exchange,
+    request,
+    statuses,
+)
 from tests.support.sshd import free_port
 from tests.support.vault_project import vault_set
 from tests.support.waiting import wait_until
@@ -159,3 +165,25 @@ def test_a_token_rotated_in_the_vault_takes_effect_on_reload(vaulted):
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(timeout=60) == 0, served.log_text()
     assert old not in served.log_text() and new not in served.log_text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/hooks/git waits for and buffers a whole body (up to 1 MiB, 30 s per read) before "
+    "refusing a delivery whose headers already show it unsigned: any number of such "
+    "uploads hold a thread and a MiB each (300 held 300 MB)",
+)
+@pytest.mark.parametrize(
+    "signature",
+    [{}, {"X-Gitlab-Token": "not-the-secret"}],
+    ids=["no-signature-header", "wrong-gitlab-token"],
+)
+def test_an_unsigned_delivery_is_refused_before_its_body_is_awaited(daemon, signature):
+    head = request(
+        "POST",
+        "/hooks/git",
+        {**signature, "Content-Length": str(1024 * 1024)},
+        body=b"x" * 1024,  # the first KiB of a MiB that is never sent in full
+    )
+    received = answer_before_the_body_ends(daemon.address, head, timeout=10)
+    assert statuses(received) == [401], received

@@ -53,3 +53,26 @@ def request(method: str, path: str, headers: dict[str, str] | None = None, body=
 def chunked(body: bytes) -> bytes:
     """`body` in HTTP/1.1 chunked transfer coding (one chunk, then the last)."""
     return b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+
+
+def answer_before_the_body_ends(address: str, head: bytes, timeout: float = 10.0) -> bytes:
+    """Send `head` (a request whose body is still to come) and keep the connection open; what
+    the server answers within `timeout` seconds (b"" when it is still waiting for the body)."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    received = b""
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+        conn.sendall(head)
+        while b"\r\n\r\n" not in received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            conn.settimeout(left)
+            try:
+                chunk = conn.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
