@@ -89,3 +89,25 @@ def test_sqlite_migration_11_keeps_every_run_and_never_reuses_an_id(tmp_path):
     assert rows == [(1, "v1", "failed"), (2, "v2", "failed"), (4, "v4", "killed")]
     indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"runs_one_active", "runs_by_status", "runs_latest", "runs_by_task_machine"} <= indexes
+
+
+def test_pruning_a_run_drops_what_a_dead_holder_left_of_it_and_nothing_else(store, now):
+    from reconciler.adapters.store.base import OutputChunk
+    from reconciler.core.plan import Enqueue, Plan
+    from reconciler.core.state import Reason
+
+    runs = []
+    for slot in ("s1", "s2"):  # two runs of one scheduled version: the older one is prunable
+        [run] = store.record_plan(
+            Plan(enqueue=(Enqueue("ops/cron", "m1", "v1", 3, Reason.SCHEDULE, slot=slot),)),
+            None,
+            now,
+        )
+        run = store.claim(run.id, "w", now)
+        store.append_output([OutputChunk(run.id, 1, 1, 0, "so far\n")])
+        store.request_kill(KillRequest(run.id, run.epoch, 1.0, "a", None), now)
+        runs.append(store.finish(run.id, run.epoch, RunStatus.UNKNOWN, now))
+    assert store.delete_runs([r.id for r in runs], now + timedelta(days=1)) == 1
+    assert store.output_since(runs[0].id, 1) == [] and store.kill_requests([runs[0].id]) == {}
+    assert [c.body for c in store.output_since(runs[1].id, 1)] == ["so far\n"]
+    assert list(store.kill_requests([runs[1].id])) == [runs[1].id]

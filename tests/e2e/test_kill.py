@@ -72,3 +72,18 @@ def test_kill_refuses_a_finished_run_an_unknown_run_and_a_bad_grace_with_exit_2(
     assert "run 42 does not exist" in unknown.out + unknown.err
     bad = p.run("queue", "kill", "1", "--grace", "soon", code=2)
     assert "--grace" in bad.err and "Traceback" not in bad.err
+
+
+def test_a_killed_run_alerts_its_team_killed_with_who_and_why(project, receiver):
+    p = project
+    p.write("teams/ops.yaml", f"name: ops\nalerts: [{receiver.url('/all')}]\n")
+    pids = p.root / "pids"
+    p.task("stuck", f'command: echo "$$" > "{pids}"; sleep 1000\n')
+    with reaped(spawn("--once", "-q", cwd=p.root)) as once:
+        wait_until(lambda: pids.exists() and pids_in(pids), timeout=30)
+        p.run("queue", "kill", "1", "--grace", "1s", "--reason", "holds the lock", code=0)
+        assert once.wait(timeout=60) == 1
+    [title] = wait_until(lambda: receiver.titles("killed"), timeout=30)
+    assert title == "reconciler: ops/stuck killed on box"
+    [body] = [b["message"] for b in receiver.bodies if b["title"] == title]
+    assert "holds the lock" in body and "run: 1" in body

@@ -1543,11 +1543,15 @@ class PostgresStore(StateStore):
         )
 
     def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
-        """Delete those of `run_ids` still prunable; the conditions are checked again."""
-        with self._session("write") as conn:
-            return conn.execute(
+        """Delete those of `run_ids` still prunable; the conditions are checked again. What a
+        dead holder left of them (output chunks, kill requests) goes with them."""
+        with self._transaction() as conn:
+            deleted = conn.execute(
                 _q("delete_runs"), {"ids": list(run_ids), "before": _aware(before)}
             ).rowcount
+            conn.execute(_q("output_of_deleted"), {"ids": list(run_ids)})
+            conn.execute(_q("kills_of_deleted"), {"ids": list(run_ids)})
+            return deleted
 
     def prune_outbox(self, before: datetime) -> int:
         """Delete delivered and abandoned outbox rows created before `before`."""

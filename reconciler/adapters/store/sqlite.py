@@ -1328,11 +1328,14 @@ class SqliteStore(StateStore):
         )
 
     def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
-        """Delete those of `run_ids` still prunable; the conditions are checked again."""
+        """Delete those of `run_ids` still prunable; the conditions are checked again. What a
+        dead holder left of them (output chunks, kill requests) goes with them."""
+        ids = json.dumps(list(run_ids))
         with self._write() as conn:
-            return conn.execute(
-                _q("delete_runs"), {"ids": json.dumps(list(run_ids)), "before": _ts(before)}
-            ).rowcount
+            deleted = conn.execute(_q("delete_runs"), {"ids": ids, "before": _ts(before)}).rowcount
+            conn.execute(_q("output_of_deleted"), {"ids": ids})
+            conn.execute(_q("kills_of_deleted"), {"ids": ids})
+            return deleted
 
     def prune_outbox(self, before: datetime) -> int:
         """Delete delivered and abandoned outbox rows created before `before`."""

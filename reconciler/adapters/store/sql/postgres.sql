@@ -886,3 +886,14 @@ ON CONFLICT (run_id) DO UPDATE SET epoch = excluded.epoch, grace = excluded.grac
 
 -- query: kill_requests_of
 SELECT run_id, epoch, grace, actor, reason FROM kill_requests WHERE run_id = ANY(%(ids)s)
+
+-- query: output_of_deleted
+-- delete_runs: the output chunks of pruned runs (left by a holder that died before it ended).
+DELETE FROM run_output AS o
+WHERE o.run_id = ANY (%(ids)s::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = o.run_id)
+
+-- query: kills_of_deleted
+DELETE FROM kill_requests AS k
+WHERE k.run_id = ANY (%(ids)s::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = k.run_id)

@@ -703,3 +703,14 @@ ON CONFLICT (run_id) DO UPDATE SET epoch = excluded.epoch, grace = excluded.grac
 -- query: kill_requests_of
 SELECT run_id, epoch, grace, actor, reason FROM kill_requests
 WHERE run_id IN (SELECT value FROM json_each(:ids))
+
+-- query: output_of_deleted
+-- delete_runs: the output chunks of pruned runs (left by a holder that died before it ended).
+DELETE FROM run_output
+WHERE run_id IN (SELECT value FROM json_each(:ids))
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = run_output.run_id)
+
+-- query: kills_of_deleted
+DELETE FROM kill_requests
+WHERE run_id IN (SELECT value FROM json_each(:ids))
+  AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = kill_requests.run_id)
