@@ -239,3 +239,20 @@ def test_secrets_are_masked_on_every_page_while_the_run_goes_on_and_after(vaulte
         for body in pages():
             assert SECRET.encode() not in body
         assert "still ***" in console.json("/runs/1")["output"]
+
+
+def test_serve_starts_before_the_first_pass_and_stops_cleanly_on_sigterm(project: Project):
+    import signal
+
+    project.task("later", "command: echo later\n")
+    with served(project.root) as console:
+        assert set(console.json("/")["runs"].values()) == {0}  # no store yet, and none made
+        assert console.json("/runs")["runs"] == []
+        assert not project.state.exists()
+        project.run("--once", "-q", code=0)
+        from tests.support.waiting import wait_until
+
+        wait_until(lambda: console.json("/runs")["runs"], message="the first pass's runs")
+        console.proc.send_signal(signal.SIGTERM)
+        assert console.proc.wait(timeout=30) == 0
+        assert "Traceback" not in console.proc.stderr.read()

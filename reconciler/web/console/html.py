@@ -200,7 +200,7 @@ def overview_page(d: dict, links: Links) -> str:
                 d["failed_last_24h"],
                 "failed in 24 h",
                 "bad" if d["failed_last_24h"] else "ok",
-                links.runs({"status": ["failed", "blocked", "unknown", "killed"]}),
+                links.runs({"status": d["problem_statuses"]}),
             ),
             (len(d["held"]), "held", "wait" if d["held"] else "", "#held"),
             (

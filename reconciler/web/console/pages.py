@@ -18,12 +18,12 @@ from reconciler.adapters.store.base import RunFilter, StateStore
 from reconciler.core.model import DesiredState, Inventory
 from reconciler.core.output import with_mark
 from reconciler.core.run_view import iso, run_json
-from reconciler.core.state import RunStatus
+from reconciler.core.state import PROBLEM, RunStatus
 from reconciler.pipeline.approvals import with_approvals
 from reconciler.pipeline.metrics import status_numbers
 
 PAGE_SIZE = 50
-PROBLEMS = (RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN)
+PROBLEMS = tuple(sorted(PROBLEM, key=lambda s: s.value))  # counted in failed_last_24h too
 RECENT_FAILURES = 10
 # Recent runs read to find when each machine last finished a command (as `reconcile machines`).
 LAST_SEEN_HISTORY = 2000
@@ -62,6 +62,7 @@ def overview(r: Reading) -> dict[str, Any]:
             run_json(run) for run in failures if run.finished_at is None or run.finished_at >= since
         ],
         "last_pass": {"commit": last[0], "at": iso(last[1])} if last else None,
+        "problem_statuses": [status.value for status in PROBLEMS],
         "audit": _audit(store),
     }
     return data
