@@ -78,7 +78,10 @@ def execute(
     `control` gets the command's output as it comes (not the check's) and may kill it: the
     outcome is then `killed` (never retried), once nothing of the command runs any more."""
     outcome = _attempt(run, spec, machine, transport, resolve, control)
-    if control is None or not control.killed:
+    if control is None:
+        return outcome
+    control.finish()
+    if not control.killed:
         return outcome
     control.wait_stopped((control.grace or 0) + KILL_WAIT)
     return killed(outcome)
@@ -110,7 +113,13 @@ def _attempt(
     try:
         budget = spec.timeout  # `timeout` bounds the whole run: check and command together
         if spec.check is not None:
-            checked = transport.run(machine, spec.check, env, budget, run.id)
+            if control is not None:
+                control.muted = True  # a kill stops the check too; its output is not the run's
+            try:
+                checked = transport.run(machine, spec.check, env, budget, run.id, control)
+            finally:
+                if control is not None:
+                    control.muted = False
             if checked.ok:
                 return Outcome(RunStatus.SKIPPED, exit_code=0, output=checked.output, error=None)
             budget = spec.timeout - checked.duration

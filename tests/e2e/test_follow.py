@@ -6,6 +6,7 @@ secrets masked, then the status; the exit code says how the run ended."""
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 
 from tests.support.cli import reaped, spawn
@@ -149,3 +150,19 @@ def test_a_chatty_run_keeps_at_most_its_last_64_kib_as_chunks_and_a_late_followe
     assert lines[-2:] == ["done", "run 1 (ops/chatty on box, attempt 1) succeeded, exit 0"]
     assert not any(line.startswith("line 0 ") for line in lines)
     assert chunks() == []  # dropped once the run's end is recorded
+
+
+def test_the_daemon_with_stream_prints_each_line_as_it_comes(project):
+    p = project
+    _go = p.root / "go"
+    p.task(
+        "slow",
+        f'command: echo first; while [ ! -f "{_go}" ]; do sleep 0.05; done; echo second\n',
+    )
+    with reaped(spawn("--watch-files", "--stream", "-q", cwd=p.root)) as daemon:
+        out, err = follow_lines(daemon)
+        err.wait_for("[ops/slow@box] first")  # while the command waits for `go`
+        _go.touch()
+        err.wait_for("[ops/slow@box] second")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0

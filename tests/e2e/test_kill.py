@@ -87,3 +87,20 @@ def test_a_killed_run_alerts_its_team_killed_with_who_and_why(project, receiver)
     assert title == "reconciler: ops/stuck killed on box"
     [body] = [b["message"] for b in receiver.bodies if b["title"] == title]
     assert "holds the lock" in body and "run: 1" in body
+
+
+def test_a_kill_during_the_check_stops_the_check_and_the_command_never_starts(project):
+    p = project
+    pids = p.root / "pids"
+    p.task(
+        "checked",
+        f'check: sleep 1000 & echo "$$ $!" > "{pids}"; wait\ncommand: {p.record("ran")}\n',
+    )
+    with reaped(spawn("--once", "-q", cwd=p.root)) as once:
+        wait_until(lambda: pids.exists() and len(pids_in(pids)) == 2, timeout=30)
+        shell, child = pids_in(pids)
+        p.run("queue", "kill", "1", "--grace", "1s", code=0)
+        assert not running(shell) and not running(child)
+        assert once.wait(timeout=60) == 1
+    assert p.run("queue", "show", "1", "--format", "json", code=0).json()["status"] == "killed"
+    assert p.ledger_lines() == []

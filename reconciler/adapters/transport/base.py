@@ -41,8 +41,10 @@ class RunControl:
 
     The transport `attach`es a stopper once the command may run (TERM to its whole process
     group, KILL after the grace given) and `detach`es it when the command ended: a kill
-    asked for before the attach stops the command as soon as it is attached, one asked for
-    after the detach does nothing (the command ended by itself)."""
+    asked for while nothing is attached stops the next command attached at once. A run's
+    check and its command share one control (the check `muted`: its output is not the
+    run's); once the run's last command ended its executor calls `finish`, and a kill asked
+    for after that does nothing (the run ended by itself)."""
 
     def __init__(self, on_output: Callable[[bytes], None] | None = None):
         self._on_output = on_output
@@ -52,9 +54,10 @@ class RunControl:
         self.grace: float | None = None  # set by `kill`: the command is being stopped
         self._stopped = threading.Event()
         self._stopping = False
+        self.muted = False  # while the run's check runs: its output is not streamed
 
     def output(self, chunk: bytes) -> None:
-        if self._on_output is not None and chunk:
+        if self._on_output is not None and chunk and not self.muted:
             self._on_output(chunk)
 
     def attach(self, stopper: Callable[[float], None]) -> None:
@@ -66,7 +69,12 @@ class RunControl:
             self._stop_in_background(stopper, grace)
 
     def detach(self) -> None:
-        """The command ended: a later kill has nothing to stop."""
+        """The command ended: a later kill has nothing of it to stop."""
+        with self._lock:
+            self._stopper = None
+
+    def finish(self) -> None:
+        """The run's last command ended: a later kill does nothing."""
         with self._lock:
             self._ended = True
 
