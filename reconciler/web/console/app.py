@@ -133,6 +133,8 @@ class Console:
             if reply.status < 500:
                 if len(self._cache) > 10_000:  # many distinct filters: start over
                     self._cache.clear()
+                    with self._guard:
+                        self._locks = {key: lock}
                 ttl = self.ttl if reply.ttl is None else min(self.ttl, reply.ttl)
                 self._cache[key] = (time.monotonic() + ttl, reply)
             return reply
