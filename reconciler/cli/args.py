@@ -675,6 +675,13 @@ def _add_pass_options(parser: argparse.ArgumentParser) -> None:
     )
     _add_grace(parser, default=None)
     parser.add_argument(
+        "--max-wait",
+        metavar="DURATION",
+        default=None,
+        help="with --once: how long to wait for the pauses between the batches of rollouts; "
+        "a batch whose pause ends later stays pending, held (default 30m)",
+    )
+    parser.add_argument(
         "--verify",
         choices=("none", "head", "range"),
         default=None,

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 
 from reconciler.adapters.source.git import head_commit
 from reconciler.cli import views, wiring
@@ -75,6 +76,8 @@ def cmd_once(args: argparse.Namespace, ctx: Context) -> int | views.Output:
             ) as (engine, sinks),
         ):
             engine.grace = ctx.settings.grace.value
+            # The pauses of rollouts that end by then are waited for; later ones wait, held.
+            engine.pause_deadline = engine.clock() + timedelta(seconds=ctx.settings.max_wait.value)
             with _graceful_stop(engine) as stopped_by:
                 report = run_pass(ctx, loaded, store, engine, sinks, commit, trust)
     return _once_result(args, report, commit, stopped_by)
@@ -221,7 +224,7 @@ def _check_retryable(args, store) -> tuple[int, str]:
     from reconciler.core.plan import retry_target
 
     run = store.get_run(args.run)
-    if run is None or run.status not in (RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN):
+    if run is None or not run.status.is_problem:
         return args.run, ""  # the store's own error names the missing or unretryable run
     spec = wiring.load(args).desired.tasks.get(run.task)
     if spec is None:
@@ -239,6 +242,33 @@ def _check_retryable(args, store) -> tuple[int, str]:
     return target.id, why
 
 
+def _resume_rollout(args, ctx, store, run) -> None:
+    """`queue retry` of a halted run resumes its rollout: every other halted run of the same
+    version (the latest run on its machine) is flagged too, each audited, and the version's
+    `halted` alert is forgotten, so that halting again alerts again."""
+    from reconciler.core.plan import current_run
+
+    spec = wiring.load(args).desired.tasks.get(run.task)
+    snapshot = store.snapshot()
+    others = [
+        latest
+        for machine in (spec.targets if spec is not None else ())
+        if (latest := current_run(snapshot, spec, machine)) is not None
+        and latest.status is RunStatus.HALTED
+        and latest.id != run.id
+        and not latest.retry_requested
+    ]
+    for other in others:
+        flagged = store.request_retry(other.id, utc_now())
+        audit_queue_change(store, "retry", flagged, redact=ctx.redactor)
+    store.forget_alerts(run.task, "", ("halted",))
+    print(
+        f"resuming the rollout of {run.task}: {len(others) + 1} halted run(s) of this version "
+        "queued again; failures before now no longer count against max_failed",
+        file=sys.stderr,
+    )
+
+
 def _queue_change(verb: str):
     def change(args, ctx, store) -> views.Output:
         run_id, note = args.run, ""
@@ -249,6 +279,8 @@ def _queue_change(verb: str):
         if note:
             print(note, file=sys.stderr)
         audit_queue_change(store, verb, run, redact=ctx.redactor)
+        if verb == "retry" and run.status is RunStatus.HALTED:
+            _resume_rollout(args, ctx, store, run)
         return views.Output(views.run_json(run), lambda: views.queue_change_text(verb, run))
 
     return change

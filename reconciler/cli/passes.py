@@ -170,7 +170,8 @@ def prepared_pass(
 def refuse_malformed(settings: HostSettings) -> None:
     """A malformed flag or variable that a pass reads is exit 2 before any store is opened or
     created (concurrency was checked only once the engine was built, after the store)."""
-    for setting in (settings.lock_timeout, settings.grace, settings.concurrency, settings.verify):
+    checked = (settings.lock_timeout, settings.grace, settings.concurrency, settings.verify)
+    for setting in (*checked, settings.max_wait):
         if setting is not None:
             setting.check()
 

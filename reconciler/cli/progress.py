@@ -23,6 +23,7 @@ _PLAIN = {
     "retrying": "retrying  {task} on {machine} (run {id}): {detail}; attempt {attempt} at {not_before}",
     "finished": "{status:<9} {task} on {machine} (run {id}, attempt {attempt}){colon}{detail}",
     "blocked": "blocked   {task} on {machine} (run {id}): {detail}",
+    "halted": "halted    {task} on {machine} (run {id}): {detail}",
     "held": "held      {task} on {machine} (run {id}) by {detail}",
     "unreachable": "unreachable {machine} (run {id} of {task}): {detail}",
 }
@@ -145,7 +146,7 @@ class LiveProgress:
     def __call__(self, event: Event) -> None:
         if event.kind == "started":
             self.running[event.run.id] = event
-        elif event.kind in ("finished", "retrying", "blocked", "recovered"):
+        elif event.kind in ("finished", "retrying", "blocked", "halted", "recovered"):
             self.running.pop(event.run.id, None)
             if event.kind != "retrying":
                 self.counts[event.run.status.value] = self.counts.get(event.run.status.value, 0) + 1

@@ -43,6 +43,7 @@ T = TypeVar("T")
 DEFAULT_INVENTORY = "inventory"
 DEFAULT_LOCK_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0
+DEFAULT_MAX_WAIT = 1800.0  # how long `--once` waits for the pauses of rollouts
 DEFAULT_LOG_FORMAT = "text"
 VERIFY_MODES = ("none", "head", "range")
 
@@ -92,6 +93,8 @@ class HostSettings:
     # `--identity FILE` as given; RECONCILE_IDENTITY_FILE and RECONCILE_IDENTITY are taken
     # over at start-up (cli/startup.py) and read by `load_identities`, never from here.
     identity: str | None
+    # `--max-wait`: how long `--once` waits for the pauses of rollouts.
+    max_wait: Setting[float] = Setting(DEFAULT_MAX_WAIT, DEFAULT)
 
     def state_url(self, file: Settings | None) -> Setting[str]:
         """The state store: flag > environment > `state:` of `file` (the loaded inventory's
@@ -167,6 +170,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -
         trust_anchor=layer("--trust-anchor", "trust_anchor", "RECONCILE_TRUST_ANCHOR", _text),
         log_format=Setting(log_format or DEFAULT_LOG_FORMAT, log_source or DEFAULT),
         identity=getattr(args, "identity", None) or None,
+        max_wait=layer("--max-wait", "max_wait", None, _max_wait)
+        or Setting(DEFAULT_MAX_WAIT, DEFAULT),
     )
 
 
@@ -219,6 +224,7 @@ def _duration(example: str) -> Callable[[object, str], Setting[float]]:
 
 _lock_timeout = _duration("30s, 5m or 1h")
 _grace = _duration("30s or 5m")
+_max_wait = _duration("0s, 5m or 1h")
 
 
 def _verify_mode(raw: object, source: str) -> Setting[str]:

@@ -88,9 +88,10 @@ def status_text(data: Mapping) -> str:
         "queue depth by priority: " + ", ".join(f"{p}: {n}" for p, n in depth.items()),
         "queue depth by team:     "
         + (", ".join(f"{t}: {n}" for t, n in by_team.items()) or "empty"),
-        f"running: {data['running']}    failed, blocked or unknown in the last 24h: "
+        f"running: {data['running']}    failed, blocked, unknown or halted in the last 24h: "
         f"{data['failed_last_24h']}    alerts waiting in the outbox: {data['alert_outbox']}",
     ]
+    lines += [f"rollout {r['task']}: {rollout_line(r)}" for r in data.get("rollouts", ())]
     lines += [
         f"held by {h['reason']}: run {h['run']} {h['task']} on "
         f"{h['machine']} (priority {h['priority']})"
@@ -111,6 +112,21 @@ def status_text(data: Mapping) -> str:
         ],
     )
     return "\n".join(lines) + "\n\n" + machines
+
+
+def rollout_line(stand: Mapping) -> str:
+    """Where a rollout stands (`Stand.to_json`), in a line: `batch 2 of 3 paused until
+    ... (m3, m4 next; 0 failed, 0 allowed)`."""
+    count, batch = len(stand["batches"]), stand["batch"]
+    budget = f"{stand['failed']} failed, {stand['max_failed']} allowed"
+    if stand["state"] == "halted":
+        return f"halted at batch {batch} of {count} ({budget})"
+    machines = ", ".join(stand["batches"][batch - 1])
+    if stand["state"] == "paused":
+        return (
+            f"batch {batch} of {count} ({machines}) paused until {stand['paused_until']} ({budget})"
+        )
+    return f"batch {batch} of {count} ({machines}) running ({budget})"
 
 
 def init_text(written: Sequence, next_steps: str) -> str:

@@ -16,8 +16,12 @@ Issue 15 §5 adds: `drift` (a check failed on a converged target and the command
 once per (task, version, machine) until a run finds the check holding again, so a check that
 never holds alerts once), `overdue` (a run still running `alert_after` after it started: once
 per run), `missed` (a scheduled run not started within `grace` of its slot: once per
-waiting run, whose slot moves to the latest due one while it waits: see `plan.Reslot`) and `succeeded` (once per run; opt-in, see `OPT_IN`). Issue 16 §2 adds `killed` (a run
-stopped by `queue kill`: once per run). Adding an event is one line of `KINDS`.
+waiting run, whose slot moves to the latest due one while it waits: see `plan.Reslot`) and
+`succeeded` (once per run; opt-in, see `OPT_IN`). Issue 16 §2 adds `killed` (a run stopped by
+`queue kill`: once per run); issue 15 §1 and §3 `halted` (a rollout stopped past its failure
+budget: once per version of the task until it is resumed) and `awaiting_approval` (a new
+version waits for approvals: once per version of the task). Adding an event is one line of
+`KINDS`.
 """
 
 from __future__ import annotations
@@ -62,7 +66,15 @@ SEVERITY = {name: kind.severity for name, kind in KINDS.items()}
 PROBLEM_EVENTS = ("failed", "unknown", "blocked")
 # Events with no opposite side: remembered only when a target wants them (their memory
 # ends nothing).
-UNPAIRED_EVENTS = ("drift", "overdue", "missed", "succeeded", "killed")
+UNPAIRED_EVENTS = (
+    "drift",
+    "overdue",
+    "missed",
+    "succeeded",
+    "killed",
+    "halted",
+    "awaiting_approval",
+)
 # Events alerted once per run, not once per (task, version, machine): each kill is someone's
 # deliberate act on that run.
 PER_RUN_EVENTS = ("killed",)
@@ -180,7 +192,8 @@ def outcome_of(
         return None
     if status is RunStatus.FAILED:
         return "failed" if failure_action is FailureAction.ALERT else None
-    if status.is_success and previous in PROBLEM:
+    # A halted run never ran: what follows it recovers from nothing.
+    if status.is_success and previous in PROBLEM and previous is not RunStatus.HALTED:
         ignored = previous is RunStatus.FAILED and failure_action is FailureAction.IGNORE
         return None if ignored else "recovered"
     return None
@@ -274,6 +287,48 @@ def missed(slot: MissedSlot, redact: Redact = lambda text: text) -> Alert:
         slot.task.split("/", 1)[0],
         None,
         redact(title(slot.task, "missed", slot.machine)),
+        redact(body),
+    )
+
+
+def halted(
+    run: Run,
+    reason: str,
+    release: str,
+    commit: str | None = None,
+    redact: Redact = lambda text: text,
+) -> Alert:
+    """The alert of a rollout that halted: once per version of the task (`release`: its
+    versions on every target, `TaskSpec.release`), whichever of its runs ended `halted`
+    first says so (`queue retry` of a halted run, a resume, forgets it)."""
+    body = (
+        f"version: {release}\n{reason}\nfirst run halted: {run.id} on {run.machine}\n"
+        f"commit: {run.commit or commit or '-'}"
+    )
+    return Alert(
+        AlertKey(run.task, release, "", "halted"),
+        run.team,
+        run.id,
+        redact(f"reconciler: {run.task} rollout halted"),
+        redact(body),
+    )
+
+
+def awaiting_approval(
+    run: Run, held: str, release: str, redact: Redact = lambda text: text
+) -> Alert:
+    """The alert of a new version that waits for approvals: once per version of the task
+    (`release`, as for `halted`). No run id: the run waits, and its later alerts must not
+    look older than this one."""
+    body = (
+        f"version: {release}\nheld: {held}\nrun: {run.id} on {run.machine} (pending)\n"
+        f"approve it with: reconcile approve {run.task} --key KEY"
+    )
+    return Alert(
+        AlertKey(run.task, release, "", "awaiting_approval"),
+        run.team,
+        None,
+        redact(f"reconciler: {run.task} awaiting approval"),
         redact(body),
     )
 
@@ -409,12 +464,14 @@ __all__ = [
     "Delivery",
     "EventKind",
     "anyone_wants",
+    "awaiting_approval",
     "converged",
     "decide",
     "decide_all",
     "deliveries",
     "describe",
     "drifted",
+    "halted",
     "missed",
     "outcome_of",
     "overdue",

@@ -12,7 +12,9 @@ Rules (SPEC §3), in the order they are applied to each pending run:
    reason); an active dependency makes it wait;
 3. a run with `not_before` in the future, inside a deny window for its priority, or covered
    by a freeze (`suspend:`), is held (`holds.hold_of`);
-4. capacity: `concurrency` runs in total, `max_parallel` per machine, one run of a task per
+4. a run of a task with a `rollout:` whose failure budget is spent ends `halted` (final); one
+   of a later batch, or of a batch in the pause before it, is held (`rollout.Stand`);
+5. capacity: `concurrency` runs in total, `max_parallel` per machine, one run of a task per
    machine at a time;
 runs are considered priority first (with inheritance along `after`, see
 `plan.order_enqueues`), then oldest (created_at, id) first.
@@ -33,6 +35,7 @@ from reconciler.core.plan import (
     depends_on_machine,
     holds_behind_dependencies,
     inherited_priorities,
+    rollout_stands,
 )
 from reconciler.core.schedule import utc
 from reconciler.core.state import ExecutedState, Run, RunStatus
@@ -52,6 +55,8 @@ class Decision:
     start: tuple[Run, ...] = ()
     block: tuple[tuple[Run, str], ...] = ()
     held: tuple[tuple[Run, Hold], ...] = ()
+    # These end `halted`, with the reason: their rollout's failure budget is spent.
+    halt: tuple[tuple[Run, str], ...] = ()
     # The runs that wait for capacity only (no dependency, no hold), in dispatch order with
     # the priority they are dispatched at: until something else changes, the next runs to
     # start come from here, in this order (see `fill`).
@@ -79,15 +84,22 @@ def decide(
     live = [r for r in pending if cancel_reason(r, desired) is None]
     deps = _Dependencies(desired, executed, [*pending, *queued_elsewhere, *running])
     capacity = _Capacity(desired, running, concurrency)
+    stands = rollout_stands({r.task for r in live}, desired, executed, now)
     start: list[Run] = []
     block: list[tuple[Run, str]] = []
+    halt: list[tuple[Run, str]] = []
     held: list[tuple[Run, Hold]] = []
     waiting: list[tuple[Run, int]] = []
     for run, priority in prioritised(live, desired):
         verdict = deps.verdict(run)
+        stand = stands.get(run.task)
         if verdict is not None and verdict is not _WAIT:
             block.append((run, verdict))
+        elif stand is not None and stand.halted:
+            halt.append((run, stand.halt_reason()))
         elif (hold := run_hold(run, desired, now, priority)) is not None:
+            held.append((run, hold))
+        elif stand is not None and (hold := stand.hold_for(run.machine)) is not None:
             held.append((run, hold))
         elif verdict is None:
             if capacity.take(run):
@@ -96,11 +108,17 @@ def decide(
                 waiting.append((run, priority))
     if held:  # a run waiting for a held dependency is held as long, and says why
         holds = {run.id: hold for run, hold in held}
-        settled = {run.id for run in start} | {run.id for run, _ in block}
+        settled = {run.id for run in start} | {run.id for run, _ in [*block, *halt]}
         undecided = [run for run in live if run.id not in settled]
         derived = held_dependents(undecided, holds, desired)
         held += [(run, derived[run.id]) for run in undecided if run.id in derived.keys() - holds]
-    return Decision(tuple(start), tuple(block), tuple(held), tuple(waiting))
+    return Decision(
+        start=tuple(start),
+        block=tuple(block),
+        held=tuple(held),
+        waiting=tuple(waiting),
+        halt=tuple(halt),
+    )
 
 
 def held_dependents(
@@ -271,6 +289,7 @@ _OUTCOME: Mapping[RunStatus, str] = {
     RunStatus.UNKNOWN: "ended unknown",
     RunStatus.KILLED: "was killed",
     RunStatus.CANCELLED: "was cancelled",
+    RunStatus.HALTED: "was halted",
 }
 
 

@@ -24,6 +24,7 @@ class HoldKind(StrEnum):
     WINDOW = "window"  # a deny window of its machine or team
     FREEZE = "freeze"  # a `suspend:` on its team, machine or task
     APPROVAL = "approval"  # its task's `approval:` wants more signed approvals of its version
+    ROLLOUT = "rollout"  # its batch waits for the batch before it, or for the pause after it
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Hold:
         freeze on task ops/migrate (wait for QA) until lifted`."""
         if self.kind == HoldKind.APPROVAL:  # `awaiting approval (1 of 2 admin approvals)`
             held = f"awaiting approval ({self.reason})"
+            return f"after {self.after}, held by {held}" if self.after else held
+        if self.kind == HoldKind.ROLLOUT:  # `rollout: batch 2 of 3 waits for batch 1`
+            held = f"rollout: {self.reason}"
+            if self.until is not None:
+                held += f" until {_iso(self.until)}"
             return f"after {self.after}, held by {held}" if self.after else held
         what = {
             HoldKind.RETRY: "retry back-off",

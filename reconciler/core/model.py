@@ -470,6 +470,13 @@ class TaskSpec:
     def version_for(self, machine: str) -> str:
         return self.versions[machine]
 
+    @property
+    def release(self) -> str:
+        """One digest of the versions of all its targets (each machine's version differs: it
+        hashes its target too): what a rollout or an approval alerts once for."""
+        text = "\n".join(f"{m}={v}" for m, v in sorted(self.versions.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def accepts(self, machine: str, version: str) -> bool:
         """Whether a run of `version` on `machine` is a run of the current version."""
         return machine in self.versions and version in (

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from reconciler.core.holds import Hold, HoldKind, hold_of
 from reconciler.core.model import DesiredState, Freeze, Strategy, TaskSpec
+from reconciler.core.rollout import Stand, stand_of
 from reconciler.core.schedule import latest_slot, parse_slot, slot_key, utc
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 
@@ -124,7 +125,8 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
             if enqueue is not None:
                 planned[(task_id, machine)] = enqueue
     ordered = order_enqueues(planned.values(), desired)
-    held = _held_behind_dependencies(_held_at_inherited_priority(ordered, desired, now), desired)
+    held = _held_at_inherited_priority(ordered, desired, now)
+    held = _held_behind_dependencies(_held_by_rollouts(held, desired, executed, now), desired)
     reslots = _reslots(desired, executed, {c.run for c in cancels}, now)
     freezes = tuple((s, f) for s, f in desired.freezes() if f.until is None or f.until > now)
     return Plan(held, tuple(cancels), reslots, freezes)
@@ -155,6 +157,54 @@ def _reslots(
         if fire is not None and not _slot_at_or_after(run.slot, slot_key(fire)):
             moved.append(Reslot(run.id, slot_key(fire)))
     return tuple(sorted(moved, key=lambda r: r.run))
+
+
+def _held_by_rollouts(
+    enqueues: tuple[Enqueue, ...], desired: DesiredState, executed: ExecutedState, now: datetime
+) -> tuple[Enqueue, ...]:
+    """The enqueues, each of a rollout's later batch (or of a batch in its pause) held
+    "rollout: ..." unless something else holds it already; those of a rollout whose budget
+    is spent held "rollout: halted ..." (the dispatcher ends them `halted`)."""
+    planned: dict[str, dict[str, str]] = {}
+    for e in enqueues:
+        if (spec := desired.tasks.get(e.task)) is not None and spec.rollout is not None:
+            planned.setdefault(e.task, {})[e.machine] = e.reason.value
+    if not planned:
+        return enqueues
+    stands = rollout_stands(planned, desired, executed, now)
+    result = []
+    for e in enqueues:
+        stand = stands.get(e.task)
+        if e.hold is None and stand is not None:
+            if stand.halted:
+                e = replace(e, hold=stand.halted_hold())
+            elif (hold := stand.hold_for(e.machine)) is not None:
+                e = replace(e, hold=hold)
+        result.append(e)
+    return tuple(result)
+
+
+def rollout_stands(
+    tasks: Mapping[str, Mapping[str, str]] | Iterable[str],
+    desired: DesiredState,
+    executed: ExecutedState,
+    now: datetime,
+) -> dict[str, Stand]:
+    """Where the rollout of each of `tasks` (that has one) stands at `now`, from the latest
+    run of its current version on each target. `tasks` may map each task to the machines a
+    plan is about to enqueue it on, with the reason (`resume` forgives earlier failures)."""
+    stands = {}
+    for task in tasks:
+        spec = desired.tasks.get(task)
+        if spec is None or spec.rollout is None:
+            continue
+        runs = {m: current_run(executed, spec, m) for m in spec.targets}
+        planned = tasks[task] if isinstance(tasks, Mapping) else {}
+        resumed = now if Reason.RESUME.value in planned.values() else None
+        stand = stand_of(spec, runs, now, frozenset(planned), resumed)
+        if stand is not None:
+            stands[task] = stand
+    return stands
 
 
 def _held_behind_dependencies(
@@ -256,7 +306,9 @@ def _once_reason(spec: TaskSpec, machine: str, last: Run | None, ctx: _Context) 
         # A check task is re-checked at every pass (drift detection); the executor records
         # `skipped` when the check holds, so a converged target costs one check per pass.
         return Reason.DRIFT if spec.check else None
-    return Reason.RETRY if _final_run_retries(spec, machine, last, ctx) else None
+    if not _final_run_retries(spec, machine, last, ctx):
+        return None
+    return Reason.RESUME if last.status is RunStatus.HALTED else Reason.RETRY
 
 
 def _scheduled_reason(
@@ -280,7 +332,8 @@ def _scheduled_reason(
     if _slot_at_or_after(last.slot, slot):
         # This slot already has its run, whatever its outcome; only a retry repeats it.
         if last.status.is_problem and _final_run_retries(spec, machine, last, ctx):
-            return Reason.RETRY, last.slot
+            resumed = last.status is RunStatus.HALTED
+            return (Reason.RESUME if resumed else Reason.RETRY), last.slot
         if last.status.is_success and spec.check:
             # Between slots a task with a check is re-checked at every pass, as a once
             # task is (drift detection); the run keeps the slot that already ran.
@@ -323,9 +376,10 @@ def _reason_after_cancel(task: str, machine: str, last: Run, executed: ExecutedS
 
 
 def _final_run_retries(spec: TaskSpec, machine: str, last: Run, ctx: _Context) -> bool:
-    """Whether a failed, unknown or blocked run is enqueued again (reason `retry`).
+    """Whether a failed, unknown, blocked or halted run is enqueued again (reason `retry`, or
+    `resume` for a halted one).
 
-    Failed is final for its version (SPEC §4) until `queue retry`; unknown re-runs only
+    Failed and halted are final for their version (SPEC §4) until `queue retry`; unknown re-runs only
     if the task is idempotent (it may have executed); blocked re-runs once what blocked
     it no longer holds.
     """

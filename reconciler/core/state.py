@@ -22,6 +22,7 @@ class RunStatus(str, Enum):
     BLOCKED = "blocked"
     UNKNOWN = "unknown"
     KILLED = "killed"  # stopped on request (`queue kill`): final, never retried
+    HALTED = "halted"  # never started: its rollout stopped past its failure budget
 
     @property
     def is_active(self) -> bool:
@@ -44,7 +45,9 @@ class RunStatus(str, Enum):
 MANUAL = "manual"  # the trigger of a run `reconcile run` enqueued
 ACTIVE = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 SUCCESS = frozenset({RunStatus.SUCCEEDED, RunStatus.SKIPPED})
-PROBLEM = frozenset({RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN, RunStatus.KILLED})
+PROBLEM = frozenset(
+    {RunStatus.FAILED, RunStatus.BLOCKED, RunStatus.UNKNOWN, RunStatus.KILLED, RunStatus.HALTED}
+)
 
 
 class Reason(str, Enum):
@@ -56,6 +59,7 @@ class Reason(str, Enum):
     SCHEDULE = "schedule"
     DRIFT = "drift"
     RETRY = "retry"
+    RESUME = "resume"  # `queue retry` of a halted run: its rollout goes on
 
 
 @dataclass(frozen=True)

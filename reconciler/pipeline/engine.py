@@ -271,6 +271,10 @@ class Engine:
         # final). The daemon does not: a retry comes due at the next tick, and a pass that
         # waited would keep its lock and threads for the whole back-off.
         self.wait_for_retries = True
+        # Until when a pass waits for the pauses of rollouts (`--once`, bounded by
+        # `--max-wait`): a pause that ends later leaves its batch pending for a later pass.
+        # None: a pass never waits for one (the daemon: the next tick looks again).
+        self.pause_deadline: datetime | None = None
         self.planned = threading.Event()  # set once a pass has recorded its plan
         # `--stream`: shown each run's new output lines (redacted) as they come.
         self.printer: Printer | None = None
@@ -472,6 +476,7 @@ class _Drain:
         self.awaited: set[str] = set()  # tasks that pending runs name in `after`
         self.decided_held_due: datetime | None = None
         self.retry_holds: list[tuple[Run, datetime]] = []
+        self.pause_holds: list[tuple[Run, datetime]] = []  # runs held by a rollout's pause
         self.blocks_confirmed = False  # the blocks of this round were decided on a snapshot
         # Whether the queue was re-read since the last decision: only then may runs of its
         # order have been taken elsewhere or changed (a pass alone needs no filtering).
@@ -585,15 +590,17 @@ class _Drain:
             decision = replace(self.decided, start=start, waiting=waiting)
             fresh = False
         self._remember(decision, fresh)
-        if decision.block:
+        if decision.block or decision.halt:
             if not self.blocks_confirmed:
-                # Blocked is final: first make sure the dependency really ended badly. The
-                # tracker learns how runs ended only if it saw them active; one that another
-                # worker claimed and finished between two re-reads would read as never run.
+                # Blocked and halted are final: first make sure the dependency (the runs that
+                # spent the budget) really ended badly. The tracker learns how runs ended only
+                # if it saw them active; one that another worker claimed and finished between
+                # two re-reads would read as never run.
                 self.tracker = _Tracker(self.store.snapshot())
                 self.blocks_confirmed = self.stale = self.changed = True
                 return True
             self._block(decision.block, now)
+            self._block(decision.halt, now, RunStatus.HALTED)
             self.blocks_confirmed = False
             self.changed = True
             return True  # a blocked run may block its own dependents: decide again
@@ -602,9 +609,7 @@ class _Drain:
         if decision.start and not self.engine.stop.is_set():
             self._start(decision.start, self._spares(decision, mine, now))
         if fresh:  # the holds change only with a whole decision
-            self.window_held = {
-                run.id for run, hold in decision.held if hold.kind is not HoldKind.RETRY
-            }
+            self.window_held = {run.id for run, hold in decision.held if _lasting(hold)}
         # A pass waits for the retries of its own runs. Another pass's back-off is that
         # pass's to wait for, unless a run of this pass still waits in the queue: it may
         # wait for that very retry (an `after` dependency), so it is woken when it comes due.
@@ -619,6 +624,18 @@ class _Drain:
             for run, until in self.retry_holds
             if self.engine.wait_for_retries
             and (self.forever or waiting_mine or run.id in self.mine)
+        ]
+        if fresh:  # the pauses of rollouts that end before the pass stops waiting
+            self.pause_holds = [
+                (run, hold.until)
+                for run, hold in decision.held
+                if hold.kind is HoldKind.ROLLOUT and hold.until is not None
+            ]
+        deadline = self.engine.pause_deadline
+        retry_waits += [
+            until
+            for run, until in self.pause_holds
+            if deadline is not None and until <= deadline and (self.forever or run.id in self.mine)
         ]
         if waiting_mine and self.engine.wait_for_retries:
             # A live pass's retry that a run of this pass may wait for: look again when due.
@@ -642,11 +659,12 @@ class _Drain:
         pending runs wait for (one of them ending makes the next round decide again) and when
         its first hold runs out."""
         if fresh:
+            # A run of a rollout's later batch waits for the runs of its own task too.
             self.awaited = {
                 dep
                 for run in self.pending.values()
                 if (spec := self.desired.tasks.get(run.task)) is not None
-                for dep in spec.after
+                for dep in (*spec.after, *((spec.id,) if spec.rollout else ()))
             }
             self.decided_held_due = min(
                 (hold.until for _, hold in decision.held if hold.until is not None), default=None
@@ -873,14 +891,17 @@ class _Drain:
                 return None
             return token, _PLANS[id(self.store)]
 
-    def _block(self, blocks, now) -> None:
+    def _block(self, blocks, now, status: RunStatus = RunStatus.BLOCKED) -> None:
+        """End `blocks` (pending runs, each with its reason) `blocked` (a dependency failed) or
+        `halted` (their rollout's failure budget is spent)."""
+        kind = Kind.HALTED if status is RunStatus.HALTED else Kind.BLOCKED
         for run, reason in blocks:
             self.pending.pop(run.id, None)
-            blocked = self.store.block(run.id, reason, now)
+            blocked = self.store.block(run.id, reason, now, status)
             self.stale |= blocked is None  # no longer pending: changed elsewhere
             if blocked is not None:
                 self.tracker.update(blocked)
-                self._note(Event(Kind.BLOCKED, blocked, reason))
+                self._note(Event(kind, blocked, reason))
 
     def _spares(self, decision: Decision, mine: list[Run], now: datetime) -> list[Run]:
         """On a shared queue, the runs to claim in place of any of `decision.start` that
@@ -1102,7 +1123,16 @@ class _Drain:
                 self.report.held[run.id] = hold
                 if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
-                self.engine.on_event(Event(Kind.HELD, run, hold.describe()))
+                self.engine.on_event(Event(Kind.HELD, run, hold.describe(), hold=hold))
+
+
+def _lasting(hold: Hold) -> bool:
+    """Whether a hold keeps its run pending past this pass unless it lifts: not a retry's
+    back-off, nor a rollout batch waiting for the batch before it (that batch's runs, here
+    or elsewhere, end within the pass)."""
+    if hold.kind is HoldKind.RETRY:
+        return False
+    return not (hold.kind is HoldKind.ROLLOUT and hold.until is None and not hold.after)
 
 
 def awaiting_result(run: Run, since: datetime) -> bool:

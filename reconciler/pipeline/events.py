@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from reconciler.core.holds import Hold
 from reconciler.core.state import Run
 
 
@@ -25,6 +26,7 @@ class Kind(StrEnum):
     RETRYING = "retrying"  # an attempt failed; back to pending until `not_before`
     FINISHED = "finished"  # a final status (succeeded, skipped, failed, unknown)
     BLOCKED = "blocked"  # a dependency failed: final, never ran
+    HALTED = "halted"  # its rollout's failure budget was spent: final, never ran
     HELD = "held"  # waits for a deny window (a wait, not an operation: never audited)
     UNREACHABLE = "unreachable"  # its machine could not be reached (one alert per machine)
 
@@ -44,6 +46,7 @@ class Event:
     # True when the run's audit entry was written with the change itself (the engine's
     # journal, group commit): the audit consumer must not write it again.
     audited: bool = False
+    hold: Hold | None = None  # what holds a `held` run (the alert of an approval wait)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, Kind):

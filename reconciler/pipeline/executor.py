@@ -7,7 +7,7 @@ policy: what a completed command means for the run, and when a failed attempt ma
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reconciler.adapters.transport.base import Completed, RunControl, Transport
@@ -129,6 +129,16 @@ def _attempt(
                 # records it killed; the command never starts
                 return Outcome(RunStatus.FAILED, output=checked.output, retryable=False)
         completed = transport.run(machine, spec.run, env, budget, run.id, control)
+        outcome = judge(completed, spec.timeout)
+        verify = spec.rollout.verify if spec.rollout is not None else None
+        if verify is None or outcome.status is not RunStatus.SUCCEEDED:
+            return outcome
+        budget -= completed.duration
+        if budget <= 0:
+            return verify_timed_out(outcome, spec.timeout)
+        # The verify's output is not streamed (`control` is the command's, ended by now).
+        checked_after = transport.run(machine, verify, env, budget, run.id)
+        return verified(outcome, checked_after, spec.timeout)
     except ConnectionLost as exc:
         return Outcome(
             RunStatus.UNKNOWN, error=str(exc), retryable=False, unreachable=exc.unreachable
@@ -137,7 +147,43 @@ def _attempt(
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=True, unreachable=True)
     except TransportError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=exc.retryable)
-    return judge(completed, spec.timeout)
+
+
+VERIFY_MARK = "--- verify ---"  # between the command's output and the verify's, on the run
+
+
+def verified(command: Outcome, verify: Completed, timeout: float) -> Outcome:
+    """Pure: a run whose command succeeded, judged by its rollout's `verify` too. A verify
+    that fails fails the run, with the verify's exit code, its output after the command's,
+    and an error that says the command itself succeeded."""
+    separator = "" if not command.output or command.output.endswith("\n") else "\n"
+    output = f"{command.output}{separator}{VERIFY_MARK}\n{verify.output}"
+    if verify.ok:
+        return replace(command, output=output)
+    if verify.timed_out:
+        why = (
+            f"verify timed out after the command succeeded (the task's timeout, "
+            f"{format_duration(int(timeout))}, covers both); the process group was killed"
+        )
+        return Outcome(RunStatus.FAILED, output=output, error=why)
+    return Outcome(
+        RunStatus.FAILED,
+        exit_code=verify.exit_code,
+        output=output,
+        error=f"verify failed with exit code {verify.exit_code} (the command itself succeeded)",
+    )
+
+
+def verify_timed_out(command: Outcome, timeout: float) -> Outcome:
+    """Pure: the command succeeded but took the whole timeout: the verify cannot run, and a
+    run that could not be verified is not a success."""
+    return Outcome(
+        RunStatus.FAILED,
+        exit_code=command.exit_code,
+        output=command.output,
+        error=f"no time left to verify: the command took the task's whole timeout "
+        f"({format_duration(int(timeout))})",
+    )
 
 
 def check_timed_out(checked: Completed, timeout: float) -> Outcome:
@@ -191,4 +237,5 @@ __all__ = [
     "killed",
     "next_attempt_at",
     "run_environment",
+    "verified",
 ]

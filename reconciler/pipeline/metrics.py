@@ -49,6 +49,7 @@ from reconciler.core.dispatch import held_dependents, prioritised
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.holds import Hold, HoldKind, hold_of
 from reconciler.core.model import DesiredState
+from reconciler.core.plan import rollout_stands
 from reconciler.core.state import Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class StatusNumbers:
     held: list[dict[str, Any]] = field(default_factory=list)
     machines: list[dict[str, Any]] = field(default_factory=list)
     outbox_pending: int = 0
+    rollouts: list[dict[str, Any]] = field(default_factory=list)  # not done: `Stand.to_json`
 
     def depth_by_priority(self) -> dict[str, int]:
         depth = {p: 0 for p in PRIORITIES}
@@ -103,6 +105,7 @@ class StatusNumbers:
             "machines": self.machines,
             "runs": dict(self.runs),
             "alert_outbox": self.outbox_pending,
+            "rollouts": self.rollouts,
         }
 
 
@@ -129,6 +132,13 @@ def status_numbers(store: StateStore | None, desired: DesiredState, now: datetim
         hold = hold_of(run.task, run.machine, priority, desired, now)
         if hold is not None and hold.kind is not HoldKind.RETRY:
             holds[run.id] = hold
+    stands = _rollouts(store, desired, now)
+    for run in pending:  # a run of a rollout's later batch, or of one in its pause
+        stand = stands.get(run.task)
+        if run.id not in holds and stand is not None:
+            hold = stand.halted_hold() if stand.halted else stand.hold_for(run.machine)
+            if hold is not None:
+                holds[run.id] = hold
     if holds:  # a run waiting for a held dependency is held too
         holds = held_dependents(pending, holds, desired)
     held = [
@@ -153,7 +163,16 @@ def status_numbers(store: StateStore | None, desired: DesiredState, now: datetim
         held,
         _machines(desired, pending, running, down),
         outbox,
+        [stands[task].to_json() for task in sorted(stands) if not stands[task].done],
     )
+
+
+def _rollouts(store: StateStore | None, desired: DesiredState, now: datetime) -> dict:
+    """Where the rollout of each task that has one stands (read only when one has)."""
+    tasks = [task for task, spec in desired.tasks.items() if spec.rollout is not None]
+    if store is None or not tasks:
+        return {}
+    return rollout_stands(tasks, desired, store.snapshot(), now)
 
 
 def _machines(

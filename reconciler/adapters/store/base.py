@@ -340,8 +340,11 @@ class RunQueue(ABC):
         """A failed attempt with retries left: back to `pending`, attempt + 1, `not_before`."""
 
     @abstractmethod
-    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
-        """A pending run whose `after` dependency failed: `blocked`. None if not pending."""
+    def block(
+        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
+    ) -> Run | None:
+        """A pending run that ends without running: `blocked` (its `after` dependency failed)
+        or `halted` (its rollout's failure budget is spent). None if not pending."""
 
     @abstractmethod
     def get_run(self, run_id: int) -> Run | None:
@@ -376,8 +379,8 @@ class RunQueue(ABC):
 
     @abstractmethod
     def request_retry(self, run_id: int, now: datetime) -> Run:
-        """`queue retry`: mark a failed, blocked or unknown run for a fresh run at the next
-        pass; raises `InputError` for any other status."""
+        """`queue retry`: mark a failed, blocked, unknown or halted run for a fresh run at the
+        next pass; raises `InputError` for any other status."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
@@ -385,7 +388,7 @@ class RunQueue(ABC):
 
     @abstractmethod
     def failed_since(self, since: datetime) -> int:
-        """Runs that ended failed, blocked or unknown at or after `since`."""
+        """Runs that ended failed, blocked, unknown or halted at or after `since`."""
 
     @abstractmethod
     def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:

@@ -173,6 +173,17 @@ def cap_output(output: str) -> str:
     return output_tail.cap(output, OUTPUT_CAP)
 
 
+def ending_without_run(status) -> str:
+    """The status value of `StateStore.block`: `blocked` or `halted`, nothing else (a pending
+    run ends so only when it never ran)."""
+    from reconciler.core.state import RunStatus
+
+    status = RunStatus(status)
+    if status not in (RunStatus.BLOCKED, RunStatus.HALTED):
+        raise ValueError(f"a pending run cannot end {status.value} without running")
+    return status.value
+
+
 def cancel_error(reason: str) -> str:
     """The error text of a run the planner cancelled for `reason`."""
     return CANCEL_ERRORS.get(reason, f"cancelled: {reason}")

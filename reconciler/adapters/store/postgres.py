@@ -83,6 +83,7 @@ from reconciler.adapters.store.common import (
     cancel_error,
     cap_output,
     delivery,
+    ending_without_run,
     freeze_params,
     kill_params,
     only_comments,
@@ -1165,10 +1166,18 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             return conn.execute(_q("status_of"), {"id": run_id}).fetchone()
 
-    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
-        """A pending run whose dependency failed becomes `blocked` (final). None if it was not
-        pending."""
-        row = self._write_one("block", {"id": run_id, "error": _text(error), "now": _aware(now)})
+    def block(
+        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
+    ) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked`, one whose rollout halted
+        `halted` (final). None if it was not pending."""
+        values = {
+            "id": run_id,
+            "error": _text(error),
+            "now": _aware(now),
+            "status": ending_without_run(status),
+        }
+        row = self._write_one("block", values)
         return None if row is None else _run(row)
 
     # --- history and commands ---
@@ -1236,11 +1245,13 @@ class PostgresStore(StateStore):
         return _run(row)
 
     def request_retry(self, run_id: int, now: datetime) -> Run:
-        """`queue retry`: flag a failed, blocked or unknown run for the next pass; raises
+        """`queue retry`: flag a failed, blocked, unknown or halted run for the next pass; raises
         `InputError` otherwise. Flagging twice is harmless."""
         row = self._write_one("request_retry", {"id": run_id})
         if row is None:
-            raise self._not_allowed(run_id, "only failed, blocked or unknown runs can be retried")
+            raise self._not_allowed(
+                run_id, "only failed, blocked, unknown or halted runs can be retried"
+            )
         return _run(row)
 
     def _not_allowed(self, run_id: int, rule: str) -> InputError:
@@ -1363,7 +1374,7 @@ class PostgresStore(StateStore):
         return {row[0]: KillRequest(*row) for row in rows}
 
     def failed_since(self, since: datetime) -> int:
-        """Runs that ended failed, blocked or unknown at or after `since`."""
+        """Runs that ended failed, blocked, unknown or halted at or after `since`."""
         with self._session("read") as conn:
             return conn.execute(_q("failed_since"), {"since": _aware(since)}).fetchone()[0]
 

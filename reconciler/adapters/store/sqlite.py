@@ -74,6 +74,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     cancel_error,
     cap_output,
     delivery,
+    ending_without_run,
     freeze_params,
     holder_alive,
     kill_params,
@@ -975,11 +976,20 @@ class SqliteStore(StateStore):
             f"run {run_id} is no longer held at epoch {epoch}: it is {status} at epoch {current}"
         )
 
-    def block(self, run_id: int, error: str, now: datetime) -> Run | None:
-        """A pending run whose dependency failed becomes `blocked` (final: `finished_at` is
-        set, so `failed_since` counts it). None if it was not pending."""
+    def block(
+        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
+    ) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked`, one whose rollout halted
+        `halted` (final: `finished_at` is set, so `failed_since` counts it). None if it was
+        not pending."""
+        values = {
+            "id": run_id,
+            "error": error,
+            "now": _ts(now),
+            "status": ending_without_run(status),
+        }
         with self._write() as conn:
-            row = _one(conn, "block", {"id": run_id, "error": error, "now": _ts(now)})
+            row = _one(conn, "block", values)
         return None if row is None else _run(row)
 
     # --- history and commands ---
@@ -1045,13 +1055,13 @@ class SqliteStore(StateStore):
         return _run(row)
 
     def request_retry(self, run_id: int, now: datetime) -> Run:
-        """`queue retry`: flag a failed, blocked or unknown run for the next pass; raises
+        """`queue retry`: flag a failed, blocked, unknown or halted run for the next pass; raises
         `InputError` otherwise. Flagging twice is harmless."""
         with self._write() as conn:
             row = _one(conn, "request_retry", {"id": run_id})
             if row is None:
                 raise self._not_allowed(
-                    conn, run_id, "only failed, blocked or unknown runs can be retried"
+                    conn, run_id, "only failed, blocked, unknown or halted runs can be retried"
                 )
         return _run(row)
 
@@ -1164,7 +1174,7 @@ class SqliteStore(StateStore):
             return {row[0]: KillRequest(*row) for row in rows.fetchall()}
 
     def failed_since(self, since: datetime) -> int:
-        """Runs that ended failed, blocked or unknown at or after `since`."""
+        """Runs that ended failed, blocked, unknown or halted at or after `since`."""
         with self._read() as conn:
             return _one(conn, "failed_since", {"since": _ts(since)})[0]
 

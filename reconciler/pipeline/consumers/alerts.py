@@ -14,7 +14,9 @@ Issue 15 §5: `drift` and `succeeded` come with a run's end (a run that finds it
 holding ends the drift episode: its memory is dropped, at most once a few minutes per task
 and machine); `overdue` from a timer of this consumer, set when a run of a task with
 `alert_after` starts here and cancelled when it ends (a run another process holds is that
-process's to report); `missed` when a pass ends (`pass_ended`), from the pending runs.
+process's to report); `missed` when a pass ends (`pass_ended`), from the pending runs; `halted` when a run ends
+`halted` and `awaiting_approval` when a run is held for approvals of its version, each once
+per (task, version) by its dedupe key.
 
 `AlertTargets` is the courier's resolver of outbox targets: a URL as written, or one read
 from the team's vault, audited by key NAME.
@@ -32,6 +34,7 @@ from reconciler.adapters.audit.writer import AuditWriter
 from reconciler.adapters.notify.courier import Courier
 from reconciler.core import alerts
 from reconciler.core.errors import NotifyError, ReconcilerError, StoreError, VaultError
+from reconciler.core.holds import HoldKind
 from reconciler.core.missed import missed_slots
 from reconciler.core.model import DesiredState, FailureAction, VaultRef
 from reconciler.core.redact import Secret
@@ -53,7 +56,14 @@ ANSWERED_KINDS = (Kind.FINISHED, Kind.RETRYING, Kind.RECOVERED)
 # (another process may mark one meanwhile); a run's end asks the store no more often.
 DOWN_REFRESH_SECONDS = 5.0
 # Events after which a run no longer runs here: its `overdue` timer is cancelled.
-ENDING_KINDS = (Kind.FINISHED, Kind.BLOCKED, Kind.RECOVERED, Kind.RETRYING, Kind.CANCELLED)
+ENDING_KINDS = (
+    Kind.FINISHED,
+    Kind.BLOCKED,
+    Kind.HALTED,
+    Kind.RECOVERED,
+    Kind.RETRYING,
+    Kind.CANCELLED,
+)
 # How long a (task, machine) known to have no drift memory is trusted before a run that
 # finds its check holding drops that memory again (another process may have set it).
 DRIFT_CLEAR_SECONDS = 300.0
@@ -112,6 +122,10 @@ class AlertConsumer:
             self.machine_unreachable(event.run.machine, event.detail)
         elif event.kind in ALERTING_KINDS:
             self._alert_event(event)
+        elif event.kind is Kind.HALTED:  # one alert per task version, not per run
+            self._alert_once(event, alerts.halted, event.detail, commit=self.commit)
+        elif _awaits_approval(event):
+            self._alert_once(event, alerts.awaiting_approval, event.detail)
         self._note_answer(event)
 
     def _retry_outbox_now_and_then(self) -> None:
@@ -164,6 +178,24 @@ class AlertConsumer:
                 run.machine,
                 redact(str(exc)),
             )
+
+    def _alert_once(self, event: Event, make, detail: str, **extra) -> None:
+        """Remember and deliver the alert `make` builds for the version of the event's task
+        across its targets (`TaskSpec.release`; the store's dedupe key keeps it to one,
+        whichever run and process raises it first). Never raises."""
+        run = event.run
+        redact = self.courier.redact
+        try:
+            desired = self.desired()
+            team = desired.teams.get(run.team)
+            if team is None or not team.alerts:
+                return
+            spec = desired.tasks.get(run.task)
+            current = spec is not None and spec.accepts(run.machine, run.version)
+            release = spec.release if current else run.version
+            self._raise(make(run, detail, release, redact=redact, **extra), team)
+        except ReconcilerError as exc:
+            log.error("%s alert for %s not recorded: %s", event.kind, run.task, redact(str(exc)))
 
     def _raise(self, alert: alerts.Alert, team) -> bool:
         """Remember `alert` (with no target wanting it, the memory alone: it still ends the
@@ -287,6 +319,18 @@ class AlertConsumer:
             self._down = set(self.store.unreachable_machines())
             self._down_read_at = now
         return self._down
+
+
+def _awaits_approval(event: Event) -> bool:
+    """A run held because its own task's version waits for approvals (not one held behind a
+    dependency that does: that task alerts for itself)."""
+    hold = event.hold
+    return (
+        event.kind is Kind.HELD
+        and hold is not None
+        and hold.kind is HoldKind.APPROVAL
+        and hold.after is None
+    )
 
 
 class _OverdueTimer:

@@ -151,8 +151,8 @@ class AuditConsumer:
             return writer.record("run.recovered", **run_detail(run, "status"))
         if event.kind is Kind.RETRYING:
             return retrying(writer, run)
-        if event.kind is Kind.BLOCKED:
-            return writer.record("run.blocked", **run_detail(run), reason=event.detail)
+        if event.kind in (Kind.BLOCKED, Kind.HALTED):
+            return writer.record(f"run.{event.kind}", **run_detail(run), reason=event.detail)
         return writer.record(
             f"run.{event.kind}",
             **run_detail(run, "status", "attempt", "exit_code", "error", "owner"),

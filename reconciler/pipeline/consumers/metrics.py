@@ -54,7 +54,7 @@ class MetricsConsumer:
         if event.kind is Kind.RECOVERED:
             return run.status.is_final
         mine = run.owner is None or run.owner == self.owner
-        return event.kind in (Kind.FINISHED, Kind.BLOCKED) and mine
+        return event.kind in (Kind.FINISHED, Kind.BLOCKED, Kind.HALTED) and mine
 
     # --- what the other consumers report ---
 

@@ -278,6 +278,17 @@ CREATE TABLE kill_requests (
     requested_at timestamptz NOT NULL
 );
 
+-- migration 12: halted
+-- A final status of issue 15 §1: a run whose rollout stopped past its failure budget before it
+-- started ends `halted` (a problem). The problem runs' index counts it too.
+ALTER TABLE runs DROP CONSTRAINT runs_status_check;
+ALTER TABLE runs ADD CONSTRAINT runs_status_check
+    CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'skipped', 'cancelled',
+                      'blocked', 'unknown', 'killed', 'halted'));
+DROP INDEX runs_problems_by_finished;
+CREATE INDEX runs_problems_by_finished ON runs (finished_at)
+    WHERE status IN ('failed', 'blocked', 'unknown', 'killed', 'halted');
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -591,13 +602,14 @@ WHERE id = %(id)s AND status = 'running' AND epoch = %(epoch)s
 RETURNING *
 
 -- query: block
-UPDATE runs SET status = 'blocked', finished_at = %(now)s, error = %(error)s
+-- A pending run that ends without running: `blocked` (a dependency failed) or `halted`.
+UPDATE runs SET status = %(status)s, finished_at = %(now)s, error = %(error)s
 WHERE id = %(id)s AND status = 'pending'
 RETURNING *
 
 -- query: request_retry
 UPDATE runs SET retry_requested = true
-WHERE id = %(id)s AND status IN ('failed', 'blocked', 'unknown')
+WHERE id = %(id)s AND status IN ('failed', 'blocked', 'unknown', 'halted')
 RETURNING *
 
 -- query: sweep_undispatched
@@ -640,7 +652,7 @@ SELECT scope, reason, until, allow_priority_1 FROM reconciled_freezes ORDER BY s
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs
-WHERE finished_at >= %(since)s AND status IN ('failed', 'blocked', 'unknown', 'killed')
+WHERE finished_at >= %(since)s AND status IN ('failed', 'blocked', 'unknown', 'killed', 'halted')
 
 -- query: lock_audit
 -- The audit append lock (transaction level): the head read and the insert after it are one

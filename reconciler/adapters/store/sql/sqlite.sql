@@ -261,6 +261,58 @@ CREATE TABLE kill_requests (
     requested_at TEXT    NOT NULL
 );
 
+-- migration 12: halted
+-- A final status of issue 15 §1: a run whose rollout stopped past its failure budget before it
+-- started ends `halted` (a problem). As for `killed` (migration 11), `runs` is rebuilt with the
+-- same columns in the same order, its rows copied with their ids, its indexes made again (the
+-- problem runs' index counts `halted` too) and the AUTOINCREMENT counter carried over.
+CREATE TABLE runs_new (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    task            TEXT    NOT NULL,
+    machine         TEXT    NOT NULL,
+    version         TEXT    NOT NULL,
+    slot            TEXT,
+    "commit"        TEXT,
+    priority        INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    status          TEXT    NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed',
+                                                      'skipped', 'cancelled', 'blocked', 'unknown',
+                                                      'killed', 'halted')),
+    attempt         INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    reason          TEXT    NOT NULL,
+    created_at      TEXT    NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT,
+    not_before      TEXT,
+    exit_code       INTEGER,
+    output          TEXT    NOT NULL DEFAULT '',
+    error           TEXT,
+    dispatched      INTEGER NOT NULL DEFAULT 0 CHECK (dispatched IN (0, 1)),
+    retry_requested INTEGER NOT NULL DEFAULT 0 CHECK (retry_requested IN (0, 1)),
+    epoch           INTEGER NOT NULL DEFAULT 0,
+    owner           TEXT,
+    heartbeat_at    TEXT,
+    planner         TEXT
+);
+INSERT INTO runs_new (id, task, machine, version, slot, "commit", priority, status, attempt,
+                      reason, created_at, started_at, finished_at, not_before, exit_code, output,
+                      error, dispatched, retry_requested, epoch, owner, heartbeat_at, planner)
+SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason, created_at,
+       started_at, finished_at, not_before, exit_code, output, error, dispatched,
+       retry_requested, epoch, owner, heartbeat_at, planner
+FROM runs;
+DELETE FROM sqlite_sequence WHERE name = 'runs_new';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'runs_new', seq FROM sqlite_sequence WHERE name = 'runs';
+DROP TABLE runs;
+ALTER TABLE runs_new RENAME TO runs;
+CREATE UNIQUE INDEX runs_one_active
+    ON runs (task, machine, version, COALESCE(slot, ''))
+    WHERE status IN ('pending', 'running');
+CREATE INDEX runs_by_status ON runs (status, priority, created_at, id);
+CREATE INDEX runs_latest ON runs (task, machine, version, id);
+CREATE INDEX runs_problems_by_finished ON runs (finished_at)
+    WHERE status IN ('failed', 'blocked', 'unknown', 'killed', 'halted');
+CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -445,13 +497,14 @@ WHERE id = :id AND status = 'running' AND epoch = :epoch
 RETURNING *
 
 -- query: block
-UPDATE runs SET status = 'blocked', finished_at = :now, error = :error
+-- A pending run that ends without running: `blocked` (a dependency failed) or `halted`.
+UPDATE runs SET status = :status, finished_at = :now, error = :error
 WHERE id = :id AND status = 'pending'
 RETURNING *
 
 -- query: request_retry
 UPDATE runs SET retry_requested = 1
-WHERE id = :id AND status IN ('failed', 'blocked', 'unknown')
+WHERE id = :id AND status IN ('failed', 'blocked', 'unknown', 'halted')
 RETURNING *
 
 -- query: running_holders
@@ -496,7 +549,7 @@ SELECT scope, reason, until, allow_priority_1 FROM reconciled_freezes ORDER BY s
 
 -- query: failed_since
 SELECT COUNT(*) FROM runs
-WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown', 'killed')
+WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown', 'killed', 'halted')
 
 -- query: audit_head
 -- The audit log, alerts and retention (migration 4) follow.
