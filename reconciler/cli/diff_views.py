@@ -15,9 +15,11 @@ from reconciler.core.diff import (
     Rerun,
     Revision,
     RoleChange,
+    RolloutPlan,
     TaskChange,
     VaultChange,
 )
+from reconciler.core.durations import format_duration
 
 NO_IDENTITY = "pass --identity to see which keys changed"
 # A GitHub comment holds at most 65,536 characters: markdown tables stop after this many rows
@@ -148,6 +150,7 @@ def diff_text(diff: Diff) -> str:
             _runs_section(diff),
             _objects_section("Machines", diff.machines),
             _objects_section("Teams", diff.teams),
+            _rollouts_section(diff),
             _freezes_section(diff),
             _roles_section(diff),
             _vaults_section(diff),
@@ -226,6 +229,26 @@ def freeze_text(change: FreezeChange) -> str:
     return f"{change.change} on {change.scope}: {freeze.reason} (until {until}; {p1})"
 
 
+def rollout_text(plan: RolloutPlan) -> str:
+    """`ops/deploy: batch 1: m1; batch 2: m2; batch 3: m3, m4 (max_failed 0, pause 2m,
+    verify ./healthy.sh)`, and where it stands when the store knows."""
+    batches = "; ".join(
+        f"batch {i}: {', '.join(machines)}" for i, machines in enumerate(plan.batches, 1)
+    )
+    terms = [f"max_failed {plan.max_failed}", f"pause {format_duration(plan.pause)}"]
+    terms += [f"verify {plan.verify}"] if plan.verify else []
+    stand = f"; now {plan.stand}" if plan.stand else ""
+    return f"{plan.task}: {batches} ({', '.join(terms)}){stand}"
+
+
+def _rollouts_section(diff: Diff) -> str:
+    if not diff.rollouts:
+        return ""
+    return "Rollouts (each batch starts once the one before has ended within max_failed):\n" + (
+        _indent("\n".join(rollout_text(p) for p in diff.rollouts))
+    )
+
+
 def _freezes_section(diff: Diff) -> str:
     if not diff.freezes:
         return ""
@@ -296,6 +319,17 @@ def diff_json(diff: Diff) -> dict:
         },
         "settings": {"changed": list(diff.settings)},
         "freezes": [_freeze_json(c) for c in diff.freezes],
+        "rollouts": [
+            {
+                "task": p.task,
+                "batches": [list(b) for b in p.batches],
+                "max_failed": p.max_failed,
+                "pause": p.pause,
+                "verify": p.verify,
+                "stand": p.stand,
+            }
+            for p in diff.rollouts
+        ],
         **({"requires": list(diff.requires)} if diff.requires else {}),
     }
 
@@ -399,6 +433,7 @@ def diff_markdown(diff: Diff) -> str:
             _md_freezes(diff),
             _md_tasks(diff),
             _md_runs(diff),
+            _md_rollouts(diff),
             _md_objects("Machines", diff.machines),
             _md_objects("Teams", diff.teams),
             _md_vaults(diff),
@@ -422,6 +457,29 @@ def _md_requires(diff: Diff) -> str:
 def _md_cell(text: str) -> str:
     """Text inside a markdown table cell or callout: a `|` would start a new cell."""
     return text.replace("|", "\\|")
+
+
+def _md_rollouts(diff: Diff) -> str:
+    if not diff.rollouts:
+        return ""
+    rows = [
+        "| task | batches | max_failed | pause | verify | now |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in diff.rollouts:
+        batches = "<br>".join(
+            f"{i}. {', '.join(f'`{m}`' for m in machines)}"
+            for i, machines in enumerate(p.batches, 1)
+        )
+        verify = f"`{_md_cell(p.verify)}`" if p.verify else ""
+        rows.append(
+            f"| `{p.task}` | {batches} | {p.max_failed} | {format_duration(p.pause)} | "
+            f"{verify} | {_md_cell(p.stand or '')} |"
+        )
+    return (
+        "**Rollouts**: each batch starts once the one before has ended, with no more failed "
+        "runs than max_failed (past it, the runs not started halt)\n\n" + "\n".join(rows)
+    )
 
 
 def _md_freezes(diff: Diff) -> str:

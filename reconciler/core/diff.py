@@ -32,6 +32,7 @@ from reconciler.core.model import (
     Team,
 )
 from reconciler.core.plan import current_run, make_plan
+from reconciler.core.rollout import stand_of
 from reconciler.core.schedule import latest_slot, slot_key
 from reconciler.core.state import ExecutedState, Reason, Run, RunStatus
 
@@ -106,6 +107,21 @@ class Rerun:
     priority: int
     reason: str  # new | changed | new-target | schedule
     held: str | None = None  # what holds it pending at HEAD (a deny window, a freeze)
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """How the runs a change causes for `task` roll out at HEAD: its targets in batches (in
+    order), the failure budget as a number of runs, the pause (seconds) and the verify
+    command; `stand` says where the HEAD version's rollout stands in the store (None without
+    one, or when it has no run yet)."""
+
+    task: str
+    batches: tuple[tuple[str, ...], ...]
+    max_failed: int
+    pause: int
+    verify: str | None
+    stand: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +211,7 @@ class Diff:
     settings: tuple[str, ...] = ()  # changed fields of reconciler.yaml
     ran: tuple[Ran, ...] | None = None
     freezes: tuple[FreezeChange, ...] = ()
+    rollouts: tuple[RolloutPlan, ...] = ()  # of the tasks the change re-runs, by task
     # Roles a signer needs for this change under `git.verify` (SPEC §6), judged with BASE's
     # roles; filled in by the command, which can read git (this module cannot).
     requires: tuple[str, ...] = ()
@@ -269,7 +286,32 @@ def diff_sides(
         settings=_fields_of(base.inventory.settings, head.inventory.settings),
         ran=ran,
         freezes=freeze_changes(base.inventory, head.inventory, now),
+        rollouts=rollout_plans(head.desired, rerunning, executed, now),
     )
+
+
+def rollout_plans(
+    head: DesiredState, tasks: set[str], executed: ExecutedState | None, now: datetime
+) -> tuple[RolloutPlan, ...]:
+    """The rollouts of `tasks` (those the change re-runs) that have one, by task id; with
+    `executed`, where each stands."""
+    found = []
+    for task in sorted(tasks):
+        spec = head.tasks.get(task)
+        if spec is None or spec.rollout is None:
+            continue
+        stand = stand_of(spec, {}, now)
+        assert stand is not None
+        where = None
+        if executed is not None:
+            runs = {m: current_run(executed, spec, m) for m in spec.targets}
+            if any(runs.values()):
+                where = stand_of(spec, runs, now).describe()  # type: ignore[union-attr]
+        rollout = spec.rollout
+        found.append(
+            RolloutPlan(task, stand.batches, stand.budget, rollout.pause, rollout.verify, where)
+        )
+    return tuple(found)
 
 
 def planned_reruns(
@@ -377,6 +419,7 @@ _TASK_FIELDS: tuple[tuple[str, Callable[[Task, TaskSpec], Any]], ...] = (
     ("schedule", lambda t, s: s.schedule),
     ("timezone", lambda t, s: s.timezone),
     ("retry", lambda t, s: s.retry),
+    ("rollout", lambda t, s: s.rollout),
     ("timeout", lambda t, s: s.timeout),
     ("after", lambda t, s: s.after),
     ("description", lambda t, s: s.description),
@@ -397,6 +440,7 @@ FIELD_ORDER = (
     "schedule",
     "timezone",
     "retry",
+    "rollout",
     "timeout",
     "after",
     "description",
