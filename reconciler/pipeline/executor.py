@@ -111,7 +111,7 @@ def _attempt(
     except VaultError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=False)
     try:
-        budget = spec.timeout  # `timeout` bounds the whole run: check and command together
+        budget = spec.timeout  # `timeout` bounds the whole run: check, command and verify
         if spec.check is not None:
             if control is not None:
                 control.muted = True  # a kill stops the check too; its output is not the run's
@@ -136,8 +136,13 @@ def _attempt(
         budget -= completed.duration
         if budget <= 0:
             return verify_timed_out(outcome, spec.timeout)
-        # The verify's output is not streamed (`control` is the command's, ended by now).
-        checked_after = transport.run(machine, verify, env, budget, run.id)
+        if control is not None:
+            control.muted = True  # a kill stops the verify too; its output joins at the end
+        try:
+            checked_after = transport.run(machine, verify, env, budget, run.id, control)
+        finally:
+            if control is not None:
+                control.muted = False
         return verified(outcome, checked_after, spec.timeout)
     except ConnectionLost as exc:
         return Outcome(
