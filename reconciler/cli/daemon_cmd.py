@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from reconciler.adapters import failpoints
 from reconciler.adapters.source import git as gitsource
@@ -40,6 +41,7 @@ class _Continuous:
         self.passes: list[threading.Thread] = []  # passes still draining
         self.planning: threading.Event | None = None  # set once the latest pass planned
         self.store_url: str | None = None  # the store of the latest pass
+        self.on_reload: Callable[[], None] | None = None  # SIGHUP, besides the next pass
         # Text logs show a summary per pass; JSON logs show every event as it happens.
         self.progress = (
             JsonProgress() if self.json_logs and not args.quiet else (lambda event: None)
@@ -58,7 +60,8 @@ class _Continuous:
         if self.planning is not None and not self.planning.is_set():
             return  # the last pass is still reading and planning: no pull under its feet
         self.daemon.pending.clear()  # this tick pulls: a push announced until now is served
-        if self.daemon.reload.is_set():
+        reloading = self.daemon.reload.is_set()
+        if reloading:
             self.daemon.reload.clear()
         if not self.args.watch_files:
             git = self.loaded.inventory.settings.git
@@ -69,6 +72,8 @@ class _Continuous:
                 log.error("%s", exc)
                 if isinstance(exc, gitsource.RefusedCommit):
                     self.refused = exc  # alerted by the next pass (once per commit)
+        if reloading and self.on_reload is not None:
+            self.on_reload()  # after the pull: a token rotated in a pushed vault counts
         self._start_pass()
 
     def _start_pass(self) -> None:
@@ -211,6 +216,13 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
             json_logs=loop.json_logs,
             quiet=args.quiet,
             console=_console(args, ctx, endpoints),
+        )
+        loop.on_reload = lambda: daemon_http.reload_guards(
+            guards,
+            endpoints,
+            ctx,
+            lambda: wiring.load_from(ctx.settings.inventory.value),
+            listeners,
         )
     daemon.install_signal_handlers()
     if args.watch_files:

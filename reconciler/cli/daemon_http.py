@@ -8,6 +8,7 @@ vault, a trusted proxy) is read once the inventory is loaded, and a non-loopback
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -23,6 +24,8 @@ from reconciler.web.access_config import (
     configured_hook_secret,
     vault_reader,
 )
+
+log = logging.getLogger(__name__)
 
 # /healthz gives the store this long to answer before calling it unreachable.
 STORE_PROBE_SECONDS = 5.0
@@ -52,6 +55,8 @@ def endpoints(args) -> list[Endpoint]:
 
 @dataclass
 class Guards:
+    """What the listeners check, as now configured: replaced on reload (SIGHUP)."""
+
     access: web.Access
     hook_secret: str | None
 
@@ -73,6 +78,24 @@ def guards_for(found: list[Endpoint], ctx, loaded) -> Guards:
     return Guards(access, hook_secret)
 
 
+def reload_guards(guards: Guards, found: list[Endpoint], ctx, load, listeners) -> None:
+    """SIGHUP: read the token and the webhook secret again (a value rotated in its vault, or
+    settings naming another), and have every listener check the new ones from its next
+    request on. When they cannot be read (or the new settings would leave a non-loopback
+    address unguarded) the listeners keep the ones they have, and the daemon says why."""
+    try:
+        fresh = guards_for(found, ctx, load())  # load(): the inventory as it now is
+    except ReconcilerError as exc:
+        log.error("the HTTP listener keeps its access and webhook secret: %s", exc)
+        return
+    except Exception:  # a bug here must not stop the daemon (nor its passes)
+        log.exception("the HTTP listener keeps its access and webhook secret")
+        return
+    guards.access, guards.hook_secret = fresh.access, fresh.hook_secret
+    for listener in listeners:
+        listener.access = fresh.access
+
+
 def _any_full(found: list[Endpoint]) -> bool:
     return any(endpoint.full for endpoint in found)
 
@@ -86,10 +109,12 @@ class HealthProbe:
         # same "no answer" instead of a thread each (bounded, whatever the probe rate).
         self._asking: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._logged: str | None = None  # the store problem last logged (logged on change)
 
     def __call__(self) -> tuple[health.Health, dict]:
         interval = self.loop.interval()
         problem = self._store_problem()
+        self._log_change(problem)
         verdict = health.judge(
             time.monotonic(), self.daemon.started, self.daemon.last_pass_end, interval, problem
         )
@@ -99,6 +124,17 @@ class HealthProbe:
             "last_pass_ended_seconds_ago": None if ended is None else time.monotonic() - ended,
         }
         return verdict, details
+
+    def _log_change(self, problem: str | None) -> None:
+        """The store's own error goes to the daemon's log (redacted as every log line is),
+        once per change: /healthz itself only says that the store does not answer."""
+        if problem == self._logged:
+            return
+        self._logged = problem
+        if problem is None:
+            log.warning("/healthz: the state store answers again")
+        else:
+            log.warning("/healthz: the state store does not answer: %s", problem)
 
     def _store_problem(self) -> str | None:
         """None when the store answers a read within STORE_PROBE_SECONDS; else why not."""
@@ -161,7 +197,7 @@ def start(
             add_metrics(routes, metrics, auth="access" if endpoint.full else "open")
             add_health(routes, probe)
             if endpoint.full:
-                add_git_hook(routes, guards.hook_secret, daemon.trigger)
+                add_git_hook(routes, lambda: guards.hook_secret, daemon.trigger)
             if endpoint.full and console is not None:
                 from reconciler.web.console.app import add_console
 

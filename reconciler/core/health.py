@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from reconciler.core.durations import format_duration
 
 PASSES_LATE = 3  # poll intervals without a pass ending before the daemon is unhealthy
+STORE_SILENT = "the state store does not answer"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ def judge(
             f"poll intervals, {_ago(limit)})",
         )
     if store_problem is not None:
-        return Health(False, f"the state store does not answer: {store_problem}")
+        # Only that much: /healthz answers anyone, and the store's URL (user, host, database)
+        # or its server's error are for the daemon's log, not for whoever asks.
+        return Health(False, STORE_SILENT)
     if last_pass_end is None:
         return Health(True, "starting: no pass has ended yet")
     return Health(True, f"the last pass ended {_ago(now - last_pass_end)} ago")

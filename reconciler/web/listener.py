@@ -39,12 +39,15 @@ secret) or `"self"` (`/hooks/git`: the handler checks the webhook's own signatur
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +61,16 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # a webhook delivery is kilobytes; larger bodies are refused (413)
 # A client that opens a connection and sends nothing holds a thread: not for longer.
 SOCKET_TIMEOUT_SECONDS = 30
+# A body trickled in a byte at a time would hold its thread for 30 s per byte: the whole of
+# it must arrive within this (408 otherwise; a delivery of kilobytes takes milliseconds).
+BODY_SECONDS = 10.0
+# Connections served at once (a thread each); more are answered 503 and closed, so that
+# clients holding connections open cannot make the daemon spawn threads without end.
+MAX_CONNECTIONS = 128
+# After refusing a request whose body was not read, the connection is closed; the unread
+# body is taken and thrown away for this long first (at most MAX_BODY and a bit), so that
+# the client reads the refusal rather than a reset.
+LINGER_SECONDS = 2.0
 
 AUTH_KINDS = ("access", "open", "self")
 
@@ -112,6 +125,7 @@ class _Route:
     handler: Handler
     prefix: bool
     auth: str
+    precheck: Handler | None = None
 
 
 class Routes:
@@ -121,8 +135,18 @@ class Routes:
         self._routes: list[_Route] = []
 
     def add(
-        self, method: str, path: str, handler: Handler, *, prefix: bool = False, auth="access"
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        *,
+        prefix: bool = False,
+        auth="access",
+        precheck: Handler | None = None,
     ) -> None:
+        """`precheck(request)`, when given, sees the request before its body is read (its
+        `body` is b""): a Response refuses it there and then (the body is never awaited, the
+        connection closed); None lets it on to `handler` with its body."""
         if auth not in AUTH_KINDS:
             raise ValueError(f"auth must be one of {AUTH_KINDS}, not {auth!r}")
         if not path.startswith("/"):
@@ -130,7 +154,7 @@ class Routes:
         method = method.upper()
         if any(r.method == method and r.path == path and r.prefix == prefix for r in self._routes):
             raise ValueError(f"{method} {path} is routed twice")
-        self._routes.append(_Route(method, path, handler, prefix, auth))
+        self._routes.append(_Route(method, path, handler, prefix, auth, precheck))
 
     def guarded(self) -> bool:
         """True when some route is under the access rule (`auth="access"`)."""
@@ -262,10 +286,27 @@ class Listener:
         host, port = self._server.server_address[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    @property
+    def access(self) -> Access:
+        return self._server.access
+
+    @access.setter
+    def access(self, access: Access) -> None:
+        """Who may ask from the next request on (a token rotated and reloaded)."""
+        self._server.access = access
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+# Written straight to a connection over the cap: no thread, no parsing, nothing awaited.
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 34\r\n\r\n"
+    b"too many connections: retry later\n"
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -276,28 +317,74 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     routes: Routes
     access: Access
+    body_seconds: float = BODY_SECONDS
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _turn_away(self, request) -> None:
+        try:
+            request.settimeout(0)  # never wait on this client from the accepting thread
+            request.send(_BUSY)
+            request.shutdown(socket.SHUT_WR)
+            request.recv(65536)  # what already arrived: closing on it would reset the 503
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
 
-def start(addr: str, routes: Routes, access: Access, flag: str = "--http-addr") -> Listener:
+def start(
+    addr: str,
+    routes: Routes,
+    access: Access,
+    flag: str = "--http-addr",
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    body_seconds: float = BODY_SECONDS,
+) -> Listener:
     """Serve `routes` on `addr` from a daemon thread. Raises `UsageError` for a bad address,
     or a non-loopback one without access when a route is under the access rule (a listener
-    of open routes alone may bind anywhere); `InfrastructureError` when it cannot be bound."""
+    of open routes alone may bind anywhere); `InfrastructureError` when it cannot be bound.
+    At most `max_connections` are served at once (more: 503); a body must arrive whole
+    within `body_seconds` (408)."""
     host, port = parse_addr(addr, flag)
     if routes.guarded():
         refuse_unguarded(host, access, flag)
     server_class = type("_BoundServer", (_Server,), {})
     if ":" in host:
-        import socket
-
         server_class.address_family = socket.AF_INET6
     try:
         server = server_class((host, port), _Handler)
     except OSError as exc:
         raise InfrastructureError(f"cannot serve on {addr}: {exc.strerror or exc}") from exc
     server.routes, server.access = routes, access
+    server.body_seconds = body_seconds
+    server.slots = threading.BoundedSemaphore(max_connections)
     thread = threading.Thread(target=server.serve_forever, name=f"http {addr}", daemon=True)
     thread.start()
     return Listener(server, thread)
+
+
+class _Refused(Exception):
+    """A request answered before (or while) its body is read: the connection then closes."""
+
+    def __init__(self, response: Response):
+        super().__init__(response.status)
+        self.response = response
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -306,6 +393,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a page polling its JSON reuses its connection
     server_version = "reconciler"
     sys_version = ""
+    _linger = False  # a body may be left unread: drain a little before closing
+    _unread = False  # the request announced a body not (yet) read
 
     def do_GET(self) -> None:
         self._answer("GET")
@@ -331,83 +420,162 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, method: str) -> None:
         try:
             response = self._dispatch(method)
+        except _Refused as refused:
+            response = refused.response
         except Exception:  # a bug in one page must not take the listener down
             log.exception("internal error answering %s %s", method, self.path.split("?")[0])
             response = Response.text(500, "internal error (logged)\n")
+        if self._unread:
+            # Refused before its body was read (or while): whatever the client sent after
+            # the headers is not a request, so nothing more is read on this connection.
+            self.close_connection = True
+            self._linger = True
         self._send(response, head=method == "HEAD")
 
     def _dispatch(self, method: str) -> Response:
+        length = self.headers.get("Content-Length")
+        self._unread = self.headers.get("Transfer-Encoding") is not None or (
+            length is not None and length.strip() != "0"
+        )
         url = urlsplit(self.path)
         path = url.path or "/"
         candidates = self.server.routes.match(path)
         if not candidates:
-            return Response.text(404, f"no page at {path}\n")
+            raise _Refused(Response.text(404, f"no page at {path}\n"))
         wanted = "GET" if method == "HEAD" else method
         route = next((r for r in candidates if r.method == wanted), None)
         if route is None:
             allowed = sorted({r.method for r in candidates} | _heads(candidates))
-            return Response.text(
-                405, f"{method} is not allowed here\n", {"Allow": ", ".join(allowed)}
+            raise _Refused(
+                Response.text(405, f"{method} is not allowed here\n", {"Allow": ", ".join(allowed)})
             )
         client = self.client_address[0]
         principal = None
         if route.auth == "access":
             principal = self.server.access.admit(self.headers, client)
             if principal is None:
-                return Response.text(
-                    401,
-                    "access is configured: send Authorization: Bearer TOKEN\n",
-                    {"WWW-Authenticate": 'Bearer realm="reconciler"'},
+                raise _Refused(
+                    Response.text(
+                        401,
+                        "access is configured: send Authorization: Bearer TOKEN\n",
+                        {"WWW-Authenticate": 'Bearer realm="reconciler"'},
+                    )
                 )
-        length = self.headers.get("Content-Length")
-        try:
-            size = int(length) if length else 0
-        except ValueError:
-            size = -1
-        if not 0 <= size <= MAX_BODY:
-            # The body is left unread: the connection cannot carry another request.
-            self.close_connection = True
-            if size < 0:
-                return Response.text(400, "Content-Length is not a number\n")
-            return Response.text(413, f"a body is at most {MAX_BODY} bytes\n")
-        body = self.rfile.read(size) if size else b""
+        size = self._body_size()
         request = Request(
             method=wanted,
             path=path,
             subpath=path[len(route.path) :] if route.prefix else "",
             query=parse_qs(url.query, keep_blank_values=True),
             headers=self.headers,
-            body=body,
+            body=b"",
             client=client,
             principal=principal,
         )
+        if route.precheck is not None:
+            refusal = route.precheck(request)
+            if refusal is not None:
+                raise _Refused(refusal)
+        if size:
+            request = dataclasses.replace(request, body=self._read_body(size))
+        self._unread = False
         return route.handler(request)
+
+    def _body_size(self) -> int:
+        """The Content-Length announced (0 without one); refuses what cannot be framed."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            # Chunked bodies are not read: a git host sends Content-Length, and a body whose
+            # end this listener does not find must never be taken for the next request.
+            raise _Refused(Response.text(411, "send the body with a Content-Length\n"))
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            return 0
+        if len(lengths) > 1:
+            raise _Refused(Response.text(400, "Content-Length is given twice, differently\n"))
+        length = lengths.pop()
+        if not length.isdigit():
+            raise _Refused(Response.text(400, "Content-Length is not a number\n"))
+        size = int(length)
+        if size > MAX_BODY:
+            raise _Refused(Response.text(413, f"a body is at most {MAX_BODY} bytes\n"))
+        return size
+
+    def _read_body(self, size: int) -> bytes:
+        """`size` bytes, all of them within the server's `body_seconds` (408 otherwise)."""
+        deadline = time.monotonic() + self.server.body_seconds
+        chunks, left = [], size
+        try:
+            while left:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(remaining)
+                chunk = self.rfile.read1(min(left, 65536))
+                if not chunk:
+                    raise _Refused(Response.text(400, "the body ended before its length\n"))
+                chunks.append(chunk)
+                left -= len(chunk)
+        except TimeoutError:
+            raise _Refused(
+                Response.text(
+                    408, f"the body did not arrive within {self.server.body_seconds:g}s\n"
+                )
+            ) from None
+        finally:
+            self.connection.settimeout(self.timeout)
+        return b"".join(chunks)
 
     def _send(self, response: Response, head: bool) -> None:
         status, headers, body = response
         streamed = not isinstance(body, bytes | bytearray)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        if streamed:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        else:
-            self.send_header("Content-Length", str(len(body)))
-        if not any(name.lower() == "cache-control" for name in headers):
-            self.send_header("Cache-Control", "no-store")  # pages show live state
-        self.end_headers()
-        if head:
-            return
         try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if streamed or self.close_connection:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            if not streamed:
+                self.send_header("Content-Length", str(len(body)))
+            if not any(name.lower() == "cache-control" for name in headers):
+                self.send_header("Cache-Control", "no-store")  # pages show live state
+            self.end_headers()
+            if head:
+                return
             if streamed:
                 for chunk in body:
                     self.wfile.write(chunk)
                     self.wfile.flush()
             else:
                 self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client went away: nothing to tell it
+        except OSError:  # the client went away (reset, broken pipe, timed out)
+            self.close_connection = True  # nothing to tell it
+            self._linger = False
+
+    def finish(self) -> None:
+        super().finish()
+        if self._linger:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Tell the client we are done (FIN), then read and drop what it still sends for a
+        short while: closing a socket with unread data resets the connection, and a client
+        could lose the refusal it was about to read."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        budget = MAX_BODY + 65536
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while budget > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.connection.settimeout(remaining)
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                budget -= len(chunk)
+        except OSError:
+            return
 
 
 def _heads(routes: list[_Route]) -> set[str]:

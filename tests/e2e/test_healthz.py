@@ -38,7 +38,8 @@ def test_a_daemon_whose_passes_end_is_healthy_and_says_so_without_a_token(projec
 
 def test_a_store_that_does_not_answer_is_503_with_the_reason(project):
     project.task("hello", f"command: {project.record('hello')}\n")
-    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/reconciler"
+    port, password = free_port(), "pw-healthz-4e1b7"
+    closed = f"postgresql://postgres:{password}@127.0.0.1:{port}/reconciler"
     with http_daemon(project.root, "--watch-files", env={"RECONCILE_STATE": closed}) as daemon:
         status, answer = wait_until(
             lambda: (found := health(daemon))[0] == 503 and found,
@@ -46,7 +47,17 @@ def test_a_store_that_does_not_answer_is_503_with_the_reason(project):
             message="/healthz to see the store",
         )
         assert answer["healthy"] is False
-        assert answer["reason"].startswith("the state store does not answer"), answer
+        assert answer["reason"] == "the state store does not answer", answer
+        # Where and why are for the operator: in the daemon's log, the password masked.
+        logged = wait_until(
+            lambda: (
+                "/healthz: the state store does not answer: " in daemon.log_text()
+                and daemon.log_text()
+            ),
+            message="the store's problem in the log",
+        )
+        line = next(x for x in logged.splitlines() if "/healthz: the state store" in x)
+        assert str(port) in line and password not in logged, line
 
 
 def test_passes_that_stall_make_it_503_within_three_poll_intervals(project):

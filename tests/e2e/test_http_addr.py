@@ -127,7 +127,10 @@ def test_the_token_and_the_hook_secret_can_come_from_a_team_vault(vaulted):
         assert daemon.ask("GET", "/metrics")[0] == 401
         right = {"Authorization": f"Bearer {TOKEN}"}
         assert daemon.ask("GET", "/metrics", headers=right)[0] == 200
-        signed = {"X-Hub-Signature-256": github_signature(hook_secret, b"{}")}
+        signed = {
+            "X-Hub-Signature-256": github_signature(hook_secret, b"{}"),
+            "X-GitHub-Delivery": "d-vault-1",  # a delivery without its id is refused (400)
+        }
         assert daemon.ask("POST", "/hooks/git", body=b"{}", headers=signed)[0] == 202
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=60) == 0, daemon.log_text()

@@ -5,11 +5,14 @@ when configured)."""
 from __future__ import annotations
 
 import http.client
+import socket
 
 import pytest
 
 from reconciler.core.errors import InfrastructureError, UsageError
 from reconciler.web import listener as web
+from tests.support.raw_http import answer_before_the_body_ends, exchange, request, statuses
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +61,8 @@ def routes():
 def serve(routes):
     started = []
 
-    def start(access=None, addr="127.0.0.1:0"):
-        running = web.start(addr, routes, access or web.Access())
+    def start(access=None, addr="127.0.0.1:0", **limits):
+        running = web.start(addr, routes, access or web.Access(), **limits)
         started.append(running)
         return running
 
@@ -88,6 +91,70 @@ def test_routes_exact_prefix_query_body_and_errors(serve):
     # would see the connection close under its feet).
     too_big = {"Content-Length": str(web.MAX_BODY + 1)}
     assert ask(server, "POST", "/hook", body=b"x", headers=too_big)[0] == 413
+    # A client that sends the whole over-cap body first (http.client does) reads the 413
+    # too, not a connection reset: the listener drops what it sends before closing.
+    assert ask(server, "POST", "/hook", body=b"x" * (web.MAX_BODY + 1))[0] == 413
+
+
+def test_keep_alive_goes_on_after_a_refusal_without_a_body(serve):
+    """A 404 to a GET (a browser's favicon) leaves nothing unread: the connection serves on."""
+    server = serve()
+    received = exchange(server.address, request("GET", "/nothing") + request("GET", "/page"))
+    assert statuses(received) == [404, 200], received
+
+
+def test_a_body_that_cannot_be_framed_is_refused_and_the_connection_closed(serve):
+    server = serve()
+    chunked = request("POST", "/hook", {"Transfer-Encoding": "chunked"})
+    twice = request("POST", "/hook", {"Content-Length": "4"}, b"ab") + b"\r\n"
+    twice = twice.replace(b"Content-Length: 4", b"Content-Length: 4\r\nContent-Length: 6")
+    for sent, status in ((chunked + b"5\r\nabcde\r\n0\r\n\r\n", 411), (twice, 400)):
+        received = exchange(server.address, sent + request("GET", "/page"))
+        assert statuses(received) == [status], received
+        assert b"Connection: close" in received
+
+
+def test_a_precheck_refuses_before_the_body_is_awaited(routes, serve):
+    def unsigned(request: web.Request):
+        return None if request.headers.get("X-Sig") else web.Response.text(401, "unsigned\n")
+
+    routes.add("POST", "/checked", echo, auth="self", precheck=unsigned)
+    server = serve()
+    head = request("POST", "/checked", {"Content-Length": "1000"}, b"only some")
+    assert statuses(answer_before_the_body_ends(server.address, head)) == [401]
+    signed = ask(server, "POST", "/checked", body=b"all", headers={"X-Sig": "1"})
+    assert signed[0] == 200 and b'"body":"all"' in signed[2]
+
+
+def test_a_body_must_arrive_whole_within_its_time(serve):
+    """A body trickled in slowly holds its thread for `body_seconds` at most (408), however
+    often a byte arrives."""
+    server = serve(body_seconds=0.5)
+    head = request("POST", "/hook", {"Content-Length": "100"}, b"x")
+    received = answer_before_the_body_ends(server.address, head, timeout=10)
+    assert statuses(received) == [408], received
+
+
+def test_connections_beyond_the_cap_are_answered_503_at_once(serve):
+    server = serve(max_connections=2)
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+    try:
+        for connection in held:
+            connection.sendall(b"GET /pa")  # a request line never finished: a thread each
+        turned_away = exchange(server.address, request("GET", "/page"), timeout=10)
+        assert statuses(turned_away) == [503], turned_away
+    finally:
+        held.pop().close()
+
+    # A connection that ends gives its place back.
+    def served() -> bool:
+        try:
+            return ask(server, "GET", "/page")[0] == 200
+        except OSError:  # turned away while the closed connection's thread was ending
+            return False
+
+    wait_until(served, message="a free place")
+    held[0].close()
 
 
 def test_a_non_loopback_address_without_access_is_refused(serve):

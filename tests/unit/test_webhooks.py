@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from reconciler.core.webhooks import ReplayGuard, github_signature, judge
+from reconciler.core.webhooks import ReplayGuard, github_signature, judge, judge_headers
 
 SECRET = "It's a Secret to Everybody"
 BODY = b'{"ref":"refs/heads/main"}'
@@ -33,7 +33,11 @@ def test_a_good_github_delivery_is_accepted_with_its_id_and_event():
 
 
 def test_a_github_ping_is_accepted_but_starts_no_pass():
-    headers = {"X-Hub-Signature-256": github_signature(SECRET, BODY), "X-GitHub-Event": "ping"}
+    headers = {
+        "X-Hub-Signature-256": github_signature(SECRET, BODY),
+        "X-GitHub-Event": "ping",
+        "X-GitHub-Delivery": "d-ping",
+    }
     verdict = judge(headers, BODY, SECRET)
     assert verdict.accepted and not verdict.triggers
 
@@ -64,6 +68,28 @@ def test_no_signature_at_all_is_refused_saying_what_was_expected():
     verdict = judge({"X-GitHub-Delivery": "d"}, BODY, SECRET)
     assert not verdict.accepted
     assert "X-Hub-Signature-256" in verdict.reason and "X-Gitlab-Token" in verdict.reason
+
+
+def test_a_signed_delivery_without_an_id_is_refused_as_such():
+    """The id is not signed: without one, a captured delivery could be replayed at will."""
+    github = {"X-Hub-Signature-256": github_signature(SECRET, BODY), "X-GitHub-Event": "push"}
+    gitlab = {"X-Gitlab-Token": SECRET, "X-Gitlab-Event": "Push Hook"}
+    for headers, needed in ((github, "X-GitHub-Delivery"), (gitlab, "X-Gitlab-Event-UUID")):
+        verdict = judge(headers, BODY, SECRET)
+        assert not verdict.accepted and verdict.without_id and needed in verdict.reason
+    # A bad signature is said first, id or not (401, not 400).
+    forged = judge({**github, "X-Hub-Signature-256": "sha256=0"}, BODY, SECRET)
+    assert not forged.accepted and not forged.without_id
+
+
+def test_what_the_headers_alone_refuse_is_refused_without_the_body():
+    assert "X-Hub-Signature-256" in judge_headers({}, SECRET).reason
+    wrong = judge_headers({"X-Gitlab-Token": "guess", "X-Gitlab-Event-UUID": "u"}, SECRET)
+    assert "X-Gitlab-Token does not match" in wrong.reason
+    assert judge_headers({"X-Gitlab-Token": SECRET}, SECRET).without_id
+    assert judge_headers({"X-Gitlab-Token": SECRET, "X-Gitlab-Event-UUID": "u"}, SECRET) is None
+    # GitHub signs the body: only the body can tell, whatever the signature header holds.
+    assert judge_headers({"X-Hub-Signature-256": "sha256=0"}, SECRET) is None
 
 
 def test_a_delivery_id_is_bounded_and_stripped_of_control_characters():
