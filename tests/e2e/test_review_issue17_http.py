@@ -122,8 +122,14 @@ def test_healthz_says_the_store_does_not_answer_without_saying_where_it_is(proje
 def test_a_token_rotated_in_the_vault_takes_effect_on_reload(vaulted):
     project = vaulted
     old, new = "console-token-old-5a1", "console-token-new-9d7"
+    old_hook, new_hook = "hook-secret-old-3c8", "hook-secret-new-7e2"
     vault_set(project, "ops", "CONSOLE_TOKEN", old, project.alice)
-    project.write("reconciler.yaml", "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n")
+    vault_set(project, "ops", "GIT_HOOK", old_hook, project.alice)
+    project.write(
+        "reconciler.yaml",
+        "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n"
+        "  hook_secret: {vault: GIT_HOOK, team: ops}\n",
+    )
     project.task("hello", f"command: {project.record('hello')}\n")
     env = {"RECONCILE_IDENTITY_FILE": str(project.alice)}
     with http_daemon(project.root, "--watch-files", env=env) as served:
@@ -132,16 +138,28 @@ def test_a_token_rotated_in_the_vault_takes_effect_on_reload(vaulted):
             headers = {"Authorization": f"Bearer {token}"}
             return served.ask("GET", "/metrics", headers=headers)[0] == 200
 
-        assert admitted(old)
+        def hook_status(secret: str) -> int:
+            body = b"{}"
+            headers = {
+                "X-GitHub-Event": "ping",  # accepted, starts no pass
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": github_signature(secret, body),
+            }
+            return served.ask("POST", "/hooks/git", body=body, headers=headers)[0]
+
+        assert admitted(old) and hook_status(old_hook) == 200
         # The old token leaked: the operator rotates it and tells the daemon to reload.
         vault_set(project, "ops", "CONSOLE_TOKEN", new, project.alice)
+        vault_set(project, "ops", "GIT_HOOK", new_hook, project.alice)
         served.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "reloading settings" in served.log_text(), message="the reload")
         wait_until(lambda: admitted(new), timeout=30, message="the new token to be admitted")
         assert not admitted(old)
+        assert hook_status(new_hook) == 200 and hook_status(old_hook) == 401
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(timeout=60) == 0, served.log_text()
-    assert old not in served.log_text() and new not in served.log_text()
+    for value in (old, new, old_hook, new_hook):
+        assert value not in served.log_text()
 
 
 @pytest.mark.parametrize(
