@@ -140,6 +140,16 @@ CASES: dict[tuple[str, ...], tuple[Case, list[Case]]] = {
         Case(("queue", "cancel", "{held}"), 0),
         [Case(("queue", "cancel", "{ok}"), 2), no_store("queue", "cancel", "{held}")],
     ),
+    # No success case: killing `held` (pending) would cancel it under `queue cancel`'s case.
+    ("queue", "kill"): (
+        None,
+        [
+            Case(("queue", "kill", "{ok}"), 2),
+            Case(("queue", "kill", "999"), 2),
+            Case(("queue", "kill", "{held}", "--grace", "soon"), 2),
+            no_store("queue", "kill", "{held}"),
+        ],
+    ),
     ("queue", "retry"): (
         Case(("queue", "retry", "{fails}"), 0),
         [Case(("queue", "retry", "999"), 2), broken("queue", "retry", "{fails}")],
