@@ -520,6 +520,49 @@ def _approve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", metavar="TASK", help="the task to run now, e.g. prod/migrate")
+    parser.add_argument(
+        "--machine",
+        action="append",
+        metavar="M",
+        help="run on this target only (repeatable; default: every target)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for one of the task's params (repeatable); the others get their default",
+    )
+    parser.add_argument(
+        "--reason", required=True, metavar="TEXT", help="why it runs now (recorded, audited)"
+    )
+    parser.add_argument(
+        "--priority",
+        type=_priority,
+        metavar="N",
+        help="1 (most urgent) .. 5 (default: the task's priority)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="run them here (unless a worker takes one first) and wait until they end: "
+        "exit 0 if all succeeded, 1 otherwise",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        help="your private SSH key, to sign the request (required under git.verify: an "
+        "operator or admin of the task's team)",
+    )
+
+
+def _priority(text: str) -> int:
+    if text.strip() not in {"1", "2", "3", "4", "5"}:
+        raise argparse.ArgumentTypeError(f"must be 1..5 (got {text[:20]!r})")
+    return int(text)
+
+
 # Every command, in the order `reconcile --help` lists them.
 COMMANDS = (
     Command(
@@ -637,6 +680,19 @@ COMMANDS = (
         "reconciled commit, holding the task's approval role in its team, and did not sign "
         "the commit that brought the version; audited (approval.given), then stored. The "
         "next pass starts the runs it completes. Refused (exit 2, nothing written) otherwise.",
+    ),
+    Command(
+        "run",
+        "run a task's current version now, with declared parameters (trigger manual)",
+        "reconciler.cli.run_cmd:run",
+        _run_arguments,
+        description="Queue a run of TASK's current version (as passes run it: under "
+        "git.verify the last reconciled commit's) on its targets or --machine's, with "
+        "--param values in its environment (declared in the task's params:, checked against "
+        "allowed and pattern; defaults filled in). Recorded with trigger manual, who asked "
+        "and --reason, audited (run.manual); it changes nothing a pass decides for the task. "
+        "Under git.verify, --key must sign the request as an operator or admin of the task's "
+        "team. Prints the run ids; with --wait runs them and prints their output.",
     ),
     Command(
         "approvals",

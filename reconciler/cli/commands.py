@@ -226,6 +226,11 @@ def _check_retryable(args, store) -> tuple[int, str]:
     run = store.get_run(args.run)
     if run is None or not run.status.is_problem:
         return args.run, ""  # the store's own error names the missing or unretryable run
+    if run.manual:
+        raise UsageError(
+            f"run {run.id} was run on demand (trigger manual), which no pass repeats: run the "
+            f"task again with `reconcile run {run.task} --reason TEXT`"
+        )
     spec = wiring.load(args).desired.tasks.get(run.task)
     if spec is None:
         raise UsageError(f"run {run.id}: task {run.task} is no longer in the inventory")

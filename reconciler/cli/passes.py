@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.adapters.source import git as gitsource
@@ -203,6 +203,45 @@ def worker_inventory(ctx: Context, follow_working_tree):
             "worker runs only what a verified pass planned; run a pass first"
         )
     return _VerifiedInventory(inventory, url, last)
+
+
+@dataclass
+class RunSource:
+    """What `reconcile run` decides with: the inventory that defines the task's current
+    version (`loaded`), the store's URL and last reconciled commit, and whether git.verify is
+    in force (then `loaded` is that commit's, checked out privately)."""
+
+    loaded: wiring.Loaded
+    url: str
+    last: str | None
+    verified: bool
+
+
+@contextmanager
+def run_inventory(ctx: Context) -> Iterator[RunSource]:
+    """The inventory `reconcile run` reads, the one a worker executes (`worker_inventory`):
+    under git.verify the store's last reconciled commit (refused when there is none yet),
+    else the working tree. The private checkout is removed on exit."""
+    settings = ctx.settings
+    refuse_malformed(settings)
+    inventory = settings.inventory.value
+    view = _git_view(inventory)
+    commit = gitsource.head_commit(inventory) if view is not None else None
+    url, state = _state_location(settings, inventory, view, commit)
+    last = _last_commit(url)
+    if not decide(settings, view, last, last, state).on:
+        yield RunSource(wiring.load_from(inventory), url, last, False)
+        return
+    if last is None or view is None:
+        raise InputError(
+            "refusing to run: git.verify is on and this store has reconciled no commit yet, so "
+            "no task version is verified; run a pass first"
+        )
+    verified = _VerifiedInventory(inventory, url, last)
+    try:
+        yield RunSource(verified.loaded, url, last, True)
+    finally:
+        verified.close()
 
 
 class _WhileVerifyOff:

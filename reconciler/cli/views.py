@@ -199,10 +199,13 @@ def runs_text(runs: Sequence[Run]) -> str:
             r.attempt,
             "" if r.exit_code is None else r.exit_code,
             iso(r.finished_at or r.started_at or r.created_at),
+            f"manual by {r.actor}: {r.reason}" if r.manual else "",
         )
         for r in runs
     ]
-    return table(("RUN", "TASK", "MACHINE", "STATUS", "PRIO", "ATTEMPT", "EXIT", "WHEN"), rows)
+    return table(
+        ("RUN", "TASK", "MACHINE", "STATUS", "PRIO", "ATTEMPT", "EXIT", "WHEN", "TRIGGER"), rows
+    )
 
 
 def queue_change_text(verb: str, run: Run) -> str:
@@ -214,6 +217,7 @@ def queue_change_text(verb: str, run: Run) -> str:
 
 def run_detail_text(run: Run) -> str:
     fields = run_json(run)
+    fields["params"] = " ".join(f"{k}={v}" for k, v in run.params) or None
     lines = [f"{k + ':':<12} {'' if v is None else v}" for k, v in fields.items() if k != "error"]
     if run.error:
         lines.append(f"{'error:':<12} {run.error}")

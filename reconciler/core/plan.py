@@ -114,7 +114,8 @@ def make_plan(desired: DesiredState, executed: ExecutedState, now: datetime) -> 
     cancels = sorted(_cancels(desired, executed), key=lambda c: c.run)
     load = _machine_load(executed, {c.run for c in cancels})
     planned: dict[tuple[str, str], Enqueue] = {}
-    active = frozenset((r.task, r.machine, r.version) for r in executed.active)
+    # A manual run in the queue does not stand for the version: a pass enqueues beside it.
+    active = frozenset((r.task, r.machine, r.version) for r in executed.active if not r.manual)
     ctx = _Context(desired, executed, active, planned)
     # Dependencies are decided before their dependents: a blocked dependent is retried when
     # its dependency is re-enqueued by this very plan (`queue retry` of the dependency).

@@ -35,8 +35,9 @@ def run_json(run: Run, *, detail: bool = False, held: Hold | None = None) -> dic
         "commit": run.commit,
         "not_before": iso(run.not_before),
         "error": run.error,
-        "trigger": getattr(run, "trigger", None) or "plan",
-        "actor": getattr(run, "actor", None),
+        "trigger": run.trigger,  # plan, or manual (`reconcile run`: `reason` is the person's)
+        "actor": run.actor,
+        "params": dict(run.params),
         "held": held.describe() if held is not None and run.status.is_active else None,
     }
     if detail:

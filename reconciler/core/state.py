@@ -114,7 +114,9 @@ class ExecutedState:
     """The planner's view of the store.
 
     `latest` maps (task, machine, version) to the newest run of that version there;
-    `active` holds every pending or running run. Runs of removed tasks stay visible so the
+    `active` holds every pending or running run. Manual runs (`reconcile run`) are in
+    `active` only: they never stand for what a version did, so they change nothing the
+    planner decides (issue 16 §3). Runs of removed tasks stay visible so the
     planner can cancel them.
     """
 
@@ -131,14 +133,16 @@ class ExecutedState:
         on_machine: dict[tuple[str, str], Run] = {}
         active: list[Run] = []
         for run in runs:
+            if run.status.is_active:
+                active.append(run)
+            if run.manual:
+                continue  # a run asked for by hand: in the queue, not in the bookkeeping
             key = (run.task, run.machine, run.version)
             if key not in latest or run.id > latest[key].id:
                 latest[key] = run
             mkey = (run.task, run.machine)
             if mkey not in on_machine or run.id > on_machine[mkey].id:
                 on_machine[mkey] = run
-            if run.status.is_active:
-                active.append(run)
         active.sort(key=lambda r: r.id)
         return cls(latest, tuple(active), on_machine, frozenset(t for t, _ in on_machine))
 

@@ -205,13 +205,14 @@ class _Tracker:
         self.known: dict[int, Run] = {r.id: r for r in executed.active}
 
     def update(self, run: Run) -> None:
-        for index, key in (
-            (self.latest, (run.task, run.machine, run.version)),
-            (self.on_machine, (run.task, run.machine)),
-        ):
-            if key not in index or index[key].id <= run.id:
-                index[key] = run
-        self.seen.add(run.task)
+        if not run.manual:  # a manual run is in the queue, not in the bookkeeping
+            for index, key in (
+                (self.latest, (run.task, run.machine, run.version)),
+                (self.on_machine, (run.task, run.machine)),
+            ):
+                if key not in index or index[key].id <= run.id:
+                    index[key] = run
+            self.seen.add(run.task)
         if run.status.is_active:
             self.known[run.id] = run
         else:
@@ -354,6 +355,18 @@ class Engine:
         report = PassReport(plan=Plan(), commit=None)
         _Drain(self, desired, report, forever=True).run()
 
+    def run_now(self, desired: DesiredState, runs: Sequence[Run]) -> PassReport:
+        """`reconcile run --wait`: execute `runs` (manual runs this process just enqueued as
+        their planner) as a pass drains its own, and return when every one of them has
+        ended, wherever it ran (a worker may take one first), retries included. Nothing else
+        in the queue is claimed. A run a deny window, a freeze or an approval holds is left
+        pending (`report.held` says why), as a pass leaves it."""
+        report = PassReport(plan=Plan(), commit=None)
+        report.runs.update((run.id, run) for run in runs)
+        self.planned.set()
+        _Drain(self, desired, report, only={run.id for run in runs}).run()
+        return report
+
     def _note_cancels(self, report: PassReport) -> None:
         for cancel in report.plan.cancel:
             cancelled = self.store.get_run(cancel.run)
@@ -441,8 +454,11 @@ class _Drain:
         *,
         forever: bool = False,
         adopted: set[int] | None = None,
+        only: set[int] | None = None,
     ):
         self.engine, self.store, self.report = engine, engine.store, report
+        # The only runs this drain may claim (`Engine.run_now`); None: its own and orphans.
+        self.only = only
         self.desired_source = desired if callable(desired) else (lambda: desired)
         self.desired: DesiredState = self.desired_source()
         self.forever = forever
@@ -557,8 +573,16 @@ class _Drain:
         self._refresh()
         mine = [*self.running.values()]
         elsewhere = [self.pending[i] for i in self.foreign if i in self.pending]
+        if self.only is not None:  # the rest of the queue is someone else's to start
+            elsewhere += [
+                r for i, r in self.pending.items() if i not in self.only and i not in self.foreign
+            ]
         if self._rethink(now):
-            claimable = [r for r in self.pending.values() if r.id not in self.foreign]
+            claimable = [
+                r
+                for r in self.pending.values()
+                if r.id not in self.foreign and (self.only is None or r.id in self.only)
+            ]
             decision = decide(
                 claimable,
                 [*mine, *self.others],
@@ -917,7 +941,11 @@ class _Drain:
             now,
             len(running) + len(decision.start),
         )
-        return [run for run in spares if run.id not in self.planners]
+        return [
+            run
+            for run in spares
+            if run.id not in self.planners and (self.only is None or run.id in self.only)
+        ]
 
     def _start(self, runs: Sequence[Run], spares: Sequence[Run] = ()) -> None:
         """Claim `runs` in one transaction, mark them dispatched in a second (durable) one,

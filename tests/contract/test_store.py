@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from reconciler.adapters.store import sqlite as sqlite_store
 from reconciler.adapters.store.base import OUTPUT_CAP, LeaseLost
 from reconciler.adapters.store.factory import open_store, sqlite_path
 from reconciler.adapters.store.sqlite import COLUMNS, SqliteStore, _sql_file
@@ -624,7 +625,10 @@ def test_sqlite_runs_columns_match_the_row_mapping(db):
     with sqlite3.connect(db) as conn:
         names = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
     assert tuple(names[: len(COLUMNS)]) == COLUMNS
-    assert set(COLUMNS) == set(Run.__dataclass_fields__)
+    manual = ("trigger", "actor", "params")  # migration 13, read by `_manual_fields`
+    assert set(COLUMNS) | set(manual) == set(Run.__dataclass_fields__)
+    assert names[len(COLUMNS) :] == ["heartbeat_at", "planner", *manual]
+    assert names.index("trigger") == sqlite_store._MANUAL_AT
 
 
 def test_sqlite_uses_wal(db):

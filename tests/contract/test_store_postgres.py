@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from reconciler.adapters.store import postgres as postgres_store
 from reconciler.adapters.store.base import LEASE_SECONDS
 from reconciler.adapters.store.factory import open_store
 from reconciler.adapters.store.postgres import COLUMNS, PostgresStore, _sql_file
@@ -138,8 +139,10 @@ def test_runs_columns_match_the_row_mapping(store, postgres_url):
         )
     ]
     assert tuple(names[: len(COLUMNS)]) == COLUMNS
-    assert set(COLUMNS) == set(Run.__dataclass_fields__)
-    assert names[len(COLUMNS) :] == ["heartbeat_at", "planner", "changed_by"]
+    manual = ("trigger", "actor", "params")  # migration 13, read by `_manual_fields`
+    assert set(COLUMNS) | set(manual) == set(Run.__dataclass_fields__)
+    assert names[len(COLUMNS) :] == ["heartbeat_at", "planner", "changed_by", *manual]
+    assert names.index("trigger") == postgres_store._MANUAL_AT
 
 
 def test_reopening_an_up_to_date_store_writes_nothing(store, postgres_url):

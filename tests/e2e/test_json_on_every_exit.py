@@ -218,6 +218,15 @@ CASES: dict[tuple[str, ...], tuple[Case, list[Case]]] = {
         Case(("init", "fresh"), 0),
         [Case(("init", "."), 2)],  # the inventory is there: refused without --force
     ),
+    ("run",): (
+        Case(("run", "ops/ok", "--reason", "json", "--wait"), 0),
+        [
+            Case(("run", "ops/fails", "--reason", "json", "--wait"), 1),
+            Case(("run", "ops/ok", "--reason", "json", "--param", "NOPE=1"), 2),
+            broken("run", "ops/ok", "--reason", "json"),
+            no_store("run", "ops/ok", "--reason", "json"),
+        ],
+    ),
     ("approvals",): (
         Case(("approvals",), 0),
         [no_store("approvals"), unreadable_store("approvals")],

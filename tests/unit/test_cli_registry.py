@@ -22,6 +22,7 @@ def test_every_command_parses_and_names_a_function_that_exists(command):
         "vault": ["vault", "keygen"],
         "keys": ["keys", "status"],
         "approve": ["approve", "prod/deploy", "--key", "k"],
+        "run": ["run", "prod/deploy", "--reason", "r"],
     }.get(command.name, [command.name])
     parsed = cli_args.build_parser().parse_args(words)
     assert parsed.command == command.name

@@ -56,11 +56,12 @@ def public_key(key: Path) -> str:
     return line
 
 
-def sign(key: Path, text: bytes) -> str:
-    """The `ssh-keygen -Y sign` armour of `text` with private key `key`."""
+def sign(key: Path, text: bytes, namespace: str = NAMESPACE) -> str:
+    """The `ssh-keygen -Y sign` armour of `text` with private key `key`, in `namespace`
+    (approvals by default; `reconcile run` signs its requests in its own)."""
     if not key.is_file():
         raise InputError(f"no key file {key}")
-    out = _keygen(["-Y", "sign", "-q", "-f", str(key), "-n", NAMESPACE], text, f"sign with {key}")
+    out = _keygen(["-Y", "sign", "-q", "-f", str(key), "-n", namespace], text, f"sign with {key}")
     return out.decode()
 
 
@@ -70,9 +71,12 @@ def verify(trusted: Inventory, text: bytes, signature: str) -> str | None:
     return verify_signature(tuple(signers(trusted)), text, signature)
 
 
-def verify_signature(keys: tuple[str, ...], text: bytes, signature: str) -> str | None:
+def verify_signature(
+    keys: tuple[str, ...], text: bytes, signature: str, namespace: str = NAMESPACE
+) -> str | None:
     """The fingerprint of the one of `keys` (OpenSSH public key lines) that made `signature`
-    over `text`, None when none did (or ssh-keygen cannot be run: nothing counts then)."""
+    over `text` in `namespace`, None when none did (or ssh-keygen cannot be run: nothing
+    counts then)."""
     if not keys:
         return None
     made: list[str] = []
@@ -81,7 +85,7 @@ def verify_signature(keys: tuple[str, ...], text: bytes, signature: str) -> str 
         allowed = _private_file("".join(f"member {' '.join(k.split()[:2])}\n" for k in keys), made)
         done = subprocess.run(
             ["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "member"]
-            + ["-n", NAMESPACE, "-s", sig_path],
+            + ["-n", namespace, "-s", sig_path],
             input=text,
             capture_output=True,
             check=False,

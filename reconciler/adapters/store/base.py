@@ -164,6 +164,24 @@ def claim_outcome(
     return claimed, refused, unclaimed
 
 
+@dataclass(frozen=True)
+class ManualRun:
+    """A run `reconcile run` asks for (issue 16 §3, migration 13): the task's current
+    `version` on `machine` now, at `priority`, with `params` in its environment (by name,
+    defaults filled in), recorded with trigger `manual`, who asked (`actor`) and why
+    (`reason`). `planner` as in `record_plan` (None: any pass may adopt it at once)."""
+
+    task: str
+    machine: str
+    version: str
+    priority: int
+    reason: str
+    actor: str
+    params: tuple[tuple[str, str], ...] = ()
+    commit: str | None = None
+    planner: str | None = None
+
+
 class RunQueue(ABC):
     """The queue and the run protocol (DESIGN §5): planning under the pass lock, claims with
     leases and epochs, the batches of a scheduling round (group commit), and the runs' history."""
@@ -194,6 +212,18 @@ class RunQueue(ABC):
         The inserted runs record `planner` (the owner string of the pass: see
         `pending_planners`). Returns the inserted runs, in plan order.
         """
+
+    @abstractmethod
+    def enqueue_manual(
+        self, runs: Sequence[ManualRun], now: datetime, audit: AuditOf = no_audit
+    ) -> list[Run]:
+        """Insert `runs` as `pending` with trigger `manual`, in one transaction with each
+        inserted run's `audit(run)` entries (none is queued unless its entry is written).
+        Unlike `record_plan` it never collides with an active run of the same (task,
+        machine, version, slot): a manual run is outside that invariant and outside the
+        planner's memory (`snapshot` never returns one as the latest run of its version), so
+        it changes nothing a pass decides. Wakes idle workers like a recorded plan. Returns
+        the runs in request order; raises `StoreError` and inserts nothing on failure."""
 
     # A pass claims only the runs it planned, and those of planners that are dead: a live pass
     # draining beside it keeps its queue (its runs, its report, its grace period). Workers

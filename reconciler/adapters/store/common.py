@@ -276,3 +276,25 @@ def kill_params(request: KillRequest) -> dict:
         "actor": request.actor,
         "reason": request.reason,
     }
+
+
+# --- manual runs (migration 13) -----------------------------------------------------------------
+
+
+def params_text(params) -> str | None:
+    """The `params` column of a manual run: its parameters as a JSON object (None: none)."""
+    return json.dumps(dict(params), sort_keys=True) if params else None
+
+
+def params_of(text: str | None) -> tuple[tuple[str, str], ...]:
+    """A run's parameters from its `params` column, by name; () for none or unreadable text
+    (a hand-edited row runs without them rather than crashing every drain)."""
+    if not text:
+        return ()
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(found, dict):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in found.items()))

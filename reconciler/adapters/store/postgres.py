@@ -66,6 +66,7 @@ from reconciler.adapters.store.base import (
     ClaimRequest,
     KillRequest,
     LeaseLost,
+    ManualRun,
     OutputChunk,
     OutputTrim,
     RunChanges,
@@ -87,6 +88,8 @@ from reconciler.adapters.store.common import (
     freeze_params,
     kill_params,
     only_comments,
+    params_of,
+    params_text,
     parse_sql_file,
     planner_alive,
     redact_url,
@@ -240,7 +243,21 @@ def _run(row: tuple) -> Run:
         retry_requested=retry_requested,
         epoch=epoch,
         owner=owner,
+        **_manual_fields(row),
     )
+
+
+# Where migration 13's columns ("trigger", actor, params) are in a row of `runs` (after the
+# columns of earlier migrations; the queries that name their columns put them there too).
+_MANUAL_AT = 24
+
+
+def _manual_fields(row: tuple) -> dict:
+    """A row's trigger, actor and parameters (migration 13) as `Run` fields."""
+    if len(row) < _MANUAL_AT + 3:
+        return {}
+    trigger, actor, params = row[_MANUAL_AT : _MANUAL_AT + 3]
+    return {"trigger": trigger or "plan", "actor": actor, "params": params_of(params)}
 
 
 def _runs_by_id(rows: list[tuple]) -> list[Run]:
@@ -505,6 +522,37 @@ class PostgresStore(StateStore):
             if inserted:  # delivered at COMMIT: idle workers look at once (wait_for_runs)
                 conn.execute(_q("notify_runs"))
             return inserted
+
+    def enqueue_manual(
+        self, runs: Sequence[ManualRun], now: datetime, audit: AuditOf = no_audit
+    ) -> list[Run]:
+        """See `StateStore.enqueue_manual`: one transaction that queues the audit entries
+        beside the runs (sealed into the chain later, as a batch's are) and wakes idle
+        workers when it commits."""
+        with self._transaction() as conn:
+            inserted = [
+                _run(conn.execute(_q("insert_manual_run"), self._manual_row(r, now)).fetchone())
+                for r in runs
+            ]
+            self._enqueue(conn, [record for run in inserted for record in audit(run)])
+            if inserted:
+                conn.execute(_q("notify_runs"))
+        return inserted
+
+    @staticmethod
+    def _manual_row(run: ManualRun, now: datetime) -> dict:
+        return {
+            "task": run.task,
+            "machine": run.machine,
+            "version": run.version,
+            "commit": run.commit,
+            "priority": run.priority,
+            "reason": run.reason,
+            "now": _aware(now),
+            "planner": run.planner,
+            "actor": run.actor,
+            "params": params_text(run.params),
+        }
 
     @staticmethod
     def _insert(

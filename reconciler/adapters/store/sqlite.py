@@ -56,6 +56,7 @@ from reconciler.adapters.store.base import (
     ClaimRequest,
     KillRequest,
     LeaseLost,
+    ManualRun,
     OutputChunk,
     OutputTrim,
     RunChanges,
@@ -79,6 +80,8 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     holder_alive,
     kill_params,
     only_comments,
+    params_of,
+    params_text,
     parse_sql_file,
     planner_alive,
 )
@@ -264,7 +267,37 @@ def _run(row: tuple) -> Run:
         retry_requested=bool(retry_requested),
         epoch=epoch,
         owner=owner,
+        **_manual_fields(row),
     )
+
+
+# Where migration 13's columns ("trigger", actor, params) are in a row of `runs` (after the
+# columns of earlier migrations; the queries that name their columns put them there too).
+_MANUAL_AT = 23
+
+
+def _manual_fields(row: tuple) -> dict:
+    """A row's trigger, actor and parameters (migration 13) as `Run` fields."""
+    if len(row) < _MANUAL_AT + 3:
+        return {}
+    trigger, actor, params = row[_MANUAL_AT : _MANUAL_AT + 3]
+    return {"trigger": trigger or "plan", "actor": actor, "params": params_of(params)}
+
+
+def _manual_row(run: ManualRun, now: datetime) -> dict:
+    """The parameters of `insert_manual_run` for `run`."""
+    return {
+        "task": run.task,
+        "machine": run.machine,
+        "version": run.version,
+        "commit": run.commit,
+        "priority": run.priority,
+        "reason": run.reason,
+        "now": _ts(now),
+        "planner": run.planner,
+        "actor": run.actor,
+        "params": params_text(run.params),
+    }
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -559,6 +592,16 @@ class SqliteStore(StateStore):
                 self._insert(conn, enqueue, commit, now, planner) for enqueue in plan.enqueue
             )
             return [run for run in inserted if run is not None]
+
+    def enqueue_manual(
+        self, runs: Sequence[ManualRun], now: datetime, audit: AuditOf = no_audit
+    ) -> list[Run]:
+        """See `StateStore.enqueue_manual`: one `BEGIN IMMEDIATE` transaction, the audit
+        entries chained in it."""
+        with self._write() as conn:
+            inserted = [_run(_one(conn, "insert_manual_run", _manual_row(r, now))) for r in runs]
+            self._chain(conn, [record for run in inserted for record in audit(run)])
+        return inserted
 
     @staticmethod
     def _cancel_planned(conn: sqlite3.Connection, cancel: Cancel, now: datetime) -> None:

@@ -289,6 +289,26 @@ DROP INDEX runs_problems_by_finished;
 CREATE INDEX runs_problems_by_finished ON runs (finished_at)
     WHERE status IN ('failed', 'blocked', 'unknown', 'killed', 'halted');
 
+-- migration 13: manual runs
+-- `reconcile run` (issue 16 §3): a run a person asked for now, with the parameters it was
+-- given. `trigger` is 'plan' for what a pass enqueued, 'manual' for these; `reason` then holds
+-- the person's text and `actor` who asked; `params` is a JSON object of the parameters
+-- given (defaults filled in), read by whichever worker runs it. A manual run is outside the
+-- planner's bookkeeping: the one-active-run invariant and the "latest run of a version"
+-- (runs_latest, which now carries the trigger) are about planned runs only, so a pass may
+-- enqueue the same version beside a manual run, and a manual run never stands for the
+-- version's outcome.
+ALTER TABLE runs ADD COLUMN "trigger" text NOT NULL DEFAULT 'plan'
+    CHECK ("trigger" IN ('plan', 'manual'));
+ALTER TABLE runs ADD COLUMN actor text;
+ALTER TABLE runs ADD COLUMN params text;
+DROP INDEX runs_one_active;
+CREATE UNIQUE INDEX runs_one_active
+    ON runs (task, machine, version, (COALESCE(slot, '')))
+    WHERE status IN ('pending', 'running') AND "trigger" = 'plan';
+DROP INDEX runs_latest;
+CREATE INDEX runs_latest ON runs (task, machine, version, "trigger", id);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Reads that feed the planner and the queue name their columns and leave `output` out
 -- (empty in its place): it is up to 64 KiB per run and only get_run needs it.
@@ -333,7 +353,15 @@ INSERT INTO runs (task, machine, version, slot, "commit", priority, status, atte
 VALUES (%(task)s, %(machine)s, %(version)s, %(slot)s, %(commit)s, %(priority)s, 'pending', 1,
         %(reason)s, %(now)s, %(not_before)s, %(planner)s)
 ON CONFLICT (task, machine, version, (COALESCE(slot, '')))
-    WHERE status IN ('pending', 'running') DO NOTHING
+    WHERE status IN ('pending', 'running') AND "trigger" = 'plan' DO NOTHING
+RETURNING *
+
+-- query: insert_manual_run
+-- `reconcile run`: outside the one-active-run index (migration 13), so it never collides.
+INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
+                  created_at, not_before, planner, "trigger", actor, params)
+VALUES (%(task)s, %(machine)s, %(version)s, NULL, %(commit)s, %(priority)s, 'pending', 1,
+        %(reason)s, %(now)s, NULL, %(planner)s, 'manual', %(actor)s, %(params)s)
 RETURNING *
 
 -- query: cancel_pending
@@ -347,25 +375,29 @@ UPDATE runs SET slot = %(slot)s
 WHERE id = %(id)s AND status = 'pending' AND started_at IS NULL
 
 -- query: snapshot
--- The newest run of every (task, machine, version) plus every active run.
+-- The newest planned run of every (task, machine, version) plus every active run (manual
+-- ones too: migration 13).
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       NULL AS changed_by, "trigger", actor, params
 FROM runs
-WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task, machine, version)
+WHERE id IN (SELECT MAX(id) FROM runs WHERE "trigger" = 'plan' GROUP BY task, machine, version)
    OR status IN ('pending', 'running')
 
 -- query: pending
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       NULL AS changed_by, "trigger", actor, params
 FROM runs WHERE status = 'pending'
 ORDER BY priority, created_at, id
 
 -- query: running
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       NULL AS changed_by, "trigger", actor, params
 FROM runs WHERE status = 'running'
 ORDER BY id
 
@@ -384,7 +416,8 @@ WITH now AS (SELECT pg_current_snapshot()::text AS snap)
 SELECT r.id, r.task, r.machine, r.version, r.slot, r."commit", r.priority, r.status,
        r.attempt, r.reason, r.created_at, r.started_at, r.finished_at, r.not_before,
        r.exit_code, ''::bytea AS output, r.error, r.dispatched, r.retry_requested, r.epoch,
-       r.owner, now.snap
+       r.owner, NULL AS heartbeat_at, NULL AS planner, NULL AS changed_by, r."trigger",
+       r.actor, r.params, now.snap
 FROM now LEFT JOIN runs AS r ON r.status IN ('pending', 'running')
 
 -- query: run_changes
@@ -395,7 +428,8 @@ WITH now AS (SELECT pg_current_snapshot()::text AS snap)
 SELECT r.id, r.task, r.machine, r.version, r.slot, r."commit", r.priority, r.status,
        r.attempt, r.reason, r.created_at, r.started_at, r.finished_at, r.not_before,
        r.exit_code, ''::bytea AS output, r.error, r.dispatched, r.retry_requested, r.epoch,
-       r.owner, now.snap
+       r.owner, NULL AS heartbeat_at, NULL AS planner, NULL AS changed_by, r."trigger",
+       r.actor, r.params, now.snap
 FROM now LEFT JOIN runs AS r
   ON r.changed_by >= %(xmin)s::xid8
  AND NOT pg_visible_in_snapshot(r.changed_by, %(since)s::pg_snapshot)
@@ -406,7 +440,8 @@ FROM now LEFT JOIN runs AS r
 -- A NULL limit is no limit.
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, ''::bytea AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       NULL AS changed_by, "trigger", actor, params
 FROM runs
 WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
   AND (%(team_lo)s::text IS NULL OR (task >= %(team_lo)s::text AND task < %(team_hi)s::text))
@@ -792,13 +827,16 @@ ORDER BY id DESC
 LIMIT 1
 
 -- query: prunable_runs
--- Final runs that ended before the cut-off and are not the newest of their (task, machine,
--- version): the newest is what the planner remembers as "ran", and is never pruned.
+-- Final runs that ended before the cut-off and are not the newest planned run of their
+-- (task, machine, version): that one is what the planner remembers as "ran", and is never
+-- pruned. A manual run (migration 13) is nobody's memory: it goes when it is old enough.
 SELECT * FROM runs AS r
 WHERE r.id > %(after)s AND r.status NOT IN ('pending', 'running')
   AND r.finished_at < %(before)s
-  AND r.id < (SELECT MAX(l.id) FROM runs AS l
-              WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)
+  AND (r."trigger" <> 'plan'
+       OR r.id < (SELECT MAX(l.id) FROM runs AS l
+                  WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version
+                    AND l."trigger" = 'plan'))
 ORDER BY r.id
 LIMIT %(limit)s
 
@@ -806,8 +844,10 @@ LIMIT %(limit)s
 DELETE FROM runs AS r
 WHERE r.id = ANY (%(ids)s::bigint[])
   AND r.status NOT IN ('pending', 'running') AND r.finished_at < %(before)s
-  AND r.id < (SELECT MAX(l.id) FROM runs AS l
-              WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)
+  AND (r."trigger" <> 'plan'
+       OR r.id < (SELECT MAX(l.id) FROM runs AS l
+                  WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version
+                    AND l."trigger" = 'plan'))
 
 -- query: beat_drain
 -- A drain's sign of life (see migration 5).

@@ -313,6 +313,26 @@ CREATE INDEX runs_problems_by_finished ON runs (finished_at)
     WHERE status IN ('failed', 'blocked', 'unknown', 'killed', 'halted');
 CREATE INDEX runs_by_task_machine ON runs (task, machine, id);
 
+-- migration 13: manual runs
+-- `reconcile run` (issue 16 §3): a run a person asked for now, with the parameters it was
+-- given. `trigger` is 'plan' for what a pass enqueued, 'manual' for these; `reason` then holds
+-- the person's text and `actor` who asked; `params` is a JSON object of the parameters
+-- given (defaults filled in), read by whichever process runs it. A manual run is outside
+-- the planner's bookkeeping: the one-active-run invariant and the "latest run of a version"
+-- (runs_latest, which now carries the trigger) are about planned runs only, so a pass may
+-- enqueue the same version beside a manual run, and a manual run never stands for the
+-- version's outcome.
+ALTER TABLE runs ADD COLUMN "trigger" TEXT NOT NULL DEFAULT 'plan'
+    CHECK ("trigger" IN ('plan', 'manual'));
+ALTER TABLE runs ADD COLUMN actor TEXT;
+ALTER TABLE runs ADD COLUMN params TEXT;
+DROP INDEX runs_one_active;
+CREATE UNIQUE INDEX runs_one_active
+    ON runs (task, machine, version, COALESCE(slot, ''))
+    WHERE status IN ('pending', 'running') AND "trigger" = 'plan';
+DROP INDEX runs_latest;
+CREATE INDEX runs_latest ON runs (task, machine, version, "trigger", id);
+
 -- ---------------------------------------------------------------------------------------------
 -- Queries. Each starts with a line `-- query: name`; parameters are always bound (`:name`).
 -- Reads that feed the planner and the queue name their columns and leave `output` out ('' in
@@ -338,7 +358,15 @@ INSERT INTO runs (task, machine, version, slot, "commit", priority, status, atte
 VALUES (:task, :machine, :version, :slot, :commit, :priority, 'pending', 1, :reason,
         :now, :not_before, :planner)
 ON CONFLICT (task, machine, version, COALESCE(slot, ''))
-    WHERE status IN ('pending', 'running') DO NOTHING
+    WHERE status IN ('pending', 'running') AND "trigger" = 'plan' DO NOTHING
+RETURNING *
+
+-- query: insert_manual_run
+-- `reconcile run`: outside the one-active-run index (migration 13), so it never collides.
+INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
+                  created_at, not_before, planner, "trigger", actor, params)
+VALUES (:task, :machine, :version, NULL, :commit, :priority, 'pending', 1, :reason,
+        :now, NULL, :planner, 'manual', :actor, :params)
 RETURNING *
 
 -- query: cancel_pending
@@ -352,26 +380,29 @@ UPDATE runs SET slot = :slot
 WHERE id = :id AND status = 'pending' AND started_at IS NULL
 
 -- query: snapshot
--- The newest run of every (task, machine, version) — MAX(id) per group, read from the
--- runs_latest index alone — plus every active run (runs_by_status).
+-- The newest planned run of every (task, machine, version) — MAX(id) per group, read from
+-- the runs_latest index alone — plus every active run (runs_by_status), manual ones too.
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       "trigger", actor, params
 FROM runs
-WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task, machine, version)
+WHERE id IN (SELECT MAX(id) FROM runs WHERE "trigger" = 'plan' GROUP BY task, machine, version)
    OR id IN (SELECT id FROM runs WHERE status IN ('pending', 'running'))
 
 -- query: pending
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       "trigger", actor, params
 FROM runs WHERE status = 'pending'
 ORDER BY priority, created_at, id
 
 -- query: running
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       "trigger", actor, params
 FROM runs WHERE status = 'running'
 ORDER BY id
 
@@ -379,7 +410,8 @@ ORDER BY id
 -- run_changes: every active run, in one read (one snapshot of the file).
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       "trigger", actor, params
 FROM runs WHERE status IN ('pending', 'running')
 
 -- query: list_runs
@@ -387,7 +419,8 @@ FROM runs WHERE status IN ('pending', 'running')
 -- '0' follows '/'), which unlike LIKE needs no escaping of '_' and '%' in team names.
 SELECT id, task, machine, version, slot, "commit", priority, status, attempt, reason,
        created_at, started_at, finished_at, not_before, exit_code, '' AS output, error,
-       dispatched, retry_requested, epoch, owner
+       dispatched, retry_requested, epoch, owner, NULL AS heartbeat_at, NULL AS planner,
+       "trigger", actor, params
 FROM runs
 WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
   AND (:team_lo IS NULL OR (task >= :team_lo AND task < :team_hi))
@@ -650,12 +683,15 @@ ORDER BY id DESC
 LIMIT 1
 
 -- query: prunable_runs
--- Final runs that ended before :before and are not the newest of their (task, machine,
--- version): the newest is what the planner remembers as "ran", and is never pruned.
+-- Final runs that ended before :before and are not the newest planned run of their (task,
+-- machine, version): that one is what the planner remembers as "ran", and is never pruned.
+-- A manual run (migration 13) is nobody's memory: it goes when it is old enough.
 SELECT * FROM runs AS r
 WHERE r.id > :after AND r.status NOT IN ('pending', 'running') AND r.finished_at < :before
-  AND r.id < (SELECT MAX(l.id) FROM runs AS l
-              WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version)
+  AND (r."trigger" <> 'plan'
+       OR r.id < (SELECT MAX(l.id) FROM runs AS l
+                  WHERE l.task = r.task AND l.machine = r.machine AND l.version = r.version
+                    AND l."trigger" = 'plan'))
 ORDER BY r.id
 LIMIT :limit
 
@@ -663,8 +699,10 @@ LIMIT :limit
 DELETE FROM runs
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND status NOT IN ('pending', 'running') AND finished_at < :before
-  AND id < (SELECT MAX(l.id) FROM runs AS l
-            WHERE l.task = runs.task AND l.machine = runs.machine AND l.version = runs.version)
+  AND ("trigger" <> 'plan'
+       OR id < (SELECT MAX(l.id) FROM runs AS l
+                WHERE l.task = runs.task AND l.machine = runs.machine
+                  AND l.version = runs.version AND l."trigger" = 'plan'))
 
 -- query: beat_drain
 -- A drain's sign of life (see migration 5); owners silent for a day are forgotten meanwhile.
