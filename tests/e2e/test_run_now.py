@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.support.project import Project
+from tests.support.vault_project import SECRET
 
 PARAMS = """\
 params:
@@ -165,3 +166,25 @@ def test_the_request_is_audited_with_actor_reason_and_params(deploy):
     }
     assert entry["actor"] == deploy.run("queue", "show", "1", "--format", "json").json()["actor"]
     assert deploy.run("audit", "verify", code=0)
+
+
+def test_a_param_value_that_is_a_vault_secret_is_masked_in_output_and_audit(vaulted):
+    vaulted.task("echo", 'command: echo "token=$TOKEN"\nparams:\n  TOKEN: {}\n')
+    result = vaulted.run(
+        "run",
+        "ops/echo",
+        "--param",
+        f"TOKEN={SECRET}",
+        "--reason",
+        "careless",
+        "--identity",
+        str(vaulted.alice),
+        "--wait",
+        "--format",
+        "json",
+        code=0,
+    )
+    assert SECRET not in result.out + result.err
+    assert result.json()["runs"][0]["output"] == "token=***\n"
+    (entry,) = audit(vaulted, "run.manual")
+    assert entry["detail"]["params"] == {"TOKEN": "***"}
