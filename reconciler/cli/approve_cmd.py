@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from reconciler.core.errors import InputError
 from reconciler.core.holds import approval_tally, approvals_of
 from reconciler.core.model import TaskSpec
 from reconciler.core.trust import key_fingerprint, memberships
-from reconciler.pipeline.approvals import with_approvals
+from reconciler.pipeline.approvals import with_approvals, with_protected_rules
 from reconciler.pipeline.engine import utc_now
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def run_approve(args: argparse.Namespace, ctx: Context) -> int:
     try:
         last = _last(store)
         base = load_revision(inventory, last)
+        # Its rules no weaker than those of the commit reconciled before it, as passes judge.
+        base = replace(base, desired=with_protected_rules(base.desired, store, inventory, last))
         spec, versions = _what(args, base.desired, last)
         digest = signing.version_digest(spec.versions)
         key = Path(args.key).expanduser()
@@ -152,7 +155,9 @@ def run_approvals(args: argparse.Namespace, ctx: Context) -> views.Output:
         try:
             last = store.last_commit()
             if last is not None:
-                waiting = _waiting(store, load_revision(inventory, last).desired, last)
+                desired = load_revision(inventory, last).desired
+                desired = with_protected_rules(desired, store, inventory, last)
+                waiting = _waiting(store, desired, last)
         finally:
             store.close()
     return views.Output({"waiting": waiting}, lambda: _text(waiting))

@@ -25,12 +25,19 @@ from reconciler.cli.progress import print_warnings as _print_warnings
 from reconciler.cli.progress import progress_for
 from reconciler.cli.settings import Context
 from reconciler.core.state import ExecutedState, RunStatus
-from reconciler.pipeline.approvals import Approving, with_approvals
+from reconciler.pipeline.approvals import Approving, with_approvals, with_protected_rules
 from reconciler.pipeline.engine import Engine, utc_now
 from reconciler.pipeline.reconciled import HonouringFreezes
 from reconciler.pipeline.sinks import audit_queue_change
 
 log = logging.getLogger(__name__)
+
+
+def _protected(ctx: Context, desired, store):
+    """`desired` (the working tree's) with the approval rules a pass of its commit would
+    judge by: none weaker than the commit reconciled before it (`with_protected_rules`)."""
+    inventory = ctx.settings.inventory.value
+    return with_protected_rules(desired, store, inventory, head_commit(inventory))
 
 
 def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
@@ -40,7 +47,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
     store = wiring.store(args, loaded.inventory, read_only=True)
     try:
         executed = store.snapshot() if store is not None else ExecutedState()
-        desired = with_approvals(loaded.desired, store)
+        desired = with_approvals(_protected(ctx, loaded.desired, store), store)
     finally:
         if store is not None:
             store.close()
@@ -155,7 +162,8 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> views.Output:
     loaded = wiring.load(args)
     store = wiring.store(args, loaded.inventory, read_only=True)
     try:
-        numbers = status_numbers(store, with_approvals(loaded.desired, store), utc_now())
+        desired = with_approvals(_protected(ctx, loaded.desired, store), store)
+        numbers = status_numbers(store, desired, utc_now())
     finally:
         if store is not None:
             store.close()
@@ -348,7 +356,8 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
             with _graceful_stop(engine):
                 # Approvals given meanwhile too; and the freezes the passes reconciled, which
                 # hold here even while this checkout lags (it may not have the freeze yet).
-                engine.work(Approving(HonouringFreezes(follow, store), store))
+                inventory = ctx.settings.inventory.value
+                engine.work(Approving(HonouringFreezes(follow, store, inventory), store))
         if getattr(follow, "refused", None):
             from reconciler.core.errors import SourceError
 

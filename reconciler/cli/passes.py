@@ -29,7 +29,7 @@ from reconciler.cli.settings import FILE, Context, HostSettings, Setting, checke
 from reconciler.core.errors import InputError, StoreError
 from reconciler.core.holds import freezes_in_force
 from reconciler.core.model import DEFAULT_STATE_URL
-from reconciler.pipeline.approvals import with_approvals
+from reconciler.pipeline.approvals import with_approvals, with_protected_rules
 from reconciler.pipeline.engine import Engine, Event, PassReport
 from reconciler.pipeline.sinks import audit_validation_failed, build_sinks
 
@@ -105,7 +105,12 @@ def run_pass(
     sinks.pass_started(commit, freezes_in_force(loaded.desired, engine.clock()))
     try:
         report = engine.run_pass(
-            with_approvals(loaded.desired, store),  # the two-person rule's, given so far
+            # The two-person rule's approvals given so far, and its rules as the commit
+            # reconciled before this one has them where they are stricter than this one's.
+            with_approvals(
+                with_protected_rules(loaded.desired, store, ctx.settings.inventory.value, commit),
+                store,
+            ),
             commit,
             ctx.settings.lock_timeout.value,
             before_plan=lineage_guard(ctx.settings, store, commit, trust, sinks.audit.append),

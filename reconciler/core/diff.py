@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from reconciler.core.approval_rules import protected, rules_of
 from reconciler.core.model import (
     DesiredState,
     Freeze,
@@ -318,9 +319,11 @@ def planned_reruns(
     base: DesiredState, head: DesiredState, now: datetime = _PLANNING_NOW
 ) -> tuple[Rerun, ...]:
     """The runs a pass at HEAD would start at `now` after a pass at BASE succeeded
-    everywhere, in the order it would start them (the planner's own order)."""
+    everywhere, in the order it would start them (the planner's own order). Held by the
+    approval rules a pass would judge them by: none weaker than BASE's (a change does not
+    lower its own rule, see core/approval_rules.py)."""
     executed = ExecutedState.of(_succeeded_everywhere(base, now))
-    plan = make_plan(head, executed, now)
+    plan = make_plan(protected(head, rules_of(base)), executed, now)
     wanted = [e for e in plan.enqueue if e.reason in _RERUN_REASONS]
     return tuple(
         Rerun(

@@ -11,13 +11,19 @@ question, asked of the same desired state.
 from __future__ import annotations
 
 import functools
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 
 from reconciler.adapters.source.approvals import approval_text, verify_signature
-from reconciler.adapters.store.base import ApprovalBook, ApprovalRecord
-from reconciler.core.model import DesiredState
+from reconciler.adapters.store.base import ApprovalBook, ApprovalRecord, StateStore
+from reconciler.core.approval_rules import protected, rules_of, stricter
+from reconciler.core.errors import InputError, SourceError
+from reconciler.core.model import Approval, DesiredState
+
+log = logging.getLogger(__name__)
 
 
 def with_approvals(desired: DesiredState, store: ApprovalBook | None) -> DesiredState:
@@ -43,6 +49,58 @@ def with_approvals(desired: DesiredState, store: ApprovalBook | None) -> Desired
                 key = (spec.id, approval.machine, approval.version)
                 given.setdefault(key, set()).add(fingerprint)
     return replace(desired, approvals={key: frozenset(keys) for key, keys in given.items()})
+
+
+def with_protected_rules(
+    desired: DesiredState, store: StateStore | None, inventory: str | Path, commit: str | None
+) -> DesiredState:
+    """`desired` (the inventory at `commit`) with each task's approval rule the stricter of
+    its own and that of the commit reconciled before `commit` (core/approval_rules.py): a
+    commit cannot lower the rule its own new versions must meet. `desired` itself outside
+    git, without a store, or before anything was reconciled."""
+    if store is None or commit is None:
+        return desired
+    commit = commit.removesuffix("-dirty")
+    before = store.reconciled_before(commit)
+    if before is None:
+        last = store.last_commit()
+        before = last if last != commit else None
+    return protected(desired, _rules_at(inventory, before)) if before else desired
+
+
+def with_reconciled_rules(
+    desired: DesiredState, store: StateStore, inventory: str | Path
+) -> DesiredState:
+    """A worker's `desired` (its own checkout, which may lag or lead the passes) with each
+    task's approval rule no weaker than the passes judge by: the rule of the last reconciled
+    commit and of the commit reconciled before it."""
+    last = store.last_commit()
+    if last is None:
+        return desired
+    rules = dict(_rules_at(inventory, last))
+    before = store.reconciled_before(last)
+    for task, rule in (_rules_at(inventory, before) if before else {}).items():
+        rules[task] = stricter(rules.get(task), rule)  # type: ignore[assignment]
+    return protected(desired, rules)
+
+
+def _rules_at(inventory: str | Path, commit: str) -> Mapping[str, Approval]:
+    try:
+        return _rules_of_commit(str(Path(inventory).resolve()), commit)
+    except (InputError, SourceError) as exc:
+        # A reconciled commit was valid and is an ancestor of what passes now (lineage):
+        # this is a clone that lacks it. Its rules cannot be read, so they cannot count.
+        log.warning("approval rules of %s not read: %s", commit[:12], exc)
+        return {}
+
+
+@functools.lru_cache(maxsize=16)
+def _rules_of_commit(inventory: str, commit: str) -> Mapping[str, Approval]:
+    """The approval rules of the inventory at `commit` (a reconciled commit: it does not
+    change, so it is read once per process; a failure is not remembered)."""
+    from reconciler.adapters.source.revision import load_revision
+
+    return rules_of(load_revision(inventory, commit).desired)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,5 +1,6 @@
-"""The freezes a worker honours besides its own checkout's: those in force when the latest pass
-planned, which the pass recorded with its plan (`StateStore.reconciled_freezes`).
+"""What a worker honours besides its own checkout: the freezes in force when the latest pass
+planned, which the pass recorded with its plan (`StateStore.reconciled_freezes`), and the
+approval rules the passes judge by (`approvals.with_reconciled_rules`).
 
 A worker judges holds from the inventory it runs, and its checkout may lag the passes: a
 freeze committed and reconciled must hold on every worker all the same, or a worker that has
@@ -13,24 +14,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
-from reconciler.adapters.store.base import CommitLineage
+from reconciler.adapters.store.base import StateStore
+from reconciler.core.approval_rules import rules_of
 from reconciler.core.model import DesiredState
+from reconciler.pipeline.approvals import with_reconciled_rules
 
 
 class HonouringFreezes:
-    """A worker's desired state (`inner`, asked at every round) with the freezes of the last
-    reconciled inventory, read again at most every `interval` seconds. The same object is
-    returned while neither changed (the engine tells a new desired state by identity)."""
+    """A worker's desired state (`inner`, asked at every round) with the freezes and the
+    approval rules of the reconciled inventory, read again at most every `interval` seconds.
+    The same object is returned while nothing changed (the engine tells a new desired state
+    by identity)."""
 
     def __init__(
         self,
         inner: Callable[[], DesiredState],
-        store: CommitLineage,
+        store: StateStore,
+        inventory: str | Path,
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.inner, self.store, self.interval, self.clock = inner, store, interval, clock
+        self.inventory = inventory
         self.base: DesiredState | None = None
         self.last: DesiredState | None = None
         self.read_at = 0.0
@@ -42,7 +49,14 @@ class HonouringFreezes:
         if same and now - self.read_at < self.interval:
             return self.last
         freezes, self.read_at = tuple(self.store.reconciled_freezes()), now
-        if same and freezes == self.last.reconciled_freezes:
+        held = with_reconciled_rules(
+            replace(base, reconciled_freezes=freezes), self.store, self.inventory
+        )
+        if (
+            same
+            and freezes == self.last.reconciled_freezes
+            and rules_of(held) == rules_of(self.last)
+        ):
             return self.last
-        self.base, self.last = base, replace(base, reconciled_freezes=freezes)
+        self.base, self.last = base, held
         return self.last

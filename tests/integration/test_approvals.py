@@ -194,6 +194,66 @@ def test_a_new_version_needs_new_approvals(approvals):
     assert repo.marker("deploy").exists()
 
 
+def _deploy_v1_approved_and_run(approvals) -> None:
+    repo = approvals.repo
+    repo.task("prod", "deploy", extra=APPROVAL % 1)
+    repo.commit("bob", "deploy v1")
+    approvals.cli(0, "--once")
+    approvals.approve(0, "alice")
+    approvals.cli(0, "--once")
+    assert repo.marker("deploy").exists()
+    repo.marker("deploy").unlink()
+
+
+def _deploy_v2(repo, rule: str = "") -> None:
+    repo.write(
+        "inventory/tasks/prod/deploy.yaml",
+        f"name: deploy\nmachines: [box]\ncommand: touch {repo.marker('deploy')} && echo v2\n"
+        + rule,
+    )
+
+
+@pytest.mark.parametrize(
+    "lowered", ["", "approval: {role: operator, count: 1}\n"], ids=["removed", "to-operator"]
+)
+def test_lowering_the_rule_in_the_changing_commit_does_not_spare_its_version(approvals, lowered):
+    """The commit that changes the command cannot lower the rule its version must meet: the
+    rule of the commit reconciled before it still counts, for as long as that version waits,
+    in every pass, in `approvals` and in `approve`."""
+    repo = approvals.repo
+    _deploy_v1_approved_and_run(approvals)
+    _deploy_v2(repo, lowered)
+    repo.commit("bob", "deploy v2, and no admin needed any more")
+    comment = approvals.cli(0, "diff", "HEAD~1", "HEAD", "--format", "markdown").out
+    assert "awaiting approval (0 of 1 admin approval)" in comment  # the PR comment says so
+    held = approvals.cli(0, "--once", "--format", "json").out
+    assert "awaiting approval (0 of 1 admin approval)" in held
+    approvals.cli(0, "--once")  # the next pass of the same commit holds it too
+    assert not repo.marker("deploy").exists()
+    (item,) = approvals.waiting()
+    assert (item["role"], item["count"]) == ("admin", 1)
+    if lowered:  # an operator would do by the new rule; the old one wants an admin
+        assert "is operator of team prod" in approvals.approve(2, "bob").err
+    approvals.approve(0, "dana")
+    approvals.cli(0, "--once")
+    assert repo.marker("deploy").exists()
+
+
+def test_a_rule_lowered_by_a_commit_reconciled_before_the_change_takes_effect(approvals):
+    repo = approvals.repo
+    _deploy_v1_approved_and_run(approvals)
+    repo.task("prod", "deploy")  # the same command: no new version, only the rule goes
+    repo.commit("alice", "deploy needs no approval any more")
+    approvals.cli(0, "--once")
+    assert not repo.marker("deploy").exists()  # nothing new to run
+    _deploy_v2(repo)
+    repo.commit("bob", "deploy v2")
+    runs = json.loads(approvals.cli(0, "--once", "--format", "json").out)["runs"]
+    assert [r["status"] for r in runs if r["task"] == "prod/deploy"] == ["succeeded"]
+    assert repo.marker("deploy").exists()
+    assert approvals.waiting() == []
+
+
 def test_an_approval_row_written_into_the_store_by_hand_counts_for_nothing(tmp_path):
     """A pass checks every stored signature again: a v1 approval copied onto v2 (a replay)
     and a row with a made-up signature leave v2 held."""
