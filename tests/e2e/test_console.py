@@ -256,3 +256,26 @@ def test_serve_starts_before_the_first_pass_and_stops_cleanly_on_sigterm(project
         console.proc.send_signal(signal.SIGTERM)
         assert console.proc.wait(timeout=30) == 0
         assert "Traceback" not in console.proc.stderr.read()
+
+
+def _rss_kib(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+
+
+def test_varying_the_query_string_does_not_grow_the_server_without_bound(ran: Project):
+    # Every distinct query is a page of its own; a client varying it (a filter value, a
+    # cache-buster) must not make the console keep every answer, nor a lock for each.
+    padding = "x" * 3000
+    with served(ran.root) as console:
+
+        def ask(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                code, _, body = console.get(f"/runs?task={padding}{n}")
+                assert code == 200 and padding.encode() in body  # the filter is shown back
+
+        ask(0, 300)  # warmed: the cache full, the allocator grown
+        settled = _rss_kib(console.proc.pid)
+        ask(300, 1500)  # 1500 more distinct pages: ~6 KiB of key and ~10 KiB of body each
+        grown = _rss_kib(console.proc.pid) - settled
+        assert grown < 8 * 1024, f"the console grew by {grown} KiB over 1500 distinct pages"

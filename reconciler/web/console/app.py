@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -41,6 +42,10 @@ HEADERS = (
 )
 LIVE_TTL = 0.25  # seconds a running run's page is served again
 MAX_PAGE = 500  # runs on one page at most (`?limit=`)
+# Pages kept for reuse, least recently asked dropped first: every distinct query string is a
+# page, so without a bound a client could grow the process by varying its filters.
+CACHED_PAGES = 128
+CACHED_BYTES = 16 * 1024 * 1024
 # The console's routes on a listener: (path, whether everything under it too).
 ROUTES = (
     ("/", False),
@@ -60,6 +65,15 @@ class Reply:
     body: bytes
     headers: tuple[tuple[str, str], ...] = HEADERS
     ttl: float | None = None  # how long it may be served again (None: the console's ttl)
+
+
+@dataclass
+class _Slot:
+    """One page's place in the cache: its last answer and the lock its computation holds."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    expires: float = 0.0
+    reply: Reply | None = None
 
 
 def asset(name: str) -> bytes:
@@ -92,9 +106,9 @@ class Console:
     ):
         self.read, self.redact, self.ttl = read, redact, ttl
         self.read_file = read_file or read_text
-        self._cache: dict[tuple, tuple[float, Reply]] = {}
-        self._locks: dict[tuple, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._slots: OrderedDict[tuple, _Slot] = OrderedDict()  # least recently asked first
+        self._bytes = 0  # the bodies the slots hold
+        self._guard = threading.Lock()  # over _slots and _bytes
         self._assets = {name: asset(name) for name in ASSETS}
 
     def answer(self, path: str, query: dict[str, list[str]]) -> Reply:
@@ -115,29 +129,47 @@ class Console:
         return self._cached(key, lambda: self._page(path, query, as_json))
 
     def _cached(self, key: tuple, compute: Callable[[], Reply]) -> Reply:
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        if hit is not None and not lock.acquire(blocking=False):
-            return hit[1]  # another request is computing it afresh: the last one meanwhile
+        slot = self._slot(key)
+        hit = slot.reply
+        if hit is not None and slot.expires > time.monotonic():
+            return hit
+        if hit is not None and not slot.lock.acquire(blocking=False):
+            return hit  # another request is computing it afresh: the last one meanwhile
         if hit is not None:
-            lock.release()
-        with lock:  # one computation per page at a time; the others get its result
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > time.monotonic():
-                return hit[1]
+            slot.lock.release()
+        with slot.lock:  # one computation per page at a time; the others get its result
+            if slot.reply is not None and slot.expires > time.monotonic():
+                return slot.reply
             reply = compute()
             if reply.status < 500:
-                if len(self._cache) > 10_000:  # many distinct filters: start over
-                    self._cache.clear()
-                    with self._guard:
-                        self._locks = {key: lock}
                 ttl = self.ttl if reply.ttl is None else min(self.ttl, reply.ttl)
-                self._cache[key] = (time.monotonic() + ttl, reply)
+                self._keep(key, slot, reply, time.monotonic() + ttl)
             return reply
+
+    def _slot(self, key: tuple) -> _Slot:
+        with self._guard:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _Slot()
+            self._slots.move_to_end(key)
+            self._evict()
+            return slot
+
+    def _keep(self, key: tuple, slot: _Slot, reply: Reply, expires: float) -> None:
+        with self._guard:
+            if self._slots.get(key) is slot:  # not dropped while it was computed
+                self._bytes += len(reply.body) - (len(slot.reply.body) if slot.reply else 0)
+            slot.reply, slot.expires = reply, expires
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently asked pages past the bounds (the guard held)."""
+        while len(self._slots) > CACHED_PAGES or (
+            self._bytes > CACHED_BYTES and len(self._slots) > 1
+        ):
+            _, dropped = self._slots.popitem(last=False)
+            if dropped.reply is not None:
+                self._bytes -= len(dropped.reply.body)
 
     def _page(self, path: str, query: dict[str, list[str]], as_json: bool) -> Reply:
         links = html.Links()
