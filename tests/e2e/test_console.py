@@ -190,12 +190,19 @@ def test_status_writes_the_pages_as_static_files_with_relative_links(ran: Projec
 
 def test_pages_escape_what_the_inventory_and_the_output_hold(project: Project):
     project.task("shout", "description: '<b>bold</b>'\ncommand: echo '<script>alert(1)</script>'\n")
+    project.task("colour", r"command: printf '\033[31mred\033[0m \033]0;title\007\001x\r\n'")
     project.run("--once", "-q", code=0)
     with served(project.root) as console:
-        for target in ("/runs/1", "/tasks/ops/shout", "/"):
+        colour = console.json("/runs?task=ops/colour")["runs"][0]["id"]
+        assert "\x1b[31m" in console.json(f"/runs/{colour}")["output"]  # the JSON keeps it
+        # The page shows what a terminal would: no "[31m", no window title, no stray bytes.
+        shown = console.get(f"/runs/{colour}")[2].decode()
+        assert '<pre id="output" class="output">red \ufffdx\n</pre>' in shown
+        shout = console.json("/runs?task=ops/shout")["runs"][0]["id"]
+        for target in (f"/runs/{shout}", "/tasks/ops/shout", "/"):
             body = console.get(target)[2].decode()
             assert "<script>alert" not in body and "<b>bold" not in body
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in console.get("/runs/1")[2].decode()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in console.get(f"/runs/{shout}")[2].decode()
         assert re.search(r"&lt;b&gt;bold&lt;/b&gt;", console.get("/tasks/ops/shout")[2].decode())
 
 
@@ -279,3 +286,18 @@ def test_varying_the_query_string_does_not_grow_the_server_without_bound(ran: Pr
         ask(300, 1500)  # 1500 more distinct pages: ~6 KiB of key and ~10 KiB of body each
         grown = _rss_kib(console.proc.pid) - settled
         assert grown < 8 * 1024, f"the console grew by {grown} KiB over 1500 distinct pages"
+
+
+def test_a_halted_run_is_marked_as_a_failure_of_its_rollout(project: Project):
+    project.write("machines/box2.yaml", "name: box2\nteam: ops\ntransport: local\n")
+    project.write(
+        "tasks/ops/wave.yaml",
+        "name: wave\nmachines: [box, box2]\ncommand: exit 1\n"
+        "rollout: {batches: [1, 100%], max_failed: 0}\n",
+    )
+    project.run("--once", "-q", code=1)
+    with served(project.root) as console:
+        halted = console.json("/runs?status=halted")["runs"]
+        assert [r["machine"] for r in halted] == ["box2"]
+        for target in ("/runs?status=halted", f"/runs/{halted[0]['id']}"):
+            assert '<span class="badge bad">halted</span>' in console.get(target)[2].decode()

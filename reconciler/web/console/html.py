@@ -7,6 +7,7 @@ static files opened from disk (`../runs/7.html`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -24,12 +25,26 @@ STATUS_CLASS = {
     "blocked": "bad",
     "unknown": "bad",
     "killed": "bad",
+    "halted": "bad",
     "cancelled": "off",
 }
+# What a terminal acts on rather than shows: colour and cursor sequences (dropped) and the
+# other control characters (shown as U+FFFD), which a page would print as stray "[31m" or not
+# at all. static/console.js cleans the output it fetches the same way.
+TERMINAL_SEQUENCE = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]"
+)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def esc(value: object) -> str:
     return "" if value is None else escape(str(value), quote=True)
+
+
+def terminal_text(text: str | None) -> str:
+    """A command's output as a page shows it: no terminal sequences, line ends as "\\n"."""
+    plain = TERMINAL_SEQUENCE.sub("", text or "").replace("\r\n", "\n").replace("\r", "\n")
+    return CONTROL.sub("\ufffd", plain)
 
 
 @dataclass(frozen=True)
@@ -381,7 +396,7 @@ def run_page(d: dict, links: Links) -> str:
         '<h2>Output <span class="dim" id="live-note">'
         + ("(updates while the run goes on)" if active else "")
         + "</span></h2>\n"
-        f'<pre id="output" class="output">{esc(d.get("output")) or ""}</pre>'
+        f'<pre id="output" class="output">{esc(terminal_text(d.get("output")))}</pre>'
         + ("" if d.get("output") else '<p class="empty" id="no-output">No output yet.</p>')
     )
     json_link = json_href(links.run(d["id"]))

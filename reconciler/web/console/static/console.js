@@ -18,9 +18,18 @@
     span.textContent = value === null || value === undefined ? "" : String(value);
     return span.innerHTML;
   }
+  // As html.terminal_text: colour and cursor sequences dropped, other control characters
+  // shown as \ufffd, line ends as "\n".
+  function terminalText(value) {
+    return (value || "")
+      .replace(/\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g, "")
+      .replace(/\r\n?/g, "\n")
+      .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "\ufffd");
+  }
   function badge(status) {
     const kinds = {succeeded: "ok", skipped: "ok", pending: "wait", running: "run",
-      failed: "bad", blocked: "bad", unknown: "bad", killed: "bad", cancelled: "off"};
+      failed: "bad", blocked: "bad", unknown: "bad", killed: "bad", halted: "bad",
+      cancelled: "off"};
     return '<span class="badge ' + (kinds[status] || "off") + '">' + text(status) + "</span>";
   }
   function when(value) {
@@ -49,9 +58,10 @@
       setField("finished_at", when(run.finished_at));
       const box = main.querySelector('[data-field="error"]');
       if (box) { box.textContent = run.error || ""; box.hidden = !run.error; }
-      if (output.textContent !== (run.output || "")) {
+      const shown = terminalText(run.output);
+      if (output.textContent !== shown) {
         const atEnd = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
-        output.textContent = run.output || "";
+        output.textContent = shown;
         if (atEnd) output.scrollTop = output.scrollHeight;
         const none = document.getElementById("no-output");
         if (none && run.output) none.remove();
