@@ -58,12 +58,31 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
     now = utc_now()
     plan = make_plan(desired, executed, now)
     slots = next_slots(loaded.desired, now)  # each scheduled task's, in its zone and UTC
+    rollouts = _planned_rollouts(plan, desired, executed, now)
     data = plan.to_json() | ({"schedules": [s.to_json() for s in slots]} if slots else {})
+    data |= {"rollouts": rollouts} if rollouts else {}
     return views.Output(
         data,
-        lambda: views.plan_text(plan) + next_slots_text(slots),
-        lambda: views.plan_markdown(plan) + next_slots_markdown(slots),
+        lambda: views.plan_text(plan) + next_slots_text(slots) + views.rollouts_text(rollouts),
+        lambda: (
+            views.plan_markdown(plan)
+            + next_slots_markdown(slots)
+            + views.rollouts_markdown(rollouts)
+        ),
     )
+
+
+def _planned_rollouts(plan, desired, executed, now) -> list[dict]:
+    """Where the rollout of each task the plan enqueues stands once the plan is recorded
+    (`rollout.Stand.to_json`), by task."""
+    from reconciler.core.plan import rollout_stands
+
+    planned: dict[str, dict[str, str]] = {}
+    for e in plan.enqueue:
+        if (spec := desired.tasks.get(e.task)) is not None and spec.rollout is not None:
+            planned.setdefault(e.task, {})[e.machine] = e.reason.value
+    stands = rollout_stands(planned, desired, executed, now)
+    return [stands[task].to_json() for task in sorted(stands)]
 
 
 def cmd_once(args: argparse.Namespace, ctx: Context) -> int | views.Output:

@@ -115,8 +115,8 @@ def status_text(data: Mapping) -> str:
 
 
 def rollout_line(stand: Mapping) -> str:
-    """Where a rollout stands (`Stand.to_json`), in a line: `batch 2 of 3 paused until
-    ... (m3, m4 next; 0 failed, 0 allowed)`."""
+    """Where a rollout stands (`Stand.to_json`), in a line: `batch 2 of 3 (m2) paused until
+    ... (0 failed, 0 allowed)`; the open batch is the one whose runs may start or run."""
     count, batch = len(stand["batches"]), stand["batch"]
     budget = f"{stand['failed']} failed, {stand['max_failed']} allowed"
     if stand["state"] == "halted":
@@ -126,7 +126,32 @@ def rollout_line(stand: Mapping) -> str:
         return (
             f"batch {batch} of {count} ({machines}) paused until {stand['paused_until']} ({budget})"
         )
-    return f"batch {batch} of {count} ({machines}) running ({budget})"
+    return f"batch {batch} of {count} ({machines}) open ({budget})"
+
+
+def rollouts_text(stands: Sequence[Mapping]) -> str:
+    """`plan`'s rollouts: each task's batches and where it stands ("" when none)."""
+    if not stands:
+        return ""
+    lines = [
+        f"  {s['task']}: "
+        + "; ".join(f"batch {i}: {', '.join(b)}" for i, b in enumerate(s["batches"], 1))
+        + f"; {rollout_line(s)}"
+        for s in stands
+    ]
+    return "\n\nRollouts:\n" + "\n".join(lines)
+
+
+def rollouts_markdown(stands: Sequence[Mapping]) -> str:
+    if not stands:
+        return ""
+    lines = ["", "| rollout | batches | now |", "|---|---|---|"]
+    for s in stands:
+        batches = "<br>".join(
+            f"{i}. {', '.join(f'`{m}`' for m in b)}" for i, b in enumerate(s["batches"], 1)
+        )
+        lines.append(f"| `{s['task']}` | {batches} | {rollout_line(s)} |")
+    return "\n".join(lines) + "\n"
 
 
 def init_text(written: Sequence, next_steps: str) -> str:

@@ -152,6 +152,17 @@ def test_a_new_version_starts_again_at_batch_one(project):
 
     plan = p.run("plan", "--format", "json", code=0).json()
     held = {e["machine"]: e.get("held") for e in plan["enqueue"]}
+    assert plan["rollouts"] == [
+        {
+            "task": "ops/deploy",
+            "state": "running",
+            "batch": 1,
+            "batches": [["m1"], ["m2"], ["m3", "m4"]],
+            "failed": 0,
+            "max_failed": 0,
+            "paused_until": None,
+        }
+    ]
     assert held == {
         "m1": None,
         "m2": "rollout: batch 2 of 3 waits for batch 1",
