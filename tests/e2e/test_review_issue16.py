@@ -1,0 +1,86 @@
+"""Review of issue 16 (follow, kill, run now) through the CLI on local machines and the
+SQLite store: each test shows one defect found in review and is expected to fail until the
+defect is fixed (strict xfail: a fix makes it pass and the marker must go)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+
+import pytest
+
+from tests.support.cli import reaped, spawn
+from tests.support.line_reader import follow_lines
+from tests.support.processes import pids_in, running
+from tests.support.vault_project import vault_set
+from tests.support.waiting import wait_until
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="queue kill signals only the run's process group, so a daemon the command "
+    "started in its own session (setsid) keeps running on the target after the run is killed",
+)
+def test_kill_leaves_nothing_running_not_even_a_daemon_the_command_started_with_setsid(project):
+    p = project
+    pids = p.root / "pids"
+    p.task(
+        "spawner",
+        f"command: setsid sh -c 'echo $$ > \"{pids}\"; exec sleep 1000' "
+        "</dev/null >/dev/null 2>&1 & echo started; sleep 1000\n",
+    )
+    with reaped(spawn("--once", "-q", cwd=p.root)) as once:
+        wait_until(lambda: pids.exists() and pids_in(pids), timeout=30)
+        [daemon] = pids_in(pids)
+        try:
+            p.run("queue", "kill", "1", "--grace", "1s", "--reason", "runaway", code=0)
+            assert once.wait(timeout=60) == 1
+            assert p.run("queue", "show", "1", "--format", "json", code=0).json()["status"] == (
+                "killed"
+            )
+            assert not running(daemon), "the run is recorded killed but its daemon still runs"
+        finally:
+            if running(daemon):  # leave nothing behind on this host either way
+                os.kill(daemon, signal.SIGKILL)
+
+
+LONG_SECRET = "long-Secret-0123456789-abcdefghij-KLMNOPQRST-uvwxyz-987654321"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--stream redacts each flush on its own, so the first line of a secret's wrapped "
+    "base64 form printed before a pause goes out unmasked (masked when printed at once)",
+)
+def test_stream_masks_a_wrapped_base64_secret_whose_lines_come_in_separate_flushes(vaulted):
+    p = vaulted
+    vault_set(p, "ops", "LONG", LONG_SECRET + "\n", p.alice)
+    go = p.root / "go"
+    p.task(
+        "leaky",
+        "env: {PW: {vault: LONG}}\n"
+        'command: printf %s "$PW" | base64 | head -n 1; '
+        f'while [ ! -f "{go}" ]; do sleep 0.05; done; '
+        'printf %s "$PW" | base64 | tail -n +2\n',
+    )
+    first, rest = base64.encodebytes(LONG_SECRET.encode()).decode().splitlines()
+    with reaped(spawn("--once", "--stream", "--identity", str(p.alice), cwd=p.root)) as once:
+        _, err = follow_lines(once)
+        wait_until(lambda: any("[ops/leaky@box]" in line for line in err.lines), timeout=30)
+        go.touch()
+        assert once.wait(timeout=60) == 0
+    streamed = "\n".join(err.finish())
+    stored = p.run("queue", "show", "1", "--format", "json", code=0).json()["output"]
+    assert first not in stored  # the stored output is redacted whole: masked
+    assert first not in streamed, streamed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a malformed --param '=x' is reported as --param '' (the value the user typed is lost)",
+)
+def test_a_malformed_param_is_quoted_as_typed(project):
+    project.task("echoer", "command: echo hi\nparams:\n  A: {default: x}\n")
+    refused = project.run("run", "ops/echoer", "--param", "=x", "--reason", "r", code=2)
+    assert "--param '=x'" in refused.err, refused.err
