@@ -301,3 +301,26 @@ def test_a_halted_run_is_marked_as_a_failure_of_its_rollout(project: Project):
         assert [r["machine"] for r in halted] == ["box2"]
         for target in ("/runs?status=halted", f"/runs/{halted[0]['id']}"):
             assert '<span class="badge bad">halted</span>' in console.get(target)[2].decode()
+
+
+def test_the_overview_shows_where_each_rollout_stands(project: Project):
+    project.write("machines/box2.yaml", "name: box2\nteam: ops\ntransport: local\n")
+    project.write(
+        "tasks/ops/wave.yaml",
+        "name: wave\nmachines: [box, box2]\ncommand: 'true'\n"
+        "rollout: {batches: [1, 100%], pause: 1h}\n",
+    )
+    project.run("--once", "-q", code=0)
+    with served(project.root) as console:
+        [stand] = console.json("/")["rollouts"]
+        assert stand["state"] == "paused" and stand["batch"] == 2
+        page = console.get("/")[2].decode()
+        rollouts = page[page.index('<h2 id="rollouts">') :].split("</table>")[0]
+        cells = re.findall(r"<td>(.*?)</td>", rollouts)
+        assert cells[0] == '<a href="/tasks/ops/wave">ops/wave</a>'
+        assert cells[1:4] == [
+            '<span class="badge wait">paused</span>',
+            "2 of 2",
+            '<a href="/machines/box2">box2</a>',
+        ]
+        assert cells[4:6] == ["0", "0"] and stand["paused_until"][:16] in page

@@ -149,7 +149,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str, cls
     rows = list(rows)
     if not rows:
         return f'<p class="empty">{esc(empty)}</p>'
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -160,6 +160,13 @@ def when(value: str | None) -> str:
         return '<span class="dim">–</span>'
     short = value.replace("T", " ")[:19]
     return f'<time datetime="{esc(value)}" title="{esc(value)}">{esc(short)}</time>'
+
+
+ROLLOUT_CLASS = {"running": "run", "paused": "wait", "halted": "bad", "done": "ok"}
+
+
+def rollout_badge(state: str) -> str:
+    return f'<span class="badge {ROLLOUT_CLASS.get(state, "off")}">{esc(state)}</span>'
 
 
 def short_sha(sha: str | None) -> str:
@@ -253,6 +260,25 @@ def overview_page(d: dict, links: Links) -> str:
         ],
         "No run is held.",
     )
+    rollouts = table(
+        ("Task", "State", "Batch", "Its machines", "Failed", "Allowed", "Paused until"),
+        [
+            [
+                f'<a href="{esc(links.task(r["task"]))}">{esc(r["task"])}</a>',
+                rollout_badge(r["state"]),
+                f"{esc(r['batch'])} of {esc(len(r['batches']))}",
+                ", ".join(
+                    f'<a href="{esc(links.machine(m))}">{esc(m)}</a>'
+                    for m in r["batches"][r["batch"] - 1]
+                ),
+                esc(r["failed"]),
+                esc(r["max_failed"]),
+                when(r["paused_until"]),
+            ]
+            for r in d.get("rollouts", [])
+        ],
+        "No rollout is under way.",
+    )
     machines = table(
         ("Machine", "Team", "Transport", "State", "Running", "Pending", "Last seen"),
         [
@@ -289,6 +315,7 @@ def overview_page(d: dict, links: Links) -> str:
         f"<div><h2>Queue by team</h2>{teams}</div></section>\n"
         f"<h2>Running now</h2>{runs_table(d['running_runs'], links, 'Nothing is running.')}\n"
         f'<h2 id="held">Held</h2>{held}\n'
+        f'<h2 id="rollouts">Rollouts</h2>{rollouts}\n'
         "<h2>Failures in the last 24 hours</h2>"
         + runs_table(d["recent_failures"], links, "No failures.", with_error=True)
         + f'\n<h2 id="machines">Machines</h2>{machines}'
