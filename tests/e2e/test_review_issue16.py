@@ -12,7 +12,9 @@ import pytest
 
 from tests.support.cli import reaped, spawn
 from tests.support.line_reader import follow_lines
+from tests.support.planning import record_plan
 from tests.support.processes import pids_in, running
+from tests.support.ssh_project import ssh_project
 from tests.support.vault_project import vault_set
 from tests.support.waiting import wait_until
 
@@ -43,6 +45,48 @@ def test_kill_leaves_nothing_running_not_even_a_daemon_the_command_started_with_
         finally:
             if running(daemon):  # leave nothing behind on this host either way
                 os.kill(daemon, signal.SIGKILL)
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="queue kill of a remote run signals only its process group through the SSH wrapper, "
+    "so a daemon the command started with setsid keeps running on the target",
+)
+def test_kill_of_a_remote_run_on_a_worker_leaves_no_setsid_daemon_on_the_target(
+    tmp_path, sshd, client_key, postgres_url
+):
+    p = ssh_project(tmp_path, sshd.port, sshd.host_key, client_key)
+    pids = tmp_path / "pids"
+    p.task(
+        "spawner",
+        f"command: setsid sh -c 'echo $$ > \"{pids}\"; exec sleep 1000' "
+        "</dev/null >/dev/null 2>&1 & echo started; sleep 1000\n",
+    )
+    [run_id] = record_plan(p.inventory, postgres_url)
+    worker = spawn("worker", "--state", postgres_url, "-q", "--identity", str(p.key), cwd=p.root)
+    with reaped(worker):
+        wait_until(lambda: pids.exists() and pids_in(pids), timeout=60)
+        [daemon] = pids_in(pids)
+        try:
+            killed = p.run(
+                "queue",
+                "kill",
+                str(run_id),
+                "--grace",
+                "1s",
+                "--state",
+                postgres_url,
+                "--format",
+                "json",
+            )
+            assert killed.code == 0 and killed.json()["status"] == "killed", killed.err
+            assert not running(daemon), "the remote run is recorded killed but its daemon runs"
+        finally:
+            if running(daemon):
+                os.kill(daemon, signal.SIGKILL)
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
 
 
 LONG_SECRET = "long-Secret-0123456789-abcdefghij-KLMNOPQRST-uvwxyz-987654321"
@@ -84,3 +128,21 @@ def test_a_malformed_param_is_quoted_as_typed(project):
     project.task("echoer", "command: echo hi\nparams:\n  A: {default: x}\n")
     refused = project.run("run", "ops/echoer", "--param", "=x", "--reason", "r", code=2)
     assert "--param '=x'" in refused.err, refused.err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="run --reason is accepted with a newline and terminal escapes and printed raw, so "
+    "queue list shows a forged row and the operator's terminal obeys the escape",
+)
+def test_a_reason_with_a_newline_and_an_escape_cannot_forge_a_row_of_queue_list(project):
+    p = project
+    p.task("echoer", "command: echo hi\n")
+    forged = "why\n7    ops/other  box  succeeded  3  1  0  2026-12-07T00:00:00Z\x1b[2K"
+    asked = p.run("run", "ops/echoer", "--reason", forged)
+    if asked.code == 2:  # refusing such a reason is a fix too
+        return
+    assert asked.code == 0, asked.err
+    listed = p.run("queue", "list", code=0).out
+    assert "\x1b" not in listed, listed
+    assert len(listed.splitlines()) == 2, listed  # the header and run 1: nothing forged
