@@ -2,7 +2,8 @@
 
 Pure: desired state, the pending runs and `now` in, the missed slots out. A scheduled task's
 due slot gets a pending run (the plan's); a run that is still pending, never started, once
-`grace` has passed since its slot, missed it: a deny window, a freeze or a full queue held it.
+`grace` has passed since its slot, missed it: a deny window, a freeze, its rollout (a batch
+before its own, or the pause after one) or a full queue held it.
 Grace counts from the slot for a run the schedule enqueued, and from when the run was
 enqueued for a task's first run of a version or target (its slot may be hours old: the task
 did not exist then, so nothing was missed before it did). A run waiting out a retry back-off
@@ -11,12 +12,13 @@ started already; a run the plan is about to cancel is not counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reconciler.core.holds import hold_of
 from reconciler.core.model import DEFAULT_GRACE, DesiredState
+from reconciler.core.rollout import Stand
 from reconciler.core.schedule import parse_slot, utc
 from reconciler.core.state import Reason, Run, RunStatus
 
@@ -32,13 +34,18 @@ class MissedSlot:
     run: int
     deadline: datetime
     grace: int  # seconds
-    held: str = ""  # what holds it now (a window, a freeze), if anything
+    held: str = ""  # what holds it now (a window, a freeze, its rollout), if anything
 
 
 def missed_slots(
-    desired: DesiredState, pending: Iterable[Run], now: datetime
+    desired: DesiredState,
+    pending: Iterable[Run],
+    now: datetime,
+    stands: Mapping[str, Stand] | None = None,
 ) -> tuple[MissedSlot, ...]:
-    """The pending runs that missed their slot at `now`, by run id."""
+    """The pending runs that missed their slot at `now`, by run id. `stands`: where the
+    rollouts of the tasks that have one stand (`plan.rollout_stands`), so that a run its
+    batch holds says so."""
     now = utc(now)
     found = []
     for run in sorted(pending, key=lambda r: r.id):
@@ -60,6 +67,9 @@ def missed_slots(
         if now < deadline:
             continue
         hold = hold_of(run.task, run.machine, spec.priority, desired, now)
+        stand = (stands or {}).get(run.task)
+        if hold is None and stand is not None:
+            hold = stand.hold_for(run.machine)
         found.append(
             MissedSlot(
                 run.task,

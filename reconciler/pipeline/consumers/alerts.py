@@ -37,6 +37,7 @@ from reconciler.core.errors import NotifyError, ReconcilerError, StoreError, Vau
 from reconciler.core.holds import HoldKind
 from reconciler.core.missed import missed_slots
 from reconciler.core.model import DesiredState, FailureAction, VaultRef
+from reconciler.core.plan import rollout_stands
 from reconciler.core.redact import Secret
 from reconciler.core.state import RunStatus
 from reconciler.pipeline.consumers.logs import LOGGER
@@ -251,7 +252,9 @@ class AlertConsumer:
             if not alerts.anyone_wants(desired.teams.values(), "missed"):
                 return
             pending = self.store.list_runs([RunStatus.PENDING], limit=MISSED_LIMIT)
-            for slot in missed_slots(desired, pending, self.courier.clock()):
+            now = self.courier.clock()
+            stands = _rollout_stands(desired, pending, self.store, now)
+            for slot in missed_slots(desired, pending, now, stands):
                 team = desired.teams.get(slot.task.split("/", 1)[0])
                 if team is not None:
                     self._raise(alerts.missed(slot, redact), team)
@@ -430,3 +433,16 @@ class AlertTargets:
 
 
 __all__ = ["AlertConsumer", "AlertTargets"]
+
+
+def _rollout_stands(desired: DesiredState, pending, store, now) -> dict:
+    """Where the rollouts of the scheduled pending runs' tasks stand (read from the store
+    only when one of them has a rollout), so a `missed` alert says a batch held its run."""
+    tasks = {
+        run.task
+        for run in pending
+        if (spec := desired.tasks.get(run.task)) is not None and spec.rollout and spec.schedule
+    }
+    if not tasks:
+        return {}
+    return rollout_stands(tasks, desired, store.snapshot(), now)
