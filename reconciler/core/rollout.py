@@ -10,7 +10,7 @@ The targets, ordered by name, are cut into batches by the rollout's cumulative s
 first batch that has not ended (a target without a run, or with a pending or running one)
 is the open one; the batches after it wait for the batch before them. The open batch starts
 once the `pause` after the end of the batch before it has passed. When more runs of the
-version ended failed or unknown than the budget allows, the rollout is halted: the runs that
+version ended failed, unknown or killed than the budget allows, the rollout is halted: the runs that
 have not started end `halted`. A resume (`queue retry` of a halted run, whose runs carry the
 reason `resume`) forgives the failures that ended before it.
 """
@@ -26,7 +26,9 @@ from reconciler.core.model import TaskSpec
 from reconciler.core.schedule import utc
 from reconciler.core.state import Reason, Run, RunStatus
 
-COUNTED = frozenset({RunStatus.FAILED, RunStatus.UNKNOWN})  # what spends the budget
+# What spends the budget. A run an operator killed counts: killing a canary that hangs must
+# stop the rollout, not let the next batch start as if the canary had ended well.
+COUNTED = frozenset({RunStatus.FAILED, RunStatus.UNKNOWN, RunStatus.KILLED})
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@ on local machines, alerts to a real HTTP receiver (apprise `json://`)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.support.alert_receiver import AlertReceiver
+from tests.support.cli import reaped, spawn
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -53,3 +57,28 @@ def test_a_missed_slot_its_rollout_batch_holds_says_so_in_the_alert(project, rec
         in missed["reconciler: ops/backup missed on m2"]
     )
     assert p.ledger_lines() == []
+
+
+def test_killing_a_hung_canary_halts_the_rollout_instead_of_starting_the_rest(project, receiver):
+    p = project
+    p.write("teams/ops.yaml", f"name: ops\nalerts: [{receiver.url('/all')}]\n")
+    _machines(p, "m1", "m2", "m3", "m4")
+    # The canary (m1) hangs: an operator kills it rather than wait for its timeout.
+    p.write(
+        "tasks/ops/deploy.yaml",
+        "name: deploy\nmachines: [m1, m2, m3, m4]\n"
+        f"command: '{p.record('$RECONCILE_MACHINE')}; "
+        'if [ "$RECONCILE_MACHINE" = m1 ]; then sleep 60; fi\'\n'
+        "rollout: {batches: [1, 100%]}\n",
+    )
+    with reaped(spawn("--once", "--format", "json", "-q", cwd=p.root)) as proc:
+        wait_until(lambda: p.ledger_lines() == ["m1"], timeout=30, message="the canary to start")
+        p.run("queue", "kill", "1", "--reason", "canary hangs", code=0)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    statuses = {r["machine"]: r["status"] for r in json.loads(out)["runs"]}
+    assert statuses == {"m1": "killed", "m2": "halted", "m3": "halted", "m4": "halted"}
+    assert p.ledger_lines() == ["m1"]  # nothing more started
+    assert [t for t in receiver.titles() if t.endswith("rollout halted")] == [
+        "reconciler: ops/deploy rollout halted"
+    ]
