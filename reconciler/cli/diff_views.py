@@ -7,6 +7,8 @@ none). JSON field names are a stable contract: fields may be added, never rename
 
 from __future__ import annotations
 
+import re
+
 from reconciler.cli.views import table, to_json
 from reconciler.core.diff import (
     Diff,
@@ -236,7 +238,9 @@ def rollout_text(plan: RolloutPlan) -> str:
         f"batch {i}: {', '.join(machines)}" for i, machines in enumerate(plan.batches, 1)
     )
     terms = [f"max_failed {plan.max_failed}", f"pause {format_duration(plan.pause)}"]
-    terms += [f"verify {plan.verify}"] if plan.verify else []
+    # A verify of several lines keeps the task on one line: its lines are joined by ` ⏎ `.
+    verify = " ⏎ ".join(line.strip() for line in (plan.verify or "").strip().splitlines())
+    terms += [f"verify {verify}"] if verify else []
     stand = f"; now {plan.stand}" if plan.stand else ""
     return f"{plan.task}: {batches} ({', '.join(terms)}){stand}"
 
@@ -459,6 +463,19 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _md_code_lines(text: str) -> str:
+    """Free text (a shell command) as code inside one table cell: each line its own code
+    span, joined by `<br>` (a newline would end the row), each fenced with more backticks
+    than it holds (a backtick inside would end the span)."""
+    spans = []
+    for line in text.strip().splitlines():
+        longest = max((len(run) for run in re.findall(r"`+", line)), default=0)
+        fence = "`" * (longest + 1)
+        padded = f" {line} " if longest else line
+        spans.append(f"{fence}{_md_cell(padded)}{fence}")
+    return "<br>".join(spans)
+
+
 def _md_rollouts(diff: Diff) -> str:
     if not diff.rollouts:
         return ""
@@ -471,7 +488,7 @@ def _md_rollouts(diff: Diff) -> str:
             f"{i}. {', '.join(f'`{m}`' for m in machines)}"
             for i, machines in enumerate(p.batches, 1)
         )
-        verify = f"`{_md_cell(p.verify)}`" if p.verify else ""
+        verify = _md_code_lines(p.verify) if p.verify else ""
         rows.append(
             f"| `{p.task}` | {batches} | {p.max_failed} | {format_duration(p.pause)} | "
             f"{verify} | {_md_cell(p.stand or '')} |"

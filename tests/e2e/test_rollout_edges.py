@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.alert_receiver import AlertReceiver
 from tests.support.cli import reaped, spawn
+from tests.support.git_repos import git
 from tests.support.waiting import wait_until
 
 
@@ -82,3 +83,35 @@ def test_killing_a_hung_canary_halts_the_rollout_instead_of_starting_the_rest(pr
     assert [t for t in receiver.titles() if t.endswith("rollout halted")] == [
         "reconciler: ops/deploy rollout halted"
     ]
+
+
+def test_the_pr_comment_shows_a_verify_with_backticks_and_several_lines_in_its_row(project):
+    p = project
+    _machines(p, "m1", "m2")
+    task = "name: deploy\nmachines: [m1, m2]\ncommand: {command}\n"
+    p.write("tasks/ops/deploy.yaml", task.format(command="'true'"))
+    git(p.root, "init", "-q")
+    git(p.root, "add", "-A")
+    git(p.root, "commit", "-q", "--no-gpg-sign", "-m", "base")
+    p.write(
+        "tasks/ops/deploy.yaml",
+        task.format(command="'echo v2'")
+        + "rollout:\n  batches: [1, 100%]\n  verify: |\n"
+        + "    curl -sf http://127.0.0.1/health | grep -q `hostname`\n"
+        + "    test -e /etc/ready\n",
+    )
+    git(p.root, "add", "-A")
+    git(p.root, "commit", "-q", "--no-gpg-sign", "-m", "head")
+
+    out = p.run("diff", "HEAD~1", "HEAD", "--format", "markdown", code=0).out
+    [row] = [line for line in out.splitlines() if line.startswith("| `ops/deploy` | 1. ")]
+    # One row, six cells; each line of the verify a code span that its backticks do not end.
+    assert row.endswith(
+        "| `` curl -sf http://127.0.0.1/health \\| grep -q `hostname` ``<br>`test -e /etc/ready` |  |"
+    )
+    assert "test -e /etc/ready" not in out.replace(row, "")
+    text = p.run("diff", "HEAD~1", "HEAD", code=0).out
+    assert (
+        "(max_failed 0, pause 0s, verify curl -sf http://127.0.0.1/health | grep -q `hostname`"
+        " ⏎ test -e /etc/ready)"
+    ) in text
