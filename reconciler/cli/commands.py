@@ -282,21 +282,24 @@ def _resume_rollout(args, ctx, store, run) -> None:
 
     spec = wiring.load(args).desired.tasks.get(run.task)
     snapshot = store.snapshot()
-    others = [
+    halted = [
         latest
         for machine in (spec.targets if spec is not None else ())
         if (latest := current_run(snapshot, spec, machine)) is not None
         and latest.status is RunStatus.HALTED
         and latest.id != run.id
-        and not latest.retry_requested
     ]
-    for other in others:
-        flagged = store.request_retry(other.id, utc_now())
-        audit_queue_change(store, "retry", flagged, redact=ctx.redactor)
+    for other in halted:
+        if not other.retry_requested:  # asked already: flagged and audited then
+            flagged = store.request_retry(other.id, utc_now())
+            audit_queue_change(store, "retry", flagged, redact=ctx.redactor)
     store.forget_alerts(run.task, "", ("halted",))
+    # Every halted run of the version, whether this retry flagged it or an earlier one did:
+    # asking twice says the same thing.
     print(
-        f"resuming the rollout of {run.task}: {len(others) + 1} halted run(s) of this version "
-        "queued again; failures before now no longer count against max_failed",
+        f"resuming the rollout of {run.task}: {len(halted) + 1} halted run(s) of this version "
+        "will run again at the next pass, batch by batch; failures before now no longer count "
+        "against max_failed",
         file=sys.stderr,
     )
 

@@ -115,3 +115,24 @@ def test_the_pr_comment_shows_a_verify_with_backticks_and_several_lines_in_its_r
         "(max_failed 0, pause 0s, verify curl -sf http://127.0.0.1/health | grep -q `hostname`"
         " ⏎ test -e /etc/ready)"
     ) in text
+
+
+def test_asking_twice_to_resume_a_halted_rollout_says_the_same_thing(project):
+    p = project
+    _machines(p, "m1", "m2", "m3", "m4")
+    p.write(
+        "tasks/ops/deploy.yaml",
+        "name: deploy\nmachines: [m1, m2, m3, m4]\n"
+        f"command: '{p.record('$RECONCILE_MACHINE')}; test \"$RECONCILE_MACHINE\" != m1'\n"
+        "rollout: {batches: [1, 100%]}\n",
+    )
+    data = p.run("--once", "--format", "json", code=1).json()
+    m2 = next(r["id"] for r in data["runs"] if r["machine"] == "m2")
+    said = (
+        "resuming the rollout of ops/deploy: 3 halted run(s) of this version will run again "
+        "at the next pass, batch by batch"
+    )
+    assert said in p.run("queue", "retry", str(m2), code=0).err
+    assert said in p.run("queue", "retry", str(m2), code=0).err  # not "1 halted run(s)"
+    again = p.run("--once", "--format", "json", code=0).json()
+    assert sorted(r["machine"] for r in again["runs"]) == ["m2", "m3", "m4"]
