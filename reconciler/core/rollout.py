@@ -10,7 +10,7 @@ The targets, ordered by name, are cut into batches by the rollout's cumulative s
 first batch that has not ended (a target without a run, or with a pending or running one)
 is the open one; the batches after it wait for the batch before them. The open batch starts
 once the `pause` after the end of the batch before it has passed. When more runs of the
-version ended failed, unknown or killed than the budget allows, the rollout is halted: the runs that
+version ended failed, unknown, killed or blocked than the budget allows, the rollout is halted: the runs that
 have not started end `halted`. A resume (`queue retry` of a halted run, whose runs carry the
 reason `resume`) forgives the failures that ended before it.
 """
@@ -26,9 +26,11 @@ from reconciler.core.model import TaskSpec
 from reconciler.core.schedule import utc
 from reconciler.core.state import Reason, Run, RunStatus
 
-# What spends the budget. A run an operator killed counts: killing a canary that hangs must
-# stop the rollout, not let the next batch start as if the canary had ended well.
-COUNTED = frozenset({RunStatus.FAILED, RunStatus.UNKNOWN, RunStatus.KILLED})
+# What spends the budget: every way a started or startable run ends badly but `halted`. A run
+# an operator killed counts (killing a canary that hangs must stop the rollout, not let the
+# next batch start as if it had ended well), and so does one a failed dependency blocked (the
+# version was never tried there: the next batch would get it untried).
+COUNTED = frozenset({RunStatus.FAILED, RunStatus.UNKNOWN, RunStatus.KILLED, RunStatus.BLOCKED})
 
 
 @dataclass(frozen=True)

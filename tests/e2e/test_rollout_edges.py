@@ -136,3 +136,24 @@ def test_asking_twice_to_resume_a_halted_rollout_says_the_same_thing(project):
     assert said in p.run("queue", "retry", str(m2), code=0).err  # not "1 halted run(s)"
     again = p.run("--once", "--format", "json", code=0).json()
     assert sorted(r["machine"] for r in again["runs"]) == ["m2", "m3", "m4"]
+
+
+def test_a_canary_its_dependency_blocked_halts_the_rollout_instead_of_skipping_to_the_rest(
+    project,
+):
+    p = project
+    _machines(p, "m1", "m2", "m3", "m4")
+    p.write(
+        "tasks/ops/deploy.yaml",
+        "tasks:\n"
+        "  - name: build\n    machines: [m1, m2, m3, m4]\n"
+        "    command: 'test \"$RECONCILE_MACHINE\" != m1'\n"
+        "  - name: deploy\n    machines: [m1, m2, m3, m4]\n    after: [build]\n"
+        f"    command: '{p.record('$RECONCILE_MACHINE')}'\n"
+        "    rollout: {batches: [1, 100%]}\n",
+    )
+    data = p.run("--once", "--format", "json", code=1).json()
+    deploy = {r["machine"]: r["status"] for r in data["runs"] if r["task"] == "ops/deploy"}
+    # The canary never ran: the change was never tried, so the rest must not get it.
+    assert deploy == {"m1": "blocked", "m2": "halted", "m3": "halted", "m4": "halted"}
+    assert p.ledger_lines() == []
