@@ -36,6 +36,7 @@ from reconciler.adapters.audit.chain import AuditRecord
 from reconciler.adapters.store.base import (
     HEARTBEAT_SECONDS,
     LEASE_SECONDS,
+    OUTPUT_CAP,
     Batch,
     ClaimRequest,
     LeaseLost,
@@ -48,6 +49,7 @@ from reconciler.core.dispatch import Decision, decide, fill, run_hold
 from reconciler.core.errors import StoreError, TransportError
 from reconciler.core.holds import Hold, HoldKind
 from reconciler.core.model import DesiredState
+from reconciler.core.output import cap
 from reconciler.core.plan import Plan, make_plan
 from reconciler.core.redact import Redactor
 from reconciler.core.state import ExecutedState, Run, RunStatus
@@ -1055,6 +1057,8 @@ class _Drain:
                 log.error("run %s: internal error: %s", run.id, exc)
                 log.debug("run %s: traceback", run.id, exc_info=True)
                 outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
+            if final is not None and outcome.unstreamed:  # the verify was not streamed
+                final = _joined(final, self.engine.redact(outcome.unstreamed) or "")
             outcome = replace(
                 outcome,
                 output=final if final is not None else self.engine.redact(outcome.output) or "",
@@ -1152,6 +1156,13 @@ class _Drain:
                 if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
                 self.engine.on_event(Event(Kind.HELD, run, hold.describe(), hold=hold))
+
+
+def _joined(streamed: str, tail: str) -> str:
+    """The streamed output of a run with what followed it unstreamed (the verify's section),
+    within the stored output's cap (its head is dropped first)."""
+    separator = "" if not streamed or streamed.endswith("\n") else "\n"
+    return cap(f"{streamed}{separator}{tail}", OUTPUT_CAP)
 
 
 def _lasting(hold: Hold) -> bool:

@@ -32,6 +32,9 @@ class Outcome:
     error: str | None = None
     retryable: bool = True
     unreachable: bool = False  # the machine could not be reached (one alert per machine)
+    # The tail of `output` that was not streamed live (the rollout's verify, mark included):
+    # where the run's output is the streamed one, this is appended to it.
+    unstreamed: str = ""
 
 
 def no_vault(team: str, ref: VaultRef) -> Secret:
@@ -162,20 +165,22 @@ def verified(command: Outcome, verify: Completed, timeout: float) -> Outcome:
     that fails fails the run, with the verify's exit code, its output after the command's,
     and an error that says the command itself succeeded."""
     separator = "" if not command.output or command.output.endswith("\n") else "\n"
-    output = f"{command.output}{separator}{VERIFY_MARK}\n{verify.output}"
+    tail = f"{VERIFY_MARK}\n{verify.output}"
+    output = f"{command.output}{separator}{tail}"
     if verify.ok:
-        return replace(command, output=output)
+        return replace(command, output=output, unstreamed=tail)
     if verify.timed_out:
         why = (
             f"verify timed out after the command succeeded (the task's timeout, "
             f"{format_duration(int(timeout))}, covers both); the process group was killed"
         )
-        return Outcome(RunStatus.FAILED, output=output, error=why)
+        return Outcome(RunStatus.FAILED, output=output, error=why, unstreamed=tail)
     return Outcome(
         RunStatus.FAILED,
         exit_code=verify.exit_code,
         output=output,
         error=f"verify failed with exit code {verify.exit_code} (the command itself succeeded)",
+        unstreamed=tail,
     )
 
 

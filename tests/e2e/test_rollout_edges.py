@@ -157,3 +157,20 @@ def test_a_canary_its_dependency_blocked_halts_the_rollout_instead_of_skipping_t
     # The canary never ran: the change was never tried, so the rest must not get it.
     assert deploy == {"m1": "blocked", "m2": "halted", "m3": "halted", "m4": "halted"}
     assert p.ledger_lines() == []
+
+
+def test_a_failing_verify_s_output_is_kept_after_a_command_whose_output_was_streamed(project):
+    p = project
+    _machines(p, "m1", "m2")
+    # The command writes, then runs long enough for its output to be streamed to the store
+    # (as `queue show --follow` reads it) before it ends.
+    p.write(
+        "tasks/ops/deploy.yaml",
+        "name: deploy\nmachines: [m1, m2]\ncommand: 'echo from-command; sleep 2'\n"
+        "rollout: {batches: [1, 100%], verify: 'echo health-check-said-no; exit 3'}\n",
+    )
+    data = p.run("--once", "--format", "json", code=1).json()
+    m1 = next(r for r in data["runs"] if r["machine"] == "m1")
+    shown = p.run("queue", "show", str(m1["id"]), "--format", "json", code=0).json()
+    assert shown["exit_code"] == 3
+    assert shown["output"] == "from-command\n--- verify ---\nhealth-check-said-no\n"
