@@ -1057,8 +1057,12 @@ class _Drain:
                 log.error("run %s: internal error: %s", run.id, exc)
                 log.debug("run %s: traceback", run.id, exc_info=True)
                 outcome = Outcome(RunStatus.FAILED, error=f"internal error: {exc}", retryable=False)
-            if final is not None and outcome.unstreamed:  # the verify was not streamed
-                final = _joined(final, self.engine.redact(outcome.unstreamed) or "")
+            if outcome.unstreamed:  # the verify's section was not streamed live
+                tail = self.engine.redact(outcome.unstreamed) or ""
+                if final is not None:
+                    final = _joined(final, tail)
+                if self.engine.printer is not None:  # `--stream` shows it after the command's
+                    self.engine.printer(run, tail)
             outcome = replace(
                 outcome,
                 output=final if final is not None else self.engine.redact(outcome.output) or "",

@@ -174,3 +174,19 @@ def test_a_failing_verify_s_output_is_kept_after_a_command_whose_output_was_stre
     shown = p.run("queue", "show", str(m1["id"]), "--format", "json", code=0).json()
     assert shown["exit_code"] == 3
     assert shown["output"] == "from-command\n--- verify ---\nhealth-check-said-no\n"
+
+
+def test_stream_shows_the_verify_s_output_after_the_command_s(project):
+    p = project
+    _machines(p, "m1", "m2")
+    p.write(
+        "tasks/ops/deploy.yaml",
+        "name: deploy\nmachines: [m1, m2]\ncommand: 'echo from-command'\n"
+        "rollout: {batches: [1, 100%], verify: 'echo health-check-said-no; exit 3'}\n",
+    )
+    shown = p.run("--once", "--stream", "-q", code=1).err.splitlines()
+    assert [line for line in shown if line.startswith("[ops/deploy@m1]")] == [
+        "[ops/deploy@m1] from-command",
+        "[ops/deploy@m1] --- verify ---",
+        "[ops/deploy@m1] health-check-said-no",
+    ]
