@@ -1,6 +1,8 @@
 """`queue kill RUN [--grace D] [--reason TEXT]` (issue 16 §2): stop a run wherever it runs.
 
-A pending run is cancelled at once. A running run gets a kill request in the store, which the
+A pending run that never ran is cancelled at once. A pending run that has run (attempt > 1:
+it waits out its retry back-off) is recorded `killed` at once: final like any kill, never
+retried, its dependents blocked, alerted (the pass that holds it reports its end). A running run gets a kill request in the store, which the
 process holding it (this host's pass or daemon, or a worker on another host) reads within a
 second: it sends TERM to the run's whole process group on its target, KILL after the grace,
 and records the run `killed` once nothing of it runs. This command waits for that record.
@@ -36,6 +38,15 @@ def run(args, ctx, store) -> views.Output:
     found = store.get_run(args.run)
     if found is None:
         raise UsageError(f"run {args.run} does not exist (see `reconcile queue list`)")
+    if found.status is RunStatus.PENDING and found.attempt > 1:
+        stopped = _kill_between_attempts(store, found, actor, reason, ctx)
+        if stopped is not None:
+            return _output(
+                stopped,
+                f"killed between attempts (attempt {found.attempt - 1} had run; "
+                "no further attempt)",
+            )
+        found = store.get_run(args.run) or found  # claimed meanwhile: kill it instead
     if found.status is RunStatus.PENDING:
         cancelled = _cancel(store, found, actor, reason, ctx)
         if cancelled is not None:
@@ -84,6 +95,21 @@ def _cancel(store, found: Run, actor: str, reason: str | None, ctx) -> Run | Non
         return None
     audit_queue_change(store, "kill", cancelled, redact=ctx.redactor, reason=reason)
     return cancelled
+
+
+def _kill_between_attempts(store, found: Run, actor: str, reason: str | None, ctx) -> Run | None:
+    """Record `killed` a pending run that already ran an attempt (audited); None when it is
+    no longer pending (an attempt started meanwhile)."""
+    why = f": {reason}" if reason else ""
+    stopped = store.block(
+        found.id,
+        f"killed by {actor} (queue kill) while it waited to retry{why}",
+        utc_now(),
+        RunStatus.KILLED,
+    )
+    if stopped is not None:
+        audit_queue_change(store, "kill", stopped, redact=ctx.redactor, reason=reason)
+    return stopped
 
 
 def _wait(store, found: Run, seconds: float) -> Run | None:

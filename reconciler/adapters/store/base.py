@@ -374,7 +374,8 @@ class RunQueue(ABC):
         self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
     ) -> Run | None:
         """A pending run that ends without running: `blocked` (its `after` dependency failed)
-        or `halted` (its rollout's failure budget is spent). None if not pending."""
+        or `halted` (its rollout's failure budget is spent), or `killed` (`queue kill` of a run
+        waiting out its retry back-off). None if not pending."""
 
     @abstractmethod
     def get_run(self, run_id: int) -> Run | None:

@@ -174,12 +174,12 @@ def cap_output(output: str) -> str:
 
 
 def ending_without_run(status) -> str:
-    """The status value of `StateStore.block`: `blocked` or `halted`, nothing else (a pending
-    run ends so only when it never ran)."""
+    """The status value of `StateStore.block`: `blocked` or `halted` (a pending run that never
+    ran), or `killed` (`queue kill` of a run waiting out its retry back-off: it has run)."""
     from reconciler.core.state import RunStatus
 
     status = RunStatus(status)
-    if status not in (RunStatus.BLOCKED, RunStatus.HALTED):
+    if status not in (RunStatus.BLOCKED, RunStatus.HALTED, RunStatus.KILLED):
         raise ValueError(f"a pending run cannot end {status.value} without running")
     return status.value
 
