@@ -149,9 +149,10 @@ def base64_cores(raw: bytes) -> list[str]:
 _URL_SAFE = str.maketrans("+/", "-_")
 # A base64 text wrapped into lines (76 columns for `base64` and MIME, 64 for PEM, narrower
 # for some tools): two lines or more of base64 characters, every line but the last at least
-# 16 long. Anchored at a line
+# 16 long (WRAP_MIN). Anchored at a line
 # start and possessive, so a long line that is not base64 costs one look, not a backtrack.
 _WRAPPED = re.compile(r"^(?:[A-Za-z0-9+/_-]{16,}+\r?\n)++[A-Za-z0-9+/_-]*+=*+", re.MULTILINE)
+WRAP_MIN = 16  # the shortest line of a wrapped block but its last (as in _WRAPPED)
 MIN_PIECE = 3  # a secret's last characters left after a cut: masked from this many on
 
 
@@ -181,6 +182,13 @@ class Redactor:
             ordered = sorted(self._forms, key=lambda f: (-len(f), f))
             self._pattern = re.compile(trie_pattern(ordered))
             self._ordered = tuple(ordered)
+
+    def wrapped_lines(self) -> int:
+        """How many lines the longest known form may span when wrapped as base64 (every line
+        but the last at least WRAP_MIN long): what a stream redacted piece by piece must hold
+        back to show each such form whole to the redactor."""
+        longest = len(self._ordered[0]) if self._pattern is not None else 0
+        return -(-longest // WRAP_MIN) + 1 if longest else 0
 
     def __call__(self, text: str | None) -> str | None:
         """`text` with every secret form replaced by `***` (None stays None)."""

@@ -8,7 +8,11 @@ the whole lines of the runs that have been running for a second or more into tex
 it and writes it for all of them in one transaction, only for runs that printed something
 new. A run that ends within its first second writes nothing here (its final output is all
 there is to see). A line shows once it ends (or when the run ends): a piece of a line could
-hold the first half of a secret the redactor would not recognise.
+hold the first half of a secret the redactor would not recognise. For the same reason, the
+lines at the end of what a run printed so far that a wrapped base64 block may go on from
+(16 or more base64 characters each: `core.redact`) wait for the next line or the run's end,
+so that a secret's base64 form wrapped over lines is redacted whole even when its lines come
+in separate flushes; past the most lines a known form can span, the older of them go on.
 
 The text written is the run's output as a stream of chunks (`store.OutputChunk`) whose
 offsets count the UTF-8 bytes of the redacted text; a run that wrote chunks records as its
@@ -19,6 +23,7 @@ where the rest begins (`core.output.unseen`).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -212,16 +217,13 @@ class LiveRuns:
     def _take(self, live: _Live, whole: bool = False) -> str:
         """Turn `live`'s whole lines (with `whole`, everything) into redacted text, added to
         its body; returns that text (under the lock)."""
-        size = len(live.raw) if whole else live.raw.rfind(b"\n") + 1
+        size = len(live.raw) if whole else self._ready(live)
         if size <= 0 and not live.skipped:
             return ""
         data = bytes(live.raw[:size])
         del live.raw[:size]
         skipped, live.skipped = live.skipped, 0
-        # Redacted under the mark of what was skipped: the redactor then masks the end of a
-        # secret whose start was cut off.
-        marked = self.redact(with_mark(skipped, data.decode("utf-8", "replace"))) or ""
-        _, text = split_mark(marked)
+        _, text = split_mark(self._redacted(skipped, data))
         if skipped:  # the text kept before the gap is no longer the output's tail
             live.dropped += len(live.body) + skipped
             live.length += skipped
@@ -234,6 +236,35 @@ class LiveRuns:
             del live.body[:cut]
             live.dropped += cut
         return with_mark(skipped, text) if self.printer is not None else text
+
+    def _redacted(self, skipped: int, data: bytes) -> str:
+        # Redacted under the mark of what was skipped: the redactor then masks the end of a
+        # secret whose start was cut off.
+        return self.redact(with_mark(skipped, data.decode("utf-8", "replace"))) or ""
+
+    def _ready(self, live: _Live) -> int:
+        """How many bytes of `live.raw` may be redacted and shown now: its whole lines, less
+        the lines at their end that a wrapped base64 block may still be printing (see
+        `held_from`). Past the most lines a known form can span when wrapped, the older of
+        those lines go too when redacting them alone masks what redacting them with the rest
+        would (no form spans the cut); otherwise they wait for the block to end."""
+        whole = live.raw.rfind(b"\n") + 1
+        lines = _block_tail(live.raw, whole)
+        if not lines:
+            return whole
+        most = self.hold_lines()
+        if len(lines) <= most:
+            return lines[0]
+        cut = lines[len(lines) - most]
+        alone = self._redacted(live.skipped, bytes(live.raw[:cut]))
+        together = self._redacted(live.skipped, bytes(live.raw[:whole]))
+        return cut if together.startswith(alone) else lines[0]
+
+    def hold_lines(self) -> int:
+        """The most lines a known secret form may span wrapped (the redactor says; at least
+        two: a stand-in redactor in tests knows no forms)."""
+        wrapped = getattr(self.redact, "wrapped_lines", None)
+        return max(2, wrapped()) if wrapped is not None else 2
 
     def _chunk(self, live: _Live) -> OutputChunk:
         """The text of `live` not yet written, as its next chunk (its last 64 KiB at most)."""
@@ -252,6 +283,25 @@ class LiveRuns:
         while live.chunks and live.chunks[0][1] < live.length - OUTPUT_CAP:
             last = live.chunks.popleft()[0]
         return [] if last is None else [OutputTrim(live.run.id, live.run.attempt, last)]
+
+
+# A line that may be a wrapped base64 block's but last (core.redact's _WRAPPED, WRAP_MIN).
+_BLOCK_LINE = re.compile(rb"[A-Za-z0-9+/_-]{16,}\r?")
+
+
+def _block_tail(raw: bytearray, end: int) -> list[int]:
+    """The starts of the lines ending `raw[:end]` (whole lines) that a wrapped base64 block
+    may still go on from: each of them could be a block's line but its last, so the next
+    line printed may carry on a secret form begun in them. Oldest first; [] when the last
+    line cannot (the usual case)."""
+    starts: list[int] = []
+    while end > 0:
+        start = raw.rfind(b"\n", 0, end - 1) + 1
+        if _BLOCK_LINE.fullmatch(raw, start, end - 1) is None:
+            break
+        starts.append(start)
+        end = start
+    return starts[::-1]
 
 
 def _char_start(data: bytes | bytearray, start: int) -> int:

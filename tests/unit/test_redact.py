@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from reconciler.core.output import TailBuffer, cap, split_mark, with_mark
-from reconciler.core.redact import MASK, Redactor, Secret, reveal, trie_pattern
+from reconciler.core.redact import MASK, Redactor, Secret, reveal, trie_pattern, variants
 
 SECRET = "s3cr3t/p@ss word"
 
@@ -154,3 +154,10 @@ def test_the_token_parts_of_a_url_secret_are_masked_where_a_library_prints_them_
     assert redact("POST /services/T0KEN1234/x; auth hunter22") == "POST ***; auth ***"
     # plain words, host names and addresses stay readable
     assert redact("services at hooks.example.com") == "services at hooks.example.com"
+
+
+def test_wrapped_lines_bounds_the_lines_a_wrapped_form_of_the_longest_secret_spans():
+    assert Redactor().wrapped_lines() == 0
+    value = "s" * 60
+    longest = max(len(form) for form in variants(value))
+    assert Redactor([value]).wrapped_lines() == -(-longest // 16) + 1
