@@ -1,0 +1,199 @@
+"""Hostile review of issue 16's signed `reconcile run --key` under git.verify: who may, what
+the signature covers, what a reader of the audit log can check, and the rules a manual run
+must still obey (the two-person rule). Through the CLI, real git, real ssh-keygen keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import reaped, reconcile, spawn
+from tests.support.line_reader import follow_lines
+from tests.support.ssh_project import ssh_project
+from tests.support.trust_repo import TrustRepo
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+PARAMS = "params:\n  MODE: {default: fast, allowed: [fast, full]}\n"
+
+
+class Verified:
+    """prod/deploy (writes its MODE) under git.verify, reconciled with alice as anchor."""
+
+    def __init__(self, tmp_path: Path, extra_tasks: str = ""):
+        self.tmp = tmp_path
+        self.repo = TrustRepo(tmp_path)
+        self.out = tmp_path / "deploy.out"
+        self.repo.write(
+            "inventory/tasks/prod/deploy.yaml",
+            f'name: deploy\nmachines: [box]\ncommand: echo "$MODE" >> "{self.out}"\n' + PARAMS,
+        )
+        self.repo.commit("alice", "deploy")
+        self.url = f"sqlite:///{tmp_path / 'state.db'}"
+        self.cli(0, "--once", "--trust-anchor", self.repo.fingerprint("alice"))
+
+    def cli(self, code: int | None, *args: str):
+        return reconcile(*args, "--state", self.url, cwd=self.repo.work, check_code=code)
+
+    def run(self, code: int | None, key: Path, *extra: str, task: str = "prod/deploy"):
+        return self.cli(code, "run", task, "--reason", "by hand", "--key", str(key), *extra)
+
+    def audit(self) -> list[dict]:
+        return [json.loads(line) for line in self.cli(0, "audit", "export").out.splitlines()]
+
+
+def test_a_public_key_file_given_as_key_is_exit_2_with_a_clear_message(tmp_path):
+    v = Verified(tmp_path)
+    pub = v.repo.keys["bob"].with_suffix(".pub")
+    result = v.run(2, pub)
+    assert "Traceback" not in result.err and "key" in result.err
+    missing = v.run(2, tmp_path / "nope")
+    assert "Traceback" not in missing.err and "nope" in missing.err
+
+
+def test_a_passphrase_protected_key_without_a_terminal_is_exit_2_and_never_hangs(tmp_path):
+    v = Verified(tmp_path)
+    locked = tmp_path / "keys" / "bob"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-N", "s3cret-pass", "-f", str(locked)],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    result = reconcile(
+        "run",
+        "prod/deploy",
+        "--reason",
+        "x",
+        "--key",
+        str(locked),
+        "--state",
+        v.url,
+        cwd=v.repo.work,
+        timeout=60,
+    )
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+
+
+def test_the_audit_entry_of_a_signed_request_lets_a_reader_verify_the_signature(tmp_path):
+    v = Verified(tmp_path)
+    v.run(0, v.repo.keys["bob"], "--param", "MODE=full", "--priority", "3")
+    (entry,) = [e for e in v.audit() if e.get("action") == "run.manual"]
+    d = entry["detail"]
+    text = f"reconciler run v1\ntask {d['task']}\ncommit {d['commit'] or '-'}\n"
+    text += f"machine {d['machine']} version {d['version']}\n"
+    text += "".join(f"param {json.dumps([k, val])}\n" for k, val in sorted(d["params"].items()))
+    text += f"priority {d['priority']}\nreason {json.dumps(d['reason'])}\n"
+    allowed = tmp_path / "allowed"
+    allowed.write_text(f"bob {v.repo.public('bob')}\n")
+    sig = tmp_path / "sig"
+    sig.write_text(d["signature"])
+    done = subprocess.run(
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(allowed),
+            "-I",
+            "bob",
+            "-n",
+            "reconciler-run",
+            "-s",
+            str(sig),
+        ],
+        input=text.encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_rotated_away_key_and_a_member_of_another_team_are_refused(tmp_path):
+    v = Verified(tmp_path)
+    old = v.repo.keys["bob"]
+    fresh = tmp_path / "keys" / "bob2"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(fresh)], check=True)
+    pub = " ".join(fresh.with_suffix(".pub").read_text().split()[:2])
+    v.repo.write(
+        "inventory/teams/prod.yaml",
+        "name: prod\nmembers:\n"
+        f"  - {{name: alice, role: admin, ssh: {v.repo.public('alice')}}}\n"
+        f"  - {{name: bob, role: operator, ssh: {pub}}}\n",
+    )
+    v.repo.commit("alice", "rotate bob")
+    v.cli(0, "--once")
+    assert "no team member's ssh: key" in v.run(2, old).err
+    assert "is no member of team prod" in v.run(2, v.repo.keys["dana"]).err  # dev's admin
+    v.run(0, fresh)
+
+
+def test_a_manual_run_of_a_task_awaiting_approval_does_not_run(tmp_path):
+    v = Verified(tmp_path)
+    marker = tmp_path / "gated-ran"
+    v.repo.write(
+        "inventory/tasks/prod/gated.yaml",
+        f"name: gated\nmachines: [box]\ncommand: touch {marker}\n"
+        "approval: {role: admin, count: 1}\n",
+    )
+    v.repo.commit("alice", "gated")
+    v.cli(0, "--once")
+    assert not marker.exists()
+    v.run(0, v.repo.keys["bob"], task="prod/gated")
+    v.cli(None, "--once")
+    assert not marker.exists()
+    v.run(None, v.repo.keys["bob"], "--wait", task="prod/gated")
+    assert not marker.exists()
+    (waiting,) = v.cli(0, "approvals", "--format", "json").json()["waiting"]
+    assert waiting["task"] == "prod/gated"
+
+
+def _queue(p, *args: str):
+    return reconcile("queue", *args, "--format", "json", cwd=p.root)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a kill asked for while the SSH connection is still being set up is only acted on "
+    "after the command was dispatched, so the killed run's command starts on the target",
+)
+def test_a_kill_while_the_ssh_connection_is_being_set_up_never_starts_the_command(
+    tmp_path, sshd, client_key
+):
+    """The target's sshd is stopped (SIGSTOP): the TCP connection is accepted by the kernel,
+    the SSH handshake waits. A kill asked for then must end the run `killed` without the
+    command ever starting when the daemon answers again."""
+    p = ssh_project(tmp_path, sshd.port, sshd.host_key, client_key)
+    started = tmp_path / "started"
+    p.task("slow", f'command: touch "{started}"; sleep 30\n')
+    os.kill(sshd.proc.pid, signal.SIGSTOP)
+    try:
+        once = spawn("--once", "--identity", str(p.key), cwd=p.root)
+        with reaped(once):
+            _, err = follow_lines(once)
+            run_id = wait_until(
+                lambda: next(
+                    (r["id"] for r in _queue(p, "list").json() if r["status"] == "running"),
+                    None,
+                ),
+                timeout=30,
+            )
+            killer = spawn(
+                "queue", "kill", str(run_id), "--grace", "1s", "--reason", "stop", cwd=p.root
+            )
+            with reaped(killer):
+                err.wait_for("stopping it", timeout=30)  # the pass acted on the request
+                os.kill(sshd.proc.pid, signal.SIGCONT)  # the handshake goes on now
+                assert once.wait(timeout=90) is not None
+                killer.wait(timeout=90)
+    finally:
+        os.kill(sshd.proc.pid, signal.SIGCONT)
+    run = _queue(p, "show", str(run_id)).json()
+    assert run["status"] == "killed", run
+    assert not started.exists(), "the killed run's command started once the connection came up"
