@@ -26,7 +26,7 @@ PARAMS = "params:\n  MODE: {default: fast, allowed: [fast, full]}\n"
 class Verified:
     """prod/deploy (writes its MODE) under git.verify, reconciled with alice as anchor."""
 
-    def __init__(self, tmp_path: Path, extra_tasks: str = ""):
+    def __init__(self, tmp_path: Path, url: str | None = None):
         self.tmp = tmp_path
         self.repo = TrustRepo(tmp_path)
         self.out = tmp_path / "deploy.out"
@@ -35,7 +35,7 @@ class Verified:
             f'name: deploy\nmachines: [box]\ncommand: echo "$MODE" >> "{self.out}"\n' + PARAMS,
         )
         self.repo.commit("alice", "deploy")
-        self.url = f"sqlite:///{tmp_path / 'state.db'}"
+        self.url = url or f"sqlite:///{tmp_path / 'state.db'}"
         self.cli(0, "--once", "--trust-anchor", self.repo.fingerprint("alice"))
 
     def cli(self, code: int | None, *args: str):
@@ -197,3 +197,105 @@ def test_a_kill_while_the_ssh_connection_is_being_set_up_never_starts_the_comman
     run = _queue(p, "show", str(run_id)).json()
     assert run["status"] == "killed", run
     assert not started.exists(), "the killed run's command started once the connection came up"
+
+
+def test_a_manual_run_of_a_frozen_task_is_held_with_priority_1_too(tmp_path):
+    v = Verified(tmp_path)
+    v.repo.write(
+        "inventory/tasks/prod/deploy.yaml",
+        f'name: deploy\nmachines: [box]\ncommand: echo "$MODE" >> "{v.out}"\n'
+        + PARAMS
+        + 'suspend: {reason: "INC-1"}\n',
+    )
+    v.repo.commit("alice", "freeze")
+    v.cli(None, "--once")
+    before = v.out.read_text()
+    v.run(None, v.repo.keys["bob"], "--priority", "1")
+    v.cli(None, "--once")
+    v.run(None, v.repo.keys["bob"], "--wait", "--priority", "1")
+    assert v.out.read_text() == before
+
+
+def test_a_manual_run_on_a_halted_rollout_ends_halted(tmp_path):
+    v = Verified(tmp_path)
+    v.repo.write("inventory/machines/box2.yaml", "name: box2\nteam: prod\ntransport: local\n")
+    ran = tmp_path / "roll.out"
+    v.repo.write(
+        "inventory/tasks/prod/roll.yaml",
+        f'name: roll\nmachines: [box, box2]\ncommand: echo "$(hostname)" >> "{ran}"; exit 1\n'
+        "rollout: {batches: [1, 100%], max_failed: 0}\n",
+    )
+    v.repo.commit("alice", "roll")
+    v.cli(None, "--once")
+    assert len(ran.read_text().split()) == 1  # box failed, box2 halted
+    result = v.run(None, v.repo.keys["bob"], "--machine", "box2", "--wait", task="prod/roll")
+    assert len(ran.read_text().split()) == 1, result.err
+    assert "halted" in result.out, result.out
+
+
+def test_a_kill_while_the_target_never_answers_ends_the_run_killed_and_never_retried(
+    tmp_path, sshd, client_key
+):
+    p = ssh_project(tmp_path, sshd.port, sshd.host_key, client_key)
+    started = tmp_path / "started"
+    p.task("slow", f'command: touch "{started}"; sleep 30\n')
+    os.kill(sshd.proc.pid, signal.SIGSTOP)
+    try:
+        once = spawn("--once", "--identity", str(p.key), cwd=p.root)
+        with reaped(once):
+            run_id = wait_until(
+                lambda: next(
+                    (r["id"] for r in _queue(p, "list").json() if r["status"] == "running"),
+                    None,
+                ),
+                timeout=30,
+            )
+            killed = reconcile(
+                "queue",
+                "kill",
+                str(run_id),
+                "--grace",
+                "1s",
+                "--reason",
+                "stop",
+                cwd=p.root,
+                timeout=120,
+            )
+            once.wait(timeout=120)
+    finally:
+        os.kill(sshd.proc.pid, signal.SIGCONT)
+    run = _queue(p, "show", str(run_id)).json()
+    assert (killed.code, run["status"]) == (0, "killed"), (killed.err, run)
+    p.run("--once", "--identity", str(p.key))
+    assert not started.exists()
+
+
+def test_a_worker_does_not_run_a_manual_run_of_a_task_awaiting_approval(tmp_path, postgres_url):
+    v = Verified(tmp_path, postgres_url)
+    marker = tmp_path / "gated-ran"
+    v.repo.write(
+        "inventory/tasks/prod/gated.yaml",
+        f"name: gated\nmachines: [box]\ncommand: touch {marker}\n"
+        "approval: {role: admin, count: 1}\n",
+    )
+    v.repo.commit("alice", "gated")
+    v.cli(0, "--once")
+    worker = spawn("worker", "--state", v.url, cwd=v.repo.work)
+    with reaped(worker):
+        _, err = follow_lines(worker)
+        (run_id,) = v.run(0, v.repo.keys["bob"], "--format", "json", task="prod/gated").json()
+        v.run(0, v.repo.keys["bob"], "--format", "json")  # a run the worker may take
+        wait_until(lambda: v.out.read_text().split() == ["fast", "fast"], timeout=60)
+        shown = v.cli(0, "queue", "show", str(run_id), "--format", "json").json()
+        assert shown["status"] == "pending" and not marker.exists(), shown
+
+
+def test_membership_is_the_last_reconciled_commits_not_an_older_or_unreconciled_one(tmp_path):
+    v = Verified(tmp_path)
+    v.repo.team("prod", admins=["alice"], viewers=["valerie"])  # bob removed
+    v.repo.commit("alice", "remove bob")
+    # Not reconciled yet: the last reconciled commit still names bob an operator (documented).
+    v.run(0, v.repo.keys["bob"])
+    v.cli(None, "--once")
+    refused = v.run(2, v.repo.keys["bob"])
+    assert "no team member's ssh: key" in refused.err and "Traceback" not in refused.err
