@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def _given_params(pairs: Sequence[str]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not NAME.fullmatch(name):
             raise UsageError(
-                f"--param {pair.split('=', 1)[0][:40]!r}: write NAME=VALUE, NAME an environment "
+                f"--param {_typed(pair)}: write NAME=VALUE, NAME an environment "
                 "variable name (letters, digits and '_', not starting with a digit)"
             )
         if name in found:
@@ -102,13 +103,29 @@ def _given_params(pairs: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def _typed(pair: str) -> str:
+    """A malformed `--param` quoted as typed (escaped by repr; a long one cut, marked)."""
+    return repr(pair) if len(pair) <= 60 else f"{pair[:60]!r}..."
+
+
 def _reason(text: str) -> str:
     reason = (text or "").strip()
     if not reason:
         raise UsageError("--reason must say why the task runs now (it is recorded and audited)")
-    if len(reason) > 1000 or "\x00" in reason:
-        raise UsageError("--reason is at most 1000 characters, without NUL")
+    if len(reason) > 1000:
+        raise UsageError("--reason is at most 1000 characters")
+    bad = next((char for char in reason if _is_control(char)), None)
+    if bad is not None:
+        raise UsageError(
+            f"--reason holds the control character {bad!r}: write it on one line, without "
+            "escape codes (it is printed in `queue list` and `queue show`)"
+        )
     return reason
+
+
+def _is_control(char: str) -> bool:
+    """A character a terminal acts on rather than shows (C0, DEL, C1; NUL and newline too)."""
+    return unicodedata.category(char) == "Cc"
 
 
 def _request(

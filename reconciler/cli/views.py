@@ -11,6 +11,7 @@ body decides between JSON and text.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -224,12 +225,23 @@ def runs_text(runs: Sequence[Run]) -> str:
             r.attempt,
             "" if r.exit_code is None else r.exit_code,
             iso(r.finished_at or r.started_at or r.created_at),
-            f"manual by {r.actor}: {r.reason}" if r.manual else "",
+            printable(f"manual by {r.actor}: {r.reason}") if r.manual else "",
         )
         for r in runs
     ]
     return table(
         ("RUN", "TASK", "MACHINE", "STATUS", "PRIO", "ATTEMPT", "EXIT", "WHEN", "TRIGGER"), rows
+    )
+
+
+def printable(text: str) -> str:
+    """`text` with every control character (newline, escape, ...) written as its escape
+    (`\\n`, `\\x1b`): a reason, actor or error recorded by someone else must not start a
+    line of its own or steer the reader's terminal. The run's output is shown as it is."""
+    if not any(unicodedata.category(char) == "Cc" for char in text):
+        return text
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in text
     )
 
 
@@ -243,9 +255,13 @@ def queue_change_text(verb: str, run: Run) -> str:
 def run_detail_text(run: Run) -> str:
     fields = run_json(run)
     fields["params"] = " ".join(f"{k}={v}" for k, v in run.params) or None
-    lines = [f"{k + ':':<12} {'' if v is None else v}" for k, v in fields.items() if k != "error"]
+    lines = [
+        f"{k + ':':<12} {'' if v is None else printable(str(v))}"
+        for k, v in fields.items()
+        if k != "error"
+    ]
     if run.error:
-        lines.append(f"{'error:':<12} {run.error}")
+        lines.append(f"{'error:':<12} {printable(run.error)}")
     lines.append("output:")
     lines.append(run.output.rstrip("\n") if run.output else "(none)")
     return "\n".join(lines)

@@ -123,32 +123,33 @@ def test_stream_masks_a_wrapped_base64_secret_whose_lines_come_in_separate_flush
     assert first not in streamed, streamed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a malformed --param '=x' is reported as --param '' (the value the user typed is lost)",
-)
 def test_a_malformed_param_is_quoted_as_typed(project):
     project.task("echoer", "command: echo hi\nparams:\n  A: {default: x}\n")
     refused = project.run("run", "ops/echoer", "--param", "=x", "--reason", "r", code=2)
     assert "--param '=x'" in refused.err, refused.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run --reason is accepted with a newline and terminal escapes and printed raw, so "
-    "queue list shows a forged row and the operator's terminal obeys the escape",
-)
 def test_a_reason_with_a_newline_and_an_escape_cannot_forge_a_row_of_queue_list(project):
     p = project
     p.task("echoer", "command: echo hi\n")
     forged = "why\n7    ops/other  box  succeeded  3  1  0  2026-12-07T00:00:00Z\x1b[2K"
-    asked = p.run("run", "ops/echoer", "--reason", forged)
-    if asked.code == 2:  # refusing such a reason is a fix too
-        return
-    assert asked.code == 0, asked.err
-    listed = p.run("queue", "list", code=0).out
-    assert "\x1b" not in listed, listed
-    assert len(listed.splitlines()) == 2, listed  # the header and run 1: nothing forged
+    refused = p.run("run", "ops/echoer", "--reason", forged, code=2)
+    assert "--reason holds the control character '\\n'" in refused.err, refused.err
+    assert "Traceback" not in refused.err
+    assert p.run("queue", "list", code=0).out.strip() == "No runs."
+
+
+def test_queue_show_escapes_control_characters_in_a_recorded_error(project):
+    """Defence in depth: a kill reason (kept in the run's error) holding a newline and an
+    escape is shown escaped by `queue show`, on one line."""
+    p = project
+    p.task("echoer", "command: echo hi\n")
+    p.run("run", "ops/echoer", "--reason", "now", code=0)
+    p.run("queue", "kill", "1", "--reason", "why\nforged: line\x1b[2K", code=0)
+    shown = p.run("queue", "show", "1", code=0).out
+    assert "\x1b" not in shown, shown
+    [error] = [line for line in shown.splitlines() if line.startswith("error:")]
+    assert "why\\nforged: line\\x1b[2K" in error, shown
 
 
 def test_a_run_killed_between_attempts_is_not_run_again_by_the_next_pass(project):
