@@ -19,11 +19,6 @@ from tests.support.vault_project import vault_set
 from tests.support.waiting import wait_until
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="queue kill signals only the run's process group, so a daemon the command "
-    "started in its own session (setsid) keeps running on the target after the run is killed",
-)
 def test_kill_leaves_nothing_running_not_even_a_daemon_the_command_started_with_setsid(project):
     p = project
     pids = p.root / "pids"
@@ -48,11 +43,6 @@ def test_kill_leaves_nothing_running_not_even_a_daemon_the_command_started_with_
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="queue kill of a remote run signals only its process group through the SSH wrapper, "
-    "so a daemon the command started with setsid keeps running on the target",
-)
 def test_kill_of_a_remote_run_on_a_worker_leaves_no_setsid_daemon_on_the_target(
     tmp_path, sshd, client_key, postgres_url
 ):

@@ -23,6 +23,7 @@ import contextlib
 import math
 import os
 import pwd
+import secrets
 import select
 import signal
 import subprocess
@@ -39,6 +40,9 @@ from reconciler.core.model import Machine
 from reconciler.core.output import TailBuffer
 from reconciler.core.redact import Secret, reveal
 
+# Every process of a run's attempt carries this variable with a value of its own (random, no
+# secret): `queue kill` and a timeout stop the processes that left the run's group by it.
+RUN_COOKIE = "RECONCILE_RUN_COOKIE"
 # What a task sees of the reconciler's own environment; everything else is the task's `env`.
 INHERITED_ENV = (
     "PATH",
@@ -186,6 +190,8 @@ class LocalTransport(Transport):
     ) -> Completed:
         started = time.monotonic()
         account = run_as(machine, self.own_user_allowed)
+        cookie = secrets.token_hex(16)  # marks every process of this attempt: see _kill_group
+        env = {**env, RUN_COOKIE: cookie}
         proc = subprocess.Popen(
             ["/bin/sh", "-c", GATE, "/bin/sh", command],  # $0 as `sh -c command` gives it
             stdin=subprocess.PIPE,
@@ -199,10 +205,10 @@ class LocalTransport(Transport):
         failpoints.hit("after_spawn")
         marker = self._mark(run_id, proc.pid)
         if control is not None:  # a kill request stops the whole group, as a timeout does
-            control.attach(lambda grace: _kill_group(proc.pid, None, grace))
+            control.attach(lambda grace: _kill_group(proc.pid, None, grace, cookie))
         try:
             _open_gate(proc)
-            tail, timed_out = _collect(proc, started + timeout, control)
+            tail, timed_out = _collect(proc, started + timeout, control, cookie)
         finally:
             if control is not None:
                 control.detach()
@@ -274,7 +280,10 @@ def _open_gate(proc: subprocess.Popen) -> None:
 
 
 def _collect(
-    proc: subprocess.Popen, deadline: float, control: RunControl | None = None
+    proc: subprocess.Popen,
+    deadline: float,
+    control: RunControl | None = None,
+    cookie: str | None = None,
 ) -> tuple[TailBuffer, bool]:
     """Read the command's output in the calling thread (no reader thread per run) until its
     shell exited and the output ended, or `deadline`: then its process group is killed
@@ -294,7 +303,7 @@ def _collect(
         while proc.returncode is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                _kill_group(proc.pid, proc)
+                _kill_group(proc.pid, proc, cookie=cookie)
                 timed_out = True
                 break
             for fd, _ in poller.poll(_millis(left if exits is not None else min(left, EXIT_POLL))):
@@ -348,20 +357,59 @@ def _runs(pid: int, run_id: int) -> bool:
     return f"RECONCILE_RUN_ID={run_id}".encode() in environ.split(b"\0")
 
 
-def _kill_group(pgid: int, proc: subprocess.Popen | None, grace: float = KILL_GRACE) -> None:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds."""
+def _kill_group(
+    pgid: int, proc: subprocess.Popen | None, grace: float = KILL_GRACE, cookie: str | None = None
+) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds. With `cookie`, every
+    process whose environment carries it gets the same signals: a daemon the command started
+    in a session of its own (`setsid`, a double fork) left the group but kept the cookie. A
+    process that cleared its environment escapes; without /proc only the group is signalled."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
+            group = True
         except ProcessLookupError:
+            group = False
+        strays = _signal_carriers(cookie, sig)
+        if not group and not strays:
             return
         deadline = time.monotonic() + (grace if sig == signal.SIGTERM else KILL_GRACE)
         while time.monotonic() < deadline:
             if proc is not None:
                 proc.poll()  # reap our own child, or it lingers as a zombie in the group
-            if not _group_alive(pgid):
+            if not _group_alive(pgid) and not _carriers(cookie):
                 return
             time.sleep(0.02)
+
+
+def _signal_carriers(cookie: str | None, sig: int) -> bool:
+    """Send `sig` to every process carrying `cookie`; whether there was any."""
+    found = _carriers(cookie)
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+    return bool(found)
+
+
+def _carriers(cookie: str | None) -> list[int]:
+    """The live processes whose environment holds `RUN_COOKIE=cookie` (a zombie's reads
+    empty; one we may not read, or without /proc, is not found)."""
+    if cookie is None:
+        return []
+    entry = f"{RUN_COOKIE}={cookie}".encode()
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if entry in environ.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _group_alive(pgid: int) -> bool:

@@ -99,7 +99,10 @@ if ! command exec 3> "$f.out"; then
 fi
 # The command gets a shell of its own (exec, not eval in this subshell): its `$$` and `$PPID`
 # are what `sh -c` gives, so `kill $$` stops the command, not its wrapper.
-( eval "$s"; exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
+# Every process of the task carries the nonce as RECONCILE_RUN_COOKIE (set after the task's
+# env, which cannot change it): a kill finds by it what left the group (`setsid`).
+( eval "$s"; RECONCILE_RUN_COOKIE=$3; export RECONCILE_RUN_COOKIE
+  exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
 rc=$?
 # How much the task wrote: the offset of the output's file description, read from /proc by a
 # builtin, so no `wc` process per run (empty without /proc: then tail_out counts).
@@ -174,12 +177,26 @@ if [ -z "$ours" ]; then
   echo "gone $n $a $h"; done_out; exit 0
 fi
 if [ "$3" = peek ]; then echo "running $n $a $h"; exit 0; fi
+# The processes that left the group (a `setsid` daemon) but carry the run's cookie in their
+# environment get the same signals (Linux /proc; elsewhere, or once cleared, they escape).
+strays() {
+  c=
+  [ -d /proc/self ] || return 0
+  for e in /proc/[0-9]*/environ; do
+    tr '\000' '\n' 2>/dev/null < "$e" | grep -qx "RECONCILE_RUN_COOKIE=$n" || continue
+    e=${e#/proc/}; c="$c ${e%/environ}"
+  done
+}
+strays
 kill -s TERM -- "-$pg" 2>/dev/null
+[ -z "$c" ] || kill -s TERM $c 2>/dev/null
 i=0
 while alive && [ $i -lt "${6:-20}" ]; do
   sleep 0.1 2>/dev/null || sleep 1; i=$((i+1))
 done
 kill -s KILL -- "-$pg" 2>/dev/null
+strays
+[ -z "$c" ] || kill -s KILL $c 2>/dev/null
 echo "killed $n $a $h"; done_out
 """
 )
