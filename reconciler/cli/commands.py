@@ -104,7 +104,7 @@ def cmd_once(args: argparse.Namespace, ctx: Context) -> int | views.Output:
             engine.grace = ctx.settings.grace.value
             # The pauses of rollouts that end by then are waited for; later ones wait, held.
             engine.pause_deadline = engine.clock() + timedelta(seconds=ctx.settings.max_wait.value)
-            with _graceful_stop(engine) as stopped_by:
+            with graceful_stop(engine) as stopped_by:
                 report = run_pass(ctx, loaded, store, engine, sinks, commit, trust)
     return _once_result(args, report, commit, stopped_by)
 
@@ -136,7 +136,7 @@ def _once_result(
 
 
 @contextmanager
-def _graceful_stop(engine: Engine):
+def graceful_stop(engine: Engine):
     """First SIGINT/SIGTERM/SIGHUP: claim nothing more; running runs get the engine's grace
     period (then they are stopped and recorded `unknown`). A second one stops them at once
     (the summary still lists them). Yields a list that receives the number of the first
@@ -375,7 +375,7 @@ def cmd_worker(args: argparse.Namespace, ctx: Context) -> int:
             if hasattr(follow, "on_refused"):  # git.verify turned on: stop claiming
                 follow.on_refused, follow.read_last = engine.stop.set, store.last_commit
             sinks.worker_started()
-            with _graceful_stop(engine):
+            with graceful_stop(engine):
                 # Approvals given meanwhile too; and the freezes the passes reconciled, which
                 # hold here even while this checkout lags (it may not have the freeze yet).
                 inventory = ctx.settings.inventory.value

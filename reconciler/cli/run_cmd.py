@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -266,6 +267,7 @@ def _waited(ctx: Context, source, store, runs: list[Run], json_lines: bool) -> v
     """Run `runs` here (or wait for the worker that took one), their output lines streamed on
     stderr as they come (`[task@machine] line`, as `--once --stream`), then each run's status
     line; exit 0 when every one succeeded."""
+    from reconciler.cli.commands import graceful_stop
     from reconciler.cli.passes import wired_engine
     from reconciler.cli.progress import progress_for
     from reconciler.cli.stream_view import stream_printer
@@ -286,7 +288,12 @@ def _waited(ctx: Context, source, store, runs: list[Run], json_lines: bool) -> v
         ),
     ):
         sinks.worker_started()
-        report = engine.run_now(with_approvals(source.loaded.desired, store), runs)
+        # SIGTERM, SIGINT or SIGHUP end it as they end `--once`: nothing more starts, a
+        # running run gets the grace, then is stopped and recorded `unknown` (not left
+        # `running` until its lease runs out).
+        engine.grace = ctx.settings.grace.value
+        with graceful_stop(engine) as stopped_by:
+            report = engine.run_now(with_approvals(source.loaded.desired, store), runs)
         engine.journal.check()  # an audit entry that was not written is exit 3
     ended = store.get_runs([run.id for run in runs])
     final = [ended.get(run.id, report.runs.get(run.id, run)) for run in runs]
@@ -308,7 +315,11 @@ def _waited(ctx: Context, source, store, runs: list[Run], json_lines: bool) -> v
             if not run.status.is_success
         ],
     }
-    return views.Output(data, lambda: _waited_text(final, held), exit_code=0 if ok else 1)
+    exit_code = 0 if ok else 1
+    if stopped_by and any(run.status.is_active or run.id in report.left_behind for run in final):
+        exit_code = 128 + stopped_by[0]  # stopped before its runs ended, as `--once`
+        data["stopped_by"] = signal.Signals(stopped_by[0]).name
+    return views.Output(data, lambda: _waited_text(final, held), exit_code=exit_code)
 
 
 def _shown(ctx: Context, run: Run) -> dict[str, str]:

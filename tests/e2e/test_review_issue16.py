@@ -160,3 +160,22 @@ def test_a_run_killed_between_attempts_is_not_run_again_by_the_next_pass(project
     assert p.run("queue", "show", "1", "--format", "json", code=0).json()["status"] == "killed"
     assert p.ledger_lines() == ["ran"]
     assert p.run("plan", "--format", "json", code=0).json()["enqueue"] == []
+
+
+def test_sigterm_to_run_wait_stops_its_run_and_records_it_as_once_does(project):
+    """SIGTERM to `run --wait` ends it as it ends `--once`: the running run gets the grace,
+    then is stopped and recorded `unknown` (not left `running` until its lease runs out), and
+    the command exits 143 with its status lines."""
+    p = project
+    started = p.root / "started"
+    p.task("slow", f"command: 'touch \"{started}\"; sleep 1000'\n")
+    with reaped(
+        spawn("--grace", "1s", "run", "ops/slow", "--reason", "now", "--wait", cwd=p.root)
+    ) as waiting:
+        wait_until(started.exists, timeout=60, message="the run to start")
+        waiting.send_signal(signal.SIGTERM)
+        out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 143, (waiting.returncode, out, err)
+    shown = p.run("queue", "show", "1", "--format", "json", code=0).json()
+    assert shown["status"] == "unknown", shown
+    assert "run 1 ops/slow on box: unknown" in out, out
