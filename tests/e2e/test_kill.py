@@ -104,3 +104,29 @@ def test_a_kill_during_the_check_stops_the_check_and_the_command_never_starts(pr
         assert once.wait(timeout=60) == 1
     assert p.run("queue", "show", "1", "--format", "json", code=0).json()["status"] == "killed"
     assert p.ledger_lines() == []
+
+
+def test_a_run_killed_between_attempts_blocks_what_comes_after_and_alerts(project, receiver):
+    p = project
+    p.write("teams/ops.yaml", f"name: ops\nalerts: [{receiver.url('/all')}]\n")
+    p.task("flaky", "command: exit 1\nretry: {count: 2, delay: 30s}\n")
+    p.task("after", "after: [flaky]\ncommand: echo after\n")
+    with reaped(spawn("--once", "-q", "--format", "json", cwd=p.root)) as once:
+
+        def waiting_to_retry():
+            if not p.state.exists():
+                return None
+            shown = p.run("queue", "show", "1", "--format", "json")
+            return shown.code == 0 and shown.json()["attempt"] == 2
+
+        wait_until(waiting_to_retry, timeout=60, message="run 1 to wait for its attempt 2")
+        killed = p.run("queue", "kill", "1", "--reason", "stop retrying", "--format", "json")
+        assert killed.code == 0 and killed.json()["status"] == "killed", killed.err
+        out, _ = once.communicate(timeout=60)
+        assert once.returncode == 1
+    runs = {r["task"]: r for r in json.loads(out)["runs"]}
+    assert runs["ops/flaky"]["status"] == "killed", runs
+    assert "stop retrying" in runs["ops/flaky"]["error"]
+    assert runs["ops/after"]["status"] == "blocked", runs
+    [title] = wait_until(lambda: receiver.titles("killed"), timeout=30)
+    assert title == "reconciler: ops/flaky killed on box"
