@@ -117,3 +117,26 @@ def test_second_pass_gives_up_after_lock_timeout_with_exit_3(project):
         assert "lock" in result.err and "Traceback" not in result.err
     finally:
         planner.communicate(timeout=10)
+
+
+def test_the_pass_after_a_crash_stops_a_setsid_daemon_its_run_started(project):
+    """The next pass reaps the command a killed pass left running, and with it a daemon the
+    command started in a session of its own (found by the attempt's cookie)."""
+    pids = project.root / "pids"
+    project.task(
+        "spawner",
+        f"command: setsid sh -c 'echo $$ > \"{pids}\"; exec sleep 1000' "
+        f"</dev/null >/dev/null 2>&1 & {project.record('started')}; sleep 1000\n",
+    )
+    proc = _start_and_wait_for(project, "started")
+    wait_until(lambda: pids.exists() and pids.read_text().strip(), timeout=30)
+    daemon = int(pids.read_text())
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        runs = project.run("--once", "--format", "json", code=1).json()["runs"]
+        assert [(r["task"], r["status"]) for r in runs] == [("ops/spawner", "unknown")]
+        assert not _alive(daemon), "the crashed run's daemon still runs after the next pass"
+    finally:
+        if _alive(daemon):
+            os.kill(daemon, signal.SIGKILL)

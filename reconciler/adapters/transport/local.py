@@ -203,7 +203,7 @@ class LocalTransport(Transport):
             **(account.popen_arguments() if account is not None else {}),
         )
         failpoints.hit("after_spawn")
-        marker = self._mark(run_id, proc.pid)
+        marker = self._mark(run_id, proc.pid, cookie)
         if control is not None:  # a kill request stops the whole group, as a timeout does
             control.attach(lambda grace: _kill_group(proc.pid, None, grace, cookie))
         try:
@@ -221,9 +221,9 @@ class LocalTransport(Transport):
             timed_out=timed_out,
         )
 
-    def _mark(self, run_id: int, pgid: int) -> Path | None:
-        """Remember the process group of a command about to run (best effort). Written
-        aside and renamed, so `reap` never reads a half-written marker."""
+    def _mark(self, run_id: int, pgid: int, cookie: str) -> Path | None:
+        """Remember the process group and the cookie of a command about to run (best
+        effort). Written aside and renamed, so `reap` never reads a half-written marker."""
         marker = self.markers / f"{run_id}.pgid"
         partial = f"{marker}.partial"
         try:
@@ -236,7 +236,7 @@ class LocalTransport(Transport):
                 private_dir(self.markers)
                 fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, str(pgid).encode())
+                os.write(fd, f"{pgid} {cookie}".encode())
             finally:
                 os.close(fd)
             os.replace(partial, marker)
@@ -260,13 +260,18 @@ class LocalTransport(Transport):
         """
         marker = self.markers / f"{run_id}.pgid"
         try:
-            pgid = int(marker.read_text())
+            pgid_text, _, cookie = marker.read_text().partition(" ")  # no cookie: older
+            pgid = int(pgid_text)
         except (OSError, ValueError):
             return
-        if _runs(pgid, run_id):
+        ours = _runs(pgid, run_id)
+        if ours or _carriers(cookie or None):  # a setsid daemon may outlive the group
             if not stop:
                 return STILL_RUNNING
-            _kill_group(pgid, None)
+            if ours:
+                _kill_group(pgid, None, cookie=cookie or None)
+            else:
+                _kill_carriers(cookie)
         marker.unlink(missing_ok=True)
 
 
@@ -380,6 +385,17 @@ def _kill_group(
             if not _group_alive(pgid) and not _carriers(cookie):
                 return
             time.sleep(0.02)
+
+
+def _kill_carriers(cookie: str) -> None:
+    """SIGTERM the processes carrying `cookie`, SIGKILL what is left after KILL_GRACE (the
+    group is gone: only its strays are left)."""
+    if not _signal_carriers(cookie, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + KILL_GRACE
+    while time.monotonic() < deadline and _carriers(cookie):
+        time.sleep(0.02)
+    _signal_carriers(cookie, signal.SIGKILL)
 
 
 def _signal_carriers(cookie: str | None, sig: int) -> bool:
