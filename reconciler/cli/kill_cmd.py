@@ -125,7 +125,7 @@ def _wait(store, found: Run, seconds: float) -> Run | None:
 
 def _output(run: Run, what: str, exit_code: int = 0) -> views.Output:
     error = f": {run.error}" if run.error and run.status is not RunStatus.CANCELLED else ""
-    text = f"run {run.id} ({run.task} on {run.machine}) {what}{error}"
+    text = views.printable(f"run {run.id} ({run.task} on {run.machine}) {what}{error}")
     return views.Output(views.run_json(run), lambda: text, exit_code=exit_code)
 
 

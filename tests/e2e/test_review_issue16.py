@@ -135,7 +135,8 @@ def test_queue_show_escapes_control_characters_in_a_recorded_error(project):
     p = project
     p.task("echoer", "command: echo hi\n")
     p.run("run", "ops/echoer", "--reason", "now", code=0)
-    p.run("queue", "kill", "1", "--reason", "why\nforged: line\x1b[2K", code=0)
+    killed = p.run("queue", "kill", "1", "--reason", "why\nforged: line\x1b[2K", code=0)
+    assert "\x1b" not in killed.out and len(killed.out.splitlines()) == 1, killed.out
     shown = p.run("queue", "show", "1", code=0).out
     assert "\x1b" not in shown, shown
     [error] = [line for line in shown.splitlines() if line.startswith("error:")]
