@@ -159,12 +159,6 @@ def _queue(p, *args: str):
     return reconcile("queue", *args, "--format", "json", cwd=p.root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kill asked for while the SSH connection is still being set up is acted on only "
-    "after the command was dispatched, so the killed run's command starts on the target (and "
-    "often the kill is lost: queue kill exits 3 and the command keeps running)",
-)
 def test_a_kill_while_the_ssh_connection_is_being_set_up_never_starts_the_command(
     tmp_path, sshd, client_key
 ):

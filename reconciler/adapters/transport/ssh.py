@@ -178,6 +178,10 @@ class SshTransport(Transport):
         """`run` on a session's channel: dispatch, read the reply on the same channel. True
         with the result when the wrapper waits for the acknowledgement of its output (held
         until `settle`)."""
+        if control is not None and control.killed:
+            # Killed while the connection was being set up: the command never starts (a kill
+            # attached only after the dispatch would let it start, then race its markers).
+            return Completed(exit_code=None, output="", duration=time.monotonic() - started), False
         self._dispatch(machine, session, call)
         follow = None
         if control is not None:
