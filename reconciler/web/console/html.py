@@ -490,15 +490,7 @@ def task_page(d: dict, links: Links) -> str:
         + runs_table(d["latest_runs"], links, "No run yet.", with_error=True)
         + f"\n<h2>Definition</h2>{definition}"
     )
-    return page(
-        f"Task {d['id']}",
-        body,
-        links,
-        here="",
-        json_link=None if links.static else json_href(links.task(d["id"])),
-        refresh=10,
-        live=' data-live="page" data-every="5"',
-    )
+    return detail_page(f"Task {d['id']}", body, links, links.task(d["id"]))
 
 
 def machine_page(d: dict, links: Links) -> str:
@@ -528,12 +520,18 @@ def machine_page(d: dict, links: Links) -> str:
         f'<a class="more" href="{esc(links.runs({"machine": d["name"]}))}">all</a></h2>'
         + runs_table(d["runs"], links, "No run on this machine yet.")
     )
+    return detail_page(f"Machine {d['name']}", body, links, links.machine(d["name"]))
+
+
+def detail_page(title: str, body: str, links: Links, href: str) -> str:
+    """A page about one task or machine at `href`: outside the nav, with its JSON twin,
+    refreshed live every few seconds."""
     return page(
-        f"Machine {d['name']}",
+        title,
         body,
         links,
         here="",
-        json_link=None if links.static else json_href(links.machine(d["name"])),
+        json_link=None if links.static else json_href(href),
         refresh=10,
         live=' data-live="page" data-every="5"',
     )
