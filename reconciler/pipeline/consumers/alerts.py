@@ -142,11 +142,10 @@ class AlertConsumer:
         run = event.run
         redact = self.courier.redact
         try:
-            desired = self.desired()
-            team = desired.teams.get(run.team)
-            if team is None or not team.alerts:
+            found = self._alerting_team(run)
+            if found is None:
                 return
-            spec = desired.tasks.get(run.task)
+            team, spec = found
             action = spec.retry.failure_action if spec is not None else FailureAction.ALERT
             previous = (
                 self.store.previous_outcome(run.task, run.machine, run.id)
@@ -180,6 +179,15 @@ class AlertConsumer:
                 redact(str(exc)),
             )
 
+    def _alerting_team(self, run):
+        """The run's team and its task's spec (None once the task left the inventory), or
+        None when the team is gone or has no alert routes: then nothing is raised."""
+        desired = self.desired()
+        team = desired.teams.get(run.team)
+        if team is None or not team.alerts:
+            return None
+        return team, desired.tasks.get(run.task)
+
     def _alert_once(self, event: Event, make, detail: str, **extra) -> None:
         """Remember and deliver the alert `make` builds for the version of the event's task
         across its targets (`TaskSpec.release`; the store's dedupe key keeps it to one,
@@ -187,11 +195,10 @@ class AlertConsumer:
         run = event.run
         redact = self.courier.redact
         try:
-            desired = self.desired()
-            team = desired.teams.get(run.team)
-            if team is None or not team.alerts:
+            found = self._alerting_team(run)
+            if found is None:
                 return
-            spec = desired.tasks.get(run.task)
+            team, spec = found
             current = spec is not None and spec.accepts(run.machine, run.version)
             release = spec.release if current else run.version
             self._raise(make(run, detail, release, redact=redact, **extra), team)
