@@ -115,11 +115,46 @@ def _signer(desired: DesiredState, text: bytes, signature: str) -> str | None:
     return _checked(keys, text, signature)
 
 
-class Approving:
-    """A worker's desired state (`inner`, asked at every round) with the store's approvals,
-    read again at most every `interval` seconds: an approval given while a worker runs
-    starts its runs within that. The same object is returned while neither the desired
-    state nor the approvals changed (the engine tells a new desired state by identity)."""
+class Rereading:
+    """A worker's desired state (`inner`, asked at every round) with what the store adds to
+    it (`reread`), read again at most every `interval` seconds. The same object is returned
+    while neither the desired state nor what was read changed (`unchanged`): the engine
+    tells a new desired state by identity."""
+
+    def __init__(
+        self,
+        inner: Callable[[], DesiredState],
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.inner, self.interval, self.clock = inner, interval, clock
+        self.base: DesiredState | None = None
+        self.last: DesiredState | None = None
+        self.read_at = 0.0
+
+    def reread(self, base: DesiredState, now: float) -> DesiredState:
+        raise NotImplementedError
+
+    def unchanged(self, fresh: DesiredState, last: DesiredState) -> bool:
+        raise NotImplementedError
+
+    def __call__(self) -> DesiredState:
+        base = self.inner()
+        now = self.clock()
+        same = base is self.base and self.last is not None
+        if same and now - self.read_at < self.interval:
+            return self.last
+        fresh = self.reread(base, now)
+        self.read_at = now
+        if same and self.unchanged(fresh, self.last):
+            return self.last
+        self.base, self.last = base, fresh
+        return fresh
+
+
+class Approving(Rereading):
+    """A worker's desired state with the store's approvals (see `Rereading`): an approval
+    given while a worker runs starts its runs within `interval` seconds."""
 
     def __init__(
         self,
@@ -128,19 +163,11 @@ class Approving:
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.inner, self.store, self.interval, self.clock = inner, store, interval, clock
-        self.base: DesiredState | None = None
-        self.last: DesiredState | None = None
-        self.read_at = 0.0
+        super().__init__(inner, interval, clock)
+        self.store = store
 
-    def __call__(self) -> DesiredState:
-        base = self.inner()
-        now = self.clock()
-        same = base is self.base and self.last is not None
-        if same and now - self.read_at < self.interval:
-            return self.last
-        approved, self.read_at = with_approvals(base, self.store), now
-        if same and approved.approvals == self.last.approvals:
-            return self.last
-        self.base, self.last = base, approved
-        return approved
+    def reread(self, base: DesiredState, now: float) -> DesiredState:
+        return with_approvals(base, self.store)
+
+    def unchanged(self, fresh: DesiredState, last: DesiredState) -> bool:
+        return fresh.approvals == last.approvals

@@ -19,14 +19,12 @@ from pathlib import Path
 from reconciler.adapters.store.base import StateStore
 from reconciler.core.approval_rules import rules_of
 from reconciler.core.model import DesiredState
-from reconciler.pipeline.approvals import with_reconciled_rules
+from reconciler.pipeline.approvals import Rereading, with_reconciled_rules
 
 
-class HonouringFreezes:
-    """A worker's desired state (`inner`, asked at every round) with the freezes and the
-    approval rules of the reconciled inventory, read again at most every `interval` seconds.
-    The same object is returned while nothing changed (the engine tells a new desired state
-    by identity)."""
+class HonouringFreezes(Rereading):
+    """A worker's desired state with the freezes and the approval rules of the reconciled
+    inventory (see `Rereading`)."""
 
     def __init__(
         self,
@@ -36,27 +34,18 @@ class HonouringFreezes:
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.inner, self.store, self.interval, self.clock = inner, store, interval, clock
-        self.inventory = inventory
-        self.base: DesiredState | None = None
-        self.last: DesiredState | None = None
-        self.read_at = 0.0
+        super().__init__(inner, interval, clock)
+        self.store, self.inventory = store, inventory
 
-    def __call__(self) -> DesiredState:
-        base = self.inner()
-        now = self.clock()
-        same = base is self.base and self.last is not None
-        if same and now - self.read_at < self.interval:
-            return self.last
-        freezes, self.read_at = tuple(self.store.reconciled_freezes()), now
-        held = with_reconciled_rules(
+    def reread(self, base: DesiredState, now: float) -> DesiredState:
+        freezes = tuple(self.store.reconciled_freezes())
+        # The freezes are read: a failure reading the rules waits for the next interval.
+        self.read_at = now
+        return with_reconciled_rules(
             replace(base, reconciled_freezes=freezes), self.store, self.inventory
         )
-        if (
-            same
-            and freezes == self.last.reconciled_freezes
-            and rules_of(held) == rules_of(self.last)
-        ):
-            return self.last
-        self.base, self.last = base, held
-        return self.last
+
+    def unchanged(self, fresh: DesiredState, last: DesiredState) -> bool:
+        return fresh.reconciled_freezes == last.reconciled_freezes and rules_of(fresh) == rules_of(
+            last
+        )
