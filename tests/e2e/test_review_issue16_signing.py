@@ -45,6 +45,19 @@ class Verified:
     def run(self, code: int | None, key: Path, *extra: str, task: str = "prod/deploy"):
         return self.cli(code, "run", task, "--reason", "by hand", "--key", str(key), *extra)
 
+    def gated_task(self) -> Path:
+        """Reconcile prod/gated, which needs an admin's approval; its command touches the
+        file returned."""
+        marker = self.tmp / "gated-ran"
+        self.repo.write(
+            "inventory/tasks/prod/gated.yaml",
+            f"name: gated\nmachines: [box]\ncommand: touch {marker}\n"
+            "approval: {role: admin, count: 1}\n",
+        )
+        self.repo.commit("alice", "gated")
+        self.cli(0, "--once")
+        return marker
+
     def audit(self) -> list[dict]:
         return [json.loads(line) for line in self.cli(0, "audit", "export").out.splitlines()]
 
@@ -137,14 +150,7 @@ def test_a_rotated_away_key_and_a_member_of_another_team_are_refused(tmp_path):
 
 def test_a_manual_run_of_a_task_awaiting_approval_does_not_run(tmp_path):
     v = Verified(tmp_path)
-    marker = tmp_path / "gated-ran"
-    v.repo.write(
-        "inventory/tasks/prod/gated.yaml",
-        f"name: gated\nmachines: [box]\ncommand: touch {marker}\n"
-        "approval: {role: admin, count: 1}\n",
-    )
-    v.repo.commit("alice", "gated")
-    v.cli(0, "--once")
+    marker = v.gated_task()
     assert not marker.exists()
     v.run(0, v.repo.keys["bob"], task="prod/gated")
     v.cli(None, "--once")
@@ -157,6 +163,14 @@ def test_a_manual_run_of_a_task_awaiting_approval_does_not_run(tmp_path):
 
 def _queue(p, *args: str):
     return reconcile("queue", *args, "--format", "json", cwd=p.root)
+
+
+def _running_run(p) -> int:
+    """The id of the project's run once one is running."""
+    return wait_until(
+        lambda: next((r["id"] for r in _queue(p, "list").json() if r["status"] == "running"), None),
+        timeout=30,
+    )
 
 
 def test_a_kill_while_the_ssh_connection_is_being_set_up_never_starts_the_command(
@@ -173,13 +187,7 @@ def test_a_kill_while_the_ssh_connection_is_being_set_up_never_starts_the_comman
         once = spawn("--once", "--identity", str(p.key), cwd=p.root)
         with reaped(once):
             _, err = follow_lines(once)
-            run_id = wait_until(
-                lambda: next(
-                    (r["id"] for r in _queue(p, "list").json() if r["status"] == "running"),
-                    None,
-                ),
-                timeout=30,
-            )
+            run_id = _running_run(p)
             killer = spawn(
                 "queue", "kill", str(run_id), "--grace", "1s", "--reason", "stop", cwd=p.root
             )
@@ -239,13 +247,7 @@ def test_a_kill_while_the_target_never_answers_ends_the_run_killed_and_never_ret
     try:
         once = spawn("--once", "--identity", str(p.key), cwd=p.root)
         with reaped(once):
-            run_id = wait_until(
-                lambda: next(
-                    (r["id"] for r in _queue(p, "list").json() if r["status"] == "running"),
-                    None,
-                ),
-                timeout=30,
-            )
+            run_id = _running_run(p)
             killed = reconcile(
                 "queue",
                 "kill",
@@ -268,14 +270,7 @@ def test_a_kill_while_the_target_never_answers_ends_the_run_killed_and_never_ret
 
 def test_a_worker_does_not_run_a_manual_run_of_a_task_awaiting_approval(tmp_path, postgres_url):
     v = Verified(tmp_path, postgres_url)
-    marker = tmp_path / "gated-ran"
-    v.repo.write(
-        "inventory/tasks/prod/gated.yaml",
-        f"name: gated\nmachines: [box]\ncommand: touch {marker}\n"
-        "approval: {role: admin, count: 1}\n",
-    )
-    v.repo.commit("alice", "gated")
-    v.cli(0, "--once")
+    marker = v.gated_task()
     worker = spawn("worker", "--state", v.url, cwd=v.repo.work)
     with reaped(worker):
         _, err = follow_lines(worker)
