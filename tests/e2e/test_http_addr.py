@@ -14,7 +14,7 @@ from reconciler.core.webhooks import github_signature
 from tests.support.cli import reaped, spawn
 from tests.support.http_daemon import http_daemon, served_address
 from tests.support.sshd import free_port
-from tests.support.vault_project import vault_set
+from tests.support.vault_project import vaulted_http
 from tests.support.waiting import wait_until
 
 TOKEN = "tok-9f2c4e7a1b"
@@ -114,15 +114,7 @@ def test_the_token_and_the_hook_secret_can_come_from_a_team_vault(vaulted):
     read with the daemon's identity; neither value shows in its output."""
     project = vaulted
     hook_secret = "vault-hook-81c2"
-    vault_set(project, "ops", "CONSOLE_TOKEN", TOKEN, project.alice)
-    vault_set(project, "ops", "GIT_HOOK", hook_secret, project.alice)
-    project.write(
-        "reconciler.yaml",
-        "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n"
-        "  hook_secret: {vault: GIT_HOOK, team: ops}\n",
-    )
-    project.task("hello", f"command: {project.record('hello')}\n")
-    env = {"RECONCILE_IDENTITY_FILE": str(project.alice)}
+    env = vaulted_http(project, TOKEN, hook_secret)
     with http_daemon(project.root, "--watch-files", env=env) as daemon:
         assert daemon.ask("GET", "/metrics")[0] == 401
         right = {"Authorization": f"Bearer {TOKEN}"}

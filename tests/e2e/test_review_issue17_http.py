@@ -21,7 +21,7 @@ from tests.support.raw_http import (
     statuses,
 )
 from tests.support.sshd import free_port
-from tests.support.vault_project import vault_set
+from tests.support.vault_project import vault_set, vaulted_http
 from tests.support.waiting import wait_until
 
 SECRET = "review-hook-secret-61c2"
@@ -123,15 +123,7 @@ def test_a_token_rotated_in_the_vault_takes_effect_on_reload(vaulted):
     project = vaulted
     old, new = "console-token-old-5a1", "console-token-new-9d7"
     old_hook, new_hook = "hook-secret-old-3c8", "hook-secret-new-7e2"
-    vault_set(project, "ops", "CONSOLE_TOKEN", old, project.alice)
-    vault_set(project, "ops", "GIT_HOOK", old_hook, project.alice)
-    project.write(
-        "reconciler.yaml",
-        "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n"
-        "  hook_secret: {vault: GIT_HOOK, team: ops}\n",
-    )
-    project.task("hello", f"command: {project.record('hello')}\n")
-    env = {"RECONCILE_IDENTITY_FILE": str(project.alice)}
+    env = vaulted_http(project, old, old_hook)
     with http_daemon(project.root, "--watch-files", env=env) as served:
 
         def admitted(token: str) -> bool:

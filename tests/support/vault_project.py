@@ -1,7 +1,7 @@
 """Projects with team vaults, shared by the end-to-end tests as fixtures (registered in
 `tests/conftest.py`): `vaulted` (one team, an admin and a viewer, DB_PASSWORD set) and
-`two_teams` (prod and dev, each vault readable by the reconciler's own identity); `keygen`
-and `vault_set` for tests that build their own."""
+`two_teams` (prod and dev, each vault readable by the reconciler's own identity); `keygen`,
+`vault_set` and `vaulted_http` for tests that build their own."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def keygen(project, name: str) -> tuple[Path, str]:
 def vault_set(project, team: str, name: str, value: str, identity: Path) -> None:
     """`reconcile vault set TEAM NAME -` with `value` on stdin (never in argv), as `identity`."""
     project.run("vault", "set", team, name, "-", "--identity", str(identity), code=0, input=value)
+
+
+def vaulted_http(project, token: str, hook_secret: str) -> dict[str, str]:
+    """Put `token` and `hook_secret` in the ops vault as alice and name them as the daemon's
+    `http.token` and `http.hook_secret`, with a hello task; the environment the daemon
+    reads the vault with (alice's identity) is returned."""
+    vault_set(project, "ops", "CONSOLE_TOKEN", token, project.alice)
+    vault_set(project, "ops", "GIT_HOOK", hook_secret, project.alice)
+    project.write(
+        "reconciler.yaml",
+        "http:\n  token: {vault: CONSOLE_TOKEN, team: ops}\n"
+        "  hook_secret: {vault: GIT_HOOK, team: ops}\n",
+    )
+    project.task("hello", f"command: {project.record('hello')}\n")
+    return {"RECONCILE_IDENTITY_FILE": str(project.alice)}
 
 
 SECRET = "s3cret-Value-4711"
