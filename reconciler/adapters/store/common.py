@@ -19,7 +19,7 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from reconciler.adapters.audit.chain import AuditEntry
-from reconciler.adapters.store.base import OUTPUT_CAP, KillRequest
+from reconciler.adapters.store.base import OUTPUT_CAP, KillRequest, RunFilter
 from reconciler.core import output as output_tail
 from reconciler.core.alerts import Delivery
 from reconciler.core.model import Freeze
@@ -211,6 +211,22 @@ _USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)(.*)@")
 _QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)([^&;\s]*)", re.IGNORECASE)
 
 
+def runs_page_params(filters: RunFilter, before: int | None, limit: int, statuses: object) -> dict:
+    """The parameters of the `runs_page` query; `statuses` is the list of statuses as the
+    dialect binds it (None for any). A team's machines are named `team/...`: they sort from
+    `team/` up to `team0` ('0' is the character after '/')."""
+    return {
+        "before": before,
+        "statuses": statuses,
+        "team_lo": None if filters.team is None else f"{filters.team}/",
+        "team_hi": None if filters.team is None else f"{filters.team}0",
+        "task": filters.task,
+        "machine": filters.machine,
+        "commit": filters.commit or None,
+        "limit": max(1, limit),
+    }
+
+
 def redact_url(url: str) -> str:
     """`url` with any password replaced by `***`: in the user info (`user:secret@host`) and in
     a `password=` parameter. Every message and log line names a store by this form."""
@@ -284,6 +300,15 @@ def kill_params(request: KillRequest) -> dict:
 def params_text(params) -> str | None:
     """The `params` column of a manual run: its parameters as a JSON object (None: none)."""
     return json.dumps(dict(params), sort_keys=True) if params else None
+
+
+def manual_fields(row: tuple, at: int) -> dict:
+    """A row's trigger, actor and parameters (migration 13, at column `at` of the dialect's
+    `runs` row) as `Run` fields; none for a row selected without them."""
+    if len(row) < at + 3:
+        return {}
+    trigger, actor, params = row[at : at + 3]
+    return {"trigger": trigger or "plan", "actor": actor, "params": params_of(params)}
 
 
 def params_of(text: str | None) -> tuple[tuple[str, str], ...]:

@@ -87,12 +87,13 @@ from reconciler.adapters.store.common import (
     ending_without_run,
     freeze_params,
     kill_params,
+    manual_fields,
     only_comments,
-    params_of,
     params_text,
     parse_sql_file,
     planner_alive,
     redact_url,
+    runs_page_params,
     scrub,
     url_passwords,
 )
@@ -243,21 +244,13 @@ def _run(row: tuple) -> Run:
         retry_requested=retry_requested,
         epoch=epoch,
         owner=owner,
-        **_manual_fields(row),
+        **manual_fields(row, _MANUAL_AT),
     )
 
 
 # Where migration 13's columns ("trigger", actor, params) are in a row of `runs` (after the
 # columns of earlier migrations; the queries that name their columns put them there too).
 _MANUAL_AT = 24
-
-
-def _manual_fields(row: tuple) -> dict:
-    """A row's trigger, actor and parameters (migration 13) as `Run` fields."""
-    if len(row) < _MANUAL_AT + 3:
-        return {}
-    trigger, actor, params = row[_MANUAL_AT : _MANUAL_AT + 3]
-    return {"trigger": trigger or "plan", "actor": actor, "params": params_of(params)}
 
 
 def _runs_by_id(rows: list[tuple]) -> list[Run]:
@@ -1267,18 +1260,7 @@ class PostgresStore(StateStore):
         statuses = [RunStatus(s).value for s in filters.statuses]
         return self._select(
             "runs_page",
-            _text_values(
-                {
-                    "before": before,
-                    "statuses": statuses or None,
-                    "team_lo": None if filters.team is None else f"{filters.team}/",
-                    "team_hi": None if filters.team is None else f"{filters.team}0",
-                    "task": filters.task,
-                    "machine": filters.machine,
-                    "commit": filters.commit or None,
-                    "limit": max(1, limit),
-                }
-            ),
+            _text_values(runs_page_params(filters, before, limit, statuses or None)),
         )
 
     def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:

@@ -79,11 +79,12 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     freeze_params,
     holder_alive,
     kill_params,
+    manual_fields,
     only_comments,
-    params_of,
     params_text,
     parse_sql_file,
     planner_alive,
+    runs_page_params,
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
@@ -267,21 +268,13 @@ def _run(row: tuple) -> Run:
         retry_requested=bool(retry_requested),
         epoch=epoch,
         owner=owner,
-        **_manual_fields(row),
+        **manual_fields(row, _MANUAL_AT),
     )
 
 
 # Where migration 13's columns ("trigger", actor, params) are in a row of `runs` (after the
 # columns of earlier migrations; the queries that name their columns put them there too).
 _MANUAL_AT = 23
-
-
-def _manual_fields(row: tuple) -> dict:
-    """A row's trigger, actor and parameters (migration 13) as `Run` fields."""
-    if len(row) < _MANUAL_AT + 3:
-        return {}
-    trigger, actor, params = row[_MANUAL_AT : _MANUAL_AT + 3]
-    return {"trigger": trigger or "plan", "actor": actor, "params": params_of(params)}
 
 
 def _manual_row(run: ManualRun, now: datetime) -> dict:
@@ -1072,16 +1065,7 @@ class SqliteStore(StateStore):
         statuses = [RunStatus(s).value for s in filters.statuses]
         return self._select(
             "runs_page",
-            {
-                "before": before,
-                "statuses": json.dumps(statuses) if statuses else None,
-                "team_lo": None if filters.team is None else f"{filters.team}/",
-                "team_hi": None if filters.team is None else f"{filters.team}0",
-                "task": filters.task,
-                "machine": filters.machine,
-                "commit": filters.commit or None,
-                "limit": max(1, limit),
-            },
+            runs_page_params(filters, before, limit, json.dumps(statuses) if statuses else None),
         )
 
     def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:
