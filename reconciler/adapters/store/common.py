@@ -19,7 +19,7 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from reconciler.adapters.audit.chain import AuditEntry
-from reconciler.adapters.store.base import OUTPUT_CAP, KillRequest, RunFilter
+from reconciler.adapters.store.base import OUTPUT_CAP, KillRequest, ManualRun, RunFilter
 from reconciler.core import output as output_tail
 from reconciler.core.alerts import Delivery
 from reconciler.core.model import Freeze
@@ -300,6 +300,23 @@ def kill_params(request: KillRequest) -> dict:
 def params_text(params) -> str | None:
     """The `params` column of a manual run: its parameters as a JSON object (None: none)."""
     return json.dumps(dict(params), sort_keys=True) if params else None
+
+
+def manual_run_params(run: ManualRun, now: datetime, moment: Callable[[datetime], object]) -> dict:
+    """The parameters of `insert_manual_run` for `run`; `moment` binds a timestamp as the
+    dialect stores it."""
+    return {
+        "task": run.task,
+        "machine": run.machine,
+        "version": run.version,
+        "commit": run.commit,
+        "priority": run.priority,
+        "reason": run.reason,
+        "now": moment(now),
+        "planner": run.planner,
+        "actor": run.actor,
+        "params": params_text(run.params),
+    }
 
 
 def manual_fields(row: tuple, at: int) -> dict:

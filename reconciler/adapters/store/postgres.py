@@ -88,8 +88,8 @@ from reconciler.adapters.store.common import (
     freeze_params,
     kill_params,
     manual_fields,
+    manual_run_params,
     only_comments,
-    params_text,
     parse_sql_file,
     planner_alive,
     redact_url,
@@ -524,28 +524,17 @@ class PostgresStore(StateStore):
         workers when it commits."""
         with self._transaction() as conn:
             inserted = [
-                _run(conn.execute(_q("insert_manual_run"), self._manual_row(r, now)).fetchone())
+                _run(
+                    conn.execute(
+                        _q("insert_manual_run"), manual_run_params(r, now, _aware)
+                    ).fetchone()
+                )
                 for r in runs
             ]
             self._enqueue(conn, [record for run in inserted for record in audit(run)])
             if inserted:
                 conn.execute(_q("notify_runs"))
         return inserted
-
-    @staticmethod
-    def _manual_row(run: ManualRun, now: datetime) -> dict:
-        return {
-            "task": run.task,
-            "machine": run.machine,
-            "version": run.version,
-            "commit": run.commit,
-            "priority": run.priority,
-            "reason": run.reason,
-            "now": _aware(now),
-            "planner": run.planner,
-            "actor": run.actor,
-            "params": params_text(run.params),
-        }
 
     @staticmethod
     def _insert(

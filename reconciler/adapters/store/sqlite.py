@@ -80,6 +80,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     holder_alive,
     kill_params,
     manual_fields,
+    manual_run_params,
     only_comments,
     params_text,
     parse_sql_file,
@@ -275,22 +276,6 @@ def _run(row: tuple) -> Run:
 # Where migration 13's columns ("trigger", actor, params) are in a row of `runs` (after the
 # columns of earlier migrations; the queries that name their columns put them there too).
 _MANUAL_AT = 23
-
-
-def _manual_row(run: ManualRun, now: datetime) -> dict:
-    """The parameters of `insert_manual_run` for `run`."""
-    return {
-        "task": run.task,
-        "machine": run.machine,
-        "version": run.version,
-        "commit": run.commit,
-        "priority": run.priority,
-        "reason": run.reason,
-        "now": _ts(now),
-        "planner": run.planner,
-        "actor": run.actor,
-        "params": params_text(run.params),
-    }
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -592,7 +577,9 @@ class SqliteStore(StateStore):
         """See `StateStore.enqueue_manual`: one `BEGIN IMMEDIATE` transaction, the audit
         entries chained in it."""
         with self._write() as conn:
-            inserted = [_run(_one(conn, "insert_manual_run", _manual_row(r, now))) for r in runs]
+            inserted = [
+                _run(_one(conn, "insert_manual_run", manual_run_params(r, now, _ts))) for r in runs
+            ]
             self._chain(conn, [record for run in inserted for record in audit(run)])
         return inserted
 
