@@ -211,15 +211,23 @@ _USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)(.*)@")
 _QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)([^&;\s]*)", re.IGNORECASE)
 
 
+def team_bounds(team: str | None) -> dict:
+    """The `team_lo`/`team_hi` query parameters that keep to a team's runs (none: any team):
+    its machines are named `team/...`, so they sort from `team/` up to `team0` ('0' is the
+    character after '/')."""
+    return {
+        "team_lo": None if team is None else f"{team}/",
+        "team_hi": None if team is None else f"{team}0",
+    }
+
+
 def runs_page_params(filters: RunFilter, before: int | None, limit: int, statuses: object) -> dict:
     """The parameters of the `runs_page` query; `statuses` is the list of statuses as the
-    dialect binds it (None for any). A team's machines are named `team/...`: they sort from
-    `team/` up to `team0` ('0' is the character after '/')."""
+    dialect binds it (None for any)."""
     return {
         "before": before,
         "statuses": statuses,
-        "team_lo": None if filters.team is None else f"{filters.team}/",
-        "team_hi": None if filters.team is None else f"{filters.team}0",
+        **team_bounds(filters.team),
         "task": filters.task,
         "machine": filters.machine,
         "commit": filters.commit or None,

@@ -95,6 +95,7 @@ from reconciler.adapters.store.common import (
     redact_url,
     runs_page_params,
     scrub,
+    team_bounds,
     url_passwords,
 )
 from reconciler.core.alerts import Alert, Delivery
@@ -1235,8 +1236,7 @@ class PostgresStore(StateStore):
             "list_runs",
             {
                 "statuses": None if status is None else [RunStatus(s).value for s in status],
-                "team_lo": None if team is None else f"{team}/",
-                "team_hi": None if team is None else f"{team}0",  # '0' is the character after '/'
+                **team_bounds(team),
                 "limit": limit if limit and limit > 0 else None,
             },
         )

@@ -86,6 +86,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     parse_sql_file,
     planner_alive,
     runs_page_params,
+    team_bounds,
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
@@ -1038,8 +1039,7 @@ class SqliteStore(StateStore):
             "list_runs",
             {
                 "statuses": statuses,
-                "team_lo": None if team is None else f"{team}/",
-                "team_hi": None if team is None else f"{team}0",  # '0' is the character after '/'
+                **team_bounds(team),
                 "limit": limit if limit and limit > 0 else -1,
             },
         )
