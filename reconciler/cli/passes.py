@@ -181,19 +181,24 @@ def refuse_malformed(settings: HostSettings) -> None:
             setting.check()
 
 
-def worker_inventory(ctx: Context, follow_working_tree):
-    """What `reconcile worker` executes: the working tree (`follow_working_tree(loaded)`), or
-    under git.verify the store's last reconciled commit, checked out privately and followed as
-    passes move it — a worker never runs an unverified file."""
-    settings = ctx.settings
+def _reconciled_source(settings):
+    """What a worker and `reconcile run` both start from: the inventory folder, its git view,
+    the store's URL and state setting, and the store's last reconciled commit."""
     refuse_malformed(settings)
     inventory = settings.inventory.value
     view = _git_view(inventory)
     commit = gitsource.head_commit(inventory) if view is not None else None
     url, state = _state_location(settings, inventory, view, commit)
-    last = _last_commit(url)
-    trust = decide(settings, view, last, last, state)
-    if not trust.on:
+    return inventory, view, url, state, _last_commit(url)
+
+
+def worker_inventory(ctx: Context, follow_working_tree):
+    """What `reconcile worker` executes: the working tree (`follow_working_tree(loaded)`), or
+    under git.verify the store's last reconciled commit, checked out privately and followed as
+    passes move it — a worker never runs an unverified file."""
+    settings = ctx.settings
+    inventory, view, url, state, last = _reconciled_source(settings)
+    if not decide(settings, view, last, last, state).on:
         return _WhileVerifyOff(
             follow_working_tree(wiring.load_from(inventory)),
             lambda newer: decide(settings, view, newer, newer, state).on,
@@ -228,12 +233,7 @@ def run_inventory(ctx: Context) -> Iterator[RunSource]:
     under git.verify the store's last reconciled commit (refused when there is none yet),
     else the working tree. The private checkout is removed on exit."""
     settings = ctx.settings
-    refuse_malformed(settings)
-    inventory = settings.inventory.value
-    view = _git_view(inventory)
-    commit = gitsource.head_commit(inventory) if view is not None else None
-    url, state = _state_location(settings, inventory, view, commit)
-    last = _last_commit(url)
+    inventory, view, url, state, last = _reconciled_source(settings)
     if not decide(settings, view, last, last, state).on:
         yield RunSource(wiring.load_from(inventory), url, last, False)
         return
