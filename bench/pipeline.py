@@ -351,25 +351,52 @@ def _children_cpu(pid: int | None = None) -> float:
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+    return _stat_cpu(pid, own=False)
+
+
+def _stat_cpu(pid: int, own: bool = True) -> float:
+    """CPU seconds from /proc/PID/stat: its reaped children's, and with `own` its own too
+    (0 for a process that is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[13]) + int(fields[14])  # cutime, cstime
+    if own:
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _sessions_cpu(daemons: list[int]) -> float:
+    """CPU seconds the daemons' sessions used so far: what the daemons reaped, and what their
+    live descendants used (each with what it reaped). Counting the live ones keeps a session
+    of an earlier tool that ends during a measurement (ansible's and ControlMaster's
+    persistent connections close up to a minute later) out of that measurement."""
+    from tests.support.sshd import descendants
+
+    return sum(_children_cpu(d) + sum(map(_stat_cpu, descendants(d))) for d in daemons)
 
 
 @contextmanager
 def _cpu(work: bench_ssh.Workload) -> Iterator[Cpu]:
-    """Fills the yielded `Cpu` with what the block's tool used, once the daemons reaped its
-    sessions (a session ends when its connection closes; the daemon reaps it a moment later)."""
+    """Fills the yielded `Cpu` with what the block's tool used: its own processes (reaped
+    children of the bench) and the daemons' sessions with the commands they started."""
     from tests.support.sshd import descendants
 
     daemons = [d.proc.pid for d in work.hosts if d.proc is not None]
+    earlier = {pid for d in daemons for pid in descendants(d)}
     used = Cpu()
-    client, remote = _children_cpu(), sum(map(_children_cpu, daemons))
+    client, remote = _children_cpu(), _sessions_cpu(daemons)
     yield used
+    # The tool's sessions end when its connections close; the daemons reap them a moment
+    # later (a reaped session is counted once, in its daemon).
     deadline = time.monotonic() + 10
-    while any(descendants(pid) for pid in daemons) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and any(
+        pid not in earlier for d in daemons for pid in descendants(d)
+    ):
         time.sleep(0.05)
     used.client = _children_cpu() - client
-    used.remote = sum(map(_children_cpu, daemons)) - remote
+    used.remote = _sessions_cpu(daemons) - remote
 
 
 def _cpu_rows(name: str, count: int, cpu: dict[str, list[Cpu]], load: float) -> list[Row]:
