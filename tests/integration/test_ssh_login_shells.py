@@ -66,3 +66,103 @@ def test_set_e_and_set_u_from_a_startup_file_do_not_break_the_wrapper(tmp_path):
     )
     assert wrapper.parse_reply(proc.stdout_bytes, call.nonce) == (b"ok\n", 1), proc.stderr_bytes
     assert (markers / "7.meta").read_text().splitlines()[1] == f"{call.nonce} 1"
+
+
+def _start(shell: str, markers, command: str, run_id: int = 7, env=None):
+    """The wrapper of `command` started as sshd would start it, its input not sent yet."""
+    call = wrapper.invocation(str(markers), run_id, command, {"RECONCILE_ATTEMPT": "1"})
+    proc = subprocess.Popen(
+        [require_binary(shell), "-c", call.command_line],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+    )
+    return call, proc
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_input_cut_off_before_its_terminator_starts_nothing(shell, tmp_path):
+    """bash reads its input by byte count, the others to the terminator line: a channel that
+    ends early leaves either with exit 125 and nothing run, not a half-read environment."""
+    ran = tmp_path / "ran"
+    call, proc = _start(shell, tmp_path / "markers", f"touch {ran}")
+    out, _ = proc.communicate(call.stdin[: len(call.stdin) - 20], timeout=30)
+    assert proc.returncode == wrapper.INPUT_CUT, out
+    assert b"input cut off" in out  # the reply (the channel carries stderr there too)
+    assert not ran.exists()
+    assert not (tmp_path / "markers").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_markers_that_cannot_be_written_start_nothing(shell, tmp_path):
+    (tmp_path / "file").write_text("")
+    ran = tmp_path / "ran"
+    call, proc = _start(shell, tmp_path / "file" / "runs", f"touch {ran}")
+    out, _ = proc.communicate(call.stdin + wrapper.acknowledgement(call.nonce), timeout=30)
+    assert proc.returncode == wrapper.NO_MARKERS, out
+    assert b"cannot write run markers" in out
+    assert not ran.exists()
+
+
+# Outputs around the sizes the wrapper reads with builtins (1 KiB, 64 KiB) and beyond, with
+# bytes a character-counting shell or a builtin `read` could alter: multibyte UTF-8, a NUL,
+# no final newline.
+OUTPUTS = {
+    "multibyte": "héllo wörld ✓\n".encode(),
+    "nul": b"a\0b\n",
+    "no newline": b"x" * 1024,
+    "1 KiB + 1": b"y" * 1024 + b"\xc3",
+    "64 KiB": "é".encode() * 32768,
+    "64 KiB + 3": b"z\n" * 32769 + b"end",
+}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("name", list(OUTPUTS))
+def test_the_reply_has_every_byte_of_the_output_tail_in_a_utf8_locale(shell, name, tmp_path):
+    data = OUTPUTS[name]
+    (tmp_path / "data").write_bytes(data)
+    secret = "clé ✓ secrète\n"
+    command = f'cat {tmp_path / "data"}; [ "$TOKEN" = "$(printf "clé ✓ secrète\\n.")" ]'
+    # bash counts characters in a UTF-8 locale: its byte counts must not depend on it.
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    call = wrapper.invocation(str(tmp_path / "m"), 9, command, {"TOKEN": secret + "."})
+    proc = subprocess.run(
+        [require_binary(shell), "-c", call.command_line],
+        input=call.stdin + wrapper.acknowledgement(call.nonce),
+        capture_output=True,
+        start_new_session=True,
+        env=env,
+        timeout=30,
+    )
+    reply = wrapper.parse_reply(proc.stdout, call.nonce)
+    assert reply is not None, (proc.stdout[-200:], proc.stderr)
+    output, code = reply
+    assert code == 0  # the value arrived byte for byte
+    if len(data) <= wrapper.OUTPUT_TAIL:
+        assert output == data
+    else:
+        dropped = len(data) - wrapper.OUTPUT_TAIL
+        assert (
+            output
+            == b"[... %d bytes of earlier output dropped ...]\n" % dropped
+            + data[-wrapper.OUTPUT_TAIL :]
+        )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_kept_output_of_an_earlier_invocation_is_not_part_of_the_next(shell, tmp_path):
+    """An output left on the target (its end not recorded) is replaced, not appended to, when
+    the run id runs again (a run's check and its command, or the next attempt)."""
+    markers = tmp_path / "m"
+    first, proc = _start(shell, markers, "echo first")
+    out, _ = proc.communicate(first.stdin + wrapper.REFUSAL, timeout=30)
+    assert wrapper.parse_reply(out, first.nonce) == (b"first\n", 0)
+    assert (markers / "7.out").read_bytes() == b"first\n"  # let go: kept
+    second, proc = _start(shell, markers, "echo second")
+    out, _ = proc.communicate(second.stdin + wrapper.acknowledgement(second.nonce), timeout=30)
+    assert wrapper.parse_reply(out, second.nonce) == (b"second\n", 0)
+    assert (markers / "7.out").read_bytes() == b""
+    assert (markers / "7.meta").read_text().splitlines()[1] == f"{second.nonce} 0"

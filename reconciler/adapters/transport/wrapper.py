@@ -4,10 +4,12 @@ The remote command line of a run is fixed text, `set -- DIR RUN_ID NONCE ATTEMPT
 `RUN`, run by the target's login shell itself (POSIX, docs/transports.md): sshd starts that
 shell with `-c LINE`, and an `sh -c '<RUN>'` in LINE would exec one more shell per run (~0.8 ms
 of the target's CPU, as much as a whole `echo ok` costs besides sshd). None of it is secret.
-(`CTL` and `CLEAN`, a few per connection, still go through `sh -c`.) The environment and the
-command arrive on stdin as shell
-assignments quoted with `shlex.quote` (byte for byte, newlines included), terminated by a line
-holding only the nonce. The wrapper evaluates them in a subshell, so `export PATH=...` or
+(`CTL` and `CLEAN`, a few per connection, still go through `sh -c`; `RUN` is sent without its
+comments and indentation, which the shell would parse at every run.) The environment and the
+command arrive on stdin as shell assignments quoted with `shlex.quote` (byte for byte, newlines
+included), terminated by a line holding only the nonce, after a first line `# COUNT`: the byte
+count of the rest, which bash reads with one `read -N` instead of a read(2) per byte (to other
+shells it is a comment). The wrapper evaluates them in a subshell, so `export PATH=...` or
 `IFS=...` in a task's env cannot disturb the wrapper itself, and then `exec /bin/sh -c "$cmd"`.
 Only shell builtins see the values: no process's argument list ever holds one.
 
@@ -73,57 +75,76 @@ tail_out() {  # the output's last 64 KiB, under the mark of what was dropped (re
 
 RUN = (
     _PREAMBLE
-    + r"""umask 077
+    + r"""exec 2>/dev/null  # the channel carries stderr into the reply: the wrapper's own notes go to stdout
+umask 077
 pg=$$
 # sshd starts the login shell, this shell, as a session leader, so the group is usually
 # ours: a group with our pid exists only if we lead it (one signal-0 syscall, not a read of
 # /proc/$$/stat a byte at a time). Otherwise /proc says which group we are in.
-if ! kill -s 0 -- "-$$" 2>/dev/null && IFS= read -r st 2>/dev/null < /proc/$$/stat; then
+if ! kill -s 0 -- "-$$" && IFS= read -r st < /proc/$$/stat; then
   set -- "$1" "$2" "$3" "$4" "$5" ${st##*) }; pg=$8  # after "pid (comm) ": state ppid pgrp
 fi
-s=; ok=; nl='
+nl='
 '
-while IFS= read -r l; do
-  if [ "$l" = "$3" ]; then ok=1; break; fi
-  s=$s$l$nl
-done
-if [ -z "$ok" ]; then
-  echo "reconciler: input cut off; the command was not started" >&2; exit 125
+# bash reads a pipe a byte per read(2), except for `read -N COUNT` (bash 4.1 on), which reads
+# its count in one: the input's first line, `# COUNT`, gives it (counted in bytes: LC_ALL=C).
+# Other shells read line by line to the terminator (the count line is a comment to them).
+b=; case ${BASH_VERSION-} in [5-9].*|4.[1-9]*|[1-9][0-9].*) b=1 ;; esac
+if [ -n "$b" ]; then
+  IFS=' ' read -r h n && LC_ALL=C IFS= read -r -N "$n" s
+else
+  s=; while IFS= read -r l; do s=$s$l$nl; [ "$l" = "$3" ] && break; done
 fi
-if ! { printf '%s %s %s %s\n' "$3" "$4" "$5" "$pg" > "$f.meta"; } 2>/dev/null; then
-  mkdir -p "$d" && printf '%s %s %s %s\n' "$3" "$4" "$5" "$pg" > "$f.meta" || {
-    echo "reconciler: cannot write run markers in $d" >&2; exit 124; }
+case $s in
+  *"$nl$3$nl") ;;
+  *) echo "reconciler: input cut off; the command was not started"; exit 125 ;;
+esac
+# The meta file stays open on fd 4 for its exit line: one open, not two.
+if ! command exec 4> "$f.meta"; then
+  mkdir -p "$d"; command exec 4> "$f.meta" || {
+    echo "reconciler: cannot write run markers in $d"; exit 124; }
 fi
-if ! command exec 3> "$f.out"; then
-  echo "reconciler: cannot write run markers in $d" >&2; exit 124
-fi
+printf '%s %s %s %s\n' "$3" "$4" "$5" "$pg" >&4 || {
+  echo "reconciler: cannot write run markers in $d"; exit 124; }
+# An empty output file (an acknowledged run's) is opened for appending, not truncated: on ext4
+# a file truncated to nothing is written back when closed (its auto_da_alloc), which would
+# cost the target a block allocation and a disk write per run for output the acknowledgement
+# empties a moment later anyway.
+if [ -s "$f.out" ]; then command exec 3> "$f.out"; else command exec 3>> "$f.out"; fi || {
+  echo "reconciler: cannot write run markers in $d"; exit 124; }
 # The command gets a shell of its own (exec, not eval in this subshell): its `$$` and `$PPID`
 # are what `sh -c` gives, so `kill $$` stops the command, not its wrapper.
 # Every process of the task carries the nonce as RECONCILE_RUN_COOKIE (set after the task's
 # env, which cannot change it): a kill finds by it what left the group (`setsid`).
-( eval "$s"; RECONCILE_RUN_COOKIE=$3; export RECONCILE_RUN_COOKIE
-  exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
+( eval "${s%"$3$nl"}"; RECONCILE_RUN_COOKIE=$3; export RECONCILE_RUN_COOKIE
+  exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- 4>&- < /dev/null
 rc=$?
+# From here on lengths are bytes (the task, which may use the locale, has ended).
+LC_ALL=C
 # How much the task wrote: the offset of the output's file description, read from /proc by a
 # builtin, so no `wc` process per run (empty without /proc: then tail_out counts).
-z=
-while read -r k v; do [ "$k" = pos: ] && z=$v && break; done 2>/dev/null < /proc/$$/fdinfo/3
+IFS=' 	' read -r k z < /proc/$$/fdinfo/3 && [ "$k" = pos: ] || z=
 exec 3>&-
-echo "$3 $rc" >> "$f.meta"
+echo "$3 $rc" >&4
+exec 4>&-
 o=
-if [ -n "$z" ] && [ "$z" -gt 0 ] && [ "$z" -le 1024 ]; then
-  # A short output is read by builtins, sparing a `tail` process; it is used only when it
-  # has every byte (a NUL, or a shell counting characters, falls back to tail).
-  while IFS= read -r l; do o=$o$l$nl; done 2>/dev/null < "$f.out"
-  o=$o$l
-  [ "${#o}" -eq "$z" ] || o=
-fi
+# A short output is read by builtins, sparing a `tail` process (bash: the whole tail, in one
+# read(2); others: 1 KiB, read a byte per read(2)); it is used only when it has every byte (a
+# NUL falls back to tail).
+case $z in
+  [1-9]*) if [ -n "$b" ] && [ "$z" -le 65536 ]; then
+            IFS= read -r -N "$z" o < "$f.out"
+          elif [ "$z" -le 1024 ]; then
+            while IFS= read -r l; do o=$o$l$nl; done < "$f.out"; o=$o$l
+          fi
+          [ "${#o}" -eq "$z" ] || o= ;;
+esac
 case $z in
   '') if [ -s "$f.out" ]; then tail_out; fi ;;
   0) ;;
   *) if [ -z "$o" ]; then
        [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
-       tail -c 65536 "$f.out" 2>/dev/null
+       tail -c 65536 "$f.out"
      fi ;;
 esac
 # A short output and the trailer in one write: one SSH packet to send and to read, not two.
@@ -258,11 +279,26 @@ def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) 
     script = "\n".join(lines) + "\n"
     while f"\n{nonce}\n" in f"\n{script}":  # the terminator may not occur inside a value
         nonce = secrets.token_hex(16)
+    body = (script + nonce + "\n").encode()
     attempt = env.get("RECONCILE_ATTEMPT", "0")
     args = (markers, str(run_id), nonce, attempt if attempt.isdigit() else "0", digest(command))
-    line = _IN_LOGIN_SHELL + " ".join(map(shlex.quote, args)) + "\n" + RUN
-    return Invocation(line, (script + nonce + "\n").encode(), nonce)
+    line = _IN_LOGIN_SHELL + " ".join(map(shlex.quote, args)) + "\n" + _RUN_SENT
+    # `# COUNT` first: the byte count of the rest, for a shell that can read it in one go.
+    return Invocation(line, b"# %d\n" % len(body) + body, nonce)
 
+
+def _compact(script: str) -> str:
+    """`script` as sent: without its comments and indentation, which the login shell would
+    otherwise parse at every run (a trailing comment starts with two spaces and `# `)."""
+    kept = []
+    for line in script.split("\n"):
+        code = line.split("  # ", 1)[0].strip()
+        if code and not code.startswith("#"):
+            kept.append(code)
+    return "\n".join(kept) + "\n"
+
+
+_RUN_SENT = _compact(RUN)
 
 # What makes the login shell run `RUN` as `sh` would (its arguments follow `set --`): zsh
 # in its sh emulation (word splitting), and no `set -e`/`-u` a shell startup file may have
