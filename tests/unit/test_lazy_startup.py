@@ -97,6 +97,25 @@ def test_local_transports_alone_import_no_ssh():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_ssh_transport_loads_paramiko_without_importlib_metadata_and_keeps_its_version():
+    """paramiko asks importlib.metadata for its version (~20 ms of imports at every pass over
+    SSH): sshlib answers from its .dist-info folder, the same version the real module gives,
+    and importlib.metadata still works afterwards."""
+    code = (
+        "import sys\n"
+        "from reconciler.adapters.transport.sshlib import paramiko\n"
+        "print('importlib.metadata' in sys.modules, 'email' in sys.modules)\n"
+        "print(paramiko.__version__, paramiko.Transport._CLIENT_ID)\n"
+        "from importlib import metadata\n"
+        "print(metadata.version('paramiko'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, ours, real = out.stdout.splitlines()
+    assert loaded == "False False"
+    version, client_id = ours.split()
+    assert version == real and client_id == f"paramiko_{real}"
+
+
 def _git(cwd, *words):
     subprocess.run(["git", *words], cwd=cwd, check=True, capture_output=True)
 
