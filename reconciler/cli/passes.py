@@ -29,6 +29,7 @@ from reconciler.cli.settings import FILE, Context, HostSettings, Setting, checke
 from reconciler.core.errors import InputError, StoreError
 from reconciler.core.holds import freezes_in_force
 from reconciler.core.model import DEFAULT_STATE_URL
+from reconciler.core.plan import make_plan
 from reconciler.pipeline.approvals import with_approvals, with_protected_rules
 from reconciler.pipeline.engine import Engine, Event, PassReport
 from reconciler.pipeline.sinks import audit_validation_failed, build_sinks
@@ -98,22 +99,51 @@ def stream_of(args) -> Callable | None:
     return stream_printer(json_lines)
 
 
+def connect_ahead(engine: Engine, desired, store) -> None:
+    """Open now, in the background, the connections that the plan about to be made needs: the
+    logins (each costs its target tens of milliseconds of CPU) then go on while the plan is
+    made and recorded instead of after it, when the first runs would wait for them. The plan
+    is previewed as the engine makes it; a run that a freeze, a deny window or an approval
+    holds opens nothing, as in the engine's own `prepare` of its queue (which then finds
+    these open). Only over transports that connect: a pass over local machines previews
+    nothing."""
+    connecting = {m.name: m for m in desired.machines.values() if m.transport in wiring.CONNECTING}
+    if not connecting:
+        return
+    try:
+        plan = make_plan(desired, store.snapshot(), engine.clock())
+    except Exception:  # noqa: BLE001 - only a head start: the engine's own plan reports it
+        log.debug("no connections opened ahead of the plan", exc_info=True)
+        return
+    by_transport: dict[str, dict[str, object]] = {}
+    for run in plan.enqueue:
+        machine = connecting.get(run.machine)
+        if run.hold is None and machine is not None:
+            by_transport.setdefault(machine.transport, {})[machine.name] = machine
+    for name, machines in by_transport.items():
+        engine.transports[name].prepare(machines.values())
+
+
 def run_pass(
     ctx: Context, loaded, store, engine: Engine, sinks, commit: str | None, trust: Trust
 ) -> PassReport:
     """The pass itself, audited from start to end (a refused commit included)."""
     sinks.pass_started(commit, freezes_in_force(loaded.desired, engine.clock()))
     try:
+        guard = lineage_guard(ctx.settings, store, commit, trust, sinks.audit.append)
+        # The two-person rule's approvals given so far, and its rules as the commit
+        # reconciled before this one has them where they are stricter than this one's.
+        desired = with_approvals(
+            with_protected_rules(loaded.desired, store, ctx.settings.inventory.value, commit),
+            store,
+        )
+
+        def before_plan() -> None:
+            guard()  # a refused commit connects nowhere
+            connect_ahead(engine, desired, store)
+
         report = engine.run_pass(
-            # The two-person rule's approvals given so far, and its rules as the commit
-            # reconciled before this one has them where they are stricter than this one's.
-            with_approvals(
-                with_protected_rules(loaded.desired, store, ctx.settings.inventory.value, commit),
-                store,
-            ),
-            commit,
-            ctx.settings.lock_timeout.value,
-            before_plan=lineage_guard(ctx.settings, store, commit, trust, sinks.audit.append),
+            desired, commit, ctx.settings.lock_timeout.value, before_plan=before_plan
         )
     except BaseException as exc:
         if isinstance(exc, RefusedCommit):

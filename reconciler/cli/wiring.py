@@ -168,6 +168,11 @@ def grace(args: argparse.Namespace) -> float:
     return settings(args).grace.value
 
 
+# The transports whose `prepare` opens connections ahead of the runs (worth previewing a
+# plan for, `passes.connect_ahead`).
+CONNECTING = frozenset({"ssh"})
+
+
 def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Transports:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
     its first connection is opened (never earlier, never to disk); `settings` (the
