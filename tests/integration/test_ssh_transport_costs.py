@@ -81,3 +81,42 @@ def test_day_old_markers_are_removed_once_a_connection_opened(sshd, transport, t
     # The cleanup is not waited for by the first run (its channel ends in the background).
     wait_until(lambda: not old.exists(), timeout=30, message="the day-old marker removed")
     assert fresh.exists()
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["held until settle", "acknowledged at once"])
+def test_a_run_sends_no_eof_only_what_the_wrapper_reads_and_the_close(
+    sshd, client_key, tmp_path, hold
+):
+    """The reconciler never half-closes a channel (see `wrapper`): a run sends its channel's
+    open, the exec request, its input, its acknowledgement and the close — no EOF, which
+    would be one more message for both sides and could reach sshd after it freed the
+    channel. Counted from what the client's transport really sends, with outputs held until
+    `settle` (as a pass does) and without."""
+    from reconciler.core.redact import Secret
+
+    transport = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        hold_outputs=hold,
+    )
+    transport.pool._opened = None  # the day-old cleanup's own channel: not counted here
+    try:
+        machine = sshd.machine()
+        transport.prepare([machine])
+        wait_until(lambda: transport.pool.connects == 1, timeout=30, message="connected")
+        [connection] = next(iter(transport.pool._slots.values())).connections
+        sent: list[int] = []
+        send = connection.transport._send_user_message
+
+        def counted(message) -> None:
+            sent.append(message.asbytes()[0])
+            send(message)
+
+        connection.transport._send_user_message = counted
+        assert transport.run(machine, "echo ok", {"A": "1"}, 30, 7).output == "ok\n"
+        transport.settle([7])
+        wait_until(lambda: 97 in sent, timeout=30, message="the run's channel closed")
+        # 90 open, 98 request (exec), 94 data (input, acknowledgement), 97 close.
+        assert sorted(sent) == [90, 94, 94, 97, 98]
+    finally:
+        transport.close()

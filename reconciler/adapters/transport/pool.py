@@ -396,6 +396,9 @@ class ConnectionPool:
 
     def _slot(self, machine: Machine) -> _Slot:
         key = pool_key(machine)
+        slot = self._slots.get(key)  # an atomic read: a slot is only ever added (or all, by close)
+        if slot is not None:
+            return slot
         with self._lock:
             return self._slots.setdefault(key, _Slot())
 

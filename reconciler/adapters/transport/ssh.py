@@ -258,7 +258,7 @@ class SshTransport(Transport):
         """Send a waiting wrapper its answer; its channel keeps its place on the connection
         until the wrapper exited on it (sshd counts the session until then)."""
         try:
-            held.session.channel.sendall(line)
+            _send_last(held.session.channel, line)
         except (paramiko.SSHException, EOFError, OSError):
             # The connection is gone: the wrapper exits without an answer, keeping its
             # output (removed with the day-old markers, or adopted).
@@ -473,6 +473,7 @@ class SshTransport(Transport):
             channel.exec_command(line)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
+        _no_eof(channel)  # the script reads nothing (stdin is /dev/null)
         try:
             budget = CTL_TIMEOUT + (grace or 0)
             if not _wait_status(channel, started + budget) or channel.exit_status < 0:
@@ -510,6 +511,7 @@ class SshTransport(Transport):
             started = time.monotonic()
             try:
                 channel.exec_command(wrapper.read_line(self.markers, run_id, nonce, offset))
+                _no_eof(channel)  # the script reads nothing (stdin is /dev/null)
                 if not _wait_status(channel, started + CTL_TIMEOUT):
                     return b""
                 return _read_all_bytes(channel, DRAIN)
@@ -607,6 +609,7 @@ class SshTransport(Transport):
             channel.exec_command(wrapper.clean_line(self.markers))
         except (paramiko.SSHException, EOFError, OSError):
             return
+        _no_eof(channel)  # the script reads nothing (stdin is /dev/null)
         connection.hand_over(channel)
 
 
@@ -697,6 +700,7 @@ class _BufferedSocket:
     def __init__(self, sock: socket.socket):
         self._sock = sock
         self._buffer = b""
+        self.send, self.sendall = sock.send, sock.sendall  # every packet: no __getattr__
 
     def recv(self, size: int) -> bytes:
         buffer = self._buffer
@@ -850,10 +854,26 @@ def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
     No EOF follows the line: the wrapper exits on it, and an EOF racing its exit can reach
     sshd after the channel is gone, which drops the connection (see `wrapper`)."""
     try:
-        channel.sendall(wrapper.acknowledgement(nonce))
+        _send_last(channel, wrapper.acknowledgement(nonce))
     except (paramiko.SSHException, EOFError, OSError):
         return
     _wait_status(channel, time.monotonic() + DRAIN)
+
+
+def _send_last(channel: paramiko.Channel, data: bytes) -> None:
+    """Send `data`, the last the remote side reads from `channel`, and mark the channel as
+    half-closed without telling the server: paramiko then sends no EOF when the channel is
+    closed, only the CLOSE (one message less per run, for us and for sshd, and no EOF that
+    could reach sshd after it freed the channel; see `wrapper`). Nothing is sent on the
+    channel afterwards."""
+    channel.sendall(data)
+    _no_eof(channel)
+
+
+def _no_eof(channel: paramiko.Channel) -> None:
+    """What `_send_last` does after its data, for a channel whose command reads nothing."""
+    with channel.lock:  # paramiko decides whether to send an EOF under this lock
+        channel.eof_sent = True
 
 
 def _tail(raw: bytes, dropped: int = 0) -> str:
