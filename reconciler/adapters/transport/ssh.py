@@ -358,7 +358,10 @@ class SshTransport(Transport):
     def _dispatch(self, machine: Machine, session: Session, call: wrapper.Invocation) -> None:
         """Start the wrapper and hand it its input. Until the exec request was accepted the
         command cannot have started (Unreachable); once input is on its way it may have.
-        Stdin stays open: the wrapper waits on it for the acknowledgement of its output."""
+        Stdin stays open: the wrapper waits on it for the acknowledgement of its output.
+        (Sending the input right behind the request, without waiting for its answer, would
+        save nothing: sshd opens a session channel's window only once its exec is accepted,
+        so the input waits for that answer either way.)"""
         channel = session.channel
         channel.set_combine_stderr(True)
         try:
