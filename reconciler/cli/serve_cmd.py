@@ -19,7 +19,7 @@ from pathlib import Path
 
 from reconciler.cli import views, wiring
 from reconciler.cli.settings import Context
-from reconciler.core.errors import InputError, UsageError
+from reconciler.core.errors import InputError, ReconcilerError, UsageError
 from reconciler.pipeline.engine import utc_now
 from reconciler.web.console.pages import Reading
 
@@ -58,34 +58,36 @@ class Readings:
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
-    """Serve the console on --addr until SIGTERM or SIGINT."""
+    """Serve the console on --addr until SIGTERM or SIGINT; SIGHUP reads who may look again
+    (a token rotated in its vault, settings naming another), as the daemon's listener does."""
     from reconciler.web import listener as web
-    from reconciler.web.access_config import configured_access, vault_reader
     from reconciler.web.console.app import Console, add_console
 
     addr = args.addr or DEFAULT_ADDR
     host = web.parse_addr(addr, "--addr")[0]  # a malformed address: exit 2 before anything
     readings = Readings(args)
     try:
-        # Who may look: the token from the environment, else reconciler.yaml's `http:` (its
-        # token in a team vault, a trusted proxy), as the daemon's --http-addr has it.
-        inventory = readings.loaded.inventory
-        read = vault_reader(wiring.vault_secrets(ctx, inventory))
-        access = configured_access(os.environ, inventory.settings.http, read)
-        web.refuse_unguarded(host, access, "--addr")  # before the store is opened
+        access = _access(ctx, readings.loaded.inventory, host)  # before the store is opened
         routes = web.Routes()
         add_console(routes, Console(readings, redact=ctx.redactor))
         server = web.start(addr, routes, access, flag="--addr")
-        stop = threading.Event()
+        stop, reload = threading.Event(), threading.Event()
         previous = {
             sig: signal.signal(sig, lambda signum, frame: stop.set())
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
         try:
             line = f"serving the console at http://{server.address}/"
             print(line, file=sys.stderr, flush=True)
-            while not stop.wait(3600):
-                pass
+            while not stop.is_set():
+                # Awake once a second: a signal the kernel hands to one of the listener's
+                # threads runs its handler only when this thread next runs Python code (a
+                # wait of an hour left a SIGTERM unanswered for that hour).
+                stop.wait(1.0)
+                if reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    _reload_access(args, ctx, host, server)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -93,6 +95,31 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         readings.close()
     return 0
+
+
+def _access(ctx: Context, inventory, host: str):
+    """Who may look: the token from the environment, else reconciler.yaml's `http:` (its token
+    in a team vault, a trusted proxy), as the daemon's --http-addr has it; a non-loopback
+    --addr without any is refused (UsageError)."""
+    from reconciler.web import listener as web
+    from reconciler.web.access_config import configured_access, vault_reader
+
+    read = vault_reader(wiring.vault_secrets(ctx, inventory))
+    access = configured_access(os.environ, inventory.settings.http, read)
+    web.refuse_unguarded(host, access, "--addr")
+    return access
+
+
+def _reload_access(args: argparse.Namespace, ctx: Context, host: str, server) -> None:
+    """SIGHUP: the access as the inventory and its vaults now say; when it cannot be read (or
+    would leave a non-loopback address unguarded) the console keeps the one it has."""
+    log.warning("SIGHUP: reading the console's access again")
+    try:
+        server.access = _access(ctx, wiring.load(args).inventory, host)
+    except (InputError, ReconcilerError) as exc:
+        log.error("the console keeps its access: %s", exc)
+    except Exception:  # a bug here must not stop the console
+        log.exception("the console keeps its access")
 
 
 def write_static(args: argparse.Namespace, ctx: Context) -> views.Output:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -324,3 +325,32 @@ def test_the_overview_shows_where_each_rollout_stands(project: Project):
             '<a href="/machines/box2">box2</a>',
         ]
         assert cells[4:6] == ["0", "0"] and stand["paused_until"][:16] in page
+
+
+def test_serve_reads_a_rotated_token_again_on_sighup(vaulted: Project):
+    """As the daemon's listener does: the token in a team vault leaked, the operator rotates it
+    and sends SIGHUP; from then on the new token is admitted and the old one refused, and
+    `reconcile serve` goes on serving (SIGHUP does not stop it)."""
+    from tests.support.vault_project import vault_set, vaulted_http
+    from tests.support.waiting import wait_until
+
+    project = vaulted
+    old, new = "serve-token-old-81d4", "serve-token-new-2fa7"
+    env = vaulted_http(project, old, "hook-secret-unused-5e0")
+    project.run("--once", "-q", code=0, env=env)
+    with served(project.root, env=env) as console:
+
+        def admitted(token: str) -> bool:
+            return console.get("/", headers={"Authorization": f"Bearer {token}"})[0] == 200
+
+        assert admitted(old) and not admitted(new)
+        vault_set(project, "ops", "CONSOLE_TOKEN", new, project.alice)
+        console.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: admitted(new), timeout=30, message="the new token to be admitted")
+        assert not admitted(old)
+        assert console.proc.poll() is None
+        console.proc.send_signal(signal.SIGTERM)
+        assert console.proc.wait(timeout=30) == 0
+        log = console.proc.stderr.read()
+    for value in (old, new):
+        assert value not in log
