@@ -96,6 +96,9 @@ STORE_RETRIES = 5  # a dropped database connection is reopened by the store: try
 ADOPT_WINDOW = timedelta(days=1)
 NOTHING_KEPT = "; the machine kept no result of it"
 ADOPT_LIMIT = 200  # unknown runs looked at per pass, newest first
+# A drain on a shared queue asks for this many runs more than it has room for, each claimed
+# only in place of one another worker took first (see `_Drain._spares`).
+SPARES = 3
 
 
 def utc_now() -> datetime:
@@ -501,6 +504,10 @@ class _Drain:
         self.reread = False
         self.popped = 0  # runs taken out of `pending` since it was last compacted
         self.poll = EAGER_POLL_SECONDS  # a pass's next look, with nothing running here
+        # The last claim got fewer runs than capacity allowed because some were refused:
+        # the next round comes at once (`_wait`). `refused_rounds`: how many in a row.
+        self.reclaim = False
+        self.refused_rounds = 0
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -716,6 +723,9 @@ class _Drain:
         # Others change the queue meanwhile (new commits, `queue cancel`, runs ended
         # elsewhere), and a stop signal must be noticed while runs are still going.
         timeout = POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS)
+        if self.reclaim and not stopping:
+            self.reclaim = False
+            timeout = min(timeout, _reclaim_delay(self.refused_rounds))
         if stopping and self.engine.grace is not None and self.stopping_since is not None:
             left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
             timeout = left if timeout is None else min(timeout, left)
@@ -723,6 +733,8 @@ class _Drain:
             if not self.forever:
                 timeout = min(timeout, self.poll)
                 self.poll = min(self.poll * 2, POLL_SECONDS)
+            elif timeout <= 0:
+                return True
             elif not stopping and self.store.wait_for_runs(timeout) is not None:
                 return True  # an idle worker: woken at once by a plan recorded elsewhere
             self.engine.stop.wait(timeout)
@@ -931,8 +943,10 @@ class _Drain:
 
     def _spares(self, decision: Decision, mine: list[Run], now: datetime) -> list[Run]:
         """On a shared queue, the runs to claim in place of any of `decision.start` that
-        another worker took since the queue was read: as many more of the order as capacity
-        would let start after them (`fill`), so a lost race costs no slot and no round."""
+        another worker took since the queue was read: `SPARES` times as many more of the
+        order as capacity would let start after them (`fill`), so a lost race costs no slot
+        and no round. Several: idle workers woken by one plan all read the same head of the
+        queue, and each claims in turn after the others took theirs."""
         if not self.store.shared_queue or not decision.start:
             return []
         running = [*mine, *self.others, *decision.start]
@@ -941,7 +955,7 @@ class _Drain:
             running,
             self.desired,
             now,
-            len(running) + len(decision.start),
+            len(running) + SPARES * len(decision.start),
         )
         return [
             run
@@ -950,11 +964,12 @@ class _Drain:
         ]
 
     def _start(self, runs: Sequence[Run], spares: Sequence[Run] = ()) -> None:
-        """Claim `runs` in one transaction, mark them dispatched in a second (durable) one,
-        then send their commands. Each transaction carries the audit entries of its changes
-        (with a journal), so a run's claim and dispatch records are durable before its
-        command is sent, and a crash between the two leaves claimed runs that never ran
-        (recovered to pending), never a dispatched run without its record (DESIGN §5).
+        """Claim `runs` and mark them dispatched in one durable transaction (group commit:
+        `StateStore.start_batch`), then send their commands. The transaction carries the
+        audit entries of its changes (with a journal), so a run's claim and dispatch records
+        are durable before its command is sent; a crash before its commit leaves the runs
+        pending, one after it dispatched runs that may not have run (recovered `unknown`),
+        never a dispatched run without its record (DESIGN §5).
         `spares` are asked for after them, each taken only in place of one of `runs` that
         could not be claimed (`StateStore.claim_batch`'s `want`)."""
         requests: list[ClaimRequest] = []
@@ -984,38 +999,11 @@ class _Drain:
         requests += [
             ClaimRequest(run.id, self.desired.machines[run.machine].max_parallel) for run in spares
         ]
-        claimed = self._batch(
-            lambda: self.store.claim_batch(
-                requests, self.engine.owner, now, journal.claimed, journal.leading(), want
-            )
-        )
-        journal.flushed()
-        if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
-            wanted = {run.id: run for run in [*runs, *spares]}
-            for run_id in claimed.refused:  # as far as we know: the next re-read tells
-                self.pending[run_id] = wanted[run_id]
-            self.stale = self.changed = True  # left the order: only a whole decision retries
-        taken = {run.id for run in spares} & {run.id for run in claimed.runs}
-        if taken:  # spares that took a refused run's place: out of the queue and the order
-            for run_id in taken:
-                self.pending.pop(run_id, None)
-            self.popped += len(taken)
-            self.decided = replace(
-                self.decided,
-                waiting=tuple(w for w in self.decided.waiting if w[0].id not in taken),
-            )
-        if not claimed.runs:
-            return
-        failpoints.hit("after_claim")
-        for run in claimed.runs:
-            self._note(Event(Kind.STARTED, run, audited=self.engine.journaled))
-        dispatched = self._batch(
-            lambda: self.store.dispatch_batch(claimed.runs, self.engine.clock(), journal.dispatched)
-        )
-        for run_id in dispatched.refused:
-            log.warning("run %s: lease lost before its command was sent; not sending it", run_id)
-        failpoints.hit("after_dispatch")
-        for run in dispatched.runs:
+        if self.engine.journaled:
+            started = self._start_batch(requests, now, want, runs, spares)
+        else:
+            started = self._claim_then_mark(requests, now, want, runs, spares)
+        for run in started:
             spec = self.desired.tasks[run.task]
             machine = self.desired.machines[run.machine]
             future = self.pool.submit(
@@ -1028,6 +1016,94 @@ class _Drain:
                 self.live.start(run),
             )
             self.running[future] = run
+
+    def _start_batch(
+        self,
+        requests: list[ClaimRequest],
+        now: datetime,
+        want: int | None,
+        runs: Sequence[Run],
+        spares: Sequence[Run],
+    ) -> list[Run]:
+        """Group commit: the claims, their dispatch marks and the audit entries of both in
+        one durable transaction (`StateStore.start_batch`). Returns the runs whose commands
+        may be sent."""
+        journal = self.engine.journal
+
+        def claimed_entries(run: Run) -> Sequence[AuditRecord]:
+            # Called inside the batch's transaction, after its claims, before its commit:
+            # a crash here leaves every run of the batch pending (the claims die with it).
+            failpoints.hit("after_claim")
+            return journal.claimed(run)
+
+        started = self._batch(
+            lambda: self.store.start_batch(
+                requests,
+                self.engine.owner,
+                now,
+                claimed=claimed_entries,
+                dispatched=journal.dispatched,
+                leading=journal.leading(),
+                want=want,
+            )
+        )
+        journal.flushed()
+        self._claimed(started, runs, spares)
+        if not started.runs:
+            return []
+        failpoints.hit("after_dispatch")
+        for run in started.runs:
+            self._note(Event(Kind.STARTED, run, audited=True))
+        return started.runs
+
+    def _claim_then_mark(
+        self,
+        requests: list[ClaimRequest],
+        now: datetime,
+        want: int | None,
+        runs: Sequence[Run],
+        spares: Sequence[Run],
+    ) -> list[Run]:
+        """Without a journal (the audit consumer writes each entry as its event comes): claim
+        in one transaction, let `started` be audited, then mark dispatched in a second
+        (durable) one, so the entries are written before the runs are marked dispatched (a
+        run whose entry could not be written is claimed, never sent: recovered pending)."""
+        claimed = self._batch(
+            lambda: self.store.claim_batch(requests, self.engine.owner, now, want=want)
+        )
+        self._claimed(claimed, runs, spares)
+        if not claimed.runs:
+            return []
+        failpoints.hit("after_claim")
+        for run in claimed.runs:
+            self._note(Event(Kind.STARTED, run, audited=False))
+        marked = self._batch(lambda: self.store.dispatch_batch(claimed.runs, self.engine.clock()))
+        for run_id in marked.refused:
+            log.warning("run %s: lease lost before its command was sent; not sending it", run_id)
+        failpoints.hit("after_dispatch")
+        return marked.runs
+
+    def _claimed(self, claimed: Batch, runs: Sequence[Run], spares: Sequence[Run]) -> None:
+        """Learn what a claim batch of `runs` (and `spares`) took and refused."""
+        if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
+            wanted = {run.id: run for run in [*runs, *spares]}
+            for run_id in claimed.refused:  # as far as we know: the next re-read tells
+                self.pending[run_id] = wanted[run_id]
+            self.stale = self.changed = True  # left the order: only a whole decision retries
+        # Capacity a refusal left free is filled by the next round at once, not after the
+        # next run ends or the next poll (an idle worker would wait a whole poll interval);
+        # refused again and again (its machines full elsewhere), it looks less often.
+        self.reclaim = len(claimed.runs) < len(runs) and bool(claimed.refused)
+        self.refused_rounds = self.refused_rounds + 1 if self.reclaim else 0
+        taken = {run.id for run in spares} & {run.id for run in claimed.runs}
+        if taken:  # spares that took a refused run's place: out of the queue and the order
+            for run_id in taken:
+                self.pending.pop(run_id, None)
+            self.popped += len(taken)
+            self.decided = replace(
+                self.decided,
+                waiting=tuple(w for w in self.decided.waiting if w[0].id not in taken),
+            )
 
     def _batch(self, write: Callable[[], Batch]) -> Batch:
         """A batch write, tried again as `_with_retries` does (a batch that failed changed
@@ -1160,6 +1236,16 @@ class _Drain:
                 if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
                 self.engine.on_event(Event(Kind.HELD, run, hold.describe(), hold=hold))
+
+
+def _reclaim_delay(refused_rounds: int) -> float:
+    """How soon a drain looks again after `refused_rounds` claims in a row were refused part
+    of what they asked for: at once after the first (another claimer took those runs: the
+    queue holds others), then from EAGER_POLL_SECONDS doubling up to POLL_SECONDS (their
+    machines are full elsewhere: looking at once would only be refused again)."""
+    if refused_rounds <= 1:
+        return 0.0
+    return min(EAGER_POLL_SECONDS * 2 ** (refused_rounds - 2), POLL_SECONDS)
 
 
 def _joined(streamed: str, tail: str) -> str:

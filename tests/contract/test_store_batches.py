@@ -1,5 +1,6 @@
 """Group commit (issue 13): `claim_batch`, `dispatch_batch` and `end_batch` write a scheduling
-round's state changes and their audit entries in one transaction, on every backend.
+round's state changes and their audit entries in one transaction, on every backend; and
+`start_batch` claims and marks dispatched in ONE durable transaction (what the engine uses).
 
 All or nothing: a batch whose audit entry cannot be stored changes no run. The poison is a
 constraint (PostgreSQL) or a trigger (SQLite) added with raw SQL that refuses an audit entry
@@ -339,3 +340,139 @@ def test_max_parallel_holds_across_processes_claiming_batches(store, store_url, 
     on_m1 = [i for i in claimed if i in {run.id for run in runs}]
     assert len(on_m1) == 3 and len(claimed) == 3 + 8  # the other machines are not full
     assert sum(1 for run in store.running() if run.machine == "m1") == 3
+
+
+# --- start_batch: a round's claims and dispatch marks in one transaction ----------------------
+
+
+def test_a_start_batch_claims_and_dispatches_with_entries_in_causal_order(store, now):
+    a, b, c = runs_on(store, now, "m1", 3)
+    store.cancel_run(c.id, now)
+    leading = [AuditRecord(AT, "tester", "plan.recorded", {})]
+    batch = store.start_batch(
+        [ClaimRequest(b.id, 8), ClaimRequest(a.id, 8), ClaimRequest(c.id, 8)],
+        "w",
+        now,
+        claimed=records_of("run.claimed"),
+        dispatched=records_of("run.dispatched"),
+        leading=leading,
+    )
+    assert [run.id for run in batch.runs] == [b.id, a.id]
+    assert batch.refused == [c.id]
+    for run in batch.runs:
+        assert (run.status, run.dispatched, run.epoch, run.owner) == (
+            RunStatus.RUNNING,
+            True,
+            1,
+            "w",
+        )
+        stored = store.get_run(run.id)
+        assert stored.dispatched and stored.epoch == 1 and stored.started_at == now
+    entries = chain(store)
+    assert [(e.action, e.detail.get("run")) for e in entries] == [
+        ("plan.recorded", None),
+        ("run.claimed", b.id),
+        ("run.claimed", a.id),
+        ("run.dispatched", b.id),
+        ("run.dispatched", a.id),
+    ]
+
+
+def test_a_start_batch_counts_max_parallel_and_takes_spares_up_to_want(store, now):
+    busy = runs_on(store, now, "m1", 3, "a")
+    spare = runs_on(store, now, "m2", 2, "b")
+    store.claim(busy[0].id, "elsewhere", now)  # taken by another worker since it was read
+    requests = [ClaimRequest(r.id, 2) for r in busy + spare]
+    batch = store.start_batch(requests, "w", now, want=2)
+    # busy[0] refused (not pending); busy[1] fills m1 (1 running + 1 = 2); busy[2] refused
+    # (m1 full); the first spare takes a refused run's place; the second is not needed.
+    assert [r.id for r in batch.runs] == [busy[1].id, spare[0].id]
+    assert batch.refused == [busy[0].id, busy[2].id]
+    assert batch.unclaimed == [spare[1].id]
+    assert store.get_run(spare[1].id).status is RunStatus.PENDING
+
+
+def test_a_start_batch_whose_dispatch_entry_cannot_be_stored_claims_nothing(
+    store, now, raw, backend
+):
+    """The dispatch entries are the batch's last writes: refusing one must undo the claims
+    too, since they are one transaction."""
+    runs = runs_on(store, now, "m1", 3)
+    poison(raw, backend)
+    with pytest.raises(StoreError):
+        store.start_batch(
+            [ClaimRequest(r.id, 5) for r in runs],
+            "w",
+            now,
+            claimed=records_of("run.claimed"),
+            dispatched=lambda run: [AuditRecord(AT, "tester", "poison", {"run": run.id})],
+        )
+    assert [store.get_run(r.id).status for r in runs] == [RunStatus.PENDING] * 3
+    assert [store.get_run(r.id).epoch for r in runs] == [0, 0, 0]
+    assert chain(store) == []
+
+
+def test_a_start_batch_that_fails_between_its_claims_and_its_commit_leaves_runs_pending(store, now):
+    """Where the engine's `after_claim` failpoint kills the process: the claims are made,
+    not committed."""
+    runs = runs_on(store, now, "m1", 2)
+    seen = []
+
+    def crash(run):
+        seen.append(run.id)
+        raise RuntimeError("killed between the claims and the commit")
+
+    with pytest.raises(RuntimeError):
+        store.start_batch([ClaimRequest(r.id) for r in runs], "w", now, claimed=crash)
+    assert seen == [runs[0].id]
+    assert [store.get_run(r.id).status for r in runs] == [RunStatus.PENDING] * 2
+    assert not any(store.get_run(r.id).dispatched for r in runs)
+    # The store is usable after it: the same batch claims and dispatches both.
+    batch = store.start_batch([ClaimRequest(r.id) for r in runs], "w", now)
+    assert [r.id for r in batch.runs] == [r.id for r in runs]
+
+
+STARTER = r"""
+import sys
+from datetime import UTC, datetime
+from reconciler.adapters.audit.chain import AuditRecord
+from reconciler.adapters.store.base import ClaimRequest
+from reconciler.adapters.store.factory import open_store
+
+url, name, limit, order = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = open_store(url)
+ids = [run.id for run in store.pending()]
+if order == "reversed":  # machines are then locked in the other order of their names
+    ids.reverse()
+print("ready", flush=True)
+sys.stdin.readline()
+mine = []
+def audit(action):
+    return lambda run: [AuditRecord("2024-05-01T12:00:00.000000Z", name, action, {"run": run.id})]
+for start in range(0, len(ids), 16):
+    batch = store.start_batch(
+        [ClaimRequest(i, limit) for i in ids[start:start + 16]], name, datetime.now(UTC),
+        claimed=audit("run.claimed"), dispatched=audit("run.dispatched"),
+    )
+    assert all(run.dispatched for run in batch.runs)
+    mine += [run.id for run in batch.runs]
+store.seal_audit(wait=True)
+store.close()
+print(" ".join(map(str, mine)))
+"""
+
+
+def test_four_processes_starting_batches_start_each_run_once_within_max_parallel(
+    store, store_url, now
+):
+    runs = add(store, now, *(enqueue(task=f"prod/t{i}", machine=f"m{i % 4}") for i in range(200)))
+    orders = ["forward", "reversed"] * 2
+    outputs = race(STARTER, [[store_url, f"w{i}", "10", orders[i]] for i in range(4)])
+    started = [int(run_id) for lines in outputs for run_id in lines]
+    assert len(started) == len(set(started)) == 40  # 4 machines x max_parallel 10, once each
+    for machine in ("m0", "m1", "m2", "m3"):
+        assert sum(1 for run in store.running() if run.machine == machine) == 10
+    entries = chain(store)
+    for action in ("run.claimed", "run.dispatched"):
+        assert sorted(e.detail["run"] for e in entries if e.action == action) == sorted(started)
+    assert {run.id for run in runs} >= set(started)

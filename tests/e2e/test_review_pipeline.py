@@ -178,7 +178,7 @@ def test_a_reader_role_exports_the_audit_log_as_documented(tmp_path, postgres_ur
 @pytest.mark.parametrize(
     "point, status, ran",
     [
-        ("after_claim", "succeeded", {1}),  # claimed only: swept back, run once elsewhere
+        ("after_claim", "succeeded", {1}),  # claims not committed: run once elsewhere
         ("after_dispatch", "unknown", {0}),  # marked dispatched: never run again
         ("after_spawn", "unknown", {0, 1}),  # a gate may have opened: never twice
         ("before_result", "unknown", {0, 1}),  # ran (or killed with it), result lost: once at most

@@ -144,15 +144,16 @@ def test_a_second_once_runs_urgent_work_beside_a_draining_pass(project):
 
 
 @pytest.mark.parametrize(
-    ("point", "status", "executed"),
+    ("point", "left", "status", "executed"),
     [
-        ("after_claim", "succeeded", 1),
-        ("after_dispatch", "unknown", 0),
-        ("before_result", "unknown", 1),
+        # Inside the claim-and-dispatch transaction, before its commit: the claim dies with it.
+        ("after_claim", "pending", "succeeded", 1),
+        ("after_dispatch", "running", "unknown", 0),
+        ("before_result", "running", "unknown", 1),
     ],
 )
 def test_a_pass_killed_at_a_failpoint_is_recovered_at_once_by_the_next(
-    project, point, status, executed
+    project, point, left, status, executed
 ):
     """Recovery no longer takes every running run for a dead pass's: it judges the holder.
     A holder killed at any point of the run protocol is gone, so the next pass recovers its
@@ -161,7 +162,7 @@ def test_a_pass_killed_at_a_failpoint_is_recovered_at_once_by_the_next(
     p.task("once", f"command: {p.record('ran')}\n")
     crashed = p.run("--once", env={"RECONCILER_FAILPOINTS": f"{point}=crash"})
     assert crashed.code == -signal.SIGKILL, crashed.err
-    assert _latest(p, "ops/once")[0] == "running"
+    assert _latest(p, "ops/once")[0] == left
     after = p.run("--once", "--format", "json", code=0 if status == "succeeded" else 1, timeout=30)
     assert _statuses(after.json()) == {"ops/once": status}
     assert p.ledger_lines().count("ran") == executed

@@ -189,7 +189,7 @@ def test_worker_runs_the_edited_task_after_its_inventory_changed(shared):
 @pytest.mark.parametrize(
     "point, status, executed",
     [
-        ("after_claim", "succeeded", 1),  # claimed only: back to pending, run by another worker
+        ("after_claim", "succeeded", 1),  # claim not committed: run by another worker
         ("after_dispatch", "unknown", 0),  # dispatched: may have run, so never run again
         ("before_result", "unknown", 1),  # ran, result lost: unknown, not run twice
     ],

@@ -466,6 +466,32 @@ class RunQueue(ABC):
                 got[run.id] = run
         return Batch(*claim_outcome(claims, got, want))
 
+    def start_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        *,
+        claimed: AuditOf = no_audit,
+        dispatched: AuditOf = no_audit,
+        leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
+    ) -> Batch:
+        """A round's claims and their dispatch marks in ONE durable transaction (group
+        commit): each run is claimed as `claim_batch` claims it, then every claimed run is
+        marked dispatched, and `leading`, each run's `claimed(run)` entries then each run's
+        `dispatched(run)` entries are written with them. After it returns every command of
+        the batch may be sent ("audit before dispatch": the claim and dispatch entries are
+        durable first); a crash before its commit leaves every run pending, as if the round
+        never claimed. `claimed` is called inside the transaction, after the claims and
+        before the commit. The runs returned are marked dispatched. The default composes
+        `claim_batch` and `dispatch_batch` (two transactions); the backends override it."""
+        got = self.claim_batch(claims, owner, now, claimed, leading, want)
+        if not got.runs:
+            return got
+        marked = self.dispatch_batch(got.runs, now, dispatched)
+        return Batch(marked.runs, [*got.refused, *marked.refused], got.unclaimed)
+
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
     ) -> Batch:

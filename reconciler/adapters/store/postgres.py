@@ -810,6 +810,77 @@ class PostgresStore(StateStore):
             self._enqueue(conn, records)
         return Batch(claimed, refused, unclaimed), len(records)
 
+    def start_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        *,
+        claimed: AuditOf = no_audit,
+        dispatched: AuditOf = no_audit,
+        leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
+    ) -> Batch:
+        """Claim as `claim_batch` does, mark the claimed runs dispatched and queue `leading`,
+        the claims' and the dispatches' audit records, in one transaction committed with the
+        server's durable commit (see `StateStore.start_batch`): two round trips, one flush.
+        After a broken connection the batch committed when one of its runs is running under
+        `owner` since exactly `now` (a claim and its dispatch mark commit together), or when
+        its leading entry is found; otherwise nothing committed and it is tried again."""
+        if not claims and not leading:
+            return Batch([], [])
+
+        def landed() -> Batch | None:
+            ids = [request.run_id for request in claims]
+            ours = {
+                run.id: run
+                for run in self._runs_by_ids(ids)
+                if run.status is RunStatus.RUNNING
+                and run.owner == owner
+                and run.started_at == _aware(now)
+                and run.dispatched
+            }
+            if ours or (leading and self._has_entry(leading[0])):
+                return Batch(*claim_outcome(claims, ours, want))
+            return None
+
+        return self._batch(
+            lambda: self._start_batch(claims, owner, now, claimed, dispatched, leading, want),
+            landed,
+        )
+
+    def _start_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        claimed_audit: AuditOf,
+        dispatched_audit: AuditOf,
+        leading: Sequence[AuditRecord],
+        want: int | None,
+    ) -> tuple[Batch, int]:
+        """The machines' locks and the claims (one round trip), then the claims' entries,
+        the dispatch marks with their entries and COMMIT (one more). The commit is durable
+        while the machines' locks are held: a claim that a crashed server forgot would
+        otherwise be dispatched (see `claim_commit_unflushed` for the claim batch alone)."""
+        records = list(leading)
+        stamp = _aware(now)
+        with self._pipelined("start runs in") as conn:
+            limited = [c.run_id for c in claims if c.max_parallel is not None]
+            if limited:  # held from here to COMMIT: claims for one machine take turns
+                conn.execute(_q("lock_machines_of_runs"), {"ids": limited})
+            got = self._claim_rounds(conn, claims, owner, stamp, want)
+            taken, refused, unclaimed = claim_outcome(claims, got, want)
+            for run in taken:
+                records.extend(claimed_audit(run))
+            self._enqueue(conn, records)
+            sent, entries = self._send_dispatch(conn, taken, dispatched_audit)
+        done = {row[0]: _run(row) for row in sent.fetchall()} if taken else {}
+        marked = [done[run.id] for run in taken if run.id in done]
+        refused += [run.id for run in taken if run.id not in done]  # never: held in the batch
+        queued = len(records) + sum(1 for run_id in entries if run_id in done)
+        return Batch(marked, refused, unclaimed), queued
+
     @staticmethod
     def _claim_rounds(
         conn: psycopg.Connection,
@@ -883,6 +954,23 @@ class PostgresStore(StateStore):
         """One statement marks the runs and queues the entries of those it marked, sent with
         BEGIN and COMMIT: one round trip. The entries are made before, from each run as the
         mark leaves it (`dispatched`: the mark changes nothing else a `Run` holds)."""
+        with self._pipelined("dispatch") as conn:
+            sent, entries = self._send_dispatch(conn, runs, audit)
+        done = {row[0]: _run(row) for row in sent.fetchall()}
+        marked = [done[run.id] for run in runs if run.id in done]
+        queued = sum(1 for run_id in entries if run_id in done)
+        return Batch(marked, [run.id for run in runs if run.id not in done]), queued
+
+    @staticmethod
+    def _send_dispatch(
+        conn: psycopg.Connection, runs: Sequence[Run], audit: AuditOf
+    ) -> tuple[psycopg.Cursor | None, list[int]]:
+        """Send the statement marking `runs` dispatched and queueing their entries (made from
+        each run as the mark leaves it: `dispatched` is all it changes) in the caller's
+        transaction; its rows are read after COMMIT. Returns the cursor (None without runs)
+        and the run of each entry, in order."""
+        if not runs:
+            return None, []
         entries = [
             (run.id, stored_fields(record))
             for run in runs
@@ -896,12 +984,7 @@ class PostgresStore(StateStore):
             "runs": [run_id for run_id, _ in entries],
             **dict(zip(("at", "actor", "action", "detail"), columns)),
         }
-        with self._pipelined("dispatch") as conn:
-            sent = conn.execute(_q("dispatch_batch_queued"), params)
-        done = {row[0]: _run(row) for row in sent.fetchall()}
-        marked = [done[run.id] for run in runs if run.id in done]
-        queued = sum(1 for run_id, _ in entries if run_id in done)
-        return Batch(marked, [run.id for run in runs if run.id not in done]), queued
+        return conn.execute(_q("dispatch_batch_queued"), params), [r for r, _ in entries]
 
     def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
         """Record each end (`finish`, or `requeue` with `retry_at`) and queue its audit

@@ -843,50 +843,97 @@ class SqliteStore(StateStore):
     ) -> Batch:
         """Claim the runs in request order (at most `want` of them) and chain `leading` then
         each claim's audit records, in one `BEGIN IMMEDIATE` transaction (see
-        `StateStore.claim_batch`).
-
-        The write lock is held from the start, so the running counts read once at the top
-        cannot change under the batch: each claim adds to its machine's count, and a later
-        request for that machine sees it, exactly as the SQL count of `claim` would."""
+        `StateStore.claim_batch`)."""
         if not claims and not leading:
             return Batch([], [])
-        stamp = _ts(now)
         records = list(leading)
         with self._write() as conn:
-            # Three statements whatever the batch's size: which runs are still pending (and
-            # on which machine), how many runs those machines run, and one claim of the
-            # runs the limits let through, in request order (a refused run takes no slot).
-            pending = dict(
-                conn.execute(
-                    _q("pending_of_runs"), {"ids": json.dumps([c.run_id for c in claims])}
-                ).fetchall()
-            )
-            busy = self._running_on(conn, list(pending.values()))
-            allowed: list[int] = []
-            for request in claims:
-                if want is not None and len(allowed) >= want:
-                    break
-                machine = pending.pop(request.run_id, None)  # a second ask finds it taken
-                limit = request.max_parallel
-                if machine is None or (limit is not None and busy[machine] >= limit):
-                    continue
-                busy[machine] += 1
-                allowed.append(request.run_id)
-            taken = {
-                run.id: run
-                for run in map(
-                    _run,
-                    conn.execute(
-                        _q("claim_many"),
-                        {"ids": json.dumps(allowed), "owner": owner, "now": stamp},
-                    ).fetchall(),
-                )
-            }
-            claimed, refused, unclaimed = claim_outcome(claims, taken, want)
+            claimed, refused, unclaimed = self._claim_in(conn, claims, owner, now, want)
             for run in claimed:
                 records.extend(audit(run))
             self._chain(conn, records)
         return Batch(claimed, refused, unclaimed)
+
+    def start_batch(
+        self,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        *,
+        claimed: AuditOf = no_audit,
+        dispatched: AuditOf = no_audit,
+        leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
+    ) -> Batch:
+        """Claim as `claim_batch` does, mark the claimed runs dispatched and chain `leading`,
+        the claims' and the dispatches' audit records, in one durable (`synchronous=FULL`)
+        `BEGIN IMMEDIATE` transaction (see `StateStore.start_batch`): one fsync per round."""
+        if not claims and not leading:
+            return Batch([], [])
+        records = list(leading)
+        with self._write(durable=True) as conn:
+            taken, refused, unclaimed = self._claim_in(conn, claims, owner, now, want)
+            for run in taken:
+                records.extend(claimed(run))
+            marked: list[Run] = []
+            if taken:
+                held = {str(run.id): run.epoch for run in taken}
+                rows = conn.execute(
+                    _q("mark_dispatched_many"), {"held": json.dumps(held)}
+                ).fetchall()
+                done = {run.id: run for run in map(_run, rows)}
+                marked = [done[run.id] for run in taken if run.id in done]
+                refused += [run.id for run in taken if run.id not in done]  # never, held here
+                for run in marked:
+                    records.extend(dispatched(run))
+            self._chain(conn, records)
+        return Batch(marked, refused, unclaimed)
+
+    def _claim_in(
+        self,
+        conn: sqlite3.Connection,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        want: int | None,
+    ) -> tuple[list[Run], list[int], list[int]]:
+        """The claims of a batch inside the caller's `BEGIN IMMEDIATE` transaction: the runs
+        claimed (request order), the ids refused and those left unclaimed (`claim_outcome`).
+
+        The write lock is held from the start, so the running counts read once at the top
+        cannot change under the batch: each claim adds to its machine's count, and a later
+        request for that machine sees it, exactly as the SQL count of `claim` would."""
+        stamp = _ts(now)
+        # Three statements whatever the batch's size: which runs are still pending (and
+        # on which machine), how many runs those machines run, and one claim of the
+        # runs the limits let through, in request order (a refused run takes no slot).
+        pending = dict(
+            conn.execute(
+                _q("pending_of_runs"), {"ids": json.dumps([c.run_id for c in claims])}
+            ).fetchall()
+        )
+        busy = self._running_on(conn, list(pending.values()))
+        allowed: list[int] = []
+        for request in claims:
+            if want is not None and len(allowed) >= want:
+                break
+            machine = pending.pop(request.run_id, None)  # a second ask finds it taken
+            limit = request.max_parallel
+            if machine is None or (limit is not None and busy[machine] >= limit):
+                continue
+            busy[machine] += 1
+            allowed.append(request.run_id)
+        taken = {
+            run.id: run
+            for run in map(
+                _run,
+                conn.execute(
+                    _q("claim_many"),
+                    {"ids": json.dumps(allowed), "owner": owner, "now": stamp},
+                ).fetchall(),
+            )
+        }
+        return claim_outcome(claims, taken, want)
 
     @staticmethod
     def _running_on(conn: sqlite3.Connection, machines) -> dict[str, int]:
