@@ -20,6 +20,7 @@ from pathlib import Path
 from reconciler.cli import views, wiring
 from reconciler.cli.settings import Context
 from reconciler.core.errors import InputError, ReconcilerError, UsageError
+from reconciler.pipeline.daemon import SIGNAL_CHECK_SECONDS
 from reconciler.pipeline.engine import utc_now
 from reconciler.web.console.pages import Reading
 
@@ -81,10 +82,9 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
             line = f"serving the console at http://{server.address}/"
             print(line, file=sys.stderr, flush=True)
             while not stop.is_set():
-                # Awake once a second: a signal the kernel hands to one of the listener's
-                # threads runs its handler only when this thread next runs Python code (a
-                # wait of an hour left a SIGTERM unanswered for that hour).
-                stop.wait(1.0)
+                # In slices, as the daemon waits: a signal the kernel hands to a listener
+                # thread runs its handler only when this thread next runs Python code.
+                stop.wait(SIGNAL_CHECK_SECONDS)
                 if reload.is_set() and not stop.is_set():
                     reload.clear()
                     _reload_access(args, ctx, host, server)
