@@ -10,6 +10,7 @@ import os
 import pytest
 
 from tests.support.cli import reaped, spawn
+from tests.support.markers import exited
 from tests.support.ssh_project import ssh_project
 from tests.support.waiting import wait_until
 
@@ -76,7 +77,7 @@ def test_a_run_adopted_as_failed_after_a_lost_connection_alerts_failed_once(
     os.close(fd)
     markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
     wait_until(
-        lambda: _ended_on_target(markers, run["id"]),
+        lambda: exited(markers, run["id"]),
         timeout=30,
         message="the command's exit marker",
     )
@@ -91,12 +92,6 @@ def test_a_run_adopted_as_failed_after_a_lost_connection_alerts_failed_once(
     ]
     _once(p, 0)
     assert len(receiver.titles()) == 2, "the adopted failure alerts once"
-
-
-def _ended_on_target(markers, run_id: int) -> bool:
-    """The wrapper appends `NONCE CODE` to `<id>.meta` once the task ended."""
-    meta = markers / f"{run_id}.meta"
-    return meta.exists() and len(meta.read_text().splitlines()) >= 2
 
 
 def _writer(fifo) -> int | None:

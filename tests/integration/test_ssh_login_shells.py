@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.adapters.transport import wrapper
 from tests.support.integration import require_binary
+from tests.support.markers import exited
 
 pytestmark = pytest.mark.integration
 
@@ -153,16 +154,30 @@ def test_the_reply_has_every_byte_of_the_output_tail_in_a_utf8_locale(shell, nam
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_a_kept_output_of_an_earlier_invocation_is_not_part_of_the_next(shell, tmp_path):
-    """An output left on the target (its end not recorded) is replaced, not appended to, when
-    the run id runs again (a run's check and its command, or the next attempt)."""
+def test_a_second_invocation_of_a_run_id_replaces_the_markers_of_the_first(shell, tmp_path):
+    """A run's check and its command, or two attempts, share the run id. The second replaces
+    a kept output (not appended to it), and its first marker line is written over the first
+    invocation's, whose exit line may stay under it: reading the markers finds the exit line
+    of the second invocation's nonce, not that one."""
     markers = tmp_path / "m"
-    first, proc = _start(shell, markers, "echo first")
+    first, proc = _start(shell, markers, "echo first; exit 3")
     out, _ = proc.communicate(first.stdin + wrapper.REFUSAL, timeout=30)
-    assert wrapper.parse_reply(out, first.nonce) == (b"first\n", 0)
+    assert wrapper.parse_reply(out, first.nonce) == (b"first\n", 3)
     assert (markers / "7.out").read_bytes() == b"first\n"  # let go: kept
     second, proc = _start(shell, markers, "echo second")
-    out, _ = proc.communicate(second.stdin + wrapper.acknowledgement(second.nonce), timeout=30)
+    running = _ctl(markers, "peek")  # between the two: the second has not started
+    assert running.state == "exit" and running.nonce == first.nonce
+    out, _ = proc.communicate(second.stdin + wrapper.REFUSAL, timeout=30)
     assert wrapper.parse_reply(out, second.nonce) == (b"second\n", 0)
-    assert (markers / "7.out").read_bytes() == b""
-    assert (markers / "7.meta").read_text().splitlines()[1] == f"{second.nonce} 0"
+    assert (markers / "7.out").read_bytes() == b"second\n"
+    assert exited(markers, 7)
+    reaped = _ctl(markers, "reap", second.nonce)
+    assert (reaped.state, reaped.exit_code, reaped.nonce) == ("exit", 0, second.nonce)
+    assert reaped.output == "second\n"
+    assert _ctl(markers, "reap", first.nonce).state == "none"
+
+
+def _ctl(markers, action: str, nonce: str = "-") -> wrapper.Marker:
+    line = wrapper.ctl_line(str(markers), 7, action, nonce, keep=True)
+    done = subprocess.run(["sh", "-c", line], capture_output=True, timeout=30, check=True)
+    return wrapper.parse_ctl(done.stdout)

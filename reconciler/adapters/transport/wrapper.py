@@ -17,8 +17,11 @@ Markers, two flat files per run under DIR (`~/` means the remote home):
 - `<id>.meta`  `NONCE ATTEMPT DIGEST PGID`: which invocation the output belongs to (a run's
   check and command, and each attempt, share the run id; the nonce tells them apart) and the
   process group of the wrapper and the task (what a timeout kills); once the task ended, a
-  second line `NONCE CODE` is appended (two files per run, not four: creating a file, an
-  inode and a directory entry, is what the markers cost a run on the target);
+  line `NONCE CODE` is appended (two files per run, not four: creating a file, an inode and
+  a directory entry, is what the markers cost a run on the target). The first line, padded
+  to 63 characters, is written over an earlier invocation's, not after truncating the file
+  (see `RUN`): that invocation's exit line may follow it, and counts for nothing, its nonce
+  being another;
 - `<id>.out`   the task's stdout and stderr, as a file: the task never writes to the SSH channel,
   so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end.
 Markers of earlier versions (`.meta` without PGID, beside `<id>.pid` and `<id>.exit NONCE
@@ -99,13 +102,16 @@ case $s in
   *"$nl$3$nl") ;;
   *) echo "reconciler: input cut off; the command was not started"; exit 125 ;;
 esac
-# The meta file stays open on fd 4 for its exit line: one open, not two.
-if ! command exec 4> "$f.meta"; then
-  mkdir -p "$d"; command exec 4> "$f.meta" || {
+# The first line is written over the one an earlier invocation of the run id left (`<>`, at a
+# fixed width), not after truncating the file: on ext4, truncating frees the file's block (a
+# synchronous discard where the disk has it) and writes the file back when it is closed.
+if ! command exec 4<> "$f.meta"; then
+  mkdir -p "$d"; command exec 4<> "$f.meta" || {
     echo "reconciler: cannot write run markers in $d"; exit 124; }
 fi
-printf '%s %s %s %s\n' "$3" "$4" "$5" "$pg" >&4 || {
+printf '%-63s\n' "$3 $4 $5 $pg" >&4 || {
   echo "reconciler: cannot write run markers in $d"; exit 124; }
+exec 4>&-
 # An empty output file (an acknowledged run's) is opened for appending, not truncated: on ext4
 # a file truncated to nothing is written back when closed (its auto_da_alloc), which would
 # cost the target a block allocation and a disk write per run for output the acknowledgement
@@ -117,7 +123,7 @@ if [ -s "$f.out" ]; then command exec 3> "$f.out"; else command exec 3>> "$f.out
 # Every process of the task carries the nonce as RECONCILE_RUN_COOKIE (set after the task's
 # env, which cannot change it): a kill finds by it what left the group (`setsid`).
 ( eval "${s%"$3$nl"}"; RECONCILE_RUN_COOKIE=$3; export RECONCILE_RUN_COOKIE
-  exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- 4>&- < /dev/null
+  exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
 rc=$?
 # From here on lengths are bytes (the task, which may use the locale, has ended).
 LC_ALL=C
@@ -125,8 +131,7 @@ LC_ALL=C
 # builtin, so no `wc` process per run (empty without /proc: then tail_out counts).
 IFS=' 	' read -r k z < /proc/$$/fdinfo/3 && [ "$k" = pos: ] || z=
 exec 3>&-
-echo "$3 $rc" >&4
-exec 4>&-
+echo "$3 $rc" >> "$f.meta"  # appended: after whatever an earlier invocation left
 o=
 # A short output is read by builtins, sparing a `tail` process (bash: the whole tail, in one
 # read(2); others: 1 KiB, read a byte per read(2)); it is used only when it has every byte (a
@@ -164,8 +169,14 @@ exit $rc
 CTL = (
     _PREAMBLE
     + r"""exec < /dev/null
-# The exit line counts only whole (with its newline): a wrapper may be appending it.
-{ read -r n a h pg && { read -r en rc || en=; }; } 2>/dev/null < "$f.meta" || { echo none; exit 0; }
+# The exit line is the one with the first line's nonce (lines of earlier invocations of the
+# run id may follow the first); it counts only whole (with its newline): a wrapper may be
+# appending it.
+n=; en=
+{ if read -r n a h pg; then
+    while read -r e c; do [ "$e" = "$n" ] && en=$e rc=$c && break; done
+  else n=; fi; } 2>/dev/null < "$f.meta"
+[ -n "$n" ] || { echo none; exit 0; }
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
 if [ "$3" = forget ]; then rm -f "$f.out"; echo forgot; exit 0; fi
 keep=$5
