@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -508,6 +509,8 @@ class _Drain:
         # the next round comes at once (`_wait`). `refused_rounds`: how many in a row.
         self.reclaim = False
         self.refused_rounds = 0
+        # Ends of runs left for the next round to record with the runs it starts (`_ended`).
+        self.deferred: _Ends | None = None
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -531,8 +534,13 @@ class _Drain:
         ):
             self.pool = pool
             try:
-                while self._round():
-                    pass
+                try:
+                    while self._round():
+                        pass
+                except BaseException:
+                    with suppress(StoreError):  # results the round had not recorded yet
+                        self._flush_ends()
+                    raise
             except KeyboardInterrupt as stop:  # a second signal: stop what runs now, leave
                 self._abandon_running(
                     "the reconciler was stopped at once (a second signal) "
@@ -580,6 +588,8 @@ class _Drain:
         """One scheduling round; False when the drain is over."""
         now = self.engine.clock()
         self._refresh()
+        if self.deferred is not None and self._rethink(now):
+            self._flush_ends()  # a whole decision: on the queue as it is once they are recorded
         mine = [*self.running.values()]
         elsewhere = [self.pending[i] for i in self.foreign if i in self.pending]
         if self.only is not None:  # the rest of the queue is someone else's to start
@@ -618,6 +628,7 @@ class _Drain:
                 self.engine.concurrency + len(self.others),
             )
             if window_opened:  # a deny window opened: decide on the whole queue again
+                self._flush_ends()
                 self.changed = True
                 return True
             decision = replace(self.decided, start=start, waiting=waiting)
@@ -641,6 +652,7 @@ class _Drain:
         self.chose_to_start = bool(decision.start)
         if decision.start and not self.engine.stop.is_set():
             self._start(decision.start, self._spares(decision, mine, now))
+        self._flush_ends()  # left for a round that started nothing after all
         if fresh:  # the holds change only with a whole decision
             self.window_held = {run.id for run, hold in decision.held if _lasting(hold)}
         # A pass waits for the retries of its own runs. Another pass's back-off is that
@@ -741,7 +753,7 @@ class _Drain:
             return True
         done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
         if done:
-            self._record([(self.running.pop(future), future) for future in done])
+            self._ended([(self.running.pop(future), future) for future in done])
         return True
 
     def _sweep(self) -> None:
@@ -826,6 +838,8 @@ class _Drain:
             return  # only this drain wrote since the last re-read: it knows what it wrote
         self.seen_changes, self.stale = changes, False
         ours = {r.id for r in self.running.values()}
+        if self.deferred is not None:  # ended here, recorded by this round: still ours
+            ours |= {run.id for run, _ in self.deferred.ended}
         foreign_before = self.foreign
         feed = self.store.run_changes(self.cursor)
         self.cursor = feed.cursor
@@ -1025,9 +1039,9 @@ class _Drain:
         runs: Sequence[Run],
         spares: Sequence[Run],
     ) -> list[Run]:
-        """Group commit: the claims, their dispatch marks and the audit entries of both in
-        one durable transaction (`StateStore.start_batch`). Returns the runs whose commands
-        may be sent."""
+        """Group commit: the ends the last round left, the claims, their dispatch marks and
+        the audit entries of all in one durable transaction (`StateStore.round_batch`).
+        Returns the runs whose commands may be sent."""
         journal = self.engine.journal
 
         def claimed_entries(run: Run) -> Sequence[AuditRecord]:
@@ -1036,18 +1050,30 @@ class _Drain:
             failpoints.hit("after_claim")
             return journal.claimed(run)
 
-        started = self._batch(
-            lambda: self.store.start_batch(
+        # The ends the last round left (`_ended`) are recorded first, in the same transaction.
+        done, self.deferred = self.deferred, None
+        if done is not None:
+            failpoints.hit("before_result")
+        tries = []
+
+        def write() -> tuple[Batch, Batch]:
+            tries.append(1)
+            return self.store.round_batch(
+                done.ends if done is not None else (),
                 requests,
                 self.engine.owner,
                 now,
+                ended=journal.ended,
                 claimed=claimed_entries,
                 dispatched=journal.dispatched,
                 leading=journal.leading(),
                 want=want,
             )
-        )
+
+        recorded, started = self._batch(write)
         journal.flushed()
+        if done is not None:
+            self._recorded(done, recorded, retried=len(tries) > 1)
         self._claimed(started, runs, spares)
         if not started.runs:
             return []
@@ -1085,9 +1111,13 @@ class _Drain:
 
     def _claimed(self, claimed: Batch, runs: Sequence[Run], spares: Sequence[Run]) -> None:
         """Learn what a claim batch of `runs` (and `spares`) took and refused."""
-        if claimed.refused:  # cancelled, taken since we looked, or its machine is full:
+        # Refused: cancelled, taken since we looked, or its machine is full. Unclaimed and
+        # not a spare: an end of the same round was refused (nothing was claimed).
+        spare_ids = {run.id for run in spares}
+        back = [*claimed.refused, *(i for i in claimed.unclaimed if i not in spare_ids)]
+        if back:
             wanted = {run.id: run for run in [*runs, *spares]}
-            for run_id in claimed.refused:  # as far as we know: the next re-read tells
+            for run_id in back:  # as far as we know: the next re-read tells
                 self.pending[run_id] = wanted[run_id]
             self.stale = self.changed = True  # left the order: only a whole decision retries
         # Capacity a refusal left free is filled by the next round at once, not after the
@@ -1117,9 +1147,57 @@ class _Drain:
             self.engine.journal.failed(exc)
             raise
 
-    def _record(self, ended: list[tuple[Run, Future]]) -> None:
-        """Record the outcomes of the runs that ended, in one transaction."""
+    def _ended(self, ended: list[tuple[Run, Future]]) -> None:
+        """The runs that ended: record their outcomes in one transaction, or, when each
+        succeeded and no pending run waits for its task (the next round only fills the
+        capacity they freed), leave them to be recorded by that round's own transaction
+        with the runs it starts (`_Ends`, `StateStore.round_batch`)."""
         now = self.engine.clock()
+        outcomes = self._outcomes(ended)
+        if not outcomes:  # every lease lost: nothing of theirs to record
+            return
+        ends = [self._end_of(run, outcome, now) for run, outcome in outcomes.values()]
+        done = _Ends(ended, outcomes, ends)
+        if self._may_defer(done):
+            self.deferred = done
+            return
+        self._write_ends(done, now)
+
+    def _may_defer(self, done: _Ends) -> bool:
+        """Whether the next round may record `done` with the runs it starts: only with a
+        journal (the round's transaction carries the entries), while not stopping, when
+        the next round will only fill freed capacity from the order last decided (every
+        end a success no pending run waits for: nothing to decide again) and that order
+        still holds runs to start."""
+        return (
+            self.engine.journaled
+            and not self.engine.stop.is_set()
+            and not self.changed
+            and self.decided is not None
+            and bool(self.decided.waiting)
+            and all(end.retry_at is None and end.status is RunStatus.SUCCEEDED for end in done.ends)
+            and not any(run.task in self.awaited for run, _ in done.outcomes.values())
+        )
+
+    def _flush_ends(self) -> None:
+        """Record the ends left for this round when it starts nothing after all."""
+        done, self.deferred = self.deferred, None
+        if done is not None:
+            self._write_ends(done, self.engine.clock())
+
+    def _write_ends(self, done: _Ends, now: datetime) -> None:
+        failpoints.hit("before_result")
+        tries = []
+
+        def write() -> Batch:
+            tries.append(1)
+            return self.store.end_batch(done.ends, now, self.engine.journal.ended)
+
+        self._recorded(done, self._batch(write), retried=len(tries) > 1)
+
+    def _outcomes(self, ended: list[tuple[Run, Future]]) -> dict[int, tuple[Run, Outcome]]:
+        """How each run that ended did (its output redacted), by id; a run whose lease was
+        lost is left out (its result is not ours to record)."""
         outcomes: dict[int, tuple[Run, Outcome]] = {}
         for run, future in ended:
             # Its output as followers saw it (when they could), and the kill that stopped it.
@@ -1151,22 +1229,17 @@ class _Drain:
             if outcome.unreachable:
                 self._note(Event(Kind.UNREACHABLE, run, outcome.error or ""))
             outcomes[run.id] = (run, outcome)
-        if not outcomes:
-            return
-        failpoints.hit("before_result")
-        ends = [self._end_of(run, outcome, now) for run, outcome in outcomes.values()]
-        tries = []
+        return outcomes
 
-        def write() -> Batch:
-            tries.append(1)
-            return self.store.end_batch(ends, now, self.engine.journal.ended)
-
-        batch = self._batch(write)
+    def _recorded(self, done: _Ends, batch: Batch, *, retried: bool) -> None:
+        """Learn what the write of `done` recorded (`batch`): settle the targets, update the
+        tracker and the queue, report each end."""
+        ended, outcomes = done.ended, done.outcomes
         written = list(batch.runs)
-        epochs = {end.run_id: end.epoch for end in ends}
+        epochs = {end.run_id: end.epoch for end in done.ends}
         for run_id in batch.refused:
             # A write retried after a dropped connection finds what its first try committed.
-            landed = self.store.get_run(run_id) if len(tries) > 1 else None
+            landed = self.store.get_run(run_id) if retried else None
             if (
                 landed is not None
                 and landed.epoch == epochs[run_id]
@@ -1236,6 +1309,16 @@ class _Drain:
                 if not self.forever and run.id in self.mine:
                     self.report.runs.setdefault(run.id, run)
                 self.engine.on_event(Event(Kind.HELD, run, hold.describe(), hold=hold))
+
+
+@dataclass
+class _Ends:
+    """Runs that ended (with their futures), how each did (by id; a run whose lease was lost
+    has none) and the ends to record."""
+
+    ended: list[tuple[Run, Future]]
+    outcomes: dict[int, tuple[Run, Outcome]]
+    ends: list[RunEnd]
 
 
 def _reclaim_delay(refused_rounds: int) -> float:

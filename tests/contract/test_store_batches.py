@@ -476,3 +476,73 @@ def test_four_processes_starting_batches_start_each_run_once_within_max_parallel
     for action in ("run.claimed", "run.dispatched"):
         assert sorted(e.detail["run"] for e in entries if e.action == action) == sorted(started)
     assert {run.id for run in runs} >= set(started)
+
+
+# --- round_batch: the last round's ends with this round's starts ---------------------------------
+
+
+def _running(store, now, runs):
+    """`runs` claimed and dispatched by "w" (as a round started them)."""
+    return store.start_batch([ClaimRequest(r.id) for r in runs], "w", now).runs
+
+
+def test_a_round_batch_records_ends_then_starts_within_the_slots_they_freed(store, now, later):
+    first = _running(store, now, runs_on(store, now, "m1", 2, "a"))
+    waiting = runs_on(store, now, "m1", 2, "b")
+    ends = [RunEnd(r.id, r.epoch, RunStatus.SUCCEEDED, exit_code=0, output="ok") for r in first]
+    recorded, started = store.round_batch(
+        ends,
+        [ClaimRequest(r.id, max_parallel=2) for r in waiting],  # m1 is full until they end
+        "w",
+        later(seconds=1),
+        ended=records_of("run.finished"),
+        claimed=records_of("run.claimed"),
+        dispatched=records_of("run.dispatched"),
+    )
+    assert [r.id for r in recorded.runs] == [r.id for r in first] and recorded.refused == []
+    assert [r.output for r in recorded.runs] == ["ok", "ok"]
+    assert [r.id for r in started.runs] == [r.id for r in waiting]
+    assert all(r.dispatched for r in started.runs)
+    for run in first:
+        stored = store.get_run(run.id)
+        assert (stored.status, stored.finished_at) == (RunStatus.SUCCEEDED, later(seconds=1))
+    entries = [(e.action, e.detail["run"]) for e in chain(store)]
+    assert entries == [
+        *(("run.finished", r.id) for r in first),
+        *(("run.claimed", r.id) for r in waiting),
+        *(("run.dispatched", r.id) for r in waiting),
+    ]
+
+
+def test_a_round_batch_whose_end_is_refused_records_the_others_and_claims_nothing(store, now):
+    a, b = _running(store, now, runs_on(store, now, "m1", 2, "a"))
+    [waiting] = runs_on(store, now, "m2", 1, "b")
+    ends = [
+        RunEnd(a.id, a.epoch, RunStatus.SUCCEEDED, exit_code=0),
+        RunEnd(b.id, b.epoch + 1, RunStatus.SUCCEEDED, exit_code=0),  # a lease lost since
+    ]
+    recorded, started = store.round_batch(ends, [ClaimRequest(waiting.id)], "w", now)
+    assert [r.id for r in recorded.runs] == [a.id] and recorded.refused == [b.id]
+    assert (started.runs, started.refused, started.unclaimed) == ([], [], [waiting.id])
+    assert store.get_run(waiting.id).status is RunStatus.PENDING
+    assert store.get_run(a.id).status is RunStatus.SUCCEEDED
+
+
+def test_a_round_batch_that_cannot_store_a_dispatch_entry_records_no_end_either(
+    store, now, raw, backend
+):
+    first = _running(store, now, runs_on(store, now, "m1", 1, "a"))
+    waiting = runs_on(store, now, "m1", 1, "b")
+    poison(raw, backend)
+    with pytest.raises(StoreError):
+        store.round_batch(
+            [RunEnd(first[0].id, first[0].epoch, RunStatus.SUCCEEDED, exit_code=0)],
+            [ClaimRequest(waiting[0].id)],
+            "w",
+            now,
+            ended=records_of("run.finished"),
+            dispatched=lambda run: [AuditRecord(AT, "tester", "poison", {"run": run.id})],
+        )
+    assert store.get_run(first[0].id).status is RunStatus.RUNNING
+    assert store.get_run(waiting[0].id).status is RunStatus.PENDING
+    assert chain(store) == []

@@ -164,6 +164,13 @@ def claim_outcome(
     return claimed, refused, unclaimed
 
 
+def check_ends(ends: Sequence[RunEnd]) -> None:
+    """Raise ValueError for an end that is neither final nor a retry (a programming error)."""
+    for end in ends:
+        if end.retry_at is None and end.status.is_active:
+            raise ValueError(f"an end needs a final status, not {end.status.value}")
+
+
 @dataclass(frozen=True)
 class ManualRun:
     """A run `reconcile run` asks for (issue 16 §3, migration 13): the task's current
@@ -484,13 +491,48 @@ class RunQueue(ABC):
         the batch may be sent ("audit before dispatch": the claim and dispatch entries are
         durable first); a crash before its commit leaves every run pending, as if the round
         never claimed. `claimed` is called inside the transaction, after the claims and
-        before the commit. The runs returned are marked dispatched. The default composes
-        `claim_batch` and `dispatch_batch` (two transactions); the backends override it."""
+        before the commit. The runs returned are marked dispatched. `round_batch` without
+        ends."""
+        _, started = self.round_batch(
+            (),
+            claims,
+            owner,
+            now,
+            claimed=claimed,
+            dispatched=dispatched,
+            leading=leading,
+            want=want,
+        )
+        return started
+
+    def round_batch(
+        self,
+        ends: Sequence[RunEnd],
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        now: datetime,
+        *,
+        ended: AuditOf = no_audit,
+        claimed: AuditOf = no_audit,
+        dispatched: AuditOf = no_audit,
+        leading: Sequence[AuditRecord] = (),
+        want: int | None = None,
+    ) -> tuple[Batch, Batch]:
+        """A whole scheduling round in ONE durable transaction: the ends of the runs that
+        ended (as `end_batch`, at `now`, with their `ended(run)` entries), then the claims
+        and dispatch marks of `start_batch`, whose counts of `max_parallel` see those runs
+        ended. Returns the ends' batch and the starts' batch. When an end is refused (its
+        lease was lost), nothing is claimed (every claim is returned `unclaimed`): the round
+        was decided on a result that is not recorded. The default composes `end_batch`,
+        `claim_batch` and `dispatch_batch`; the backends override it."""
+        done = self.end_batch(ends, now, ended) if ends else Batch([], [])
+        if done.refused:
+            return done, Batch([], [], [c.run_id for c in claims])
         got = self.claim_batch(claims, owner, now, claimed, leading, want)
         if not got.runs:
-            return got
+            return done, got
         marked = self.dispatch_batch(got.runs, now, dispatched)
-        return Batch(marked.runs, [*got.refused, *marked.refused], got.unclaimed)
+        return done, Batch(marked.runs, [*got.refused, *marked.refused], got.unclaimed)
 
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit

@@ -73,6 +73,7 @@ from reconciler.adapters.store.base import (
     RunEnd,
     RunFilter,
     StateStore,
+    check_ends,
     claim_outcome,
     no_audit,
 )
@@ -810,76 +811,101 @@ class PostgresStore(StateStore):
             self._enqueue(conn, records)
         return Batch(claimed, refused, unclaimed), len(records)
 
-    def start_batch(
+    def round_batch(
         self,
+        ends: Sequence[RunEnd],
         claims: Sequence[ClaimRequest],
         owner: str,
         now: datetime,
         *,
+        ended: AuditOf = no_audit,
         claimed: AuditOf = no_audit,
         dispatched: AuditOf = no_audit,
         leading: Sequence[AuditRecord] = (),
         want: int | None = None,
-    ) -> Batch:
-        """Claim as `claim_batch` does, mark the claimed runs dispatched and queue `leading`,
-        the claims' and the dispatches' audit records, in one transaction committed with the
-        server's durable commit (see `StateStore.start_batch`): two round trips, one flush.
-        After a broken connection the batch committed when one of its runs is running under
-        `owner` since exactly `now` (a claim and its dispatch mark commit together), or when
-        its leading entry is found; otherwise nothing committed and it is tried again."""
-        if not claims and not leading:
-            return Batch([], [])
+    ) -> tuple[Batch, Batch]:
+        """The round's ends, then its claims and their dispatch marks, with their audit
+        records queued in that order, in one transaction committed with the server's durable
+        commit (see `StateStore.round_batch`): a round trip for the ends, one for the
+        machines' locks and the claims, one for the dispatch marks and COMMIT.
 
-        def landed() -> Batch | None:
+        After a broken connection the round committed when one of its claims is running
+        under `owner` since exactly `now` and dispatched, or one of its ends shows (as in
+        `end_batch`), or its leading entry is found; otherwise nothing committed and it is
+        tried again."""
+        check_ends(ends)
+        if not ends and not claims and not leading:
+            return Batch([], []), Batch([], [])
+        stamp = _aware(now)
+
+        def landed() -> tuple[Batch, Batch] | None:
             ids = [request.run_id for request in claims]
             ours = {
                 run.id: run
                 for run in self._runs_by_ids(ids)
                 if run.status is RunStatus.RUNNING
                 and run.owner == owner
-                and run.started_at == _aware(now)
+                and run.started_at == stamp
                 and run.dispatched
             }
-            if ours or (leading and self._has_entry(leading[0])):
-                return Batch(*claim_outcome(claims, ours, want))
-            return None
+            shown = self._ends_landed(ends, stamp) if ends else None
+            if not (ours or shown or (leading and self._has_entry(leading[0]))):
+                return None
+            return shown or Batch([], []), Batch(*claim_outcome(claims, ours, want))
 
         return self._batch(
-            lambda: self._start_batch(claims, owner, now, claimed, dispatched, leading, want),
+            lambda: self._round_batch(
+                ends, claims, owner, stamp, ended, claimed, dispatched, leading, want
+            ),
             landed,
         )
 
-    def _start_batch(
+    def _round_batch(
         self,
+        ends: Sequence[RunEnd],
         claims: Sequence[ClaimRequest],
         owner: str,
-        now: datetime,
+        stamp: datetime,
+        ended_audit: AuditOf,
         claimed_audit: AuditOf,
         dispatched_audit: AuditOf,
         leading: Sequence[AuditRecord],
         want: int | None,
-    ) -> tuple[Batch, int]:
-        """The machines' locks and the claims (one round trip), then the claims' entries,
-        the dispatch marks with their entries and COMMIT (one more). The commit is durable
-        while the machines' locks are held: a claim that a crashed server forgot would
-        otherwise be dispatched (see `claim_commit_unflushed` for the claim batch alone)."""
-        records = list(leading)
-        stamp = _aware(now)
-        with self._pipelined("start runs in") as conn:
+    ) -> tuple[tuple[Batch, Batch], int]:
+        """The ends (read), then the machines' locks and the claims (read), then the entries,
+        the dispatch marks and COMMIT. The commit is durable while the machines' locks are
+        held: a claim that a crashed server forgot would otherwise be dispatched (see
+        `claim_commit_unflushed` for the claim batch alone)."""
+        records: list[AuditRecord] = []
+        written: list[Run] = []
+        gone: list[int] = []
+        with self._pipelined("run a round in") as conn:
+            if ends:
+                done = self._read_ends(conn, self._send_ends(conn, ends, stamp))
+                written = [done[end.run_id] for end in ends if end.run_id in done]
+                gone = [end.run_id for end in ends if end.run_id not in done]
+                records = [record for run in written for record in ended_audit(run)]
+            if gone:  # decided on a result that is not recorded: claim nothing
+                self._enqueue(conn, records)
+                return (
+                    (Batch(written, gone), Batch([], [], [c.run_id for c in claims])),
+                    len(records),
+                )
+            records += leading
             limited = [c.run_id for c in claims if c.max_parallel is not None]
             if limited:  # held from here to COMMIT: claims for one machine take turns
                 conn.execute(_q("lock_machines_of_runs"), {"ids": limited})
-            got = self._claim_rounds(conn, claims, owner, stamp, want)
+            got = self._claim_rounds(conn, claims, owner, stamp, want) if claims else {}
             taken, refused, unclaimed = claim_outcome(claims, got, want)
             for run in taken:
                 records.extend(claimed_audit(run))
             self._enqueue(conn, records)
             sent, entries = self._send_dispatch(conn, taken, dispatched_audit)
-        done = {row[0]: _run(row) for row in sent.fetchall()} if taken else {}
-        marked = [done[run.id] for run in taken if run.id in done]
-        refused += [run.id for run in taken if run.id not in done]  # never: held in the batch
-        queued = len(records) + sum(1 for run_id in entries if run_id in done)
-        return Batch(marked, refused, unclaimed), queued
+        marks = {row[0]: _run(row) for row in sent.fetchall()} if taken else {}
+        marked = [marks[run.id] for run in taken if run.id in marks]
+        refused += [run.id for run in taken if run.id not in marks]  # never: held in the batch
+        queued = len(records) + sum(1 for run_id in entries if run_id in marks)
+        return (Batch(written, []), Batch(marked, refused, unclaimed)), queued
 
     @staticmethod
     def _claim_rounds(
@@ -990,14 +1016,19 @@ class PostgresStore(StateStore):
         """Record each end (`finish`, or `requeue` with `retry_at`) and queue its audit
         records, in one transaction (two statements: the finishes and the requeues). A run
         no longer held at its epoch is refused. After a broken connection the batch
-        committed when one of its ends shows (a finish: that status at `now`; a requeue: no
-        longer running at its epoch, waiting for `retry_at`)."""
-        for end in ends:
-            if end.retry_at is None and end.status.is_active:
-                raise ValueError(f"an end needs a final status, not {end.status.value}")
+        committed when one of its ends shows (`_ends_landed`)."""
+        check_ends(ends)
         if not ends:
             return Batch([], [])
         stamp = _aware(now)
+        return self._batch(
+            lambda: self._end_batch(ends, stamp, audit), lambda: self._ends_landed(ends, stamp)
+        )
+
+    def _ends_landed(self, ends: Sequence[RunEnd], stamp: datetime) -> Batch | None:
+        """After a broken connection: the ends that show (a finish: that status at `stamp`;
+        a requeue: no longer running at its epoch, waiting for `retry_at`), None if none
+        does (the batch did not commit)."""
 
         def shows(end: RunEnd, run: Run) -> bool:
             if run.status is RunStatus.RUNNING and run.epoch == end.epoch:
@@ -1006,44 +1037,50 @@ class PostgresStore(StateStore):
                 return run.epoch >= end.epoch and run.not_before == _aware(end.retry_at)
             return run.status is end.status and run.finished_at == stamp
 
-        def landed() -> Batch | None:
-            found = {run.id: run for run in self._runs_by_ids([end.run_id for end in ends])}
-            shown = {
-                e.run_id: found[e.run_id]
-                for e in ends
-                if e.run_id in found and shows(e, found[e.run_id])
-            }
-            if not shown:
-                return None
-            order = [end.run_id for end in ends]
-            return Batch(
-                [shown[i] for i in order if i in shown], [i for i in order if i not in shown]
-            )
-
-        return self._batch(lambda: self._end_batch(ends, stamp, audit), landed)
+        found = {run.id: run for run in self._runs_by_ids([end.run_id for end in ends])}
+        shown = {
+            e.run_id: found[e.run_id]
+            for e in ends
+            if e.run_id in found and shows(e, found[e.run_id])
+        }
+        if not shown:
+            return None
+        order = [end.run_id for end in ends]
+        return Batch([shown[i] for i in order if i in shown], [i for i in order if i not in shown])
 
     def _end_batch(
         self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf
     ) -> tuple[Batch, int]:
-        finishes = [end for end in ends if end.retry_at is None]
-        retries = [end for end in ends if end.retry_at is not None]
-        done: dict[int, Run] = {}
         with self._pipelined("record the end of runs in") as conn:
-            sent = []  # both statements travel together; their rows are read after
-            if finishes:
-                columns = {**_end_columns(finishes), "now": now}
-                columns["statuses"] = [e.status.value for e in finishes]
-                sent.append(conn.execute(_q("finish_batch"), columns))
-            if retries:
-                columns = {**_end_columns(retries)}
-                columns["not_befores"] = [_aware(e.retry_at) for e in retries]
-                sent.append(conn.execute(_q("requeue_batch"), columns))
-            for cursor in sent:
-                done.update((row[0], _run(row)) for row in cursor.fetchall())
+            done = self._read_ends(conn, self._send_ends(conn, ends, now))
             written = [done[end.run_id] for end in ends if end.run_id in done]
             records = [record for run in written for record in audit(run)]
             self._enqueue(conn, records)
         return Batch(written, [end.run_id for end in ends if end.run_id not in done]), len(records)
+
+    @staticmethod
+    def _send_ends(conn: psycopg.Connection, ends: Sequence[RunEnd], now: datetime) -> list:
+        """Send the statements of `ends` (the finishes and the requeues travel together);
+        returns their cursors, whose rows are read after (`_read_ends`)."""
+        finishes = [end for end in ends if end.retry_at is None]
+        retries = [end for end in ends if end.retry_at is not None]
+        sent = []
+        if finishes:
+            columns = {**_end_columns(finishes), "now": now}
+            columns["statuses"] = [e.status.value for e in finishes]
+            sent.append(conn.execute(_q("finish_batch"), columns))
+        if retries:
+            columns = {**_end_columns(retries)}
+            columns["not_befores"] = [_aware(e.retry_at) for e in retries]
+            sent.append(conn.execute(_q("requeue_batch"), columns))
+        return sent
+
+    @staticmethod
+    def _read_ends(conn: psycopg.Connection, sent: list) -> dict[int, Run]:
+        done: dict[int, Run] = {}
+        for cursor in sent:
+            done.update((row[0], _run(row)) for row in cursor.fetchall())
+        return done
 
     def _batch(self, write, landed) -> Batch:
         """Run a batch `write` (returns the batch and how many entries it queued); when the

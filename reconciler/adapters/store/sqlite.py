@@ -63,6 +63,7 @@ from reconciler.adapters.store.base import (
     RunEnd,
     RunFilter,
     StateStore,
+    check_ends,
     claim_outcome,
     no_audit,
 )
@@ -854,24 +855,34 @@ class SqliteStore(StateStore):
             self._chain(conn, records)
         return Batch(claimed, refused, unclaimed)
 
-    def start_batch(
+    def round_batch(
         self,
+        ends: Sequence[RunEnd],
         claims: Sequence[ClaimRequest],
         owner: str,
         now: datetime,
         *,
+        ended: AuditOf = no_audit,
         claimed: AuditOf = no_audit,
         dispatched: AuditOf = no_audit,
         leading: Sequence[AuditRecord] = (),
         want: int | None = None,
-    ) -> Batch:
-        """Claim as `claim_batch` does, mark the claimed runs dispatched and chain `leading`,
-        the claims' and the dispatches' audit records, in one durable (`synchronous=FULL`)
-        `BEGIN IMMEDIATE` transaction (see `StateStore.start_batch`): one fsync per round."""
-        if not claims and not leading:
-            return Batch([], [])
-        records = list(leading)
+    ) -> tuple[Batch, Batch]:
+        """The round's ends, then its claims and their dispatch marks, with their audit
+        records chained in that order, in one durable (`synchronous=FULL`) `BEGIN IMMEDIATE`
+        transaction (see `StateStore.round_batch`): one fsync per round."""
+        check_ends(ends)
+        if not ends and not claims and not leading:
+            return Batch([], []), Batch([], [])
+        records: list[AuditRecord] = []
         with self._write(durable=True) as conn:
+            written, gone = self._end_in(conn, ends, now) if ends else ([], [])
+            for run in written:
+                records.extend(ended(run))
+            if gone:  # decided on a result that is not recorded: claim nothing
+                self._chain(conn, records)
+                return Batch(written, gone), Batch([], [], [c.run_id for c in claims])
+            records.extend(leading)
             taken, refused, unclaimed = self._claim_in(conn, claims, owner, now, want)
             for run in taken:
                 records.extend(claimed(run))
@@ -887,7 +898,7 @@ class SqliteStore(StateStore):
                 for run in marked:
                     records.extend(dispatched(run))
             self._chain(conn, records)
-        return Batch(marked, refused, unclaimed)
+        return Batch(written, []), Batch(marked, refused, unclaimed)
 
     def _claim_in(
         self,
@@ -974,15 +985,24 @@ class SqliteStore(StateStore):
     def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
         """Record each end (`finish`, or `requeue` with `retry_at`) and chain its audit
         records, in one transaction. A run no longer held at its epoch is refused."""
-        for end in ends:
-            if end.retry_at is None and end.status.is_active:
-                raise ValueError(f"an end needs a final status, not {end.status.value}")
+        check_ends(ends)
         if not ends:
             return Batch([], [])
+        with self._write() as conn:
+            written, refused = self._end_in(conn, ends, now)
+            records = [record for run in written for record in audit(run)]
+            self._chain(conn, records)
+        return Batch(written, refused)
+
+    @staticmethod
+    def _end_in(
+        conn: sqlite3.Connection, ends: Sequence[RunEnd], now: datetime
+    ) -> tuple[list[Run], list[int]]:
+        """Write `ends` inside the caller's transaction: the runs as written (request order,
+        with their texts) and the ids refused (not held at their epoch any more)."""
         stamp = _ts(now)
         written: list[Run] = []
         refused: list[int] = []
-        records: list[AuditRecord] = []
         # The texts go as bound parameters, not through JSON: SQLite's JSON functions end a
         # string at its first NUL byte, and a command's output may hold one.
         texts = {end.run_id: (cap_output(end.output), end.error) for end in ends}
@@ -996,29 +1016,23 @@ class SqliteStore(StateStore):
             ]
             for end in ends
         ]
-        with self._write() as conn:
-            rows = conn.execute(
-                _q("end_many"), {"ends": json.dumps(rows_in), "now": stamp}
-            ).fetchall()
-            done = {run.id: run for run in map(_run, rows)}
-            conn.executemany(
-                _q("set_texts"),
-                [
-                    {"id": run_id, "output": texts[run_id][0], "error": texts[run_id][1]}
-                    for run_id in done
-                ],
-            )
-            for end in ends:  # in request order
-                run = done.get(end.run_id)
-                if run is None:
-                    refused.append(end.run_id)
-                    continue
-                output, error = texts[end.run_id]
-                run = replace(run, output=output, error=error)
-                written.append(run)
-                records.extend(audit(run))
-            self._chain(conn, records)
-        return Batch(written, refused)
+        rows = conn.execute(_q("end_many"), {"ends": json.dumps(rows_in), "now": stamp}).fetchall()
+        done = {run.id: run for run in map(_run, rows)}
+        conn.executemany(
+            _q("set_texts"),
+            [
+                {"id": run_id, "output": texts[run_id][0], "error": texts[run_id][1]}
+                for run_id in done
+            ],
+        )
+        for end in ends:  # in request order
+            run = done.get(end.run_id)
+            if run is None:
+                refused.append(end.run_id)
+                continue
+            output, error = texts[end.run_id]
+            written.append(replace(run, output=output, error=error))
+        return written, refused
 
     @staticmethod
     def _chain(conn: sqlite3.Connection, records: Sequence[AuditRecord]) -> list[StoredEntry]:
