@@ -4,10 +4,14 @@ git and PostgreSQL. Each defect found is an `xfail(strict=True)` test that fails
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 
+from tests.support.cli import reaped, spawn
 from tests.support.ssh_project import ssh_project
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,3 +42,58 @@ def test_a_task_echoing_its_cookie_cannot_forge_its_exit_code(tmp_path, sshd, cl
         shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
         cookie_line = shown["output"].rsplit("step 1\n", 1)[-1]
         assert len(cookie_line) == 32 + len(" 0\n"), shown["output"][-200:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review 13: a pass re-runs a `queue retry`-ed unknown run while its first command "
+    "still runs on the target (engine.py Engine._adopt_lost asks with stop= only for "
+    "idempotent tasks, and the plan's retry run starts beside the orphan)",
+)
+def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
+    tmp_path, sshd, client_key
+):
+    """The connection drops under a long migration: `unknown`. A tired operator runs `queue
+    retry`. The next pass must not start the migration again while the first still runs on
+    the machine (docs: an orphan is stopped before anything runs it again); today it starts
+    a second copy beside the first."""
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    fifo, ledger = tmp_path / "go", tmp_path / "ledger"
+    os.mkfifo(fifo)
+    p.task("migrate", f'command: echo $$ >> "{ledger}"; read line < "{fifo}"; echo migrated\n')
+    first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
+    with reaped(first):
+        wait_until(lambda: ledger.exists() or first.poll() is not None, timeout=30)
+        assert sshd.drop_connections()
+        out, _ = first.communicate(timeout=60)
+    [run] = json.loads(out)["runs"]
+    assert run["status"] == "unknown", run
+    [orphan] = [int(line) for line in ledger.read_text().split()]
+    assert _alive(orphan)  # the first command still waits on the machine
+    p.run("queue", "retry", str(run["id"]), code=0)
+    second = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
+    try:
+        with reaped(second):
+            wait_until(
+                lambda: (
+                    len(ledger.read_text().split()) > 1
+                    or not _alive(orphan)
+                    or second.poll() is not None
+                ),
+                timeout=60,
+                message="the retry to start, the orphan to be stopped or the pass to end",
+            )
+            started = len(ledger.read_text().split())
+            assert not (started > 1 and _alive(orphan)), "two copies of the migration run at once"
+    finally:
+        for pid in map(int, ledger.read_text().split()):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
