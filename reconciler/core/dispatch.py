@@ -153,16 +153,18 @@ def fill(
     still: list[tuple[Run, int]] = []
     window_opened = False
     for index, (run, priority) in enumerate(waiting):
-        if capacity.free <= 0:
-            still.extend(waiting[index:])
-            break
-        if run_hold(run, desired, now, priority) is not None:
+        if capacity.free <= 0:  # the rest waits as it was: one copy of it, not two
+            return tuple(start), tuple(still) + tuple(waiting[index:]), window_opened
+        # Capacity first: it is a few lookups, a hold is a look at freezes and windows, and
+        # the runs of busy machines a round passes over grow with the queue.
+        if not capacity.fits(run):
+            still.append((run, priority))
+        elif run_hold(run, desired, now, priority) is not None:
             window_opened = True
             still.append((run, priority))
-        elif capacity.take(run):
-            start.append(run)
         else:
-            still.append((run, priority))
+            capacity.take(run)
+            start.append(run)
     return tuple(start), tuple(still), window_opened
 
 
@@ -304,8 +306,8 @@ class _Capacity:
             self.per_machine[run.machine] = self.per_machine.get(run.machine, 0) + 1
         self.busy = {(r.task, r.machine) for r in running}
 
-    def take(self, run: Run) -> bool:
-        """Reserve a slot for `run` if there is one; False leaves it waiting for capacity.
+    def fits(self, run: Run) -> bool:
+        """Whether a slot is free for `run` (nothing reserved).
 
         One run of a task per machine at a time: a retry or a new version queued while the
         previous run still executes must not run beside it.
@@ -314,7 +316,11 @@ class _Capacity:
         limit = machine.max_parallel if machine is not None else 1
         if self.free <= 0 or self.per_machine.get(run.machine, 0) >= limit:
             return False
-        if (run.task, run.machine) in self.busy:
+        return (run.task, run.machine) not in self.busy
+
+    def take(self, run: Run) -> bool:
+        """Reserve a slot for `run` if there is one; False leaves it waiting for capacity."""
+        if not self.fits(run):
             return False
         self.free -= 1
         self.per_machine[run.machine] = self.per_machine.get(run.machine, 0) + 1

@@ -84,3 +84,28 @@ def test_fill_does_not_start_a_run_a_deny_window_opened_on_since_the_decision():
     # Run 1 ended; the window opened meanwhile: run 2 must wait, and the caller must decide.
     got, still, opened = fill(decision.waiting, [], d, NOW.replace(hour=8, minute=1), 1)
     assert got == () and [r.id for r, _ in still] == [2] and opened
+
+
+def test_fill_passes_over_the_runs_of_a_full_machine_without_judging_their_holds():
+    """The runs of busy machines a round passes over grow with the queue (issue 13 row c:
+    10,000 runs took more than twice 5,000): a run that could not start anyway is left
+    waiting as it is, so a window on its machine is no reason to decide again either."""
+    window = Window(deny="0 8 * * *", duration=3600)
+    d = desired(
+        spec("prod/a", priority=2, targets=["m1", "m2"]),
+        spec("prod/b", priority=2, targets=["m1", "m2"]),
+        machines=[machine("m1", windows=[window]), machine("m2")],
+    )
+    before = NOW.replace(hour=7, minute=59)
+    pending = [
+        run(i, task, m, status=S.PENDING, created_at=before - minutes(9 - i))
+        for i, (task, m) in enumerate(
+            (("prod/a", "m1"), ("prod/b", "m1"), ("prod/a", "m2"), ("prod/b", "m2")), start=1
+        )
+    ]
+    decision = decide(pending, [], d, executed(*pending), before, 2)
+    assert [r.id for r in decision.start] == [1, 3]
+    # Run 3 ended once m1's window opened; m1 still runs run 1: run 2 could not start anyway.
+    running = [r for r in decision.start if r.id == 1]
+    got, still, opened = fill(decision.waiting, running, d, NOW.replace(hour=8, minute=1), 2)
+    assert [r.id for r in got] == [4] and [r.id for r, _ in still] == [2] and not opened
