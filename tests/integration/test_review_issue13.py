@@ -97,3 +97,39 @@ def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
         for pid in map(int, ledger.read_text().split()):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review 13: crash adoption takes the markers of any invocation with the run's id, "
+    "attempt and command digest (ssh.py SshTransport.reap asks CTL with nonce '-'; the store "
+    "keeps no nonce of the invocation it dispatched), so a second store's run 1 adopts the "
+    "first store's run 1 from the shared ~/.cache/reconciler/runs",
+)
+def test_a_new_store_never_adopts_the_result_another_store_left_on_the_machine(
+    tmp_path, sshd, client_key
+):
+    """The reconciler moves to a new host with a fresh store (same inventory, same machine).
+    Release 1 was deployed by the old store as its run 1. The new store's first pass, for
+    release 2, is killed -9 right after its dispatch mark, before the command was sent. The
+    next pass must record that run `unknown` (nothing of it ran) and release 2 must not be
+    taken for deployed; today it adopts the old store's run 1 (exit 0): `succeeded`, and
+    release 2 never runs."""
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    ledger = tmp_path / "ledger"
+    body = (
+        'command: echo deploying $RELEASE >> "%s"; echo deployed $RELEASE\nenv: {RELEASE: "%s"}\n'
+    )
+    p.task("deploy", body % (ledger, "1"))
+    old, new = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+    first = p.run("--once", "--state", old, "--format", "json", "--identity", str(p.key), code=0)
+    assert [(r["id"], r["status"]) for r in first.json()["runs"]] == [(1, "succeeded")]
+
+    p.task("deploy", body % (ledger, "2"))
+    crash = {"RECONCILER_FAILPOINTS": "after_dispatch=crash"}
+    killed = p.run("--once", "--state", new, "-q", "--identity", str(p.key), env=crash)
+    assert killed.code == -signal.SIGKILL, killed.err
+    assert ledger.read_text() == "deploying 1\n"  # nothing of release 2 was sent
+    second = p.run("--once", "--state", new, "--format", "json", "--identity", str(p.key))
+    statuses = [(r["id"], r["status"]) for r in second.json()["runs"]]
+    assert statuses == [(1, "unknown")], "release 2 recorded deployed though it never ran"
