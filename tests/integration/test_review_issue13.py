@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -133,3 +134,39 @@ def test_a_new_store_never_adopts_the_result_another_store_left_on_the_machine(
     second = p.run("--once", "--state", new, "--format", "json", "--identity", str(p.key))
     statuses = [(r["id"], r["status"]) for r in second.json()["runs"]]
     assert statuses == [(1, "unknown")], "release 2 recorded deployed though it never ran"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review 13: the cleanup run at every new SSH connection (wrapper.py CLEAN, "
+    "ssh.py _clean_markers) removes markers by mtime, so a run going on for over a day loses "
+    "its <id>.meta while it runs; `queue kill` (CTL kill reads no meta: `none`) then "
+    "cannot find its process group: exit 3, and the command goes on",
+)
+def test_queue_kill_stops_a_run_going_on_for_more_than_a_day(tmp_path, sshd, client_key):
+    """A three-day task has been running for two days (its markers' times are set back, as
+    two days would leave them) when a pass for another task connects to the same machine.
+    `queue kill` must then stop it; today it exits 3 ("its holder did not act on it") and the
+    command goes on (a timeout would not stop it either: the same markers say where it runs)."""
+    p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
+    ledger = tmp_path / "ledger"
+    p.task("long", f'timeout: 72h\ncommand: echo $$ >> "{ledger}"; while :; do sleep 0.2; done\n')
+    first = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
+    pid = None
+    try:
+        with reaped(first):
+            wait_until(lambda: ledger.exists() or first.poll() is not None, timeout=30)
+            assert first.poll() is None, first.communicate()
+            pid = int(ledger.read_text().split()[0])
+            markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+            two_days_ago = time.time() - 2 * 86400
+            for marker in markers.glob("1.*"):
+                os.utime(marker, (two_days_ago, two_days_ago))
+            p.task("other", "command: echo other\n")
+            p.run("--once", "-q", "--identity", str(p.key), code=0)
+            killed = p.run("queue", "kill", "1", "--grace", "1s", timeout=120)
+            assert killed.code == 0, killed.out + killed.err
+            assert not _alive(pid), "the killed run's command still runs on the machine"
+    finally:
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
