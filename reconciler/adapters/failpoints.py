@@ -5,8 +5,9 @@ with SIGKILL at those points, exactly like a power cut or `kill -9`. Inert (one 
 lookup) unless the variable is set. In the adapters tier so that a transport can have its own
 points (`after_spawn`: the local transport's command exists, its marker does not yet;
 `after_reap`: the SSH transport read a dead run's markers, not yet adopted); the
-engine's are reached through `reconciler.pipeline.failpoints`. With a journal (every pass and
-worker of the CLI) a round claims and marks dispatched in one transaction: `after_claim` is hit
+engine's are reached through `reconciler.pipeline.failpoints`. `after_plan` is hit once a
+pass's plan has committed, before anything is claimed. With a journal (every pass and worker
+of the CLI) a round claims and marks dispatched in one transaction: `after_claim` is hit
 inside it, after the claims and before the commit (the claims die with the process), and
 `after_dispatch` after its commit, before any command is sent. `before_pass=hang` stalls each
 pass of the daemon before it starts (for /healthz's tests: passes that stop ending).
@@ -20,6 +21,7 @@ import threading
 from functools import lru_cache
 
 NAMES = (
+    "after_plan",
     "after_claim",
     "after_dispatch",
     "after_spawn",

@@ -331,7 +331,9 @@ class Engine:
         report.plan = make_plan(desired, self.store.snapshot(), self.clock())
         # Alive before its runs exist: no pass elsewhere may take them for a dead planner's.
         self.store.beat_drain(self.owner)
-        for run in self.store.record_plan(report.plan, commit, self.clock(), self.owner):
+        inserted = self.store.record_plan(report.plan, commit, self.clock(), self.owner)
+        failpoints.hit("after_plan")
+        for run in inserted:
             self._note(report, Event(Kind.ENQUEUED, run, run.reason))
         self._note_cancels(report)
         return self._adopt_orphans()

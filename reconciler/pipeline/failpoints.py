@@ -1,4 +1,4 @@
-"""Named crash points for tests of the run protocol (the engine's: `after_claim`,
+"""Named crash points for tests of the run protocol (the engine's: `after_plan`, `after_claim`,
 `after_dispatch`, `before_result`). The implementation lives in the adapters tier, where a
 transport can reach it too: see `reconciler.adapters.failpoints`.
 """
