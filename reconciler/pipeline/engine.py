@@ -128,8 +128,12 @@ class Journal(Protocol):
     def check(self) -> None:
         """Raise `StoreError` when an earlier audit write of the pass failed."""
 
+    def plan(self, inserted: Sequence[Run], cancelled: Sequence[Run]) -> Sequence[AuditRecord]:
+        """The plan's entries, made from the runs its transaction inserted and cancelled:
+        written in that transaction (see `StateStore.record_plan`)."""
+
     def planned(self) -> None:
-        """The pass recorded its plan: write the plan's entry (raises `StoreError`)."""
+        """The plan committed with the entries `plan` made."""
 
     def leading(self) -> list[AuditRecord]:
         """Entries to write before the first claim (the plan's record), once."""
@@ -152,6 +156,9 @@ class _Unjournaled:
 
     def check(self) -> None:
         pass
+
+    def plan(self, inserted: Sequence[Run], cancelled: Sequence[Run]) -> Sequence[AuditRecord]:
+        return ()
 
     def planned(self) -> None:
         pass
@@ -307,7 +314,6 @@ class Engine:
             with _ACTIVITY_GUARD:
                 _PLANS[id(self.store)] += 1
         self.planned.set()
-        self.journal.planned()
         _Drain(self, desired, report, adopted=adopted).run()
         return report
 
@@ -331,8 +337,17 @@ class Engine:
         report.plan = make_plan(desired, self.store.snapshot(), self.clock())
         # Alive before its runs exist: no pass elsewhere may take them for a dead planner's.
         self.store.beat_drain(self.owner)
-        inserted = self.store.record_plan(report.plan, commit, self.clock(), self.owner)
+        try:
+            # The plan's audit entry commits with its runs: no run is queued without the
+            # entry that says which pass enqueued it, at which commit.
+            inserted = self.store.record_plan(
+                report.plan, commit, self.clock(), self.owner, self.journal.plan
+            )
+        except StoreError as exc:
+            self.journal.failed(exc)
+            raise
         failpoints.hit("after_plan")
+        self.journal.planned()
         for run in inserted:
             self._note(report, Event(Kind.ENQUEUED, run, run.reason))
         self._note_cancels(report)

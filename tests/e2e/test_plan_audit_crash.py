@@ -3,7 +3,8 @@ the plan's `plan.recorded` entry beside the runs it queued: the audit log says w
 every queued run and at which commit, on SQLite and on PostgreSQL (where the entry may wait
 in the audit queue until a sealer chains it). The entry is written in the plan's own
 transaction; before, it was written in a later one, and a pass killed between the two (under
-load, while its runs waited for capacity) left runs in the queue that no entry accounted for.
+load, while its runs waited for capacity) left runs in the queue that no entry accounted for,
+and a pass whose entry could not be written left its runs queued without one.
 """
 
 from __future__ import annotations
@@ -39,10 +40,6 @@ def state(request, tmp_path):
     return request.getfixturevalue("postgres_url")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.recorded is written in a transaction after the plan's runs are committed",
-)
 def test_a_pass_killed_after_recording_its_plan_leaves_an_entry_for_every_queued_run(
     tmp_path, state
 ):
@@ -72,3 +69,21 @@ def test_a_pass_killed_after_recording_its_plan_leaves_an_entry_for_every_queued
     assert [e["enqueued"] for e in plans] == [3, 0]  # the second pass enqueued nothing
     report = p.run("audit", "verify", "--state", state, "--format", "json", code=0).json()
     assert report["unsealed"] == 0
+
+
+def test_a_plan_whose_entry_cannot_be_written_queues_nothing_and_exits_3(tmp_path):
+    """All or nothing: the store refuses `plan.recorded` (as a full disk would refuse any
+    write); the pass fails with exit 3, one line and no traceback, and no run is queued
+    without its entry."""
+    p = Project(tmp_path)
+    p.run("--once", "-q", code=0)  # a pass with nothing to do creates the store
+    p.task("a", f"command: {p.record('a')}\n")
+    store_rows(
+        p.state,
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.action = 'plan.recorded' "
+        "BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+    )
+    failed = p.run("--once", "-q", code=3)
+    assert "audit refused" in failed.err and "Traceback" not in failed.err
+    assert store_rows(p.state, "SELECT id FROM runs") == []
+    assert p.ledger_lines() == []

@@ -13,6 +13,7 @@ from reconciler.adapters.audit.writer import AuditWriter
 from reconciler.adapters.store.base import ClaimRequest
 from reconciler.core.errors import StoreError, VaultError
 from reconciler.core.model import VaultRef
+from reconciler.core.plan import make_plan
 from reconciler.core.state import RunStatus
 from reconciler.pipeline.consumers.audit import AuditConsumer
 from reconciler.pipeline.engine import PassReport
@@ -92,6 +93,33 @@ def test_the_journal_leads_the_first_claim_with_the_plan_once(project, store):
         "run.claimed",
         "pass.end",
     ]
+
+
+def test_the_journal_writes_the_plan_with_the_runs_it_recorded_and_only_then(project, store):
+    audit = AuditConsumer(AuditWriter(store, actor="test"))
+    audit.commit = "c0ffee"
+    audit.pass_started()
+    journal = audit.journal
+    desired = project.desired()
+    now = datetime.now(UTC)
+    plan = make_plan(desired, store.snapshot(), now)
+    runs = store.record_plan(plan, "c0ffee", now, "test-owner", journal.plan)
+    assert actions(store) == ["pass.start", "plan.recorded"]  # in the plan's transaction
+    journal.planned()
+    for run in runs:  # the engine's events of the plan come after it: counted no more
+        audit(Event(Kind.ENQUEUED, run, run.reason))
+    assert journal.leading() == []
+    audit.pass_finished(report(runs))
+    assert actions(store) == ["pass.start", "plan.recorded", "pass.end"]
+    [entry] = [e for e in store.iter_audit() if e.action == "plan.recorded"]
+    detail = entry.detail if isinstance(entry.detail, dict) else json.loads(entry.detail)
+    assert detail == {
+        "commit": "c0ffee",
+        "enqueued": 2,
+        "cancelled": 0,
+        "reasons": {"new": 2},
+        "cancelled_runs": [],
+    }
 
 
 def test_a_lost_entry_refuses_every_later_start_and_fails_the_pass(project, store):

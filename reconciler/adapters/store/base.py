@@ -72,6 +72,17 @@ def no_audit(run: Run) -> Sequence[AuditRecord]:
     return ()
 
 
+# The audit entries of a recorded plan, made from what its transaction did: the runs it
+# inserted (in plan order) and those it cancelled (in the plan's order). Written in that same
+# transaction, so no run is queued without the entry that says who enqueued it.
+PlanAuditOf = Callable[[Sequence[Run], Sequence[Run]], Sequence[AuditRecord]]
+
+
+def no_plan_audit(inserted: Sequence[Run], cancelled: Sequence[Run]) -> Sequence[AuditRecord]:
+    """The `PlanAuditOf` of a plan recorded without audit entries."""
+    return ()
+
+
 @dataclass(frozen=True)
 class RunFilter:
     """What the web console's runs page narrows the history to; an empty field admits all.
@@ -208,7 +219,12 @@ class RunQueue(ABC):
 
     @abstractmethod
     def record_plan(
-        self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
+        self,
+        plan: Plan,
+        commit: str | None,
+        now: datetime,
+        planner: str | None = None,
+        audit: PlanAuditOf = no_plan_audit,
     ) -> list[Run]:
         """Apply a plan in one transaction: insert its runs as `pending`, cancel its
         cancels (only runs still pending) and move its reslots' runs to their new slot (only
@@ -217,7 +233,11 @@ class RunQueue(ABC):
         version, slot) already has an active run inserts nothing, also when two planners
         record the same plan at the same moment (the database's unique index decides).
         The inserted runs record `planner` (the owner string of the pass: see
-        `pending_planners`). Returns the inserted runs, in plan order.
+        `pending_planners`). `audit(inserted, cancelled)` makes the plan's audit entries
+        from the runs the transaction inserted and cancelled; they are written in the same
+        transaction (queued for the sealer where batches queue theirs): a failed entry
+        raises `StoreError` and nothing of the plan is recorded. Returns the inserted runs,
+        in plan order.
         """
 
     @abstractmethod

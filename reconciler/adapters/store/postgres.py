@@ -69,6 +69,7 @@ from reconciler.adapters.store.base import (
     ManualRun,
     OutputChunk,
     OutputTrim,
+    PlanAuditOf,
     RunChanges,
     RunEnd,
     RunFilter,
@@ -76,6 +77,7 @@ from reconciler.adapters.store.base import (
     check_ends,
     claim_outcome,
     no_audit,
+    no_plan_audit,
 )
 from reconciler.adapters.store.common import (
     QUEUE_CANCEL_ERROR,
@@ -494,18 +496,27 @@ class PostgresStore(StateStore):
         return ExecutedState.of(_run(row) for row in rows)
 
     def record_plan(
-        self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
+        self,
+        plan: Plan,
+        commit: str | None,
+        now: datetime,
+        planner: str | None = None,
+        audit: PlanAuditOf = no_plan_audit,
     ) -> list[Run]:
-        """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
-        plan that replaces a pending run by the same key can insert its successor."""
+        """Apply `plan` in one transaction that also queues its audit entries (sealed into
+        the chain later, as a batch's are); see `StateStore.record_plan`. Cancels first, so
+        a plan that replaces a pending run by the same key can insert its successor."""
         with self._transaction() as conn:
             conn.execute(_q("lock_record"), {"key": RECORD_LOCK_KEY})
+            cancelled = []
             for cancel in plan.cancel:
                 # A run that started meanwhile is no longer the planner's to cancel: left alone.
-                conn.execute(
+                row = conn.execute(
                     _q("cancel_pending"),
                     {"id": cancel.run, "now": _aware(now), "error": cancel_error(cancel.reason)},
-                )
+                ).fetchone()
+                if row is not None:
+                    cancelled.append(_run(row))
             for reslot in plan.reslot:
                 conn.execute(_q("reslot_pending"), {"id": reslot.run, "slot": reslot.slot})
             if plan.freezes is not None:
@@ -514,9 +525,12 @@ class PostgresStore(StateStore):
                     params = freeze_params(scope, freeze, _aware)
                     conn.execute(_q("record_freeze"), params | {"reason": _text(freeze.reason)})
             inserted = self._insert(conn, plan.enqueue, commit, now, planner)
+            records = list(audit(inserted, cancelled))
+            self._enqueue(conn, records)
             if inserted:  # delivered at COMMIT: idle workers look at once (wait_for_runs)
                 conn.execute(_q("notify_runs"))
-            return inserted
+        self._seal_if_due(len(records))
+        return inserted
 
     def enqueue_manual(
         self, runs: Sequence[ManualRun], now: datetime, audit: AuditOf = no_audit

@@ -59,6 +59,7 @@ from reconciler.adapters.store.base import (
     ManualRun,
     OutputChunk,
     OutputTrim,
+    PlanAuditOf,
     RunChanges,
     RunEnd,
     RunFilter,
@@ -66,6 +67,7 @@ from reconciler.adapters.store.base import (
     check_ends,
     claim_outcome,
     no_audit,
+    no_plan_audit,
 )
 from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exported for callers)
     QUEUE_CANCEL_ERROR,
@@ -555,23 +557,28 @@ class SqliteStore(StateStore):
         return ExecutedState.of(_run(row) for row in rows)
 
     def record_plan(
-        self, plan: Plan, commit: str | None, now: datetime, planner: str | None = None
+        self,
+        plan: Plan,
+        commit: str | None,
+        now: datetime,
+        planner: str | None = None,
+        audit: PlanAuditOf = no_plan_audit,
     ) -> list[Run]:
-        """Apply `plan` in one transaction; see `StateStore.record_plan`. Cancels first, so a
-        plan that replaces a pending run by the same key can insert its successor."""
+        """Apply `plan` in one `BEGIN IMMEDIATE` transaction with its audit entries chained
+        in it; see `StateStore.record_plan`. Cancels first, so a plan that replaces a pending
+        run by the same key can insert its successor."""
         with self._write() as conn:
-            for cancel in plan.cancel:
-                self._cancel_planned(conn, cancel, now)
+            cancelled = [self._cancel_planned(conn, cancel, now) for cancel in plan.cancel]
             for reslot in plan.reslot:
                 conn.execute(_q("reslot_pending"), {"id": reslot.run, "slot": reslot.slot})
             if plan.freezes is not None:
                 conn.execute(_q("forget_freezes"))
                 for scope, freeze in plan.freezes:
                     conn.execute(_q("record_freeze"), freeze_params(scope, freeze, _ts))
-            inserted = (
-                self._insert(conn, enqueue, commit, now, planner) for enqueue in plan.enqueue
-            )
-            return [run for run in inserted if run is not None]
+            tried = (self._insert(conn, enqueue, commit, now, planner) for enqueue in plan.enqueue)
+            inserted = [run for run in tried if run is not None]
+            self._chain(conn, audit(inserted, [run for run in cancelled if run is not None]))
+        return inserted
 
     def enqueue_manual(
         self, runs: Sequence[ManualRun], now: datetime, audit: AuditOf = no_audit
@@ -586,10 +593,12 @@ class SqliteStore(StateStore):
         return inserted
 
     @staticmethod
-    def _cancel_planned(conn: sqlite3.Connection, cancel: Cancel, now: datetime) -> None:
-        # A run that started meanwhile is no longer the planner's to cancel: left alone.
+    def _cancel_planned(conn: sqlite3.Connection, cancel: Cancel, now: datetime) -> Run | None:
+        """The run as cancelled, or None: a run that started meanwhile is no longer the
+        planner's to cancel (left alone)."""
         error = cancel_error(cancel.reason)
-        _one(conn, "cancel_pending", {"id": cancel.run, "now": _ts(now), "error": error})
+        row = _one(conn, "cancel_pending", {"id": cancel.run, "now": _ts(now), "error": error})
+        return None if row is None else _run(row)
 
     @staticmethod
     def _insert(

@@ -1,10 +1,12 @@
 """The audit consumer: engine events and the pass around them, as audit log entries.
 
 It writes the entry of each event that was not written with its change (`Event.audited`),
-records the plan of a pass (`plan.recorded`, once, before the first entry of the drain)
-between `pass.start` and `pass.end`, and owns the pass's audit-failure state: once an entry
-could not be written, every later `started` is refused (raises `StoreError`, so the engine
-dispatches nothing after the gap) and `pass_finished` raises. Its `Journal` makes the entries
+records the plan of a pass (`plan.recorded`, once) between `pass.start` and `pass.end` (with
+the engine's journal in the plan's own transaction, made from the runs it inserted and
+cancelled; without one from the plan's events, before the first entry of the drain), and
+owns the pass's audit-failure state: once an entry could not be written, every later
+`started` is refused (raises `StoreError`, so the engine dispatches nothing after the gap)
+and `pass_finished` raises. Its `Journal` makes the entries
 the engine writes in its own transactions (group commit), and `audit_resolver` audits each
 secret a run reads before it is read.
 """
@@ -171,20 +173,31 @@ class AuditConsumer:
             self._plan["cancelled_runs"].append(run.id)
 
     def plan_records(self) -> list:
-        """`plan.recorded`, while a pass is open and it has not been written; else none."""
+        """`plan.recorded` as counted from the plan's events, while a pass is open and it
+        has not been written; else none."""
         if self._plan is None or not self._pass_open:
             return []
         plan = self._plan
-        return [
-            self.writer.record(
-                "plan.recorded",
-                commit=self.commit,
-                enqueued=plan["enqueued"],
-                cancelled=plan["cancelled"],
-                reasons=dict(sorted(plan["reasons"].items())),
-                cancelled_runs=plan["cancelled_runs"],
-            )
-        ]
+        return [self._plan_record(plan["reasons"], plan["cancelled_runs"])]
+
+    def recorded_plan(self, inserted, cancelled) -> list:
+        """`plan.recorded` made from the runs the plan's transaction `inserted` and
+        `cancelled` (the journal's, written in that transaction), while a pass is open and
+        it has not been written; else none."""
+        if self._plan is None or not self._pass_open:
+            return []
+        reasons = Counter(run.reason for run in inserted)
+        return [self._plan_record(reasons, [run.id for run in cancelled])]
+
+    def _plan_record(self, reasons: Counter, cancelled_runs: list[int]):
+        return self.writer.record(
+            "plan.recorded",
+            commit=self.commit,
+            enqueued=sum(reasons.values()),
+            cancelled=len(cancelled_runs),
+            reasons=dict(sorted(reasons.items())),
+            cancelled_runs=cancelled_runs,
+        )
 
     def plan_written(self) -> None:
         self._plan = None
@@ -257,15 +270,15 @@ class Journal:
     def check(self) -> None:
         self.consumer.refuse_if_failed()
 
+    def plan(self, inserted, cancelled) -> list:
+        """The plan's entry, made from the runs its transaction inserted and cancelled: the
+        store writes it in that transaction (`StateStore.record_plan`), so a pass killed
+        right after its plan committed still leaves the entry of every run it queued."""
+        return self.consumer.recorded_plan(inserted, cancelled)
+
     def planned(self) -> None:
-        """The plan is recorded in the store: write its entry now, not with the first claim
-        (a pass killed while its runs wait for capacity still leaves it). Raises
-        `StoreError`: then the pass dispatches nothing."""
-        try:
-            self.consumer.flush_plan()
-        except StoreError as exc:
-            self.consumer.failed(exc)
-            raise
+        """The plan committed with its entry: its runs' events count nothing more."""
+        self.consumer.plan_written()
 
     def leading(self) -> list:
         return self.consumer.plan_records()
