@@ -1087,7 +1087,14 @@ class _Drain:
                 want=want,
             )
 
-        recorded, started = self._batch(write)
+        try:
+            recorded, started = self._batch(write)
+        except BaseException:
+            # The ends did not fail, the round did: they go back to be recorded alone (`_run`
+            # flushes them on its way out), or a success would be left `running`.
+            if done is not None and self.deferred is None:
+                self.deferred = done
+            raise
         journal.flushed()
         if done is not None:
             self._recorded(done, recorded, retried=len(tries) > 1)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-
 from tests.support.store_rows import store_rows
 
 REFUSE = """
@@ -19,13 +17,6 @@ with sqlite3.connect(sys.argv[1]) as db:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 13: the end of a run that succeeded is left for the next round's one "
-    "transaction (engine.py _Drain._may_defer / _start_batch takes self.deferred before "
-    "round_batch); when that transaction fails, the end is dropped with it and never "
-    "written, so the run ends `unknown`",
-)
 def test_a_refused_round_never_loses_the_success_of_the_run_before_it(project):
     """Machine `box` runs one run at a time. `first` (priority 1) succeeds; while it runs,
     the store starts refusing `run.dispatched` entries (the fault model of
