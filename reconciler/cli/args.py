@@ -247,6 +247,13 @@ def _queue_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         action_parser = add(action, help=text)
         action_parser.add_argument("run", type=_int64, metavar="RUN", help="run id")
+        if action == "retry":
+            action_parser.add_argument(
+                "--force",
+                action="store_true",
+                help="retry an unknown run even when its machine cannot be asked whether its "
+                "command still runs (a second copy may run beside it)",
+            )
         if action == "show":
             action_parser.add_argument(
                 "--follow",
@@ -261,7 +268,8 @@ def _queue_arguments(parser: argparse.ArgumentParser) -> None:
         "worker on another host) sends TERM to its whole process group on its machine, KILL "
         "after --grace, and records it killed (never retried; its dependents are blocked). A "
         "pending run is cancelled. Waits until the run is recorded; exit 2 for a run that "
-        "already ended or does not exist, 3 when its holder did not act.",
+        "already ended or does not exist, 3 when its holder did not act. An unknown run's "
+        "command still running on its machine is stopped there (the run stays unknown).",
     )
     kill.add_argument("run", type=_int64, metavar="RUN", help="run id")
     kill.add_argument(

@@ -242,11 +242,12 @@ def _queue_show(args, ctx, store) -> int | views.Output:
     return views.Output(views.run_json(run, detail=True), lambda: views.run_detail_text(run))
 
 
-def _check_retryable(args, store) -> tuple[int, str]:
+def _check_retryable(args, ctx, store) -> tuple[int, str]:
     """`queue retry` only for a run the next pass can run again: its task is still in the
     inventory, targets its machine, and the run is of the task's current version. Returns
     the run to flag (the latest of its version there, see `plan.retry_target`) and a note;
-    raises `UsageError` (exit 2) saying why when the retry would not happen."""
+    raises `UsageError` (exit 2) saying why when the retry would not happen, or would start
+    beside an `unknown` run's command still running on its machine."""
     from reconciler.core.errors import UsageError
     from reconciler.core.plan import retry_target
 
@@ -258,7 +259,8 @@ def _check_retryable(args, store) -> tuple[int, str]:
             f"run {run.id} was run on demand (trigger manual), which no pass repeats: run the "
             f"task again with `reconcile run {run.task} --reason TEXT`"
         )
-    spec = wiring.load(args).desired.tasks.get(run.task)
+    loaded = wiring.load(args)
+    spec = loaded.desired.tasks.get(run.task)
     if spec is None:
         raise UsageError(f"run {run.id}: task {run.task} is no longer in the inventory")
     if run.machine not in spec.versions:
@@ -271,7 +273,38 @@ def _check_retryable(args, store) -> tuple[int, str]:
     target, why = retry_target(run, spec, store.snapshot())
     if target is None:
         raise UsageError(f"run {run.id} will not run again: {why}")
+    for lost in {r.id: r for r in (run, target) if r.status is RunStatus.UNKNOWN}.values():
+        _refuse_beside_orphan(args, ctx, lost, loaded)
     return target.id, why
+
+
+def _refuse_beside_orphan(args, ctx, run, loaded) -> None:
+    """An `unknown` run's command may still run on its machine (its result was lost, not
+    necessarily its process): retrying it then would run a second copy beside the first.
+    Ask the machine (cli/orphan.py); refuse (exit 2) while it runs, or when it cannot be
+    asked, unless `--force`. A command that ended leaves its kept result for the next pass
+    to adopt, before it plans the retry (see `Engine._adopt_lost`)."""
+    from reconciler.cli import orphan
+    from reconciler.core.errors import UsageError
+
+    answer = orphan.ask(args, ctx, run, loaded=loaded)
+    if answer.state == orphan.RUNNING:
+        raise UsageError(
+            f"run {run.id} ({run.task}) still runs on {run.machine}: stop it with "
+            f"`reconcile queue kill {run.id}` first, or wait for it to end"
+        )
+    if answer.state == orphan.UNTOLD and not args.force:
+        why = " ".join(answer.why.split())  # one line, whatever the transport said
+        raise UsageError(
+            f"cannot tell whether run {run.id} ({run.task}) still runs on {run.machine}: "
+            f"{why}; once you know it does not, retry with --force"
+        )
+    if answer.state == orphan.UNTOLD:
+        print(
+            f"run {run.id}: {run.machine} could not be asked whether it still runs; "
+            "retried anyway (--force)",
+            file=sys.stderr,
+        )
 
 
 def _resume_rollout(args, ctx, store, run) -> None:
@@ -308,12 +341,13 @@ def _queue_change(verb: str):
     def change(args, ctx, store) -> views.Output:
         run_id, note = args.run, ""
         if verb == "retry":
-            run_id, note = _check_retryable(args, store)
+            run_id, note = _check_retryable(args, ctx, store)
         method = store.cancel_run if verb == "cancel" else store.request_retry
         run = method(run_id, utc_now())
         if note:
             print(note, file=sys.stderr)
-        audit_queue_change(store, verb, run, redact=ctx.redactor)
+        forced = {"force": True} if getattr(args, "force", False) else {}
+        audit_queue_change(store, verb, run, redact=ctx.redactor, **forced)
         if verb == "retry" and run.status is RunStatus.HALTED:
             _resume_rollout(args, ctx, store, run)
         return views.Output(views.run_json(run), lambda: views.queue_change_text(verb, run))

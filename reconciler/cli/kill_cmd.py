@@ -8,7 +8,10 @@ second: it sends TERM to the run's whole process group on its target, KILL after
 and records the run `killed` once nothing of it runs. This command waits for that record.
 Audited before anything is asked (`queue.kill`: who, why, the grace). A run that already
 ended, or does not exist, is exit 2; a holder that did not act within the grace and a
-margin is exit 3 (the request stays for it).
+margin is exit 3 (the request stays for it). An `unknown` run (its result lost) has no
+holder: its machine is asked directly whether its command still runs, and if so it is
+stopped there (cli/orphan.py); exit 2 when nothing of it runs, 3 when the machine cannot be
+asked.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 
 from reconciler.adapters.audit.writer import audit_queue_change, default_actor
 from reconciler.adapters.store.base import KillRequest
-from reconciler.cli import views
+from reconciler.cli import views, wiring
 from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.errors import InfrastructureError, InputError, UsageError
 from reconciler.core.state import Run, RunStatus
@@ -52,6 +55,8 @@ def run(args, ctx, store) -> views.Output:
         if cancelled is not None:
             return _output(cancelled, "cancelled (it had not started)")
         found = store.get_run(args.run) or found  # claimed meanwhile: kill it instead
+    if found.status is RunStatus.UNKNOWN:
+        return _stop_orphan(args, ctx, store, found, reason)
     if found.status.is_final:
         raise UsageError(
             f"run {found.id} already ended {found.status.value}; there is nothing to kill"
@@ -73,6 +78,35 @@ def run(args, ctx, store) -> views.Output:
     if ended.status is RunStatus.KILLED:
         return _output(ended, "killed")
     return _output(ended, f"ended {ended.status.value} before the kill reached it", exit_code=1)
+
+
+def _stop_orphan(args, ctx, store, found: Run, reason: str | None) -> views.Output:
+    """An `unknown` run has no holder to ask, but its command may still run on its machine
+    (its result was lost, not its process): stop it there directly, through the run's
+    transport (TERM to its process group, KILL two seconds later). The run stays `unknown`:
+    what its command did is still not known. Audited once the machine said it runs, before
+    it is stopped."""
+    from reconciler.cli import orphan
+
+    loaded = wiring.load(args)
+    answer = orphan.ask(args, ctx, found, loaded=loaded)
+    if answer.state == orphan.RUNNING:
+        audit_queue_change(store, "kill", found, redact=ctx.redactor, reason=reason)
+        answer = orphan.ask(args, ctx, found, stop=True, loaded=loaded)
+    if answer.state == orphan.STOPPED:
+        return _output(
+            found, f"ended unknown; its command still ran on {found.machine} and was stopped"
+        )
+    if answer.state == orphan.UNTOLD:
+        why = " ".join(answer.why.split())
+        raise InfrastructureError(
+            f"run {found.id} ended unknown and {found.machine} cannot be asked whether its "
+            f"command still runs: {why}"
+        )
+    raise UsageError(
+        f"run {found.id} already ended unknown and nothing of it runs on {found.machine}; "
+        "there is nothing to kill"
+    )
 
 
 def _grace(text: str | None) -> float:

@@ -53,19 +53,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 13: a pass re-runs a `queue retry`-ed unknown run while its first command "
-    "still runs on the target (engine.py Engine._adopt_lost asks with stop= only for "
-    "idempotent tasks, and the plan's retry run starts beside the orphan)",
-)
 def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
     tmp_path, sshd, client_key
 ):
     """The connection drops under a long migration: `unknown`. A tired operator runs `queue
     retry`. The next pass must not start the migration again while the first still runs on
     the machine (docs: an orphan is stopped before anything runs it again); today it starts
-    a second copy beside the first."""
+    a second copy beside the first. Fixed: `queue retry` asks the machine first and refuses
+    while the first command runs (more cases in test_queue_retry_orphan.py)."""
     p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
     fifo, ledger = tmp_path / "go", tmp_path / "ledger"
     os.mkfifo(fifo)
@@ -79,7 +74,9 @@ def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
     assert run["status"] == "unknown", run
     [orphan] = [int(line) for line in ledger.read_text().split()]
     assert _alive(orphan)  # the first command still waits on the machine
-    p.run("queue", "retry", str(run["id"]), code=0)
+    refused = p.run("queue", "retry", str(run["id"]), "--identity", str(p.key), code=2)
+    assert f"run {run['id']} (ops/migrate) still runs on box" in refused.err, refused.err
+    assert f"reconcile queue kill {run['id']}" in refused.err, refused.err
     second = spawn("--once", "--format", "json", "--identity", str(p.key), cwd=p.root)
     try:
         with reaped(second):
