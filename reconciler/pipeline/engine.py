@@ -410,8 +410,10 @@ class Engine:
             spec = desired.tasks.get(run.task)
             try:
                 # A command still running is left to finish (adopted at a later pass), unless
-                # the task is idempotent: the plan re-runs it, so the orphan must stop first.
-                resolved = self._ask(desired, run, stop=spec is None or spec.idempotent)
+                # the plan runs the task again now: it is idempotent, or `queue retry` asked
+                # for it. Then the orphan must stop first, or two copies would run at once.
+                again = spec is None or spec.idempotent or run.retry_requested
+                resolved = self._ask(desired, run, stop=again)
             except TransportError:
                 unreachable.add(run.machine)
                 continue
