@@ -17,12 +17,6 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 13: the SSH reader takes the first chunk ending in `NONCE CODE` as the "
-    "trailer, and the task's RECONCILE_RUN_COOKIE is that nonce (ssh.py _read_reply, "
-    "wrapper.py RUN): a task printing its cookie and a number ends with that exit code",
-)
 def test_a_task_echoing_its_cookie_cannot_forge_its_exit_code(tmp_path, sshd, client_key):
     """A task's last line is `<cookie> 0` (its correlation id and a step's status, say), after
     more than 64 KiB of output, then it exits 7. Each run must be recorded failed with exit 7

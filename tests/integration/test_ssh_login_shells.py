@@ -32,7 +32,7 @@ def _run(shell: str, markers, command: str, task_env: dict[str, str], **kw):
         **kw,
     ) as proc:
         proc.stdout_bytes, proc.stderr_bytes = proc.communicate(
-            call.stdin + wrapper.acknowledgement(call.nonce), timeout=30
+            call.stdin + wrapper.acknowledgement(call.token), timeout=30
         )
     return call, proc
 
@@ -41,7 +41,7 @@ def _run(shell: str, markers, command: str, task_env: dict[str, str], **kw):
 def test_each_posix_login_shell_runs_the_wrapper_as_sh_would(shell, tmp_path):
     command = 'printf "%s|" "$TOKEN"; readlink /proc/$$/exe; exit 3'
     call, proc = _run(shell, tmp_path, command, {"TOKEN": SECRET})
-    reply = wrapper.parse_reply(proc.stdout_bytes, call.nonce)
+    reply = wrapper.parse_reply(proc.stdout_bytes, call.token)
     assert reply is not None, (proc.stdout_bytes, proc.stderr_bytes)
     output, code = reply
     assert (code, proc.returncode) == (3, 3)
@@ -65,7 +65,7 @@ def test_set_e_and_set_u_from_a_startup_file_do_not_break_the_wrapper(tmp_path):
     call, proc = _run(
         "bash", markers, "echo ok; false", {}, env={**os.environ, "BASH_ENV": str(startup)}
     )
-    assert wrapper.parse_reply(proc.stdout_bytes, call.nonce) == (b"ok\n", 1), proc.stderr_bytes
+    assert wrapper.parse_reply(proc.stdout_bytes, call.token) == (b"ok\n", 1), proc.stderr_bytes
     assert (markers / "7.meta").read_text().splitlines()[1] == f"{call.nonce} 1"
 
 
@@ -101,7 +101,7 @@ def test_markers_that_cannot_be_written_start_nothing(shell, tmp_path):
     (tmp_path / "file").write_text("")
     ran = tmp_path / "ran"
     call, proc = _start(shell, tmp_path / "file" / "runs", f"touch {ran}")
-    out, _ = proc.communicate(call.stdin + wrapper.acknowledgement(call.nonce), timeout=30)
+    out, _ = proc.communicate(call.stdin + wrapper.acknowledgement(call.token), timeout=30)
     assert proc.returncode == wrapper.NO_MARKERS, out
     assert b"cannot write run markers" in out
     assert not ran.exists()
@@ -132,13 +132,13 @@ def test_the_reply_has_every_byte_of_the_output_tail_in_a_utf8_locale(shell, nam
     call = wrapper.invocation(str(tmp_path / "m"), 9, command, {"TOKEN": secret + "."})
     proc = subprocess.run(
         [require_binary(shell), "-c", call.command_line],
-        input=call.stdin + wrapper.acknowledgement(call.nonce),
+        input=call.stdin + wrapper.acknowledgement(call.token),
         capture_output=True,
         start_new_session=True,
         env=env,
         timeout=30,
     )
-    reply = wrapper.parse_reply(proc.stdout, call.nonce)
+    reply = wrapper.parse_reply(proc.stdout, call.token)
     assert reply is not None, (proc.stdout[-200:], proc.stderr)
     output, code = reply
     assert code == 0  # the value arrived byte for byte
@@ -162,13 +162,13 @@ def test_a_second_invocation_of_a_run_id_replaces_the_markers_of_the_first(shell
     markers = tmp_path / "m"
     first, proc = _start(shell, markers, "echo first; exit 3")
     out, _ = proc.communicate(first.stdin + wrapper.REFUSAL, timeout=30)
-    assert wrapper.parse_reply(out, first.nonce) == (b"first\n", 3)
+    assert wrapper.parse_reply(out, first.token) == (b"first\n", 3)
     assert (markers / "7.out").read_bytes() == b"first\n"  # let go: kept
     second, proc = _start(shell, markers, "echo second")
     running = _ctl(markers, "peek")  # between the two: the second has not started
     assert running.state == "exit" and running.nonce == first.nonce
     out, _ = proc.communicate(second.stdin + wrapper.REFUSAL, timeout=30)
-    assert wrapper.parse_reply(out, second.nonce) == (b"second\n", 0)
+    assert wrapper.parse_reply(out, second.token) == (b"second\n", 0)
     assert (markers / "7.out").read_bytes() == b"second\n"
     assert exited(markers, 7)
     reaped = _ctl(markers, "reap", second.nonce)

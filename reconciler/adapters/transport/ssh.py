@@ -69,7 +69,7 @@ class _Held:
 
     machine: Machine
     session: Session
-    nonce: str
+    token: str  # the invocation's, which acknowledges its output
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class SshTransport(Transport):
                 self.pool.give_back(machine, session)
         if held:
             with self._lock:
-                self._held[run_id] = _Held(machine, session, call.nonce)
+                self._held[run_id] = _Held(machine, session, call.token)
         return done
 
     def _run_on(
@@ -188,7 +188,7 @@ class SshTransport(Transport):
             follow = _RemoteOutput(self, machine, run_id, call.nonce, control, started)
             control.attach(lambda grace: self._stop_remote(machine, run_id, call.nonce, grace))
         received, reply, dropped = _read_reply(
-            session.channel, call.nonce, started + timeout, follow
+            session.channel, call.token, started + timeout, follow
         )
         if reply is not None:
             if follow is not None:
@@ -200,7 +200,7 @@ class SshTransport(Transport):
             )
             if self.hold_outputs:
                 return done, True
-            _acknowledge(session.channel, call.nonce)
+            _acknowledge(session.channel, call.token)
             return done, False
         ended = _wait_status(session.channel, started + timeout)
         if ended and session.channel.exit_status >= 0:  # the wrapper itself gave up
@@ -230,7 +230,7 @@ class SshTransport(Transport):
             for run_id in unrecorded:
                 self._kept.pop(run_id, None)  # stays on the target, for a later pass
         for held in settled:
-            self._answer(held, wrapper.acknowledgement(held.nonce))
+            self._answer(held, wrapper.acknowledgement(held.token))
         self._let_go(unrecorded)
         for run_id, kept in read:
             self._forget(kept.machine, run_id, kept.nonce)
@@ -815,11 +815,12 @@ def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:
 
 def _read_reply(
     channel: paramiko.Channel,
-    nonce: str,
+    token: str,
     deadline: float,
     follow: _RemoteOutput | None = None,
 ) -> tuple[bytes, tuple[bytes, int] | None, int]:
-    """Read the wrapper's reply until its trailer line (then: the output and exit code), the
+    """Read the wrapper's reply until its trailer line, `TOKEN CODE` with the invocation's
+    token, which the task cannot know (then: the output and exit code), the
     end of the channel or `deadline` (then None). Returns what was received as well, and how
     many bytes of its head were dropped to bound memory (for the output's mark). With
     `follow`, the task's output file is read whenever a read is due meanwhile."""
@@ -845,19 +846,19 @@ def _read_reply(
         if len(data) > 4 * wrapper.OUTPUT_TAIL:
             dropped += len(data) - 2 * wrapper.OUTPUT_TAIL
             del data[: -2 * wrapper.OUTPUT_TAIL]
-        if data.endswith(b"\n") and (reply := wrapper.parse_reply(bytes(data), nonce)):
+        if data.endswith(b"\n") and (reply := wrapper.parse_reply(bytes(data), token)):
             return bytes(data), reply, dropped
     return bytes(data), None, dropped
 
 
-def _acknowledge(channel: paramiko.Channel, nonce: str) -> None:
+def _acknowledge(channel: paramiko.Channel, token: str) -> None:
     """Tell the wrapper we hold the whole output, so it removes it from the target, and wait
     for it to exit (closing the channel earlier could cut the acknowledgement off). A lost
     acknowledgement costs nothing but the output file, removed with day-old markers.
     No EOF follows the line: the wrapper exits on it, and an EOF racing its exit can reach
     sshd after the channel is gone, which drops the connection (see `wrapper`)."""
     try:
-        _send_last(channel, wrapper.acknowledgement(nonce))
+        _send_last(channel, wrapper.acknowledgement(token))
     except (paramiko.SSHException, EOFError, OSError):
         return
     _wait_status(channel, time.monotonic() + DRAIN)

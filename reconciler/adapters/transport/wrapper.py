@@ -7,9 +7,9 @@ of the target's CPU, as much as a whole `echo ok` costs besides sshd). None of i
 (`CTL` and `CLEAN`, a few per connection, still go through `sh -c`; `RUN` is sent without its
 comments and indentation, which the shell would parse at every run.) The environment and the
 command arrive on stdin as shell assignments quoted with `shlex.quote` (byte for byte, newlines
-included), terminated by a line holding only the nonce, after a first line `# COUNT`: the byte
-count of the rest, which bash reads with one `read -N` instead of a read(2) per byte (to other
-shells it is a comment). The wrapper evaluates them in a subshell, so `export PATH=...` or
+included), terminated by a line holding only the nonce, after a first line `# COUNT TOKEN`:
+the byte count of the rest, which bash reads with one `read -N` instead of a read(2) per byte,
+and the invocation's token, a random value that only the wrapper and the reconciler know. The wrapper evaluates them in a subshell, so `export PATH=...` or
 `IFS=...` in a task's env cannot disturb the wrapper itself, and then `exec /bin/sh -c "$cmd"`.
 Only shell builtins see the values: no process's argument list ever holds one.
 
@@ -27,8 +27,12 @@ Markers, two flat files per run under DIR (`~/` means the remote home):
 Markers of earlier versions (`.meta` without PGID, beside `<id>.pid` and `<id>.exit NONCE
 CODE`) are still read, so runs started before an upgrade are adopted or stopped.
 
-When the task ended the wrapper prints the output tail, then a trailer line `NONCE CODE`, and
-waits for the reconciler to echo the nonce back on stdin: only that acknowledgement (the
+When the task ended the wrapper prints the output tail, then a trailer line `TOKEN CODE`, and
+waits for the reconciler to echo the token back on stdin. The token, not the nonce: the nonce is
+no secret (the argument list, the markers, and the task's RECONCILE_RUN_COOKIE hold it), and a
+task whose last line is its cookie and a number would otherwise end the reply itself, with that
+number for its exit code. The token is in no argument list, no file and no environment: the
+task cannot print it. Only that acknowledgement (the
 reconciler recorded the run's end) empties `<id>.out` (the file goes with the day-old
 markers), so the task's output, which may hold a secret, does not stay on the target. Any
 other line (`REFUSAL`: the end was not recorded) or a lost connection leaves it for the next
@@ -89,17 +93,19 @@ if ! kill -s 0 -- "-$$" && IFS= read -r st < /proc/$$/stat; then
 fi
 nl='
 '
-# bash reads a pipe a byte per read(2), except for `read -N COUNT` (bash 4.1 on), which reads
-# its count in one: the input's first line, `# COUNT`, gives it (counted in bytes: LC_ALL=C).
-# Other shells read line by line to the terminator (the count line is a comment to them).
+# The input's first line, `# COUNT TOKEN`: the token ends the reply and acknowledges it (a
+# variable of this shell only: no argument list, file or environment holds it). bash reads a
+# pipe a byte per read(2), except for `read -N COUNT` (bash 4.1 on), which reads its count in
+# one (counted in bytes: LC_ALL=C). Other shells read line by line to the terminator.
 b=; case ${BASH_VERSION-} in [5-9].*|4.[1-9]*|[1-9][0-9].*) b=1 ;; esac
+t=; s=; IFS=' ' read -r h n t
 if [ -n "$b" ]; then
-  IFS=' ' read -r h n && LC_ALL=C IFS= read -r -N "$n" s
+  [ -z "$t" ] || LC_ALL=C IFS= read -r -N "$n" s
 else
-  s=; while IFS= read -r l; do s=$s$l$nl; [ "$l" = "$3" ] && break; done
+  while IFS= read -r l; do s=$s$l$nl; [ "$l" = "$3" ] && break; done
 fi
-case $s in
-  *"$nl$3$nl") ;;
+case $t/$s in
+  ?*/*"$nl$3$nl") ;;
   *) echo "reconciler: input cut off; the command was not started"; exit 125 ;;
 esac
 # The first line is written over the one an earlier invocation of the run id left (`<>`, at a
@@ -153,8 +159,8 @@ case $z in
      fi ;;
 esac
 # A short output and the trailer in one write: one SSH packet to send and to read, not two.
-printf '%s%s %s\n' "$o" "$3" "$rc"
-if IFS= read -r ack && [ "$ack" = "$3" ]; then : > "$f.out"; fi  # a builtin: no fork
+printf '%s%s %s\n' "$o" "$t" "$rc"
+if IFS= read -r ack && [ "$ack" = "$t" ]; then : > "$f.out"; fi  # a builtin: no fork
 exit $rc
 """
 )
@@ -269,7 +275,8 @@ class Invocation:
 
     command_line: str
     stdin: bytes
-    nonce: str
+    nonce: str  # names the invocation in its markers; no secret (the task's cookie)
+    token: str  # ends its reply and acknowledges it; on stdin only, never shown to the task
 
 
 def digest(command: str) -> str:
@@ -294,8 +301,11 @@ def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) 
     attempt = env.get("RECONCILE_ATTEMPT", "0")
     args = (markers, str(run_id), nonce, attempt if attempt.isdigit() else "0", digest(command))
     line = _IN_LOGIN_SHELL + " ".join(map(shlex.quote, args)) + "\n" + _RUN_SENT
-    # `# COUNT` first: the byte count of the rest, for a shell that can read it in one go.
-    return Invocation(line, b"# %d\n" % len(body) + body, nonce)
+    # `# COUNT TOKEN` first: the byte count of the rest, for a shell that can read it in one
+    # go, and the token of the reply's trailer (see `RUN`).
+    token = secrets.token_hex(16)
+    first = b"# %d %s\n" % (len(body), token.encode())
+    return Invocation(line, first + body, nonce, token)
 
 
 def _compact(script: str) -> str:
@@ -384,25 +394,25 @@ class Marker:
     output: str = ""
 
 
-def parse_reply(data: bytes, nonce: str) -> tuple[bytes, int] | None:
+def parse_reply(data: bytes, token: str) -> tuple[bytes, int] | None:
     """Pure: the output and exit code of a wrapper's reply that ends with its trailer line
-    (`NONCE CODE`), or None while (or if) it does not end with one."""
+    (`TOKEN CODE`, the invocation's token), or None while (or if) it does not end with one."""
     if not data.endswith(b"\n"):
         return None
-    head, found, rest = data[:-1].rpartition(nonce.encode())
+    head, found, rest = data[:-1].rpartition(token.encode())
     code = rest.strip()
     if not found or not rest.startswith(b" ") or not code.isdigit():
         return None
     return head, int(code)
 
 
-def acknowledgement(nonce: str) -> bytes:
-    """What the reconciler sends once it holds a run's whole output: the wrapper then
-    empties the output file."""
-    return f"{nonce}\n".encode()
+def acknowledgement(token: str) -> bytes:
+    """What the reconciler sends once it holds a run's whole output (the invocation's token):
+    the wrapper then empties the output file."""
+    return f"{token}\n".encode()
 
 
-# What lets a wrapper go without its acknowledgement: any line but its nonce (hex). It exits
+# What lets a wrapper go without its acknowledgement: any line but its token (hex). It exits
 # and keeps the output file, for a later pass to adopt.
 REFUSAL = b"-\n"
 
