@@ -127,13 +127,6 @@ def test_a_new_store_never_adopts_the_result_another_store_left_on_the_machine(
     assert statuses == [(1, "unknown")], "release 2 recorded deployed though it never ran"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 13: the cleanup run at every new SSH connection (wrapper.py CLEAN, "
-    "ssh.py _clean_markers) removes markers by mtime, so a run going on for over a day loses "
-    "its <id>.meta while it runs; `queue kill` (CTL kill reads no meta: `none`) then "
-    "cannot find its process group: exit 3, and the command goes on",
-)
 def test_queue_kill_stops_a_run_going_on_for_more_than_a_day(tmp_path, sshd, client_key):
     """A three-day task has been running for two days (its markers' times are set back, as
     two days would leave them) when a pass for another task connects to the same machine.

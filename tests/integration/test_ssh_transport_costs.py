@@ -5,6 +5,7 @@ at once; and the day-old markers are removed when a connection opens."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -75,11 +76,27 @@ def test_day_old_markers_are_removed_once_a_connection_opened(sshd, transport, t
     old, fresh = markers / "1.meta", markers / "2.meta"
     old.write_text("x\n")
     fresh.write_text("y\n")
-    two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
-    assert transport.run(sshd.machine(), "echo ok", {}, 30, 3).output == "ok\n"
-    # The cleanup is not waited for by the first run (its channel ends in the background).
-    wait_until(lambda: not old.exists(), timeout=30, message="the day-old marker removed")
+    # An ended run whose process group id now names a live group that another process leads:
+    # that group is not the run's, so its markers go too.
+    nonce = "0123456789abcdef0123456789abcdef"
+    recycled = markers / "4.meta"
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        recycled.write_text(f"{nonce} 1 deadbeefdeadbeef {stranger.pid}\n{nonce} 0\n")
+        (markers / "4.out").write_text("done\n")
+        two_days_ago = time.time() - 2 * 86400
+        for marker in (old, recycled, markers / "4.out"):
+            os.utime(marker, (two_days_ago, two_days_ago))
+        assert transport.run(sshd.machine(), "echo ok", {}, 30, 3).output == "ok\n"
+        # The cleanup is not waited for by the first run (its channel ends in the background).
+        wait_until(
+            lambda: not any(m.exists() for m in (old, recycled, markers / "4.out")),
+            timeout=30,
+            message="the day-old markers removed",
+        )
+    finally:
+        stranger.kill()
+        stranger.wait()
     assert fresh.exists()
 
 

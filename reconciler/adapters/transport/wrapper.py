@@ -26,6 +26,9 @@ Markers, two flat files per run under DIR (`~/` means the remote home):
   so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end.
 Markers of earlier versions (`.meta` without PGID, beside `<id>.pid` and `<id>.exit NONCE
 CODE`) are still read, so runs started before an upgrade are adopted or stopped.
+`CLEAN` removes the markers a day old, but never those of a run still going on (its process
+group lives, led by the wrapper of its nonce): a kill finds a run by its meta, however long it
+has been running.
 
 When the task ended the wrapper prints the output tail, then a trailer line `TOKEN CODE`, and
 waits for the reconciler to echo the token back on stdin. The token, not the nonce: the nonce is
@@ -77,6 +80,29 @@ tail_out() {  # the output's last 64 KiB, under the mark of what was dropped (re
   z=$(($(wc -c 2>/dev/null < "$f.out" || echo 0) + 0))
   [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
   tail -c 65536 "$f.out" 2>/dev/null
+}
+"""
+
+# Whether process group $pg lives and is the wrapper's of nonce $n (`CTL`, `CLEAN`).
+_LIVE = r"""
+alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
+  [ -d /proc/self ] || { kill -s 0 -- "-$pg" 2>/dev/null; return; }
+  for s in /proc/[0-9]*/stat; do
+    IFS= read -r l 2>/dev/null < "$s" || continue
+    set -- ${l##*) }
+    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+live() {
+  [ -n "$pg" ] && [ -n "$n" ] && kill -s 0 -- "-$pg" 2>/dev/null && alive || return 1
+  # A live leader must be this run's wrapper (its argv holds the nonce): a recycled pid is
+  # never taken for it. A dead or zombie leader cannot have been recycled while its group lives.
+  st=; IFS= read -r st 2>/dev/null < "/proc/$pg/stat"
+  case ${st##*) } in
+    Z*|'') return 0 ;;
+  esac
+  tr '\000' '\n' 2>/dev/null < "/proc/$pg/cmdline" | grep -qF -- "$n"
 }
 """
 
@@ -174,6 +200,7 @@ exit $rc
 # (+ the tail), or `none`.
 CTL = (
     _PREAMBLE
+    + _LIVE
     + r"""exec < /dev/null
 # The exit line is the one with the first line's nonce (lines of earlier invocations of the
 # run id may follow the first); it counts only whole (with its newline): a wrapper may be
@@ -192,26 +219,7 @@ if [ -n "$en" ] && [ "$en" = "$n" ]; then
   echo "exit $rc $n $a $h"; done_out; exit 0
 fi
 [ -n "$pg" ] || read -r pg 2>/dev/null < "$f.pid" || pg=
-alive() {  # a member of the group that is not a zombie (a zombie leader keeps kill -0 true)
-  [ -d /proc/self ] || { kill -s 0 -- "-$pg" 2>/dev/null; return; }
-  for s in /proc/[0-9]*/stat; do
-    IFS= read -r l 2>/dev/null < "$s" || continue
-    set -- ${l##*) }
-    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
-  done
-  return 1
-}
-ours=
-if [ -n "$pg" ] && alive; then
-  # A live leader must be this run's wrapper (its argv holds the nonce): a recycled pid is
-  # never hit. A dead or zombie leader cannot have been recycled while its group lives.
-  st=; IFS= read -r st 2>/dev/null < "/proc/$pg/stat"
-  case ${st##*) } in
-    Z*|'') ours=1 ;;
-    *) tr '\000' '\n' 2>/dev/null < "/proc/$pg/cmdline" | grep -qF -- "$n" && ours=1 ;;
-  esac
-fi
-if [ -z "$ours" ]; then
+if ! live; then
   echo "gone $n $a $h"; done_out; exit 0
 fi
 if [ "$3" = peek ]; then echo "running $n $a $h"; exit 0; fi
@@ -257,13 +265,21 @@ exit 0
 """
 )
 
-# Removes markers older than a day, and large outputs untouched for an hour.
+# Removes markers older than a day, and large outputs untouched for an hour, except those of
+# a run still going on (its process group lives, led by its wrapper): a run may last longer
+# than a day, and without its meta nothing could stop it (a kill, a timeout, a reap).
 CLEAN = (
     _PREAMBLE
+    + _LIVE
     + r"""exec < /dev/null
 [ -d "$d" ] || exit 0
 find "$d" -maxdepth 1 -type f \( -mtime +0 -o \( -name '*.out' -size +1024k -mmin +60 \) \) \
-  -exec rm -f {} + 2>/dev/null
+  2>/dev/null | while IFS= read -r p; do
+  r=${p%.*}; n=; pg=
+  { read -r n a h pg rest; } 2>/dev/null < "$r.meta"
+  [ -n "$pg" ] || read -r pg 2>/dev/null < "$r.pid" || pg=  # markers of earlier versions
+  live || rm -f "$p"
+done
 exit 0
 """
 )
