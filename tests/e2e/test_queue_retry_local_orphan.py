@@ -14,15 +14,8 @@ from datetime import UTC, datetime
 
 from reconciler.adapters.store.factory import open_store
 from tests.support.cli import reaped, spawn
+from tests.support.processes import running
 from tests.support.waiting import wait_until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_queue_retry_refuses_while_a_lost_local_command_runs(project, tmp_path):
@@ -36,7 +29,7 @@ def test_queue_retry_refuses_while_a_lost_local_command_runs(project, tmp_path):
         first.communicate(timeout=30)
     [pid] = map(int, project.ledger_lines())
     try:
-        assert _alive(pid)  # the command outlived its pass
+        assert running(pid)  # the command outlived its pass
         store = open_store(f"sqlite:///{project.state}")
         try:
             [lost] = store.recover(datetime.now(UTC))
@@ -47,8 +40,8 @@ def test_queue_retry_refuses_while_a_lost_local_command_runs(project, tmp_path):
         assert f"run {lost.id} (ops/migrate) still runs on box" in refused.err, refused.err
         killed = project.run("queue", "kill", str(lost.id), code=0)
         assert "still ran on box and was stopped" in killed.out, killed
-        wait_until(lambda: not _alive(pid), timeout=10, message="the orphan to be gone")
+        wait_until(lambda: not running(pid), timeout=10, message="the orphan to be gone")
         project.run("queue", "retry", str(lost.id), code=0)
     finally:
-        if _alive(pid):
+        if running(pid):
             os.kill(pid, signal.SIGKILL)

@@ -14,18 +14,11 @@ import signal
 import pytest
 
 from tests.support.cli import reaped, spawn
+from tests.support.processes import running
 from tests.support.ssh_project import ssh_project
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class _Lost:
@@ -49,7 +42,7 @@ class _Lost:
         assert run["status"] == "unknown", run
         self.run_id = str(run["id"])
         [self.pid] = [int(line) for line in self.ledger.read_text().split()]
-        assert _alive(self.pid)
+        assert running(self.pid)
 
     def reconcile(self, *args: str, code: int):
         return self.p.run(*args, "--identity", str(self.p.key), code=code)
@@ -61,7 +54,7 @@ class _Lost:
 
     def stop_all(self) -> None:
         for pid in map(int, self.ledger.read_text().split()):
-            if _alive(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -77,7 +70,7 @@ def test_retry_proceeds_once_the_lost_command_ended(lost):
     `queue retry` queues the retry (the next pass adopts the kept result first)."""
     with open(lost.fifo, "w") as fifo:  # lets the orphan read its line and end
         fifo.write("go\n")
-    wait_until(lambda: not _alive(lost.pid), timeout=30, message="the orphan to end")
+    wait_until(lambda: not running(lost.pid), timeout=30, message="the orphan to end")
     lost.reconcile("queue", "retry", lost.run_id, code=0)
     [entry] = lost.audited("queue.retry")
     assert "force" not in entry["detail"], entry
@@ -90,7 +83,7 @@ def test_queue_kill_stops_the_lost_command_then_retry_proceeds(lost):
     assert lost.audited("queue.retry") == []
     killed = lost.reconcile("queue", "kill", lost.run_id, "--reason", "lost migration", code=0)
     assert "still ran on box and was stopped" in killed.out, killed
-    wait_until(lambda: not _alive(lost.pid), timeout=10, message="the orphan to be gone")
+    wait_until(lambda: not running(lost.pid), timeout=10, message="the orphan to be gone")
     shown = lost.reconcile("queue", "show", lost.run_id, "--format", "json", code=0).json()
     assert shown["status"] == "unknown", shown
     again = lost.reconcile("queue", "kill", lost.run_id, code=2)

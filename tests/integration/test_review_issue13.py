@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.support.cli import reaped, spawn
+from tests.support.processes import running
 from tests.support.ssh_project import ssh_project
 from tests.support.waiting import wait_until
 
@@ -39,14 +40,6 @@ def test_a_task_echoing_its_cookie_cannot_forge_its_exit_code(tmp_path, sshd, cl
         assert len(cookie_line) == 32 + len(" 0\n"), shown["output"][-200:]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
     tmp_path, sshd, client_key
 ):
@@ -67,7 +60,7 @@ def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
     [run] = json.loads(out)["runs"]
     assert run["status"] == "unknown", run
     [orphan] = [int(line) for line in ledger.read_text().split()]
-    assert _alive(orphan)  # the first command still waits on the machine
+    assert running(orphan)  # the first command still waits on the machine
     refused = p.run("queue", "retry", str(run["id"]), "--identity", str(p.key), code=2)
     assert f"run {run['id']} (ops/migrate) still runs on box" in refused.err, refused.err
     assert f"reconcile queue kill {run['id']}" in refused.err, refused.err
@@ -77,17 +70,17 @@ def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
             wait_until(
                 lambda: (
                     len(ledger.read_text().split()) > 1
-                    or not _alive(orphan)
+                    or not running(orphan)
                     or second.poll() is not None
                 ),
                 timeout=60,
                 message="the retry to start, the orphan to be stopped or the pass to end",
             )
             started = len(ledger.read_text().split())
-            assert not (started > 1 and _alive(orphan)), "two copies of the migration run at once"
+            assert not (started > 1 and running(orphan)), "two copies of the migration run at once"
     finally:
         for pid in map(int, ledger.read_text().split()):
-            if _alive(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -150,7 +143,7 @@ def test_queue_kill_stops_a_run_going_on_for_more_than_a_day(tmp_path, sshd, cli
             p.run("--once", "-q", "--identity", str(p.key), code=0)
             killed = p.run("queue", "kill", "1", "--grace", "1s", timeout=120)
             assert killed.code == 0, killed.out + killed.err
-            assert not _alive(pid), "the killed run's command still runs on the machine"
+            assert not running(pid), "the killed run's command still runs on the machine"
     finally:
-        if pid is not None and _alive(pid):
+        if pid is not None and running(pid):
             os.kill(pid, signal.SIGKILL)
