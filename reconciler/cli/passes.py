@@ -64,7 +64,11 @@ def wired_engine(
         metrics=metrics,
     )
     transports = wiring.transports(
-        secrets, loaded.inventory.settings, loaded.workdir, teams=len(loaded.inventory.teams)
+        secrets,
+        loaded.inventory.settings,
+        loaded.workdir,
+        teams=len(loaded.inventory.teams),
+        run_keys=wiring.run_keys_of(store),
     )
 
     def on_event(event: Event) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from reconciler.adapters.transport.base import Completed, RunControl, Transport
+from reconciler.adapters.transport.base import Completed, RunControl, Transport, run_key
 from reconciler.core.durations import format_duration
 from reconciler.core.errors import ConnectionLost, TransportError, Unreachable, VaultError
 from reconciler.core.model import Machine, RetryPolicy, TaskSpec, VaultRef
@@ -113,13 +113,14 @@ def _attempt(
         env = run_environment(run, spec, resolve)
     except VaultError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=False)
+    key = run_key(run)  # kept with what the target keeps of the run, for its adoption
     try:
         budget = spec.timeout  # `timeout` bounds the whole run: check, command and verify
         if spec.check is not None:
             if control is not None:
                 control.muted = True  # a kill stops the check too; its output is not the run's
             try:
-                checked = transport.run(machine, spec.check, env, budget, run.id, control)
+                checked = transport.run(machine, spec.check, env, budget, run.id, control, key)
             finally:
                 if control is not None:
                     control.muted = False
@@ -131,7 +132,7 @@ def _attempt(
             if control is not None and control.killed:  # asked during the check: `execute`
                 # records it killed; the command never starts
                 return Outcome(RunStatus.FAILED, output=checked.output, retryable=False)
-        completed = transport.run(machine, spec.run, env, budget, run.id, control)
+        completed = transport.run(machine, spec.run, env, budget, run.id, control, key)
         outcome = judge(completed, spec.timeout)
         verify = spec.rollout.verify if spec.rollout is not None else None
         if verify is None or outcome.status is not RunStatus.SUCCEEDED:
@@ -142,7 +143,7 @@ def _attempt(
         if control is not None:
             control.muted = True  # a kill stops the verify too; its output joins at the end
         try:
-            checked_after = transport.run(machine, verify, env, budget, run.id, control)
+            checked_after = transport.run(machine, verify, env, budget, run.id, control, key)
         finally:
             if control is not None:
                 control.muted = False

@@ -84,13 +84,6 @@ def test_queue_retry_of_a_lost_run_never_runs_it_beside_its_first_command(
                 os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review 13: crash adoption takes the markers of any invocation with the run's id, "
-    "attempt and command digest (ssh.py SshTransport.reap asks CTL with nonce '-'; the store "
-    "keeps no nonce of the invocation it dispatched), so a second store's run 1 adopts the "
-    "first store's run 1 from the shared ~/.cache/reconciler/runs",
-)
 def test_a_new_store_never_adopts_the_result_another_store_left_on_the_machine(
     tmp_path, sshd, client_key
 ):

@@ -10,9 +10,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 
 from reconciler.core.model import Machine
 from reconciler.core.redact import Secret
+from reconciler.core.state import Run
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,18 @@ class Completed:
 
 # What `reap(..., stop=False)` returns while the run's command is still running (left alone).
 STILL_RUNNING = Completed(exit_code=None, output="", duration=0.0)
+
+
+def run_key(run: Run) -> str:
+    """Pure: what tells `run` from a run of another store that has its id (two reconcilers,
+    each with a store of its own, may run on one target account and share its markers): its
+    id and the instant its store created it, which never changes. "" when unknown."""
+    created = run.created_at
+    if created is None:
+        return ""
+    if created.tzinfo is not None:
+        created = created.astimezone(UTC).replace(tzinfo=None)
+    return f"{run.id}@{created:%Y-%m-%dT%H:%M:%S.%f}"
 
 
 class RunControl:
@@ -127,11 +141,13 @@ class Transport(ABC):
         timeout: float,
         run_id: int,
         control: RunControl | None = None,
+        key: str = "",
     ) -> Completed:
         """Run `command` with `sh -c` on `machine`. `env` holds secrets (`Secret` values: call
         `reveal()` at the last moment); they must never reach any process's argument list.
         Kill the whole process group after `timeout` seconds. With `control`, hand it the
-        output as it comes and let it stop the command (see `RunControl`)."""
+        output as it comes and let it stop the command (see `RunControl`). `key` is the run's
+        `run_key`: a transport that keeps results for adoption keeps it with them."""
 
     def reap(
         self,

@@ -187,6 +187,7 @@ class LocalTransport(Transport):
         timeout: float,
         run_id: int,
         control: RunControl | None = None,
+        key: str = "",  # its markers are this project's own (.reconciler/runs)
     ) -> Completed:
         started = time.monotonic()
         account = run_as(machine, self.own_user_allowed)

@@ -92,7 +92,9 @@ class SshTransport(Transport):
     leaves every output for the next pass to adopt. The same holds for an output read from a
     run's markers (`reap`, and the stop of a timed-out run): it is removed only by `settle`.
     Without it (a caller that never settles) each output is acknowledged, or removed, as soon
-    as it was read.
+    as it was read. `run_keys(run_id)` gives the `run_key` of a run of the caller's store
+    (None: no such run): `reap` adopts only a result kept for that key, never one another
+    store's run of the same id left in the shared markers. Without it, the key is not checked.
     """
 
     def __init__(
@@ -104,9 +106,11 @@ class SshTransport(Transport):
         keepalive: float = KEEPALIVE,
         keepalive_count: int = KEEPALIVE_COUNT,
         hold_outputs: bool = False,
+        run_keys: Callable[[int], str | None] | None = None,
     ):
         self.resolve_key = resolve_key
         self.hold_outputs = hold_outputs
+        self.run_keys = run_keys
         self._held: dict[int, _Held] = {}  # runs whose output waits for `settle`, by id
         self._kept: dict[int, _Kept] = {}  # outputs read from markers, waiting for `settle`
         self._lock = threading.Lock()
@@ -133,6 +137,7 @@ class SshTransport(Transport):
         timeout: float,
         run_id: int,
         control: RunControl | None = None,
+        key: str = "",
     ) -> Completed:
         """Run `command` with `sh -c` on `machine` through the wrapper. A non-zero exit is a
         `Completed`; raises Unreachable/AuthFailed/HostKeyMismatch before the command was
@@ -141,7 +146,7 @@ class SshTransport(Transport):
         target."""
         started = time.monotonic()
         plain = {name: reveal(value) for name, value in env.items()}
-        call = wrapper.invocation(self.markers, run_id, command, plain)
+        call = wrapper.invocation(self.markers, run_id, command, plain, key)
         # A run's check and its command share the run id: the check's wrapper is let go
         # (its output is not the run's, and the command's markers replace its own).
         self._let_go([run_id])
@@ -300,12 +305,20 @@ class SshTransport(Transport):
             return None
         if attempt is not None and marker.attempt != attempt:
             return None
-        if command is not None and marker.digest != wrapper.digest(command):
-            return None
+        if command is not None and marker.digest != self._digest(run_id, command):
+            return None  # another command's, or another store's run of this id: left there
         if keep:
             with self._lock:
                 self._kept[run_id] = _Kept(machine, marker.nonce or "-")
         return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
+
+    def _digest(self, run_id: int, command: str) -> str | None:
+        """The digest the markers of run `run_id` of the caller's store hold for `command`
+        (None when its store has no such run: nothing kept is its)."""
+        if self.run_keys is None:
+            return wrapper.digest(command)
+        key = self.run_keys(run_id)
+        return None if key is None else wrapper.digest(command, key)
 
     def prepare(self, machines: Iterable[Machine]) -> None:
         """Open the connections to `machines` now, all at once, in the background: a pass

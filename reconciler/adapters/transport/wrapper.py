@@ -15,7 +15,9 @@ Only shell builtins see the values: no process's argument list ever holds one.
 
 Markers, two flat files per run under DIR (`~/` means the remote home):
 - `<id>.meta`  `NONCE ATTEMPT DIGEST PGID`: which invocation the output belongs to (a run's
-  check and command, and each attempt, share the run id; the nonce tells them apart) and the
+  check and command, and each attempt, share the run id; the nonce tells them apart; the
+  digest is of the command and of the run as its store knows it, `digest`, so a reconciler
+  with another store, sharing the target account, never adopts the result as its own) and the
   process group of the wrapper and the task (what a timeout kills); once the task ended, a
   line `NONCE CODE` is appended (two files per run, not four: creating a file, an inode and
   a directory entry, is what the markers cost a run on the target). The first line, padded
@@ -25,7 +27,9 @@ Markers, two flat files per run under DIR (`~/` means the remote home):
 - `<id>.out`   the task's stdout and stderr, as a file: the task never writes to the SSH channel,
   so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end.
 Markers of earlier versions (`.meta` without PGID, beside `<id>.pid` and `<id>.exit NONCE
-CODE`) are still read, so runs started before an upgrade are adopted or stopped.
+CODE`) are still read, so runs started before an upgrade are stopped; their digests have no run
+key, so a reconciler that checks keys (`SshTransport.run_keys`) does not adopt their results
+(it cannot tell its own from another store's): such a run stays `unknown`.
 `CLEAN` removes the markers a day old, but never those of a run still going on (its process
 group lives, led by the wrapper of its nonce): a kill finds a run by its meta, however long it
 has been running.
@@ -295,13 +299,19 @@ class Invocation:
     token: str  # ends its reply and acknowledges it; on stdin only, never shown to the task
 
 
-def digest(command: str) -> str:
-    """A short hash of a command, so a marker can be matched to the command it ran."""
-    return hashlib.sha256(command.encode()).hexdigest()[:16]
+def digest(command: str, key: str = "") -> str:
+    """A short hash of a command and of the run's `key` (`base.run_key`: its id and when its
+    store created it), so a marker is matched to the command it ran for that run of that
+    store only: another store's run of the same id and command has another."""
+    keyed = f"{key}\n{command}" if key else command  # no key: as earlier versions wrote it
+    return hashlib.sha256(keyed.encode()).hexdigest()[:16]
 
 
-def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) -> Invocation:
-    """The wrapper call for `command` with `env` (plain values, revealed at the last moment)."""
+def invocation(
+    markers: str, run_id: int, command: str, env: Mapping[str, str], key: str = ""
+) -> Invocation:
+    """The wrapper call for `command` with `env` (plain values, revealed at the last moment),
+    for the run whose `base.run_key` is `key`."""
     for name, value in env.items():
         if not name.isidentifier() or not name.isascii():
             raise ValueError(f"environment variable name {name!r} is not a shell name")
@@ -315,7 +325,13 @@ def invocation(markers: str, run_id: int, command: str, env: Mapping[str, str]) 
         nonce = secrets.token_hex(16)
     body = (script + nonce + "\n").encode()
     attempt = env.get("RECONCILE_ATTEMPT", "0")
-    args = (markers, str(run_id), nonce, attempt if attempt.isdigit() else "0", digest(command))
+    args = (
+        markers,
+        str(run_id),
+        nonce,
+        attempt if attempt.isdigit() else "0",
+        digest(command, key),
+    )
     line = _IN_LOGIN_SHELL + " ".join(map(shlex.quote, args)) + "\n" + _RUN_SENT
     # `# COUNT TOKEN` first: the byte count of the rest, for a shell that can read it in one
     # go, and the token of the reply's trailer (see `RUN`).
