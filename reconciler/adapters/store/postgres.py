@@ -786,14 +786,7 @@ class PostgresStore(StateStore):
             return Batch([], [])
 
         def landed() -> Batch | None:
-            ids = [request.run_id for request in claims]
-            ours = {
-                run.id: run
-                for run in self._runs_by_ids(ids)
-                if run.status is RunStatus.RUNNING
-                and run.owner == owner
-                and run.started_at == _aware(now)
-            }
+            ours = self._claimed_by(claims, owner, _aware(now))
             if ours or (leading and self._has_entry(leading[0])):
                 return Batch(*claim_outcome(claims, ours, want))
             return None
@@ -853,15 +846,7 @@ class PostgresStore(StateStore):
         stamp = _aware(now)
 
         def landed() -> tuple[Batch, Batch] | None:
-            ids = [request.run_id for request in claims]
-            ours = {
-                run.id: run
-                for run in self._runs_by_ids(ids)
-                if run.status is RunStatus.RUNNING
-                and run.owner == owner
-                and run.started_at == stamp
-                and run.dispatched
-            }
+            ours = self._claimed_by(claims, owner, stamp, dispatched=True)
             shown = self._ends_landed(ends, stamp) if ends else None
             if not (ours or shown or (leading and self._has_entry(leading[0]))):
                 return None
@@ -873,6 +858,21 @@ class PostgresStore(StateStore):
             ),
             landed,
         )
+
+    def _claimed_by(
+        self, claims: Sequence[ClaimRequest], owner: str, stamp: datetime, dispatched=False
+    ) -> dict[int, Run]:
+        """The runs of `claims` a batch stamped `stamp` under `owner` claimed (and, with
+        `dispatched`, marked dispatched): how a batch whose connection broke tells whether
+        it committed."""
+        return {
+            run.id: run
+            for run in self._runs_by_ids([request.run_id for request in claims])
+            if run.status is RunStatus.RUNNING
+            and run.owner == owner
+            and run.started_at == stamp
+            and (run.dispatched or not dispatched)
+        }
 
     def _round_batch(
         self,
