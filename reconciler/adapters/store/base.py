@@ -321,6 +321,14 @@ class RunQueue(ABC):
         an idle worker does between two looks at the queue."""
         return None
 
+    def wait_for_ends(self, timeout: float) -> bool | None:
+        """Block up to `timeout` seconds, returning early when another connection may have
+        recorded the end of runs (`end_batch`, `round_batch`): True when woken so, False
+        when the time ran out. None at once when the backend cannot be woken (the caller
+        waits its own way): what a pass with nothing running here does while it waits on its
+        runs held elsewhere (their ends end the pass)."""
+        return None
+
     def run_changes(self, since: object | None = None) -> RunChanges:
         """What a drain re-reads each round: the runs written since `since` (the `cursor` of
         an earlier call, by any connection, this one's included), or every active run. With

@@ -302,8 +302,9 @@ class PostgresStore(StateStore):
         # Audit entries this handle queued since its sealer last ran, and when it last tried.
         self._queued = 0
         self._sealed_at = time.monotonic()
-        # The connection `wait_for_runs` listens on, opened by its first call.
-        self._listener: psycopg.Connection | None = None
+        # The connections `wait_for_runs` and `wait_for_ends` listen on, each opened by its
+        # first call (by channel query: a worker waits for plans, a pass for ends).
+        self._listeners: dict[str, psycopg.Connection] = {}
         self._conn = self._connect("open")
         try:
             self._open_schema(create)
@@ -441,8 +442,8 @@ class PostgresStore(StateStore):
         with self._mutex:
             self._closed = True
             self._conn.close()
-            if self._listener is not None:
-                self._listener.close()
+            for listener in self._listeners.values():
+                listener.close()
 
     # --- the pass lock ---
 
@@ -645,24 +646,40 @@ class PostgresStore(StateStore):
     # --- the queue ---
 
     def wait_for_runs(self, timeout: float) -> bool | None:
-        """Wait on a connection of its own listening for `record_plan`'s notification (sent
-        at its COMMIT), up to `timeout` seconds. A listener that cannot be opened or broke
-        is dropped (reopened by the next call) and the wait answers None: the caller then
-        waits its own way, nothing is lost but the early wake-up."""
+        """Wait up to `timeout` seconds for `record_plan`'s notification (sent at its COMMIT
+        when it queued runs); see `_wait_on`."""
+        return self._wait_on("listen_runs", timeout)
+
+    def wait_for_ends(self, timeout: float) -> bool | None:
+        """Wait up to `timeout` seconds for the notification of `end_batch` or `round_batch`
+        (sent at their COMMIT when they record ends); see `_wait_on`."""
+        return self._wait_on("listen_ends", timeout)
+
+    def _wait_on(self, listen: str, timeout: float) -> bool | None:
+        """Wait on a connection of its own running the query `listen`, up to `timeout`
+        seconds. Woken, it takes the notifications that came meanwhile too: the caller
+        re-reads next, which covers them, and each would otherwise wake it once more. A
+        listener that cannot be opened or broke is dropped (reopened by the next call) and
+        the wait answers None: the caller then waits its own way, nothing is lost but the
+        early wake-up."""
+        listener = self._listeners.get(listen)
         try:
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                self._listener = self._connect("listen")
-                self._listener.execute(_q("listen_runs"))
+            if listener is None or listener.closed or listener.broken:
+                listener = self._listeners[listen] = self._connect("listen")
+                listener.execute(_q(listen))
             woken = False
-            for _ in self._listener.notifies(timeout=max(timeout, 0.0), stop_after=1):
+            for _ in listener.notifies(timeout=max(timeout, 0.0), stop_after=1):
                 woken = True
+            if woken:
+                for _ in listener.notifies(timeout=0):
+                    pass
             return woken
         except (StoreError, psycopg.Error) as exc:
-            log.debug("cannot wait for queued runs on state store %s: %s", self.url, exc)
-            if self._listener is not None:
+            log.debug("cannot listen (%s) on state store %s: %s", listen, self.url, exc)
+            dropped = self._listeners.pop(listen, None)
+            if dropped is not None:
                 with suppress(psycopg.Error):
-                    self._listener.close()
-            self._listener = None
+                    dropped.close()
             return None
 
     @_retried
@@ -1087,6 +1104,8 @@ class PostgresStore(StateStore):
             columns = {**_end_columns(retries)}
             columns["not_befores"] = [_aware(e.retry_at) for e in retries]
             sent.append(conn.execute(_q("requeue_batch"), columns))
+        if sent:  # delivered at COMMIT: a pass waiting on runs held here looks at once
+            conn.execute(_q("notify_ends"))
         return sent
 
     @staticmethod

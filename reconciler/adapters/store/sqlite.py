@@ -710,6 +710,10 @@ class SqliteStore(StateStore):
         """None: nothing wakes a SQLite reader (its drains look at `data_version`)."""
         return None
 
+    def wait_for_ends(self, timeout: float) -> bool | None:
+        """None: nothing wakes a SQLite reader (its drains look at `data_version`)."""
+        return None
+
     def run_changes(self, since: object | None = None) -> RunChanges:
         """Always complete: every active run, in one read (the file has one writer at a
         time, and `change_token` tells a drain whether to read at all)."""

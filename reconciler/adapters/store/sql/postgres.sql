@@ -409,6 +409,16 @@ LISTEN reconciler_runs
 -- record_plan, when it queued runs: delivered when its transaction commits, to every listener.
 SELECT pg_notify('reconciler_runs', '')
 
+-- query: listen_ends
+-- wait_for_ends: a pass waiting only on runs held elsewhere hears of each end recorded.
+-- A channel of its own, so that idle workers (listen_runs) are not woken by every end.
+LISTEN reconciler_ends
+
+-- query: notify_ends
+-- end_batch and round_batch, when they record ends: delivered when their transaction
+-- commits (one per transaction, however many ends it records).
+SELECT pg_notify('reconciler_ends', '')
+
 -- query: active_runs
 -- run_changes from nothing: every active run, and the snapshot they were read in (the
 -- statement's own: the cursor of the next call). One row with NULL columns when none is.
