@@ -764,6 +764,10 @@ class _Drain:
             if not self.forever:
                 timeout = min(timeout, self.poll)
                 self.poll = min(self.poll * 2, POLL_SECONDS)
+                # Its runs held elsewhere end it: woken by their ends where the store can
+                # tell (the back-off stays the bound: cancels and sweeps send nothing).
+                if not stopping and timeout > 0 and self.store.wait_for_ends(timeout) is not None:
+                    return True
             elif timeout <= 0:
                 return True
             elif not stopping and self.store.wait_for_runs(timeout) is not None:
