@@ -323,10 +323,11 @@ class RunQueue(ABC):
 
     def wait_for_ends(self, timeout: float) -> bool | None:
         """Block up to `timeout` seconds, returning early when another connection may have
-        recorded the end of runs (`end_batch`, `round_batch`): True when woken so, False
-        when the time ran out. None at once when the backend cannot be woken (the caller
-        waits its own way): what a pass with nothing running here does while it waits on its
-        runs held elsewhere (their ends end the pass)."""
+        recorded the end of runs (`end_batch`, `round_batch`) whose planners have no run
+        pending left (the ends a pass waits on once its queue is taken; a backend may skip
+        the others): True when woken so, False when the time ran out. None at once when the
+        backend cannot be woken (the caller waits its own way): what a pass with nothing
+        running here does while it waits on its runs held elsewhere (their ends end it)."""
         return None
 
     def run_changes(self, since: object | None = None) -> RunChanges:

@@ -652,7 +652,8 @@ class PostgresStore(StateStore):
 
     def wait_for_ends(self, timeout: float) -> bool | None:
         """Wait up to `timeout` seconds for the notification of `end_batch` or `round_batch`
-        (sent at their COMMIT when they record ends); see `_wait_on`."""
+        (sent at their COMMIT when they record ends of runs whose planners have none
+        pending: notify_ends); see `_wait_on`."""
         return self._wait_on("listen_ends", timeout)
 
     def _wait_on(self, listen: str, timeout: float) -> bool | None:
@@ -1105,7 +1106,7 @@ class PostgresStore(StateStore):
             columns["not_befores"] = [_aware(e.retry_at) for e in retries]
             sent.append(conn.execute(_q("requeue_batch"), columns))
         if sent:  # delivered at COMMIT: a pass waiting on runs held here looks at once
-            conn.execute(_q("notify_ends"))
+            conn.execute(_q("notify_ends"), {"ids": [end.run_id for end in ends]})
         return sent
 
     @staticmethod

@@ -416,8 +416,14 @@ LISTEN reconciler_ends
 
 -- query: notify_ends
 -- end_batch and round_batch, when they record ends: delivered when their transaction
--- commits (one per transaction, however many ends it records).
+-- commits (one per transaction, however many ends it records). Only once the planners of
+-- those runs have none pending (a pass waits on ends once its queue is taken): a notifying
+-- COMMIT takes a database-wide lock, which the hot path of a busy queue should not take.
 SELECT pg_notify('reconciler_ends', '')
+WHERE NOT EXISTS (
+    SELECT 1 FROM runs AS p
+    WHERE p.status = 'pending'
+      AND p.planner IN (SELECT e.planner FROM runs AS e WHERE e.id = ANY (%(ids)s::bigint[])))
 
 -- query: active_runs
 -- run_changes from nothing: every active run, and the snapshot they were read in (the
