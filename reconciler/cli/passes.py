@@ -68,7 +68,6 @@ def wired_engine(
         loaded.inventory.settings,
         loaded.workdir,
         teams=len(loaded.inventory.teams),
-        run_keys=wiring.run_keys_of(store),
     )
 
     def on_event(event: Event) -> None:

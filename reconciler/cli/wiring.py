@@ -173,17 +173,13 @@ def grace(args: argparse.Namespace) -> float:
 CONNECTING = frozenset({"ssh"})
 
 
-def transports(
-    secrets=None, settings=None, workdir=None, teams: int = 1, run_keys=None
-) -> Transports:
+def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Transports:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
     its first connection is opened (never earlier, never to disk); `settings` (the
     inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`).
     With more than one team (`teams`), a local machine whose `user:` is the reconciler's
     own account fails its runs unless the settings allow the shared user (compile refuses
-    the cases it can see without the host: no `user:`, `user: root`). `run_keys(run_id)`: the
-    `run_key` of a run of the pass's store (None: no such run), without which the SSH
-    transport could adopt a result another store left on a target under that run's id.
+    the cases it can see without the host: no `user:`, `user: root`).
 
     Each transport is built (and its module imported) when a run first asks for it: the SSH
     one loads paramiko and cryptography (~0.1 s), which a pass over local machines only never
@@ -211,22 +207,9 @@ def transports(
             keepalive=keepalive,
             keepalive_count=count,
             hold_outputs=True,
-            run_keys=run_keys,
         )
 
     return Transports({"local": local, "ssh": ssh})
-
-
-def run_keys_of(store) -> Callable[[int], str | None]:
-    """The `run_key` of a run of `store` by its id (None: no such run); read only when a run's
-    result is to be adopted from its target."""
-    from reconciler.adapters.transport.base import run_key
-
-    def key(run_id: int) -> str | None:
-        run = store.get_run(run_id)
-        return None if run is None else run_key(run)
-
-    return key
 
 
 class Transports(Mapping):

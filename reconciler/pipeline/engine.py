@@ -45,7 +45,7 @@ from reconciler.adapters.store.base import (
     StateStore,
 )
 from reconciler.adapters.store.common import pid_namespace, process_start
-from reconciler.adapters.transport.base import STILL_RUNNING, Transport
+from reconciler.adapters.transport.base import STILL_RUNNING, Transport, run_key
 from reconciler.core.dispatch import Decision, decide, fill, run_hold
 from reconciler.core.errors import StoreError, TransportError
 from reconciler.core.holds import Hold, HoldKind
@@ -433,7 +433,12 @@ class Engine:
         spec = desired.tasks.get(run.task)
         # Without the task, nothing can be adopted, but a command still running is stopped.
         kept = transport.reap(
-            machine, run.id, attempt=run.attempt, command=spec.run if spec else None, stop=stop
+            machine,
+            run.id,
+            attempt=run.attempt,
+            command=spec.run if spec else None,
+            stop=stop,
+            key=run_key(run),  # never another store's result for the same run id
         )
         if kept is STILL_RUNNING:
             return run

@@ -157,13 +157,15 @@ class Transport(ABC):
         attempt: int | None = None,
         command: str | None = None,
         stop: bool = True,
+        key: str | None = None,
     ) -> Completed | None:
         """A run on `machine` was found `running` after its reconciler died. If its command
         is still running, stop it (so nothing runs twice) and return None — or, with
         `stop=False`, leave it running and return `STILL_RUNNING` (ask again later); if the
         target kept its result (`attempt` and `command` identify which one), return it to be
-        adopted; None when nothing is known. Raises `TransportError` when the target cannot
-        be asked. Default: nothing to do."""
+        adopted; None when nothing is known. `key` (the run's `run_key`): a kept result is
+        adopted only when kept for it (None: not checked). Raises `TransportError` when the
+        target cannot be asked. Default: nothing to do."""
         return None
 
     def prepare(self, machines: Iterable[Machine]) -> None:  # noqa: B027 (optional)

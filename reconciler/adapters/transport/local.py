@@ -253,6 +253,7 @@ class LocalTransport(Transport):
         attempt: int | None = None,
         command: str | None = None,
         stop: bool = True,
+        key: str | None = None,
     ) -> Completed | None:
         """Stop the command of a run whose reconciler died, if it is still running.
 
@@ -356,11 +357,17 @@ def _millis(seconds: float) -> int:
 
 
 def _runs(pid: int, run_id: int) -> bool:
+    return _environ_has(pid, f"RECONCILE_RUN_ID={run_id}".encode())
+
+
+def _environ_has(pid: int, entry: bytes) -> bool:
+    """Whether process `pid`'s environment holds `entry` (`NAME=value`); False when it cannot
+    be read (gone, another user's, no /proc)."""
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return entry in environ.read().split(b"\0")
     except OSError:
         return False
-    return f"RECONCILE_RUN_ID={run_id}".encode() in environ.split(b"\0")
 
 
 def _kill_group(
@@ -418,15 +425,7 @@ def _carriers(cookie: str | None) -> list[int]:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
         return []
-    found = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                if entry in environ.read().split(b"\0"):
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
+    return [pid for pid in pids if _environ_has(pid, entry)]
 
 
 def _group_alive(pgid: int) -> bool:

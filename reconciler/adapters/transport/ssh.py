@@ -92,9 +92,7 @@ class SshTransport(Transport):
     leaves every output for the next pass to adopt. The same holds for an output read from a
     run's markers (`reap`, and the stop of a timed-out run): it is removed only by `settle`.
     Without it (a caller that never settles) each output is acknowledged, or removed, as soon
-    as it was read. `run_keys(run_id)` gives the `run_key` of a run of the caller's store
-    (None: no such run): `reap` adopts only a result kept for that key, never one another
-    store's run of the same id left in the shared markers. Without it, the key is not checked.
+    as it was read.
     """
 
     def __init__(
@@ -106,11 +104,9 @@ class SshTransport(Transport):
         keepalive: float = KEEPALIVE,
         keepalive_count: int = KEEPALIVE_COUNT,
         hold_outputs: bool = False,
-        run_keys: Callable[[int], str | None] | None = None,
     ):
         self.resolve_key = resolve_key
         self.hold_outputs = hold_outputs
-        self.run_keys = run_keys
         self._held: dict[int, _Held] = {}  # runs whose output waits for `settle`, by id
         self._kept: dict[int, _Kept] = {}  # outputs read from markers, waiting for `settle`
         self._lock = threading.Lock()
@@ -279,6 +275,7 @@ class SshTransport(Transport):
         attempt: int | None = None,
         command: str | None = None,
         stop: bool = True,
+        key: str | None = None,
     ) -> Completed | None:
         """Resolve a run found `running` after its reconciler died, from the target's markers.
 
@@ -286,8 +283,11 @@ class SshTransport(Transport):
         an exit marker — and, when given, for that `attempt` and that `command` (a run's check
         shares its id) — so it can be adopted instead of being left `unknown`. Otherwise None:
         a command still running was killed (its whole process group), or nothing is known.
-        With `stop=False` a command still running is left alone: `STILL_RUNNING`.
-        Raises a TransportError when the machine cannot be asked (leave the run `unknown`).
+        With `stop=False` a command still running is left alone: `STILL_RUNNING`. With `key`
+        (the run's `run_key`) only a result kept for that key is adopted, never one another
+        store's run of the same id left in the shared markers; without it the key is not
+        checked. Raises a TransportError when the machine cannot be asked (leave the run
+        `unknown`).
         """
         keep = self.hold_outputs  # the output stays until `settle` says it was recorded
         with self.pool.session(machine) as session:
@@ -305,20 +305,12 @@ class SshTransport(Transport):
             return None
         if attempt is not None and marker.attempt != attempt:
             return None
-        if command is not None and marker.digest != self._digest(run_id, command):
+        if command is not None and marker.digest != wrapper.digest(command, key or ""):
             return None  # another command's, or another store's run of this id: left there
         if keep:
             with self._lock:
                 self._kept[run_id] = _Kept(machine, marker.nonce or "-")
         return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
-
-    def _digest(self, run_id: int, command: str) -> str | None:
-        """The digest the markers of run `run_id` of the caller's store hold for `command`
-        (None when its store has no such run: nothing kept is its)."""
-        if self.run_keys is None:
-            return wrapper.digest(command)
-        key = self.run_keys(run_id)
-        return None if key is None else wrapper.digest(command, key)
 
     def prepare(self, machines: Iterable[Machine]) -> None:
         """Open the connections to `machines` now, all at once, in the background: a pass

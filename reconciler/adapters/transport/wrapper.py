@@ -28,8 +28,8 @@ Markers, two flat files per run under DIR (`~/` means the remote home):
   so a lost connection neither blocks nor kills it (no SIGPIPE), and it runs to its end.
 Markers of earlier versions (`.meta` without PGID, beside `<id>.pid` and `<id>.exit NONCE
 CODE`) are still read, so runs started before an upgrade are stopped; their digests have no run
-key, so a reconciler that checks keys (`SshTransport.run_keys`) does not adopt their results
-(it cannot tell its own from another store's): such a run stays `unknown`.
+key, so a reconciler that checks keys (`reap`'s `key`, as the engine asks) does not adopt
+their results (it cannot tell its own from another store's): such a run stays `unknown`.
 `CLEAN` removes the markers a day old, but never those of a run still going on (its process
 group lives, led by the wrapper of its nonce): a kill finds a run by its meta, however long it
 has been running.
