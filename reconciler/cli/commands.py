@@ -75,13 +75,9 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> views.Output:
 def _planned_rollouts(plan, desired, executed, now) -> list[dict]:
     """Where the rollout of each task the plan enqueues stands once the plan is recorded
     (`rollout.Stand.to_json`), by task."""
-    from reconciler.core.plan import rollout_stands
+    from reconciler.core.plan import planned_rollouts, rollout_stands
 
-    planned: dict[str, dict[str, str]] = {}
-    for e in plan.enqueue:
-        if (spec := desired.tasks.get(e.task)) is not None and spec.rollout is not None:
-            planned.setdefault(e.task, {})[e.machine] = e.reason.value
-    stands = rollout_stands(planned, desired, executed, now)
+    stands = rollout_stands(planned_rollouts(plan.enqueue, desired), desired, executed, now)
     return [stands[task].to_json() for task in sorted(stands)]
 
 
@@ -287,7 +283,7 @@ def _refuse_beside_orphan(args, ctx, run, loaded) -> None:
     from reconciler.cli import orphan
     from reconciler.core.errors import UsageError
 
-    answer = orphan.ask(args, ctx, run, loaded=loaded)
+    answer = orphan.ask(ctx, loaded, run)
     if answer.state == orphan.RUNNING:
         raise UsageError(
             f"run {run.id} ({run.task}) still runs on {run.machine}: stop it with "

@@ -89,10 +89,10 @@ def _stop_orphan(args, ctx, store, found: Run, reason: str | None) -> views.Outp
     from reconciler.cli import orphan
 
     loaded = wiring.load(args)
-    answer = orphan.ask(args, ctx, found, loaded=loaded)
+    answer = orphan.ask(ctx, loaded, found)
     if answer.state == orphan.RUNNING:
         audit_queue_change(store, "kill", found, redact=ctx.redactor, reason=reason)
-        answer = orphan.ask(args, ctx, found, stop=True, loaded=loaded)
+        answer = orphan.ask(ctx, loaded, found, stop=True)
     if answer.state == orphan.STOPPED:
         return _output(
             found, f"ended unknown; its command still ran on {found.machine} and was stopped"

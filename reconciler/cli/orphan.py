@@ -34,12 +34,11 @@ class Answer:
     why: str = ""
 
 
-def ask(args, ctx, run: Run, *, stop: bool = False, loaded=None) -> Answer:
+def ask(ctx, loaded, run: Run, *, stop: bool = False) -> Answer:
     """Ask `run`'s machine whether its command still runs; with `stop`, stop it if so (TERM
     to its whole process group, KILL two seconds later, as a pass stops an orphan): then
     `STOPPED`. Never adopts a result: one the target kept stays there for the next pass to
-    adopt."""
-    loaded = loaded or wiring.load(args)
+    adopt. `loaded`: the inventory as the command read it (`wiring.load`)."""
     machine = loaded.desired.machines.get(run.machine)
     if machine is None:
         return Answer(UNTOLD, f"machine {run.machine} is no longer in the inventory")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,18 +114,13 @@ def _reason(text: str) -> str:
         raise UsageError("--reason must say why the task runs now (it is recorded and audited)")
     if len(reason) > 1000:
         raise UsageError("--reason is at most 1000 characters")
-    bad = next((char for char in reason if _is_control(char)), None)
+    bad = next((char for char in reason if views.is_control(char)), None)
     if bad is not None:
         raise UsageError(
             f"--reason holds the control character {bad!r}: write it on one line, without "
             "escape codes (it is printed in `queue list` and `queue show`)"
         )
     return reason
-
-
-def _is_control(char: str) -> bool:
-    """A character a terminal acts on rather than shows (C0, DEL, C1; NUL and newline too)."""
-    return unicodedata.category(char) == "Cc"
 
 
 def _request(

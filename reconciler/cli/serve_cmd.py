@@ -116,7 +116,7 @@ def _reload_access(args: argparse.Namespace, ctx: Context, host: str, server) ->
     log.warning("SIGHUP: reading the console's access again")
     try:
         server.access = _access(ctx, wiring.load(args).inventory, host)
-    except (InputError, ReconcilerError) as exc:
+    except ReconcilerError as exc:
         log.error("the console keeps its access: %s", exc)
     except Exception:  # a bug here must not stop the console
         log.exception("the console keeps its access")

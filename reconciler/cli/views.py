@@ -234,15 +234,18 @@ def runs_text(runs: Sequence[Run]) -> str:
     )
 
 
+def is_control(char: str) -> bool:
+    """A character a terminal acts on rather than shows (C0, DEL, C1; NUL and newline too)."""
+    return unicodedata.category(char) == "Cc"
+
+
 def printable(text: str) -> str:
     """`text` with every control character (newline, escape, ...) written as its escape
     (`\\n`, `\\x1b`): a reason, actor or error recorded by someone else must not start a
     line of its own or steer the reader's terminal. The run's output is shown as it is."""
-    if not any(unicodedata.category(char) == "Cc" for char in text):
+    if not any(map(is_control, text)):
         return text
-    return "".join(
-        repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in text
-    )
+    return "".join(repr(char)[1:-1] if is_control(char) else char for char in text)
 
 
 def queue_change_text(verb: str, run: Run) -> str:

@@ -160,16 +160,24 @@ def _reslots(
     return tuple(sorted(moved, key=lambda r: r.run))
 
 
+def planned_rollouts(
+    enqueues: Iterable[Enqueue], desired: DesiredState
+) -> dict[str, dict[str, str]]:
+    """The enqueues of tasks with a rollout: machine -> reason (`Reason` value), by task."""
+    planned: dict[str, dict[str, str]] = {}
+    for e in enqueues:
+        if (spec := desired.tasks.get(e.task)) is not None and spec.rollout is not None:
+            planned.setdefault(e.task, {})[e.machine] = e.reason.value
+    return planned
+
+
 def _held_by_rollouts(
     enqueues: tuple[Enqueue, ...], desired: DesiredState, executed: ExecutedState, now: datetime
 ) -> tuple[Enqueue, ...]:
     """The enqueues, each of a rollout's later batch (or of a batch in its pause) held
     "rollout: ..." unless something else holds it already; those of a rollout whose budget
     is spent held "rollout: halted ..." (the dispatcher ends them `halted`)."""
-    planned: dict[str, dict[str, str]] = {}
-    for e in enqueues:
-        if (spec := desired.tasks.get(e.task)) is not None and spec.rollout is not None:
-            planned.setdefault(e.task, {})[e.machine] = e.reason.value
+    planned = planned_rollouts(enqueues, desired)
     if not planned:
         return enqueues
     stands = rollout_stands(planned, desired, executed, now)

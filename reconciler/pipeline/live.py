@@ -40,6 +40,7 @@ from reconciler.adapters.store.base import (
 from reconciler.adapters.transport.base import RunControl
 from reconciler.core.errors import StoreError
 from reconciler.core.output import cap, split_mark, with_mark
+from reconciler.core.redact import WRAP_MIN
 from reconciler.core.state import Run
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ class LiveRuns:
 
 
 # A line that may be a wrapped base64 block's but last (core.redact's _WRAPPED, WRAP_MIN).
-_BLOCK_LINE = re.compile(rb"[A-Za-z0-9+/_-]{16,}\r?")
+_BLOCK_LINE = re.compile(rb"[A-Za-z0-9+/_-]{%d,}\r?" % WRAP_MIN)
 
 
 def _block_tail(raw: bytearray, end: int) -> list[int]:
