@@ -1,4 +1,6 @@
-"""Running commands over SSH against real sshd: reuse, environment, secrets, timeouts, output."""
+"""Running commands over SSH against real sshd: reuse, environment, secrets, timeouts, output.
+Each test runs twice: on runners kept on their channels (the default) and with one channel per
+run (what a target that cannot keep a runner gets)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,25 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from reconciler.adapters.transport.ssh import SshTransport
 from reconciler.core.output import split_mark
 from reconciler.core.redact import Secret
 from tests.support.sshd import wait_for_file
 from tests.support.waiting import wait_until
+
+
+@pytest.fixture(params=[True, False], ids=["runners", "a channel per run"])
+def transport(request, client_key, tmp_path):
+    made = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(tmp_path / "markers"),
+        connect_timeout=5,
+        runners=request.param,
+    )
+    yield made
+    made.close()
 
 
 def _gone(pid: int) -> bool:

@@ -100,40 +100,88 @@ def test_day_old_markers_are_removed_once_a_connection_opened(sshd, transport, t
     assert fresh.exists()
 
 
+def _count_messages(transport: SshTransport) -> list[int]:
+    """The message numbers the connection's transport sends from now on."""
+    [connection] = next(iter(transport.pool._slots.values())).connections
+    sent: list[int] = []
+    send = connection.transport._send_user_message
+
+    def counted(message) -> None:
+        sent.append(message.asbytes()[0])
+        send(message)
+
+    connection.transport._send_user_message = counted
+    return sent
+
+
+OPEN, DATA, EOF, CLOSE, REQUEST = 90, 94, 96, 97, 98
+
+
 @pytest.mark.parametrize("hold", [True, False], ids=["held until settle", "acknowledged at once"])
 def test_a_run_sends_no_eof_only_what_the_wrapper_reads_and_the_close(
     sshd, client_key, tmp_path, hold
 ):
-    """The reconciler never half-closes a channel (see `wrapper`): a run sends its channel's
-    open, the exec request, its input, its acknowledgement and the close — no EOF, which
-    would be one more message for both sides and could reach sshd after it freed the
-    channel. Counted from what the client's transport really sends, with outputs held until
-    `settle` (as a pass does) and without."""
+    """With one channel per run, the reconciler never half-closes a channel (see
+    `wrapper`): a run sends its channel's open, the exec request, its input, its
+    acknowledgement and the close — no EOF, which would be one more message for both sides
+    and could reach sshd after it freed the channel. Counted from what the client's
+    transport really sends, with outputs held until `settle` (as a pass does) and without."""
     from reconciler.core.redact import Secret
 
     transport = SshTransport(
         lambda machine: Secret(client_key.private),
         markers_dir=str(tmp_path / "markers"),
         hold_outputs=hold,
+        runners=False,
     )
     transport.pool._opened = None  # the day-old cleanup's own channel: not counted here
     try:
         machine = sshd.machine()
         transport.prepare([machine])
         wait_until(lambda: transport.pool.connects == 1, timeout=30, message="connected")
-        [connection] = next(iter(transport.pool._slots.values())).connections
-        sent: list[int] = []
-        send = connection.transport._send_user_message
-
-        def counted(message) -> None:
-            sent.append(message.asbytes()[0])
-            send(message)
-
-        connection.transport._send_user_message = counted
+        sent = _count_messages(transport)
         assert transport.run(machine, "echo ok", {"A": "1"}, 30, 7).output == "ok\n"
         transport.settle([7])
-        wait_until(lambda: 97 in sent, timeout=30, message="the run's channel closed")
-        # 90 open, 98 request (exec), 94 data (input, acknowledgement), 97 close.
-        assert sorted(sent) == [90, 94, 94, 97, 98]
+        wait_until(lambda: CLOSE in sent, timeout=30, message="the run's channel closed")
+        # open, exec, data (input, acknowledgement), close.
+        assert sorted(sent) == [OPEN, DATA, DATA, CLOSE, REQUEST]
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["held until settle", "acknowledged at once"])
+def test_a_run_on_a_runner_costs_two_messages_and_the_runner_ends_without_eof(
+    sshd, client_key, tmp_path, hold
+):
+    """On a runner a run is one message out (its request) and one more for its
+    acknowledgement: no channel is opened, asked to exec or closed per run. The runner's
+    own channel is opened once, and at the end it is told to quit and closed, with no EOF
+    (see `wrapper`). The outputs are gone from the target once acknowledged."""
+    from reconciler.core.redact import Secret
+
+    markers = tmp_path / "markers"
+    transport = SshTransport(
+        lambda machine: Secret(client_key.private), markers_dir=str(markers), hold_outputs=hold
+    )
+    transport.pool._opened = None  # the day-old cleanup's own channel: not counted here
+    try:
+        machine = sshd.machine()
+        transport.prepare([machine])
+        wait_until(lambda: transport.pool.connects == 1, timeout=30, message="connected")
+        sent = _count_messages(transport)
+        assert transport.run(machine, "echo one", {"A": "1"}, 30, 7).output == "one\n"
+        transport.settle([7])
+        assert sorted(sent) == [OPEN, DATA, DATA, REQUEST]  # the runner started; one run
+        del sent[:]
+        for run_id in (8, 9):
+            assert transport.run(machine, f"echo {run_id}", {}, 30, run_id).output == f"{run_id}\n"
+            transport.settle([run_id])
+        assert sent == [DATA, DATA] * 2
+    finally:
+        transport.close()
+    assert sent[-2:] == [DATA, CLOSE] and EOF not in sent  # quit, and closed
+    wait_until(
+        lambda: all(markers.joinpath(f"{i}.out").stat().st_size == 0 for i in (7, 8, 9)),
+        timeout=30,
+        message="the acknowledged outputs emptied",
+    )

@@ -7,7 +7,15 @@ more than `max_channels` runs of one machine are open at once is a second connec
 (sshd refuses more than `MaxSessions`, 10 by default, on one connection; a server that
 refuses a channel earlier lowers that connection's `capacity`, it is not a lost connection).
 
-A run's channel may outlive its command: the wrapper waits for the acknowledgement of its
+A run is sent to a runner (`wrapper.RUNNER`), a bash that stays on its channel and runs one
+run after another: the channel goes back to the pool between runs (`give_back_runner`) and the
+next run of that machine takes it (`idle_runner`), so sshd's session and the login shell are
+paid once per channel, not once per run. Idle runners keep their places on the connection; a
+caller that needs a channel of its own (a kill, a read of the markers) when every place is
+taken closes one. A target that cannot keep a runner (no bash 4.1, no /proc) gets one channel
+per run (`Connection.runs_runners` False).
+
+With one channel per run, a run's channel may outlive its command: the wrapper waits for the acknowledgement of its
 output, which the transport sends only once the run's end is recorded (`ssh.SshTransport.settle`).
 Until the wrapper exits on it the channel is open and counts against the connection (sshd
 counts it against `MaxSessions`): the transport hands an acknowledged channel back with
@@ -38,6 +46,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 
 from reconciler.adapters.transport.sshlib import paramiko
+from reconciler.adapters.transport.wrapper import RUNNER_QUIT
 from reconciler.core.errors import Unreachable
 from reconciler.core.model import Machine
 
@@ -66,6 +75,8 @@ class Connection:
         self.dead: str | None = None  # why the watchdog declared the connection dead
         # Acknowledged channels whose command has not ended yet (counted in `in_use`).
         self.draining: list[paramiko.Channel] = []
+        self.idle: list[Runner] = []  # runners waiting for a run (counted in `in_use`)
+        self.runs_runners: bool | None = None  # None until a first runner started (or not)
 
     def hand_over(self, channel: paramiko.Channel) -> None:
         """Give the connection a channel whose command ends by itself (before the connection
@@ -158,6 +169,35 @@ class Session:
         return self.connection.alive
 
 
+class Runner(Session):
+    """A channel whose runner waits for runs (`wrapper.RUNNER`): one run at a time is sent
+    on it, by the thread that took it; acknowledgements of earlier runs may be sent by
+    another thread meanwhile, hence the lock around every send."""
+
+    def __init__(self, connection: Connection, channel: paramiko.Channel):
+        super().__init__(connection, channel)
+        self.send_lock = threading.Lock()
+
+    def send(self, data: bytes) -> None:
+        with self.send_lock:
+            self.channel.sendall(data)
+
+    @property
+    def usable(self) -> bool:
+        """Its connection lives and its runner has not exited (nor its channel closed)."""
+        channel = self.channel
+        return self.connection.alive and not channel.closed and not channel.status_event.is_set()
+
+    def quit(self) -> None:
+        """Tell the runner to exit once it read what was sent before (acknowledgements)."""
+        try:
+            self.send(RUNNER_QUIT)
+            with self.channel.lock:  # no EOF after it: see `wrapper` (nothing more is sent)
+                self.channel.eof_sent = True
+        except (paramiko.SSHException, EOFError, OSError):
+            pass  # the runner is gone already
+
+
 class ConnectionPool:
     """Connections by machine. `connect(machine)` opens one (a paramiko `SSHClient`, already
     connected and verified) or raises a TransportError; `opened(connection)`, when given, is
@@ -214,6 +254,41 @@ class ConnectionPool:
             session.connection.broken = True
         self._release(machine, session.connection)
 
+    def idle_runner(self, machine: Machine) -> Runner | None:
+        """A runner of `machine` waiting for a run, taken for one; None when there is none
+        (runners found exited, or on a dead connection, are closed on the way)."""
+        slot = self._slot(machine)
+        gone: list[Runner] = []
+        with slot.lock:
+            found = None
+            for connection in slot.connections:
+                while connection.idle and found is None:
+                    runner = connection.idle.pop()
+                    if runner.usable:
+                        found = runner
+                        connection.last_used = time.monotonic()
+                    else:
+                        gone.append(runner)
+                if found is not None:
+                    break
+        for runner in gone:
+            self.give_back(machine, runner)
+        return found
+
+    def give_back_runner(self, machine: Machine, runner: Runner) -> None:
+        """Keep a runner that replied to its run for the next run of `machine`; one that is
+        no longer usable is closed instead."""
+        if not runner.usable or self._closing.is_set():
+            self.give_back(machine, runner)
+            return
+        slot = self._slot(machine)
+        with slot.lock:
+            if runner.connection in slot.connections:
+                runner.connection.idle.append(runner)
+                runner.connection.last_used = time.monotonic()
+                return
+        self.give_back(machine, runner)  # the pool was closed meanwhile
+
     def drain(self, machine: Machine, session: Session) -> None:
         """Hand back a channel whose command is about to end by itself (the wrapper was
         acknowledged): it keeps its place on the connection until it ended, then is closed
@@ -268,6 +343,14 @@ class ConnectionPool:
                         connection.in_use += 1
                         connection.last_used = time.monotonic()
                         return connection
+                # Every place taken, some by idle runners: one of them gives its place up,
+                # within a round trip (its channel drains like an acknowledged one).
+                for connection in slot.connections:
+                    if connection.alive and connection.idle:
+                        runner = connection.idle.pop(0)
+                        runner.quit()
+                        connection.draining.append(runner.channel)
+                        break
                 # An acknowledged channel frees its place within a round trip: wait for it
                 # (a while) rather than open a connection for one command.
                 ending = None
@@ -375,6 +458,8 @@ class ConnectionPool:
     def _drop_dead(self, slot: _Slot) -> None:
         """Close and forget connections that died and that no channel uses any more."""
         for connection in [c for c in slot.connections if not c.alive]:
+            connection.in_use -= len(connection.idle)  # runners on it are gone with it
+            connection.idle.clear()
             if connection.in_use == 0:
                 slot.connections.remove(connection)
                 connection.close()
@@ -390,7 +475,8 @@ class ConnectionPool:
         for slot in slots:
             with slot.lock:
                 for connection in list(slot.connections):
-                    if connection.in_use == 0 and now - connection.last_used > self.idle_timeout:
+                    unused = connection.in_use == len(connection.idle)
+                    if unused and now - connection.last_used > self.idle_timeout:
                         slot.connections.remove(connection)
                         connection.close()
 
@@ -412,7 +498,12 @@ class ConnectionPool:
         deadline = time.monotonic() + CLOSE_WAIT
         for slot in slots:
             with slot.lock:
+                runners = [r for c in slot.connections for r in c.idle]
+            for runner in runners:  # each exits once it read the acknowledgements before
+                runner.quit()
+            with slot.lock:
                 ending = [ch for c in slot.connections for ch in c.draining]
+                ending += [r.channel for r in runners]
             for channel in ending:
                 channel.status_event.wait(max(0.0, deadline - time.monotonic()))
         for slot in slots:

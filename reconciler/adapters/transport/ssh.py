@@ -10,8 +10,10 @@ Safe by default:
 - a timeout kills the remote process group; a lost connection is `ConnectionLost`, not a
   failure of the command.
 
-Fast: one connection per machine (`pool`), TCP_NODELAY, and the channel taken straight from
-the paramiko transport: Fabric's `run()` costs ~15 ms per command in invoke's I/O loop, more
+Fast: one connection per machine (`pool`), TCP_NODELAY, runs sent to runners that stay on
+their channels (`wrapper.RUNNER`: sshd's session and the login shell paid once per channel, not
+per run; one channel per run where the target cannot keep one), and the channel taken straight
+from the paramiko transport: Fabric's `run()` costs ~15 ms per command in invoke's I/O loop, more
 than a whole command on a LAN (DESIGN §6). paramiko's own client opens the connection (Fabric
 would add ~0.1 s of imports to every pass and nothing the transport uses).
 
@@ -35,7 +37,13 @@ from dataclasses import dataclass
 from reconciler.adapters import failpoints
 from reconciler.adapters.transport import hostkeys, wrapper
 from reconciler.adapters.transport.base import STILL_RUNNING, Completed, RunControl, Transport
-from reconciler.adapters.transport.pool import MAX_CHANNELS, Connection, ConnectionPool, Session
+from reconciler.adapters.transport.pool import (
+    MAX_CHANNELS,
+    Connection,
+    ConnectionPool,
+    Runner,
+    Session,
+)
 from reconciler.adapters.transport.probe import PROBE_COMMAND, Load, parse_probe
 from reconciler.adapters.transport.sshlib import paramiko
 from reconciler.core.errors import (
@@ -65,11 +73,13 @@ KeyResolver = Callable[[Machine], "Secret | None"]
 
 @dataclass(frozen=True)
 class _Held:
-    """A run whose wrapper waits on its channel for the acknowledgement of its output."""
+    """A run whose output waits on the target for its acknowledgement: its wrapper waits on
+    its channel, or its runner (a `Runner` session) keeps it until told."""
 
     machine: Machine
     session: Session
     token: str  # the invocation's, which acknowledges its output
+    run_id: int
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class SshTransport(Transport):
     `resolve_key(machine)` returns the machine's `key: {vault: NAME}` private key text as a
     `Secret` (None when the machine has no `key`: then its `key_file`, else the ssh-agent).
     `markers_dir` is where the wrapper keeps run markers on the target (`~/` = remote home).
+    With `runners` (the default) runs go to runners kept on their channels where the target
+    can run one; without, every run gets a channel of its own.
     With `hold_outputs` a run's output stays on the target until `settle` says the run's end
     is recorded (the engine does, after each end batch): a reconciler killed in between
     leaves every output for the next pass to adopt. The same holds for an output read from a
@@ -104,9 +116,11 @@ class SshTransport(Transport):
         keepalive: float = KEEPALIVE,
         keepalive_count: int = KEEPALIVE_COUNT,
         hold_outputs: bool = False,
+        runners: bool = True,
     ):
         self.resolve_key = resolve_key
         self.hold_outputs = hold_outputs
+        self.runners = runners  # False: one channel per run, everywhere
         self._held: dict[int, _Held] = {}  # runs whose output waits for `settle`, by id
         self._kept: dict[int, _Kept] = {}  # outputs read from markers, waiting for `settle`
         self._lock = threading.Lock()
@@ -148,10 +162,16 @@ class SshTransport(Transport):
         self._let_go([run_id])
         with self._lock:
             self._kept.pop(run_id, None)  # an earlier attempt's output: the day-old cleanup's
-        session = self.pool.take(machine)
-        held = False
+        session = self._session_for_run(machine)
+        runner = session if isinstance(session, Runner) else None
+        held = reusable = False
         try:
-            done, held = self._run_on(machine, session, call, run_id, started, timeout, control)
+            if runner is not None:
+                done, held, reusable = self._run_on_runner(
+                    machine, runner, call, run_id, started, timeout, control
+                )
+            else:
+                done, held = self._run_on(machine, session, call, run_id, started, timeout, control)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             # Whatever paramiko or the socket raised past the command's dispatch: the
             # connection failed under the run (never an internal error of the pass).
@@ -159,12 +179,118 @@ class SshTransport(Transport):
         finally:
             if control is not None:
                 control.detach()
-            if not held:
+            if reusable:
+                self.pool.give_back_runner(machine, session)
+            elif not held or runner is not None:
                 self.pool.give_back(machine, session)
         if held:
             with self._lock:
-                self._held[run_id] = _Held(machine, session, call.token)
+                self._held[run_id] = _Held(machine, session, call.token, run_id)
         return done
+
+    def _session_for_run(self, machine: Machine) -> Session:
+        """A runner of `machine` waiting for a run, a new one, or (where the target cannot
+        keep one, or without `runners`) a channel for this run alone. Raises a
+        TransportError when none can be had: nothing was sent."""
+        if self.runners:
+            idle = self.pool.idle_runner(machine)
+            if idle is not None:
+                return idle
+        session = self.pool.take(machine)
+        if not self.runners or session.connection.runs_runners is False:
+            return session
+        return self._start_runner(machine, session)
+
+    def _start_runner(self, machine: Machine, session: Session) -> Session:
+        """Start a runner on the session's fresh channel; where the target says it cannot
+        keep one (or its login shell cannot start bash), note it for the connection and hand
+        back a fresh channel in the same place, for a run of its own."""
+        channel = session.channel
+        try:
+            channel.set_combine_stderr(True)
+            channel.exec_command(wrapper.runner_line(self.markers))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.pool.give_back(machine, session)
+            raise Unreachable(
+                f"machine '{machine.name}': the command could not be started: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+        hello = _read_hello(channel, time.monotonic() + self.connect_timeout)
+        if hello.endswith(wrapper.RUNNER_READY):
+            session.connection.runs_runners = True
+            return Runner(session.connection, channel)
+        # No runner was started: no run was sent.
+        if not hello.endswith(wrapper.RUNNER_UNABLE) and not channel.status_event.is_set():
+            self.pool.give_back(machine, session)
+            raise Unreachable(f"machine '{machine.name}': no answer from the shell started")
+        session.connection.runs_runners = False
+        log.info("machine %s cannot keep a runner: one channel per run", machine.name)
+        _no_eof(channel)
+        try:
+            channel.close()
+            session.channel = session.connection.open_channel(self.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.pool.give_back(machine, session)
+            raise Unreachable(
+                f"machine '{machine.name}' is unreachable: cannot open a channel: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+        return session
+
+    def _run_on_runner(
+        self,
+        machine: Machine,
+        runner: Runner,
+        call: wrapper.Invocation,
+        run_id: int,
+        started: float,
+        timeout: float,
+        control: RunControl | None = None,
+    ) -> tuple[Completed, bool, bool]:
+        """`run` on a runner: send the run, read its reply on the runner's channel. Returns
+        the result, whether its output waits for `settle` (held), and whether the runner may
+        take the next run (it replied; a runner that did not is closed)."""
+        if control is not None and control.killed:
+            # Killed while waiting for a runner: the command never starts.
+            return Completed(None, "", time.monotonic() - started), False, True
+        try:
+            runner.send(call.request)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _lost(machine, exc, runner.connection) from exc
+        follow = None
+        if control is not None:
+            follow = _RemoteOutput(self, machine, run_id, call.nonce, control, started)
+            control.attach(lambda grace: self._stop_remote(machine, run_id, call.nonce, grace))
+        received, reply, dropped = _read_reply(
+            runner.channel, call.token, started + timeout, follow
+        )
+        if reply is not None:
+            if follow is not None:
+                follow.finish(reply[0], dropped)
+            done = Completed(
+                exit_code=reply[1],
+                output=_tail(reply[0], dropped),
+                duration=time.monotonic() - started,
+            )
+            if self.hold_outputs:
+                return done, True, True
+            try:
+                runner.send(wrapper.acknowledged(run_id, call.token))
+            except (paramiko.SSHException, EOFError, OSError):
+                return done, False, False  # the output stays, for the day-old cleanup
+            return done, False, True
+        channel = runner.channel
+        ended = _wait_status(channel, started + timeout)  # EOF comes before the exit status
+        if ended and channel.exit_status in (wrapper.INPUT_CUT, wrapper.NO_MARKERS):
+            done = self._finished(runner, started, received, dropped)  # it started nothing
+        else:
+            # Timed out, or the runner's channel ended without a reply: the connection died,
+            # or the runner was killed. The markers know what became of the run.
+            grace = control.grace if control is not None else None
+            done = self._stopped(machine, runner, run_id, call.nonce, started, not ended, grace)
+        if follow is not None:
+            follow.finish(done.output.encode("utf-8", "replace"))
+        return done, False, False
 
     def _run_on(
         self,
@@ -231,7 +357,7 @@ class SshTransport(Transport):
             for run_id in unrecorded:
                 self._kept.pop(run_id, None)  # stays on the target, for a later pass
         for held in settled:
-            self._answer(held, wrapper.acknowledgement(held.token))
+            self._answer(held, recorded=True)
         self._let_go(unrecorded)
         for run_id, kept in read:
             self._forget(kept.machine, run_id, kept.nonce)
@@ -253,11 +379,25 @@ class SshTransport(Transport):
                 return
             let_go = [self._held.pop(i) for i in run_ids if i in self._held]
         for held in let_go:
-            self._answer(held, wrapper.REFUSAL)
+            self._answer(held, recorded=False)
 
-    def _answer(self, held: _Held, line: bytes) -> None:
-        """Send a waiting wrapper its answer; its channel keeps its place on the connection
-        until the wrapper exited on it (sshd counts the session until then)."""
+    def _answer(self, held: _Held, recorded: bool) -> None:
+        """Tell a held output's keeper whether the run's end was recorded (then the output
+        goes) or not (it stays). A runner reads it before its next run; a wrapper exits on
+        it, and its channel keeps its place on the connection until it did (sshd counts the
+        session until then). A lost answer leaves the output to the day-old cleanup."""
+        if isinstance(held.session, Runner):
+            answer = (
+                wrapper.acknowledged(held.run_id, held.token)
+                if recorded
+                else wrapper.let_go(held.run_id)
+            )
+            try:
+                held.session.send(answer)
+            except (paramiko.SSHException, EOFError, OSError):
+                pass
+            return
+        line = wrapper.acknowledgement(held.token) if recorded else wrapper.REFUSAL
         try:
             _send_last(held.session.channel, line)
         except (paramiko.SSHException, EOFError, OSError):
@@ -804,6 +944,25 @@ def _wait_status(channel: paramiko.Channel, deadline: float) -> bool:
     """Wait until the command ended (exit status) or the channel closed (which also happens
     when the connection dies: paramiko unlinks every channel); False at `deadline`."""
     return channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _read_hello(channel: paramiko.Channel, deadline: float) -> bytes:
+    """What a starting runner printed until it said whether it runs (`wrapper.RUNNER_READY`
+    or `RUNNER_UNABLE`, after whatever the login shell's startup files printed), its channel
+    ended (no bash) or `deadline`."""
+    data = b""
+    while (left := deadline - time.monotonic()) > 0:
+        channel.settimeout(left)
+        try:
+            chunk = channel.recv(4096)
+        except (TimeoutError, paramiko.SSHException, EOFError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if data.endswith((wrapper.RUNNER_READY, wrapper.RUNNER_UNABLE)):
+            break
+    return data
 
 
 def _read_tail(channel: paramiko.Channel, wait: float) -> TailBuffer:

@@ -100,12 +100,14 @@ alive() {  # a member of the group that is not a zombie (a zombie leader keeps k
 }
 live() {
   [ -n "$pg" ] && [ -n "$n" ] && kill -s 0 -- "-$pg" 2>/dev/null && alive || return 1
-  # A live leader must be this run's wrapper (its argv holds the nonce): a recycled pid is
-  # never taken for it. A dead or zombie leader cannot have been recycled while its group lives.
+  # A live leader must be this run's: it started when the runner's markers say (their fifth
+  # field), or it is the wrapper (its argv holds the nonce). A recycled pid is never taken for
+  # it. A dead or zombie leader cannot have been recycled while its group lives.
   st=; IFS= read -r st 2>/dev/null < "/proc/$pg/stat"
   case ${st##*) } in
     Z*|'') return 0 ;;
   esac
+  if [ -n "${ps-}" ]; then set -- ${st##*) }; [ "${20-}" = "$ps" ]; return; fi
   tr '\000' '\n' 2>/dev/null < "/proc/$pg/cmdline" | grep -qF -- "$n"
 }
 """
@@ -210,7 +212,7 @@ CTL = (
 # run id may follow the first); it counts only whole (with its newline): a wrapper may be
 # appending it.
 n=; en=
-{ if read -r n a h pg; then
+{ if read -r n a h pg ps rest; then
     while read -r e c; do [ "$e" = "$n" ] && en=$e rc=$c && break; done
   else n=; fi; } 2>/dev/null < "$f.meta"
 [ -n "$n" ] || { echo none; exit 0; }
@@ -279,8 +281,8 @@ CLEAN = (
 [ -d "$d" ] || exit 0
 find "$d" -maxdepth 1 -type f \( -mtime +0 -o \( -name '*.out' -size +1024k -mmin +60 \) \) \
   2>/dev/null | while IFS= read -r p; do
-  r=${p%.*}; n=; pg=
-  { read -r n a h pg rest; } 2>/dev/null < "$r.meta"
+  r=${p%.*}; n=; pg=; ps=
+  { read -r n a h pg ps rest; } 2>/dev/null < "$r.meta"
   [ -n "$pg" ] || read -r pg 2>/dev/null < "$r.pid" || pg=  # markers of earlier versions
   live || rm -f "$p"
 done
@@ -289,14 +291,130 @@ exit 0
 )
 
 
+# A runner: one bash per SSH channel that runs the runs sent to it, one at a time, for as long as
+# its channel lives (`ssh.SshTransport`): sshd's session and the login shell, most of what a
+# run costs the target besides its own command, are paid once per channel instead of once per
+# run. It needs bash 4.1 (`read -N`, `declare -A`) and Linux's /proc; without them it says so
+# (`reconciler-runner 0`) and the transport falls back to `RUN`, one channel per run.
+#
+# It reads lines from its stdin, each `KIND ID ...`:
+# - `R ID NONCE ATTEMPT DIGEST COUNT TOKEN`, then COUNT bytes, the input `RUN` reads after its
+#   first line: run it. The markers are `RUN`'s, its first meta line with one more field, the
+#   start time of the group's leader (/proc/PID/stat), which tells it from a recycled pid (the
+#   leader is the task's own `sh`, whose argument list is the task's). The task runs in a
+#   process group of its own (job control for the one fork), so a kill of its group spares the
+#   runner. The reply is `RUN`'s: the output, then `TOKEN CODE`.
+# - `A ID TOKEN`: the end of run ID is recorded: empty its output file, unless another
+#   invocation of ID (a retry, on another channel) has taken the markers over meanwhile.
+# - `N ID`: forget run ID's output without emptying it (its end was not recorded: a later
+#   pass adopts it).
+# - anything else (`Q`), or the end of its input: exit. A task still running goes on alone.
+# Acknowledgements wait in the pipe while a run goes on, and are read before the next one.
+RUNNER = r"""exec 2>/dev/null
+set +eu
+umask 077
+d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
+if [ "${BASH_VERSINFO[0]:-0}" -lt 4 ] || [ ! -r /proc/self/stat ] ||
+   { [ "${BASH_VERSINFO[0]}" -eq 4 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
+  echo "reconciler-runner 0"; exit 0
+fi
+nl='
+'
+declare -A held  # run id -> "TOKEN NONCE" of an output that waits for its acknowledgement
+reply() {  # the output (bytes, not characters: LC_ALL=C here only) and the trailer
+  local LC_ALL=C o=
+  case $z in
+    [1-9]*) if [ "$z" -le 65536 ]; then
+              IFS= read -r -N "$z" o < "$f.out"; [ "${#o}" -eq "$z" ] || o=
+            fi ;;
+  esac
+  if [ -n "$o" ] || [ "$z" = 0 ]; then printf '%s%s %s\n' "$o" "$t" "$rc"; return; fi
+  z=$(($(wc -c < "$f.out" || echo 0) + 0))
+  [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
+  tail -c 65536 "$f.out"
+  printf '%s %s\n' "$t" "$rc"
+}
+echo "reconciler-runner 1"
+while IFS=' ' read -r k i n a h c t; do
+  case $i in ''|*[!0-9]*) exit 0 ;; esac
+  f=$d/$i
+  case $k in
+    A) set -- ${held[$i]-}
+       if [ -n "${1-}" ] && [ "$1" = "$n" ]; then
+         unset "held[$i]"
+         m=; IFS=' ' read -r m r < "$f.meta"; [ "$m" = "$2" ] && : > "$f.out"
+       fi
+       continue ;;
+    N) unset "held[$i]"; continue ;;
+    R) ;;
+    *) exit 0 ;;
+  esac
+  case $c in ''|*[!0-9]*) exit 0 ;; esac
+  s=; LC_ALL=C IFS= read -r -N "$c" s
+  case $s in
+    *"$nl$n$nl") ;;
+    *) echo "reconciler: input cut off; the command was not started"; exit 125 ;;
+  esac
+  if ! command exec 4<> "$f.meta"; then
+    mkdir -p "$d"; command exec 4<> "$f.meta" || {
+      printf 'reconciler: cannot write run markers in %s\n%s 124\n' "$d" "$t"; continue; }
+  fi
+  if [ -s "$f.out" ]; then command exec 3> "$f.out"; else command exec 3>> "$f.out"; fi || {
+    exec 4>&-; printf 'reconciler: cannot write run markers in %s\n%s 124\n' "$d" "$t"; continue; }
+  set -m  # for this fork only: a process group of its own; `wait` then waits through a SIGSTOP
+  ( IFS= read -r st < /proc/self/stat; set -- ${st##*) }
+    printf '%-95s\n' "$n $a $h $3 ${20}" >&4 || {
+      echo "reconciler: cannot write run markers in $d"; exit 124; }
+    exec 4>&-
+    set -- "$n"  # the task's env may name any variable, not a positional one
+    eval "${s%"$n$nl"}"; RECONCILE_RUN_COOKIE=$1; export RECONCILE_RUN_COOKIE
+    exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null &
+  set +m
+  exec 4>&-
+  wait $!; rc=$?
+  IFS=' 	' read -r k z < /proc/$$/fdinfo/3 && [ "$k" = pos: ] || z=
+  exec 3>&-
+  echo "$n $rc" >> "$f.meta"
+  reply
+  held[$i]="$t $n"
+done
+exit 0
+"""
+
+
+def runner_line(markers: str) -> str:
+    """The remote command that starts a runner keeping its markers under `markers`."""
+    return f"exec bash -c {_quoted(_compact(RUNNER))} reconciler-runner {shlex.quote(markers)}"
+
+
+RUNNER_READY = b"reconciler-runner 1\n"
+RUNNER_UNABLE = b"reconciler-runner 0\n"
+
+
+def acknowledged(run_id: int, token: str) -> bytes:
+    """What tells a runner that run `run_id`'s end is recorded (its output may go)."""
+    return f"A {run_id} {token}\n".encode()
+
+
+def let_go(run_id: int) -> bytes:
+    """What tells a runner that run `run_id`'s end was not recorded (its output stays)."""
+    return f"N {run_id}\n".encode()
+
+
+RUNNER_QUIT = b"Q\n"
+
+
 @dataclass(frozen=True)
 class Invocation:
-    """One wrapper run: the remote command line (no secret) and its stdin (env + command)."""
+    """One wrapper run: the remote command line (no secret) and its stdin (env + command),
+    or the same run as a request to a runner (`RUNNER`: its header line and that input)."""
 
     command_line: str
     stdin: bytes
     nonce: str  # names the invocation in its markers; no secret (the task's cookie)
     token: str  # ends its reply and acknowledges it; on stdin only, never shown to the task
+    request: bytes  # what a runner reads for this run
+    run_id: int
 
 
 def digest(command: str, key: str = "") -> str:
@@ -337,7 +455,8 @@ def invocation(
     # go, and the token of the reply's trailer (see `RUN`).
     token = secrets.token_hex(16)
     first = b"# %d %s\n" % (len(body), token.encode())
-    return Invocation(line, first + body, nonce, token)
+    header = "R " + " ".join(args[1:]) + f" {len(body)} {token}\n"
+    return Invocation(line, first + body, nonce, token, header.encode() + body, run_id)
 
 
 def _compact(script: str) -> str:
