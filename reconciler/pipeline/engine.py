@@ -533,6 +533,9 @@ class _Drain:
         # the next round comes at once (`_wait`). `refused_rounds`: how many in a row.
         self.reclaim = False
         self.refused_rounds = 0
+        # Runs a claim passed over (`_claimed`), to be judged by the next re-read: taken
+        # elsewhere, they only left the queue; still pending, they are decided on again.
+        self.refused: set[int] = set()
         # Ends of runs left for the next round to record with the runs it starts (`_ended`).
         self.deferred: _Ends | None = None
 
@@ -612,6 +615,12 @@ class _Drain:
         """One scheduling round; False when the drain is over."""
         now = self.engine.clock()
         self._refresh()
+        if self.refused:
+            # Passed over and still pending as far as the re-read tells (its machine was
+            # full elsewhere, say): only a whole decision tries it again, as the order
+            # left it out. Taken or ended elsewhere, it left the queue: the order holds.
+            self.changed |= any(run_id in self.pending for run_id in self.refused)
+            self.refused = set()
         if self.deferred is not None and self._rethink(now):
             self._flush_ends()  # a whole decision: on the queue as it is once they are recorded
         mine = [*self.running.values()]
@@ -1149,12 +1158,20 @@ class _Drain:
         # Refused: cancelled, taken since we looked, or its machine is full. Unclaimed and
         # not a spare: an end of the same round was refused (nothing was claimed).
         spare_ids = {run.id for run in spares}
-        back = [*claimed.refused, *(i for i in claimed.unclaimed if i not in spare_ids)]
+        unclaimed = [i for i in claimed.unclaimed if i not in spare_ids]
+        back = [*claimed.refused, *unclaimed]
         if back:
             wanted = {run.id: run for run in [*runs, *spares]}
             for run_id in back:  # as far as we know: the next re-read tells
                 self.pending[run_id] = wanted[run_id]
-            self.stale = self.changed = True  # left the order: only a whole decision retries
+            self.stale = True
+            # Left the order: only a whole decision retries them. A refused run is usually
+            # one another worker took first (the drains of a shared queue read the same
+            # head of it): the next round's re-read tells (`_round`), so a lost race costs
+            # no whole decision, and the ends of the runs that freed the slots may still be
+            # recorded with the next claims (`_may_defer`).
+            self.refused.update(claimed.refused)
+            self.changed |= bool(unclaimed)
         # Capacity a refusal left free is filled by the next round at once, not after the
         # next run ends or the next poll (an idle worker would wait a whole poll interval);
         # refused again and again (its machines full elsewhere), it looks less often.
