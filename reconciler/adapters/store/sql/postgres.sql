@@ -346,12 +346,18 @@ SELECT pg_advisory_unlock(%(key)s)
 -- and cancel the same keys in different orders would otherwise deadlock on each other's rows.
 SELECT pg_advisory_xact_lock(%(key)s)
 
--- query: insert_run
--- Idempotent enqueue: the partial unique index turns a second active run into a no-op.
+-- query: insert_runs
+-- A plan's enqueues in one statement, idempotent: the partial unique index turns a second
+-- active run into a no-op. In plan order (ids are drawn as the rows come, so dispatch order
+-- among runs of one priority and age stays the plan's).
 INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
                   created_at, not_before, planner)
-VALUES (%(task)s, %(machine)s, %(version)s, %(slot)s, %(commit)s, %(priority)s, 'pending', 1,
-        %(reason)s, %(now)s, %(not_before)s, %(planner)s)
+SELECT e.task, e.machine, e.version, e.slot, %(commit)s, e.priority, 'pending', 1, e.reason,
+       %(now)s, NULL, %(planner)s
+FROM unnest(%(tasks)s::text[], %(machines)s::text[], %(versions)s::text[], %(slots)s::text[],
+            %(priorities)s::integer[], %(reasons)s::text[])
+     WITH ORDINALITY AS e(task, machine, version, slot, priority, reason, ord)
+ORDER BY e.ord
 ON CONFLICT (task, machine, version, (COALESCE(slot, '')))
     WHERE status IN ('pending', 'running') AND "trigger" = 'plan' DO NOTHING
 RETURNING *
