@@ -536,6 +536,7 @@ class _Drain:
         # Runs a claim passed over (`_claimed`), to be judged by the next re-read: taken
         # elsewhere, they only left the queue; still pending, they are decided on again.
         self.refused: set[int] = set()
+        self.prepared = False  # the transports were told of the queue's machines
         # Ends of runs left for the next round to record with the runs it starts (`_ended`).
         self.deferred: _Ends | None = None
 
@@ -550,8 +551,9 @@ class _Drain:
 
     def _run(self) -> None:
         self.tracker = _Tracker(self.store.snapshot())
-        self.pending = {r.id: r for r in self.store.pending()}
-        self._prepare_transports()
+        # The queue is read by the first round's re-read (a whole one: no cursor yet), which
+        # also lets the transports get ready for its machines (`_prepare_transports`).
+        self.pending = {}
         with (
             ThreadPoolExecutor(
                 max_workers=self.engine.concurrency, thread_name_prefix="run"
@@ -581,7 +583,7 @@ class _Drain:
             return
         if self.engine.stop.is_set():
             self.report.left_behind = self._left_behind()
-        active = [*self.store.pending(), *self.store.running()]
+        active = self.store.run_changes(None).runs  # every active run, in one read
         self.report.elsewhere = sum(1 for run in active if run.id not in self.mine)
 
     def _prepare_transports(self) -> None:
@@ -593,14 +595,19 @@ class _Drain:
         by_transport: dict[str, dict[str, object]] = {}
         now = self.engine.clock()
         for run in self.pending.values():
+            machine = self.desired.machines.get(run.machine)
+            if machine is None or machine.transport not in self.engine.transports:
+                continue
+            ready = by_transport.setdefault(machine.transport, {})
+            if machine.name in ready:
+                continue  # a run of it already starts: the others need no look at their holds
             hold = run_hold(run, self.desired, now)
             if hold is not None and hold.kind is not HoldKind.RETRY:
                 continue
-            machine = self.desired.machines.get(run.machine)
-            if machine is not None and machine.transport in self.engine.transports:
-                by_transport.setdefault(machine.transport, {})[machine.name] = machine
+            ready[machine.name] = machine
         for name, machines in by_transport.items():
-            self.engine.transports[name].prepare(machines.values())
+            if machines:
+                self.engine.transports[name].prepare(machines.values())
 
     def _left_behind(self) -> list[int]:
         """The runs of this pass a stop left undone: still pending (not held by a window),
@@ -615,6 +622,9 @@ class _Drain:
         """One scheduling round; False when the drain is over."""
         now = self.engine.clock()
         self._refresh()
+        if not self.prepared:
+            self.prepared = True
+            self._prepare_transports()
         if self.refused:
             # Passed over and still pending as far as the re-read tells (its machine was
             # full elsewhere, say): only a whole decision tries it again, as the order
