@@ -371,6 +371,7 @@ while IFS=' ' read -r k i n a h c t; do
     exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null &
   set +m
   exec 4>&-
+  s=  # the task's env (its secrets) stays in no idle runner's memory
   wait $!; rc=$?
   IFS=' 	' read -r k z < /proc/$$/fdinfo/3 && [ "$k" = pos: ] || z=
   exec 3>&-
