@@ -19,7 +19,10 @@ def exchange(address: str, data: bytes, timeout: float = 20.0) -> bytes:
     deadline = time.monotonic() + timeout
     with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
         conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server answered and closed already (a 503 at once): read what it wrote
         received = b""
         while True:
             conn.settimeout(max(0.1, deadline - time.monotonic()))
