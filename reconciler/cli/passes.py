@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -119,12 +120,14 @@ def connect_ahead(engine: Engine, desired, store) -> None:
         log.debug("no connections opened ahead of the plan", exc_info=True)
         return
     by_transport: dict[str, dict[str, object]] = {}
+    runs: Counter[str] = Counter()
     for run in plan.enqueue:
         machine = connecting.get(run.machine)
         if run.hold is None and machine is not None:
             by_transport.setdefault(machine.transport, {})[machine.name] = machine
+            runs[machine.name] += 1
     for name, machines in by_transport.items():
-        engine.transports[name].prepare(machines.values())
+        engine.transports[name].prepare(machines.values(), runs)
 
 
 def run_pass(

@@ -195,3 +195,27 @@ def test_a_runs_markers_name_its_own_group_and_a_kill_ends_the_run_not_the_runne
         assert chunk, data
         data += chunk
     assert runner.quit() == 0
+
+
+def test_prepare_starts_the_runners_the_first_runs_need_ahead_of_them(sshd, transport):
+    """A pass previews how many runs each machine is about to run: that many runners (up to
+    its max_parallel) start with the connection, and the runs then open no channel."""
+    machine = sshd.machine(max_parallel=3)
+    transport.prepare([machine], {machine.name: 10})
+    wait_until(
+        lambda: transport.pool.connects == 1 and len(_connection(transport).idle) == 3,
+        timeout=30,
+        message="three runners waiting",
+    )
+    connection = _connection(transport)
+    opened = []
+    open_session = connection.transport.open_session
+
+    def counted(*args, **kwargs):
+        opened.append(1)
+        return open_session(*args, **kwargs)
+
+    connection.transport.open_session = counted
+    for run_id in range(1, 4):
+        assert transport.run(machine, "echo ok", {}, 30, run_id).output == "ok\n"
+    assert opened == [] and len(connection.idle) == 3

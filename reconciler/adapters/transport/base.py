@@ -168,10 +168,13 @@ class Transport(ABC):
         target cannot be asked. Default: nothing to do."""
         return None
 
-    def prepare(self, machines: Iterable[Machine]) -> None:  # noqa: B027 (optional)
-        """Runs on `machines` are about to start: get ready for them without waiting (a
-        transport with connections opens them now, all at once, in the background). Never
-        raises: a failure shows when a run needs the machine. Default: nothing to do."""
+    def prepare(  # noqa: B027 (optional)
+        self, machines: Iterable[Machine], runs: Mapping[str, int] | None = None
+    ) -> None:
+        """Runs on `machines` are about to start (`runs`: how many of each, by machine name,
+        when known): get ready for them without waiting (a transport with connections opens
+        them now, all at once, in the background). Never raises: a failure shows when a run
+        needs the machine. Default: nothing to do."""
 
     def settle(  # noqa: B027 (optional: a transport that keeps nothing on the target)
         self, recorded: Collection[int], unrecorded: Collection[int] = ()

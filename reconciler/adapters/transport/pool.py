@@ -391,19 +391,24 @@ class ConnectionPool:
                 connection.last_used = time.monotonic()
             self._drop_dead(slot)
 
-    def warm(self, machine: Machine) -> None:
+    def warm(self, machine: Machine, then: Callable[[], None] | None = None) -> None:
         """Start connecting to `machine` in a thread of its own, unless a connection is open
         or on its way: the runs that come meanwhile wait for it as for any connect (and get
-        its error); a failure is not kept, so the next run tries again. Returns at once."""
+        its error); a failure is not kept, so the next run tries again. Once connected, that
+        thread calls `then` (when given). Returns at once."""
         slot = self._slot(machine)
         with slot.lock:
             self._drop_dead(slot)
             if slot.connecting is not None or any(c.alive for c in slot.connections):
                 return
             pending = slot.connecting = Future()
-        threading.Thread(
-            target=self._open, args=(machine, slot, pending), name="ssh-connect", daemon=True
-        ).start()
+
+        def connect() -> None:
+            self._open(machine, slot, pending)
+            if then is not None and pending.exception() is None:
+                then()
+
+        threading.Thread(target=connect, name="ssh-connect", daemon=True).start()
 
     def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
         try:

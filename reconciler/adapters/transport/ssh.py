@@ -215,12 +215,15 @@ class SshTransport(Transport):
                 f"machine '{machine.name}': the command could not be started: "
                 f"{exc or type(exc).__name__}"
             ) from exc
-        hello = _read_hello(channel, time.monotonic() + self.connect_timeout)
+        deadline = time.monotonic() + self.connect_timeout
+        hello = _read_hello(channel, deadline)
         if hello.endswith(wrapper.RUNNER_READY):
             session.connection.runs_runners = True
             return Runner(session.connection, channel)
-        # No runner was started: no run was sent.
-        if not hello.endswith(wrapper.RUNNER_UNABLE) and not channel.status_event.is_set():
+        # No runner was started: no run was sent. The shell that could not start bash ended
+        # (its exit status follows the end of its output).
+        unable = hello.endswith(wrapper.RUNNER_UNABLE) or _wait_status(channel, deadline)
+        if not unable:
             self.pool.give_back(machine, session)
             raise Unreachable(f"machine '{machine.name}': no answer from the shell started")
         session.connection.runs_runners = False
@@ -452,12 +455,38 @@ class SshTransport(Transport):
                 self._kept[run_id] = _Kept(machine, marker.nonce or "-")
         return Completed(exit_code=marker.exit_code, output=marker.output, duration=0.0)
 
-    def prepare(self, machines: Iterable[Machine]) -> None:
-        """Open the connections to `machines` now, all at once, in the background: a pass
-        that calls this before its first dispatch overlaps the logins with its own work
-        instead of making its first run on each machine wait for one."""
+    def prepare(self, machines: Iterable[Machine], runs: Mapping[str, int] | None = None) -> None:
+        """Open the connections to `machines` now, all at once, in the background, and start
+        on each as many runners as it is about to run runs at once (`runs` by machine name, up
+        to its `max_parallel`): a pass that calls this before its first dispatch overlaps the
+        logins and the runners' start with its own work instead of making its first runs wait
+        for them."""
         for machine in machines:
-            self.pool.warm(machine)
+            wanted = 0
+            if self.runners and runs:
+                wanted = min(runs.get(machine.name, 0), machine.max_parallel)
+                wanted = min(wanted, self.pool.max_channels - 1)  # a place left for a kill
+
+            def start(machine: Machine = machine, count: int = wanted) -> None:
+                self._start_runners(machine, count)
+
+            self.pool.warm(machine, then=start if wanted > 0 else None)
+
+    def _start_runners(self, machine: Machine, count: int) -> None:
+        """Start `count` runners on `machine` and leave them waiting for runs; a failure
+        stops it (the runs meet it again, and report it)."""
+        for _ in range(count):
+            try:
+                session = self.pool.take(machine)
+                if session.connection.runs_runners is not False:
+                    session = self._start_runner(machine, session)
+            except TransportError as exc:
+                log.debug("machine %s: no runner started ahead: %s", machine.name, exc)
+                return
+            if not isinstance(session, Runner):
+                self.pool.give_back(machine, session)
+                return
+            self.pool.give_back_runner(machine, session)
 
     def close(self) -> None:
         """Close every pooled connection, once the acknowledged wrappers emptied their
