@@ -297,7 +297,8 @@ exit 0
 # run. It needs bash 4.1 (`read -N`, `declare -A`) and Linux's /proc; without them it says so
 # (`reconciler-runner 0`) and the transport falls back to `RUN`, one channel per run.
 #
-# It reads lines from its stdin, each `KIND ID ...`:
+# It reads messages from its stdin, each a line `KIND ID ...` padded to `MESSAGE` bytes (bash
+# reads a line from a pipe a byte per read(2); a count of bytes, in one):
 # - `R ID NONCE ATTEMPT DIGEST COUNT TOKEN`, then COUNT bytes, the input `RUN` reads after its
 #   first line: run it. The markers are `RUN`'s, its first meta line with one more field, the
 #   start time of the group's leader (/proc/PID/stat), which tells it from a recycled pid (the
@@ -335,7 +336,8 @@ reply() {  # the output (bytes, not characters: LC_ALL=C here only) and the trai
   printf '%s %s\n' "$t" "$rc"
 }
 echo "reconciler-runner 1"
-while IFS=' ' read -r k i n a h c t; do
+while LC_ALL=C IFS= read -r -N 192 m; do  # one read(2), not one per byte (see MESSAGE)
+  set -- $m; k=${1-} i=${2-} n=${3-} a=${4-} h=${5-} c=${6-} t=${7-}
   case $i in ''|*[!0-9]*) exit 0 ;; esac
   f=$d/$i
   case $k in
@@ -392,17 +394,28 @@ RUNNER_READY = b"reconciler-runner 1\n"
 RUNNER_UNABLE = b"reconciler-runner 0\n"
 
 
+MESSAGE = 192  # bytes of every message to a runner (the `R` header before its input)
+
+
+def _message(*words: object) -> bytes:
+    """A message to a runner: its words on one line padded to `MESSAGE` bytes."""
+    line = " ".join(map(str, words)).encode()
+    if len(line) >= MESSAGE:
+        raise ValueError(f"a runner message is {len(line)} bytes, over {MESSAGE - 1}")
+    return line.ljust(MESSAGE - 1) + b"\n"
+
+
 def acknowledged(run_id: int, token: str) -> bytes:
     """What tells a runner that run `run_id`'s end is recorded (its output may go)."""
-    return f"A {run_id} {token}\n".encode()
+    return _message("A", run_id, token)
 
 
 def let_go(run_id: int) -> bytes:
     """What tells a runner that run `run_id`'s end was not recorded (its output stays)."""
-    return f"N {run_id}\n".encode()
+    return _message("N", run_id)
 
 
-RUNNER_QUIT = b"Q\n"
+RUNNER_QUIT = _message("Q", 0)
 
 
 @dataclass(frozen=True)
@@ -456,8 +469,8 @@ def invocation(
     # go, and the token of the reply's trailer (see `RUN`).
     token = secrets.token_hex(16)
     first = b"# %d %s\n" % (len(body), token.encode())
-    header = "R " + " ".join(args[1:]) + f" {len(body)} {token}\n"
-    return Invocation(line, first + body, nonce, token, header.encode() + body, run_id)
+    header = _message("R", *args[1:], len(body), token)
+    return Invocation(line, first + body, nonce, token, header + body, run_id)
 
 
 def _compact(script: str) -> str:
