@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from reconciler.adapters.transport.base import STILL_RUNNING
+from reconciler.adapters.transport.base import STILL_RUNNING, run_key
 from reconciler.cli import wiring
 from reconciler.core.errors import TransportError
 from reconciler.core.state import Run
@@ -61,6 +61,7 @@ def ask(ctx, loaded, run: Run, *, stop: bool = False) -> Answer:
             attempt=run.attempt,
             command=spec.run if spec is not None else None,
             stop=stop,
+            key=run_key(run),  # another store's run of this id is not this one
         )
 
     try:

@@ -142,3 +142,29 @@ def test_a_lost_run_still_running_at_the_next_pass_is_left_to_finish_then_adopte
     third = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()
     assert [(r["id"], r["status"]) for r in third["runs"]] == [(run["id"], "succeeded")]
     assert ledger.read_text() == "started\n" and p.run_count() == 1
+
+
+def test_a_stores_crashed_run_never_stops_another_stores_live_run_of_the_same_id(
+    tmp_path, sshd, client_key
+):
+    """Two reconcilers with their own stores log in to one target account (a reconciler moved
+    to a new host, a second project): their run ids overlap. Store B's pass was killed while
+    its run 1 ran; that command ended. Store A's run 1 now runs there, in the same markers.
+    B's next pass recovers its run 1: it must not take A's markers for its own, nor stop A's
+    command (which then ends as it would have)."""
+    markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+    b = ssh_project(tmp_path / "b", sshd.port, sshd.host_key, client_key)
+    fifo_b, ledger_b = _waiting_task(b, tmp_path / "b", 0)
+    crashed = _start_once(b, ledger_b)
+    crashed.send_signal(signal.SIGKILL)
+    crashed.communicate(timeout=30)
+    _finish(fifo_b, markers, 1)  # B's command ended; its pass never recorded it
+
+    a = ssh_project(tmp_path / "a", sshd.port, sshd.host_key, client_key)
+    fifo_a, ledger_a = _waiting_task(a, tmp_path / "a", 0)
+    live = _start_once(a, ledger_a)
+    with reaped(live):
+        b.run("--once", "--format", "json", "--identity", str(b.key), code=None)
+        _finish(fifo_a, markers, 1)  # A's command still waits: B's pass left it alone
+        out, _ = live.communicate(timeout=60)
+    assert [(r["id"], r["status"]) for r in json.loads(out)["runs"]] == [(1, "succeeded")]

@@ -433,10 +433,14 @@ class SshTransport(Transport):
         `unknown`).
         """
         keep = self.hold_outputs  # the output stays until `settle` says it was recorded
+        # With the run's key, markers another store's run of this id left (a shared account)
+        # are not this run's: never stopped, read or removed. Markers of versions before run
+        # keys hold the command's digest alone: still stopped (never adopted).
+        digests = (wrapper.digest(command, key), wrapper.digest(command)) if command and key else ()
         with self.pool.session(machine) as session:
             try:
                 action = "reap" if stop else "peek"
-                marker = self._ctl(machine, session, run_id, action, keep=keep)
+                marker = self._ctl(machine, session, run_id, action, keep=keep, digests=digests)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise _lost(machine, exc, session.connection) from exc
         failpoints.hit("after_reap")  # the output was read, not yet adopted
@@ -628,8 +632,11 @@ class SshTransport(Transport):
         *,
         keep: bool = False,
         grace: float | None = None,
+        digests: Collection[str] = (),
     ) -> wrapper.Marker:
-        return self._ctl_on(machine, session.channel, run_id, action, nonce, keep=keep, grace=grace)
+        return self._ctl_on(
+            machine, session.channel, run_id, action, nonce, keep=keep, grace=grace, digests=digests
+        )
 
     def _ctl_on(
         self,
@@ -641,11 +648,15 @@ class SshTransport(Transport):
         *,
         keep: bool = False,
         grace: float | None = None,
+        digests: Collection[str] = (),
     ) -> wrapper.Marker:
         """Run the marker script (`reap`, `kill`, `peek`, `forget`) for `run_id` on `channel`;
-        with `keep` the output it prints stays on the target (until a `forget`)."""
+        with `keep` the output it prints stays on the target (until a `forget`); with
+        `digests`, only markers holding one of them are the run's."""
         started = time.monotonic()
-        line = wrapper.ctl_line(self.markers, run_id, action, nonce, keep=keep, grace=grace)
+        line = wrapper.ctl_line(
+            self.markers, run_id, action, nonce, keep=keep, grace=grace, digests=digests
+        )
         try:
             channel.exec_command(line)
         except (paramiko.SSHException, EOFError, OSError) as exc:

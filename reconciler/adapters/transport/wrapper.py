@@ -66,7 +66,7 @@ import functools
 import hashlib
 import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from reconciler.core.output import tail_text
@@ -201,9 +201,11 @@ exit $rc
 # forget (removes the output of nonce $4 only: `forgot`).
 # $4: the nonce the caller expects (`-` for any). $5: keep | drop, whether the output stays
 # after it was printed (absent: drop). $6: how long a kill waits between TERM and KILL, in
-# tenths of a second (absent: 20). Prints one header line:
-# `exit CODE NONCE ATTEMPT DIGEST` + the output tail, `killed|gone NONCE ATTEMPT DIGEST`
-# (+ the tail), or `none`.
+# tenths of a second (absent: 20). $7: the digests the markers must hold (comma-separated;
+# absent: any): markers of another run (another store's run of the same id, on a shared
+# account) are neither stopped nor read nor removed: `foreign NONCE ATTEMPT DIGEST`.
+# Prints one header line: `exit CODE NONCE ATTEMPT DIGEST` + the output tail,
+# `killed|gone NONCE ATTEMPT DIGEST` (+ the tail), `foreign ...` or `none`.
 CTL = (
     _PREAMBLE
     + _LIVE
@@ -217,6 +219,7 @@ n=; en=
   else n=; fi; } 2>/dev/null < "$f.meta"
 [ -n "$n" ] || { echo none; exit 0; }
 if [ "$4" != - ] && [ "$4" != "$n" ]; then echo none; exit 0; fi
+case ,${7:-$h}, in *",$h,"*) ;; *) echo "foreign $n $a $h"; exit 0 ;; esac
 if [ "$3" = forget ]; then rm -f "$f.out"; echo forgot; exit 0; fi
 keep=$5
 done_out() { tail_out; [ "$keep" = keep ] || rm -f "$f.out"; }
@@ -500,11 +503,15 @@ def ctl_line(
     *,
     keep: bool = False,
     grace: float | None = None,
+    digests: Collection[str] = (),
 ) -> str:
     """The remote command that reaps (`reap`), stops (`kill`) or reads (`peek`) run `run_id`,
     or removes its output (`forget`, for `nonce` only). With `keep` the output read stays on
-    the target until a `forget`. `grace`: seconds between TERM and KILL (default 2)."""
+    the target until a `forget`. `grace`: seconds between TERM and KILL (default 2). With
+    `digests`, markers holding none of them are another run's: left alone (`foreign`)."""
     extra = [] if grace is None else [str(max(0, round(grace * 10)))]
+    if digests:
+        extra = [extra[0] if extra else "20", ",".join(digests)]
     return _line(
         CTL,
         "reconciler-ctl",
@@ -549,7 +556,8 @@ def _quoted(script: str) -> str:
 
 @dataclass(frozen=True)
 class Marker:
-    """What the markers of a run say: `state` is exit | killed | gone | running | none."""
+    """What the markers of a run say: `state` is exit | killed | gone | running | foreign (another
+    run's markers, left alone) | none."""
 
     state: str
     exit_code: int | None = None
@@ -589,7 +597,7 @@ def parse_ctl(raw: bytes) -> Marker:
     output = tail_text(rest, OUTPUT_TAIL)  # keeps the mark the script put before the tail
     if words[:1] == ["exit"] and len(words) == 5 and _int(words[1]) is not None:
         return Marker("exit", _int(words[1]), words[2], _int(words[3]), words[4], output)
-    if words[:1] in (["killed"], ["gone"], ["running"]) and len(words) == 4:
+    if words[:1] in (["killed"], ["gone"], ["running"], ["foreign"]) and len(words) == 4:
         return Marker(words[0], None, words[1], _int(words[2]), words[3], output)
     return Marker("none")
 
