@@ -125,7 +125,8 @@ def connect_ahead(engine: Engine, desired, store) -> None:
         machine = connecting.get(run.machine)
         if run.hold is None and machine is not None:
             by_transport.setdefault(machine.transport, {})[machine.name] = machine
-            runs[machine.name] += 1
+            # No more at once on one machine than the pass runs at once anywhere.
+            runs[machine.name] = min(runs[machine.name] + 1, engine.concurrency)
     for name, machines in by_transport.items():
         engine.transports[name].prepare(machines.values(), runs)
 
