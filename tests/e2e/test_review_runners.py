@@ -1,0 +1,355 @@
+"""Hostile review of the SSH transport's runners (`wrapper.RUNNER`: one bash per channel that
+runs one run after another) through the CLI, against real sshd: what a task does in its runner,
+what stays in a runner's memory, how many runners and logins a pass costs, a kill of one run
+beside another. Each defect found is an `xfail(strict=True)` test that fails today."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import reaped, spawn
+from tests.support.line_reader import follow_lines
+from tests.support.processes import pids_in, running
+from tests.support.ssh_project import ssh_project
+from tests.support.sshd import Sshd
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+SECRET = "Runner-Held-Secret-90210"
+
+
+def _project(tmp_path, sshd, client_key, **options):
+    return ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key, **options)
+
+
+def _once(p, *args: str, code: int | None = None) -> dict:
+    return p.run("--once", "--format", "json", "--identity", str(p.key), *args, code=code).json()
+
+
+def _output(p, run_id: int) -> str:
+    return p.run("queue", "show", str(run_id), "--format", "json", code=0).json()["output"]
+
+
+def _runners(home: Path) -> list[int]:
+    """The runners of the test daemon whose sessions have HOME `home` (any pass's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"reconciler-runner" in argv and f"HOME={home}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _memory_holds(pid: int, needle: bytes) -> list[str]:
+    """The mappings of process `pid` whose bytes hold `needle` (read through /proc as root)."""
+    found = []
+    with open(f"/proc/{pid}/mem", "rb") as memory:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            low, high = (int(x, 16) for x in span.split("-"))
+            try:
+                memory.seek(low)
+                data = memory.read(high - low)
+            except (OSError, OverflowError, ValueError):
+                continue
+            if needle in data:
+                found.append(line)
+    return found
+
+
+# --- a task's env names are its own -------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the runner declares `held` an associative array (declare -A held) and evaluates "
+    "the task's env in a subshell of its own: `export held=VALUE` there sets element 0 of "
+    "that array, which bash cannot export, so a task whose env names `held` never gets it "
+    "(over a channel per run, or the local transport, it does)",
+)
+def test_a_task_env_named_like_a_runner_variable_reaches_the_task(tmp_path, sshd, client_key):
+    names = ["held", "n", "s", "t", "f", "d", "nl", "i", "k", "c", "z", "rc", "m", "st"]
+    p = _project(tmp_path, sshd, client_key, max_parallel=1)
+    env = "".join(f"  {name}: v-{name}\n" for name in names)
+    p.task("named", "priority: 1\nenv:\n" + env + "command: /usr/bin/env | sort\n")
+    p.task("after", "priority: 2\ncommand: echo after\n")  # the same runner, undisturbed
+    data = _once(p, code=0)
+    runs = {r["task"]: r for r in data["runs"]}
+    assert _output(p, runs["ops/after"]["id"]) == "after\n"
+    got = _output(p, runs["ops/named"]["id"]).splitlines()
+    missing = [name for name in names if f"{name}=v-{name}" not in got]
+    assert missing == []
+
+
+# --- secrets in a runner's memory ----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the runner reads each run's env (secrets decrypted) with `read -N COUNT s` and only "
+    "unsets `s` afterwards: bash frees the string without overwriting it, so the runner's "
+    "heap keeps the plaintext of the last runs' secrets while it idles (wrapper.RUNNER, "
+    "`s=  # the task's env (its secrets) stays in no idle runner's memory`)",
+)
+def test_an_idle_runner_keeps_no_secret_of_the_run_it_ran(tmp_path, sshd, client_key):
+    """Two runners: `vaulted` (a vault secret in its env) ends at once, `busy` waits for a
+    file. While `busy` runs, the runner that ran `vaulted` idles; its memory is read."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=2, secrets={"TOKEN": SECRET})
+    go, parent = tmp_path / "go", tmp_path / "parent"
+    p.task("vaulted", 'priority: 1\nenv: {T: {vault: TOKEN}}\ncommand: test -n "$T"\n')
+    p.task(
+        "busy",
+        f'priority: 2\ncommand: echo $PPID > "{parent}"; '
+        f'while [ ! -f "{go}" ]; do sleep 0.05; done\n',
+    )
+    with reaped(spawn("--once", "--identity", str(p.key), "-q", cwd=p.root)) as once:
+        try:
+            wait_until(lambda: parent.exists() and parent.read_text().strip(), timeout=30)
+            busy = pids_in(parent)[0]
+            wait_until(
+                lambda: (
+                    p.run("queue", "show", "1", "--format", "json").json()["status"] == "succeeded"
+                ),
+                timeout=30,
+                message="vaulted to end",
+            )
+            idle = [pid for pid in _runners(sshd.root / "home") if pid != busy]
+            assert idle, "no idle runner"
+            holding = {pid: _memory_holds(pid, SECRET.encode()) for pid in idle}
+        finally:
+            go.touch()
+        assert once.wait(timeout=60) == 0
+    assert {pid: maps for pid, maps in holding.items() if maps} == {}
+
+
+# --- how many runners and logins a pass costs ----------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="connect-ahead (cli/passes.connect_ahead -> SshTransport.prepare) starts a runner "
+    "per planned run, but the runs do not wait for them: `_session_for_run` sees only idle "
+    "runners, and the prepared ones are still starting when the runs come (they wait on the "
+    "same connect), so every run starts a runner of its own: 15 runners for 8 runs, over "
+    "max_channels, hence a second login (docs: a second connection only beyond 8 runs)",
+)
+def test_eight_runs_on_a_machine_of_eight_take_one_login_and_eight_runners(
+    tmp_path, sshd, client_key
+):
+    p = _project(tmp_path, sshd, client_key, max_parallel=8)
+    for i in range(8):
+        p.task(f"t{i}", "command: echo ok\n")
+    data = _once(p, code=0)
+    assert data["counts"] == {"succeeded": 8}
+    sessions = sshd.log_text().count("Starting session")  # runners, and one marker cleanup
+    assert (sshd.logins(), sessions) == (1, 9)
+
+
+# --- queue kill of one run beside another on the same machine -------------------------------------
+
+RUNAWAY = (
+    'command: trap "" TERM; sleep 1000 & echo "$$ $!" > "{pids}"; echo started; wait; echo never\n'
+)
+
+
+def test_queue_kill_over_ssh_stops_its_run_only_and_its_runner_takes_the_next(
+    tmp_path, sshd, client_key
+):
+    """`runaway` (TERM ignored, a child) and `bystander` run on two runners of one machine;
+    `queue kill` of `runaway` stops its group (KILL after the grace), `bystander` goes on to
+    its end, and `later` then runs on a runner (the killed run's runner is still usable)."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=2)
+    pids, go, mark = tmp_path / "pids", tmp_path / "go", tmp_path / "bystander"
+    p.task("runaway", "priority: 1\n" + RUNAWAY.format(pids=pids))
+    p.task(
+        "bystander",
+        f'priority: 1\ncommand: echo $$ > "{mark}"; echo waiting; '
+        f'while [ ! -f "{go}" ]; do sleep 0.05; done; echo done\n',
+    )
+    p.task("later", "priority: 2\ncommand: echo later $PPID\n")
+    with reaped(spawn("--once", "--identity", str(p.key), "--format", "json", cwd=p.root)) as once:
+        try:
+            wait_until(lambda: pids.exists() and len(pids_in(pids)) == 2, timeout=30)
+            wait_until(lambda: mark.exists() and mark.read_text().strip(), timeout=30)
+            shell, child = pids_in(pids)
+            [bystander] = pids_in(mark)
+            runaway_id = next(
+                r["id"]
+                for r in p.run("queue", "list", "--format", "json", code=0).json()
+                if r["task"] == "ops/runaway"
+            )
+            killed = p.run("queue", "kill", str(runaway_id), "--grace", "1s", "--reason", "r")
+            assert killed.code == 0, killed.err
+            assert not running(shell) and not running(child)
+            assert running(bystander)
+        finally:
+            go.touch()
+        out, err = once.communicate(timeout=60)
+    runs = {r["task"]: r for r in json.loads(out)["runs"]}
+    assert {t: r["status"] for t, r in runs.items()} == {
+        "ops/runaway": "killed",
+        "ops/bystander": "succeeded",
+        "ops/later": "succeeded",
+    }, err
+    assert _output(p, runs["ops/bystander"]["id"]) == "waiting\ndone\n"
+    assert _output(p, runs["ops/runaway"]["id"]) == "started\n"
+    assert _output(p, runs["ops/later"]["id"]).startswith("later ")
+
+
+# --- a daemon keeps its runners across passes, and an sshd restart ---------------------------
+
+
+def _ran(p, word: str) -> list[str]:
+    """The runner (the command's parent) of each run of `word` in the ledger."""
+    lines = p.ledger.read_text().splitlines() if p.ledger.exists() else []
+    return [line.split()[1] for line in lines if line.split()[0] == word]
+
+
+def _recorder(p, word: str) -> str:
+    return f'command: echo {word} $PPID >> "{p.ledger}"\n'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a daemon builds its transports for each pass and closes them at its end "
+    "(cli/passes.py: `wiring.transports(...)` per pass, `transport.close()` in its finally): "
+    "every pass logs in to each machine again and starts new runners, so a runner never "
+    "serves a second pass (docs/transports.md: runners kept until the connection closes, "
+    "idle connections after five minutes)",
+)
+def test_a_daemon_runs_its_next_pass_on_the_same_login_and_runner(tmp_path, sshd, client_key):
+    p = _project(tmp_path, sshd, client_key, max_parallel=1, settings="poll_interval: 1s\n")
+    p.task("first", _recorder(p, "first"))
+    with reaped(spawn("--identity", str(p.key), "-q", cwd=p.root)) as daemon:
+        wait_until(lambda: _ran(p, "first"), timeout=30, message="first")
+        p.task("second", _recorder(p, "second"))
+        wait_until(lambda: _ran(p, "second"), timeout=30, message="second")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert (sshd.logins(), _ran(p, "second")) == (1, _ran(p, "first"))
+
+
+def test_a_daemon_goes_on_after_an_sshd_restart_between_its_passes(tmp_path, sshd, client_key):
+    """sshd restarted (its sessions, runners included, killed with it) between two passes:
+    the next pass runs its run once, succeeded, nothing stuck or unknown."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=1, settings="poll_interval: 1s\n")
+    p.task("first", _recorder(p, "first"))
+    with reaped(spawn("--identity", str(p.key), "-q", cwd=p.root)) as daemon:
+        wait_until(lambda: _ran(p, "first"), timeout=30, message="first")
+        sshd.restart()
+        p.task("second", _recorder(p, "second"))
+        wait_until(lambda: _ran(p, "second"), timeout=30, message="second, after the restart")
+        p.task("third", _recorder(p, "third"))
+        wait_until(lambda: _ran(p, "third"), timeout=30, message="third")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    rows = p.run("queue", "list", "--format", "json", code=0).json()
+    assert sorted((r["task"], r["status"], r["attempt"]) for r in rows) == [
+        ("ops/first", "succeeded", 1),
+        ("ops/second", "succeeded", 1),
+        ("ops/third", "succeeded", 1),
+    ]
+    assert [len(_ran(p, w)) for w in ("first", "second", "third")] == [1, 1, 1]
+
+
+# --- following a run on a runner ----------------------------------------------------------------
+
+
+def test_follow_shows_the_lines_of_a_run_on_a_runner_as_they_come(tmp_path, sshd, client_key):
+    """`queue show --follow` reads a running task's output file over SSH while every place
+    of the machine is a busy runner (max_parallel runs at once), then prints the end."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=3, secrets={"TOKEN": SECRET})
+    go = tmp_path / "go"
+    wait = f'while [ ! -f "{go}" ]; do sleep 0.05; done'
+    p.task(
+        "watched", f'env: {{T: {{vault: TOKEN}}}}\ncommand: echo "first $T"; {wait}; echo last\n'
+    )
+    for i in range(2):
+        p.task(f"other{i}", f"command: {wait}\n")
+    with reaped(spawn("--once", "--identity", str(p.key), "-q", cwd=p.root)) as once:
+        try:
+            run_id = wait_until(
+                lambda: next(
+                    (
+                        r["id"]
+                        for r in p.run("queue", "list", "--format", "json").json()
+                        if r["task"] == "ops/watched" and r["status"] == "running"
+                    ),
+                    None,
+                ),
+                timeout=30,
+                message="watched to run",
+            )
+            args = ("queue", "show", str(run_id), "--follow", "--identity", str(p.key))
+            with reaped(spawn(*args, cwd=p.root)) as follower:
+                out, err = follow_lines(follower)
+                out.wait_for("first")  # while the command still waits for `go`
+                go.touch()
+                assert follower.wait(timeout=60) == 0, err.finish()
+                lines = out.finish()
+        finally:
+            go.touch()
+        assert once.wait(timeout=60) == 0
+    assert lines[:2] == ["first ***", "last"], lines
+    assert SECRET not in "\n".join(lines)
+
+
+# --- the target's login shell and its startup files -------------------------------------------
+
+
+class LoginShellSshd(Sshd):
+    """A daemon whose sessions run their command with `shell` as the login shell would
+    (`ForceCommand exec SHELL -c "$SSH_ORIGINAL_COMMAND"`), HOME holding `bashrc`."""
+
+    def __init__(self, root: Path, authorized: list[str], shell: str, bashrc: str = ""):
+        self.shell, self.bashrc = shell, bashrc
+        super().__init__(root, authorized)
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with open(self.config, "a") as config:
+            config.write(f'ForceCommand exec {self.shell} -c "$SSH_ORIGINAL_COMMAND"\n')
+        (self.root / "home" / ".bashrc").write_text(self.bashrc)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the runner is a bash started over SSH, so bash reads ~/.bashrc before it (bash's "
+    "`run by sshd` rule), whatever the login shell: with `set -o noclobber` there, the "
+    'acknowledgement\'s `: > "$f.out"` fails (the recorded output, its secret with it, stays '
+    "on the target) and a retry's `exec 3> \"$f.out\"` fails: the attempt ends 124 'cannot "
+    "write run markers' without running. Over a dash login shell, before runners, no bashrc "
+    "was read (wrapper.RUNNER: no `set +C`, no `bash --norc`)",
+)
+def test_a_noclobber_bashrc_disturbs_no_runner_under_a_dash_login_shell(tmp_path, client_key):
+    sshd = LoginShellSshd(
+        tmp_path / "sshd", [client_key.public], "/usr/bin/dash", "set -o noclobber\n"
+    ).start()
+    try:
+        p = _project(tmp_path, sshd, client_key, max_parallel=1, secrets={"TOKEN": SECRET})
+        once = tmp_path / "failed-once"
+        p.task(
+            "flaky",
+            "env: {T: {vault: TOKEN}}\nretry: {count: 1, delay: 0s}\n"
+            f'command: echo "out $T"; test -f "{once}" || {{ touch "{once}"; exit 1; }}\n',
+        )
+        [run] = _once(p)["runs"]
+        assert (run["status"], run["attempt"]) == ("succeeded", 2), run
+        assert _output(p, run["id"]) == "out ***\n"
+        markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+        assert [f.name for f in markers.iterdir() if SECRET.encode() in f.read_bytes()] == []
+    finally:
+        sshd.stop()
