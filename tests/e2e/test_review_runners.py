@@ -6,6 +6,7 @@ beside another. Each defect found is an `xfail(strict=True)` test that fails tod
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import pytest
 
 from tests.support.cli import reaped, spawn
 from tests.support.line_reader import follow_lines
+from tests.support.markers import exited
 from tests.support.processes import pids_in, running
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import Sshd
+from tests.support.store_rows import store_rows
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -48,6 +51,18 @@ def _runners(home: Path) -> list[int]:
             continue
         if b"reconciler-runner" in argv and f"HOME={home}".encode() in environ:
             found.append(int(entry.name))
+    return found
+
+
+def _argv_holding(needle: bytes) -> list[int]:
+    """The processes of this host (the target's too) whose argument list holds `needle`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
     return found
 
 
@@ -270,7 +285,8 @@ def test_a_daemon_goes_on_after_an_sshd_restart_between_its_passes(tmp_path, ssh
 
 def test_follow_shows_the_lines_of_a_run_on_a_runner_as_they_come(tmp_path, sshd, client_key):
     """`queue show --follow` reads a running task's output file over SSH while every place
-    of the machine is a busy runner (max_parallel runs at once), then prints the end."""
+    of the machine is a busy runner (max_parallel runs at once), then prints the end. Its
+    secret is in no process's argument list meanwhile, and in no marker file once recorded."""
     p = _project(tmp_path, sshd, client_key, max_parallel=3, secrets={"TOKEN": SECRET})
     go = tmp_path / "go"
     wait = f'while [ ! -f "{go}" ]; do sleep 0.05; done'
@@ -297,6 +313,7 @@ def test_follow_shows_the_lines_of_a_run_on_a_runner_as_they_come(tmp_path, sshd
             with reaped(spawn(*args, cwd=p.root)) as follower:
                 out, err = follow_lines(follower)
                 out.wait_for("first")  # while the command still waits for `go`
+                assert _argv_holding(SECRET.encode()) == []
                 go.touch()
                 assert follower.wait(timeout=60) == 0, err.finish()
                 lines = out.finish()
@@ -305,6 +322,8 @@ def test_follow_shows_the_lines_of_a_run_on_a_runner_as_they_come(tmp_path, sshd
         assert once.wait(timeout=60) == 0
     assert lines[:2] == ["first ***", "last"], lines
     assert SECRET not in "\n".join(lines)
+    markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+    assert [f.name for f in markers.iterdir() if SECRET.encode() in f.read_bytes()] == []
 
 
 # --- the target's login shell and its startup files -------------------------------------------
@@ -353,3 +372,128 @@ def test_a_noclobber_bashrc_disturbs_no_runner_under_a_dash_login_shell(tmp_path
         assert [f.name for f in markers.iterdir() if SECRET.encode() in f.read_bytes()] == []
     finally:
         sshd.stop()
+
+
+# --- crash adoption with runs in flight on several runners (PostgreSQL, a worker) -------------
+
+
+def test_a_pass_killed_with_runs_in_flight_on_runners_is_adopted_by_a_postgresql_worker(
+    tmp_path, sshd, client_key, postgres_url
+):
+    """A `--once` on PostgreSQL runs three tasks on three runners of one machine and is killed
+    with -9 while they wait; they end on the target (exit 0, 1, 0); a worker (leases aged)
+    adopts each real exit code and output from the markers, runs nothing again, and leaves
+    no output on the target."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=3)
+    go = tmp_path / "go"
+    for i in range(3):
+        p.task(
+            f"t{i}",
+            f'command: echo t{i} >> "{p.ledger}"; while [ ! -f "{go}" ]; do sleep 0.05; done; '
+            f"echo out{i}; exit {i % 2}\n",
+        )
+    args = ("--identity", str(p.key), "--state", postgres_url, "-q")
+    with reaped(spawn("--once", *args, cwd=p.root)) as once:
+        wait_until(lambda: len(p.ledger_lines()) == 3, timeout=30, message="three runs")
+        once.kill()
+        once.communicate(timeout=30)
+    go.touch()
+    markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+    ids = [r[0] for r in store_rows(postgres_url, "SELECT id FROM runs ORDER BY id")]
+    wait_until(lambda: all(exited(markers, i) for i in ids), timeout=30, message="exit lines")
+    store_rows(
+        postgres_url,
+        "UPDATE runs SET heartbeat_at = now() - interval '1 hour', "
+        "started_at = started_at - interval '1 hour' WHERE status = 'running'",
+    )
+    with reaped(spawn("worker", *args, cwd=p.root)) as worker:
+        try:
+            wait_until(
+                lambda: (
+                    store_rows(
+                        postgres_url,
+                        "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')",
+                    )
+                    == [(0,)]
+                ),
+                timeout=45,
+                message="every run to be adopted",
+            )
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0 and "Traceback" not in err, err
+    rows = store_rows(postgres_url, "SELECT task, status, exit_code, attempt FROM runs ORDER BY id")
+    assert sorted(rows) == [
+        ("ops/t0", "succeeded", 0, 1),
+        ("ops/t1", "failed", 1, 1),
+        ("ops/t2", "succeeded", 0, 1),
+    ]
+    for i, run_id in enumerate(ids):
+        shown = p.run("queue", "show", str(run_id), "--state", postgres_url, "--format", "json")
+        assert shown.json()["output"] == f"out{int(shown.json()['task'][-1])}\n", i
+    assert sorted(p.ledger_lines()) == ["t0", "t1", "t2"]  # nothing ran twice
+    assert [f.name for f in markers.glob("*.out") if f.stat().st_size] == []
+
+
+# --- what a task does in its runner -------------------------------------------------------------
+
+HOSTILE = {
+    # task: (command, timeout, expected status, expected exit code, text its output holds)
+    "kill-group": ("echo before; kill 0; echo after", "30s", "failed", 143, "before\n"),
+    "exec": ("exec echo replaced", "30s", "succeeded", 0, "replaced\n"),
+    "stdin": ("cat; read x; echo got=$x", "30s", "succeeded", 0, "got=\n"),
+    "nul": ("printf 'a\\000b\\n'", "30s", "succeeded", 0, "b\n"),
+    "trailer": ('echo "$RECONCILE_RUN_COOKIE 0"; printf "x 0"; exit 7', "30s", "failed", 7, "x 0"),
+    "huge": (
+        "head -c 200000 /dev/zero | tr '\\000' x; echo; echo the-end",
+        "30s",
+        "succeeded",
+        0,
+        "x\nthe-end\n",
+    ),
+    "stopped": ("echo stopping; kill -STOP $$", "2s", "failed", None, "stopping\n"),
+}
+
+
+def test_hostile_tasks_disturb_neither_their_runner_nor_another_runs_result(
+    tmp_path, sshd, client_key
+):
+    """Tasks that kill their group, exec, read stdin, print NULs, a fake trailer or 200 KB,
+    stop themselves (a timeout then kills them), set IFS/PATH/LC_ALL in their env, or leave a
+    `setsid` daemon or a background child behind, on two runners; the runs after them on the
+    same runners get their exact results."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=2)
+    daemon_pid = tmp_path / "daemon"
+    for name, (command, timeout, *_) in HOSTILE.items():
+        p.task(name, f"priority: 1\ntimeout: {timeout}\ncommand: {json.dumps(command)}\n")
+    p.task(
+        "env",
+        "priority: 1\nenv: {IFS: ',', PATH: /nonexistent, LC_ALL: C.UTF-8, n: x, t: y}\n"
+        "command: /bin/echo env-ok\n",
+    )
+    p.task(
+        "daemon",
+        f'priority: 1\ncommand: setsid sleep 60 >/dev/null 2>&1 < /dev/null & echo $! > "{daemon_pid}"; '
+        "(sleep 0.5; echo late) & echo early\n",
+    )
+    for i in range(4):
+        p.task(f"canary{i}", f"priority: 2\ncommand: echo canary{i}\n")
+    try:
+        data = _once(p)
+    finally:
+        if daemon_pid.exists():
+            os.kill(pids_in(daemon_pid)[0], signal.SIGKILL)
+    runs = {r["task"][4:]: r for r in data["runs"]}
+    outputs = {task[4:]: out for task, out in store_rows(p.state, "SELECT task, output FROM runs")}
+    for name, (_, _, status, code, text) in HOSTILE.items():
+        run = runs[name]
+        assert (run["status"], run["exit_code"]) == (status, code), run
+        assert outputs[name].endswith(text), name
+    assert "timed out" in runs["stopped"]["error"]
+    assert (outputs["env"], outputs["daemon"]) == ("env-ok\n", "early\n")
+    for i in range(4):
+        assert (runs[f"canary{i}"]["status"], outputs[f"canary{i}"]) == (
+            "succeeded",
+            f"canary{i}\n",
+        )
