@@ -331,10 +331,13 @@ def test_follow_shows_the_lines_of_a_run_on_a_runner_as_they_come(tmp_path, sshd
 
 class LoginShellSshd(Sshd):
     """A daemon whose sessions run their command with `shell` as the login shell would
-    (`ForceCommand exec SHELL -c "$SSH_ORIGINAL_COMMAND"`), HOME holding `bashrc`."""
+    (`ForceCommand exec SHELL -c "$SSH_ORIGINAL_COMMAND"`), HOME holding `bashrc`; with
+    `bash=False` its sessions' PATH finds every program of /usr/bin but bash."""
 
-    def __init__(self, root: Path, authorized: list[str], shell: str, bashrc: str = ""):
-        self.shell, self.bashrc = shell, bashrc
+    def __init__(
+        self, root: Path, authorized: list[str], shell: str, bashrc: str = "", bash: bool = True
+    ):
+        self.shell, self.bashrc, self.bash = shell, bashrc, bash
         super().__init__(root, authorized)
 
     def _write_config(self) -> None:
@@ -342,6 +345,54 @@ class LoginShellSshd(Sshd):
         with open(self.config, "a") as config:
             config.write(f'ForceCommand exec {self.shell} -c "$SSH_ORIGINAL_COMMAND"\n')
         (self.root / "home" / ".bashrc").write_text(self.bashrc)
+        if not self.bash:
+            bin_dir = self.root / "bin"
+            bin_dir.mkdir(exist_ok=True)
+            for program in Path("/usr/bin").iterdir():
+                if program.name != "bash" and not (bin_dir / program.name).exists():
+                    (bin_dir / program.name).symlink_to(program)
+            text = self.config.read_text().replace("SetEnv HOME=", f"SetEnv PATH={bin_dir} HOME=")
+            self.config.write_text(text)
+
+
+def _flaky(p, tmp_path) -> None:
+    """Task `flaky`: prints its vault secret, fails its first attempt, succeeds its retry."""
+    once = tmp_path / "failed-once"
+    p.task(
+        "flaky",
+        "env: {T: {vault: TOKEN}}\nretry: {count: 1, delay: 0s}\n"
+        f'command: echo "out $T"; test -f "{once}" || {{ touch "{once}"; exit 1; }}\n',
+    )
+
+
+@pytest.mark.parametrize(
+    "shell, bash",
+    [("/usr/bin/zsh", True), ("/usr/bin/mksh", True), ("/usr/bin/dash", False)],
+    ids=["zsh", "mksh", "dash-without-bash"],
+)
+def test_a_run_and_its_retry_over_other_login_shells_with_or_without_bash(
+    tmp_path, client_key, shell, bash
+):
+    """zsh (its ~/.zshenv turning on nounset and errexit, printing a banner) and mksh start
+    runners; dash on a target without bash gets a channel per run. Either way a retry runs,
+    and no recorded output is left on the target."""
+    sshd = LoginShellSshd(tmp_path / "sshd", [client_key.public], shell, bash=bash)
+    (sshd.root / "home" / ".zshenv").write_text("setopt nounset errexit; echo zsh-banner\n")
+    sshd.start()
+    try:
+        p = _project(tmp_path, sshd, client_key, max_parallel=2, secrets={"TOKEN": SECRET})
+        _flaky(p, tmp_path)
+        p.task("other", "command: echo other $PPID; command -v bash || echo no-bash\n")
+        runs = {r["task"]: r for r in _once(p, code=0)["runs"]}
+        assert (runs["ops/flaky"]["status"], runs["ops/flaky"]["attempt"]) == ("succeeded", 2)
+        assert _output(p, runs["ops/flaky"]["id"]) == "out ***\n"
+        other = _output(p, runs["ops/other"]["id"])
+        assert other.endswith("/bash\n" if bash else "no-bash\n"), other
+        markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+        assert [f.name for f in markers.iterdir() if SECRET.encode() in f.read_bytes()] == []
+        assert sshd.logins() == 1
+    finally:
+        sshd.stop()
 
 
 @pytest.mark.xfail(
@@ -359,12 +410,7 @@ def test_a_noclobber_bashrc_disturbs_no_runner_under_a_dash_login_shell(tmp_path
     ).start()
     try:
         p = _project(tmp_path, sshd, client_key, max_parallel=1, secrets={"TOKEN": SECRET})
-        once = tmp_path / "failed-once"
-        p.task(
-            "flaky",
-            "env: {T: {vault: TOKEN}}\nretry: {count: 1, delay: 0s}\n"
-            f'command: echo "out $T"; test -f "{once}" || {{ touch "{once}"; exit 1; }}\n',
-        )
+        _flaky(p, tmp_path)
         [run] = _once(p)["runs"]
         assert (run["status"], run["attempt"]) == ("succeeded", 2), run
         assert _output(p, run["id"]) == "out ***\n"
