@@ -88,13 +88,6 @@ def _memory_holds(pid: int, needle: bytes) -> list[str]:
 # --- a task's env names are its own -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner declares `held` an associative array (declare -A held) and evaluates "
-    "the task's env in a subshell of its own: `export held=VALUE` there sets element 0 of "
-    "that array, which bash cannot export, so a task whose env names `held` never gets it "
-    "(over a channel per run, or the local transport, it does)",
-)
 def test_a_task_env_named_like_a_runner_variable_reaches_the_task(tmp_path, sshd, client_key):
     names = ["held", "n", "s", "t", "f", "d", "nl", "i", "k", "c", "z", "rc", "m", "st"]
     p = _project(tmp_path, sshd, client_key, max_parallel=1)
@@ -130,13 +123,6 @@ def test_a_task_env_named_like_a_bash_special_variable_reaches_the_task(tmp_path
 # --- secrets in a runner's memory ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner reads each run's env (secrets decrypted) with `read -N COUNT s` and only "
-    "unsets `s` afterwards: bash frees the string without overwriting it, so the runner's "
-    "heap keeps the plaintext of the last runs' secrets while it idles (wrapper.RUNNER, "
-    "`s=  # the task's env (its secrets) stays in no idle runner's memory`)",
-)
 def test_an_idle_runner_keeps_no_secret_of_the_run_it_ran(tmp_path, sshd, client_key):
     """Two runners: `vaulted` (a vault secret in its env) ends at once, `busy` waits for a
     file. While `busy` runs, the runner that ran `vaulted` idles; its memory is read."""
@@ -171,24 +157,18 @@ def test_an_idle_runner_keeps_no_secret_of_the_run_it_ran(tmp_path, sshd, client
 # --- how many runners and logins a pass costs ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connect-ahead (cli/passes.connect_ahead -> SshTransport.prepare) starts a runner "
-    "per planned run, but the runs do not wait for them: `_session_for_run` sees only idle "
-    "runners, and the prepared ones are still starting when the runs come (they wait on the "
-    "same connect), so every run starts a runner of its own: 15 runners for 8 runs, over "
-    "max_channels, hence a second login (docs: a second connection only beyond 8 runs)",
-)
-def test_eight_runs_on_a_machine_of_eight_take_one_login_and_eight_runners(
+def test_eight_runs_on_a_machine_of_eight_take_one_login_and_at_most_eight_runners(
     tmp_path, sshd, client_key
 ):
+    """The runners connect-ahead starts are waited for by the runs, not doubled by them: one
+    login, and no more runners than runs (a run may take a runner another run freed)."""
     p = _project(tmp_path, sshd, client_key, max_parallel=8)
     for i in range(8):
         p.task(f"t{i}", "command: echo ok\n")
     data = _once(p, code=0)
     assert data["counts"] == {"succeeded": 8}
     sessions = sshd.log_text().count("Starting session")  # runners, and one marker cleanup
-    assert (sshd.logins(), sessions) == (1, 9)
+    assert sshd.logins() == 1 and 2 <= sessions <= 9, sessions
 
 
 # --- queue kill of one run beside another on the same machine -------------------------------------
@@ -413,15 +393,6 @@ def test_a_run_and_its_retry_over_other_login_shells_with_or_without_bash(
         sshd.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner is a bash started over SSH, so bash reads ~/.bashrc before it (bash's "
-    "`run by sshd` rule), whatever the login shell: with `set -o noclobber` there, the "
-    'acknowledgement\'s `: > "$f.out"` fails (the recorded output, its secret with it, stays '
-    "on the target) and a retry's `exec 3> \"$f.out\"` fails: the attempt ends 124 'cannot "
-    "write run markers' without running. Over a dash login shell, before runners, no bashrc "
-    "was read (wrapper.RUNNER: no `set +C`, no `bash --norc`)",
-)
 def test_a_noclobber_bashrc_disturbs_no_runner_under_a_dash_login_shell(tmp_path, client_key):
     sshd = LoginShellSshd(
         tmp_path / "sshd", [client_key.public], "/usr/bin/dash", "set -o noclobber\n"

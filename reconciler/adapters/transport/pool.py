@@ -155,6 +155,8 @@ class _Slot:
         self.connections: list[Connection] = []
         self.connecting: Future | None = None
         self.capacity = 1 << 16  # channels a connection may carry (lowered by refusals)
+        self.starting = 0  # runners being started ahead of the runs (`warm`)
+        self.changed = threading.Condition(self.lock)  # a runner is idle, or one fewer starts
 
 
 class Session:
@@ -254,26 +256,42 @@ class ConnectionPool:
             session.connection.broken = True
         self._release(machine, session.connection)
 
-    def idle_runner(self, machine: Machine) -> Runner | None:
-        """A runner of `machine` waiting for a run, taken for one; None when there is none
-        (runners found exited, or on a dead connection, are closed on the way)."""
+    def idle_runner(self, machine: Machine, wait: float = 0.0) -> Runner | None:
+        """A runner of `machine` waiting for a run, taken for one; while runners are being
+        started ahead of the runs (`warm`), up to `wait` seconds for one of them. None when
+        there is none (runners found exited, or on a dead connection, are closed on the
+        way)."""
         slot = self._slot(machine)
         gone: list[Runner] = []
+        deadline = time.monotonic() + wait
         with slot.lock:
             found = None
-            for connection in slot.connections:
-                while connection.idle and found is None:
-                    runner = connection.idle.pop()
-                    if runner.usable:
-                        found = runner
-                        connection.last_used = time.monotonic()
-                    else:
-                        gone.append(runner)
-                if found is not None:
+            while True:
+                for connection in slot.connections:
+                    while connection.idle and found is None:
+                        runner = connection.idle.pop()
+                        if runner.usable:
+                            found = runner
+                            connection.last_used = time.monotonic()
+                        else:
+                            gone.append(runner)
+                if found is not None or slot.starting <= 0:
                     break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                slot.changed.wait(left)
         for runner in gone:
             self.give_back(machine, runner)
         return found
+
+    def runner_started(self, machine: Machine, count: int = 1) -> None:
+        """`count` of the runners `warm` was asked to start are started (idle), or never
+        will be: the runs waiting for one look again."""
+        slot = self._slot(machine)
+        with slot.lock:
+            slot.starting = max(0, slot.starting - count)
+            slot.changed.notify_all()
 
     def give_back_runner(self, machine: Machine, runner: Runner) -> None:
         """Keep a runner that replied to its run for the next run of `machine`; one that is
@@ -286,6 +304,7 @@ class ConnectionPool:
             if runner.connection in slot.connections:
                 runner.connection.idle.append(runner)
                 runner.connection.last_used = time.monotonic()
+                slot.changed.notify_all()
                 return
         self.give_back(machine, runner)  # the pool was closed meanwhile
 
@@ -391,21 +410,28 @@ class ConnectionPool:
                 connection.last_used = time.monotonic()
             self._drop_dead(slot)
 
-    def warm(self, machine: Machine, then: Callable[[], None] | None = None) -> None:
+    def warm(
+        self, machine: Machine, then: Callable[[], None] | None = None, runners: int = 0
+    ) -> None:
         """Start connecting to `machine` in a thread of its own, unless a connection is open
         or on its way: the runs that come meanwhile wait for it as for any connect (and get
         its error); a failure is not kept, so the next run tries again. Once connected, that
-        thread calls `then` (when given). Returns at once."""
+        thread calls `then` (when given), which starts `runners` runners, each reported with
+        `runner_started` (the runs wait for them rather than start their own). Returns at
+        once."""
         slot = self._slot(machine)
         with slot.lock:
             self._drop_dead(slot)
             if slot.connecting is not None or any(c.alive for c in slot.connections):
                 return
             pending = slot.connecting = Future()
+            slot.starting += runners
 
         def connect() -> None:
             self._open(machine, slot, pending)
-            if then is not None and pending.exception() is None:
+            if pending.exception() is not None:
+                self.runner_started(machine, runners)  # none will be
+            elif then is not None:
                 then()
 
         threading.Thread(target=connect, name="ssh-connect", daemon=True).start()

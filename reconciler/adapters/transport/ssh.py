@@ -193,7 +193,8 @@ class SshTransport(Transport):
         keep one, or without `runners`) a channel for this run alone. Raises a
         TransportError when none can be had: nothing was sent."""
         if self.runners:
-            idle = self.pool.idle_runner(machine)
+            # A runner started ahead of the runs (`prepare`) is waited for, not doubled.
+            idle = self.pool.idle_runner(machine, wait=self.connect_timeout)
             if idle is not None:
                 return idle
         session = self.pool.take(machine)
@@ -474,23 +475,30 @@ class SshTransport(Transport):
             def start(machine: Machine = machine, count: int = wanted) -> None:
                 self._start_runners(machine, count)
 
-            self.pool.warm(machine, then=start if wanted > 0 else None)
+            self.pool.warm(machine, then=start if wanted > 0 else None, runners=wanted)
 
     def _start_runners(self, machine: Machine, count: int) -> None:
-        """Start `count` runners on `machine` and leave them waiting for runs; a failure
-        stops it (the runs meet it again, and report it)."""
-        for _ in range(count):
-            try:
-                session = self.pool.take(machine)
-                if session.connection.runs_runners is not False:
-                    session = self._start_runner(machine, session)
-            except TransportError as exc:
-                log.debug("machine %s: no runner started ahead: %s", machine.name, exc)
-                return
-            if not isinstance(session, Runner):
-                self.pool.give_back(machine, session)
-                return
-            self.pool.give_back_runner(machine, session)
+        """Start `count` runners on `machine` and leave them waiting for runs, each reported
+        to the pool as it is (the runs wait for them); a failure stops it (the runs meet it
+        again, and report it)."""
+        left = count
+        try:
+            while left > 0:
+                try:
+                    session = self.pool.take(machine)
+                    if session.connection.runs_runners is not False:
+                        session = self._start_runner(machine, session)
+                except TransportError as exc:
+                    log.debug("machine %s: no runner started ahead: %s", machine.name, exc)
+                    return
+                if not isinstance(session, Runner):
+                    self.pool.give_back(machine, session)
+                    return
+                self.pool.give_back_runner(machine, session)
+                left -= 1
+                self.pool.runner_started(machine)
+        finally:
+            self.pool.runner_started(machine, left)  # those never started
 
     def close(self) -> None:
         """Close every pooled connection, once the acknowledged wrappers emptied their

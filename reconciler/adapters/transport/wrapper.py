@@ -315,7 +315,7 @@ exit 0
 # - anything else (`Q`), or the end of its input: exit. A task still running goes on alone.
 # Acknowledgements wait in the pipe while a run goes on, and are read before the next one.
 RUNNER = r"""exec 2>/dev/null
-set +eu
+set +euC
 umask 077
 d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
 if [ "${BASH_VERSINFO[0]:-0}" -lt 4 ] || [ ! -r /proc/self/stat ] ||
@@ -355,28 +355,39 @@ while LC_ALL=C IFS= read -r -N 192 m; do  # one read(2), not one per byte (see M
     *) exit 0 ;;
   esac
   case $c in ''|*[!0-9]*) exit 0 ;; esac
-  s=; LC_ALL=C IFS= read -r -N "$c" s
-  case $s in
-    *"$nl$n$nl") ;;
-    *) echo "reconciler: input cut off; the command was not started"; exit 125 ;;
-  esac
+  unable=
   if ! command exec 4<> "$f.meta"; then
-    mkdir -p "$d"; command exec 4<> "$f.meta" || {
-      printf 'reconciler: cannot write run markers in %s\n%s 124\n' "$d" "$t"; continue; }
+    mkdir -p "$d"; command exec 4<> "$f.meta" || unable=1
   fi
-  if [ -s "$f.out" ]; then command exec 3> "$f.out"; else command exec 3>> "$f.out"; fi || {
-    exec 4>&-; printf 'reconciler: cannot write run markers in %s\n%s 124\n' "$d" "$t"; continue; }
-  set -m  # for this fork only: a process group of its own; `wait` then waits through a SIGSTOP
+  if [ -z "$unable" ]; then
+    if [ -s "$f.out" ]; then command exec 3> "$f.out"; else command exec 3>> "$f.out"; fi ||
+      { unable=1; exec 4>&-; }
+  fi
+  if [ -n "$unable" ]; then  # its input is read (and dropped) by a process of its own
+    ( LC_ALL=C IFS= read -r -N "$c" s )
+    printf 'reconciler: cannot write run markers in %s\n%s 124\n' "$d" "$t"; continue
+  fi
+  # The run's input (its env: secrets) is read by the fork that becomes the task, never by
+  # the runner: no idle runner's memory keeps a secret. Job control is on for this fork
+  # only: a process group of its own (its stdin stays the channel), and `wait` waits through
+  # a SIGSTOP.
+  set -m
   ( IFS= read -r st < /proc/self/stat; set -- ${st##*) }
+    LC_ALL=C IFS= read -r -N "$c" s
+    exec < /dev/null
+    case $s in
+      *"$nl$n$nl") ;;
+      *) echo "reconciler: input cut off; the command was not started"; exit 125 ;;
+    esac
     printf '%-95s\n' "$n $a $h $3 ${20}" >&4 || {
       echo "reconciler: cannot write run markers in $d"; exit 124; }
     exec 4>&-
+    unset held  # the runner's own array: the task's env may name it
     set -- "$n"  # the task's env may name any variable, not a positional one
     eval "${s%"$n$nl"}"; RECONCILE_RUN_COOKIE=$1; export RECONCILE_RUN_COOKIE
-    exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null &
+    exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- &
   set +m
   exec 4>&-
-  s=  # the task's env (its secrets) stays in no idle runner's memory
   wait $!; rc=$?
   IFS=' 	' read -r k z < /proc/$$/fdinfo/3 && [ "$k" = pos: ] || z=
   exec 3>&-
@@ -390,7 +401,11 @@ exit 0
 
 def runner_line(markers: str) -> str:
     """The remote command that starts a runner keeping its markers under `markers`."""
-    return f"exec bash -c {_quoted(_compact(RUNNER))} reconciler-runner {shlex.quote(markers)}"
+    # --norc: bash started by sshd reads ~/.bashrc otherwise (a `set -o noclobber` there, an
+    # alias, an echo), whatever the login shell; the login shell's own startup files ran.
+    return (
+        f"exec bash --norc -c {_quoted(_compact(RUNNER))} reconciler-runner {shlex.quote(markers)}"
+    )
 
 
 RUNNER_READY = b"reconciler-runner 1\n"
@@ -490,9 +505,9 @@ def _compact(script: str) -> str:
 _RUN_SENT = _compact(RUN)
 
 # What makes the login shell run `RUN` as `sh` would (its arguments follow `set --`): zsh
-# in its sh emulation (word splitting), and no `set -e`/`-u` a shell startup file may have
+# in its sh emulation (word splitting), and no `set -e`/`-u`/`-C` (noclobber) a shell startup file may have
 # turned on. The task's own command still gets a `/bin/sh -c` of its own (see `RUN`).
-_IN_LOGIN_SHELL = '[ -z "${ZSH_VERSION-}" ] || emulate sh; set +eu; set -- '
+_IN_LOGIN_SHELL = '[ -z "${ZSH_VERSION-}" ] || emulate sh; set +euC; set -- '
 
 
 def ctl_line(
