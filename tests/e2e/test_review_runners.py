@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from tests.support.cli import reaped, spawn
 from tests.support.line_reader import follow_lines
 from tests.support.markers import exited
+from tests.support.planning import record_plan
 from tests.support.processes import pids_in, running
 from tests.support.ssh_project import ssh_project
 from tests.support.sshd import Sshd
@@ -532,3 +534,47 @@ def test_hostile_tasks_disturb_neither_their_runner_nor_another_runs_result(
             "succeeded",
             f"canary{i}\n",
         )
+
+
+# --- a PostgreSQL worker keeps its runners between runs, and an sshd restart --------------------
+
+
+def test_a_worker_reuses_its_idle_runner_and_reconnects_after_an_sshd_restart(
+    tmp_path, sshd, client_key, postgres_url
+):
+    """A worker keeps its transports (and runners) for its life: a run planned after another
+    goes to the same runner on the same login; sshd restarted (the idle runner and its
+    connection gone), the next planned run still runs once, succeeded."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=1)
+    for word in ("first", "second", "third"):
+        p.task(word, _recorder(p, word))
+    planner = tmp_path / "planner"  # what a planner elsewhere has seen so far
+    (planner / "tasks" / "ops").mkdir(parents=True)
+    for folder in ("teams", "machines"):
+        shutil.copytree(p.inventory / folder, planner / folder)
+
+    def plan(word: str) -> None:
+        shutil.copy(p.inventory / "tasks" / "ops" / f"{word}.yaml", planner / "tasks" / "ops")
+        assert len(record_plan(planner, postgres_url)) == 1
+
+    args = ("--identity", str(p.key), "--state", postgres_url, "-q")
+    with reaped(spawn("worker", *args, cwd=p.root)) as worker:
+        try:
+            plan("first")
+            wait_until(lambda: _ran(p, "first"), timeout=30, message="first")
+            plan("second")
+            wait_until(lambda: _ran(p, "second"), timeout=30, message="second")
+            reused = (sshd.logins(), _ran(p, "second") == _ran(p, "first"))
+            sshd.restart()
+            plan("third")
+            wait_until(lambda: _ran(p, "third"), timeout=30, message="third, after the restart")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0 and "Traceback" not in err, err
+    assert reused == (1, True)
+    rows = store_rows(postgres_url, "SELECT task, status, attempt FROM runs ORDER BY id")
+    assert rows == [("ops/first", "succeeded", 1), ("ops/second", "succeeded", 1)] + [
+        ("ops/third", "succeeded", 1)
+    ]
+    assert [len(_ran(p, w)) for w in ("first", "second", "third")] == [1, 1, 1]
