@@ -9,11 +9,13 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import reaped, spawn
+from tests.support.cli import clean_environment, reaped, spawn
 from tests.support.line_reader import follow_lines
 from tests.support.markers import exited
 from tests.support.planning import record_plan
@@ -154,6 +156,31 @@ def test_an_idle_runner_keeps_no_secret_of_the_run_it_ran(tmp_path, sshd, client
             go.touch()
         assert once.wait(timeout=60) == 0
     assert {pid: maps for pid, maps in holding.items() if maps} == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`vault set` stores a value that is not UTF-8 (bytes from a key file, say) without "
+    "a word, and every later pass of the project, every team's, then ends in an internal "
+    "error before it plans anything: the redactor learns every vault's values at the start "
+    "(cli/passes.wired_engine -> secrets.learn_every_vault -> redact.variants: "
+    "`value.encode()` of a str holding surrogates raises UnicodeEncodeError)",
+)
+def test_a_vault_value_that_is_not_utf8_is_refused_or_harmless(tmp_path, sshd, client_key):
+    p = _project(tmp_path, sshd, client_key)
+    stored = subprocess.run(
+        [sys.executable, "-m", "reconciler", "vault", "set", "ops", "BLOB", "-"]
+        + ["--identity", str(p.key)],
+        cwd=p.root,
+        input=b"ab\xff\xfecd",
+        capture_output=True,
+        env=clean_environment(None),
+        timeout=60,
+    )
+    p.task("plain", "command: echo plain\n")  # names no vault value at all
+    result = p.run("--once", "--identity", str(p.key))
+    refused = stored.returncode != 0 and b"Traceback" not in stored.stderr
+    assert refused or (result.code == 0 and "internal error" not in result.err), result.err
 
 
 # --- how many runners and logins a pass costs ----------------------------------------------------
