@@ -143,7 +143,14 @@ def _set(args) -> int | views.Output:
         raise UsageError(f"secret name '{args.name}' is reserved: it holds the vault's team")
     value = args.value
     if value is None or value == "-":
-        value = sys.stdin.read()
+        try:
+            value = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"the value of '{args.name}' on standard input is not UTF-8 text (byte "
+                f"{exc.start}); store binary data encoded, e.g. `base64 FILE | reconcile vault "
+                f"set {args.team} {args.name} -`"
+            ) from None
         value = value[:-1] if value.endswith("\n") else value  # one trailing newline dropped
     return _save(
         team, path, args, lambda secrets: {**secrets, args.name: value}, f"set {args.name}"

@@ -64,8 +64,11 @@ def variants(value: str) -> set[str]:
     and URL-encoded forms, and for a URL its token-like parts (`url_credentials`); all at
     least MIN_LENGTH long.
     """
+    # A value stored before `vault set` refused bytes that are not UTF-8 holds them as
+    # surrogates: its bytes are what output would show, its text is taken with U+FFFD.
+    raw = value.encode("utf-8", "surrogateescape")
+    value = raw.decode("utf-8", "replace")  # the same text for any value that is UTF-8
     forms = {value, *value.splitlines()}
-    raw = value.encode()
     b64 = base64.b64encode(raw).decode()
     url_b64 = base64.urlsafe_b64encode(raw).decode()
     forms |= {b64, b64.rstrip("="), url_b64, url_b64.rstrip("="), raw.hex(), raw.hex().upper()}

@@ -1117,6 +1117,17 @@ def _task_team(obj: _Object, folder_team: str | None) -> str | None:
 # command by its RECONCILE_RUN_ID. A task overriding one would hide its own runs, so the
 # whole prefix is reserved, including names a later version may add.
 RESERVED_ENV_PREFIX = "RECONCILE_"
+# Names bash keeps for itself (read-only, arrays, or set anew at every use): over SSH a task's
+# environment is set by bash (the runner), where `export UID=1000` fails and the task would see
+# the real uid. Refused on every transport, so a task means the same wherever it runs.
+SHELL_RESERVED = frozenset(
+    "UID EUID PPID GROUPS RANDOM SRANDOM SECONDS LINENO HISTCMD FUNCNAME DIRSTACK PIPESTATUS "
+    "SHELLOPTS EPOCHSECONDS EPOCHREALTIME _".split()
+)
+
+
+def shell_reserved(name: str) -> bool:
+    return name in SHELL_RESERVED or name.startswith("BASH")
 
 
 def _env(obj: _Object, node: Node | None) -> tuple[tuple[str, str | VaultRef], ...]:
@@ -1130,6 +1141,14 @@ def _env(obj: _Object, node: Node | None) -> tuple[tuple[str, str | VaultRef], .
                 f"env name '{name}' is reserved: the reconciler "
                 f"sets {RESERVED_ENV_PREFIX}* names itself for every run",
                 f"rename it, e.g. '{name[len(RESERVED_ENV_PREFIX) :] or 'MY_NAME'}'",
+            )
+            continue
+        if shell_reserved(name):
+            obj.error(
+                node.key_location(name),
+                f"env name '{name}' is reserved by the shell (bash sets it itself), so the task "
+                "would not see the value given",
+                f"rename it, e.g. 'MY_{name.strip('_') or 'VALUE'}'",
             )
             continue
         resolved = _str(value) if isinstance(value, ScalarNode) else _vault_ref(value)
@@ -1154,6 +1173,14 @@ def _params(obj: _Object, node: Node | None, env: Node | None) -> tuple[Param, .
                 f"param name '{name}' is reserved: the reconciler sets {RESERVED_ENV_PREFIX}* "
                 "names itself for every run",
                 f"rename it, e.g. '{name[len(RESERVED_ENV_PREFIX) :] or 'MY_NAME'}'",
+            )
+            continue
+        if shell_reserved(name):
+            obj.error(
+                key_at,
+                f"param name '{name}' is reserved by the shell (bash sets it itself), so the "
+                "task would not see the value given",
+                f"rename it, e.g. 'MY_{name.strip('_') or 'VALUE'}'",
             )
             continue
         if name in taken:

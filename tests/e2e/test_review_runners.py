@@ -106,24 +106,19 @@ def test_a_task_env_named_like_a_runner_variable_reaches_the_task(tmp_path, sshd
     assert missing == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner evaluates a task's env in bash, whatever the target's login shell, "
-    "where UID and EUID are readonly (`export UID=1000` fails and exports the real uid: the "
-    "task sees UID=0), GROUPS is an array (never exported), RANDOM is dynamic (another value "
-    "is exported) and `_` never reaches the task: over the local transport (and, before "
-    "runners, over a dash login shell) the task gets each value as given. docs/transports.md "
-    "names this a limitation since 5d5bff9, yet the inventory takes such names without a "
-    "word (validation could refuse them on ssh machines, as it refuses RECONCILE_*)",
-)
-def test_a_task_env_named_like_a_bash_special_variable_reaches_the_task(tmp_path, sshd, client_key):
-    given = {"UID": "1000", "EUID": "1001", "GROUPS": "g", "RANDOM": "4", "SECONDS": "9", "_": "u"}
+def test_a_task_env_named_like_a_bash_special_variable_is_refused_before_anything_runs(
+    tmp_path, sshd, client_key
+):
+    """Over SSH a task's env is set by bash, where UID and EUID are read-only, GROUPS an
+    array and RANDOM dynamic: the task would not see the value given. Such names are refused
+    with their place in the file, and nothing runs."""
     p = _project(tmp_path, sshd, client_key, max_parallel=1)
-    env = "".join(f"  {name}: '{value}'\n" for name, value in given.items())
-    p.task("special", "env:\n" + env + "command: /usr/bin/env\n")
-    [run] = _once(p, code=0)["runs"]
-    got = dict(line.split("=", 1) for line in _output(p, run["id"]).splitlines() if "=" in line)
-    assert {name: got.get(name) for name in given} == given
+    p.task("special", "env:\n  UID: '1000'\n  RANDOM: '4'\ncommand: /usr/bin/env\n")
+    result = p.run("--once", "--identity", str(p.key))
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert "env name 'UID' is reserved by the shell" in result.err
+    assert "env name 'RANDOM' is reserved by the shell" in result.err
+    assert sshd.logins() == 0
 
 
 # --- secrets in a runner's memory ----------------------------------------------------------------
@@ -160,14 +155,6 @@ def test_an_idle_runner_keeps_no_secret_of_the_run_it_ran(tmp_path, sshd, client
     assert {pid: maps for pid, maps in holding.items() if maps} == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`vault set` stores a value that is not UTF-8 (bytes from a key file, say) without "
-    "a word, and every later pass of the project, every team's, then ends in an internal "
-    "error before it plans anything: the redactor learns every vault's values at the start "
-    "(cli/passes.wired_engine -> secrets.learn_every_vault -> redact.variants: "
-    "`value.encode()` of a str holding surrogates raises UnicodeEncodeError)",
-)
 def test_a_vault_value_that_is_not_utf8_is_refused_or_harmless(tmp_path, sshd, client_key):
     p = _project(tmp_path, sshd, client_key)
     stored = subprocess.run(
