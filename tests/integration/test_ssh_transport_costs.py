@@ -117,6 +117,24 @@ def _count_messages(transport: SshTransport) -> list[int]:
 OPEN, DATA, EOF, CLOSE, REQUEST = 90, 94, 96, 97, 98
 
 
+def _connected(sshd, client_key, markers, hold: bool, runners: bool):
+    """A transport connected to `sshd` (without the day-old cleanup's own channel, which is
+    not counted here), and the machine."""
+    from reconciler.core.redact import Secret
+
+    transport = SshTransport(
+        lambda machine: Secret(client_key.private),
+        markers_dir=str(markers),
+        hold_outputs=hold,
+        runners=runners,
+    )
+    transport.pool._opened = None
+    machine = sshd.machine()
+    transport.prepare([machine])
+    wait_until(lambda: transport.pool.connects == 1, timeout=30, message="connected")
+    return transport, machine
+
+
 @pytest.mark.parametrize("hold", [True, False], ids=["held until settle", "acknowledged at once"])
 def test_a_run_sends_no_eof_only_what_the_wrapper_reads_and_the_close(
     sshd, client_key, tmp_path, hold
@@ -126,19 +144,8 @@ def test_a_run_sends_no_eof_only_what_the_wrapper_reads_and_the_close(
     acknowledgement and the close — no EOF, which would be one more message for both sides
     and could reach sshd after it freed the channel. Counted from what the client's
     transport really sends, with outputs held until `settle` (as a pass does) and without."""
-    from reconciler.core.redact import Secret
-
-    transport = SshTransport(
-        lambda machine: Secret(client_key.private),
-        markers_dir=str(tmp_path / "markers"),
-        hold_outputs=hold,
-        runners=False,
-    )
-    transport.pool._opened = None  # the day-old cleanup's own channel: not counted here
+    transport, machine = _connected(sshd, client_key, tmp_path / "markers", hold, runners=False)
     try:
-        machine = sshd.machine()
-        transport.prepare([machine])
-        wait_until(lambda: transport.pool.connects == 1, timeout=30, message="connected")
         sent = _count_messages(transport)
         assert transport.run(machine, "echo ok", {"A": "1"}, 30, 7).output == "ok\n"
         transport.settle([7])
@@ -157,17 +164,9 @@ def test_a_run_on_a_runner_costs_two_messages_and_the_runner_ends_without_eof(
     acknowledgement: no channel is opened, asked to exec or closed per run. The runner's
     own channel is opened once, and at the end it is told to quit and closed, with no EOF
     (see `wrapper`). The outputs are gone from the target once acknowledged."""
-    from reconciler.core.redact import Secret
-
     markers = tmp_path / "markers"
-    transport = SshTransport(
-        lambda machine: Secret(client_key.private), markers_dir=str(markers), hold_outputs=hold
-    )
-    transport.pool._opened = None  # the day-old cleanup's own channel: not counted here
+    transport, machine = _connected(sshd, client_key, markers, hold, runners=True)
     try:
-        machine = sshd.machine()
-        transport.prepare([machine])
-        wait_until(lambda: transport.pool.connects == 1, timeout=30, message="connected")
         sent = _count_messages(transport)
         assert transport.run(machine, "echo one", {"A": "1"}, 30, 7).output == "one\n"
         transport.settle([7])

@@ -261,21 +261,9 @@ class SshTransport(Transport):
             runner.send(call.request)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc, runner.connection) from exc
-        follow = None
-        if control is not None:
-            follow = _RemoteOutput(self, machine, run_id, call.nonce, control, started)
-            control.attach(lambda grace: self._stop_remote(machine, run_id, call.nonce, grace))
-        received, reply, dropped = _read_reply(
-            runner.channel, call.token, started + timeout, follow
-        )
-        if reply is not None:
-            if follow is not None:
-                follow.finish(reply[0], dropped)
-            done = Completed(
-                exit_code=reply[1],
-                output=_tail(reply[0], dropped),
-                duration=time.monotonic() - started,
-            )
+        follow = self._follow(machine, run_id, call, started, control)
+        received, done, dropped = _replied(runner.channel, call.token, started, timeout, follow)
+        if done is not None:
             if self.hold_outputs:
                 return done, True, True
             try:
@@ -314,21 +302,9 @@ class SshTransport(Transport):
             # attached only after the dispatch would let it start, then race its markers).
             return Completed(exit_code=None, output="", duration=time.monotonic() - started), False
         self._dispatch(machine, session, call)
-        follow = None
-        if control is not None:
-            follow = _RemoteOutput(self, machine, run_id, call.nonce, control, started)
-            control.attach(lambda grace: self._stop_remote(machine, run_id, call.nonce, grace))
-        received, reply, dropped = _read_reply(
-            session.channel, call.token, started + timeout, follow
-        )
-        if reply is not None:
-            if follow is not None:
-                follow.finish(reply[0], dropped)
-            done = Completed(
-                exit_code=reply[1],
-                output=_tail(reply[0], dropped),
-                duration=time.monotonic() - started,
-            )
+        follow = self._follow(machine, run_id, call, started, control)
+        received, done, dropped = _replied(session.channel, call.token, started, timeout, follow)
+        if done is not None:
             if self.hold_outputs:
                 return done, True
             _acknowledge(session.channel, call.token)
@@ -346,6 +322,21 @@ class SshTransport(Transport):
         if follow is not None:
             follow.finish(done.output.encode("utf-8", "replace"))
         return done, False
+
+    def _follow(
+        self,
+        machine: Machine,
+        run_id: int,
+        call: wrapper.Invocation,
+        started: float,
+        control: RunControl | None,
+    ) -> _RemoteOutput | None:
+        """With `control`, the run's output followed while it runs, and a kill of it wired to
+        its process group on the target; None without."""
+        if control is None:
+            return None
+        control.attach(lambda grace: self._stop_remote(machine, run_id, call.nonce, grace))
+        return _RemoteOutput(self, machine, run_id, call.nonce, control, started)
 
     def settle(self, recorded: Collection[int], unrecorded: Collection[int] = ()) -> None:
         """The ends of the `recorded` runs are durable: acknowledge their outputs (each
@@ -1061,6 +1052,25 @@ def _read_reply(
         if data.endswith(b"\n") and (reply := wrapper.parse_reply(bytes(data), token)):
             return bytes(data), reply, dropped
     return bytes(data), None, dropped
+
+
+def _replied(
+    channel: paramiko.Channel,
+    token: str,
+    started: float,
+    timeout: float,
+    follow: _RemoteOutput | None,
+) -> tuple[bytes, Completed | None, int]:
+    """`_read_reply` for a run started at `started`: what was received, the run's result when
+    its reply came (handed to `follow` as well), and how many bytes of its head were
+    dropped."""
+    received, reply, dropped = _read_reply(channel, token, started + timeout, follow)
+    if reply is None:
+        return received, None, dropped
+    if follow is not None:
+        follow.finish(reply[0], dropped)
+    done = Completed(reply[1], _tail(reply[0], dropped), time.monotonic() - started)
+    return received, done, dropped
 
 
 def _acknowledge(channel: paramiko.Channel, token: str) -> None:
