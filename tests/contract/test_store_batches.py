@@ -24,6 +24,7 @@ from reconciler.adapters.audit.chain import Anchor, AuditRecord, verify
 from reconciler.adapters.store.base import Batch, ClaimRequest, RunEnd
 from reconciler.core.errors import StoreError
 from reconciler.core.state import RunStatus
+from tests.support.audit_poison import poison
 from tests.support.cli import reconcile
 from tests.support.store_contract import add, enqueue, race
 
@@ -43,19 +44,6 @@ def poison_at(run_id: int):
         return [AuditRecord(AT, "tester", action, {"run": run.id})]
 
     return audit
-
-
-def poison(raw, backend: str) -> None:
-    """Make the database refuse any audit entry of action `poison`, wherever a batch stores
-    it (the chain on SQLite, the queue on PostgreSQL)."""
-    if backend == "sqlite":
-        raw.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON audit_log WHEN NEW.action = 'poison' "
-            "BEGIN SELECT RAISE(ABORT, 'poisoned audit entry'); END"
-        )
-    else:
-        for table in ("audit_queue", "audit_log"):
-            raw.execute(f"ALTER TABLE {table} ADD CONSTRAINT poison CHECK (action <> 'poison')")
 
 
 def runs_on(store, now, machine: str, n: int, prefix: str = "t"):

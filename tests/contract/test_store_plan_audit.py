@@ -14,6 +14,7 @@ from reconciler.adapters.audit.chain import AuditRecord, verify
 from reconciler.core.errors import StoreError
 from reconciler.core.plan import Cancel, Plan
 from reconciler.core.state import Reason, RunStatus
+from tests.support.audit_poison import poison
 from tests.support.store_contract import add, enqueue
 
 AT = "2024-05-01T12:00:00.000000Z"
@@ -89,14 +90,7 @@ def test_a_plan_with_nothing_to_do_still_writes_its_entry(store, now):
 
 def test_a_plan_whose_entry_cannot_be_stored_records_nothing(store, now, raw, backend):
     [doomed] = add(store, now, enqueue(task="prod/doomed"))
-    if backend == "sqlite":
-        raw.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON audit_log WHEN NEW.action = 'poison' "
-            "BEGIN SELECT RAISE(ABORT, 'poisoned audit entry'); END"
-        )
-    else:
-        for table in ("audit_queue", "audit_log"):
-            raw.execute(f"ALTER TABLE {table} ADD CONSTRAINT poison CHECK (action <> 'poison')")
+    poison(raw, backend)
     plan = Plan(enqueue=(enqueue(task="prod/new"),), cancel=(_cancel(doomed),))
     with pytest.raises(StoreError):
         store.record_plan(plan, "c0ffee", now, "planner", Seen("poison"))
