@@ -194,10 +194,17 @@ class Runner(Session):
         """Tell the runner to exit once it read what was sent before (acknowledgements)."""
         try:
             self.send(RUNNER_QUIT)
-            with self.channel.lock:  # no EOF after it: see `wrapper` (nothing more is sent)
-                self.channel.eof_sent = True
+            no_eof(self.channel)  # nothing more is sent: no EOF after it (see `wrapper`)
         except (paramiko.SSHException, EOFError, OSError):
             pass  # the runner is gone already
+
+
+def no_eof(channel: paramiko.Channel) -> None:
+    """Mark `channel` as half-closed without telling the server: paramiko then sends no EOF
+    when it is closed, only the CLOSE (see `wrapper`: an EOF racing the remote exit can reach
+    sshd after it freed the channel, which drops the connection)."""
+    with channel.lock:  # paramiko decides whether to send an EOF under this lock
+        channel.eof_sent = True
 
 
 class ConnectionPool:

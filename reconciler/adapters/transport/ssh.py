@@ -43,6 +43,7 @@ from reconciler.adapters.transport.pool import (
     ConnectionPool,
     Runner,
     Session,
+    no_eof,
 )
 from reconciler.adapters.transport.probe import PROBE_COMMAND, Load, parse_probe
 from reconciler.adapters.transport.sshlib import paramiko
@@ -181,7 +182,7 @@ class SshTransport(Transport):
                 control.detach()
             if reusable:
                 self.pool.give_back_runner(machine, session)
-            elif not held or runner is not None:
+            elif runner is not None or not held:  # a held wrapper keeps its channel: `settle`
                 self.pool.give_back(machine, session)
         if held:
             with self._lock:
@@ -229,7 +230,7 @@ class SshTransport(Transport):
             raise Unreachable(f"machine '{machine.name}': no answer from the shell started")
         session.connection.runs_runners = False
         log.info("machine %s cannot keep a runner: one channel per run", machine.name)
-        _no_eof(channel)
+        no_eof(channel)
         try:
             channel.close()
             session.channel = session.connection.open_channel(self.connect_timeout)
@@ -660,7 +661,7 @@ class SshTransport(Transport):
             channel.exec_command(line)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise _lost(machine, exc) from exc
-        _no_eof(channel)  # the script reads nothing (stdin is /dev/null)
+        no_eof(channel)  # the script reads nothing (stdin is /dev/null)
         try:
             budget = CTL_TIMEOUT + (grace or 0)
             if not _wait_status(channel, started + budget) or channel.exit_status < 0:
@@ -698,7 +699,7 @@ class SshTransport(Transport):
             started = time.monotonic()
             try:
                 channel.exec_command(wrapper.read_line(self.markers, run_id, nonce, offset))
-                _no_eof(channel)  # the script reads nothing (stdin is /dev/null)
+                no_eof(channel)  # the script reads nothing (stdin is /dev/null)
                 if not _wait_status(channel, started + CTL_TIMEOUT):
                     return b""
                 return _read_all_bytes(channel, DRAIN)
@@ -796,7 +797,7 @@ class SshTransport(Transport):
             channel.exec_command(wrapper.clean_line(self.markers))
         except (paramiko.SSHException, EOFError, OSError):
             return
-        _no_eof(channel)  # the script reads nothing (stdin is /dev/null)
+        no_eof(channel)  # the script reads nothing (stdin is /dev/null)
         connection.hand_over(channel)
 
 
@@ -1093,13 +1094,7 @@ def _send_last(channel: paramiko.Channel, data: bytes) -> None:
     could reach sshd after it freed the channel; see `wrapper`). Nothing is sent on the
     channel afterwards."""
     channel.sendall(data)
-    _no_eof(channel)
-
-
-def _no_eof(channel: paramiko.Channel) -> None:
-    """What `_send_last` does after its data, for a channel whose command reads nothing."""
-    with channel.lock:  # paramiko decides whether to send an EOF under this lock
-        channel.eof_sent = True
+    no_eof(channel)
 
 
 def _tail(raw: bytes, dropped: int = 0) -> str:
