@@ -314,10 +314,11 @@ exit 0
 #   pass adopts it).
 # - anything else (`Q`), or the end of its input: exit. A task still running goes on alone.
 # Acknowledgements wait in the pipe while a run goes on, and are read before the next one.
-RUNNER = r"""exec 2>/dev/null
+RUNNER = (
+    _PREAMBLE
+    + r"""exec 2>/dev/null
 set +euC
 umask 077
-d=$1; case $d in "~/"*) d=$HOME/${d#"~/"};; esac
 if [ "${BASH_VERSINFO[0]:-0}" -lt 4 ] || [ ! -r /proc/self/stat ] ||
    { [ "${BASH_VERSINFO[0]}" -eq 4 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
   echo "reconciler-runner 0"; exit 0
@@ -333,9 +334,7 @@ reply() {  # the output (bytes, not characters: LC_ALL=C here only) and the trai
             fi ;;
   esac
   if [ -n "$o" ] || [ "$z" = 0 ]; then printf '%s%s %s\n' "$o" "$t" "$rc"; return; fi
-  z=$(($(wc -c < "$f.out" || echo 0) + 0))
-  [ "$z" -gt 65536 ] && printf '[... %s bytes of earlier output dropped ...]\n' $((z - 65536))
-  tail -c 65536 "$f.out"
+  tail_out
   printf '%s %s\n' "$t" "$rc"
 }
 echo "reconciler-runner 1"
@@ -397,6 +396,7 @@ while LC_ALL=C IFS= read -r -N 192 m; do  # one read(2), not one per byte (see M
 done
 exit 0
 """
+)
 
 
 def runner_line(markers: str) -> str:
