@@ -388,6 +388,12 @@ while LC_ALL=C IFS= read -r -N 192 m; do  # one read(2), not one per byte (see M
   set +m
   exec 4>&-
   wait $!; rc=$?
+  # A task that stopped before this wait began (its own SIGSTOP) makes `wait` return
+  # 128+SIGSTOP while it lives on: wait on (a while between looks) until it is gone.
+  while [ "$rc" -gt 128 ] && kill -s 0 "$!" 2>/dev/null; do
+    sleep 0.2 2>/dev/null || sleep 1
+    wait $!; rc=$?
+  done
   IFS=' 	' read -r k z < /proc/$$/fdinfo/3 && [ "$k" = pos: ] || z=
   exec 3>&-
   echo "$n $rc" >> "$f.meta"
