@@ -22,8 +22,9 @@ runs are considered priority first (with inheritance along `after`, see
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from reconciler.core.holds import Hold, hold_of
@@ -61,6 +62,11 @@ class Decision:
     # the priority they are dispatched at: until something else changes, the next runs to
     # start come from here, in this order (see `fill`).
     waiting: tuple[tuple[Run, int], ...] = ()
+    # The runs that wait for a dependency still queued or running, in dispatch order with
+    # their priority: when one of those dependencies succeeds, `release` moves the runs it
+    # frees into `waiting` without deciding on the whole queue again. Implied by the rest
+    # (a run in no other field waits for a dependency or capacity), so not compared.
+    awaiting: tuple[tuple[Run, int], ...] = field(default=(), compare=False)
 
 
 def decide(
@@ -90,6 +96,7 @@ def decide(
     halt: list[tuple[Run, str]] = []
     held: list[tuple[Run, Hold]] = []
     waiting: list[tuple[Run, int]] = []
+    awaiting: list[tuple[Run, int]] = []
     for run, priority in prioritised(live, desired):
         verdict = deps.verdict(run)
         stand = stands.get(run.task)
@@ -106,19 +113,80 @@ def decide(
                 start.append(run)
             else:
                 waiting.append((run, priority))
+        else:
+            awaiting.append((run, priority))
     if held:  # a run waiting for a held dependency is held as long, and says why
         holds = {run.id: hold for run, hold in held}
         settled = {run.id for run in start} | {run.id for run, _ in [*block, *halt]}
         undecided = [run for run in live if run.id not in settled]
         derived = held_dependents(undecided, holds, desired)
         held += [(run, derived[run.id]) for run in undecided if run.id in derived.keys() - holds]
+        held_ids = {run.id for run, _ in held}
+        awaiting = [(run, priority) for run, priority in awaiting if run.id not in held_ids]
     return Decision(
         start=tuple(start),
         block=tuple(block),
         held=tuple(held),
         waiting=tuple(waiting),
         halt=tuple(halt),
+        awaiting=tuple(awaiting),
     )
+
+
+def release(
+    decision: Decision,
+    succeeded: set[str],
+    active: Sequence[Run],
+    desired: DesiredState,
+    executed: ExecutedState,
+    now: datetime,
+) -> Decision | None:
+    """`decision` once runs of the tasks `succeeded` succeeded: the runs of its `awaiting`
+    that those successes free join `waiting` at the place `decide` would give them, the
+    others keep waiting. What `decide` would choose if nothing else changed since it made
+    `decision` (no run was added, none ended badly, no hold expired), at the cost of the
+    runs that waited for those tasks, not of the queue: a chain of `after` dependencies
+    releases its runs one by one without a look at every pending run each time.
+
+    `active` are the runs queued or running anywhere (as `decide` judged dependencies
+    against). None when one of the freed runs needs a whole decision: a dependency of it
+    failed meanwhile, something holds it, or a rollout governs it (its batches and budget
+    are judged on the whole task)."""
+    now = utc(now)
+    if any((spec := desired.tasks.get(task)) is None or spec.rollout for task in succeeded):
+        return None  # a rollout's success may open its next batch: judged on the whole task
+    freed: list[tuple[Run, int]] = []
+    still: list[tuple[Run, int]] = []
+    deps: _Dependencies | None = None
+    for run, priority in decision.awaiting:
+        spec = desired.tasks.get(run.task)
+        if spec is None or spec.rollout is not None:
+            return None
+        if succeeded.isdisjoint(spec.after):
+            still.append((run, priority))
+            continue
+        if deps is None:
+            deps = _Dependencies(desired, executed, active)
+        verdict = deps.verdict(run)
+        if verdict is _WAIT:
+            still.append((run, priority))
+        elif verdict is not None or run_hold(run, desired, now, priority) is not None:
+            return None
+        else:
+            freed.append((run, priority))
+    if not freed:
+        return replace(decision, start=(), awaiting=tuple(still))
+    waiting = list(decision.waiting)
+    for item in freed:
+        insort(waiting, item, key=_order_key)
+    return replace(decision, start=(), waiting=tuple(waiting), awaiting=tuple(still))
+
+
+def _order_key(item: tuple[Run, int]) -> tuple[int, datetime, int]:
+    """Where a run stands in dispatch order (see `prioritised`): by the priority it is
+    dispatched at, then oldest, then lowest id."""
+    run, priority = item
+    return priority, _age(run), run.id
 
 
 def held_dependents(
@@ -185,7 +253,7 @@ def prioritised(runs: Sequence[Run], desired: DesiredState) -> list[tuple[Run, i
     runs = sorted(runs, key=lambda r: r.id)  # a stable base whatever the input order
     items = [_Item(r.task, r.machine, _priority(r, desired)) for r in runs]
     effective = inherited_priorities(items, desired, _depth_of(desired))
-    order = sorted(range(len(runs)), key=lambda i: (effective[i], _age(runs[i]), runs[i].id))
+    order = sorted(range(len(runs)), key=lambda i: _order_key((runs[i], effective[i])))
     return [(runs[i], effective[i]) for i in order]
 
 

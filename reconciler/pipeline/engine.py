@@ -46,7 +46,7 @@ from reconciler.adapters.store.base import (
 )
 from reconciler.adapters.store.common import pid_namespace, process_start
 from reconciler.adapters.transport.base import STILL_RUNNING, Transport, run_key
-from reconciler.core.dispatch import Decision, decide, fill, run_hold
+from reconciler.core.dispatch import Decision, decide, fill, release, run_hold
 from reconciler.core.errors import StoreError, TransportError
 from reconciler.core.holds import Hold, HoldKind
 from reconciler.core.model import DesiredState
@@ -520,6 +520,9 @@ class _Drain:
         self.decided: Decision | None = None
         self.changed = True
         self.awaited: set[str] = set()  # tasks that pending runs name in `after`
+        # Awaited tasks whose runs succeeded since the last decision: the runs waiting for
+        # them may start (`_release`), and nothing else needs deciding again for it.
+        self.released: set[str] = set()
         self.decided_held_due: datetime | None = None
         self.retry_holds: list[tuple[Run, datetime]] = []
         self.pause_holds: list[tuple[Run, datetime]] = []  # runs held by a rollout's pause
@@ -631,6 +634,8 @@ class _Drain:
             # left it out. Taken or ended elsewhere, it left the queue: the order holds.
             self.changed |= any(run_id in self.pending for run_id in self.refused)
             self.refused = set()
+        if self.released and not self._rethink(now):
+            self._release(now)
         if self.deferred is not None and self._rethink(now):
             self._flush_ends()  # a whole decision: on the queue as it is once they are recorded
         mine = [*self.running.values()]
@@ -742,6 +747,31 @@ class _Drain:
         due = self.decided_held_due
         return due is not None and now >= due
 
+    def _release(self, now: datetime) -> None:
+        """Move the runs that waited for the tasks of `released` into the last decision's
+        order (`dispatch.release`), or ask for a whole decision when one of them needs it."""
+        decided = self.decided
+        # Runs taken or cancelled elsewhere left the queue; the rest as last read.
+        awaiting = tuple(
+            (self.pending[run.id], priority)
+            for run, priority in decided.awaiting
+            if run.id in self.pending
+        )
+        active = [*self.pending.values(), *self.running.values(), *self.others]
+        released = release(
+            replace(decided, awaiting=awaiting),
+            self.released,
+            active,
+            self.desired,
+            self.tracker.view(active),
+            now,
+        )
+        self.released = set()
+        if released is None:
+            self.changed = True
+        else:
+            self.decided = released
+
     def _remember(self, decision: Decision, fresh: bool) -> None:
         """Keep `decision` for the next rounds' `fill`; after a whole decision, also the tasks
         pending runs wait for (one of them ending makes the next round decide again) and when
@@ -759,6 +789,7 @@ class _Drain:
             )
         self.decided = decision
         self.changed = self.reread = False
+        self.released = set()
 
     def _mine_waiting(self) -> bool:
         """Whether a run of this pass is pending and not held by a deny window."""
@@ -905,8 +936,9 @@ class _Drain:
         self.changed |= (
             moved
             or self.foreign != foreign_before
-            or any(not run.status.is_success or run.task in self.awaited for run in ended)
+            or any(not run.status.is_success for run in ended)
         )
+        self.released |= {run.task for run in ended if run.task in self.awaited}
         for run in self.others:
             if run.id in self.mine:
                 self.report.runs[run.id] = run
@@ -1324,9 +1356,13 @@ class _Drain:
         for record in written:
             _, outcome = outcomes[record.id]
             self.tracker.update(record)
-            # A failure may block the runs after it, a success start them, a retry queues
-            # a run: the next round decides on the whole queue again.
-            self.changed |= not record.status.is_success or record.task in self.awaited
+            # A failure may block the runs after it, a retry queues a run: the next round
+            # decides on the whole queue again. A success may start the runs after it:
+            # only those are looked at again (`_release`).
+            if not record.status.is_success:
+                self.changed = True
+            elif record.task in self.awaited:
+                self.released.add(record.task)
             if record.status is RunStatus.PENDING:
                 self.pending[record.id] = record
                 self._note(Event(Kind.RETRYING, record, outcome.error or "", audited))
