@@ -20,6 +20,7 @@ no command ever runs without one: a reconciler killed in between leaves nothing 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import pwd
@@ -75,6 +76,10 @@ DRAIN_GRACE = 0.5
 GATE = 'IFS= read -r opened || exit 125; unset opened; exec </dev/null; eval "set --; $1"'
 # Without pidfds (not Linux, or a kernel before 5.3) the shell's exit is polled this often.
 EXIT_POLL = 0.02
+# A run's cookie: this process's random part and a count, so that no two attempts share one
+# (random per attempt cost a getrandom(2) per run, and the cookie guards nothing secret).
+_COOKIE_PREFIX = secrets.token_hex(8)
+_COOKIE_COUNT = itertools.count(1)
 
 
 def child_environment(
@@ -191,25 +196,38 @@ class LocalTransport(Transport):
     ) -> Completed:
         started = time.monotonic()
         account = run_as(machine, self.own_user_allowed)
-        cookie = secrets.token_hex(16)  # marks every process of this attempt: see _kill_group
+        # Marks every process of this attempt: see _kill_group.
+        cookie = f"{_COOKIE_PREFIX}{next(_COOKIE_COUNT):016x}"
         env = {**env, RUN_COOKIE: cookie}
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", GATE, "/bin/sh", command],  # $0 as `sh -c command` gives it
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=child_environment(env, account),
-            start_new_session=True,
-            cwd=self.cwd,
-            **(account.popen_arguments() if account is not None else {}),
-        )
+        # Bare pipes, not Popen's file objects: each of those cost system calls (a stat, an
+        # ioctl, seeks) that let go of the GIL, and the threads of a busy pass wait on it.
+        gate, gate_end = os.pipe()
+        out, out_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", GATE, "/bin/sh", command],  # $0 as `sh -c command` gives it
+                stdin=gate,
+                stdout=out_end,
+                stderr=out_end,
+                env=child_environment(env, account),
+                start_new_session=True,
+                cwd=self.cwd,
+                **(account.popen_arguments() if account is not None else {}),
+            )
+        except BaseException:
+            for fd in (gate_end, out):
+                os.close(fd)
+            raise
+        finally:
+            os.close(gate)
+            os.close(out_end)
         failpoints.hit("after_spawn")
         marker = self._mark(run_id, proc.pid, cookie)
         if control is not None:  # a kill request stops the whole group, as a timeout does
             control.attach(lambda grace: _kill_group(proc.pid, None, grace, cookie))
         try:
-            _open_gate(proc)
-            tail, timed_out = _collect(proc, started + timeout, control, cookie)
+            _open_gate(gate_end)
+            tail, timed_out = _collect(proc, out, started + timeout, control, cookie)
         finally:
             if control is not None:
                 control.detach()
@@ -224,23 +242,23 @@ class LocalTransport(Transport):
 
     def _mark(self, run_id: int, pgid: int, cookie: str) -> Path | None:
         """Remember the process group and the cookie of a command about to run (best
-        effort). Written aside and renamed, so `reap` never reads a half-written marker."""
+        effort). Written in place, in one write: the command waits at its gate until this
+        returns, so a marker a crash left half-written names a command that never ran (its
+        gate reads the end of the pipe), and `reap` leaves a marker it cannot read alone."""
         marker = self.markers / f"{run_id}.pgid"
-        partial = f"{marker}.partial"
         try:
             if not self._private:  # once: the folder stays (made again if removed meanwhile)
                 private_dir(self.markers)  # inside private state, whatever the store
                 self._private = True
             try:
-                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             except FileNotFoundError:
                 private_dir(self.markers)
-                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, f"{pgid} {cookie}".encode())
             finally:
                 os.close(fd)
-            os.replace(partial, marker)
             return marker
         except OSError:
             return None
@@ -277,28 +295,30 @@ class LocalTransport(Transport):
         marker.unlink(missing_ok=True)
 
 
-def _open_gate(proc: subprocess.Popen) -> None:
-    """Let the spawned shell run its command (see `GATE`)."""
+def _open_gate(gate: int) -> None:
+    """Let the spawned shell run its command (see `GATE`): one line on the write end
+    `gate` of its stdin, which is closed."""
     # An error means it died before reading (killed from outside): `wait` gives its status.
-    with contextlib.suppress(OSError):
-        proc.stdin.write(b"\n")
-    with contextlib.suppress(OSError):
-        proc.stdin.close()  # flushes the line; closes the pipe even when that fails
+    try:
+        with contextlib.suppress(OSError):
+            os.write(gate, b"\n")
+    finally:
+        os.close(gate)
 
 
 def _collect(
     proc: subprocess.Popen,
+    out: int,
     deadline: float,
     control: RunControl | None = None,
     cookie: str | None = None,
 ) -> tuple[TailBuffer, bool]:
-    """Read the command's output in the calling thread (no reader thread per run) until its
-    shell exited and the output ended, or `deadline`: then its process group is killed
-    (`timed_out`). Output still held open by a background child is read for at most
-    `DRAIN_GRACE` after the shell's end. The shell's exit is waited on with a pidfd beside
-    the pipe, so nothing polls where the kernel supports it. Each read also goes to
-    `control` (the output as it comes)."""
-    out = proc.stdout.fileno()
+    """Read the command's output from the pipe `out` (closed on return) in the calling
+    thread (no reader thread per run) until its shell exited and the output ended, or
+    `deadline`: then its process group is killed (`timed_out`). Output still held open by a
+    background child is read for at most `DRAIN_GRACE` after the shell's end. The shell's
+    exit is waited on with a pidfd beside the pipe, so nothing polls where the kernel
+    supports it. Each read also goes to `control` (the output as it comes)."""
     tail = TailBuffer(OUTPUT_TAIL)
     exits = _pidfd(proc.pid)
     poller = select.poll()
@@ -329,7 +349,7 @@ def _collect(
     finally:
         if exits is not None:
             os.close(exits)
-        proc.stdout.close()
+        os.close(out)
     return tail, timed_out
 
 
