@@ -184,6 +184,34 @@ def test_an_end_batch_requeues_a_retry_and_finishes_the_rest(store, now):
         store.end_batch([RunEnd(a.id, 1, RunStatus.RUNNING)], now)
 
 
+def test_an_end_batch_stores_every_output_and_error_as_given(store, now):
+    # Texts go to SQLite inline in the batch's JSON unless JSON would change them (a NUL, a
+    # lone surrogate): each must read back exactly, beside the others, whichever way it went.
+    texts = [
+        ("plain\n", None),
+        ("nul \x00 inside", "error too"),
+        ("ünïcødé ✓ \u2028 \\ \" quotes", "exit 3: ✗"),
+        ("", ""),
+        ("lone \ud800 surrogate", "nul \x00 in the error"),
+    ]
+    runs = runs_on(store, now, "m1", len(texts))
+    claimed = store.claim_batch([ClaimRequest(r.id) for r in runs], "w", now).runs
+    store.dispatch_batch(claimed, now)
+    ends = [
+        RunEnd(run.id, run.epoch, RunStatus.FAILED, exit_code=3, output=out, error=err)
+        for run, (out, err) in zip(claimed, texts)
+    ]
+    batch = store.end_batch(ends, now)
+    stored = [store.get_run(run.id) for run in claimed]
+    written = [(run.output, run.error) for run in batch.runs]
+    assert written == [(run.output, run.error) for run in stored]
+    assert [(run.output, run.error) for run in stored[:4]] == texts[:4]
+    # What a backend cannot keep as it is (PostgreSQL text holds no NUL, no surrogate) it
+    # stores its own way, never losing the rest of the text.
+    assert "surrogate" in stored[4].output
+    assert stored[4].error.replace("\ufffd", "\x00") == "nul \x00 in the error"
+
+
 @pytest.mark.parametrize("step", ["dispatch", "end"])
 def test_a_dispatch_or_end_batch_whose_audit_entry_fails_changes_nothing(
     store, now, raw, backend, step

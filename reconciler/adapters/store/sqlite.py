@@ -196,6 +196,20 @@ def _dt(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _json_safe(text: str | None) -> bool:
+    """Whether SQLite's JSON functions give `text` back unchanged from `json.dumps`: no NUL
+    (they end a string there) and no lone surrogate (not UTF-8)."""
+    if text is None or (text.isascii() and "\0" not in text):
+        return True
+    if "\0" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # The columns of `runs` in table order: every query that returns runs selects them in this
 # order (`SELECT *`, `RETURNING *` or the explicit lists of sqlite.sql). A later migration can
 # only append columns (ALTER TABLE ADD COLUMN), so `_run` reads this prefix of any row.
@@ -342,6 +356,9 @@ class SqliteStore(StateStore):
         self._lock_path = Path(os.path.abspath(self.path) + ".lock")
         self._lock_name = f"{self.path}.lock"
         self._mutex = threading.Lock()
+        # The connection's `synchronous` mode (NORMAL once opened): switched only when a
+        # write needs the other one (see `_write`).
+        self._full_sync = False
         self.read_only = read_only
         self._conn = self._connect_read_only() if read_only else self._connect(create)
         try:
@@ -442,8 +459,7 @@ class SqliteStore(StateStore):
         """
         with self._mutex:
             try:
-                if durable:
-                    self._conn.execute("PRAGMA synchronous = FULL")
+                self._synchronous(durable)
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error("write", exc) from exc
@@ -456,10 +472,15 @@ class SqliteStore(StateStore):
             except BaseException:
                 self._rollback()
                 raise
-            finally:
-                if durable:
-                    with suppress(sqlite3.Error):  # a closed connection has nothing to reset
-                        self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _synchronous(self, full: bool) -> None:
+        """Commit the next transaction with `synchronous=FULL` (`full`) or NORMAL. The mode
+        is switched only when it changes: a drain's rounds are durable one after another,
+        and each statement lets go of the GIL, which the run threads of a busy pass take
+        (the engine's thread then waits for it back)."""
+        if full != self._full_sync:
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            self._full_sync = full
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (e.g. after SQLITE_FULL); the original error wins.
@@ -896,20 +917,15 @@ class SqliteStore(StateStore):
                 self._chain(conn, records)
                 return Batch(written, gone), Batch([], [], [c.run_id for c in claims])
             records.extend(leading)
-            taken, refused, unclaimed = self._claim_in(conn, claims, owner, now, want)
-            for run in taken:
+            # Claimed and marked dispatched by one statement: the same transaction holds
+            # both, and its audit records, claims first, say so as two steps.
+            marked, refused, unclaimed = self._claim_in(
+                conn, claims, owner, now, want, dispatch=True
+            )
+            for run in marked:
                 records.extend(claimed(run))
-            marked: list[Run] = []
-            if taken:
-                held = {str(run.id): run.epoch for run in taken}
-                rows = conn.execute(
-                    _q("mark_dispatched_many"), {"held": json.dumps(held)}
-                ).fetchall()
-                done = {run.id: run for run in map(_run, rows)}
-                marked = [done[run.id] for run in taken if run.id in done]
-                refused += [run.id for run in taken if run.id not in done]  # never, held here
-                for run in marked:
-                    records.extend(dispatched(run))
+            for run in marked:
+                records.extend(dispatched(run))
             self._chain(conn, records)
         return Batch(written, []), Batch(marked, refused, unclaimed)
 
@@ -920,23 +936,26 @@ class SqliteStore(StateStore):
         owner: str,
         now: datetime,
         want: int | None,
+        dispatch: bool = False,
     ) -> tuple[list[Run], list[int], list[int]]:
         """The claims of a batch inside the caller's `BEGIN IMMEDIATE` transaction: the runs
         claimed (request order), the ids refused and those left unclaimed (`claim_outcome`).
+        With `dispatch`, the runs claimed are marked dispatched by the same statement.
 
         The write lock is held from the start, so the running counts read once at the top
         cannot change under the batch: each claim adds to its machine's count, and a later
         request for that machine sees it, exactly as the SQL count of `claim` would."""
         stamp = _ts(now)
-        # Three statements whatever the batch's size: which runs are still pending (and
-        # on which machine), how many runs those machines run, and one claim of the
-        # runs the limits let through, in request order (a refused run takes no slot).
-        pending = dict(
-            conn.execute(
-                _q("pending_of_runs"), {"ids": json.dumps([c.run_id for c in claims])}
-            ).fetchall()
-        )
-        busy = self._running_on(conn, list(pending.values()))
+        # Two statements whatever the batch's size: which runs are still pending, on which
+        # machine, and how many runs that machine runs; and one claim of the runs the
+        # limits let through, in request order (a refused run takes no slot).
+        pending: dict[int, str] = {}
+        busy: dict[str, int] = {}
+        for run_id, machine, running in conn.execute(
+            _q("pending_of_runs"), {"ids": json.dumps([c.run_id for c in claims])}
+        ).fetchall():
+            pending[run_id] = machine
+            busy[machine] = running
         allowed: list[int] = []
         for request in claims:
             if want is not None and len(allowed) >= want:
@@ -952,23 +971,12 @@ class SqliteStore(StateStore):
             for run in map(
                 _run,
                 conn.execute(
-                    _q("claim_many"),
+                    _q("claim_dispatch_many" if dispatch else "claim_many"),
                     {"ids": json.dumps(allowed), "owner": owner, "now": stamp},
                 ).fetchall(),
             )
         }
         return claim_outcome(claims, taken, want)
-
-    @staticmethod
-    def _running_on(conn: sqlite3.Connection, machines) -> dict[str, int]:
-        """How many runs each of `machines` runs, in one statement."""
-        wanted = sorted(set(machines))
-        if not wanted:
-            return {}
-        counts = dict(
-            conn.execute(_q("running_on_machines"), {"machines": json.dumps(wanted)}).fetchall()
-        )
-        return {machine: counts.get(machine, 0) for machine in wanted}
 
     def dispatch_batch(
         self, runs: Sequence[Run], now: datetime, audit: AuditOf = no_audit
@@ -1016,9 +1024,11 @@ class SqliteStore(StateStore):
         stamp = _ts(now)
         written: list[Run] = []
         refused: list[int] = []
-        # The texts go as bound parameters, not through JSON: SQLite's JSON functions end a
-        # string at its first NUL byte, and a command's output may hold one.
         texts = {end.run_id: (cap_output(end.output), end.error) for end in ends}
+        # The texts go in the JSON of the ends, save those SQLite's JSON functions would
+        # change (they end a string at its first NUL byte, and a command's output may hold
+        # one): those go as bound parameters, one statement each.
+        bound = {run_id for run_id, pair in texts.items() if not all(map(_json_safe, pair))}
         rows_in = [
             [
                 end.run_id,
@@ -1026,18 +1036,20 @@ class SqliteStore(StateStore):
                 end.status.value,
                 end.exit_code,
                 None if end.retry_at is None else _ts(end.retry_at),
+                *((0, None, None) if end.run_id in bound else (1, *texts[end.run_id])),
             ]
             for end in ends
         ]
         rows = conn.execute(_q("end_many"), {"ends": json.dumps(rows_in), "now": stamp}).fetchall()
         done = {run.id: run for run in map(_run, rows)}
-        conn.executemany(
-            _q("set_texts"),
-            [
-                {"id": run_id, "output": texts[run_id][0], "error": texts[run_id][1]}
-                for run_id in done
-            ],
-        )
+        if bound & done.keys():
+            conn.executemany(
+                _q("set_texts"),
+                [
+                    {"id": run_id, "output": texts[run_id][0], "error": texts[run_id][1]}
+                    for run_id in bound & done.keys()
+                ],
+            )
         for end in ends:  # in request order
             run = done.get(end.run_id)
             if run is None:
@@ -1061,7 +1073,9 @@ class SqliteStore(StateStore):
             anchor = _one(conn, "audit_anchor", {})
             seq, prev = anchor if anchor is not None else (0, GENESIS)
         rows = chain_texts(seq, prev, map(stored_fields, records))
-        conn.executemany(_q("audit_insert_rows"), rows)
+        # One statement for the lot: executemany steps once per row, and each step lets go
+        # of the GIL. Stored texts hold no NUL (`storable`), so JSON carries them as they are.
+        conn.execute(_q("audit_insert_json"), (json.dumps(rows, ensure_ascii=False),))
         return rows
 
     @staticmethod

@@ -442,15 +442,25 @@ SELECT count(*) FROM runs
 WHERE status = 'running' AND machine = (SELECT machine FROM runs WHERE id = :id)
 
 -- query: pending_of_runs
--- claim_batch: which of the runs asked for (:ids a JSON array) are pending, and their machine.
-SELECT id, machine FROM runs
-WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
+-- claim_batch: which of the runs asked for (:ids a JSON array) are pending, their machine,
+-- and how many runs that machine runs.
+SELECT r.id, r.machine,
+       (SELECT count(*) FROM runs x WHERE x.status = 'running' AND x.machine = r.machine)
+FROM runs r
+WHERE r.id IN (SELECT value FROM json_each(:ids)) AND +r.status = 'pending'
 
 -- query: claim_many
 -- claim_batch: `claim` for every run of :ids (a JSON array) at once. `+status`: look the runs
 -- up by id; by the status index the planner would walk every pending run, each round.
 UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1,
                 heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
+RETURNING *
+
+-- query: claim_dispatch_many
+-- round_batch: `claim_many` and `mark_dispatched_many` of the same runs in one statement.
+UPDATE runs SET status = 'running', started_at = :now, owner = :owner, epoch = epoch + 1,
+                dispatched = 1, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
 RETURNING *
 
@@ -463,8 +473,9 @@ RETURNING *
 
 -- query: end_many
 -- end_batch: `finish` or, with a retry time, `requeue`, for every end of :ends (a JSON array
--- of [id, epoch, status, exit_code, retry_at]) at once; `set_texts` then writes each run's
--- output and error (bound, not JSON: a JSON string ends at a NUL byte).
+-- of [id, epoch, status, exit_code, retry_at, inline, output, error]) at once, with its
+-- output and error when `inline` is 1; `set_texts` then writes the others' (bound, not JSON:
+-- a JSON string ends at a NUL byte).
 UPDATE runs SET
   status = CASE WHEN e.retry_at IS NULL THEN e.status ELSE 'pending' END,
   finished_at = CASE WHEN e.retry_at IS NULL THEN :now ELSE runs.finished_at END,
@@ -472,22 +483,18 @@ UPDATE runs SET
   not_before = CASE WHEN e.retry_at IS NULL THEN runs.not_before ELSE e.retry_at END,
   dispatched = CASE WHEN e.retry_at IS NULL THEN runs.dispatched ELSE 0 END,
   owner = CASE WHEN e.retry_at IS NULL THEN runs.owner ELSE NULL END,
-  exit_code = e.exit_code
+  exit_code = e.exit_code,
+  output = CASE WHEN e.inline THEN e.output ELSE runs.output END,
+  error = CASE WHEN e.inline THEN e.error ELSE runs.error END
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS epoch, value ->> 2 AS status,
-             value ->> 3 AS exit_code, value ->> 4 AS retry_at
+             value ->> 3 AS exit_code, value ->> 4 AS retry_at, value ->> 5 AS inline,
+             value ->> 6 AS output, value ->> 7 AS error
       FROM json_each(:ends)) AS e
 WHERE runs.id = e.id AND runs.status = 'running' AND runs.epoch = e.epoch
 RETURNING *
 
 -- query: set_texts
 UPDATE runs SET output = :output, error = :error WHERE id = :id
-
--- query: running_on_machines
--- claim_batch: the running runs of each machine (:machines a JSON array), counted once per
--- batch inside its write transaction.
-SELECT machine, count(*) FROM runs
-WHERE status = 'running' AND machine IN (SELECT value FROM json_each(:machines))
-GROUP BY machine
 
 -- query: claim
 -- The compare-and-set of the run protocol: only a pending run is taken, and the new epoch
@@ -588,9 +595,11 @@ WHERE finished_at >= :since AND status IN ('failed', 'blocked', 'unknown', 'kill
 -- The audit log, alerts and retention (migration 4) follow.
 SELECT seq, at, actor, action, detail, prev, hash FROM audit_log ORDER BY seq DESC LIMIT 1
 
--- query: audit_insert_rows
--- By position: rows as `chain.chain_texts` makes them, for executemany.
-INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)
+-- query: audit_insert_json
+-- The same rows as one JSON array (of arrays, by position), in one statement.
+INSERT INTO audit_log (seq, at, actor, action, detail, prev, hash)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6
+FROM json_each(?)
 
 -- query: audit_page
 SELECT seq, at, actor, action, detail, prev, hash FROM audit_log
