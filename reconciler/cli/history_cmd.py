@@ -25,7 +25,7 @@ from reconciler.adapters.source import git as gitsource
 from reconciler.adapters.source.signatures import accept as accept_signed
 from reconciler.adapters.store.common import redact_url
 from reconciler.adapters.store.factory import open_store
-from reconciler.cli import wiring
+from reconciler.cli import views, wiring
 from reconciler.cli.lineage import decide
 from reconciler.cli.passes import _git_view, _state_location
 from reconciler.core.errors import SourceError
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     sha = trees.resolve(args.commit)
     if sha is None:
         raise SourceError(f"unknown revision '{args.commit}'; fetch it first")
-    reason = " ".join(args.reason.split())
+    reason = " ".join(views.utf8_argument("--reason", args.reason).split())
     if not reason:
         raise SourceError("--reason must say why (it is kept in the audit log)")
     settings = ctx.settings

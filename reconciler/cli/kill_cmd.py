@@ -37,7 +37,7 @@ def run(args, ctx, store) -> views.Output:
     """Kill (or cancel) run `args.run`; its outcome."""
     grace = _grace(args.kill_grace)
     actor = default_actor()
-    reason = args.reason or None
+    reason = views.utf8_argument("--reason", args.reason) if args.reason else None
     found = store.get_run(args.run)
     if found is None:
         raise UsageError(f"run {args.run} does not exist (see `reconcile queue list`)")

@@ -109,7 +109,7 @@ def _typed(pair: str) -> str:
 
 
 def _reason(text: str) -> str:
-    reason = (text or "").strip()
+    reason = views.utf8_argument("--reason", (text or "").strip())
     if not reason:
         raise UsageError("--reason must say why the task runs now (it is recorded and audited)")
     if len(reason) > 1000:

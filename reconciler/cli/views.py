@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 # A run's JSON (`queue list`, `queue show`) is shared with the web console, a lower tier.
+from reconciler.core.errors import UsageError
 from reconciler.core.run_view import iso, run_json  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # types only: core.plan imports croniter, which `validate` need not load
@@ -237,6 +238,20 @@ def runs_text(runs: Sequence[Run]) -> str:
 def is_control(char: str) -> bool:
     """A character a terminal acts on rather than shows (C0, DEL, C1; NUL and newline too)."""
     return unicodedata.category(char) == "Cc"
+
+
+def utf8_argument(flag: str, text: str) -> str:
+    """`text` given to `flag`, refused (UsageError, exit 2) unless it is UTF-8. Python keeps
+    each byte of an argument that is not UTF-8 as a lone surrogate (U+DC80-U+DCFF), which no
+    store, log or terminal can take as text: it would end the command later, half done."""
+    at = next((i for i, char in enumerate(text) if "\ud800" <= char <= "\udfff"), None)
+    if at is None:
+        return text
+    byte = ord(text[at]) - 0xDC00
+    shown = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else f"character U+{ord(text[at]):04X}"
+    raise UsageError(
+        f"{flag} is not valid UTF-8 ({shown} at character {at + 1}): write it in UTF-8"
+    )
 
 
 def printable(text: str) -> str:

@@ -105,3 +105,23 @@ def repo(tmp_path):
     repo = TrustRepo(tmp_path)
     repo.start()
     return repo
+
+
+def test_a_reason_that_is_not_utf8_is_refused_and_nothing_is_accepted(tmp_path):
+    repo = TrustRepo(tmp_path, verify="none")
+    repo.commit(None, "initial")
+    repo.once(0)
+    amended = _amend(repo, None, "fixed")
+    refused = reconcile(
+        "accept-history",
+        amended,
+        "--reason",
+        "amended \udcff",  # the byte 0xff, passed to the command as typed
+        "--state",
+        f"sqlite:///{repo.root / 'state.db'}",
+        cwd=repo.work,
+        check_code=2,
+    )
+    assert "--reason is not valid UTF-8 (byte 0xff at character 9)" in refused.err, refused.err
+    assert not any("history.accepted" in json.dumps(e) for e in _audit(repo))
+    repo.once(3)  # still refused: nothing was accepted
