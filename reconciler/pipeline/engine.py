@@ -542,6 +542,7 @@ class _Drain:
         self.prepared = False  # the transports were told of the queue's machines
         # Ends of runs left for the next round to record with the runs it starts (`_ended`).
         self.deferred: _Ends | None = None
+        self.listening = False  # the store's listener for ends is open (`_listen_for_ends`)
 
     def run(self) -> None:
         with _ACTIVITY_GUARD:
@@ -815,6 +816,7 @@ class _Drain:
         if stopping and self.engine.grace is not None and self.stopping_since is not None:
             left = max(0.0, self.engine.grace - (time.monotonic() - self.stopping_since))
             timeout = left if timeout is None else min(timeout, left)
+        self._listen_for_ends()
         if not self.running:
             if not self.forever:
                 timeout = min(timeout, self.poll)
@@ -833,6 +835,17 @@ class _Drain:
         if done:
             self._ended([(self.running.pop(future), future) for future in done])
         return True
+
+    def _listen_for_ends(self) -> None:
+        """Once nothing of this pass is left to claim, have the store listen for the ends a
+        pass waits on (`StateStore.wait_for_ends`), while its runs still run: the last of
+        them, ended by a worker while this drain records its own, would otherwise end before
+        the listener opens at the first wait, and the pass would notice only at its next
+        poll. Not sooner: the listener costs a connection, and a worker never waits so."""
+        if self.listening or self.forever or self._mine_waiting():
+            return
+        self.listening = True
+        self.store.listen_for_ends()
 
     def _sweep(self) -> None:
         """Resolve the runs of dead holders (a killed pass, a dead worker) once their leases

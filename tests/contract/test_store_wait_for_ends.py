@@ -93,3 +93,11 @@ def test_a_plan_wakes_no_end_waiter_and_an_end_no_plan_waiter(store, open_handle
     worker.end_batch([_end(a)], now)
     assert store.wait_for_runs(0.2) is False
     assert store.wait_for_ends(30) is True
+
+
+def test_ends_recorded_after_listening_wake_the_first_wait(store, open_handle, now, backend):
+    worker = open_handle()
+    [a] = _running(worker, now, "prod/a")
+    store.listen_for_ends()  # before any wait: nothing to wait for yet
+    worker.end_batch([_end(a)], now)
+    assert store.wait_for_ends(30) is (None if backend == "sqlite" else True)

@@ -330,6 +330,13 @@ class RunQueue(ABC):
         running here does while it waits on its runs held elsewhere (their ends end it)."""
         return None
 
+    def listen_for_ends(self) -> None:
+        """Start hearing what `wait_for_ends` is woken by now, before the first wait: an end
+        recorded between this call and that wait wakes it at once. A pass calls it once its
+        queue is taken, while its last runs may still end elsewhere; a backend that cannot be
+        woken does nothing."""
+        return None
+
     def run_changes(self, since: object | None = None) -> RunChanges:
         """What a drain re-reads each round: the runs written since `since` (the `cursor` of
         an earlier call, by any connection, this one's included), or every active run. With

@@ -658,11 +658,8 @@ class PostgresStore(StateStore):
         listener that cannot be opened or broke is dropped (reopened by the next call) and
         the wait answers None: the caller then waits its own way, nothing is lost but the
         early wake-up."""
-        listener = self._listeners.get(listen)
         try:
-            if listener is None or listener.closed or listener.broken:
-                listener = self._listeners[listen] = self._connect("listen")
-                listener.execute(_q(listen))
+            listener = self._listening(listen)
             woken = False
             for _ in listener.notifies(timeout=max(timeout, 0.0), stop_after=1):
                 woken = True
@@ -671,12 +668,32 @@ class PostgresStore(StateStore):
                     pass
             return woken
         except (StoreError, psycopg.Error) as exc:
-            log.debug("cannot listen (%s) on state store %s: %s", listen, self.url, exc)
-            dropped = self._listeners.pop(listen, None)
-            if dropped is not None:
-                with suppress(psycopg.Error):
-                    dropped.close()
+            self._drop_listener(listen, exc)
             return None
+
+    def listen_for_ends(self) -> None:
+        """Open `wait_for_ends`' listener now, if it is not open yet: the ends recorded from
+        here on wake the next wait at once, even those recorded before it begins. A listener
+        that cannot be opened is dropped (the next wait tries again)."""
+        try:
+            self._listening("listen_ends")
+        except (StoreError, psycopg.Error) as exc:
+            self._drop_listener("listen_ends", exc)
+
+    def _listening(self, listen: str) -> psycopg.Connection:
+        """The connection running the query `listen`, opened by the first call."""
+        listener = self._listeners.get(listen)
+        if listener is None or listener.closed or listener.broken:
+            listener = self._listeners[listen] = self._connect("listen")
+            listener.execute(_q(listen))
+        return listener
+
+    def _drop_listener(self, listen: str, exc: Exception) -> None:
+        log.debug("cannot listen (%s) on state store %s: %s", listen, self.url, exc)
+        dropped = self._listeners.pop(listen, None)
+        if dropped is not None:
+            with suppress(psycopg.Error):
+                dropped.close()
 
     @_retried
     def run_changes(self, since: object | None = None) -> RunChanges:
