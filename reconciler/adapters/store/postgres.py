@@ -279,6 +279,10 @@ def _retried(method):
     return call
 
 
+class _EndRefused(Exception):
+    """A round's end was refused (its lease was lost): its transaction is rolled back."""
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -916,30 +920,80 @@ class PostgresStore(StateStore):
         leading: Sequence[AuditRecord],
         want: int | None,
     ) -> tuple[tuple[Batch, Batch], int]:
-        """The ends (read), then the machines' locks and the claims (read), then the entries,
-        the dispatch marks and COMMIT. The commit is durable while the machines' locks are
-        held: a claim that a crashed server forgot would otherwise be dispatched (see
-        `claim_commit_unflushed` for the claim batch alone)."""
+        """The ends, the machines' locks and the claims (one round trip: read together),
+        then the entries, the dispatch marks and COMMIT. The commit is durable while the
+        machines' locks are held: a claim that a crashed server forgot would otherwise be
+        dispatched (see `claim_commit_unflushed` for the claim batch alone). An end that was
+        refused rolls the round back, claims included, and the ends alone are recorded
+        again (`_ends_alone`): a round decided on a result that is not recorded claims
+        nothing. That is rare (a lost lease); the usual round saves the round trip that
+        reading the ends before sending the claims would cost."""
+        try:
+            return self._round_trips(
+                ends,
+                claims,
+                owner,
+                stamp,
+                ended_audit,
+                claimed_audit,
+                dispatched_audit,
+                leading,
+                want,
+            )
+        except _EndRefused:
+            return self._ends_alone(ends, claims, stamp, ended_audit)
+
+    def _ends_alone(
+        self,
+        ends: Sequence[RunEnd],
+        claims: Sequence[ClaimRequest],
+        stamp: datetime,
+        ended_audit: AuditOf,
+    ) -> tuple[tuple[Batch, Batch], int]:
+        """A round whose ends were not all recorded: those ends alone, in a transaction of
+        their own; none of its claims is made (all `unclaimed`)."""
+        with self._pipelined("record the end of runs in") as conn:
+            done = self._read_ends(conn, self._send_ends(conn, ends, stamp))
+            written = [done[end.run_id] for end in ends if end.run_id in done]
+            gone = [end.run_id for end in ends if end.run_id not in done]
+            records = [record for run in written for record in ended_audit(run)]
+            self._enqueue(conn, records)
+        return (Batch(written, gone), Batch([], [], [c.run_id for c in claims])), len(records)
+
+    def _round_trips(
+        self,
+        ends: Sequence[RunEnd],
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        stamp: datetime,
+        ended_audit: AuditOf,
+        claimed_audit: AuditOf,
+        dispatched_audit: AuditOf,
+        leading: Sequence[AuditRecord],
+        want: int | None,
+    ) -> tuple[tuple[Batch, Batch], int]:
+        """`_round_batch` when every end is recorded; raises `_EndRefused` (its transaction
+        rolled back) when one is not."""
         records: list[AuditRecord] = []
         written: list[Run] = []
-        gone: list[int] = []
         with self._pipelined("run a round in") as conn:
-            if ends:
-                done = self._read_ends(conn, self._send_ends(conn, ends, stamp))
-                written = [done[end.run_id] for end in ends if end.run_id in done]
-                gone = [end.run_id for end in ends if end.run_id not in done]
-                records = [record for run in written for record in ended_audit(run)]
-            if gone:  # decided on a result that is not recorded: claim nothing
-                self._enqueue(conn, records)
-                return (
-                    (Batch(written, gone), Batch([], [], [c.run_id for c in claims])),
-                    len(records),
-                )
-            records += leading
+            sent = self._send_ends(conn, ends, stamp) if ends else []
             limited = [c.run_id for c in claims if c.max_parallel is not None]
             if limited:  # held from here to COMMIT: claims for one machine take turns
                 conn.execute(_q("lock_machines_of_runs"), {"ids": limited})
-            got = self._claim_rounds(conn, claims, owner, stamp, want) if claims else {}
+            first = (
+                self._send_claims(conn, claims, owner, stamp, want)
+                if claims and want != 0
+                else None
+            )
+            if ends:
+                done = self._read_ends(conn, sent)
+                if len(done) < len(ends):  # decided on a result that is not recorded
+                    raise _EndRefused()
+                written = [done[end.run_id] for end in ends]
+                records = [record for run in written for record in ended_audit(run)]
+            records += leading
+            got = self._claim_rounds(conn, claims, owner, stamp, want, first) if claims else {}
             taken, refused, unclaimed = claim_outcome(claims, got, want)
             for run in taken:
                 records.extend(claimed_audit(run))
@@ -952,35 +1006,50 @@ class PostgresStore(StateStore):
         return (Batch(written, []), Batch(marked, refused, unclaimed)), queued
 
     @staticmethod
+    def _send_claims(
+        conn: psycopg.Connection,
+        claims: Sequence[ClaimRequest],
+        owner: str,
+        stamp: datetime,
+        want: int | None,
+    ) -> psycopg.Cursor:
+        """Send one `claim_within_limits` of `claims` (at most `want`); read by the caller."""
+        return conn.execute(
+            _q("claim_within_limits"),
+            {
+                "ids": [c.run_id for c in claims],
+                "limits": [c.max_parallel for c in claims],
+                "want": want,
+                "owner": owner,
+                "now": stamp,
+            },
+        )
+
+    @staticmethod
     def _claim_rounds(
         conn: psycopg.Connection,
         claims: Sequence[ClaimRequest],
         owner: str,
         stamp: datetime,
         want: int | None,
+        first: psycopg.Cursor | None = None,
     ) -> dict[int, Run]:
         """The runs claimed, by id, up to `want` of them, in request order, each within its
         machine's `max_parallel` counting the runs running there and the requests before it
         (`claim_within_limits`, one statement after the machine locks: sent with them, one
         round trip). A run chosen but not claimed (another worker holds it: SKIP LOCKED, or
-        took it) frees its place for another round; usually there is none."""
+        took it) frees its place for another round; usually there is none. `first`: the
+        first round's statement, already sent with what came before it (not read yet)."""
         got: dict[int, Run] = {}
         failed: set[int] = set()
         while True:
-            todo = [c for c in claims if c.run_id not in got and c.run_id not in failed]
-            left = None if want is None else want - len(got)
-            if not todo or left == 0:
-                return got
-            rows = conn.execute(
-                _q("claim_within_limits"),
-                {
-                    "ids": [c.run_id for c in todo],
-                    "limits": [c.max_parallel for c in todo],
-                    "want": left,
-                    "owner": owner,
-                    "now": stamp,
-                },
-            ).fetchall()
+            if first is None:
+                todo = [c for c in claims if c.run_id not in got and c.run_id not in failed]
+                left = None if want is None else want - len(got)
+                if not todo or left == 0:
+                    return got
+                first = PostgresStore._send_claims(conn, todo, owner, stamp, left)
+            rows, first = first.fetchall(), None
             chosen = rows[0][-1] or []
             got.update((row[0], _run(row)) for row in rows if row[0] is not None)
             lost = [run_id for run_id in chosen if run_id not in got]
