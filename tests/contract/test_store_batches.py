@@ -190,7 +190,7 @@ def test_an_end_batch_stores_every_output_and_error_as_given(store, now):
     texts = [
         ("plain\n", None),
         ("nul \x00 inside", "error too"),
-        ("ünïcødé ✓ \u2028 \\ \" quotes", "exit 3: ✗"),
+        ('ünïcødé ✓ \u2028 \\ " quotes', "exit 3: ✗"),
         ("", ""),
         ("lone \ud800 surrogate", "nul \x00 in the error"),
     ]
