@@ -27,7 +27,7 @@ import sys
 from importlib.util import MAGIC_NUMBER
 
 # Past this many texts the file keeps only those the last process used: versions come and go.
-MAX_ENTRIES = 4096
+MAX_ENTRIES = 2048
 
 
 class MethodCache:
