@@ -886,12 +886,15 @@ class PostgresStore(StateStore):
                 return None
             return shown or Batch([], []), Batch(*claim_outcome(claims, ours, want))
 
-        return self._batch(
-            lambda: self._round_batch(
-                ends, claims, owner, stamp, ended, claimed, dispatched, leading, want
-            ),
-            landed,
-        )
+        def write() -> tuple[tuple[Batch, Batch], int]:
+            try:
+                return self._round_trips(
+                    ends, claims, owner, stamp, ended, claimed, dispatched, leading, want
+                )
+            except _EndRefused:
+                return self._ends_alone(ends, claims, stamp, ended)
+
+        return self._batch(write, landed)
 
     def _claimed_by(
         self, claims: Sequence[ClaimRequest], owner: str, stamp: datetime, dispatched=False
@@ -907,41 +910,6 @@ class PostgresStore(StateStore):
             and run.started_at == stamp
             and (run.dispatched or not dispatched)
         }
-
-    def _round_batch(
-        self,
-        ends: Sequence[RunEnd],
-        claims: Sequence[ClaimRequest],
-        owner: str,
-        stamp: datetime,
-        ended_audit: AuditOf,
-        claimed_audit: AuditOf,
-        dispatched_audit: AuditOf,
-        leading: Sequence[AuditRecord],
-        want: int | None,
-    ) -> tuple[tuple[Batch, Batch], int]:
-        """The ends, the machines' locks and the claims (one round trip: read together),
-        then the entries, the dispatch marks and COMMIT. The commit is durable while the
-        machines' locks are held: a claim that a crashed server forgot would otherwise be
-        dispatched (see `claim_commit_unflushed` for the claim batch alone). An end that was
-        refused rolls the round back, claims included, and the ends alone are recorded
-        again (`_ends_alone`): a round decided on a result that is not recorded claims
-        nothing. That is rare (a lost lease); the usual round saves the round trip that
-        reading the ends before sending the claims would cost."""
-        try:
-            return self._round_trips(
-                ends,
-                claims,
-                owner,
-                stamp,
-                ended_audit,
-                claimed_audit,
-                dispatched_audit,
-                leading,
-                want,
-            )
-        except _EndRefused:
-            return self._ends_alone(ends, claims, stamp, ended_audit)
 
     def _ends_alone(
         self,
@@ -972,8 +940,15 @@ class PostgresStore(StateStore):
         leading: Sequence[AuditRecord],
         want: int | None,
     ) -> tuple[tuple[Batch, Batch], int]:
-        """`_round_batch` when every end is recorded; raises `_EndRefused` (its transaction
-        rolled back) when one is not."""
+        """The ends, the machines' locks and the claims (one round trip: read together),
+        then the entries, the dispatch marks and COMMIT. The commit is durable while the
+        machines' locks are held: a claim that a crashed server forgot would otherwise be
+        dispatched (see `claim_commit_unflushed` for the claim batch alone). An end that was
+        refused rolls the round back, claims included, and the ends alone are recorded
+        again (`_ends_alone`): a round decided on a result that is not recorded claims
+        nothing. That is rare (a lost lease); the usual round saves the round trip that
+        reading the ends before sending the claims would cost. Raises `_EndRefused` (its
+        transaction rolled back) when an end is refused."""
         records: list[AuditRecord] = []
         written: list[Run] = []
         with self._pipelined("run a round in") as conn:
