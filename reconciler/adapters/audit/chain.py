@@ -155,6 +155,8 @@ def storable(value: Any) -> Any:
 
 
 def _storable_text(value: str) -> str:
+    if value.isascii():  # no surrogate in ASCII: only a NUL would change (a flag, not a scan)
+        return value if "\x00" not in value else value.replace("\x00", "\ufffd")
     if "\x00" not in value:
         try:
             value.encode("utf-8")  # no lone surrogate: already storable, as it is

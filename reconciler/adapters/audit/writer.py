@@ -55,7 +55,9 @@ def timestamp(moment: datetime) -> str:
     text order is time order; `audit export --since` compares it as text)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime (a fifth of an entry's cost): the same text for any year from 1000
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def default_actor() -> str:
@@ -69,6 +71,15 @@ def default_actor() -> str:
 
 def redacted(value: Any, redact: Redact) -> Any:
     """`value` with `redact` applied to every string inside it (keys included)."""
+    # Exact types first: every entry of every run passes through here, and the ABC check
+    # below (Mapping) costs more than the rest of the work.
+    kind = type(value)
+    if kind is str:
+        return redact(value)
+    if kind is dict:
+        return {redact(str(k)): redacted(v, redact) for k, v in value.items()}
+    if value is None or kind is int or kind is bool:
+        return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
