@@ -45,6 +45,7 @@ from reconciler.adapters.audit.chain import (
     AuditRecord,
     StoredEntry,
     chain_texts,
+    storable,
     stored_fields,
 )
 from reconciler.adapters.store.base import (
@@ -197,17 +198,10 @@ def _dt(text: str | None) -> datetime | None:
 
 
 def _json_safe(text: str | None) -> bool:
-    """Whether SQLite's JSON functions give `text` back unchanged from `json.dumps`: no NUL
-    (they end a string there) and no lone surrogate (not UTF-8)."""
-    if text is None or (text.isascii() and "\0" not in text):
-        return True
-    if "\0" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    """Whether SQLite's JSON functions give `text` back unchanged from `json.dumps`: what the
+    audit log stores as it is (`storable`: no NUL, where they end a string, and no lone
+    surrogate, which is not UTF-8)."""
+    return text is None or storable(text) is text
 
 
 # The columns of `runs` in table order: every query that returns runs selects them in this
