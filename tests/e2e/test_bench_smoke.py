@@ -173,3 +173,27 @@ def test_pipeline_table_says_ok_only_where_a_target_holds():
     table = render(rows)
     assert len(table.splitlines()) == len(rows) + 2
     assert notes(rows) == ["c. w / broke: error: " + "x" * 60]
+
+
+def test_pipeline_peers_measured_last_are_shown_under_their_row():
+    """pipeline.py measures row a's peers after rows b-f (ansible-core's forks would load
+    them); the table still shows each peer under the row whose floor it is compared with."""
+    from bench.pipeline import Row, grouped, render
+
+    measured = [
+        Row("a. 200", "reconcile --once", 0.6),
+        Row("a. 1,000", "reconcile --once", 2.0),
+        Row("b. local", "reconcile --once", 1.3),
+        Row("a. 200", "peer: fabric/run", 1.2),
+        Row("a. 1,000", "peer: fabric/run", 3.5),
+    ]
+    shown = grouped(measured)
+    assert [(row.workload, row.measured) for row in shown] == [
+        ("a. 200", "reconcile --once"),
+        ("a. 200", "peer: fabric/run"),
+        ("a. 1,000", "reconcile --once"),
+        ("a. 1,000", "peer: fabric/run"),
+        ("b. local", "reconcile --once"),
+    ]
+    workloads = [line.split("  ")[0] for line in render(shown).splitlines()[2:]]
+    assert workloads == ["a. 200", "", "a. 1,000", "", "b. local"]
