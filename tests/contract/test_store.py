@@ -67,6 +67,18 @@ def test_record_plan_inserts_pending_runs_with_plan_fields(store, now, later):
     assert store.get_run(run.id) == run
 
 
+def test_record_plan_inserts_a_plan_of_many_runs_in_its_order_with_names_as_given(store, now):
+    """SQLite inserts a plan's runs in one statement through JSON: the order (the ids, so
+    dispatch by age) is the plan's, and a run whose key is active is left out, not the rest."""
+    [active] = add(store, now, enqueue(task="ops/zeta", machine="m😀"))
+    names = ["ops/zeta", "ops/é-ü", "ops/a", 'ops/"quoted" \\ back', "ops/m"]
+    inserted = add(store, now, *(enqueue(task=name, machine="m😀") for name in names))
+    assert [run.task for run in inserted] == names[1:]
+    assert [run.id for run in inserted] == sorted(run.id for run in inserted)
+    assert all(run.id > active.id and run.machine == "m😀" for run in inserted)
+    assert [store.get_run(run.id) for run in inserted] == inserted
+
+
 def test_record_plan_is_idempotent_for_a_key_with_an_active_run(store, now):
     first = add(store, now, enqueue(), enqueue(machine="m2"))
     again = add(store, now, enqueue(), enqueue(machine="m2"), enqueue(machine="m3"))
@@ -670,6 +682,16 @@ def test_sqlite_times_are_stored_as_sortable_utc_text(db):
         assert conn.execute("SELECT created_at FROM runs").fetchone() == (
             "2024-01-01T12:00:00.000000+00:00",
         )
+
+
+def test_sqlite_plan_keeps_a_text_its_json_would_cut(db, now):
+    """A NUL would end the text in SQLite's JSON (no name the inventory accepts holds one, but
+    the store does not rely on that): such a plan is inserted run by run, as given."""
+    store = SqliteStore(db)
+    names = ["ops/a", "ops/nul\x00inside", "ops/b"]
+    inserted = add(store, now, *(enqueue(task=name) for name in names))
+    assert [store.get_run(run.id).task for run in inserted] == names
+    store.close()
 
 
 def _make_read_only(path) -> Callable[[], object]:

@@ -361,6 +361,19 @@ ON CONFLICT (task, machine, version, COALESCE(slot, ''))
     WHERE status IN ('pending', 'running') AND "trigger" = 'plan' DO NOTHING
 RETURNING *
 
+-- query: insert_runs
+-- `insert_run` for a plan's enqueues at once: a JSON array of [task, machine, version, slot,
+-- priority, reason], inserted in its order (ids follow it). `WHERE true` tells the parser
+-- that ON CONFLICT is the upsert clause, not a join's.
+INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
+                  created_at, not_before, planner)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, :commit, value ->> 4, 'pending', 1,
+       value ->> 5, :now, NULL, :planner
+FROM json_each(:runs) WHERE true ORDER BY key
+ON CONFLICT (task, machine, version, COALESCE(slot, ''))
+    WHERE status IN ('pending', 'running') AND "trigger" = 'plan' DO NOTHING
+RETURNING *
+
 -- query: insert_manual_run
 -- `reconcile run`: outside the one-active-run index (migration 13), so it never collides.
 INSERT INTO runs (task, machine, version, slot, "commit", priority, status, attempt, reason,
