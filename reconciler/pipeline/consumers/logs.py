@@ -25,8 +25,8 @@ class LogConsumer:
     def __call__(self, event: Event) -> None:
         # A wait is not an operation, and an unreachable machine is logged once by the alert
         # consumer rather than once per run on it; the progress view shows both.
-        if event.kind in (Kind.HELD, Kind.UNREACHABLE):
-            return
+        if event.kind in (Kind.HELD, Kind.UNREACHABLE) or not log.isEnabledFor(logging.INFO):
+            return  # (a quiet pass logs no event: its line is not even built)
         run = event.run
         log.info(
             "%s %s on %s (run %s, attempt %s)%s",
