@@ -92,6 +92,46 @@ class MapNode:
 
 Node = ScalarNode | SeqNode | MapNode
 
+# Composing makes a Location and a node for each of the ~10,000 scalars and collections of
+# a 1,000-task inventory. The generated __init__ of a frozen dataclass sets every field
+# through object.__setattr__, which took a third of composing; these constructors of the
+# composer fill a new instance's fields in directly: the same objects (equal, hashed, shown
+# and read-only alike; tests/unit/test_yamlio.py holds them to that).
+_new_instance = object.__new__
+
+
+def _new_location(path: str, line: int, column: int) -> Location:
+    location = _new_instance(Location)
+    fields = location.__dict__
+    fields["path"] = path
+    fields["line"] = line
+    fields["column"] = column
+    return location
+
+
+def _new_scalar_node(value: Scalar, location: Location) -> ScalarNode:
+    node = _new_instance(ScalarNode)
+    fields = node.__dict__
+    fields["value"] = value
+    fields["location"] = location
+    return node
+
+
+def _new_seq_node(items: tuple[Node, ...], location: Location) -> SeqNode:
+    node = _new_instance(SeqNode)
+    fields = node.__dict__
+    fields["items"] = items
+    fields["location"] = location
+    return node
+
+
+def _new_map_node(entries: dict[str, tuple[Location, Node]], location: Location) -> MapNode:
+    node = _new_instance(MapNode)
+    fields = node.__dict__
+    fields["entries"] = entries
+    fields["location"] = location
+    return node
+
 
 def to_plain(node: Node | None) -> Any:
     """Plain Python data (dict, list, str, int, float, bool, None) for `node`, e.g. for jsonschema."""
@@ -175,7 +215,10 @@ _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _Composer:
     """Builds our node tree straight from parser events, reporting anchors, aliases, tags,
     duplicate and non-string keys instead of honouring them, and refusing nesting deeper
-    than MAX_DEPTH. (Going through PyYAML's node objects first cost a third of the time.)"""
+    than MAX_DEPTH. (Going through PyYAML's node objects first cost a third of the time.)
+
+    A plain or quoted scalar without anchor or tag is most of every inventory: the
+    collections build it themselves (`_scalar`), and only other events go through `_build`."""
 
     def __init__(self, parser: Any, name: str):
         self.parser = parser
@@ -185,19 +228,25 @@ class _Composer:
     def node(self, depth: int = 0) -> Node:
         return self._build(self.parser.get_event(), depth)
 
+    def _scalar(self, event: Any) -> ScalarNode:
+        """The node of a ScalarEvent without anchor or tag."""
+        mark = event.start_mark  # PyYAML marks are 0-based; ours are 1-based
+        location = _new_location(self.name, mark.line + 1, mark.column + 1)
+        # Quoted and block scalars are always strings; only plain scalars are resolved.
+        # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
+        value = event.value if event.style else resolve_plain(event.value)
+        if type(value) is not str or "\0" in value:
+            self._check_value(value, location)
+        return _new_scalar_node(value, location)
+
     def _build(self, event: Any, depth: int) -> Node:
         """The node that starts with `event` (read further events for a collection). The
         collections read each next event once and test whether it ends them, rather than
         asking the parser first: half the calls into it, for every node of every file."""
-        mark = event.start_mark  # PyYAML marks are 0-based; ours are 1-based
-        location = Location(self.name, mark.line + 1, mark.column + 1)
         if type(event) is ScalarEvent and event.anchor is None and event.tag is None:
-            # The common case first: a plain or quoted scalar without anchor or tag.
-            # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
-            value = event.value if event.style else resolve_plain(event.value)
-            if type(value) is not str or "\0" in value:
-                self._check_value(value, location)
-            return ScalarNode(value, location)
+            return self._scalar(event)
+        mark = event.start_mark
+        location = _new_location(self.name, mark.line + 1, mark.column + 1)
         if isinstance(event, AliasEvent):
             self.problems.append(
                 (
@@ -209,28 +258,42 @@ class _Composer:
             return ScalarNode(None, location)  # the alias target is never expanded
         self._check_anchor_and_tag(event, location)
         if isinstance(event, ScalarEvent):
-            # Quoted and block scalars are always strings; only plain scalars are resolved.
             value = event.value if event.style else resolve_plain(event.value)
             self._check_value(value, location)
             return ScalarNode(value, location)
         if depth >= MAX_DEPTH:
             raise _TooDeep(event.start_mark)
         if isinstance(event, SequenceStartEvent):
-            items = []
-            get_event = self.parser.get_event
-            while type(event := get_event()) is not SequenceEndEvent:
-                items.append(self._build(event, depth + 1))
-            return SeqNode(tuple(items), location)
+            return self._sequence(location, depth)
         return self._mapping(location, depth)
+
+    def _sequence(self, location: Location, depth: int) -> SeqNode:
+        items = []
+        get_event = self.parser.get_event
+        while (kind := type(event := get_event())) is not SequenceEndEvent:
+            if kind is ScalarEvent and event.anchor is None and event.tag is None:
+                items.append(self._scalar(event))
+            else:
+                items.append(self._build(event, depth + 1))
+        return _new_seq_node(tuple(items), location)
 
     def _mapping(self, location: Location, depth: int) -> MapNode:
         entries: dict[str, tuple[Location, Node]] = {}
         get_event = self.parser.get_event
-        while type(event := get_event()) is not MappingEndEvent:
-            key_node = self._build(event, depth + 1)
-            value = self._build(get_event(), depth + 1)
-            key = key_node.value if isinstance(key_node, ScalarNode) else None
-            if not isinstance(key, str):
+        while (kind := type(event := get_event())) is not MappingEndEvent:
+            if kind is ScalarEvent and event.anchor is None and event.tag is None:
+                key_node = self._scalar(event)
+            else:
+                key_node = self._build(event, depth + 1)
+            event = get_event()
+            if type(event) is ScalarEvent and event.anchor is None and event.tag is None:
+                value = self._scalar(event)
+            else:
+                value = self._build(event, depth + 1)
+            key = key_node.value if type(key_node) is ScalarNode else None
+            if type(key) is str and key not in entries:  # the common case first
+                entries[key] = (key_node.location, value)
+            elif not isinstance(key, str):
                 self.problems.append(
                     (
                         key_node.location,
@@ -249,8 +312,8 @@ class _Composer:
                     )
                 )
             else:
-                entries[key] = (key_node.location, value)
-        return MapNode(entries, location)
+                entries[key] = (key_node.location, value)  # a str subclass (OversizedInt)
+        return _new_map_node(entries, location)
 
     def _check_value(self, value: Scalar, location: Location) -> None:
         # A NUL cannot reach a command line or an environment, and .nan/.inf are never a
@@ -408,6 +471,12 @@ def resolve_plain(text: str) -> Scalar:
         return text in _TRUE
     if text[0] not in _NUMBER_START:
         return text  # names, commands, keys: no number of any form starts this way
+    if text.isdigit() and text.isascii():
+        # Unsigned decimal digits (ports, priorities, counts): what the patterns below
+        # decide for them, without trying each pattern.
+        if text[0] == "0" and len(text) > 1:
+            return text  # `022`: a file mode, kept verbatim
+        return OversizedInt(text) if len(text) > MAX_INT_DIGITS else int(text)
     if _LEADING_ZERO.fullmatch(text):
         return text  # `022`: a file mode, kept verbatim
     integer = _DECIMAL.fullmatch(text) or _OCTAL.fullmatch(text) or _HEX.fullmatch(text)

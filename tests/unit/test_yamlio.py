@@ -1,13 +1,16 @@
 """Strict YAML: 1.2 core scalars, positions kept, and every surprising construct refused."""
 
+import dataclasses
 import math
 
 import pytest
 
 from reconciler.core.diagnostics import Diagnostics, Location
+from reconciler.inventory import yamlio
 from reconciler.inventory.yamlio import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
+    MAX_INT_DIGITS,
     MapNode,
     ScalarNode,
     SeqNode,
@@ -121,6 +124,68 @@ def test_nodes_keep_one_based_positions():
     assert items.items[0].location == Location("f.yaml", 3, 5)
     assert items.items[1].get("k").location == Location("f.yaml", 4, 9)
     assert "name" in node and "missing" not in node and node.get("missing") is None
+
+
+def test_composed_nodes_are_the_frozen_dataclasses_the_constructors_make():
+    # The composer fills nodes and locations in directly (yamlio._new_location...), not
+    # through the dataclasses' __init__: they must stay equal, hashable and read-only.
+    node, _ = parse("a: [1, {b: x}]\n")
+    where = Location("f.yaml", 1, 1)
+    built = MapNode(
+        {
+            "a": (
+                where,
+                SeqNode(
+                    (
+                        ScalarNode(1, Location("f.yaml", 1, 5)),
+                        MapNode(
+                            {
+                                "b": (
+                                    Location("f.yaml", 1, 9),
+                                    ScalarNode("x", Location("f.yaml", 1, 12)),
+                                )
+                            },
+                            Location("f.yaml", 1, 8),
+                        ),
+                    ),
+                    Location("f.yaml", 1, 4),
+                ),
+            )
+        },
+        where,
+    )
+    assert node == built and repr(node) == repr(built)
+    assert node.location == where and hash(node.location) == hash(where)
+    assert node.location < Location("f.yaml", 1, 2)  # ordered as Location is
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.location.line = 2  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        node.get("a").items[0].value = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "7",
+        "10",
+        "022",
+        "00",
+        "9" * 1000,
+        "9" * 1001,
+        "1" + "0" * 1000,
+        "1\u0663",  # digits of other scripts: isdigit() says yes, the patterns no
+        "1\u00b2",
+        "\uff11",
+    ],
+)
+def test_unsigned_decimals_resolve_as_the_integer_patterns_say(text):
+    # resolve_plain reads ASCII digits without trying each pattern: the same value.
+    expected = text
+    if yamlio._DECIMAL.fullmatch(text) and not yamlio._LEADING_ZERO.fullmatch(text):
+        expected = int(text) if len(text) <= MAX_INT_DIGITS else yamlio.OversizedInt(text)
+    result = resolve_plain(text)
+    assert result == expected and type(result) is type(expected)
 
 
 def test_to_plain_gives_python_data():
