@@ -209,6 +209,19 @@ def test_mutated_objects_are_judged_as_jsonschema_judges_them(valid_objects, val
         ({"if": {"type": "string"}, "then": {"minLength": 2}, "else": False}, 3, False),
         ({"additionalProperties": False, "properties": {"a": {}}}, {"a": 1}, True),
         ({"propertyNames": {"pattern": "^[a-z]+$"}}, {"A": 1}, False),
+        # Keywords with a fast path of their own (set operations, the object's own keys).
+        ({"required": ["a", "b"]}, {"a": 1, "b": 2, "c": 3}, True),
+        ({"required": ["a", "b"]}, {"a": 1}, False),
+        ({"required": ["a"]}, [], True),
+        ({"additionalProperties": False, "properties": {"a": {}}}, {"a": 1, "b": 2}, False),
+        ({"additionalProperties": {"type": "string"}}, {"a": "x", "b": 1}, False),
+        ({"properties": {"a": {"type": "string"}, "b": {}}}, {"a": 1}, False),
+        ({"properties": {"a": {"type": "string"}}}, {"b": 1, "c": 2}, True),
+        ({"items": {"type": "string"}}, ["a", 1], False),
+        ({"items": {"type": "string"}}, [], True),
+        ({"allOf": [{}, True, {"type": "string"}]}, 1, False),
+        ({"allOf": [{}, {}]}, 1, True),
+        ({"allOf": [{}, False]}, 1, False),
     ],
 )
 def test_keywords_mean_what_jsonschema_makes_them_mean(schema, instance, valid):
