@@ -868,7 +868,13 @@ def _strings(node: Node | None) -> tuple[str, ...] | None:
         return (node.value,)
     if not isinstance(node, SeqNode):
         return None
-    return tuple(s for s in (_str(item) for item in node.items) if s is not None)
+    return tuple(
+        [
+            item.value
+            for item in node.items
+            if isinstance(item, ScalarNode) and isinstance(item.value, str)
+        ]
+    )
 
 
 def _string_map(node: Node | None) -> dict[str, str] | None:
@@ -887,7 +893,13 @@ def _maps(node: Node | None) -> list[MapNode]:
 
 def _enum(cls: Any, node: Node | None, default: Any = None) -> Any:
     text = _str(node)
-    return cls(text) if text in {member.value for member in cls} else default
+    return cls(text) if text in _enum_values(cls) else default
+
+
+@cache
+def _enum_values(cls: Any) -> frozenset:
+    # Once per enum, not once per task (iterating an Enum is slow).
+    return frozenset(member.value for member in cls)
 
 
 def _vault_ref(node: Node | None) -> VaultRef | None:
@@ -1017,13 +1029,14 @@ def _instant(text: str) -> datetime | None:
 
 
 def _exactly_one(obj: _Object, first: str, second: str, hint: str) -> None:
-    if first in obj.node and second in obj.node:
+    entries = obj.node.entries
+    if first in entries and second in entries:
         obj.error(
             obj.later_key(first, second),
             f"{obj.label} has both '{first}' and '{second}'",
             f"keep only one: {hint}",
         )
-    elif first not in obj.node and second not in obj.node:
+    elif first not in entries and second not in entries:
         obj.error(obj.node.location, f"{obj.label} needs '{first}' or '{second}'", hint)
 
 
@@ -1032,39 +1045,42 @@ def _exactly_one(obj: _Object, first: str, second: str, hint: str) -> None:
 
 def build_task(obj: _Object, source: Source) -> Task:
     """A `Task` from a task mapping; problems go to `obj` (check `obj.failed`)."""
-    get = obj.get
+    # Its values by key, read once: a thousand tasks ask for 23 fields each, and most are
+    # absent (a plain dict's get, not the node's and the object's methods in turn).
+    values = {key: value for key, (_, value) in obj.node.entries.items()}
+    get = values.get
     _exactly_one(
         obj, "machines", "selector", "machines lists targets by name, selector picks them by label"
     )
     _exactly_one(obj, "command", "script", "command for one line, script: | for several")
-    if "timezone" in obj.node and "schedule" not in obj.node:
+    if "timezone" in values and "schedule" not in values:
         obj.diags.warning(
             obj.node.key_location("timezone"),
             f"{obj.label}: timezone has no effect without a schedule",
             "add a schedule, or remove timezone",
         )
-    if "rollout" in obj.node and obj.text("strategy") == Strategy.ONE.value:
+    if "rollout" in values and _str(get("strategy")) == Strategy.ONE.value:
         obj.error(
             obj.value_location("rollout"),
             f"{obj.label} has a rollout but strategy one: it runs on one machine, there is "
             "nothing to roll out in batches",
             "remove rollout, or use strategy all",
         )
-    if "grace" in obj.node and "schedule" not in obj.node:
+    if "grace" in values and "schedule" not in values:
         obj.diags.warning(
             obj.node.key_location("grace"),
             f"{obj.label}: grace has no effect without a schedule",
             "add a schedule, or remove grace",
         )
     return Task(
-        name=obj.text("name"),
+        name=_str(get("name")),
         team=_task_team(obj, source.folder_team),
-        description=obj.text("description"),
+        description=_str(get("description")),
         machines=_strings(get("machines")),
         selector=_string_map(get("selector")),
         strategy=_enum(Strategy, get("strategy"), Strategy.ALL),
-        command=obj.text("command"),
-        script=obj.text("script"),
+        command=_str(get("command")),
+        script=_str(get("script")),
         priority=_int(get("priority")),
         schedule=obj.cron(get("schedule"), "schedule"),
         timezone=obj.timezone(get("timezone"), "timezone"),
@@ -1074,14 +1090,14 @@ def build_task(obj: _Object, source: Source) -> Task:
         grace=obj.duration(get("grace"), "grace"),
         retry=_retry(obj, get("retry"), "retry"),
         env=_env(obj, get("env")),
-        check=obj.text("check"),
+        check=_str(get("check")),
         idempotent=bool(_bool(get("idempotent"))),
         suspend=_freeze(obj, get("suspend")),
         approval=_approval(get("approval")),
         rollout=read_rollout(obj, get("rollout"), "rollout"),
         params=_params(obj, get("params"), get("env")),
         location=obj.node.location,
-        field_locations=_task_field_locations(obj.node),
+        field_locations=_task_field_locations(obj.node, values),
     )
 
 
@@ -1221,10 +1237,10 @@ def _param(obj: _Object, name: str, node: Node) -> Param | None:
     return param
 
 
-def _task_field_locations(node: MapNode) -> dict[str, Location]:
+def _task_field_locations(node: MapNode, values: dict[str, Node]) -> dict[str, Location]:
     # Where each value was written, so compile and lint can point at the value itself.
-    locations = {key: value.location for key, (_, value) in node.entries.items()}
-    env = node.get("env")
+    locations = {key: value.location for key, value in values.items()}
+    env = values.get("env")
     if isinstance(env, MapNode):
         locations.update({f"env.{k}": v.location for k, (_, v) in env.entries.items()})
     return locations

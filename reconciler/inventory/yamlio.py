@@ -54,7 +54,7 @@ class OversizedInt(str):
 Scalar = str | int | float | bool | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScalarNode:
     """A scalar resolved per the YAML 1.2 core schema (quoted scalars are always strings)."""
 
@@ -62,7 +62,7 @@ class ScalarNode:
     location: Location
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SeqNode:
     """A YAML sequence; `location` is where it starts."""
 
@@ -70,7 +70,7 @@ class SeqNode:
     location: Location
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MapNode:
     """A YAML mapping with string keys; each entry keeps its key's location and its value."""
 
@@ -92,44 +92,33 @@ class MapNode:
 
 Node = ScalarNode | SeqNode | MapNode
 
-# Composing makes a Location and a node for each of the ~10,000 scalars and collections of
-# a 1,000-task inventory. The generated __init__ of a frozen dataclass sets every field
-# through object.__setattr__, which took a third of composing; these constructors of the
-# composer fill a new instance's fields in directly: the same objects (equal, hashed, shown
-# and read-only alike; tests/unit/test_yamlio.py holds them to that).
+# Composing makes a Location and a ScalarNode for each of the ~9,000 scalars of a 1,000-task
+# inventory. The generated __init__ of a frozen dataclass sets every field through
+# object.__setattr__, a third of composing; the composer sets their slots directly instead:
+# the same objects (equal, hashed, shown and read-only alike; tests/unit/test_yamlio.py
+# holds them to that).
 _new_instance = object.__new__
+# The slots' own setters (on the class, `Location.line` is the slot's descriptor).
+_set_path, _set_line, _set_column = (
+    Location.path.__set__,
+    Location.line.__set__,
+    Location.column.__set__,
+)
+_set_value, _set_scalar_location = ScalarNode.value.__set__, ScalarNode.location.__set__
 
 
 def _new_location(path: str, line: int, column: int) -> Location:
     location = _new_instance(Location)
-    fields = location.__dict__
-    fields["path"] = path
-    fields["line"] = line
-    fields["column"] = column
+    _set_path(location, path)
+    _set_line(location, line)
+    _set_column(location, column)
     return location
 
 
 def _new_scalar_node(value: Scalar, location: Location) -> ScalarNode:
     node = _new_instance(ScalarNode)
-    fields = node.__dict__
-    fields["value"] = value
-    fields["location"] = location
-    return node
-
-
-def _new_seq_node(items: tuple[Node, ...], location: Location) -> SeqNode:
-    node = _new_instance(SeqNode)
-    fields = node.__dict__
-    fields["items"] = items
-    fields["location"] = location
-    return node
-
-
-def _new_map_node(entries: dict[str, tuple[Location, Node]], location: Location) -> MapNode:
-    node = _new_instance(MapNode)
-    fields = node.__dict__
-    fields["entries"] = entries
-    fields["location"] = location
+    _set_value(node, value)
+    _set_scalar_location(node, location)
     return node
 
 
@@ -275,7 +264,7 @@ class _Composer:
                 items.append(self._scalar(event))
             else:
                 items.append(self._build(event, depth + 1))
-        return _new_seq_node(tuple(items), location)
+        return SeqNode(tuple(items), location)
 
     def _mapping(self, location: Location, depth: int) -> MapNode:
         entries: dict[str, tuple[Location, Node]] = {}
@@ -313,7 +302,7 @@ class _Composer:
                 )
             else:
                 entries[key] = (key_node.location, value)  # a str subclass (OversizedInt)
-        return _new_map_node(entries, location)
+        return MapNode(entries, location)
 
     def _check_value(self, value: Scalar, location: Location) -> None:
         # A NUL cannot reach a command line or an environment, and .nan/.inf are never a
