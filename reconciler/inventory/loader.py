@@ -32,6 +32,7 @@ from reconciler.core import durations
 from reconciler.core.codeowners import writable
 from reconciler.core.diagnostics import Diagnostic, Diagnostics, Location, did_you_mean
 from reconciler.core.errors import raise_if_errors
+from reconciler.core.frozen import build_frozen
 from reconciler.core.model import (
     AlertTarget,
     Approval,
@@ -1072,7 +1073,9 @@ def build_task(obj: _Object, source: Source) -> Task:
             f"{obj.label}: grace has no effect without a schedule",
             "add a schedule, or remove grace",
         )
-    return Task(
+    # Every field given: made without Task's generated __init__ (core/frozen.py says why).
+    return build_frozen(
+        Task,
         name=_str(get("name")),
         team=_task_team(obj, source.folder_team),
         description=_str(get("description")),
