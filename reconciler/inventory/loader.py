@@ -851,13 +851,20 @@ def _int(node: Node | None) -> int | None:
     value = node.value if isinstance(node, ScalarNode) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if isinstance(value, int):
+        return value  # never through float(): 400 digits overflow it (the schema refuses them)
     # JSON Schema counts 2.0 as an integer; the model wants a real int.
-    return int(value) if float(value).is_integer() else None
+    return int(value) if value.is_integer() else None
 
 
 def _number(node: Node | None) -> float | None:
     value = node.value if isinstance(node, ScalarNode) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: the schema's maximum refuses it
+        return None
 
 
 def _bool(node: Node | None) -> bool | None:
