@@ -80,11 +80,16 @@ def _compile(schema: Any) -> Check:
         return _never
     if not isinstance(schema, dict):
         return _unsure
+    fused = _string_check(schema) or _integer_check(schema)
+    if fused is not None:
+        return fused
     checks: list[Check] = []
     for keyword, argument in schema.items():
         build = _KEYWORDS.get(keyword)
         if build is not None:
-            checks.append(build(argument, schema))
+            check = build(argument, schema)
+            if check is not _always:  # e.g. an allOf of rules the loader words itself
+                checks.append(check)
         elif keyword not in _ANNOTATIONS and not keyword.startswith("x-"):
             checks.append(_unsure)  # e.g. `$ref`, `format`, `patternProperties`
             break  # reached only when every keyword before it holds: then it raises
@@ -101,6 +106,71 @@ def _compile(schema: Any) -> Check:
         return True
 
     return every
+
+
+# Names and commands (`type: string` with a pattern or lengths) and priorities and counts
+# (`type: integer` with bounds) are most of the values checked. Every other keyword of such a
+# schema holds for any value of another type, so the schema is the type test and then its
+# bounds: one check instead of one per keyword. Other schemas, or arguments of another
+# form than these (a pattern that does not compile, a bound that is not a number), are
+# compiled keyword by keyword as usual.
+_STRING_KEYWORDS = frozenset({"type", "pattern", "minLength", "maxLength"})
+_INTEGER_KEYWORDS = frozenset({"type", "minimum", "maximum"})
+
+
+def _constraints(schema: dict, allowed: frozenset[str]) -> dict | None:
+    """The keywords of `schema` that constrain (annotations left out), if all are `allowed`."""
+    found = {
+        keyword: argument
+        for keyword, argument in schema.items()
+        if keyword not in _ANNOTATIONS and not keyword.startswith("x-")
+    }
+    return found if found.keys() <= allowed else None
+
+
+def _string_check(schema: dict) -> Check | None:
+    found = _constraints(schema, _STRING_KEYWORDS)
+    if found is None or found.get("type") != "string":
+        return None
+    lengths = (found.get("minLength", 0), found.get("maxLength"))
+    if not all(bound is None or (type(bound) is int) for bound in lengths):
+        return None
+    shortest, longest = lengths
+    search = None
+    if "pattern" in found:
+        try:
+            search = re.compile(found["pattern"]).search
+        except (re.error, TypeError):
+            return None
+
+    def string(value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and len(value) >= shortest
+            and (longest is None or len(value) <= longest)
+            and (search is None or search(value) is not None)
+        )
+
+    return string
+
+
+def _integer_check(schema: dict) -> Check | None:
+    found = _constraints(schema, _INTEGER_KEYWORDS)
+    if found is None or found.get("type") != "integer":
+        return None
+    bounds = (found.get("minimum"), found.get("maximum"))
+    if not all(bound is None or type(bound) in (int, float) for bound in bounds):
+        return None
+    lowest, highest = bounds
+
+    def integer(value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            return False
+        return (lowest is None or not value < lowest) and (highest is None or not value > highest)
+
+    return integer
 
 
 def _always(value: Any) -> bool:

@@ -222,6 +222,44 @@ def test_mutated_objects_are_judged_as_jsonschema_judges_them(valid_objects, val
         ({"allOf": [{}, True, {"type": "string"}]}, 1, False),
         ({"allOf": [{}, {}]}, 1, True),
         ({"allOf": [{}, False]}, 1, False),
+        # Strings and integers with bounds are one fused check each.
+        *(
+            (
+                {"type": "string", "pattern": "^[a-z]+$", "minLength": 2, "maxLength": 3},
+                value,
+                valid,
+            )
+            for value, valid in [
+                ("ab", True),
+                ("abc", True),
+                ("a", False),
+                ("abcd", False),
+                ("aB", False),
+                (12, False),
+                (None, False),
+                (["ab"], False),
+            ]
+        ),
+        ({"type": "string", "minLength": 1, "description": "d", "x-expect": "e"}, "", False),
+        ({"type": "string", "maxLength": 2}, "\u00e9\u00e9", True),
+        *(
+            ({"type": "integer", "minimum": 1, "maximum": 5}, value, valid)
+            for value, valid in [
+                (1, True),
+                (5, True),
+                (5.0, True),
+                (0, False),
+                (6, False),
+                (2.5, False),
+                (True, False),
+                ("3", False),
+                (10**400, False),
+                (float("inf"), False),
+                (float("nan"), False),
+            ]
+        ),
+        ({"type": "integer", "minimum": 0.5}, 1, True),
+        ({"type": "integer"}, -(10**400), True),
     ],
 )
 def test_keywords_mean_what_jsonschema_makes_them_mean(schema, instance, valid):
