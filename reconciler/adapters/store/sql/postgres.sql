@@ -7,6 +7,9 @@
 -- position). The numbering follows sqlite.sql, so both backends are at "the same" schema.
 -- Queries follow the migrations, each under `-- query: name`; parameters are always bound
 -- (psycopg's named placeholders), so no query text may hold a bare percent sign.
+-- Arrays on the batch path come cheap to adapt: integers as their text literal (postgres._ints,
+-- cast here), texts and bytea in binary (%(name)b): psycopg adapts a list in text element by
+-- element in Python.
 
 -- migration 1: runs
 CREATE TABLE runs (
@@ -589,7 +592,7 @@ RETURNING r.*
 -- (claim_commit_unflushed), and one a crashed server forgot leaves its epoch to the next claim.
 WITH marked AS (
     UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
-    FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(owners)s::text[])
+    FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(owners)b::text[])
          AS t(id, epoch, owner)
     WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
       AND r.owner = t.owner AND r.status = 'running'
@@ -608,8 +611,8 @@ SELECT * FROM marked
 UPDATE runs AS r
 SET status = t.status, finished_at = %(now)s, exit_code = t.exit_code, output = t.output,
     error = t.error
-FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)s::text[],
-            %(exit_codes)s::integer[], %(outputs)s::bytea[], %(errors)s::text[])
+FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)b::text[],
+            %(exit_codes)s::integer[], %(outputs)b::bytea[], %(errors)b::text[])
      AS t(id, epoch, status, exit_code, output, error)
 WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
   AND r.status = 'running'
@@ -620,7 +623,7 @@ UPDATE runs AS r
 SET status = 'pending', attempt = r.attempt + 1, not_before = t.not_before, dispatched = false,
     owner = NULL, exit_code = t.exit_code, output = t.output, error = t.error
 FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(not_befores)s::timestamptz[],
-            %(exit_codes)s::integer[], %(outputs)s::bytea[], %(errors)s::text[])
+            %(exit_codes)s::integer[], %(outputs)b::bytea[], %(errors)b::text[])
      AS t(id, epoch, not_before, exit_code, output, error)
 WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
   AND r.status = 'running'
