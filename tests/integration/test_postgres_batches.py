@@ -332,6 +332,9 @@ def test_a_store_seals_after_its_batches_when_due_and_never_waits_for_the_lock(
         "[1, 2]",  # not an object
         '{"x": NaN}',
         "".join(chr(c) for c in range(1, 128)) + ' é ✓ \u2028 𝄞 "\\',
+        '{"x":"\\u0000"}',  # canonical, but a NUL, which a batch would have queued as U+FFFD
+        '{"x":"\\ud800"}',  # canonical, but a lone surrogate, which no backend keeps
+        '{"x":1e999}',  # a number no JSON value holds (infinity)
     ],
 )
 def test_a_queued_row_the_sealer_cannot_link_as_it_is_is_chained_as_unreadable(
@@ -348,3 +351,15 @@ def test_a_queued_row_the_sealer_cannot_link_as_it_is_is_chained_as_unreadable(
     assert store.seal_audit(wait=True) == 1 and store.unsealed_audit() == 0
     [entry] = entries(store)
     assert dict(entry.detail) == {"unreadable": detail}
+
+
+def test_a_queued_detail_with_an_escaped_backslash_before_u0000_is_chained_as_it_is(store):
+    """A text that holds a backslash then `u0000` (no NUL) is queued as canonical JSON
+    holding `\\u0000`: the sealer links it as it is, not as unreadable."""
+    now = datetime.now(UTC)
+    [run] = add(store, now, enqueue())
+    text = "\\u0000 and \\\\u0000"
+    record = AuditRecord(AT, "tester", "odd", {"text": text})
+    store.claim_batch([ClaimRequest(run.id)], "w", now, leading=[record])
+    [entry] = entries(store)
+    assert dict(entry.detail) == {"text": text}

@@ -54,6 +54,12 @@ def canonical(value: Any) -> bytes:
     return _CANONICAL(value).encode("utf-8")
 
 
+def canonical_text(value: Any) -> str:
+    """`canonical` as text (what a store keeps in a text column), without the UTF-8 round
+    trip."""
+    return _CANONICAL(value)
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """What a writer asks to append: the chain position and hashes are the store's to give.
@@ -170,7 +176,7 @@ def stored_fields(record: AuditRecord) -> tuple[str, str, str, str]:
     """(at, actor, action, detail) of `record` as text exactly as it is hashed and stored:
     what a store queues for a sealer to link later (`StateStore.seal_audit`); `chain_texts`
     of these texts gives the entries `link` of `record` gives."""
-    detail = canonical(storable(dict(record.detail))).decode("utf-8")
+    detail = _CANONICAL(storable(dict(record.detail)))
     return storable(record.at), storable(record.actor), storable(record.action), detail
 
 
@@ -186,10 +192,19 @@ def chain_texts(
     order and a canonical detail in as it is, so the hash is `entry_hash`'s."""
     rows: list[StoredEntry] = []
     seq, prev = head_seq, head_hash
+    # A batch's entries share a few actors, actions and times: each is quoted once.
+    quoted: dict[str, str] = {}
+
+    def string(text: str) -> str:
+        found = quoted.get(text)
+        if found is None:
+            found = quoted[text] = _string(text)
+        return found
+
     for at, actor, action, detail in texts:
         seq += 1
         body = (
-            f'{{"action":{_string(action)},"actor":{_string(actor)},"at":{_string(at)},'
+            f'{{"action":{string(action)},"actor":{string(actor)},"at":{string(at)},'
             f'"detail":{detail},"seq":{seq}}}'
         ).encode()
         digest = hashlib.sha256(DOMAIN + prev.encode("ascii") + b"\n" + body).hexdigest()
@@ -275,6 +290,7 @@ __all__ = [
     "AuditRecord",
     "Verdict",
     "canonical",
+    "canonical_text",
     "chain_texts",
     "entry_hash",
     "link",

@@ -52,7 +52,7 @@ from reconciler.adapters.audit.chain import (
     AuditEntry,
     AuditRecord,
     StoredEntry,
-    canonical,
+    canonical_text,
     chain_texts,
     storable,
     stored_fields,
@@ -1814,11 +1814,16 @@ def _sealable(detail: str) -> str:
     verifies and shows the row for what it is (see the queue's policy in migration 6)."""
     try:
         parsed = json.loads(detail, parse_constant=_no_constant)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and canonical(storable(parsed)).decode("utf-8") == detail:
+        again = canonical_text(parsed) if type(parsed) is dict else None
+    except ValueError:  # not JSON, or a number out of range (inf: no JSON value)
+        again = None
+    # What a batch queued reads back as it was: canonical JSON of values `storable` keeps as
+    # they are (text from the server holds no lone surrogate; NUL only as an escape, which
+    # only the full check below tells from an escaped backslash). So the usual detail costs
+    # a parse and a dump, not a walk of `storable` over every value.
+    if again == detail and ("\\u0000" not in detail or canonical_text(storable(parsed)) == detail):
         return detail
-    return canonical({"unreadable": detail}).decode("utf-8")
+    return canonical_text({"unreadable": detail})
 
 
 def _no_constant(name: str) -> None:
