@@ -314,6 +314,11 @@ class PostgresStore(StateStore):
         # Audit entries this handle queued since its sealer last ran, and when it last tried.
         self._queued = 0
         self._sealed_at = time.monotonic()
+        # Details this handle queued: `stored_fields` made them, so they are canonical JSON
+        # of storable values by construction, and a seal need not parse them again to know
+        # it (`_sealable`). A text's own property, whoever queued it; bounded, and a detail
+        # not found here is merely checked.
+        self._canonical: set[str] = set()
         # The connections `wait_for_runs` and `wait_for_ends` listen on, each opened by its
         # first call (by channel query: a worker waits for plans, a pass for ends).
         self._listeners: dict[str, psycopg.Connection] = {}
@@ -1083,9 +1088,8 @@ class PostgresStore(StateStore):
         queued = sum(1 for run_id in entries if run_id in done)
         return Batch(marked, [run.id for run in runs if run.id not in done]), queued
 
-    @staticmethod
     def _send_dispatch(
-        conn: psycopg.Connection, runs: Sequence[Run], audit: AuditOf
+        self, conn: psycopg.Connection, runs: Sequence[Run], audit: AuditOf
     ) -> tuple[psycopg.Cursor | None, list[int]]:
         """Send the statement marking `runs` dispatched and queueing their entries (made from
         each run as the mark leaves it: `dispatched` is all it changes) in the caller's
@@ -1094,11 +1098,10 @@ class PostgresStore(StateStore):
         if not runs:
             return None, []
         entries = [
-            (run.id, stored_fields(record))
-            for run in runs
-            for record in audit(replace(run, dispatched=True))
+            (run.id, stored_fields(record)) for run in runs for record in audit(replace(run, dispatched=True))
         ]
         columns = [list(column) for column in zip(*(fields for _, fields in entries))] or [[]] * 4
+        self._made_canonical(columns[3])
         params = {
             "ids": _ints(run.id for run in runs),
             "epochs": _ints(run.epoch for run in runs),
@@ -1210,16 +1213,22 @@ class PostgresStore(StateStore):
         with self._session("read") as conn:
             return bool(conn.execute(_q("audit_has_entry"), params).fetchone()[0])
 
-    @staticmethod
-    def _enqueue(conn: psycopg.Connection, records: Sequence[AuditRecord]) -> None:
+    def _enqueue(self, conn: psycopg.Connection, records: Sequence[AuditRecord]) -> None:
         """Queue `records`, in order, in the caller's transaction (one statement)."""
         if not records:
             return
         columns = [list(column) for column in zip(*map(stored_fields, records))]
+        self._made_canonical(columns[3])
         conn.execute(
             _q("audit_enqueue"),
             {"at": columns[0], "actor": columns[1], "action": columns[2], "detail": columns[3]},
         )
+
+    def _made_canonical(self, details: list[str]) -> None:
+        """Remember `details`, made by `stored_fields` (the caller holds the session)."""
+        if len(self._canonical) > 4 * SEAL_BATCH:  # seals that keep failing: start afresh
+            self._canonical.clear()
+        self._canonical.update(details)
 
     # --- the sealer ---
 
@@ -1272,7 +1281,11 @@ class PostgresStore(StateStore):
         rows = conn.execute(_q("audit_queued"), {"limit": SEAL_BATCH}).fetchall()
         if not rows:
             return 0
-        texts = [(at, actor, action, _sealable(detail)) for _, at, actor, action, detail in rows]
+        known, self._canonical = self._canonical, set()
+        texts = [
+            (at, actor, action, detail if detail in known else _sealable(detail))
+            for _, at, actor, action, detail in rows
+        ]
         self._insert_rows(conn, chain_texts(*self._head(conn), texts))
         removed = conn.execute(_q("audit_dequeue"), {"ids": _ints(row[0] for row in rows)}).rowcount
         if removed != len(rows):
@@ -1813,7 +1826,7 @@ def _sealable(detail: str) -> str:
     else (a row written into the queue by hand) as {"unreadable": <text>}, so the chain still
     verifies and shows the row for what it is (see the queue's policy in migration 6)."""
     try:
-        parsed = json.loads(detail, parse_constant=_no_constant)
+        parsed = _STRICT_JSON(detail)
         again = canonical_text(parsed) if type(parsed) is dict else None
     except ValueError:  # not JSON, or a number out of range (inf: no JSON value)
         again = None
@@ -1828,6 +1841,11 @@ def _sealable(detail: str) -> str:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+# Built once: `json.loads` with an option builds a decoder per call, which cost more than the
+# parse of a queued detail.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def _end_columns(ends: Sequence[RunEnd]) -> dict:
