@@ -587,7 +587,8 @@ RETURNING r.*
 -- query: dispatch_batch_queued
 -- dispatch_batch and its audit entries in one statement: the entries of the runs it marked
 -- (%(runs)s names each entry's run) are queued in order (as audit_enqueue), those of a run
--- whose lease was lost are not. Sent with BEGIN and COMMIT, a dispatch batch is one round trip.
+-- whose lease was lost are not. Sent alone (a transaction of its own: the session is in
+-- autocommit), a dispatch batch is one round trip.
 -- A run is marked only at its claim's epoch and owner: a claim commits unflushed
 -- (claim_commit_unflushed), and one a crashed server forgot leaves its epoch to the next claim.
 WITH marked AS (
