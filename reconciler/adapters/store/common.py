@@ -329,9 +329,10 @@ def manual_run_params(run: ManualRun, now: datetime, moment: Callable[[datetime]
 
 def manual_fields(row: tuple, at: int) -> dict:
     """A row's trigger, actor and parameters (migration 13, at column `at` of the dialect's
-    `runs` row) as `Run` fields; none for a row selected without them."""
+    `runs` row) as `Run` fields; their defaults for a row selected without them (a `Run`
+    is made of every field: `build_frozen`)."""
     if len(row) < at + 3:
-        return {}
+        return {"trigger": "plan", "actor": None, "params": ()}
     trigger, actor, params = row[at : at + 3]
     return {"trigger": trigger or "plan", "actor": actor, "params": params_of(params)}
 

@@ -102,6 +102,7 @@ from reconciler.adapters.store.common import (
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.frozen import build_frozen
 from reconciler.core.model import Freeze
 from reconciler.core.plan import Enqueue, Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
@@ -243,7 +244,8 @@ def _run(row: tuple) -> Run:
         epoch,
         owner,
     ) = row[: len(COLUMNS)]
-    return Run(
+    return build_frozen(
+        Run,
         id=id_,
         task=task,
         machine=machine,

@@ -94,6 +94,7 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
 )
 from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.frozen import build_frozen
 from reconciler.core.model import Freeze
 from reconciler.core.plan import Cancel, Enqueue, Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
@@ -259,7 +260,8 @@ def _run(row: tuple) -> Run:
         epoch,
         owner,
     ) = row[: len(COLUMNS)]
-    return Run(
+    return build_frozen(
+        Run,
         id=id_,
         task=task,
         machine=machine,
