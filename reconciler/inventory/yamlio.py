@@ -33,6 +33,7 @@ from reconciler.core.diagnostics import Diagnostics, Location
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_INT_DIGITS = 1000  # no count, priority or duration needs more; Python's int() stops at 4,300
 
 
@@ -224,7 +225,8 @@ class _Composer:
         # Quoted and block scalars are always strings; only plain scalars are resolved.
         # (libyaml reports a plain scalar's style as '', PyYAML's parser as None.)
         value = event.value if event.style else resolve_plain(event.value)
-        if type(value) is not str or "\0" in value:
+        # Only a double-quoted scalar's escapes can write a lone surrogate.
+        if type(value) is not str or "\0" in value or (event.style == '"' and not value.isascii()):
             self._check_value(value, location)
         return _new_scalar_node(value, location)
 
@@ -310,6 +312,18 @@ class _Composer:
         if isinstance(value, str) and "\0" in value:
             self.problems.append(
                 (location, "NUL characters are not allowed", "remove the \\0 escape")
+            )
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            # Half of a UTF-16 pair is no character: UTF-8 cannot encode it (for a version
+            # hash, a command line or a store), so it is refused here, not failing there.
+            # (libyaml refuses the escape; PyYAML's parser, which rereads a broken file,
+            # keeps it, and keeps each half of a pair apart.)
+            self.problems.append(
+                (
+                    location,
+                    "lone surrogate escapes (half of a UTF-16 pair) are not allowed",
+                    "write the character itself, or its \\U escape (\\U0001F600, not \\ud83d\\ude00)",
+                )
             )
         elif isinstance(value, OversizedInt):
             self.problems.append(
