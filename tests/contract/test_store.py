@@ -694,6 +694,15 @@ def test_sqlite_plan_keeps_a_text_its_json_would_cut(db, now):
     store.close()
 
 
+def test_sqlite_older_than_its_json_operators_is_refused_by_name(db, monkeypatch):
+    """The queries use `->>` (SQLite 3.38): an older library is named, not a syntax error
+    at the first round."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 37, 2))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.37.2")
+    with pytest.raises(StoreError, match=r"SQLite 3\.37\.2 is too old \(3\.38 or newer"):
+        SqliteStore(db)
+
+
 def _make_read_only(path) -> Callable[[], object]:
     """Make `path` unwritable even for root (chattr +i); returns the undo."""
     if os.geteuid() != 0:

@@ -101,7 +101,7 @@ from reconciler.core.state import ExecutedState, Run, RunStatus
 
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's write transaction
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
-MIN_SQLITE = (3, 35, 0)  # RETURNING
+MIN_SQLITE = (3, 38, 0)  # RETURNING (3.35), the JSON operators -> and ->> (3.38)
 
 
 # --- the SQL file -----------------------------------------------------------------------------
@@ -369,7 +369,7 @@ class SqliteStore(StateStore):
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(
                 f"cannot open state store {self.path}: SQLite "
-                f"{sqlite3.sqlite_version} is too old (3.35 or newer is needed)"
+                f"{sqlite3.sqlite_version} is too old (3.38 or newer is needed)"
             )
         uri = Path(os.path.abspath(self.path)).as_uri() + ("?mode=rwc" if create else "?mode=rw")
         _make_private(self.path, create)
