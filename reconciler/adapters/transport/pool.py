@@ -193,10 +193,33 @@ class Runner(Session):
     def quit(self) -> None:
         """Tell the runner to exit once it read what was sent before (acknowledgements)."""
         try:
-            self.send(RUNNER_QUIT)
-            no_eof(self.channel)  # nothing more is sent: no EOF after it (see `wrapper`)
+            with self.send_lock:
+                send_last(self.channel, RUNNER_QUIT)  # no EOF after it (see `wrapper`)
         except (paramiko.SSHException, EOFError, OSError):
             pass  # the runner is gone already
+
+
+def send_last(channel: paramiko.Channel, data: bytes) -> None:
+    """Send `data`, the last the remote side reads from `channel`, and mark the channel
+    half-closed (`no_eof`) before its last piece leaves. The remote may exit as soon as it
+    reads it, and paramiko answers a CLOSE that arrives before the mark with an EOF of its
+    own (which could reach sshd after it freed the channel): marked after `sendall`, that
+    EOF went out now and then. Raises EOFError when the channel can take no more."""
+    while data:
+        message = paramiko.Message()
+        message.add_byte(paramiko.common.cMSG_CHANNEL_DATA)
+        message.add_int(channel.remote_chanid)
+        with channel.lock:  # what paramiko's own send does, with the mark inside
+            if channel.closed:
+                raise OSError("the channel is closed")
+            size = channel._wait_for_send_window(len(data))
+            if size == 0:
+                raise EOFError("the channel takes no more data")
+            message.add_string(data[:size])
+            data = data[size:]
+            if not data:
+                channel.eof_sent = True
+        channel.transport._send_user_message(message)
 
 
 def no_eof(channel: paramiko.Channel) -> None:

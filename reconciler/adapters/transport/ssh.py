@@ -44,6 +44,7 @@ from reconciler.adapters.transport.pool import (
     Runner,
     Session,
     no_eof,
+    send_last,
 )
 from reconciler.adapters.transport.probe import PROBE_COMMAND, Load, parse_probe
 from reconciler.adapters.transport.sshlib import paramiko
@@ -395,7 +396,7 @@ class SshTransport(Transport):
             return
         line = wrapper.acknowledgement(held.token) if recorded else wrapper.REFUSAL
         try:
-            _send_last(held.session.channel, line)
+            send_last(held.session.channel, line)
         except (paramiko.SSHException, EOFError, OSError):
             # The connection is gone: the wrapper exits without an answer, keeping its
             # output (removed with the day-old markers, or adopted).
@@ -1081,20 +1082,10 @@ def _acknowledge(channel: paramiko.Channel, token: str) -> None:
     No EOF follows the line: the wrapper exits on it, and an EOF racing its exit can reach
     sshd after the channel is gone, which drops the connection (see `wrapper`)."""
     try:
-        _send_last(channel, wrapper.acknowledgement(token))
+        send_last(channel, wrapper.acknowledgement(token))
     except (paramiko.SSHException, EOFError, OSError):
         return
     _wait_status(channel, time.monotonic() + DRAIN)
-
-
-def _send_last(channel: paramiko.Channel, data: bytes) -> None:
-    """Send `data`, the last the remote side reads from `channel`, and mark the channel as
-    half-closed without telling the server: paramiko then sends no EOF when the channel is
-    closed, only the CLOSE (one message less per run, for us and for sshd, and no EOF that
-    could reach sshd after it freed the channel; see `wrapper`). Nothing is sent on the
-    channel afterwards."""
-    channel.sendall(data)
-    no_eof(channel)
 
 
 def _tail(raw: bytes, dropped: int = 0) -> str:
