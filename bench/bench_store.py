@@ -83,7 +83,7 @@ def measure(n: int, url: str, kind: type) -> dict[str, float]:
 
 BATCH = 16  # runs per scheduling round: the engine's default --concurrency
 CPU_TARGET_MS = 0.3
-CPU_PATHS = ("batch", "per-run")
+CPU_PATHS = ("round", "batch", "per-run")
 
 
 def _records(writer: AuditWriter):
@@ -105,10 +105,14 @@ def measure_cpu(n: int, url: str, kind: type, path: str) -> float:
     work is not the client's bookkeeping) to take `n` runs, already planned, through claim,
     dispatch and end with their audit entries, on the fresh store at `url` (opened as `kind`).
 
-    `batch`: `claim_batch` + `dispatch_batch` + `end_batch` per BATCH runs, then `seal_audit`
-    (a backend that chains entries later pays for it there); `per-run`: `claim`,
-    `mark_dispatched`, one audit append of claimed+dispatched, `finish`, one append of the end
-    (the engine's path before group commit). Planning (`record_plan`) is not counted."""
+    `round`: the engine's path (`StateStore.round_batch`, as a drain's rounds call it): each
+    round of BATCH runs records the ends of the round before it and claims and dispatches its
+    own, in one transaction; the last round's ends go alone (`end_batch`); then `seal_audit`
+    (a backend that chains entries later pays for it there). `batch`: `claim_batch` +
+    `dispatch_batch` + `end_batch` per BATCH runs (three transactions), then `seal_audit`.
+    `per-run`: `claim`, `mark_dispatched`, one audit append of claimed+dispatched, `finish`,
+    one append of the end (the engine's path before group commit). Planning (`record_plan`)
+    is not counted."""
     if path not in CPU_PATHS:
         raise ValueError(f"path must be one of {CPU_PATHS}")
     store = _open_as(url, kind)
@@ -124,16 +128,34 @@ def measure_cpu(n: int, url: str, kind: type, path: str) -> float:
     try:
         runs = store.record_plan(plan, "c0ffee", now, planner="bench")
         started = time.process_time()
-        if path == "batch":
+        if path == "round":
+            ended: list[RunEnd] = []
+            for first in range(0, len(runs), BATCH):
+                chunk = runs[first : first + BATCH]
+                claims = [ClaimRequest(run.id, max_parallel=BATCH) for run in chunk]
+                done, took = store.round_batch(
+                    ended,
+                    claims,
+                    "bench",
+                    now,
+                    ended=finished,
+                    claimed=claimed,
+                    dispatched=dispatched,
+                )
+                if len(done.runs) != len(ended) or len(took.runs) != len(chunk):
+                    raise RuntimeError(
+                        f"round wrote {len(done.runs)} ends, {len(took.runs)} starts"
+                    )
+                ended = [_success(run) for run in took.runs]
+            store.end_batch(ended, now, audit=finished)
+            store.seal_audit(wait=True)
+        elif path == "batch":
             for first in range(0, len(runs), BATCH):
                 chunk = runs[first : first + BATCH]
                 claims = [ClaimRequest(run.id, max_parallel=BATCH) for run in chunk]
                 took = store.claim_batch(claims, "bench", now, audit=claimed)
                 sent = store.dispatch_batch(took.runs, now, audit=dispatched)
-                ends = [
-                    RunEnd(run.id, run.epoch, RunStatus.SUCCEEDED, exit_code=0, output="ok\n")
-                    for run in sent.runs
-                ]
+                ends = [_success(run) for run in sent.runs]
                 done = store.end_batch(ends, now, audit=finished)
                 if len(done.runs) != len(chunk):
                     raise RuntimeError(f"batch wrote {len(done.runs)} of {len(chunk)} runs")
@@ -153,6 +175,10 @@ def measure_cpu(n: int, url: str, kind: type, path: str) -> float:
     finally:
         store.close()
     return cpu
+
+
+def _success(run) -> RunEnd:
+    return RunEnd(run.id, run.epoch, RunStatus.SUCCEEDED, exit_code=0, output="ok\n")
 
 
 def cpu_per_run_ms(n: int, admin_url: str, repeat: int = 1) -> dict[str, dict[str, float | str]]:

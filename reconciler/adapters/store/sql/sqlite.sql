@@ -479,9 +479,12 @@ RETURNING *
 
 -- query: mark_dispatched_many
 -- dispatch_batch: `mark_dispatched` for every run of :held (a JSON object: id -> epoch).
+-- `+runs.status`, here and in end_many: each run is looked up by id from the JSON; by the
+-- status index the planner walks every running run and scans the JSON again for each, a
+-- cost that grows with the runs in flight times the batch.
 UPDATE runs SET dispatched = 1, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
 FROM (SELECT CAST(key AS INTEGER) AS id, value AS epoch FROM json_each(:held)) AS held
-WHERE runs.id = held.id AND runs.status = 'running' AND runs.epoch = held.epoch
+WHERE runs.id = held.id AND +runs.status = 'running' AND runs.epoch = held.epoch
 RETURNING *
 
 -- query: end_many
@@ -503,7 +506,7 @@ FROM (SELECT value ->> 0 AS id, value ->> 1 AS epoch, value ->> 2 AS status,
              value ->> 3 AS exit_code, value ->> 4 AS retry_at, value ->> 5 AS inline,
              value ->> 6 AS output, value ->> 7 AS error
       FROM json_each(:ends)) AS e
-WHERE runs.id = e.id AND runs.status = 'running' AND runs.epoch = e.epoch
+WHERE runs.id = e.id AND +runs.status = 'running' AND runs.epoch = e.epoch
 RETURNING *
 
 -- query: set_texts
