@@ -142,7 +142,7 @@ def storable(value: Any) -> Any:
     if kind is str:
         return _storable_text(value)
     if kind is dict:
-        return {storable(str(k)): storable(v) for k, v in value.items()}
+        return _storable_dict(value)
     if value is None or kind is int or kind is bool:
         return value
     if isinstance(value, str):
@@ -158,6 +158,26 @@ def storable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return storable(str(value))  # anything else (an enum, a path) by its text
+
+
+def _storable_dict(value: dict) -> dict:
+    """`storable` of a plain dict. An entry's detail is mostly flat text and numbers: those
+    are handled here, inline, and only nested values recurse (a call per scalar was most of
+    the cost of a run's entries)."""
+    out = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            key = str(key)
+        if not key.isascii() or "\x00" in key:
+            key = _storable_text(key)
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() or "\x00" in item:
+                item = _storable_text(item)
+        elif not (item is None or kind is int or kind is bool):
+            item = storable(item)
+        out[key] = item
+    return out
 
 
 def _storable_text(value: str) -> str:

@@ -77,7 +77,7 @@ def redacted(value: Any, redact: Redact) -> Any:
     if kind is str:
         return redact(value)
     if kind is dict:
-        return {redact(str(k)): redacted(v, redact) for k, v in value.items()}
+        return _redacted_dict(value, redact)
     if value is None or kind is int or kind is bool:
         return value
     if isinstance(value, str):
@@ -87,6 +87,23 @@ def redacted(value: Any, redact: Redact) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [redacted(v, redact) for v in value]
     return value
+
+
+def _redacted_dict(value: dict, redact: Redact, drop_none: bool = False) -> dict:
+    """`redacted` of a plain dict, its flat text and numbers inline (only nested values
+    recurse); with `drop_none`, the keys whose value is None are left out."""
+    out = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str:
+            item = redact(item)
+        elif item is None:
+            if drop_none:
+                continue
+        elif not (kind is int or kind is bool):
+            item = redacted(item, redact)
+        out[redact(key if type(key) is str else str(key))] = item
+    return out
 
 
 class AuditWriter:
@@ -107,8 +124,12 @@ class AuditWriter:
 
     def record(self, action: str, **detail: Any) -> AuditRecord:
         """An entry to append: now, by this actor, details redacted (None values dropped)."""
-        kept = {k: v for k, v in detail.items() if v is not None}
-        return AuditRecord(timestamp(self.clock()), self.actor, action, redacted(kept, self.redact))
+        return AuditRecord(
+            timestamp(self.clock()),
+            self.actor,
+            action,
+            _redacted_dict(detail, self.redact, drop_none=True),
+        )
 
     def write(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
         """Append `records` in one transaction; raises `StoreError`."""

@@ -1073,8 +1073,10 @@ class SqliteStore(StateStore):
             if run is None:
                 refused.append(end.run_id)
                 continue
-            output, error = texts[end.run_id]
-            written.append(replace(run, output=output, error=error))
+            if end.run_id in bound:  # the row came back before `set_texts` wrote them
+                output, error = texts[end.run_id]
+                run = replace(run, output=output, error=error)
+            written.append(run)
         return written, refused
 
     @staticmethod
