@@ -31,9 +31,10 @@ e. bench/bench_workers.py: 400 x `sleep 0.05` enqueued for 1, 2 and 4 idle worke
 f. Store bookkeeping, client CPU per run (not wall) of the engine's round path (round_batch:
    a round's ends, claims and dispatch marks in one transaction, 16 runs a round, with the
    engine's audit records), SQLite and PostgreSQL: < 0.3 ms; the per-run path beside it as
-   the reference, and under it, for information, the three-transaction batch path (claim_batch
-   + dispatch_batch + end_batch) a drain without a journal takes. In full mode the median of
-   3 fresh stores each.
+   the reference. Under it, for information: the three-transaction batch path (claim_batch +
+   dispatch_batch + end_batch) a drain without a journal takes, and the round a pass's drain
+   mostly records (its runs end one at a time: one end and one claim a round, with spares
+   asked), per round. In full mode the median of 3 fresh stores each.
 
 In full mode the `reconcile` figures of a and b and their floors are medians of 3
 interleaved runs. PostgreSQL is the server at --postgres (a fresh database per case, dropped
@@ -733,6 +734,7 @@ def rows_store(quick: bool, admin_url: str) -> list[Row]:
     repeat = 1 if quick else 3
     load = load1()
     results = bench_store.cpu_per_run_ms(runs, admin_url, repeat)
+    small = bench_store.small_round_ms(runs, admin_url, repeat)
     rows = []
     median_of = f" (median of {repeat})" if repeat > 1 else ""
     for backend, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
@@ -764,6 +766,19 @@ def rows_store(quick: bool, admin_url: str) -> list[Row]:
                 path["per-run"],
                 unit="ms",
                 ratio=ratio(path["batch"], path["per-run"]),
+                load=load,
+            )
+        )
+        note(f"f. {label}: a round of 1 end + 1 claim: {small[backend]} ms CPU")
+        rows.append(
+            Row(
+                f"f. store CPU per run, {runs:,} runs",
+                f"{label}: a pass's usual round, 1 end + 1 claim, per round",
+                small[backend],
+                "per-run path",
+                path["per-run"],
+                unit="ms",
+                ratio=ratio(small[backend], path["per-run"]),
                 load=load,
             )
         )
