@@ -780,7 +780,7 @@ def test_local_machine_must_not_have_connection_settings(errors):
             "host_key must be a non-empty list of SSH public key lines (got an empty list)",
         ),
         ("port: 70000", "port must be an integer 1..65535 (got 70000)"),
-        ("max_parallel: 0", "max_parallel must be an integer of at least 1 (got 0)"),
+        ("max_parallel: 0", "max_parallel must be an integer 1..1000000 (got 0)"),
         (
             "labels: {tier: 1}",
             'labels.tier must be a string (got 1) (hint: quote the value so it stays a string, e.g. "1")',
