@@ -529,7 +529,10 @@ SET LOCAL synchronous_commit = off
 -- them on that machine, at most %(want)s (NULL: all). Each chosen row is locked by its
 -- primary key (SKIP LOCKED: a run another claim holds is not waited for) and taken only if
 -- still pending on its newest version, as in claim. Every row carries the ids chosen,
--- and one row of NULLs (the ids chosen) is returned when none was taken.
+-- and one row of NULLs (the ids chosen) is returned when none was taken. The chosen rows are
+-- locked and updated through joins on their ids, which the planner probes by primary key:
+-- `id = ANY (ARRAY(SELECT ...))` is estimated at 10 ids, and on a small table (a few hundred
+-- runs) it scanned the whole table twice for one claim (18 of 71 buffers, ~0.3 ms).
 WITH req AS (
     SELECT DISTINCT ON (u.id) u.id, u.lim, u.ord
     FROM unnest(%(ids)s::bigint[], %(limits)s::integer[]) WITH ORDINALITY AS u(id, lim, ord)
@@ -550,14 +553,14 @@ WITH req AS (
     SELECT id FROM ranked WHERE lim IS NULL OR n + nth <= lim
     ORDER BY ord LIMIT %(want)s
 ), target AS MATERIALIZED (
-    SELECT id, status FROM runs WHERE id = ANY (ARRAY(SELECT id FROM chosen))
-    FOR UPDATE SKIP LOCKED
+    SELECT r.id, r.status FROM runs AS r WHERE r.id IN (SELECT id FROM chosen)
+    FOR UPDATE OF r SKIP LOCKED
 ), claimed AS (
-    UPDATE runs
-    SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = epoch + 1,
+    UPDATE runs AS r
+    SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = r.epoch + 1,
         heartbeat_at = now()
-    WHERE id = ANY (ARRAY(SELECT id FROM target WHERE status = 'pending'))
-    RETURNING *
+    FROM target AS t WHERE r.id = t.id AND t.status = 'pending'
+    RETURNING r.*
 )
 SELECT claimed.*, ch.ids
 FROM (SELECT ARRAY(SELECT id FROM chosen) AS ids) AS ch LEFT JOIN claimed ON true
