@@ -888,8 +888,9 @@ class PostgresStore(StateStore):
     ) -> tuple[Batch, Batch]:
         """The round's ends, then its claims and their dispatch marks, with their audit
         records queued in that order, in one transaction committed with the server's durable
-        commit (see `StateStore.round_batch`): a round trip for the ends, one for the
-        machines' locks and the claims, one for the dispatch marks and COMMIT.
+        commit (see `StateStore.round_batch`): two round trips, one for the ends (with the
+        notification of ends and the machines' locks in their statement) and the claims, one
+        for the audit entries with the dispatch marks (one statement) and COMMIT.
 
         After a broken connection the round committed when one of its claims is running
         under `owner` since exactly `now` and dispatched, or one of its ends shows (as in
@@ -961,10 +962,13 @@ class PostgresStore(StateStore):
         leading: Sequence[AuditRecord],
         want: int | None,
     ) -> tuple[tuple[Batch, Batch], int]:
-        """The ends, the machines' locks and the claims (one round trip: read together),
-        then the entries, the dispatch marks and COMMIT. The commit is durable while the
-        machines' locks are held: a claim that a crashed server forgot would otherwise be
-        dispatched (see `claim_commit_unflushed` for the claim batch alone). An end that was
+        """The ends with the machines' locks (the ends' last statement takes them: see
+        `_send_ends`; a statement of their own in a round without ends) and the claims (one
+        round trip: read together), then the entries with the dispatch marks (one statement:
+        `dispatch_batch_queued`; `audit_enqueue` when nothing was claimed) and COMMIT. The
+        commit is durable while the machines' locks are held: a claim that a crashed server
+        forgot would otherwise be dispatched (see `claim_commit_unflushed` for the claim
+        batch alone). An end that was
         refused rolls the round back, claims included, and the ends alone are recorded
         again (`_ends_alone`): a round decided on a result that is not recorded claims
         nothing. That is rare (a lost lease); the usual round saves the round trip that
@@ -973,9 +977,12 @@ class PostgresStore(StateStore):
         records: list[AuditRecord] = []
         written: list[Run] = []
         with self._pipelined("run a round in") as conn:
-            sent = self._send_ends(conn, ends, stamp) if ends else []
+            # The machine locks are held from here to COMMIT: claims for one machine take
+            # turns. Taken by the ends' last statement when there are ends (one statement
+            # fewer), before the claims' statement either way.
             limited = [c.run_id for c in claims if c.max_parallel is not None]
-            if limited:  # held from here to COMMIT: claims for one machine take turns
+            sent = self._send_ends(conn, ends, stamp, limited) if ends else []
+            if limited and not ends:
                 conn.execute(_q("lock_machines_of_runs"), {"ids": _ints(limited)})
             first = (
                 self._send_claims(conn, claims, owner, stamp, want)
@@ -993,8 +1000,11 @@ class PostgresStore(StateStore):
             taken, refused, unclaimed = claim_outcome(claims, got, want)
             for run in taken:
                 records.extend(claimed_audit(run))
-            self._enqueue(conn, records)
-            sent, entries = self._send_dispatch(conn, taken, dispatched_audit)
+            if taken:  # the entries queued by the dispatch marks' statement, before theirs
+                sent, entries = self._send_dispatch(conn, taken, dispatched_audit, records)
+            else:
+                self._enqueue(conn, records)
+                entries = []
         marks = {row[0]: _run(row) for row in sent.fetchall()} if taken else {}
         marked = [marks[run.id] for run in taken if run.id in marks]
         refused += [run.id for run in taken if run.id not in marks]  # never: held in the batch
@@ -1101,17 +1111,23 @@ class PostgresStore(StateStore):
         return Batch(marked, [run.id for run in runs if run.id not in done]), queued
 
     def _send_dispatch(
-        self, conn: psycopg.Connection, runs: Sequence[Run], audit: AuditOf
+        self,
+        conn: psycopg.Connection,
+        runs: Sequence[Run],
+        audit: AuditOf,
+        before: Sequence[AuditRecord] = (),
     ) -> tuple[psycopg.Cursor | None, list[int]]:
         """Send the statement marking `runs` dispatched and queueing their entries (made from
-        each run as the mark leaves it: `dispatched` is all it changes) in the caller's
-        transaction; its rows are read after COMMIT. Returns the cursor (None without runs)
-        and the run of each entry, in order."""
+        each run as the mark leaves it: `dispatched` is all it changes), after the entries
+        `before` (queued whatever is marked), in the caller's transaction; its rows are read
+        after COMMIT. Returns the cursor (None without runs) and the run of each dispatch
+        entry, in order."""
         if not runs:
             return None, []
-        entries = [
+        marks = [
             (run.id, stored_fields(record)) for run in runs for record in audit(_dispatched(run))
         ]
+        entries = [(None, stored_fields(record)) for record in before] + marks
         columns = [list(column) for column in zip(*(fields for _, fields in entries))] or [[]] * 4
         self._made_canonical(columns[3])
         params = {
@@ -1121,7 +1137,7 @@ class PostgresStore(StateStore):
             "runs": _ints(run_id for run_id, _ in entries),
             **dict(zip(("at", "actor", "action", "detail"), columns)),
         }
-        return conn.execute(_q("dispatch_batch_queued"), params), [r for r, _ in entries]
+        return conn.execute(_q("dispatch_batch_queued"), params), [r for r, _ in marks]
 
     def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
         """Record each end (`finish`, or `requeue` with `retry_at`) and queue its audit
@@ -1170,22 +1186,30 @@ class PostgresStore(StateStore):
         return Batch(written, [end.run_id for end in ends if end.run_id not in done]), len(records)
 
     @staticmethod
-    def _send_ends(conn: psycopg.Connection, ends: Sequence[RunEnd], now: datetime) -> list:
-        """Send the statements of `ends` (the finishes and the requeues travel together);
-        returns their cursors, whose rows are read after (`_read_ends`)."""
+    def _send_ends(
+        conn: psycopg.Connection, ends: Sequence[RunEnd], now: datetime, lock: Sequence[int] = ()
+    ) -> list:
+        """Send the statements of `ends` (the finishes and the requeues travel together),
+        with the notification of ends (`notify_ends`: delivered at COMMIT, a pass waiting on
+        runs held here looks at once) and the machine locks of the runs `lock` (the claims
+        sent after them, `lock_machines_of_runs`) in the last of them: the requeues first,
+        then the finishes (`finish_batch_told`), or the notification and the locks alone
+        (`notify_ends_locking`) after requeues alone. Returns the cursors of the ends, whose
+        rows are read after (`_read_ends`)."""
         finishes = [end for end in ends if end.retry_at is None]
         retries = [end for end in ends if end.retry_at is not None]
         sent = []
-        if finishes:
-            columns = {**_end_columns(finishes), "now": now}
-            columns["statuses"] = [e.status.value for e in finishes]
-            sent.append(conn.execute(_q("finish_batch"), columns))
+        told = {"ended": _ints(end.run_id for end in ends), "lock": _ints(lock)}
         if retries:
             columns = {**_end_columns(retries)}
             columns["not_befores"] = [_aware(e.retry_at) for e in retries]
             sent.append(conn.execute(_q("requeue_batch"), columns))
-        if sent:  # delivered at COMMIT: a pass waiting on runs held here looks at once
-            conn.execute(_q("notify_ends"), {"ids": _ints(end.run_id for end in ends)})
+        if finishes:
+            columns = {**_end_columns(finishes), "now": now, **told}
+            columns["statuses"] = [e.status.value for e in finishes]
+            sent.append(conn.execute(_q("finish_batch_told"), columns))
+        elif sent:
+            conn.execute(_q("notify_ends_locking"), told)
         return sent
 
     @staticmethod

@@ -594,6 +594,8 @@ RETURNING r.*
 -- autocommit), a dispatch batch is one round trip.
 -- A run is marked only at its claim's epoch and owner: a claim commits unflushed
 -- (claim_commit_unflushed), and one a crashed server forgot leaves its epoch to the next claim.
+-- An entry whose run is NULL is queued whatever is marked: a round's entries before its
+-- dispatch marks' (its ends', its claims'), in the order given, with them in one statement.
 WITH marked AS (
     UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
     FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(owners)b::text[])
@@ -606,7 +608,7 @@ WITH marked AS (
     SELECT q.at, q.actor, q.action, q.detail
     FROM unnest(%(runs)s::bigint[], %(at)b::text[], %(actor)b::text[], %(action)b::text[],
                 %(detail)b::text[]) WITH ORDINALITY AS q(run, at, actor, action, detail, n)
-    WHERE q.run IN (SELECT id FROM marked)
+    WHERE q.run IS NULL OR q.run IN (SELECT id FROM marked)
     ORDER BY q.n
 )
 SELECT * FROM marked
@@ -621,6 +623,60 @@ FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)b::text[],
 WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
   AND r.status = 'running'
 RETURNING r.*
+
+-- query: finish_batch_told
+-- finish_batch, then (as notify_ends, for the ids of all the batch's ends: %(ended)s) the
+-- notification, and (as lock_machines_of_runs) the machine locks of the claims sent after it
+-- in the same transaction (%(lock)s, maybe none): one statement where there were three. A
+-- requeue of the same batch is sent before it, so that the pending runs it makes are seen,
+-- as notify_ends alone would see them. The locks are taken by this statement, before the
+-- claims' statement starts: that one counts the running runs in a snapshot taken after it
+-- holds them. Each CTE is read by the final SELECT (a CTE of a plain SELECT that nothing
+-- reads is never run), the volatile functions after each one's ORDER BY (as in
+-- lock_machines_of_runs: the locks in key order).
+WITH done AS (
+    UPDATE runs AS r
+    SET status = t.status, finished_at = %(now)s, exit_code = t.exit_code, output = t.output,
+        error = t.error
+    FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)b::text[],
+                %(exit_codes)s::integer[], %(outputs)b::bytea[], %(errors)b::text[])
+         AS t(id, epoch, status, exit_code, output, error)
+    WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
+      AND r.status = 'running'
+    RETURNING r.*
+), told AS (
+    SELECT pg_notify('reconciler_ends', '')
+    WHERE NOT EXISTS (
+        SELECT 1 FROM runs AS p
+        WHERE p.status = 'pending'
+          AND p.planner IN (SELECT e.planner FROM runs AS e
+                            WHERE e.id = ANY (%(ended)s::bigint[])))
+), locked AS (
+    SELECT pg_advisory_xact_lock(hashtext('reconciler.machine'), key)
+    FROM (SELECT DISTINCT hashtext(machine) AS key FROM runs
+          WHERE id = ANY (%(lock)s::bigint[])) AS k
+    ORDER BY key
+)
+SELECT done.* FROM done
+WHERE (SELECT count(*) FROM told) >= 0 AND (SELECT count(*) FROM locked) >= 0
+
+-- query: notify_ends_locking
+-- notify_ends, then the machine locks of the claims sent after it (%(lock)s), as
+-- finish_batch_told does: for a batch of requeues alone.
+WITH told AS (
+    SELECT pg_notify('reconciler_ends', '')
+    WHERE NOT EXISTS (
+        SELECT 1 FROM runs AS p
+        WHERE p.status = 'pending'
+          AND p.planner IN (SELECT e.planner FROM runs AS e
+                            WHERE e.id = ANY (%(ended)s::bigint[])))
+), locked AS (
+    SELECT pg_advisory_xact_lock(hashtext('reconciler.machine'), key)
+    FROM (SELECT DISTINCT hashtext(machine) AS key FROM runs
+          WHERE id = ANY (%(lock)s::bigint[])) AS k
+    ORDER BY key
+)
+SELECT (SELECT count(*) FROM told), (SELECT count(*) FROM locked)
 
 -- query: requeue_batch
 UPDATE runs AS r
