@@ -177,11 +177,12 @@ def _ints(values: Iterable[int | None]) -> str:
     return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
 
 
-def _dispatched(run: Run) -> Run:
-    """`run` as its dispatch mark leaves it: its fields with `dispatched` set, put in at once
-    (`build_frozen`); `dataclasses.replace` runs the frozen `__init__` over every field
-    (~9 us, as much as the rest of the run's dispatch bookkeeping)."""
-    return build_frozen(Run, **{**run.__dict__, "dispatched": True})
+def _dispatched(run: Run, dispatched: bool = True) -> Run:
+    """`run` as its dispatch mark leaves it (with False: as a claim alone left it): its
+    fields with `dispatched` set, put in at once (`build_frozen`); `dataclasses.replace`
+    runs the frozen `__init__` over every field (~9 us, as much as the rest of the run's
+    dispatch bookkeeping)."""
+    return build_frozen(Run, **{**run.__dict__, "dispatched": dispatched})
 
 
 def _output(output: str) -> bytes:
@@ -889,8 +890,8 @@ class PostgresStore(StateStore):
         """The round's ends, then its claims and their dispatch marks, with their audit
         records queued in that order, in one transaction committed with the server's durable
         commit (see `StateStore.round_batch`): two round trips, one for the ends (with the
-        notification of ends and the machines' locks in their statement) and the claims, one
-        for the audit entries with the dispatch marks (one statement) and COMMIT.
+        notification of ends and the machines' locks in their statement) and the claims
+        (which mark their runs dispatched too), one for the audit entries and COMMIT.
 
         After a broken connection the round committed when one of its claims is running
         under `owner` since exactly `now` and dispatched, or one of its ends shows (as in
@@ -964,14 +965,14 @@ class PostgresStore(StateStore):
     ) -> tuple[tuple[Batch, Batch], int]:
         """The ends with the machines' locks (the ends' last statement takes them: see
         `_send_ends`; a statement of their own in a round without ends) and the claims (one
-        round trip: read together), then the entries with the dispatch marks (one statement:
-        `dispatch_batch_queued`; `audit_enqueue` when nothing was claimed) and COMMIT. The
+        round trip: read together; the claims mark their runs dispatched too: see
+        `claim_within_limits`), then the entries (the ends', the leading ones, then each
+        claim's and each dispatch's, as a dispatch batch would queue them) and COMMIT. The
         commit is durable while the machines' locks are held: a claim that a crashed server
         forgot would otherwise be dispatched (see `claim_commit_unflushed` for the claim
-        batch alone). An end that was
-        refused rolls the round back, claims included, and the ends alone are recorded
-        again (`_ends_alone`): a round decided on a result that is not recorded claims
-        nothing. That is rare (a lost lease); the usual round saves the round trip that
+        batch alone). An end that was refused rolls the round back, claims included, and
+        the ends alone are recorded again (`_ends_alone`): a round decided on a result that
+        is not recorded claims nothing. That is rare (a lost lease); the usual round saves the round trip that
         reading the ends before sending the claims would cost. Raises `_EndRefused` (its
         transaction rolled back) when an end is refused."""
         records: list[AuditRecord] = []
@@ -985,7 +986,7 @@ class PostgresStore(StateStore):
             if limited and not ends:
                 conn.execute(_q("lock_machines_of_runs"), {"ids": _ints(limited)})
             first = (
-                self._send_claims(conn, claims, owner, stamp, want)
+                self._send_claims(conn, claims, owner, stamp, want, dispatch=True)
                 if claims and want != 0
                 else None
             )
@@ -996,20 +997,21 @@ class PostgresStore(StateStore):
                 written = [done[end.run_id] for end in ends]
                 records = [record for run in written for record in ended_audit(run)]
             records += leading
-            got = self._claim_rounds(conn, claims, owner, stamp, want, first) if claims else {}
+            got = (
+                self._claim_rounds(conn, claims, owner, stamp, want, first, dispatch=True)
+                if claims
+                else {}
+            )
             taken, refused, unclaimed = claim_outcome(claims, got, want)
+            # The claims marked their runs dispatched (in this transaction, with their
+            # entries: a dispatch mark of its own would rewrite each run's row once more).
+            # The claim's entry is made from the run as a claim alone leaves it.
             for run in taken:
-                records.extend(claimed_audit(run))
-            if taken:  # the entries queued by the dispatch marks' statement, before theirs
-                sent, entries = self._send_dispatch(conn, taken, dispatched_audit, records)
-            else:
-                self._enqueue(conn, records)
-                entries = []
-        marks = {row[0]: _run(row) for row in sent.fetchall()} if taken else {}
-        marked = [marks[run.id] for run in taken if run.id in marks]
-        refused += [run.id for run in taken if run.id not in marks]  # never: held in the batch
-        queued = len(records) + sum(1 for run_id in entries if run_id in marks)
-        return (Batch(written, []), Batch(marked, refused, unclaimed)), queued
+                records.extend(claimed_audit(_dispatched(run, False)))
+            for run in taken:
+                records.extend(dispatched_audit(run))
+            self._enqueue(conn, records)
+        return (Batch(written, []), Batch(taken, refused, unclaimed)), len(records)
 
     @staticmethod
     def _send_claims(
@@ -1018,8 +1020,10 @@ class PostgresStore(StateStore):
         owner: str,
         stamp: datetime,
         want: int | None,
+        dispatch: bool = False,
     ) -> psycopg.Cursor:
-        """Send one `claim_within_limits` of `claims` (at most `want`); read by the caller."""
+        """Send one `claim_within_limits` of `claims` (at most `want`; with `dispatch`,
+        marking them dispatched too); read by the caller."""
         return conn.execute(
             _q("claim_within_limits"),
             {
@@ -1028,6 +1032,7 @@ class PostgresStore(StateStore):
                 "want": want,
                 "owner": owner,
                 "now": stamp,
+                "dispatch": dispatch,
             },
         )
 
@@ -1039,13 +1044,15 @@ class PostgresStore(StateStore):
         stamp: datetime,
         want: int | None,
         first: psycopg.Cursor | None = None,
+        dispatch: bool = False,
     ) -> dict[int, Run]:
         """The runs claimed, by id, up to `want` of them, in request order, each within its
         machine's `max_parallel` counting the runs running there and the requests before it
         (`claim_within_limits`, one statement after the machine locks: sent with them, one
         round trip). A run chosen but not claimed (another worker holds it: SKIP LOCKED, or
         took it) frees its place for another round; usually there is none. `first`: the
-        first round's statement, already sent with what came before it (not read yet)."""
+        first round's statement, already sent with what came before it (not read yet).
+        `dispatch`: the claims mark their runs dispatched too (`round_batch`)."""
         got: dict[int, Run] = {}
         failed: set[int] = set()
         while True:
@@ -1054,7 +1061,7 @@ class PostgresStore(StateStore):
                 left = None if want is None else want - len(got)
                 if not todo or left == 0:
                     return got
-                first = PostgresStore._send_claims(conn, todo, owner, stamp, left)
+                first = PostgresStore._send_claims(conn, todo, owner, stamp, left, dispatch)
             rows, first = first.fetchall(), None
             chosen = rows[0][-1] or []
             got.update((row[0], _run(row)) for row in rows if row[0] is not None)
@@ -1115,19 +1122,16 @@ class PostgresStore(StateStore):
         conn: psycopg.Connection,
         runs: Sequence[Run],
         audit: AuditOf,
-        before: Sequence[AuditRecord] = (),
     ) -> tuple[psycopg.Cursor | None, list[int]]:
         """Send the statement marking `runs` dispatched and queueing their entries (made from
-        each run as the mark leaves it: `dispatched` is all it changes), after the entries
-        `before` (queued whatever is marked), in the caller's transaction; its rows are read
-        after COMMIT. Returns the cursor (None without runs) and the run of each dispatch
-        entry, in order."""
+        each run as the mark leaves it: `dispatched` is all it changes) in the caller's
+        transaction; its rows are read after COMMIT. Returns the cursor (None without runs)
+        and the run of each entry, in order."""
         if not runs:
             return None, []
-        marks = [
+        entries = [
             (run.id, stored_fields(record)) for run in runs for record in audit(_dispatched(run))
         ]
-        entries = [(None, stored_fields(record)) for record in before] + marks
         columns = [list(column) for column in zip(*(fields for _, fields in entries))] or [[]] * 4
         self._made_canonical(columns[3])
         params = {
@@ -1137,7 +1141,7 @@ class PostgresStore(StateStore):
             "runs": _ints(run_id for run_id, _ in entries),
             **dict(zip(("at", "actor", "action", "detail"), columns)),
         }
-        return conn.execute(_q("dispatch_batch_queued"), params), [r for r, _ in marks]
+        return conn.execute(_q("dispatch_batch_queued"), params), [r for r, _ in entries]
 
     def end_batch(self, ends: Sequence[RunEnd], now: datetime, audit: AuditOf = no_audit) -> Batch:
         """Record each end (`finish`, or `requeue` with `retry_at`) and queue its audit

@@ -533,6 +533,10 @@ SET LOCAL synchronous_commit = off
 -- locked and updated through joins on their ids, which the planner probes by primary key:
 -- `id = ANY (ARRAY(SELECT ...))` is estimated at 10 ids, and on a small table (a few hundred
 -- runs) it scanned the whole table twice for one claim (18 of 71 buffers, ~0.3 ms).
+-- %(dispatch)s: the claim marks its runs dispatched too (as dispatch_batch: the lease renewed
+-- by the same heartbeat_at), for round_batch, whose claims and dispatch marks commit in one
+-- transaction, held from the claim on: a mark of its own rewrote each run's row (and its
+-- seven index entries) once more. The claim batch alone passes false.
 WITH req AS (
     SELECT DISTINCT ON (u.id) u.id, u.lim, u.ord
     FROM unnest(%(ids)s::bigint[], %(limits)s::integer[]) WITH ORDINALITY AS u(id, lim, ord)
@@ -558,7 +562,7 @@ WITH req AS (
 ), claimed AS (
     UPDATE runs AS r
     SET status = 'running', started_at = %(now)s, owner = %(owner)s, epoch = r.epoch + 1,
-        heartbeat_at = now()
+        heartbeat_at = now(), dispatched = (r.dispatched OR %(dispatch)s::boolean)
     FROM target AS t WHERE r.id = t.id AND t.status = 'pending'
     RETURNING r.*
 )
@@ -594,8 +598,6 @@ RETURNING r.*
 -- autocommit), a dispatch batch is one round trip.
 -- A run is marked only at its claim's epoch and owner: a claim commits unflushed
 -- (claim_commit_unflushed), and one a crashed server forgot leaves its epoch to the next claim.
--- An entry whose run is NULL is queued whatever is marked: a round's entries before its
--- dispatch marks' (its ends', its claims'), in the order given, with them in one statement.
 WITH marked AS (
     UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
     FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(owners)b::text[])
@@ -608,7 +610,7 @@ WITH marked AS (
     SELECT q.at, q.actor, q.action, q.detail
     FROM unnest(%(runs)s::bigint[], %(at)b::text[], %(actor)b::text[], %(action)b::text[],
                 %(detail)b::text[]) WITH ORDINALITY AS q(run, at, actor, action, detail, n)
-    WHERE q.run IS NULL OR q.run IN (SELECT id FROM marked)
+    WHERE q.run IN (SELECT id FROM marked)
     ORDER BY q.n
 )
 SELECT * FROM marked
