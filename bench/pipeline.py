@@ -25,7 +25,10 @@ d. Scale-out on a shared PostgreSQL queue: 400 x `sleep 0.2` on 8 local machines
    (max_parallel 8): `--once --concurrency 8` alone against the same pass with three
    `reconcile worker --concurrency 8` beside it (started together on the new database
    before the pass, idle when it starts), the pass's process being the clock: >= 3.5x
-   sooner; and the workers started together all come up.
+   sooner; and the workers started together all come up. Under it, for information, what
+   free runs would give: the start-up of a no-op `--once` (median of 3, on the store the pass
+   alone left) plus whole waves of the command, alone against beside (`ceiling`); the pass
+   alone pays a migration on top, which the pass beside the workers does not.
 e. bench/bench_workers.py: 400 x `sleep 0.05` enqueued for 1, 2 and 4 idle workers (the clock
    from the enqueue to the last end): each >= the previous in runs/s.
 f. Store bookkeeping, client CPU per run (not wall) of the engine's round path (round_batch:
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -550,6 +554,41 @@ class ScaleOut:
     together: float | str
     up: int | None = None
     claimed: dict[int, int] | None = None
+    startup: float | str = ""  # a no-op --once on the store the pass alone left (median of 3)
+
+
+def noop_pass(project: Path, timeout: float, *extra: str) -> float:
+    """Wall seconds of a `reconcile --once` that has nothing to do: what every pass pays
+    whatever its runs (interpreter, imports, inventory, store, plan, exit)."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--once", "-q", "--format", "json", *extra],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"reconcile --once exited {proc.returncode}: {proc.stderr[-400:]}")
+    counts = json.loads(proc.stdout)["counts"]
+    if any(counts.values()):
+        raise RuntimeError(f"a pass with nothing to do ran runs: {counts}")
+    return wall
+
+
+def ceiling(
+    startup: float | str, runs: int, sleep: float, slots: int, drainers: int
+) -> float | None:
+    """Pure: how many times sooner `drainers` drainers of `slots` slots each can end `runs`
+    runs of `sleep` seconds than one drainer alone, were a run to cost nothing beyond its
+    command: both pay the start-up, and each runs its waves (a partial last one included)."""
+    if not isinstance(startup, float):
+        return None
+    alone = math.ceil(runs / slots) * sleep
+    together = math.ceil(runs / (slots * drainers)) * sleep
+    return (startup + alone) / (startup + together)
 
 
 def scale_out(runs: int, sleep: float, workers: int, admin_url: str, timeout: float) -> ScaleOut:
@@ -569,6 +608,17 @@ def scale_out(runs: int, sleep: float, workers: int, admin_url: str, timeout: fl
                     lambda: reconcile_once(
                         project, runs, timeout, "--concurrency", "8", "--state", url
                     ),
+                )
+                result.startup = median(
+                    [
+                        attempt(
+                            "d. a pass with nothing to do",
+                            lambda: noop_pass(
+                                project, timeout, "--concurrency", "8", "--state", url
+                            ),
+                        )
+                        for _ in range(3)
+                    ]
                 )
                 continue
             procs: list[subprocess.Popen] = []
@@ -674,6 +724,13 @@ def rows_scale_out(quick: bool, admin_url: str) -> list[Row]:
             ratio=ratio(result.alone, result.together),  # how many times sooner
             target=f">= {wanted:g}x sooner",
             check=at_least(wanted),
+            load=load,
+        ),
+        Row(
+            name,
+            "estimate if runs cost nothing: start-up of a no-op --once",
+            result.startup,
+            ratio=ceiling(result.startup, runs, sleep, 8, workers + 1),
             load=load,
         ),
         Row(

@@ -197,3 +197,14 @@ def test_pipeline_peers_measured_last_are_shown_under_their_row():
     ]
     workloads = [line.split("  ")[0] for line in render(shown).splitlines()[2:]]
     assert workloads == ["a. 200", "", "a. 1,000", "", "b. local"]
+
+
+def test_pipeline_scale_out_estimate_counts_whole_waves_and_the_start_up():
+    """Row d's estimate, pure: 400 runs over 8 slots are 50 waves alone and 13 over 32 slots
+    (the last one half full), so even free runs end at most 50/13 times sooner, and less
+    the longer every pass takes to start and end."""
+    from bench.pipeline import ceiling
+
+    assert ceiling(0.0, 400, 0.2, 8, 4) == pytest.approx(50 / 13)
+    assert ceiling(0.4, 400, 0.2, 8, 4) == pytest.approx(10.4 / 3.0)
+    assert ceiling("n/a: no server", 400, 0.2, 8, 4) is None
