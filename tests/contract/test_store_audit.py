@@ -335,3 +335,29 @@ def test_prune_outbox_removes_only_finished_deliveries(store, now, later):
     assert store.prune_outbox(now) == 0  # not older than the cut-off
     assert store.prune_outbox(later(seconds=1)) == 1
     assert store.outbox_pending() == 1
+
+
+def test_a_secret_in_the_text_of_a_path_or_bytes_detail_is_masked_in_the_stored_entry(store):
+    """A detail that is not a string (a path, bytes, an enum) is stored by its text: the
+    writer masks that text, so a secret a vault revealed never reaches the log through it."""
+    from pathlib import Path
+
+    from reconciler.adapters.audit.writer import AuditWriter
+    from reconciler.core.redact import Redactor
+
+    secret = "hunter2-s3cret"
+    redact = Redactor()
+    redact.add(secret)
+    writer = AuditWriter(store, actor="tester", redact=redact)
+    writer.append(
+        "test",
+        file=Path(f"/backups/{secret}.tar"),
+        raw=secret.encode(),
+        nested={"paths": [Path(f"/x/{secret}")]},
+        count=3,
+    )
+    store.seal_audit(wait=True)
+    [entry] = store.audit_page()
+    assert secret not in repr(entry.detail), entry.detail
+    assert entry.detail["file"].startswith("/backups/") and entry.detail["count"] == 3
+    assert verify(store.audit_page()).ok

@@ -34,7 +34,7 @@ import getpass
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from reconciler.adapters.audit.chain import AuditEntry, AuditRecord
@@ -86,7 +86,11 @@ def redacted(value: Any, redact: Redact) -> Any:
         return {redact(str(k)): redacted(v, redact) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [redacted(v, redact) for v in value]
-    return value
+    if isinstance(value, (int, float, datetime, date)):  # stored as numbers or time texts
+        return value
+    # Anything else (a path, bytes, an enum) is stored by its text (`storable`): that text is
+    # what must be masked, or a secret inside it would reach the log.
+    return redact(str(value))
 
 
 def _redacted_dict(value: dict, redact: Redact, drop_none: bool = False) -> dict:
