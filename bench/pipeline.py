@@ -241,9 +241,9 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
 
 
-def reconcile_once(project: Path, runs: int, timeout: float, *extra: str) -> float:
-    """Wall seconds of `reconcile --once` (a fresh interpreter) in `project`; every one of
-    its `runs` runs must have succeeded."""
+def _once(project: Path, timeout: float, *extra: str) -> tuple[float, dict[str, int]]:
+    """Wall seconds of `reconcile --once` (a fresh interpreter) in `project`, and the counts
+    of its runs by status; RuntimeError when it did not exit 0."""
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "reconciler", "--once", "-q", "--format", "json", *extra],
@@ -256,7 +256,13 @@ def reconcile_once(project: Path, runs: int, timeout: float, *extra: str) -> flo
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"reconcile --once exited {proc.returncode}: {proc.stderr[-400:]}")
-    counts = json.loads(proc.stdout)["counts"]
+    return wall, json.loads(proc.stdout)["counts"]
+
+
+def reconcile_once(project: Path, runs: int, timeout: float, *extra: str) -> float:
+    """Wall seconds of `reconcile --once` in `project`; every one of its `runs` runs must have
+    succeeded."""
+    wall, counts = _once(project, timeout, *extra)
     if counts != {"succeeded": runs}:
         raise RuntimeError(f"expected {runs} succeeded runs, the pass reported {counts}")
     return wall
@@ -560,19 +566,7 @@ class ScaleOut:
 def noop_pass(project: Path, timeout: float, *extra: str) -> float:
     """Wall seconds of a `reconcile --once` that has nothing to do: what every pass pays
     whatever its runs (interpreter, imports, inventory, store, plan, exit)."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconciler", "--once", "-q", "--format", "json", *extra],
-        cwd=project,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"reconcile --once exited {proc.returncode}: {proc.stderr[-400:]}")
-    counts = json.loads(proc.stdout)["counts"]
+    wall, counts = _once(project, timeout, *extra)
     if any(counts.values()):
         raise RuntimeError(f"a pass with nothing to do ran runs: {counts}")
     return wall
@@ -794,51 +788,38 @@ def rows_store(quick: bool, admin_url: str) -> list[Row]:
     small = bench_store.small_round_ms(runs, admin_url, repeat)
     rows = []
     median_of = f" (median of {repeat})" if repeat > 1 else ""
+    workload = f"f. store CPU per run, {runs:,} runs"
     for backend, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
         path = results[backend]
         note(
             f"f. {label}: round {path['round']}, batch {path['batch']}, "
-            f"per-run {path['per-run']} (ms CPU per run)"
+            f"per-run {path['per-run']} (ms CPU per run), a round of 1 end + 1 claim "
+            f"{small[backend]} (ms CPU per round)"
         )
-        rows.append(
-            Row(
-                f"f. store CPU per run, {runs:,} runs",
-                f"{label}: round path{median_of}",
-                path["round"],
+
+        def against_per_run(measured: str, value: float | str, **target) -> Row:
+            return Row(
+                workload,
+                f"{label}: {measured}",
+                value,
                 "per-run path",
                 path["per-run"],
                 unit="ms",
-                ratio=ratio(path["round"], path["per-run"]),
+                ratio=ratio(value, path["per-run"]),
+                load=load,
+                **target,
+            )
+
+        rows += [
+            against_per_run(
+                f"round path{median_of}",
+                path["round"],
                 target=f"< {bench_store.CPU_TARGET_MS} ms",
                 check=lambda r, v: v < bench_store.CPU_TARGET_MS,
-                load=load,
-            )
-        )
-        rows.append(
-            Row(
-                f"f. store CPU per run, {runs:,} runs",
-                f"{label}: batch path, 3 transactions",
-                path["batch"],
-                "per-run path",
-                path["per-run"],
-                unit="ms",
-                ratio=ratio(path["batch"], path["per-run"]),
-                load=load,
-            )
-        )
-        note(f"f. {label}: a round of 1 end + 1 claim: {small[backend]} ms CPU")
-        rows.append(
-            Row(
-                f"f. store CPU per run, {runs:,} runs",
-                f"{label}: a pass's usual round, 1 end + 1 claim, per round",
-                small[backend],
-                "per-run path",
-                path["per-run"],
-                unit="ms",
-                ratio=ratio(small[backend], path["per-run"]),
-                load=load,
-            )
-        )
+            ),
+            against_per_run("batch path, 3 transactions", path["batch"]),
+            against_per_run("a pass's usual round, 1 end + 1 claim, per round", small[backend]),
+        ]
     return rows
 
 
