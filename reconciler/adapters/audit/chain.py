@@ -148,7 +148,7 @@ def storable(value: Any) -> Any:
     if isinstance(value, str):
         return _storable_text(value)
     if isinstance(value, Mapping):
-        return {storable(str(k)): storable(v) for k, v in value.items()}
+        return _storable_dict(value)
     if isinstance(value, (list, tuple, set, frozenset)):
         return [storable(v) for v in value]
     if isinstance(value, (bool, int)):
@@ -160,8 +160,8 @@ def storable(value: Any) -> Any:
     return storable(str(value))  # anything else (an enum, a path) by its text
 
 
-def _storable_dict(value: dict) -> dict:
-    """`storable` of a plain dict. An entry's detail is mostly flat text and numbers: those
+def _storable_dict(value: Mapping) -> dict:
+    """`storable` of a mapping. An entry's detail is mostly flat text and numbers: those
     are handled here, inline, and only nested values recurse (a call per scalar was most of
     the cost of a run's entries)."""
     out = {}
@@ -196,16 +196,8 @@ def stored_fields(record: AuditRecord) -> tuple[str, str, str, str]:
     """(at, actor, action, detail) of `record` as text exactly as it is hashed and stored:
     what a store queues for a sealer to link later (`StateStore.seal_audit`); `chain_texts`
     of these texts gives the entries `link` of `record` gives."""
-    detail = record.detail
-    detail = _CANONICAL(_storable_dict(detail) if type(detail) is dict else storable(dict(detail)))
-    return _stored_text(record.at), _stored_text(record.actor), _stored_text(record.action), detail
-
-
-def _stored_text(value: Any) -> Any:
-    """`storable(value)`, at once for the usual ASCII text without NUL."""
-    if type(value) is str and value.isascii() and "\x00" not in value:
-        return value
-    return storable(value)
+    detail = _CANONICAL(_storable_dict(record.detail))
+    return storable(record.at), storable(record.actor), storable(record.action), detail
 
 
 StoredEntry = tuple[int, str, str, str, str, str, str]  # seq, at, actor, action, detail, prev, hash

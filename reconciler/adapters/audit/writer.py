@@ -83,7 +83,7 @@ def redacted(value: Any, redact: Redact) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
-        return {redact(str(k)): redacted(v, redact) for k, v in value.items()}
+        return _redacted_dict(value, redact)
     if isinstance(value, (list, tuple, set, frozenset)):
         return [redacted(v, redact) for v in value]
     if isinstance(value, (int, float, datetime, date)):  # stored as numbers or time texts
@@ -93,8 +93,8 @@ def redacted(value: Any, redact: Redact) -> Any:
     return redact(str(value))
 
 
-def _redacted_dict(value: dict, redact: Redact, drop_none: bool = False) -> dict:
-    """`redacted` of a plain dict, its flat text and numbers inline (only nested values
+def _redacted_dict(value: Mapping, redact: Redact, drop_none: bool = False) -> dict:
+    """`redacted` of a mapping, its flat text and numbers inline (only nested values
     recurse); with `drop_none`, the keys whose value is None are left out."""
     out = {}
     for key, item in value.items():
