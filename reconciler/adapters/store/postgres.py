@@ -674,7 +674,7 @@ class PostgresStore(StateStore):
     def wait_for_ends(self, timeout: float) -> bool | None:
         """Wait up to `timeout` seconds for the notification of `end_batch` or `round_batch`
         (sent at their COMMIT when they record ends of runs whose planners have none
-        pending: notify_ends); see `_wait_on`."""
+        pending: finish_batch_told, notify_ends_locking); see `_wait_on`."""
         return self._wait_on("listen_ends", timeout)
 
     def _wait_on(self, listen: str, timeout: float) -> bool | None:
@@ -1194,7 +1194,7 @@ class PostgresStore(StateStore):
         conn: psycopg.Connection, ends: Sequence[RunEnd], now: datetime, lock: Sequence[int] = ()
     ) -> list:
         """Send the statements of `ends` (the finishes and the requeues travel together),
-        with the notification of ends (`notify_ends`: delivered at COMMIT, a pass waiting on
+        with the notification of ends (delivered at COMMIT: a pass waiting on
         runs held here looks at once) and the machine locks of the runs `lock` (the claims
         sent after them, `lock_machines_of_runs`) in the last of them: the requeues first,
         then the finishes (`finish_batch_told`), or the notification and the locks alone

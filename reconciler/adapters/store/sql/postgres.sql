@@ -423,17 +423,6 @@ SELECT pg_notify('reconciler_runs', '')
 -- A channel of its own, so that idle workers (listen_runs) are not woken by every end.
 LISTEN reconciler_ends
 
--- query: notify_ends
--- end_batch and round_batch, when they record ends: delivered when their transaction
--- commits (one per transaction, however many ends it records). Only once the planners of
--- those runs have none pending (a pass waits on ends once its queue is taken): a notifying
--- COMMIT takes a database-wide lock, which the hot path of a busy queue should not take.
-SELECT pg_notify('reconciler_ends', '')
-WHERE NOT EXISTS (
-    SELECT 1 FROM runs AS p
-    WHERE p.status = 'pending'
-      AND p.planner IN (SELECT e.planner FROM runs AS e WHERE e.id = ANY (%(ids)s::bigint[])))
-
 -- query: active_runs
 -- run_changes from nothing: every active run, and the snapshot they were read in (the
 -- statement's own: the cursor of the next call). One row with NULL columns when none is.
@@ -533,7 +522,7 @@ SET LOCAL synchronous_commit = off
 -- locked and updated through joins on their ids, which the planner probes by primary key:
 -- `id = ANY (ARRAY(SELECT ...))` is estimated at 10 ids, and on a small table (a few hundred
 -- runs) it scanned the whole table twice for one claim (18 of 71 buffers, ~0.3 ms).
--- %(dispatch)s: the claim marks its runs dispatched too (as dispatch_batch: the lease renewed
+-- %(dispatch)s: the claim marks its runs dispatched too (as dispatch_batch_queued: the lease renewed
 -- by the same heartbeat_at), for round_batch, whose claims and dispatch marks commit in one
 -- transaction, held from the claim on: a mark of its own rewrote each run's row (and its
 -- seven index entries) once more. The claim batch alone passes false.
@@ -581,16 +570,6 @@ ORDER BY key
 -- query: runs_by_ids
 SELECT * FROM runs WHERE id = ANY (%(ids)s::bigint[])
 
--- query: dispatch_batch
--- mark_dispatched for a whole batch in one statement: each run by its id and epoch. The
--- `id = ANY` lets the planner find the rows by primary key, whatever the number of running
--- runs (finish_batch and requeue_batch alike).
-UPDATE runs AS r SET dispatched = true, heartbeat_at = now()
-FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[]) AS t(id, epoch)
-WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
-  AND r.status = 'running'
-RETURNING r.*
-
 -- query: dispatch_batch_queued
 -- dispatch_batch and its audit entries in one statement: the entries of the runs it marked
 -- (%(runs)s names each entry's run) are queued in order (as audit_enqueue), those of a run
@@ -615,25 +594,19 @@ WITH marked AS (
 )
 SELECT * FROM marked
 
--- query: finish_batch
-UPDATE runs AS r
-SET status = t.status, finished_at = %(now)s, exit_code = t.exit_code, output = t.output,
-    error = t.error
-FROM unnest(%(ids)s::bigint[], %(epochs)s::bigint[], %(statuses)b::text[],
-            %(exit_codes)s::integer[], %(outputs)b::bytea[], %(errors)b::text[])
-     AS t(id, epoch, status, exit_code, output, error)
-WHERE r.id = ANY (%(ids)s::bigint[]) AND r.id = t.id AND r.epoch = t.epoch
-  AND r.status = 'running'
-RETURNING r.*
-
 -- query: finish_batch_told
--- finish_batch, then (as notify_ends, for the ids of all the batch's ends: %(ended)s) the
--- notification, and (as lock_machines_of_runs) the machine locks of the claims sent after it
--- in the same transaction (%(lock)s, maybe none): one statement where there were three. A
--- requeue of the same batch is sent before it, so that the pending runs it makes are seen,
--- as notify_ends alone would see them. The locks are taken by this statement, before the
--- claims' statement starts: that one counts the running runs in a snapshot taken after it
--- holds them. Each CTE is read by the final SELECT (a CTE of a plain SELECT that nothing
+-- end_batch and round_batch: the finishes of a batch (each run by its id and epoch: the
+-- `id = ANY` lets the planner find the rows by primary key, whatever the number of running
+-- runs; requeue_batch alike), then the notification of ends for all the batch's ends
+-- (%(ended)s), and (as lock_machines_of_runs) the machine locks of the claims sent after it in
+-- the same transaction (%(lock)s, maybe none): one statement where there were three.
+-- The notification is delivered when the transaction commits (one per transaction, however
+-- many ends it records), and only once the planners of those runs have none pending (a pass
+-- waits on ends once its queue is taken): a notifying COMMIT takes a database-wide lock,
+-- which the hot path of a busy queue should not take. A requeue of the same batch is sent
+-- before this statement, so that the pending runs it makes are seen. The locks are taken by
+-- this statement, before the claims' statement starts: that one counts the running runs in
+-- a snapshot taken after it holds them. Each CTE is read by the final SELECT (a CTE of a plain SELECT that nothing
 -- reads is never run), the volatile functions after each one's ORDER BY (as in
 -- lock_machines_of_runs: the locks in key order).
 WITH done AS (
@@ -663,8 +636,9 @@ SELECT done.* FROM done
 WHERE (SELECT count(*) FROM told) >= 0 AND (SELECT count(*) FROM locked) >= 0
 
 -- query: notify_ends_locking
--- notify_ends, then the machine locks of the claims sent after it (%(lock)s), as
--- finish_batch_told does: for a batch of requeues alone.
+-- The notification of ends, then the machine locks of the claims sent after it (%(lock)s), as
+-- finish_batch_told takes them, for a batch of requeues alone: its CTEs are finish_batch_told's
+-- own, which runs them only for a row of its finishes.
 WITH told AS (
     SELECT pg_notify('reconciler_ends', '')
     WHERE NOT EXISTS (
