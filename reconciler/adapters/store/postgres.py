@@ -674,7 +674,7 @@ class PostgresStore(StateStore):
     def wait_for_ends(self, timeout: float) -> bool | None:
         """Wait up to `timeout` seconds for the notification of `end_batch` or `round_batch`
         (sent at their COMMIT when they record ends of runs whose planners have none
-        pending: finish_batch_told, notify_ends_locking); see `_wait_on`."""
+        pending: finish_batch_told); see `_wait_on`."""
         return self._wait_on("listen_ends", timeout)
 
     def _wait_on(self, listen: str, timeout: float) -> bool | None:
@@ -1197,23 +1197,25 @@ class PostgresStore(StateStore):
         with the notification of ends (delivered at COMMIT: a pass waiting on
         runs held here looks at once) and the machine locks of the runs `lock` (the claims
         sent after them, `lock_machines_of_runs`) in the last of them: the requeues first,
-        then the finishes (`finish_batch_told`), or the notification and the locks alone
-        (`notify_ends_locking`) after requeues alone. Returns the cursors of the ends, whose
+        then the finishes (`finish_batch_told`). Requeues alone notify no one (the runs they
+        requeue are pending again: their planners have a run pending, which the notification
+        waits for), so after them the locks go alone. Returns the cursors of the ends, whose
         rows are read after (`_read_ends`)."""
         finishes = [end for end in ends if end.retry_at is None]
         retries = [end for end in ends if end.retry_at is not None]
         sent = []
-        told = {"ended": _ints(end.run_id for end in ends), "lock": _ints(lock)}
         if retries:
             columns = {**_end_columns(retries)}
             columns["not_befores"] = [_aware(e.retry_at) for e in retries]
             sent.append(conn.execute(_q("requeue_batch"), columns))
         if finishes:
-            columns = {**_end_columns(finishes), "now": now, **told}
+            columns = {**_end_columns(finishes), "now": now}
             columns["statuses"] = [e.status.value for e in finishes]
+            columns["ended"] = _ints(end.run_id for end in ends)
+            columns["lock"] = _ints(lock)
             sent.append(conn.execute(_q("finish_batch_told"), columns))
-        elif sent:
-            conn.execute(_q("notify_ends_locking"), told)
+        elif lock:
+            conn.execute(_q("lock_machines_of_runs"), {"ids": _ints(lock)})
         return sent
 
     @staticmethod

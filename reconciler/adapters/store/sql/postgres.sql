@@ -635,25 +635,6 @@ WITH done AS (
 SELECT done.* FROM done
 WHERE (SELECT count(*) FROM told) >= 0 AND (SELECT count(*) FROM locked) >= 0
 
--- query: notify_ends_locking
--- The notification of ends, then the machine locks of the claims sent after it (%(lock)s), as
--- finish_batch_told takes them, for a batch of requeues alone: its CTEs are finish_batch_told's
--- own, which runs them only for a row of its finishes.
-WITH told AS (
-    SELECT pg_notify('reconciler_ends', '')
-    WHERE NOT EXISTS (
-        SELECT 1 FROM runs AS p
-        WHERE p.status = 'pending'
-          AND p.planner IN (SELECT e.planner FROM runs AS e
-                            WHERE e.id = ANY (%(ended)s::bigint[])))
-), locked AS (
-    SELECT pg_advisory_xact_lock(hashtext('reconciler.machine'), key)
-    FROM (SELECT DISTINCT hashtext(machine) AS key FROM runs
-          WHERE id = ANY (%(lock)s::bigint[])) AS k
-    ORDER BY key
-)
-SELECT (SELECT count(*) FROM told), (SELECT count(*) FROM locked)
-
 -- query: requeue_batch
 UPDATE runs AS r
 SET status = 'pending', attempt = r.attempt + 1, not_before = t.not_before, dispatched = false,
