@@ -10,7 +10,8 @@ pass's plan has committed, before anything is claimed. With a journal (every pas
 of the CLI) a round claims and marks dispatched in one transaction: `after_claim` is hit
 inside it, after the claims and before the commit (the claims die with the process), and
 `after_dispatch` after its commit, before any command is sent. `before_pass=hang` stalls each
-pass of the daemon before it starts (for /healthz's tests: passes that stop ending).
+pass of the daemon before it starts (for /healthz's tests: passes that stop ending);
+`before_pass=wait:PATH` holds each one until the file PATH exists (a pass caught planning).
 """
 
 from __future__ import annotations
@@ -48,3 +49,7 @@ def hit(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "hang":  # a stalled pass (the daemon's `before_pass`): never returns
         threading.Event().wait()
+    elif action is not None and action.startswith("wait:"):  # held until a test lets it go
+        released = action.removeprefix("wait:")
+        while not os.path.exists(released):
+            threading.Event().wait(0.02)

@@ -55,11 +55,12 @@ class _Continuous:
     def interval(self) -> float:
         return HostSettings.poll_interval(self.loaded.inventory.settings).value
 
-    def tick(self) -> None:
+    def tick(self) -> bool:
+        """Sync, reload if asked, start a pass; False (come back soon) while the last pass is
+        still reading and planning: no pull under its feet, and the reload waits for it."""
         self.passes = [t for t in self.passes if t.is_alive()]
         if self.planning is not None and not self.planning.is_set():
-            return  # the last pass is still reading and planning: no pull under its feet
-        self.daemon.pending.clear()  # this tick pulls: a push announced until now is served
+            return False
         reloading = self.daemon.reload.is_set()
         if reloading:
             self.daemon.reload.clear()
@@ -75,6 +76,7 @@ class _Continuous:
         if reloading and self.on_reload is not None:
             self.on_reload()  # after the pull: a token rotated in a pushed vault counts
         self._start_pass()
+        return True
 
     def _start_pass(self) -> None:
         """Start a pass in its own thread. Its drain goes on (runs executing) while later
@@ -192,7 +194,7 @@ def _console(args: argparse.Namespace, ctx: Context, endpoints):
 
 def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
     # ctx: the host's settings, resolved once for the daemon's life
-    daemon = Daemon(lambda: None, lambda: HostSettings.poll_interval(None).value)
+    daemon = Daemon(lambda: True, lambda: HostSettings.poll_interval(None).value)
     metrics, listeners = None, []
     endpoints = daemon_http.endpoints(args)  # a bad address: exit 2 before anything
     if endpoints:

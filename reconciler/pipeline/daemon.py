@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 # long wait slept through SIGTERM (the poll interval, an hour). Waking this often is free and
 # bounds how late a stop or a reload is noticed.
 SIGNAL_CHECK_SECONDS = 0.5
-# How soon a tick is tried again while a push trigger waits for the last pass to plan.
-PENDING_RETRY_SECONDS = 0.1
+# How soon a tick that had to wait for the last pass to plan is tried again.
+DEFERRED_RETRY_SECONDS = 0.1
 
 
 def wait_or_wake(event: threading.Event, seconds: float | None) -> bool:
@@ -50,26 +50,24 @@ def join_awake(thread: threading.Thread) -> None:
 class Daemon:
     """Calls `tick` every `interval()` seconds (±10% jitter) until `stop` is set.
 
-    `wake` cuts a wait short (a file changed, SIGHUP); `interval` is asked again at every
-    wait, so a reload of the settings takes effect at once.
+    `wake` cuts a wait short (a push, a file changed, SIGHUP); `interval` is asked again at
+    every wait, so a reload of the settings takes effect at once. `tick` returns False when
+    it could not serve the wake yet (the last pass still planning): the loop then comes back
+    within DEFERRED_RETRY_SECONDS, not a whole interval later, so a reload or a push that
+    came while a pass planned is not lost until the next poll.
     """
 
-    def __init__(self, tick: Callable[[], object], interval: Callable[[], float]):
+    def __init__(self, tick: Callable[[], bool], interval: Callable[[], float]):
         self.tick = tick
         self.interval = interval
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.reload = threading.Event()
-        # A push trigger (a git webhook) not yet served by a tick that pulled: while it is
-        # set the loop comes back soon instead of waiting its whole interval (the tick that
-        # saw it may have had to skip, the last pass still planning).
-        self.pending = threading.Event()
         self.started = time.monotonic()
         self.last_pass_end: float | None = None  # monotonic; read by /healthz
 
     def trigger(self) -> None:
         """Pull and plan now (a push was announced), not at the end of the wait."""
-        self.pending.set()
         self.wake.set()
 
     def pass_ended(self) -> None:
@@ -97,15 +95,16 @@ class Daemon:
 
     def serve(self) -> None:
         while not self.stop.is_set():
+            served = True
             try:
-                self.tick()
+                served = self.tick()
             except ReconcilerError as exc:
                 log.error("%s", exc)
             if self.stop.is_set():
                 break
             wait = self.interval() * random.uniform(0.9, 1.1)
-            if self.pending.is_set():
-                wait = min(wait, PENDING_RETRY_SECONDS)
+            if not served:
+                wait = min(wait, DEFERRED_RETRY_SECONDS)
             wait_or_wake(self.wake, wait)
             self.wake.clear()
 
