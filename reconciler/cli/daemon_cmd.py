@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from reconciler.adapters import failpoints
 from reconciler.adapters.source import git as gitsource
+from reconciler.adapters.transport.kept import KeptTransports
 from reconciler.cli import daemon_http, views, wiring
 from reconciler.cli.passes import (
     prepared_pass,
@@ -42,6 +43,8 @@ class _Continuous:
         self.planning: threading.Event | None = None  # set once the latest pass planned
         self.store_url: str | None = None  # the store of the latest pass
         self.on_reload: Callable[[], None] | None = None  # SIGHUP, besides the next pass
+        # SSH logins and runners kept from pass to pass (closed when the daemon stops).
+        self.kept = KeptTransports()
         # Text logs show a summary per pass; JSON logs show every event as it happens.
         self.progress = (
             JsonProgress() if self.json_logs and not args.quiet else (lambda event: None)
@@ -73,6 +76,8 @@ class _Continuous:
                 log.error("%s", exc)
                 if isinstance(exc, gitsource.RefusedCommit):
                     self.refused = exc  # alerted by the next pass (once per commit)
+        if reloading:
+            self.kept.renew()  # later passes log in afresh (a key rotated in its vault)
         if reloading and self.on_reload is not None:
             self.on_reload()  # after the pull: a token rotated in a pushed vault counts
         self._start_pass()
@@ -129,6 +134,7 @@ class _Continuous:
                 progress=self.progress,
                 metrics=metrics,
                 stream=stream_of(self.args),
+                kept=self.kept,
             ) as (engine, sinks):
                 engine.stop = self.daemon.stop
                 engine.grace = ctx.settings.grace.value
@@ -233,6 +239,7 @@ def cmd_continuous(args: argparse.Namespace, ctx: Context) -> int:
         daemon.serve()
         loop.join()
     finally:
+        loop.kept.close()
         for listener in listeners:
             listener.close()
     return 0

@@ -49,10 +49,12 @@ def wired_engine(
     metrics=None,
     desired=None,
     stream: Callable | None = None,
+    kept=None,
 ) -> Iterator[tuple[Engine, object]]:
     """An engine whose events go to the sinks first (a refused audit entry must stop the
     dispatch) and then to `progress`; sinks and transports are closed on exit, waiting at
-    most 10 s for alert deliveries. `stream`: the `--stream` printer of runs' output lines."""
+    most 10 s for alert deliveries. `stream`: the `--stream` printer of runs' output lines.
+    `kept`: the daemon's `KeptTransports`, whose SSH logins outlive this pass."""
     secrets = wiring.vault_secrets(ctx, loaded.inventory)
     secrets.learn_every_vault(loaded.inventory.teams)  # masked even where no run asks for it
     sinks = build_sinks(
@@ -69,6 +71,7 @@ def wired_engine(
         loaded.inventory.settings,
         loaded.workdir,
         teams=len(loaded.inventory.teams),
+        kept=kept,
     )
 
     def on_event(event: Event) -> None:

@@ -27,6 +27,7 @@ from reconciler.inventory.loader import read_inventory
 if TYPE_CHECKING:
     from reconciler.adapters.store.base import StateStore
     from reconciler.adapters.transport.base import Transport
+    from reconciler.adapters.transport.kept import KeptTransports
 
 
 @dataclass(frozen=True)
@@ -173,13 +174,17 @@ def grace(args: argparse.Namespace) -> float:
 CONNECTING = frozenset({"ssh"})
 
 
-def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Transports:
+def transports(
+    secrets=None, settings=None, workdir=None, teams: int = 1, kept: KeptTransports | None = None
+) -> Transports:
     """The transports of one pass. `secrets` resolves a machine's `key: {vault: NAME}` when
     its first connection is opened (never earlier, never to disk); `settings` (the
     inventory's) may tune the SSH liveness check (`ssh_keepalive`, `ssh_keepalive_count`).
     With more than one team (`teams`), a local machine whose `user:` is the reconciler's
     own account fails its runs unless the settings allow the shared user (compile refuses
-    the cases it can see without the host: no `user:`, `user: root`).
+    the cases it can see without the host: no `user:`, `user: root`). With `kept` (the
+    daemon's), the SSH transport is borrowed from it: its logins and runners outlive the
+    pass, and closing the pass's transports closes none of its connections.
 
     Each transport is built (and its module imported) when a run first asks for it: the SSH
     one loads paramiko and cryptography (~0.1 s), which a pass over local machines only never
@@ -201,6 +206,8 @@ def transports(secrets=None, settings=None, workdir=None, teams: int = 1) -> Tra
 
         keepalive = getattr(settings, "ssh_keepalive", None) or KEEPALIVE
         count = getattr(settings, "ssh_keepalive_count", None) or KEEPALIVE_COUNT
+        if kept is not None:
+            return kept.ssh(secrets, keepalive, count)
         # The engine settles each end batch: outputs stay on the target until recorded.
         return SshTransport(
             resolve_key=resolve_key,

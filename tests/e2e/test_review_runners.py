@@ -253,16 +253,6 @@ def _recorder(p, word: str) -> str:
     return f'command: echo {word} $PPID >> "{p.ledger}"\n'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a daemon builds its transports for each pass and closes them at its end "
-    "(cli/passes.py: `wiring.transports(...)` per pass, `transport.close()` in its finally): "
-    "every pass logs in to each machine again and starts new runners, so a runner never "
-    "serves a second pass (docs/transports.md: runners kept until the connection closes, "
-    "idle connections after five minutes; since 5d5bff9 the docs say a pass's connections "
-    "and runners close with it: a limitation now documented, kept here as the expectation "
-    "the review was given)",
-)
 def test_a_daemon_runs_its_next_pass_on_the_same_login_and_runner(tmp_path, sshd, client_key):
     p = _project(tmp_path, sshd, client_key, max_parallel=1, settings="poll_interval: 1s\n")
     p.task("first", _recorder(p, "first"))
@@ -273,6 +263,30 @@ def test_a_daemon_runs_its_next_pass_on_the_same_login_and_runner(tmp_path, sshd
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     assert (sshd.logins(), _ran(p, "second")) == (1, _ran(p, "first"))
+
+
+def test_after_sighup_the_daemon_logs_in_afresh_and_closes_the_old_login(
+    tmp_path, sshd, client_key
+):
+    """SIGHUP renews the kept logins (a key rotated in its vault is used by the next one):
+    the next pass logs in again, and the old connection is closed, not left open."""
+    p = _project(tmp_path, sshd, client_key, max_parallel=1, settings="poll_interval: 1s\n")
+    p.task("first", _recorder(p, "first"))
+    with reaped(spawn("--identity", str(p.key), "-q", cwd=p.root)) as daemon:
+        wait_until(lambda: _ran(p, "first"), timeout=30, message="first")
+        daemon.send_signal(signal.SIGHUP)
+        # No pass uses the first login any more: it is closed, and its runner exits with it.
+        wait_until(lambda: not _alive(_ran(p, "first")[0]), timeout=30, message="the old runner")
+        p.task("second", _recorder(p, "second"))
+        wait_until(lambda: _ran(p, "second"), timeout=30, message="second")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert sshd.logins() == 2
+    assert _ran(p, "second") != _ran(p, "first")
+
+
+def _alive(pid: str) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 def test_a_daemon_goes_on_after_an_sshd_restart_between_its_passes(tmp_path, sshd, client_key):

@@ -185,5 +185,10 @@ class Transport(ABC):
         the target holds of them, for a later pass to adopt. Ids a transport does not know
         are ignored. Default: nothing to do."""
 
+    def release(self, run_ids: Iterable[int]) -> None:  # noqa: B027 (optional, as settle)
+        """A pass that borrowed this transport (`kept.Borrowed`) ended: what `close` does
+        for its runs `run_ids`, without closing the connections others still use. Default:
+        nothing to do."""
+
     def close(self) -> None:  # noqa: B027 (optional: a transport without connections keeps it)
         """Release connections."""

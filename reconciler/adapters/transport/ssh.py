@@ -502,6 +502,16 @@ class SshTransport(Transport):
         self._let_go(held)
         self.pool.close()
 
+    def release(self, run_ids: Iterable[int]) -> None:
+        """What `close` does for the runs `run_ids` alone, the connections kept: the ones
+        never settled are let go and their outputs stay on their targets (a pass that
+        borrowed this transport ends, `kept.Borrowed`)."""
+        run_ids = list(run_ids)
+        with self._lock:
+            for run_id in run_ids:
+                self._kept.pop(run_id, None)
+        self._let_go(run_ids)
+
     # ------------------------------------------------------------------ helpers for commands
 
     def query(self, machine: Machine, command: str, timeout: float = 10.0) -> Completed:
