@@ -115,7 +115,9 @@ live() {
 RUN = (
     _PREAMBLE
     + r"""exec 2>/dev/null  # the channel carries stderr into the reply: the wrapper's own notes go to stdout
-umask 077
+# Its markers and output file are private; the task gets the login's umask back (`um`), as
+# `ssh host command` would give it.
+um=$(umask); umask 077
 pg=$$
 # sshd starts the login shell, this shell, as a session leader, so the group is usually
 # ours: a group with our pid exists only if we lead it (one signal-0 syscall, not a read of
@@ -160,7 +162,7 @@ if [ -s "$f.out" ]; then command exec 3> "$f.out"; else command exec 3>> "$f.out
 # are what `sh -c` gives, so `kill $$` stops the command, not its wrapper.
 # Every process of the task carries the nonce as RECONCILE_RUN_COOKIE (set after the task's
 # env, which cannot change it): a kill finds by it what left the group (`setsid`).
-( eval "${s%"$3$nl"}"; RECONCILE_RUN_COOKIE=$3; export RECONCILE_RUN_COOKIE
+( umask "$um"; eval "${s%"$3$nl"}"; RECONCILE_RUN_COOKIE=$3; export RECONCILE_RUN_COOKIE
   exec /bin/sh -c "$_reconciler_command" ) >&3 2>&1 3>&- < /dev/null
 rc=$?
 # From here on lengths are bytes (the task, which may use the locale, has ended).
@@ -318,7 +320,7 @@ RUNNER = (
     _PREAMBLE
     + r"""exec 2>/dev/null
 set +euC
-umask 077
+um=$(umask); umask 077  # the runner's files are private; each task gets the login's back
 if [ "${BASH_VERSINFO[0]:-0}" -lt 4 ] || [ ! -r /proc/self/stat ] ||
    { [ "${BASH_VERSINFO[0]}" -eq 4 ] && [ "${BASH_VERSINFO[1]}" -lt 1 ]; }; then
   echo "reconciler-runner 0"; exit 0
@@ -381,6 +383,7 @@ while LC_ALL=C IFS= read -r -N 192 m; do  # one read(2), not one per byte (see M
     printf '%-95s\n' "$n $a $h $3 ${20}" >&4 || {
       echo "reconciler: cannot write run markers in $d"; exit 124; }
     exec 4>&-
+    umask "$um"  # before the task's env, which may name `um`
     unset held  # the runner's own array: the task's env may name it
     set -- "$n"  # the task's env may name any variable, not a positional one
     eval "${s%"$n$nl"}"; RECONCILE_RUN_COOKIE=$1; export RECONCILE_RUN_COOKIE
