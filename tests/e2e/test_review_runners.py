@@ -1,7 +1,7 @@
 """Hostile review of the SSH transport's runners (`wrapper.RUNNER`: one bash per channel that
 runs one run after another) through the CLI, against real sshd: what a task does in its runner,
 what stays in a runner's memory, how many runners and logins a pass costs, a kill of one run
-beside another. Each defect found is an `xfail(strict=True)` test that fails today."""
+beside another. Each defect found was an `xfail(strict=True)` test until it was fixed."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import pytest
 
 from tests.support.cli import clean_environment, reaped, spawn
 from tests.support.line_reader import follow_lines
+from tests.support.login_shell_sshd import LoginShellSshd
 from tests.support.markers import exited
 from tests.support.planning import record_plan
 from tests.support.processes import pids_in, running
 from tests.support.ssh_project import ssh_project
-from tests.support.sshd import Sshd
 from tests.support.store_rows import store_rows
 from tests.support.waiting import wait_until
 
@@ -359,32 +359,6 @@ def test_follow_shows_the_lines_of_a_run_on_a_runner_as_they_come(tmp_path, sshd
 
 
 # --- the target's login shell and its startup files -------------------------------------------
-
-
-class LoginShellSshd(Sshd):
-    """A daemon whose sessions run their command with `shell` as the login shell would
-    (`ForceCommand exec SHELL -c "$SSH_ORIGINAL_COMMAND"`), HOME holding `bashrc`; with
-    `bash=False` its sessions' PATH finds every program of /usr/bin but bash."""
-
-    def __init__(
-        self, root: Path, authorized: list[str], shell: str, bashrc: str = "", bash: bool = True
-    ):
-        self.shell, self.bashrc, self.bash = shell, bashrc, bash
-        super().__init__(root, authorized)
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        with open(self.config, "a") as config:
-            config.write(f'ForceCommand exec {self.shell} -c "$SSH_ORIGINAL_COMMAND"\n')
-        (self.root / "home" / ".bashrc").write_text(self.bashrc)
-        if not self.bash:
-            bin_dir = self.root / "bin"
-            bin_dir.mkdir(exist_ok=True)
-            for program in Path("/usr/bin").iterdir():
-                if program.name != "bash" and not (bin_dir / program.name).exists():
-                    (bin_dir / program.name).symlink_to(program)
-            text = self.config.read_text().replace("SetEnv HOME=", f"SetEnv PATH={bin_dir} HOME=")
-            self.config.write_text(text)
 
 
 def _flaky(p, tmp_path) -> None:

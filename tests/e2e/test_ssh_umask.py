@@ -10,7 +10,8 @@ import stat
 
 import pytest
 
-from tests.e2e.test_review_runners import LoginShellSshd, _once, _output, _project
+from tests.support.login_shell_sshd import LoginShellSshd
+from tests.support.ssh_project import ssh_project
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +28,12 @@ def test_a_task_over_ssh_makes_files_with_its_logins_umask(tmp_path, client_key,
     sshd = LoginShellSshd(tmp_path / "sshd", [client_key.public], "/usr/bin/dash", bash=bash)
     sshd.start()
     try:
-        p = _project(tmp_path, sshd, client_key, max_parallel=1)
+        p = ssh_project(tmp_path / "project", sshd.port, sshd.host_key, client_key)
         made = tmp_path / "made"
         p.task("make", f'command: umask; touch "{made}"\n')
-        [run] = _once(p, code=0)["runs"]
-        assert _output(p, run["id"]) == f"{_umask():04o}\n"
+        [run] = p.run("--once", "--format", "json", "--identity", str(p.key), code=0).json()["runs"]
+        shown = p.run("queue", "show", str(run["id"]), "--format", "json", code=0).json()
+        assert shown["output"] == f"{_umask():04o}\n"
         assert stat.S_IMODE(made.stat().st_mode) == 0o666 & ~_umask()
         # The wrapper's own files stay private, whatever the task's umask.
         markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
