@@ -60,6 +60,19 @@ def test_another_liveness_setting_gets_a_transport_of_its_own(owners):
     kept.ssh(None, 10.0, 3).close()
     kept.ssh(None, 5.0, 3).close()
     assert [o.settings["keepalive"] for o in owners] == [10.0, 5.0]
+    assert [o.closed for o in owners] == [1, 0]  # no later pass asks for the old setting
+
+
+def test_the_transport_of_an_earlier_setting_closes_once_its_last_pass_ended(owners):
+    kept = KeptTransports()
+    draining = kept.ssh(None, 10.0, 3)
+    later = kept.ssh(None, 5.0, 3)
+    assert not owners[0].closed  # a pass still drains on it
+    draining.close()
+    assert [o.closed for o in owners] == [1, 0]
+    later.close()
+    kept.close()
+    assert [o.closed for o in owners] == [1, 1]
 
 
 def test_renew_closes_the_old_transport_once_no_pass_uses_it(owners):

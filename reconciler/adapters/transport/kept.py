@@ -3,10 +3,11 @@
 A `--once` pass builds its transports and closes them at its end. The daemon runs a pass
 every poll interval, and with transports of each pass's own every pass logged in to each
 machine again (a key exchange and a login in the target's auth log every 30 s) and started
-new runners. So the daemon keeps one SSH transport (per liveness setting) for its whole
-life, and each pass borrows it: a `Borrowed` view whose `close` lets go of what that pass
-left on the targets, not of the connections. An idle connection still closes after the
-pool's idle timeout, and a dead one is dropped and reconnected by its next run.
+new runners. So the daemon keeps one SSH transport for its whole life (another once the
+liveness settings change), and each pass borrows it: a `Borrowed` view whose `close` lets
+go of what that pass left on the targets, not of the connections. An idle connection
+still closes after the pool's idle timeout, and a dead one is dropped and reconnected by
+its next run.
 
 A login opened while several passes drain (the daemon plans a new commit while earlier
 runs go on) reads the machine's key from the newest pass's vaults: the newest commit is
@@ -91,10 +92,12 @@ class Borrowed(Transport):
 
 
 class KeptTransports:
-    """The daemon's SSH transports, one per liveness setting (`ssh_keepalive`,
-    `ssh_keepalive_count`, read from each pass's settings), built on a pass's first SSH run
-    and closed with the daemon (`close`). `renew` (SIGHUP) makes later passes log in
-    afresh: the transports in use are closed once the passes that borrowed them ended."""
+    """The daemon's SSH transport, of the liveness setting (`ssh_keepalive`,
+    `ssh_keepalive_count`) of the pass that asked last, built on a pass's first SSH run and
+    closed with the daemon (`close`). A pass of another setting (the inventory's changed)
+    gets a transport of its own, and the one it replaces is renewed. `renew` (SIGHUP) makes
+    later passes log in afresh: the transports in use are closed once the passes that
+    borrowed them ended."""
 
     def __init__(self) -> None:
         self._ssh: dict[tuple[float, int], Transport] = {}
@@ -112,14 +115,19 @@ class KeptTransports:
             self._secrets = secrets
             owner = self._ssh.get((keepalive, count))
             if owner is None:
+                # Another setting's transport no later pass asks for: closed once the passes
+                # on it ended, as a renewed one (kept, its logins and runners stayed for ever).
+                self._retired.extend(self._ssh.values())
                 # The engine settles each end batch: outputs stay on the target until recorded.
-                owner = self._ssh[keepalive, count] = SshTransport(
+                owner = SshTransport(
                     resolve_key=self._resolve_key,
                     keepalive=keepalive,
                     keepalive_count=count,
                     hold_outputs=True,
                 )
+                self._ssh = {(keepalive, count): owner}
             self._borrowers[id(owner)] = self._borrowers.get(id(owner), 0) + 1
+        self._close_unused()
         return Borrowed(owner, lambda: self._returned(owner))
 
     def renew(self) -> None:
