@@ -26,7 +26,7 @@ opening a new connection for it.
 Connecting happens once for all the threads that need it: the first connects, the others wait
 for its result and share the connection, or its error. A connection found dead (its transport
 stopped, a channel cannot be opened) is dropped and the next caller reconnects; a connection
-unused for `idle_timeout` seconds is closed.
+unused for `idle_timeout` seconds is closed (by the next caller, or the watchdog).
 
 Liveness: a silently dead peer (a partition: no FIN, no RST, the packets just stop) is never
 noticed by paramiko, whose keepalive asks for no reply, nor by TCP keepalive when a middlebox
@@ -493,7 +493,9 @@ class ConnectionPool:
             self._watchdog.start()
 
     def _watch(self) -> None:
-        """Tick a few times per keepalive interval: probe every connection, close the dead."""
+        """Tick a few times per keepalive interval: probe every connection, close the dead,
+        and the idle (a pool that outlives its passes, the daemon's, may see no channel given
+        back for a long while: its idle connections would be kept until then)."""
         tick = min(1.0, self.keepalive / 4)
         while not self._closing.wait(tick):
             with self._lock:
@@ -503,6 +505,7 @@ class ConnectionPool:
                     connections = list(slot.connections)
                 for connection in connections:
                     connection.watch(time.monotonic(), self.keepalive, self.keepalive_count)
+            self._close_idle()
 
     def _release(
         self, machine: Machine, connection: Connection, learned: int | None = None
@@ -534,6 +537,7 @@ class ConnectionPool:
             self._swept = now
             slots = list(self._slots.values())
         for slot in slots:
+            self._reap_drained(slot)  # an ended command's channel (the markers' cleanup)
             with slot.lock:
                 for connection in list(slot.connections):
                     unused = connection.in_use == len(connection.idle)
