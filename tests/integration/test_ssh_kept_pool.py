@@ -1,9 +1,12 @@
 """What a long-lived SSH transport (the daemon's, kept from pass to pass: `transport/kept.py`)
 keeps on its targets, against real sshd: an idle connection closes after the pool's idle
-timeout even when nothing else uses the pool."""
+timeout even when nothing else uses the pool, and a connection that stays open removes the
+day-old markers again."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,38 @@ def test_an_idle_connection_closes_though_no_later_run_uses_the_pool(sshd, trans
     wait_until(
         lambda: not Path(f"/proc/{runner}").exists(), timeout=10, message="the idle login to close"
     )
+
+
+def test_a_connection_the_daemon_keeps_removes_the_day_old_markers_again(
+    sshd, client_key, monkeypatch
+):
+    """The day-old markers (docs/transports.md) were removed only when a connection opened:
+    once the daemon kept its logins from pass to pass, a target whose connection never
+    stayed idle for five minutes kept every run's markers, and the outputs let go, for ever.
+    A kept connection removes them again every `CLEAN_EVERY` (here: at every watchdog tick)."""
+    from reconciler.adapters.transport import ssh
+    from reconciler.adapters.transport.kept import KeptTransports
+    from reconciler.core.redact import Secret
+
+    monkeypatch.setattr(ssh, "CLEAN_EVERY", 0.0)
+    kept = KeptTransports()
+    try:
+        first = kept.ssh(lambda team, ref: Secret(client_key.private), 10.0, 3)
+        assert first.run(sshd.machine(), "echo ok", {}, 30, 1).output == "ok\n"
+        first.settle([1])
+        first.close()  # the pass ended; its login is kept for the next one
+        markers = sshd.root / "home" / ".cache" / "reconciler" / "runs"
+        old = [markers / "999.meta", markers / "999.out"]
+        for marker in old:
+            marker.write_text("left by a run a reconciler let go two days ago\n")
+            two_days_ago = time.time() - 2 * 86400
+            os.utime(marker, (two_days_ago, two_days_ago))
+        wait_until(
+            lambda: not any(m.exists() for m in old),
+            timeout=10,
+            message="the day-old markers removed on the kept login",
+        )
+        assert (markers / "1.meta").exists()
+        assert sshd.logins() == 1
+    finally:
+        kept.close()

@@ -77,10 +77,12 @@ class Connection:
         self.draining: list[paramiko.Channel] = []
         self.idle: list[Runner] = []  # runners waiting for a run (counted in `in_use`)
         self.runs_runners: bool | None = None  # None until a first runner started (or not)
+        self.opened_at = time.monotonic()  # when the pool's `opened` last ran on it
 
     def hand_over(self, channel: paramiko.Channel) -> None:
-        """Give the connection a channel whose command ends by itself (before the connection
-        is shared: `ConnectionPool`'s `opened`): it is closed once the command ended."""
+        """Give the connection a channel whose command ends by itself (`ConnectionPool`'s
+        `opened`; under the slot's lock once the connection is shared): it is closed once
+        the command ended."""
         self.in_use += 1
         self.draining.append(channel)
 
@@ -233,13 +235,18 @@ def no_eof(channel: paramiko.Channel) -> None:
 class ConnectionPool:
     """Connections by machine. `connect(machine)` opens one (a paramiko `SSHClient`, already
     connected and verified) or raises a TransportError; `opened(connection)`, when given, is
-    called with each new connection before any caller gets it."""
+    called with each new connection before any caller gets it, and with `opened_every`
+    again every that many seconds while it stays open (by the watchdog, on a thread of its
+    own; a pool that outlives its passes, the daemon's, may keep a connection for weeks). It
+    returns a channel whose command ends by itself (closed by the pool once it ended) or
+    None."""
 
     def __init__(
         self,
         connect: Callable[[Machine], object],
         *,
-        opened: Callable[[Connection], None] | None = None,
+        opened: Callable[[Connection], paramiko.Channel | None] | None = None,
+        opened_every: float | None = None,
         max_channels: int = MAX_CHANNELS,
         channel_timeout: float = 10.0,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -248,6 +255,7 @@ class ConnectionPool:
     ):
         self._connect = connect
         self._opened = opened
+        self.opened_every = opened_every
         self.max_channels = max_channels
         self.channel_timeout = channel_timeout
         self.idle_timeout = idle_timeout
@@ -470,8 +478,8 @@ class ConnectionPool:
         try:
             connection = Connection(self._connect(machine))
             connection.capacity = slot.capacity
-            if self._opened is not None:
-                self._opened(connection)
+            if self._opened is not None and (channel := self._opened(connection)) is not None:
+                connection.hand_over(channel)  # not shared yet: no lock needed
         except BaseException as exc:
             with slot.lock:
                 slot.connecting = None
@@ -505,7 +513,26 @@ class ConnectionPool:
                     connections = list(slot.connections)
                 for connection in connections:
                     connection.watch(time.monotonic(), self.keepalive, self.keepalive_count)
+                    self._open_again(slot, connection)
             self._close_idle()
+
+    def _open_again(self, slot: _Slot, connection: Connection) -> None:
+        """Call `opened` again for a connection open `opened_every` seconds since it last
+        ran (on a thread of its own: the watchdog does no I/O that could stall it)."""
+        if self._opened is None or self.opened_every is None or not connection.alive:
+            return
+        now = time.monotonic()
+        if now - connection.opened_at < self.opened_every:
+            return
+        connection.opened_at = now
+
+        def again() -> None:
+            channel = self._opened(connection)
+            if channel is not None:
+                with slot.lock:  # shared: every count of a place is made under the lock
+                    connection.hand_over(channel)
+
+        threading.Thread(target=again, name="ssh-opened", daemon=True).start()
 
     def _release(
         self, machine: Machine, connection: Connection, learned: int | None = None

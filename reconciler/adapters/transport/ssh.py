@@ -68,6 +68,9 @@ CTL_TIMEOUT = 30.0  # reading or killing a run's markers
 # How often the output file of a running task is read, from its first second on, for
 # followers (issue 16 §1); a run that ends sooner is never read this way.
 READ_SECONDS = 1.0
+# How often a connection that stays open (the daemon's, kept from pass to pass) removes the
+# day-old markers again; a new one does at once.
+CLEAN_EVERY = 3600.0
 
 
 KeyResolver = Callable[[Machine], "Secret | None"]
@@ -133,6 +136,7 @@ class SshTransport(Transport):
         self.pool = ConnectionPool(
             self._connect,
             opened=self._clean_markers,
+            opened_every=CLEAN_EVERY,
             max_channels=max_channels,
             channel_timeout=connect_timeout,
             keepalive=keepalive,
@@ -799,17 +803,18 @@ class SshTransport(Transport):
             )
         return exc
 
-    def _clean_markers(self, connection: Connection) -> None:
-        """Opportunistically remove day-old markers, once per connection, errors ignored. Not
-        waited for: the channel is handed to the pool, which closes it once `find` ended (so
-        the first runs do not wait for it)."""
+    def _clean_markers(self, connection: Connection) -> paramiko.Channel | None:
+        """Opportunistically remove day-old markers when a connection opened, and every
+        `CLEAN_EVERY` while it stays open, errors ignored. Not waited for: the channel is
+        handed to the pool, which closes it once `find` ended (so the first runs do not wait
+        for it)."""
         try:
             channel = connection.transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(wrapper.clean_line(self.markers))
         except (paramiko.SSHException, EOFError, OSError):
-            return
+            return None
         no_eof(channel)  # the script reads nothing (stdin is /dev/null)
-        connection.hand_over(channel)
+        return channel
 
 
 class _RemoteOutput:
