@@ -60,3 +60,32 @@ def test_a_connection_the_daemon_keeps_removes_the_day_old_markers_again(
         assert sshd.logins() == 1
     finally:
         kept.close()
+
+
+def test_a_pass_that_ends_lets_go_of_none_of_the_retry_a_later_pass_runs(sshd, client_key):
+    """Run ids outlive passes: a retry is the same run, its next attempt run by a later pass
+    of the daemon (it does not wait for retries). The first pass, still draining another
+    run, ended while the later one held the retry's output for its recording: its close let
+    that output go (it had run the run's first attempt), so the acknowledgement found
+    nothing to acknowledge and the recorded output stayed on the target."""
+    from reconciler.adapters.transport.kept import KeptTransports
+    from reconciler.core.redact import Secret
+
+    kept = KeptTransports()
+    machine = sshd.machine()
+    out = sshd.root / "home" / ".cache" / "reconciler" / "runs" / "7.out"
+    try:
+        first = kept.ssh(lambda team, ref: Secret(client_key.private), 10.0, 3)
+        failed = first.run(machine, "echo one; exit 1", {"RECONCILE_ATTEMPT": "1"}, 30, 7)
+        assert failed.exit_code == 1
+        first.settle([7])  # recorded: pending again, for its retry
+        wait_until(lambda: out.read_bytes() == b"", timeout=10, message="the first emptied")
+        second = kept.ssh(lambda team, ref: Secret(client_key.private), 10.0, 3)
+        retried = second.run(machine, "echo two", {"RECONCILE_ATTEMPT": "2"}, 30, 7)
+        assert retried.output == "two\n"
+        first.close()  # the first pass ends while the second records the retry's end
+        second.settle([7])
+        wait_until(lambda: out.read_bytes() == b"", timeout=10, message="the output emptied")
+        second.close()
+    finally:
+        kept.close()

@@ -55,6 +55,18 @@ def test_passes_share_one_transport_and_each_gives_back_only_its_runs(owners):
     assert owners[0].closed == 1
 
 
+def test_a_pass_gives_back_none_of_the_runs_a_later_pass_took_since(owners):
+    """A retry is the same run id, its next attempt run by a later pass."""
+    kept = KeptTransports()
+    first, second = kept.ssh(None, 10.0, 3), kept.ssh(None, 10.0, 3)
+    first.run(None, "false", {}, 5, 7)
+    first.run(None, "sleep 9", {}, 5, 8)
+    second.run(None, "false", {}, 5, 7)  # run 7's retry
+    first.close()
+    second.close()
+    assert owners[0].released == [{8}, {7}]
+
+
 def test_another_liveness_setting_gets_a_transport_of_its_own(owners):
     kept = KeptTransports()
     kept.ssh(None, 10.0, 3).close()

@@ -34,13 +34,29 @@ class Borrowed(Transport):
     to the owner; `close` releases the runs this pass started or reaped that it never
     settled (their wrappers exit and keep their outputs on the target, for a later pass to
     adopt, as a pass's own transport does when it closes), keeps the connections, and tells
-    `returned` (once)."""
+    `returned` (once).
 
-    def __init__(self, owner: Transport, returned: Callable[[], None] = lambda: None):
+    A run id outlives a pass: a retry is the same run, its next attempt started by a later
+    pass while this one may still drain. So `close` releases only the runs no later pass
+    has run or reaped since (`latest`, shared by the passes of one `KeptTransports`, says
+    which pass last did): never the output a later pass holds for its recording."""
+
+    def __init__(
+        self,
+        owner: Transport,
+        returned: Callable[[], None] = lambda: None,
+        latest: Latest | None = None,
+    ):
         self.owner = owner
         self._returned: Callable[[], None] | None = returned
+        self._latest = latest if latest is not None else Latest()
         self._runs: set[int] = set()
         self._lock = threading.Lock()
+
+    def _took(self, run_id: int) -> None:
+        with self._lock:
+            self._runs.add(run_id)
+        self._latest.took(run_id, self)
 
     def run(
         self,
@@ -52,8 +68,7 @@ class Borrowed(Transport):
         control: RunControl | None = None,
         key: str = "",
     ) -> Completed:
-        with self._lock:
-            self._runs.add(run_id)
+        self._took(run_id)
         return self.owner.run(machine, command, env, timeout, run_id, control, key)
 
     def reap(
@@ -66,8 +81,7 @@ class Borrowed(Transport):
         stop: bool = True,
         key: str | None = None,
     ) -> Completed | None:
-        with self._lock:
-            self._runs.add(run_id)
+        self._took(run_id)
         return self.owner.reap(
             machine, run_id, attempt=attempt, command=command, stop=stop, key=key
         )
@@ -82,13 +96,33 @@ class Borrowed(Transport):
         with self._lock:
             runs, self._runs = self._runs, set()
             returned, self._returned = self._returned, None
-        self.owner.release(runs)
+        self.owner.release(self._latest.given_back(runs, self))
         if returned is not None:
             returned()
 
     def __getattr__(self, name: str):
         # What else a caller asks of an SSH transport (`query`, `probe`) is the owner's.
         return getattr(self.owner, name)
+
+
+class Latest:
+    """Which borrower last ran or reaped each run id (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[int, Borrowed] = {}
+        self._lock = threading.Lock()
+
+    def took(self, run_id: int, borrower: Borrowed) -> None:
+        with self._lock:
+            self._by_run[run_id] = borrower
+
+    def given_back(self, run_ids: Iterable[int], borrower: Borrowed) -> list[int]:
+        """Of `run_ids`, those `borrower` was the last to take, forgotten."""
+        with self._lock:
+            mine = [i for i in run_ids if self._by_run.get(i) is borrower]
+            for run_id in mine:
+                del self._by_run[run_id]
+        return mine
 
 
 class KeptTransports:
@@ -104,6 +138,7 @@ class KeptTransports:
         self._borrowers: dict[int, int] = {}  # by id(owner): passes not yet ended
         self._retired: list[Transport] = []  # renewed, closed when no pass borrows them
         self._secrets: Secrets | None = None
+        self._latest = Latest()  # run ids outlive passes, and transports (a renewal)
         self._lock = threading.Lock()
 
     def ssh(self, secrets: Secrets | None, keepalive: float, count: int) -> Transport:
@@ -128,7 +163,7 @@ class KeptTransports:
                 self._ssh = {(keepalive, count): owner}
             self._borrowers[id(owner)] = self._borrowers.get(id(owner), 0) + 1
         self._close_unused()
-        return Borrowed(owner, lambda: self._returned(owner))
+        return Borrowed(owner, lambda: self._returned(owner), self._latest)
 
     def renew(self) -> None:
         """Later passes open new connections (a key rotated in its vault, then SIGHUP: the
