@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support.sshd import descendants
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -20,10 +22,11 @@ def test_an_idle_connection_closes_though_no_later_run_uses_the_pool(sshd, trans
     """The idle connections were looked for only when a channel was given back: in the
     daemon, a machine whose tasks (or itself) left the inventory kept its login and its
     runner for ever."""
-    runner = transport.run(sshd.machine(), "echo $PPID", {}, 30, 1).output.split()[0]
+    assert transport.run(sshd.machine(), "echo ok", {}, 30, 1).output == "ok\n"
+    assert descendants(sshd.proc.pid)  # the login's own sshd, its runner
     transport.pool.idle_timeout = 0.5
     wait_until(
-        lambda: not Path(f"/proc/{runner}").exists(), timeout=10, message="the idle login to close"
+        lambda: not descendants(sshd.proc.pid), timeout=10, message="the idle login to close"
     )
 
 
@@ -89,3 +92,42 @@ def test_a_pass_that_ends_lets_go_of_none_of_the_retry_a_later_pass_runs(sshd, c
         second.close()
     finally:
         kept.close()
+
+
+def test_runners_left_idle_close_while_their_connection_goes_on(sshd, transport, tmp_path):
+    """A burst of runs at once starts as many runners; a connection that stays in use (the
+    daemon's, a run every pass on one runner) kept every one of them for ever, idle, after
+    the burst or after `max_parallel` was lowered. One idle for the pool's idle timeout
+    exits, as an idle connection closes."""
+    machine = sshd.machine()
+    go = tmp_path / "go"
+    wait = f'while [ ! -f "{go}" ]; do sleep 0.02; done; echo $PPID'
+    with ThreadPoolExecutor(3) as burst:
+        runs = [burst.submit(transport.run, machine, wait, {}, 30, i) for i in (1, 2, 3)]
+        wait_until(lambda: len(_runners(sshd)) == 3, timeout=10, message="three runners")
+        go.touch()
+        runners = {run.result().output.split()[0] for run in runs}
+    assert len(runners) == 3
+    transport.pool.idle_timeout = 0.5
+    used: set[str] = set()
+
+    def surplus_gone() -> bool:  # a run at every look: the connection never idles
+        used.add(transport.run(machine, "echo $PPID", {}, 30, 4).output.split()[0])
+        return all(not Path(f"/proc/{pid}").exists() for pid in runners - used)
+
+    wait_until(surplus_gone, timeout=10, message="the runners left idle to exit")
+    assert len(used) == 1 and all(Path(f"/proc/{pid}").exists() for pid in used)
+    assert sshd.logins() == 1
+
+
+def _runners(sshd) -> list[int]:
+    home = f"HOME={sshd.root / 'home'}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            if b"reconciler-runner" in argv and home in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found

@@ -181,6 +181,7 @@ class Runner(Session):
     def __init__(self, connection: Connection, channel: paramiko.Channel):
         super().__init__(connection, channel)
         self.send_lock = threading.Lock()
+        self.idle_since = time.monotonic()  # when it was last given back, waiting for a run
 
     def send(self, data: bytes) -> None:
         with self.send_lock:
@@ -341,7 +342,7 @@ class ConnectionPool:
         with slot.lock:
             if runner.connection in slot.connections:
                 runner.connection.idle.append(runner)
-                runner.connection.last_used = time.monotonic()
+                runner.connection.last_used = runner.idle_since = time.monotonic()
                 slot.changed.notify_all()
                 return
         self.give_back(machine, runner)  # the pool was closed meanwhile
@@ -556,7 +557,11 @@ class ConnectionPool:
                 connection.close()
 
     def _close_idle(self) -> None:
-        """Close connections unused for `idle_timeout` (looked for at most every 10 s)."""
+        """Close connections unused for `idle_timeout` (looked for at most every 10 s), and
+        on the others the runners that waited that long for a run: a connection in use (the
+        daemon's, from pass to pass) would keep for ever every runner a burst of runs, or a
+        `max_parallel` since lowered, once started. The next run takes the runner given back
+        last, so the others are the ones left idle."""
         now = time.monotonic()
         with self._lock:
             if now - self._swept < min(10.0, self.idle_timeout):
@@ -571,6 +576,14 @@ class ConnectionPool:
                     if unused and now - connection.last_used > self.idle_timeout:
                         slot.connections.remove(connection)
                         connection.close()
+                        continue
+                    for runner in [
+                        r for r in connection.idle if now - r.idle_since > self.idle_timeout
+                    ]:
+                        # It exits within a round trip; its place drains as an acknowledged one.
+                        connection.idle.remove(runner)
+                        runner.quit()
+                        connection.draining.append(runner.channel)
 
     def _slot(self, machine: Machine) -> _Slot:
         key = pool_key(machine)
