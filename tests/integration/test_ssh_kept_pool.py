@@ -131,3 +131,21 @@ def _runners(sshd) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def test_runners_still_starting_when_the_pass_closes_open_no_second_login(sshd, transport):
+    """`prepare` starts runners from a thread of its own while the runs go on. A pass whose
+    runs all ended before it had started them closed its transport under that thread, which
+    then took a channel from the closed pool and so logged in again (a second login, seen
+    once in 60 loaded runs of tests/e2e/test_review_runners.py's eight-runs test), and a
+    connect still on its way at the close stayed open, never used."""
+    import threading
+
+    machine = sshd.machine(max_parallel=8)
+    transport.prepare([machine], {machine.name: 7})
+    transport.close()  # at once: the connect ahead is on its way, its runners not started
+    for thread in threading.enumerate():
+        if thread.name == "ssh-connect":
+            thread.join(30)
+    assert sshd.logins() <= 1
+    wait_until(lambda: not descendants(sshd.proc.pid), timeout=10, message="no login left open")

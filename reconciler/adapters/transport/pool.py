@@ -47,7 +47,7 @@ from contextlib import contextmanager
 
 from reconciler.adapters.transport.sshlib import paramiko
 from reconciler.adapters.transport.wrapper import RUNNER_QUIT
-from reconciler.core.errors import Unreachable
+from reconciler.core.errors import TransportError, Unreachable
 from reconciler.core.model import Machine
 
 MAX_CHANNELS = 8
@@ -268,6 +268,9 @@ class ConnectionPool:
         self._swept = time.monotonic()
         self._watchdog: threading.Thread | None = None
         self._closing = threading.Event()
+        # Bumped by every `close`: work begun before it (a connect ahead, the runners
+        # `prepare` starts from a thread of its own) opens nothing after it.
+        self.generation = 0
 
     @contextmanager
     def session(self, machine: Machine) -> Iterator[Session]:
@@ -279,11 +282,12 @@ class ConnectionPool:
         finally:
             self.give_back(machine, session)
 
-    def take(self, machine: Machine) -> Session:
+    def take(self, machine: Machine, generation: int | None = None) -> Session:
         """A fresh channel to `machine`, to be handed back with `give_back` (closed) or
         `drain` (closed once its command ended). Raises a TransportError when no channel
-        can be had; the command has then not been sent anywhere."""
-        return Session(*self._channel(machine))
+        can be had; the command has then not been sent anywhere. With `generation` (the
+        pool's when the caller's work began), a pool closed since gives none."""
+        return Session(*self._channel(machine, generation))
 
     def give_back(self, machine: Machine, session: Session) -> None:
         """Close the session's channel and free its place on the connection."""
@@ -356,14 +360,16 @@ class ConnectionPool:
             session.connection.draining.append(session.channel)
         self._reap_drained(slot)
 
-    def _channel(self, machine: Machine) -> tuple[Connection, paramiko.Channel]:
+    def _channel(
+        self, machine: Machine, generation: int | None = None
+    ) -> tuple[Connection, paramiko.Channel]:
         # A pooled connection may have died since its last use without our noticing (the
         # peer restarted): nothing was sent on it yet, so one fresh connection is tried. A
         # refused channel (the server's session limit) lowered that connection's capacity:
         # the next try gets a channel elsewhere, on a new connection if need be.
         failures = refusals = 0
         while True:
-            connection = self._acquire(machine)
+            connection = self._acquire(machine, generation)
             try:
                 return connection, connection.open_channel(self.channel_timeout)
             except paramiko.ChannelException as exc:
@@ -384,12 +390,15 @@ class ConnectionPool:
                         f"{exc or type(exc).__name__}"
                     ) from exc
 
-    def _acquire(self, machine: Machine) -> Connection:
+    def _acquire(self, machine: Machine, generation: int | None = None) -> Connection:
         """A live connection with a free channel, connecting when there is none (after
-        waiting a little for an acknowledged channel to end, when one is on its way)."""
+        waiting a little for an acknowledged channel to end, when one is on its way); none
+        for work begun before the pool was closed (`generation`)."""
         slot = self._slot(machine)
         patience = time.monotonic() + DRAIN_WAIT
         while True:
+            if generation is not None and generation != self.generation:
+                raise TransportError(f"machine '{machine.name}': the connections were closed")
             self._reap_drained(slot)
             with slot.lock:
                 self._drop_dead(slot)
@@ -425,7 +434,7 @@ class ConnectionPool:
                 ending.status_event.wait(max(0.0, patience - time.monotonic()))
                 continue
             if mine:
-                self._open(machine, slot, pending)
+                self._open(machine, slot, pending, self.generation)
             pending.result()  # re-raises the connect error to every waiter
 
     def _reap_drained(self, slot: _Slot) -> None:
@@ -465,9 +474,10 @@ class ConnectionPool:
                 return
             pending = slot.connecting = Future()
             slot.starting += runners
+            generation = self.generation
 
         def connect() -> None:
-            self._open(machine, slot, pending)
+            self._open(machine, slot, pending, generation)
             if pending.exception() is not None:
                 self.runner_started(machine, runners)  # none will be
             elif then is not None:
@@ -475,9 +485,15 @@ class ConnectionPool:
 
         threading.Thread(target=connect, name="ssh-connect", daemon=True).start()
 
-    def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
+    def _open(self, machine: Machine, slot: _Slot, pending: Future, generation: int) -> None:
+        """Connect for `slot` and hand the result to `pending`'s waiters. A connection made
+        for a pool closed meanwhile (`generation`) is closed at once: nothing would use it,
+        and nothing would close it."""
         try:
             connection = Connection(self._connect(machine))
+            if generation != self.generation:
+                connection.close()
+                raise TransportError(f"machine '{machine.name}': the connections were closed")
             connection.capacity = slot.capacity
             if self._opened is not None and (channel := self._opened(connection)) is not None:
                 connection.hand_over(channel)  # not shared yet: no lock needed
@@ -600,6 +616,7 @@ class ConnectionPool:
         self._closing.set()
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
+            self.generation += 1
         deadline = time.monotonic() + CLOSE_WAIT
         for slot in slots:
             with slot.lock:

@@ -469,20 +469,23 @@ class SshTransport(Transport):
                 wanted = min(runs.get(machine.name, 0), machine.max_parallel)
                 wanted = min(wanted, self.pool.max_channels - 1)  # a place left for a kill
 
-            def start(machine: Machine = machine, count: int = wanted) -> None:
-                self._start_runners(machine, count)
+            def start(
+                machine: Machine = machine, count: int = wanted, since=self.pool.generation
+            ) -> None:
+                self._start_runners(machine, count, since)
 
             self.pool.warm(machine, then=start if wanted > 0 else None, runners=wanted)
 
-    def _start_runners(self, machine: Machine, count: int) -> None:
+    def _start_runners(self, machine: Machine, count: int, generation: int | None = None) -> None:
         """Start `count` runners on `machine` and leave them waiting for runs, each reported
         to the pool as it is (the runs wait for them); a failure stops it (the runs meet it
-        again, and report it)."""
+        again, and report it), and so does a close of the pool since `generation` (the runs
+        ended first: no login again for runners nothing will use)."""
         left = count
         try:
             while left > 0:
                 try:
-                    session = self.pool.take(machine)
+                    session = self.pool.take(machine, generation)
                     if session.connection.runs_runners is not False:
                         session = self._start_runner(machine, session)
                 except TransportError as exc:
