@@ -159,6 +159,9 @@ class _Slot:
         self.capacity = 1 << 16  # channels a connection may carry (lowered by refusals)
         self.starting = 0  # runners being started ahead of the runs (`warm`)
         self.changed = threading.Condition(self.lock)  # a runner is idle, or one fewer starts
+        # Set by the pool's `close` (under `lock`): the slot is no longer the pool's, and
+        # no connection is added to it (none would ever be closed).
+        self.closed = False
 
 
 class Session:
@@ -303,13 +306,13 @@ class ConnectionPool:
         """A runner of `machine` waiting for a run, taken for one; while runners are being
         started ahead of the runs (`warm`), up to `wait` seconds for one of them. None when
         there is none (runners found exited, or on a dead connection, are closed on the
-        way)."""
+        way; none of a slot the pool's `close` took, whose runners are told to quit)."""
         slot = self._slot(machine)
         gone: list[Runner] = []
         deadline = time.monotonic() + wait
         with slot.lock:
             found = None
-            while True:
+            while not slot.closed:
                 for connection in slot.connections:
                     while connection.idle and found is None:
                         runner = connection.idle.pop()
@@ -328,10 +331,21 @@ class ConnectionPool:
             self.give_back(machine, runner)
         return found
 
-    def runner_started(self, machine: Machine, count: int = 1) -> None:
+    def runner_started(
+        self, machine: Machine, count: int = 1, generation: int | None = None
+    ) -> None:
         """`count` of the runners `warm` was asked to start are started (idle), or never
-        will be: the runs waiting for one look again."""
-        slot = self._slot(machine)
+        will be: the runs waiting for one look again. With `generation` (the pool's when the
+        runners were asked for), nothing after a close since: those runners were the closed
+        slot's, not the ones a later `warm` asked for."""
+        with self._lock:
+            if generation is not None and generation != self.generation:
+                return
+            slot = self._slots.get(pool_key(machine))
+        if slot is not None:
+            self._started(slot, count)
+
+    def _started(self, slot: _Slot, count: int) -> None:
         with slot.lock:
             slot.starting = max(0, slot.starting - count)
             slot.changed.notify_all()
@@ -397,8 +411,8 @@ class ConnectionPool:
         slot = self._slot(machine)
         patience = time.monotonic() + DRAIN_WAIT
         while True:
-            if generation is not None and generation != self.generation:
-                raise TransportError(f"machine '{machine.name}': the connections were closed")
+            if slot.closed or (generation is not None and generation != self.generation):
+                raise _closed(machine)
             self._reap_drained(slot)
             with slot.lock:
                 self._drop_dead(slot)
@@ -434,7 +448,7 @@ class ConnectionPool:
                 ending.status_event.wait(max(0.0, patience - time.monotonic()))
                 continue
             if mine:
-                self._open(machine, slot, pending, self.generation)
+                self._open(machine, slot, pending)
             pending.result()  # re-raises the connect error to every waiter
 
     def _reap_drained(self, slot: _Slot) -> None:
@@ -474,38 +488,41 @@ class ConnectionPool:
                 return
             pending = slot.connecting = Future()
             slot.starting += runners
-            generation = self.generation
 
         def connect() -> None:
-            self._open(machine, slot, pending, generation)
+            self._open(machine, slot, pending)
             if pending.exception() is not None:
-                self.runner_started(machine, runners)  # none will be
+                self._started(slot, runners)  # none will be (of this slot: not a later one's)
             elif then is not None:
                 then()
 
         threading.Thread(target=connect, name="ssh-connect", daemon=True).start()
 
-    def _open(self, machine: Machine, slot: _Slot, pending: Future, generation: int) -> None:
+    def _open(self, machine: Machine, slot: _Slot, pending: Future) -> None:
         """Connect for `slot` and hand the result to `pending`'s waiters. A connection made
-        for a pool closed meanwhile (`generation`) is closed at once: nothing would use it,
-        and nothing would close it."""
+        for a slot the pool's `close` took meanwhile is closed at once, and its waiters get
+        a TransportError: nothing would use it, and nothing would close it."""
+        connection = None
         try:
             connection = Connection(self._connect(machine))
-            if generation != self.generation:
-                connection.close()
-                raise TransportError(f"machine '{machine.name}': the connections were closed")
+            if slot.closed:  # read again below, under the lock, before the slot takes it
+                raise _closed(machine)
             connection.capacity = slot.capacity
             if self._opened is not None and (channel := self._opened(connection)) is not None:
                 connection.hand_over(channel)  # not shared yet: no lock needed
+            with slot.lock:
+                if slot.closed:
+                    raise _closed(machine)
+                slot.connections.append(connection)
+                slot.connecting = None
+                self.connects += 1
         except BaseException as exc:
+            if connection is not None:  # never the slot's: no one else would close it
+                connection.close()
             with slot.lock:
                 slot.connecting = None
             pending.set_exception(exc)
             return
-        with slot.lock:
-            slot.connections.append(connection)
-            slot.connecting = None
-            self.connects += 1
         self._start_watchdog()
         pending.set_result(connection)
 
@@ -612,11 +629,18 @@ class ConnectionPool:
     def close(self) -> None:
         """Close every connection, once the acknowledged commands ended (at most
         `CLOSE_WAIT` s: each empties its output on the target as it exits); the pool may be
-        used again afterwards."""
+        used again afterwards. What began before it and waits (a connect on its way, the
+        runners `warm` starts, a caller waiting for either or for a place) opens nothing after
+        it: a connection it makes is closed, and the caller gets a TransportError."""
         self._closing.set()
         with self._lock:
             slots, self._slots = list(self._slots.values()), {}
             self.generation += 1
+        for slot in slots:
+            with slot.lock:  # no connection is added to it from now on
+                slot.closed = True
+                slot.starting = 0  # the runs waiting for runners ahead stop waiting
+                slot.changed.notify_all()
         deadline = time.monotonic() + CLOSE_WAIT
         for slot in slots:
             with slot.lock:
@@ -646,4 +670,13 @@ def pool_key(machine: Machine) -> Hashable:
         machine.host_key,
         machine.key,
         machine.key_file,
+    )
+
+
+def _closed(machine: Machine) -> TransportError:
+    """What a caller whose work began before the pool's `close` gets instead of a channel
+    (nothing was sent)."""
+    return TransportError(
+        f"machine '{machine.name}': the connections were closed (the transport was closed "
+        "before this could start); nothing was sent"
     )

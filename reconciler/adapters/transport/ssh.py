@@ -197,13 +197,15 @@ class SshTransport(Transport):
     def _session_for_run(self, machine: Machine) -> Session:
         """A runner of `machine` waiting for a run, a new one, or (where the target cannot
         keep one, or without `runners`) a channel for this run alone. Raises a
-        TransportError when none can be had: nothing was sent."""
+        TransportError when none can be had (the pool was closed meanwhile, among others):
+        nothing was sent."""
+        since = self.pool.generation  # a close from now on ends the wait, and opens nothing
         if self.runners:
             # A runner started ahead of the runs (`prepare`) is waited for, not doubled.
             idle = self.pool.idle_runner(machine, wait=self.connect_timeout)
             if idle is not None:
                 return idle
-        session = self.pool.take(machine)
+        session = self.pool.take(machine, since)
         if not self.runners or session.connection.runs_runners is False:
             return session
         return self._start_runner(machine, session)
@@ -496,9 +498,10 @@ class SshTransport(Transport):
                     return
                 self.pool.give_back_runner(machine, session)
                 left -= 1
-                self.pool.runner_started(machine)
+                self.pool.runner_started(machine, generation=generation)
         finally:
-            self.pool.runner_started(machine, left)  # those never started
+            # Those never started; after a close, of the pool as it was (not a later pass's).
+            self.pool.runner_started(machine, left, generation)
 
     def close(self) -> None:
         """Close every pooled connection, once the acknowledged wrappers emptied their
