@@ -78,8 +78,8 @@ class _Continuous:
                     self.refused = exc  # alerted by the next pass (once per commit)
         if reloading:
             self.kept.renew()  # later passes log in afresh (a key rotated in its vault)
-        if reloading and self.on_reload is not None:
-            self.on_reload()  # after the pull: a token rotated in a pushed vault counts
+            if self.on_reload is not None:
+                self.on_reload()  # after the pull: a token rotated in a pushed vault counts
         self._start_pass()
         return True
 

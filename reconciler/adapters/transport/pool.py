@@ -86,6 +86,13 @@ class Connection:
         self.in_use += 1
         self.draining.append(channel)
 
+    def let_go_idle(self, runner: Runner) -> None:
+        """Tell an idle runner to quit (under the slot's lock): it exits within a round
+        trip, and its place drains like an acknowledged channel's."""
+        self.idle.remove(runner)
+        runner.quit()
+        self.draining.append(runner.channel)
+
     @property
     def alive(self) -> bool:
         """False once the transport stopped or a channel could not be opened on it."""
@@ -428,9 +435,7 @@ class ConnectionPool:
                 # within a round trip (its channel drains like an acknowledged one).
                 for connection in slot.connections:
                     if connection.alive and connection.idle:
-                        runner = connection.idle.pop(0)
-                        runner.quit()
-                        connection.draining.append(runner.channel)
+                        connection.let_go_idle(connection.idle[0])
                         break
                 # An acknowledged channel frees its place within a round trip: wait for it
                 # (a while) rather than open a connection for one command.
@@ -613,10 +618,7 @@ class ConnectionPool:
                     for runner in [
                         r for r in connection.idle if now - r.idle_since > self.idle_timeout
                     ]:
-                        # It exits within a round trip; its place drains as an acknowledged one.
-                        connection.idle.remove(runner)
-                        runner.quit()
-                        connection.draining.append(runner.channel)
+                        connection.let_go_idle(runner)
 
     def _slot(self, machine: Machine) -> _Slot:
         key = pool_key(machine)
