@@ -41,15 +41,10 @@ class Borrowed(Transport):
     has run or reaped since (`latest`, shared by the passes of one `KeptTransports`, says
     which pass last did): never the output a later pass holds for its recording."""
 
-    def __init__(
-        self,
-        owner: Transport,
-        returned: Callable[[], None] = lambda: None,
-        latest: Latest | None = None,
-    ):
+    def __init__(self, owner: Transport, returned: Callable[[], None], latest: Latest):
         self.owner = owner
         self._returned: Callable[[], None] | None = returned
-        self._latest = latest if latest is not None else Latest()
+        self._latest = latest
         self._runs: set[int] = set()
         self._lock = threading.Lock()
 
@@ -134,8 +129,9 @@ class KeptTransports:
     borrowed them ended."""
 
     def __init__(self) -> None:
-        self._ssh: dict[tuple[float, int], Transport] = {}
-        self._borrowers: dict[int, int] = {}  # by id(owner): passes not yet ended
+        self._setting: tuple[float, int] | None = None  # the liveness setting of `_owner`
+        self._owner: Transport | None = None  # what the next pass borrows (None: build one)
+        self._borrowers: dict[Transport, int] = {}  # passes not yet ended, by transport
         self._retired: list[Transport] = []  # renewed, closed when no pass borrows them
         self._secrets: Secrets | None = None
         self._latest = Latest()  # run ids outlive passes, and transports (a renewal)
@@ -148,20 +144,20 @@ class KeptTransports:
 
         with self._lock:
             self._secrets = secrets
-            owner = self._ssh.get((keepalive, count))
-            if owner is None:
+            if self._owner is None or self._setting != (keepalive, count):
                 # Another setting's transport no later pass asks for: closed once the passes
                 # on it ended, as a renewed one (kept, its logins and runners stayed for ever).
-                self._retired.extend(self._ssh.values())
+                self._retire()
                 # The engine settles each end batch: outputs stay on the target until recorded.
-                owner = SshTransport(
+                self._owner = SshTransport(
                     resolve_key=self._resolve_key,
                     keepalive=keepalive,
                     keepalive_count=count,
                     hold_outputs=True,
                 )
-                self._ssh = {(keepalive, count): owner}
-            self._borrowers[id(owner)] = self._borrowers.get(id(owner), 0) + 1
+                self._setting = (keepalive, count)
+            owner = self._owner
+            self._borrowers[owner] = self._borrowers.get(owner, 0) + 1
         self._close_unused()
         return Borrowed(owner, lambda: self._returned(owner), self._latest)
 
@@ -169,21 +165,26 @@ class KeptTransports:
         """Later passes open new connections (a key rotated in its vault, then SIGHUP: the
         next login uses it); the current ones close once no pass uses them."""
         with self._lock:
-            self._retired.extend(self._ssh.values())
-            self._ssh = {}
+            self._retire()
         self._close_unused()
+
+    def _retire(self) -> None:
+        """The current transport is lent no more (under the lock)."""
+        if self._owner is not None:
+            self._retired.append(self._owner)
+        self._owner = self._setting = None
 
     def _returned(self, owner: Transport) -> None:
         with self._lock:
-            self._borrowers[id(owner)] -= 1
+            self._borrowers[owner] -= 1
         self._close_unused()
 
     def _close_unused(self) -> None:
         with self._lock:
-            unused = [t for t in self._retired if not self._borrowers.get(id(t))]
-            self._retired = [t for t in self._retired if self._borrowers.get(id(t))]
+            unused = [t for t in self._retired if not self._borrowers.get(t)]
+            self._retired = [t for t in self._retired if self._borrowers.get(t)]
             for owner in unused:
-                self._borrowers.pop(id(owner), None)
+                self._borrowers.pop(owner, None)
         for owner in unused:
             owner.close()
 
@@ -196,7 +197,7 @@ class KeptTransports:
     def close(self) -> None:
         """Close every kept connection (the daemon stops, its passes ended)."""
         with self._lock:
-            owners = [*self._ssh.values(), *self._retired]
-            self._ssh, self._retired, self._borrowers = {}, [], {}
+            self._retire()
+            owners, self._retired, self._borrowers = self._retired, [], {}
         for owner in owners:
             owner.close()
