@@ -1,8 +1,9 @@
 """The PostgreSQL state store: one queue shared by several reconcilers and workers (psycopg 3).
 
-`PostgresStore` implements the `StateStore` port (see `store.base` for the run protocol). The
-schema and every query live in `sql/postgres.sql`; this module binds parameters, maps rows to
-`Run` values, and is the one place that translates psycopg errors into `StoreError`, naming
+`PostgresStore` implements the `StateStore` port (see `store.base` for the run protocol); the
+calls it makes as the SQLite store does are written once in `store.sql_store`. The schema and
+every query live in `sql/postgres.sql`; this module binds parameters, maps rows to `Run`
+values, and is the one place that translates psycopg errors into `StoreError`, naming
 the store by its URL with any password replaced by `***`.
 
 Connections: one for queries, shared by the engine's threads behind a `threading.Lock` (each
@@ -16,7 +17,7 @@ the call in progress with `StoreError` and is replaced on the next call; a serve
 restarting (refusing connections, in crash recovery) is waited for, up to `RECONNECT_SECONDS`.
 Calls that a second try cannot apply twice (reads, and compare-and-set writes: a dispatch
 mark, a heartbeat, a sweep) are tried once more on the new connection, and a claim finds out
-whether it committed, so a worker rides out a database restart (`@_retried`, `claim`). So do
+whether it committed, so a worker rides out a database restart (`@once_more`, `claim`). So do
 the batches of a scheduling round (`claim_batch`, `dispatch_batch`, `end_batch`): their runs
 are looked at to tell whether the batch committed, and it is tried once more only when it did
 not (`_batch`). Other writes are left to the caller's retry.
@@ -33,7 +34,6 @@ Lease comparisons use the server's `now()`; the `now` arguments fill the run's h
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -47,7 +47,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from reconciler.adapters.audit.chain import (
     GENESIS,
-    Anchor,
     AuditEntry,
     AuditRecord,
     StoredEntry,
@@ -59,11 +58,9 @@ from reconciler.adapters.audit.chain import (
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
-    ApprovalRecord,
     AuditOf,
     Batch,
     ClaimRequest,
-    KillRequest,
     LeaseLost,
     ManualRun,
     OutputChunk,
@@ -71,39 +68,32 @@ from reconciler.adapters.store.base import (
     PlanAuditOf,
     RunChanges,
     RunEnd,
-    RunFilter,
-    StateStore,
     check_ends,
     claim_outcome,
     no_audit,
     no_plan_audit,
 )
 from reconciler.adapters.store.common import (
-    QUEUE_CANCEL_ERROR,
     UNKNOWN_ERROR,
     SqlFile,
     audit_entry,
     cancel_error,
     cap_output,
-    delivery,
     ending_without_run,
     freeze_params,
-    kill_params,
     manual_fields,
     manual_run_params,
     only_comments,
     parse_sql_file,
     planner_alive,
     redact_url,
-    runs_page_params,
     scrub,
-    team_bounds,
     url_passwords,
 )
+from reconciler.adapters.store.sql_store import COLUMNS, STATUS, SqlStore, SqlValues, once_more
 from reconciler.core.alerts import Alert, Delivery
-from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.errors import LockError, StoreError
 from reconciler.core.frozen import build_frozen
-from reconciler.core.model import Freeze
 from reconciler.core.plan import Enqueue, Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
 
@@ -177,6 +167,11 @@ def _ints(values: Iterable[int | None]) -> str:
     return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
 
 
+def _text_values(params: dict) -> dict:
+    """Every text parameter as PostgreSQL accepts it (no NUL, valid UTF-8)."""
+    return {key: _text(value) if isinstance(value, str) else value for key, value in params.items()}
+
+
 def _dispatched(run: Run, dispatched: bool = True) -> Run:
     """`run` as its dispatch mark leaves it (with False: as a claim alone left it): its
     fields with `dispatched` set, put in at once (`build_frozen`); `dataclasses.replace`
@@ -188,33 +183,6 @@ def _dispatched(run: Run, dispatched: bool = True) -> Run:
 def _output(output: str) -> bytes:
     """Output capped (see `cap_output`) and encoded for the bytea column."""
     return cap_output(output).encode("utf-8")
-
-
-# The columns of `runs` in table order, as in the SQLite store; later migrations only append.
-COLUMNS = (
-    "id",
-    "task",
-    "machine",
-    "version",
-    "slot",
-    "commit",
-    "priority",
-    "status",
-    "attempt",
-    "reason",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "not_before",
-    "exit_code",
-    "output",
-    "error",
-    "dispatched",
-    "retry_requested",
-    "epoch",
-    "owner",
-)
-_STATUS = {status.value: status for status in RunStatus}
 
 
 def _run(row: tuple) -> Run:
@@ -249,7 +217,7 @@ def _run(row: tuple) -> Run:
         machine=machine,
         version=version,
         priority=priority,
-        status=_STATUS[status],
+        status=STATUS[status],
         attempt=attempt,
         reason=reason,
         slot=slot,
@@ -278,24 +246,6 @@ def _runs_by_id(rows: list[tuple]) -> list[Run]:
     return sorted((_run(row) for row in rows), key=lambda run: run.id)
 
 
-def _retried(method):
-    """Try `method` once more when the connection broke under it (a server restart): only for
-    calls that cannot apply twice."""
-
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except LeaseLost:
-            raise
-        except StoreError:
-            if self._closed or not (self._conn.broken or self._conn.closed):
-                raise  # the statement failed, not the connection: a second try fails alike
-            return method(self, *args, **kwargs)
-
-    return call
-
-
 class _EndRefused(Exception):
     """A round's end was refused (its lease was lost): its transaction is rolled back."""
 
@@ -303,7 +253,7 @@ class _EndRefused(Exception):
 # --- the store --------------------------------------------------------------------------------
 
 
-class PostgresStore(StateStore):
+class PostgresStore(SqlStore):
     """The `StateStore` on one PostgreSQL database. Thread-safe; see the module docstring.
 
     `url` is a libpq URL (`postgresql://` or `postgres://`). Opening connects and applies
@@ -339,6 +289,32 @@ class PostgresStore(StateStore):
             raise
 
     # --- connections, errors, transactions ---
+
+    @staticmethod
+    def _sql(name: str) -> str:
+        return _q(name)
+
+    def _reading(self):
+        return self._session("read")
+
+    def _writing_one(self):
+        """The session in autocommit: a single statement is its own transaction."""
+        return self._session("write")
+
+    def _writing(self):
+        return self._transaction()
+
+    def _retrying(self, method, *args, **kwargs):
+        """Try a call that cannot apply twice once more when the connection broke under it (a
+        server restart)."""
+        try:
+            return method(*args, **kwargs)
+        except LeaseLost:
+            raise
+        except StoreError:
+            if self._closed or not (self._conn.broken or self._conn.closed):
+                raise  # the statement failed, not the connection: a second try fails alike
+            return method(*args, **kwargs)
 
     def _connect(self, action: str) -> psycopg.Connection:
         """A new autocommit session in UTC; raises `StoreError`."""
@@ -514,7 +490,7 @@ class PostgresStore(StateStore):
 
     # --- planning ---
 
-    @_retried
+    @once_more
     def snapshot(self) -> ExecutedState:
         """The latest run of each (task, machine, version) plus the active runs, in one query
         (runs without `output`)."""
@@ -615,7 +591,7 @@ class PostgresStore(StateStore):
         included) are left alone."""
         return self._sweep(LEASE_SECONDS, now, keep_owner)
 
-    @_retried
+    @once_more
     def sweep(self, lease_seconds: float, now: datetime) -> list[Run]:
         """Runs whose lease expired by the server's clock: undispatched -> `pending`,
         dispatched -> `unknown`. Returns them by id. See `StateStore.sweep`."""
@@ -632,14 +608,14 @@ class PostgresStore(StateStore):
 
     # --- planners ---
 
-    @_retried
+    @once_more
     def beat_drain(self, owner: str) -> None:
         """Stamp `owner`'s drain alive with the server's clock (see `StateStore.beat_drain`)."""
         with self._transaction() as conn:
             conn.execute(_q("beat_drain"), {"owner": owner})
             conn.execute(_q("forget_drains"))
 
-    @_retried
+    @once_more
     def pending_planners(
         self, owner: str, lease_seconds: float = LEASE_SECONDS
     ) -> dict[int, tuple[str | None, bool]]:
@@ -721,7 +697,7 @@ class PostgresStore(StateStore):
             with suppress(psycopg.Error):
                 dropped.close()
 
-    @_retried
+    @once_more
     def run_changes(self, since: object | None = None) -> RunChanges:
         """The runs written since the snapshot `since` (migration 7: each write stamps its
         transaction), or every active run when `since` is None; the cursor is the snapshot
@@ -736,29 +712,6 @@ class PostgresStore(StateStore):
             rows = conn.execute(_q(query), params).fetchall()
         runs = [_run(row) for row in rows if row[0] is not None]
         return RunChanges(runs, since is None, rows[0][-1])
-
-    @_retried
-    def pending(self) -> list[Run]:
-        """Pending runs by (priority, created_at, id), without `output`."""
-        return self._select("pending")
-
-    @_retried
-    def running(self) -> list[Run]:
-        """Running runs by id, without `output`."""
-        return self._select("running")
-
-    def _select(self, query: str, params: dict | None = None) -> list[Run]:
-        with self._session("read") as conn:
-            return [_run(row) for row in conn.execute(_q(query), params or {})]
-
-    def _write_one_noresult(self, query: str, params: dict) -> None:
-        with self._session("write") as conn:
-            conn.execute(_q(query), params)
-
-    def _write_one(self, query: str, params: dict) -> tuple | None:
-        """One single-statement write (autocommit: its own transaction); its row or None."""
-        with self._session("write") as conn:
-            return conn.execute(_q(query), params).fetchone()
 
     def claim(
         self, run_id: int, owner: str, now: datetime, max_parallel: int | None = None
@@ -796,7 +749,7 @@ class PostgresStore(StateStore):
     ) -> Run | None:
         params = {"id": run_id, "owner": owner, "now": _aware(now)}
         if max_parallel is None:
-            row = self._write_one("claim", params)
+            row = self._write_row("claim", params)
             return None if row is None else _run(row)
         with self._transaction("claim") as conn:
             found = conn.execute(_q("lock_machine_of_run"), params).fetchone()
@@ -1241,14 +1194,11 @@ class PostgresStore(StateStore):
         self._seal_if_due(queued)
         return batch
 
+    @once_more
     def _runs_by_ids(self, ids: list[int]) -> list[Run]:
-        return self._retried_select("runs_by_ids", {"ids": ids})
+        return self._select("runs_by_ids", {"ids": ids})
 
-    @_retried
-    def _retried_select(self, query: str, params: dict) -> list[Run]:
-        return self._select(query, params)
-
-    @_retried
+    @once_more
     def _has_entry(self, record: AuditRecord) -> bool:
         at, actor, action, detail = stored_fields(record)
         params = {"at": at, "actor": actor, "action": action, "detail": detail}
@@ -1355,19 +1305,19 @@ class PostgresStore(StateStore):
         names = ("at", "actor", "action", "detail", "prev", "hash")
         conn.execute(_q("audit_insert_many"), {"seq": _ints(seqs), **dict(zip(names, texts))})
 
-    @_retried
+    @once_more
     def unsealed_audit(self) -> int:
         """Audit entries queued by batches and not yet sealed into the chain."""
         with self._session("read") as conn:
             return conn.execute(_q("audit_unsealed")).fetchone()[0]
 
-    @_retried
+    @once_more
     def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
         """Set `dispatched` (and renew the lease) before the command is sent; committed with
         the server's durable commit. Raises `LeaseLost`."""
         return _run(self._leased("mark_dispatched", run_id, epoch, {}))
 
-    @_retried
+    @once_more
     def heartbeat(self, run_id: int, epoch: int) -> None:
         """Renew the run's lease with the server's clock. Raises `LeaseLost`."""
         self._leased("heartbeat", run_id, epoch, {})
@@ -1401,28 +1351,6 @@ class PostgresStore(StateStore):
             )
         )
 
-    def adopt(
-        self,
-        run_id: int,
-        status: RunStatus,
-        *,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> Run | None:
-        """An `unknown` run gets the result its target kept; None if it is not unknown."""
-        row = self._write_one(
-            "adopt",
-            {
-                "id": run_id,
-                "status": status.value,
-                "exit_code": exit_code,
-                "output": _output(output),
-                "error": _text(error),
-            },
-        )
-        return None if row is None else _run(row)
-
     def requeue(
         self,
         run_id: int,
@@ -1451,24 +1379,20 @@ class PostgresStore(StateStore):
 
     def _leased(self, query: str, run_id: int, epoch: int, params: dict) -> tuple:
         """A write guarded by (status running, epoch); `LeaseLost` if the guard fails."""
-        row = self._write_one(query, {**params, "id": run_id, "epoch": epoch})
+        row = self._write_row(query, {**params, "id": run_id, "epoch": epoch})
         if row is None:
             raise self._lease_lost(run_id, epoch)
         return row
 
     def _lease_lost(self, run_id: int, epoch: int) -> LeaseLost:
         """Why a leased write matched nothing (read after the fact: only for the message)."""
-        row = self._status_of(run_id)
+        row = self._row("status_of", {"id": run_id})
         if row is None:
             return LeaseLost(f"run {run_id} does not exist")
         status, current = row
         return LeaseLost(
             f"run {run_id} is no longer held at epoch {epoch}: it is {status} at epoch {current}"
         )
-
-    def _status_of(self, run_id: int) -> tuple | None:
-        with self._session("read") as conn:
-            return conn.execute(_q("status_of"), {"id": run_id}).fetchone()
 
     def block(
         self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
@@ -1481,131 +1405,12 @@ class PostgresStore(StateStore):
             "now": _aware(now),
             "status": ending_without_run(status),
         }
-        row = self._write_one("block", values)
+        row = self._write_row("block", values)
         return None if row is None else _run(row)
 
     # --- history and commands ---
 
-    @_retried
-    def get_run(self, run_id: int) -> Run | None:
-        """One run with its output and error, or None."""
-        runs = self._select("get_run", {"id": run_id})
-        return runs[0] if runs else None
-
-    @_retried
-    def get_runs(self, run_ids: Sequence[int]) -> dict[int, Run]:
-        """The runs of `run_ids` that exist, by id, in one read."""
-        if not run_ids:
-            return {}
-        return {run.id: run for run in self._select("get_runs", {"ids": list(run_ids)})}
-
-    @_retried
-    def list_runs(
-        self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
-    ) -> list[Run]:
-        """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
-        of None or below 1 means no limit."""
-        return self._select(
-            "list_runs",
-            {
-                "statuses": None if status is None else [RunStatus(s).value for s in status],
-                **team_bounds(team),
-                "limit": limit if limit and limit > 0 else None,
-            },
-        )
-
-    def runs_page(
-        self, filters: RunFilter, before: int | None = None, limit: int = 50
-    ) -> list[Run]:
-        """Runs newest first without `output`, below the keyset `before`, narrowed by
-        `filters` (see `StateStore.runs_page`), in one query."""
-        statuses = [RunStatus(s).value for s in filters.statuses]
-        return self._select(
-            "runs_page",
-            _text_values(runs_page_params(filters, before, limit, statuses or None)),
-        )
-
-    def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:
-        """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
-        run id is the command's argument) for an unknown or non-pending run."""
-        row = self._write_one(
-            "cancel_pending",
-            {"id": run_id, "now": _aware(now), "error": _text(error) or QUEUE_CANCEL_ERROR},
-        )
-        if row is None:
-            raise self._not_allowed(run_id, "only pending runs can be cancelled")
-        return _run(row)
-
-    def request_retry(self, run_id: int, now: datetime) -> Run:
-        """`queue retry`: flag a failed, blocked, unknown or halted run for the next pass; raises
-        `InputError` otherwise. Flagging twice is harmless."""
-        row = self._write_one("request_retry", {"id": run_id})
-        if row is None:
-            raise self._not_allowed(
-                run_id, "only failed, blocked, unknown or halted runs can be retried"
-            )
-        return _run(row)
-
-    def _not_allowed(self, run_id: int, rule: str) -> InputError:
-        row = self._status_of(run_id)
-        if row is None:
-            return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
-        return UsageError(f"run {run_id} is {row[0]}; {rule}")
-
-    @_retried
-    def counts(self) -> dict[str, int]:
-        """Runs by status; every status is present (0 when none)."""
-        with self._session("read") as conn:
-            found = dict(conn.execute(_q("counts")).fetchall())
-        return {s.value: found.get(s.value, 0) for s in RunStatus}
-
-    def record_commit(self, commit: str, now: datetime) -> None:
-        """Remember that a pass reconciled `commit` (a full sha)."""
-        self._write_one_noresult("record_commit", {"commit": commit, "now": _aware(now)})
-
-    @_retried
-    def last_commit(self) -> str | None:
-        """The commit the latest pass reconciled, or None."""
-        with self._session("read") as conn:
-            row = conn.execute(_q("last_commit")).fetchone()
-        return row[0] if row else None
-
-    @_retried
-    def reconciled_freezes(self) -> list[tuple[str, Freeze]]:
-        """The freezes the latest pass recorded with its plan."""
-        with self._session("read") as conn:
-            rows = conn.execute(_q("reconciled_freezes")).fetchall()
-        return [(scope, Freeze(reason, until, p1)) for scope, reason, until, p1 in rows]
-
-    def last_pass(self) -> tuple[str, datetime] | None:
-        """The commit the latest pass reconciled and when, or None."""
-        with self._session("read") as conn:
-            row = conn.execute(_q("last_pass")).fetchone()
-        return None if row is None else (row[0], _aware(row[1]))
-
-    def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
-        """Record `approvals` in one transaction; a repeated one replaces the old row."""
-        with self._session("write") as conn, conn.transaction():
-            return sum(
-                conn.execute(_q("approval_insert"), a.params(_aware(now))).rowcount
-                for a in approvals
-            )
-
-    @_retried
-    def approvals_of(self, task: str) -> list[ApprovalRecord]:
-        """Every approval given for `task`, oldest first."""
-        with self._session("read") as conn:
-            rows = conn.execute(_q("approvals_of_task"), {"task": task}).fetchall()
-        return [ApprovalRecord(*row[:7], approved_at=row[7]) for row in rows]
-
-    @_retried
-    def reconciled_before(self, commit: str) -> str | None:
-        """The commit reconciled last before `commit` first was, or None."""
-        with self._session("read") as conn:
-            row = conn.execute(_q("reconciled_before"), {"commit": commit}).fetchone()
-        return row[0] if row else None
-
-    @_retried
+    @once_more
     def append_output(
         self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
     ) -> None:
@@ -1634,42 +1439,6 @@ class PostgresStore(StateStore):
                     [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
                 )
 
-    @_retried
-    def output_since(self, run_id: int, attempt: int, after_seq: int = 0) -> list[OutputChunk]:
-        """The chunks of a run's attempt after `after_seq`, in order."""
-        with self._session("read") as conn:
-            rows = conn.execute(
-                _q("output_since"), {"run_id": run_id, "attempt": attempt, "after": after_seq}
-            ).fetchall()
-        return [
-            OutputChunk(run_id, attempt, seq, start, bytes(body).decode("utf-8", "replace"))
-            for seq, start, body in rows
-        ]
-
-    @_retried
-    def drop_output(self, run_ids: Sequence[int]) -> None:
-        """Forget every chunk of `run_ids`."""
-        if run_ids:
-            self._write_one_noresult("output_drop", {"ids": list(run_ids)})
-
-    def request_kill(self, request: KillRequest, now: datetime) -> None:
-        """Ask the holder of the run to stop it."""
-        self._write_one_noresult("kill_request", kill_params(request) | {"now": _aware(now)})
-
-    @_retried
-    def kill_requests(self, run_ids: Sequence[int]) -> dict[int, KillRequest]:
-        """The kill requests of `run_ids`, by run id."""
-        if not run_ids:
-            return {}
-        with self._session("read") as conn:
-            rows = conn.execute(_q("kill_requests_of"), {"ids": list(run_ids)}).fetchall()
-        return {row[0]: KillRequest(*row) for row in rows}
-
-    def failed_since(self, since: datetime) -> int:
-        """Runs that ended failed, blocked, unknown or halted at or after `since`."""
-        with self._session("read") as conn:
-            return conn.execute(_q("failed_since"), {"since": _aware(since)}).fetchone()[0]
-
     # --- the audit log ---
 
     def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
@@ -1686,31 +1455,6 @@ class PostgresStore(StateStore):
             rows = chain_texts(*self._head(conn), map(stored_fields, records))
             self._insert_rows(conn, rows)
         return [audit_entry(row) for row in rows]
-
-    @_retried
-    def audit_page(
-        self, after_seq: int = 0, limit: int = 1000, since: str | None = None
-    ) -> list[AuditEntry]:
-        """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
-        with self._session("read") as conn:
-            rows = conn.execute(
-                _q("audit_page"), {"after": after_seq, "limit": limit, "since": since}
-            ).fetchall()
-        return [audit_entry(row) for row in rows]
-
-    @_retried
-    def audit_head(self) -> AuditEntry | None:
-        """The newest entry, or None."""
-        with self._session("read") as conn:
-            row = conn.execute(_q("audit_head")).fetchone()
-        return None if row is None else audit_entry(row)
-
-    @_retried
-    def audit_anchor(self) -> Anchor | None:
-        """The last pruned entry's (seq, hash), or None."""
-        with self._session("read") as conn:
-            row = conn.execute(_q("audit_anchor")).fetchone()
-        return None if row is None else Anchor(row[0], row[1])
 
     def prune_audit(self, through_seq: int, now: datetime) -> int:
         """Remove entries up to `through_seq`, keeping the last one as the anchor."""
@@ -1779,87 +1523,14 @@ class PostgresStore(StateStore):
                 )
         return True
 
-    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
-        """Drop the memory of `outcomes` for (task, machine)."""
-        with self._session("write") as conn:
-            return conn.execute(
-                _q("alert_forget"), {"task": task, "machine": machine, "outcomes": list(outcomes)}
-            ).rowcount
-
-    @_retried
-    def unreachable_machines(self) -> set[str]:
-        """Machines with a remembered `unreachable` alert."""
-        with self._session("read") as conn:
-            return {row[0] for row in conn.execute(_q("unreachable_machines"))}
-
     def claim_deliveries(
         self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
     ) -> list[Delivery]:
         """Claim pending outbox rows nobody holds (by the server's clock), oldest first."""
-        with self._session("write") as conn:
-            rows = conn.execute(
-                _q("outbox_claim"),
-                {"owner": owner, "limit": limit, "lease": max(float(lease_seconds), 0.0)},
-            ).fetchall()
-        return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]
-
-    def delivery_done(self, delivery_id: str, now: datetime) -> None:
-        """Mark a delivery delivered."""
-        self._write_one_noresult("outbox_done", {"id": delivery_id, "now": _aware(now)})
-
-    def delivery_failed(
-        self, delivery_id: str, error: str, now: datetime, give_up: bool = False
-    ) -> None:
-        """Count a failed attempt; release the claim (or abandon the row)."""
-        self._write_one_noresult(
-            "outbox_failed",
-            {"id": delivery_id, "error": _text(error), "now": _aware(now), "give_up": give_up},
-        )
-
-    def release_deliveries(self, owner: str) -> int:
-        """Release `owner`'s claims on undelivered rows."""
-        with self._session("write") as conn:
-            return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
-
-    @_retried
-    def outbox_pending(self) -> int:
-        """Deliveries still waiting."""
-        with self._session("read") as conn:
-            return conn.execute(_q("outbox_pending")).fetchone()[0]
-
-    @_retried
-    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
-        """The newest final, non-cancelled run's status before `before_id`, or None."""
-        with self._session("read") as conn:
-            row = conn.execute(
-                _q("previous_outcome"), {"task": task, "machine": machine, "before_id": before_id}
-            ).fetchone()
-        return None if row is None else _STATUS[row[0]]
+        lease = max(float(lease_seconds), 0.0)
+        return self._claimed_deliveries({"owner": owner, "limit": limit, "lease": lease})
 
     # --- retention ---
-
-    @_retried
-    def prunable_runs(self, before: datetime, after_id: int = 0, limit: int = 1000) -> list[Run]:
-        """Runs `delete_runs` may remove, with their output, in id order."""
-        return self._select(
-            "prunable_runs", {"before": _aware(before), "after": after_id, "limit": limit}
-        )
-
-    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
-        """Delete those of `run_ids` still prunable; the conditions are checked again. What a
-        dead holder left of them (output chunks, kill requests) goes with them."""
-        with self._transaction() as conn:
-            deleted = conn.execute(
-                _q("delete_runs"), {"ids": list(run_ids), "before": _aware(before)}
-            ).rowcount
-            conn.execute(_q("output_of_deleted"), {"ids": list(run_ids)})
-            conn.execute(_q("kills_of_deleted"), {"ids": list(run_ids)})
-            return deleted
-
-    def prune_outbox(self, before: datetime) -> int:
-        """Delete delivered and abandoned outbox rows created before `before`."""
-        with self._session("write") as conn:
-            return conn.execute(_q("outbox_prune"), {"before": _aware(before)}).rowcount
 
 
 def _sealable(detail: str) -> str:
@@ -1901,6 +1572,14 @@ def _end_columns(ends: Sequence[RunEnd]) -> dict:
     }
 
 
-def _text_values(params: dict) -> dict:
-    """Every text parameter as PostgreSQL accepts it (no NUL, valid UTF-8)."""
-    return {key: _text(value) if isinstance(value, str) else value for key, value in params.items()}
+PostgresStore.values = SqlValues(
+    run=_run,
+    time_in=_aware,
+    time_out=_aware,
+    text_in=_text,
+    output_in=_output,
+    output_out=lambda body: bytes(body).decode("utf-8", "replace"),
+    array_in=list,
+    texts_in=_text_values,
+    no_limit=None,
+)

@@ -1,7 +1,8 @@
 """The SQLite state store: one database file, one connection, WAL.
 
-`SqliteStore` implements the `StateStore` port (see `store.base` for the run protocol). The
-schema and every query live in `sql/sqlite.sql`; this module binds parameters, maps rows to
+`SqliteStore` implements the `StateStore` port (see `store.base` for the run protocol); the
+calls it makes as the PostgreSQL store does are written once in `store.sql_store`. The schema
+and every query live in `sql/sqlite.sql`; this module binds parameters, maps rows to
 `Run` values and translates `sqlite3` errors into `StoreError` naming the database file.
 
 Concurrency: the engine calls the store from a pool of worker threads, so the one connection
@@ -40,7 +41,6 @@ from pathlib import Path
 
 from reconciler.adapters.audit.chain import (
     GENESIS,
-    Anchor,
     AuditEntry,
     AuditRecord,
     StoredEntry,
@@ -51,11 +51,9 @@ from reconciler.adapters.audit.chain import (
 from reconciler.adapters.store.base import (
     DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
-    ApprovalRecord,
     AuditOf,
     Batch,
     ClaimRequest,
-    KillRequest,
     LeaseLost,
     ManualRun,
     OutputChunk,
@@ -63,8 +61,6 @@ from reconciler.adapters.store.base import (
     PlanAuditOf,
     RunChanges,
     RunEnd,
-    RunFilter,
-    StateStore,
     check_ends,
     claim_outcome,
     no_audit,
@@ -92,10 +88,10 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     runs_page_params,
     team_bounds,
 )
+from reconciler.adapters.store.sql_store import COLUMNS, STATUS, SqlStore, SqlValues
 from reconciler.core.alerts import Alert, Delivery
-from reconciler.core.errors import InputError, LockError, StoreError, UsageError
+from reconciler.core.errors import LockError, StoreError
 from reconciler.core.frozen import build_frozen
-from reconciler.core.model import Freeze
 from reconciler.core.plan import Cancel, Enqueue, Plan
 from reconciler.core.state import ExecutedState, Run, RunStatus
 
@@ -205,35 +201,6 @@ def _json_safe(text: str | None) -> bool:
     return text is None or storable(text) is text
 
 
-# The columns of `runs` in table order: every query that returns runs selects them in this
-# order (`SELECT *`, `RETURNING *` or the explicit lists of sqlite.sql). A later migration can
-# only append columns (ALTER TABLE ADD COLUMN), so `_run` reads this prefix of any row.
-COLUMNS = (
-    "id",
-    "task",
-    "machine",
-    "version",
-    "slot",
-    "commit",
-    "priority",
-    "status",
-    "attempt",
-    "reason",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "not_before",
-    "exit_code",
-    "output",
-    "error",
-    "dispatched",
-    "retry_requested",
-    "epoch",
-    "owner",
-)
-_STATUS = {status.value: status for status in RunStatus}
-
-
 def _run(row: tuple) -> Run:
     """A row of `runs` as a `Run`. Positional, not `sqlite3.Row`: snapshot() maps 100k+ rows
     and the name lookups doubled its cost."""
@@ -267,7 +234,7 @@ def _run(row: tuple) -> Run:
         machine=machine,
         version=version,
         priority=priority,
-        status=_STATUS[status],
+        status=STATUS[status],
         attempt=attempt,
         reason=reason,
         slot=slot,
@@ -329,7 +296,7 @@ _HELD: dict[str, _HeldLock] = {}
 _HELD_GUARD = threading.Lock()
 
 
-class SqliteStore(StateStore):
+class SqliteStore(SqlStore):
     """The `StateStore` on one SQLite file. Thread-safe; see the module docstring.
 
     `path` is kept as given for messages (users recognise `.reconciler/state.db`); with
@@ -364,6 +331,19 @@ class SqliteStore(StateStore):
             raise
 
     # --- connection, errors, transactions ---
+
+    @staticmethod
+    def _sql(name: str) -> str:
+        return _q(name)
+
+    def _reading(self):
+        return self._read()
+
+    def _writing_one(self):
+        return self._write()
+
+    def _writing(self):
+        return self._write()
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -758,18 +738,6 @@ class SqliteStore(StateStore):
         time, and `change_token` tells a drain whether to read at all)."""
         return RunChanges(self._select("active_runs"), True)
 
-    def pending(self) -> list[Run]:
-        """Pending runs by (priority, created_at, id), without `output`."""
-        return self._select("pending")
-
-    def running(self) -> list[Run]:
-        """Running runs by id, without `output`."""
-        return self._select("running")
-
-    def _select(self, query: str, params: dict | None = None) -> list[Run]:
-        with self._read() as conn:
-            return [_run(row) for row in conn.execute(_q(query), params or {})]
-
     def claim(
         self, run_id: int, owner: str, now: datetime, max_parallel: int | None = None
     ) -> Run | None:
@@ -824,30 +792,6 @@ class SqliteStore(StateStore):
                 "error": error,
             },
         )
-
-    def adopt(
-        self,
-        run_id: int,
-        status: RunStatus,
-        *,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> Run | None:
-        """An `unknown` run gets the result its target kept; None if it is not unknown."""
-        with self._write() as conn:
-            row = _one(
-                conn,
-                "adopt",
-                {
-                    "id": run_id,
-                    "status": status.value,
-                    "exit_code": exit_code,
-                    "output": cap_output(output),
-                    "error": error,
-                },
-            )
-        return None if row is None else _run(row)
 
     def requeue(
         self,
@@ -1126,122 +1070,6 @@ class SqliteStore(StateStore):
 
     # --- history and commands ---
 
-    def get_run(self, run_id: int) -> Run | None:
-        """One run with its output and error, or None."""
-        runs = self._select("get_run", {"id": run_id})
-        return runs[0] if runs else None
-
-    def get_runs(self, run_ids: Sequence[int]) -> dict[int, Run]:
-        """The runs of `run_ids` that exist, by id, in one read."""
-        if not run_ids:
-            return {}
-        return {run.id: run for run in self._select("get_runs", {"ids": json.dumps(list(run_ids))})}
-
-    def list_runs(
-        self, status: Sequence[RunStatus] | None = None, team: str | None = None, limit: int = 1000
-    ) -> list[Run]:
-        """Runs newest first (by id), without `output`; `status` and `team` filter, a `limit`
-        of None or below 1 means no limit."""
-        statuses = None if status is None else json.dumps([RunStatus(s).value for s in status])
-        return self._select(
-            "list_runs",
-            {
-                "statuses": statuses,
-                **team_bounds(team),
-                "limit": limit if limit and limit > 0 else -1,
-            },
-        )
-
-    def runs_page(
-        self, filters: RunFilter, before: int | None = None, limit: int = 50
-    ) -> list[Run]:
-        """Runs newest first without `output`, below the keyset `before`, narrowed by
-        `filters` (see `StateStore.runs_page`), in one query."""
-        statuses = [RunStatus(s).value for s in filters.statuses]
-        return self._select(
-            "runs_page",
-            runs_page_params(filters, before, limit, json.dumps(statuses) if statuses else None),
-        )
-
-    def cancel_run(self, run_id: int, now: datetime, error: str | None = None) -> Run:
-        """`queue cancel`: pending -> `cancelled`. Raises `InputError` (a `UsageError`: the
-        run id is the command's argument) for an unknown or non-pending run."""
-        with self._write() as conn:
-            row = _one(
-                conn,
-                "cancel_pending",
-                {"id": run_id, "now": _ts(now), "error": error or QUEUE_CANCEL_ERROR},
-            )
-            if row is None:
-                raise self._not_allowed(conn, run_id, "only pending runs can be cancelled")
-        return _run(row)
-
-    def request_retry(self, run_id: int, now: datetime) -> Run:
-        """`queue retry`: flag a failed, blocked, unknown or halted run for the next pass; raises
-        `InputError` otherwise. Flagging twice is harmless."""
-        with self._write() as conn:
-            row = _one(conn, "request_retry", {"id": run_id})
-            if row is None:
-                raise self._not_allowed(
-                    conn, run_id, "only failed, blocked, unknown or halted runs can be retried"
-                )
-        return _run(row)
-
-    @staticmethod
-    def _not_allowed(conn: sqlite3.Connection, run_id: int, rule: str) -> InputError:
-        row = _one(conn, "status_of", {"id": run_id})
-        if row is None:
-            return UsageError(f"run {run_id} does not exist (see `reconcile queue list`)")
-        return UsageError(f"run {run_id} is {row[0]}; {rule}")
-
-    def counts(self) -> dict[str, int]:
-        """Runs by status; every status is present (0 when none)."""
-        with self._read() as conn:
-            found = dict(conn.execute(_q("counts")).fetchall())
-        return {s.value: found.get(s.value, 0) for s in RunStatus}
-
-    def record_commit(self, commit: str, now: datetime) -> None:
-        """Remember that a pass reconciled `commit` (a full sha)."""
-        with self._write() as conn:
-            conn.execute(_q("record_commit"), {"commit": commit, "now": _ts(now)})
-
-    def last_commit(self) -> str | None:
-        """The commit the latest pass reconciled, or None."""
-        with self._read() as conn:
-            row = _one(conn, "last_commit", {})
-        return row[0] if row else None
-
-    def reconciled_freezes(self) -> list[tuple[str, Freeze]]:
-        """The freezes the latest pass recorded with its plan."""
-        with self._read() as conn:
-            rows = conn.execute(_q("reconciled_freezes")).fetchall()
-        return [(scope, Freeze(reason, _dt(until), bool(p1))) for scope, reason, until, p1 in rows]
-
-    def last_pass(self) -> tuple[str, datetime] | None:
-        """The commit the latest pass reconciled and when, or None."""
-        with self._read() as conn:
-            row = _one(conn, "last_pass", {})
-        return None if row is None else (row[0], _dt(row[1]))
-
-    def add_approvals(self, approvals: Sequence[ApprovalRecord], now: datetime) -> int:
-        """Record `approvals` in one transaction; a repeated one replaces the old row."""
-        with self._write() as conn:
-            return sum(
-                conn.execute(_q("approval_insert"), a.params(_ts(now))).rowcount for a in approvals
-            )
-
-    def approvals_of(self, task: str) -> list[ApprovalRecord]:
-        """Every approval given for `task`, oldest first."""
-        with self._read() as conn:
-            rows = conn.execute(_q("approvals_of_task"), {"task": task}).fetchall()
-        return [ApprovalRecord(*row[:7], approved_at=_dt(row[7])) for row in rows]
-
-    def reconciled_before(self, commit: str) -> str | None:
-        """The commit reconciled last before `commit` first was, or None."""
-        with self._read() as conn:
-            row = _one(conn, "reconciled_before", {"commit": commit})
-        return row[0] if row else None
-
     def append_output(
         self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
     ) -> None:
@@ -1267,39 +1095,6 @@ class SqliteStore(StateStore):
                 [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
             )
 
-    def output_since(self, run_id: int, attempt: int, after_seq: int = 0) -> list[OutputChunk]:
-        """The chunks of a run's attempt after `after_seq`, in order."""
-        with self._read() as conn:
-            rows = conn.execute(
-                _q("output_since"), {"run_id": run_id, "attempt": attempt, "after": after_seq}
-            ).fetchall()
-        return [OutputChunk(run_id, attempt, seq, start, body) for seq, start, body in rows]
-
-    def drop_output(self, run_ids: Sequence[int]) -> None:
-        """Forget every chunk of `run_ids`."""
-        if not run_ids:
-            return
-        with self._write() as conn:
-            conn.execute(_q("output_drop"), {"ids": json.dumps(list(run_ids))})
-
-    def request_kill(self, request: KillRequest, now: datetime) -> None:
-        """Ask the holder of the run to stop it."""
-        with self._write() as conn:
-            conn.execute(_q("kill_request"), kill_params(request) | {"now": _ts(now)})
-
-    def kill_requests(self, run_ids: Sequence[int]) -> dict[int, KillRequest]:
-        """The kill requests of `run_ids`, by run id."""
-        if not run_ids:
-            return {}
-        with self._read() as conn:
-            rows = conn.execute(_q("kill_requests_of"), {"ids": json.dumps(list(run_ids))})
-            return {row[0]: KillRequest(*row) for row in rows.fetchall()}
-
-    def failed_since(self, since: datetime) -> int:
-        """Runs that ended failed, blocked, unknown or halted at or after `since`."""
-        with self._read() as conn:
-            return _one(conn, "failed_since", {"since": _ts(since)})[0]
-
     # --- the audit log ---
 
     def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
@@ -1310,28 +1105,6 @@ class SqliteStore(StateStore):
         with self._write() as conn:
             rows = self._chain(conn, records)
         return [audit_entry(row) for row in rows]
-
-    def audit_page(
-        self, after_seq: int = 0, limit: int = 1000, since: str | None = None
-    ) -> list[AuditEntry]:
-        """Entries after `after_seq` in seq order (see `StateStore.audit_page`)."""
-        with self._read() as conn:
-            rows = conn.execute(
-                _q("audit_page"), {"after": after_seq, "limit": limit, "since": since}
-            ).fetchall()
-        return [audit_entry(row) for row in rows]
-
-    def audit_head(self) -> AuditEntry | None:
-        """The newest entry, or None."""
-        with self._read() as conn:
-            row = _one(conn, "audit_head", {})
-        return None if row is None else audit_entry(row)
-
-    def audit_anchor(self) -> Anchor | None:
-        """The last pruned entry's (seq, hash), or None."""
-        with self._read() as conn:
-            row = _one(conn, "audit_anchor", {})
-        return None if row is None else Anchor(row[0], row[1])
 
     def prune_audit(self, through_seq: int, now: datetime) -> int:
         """Remove entries up to `through_seq`, keeping the last one as the anchor."""
@@ -1394,82 +1167,29 @@ class SqliteStore(StateStore):
             )
         return True
 
-    def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
-        """Drop the memory of `outcomes` for (task, machine)."""
-        with self._write() as conn:
-            return conn.execute(
-                _q("alert_forget"),
-                {"task": task, "machine": machine, "outcomes": json.dumps(list(outcomes))},
-            ).rowcount
-
-    def unreachable_machines(self) -> set[str]:
-        """Machines with a remembered `unreachable` alert."""
-        with self._read() as conn:
-            return {row[0] for row in conn.execute(_q("unreachable_machines"))}
-
     def claim_deliveries(
         self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
     ) -> list[Delivery]:
         """Claim pending outbox rows nobody holds (by SQLite's clock), oldest first."""
         age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
-        with self._write() as conn:
-            rows = conn.execute(
-                _q("outbox_claim"), {"owner": owner, "limit": limit, "age": age}
-            ).fetchall()
-        return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]
-
-    def delivery_done(self, delivery_id: str, now: datetime) -> None:
-        """Mark a delivery delivered."""
-        with self._write() as conn:
-            conn.execute(_q("outbox_done"), {"id": delivery_id, "now": _ts(now)})
-
-    def delivery_failed(
-        self, delivery_id: str, error: str, now: datetime, give_up: bool = False
-    ) -> None:
-        """Count a failed attempt; release the claim (or abandon the row)."""
-        with self._write() as conn:
-            conn.execute(
-                _q("outbox_failed"),
-                {"id": delivery_id, "error": error, "now": _ts(now), "give_up": int(give_up)},
-            )
-
-    def release_deliveries(self, owner: str) -> int:
-        """Release `owner`'s claims on undelivered rows."""
-        with self._write() as conn:
-            return conn.execute(_q("outbox_release"), {"owner": owner}).rowcount
-
-    def outbox_pending(self) -> int:
-        """Deliveries still waiting."""
-        with self._read() as conn:
-            return _one(conn, "outbox_pending", {})[0]
-
-    def previous_outcome(self, task: str, machine: str, before_id: int) -> RunStatus | None:
-        """The newest final, non-cancelled run's status before `before_id`, or None."""
-        with self._read() as conn:
-            row = _one(
-                conn, "previous_outcome", {"task": task, "machine": machine, "before_id": before_id}
-            )
-        return None if row is None else _STATUS[row[0]]
+        return self._claimed_deliveries({"owner": owner, "limit": limit, "age": age})
 
     # --- retention ---
 
-    def prunable_runs(self, before: datetime, after_id: int = 0, limit: int = 1000) -> list[Run]:
-        """Runs `delete_runs` may remove, with their output, in id order."""
-        return self._select(
-            "prunable_runs", {"before": _ts(before), "after": after_id, "limit": limit}
-        )
 
-    def delete_runs(self, run_ids: Sequence[int], before: datetime) -> int:
-        """Delete those of `run_ids` still prunable; the conditions are checked again. What a
-        dead holder left of them (output chunks, kill requests) goes with them."""
-        ids = json.dumps(list(run_ids))
-        with self._write() as conn:
-            deleted = conn.execute(_q("delete_runs"), {"ids": ids, "before": _ts(before)}).rowcount
-            conn.execute(_q("output_of_deleted"), {"ids": ids})
-            conn.execute(_q("kills_of_deleted"), {"ids": ids})
-            return deleted
+def _ids(values: Sequence) -> str:
+    """A list parameter as the JSON text the queries read with `json_each`."""
+    return json.dumps(values)
 
-    def prune_outbox(self, before: datetime) -> int:
-        """Delete delivered and abandoned outbox rows created before `before`."""
-        with self._write() as conn:
-            return conn.execute(_q("outbox_prune"), {"before": _ts(before)}).rowcount
+
+SqliteStore.values = SqlValues(
+    run=_run,
+    time_in=_ts,
+    time_out=_dt,
+    text_in=lambda text: text,
+    output_in=cap_output,
+    output_out=lambda body: body,
+    array_in=_ids,
+    texts_in=lambda params: params,
+    no_limit=-1,
+)
