@@ -56,15 +56,12 @@ from reconciler.adapters.audit.chain import (
     stored_fields,
 )
 from reconciler.adapters.store.base import (
-    DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
     AuditOf,
     Batch,
     ClaimRequest,
     LeaseLost,
     ManualRun,
-    OutputChunk,
-    OutputTrim,
     PlanAuditOf,
     RunChanges,
     RunEnd,
@@ -85,17 +82,15 @@ from reconciler.adapters.store.common import (
     manual_run_params,
     only_comments,
     parse_sql_file,
-    planner_alive,
     redact_url,
     scrub,
     url_passwords,
 )
 from reconciler.adapters.store.sql_store import COLUMNS, STATUS, SqlStore, SqlValues, once_more
-from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import LockError, StoreError
 from reconciler.core.frozen import build_frozen
 from reconciler.core.plan import Enqueue, Plan
-from reconciler.core.state import ExecutedState, Run, RunStatus
+from reconciler.core.state import Run, RunStatus
 
 # Advisory lock keys: constants, so every process agrees; advisory locks are scoped to one
 # database, so two stores on one server never contend. Each is 8 ASCII bytes read as a bigint.
@@ -490,14 +485,6 @@ class PostgresStore(SqlStore):
 
     # --- planning ---
 
-    @once_more
-    def snapshot(self) -> ExecutedState:
-        """The latest run of each (task, machine, version) plus the active runs, in one query
-        (runs without `output`)."""
-        with self._session("read") as conn:
-            rows = conn.execute(_q("snapshot")).fetchall()
-        return ExecutedState.of(_run(row) for row in rows)
-
     def record_plan(
         self,
         plan: Plan,
@@ -607,38 +594,6 @@ class PostgresStore(SqlStore):
         return _runs_by_id(back + lost)
 
     # --- planners ---
-
-    @once_more
-    def beat_drain(self, owner: str) -> None:
-        """Stamp `owner`'s drain alive with the server's clock (see `StateStore.beat_drain`)."""
-        with self._transaction() as conn:
-            conn.execute(_q("beat_drain"), {"owner": owner})
-            conn.execute(_q("forget_drains"))
-
-    @once_more
-    def pending_planners(
-        self, owner: str, lease_seconds: float = LEASE_SECONDS
-    ) -> dict[int, tuple[str | None, bool]]:
-        """Every pending run `owner` did not plan: its planner and whether that planner is
-        alive (see `StateStore.pending_planners`)."""
-        params = {"owner": owner, "lease": max(float(lease_seconds), 0.0)}
-        with self._session("read") as conn:
-            rows = conn.execute(_q("pending_planners"), params).fetchall()
-        # Judged once per planner: a pass may have queued thousands of runs.
-        alive = {planner: planner_alive(planner, bool(fresh), owner) for _, planner, fresh in rows}
-        return {run_id: (planner, alive[planner]) for run_id, planner, _ in rows}
-
-    def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
-        """Make `owner` the planner of those `runs` (id -> the dead planner) still pending
-        under that planner, in one transaction. Returns the ids taken."""
-        if not runs:
-            return []
-        with self._transaction() as conn:
-            taken = [
-                conn.execute(_q("take_over"), {"id": i, "old": old, "owner": owner}).fetchone()
-                for i, old in runs.items()
-            ]
-        return sorted(row[0] for row in taken if row is not None)
 
     # --- the queue ---
 
@@ -1410,35 +1365,6 @@ class PostgresStore(SqlStore):
 
     # --- history and commands ---
 
-    @once_more
-    def append_output(
-        self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
-    ) -> None:
-        """Add the chunks and drop the trimmed ones, in one transaction (a retry after a
-        dropped connection adds nothing twice: a chunk already there is kept)."""
-        if not chunks and not trims:
-            return
-        with self._transaction() as conn, conn.cursor() as cursor:
-            if chunks:
-                cursor.executemany(
-                    _q("output_insert"),
-                    [
-                        {
-                            "run_id": c.run_id,
-                            "attempt": c.attempt,
-                            "seq": c.seq,
-                            "start": c.start,
-                            "body": c.body.encode("utf-8", "replace"),
-                        }
-                        for c in chunks
-                    ],
-                )
-            if trims:
-                cursor.executemany(
-                    _q("output_trim"),
-                    [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
-                )
-
     # --- the audit log ---
 
     def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
@@ -1469,66 +1395,6 @@ class PostgresStore(SqlStore):
             return conn.execute(_q("audit_delete_through"), {"seq": through_seq}).rowcount
 
     # --- alerts ---
-
-    def record_alert(
-        self, alert: Alert, deliveries: Sequence[Delivery], owner: str, now: datetime
-    ) -> bool:
-        """Remember the alert's key and queue its deliveries, or do nothing (see the port).
-        The primary key decides between concurrent reconcilers: the second insert waits for
-        the first transaction, then does nothing."""
-        key = alert.key
-        line = {"task": key.task, "machine": key.machine}
-        with self._transaction() as conn:
-            if (
-                alert.run_id is not None
-                and conn.execute(_q("alert_newer"), {**line, "run_id": alert.run_id}).fetchone()
-            ):
-                return False
-            if (
-                conn.execute(
-                    _q("alert_remember"),
-                    {
-                        **line,
-                        "version": key.version,
-                        "outcome": key.outcome,
-                        "run_id": alert.run_id,
-                        "alert_id": alert.id,
-                        "now": _aware(now),
-                    },
-                ).fetchone()
-                is None
-            ):
-                return False
-            if alert.resets:
-                conn.execute(_q("alert_forget"), {**line, "outcomes": list(alert.resets)})
-            with conn.cursor() as cur:
-                cur.executemany(
-                    _q("outbox_insert"),
-                    [
-                        _text_values(
-                            {
-                                "id": d.id,
-                                "alert_id": d.alert_id,
-                                "team": d.team,
-                                "target": d.target,
-                                "event": d.event,
-                                "title": d.title,
-                                "body": d.body,
-                                "now": _aware(now),
-                                "owner": owner,
-                            }
-                        )
-                        for d in deliveries
-                    ],
-                )
-        return True
-
-    def claim_deliveries(
-        self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
-    ) -> list[Delivery]:
-        """Claim pending outbox rows nobody holds (by the server's clock), oldest first."""
-        lease = max(float(lease_seconds), 0.0)
-        return self._claimed_deliveries({"owner": owner, "limit": limit, "lease": lease})
 
     # --- retention ---
 
@@ -1580,6 +1446,8 @@ PostgresStore.values = SqlValues(
     output_in=_output,
     output_out=lambda body: bytes(body).decode("utf-8", "replace"),
     array_in=list,
+    chunk_in=lambda body: body.encode("utf-8", "replace"),
+    lease_in=lambda seconds: {"lease": max(float(seconds), 0.0)},
     texts_in=_text_values,
     no_limit=None,
 )

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from reconciler.adapters.audit.chain import Anchor, AuditEntry
 from reconciler.adapters.store.base import (
+    DELIVERY_LEASE_SECONDS,
+    LEASE_SECONDS,
     ApprovalRecord,
     KillRequest,
     OutputChunk,
+    OutputTrim,
     RunFilter,
     StateStore,
 )
@@ -42,13 +45,14 @@ from reconciler.adapters.store.common import (
     audit_entry,
     delivery,
     kill_params,
+    planner_alive,
     runs_page_params,
     team_bounds,
 )
-from reconciler.core.alerts import Delivery
+from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import InputError, UsageError
 from reconciler.core.model import Freeze
-from reconciler.core.state import Run, RunStatus
+from reconciler.core.state import ExecutedState, Run, RunStatus
 
 # The columns of `runs` in table order, in both dialects: every query that returns runs
 # selects them in this order (`SELECT *`, `RETURNING *` or an explicit list). A later
@@ -89,6 +93,8 @@ class SqlValues(NamedTuple):
     output_in: Callable[[str], Any]  # a run's output, capped
     output_out: Callable[[Any], str]  # an output chunk's body column
     array_in: Callable[[Sequence], Any]  # a list parameter (ids, statuses, outcomes)
+    chunk_in: Callable[[str], Any]  # a live output chunk's body
+    lease_in: Callable[[float], dict]  # a lease in seconds, as the queries compare with it
     texts_in: Callable[[dict], dict]  # every text parameter of a query, as the column takes it
     no_limit: int | None  # the LIMIT parameter that means "all rows"
 
@@ -157,6 +163,13 @@ class SqlStore(StateStore):
     # --- runs ---
 
     @once_more
+    def snapshot(self) -> ExecutedState:
+        """The latest run of each (task, machine, version) plus the active runs, in one query
+        (runs without `output`)."""
+        run = self.values.run
+        return ExecutedState.of(run(row) for row in self._rows("snapshot"))
+
+    @once_more
     def pending(self) -> list[Run]:
         """Pending runs by (priority, created_at, id), without `output`."""
         return self._select("pending")
@@ -209,6 +222,43 @@ class SqlStore(StateStore):
         return self._select(
             "runs_page", values.texts_in(runs_page_params(filters, before, limit, statuses_in))
         )
+
+    # --- planners and drains ---
+
+    @once_more
+    def beat_drain(self, owner: str) -> None:
+        """Stamp `owner`'s drain alive with the database's clock (see `StateStore.beat_drain`)."""
+        with self._writing() as conn:
+            conn.execute(self._sql("beat_drain"), {"owner": owner})
+            conn.execute(self._sql("forget_drains"))
+
+    @once_more
+    def pending_planners(
+        self, owner: str, lease_seconds: float = LEASE_SECONDS
+    ) -> dict[int, tuple[str | None, bool]]:
+        """Every pending run `owner` did not plan: its planner and whether that planner is
+        alive (see `StateStore.pending_planners`)."""
+        rows = self._rows(
+            "pending_planners", {"owner": owner, **self.values.lease_in(lease_seconds)}
+        )
+        # Judged once per planner: a pass may have queued thousands of runs.
+        alive = {planner: planner_alive(planner, bool(fresh), owner) for _, planner, fresh in rows}
+        return {run_id: (planner, alive[planner]) for run_id, planner, _ in rows}
+
+    def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
+        """Make `owner` the planner of those `runs` (id -> the dead planner) still pending
+        under that planner, in one transaction. Returns the ids taken."""
+        if not runs:
+            return []
+        query = self._sql("take_over")
+        with self._writing() as conn:
+            taken = [
+                conn.execute(query, {"id": run_id, "old": old, "owner": owner}).fetchall()
+                for run_id, old in runs.items()
+            ]
+        return sorted(rows[0][0] for rows in taken if rows)
+
+    # --- a run's results ---
 
     def adopt(
         self,
@@ -336,6 +386,36 @@ class SqlStore(StateStore):
     # --- live output and kills ---
 
     @once_more
+    def append_output(
+        self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
+    ) -> None:
+        """Add the chunks and drop the trimmed ones, in one transaction (a second try after a
+        dropped connection adds nothing twice: a chunk already there is kept)."""
+        if not chunks and not trims:
+            return
+        chunk_in = self.values.chunk_in
+        with self._writing() as conn, closing(conn.cursor()) as cursor:
+            if chunks:
+                cursor.executemany(
+                    self._sql("output_insert"),
+                    [
+                        {
+                            "run_id": c.run_id,
+                            "attempt": c.attempt,
+                            "seq": c.seq,
+                            "start": c.start,
+                            "body": chunk_in(c.body),
+                        }
+                        for c in chunks
+                    ],
+                )
+            if trims:
+                cursor.executemany(
+                    self._sql("output_trim"),
+                    [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
+                )
+
+    @once_more
     def output_since(self, run_id: int, attempt: int, after_seq: int = 0) -> list[OutputChunk]:
         """The chunks of a run's attempt after `after_seq`, in order."""
         output_out = self.values.output_out
@@ -388,6 +468,63 @@ class SqlStore(StateStore):
 
     # --- alerts and their outbox ---
 
+    def record_alert(
+        self, alert: Alert, deliveries: Sequence[Delivery], owner: str, now: datetime
+    ) -> bool:
+        """Remember the alert's key and queue its deliveries, or do nothing (see the port).
+        The alert memory's primary key decides between concurrent reconcilers: the second
+        insert waits for the first transaction, then does nothing."""
+        values = self.values
+        key = alert.key
+        line = {"task": key.task, "machine": key.machine}
+        stamp = values.time_in(now)
+        with self._writing() as conn:
+            if (
+                alert.run_id is not None
+                and conn.execute(
+                    self._sql("alert_newer"), {**line, "run_id": alert.run_id}
+                ).fetchall()
+            ):
+                return False
+            remembered = conn.execute(
+                self._sql("alert_remember"),
+                {
+                    **line,
+                    "version": key.version,
+                    "outcome": key.outcome,
+                    "run_id": alert.run_id,
+                    "alert_id": alert.id,
+                    "now": stamp,
+                },
+            ).fetchall()
+            if not remembered:
+                return False
+            if alert.resets:
+                conn.execute(
+                    self._sql("alert_forget"), {**line, "outcomes": values.array_in(alert.resets)}
+                )
+            with closing(conn.cursor()) as cursor:
+                cursor.executemany(
+                    self._sql("outbox_insert"),
+                    [
+                        values.texts_in(
+                            {
+                                "id": d.id,
+                                "alert_id": d.alert_id,
+                                "team": d.team,
+                                "target": d.target,
+                                "event": d.event,
+                                "title": d.title,
+                                "body": d.body,
+                                "now": stamp,
+                                "owner": owner,
+                            }
+                        )
+                        for d in deliveries
+                    ],
+                )
+        return True
+
     def forget_alerts(self, task: str, machine: str, outcomes: Sequence[str]) -> int:
         """Drop the memory of `outcomes` for (task, machine)."""
         return self._write_count(
@@ -400,8 +537,11 @@ class SqlStore(StateStore):
         """Machines with a remembered `unreachable` alert."""
         return {row[0] for row in self._rows("unreachable_machines")}
 
-    def _claimed_deliveries(self, params: dict) -> list[Delivery]:
-        """`outbox_claim` with the backend's lease parameter: the rows, oldest first."""
+    def claim_deliveries(
+        self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
+    ) -> list[Delivery]:
+        """Claim pending outbox rows nobody holds (by the database's clock), oldest first."""
+        params = {"owner": owner, "limit": limit, **self.values.lease_in(lease_seconds)}
         with self._writing_one() as conn:
             rows = conn.execute(self._sql("outbox_claim"), params).fetchall()
         return [delivery(row) for row in sorted(rows, key=lambda row: (row[9], row[0]))]

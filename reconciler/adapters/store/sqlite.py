@@ -49,15 +49,12 @@ from reconciler.adapters.audit.chain import (
     stored_fields,
 )
 from reconciler.adapters.store.base import (
-    DELIVERY_LEASE_SECONDS,
     LEASE_SECONDS,
     AuditOf,
     Batch,
     ClaimRequest,
     LeaseLost,
     ManualRun,
-    OutputChunk,
-    OutputTrim,
     PlanAuditOf,
     RunChanges,
     RunEnd,
@@ -89,11 +86,10 @@ from reconciler.adapters.store.common import (  # noqa: F401  (Migration: re-exp
     team_bounds,
 )
 from reconciler.adapters.store.sql_store import COLUMNS, STATUS, SqlStore, SqlValues
-from reconciler.core.alerts import Alert, Delivery
 from reconciler.core.errors import LockError, StoreError
 from reconciler.core.frozen import build_frozen
 from reconciler.core.plan import Cancel, Enqueue, Plan
-from reconciler.core.state import ExecutedState, Run, RunStatus
+from reconciler.core.state import Run, RunStatus
 
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's write transaction
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
@@ -546,13 +542,6 @@ class SqliteStore(SqlStore):
 
     # --- planning ---
 
-    def snapshot(self) -> ExecutedState:
-        """The latest run of each (task, machine, version) plus the active runs, in one query
-        (runs without `output`)."""
-        with self._read() as conn:
-            rows = conn.execute(_q("snapshot")).fetchall()
-        return ExecutedState.of(_run(row) for row in rows)
-
     def record_plan(
         self,
         plan: Plan,
@@ -687,36 +676,6 @@ class SqliteStore(SqlStore):
         return sorted((_run(row) for row in back + lost), key=lambda run: run.id)
 
     # --- planners ---
-
-    def beat_drain(self, owner: str) -> None:
-        """Stamp `owner`'s drain alive with SQLite's clock (see `StateStore.beat_drain`)."""
-        with self._write() as conn:
-            conn.execute(_q("beat_drain"), {"owner": owner})
-            conn.execute(_q("forget_drains"))
-
-    def pending_planners(
-        self, owner: str, lease_seconds: float = LEASE_SECONDS
-    ) -> dict[int, tuple[str | None, bool]]:
-        """Every pending run `owner` did not plan: its planner and whether that planner is
-        alive (see `StateStore.pending_planners`)."""
-        age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
-        with self._read() as conn:
-            rows = conn.execute(_q("pending_planners"), {"owner": owner, "age": age}).fetchall()
-        # Judged once per planner: a pass may have queued thousands of runs.
-        alive = {planner: planner_alive(planner, bool(fresh), owner) for _, planner, fresh in rows}
-        return {run_id: (planner, alive[planner]) for run_id, planner, _ in rows}
-
-    def take_over(self, runs: dict[int, str | None], owner: str) -> list[int]:
-        """Make `owner` the planner of those `runs` (id -> the dead planner) still pending
-        under that planner, in one transaction. Returns the ids taken."""
-        if not runs:
-            return []
-        with self._write() as conn:
-            taken = [
-                _one(conn, "take_over", {"id": run_id, "old": old, "owner": owner})
-                for run_id, old in runs.items()
-            ]
-        return sorted(row[0] for row in taken if row is not None)
 
     # --- the queue ---
 
@@ -1070,31 +1029,6 @@ class SqliteStore(SqlStore):
 
     # --- history and commands ---
 
-    def append_output(
-        self, chunks: Sequence[OutputChunk], trims: Sequence[OutputTrim] = ()
-    ) -> None:
-        """Add the chunks and drop the trimmed ones, in one transaction."""
-        if not chunks and not trims:
-            return
-        with self._write() as conn:
-            conn.executemany(
-                _q("output_insert"),
-                [
-                    {
-                        "run_id": c.run_id,
-                        "attempt": c.attempt,
-                        "seq": c.seq,
-                        "start": c.start,
-                        "body": c.body.encode("utf-8", "replace").decode("utf-8"),
-                    }
-                    for c in chunks
-                ],
-            )
-            conn.executemany(
-                _q("output_trim"),
-                [{"run_id": t.run_id, "attempt": t.attempt, "seq": t.seq} for t in trims],
-            )
-
     # --- the audit log ---
 
     def append_audit(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
@@ -1119,61 +1053,6 @@ class SqliteStore(SqlStore):
 
     # --- alerts ---
 
-    def record_alert(
-        self, alert: Alert, deliveries: Sequence[Delivery], owner: str, now: datetime
-    ) -> bool:
-        """Remember the alert's key and queue its deliveries, or do nothing (see the port)."""
-        key = alert.key
-        line = {"task": key.task, "machine": key.machine}
-        with self._write() as conn:
-            if alert.run_id is not None and _one(
-                conn, "alert_newer", {**line, "run_id": alert.run_id}
-            ):
-                return False
-            if (
-                _one(
-                    conn,
-                    "alert_remember",
-                    {
-                        **line,
-                        "version": key.version,
-                        "outcome": key.outcome,
-                        "run_id": alert.run_id,
-                        "alert_id": alert.id,
-                        "now": _ts(now),
-                    },
-                )
-                is None
-            ):
-                return False
-            if alert.resets:
-                conn.execute(_q("alert_forget"), {**line, "outcomes": json.dumps(alert.resets)})
-            conn.executemany(
-                _q("outbox_insert"),
-                [
-                    {
-                        "id": d.id,
-                        "alert_id": d.alert_id,
-                        "team": d.team,
-                        "target": d.target,
-                        "event": d.event,
-                        "title": d.title,
-                        "body": d.body,
-                        "now": _ts(now),
-                        "owner": owner,
-                    }
-                    for d in deliveries
-                ],
-            )
-        return True
-
-    def claim_deliveries(
-        self, owner: str, limit: int = 100, lease_seconds: float = DELIVERY_LEASE_SECONDS
-    ) -> list[Delivery]:
-        """Claim pending outbox rows nobody holds (by SQLite's clock), oldest first."""
-        age = f"-{max(float(lease_seconds), 0.0):.6f} seconds"
-        return self._claimed_deliveries({"owner": owner, "limit": limit, "age": age})
-
     # --- retention ---
 
 
@@ -1190,6 +1069,8 @@ SqliteStore.values = SqlValues(
     output_in=cap_output,
     output_out=lambda body: body,
     array_in=_ids,
+    chunk_in=lambda body: body.encode("utf-8", "replace").decode("utf-8"),
+    lease_in=lambda seconds: {"age": f"-{max(float(seconds), 0.0):.6f} seconds"},
     texts_in=lambda params: params,
     no_limit=-1,
 )
