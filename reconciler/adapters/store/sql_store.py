@@ -13,9 +13,10 @@ A backend subclasses `SqlStore` and gives it three things:
   `_writing()` for a transaction of several statements. Each yields a DB-API connection
   (`execute(query, params)` returning a cursor) and translates driver errors to `StoreError`.
 
-Calls that a second try cannot apply twice (reads) are marked `@once_more`: a backend whose
-connection can break under a call (a PostgreSQL server restart) tries them once more on a new
-connection (`_retrying`); SQLite's connection does not break, and calls them once.
+Calls that a second try cannot apply twice are marked `@once_more`: reads, and writes whose
+second try changes nothing more (a heartbeat, an insert that keeps a row already there). A
+backend whose connection can break under a call (a PostgreSQL server restart) tries them once
+more on a new connection (`_retrying`); SQLite's connection does not break: one call.
 
 What stays in each backend is what really differs: connections, locks, migrations, leases,
 the batches of a scheduling round and the audit sealer.
@@ -100,7 +101,7 @@ class SqlValues(NamedTuple):
 
 
 def once_more(method):
-    """Mark a call that cannot apply twice (a read): see `SqlStore._retrying`."""
+    """Mark a call that a second try cannot apply twice: see `SqlStore._retrying`."""
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):

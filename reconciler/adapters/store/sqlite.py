@@ -1056,11 +1056,6 @@ class SqliteStore(SqlStore):
     # --- retention ---
 
 
-def _ids(values: Sequence) -> str:
-    """A list parameter as the JSON text the queries read with `json_each`."""
-    return json.dumps(values)
-
-
 SqliteStore.values = SqlValues(
     run=_run,
     time_in=_ts,
@@ -1068,7 +1063,7 @@ SqliteStore.values = SqlValues(
     text_in=lambda text: text,
     output_in=cap_output,
     output_out=lambda body: body,
-    array_in=_ids,
+    array_in=json.dumps,  # the queries read a list with json_each
     chunk_in=lambda body: body.encode("utf-8", "replace").decode("utf-8"),
     lease_in=lambda seconds: {"age": f"-{max(float(seconds), 0.0):.6f} seconds"},
     texts_in=lambda params: params,
