@@ -76,7 +76,6 @@ from reconciler.adapters.store.common import (
     audit_entry,
     cancel_error,
     cap_output,
-    ending_without_run,
     freeze_params,
     manual_fields,
     manual_run_params,
@@ -1270,74 +1269,20 @@ class PostgresStore(SqlStore):
     def mark_dispatched(self, run_id: int, epoch: int, now: datetime) -> Run:
         """Set `dispatched` (and renew the lease) before the command is sent; committed with
         the server's durable commit. Raises `LeaseLost`."""
-        return _run(self._leased("mark_dispatched", run_id, epoch, {}))
+        return self._leased("mark_dispatched", run_id, epoch, {})
 
     @once_more
     def heartbeat(self, run_id: int, epoch: int) -> None:
         """Renew the run's lease with the server's clock. Raises `LeaseLost`."""
-        self._leased("heartbeat", run_id, epoch, {})
+        if self._write_row("heartbeat", {"id": run_id, "epoch": epoch}) is None:
+            raise self._lease_lost(run_id, epoch)
 
-    def finish(
-        self,
-        run_id: int,
-        epoch: int,
-        status: RunStatus,
-        now: datetime,
-        *,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> Run:
-        """Record a final status with its result, output capped. Raises `LeaseLost`."""
-        if status.is_active:
-            raise ValueError(f"finish needs a final status, not {status.value}")
-        return _run(
-            self._leased(
-                "finish",
-                run_id,
-                epoch,
-                {
-                    "status": status.value,
-                    "now": _aware(now),
-                    "exit_code": exit_code,
-                    "output": _output(output),
-                    "error": _text(error),
-                },
-            )
-        )
-
-    def requeue(
-        self,
-        run_id: int,
-        epoch: int,
-        not_before: datetime,
-        now: datetime,
-        *,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> Run:
-        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
-        return _run(
-            self._leased(
-                "requeue",
-                run_id,
-                epoch,
-                {
-                    "not_before": _aware(not_before),
-                    "exit_code": exit_code,
-                    "output": _output(output),
-                    "error": _text(error),
-                },
-            )
-        )
-
-    def _leased(self, query: str, run_id: int, epoch: int, params: dict) -> tuple:
+    def _leased(self, query: str, run_id: int, epoch: int, params: dict) -> Run:
         """A write guarded by (status running, epoch); `LeaseLost` if the guard fails."""
         row = self._write_row(query, {**params, "id": run_id, "epoch": epoch})
         if row is None:
             raise self._lease_lost(run_id, epoch)
-        return row
+        return _run(row)
 
     def _lease_lost(self, run_id: int, epoch: int) -> LeaseLost:
         """Why a leased write matched nothing (read after the fact: only for the message)."""
@@ -1348,20 +1293,6 @@ class PostgresStore(SqlStore):
         return LeaseLost(
             f"run {run_id} is no longer held at epoch {epoch}: it is {status} at epoch {current}"
         )
-
-    def block(
-        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
-    ) -> Run | None:
-        """A pending run whose dependency failed becomes `blocked`, one whose rollout halted
-        `halted` (final). None if it was not pending."""
-        values = {
-            "id": run_id,
-            "error": _text(error),
-            "now": _aware(now),
-            "status": ending_without_run(status),
-        }
-        row = self._write_row("block", values)
-        return None if row is None else _run(row)
 
     # --- history and commands ---
 

@@ -45,6 +45,7 @@ from reconciler.adapters.store.common import (
     QUEUE_CANCEL_ERROR,
     audit_entry,
     delivery,
+    ending_without_run,
     kill_params,
     planner_alive,
     runs_page_params,
@@ -260,6 +261,81 @@ class SqlStore(StateStore):
         return sorted(rows[0][0] for rows in taken if rows)
 
     # --- a run's results ---
+
+    def _leased(self, query: str, run_id: int, epoch: int, params: dict) -> Run:
+        """A write guarded by (status running, epoch); raises `LeaseLost` if the guard fails."""
+        raise NotImplementedError
+
+    def finish(
+        self,
+        run_id: int,
+        epoch: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Record a final status with its result, output capped. Raises `LeaseLost`."""
+        if status.is_active:
+            raise ValueError(f"finish needs a final status, not {status.value}")
+        values = self.values
+        return self._leased(
+            "finish",
+            run_id,
+            epoch,
+            {
+                "status": status.value,
+                "now": values.time_in(now),
+                "exit_code": exit_code,
+                "output": values.output_in(output),
+                "error": values.text_in(error),
+            },
+        )
+
+    def requeue(
+        self,
+        run_id: int,
+        epoch: int,
+        not_before: datetime,
+        now: datetime,
+        *,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> Run:
+        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
+        values = self.values
+        return self._leased(
+            "requeue",
+            run_id,
+            epoch,
+            {
+                "not_before": values.time_in(not_before),
+                "exit_code": exit_code,
+                "output": values.output_in(output),
+                "error": values.text_in(error),
+            },
+        )
+
+    def block(
+        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
+    ) -> Run | None:
+        """A pending run whose dependency failed becomes `blocked`, one whose rollout halted
+        `halted` (final: `finished_at` is set, so `failed_since` counts it). None if it was
+        not pending."""
+        values = self.values
+        row = self._write_row(
+            "block",
+            {
+                "id": run_id,
+                "error": values.text_in(error),
+                "now": values.time_in(now),
+                "status": ending_without_run(status),
+            },
+        )
+        return None if row is None else values.run(row)
 
     def adopt(
         self,

@@ -89,7 +89,7 @@ from reconciler.adapters.store.sql_store import COLUMNS, STATUS, SqlStore, SqlVa
 from reconciler.core.errors import LockError, StoreError
 from reconciler.core.frozen import build_frozen
 from reconciler.core.plan import Cancel, Enqueue, Plan
-from reconciler.core.state import Run, RunStatus
+from reconciler.core.state import Run
 
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's write transaction
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
@@ -725,57 +725,6 @@ class SqliteStore(SqlStore):
             if _one(conn, "heartbeat", {"id": run_id, "epoch": epoch}) is None:
                 raise self._lease_lost(conn, run_id, epoch)
 
-    def finish(
-        self,
-        run_id: int,
-        epoch: int,
-        status: RunStatus,
-        now: datetime,
-        *,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> Run:
-        """Record a final status with its result, output capped. Raises `LeaseLost`."""
-        if status.is_active:
-            raise ValueError(f"finish needs a final status, not {status.value}")
-        return self._leased(
-            "finish",
-            run_id,
-            epoch,
-            {
-                "status": status.value,
-                "now": _ts(now),
-                "exit_code": exit_code,
-                "output": cap_output(output),
-                "error": error,
-            },
-        )
-
-    def requeue(
-        self,
-        run_id: int,
-        epoch: int,
-        not_before: datetime,
-        now: datetime,
-        *,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> Run:
-        """Back to `pending` for attempt + 1 after `not_before`. Raises `LeaseLost`."""
-        return self._leased(
-            "requeue",
-            run_id,
-            epoch,
-            {
-                "not_before": _ts(not_before),
-                "exit_code": exit_code,
-                "output": cap_output(output),
-                "error": error,
-            },
-        )
-
     def _leased(
         self, query: str, run_id: int, epoch: int, params: dict, *, durable: bool = False
     ) -> Run:
@@ -1010,22 +959,6 @@ class SqliteStore(SqlStore):
         return LeaseLost(
             f"run {run_id} is no longer held at epoch {epoch}: it is {status} at epoch {current}"
         )
-
-    def block(
-        self, run_id: int, error: str, now: datetime, status: RunStatus = RunStatus.BLOCKED
-    ) -> Run | None:
-        """A pending run whose dependency failed becomes `blocked`, one whose rollout halted
-        `halted` (final: `finished_at` is set, so `failed_since` counts it). None if it was
-        not pending."""
-        values = {
-            "id": run_id,
-            "error": error,
-            "now": _ts(now),
-            "status": ending_without_run(status),
-        }
-        with self._write() as conn:
-            row = _one(conn, "block", values)
-        return None if row is None else _run(row)
 
     # --- history and commands ---
 
