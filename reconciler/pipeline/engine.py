@@ -1261,6 +1261,7 @@ class _Drain:
         with the runs it starts (`_Ends`, `StateStore.round_batch`)."""
         now = self.engine.clock()
         outcomes = self._outcomes(ended)
+        self._learn_lost([run.id for run, _ in ended if run.id not in outcomes])
         if not outcomes:  # every lease lost: nothing of theirs to record
             return
         ends = [self._end_of(run, outcome, now) for run, outcome in outcomes.values()]
@@ -1344,6 +1345,7 @@ class _Drain:
         ended, outcomes = done.ended, done.outcomes
         written = list(batch.runs)
         epochs = {end.run_id: end.epoch for end in done.ends}
+        lost = []
         for run_id in batch.refused:
             # A write retried after a dropped connection finds what its first try committed.
             landed = self.store.get_run(run_id) if retried else None
@@ -1359,6 +1361,8 @@ class _Drain:
                 "over after its lease expired)",
                 run_id,
             )
+            lost.append(run_id)
+        self._learn_lost(lost)
         # Only now may a target forget what it kept of these results (the SSH wrapper's
         # output file): a pass killed before its end batch leaves them to be adopted.
         recorded = {record.id for record in written}
@@ -1381,6 +1385,25 @@ class _Drain:
                 self._note(Event(Kind.RETRYING, record, outcome.error or "", audited))
             else:
                 self._note(Event(Kind.FINISHED, record, outcome.error or "", audited))
+
+    def _learn_lost(self, run_ids: list[int]) -> None:
+        """Learn what became of runs whose lease this drain lost (the process was stopped or
+        cut off past its lease, and another pass or worker swept them): their writes were
+        skipped while they were still running here, so without this the report kept them
+        `running` and a pass exited 0 over a run that ended `unknown`. Their end is the
+        sweeper's (audited and alerted there): only this pass's report learns it."""
+        if not run_ids:
+            return
+        for run in self.store.get_runs(run_ids).values():
+            self.tracker.update(run)
+            self.changed = True
+            if run.status is RunStatus.PENDING:
+                self.pending[run.id] = run
+            elif run.status is RunStatus.RUNNING:
+                self.others_by_id[run.id] = run
+            elif not self.forever and run.id in self.mine:
+                event = Event(Kind.FINISHED, run, run.error or "", audited=True)
+                self.engine._note(self.report, event)
 
     def _end_of(self, run: Run, outcome: Outcome, now: datetime) -> RunEnd:
         spec = self.desired.tasks.get(run.task)
