@@ -463,10 +463,16 @@ class Engine:
         if run.status is not RunStatus.UNKNOWN:
             return run
         try:
-            return self._ask(desired, run) or run
+            resolved = self._ask(desired, run)
         except TransportError as exc:
             log.warning("run %s: cannot ask %s about it: %s", run.id, run.machine, exc)
             return run
+        if resolved is not None:
+            return resolved
+        # Its command was stopped here, or its target kept nothing: say so, or a later pass
+        # would adopt the exit the stop itself caused (143) as the task's result.
+        error = (run.error or "") + NOTHING_KEPT
+        return self.store.adopt(run.id, RunStatus.UNKNOWN, error=error) or run
 
     def _note(self, report: PassReport, event: Event) -> None:
         report.runs[event.run.id] = event.run
