@@ -17,7 +17,6 @@ from pathlib import Path
 
 from reconciler.adapters.store.base import StateStore
 from reconciler.adapters.store.common import redact_url
-from reconciler.adapters.store.sqlite import NoSchema, SqliteStore
 from reconciler.core.diagnostics import Diagnostics, Location
 from reconciler.core.errors import InputError, StoreError
 
@@ -64,6 +63,9 @@ def open_store(url: str, *, create: bool = True, read_only: bool = False) -> Sta
         )
     if (read_only or not create) and not path.exists():
         return None
+    # Imported here, as psycopg is for PostgreSQL: a PostgreSQL pass or worker never loads it.
+    from reconciler.adapters.store.sqlite import NoSchema, SqliteStore
+
     if read_only:
         try:
             return SqliteStore(path, url=url, read_only=True)
