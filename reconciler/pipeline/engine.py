@@ -1540,6 +1540,8 @@ class _Heartbeats:
                 except StoreError as exc:
                     log.warning("drain heartbeat failed: %s", exc)
             for run in list(self.running.values()):
+                if self.stop.is_set():
+                    return
                 try:
                     self.store.heartbeat(run.id, run.epoch)
                 except LeaseLost:
@@ -1550,7 +1552,10 @@ class _Heartbeats:
                         run.id,
                     )
                 except StoreError as exc:
-                    log.warning("run %s: heartbeat failed: %s", run.id, exc)
+                    # The store is unreachable: the other runs' heartbeats would each wait
+                    # for it too, and the pass, which ends on the same error, for them.
+                    log.warning("heartbeats failed (run %s first): %s", run.id, exc)
+                    break
 
 
 __all__ = ["Engine", "Event", "PassReport", "LEASE_SECONDS"]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 
 import psycopg
 import pytest
 
-from tests.support.cli import spawn
+from tests.support.cli import reaped, spawn
 from tests.support.pg_cluster import Cluster
 from tests.support.planning import record_plan
 from tests.support.project import Project
@@ -179,3 +180,37 @@ def test_a_postgresql_restart_under_load_ends_every_run_once_without_a_traceback
     started = [int(word) for word in starts.read_text().split()]
     assert len(started) == len(set(started)), "a run started twice"
     assert sorted(_statuses(cluster.url)) == sorted(runs)
+
+
+def test_a_pass_whose_postgresql_stays_down_gives_up_after_one_reconnect_window(tmp_path, cluster):
+    """The server goes away for good while four runs are in flight. The pass waits once for it
+    (20 s, the README's promise), then exits 3 with one line, no traceback. It took minutes:
+    every heartbeat and every retried end write waited out a window of its own."""
+    p = Project(tmp_path)
+    p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 4\n")
+    starts = tmp_path / "starts"
+    p.write(
+        "tasks/ops/slow.yaml",
+        "tasks:\n"
+        + "".join(
+            f"  - name: t{i}\n    machines: [box]\n    command: echo {i} >> {starts}; sleep 3\n"
+            for i in range(4)
+        ),
+    )
+    with reaped(
+        spawn("--once", "-q", "--concurrency", "4", "--state", cluster.url, cwd=p.root)
+    ) as proc:
+        wait_until(
+            lambda: starts.exists() and len(starts.read_text().split()) == 4,
+            timeout=60,
+            message="the four runs to start",
+        )
+        cluster.stop()
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the pass was still waiting for the database 60 s after it went away")
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "state store" in last, err

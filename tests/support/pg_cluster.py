@@ -100,6 +100,11 @@ class Cluster:
             "restart",
         )
 
+    def stop(self) -> None:
+        """Kill every backend at once (`-m immediate`) and leave the server down: from here on
+        a connection is refused."""
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
     def destroy(self) -> None:
         try:
             self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")

@@ -264,6 +264,9 @@ class PostgresStore(SqlStore):
         self._secrets = url_passwords(url)
         self._mutex = threading.Lock()
         self._closed = False
+        # When the query connection last broke and could not be opened again since (the
+        # monotonic clock), or None: the outage `_reconnect` waits out once.
+        self._unreachable_since: float | None = None
         # Audit entries this handle queued since its sealer last ran, and when it last tried.
         self._queued = 0
         self._sealed_at = time.monotonic()
@@ -357,17 +360,26 @@ class PostgresStore(SqlStore):
                 raise self._error(action, exc) from self._cause(exc)
 
     def _reconnect(self, action: str) -> psycopg.Connection:
-        """A new session for one that broke, waiting (up to `RECONNECT_SECONDS`) while the
-        server refuses connections: it may be restarting, and nothing was sent yet."""
-        deadline, delay = time.monotonic() + RECONNECT_SECONDS, 0.05
+        """A new session for one that broke, waiting while the server refuses connections:
+        it may be restarting, and nothing was sent yet. One wait of `RECONNECT_SECONDS` per
+        outage, shared by every call: once the server has been unreachable that long, a call
+        tries once and fails. Each call waiting a window of its own made a pass whose
+        server went away for good take minutes to end (a heartbeat per run in flight, each
+        end written again by the engine, each tried twice)."""
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
+        deadline, delay = self._unreachable_since + RECONNECT_SECONDS, 0.05
         while True:
             try:
-                return self._connect(action)
+                conn = self._connect(action)
             except StoreError:
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)  # back off between connection attempts
                 delay = min(delay * 2, 1.0)
+            else:
+                self._unreachable_since = None
+                return conn
 
     @contextmanager
     def _transaction(self, action: str = "write") -> Iterator[psycopg.Connection]:
