@@ -221,7 +221,8 @@ def _queue_list(args, ctx, store) -> views.Output:
             raise UsageError(
                 f"--status: {exc}; use one of " + ", ".join(s.value for s in RunStatus)
             ) from None
-    runs = store.list_runs(statuses, args.team, args.limit)
+    team = views.utf8_argument("--team", args.team) if args.team is not None else None
+    runs = store.list_runs(statuses, team, args.limit)
     return views.Output([views.run_json(r) for r in runs], lambda: views.runs_text(runs))
 
 
