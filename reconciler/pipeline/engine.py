@@ -1552,10 +1552,9 @@ class _Heartbeats:
                         run.id,
                     )
                 except StoreError as exc:
-                    # The store is unreachable: the other runs' heartbeats would each wait
-                    # for it too, and the pass, which ends on the same error, for them.
-                    log.warning("heartbeats failed (run %s first): %s", run.id, exc)
-                    break
+                    # Go on with the others: an error may be this run's alone. In an outage
+                    # the store waits once and then fails the rest of the round at once.
+                    log.warning("run %s: heartbeat failed: %s", run.id, exc)
 
 
 __all__ = ["Engine", "Event", "PassReport", "LEASE_SECONDS"]

@@ -14,14 +14,12 @@ import socket
 import subprocess
 
 import psycopg
-import psycopg.conninfo
 import pytest
 
 from tests.support.cli import reaped, spawn
 from tests.support.pg_cluster import Cluster
 from tests.support.planning import record_plan
 from tests.support.project import Project
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -214,49 +212,5 @@ def test_a_pass_whose_postgresql_stays_down_gives_up_after_one_reconnect_window(
             pytest.fail("the pass was still waiting for the database 60 s after it went away")
     assert proc.returncode == 3, err
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error:") and "state store" in last, err
-
-
-def test_a_pass_whose_postgresql_stops_answering_gives_up_instead_of_hanging(
-    tmp_path, postgres_url
-):
-    """The link to the server goes silent (a partition: no FIN, no RST, both kernels still
-    acknowledging) while four runs are in flight. The pass cuts the call that gets no answer,
-    waits one reconnect window, and exits 3 with one line. It waited for ever, saying nothing,
-    while its runs' leases ran out."""
-    target = psycopg.conninfo.conninfo_to_dict(postgres_url)
-    proxy = TcpProxy(int(target.get("port") or 5432))
-    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/{target['dbname']}"
-    p = Project(tmp_path)
-    p.write("machines/box.yaml", "name: box\nteam: ops\ntransport: local\nmax_parallel: 4\n")
-    starts = tmp_path / "starts"
-    p.write(
-        "tasks/ops/slow.yaml",
-        "tasks:\n"
-        + "".join(
-            f"  - name: t{i}\n    machines: [box]\n    command: echo {i} >> {starts}; sleep 2\n"
-            for i in range(4)
-        ),
-    )
-    try:
-        with reaped(
-            spawn("--once", "-q", "--concurrency", "4", "--state", url, cwd=p.root)
-        ) as proc:
-            wait_until(
-                lambda: starts.exists() and len(starts.read_text().split()) == 4,
-                timeout=60,
-                message="the four runs to start",
-            )
-            proxy.partition()
-            try:
-                _, err = proc.communicate(timeout=150)
-            except subprocess.TimeoutExpired:
-                pytest.fail("the pass still waited for a server that stopped answering 150 s ago")
-    finally:
-        proxy.close()
-    assert proc.returncode == 3, err
-    assert "Traceback" not in err
-    assert "gave no answer for 30 s" in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error:") and "state store" in last, err

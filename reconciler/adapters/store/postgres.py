@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -102,11 +100,6 @@ AUDIT_LOCK_KEY = int.from_bytes(b"rcnlaudt", "big")  # audit appends (transactio
 LOCK_POLL_SECONDS = 0.05  # pass-lock polling interval
 CONNECT_TIMEOUT_SECONDS = 10  # unless the URL says otherwise: an unreachable server fails fast
 RECONNECT_SECONDS = 20.0  # how long a broken connection waits for a restarting server
-# A call on the query connection that has had no answer this long is cut off (its socket shut
-# down), and fails as a broken connection does. TCP alone never tells a server or a proxy that
-# stopped answering from a slow one (the peer's kernel still acknowledges), and the pass or
-# worker would wait for ever, silently, while its runs' leases (LEASE_SECONDS) ran out.
-ANSWER_SECONDS = 30.0
 # Once an outage has lasted RECONNECT_SECONDS, a call fails at once for this long after a
 # failed connection attempt: a server that does not answer costs `connect_timeout` per
 # attempt, and the engine's retries of an end write would each pay it.
@@ -279,12 +272,6 @@ class PostgresStore(SqlStore):
         # monotonic clock), or None: the outage `_reconnect` waits out once.
         self._unreachable_since: float | None = None
         self._failed_at = 0.0  # when the last connection attempt failed (monotonic)
-        # When the call in progress on the query connection began (monotonic), or None; the
-        # answer watchdog cuts off a call that has waited longer than ANSWER_SECONDS.
-        self._asked_at: float | None = None
-        self._cut: psycopg.Connection | None = None  # the connection the watchdog shut down
-        self._stopping = threading.Event()
-        self._migrating = False
         # Audit entries this handle queued since its sealer last ran, and when it last tried.
         self._queued = 0
         self._sealed_at = time.monotonic()
@@ -302,10 +289,6 @@ class PostgresStore(SqlStore):
         except BaseException:
             self._conn.close()
             raise
-        self._watchdog = threading.Thread(
-            target=self._watch_answers, name="store-answers", daemon=True
-        )
-        self._watchdog.start()
 
     # --- connections, errors, transactions ---
 
@@ -370,44 +353,16 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _session(self, action: str) -> Iterator[psycopg.Connection]:
-        """The query connection, to this thread alone, for one call; errors translated. A call
-        with no answer for ANSWER_SECONDS is cut off (`_watch_answers`)."""
+        """The query connection, to this thread alone, for one call; errors translated."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"cannot {action} state store {self.url}: the store is closed")
             if self._conn.broken or self._conn.closed:
                 self._conn = self._reconnect(action)  # the last call failed with it: afresh
-            self._asked_at = time.monotonic()
             try:
                 yield self._conn
             except psycopg.Error as exc:
-                if self._cut is self._conn:
-                    raise StoreError(
-                        f"cannot {action} state store {self.url}: the server gave no answer "
-                        f"for {ANSWER_SECONDS:g} s"
-                    ) from None
                 raise self._error(action, exc) from self._cause(exc)
-            finally:
-                self._asked_at = None
-
-    def _watch_answers(self) -> None:
-        """Shut down the query connection's socket under a call that has waited longer than
-        ANSWER_SECONDS for the server (migrations are exempt: they may take long). The call
-        then fails as on a broken connection, and the next one reconnects."""
-        while not self._stopping.wait(1.0):
-            asked, conn = self._asked_at, self._conn
-            if asked is None or conn is self._cut or self._migrating:
-                continue
-            if time.monotonic() - asked > ANSWER_SECONDS:
-                self._cut = conn
-                log.warning(
-                    "state store %s gave no answer for %g s: cutting the connection",
-                    self.url,
-                    ANSWER_SECONDS,
-                )
-                with suppress(OSError, psycopg.Error):
-                    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                        sock.shutdown(socket.SHUT_RDWR)
 
     def _reconnect(self, action: str) -> psycopg.Connection:
         """A new session for one that broke, waiting while the server refuses connections:
@@ -483,13 +438,6 @@ class PostgresStore(SqlStore):
         """Apply every migration not yet recorded, in one transaction under an advisory lock,
         so a store is either at the new schema or untouched, and two processes opening a fresh
         database at once migrate it once (the second waits, then finds them recorded)."""
-        self._migrating = True
-        try:
-            self._apply_migrations()
-        finally:
-            self._migrating = False
-
-    def _apply_migrations(self) -> None:
         with self._transaction("migrate") as conn:
             conn.execute(_q("lock_migrations"), {"key": MIGRATE_LOCK_KEY})
             conn.execute(_q("create_migrations"))
@@ -511,8 +459,6 @@ class PostgresStore(SqlStore):
                 self.seal_audit(wait=True)
             except StoreError as exc:
                 log.warning("audit entries left unsealed at close: %s", exc)
-        self._stopping.set()
-        self._watchdog.join(5)  # it wakes at once: a closed store leaves no thread behind
         with self._mutex:
             self._closed = True
             self._conn.close()
