@@ -417,15 +417,15 @@ class Engine:
             except TransportError:
                 unreachable.add(run.machine)
                 continue
-            if resolved is None:
-                self.store.adopt(run.id, RunStatus.UNKNOWN, error=(run.error or "") + NOTHING_KEPT)
-            elif resolved.status is not RunStatus.UNKNOWN:
+            if resolved.status is not RunStatus.UNKNOWN:
                 self._note(report, Event(Kind.RECOVERED, resolved))
 
-    def _ask(self, desired: DesiredState, run: Run, stop: bool = True) -> Run | None:
-        """Ask `run`'s target for its result and adopt it: the run as it now stands, or None
-        when the target answered that it kept nothing. Raises TransportError when it cannot
-        be asked."""
+    def _ask(self, desired: DesiredState, run: Run, stop: bool = True) -> Run:
+        """Ask `run`'s target for its result and adopt it; returns the run as it now stands.
+        A target that answered that it kept nothing (its command stopped here, or never
+        recorded) is noted on the run: no later pass asks again, nor adopts the exit the stop
+        itself caused (143) as the task's result. Raises TransportError when it cannot be
+        asked."""
         machine = desired.machines.get(run.machine)
         transport = self.transports.get(machine.transport) if machine is not None else None
         if transport is None:
@@ -440,10 +440,11 @@ class Engine:
             stop=stop,
             key=run_key(run),  # never another store's result for the same run id
         )
-        if kept is STILL_RUNNING:
+        if kept is None:
+            error = (run.error or "") + NOTHING_KEPT
+            return self.store.adopt(run.id, RunStatus.UNKNOWN, error=error) or run
+        if kept is STILL_RUNNING or spec is None:
             return run
-        if kept is None or spec is None:
-            return None if kept is None else run
         outcome = judge(kept, spec.timeout)
         adopted = self.store.adopt(
             run.id,
@@ -463,16 +464,10 @@ class Engine:
         if run.status is not RunStatus.UNKNOWN:
             return run
         try:
-            resolved = self._ask(desired, run)
+            return self._ask(desired, run)
         except TransportError as exc:
             log.warning("run %s: cannot ask %s about it: %s", run.id, run.machine, exc)
             return run
-        if resolved is not None:
-            return resolved
-        # Its command was stopped here, or its target kept nothing: say so, or a later pass
-        # would adopt the exit the stop itself caused (143) as the task's result.
-        error = (run.error or "") + NOTHING_KEPT
-        return self.store.adopt(run.id, RunStatus.UNKNOWN, error=error) or run
 
     def _note(self, report: PassReport, event: Event) -> None:
         report.runs[event.run.id] = event.run

@@ -292,9 +292,7 @@ class PostgresStore(SqlStore):
 
     # --- connections, errors, transactions ---
 
-    @staticmethod
-    def _sql(name: str) -> str:
-        return _q(name)
+    _sql = staticmethod(_q)
 
     def _reading(self):
         return self._session("read")

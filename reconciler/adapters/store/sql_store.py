@@ -168,8 +168,7 @@ class SqlStore(StateStore):
     def snapshot(self) -> ExecutedState:
         """The latest run of each (task, machine, version) plus the active runs, in one query
         (runs without `output`)."""
-        run = self.values.run
-        return ExecutedState.of(run(row) for row in self._rows("snapshot"))
+        return ExecutedState.of(self._select("snapshot"))
 
     @once_more
     def pending(self) -> list[Run]:

@@ -328,9 +328,7 @@ class SqliteStore(SqlStore):
 
     # --- connection, errors, transactions ---
 
-    @staticmethod
-    def _sql(name: str) -> str:
-        return _q(name)
+    _sql = staticmethod(_q)
 
     def _reading(self):
         return self._read()
